@@ -1,0 +1,105 @@
+"""Every error durable_graph raises, under one root.
+
+    DurableGraphError
+    ├── GraphValueError (also ValueError)      a graph, config or input that cannot work
+    │   ├── InvalidUpdateError                 a node wrote something its state cannot take
+    │   └── EmptyInputError                    invoke(None) with nothing to resume
+    ├── GraphRecursionError (also RecursionError)  recursion_limit supersteps ran out
+    ├── TaskNotInRunError (also RuntimeError)  a @task called outside a graph run
+    ├── NondeterminismError                    a replay called tasks other than the recorded ones
+    ├── SerializationError (also TypeError)    a value the store cannot encode or decode
+    │   └── SignatureError                     a payload whose HMAC did not verify
+    ├── CheckpointStoreError                   a store that failed or cannot be reached
+    │   └── FencingError                       a commit from an owner whose lease was taken over
+    └── DispatchError                          a job that could not be sent or run
+
+Control-flow signals (``GraphInterrupt``) derive from ``BaseException`` so that a
+user's ``except Exception`` inside a node does not swallow an ``interrupt()``.
+Every class pickles by its constructor arguments, so errors cross process boundaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from durable_graph.graph.types import Interrupt
+
+__all__ = [
+    "CheckpointStoreError",
+    "DispatchError",
+    "DurableGraphError",
+    "EmptyInputError",
+    "FencingError",
+    "GraphInterrupt",
+    "GraphRecursionError",
+    "GraphValueError",
+    "InvalidUpdateError",
+    "NondeterminismError",
+    "SerializationError",
+    "SignatureError",
+    "TaskNotInRunError",
+]
+
+
+class DurableGraphError(Exception):
+    """Root of every error raised by durable_graph."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (type(self), self.args)
+
+
+class GraphValueError(DurableGraphError, ValueError):
+    """A graph, config or input that cannot work as given."""
+
+
+class InvalidUpdateError(GraphValueError):
+    """A node returned or wrote an update that its state cannot take."""
+
+
+class EmptyInputError(GraphValueError):
+    """``invoke(None)`` on a thread that has no checkpoint to resume from."""
+
+
+class GraphRecursionError(DurableGraphError, RecursionError):
+    """The run used up ``recursion_limit`` supersteps without finishing."""
+
+
+class TaskNotInRunError(DurableGraphError, RuntimeError):
+    """A ``@task`` or ``interrupt()`` was called outside a running graph."""
+
+
+class NondeterminismError(DurableGraphError):
+    """A replayed node called different tasks than the ones recorded for it."""
+
+
+class SerializationError(DurableGraphError, TypeError):
+    """A value the checkpoint store cannot encode, or bytes it cannot decode."""
+
+
+class SignatureError(SerializationError):
+    """A signed payload whose HMAC is missing, unknown or does not verify."""
+
+
+class CheckpointStoreError(DurableGraphError):
+    """The checkpoint store failed or could not be reached."""
+
+
+class FencingError(CheckpointStoreError):
+    """A commit from an owner whose lease on the thread was taken over."""
+
+
+class DispatchError(DurableGraphError):
+    """A job could not be dispatched to, or run by, a worker."""
+
+
+class GraphInterrupt(BaseException):  # noqa: N818 - LangGraph's name
+    """Raised inside a node to pause the run; carries the interrupts raised."""
+
+    def __init__(self, interrupts: Sequence[Interrupt] = ()) -> None:
+        super().__init__(tuple(interrupts))
+        self.interrupts: tuple[Interrupt, ...] = tuple(interrupts)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (type(self), (self.interrupts,))

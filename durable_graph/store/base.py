@@ -1,0 +1,280 @@
+"""The checkpoint format and the saver contract every store implements.
+
+A checkpoint is the state of one thread after one superstep: channel values, their
+versions, the versions each node has seen (so planning knows what is triggered),
+and, stored beside it, the pending writes that tasks of its next superstep already
+produced. Writes are keyed by (task id, write index): a task delivered twice lands
+in the same slot, so a retried or replayed job changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal, NamedTuple, TypedDict
+
+from durable_graph.errors import GraphValueError
+
+__all__ = [
+    "ERROR",
+    "INTERRUPT",
+    "NO_WRITES",
+    "NULL_TASK_ID",
+    "RESUME",
+    "RETURN",
+    "SPECIAL_WRITES",
+    "WRITES_IDX_MAP",
+    "BaseCheckpointSaver",
+    "Checkpoint",
+    "CheckpointMetadata",
+    "CheckpointTuple",
+    "PendingWrite",
+    "ThreadStatus",
+    "checkpoint_config",
+    "config_ids",
+    "empty_checkpoint",
+    "new_checkpoint_id",
+]
+
+ERROR = "__error__"
+"""Write channel: the exception a task raised."""
+INTERRUPT = "__interrupt__"
+"""Write channel: the interrupts a task raised."""
+RESUME = "__resume__"
+"""Write channel: resume values for a task's interrupts, in call order."""
+RETURN = "__return__"
+"""Write channel: the return value of a ``@task`` call."""
+NO_WRITES = "__no_writes__"
+"""Write channel: marks a task that finished without writing anything."""
+NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
+"""Task id of writes that come from outside any task (``Command`` input)."""
+
+WRITES_IDX_MAP: Mapping[str, int] = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
+"""Writes to these channels take a fixed slot and replace what was there."""
+SPECIAL_WRITES = frozenset({ERROR, INTERRUPT, RESUME})
+"""Writes that do not mean the task finished."""
+
+ThreadStatus = Literal["running", "interrupted", "failed", "done"]
+
+
+class CheckpointMetadata(TypedDict, total=False):
+    """Why and when a checkpoint was written."""
+
+    source: Literal["input", "loop", "update", "fork"]
+    """What wrote it: the run's input, a superstep, update_state, or a fork."""
+    step: int
+    """Superstep number: -1 for the first input, then 0, 1, ..."""
+    parents: dict[str, str]
+    """Checkpoint ids of the enclosing graphs, by namespace (subgraphs)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Channel values and versions of one thread after one superstep."""
+
+    id: str
+    """Time-ordered unique id; later checkpoints sort after earlier ones."""
+    ts: str
+    """ISO-8601 time of creation."""
+    channel_values: dict[str, Any]
+    """Value of each channel that holds one."""
+    channel_versions: dict[str, int]
+    """Version of each channel; bumped whenever its value changes."""
+    versions_seen: dict[str, dict[str, int]]
+    """Per node, the version of each trigger channel it last ran on."""
+    v: int = 1
+    """Format version of this record."""
+
+
+class PendingWrite(NamedTuple):
+    """One write a task produced for the next superstep of a checkpoint."""
+
+    task_id: str
+    channel: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class CheckpointTuple:
+    """A stored checkpoint with its config, metadata, parent and pending writes."""
+
+    config: dict[str, Any]
+    """Config addressing this checkpoint."""
+    checkpoint: Checkpoint
+    """The checkpoint itself."""
+    metadata: CheckpointMetadata
+    """Why and when it was written."""
+    parent_config: dict[str, Any] | None = None
+    """Config of the checkpoint it follows, if any."""
+    pending_writes: list[PendingWrite] = field(default_factory=list)
+    """Writes already produced by tasks of its next superstep."""
+
+
+_id_lock = threading.Lock()
+_last_id_ns = 0
+
+
+def new_checkpoint_id() -> str:
+    """A UUID-shaped id whose text sorts by creation time (monotonic in-process).
+
+    The first 64 bits are nanoseconds since the epoch, the rest random, so ids from
+    different processes interleave by time and never collide.
+    """
+    global _last_id_ns
+    with _id_lock:
+        now = max(time.time_ns(), _last_id_ns + 1)
+        _last_id_ns = now
+    return str(uuid.UUID(int=(now << 64) | int.from_bytes(os.urandom(8), "big")))
+
+
+def empty_checkpoint() -> Checkpoint:
+    """The checkpoint of a thread that has never run."""
+    return Checkpoint(
+        id=new_checkpoint_id(),
+        ts=datetime.now(timezone.utc).isoformat(),
+        channel_values={},
+        channel_versions={},
+        versions_seen={},
+    )
+
+
+def config_ids(config: Mapping[str, Any] | None) -> tuple[str, str, str | None]:
+    """(thread_id, checkpoint_ns, checkpoint_id) of a config, with a clear error if unusable."""
+    conf = (config or {}).get("configurable") or {}
+    thread_id = conf.get("thread_id")
+    if thread_id is None or thread_id == "":
+        raise GraphValueError(
+            "A checkpointer needs a thread id: pass "
+            "config={'configurable': {'thread_id': '...'}} to invoke, stream or get_state."
+        )
+    return str(thread_id), str(conf.get("checkpoint_ns", "")), conf.get("checkpoint_id")
+
+
+def checkpoint_config(thread_id: str, ns: str, checkpoint_id: str) -> dict[str, Any]:
+    """The config that addresses one checkpoint."""
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+class BaseCheckpointSaver(ABC):
+    """The saver contract: read, list and write checkpoints and their pending writes.
+
+    Implementations must be safe to call from several threads at once. Async
+    methods run the sync ones on a worker thread unless a saver overrides them.
+    """
+
+    @abstractmethod
+    def get_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
+        """The checkpoint named by ``checkpoint_id``, or the thread's latest one."""
+
+    @abstractmethod
+    def list(
+        self,
+        config: Mapping[str, Any] | None,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints of a thread (and namespace), newest first.
+
+        ``filter`` keeps those whose metadata has every given key/value; ``before``
+        keeps those older than the checkpoint it names; ``limit`` caps the count.
+        """
+
+    @abstractmethod
+    def put(
+        self,
+        config: Mapping[str, Any],
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int],
+    ) -> dict[str, Any]:
+        """Store ``checkpoint`` as the child of the one ``config`` names.
+
+        ``new_versions`` lists the channels whose values changed since the parent;
+        a store may keep the other values by reference. Returns the new config.
+        """
+
+    @abstractmethod
+    def put_writes(
+        self,
+        config: Mapping[str, Any],
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+    ) -> None:
+        """Store a task's writes against the checkpoint ``config`` names.
+
+        A write to a channel of ``WRITES_IDX_MAP`` replaces its slot; other writes
+        keep the first value stored in their (task_id, index) slot.
+        """
+
+    @abstractmethod
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint and write of a thread."""
+
+    def set_status(
+        self,
+        thread_id: str,
+        status: ThreadStatus,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record a thread's run status for operators.
+
+        Stores without an operator view of threads keep nothing; the default
+        does nothing because the checkpoints themselves stay the source of truth.
+        """
+
+    async def aget_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
+        """Async ``get_tuple``."""
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: Mapping[str, Any] | None,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Async ``list``."""
+        items = await asyncio.to_thread(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
+        )
+        for item in items:
+            yield item
+
+    async def aput(
+        self,
+        config: Mapping[str, Any],
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int],
+    ) -> dict[str, Any]:
+        """Async ``put``."""
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: Mapping[str, Any],
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+    ) -> None:
+        """Async ``put_writes``."""
+        await asyncio.to_thread(self.put_writes, config, writes, task_id)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Async ``delete_thread``."""
+        await asyncio.to_thread(self.delete_thread, thread_id)

@@ -1,0 +1,171 @@
+"""InMemorySaver: checkpoints in a dict, serialized so that saved state never aliases live state."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from durable_graph.store.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    checkpoint_config,
+    config_ids,
+)
+from durable_graph.store.encoding import encode_values, metadata_matches
+from durable_graph.store.serde import Serializer, TypedSerializer
+
+__all__ = ["InMemorySaver"]
+
+Blob = tuple[str, bytes]
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """A stored checkpoint: the record without values, plus metadata and parent."""
+
+    checkpoint: Checkpoint
+    metadata: CheckpointMetadata
+    parent_id: str | None
+
+
+class InMemorySaver(BaseCheckpointSaver):
+    """Keeps checkpoints in process memory; for tests, notebooks and short-lived runs.
+
+    Channel values are stored once per (channel, version) and pending writes in
+    (task id, index) slots, the same layout the durable stores use.
+    """
+
+    def __init__(self, *, serde: Serializer | None = None) -> None:
+        self.serde: Serializer = serde or TypedSerializer()
+        self._lock = threading.RLock()
+        self._checkpoints: dict[tuple[str, str], dict[str, _Saved]] = {}
+        self._blobs: dict[tuple[str, str, str, int], Blob] = {}
+        self._writes: dict[tuple[str, str, str], dict[tuple[str, int], tuple[str, Blob]]] = {}
+
+    def get_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
+        thread_id, ns, checkpoint_id = config_ids(config)
+        with self._lock:
+            saved = self._checkpoints.get((thread_id, ns))
+            if not saved:
+                return None
+            if checkpoint_id is None:
+                checkpoint_id = max(saved)
+            entry = saved.get(checkpoint_id)
+            if entry is None:
+                return None
+            return self._load(thread_id, ns, entry)
+
+    def list(
+        self,
+        config: Mapping[str, Any] | None,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        with self._lock:
+            keys = [k for k in self._checkpoints if config is None or k[0] == config_ids(config)[0]]
+            if config is not None and "checkpoint_ns" in (config.get("configurable") or {}):
+                keys = [k for k in keys if k[1] == config_ids(config)[1]]
+            entries = [(k, e) for k in keys for e in self._checkpoints[k].values()]
+        before_id = (before or {}).get("configurable", {}).get("checkpoint_id")
+        entries.sort(key=lambda ke: ke[1].checkpoint.id, reverse=True)
+        count = 0
+        for (thread_id, ns), entry in entries:
+            if before_id is not None and entry.checkpoint.id >= before_id:
+                continue
+            if filter and not metadata_matches(entry.metadata, filter):
+                continue
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            with self._lock:
+                yield self._load(thread_id, ns, entry)
+
+    def put(
+        self,
+        config: Mapping[str, Any],
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int],
+    ) -> dict[str, Any]:
+        thread_id, ns, parent_id = config_ids(config)
+        with self._lock:
+            missing = {
+                ch: v
+                for ch, v in checkpoint.channel_values.items()
+                if (thread_id, ns, ch, checkpoint.channel_versions[ch]) not in self._blobs
+            }
+            blobs = encode_values(self.serde, missing)  # raises before anything is stored
+            for ch, blob in blobs.items():
+                self._blobs[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = blob
+            record = Checkpoint(
+                id=checkpoint.id,
+                ts=checkpoint.ts,
+                channel_values={},
+                channel_versions=dict(checkpoint.channel_versions),
+                versions_seen={k: dict(v) for k, v in checkpoint.versions_seen.items()},
+                v=checkpoint.v,
+            )
+            self._checkpoints.setdefault((thread_id, ns), {})[checkpoint.id] = _Saved(
+                record, dict(metadata), parent_id  # type: ignore[arg-type]
+            )
+        return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def put_writes(
+        self,
+        config: Mapping[str, Any],
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+    ) -> None:
+        thread_id, ns, checkpoint_id = config_ids(config)
+        if checkpoint_id is None:
+            raise ValueError("put_writes needs a config with a checkpoint_id")
+        encoded = [(ch, self.serde.dumps_typed(v)) for ch, v in writes]
+        with self._lock:
+            slots = self._writes.setdefault((thread_id, ns, checkpoint_id), {})
+            for idx, (ch, blob) in enumerate(encoded):
+                key = (task_id, WRITES_IDX_MAP.get(ch, idx))
+                if ch in WRITES_IDX_MAP or key not in slots:
+                    slots[key] = (ch, blob)
+
+    def delete_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for store in (self._checkpoints, self._blobs, self._writes):
+                for key in [k for k in store if k[0] == thread_id]:
+                    del store[key]  # type: ignore[attr-defined]
+
+    def _load(self, thread_id: str, ns: str, entry: _Saved) -> CheckpointTuple:
+        cp = entry.checkpoint
+        values = {}
+        for ch, version in cp.channel_versions.items():
+            blob = self._blobs.get((thread_id, ns, ch, version))
+            if blob is not None:
+                values[ch] = self.serde.loads_typed(blob)
+        slots = self._writes.get((thread_id, ns, cp.id), {})
+        writes = [
+            PendingWrite(task_id, ch, self.serde.loads_typed(blob))
+            for (task_id, _), (ch, blob) in sorted(slots.items())
+        ]
+        return CheckpointTuple(
+            config=checkpoint_config(thread_id, ns, cp.id),
+            checkpoint=Checkpoint(
+                id=cp.id,
+                ts=cp.ts,
+                channel_values=values,
+                channel_versions=dict(cp.channel_versions),
+                versions_seen={k: dict(v) for k, v in cp.versions_seen.items()},
+                v=cp.v,
+            ),
+            metadata=entry.metadata,
+            parent_config=(
+                checkpoint_config(thread_id, ns, entry.parent_id) if entry.parent_id else None
+            ),
+            pending_writes=writes,
+        )

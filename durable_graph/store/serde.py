@@ -1,0 +1,186 @@
+"""Typed serialization of checkpoint values: (format tag, bytes).
+
+Plain data (msgpack types, bytes, tuples, sets, datetimes, UUIDs, decimals, enums,
+dataclasses and pydantic models of importable classes) is written as msgpack with
+extension types, which decodes without running arbitrary code. Anything else falls
+back to cloudpickle, tagged ``pickle`` so readers know. A signing codec
+(``durable_graph.store.codec``) goes under this layer wherever bytes leave the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import importlib
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import cloudpickle
+import ormsgpack
+
+from durable_graph.errors import SerializationError
+
+__all__ = ["Serializer", "TypedSerializer"]
+
+_PACK_OPTS = (
+    ormsgpack.OPT_NON_STR_KEYS
+    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
+    | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM
+    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
+    | ormsgpack.OPT_PASSTHROUGH_TUPLE
+    | ormsgpack.OPT_PASSTHROUGH_UUID
+)
+
+# Extension type codes: part of the stored format, never renumber.
+_TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA = 1, 2, 3, 4, 5, 6, 7
+_UUID, _ENUM, _DATACLASS, _PYDANTIC, _DECIMAL = 8, 9, 10, 11, 12
+
+
+class Serializer(Protocol):
+    """Turns values into tagged bytes and back."""
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        """Encode ``obj`` as (format tag, bytes)."""
+        ...
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        """Decode what ``dumps_typed`` produced."""
+        ...
+
+
+def _class_path(cls: type) -> tuple[str, str]:
+    """(module, qualname) of a class that can be imported back, else TypeError."""
+    if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
+        raise TypeError(f"{cls.__qualname__} cannot be imported by name")
+    return cls.__module__, cls.__qualname__
+
+
+def _import_class(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, type):
+        raise SerializationError(f"{module}.{qualname} is not a class")
+    return obj
+
+
+def _pack(obj: Any) -> bytes:
+    return ormsgpack.packb(obj, default=_default, option=_PACK_OPTS)
+
+
+def _ext(code: int, payload: Any) -> ormsgpack.Ext:
+    return ormsgpack.Ext(code, _pack(payload))
+
+
+def _default(obj: Any) -> Any:  # noqa: PLR0911 - one branch per supported type
+    """Encode the types msgpack lacks as extension records; TypeError for the rest."""
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return _ext(_TUPLE, list(obj))
+    if isinstance(obj, frozenset):
+        return _ext(_FROZENSET, list(obj))
+    if isinstance(obj, set):
+        return _ext(_SET, list(obj))
+    if isinstance(obj, dt.datetime):
+        return _ext(_DATETIME, obj.isoformat())
+    if isinstance(obj, dt.date):
+        return _ext(_DATE, obj.isoformat())
+    if isinstance(obj, dt.time):
+        return _ext(_TIME, obj.isoformat())
+    if isinstance(obj, dt.timedelta):
+        return _ext(_TIMEDELTA, [obj.days, obj.seconds, obj.microseconds])
+    if isinstance(obj, uuid.UUID):
+        return ormsgpack.Ext(_UUID, obj.bytes)
+    if isinstance(obj, decimal.Decimal):
+        return _ext(_DECIMAL, str(obj))
+    if isinstance(obj, enum.Enum):
+        return _ext(_ENUM, [*_class_path(type(obj)), obj.value])
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+        return _ext(_DATACLASS, [*_class_path(type(obj)), fields])
+    if hasattr(obj, "model_dump") and hasattr(type(obj), "model_validate"):
+        data = {k: getattr(obj, k) for k in type(obj).model_fields}
+        return _ext(_PYDANTIC, [*_class_path(type(obj)), data])
+    raise TypeError(f"{type(obj).__qualname__} has no msgpack encoding")
+
+
+def _unpack(data: bytes) -> Any:
+    return ormsgpack.unpackb(data, ext_hook=_ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
+
+
+def _from_class(payload: list[Any], build: Callable[[Any, Any], Any]) -> Any:
+    module, qualname, value = payload
+    return build(_import_class(module, qualname), value)
+
+
+_DECODERS: dict[int, Callable[[Any], Any]] = {
+    _TUPLE: tuple,
+    _SET: set,
+    _FROZENSET: frozenset,
+    _DATETIME: dt.datetime.fromisoformat,
+    _DATE: dt.date.fromisoformat,
+    _TIME: dt.time.fromisoformat,
+    _TIMEDELTA: lambda p: dt.timedelta(days=p[0], seconds=p[1], microseconds=p[2]),
+    _DECIMAL: decimal.Decimal,
+    _ENUM: lambda p: _from_class(p, lambda cls, v: cls(v)),
+    _DATACLASS: lambda p: _from_class(p, lambda cls, v: cls(**v)),
+    _PYDANTIC: lambda p: _from_class(p, lambda cls, v: cls.model_validate(v)),
+}
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _UUID:
+        return uuid.UUID(bytes=data)
+    decoder = _DECODERS.get(code)
+    if decoder is None:
+        raise SerializationError(f"unknown msgpack extension type {code}")
+    return decoder(_unpack(data))
+
+
+class TypedSerializer:
+    """The default serializer: msgpack for plain data, cloudpickle for the rest.
+
+    ``pickle_fallback=False`` refuses values msgpack cannot carry instead of
+    pickling them, for stores whose readers must never unpickle.
+    """
+
+    def __init__(self, *, pickle_fallback: bool = True) -> None:
+        self.pickle_fallback = pickle_fallback
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        """Encode ``obj``; raises ``SerializationError`` naming the type it could not."""
+        if obj is None:
+            return "null", b""
+        if type(obj) is bytes:
+            return "bytes", obj
+        try:
+            return "msgpack", _pack(obj)
+        except (TypeError, ormsgpack.MsgpackEncodeError) as exc:
+            if not self.pickle_fallback:
+                raise SerializationError(
+                    f"cannot encode {type(obj).__qualname__} without pickle: {exc}"
+                ) from exc
+        try:
+            return "pickle", cloudpickle.dumps(obj)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialize a value of type {type(obj).__qualname__}: {exc}"
+            ) from exc
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        """Decode (format tag, bytes); raises ``SerializationError`` on unknown tags."""
+        tag, payload = data
+        if tag == "msgpack":
+            return _unpack(payload)
+        if tag == "null":
+            return None
+        if tag == "bytes":
+            return payload
+        if tag == "pickle":
+            if not self.pickle_fallback:
+                raise SerializationError("this serializer refuses pickled values")
+            return cloudpickle.loads(payload)
+        raise SerializationError(f"unknown serialization format {tag!r}")
