@@ -1,0 +1,46 @@
+"""Calling user functions with the parameters they declare (config, writer, previous)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from durable_graph.scheduler.runtime import TaskContext
+
+__all__ = ["bind"]
+
+Injector = Callable[[TaskContext], Any]
+_INJECTABLE: dict[str, Injector] = {
+    "config": lambda ctx: ctx.config,
+    "writer": lambda ctx: ctx.writer,
+}
+
+
+def bind(fn: Callable[..., Any], provided: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """A caller ``(input, ctx, **values) -> result`` passing the parameters ``fn`` declares.
+
+    ``config`` and ``writer`` come from the task context; names in ``provided``
+    (such as an entrypoint's ``previous``) come from the caller's keyword values.
+
+    The signature is read once here, not on every call. Coroutine functions run to
+    completion on the calling thread.
+    """
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    wanted = {name: inj for name, inj in _INJECTABLE.items() if name in params}
+    passed = tuple(name for name in provided if name in params)
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)
+    )
+
+    def call(value: Any, ctx: TaskContext, **values: Any) -> Any:
+        kwargs = {name: inj(ctx) for name, inj in wanted.items()}
+        kwargs.update((name, values[name]) for name in passed)
+        result = fn(value, **kwargs)
+        return asyncio.run(result) if is_async else result
+
+    return call

@@ -1,0 +1,278 @@
+"""CompiledGraph: run a compiled graph (invoke, stream, async forms) and read its threads."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from durable_graph.errors import GraphValueError, InvalidUpdateError
+from durable_graph.graph.types import START, StateSnapshot
+from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
+from durable_graph.scheduler.executor import Executor, LocalExecutor
+from durable_graph.scheduler.loop import RunOptions, StepLoop
+from durable_graph.scheduler.snapshot import build_snapshot
+from durable_graph.scheduler.spec import GraphSpec
+from durable_graph.store.base import (
+    INTERRUPT,
+    BaseCheckpointSaver,
+    Checkpoint,
+    config_ids,
+    empty_checkpoint,
+    new_checkpoint_id,
+)
+
+__all__ = ["DEFAULT_RECURSION_LIMIT", "CompiledGraph"]
+
+DEFAULT_RECURSION_LIMIT = 10007
+"""LangGraph 1.2's default superstep limit."""
+STREAM_MODES = frozenset({"values", "updates", "custom", "debug", "tasks", "checkpoints"})
+DURABILITY = ("sync", "async", "exit")
+
+
+def _modes(stream_mode: str | Sequence[str]) -> tuple[frozenset[str], bool]:
+    single = isinstance(stream_mode, str)
+    modes = frozenset([stream_mode] if isinstance(stream_mode, str) else stream_mode)
+    unknown = sorted(modes - STREAM_MODES)
+    if unknown:
+        raise GraphValueError(
+            f"Unsupported stream_mode {unknown}; choose from {sorted(STREAM_MODES)}."
+        )
+    return modes, single
+
+
+def _normalize(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    config = dict(config or {})
+    conf = dict(config.get("configurable") or {})
+    if isinstance(conf.get("thread_id"), uuid.UUID):
+        conf["thread_id"] = str(conf["thread_id"])
+    config["configurable"] = conf
+    return config
+
+
+class CompiledGraph:
+    """A runnable graph; the same object runs embedded or on Celery workers."""
+
+    def __init__(
+        self,
+        spec: GraphSpec,
+        *,
+        checkpointer: BaseCheckpointSaver | bool | None = None,
+        interrupt_before: Sequence[str] | str = (),
+        interrupt_after: Sequence[str] | str = (),
+        executor: Executor | None = None,
+        name: str = "LangGraph",
+    ) -> None:
+        self.spec = spec
+        self.checkpointer = checkpointer
+        self.interrupt_before = interrupt_before
+        self.interrupt_after = interrupt_after
+        self.executor: Executor = executor or LocalExecutor()
+        self.name = name
+
+    @property
+    def saver(self) -> BaseCheckpointSaver | None:
+        """The checkpointer, when this graph has one of its own."""
+        cp = self.checkpointer
+        return cp if isinstance(cp, BaseCheckpointSaver) else None
+
+    @property
+    def nodes(self) -> dict[str, Any]:
+        """Node specs by name (the input node included)."""
+        return dict(self.spec.nodes)
+
+    def make_loop(
+        self,
+        config: Mapping[str, Any] | None,
+        *,
+        durability: str | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        modes: frozenset[str] = frozenset(),
+        saver: BaseCheckpointSaver | None = None,
+    ) -> StepLoop:
+        """A StepLoop for one run with this graph's settings and the call's overrides."""
+        durability = durability or "async"
+        if durability not in DURABILITY:
+            raise GraphValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
+        config = _normalize(config)
+        opts = RunOptions(
+            durability=durability,
+            interrupt_before=interrupt_before if interrupt_before is not None
+            else self.interrupt_before,
+            interrupt_after=interrupt_after if interrupt_after is not None
+            else self.interrupt_after,
+            recursion_limit=int(config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)),
+            modes=modes,
+        )
+        return StepLoop(self.spec, saver or self.saver, self.executor, config, opts)
+
+    # -- running ---------------------------------------------------------------
+
+    def stream(
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        stream_mode: str | Sequence[str] = "updates",
+        durability: str | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        **_: Any,
+    ) -> Iterator[Any]:
+        """Run lazily, yielding chunks of ``stream_mode`` ((mode, chunk) for a list)."""
+        modes, single = _modes(stream_mode)
+        wanted = modes | ({"checkpoints", "tasks"} if "debug" in modes else frozenset())
+        loop = self.make_loop(
+            config, durability=durability, interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after, modes=wanted,
+        )
+        for mode, payload in loop.run(input):
+            for out_mode, out in _shape(mode, payload, modes):
+                yield out if single else (out_mode, out)
+
+    def invoke(
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        stream_mode: str | Sequence[str] = "values",
+        durability: str | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run to the end and return the output (with ``__interrupt__`` if paused)."""
+        if stream_mode != "values":
+            return list(self.stream(
+                input, config, stream_mode=stream_mode, durability=durability,
+                interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+            ))
+        loop = self.make_loop(
+            config, durability=durability, interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+        )
+        for _ in loop.run(input):
+            pass
+        if loop.interrupts:
+            base = loop.output if isinstance(loop.output, dict) else {}
+            return {**base, INTERRUPT: tuple(loop.interrupts)}
+        return loop.output
+
+    async def ainvoke(self, input: Any, config: Mapping[str, Any] | None = None,
+                      **kwargs: Any) -> Any:
+        """``invoke`` on a worker thread, so the event loop stays free."""
+        return await asyncio.to_thread(self.invoke, input, config, **kwargs)
+
+    async def astream(self, input: Any, config: Mapping[str, Any] | None = None,
+                      **kwargs: Any) -> AsyncIterator[Any]:
+        """``stream`` with each chunk produced on a worker thread."""
+        chunks = self.stream(input, config, **kwargs)
+        done = object()
+        while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
+            yield chunk
+
+    # -- reading and changing threads ------------------------------------------
+
+    def _require_saver(self) -> BaseCheckpointSaver:
+        if self.saver is None:
+            raise GraphValueError(
+                "This graph has no checkpointer: compile(checkpointer=InMemorySaver()) "
+                "or another saver to keep and read thread state."
+            )
+        return self.saver
+
+    def get_state(self, config: Mapping[str, Any], *, subgraphs: bool = False) -> StateSnapshot:
+        """The thread's latest snapshot (or the one ``checkpoint_id`` names)."""
+        saver = self._require_saver()
+        config = _normalize(config)
+        thread_id, ns, _ = config_ids(config)
+        saved = saver.get_tuple(config)
+        if saved is None:
+            return StateSnapshot({}, (), config, None, None, None, (), ())
+        return build_snapshot(self.spec, saved, thread_id, ns)
+
+    def get_state_history(
+        self,
+        config: Mapping[str, Any],
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StateSnapshot]:
+        """Snapshots of the thread, newest first."""
+        saver = self._require_saver()
+        config = _normalize(config)
+        thread_id, ns, _ = config_ids(config)
+        conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
+        for saved in saver.list(conf, filter=filter, before=before, limit=limit):
+            yield build_snapshot(self.spec, saved, thread_id, ns, live=False)
+
+    def update_state(
+        self, config: Mapping[str, Any], values: Any, as_node: str | None = None
+    ) -> dict[str, Any]:
+        """Write ``values`` as if node ``as_node`` returned them; returns the new config.
+
+        The new checkpoint is a child of the one ``config`` names, so updating a past
+        checkpoint forks the thread there.
+        """
+        saver = self._require_saver()
+        config = _normalize(config)
+        thread_id, ns, _ = config_ids(config)
+        saved = saver.get_tuple(config)
+        cp = saved.checkpoint if saved else empty_checkpoint()
+        node_name = as_node or self._infer_as_node(cp)
+        if node_name not in self.spec.nodes or self.spec.update_writes is None:
+            raise InvalidUpdateError(
+                f"update_state as_node={node_name!r}: no such node in this graph "
+                f"(nodes: {sorted(n for n in self.spec.nodes if n != START)})."
+            )
+        node = self.spec.nodes[node_name]
+        writes = self.spec.update_writes(node_name, values, read_values(self.spec, cp))
+        new_cp, _ = apply_writes(
+            self.spec, cp, [TaskWrites(node_name, ("pull", node_name), node.triggers, writes)],
+            new_checkpoint_id(),
+        )
+        parent = saved.config if saved else {
+            "configurable": {"thread_id": thread_id, "checkpoint_ns": ns}
+        }
+        new_versions = {
+            ch: v for ch, v in new_cp.channel_versions.items() if cp.channel_versions.get(ch) != v
+        }
+        step = int(saved.metadata.get("step", -1)) + 1 if saved else -1
+        return saver.put(parent, new_cp, {"source": "update", "step": step, "parents": {}},
+                         new_versions)
+
+    def _infer_as_node(self, cp: Checkpoint) -> str:
+        user_nodes = [n for n in self.spec.nodes if n != START]
+        if len(user_nodes) == 1:
+            return user_nodes[0]
+        last = sorted(
+            (v, n) for n, seen in cp.versions_seen.items() if n in self.spec.nodes
+            for v in seen.values()
+        )
+        if not last:
+            return START
+        if len(last) == 1 or last[-1][0] != last[-2][0]:
+            return last[-1][1]
+        raise InvalidUpdateError("Ambiguous update: pass as_node= to name the node it comes from.")
+
+    async def aget_state(self, config: Mapping[str, Any], **kw: Any) -> StateSnapshot:
+        """Async ``get_state``."""
+        return await asyncio.to_thread(self.get_state, config, **kw)
+
+    async def aupdate_state(self, config: Mapping[str, Any], values: Any,
+                            as_node: str | None = None) -> dict[str, Any]:
+        """Async ``update_state``."""
+        return await asyncio.to_thread(self.update_state, config, values, as_node)
+
+
+def _shape(mode: str, payload: Any, wanted: frozenset[str]) -> Iterator[tuple[str, Any]]:
+    """Loop events as the caller asked for them (debug wraps checkpoints and tasks)."""
+    if mode in wanted:
+        yield mode, payload
+    if "debug" in wanted and mode in ("checkpoints", "tasks"):
+        kind = "checkpoint" if mode == "checkpoints" else (
+            "task_result" if "result" in payload or "error" in payload else "task")
+        yield "debug", {"type": kind, "payload": payload}

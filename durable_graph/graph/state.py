@@ -1,0 +1,235 @@
+"""StateGraph: the builder users write graphs with, compiled to a GraphSpec."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from durable_graph.graph.call import bind
+from durable_graph.graph.compiled import CompiledGraph
+from durable_graph.graph.schema import StateSchema
+from durable_graph.graph.subgraph import subgraph_runner
+from durable_graph.graph.types import END, START, Command, RetryPolicy
+from durable_graph.graph.writers import Branch, NodeWriter, branch_channel
+from durable_graph.scheduler.channels import ChannelSpec
+from durable_graph.scheduler.executor import Executor
+from durable_graph.scheduler.spec import TASKS, GraphSpec, NodeSpec, Write
+from durable_graph.store.base import BaseCheckpointSaver
+
+__all__ = ["CompiledStateGraph", "StateGraph"]
+
+CompiledStateGraph = CompiledGraph
+
+
+@dataclass(frozen=True)
+class _NodeDef:
+    action: Any
+    retry: RetryPolicy | None
+
+
+class StateGraph:
+    """A graph whose nodes read and update a shared, typed state."""
+
+    def __init__(
+        self,
+        state_schema: Any,
+        context_schema: Any = None,
+        *,
+        input_schema: Any = None,
+        output_schema: Any = None,
+    ) -> None:
+        self.schema = StateSchema(state_schema)
+        self.output_schema = StateSchema(output_schema) if output_schema else self.schema
+        self.nodes: dict[str, _NodeDef] = {}
+        self.edges: set[tuple[str, str]] = set()
+        self.waiting_edges: set[tuple[tuple[str, ...], str]] = set()
+        self.branches: dict[str, list[Branch]] = {}
+
+    def add_node(
+        self,
+        node: str | Callable[..., Any],
+        action: Any = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        **_: Any,
+    ) -> StateGraph:
+        """Add a node: a function of the state returning an update, or a compiled graph."""
+        if action is None:
+            action, node = node, getattr(node, "__name__", getattr(node, "name", None))
+        if not isinstance(node, str) or not node:
+            raise ValueError(f"Node name must be a non-empty string, got {node!r}")
+        if node in (START, END) or ":" in node or "|" in node:
+            raise ValueError(f"Node name {node!r} is reserved or contains ':' or '|'")
+        if node in self.nodes:
+            raise ValueError(f"Node {node!r} already exists; node names must be unique")
+        if not callable(action) and not isinstance(action, CompiledGraph):
+            raise ValueError(f"Node {node!r} must be a function or a compiled graph")
+        self.nodes[node] = _NodeDef(action, retry_policy)
+        return self
+
+    def add_edge(self, start_key: str | Sequence[str], end_key: str) -> StateGraph:
+        """Run ``end_key`` after ``start_key`` (after all of them, given a list)."""
+        if end_key == START:
+            raise ValueError("START cannot be the end of an edge")
+        if isinstance(start_key, str):
+            if start_key == END:
+                raise ValueError("END cannot be the start of an edge")
+            self.edges.add((start_key, end_key))
+        else:
+            self.waiting_edges.add((tuple(start_key), end_key))
+        return self
+
+    def add_conditional_edges(
+        self,
+        source: str,
+        path: Callable[..., Any],
+        path_map: Mapping[Hashable, str] | Sequence[str] | None = None,
+    ) -> StateGraph:
+        """After ``source``, go where ``path(state)`` says (node names, Sends or END)."""
+        mapping = dict(zip(path_map, path_map, strict=True)) if isinstance(
+            path_map, (list, tuple)
+        ) else (dict(path_map) if path_map is not None else None)
+        self.branches.setdefault(source, []).append(Branch(path, mapping))
+        return self
+
+    def add_sequence(self, nodes: Sequence[Callable[..., Any] | tuple[str, Any]]) -> StateGraph:
+        """Add nodes that run one after another."""
+        names = []
+        for item in nodes:
+            name, action = item if isinstance(item, tuple) else (item.__name__, item)
+            self.add_node(name, action)
+            names.append(name)
+        for a, b in zip(names, names[1:]):
+            self.add_edge(a, b)
+        return self
+
+    def set_entry_point(self, key: str) -> StateGraph:
+        """Same as ``add_edge(START, key)``."""
+        return self.add_edge(START, key)
+
+    def set_finish_point(self, key: str) -> StateGraph:
+        """Same as ``add_edge(key, END)``."""
+        return self.add_edge(key, END)
+
+    def set_conditional_entry_point(
+        self, path: Callable[..., Any], path_map: Any = None
+    ) -> StateGraph:
+        """Same as ``add_conditional_edges(START, path, path_map)``."""
+        return self.add_conditional_edges(START, path, path_map)
+
+    def compile(
+        self,
+        checkpointer: BaseCheckpointSaver | bool | None = None,
+        *,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        executor: Executor | None = None,
+        name: str | None = None,
+        **_: Any,
+    ) -> CompiledGraph:
+        """Validate the graph and return a runnable ``CompiledGraph``."""
+        self._validate(interrupt_before, interrupt_after)
+        return CompiledGraph(
+            self._spec(),
+            checkpointer=checkpointer,
+            interrupt_before=interrupt_before or (),
+            interrupt_after=interrupt_after or (),
+            executor=executor,
+            name=name or "LangGraph",
+        )
+
+    # -- compiling -------------------------------------------------------------
+
+    def _validate(self, before: Any, after: Any) -> None:
+        known = set(self.nodes)
+        if not any(s == START for s, _ in self.edges) and START not in self.branches and not any(
+            START in srcs for srcs, _ in self.waiting_edges
+        ):
+            raise ValueError(
+                "Graph must have an entrypoint: add at least one edge from START to a node."
+            )
+        sources = {s for s, _ in self.edges} | set(self.branches)
+        sources |= {s for srcs, _ in self.waiting_edges for s in srcs}
+        for src in sources - {START}:
+            if src not in known:
+                raise ValueError(f"Edge starts at unknown node {src!r}; add_node it first")
+        targets = {d for _, d in self.edges} | {d for _, d in self.waiting_edges}
+        for branch in (b for bs in self.branches.values() for b in bs):
+            targets |= set((branch.path_map or {}).values())
+        for dest in targets - {END}:
+            if dest not in known:
+                raise ValueError(f"Edge points to unknown node {dest!r}; add_node it first")
+        for nodes in (before, after):
+            if nodes and nodes != "*":
+                for n in [x for x in nodes if x not in known]:
+                    raise ValueError(f"Breakpoint on unknown node {n!r}")
+
+    def _spec(self) -> GraphSpec:
+        names = frozenset(self.nodes)
+        channels: dict[str, ChannelSpec] = dict(self.schema.channels)
+        channels[START] = ChannelSpec("ephemeral")
+        channels[TASKS] = ChannelSpec("topic")
+        triggers: dict[str, list[str]] = {n: [branch_channel(n)] for n in self.nodes}
+        static: dict[str, list[Write]] = {n: [] for n in [START, *self.nodes]}
+        for src, dest in sorted(self.edges):
+            if dest != END:
+                static[src].append((branch_channel(dest), None))
+        for srcs, dest in sorted(self.waiting_edges):
+            join = f"join:{'+'.join(srcs)}:{dest}"
+            channels[join] = ChannelSpec("barrier", names=frozenset(srcs))
+            triggers[dest].append(join)
+            for src in srcs:
+                static[src].append((join, src))
+        for n in self.nodes:
+            channels[branch_channel(n)] = ChannelSpec("ephemeral")
+        writers = {
+            n: NodeWriter(n, self.schema, names, tuple(static[n]), tuple(self.branches.get(n, ())))
+            for n in [START, *self.nodes]
+        }
+        nodes = {START: self._start_node(writers[START])}
+        for n, d in self.nodes.items():
+            nodes[n] = self._node(n, d, tuple(triggers[n]), writers[n])
+        return GraphSpec(
+            channels=channels,
+            nodes=nodes,
+            input_writes=lambda value: [(START, self.schema.input_dict(value))],
+            output=self._output,
+            output_channels=self.output_schema.keys,
+            command_writes=lambda cmd: _command_writes(writers[START], cmd),
+            update_writes=lambda as_node, value, values: writers[as_node](value, values),
+        )
+
+    def _output(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: values[k] for k in self.output_schema.channels if k in values}
+
+    def _start_node(self, writer: NodeWriter) -> NodeSpec:
+        return NodeSpec(
+            name=START,
+            triggers=(START,),
+            read=lambda values: values.get(START),
+            run=lambda value, values, ctx: writer(value, values),
+            updates=writer.updates,
+            hidden=True,
+        )
+
+    def _node(
+        self, name: str, d: _NodeDef, triggers: tuple[str, ...], writer: NodeWriter
+    ) -> NodeSpec:
+        if isinstance(d.action, CompiledGraph):
+            call = subgraph_runner(d.action)
+        else:
+            call = bind(d.action)
+        return NodeSpec(
+            name=name,
+            triggers=triggers,
+            read=self.schema.read,
+            run=lambda value, values, ctx: writer(call(value, ctx), values),
+            updates=writer.updates,
+            retry=d.retry,
+            subgraph=d.action if isinstance(d.action, CompiledGraph) else None,
+        )
+
+
+def _command_writes(writer: NodeWriter, cmd: Command) -> list[Write]:
+    return writer.state_writes(cmd.update) + writer.goto_writes(cmd.goto)

@@ -1,0 +1,153 @@
+"""What a StateGraph node's result becomes: state writes, edge triggers, branches, Sends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from durable_graph.errors import InvalidUpdateError
+from durable_graph.graph.schema import StateSchema
+from durable_graph.graph.types import END, Command, Send
+from durable_graph.scheduler.channels import MISSING, update
+from durable_graph.scheduler.spec import TASKS, Write
+
+__all__ = ["Branch", "NodeWriter", "branch_channel"]
+
+
+def branch_channel(node: str) -> str:
+    """The channel whose write makes ``node`` run in the next superstep."""
+    return f"branch:to:{node}"
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A conditional edge: ``path(state)`` names where to go, through ``path_map``."""
+
+    path: Callable[..., Any]
+    path_map: Mapping[Any, str] | None
+
+    def writes(self, source: str, state: Any, nodes: frozenset[str]) -> list[Write]:
+        """Writes that trigger the destinations ``path`` chose."""
+        result = self.path(state)
+        items = result if isinstance(result, (list, tuple)) else [result]
+        out: list[Write] = []
+        for item in items:
+            if isinstance(item, Send):
+                out.append(_send_write(item, nodes))
+                continue
+            dest = item
+            if self.path_map is not None:
+                if item not in self.path_map:
+                    raise InvalidUpdateError(
+                        f"Conditional edge from {source!r} returned {item!r}, which its path "
+                        f"map {dict(self.path_map)} does not list."
+                    )
+                dest = self.path_map[item]
+            out.extend(_goto_write(source, dest, nodes))
+        return out
+
+
+def _send_write(send: Send, nodes: frozenset[str]) -> Write:
+    if send.node not in nodes:
+        raise InvalidUpdateError(f"Send to unknown node {send.node!r}; known: {sorted(nodes)}")
+    return (TASKS, send)
+
+
+def _goto_write(source: str, dest: Any, nodes: frozenset[str]) -> list[Write]:
+    if isinstance(dest, Send):
+        return [_send_write(dest, nodes)]
+    if dest == END:
+        return []
+    if dest not in nodes:
+        raise InvalidUpdateError(
+            f"{source!r} routed to unknown node {dest!r}; known nodes: {sorted(nodes)}"
+        )
+    return [(branch_channel(dest), None)]
+
+
+@dataclass(frozen=True)
+class NodeWriter:
+    """Turns one node's return value into its writes."""
+
+    name: str
+    schema: StateSchema
+    nodes: frozenset[str]
+    static: tuple[Write, ...]
+    """Writes of its plain edges, made on every run."""
+    branches: tuple[Branch, ...]
+
+    def __call__(self, result: Any, values: Mapping[str, Any]) -> list[Write]:
+        """Writes for ``result`` (dict, state object, Command, list of Commands, None)."""
+        writes: list[Write] = []
+        gotos: list[Write] = []
+        parts = result if _is_command_list(result) else [result]
+        for part in parts:
+            if isinstance(part, Command):
+                if part.graph is not None:
+                    raise InvalidUpdateError(
+                        f"Node {self.name!r} returned Command(graph={part.graph!r}); "
+                        "addressing a parent graph is not supported."
+                    )
+                writes += self.state_writes(part.update)
+                gotos += self.goto_writes(part.goto)
+            else:
+                writes += self.state_writes(part)
+        writes += gotos
+        writes += self.static
+        if self.branches:
+            state = self.schema.read(fresh_values(self.schema, values, writes))
+            for branch in self.branches:
+                writes += branch.writes(self.name, state, self.nodes)
+        return writes
+
+    def state_writes(self, update_: Any) -> list[Write]:
+        """A state update (dict, state object, list of pairs) as writes."""
+        if update_ is None:
+            return []
+        if isinstance(update_, (list, tuple)) and all(
+            isinstance(p, tuple) and len(p) == 2 for p in update_
+        ):
+            update_ = _pairs_to_dict(self.name, update_)
+            return [(k, v) for k, vs in update_.items() for v in vs]
+        return list(self.schema.to_dict(self.name, update_).items())
+
+    def goto_writes(self, goto: Any) -> list[Write]:
+        """A Command's goto as writes."""
+        targets = goto if isinstance(goto, (list, tuple)) else [goto]
+        out: list[Write] = []
+        for dest in targets:
+            out.extend(_goto_write(self.name, dest, self.nodes))
+        return out
+
+    def updates(self, writes: Sequence[Write]) -> Any:
+        """The ``updates`` stream payload: state keys this node wrote, or None."""
+        shown = {k: v for k, v in writes if k in self.schema.keys}
+        return shown or None
+
+
+def _is_command_list(result: Any) -> bool:
+    return isinstance(result, list) and bool(result) and all(isinstance(r, Command) for r in result)
+
+
+def _pairs_to_dict(node: str, pairs: Sequence[tuple[str, Any]]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def fresh_values(
+    schema: StateSchema, values: Mapping[str, Any], writes: Sequence[Write]
+) -> dict[str, Any]:
+    """Channel values with one node's own state writes applied (for its branches)."""
+    fresh = dict(values)
+    grouped: dict[str, list[Any]] = {}
+    for key, value in writes:
+        if key in schema.keys:
+            grouped.setdefault(key, []).append(value)
+    for key, vals in grouped.items():
+        new, _ = update(schema.channels[key], key, fresh.get(key, MISSING), vals)
+        if new is not MISSING:
+            fresh[key] = new
+    return fresh

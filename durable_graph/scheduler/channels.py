@@ -1,0 +1,107 @@
+"""Channel semantics as pure functions over stored values.
+
+A channel is a named slot in the checkpoint. Its kind decides how a superstep's
+writes combine into its next value and when it counts as available (present).
+
+- ``last``: holds the one value written last; two writes in one step are an error.
+- ``reducer``: folds every write into the current value with a binary function.
+- ``ephemeral``: holds a value for exactly one step (edges, the graph input).
+- ``barrier``: available once every named writer has written (fan-in edges).
+- ``topic``: the list of packets written in the last step (``Send`` fan-out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from durable_graph.errors import InvalidUpdateError
+
+__all__ = ["MISSING", "ChannelKind", "ChannelSpec", "consume", "initial", "is_available", "update"]
+
+
+class _Missing:
+    """Marks a channel with no value; distinct from a stored ``None``."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final[Any] = _Missing()
+
+ChannelKind = Literal["last", "reducer", "ephemeral", "barrier", "topic"]
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """How one channel combines writes."""
+
+    kind: ChannelKind
+    """Which combination rule applies."""
+    reducer: Callable[[Any, Any], Any] | None = None
+    """For ``reducer`` channels: (current, written) -> next."""
+    default: Callable[[], Any] | None = None
+    """For ``reducer`` channels: the empty value it starts from (e.g. ``list``)."""
+    names: frozenset[str] = frozenset()
+    """For ``barrier`` channels: the writers it waits for."""
+
+
+def initial(spec: ChannelSpec) -> Any:
+    """The value a channel has before any write: its type's empty value, or MISSING."""
+    if spec.kind == "reducer" and spec.default is not None:
+        try:
+            return spec.default()
+        except Exception:
+            return MISSING
+    if spec.kind == "barrier":
+        return frozenset()
+    return MISSING
+
+
+def is_available(spec: ChannelSpec, value: Any) -> bool:
+    """Whether a node triggered by this channel may run on it."""
+    if spec.kind == "barrier":
+        return value is not MISSING and spec.names <= set(value)
+    if spec.kind == "topic":
+        return bool(value) and value is not MISSING
+    return value is not MISSING
+
+
+def update(spec: ChannelSpec, key: str, current: Any, values: Sequence[Any]) -> tuple[Any, bool]:
+    """Combine one step's writes into the channel; returns (next value, changed)."""
+    kind = spec.kind
+    if kind == "last":
+        if not values:
+            return current, False
+        if len(values) > 1:
+            raise InvalidUpdateError(
+                f"At key {key!r}: can receive only one value per step. Give it a reducer "
+                f"(Annotated[type, reducer]) to combine parallel writes."
+            )
+        return values[-1], True
+    if kind == "reducer":
+        if not values:
+            return current, False
+        assert spec.reducer is not None
+        acc = values[0] if current is MISSING else spec.reducer(current, values[0])
+        for v in values[1:]:
+            acc = spec.reducer(acc, v)
+        return acc, True
+    if kind == "barrier":
+        unknown = [v for v in values if v not in spec.names]
+        if unknown:
+            raise InvalidUpdateError(f"At key {key!r}: unexpected writers {unknown}")
+        seen = frozenset(current if current is not MISSING else ()) | frozenset(values)
+        return seen, seen != current
+    # ephemeral and topic: the last step's writes, cleared when a step writes none
+    if values:
+        return (values[-1] if kind == "ephemeral" else list(values)), True
+    return MISSING, current is not MISSING
+
+
+def consume(spec: ChannelSpec, current: Any) -> tuple[Any, bool]:
+    """Reset a channel a node just ran on, if its kind resets (barriers do)."""
+    if spec.kind == "barrier" and current:
+        return frozenset(), True
+    return current, False

@@ -1,0 +1,367 @@
+"""The step loop: load a thread, run supersteps until done, failed or interrupted.
+
+Written once over a small executor interface; ``invoke``, ``stream`` and their
+async forms are thin adapters over ``StepLoop.run``. Each superstep is: plan the
+checkpoint's tasks (pure), run those without recorded writes, store each task's
+writes as it finishes, apply all writes (pure), store the next checkpoint.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from durable_graph.errors import (
+    EmptyInputError,
+    GraphInterrupt,
+    GraphRecursionError,
+    GraphValueError,
+)
+from durable_graph.graph.types import Command, Interrupt
+from durable_graph.scheduler.algo import (
+    PlannedTask,
+    TaskWrites,
+    apply_writes,
+    finished_writes,
+    mark_resumed,
+    plan_tasks,
+    read_values,
+    should_interrupt,
+)
+from durable_graph.scheduler.channels import MISSING
+from durable_graph.scheduler.commands import command_writes
+from durable_graph.scheduler.executor import Executor
+from durable_graph.scheduler.persist import Persister
+from durable_graph.scheduler.retry import run_with_retry
+from durable_graph.scheduler.runtime import TaskContext, TaskFuture
+from durable_graph.scheduler.spec import GraphSpec, Write
+from durable_graph.store.base import (
+    ERROR,
+    INTERRUPT,
+    NO_WRITES,
+    NULL_TASK_ID,
+    RESUME,
+    RETURN,
+    BaseCheckpointSaver,
+    Checkpoint,
+    PendingWrite,
+    config_ids,
+    empty_checkpoint,
+    new_checkpoint_id,
+)
+
+__all__ = ["Event", "RunOptions", "StepLoop"]
+
+Event = tuple[str, Any]
+"""A stream event: (mode, payload)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Per-run settings of the loop."""
+
+    durability: str = "async"
+    interrupt_before: Sequence[str] | str = ()
+    interrupt_after: Sequence[str] | str = ()
+    recursion_limit: int = 10007
+    modes: frozenset[str] = frozenset()
+    """Stream modes whose events the caller wants; others are not computed."""
+
+
+@dataclass
+class _Outcome:
+    writes: list[Write] | None = None
+    error: BaseException | None = None
+    interrupts: tuple[Interrupt, ...] = ()
+
+
+@dataclass
+class _Step:
+    """The StepRuntime of one superstep: what its tasks use to record and emit."""
+
+    loop: StepLoop
+    config: dict[str, Any]
+    recorded: dict[str, tuple[str, Any]] = field(default_factory=dict)
+
+    @property
+    def saver(self) -> BaseCheckpointSaver | None:
+        return self.loop.saver
+
+    @property
+    def durability(self) -> str:
+        return self.loop.opts.durability
+
+    def submit(self, fn: Any) -> None:
+        self.loop.executor.submit(fn)
+
+    def record(self, task_id: str, writes: list[Write]) -> None:
+        self.loop.record(task_id, writes)
+
+    def emit(self, mode: str, payload: Any) -> None:
+        if mode in self.loop.opts.modes:
+            self.loop.events.put(("event", mode, payload))
+
+    def take_null_resume(self) -> Any:
+        value, self.loop.null_resume = self.loop.null_resume, MISSING
+        return value
+
+
+class StepLoop:
+    """Runs one invocation of a graph on one thread."""
+
+    def __init__(
+        self,
+        spec: GraphSpec,
+        saver: BaseCheckpointSaver | None,
+        executor: Executor,
+        config: dict[str, Any],
+        opts: RunOptions,
+    ) -> None:
+        self.spec, self.saver, self.executor, self.opts = spec, saver, executor, opts
+        self.config = config
+        if saver is not None:
+            self.thread_id, self.ns, self.checkpoint_id = config_ids(config)
+        else:
+            conf = config.get("configurable", {})
+            self.thread_id = str(conf.get("thread_id", ""))
+            self.ns, self.checkpoint_id = str(conf.get("checkpoint_ns", "")), None
+        self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.pending: list[PendingWrite] = []
+        self.null_resume: Any = MISSING
+        self.status = "running"
+        self.interrupts: list[Interrupt] = []
+        self.output: Any = None
+        self.checkpoint: Checkpoint = empty_checkpoint()
+        self.persister: Persister
+
+    # -- recording -------------------------------------------------------------
+
+    def record(self, task_id: str, writes: list[Write]) -> None:
+        """Store a task's writes against the current checkpoint (thread-safe)."""
+        self.persister.put_writes(task_id, writes)
+        self.pending.extend(PendingWrite(task_id, ch, v) for ch, v in writes)
+
+    # -- the run ---------------------------------------------------------------
+
+    def run(self, input: Any) -> Iterator[Event]:
+        """Run to the end, yielding stream events; sets status, output, interrupts."""
+        step = self._load()
+        stop = step + self.opts.recursion_limit + 1
+        try:
+            step = yield from self._first(input, step)
+            while True:
+                if step > stop:
+                    raise GraphRecursionError(
+                        f"Recursion limit of {self.opts.recursion_limit} reached without "
+                        "hitting a stop condition. Raise it with "
+                        "config={'recursion_limit': N} or check the graph for a loop."
+                    )
+                if not (yield from self._tick(step)):
+                    break
+                step += 1
+        except BaseException as exc:
+            self.status = "interrupted" if isinstance(exc, GraphInterrupt) else "failed"
+            self._finish(exc)
+            raise
+        self._finish(None)
+        self.output = self.spec.output(read_values(self.spec, self.checkpoint))
+
+    def _load(self) -> int:
+        saved = self.saver.get_tuple(self.config) if self.saver is not None else None
+        if saved is None and self.checkpoint_id:
+            raise GraphValueError(
+                f"Thread {self.thread_id!r} has no checkpoint {self.checkpoint_id!r}."
+            )
+        parent = saved.checkpoint if saved else None
+        if saved is not None:
+            self.checkpoint, self.pending = saved.checkpoint, list(saved.pending_writes)
+        self.persister = Persister(
+            self.saver, self.thread_id, self.ns, self.opts.durability, parent,
+            {k: v for k, v in self.config.get("configurable", {}).items() if k == "fence"},
+        )
+        if self.saver is not None:
+            self.saver.set_status(self.thread_id, "running")
+        return int(saved.metadata.get("step", -1)) + 1 if saved else -1
+
+    def _first(self, input: Any, step: int) -> Iterator[Event]:
+        """Apply the run's input: a Command, a resume (None), or new input."""
+        if isinstance(input, Command):
+            by_task, null_writes, self.null_resume = command_writes(
+                input, self.pending, self.spec
+            )
+            for task_id, writes in by_task.items():
+                self.record(task_id, writes)
+            if null_writes:
+                self.record(NULL_TASK_ID, null_writes)
+        null = [(w.channel, w.value) for w in self.pending
+                if w.task_id == NULL_TASK_ID and w.channel != RESUME]
+        if null:
+            self.checkpoint, _ = apply_writes(
+                self.spec, self.checkpoint, [TaskWrites("__input__", ("input",), (), null)],
+                self.checkpoint.id,
+            )
+        if input is None or isinstance(input, Command):
+            if not self.checkpoint.channel_versions:
+                raise EmptyInputError(
+                    "Received no input and the thread has no checkpoint to resume: pass "
+                    "input to start a run, or the thread_id of an existing run."
+                )
+            self.checkpoint = mark_resumed(self.checkpoint)
+            if "values" in self.opts.modes:
+                yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
+            return step
+        discard = [TaskWrites(t.name, t.path, t.triggers, ()) for t in self._plan()]
+        input_task = TaskWrites("__input__", ("input",), (), self.spec.input_writes(input))
+        self.checkpoint, _ = apply_writes(
+            self.spec, self.checkpoint, [*discard, input_task], new_checkpoint_id()
+        )
+        self._commit({"source": "input", "step": step, "parents": {}})
+        return step + 1
+
+    def _plan(self) -> list[PlannedTask]:
+        return plan_tasks(self.spec, self.checkpoint, self.thread_id, self.ns)
+
+    def _commit(self, metadata: Any) -> None:
+        self.pending = []
+        self.persister.put_checkpoint(self.checkpoint, metadata)
+        if "checkpoints" in self.opts.modes or "debug" in self.opts.modes:
+            self.events.put(("event", "checkpoints", self._checkpoint_event(metadata)))
+
+    def _tick(self, step: int) -> Iterator[Event]:
+        """Run one superstep; False when the run is over (done or interrupted)."""
+        tasks = self._plan()
+        if not tasks:
+            self.status = "done"
+            return False
+        if self.opts.interrupt_before and should_interrupt(
+            self.checkpoint, self.opts.interrupt_before, tasks
+        ):
+            return (yield from self._pause(()))
+        outcomes = yield from self._run_tasks(tasks)
+        failed = [outcomes[t.id].error for t in tasks if outcomes[t.id].error is not None]
+        if failed:
+            raise failed[0]  # type: ignore[misc]
+        paused = [i for t in tasks for i in outcomes[t.id].interrupts]
+        if paused:
+            return (yield from self._pause(tuple(paused)))
+        writes = [TaskWrites(t.name, t.path, t.triggers, outcomes[t.id].writes or ())
+                  for t in tasks]
+        self.checkpoint, updated = apply_writes(
+            self.spec, self.checkpoint, writes, new_checkpoint_id()
+        )
+        self._commit({"source": "loop", "step": step, "parents": {}})
+        yield from self._drain()
+        if "values" in self.opts.modes and updated & self.spec.output_channels:
+            yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
+        if self.opts.interrupt_after and should_interrupt(
+            self.checkpoint, self.opts.interrupt_after, tasks
+        ):
+            return (yield from self._pause(()))
+        return True
+
+    def _pause(self, interrupts: tuple[Interrupt, ...]) -> Iterator[Event]:
+        self.status = "interrupted"
+        self.interrupts = list(interrupts)
+        if "updates" in self.opts.modes:
+            yield "updates", {INTERRUPT: interrupts}
+        return False
+
+    # -- running tasks ---------------------------------------------------------
+
+    def _run_tasks(self, tasks: list[PlannedTask]) -> Iterator[Event]:
+        done = finished_writes(tasks, self.pending)
+        outcomes: dict[str, _Outcome] = {}
+        for t in tasks:
+            if t.id in done:
+                outcomes[t.id] = _Outcome(writes=done[t.id])
+        todo = [t for t in tasks if t.id not in done]
+        if not todo:
+            return outcomes
+        step = _Step(self, self.config, self._recorded_calls())
+        resumes = {w.task_id: list(w.value) for w in self.pending if w.channel == RESUME}
+        values = read_values(self.spec, self.checkpoint)
+        def job(t: PlannedTask) -> None:
+            self.events.put(("done", t, self._execute(t, step, values, resumes.get(t.id, []))))
+
+        futures = [TaskFuture(lambda t=t: job(t)) for t in todo]
+        for fut in futures[1:]:
+            self.executor.submit(fut.run_if_unclaimed)
+        for fut in futures:
+            fut.run_if_unclaimed()  # run here what no pool thread has started yet
+        remaining = len(todo)
+        while remaining:
+            item = self.events.get()
+            if item[0] == "event":
+                yield item[1], item[2]
+                continue
+            _, task, outcome = item
+            remaining -= 1
+            outcomes[task.id] = outcome
+            yield from self._task_done(task, outcome)
+        return outcomes
+
+    def _recorded_calls(self) -> dict[str, tuple[str, Any]]:
+        return {w.task_id: w.value for w in self.pending if w.channel == RETURN}
+
+    def _execute(
+        self, task: PlannedTask, step: _Step, values: dict[str, Any], resume: list[Any]
+    ) -> _Outcome:
+        conf = {**self.config.get("configurable", {}), "checkpoint_ns": self.ns,
+                "checkpoint_id": self.checkpoint.id, "task_id": task.id}
+        config = {**self.config, "configurable": conf}
+        ns = f"{self.ns}|{task.name}:{task.id}" if self.ns else f"{task.name}:{task.id}"
+
+        def attempt() -> list[Write]:
+            ctx = TaskContext(task.id, task.name, ns, config, step, resume=list(resume))
+            return ctx.run(lambda: task.node.run(task.input, values, ctx))
+
+        try:
+            return _Outcome(writes=run_with_retry(attempt, task.node.retry))
+        except GraphInterrupt as gi:
+            return _Outcome(interrupts=gi.interrupts)
+        except BaseException as exc:
+            return _Outcome(error=exc)
+
+    def _task_done(self, task: PlannedTask, outcome: _Outcome) -> Iterator[Event]:
+        if outcome.writes is not None:
+            self.record(task.id, outcome.writes or [(NO_WRITES, None)])
+            if "updates" in self.opts.modes and not task.node.hidden:
+                yield "updates", {task.name: task.node.updates(outcome.writes)}
+        elif outcome.interrupts:
+            self.record(task.id, [(INTERRUPT, list(outcome.interrupts))])
+        else:
+            self._record_error(task.id, outcome.error)
+
+    def _record_error(self, task_id: str, error: BaseException | None) -> None:
+        try:
+            self.record(task_id, [(ERROR, error)])
+        except Exception:  # an error the store cannot keep is kept as its text
+            self.record(task_id, [(ERROR, RuntimeError(f"{type(error).__name__}: {error}"))])
+
+    def _drain(self) -> Iterator[Event]:
+        while True:
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                return
+            yield item[1], item[2]
+
+    def _finish(self, error: BaseException | None) -> None:
+        try:
+            self.persister.flush()
+        finally:
+            if self.saver is not None:
+                status = "failed" if error is not None and self.status == "failed" else self.status
+                self.saver.set_status(self.thread_id, status, error)  # type: ignore[arg-type]
+
+    def _checkpoint_event(self, metadata: Any) -> dict[str, Any]:
+        return {
+            "config": self.persister.current_config(),
+            "metadata": metadata,
+            "values": self.spec.output(read_values(self.spec, self.checkpoint)),
+            "next": [t.name for t in self._plan()],
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+        }

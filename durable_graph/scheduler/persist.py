@@ -1,0 +1,125 @@
+"""When checkpoints and task writes reach the saver: the three durability modes.
+
+- ``sync``: each write and checkpoint is stored before the run goes on.
+- ``async``: stored in order on one background thread while the next step runs;
+  the run waits for them before it returns.
+- ``exit``: kept in memory and stored once when the run ends, however it ends
+  (done, failed or interrupted): the last checkpoint and its pending writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from durable_graph.scheduler.spec import Write
+from durable_graph.store.base import (
+    BaseCheckpointSaver,
+    Checkpoint,
+    CheckpointMetadata,
+    checkpoint_config,
+)
+
+__all__ = ["Persister"]
+
+
+class Persister:
+    """Stores one run's checkpoints and writes as its durability mode says."""
+
+    def __init__(
+        self,
+        saver: BaseCheckpointSaver | None,
+        thread_id: str,
+        ns: str,
+        durability: str,
+        parent: Checkpoint | None,
+        extra_configurable: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.saver = saver
+        self.thread_id, self.ns, self.durability = thread_id, ns, durability
+        self._extra = dict(extra_configurable or {})
+        self._saved_versions: dict[str, int] = dict(parent.channel_versions) if parent else {}
+        self._parent_id = parent.id if parent else None
+        self._current_id = parent.id if parent else None
+        self._deferred: tuple[Checkpoint, CheckpointMetadata] | None = None
+        self._deferred_writes: list[tuple[str, list[Write]]] = []
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: list[Future[Any]] = []
+
+    def _config(self, checkpoint_id: str | None) -> dict[str, Any]:
+        conf: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_ns": self.ns}
+        if checkpoint_id is not None:
+            conf["checkpoint_id"] = checkpoint_id
+        conf.update(self._extra)
+        return {"configurable": conf}
+
+    def current_config(self) -> dict[str, Any]:
+        """Config of the latest checkpoint of this run (saved or not yet)."""
+        return checkpoint_config(self.thread_id, self.ns, self._current_id or "")
+
+    def put_checkpoint(self, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> None:
+        """Store a new checkpoint (now, in the background, or at exit)."""
+        self._current_id = checkpoint.id
+        if self.saver is None:
+            return
+        if self.durability == "exit":
+            self._deferred = (checkpoint, metadata)
+            self._deferred_writes = []
+            return
+        self._run(self._put_call(checkpoint, metadata))
+
+    def put_writes(self, task_id: str, writes: Sequence[Write]) -> None:
+        """Store a task's writes against the latest checkpoint."""
+        if self.saver is None:
+            return
+        if self.durability == "exit":
+            with self._lock:
+                self._deferred_writes.append((task_id, list(writes)))
+            return
+        saver, config = self.saver, self._config(self._current_id)
+        self._run(lambda: saver.put_writes(config, writes, task_id))
+
+    def flush(self) -> None:
+        """Store whatever is still held back; raise the first error a store hit."""
+        if self.saver is None:
+            return
+        if self.durability == "exit":
+            if self._deferred is not None:
+                self._put_call(*self._deferred)()
+                self._deferred = None
+            writes, self._deferred_writes = self._deferred_writes, []
+            for task_id, task_writes in writes:
+                self.saver.put_writes(self._config(self._current_id), task_writes, task_id)
+        futures, self._futures = self._futures, []
+        for fut in futures:
+            fut.result()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _put_call(self, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> Callable[[], Any]:
+        saver = self.saver
+        assert saver is not None
+        new_versions = {
+            ch: v for ch, v in checkpoint.channel_versions.items()
+            if self._saved_versions.get(ch) != v
+        }
+        parent = self._config(self._parent_id)
+        self._parent_id = checkpoint.id
+        self._saved_versions = dict(checkpoint.channel_versions)
+        return lambda: saver.put(parent, checkpoint, metadata, new_versions)
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        if self.durability == "sync":
+            call()
+            return
+        with self._lock:
+            for fut in [f for f in self._futures if f.done()]:
+                fut.result()  # surface a failed background store at once
+                self._futures.remove(fut)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="durable-graph-persist")
+            self._futures.append(self._pool.submit(call))

@@ -1,0 +1,206 @@
+"""What a running task sees: its context, ``interrupt()``, ``@task`` calls and their futures.
+
+A task's context lives in a ``ContextVar`` so user code reaches it without passing
+it around. Replay works through recorded writes: a ``@task`` call whose result is
+a pending write of the current checkpoint returns that result without running,
+and an ``interrupt()`` whose resume value was recorded returns it without pausing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from durable_graph.errors import GraphInterrupt, NondeterminismError, TaskNotInRunError
+from durable_graph.graph.types import Interrupt, RetryPolicy
+from durable_graph.scheduler.algo import task_id
+from durable_graph.scheduler.channels import MISSING
+from durable_graph.scheduler.retry import run_with_retry
+from durable_graph.scheduler.spec import Write
+from durable_graph.store.base import RESUME, RETURN, BaseCheckpointSaver
+
+__all__ = ["StepRuntime", "TaskContext", "TaskFuture", "current_context", "interrupt"]
+
+T = TypeVar("T")
+
+
+class StepRuntime(Protocol):
+    """What the step loop offers the tasks of one superstep."""
+
+    config: dict[str, Any]
+    recorded: dict[str, tuple[str, Any]]
+    """Results of ``@task`` calls already recorded, by call id: (task name, value)."""
+    saver: BaseCheckpointSaver | None
+    """The run's checkpointer (subgraphs share it)."""
+    durability: str
+    """The run's durability mode (subgraphs use it too)."""
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` soon on the executor."""
+
+    def record(self, task_id: str, writes: list[Write]) -> None:
+        """Persist a task's writes against the current checkpoint."""
+
+    def emit(self, mode: str, payload: Any) -> None:
+        """Send a stream event to the caller."""
+
+    def take_null_resume(self) -> Any:
+        """The run's unassigned resume value, once; MISSING if none is left."""
+
+
+class TaskFuture(Generic[T]):
+    """The result of a ``@task`` call. ``result()`` waits for it.
+
+    The waiting thread runs the call itself when no worker has started it yet, so
+    a node waiting on its tasks never deadlocks a bounded pool.
+    """
+
+    def __init__(self, run: Callable[[], T] | None = None) -> None:
+        self._future: Future[T] = Future()
+        self._run = run
+        self._claim = threading.Lock()
+
+    @classmethod
+    def resolved(cls, value: T) -> TaskFuture[T]:
+        """A future that already holds ``value`` (a recorded result)."""
+        fut: TaskFuture[T] = cls()
+        fut._future.set_result(value)
+        return fut
+
+    def run_if_unclaimed(self) -> None:
+        """Run the call here unless another thread already did or is doing it."""
+        if self._run is None or not self._claim.acquire(blocking=False):
+            return
+        try:
+            self._future.set_result(self._run())
+        except BaseException as exc:  # interrupts travel through the future too
+            self._future.set_exception(exc)
+
+    def result(self, timeout: float | None = None) -> T:
+        """Wait for the call and return its value (or raise its error)."""
+        self.run_if_unclaimed()
+        return self._future.result(timeout)
+
+    def done(self) -> bool:
+        """Whether the call finished."""
+        return self._future.done()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The call's error, if it failed."""
+        self.run_if_unclaimed()
+        return self._future.exception(timeout)
+
+
+@dataclass
+class TaskContext:
+    """The context of one running task (a node or a ``@task`` call)."""
+
+    task_id: str
+    """Deterministic id of this task."""
+    name: str
+    """Node or task name."""
+    ns: str
+    """Checkpoint namespace of this task (for subgraphs it runs)."""
+    config: dict[str, Any]
+    """The config the node receives."""
+    step: StepRuntime
+    """The superstep it runs in."""
+    resume: list[Any] = field(default_factory=list)
+    """Resume values recorded for its interrupts, in call order."""
+    interrupt_idx: int = 0
+    call_idx: int = 0
+    children: list[TaskFuture[Any]] = field(default_factory=list)
+
+    def interrupt(self, value: Any) -> Any:
+        """Return the recorded answer to this interrupt, or pause the task."""
+        idx = self.interrupt_idx
+        self.interrupt_idx += 1
+        if idx < len(self.resume):
+            return self.resume[idx]
+        answer = self.step.take_null_resume()
+        if answer is not MISSING:
+            self.resume.append(answer)
+            self.step.record(self.task_id, [(RESUME, list(self.resume))])
+            return answer
+        raise GraphInterrupt([Interrupt(value, interrupt_id(self.task_id, idx))])
+
+    def call(
+        self, name: str, fn: Callable[[], T], retry: RetryPolicy | None
+    ) -> TaskFuture[T]:
+        """Start a ``@task`` call, or return its recorded result on replay."""
+        idx = self.call_idx
+        self.call_idx += 1
+        call_id = task_id(self.task_id, "call", str(idx))
+        recorded = self.step.recorded.get(call_id)
+        if recorded is not None:
+            if recorded[0] != name:
+                raise NondeterminismError(
+                    f"Task call #{idx} of {self.name!r} is {name!r} on replay, but "
+                    f"{recorded[0]!r} was recorded. Tasks must be called in the same "
+                    "order on every run; move nondeterministic logic into a task."
+                )
+            return TaskFuture.resolved(recorded[1])
+        child = TaskContext(call_id, name, f"{self.ns}|{name}:{call_id}", self.config, self.step)
+
+        def run() -> T:
+            value = child.run(lambda: run_with_retry(fn, retry))
+            self.step.record(call_id, [(RETURN, (name, value))])
+            self.step.recorded[call_id] = (name, value)
+            return value
+
+        future = TaskFuture(run)
+        self.children.append(future)
+        self.step.submit(future.run_if_unclaimed)
+        return future
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` as this task: the context is current and children are awaited."""
+        token = _CURRENT.set(self)
+        try:
+            value = fn()
+        finally:
+            _CURRENT.reset(token)
+            for child in self.children:
+                child.exception()  # recorded or failed; the caller saw the error
+        return value
+
+    def writer(self, chunk: Any) -> None:
+        """Emit ``chunk`` on the ``custom`` stream."""
+        self.step.emit("custom", chunk)
+
+
+_CURRENT: ContextVar[TaskContext | None] = ContextVar("durable_graph_task", default=None)
+
+
+def current_context(what: str) -> TaskContext:
+    """The running task's context; a clear error outside a run."""
+    ctx = _CURRENT.get()
+    if ctx is None:
+        raise TaskNotInRunError(
+            f"{what} can only be called while a graph or entrypoint runs: call it from "
+            "inside a node, a @task or an @entrypoint function."
+        )
+    return ctx
+
+
+def interrupt_id(task: str, index: int) -> str:
+    """Deterministic id of the ``index``-th interrupt of a task."""
+    return task_id(task, "interrupt", str(index))
+
+
+def interrupt(value: Any) -> Any:
+    """Pause the run and surface ``value``; returns the resume value once resumed.
+
+    The node re-runs from its start on resume; each ``interrupt()`` call returns
+    the answer recorded for it, in call order.
+    """
+    return current_context("interrupt()").interrupt(value)
+
+
+def get_stream_writer() -> Callable[[Any], None]:
+    """A function that emits chunks on the ``custom`` stream of the current run."""
+    return current_context("get_stream_writer()").writer

@@ -1,0 +1,69 @@
+"""What the scheduler runs: a graph compiled down to channels and nodes.
+
+The user-facing builders (``StateGraph``, ``@entrypoint``) compile to a ``GraphSpec``;
+the scheduler only ever sees this form, so planning and the step loop know nothing
+about state schemas, edges or function signatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from durable_graph.scheduler.channels import ChannelSpec
+
+if TYPE_CHECKING:
+    from durable_graph.graph.types import Command, RetryPolicy
+    from durable_graph.scheduler.runtime import TaskContext
+
+__all__ = ["TASKS", "GraphSpec", "NodeRun", "NodeSpec", "Write"]
+
+TASKS = "__pregel_tasks"
+"""Channel holding the ``Send`` packets of the next superstep."""
+
+Write = tuple[str, Any]
+NodeRun = Callable[[Any, Mapping[str, Any], "TaskContext"], list[Write]]
+"""(node input, channel values it was planned on, task context) -> its writes."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node: when it runs, what it reads, and how it turns its result into writes."""
+
+    name: str
+    """Unique node name."""
+    triggers: tuple[str, ...]
+    """Channels whose new versions make the node run."""
+    read: Callable[[Mapping[str, Any]], Any]
+    """Channel values -> the node's input."""
+    run: NodeRun
+    """Runs the node and returns its writes."""
+    updates: Callable[[Sequence[Write]], Any]
+    """A task's writes -> what the ``updates`` stream shows for it."""
+    retry: RetryPolicy | None = None
+    """Retry policy for this node's tasks."""
+    hidden: bool = False
+    """Internal nodes (the input node) stream no updates and are never breakpoints."""
+    subgraph: Any = None
+    """The compiled graph this node runs, if it is a subgraph."""
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A compiled graph: channels, nodes, and how input and output map onto channels."""
+
+    channels: Mapping[str, ChannelSpec]
+    """Every channel by name."""
+    nodes: Mapping[str, NodeSpec]
+    """Every node by name, internal ones included."""
+    input_writes: Callable[[Any], list[Write]]
+    """Run input -> writes of the input step (raises on input the graph cannot take)."""
+    output: Callable[[Mapping[str, Any]], Any]
+    """Channel values -> the run's output (and a snapshot's ``values``)."""
+    output_channels: frozenset[str] = field(default_factory=frozenset)
+    """Channels whose update makes the ``values`` stream emit."""
+    command_writes: Callable[[Command], list[Write]] | None = None
+    """A ``Command`` input's update and goto -> writes (None: the graph takes none)."""
+    update_writes: Callable[[str, Any, Mapping[str, Any]], list[Write]] | None = None
+    """``update_state(values, as_node)`` -> writes, given the current channel values."""

@@ -1,0 +1,496 @@
+"""SqliteSaver: checkpoints in one SQLite file, for single-machine durable runs.
+
+The layout mirrors ``InMemorySaver``: a checkpoint row holds versions and metadata
+but no values; each channel value is a blob stored once per (channel, version); and
+pending writes sit in (task id, index) slots, so a task delivered twice changes
+nothing. Each ``put`` is one transaction, so a crash or a value that cannot be
+serialized leaves the previous checkpoint as it was.
+
+Durability: the file runs in WAL mode with ``synchronous=NORMAL`` by default. A
+commit is in the WAL (in the OS page cache) when ``put`` returns, so a process
+killed with SIGKILL loses nothing it committed; only an OS crash or power loss can
+drop the last few commits, since the WAL is fsynced at checkpoints rather than at
+every commit. Pass ``synchronous="FULL"`` to fsync on every commit as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self, get_args
+
+from durable_graph.errors import CheckpointStoreError, GraphValueError, SerializationError
+from durable_graph.store.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    ThreadStatus,
+    checkpoint_config,
+    config_ids,
+)
+from durable_graph.store.encoding import encode_values, metadata_matches
+from durable_graph.store.serde import Serializer, TypedSerializer
+
+__all__ = ["SqliteSaver"]
+
+_SCHEMA_VERSION = 1
+_PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    parent_id TEXT,
+    ts TEXT NOT NULL,
+    channel_versions TEXT NOT NULL,
+    versions_seen TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    v INTEGER NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+);
+CREATE INDEX IF NOT EXISTS checkpoints_by_id ON checkpoints (checkpoint_id);
+CREATE TABLE IF NOT EXISTS blobs (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    version NOT NULL,
+    type TEXT NOT NULL,
+    blob BLOB NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+);
+CREATE TABLE IF NOT EXISTS writes (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    type TEXT NOT NULL,
+    blob BLOB NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+);
+CREATE TABLE IF NOT EXISTS threads (
+    thread_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    error_type TEXT,
+    error_message TEXT,
+    error_traceback TEXT
+);
+"""
+
+_CP_COLUMNS = (
+    "thread_id, checkpoint_ns, checkpoint_id, parent_id, ts, "
+    "channel_versions, versions_seen, metadata, v"
+)
+
+# Values of a checkpoint: its version map (JSON) joined to the blobs table.
+_LOAD_VALUES = """
+SELECT b.channel, b.type, b.blob FROM json_each(?) AS cv
+JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
+    AND b.channel = cv.key AND b.version = cv.value
+"""
+_EXISTING_BLOBS = """
+SELECT cv.key FROM json_each(?) AS cv
+JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
+    AND b.channel = cv.key AND b.version = cv.value
+"""
+_LOAD_WRITES = """
+SELECT task_id, channel, type, blob FROM writes
+WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
+ORDER BY task_id, idx
+"""
+_INSERT_CHECKPOINT = (
+    f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_STATUS = """
+INSERT INTO threads VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (thread_id) DO UPDATE SET
+    status = excluded.status,
+    updated_at = excluded.updated_at,
+    error_type = COALESCE(excluded.error_type, threads.error_type),
+    error_message = COALESCE(excluded.error_message, threads.error_message),
+    error_traceback = COALESCE(excluded.error_traceback, threads.error_traceback)
+"""
+
+Synchronous = Literal["NORMAL", "FULL"]
+_Row = tuple[Any, ...]
+
+
+def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """Open (creating parent folders) a connection the saver owns and shares across threads."""
+    text = os.fspath(path)
+    if text != ":memory:" and not text.startswith("file:"):
+        Path(text).parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: the saver issues BEGIN/COMMIT itself, so a put is one
+    # transaction no matter what the sqlite3 module would open implicitly.
+    return sqlite3.connect(
+        text, timeout=30.0, isolation_level=None, check_same_thread=False, uri=True
+    )
+
+
+def _dumps_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"cannot store {what} as JSON: {exc}") from exc
+
+
+class SqliteSaver(BaseCheckpointSaver):
+    """Stores checkpoints in a SQLite file (WAL mode); survives a killed process.
+
+    Args:
+        path_or_connection: A file path (parent folders are created) or an open
+            ``sqlite3.Connection``. A given connection stays the caller's: ``close``
+            leaves it open. Open it with ``check_same_thread=False`` if the saver's
+            async methods or several threads use it.
+        serde: Serializer for channel values and writes; ``TypedSerializer()`` by default.
+        synchronous: ``"NORMAL"`` (survives process kill) or ``"FULL"`` (also survives
+            OS crash or power loss, at the cost of an fsync per commit).
+
+    Metadata and version maps are stored as JSON text so operators can read them
+    with the ``sqlite3`` shell; metadata must therefore be JSON-serializable.
+    """
+
+    def __init__(
+        self,
+        path_or_connection: str | os.PathLike[str] | sqlite3.Connection,
+        *,
+        serde: Serializer | None = None,
+        synchronous: Synchronous = "NORMAL",
+    ) -> None:
+        if synchronous not in get_args(Synchronous):
+            raise GraphValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        self.serde: Serializer = serde or TypedSerializer()
+        self._lock = threading.RLock()
+        self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
+        try:
+            if isinstance(path_or_connection, sqlite3.Connection):
+                self._conn = path_or_connection
+            else:
+                self._conn = _connect(path_or_connection)
+            self._setup(synchronous)
+        except BaseException as exc:
+            if hasattr(self, "_conn"):
+                self.close()  # a connection we opened must not leak
+            if isinstance(exc, sqlite3.Error):
+                raise CheckpointStoreError(
+                    f"cannot open the SQLite checkpoint store: {exc}"
+                ) from exc
+            raise
+
+    @classmethod
+    def from_conn_string(cls, path: str | os.PathLike[str]) -> Self:
+        """A saver on the file at ``path``; usable as ``with SqliteSaver.from_conn_string(p)``.
+
+        Kept for LangGraph users, whose ``from_conn_string`` is a context manager:
+        the returned saver is one too, and closes its connection on exit.
+        """
+        return cls(path)
+
+    def _setup(self, synchronous: Synchronous) -> None:
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise CheckpointStoreError(
+                    f"checkpoint file has schema version {version}; this release reads "
+                    f"up to {_SCHEMA_VERSION}, upgrade durable-graph"
+                )
+            with self._transaction() as conn:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction under the saver's lock; sqlite errors become store errors.
+
+        Writes use BEGIN IMMEDIATE so the write lock is taken up front: two processes
+        never both read, then both fail to upgrade to writing. Reads get a snapshot.
+        A transaction the caller left open on a given connection is committed too.
+        """
+        with self._lock:
+            conn = self._conn
+            try:
+                began = not conn.in_transaction
+                if began:
+                    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            except sqlite3.Error as exc:
+                raise CheckpointStoreError(f"SQLite checkpoint store failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection if the saver opened it; a given connection stays open."""
+        with self._lock:
+            if self._owns_conn:
+                self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def get_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
+        """The checkpoint named by ``checkpoint_id``, or the thread's latest one."""
+        thread_id, ns, checkpoint_id = config_ids(config)
+        query = f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?"
+        args: list[Any] = [thread_id, ns]
+        if checkpoint_id is None:
+            query += " ORDER BY checkpoint_id DESC LIMIT 1"
+        else:
+            query += " AND checkpoint_id = ?"
+            args.append(checkpoint_id)
+        with self._transaction(write=False) as conn:
+            row = conn.execute(query, args).fetchone()
+            return None if row is None else self._load(conn, row)
+
+    def list(
+        self,
+        config: Mapping[str, Any] | None,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first, read a page at a time.
+
+        The lock is never held while the caller consumes an item, so an abandoned
+        iterator cannot block other threads.
+        """
+        where, args = _list_scope(config, before)
+        count = 0
+        cursor: _Row | None = None
+        while limit is None or count < limit:
+            rows = self._page(where, args, cursor)
+            for row in rows:
+                metadata = json.loads(row[7])
+                if filter and not metadata_matches(metadata, filter):
+                    continue
+                if limit is not None and count >= limit:
+                    return
+                count += 1
+                with self._transaction(write=False) as conn:
+                    item = self._load(conn, row)
+                yield item
+            if len(rows) < _PAGE:
+                return
+            cursor = (rows[-1][2], rows[-1][0], rows[-1][1])
+
+    def _page(
+        self, where: Sequence[str], args: Sequence[Any], cursor: _Row | None
+    ) -> Sequence[_Row]:
+        """The next page of checkpoint rows, newest first, after ``cursor`` (keyset paging)."""
+        clauses: list[str] = [*where]
+        params: list[Any] = [*args]
+        if cursor is not None:
+            clauses.append("(checkpoint_id, thread_id, checkpoint_ns) < (?, ?, ?)")
+            params.extend(cursor)
+        query = f"SELECT {_CP_COLUMNS} FROM checkpoints"
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        query += " ORDER BY checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC LIMIT ?"
+        with self._transaction(write=False) as conn:
+            return conn.execute(query, [*params, _PAGE]).fetchall()
+
+    def _load(self, conn: sqlite3.Connection, row: _Row) -> CheckpointTuple:
+        """Rebuild a checkpoint tuple from its row, its value blobs and its writes."""
+        thread_id, ns, checkpoint_id, parent_id, ts, versions, seen, metadata, v = row
+        values = {
+            channel: self.serde.loads_typed((tag, bytes(blob)))
+            for channel, tag, blob in conn.execute(_LOAD_VALUES, (versions, thread_id, ns))
+        }
+        writes = [
+            PendingWrite(task_id, channel, self.serde.loads_typed((tag, bytes(blob))))
+            for task_id, channel, tag, blob in conn.execute(
+                _LOAD_WRITES, (thread_id, ns, checkpoint_id)
+            )
+        ]
+        return CheckpointTuple(
+            config=checkpoint_config(thread_id, ns, checkpoint_id),
+            checkpoint=Checkpoint(
+                id=checkpoint_id,
+                ts=ts,
+                channel_values=values,
+                channel_versions=json.loads(versions),
+                versions_seen=json.loads(seen),
+                v=v,
+            ),
+            metadata=json.loads(metadata),
+            parent_config=checkpoint_config(thread_id, ns, parent_id) if parent_id else None,
+            pending_writes=writes,
+        )
+
+    def put(
+        self,
+        config: Mapping[str, Any],
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int],
+    ) -> dict[str, Any]:
+        """Store the checkpoint row and its new value blobs in one transaction.
+
+        Only values whose (channel, version) blob is missing are serialized; a value
+        that cannot be serialized rolls the whole put back.
+        """
+        thread_id, ns, parent_id = config_ids(config)
+        row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata)
+        versions = checkpoint.channel_versions
+        with self._transaction() as conn:
+            present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
+            missing = {
+                ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
+            }
+            blobs = encode_values(self.serde, missing)  # raises before anything is stored
+            conn.executemany(
+                "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
+                [(thread_id, ns, ch, versions[ch], tag, data) for ch, (tag, data) in blobs.items()],
+            )
+            conn.execute(_INSERT_CHECKPOINT, row)
+        return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def put_writes(
+        self,
+        config: Mapping[str, Any],
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+    ) -> None:
+        """Store a task's writes in (task_id, index) slots, in one transaction.
+
+        Error, interrupt and resume writes replace their fixed slot; any other write
+        keeps the first value stored, so a redelivered task changes nothing.
+        """
+        thread_id, ns, checkpoint_id = config_ids(config)
+        if checkpoint_id is None:
+            raise GraphValueError("put_writes needs a config with a checkpoint_id")
+        rows = []
+        for idx, (channel, value) in enumerate(writes):
+            tag, data = _encode_write(self.serde, channel, value)
+            verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
+            slot = WRITES_IDX_MAP.get(channel, idx)
+            rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel, tag, data)))
+        with self._transaction() as conn:
+            for verb, args in rows:
+                conn.execute(f"INSERT OR {verb} INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", args)
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, value, write and status record of a thread."""
+        with self._transaction() as conn:
+            for table in ("checkpoints", "blobs", "writes", "threads"):
+                conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (str(thread_id),))
+
+    def set_status(
+        self,
+        thread_id: str,
+        status: ThreadStatus,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record a thread's run status, and the error that failed it, for operators.
+
+        The error fields describe the most recent failure and are kept when a later
+        status comes without an error, so a retried thread still shows what it hit.
+        """
+        if status not in get_args(ThreadStatus):
+            raise GraphValueError(f"unknown thread status {status!r}")
+        error_fields: tuple[str | None, ...] = (None, None, None)
+        if error is not None:
+            cls = type(error)
+            error_fields = (
+                f"{cls.__module__}.{cls.__qualname__}",
+                str(error),
+                "".join(traceback.format_exception(error)),
+            )
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as conn:
+            conn.execute(_UPSERT_STATUS, (str(thread_id), status, now, *error_fields))
+
+    def get_status(self, thread_id: str) -> dict[str, Any] | None:
+        """The status record ``set_status`` keeps for a thread, or None if it has none.
+
+        Keys: thread_id, status, updated_at, error_type, error_message, error_traceback.
+        """
+        with self._transaction(write=False) as conn:
+            cursor = conn.execute("SELECT * FROM threads WHERE thread_id = ?", (str(thread_id),))
+            row = cursor.fetchone()
+            names = [d[0] for d in cursor.description]
+        return None if row is None else dict(zip(names, row, strict=True))
+
+
+def _list_scope(
+    config: Mapping[str, Any] | None, before: Mapping[str, Any] | None
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions for ``list``: thread, namespace if given, and ``before``."""
+    where: list[str] = []
+    args: list[Any] = []
+    if config is not None:
+        thread_id, ns, _ = config_ids(config)
+        where.append("thread_id = ?")
+        args.append(thread_id)
+        if "checkpoint_ns" in (config.get("configurable") or {}):
+            where.append("checkpoint_ns = ?")
+            args.append(ns)
+    before_id = ((before or {}).get("configurable") or {}).get("checkpoint_id")
+    if before_id is not None:
+        where.append("checkpoint_id < ?")
+        args.append(before_id)
+    return where, args
+
+
+def _checkpoint_row(
+    thread_id: str,
+    ns: str,
+    parent_id: str | None,
+    checkpoint: Checkpoint,
+    metadata: CheckpointMetadata,
+) -> _Row:
+    """The checkpoints-table row of a checkpoint: everything but its values."""
+    unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
+    if unversioned:
+        raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
+    return (
+        thread_id,
+        ns,
+        checkpoint.id,
+        parent_id,
+        checkpoint.ts,
+        _dumps_json(checkpoint.channel_versions, "channel versions"),
+        _dumps_json(checkpoint.versions_seen, "versions seen"),
+        _dumps_json(dict(metadata), "checkpoint metadata"),
+        checkpoint.v,
+    )
+
+
+def _encode_write(serde: Serializer, channel: str, value: Any) -> tuple[str, bytes]:
+    """Encode one pending write; the error names the channel that failed."""
+    try:
+        return serde.dumps_typed(value)
+    except SerializationError as exc:
+        raise SerializationError(
+            f"cannot store a write to channel {channel!r}: a value of type "
+            f"{type(value).__qualname__} is not serializable ({exc}); nothing was written"
+        ) from exc
