@@ -39,6 +39,7 @@ from durable_graph.scheduler.runtime import get_stream_writer, interrupt
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
 from durable_graph.store.memory import InMemorySaver
 from durable_graph.store.serde import TypedSerializer
+from durable_graph.store.sqlite import SqliteSaver
 
 __all__ = [
     "END",
@@ -67,6 +68,7 @@ __all__ = [
     "Send",
     "SerializationError",
     "SignatureError",
+    "SqliteSaver",
     "StateGraph",
     "StateSnapshot",
     "StateTask",

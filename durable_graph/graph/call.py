@@ -34,7 +34,7 @@ def bind(fn: Callable[..., Any], provided: tuple[str, ...] = ()) -> Callable[...
     wanted = {name: inj for name, inj in _INJECTABLE.items() if name in params}
     passed = tuple(name for name in provided if name in params)
     is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)
+        vars(type(fn)).get("__call__")
     )
 
     def call(value: Any, ctx: TaskContext, **values: Any) -> Any:

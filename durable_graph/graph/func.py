@@ -34,12 +34,12 @@ class TaskFunction(Generic[T]):
 
     def __init__(self, fn: Callable[..., T], *, name: str | None, retry_policy: Any) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "task")
+        self.name: str = name or str(getattr(fn, "__name__", "task"))
         self.retry_policy: RetryPolicy | None = (
             retry_policy[0] if isinstance(retry_policy, Sequence) and retry_policy else
             retry_policy or None
         )
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> TaskFuture[T]:
         ctx = current_context(f"@task {self.name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +57,7 @@ class StateGraph:
     ) -> StateGraph:
         """Add a node: a function of the state returning an update, or a compiled graph."""
         if action is None:
-            action, node = node, getattr(node, "__name__", getattr(node, "name", None))
+            action, node = node, str(getattr(node, "__name__", getattr(node, "name", "")))
         if not isinstance(node, str) or not node:
             raise ValueError(f"Node name must be a non-empty string, got {node!r}")
         if node in (START, END) or ":" in node or "|" in node:
@@ -87,9 +88,11 @@ class StateGraph:
         path_map: Mapping[Hashable, str] | Sequence[str] | None = None,
     ) -> StateGraph:
         """After ``source``, go where ``path(state)`` says (node names, Sends or END)."""
-        mapping = dict(zip(path_map, path_map, strict=True)) if isinstance(
-            path_map, (list, tuple)
-        ) else (dict(path_map) if path_map is not None else None)
+        mapping: dict[Any, str] | None = None
+        if isinstance(path_map, Mapping):
+            mapping = dict(path_map)
+        elif path_map is not None:
+            mapping = {name: name for name in path_map}
         self.branches.setdefault(source, []).append(Branch(path, mapping))
         return self
 
@@ -100,7 +103,7 @@ class StateGraph:
             name, action = item if isinstance(item, tuple) else (item.__name__, item)
             self.add_node(name, action)
             names.append(name)
-        for a, b in zip(names, names[1:]):
+        for a, b in itertools.pairwise(names):
             self.add_edge(a, b)
         return self
 
@@ -216,10 +219,8 @@ class StateGraph:
     def _node(
         self, name: str, d: _NodeDef, triggers: tuple[str, ...], writer: NodeWriter
     ) -> NodeSpec:
-        if isinstance(d.action, CompiledGraph):
-            call = subgraph_runner(d.action)
-        else:
-            call = bind(d.action)
+        is_graph = isinstance(d.action, CompiledGraph)
+        call = subgraph_runner(d.action) if is_graph else bind(d.action)
         return NodeSpec(
             name=name,
             triggers=triggers,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from durable_graph.errors import InvalidUpdateError
@@ -162,7 +162,7 @@ def apply_writes(
                 del values[name]
                 versions[name] = next_version
                 updated.add(name)
-    ts = datetime.now(timezone.utc).isoformat()
+    ts = datetime.now(UTC).isoformat()
     return Checkpoint(new_id, ts, values, versions, seen), updated
 
 

@@ -70,34 +70,59 @@ def is_available(spec: ChannelSpec, value: Any) -> bool:
 
 def update(spec: ChannelSpec, key: str, current: Any, values: Sequence[Any]) -> tuple[Any, bool]:
     """Combine one step's writes into the channel; returns (next value, changed)."""
-    kind = spec.kind
-    if kind == "last":
-        if not values:
-            return current, False
-        if len(values) > 1:
-            raise InvalidUpdateError(
-                f"At key {key!r}: can receive only one value per step. Give it a reducer "
-                f"(Annotated[type, reducer]) to combine parallel writes."
-            )
-        return values[-1], True
-    if kind == "reducer":
-        if not values:
-            return current, False
-        assert spec.reducer is not None
-        acc = values[0] if current is MISSING else spec.reducer(current, values[0])
-        for v in values[1:]:
-            acc = spec.reducer(acc, v)
-        return acc, True
-    if kind == "barrier":
-        unknown = [v for v in values if v not in spec.names]
-        if unknown:
-            raise InvalidUpdateError(f"At key {key!r}: unexpected writers {unknown}")
-        seen = frozenset(current if current is not MISSING else ()) | frozenset(values)
-        return seen, seen != current
-    # ephemeral and topic: the last step's writes, cleared when a step writes none
+    return _UPDATES[spec.kind](spec, key, current, values)
+
+
+def _update_last(spec: ChannelSpec, key: str, current: Any, values: Sequence[Any]) -> Any:
+    if not values:
+        return current, False
+    if len(values) > 1:
+        raise InvalidUpdateError(
+            f"At key {key!r}: can receive only one value per step. Give it a reducer "
+            f"(Annotated[type, reducer]) to combine parallel writes."
+        )
+    return values[-1], True
+
+
+def _update_reducer(spec: ChannelSpec, key: str, current: Any, values: Sequence[Any]) -> Any:
+    if not values:
+        return current, False
+    assert spec.reducer is not None
+    acc = values[0] if current is MISSING else spec.reducer(current, values[0])
+    for v in values[1:]:
+        acc = spec.reducer(acc, v)
+    return acc, True
+
+
+def _update_barrier(spec: ChannelSpec, key: str, current: Any, values: Sequence[Any]) -> Any:
+    unknown = [v for v in values if v not in spec.names]
+    if unknown:
+        raise InvalidUpdateError(f"At key {key!r}: unexpected writers {unknown}")
+    seen = frozenset(current if current is not MISSING else ()) | frozenset(values)
+    return seen, seen != current
+
+
+def _update_ephemeral(spec: ChannelSpec, key: str, current: Any, values: Sequence[Any]) -> Any:
+    """The last step's write; cleared by a step that writes none."""
     if values:
-        return (values[-1] if kind == "ephemeral" else list(values)), True
+        return values[-1], True
     return MISSING, current is not MISSING
+
+
+def _update_topic(spec: ChannelSpec, key: str, current: Any, values: Sequence[Any]) -> Any:
+    """The last step's writes, all of them; cleared by a step that writes none."""
+    if values:
+        return list(values), True
+    return MISSING, current is not MISSING
+
+
+_UPDATES: dict[str, Callable[[ChannelSpec, str, Any, Sequence[Any]], tuple[Any, bool]]] = {
+    "last": _update_last,
+    "reducer": _update_reducer,
+    "barrier": _update_barrier,
+    "ephemeral": _update_ephemeral,
+    "topic": _update_topic,
+}
 
 
 def consume(spec: ChannelSpec, current: Any) -> tuple[Any, bool]:

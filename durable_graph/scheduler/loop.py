@@ -8,10 +8,11 @@ writes as it finishes, apply all writes (pure), store the next checkpoint.
 
 from __future__ import annotations
 
+import functools
 import queue
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from durable_graph.errors import (
@@ -179,14 +180,17 @@ class StepLoop:
         if saved is not None:
             self.checkpoint, self.pending = saved.checkpoint, list(saved.pending_writes)
         self.persister = Persister(
-            self.saver, self.thread_id, self.ns, self.opts.durability, parent,
-            {k: v for k, v in self.config.get("configurable", {}).items() if k == "fence"},
+            self.saver, thread_id=self.thread_id, ns=self.ns,
+            durability=self.opts.durability, parent=parent,
+            extra_configurable={
+                k: v for k, v in self.config.get("configurable", {}).items() if k == "fence"
+            },
         )
         if self.saver is not None:
             self.saver.set_status(self.thread_id, "running")
         return int(saved.metadata.get("step", -1)) + 1 if saved else -1
 
-    def _first(self, input: Any, step: int) -> Iterator[Event]:
+    def _first(self, input: Any, step: int) -> Generator[Event, None, int]:
         """Apply the run's input: a Command, a resume (None), or new input."""
         if isinstance(input, Command):
             by_task, null_writes, self.null_resume = command_writes(
@@ -230,7 +234,7 @@ class StepLoop:
         if "checkpoints" in self.opts.modes or "debug" in self.opts.modes:
             self.events.put(("event", "checkpoints", self._checkpoint_event(metadata)))
 
-    def _tick(self, step: int) -> Iterator[Event]:
+    def _tick(self, step: int) -> Generator[Event, None, bool]:
         """Run one superstep; False when the run is over (done or interrupted)."""
         tasks = self._plan()
         if not tasks:
@@ -241,9 +245,9 @@ class StepLoop:
         ):
             return (yield from self._pause(()))
         outcomes = yield from self._run_tasks(tasks)
-        failed = [outcomes[t.id].error for t in tasks if outcomes[t.id].error is not None]
+        failed = [err for t in tasks if (err := outcomes[t.id].error) is not None]
         if failed:
-            raise failed[0]  # type: ignore[misc]
+            raise failed[0]
         paused = [i for t in tasks for i in outcomes[t.id].interrupts]
         if paused:
             return (yield from self._pause(tuple(paused)))
@@ -262,7 +266,7 @@ class StepLoop:
             return (yield from self._pause(()))
         return True
 
-    def _pause(self, interrupts: tuple[Interrupt, ...]) -> Iterator[Event]:
+    def _pause(self, interrupts: tuple[Interrupt, ...]) -> Generator[Event, None, bool]:
         self.status = "interrupted"
         self.interrupts = list(interrupts)
         if "updates" in self.opts.modes:
@@ -271,7 +275,9 @@ class StepLoop:
 
     # -- running tasks ---------------------------------------------------------
 
-    def _run_tasks(self, tasks: list[PlannedTask]) -> Iterator[Event]:
+    def _run_tasks(
+        self, tasks: list[PlannedTask]
+    ) -> Generator[Event, None, dict[str, _Outcome]]:
         done = finished_writes(tasks, self.pending)
         outcomes: dict[str, _Outcome] = {}
         for t in tasks:
@@ -286,7 +292,7 @@ class StepLoop:
         def job(t: PlannedTask) -> None:
             self.events.put(("done", t, self._execute(t, step, values, resumes.get(t.id, []))))
 
-        futures = [TaskFuture(lambda t=t: job(t)) for t in todo]
+        futures = [TaskFuture(functools.partial(job, t)) for t in todo]
         for fut in futures[1:]:
             self.executor.submit(fut.run_if_unclaimed)
         for fut in futures:
@@ -363,5 +369,5 @@ class StepLoop:
             "metadata": metadata,
             "values": self.spec.output(read_values(self.spec, self.checkpoint)),
             "next": [t.name for t in self._plan()],
-            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "timestamp": datetime.now(UTC).isoformat(),
         }

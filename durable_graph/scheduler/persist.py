@@ -31,6 +31,7 @@ class Persister:
     def __init__(
         self,
         saver: BaseCheckpointSaver | None,
+        *,
         thread_id: str,
         ns: str,
         durability: str,

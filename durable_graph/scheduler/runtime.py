@@ -34,10 +34,13 @@ class StepRuntime(Protocol):
     config: dict[str, Any]
     recorded: dict[str, tuple[str, Any]]
     """Results of ``@task`` calls already recorded, by call id: (task name, value)."""
-    saver: BaseCheckpointSaver | None
-    """The run's checkpointer (subgraphs share it)."""
-    durability: str
-    """The run's durability mode (subgraphs use it too)."""
+    @property
+    def saver(self) -> BaseCheckpointSaver | None:
+        """The run's checkpointer (subgraphs share it)."""
+
+    @property
+    def durability(self) -> str:
+        """The run's durability mode (subgraphs use it too)."""
 
     def submit(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` soon on the executor."""

@@ -17,7 +17,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, TypedDict
 
 from durable_graph.errors import GraphValueError
@@ -117,8 +117,20 @@ class CheckpointTuple:
     """Writes already produced by tasks of its next superstep."""
 
 
-_id_lock = threading.Lock()
-_last_id_ns = 0
+class _MonotonicClock:
+    """Nanosecond timestamps that never repeat or go back within this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def now(self) -> int:
+        with self._lock:
+            self._last = max(time.time_ns(), self._last + 1)
+            return self._last
+
+
+_CLOCK = _MonotonicClock()
 
 
 def new_checkpoint_id() -> str:
@@ -127,18 +139,14 @@ def new_checkpoint_id() -> str:
     The first 64 bits are nanoseconds since the epoch, the rest random, so ids from
     different processes interleave by time and never collide.
     """
-    global _last_id_ns
-    with _id_lock:
-        now = max(time.time_ns(), _last_id_ns + 1)
-        _last_id_ns = now
-    return str(uuid.UUID(int=(now << 64) | int.from_bytes(os.urandom(8), "big")))
+    return str(uuid.UUID(int=(_CLOCK.now() << 64) | int.from_bytes(os.urandom(8), "big")))
 
 
 def empty_checkpoint() -> Checkpoint:
     """The checkpoint of a thread that has never run."""
     return Checkpoint(
         id=new_checkpoint_id(),
-        ts=datetime.now(timezone.utc).isoformat(),
+        ts=datetime.now(UTC).isoformat(),
         channel_values={},
         channel_versions={},
         versions_seen={},
@@ -236,6 +244,11 @@ class BaseCheckpointSaver(ABC):
         Stores without an operator view of threads keep nothing; the default
         does nothing because the checkpoints themselves stay the source of truth.
         """
+        return None
+
+    def get_status(self, thread_id: str) -> dict[str, Any] | None:
+        """A thread's run status record, or None where the store keeps none."""
+        return None
 
     async def aget_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
         """Async ``get_tuple``."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from durable_graph.errors import GraphValueError
 from durable_graph.store.base import (
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
@@ -86,7 +88,8 @@ class InMemorySaver(BaseCheckpointSaver):
                 return
             count += 1
             with self._lock:
-                yield self._load(thread_id, ns, entry)
+                item = self._load(thread_id, ns, entry)
+            yield item  # outside the lock: a paused iterator must not block writers
 
     def put(
         self,
@@ -114,7 +117,7 @@ class InMemorySaver(BaseCheckpointSaver):
                 v=checkpoint.v,
             )
             self._checkpoints.setdefault((thread_id, ns), {})[checkpoint.id] = _Saved(
-                record, dict(metadata), parent_id  # type: ignore[arg-type]
+                record, copy.deepcopy(metadata), parent_id
             )
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
@@ -126,7 +129,7 @@ class InMemorySaver(BaseCheckpointSaver):
     ) -> None:
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
-            raise ValueError("put_writes needs a config with a checkpoint_id")
+            raise GraphValueError("put_writes needs a config with a checkpoint_id")
         encoded = [(ch, self.serde.dumps_typed(v)) for ch, v in writes]
         with self._lock:
             slots = self._writes.setdefault((thread_id, ns, checkpoint_id), {})
@@ -137,9 +140,12 @@ class InMemorySaver(BaseCheckpointSaver):
 
     def delete_thread(self, thread_id: str) -> None:
         with self._lock:
-            for store in (self._checkpoints, self._blobs, self._writes):
-                for key in [k for k in store if k[0] == thread_id]:
-                    del store[key]  # type: ignore[attr-defined]
+            for key in [k for k in self._checkpoints if k[0] == thread_id]:
+                del self._checkpoints[key]
+            for bkey in [k for k in self._blobs if k[0] == thread_id]:
+                del self._blobs[bkey]
+            for wkey in [k for k in self._writes if k[0] == thread_id]:
+                del self._writes[wkey]
 
     def _load(self, thread_id: str, ns: str, entry: _Saved) -> CheckpointTuple:
         cp = entry.checkpoint
@@ -163,7 +169,7 @@ class InMemorySaver(BaseCheckpointSaver):
                 versions_seen={k: dict(v) for k, v in cp.versions_seen.items()},
                 v=cp.v,
             ),
-            metadata=entry.metadata,
+            metadata=copy.deepcopy(entry.metadata),
             parent_config=(
                 checkpoint_config(thread_id, ns, entry.parent_id) if entry.parent_id else None
             ),

@@ -14,6 +14,7 @@ import datetime as dt
 import decimal
 import enum
 import importlib
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -76,26 +77,26 @@ def _ext(code: int, payload: Any) -> ormsgpack.Ext:
     return ormsgpack.Ext(code, _pack(payload))
 
 
-def _default(obj: Any) -> Any:  # noqa: PLR0911 - one branch per supported type
+_SIMPLE_EXT: tuple[tuple[type, int, Callable[[Any], Any]], ...] = (
+    (frozenset, _FROZENSET, list),
+    (set, _SET, list),
+    (dt.datetime, _DATETIME, lambda o: o.isoformat()),  # before date: a subclass of it
+    (dt.date, _DATE, lambda o: o.isoformat()),
+    (dt.time, _TIME, lambda o: o.isoformat()),
+    (dt.timedelta, _TIMEDELTA, lambda o: [o.days, o.seconds, o.microseconds]),
+    (decimal.Decimal, _DECIMAL, str),
+)
+
+
+def _default(obj: Any) -> Any:
     """Encode the types msgpack lacks as extension records; TypeError for the rest."""
     if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
         return _ext(_TUPLE, list(obj))
-    if isinstance(obj, frozenset):
-        return _ext(_FROZENSET, list(obj))
-    if isinstance(obj, set):
-        return _ext(_SET, list(obj))
-    if isinstance(obj, dt.datetime):
-        return _ext(_DATETIME, obj.isoformat())
-    if isinstance(obj, dt.date):
-        return _ext(_DATE, obj.isoformat())
-    if isinstance(obj, dt.time):
-        return _ext(_TIME, obj.isoformat())
-    if isinstance(obj, dt.timedelta):
-        return _ext(_TIMEDELTA, [obj.days, obj.seconds, obj.microseconds])
+    for cls, code, encode in _SIMPLE_EXT:
+        if isinstance(obj, cls):
+            return _ext(code, encode(obj))
     if isinstance(obj, uuid.UUID):
         return ormsgpack.Ext(_UUID, obj.bytes)
-    if isinstance(obj, decimal.Decimal):
-        return _ext(_DECIMAL, str(obj))
     if isinstance(obj, enum.Enum):
         return _ext(_ENUM, [*_class_path(type(obj)), obj.value])
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -109,6 +110,19 @@ def _default(obj: Any) -> Any:  # noqa: PLR0911 - one branch per supported type
 
 def _unpack(data: bytes) -> Any:
     return ormsgpack.unpackb(data, ext_hook=_ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
+
+
+def _unpack_checked(data: bytes) -> Any:
+    """Decode msgpack; every failure (bad bytes, a class gone) is a SerializationError."""
+    _hook_error.exc = None
+    try:
+        return _unpack(data)
+    except Exception as exc:
+        cause = getattr(_hook_error, "exc", None) or exc
+        _hook_error.exc = None
+        if isinstance(cause, SerializationError):
+            raise cause from None
+        raise SerializationError(f"cannot decode a stored msgpack value: {cause!r}") from cause
 
 
 def _from_class(payload: list[Any], build: Callable[[Any, Any], Any]) -> Any:
@@ -127,11 +141,24 @@ _DECODERS: dict[int, Callable[[Any], Any]] = {
     _DECIMAL: decimal.Decimal,
     _ENUM: lambda p: _from_class(p, lambda cls, v: cls(v)),
     _DATACLASS: lambda p: _from_class(p, lambda cls, v: cls(**v)),
-    _PYDANTIC: lambda p: _from_class(p, lambda cls, v: cls.model_validate(v)),
+    # by field name, as encoded; nested models come back through their own records
+    _PYDANTIC: lambda p: _from_class(p, lambda cls, v: cls.model_construct(**v)),
 }
 
 
+_hook_error = threading.local()
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
+    # ormsgpack replaces a hook's exception with a bare ValueError; keep the real one.
+    try:
+        return _decode_ext(code, data)
+    except Exception as exc:
+        _hook_error.exc = exc
+        raise
+
+
+def _decode_ext(code: int, data: bytes) -> Any:
     if code == _UUID:
         return uuid.UUID(bytes=data)
     decoder = _DECODERS.get(code)
@@ -174,7 +201,7 @@ class TypedSerializer:
         """Decode (format tag, bytes); raises ``SerializationError`` on unknown tags."""
         tag, payload = data
         if tag == "msgpack":
-            return _unpack(payload)
+            return _unpack_checked(payload)
         if tag == "null":
             return None
         if tag == "bytes":

@@ -104,12 +104,6 @@ def saver(make_saver: Callable[..., BaseCheckpointSaver]) -> BaseCheckpointSaver
     return make_saver()
 
 
-def known_bug(request: pytest.FixtureRequest, kind: str, kinds: tuple[str, ...], why: str) -> None:
-    """Mark this run xfail(strict) for savers with a reported, unfixed bug."""
-    if kind in kinds:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=why))
-
-
 def cfg(thread: str = "t1", ns: str | None = None, checkpoint_id: str | None = None) -> dict:
     conf: dict[str, Any] = {"thread_id": thread}
     if ns is not None:
@@ -218,7 +212,6 @@ def test_round_trip_every_value_kind(saver: BaseCheckpointSaver) -> None:
 def test_saved_state_does_not_alias_caller_or_reader(
     saver: BaseCheckpointSaver, saver_kind: str, request: pytest.FixtureRequest
 ) -> None:
-    known_bug(request, saver_kind, ("memory",), "InMemorySaver shares metadata dicts")
     values = {"items": [1, 2]}
     meta: dict[str, Any] = {"source": "input", "step": -1, "parents": {"": "p"}}
     config = saver.put(cfg(), make_cp(values), meta, {"items": 1})
@@ -322,7 +315,6 @@ def test_list_pages_through_many_checkpoints(saver: BaseCheckpointSaver) -> None
 def test_open_list_iterator_does_not_block_writers(
     saver: BaseCheckpointSaver, saver_kind: str, request: pytest.FixtureRequest
 ) -> None:
-    known_bug(request, saver_kind, ("memory",), "InMemorySaver.list yields under its lock")
     put_chain(saver, 3)
     iterator = saver.list(cfg())
     next(iterator)

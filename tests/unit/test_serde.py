@@ -240,22 +240,12 @@ def test_unknown_tag_is_refused() -> None:
         SERDE.loads_typed(("json", b"{}"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="serde.py bug: errors inside ext_hook reach callers as a bare ValueError",
-)
 def test_unknown_extension_type_raises_serialization_error() -> None:
     data = ormsgpack.packb(ormsgpack.Ext(99, b"\x00"))
     with pytest.raises(SerializationError, match="extension type 99"):
         SERDE.loads_typed(("msgpack", data))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="serde.py bug: pydantic models are stored by field name but validated by alias",
-)
 def test_pydantic_model_with_aliased_field_round_trips() -> None:
     value = Aliased(Value=3)
     assert round_trip(value)[1] == value

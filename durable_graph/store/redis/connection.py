@@ -1,0 +1,121 @@
+"""One Redis client plus the saver's scripts, with every Redis error made a store error.
+
+Callers see ``CheckpointStoreError`` (naming the server, password redacted)
+instead of redis-py's exceptions, and a client built from a URL gets connect and
+read timeouts, so an unreachable Redis fails within a bounded time instead of
+hanging a graph run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.retry import Retry
+
+from durable_graph.errors import CheckpointStoreError, GraphValueError
+from durable_graph.store.redis import scripts
+
+__all__ = ["Client", "RedisConn", "client_from_url", "redact"]
+
+Client: TypeAlias = "redis.Redis[bytes] | RedisCluster[bytes]"
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 5.0
+"""Default seconds to open a connection before giving up."""
+SOCKET_TIMEOUT = 10.0
+"""Default seconds to wait for a reply; every script is short, so this is generous."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for error messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def client_from_url(url: str, *, cluster: bool = False, **client_kwargs: Any) -> Client:
+    """A client for ``url`` with bounded timeouts and a short retry (caller kwargs win).
+
+    Two quick retries ride out a dropped connection; every script is idempotent
+    (same checkpoint id, first-write-wins slots), so a retry after a lost reply is safe.
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        **client_kwargs,
+    }
+    try:
+        if cluster:
+            return RedisCluster.from_url(url, **options)
+        return redis.Redis.from_url(url, **options)
+    except (redis.RedisError, ValueError) as exc:
+        raise CheckpointStoreError(f"cannot connect to Redis at {redact(url)}: {exc}") from exc
+
+
+def _connection_kwargs(client: Any) -> dict[str, Any]:
+    """Connection options of a client (untyped in the redis stubs)."""
+    return dict(client.get_connection_kwargs())
+
+
+def _describe(client: Client) -> str:
+    """Where ``client`` points, for error messages (never includes a password)."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()
+        return "Redis Cluster " + ",".join(n.name for n in nodes[:3])
+    kwargs = _connection_kwargs(client)
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class RedisConn:
+    """The client, the registered scripts, and error translation, shared by saver and leases."""
+
+    def __init__(self, client: Client, where: str | None = None) -> None:
+        if _connection_kwargs(client).get("decode_responses"):
+            raise GraphValueError(
+                "RedisSaver stores binary values: build the client with decode_responses=False"
+            )
+        self.client = client
+        self.where = where or _describe(client)
+        self._scripts: dict[str, Script] = {}
+
+    def script(self, name: str) -> Script:
+        """The registered script ``scripts.<name>`` (registered once, run by SHA)."""
+        found = self._scripts.get(name)
+        if found is None:
+            client: Any = self.client  # RedisCluster has it too; the stubs lack it
+            found = self._scripts[name] = client.register_script(getattr(scripts, name))
+        return found
+
+    @contextmanager
+    def errors(self, action: str) -> Iterator[None]:
+        """Re-raise any Redis error as CheckpointStoreError naming the action and server."""
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise CheckpointStoreError(
+                f"{action} failed on {self.where}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def run(self, name: str, keys: Sequence[str], args: Sequence[Any], action: str) -> Any:
+        """Run script ``name`` on ``keys`` with ``args``; store errors as CheckpointStoreError."""
+        with self.errors(action):
+            return self.script(name)(keys=list(keys), args=list(args))
+
+    def call(self, action: str, fn: Callable[[Client], T]) -> T:
+        """Run ``fn(client)`` with Redis errors translated."""
+        with self.errors(action):
+            return fn(self.client)

@@ -1,0 +1,172 @@
+"""Every Redis key the saver uses, built in this one module.
+
+Layout (``P`` is the saver prefix, ``T`` the escaped thread id, ``N`` the escaped
+checkpoint namespace)::
+
+    {P:T}:rec                  hash  thread record: status, last checkpoint, errors, ttl
+    {P:T}:lease                hash  lease: owner, generation (fencing token), expiry
+    {P:T}:ns                   hash  namespace name -> namespace key base ``{P:T}:n:N``
+    {P:T}:n:N:idx              zset  checkpoint ids, all score 0, so lexical order = time order
+    {P:T}:n:N:blobs            hash  "channel\\0version" -> tag "\\0" bytes (one per version)
+    {P:T}:n:N:cp:<id>          hash  one checkpoint: parent, ts, v, versions, seen, metadata, refs
+    {P:T}:n:N:w:<id>           hash  pending writes of one checkpoint: "task_id:idx" -> write
+    {P:status:B}:<status>      zset  thread ids by status, score = updated-at (ms); B = bucket
+
+Every key of a thread carries the hash tag ``{P:T}``, so a thread's atomic commit
+(a Lua script) touches a single slot and runs unchanged on Redis Cluster. The
+thread id is escaped so it never contains ``:``, ``{`` or ``}``: two threads can
+never share a key, and the status-index tags (which contain a second ``:``) can
+never collide with a thread's tag. Cross-thread indexes are sharded over
+``STATUS_BUCKETS`` tags so they spread over the cluster instead of one hot slot.
+
+Lua scripts receive namespace key bases from Python (or from the ``{P:T}:ns``
+hash) and append the suffix constants below, so key names are only ever composed
+from this module's pieces.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+__all__ = [
+    "BLOBS",
+    "CHECKPOINT",
+    "INDEX",
+    "STATUS_BUCKETS",
+    "WRITES",
+    "NamespaceKeys",
+    "ThreadKeys",
+    "blob_field",
+    "escape",
+    "status_key",
+    "status_keys",
+    "thread_from_record_key",
+    "thread_record_pattern",
+    "unescape",
+    "write_field",
+]
+
+INDEX = ":idx"
+"""Suffix of a namespace's history index (a sorted set)."""
+BLOBS = ":blobs"
+"""Suffix of a namespace's channel-value hash."""
+CHECKPOINT = ":cp:"
+"""Infix before a checkpoint id: ``<ns base>:cp:<id>``."""
+WRITES = ":w:"
+"""Infix before a checkpoint id: ``<ns base>:w:<id>``."""
+STATUS_BUCKETS = 16
+"""Shards of the status index; part of the stored layout, never change it."""
+
+_ESCAPES = {"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"}
+_ESCAPE_RE = re.compile("[%:{}]")
+_UNESCAPE_RE = re.compile("%(25|3A|7B|7D)")
+_GLOB_RE = re.compile(r"([*?\[\]\\])")
+
+
+def escape(text: str) -> str:
+    """``text`` with ``% : { }`` percent-escaped, so it can sit inside a hash tag."""
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], text)
+
+
+def unescape(text: str) -> str:
+    """Inverse of ``escape``."""
+    return _UNESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+@dataclass(frozen=True)
+class NamespaceKeys:
+    """Keys of one (thread, namespace)."""
+
+    base: str
+    """Key base the suffixes are appended to; stored in the thread's ``ns`` hash."""
+
+    @property
+    def index(self) -> str:
+        """History index: checkpoint ids in a sorted set."""
+        return self.base + INDEX
+
+    @property
+    def blobs(self) -> str:
+        """Channel values, one field per (channel, version)."""
+        return self.base + BLOBS
+
+    def checkpoint(self, checkpoint_id: str) -> str:
+        """The hash of one checkpoint."""
+        return self.base + CHECKPOINT + checkpoint_id
+
+    def writes(self, checkpoint_id: str) -> str:
+        """The pending writes of one checkpoint."""
+        return self.base + WRITES + checkpoint_id
+
+
+@dataclass(frozen=True)
+class ThreadKeys:
+    """Keys of one thread, all under the hash tag ``{prefix:thread}``."""
+
+    prefix: str
+    """Saver prefix."""
+    thread_id: str
+    """Thread id, unescaped."""
+
+    @property
+    def tag(self) -> str:
+        """``{prefix:escaped thread}``: the hash tag shared by every key of the thread."""
+        return "{" + f"{self.prefix}:{escape(self.thread_id)}" + "}"
+
+    @property
+    def record(self) -> str:
+        """Thread record hash."""
+        return self.tag + ":rec"
+
+    @property
+    def lease(self) -> str:
+        """Lease hash (owner, generation, expiry)."""
+        return self.tag + ":lease"
+
+    @property
+    def namespaces(self) -> str:
+        """Namespace name -> key base hash."""
+        return self.tag + ":ns"
+
+    def ns(self, checkpoint_ns: str) -> NamespaceKeys:
+        """Keys of one namespace of this thread."""
+        return NamespaceKeys(f"{self.tag}:n:{escape(checkpoint_ns)}")
+
+
+def blob_field(channel: str, version: object) -> str:
+    """Field of one channel value in the blobs hash."""
+    return f"{channel}\x00{version}"
+
+
+def write_field(task_id: str, idx: int) -> str:
+    """Field of one pending write: ``task_id:idx`` (split on the last colon)."""
+    return f"{task_id}:{idx}"
+
+
+def status_key(prefix: str, thread_id: str, status: str) -> str:
+    """The status-index shard holding ``thread_id`` (every status of one thread: one slot)."""
+    bucket = zlib.crc32(thread_id.encode()) % STATUS_BUCKETS
+    return "{" + f"{prefix}:status:{bucket}" + "}:" + status
+
+
+def status_keys(prefix: str, status: str) -> list[str]:
+    """Every shard of one status's index."""
+    return ["{" + f"{prefix}:status:{b}" + "}:" + status for b in range(STATUS_BUCKETS)]
+
+
+def thread_record_pattern(prefix: str) -> str:
+    """SCAN pattern matching every thread record of ``prefix``."""
+    return "{" + _GLOB_RE.sub(r"\\\1", prefix) + ":*}:rec"
+
+
+def thread_from_record_key(prefix: str, key: str) -> str | None:
+    """The thread id of a thread record key, or None if the key is not one."""
+    head = "{" + prefix + ":"
+    if not (key.startswith(head) and key.endswith("}:rec")):
+        return None
+    inner = key[len(head) : -len("}:rec")]
+    if any(c in inner for c in ":{}"):
+        return None
+    return unescape(inner)

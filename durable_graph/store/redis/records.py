@@ -1,0 +1,153 @@
+"""How checkpoints, values and writes are laid out as Redis hash fields.
+
+Pure functions, no I/O: ``saver`` encodes everything here before it touches
+Redis (so a value that cannot be encoded writes nothing) and decodes script
+replies here. Versions, versions-seen and metadata are JSON, readable with
+``redis-cli``; channel values and writes go through the saver's serializer and
+are stored as ``tag \\0 bytes``; a checkpoint's ``refs`` field lists the blob
+fields it reads, msgpack-encoded so Lua (``cmsgpack``) can fetch them in the same
+script that reads the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ormsgpack
+
+from durable_graph.errors import SerializationError
+from durable_graph.store.base import (
+    WRITES_IDX_MAP,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    checkpoint_config,
+)
+from durable_graph.store.redis.keys import blob_field, write_field
+from durable_graph.store.serde import Serializer
+
+__all__ = [
+    "checkpoint_fields",
+    "decode_blob",
+    "decode_metadata",
+    "decode_tuple",
+    "encode_blob",
+    "encode_writes",
+]
+
+
+def _json(value: Any, what: str) -> str:
+    """JSON text of ``value``; SerializationError names what could not be stored."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"cannot store {what} as JSON: {exc}") from exc
+
+
+def encode_blob(tagged: tuple[str, bytes]) -> bytes:
+    """``tag \\0 bytes``: a serializer tag never holds a NUL, so the split is unambiguous."""
+    tag, data = tagged
+    return tag.encode() + b"\x00" + data
+
+
+def decode_blob(raw: bytes) -> tuple[str, bytes]:
+    """Inverse of ``encode_blob``."""
+    tag, _, data = raw.partition(b"\x00")
+    return tag.decode(), data
+
+
+def checkpoint_fields(
+    checkpoint: Checkpoint, metadata: CheckpointMetadata, parent_id: str | None
+) -> dict[str, str | bytes]:
+    """The fields of a checkpoint's hash (everything but its values)."""
+    refs = [blob_field(ch, v) for ch, v in sorted(checkpoint.channel_versions.items())]
+    return {
+        "parent": parent_id or "",
+        "ts": checkpoint.ts,
+        "v": str(checkpoint.v),
+        "versions": _json(checkpoint.channel_versions, "channel versions"),
+        "seen": _json(checkpoint.versions_seen, "versions seen"),
+        "metadata": _json(dict(metadata), "checkpoint metadata"),
+        "refs": ormsgpack.packb(refs),
+    }
+
+
+def encode_writes(
+    serde: Serializer, writes: Sequence[tuple[str, Any]], task_id: str
+) -> list[tuple[str, bool, bytes]]:
+    """(field, replaces, value) per write; special channels replace, others keep the first."""
+    out: list[tuple[str, bool, bytes]] = []
+    for idx, (channel, value) in enumerate(writes):
+        try:
+            tag, data = serde.dumps_typed(value)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"cannot store a write to channel {channel!r}: a value of type "
+                f"{type(value).__qualname__} is not serializable ({exc}); nothing was written"
+            ) from exc
+        slot = write_field(task_id, WRITES_IDX_MAP.get(channel, idx))
+        out.append((slot, channel in WRITES_IDX_MAP, ormsgpack.packb([channel, tag, data])))
+    return out
+
+
+def decode_metadata(raw: bytes | str) -> CheckpointMetadata:
+    """Metadata JSON of a checkpoint hash."""
+    meta: CheckpointMetadata = json.loads(raw) if raw else {}
+    return meta
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[str, bytes]:
+    """A flat HGETALL reply as a dict with text keys."""
+    return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _writes(serde: Serializer, flat: Sequence[bytes]) -> list[PendingWrite]:
+    """Pending writes ordered by (task id, index), as every saver returns them."""
+    slots = []
+    for field, raw in _pairs(flat).items():
+        task_id, _, idx = field.rpartition(":")
+        channel, tag, data = ormsgpack.unpackb(raw)
+        slots.append(((task_id, int(idx)), PendingWrite(task_id, channel, (tag, data))))
+    slots.sort(key=lambda s: s[0])
+    return [PendingWrite(w.task_id, w.channel, serde.loads_typed(w.value)) for _, w in slots]
+
+
+def decode_tuple(
+    serde: Serializer, thread_id: str, ns: str, entry: Sequence[Any]
+) -> CheckpointTuple:
+    """A checkpoint tuple from one ``LOAD`` reply entry: id, fields, blobs, writes."""
+    raw_id, flat, blob_values, write_flat = entry
+    checkpoint_id = raw_id.decode()
+    fields = _pairs(flat)
+    versions: dict[str, int] = json.loads(fields["versions"])
+    refs: list[str] = ormsgpack.unpackb(fields["refs"])
+    by_field = dict(zip(refs, blob_values, strict=True))
+    values = {
+        ch: serde.loads_typed(decode_blob(raw))
+        for ch, v in versions.items()
+        if (raw := by_field.get(blob_field(ch, v))) is not None
+    }
+    parent = fields["parent"].decode()
+    return CheckpointTuple(
+        config=checkpoint_config(thread_id, ns, checkpoint_id),
+        checkpoint=Checkpoint(
+            id=checkpoint_id,
+            ts=fields["ts"].decode(),
+            channel_values=values,
+            channel_versions=versions,
+            versions_seen=json.loads(fields["seen"]),
+            v=int(fields["v"]),
+        ),
+        metadata=decode_metadata(fields["metadata"]),
+        parent_config=checkpoint_config(thread_id, ns, parent) if parent else None,
+        pending_writes=_writes(serde, write_flat),
+    )
+
+
+def blob_fields_of(checkpoint: Checkpoint) -> dict[str, str]:
+    """Channel -> blob field, for the channels that carry a value in ``checkpoint``."""
+    versions: Mapping[str, int] = checkpoint.channel_versions
+    return {ch: blob_field(ch, versions[ch]) for ch in checkpoint.channel_values}

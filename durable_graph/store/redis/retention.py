@@ -1,0 +1,66 @@
+"""Retention: deleting a thread, pruning its history, expiring it with a TTL.
+
+Each operation is one Lua script per namespace (or per thread), so a concurrent
+commit sees the thread either before or after it. Pruning keeps everything that
+resuming needs: the newest N checkpoints of each namespace, their pending writes,
+and every channel value they reference, however old the version.
+
+TTL semantics: ``set_ttl`` applies an expiry to every key of the thread now and
+stores it in the thread record; every later commit re-applies it to the keys it
+touches (checkpoint, values, index, record, lease, writes). So a thread expires
+``ttl`` seconds after its last activity; during a long-running thread, an older
+checkpoint can expire before the newer ones (history trims itself by age), but
+the latest checkpoint and the values it reads never do while the thread runs.
+``RedisSaver(ttl=...)`` is the default for threads without their own TTL.
+"""
+
+from __future__ import annotations
+
+from durable_graph.errors import GraphValueError
+from durable_graph.store.redis.connection import RedisConn
+from durable_graph.store.redis.keys import ThreadKeys
+
+__all__ = ["delete_thread", "namespaces", "prune", "set_ttl"]
+
+
+def namespaces(conn: RedisConn, prefix: str, thread_id: str) -> list[str]:
+    """Namespaces the thread has checkpoints in (sorted)."""
+    key = ThreadKeys(prefix, thread_id).namespaces
+    raw = conn.call("list namespaces", lambda c: c.hkeys(key))
+    return sorted(name.decode() for name in raw)
+
+
+def delete_thread(conn: RedisConn, prefix: str, thread_id: str) -> None:
+    """Delete every checkpoint, value, write and the record of a thread, atomically.
+
+    The lease keeps its generation, so an owner fenced before the delete stays fenced.
+    """
+    keys = ThreadKeys(prefix, thread_id)
+    conn.run("DELETE_THREAD", [keys.record, keys.namespaces, keys.lease], [], "delete thread")
+
+
+def prune(conn: RedisConn, prefix: str, thread_id: str, keep_last: int) -> int:
+    """Keep the newest ``keep_last`` checkpoints of each namespace; returns how many went."""
+    if keep_last < 1:
+        raise GraphValueError(f"keep_last must be at least 1, got {keep_last!r}")
+    keys = ThreadKeys(prefix, thread_id)
+    removed = 0
+    for ns in namespaces(conn, prefix, thread_id):
+        nsk = keys.ns(ns)
+        removed += int(
+            conn.run("PRUNE", [nsk.index, nsk.blobs], [nsk.base, keep_last], "prune thread")
+        )
+    return removed
+
+
+def set_ttl(conn: RedisConn, prefix: str, thread_id: str, seconds: int | None) -> None:
+    """Expire the thread ``seconds`` after its last commit; None keeps it forever."""
+    if seconds is not None and seconds < 1:
+        raise GraphValueError(f"a thread TTL must be at least 1 second, got {seconds!r}")
+    keys = ThreadKeys(prefix, thread_id)
+    conn.run(
+        "SET_TTL",
+        [keys.record, keys.namespaces, keys.lease],
+        [seconds or 0],
+        "set thread TTL",
+    )

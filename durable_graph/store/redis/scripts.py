@@ -1,0 +1,269 @@
+"""Lua scripts for every multi-key update, kept beside the key layout.
+
+Each script touches the keys of one thread only (one hash tag, so one slot on
+Redis Cluster) and runs atomically: Redis executes a script to the end before it
+serves anything else, and a script that fails at a Redis error aborts before it
+writes anything (every check comes before the first write). Checkpoint, write and
+index keys that depend on a checkpoint id are composed as ``<ns base> .. suffix
+.. id`` from a namespace base passed in by Python (or read from the thread's
+namespace hash); the suffixes come from ``keys`` so the layout has one source.
+
+Replies are arrays whose first element says what happened (``ok``, ``fenced``,
+``missing``), because Lua error replies would lose the structured detail.
+"""
+
+from __future__ import annotations
+
+from durable_graph.store.redis.keys import BLOBS, CHECKPOINT, INDEX, WRITES
+
+__all__ = [
+    "ACQUIRE",
+    "DELETE_THREAD",
+    "LOAD",
+    "PAGE",
+    "PRUNE",
+    "PUT",
+    "PUT_WRITES",
+    "RELEASE",
+    "RENEW",
+    "SET_TTL",
+    "STATUS_INDEX",
+]
+
+
+def _lua(source: str) -> str:
+    """Substitute the key suffixes of ``keys`` into a script."""
+    suffixes = {"@IDX@": INDEX, "@BLOBS@": BLOBS, "@CP@": CHECKPOINT, "@W@": WRITES}
+    for name, value in suffixes.items():
+        source = source.replace(name, f"'{value}'")
+    return source
+
+
+# The fence check shared by both commit scripts: the token must equal the lease
+# generation now, else the committer's lease was taken over and it must stop.
+_FENCE = """
+local function fence_ok(lease, fence)
+  if fence == '' then return true, nil end
+  local gen = redis.call('HGET', lease, 'gen') or '0'
+  return gen == fence, gen
+end
+local function thread_ttl(rec, default)
+  return tonumber(redis.call('HGET', rec, 'ttl') or default)
+end
+"""
+
+PUT = _lua(
+    _FENCE
+    + """
+-- KEYS: rec, lease, nsmap, idx, blobs, cp
+-- ARGV: fence, id, ns, ns_base, updated_at, default_ttl,
+--       n, cp field/value * n/2, m, blob field/value * m/2, required blob fields...
+local ok, gen = fence_ok(KEYS[2], ARGV[1])
+if not ok then return {'fenced', gen} end
+local ncp = tonumber(ARGV[7])
+local cp_from = 8
+local nblob = tonumber(ARGV[cp_from + ncp])
+local blob_from = cp_from + ncp + 1
+local missing = {'missing'}
+for j = blob_from + nblob, #ARGV do
+  if redis.call('HEXISTS', KEYS[5], ARGV[j]) == 0 then missing[#missing + 1] = ARGV[j] end
+end
+if #missing > 1 then return missing end
+redis.call('DEL', KEYS[6])
+redis.call('HSET', KEYS[6], unpack(ARGV, cp_from, cp_from + ncp - 1))
+for j = blob_from, blob_from + nblob - 1, 2 do
+  redis.call('HSETNX', KEYS[5], ARGV[j], ARGV[j + 1])
+end
+redis.call('ZADD', KEYS[4], 0, ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[1], 'last_checkpoint_id', ARGV[2], 'last_checkpoint_ns', ARGV[3],
+           'updated_at', ARGV[5])
+local ttl = thread_ttl(KEYS[1], ARGV[6])
+if ttl > 0 then
+  for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ttl) end
+end
+return {'ok'}
+"""
+)
+
+PUT_WRITES = _lua(
+    _FENCE
+    + """
+-- KEYS: lease, writes, rec    ARGV: fence, default_ttl, (field, replace, value)...
+local ok, gen = fence_ok(KEYS[1], ARGV[1])
+if not ok then return {'fenced', gen} end
+for j = 3, #ARGV, 3 do
+  if ARGV[j + 1] == '1' then
+    redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 2])
+  else
+    redis.call('HSETNX', KEYS[2], ARGV[j], ARGV[j + 2])
+  end
+end
+local ttl = thread_ttl(KEYS[3], ARGV[2])
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+return {'ok'}
+"""
+)
+
+LOAD = _lua(
+    """
+-- KEYS: idx, blobs    ARGV: ns_base, ids... (none: the latest checkpoint)
+-- Reply: one {id, cp fields, blob values, write fields} per checkpoint found.
+local base = ARGV[1]
+local ids = {}
+if #ARGV == 1 then
+  ids = redis.call('ZREVRANGE', KEYS[1], 0, 0)
+else
+  for j = 2, #ARGV do ids[#ids + 1] = ARGV[j] end
+end
+local out = {}
+for _, id in ipairs(ids) do
+  local cp = redis.call('HGETALL', base .. @CP@ .. id)
+  if #cp > 0 then
+    local refs = cmsgpack.unpack(redis.call('HGET', base .. @CP@ .. id, 'refs'))
+    local blobs = {}
+    if #refs > 0 then blobs = redis.call('HMGET', KEYS[2], unpack(refs)) end
+    out[#out + 1] = {id, cp, blobs, redis.call('HGETALL', base .. @W@ .. id)}
+  end
+end
+return out
+"""
+)
+
+PAGE = _lua(
+    """
+-- KEYS: idx    ARGV: ns_base, max (lex bound), count
+-- Reply: id, metadata, id, metadata, ... newest first; lets list() filter cheaply.
+local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[2], '-', 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', ARGV[1] .. @CP@ .. id, 'metadata') or ''
+end
+return out
+"""
+)
+
+DELETE_THREAD = _lua(
+    """
+-- KEYS: rec, nsmap, lease. The lease keeps its generation so fencing stays monotonic.
+for _, base in ipairs(redis.call('HVALS', KEYS[2])) do
+  for _, id in ipairs(redis.call('ZRANGE', base .. @IDX@, 0, -1)) do
+    redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id)
+  end
+  redis.call('UNLINK', base .. @IDX@, base .. @BLOBS@)
+end
+redis.call('UNLINK', KEYS[1], KEYS[2])
+redis.call('HDEL', KEYS[3], 'owner', 'expires')
+return {'ok'}
+"""
+)
+
+PRUNE = _lua(
+    """
+-- KEYS: idx, blobs    ARGV: ns_base, keep
+-- Drops all but the newest `keep` checkpoints, their writes, and every blob that
+-- no kept checkpoint references. Returns how many checkpoints went.
+local base, keep = ARGV[1], tonumber(ARGV[2])
+local n = redis.call('ZCARD', KEYS[1])
+if n <= keep then return 0 end
+local live = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], n - keep, -1)) do
+  local refs = redis.call('HGET', base .. @CP@ .. id, 'refs')
+  if refs then for _, f in ipairs(cmsgpack.unpack(refs)) do live[f] = true end end
+end
+local old = redis.call('ZRANGE', KEYS[1], 0, n - keep - 1)
+for _, id in ipairs(old) do
+  local refs = redis.call('HGET', base .. @CP@ .. id, 'refs')
+  if refs then
+    for _, f in ipairs(cmsgpack.unpack(refs)) do
+      if not live[f] then live[f] = true; redis.call('HDEL', KEYS[2], f) end
+    end
+  end
+  redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id)
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1)
+return #old
+"""
+)
+
+SET_TTL = _lua(
+    """
+-- KEYS: rec, nsmap, lease    ARGV: seconds (0: keep forever)
+-- Applies the TTL to every key of the thread now and records it for later commits.
+local ttl = tonumber(ARGV[1])
+local function apply(key)
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
+end
+if ttl > 0 then redis.call('HSET', KEYS[1], 'ttl', ttl) else redis.call('HDEL', KEYS[1], 'ttl') end
+for _, key in ipairs(KEYS) do apply(key) end
+for _, base in ipairs(redis.call('HVALS', KEYS[2])) do
+  for _, id in ipairs(redis.call('ZRANGE', base .. @IDX@, 0, -1)) do
+    apply(base .. @CP@ .. id); apply(base .. @W@ .. id)
+  end
+  apply(base .. @IDX@); apply(base .. @BLOBS@)
+end
+return {'ok'}
+"""
+)
+
+STATUS_INDEX = """
+-- KEYS: the thread's shard of every status index    ARGV: thread, status ('' = none), score
+for _, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[1]) end
+for _, key in ipairs(KEYS) do
+  if ARGV[2] ~= '' and string.sub(key, -#ARGV[2] - 1) == ':' .. ARGV[2] then
+    redis.call('ZADD', key, tonumber(ARGV[3]), ARGV[1])
+  end
+end
+return {'ok'}
+"""
+
+# Lease times come from the server clock (TIME), so owners on machines whose
+# clocks disagree still agree on when a lease expired.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+ACQUIRE = (
+    _NOW
+    + """
+-- KEYS: lease    ARGV: owner, ttl_ms
+-- Reply: {1, gen, owner, expires_ms} when acquired, {0, gen, holder, expires_ms} if held.
+local holder = redis.call('HGET', KEYS[1], 'owner') or ''
+local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+local until_ms = now + tonumber(ARGV[2])
+if holder ~= '' and expires > now then
+  if holder ~= ARGV[1] then return {0, gen, holder, expires} end
+  redis.call('HSET', KEYS[1], 'expires', until_ms)
+  return {1, gen, holder, until_ms}
+end
+gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires', until_ms)
+return {1, gen, ARGV[1], until_ms}
+"""
+)
+
+RENEW = (
+    _NOW
+    + """
+-- KEYS: lease    ARGV: owner, gen, ttl_ms
+-- Renews only while nobody took over (same owner and generation), even if expired.
+local holder = redis.call('HGET', KEYS[1], 'owner') or ''
+local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
+if holder ~= ARGV[1] or gen ~= ARGV[2] then return {0, tonumber(gen), holder, 0} end
+local until_ms = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'expires', until_ms)
+return {1, tonumber(gen), holder, until_ms}
+"""
+)
+
+RELEASE = """
+-- KEYS: lease    ARGV: owner, gen.  Keeps the generation so the next owner's is higher.
+local holder = redis.call('HGET', KEYS[1], 'owner') or ''
+local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
+if holder ~= ARGV[1] or gen ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'owner', '', 'expires', 0)
+return 1
+"""
