@@ -94,7 +94,7 @@ class DispatchError(DurableGraphError):
     """A job could not be dispatched to, or run by, a worker."""
 
 
-class GraphInterrupt(BaseException):  # noqa: N818 - LangGraph's name
+class GraphInterrupt(BaseException):
     """Raised inside a node to pause the run; carries the interrupts raised."""
 
     def __init__(self, interrupts: Sequence[Interrupt] = ()) -> None:
