@@ -38,6 +38,7 @@ from durable_graph.scheduler.executor import Executor, LocalExecutor
 from durable_graph.scheduler.runtime import get_stream_writer, interrupt
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
 from durable_graph.store.memory import InMemorySaver
+from durable_graph.store.redis import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.store.sqlite import SqliteSaver
 
@@ -64,6 +65,7 @@ __all__ = [
     "InvalidUpdateError",
     "LocalExecutor",
     "NondeterminismError",
+    "RedisSaver",
     "RetryPolicy",
     "Send",
     "SerializationError",

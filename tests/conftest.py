@@ -1,0 +1,202 @@
+"""Fixtures shared by the whole suite.
+
+``redis_server`` finds a Redis for the tests: ``DURABLE_GRAPH_TEST_REDIS_URL`` if
+set, else 127.0.0.1:6379 if it answers, else a ``redis-server`` started on a free
+port in a temp dir (installed with apt-get if missing) and stopped at the end.
+Tests never flush a server: each gets a unique key prefix (``redis_prefix``) and
+only keys under it are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_URL_ENV = "DURABLE_GRAPH_TEST_REDIS_URL"
+REDIS_PREFIX_ENV = "DURABLE_GRAPH_TEST_REDIS_PREFIX"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, below 55535.
+
+    Redis Cluster also listens on port + 10000 (the bus), which must stay valid.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < 55535:
+            return port
+
+
+def redis_answers(url: str, timeout: float = 0.5) -> bool:
+    """Whether a Redis at ``url`` answers PING within ``timeout`` seconds."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
+
+
+def _redis_server_binary() -> str:
+    """Path of redis-server, installing it with apt-get if it is missing."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    subprocess.run(["apt-get", "update"], check=True, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "redis-server"], check=True, capture_output=True)
+    found = shutil.which("redis-server")
+    if not found:
+        pytest.fail("redis-server is missing and apt-get could not install it")
+    return found
+
+
+def start_redis_server(
+    workdir: str, port: int | None = None, *extra: str, timeout: float = 10.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``redis-server`` in ``workdir`` and wait for PING (no persistence unless asked)."""
+    port = port or free_port()
+    args = [_redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1"]
+    args += ["--dir", workdir, "--save", "", "--appendonly", "no", *extra]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + timeout
+    while not redis_answers(url, 0.2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"redis-server on port {port} did not start")
+        time.sleep(0.05)
+    return proc, url
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a process we started, killing it if it does not exit promptly."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """URL of a Redis for the session (forced, local, or started here)."""
+    forced = os.environ.get(REDIS_URL_ENV)
+    if forced:
+        yield forced
+        return
+    if redis_answers(DEFAULT_REDIS_URL):
+        os.environ[REDIS_URL_ENV] = DEFAULT_REDIS_URL
+        yield DEFAULT_REDIS_URL
+        os.environ.pop(REDIS_URL_ENV, None)
+        return
+    with tempfile.TemporaryDirectory(prefix="dg-redis-") as workdir:
+        proc, url = start_redis_server(workdir)
+        os.environ[REDIS_URL_ENV] = url
+        try:
+            yield url
+        finally:
+            os.environ.pop(REDIS_URL_ENV, None)
+            stop_process(proc)
+
+
+class RedisSpawner:
+    """Starts redis-servers for tests that need their own (restarts, clusters, SIGKILL)."""
+
+    free_port = staticmethod(free_port)
+    stop = staticmethod(stop_process)
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, workdir: str, port: int | None = None, *extra: str
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        """Start one server (see ``start_redis_server``); it is stopped at session end."""
+        proc, url = start_redis_server(workdir, port, *extra)
+        self.procs.append(proc)
+        return proc, url
+
+
+@pytest.fixture(scope="session")
+def spawn_redis() -> Iterator[RedisSpawner]:
+    """A RedisSpawner; every server it started and that still runs is stopped at the end."""
+    spawner = RedisSpawner()
+    yield spawner
+    for proc in spawner.procs:
+        stop_process(proc)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """URL of the session's Redis."""
+    return redis_server
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete the keys of ``prefix`` (bare, or inside a ``{...}`` hash tag) with SCAN+UNLINK."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=10)
+    try:
+        for pattern in (f"{prefix}*", f"{{{prefix}*"):
+            batch = []
+            for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                client.unlink(*batch)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_server: str) -> Iterator[str]:
+    """A key prefix unique to this test; its keys are deleted afterwards."""
+    prefix = f"t-{uuid.uuid4().hex}"
+    yield prefix
+    delete_prefix(redis_server, prefix)
+
+
+@pytest.fixture(autouse=True)
+def _redis_for_marked_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked ``redis`` get a server and a prefix through the environment.
+
+    For factories that cannot take fixtures (e.g. a saver registry): they read
+    ``DURABLE_GRAPH_TEST_REDIS_URL`` and ``DURABLE_GRAPH_TEST_REDIS_PREFIX``; keys
+    under that prefix are deleted after the test.
+    """
+    if request.node.get_closest_marker("redis") is None:
+        yield
+        return
+    request.getfixturevalue("redis_server")
+    os.environ[REDIS_PREFIX_ENV] = request.getfixturevalue("redis_prefix")
+    try:
+        yield
+    finally:
+        os.environ.pop(REDIS_PREFIX_ENV, None)

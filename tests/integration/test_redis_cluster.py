@@ -1,0 +1,150 @@
+"""RedisSaver on a real three-node Redis Cluster started for this module."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.cluster import RedisCluster
+
+from durable_graph.errors import FencingError
+from durable_graph.store.base import Checkpoint, PendingWrite, new_checkpoint_id
+from durable_graph.store.redis import RedisSaver
+
+pytestmark = [pytest.mark.redis, pytest.mark.chaos]
+
+
+def wait_cluster_ok(port: int) -> None:
+    """Wait (20 s at most) until the node on ``port`` reports cluster_state:ok."""
+    deadline = time.monotonic() + 20
+    while True:
+        info = subprocess.run(
+            ["redis-cli", "-p", str(port), "cluster", "info"],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=5,
+        ).stdout
+        if "cluster_state:ok" in info:
+            return
+        assert time.monotonic() < deadline, info
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def cluster_url(spawn_redis: Any) -> Iterator[str]:
+    """Three cluster-enabled redis-servers on free ports, joined, until cluster_state:ok."""
+    with tempfile.TemporaryDirectory(prefix="dg-cluster-") as workdir:
+        procs = []
+        ports = [spawn_redis.free_port() for _ in range(3)]
+        try:
+            for port in ports:
+                extra = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf")
+                procs.append(spawn_redis.start(workdir, port, *extra)[0])
+            nodes = [f"127.0.0.1:{p}" for p in ports]
+            subprocess.run(
+                [
+                    "redis-cli",
+                    "--cluster",
+                    "create",
+                    *nodes,
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            wait_cluster_ok(ports[0])
+            yield f"redis://127.0.0.1:{ports[0]}/0"
+        finally:
+            for proc in procs:
+                spawn_redis.stop(proc)
+
+
+def cfg(thread: str, ns: str = "", **extra: Any) -> dict:
+    return {"configurable": {"thread_id": thread, "checkpoint_ns": ns, **extra}}
+
+
+def put(saver: RedisSaver, parent: dict, count: int) -> dict:
+    checkpoint = Checkpoint(
+        id=new_checkpoint_id(),
+        ts="2024-01-01T00:00:00+00:00",
+        channel_values={"static": "S", "count": count},
+        channel_versions={"static": 1, "count": count + 1},
+        versions_seen={},
+    )
+    new = {"static": 1, "count": count + 1} if count == 0 else {"count": count + 1}
+    return saver.put(parent, checkpoint, {"step": count}, new)
+
+
+def test_saver_runs_unchanged_on_a_cluster(cluster_url: str) -> None:
+    saver = RedisSaver.from_url(cluster_url, prefix="cl", cluster=True)
+    assert isinstance(saver.client, RedisCluster)
+    threads = [f"thread-{n}" for n in range(12)]  # spread over the three nodes
+    latest: dict[str, dict] = {}
+    for thread in threads:
+        parent = cfg(thread)
+        for count in range(6):
+            parent = put(saver, parent, count)
+        saver.put_writes(parent, [("count", "w"), ("count", "dup")], "task")
+        saver.put_writes(parent, [("count", "changed")], "task")
+        latest[thread] = parent
+        saver.set_status(thread, "running" if int(thread[-1]) % 2 else "done")
+
+    slots = {saver.client.keyslot(f"{{cl:{t}}}:rec") for t in threads}
+    owners = {saver.client.get_node_from_key(f"{{cl:{t}}}:rec").name for t in threads}
+    assert len(slots) == len(threads) and len(owners) == 3
+
+    for thread in threads:
+        got = saver.get_tuple(cfg(thread))
+        assert got is not None and got.config == latest[thread]
+        assert got.checkpoint.channel_values == {"static": "S", "count": 5}
+        assert got.pending_writes == [
+            PendingWrite("task", "count", "w"),
+            PendingWrite("task", "count", "dup"),
+        ]
+        assert [t.metadata["step"] for t in saver.list(cfg(thread), limit=3)] == [5, 4, 3]
+
+    everything = list(saver.list(None))
+    assert len(everything) == 6 * len(threads)
+    assert sorted(saver.list_threads("done")) == sorted(t for t in threads if int(t[-1]) % 2 == 0)
+
+    saver.close()
+
+
+def test_retention_and_leases_on_a_cluster(cluster_url: str) -> None:
+    saver = RedisSaver.from_url(cluster_url, prefix="cl2", cluster=True)
+    latest = {}
+    for thread in ("thread-0", "thread-1", "thread-2", "thread-3"):
+        parent = cfg(thread)
+        for count in range(6):
+            parent = put(saver, parent, count)
+        latest[thread] = parent
+        saver.set_status(thread, "running")
+    assert saver.prune("thread-0", keep_last=2) == 4
+    pruned = saver.get_tuple(cfg("thread-0"))
+    assert pruned is not None and pruned.checkpoint.channel_values["static"] == "S"
+    assert len(list(saver.list(cfg("thread-0")))) == 2
+
+    lease_a = saver.leases.acquire("thread-1", "a", ttl=0.2)
+    assert lease_a is not None
+    deadline = time.monotonic() + 5
+    while (lease_b := saver.leases.acquire("thread-1", "b", ttl=5)) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert lease_b.generation == lease_a.generation + 1
+    with pytest.raises(FencingError):
+        put(saver, lease_a.fence(latest["thread-1"]), 6)
+    put(saver, lease_b.fence(latest["thread-1"]), 6)
+
+    saver.set_ttl("thread-2", 100)
+    saver.delete_thread("thread-3")
+    assert saver.get_tuple(cfg("thread-3")) is None
+    assert "thread-3" not in saver.list_threads()
+    saver.close()
