@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
@@ -157,7 +158,7 @@ class CompiledGraph:
             pass
         if loop.interrupts:
             base = loop.output if isinstance(loop.output, dict) else {}
-            return {**base, INTERRUPT: tuple(loop.interrupts)}
+            return {**base, INTERRUPT: list(loop.interrupts)}
         return loop.output
 
     async def ainvoke(self, input: Any, config: Mapping[str, Any] | None = None,
@@ -187,11 +188,32 @@ class CompiledGraph:
         """The thread's latest snapshot (or the one ``checkpoint_id`` names)."""
         saver = self._require_saver()
         config = _normalize(config)
-        thread_id, ns, _ = config_ids(config)
+        thread_id, ns, checkpoint_id = config_ids(config)
         saved = saver.get_tuple(config)
         if saved is None:
             return StateSnapshot({}, (), config, None, None, None, (), ())
-        return build_snapshot(self.spec, saved, thread_id, ns)
+        snap = build_snapshot(self.spec, saved, thread_id, ns, live=checkpoint_id is None)
+        return self._with_subgraph_states(snap, thread_id, subgraphs)
+
+    def _with_subgraph_states(
+        self, snap: StateSnapshot, thread_id: str, recurse: bool
+    ) -> StateSnapshot:
+        """Point each subgraph task at its namespace (its snapshot with ``subgraphs``)."""
+        tasks = []
+        for t in snap.tasks:
+            child = self.spec.nodes[t.name].subgraph if t.name in self.spec.nodes else None
+            if child is None:
+                tasks.append(t)
+                continue
+            ns = f"{snap.config['configurable'].get('checkpoint_ns') or ''}"
+            ns = f"{ns}|{t.name}:{t.id}" if ns else f"{t.name}:{t.id}"
+            conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
+            state: Any = conf
+            if recurse:
+                state = (child if child.saver else _borrow(child, self)).get_state(
+                    conf, subgraphs=True)
+            tasks.append(dataclasses.replace(t, state=state))
+        return dataclasses.replace(snap, tasks=tuple(tasks))
 
     def get_state_history(
         self,
@@ -240,7 +262,7 @@ class CompiledGraph:
         new_versions = {
             ch: v for ch, v in new_cp.channel_versions.items() if cp.channel_versions.get(ch) != v
         }
-        step = int(saved.metadata.get("step", -1)) + 1 if saved else -1
+        step = int(saved.metadata.get("step", -1)) + 1 if saved else 0
         return saver.put(parent, new_cp, {"source": "update", "step": step, "parents": {}},
                          new_versions)
 
@@ -266,6 +288,11 @@ class CompiledGraph:
                             as_node: str | None = None) -> dict[str, Any]:
         """Async ``update_state``."""
         return await asyncio.to_thread(self.update_state, config, values, as_node)
+
+
+def _borrow(child: CompiledGraph, parent: CompiledGraph) -> CompiledGraph:
+    """The subgraph reading through its parent's checkpointer."""
+    return CompiledGraph(child.spec, checkpointer=parent.saver, executor=child.executor)
 
 
 def _shape(mode: str, payload: Any, wanted: frozenset[str]) -> Iterator[tuple[str, Any]]:

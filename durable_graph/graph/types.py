@@ -114,8 +114,8 @@ class StateTask:
     """Node name."""
     path: tuple[Any, ...] = ()
     """Where the task came from: ("pull", node) or ("push", index)."""
-    error: BaseException | None = None
-    """The error it raised last time, if any."""
+    error: str | None = None
+    """The error it raised last time, as its repr (as LangGraph shows it)."""
     interrupts: tuple[Interrupt, ...] = ()
     """Interrupts it raised and that wait for a resume."""
     state: Any = None

@@ -136,6 +136,8 @@ class StepLoop:
         self.interrupts: list[Interrupt] = []
         self.output: Any = None
         self.checkpoint: Checkpoint = empty_checkpoint()
+        self.source = ""
+        """Metadata source of the checkpoint the run started from."""
         self.persister: Persister
 
     # -- recording -------------------------------------------------------------
@@ -179,6 +181,7 @@ class StepLoop:
         parent = saved.checkpoint if saved else None
         if saved is not None:
             self.checkpoint, self.pending = saved.checkpoint, list(saved.pending_writes)
+            self.source = str(saved.metadata.get("source", ""))
         self.persister = Persister(
             self.saver, thread_id=self.thread_id, ns=self.ns,
             durability=self.opts.durability, parent=parent,
@@ -216,6 +219,8 @@ class StepLoop:
             self.checkpoint = mark_resumed(self.checkpoint)
             if "values" in self.opts.modes:
                 yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
+            if input is None and self.checkpoint_id and self._replays_a_branch():
+                return self._fork(step)
             return step
         discard = [TaskWrites(t.name, t.path, t.triggers, ()) for t in self._plan()]
         input_task = TaskWrites("__input__", ("input",), (), self.spec.input_writes(input))
@@ -223,6 +228,28 @@ class StepLoop:
             self.spec, self.checkpoint, [*discard, input_task], new_checkpoint_id()
         )
         self._commit({"source": "input", "step": step, "parents": {}})
+        return step + 1
+
+    def _replays_a_branch(self) -> bool:
+        """Whether running from the named checkpoint starts a new branch: always, except
+        from an update_state/fork checkpoint that is still the thread's latest."""
+        if self.source not in ("update", "fork"):
+            return True
+        assert self.saver is not None
+        latest = self.saver.get_tuple(
+            {"configurable": {"thread_id": self.thread_id, "checkpoint_ns": self.ns}}
+        )
+        return latest is None or latest.checkpoint.id != self.checkpoint.id
+
+    def _fork(self, step: int) -> int:
+        """Replay from a named checkpoint: a copy of it starts a new branch, so every
+        task after it runs again (its old pending writes belong to the old branch)."""
+        cp = self.checkpoint
+        self.checkpoint = Checkpoint(
+            new_checkpoint_id(), cp.ts, cp.channel_values, cp.channel_versions,
+            cp.versions_seen, cp.v,
+        )
+        self._commit({"source": "fork", "step": step, "parents": {}})
         return step + 1
 
     def _plan(self) -> list[PlannedTask]:
@@ -271,6 +298,10 @@ class StepLoop:
         self.interrupts = list(interrupts)
         if "updates" in self.opts.modes:
             yield "updates", {INTERRUPT: interrupts}
+        if "values" in self.opts.modes and interrupts:
+            values = self.spec.output(read_values(self.spec, self.checkpoint))
+            if isinstance(values, dict):
+                yield "values", {**values, INTERRUPT: list(interrupts)}
         return False
 
     # -- running tasks ---------------------------------------------------------
@@ -286,6 +317,11 @@ class StepLoop:
         todo = [t for t in tasks if t.id not in done]
         if not todo:
             return outcomes
+        if "tasks" in self.opts.modes:
+            for t in todo:
+                if not t.node.hidden:
+                    yield "tasks", {"id": t.id, "name": t.name, "input": t.input,
+                                    "triggers": list(t.triggers)}
         step = _Step(self, self.config, self._recorded_calls())
         resumes = {w.task_id: list(w.value) for w in self.pending if w.channel == RESUME}
         values = read_values(self.spec, self.checkpoint)
@@ -332,6 +368,12 @@ class StepLoop:
             return _Outcome(error=exc)
 
     def _task_done(self, task: PlannedTask, outcome: _Outcome) -> Iterator[Event]:
+        if "tasks" in self.opts.modes and not task.node.hidden:
+            yield "tasks", {
+                "id": task.id, "name": task.name, "error": outcome.error,
+                "interrupts": list(outcome.interrupts),
+                "result": task.node.updates(outcome.writes or ()),
+            }
         if outcome.writes is not None:
             self.record(task.id, outcome.writes or [(NO_WRITES, None)])
             if "updates" in self.opts.modes and not task.node.hidden:

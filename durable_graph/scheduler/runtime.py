@@ -153,6 +153,7 @@ class TaskContext:
             value = child.run(lambda: run_with_retry(fn, retry))
             self.step.record(call_id, [(RETURN, (name, value))])
             self.step.recorded[call_id] = (name, value)
+            self.step.emit("updates", {name: value})
             return value
 
         future = TaskFuture(run)

@@ -49,7 +49,7 @@ def build_snapshot(
             id=t.id,
             name=t.name,
             path=t.path,
-            error=errors.get(t.id) if t.id not in done else None,
+            error=_error_text(errors.get(t.id)) if t.id not in done else None,
             interrupts=interrupts.get(t.id, ()) if t.id not in done else (),
             result=t.node.updates(done[t.id]) if t.id in done else None,
         )
@@ -65,3 +65,10 @@ def build_snapshot(
         tasks=state_tasks,
         interrupts=tuple(i for st in state_tasks for i in st.interrupts),
     )
+
+
+def _error_text(error: Any) -> str | None:
+    """LangGraph shows a task's error as the repr of the exception."""
+    if error is None:
+        return None
+    return repr(error) if isinstance(error, BaseException) else str(error)

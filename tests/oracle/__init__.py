@@ -1,0 +1,1 @@
+"""Oracle tests: the same scenario on real LangGraph and on durable_graph, compared."""
