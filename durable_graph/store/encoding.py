@@ -8,7 +8,7 @@ from typing import Any
 from durable_graph.errors import SerializationError
 from durable_graph.store.serde import Serializer
 
-__all__ = ["encode_values", "metadata_matches"]
+__all__ = ["encode_values", "encode_write", "metadata_matches"]
 
 
 def encode_values(serde: Serializer, values: Mapping[str, Any]) -> dict[str, tuple[str, bytes]]:
@@ -28,6 +28,17 @@ def encode_values(serde: Serializer, values: Mapping[str, Any]) -> dict[str, tup
                 "the previous checkpoint was kept"
             ) from exc
     return out
+
+
+def encode_write(serde: Serializer, channel: str, value: Any) -> tuple[str, bytes]:
+    """Encode one pending write; the error names the channel that failed."""
+    try:
+        return serde.dumps_typed(value)
+    except SerializationError as exc:
+        raise SerializationError(
+            f"cannot store a write to channel {channel!r}: a value of type "
+            f"{type(value).__qualname__} is not serializable ({exc}); nothing was written"
+        ) from exc
 
 
 def metadata_matches(metadata: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:

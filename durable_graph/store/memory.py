@@ -19,7 +19,7 @@ from durable_graph.store.base import (
     checkpoint_config,
     config_ids,
 )
-from durable_graph.store.encoding import encode_values, metadata_matches
+from durable_graph.store.encoding import encode_values, encode_write, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["InMemorySaver"]
@@ -130,7 +130,7 @@ class InMemorySaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
-        encoded = [(ch, self.serde.dumps_typed(v)) for ch, v in writes]
+        encoded = [(ch, encode_write(self.serde, ch, v)) for ch, v in writes]
         with self._lock:
             slots = self._writes.setdefault((thread_id, ns, checkpoint_id), {})
             for idx, (ch, blob) in enumerate(encoded):

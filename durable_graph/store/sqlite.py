@@ -39,7 +39,7 @@ from durable_graph.store.base import (
     checkpoint_config,
     config_ids,
 )
-from durable_graph.store.encoding import encode_values, metadata_matches
+from durable_graph.store.encoding import encode_values, encode_write, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["SqliteSaver"]
@@ -390,7 +390,7 @@ class SqliteSaver(BaseCheckpointSaver):
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         rows = []
         for idx, (channel, value) in enumerate(writes):
-            tag, data = _encode_write(self.serde, channel, value)
+            tag, data = encode_write(self.serde, channel, value)
             verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
             slot = WRITES_IDX_MAP.get(channel, idx)
             rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel, tag, data)))
@@ -483,14 +483,3 @@ def _checkpoint_row(
         _dumps_json(dict(metadata), "checkpoint metadata"),
         checkpoint.v,
     )
-
-
-def _encode_write(serde: Serializer, channel: str, value: Any) -> tuple[str, bytes]:
-    """Encode one pending write; the error names the channel that failed."""
-    try:
-        return serde.dumps_typed(value)
-    except SerializationError as exc:
-        raise SerializationError(
-            f"cannot store a write to channel {channel!r}: a value of type "
-            f"{type(value).__qualname__} is not serializable ({exc}); nothing was written"
-        ) from exc

@@ -26,6 +26,7 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
 )
+from durable_graph.store.encoding import encode_write
 from durable_graph.store.redis.keys import blob_field, write_field
 from durable_graph.store.serde import Serializer
 
@@ -81,13 +82,7 @@ def encode_writes(
     """(field, replaces, value) per write; special channels replace, others keep the first."""
     out: list[tuple[str, bool, bytes]] = []
     for idx, (channel, value) in enumerate(writes):
-        try:
-            tag, data = serde.dumps_typed(value)
-        except SerializationError as exc:
-            raise SerializationError(
-                f"cannot store a write to channel {channel!r}: a value of type "
-                f"{type(value).__qualname__} is not serializable ({exc}); nothing was written"
-            ) from exc
+        tag, data = encode_write(serde, channel, value)
         slot = write_field(task_id, WRITES_IDX_MAP.get(channel, idx))
         out.append((slot, channel in WRITES_IDX_MAP, ormsgpack.packb([channel, tag, data])))
     return out

@@ -1,0 +1,200 @@
+"""Committed checkpoints (tests/golden) must stay readable and resumable.
+
+``tests/golden/make_golden.py`` recorded them with the graphs it defines; these tests
+open a copy with today's code. A change to the stored format, the task ids, the
+channel layout or the write encoding that breaks old threads fails here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from durable_graph import Command, SqliteSaver
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("golden_make", GOLDEN / "make_golden.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # get_type_hints resolves the state schema through it
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _load_generator()
+EXPECTED: dict[str, Any] = json.loads((GOLDEN / gen.EXPECTED_NAME).read_text())
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def saver(tmp_path: Path) -> Iterator[SqliteSaver]:
+    """A SqliteSaver on a copy of the golden file (the original is never opened)."""
+    original = GOLDEN / gen.DB_NAME
+    digest = _digest(original)
+    copy = tmp_path / gen.DB_NAME
+    shutil.copyfile(original, copy)
+    with SqliteSaver(copy) as s:
+        yield s
+    assert _digest(original) == digest
+
+
+def cfg(thread: str) -> dict[str, Any]:
+    return gen.config(thread)  # type: ignore[no-any-return]
+
+
+def test_golden_files_are_committed_without_a_wal() -> None:
+    assert (GOLDEN / gen.DB_NAME).stat().st_size > 0
+    assert not Path(f"{GOLDEN / gen.DB_NAME}-wal").exists()
+    assert set(EXPECTED) == set(gen.THREADS)
+
+
+@pytest.mark.parametrize("thread", ["complete", "interrupted", "failed", "entry"])
+def test_history_reads_every_recorded_checkpoint(saver: SqliteSaver, thread: str) -> None:
+    history = list(saver.list(cfg(thread)))
+    assert [t.checkpoint.id for t in history] == EXPECTED[thread]["checkpoint_ids"]
+    assert [t.metadata.get("step") for t in history] == EXPECTED[thread]["steps"]
+    pending = sorted(w.channel for w in history[0].pending_writes)
+    assert pending == EXPECTED[thread]["pending_channels"]
+    for child, parent in zip(history, history[1:]):
+        assert child.parent_config is not None
+        assert child.parent_config["configurable"]["checkpoint_id"] == parent.checkpoint.id
+
+
+# -- complete ------------------------------------------------------------------
+
+
+def test_complete_thread_state_and_history(saver: SqliteSaver) -> None:
+    graph = gen.chain_graph(saver, gen.Runs(fail=False))
+    state = graph.get_state(cfg("complete"))
+    assert state.values == {"x": 3, "log": ["a", "b", "c"]}
+    assert state.next == ()
+    assert state.metadata["step"] == 3
+    latest = EXPECTED["complete"]["checkpoint_ids"][0]
+    assert state.config["configurable"]["checkpoint_id"] == latest
+
+    history = list(graph.get_state_history(cfg("complete")))
+    assert [s.values.get("log") for s in history] == [
+        ["a", "b", "c"], ["a", "b"], ["a"], [], []
+    ]
+    assert [s.next for s in history] == [(), ("c",), ("b",), ("a",), ("__start__",)]
+    assert [s.metadata["source"] for s in history] == ["loop"] * 4 + ["input"]
+
+
+def test_complete_thread_resumes_to_nothing_and_continues_with_new_input(
+    saver: SqliteSaver,
+) -> None:
+    runs = gen.Runs(fail=False)
+    graph = gen.chain_graph(saver, runs)
+    assert graph.invoke(None, cfg("complete")) == {"x": 3, "log": ["a", "b", "c"]}
+    assert sum(runs.count.values()) == 0
+    out = graph.invoke({"x": 10}, cfg("complete"))
+    assert out == {"x": 13, "log": ["a", "b", "c", "a", "b", "c"]}
+    assert runs.count == {"a": 1, "b": 1, "c": 1}
+
+
+def test_complete_thread_time_travel_from_an_old_checkpoint(saver: SqliteSaver) -> None:
+    runs = gen.Runs(fail=False)
+    graph = gen.chain_graph(saver, runs)
+    after_a = next(s for s in graph.get_state_history(cfg("complete")) if s.next == ("b",))
+    out = graph.invoke(None, after_a.config)
+    assert out == {"x": 3, "log": ["a", "b", "c"]}
+    assert runs.count["a"] == 0  # before the checkpoint: not run again
+    assert runs.count["c"] == 1  # after it: runs on the new branch
+    assert len(list(graph.get_state_history(cfg("complete")))) > 5
+
+
+# -- interrupted ---------------------------------------------------------------
+
+
+def test_interrupted_thread_state(saver: SqliteSaver) -> None:
+    graph = gen.interrupt_graph(saver, gen.Runs(fail=False))
+    state = graph.get_state(cfg("interrupted"))
+    assert state.next == ("ask",)
+    assert state.values == {"x": 0, "log": []}
+    assert [i.value for i in state.interrupts] == ["approve?"]
+    (task,) = state.tasks
+    assert task.name == "ask"
+    assert [i.value for i in task.interrupts] == ["approve?"]
+
+
+def test_interrupted_thread_resumes(saver: SqliteSaver) -> None:
+    runs = gen.Runs(fail=False)
+    graph = gen.interrupt_graph(saver, runs)
+    out = graph.invoke(Command(resume="yes"), cfg("interrupted"))
+    assert out == {"x": 0, "log": ["ask:yes", "after"]}
+    assert runs.count == {"ask": 1, "after": 1}
+    assert graph.get_state(cfg("interrupted")).next == ()
+
+
+def test_interrupted_thread_resumes_by_interrupt_id(saver: SqliteSaver) -> None:
+    graph = gen.interrupt_graph(saver, gen.Runs(fail=False))
+    (pending,) = graph.get_state(cfg("interrupted")).interrupts
+    out = graph.invoke(Command(resume={pending.id: "by-id"}), cfg("interrupted"))
+    assert out["log"] == ["ask:by-id", "after"]
+
+
+# -- failed with a finished sibling --------------------------------------------
+
+
+def test_failed_thread_state_shows_error_and_finished_sibling(saver: SqliteSaver) -> None:
+    graph = gen.failing_graph(saver, gen.Runs(fail=False))
+    state = graph.get_state(cfg("failed"))
+    assert state.next == ("flaky",)
+    assert state.values == {"x": 0, "log": ["ok"]}
+    tasks = {t.name: t for t in state.tasks}
+    assert tasks["ok"].error is None
+    assert tasks["ok"].result == {"log": ["ok"]}
+    assert tasks["flaky"].error is not None  # the exception or its repr, as LangGraph shows it
+    assert "RuntimeError" in repr(tasks["flaky"].error)
+    assert "flaky failed" in str(tasks["flaky"].error)
+
+
+def test_failed_thread_resumes_without_rerunning_the_sibling(saver: SqliteSaver) -> None:
+    runs = gen.Runs(fail=False)
+    graph = gen.failing_graph(saver, runs)
+    out = graph.invoke(None, cfg("failed"))
+    # writes apply in task-path order (by node name), as in a run that never failed
+    assert out == {"x": 2, "log": ["flaky", "ok"]}
+    assert runs.count == {"flaky": 1, "join": 1}
+    fresh = gen.Runs(fail=False)
+    assert gen.failing_graph(saver, fresh).invoke({"x": 0}, cfg("fresh")) == out
+    assert fresh.count == {"ok": 1, "flaky": 1, "join": 1}
+
+
+# -- entrypoint with task results ----------------------------------------------
+
+
+def test_entry_thread_state(saver: SqliteSaver) -> None:
+    graph = gen.entry_graph(saver, gen.Runs(fail=False))
+    state = graph.get_state(cfg("entry"))
+    assert state.next == ("workflow",)
+    (task,) = state.tasks
+    assert "workflow failed after its tasks" in str(task.error)
+    recorded = sorted(
+        w.value for w in saver.get_tuple(cfg("entry")).pending_writes  # type: ignore[union-attr]
+        if w.channel == "__return__"
+    )
+    assert recorded == [("square", 1), ("square", 4)]
+
+
+def test_entry_thread_resumes_with_recorded_task_results(saver: SqliteSaver) -> None:
+    runs = gen.Runs(fail=False)
+    graph = gen.entry_graph(saver, runs)
+    assert graph.invoke(None, cfg("entry")) == {"squares": [1, 4]}
+    assert runs.count == {"workflow": 1}  # the squares came from the checkpoint
+    assert graph.get_state(cfg("entry")).values == {"squares": [1, 4]}
