@@ -11,14 +11,16 @@ state as one JSON line prefixed with ``RESULT``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import operator
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-from durable_graph import END, START, SqliteSaver, StateGraph, task
+from durable_graph import END, START, RedisSaver, SqliteSaver, StateGraph, task
 
 THREAD = "t1"
 FAN_TASKS = 6
@@ -95,12 +97,28 @@ def chain_graph(saver: SqliteSaver, markers: Path) -> Any:
     return b.compile(checkpointer=saver)
 
 
+@contextlib.contextmanager
+def opened(spec: str) -> Iterator[Any]:
+    """The saver a store spec names: ``redis://host:port/db#prefix`` or a SQLite path."""
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        url, _, prefix = spec.partition("#")
+        saver: Any = RedisSaver.from_url(url, prefix=prefix or "dg")
+    else:
+        saver = SqliteSaver(spec)
+    try:
+        yield saver
+    finally:
+        close = getattr(saver, "close", None)
+        if close is not None:
+            close()
+
+
 def main(argv: list[str]) -> None:
     variant, mode, db, marker_dir = argv
     markers = Path(marker_dir)
     markers.mkdir(parents=True, exist_ok=True)
     config = {"configurable": {"thread_id": THREAD}}
-    with SqliteSaver(db) as saver:
+    with opened(db) as saver:
         build = fanout_graph if variant == "fanout" else chain_graph
         graph = build(saver, markers)
         print(f"{mode} {variant}", flush=True)

@@ -20,12 +20,14 @@ from typing import Any
 
 import pytest
 
-from durable_graph import SqliteSaver
 from durable_graph.store.base import RETURN
 
 pytestmark = pytest.mark.chaos
 
 SCRIPT = Path(__file__).with_name("_crash_graph.py")
+sys.path.insert(0, str(SCRIPT.parent))
+from _crash_graph import opened  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = {"configurable": {"thread_id": "t1"}}
 TIMEOUT = 30.0
@@ -49,7 +51,7 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: s
         time.sleep(0.005)
 
 
-def spawn(variant: str, mode: str, db: Path, markers: Path) -> subprocess.Popen[str]:
+def spawn(variant: str, mode: str, db: str, markers: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), variant, mode, str(db), str(markers)],
         cwd=REPO,
@@ -67,7 +69,7 @@ def kill(proc: subprocess.Popen[str]) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def resume(variant: str, db: Path, markers: Path) -> dict[str, Any]:
+def resume(variant: str, db: str, markers: Path) -> dict[str, Any]:
     proc = spawn(variant, "resume", db, markers)
     try:
         out, err = proc.communicate(timeout=TIMEOUT * 2)
@@ -81,9 +83,9 @@ def resume(variant: str, db: Path, markers: Path) -> dict[str, Any]:
     return json.loads(lines[-1].removeprefix("RESULT "))  # type: ignore[no-any-return]
 
 
-def committed_task_results(db: Path) -> dict[int, int]:
+def committed_task_results(db: str) -> dict[int, int]:
     """Task index -> result of every ``work`` call recorded on the latest checkpoint."""
-    with SqliteSaver(db) as saver:
+    with opened(db) as saver:
         saved = saver.get_tuple(CONFIG)
     assert saved is not None
     results: dict[int, int] = {}
@@ -95,21 +97,27 @@ def committed_task_results(db: Path) -> dict[int, int]:
     return results
 
 
-def return_writes(db: Path) -> int:
-    if not db.exists():
+def return_writes(db: str) -> int:
+    if not db.startswith("redis") and not Path(db).exists():
         return 0
-    with SqliteSaver(db) as saver:
+    with opened(db) as saver:
         saved = saver.get_tuple(CONFIG)
     return 0 if saved is None else sum(w.channel == RETURN for w in saved.pending_writes)
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    yield tmp_path / "run.sqlite", tmp_path / "markers"
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def paths(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(store spec, marker dir): the same crash runs on SQLite and on a real Redis."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        yield f"{url}#{prefix}", tmp_path / "markers"
+    else:
+        yield str(tmp_path / "run.sqlite"), tmp_path / "markers"
 
 
 def test_sigkill_during_task_fanout_resumes_without_rerunning_committed_tasks(
-    paths: tuple[Path, Path],
+    paths: tuple[str, Path],
 ) -> None:
     db, markers = paths
     proc = spawn("fanout", "start", db, markers)
@@ -145,7 +153,7 @@ def test_sigkill_during_task_fanout_resumes_without_rerunning_committed_tasks(
 
 
 def test_sigkill_during_a_chain_does_not_rerun_finished_steps(
-    paths: tuple[Path, Path],
+    paths: tuple[str, Path],
 ) -> None:
     db, markers = paths
     proc = spawn("chain", "start", db, markers)
@@ -157,7 +165,7 @@ def test_sigkill_during_a_chain_does_not_rerun_finished_steps(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
 
-    with SqliteSaver(db) as saver:
+    with opened(db) as saver:
         saved = saver.get_tuple(CONFIG)
     assert saved is not None
     finished = saved.checkpoint.channel_values.get("log", [])
@@ -177,7 +185,7 @@ def test_sigkill_during_a_chain_does_not_rerun_finished_steps(
             assert count == before[name] + 1, f"{name} must run exactly once on resume"
 
 
-def test_resume_of_a_finished_run_runs_nothing(paths: tuple[Path, Path]) -> None:
+def test_resume_of_a_finished_run_runs_nothing(paths: tuple[str, Path]) -> None:
     db, markers = paths
     proc = spawn("chain", "start", db, markers)
     out, err = proc.communicate(timeout=TIMEOUT)
