@@ -108,8 +108,13 @@ class NodeWriter:
         if isinstance(update_, (list, tuple)) and all(
             isinstance(p, tuple) and len(p) == 2 for p in update_
         ):
-            update_ = _pairs_to_dict(self.name, update_)
-            return [(k, v) for k, vs in update_.items() for v in vs]
+            unknown = sorted({k for k, _ in update_ if k not in self.schema.keys})
+            if unknown:
+                raise InvalidUpdateError(
+                    f"Node {self.name!r} wrote unknown state key(s) {unknown}; the state "
+                    f"has keys {sorted(self.schema.keys)}."
+                )
+            return [(k, v) for k, v in update_]
         return list(self.schema.to_dict(self.name, update_).items())
 
     def goto_writes(self, goto: Any) -> list[Write]:
@@ -128,13 +133,6 @@ class NodeWriter:
 
 def _is_command_list(result: Any) -> bool:
     return isinstance(result, list) and bool(result) and all(isinstance(r, Command) for r in result)
-
-
-def _pairs_to_dict(node: str, pairs: Sequence[tuple[str, Any]]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for key, value in pairs:
-        out.setdefault(key, []).append(value)
-    return out
 
 
 def fresh_values(
