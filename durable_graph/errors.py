@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckpointStoreError",
+    "CommitConflictError",
     "DispatchError",
     "DurableGraphError",
     "EmptyInputError",
@@ -37,6 +38,7 @@ __all__ = [
     "GraphValueError",
     "InvalidUpdateError",
     "NondeterminismError",
+    "RunFailedError",
     "SerializationError",
     "SignatureError",
     "TaskNotInRunError",
@@ -90,8 +92,27 @@ class FencingError(CheckpointStoreError):
     """A commit from an owner whose lease on the thread was taken over."""
 
 
+class CommitConflictError(CheckpointStoreError):
+    """A step commit lost the race: another worker already committed that step."""
+
+
 class DispatchError(DurableGraphError):
     """A job could not be dispatched to, or run by, a worker."""
+
+
+class RunFailedError(DispatchError):
+    """A distributed run failed and its error could not be rebuilt in this process.
+
+    ``error_type`` and ``traceback`` hold what the worker saw.
+    """
+
+    def __init__(self, message: str, error_type: str = "", traceback: str = "") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (type(self), (str(self), self.error_type, self.traceback))
 
 
 class GraphInterrupt(BaseException):

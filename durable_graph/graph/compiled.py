@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
@@ -11,7 +12,13 @@ from typing import Any
 from durable_graph.errors import GraphValueError, InvalidUpdateError
 from durable_graph.graph.types import START, StateSnapshot
 from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
-from durable_graph.scheduler.executor import Executor, LocalExecutor
+from durable_graph.scheduler.executor import (
+    Executor,
+    LocalExecutor,
+    RemoteExecutor,
+    RunHandle,
+    RunRequest,
+)
 from durable_graph.scheduler.loop import RunOptions, StepLoop
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import GraphSpec
@@ -125,6 +132,15 @@ class CompiledGraph:
         """Run lazily, yielding chunks of ``stream_mode`` ((mode, chunk) for a list)."""
         modes, single = _modes(stream_mode)
         wanted = modes | ({"checkpoints", "tasks"} if "debug" in modes else frozenset())
+        remote = self._remote()
+        if remote is not None:
+            handle = remote.start_run(self, input, _normalize(config), RunRequest(
+                durability, interrupt_before, interrupt_after, _remote_modes(wanted)))
+            for mode, payload in handle.events():
+                for out_mode, out in _shape(mode, payload, modes):
+                    yield out if single else (out_mode, out)
+            handle.result()  # raise the run's error, as an embedded stream does
+            return
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
             interrupt_after=interrupt_after, modes=wanted,
@@ -150,6 +166,10 @@ class CompiledGraph:
                 input, config, stream_mode=stream_mode, durability=durability,
                 interrupt_before=interrupt_before, interrupt_after=interrupt_after,
             ))
+        remote = self._remote()
+        if remote is not None:
+            request = RunRequest(durability, interrupt_before, interrupt_after)
+            return remote.start_run(self, input, _normalize(config), request).result()
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
             interrupt_after=interrupt_after,
@@ -160,6 +180,31 @@ class CompiledGraph:
             base = loop.output if isinstance(loop.output, dict) else {}
             return {**base, INTERRUPT: list(loop.interrupts)}
         return loop.output
+
+    def submit(
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        durability: str | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+    ) -> RunHandle:
+        """Start a run and return its handle at once (``status()``, ``result(timeout=)``).
+
+        On Celery workers the run goes on without this process; embedded, it runs on
+        a background thread of this process.
+        """
+        remote = self._remote()
+        if remote is not None:
+            request = RunRequest(durability, interrupt_before, interrupt_after)
+            return remote.start_run(self, input, _normalize(config), request)
+        return LocalRunHandle(lambda: self.invoke(
+            input, config, durability=durability, interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after))
+
+    def _remote(self) -> RemoteExecutor | None:
+        return self.executor if isinstance(self.executor, RemoteExecutor) else None
 
     async def ainvoke(self, input: Any, config: Mapping[str, Any] | None = None,
                       **kwargs: Any) -> Any:
@@ -293,6 +338,61 @@ class CompiledGraph:
 def _borrow(child: CompiledGraph, parent: CompiledGraph) -> CompiledGraph:
     """The subgraph reading through its parent's checkpointer."""
     return CompiledGraph(child.spec, checkpointer=parent.saver, executor=child.executor)
+
+
+REMOTE_MODES = frozenset({"values", "updates", "custom"})
+
+
+def _remote_modes(modes: frozenset[str]) -> frozenset[str]:
+    """The stream modes workers can send; others are refused with a clear error."""
+    unsupported = sorted(modes - REMOTE_MODES)
+    if unsupported:
+        raise GraphValueError(
+            f"stream_mode {unsupported} is not available when the graph runs on Celery "
+            f"workers; use {sorted(REMOTE_MODES)}."
+        )
+    return modes
+
+
+class LocalRunHandle:
+    """An embedded run on a background thread, with the remote handle's interface."""
+
+    def __init__(self, run: Any) -> None:
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, args=(run,), daemon=True,
+                         name="durable-graph-run").start()
+
+    def _run(self, run: Any) -> None:
+        try:
+            self._value = run()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def status(self) -> str:
+        """``running``, ``done``, ``interrupted`` or ``failed``."""
+        if not self._done.is_set():
+            return "running"
+        if self._error is not None:
+            return "failed"
+        return "interrupted" if isinstance(self._value, dict) and INTERRUPT in self._value \
+            else "done"
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run; its output, or its error raised."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the run is still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def events(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
+        """An embedded background run streams nothing; waits for its end."""
+        self.result(timeout)
+        return iter(())
 
 
 def _shape(mode: str, payload: Any, wanted: frozenset[str]) -> Iterator[tuple[str, Any]]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Executor", "LocalExecutor"]
+__all__ = ["Executor", "LocalExecutor", "RemoteExecutor", "RunHandle", "RunRequest"]
 
 
 class Executor(Protocol):
@@ -15,6 +16,47 @@ class Executor(Protocol):
 
     def submit(self, fn: Callable[[], Any]) -> None:
         """Schedule ``fn``; it must eventually run unless the loop runs it first."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """How a caller asked for a run: what a remote executor needs besides the input."""
+
+    durability: str | None = None
+    interrupt_before: Sequence[str] | str | None = None
+    interrupt_after: Sequence[str] | str | None = None
+    modes: frozenset[str] = frozenset()
+
+
+class RunHandle(Protocol):
+    """A run started elsewhere (or in the background)."""
+
+    def status(self) -> str:
+        """``running``, ``done``, ``interrupted`` or ``failed``."""
+        ...
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run; its output, or its error raised."""
+        ...
+
+    def events(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
+        """(mode, chunk) stream events until the run ends."""
+        ...
+
+
+@runtime_checkable
+class RemoteExecutor(Protocol):
+    """An executor that runs whole runs elsewhere (Celery workers), not single tasks."""
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        """Executor protocol."""
+        ...
+
+    def start_run(
+        self, graph: Any, input: Any, config: dict[str, Any], request: RunRequest
+    ) -> RunHandle:
+        """Start a run of ``graph`` and return its handle at once."""
         ...
 
 
@@ -39,6 +81,12 @@ class LocalExecutor:
                         self.max_workers, thread_name_prefix="durable-graph"
                     )
         self._pool.submit(fn)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_workers": self.max_workers}  # a shipped graph gets a fresh pool
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_workers"])  # type: ignore[misc]
 
     def shutdown(self) -> None:
         """Stop the pool's threads once queued work is done."""

@@ -15,12 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from durable_graph.errors import (
-    EmptyInputError,
-    GraphInterrupt,
-    GraphRecursionError,
-    GraphValueError,
-)
+from durable_graph.errors import EmptyInputError, GraphInterrupt, GraphValueError
 from durable_graph.graph.types import Command, Interrupt
 from durable_graph.scheduler.algo import (
     PlannedTask,
@@ -30,19 +25,27 @@ from durable_graph.scheduler.algo import (
     mark_resumed,
     plan_tasks,
     read_values,
-    should_interrupt,
 )
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.commands import command_writes
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.persist import Persister
-from durable_graph.scheduler.retry import run_with_retry
-from durable_graph.scheduler.runtime import TaskContext, TaskFuture
+from durable_graph.scheduler.runtime import TaskFuture, local_call
 from durable_graph.scheduler.spec import GraphSpec, Write
+from durable_graph.scheduler.transition import (
+    Next,
+    Outcome,
+    StepOptions,
+    begin_step,
+    end_step,
+    error_as_text,
+    execute_task,
+    outcome_writes,
+    task_config,
+)
 from durable_graph.store.base import (
     ERROR,
     INTERRUPT,
-    NO_WRITES,
     NULL_TASK_ID,
     RESUME,
     RETURN,
@@ -70,13 +73,6 @@ class RunOptions:
     recursion_limit: int = 10007
     modes: frozenset[str] = frozenset()
     """Stream modes whose events the caller wants; others are not computed."""
-
-
-@dataclass
-class _Outcome:
-    writes: list[Write] | None = None
-    error: BaseException | None = None
-    interrupts: tuple[Interrupt, ...] = ()
 
 
 @dataclass
@@ -109,6 +105,8 @@ class _Step:
         value, self.loop.null_resume = self.loop.null_resume, MISSING
         return value
 
+    start_call = staticmethod(local_call)
+
 
 class StepLoop:
     """Runs one invocation of a graph on one thread."""
@@ -139,6 +137,7 @@ class StepLoop:
         self.source = ""
         """Metadata source of the checkpoint the run started from."""
         self.persister: Persister
+        self.step_opts = StepOptions()
 
     # -- recording -------------------------------------------------------------
 
@@ -152,18 +151,10 @@ class StepLoop:
     def run(self, input: Any) -> Iterator[Event]:
         """Run to the end, yielding stream events; sets status, output, interrupts."""
         step = self._load()
-        stop = step + self.opts.recursion_limit + 1
+        self.step_opts = self._step_options(step)
         try:
             step = yield from self._first(input, step)
-            while True:
-                if step > stop:
-                    raise GraphRecursionError(
-                        f"Recursion limit of {self.opts.recursion_limit} reached without "
-                        "hitting a stop condition. Raise it with "
-                        "config={'recursion_limit': N} or check the graph for a loop."
-                    )
-                if not (yield from self._tick(step)):
-                    break
+            while (yield from self._tick(step)):
                 step += 1
         except BaseException as exc:
             self.status = "interrupted" if isinstance(exc, GraphInterrupt) else "failed"
@@ -172,6 +163,28 @@ class StepLoop:
         self._finish(None)
         self.output = self.spec.output(read_values(self.spec, self.checkpoint))
 
+    def _step_options(self, loaded_step: int) -> StepOptions:
+        """The run's step settings; the recursion limit counts from the loaded step."""
+        return StepOptions(
+            self.opts.interrupt_before, self.opts.interrupt_after,
+            stop_step=loaded_step + self.opts.recursion_limit + 1,
+            recursion_limit=self.opts.recursion_limit,
+        )
+
+    def begin(self, input: Any) -> int:
+        """Load the thread and apply ``input`` without running a step; the step to run.
+
+        The distributed driver starts runs this way and hands the steps to workers.
+        """
+        step = self._load()
+        self.step_opts = self._step_options(step)
+        first = self._first(input, step)
+        while True:
+            try:
+                next(first)
+            except StopIteration as stop:
+                return int(stop.value)
+
     def _load(self) -> int:
         saved = self.saver.get_tuple(self.config) if self.saver is not None else None
         if saved is None and self.checkpoint_id:
@@ -179,6 +192,8 @@ class StepLoop:
                 f"Thread {self.thread_id!r} has no checkpoint {self.checkpoint_id!r}."
             )
         parent = saved.checkpoint if saved else None
+        self.loaded_id = saved.checkpoint.id if saved else ""
+        """The checkpoint the run started from ('' on a new thread)."""
         if saved is not None:
             self.checkpoint, self.pending = saved.checkpoint, list(saved.pending_writes)
             self.source = str(saved.metadata.get("source", ""))
@@ -263,35 +278,33 @@ class StepLoop:
 
     def _tick(self, step: int) -> Generator[Event, None, bool]:
         """Run one superstep; False when the run is over (done or interrupted)."""
-        tasks = self._plan()
-        if not tasks:
-            self.status = "done"
-            return False
-        if self.opts.interrupt_before and should_interrupt(
-            self.checkpoint, self.opts.interrupt_before, tasks
-        ):
-            return (yield from self._pause(()))
+        nxt = begin_step(self.spec, self.checkpoint, step, self.step_opts,
+                         thread_id=self.thread_id, ns=self.ns)
+        if nxt.status != "running":
+            return (yield from self._stop(nxt))
+        tasks = nxt.tasks
         outcomes = yield from self._run_tasks(tasks)
-        failed = [err for t in tasks if (err := outcomes[t.id].error) is not None]
-        if failed:
-            raise failed[0]
-        paused = [i for t in tasks for i in outcomes[t.id].interrupts]
-        if paused:
-            return (yield from self._pause(tuple(paused)))
-        writes = [TaskWrites(t.name, t.path, t.triggers, outcomes[t.id].writes or ())
-                  for t in tasks]
-        self.checkpoint, updated = apply_writes(
-            self.spec, self.checkpoint, writes, new_checkpoint_id()
-        )
-        self._commit({"source": "loop", "step": step, "parents": {}})
+        nxt = end_step(self.spec, self.checkpoint, tasks, outcomes, step=step,
+                       opts=self.step_opts, new_id=new_checkpoint_id())
+        if nxt.metadata is None:
+            return (yield from self._stop(nxt))
+        self.checkpoint = nxt.checkpoint
+        self._commit(nxt.metadata)
         yield from self._drain()
-        if "values" in self.opts.modes and updated & self.spec.output_channels:
+        if "values" in self.opts.modes and nxt.updated & self.spec.output_channels:
             yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
-        if self.opts.interrupt_after and should_interrupt(
-            self.checkpoint, self.opts.interrupt_after, tasks
-        ):
+        if nxt.status == "interrupted":
             return (yield from self._pause(()))
         return True
+
+    def _stop(self, nxt: Next) -> Generator[Event, None, bool]:
+        """End the run as a step decided: raise its error, pause, or finish."""
+        if nxt.error is not None:
+            raise nxt.error
+        if nxt.status == "interrupted":
+            return (yield from self._pause(nxt.interrupts))
+        self.status = "done"
+        return False
 
     def _pause(self, interrupts: tuple[Interrupt, ...]) -> Generator[Event, None, bool]:
         self.status = "interrupted"
@@ -308,12 +321,12 @@ class StepLoop:
 
     def _run_tasks(
         self, tasks: list[PlannedTask]
-    ) -> Generator[Event, None, dict[str, _Outcome]]:
+    ) -> Generator[Event, None, dict[str, Outcome]]:
         done = finished_writes(tasks, self.pending)
-        outcomes: dict[str, _Outcome] = {}
+        outcomes: dict[str, Outcome] = {}
         for t in tasks:
             if t.id in done:
-                outcomes[t.id] = _Outcome(writes=done[t.id])
+                outcomes[t.id] = Outcome(writes=done[t.id])
         todo = [t for t in tasks if t.id not in done]
         if not todo:
             return outcomes
@@ -350,44 +363,26 @@ class StepLoop:
 
     def _execute(
         self, task: PlannedTask, step: _Step, values: dict[str, Any], resume: list[Any]
-    ) -> _Outcome:
-        conf = {**self.config.get("configurable", {}), "checkpoint_ns": self.ns,
-                "checkpoint_id": self.checkpoint.id, "task_id": task.id}
-        config = {**self.config, "configurable": conf}
-        ns = f"{self.ns}|{task.name}:{task.id}" if self.ns else f"{task.name}:{task.id}"
+    ) -> Outcome:
+        config, ns = task_config(self.config, self.ns, self.checkpoint.id, task)
+        return execute_task(task, step, config, ns, values=values, resume=resume)
 
-        def attempt() -> list[Write]:
-            ctx = TaskContext(task.id, task.name, ns, config, step, resume=list(resume))
-            return ctx.run(lambda: task.node.run(task.input, values, ctx))
-
-        try:
-            return _Outcome(writes=run_with_retry(attempt, task.node.retry))
-        except GraphInterrupt as gi:
-            return _Outcome(interrupts=gi.interrupts)
-        except BaseException as exc:
-            return _Outcome(error=exc)
-
-    def _task_done(self, task: PlannedTask, outcome: _Outcome) -> Iterator[Event]:
+    def _task_done(self, task: PlannedTask, outcome: Outcome) -> Iterator[Event]:
         if "tasks" in self.opts.modes and not task.node.hidden:
             yield "tasks", {
                 "id": task.id, "name": task.name, "error": outcome.error,
                 "interrupts": list(outcome.interrupts),
                 "result": task.node.updates(outcome.writes or ()),
             }
-        if outcome.writes is not None:
-            self.record(task.id, outcome.writes or [(NO_WRITES, None)])
-            if "updates" in self.opts.modes and not task.node.hidden:
-                yield "updates", {task.name: task.node.updates(outcome.writes)}
-        elif outcome.interrupts:
-            self.record(task.id, [(INTERRUPT, list(outcome.interrupts))])
-        else:
-            self._record_error(task.id, outcome.error)
-
-    def _record_error(self, task_id: str, error: BaseException | None) -> None:
+        writes = outcome_writes(outcome)
         try:
-            self.record(task_id, [(ERROR, error)])
+            self.record(task.id, writes)
         except Exception:  # an error the store cannot keep is kept as its text
-            self.record(task_id, [(ERROR, RuntimeError(f"{type(error).__name__}: {error}"))])
+            if outcome.error is None:
+                raise
+            self.record(task.id, [(ERROR, error_as_text(outcome.error))])
+        if outcome.writes is not None and "updates" in self.opts.modes and not task.node.hidden:
+            yield "updates", {task.name: task.node.updates(outcome.writes)}
 
     def _drain(self) -> Iterator[Event]:
         while True:

@@ -23,17 +23,44 @@ from durable_graph.scheduler.retry import run_with_retry
 from durable_graph.scheduler.spec import Write
 from durable_graph.store.base import RESUME, RETURN, BaseCheckpointSaver
 
-__all__ = ["StepRuntime", "TaskContext", "TaskFuture", "current_context", "interrupt"]
+__all__ = [
+    "CallError",
+    "StepRuntime",
+    "Suspended",
+    "TaskContext",
+    "TaskFuture",
+    "current_context",
+    "interrupt",
+    "local_call",
+]
 
 T = TypeVar("T")
+
+
+class Suspended(BaseException):
+    """A distributed task waits on ``@task`` calls still running elsewhere.
+
+    Raised by a call's future instead of blocking a worker slot; the job ends and
+    the task is replayed once the calls' results are recorded.
+    """
+
+
+@dataclass(frozen=True)
+class CallError:
+    """A recorded ``@task`` call that failed: replay raises ``error`` from ``.result()``."""
+
+    error: BaseException
 
 
 class StepRuntime(Protocol):
     """What the step loop offers the tasks of one superstep."""
 
     config: dict[str, Any]
-    recorded: dict[str, tuple[str, Any]]
-    """Results of ``@task`` calls already recorded, by call id: (task name, value)."""
+
+    @property
+    def recorded(self) -> dict[str, tuple[str, Any]]:
+        """Results of ``@task`` calls already recorded, by call id: (task name, value)."""
+
     @property
     def saver(self) -> BaseCheckpointSaver | None:
         """The run's checkpointer (subgraphs share it)."""
@@ -54,6 +81,12 @@ class StepRuntime(Protocol):
     def take_null_resume(self) -> Any:
         """The run's unassigned resume value, once; MISSING if none is left."""
 
+    def start_call(
+        self, parent: TaskContext, call_id: str, name: str, fn: Callable[[], Any],
+        retry: RetryPolicy | None,
+    ) -> TaskFuture[Any]:
+        """Start a ``@task`` call that has no recorded result; return its future."""
+
 
 class TaskFuture(Generic[T]):
     """The result of a ``@task`` call. ``result()`` waits for it.
@@ -72,6 +105,13 @@ class TaskFuture(Generic[T]):
         """A future that already holds ``value`` (a recorded result)."""
         fut: TaskFuture[T] = cls()
         fut._future.set_result(value)
+        return fut
+
+    @classmethod
+    def failed(cls, error: BaseException) -> TaskFuture[T]:
+        """A future that already holds ``error`` (a recorded failure)."""
+        fut: TaskFuture[T] = cls()
+        fut._future.set_exception(error)
         return fut
 
     def run_if_unclaimed(self) -> None:
@@ -146,19 +186,11 @@ class TaskContext:
                     f"{recorded[0]!r} was recorded. Tasks must be called in the same "
                     "order on every run; move nondeterministic logic into a task."
                 )
+            if isinstance(recorded[1], CallError):
+                return TaskFuture.failed(recorded[1].error)
             return TaskFuture.resolved(recorded[1])
-        child = TaskContext(call_id, name, f"{self.ns}|{name}:{call_id}", self.config, self.step)
-
-        def run() -> T:
-            value = child.run(lambda: run_with_retry(fn, retry))
-            self.step.record(call_id, [(RETURN, (name, value))])
-            self.step.recorded[call_id] = (name, value)
-            self.step.emit("updates", {name: value})
-            return value
-
-        future = TaskFuture(run)
+        future: TaskFuture[T] = self.step.start_call(self, call_id, name, fn, retry)
         self.children.append(future)
-        self.step.submit(future.run_if_unclaimed)
         return future
 
     def run(self, fn: Callable[[], T]) -> T:
@@ -175,6 +207,26 @@ class TaskContext:
     def writer(self, chunk: Any) -> None:
         """Emit ``chunk`` on the ``custom`` stream."""
         self.step.emit("custom", chunk)
+
+
+def local_call(
+    parent: TaskContext, call_id: str, name: str, fn: Callable[[], T],
+    retry: RetryPolicy | None,
+) -> TaskFuture[T]:
+    """Start a ``@task`` call on this process's executor (the embedded way)."""
+    step = parent.step
+    child = TaskContext(call_id, name, f"{parent.ns}|{name}:{call_id}", parent.config, step)
+
+    def run() -> T:
+        value = child.run(lambda: run_with_retry(fn, retry))
+        step.record(call_id, [(RETURN, (name, value))])
+        step.recorded[call_id] = (name, value)
+        step.emit("updates", {name: value})
+        return value
+
+    future = TaskFuture(run)
+    step.submit(future.run_if_unclaimed)
+    return future
 
 
 _CURRENT: ContextVar[TaskContext | None] = ContextVar("durable_graph_task", default=None)

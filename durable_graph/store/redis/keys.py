@@ -10,6 +10,10 @@ checkpoint namespace)::
     {P:T}:n:N:blobs            hash  "channel\\0version" -> tag "\\0" bytes (one per version)
     {P:T}:n:N:cp:<id>          hash  one checkpoint: parent, ts, v, versions, seen, metadata, refs
     {P:T}:n:N:w:<id>           hash  pending writes of one checkpoint: "task_id:idx" -> write
+    {P:T}:n:N:wt:<id>:<task>   set   @task calls a suspended task waits on (distributed)
+    {P:T}:n:N:wk:<id>:<task>   str   the signed job that replays the task once they are done
+    {P:T}:ev:<run>             stream events of one distributed run, read by its producer
+    P:graph:<sha256>           str   a signed cloudpickled graph shipped by a producer
     {P:status:B}:<status>      zset  thread ids by status, score = updated-at (ms); B = bucket
 
 Every key of a thread carries the hash tag ``{P:T}``, so a thread's atomic commit
@@ -40,6 +44,7 @@ __all__ = [
     "ThreadKeys",
     "blob_field",
     "escape",
+    "graph_key",
     "status_key",
     "status_keys",
     "thread_from_record_key",
@@ -100,6 +105,14 @@ class NamespaceKeys:
         """The pending writes of one checkpoint."""
         return self.base + WRITES + checkpoint_id
 
+    def waits(self, checkpoint_id: str, task_id: str) -> str:
+        """Call ids a suspended task of ``checkpoint_id`` still waits on."""
+        return f"{self.base}:wt:{checkpoint_id}:{task_id}"
+
+    def wake(self, checkpoint_id: str, task_id: str) -> str:
+        """The job that replays a suspended task when its calls are done."""
+        return f"{self.base}:wk:{checkpoint_id}:{task_id}"
+
 
 @dataclass(frozen=True)
 class ThreadKeys:
@@ -130,6 +143,10 @@ class ThreadKeys:
         """Namespace name -> key base hash."""
         return self.tag + ":ns"
 
+    def events(self, run_id: str) -> str:
+        """Event stream of one distributed run."""
+        return f"{self.tag}:ev:{escape(run_id)}"
+
     def ns(self, checkpoint_ns: str) -> NamespaceKeys:
         """Keys of one namespace of this thread."""
         return NamespaceKeys(f"{self.tag}:n:{escape(checkpoint_ns)}")
@@ -143,6 +160,11 @@ def blob_field(channel: str, version: object) -> str:
 def write_field(task_id: str, idx: int) -> str:
     """Field of one pending write: ``task_id:idx`` (split on the last colon)."""
     return f"{task_id}:{idx}"
+
+
+def graph_key(prefix: str, digest: str) -> str:
+    """Where a shipped graph blob is stored, by its content hash."""
+    return f"{prefix}:graph:{digest}"
 
 
 def status_key(prefix: str, thread_id: str, status: str) -> str:

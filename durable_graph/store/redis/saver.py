@@ -20,8 +20,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from durable_graph.errors import FencingError, GraphValueError
+from durable_graph.errors import CommitConflictError, FencingError, GraphValueError
 from durable_graph.store.base import (
+    ERROR,
+    INTERRUPT,
+    WRITES_IDX_MAP,
     BaseCheckpointSaver,
     Checkpoint,
     CheckpointMetadata,
@@ -33,7 +36,12 @@ from durable_graph.store.base import (
 from durable_graph.store.encoding import encode_values, metadata_matches
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
-from durable_graph.store.redis.keys import ThreadKeys, thread_from_record_key, thread_record_pattern
+from durable_graph.store.redis.keys import (
+    ThreadKeys,
+    thread_from_record_key,
+    thread_record_pattern,
+    write_field,
+)
 from durable_graph.store.redis.lease import RedisLeases
 from durable_graph.store.redis.records import (
     blob_fields_of,
@@ -232,6 +240,10 @@ class RedisSaver(BaseCheckpointSaver):
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: Mapping[str, int],
+        *,
+        expect_latest: str | None = None,
+        replaces: str | None = None,
+        keep: str | None = None,
     ) -> dict[str, Any]:
         """Commit a checkpoint, its changed values and the thread record in one script.
 
@@ -239,6 +251,11 @@ class RedisSaver(BaseCheckpointSaver):
         that the values of the others are stored and, if one is not, writes nothing
         and names it so that it is sent on a second try. Everything is encoded
         before Redis is touched. A stale ``fence`` raises ``FencingError``.
+
+        For distributed steps: ``expect_latest`` commits only while that checkpoint
+        is the newest (else ``CommitConflictError``: another worker committed the
+        step); ``replaces`` deletes that checkpoint in the same script (``exit``
+        durability keeps no step history), sparing values ``keep`` still reads.
         """
         thread_id, ns, parent_id = config_ids(config)
         fence = _fence(config)
@@ -251,13 +268,20 @@ class RedisSaver(BaseCheckpointSaver):
         blobs = self._encode(checkpoint, {ch: wanted[ch] for ch in changed})
         required = [wanted[ch] for ch in wanted if ch not in new_versions]
         commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
-        reply = self._commit(**commit, fields=fields, blobs=blobs, required=required)
+        cas = [expect_latest or "", replaces or "", keep or ""]
+        reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=required)
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
             more = {ch: f for ch, f in wanted.items() if f in missing}
             blobs.update(self._encode(checkpoint, more))
-            reply = self._commit(**commit, fields=fields, blobs=blobs, required=[])
+            reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=[])
         self._check_fence(reply, thread_id, fence)
+        if reply[0] == b"conflict":
+            raise CommitConflictError(
+                f"commit to thread {thread_id!r} rejected: checkpoint {expect_latest} is no "
+                f"longer the newest ({reply[1].decode()} is); another worker committed this "
+                "step. Nothing was written."
+            )
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
     def _encode(self, checkpoint: Checkpoint, fields: Mapping[str, str]) -> dict[str, bytes]:
@@ -272,6 +296,7 @@ class RedisSaver(BaseCheckpointSaver):
         ns: str,
         checkpoint_id: str,
         fence: str,
+        cas: Sequence[str],
         fields: Mapping[str, Any],
         blobs: Mapping[str, bytes],
         required: Sequence[str],
@@ -283,7 +308,7 @@ class RedisSaver(BaseCheckpointSaver):
         keys.append(nsk.checkpoint(checkpoint_id))
         now = datetime.now(UTC).isoformat()
         cp_args, blob_args = _flatten(fields), _flatten(blobs)
-        args = [fence, checkpoint_id, ns, nsk.base, now, self.ttl or 0]
+        args = [fence, checkpoint_id, ns, nsk.base, now, self.ttl or 0, *cas]
         args += [len(cp_args), *cp_args, len(blob_args), *blob_args, *required]
         return self._conn.run("PUT", keys, args, "commit checkpoint")
 
@@ -307,20 +332,85 @@ class RedisSaver(BaseCheckpointSaver):
         Error, interrupt and resume writes replace their fixed slot; any other
         write keeps the first value stored, so a redelivered job changes nothing.
         """
+        self._put_writes(config, writes, task_id, None)
+
+    def put_call_writes(
+        self,
+        config: Mapping[str, Any],
+        writes: Sequence[tuple[str, Any]],
+        call_id: str,
+        caller: str,
+    ) -> bytes | None:
+        """``put_writes`` for a distributed ``@task`` call that ``caller`` may wait on.
+
+        The write that finishes the last call a suspended caller waits on returns
+        the job that replays the caller (see ``suspend``); any other returns None.
+        """
+        return self._put_writes(config, writes, call_id, caller)
+
+    def _put_writes(
+        self,
+        config: Mapping[str, Any],
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        caller: str | None,
+    ) -> bytes | None:
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         fence = _fence(config)
         encoded = encode_writes(self.serde, writes, task_id)
-        if not encoded and not fence:
-            return
+        if not encoded and not fence and caller is None:
+            return None
         tk = ThreadKeys(self.prefix, thread_id)
-        keys = [tk.lease, tk.ns(ns).writes(checkpoint_id), tk.record]
-        args: list[Any] = [fence, self.ttl or 0]
+        nsk = tk.ns(ns)
+        keys = [tk.lease, nsk.writes(checkpoint_id), tk.record]
+        args: list[Any] = [fence, self.ttl or 0, task_id if caller else ""]
+        if caller:
+            keys += [nsk.waits(checkpoint_id, caller), nsk.wake(checkpoint_id, caller)]
         for slot, replaces, value in encoded:
             args += [slot, "1" if replaces else "0", value]
         reply = self._conn.run("PUT_WRITES", keys, args, "store pending writes")
         self._check_fence(reply, thread_id, fence)
+        return bytes(reply[1]) if len(reply) > 1 else None
+
+    def finished(self, config: Mapping[str, Any], task_ids: Sequence[str]) -> set[str]:
+        """Which of ``task_ids`` have an outcome stored for the config's checkpoint."""
+        thread_id, ns, checkpoint_id = config_ids(config)
+        if checkpoint_id is None:
+            raise GraphValueError("finished() needs a config with a checkpoint_id")
+        if not task_ids:
+            return set()
+        key = ThreadKeys(self.prefix, thread_id).ns(ns).writes(checkpoint_id)
+        done = self._conn.run("FINISHED", [key], list(task_ids), "read finished tasks")
+        return {raw.decode() for raw in done}
+
+    def clear_outcomes(self, config: Mapping[str, Any], task_ids: Sequence[str]) -> None:
+        """Forget the error and interrupt outcomes of tasks about to run again."""
+        thread_id, ns, checkpoint_id = config_ids(config)
+        if checkpoint_id is None:
+            raise GraphValueError("clear_outcomes() needs a config with a checkpoint_id")
+        key = ThreadKeys(self.prefix, thread_id).ns(ns).writes(checkpoint_id)
+        slots = [write_field(t, WRITES_IDX_MAP[ch]) for t in task_ids for ch in (ERROR, INTERRUPT)]
+        self._conn.call("clear task outcomes", lambda c: c.hdel(key, *slots))
+
+    def suspend(
+        self, config: Mapping[str, Any], task_id: str, calls: Sequence[str], wake: bytes,
+        ttl: int,
+    ) -> bool:
+        """Park a task until ``calls`` finish; False if they already have (replay now).
+
+        ``wake`` is the job that replays the task; the write that finishes its last
+        call takes it (``put_writes(caller=...)``). Kept for ``ttl`` seconds.
+        """
+        thread_id, ns, checkpoint_id = config_ids(config)
+        if checkpoint_id is None:
+            raise GraphValueError("suspend() needs a config with a checkpoint_id")
+        nsk = ThreadKeys(self.prefix, thread_id).ns(ns)
+        keys = [nsk.writes(checkpoint_id), nsk.waits(checkpoint_id, task_id),
+                nsk.wake(checkpoint_id, task_id)]
+        reply = self._conn.run("SUSPEND", keys, [wake, ttl, *calls], "suspend task")
+        return bytes(reply) == b"waiting"
 
     # -- retention -----------------------------------------------------------
 
@@ -348,6 +438,19 @@ class RedisSaver(BaseCheckpointSaver):
     def get_status(self, thread_id: str) -> dict[str, Any] | None:
         """The thread's record (status, last checkpoint, last error), or None."""
         return self._threads.get_status(thread_id)
+
+    def set_run(self, thread_id: str, sealed: str) -> None:
+        """Keep the sealed description of the thread's distributed run (workers resume it)."""
+        self._threads.set_run(thread_id, sealed)
+
+    def get_run(self, thread_id: str) -> str | None:
+        """The sealed description of the thread's last distributed run, or None."""
+        return self._threads.get_run(thread_id)
+
+    @property
+    def conn(self) -> RedisConn:
+        """The client with error translation and registered scripts (for the worker)."""
+        return self._conn
 
     def list_threads(self, status: ThreadStatus | None = None) -> builtins.list[str]:
         """Thread ids with ``status`` (any if None), most recently updated first."""

@@ -19,6 +19,7 @@ from durable_graph.store.redis.keys import BLOBS, CHECKPOINT, INDEX, WRITES
 __all__ = [
     "ACQUIRE",
     "DELETE_THREAD",
+    "FINISHED",
     "LOAD",
     "PAGE",
     "PRUNE",
@@ -28,6 +29,7 @@ __all__ = [
     "RENEW",
     "SET_TTL",
     "STATUS_INDEX",
+    "SUSPEND",
 ]
 
 
@@ -56,12 +58,19 @@ PUT = _lua(
     _FENCE
     + """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
--- ARGV: fence, id, ns, ns_base, updated_at, default_ttl,
+-- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep,
 --       n, cp field/value * n/2, m, blob field/value * m/2, required blob fields...
+-- expect: '' or the id that must be the newest checkpoint now (a step's committer
+-- must still be the only one). drop: '' or a checkpoint this commit replaces (exit
+-- durability); its values go unless this checkpoint or `keep` reads them.
 local ok, gen = fence_ok(KEYS[2], ARGV[1])
 if not ok then return {'fenced', gen} end
-local ncp = tonumber(ARGV[7])
-local cp_from = 8
+if ARGV[7] ~= '' then
+  local newest = redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] or ''
+  if newest ~= ARGV[7] then return {'conflict', newest} end
+end
+local ncp = tonumber(ARGV[10])
+local cp_from = 11
 local nblob = tonumber(ARGV[cp_from + ncp])
 local blob_from = cp_from + ncp + 1
 local missing = {'missing'}
@@ -78,6 +87,21 @@ redis.call('ZADD', KEYS[4], 0, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('HSET', KEYS[1], 'last_checkpoint_id', ARGV[2], 'last_checkpoint_ns', ARGV[3],
            'updated_at', ARGV[5])
+if ARGV[8] ~= '' and ARGV[8] ~= ARGV[9] and ARGV[8] ~= ARGV[2] then
+  local base, live = ARGV[4], {}
+  for _, id in ipairs({ARGV[2], ARGV[9]}) do
+    local refs = id ~= '' and redis.call('HGET', base .. @CP@ .. id, 'refs')
+    if refs then for _, f in ipairs(cmsgpack.unpack(refs)) do live[f] = true end end
+  end
+  local refs = redis.call('HGET', base .. @CP@ .. ARGV[8], 'refs')
+  if refs then
+    for _, f in ipairs(cmsgpack.unpack(refs)) do
+      if not live[f] then redis.call('HDEL', KEYS[5], f) end
+    end
+  end
+  redis.call('UNLINK', base .. @CP@ .. ARGV[8], base .. @W@ .. ARGV[8])
+  redis.call('ZREM', KEYS[4], ARGV[8])
+end
 local ttl = thread_ttl(KEYS[1], ARGV[6])
 if ttl > 0 then
   for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ttl) end
@@ -89,10 +113,14 @@ return {'ok'}
 PUT_WRITES = _lua(
     _FENCE
     + """
--- KEYS: lease, writes, rec    ARGV: fence, default_ttl, (field, replace, value)...
+-- KEYS: lease, writes, rec[, waits, wake]
+-- ARGV: fence, default_ttl, member, (field, replace, value)...
+-- With `member` (a finished @task call), it also leaves its caller's waits set;
+-- the write that empties the set takes the caller's wake job and returns it, so
+-- exactly one finishing call replays the caller.
 local ok, gen = fence_ok(KEYS[1], ARGV[1])
 if not ok then return {'fenced', gen} end
-for j = 3, #ARGV, 3 do
+for j = 4, #ARGV, 3 do
   if ARGV[j + 1] == '1' then
     redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 2])
   else
@@ -101,7 +129,57 @@ for j = 3, #ARGV, 3 do
 end
 local ttl = thread_ttl(KEYS[3], ARGV[2])
 if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+if ARGV[3] ~= '' and redis.call('SREM', KEYS[4], ARGV[3]) == 1
+    and redis.call('SCARD', KEYS[4]) == 0 then
+  local wake = redis.call('GET', KEYS[5])
+  if wake then
+    redis.call('DEL', KEYS[5])
+    return {'ok', wake}
+  end
+end
 return {'ok'}
+"""
+)
+
+# A task (or call) counts as finished once its first write slot, its error slot
+# or its interrupt slot exists (a task with no writes stores a NO_WRITES marker).
+_FINISHED = """
+local function finished(writes, id)
+  return redis.call('HEXISTS', writes, id .. ':0') == 1
+      or redis.call('HEXISTS', writes, id .. ':-1') == 1
+      or redis.call('HEXISTS', writes, id .. ':-3') == 1
+end
+"""
+
+FINISHED = (
+    _FINISHED
+    + """
+-- KEYS: writes    ARGV: task ids.  Reply: the ids that finished.
+local out = {}
+for _, id in ipairs(ARGV) do
+  if finished(KEYS[1], id) then out[#out + 1] = id end
+end
+return out
+"""
+)
+
+SUSPEND = (
+    _FINISHED
+    + """
+-- KEYS: writes, waits, wake    ARGV: wake job, ttl seconds, call ids...
+-- Registers a suspended task's wait on the calls that have not finished yet.
+-- Reply 'ready' when all have (replay now), else 'waiting' (a call will wake it).
+redis.call('DEL', KEYS[2])
+for j = 3, #ARGV do
+  if not finished(KEYS[1], ARGV[j]) then redis.call('SADD', KEYS[2], ARGV[j]) end
+end
+if redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[3])
+  return 'ready'
+end
+redis.call('SET', KEYS[3], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+return 'waiting'
 """
 )
 

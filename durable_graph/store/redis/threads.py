@@ -81,6 +81,17 @@ class ThreadRecords:
         args = [thread_id, status, int(time.time() * 1000)]
         self._conn.run("STATUS_INDEX", keys, args, "index thread status")
 
+    def set_run(self, thread_id: str, sealed: str) -> None:
+        """Keep the sealed description of the thread's current distributed run."""
+        record = ThreadKeys(self._prefix, str(thread_id)).record
+        self._conn.call("store run", lambda c: c.hset(record, "run", sealed))
+
+    def get_run(self, thread_id: str) -> str | None:
+        """The sealed description of the thread's last distributed run, if any."""
+        record = ThreadKeys(self._prefix, str(thread_id)).record
+        raw = self._conn.call("read run", lambda c: c.hget(record, "run"))
+        return raw.decode() if raw else None
+
     def unindex(self, thread_id: str) -> None:
         """Drop a deleted thread from the status index."""
         self._index(str(thread_id), "")

@@ -1,0 +1,222 @@
+"""One superstep's decisions, shared by the embedded loop and the Celery workers.
+
+``begin_step`` looks at a committed checkpoint and says what happens next: the run
+is done, pauses at a breakpoint, hit its recursion limit, or runs these tasks.
+``end_step`` takes the tasks' outcomes and says: fail, pause at an interrupt, or
+commit this next checkpoint (possibly pausing after it). ``execute_task`` runs one
+task body under its retry policy and turns what happened into an outcome.
+
+Both sides call these and differ only in where tasks run and how outcomes come
+back (threads and a queue embedded; jobs and pending writes in Redis distributed),
+so a graph behaves the same whichever way it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from durable_graph.errors import GraphInterrupt, GraphRecursionError
+from durable_graph.graph.types import Interrupt
+from durable_graph.scheduler.algo import (
+    PlannedTask,
+    TaskWrites,
+    apply_writes,
+    plan_tasks,
+    should_interrupt,
+)
+from durable_graph.scheduler.retry import run_with_retry
+from durable_graph.scheduler.runtime import StepRuntime, Suspended, TaskContext
+from durable_graph.scheduler.spec import GraphSpec, Write
+from durable_graph.store.base import (
+    ERROR,
+    INTERRUPT,
+    NO_WRITES,
+    SPECIAL_WRITES,
+    Checkpoint,
+    CheckpointMetadata,
+    PendingWrite,
+)
+
+__all__ = [
+    "Next",
+    "Outcome",
+    "StepOptions",
+    "begin_step",
+    "end_step",
+    "error_as_text",
+    "execute_task",
+    "outcome_writes",
+    "outcomes_from_pending",
+    "task_config",
+]
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """The run settings a step's decisions depend on."""
+
+    interrupt_before: Sequence[str] | str = ()
+    interrupt_after: Sequence[str] | str = ()
+    stop_step: int | None = None
+    """The last step the run may take (its recursion limit); None: unlimited."""
+    recursion_limit: int = 0
+
+
+@dataclass
+class Outcome:
+    """How one task ended: its writes, its error, or its interrupts."""
+
+    writes: list[Write] | None = None
+    error: BaseException | None = None
+    interrupts: tuple[Interrupt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Next:
+    """What a step decided.
+
+    ``status`` is ``running`` (run ``tasks``), ``done``, ``interrupted`` or ``failed``.
+    ``metadata`` is set when ``checkpoint`` is new and must be committed.
+    """
+
+    status: str
+    checkpoint: Checkpoint
+    tasks: list[PlannedTask] = field(default_factory=list)
+    metadata: CheckpointMetadata | None = None
+    interrupts: tuple[Interrupt, ...] = ()
+    error: BaseException | None = None
+    updated: frozenset[str] = frozenset()
+
+
+def begin_step(
+    spec: GraphSpec,
+    checkpoint: Checkpoint,
+    step: int,
+    opts: StepOptions,
+    *,
+    thread_id: str,
+    ns: str,
+) -> Next:
+    """Plan step ``step`` from ``checkpoint``: run its tasks, or stop and say why."""
+    if opts.stop_step is not None and step > opts.stop_step:
+        return Next("failed", checkpoint, error=GraphRecursionError(
+            f"Recursion limit of {opts.recursion_limit} reached without hitting a stop "
+            "condition. Raise it with config={'recursion_limit': N} or check the graph "
+            "for a loop."
+        ))
+    tasks = plan_tasks(spec, checkpoint, thread_id, ns)
+    if not tasks:
+        return Next("done", checkpoint)
+    if opts.interrupt_before and should_interrupt(checkpoint, opts.interrupt_before, tasks):
+        return Next("interrupted", checkpoint, tasks)
+    return Next("running", checkpoint, tasks)
+
+
+def end_step(
+    spec: GraphSpec,
+    checkpoint: Checkpoint,
+    tasks: Sequence[PlannedTask],
+    outcomes: dict[str, Outcome],
+    *,
+    step: int,
+    opts: StepOptions,
+    new_id: str,
+) -> Next:
+    """The result of step ``step`` once every task has an outcome.
+
+    The first failure in task order fails the run; otherwise any interrupt pauses
+    it; otherwise the writes make the next checkpoint, which a breakpoint after
+    one of these nodes may pause at.
+    """
+    failed = [err for t in tasks if (err := outcomes[t.id].error) is not None]
+    if failed:
+        return Next("failed", checkpoint, error=failed[0])
+    paused = tuple(i for t in tasks for i in outcomes[t.id].interrupts)
+    if paused:
+        return Next("interrupted", checkpoint, interrupts=paused)
+    writes = [TaskWrites(t.name, t.path, t.triggers, outcomes[t.id].writes or ()) for t in tasks]
+    new_cp, updated = apply_writes(spec, checkpoint, writes, new_id)
+    metadata: CheckpointMetadata = {"source": "loop", "step": step, "parents": {}}
+    after = bool(opts.interrupt_after) and should_interrupt(new_cp, opts.interrupt_after, tasks)
+    status = "interrupted" if after else "running"
+    return Next(status, new_cp, metadata=metadata, updated=frozenset(updated))
+
+
+def outcomes_from_pending(
+    tasks: Iterable[PlannedTask], pending: Iterable[PendingWrite]
+) -> dict[str, Outcome]:
+    """Outcomes of the tasks that already ended, read from a checkpoint's pending writes."""
+    ids = {t.id for t in tasks}
+    found: dict[str, Outcome] = {}
+    for w in pending:
+        if w.task_id not in ids:
+            continue
+        out = found.setdefault(w.task_id, Outcome())
+        if w.channel == ERROR:
+            out.error = w.value if isinstance(w.value, BaseException) else RuntimeError(w.value)
+        elif w.channel == INTERRUPT:
+            out.interrupts = tuple(w.value)
+        elif w.channel not in SPECIAL_WRITES:
+            out.writes = [*(out.writes or []), (w.channel, w.value)]
+    for out in found.values():
+        if out.writes is not None:  # it finished after an earlier failure or pause
+            out.error, out.interrupts = None, ()
+    return {
+        tid: out for tid, out in found.items()
+        if out.writes is not None or out.error is not None or out.interrupts
+    }
+
+
+def task_config(
+    config: dict[str, Any], ns: str, checkpoint_id: str, task: PlannedTask
+) -> tuple[dict[str, Any], str]:
+    """The config a task's body receives, and the namespace its subgraphs use."""
+    conf = {**config.get("configurable", {}), "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint_id, "task_id": task.id}
+    child_ns = f"{ns}|{task.name}:{task.id}" if ns else f"{task.name}:{task.id}"
+    return {**config, "configurable": conf}, child_ns
+
+
+def execute_task(
+    task: PlannedTask,
+    step: StepRuntime,
+    config: dict[str, Any],
+    ns: str,
+    *,
+    values: dict[str, Any],
+    resume: list[Any],
+) -> Outcome:
+    """Run a task's body under its retry policy; errors and interrupts become outcomes.
+
+    ``Suspended`` (a distributed node waiting on its ``@task`` calls) propagates:
+    the node has no outcome yet.
+    """
+
+    def attempt() -> list[Write]:
+        ctx = TaskContext(task.id, task.name, ns, config, step, resume=list(resume))
+        return ctx.run(lambda: task.node.run(task.input, values, ctx))
+
+    try:
+        return Outcome(writes=run_with_retry(attempt, task.node.retry))
+    except Suspended:
+        raise
+    except GraphInterrupt as gi:
+        return Outcome(interrupts=gi.interrupts)
+    except BaseException as exc:
+        return Outcome(error=exc)
+
+
+def outcome_writes(outcome: Outcome) -> list[Write]:
+    """The pending writes that store an outcome (a task with no writes leaves a marker)."""
+    if outcome.writes is not None:
+        return outcome.writes or [(NO_WRITES, None)]
+    if outcome.interrupts:
+        return [(INTERRUPT, list(outcome.interrupts))]
+    return [(ERROR, outcome.error)]
+
+
+def error_as_text(error: BaseException | None) -> RuntimeError:
+    """An error a store cannot keep, kept as its type and message."""
+    return RuntimeError(f"{type(error).__name__}: {error}")

@@ -1,0 +1,197 @@
+"""The Celery app: one task, ``durable_graph.job``, configured for at-least-once delivery.
+
+Messages are JSON: the job's ids in clear and the job itself sealed (see
+``payload``). Jobs are acknowledged late and requeued when their worker process
+is lost; the Redis broker's visibility timeout comes from the settings. No result
+backend: jobs write into the checkpoint store and producers read the run's
+event stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from celery import Celery
+
+from durable_graph.errors import CheckpointStoreError, DispatchError, SignatureError
+from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.store.serde import TypedSerializer
+from durable_graph.worker.config import Settings
+from durable_graph.worker.events import RunEvents
+from durable_graph.worker.jobs import LeaseKeeper, handle
+from durable_graph.worker.payload import open_sealed, seal
+from durable_graph.worker.runs import Job, RunContext, abort_run
+from durable_graph.worker.shipping import GraphLoader
+
+__all__ = ["JOB_TASK", "CeleryDispatcher", "WorkerRuntime", "create_app", "settings_of"]
+
+JOB_TASK = "durable_graph.job"
+log = logging.getLogger("durable_graph.worker")
+
+
+def create_app(
+    redis_url: str | None = None,
+    *,
+    broker_url: str | None = None,
+    secret_key: str | bytes | SigningCodec | None = None,
+    prefix: str | None = None,
+    queue: str | None = None,
+    lease_ttl: float | None = None,
+    visibility_timeout: float | None = None,
+    **celery_overrides: Any,
+) -> Celery:
+    """A Celery app for durable-graph jobs; unset arguments come from the environment.
+
+    ``celery_overrides`` are Celery settings (``worker_concurrency=4``, ...) applied
+    last. The same app object serves producers (``CeleryExecutor(app)``) and workers.
+    """
+    settings = Settings.from_env(
+        redis_url=redis_url, broker_url=broker_url, codec=secret_key, prefix=prefix,
+        queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
+    )
+    app = Celery("durable_graph", broker=settings.broker, set_as_current=False)
+    transport = {
+        "visibility_timeout": settings.visibility_timeout,
+        # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    }
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.queue,
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,
+        task_send_sent_event=False,
+    )
+    app.conf.update(celery_overrides)
+    app.conf.durable_graph_settings = settings
+    app.task(
+        name=JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
+        autoretry_for=(CheckpointStoreError,), retry_backoff=True, retry_backoff_max=10,
+        max_retries=30,
+    )(_job)
+    return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The durable-graph settings an app was created with."""
+    settings = app.conf.get("durable_graph_settings")
+    if not isinstance(settings, Settings):
+        raise TypeError("this Celery app was not made by durable_graph.worker.create_app")
+    return settings
+
+
+def _job(self: Any, thread_id: str, task_id: str, kind: str, payload: str) -> str:
+    """The one Celery task: open the sealed job, check its ids, run it."""
+    return WorkerRuntime.of(self.app).run(thread_id, task_id, kind, payload)
+
+
+class CeleryDispatcher:
+    """Sends jobs as ``durable_graph.job`` messages on the app's queue."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self._app, self._settings = app, settings
+        self._codec = settings.require_codec()
+
+    def seal(self, job: Job) -> str:
+        """The message of ``job`` as JSON text: ids in clear, the job sealed."""
+        return json.dumps([job.run.thread_id, job.task_id, job.kind, seal(self._codec, job)])
+
+    def send(self, jobs: Sequence[Job]) -> None:
+        """Publish ``jobs`` over one broker connection."""
+        self._publish([json.loads(self.seal(job)) for job in jobs])
+
+    def send_sealed(self, sealed: str | bytes) -> None:
+        """Publish a message ``seal`` made earlier."""
+        self._publish([json.loads(sealed)])
+
+    def _publish(self, messages: list[list[str]]) -> None:
+        with self._app.producer_or_acquire() as producer:
+            for args in messages:
+                self._app.send_task(
+                    JOB_TASK, args=args, queue=self._settings.queue, producer=producer,
+                    argsrepr=repr(args[:3]),
+                )
+
+
+class WorkerRuntime:
+    """Per worker process: savers, graph loader, lease keeper and dispatcher.
+
+    Built lazily in each process (after Celery forks its pool), never shared.
+    """
+
+    _by_app: ClassVar[dict[tuple[int, int], WorkerRuntime]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, app: Celery) -> None:
+        self.settings = settings_of(app)
+        self.codec = self.settings.require_codec()
+        self.serde = SignedSerializer(TypedSerializer(), self.codec)
+        self._savers: dict[str, RedisSaver] = {}
+        self.dispatcher = CeleryDispatcher(app, self.settings)
+        self.keeper = LeaseKeeper(self.saver, self.settings.lease_ttl)
+        self._loaders: dict[str, GraphLoader] = {}
+
+    @classmethod
+    def of(cls, app: Celery) -> WorkerRuntime:
+        """This process's runtime for ``app``."""
+        key = (id(app), os.getpid())
+        with cls._lock:
+            found = cls._by_app.get(key)
+            if found is None:
+                found = cls._by_app[key] = cls(app)
+        return found
+
+    def saver(self, prefix: str) -> RedisSaver:
+        """The signed RedisSaver of ``prefix`` on the settings' Redis."""
+        found = self._savers.get(prefix)
+        if found is None:
+            found = self._savers[prefix] = RedisSaver.from_url(
+                self.settings.redis_url, prefix=prefix, serde=self.serde)
+        return found
+
+    def loader(self, prefix: str) -> GraphLoader:
+        """The graph loader reading blobs under ``prefix``."""
+        found = self._loaders.get(prefix)
+        if found is None:
+            found = self._loaders[prefix] = GraphLoader(
+                self.saver(prefix).client, prefix, self.codec)
+        return found
+
+    def run(self, thread_id: str, task_id: str, kind: str, payload: str) -> str:
+        """Open, check and run one job; returns a short acknowledgement."""
+        try:
+            job = open_sealed(self.codec, payload)
+        except SignatureError as exc:
+            log.error("refused a %s job for thread %r: %s", kind, thread_id, exc)
+            return "refused"
+        if not isinstance(job, Job) or (job.run.thread_id, job.task_id, job.kind) != (
+            thread_id, task_id, kind
+        ):
+            log.error("refused a job whose clear ids do not match its sealed ids (thread %r)",
+                      thread_id)
+            return "refused"
+        saver = self.saver(job.run.prefix)
+        events = RunEvents(saver.conn, job.run.prefix, self.serde)
+        try:
+            graph = self.loader(job.run.prefix).load(job.run.graph)
+        except (DispatchError, SignatureError, ImportError) as exc:
+            log.error("cannot load the graph of thread %r: %s", thread_id, exc)
+            abort_run(saver, events, job, exc)
+            return "failed"
+        rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence)
+        handle(rc, job, self.keeper)
+        return "ok"

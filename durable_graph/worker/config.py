@@ -1,0 +1,115 @@
+"""Settings of the distributed mode, read once from the environment or given in code.
+
+One frozen object carries them, so the Celery app, the workers' job handlers, the
+producer and the scheduler get the same values explicitly instead of reading
+globals. Every setting has an environment variable (for containers and the CLI)
+and a keyword of ``create_app`` (for code and tests).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from durable_graph.errors import GraphValueError
+from durable_graph.store.codec import SigningCodec
+
+__all__ = [
+    "DEFAULT_QUEUE",
+    "DEFAULT_REDIS_URL",
+    "ENV_BROKER_URL",
+    "ENV_LEASE_TTL",
+    "ENV_PREFIX",
+    "ENV_QUEUE",
+    "ENV_REDIS_URL",
+    "ENV_VISIBILITY_TIMEOUT",
+    "Settings",
+]
+
+ENV_REDIS_URL: Final = "DURABLE_GRAPH_REDIS_URL"
+"""The Redis that holds checkpoints, leases, graph blobs and run events."""
+ENV_BROKER_URL: Final = "DURABLE_GRAPH_BROKER_URL"
+"""Celery's broker; the checkpoint Redis when unset (a RabbitMQ URL works too)."""
+ENV_PREFIX: Final = "DURABLE_GRAPH_PREFIX"
+"""Key prefix of every durable-graph key in Redis."""
+ENV_QUEUE: Final = "DURABLE_GRAPH_QUEUE"
+"""The Celery queue durable-graph jobs go to."""
+ENV_LEASE_TTL: Final = "DURABLE_GRAPH_LEASE_TTL"
+"""Seconds a thread's lease lives without renewal before the scheduler takes it over."""
+ENV_VISIBILITY_TIMEOUT: Final = "DURABLE_GRAPH_VISIBILITY_TIMEOUT"
+"""Seconds before the Redis broker redelivers a job that a lost worker held."""
+
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_QUEUE: Final = "durable_graph"
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise GraphValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise GraphValueError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a producer, a worker and the scheduler must agree on."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str | None = None
+    """None: the checkpoint Redis is also the broker."""
+    prefix: str = "dg"
+    queue: str = DEFAULT_QUEUE
+    lease_ttl: float = 5.0
+    """A thread whose jobs all died is taken over this long after its last renewal."""
+    visibility_timeout: float = 300.0
+    """Redis broker redelivery of unacknowledged jobs (Celery's default is an hour)."""
+    codec: SigningCodec | None = field(default=None, repr=False)
+    """Signs every message payload, graph blob and checkpoint value."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``DURABLE_GRAPH_*`` variables, then ``overrides`` (None = unset)."""
+        env = os.environ if environ is None else environ
+        settings = cls(
+            redis_url=env.get(ENV_REDIS_URL) or DEFAULT_REDIS_URL,
+            broker_url=env.get(ENV_BROKER_URL) or None,
+            prefix=env.get(ENV_PREFIX) or "dg",
+            queue=env.get(ENV_QUEUE) or DEFAULT_QUEUE,
+            lease_ttl=_number(env, ENV_LEASE_TTL, 5.0),
+            visibility_timeout=_number(env, ENV_VISIBILITY_TIMEOUT, 300.0),
+            codec=_codec_from_env(env),
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if isinstance(given.get("codec"), (str, bytes)):
+            given["codec"] = SigningCodec.from_secret(given["codec"])
+        return replace(settings, **given)
+
+    @property
+    def broker(self) -> str:
+        """The broker URL Celery connects to."""
+        return self.broker_url or self.redis_url
+
+    def require_codec(self) -> SigningCodec:
+        """The signing codec; a clear error when no key was configured."""
+        if self.codec is None:
+            raise GraphValueError(
+                "durable-graph signs every job and graph it ships, and no signing key is "
+                "set: set DURABLE_GRAPH_SECRET_KEY to the same long random secret on "
+                "producers and workers (or pass secret_key= to create_app)."
+            )
+        return self.codec
+
+
+def _codec_from_env(env: Mapping[str, str]) -> SigningCodec | None:
+    """The codec the environment configures, or None when it sets no key."""
+    if not any(env.get(k) for k in ("DURABLE_GRAPH_SECRET_KEY", "DURABLE_GRAPH_SECRET_KEYS")):
+        return None
+    return SigningCodec.from_env(env)

@@ -1,0 +1,68 @@
+"""A distributed run's events: workers append them, the producer blocks reading them.
+
+One Redis stream per run, in the thread's slot. Workers append the stream-mode
+chunks the producer asked for as they happen, and one ``end`` event when the run
+is done, interrupted or failed. The producer reads with ``XREAD BLOCK``, so it
+waits without polling. Payloads go through the saver's (signed) serializer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from durable_graph.store.redis.connection import RedisConn
+from durable_graph.store.redis.keys import ThreadKeys
+from durable_graph.store.redis.records import decode_blob, encode_blob
+from durable_graph.store.serde import Serializer
+
+__all__ = ["END", "RunEvents"]
+
+END = "__end__"
+"""Mode of the last event of a run: payload is {status, output, interrupts, error}."""
+_TTL = 24 * 3600
+"""Seconds a run's events outlive its last event (a producer that went away)."""
+_MAXLEN = 100_000
+
+
+class RunEvents:
+    """Append and read the event stream of runs under one key prefix."""
+
+    def __init__(self, conn: RedisConn, prefix: str, serde: Serializer) -> None:
+        self._conn, self._prefix, self._serde = conn, prefix, serde
+
+    def key(self, thread_id: str, run_id: str) -> str:
+        """The stream of one run."""
+        return ThreadKeys(self._prefix, thread_id).events(run_id)
+
+    def publish(self, thread_id: str, run_id: str, mode: str, payload: Any) -> None:
+        """Append one event (one round trip)."""
+        key = self.key(thread_id, run_id)
+        data = encode_blob(self._serde.dumps_typed(payload))
+
+        def add(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.xadd(key, {"m": mode, "p": data}, maxlen=_MAXLEN, approximate=True)
+            pipe.expire(key, _TTL)
+            pipe.execute()
+
+        self._conn.call("publish run event", add)
+
+    def read(
+        self, thread_id: str, run_id: str, after: str = "0", block_ms: int = 1000
+    ) -> Iterator[tuple[str, str, Any]]:
+        """(event id, mode, payload) after ``after``, waiting up to ``block_ms`` for one."""
+        key = self.key(thread_id, run_id)
+        reply = self._conn.call(
+            "read run events", lambda c: c.xread({key: after}, count=500, block=block_ms)
+        )
+        for _stream, entries in reply or []:
+            for raw_id, fields in entries:
+                mode = fields[b"m"].decode()
+                payload = self._serde.loads_typed(decode_blob(fields[b"p"]))
+                yield raw_id.decode(), mode, payload
+
+    def discard(self, thread_id: str, run_id: str) -> None:
+        """Drop a run's stream once its producer has read the end."""
+        key = self.key(thread_id, run_id)
+        self._conn.call("drop run events", lambda c: c.delete(key))

@@ -1,0 +1,193 @@
+"""The producer side: ``CeleryExecutor`` starts runs on workers and hands back a handle.
+
+``compile(checkpointer=RedisSaver.from_url(url), executor=CeleryExecutor(app))``
+makes ``invoke``, ``stream`` and ``submit`` run the graph on Celery workers. The
+producer applies the input itself (the same code as an embedded run), takes the
+thread's lease, ships the graph, enqueues the first step's jobs and from then on
+only reads the run's event stream: no step runs here and nothing polls.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+
+from durable_graph.errors import DispatchError, GraphValueError, RunFailedError
+from durable_graph.scheduler.executor import RunRequest
+from durable_graph.store.codec import SignedSerializer
+from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.worker.app import CeleryDispatcher, settings_of
+from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.payload import seal
+from durable_graph.worker.runs import RunContext, RunSpec, advance
+from durable_graph.worker.shipping import GraphShipper, Ship
+
+if TYPE_CHECKING:
+    from durable_graph.graph.compiled import CompiledGraph
+
+__all__ = ["CeleryExecutor", "RunHandle"]
+
+INTERNAL_KEYS = ("checkpoint_id", "fence", "task_id", "checkpoint_ns")
+
+
+class RunHandle:
+    """A run on the workers: wait for it, stream its events, or ask its status."""
+
+    def __init__(self, saver: RedisSaver, events: RunEvents, run: RunSpec) -> None:
+        self._saver, self._events, self.run = saver, events, run
+        self._cursor = "0"
+        self._end: dict[str, Any] | None = None
+
+    @property
+    def thread_id(self) -> str:
+        """The thread the run belongs to."""
+        return self.run.thread_id
+
+    @property
+    def run_id(self) -> str:
+        """This run's id (its event stream's name)."""
+        return self.run.run_id
+
+    def status(self) -> str:
+        """``running``, ``done``, ``interrupted`` or ``failed``."""
+        if self._end is not None:
+            return str(self._end["status"])
+        record = self._saver.get_status(self.thread_id) or {}
+        return str(record.get("status") or "running")
+
+    def events(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
+        """(mode, chunk) as workers produce them, until the run ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._end is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"run {self.run_id} of thread {self.thread_id!r} is still "
+                                   f"{self.status()} after {timeout} s")
+            block = 1000 if left is None else max(1, min(1000, int(left * 1000)))
+            for event_id, mode, payload in self._events.read(
+                    self.thread_id, self.run_id, self._cursor, block):
+                self._cursor = event_id
+                if mode == END:
+                    self._end = payload
+                    self._events.discard(self.thread_id, self.run_id)
+                    break
+                yield mode, payload
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run; its output (with ``__interrupt__`` when it paused).
+
+        Raises the run's error if it failed, or ``TimeoutError`` after ``timeout``.
+        """
+        for _ in self.events(timeout):
+            pass
+        end = self._end
+        assert end is not None
+        if end["status"] == "failed":
+            raise _rebuilt(end["error"])
+        if end["interrupts"]:
+            base = end["output"] if isinstance(end["output"], dict) else {}
+            return {**base, "__interrupt__": list(end["interrupts"])}
+        return end["output"]
+
+
+def _rebuilt(record: Mapping[str, Any] | None) -> BaseException:
+    if record is None:
+        return RunFailedError("the run failed without an error record")
+    error = record.get("error")
+    if isinstance(error, BaseException):
+        return error
+    return RunFailedError(
+        f"{record['type']}: {record['message']}\n(worker traceback follows)\n"
+        f"{record['traceback']}", record["type"], record["traceback"])
+
+
+class CeleryExecutor:
+    """Run a compiled graph's steps and ``@task`` calls as Celery jobs.
+
+    Args:
+        app: from ``durable_graph.worker.create_app`` (or the module's ``app``).
+        ship: how workers get the graph: ``auto`` (import path when the graph is a
+            module-level name, plus a signed blob for workers that cannot import
+            it), ``import`` or ``pickle``.
+    """
+
+    def __init__(self, app: Celery, *, ship: Ship = "auto") -> None:
+        self.app = app
+        self.settings = settings_of(app)
+        self._codec = self.settings.require_codec()
+        self._dispatcher = CeleryDispatcher(app, self.settings)
+        self._ship: Ship = ship
+        self._shippers: dict[int, GraphShipper] = {}
+
+    def submit(self, fn: Any) -> None:
+        """Executor protocol: nothing of a distributed run runs here; run inline."""
+        fn()
+
+    def adopt(self, saver: Any) -> RedisSaver:
+        """The graph's checkpointer, checked, with values signed like every payload."""
+        if not isinstance(saver, RedisSaver):
+            raise GraphValueError(
+                "CeleryExecutor needs a RedisSaver checkpointer shared with the workers: "
+                "compile(checkpointer=RedisSaver.from_url(url), executor=CeleryExecutor(app))."
+            )
+        if not isinstance(saver.serde, SignedSerializer):
+            saver.serde = SignedSerializer(saver.serde, self._codec)
+        return saver
+
+    def _shipper(self, saver: RedisSaver) -> GraphShipper:
+        found = self._shippers.get(id(saver))
+        if found is None:
+            found = self._shippers[id(saver)] = GraphShipper(
+                saver.client, saver.prefix, self._codec, self._ship)
+        return found
+
+    def start_run(
+        self, graph: CompiledGraph, input: Any, config: dict[str, Any], request: RunRequest
+    ) -> RunHandle:
+        """Apply ``input`` here, then hand the run to the workers."""
+        saver = self.adopt(graph.saver)
+        thread_id = str(config.get("configurable", {}).get("thread_id") or "")
+        if not thread_id:
+            raise GraphValueError(
+                "a distributed run needs a thread: pass config={'configurable': "
+                "{'thread_id': ...}}")
+        ref = self._shipper(saver).ref(graph)
+        run_id = uuid.uuid4().hex
+        owner = f"run:{run_id}"
+        lease = saver.leases.acquire(thread_id, owner, self.settings.lease_ttl)
+        if lease is None:
+            raise DispatchError(
+                f"thread {thread_id!r} is running on the workers already; wait for it "
+                "(or for its lease to expire if its workers died) before starting another run.")
+        loop = graph.make_loop(lease.fence(config), durability=request.durability,
+                               interrupt_before=request.interrupt_before,
+                               interrupt_after=request.interrupt_after, saver=saver)
+        try:
+            step = loop.begin(input)
+            loop.persister.flush()
+        except BaseException as exc:
+            saver.leases.release(lease)
+            saver.set_status(thread_id, "failed", exc)
+            raise
+        user_conf = {k: v for k, v in config.get("configurable", {}).items()
+                     if k not in INTERNAL_KEYS}
+        run = RunSpec(
+            run_id, thread_id, ref, {**config, "configurable": user_conf},
+            loop.opts.durability, _names(loop.opts.interrupt_before),
+            _names(loop.opts.interrupt_after), loop.opts.recursion_limit,
+            int(loop.step_opts.stop_step or 0), tuple(sorted(request.modes)),
+            loop.loaded_id, saver.prefix,
+        )
+        saver.set_run(thread_id, seal(self._codec, run))
+        events = RunEvents(saver.conn, saver.prefix, saver.serde)
+        rc = RunContext(run, graph, saver, events, self._dispatcher, owner, lease.generation)
+        advance(rc, loop.checkpoint, step, loop.pending)
+        return RunHandle(saver, events, run)
+
+
+def _names(nodes: Any) -> tuple[str, ...] | str:
+    return nodes if isinstance(nodes, str) else tuple(nodes)

@@ -1,0 +1,356 @@
+"""What a worker does with each kind of job.
+
+- ``task``: run one node of a step against its checkpoint, store its outcome, and
+  if that was the step's last outcome, end the step (``runs.finish``).
+- ``call``: run one ``@task`` call, store its result, and if its caller was
+  suspended on it and it was the last such call, enqueue the caller's replay.
+- ``start``: apply a run's input (the CLI's ``resume`` sends these) and advance.
+- ``recover``: after a lease takeover, re-enqueue what the thread's last
+  committed step still misses.
+
+A node never blocks on a call: the call's future raises ``Suspended``, the node's
+job registers what it waits on and ends, and the call that finishes last
+re-enqueues the node, which replays and finds the recorded results. Every job
+first renews the thread's lease with its fencing token; a job from a lease that
+was taken over is dropped before it runs anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from durable_graph.errors import DispatchError, FencingError, GraphInterrupt, NondeterminismError
+from durable_graph.graph.types import RetryPolicy
+from durable_graph.scheduler.algo import PlannedTask, plan_tasks, read_values
+from durable_graph.scheduler.channels import MISSING
+from durable_graph.scheduler.retry import run_with_retry
+from durable_graph.scheduler.runtime import CallError, Suspended, TaskContext, TaskFuture
+from durable_graph.scheduler.transition import (
+    Outcome,
+    error_as_text,
+    execute_task,
+    outcome_writes,
+    outcomes_from_pending,
+    task_config,
+)
+from durable_graph.store.base import ERROR, RESUME, RETURN, CheckpointTuple, PendingWrite
+from durable_graph.store.redis.lease import Lease
+from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.worker.runs import Job, RunContext, advance, finish
+
+__all__ = ["JobStep", "LeaseKeeper", "handle"]
+
+log = logging.getLogger("durable_graph.worker")
+
+_WAKE_TTL = 7 * 24 * 3600
+"""Seconds a suspended task's wake-up record lives (its calls must finish by then)."""
+
+
+class LeaseKeeper:
+    """Renews the leases of the threads this process is running jobs of.
+
+    A job holds its thread's lease for as long as it runs (``hold``); one daemon
+    thread renews every held lease every third of the TTL, so a long node keeps
+    its thread alive and a killed worker's thread expires one TTL later.
+    """
+
+    def __init__(self, saver_for: Callable[[str], RedisSaver], ttl: float) -> None:
+        self._saver_for, self.ttl = saver_for, ttl
+        self._held: dict[tuple[str, str, int, str], int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def hold(self, prefix: str, lease: Lease) -> Iterator[None]:
+        """Renew ``lease`` now (FencingError if it was taken over) and while inside."""
+        self._saver_for(prefix).leases.renew(lease, self.ttl)
+        key = (lease.thread_id, lease.owner, lease.generation, prefix)
+        with self._lock:
+            self._held[key] = self._held.get(key, 0) + 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._renew_forever, name="durable-graph-leases", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held[key] -= 1
+                if not self._held[key]:
+                    del self._held[key]
+
+    def _renew_forever(self) -> None:
+        while True:
+            time.sleep(self.ttl / 3)
+            with self._lock:
+                held = list(self._held)
+            for thread_id, owner, gen, prefix in held:
+                try:
+                    self._saver_for(prefix).leases.renew(Lease(thread_id, owner, gen, 0), self.ttl)
+                except FencingError:
+                    log.warning("lease of thread %s was taken over; its jobs here are stale",
+                                thread_id)
+                except Exception:  # keep renewing the others; the next round retries
+                    log.exception("renewing the lease of thread %s failed", thread_id)
+
+
+class _PendingCall(TaskFuture[Any]):
+    """A call running on another worker: waiting on it suspends the caller."""
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise Suspended()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        raise Suspended()
+
+    def done(self) -> bool:
+        return False
+
+
+class JobStep:
+    """The StepRuntime of a task or call running in a job: writes go to Redis, calls
+    become jobs, stream events go to the run's event stream."""
+
+    def __init__(self, rc: RunContext, job: Job, pending: list[PendingWrite] | None) -> None:
+        self.rc, self.job = rc, job
+        self.config: dict[str, Any] = rc.run.config
+        self._pending = pending
+        self._recorded: dict[str, tuple[str, Any]] | None = None
+        self.started: list[str] = []
+        self._null_resume: Any = MISSING
+
+    @property
+    def recorded(self) -> dict[str, tuple[str, Any]]:
+        """Recorded call results (and this run's call failures), read once per job."""
+        if self._recorded is None:
+            if self._pending is None:
+                saved = self.rc.saver.get_tuple(self.rc.config(self.job.checkpoint_id))
+                self._pending = list(saved.pending_writes) if saved else []
+            self._recorded = recorded_calls(self._pending, self.rc.run.run_id)
+        return self._recorded
+
+    @property
+    def saver(self) -> RedisSaver:
+        return self.rc.saver
+
+    @property
+    def durability(self) -> str:
+        return self.rc.run.durability
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        fn()  # subgraphs run their own local executor; nothing else submits here
+
+    def record(self, task_id: str, writes: list[tuple[str, Any]]) -> None:
+        self.rc.saver.put_writes(self.rc.config(self.job.checkpoint_id), writes, task_id)
+
+    def emit(self, mode: str, payload: Any) -> None:
+        self.rc.emit(mode, payload)
+
+    def take_null_resume(self) -> Any:
+        value, self._null_resume = self._null_resume, MISSING
+        return value
+
+    def start_call(
+        self, parent: TaskContext, call_id: str, name: str, fn: Callable[[], Any],
+        retry: RetryPolicy | None,
+    ) -> TaskFuture[Any]:
+        """Enqueue the call as its own job; the caller suspends if it waits on it."""
+        self.rc.dispatcher.send([self.rc.job(
+            "call", checkpoint_id=self.job.checkpoint_id, step=self.job.step,
+            task_id=call_id, caller=self.job.task_id, call=(name, fn, retry, parent.config),
+        )])
+        self.started.append(call_id)
+        return _PendingCall()
+
+    def reload(self) -> None:
+        """Read recorded results again (after calls finished while suspending)."""
+        self._pending, self._recorded, self.started = None, None, []
+
+
+def recorded_calls(pending: list[PendingWrite], run_id: str) -> dict[str, tuple[str, Any]]:
+    """Call results by call id; a call that failed in this run is recorded as CallError."""
+    out: dict[str, tuple[str, Any]] = {}
+    for w in pending:
+        if w.channel == RETURN:
+            out[w.task_id] = w.value
+        elif (w.channel == ERROR and isinstance(w.value, dict) and "call" in w.value
+              and w.value.get("run") == run_id and w.task_id not in out):
+            out[w.task_id] = (w.value["call"], CallError(w.value["error"]))
+    return out
+
+
+def handle(rc: RunContext, job: Job, keeper: LeaseKeeper) -> None:
+    """Run one job under its thread's lease; a job of a lost lease is dropped."""
+    try:
+        with keeper.hold(rc.saver.prefix, rc.lease()):
+            _HANDLERS[job.kind](rc, job)
+    except FencingError as exc:
+        log.info("dropped a stale %s job of thread %s: %s", job.kind, job.run.thread_id, exc)
+
+
+def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:
+    """The job's checkpoint; with async durability it may still be landing, so wait."""
+    config = rc.config(job.checkpoint_id)
+    deadline = time.monotonic() + (rc_wait := 10.0)
+    delay = 0.001
+    while True:
+        saved = rc.saver.get_tuple(config)
+        if saved is not None or rc.run.durability != "async" or time.monotonic() > deadline:
+            if saved is None:
+                log.info("checkpoint %s of thread %s never landed (waited %ss); job dropped",
+                         job.checkpoint_id, rc.thread_id, rc_wait)
+            return saved
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _run_task(rc: RunContext, job: Job) -> None:
+    saved = _load(rc, job)
+    if saved is None:
+        return
+    tasks = plan_tasks(rc.graph.spec, saved.checkpoint, rc.thread_id, "")
+    task = next((t for t in tasks if t.id == job.task_id), None)
+    if task is None:
+        raise NondeterminismError(
+            f"task {job.task_id} is not planned from checkpoint {job.checkpoint_id} of thread "
+            f"{rc.thread_id!r} on this worker: its graph differs from the producer's. Deploy "
+            "the same graph code to producers and workers."
+        )
+    pending = list(saved.pending_writes)
+    outcomes = outcomes_from_pending(tasks, pending)
+    if task.id not in outcomes:
+        outcome = _execute(rc, job, saved, task, pending)
+        if outcome is None:
+            return
+        _record(rc, job, task, outcome)
+        outcomes[task.id] = outcome
+    if len(outcomes) < len(tasks):
+        config = rc.config(job.checkpoint_id)
+        if len(rc.saver.finished(config, [t.id for t in tasks])) < len(tasks):
+            return
+        again = rc.saver.get_tuple(config)
+        outcomes = outcomes_from_pending(tasks, again.pending_writes if again else [])
+        if len(outcomes) < len(tasks):
+            return
+    committed = finish(rc, saved.checkpoint, job.step, tasks, outcomes)
+    if committed is not None:
+        advance(rc, committed, job.step + 1, [])
+
+
+def _execute(
+    rc: RunContext, job: Job, saved: CheckpointTuple, task: PlannedTask,
+    pending: list[PendingWrite],
+) -> Outcome | None:
+    """Run the node; None when it suspended on calls still running elsewhere."""
+    step = JobStep(rc, job, pending)
+    values = read_values(rc.graph.spec, saved.checkpoint)
+    resume = next((list(w.value) for w in pending
+                   if w.task_id == task.id and w.channel == RESUME), [])
+    config, ns = task_config(rc.run.config, "", saved.checkpoint.id, task)
+    while True:
+        try:
+            return execute_task(task, step, config, ns, values=values, resume=resume)
+        except Suspended:
+            if _suspend(rc, job, step):
+                return None
+            step.reload()
+
+
+def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
+    """Park the job until its calls finish; False when they already have."""
+    calls = [c for c in step.started if c not in step.recorded]
+    if not calls:
+        return False
+    return rc.saver.suspend(rc.config(job.checkpoint_id), job.task_id, calls,
+                            rc.dispatcher.seal(job).encode(), _WAKE_TTL)
+
+
+def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:
+    config = rc.config(job.checkpoint_id)
+    try:
+        rc.saver.put_writes(config, outcome_writes(outcome), task.id)
+    except Exception:  # an error the store cannot keep is kept as its text
+        if outcome.error is None:
+            raise
+        rc.saver.put_writes(config, [(ERROR, error_as_text(outcome.error))], task.id)
+    if outcome.writes is not None and not task.node.hidden:
+        rc.emit("updates", {task.name: task.node.updates(outcome.writes)})
+
+
+def _run_call(rc: RunContext, job: Job) -> None:
+    config = rc.config(job.checkpoint_id)
+    if rc.saver.finished(config, [job.task_id]):
+        return  # a redelivery: the result is recorded, the call never runs again
+    name, fn, retry, call_config = job.call
+    step = JobStep(rc, job, None)
+    while True:
+        ctx = TaskContext(job.task_id, name, f"{name}:{job.task_id}", call_config, step)
+        try:
+            value = ctx.run(lambda: run_with_retry(fn, retry))
+            writes: list[tuple[str, Any]] = [(RETURN, (name, value))]
+        except Suspended:
+            if _suspend(rc, job, step):
+                return
+            step.reload()
+            continue
+        except GraphInterrupt:
+            writes = [(ERROR, _call_error(rc, name, DispatchError(
+                f"interrupt() inside @task {name!r} is not supported when the graph runs on "
+                "Celery workers: call interrupt() in the node (or entrypoint) itself.")))]
+        except Exception as exc:
+            writes = [(ERROR, _call_error(rc, name, exc))]
+        break
+    wake = _put_call_writes(rc, job, writes)
+    if writes[0][0] == RETURN:
+        rc.emit("updates", {name: writes[0][1][1]})
+    if wake is not None:
+        rc.dispatcher.send_sealed(wake)
+
+
+def _call_error(rc: RunContext, name: str, error: BaseException) -> dict[str, Any]:
+    return {"call": name, "error": error, "run": rc.run.run_id}
+
+
+def _put_call_writes(rc: RunContext, job: Job, writes: list[tuple[str, Any]]) -> bytes | None:
+    config = rc.config(job.checkpoint_id)
+    try:
+        return rc.saver.put_call_writes(config, writes, job.task_id, job.caller)
+    except Exception:
+        if writes[0][0] != ERROR:
+            raise
+        failure = {**writes[0][1], "error": error_as_text(writes[0][1]["error"])}
+        return rc.saver.put_call_writes(config, [(ERROR, failure)], job.task_id, job.caller)
+
+
+def _run_start(rc: RunContext, job: Job) -> None:
+    config = rc.config(job.checkpoint)
+    config["configurable"] = {**rc.run.config.get("configurable", {}), **config["configurable"]}
+    loop = rc.graph.make_loop(config, durability=rc.run.durability, saver=rc.saver,
+                              interrupt_before=rc.run.interrupt_before,
+                              interrupt_after=rc.run.interrupt_after)
+    step = loop.begin(job.input)
+    loop.persister.flush()
+    advance(rc, loop.checkpoint, step, loop.pending)
+
+
+def _run_recover(rc: RunContext, job: Job) -> None:
+    saved = rc.saver.get_tuple(rc.config())
+    if saved is None:
+        log.warning("thread %s has no checkpoint to recover from", rc.thread_id)
+        return
+    log.info("recovering thread %s from checkpoint %s", rc.thread_id, saved.checkpoint.id)
+    advance(rc, saved.checkpoint, int(saved.metadata.get("step", -1)) + 1,
+            list(saved.pending_writes))
+
+
+_HANDLERS: dict[str, Callable[[RunContext, Job], None]] = {
+    "task": _run_task,
+    "call": _run_call,
+    "start": _run_start,
+    "recover": _run_recover,
+}

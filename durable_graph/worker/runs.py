@@ -1,0 +1,292 @@
+"""Driving a distributed run from one committed step to the next, with no coordinator.
+
+Whoever holds a run's next move calls ``advance``: the producer after applying
+the input, the worker that lands a step's last outcome, a recovery job after a
+lease takeover. ``advance`` asks the shared transition what the committed
+checkpoint leads to and either enqueues the step's missing tasks or, when all of
+them already have outcomes, ends the step itself (``finish``): the next
+checkpoint is committed in one script that is fenced by the lease generation and
+conditional on the step's checkpoint still being the newest, so two workers that
+both saw the last outcome land cannot both commit it.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from durable_graph.errors import CommitConflictError, FencingError, SerializationError
+from durable_graph.graph.compiled import CompiledGraph
+from durable_graph.scheduler.algo import PlannedTask, read_values
+from durable_graph.scheduler.transition import (
+    Next,
+    Outcome,
+    StepOptions,
+    begin_step,
+    end_step,
+    outcomes_from_pending,
+)
+from durable_graph.store.base import Checkpoint, PendingWrite, new_checkpoint_id
+from durable_graph.store.redis.lease import Lease
+from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.shipping import GraphRef
+
+__all__ = [
+    "Dispatcher",
+    "Job",
+    "RunContext",
+    "RunSpec",
+    "abort_run",
+    "advance",
+    "end_run",
+    "finish",
+]
+
+log = logging.getLogger("durable_graph.worker")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What every job of one distributed run needs to know about the run."""
+
+    run_id: str
+    thread_id: str
+    graph: GraphRef
+    config: dict[str, Any]
+    """The caller's config (thread id included), without checkpoint id or fence."""
+    durability: str
+    interrupt_before: tuple[str, ...] | str
+    interrupt_after: tuple[str, ...] | str
+    recursion_limit: int
+    stop_step: int
+    modes: tuple[str, ...]
+    start_checkpoint: str
+    """The checkpoint the run started from ('' for a new thread): ``exit`` keeps it."""
+    prefix: str
+    """Key prefix of the run's RedisSaver."""
+
+    def step_options(self) -> StepOptions:
+        """The options the shared transition needs."""
+        return StepOptions(self.interrupt_before, self.interrupt_after,
+                           stop_step=self.stop_step, recursion_limit=self.recursion_limit)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One Celery job: a node task, a ``@task`` call, a run start or a recovery."""
+
+    kind: str
+    """``task``, ``call``, ``start`` or ``recover``."""
+    run: RunSpec
+    owner: str
+    """Lease owner of the run's current dispatch (changes at a takeover)."""
+    fence: int
+    """Lease generation every write of this job is fenced with."""
+    checkpoint_id: str = ""
+    step: int = 0
+    task_id: str = ""
+    """The node task's id, or the call's id."""
+    caller: str = ""
+    """For a call: the task (or call) suspended on it, replayed when its calls finish."""
+    call: Any = None
+    """For a call: (name, function, retry policy, config)."""
+    input: Any = None
+    """For a start: the run's input (a Command, None, or new input)."""
+    checkpoint: str | None = None
+    """For a start: replay from this checkpoint id."""
+
+
+class Dispatcher(Protocol):
+    """Sends jobs to workers."""
+
+    def send(self, jobs: Sequence[Job]) -> None:
+        """Enqueue ``jobs`` (signed)."""
+        ...
+
+    def seal(self, job: Job) -> str:
+        """The signed payload of ``job`` (to be sent later with ``send_sealed``)."""
+        ...
+
+    def send_sealed(self, sealed: str | bytes) -> None:
+        """Enqueue a job sealed earlier."""
+        ...
+
+
+@dataclass
+class RunContext:
+    """One run as seen by whoever advances it: its graph, store, events and lease."""
+
+    run: RunSpec
+    graph: CompiledGraph
+    saver: RedisSaver
+    events: RunEvents
+    dispatcher: Dispatcher
+    owner: str
+    fence: int
+
+    @property
+    def thread_id(self) -> str:
+        return self.run.thread_id
+
+    def config(self, checkpoint_id: str | None = None) -> dict[str, Any]:
+        """A store config of this thread fenced with the run's lease generation."""
+        conf: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_ns": "",
+                                "fence": self.fence}
+        if checkpoint_id:
+            conf["checkpoint_id"] = checkpoint_id
+        return {"configurable": conf}
+
+    def job(self, kind: str, **fields: Any) -> Job:
+        """A job of this run under its current lease."""
+        return Job(kind, self.run, self.owner, self.fence, **fields)
+
+    def emit(self, mode: str, payload: Any) -> None:
+        """Publish a stream event if the producer asked for its mode."""
+        if mode in self.run.modes:
+            self.events.publish(self.thread_id, self.run.run_id, mode, payload)
+
+    def lease(self) -> Lease:
+        """The lease this run's jobs hold (expiry unknown here)."""
+        return Lease(self.thread_id, self.owner, self.fence, 0)
+
+
+_NONE = Outcome()
+
+
+def advance(
+    rc: RunContext, checkpoint: Checkpoint, step: int, pending: Sequence[PendingWrite]
+) -> None:
+    """Start step ``step`` from the committed ``checkpoint``: enqueue its missing tasks,
+    end the run, or end the step here when every task already has an outcome."""
+    spec, opts = rc.graph.spec, rc.run.step_options()
+    while True:
+        nxt = begin_step(spec, checkpoint, step, opts, thread_id=rc.thread_id, ns="")
+        if nxt.status != "running":
+            end_run(rc, nxt)
+            return
+        outcomes = outcomes_from_pending(nxt.tasks, pending)
+        missing = [t for t in nxt.tasks if outcomes.get(t.id, _NONE).writes is None]
+        if missing:
+            # a failed or paused task runs again: its old outcome must not count as new
+            stale = [t.id for t in missing if t.id in outcomes]
+            if stale:
+                rc.saver.clear_outcomes(rc.config(checkpoint.id), stale)
+            rc.dispatcher.send([
+                rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id)
+                for t in missing
+            ])
+            return
+        committed = finish(rc, checkpoint, step, nxt.tasks, outcomes)
+        if committed is None:
+            return
+        checkpoint, step, pending = committed, step + 1, []
+
+
+def finish(
+    rc: RunContext,
+    checkpoint: Checkpoint,
+    step: int,
+    tasks: Sequence[PlannedTask],
+    outcomes: dict[str, Outcome],
+) -> Checkpoint | None:
+    """End step ``step``: commit its next checkpoint and return it, or end the run.
+
+    None when the run stopped here, or another worker (or a newer lease) won.
+    With ``async`` durability the next step's jobs are enqueued before the commit
+    (they wait for it to land); with ``sync`` and ``exit`` after it.
+    """
+    nxt = end_step(rc.graph.spec, checkpoint, tasks, outcomes, step=step,
+                   opts=rc.run.step_options(), new_id=new_checkpoint_id())
+    if nxt.metadata is None:
+        end_run(rc, nxt)
+        return None
+    new = nxt.checkpoint
+    overlap = rc.run.durability == "async" and nxt.status == "running"
+    follow = begin_step(rc.graph.spec, new, step + 1, rc.run.step_options(),
+                        thread_id=rc.thread_id, ns="") if overlap else None
+    if follow is not None and follow.status == "running":
+        rc.dispatcher.send([
+            rc.job("task", checkpoint_id=new.id, step=step + 1, task_id=t.id)
+            for t in follow.tasks
+        ])
+    if not _commit(rc, checkpoint, nxt):
+        return None
+    if nxt.updated & rc.graph.spec.output_channels:
+        rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
+    if nxt.status == "interrupted":
+        end_run(rc, Next("interrupted", new))
+        return None
+    if follow is not None:
+        if follow.status != "running":
+            end_run(rc, follow)
+        return None
+    return new
+
+
+def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
+    """Commit ``nxt.checkpoint`` if ``parent`` is still the newest and the lease ours."""
+    new, run = nxt.checkpoint, rc.run
+    exit_mode = run.durability == "exit"
+    parent_id = run.start_checkpoint if exit_mode else parent.id
+    new_versions = {ch: v for ch, v in new.channel_versions.items()
+                    if parent.channel_versions.get(ch) != v}
+    assert nxt.metadata is not None
+    try:
+        rc.saver.put(
+            rc.config(parent_id or None), new, nxt.metadata, new_versions,
+            expect_latest=parent.id,
+            replaces=parent.id if exit_mode and parent.id != run.start_checkpoint else None,
+            keep=run.start_checkpoint or None,
+        )
+    except (CommitConflictError, FencingError) as exc:
+        log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
+        return False
+    return True
+
+
+def end_run(rc: RunContext, nxt: Next) -> None:
+    """Record how the run ended, free its lease and tell the producer (once)."""
+    if not rc.saver.leases.release(rc.lease()):
+        log.info("run %s of thread %s already ended or taken over", rc.run.run_id, rc.thread_id)
+        return
+    rc.saver.set_status(rc.thread_id, nxt.status, nxt.error)  # type: ignore[arg-type]
+    spec = rc.graph.spec
+    end = {
+        "status": nxt.status,
+        "output": spec.output(read_values(spec, nxt.checkpoint)),
+        "interrupts": list(nxt.interrupts),
+        "error": _error_record(nxt.error, with_object=True),
+    }
+    try:
+        rc.events.publish(rc.thread_id, rc.run.run_id, END, end)
+    except SerializationError:  # the error object cannot travel: its text can
+        end["error"] = _error_record(nxt.error, with_object=False)
+        rc.events.publish(rc.thread_id, rc.run.run_id, END, end)
+
+
+def abort_run(saver: RedisSaver, events: RunEvents, job: Job, error: BaseException) -> None:
+    """Fail a run whose jobs cannot run here at all (its graph cannot be loaded)."""
+    if not saver.leases.release(Lease(job.run.thread_id, job.owner, job.fence, 0)):
+        return
+    saver.set_status(job.run.thread_id, "failed", error)
+    events.publish(job.run.thread_id, job.run.run_id, END, {
+        "status": "failed", "output": None, "interrupts": [],
+        "error": _error_record(error, with_object=False),
+    })
+
+
+def _error_record(error: BaseException | None, *, with_object: bool) -> Any:
+    """The failure as the producer gets it: the error itself when it travels, and its
+    type, message and traceback as text in any case."""
+    if error is None:
+        return None
+    return {
+        "error": error if with_object else None,
+        "type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "message": str(error),
+        "traceback": "".join(traceback.format_exception(error)),
+    }
