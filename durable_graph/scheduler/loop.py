@@ -42,6 +42,7 @@ from durable_graph.scheduler.transition import (
     execute_task,
     outcome_writes,
     task_config,
+    with_null_writes,
 )
 from durable_graph.store.base import (
     ERROR,
@@ -218,13 +219,7 @@ class StepLoop:
                 self.record(task_id, writes)
             if null_writes:
                 self.record(NULL_TASK_ID, null_writes)
-        null = [(w.channel, w.value) for w in self.pending
-                if w.task_id == NULL_TASK_ID and w.channel != RESUME]
-        if null:
-            self.checkpoint, _ = apply_writes(
-                self.spec, self.checkpoint, [TaskWrites("__input__", ("input",), (), null)],
-                self.checkpoint.id,
-            )
+        self.checkpoint = with_null_writes(self.spec, self.checkpoint, self.pending)
         if input is None or isinstance(input, Command):
             if not self.checkpoint.channel_versions:
                 raise EmptyInputError(

@@ -33,6 +33,8 @@ from durable_graph.store.base import (
     ERROR,
     INTERRUPT,
     NO_WRITES,
+    NULL_TASK_ID,
+    RESUME,
     SPECIAL_WRITES,
     Checkpoint,
     CheckpointMetadata,
@@ -50,6 +52,7 @@ __all__ = [
     "outcome_writes",
     "outcomes_from_pending",
     "task_config",
+    "with_null_writes",
 ]
 
 
@@ -206,6 +209,23 @@ def execute_task(
         return Outcome(interrupts=gi.interrupts)
     except BaseException as exc:
         return Outcome(error=exc)
+
+
+def with_null_writes(
+    spec: GraphSpec, checkpoint: Checkpoint, pending: Iterable[PendingWrite]
+) -> Checkpoint:
+    """The checkpoint with the writes no task made applied (a resume's state update).
+
+    They stay pending writes of the checkpoint, so whoever loads it (the resuming
+    loop, any worker) applies them the same way: same values, same versions.
+    """
+    null = [(w.channel, w.value) for w in pending
+            if w.task_id == NULL_TASK_ID and w.channel != RESUME]
+    if not null:
+        return checkpoint
+    applied, _ = apply_writes(
+        spec, checkpoint, [TaskWrites("__input__", ("input",), (), null)], checkpoint.id)
+    return applied
 
 
 def outcome_writes(outcome: Outcome) -> list[Write]:

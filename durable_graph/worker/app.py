@@ -110,6 +110,10 @@ class CeleryDispatcher:
         """The message of ``job`` as JSON text: ids in clear, the job sealed."""
         return json.dumps([job.run.thread_id, job.task_id, job.kind, seal(self._codec, job)])
 
+    def seal_value(self, obj: Any) -> str:
+        """``obj`` signed as base64 text (a run record)."""
+        return seal(self._codec, obj)
+
     def send(self, jobs: Sequence[Job]) -> None:
         """Publish ``jobs`` over one broker connection."""
         self._publish([json.loads(self.seal(job)) for job in jobs])

@@ -22,7 +22,6 @@ from durable_graph.store.codec import SignedSerializer
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
-from durable_graph.worker.payload import seal
 from durable_graph.worker.runs import RunContext, RunSpec, advance
 from durable_graph.worker.shipping import GraphShipper, Ship
 
@@ -182,7 +181,7 @@ class CeleryExecutor:
             int(loop.step_opts.stop_step or 0), tuple(sorted(request.modes)),
             loop.loaded_id, saver.prefix,
         )
-        saver.set_run(thread_id, seal(self._codec, run))
+        saver.set_run(thread_id, self._dispatcher.seal_value(run))
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
         rc = RunContext(run, graph, saver, events, self._dispatcher, owner, lease.generation)
         advance(rc, loop.checkpoint, step, loop.pending)

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from durable_graph.errors import DispatchError, FencingError, GraphInterrupt, NondeterminismError
@@ -37,11 +38,19 @@ from durable_graph.scheduler.transition import (
     outcome_writes,
     outcomes_from_pending,
     task_config,
+    with_null_writes,
 )
-from durable_graph.store.base import ERROR, RESUME, RETURN, CheckpointTuple, PendingWrite
+from durable_graph.store.base import (
+    ERROR,
+    RESUME,
+    RETURN,
+    Checkpoint,
+    CheckpointTuple,
+    PendingWrite,
+)
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
-from durable_graph.worker.runs import Job, RunContext, advance, finish
+from durable_graph.worker.runs import Job, RunContext, abort_run, advance, finish
 
 __all__ = ["JobStep", "LeaseKeeper", "handle"]
 
@@ -213,7 +222,8 @@ def _run_task(rc: RunContext, job: Job) -> None:
     saved = _load(rc, job)
     if saved is None:
         return
-    tasks = plan_tasks(rc.graph.spec, saved.checkpoint, rc.thread_id, "")
+    checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
+    tasks = plan_tasks(rc.graph.spec, checkpoint, rc.thread_id, "")
     task = next((t for t in tasks if t.id == job.task_id), None)
     if task is None:
         raise NondeterminismError(
@@ -224,7 +234,7 @@ def _run_task(rc: RunContext, job: Job) -> None:
     pending = list(saved.pending_writes)
     outcomes = outcomes_from_pending(tasks, pending)
     if task.id not in outcomes:
-        outcome = _execute(rc, job, saved, task, pending)
+        outcome = _execute(rc, job, checkpoint, task, pending)
         if outcome is None:
             return
         _record(rc, job, task, outcome)
@@ -237,21 +247,21 @@ def _run_task(rc: RunContext, job: Job) -> None:
         outcomes = outcomes_from_pending(tasks, again.pending_writes if again else [])
         if len(outcomes) < len(tasks):
             return
-    committed = finish(rc, saved.checkpoint, job.step, tasks, outcomes)
+    committed = finish(rc, checkpoint, job.step, tasks, outcomes)
     if committed is not None:
         advance(rc, committed, job.step + 1, [])
 
 
 def _execute(
-    rc: RunContext, job: Job, saved: CheckpointTuple, task: PlannedTask,
+    rc: RunContext, job: Job, checkpoint: Checkpoint, task: PlannedTask,
     pending: list[PendingWrite],
 ) -> Outcome | None:
     """Run the node; None when it suspended on calls still running elsewhere."""
     step = JobStep(rc, job, pending)
-    values = read_values(rc.graph.spec, saved.checkpoint)
+    values = read_values(rc.graph.spec, checkpoint)
     resume = next((list(w.value) for w in pending
                    if w.task_id == task.id and w.channel == RESUME), [])
-    config, ns = task_config(rc.run.config, "", saved.checkpoint.id, task)
+    config, ns = task_config(rc.run.config, "", checkpoint.id, task)
     while True:
         try:
             return execute_task(task, step, config, ns, values=values, resume=resume)
@@ -333,8 +343,15 @@ def _run_start(rc: RunContext, job: Job) -> None:
     loop = rc.graph.make_loop(config, durability=rc.run.durability, saver=rc.saver,
                               interrupt_before=rc.run.interrupt_before,
                               interrupt_after=rc.run.interrupt_after)
-    step = loop.begin(job.input)
-    loop.persister.flush()
+    try:
+        step = loop.begin(job.input)
+        loop.persister.flush()
+    except Exception as exc:  # bad input: the run ends failed, and says why
+        abort_run(rc.saver, rc.events, job, exc)
+        return
+    rc.run = replace(rc.run, stop_step=int(loop.step_opts.stop_step or 0),
+                     start_checkpoint=loop.loaded_id)
+    rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
     advance(rc, loop.checkpoint, step, loop.pending)
 
 
@@ -344,8 +361,8 @@ def _run_recover(rc: RunContext, job: Job) -> None:
         log.warning("thread %s has no checkpoint to recover from", rc.thread_id)
         return
     log.info("recovering thread %s from checkpoint %s", rc.thread_id, saved.checkpoint.id)
-    advance(rc, saved.checkpoint, int(saved.metadata.get("step", -1)) + 1,
-            list(saved.pending_writes))
+    checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
+    advance(rc, checkpoint, int(saved.metadata.get("step", -1)) + 1, list(saved.pending_writes))
 
 
 _HANDLERS: dict[str, Callable[[RunContext, Job], None]] = {

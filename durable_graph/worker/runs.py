@@ -115,6 +115,10 @@ class Dispatcher(Protocol):
         """Enqueue a job sealed earlier."""
         ...
 
+    def seal_value(self, obj: Any) -> str:
+        """``obj`` signed as base64 text (a run record)."""
+        ...
+
 
 @dataclass
 class RunContext:
