@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from durable_graph.errors import (
     CheckpointStoreError,
+    CommitConflictError,
     DispatchError,
     DurableGraphError,
     EmptyInputError,
@@ -17,6 +18,7 @@ from durable_graph.errors import (
     GraphValueError,
     InvalidUpdateError,
     NondeterminismError,
+    RunFailedError,
     SerializationError,
     SignatureError,
     TaskNotInRunError,
@@ -34,7 +36,7 @@ from durable_graph.graph.types import (
     StateSnapshot,
     StateTask,
 )
-from durable_graph.scheduler.executor import Executor, LocalExecutor
+from durable_graph.scheduler.executor import Executor, LocalExecutor, RunHandle
 from durable_graph.scheduler.runtime import get_stream_writer, interrupt
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
 from durable_graph.store.memory import InMemorySaver
@@ -50,6 +52,7 @@ __all__ = [
     "CheckpointStoreError",
     "CheckpointTuple",
     "Command",
+    "CommitConflictError",
     "CompiledGraph",
     "CompiledStateGraph",
     "DispatchError",
@@ -67,6 +70,8 @@ __all__ = [
     "NondeterminismError",
     "RedisSaver",
     "RetryPolicy",
+    "RunFailedError",
+    "RunHandle",
     "Send",
     "SerializationError",
     "SignatureError",

@@ -103,16 +103,21 @@ class DispatchError(DurableGraphError):
 class RunFailedError(DispatchError):
     """A distributed run failed and its error could not be rebuilt in this process.
 
-    ``error_type`` and ``traceback`` hold what the worker saw.
+    Built as ``RunFailedError(message, error_type, traceback)``: the worker's view.
     """
 
-    def __init__(self, message: str, error_type: str = "", traceback: str = "") -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.traceback = traceback
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (type(self), (str(self), self.error_type, self.traceback))
+    @property
+    def error_type(self) -> str:
+        """Qualified name of the error the worker saw."""
+        return str(self.args[1]) if len(self.args) > 1 else ""
+
+    @property
+    def traceback(self) -> str:
+        """The worker's traceback of it."""
+        return str(self.args[2]) if len(self.args) > 2 else ""
 
 
 class GraphInterrupt(BaseException):

@@ -1,0 +1,166 @@
+"""The Redis operations distributed runs rely on, against a real Redis.
+
+Conditional step commits, the exit-durability replace, suspended callers and their
+single wake-up, finished-task checks: each is one script, so these tests race
+them from threads where a race is the point.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from durable_graph.errors import CommitConflictError, FencingError
+from durable_graph.store.base import ERROR, INTERRUPT, RESUME, RETURN, Checkpoint, new_checkpoint_id
+from durable_graph.store.redis import RedisSaver
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def saver(redis_url: str, redis_prefix: str) -> Iterator[RedisSaver]:
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix) as s:
+        yield s
+
+
+def cfg(checkpoint_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {"thread_id": "t", "checkpoint_ns": "", **extra}
+    if checkpoint_id:
+        conf["checkpoint_id"] = checkpoint_id
+    return {"configurable": conf}
+
+
+def make(values: dict[str, Any], versions: dict[str, int]) -> Checkpoint:
+    return Checkpoint(new_checkpoint_id(), "2026-01-01T00:00:00+00:00", values, versions, {})
+
+
+def commit(saver: RedisSaver, parent: Checkpoint | None, cp: Checkpoint, **kw: Any) -> None:
+    old = parent.channel_versions if parent else {}
+    new = {ch: v for ch, v in cp.channel_versions.items() if old.get(ch) != v}
+    saver.put(cfg(parent.id if parent else None), cp, {"step": 0}, new, **kw)
+
+
+def test_a_step_commits_once_even_when_two_workers_race(saver: RedisSaver) -> None:
+    base = make({"x": 0}, {"x": 1})
+    commit(saver, None, base)
+    rivals = [make({"x": i}, {"x": 2 + i}) for i in range(8)]
+    wins: list[str] = []
+    losses: list[str] = []
+
+    def race(cp: Checkpoint) -> None:
+        try:
+            commit(saver, base, cp, expect_latest=base.id)
+            wins.append(cp.id)
+        except CommitConflictError:
+            losses.append(cp.id)
+
+    threads = [threading.Thread(target=race, args=(cp,)) for cp in rivals]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(losses) == 7
+    ids = [t.checkpoint.id for t in saver.list(cfg())]
+    assert ids == [wins[0], base.id]  # the losers wrote nothing
+
+
+def test_a_conflicting_commit_names_the_newer_checkpoint(saver: RedisSaver) -> None:
+    first = make({"x": 0}, {"x": 1})
+    commit(saver, None, first)
+    second = make({"x": 1}, {"x": 2})
+    commit(saver, first, second)
+    with pytest.raises(CommitConflictError, match=second.id):
+        commit(saver, first, make({"x": 9}, {"x": 3}), expect_latest=first.id)
+
+
+def test_exit_durability_replaces_the_previous_step_and_its_own_values(
+    saver: RedisSaver,
+) -> None:
+    start = make({"kept": "s", "x": 0}, {"kept": 1, "x": 1})
+    commit(saver, None, start)
+    step1 = make({"kept": "s", "x": 1, "tmp": "t"}, {"kept": 1, "x": 2, "tmp": 2})
+    commit(saver, start, step1)
+    saver.put_writes(cfg(step1.id), [("x", 5)], "task-a")
+    step2 = make({"kept": "s", "x": 2, "tmp": "t"}, {"kept": 1, "x": 3, "tmp": 2})
+    new = {"x": 3}
+    saver.put(cfg(start.id), step2, {"step": 1}, new,
+              expect_latest=step1.id, replaces=step1.id, keep=start.id)
+    assert [t.checkpoint.id for t in saver.list(cfg())] == [step2.id, start.id]
+    assert saver.get_tuple(cfg(step1.id)) is None
+    latest = saver.get_tuple(cfg())
+    assert latest is not None and latest.checkpoint.channel_values == step2.channel_values
+    assert latest.parent_config is not None
+    assert latest.parent_config["configurable"]["checkpoint_id"] == start.id
+    old = saver.get_tuple(cfg(start.id))
+    assert old is not None and old.checkpoint.channel_values == {"kept": "s", "x": 0}
+    blobs = saver.client.hkeys(f"{{{saver.prefix}:t}}:n::blobs")
+    assert sorted(b.split(b"\0")[0] for b in blobs) == [b"kept", b"tmp", b"x", b"x"]
+    writes = saver.client.keys(f"{{{saver.prefix}:t}}:n::w:{step1.id}")
+    assert writes == []
+
+
+def test_finished_counts_outcomes_not_resume_answers(saver: RedisSaver) -> None:
+    cp = make({"x": 0}, {"x": 1})
+    commit(saver, None, cp)
+    saver.put_writes(cfg(cp.id), [("x", 1)], "wrote")
+    saver.put_writes(cfg(cp.id), [(ERROR, ValueError("e"))], "failed")
+    saver.put_writes(cfg(cp.id), [(INTERRUPT, ["q"])], "paused")
+    saver.put_writes(cfg(cp.id), [(RESUME, ["a"])], "answered-only")
+    ids = ["wrote", "failed", "paused", "answered-only", "never"]
+    assert saver.finished(cfg(cp.id), ids) == {"wrote", "failed", "paused"}
+    saver.clear_outcomes(cfg(cp.id), ["failed", "paused"])
+    assert saver.finished(cfg(cp.id), ids) == {"wrote"}
+    resumed = saver.get_tuple(cfg(cp.id))
+    assert resumed is not None
+    assert {(w.task_id, w.channel) for w in resumed.pending_writes} == {
+        ("wrote", "x"), ("answered-only", RESUME)}
+
+
+def test_the_last_finished_call_wakes_its_caller_exactly_once(saver: RedisSaver) -> None:
+    cp = make({"x": 0}, {"x": 1})
+    commit(saver, None, cp)
+    calls = [f"call-{i}" for i in range(40)]
+    saver.put_call_writes(cfg(cp.id), [(RETURN, ("t", -1))], calls[0], "node")
+    assert saver.suspend(cfg(cp.id), "node", calls, b"wake-job", 60) is True
+    wakes: list[bytes] = []
+    lock = threading.Lock()
+
+    def finish(call_id: str) -> None:
+        wake = saver.put_call_writes(cfg(cp.id), [(RETURN, ("t", call_id))], call_id, "node")
+        if wake is not None:
+            with lock:
+                wakes.append(wake)
+
+    threads = [threading.Thread(target=finish, args=(c,)) for c in calls[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wakes == [b"wake-job"]
+    # a redelivered call finishing again wakes nobody
+    assert saver.put_call_writes(cfg(cp.id), [(RETURN, ("t", 0))], calls[5], "node") is None
+
+
+def test_suspending_after_the_calls_finished_replays_at_once(saver: RedisSaver) -> None:
+    cp = make({"x": 0}, {"x": 1})
+    commit(saver, None, cp)
+    for call in ("a", "b"):
+        assert saver.put_call_writes(cfg(cp.id), [(RETURN, ("t", 1))], call, "node") is None
+    assert saver.suspend(cfg(cp.id), "node", ["a", "b"], b"wake", 60) is False
+    assert saver.client.exists(f"{{{saver.prefix}:t}}:n::wk:{cp.id}:node") == 0
+
+
+def test_a_stale_call_result_is_fenced_out(saver: RedisSaver) -> None:
+    cp = make({"x": 0}, {"x": 1})
+    commit(saver, None, cp)
+    old = saver.leases.acquire("t", "run-1", 0.05)
+    assert old is not None
+    threading.Event().wait(0.1)
+    new = saver.leases.acquire("t", "recover-1", 5)
+    assert new is not None and new.generation == old.generation + 1
+    with pytest.raises(FencingError):
+        saver.put_call_writes(cfg(cp.id, fence=old.generation), [(RETURN, ("t", 1))], "c", "n")
+    assert saver.finished(cfg(cp.id), ["c"]) == set()
