@@ -23,7 +23,7 @@ from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker.config import Settings
-from durable_graph.worker.events import RunEvents
+from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
 from durable_graph.worker.payload import open_sealed, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
@@ -94,9 +94,17 @@ def settings_of(app: Celery) -> Settings:
     return settings
 
 
-def _job(self: Any, thread_id: str, task_id: str, kind: str, payload: str) -> str:
-    """The one Celery task: open the sealed job, check its ids, run it."""
-    return WorkerRuntime.of(self.app).run(thread_id, task_id, kind, payload)
+def _job(
+    self: Any, thread_id: str, task_id: str, kind: str, payload: str, *, run: str = "",
+    prefix: str = "",
+) -> str:
+    """The one Celery task: open the sealed job, check its ids, run it.
+
+    ``run`` and ``prefix`` (in clear) only say where to tell the producer that a
+    payload was refused; nothing else is taken from an unverified message.
+    """
+    return WorkerRuntime.of(self.app).run(thread_id, task_id, kind, payload,
+                                          run_id=run, prefix=prefix)
 
 
 class CeleryDispatcher:
@@ -108,7 +116,8 @@ class CeleryDispatcher:
 
     def seal(self, job: Job) -> str:
         """The message of ``job`` as JSON text: ids in clear, the job sealed."""
-        return json.dumps([job.run.thread_id, job.task_id, job.kind, seal(self._codec, job)])
+        return json.dumps([job.run.thread_id, job.task_id, job.kind, seal(self._codec, job),
+                           job.run.run_id, job.run.prefix])
 
     def seal_value(self, obj: Any) -> str:
         """``obj`` signed as base64 text (a run record)."""
@@ -126,8 +135,8 @@ class CeleryDispatcher:
         with self._app.producer_or_acquire() as producer:
             for args in messages:
                 self._app.send_task(
-                    JOB_TASK, args=args, queue=self._settings.queue, producer=producer,
-                    argsrepr=repr(args[:3]),
+                    JOB_TASK, args=args[:4], kwargs={"run": args[4], "prefix": args[5]},
+                    queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
                 )
 
 
@@ -167,6 +176,19 @@ class WorkerRuntime:
                 self.settings.redis_url, prefix=prefix, serde=self.serde)
         return found
 
+    def _refuse(self, thread_id: str, kind: str, run_id: str, prefix: str, why: str) -> str:
+        """Log a refused message and tell its run's producer, if the message says where."""
+        log.error("refused a %s job for thread %r: %s", kind, thread_id, why)
+        if run_id and prefix and isinstance(thread_id, str):
+            saver = self.saver(prefix)
+            RunEvents(saver.conn, prefix, self.serde).publish(thread_id, run_id, END, {
+                "status": "failed", "output": None, "interrupts": [],
+                "error": {"error": None, "type": "durable_graph.errors.SignatureError",
+                          "message": f"a worker refused a job of this run: {why}",
+                          "traceback": ""},
+            })
+        return "refused"
+
     def loader(self, prefix: str) -> GraphLoader:
         """The graph loader reading blobs under ``prefix``."""
         found = self._loaders.get(prefix)
@@ -175,19 +197,20 @@ class WorkerRuntime:
                 self.saver(prefix).client, prefix, self.codec)
         return found
 
-    def run(self, thread_id: str, task_id: str, kind: str, payload: str) -> str:
+    def run(
+        self, thread_id: str, task_id: str, kind: str, payload: str, *, run_id: str = "",
+        prefix: str = "",
+    ) -> str:
         """Open, check and run one job; returns a short acknowledgement."""
         try:
             job = open_sealed(self.codec, payload)
         except SignatureError as exc:
-            log.error("refused a %s job for thread %r: %s", kind, thread_id, exc)
-            return "refused"
+            return self._refuse(thread_id, kind, run_id, prefix, str(exc))
         if not isinstance(job, Job) or (job.run.thread_id, job.task_id, job.kind) != (
             thread_id, task_id, kind
         ):
-            log.error("refused a job whose clear ids do not match its sealed ids (thread %r)",
-                      thread_id)
-            return "refused"
+            return self._refuse(thread_id, kind, run_id, prefix,
+                                "the clear ids of the message do not match its sealed job")
         saver = self.saver(job.run.prefix)
         events = RunEvents(saver.conn, job.run.prefix, self.serde)
         try:

@@ -56,6 +56,8 @@ __all__ = ["JobStep", "LeaseKeeper", "handle"]
 
 log = logging.getLogger("durable_graph.worker")
 
+_ASYNC_WAIT = 10.0
+"""Seconds a job waits for an async commit of its checkpoint before dropping itself."""
 _WAKE_TTL = 7 * 24 * 3600
 """Seconds a suspended task's wake-up record lives (its calls must finish by then)."""
 
@@ -203,17 +205,22 @@ def handle(rc: RunContext, job: Job, keeper: LeaseKeeper) -> None:
 
 
 def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:
-    """The job's checkpoint; with async durability it may still be landing, so wait."""
+    """The job's checkpoint. With async durability it may still be landing, so wait
+    for it, unless another worker committed that step first (then it never lands)."""
     config = rc.config(job.checkpoint_id)
-    deadline = time.monotonic() + (rc_wait := 10.0)
+    deadline = time.monotonic() + _ASYNC_WAIT
     delay = 0.001
     while True:
         saved = rc.saver.get_tuple(config)
-        if saved is not None or rc.run.durability != "async" or time.monotonic() > deadline:
-            if saved is None:
-                log.info("checkpoint %s of thread %s never landed (waited %ss); job dropped",
-                         job.checkpoint_id, rc.thread_id, rc_wait)
+        if saved is not None or rc.run.durability != "async":
             return saved
+        latest = rc.saver.get_tuple(rc.config())
+        lost = latest is not None and int(latest.metadata.get("step", -1)) >= job.step - 1
+        if lost or time.monotonic() > deadline:
+            log.info("checkpoint %s of thread %s will not land (%s); job dropped",
+                     job.checkpoint_id, rc.thread_id,
+                     "another worker committed that step" if lost else "timed out")
+            return None
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
 
