@@ -24,7 +24,11 @@ import ormsgpack
 
 from durable_graph.errors import SerializationError
 
-__all__ = ["Serializer", "TypedSerializer"]
+__all__ = [
+    "Serializer",
+    "TypedSerializer",
+    "import_attr",
+]
 
 _PACK_OPTS = (
     ormsgpack.OPT_NON_STR_KEYS
@@ -60,10 +64,16 @@ def _class_path(cls: type) -> tuple[str, str]:
     return cls.__module__, cls.__qualname__
 
 
-def _import_class(module: str, qualname: str) -> Any:
+def import_attr(module: str, qualname: str) -> Any:
+    """The object ``qualname`` (dotted) of ``module``, importing the module."""
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
+    return obj
+
+
+def _import_class(module: str, qualname: str) -> Any:
+    obj = import_attr(module, qualname)
     if not isinstance(obj, type):
         raise SerializationError(f"{module}.{qualname} is not a class")
     return obj

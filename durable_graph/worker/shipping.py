@@ -15,13 +15,12 @@ by value, so workers need not have that file at all.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import Literal
 
 import cloudpickle
 
@@ -30,6 +29,7 @@ from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.store.codec import SigningCodec
 from durable_graph.store.redis.connection import Client
 from durable_graph.store.redis.keys import graph_key
+from durable_graph.store.serde import import_attr
 
 __all__ = ["GraphLoader", "GraphRef", "GraphShipper", "Ship", "locate"]
 
@@ -181,9 +181,7 @@ class GraphLoader:
 
 def _import(path: str) -> CompiledGraph:
     module_name, _, attr = path.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    obj = import_attr(module_name, attr)
     if not isinstance(obj, CompiledGraph):
         raise AttributeError(f"{path} is a {type(obj).__name__}, not a compiled graph")
     return obj
