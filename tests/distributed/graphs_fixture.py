@@ -1,0 +1,300 @@
+"""Graphs the distributed tests run, importable by the test process and by the workers.
+
+Configuration comes from environment variables the test fixtures set for both
+(``DG_TEST_REDIS_URL``, ``DG_TEST_PREFIX``, ``DG_TEST_QUEUE``, ``DG_TEST_SECRET``):
+the module builds the Celery ``app`` (``celery -A graphs_fixture worker`` runs it),
+one RedisSaver under the test prefix and one ``CeleryExecutor``, and compiles every
+graph twice over: ``build_*()`` returns the builder so a test can compile the same
+graph embedded (``InMemorySaver``, no executor) and compare.
+
+Each node and ``@task`` body records where it ran (see ``dg_trace``): ``RPUSH
+{P}:trace:{tag}`` with ``"<host>:<pid>:<name>"`` (``tag`` is the thread id), so a
+test can tell which worker process ran what; every ``square`` call also increments
+``{P}:count:{tag}:{i}``. The pool process of every worker pushes ``"<pid>:<parent
+pid>"`` to ``{P}:pool`` when it starts, so the test maps pids to worker subprocesses.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import threading
+import time
+from typing import Annotated, Any, TypedDict
+
+import dg_trace
+from celery.signals import worker_process_init
+
+from durable_graph import END, START, RedisSaver, StateGraph, interrupt, task
+from durable_graph.worker import CeleryExecutor, create_app
+
+REDIS_URL = os.environ.get("DG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PREFIX = os.environ.get("DG_TEST_PREFIX", "dg-dist-test")
+QUEUE = os.environ.get("DG_TEST_QUEUE", "dg-dist-test")
+SECRET = os.environ.get("DG_TEST_SECRET", "not-a-secret-only-for-tests")
+LEASE_TTL = 5.0
+FAN_SLEEP = 0.3
+SLOW_SLEEP = 1.0
+CALLS = 100
+
+app = create_app(REDIS_URL, prefix=PREFIX, queue=QUEUE, secret_key=SECRET, lease_ttl=LEASE_TTL)
+saver = RedisSaver.from_url(REDIS_URL, prefix=PREFIX)
+executor = CeleryExecutor(app)
+
+POOL_KEY = f"{PREFIX}:pool"
+
+
+def trace(tag: str, name: str) -> None:
+    """Record that ``name`` ran in this process for run ``tag``."""
+    dg_trace.trace(REDIS_URL, PREFIX, tag, name)
+
+
+def thread_of(config: dict[str, Any]) -> str:
+    return str(config["configurable"]["thread_id"])
+
+
+@worker_process_init.connect
+def _register_pool_process(**_: Any) -> None:
+    dg_trace.client(REDIS_URL).rpush(POOL_KEY, f"{os.getpid()}:{os.getppid()}")
+
+
+# -- fan-out: prep -> (a, b, c) -> join -------------------------------------------
+
+
+class FanState(TypedDict, total=False):
+    x: int
+    log: Annotated[list[str], operator.add]
+    total: int
+
+
+def prep(state: FanState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "prep")
+    return {"x": state["x"] + 1, "log": ["prep"]}
+
+
+def _branch(name: str, factor: int) -> Any:
+    def node(state: FanState, config: dict[str, Any]) -> dict[str, Any]:
+        trace(thread_of(config), name)
+        time.sleep(FAN_SLEEP)
+        return {"log": [f"{name}={state['x'] * factor}"]}
+
+    node.__name__ = name
+    return node
+
+
+fan_a, fan_b, fan_c = _branch("a", 2), _branch("b", 3), _branch("c", 5)
+
+
+def join(state: FanState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "join")
+    total = sum(int(item.split("=")[1]) for item in state["log"] if "=" in item)
+    return {"total": total}
+
+
+def build_fanout() -> StateGraph:
+    b = StateGraph(FanState)
+    b.add_node("prep", prep)
+    b.add_node("a", fan_a)
+    b.add_node("b", fan_b)
+    b.add_node("c", fan_c)
+    b.add_node("join", join)
+    b.add_edge(START, "prep")
+    for name in ("a", "b", "c"):
+        b.add_edge("prep", name)
+    b.add_edge(["a", "b", "c"], "join")
+    b.add_edge("join", END)
+    return b
+
+
+# -- one node, 100 @task calls -------------------------------------------------------
+
+
+class CallState(TypedDict, total=False):
+    n: int
+    squares: list[int]
+    total: int
+
+
+@task
+def square(tag: str, i: int) -> int:
+    dg_trace.count(REDIS_URL, PREFIX, tag, i)
+    trace(tag, f"square{i}")
+    return i * i
+
+
+def many(state: CallState, config: dict[str, Any]) -> dict[str, Any]:
+    tag = thread_of(config)
+    futures = [square(tag, i) for i in range(state["n"])]
+    squares = [f.result() for f in futures]
+    return {"squares": squares, "total": sum(squares)}
+
+
+def build_calls() -> StateGraph:
+    b = StateGraph(CallState)
+    b.add_node("many", many)
+    b.add_edge(START, "many")
+    b.add_edge("many", END)
+    return b
+
+
+# -- a chain: s0 -> s1 -> s2 -> s3 ---------------------------------------------------
+
+
+class ChainState(TypedDict, total=False):
+    value: int
+    log: Annotated[list[str], operator.add]
+
+
+CHAIN = ("s0", "s1", "s2", "s3")
+
+
+def _link(name: str, k: int) -> Any:
+    def node(state: ChainState, config: dict[str, Any], writer: Any) -> dict[str, Any]:
+        trace(thread_of(config), name)
+        writer({"node": name, "seen": state["value"]})
+        return {"value": state["value"] * 2 + k, "log": [name]}
+
+    node.__name__ = name
+    return node
+
+
+links = [_link(name, k) for k, name in enumerate(CHAIN)]
+
+
+def build_chain() -> StateGraph:
+    b = StateGraph(ChainState)
+    for name, fn in zip(CHAIN, links, strict=True):
+        b.add_node(name, fn)
+    b.add_edge(START, CHAIN[0])
+    for first, then in zip(CHAIN, CHAIN[1:]):
+        b.add_edge(first, then)
+    b.add_edge(CHAIN[-1], END)
+    return b
+
+
+# -- approval: draft -> approve (interrupt) -> publish -------------------------------
+
+
+class ApprovalState(TypedDict, total=False):
+    draft: str
+    decision: str
+    reviewer: str
+    published: str
+
+
+def draft(state: ApprovalState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "draft")
+    return {"draft": state["draft"].upper()}
+
+
+def approve(state: ApprovalState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "approve")
+    answer = interrupt("q")
+    return {"decision": f"{answer}:{state['draft']}"}
+
+
+def publish(state: ApprovalState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "publish")
+    return {"published": f"{state['decision']} by {state.get('reviewer', '?')}"}
+
+
+def build_approval() -> StateGraph:
+    b = StateGraph(ApprovalState)
+    b.add_node("draft", draft)
+    b.add_node("approve", approve)
+    b.add_node("publish", publish)
+    b.add_edge(START, "draft")
+    b.add_edge("draft", "approve")
+    b.add_edge("approve", "publish")
+    b.add_edge("publish", END)
+    return b
+
+
+# -- slow: one node that sleeps -------------------------------------------------------
+
+
+class SlowState(TypedDict, total=False):
+    value: int
+    done: bool
+
+
+def slow(state: SlowState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "slow")
+    time.sleep(SLOW_SLEEP)
+    return {"value": state["value"] + 1, "done": True}
+
+
+def build_slow() -> StateGraph:
+    b = StateGraph(SlowState)
+    b.add_node("slow", slow)
+    b.add_edge(START, "slow")
+    b.add_edge("slow", END)
+    return b
+
+
+# -- boom: the second node raises -----------------------------------------------------
+
+
+class BoomState(TypedDict, total=False):
+    value: int
+
+
+BOOM_MESSAGE = "boom: value 7 is not allowed"
+
+
+def before_boom(state: BoomState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "before_boom")
+    return {"value": state["value"] + 1}
+
+
+def boom(state: BoomState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "boom")
+    if state["value"] == 7:
+        raise ValueError(BOOM_MESSAGE)
+    return {"value": 0}
+
+
+def build_boom() -> StateGraph:
+    b = StateGraph(BoomState)
+    b.add_node("before_boom", before_boom)
+    b.add_node("boom", boom)
+    b.add_edge(START, "before_boom")
+    b.add_edge("before_boom", "boom")
+    b.add_edge("boom", END)
+    return b
+
+
+# -- locked: a node using a module-level lock (which cannot be pickled) ------------------
+
+COUNTER_LOCK = threading.Lock()
+
+
+class LockedState(TypedDict, total=False):
+    value: int
+
+
+def locked(state: LockedState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "locked")
+    with COUNTER_LOCK:
+        return {"value": state["value"] + 1}
+
+
+def build_locked() -> StateGraph:
+    b = StateGraph(LockedState)
+    b.add_node("locked", locked)
+    b.add_edge(START, "locked")
+    b.add_edge("locked", END)
+    return b
+
+
+def distributed(builder: StateGraph) -> Any:
+    return builder.compile(checkpointer=saver, executor=executor)
+
+
+fanout = distributed(build_fanout())
+calls = distributed(build_calls())
+chain = distributed(build_chain())
+approval = distributed(build_approval())
+slow_graph = distributed(build_slow())
+boom_graph = distributed(build_boom())
+locked_graph = distributed(build_locked())
