@@ -13,6 +13,7 @@ from durable_graph.scheduler.algo import (
     read_values,
 )
 from durable_graph.scheduler.spec import GraphSpec
+from durable_graph.scheduler.transition import with_null_writes
 from durable_graph.store.base import ERROR, INTERRUPT, CheckpointTuple
 
 __all__ = ["build_snapshot"]
@@ -37,10 +38,11 @@ def build_snapshot(
             errors[w.task_id] = w.value
         elif w.channel == INTERRUPT:
             interrupts[w.task_id] = tuple(w.value)
-    shown = cp
+    # a resume's state update waits as writes of no task; the resumed run applies them
+    shown = with_null_writes(spec, cp, saved.pending_writes) if live else cp
     if done:
         shown, _ = apply_writes(
-            spec, cp,
+            spec, shown,
             [TaskWrites(t.name, t.path, t.triggers, done[t.id]) for t in tasks if t.id in done],
             cp.id,
         )

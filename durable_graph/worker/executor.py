@@ -22,7 +22,7 @@ from durable_graph.store.codec import SignedSerializer
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
-from durable_graph.worker.runs import RunContext, RunSpec, advance
+from durable_graph.worker.runs import RunContext, RunSpec, advance, branch_of
 from durable_graph.worker.shipping import GraphShipper, Ship
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ class CeleryExecutor:
             _names(loop.opts.interrupt_after), loop.opts.recursion_limit,
             int(loop.step_opts.stop_step or 0), tuple(sorted(request.modes)),
             loop.loaded_id, saver.prefix,
+            branch_of(saver, thread_id, loop.checkpoint) if loop.checkpoint_id else ("", ""),
         )
         saver.set_run(thread_id, self._dispatcher.seal_value(run))
         events = RunEvents(saver.conn, saver.prefix, saver.serde)

@@ -50,7 +50,7 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
-from durable_graph.worker.runs import Job, RunContext, abort_run, advance, finish
+from durable_graph.worker.runs import Job, RunContext, abort_run, advance, branch_of, finish
 
 __all__ = ["JobStep", "LeaseKeeper", "handle"]
 
@@ -215,6 +215,8 @@ def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:
         if saved is not None or rc.run.durability != "async":
             return saved
         latest = rc.saver.get_tuple(rc.config())
+        if latest is not None and latest.checkpoint.id == job.checkpoint_id:
+            return latest  # it landed between the two reads
         lost = latest is not None and int(latest.metadata.get("step", -1)) >= job.step - 1
         if lost or time.monotonic() > deadline:
             log.info("checkpoint %s of thread %s will not land (%s); job dropped",
@@ -357,7 +359,9 @@ def _run_start(rc: RunContext, job: Job) -> None:
         abort_run(rc.saver, rc.events, job, exc)
         return
     rc.run = replace(rc.run, stop_step=int(loop.step_opts.stop_step or 0),
-                     start_checkpoint=loop.loaded_id)
+                     start_checkpoint=loop.loaded_id,
+                     branch=branch_of(rc.saver, rc.thread_id, loop.checkpoint)
+                     if job.checkpoint else ("", ""))
     rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
     advance(rc, loop.checkpoint, step, loop.pending)
 

@@ -42,6 +42,7 @@ __all__ = [
     "RunSpec",
     "abort_run",
     "advance",
+    "branch_of",
     "end_run",
     "finish",
 ]
@@ -68,6 +69,9 @@ class RunSpec:
     """The checkpoint the run started from ('' for a new thread): ``exit`` keeps it."""
     prefix: str
     """Key prefix of the run's RedisSaver."""
+    branch: tuple[str, str] = ("", "")
+    """(the checkpoint a run from a past checkpoint continues, the thread's newest then):
+    its first commit starts a branch, so it must find that newest one still newest."""
 
     def step_options(self) -> StepOptions:
         """The options the shared transition needs."""
@@ -239,10 +243,11 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
     new_versions = {ch: v for ch, v in new.channel_versions.items()
                     if parent.channel_versions.get(ch) != v}
     assert nxt.metadata is not None
+    expect = run.branch[1] if run.branch[1] and parent.id == run.branch[0] else parent.id
     try:
         rc.saver.put(
             rc.config(parent_id or None), new, nxt.metadata, new_versions,
-            expect_latest=parent.id,
+            expect_latest=expect,
             replaces=parent.id if exit_mode and parent.id != run.start_checkpoint else None,
             keep=run.start_checkpoint or None,
         )
@@ -250,6 +255,14 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
         return False
     return True
+
+
+def branch_of(saver: RedisSaver, thread_id: str, first: Checkpoint) -> tuple[str, str]:
+    """``RunSpec.branch`` of a run whose first step starts from ``first``."""
+    newest = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    if newest is None or newest.checkpoint.id == first.id:
+        return ("", "")
+    return (first.id, newest.checkpoint.id)
 
 
 def end_run(rc: RunContext, nxt: Next) -> None:

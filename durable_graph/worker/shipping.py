@@ -15,6 +15,7 @@ by value, so workers need not have that file at all.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import threading
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from durable_graph.store.serde import import_attr
 
 __all__ = ["GraphLoader", "GraphRef", "GraphShipper", "Ship", "locate"]
 
+log = logging.getLogger("durable_graph.worker")
 Ship = Literal["auto", "import", "pickle"]
 _BLOB_TTL = 30 * 24 * 3600
 """Seconds a graph blob outlives its last upload (a producer re-uploads at start)."""
@@ -114,7 +116,14 @@ class GraphShipper:
                 f"ship='import' but graph {graph.name!r} is not a module-level name of an "
                 "importable module; define it at module level or use ship='auto'."
             )
-        digest = None if self._ship == "import" else self._upload(pack(graph, path))
+        digest = None
+        if self._ship != "import":
+            try:
+                digest = self._upload(pack(graph, path))
+            except GraphValueError as exc:
+                if path is None:
+                    raise
+                log.warning("graph %r ships by import path %s only: %s", graph.name, path, exc)
         ref = GraphRef(path, digest)
         with self._lock:
             self._refs[id(graph)] = (graph, ref)

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from dg_workers import Cluster, wait_until
 
-from durable_graph import Command, GraphValueError, InMemorySaver, RedisSaver, SignatureError
+from durable_graph import Command, InMemorySaver, RedisSaver, SignatureError
 from durable_graph.store.codec import SigningCodec
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.worker import CeleryExecutor, create_app
@@ -446,12 +446,6 @@ def test_import_only_graph_workers_cannot_import_fails_clearly(
     assert run_pids(cluster, thread_id) == []
 
 
-@pytest.mark.xfail(
-    strict=True, raises=GraphValueError,
-    reason="BUG (worker/shipping.py GraphShipper.ref): with ship='auto' a graph the workers "
-    "can import by path still fails to start when its blob cannot be pickled (here a "
-    "module-level threading.Lock a node uses); the blob is only the fallback",
-)
 def test_auto_ship_of_an_importable_graph_does_not_need_a_picklable_module(
     cluster: Cluster,
 ) -> None:

@@ -66,11 +66,6 @@ def saver(redis_url: str, redis_prefix: str) -> Iterator[RedisSaver]:
     found.close()
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="BUG (worker/jobs.py _load): an async job whose checkpoint lands between its "
-    "two reads is dropped as 'another worker committed that step'; the run hangs",
-)
 def test_async_job_runs_when_its_checkpoint_lands_between_its_reads(saver: RedisSaver) -> None:
     thread_id = f"race-{uuid.uuid4().hex[:8]}"
     graph = _graph(saver)

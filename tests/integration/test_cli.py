@@ -4,8 +4,8 @@ The test process is the producer (``CeleryExecutor``); one ``celery worker``
 subprocess runs the jobs; ``durable-graph`` runs as a third process, as an
 operator would run it, and must agree with what the producer reads back.
 
-The two ``xfail(strict=True)`` tests pin package bugs (see their reasons); they
-start failing (XPASS) once the bugs are fixed, and their markers should go then.
+The last two tests pin bugs found here: a resume's pending state update missing from
+``get_state``, and a resume from a past checkpoint that never ended on workers.
 """
 
 from __future__ import annotations
@@ -234,10 +234,6 @@ def test_resume_or_show_of_an_unknown_thread_fails_clearly(ops: Ops) -> None:
     assert ops.threads("running") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "package bug: build_snapshot (durable_graph/scheduler/snapshot.py) ignores the pending "
-    "null-task writes of a Command(update=...) whose resume interrupted again; LangGraph's "
-    "get_state shows them"))
 def test_show_includes_an_update_applied_by_a_resume_that_interrupted_again(ops: Ops) -> None:
     graph, thread_id = interrupted_thread(ops)
     done = ops.cli("resume", thread_id, "--update", '{"reviewer": "bob"}',
@@ -250,10 +246,6 @@ def test_show_includes_an_update_applied_by_a_resume_that_interrupted_again(ops:
     assert ops.show(thread_id)["values"]["reviewer"] == "bob"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "package bug: a Command on a checkpoint that is not the thread's newest never ends on "
-    "workers: StepLoop forks only for None input, and runs._commit's expect_latest=parent.id "
-    "rejects every commit whose parent is the old checkpoint; nothing ends the run"))
 def test_resume_with_a_value_from_an_older_checkpoint_ends(ops: Ops) -> None:
     graph, thread_id = interrupted_thread(ops)
     fork_id = graph.get_state(config_of(thread_id)).config["configurable"]["checkpoint_id"]
