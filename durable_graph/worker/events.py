@@ -22,6 +22,8 @@ END = "__end__"
 """Mode of the last event of a run: payload is {status, output, interrupts, error}."""
 _TTL = 24 * 3600
 """Seconds a run's events outlive its last event (a producer that went away)."""
+_END_TTL = 60
+"""Seconds a finished run's events stay for a producer still reading them."""
 _MAXLEN = 100_000
 
 
@@ -36,14 +38,14 @@ class RunEvents:
         return ThreadKeys(self._prefix, thread_id).events(run_id)
 
     def publish(self, thread_id: str, run_id: str, mode: str, payload: Any) -> None:
-        """Append one event (one round trip)."""
+        """Append one event (one round trip); after the end, the stream lives a minute."""
         key = self.key(thread_id, run_id)
         data = encode_blob(self._serde.dumps_typed(payload))
 
         def add(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
             pipe.xadd(key, {"m": mode, "p": data}, maxlen=_MAXLEN, approximate=True)
-            pipe.expire(key, _TTL)
+            pipe.expire(key, _END_TTL if mode == END else _TTL)
             pipe.execute()
 
         self._conn.call("publish run event", add)
@@ -62,7 +64,3 @@ class RunEvents:
                 payload = self._serde.loads_typed(decode_blob(fields[b"p"]))
                 yield raw_id.decode(), mode, payload
 
-    def discard(self, thread_id: str, run_id: str) -> None:
-        """Drop a run's stream once its producer has read the end."""
-        key = self.key(thread_id, run_id)
-        self._conn.call("drop run events", lambda c: c.delete(key))

@@ -72,7 +72,6 @@ class RunHandle:
                 self._cursor = event_id
                 if mode == END:
                     self._end = payload
-                    self._events.discard(self.thread_id, self.run_id)
                     break
                 yield mode, payload
 

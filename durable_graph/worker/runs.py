@@ -18,18 +18,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from durable_graph.errors import CommitConflictError, FencingError, SerializationError
+from durable_graph.errors import (
+    CommitConflictError,
+    DispatchError,
+    FencingError,
+    SerializationError,
+)
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.scheduler.algo import PlannedTask, read_values
+from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.transition import (
     Next,
     Outcome,
     StepOptions,
     begin_step,
     end_step,
+    error_as_text,
+    execute_task,
+    outcome_writes,
     outcomes_from_pending,
+    task_config,
 )
-from durable_graph.store.base import Checkpoint, PendingWrite, new_checkpoint_id
+from durable_graph.store.base import ERROR, Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.events import END, RunEvents
@@ -178,6 +188,10 @@ def advance(
             return
         outcomes = outcomes_from_pending(nxt.tasks, pending)
         missing = [t for t in nxt.tasks if outcomes.get(t.id, _NONE).writes is None]
+        if any(t.node.hidden for t in missing):
+            _run_hidden(rc, checkpoint, [t for t in missing if t.node.hidden], outcomes,
+                        last=len(missing) == sum(t.node.hidden for t in missing))
+            missing = [t for t in missing if not t.node.hidden]
         if missing:
             # a failed or paused task runs again: its old outcome must not count as new
             stale = [t.id for t in missing if t.id in outcomes]
@@ -192,6 +206,59 @@ def advance(
         if committed is None:
             return
         checkpoint, step, pending = committed, step + 1, []
+
+
+class _WriterStep:
+    """The runtime of a hidden node (the input writer): it calls no tasks and pauses never."""
+
+    def __init__(self, rc: RunContext) -> None:
+        self.rc, self.config = rc, rc.run.config
+        self.recorded: dict[str, tuple[str, Any]] = {}
+
+    @property
+    def saver(self) -> RedisSaver:
+        return self.rc.saver
+
+    @property
+    def durability(self) -> str:
+        return self.rc.run.durability
+
+    def submit(self, fn: Any) -> None:
+        fn()
+
+    def record(self, task_id: str, writes: list[tuple[str, Any]]) -> None:
+        raise DispatchError("a hidden writer node cannot record writes of its own")
+
+    def emit(self, mode: str, payload: Any) -> None:
+        self.rc.emit(mode, payload)
+
+    def take_null_resume(self) -> Any:
+        return MISSING
+
+    def start_call(self, parent: Any, call_id: str, name: str, fn: Any, retry: Any) -> Any:
+        raise DispatchError("a hidden writer node cannot call tasks")
+
+
+def _run_hidden(
+    rc: RunContext, checkpoint: Checkpoint, tasks: Sequence[PlannedTask],
+    outcomes: dict[str, Outcome], *, last: bool,
+) -> None:
+    """Run the graph's own writer nodes here instead of as jobs: they only map values.
+
+    Their writes are stored unless this step is about to be committed right here.
+    """
+    values = read_values(rc.graph.spec, checkpoint)
+    step = _WriterStep(rc)
+    for task in tasks:
+        config, ns = task_config(rc.run.config, "", checkpoint.id, task)
+        outcome = execute_task(task, step, config, ns, values=values, resume=[])
+        outcomes[task.id] = outcome
+        if not last or outcome.writes is None:
+            try:
+                rc.saver.put_writes(rc.config(checkpoint.id), outcome_writes(outcome), task.id)
+            except SerializationError:
+                rc.saver.put_writes(rc.config(checkpoint.id),
+                                    [(ERROR, error_as_text(outcome.error))], task.id)
 
 
 def finish(
