@@ -30,7 +30,7 @@ from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.commands import command_writes
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.persist import Persister
-from durable_graph.scheduler.runtime import TaskFuture, local_call
+from durable_graph.scheduler.runtime import TaskFuture, consumed_answers, local_call
 from durable_graph.scheduler.spec import GraphSpec, Write
 from durable_graph.scheduler.transition import (
     Next,
@@ -83,6 +83,7 @@ class _Step:
     loop: StepLoop
     config: dict[str, Any]
     recorded: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    consumed: dict[str, int] = field(default_factory=dict)
 
     @property
     def saver(self) -> BaseCheckpointSaver | None:
@@ -330,7 +331,8 @@ class StepLoop:
                 if not t.node.hidden:
                     yield "tasks", {"id": t.id, "name": t.name, "input": t.input,
                                     "triggers": list(t.triggers)}
-        step = _Step(self, self.config, self._recorded_calls())
+        recorded = self._recorded_calls()
+        step = _Step(self, self.config, recorded, consumed_answers(recorded, self.pending))
         resumes = {w.task_id: list(w.value) for w in self.pending if w.channel == RESUME}
         values = read_values(self.spec, self.checkpoint)
         def job(t: PlannedTask) -> None:

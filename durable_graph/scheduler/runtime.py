@@ -29,6 +29,8 @@ __all__ = [
     "Suspended",
     "TaskContext",
     "TaskFuture",
+    "answers_from",
+    "consumed_answers",
     "current_context",
     "interrupt",
     "local_call",
@@ -60,6 +62,10 @@ class StepRuntime(Protocol):
     @property
     def recorded(self) -> dict[str, tuple[str, Any]]:
         """Results of ``@task`` calls already recorded, by call id: (task name, value)."""
+
+    @property
+    def consumed(self) -> dict[str, int]:
+        """How many of its caller's resume answers each recorded call took, by call id."""
 
     @property
     def saver(self) -> BaseCheckpointSaver | None:
@@ -157,6 +163,8 @@ class TaskContext:
     interrupt_idx: int = 0
     call_idx: int = 0
     children: list[TaskFuture[Any]] = field(default_factory=list)
+    answers: Callable[[], Any] | None = None
+    """For a ``@task`` call: where its interrupts find answers given to its caller."""
 
     def interrupt(self, value: Any) -> Any:
         """Return the recorded answer to this interrupt, or pause the task."""
@@ -164,12 +172,26 @@ class TaskContext:
         self.interrupt_idx += 1
         if idx < len(self.resume):
             return self.resume[idx]
+        answer = self.answers() if self.answers is not None else MISSING
+        if answer is not MISSING:
+            return answer
         answer = self.step.take_null_resume()
         if answer is not MISSING:
             self.resume.append(answer)
             self.step.record(self.task_id, [(RESUME, list(self.resume))])
             return answer
         raise GraphInterrupt([Interrupt(value, interrupt_id(self.task_id, idx))])
+
+    def take_answer(self) -> Any:
+        """The next resume answer no interrupt of this task used yet (MISSING if none).
+
+        An interrupt inside a ``@task`` call pauses the calling task, so the answer
+        is recorded for the caller; the call takes it from there on replay.
+        """
+        if self.interrupt_idx < len(self.resume):
+            self.interrupt_idx += 1
+            return self.resume[self.interrupt_idx - 1]
+        return MISSING
 
     def call(
         self, name: str, fn: Callable[[], T], retry: RetryPolicy | None
@@ -188,6 +210,8 @@ class TaskContext:
                 )
             if isinstance(recorded[1], CallError):
                 return TaskFuture.failed(recorded[1].error)
+            for _ in range(self.step.consumed.get(call_id, 0)):
+                self.take_answer()  # the answers its interrupts took stay taken
             return TaskFuture.resolved(recorded[1])
         future: TaskFuture[T] = self.step.start_call(self, call_id, name, fn, retry)
         self.children.append(future)
@@ -215,7 +239,8 @@ def local_call(
 ) -> TaskFuture[T]:
     """Start a ``@task`` call on this process's executor (the embedded way)."""
     step = parent.step
-    child = TaskContext(call_id, name, f"{parent.ns}|{name}:{call_id}", parent.config, step)
+    child = TaskContext(call_id, name, f"{parent.ns}|{name}:{call_id}", parent.config, step,
+                        answers=answers_from(parent.take_answer, step, call_id))
 
     def run() -> T:
         value = child.run(lambda: run_with_retry(fn, retry))
@@ -227,6 +252,31 @@ def local_call(
     future = TaskFuture(run)
     step.submit(future.run_if_unclaimed)
     return future
+
+
+def answers_from(
+    take: Callable[[], Any], step: StepRuntime, call_id: str
+) -> Callable[[], Any]:
+    """A call's source of answers: its caller's, each one taken recorded as the call's
+    RESUME write, so a replay of the caller knows those answers are used."""
+    taken: list[Any] = []
+
+    def answer() -> Any:
+        value = take()
+        if value is not MISSING:
+            taken.append(value)
+            step.record(call_id, [(RESUME, list(taken))])
+        return value
+
+    return answer
+
+
+def consumed_answers(
+    recorded: dict[str, tuple[str, Any]], pending: Any
+) -> dict[str, int]:
+    """Answers each recorded call took from its caller (its RESUME write), by call id."""
+    return {w.task_id: len(w.value) for w in pending
+            if w.channel == RESUME and w.task_id in recorded}
 
 
 _CURRENT: ContextVar[TaskContext | None] = ContextVar("durable_graph_task", default=None)

@@ -17,6 +17,7 @@ was taken over is dropped before it runs anything.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -25,12 +26,19 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from durable_graph.errors import DispatchError, FencingError, GraphInterrupt, NondeterminismError
+from durable_graph.errors import FencingError, GraphInterrupt, NondeterminismError
 from durable_graph.graph.types import RetryPolicy
 from durable_graph.scheduler.algo import PlannedTask, plan_tasks, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.retry import run_with_retry
-from durable_graph.scheduler.runtime import CallError, Suspended, TaskContext, TaskFuture
+from durable_graph.scheduler.runtime import (
+    CallError,
+    Suspended,
+    TaskContext,
+    TaskFuture,
+    answers_from,
+    consumed_answers,
+)
 from durable_graph.scheduler.transition import (
     Outcome,
     error_as_text,
@@ -132,6 +140,9 @@ class JobStep:
         self.config: dict[str, Any] = rc.run.config
         self._pending = pending
         self._recorded: dict[str, tuple[str, Any]] | None = None
+        self._consumed: dict[str, int] = {}
+        self.stale: set[str] = set()
+        """Calls whose recorded failure belongs to an earlier run of the thread."""
         self.started: list[str] = []
         self._null_resume: Any = MISSING
 
@@ -143,7 +154,17 @@ class JobStep:
                 saved = self.rc.saver.get_tuple(self.rc.config(self.job.checkpoint_id))
                 self._pending = list(saved.pending_writes) if saved else []
             self._recorded = recorded_calls(self._pending, self.rc.run.run_id)
+            self._consumed = consumed_answers(self._recorded, self._pending)
+            self.stale = {w.task_id for w in self._pending
+                          if w.channel == ERROR and isinstance(w.value, dict)
+                          and "call" in w.value and w.task_id not in self._recorded}
         return self._recorded
+
+    @property
+    def consumed(self) -> dict[str, int]:
+        """Resume answers each recorded call took from its caller."""
+        _ = self.recorded
+        return self._consumed
 
     @property
     def saver(self) -> RedisSaver:
@@ -171,9 +192,12 @@ class JobStep:
         retry: RetryPolicy | None,
     ) -> TaskFuture[Any]:
         """Enqueue the call as its own job; the caller suspends if it waits on it."""
+        if call_id in self.stale:  # failed or paused in an earlier run: runs again
+            self.rc.saver.clear_outcomes(self.rc.config(self.job.checkpoint_id), [call_id])
         self.rc.dispatcher.send([self.rc.job(
             "call", checkpoint_id=self.job.checkpoint_id, step=self.job.step,
-            task_id=call_id, caller=self.job.task_id, call=(name, fn, retry, parent.config),
+            task_id=call_id, caller=self.job.task_id,
+            call=(name, fn, retry, parent.config, parent.resume[parent.interrupt_idx:]),
         )])
         self.started.append(call_id)
         return _PendingCall()
@@ -305,10 +329,12 @@ def _run_call(rc: RunContext, job: Job) -> None:
     config = rc.config(job.checkpoint_id)
     if rc.saver.finished(config, [job.task_id]):
         return  # a redelivery: the result is recorded, the call never runs again
-    name, fn, retry, call_config = job.call
+    name, fn, retry, call_config, answers = job.call
     step = JobStep(rc, job, None)
     while True:
-        ctx = TaskContext(job.task_id, name, f"{name}:{job.task_id}", call_config, step)
+        given = answers_from(functools.partial(next, iter(answers), MISSING), step, job.task_id)
+        ctx = TaskContext(job.task_id, name, f"{name}:{job.task_id}", call_config, step,
+                          answers=given)
         try:
             value = ctx.run(lambda: run_with_retry(fn, retry))
             writes: list[tuple[str, Any]] = [(RETURN, (name, value))]
@@ -317,11 +343,7 @@ def _run_call(rc: RunContext, job: Job) -> None:
                 return
             step.reload()
             continue
-        except GraphInterrupt:
-            writes = [(ERROR, _call_error(rc, name, DispatchError(
-                f"interrupt() inside @task {name!r} is not supported when the graph runs on "
-                "Celery workers: call interrupt() in the node (or entrypoint) itself.")))]
-        except Exception as exc:
+        except (Exception, GraphInterrupt) as exc:  # the caller raises it on replay
             writes = [(ERROR, _call_error(rc, name, exc))]
         break
     wake = _put_call_writes(rc, job, writes)

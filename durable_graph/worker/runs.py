@@ -214,6 +214,7 @@ class _WriterStep:
     def __init__(self, rc: RunContext) -> None:
         self.rc, self.config = rc, rc.run.config
         self.recorded: dict[str, tuple[str, Any]] = {}
+        self.consumed: dict[str, int] = {}
 
     @property
     def saver(self) -> RedisSaver:

@@ -25,7 +25,7 @@ from typing import Annotated, Any, TypedDict
 import dg_trace
 from celery.signals import worker_process_init
 
-from durable_graph import END, START, RedisSaver, StateGraph, interrupt, task
+from durable_graph import END, START, RedisSaver, StateGraph, entrypoint, interrupt, task
 from durable_graph.worker import CeleryExecutor, create_app
 
 REDIS_URL = os.environ.get("DG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -298,3 +298,26 @@ approval = distributed(build_approval())
 slow_graph = distributed(build_slow())
 boom_graph = distributed(build_boom())
 locked_graph = distributed(build_locked())
+
+
+# -- an interrupt inside a @task, then one in the entrypoint ---------------------------
+
+
+@task
+def ask_in_call(question: str) -> str:
+    trace("ask", question)
+    return str(interrupt(question))
+
+
+def two_questions(x: int) -> str:
+    inner = ask_in_call("inner?").result()
+    outer = interrupt("outer?")
+    return f"{inner}+{outer}"
+
+
+def build_questions(checkpointer: Any, on: Any = None) -> Any:
+    """The functional workflow, on ``on`` (an executor) or embedded."""
+    return entrypoint(checkpointer=checkpointer, executor=on)(two_questions)
+
+
+questions = build_questions(saver, executor)

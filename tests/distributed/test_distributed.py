@@ -455,3 +455,24 @@ def test_auto_ship_of_an_importable_graph_does_not_need_a_picklable_module(
     [(pid, name)] = run_pids(cluster, thread_of(config))
     assert name == "locked"
     worker_names(cluster, [pid])
+
+
+def test_interrupt_inside_a_task_call_resumes_like_embedded(cluster: Cluster) -> None:
+    gf = cluster.gf
+    config = new_config("questions")
+    local = gf.build_questions(InMemorySaver())
+    local_config = new_config("questions-local")
+    outs = []
+    for step_input in (1, Command(resume="yes"), Command(resume="!")):
+        remote = within(TIMEOUT, gf.questions.invoke, step_input, config)
+        embedded_out = local.invoke(step_input, local_config)
+        outs.append(remote)
+        if isinstance(remote, dict):
+            assert [i.value for i in remote["__interrupt__"]] == [
+                i.value for i in embedded_out["__interrupt__"]]
+        else:
+            assert remote == embedded_out
+    assert [i.value for i in outs[0]["__interrupt__"]] == ["inner?"]
+    assert [i.value for i in outs[1]["__interrupt__"]] == ["outer?"]
+    assert outs[2] == "yes+!"
+    assert gf.saver.get_status(thread_of(config))["status"] == "done"

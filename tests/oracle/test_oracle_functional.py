@@ -228,3 +228,30 @@ def test_entrypoint_update_state() -> None:
         return snap.values, snap.metadata["source"], acc.invoke(5, cfg)
 
     same(scenario)
+
+
+def test_interrupt_inside_a_task_then_in_the_entrypoint() -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+
+        @m.task
+        def ask(q: str) -> str:
+            calls.hit(f"ask:{q}")
+            return str(m.interrupt(q))
+
+        @m.entrypoint(checkpointer=m.InMemorySaver())
+        def wf(x: int) -> str:
+            inner = ask("inner?").result()
+            outer = m.interrupt("outer?")
+            return f"{inner}+{outer}"
+
+        cfg = new_config()
+        first = wf.invoke(1, cfg)
+        second = wf.invoke(m.Command(resume="yes"), cfg)
+        third = wf.invoke(m.Command(resume="!"), cfg)
+        return ([i.value for i in first["__interrupt__"]],
+                [i.value for i in second["__interrupt__"]], third, dict(calls))
+
+    res = same(scenario)
+    assert res[2] == "yes+!"
+    assert res[3] == {"ask:inner?": 2}  # paused once, answered once; recorded after
