@@ -114,10 +114,14 @@ class CeleryDispatcher:
         self._app, self._settings = app, settings
         self._codec = settings.require_codec()
 
+    def _message(self, job: Job) -> list[str]:
+        """The task arguments of ``job``: ids in clear, the job sealed."""
+        return [job.run.thread_id, job.task_id, job.kind, seal(self._codec, job),
+                job.run.run_id, job.run.prefix]
+
     def seal(self, job: Job) -> str:
-        """The message of ``job`` as JSON text: ids in clear, the job sealed."""
-        return json.dumps([job.run.thread_id, job.task_id, job.kind, seal(self._codec, job),
-                           job.run.run_id, job.run.prefix])
+        """The message of ``job`` as JSON text, to be sent later with ``send_sealed``."""
+        return json.dumps(self._message(job))
 
     def seal_value(self, obj: Any) -> str:
         """``obj`` signed as base64 text (a run record)."""
@@ -125,7 +129,7 @@ class CeleryDispatcher:
 
     def send(self, jobs: Sequence[Job]) -> None:
         """Publish ``jobs`` over one broker connection."""
-        self._publish([json.loads(self.seal(job)) for job in jobs])
+        self._publish([self._message(job) for job in jobs])
 
     def send_sealed(self, sealed: str | bytes) -> None:
         """Publish a message ``seal`` made earlier."""

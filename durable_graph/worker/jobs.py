@@ -58,7 +58,15 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
-from durable_graph.worker.runs import Job, RunContext, abort_run, advance, branch_of, finish
+from durable_graph.worker.runs import (
+    Job,
+    RunContext,
+    RunStep,
+    abort_run,
+    advance,
+    branch_of,
+    finish,
+)
 
 __all__ = ["JobStep", "LeaseKeeper", "handle"]
 
@@ -131,19 +139,20 @@ class _PendingCall(TaskFuture[Any]):
         return False
 
 
-class JobStep:
+class JobStep(RunStep):
     """The StepRuntime of a task or call running in a job: writes go to Redis, calls
     become jobs, stream events go to the run's event stream."""
 
     def __init__(self, rc: RunContext, job: Job, pending: list[PendingWrite] | None) -> None:
-        self.rc, self.job = rc, job
-        self.config: dict[str, Any] = rc.run.config
+        super().__init__(rc)
+        self.job = job
         self._pending = pending
         self._recorded: dict[str, tuple[str, Any]] | None = None
         self._consumed: dict[str, int] = {}
         self.stale: set[str] = set()
         """Calls whose recorded failure belongs to an earlier run of the thread."""
         self.started: list[str] = []
+        self.outbox: list[Job] = []
         self._null_resume: Any = MISSING
 
     @property
@@ -166,22 +175,8 @@ class JobStep:
         _ = self.recorded
         return self._consumed
 
-    @property
-    def saver(self) -> RedisSaver:
-        return self.rc.saver
-
-    @property
-    def durability(self) -> str:
-        return self.rc.run.durability
-
-    def submit(self, fn: Callable[[], Any]) -> None:
-        fn()  # subgraphs run their own local executor; nothing else submits here
-
     def record(self, task_id: str, writes: list[tuple[str, Any]]) -> None:
         self.rc.saver.put_writes(self.rc.config(self.job.checkpoint_id), writes, task_id)
-
-    def emit(self, mode: str, payload: Any) -> None:
-        self.rc.emit(mode, payload)
 
     def take_null_resume(self) -> Any:
         value, self._null_resume = self._null_resume, MISSING
@@ -194,13 +189,23 @@ class JobStep:
         """Enqueue the call as its own job; the caller suspends if it waits on it."""
         if call_id in self.stale:  # failed or paused in an earlier run: runs again
             self.rc.saver.clear_outcomes(self.rc.config(self.job.checkpoint_id), [call_id])
-        self.rc.dispatcher.send([self.rc.job(
+        self.outbox.append(self.rc.job(
             "call", checkpoint_id=self.job.checkpoint_id, step=self.job.step,
             task_id=call_id, caller=self.job.task_id,
             call=(name, fn, retry, parent.config, parent.resume[parent.interrupt_idx:]),
-        )])
+        ))
         self.started.append(call_id)
         return _PendingCall()
+
+    def flush(self) -> None:
+        """Enqueue the calls started since the last flush, over one broker connection.
+
+        Calls are sent when the caller suspends (or ends), so a node that starts
+        a thousand calls publishes them in one batch.
+        """
+        outbox, self.outbox = self.outbox, []
+        if outbox:
+            self.rc.dispatcher.send(outbox)
 
     def reload(self) -> None:
         """Read recorded results again (after calls finished while suspending)."""
@@ -297,15 +302,20 @@ def _execute(
     config, ns = task_config(rc.run.config, "", checkpoint.id, task)
     while True:
         try:
-            return execute_task(task, step, config, ns, values=values, resume=resume)
+            outcome = execute_task(task, step, config, ns, values=values, resume=resume)
         except Suspended:
             if _suspend(rc, job, step):
                 return None
             step.reload()
+            continue
+        step.flush()
+        return outcome
 
 
 def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
-    """Park the job until its calls finish; False when they already have."""
+    """Send the calls the job started and park it until they finish; False when they
+    already have (replay now)."""
+    step.flush()
     calls = [c for c in step.started if c not in step.recorded]
     if not calls:
         return False
@@ -346,6 +356,7 @@ def _run_call(rc: RunContext, job: Job) -> None:
         except (Exception, GraphInterrupt) as exc:  # the caller raises it on replay
             writes = [(ERROR, _call_error(rc, name, exc))]
         break
+    step.flush()
     wake = _put_call_writes(rc, job, writes)
     if writes[0][0] == RETURN:
         rc.emit("updates", {name: writes[0][1][1]})

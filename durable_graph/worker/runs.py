@@ -50,6 +50,7 @@ __all__ = [
     "Job",
     "RunContext",
     "RunSpec",
+    "RunStep",
     "abort_run",
     "advance",
     "branch_of",
@@ -208,13 +209,12 @@ def advance(
         checkpoint, step, pending = committed, step + 1, []
 
 
-class _WriterStep:
-    """The runtime of a hidden node (the input writer): it calls no tasks and pauses never."""
+class RunStep:
+    """What every task runtime of a distributed run shares: its store, its durability
+    mode and its event stream. Subgraphs run inline with their own local executor."""
 
     def __init__(self, rc: RunContext) -> None:
         self.rc, self.config = rc, rc.run.config
-        self.recorded: dict[str, tuple[str, Any]] = {}
-        self.consumed: dict[str, int] = {}
 
     @property
     def saver(self) -> RedisSaver:
@@ -227,11 +227,20 @@ class _WriterStep:
     def submit(self, fn: Any) -> None:
         fn()
 
-    def record(self, task_id: str, writes: list[tuple[str, Any]]) -> None:
-        raise DispatchError("a hidden writer node cannot record writes of its own")
-
     def emit(self, mode: str, payload: Any) -> None:
         self.rc.emit(mode, payload)
+
+
+class _WriterStep(RunStep):
+    """The runtime of a hidden node (the input writer): it calls no tasks and pauses never."""
+
+    def __init__(self, rc: RunContext) -> None:
+        super().__init__(rc)
+        self.recorded: dict[str, tuple[str, Any]] = {}
+        self.consumed: dict[str, int] = {}
+
+    def record(self, task_id: str, writes: list[tuple[str, Any]]) -> None:
+        raise DispatchError("a hidden writer node cannot record writes of its own")
 
     def take_null_resume(self) -> Any:
         return MISSING
