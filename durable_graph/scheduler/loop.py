@@ -140,6 +140,7 @@ class StepLoop:
         """Metadata source of the checkpoint the run started from."""
         self.persister: Persister
         self.step_opts = StepOptions()
+        self.first_events: list[Event] = []
 
     # -- recording -------------------------------------------------------------
 
@@ -176,14 +177,15 @@ class StepLoop:
     def begin(self, input: Any) -> int:
         """Load the thread and apply ``input`` without running a step; the step to run.
 
-        The distributed driver starts runs this way and hands the steps to workers.
+        The distributed driver starts runs this way and hands the steps to workers;
+        the stream events applying the input makes are kept in ``first_events``.
         """
         step = self._load()
         self.step_opts = self._step_options(step)
         first = self._first(input, step)
         while True:
             try:
-                next(first)
+                self.first_events.append(next(first))
             except StopIteration as stop:
                 return int(stop.value)
 

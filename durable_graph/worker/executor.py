@@ -36,8 +36,12 @@ INTERNAL_KEYS = ("checkpoint_id", "fence", "task_id", "checkpoint_ns")
 class RunHandle:
     """A run on the workers: wait for it, stream its events, or ask its status."""
 
-    def __init__(self, saver: RedisSaver, events: RunEvents, run: RunSpec) -> None:
+    def __init__(
+        self, saver: RedisSaver, events: RunEvents, run: RunSpec,
+        first: list[tuple[str, Any]] | None = None,
+    ) -> None:
         self._saver, self._events, self.run = saver, events, run
+        self._first = list(first or [])
         self._cursor = "0"
         self._end: dict[str, Any] | None = None
 
@@ -61,6 +65,8 @@ class RunHandle:
     def events(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
         """(mode, chunk) as workers produce them, until the run ends."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        first, self._first = self._first, []
+        yield from first  # made here while applying the input (a resume's state)
         while self._end is None:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -163,7 +169,8 @@ class CeleryExecutor:
                 "(or for its lease to expire if its workers died) before starting another run.")
         loop = graph.make_loop(lease.fence(config), durability=request.durability,
                                interrupt_before=request.interrupt_before,
-                               interrupt_after=request.interrupt_after, saver=saver)
+                               interrupt_after=request.interrupt_after, saver=saver,
+                               modes=request.modes)
         try:
             step = loop.begin(input)
             loop.persister.flush()
@@ -185,7 +192,7 @@ class CeleryExecutor:
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
         rc = RunContext(run, graph, saver, events, self._dispatcher, owner, lease.generation)
         advance(rc, loop.checkpoint, step, loop.pending)
-        return RunHandle(saver, events, run)
+        return RunHandle(saver, events, run, loop.first_events)
 
 
 def _names(nodes: Any) -> tuple[str, ...] | str:

@@ -476,3 +476,18 @@ def test_interrupt_inside_a_task_call_resumes_like_embedded(cluster: Cluster) ->
     assert [i.value for i in outs[1]["__interrupt__"]] == ["outer?"]
     assert outs[2] == "yes+!"
     assert gf.saver.get_status(thread_of(config))["status"] == "done"
+
+
+def test_stream_of_a_resume_equals_embedded(cluster: Cluster) -> None:
+    gf = cluster.gf
+    config, local_config = new_config("approval-stream"), new_config("approval-stream-local")
+    local = embedded(gf.build_approval())
+    within(TIMEOUT, gf.approval.invoke, {"draft": "hi"}, config)
+    local.invoke({"draft": "hi"}, local_config)
+    resume = Command(resume="ok", update={"reviewer": "r"})
+    remote = within(TIMEOUT, lambda: list(gf.approval.stream(
+        resume, config, stream_mode=["values", "updates"])))
+    mirrored = list(local.stream(Command(resume="ok", update={"reviewer": "r"}), local_config,
+                                 stream_mode=["values", "updates"]))
+    assert remote == mirrored
+    assert remote[0][0] == "values"  # the resumed state comes first, as embedded
