@@ -340,7 +340,7 @@ def _borrow(child: CompiledGraph, parent: CompiledGraph) -> CompiledGraph:
     return CompiledGraph(child.spec, checkpointer=parent.saver, executor=child.executor)
 
 
-REMOTE_MODES = frozenset({"values", "updates", "custom"})
+REMOTE_MODES = frozenset({"values", "updates", "custom", "tasks", "checkpoints", "debug"})
 
 
 def _remote_modes(modes: frozenset[str]) -> frozenset[str]:

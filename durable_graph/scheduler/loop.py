@@ -12,7 +12,6 @@ import functools
 import queue
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from durable_graph.errors import EmptyInputError, GraphInterrupt, GraphValueError
@@ -37,11 +36,14 @@ from durable_graph.scheduler.transition import (
     Outcome,
     StepOptions,
     begin_step,
+    checkpoint_event,
     end_step,
     error_as_text,
     execute_task,
     outcome_writes,
     task_config,
+    task_ended,
+    task_started,
     with_null_writes,
 )
 from durable_graph.store.base import (
@@ -187,6 +189,7 @@ class StepLoop:
             try:
                 self.first_events.append(next(first))
             except StopIteration as stop:
+                self.first_events += self._drain()
                 return int(stop.value)
 
     def _load(self) -> int:
@@ -272,7 +275,8 @@ class StepLoop:
         self.pending = []
         self.persister.put_checkpoint(self.checkpoint, metadata)
         if "checkpoints" in self.opts.modes or "debug" in self.opts.modes:
-            self.events.put(("event", "checkpoints", self._checkpoint_event(metadata)))
+            self.events.put(("event", "checkpoints", checkpoint_event(
+                self.spec, self.checkpoint, metadata, self.thread_id, self.ns)))
 
     def _tick(self, step: int) -> Generator[Event, None, bool]:
         """Run one superstep; False when the run is over (done or interrupted)."""
@@ -331,8 +335,7 @@ class StepLoop:
         if "tasks" in self.opts.modes:
             for t in todo:
                 if not t.node.hidden:
-                    yield "tasks", {"id": t.id, "name": t.name, "input": t.input,
-                                    "triggers": list(t.triggers)}
+                    yield "tasks", task_started(t)
         recorded = self._recorded_calls()
         step = _Step(self, self.config, recorded, consumed_answers(recorded, self.pending))
         resumes = {w.task_id: list(w.value) for w in self.pending if w.channel == RESUME}
@@ -368,11 +371,7 @@ class StepLoop:
 
     def _task_done(self, task: PlannedTask, outcome: Outcome) -> Iterator[Event]:
         if "tasks" in self.opts.modes and not task.node.hidden:
-            yield "tasks", {
-                "id": task.id, "name": task.name, "error": outcome.error,
-                "interrupts": list(outcome.interrupts),
-                "result": task.node.updates(outcome.writes or ()),
-            }
+            yield "tasks", task_ended(task, outcome)
         writes = outcome_writes(outcome)
         try:
             self.record(task.id, writes)
@@ -399,11 +398,3 @@ class StepLoop:
                 status = "failed" if error is not None and self.status == "failed" else self.status
                 self.saver.set_status(self.thread_id, status, error)  # type: ignore[arg-type]
 
-    def _checkpoint_event(self, metadata: Any) -> dict[str, Any]:
-        return {
-            "config": self.persister.current_config(),
-            "metadata": metadata,
-            "values": self.spec.output(read_values(self.spec, self.checkpoint)),
-            "next": [t.name for t in self._plan()],
-            "timestamp": datetime.now(UTC).isoformat(),
-        }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from durable_graph.errors import GraphInterrupt, GraphRecursionError
@@ -24,6 +25,7 @@ from durable_graph.scheduler.algo import (
     TaskWrites,
     apply_writes,
     plan_tasks,
+    read_values,
     should_interrupt,
 )
 from durable_graph.scheduler.retry import run_with_retry
@@ -39,6 +41,7 @@ from durable_graph.store.base import (
     Checkpoint,
     CheckpointMetadata,
     PendingWrite,
+    checkpoint_config,
 )
 
 __all__ = [
@@ -46,12 +49,15 @@ __all__ = [
     "Outcome",
     "StepOptions",
     "begin_step",
+    "checkpoint_event",
     "end_step",
     "error_as_text",
     "execute_task",
     "outcome_writes",
     "outcomes_from_pending",
     "task_config",
+    "task_ended",
+    "task_started",
     "with_null_writes",
 ]
 
@@ -226,6 +232,33 @@ def with_null_writes(
     applied, _ = apply_writes(
         spec, checkpoint, [TaskWrites("__input__", ("input",), (), null)], checkpoint.id)
     return applied
+
+
+def checkpoint_event(
+    spec: GraphSpec, checkpoint: Checkpoint, metadata: CheckpointMetadata, thread_id: str,
+    ns: str,
+) -> dict[str, Any]:
+    """The ``checkpoints`` stream chunk of a committed checkpoint."""
+    return {
+        "config": checkpoint_config(thread_id, ns, checkpoint.id),
+        "metadata": metadata,
+        "values": spec.output(read_values(spec, checkpoint)),
+        "next": [t.name for t in plan_tasks(spec, checkpoint, thread_id, ns)],
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+
+
+def task_started(task: PlannedTask) -> dict[str, Any]:
+    """The ``tasks`` stream chunk of a task about to run."""
+    return {"id": task.id, "name": task.name, "input": task.input,
+            "triggers": list(task.triggers)}
+
+
+def task_ended(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
+    """The ``tasks`` stream chunk of a task that ended."""
+    return {"id": task.id, "name": task.name, "error": outcome.error,
+            "interrupts": list(outcome.interrupts),
+            "result": task.node.updates(outcome.writes or ())}
 
 
 def outcome_writes(outcome: Outcome) -> list[Write]:

@@ -46,6 +46,8 @@ from durable_graph.scheduler.transition import (
     outcome_writes,
     outcomes_from_pending,
     task_config,
+    task_ended,
+    task_started,
     with_null_writes,
 )
 from durable_graph.store.base import (
@@ -272,6 +274,8 @@ def _run_task(rc: RunContext, job: Job) -> None:
     pending = list(saved.pending_writes)
     outcomes = outcomes_from_pending(tasks, pending)
     if task.id not in outcomes:
+        if not task.node.hidden:
+            rc.emit("tasks", task_started(task))
         outcome = _execute(rc, job, checkpoint, task, pending)
         if outcome is None:
             return
@@ -331,6 +335,8 @@ def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> No
         if outcome.error is None:
             raise
         rc.saver.put_writes(config, [(ERROR, error_as_text(outcome.error))], task.id)
+    if not task.node.hidden:
+        rc.emit("tasks", task_ended(task, outcome))
     if outcome.writes is not None and not task.node.hidden:
         rc.emit("updates", {task.name: task.node.updates(outcome.writes)})
 

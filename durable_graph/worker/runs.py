@@ -32,6 +32,7 @@ from durable_graph.scheduler.transition import (
     Outcome,
     StepOptions,
     begin_step,
+    checkpoint_event,
     end_step,
     error_as_text,
     execute_task,
@@ -300,6 +301,9 @@ def finish(
         ])
     if not _commit(rc, checkpoint, nxt):
         return None
+    if "checkpoints" in rc.run.modes:
+        rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, nxt.metadata,
+                                                rc.thread_id, ""))
     if nxt.updated & rc.graph.spec.output_channels:
         rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
     if nxt.status == "interrupted":

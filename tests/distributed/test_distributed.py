@@ -491,3 +491,25 @@ def test_stream_of_a_resume_equals_embedded(cluster: Cluster) -> None:
                                  stream_mode=["values", "updates"]))
     assert remote == mirrored
     assert remote[0][0] == "values"  # the resumed state comes first, as embedded
+
+
+def _without_ids(chunk: Any) -> Any:
+    """A tasks/checkpoints/debug chunk without the parts that are random per run."""
+    if isinstance(chunk, dict):
+        return {k: _without_ids(v) for k, v in chunk.items()
+                if k not in ("id", "timestamp", "config", "checkpoint_id", "parent_config")}
+    return chunk
+
+
+@pytest.mark.parametrize("modes", [["tasks", "checkpoints", "updates", "values"], ["debug"]])
+def test_task_and_checkpoint_streams_equal_embedded(cluster: Cluster, modes: list[str]) -> None:
+    gf = cluster.gf
+    config, local_config = new_config("chain-debug"), new_config("chain-debug-local")
+    local = embedded(gf.build_chain())
+    remote = within(TIMEOUT, lambda: list(gf.chain.stream(
+        {"value": 1, "log": []}, config, stream_mode=modes, durability="sync")))
+    mirrored = list(local.stream({"value": 1, "log": []}, local_config, stream_mode=modes,
+                                 durability="sync"))
+    assert [(m, _without_ids(c)) for m, c in remote] == [
+        (m, _without_ids(c)) for m, c in mirrored]
+    assert sum(1 for m, _ in remote if m in ("checkpoints", "debug")) >= len(gf.CHAIN)
