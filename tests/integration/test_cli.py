@@ -289,3 +289,12 @@ def test_every_command_has_help_and_the_console_script_runs() -> None:
     assert done.returncode == 0, done.stderr
     for command in COMMANDS:
         assert command in done.stdout
+
+
+def test_worker_without_a_signing_key_refuses_to_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_GRAPH_SECRET")}
+    done = subprocess.run(
+        [sys.executable, "-c", "from durable_graph.cli import main; raise SystemExit(main())",
+         "worker"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "DURABLE_GRAPH_SECRET_KEY" in done.stderr
