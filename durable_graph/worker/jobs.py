@@ -26,7 +26,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from durable_graph.errors import FencingError, GraphInterrupt, NondeterminismError
+from durable_graph.errors import (
+    CheckpointStoreError,
+    DurableGraphError,
+    FencingError,
+    GraphInterrupt,
+    NondeterminismError,
+)
 from durable_graph.graph.types import RetryPolicy
 from durable_graph.scheduler.algo import PlannedTask, plan_tasks, read_values
 from durable_graph.scheduler.channels import MISSING
@@ -227,12 +233,22 @@ def recorded_calls(pending: list[PendingWrite], run_id: str) -> dict[str, tuple[
 
 
 def handle(rc: RunContext, job: Job, keeper: LeaseKeeper) -> None:
-    """Run one job under its thread's lease; a job of a lost lease is dropped."""
+    """Run one job under its thread's lease; a job of a lost lease is dropped.
+
+    A store error propagates (Celery retries the job); any other durable-graph error
+    (a graph that differs from the producer's, say) fails the run, so it cannot be
+    recovered into the same error again and again.
+    """
     try:
         with keeper.hold(rc.saver.prefix, rc.lease()):
             _HANDLERS[job.kind](rc, job)
     except FencingError as exc:
         log.info("dropped a stale %s job of thread %s: %s", job.kind, job.run.thread_id, exc)
+    except CheckpointStoreError:
+        raise
+    except DurableGraphError as exc:
+        log.error("%s job of thread %s failed the run: %s", job.kind, job.run.thread_id, exc)
+        abort_run(rc.saver, rc.events, job, exc)
 
 
 def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:

@@ -91,3 +91,41 @@ def test_async_job_runs_when_its_checkpoint_lands_between_its_reads(saver: Redis
     assert late.missed == 1  # the interleaving happened
     assert loaded is not None, "the job dropped itself although its checkpoint is committed"
     assert loaded.checkpoint.id == latest.checkpoint.id
+
+
+def test_a_job_for_a_task_the_graph_does_not_plan_fails_the_run(saver: RedisSaver) -> None:
+    """A worker whose graph differs from the producer's fails the run once, clearly,
+    instead of failing the job (which the scheduler would recover again and again)."""
+    from durable_graph.store.codec import SignedSerializer, SigningCodec
+    from durable_graph.store.serde import TypedSerializer
+    from durable_graph.worker.events import END, RunEvents
+    from durable_graph.worker.jobs import LeaseKeeper, handle
+
+    thread_id = f"drift-{uuid.uuid4().hex[:8]}"
+    graph = _graph(saver)
+    config = {"configurable": {"thread_id": thread_id}}
+    graph.invoke({"log": []}, config, durability="sync", interrupt_before=["two"])
+    latest = saver.get_tuple(config)
+    assert latest is not None
+    lease = saver.leases.acquire(thread_id, "owner", 5)
+    assert lease is not None
+    run = RunSpec(
+        run_id=uuid.uuid4().hex, thread_id=thread_id, graph=GraphRef(), config=config,
+        durability="sync", interrupt_before=(), interrupt_after=(), recursion_limit=25,
+        stop_step=0, modes=(), start_checkpoint="", prefix=saver.prefix,
+    )
+    serde = SignedSerializer(TypedSerializer(), SigningCodec.from_secret("drift-test-secret"))
+    events = RunEvents(saver.conn, saver.prefix, serde)
+    rc = RunContext(run, graph, saver, events, None, "owner", lease.generation)  # type: ignore[arg-type]
+    job = Job("task", run, "owner", lease.generation, checkpoint_id=latest.checkpoint.id,
+              step=int(latest.metadata["step"]) + 1, task_id="not-a-planned-task")
+
+    handle(rc, job, LeaseKeeper(lambda _prefix: saver, 5.0))
+
+    record = saver.get_status(thread_id)
+    assert record is not None and record["status"] == "failed"
+    assert record["error_type"].endswith("NondeterminismError")
+    [(_, mode, end)] = list(events.read(thread_id, run.run_id, "0", 100))
+    assert mode == END and end["status"] == "failed"
+    assert "not planned" in end["error"]["message"]
+    assert saver.leases.acquire(thread_id, "someone-else", 5) is not None  # lease released
