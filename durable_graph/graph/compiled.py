@@ -299,7 +299,7 @@ class CompiledGraph:
         writes = self.spec.update_writes(node_name, values, read_values(self.spec, cp))
         new_cp, _ = apply_writes(
             self.spec, cp, [TaskWrites(node_name, ("pull", node_name), node.triggers, writes)],
-            new_checkpoint_id(),
+            new_checkpoint_id(after=cp.id),
         )
         parent = saved.config if saved else {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": ns}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import queue
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,7 +176,7 @@ class StepLoop:
             recursion_limit=self.opts.recursion_limit,
         )
 
-    def begin(self, input: Any) -> int:
+    def begin(self, input: Any, on_load: Callable[[], None] | None = None) -> int:
         """Load the thread and apply ``input`` without running a step; the step to run.
 
         The distributed driver starts runs this way and hands the steps to workers;
@@ -184,6 +184,8 @@ class StepLoop:
         """
         step = self._load()
         self.step_opts = self._step_options(step)
+        if on_load is not None:
+            on_load()  # before the input changes anything
         first = self._first(input, step)
         while True:
             try:
@@ -241,7 +243,8 @@ class StepLoop:
         discard = [TaskWrites(t.name, t.path, t.triggers, ()) for t in self._plan()]
         input_task = TaskWrites("__input__", ("input",), (), self.spec.input_writes(input))
         self.checkpoint, _ = apply_writes(
-            self.spec, self.checkpoint, [*discard, input_task], new_checkpoint_id()
+            self.spec, self.checkpoint, [*discard, input_task],
+            new_checkpoint_id(after=self.checkpoint.id)
         )
         self._commit({"source": "input", "step": step, "parents": {}})
         return step + 1
@@ -262,7 +265,7 @@ class StepLoop:
         task after it runs again (its old pending writes belong to the old branch)."""
         cp = self.checkpoint
         self.checkpoint = Checkpoint(
-            new_checkpoint_id(), cp.ts, cp.channel_values, cp.channel_versions,
+            new_checkpoint_id(after=cp.id), cp.ts, cp.channel_values, cp.channel_versions,
             cp.versions_seen, cp.v,
         )
         self._commit({"source": "fork", "step": step, "parents": {}})
@@ -287,7 +290,7 @@ class StepLoop:
         tasks = nxt.tasks
         outcomes = yield from self._run_tasks(tasks)
         nxt = end_step(self.spec, self.checkpoint, tasks, outcomes, step=step,
-                       opts=self.step_opts, new_id=new_checkpoint_id())
+                       opts=self.step_opts, new_id=new_checkpoint_id(after=self.checkpoint.id))
         if nxt.metadata is None:
             return (yield from self._stop(nxt))
         self.checkpoint = nxt.checkpoint

@@ -10,6 +10,7 @@ in the same slot, so a retried or replayed job changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -133,13 +134,19 @@ class _MonotonicClock:
 _CLOCK = _MonotonicClock()
 
 
-def new_checkpoint_id() -> str:
+def new_checkpoint_id(after: str | None = None) -> str:
     """A UUID-shaped id whose text sorts by creation time (monotonic in-process).
 
     The first 64 bits are nanoseconds since the epoch, the rest random, so ids from
-    different processes interleave by time and never collide.
+    different processes interleave by time and never collide. ``after`` (the parent)
+    makes the id sort after it even when this machine's clock is behind the one that
+    made the parent: a thread's history stays in order across skewed workers.
     """
-    return str(uuid.UUID(int=(_CLOCK.now() << 64) | int.from_bytes(os.urandom(8), "big")))
+    now = _CLOCK.now()
+    if after:
+        with contextlib.suppress(ValueError):  # an id not made here: this clock alone
+            now = max(now, (uuid.UUID(after).int >> 64) + 1)
+    return str(uuid.UUID(int=(now << 64) | int.from_bytes(os.urandom(8), "big")))
 
 
 def empty_checkpoint() -> Checkpoint:

@@ -20,6 +20,7 @@ from celery import Celery
 
 from durable_graph.errors import CheckpointStoreError, DispatchError, SignatureError
 from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker.config import Settings
@@ -127,6 +128,10 @@ class CeleryDispatcher:
         """``obj`` signed as base64 text (a run record)."""
         return seal(self._codec, obj)
 
+    def open_value(self, text: str) -> Any:
+        """What ``seal_value`` sealed; SignatureError for anything else."""
+        return open_sealed(self._codec, text, "run record")
+
     def send(self, jobs: Sequence[Job]) -> None:
         """Publish ``jobs`` over one broker connection."""
         self._publish([self._message(job) for job in jobs])
@@ -183,9 +188,12 @@ class WorkerRuntime:
     def _refuse(self, thread_id: str, kind: str, run_id: str, prefix: str, why: str) -> str:
         """Log a refused message and tell its run's producer, if the message says where."""
         log.error("refused a %s job for thread %r: %s", kind, thread_id, why)
-        if run_id and prefix and isinstance(thread_id, str):
-            saver = self.saver(prefix)
-            RunEvents(saver.conn, prefix, self.serde).publish(thread_id, run_id, END, {
+        base = self.saver(self.settings.prefix)
+        known = isinstance(thread_id, str) and isinstance(prefix, str) and prefix and bool(
+            base.client.exists(ThreadKeys(prefix, thread_id).record))
+        if run_id and isinstance(run_id, str) and known:
+            # the only thing taken from an unverified message: where to say it was refused
+            RunEvents(base.conn, prefix, self.serde).publish(thread_id, run_id, END, {
                 "status": "failed", "output": None, "interrupts": [],
                 "error": {"error": None, "type": "durable_graph.errors.SignatureError",
                           "message": f"a worker refused a job of this run: {why}",

@@ -22,8 +22,8 @@ END = "__end__"
 """Mode of the last event of a run: payload is {status, output, interrupts, error}."""
 _TTL = 24 * 3600
 """Seconds a run's events outlive its last event (a producer that went away)."""
-_END_TTL = 60
-"""Seconds a finished run's events stay for a producer still reading them."""
+_END_TTL = 3600
+"""Seconds a finished run's events stay for a producer that reads them late."""
 _MAXLEN = 100_000
 
 
@@ -38,7 +38,7 @@ class RunEvents:
         return ThreadKeys(self._prefix, thread_id).events(run_id)
 
     def publish(self, thread_id: str, run_id: str, mode: str, payload: Any) -> None:
-        """Append one event (one round trip); after the end, the stream lives a minute."""
+        """Append one event (one round trip); after the end, the stream lives an hour."""
         key = self.key(thread_id, run_id)
         data = encode_blob(self._serde.dumps_typed(payload))
 

@@ -22,7 +22,7 @@ from durable_graph.store.codec import SignedSerializer
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
-from durable_graph.worker.runs import RunContext, RunSpec, advance, branch_of
+from durable_graph.worker.runs import RunContext, RunSpec, abort_run, begin_run
 from durable_graph.worker.shipping import GraphShipper, Ship
 
 if TYPE_CHECKING:
@@ -171,28 +171,22 @@ class CeleryExecutor:
                                interrupt_before=request.interrupt_before,
                                interrupt_after=request.interrupt_after, saver=saver,
                                modes=request.modes)
-        try:
-            step = loop.begin(input)
-            loop.persister.flush()
-        except BaseException as exc:
-            saver.leases.release(lease)
-            saver.set_status(thread_id, "failed", exc)
-            raise
         user_conf = {k: v for k, v in config.get("configurable", {}).items()
                      if k not in INTERNAL_KEYS}
         run = RunSpec(
             run_id, thread_id, ref, {**config, "configurable": user_conf},
             loop.opts.durability, _names(loop.opts.interrupt_before),
-            _names(loop.opts.interrupt_after), loop.opts.recursion_limit,
-            int(loop.step_opts.stop_step or 0), tuple(sorted(request.modes)),
-            loop.loaded_id, saver.prefix,
-            branch_of(saver, thread_id, loop.checkpoint) if loop.checkpoint_id else ("", ""),
+            _names(loop.opts.interrupt_after), loop.opts.recursion_limit, 0,
+            tuple(sorted(request.modes)), "", saver.prefix,
         )
-        saver.set_run(thread_id, self._dispatcher.seal_value(run))
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
         rc = RunContext(run, graph, saver, events, self._dispatcher, owner, lease.generation)
-        advance(rc, loop.checkpoint, step, loop.pending)
-        return RunHandle(saver, events, run, loop.first_events)
+        try:
+            begin_run(rc, loop, input)
+        except BaseException as exc:
+            abort_run(saver, events, rc.job("start"), exc)
+            raise
+        return RunHandle(saver, events, rc.run, loop.first_events)
 
 
 def _names(nodes: Any) -> tuple[str, ...] | str:

@@ -17,13 +17,13 @@ was taken over is dropped before it runs anything.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 from durable_graph.errors import (
@@ -32,6 +32,7 @@ from durable_graph.errors import (
     FencingError,
     GraphInterrupt,
     NondeterminismError,
+    SignatureError,
 )
 from durable_graph.graph.types import RetryPolicy
 from durable_graph.scheduler.algo import PlannedTask, plan_tasks, read_values
@@ -72,7 +73,7 @@ from durable_graph.worker.runs import (
     RunStep,
     abort_run,
     advance,
-    branch_of,
+    begin_run,
     finish,
 )
 
@@ -161,7 +162,7 @@ class JobStep(RunStep):
         """Calls whose recorded failure belongs to an earlier run of the thread."""
         self.started: list[str] = []
         self.outbox: list[Job] = []
-        self._null_resume: Any = MISSING
+        self._null_resume: Any = rc.run.null_resume[0] if rc.run.null_resume else MISSING
 
     @property
     def recorded(self) -> dict[str, tuple[str, Any]]:
@@ -264,7 +265,8 @@ def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:
         latest = rc.saver.get_tuple(rc.config())
         if latest is not None and latest.checkpoint.id == job.checkpoint_id:
             return latest  # it landed between the two reads
-        lost = latest is not None and int(latest.metadata.get("step", -1)) >= job.step - 1
+        lost = (latest is not None and latest.checkpoint.id != rc.run.branch[1]
+                and int(latest.metadata.get("step", -1)) >= job.step - 1)
         if lost or time.monotonic() > deadline:
             log.info("checkpoint %s of thread %s will not land (%s); job dropped",
                      job.checkpoint_id, rc.thread_id,
@@ -346,11 +348,11 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
 def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:
     config = rc.config(job.checkpoint_id)
     try:
-        rc.saver.put_writes(config, outcome_writes(outcome), task.id)
+        rc.saver.put_task_writes(config, outcome_writes(outcome), task.id)
     except Exception:  # an error the store cannot keep is kept as its text
         if outcome.error is None:
             raise
-        rc.saver.put_writes(config, [(ERROR, error_as_text(outcome.error))], task.id)
+        rc.saver.put_task_writes(config, [(ERROR, error_as_text(outcome.error))], task.id)
     if not task.node.hidden:
         rc.emit("tasks", task_ended(task, outcome))
     if outcome.writes is not None and not task.node.hidden:
@@ -375,7 +377,9 @@ def _run_call(rc: RunContext, job: Job) -> None:
                 return
             step.reload()
             continue
-        except (Exception, GraphInterrupt) as exc:  # the caller raises it on replay
+        except (Exception, GraphInterrupt, asyncio.CancelledError) as exc:
+            # recorded: the caller raises it on replay, as embedded. SystemExit and
+            # KeyboardInterrupt are the worker stopping, not the call failing.
             writes = [(ERROR, _call_error(rc, name, exc))]
         break
     step.flush()
@@ -402,23 +406,29 @@ def _put_call_writes(rc: RunContext, job: Job, writes: list[tuple[str, Any]]) ->
 
 
 def _run_start(rc: RunContext, job: Job) -> None:
+    sealed = rc.saver.get_run(rc.thread_id)
+    if sealed is not None and _run_id(rc, sealed) == rc.run.run_id:
+        _run_recover(rc, job)  # a redelivery: the input was applied once already
+        return
     config = rc.config(job.checkpoint)
     config["configurable"] = {**rc.run.config.get("configurable", {}), **config["configurable"]}
     loop = rc.graph.make_loop(config, durability=rc.run.durability, saver=rc.saver,
                               interrupt_before=rc.run.interrupt_before,
                               interrupt_after=rc.run.interrupt_after)
     try:
-        step = loop.begin(job.input)
-        loop.persister.flush()
+        begin_run(rc, loop, job.input)
     except Exception as exc:  # bad input: the run ends failed, and says why
+        if isinstance(exc, CheckpointStoreError):
+            raise
         abort_run(rc.saver, rc.events, job, exc)
-        return
-    rc.run = replace(rc.run, stop_step=int(loop.step_opts.stop_step or 0),
-                     start_checkpoint=loop.loaded_id,
-                     branch=branch_of(rc.saver, rc.thread_id, loop.checkpoint)
-                     if job.checkpoint else ("", ""))
-    rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
-    advance(rc, loop.checkpoint, step, loop.pending)
+
+
+def _run_id(rc: RunContext, sealed: str) -> str:
+    try:
+        run = rc.dispatcher.open_value(sealed)
+    except SignatureError:
+        return ""
+    return str(getattr(run, "run_id", ""))
 
 
 def _run_recover(rc: RunContext, job: Job) -> None:

@@ -52,11 +52,15 @@ class LeaseScheduler:
         for thread_id in self.saver.list_threads("running"):
             sealed = self.saver.get_run(thread_id)
             if sealed is None:
-                continue  # an embedded run: no worker can resume it on its own
+                continue  # never ran on workers: nothing here can resume it
             owner = f"{self._name}:{uuid.uuid4().hex[:8]}"
-            lease = self.saver.leases.acquire(thread_id, owner, self.settings.lease_ttl)
+            lease = self.saver.leases.take_over(thread_id, owner, self.settings.lease_ttl)
             if lease is None:
-                continue  # alive: its jobs renew the lease
+                continue  # alive (its jobs renew the lease), or ended, or embedded
+            record = self.saver.get_status(thread_id) or {}
+            if record.get("status") != "running":  # it ended since the listing
+                self.saver.leases.release(lease)
+                continue
             try:
                 run = open_sealed(self._codec, sealed, "run record")
             except SignatureError as exc:

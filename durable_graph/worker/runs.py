@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from durable_graph.errors import (
@@ -27,6 +27,7 @@ from durable_graph.errors import (
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.scheduler.algo import PlannedTask, read_values
 from durable_graph.scheduler.channels import MISSING
+from durable_graph.scheduler.loop import StepLoop
 from durable_graph.scheduler.transition import (
     Next,
     Outcome,
@@ -54,6 +55,7 @@ __all__ = [
     "RunStep",
     "abort_run",
     "advance",
+    "begin_run",
     "branch_of",
     "end_run",
     "finish",
@@ -84,6 +86,8 @@ class RunSpec:
     branch: tuple[str, str] = ("", "")
     """(the checkpoint a run from a past checkpoint continues, the thread's newest then):
     its first commit starts a branch, so it must find that newest one still newest."""
+    null_resume: tuple[Any, ...] = ()
+    """A resume value no pending interrupt claimed: the first interrupt() takes it."""
 
     def step_options(self) -> StepOptions:
         """The options the shared transition needs."""
@@ -133,6 +137,10 @@ class Dispatcher(Protocol):
 
     def seal_value(self, obj: Any) -> str:
         """``obj`` signed as base64 text (a run record)."""
+        ...
+
+    def open_value(self, text: str) -> Any:
+        """What ``seal_value`` sealed; SignatureError for anything else."""
         ...
 
 
@@ -286,7 +294,8 @@ def finish(
     (they wait for it to land); with ``sync`` and ``exit`` after it.
     """
     nxt = end_step(rc.graph.spec, checkpoint, tasks, outcomes, step=step,
-                   opts=rc.run.step_options(), new_id=new_checkpoint_id())
+                   opts=rc.run.step_options(),
+                   new_id=new_checkpoint_id(after=max(checkpoint.id, rc.run.branch[1])))
     if nxt.metadata is None:
         end_run(rc, nxt)
         return None
@@ -346,10 +355,40 @@ def branch_of(saver: RedisSaver, thread_id: str, first: Checkpoint) -> tuple[str
     return (first.id, newest.checkpoint.id)
 
 
+def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
+    """Apply a run's input with the embedded loop's code, record the run, advance it.
+
+    The run's record is stored before the input changes anything, so a crash at any
+    point leaves a thread that a recovery can resume under this run (and a
+    redelivered start job can see that its input was already applied).
+    """
+    def record() -> None:
+        rc.run = replace(rc.run, stop_step=int(loop.step_opts.stop_step or 0),
+                         start_checkpoint=loop.loaded_id)
+        rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
+
+    step = loop.begin(input, on_load=record)
+    loop.persister.flush()
+    branch = branch_of(rc.saver, rc.thread_id, loop.checkpoint) if loop.checkpoint_id \
+        else ("", "")
+    null = () if loop.null_resume is MISSING else (loop.null_resume,)
+    if branch != rc.run.branch or null:
+        rc.run = replace(rc.run, branch=branch, null_resume=null)
+        rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
+    advance(rc, loop.checkpoint, step, loop.pending)
+
+
 def end_run(rc: RunContext, nxt: Next) -> None:
-    """Record how the run ended, free its lease and tell the producer (once)."""
-    if not rc.saver.leases.release(rc.lease()):
-        log.info("run %s of thread %s already ended or taken over", rc.run.run_id, rc.thread_id)
+    """Record how the run ended, tell the producer, then free the lease.
+
+    The status changes while the lease is still held, so a recovering scheduler
+    never sees a released lease on a thread that still says ``running``.
+    """
+    try:
+        rc.saver.leases.renew(rc.lease(), 60)
+    except FencingError:
+        log.info("run %s of thread %s was taken over; not ending it", rc.run.run_id,
+                 rc.thread_id)
         return
     rc.saver.set_status(rc.thread_id, nxt.status, nxt.error)  # type: ignore[arg-type]
     spec = rc.graph.spec
@@ -364,17 +403,22 @@ def end_run(rc: RunContext, nxt: Next) -> None:
     except SerializationError:  # the error object cannot travel: its text can
         end["error"] = _error_record(nxt.error, with_object=False)
         rc.events.publish(rc.thread_id, rc.run.run_id, END, end)
+    rc.saver.leases.release(rc.lease())
 
 
 def abort_run(saver: RedisSaver, events: RunEvents, job: Job, error: BaseException) -> None:
     """Fail a run whose jobs cannot run here at all (its graph cannot be loaded)."""
-    if not saver.leases.release(Lease(job.run.thread_id, job.owner, job.fence, 0)):
+    lease = Lease(job.run.thread_id, job.owner, job.fence, 0)
+    try:
+        saver.leases.renew(lease, 60)
+    except FencingError:
         return
     saver.set_status(job.run.thread_id, "failed", error)
     events.publish(job.run.thread_id, job.run.run_id, END, {
         "status": "failed", "output": None, "interrupts": [],
         "error": _error_record(error, with_object=False),
     })
+    saver.leases.release(lease)
 
 
 def _error_record(error: BaseException | None, *, with_object: bool) -> Any:

@@ -513,3 +513,17 @@ def test_task_and_checkpoint_streams_equal_embedded(cluster: Cluster, modes: lis
     assert [(m, _without_ids(c)) for m, c in remote] == [
         (m, _without_ids(c)) for m, c in mirrored]
     assert sum(1 for m, _ in remote if m in ("checkpoints", "debug")) >= len(gf.CHAIN)
+
+
+def test_a_resume_at_a_breakpoint_answers_the_next_interrupt_like_embedded(
+    cluster: Cluster,
+) -> None:
+    gf = cluster.gf
+    config, local_config = new_config("approval-bp"), new_config("approval-bp-local")
+    local = embedded(gf.build_approval())
+    within(TIMEOUT, gf.approval.invoke, {"draft": "x"}, config, interrupt_before=["approve"])
+    local.invoke({"draft": "x"}, local_config, interrupt_before=["approve"])
+    out = within(TIMEOUT, gf.approval.invoke, Command(resume="early"), config)
+    local_out = local.invoke(Command(resume="early"), local_config)
+    assert out == local_out
+    assert "__interrupt__" not in out

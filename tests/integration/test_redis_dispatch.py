@@ -164,3 +164,43 @@ def test_a_stale_call_result_is_fenced_out(saver: RedisSaver) -> None:
     with pytest.raises(FencingError):
         saver.put_call_writes(cfg(cp.id, fence=old.generation), [(RETURN, ("t", 1))], "c", "n")
     assert saver.finished(cfg(cp.id), ["c"]) == set()
+
+
+def test_a_second_execution_of_a_task_adds_none_of_its_writes(saver: RedisSaver) -> None:
+    cp = make({"x": 0}, {"x": 1})
+    commit(saver, None, cp)
+    saver.put_task_writes(cfg(cp.id), [("answer", "run1")], "T")
+    saver.put_task_writes(cfg(cp.id), [("answer", "run2"), ("extra", "run2-only")], "T")
+    got = saver.get_tuple(cfg(cp.id))
+    assert got is not None
+    assert [(w.task_id, w.channel, w.value) for w in got.pending_writes] == [
+        ("T", "answer", "run1")]
+
+
+def test_take_over_takes_expired_leases_only(saver: RedisSaver) -> None:
+    assert saver.leases.take_over("free", "recover", 5) is None  # never held: nothing to do
+    held = saver.leases.acquire("gone", "run-1", 0.05)
+    assert held is not None
+    assert saver.leases.take_over("gone", "recover", 5) is None  # still live
+    threading.Event().wait(0.1)
+    taken = saver.leases.take_over("gone", "recover", 5)
+    assert taken is not None and taken.generation == held.generation + 1
+    assert saver.leases.release(taken)
+    assert saver.leases.take_over("gone", "recover-2", 5) is None  # released: run ended
+
+
+def test_stale_jobs_cannot_suspend_or_clear_outcomes(saver: RedisSaver) -> None:
+    cp = make({"x": 0}, {"x": 1})
+    commit(saver, None, cp)
+    old = saver.leases.acquire("t", "run-1", 0.05)
+    assert old is not None
+    threading.Event().wait(0.1)
+    assert saver.leases.acquire("t", "recover-1", 5) is not None
+    saver.put_writes(cfg(cp.id), [(ERROR, ValueError("e"))], "failed")
+    stale = cfg(cp.id, fence=old.generation)
+    with pytest.raises(FencingError):
+        saver.suspend(stale, "node", ["c"], b"stale-wake", 60)
+    with pytest.raises(FencingError):
+        saver.clear_outcomes(stale, ["failed"])
+    assert saver.finished(cfg(cp.id), ["failed"]) == {"failed"}
+    assert saver.client.exists(f"{{{saver.prefix}:t}}:n::wk:{cp.id}:node") == 0

@@ -6,6 +6,7 @@ import base64
 import os
 import pickle
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,13 @@ def test_a_missing_blob_and_an_unimportable_path_say_what_to_do(saver: RedisSave
 def test_import_shipping_needs_a_module_level_graph(saver: RedisSaver) -> None:
     with pytest.raises(GraphValueError, match="module-level"):
         GraphShipper(saver.client, saver.prefix, CODEC, "import").ref(_graph())
+
+
+def test_a_checkpoint_id_sorts_after_its_parent_even_from_a_slow_clock() -> None:
+    from durable_graph.store.base import new_checkpoint_id
+
+    ahead = new_checkpoint_id()
+    future = str(uuid.UUID(int=((uuid.UUID(ahead).int >> 64) + 10**12) << 64))  # ~17 min
+    child = new_checkpoint_id(after=future)
+    assert child > future and new_checkpoint_id() < future
+    assert new_checkpoint_id(after="not-a-uuid") > ahead

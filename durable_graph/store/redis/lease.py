@@ -77,6 +77,19 @@ class RedisLeases:
             return None
         return Lease(str(thread_id), _text(holder), int(gen), int(until))
 
+    def take_over(self, thread_id: str, owner: str, ttl: float) -> Lease | None:
+        """Take a lease whose holder let it expire; None if it is live or was released.
+
+        A released lease means its run ended (or never ran here): there is nothing
+        of it to recover, so a recovering scheduler must not take it.
+        """
+        ok, gen, holder, until = self._conn.run(
+            "ACQUIRE", [self._key(thread_id)], [owner, _ttl_ms(ttl), "1"], "take over lease"
+        )
+        if not ok:
+            return None
+        return Lease(str(thread_id), _text(holder), int(gen), int(until))
+
     def renew(self, lease: Lease, ttl: float) -> Lease:
         """Extend a lease; FencingError if another owner took it over meanwhile.
 

@@ -332,7 +332,18 @@ class RedisSaver(BaseCheckpointSaver):
         Error, interrupt and resume writes replace their fixed slot; any other
         write keeps the first value stored, so a redelivered job changes nothing.
         """
-        self._put_writes(config, writes, task_id, None)
+        self._put_writes(config, writes, task_id, None, whole=False)
+
+    def put_task_writes(
+        self, config: Mapping[str, Any], writes: Sequence[tuple[str, Any]], task_id: str
+    ) -> None:
+        """``put_writes`` for a distributed job: a task's writes come from one execution.
+
+        Slots keep their first value either way; here, once a task has writes, a
+        second execution of it (a redelivered job) stores none of its own, so two
+        executions are never mixed.
+        """
+        self._put_writes(config, writes, task_id, None, whole=True)
 
     def put_call_writes(
         self,
@@ -346,7 +357,7 @@ class RedisSaver(BaseCheckpointSaver):
         The write that finishes the last call a suspended caller waits on returns
         the job that replays the caller (see ``suspend``); any other returns None.
         """
-        return self._put_writes(config, writes, call_id, caller)
+        return self._put_writes(config, writes, call_id, caller, whole=True)
 
     def _put_writes(
         self,
@@ -354,6 +365,8 @@ class RedisSaver(BaseCheckpointSaver):
         writes: Sequence[tuple[str, Any]],
         task_id: str,
         caller: str | None,
+        *,
+        whole: bool,
     ) -> bytes | None:
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
@@ -365,7 +378,7 @@ class RedisSaver(BaseCheckpointSaver):
         tk = ThreadKeys(self.prefix, thread_id)
         nsk = tk.ns(ns)
         keys = [tk.lease, nsk.writes(checkpoint_id), tk.record]
-        args: list[Any] = [fence, self.ttl or 0, task_id if caller else ""]
+        args: list[Any] = [fence, self.ttl or 0, task_id if caller else "", "1" if whole else "0"]
         if caller:
             keys += [nsk.waits(checkpoint_id, caller), nsk.wake(checkpoint_id, caller)]
         for slot, replaces, value in encoded:
@@ -390,9 +403,14 @@ class RedisSaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
             raise GraphValueError("clear_outcomes() needs a config with a checkpoint_id")
-        key = ThreadKeys(self.prefix, thread_id).ns(ns).writes(checkpoint_id)
+        tk = ThreadKeys(self.prefix, thread_id)
         slots = [write_field(t, WRITES_IDX_MAP[ch]) for t in task_ids for ch in (ERROR, INTERRUPT)]
-        self._conn.call("clear task outcomes", lambda c: c.hdel(key, *slots))
+        fence = _fence(config)
+        reply = self._conn.run("CLEAR_OUTCOMES", [tk.lease, tk.ns(ns).writes(checkpoint_id)],
+                               [fence, *slots], "clear task outcomes")
+        if reply == b"fenced":
+            raise FencingError(f"clearing outcomes of thread {thread_id!r} refused: fencing "
+                               f"token {fence} is stale")
 
     def suspend(
         self, config: Mapping[str, Any], task_id: str, calls: Sequence[str], wake: bytes,
@@ -406,11 +424,17 @@ class RedisSaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
             raise GraphValueError("suspend() needs a config with a checkpoint_id")
-        nsk = ThreadKeys(self.prefix, thread_id).ns(ns)
+        tk = ThreadKeys(self.prefix, thread_id)
+        nsk = tk.ns(ns)
         keys = [nsk.writes(checkpoint_id), nsk.waits(checkpoint_id, task_id),
-                nsk.wake(checkpoint_id, task_id)]
-        reply = self._conn.run("SUSPEND", keys, [wake, ttl, *calls], "suspend task")
-        return bytes(reply) == b"waiting"
+                nsk.wake(checkpoint_id, task_id), tk.lease]
+        fence = _fence(config)
+        reply = bytes(self._conn.run("SUSPEND", keys, [wake, ttl, fence, *calls],
+                                     "suspend task"))
+        if reply == b"fenced":
+            raise FencingError(f"suspending a task of thread {thread_id!r} refused: fencing "
+                               f"token {fence} is stale")
+        return reply == b"waiting"
 
     # -- retention -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ from durable_graph.store.redis.keys import BLOBS, CHECKPOINT, INDEX, WRITES
 
 __all__ = [
     "ACQUIRE",
+    "CLEAR_OUTCOMES",
     "DELETE_THREAD",
     "FINISHED",
     "LOAD",
@@ -114,17 +115,23 @@ PUT_WRITES = _lua(
     _FENCE
     + """
 -- KEYS: lease, writes, rec[, waits, wake]
--- ARGV: fence, default_ttl, member, (field, replace, value)...
+-- ARGV: fence, default_ttl, member, whole, (field, replace, value)...
 -- With `member` (a finished @task call), it also leaves its caller's waits set;
 -- the write that empties the set takes the caller's wake job and returns it, so
 -- exactly one finishing call replays the caller.
 local ok, gen = fence_ok(KEYS[1], ARGV[1])
 if not ok then return {'fenced', gen} end
-for j = 4, #ARGV, 3 do
-  if ARGV[j + 1] == '1' then
-    redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 2])
+-- whole = '1' (distributed jobs): a task's ordinary writes come from one execution
+-- only; once its first slot exists, a second execution (a redelivery) adds none
+local first = nil
+for j = 5, #ARGV, 3 do
+  if ARGV[j + 1] ~= '1' then
+    if first == nil then
+      first = ARGV[4] ~= '1' or redis.call('HEXISTS', KEYS[2], ARGV[j]) == 0
+    end
+    if first then redis.call('HSETNX', KEYS[2], ARGV[j], ARGV[j + 2]) end
   else
-    redis.call('HSETNX', KEYS[2], ARGV[j], ARGV[j + 2])
+    redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 2])
   end
 end
 local ttl = thread_ttl(KEYS[3], ARGV[2])
@@ -151,6 +158,16 @@ local function finished(writes, id)
 end
 """
 
+CLEAR_OUTCOMES = (
+    _FENCE
+    + """
+-- KEYS: lease, writes    ARGV: fence, slots...   (fenced: a stale job clears nothing)
+if not fence_ok(KEYS[1], ARGV[1]) then return 'fenced' end
+if #ARGV > 1 then redis.call('HDEL', KEYS[2], unpack(ARGV, 2)) end
+return 'ok'
+"""
+)
+
 FINISHED = (
     _FINISHED
     + """
@@ -165,12 +182,15 @@ return out
 
 SUSPEND = (
     _FINISHED
+    + _FENCE
     + """
--- KEYS: writes, waits, wake    ARGV: wake job, ttl seconds, call ids...
+-- KEYS: writes, waits, wake, lease    ARGV: wake job, ttl seconds, fence, call ids...
 -- Registers a suspended task's wait on the calls that have not finished yet.
--- Reply 'ready' when all have (replay now), else 'waiting' (a call will wake it).
+-- Reply 'ready' when all have (replay now), else 'waiting' (a call will wake it);
+-- 'fenced' from a job whose lease was taken over (it must not replace the wake).
+if not fence_ok(KEYS[4], ARGV[3]) then return 'fenced' end
 redis.call('DEL', KEYS[2])
-for j = 3, #ARGV do
+for j = 4, #ARGV do
   if not finished(KEYS[1], ARGV[j]) then redis.call('SADD', KEYS[2], ARGV[j]) end
 end
 if redis.call('SCARD', KEYS[2]) == 0 then
@@ -306,12 +326,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ACQUIRE = (
     _NOW
     + """
--- KEYS: lease    ARGV: owner, ttl_ms
+-- KEYS: lease    ARGV: owner, ttl_ms[, '1': only take over an expired lease, not a free one]
 -- Reply: {1, gen, owner, expires_ms} when acquired, {0, gen, holder, expires_ms} if held.
 local holder = redis.call('HGET', KEYS[1], 'owner') or ''
 local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 local until_ms = now + tonumber(ARGV[2])
+if ARGV[3] == '1' and holder == '' then return {0, gen, holder, expires} end
 if holder ~= '' and expires > now then
   if holder ~= ARGV[1] then return {0, gen, holder, expires} end
   redis.call('HSET', KEYS[1], 'expires', until_ms)
