@@ -157,12 +157,15 @@ def redis_url(redis_server: str) -> str:
 
 
 def delete_prefix(url: str, prefix: str) -> None:
-    """Delete the keys of ``prefix`` (bare, or inside a ``{...}`` hash tag) with SCAN+UNLINK."""
+    """Delete the keys of ``prefix`` (bare, inside a ``{...}`` hash tag, or kombu's
+    bindings of a queue named after it) with SCAN+UNLINK."""
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=10)
+    patterns = (f"{prefix}*", f"{{{prefix}*", f"_kombu.binding.{prefix}*",
+                f"_kombu.binding_permanent.{prefix}*")
     try:
-        for pattern in (f"{prefix}*", f"{{{prefix}*"):
+        for pattern in patterns:
             batch = []
             for key in client.scan_iter(match=pattern, count=1000):
                 batch.append(key)

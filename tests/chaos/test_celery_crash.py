@@ -106,7 +106,8 @@ class Env:
         for pool in self.pools:
             pool.stop()
         # kombu's binding set of the queue is the one broker key outside the prefix
-        self.redis.delete(f"_kombu.binding.{self.queue}")
+        self.redis.delete(f"_kombu.binding.{self.queue}",
+                          f"_kombu.binding_permanent.{self.queue}")
         self.redis.close()
 
 

@@ -77,7 +77,7 @@ def workers(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         client = redis.Redis.from_url(redis_server, socket_timeout=10)
         try:
             keys = list(client.scan_iter(match=f"{base}*", count=1000))
-            client.delete(f"_kombu.binding.{queue}", *keys)
+            client.delete(f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}", *keys)
         finally:
             client.close()
 
