@@ -111,6 +111,9 @@ class _Step:
 
     start_call = staticmethod(local_call)
 
+    def begin_attempt(self, number: int) -> None:
+        """Failed calls are not recorded here, so a retry runs them again anyway."""
+
 
 class StepLoop:
     """Runs one invocation of a graph on one thread."""

@@ -14,13 +14,14 @@ __all__ = ["run_with_retry"]
 T = TypeVar("T")
 
 
-def run_with_retry(fn: Callable[[], T], policy: RetryPolicy | None) -> T:
+def run_with_retry(fn: Callable[[], T], policy: RetryPolicy | None, *, used: int = 0) -> T:
     """Call ``fn``, retrying errors the policy accepts with exponential backoff.
 
     Interrupts and other control-flow signals are ``BaseException`` and never retried.
+    ``used``: attempts already spent elsewhere (a distributed task replayed in a new job).
     """
-    attempt = 0
-    interval = policy.initial_interval if policy else 0.0
+    attempt = used
+    interval = policy.initial_interval * policy.backoff_factor ** used if policy else 0.0
     while True:
         try:
             return fn()

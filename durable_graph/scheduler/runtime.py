@@ -93,6 +93,9 @@ class StepRuntime(Protocol):
     ) -> TaskFuture[Any]:
         """Start a ``@task`` call that has no recorded result; return its future."""
 
+    def begin_attempt(self, number: int) -> None:
+        """A task body starts its ``number``-th attempt (retries run failed calls again)."""
+
 
 class TaskFuture(Generic[T]):
     """The result of a ``@task`` call. ``result()`` waits for it.

@@ -196,19 +196,26 @@ def execute_task(
     *,
     values: dict[str, Any],
     resume: list[Any],
+    first_attempt: int = 1,
 ) -> Outcome:
     """Run a task's body under its retry policy; errors and interrupts become outcomes.
 
     ``Suspended`` (a distributed node waiting on its ``@task`` calls) propagates:
-    the node has no outcome yet.
+    the node has no outcome yet. ``first_attempt`` > 1 continues the retries of a
+    task that suspended during that attempt.
     """
 
+    number = first_attempt - 1
+
     def attempt() -> list[Write]:
+        nonlocal number
+        number += 1
+        step.begin_attempt(number)
         ctx = TaskContext(task.id, task.name, ns, config, step, resume=list(resume))
         return ctx.run(lambda: task.node.run(task.input, values, ctx))
 
     try:
-        return Outcome(writes=run_with_retry(attempt, task.node.retry))
+        return Outcome(writes=run_with_retry(attempt, task.node.retry, used=first_attempt - 1))
     except Suspended:
         raise
     except GraphInterrupt as gi:

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from durable_graph.errors import (
@@ -162,6 +163,7 @@ class JobStep(RunStep):
         """Calls whose recorded failure belongs to an earlier run of the thread."""
         self.started: list[str] = []
         self.outbox: list[Job] = []
+        self.attempt = job.attempt
         self._null_resume: Any = rc.run.null_resume[0] if rc.run.null_resume else MISSING
 
     @property
@@ -205,6 +207,16 @@ class JobStep(RunStep):
         ))
         self.started.append(call_id)
         return _PendingCall()
+
+    def begin_attempt(self, number: int) -> None:
+        """A retry of the task (not a replay of the attempt it suspended in) runs the
+        calls that failed in the attempt before, as an embedded retry does."""
+        self.attempt = number
+        if number > self.job.attempt:
+            failed = [c for c, (_, v) in self.recorded.items() if isinstance(v, CallError)]
+            for call_id in failed:
+                del self.recorded[call_id]
+            self.stale.update(failed)
 
     def flush(self) -> None:
         """Enqueue the calls started since the last flush, over one broker connection.
@@ -324,7 +336,8 @@ def _execute(
     config, ns = task_config(rc.run.config, "", checkpoint.id, task)
     while True:
         try:
-            outcome = execute_task(task, step, config, ns, values=values, resume=resume)
+            outcome = execute_task(task, step, config, ns, values=values, resume=resume,
+                                   first_attempt=job.attempt)
         except Suspended:
             if _suspend(rc, job, step):
                 return None
@@ -341,8 +354,9 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
     calls = [c for c in step.started if c not in step.recorded]
     if not calls:
         return False
+    wake = replace(job, attempt=step.attempt)  # the replay continues this attempt
     return rc.saver.suspend(rc.config(job.checkpoint_id), job.task_id, calls,
-                            rc.dispatcher.seal(job).encode(), _WAKE_TTL)
+                            rc.dispatcher.seal(wake).encode(), _WAKE_TTL)
 
 
 def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:

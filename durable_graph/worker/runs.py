@@ -118,6 +118,8 @@ class Job:
     """For a start: the run's input (a Command, None, or new input)."""
     checkpoint: str | None = None
     """For a start: replay from this checkpoint id."""
+    attempt: int = 1
+    """For a task or call that suspended: the retry attempt its replay continues."""
 
 
 class Dispatcher(Protocol):
@@ -238,6 +240,9 @@ class RunStep:
 
     def emit(self, mode: str, payload: Any) -> None:
         self.rc.emit(mode, payload)
+
+    def begin_attempt(self, number: int) -> None:
+        """Nothing of an earlier attempt is kept here."""
 
 
 class _WriterStep(RunStep):

@@ -25,7 +25,16 @@ from typing import Annotated, Any, TypedDict
 import dg_trace
 from celery.signals import worker_process_init
 
-from durable_graph import END, START, RedisSaver, StateGraph, entrypoint, interrupt, task
+from durable_graph import (
+    END,
+    START,
+    RedisSaver,
+    RetryPolicy,
+    StateGraph,
+    entrypoint,
+    interrupt,
+    task,
+)
 from durable_graph.worker import CeleryExecutor, create_app
 
 REDIS_URL = os.environ.get("DG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -321,3 +330,43 @@ def build_questions(checkpointer: Any, on: Any = None) -> Any:
 
 
 questions = build_questions(saver, executor)
+
+
+# -- a node retried under its policy re-runs the call that failed ---------------------
+
+
+@task
+def flaky_call(key: str) -> str:
+    """Fails on its first execution for ``key``, succeeds after (counted in Redis)."""
+    runs = dg_trace.client(REDIS_URL).incr(f"{PREFIX}:flaky:{key}")
+    if runs == 1:
+        raise ConnectionError(f"flaky {key} failed once")
+    return f"ok after {runs}"
+
+
+def retried(key: str) -> str:
+    return flaky_call(key).result()
+
+
+def build_retried(checkpointer: Any, on: Any = None) -> Any:
+    """A workflow whose only retry policy is the entrypoint's."""
+    return entrypoint(checkpointer=checkpointer, executor=on,
+                      retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.01))(retried)
+
+
+retried_flow = build_retried(saver, executor)
+
+
+@task
+def broken_call(key: str) -> str:
+    dg_trace.client(REDIS_URL).incr(f"{PREFIX}:broken:{key}")
+    raise ConnectionError(f"broken {key}")
+
+
+def always_broken(key: str) -> str:
+    return broken_call(key).result()
+
+
+broken_flow = entrypoint(checkpointer=saver, executor=executor,
+                         retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.01))(
+    always_broken)

@@ -527,3 +527,20 @@ def test_a_resume_at_a_breakpoint_answers_the_next_interrupt_like_embedded(
     local_out = local.invoke(Command(resume="early"), local_config)
     assert out == local_out
     assert "__interrupt__" not in out
+
+
+def test_a_node_retry_runs_its_failed_call_again_like_embedded(cluster: Cluster) -> None:
+    gf = cluster.gf
+    key = uuid.uuid4().hex[:8]
+    remote = within(TIMEOUT, gf.retried_flow.invoke, f"r-{key}", new_config("retried"))
+    local = gf.build_retried(InMemorySaver()).invoke(f"l-{key}", new_config("retried-l"))
+    assert remote == local == "ok after 2"
+    assert int(cluster.client.get(f"{gf.PREFIX}:flaky:r-{key}")) == 2
+
+
+def test_node_retries_stay_bounded_across_suspensions(cluster: Cluster) -> None:
+    gf = cluster.gf
+    key = uuid.uuid4().hex[:8]
+    with pytest.raises(ConnectionError, match=f"broken {key}"):
+        within(TIMEOUT, gf.broken_flow.invoke, key, new_config("broken"))
+    assert int(cluster.client.get(f"{gf.PREFIX}:broken:{key}")) == 3  # max_attempts
