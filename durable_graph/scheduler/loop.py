@@ -38,16 +38,14 @@ from durable_graph.scheduler.transition import (
     begin_step,
     checkpoint_event,
     end_step,
-    error_as_text,
     execute_task,
-    outcome_writes,
+    record_outcome,
     task_config,
     task_ended,
     task_started,
     with_null_writes,
 )
 from durable_graph.store.base import (
-    ERROR,
     INTERRUPT,
     NULL_TASK_ID,
     RESUME,
@@ -378,13 +376,7 @@ class StepLoop:
     def _task_done(self, task: PlannedTask, outcome: Outcome) -> Iterator[Event]:
         if "tasks" in self.opts.modes and not task.node.hidden:
             yield "tasks", task_ended(task, outcome)
-        writes = outcome_writes(outcome)
-        try:
-            self.record(task.id, writes)
-        except Exception:  # an error the store cannot keep is kept as its text
-            if outcome.error is None:
-                raise
-            self.record(task.id, [(ERROR, error_as_text(outcome.error))])
+        record_outcome(functools.partial(self.record, task.id), outcome)
         if outcome.writes is not None and "updates" in self.opts.modes and not task.node.hidden:
             yield "updates", {task.name: task.node.updates(outcome.writes)}
 

@@ -13,7 +13,7 @@ so a graph behaves the same whichever way it runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +55,7 @@ __all__ = [
     "execute_task",
     "outcome_writes",
     "outcomes_from_pending",
+    "record_outcome",
     "task_config",
     "task_ended",
     "task_started",
@@ -280,3 +281,13 @@ def outcome_writes(outcome: Outcome) -> list[Write]:
 def error_as_text(error: BaseException | None) -> RuntimeError:
     """An error a store cannot keep, kept as its type and message."""
     return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def record_outcome(put: Callable[[list[Write]], object], outcome: Outcome) -> None:
+    """Store an outcome with ``put``; an error the store cannot keep is kept as its text."""
+    try:
+        put(outcome_writes(outcome))
+    except Exception:
+        if outcome.error is None:
+            raise
+        put([(ERROR, error_as_text(outcome.error))])

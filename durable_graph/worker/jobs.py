@@ -51,8 +51,8 @@ from durable_graph.scheduler.transition import (
     Outcome,
     error_as_text,
     execute_task,
-    outcome_writes,
     outcomes_from_pending,
+    record_outcome,
     task_config,
     task_ended,
     task_started,
@@ -76,6 +76,7 @@ from durable_graph.worker.runs import (
     advance,
     begin_run,
     finish,
+    writes_of,
 )
 
 __all__ = ["JobStep", "LeaseKeeper", "handle"]
@@ -176,8 +177,7 @@ class JobStep(RunStep):
             self._recorded = recorded_calls(self._pending, self.rc.run.run_id)
             self._consumed = consumed_answers(self._recorded, self._pending)
             self.stale = {w.task_id for w in self._pending
-                          if w.channel == ERROR and isinstance(w.value, dict)
-                          and "call" in w.value and w.task_id not in self._recorded}
+                          if _call_failure(w) and w.task_id not in self._recorded}
         return self._recorded
 
     @property
@@ -239,10 +239,14 @@ def recorded_calls(pending: list[PendingWrite], run_id: str) -> dict[str, tuple[
     for w in pending:
         if w.channel == RETURN:
             out[w.task_id] = w.value
-        elif (w.channel == ERROR and isinstance(w.value, dict) and "call" in w.value
-              and w.value.get("run") == run_id and w.task_id not in out):
+        elif _call_failure(w) and w.value.get("run") == run_id and w.task_id not in out:
             out[w.task_id] = (w.value["call"], CallError(w.value["error"]))
     return out
+
+
+def _call_failure(w: PendingWrite) -> bool:
+    """Whether ``w`` records a failed ``@task`` call (see ``_call_error``)."""
+    return w.channel == ERROR and isinstance(w.value, dict) and "call" in w.value
 
 
 def handle(rc: RunContext, job: Job, keeper: LeaseKeeper) -> None:
@@ -360,13 +364,8 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
 
 
 def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:
-    config = rc.config(job.checkpoint_id)
-    try:
-        rc.saver.put_task_writes(config, outcome_writes(outcome), task.id)
-    except Exception:  # an error the store cannot keep is kept as its text
-        if outcome.error is None:
-            raise
-        rc.saver.put_task_writes(config, [(ERROR, error_as_text(outcome.error))], task.id)
+    record_outcome(writes_of(rc.saver.put_task_writes, rc.config(job.checkpoint_id), task.id),
+                   outcome)
     if not task.node.hidden:
         rc.emit("tasks", task_ended(task, outcome))
     if outcome.writes is not None and not task.node.hidden:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -25,9 +25,10 @@ from durable_graph.errors import (
     SerializationError,
 )
 from durable_graph.graph.compiled import CompiledGraph
-from durable_graph.scheduler.algo import PlannedTask, read_values
+from durable_graph.scheduler.algo import PlannedTask, finished_writes, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.loop import StepLoop
+from durable_graph.scheduler.spec import Write
 from durable_graph.scheduler.transition import (
     Next,
     Outcome,
@@ -35,13 +36,12 @@ from durable_graph.scheduler.transition import (
     begin_step,
     checkpoint_event,
     end_step,
-    error_as_text,
     execute_task,
-    outcome_writes,
     outcomes_from_pending,
+    record_outcome,
     task_config,
 )
-from durable_graph.store.base import ERROR, Checkpoint, PendingWrite, new_checkpoint_id
+from durable_graph.store.base import Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.events import END, RunEvents
@@ -59,6 +59,7 @@ __all__ = [
     "branch_of",
     "end_run",
     "finish",
+    "writes_of",
 ]
 
 log = logging.getLogger("durable_graph.worker")
@@ -184,9 +185,6 @@ class RunContext:
         return Lease(self.thread_id, self.owner, self.fence, 0)
 
 
-_NONE = Outcome()
-
-
 def advance(
     rc: RunContext, checkpoint: Checkpoint, step: int, pending: Sequence[PendingWrite]
 ) -> None:
@@ -199,7 +197,8 @@ def advance(
             end_run(rc, nxt)
             return
         outcomes = outcomes_from_pending(nxt.tasks, pending)
-        missing = [t for t in nxt.tasks if outcomes.get(t.id, _NONE).writes is None]
+        done = finished_writes(nxt.tasks, pending)
+        missing = [t for t in nxt.tasks if t.id not in done]
         if any(t.node.hidden for t in missing):
             _run_hidden(rc, checkpoint, [t for t in missing if t.node.hidden], outcomes,
                         last=len(missing) == sum(t.node.hidden for t in missing))
@@ -278,11 +277,15 @@ def _run_hidden(
         outcome = execute_task(task, step, config, ns, values=values, resume=[])
         outcomes[task.id] = outcome
         if not last or outcome.writes is None:
-            try:
-                rc.saver.put_writes(rc.config(checkpoint.id), outcome_writes(outcome), task.id)
-            except SerializationError:
-                rc.saver.put_writes(rc.config(checkpoint.id),
-                                    [(ERROR, error_as_text(outcome.error))], task.id)
+            record_outcome(writes_of(rc.saver.put_writes, rc.config(checkpoint.id), task.id),
+                           outcome)
+
+
+def writes_of(
+    put: Callable[[Any, list[Write], str], object], config: dict[str, Any], task_id: str
+) -> Callable[[list[Write]], object]:
+    """``put`` (a saver's put_writes) bound to one task of one checkpoint."""
+    return lambda writes: put(config, writes, task_id)
 
 
 def finish(
@@ -384,45 +387,41 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
 
 
 def end_run(rc: RunContext, nxt: Next) -> None:
-    """Record how the run ended, tell the producer, then free the lease.
-
-    The status changes while the lease is still held, so a recovering scheduler
-    never sees a released lease on a thread that still says ``running``.
-    """
-    try:
-        rc.saver.leases.renew(rc.lease(), 60)
-    except FencingError:
-        log.info("run %s of thread %s was taken over; not ending it", rc.run.run_id,
-                 rc.thread_id)
-        return
-    rc.saver.set_status(rc.thread_id, nxt.status, nxt.error)  # type: ignore[arg-type]
+    """Record how the run ended, tell the producer, then free the lease (once)."""
     spec = rc.graph.spec
-    end = {
-        "status": nxt.status,
+    _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
         "output": spec.output(read_values(spec, nxt.checkpoint)),
         "interrupts": list(nxt.interrupts),
-        "error": _error_record(nxt.error, with_object=True),
-    }
-    try:
-        rc.events.publish(rc.thread_id, rc.run.run_id, END, end)
-    except SerializationError:  # the error object cannot travel: its text can
-        end["error"] = _error_record(nxt.error, with_object=False)
-        rc.events.publish(rc.thread_id, rc.run.run_id, END, end)
-    rc.saver.leases.release(rc.lease())
+    })
 
 
 def abort_run(saver: RedisSaver, events: RunEvents, job: Job, error: BaseException) -> None:
     """Fail a run whose jobs cannot run here at all (its graph cannot be loaded)."""
     lease = Lease(job.run.thread_id, job.owner, job.fence, 0)
+    _close(saver, events, job.run, lease, status="failed", error=error,
+           end={"output": None, "interrupts": []})
+
+
+def _close(
+    saver: RedisSaver, events: RunEvents, run: RunSpec, lease: Lease, *, status: str,
+    error: BaseException | None, end: dict[str, Any],
+) -> None:
+    """Set the status while the lease is still held (so a recovering scheduler never
+    sees a released lease on a thread that says ``running``), publish the end, release.
+    A run whose lease was taken over is not ended here."""
     try:
         saver.leases.renew(lease, 60)
     except FencingError:
+        log.info("run %s of thread %s was taken over; not ending it", run.run_id,
+                 run.thread_id)
         return
-    saver.set_status(job.run.thread_id, "failed", error)
-    events.publish(job.run.thread_id, job.run.run_id, END, {
-        "status": "failed", "output": None, "interrupts": [],
-        "error": _error_record(error, with_object=False),
-    })
+    saver.set_status(run.thread_id, status, error)  # type: ignore[arg-type]
+    end = {"status": status, **end, "error": _error_record(error, with_object=True)}
+    try:
+        events.publish(run.thread_id, run.run_id, END, end)
+    except SerializationError:  # the error object cannot travel: its text can
+        end["error"] = _error_record(error, with_object=False)
+        events.publish(run.thread_id, run.run_id, END, end)
     saver.leases.release(lease)
 
 

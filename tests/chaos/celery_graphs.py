@@ -163,11 +163,7 @@ def chain_value(start: int) -> int:
 
 
 def build_chain() -> StateGraph:
-    b = StateGraph(ChainState)
-    for name, fn in zip(CHAIN, LINKS, strict=True):
-        b.add_node(name, fn)
+    b = StateGraph(ChainState).add_sequence(list(zip(CHAIN, LINKS, strict=True)))
     b.add_edge(START, CHAIN[0])
-    for first, then in zip(CHAIN, CHAIN[1:]):
-        b.add_edge(first, then)
     b.add_edge(CHAIN[-1], END)
     return b
