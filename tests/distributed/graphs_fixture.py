@@ -366,3 +366,26 @@ def always_broken(key: str) -> str:
 broken_flow = entrypoint(checkpointer=saver, executor=executor,
                          retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.01))(
     always_broken)
+
+
+# -- a node whose task calls change between its first run and its replay --------------
+
+
+@task
+def first_pick(key: str) -> str:
+    return f"first {key}"
+
+
+@task
+def second_pick(key: str) -> str:
+    return f"second {key}"
+
+
+def drifting(key: str) -> str:
+    """Calls ``first_pick`` on its first execution and ``second_pick`` on its replay."""
+    runs = dg_trace.client(REDIS_URL).incr(f"{PREFIX}:drift:{key}")
+    pick = first_pick if runs == 1 else second_pick
+    return pick(key).result()
+
+
+drifting_flow = entrypoint(checkpointer=saver, executor=executor)(drifting)

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from dg_workers import Cluster, wait_until
 
-from durable_graph import Command, InMemorySaver, RedisSaver, SignatureError
+from durable_graph import Command, InMemorySaver, NondeterminismError, RedisSaver, SignatureError
 from durable_graph.store.codec import SigningCodec
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.worker import CeleryExecutor, create_app
@@ -544,3 +544,15 @@ def test_node_retries_stay_bounded_across_suspensions(cluster: Cluster) -> None:
     with pytest.raises(ConnectionError, match=f"broken {key}"):
         within(TIMEOUT, gf.broken_flow.invoke, key, new_config("broken"))
     assert int(cluster.client.get(f"{gf.PREFIX}:broken:{key}")) == 3  # max_attempts
+
+
+def test_a_replay_calling_other_tasks_fails_with_a_nondeterminism_error(
+    cluster: Cluster,
+) -> None:
+    gf = cluster.gf
+    key = uuid.uuid4().hex[:8]
+    config = new_config("drift")
+    with pytest.raises(NondeterminismError, match="'second_pick' on replay"):
+        within(TIMEOUT, gf.drifting_flow.invoke, key, config)
+    assert int(cluster.client.get(f"{gf.PREFIX}:drift:{key}")) == 2  # ran, then replayed
+    assert gf.saver.get_status(thread_of(config))["status"] == "failed"
