@@ -26,7 +26,14 @@ from durable_graph.errors import (
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.func import entrypoint, task
 from durable_graph.graph.state import CompiledStateGraph, StateGraph
-from durable_graph.graph.types import (
+from durable_graph.scheduler.executor import Executor, LocalExecutor, RunHandle
+from durable_graph.scheduler.runtime import get_stream_writer, interrupt
+from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
+from durable_graph.store.memory import InMemorySaver
+from durable_graph.store.redis import RedisSaver
+from durable_graph.store.serde import TypedSerializer
+from durable_graph.store.sqlite import SqliteSaver
+from durable_graph.types import (
     END,
     START,
     Command,
@@ -36,13 +43,6 @@ from durable_graph.graph.types import (
     StateSnapshot,
     StateTask,
 )
-from durable_graph.scheduler.executor import Executor, LocalExecutor, RunHandle
-from durable_graph.scheduler.runtime import get_stream_writer, interrupt
-from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
-from durable_graph.store.memory import InMemorySaver
-from durable_graph.store.redis import RedisSaver
-from durable_graph.store.serde import TypedSerializer
-from durable_graph.store.sqlite import SqliteSaver
 
 __all__ = [
     "END",

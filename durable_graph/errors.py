@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from durable_graph.graph.types import Interrupt
+    from durable_graph.types import Interrupt
 
 __all__ = [
     "CheckpointStoreError",

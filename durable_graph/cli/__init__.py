@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from durable_graph.errors import DurableGraphError
-from durable_graph.graph.types import Command
+from durable_graph.types import Command
 
 __all__ = ["build_parser", "main"]
 

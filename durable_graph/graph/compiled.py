@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from durable_graph.errors import GraphValueError, InvalidUpdateError
-from durable_graph.graph.types import START, StateSnapshot
 from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
 from durable_graph.scheduler.executor import (
     Executor,
@@ -30,6 +29,7 @@ from durable_graph.store.base import (
     empty_checkpoint,
     new_checkpoint_id,
 )
+from durable_graph.types import START, StateSnapshot
 
 __all__ = ["DEFAULT_RECURSION_LIMIT", "CompiledGraph"]
 

@@ -11,12 +11,12 @@ from typing import Any, Generic, TypeVar, overload
 
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
-from durable_graph.graph.types import START, RetryPolicy
 from durable_graph.scheduler.channels import ChannelSpec
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.runtime import TaskFuture, current_context
 from durable_graph.scheduler.spec import GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
+from durable_graph.types import START, RetryPolicy
 
 __all__ = ["TaskFunction", "entrypoint", "task"]
 

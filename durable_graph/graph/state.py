@@ -11,12 +11,12 @@ from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.schema import StateSchema
 from durable_graph.graph.subgraph import subgraph_runner
-from durable_graph.graph.types import END, START, Command, RetryPolicy
 from durable_graph.graph.writers import Branch, NodeWriter, branch_channel
 from durable_graph.scheduler.channels import ChannelSpec
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.spec import TASKS, GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
+from durable_graph.types import END, START, Command, RetryPolicy
 
 __all__ = ["CompiledStateGraph", "StateGraph"]
 

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from durable_graph.errors import GraphInterrupt
-from durable_graph.graph.types import Command
 from durable_graph.scheduler.channels import MISSING as _MISSING
 from durable_graph.scheduler.commands import pending_interrupts
 from durable_graph.scheduler.runtime import TaskContext
 from durable_graph.store.base import RESUME
+from durable_graph.types import Command
 
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph

@@ -8,9 +8,9 @@ from typing import Any
 
 from durable_graph.errors import InvalidUpdateError
 from durable_graph.graph.schema import StateSchema
-from durable_graph.graph.types import END, Command, Send
 from durable_graph.scheduler.channels import MISSING, update
 from durable_graph.scheduler.spec import TASKS, Write
+from durable_graph.types import END, Command, Send
 
 __all__ = ["Branch", "NodeWriter", "branch_channel"]
 

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from durable_graph.errors import InvalidUpdateError
-from durable_graph.graph.types import Send
 from durable_graph.scheduler.channels import MISSING, consume, initial, is_available, update
 from durable_graph.scheduler.spec import TASKS, GraphSpec, NodeSpec, Write
 from durable_graph.store.base import SPECIAL_WRITES, Checkpoint, PendingWrite
+from durable_graph.types import Send
 
 __all__ = [
     "INTERRUPT_SEEN",

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from durable_graph.errors import GraphValueError, InvalidUpdateError
-from durable_graph.graph.types import Command, Interrupt
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.spec import GraphSpec, Write
 from durable_graph.store.base import INTERRUPT, RESUME, SPECIAL_WRITES, PendingWrite
+from durable_graph.types import Command, Interrupt
 
 __all__ = ["command_writes", "pending_interrupts"]
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durable_graph.errors import EmptyInputError, GraphInterrupt, GraphValueError
-from durable_graph.graph.types import Command, Interrupt
 from durable_graph.scheduler.algo import (
     PlannedTask,
     TaskWrites,
@@ -57,6 +56,7 @@ from durable_graph.store.base import (
     empty_checkpoint,
     new_checkpoint_id,
 )
+from durable_graph.types import Command, Interrupt
 
 __all__ = ["Event", "RunOptions", "StepLoop"]
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from durable_graph.graph.types import RetryPolicy
+from durable_graph.types import RetryPolicy
 
 __all__ = ["run_with_retry"]
 

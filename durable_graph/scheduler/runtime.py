@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from durable_graph.errors import GraphInterrupt, NondeterminismError, TaskNotInRunError
-from durable_graph.graph.types import Interrupt, RetryPolicy
 from durable_graph.scheduler.algo import task_id
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.retry import run_with_retry
 from durable_graph.scheduler.spec import Write
 from durable_graph.store.base import RESUME, RETURN, BaseCheckpointSaver
+from durable_graph.types import Interrupt, RetryPolicy
 
 __all__ = [
     "CallError",

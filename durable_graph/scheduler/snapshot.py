@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from durable_graph.graph.types import StateSnapshot, StateTask
 from durable_graph.scheduler.algo import (
     TaskWrites,
     apply_writes,
@@ -15,6 +14,7 @@ from durable_graph.scheduler.algo import (
 from durable_graph.scheduler.spec import GraphSpec
 from durable_graph.scheduler.transition import with_null_writes
 from durable_graph.store.base import ERROR, INTERRUPT, CheckpointTuple
+from durable_graph.types import StateSnapshot, StateTask
 
 __all__ = ["build_snapshot"]
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from durable_graph.scheduler.channels import ChannelSpec
 
 if TYPE_CHECKING:
-    from durable_graph.graph.types import Command, RetryPolicy
     from durable_graph.scheduler.runtime import TaskContext
+    from durable_graph.types import Command, RetryPolicy
 
 __all__ = ["TASKS", "GraphSpec", "NodeRun", "NodeSpec", "Write"]
 

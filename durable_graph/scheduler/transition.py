@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from durable_graph.errors import GraphInterrupt, GraphRecursionError
-from durable_graph.graph.types import Interrupt
 from durable_graph.scheduler.algo import (
     PlannedTask,
     TaskWrites,
@@ -43,6 +42,7 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
 )
+from durable_graph.types import Interrupt
 
 __all__ = [
     "Next",

@@ -35,7 +35,6 @@ from durable_graph.errors import (
     NondeterminismError,
     SignatureError,
 )
-from durable_graph.graph.types import RetryPolicy
 from durable_graph.scheduler.algo import PlannedTask, plan_tasks, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.retry import run_with_retry
@@ -68,6 +67,7 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.types import RetryPolicy
 from durable_graph.worker.runs import (
     Job,
     RunContext,
