@@ -127,15 +127,21 @@ class CompiledGraph:
         durability: str | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        multitask: str = "reject",
         **_: Any,
     ) -> Iterator[Any]:
-        """Run lazily, yielding chunks of ``stream_mode`` ((mode, chunk) for a list)."""
+        """Run lazily, yielding chunks of ``stream_mode`` ((mode, chunk) for a list).
+
+        ``multitask`` (distributed runs): what to do when the thread is running
+        already: ``reject``, ``enqueue``, ``interrupt`` or ``rollback``.
+        """
         modes, single = _modes(stream_mode)
         wanted = modes | ({"checkpoints", "tasks"} if "debug" in modes else frozenset())
-        remote = self._remote()
+        remote = self._remote(multitask)
         if remote is not None:
             handle = remote.start_run(self, input, _normalize(config), RunRequest(
-                durability, interrupt_before, interrupt_after, _remote_modes(wanted)))
+                durability, interrupt_before, interrupt_after, _remote_modes(wanted),
+                multitask))
             for mode, payload in handle.events():
                 for out_mode, out in _shape(mode, payload, modes):
                     yield out if single else (out_mode, out)
@@ -158,6 +164,7 @@ class CompiledGraph:
         durability: str | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        multitask: str = "reject",
         **kwargs: Any,
     ) -> Any:
         """Run to the end and return the output (with ``__interrupt__`` if paused)."""
@@ -165,10 +172,12 @@ class CompiledGraph:
             return list(self.stream(
                 input, config, stream_mode=stream_mode, durability=durability,
                 interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+                multitask=multitask,
             ))
-        remote = self._remote()
+        remote = self._remote(multitask)
         if remote is not None:
-            request = RunRequest(durability, interrupt_before, interrupt_after)
+            request = RunRequest(durability, interrupt_before, interrupt_after,
+                                 multitask=multitask)
             return remote.start_run(self, input, _normalize(config), request).result()
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
@@ -189,22 +198,45 @@ class CompiledGraph:
         durability: str | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        multitask: str = "reject",
     ) -> RunHandle:
         """Start a run and return its handle at once (``status()``, ``result(timeout=)``).
 
         On Celery workers the run goes on without this process; embedded, it runs on
-        a background thread of this process.
+        a background thread of this process. With ``multitask="enqueue"`` on a running
+        thread, it returns once the current run ended and this one started.
         """
-        remote = self._remote()
+        remote = self._remote(multitask)
         if remote is not None:
-            request = RunRequest(durability, interrupt_before, interrupt_after)
+            request = RunRequest(durability, interrupt_before, interrupt_after,
+                                 multitask=multitask)
             return remote.start_run(self, input, _normalize(config), request)
         return LocalRunHandle(lambda: self.invoke(
             input, config, durability=durability, interrupt_before=interrupt_before,
             interrupt_after=interrupt_after))
 
-    def _remote(self) -> RemoteExecutor | None:
-        return self.executor if isinstance(self.executor, RemoteExecutor) else None
+    def _remote(self, multitask: str = "reject") -> RemoteExecutor | None:
+        """The remote executor, if any; an embedded run takes no lease, so it has no
+        running thread to reject, enqueue after, interrupt or roll back."""
+        if isinstance(self.executor, RemoteExecutor):
+            return self.executor
+        if multitask != "reject":
+            raise GraphValueError(
+                f"multitask={multitask!r} applies to distributed runs (compile with "
+                "executor=CeleryExecutor(app)); an embedded run takes no lease on its "
+                "thread, so only the default 'reject' is accepted here.")
+        return None
+
+    def cancel(self, config: Mapping[str, Any]) -> None:
+        """Stop the thread's current distributed run (``durable-graph cancel``): its jobs
+        are fenced out, its status becomes ``cancelled``; resume it later with
+        ``invoke(None, config)``."""
+        remote = self._remote()
+        if remote is None:
+            raise GraphValueError(
+                "cancel stops distributed runs (compile with executor=CeleryExecutor(app)); "
+                "an embedded run stops when its caller stops iterating its stream.")
+        remote.cancel(self, _normalize(config))
 
     async def ainvoke(self, input: Any, config: Mapping[str, Any] | None = None,
                       **kwargs: Any) -> Any:
