@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ sys.path.insert(0, str(HERE.parent / "distributed"))
 import cli_graphs  # noqa: E402
 from dg_workers import WorkerPool  # noqa: E402
 
-from durable_graph import Command, RedisSaver  # noqa: E402
+from durable_graph import Command, GraphValueError, RedisSaver  # noqa: E402
 from durable_graph.cli import build_parser, main  # noqa: E402
 from durable_graph.worker import CeleryExecutor, create_app  # noqa: E402
 
@@ -560,3 +561,71 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
         out = " ".join(capsys.readouterr().out.split())
         for value in defaults:
             assert f"(default: {value})" in out, (command, value, out)
+
+
+# -- double texting: new input for a thread whose run goes on ------------------------------
+
+
+def start_gated(ops: Ops, client: redis.Redis, gate: str, inp: dict[str, Any],
+                thread_id: str, started: int) -> Any:
+    """Submit the gated graph and wait until its slow node runs (``started`` runs so far)."""
+    graph = ops.compile(cli_graphs.build_gated())
+    handle = graph.submit({"gate": gate, **inp}, config_of(thread_id))
+    wait_for(lambda: runs_of(client, gate, "slow") == started, "the slow node to start")
+    return graph, handle
+
+
+def test_multitask_reject_is_the_default_and_changes_nothing(ops: Ops) -> None:
+    from durable_graph import ThreadBusyError
+
+    client, gate = gate_of(ops)
+    thread_id = f"mt-reject-{uuid.uuid4().hex[:8]}"
+    graph, first = start_gated(ops, client, gate, {"n": 0}, thread_id, 1)
+    with pytest.raises(ThreadBusyError, match="multitask='enqueue'"):
+        graph.submit({"gate": gate, "n": 5}, config_of(thread_id))
+    with pytest.raises(GraphValueError, match="multitask must be one of"):
+        graph.invoke({"gate": gate}, config_of(thread_id), multitask="queue")
+    client.rpush(gate, "go")
+    assert first.result(timeout=RUN_TIMEOUT) == {"gate": gate, "n": 20}
+    client.close()
+
+
+def test_multitask_enqueue_runs_after_the_current_run(ops: Ops) -> None:
+    client, gate = gate_of(ops)
+    thread_id = f"mt-enqueue-{uuid.uuid4().hex[:8]}"
+    graph, first = start_gated(ops, client, gate, {"n": 0}, thread_id, 1)
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(graph.invoke, {"gate": gate, "n": 5}, config_of(thread_id),
+                             multitask="enqueue")
+        time.sleep(0.5)
+        assert not second.done()  # waits for the first run
+        client.rpush(gate, "go", "go")
+        assert first.result(timeout=RUN_TIMEOUT) == {"gate": gate, "n": 20}
+        assert second.result(timeout=RUN_TIMEOUT) == {"gate": gate, "n": 70}
+    assert runs_of(client, gate, "last") == 2
+    client.close()
+
+
+@pytest.mark.parametrize("multitask", ["interrupt", "rollback"])
+def test_multitask_interrupt_and_rollback_stop_the_current_run(ops: Ops, multitask: str) -> None:
+    from durable_graph import RunCancelledError
+
+    client, gate = gate_of(ops)
+    thread_id = f"mt-{multitask}-{uuid.uuid4().hex[:8]}"
+    client.rpush(gate, "go")
+    graph = ops.compile(cli_graphs.build_gated())
+    done = graph.invoke({"gate": gate, "n": 0, "note": "v1"}, config_of(thread_id))
+    assert done == {"gate": gate, "n": 20, "note": "v1"}
+    _, current = start_gated(ops, client, gate, {"n": 0, "note": "v2"}, thread_id, 2)
+
+    new = graph.submit({"gate": gate, "n": 5}, config_of(thread_id), multitask=multitask)
+    with pytest.raises(RunCancelledError, match=multitask):
+        current.result(timeout=RUN_TIMEOUT)
+    client.rpush(gate, "go", "go")  # the stopped run's node ends (refused), then the new one's
+    out = new.result(timeout=RUN_TIMEOUT)
+    # interrupt: the new input lands on what the stopped run committed (note v2);
+    # rollback: on the checkpoint it started from, as if it never ran (note v1)
+    assert out == {"gate": gate, "n": 70, "note": "v2" if multitask == "interrupt" else "v1"}
+    assert runs_of(client, gate, "last") == 2  # the first run's and the new one's
+    assert ops.show(thread_id)["status"] == "done"
+    client.close()
