@@ -629,3 +629,58 @@ def test_multitask_interrupt_and_rollback_stop_the_current_run(ops: Ops, multita
     assert runs_of(client, gate, "last") == 2  # the first run's and the new one's
     assert ops.show(thread_id)["status"] == "done"
     client.close()
+
+
+# -- a graph the workers cannot load ------------------------------------------------------
+
+_UNLOADABLE = '''
+from typing import TypedDict
+
+from durable_graph import END, START, StateGraph
+
+class S(TypedDict):
+    n: int
+
+def step(state):
+    return {"n": state["n"] + 1}
+
+def build():
+    b = StateGraph(S)
+    b.add_node("step", step)
+    b.add_edge(START, "step")
+    b.add_edge("step", END)
+    return b
+'''
+
+
+def test_a_graph_workers_cannot_import_fails_the_run_at_once_and_show_says_why(
+    ops: Ops, tmp_path: Path
+) -> None:
+    import importlib
+
+    from durable_graph import DispatchError
+
+    module = f"dg_only_here_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(_UNLOADABLE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module(module)
+        app = create_app(ops.url, prefix=ops.prefix, queue=ops.queue, secret_key=SECRET)
+        mod.graph = mod.build().compile(checkpointer=ops.saver,  # type: ignore[attr-defined]
+                                        executor=CeleryExecutor(app, ship="import"))
+        thread_id = f"unloadable-{uuid.uuid4().hex[:8]}"
+        started = time.monotonic()
+        with pytest.raises(DispatchError, match=f"cannot load graph '{module}:graph'"):
+            mod.graph.invoke({"n": 1}, config_of(thread_id))
+        assert time.monotonic() - started < RUN_TIMEOUT / 2  # at once, not after a timeout
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(module, None)
+
+    shown = ops.show(thread_id)
+    assert shown["status"] == "failed"
+    assert shown["error"]["type"] == "durable_graph.errors.DispatchError"
+    assert module in shown["error"]["message"]
+    assert "Install the module on the workers" in shown["error"]["message"]
+    assert "ship" in shown["error"]["message"]
+    assert ops.threads("running") == []
