@@ -62,7 +62,8 @@ graph = builder.compile(checkpointer=saver, executor=CeleryExecutor(app, ship="i
 PRODUCER = '''
 import json, sys
 import clean_graph
-out = clean_graph.graph.invoke({"n": int(sys.argv[2])}, {"configurable": {"thread_id": sys.argv[1]}})
+config = {"configurable": {"thread_id": sys.argv[1]}}
+out = clean_graph.graph.invoke({"n": int(sys.argv[2])}, config)
 print("RESULT " + json.dumps(out))
 '''
 
