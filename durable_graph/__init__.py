@@ -29,6 +29,8 @@ from durable_graph.graph.state import CompiledStateGraph, StateGraph
 from durable_graph.scheduler.executor import Executor, LocalExecutor, RunHandle
 from durable_graph.scheduler.runtime import get_stream_writer, interrupt
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
+from durable_graph.store.cache import BaseCache, InMemoryCache
+from durable_graph.store.kv import BaseStore, InMemoryStore, Item, SearchItem
 from durable_graph.store.memory import InMemorySaver
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.serde import TypedSerializer
@@ -36,6 +38,7 @@ from durable_graph.store.sqlite import SqliteSaver
 from durable_graph.types import (
     END,
     START,
+    CachePolicy,
     Command,
     Interrupt,
     RetryPolicy,
@@ -47,7 +50,10 @@ from durable_graph.types import (
 __all__ = [
     "END",
     "START",
+    "BaseCache",
     "BaseCheckpointSaver",
+    "BaseStore",
+    "CachePolicy",
     "Checkpoint",
     "CheckpointStoreError",
     "CheckpointTuple",
@@ -63,15 +69,19 @@ __all__ = [
     "GraphInterrupt",
     "GraphRecursionError",
     "GraphValueError",
+    "InMemoryCache",
     "InMemorySaver",
+    "InMemoryStore",
     "Interrupt",
     "InvalidUpdateError",
+    "Item",
     "LocalExecutor",
     "NondeterminismError",
     "RedisSaver",
     "RetryPolicy",
     "RunFailedError",
     "RunHandle",
+    "SearchItem",
     "Send",
     "SerializationError",
     "SignatureError",
