@@ -29,8 +29,8 @@ from durable_graph.graph.state import CompiledStateGraph, StateGraph
 from durable_graph.scheduler.executor import Executor, LocalExecutor, RunHandle
 from durable_graph.scheduler.runtime import get_stream_writer, interrupt
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
-from durable_graph.store.cache import BaseCache, InMemoryCache
-from durable_graph.store.kv import BaseStore, InMemoryStore, Item, SearchItem
+from durable_graph.store.cache import BaseCache, InMemoryCache, SqliteCache
+from durable_graph.store.kv import BaseStore, InMemoryStore, Item, SearchItem, SqliteStore
 from durable_graph.store.memory import InMemorySaver
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.serde import TypedSerializer
@@ -85,7 +85,9 @@ __all__ = [
     "Send",
     "SerializationError",
     "SignatureError",
+    "SqliteCache",
     "SqliteSaver",
+    "SqliteStore",
     "StateGraph",
     "StateSnapshot",
     "StateTask",

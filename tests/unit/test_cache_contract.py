@@ -19,6 +19,7 @@ import pytest
 
 from durable_graph.errors import GraphValueError, SerializationError
 from durable_graph.store.cache import BaseCache, InMemoryCache
+from durable_graph.store.cache.sqlite import SqliteCache
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.types import CachePolicy, default_cache_key
 from tests.unit.backend_contract import backend_maker, kind_params, wait_until
@@ -28,8 +29,13 @@ def _memory(tmp_path: Path, **options: Any) -> BaseCache[Any]:
     return InMemoryCache(**options)
 
 
+def _sqlite(tmp_path: Path, **options: Any) -> BaseCache[Any]:
+    return SqliteCache(path=tmp_path / "cache.db", **options)
+
+
 FACTORIES: dict[str, Any] = {
     "memory": pytest.param(_memory),
+    "sqlite": pytest.param(_sqlite),
 }
 
 

@@ -33,6 +33,7 @@ from durable_graph.store.kv import (
     SearchOp,
     TTLConfig,
 )
+from durable_graph.store.kv.sqlite import SqliteStore
 from tests.unit.backend_contract import backend_maker, kind_params, wait_until
 
 
@@ -40,8 +41,13 @@ def _memory(tmp_path: Path, **options: Any) -> BaseStore:
     return InMemoryStore(**options)
 
 
+def _sqlite(tmp_path: Path, **options: Any) -> BaseStore:
+    return SqliteStore(tmp_path / "store.db", **options)
+
+
 FACTORIES: dict[str, Any] = {
     "memory": pytest.param(_memory),
+    "sqlite": pytest.param(_sqlite),
 }
 
 
@@ -349,7 +355,8 @@ def test_ttl_item_expires_from_get_search_and_listing(store: BaseStore) -> None:
     assert store.get(("ttl",), "short", refresh_ttl=False) is not None
     wait_until(lambda: store.get(("ttl",), "short", refresh_ttl=False) is None)
     assert [i.key for i in store.search(("ttl",))] == ["forever"]
-    assert store.list_namespaces() == [("ttl",)]
+    assert ("ttl",) in store.list_namespaces()
+    wait_until(lambda: store.list_namespaces() == [("ttl",)])
 
 
 def test_ttl_reads_refresh_unless_told_not_to(store: BaseStore) -> None:

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from durable_graph.store.cache.base import BaseCache
 from durable_graph.store.cache.memory import InMemoryCache
+from durable_graph.store.cache.sqlite import SqliteCache
 
-__all__ = ["BaseCache", "InMemoryCache"]
+__all__ = ["BaseCache", "InMemoryCache", "SqliteCache"]

@@ -15,6 +15,7 @@ from durable_graph.store.kv.ops import (
     SearchOp,
     TTLConfig,
 )
+from durable_graph.store.kv.sqlite import SqliteStore
 
 __all__ = [
     "BaseStore",
@@ -27,5 +28,6 @@ __all__ = [
     "PutOp",
     "SearchItem",
     "SearchOp",
+    "SqliteStore",
     "TTLConfig",
 ]
