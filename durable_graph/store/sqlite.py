@@ -96,6 +96,14 @@ _CP_COLUMNS = (
     "channel_versions, versions_seen, metadata, v"
 )
 
+# Values that no remaining checkpoint of a namespace reads (after deleting some).
+_DROP_UNREAD_BLOBS = """
+DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c, json_each(c.channel_versions) cv
+    WHERE c.thread_id = ? AND c.checkpoint_ns = ?
+    AND cv.key = blobs.channel AND cv.value = blobs.version)
+"""
+
 # Values of a checkpoint: its version map (JSON) joined to the blobs table.
 _LOAD_VALUES = """
 SELECT b.channel, b.type, b.blob FROM json_each(?) AS cv
@@ -403,6 +411,19 @@ class SqliteSaver(BaseCheckpointSaver):
         with self._transaction() as conn:
             for table in ("checkpoints", "blobs", "writes", "threads"):
                 conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (str(thread_id),))
+
+    def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
+        """Delete these checkpoints, their writes, and values no other checkpoint reads."""
+        scope = (str(thread_id), checkpoint_ns)
+        with self._transaction() as conn:
+            for checkpoint_id in ids:
+                for table in ("checkpoints", "writes"):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_ns = ? "
+                        "AND checkpoint_id = ?",
+                        (*scope, checkpoint_id),
+                    )
+            conn.execute(_DROP_UNREAD_BLOBS, (*scope, *scope))
 
     def set_status(
         self,
