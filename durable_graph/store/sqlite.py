@@ -60,7 +60,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     v INTEGER NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
 );
-CREATE INDEX IF NOT EXISTS checkpoints_by_id ON checkpoints (checkpoint_id);
+CREATE INDEX IF NOT EXISTS checkpoints_newest ON checkpoints
+    (checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC);
+CREATE INDEX IF NOT EXISTS checkpoints_thread_newest ON checkpoints
+    (thread_id, checkpoint_id DESC, checkpoint_ns DESC);
 CREATE TABLE IF NOT EXISTS blobs (
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
@@ -104,15 +107,18 @@ DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
     AND cv.key = blobs.channel AND cv.value = blobs.version)
 """
 
-# Values of a checkpoint: its version map (JSON) joined to the blobs table.
+# Values of a checkpoint: its version map (JSON) joined to the blobs table. CROSS JOIN
+# keeps the version map as the outer loop, so each value is one primary-key lookup
+# whatever the thread's history length (a plain JOIN let SQLite scan every blob of
+# the thread instead).
 _LOAD_VALUES = """
 SELECT b.channel, b.type, b.blob FROM json_each(?) AS cv
-JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
+CROSS JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
     AND b.channel = cv.key AND b.version = cv.value
 """
 _EXISTING_BLOBS = """
 SELECT cv.key FROM json_each(?) AS cv
-JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
+CROSS JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
     AND b.channel = cv.key AND b.version = cv.value
 """
 _LOAD_WRITES = """
