@@ -26,8 +26,9 @@ from durable_graph.store.redis_target import RedisTarget
 
 __all__ = ["RedisStore"]
 
-_PAGE = 200
-"""Index entries read per round trip while scanning a namespace."""
+_FIRST_PAGE, _MAX_PAGE = 25, 800
+"""Index entries read per round trip while scanning a namespace: few first (most searches
+want a page of 10), four times more each round trip after that."""
 _FIELDS = ("v", "c", "u", "t")
 
 
@@ -104,17 +105,19 @@ class RedisStore(Closable, RecordStore):
             if under_prefix(namespace, prefix):
                 yield from self._scan_namespace(namespace)
 
-    def _index_page(self, namespace: Namespace, after: str) -> list[tuple[bytes, float]]:
+    def _index_page(
+        self, namespace: Namespace, after: str, size: int
+    ) -> list[tuple[bytes, float]]:
         index = self.keys.index(rk.encode_ns(namespace))
         return list(self._backend.conn.call(
             "reading a namespace index",
-            lambda c: c.zrangebyscore(index, after, "+inf", start=0, num=_PAGE, withscores=True),
+            lambda c: c.zrangebyscore(index, after, "+inf", start=0, num=size, withscores=True),
         ))
 
     def _scan_namespace(self, namespace: Namespace) -> Generator[Record, None, None]:
-        after = "-inf"
+        after, size = "-inf", _FIRST_PAGE
         while True:
-            members = self._index_page(namespace, after)
+            members = self._index_page(namespace, after, size)
             keys = [bytes(member).decode() for member, _ in members]
             rows = self._read_rows([(namespace, k) for k in keys], "reading store items")
             stale = []
@@ -125,9 +128,9 @@ class RedisStore(Closable, RecordStore):
                 else:
                     yield record
             self._unindex(namespace, stale)
-            if len(members) < _PAGE:
+            if len(members) < size:
                 return
-            after = f"({members[-1][1]!r}"
+            after, size = f"({members[-1][1]!r}", min(size * 4, _MAX_PAGE)
 
     def _unindex(self, namespace: Namespace, keys: Sequence[str]) -> None:
         """Drop index entries of items that expired (unless written again meanwhile)."""
@@ -146,13 +149,35 @@ class RedisStore(Closable, RecordStore):
         self._backend.conn.call("cleaning a namespace index", run)
 
     def _namespaces(self, now: datetime) -> list[Namespace]:
+        """Namespaces whose oldest indexed item exists (two round trips), or failing
+        that, any indexed item (a scan, only for namespaces whose first item expired)."""
+        texts = self._registry()
+
+        def heads(client: Client) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for text in texts:
+                pipe.zrange(self.keys.index(text), 0, 0)
+            return list(pipe.execute())
+
+        firsts = [
+            (text, bytes(head[0]).decode())
+            for text, head in zip(texts, self._backend.conn.call("listing namespaces", heads),
+                                  strict=True)
+            if head
+        ]
+        rows = self._read_rows([(rk.decode_ns(t), k) for t, k in firsts], "listing namespaces")
         live = []
-        for text in self._registry():
-            records = self._scan_namespace(rk.decode_ns(text))
-            if next(records, None) is not None:
+        for (text, _), row in zip(firsts, rows, strict=True):
+            if row[0] is not None or self._any_live(rk.decode_ns(text)):
                 live.append(rk.decode_ns(text))
-            records.close()
         return live
+
+    def _any_live(self, namespace: Namespace) -> bool:
+        records = self._scan_namespace(namespace)
+        try:
+            return next(records, None) is not None
+        finally:
+            records.close()
 
     def _write(self, writes: Sequence[Write], now: datetime) -> None:
         encoded = [
