@@ -137,16 +137,14 @@ class RedisStore(Closable, RecordStore):
         if not keys:
             return
         text = rk.encode_ns(namespace)
-        script = self._backend.script(rk.UNINDEX_IF_GONE)
+        items = [self.keys.item(text, key) for key in keys]
+        index = self.keys.index(text)
+        self._run(rk.UNINDEX_IF_GONE, [index, *items], list(keys), "cleaning an index")
 
-        def run(client: Client) -> None:
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                item = self.keys.item(text, key)
-                script(keys=[self.keys.index(text), item], args=[key], client=pipe)
-            pipe.execute()
-
-        self._backend.conn.call("cleaning a namespace index", run)
+    def _run(self, source: str, keys: list[str], args: list[Any], action: str) -> None:
+        """Run one script; every key shares the store's hash tag, so one slot, one call."""
+        script = self._backend.script(source)
+        self._backend.conn.call(action, lambda client: script(keys=keys, args=args))
 
     def _namespaces(self, now: datetime) -> list[Namespace]:
         """Namespaces whose oldest indexed item exists (two round trips), or failing
@@ -180,38 +178,21 @@ class RedisStore(Closable, RecordStore):
             records.close()
 
     def _write(self, writes: Sequence[Write], now: datetime) -> None:
-        encoded = [
-            (w, None if w.value is None else dump_value(w.value, w.namespace, w.key))
-            for w in writes
-        ]
-        put, delete = self._backend.script(rk.PUT), self._backend.script(rk.DELETE)
-        stamp = now.isoformat()
-
-        def run(client: Client) -> None:
-            pipe = client.pipeline(transaction=False)
-            for write, value in encoded:
-                text = rk.encode_ns(write.namespace)
-                index, item = self.keys.index(text), self.keys.item(text, write.key)
-                if value is None:
-                    delete(keys=[index, item], args=[write.key], client=pipe)
-                    continue
-                ttl_ms = "" if write.ttl is None else str(max(1, round(write.ttl * 60_000)))
-                ttl_min = "" if write.ttl is None else repr(float(write.ttl))
-                put(
-                    keys=[self.keys.seq, self.keys.registry, index, item],
-                    args=[text, write.key, value, stamp, ttl_ms, ttl_min], client=pipe,
-                )
-            pipe.execute()
-
-        self._backend.conn.call("writing store items", run)
+        keys, args = [self.keys.seq, self.keys.registry], [now.isoformat()]
+        for write in writes:
+            text = rk.encode_ns(write.namespace)
+            keys += [self.keys.index(text), self.keys.item(text, write.key)]
+            if write.value is None:
+                args += ["del", text, write.key, "", "", ""]
+                continue
+            ttl = write.ttl
+            args += [
+                "put", text, write.key, dump_value(write.value, write.namespace, write.key),
+                "" if ttl is None else str(max(1, round(ttl * 60_000))),
+                "" if ttl is None else repr(float(ttl)),
+            ]
+        self._run(rk.WRITE, keys, args, "writing store items")
 
     def _touch(self, records: Sequence[Record], now: datetime) -> None:
-        refresh = self._backend.script(rk.REFRESH)
-
-        def run(client: Client) -> None:
-            pipe = client.pipeline(transaction=False)
-            for record in records:
-                refresh(keys=[self._item_key(record.namespace, record.key)], client=pipe)
-            pipe.execute()
-
-        self._backend.conn.call("refreshing item TTLs", run)
+        items = [self._item_key(record.namespace, record.key) for record in records]
+        self._run(rk.REFRESH, items, [], "refreshing item TTLs")
