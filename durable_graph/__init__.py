@@ -27,7 +27,13 @@ from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.func import entrypoint, task
 from durable_graph.graph.state import CompiledStateGraph, StateGraph
 from durable_graph.scheduler.executor import Executor, LocalExecutor, RunHandle
-from durable_graph.scheduler.runtime import get_stream_writer, interrupt
+from durable_graph.scheduler.runtime import (
+    get_runtime,
+    get_store,
+    get_stream_writer,
+    get_task_context,
+    interrupt,
+)
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
 from durable_graph.store.memory import InMemorySaver
 from durable_graph.store.redis import RedisSaver
@@ -36,18 +42,25 @@ from durable_graph.store.sqlite import SqliteSaver
 from durable_graph.types import (
     END,
     START,
+    CachePolicy,
     Command,
+    ExecutionInfo,
     Interrupt,
+    IsLastStep,
+    RemainingSteps,
     RetryPolicy,
+    Runtime,
     Send,
     StateSnapshot,
     StateTask,
+    TaskInfo,
 )
 
 __all__ = [
     "END",
     "START",
     "BaseCheckpointSaver",
+    "CachePolicy",
     "Checkpoint",
     "CheckpointStoreError",
     "CheckpointTuple",
@@ -58,6 +71,7 @@ __all__ = [
     "DispatchError",
     "DurableGraphError",
     "EmptyInputError",
+    "ExecutionInfo",
     "Executor",
     "FencingError",
     "GraphInterrupt",
@@ -66,12 +80,15 @@ __all__ = [
     "InMemorySaver",
     "Interrupt",
     "InvalidUpdateError",
+    "IsLastStep",
     "LocalExecutor",
     "NondeterminismError",
     "RedisSaver",
+    "RemainingSteps",
     "RetryPolicy",
     "RunFailedError",
     "RunHandle",
+    "Runtime",
     "Send",
     "SerializationError",
     "SignatureError",
@@ -79,10 +96,14 @@ __all__ = [
     "StateGraph",
     "StateSnapshot",
     "StateTask",
+    "TaskInfo",
     "TaskNotInRunError",
     "TypedSerializer",
     "entrypoint",
+    "get_runtime",
+    "get_store",
     "get_stream_writer",
+    "get_task_context",
     "interrupt",
     "task",
 ]
