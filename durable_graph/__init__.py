@@ -35,6 +35,8 @@ from durable_graph.scheduler.runtime import (
     interrupt,
 )
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
+from durable_graph.store.cache import BaseCache, InMemoryCache, SqliteCache
+from durable_graph.store.kv import BaseStore, InMemoryStore, Item, SearchItem, SqliteStore
 from durable_graph.store.memory import InMemorySaver
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.serde import TypedSerializer
@@ -59,7 +61,9 @@ from durable_graph.types import (
 __all__ = [
     "END",
     "START",
+    "BaseCache",
     "BaseCheckpointSaver",
+    "BaseStore",
     "CachePolicy",
     "Checkpoint",
     "CheckpointStoreError",
@@ -77,10 +81,13 @@ __all__ = [
     "GraphInterrupt",
     "GraphRecursionError",
     "GraphValueError",
+    "InMemoryCache",
     "InMemorySaver",
+    "InMemoryStore",
     "Interrupt",
     "InvalidUpdateError",
     "IsLastStep",
+    "Item",
     "LocalExecutor",
     "NondeterminismError",
     "RedisSaver",
@@ -89,10 +96,13 @@ __all__ = [
     "RunFailedError",
     "RunHandle",
     "Runtime",
+    "SearchItem",
     "Send",
     "SerializationError",
     "SignatureError",
+    "SqliteCache",
     "SqliteSaver",
+    "SqliteStore",
     "StateGraph",
     "StateSnapshot",
     "StateTask",

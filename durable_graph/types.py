@@ -12,6 +12,8 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from durable_graph.errors import GraphValueError
+
 __all__ = [
     "END",
     "START",
@@ -119,6 +121,51 @@ class RetryPolicy:
         return bool(on(exc))
 
 
+def _freeze(obj: Any, depth: int = 10) -> Any:
+    """``obj`` made hashable and order-independent for dicts (as LangGraph's cache keys do)."""
+    if isinstance(obj, Hashable) or depth <= 0:
+        return obj
+    if isinstance(obj, Mapping):
+        return tuple(sorted((k, _freeze(v, depth - 1)) for k, v in obj.items()))
+    if isinstance(obj, Sequence):
+        return tuple(_freeze(x, depth - 1) for x in obj)
+    if hasattr(obj, "tobytes"):  # numpy and friends
+        return (type(obj).__name__, obj.tobytes(), getattr(obj, "shape", None))
+    return obj
+
+
+def default_cache_key(*args: Any, **kwargs: Any) -> str | bytes:
+    """LangGraph's default node cache key: the pickled, frozen arguments.
+
+    Only ever pickled (to bytes that are hashed into a key), never unpickled.
+    """
+    return pickle.dumps((_freeze(args), _freeze(kwargs)), protocol=5, fix_imports=False)
+
+
+KeyFuncT = TypeVar("KeyFuncT", bound=Callable[..., str | bytes])
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CachePolicy(Generic[KeyFuncT]):
+    """How a node's or task's result is cached: by a key of its input, for ``ttl`` seconds."""
+
+    key_func: KeyFuncT = default_cache_key  # type: ignore[assignment]
+    """Builds the cache key from the node's input; default pickles the frozen input."""
+    ttl: int | None = None
+    """Seconds a cached result lives; None keeps it until the cache is cleared."""
+
+    def __post_init__(self) -> None:
+        if not callable(self.key_func):
+            raise TypeError(
+                f"CachePolicy(key_func=...) must be callable, got {type(self.key_func).__name__}"
+            )
+        ttl = self.ttl
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0):
+            raise GraphValueError(
+                f"CachePolicy(ttl=...) must be a positive number of seconds or None, got {ttl!r}"
+            )
+
+
 @dataclass(frozen=True)
 class StateTask:
     """A task of a snapshot's next superstep: what will run, or what failed or paused."""
@@ -159,34 +206,6 @@ class StateSnapshot:
     """Tasks of the next superstep, with their errors and interrupts."""
     interrupts: tuple[Interrupt, ...] = field(default=())
     """Interrupts pending in this checkpoint."""
-
-
-def _freeze(obj: Any, depth: int = 10) -> Any:
-    """``obj`` as hashable plain data (dict keys sorted), as LangGraph's cache keys do."""
-    if isinstance(obj, Hashable) or depth <= 0:
-        return obj
-    if isinstance(obj, Mapping):
-        return tuple(sorted((k, _freeze(v, depth - 1)) for k, v in obj.items()))
-    if isinstance(obj, Sequence):
-        return tuple(_freeze(x, depth - 1) for x in obj)
-    if hasattr(obj, "tobytes"):
-        return (type(obj).__name__, obj.tobytes(), getattr(obj, "shape", None))
-    return obj
-
-
-def default_cache_key(*args: Any, **kwargs: Any) -> str | bytes:
-    """LangGraph's default cache key: the pickled (frozen) arguments."""
-    return pickle.dumps((_freeze(args), _freeze(kwargs)), protocol=5, fix_imports=False)
-
-
-@dataclass(frozen=True)
-class CachePolicy:
-    """Cache a node's (or ``@task``'s) writes by its input: a hit skips the body."""
-
-    key_func: Callable[..., str | bytes] = default_cache_key
-    """The node input (a task's arguments) -> the key its writes are cached under."""
-    ttl: int | None = None
-    """Seconds an entry lives; None: until the cache is cleared."""
 
 
 class ManagedValue:

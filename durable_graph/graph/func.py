@@ -35,7 +35,7 @@ class TaskFunction(Generic[T]):
 
     def __init__(
         self, fn: Callable[..., T], *, name: str | None, retry_policy: Any,
-        cache_policy: CachePolicy | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
     ) -> None:
         if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
             raise TypeError(
@@ -68,7 +68,7 @@ def task(fn: Callable[..., T], /) -> TaskFunction[T]: ...
 @overload
 def task(
     *, name: str | None = None, retry_policy: Any = None,
-    cache_policy: CachePolicy | None = None, **kwargs: Any
+    cache_policy: CachePolicy[Any] | None = None, **kwargs: Any
 ) -> Callable[[Callable[..., T]], TaskFunction[T]]: ...
 
 
@@ -78,7 +78,7 @@ def task(
     *,
     name: str | None = None,
     retry_policy: Any = None,
-    cache_policy: CachePolicy | None = None,
+    cache_policy: CachePolicy[Any] | None = None,
     **kwargs: Any,
 ) -> TaskFunction[T] | Callable[[Callable[..., T]], TaskFunction[T]]:
     """Mark a function as a durable task: ``@task`` or ``@task(retry_policy=...,

@@ -30,7 +30,7 @@ class _NodeDef:
     retry: RetryPolicy | None
     defer: bool = False
     """Run only once every other branch has finished (the run would otherwise end)."""
-    cache_policy: CachePolicy | None = None
+    cache_policy: CachePolicy[Any] | None = None
 
 
 class StateGraph:
@@ -59,7 +59,7 @@ class StateGraph:
         *,
         retry_policy: RetryPolicy | None = None,
         defer: bool = False,
-        cache_policy: CachePolicy | None = None,
+        cache_policy: CachePolicy[Any] | None = None,
         **_: Any,
     ) -> StateGraph:
         """Add a node: a function of the state returning an update, or a compiled graph.

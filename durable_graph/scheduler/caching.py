@@ -47,7 +47,7 @@ def identifier(fn: Any) -> str:
     return f"{module}.{name}"
 
 
-def make_key(policy: CachePolicy, ns: tuple[str, ...], *args: Any, **kwargs: Any) -> CacheKey:
+def make_key(policy: CachePolicy[Any], ns: tuple[str, ...], *args: Any, **kwargs: Any) -> CacheKey:
     """The key a task with these arguments is cached under."""
     raw = policy.key_func(*args, **kwargs)
     data = raw.encode() if isinstance(raw, str) else bytes(raw)

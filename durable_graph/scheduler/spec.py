@@ -47,7 +47,7 @@ class NodeSpec:
     """Internal nodes (the input node) stream no updates and are never breakpoints."""
     subgraph: Any = None
     """The compiled graph this node runs, if it is a subgraph."""
-    cache_policy: CachePolicy | None = None
+    cache_policy: CachePolicy[Any] | None = None
     """Cache this node's writes by its input (when the graph has a cache)."""
     cache_ns: tuple[str, ...] = ()
     """The cache namespace of its entries: (writes marker, function, node name)."""
