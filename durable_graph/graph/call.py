@@ -21,6 +21,13 @@ _INJECTABLE: dict[str, Injector] = {
 }
 
 
+def _injectable(name: str, param: inspect.Parameter) -> bool:
+    """LangGraph injects ``store`` only into a parameter typed as a store (or untyped)."""
+    if name != "store" or param.annotation is inspect.Parameter.empty:
+        return True
+    return "BaseStore" in str(getattr(param.annotation, "__name__", param.annotation))
+
+
 def bind(fn: Callable[..., Any], provided: tuple[str, ...] = ()) -> Callable[..., Any]:
     """A caller ``(input, ctx, **values) -> result`` passing the parameters ``fn`` declares.
 
@@ -35,7 +42,8 @@ def bind(fn: Callable[..., Any], provided: tuple[str, ...] = ()) -> Callable[...
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         params = {}  # type: ignore[assignment]
-    wanted = {name: inj for name, inj in _INJECTABLE.items() if name in params}
+    wanted = {name: inj for name, inj in _INJECTABLE.items()
+              if name in params and _injectable(name, params[name])}
     passed = tuple(name for name in provided if name in params)
     is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         vars(type(fn)).get("__call__")

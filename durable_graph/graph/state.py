@@ -13,7 +13,7 @@ from durable_graph.graph.schema import ROOT, StateSchema
 from durable_graph.graph.subgraph import subgraph_runner
 from durable_graph.graph.writers import Branch, NodeWriter, branch_channel
 from durable_graph.scheduler.caching import CACHE_NS_WRITES, identifier
-from durable_graph.scheduler.channels import ChannelKind, ChannelSpec
+from durable_graph.scheduler.channels import MISSING, ChannelKind, ChannelSpec
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.spec import TASKS, GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
@@ -258,13 +258,27 @@ class StateGraph:
             name=name,
             triggers=triggers,
             read=self.schema.read,
-            run=lambda value, values, ctx: writer(call(value, ctx), values),
+            run=lambda value, values, ctx: writer(
+                call(value, ctx), self._with_managed(value, values)),
             updates=writer.updates,
             retry=d.retry,
             subgraph=d.action if isinstance(d.action, CompiledGraph) else None,
             cache_policy=d.cache_policy,
             cache_ns=(CACHE_NS_WRITES, identifier(d.action), name),
         )
+
+
+    def _with_managed(self, value: Any, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Channel values plus the managed values the task got, for its branches."""
+        if not self.schema.managed:
+            return values
+        extra = {}
+        for key in self.schema.managed:
+            found = value.get(key, MISSING) if isinstance(value, Mapping) \
+                else getattr(value, key, MISSING)
+            if found is not MISSING:
+                extra[key] = found
+        return {**values, **extra}
 
 
 def _command_writes(writer: NodeWriter, cmd: Command) -> list[Write]:

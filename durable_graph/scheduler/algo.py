@@ -168,7 +168,10 @@ def apply_writes(
     for ch in {c for t in tasks for c in t.triggers}:
         new, changed = consume(spec.channels[ch], values.get(ch, MISSING))
         if changed:
-            values[ch] = new
+            if new is MISSING:
+                values.pop(ch, None)
+            else:
+                values[ch] = new
             versions[ch] = next_version
     updated = _apply_channel_writes(spec, values, versions, tasks, next_version)
     if any(t.triggers for t in tasks):
