@@ -35,8 +35,15 @@ from durable_graph.scheduler.runtime import (
     interrupt,
 )
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
-from durable_graph.store.cache import BaseCache, InMemoryCache, SqliteCache
-from durable_graph.store.kv import BaseStore, InMemoryStore, Item, SearchItem, SqliteStore
+from durable_graph.store.cache import BaseCache, InMemoryCache, RedisCache, SqliteCache
+from durable_graph.store.kv import (
+    BaseStore,
+    InMemoryStore,
+    Item,
+    RedisStore,
+    SearchItem,
+    SqliteStore,
+)
 from durable_graph.store.memory import InMemorySaver
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.serde import TypedSerializer
@@ -90,7 +97,9 @@ __all__ = [
     "Item",
     "LocalExecutor",
     "NondeterminismError",
+    "RedisCache",
     "RedisSaver",
+    "RedisStore",
     "RemainingSteps",
     "RetryPolicy",
     "RunFailedError",

@@ -14,12 +14,11 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from durable_graph.errors import CheckpointStoreError, GraphValueError, SerializationError
 
-__all__ = ["FileBacked", "SqliteFile"]
+__all__ = ["SqliteFile"]
 
 _BUSY_TIMEOUT = 30.0
 """Seconds to wait for another connection's write lock before failing."""
@@ -110,21 +109,3 @@ class SqliteFile:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], schema=state["schema"], what=state["what"])  # type: ignore[misc]
 
-
-class FileBacked:
-    """Mixin for objects kept in a ``SqliteFile``: ``close()`` and use as a context manager."""
-
-    _file: SqliteFile
-
-    def close(self) -> None:
-        """Close the connection if this object opened it."""
-        self._file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

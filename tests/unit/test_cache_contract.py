@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import pickle
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import pytest
 
 from durable_graph.errors import GraphValueError, SerializationError
 from durable_graph.store.cache import BaseCache, InMemoryCache
+from durable_graph.store.cache.redis import RedisCache
 from durable_graph.store.cache.sqlite import SqliteCache
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.types import CachePolicy, default_cache_key
@@ -33,9 +35,17 @@ def _sqlite(tmp_path: Path, **options: Any) -> BaseCache[Any]:
     return SqliteCache(path=tmp_path / "cache.db", **options)
 
 
+def _redis(tmp_path: Path, **options: Any) -> BaseCache[Any]:
+    # The conftest sets both for tests marked redis and deletes the prefix's keys after.
+    url = os.environ["DURABLE_GRAPH_TEST_REDIS_URL"]
+    prefix = f"{os.environ['DURABLE_GRAPH_TEST_REDIS_PREFIX']}-{tmp_path.name}"
+    return RedisCache(url, prefix=prefix, **options)
+
+
 FACTORIES: dict[str, Any] = {
     "memory": pytest.param(_memory),
     "sqlite": pytest.param(_sqlite),
+    "redis": pytest.param(_redis, marks=pytest.mark.redis),
 }
 
 

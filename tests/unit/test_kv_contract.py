@@ -9,6 +9,7 @@ The fixture closes a store that has ``close()`` when the test ends.
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import threading
 import time
@@ -33,6 +34,7 @@ from durable_graph.store.kv import (
     SearchOp,
     TTLConfig,
 )
+from durable_graph.store.kv.redis import RedisStore
 from durable_graph.store.kv.sqlite import SqliteStore
 from tests.unit.backend_contract import backend_maker, kind_params, wait_until
 
@@ -45,9 +47,17 @@ def _sqlite(tmp_path: Path, **options: Any) -> BaseStore:
     return SqliteStore(tmp_path / "store.db", **options)
 
 
+def _redis(tmp_path: Path, **options: Any) -> BaseStore:
+    # The conftest sets both for tests marked redis and deletes the prefix's keys after.
+    url = os.environ["DURABLE_GRAPH_TEST_REDIS_URL"]
+    prefix = f"{os.environ['DURABLE_GRAPH_TEST_REDIS_PREFIX']}-{tmp_path.name}"
+    return RedisStore(url, prefix=prefix, **options)
+
+
 FACTORIES: dict[str, Any] = {
     "memory": pytest.param(_memory),
     "sqlite": pytest.param(_sqlite),
+    "redis": pytest.param(_redis, marks=pytest.mark.redis),
 }
 
 

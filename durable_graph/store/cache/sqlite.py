@@ -22,8 +22,9 @@ from durable_graph.store.cache.base import (
     check_keys,
     check_namespaces,
 )
+from durable_graph.store.closing import Closable
 from durable_graph.store.serde import Serializer
-from durable_graph.store.sqlite_file import FileBacked, SqliteFile
+from durable_graph.store.sqlite_file import SqliteFile
 
 __all__ = ["SqliteCache"]
 
@@ -44,7 +45,7 @@ def _encode_ns(namespace: Namespace) -> str:
     return json.dumps(list(namespace), ensure_ascii=False)
 
 
-class SqliteCache(FileBacked, BaseCache[ValueT]):
+class SqliteCache(Closable, BaseCache[ValueT]):
     """A durable node cache in one SQLite file with LangGraph's ``SqliteCache`` API.
 
     Args:
@@ -52,12 +53,14 @@ class SqliteCache(FileBacked, BaseCache[ValueT]):
         serde: serializer of cached values (default msgpack, no pickle fallback).
     """
 
+    _backend: SqliteFile
+
     def __init__(
         self, *, path: str | os.PathLike[str] | sqlite3.Connection,
         serde: Serializer | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        self._file = SqliteFile(path, schema=_SCHEMA, what="SqliteCache")
+        self._backend = SqliteFile(path, schema=_SCHEMA, what="SqliteCache")
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """The live cached values among ``keys``."""
@@ -70,7 +73,7 @@ class SqliteCache(FileBacked, BaseCache[ValueT]):
         found: dict[FullKey, tuple[str, bytes]] = {}
         if not keys:
             return {}
-        with self._file.transaction(write=False) as conn:
+        with self._backend.transaction(write=False) as conn:
             for ns, key in keys:
                 row = conn.execute(query, (_encode_ns(ns), key, now)).fetchone()
                 if row is not None:
@@ -85,14 +88,14 @@ class SqliteCache(FileBacked, BaseCache[ValueT]):
             (_encode_ns(ns), key, None if ttl is None else now + ttl, *self.serde.dumps_typed(v))
             for (ns, key), (v, ttl) in pairs.items()
         ]
-        with self._file.transaction() as conn:
+        with self._backend.transaction() as conn:
             conn.execute("DELETE FROM node_cache WHERE expires_at <= ?", (now,))
             conn.executemany("INSERT OR REPLACE INTO node_cache VALUES (?, ?, ?, ?, ?)", rows)
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Drop every entry of ``namespaces``, or all entries when None."""
         check_namespaces(namespaces)
-        with self._file.transaction() as conn:
+        with self._backend.transaction() as conn:
             if namespaces is None:
                 conn.execute("DELETE FROM node_cache")
                 return

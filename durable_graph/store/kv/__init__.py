@@ -15,6 +15,7 @@ from durable_graph.store.kv.ops import (
     SearchOp,
     TTLConfig,
 )
+from durable_graph.store.kv.redis import RedisStore
 from durable_graph.store.kv.sqlite import SqliteStore
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ListNamespacesOp",
     "MatchCondition",
     "PutOp",
+    "RedisStore",
     "SearchItem",
     "SearchOp",
     "SqliteStore",

@@ -13,6 +13,7 @@ again (or letting it expire) moves it to the end.
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from collections.abc import Generator, Iterable, Sequence
 from contextlib import closing
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from durable_graph.errors import SerializationError
 from durable_graph.store.kv.base import BaseStore
 from durable_graph.store.kv.match import check_filter, matches_filter, select_namespaces
 from durable_graph.store.kv.ops import (
@@ -34,7 +36,7 @@ from durable_graph.store.kv.ops import (
     validate_op,
 )
 
-__all__ = ["Record", "RecordStore", "Write", "minutes_to_seconds", "now_utc"]
+__all__ = ["Record", "RecordStore", "Write", "dump_value", "minutes_to_seconds", "now_utc"]
 
 
 def now_utc() -> datetime:
@@ -45,6 +47,17 @@ def now_utc() -> datetime:
 def minutes_to_seconds(ttl: float | None) -> float | None:
     """A TTL in minutes (LangGraph's unit) as seconds."""
     return None if ttl is None else ttl * 60.0
+
+
+def dump_value(value: dict[str, Any], namespace: Namespace, key: str) -> str:
+    """An item's value as JSON text; SerializationError naming the item if it is not JSON."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"the value of item {key!r} in namespace {namespace} is not JSON-serializable "
+            f"({exc}); durable stores keep JSON (dicts, lists, str, numbers, bools, None)"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)

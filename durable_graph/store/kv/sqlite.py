@@ -17,13 +17,19 @@ from collections.abc import Generator, Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from durable_graph.errors import SerializationError
+from durable_graph.store.closing import Closable
 from durable_graph.store.kv.base import check_index_config, check_ttl_config
-from durable_graph.store.kv.engine import Record, RecordStore, Write, minutes_to_seconds
+from durable_graph.store.kv.engine import (
+    Record,
+    RecordStore,
+    Write,
+    dump_value,
+    minutes_to_seconds,
+)
 from durable_graph.store.kv.ops import Namespace, TTLConfig
-from durable_graph.store.sqlite_file import FileBacked, SqliteFile
+from durable_graph.store.sqlite_file import SqliteFile
 
-__all__ = ["SqliteStore", "dump_value"]
+__all__ = ["SqliteStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv_namespaces (ns TEXT PRIMARY KEY, seq INTEGER NOT NULL);
@@ -72,17 +78,6 @@ def _decode_ns(text: str) -> Namespace:
     return tuple(text.split(".")) if text else ()
 
 
-def dump_value(value: dict[str, Any], namespace: Namespace, key: str) -> str:
-    """An item's value as JSON text; SerializationError naming the item if it is not JSON."""
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(
-            f"the value of item {key!r} in namespace {namespace} is not JSON-serializable "
-            f"({exc}); durable stores keep JSON (dicts, lists, str, numbers, bools, None)"
-        ) from exc
-
-
 def _record(row: Sequence[Any]) -> Record:
     ns, key, value, created, updated, ttl = row[:6]
     return Record(
@@ -96,7 +91,7 @@ def _expires_at(ttl: float | None, now: datetime) -> float | None:
     return None if seconds is None else now.timestamp() + seconds
 
 
-class SqliteStore(FileBacked, RecordStore):
+class SqliteStore(Closable, RecordStore):
     """A durable store in one SQLite file with LangGraph's ``SqliteStore`` API.
 
     Args:
@@ -106,13 +101,15 @@ class SqliteStore(FileBacked, RecordStore):
         ttl: optional ``TTLConfig`` (default TTL in minutes, refresh on read).
     """
 
+    _backend: SqliteFile
+
     def __init__(
         self, conn: str | os.PathLike[str] | sqlite3.Connection, *, index: Any = None,
         ttl: TTLConfig | None = None,
     ) -> None:
         check_index_config("SqliteStore", index)
         self.ttl_config = check_ttl_config(ttl)
-        self._file = SqliteFile(conn, schema=_SCHEMA, what="SqliteStore")
+        self._backend = SqliteFile(conn, schema=_SCHEMA, what="SqliteStore")
 
     @classmethod
     def from_conn_string(
@@ -123,12 +120,12 @@ class SqliteStore(FileBacked, RecordStore):
 
     def setup(self) -> None:
         """Create the tables now (they are created on first use anyway)."""
-        with self._file.transaction():
+        with self._backend.transaction():
             pass
 
     def sweep_ttl(self) -> int:
         """Delete expired items now; returns how many were removed."""
-        with self._file.transaction() as conn:
+        with self._backend.transaction() as conn:
             cursor = conn.execute(
                 "DELETE FROM kv_items WHERE expires_at <= ?", (datetime.now().timestamp(),)
             )
@@ -139,7 +136,7 @@ class SqliteStore(FileBacked, RecordStore):
     ]:
         query = f"SELECT {_COLUMNS} FROM kv_items AS i WHERE ns = :ns AND key = :key AND {_LIVE}"
         found: dict[tuple[Namespace, str], Record] = {}
-        with self._file.transaction(write=False) as conn:
+        with self._backend.transaction(write=False) as conn:
             for namespace, key in keys:
                 params = {"ns": _encode_ns(namespace), "key": key, "now": now.timestamp()}
                 row = conn.execute(query, params).fetchone()
@@ -154,7 +151,7 @@ class SqliteStore(FileBacked, RecordStore):
             "page": _PAGE,
         }
         while True:
-            with self._file.transaction(write=False) as conn:
+            with self._backend.transaction(write=False) as conn:
                 rows = conn.execute(_SCAN, params).fetchall()
             yield from (_record(row) for row in rows)
             if len(rows) < _PAGE:
@@ -163,7 +160,7 @@ class SqliteStore(FileBacked, RecordStore):
 
     def _namespaces(self, now: datetime) -> list[Namespace]:
         query = f"SELECT DISTINCT i.ns FROM kv_items AS i WHERE {_LIVE}"
-        with self._file.transaction(write=False) as conn:
+        with self._backend.transaction(write=False) as conn:
             rows = conn.execute(query, {"now": now.timestamp()}).fetchall()
         return [_decode_ns(row[0]) for row in rows]
 
@@ -173,7 +170,7 @@ class SqliteStore(FileBacked, RecordStore):
             for w in writes
         ]
         stamp = now.timestamp()
-        with self._file.transaction() as conn:
+        with self._backend.transaction() as conn:
             conn.execute("DELETE FROM kv_items WHERE expires_at <= ?", (stamp,))
             for write, value in encoded:
                 ns = _encode_ns(write.namespace)
@@ -187,7 +184,7 @@ class SqliteStore(FileBacked, RecordStore):
                 })
 
     def _touch(self, records: Sequence[Record], now: datetime) -> None:
-        with self._file.transaction() as conn:
+        with self._backend.transaction() as conn:
             conn.executemany(
                 "UPDATE kv_items SET expires_at = ? WHERE ns = ? AND key = ? AND ttl IS NOT NULL",
                 [
