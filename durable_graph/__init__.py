@@ -27,7 +27,13 @@ from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.func import entrypoint, task
 from durable_graph.graph.state import CompiledStateGraph, StateGraph
 from durable_graph.scheduler.executor import Executor, LocalExecutor, RunHandle
-from durable_graph.scheduler.runtime import get_stream_writer, interrupt
+from durable_graph.scheduler.runtime import (
+    get_runtime,
+    get_store,
+    get_stream_writer,
+    get_task_context,
+    interrupt,
+)
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
 from durable_graph.store.cache import BaseCache, InMemoryCache, RedisCache, SqliteCache
 from durable_graph.store.kv import (
@@ -47,11 +53,16 @@ from durable_graph.types import (
     START,
     CachePolicy,
     Command,
+    ExecutionInfo,
     Interrupt,
+    IsLastStep,
+    RemainingSteps,
     RetryPolicy,
+    Runtime,
     Send,
     StateSnapshot,
     StateTask,
+    TaskInfo,
 )
 
 __all__ = [
@@ -71,6 +82,7 @@ __all__ = [
     "DispatchError",
     "DurableGraphError",
     "EmptyInputError",
+    "ExecutionInfo",
     "Executor",
     "FencingError",
     "GraphInterrupt",
@@ -81,15 +93,18 @@ __all__ = [
     "InMemoryStore",
     "Interrupt",
     "InvalidUpdateError",
+    "IsLastStep",
     "Item",
     "LocalExecutor",
     "NondeterminismError",
     "RedisCache",
     "RedisSaver",
     "RedisStore",
+    "RemainingSteps",
     "RetryPolicy",
     "RunFailedError",
     "RunHandle",
+    "Runtime",
     "SearchItem",
     "Send",
     "SerializationError",
@@ -100,10 +115,14 @@ __all__ = [
     "StateGraph",
     "StateSnapshot",
     "StateTask",
+    "TaskInfo",
     "TaskNotInRunError",
     "TypedSerializer",
     "entrypoint",
+    "get_runtime",
+    "get_store",
     "get_stream_writer",
+    "get_task_context",
     "interrupt",
     "task",
 ]

@@ -9,14 +9,15 @@ from typing import Any
 
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
-from durable_graph.graph.schema import StateSchema
+from durable_graph.graph.schema import ROOT, StateSchema
 from durable_graph.graph.subgraph import subgraph_runner
 from durable_graph.graph.writers import Branch, NodeWriter, branch_channel
-from durable_graph.scheduler.channels import ChannelSpec
+from durable_graph.scheduler.caching import CACHE_NS_WRITES, identifier
+from durable_graph.scheduler.channels import MISSING, ChannelKind, ChannelSpec
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.spec import TASKS, GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
-from durable_graph.types import END, START, Command, RetryPolicy
+from durable_graph.types import END, START, CachePolicy, Command, RetryPolicy
 
 __all__ = ["CompiledStateGraph", "StateGraph"]
 
@@ -27,6 +28,9 @@ CompiledStateGraph = CompiledGraph
 class _NodeDef:
     action: Any
     retry: RetryPolicy | None
+    defer: bool = False
+    """Run only once every other branch has finished (the run would otherwise end)."""
+    cache_policy: CachePolicy[Any] | None = None
 
 
 class StateGraph:
@@ -41,6 +45,7 @@ class StateGraph:
         output_schema: Any = None,
     ) -> None:
         self.schema = StateSchema(state_schema)
+        self.context_schema = context_schema
         self.output_schema = StateSchema(output_schema) if output_schema else self.schema
         self.nodes: dict[str, _NodeDef] = {}
         self.edges: set[tuple[str, str]] = set()
@@ -53,9 +58,16 @@ class StateGraph:
         action: Any = None,
         *,
         retry_policy: RetryPolicy | None = None,
+        defer: bool = False,
+        cache_policy: CachePolicy[Any] | None = None,
         **_: Any,
     ) -> StateGraph:
-        """Add a node: a function of the state returning an update, or a compiled graph."""
+        """Add a node: a function of the state returning an update, or a compiled graph.
+
+        ``defer=True`` holds the node back until every other branch of the run has
+        finished (map-reduce's final step); ``cache_policy`` caches its writes by its
+        input in the graph's cache (``compile(cache=...)``).
+        """
         if action is None:
             action, node = node, str(getattr(node, "__name__", getattr(node, "name", "")))
         if not isinstance(node, str) or not node:
@@ -66,7 +78,12 @@ class StateGraph:
             raise ValueError(f"Node {node!r} already exists; node names must be unique")
         if not callable(action) and not isinstance(action, CompiledGraph):
             raise ValueError(f"Node {node!r} must be a function or a compiled graph")
-        self.nodes[node] = _NodeDef(action, retry_policy)
+        if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
+            raise TypeError(
+                f"Node {node!r}: cache_policy must be a CachePolicy(key_func=, ttl=), got "
+                f"{type(cache_policy).__name__}."
+            )
+        self.nodes[node] = _NodeDef(action, retry_policy, bool(defer), cache_policy)
         return self
 
     def add_edge(self, start_key: str | Sequence[str], end_key: str) -> StateGraph:
@@ -129,9 +146,15 @@ class StateGraph:
         interrupt_after: Sequence[str] | str | None = None,
         executor: Executor | None = None,
         name: str | None = None,
+        store: Any = None,
+        cache: Any = None,
         **_: Any,
     ) -> CompiledGraph:
-        """Validate the graph and return a runnable ``CompiledGraph``."""
+        """Validate the graph and return a runnable ``CompiledGraph``.
+
+        ``store`` is the long-term store nodes receive (``store`` / ``runtime.store`` /
+        ``get_store()``); ``cache`` keeps the results of ``cache_policy`` nodes.
+        """
         self._validate(interrupt_before, interrupt_after)
         return CompiledGraph(
             self._spec(),
@@ -140,6 +163,9 @@ class StateGraph:
             interrupt_after=interrupt_after or (),
             executor=executor,
             name=name or "LangGraph",
+            store=store,
+            cache=cache,
+            context_schema=self.context_schema,
         )
 
     # -- compiling -------------------------------------------------------------
@@ -180,12 +206,13 @@ class StateGraph:
                 static[src].append((branch_channel(dest), None))
         for srcs, dest in sorted(self.waiting_edges):
             join = f"join:{'+'.join(srcs)}:{dest}"
-            channels[join] = ChannelSpec("barrier", names=frozenset(srcs))
+            kind: ChannelKind = "deferred_barrier" if self._deferred(dest) else "barrier"
+            channels[join] = ChannelSpec(kind, names=frozenset(srcs))
             triggers[dest].append(join)
             for src in srcs:
                 static[src].append((join, src))
-        for n in self.nodes:
-            channels[branch_channel(n)] = ChannelSpec("ephemeral")
+        for n, d in self.nodes.items():
+            channels[branch_channel(n)] = ChannelSpec("deferred" if d.defer else "ephemeral")
         writers = {
             n: NodeWriter(n, self.schema, names, tuple(static[n]), tuple(self.branches.get(n, ())))
             for n in [START, *self.nodes]
@@ -201,9 +228,15 @@ class StateGraph:
             output_channels=self.output_schema.keys,
             command_writes=lambda cmd: _command_writes(writers[START], cmd),
             update_writes=lambda as_node, value, values: writers[as_node](value, values),
+            managed=self.schema.managed,
         )
 
-    def _output(self, values: Mapping[str, Any]) -> dict[str, Any]:
+    def _deferred(self, node: str) -> bool:
+        return node in self.nodes and self.nodes[node].defer
+
+    def _output(self, values: Mapping[str, Any]) -> Any:
+        if self.output_schema.root:
+            return values.get(ROOT)
         return {k: values[k] for k in self.output_schema.channels if k in values}
 
     def _start_node(self, writer: NodeWriter) -> NodeSpec:
@@ -225,11 +258,27 @@ class StateGraph:
             name=name,
             triggers=triggers,
             read=self.schema.read,
-            run=lambda value, values, ctx: writer(call(value, ctx), values),
+            run=lambda value, values, ctx: writer(
+                call(value, ctx), self._with_managed(value, values)),
             updates=writer.updates,
             retry=d.retry,
             subgraph=d.action if isinstance(d.action, CompiledGraph) else None,
+            cache_policy=d.cache_policy,
+            cache_ns=(CACHE_NS_WRITES, identifier(d.action), name),
         )
+
+
+    def _with_managed(self, value: Any, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Channel values plus the managed values the task got, for its branches."""
+        if not self.schema.managed:
+            return values
+        extra = {}
+        for key in self.schema.managed:
+            found = value.get(key, MISSING) if isinstance(value, Mapping) \
+                else getattr(value, key, MISSING)
+            if found is not MISSING:
+                extra[key] = found
+        return {**values, **extra}
 
 
 def _command_writes(writer: NodeWriter, cmd: Command) -> list[Write]:
