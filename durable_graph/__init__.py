@@ -18,6 +18,7 @@ from durable_graph.errors import (
     GraphValueError,
     InvalidUpdateError,
     NondeterminismError,
+    NotSupportedError,
     RunFailedError,
     SerializationError,
     SignatureError,
@@ -25,11 +26,17 @@ from durable_graph.errors import (
 )
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.func import entrypoint, task
+from durable_graph.graph.message import (
+    REMOVE_ALL_MESSAGES,
+    MessagesState,
+    RemoveMessage,
+    add_messages,
+)
 from durable_graph.graph.state import CompiledStateGraph, StateGraph
 from durable_graph.scheduler.executor import Executor, LocalExecutor, RunHandle
 from durable_graph.scheduler.runtime import get_stream_writer, interrupt
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
-from durable_graph.store.memory import InMemorySaver
+from durable_graph.store.memory import InMemorySaver, MemorySaver
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.store.sqlite import SqliteSaver
@@ -46,6 +53,7 @@ from durable_graph.types import (
 
 __all__ = [
     "END",
+    "REMOVE_ALL_MESSAGES",
     "START",
     "BaseCheckpointSaver",
     "Checkpoint",
@@ -67,8 +75,12 @@ __all__ = [
     "Interrupt",
     "InvalidUpdateError",
     "LocalExecutor",
+    "MemorySaver",
+    "MessagesState",
     "NondeterminismError",
+    "NotSupportedError",
     "RedisSaver",
+    "RemoveMessage",
     "RetryPolicy",
     "RunFailedError",
     "RunHandle",
@@ -81,6 +93,7 @@ __all__ = [
     "StateTask",
     "TaskNotInRunError",
     "TypedSerializer",
+    "add_messages",
     "entrypoint",
     "get_stream_writer",
     "interrupt",

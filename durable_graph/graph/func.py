@@ -11,16 +11,19 @@ from typing import Any, Generic, TypeVar, overload
 
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
+from durable_graph.graph.drawing import GraphDrawing
 from durable_graph.scheduler.channels import ChannelSpec
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.runtime import TaskFuture, current_context
 from durable_graph.scheduler.spec import GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
-from durable_graph.types import START, RetryPolicy
+from durable_graph.types import END, START, RetryPolicy
 
 __all__ = ["TaskFunction", "entrypoint", "task"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+S = TypeVar("S")
 RETURN_CHANNEL = "__end__"
 PREVIOUS_CHANNEL = "__previous__"
 
@@ -54,7 +57,7 @@ class TaskFunction(Generic[T]):
 def task(fn: Callable[..., T], /) -> TaskFunction[T]: ...
 @overload
 def task(
-    *, name: str | None = None, retry_policy: Any = None, **kwargs: Any
+    *, name: str | None = None, retry_policy: Any = None, retry: Any = None
 ) -> Callable[[Callable[..., T]], TaskFunction[T]]: ...
 
 
@@ -64,10 +67,13 @@ def task(
     *,
     name: str | None = None,
     retry_policy: Any = None,
-    **kwargs: Any,
+    retry: Any = None,
 ) -> TaskFunction[T] | Callable[[Callable[..., T]], TaskFunction[T]]:
-    """Mark a function as a durable task: ``@task`` or ``@task(retry_policy=...)``."""
-    retry_policy = retry_policy or kwargs.get("retry")
+    """Mark a function as a durable task: ``@task`` or ``@task(retry_policy=...)``.
+
+    ``retry=`` is LangGraph's older name for ``retry_policy=``.
+    """
+    retry_policy = retry_policy or retry
 
     def wrap(f: Callable[..., T]) -> TaskFunction[T]:
         return TaskFunction(f, name=name, retry_policy=retry_policy)
@@ -84,11 +90,16 @@ class entrypoint:  # noqa: N801 - LangGraph's name
     """
 
     @dataclass(frozen=True)
-    class final(Generic[T]):  # noqa: N801 - LangGraph's name
-        """Return ``value`` to the caller and save ``save`` for the next run."""
+    class final(Generic[R, S]):  # noqa: N801 - LangGraph's name
+        """Return ``value`` to the caller and save ``save`` for the next run.
 
-        value: Any
-        save: Any
+        ``entrypoint.final[ReturnT, SaveT]`` types a workflow's return, as in LangGraph.
+        """
+
+        value: R
+        """What the caller gets back."""
+        save: S
+        """What the next run on this thread receives as ``previous``."""
 
     def __init__(
         self,
@@ -96,7 +107,6 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         *,
         retry_policy: RetryPolicy | None = None,
         executor: Executor | None = None,
-        **_: Any,
     ) -> None:
         self.checkpointer = checkpointer
         self.retry_policy = retry_policy
@@ -131,7 +141,8 @@ class entrypoint:  # noqa: N801 - LangGraph's name
             update_writes=lambda as_node, value, values: _final_writes(value),
         )
         graph = CompiledGraph(
-            spec, checkpointer=self.checkpointer, executor=self.executor, name=name
+            spec, checkpointer=self.checkpointer, executor=self.executor, name=name,
+            drawing=GraphDrawing((name,), edges=((START, name), (name, END))),
         )
         functools.update_wrapper(graph, fn)  # type: ignore[arg-type]
         return graph

@@ -9,7 +9,9 @@ from typing import Any
 
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
-from durable_graph.graph.schema import StateSchema
+from durable_graph.graph.drawing import GraphDrawing
+from durable_graph.graph.hints import node_hints
+from durable_graph.graph.schema import StateSchema, merge_channels
 from durable_graph.graph.subgraph import subgraph_runner
 from durable_graph.graph.writers import Branch, NodeWriter, branch_channel
 from durable_graph.scheduler.channels import ChannelSpec
@@ -27,6 +29,10 @@ CompiledStateGraph = CompiledGraph
 class _NodeDef:
     action: Any
     retry: RetryPolicy | None
+    input: StateSchema | None = None
+    """The node's own input schema (private state), else the graph's state."""
+    ends: tuple[str, ...] = ()
+    """Where it may route with a Command (drawn edges): annotation or ``destinations``."""
 
 
 class StateGraph:
@@ -41,7 +47,11 @@ class StateGraph:
         output_schema: Any = None,
     ) -> None:
         self.schema = StateSchema(state_schema)
+        self.input_schema = StateSchema(input_schema) if input_schema else self.schema
         self.output_schema = StateSchema(output_schema) if output_schema else self.schema
+        self.schemas: dict[Any, StateSchema] = {}
+        for schema in (self.schema, self.input_schema, self.output_schema):
+            self.schemas.setdefault(schema.schema, schema)
         self.nodes: dict[str, _NodeDef] = {}
         self.edges: set[tuple[str, str]] = set()
         self.waiting_edges: set[tuple[tuple[str, ...], str]] = set()
@@ -53,9 +63,14 @@ class StateGraph:
         action: Any = None,
         *,
         retry_policy: RetryPolicy | None = None,
-        **_: Any,
+        input_schema: Any = None,
+        destinations: Mapping[str, str] | Sequence[str] | None = None,
     ) -> StateGraph:
-        """Add a node: a function of the state returning an update, or a compiled graph."""
+        """Add a node: a function of the state returning an update, or a compiled graph.
+
+        Its input schema is ``input_schema``, else the type of its first parameter when
+        that is a schema (a TypedDict of private keys), else the graph's state.
+        """
         if action is None:
             action, node = node, str(getattr(node, "__name__", getattr(node, "name", "")))
         if not isinstance(node, str) or not node:
@@ -66,7 +81,11 @@ class StateGraph:
             raise ValueError(f"Node {node!r} already exists; node names must be unique")
         if not callable(action) and not isinstance(action, CompiledGraph):
             raise ValueError(f"Node {node!r} must be a function or a compiled graph")
-        self.nodes[node] = _NodeDef(action, retry_policy)
+        hints = node_hints(action)
+        own = input_schema if input_schema is not None else hints.input_schema
+        schema = self.schemas.setdefault(own, StateSchema(own)) if own is not None else None
+        ends = tuple(destinations) if destinations is not None else hints.ends
+        self.nodes[node] = _NodeDef(action, retry_policy, schema, ends)
         return self
 
     def add_edge(self, start_key: str | Sequence[str], end_key: str) -> StateGraph:
@@ -129,17 +148,23 @@ class StateGraph:
         interrupt_after: Sequence[str] | str | None = None,
         executor: Executor | None = None,
         name: str | None = None,
-        **_: Any,
+        strict_updates: bool = False,
     ) -> CompiledGraph:
-        """Validate the graph and return a runnable ``CompiledGraph``."""
+        """Validate the graph and return a runnable ``CompiledGraph``.
+
+        ``strict_updates=True`` makes an update to a key no schema declares raise
+        ``InvalidUpdateError``; by default it is ignored with a logged warning, as
+        LangGraph ignores it.
+        """
         self._validate(interrupt_before, interrupt_after)
         return CompiledGraph(
-            self._spec(),
+            self._spec(strict_updates),
             checkpointer=checkpointer,
             interrupt_before=interrupt_before or (),
             interrupt_after=interrupt_after or (),
             executor=executor,
             name=name or "LangGraph",
+            drawing=self._drawing(),
         )
 
     # -- compiling -------------------------------------------------------------
@@ -168,9 +193,10 @@ class StateGraph:
                 for n in [x for x in nodes if x not in known]:
                     raise ValueError(f"Breakpoint on unknown node {n!r}")
 
-    def _spec(self) -> GraphSpec:
+    def _spec(self, strict: bool) -> GraphSpec:
         names = frozenset(self.nodes)
-        channels: dict[str, ChannelSpec] = dict(self.schema.channels)
+        state = merge_channels(self.schemas.values())
+        channels: dict[str, ChannelSpec] = dict(state)
         channels[START] = ChannelSpec("ephemeral")
         channels[TASKS] = ChannelSpec("topic")
         triggers: dict[str, list[str]] = {n: [branch_channel(n)] for n in self.nodes}
@@ -187,7 +213,8 @@ class StateGraph:
         for n in self.nodes:
             channels[branch_channel(n)] = ChannelSpec("ephemeral")
         writers = {
-            n: NodeWriter(n, self.schema, names, tuple(static[n]), tuple(self.branches.get(n, ())))
+            n: NodeWriter(n, self.schema, names, tuple(static[n]),
+                          tuple(self.branches.get(n, ())), state, strict)
             for n in [START, *self.nodes]
         }
         nodes = {START: self._start_node(writers[START])}
@@ -196,15 +223,25 @@ class StateGraph:
         return GraphSpec(
             channels=channels,
             nodes=nodes,
-            input_writes=lambda value: [(START, self.schema.input_dict(value))],
-            output=self._output,
-            output_channels=self.output_schema.keys,
+            input_writes=lambda value: [(START, self.input_schema.input_dict(value))],
+            output=lambda values: {k: values[k] for k in state if k in values},
+            result=lambda values: {
+                k: values[k] for k in self.output_schema.channels if k in values
+            },
+            output_channels=frozenset(state),
             command_writes=lambda cmd: _command_writes(writers[START], cmd),
             update_writes=lambda as_node, value, values: writers[as_node](value, values),
         )
 
-    def _output(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: values[k] for k in self.output_schema.channels if k in values}
+    def _drawing(self) -> GraphDrawing:
+        return GraphDrawing(
+            nodes=tuple(self.nodes),
+            edges=tuple(sorted(self.edges)),
+            waiting_edges=tuple(sorted(self.waiting_edges)),
+            branches=tuple((src, b.destinations()) for src, bs in self.branches.items()
+                           for b in bs),
+            ends=tuple((n, d.ends) for n, d in self.nodes.items() if d.ends),
+        )
 
     def _start_node(self, writer: NodeWriter) -> NodeSpec:
         return NodeSpec(
@@ -224,7 +261,7 @@ class StateGraph:
         return NodeSpec(
             name=name,
             triggers=triggers,
-            read=self.schema.read,
+            read=(d.input or self.schema).read,
             run=lambda value, values, ctx: writer(call(value, ctx), values),
             updates=writer.updates,
             retry=d.retry,

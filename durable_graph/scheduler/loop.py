@@ -167,7 +167,7 @@ class StepLoop:
             self._finish(exc)
             raise
         self._finish(None)
-        self.output = self.spec.output(read_values(self.spec, self.checkpoint))
+        self.output = self.spec.run_result(read_values(self.spec, self.checkpoint))
 
     def _step_options(self, loaded_step: int) -> StepOptions:
         """The run's step settings; the recursion limit counts from the loaded step."""

@@ -390,7 +390,7 @@ def end_run(rc: RunContext, nxt: Next) -> None:
     """Record how the run ended, tell the producer, then free the lease (once)."""
     spec = rc.graph.spec
     _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
-        "output": spec.output(read_values(spec, nxt.checkpoint)),
+        "output": spec.run_result(read_values(spec, nxt.checkpoint)),
         "interrupts": list(nxt.interrupts),
     })
 
