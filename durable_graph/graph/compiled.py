@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from durable_graph.errors import GraphValueError, InvalidUpdateError, NotSupportedError
+from durable_graph.graph.debug import StreamShaper
 from durable_graph.graph.drawing import DrawnGraph, GraphDrawing, draw_graph
 from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
 from durable_graph.scheduler.executor import (
@@ -173,8 +174,9 @@ class CompiledGraph:
         if remote is not None:
             handle = remote.start_run(self, input, _normalize(config), RunRequest(
                 durability, interrupt_before, interrupt_after, _remote_modes(wanted)))
+            shape = StreamShaper(modes)
             for mode, payload in handle.events():
-                for out_mode, out in _shape(mode, payload, modes):
+                for out_mode, out in shape(mode, payload):
                     yield out if single else (out_mode, out)
             handle.result()  # raise the run's error, as an embedded stream does
             return
@@ -182,8 +184,9 @@ class CompiledGraph:
             config, durability=durability, interrupt_before=interrupt_before,
             interrupt_after=interrupt_after, modes=wanted,
         )
+        shape = StreamShaper(modes)
         for mode, payload in loop.run(input):
-            for out_mode, out in _shape(mode, payload, modes):
+            for out_mode, out in shape(mode, payload):
                 yield out if single else (out_mode, out)
 
     def invoke(
@@ -435,13 +438,3 @@ class LocalRunHandle:
         """An embedded background run streams nothing; waits for its end."""
         self.result(timeout)
         return iter(())
-
-
-def _shape(mode: str, payload: Any, wanted: frozenset[str]) -> Iterator[tuple[str, Any]]:
-    """Loop events as the caller asked for them (debug wraps checkpoints and tasks)."""
-    if mode in wanted:
-        yield mode, payload
-    if "debug" in wanted and mode in ("checkpoints", "tasks"):
-        kind = "checkpoint" if mode == "checkpoints" else (
-            "task_result" if "result" in payload or "error" in payload else "task")
-        yield "debug", {"type": kind, "payload": payload}

@@ -320,7 +320,7 @@ def finish(
         return None
     if "checkpoints" in rc.run.modes:
         rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, nxt.metadata,
-                                                rc.thread_id, ""))
+                                                rc.thread_id, "", parent_id=checkpoint.id))
     if nxt.updated & rc.graph.spec.output_channels:
         rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
     if nxt.status == "interrupted":

@@ -498,6 +498,8 @@ def _without_ids(chunk: Any) -> Any:
     if isinstance(chunk, dict):
         return {k: _without_ids(v) for k, v in chunk.items()
                 if k not in ("id", "timestamp", "config", "checkpoint_id", "parent_config")}
+    if isinstance(chunk, list):
+        return [_without_ids(v) for v in chunk]
     return chunk
 
 
