@@ -35,6 +35,8 @@ class GraphDrawing:
     """Conditional edges: (source, destinations), None when they are unknown."""
     ends: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Nodes' ``Command[Literal]`` destinations."""
+    start_first: bool = True
+    """START is drawn first (a StateGraph's input node); a workflow draws it after."""
 
 
 @dataclass(frozen=True, order=True)
@@ -167,8 +169,8 @@ def draw_graph(
         {e for e in candidates if e.source in reached},
         key=lambda e: (e.source, e.target, e.conditional, e.data or ""),
     )
-    graph = DrawnGraph({n: _breakpoints(n, interrupt_before, interrupt_after)
-                        for n in (START, *drawing.nodes)})
+    order = (START, *drawing.nodes) if drawing.start_first else (*drawing.nodes, START)
+    graph = DrawnGraph({n: _breakpoints(n, interrupt_before, interrupt_after) for n in order})
     for e in edges:
         graph.add_edge(e)
     sources = {e.source for e in edges}

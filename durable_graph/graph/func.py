@@ -142,7 +142,8 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         )
         graph = CompiledGraph(
             spec, checkpointer=self.checkpointer, executor=self.executor, name=name,
-            drawing=GraphDrawing((name,), edges=((START, name), (name, END))),
+            drawing=GraphDrawing((name,), edges=((START, name),), ends=((name, (END,)),),
+                                 start_first=False),
         )
         functools.update_wrapper(graph, fn)  # type: ignore[arg-type]
         return graph
