@@ -3,7 +3,8 @@
 The edges are the ones LangGraph draws: plain edges, fan-in edges, conditional edges
 from path maps (or a path function's ``Literal`` return type) and the destinations of
 ``Command[Literal[...]]`` return types, only from nodes reachable from START; a node
-no edge leaves goes to END. ``draw_mermaid()`` writes the same text as LangGraph's.
+no edge leaves goes to END (plain edges to END are drawn that way, last, as LangGraph
+does). ``draw_mermaid()`` writes the same text as LangGraph's.
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ def draw_graph(
 
 
 def _candidate_edges(drawing: GraphDrawing) -> set[DrawnEdge]:
-    edges = {DrawnEdge(s, d) for s, d in drawing.edges}
+    # a plain edge to END is not drawn as such: a node no edge leaves goes to END
+    edges = {DrawnEdge(s, d) for s, d in drawing.edges if d != END}
     edges |= {DrawnEdge(s, d) for srcs, d in drawing.waiting_edges for s in srcs}
     for src, ends in drawing.branches:
         for dest, label in ends or ():
