@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from dg_workers import Cluster, wait_until
@@ -558,3 +559,36 @@ def test_a_replay_calling_other_tasks_fails_with_a_nondeterminism_error(
         within(TIMEOUT, gf.drifting_flow.invoke, key, config)
     assert int(cluster.client.get(f"{gf.PREFIX}:drift:{key}")) == 2  # ran, then replayed
     assert gf.saver.get_status(thread_of(config))["status"] == "failed"
+
+
+# -- chat state on workers ------------------------------------------------------------
+
+
+def _chat_view(values: dict[str, Any]) -> dict[str, Any]:
+    """Messages as (class, content): their generated ids differ from run to run."""
+    return {**values, "messages": [(type(m).__name__, m.content) for m in values["messages"]]}
+
+
+def test_chat_messages_on_workers_match_embedded(cluster: Cluster) -> None:
+    """MessagesState on workers: coerced, edited by id, deleted, private keys, resumed
+    with command=; the same as embedded, stored and read back as message objects."""
+    gf = cluster.gf
+    config, local_config = new_config("chat"), new_config("chat-local")
+    local = embedded(gf.build_chat())
+    paused = within(TIMEOUT, gf.chat.invoke, {"messages": [("user", "hi")]}, config)
+    local_paused = local.invoke({"messages": [("user", "hi")]}, local_config)
+    assert _chat_view(paused) == _chat_view(local_paused) | {"__interrupt__": ANY}
+    assert [i.value for i in paused["__interrupt__"]] == [{"review": "answer to hi"}]
+    kept_id = paused["messages"][1].id
+    chunks = within(TIMEOUT, lambda: list(gf.chat.stream(
+        None, config, command=Command(resume="approved"), stream_mode="values")))
+    local_chunks = list(local.stream(None, local_config, command=Command(resume="approved"),
+                                     stream_mode="values"))
+    assert [_chat_view(c) for c in chunks] == [_chat_view(c) for c in local_chunks]
+    final = gf.chat.get_state(config).values
+    assert _chat_view(final) == {"messages": [("AIMessage", "approved: answer to hi")],
+                                 "reviews": 1}
+    assert final["messages"][0].id == kept_id  # replaced in place, by id
+    ran = {name for _, name in run_pids(cluster, thread_of(config))}
+    assert ran == {"chat_bot", "chat_review"}
+    assert all(pid != os.getpid() for pid, _ in run_pids(cluster, thread_of(config)))
