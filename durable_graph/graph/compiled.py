@@ -92,6 +92,9 @@ class CompiledGraph:
         executor: Executor | None = None,
         name: str = "LangGraph",
         drawing: GraphDrawing | None = None,
+        store: Any = None,
+        cache: Any = None,
+        context_schema: Any = None,
     ) -> None:
         self.spec = spec
         self.drawing = drawing or GraphDrawing(
@@ -101,6 +104,12 @@ class CompiledGraph:
         self.interrupt_after = interrupt_after
         self.executor: Executor = executor or LocalExecutor()
         self.name = name
+        self.store = store
+        """The long-term store nodes receive as ``store`` / ``runtime.store``."""
+        self.cache = cache
+        """Where ``cache_policy`` nodes and tasks keep their results."""
+        self.context_schema = context_schema
+        """The type of ``context=`` (a dict given for a dataclass or model is coerced)."""
 
     @property
     def saver(self) -> BaseCheckpointSaver | None:
@@ -122,8 +131,15 @@ class CompiledGraph:
         interrupt_after: Sequence[str] | str | None = None,
         modes: frozenset[str] = frozenset(),
         saver: BaseCheckpointSaver | None = None,
+        context: Any = None,
+        store: Any = None,
+        cache: Any = None,
     ) -> StepLoop:
-        """A StepLoop for one run with this graph's settings and the call's overrides."""
+        """A StepLoop for one run with this graph's settings and the call's overrides.
+
+        ``store`` and ``cache`` stand in for the graph's own when it has none (a
+        subgraph uses its parent's).
+        """
         durability = durability or "async"
         if durability not in DURABILITY:
             raise GraphValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
@@ -136,6 +152,9 @@ class CompiledGraph:
             else self.interrupt_after,
             recursion_limit=int(config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)),
             modes=modes,
+            context=coerce_context(self.context_schema, context),
+            store=self.store if self.store is not None else store,
+            cache=self.cache if self.cache is not None else cache,
         )
         return StepLoop(self.spec, saver or self.saver, self.executor, config, opts)
 
@@ -161,6 +180,7 @@ class CompiledGraph:
         interrupt_after: Sequence[str] | str | None = None,
         subgraphs: bool = False,
         command: Command | None = None,
+        context: Any = None,
     ) -> Iterator[Any]:
         """Run lazily, yielding chunks of ``stream_mode`` ((mode, chunk) for a list).
 
@@ -173,7 +193,8 @@ class CompiledGraph:
         remote = self._remote()
         if remote is not None:
             handle = remote.start_run(self, input, _normalize(config), RunRequest(
-                durability, interrupt_before, interrupt_after, _remote_modes(wanted)))
+                durability, interrupt_before, interrupt_after, _remote_modes(wanted),
+                context=coerce_context(self.context_schema, context)))
             shape = StreamShaper(modes)
             for mode, payload in handle.events():
                 for out_mode, out in shape(mode, payload):
@@ -182,7 +203,7 @@ class CompiledGraph:
             return
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after, modes=wanted,
+            interrupt_after=interrupt_after, modes=wanted, context=context,
         )
         shape = StreamShaper(modes)
         for mode, payload in loop.run(input):
@@ -200,6 +221,7 @@ class CompiledGraph:
         interrupt_after: Sequence[str] | str | None = None,
         subgraphs: bool = False,
         command: Command | None = None,
+        context: Any = None,
     ) -> Any:
         """Run to the end and return the output (with ``__interrupt__`` if paused).
 
@@ -210,14 +232,16 @@ class CompiledGraph:
             return list(self.stream(
                 input, config, stream_mode=stream_mode, durability=durability,
                 interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+                context=context,
             ))
         remote = self._remote()
         if remote is not None:
-            request = RunRequest(durability, interrupt_before, interrupt_after)
+            request = RunRequest(durability, interrupt_before, interrupt_after,
+                                 context=coerce_context(self.context_schema, context))
             return remote.start_run(self, input, _normalize(config), request).result()
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after,
+            interrupt_after=interrupt_after, context=context,
         )
         for _ in loop.run(input):
             pass
@@ -234,6 +258,7 @@ class CompiledGraph:
         durability: str | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        context: Any = None,
     ) -> RunHandle:
         """Start a run and return its handle at once (``status()``, ``result(timeout=)``).
 
@@ -242,11 +267,12 @@ class CompiledGraph:
         """
         remote = self._remote()
         if remote is not None:
-            request = RunRequest(durability, interrupt_before, interrupt_after)
+            request = RunRequest(durability, interrupt_before, interrupt_after,
+                                 context=coerce_context(self.context_schema, context))
             return remote.start_run(self, input, _normalize(config), request)
         return LocalRunHandle(lambda: self.invoke(
             input, config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after))
+            interrupt_after=interrupt_after, context=context))
 
     def _remote(self) -> RemoteExecutor | None:
         return self.executor if isinstance(self.executor, RemoteExecutor) else None
@@ -378,6 +404,16 @@ class CompiledGraph:
                             as_node: str | None = None) -> dict[str, Any]:
         """Async ``update_state``."""
         return await asyncio.to_thread(self.update_state, config, values, as_node)
+
+
+def coerce_context(schema: Any, context: Any) -> Any:
+    """``context=`` as the graph's ``context_schema``: a dict given for a dataclass or
+    pydantic model is built into one, as LangGraph does; anything else is kept."""
+    if context is None or schema is None or not isinstance(context, dict):
+        return context
+    if dataclasses.is_dataclass(schema) or hasattr(schema, "model_validate"):
+        return schema(**context)
+    return context
 
 
 def _borrow(child: CompiledGraph, parent: CompiledGraph) -> CompiledGraph:

@@ -9,7 +9,7 @@ from typing import Any
 
 from durable_graph.errors import InvalidUpdateError
 from durable_graph.graph.drawing import Ends, path_ends
-from durable_graph.graph.schema import StateSchema
+from durable_graph.graph.schema import ROOT, StateSchema
 from durable_graph.scheduler.channels import MISSING, ChannelSpec, update
 from durable_graph.scheduler.spec import TASKS, Write
 from durable_graph.types import END, Command, Send
@@ -120,6 +120,8 @@ class NodeWriter:
         """A state update (dict, state object, list of pairs) as writes of declared keys."""
         if update_ is None:
             return []
+        if self.schema.root:
+            return list(self.schema.to_dict(self.name, update_).items())
         if isinstance(update_, (list, tuple)) and all(
             isinstance(p, tuple) and len(p) == 2 for p in update_
         ):
@@ -148,7 +150,10 @@ class NodeWriter:
         return out
 
     def updates(self, writes: Sequence[Write]) -> Any:
-        """The ``updates`` stream payload: state keys this node wrote, or None."""
+        """The ``updates`` stream payload: state keys this node wrote, or None (the value
+        itself for a one-value state)."""
+        if self.schema.root:
+            return next((v for k, v in writes if k == ROOT), None)
         shown = {k: v for k, v in writes if k in self.channels}
         return shown or None
 

@@ -28,7 +28,7 @@ from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.commands import command_writes
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.persist import Persister
-from durable_graph.scheduler.runtime import TaskFuture, consumed_answers, local_call
+from durable_graph.scheduler.runtime import RunScope, TaskFuture, consumed_answers, local_call
 from durable_graph.scheduler.spec import GraphSpec, Write
 from durable_graph.scheduler.transition import (
     Next,
@@ -42,6 +42,7 @@ from durable_graph.scheduler.transition import (
     task_config,
     task_ended,
     task_started,
+    task_updates,
     with_null_writes,
 )
 from durable_graph.store.base import (
@@ -74,6 +75,12 @@ class RunOptions:
     recursion_limit: int = 10007
     modes: frozenset[str] = frozenset()
     """Stream modes whose events the caller wants; others are not computed."""
+    context: Any = None
+    """The run's ``context=``."""
+    store: Any = None
+    """The graph's long-term store."""
+    cache: Any = None
+    """The graph's node and task cache."""
 
 
 @dataclass
@@ -84,6 +91,10 @@ class _Step:
     config: dict[str, Any]
     recorded: dict[str, tuple[str, Any]] = field(default_factory=dict)
     consumed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def scope(self) -> RunScope:
+        return self.loop.scope
 
     @property
     def saver(self) -> BaseCheckpointSaver | None:
@@ -148,6 +159,10 @@ class StepLoop:
         """The last checkpoint committed (or loaded): the parent of the next one."""
         self.loaded_meta: Any = None
         self.loaded_parent: str | None = None
+        run_id = config.get("run_id")
+        self.scope = RunScope(opts.context, opts.store, opts.cache,
+                              self.thread_id if saver is not None else "",
+                              str(run_id) if run_id is not None else None)
 
     # -- recording -------------------------------------------------------------
 
@@ -394,8 +409,8 @@ class StepLoop:
     def _task_done(self, task: PlannedTask, outcome: Outcome) -> Iterator[Event]:
         record_outcome(functools.partial(self.record, task.id), outcome)
         if outcome.writes is not None and "updates" in self.opts.modes and not task.node.hidden:
-            yield "updates", {task.name: task.node.updates(outcome.writes)}
-        if "tasks" in self.opts.modes and not task.node.hidden:
+            yield "updates", task_updates(task, outcome)
+        if "tasks" in self.opts.modes and not task.node.hidden and not outcome.cached:
             yield "tasks", task_ended(task, outcome)
 
     def _drain(self) -> Iterator[Event]:

@@ -27,6 +27,8 @@ from durable_graph.scheduler.algo import (
     read_values,
     should_interrupt,
 )
+from durable_graph.scheduler.caching import CacheKey, cache_get, cache_put, make_key
+from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.retry import run_with_retry
 from durable_graph.scheduler.runtime import StepRuntime, Suspended, TaskContext
 from durable_graph.scheduler.spec import GraphSpec, Write
@@ -59,6 +61,7 @@ __all__ = [
     "task_config",
     "task_ended",
     "task_started",
+    "task_updates",
     "with_null_writes",
 ]
 
@@ -81,6 +84,8 @@ class Outcome:
     writes: list[Write] | None = None
     error: BaseException | None = None
     interrupts: tuple[Interrupt, ...] = ()
+    cached: bool = False
+    """The writes came from the graph's cache: the body did not run."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ def begin_step(
             "condition. Raise it with config={'recursion_limit': N} or check the graph "
             "for a loop."
         ))
-    tasks = plan_tasks(spec, checkpoint, thread_id, ns)
+    tasks = plan_tasks(spec, checkpoint, thread_id, ns, step=step, stop=opts.stop_step)
     if not tasks:
         return Next("done", checkpoint)
     if opts.interrupt_before and should_interrupt(checkpoint, opts.interrupt_before, tasks):
@@ -207,22 +212,39 @@ def execute_task(
     """
 
     number = first_attempt - 1
+    key, cache = node_cache(task, step)
+    if key is not None:
+        hit = cache_get(cache, key)
+        if hit is not MISSING:
+            return Outcome(writes=list(hit), cached=True)
 
     def attempt() -> list[Write]:
         nonlocal number
         number += 1
         step.begin_attempt(number)
-        ctx = TaskContext(task.id, task.name, ns, config, step, resume=list(resume))
+        ctx = TaskContext(task.id, task.name, ns, config, step, resume=list(resume),
+                          attempt=number)
         return ctx.run(lambda: task.node.run(task.input, values, ctx))
 
     try:
-        return Outcome(writes=run_with_retry(attempt, task.node.retry, used=first_attempt - 1))
+        writes = run_with_retry(attempt, task.node.retry, used=first_attempt - 1)
+        if key is not None:
+            cache_put(cache, key, writes)
+        return Outcome(writes=writes)
     except Suspended:
         raise
     except GraphInterrupt as gi:
         return Outcome(interrupts=gi.interrupts)
     except BaseException as exc:
         return Outcome(error=exc)
+
+
+def node_cache(task: PlannedTask, step: StepRuntime) -> tuple[CacheKey | None, Any]:
+    """The key a node task's writes are cached under and the cache (None, None: no caching)."""
+    policy, cache = task.node.cache_policy, step.scope.cache
+    if policy is None or cache is None:
+        return None, None
+    return make_key(policy, task.node.cache_ns, task.input), cache
 
 
 def with_null_writes(
@@ -284,6 +306,14 @@ def task_started(task: PlannedTask) -> dict[str, Any]:
     """The ``tasks`` stream chunk of a task about to run."""
     return {"id": task.id, "name": task.name, "input": task.input,
             "triggers": tuple(task.triggers)}
+
+
+def task_updates(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
+    """The ``updates`` stream chunk of a task that finished (cache hits say so)."""
+    chunk: dict[str, Any] = {task.name: task.node.updates(outcome.writes or ())}
+    if outcome.cached:
+        chunk["__metadata__"] = {"cached": True}
+    return chunk
 
 
 def task_ended(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:

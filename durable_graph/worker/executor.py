@@ -177,7 +177,7 @@ class CeleryExecutor:
             run_id, thread_id, ref, {**config, "configurable": user_conf},
             loop.opts.durability, _names(loop.opts.interrupt_before),
             _names(loop.opts.interrupt_after), loop.opts.recursion_limit, 0,
-            tuple(sorted(request.modes)), "", saver.prefix,
+            tuple(sorted(request.modes)), "", saver.prefix, context=request.context,
         )
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
         rc = RunContext(run, graph, saver, events, self._dispatcher, owner, lease.generation)

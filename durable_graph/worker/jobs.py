@@ -297,7 +297,8 @@ def _run_task(rc: RunContext, job: Job) -> None:
     if saved is None:
         return
     checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
-    tasks = plan_tasks(rc.graph.spec, checkpoint, rc.thread_id, "")
+    tasks = plan_tasks(rc.graph.spec, checkpoint, rc.thread_id, "", step=job.step,
+                       stop=rc.run.stop_step)
     task = next((t for t in tasks if t.id == job.task_id), None)
     if task is None:
         raise NondeterminismError(

@@ -28,6 +28,7 @@ from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.scheduler.algo import PlannedTask, finished_writes, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.loop import StepLoop
+from durable_graph.scheduler.runtime import RunScope
 from durable_graph.scheduler.spec import Write
 from durable_graph.scheduler.transition import (
     Next,
@@ -89,6 +90,8 @@ class RunSpec:
     its first commit starts a branch, so it must find that newest one still newest."""
     null_resume: tuple[Any, ...] = ()
     """A resume value no pending interrupt claimed: the first interrupt() takes it."""
+    context: Any = None
+    """The run's ``context=`` (``runtime.context``); jobs carry it signed."""
 
     def step_options(self) -> StepOptions:
         """The options the shared transition needs."""
@@ -229,6 +232,13 @@ class RunStep:
     @property
     def saver(self) -> RedisSaver:
         return self.rc.saver
+
+    @property
+    def scope(self) -> RunScope:
+        """The run's context (from the run record) and the shipped graph's store and cache."""
+        run_id = self.config.get("run_id")
+        return RunScope(self.rc.run.context, self.rc.graph.store, self.rc.graph.cache,
+                        self.rc.thread_id, str(run_id) if run_id is not None else None)
 
     @property
     def durability(self) -> str:
