@@ -329,9 +329,9 @@ class StepLoop:
             return (yield from self._stop(nxt))
         self.checkpoint = nxt.checkpoint
         self._commit(nxt.metadata)
-        yield from self._drain()
         if "values" in self.opts.modes and nxt.updated & self.spec.output_channels:
             yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
+        yield from self._drain()  # the checkpoint streams after its values, as in LangGraph
         if nxt.status == "interrupted":
             return (yield from self._pause(()))
         return True

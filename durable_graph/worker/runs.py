@@ -328,11 +328,11 @@ def finish(
         ])
     if not _commit(rc, checkpoint, nxt):
         return None
-    if "checkpoints" in rc.run.modes:
-        rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, nxt.metadata,
-                                                rc.thread_id, "", parent_id=checkpoint.id))
     if nxt.updated & rc.graph.spec.output_channels:
         rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
+    if "checkpoints" in rc.run.modes:  # after its values, as in LangGraph
+        rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, nxt.metadata,
+                                                rc.thread_id, "", parent_id=checkpoint.id))
     if nxt.status == "interrupted":
         end_run(rc, Next("interrupted", new))
         return None

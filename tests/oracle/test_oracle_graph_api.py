@@ -335,3 +335,13 @@ def test_debug_event_payloads() -> None:
         return debug_view(first), debug_view(second)
 
     same(scenario)
+
+
+def test_values_debug_and_updates_interleave_as_in_langgraph() -> None:
+    def scenario(m: Any) -> Any:
+        g = io_graph(m)
+        cfg = new_config()
+        chunks = g.stream({"question": "q"}, cfg, stream_mode=["values", "debug", "updates"])
+        return [(mode, c["type"] if mode == "debug" else c) for mode, c in chunks]
+
+    same(scenario)
