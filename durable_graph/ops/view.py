@@ -45,15 +45,26 @@ __all__ = [
 _STATUSES = ("running", "interrupted", "failed", "done", "cancelled")
 
 
-@dataclass(frozen=True)
 class Unreadable:
-    """A stored value this process cannot decode (its class is not importable here)."""
+    """A stored value this process cannot decode (its class is not importable here).
 
-    reason: str
-    """Why it could not be decoded."""
+    Not a dataclass on purpose: views turn it into its repr, never into its fields.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        """Why it could not be decoded."""
 
     def __repr__(self) -> str:
         return f"<unreadable here: {self.reason}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unreadable) and other.reason == self.reason
+
+    def __hash__(self) -> int:
+        return hash(self.reason)
 
 
 @dataclass(frozen=True)
@@ -183,8 +194,13 @@ def _root(thread_id: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": str(thread_id), "checkpoint_ns": ""}}
 
 
+_INTERNAL = frozenset({"__start__", "__pregel_tasks", "__interrupt__"})
+"""Channels that carry the engine's bookkeeping, not state (with ``branch:`` ones);
+a functional graph's ``__end__`` (its return) and ``__previous__`` are state."""
+
+
 def _internal(channel: str) -> bool:
-    return channel.startswith("__") or channel.startswith("branch:")
+    return channel in _INTERNAL or channel.startswith("branch:")
 
 
 def _interrupts(saved: CheckpointTuple) -> tuple[PendingInterrupt, ...]:
