@@ -250,12 +250,7 @@ def describe_thread(
     nxt = record.get("next")
     if status == "done":
         nxt = []
-    entries = tuple(
-        HistoryEntry(t.checkpoint.id,
-                     (t.parent_config or {}).get("configurable", {}).get("checkpoint_id"),
-                     t.metadata.get("step"), t.metadata.get("source"), t.checkpoint.ts)
-        for t in (reader.list(_root(thread_id), limit=history) if history else ())
-    )
+    entries = _history(reader, str(thread_id), history)
     values = {} if saved is None else {
         ch: v for ch, v in saved.checkpoint.channel_values.items() if not _internal(ch)}
     if saved is not None and graph is not None:
@@ -274,6 +269,16 @@ def describe_thread(
         pending_updates={w.channel: w.value for w in (saved.pending_writes if saved else ())
                          if w.task_id == NULL_TASK_ID and not _internal(w.channel)},
         from_graph=graph is not None and saved is not None,
+    )
+
+
+def _history(reader: BaseCheckpointSaver, thread_id: str, limit: int) -> tuple[HistoryEntry, ...]:
+    """The thread's newest ``limit`` checkpoints, newest first."""
+    return tuple(
+        HistoryEntry(t.checkpoint.id,
+                     (t.parent_config or {}).get("configurable", {}).get("checkpoint_id"),
+                     t.metadata.get("step"), t.metadata.get("source"), t.checkpoint.ts)
+        for t in (reader.list(_root(thread_id), limit=limit) if limit else ())
     )
 
 
