@@ -28,6 +28,7 @@ from durable_graph.store.base import (
     config_ids,
     empty_checkpoint,
     new_checkpoint_id,
+    thread_id_of,
 )
 from durable_graph.types import START, StateSnapshot
 
@@ -53,6 +54,8 @@ def _modes(stream_mode: str | Sequence[str]) -> tuple[frozenset[str], bool]:
 def _normalize(config: Mapping[str, Any] | None) -> dict[str, Any]:
     config = dict(config or {})
     conf = dict(config.get("configurable") or {})
+    if conf.get("thread_id") is not None:
+        thread_id_of(conf["thread_id"])  # str, int or UUID; a clear error for the rest
     if isinstance(conf.get("thread_id"), uuid.UUID):
         conf["thread_id"] = str(conf["thread_id"])
     config["configurable"] = conf
@@ -286,8 +289,14 @@ class CompiledGraph:
         """
         saver = self._require_saver()
         config = _normalize(config)
-        thread_id, ns, _ = config_ids(config)
+        thread_id, ns, checkpoint_id = config_ids(config)
         saved = saver.get_tuple(config)
+        if saved is None and checkpoint_id is not None:
+            raise GraphValueError(
+                f"update_state: thread {thread_id!r} has no checkpoint {checkpoint_id!r}; "
+                "nothing was written. Pass a checkpoint_id from get_state_history, or "
+                "none to update the latest state."
+            )
         cp = saved.checkpoint if saved else empty_checkpoint()
         node_name = as_node or self._infer_as_node(cp)
         if node_name not in self.spec.nodes or self.spec.update_writes is None:

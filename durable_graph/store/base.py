@@ -42,6 +42,7 @@ __all__ = [
     "config_ids",
     "empty_checkpoint",
     "new_checkpoint_id",
+    "thread_id_of",
 ]
 
 ERROR = "__error__"
@@ -160,6 +161,23 @@ def empty_checkpoint() -> Checkpoint:
     )
 
 
+def thread_id_of(value: Any) -> str:
+    """A ``thread_id`` as stored: str as is, int and UUID as their text (as LangGraph).
+
+    So ``1`` and ``"1"`` name one thread, as in LangGraph. Any other type (bytes,
+    float, bool, dict, ...) raises GraphValueError: its text would name a thread
+    nobody meant (``b"abc"`` would become ``"b'abc'"``).
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | uuid.UUID) and not isinstance(value, bool):
+        return str(value)
+    raise GraphValueError(
+        f"thread_id must be a str, int or UUID, got {type(value).__name__} "
+        f"{repr(value)[:40]}; pass e.g. config={{'configurable': {{'thread_id': 'order-42'}}}}."
+    )
+
+
 def config_ids(config: Mapping[str, Any] | None) -> tuple[str, str, str | None]:
     """(thread_id, checkpoint_ns, checkpoint_id) of a config, with a clear error if unusable."""
     conf = (config or {}).get("configurable") or {}
@@ -169,7 +187,7 @@ def config_ids(config: Mapping[str, Any] | None) -> tuple[str, str, str | None]:
             "A checkpointer needs a thread id: pass "
             "config={'configurable': {'thread_id': '...'}} to invoke, stream or get_state."
         )
-    return str(thread_id), str(conf.get("checkpoint_ns", "")), conf.get("checkpoint_id")
+    return thread_id_of(thread_id), str(conf.get("checkpoint_ns", "")), conf.get("checkpoint_id")
 
 
 def checkpoint_config(thread_id: str, ns: str, checkpoint_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from durable_graph.store.codec import SignedSerializer
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.payload import check_key
 from durable_graph.worker.runs import RunContext, RunSpec, abort_run, begin_run
 from durable_graph.worker.shipping import GraphShipper, Ship
 
@@ -159,6 +160,7 @@ class CeleryExecutor:
             raise GraphValueError(
                 "a distributed run needs a thread: pass config={'configurable': "
                 "{'thread_id': ...}}")
+        check_key(saver.conn, saver.prefix, self._codec)
         ref = self._shipper(saver).ref(graph)
         run_id = uuid.uuid4().hex
         owner = f"run:{run_id}"

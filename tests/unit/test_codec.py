@@ -65,7 +65,7 @@ def test_accepts_bytearray_and_memoryview() -> None:
 
 def test_envelope_is_self_describing() -> None:
     env = SigningCodec({"rotated-2024": SECRET}, "rotated-2024").encode(b"abc")
-    assert env[0] == 0xD1
+    assert env[0] == 0xD2
     assert env[1] == len(b"rotated-2024")
     assert env[2 : 2 + env[1]] == b"rotated-2024"
     assert env.endswith(b"abc")

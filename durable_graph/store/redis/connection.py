@@ -33,15 +33,32 @@ SOCKET_TIMEOUT = 10.0
 """Default seconds to wait for a reply; every script is short, so this is generous."""
 
 
+_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "secret", "token", "auth"})
+"""Query parameters whose values are redacted (``?password=`` works for redis-py URLs)."""
+
+
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` with every password replaced by ``***``, fit for error messages and logs.
+
+    Covers ``user:password@`` in the authority and ``?password=`` (and the like) in
+    the query, for TCP and ``unix://`` URLs alike; text that is not a URL is
+    returned unchanged.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    if password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    if parts.query:
+        pairs = [p.partition("=") for p in parts.query.split("&")]
+        parts = parts._replace(query="&".join(
+            f"{k}{eq}{'***' if eq and k.lower() in _SECRET_PARAMS else v}" for k, eq, v in pairs
+        ))
+    return urlunsplit(parts)
 
 
 def client_from_url(url: str, *, cluster: bool = False, **client_kwargs: Any) -> Client:

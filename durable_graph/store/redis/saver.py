@@ -33,7 +33,7 @@ from durable_graph.store.base import (
     checkpoint_config,
     config_ids,
 )
-from durable_graph.store.encoding import encode_values, metadata_matches
+from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
 from durable_graph.store.redis.keys import (
@@ -159,7 +159,12 @@ class RedisSaver(BaseCheckpointSaver):
         entries = self._conn.run(
             "LOAD", [nsk.index, nsk.blobs], [nsk.base, *ids], "read checkpoint"
         )
-        return [decode_tuple(self.serde, thread_id, ns, entry) for entry in entries]
+        tc = self.codec_of(thread_id, ns)
+        return [decode_tuple(tc, entry) for entry in entries]
+
+    def codec_of(self, thread_id: str, ns: str) -> ThreadCodec:
+        """How values of ``thread_id``/``ns`` are signed for their place here."""
+        return ThreadCodec(self.serde, self.prefix, thread_id, ns)
 
     def list(
         self,
@@ -262,10 +267,11 @@ class RedisSaver(BaseCheckpointSaver):
         unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
         if unversioned:
             raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
-        fields = checkpoint_fields(checkpoint, metadata, parent_id)
+        tc = self.codec_of(thread_id, ns)
+        fields = checkpoint_fields(tc, checkpoint, metadata, parent_id)
         wanted = blob_fields_of(checkpoint)
         changed = [ch for ch in wanted if ch in new_versions]
-        blobs = self._encode(checkpoint, {ch: wanted[ch] for ch in changed})
+        blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
         required = [wanted[ch] for ch in wanted if ch not in new_versions]
         commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
         cas = [expect_latest or "", replaces or "", keep or ""]
@@ -273,7 +279,7 @@ class RedisSaver(BaseCheckpointSaver):
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
             more = {ch: f for ch, f in wanted.items() if f in missing}
-            blobs.update(self._encode(checkpoint, more))
+            blobs.update(self._encode(tc, checkpoint, more))
             reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=[])
         self._check_fence(reply, thread_id, fence)
         if reply[0] == b"conflict":
@@ -284,10 +290,14 @@ class RedisSaver(BaseCheckpointSaver):
             )
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
-    def _encode(self, checkpoint: Checkpoint, fields: Mapping[str, str]) -> dict[str, bytes]:
+    @staticmethod
+    def _encode(
+        tc: ThreadCodec, checkpoint: Checkpoint, fields: Mapping[str, str]
+    ) -> dict[str, bytes]:
         """Blob field -> stored bytes for the given channels of ``checkpoint``."""
         values = {ch: checkpoint.channel_values[ch] for ch in fields}
-        return {fields[ch]: encode_blob(t) for ch, t in encode_values(self.serde, values).items()}
+        encoded = tc.values(values, checkpoint.channel_versions)
+        return {fields[ch]: encode_blob(t) for ch, t in encoded.items()}
 
     def _commit(
         self,
@@ -372,7 +382,7 @@ class RedisSaver(BaseCheckpointSaver):
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         fence = _fence(config)
-        encoded = encode_writes(self.serde, writes, task_id)
+        encoded = encode_writes(self.codec_of(thread_id, ns), checkpoint_id, writes, task_id)
         if not encoded and not fence and caller is None:
             return None
         tk = ThreadKeys(self.prefix, thread_id)
