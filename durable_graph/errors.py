@@ -2,6 +2,7 @@
 
     DurableGraphError
     ├── GraphValueError (also ValueError)      a graph, config or input that cannot work
+    │   ├── GraphTypeError (also TypeError)    a value of the wrong kind (a state schema)
     │   ├── InvalidUpdateError                 a node wrote something its state cannot take
     │   └── EmptyInputError                    invoke(None) with nothing to resume
     ├── GraphRecursionError (also RecursionError)  recursion_limit supersteps ran out
@@ -12,6 +13,8 @@
     ├── CheckpointStoreError                   a store that failed or cannot be reached
     │   └── FencingError                       a commit from an owner whose lease was taken over
     └── DispatchError                          a job that could not be sent or run
+        ├── RunFailedError                     a distributed run's error, as the worker saw it
+        └── RunTimeoutError (also TimeoutError)  a run still going when a wait ran out
 
 Control-flow signals (``GraphInterrupt``) derive from ``BaseException`` so that a
 user's ``except Exception`` inside a node does not swallow an ``interrupt()``.
@@ -35,10 +38,12 @@ __all__ = [
     "FencingError",
     "GraphInterrupt",
     "GraphRecursionError",
+    "GraphTypeError",
     "GraphValueError",
     "InvalidUpdateError",
     "NondeterminismError",
     "RunFailedError",
+    "RunTimeoutError",
     "SerializationError",
     "SignatureError",
     "TaskNotInRunError",
@@ -54,6 +59,10 @@ class DurableGraphError(Exception):
 
 class GraphValueError(DurableGraphError, ValueError):
     """A graph, config or input that cannot work as given."""
+
+
+class GraphTypeError(GraphValueError, TypeError):
+    """A value of the wrong kind where the graph needs another (e.g. a state schema)."""
 
 
 class InvalidUpdateError(GraphValueError):
@@ -118,6 +127,10 @@ class RunFailedError(DispatchError):
     def traceback(self) -> str:
         """The worker's traceback of it."""
         return str(self.args[2]) if len(self.args) > 2 else ""
+
+
+class RunTimeoutError(DispatchError, TimeoutError):
+    """A run was still going when a caller's wait for it (``timeout=``) ran out."""
 
 
 class GraphInterrupt(BaseException):

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
-from durable_graph.errors import GraphValueError, InvalidUpdateError
+from durable_graph.errors import GraphValueError, InvalidUpdateError, RunTimeoutError
 from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
 from durable_graph.scheduler.executor import (
     Executor,
@@ -81,6 +81,9 @@ class CompiledGraph:
         self.interrupt_after = interrupt_after
         self.executor: Executor = executor or LocalExecutor()
         self.name = name
+        adopt = getattr(self.executor, "adopt", None)  # a remote executor signs the store
+        if adopt is not None and isinstance(checkpointer, BaseCheckpointSaver):
+            adopt(checkpointer)  # now, so get_state works before any run in this process
 
     @property
     def saver(self) -> BaseCheckpointSaver | None:
@@ -393,7 +396,7 @@ class LocalRunHandle:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run; its output, or its error raised."""
         if not self._done.wait(timeout):
-            raise TimeoutError(f"the run is still running after {timeout} s")
+            raise RunTimeoutError(f"the run is still running after {timeout} s")
         if self._error is not None:
             raise self._error
         return self._value

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
-from durable_graph.errors import InvalidUpdateError
+from durable_graph.errors import GraphTypeError, InvalidUpdateError
 from durable_graph.scheduler.channels import ChannelSpec
 
 __all__ = ["StateSchema"]
@@ -48,11 +48,12 @@ class StateSchema:
         try:
             hints = get_type_hints(schema, include_extras=True)
         except Exception as exc:
-            raise TypeError(f"cannot read the fields of state schema {schema!r}: {exc}") from exc
+            raise GraphTypeError(
+                f"cannot read the fields of state schema {schema!r}: {exc}") from exc
         if hasattr(schema, "model_fields"):
             hints = {k: v for k, v in hints.items() if k in schema.model_fields}
         if not hints:
-            raise TypeError(
+            raise GraphTypeError(
                 f"state schema {schema!r} declares no fields: use a TypedDict, dataclass "
                 "or pydantic model with annotated keys"
             )

@@ -208,9 +208,9 @@ class SqliteSaver(BaseCheckpointSaver):
         except BaseException as exc:
             if hasattr(self, "_conn"):
                 self.close()  # a connection we opened must not leak
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, sqlite3.Error | OSError):  # e.g. a parent path that is a file
                 raise CheckpointStoreError(
-                    f"cannot open the SQLite checkpoint store: {exc}"
+                    f"cannot open the SQLite checkpoint store at {path_or_connection!r}: {exc}"
                 ) from exc
             raise
 

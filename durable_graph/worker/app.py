@@ -18,7 +18,12 @@ from typing import Any, ClassVar
 
 from celery import Celery, signals
 
-from durable_graph.errors import CheckpointStoreError, DispatchError, SignatureError
+from durable_graph.errors import (
+    CheckpointStoreError,
+    DispatchError,
+    GraphTypeError,
+    SignatureError,
+)
 from durable_graph.store.codec import (
     HOW_TO_GENERATE,
     MIN_SECRET_BYTES,
@@ -142,7 +147,7 @@ def settings_of(app: Celery) -> Settings:
     """The durable-graph settings an app was created with."""
     settings = app.conf.get("durable_graph_settings")
     if not isinstance(settings, Settings):
-        raise TypeError("this Celery app was not made by durable_graph.worker.create_app")
+        raise GraphTypeError("this Celery app was not made by durable_graph.worker.create_app")
     return settings
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from durable_graph.errors import DispatchError, GraphValueError, RunFailedError
+from durable_graph.errors import DispatchError, GraphValueError, RunFailedError, RunTimeoutError
 from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.codec import SignedSerializer
 from durable_graph.store.redis.saver import RedisSaver
@@ -71,7 +71,7 @@ class RunHandle:
         while self._end is None:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise TimeoutError(f"run {self.run_id} of thread {self.thread_id!r} is still "
+                raise RunTimeoutError(f"run {self.run_id} of thread {self.thread_id!r} is still "
                                    f"{self.status()} after {timeout} s")
             block = 1000 if left is None else max(1, min(1000, int(left * 1000)))
             for event_id, mode, payload in self._events.read(

@@ -24,6 +24,7 @@ from durable_graph import (
     FencingError,
     GraphInterrupt,
     GraphRecursionError,
+    GraphTypeError,
     GraphValueError,
     InMemorySaver,
     Interrupt,
@@ -31,6 +32,7 @@ from durable_graph import (
     LocalExecutor,
     NondeterminismError,
     RunFailedError,
+    RunTimeoutError,
     Send,
     SerializationError,
     SignatureError,
@@ -257,10 +259,12 @@ PUBLIC_ERRORS = [
     EmptyInputError,
     FencingError,
     GraphRecursionError,
+    GraphTypeError,
     GraphValueError,
     InvalidUpdateError,
     NondeterminismError,
     RunFailedError,
+    RunTimeoutError,
     SerializationError,
     SignatureError,
     TaskNotInRunError,
@@ -288,6 +292,8 @@ def test_std_bases() -> None:
     assert issubclass(SerializationError, TypeError)
     assert issubclass(GraphValueError, ValueError)
     assert issubclass(EmptyInputError, ValueError)
+    assert issubclass(GraphTypeError, TypeError) and issubclass(GraphTypeError, ValueError)
+    assert issubclass(RunTimeoutError, TimeoutError)
     assert issubclass(FencingError, CheckpointStoreError)
     assert issubclass(SignatureError, SerializationError)
 
@@ -601,6 +607,7 @@ EXPORTED = [
     "FencingError",
     "GraphInterrupt",
     "GraphRecursionError",
+    "GraphTypeError",
     "GraphValueError",
     "InMemorySaver",
     "Interrupt",
@@ -611,6 +618,7 @@ EXPORTED = [
     "RetryPolicy",
     "RunFailedError",
     "RunHandle",
+    "RunTimeoutError",
     "Send",
     "SerializationError",
     "SignatureError",
