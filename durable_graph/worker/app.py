@@ -73,10 +73,10 @@ def create_app(
         redis_url=redis_url, broker_url=broker_url, codec=secret_key, prefix=prefix,
         queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
     )
-    broker, transport_cls = broker_for(settings.broker)
+    broker, transport_alias = broker_for(settings.broker)
     app = Celery("durable_graph", broker=broker, set_as_current=False)
-    if transport_cls is not None:  # garbage on a Redis queue is dropped, not fatal
-        app.conf.broker_transport = transport_cls
+    if transport_alias is not None:  # garbage on a Redis queue is dropped, not fatal
+        app.conf.broker_transport = transport_alias
     transport = {
         "visibility_timeout": settings.visibility_timeout,
         # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default

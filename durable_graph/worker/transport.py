@@ -7,7 +7,7 @@ transport decodes the popped item itself: an item that is not a kombu message is
 logged with its queue and a short preview, pushed to the queue's dead-letter list
 (``<queue>.dead``, capped) for inspection, and dropped; the worker keeps consuming.
 
-``create_app`` selects it for ``redis://``, ``rediss://`` and ``unix://`` brokers
+``create_app`` selects it for ``redis://`` and ``unix://`` brokers
 (``broker_for``): kombu has no ``unix`` transport, so a ``unix:///path.sock`` URL,
 which the checkpoint store accepts, becomes kombu's socket form of the same server.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from queue import Empty
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from kombu.exceptions import DecodeError
 from kombu.transport import TRANSPORT_ALIASES
@@ -129,19 +129,36 @@ ALIAS = "dgredis"
 TRANSPORT_ALIASES.setdefault(ALIAS, f"{__name__}:RedisTransport")
 
 
-def broker_for(url: str) -> tuple[str, type[RedisTransport] | None]:
-    """(broker URL, transport class) Celery should use for ``url``.
+def _password_in_userinfo(url: str) -> str:
+    """``?password=`` moved into ``:password@`` (kombu rejects it in the query)."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    password = query.pop("password", [None])[0]
+    if password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    rest = urlencode({k: v[-1] for k, v in query.items()})
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}",
+                                     query=rest))
 
-    Redis URLs keep their text and get the hardened transport; a ``unix://`` URL
-    becomes ``dgredis+socket:///path`` (its ``db`` query kept as the virtual host);
-    anything else (``amqp://``, ...) is left to kombu.
+
+def broker_for(url: str) -> tuple[str, str | None]:
+    """(broker URL, transport alias or None) Celery should use for ``url``.
+
+    ``redis://`` URLs get the hardened transport (a ``?password=`` moves into the
+    authority, where kombu reads it and masks it in logs); a ``unix://`` URL
+    becomes ``dgredis+socket:///path`` (its ``db`` as the virtual host); anything
+    else (``rediss://``, ``amqp://``, ...) is left to kombu as it is.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme in ("redis", "rediss"):
-        return url, RedisTransport
+    if scheme == "redis":
+        return _password_in_userinfo(url), ALIAS
     if scheme == "unix":
-        db = (parse_qs(parts.query).get("db") or ["0"])[0]
-        auth = f"{parts.netloc}" if parts.netloc else ""
+        query = parse_qs(parts.query)
+        db = (query.get("db") or ["0"])[0]
+        password = (query.get("password") or [parts.password or ""])[0]
+        auth = f":{quote(password, safe='')}@" if password else ""
         return f"{ALIAS}+socket://{auth}{parts.path}?virtual_host={db}", None
     return url, None

@@ -8,10 +8,10 @@ hanging a graph run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeAlias, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -33,8 +33,9 @@ SOCKET_TIMEOUT = 10.0
 """Default seconds to wait for a reply; every script is short, so this is generous."""
 
 
-_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "secret", "token", "auth"})
-"""Query parameters whose values are redacted (``?password=`` works for redis-py URLs)."""
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|pass|pwd|secret|token|auth)=)[^&#]*",
+                             re.IGNORECASE)
 
 
 def redact(url: str) -> str:
@@ -44,21 +45,7 @@ def redact(url: str) -> str:
     the query, for TCP and ``unix://`` URLs alike; text that is not a URL is
     returned unchanged.
     """
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if password is not None:
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{user}:***@{host}")
-    if parts.query:
-        pairs = [p.partition("=") for p in parts.query.split("&")]
-        parts = parts._replace(query="&".join(
-            f"{k}{eq}{'***' if eq and k.lower() in _SECRET_PARAMS else v}" for k, eq, v in pairs
-        ))
-    return urlunsplit(parts)
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", url))
 
 
 def client_from_url(url: str, *, cluster: bool = False, **client_kwargs: Any) -> Client:
