@@ -17,6 +17,7 @@ from typing import Any
 from durable_graph.errors import SerializationError
 from durable_graph.scheduler.spec import Write
 from durable_graph.store.base import (
+    EXTENDS_LATEST,
     BaseCheckpointSaver,
     Checkpoint,
     CheckpointMetadata,
@@ -122,6 +123,7 @@ class Persister:
             if self._saved_versions.get(ch) != v
         }
         parent = self._config(self._parent_id)
+        parent["configurable"][EXTENDS_LATEST] = True  # one writer per thread
         self._parent_id = checkpoint.id
         self._saved_versions = dict(checkpoint.channel_versions)
         return lambda: saver.put(parent, checkpoint, metadata, new_versions)

@@ -26,6 +26,7 @@ from durable_graph.store import retention
 
 __all__ = [
     "ERROR",
+    "EXTENDS_LATEST",
     "INTERRUPT",
     "NO_WRITES",
     "NULL_TASK_ID",
@@ -57,6 +58,14 @@ RETURN = "__return__"
 """Write channel: the return value of a ``@task`` call."""
 NO_WRITES = "__no_writes__"
 """Write channel: marks a task that finished without writing anything."""
+EXTENDS_LATEST = "extends_latest"
+"""Config key of a ``put`` that must extend the thread's latest checkpoint (one writer).
+
+The engine's loop sets it on every commit; a store that can check it in its write
+transaction (``SqliteSaver``) refuses a commit whose parent is no longer the latest
+with ``CommitConflictError``. Plain ``put`` calls (LangGraph's own loop through the
+adapter, copies, imports) do not set it and are stored as given.
+"""
 NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
 """Task id of writes that come from outside any task (``Command`` input)."""
 

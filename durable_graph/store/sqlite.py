@@ -12,12 +12,13 @@ killed with SIGKILL loses nothing it committed; only an OS crash or power loss c
 drop the last few commits, since the WAL is fsynced at checkpoints rather than at
 every commit. Pass ``synchronous="FULL"`` to fsync on every commit as well.
 
-One writer per thread: a commit must extend the thread's latest checkpoint in its
-namespace (checked inside the write transaction, like the Redis commit script), so
-two processes running one thread at once cannot fork its history: the loser gets
-``CommitConflictError`` and writes nothing. Only an explicit branch (a ``fork`` or
-``update`` checkpoint from ``update_state`` or a replay from a past checkpoint) may
-start from an older one.
+One writer per thread: a commit of the engine's loop (``EXTENDS_LATEST`` in its
+config) must extend the thread's latest checkpoint in its namespace (checked inside
+the write transaction, like the Redis commit script), so two processes running one
+thread at once cannot fork its history: the loser gets ``CommitConflictError`` and
+writes nothing. Only an explicit branch (a ``fork`` checkpoint of a replay from a
+past checkpoint) may start from an older one. Other ``put`` calls (LangGraph's loop
+through the adapter, copies) are stored as given, as LangGraph's savers do.
 
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
@@ -45,6 +46,7 @@ from durable_graph.errors import (
     SerializationError,
 )
 from durable_graph.store.base import (
+    EXTENDS_LATEST,
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
     Checkpoint,
@@ -413,7 +415,8 @@ class SqliteSaver(BaseCheckpointSaver):
         row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
         versions = checkpoint.channel_versions
         with self._transaction() as conn:
-            self._check_extends(conn, row, metadata)
+            if (config.get("configurable") or {}).get(EXTENDS_LATEST):
+                self._check_extends(conn, row, metadata)
             present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present

@@ -24,6 +24,7 @@ import redis
 from durable_graph import END, START, SqliteSaver, StateGraph
 from durable_graph.errors import CommitConflictError, SignatureError
 from durable_graph.store.base import (
+    EXTENDS_LATEST,
     BaseCheckpointSaver,
     Checkpoint,
     empty_checkpoint,
@@ -243,9 +244,12 @@ def test_sqlite_commit_is_compare_and_set_on_the_latest(tmp_path: Path) -> None:
     cp = stale.checkpoint
     child = Checkpoint(new_checkpoint_id(), cp.ts, cp.channel_values, cp.channel_versions,
                        cp.versions_seen)
+    as_loop = {"configurable": {**stale.config["configurable"], EXTENDS_LATEST: True}}
     with pytest.raises(CommitConflictError, match="latest is"):
-        saver.put(stale.config, child, {"source": "loop", "step": 9}, {})
+        saver.put(as_loop, child, {"source": "loop", "step": 9}, {})
     latest_after = saver.get_tuple(cfg("t"))
     assert latest_after is not None and latest_before is not None
     assert latest_after.checkpoint.id == latest_before.checkpoint.id
     assert saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_id": child.id}}) is None
+    saver.put(stale.config, child, {"source": "loop", "step": 9}, {})  # a plain put, as LangGraph
+    assert saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_id": child.id}})
