@@ -182,3 +182,61 @@ def test_a_unix_socket_redis_url_works_as_broker_and_store(
         out, _ = proc.communicate(timeout=30)
     assert "Unrecoverable error" not in out, out
     assert "ready." in out
+
+
+# -- a fresh producer process ---------------------------------------------------------
+
+_FRESH_PRODUCER = '''
+import json, os, sys
+from typing import TypedDict
+from durable_graph import END, START, StateGraph
+from durable_graph.store.redis import RedisSaver
+from durable_graph.worker import CeleryExecutor, create_app
+from durable_graph.worker.shipping import locate
+
+class S(TypedDict, total=False):
+    n: int
+
+def double(state):
+    return {"n": state["n"] * 2}
+
+app = create_app(os.environ["DG_TEST_REDIS_URL"], prefix=os.environ["DG_TEST_PREFIX"],
+                 queue=os.environ["DG_TEST_QUEUE"], secret_key=os.environ["DG_TEST_SECRET"])
+saver = RedisSaver.from_url(os.environ["DG_TEST_REDIS_URL"], prefix=os.environ["DG_TEST_PREFIX"])
+b = StateGraph(S)
+b.add_node("double", double)
+b.add_edge(START, "double")
+b.add_edge("double", END)
+graph = b.compile(checkpointer=saver, executor=CeleryExecutor(app))  # a name in __main__
+
+mode, thread = sys.argv[1], sys.argv[2]
+cfg = {"configurable": {"thread_id": thread}}
+if mode == "state":  # this process never started a run
+    print("RESULT", json.dumps(graph.get_state(cfg).values))
+else:
+    print("RESULT", json.dumps({"path": locate(graph), "out": graph.invoke({"n": 21}, cfg)}))
+'''
+
+
+def _fresh(cluster: Cluster, tmp_path: Path, *args: str) -> Any:
+    import json
+    import os
+
+    script = tmp_path / "fresh_producer.py"
+    script.write_text(_FRESH_PRODUCER)
+    env = {**os.environ, **cluster.env.as_env()}
+    proc = subprocess.run([sys.executable, str(script), *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT + 30, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def test_a_fresh_producer_reads_state_and_ships_a_main_script_graph_by_value(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    config = _cfg("fresh")
+    thread = config["configurable"]["thread_id"]
+    ran = _fresh(cluster, tmp_path, "run", thread)
+    assert ran == {"path": None, "out": {"n": 42}}  # never "__main__:graph"
+    assert _fresh(cluster, tmp_path, "state", thread) == {"n": 42}
