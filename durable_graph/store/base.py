@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict, get_args
 
 from durable_graph.errors import GraphValueError
 from durable_graph.store import retention
@@ -45,6 +45,7 @@ __all__ = [
     "config_ids",
     "empty_checkpoint",
     "new_checkpoint_id",
+    "require_versions",
     "thread_id_of",
 ]
 
@@ -204,6 +205,13 @@ def config_ids(config: Mapping[str, Any] | None) -> tuple[str, str, str | None]:
     return thread_id_of(thread_id), str(conf.get("checkpoint_ns", "")), conf.get("checkpoint_id")
 
 
+def require_versions(checkpoint: Checkpoint) -> None:
+    """GraphValueError when a channel holds a value but has no version to store it under."""
+    unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
+    if unversioned:
+        raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
+
+
 def checkpoint_config(thread_id: str, ns: str, checkpoint_id: str) -> dict[str, Any]:
     """The config that addresses one checkpoint."""
     return {
@@ -329,9 +337,12 @@ class BaseCheckpointSaver(ABC):
         """Record a thread's run status for operators.
 
         Stores without an operator view of threads keep nothing; the default
-        does nothing because the checkpoints themselves stay the source of truth.
+        checks its arguments and keeps nothing, because the checkpoints themselves
+        stay the source of truth.
         """
-        return None
+        if status not in get_args(ThreadStatus):
+            raise GraphValueError(
+                f"unknown thread status {status!r}; use one of {get_args(ThreadStatus)}")
 
     def get_status(self, thread_id: str) -> dict[str, Any] | None:
         """A thread's run status record, or None where the store keeps none."""

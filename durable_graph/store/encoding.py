@@ -140,6 +140,27 @@ class ThreadCodec:
             return None
         return self.bound.sign(self._record_place(checkpoint_id, fields))
 
+    def run_record(self, sealed: str) -> Blob | None:
+        """A run record signed for this thread, or None when the store is unsigned."""
+        if self.bound is None:
+            return None
+        return self.bound.dumps_bound(sealed, place_of("run", self.scope, self.thread_id))
+
+    def open_run_record(self, blob: Blob) -> str:
+        """The run record ``run_record`` signed; SignatureError naming the thread if not."""
+        if self.bound is None:
+            raise SignatureError(
+                f"the run record of thread {self.thread_id!r} is signed and this store has "
+                "no signing key: build it with the workers' key to read it")
+        try:
+            sealed = self.bound.loads_bound(blob, place_of("run", self.scope, self.thread_id))
+        except SignatureError as exc:
+            raise SignatureError(
+                f"the run record of thread {self.thread_id!r} does not verify: it was moved "
+                f"from another thread or altered ({exc}). Refused; nothing was run."
+            ) from None
+        return str(sealed)
+
     def _dumps(self, value: Any, place: bytes) -> Blob:
         if self.bound is None:
             return self.serde.dumps_typed(value)

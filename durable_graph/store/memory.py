@@ -18,6 +18,7 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
     config_ids,
+    require_versions,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
@@ -99,6 +100,7 @@ class InMemorySaver(BaseCheckpointSaver):
         new_versions: Mapping[str, int],
     ) -> dict[str, Any]:
         thread_id, ns, parent_id = config_ids(config)
+        require_versions(checkpoint)
         with self._lock:
             missing = {
                 ch: v

@@ -56,6 +56,7 @@ from durable_graph.store.base import (
     ThreadStatus,
     checkpoint_config,
     config_ids,
+    require_versions,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
@@ -557,9 +558,7 @@ def _checkpoint_row(
     metadata: CheckpointMetadata,
 ) -> _Row:
     """The checkpoints-table row of a checkpoint: everything but its values."""
-    unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
-    if unversioned:
-        raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
+    require_versions(checkpoint)
     return (
         thread_id,
         ns,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,12 @@ import pytest
 import redis
 
 from durable_graph import END, START, SqliteSaver, StateGraph
-from durable_graph.errors import CommitConflictError, SignatureError
+from durable_graph.errors import (
+    CommitConflictError,
+    GraphValueError,
+    SerializationError,
+    SignatureError,
+)
 from durable_graph.store.base import (
     EXTENDS_LATEST,
     BaseCheckpointSaver,
@@ -253,3 +259,123 @@ def test_sqlite_commit_is_compare_and_set_on_the_latest(tmp_path: Path) -> None:
     assert saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_id": child.id}}) is None
     saver.put(stale.config, child, {"source": "loop", "step": 9}, {})  # a plain put, as LangGraph
     assert saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_id": child.id}})
+
+
+# -- run records and run events (the distributed mode's records) ----------------------
+
+
+def test_run_records_and_events_are_bound_to_their_thread_and_run(
+    redis_url: str, redis_prefix: str
+) -> None:
+    from durable_graph.worker.events import RunEvents
+    from durable_graph.worker.payload import seal
+
+    saver = RedisSaver.from_url(redis_url, prefix=redis_prefix, serde=signed())
+    client = redis.Redis.from_url(redis_url)
+    record = seal(SigningCodec.from_secret(KEY), {"run": "of thread a"})
+    saver.set_run("a", record)
+    assert saver.get_run("a") == record
+    stored = client.hget(ThreadKeys(redis_prefix, "a").record, "run")
+    assert stored is not None and stored.startswith(b"bound:")
+    client.hset(ThreadKeys(redis_prefix, "b").record, "run", stored)  # moved to thread b
+    with pytest.raises(SignatureError, match="run record of thread 'b' does not verify"):
+        saver.get_run("b")
+    client.hset(ThreadKeys(redis_prefix, "b").record, "run", record)  # lifted out, bare
+    with pytest.raises(SignatureError, match="lacks its thread binding"):
+        saver.get_run("b")
+
+    events = RunEvents(saver.conn, redis_prefix, saver.serde)
+    events.publish("a", "run-1", "values", {"x": 1})
+    assert [(m, p) for _, m, p in events.read("a", "run-1", block_ms=10)] == [("values", {"x": 1})]
+    ((_, fields),) = client.xrange(events.key("a", "run-1"))
+    client.xadd(events.key("a", "run-2"), fields)  # replayed into another run's stream
+    with pytest.raises(SignatureError):
+        list(events.read("a", "run-2", block_ms=10))
+
+
+# -- the saver contract under careless calls: every saver, one table ---------------------
+
+
+def _store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> BaseCheckpointSaver:
+    if kind == "memory":
+        from durable_graph import InMemorySaver
+
+        return InMemorySaver()
+    if kind == "sqlite":
+        return SqliteSaver(tmp_path / "rows.sqlite")
+    return RedisSaver.from_url(request.getfixturevalue("redis_url"),
+                               prefix=request.getfixturevalue("redis_prefix"))
+
+
+def _seed(saver: BaseCheckpointSaver) -> dict[str, Any]:
+    cp = Checkpoint(new_checkpoint_id(), "2026-01-01T00:00:00+00:00", {"a": "kept"}, {"a": 1},
+                    {})
+    config = saver.put(cfg("t"), cp, {"source": "input", "step": -1}, {"a": 1})
+    saver.put_writes(config, [("a", "pending")], "task-1")
+    return config
+
+
+def _cp(values: dict[str, Any], versions: dict[str, int]) -> Checkpoint:
+    return Checkpoint(new_checkpoint_id(), "2026-01-01T00:00:01+00:00", values, versions, {})
+
+
+STORE_ROWS: list[tuple[str, set[str], Callable[[Any, dict[str, Any]], Any],
+                       type[BaseException], str]] = [
+    ("put_writes without a checkpoint id", {"memory", "sqlite", "redis"},
+     lambda s, c: s.put_writes(cfg("t"), [("a", 1)], "task-2"),
+     GraphValueError, "needs a config with a checkpoint_id"),
+    ("a value without a version", {"memory", "sqlite", "redis"},
+     lambda s, c: s.put(c, _cp({"a": 1, "b": 2}, {"a": 2}), {"step": 0}, {"a": 2}),
+     GraphValueError, "channels without a version: ['b']"),
+    ("a value that cannot be serialized", {"memory", "sqlite", "redis"},
+     lambda s, c: s.put(c, _cp({"a": threading.Lock()}, {"a": 2}), {"step": 0}, {"a": 2}),
+     SerializationError, "cannot store channel 'a'"),
+    ("a write that cannot be serialized", {"memory", "sqlite", "redis"},
+     lambda s, c: s.put_writes(c, [("a", threading.Lock())], "task-2"),
+     SerializationError, "write to channel 'a'"),
+    ("metadata that is not JSON", {"sqlite", "redis"},
+     lambda s, c: s.put(c, _cp({"a": 1}, {"a": 2}), {"step": object()}, {"a": 2}),
+     SerializationError, "checkpoint metadata as JSON"),
+    ("an unknown thread status", {"memory", "sqlite", "redis"},
+     lambda s, c: s.set_status("t", "paused"), GraphValueError, "thread status 'paused'"),
+    ("a thread id of bytes", {"memory", "sqlite", "redis"},
+     lambda s, c: s.get_tuple(cfg(b"t")), GraphValueError, "str, int or UUID"),
+    ("a fencing token that is not an int", {"redis"},
+     lambda s, c: s.put({"configurable": {**c["configurable"], "fence": "7"}},
+                        _cp({"a": 1}, {"a": 2}), {"step": 0}, {"a": 2}),
+     GraphValueError, "fencing token must be an int"),
+    ("a signed store reading unsigned values", {"sqlite", "redis"},
+     lambda s, c: _signed_reader(s).get_tuple(cfg("t")),
+     SignatureError, "unsigned payload"),
+]
+
+
+def _signed_reader(saver: Any) -> Any:
+    """The same store opened with a signing key (values were written without one)."""
+    if isinstance(saver, SqliteSaver):
+        return SqliteSaver(saver._conn, serde=signed())
+    return RedisSaver(saver.client, prefix=saver.prefix, serde=signed())
+
+
+CASES = [(kind, name, call, error, words)
+         for name, kinds, call, error, words in STORE_ROWS
+         for kind in ("memory", "sqlite", "redis") if kind in kinds]
+
+
+@pytest.mark.parametrize(("kind", "name", "call", "error", "words"), CASES,
+                         ids=[f"{c[1]}-{c[0]}" for c in CASES])
+def test_careless_store_calls_fail_clearly_and_change_nothing(
+    kind: str, name: str, call: Callable[[Any, dict[str, Any]], Any],
+    error: type[BaseException], words: str, tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
+    saver = _store(kind, tmp_path, request)
+    config = _seed(saver)
+    before = saver.get_tuple(cfg("t"))
+    with pytest.raises(error) as caught:
+        call(saver, config)
+    assert words in str(caught.value)
+    after = saver.get_tuple(cfg("t"))
+    assert before is not None and after is not None
+    assert after.checkpoint.id == before.checkpoint.id
+    assert after.checkpoint.channel_values == {"a": "kept"}
+    assert [(w.task_id, w.value) for w in after.pending_writes] == [("task-1", "pending")]

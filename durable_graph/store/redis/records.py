@@ -13,13 +13,14 @@ writes are signed for theirs (``ThreadCodec``, scope = the key prefix).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ormsgpack
 
-from durable_graph.errors import SerializationError
+from durable_graph.errors import SerializationError, SignatureError
 from durable_graph.store.base import (
     WRITES_IDX_MAP,
     Checkpoint,
@@ -32,12 +33,14 @@ from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.redis.keys import blob_field, write_field
 
 __all__ = [
+    "bind_run",
     "checkpoint_fields",
     "decode_blob",
     "decode_metadata",
     "decode_tuple",
     "encode_blob",
     "encode_writes",
+    "unbind_run",
 ]
 
 
@@ -163,3 +166,46 @@ def blob_fields_of(checkpoint: Checkpoint) -> dict[str, str]:
     """Channel -> blob field, for the channels that carry a value in ``checkpoint``."""
     versions: Mapping[str, int] = checkpoint.channel_versions
     return {ch: blob_field(ch, versions[ch]) for ch in checkpoint.channel_values}
+
+
+_BOUND_RUN = "bound:"
+"""Prefix of a run record signed for its thread (older records are the sealed text alone)."""
+
+
+def bind_run(tc: ThreadCodec, sealed: str) -> str:
+    """A run record as stored: signed for its thread when the store signs."""
+    blob = tc.run_record(sealed)
+    if blob is None:
+        return sealed
+    return _BOUND_RUN + base64.b64encode(encode_blob(blob)).decode()
+
+
+def unbind_run(tc: ThreadCodec, stored: str) -> str:
+    """The sealed run record ``bind_run`` stored; SignatureError if it is not this thread's."""
+    if not stored.startswith(_BOUND_RUN):
+        _check_old_run(tc, stored)
+        return stored
+    try:
+        raw = base64.b64decode(stored[len(_BOUND_RUN):], validate=True)
+    except ValueError:
+        raise SignatureError(
+            f"the run record of thread {tc.thread_id!r} is garbled; refused") from None
+    return tc.open_run_record(decode_blob(raw))
+
+
+def _check_old_run(tc: ThreadCodec, stored: str) -> None:
+    """A record with no thread binding is only accepted from a release that wrote none.
+
+    Its sealed envelope must then be of the old unbound format: a current one (every
+    bound record holds one inside) lifted out and stored bare elsewhere is refused.
+    """
+    if tc.bound is None:
+        return
+    try:
+        envelope = base64.b64decode(stored, validate=True)
+    except ValueError:
+        return  # not sealed at all: opening it says so
+    if tc.bound.is_bound(("signed", envelope)):
+        raise SignatureError(
+            f"the run record of thread {tc.thread_id!r} lacks its thread binding: it was "
+            "lifted out of another thread's record. Refused; nothing was run.")

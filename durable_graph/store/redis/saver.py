@@ -32,6 +32,7 @@ from durable_graph.store.base import (
     ThreadStatus,
     checkpoint_config,
     config_ids,
+    require_versions,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
@@ -44,12 +45,14 @@ from durable_graph.store.redis.keys import (
 )
 from durable_graph.store.redis.lease import RedisLeases
 from durable_graph.store.redis.records import (
+    bind_run,
     blob_fields_of,
     checkpoint_fields,
     decode_metadata,
     decode_tuple,
     encode_blob,
     encode_writes,
+    unbind_run,
 )
 from durable_graph.store.redis.threads import ThreadRecords
 from durable_graph.store.serde import Serializer, TypedSerializer
@@ -264,9 +267,7 @@ class RedisSaver(BaseCheckpointSaver):
         """
         thread_id, ns, parent_id = config_ids(config)
         fence = _fence(config)
-        unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
-        if unversioned:
-            raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
+        require_versions(checkpoint)
         tc = self.codec_of(thread_id, ns)
         fields = checkpoint_fields(tc, checkpoint, metadata, parent_id)
         wanted = blob_fields_of(checkpoint)
@@ -479,12 +480,20 @@ class RedisSaver(BaseCheckpointSaver):
         return self._threads.get_status(thread_id)
 
     def set_run(self, thread_id: str, sealed: str) -> None:
-        """Keep the sealed description of the thread's distributed run (workers resume it)."""
-        self._threads.set_run(thread_id, sealed)
+        """Keep the sealed description of the thread's distributed run (workers resume it).
+
+        With a signing serializer the record is also signed for its place (this
+        prefix and thread), so a run record copied to another thread is refused.
+        """
+        self._threads.set_run(thread_id, bind_run(self.codec_of(str(thread_id), ""), sealed))
 
     def get_run(self, thread_id: str) -> str | None:
-        """The sealed description of the thread's last distributed run, or None."""
-        return self._threads.get_run(thread_id)
+        """The sealed description of the thread's last distributed run, or None.
+
+        SignatureError when it was moved here from another thread or altered.
+        """
+        raw = self._threads.get_run(thread_id)
+        return None if raw is None else unbind_run(self.codec_of(str(thread_id), ""), raw)
 
     @property
     def conn(self) -> RedisConn:
