@@ -23,7 +23,7 @@ from durable_graph.store.base import (
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
 
-__all__ = ["InMemorySaver"]
+__all__ = ["InMemorySaver", "MemorySaver"]
 
 Blob = tuple[str, bytes]
 
@@ -201,3 +201,7 @@ class InMemorySaver(BaseCheckpointSaver):
             ),
             pending_writes=writes,
         )
+
+
+MemorySaver = InMemorySaver
+"""LangGraph's older name for ``InMemorySaver``."""
