@@ -222,7 +222,7 @@ class WorkerRuntime:
         self.dispatcher = CeleryDispatcher(app, self.settings)
         self.keeper = LeaseKeeper(self.saver, self.settings.lease_ttl)
         self._loaders: dict[str, GraphLoader] = {}
-        publish_keys(self.saver(self.settings.prefix).conn, self.settings.prefix, self.codec)
+        self._keys_published = False
 
     @classmethod
     def of(cls, app: Celery) -> WorkerRuntime:
@@ -265,6 +265,9 @@ class WorkerRuntime:
         prefix: str = "",
     ) -> str:
         """Open, check and run one job; returns a short acknowledgement."""
+        if not self._keys_published:  # again, in case Redis was down when the worker started
+            publish_keys(self.saver(self.settings.prefix).conn, self.settings.prefix, self.codec)
+            self._keys_published = True
         try:
             job = open_sealed(self.codec, payload)
         except SignatureError as exc:
