@@ -20,11 +20,15 @@ from durable_graph.errors import (
     InvalidUpdateError,
     NondeterminismError,
     NotSupportedError,
+    RunCancelledError,
     RunFailedError,
     RunTimeoutError,
     SerializationError,
     SignatureError,
     TaskNotInRunError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+    ThreadStateError,
 )
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.func import entrypoint, task
@@ -117,6 +121,7 @@ __all__ = [
     "RemainingSteps",
     "RemoveMessage",
     "RetryPolicy",
+    "RunCancelledError",
     "RunFailedError",
     "RunHandle",
     "RunTimeoutError",
@@ -133,6 +138,9 @@ __all__ = [
     "StateTask",
     "TaskInfo",
     "TaskNotInRunError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+    "ThreadStateError",
     "TypedSerializer",
     "add_messages",
     "entrypoint",

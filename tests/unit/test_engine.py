@@ -284,6 +284,10 @@ PUBLIC_ERRORS = [
     SerializationError,
     SignatureError,
     TaskNotInRunError,
+    durable_graph.RunCancelledError,
+    durable_graph.ThreadBusyError,
+    durable_graph.ThreadNotFoundError,
+    durable_graph.ThreadStateError,
 ]
 
 
@@ -648,6 +652,7 @@ EXPORTED = [
     "RemainingSteps",
     "RemoveMessage",
     "RetryPolicy",
+    "RunCancelledError",
     "RunFailedError",
     "RunHandle",
     "RunTimeoutError",
@@ -664,6 +669,9 @@ EXPORTED = [
     "StateTask",
     "TaskInfo",
     "TaskNotInRunError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+    "ThreadStateError",
     "TypedSerializer",
     "add_messages",
     "entrypoint",
