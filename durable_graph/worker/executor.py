@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from durable_graph.errors import GraphValueError, RunFailedError
+from durable_graph.errors import GraphValueError, RunFailedError, RunTimeoutError
 from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.cache import InMemoryCache
 from durable_graph.store.codec import SignedSerializer
@@ -25,6 +25,7 @@ from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.multitask import acquire
+from durable_graph.worker.payload import check_key
 from durable_graph.worker.runs import RunContext, RunSpec, abort_run, begin_run
 from durable_graph.worker.shipping import GraphShipper, Ship
 from durable_graph.worker.threads import cancel_thread
@@ -74,7 +75,7 @@ class RunHandle:
         while self._end is None:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise TimeoutError(f"run {self.run_id} of thread {self.thread_id!r} is still "
+                raise RunTimeoutError(f"run {self.run_id} of thread {self.thread_id!r} is still "
                                    f"{self.status()} after {timeout} s")
             block = 1000 if left is None else max(1, min(1000, int(left * 1000)))
             for event_id, mode, payload in self._events.read(
@@ -179,6 +180,7 @@ class CeleryExecutor:
             raise GraphValueError(
                 "a distributed run needs a thread: pass config={'configurable': "
                 "{'thread_id': ...}}")
+        check_key(saver.conn, saver.prefix, self._codec)
         ref = self._shipper(saver).ref(graph)
         run_id = uuid.uuid4().hex
         owner = f"run:{run_id}"

@@ -25,6 +25,7 @@ from durable_graph import (
     FencingError,
     GraphInterrupt,
     GraphRecursionError,
+    GraphTypeError,
     GraphValueError,
     InMemorySaver,
     Interrupt,
@@ -33,6 +34,7 @@ from durable_graph import (
     NondeterminismError,
     NotSupportedError,
     RunFailedError,
+    RunTimeoutError,
     Send,
     SerializationError,
     SignatureError,
@@ -272,11 +274,13 @@ PUBLIC_ERRORS = [
     EmptyInputError,
     FencingError,
     GraphRecursionError,
+    GraphTypeError,
     GraphValueError,
     InvalidUpdateError,
     NondeterminismError,
     NotSupportedError,
     RunFailedError,
+    RunTimeoutError,
     SerializationError,
     SignatureError,
     TaskNotInRunError,
@@ -308,6 +312,8 @@ def test_std_bases() -> None:
     assert issubclass(SerializationError, TypeError)
     assert issubclass(GraphValueError, ValueError)
     assert issubclass(EmptyInputError, ValueError)
+    assert issubclass(GraphTypeError, TypeError) and issubclass(GraphTypeError, ValueError)
+    assert issubclass(RunTimeoutError, TimeoutError)
     assert issubclass(FencingError, CheckpointStoreError)
     assert issubclass(SignatureError, SerializationError)
 
@@ -626,6 +632,7 @@ EXPORTED = [
     "FencingError",
     "GraphInterrupt",
     "GraphRecursionError",
+    "GraphTypeError",
     "GraphValueError",
     "InMemoryCache",
     "InMemorySaver",
@@ -648,6 +655,7 @@ EXPORTED = [
     "RunCancelledError",
     "RunFailedError",
     "RunHandle",
+    "RunTimeoutError",
     "Runtime",
     "SearchItem",
     "Send",

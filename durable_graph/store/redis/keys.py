@@ -167,6 +167,11 @@ def graph_key(prefix: str, digest: str) -> str:
     return f"{prefix}:graph:{digest}"
 
 
+def key_check_key(prefix: str, key_id: str) -> str:
+    """Where workers publish the fingerprint of their signing key ``key_id``."""
+    return f"{prefix}:keycheck:{key_id}"
+
+
 def status_key(prefix: str, thread_id: str, status: str) -> str:
     """The status-index shard holding ``thread_id`` (every status of one thread: one slot)."""
     bucket = zlib.crc32(thread_id.encode()) % STATUS_BUCKETS
