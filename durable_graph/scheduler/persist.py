@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,7 @@ from durable_graph.store.base import (
     CheckpointMetadata,
     checkpoint_config,
 )
+from durable_graph.store.delta import plan_value
 
 __all__ = ["Persister"]
 
@@ -44,6 +46,8 @@ class Persister:
         self.thread_id, self.ns, self.durability = thread_id, ns, durability
         self._extra = dict(extra_configurable or {})
         self._saved_versions: dict[str, int] = dict(parent.channel_versions) if parent else {}
+        self._saved_values: dict[str, Any] = dict(parent.channel_values) if parent else {}
+        self._chains: dict[str, tuple[int, ...] | None] = {}
         self._parent_id = parent.id if parent else None
         self._first_parent = self._parent_id
         self._current_id = parent.id if parent else None
@@ -124,9 +128,30 @@ class Persister:
         }
         parent = self._config(self._parent_id)
         parent["configurable"][EXTENDS_LATEST] = True  # one writer per thread
+        stored = self._deltas(saver, checkpoint, new_versions)
         self._parent_id = checkpoint.id
         self._saved_versions = dict(checkpoint.channel_versions)
-        return lambda: saver.put(parent, checkpoint, metadata, new_versions)
+        self._saved_values = dict(checkpoint.channel_values)
+        return lambda: saver.put(parent, stored, metadata, new_versions)
+
+    def _deltas(
+        self, saver: BaseCheckpointSaver, checkpoint: Checkpoint, new_versions: Mapping[str, int]
+    ) -> Checkpoint:
+        """The checkpoint with list channels the saver keeps as deltas replaced by them."""
+        every = saver.snapshot_every
+        if every < 1:
+            return checkpoint
+        values = dict(checkpoint.channel_values)
+        for ch in new_versions:
+            base = self._saved_versions.get(ch)
+            if ch not in values or base is None or ch not in self._saved_values:
+                self._chains[ch] = ()
+                continue
+            if ch not in self._chains:
+                self._chains[ch] = saver.value_chain(self.thread_id, self.ns, ch, base)
+            values[ch], self._chains[ch] = plan_value(
+                self._saved_values[ch], values[ch], self._chains[ch], base, every)
+        return dataclasses.replace(checkpoint, channel_values=values)
 
     def _run(self, call: Callable[[], Any]) -> None:
         if self.durability == "sync":

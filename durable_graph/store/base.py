@@ -230,6 +230,15 @@ class BaseCheckpointSaver(ABC):
     methods run the sync ones on a worker thread unless a saver overrides them.
     """
 
+    snapshot_every: int = 0
+    """Deltas between whole values of a list channel (0: this saver stores whole values)."""
+
+    def value_chain(
+        self, thread_id: str, checkpoint_ns: str, channel: str, version: int
+    ) -> tuple[int, ...] | None:
+        """The delta chain of a stored value (``()``: whole), or None if unknown here."""
+        return None
+
     @abstractmethod
     def get_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
         """The checkpoint named by ``checkpoint_id``, or the thread's latest one."""

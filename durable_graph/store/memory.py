@@ -20,6 +20,12 @@ from durable_graph.store.base import (
     config_ids,
     require_versions,
 )
+from durable_graph.store.delta import (
+    DEFAULT_SNAPSHOT_EVERY,
+    chain_versions,
+    resolve_values,
+    snapshot_every_of,
+)
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
 
@@ -44,8 +50,16 @@ class InMemorySaver(BaseCheckpointSaver):
     (task id, index) slots, the same layout the durable stores use.
     """
 
-    def __init__(self, *, serde: Serializer | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        serde: Serializer | None = None,
+        delta: bool = True,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    ) -> None:
         self.serde: Serializer = serde or TypedSerializer()
+        self.snapshot_every = snapshot_every_of(delta, snapshot_every)
+        self._chains: dict[tuple[str, str, str, int], tuple[int, ...]] = {}
         self._lock = threading.RLock()
         self._checkpoints: dict[tuple[str, str], dict[str, _Saved]] = {}
         self._blobs: dict[tuple[str, str, str, int], Blob] = {}
@@ -112,6 +126,8 @@ class InMemorySaver(BaseCheckpointSaver):
                 missing, checkpoint.channel_versions)
             for ch, blob in blobs.items():
                 self._blobs[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = blob
+            for ch, chain in chain_versions(missing).items():
+                self._chains[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = chain
             record = Checkpoint(
                 id=checkpoint.id,
                 ts=checkpoint.ts,
@@ -153,6 +169,7 @@ class InMemorySaver(BaseCheckpointSaver):
                 del self._checkpoints[key]
             for bkey in [k for k in self._blobs if k[0] == thread_id]:
                 del self._blobs[bkey]
+                self._chains.pop(bkey, None)
             for wkey in [k for k in self._writes if k[0] == thread_id]:
                 del self._writes[wkey]
 
@@ -169,8 +186,19 @@ class InMemorySaver(BaseCheckpointSaver):
                 for entry in saved.values()
                 for ch, version in entry.checkpoint.channel_versions.items()
             }
+            live |= {(*k[:3], v) for k in live for v in self._chains.get(k, ())}
             for bkey in [k for k in self._blobs if k[:2] == key and k not in live]:
                 del self._blobs[bkey]
+                self._chains.pop(bkey, None)
+
+    def value_chain(
+        self, thread_id: str, checkpoint_ns: str, channel: str, version: int
+    ) -> tuple[int, ...] | None:
+        key = (thread_id, checkpoint_ns, channel, version)
+        with self._lock:
+            if key not in self._blobs:
+                return None
+            return self._chains.get(key, ())
 
     def _load(self, thread_id: str, ns: str, entry: _Saved) -> CheckpointTuple:
         cp = entry.checkpoint
@@ -180,6 +208,10 @@ class InMemorySaver(BaseCheckpointSaver):
             blob = self._blobs.get((thread_id, ns, ch, version))
             if blob is not None:
                 values[ch] = tc.value(cp.id, ch, version, blob, signed_record=True)
+        resolve_values(values, lambda ch, versions: {
+            v: tc.value(cp.id, ch, v, self._blobs[(thread_id, ns, ch, v)], signed_record=True)
+            for v in versions if (thread_id, ns, ch, v) in self._blobs
+        })
         slots = self._writes.get((thread_id, ns, cp.id), {})
         writes = [
             PendingWrite(task_id, ch, tc.pending(cp.id, task_id, slot, ch, blob))

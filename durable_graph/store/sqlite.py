@@ -58,12 +58,18 @@ from durable_graph.store.base import (
     config_ids,
     require_versions,
 )
+from durable_graph.store.delta import (
+    DEFAULT_SNAPSHOT_EVERY,
+    chain_versions,
+    resolve_values,
+    snapshot_every_of,
+)
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["SqliteSaver"]
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3  # 3: values may be deltas (the chains table)
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
 _SCHEMA = """
@@ -91,6 +97,14 @@ CREATE TABLE IF NOT EXISTS blobs (
     version NOT NULL,
     type TEXT NOT NULL,
     blob BLOB NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+);
+CREATE TABLE IF NOT EXISTS chains (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    version NOT NULL,
+    chain TEXT NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
 );
 CREATE TABLE IF NOT EXISTS writes (
@@ -121,12 +135,36 @@ _CP_COLUMNS = (
 _BRANCH_SOURCES = frozenset({"fork", "update"})
 """Metadata sources of checkpoints that may start from an older checkpoint."""
 
-# Values that no remaining checkpoint of a namespace reads (after deleting some).
+# Values that no remaining checkpoint of a namespace reads (after deleting some),
+# directly or as a link of the delta chain of a value it reads; then their chains.
 _DROP_UNREAD_BLOBS = """
 DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
     SELECT 1 FROM checkpoints c, json_each(c.channel_versions) cv
     WHERE c.thread_id = ? AND c.checkpoint_ns = ?
     AND cv.key = blobs.channel AND cv.value = blobs.version)
+AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c, json_each(c.channel_versions) cv
+    CROSS JOIN chains d ON d.thread_id = c.thread_id AND d.checkpoint_ns = c.checkpoint_ns
+        AND d.channel = cv.key AND d.version = cv.value, json_each(d.chain) dv
+    WHERE c.thread_id = ? AND c.checkpoint_ns = ?
+    AND d.channel = blobs.channel AND dv.value = blobs.version)
+"""
+_DROP_UNUSED_CHAINS = """
+DELETE FROM chains WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
+    SELECT 1 FROM blobs b WHERE b.thread_id = chains.thread_id
+    AND b.checkpoint_ns = chains.checkpoint_ns AND b.channel = chains.channel
+    AND b.version = chains.version)
+"""
+# The links of one channel's delta chain (a JSON list of versions), one lookup each.
+_LOAD_CHAIN = """
+SELECT b.version, b.type, b.blob FROM json_each(?) AS dv
+CROSS JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
+    AND b.channel = ? AND b.version = dv.value
+"""
+_VALUE_CHAIN = """
+SELECT d.chain FROM blobs b LEFT JOIN chains d ON d.thread_id = b.thread_id
+    AND d.checkpoint_ns = b.checkpoint_ns AND d.channel = b.channel AND d.version = b.version
+WHERE b.thread_id = ? AND b.checkpoint_ns = ? AND b.channel = ? AND b.version = ?
 """
 
 # Values of a checkpoint: its version map (JSON) joined to the blobs table. CROSS JOIN
@@ -210,9 +248,12 @@ class SqliteSaver(BaseCheckpointSaver):
         *,
         serde: Serializer | None = None,
         synchronous: Synchronous = "NORMAL",
+        delta: bool = True,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     ) -> None:
         if synchronous not in get_args(Synchronous):
             raise GraphValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        self.snapshot_every = snapshot_every_of(delta, snapshot_every)
         self.serde: Serializer = serde or TypedSerializer()
         self._lock = threading.RLock()
         self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
@@ -376,6 +417,12 @@ class SqliteSaver(BaseCheckpointSaver):
                               (tag, bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (versions, thread_id, ns))
         }
+        resolve_values(values, lambda channel, chain: {
+            version: tc.value(checkpoint_id, channel, version, (tag, bytes(blob)),
+                              signed_record=signed)
+            for version, tag, blob in conn.execute(
+                _LOAD_CHAIN, (json.dumps(list(chain)), thread_id, ns, channel))
+        })
         writes = [
             PendingWrite(task_id, channel,
                          tc.pending(checkpoint_id, task_id, idx, channel, (tag, bytes(blob))))
@@ -427,6 +474,11 @@ class SqliteSaver(BaseCheckpointSaver):
                 "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
                 [(thread_id, ns, ch, versions[ch], tag, data) for ch, (tag, data) in blobs.items()],
             )
+            conn.executemany(
+                "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?)",
+                [(thread_id, ns, ch, versions[ch], json.dumps(chain))
+                 for ch, chain in chain_versions(missing).items()],
+            )
             conn.execute(_INSERT_CHECKPOINT, row)
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
@@ -477,7 +529,7 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value, write and status record of a thread."""
         with self._transaction() as conn:
-            for table in ("checkpoints", "blobs", "writes", "threads"):
+            for table in ("checkpoints", "blobs", "chains", "writes", "threads"):
                 conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (str(thread_id),))
 
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
@@ -491,7 +543,18 @@ class SqliteSaver(BaseCheckpointSaver):
                         "AND checkpoint_id = ?",
                         (*scope, checkpoint_id),
                     )
-            conn.execute(_DROP_UNREAD_BLOBS, (*scope, *scope))
+            conn.execute(_DROP_UNREAD_BLOBS, (*scope, *scope, *scope))
+            conn.execute(_DROP_UNUSED_CHAINS, scope)
+
+    def value_chain(
+        self, thread_id: str, checkpoint_ns: str, channel: str, version: int
+    ) -> tuple[int, ...] | None:
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                _VALUE_CHAIN, (thread_id, checkpoint_ns, channel, version)).fetchone()
+        if row is None:
+            return None
+        return tuple(json.loads(row[0])) if row[0] else ()
 
     def set_status(
         self,
