@@ -51,7 +51,7 @@ def _open(kind: str, tmp: Path, **kw: Any) -> BaseCheckpointSaver:
     return RedisSaver.from_url(os.environ["DURABLE_GRAPH_TEST_REDIS_URL"], prefix=prefix, **kw)
 
 
-KINDS = ["memory", "sqlite"]
+KINDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 # One update of the random sequence: (kind, argument).
 _update = st.one_of(

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BLOBS",
+    "CHAIN",
     "CHECKPOINT",
     "INDEX",
     "STATUS_BUCKETS",
@@ -43,6 +44,7 @@ __all__ = [
     "NamespaceKeys",
     "ThreadKeys",
     "blob_field",
+    "chain_field",
     "escape",
     "graph_key",
     "status_key",
@@ -155,6 +157,15 @@ class ThreadKeys:
 def blob_field(channel: str, version: object) -> str:
     """Field of one channel value in the blobs hash."""
     return f"{channel}\x00{version}"
+
+
+CHAIN = "\x01chain\x00"
+"""Prefix of the blobs-hash field beside a delta value that lists its chain's fields."""
+
+
+def chain_field(field: str) -> str:
+    """Field listing the blob fields a delta value at ``field`` needs (msgpack list)."""
+    return CHAIN + field
 
 
 def write_field(task_id: str, idx: int) -> str:

@@ -29,6 +29,7 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
 )
+from durable_graph.store.delta import resolve_values
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.redis.keys import blob_field, write_field
 
@@ -135,15 +136,20 @@ def decode_tuple(tc: ThreadCodec, entry: Sequence[Any]) -> CheckpointTuple:
     checkpoint_id = raw_id.decode()
     fields = _pairs(flat)
     sig = fields.pop("sig", None)
+    links = fields.pop("links", None)  # not signed: each delta carries its own chain
     signed = tc.check_record(checkpoint_id, fields, sig)
     versions: dict[str, int] = json.loads(fields["versions"])
     refs: list[str] = ormsgpack.unpackb(fields["refs"])
+    refs += ormsgpack.unpackb(links) if links else []
     by_field = dict(zip(refs, blob_values, strict=True))
-    values = {
+    values = resolve_values({
         ch: tc.value(checkpoint_id, ch, v, decode_blob(raw), signed_record=signed)
         for ch, v in versions.items()
         if (raw := by_field.get(blob_field(ch, v))) is not None
-    }
+    }, lambda ch, chain: {
+        v: tc.value(checkpoint_id, ch, v, decode_blob(raw), signed_record=signed)
+        for v in chain if (raw := by_field.get(blob_field(ch, v))) is not None
+    })
     parent = fields["parent"].decode()
     thread_id, ns = tc.thread_id, tc.ns
     return CheckpointTuple(

@@ -20,6 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import ormsgpack
+
 from durable_graph.errors import CommitConflictError, FencingError, GraphValueError
 from durable_graph.store.base import (
     ERROR,
@@ -34,11 +36,14 @@ from durable_graph.store.base import (
     config_ids,
     require_versions,
 )
+from durable_graph.store.delta import DEFAULT_SNAPSHOT_EVERY, chain_versions, snapshot_every_of
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
 from durable_graph.store.redis.keys import (
     ThreadKeys,
+    blob_field,
+    chain_field,
     thread_from_record_key,
     thread_record_pattern,
     write_field,
@@ -96,6 +101,8 @@ class RedisSaver(BaseCheckpointSaver):
         prefix: str = "dg",
         serde: Serializer | None = None,
         ttl: int | None = None,
+        delta: bool = True,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         _where: str | None = None,
         _owns_client: bool = False,
     ) -> None:
@@ -104,6 +111,7 @@ class RedisSaver(BaseCheckpointSaver):
         if ttl is not None and ttl < 1:
             raise GraphValueError(f"ttl must be at least 1 second, got {ttl!r}")
         self.serde: Serializer = serde or TypedSerializer()
+        self.snapshot_every = snapshot_every_of(delta, snapshot_every)
         self.prefix = prefix
         self.ttl = ttl
         self._conn = RedisConn(client, _where)
@@ -120,6 +128,8 @@ class RedisSaver(BaseCheckpointSaver):
         prefix: str = "dg",
         serde: Serializer | None = None,
         ttl: int | None = None,
+        delta: bool = True,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         cluster: bool = False,
         **client_kwargs: Any,
     ) -> RedisSaver:
@@ -130,7 +140,8 @@ class RedisSaver(BaseCheckpointSaver):
         """
         client = client_from_url(url, cluster=cluster, **client_kwargs)
         where = f"Redis at {redact(url)}"
-        return cls(client, prefix=prefix, serde=serde, ttl=ttl, _where=where, _owns_client=True)
+        return cls(client, prefix=prefix, serde=serde, ttl=ttl, delta=delta,
+                   snapshot_every=snapshot_every, _where=where, _owns_client=True)
 
     @property
     def client(self) -> Client:
@@ -298,7 +309,26 @@ class RedisSaver(BaseCheckpointSaver):
         """Blob field -> stored bytes for the given channels of ``checkpoint``."""
         values = {ch: checkpoint.channel_values[ch] for ch in fields}
         encoded = tc.values(values, checkpoint.channel_versions)
-        return {fields[ch]: encode_blob(t) for ch, t in encoded.items()}
+        out = {fields[ch]: encode_blob(t) for ch, t in encoded.items()}
+        for ch, chain in chain_versions(values).items():
+            out[chain_field(fields[ch])] = ormsgpack.packb([blob_field(ch, v) for v in chain])
+        return out
+
+    def value_chain(
+        self, thread_id: str, checkpoint_ns: str, channel: str, version: int
+    ) -> tuple[int, ...] | None:
+        blobs = ThreadKeys(self.prefix, thread_id).ns(checkpoint_ns).blobs
+        field = blob_field(channel, version)
+
+        def read(c: Client) -> Any:
+            return c.pipeline(transaction=False).hexists(blobs, field).hget(
+                blobs, chain_field(field)).execute()
+
+        exists, chain = self._conn.call("read a value chain", read)
+        if not exists:
+            return None
+        fields: list[str] = ormsgpack.unpackb(chain) if chain else []
+        return tuple(int(f.rpartition("\x00")[2]) for f in fields)
 
     def _commit(
         self,

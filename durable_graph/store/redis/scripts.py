@@ -14,7 +14,7 @@ Replies are arrays whose first element says what happened (``ok``, ``fenced``,
 
 from __future__ import annotations
 
-from durable_graph.store.redis.keys import BLOBS, CHECKPOINT, INDEX, WRITES
+from durable_graph.store.redis.keys import BLOBS, CHAIN, CHECKPOINT, INDEX, WRITES
 
 __all__ = [
     "ACQUIRE",
@@ -40,27 +40,40 @@ def _lua(source: str) -> str:
     suffixes = {"@IDX@": INDEX, "@BLOBS@": BLOBS, "@CP@": CHECKPOINT, "@W@": WRITES}
     for name, value in suffixes.items():
         source = source.replace(name, f"'{value}'")
-    return source
+    return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
 
 
-# Deleting checkpoints, shared by PRUNE and DROP: their writes go, and every blob
-# they referenced that no checkpoint left in the index references.
-_DROP_IDS = """
-local function drop_ids(idx, blobs, base, gone)
+# A checkpoint's blob fields: its own values (`refs`, signed with the record) and the
+# links of their delta chains (`links`, filled in by PUT from each delta's chain field).
+_REFS = """
+local function cp_refs(key)
+  local out = {}
+  for _, name in ipairs({'refs', 'links'}) do
+    local packed = redis.call('HGET', key, name)
+    if packed then for _, f in ipairs(cmsgpack.unpack(packed)) do out[#out + 1] = f end end
+  end
+  return out
+end
+"""
+
+
+# Deleting checkpoints, shared by PUT, PRUNE and DROP: their writes go, and every
+# blob they referenced (values and delta-chain links) that no kept checkpoint needs.
+_DROP_IDS = _REFS + """
+local function drop_refs(blobs, base, keep_ids, gone)
   local live = {}
-  for _, id in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-    local refs = redis.call('HGET', base .. @CP@ .. id, 'refs')
-    if refs then for _, f in ipairs(cmsgpack.unpack(refs)) do live[f] = true end end
+  for _, id in ipairs(keep_ids) do
+    for _, f in ipairs(cp_refs(base .. @CP@ .. id)) do live[f] = true end
   end
   for _, id in ipairs(gone) do
-    local refs = redis.call('HGET', base .. @CP@ .. id, 'refs')
-    if refs then
-      for _, f in ipairs(cmsgpack.unpack(refs)) do
-        if not live[f] then live[f] = true; redis.call('HDEL', blobs, f) end
-      end
+    for _, f in ipairs(cp_refs(base .. @CP@ .. id)) do
+      if not live[f] then live[f] = true; redis.call('HDEL', blobs, f, @CHAIN@ .. f) end
     end
     redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id)
   end
+end
+local function drop_ids(idx, blobs, base, gone)
+  drop_refs(blobs, base, redis.call('ZRANGE', idx, 0, -1), gone)
 end
 """
 
@@ -79,6 +92,7 @@ end
 
 PUT = _lua(
     _FENCE
+    + _DROP_IDS
     + """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
 -- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep,
@@ -106,23 +120,22 @@ redis.call('HSET', KEYS[6], unpack(ARGV, cp_from, cp_from + ncp - 1))
 for j = blob_from, blob_from + nblob - 1, 2 do
   redis.call('HSETNX', KEYS[5], ARGV[j], ARGV[j + 1])
 end
+local links, linked = {}, {}
+for _, f in ipairs(cmsgpack.unpack(redis.call('HGET', KEYS[6], 'refs'))) do
+  local chain = redis.call('HGET', KEYS[5], @CHAIN@ .. f)
+  if chain then
+    for _, g in ipairs(cmsgpack.unpack(chain)) do
+      if not linked[g] then linked[g] = true; links[#links + 1] = g end
+    end
+  end
+end
+if #links > 0 then redis.call('HSET', KEYS[6], 'links', cmsgpack.pack(links)) end
 redis.call('ZADD', KEYS[4], 0, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('HSET', KEYS[1], 'last_checkpoint_id', ARGV[2], 'last_checkpoint_ns', ARGV[3],
            'updated_at', ARGV[5])
 if ARGV[8] ~= '' and ARGV[8] ~= ARGV[9] and ARGV[8] ~= ARGV[2] then
-  local base, live = ARGV[4], {}
-  for _, id in ipairs({ARGV[2], ARGV[9]}) do
-    local refs = id ~= '' and redis.call('HGET', base .. @CP@ .. id, 'refs')
-    if refs then for _, f in ipairs(cmsgpack.unpack(refs)) do live[f] = true end end
-  end
-  local refs = redis.call('HGET', base .. @CP@ .. ARGV[8], 'refs')
-  if refs then
-    for _, f in ipairs(cmsgpack.unpack(refs)) do
-      if not live[f] then redis.call('HDEL', KEYS[5], f) end
-    end
-  end
-  redis.call('UNLINK', base .. @CP@ .. ARGV[8], base .. @W@ .. ARGV[8])
+  drop_refs(KEYS[5], ARGV[4], {ARGV[2], ARGV[9]}, {ARGV[8]})
   redis.call('ZREM', KEYS[4], ARGV[8])
 end
 local ttl = thread_ttl(KEYS[1], ARGV[6])
@@ -226,7 +239,8 @@ return 'waiting'
 )
 
 LOAD = _lua(
-    """
+    _REFS
+    + """
 -- KEYS: idx, blobs    ARGV: ns_base, ids... (none: the latest checkpoint)
 -- Reply: one {id, cp fields, blob values, write fields} per checkpoint found.
 local base = ARGV[1]
@@ -240,7 +254,7 @@ local out = {}
 for _, id in ipairs(ids) do
   local cp = redis.call('HGETALL', base .. @CP@ .. id)
   if #cp > 0 then
-    local refs = cmsgpack.unpack(redis.call('HGET', base .. @CP@ .. id, 'refs'))
+    local refs = cp_refs(base .. @CP@ .. id)
     local blobs = {}
     if #refs > 0 then blobs = redis.call('HMGET', KEYS[2], unpack(refs)) end
     out[#out + 1] = {id, cp, blobs, redis.call('HGETALL', base .. @W@ .. id)}
