@@ -47,7 +47,7 @@ class Persister:
         self._extra = dict(extra_configurable or {})
         self._saved_versions: dict[str, int] = dict(parent.channel_versions) if parent else {}
         self._saved_values: dict[str, Any] = dict(parent.channel_values) if parent else {}
-        self._chains: dict[str, tuple[int, ...] | None] = {}
+        self._depths: dict[str, int | None] = {}
         self._parent_id = parent.id if parent else None
         self._first_parent = self._parent_id
         self._current_id = parent.id if parent else None
@@ -145,12 +145,12 @@ class Persister:
         for ch in new_versions:
             base = self._saved_versions.get(ch)
             if ch not in values or base is None or ch not in self._saved_values:
-                self._chains[ch] = ()
+                self._depths[ch] = 0
                 continue
-            if ch not in self._chains:
-                self._chains[ch] = saver.value_chain(self.thread_id, self.ns, ch, base)
-            values[ch], self._chains[ch] = plan_value(
-                self._saved_values[ch], values[ch], self._chains[ch], base, every)
+            if ch not in self._depths:
+                self._depths[ch] = saver.value_depth(self.thread_id, self.ns, ch, base)
+            values[ch], self._depths[ch] = plan_value(
+                self._saved_values[ch], values[ch], self._depths[ch], base, every)
         return dataclasses.replace(checkpoint, channel_values=values)
 
     def _run(self, call: Callable[[], Any]) -> None:

@@ -233,10 +233,10 @@ class BaseCheckpointSaver(ABC):
     snapshot_every: int = 0
     """Deltas between whole values of a list channel (0: this saver stores whole values)."""
 
-    def value_chain(
+    def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
-    ) -> tuple[int, ...] | None:
-        """The delta chain of a stored value (``()``: whole), or None if unknown here."""
+    ) -> int | None:
+        """Deltas a read of this stored value replays (0: whole), or None if not stored."""
         return None
 
     @abstractmethod

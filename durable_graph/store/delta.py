@@ -11,13 +11,13 @@ Items are matched by identity, never by equality: a reducer that returns the old
 items plus new ones hands the same objects back, and an item that is merely equal
 (``1`` and ``True``) is stored as new, so a read gives exactly what whole-value
 storage would. The plan is pure; stores only keep each delta as the value of its
-(channel, version), signed for that place like any value, and its ``chain`` (the
-versions it needs) so pruning keeps them.
+(channel, version), signed for that place like any value, and a link to its base
+(version and depth) beside it, so a read walks the chain in one query or script
+and pruning keeps every link a kept value needs.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +28,7 @@ __all__ = [
     "DEFAULT_SNAPSHOT_EVERY",
     "ChannelDelta",
     "apply_delta",
-    "chain_versions",
+    "delta_links",
     "diff_lists",
     "plan_value",
     "resolve",
@@ -36,7 +36,7 @@ __all__ = [
     "snapshot_every_of",
 ]
 
-DEFAULT_SNAPSHOT_EVERY = 50
+DEFAULT_SNAPSHOT_EVERY = 200
 """Deltas between two whole snapshots of a channel when the saver is not told."""
 
 Op = tuple[str, Any]
@@ -47,8 +47,10 @@ Op = tuple[str, Any]
 class ChannelDelta:
     """A list channel's value stored as a change to the version stored before it."""
 
-    chain: tuple[int, ...]
-    """Versions this delta needs, oldest first: a whole snapshot, then deltas up to the base."""
+    base: int
+    """The version this delta applies to (a whole value or another delta)."""
+    depth: int
+    """How many deltas a read replays to build this value (this one included)."""
     ops: tuple[Op, ...]
     """How to build the value from the base's value (see ``Op``)."""
 
@@ -99,58 +101,56 @@ def _new_items(ops: Sequence[Op]) -> int:
 
 
 def plan_value(
-    old: Any, new: Any, base_chain: tuple[int, ...] | None, base_version: int, every: int
-) -> tuple[Any, tuple[int, ...]]:
-    """What to store for a channel's new value, and the chain of what is stored.
+    old: Any, new: Any, base_depth: int | None, base_version: int, every: int
+) -> tuple[Any, int]:
+    """What to store for a channel's new value, and its depth (0: a whole value).
 
-    ``old`` is the value stored at ``base_version`` and ``base_chain`` its chain
-    (``()`` for a whole value, ``None`` when unknown). A delta is stored when both
-    are lists, the base's chain is known and shorter than ``every``, and it copies at
-    least one item from the base; otherwise the whole value (chain ``()``).
+    ``old`` is the value stored at ``base_version`` and ``base_depth`` its depth
+    (``None`` when unknown). A delta is stored when both are lists, the base's
+    depth is known and below ``every``, and it copies at least one item from the
+    base; otherwise the whole value.
     """
     if (
-        every < 1 or base_chain is None or len(base_chain) >= every
+        every < 1 or base_depth is None or base_depth >= every
         or type(old) is not list or type(new) is not list or not new
     ):
-        return new, ()
+        return new, 0
     ops = diff_lists(old, new)
     if _new_items(ops) >= len(new):  # nothing copied: the whole value is no bigger
-        return new, ()
-    chain = (*base_chain, base_version)
-    return ChannelDelta(chain, ops), chain
+        return new, 0
+    return ChannelDelta(base_version, base_depth + 1, ops), base_depth + 1
 
 
-def chain_versions(values: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The chain of each delta among a checkpoint's values to store."""
-    return {ch: v.chain for ch, v in values.items() if isinstance(v, ChannelDelta)}
+def delta_links(values: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """(base version, depth) of each delta among a checkpoint's values to store."""
+    return {ch: (v.base, v.depth) for ch, v in values.items() if isinstance(v, ChannelDelta)}
 
 
-def resolve(
-    channel: str, head: ChannelDelta, load: Callable[[Sequence[int]], Mapping[int, Any]]
-) -> Any:
-    """The whole value of a delta: load its chain (one call) and replay it.
+def resolve(channel: str, head: ChannelDelta, links: Sequence[Any]) -> Any:
+    """The whole value of a delta from its chain ``links``: its base, the base's base, ...
 
-    Raises SerializationError naming the channel when a needed version is missing
-    or the chain does not start with a whole value.
+    Raises SerializationError naming the channel when a link is missing (the chain
+    ends before a whole value) or is not what the delta before it names.
     """
-    loaded = load(head.chain)
-    missing = [v for v in head.chain if v not in loaded]
-    if missing:
+    deltas = [head]
+    for link in links:
+        if not isinstance(link, ChannelDelta):
+            break
+        deltas.append(link)
+    else:
         raise SerializationError(
-            f"channel {channel!r}: the stored delta needs versions {missing} that are gone "
-            "from the store (deleted outside prune?); the value cannot be rebuilt"
+            f"channel {channel!r}: a stored delta's chain has no whole value at its start "
+            "(versions deleted outside prune?); the value cannot be rebuilt"
         )
-    value = loaded[head.chain[0]]
-    if isinstance(value, ChannelDelta):
+    if len(deltas) != head.depth:
         raise SerializationError(
-            f"channel {channel!r}: a delta chain does not start with a whole value")
-    for version in head.chain[1:]:
-        step = loaded[version]
-        if not isinstance(step, ChannelDelta):
-            raise SerializationError(
-                f"channel {channel!r}: version {version} in a delta chain is not a delta")
+            f"channel {channel!r}: a stored delta chain has {len(deltas)} deltas where "
+            f"{head.depth} were written; the value cannot be rebuilt"
+        )
+    value = links[len(deltas) - 1]
+    for step in reversed(deltas):
         value = apply_delta(value, step.ops)
-    return apply_delta(value, head.ops)
+    return value
 
 
 def snapshot_every_of(delta: bool, snapshot_every: int) -> int:
@@ -167,10 +167,14 @@ def snapshot_every_of(delta: bool, snapshot_every: int) -> int:
 
 
 def resolve_values(
-    values: dict[str, Any], load: Callable[[str, Sequence[int]], Mapping[int, Any]]
+    values: dict[str, Any], load: Callable[[str, int], Sequence[Any]]
 ) -> dict[str, Any]:
-    """``values`` with each delta replaced by its whole value; ``load(channel, versions)``."""
+    """``values`` with each delta replaced by its whole value.
+
+    ``load(channel, version)`` gives the decoded values of the chain from
+    ``version`` back (newest first), up to and including a whole value.
+    """
     for channel, head in values.items():
         if isinstance(head, ChannelDelta):
-            values[channel] = resolve(channel, head, functools.partial(load, channel))
+            values[channel] = resolve(channel, head, load(channel, head.base))
     return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import copy
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,7 +23,7 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.delta import (
     DEFAULT_SNAPSHOT_EVERY,
-    chain_versions,
+    delta_links,
     resolve_values,
     snapshot_every_of,
 )
@@ -59,7 +60,7 @@ class InMemorySaver(BaseCheckpointSaver):
     ) -> None:
         self.serde: Serializer = serde or TypedSerializer()
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
-        self._chains: dict[tuple[str, str, str, int], tuple[int, ...]] = {}
+        self._links: dict[tuple[str, str, str, int], tuple[int, int]] = {}
         self._lock = threading.RLock()
         self._checkpoints: dict[tuple[str, str], dict[str, _Saved]] = {}
         self._blobs: dict[tuple[str, str, str, int], Blob] = {}
@@ -126,8 +127,8 @@ class InMemorySaver(BaseCheckpointSaver):
                 missing, checkpoint.channel_versions)
             for ch, blob in blobs.items():
                 self._blobs[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = blob
-            for ch, chain in chain_versions(missing).items():
-                self._chains[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = chain
+            for ch, link in delta_links(missing).items():
+                self._links[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = link
             record = Checkpoint(
                 id=checkpoint.id,
                 ts=checkpoint.ts,
@@ -169,7 +170,7 @@ class InMemorySaver(BaseCheckpointSaver):
                 del self._checkpoints[key]
             for bkey in [k for k in self._blobs if k[0] == thread_id]:
                 del self._blobs[bkey]
-                self._chains.pop(bkey, None)
+                self._links.pop(bkey, None)
             for wkey in [k for k in self._writes if k[0] == thread_id]:
                 del self._writes[wkey]
 
@@ -186,19 +187,36 @@ class InMemorySaver(BaseCheckpointSaver):
                 for entry in saved.values()
                 for ch, version in entry.checkpoint.channel_versions.items()
             }
-            live |= {(*k[:3], v) for k in live for v in self._chains.get(k, ())}
+            for held in list(live):
+                link = held
+                while link in self._links:
+                    link = (*link[:3], self._links[link][0])
+                    live.add(link)
             for bkey in [k for k in self._blobs if k[:2] == key and k not in live]:
                 del self._blobs[bkey]
-                self._chains.pop(bkey, None)
+                self._links.pop(bkey, None)
 
-    def value_chain(
+    def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
-    ) -> tuple[int, ...] | None:
+    ) -> int | None:
         key = (thread_id, checkpoint_ns, channel, version)
         with self._lock:
             if key not in self._blobs:
                 return None
-            return self._chains.get(key, ())
+            return self._links.get(key, (0, 0))[1]
+
+    def _chain(
+        self, tc: ThreadCodec, checkpoint_id: str, channel: str, version: int
+    ) -> builtins.list[Any]:
+        """Decoded values from ``version`` back along its delta links to a whole value."""
+        out = []
+        key: tuple[str, str, str, int] | None = (tc.thread_id, tc.ns, channel, version)
+        while key is not None and key in self._blobs:
+            out.append(tc.value(checkpoint_id, channel, key[3], self._blobs[key],
+                                signed_record=True))
+            link = self._links.get(key)
+            key = (*key[:3], link[0]) if link else None
+        return out
 
     def _load(self, thread_id: str, ns: str, entry: _Saved) -> CheckpointTuple:
         cp = entry.checkpoint
@@ -208,10 +226,7 @@ class InMemorySaver(BaseCheckpointSaver):
             blob = self._blobs.get((thread_id, ns, ch, version))
             if blob is not None:
                 values[ch] = tc.value(cp.id, ch, version, blob, signed_record=True)
-        resolve_values(values, lambda ch, versions: {
-            v: tc.value(cp.id, ch, v, self._blobs[(thread_id, ns, ch, v)], signed_record=True)
-            for v in versions if (thread_id, ns, ch, v) in self._blobs
-        })
+        resolve_values(values, lambda ch, version: self._chain(tc, cp.id, ch, version))
         slots = self._writes.get((thread_id, ns, cp.id), {})
         writes = [
             PendingWrite(task_id, ch, tc.pending(cp.id, task_id, slot, ch, blob))

@@ -60,7 +60,7 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.delta import (
     DEFAULT_SNAPSHOT_EVERY,
-    chain_versions,
+    delta_links,
     resolve_values,
     snapshot_every_of,
 )
@@ -104,7 +104,8 @@ CREATE TABLE IF NOT EXISTS chains (
     checkpoint_ns TEXT NOT NULL,
     channel TEXT NOT NULL,
     version NOT NULL,
-    chain TEXT NOT NULL,
+    base NOT NULL,
+    depth INTEGER NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
 );
 CREATE TABLE IF NOT EXISTS writes (
@@ -136,18 +137,17 @@ _BRANCH_SOURCES = frozenset({"fork", "update"})
 """Metadata sources of checkpoints that may start from an older checkpoint."""
 
 # Values that no remaining checkpoint of a namespace reads (after deleting some),
-# directly or as a link of the delta chain of a value it reads; then their chains.
+# directly or as a link of the delta chain of a value it reads; then their links.
 _DROP_UNREAD_BLOBS = """
-DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
-    SELECT 1 FROM checkpoints c, json_each(c.channel_versions) cv
-    WHERE c.thread_id = ? AND c.checkpoint_ns = ?
-    AND cv.key = blobs.channel AND cv.value = blobs.version)
-AND NOT EXISTS (
-    SELECT 1 FROM checkpoints c, json_each(c.channel_versions) cv
-    CROSS JOIN chains d ON d.thread_id = c.thread_id AND d.checkpoint_ns = c.checkpoint_ns
-        AND d.channel = cv.key AND d.version = cv.value, json_each(d.chain) dv
-    WHERE c.thread_id = ? AND c.checkpoint_ns = ?
-    AND d.channel = blobs.channel AND dv.value = blobs.version)
+WITH RECURSIVE live(channel, version) AS (
+    SELECT cv.key, cv.value FROM checkpoints c, json_each(c.channel_versions) cv
+    WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
+    UNION
+    SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
+        AND d.checkpoint_ns = ?2 AND d.channel = live.channel AND d.version = live.version
+)
+DELETE FROM blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND NOT EXISTS (
+    SELECT 1 FROM live WHERE live.channel = blobs.channel AND live.version = blobs.version)
 """
 _DROP_UNUSED_CHAINS = """
 DELETE FROM chains WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
@@ -155,14 +155,20 @@ DELETE FROM chains WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
     AND b.checkpoint_ns = chains.checkpoint_ns AND b.channel = chains.channel
     AND b.version = chains.version)
 """
-# The links of one channel's delta chain (a JSON list of versions), one lookup each.
+# A delta's chain: from a version back along its links to a whole value, newest first.
 _LOAD_CHAIN = """
-SELECT b.version, b.type, b.blob FROM json_each(?) AS dv
-CROSS JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
-    AND b.channel = ? AND b.version = dv.value
+WITH RECURSIVE link(version, n) AS (
+    SELECT ?4, 0
+    UNION ALL
+    SELECT d.base, link.n + 1 FROM link CROSS JOIN chains d ON d.thread_id = ?1
+        AND d.checkpoint_ns = ?2 AND d.channel = ?3 AND d.version = link.version
+)
+SELECT b.version, b.type, b.blob FROM link CROSS JOIN blobs AS b ON b.thread_id = ?1
+    AND b.checkpoint_ns = ?2 AND b.channel = ?3 AND b.version = link.version
+ORDER BY link.n
 """
-_VALUE_CHAIN = """
-SELECT d.chain FROM blobs b LEFT JOIN chains d ON d.thread_id = b.thread_id
+_VALUE_DEPTH = """
+SELECT d.depth FROM blobs b LEFT JOIN chains d ON d.thread_id = b.thread_id
     AND d.checkpoint_ns = b.checkpoint_ns AND d.channel = b.channel AND d.version = b.version
 WHERE b.thread_id = ? AND b.checkpoint_ns = ? AND b.channel = ? AND b.version = ?
 """
@@ -417,12 +423,10 @@ class SqliteSaver(BaseCheckpointSaver):
                               (tag, bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (versions, thread_id, ns))
         }
-        resolve_values(values, lambda channel, chain: {
-            version: tc.value(checkpoint_id, channel, version, (tag, bytes(blob)),
-                              signed_record=signed)
-            for version, tag, blob in conn.execute(
-                _LOAD_CHAIN, (json.dumps(list(chain)), thread_id, ns, channel))
-        })
+        resolve_values(values, lambda channel, head: [
+            tc.value(checkpoint_id, channel, version, (tag, bytes(blob)), signed_record=signed)
+            for version, tag, blob in conn.execute(_LOAD_CHAIN, (thread_id, ns, channel, head))
+        ])
         writes = [
             PendingWrite(task_id, channel,
                          tc.pending(checkpoint_id, task_id, idx, channel, (tag, bytes(blob))))
@@ -475,9 +479,9 @@ class SqliteSaver(BaseCheckpointSaver):
                 [(thread_id, ns, ch, versions[ch], tag, data) for ch, (tag, data) in blobs.items()],
             )
             conn.executemany(
-                "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?)",
-                [(thread_id, ns, ch, versions[ch], json.dumps(chain))
-                 for ch, chain in chain_versions(missing).items()],
+                "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)",
+                [(thread_id, ns, ch, versions[ch], base, depth)
+                 for ch, (base, depth) in delta_links(missing).items()],
             )
             conn.execute(_INSERT_CHECKPOINT, row)
         return checkpoint_config(thread_id, ns, checkpoint.id)
@@ -543,18 +547,18 @@ class SqliteSaver(BaseCheckpointSaver):
                         "AND checkpoint_id = ?",
                         (*scope, checkpoint_id),
                     )
-            conn.execute(_DROP_UNREAD_BLOBS, (*scope, *scope, *scope))
+            conn.execute(_DROP_UNREAD_BLOBS, scope)
             conn.execute(_DROP_UNUSED_CHAINS, scope)
 
-    def value_chain(
+    def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
-    ) -> tuple[int, ...] | None:
+    ) -> int | None:
         with self._transaction(write=False) as conn:
             row = conn.execute(
-                _VALUE_CHAIN, (thread_id, checkpoint_ns, channel, version)).fetchone()
+                _VALUE_DEPTH, (thread_id, checkpoint_ns, channel, version)).fetchone()
         if row is None:
             return None
-        return tuple(json.loads(row[0])) if row[0] else ()
+        return int(row[0] or 0)
 
     def set_status(
         self,

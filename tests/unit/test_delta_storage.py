@@ -116,8 +116,8 @@ def test_a_step_stores_a_delta_and_prune_keeps_its_chain(kind: str, tmp_path: Pa
     latest = saver.get_tuple(config)
     assert latest is not None
     version = latest.checkpoint.channel_versions["log"]
-    chain = saver.value_chain("t", "", "log", version)
-    assert chain is not None and len(chain) >= 5  # stored as a delta on a long chain
+    depth = saver.value_depth("t", "", "log", version)
+    assert depth is not None and depth >= 5  # stored as a delta on a long chain
     saver.prune(["t"], strategy="keep_latest")
     assert len(list(saver.list(config))) == 1
     state = app.get_state(config).values
@@ -135,9 +135,9 @@ def test_diff_rebuilds_by_identity_only() -> None:
     ops = diff_lists(old, new)
     assert apply_delta(old, ops) == new
     assert apply_delta(old, ops)[3] is True
-    stored, chain = plan_value(old, [*old, c], (), 7, 10)
-    assert isinstance(stored, ChannelDelta) and chain == (7,)
-    assert plan_value(old, [*old, c], tuple(range(10)), 7, 10) == ([*old, c], ())  # K reached
+    stored, depth = plan_value(old, [*old, c], 0, 7, 10)
+    assert isinstance(stored, ChannelDelta) and (stored.base, depth) == (7, 1)
+    assert plan_value(old, [*old, c], 10, 7, 10) == ([*old, c], 0)  # K reached
 
 
 @pytest.mark.parametrize("bad", [{"delta": "yes"}, {"snapshot_every": 0}, {"snapshot_every": True}])

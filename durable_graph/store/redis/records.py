@@ -29,7 +29,7 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
 )
-from durable_graph.store.delta import resolve_values
+from durable_graph.store.delta import ChannelDelta, resolve_values
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.redis.keys import blob_field, write_field
 
@@ -127,29 +127,40 @@ def _writes(tc: ThreadCodec, checkpoint_id: str, flat: Sequence[bytes]) -> list[
     ]
 
 
+def _chain(
+    tc: ThreadCodec, checkpoint_id: str, channel: str, version: int,
+    by_field: Mapping[str, bytes], *, signed: bool,
+) -> list[Any]:
+    """Decoded values from ``version`` back along its delta links to a whole value."""
+    out: list[Any] = []
+    raw = by_field.get(blob_field(channel, version))
+    while raw is not None:
+        value = tc.value(checkpoint_id, channel, version, decode_blob(raw), signed_record=signed)
+        out.append(value)
+        if not isinstance(value, ChannelDelta):
+            break
+        version = value.base
+        raw = by_field.get(blob_field(channel, version))
+    return out
+
+
 def decode_tuple(tc: ThreadCodec, entry: Sequence[Any]) -> CheckpointTuple:
     """A checkpoint tuple from one ``LOAD`` reply entry: id, fields, blobs, writes.
 
     With a signing serializer the record's signature is checked before any value.
     """
-    raw_id, flat, blob_values, write_flat = entry
+    raw_id, flat, blob_values, write_flat, blob_names = entry
     checkpoint_id = raw_id.decode()
     fields = _pairs(flat)
     sig = fields.pop("sig", None)
-    links = fields.pop("links", None)  # not signed: each delta carries its own chain
     signed = tc.check_record(checkpoint_id, fields, sig)
     versions: dict[str, int] = json.loads(fields["versions"])
-    refs: list[str] = ormsgpack.unpackb(fields["refs"])
-    refs += ormsgpack.unpackb(links) if links else []
-    by_field = dict(zip(refs, blob_values, strict=True))
+    by_field = dict(zip([n.decode() for n in blob_names], blob_values, strict=True))
     values = resolve_values({
         ch: tc.value(checkpoint_id, ch, v, decode_blob(raw), signed_record=signed)
         for ch, v in versions.items()
         if (raw := by_field.get(blob_field(ch, v))) is not None
-    }, lambda ch, chain: {
-        v: tc.value(checkpoint_id, ch, v, decode_blob(raw), signed_record=signed)
-        for v in chain if (raw := by_field.get(blob_field(ch, v))) is not None
-    })
+    }, lambda ch, head: _chain(tc, checkpoint_id, ch, head, by_field, signed=signed))
     parent = fields["parent"].decode()
     thread_id, ns = tc.thread_id, tc.ns
     return CheckpointTuple(

@@ -36,7 +36,7 @@ from durable_graph.store.base import (
     config_ids,
     require_versions,
 )
-from durable_graph.store.delta import DEFAULT_SNAPSHOT_EVERY, chain_versions, snapshot_every_of
+from durable_graph.store.delta import DEFAULT_SNAPSHOT_EVERY, delta_links, snapshot_every_of
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
@@ -310,13 +310,13 @@ class RedisSaver(BaseCheckpointSaver):
         values = {ch: checkpoint.channel_values[ch] for ch in fields}
         encoded = tc.values(values, checkpoint.channel_versions)
         out = {fields[ch]: encode_blob(t) for ch, t in encoded.items()}
-        for ch, chain in chain_versions(values).items():
-            out[chain_field(fields[ch])] = ormsgpack.packb([blob_field(ch, v) for v in chain])
+        for ch, (base, depth) in delta_links(values).items():
+            out[chain_field(fields[ch])] = ormsgpack.packb([blob_field(ch, base), depth])
         return out
 
-    def value_chain(
+    def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
-    ) -> tuple[int, ...] | None:
+    ) -> int | None:
         blobs = ThreadKeys(self.prefix, thread_id).ns(checkpoint_ns).blobs
         field = blob_field(channel, version)
 
@@ -324,11 +324,10 @@ class RedisSaver(BaseCheckpointSaver):
             return c.pipeline(transaction=False).hexists(blobs, field).hget(
                 blobs, chain_field(field)).execute()
 
-        exists, chain = self._conn.call("read a value chain", read)
+        exists, link = self._conn.call("read a value's delta depth", read)
         if not exists:
             return None
-        fields: list[str] = ormsgpack.unpackb(chain) if chain else []
-        return tuple(int(f.rpartition("\x00")[2]) for f in fields)
+        return int(ormsgpack.unpackb(link)[1]) if link else 0
 
     def _commit(
         self,

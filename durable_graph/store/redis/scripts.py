@@ -43,34 +43,38 @@ def _lua(source: str) -> str:
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
 
 
-# A checkpoint's blob fields: its own values (`refs`, signed with the record) and the
-# links of their delta chains (`links`, filled in by PUT from each delta's chain field).
+# A checkpoint's blob fields: its own values (`refs`, signed with the record) and,
+# walked server-side, the delta chain of each (each delta's chain field names its
+# base). `seen` spans calls, so a walk stops where an earlier one already went.
 _REFS = """
-local function cp_refs(key)
+local function cp_refs(blobs, key, seen)
   local out = {}
-  for _, name in ipairs({'refs', 'links'}) do
-    local packed = redis.call('HGET', key, name)
-    if packed then for _, f in ipairs(cmsgpack.unpack(packed)) do out[#out + 1] = f end end
+  local packed = redis.call('HGET', key, 'refs')
+  if not packed then return out end
+  for _, f in ipairs(cmsgpack.unpack(packed)) do
+    local g = f
+    while g and not seen[g] do
+      seen[g] = true
+      out[#out + 1] = g
+      local link = redis.call('HGET', blobs, @CHAIN@ .. g)
+      g = link and cmsgpack.unpack(link)[1]
+    end
   end
   return out
 end
 """
 
-
 # Deleting checkpoints, shared by PUT, PRUNE and DROP: their writes go, and every
 # blob they referenced (values and delta-chain links) that no kept checkpoint needs.
 _DROP_IDS = _REFS + """
 local function drop_refs(blobs, base, keep_ids, gone)
-  local live = {}
-  for _, id in ipairs(keep_ids) do
-    for _, f in ipairs(cp_refs(base .. @CP@ .. id)) do live[f] = true end
-  end
+  local live, doomed = {}, {}
+  for _, id in ipairs(keep_ids) do cp_refs(blobs, base .. @CP@ .. id, live) end
   for _, id in ipairs(gone) do
-    for _, f in ipairs(cp_refs(base .. @CP@ .. id)) do
-      if not live[f] then live[f] = true; redis.call('HDEL', blobs, f, @CHAIN@ .. f) end
-    end
-    redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id)
+    for _, f in ipairs(cp_refs(blobs, base .. @CP@ .. id, live)) do doomed[#doomed + 1] = f end
   end
+  for _, f in ipairs(doomed) do redis.call('HDEL', blobs, f, @CHAIN@ .. f) end
+  for _, id in ipairs(gone) do redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id) end
 end
 local function drop_ids(idx, blobs, base, gone)
   drop_refs(blobs, base, redis.call('ZRANGE', idx, 0, -1), gone)
@@ -120,16 +124,6 @@ redis.call('HSET', KEYS[6], unpack(ARGV, cp_from, cp_from + ncp - 1))
 for j = blob_from, blob_from + nblob - 1, 2 do
   redis.call('HSETNX', KEYS[5], ARGV[j], ARGV[j + 1])
 end
-local links, linked = {}, {}
-for _, f in ipairs(cmsgpack.unpack(redis.call('HGET', KEYS[6], 'refs'))) do
-  local chain = redis.call('HGET', KEYS[5], @CHAIN@ .. f)
-  if chain then
-    for _, g in ipairs(cmsgpack.unpack(chain)) do
-      if not linked[g] then linked[g] = true; links[#links + 1] = g end
-    end
-  end
-end
-if #links > 0 then redis.call('HSET', KEYS[6], 'links', cmsgpack.pack(links)) end
 redis.call('ZADD', KEYS[4], 0, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('HSET', KEYS[1], 'last_checkpoint_id', ARGV[2], 'last_checkpoint_ns', ARGV[3],
@@ -242,7 +236,8 @@ LOAD = _lua(
     _REFS
     + """
 -- KEYS: idx, blobs    ARGV: ns_base, ids... (none: the latest checkpoint)
--- Reply: one {id, cp fields, blob values, write fields} per checkpoint found.
+-- Reply: one {id, cp fields, blob values, write fields, blob fields} per checkpoint
+-- found; the blob fields are its values' and their delta chains' (cp_refs).
 local base = ARGV[1]
 local ids = {}
 if #ARGV == 1 then
@@ -254,10 +249,10 @@ local out = {}
 for _, id in ipairs(ids) do
   local cp = redis.call('HGETALL', base .. @CP@ .. id)
   if #cp > 0 then
-    local refs = cp_refs(base .. @CP@ .. id)
+    local refs = cp_refs(KEYS[2], base .. @CP@ .. id, {})
     local blobs = {}
     if #refs > 0 then blobs = redis.call('HMGET', KEYS[2], unpack(refs)) end
-    out[#out + 1] = {id, cp, blobs, redis.call('HGETALL', base .. @W@ .. id)}
+    out[#out + 1] = {id, cp, blobs, redis.call('HGETALL', base .. @W@ .. id), refs}
   end
 end
 return out

@@ -1,0 +1,228 @@
+"""History that costs what changed: whole values vs deltas, and read latency by history length.
+
+Side by side in one run, on SQLite (a temporary file) and Redis (``--redis-url``, a
+fresh key prefix deleted afterwards):
+
+* append: one node appends 1 KB to an ``operator.add`` list channel for ``--steps``
+  supersteps (one invoke); store size after, and bytes stored per step, with
+  ``delta=False`` (whole values, the previous format) and with deltas (the default).
+* chat: ``--steps`` turns of an ``add_messages`` chat, each adding a 1 KB message,
+  every 10th turn also editing an earlier message by id; same figures.
+  Target: at most 3 KB per step, store at most 1.5x the sum of what was appended.
+* reads: latency of the latest checkpoint and of a 100-checkpoint history page at
+  each ``--sizes`` history length (checkpoints written straight through the saver).
+  Target: largest/smallest at most 1.3 (pages: among lengths of at least 100, since
+  a history of 10 has no page of 100).
+
+Store size is what the store holds: SQLite the sum of its rows' stored bytes
+(``dbstat`` pages of the tables), Redis the ``MEMORY USAGE`` of every key of the
+prefix. Bytes per step is that size divided by the steps; values per step counts the
+channel values alone (the rest is checkpoint records, the input channel and the
+pending writes every checkpoint keeps, as LangGraph does).
+
+    python bench/bench_history.py                       # 200 steps; 10, 1,000, 100,000
+    python bench/bench_history.py --sizes 10,1000,10000 --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from typing_extensions import TypedDict
+
+from durable_graph import END, START, StateGraph, add_messages
+from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, new_checkpoint_id
+from durable_graph.store.redis import RedisSaver
+from durable_graph.store.sqlite import SqliteSaver
+
+KB = "x" * 1024
+
+
+class AppendState(TypedDict):
+    log: Annotated[list[str], operator.add]
+    n: int
+
+
+class ChatState(TypedDict):
+    messages: Annotated[list[Any], add_messages]
+
+
+def _append_graph(steps: int) -> Any:
+    g = StateGraph(AppendState)
+    g.add_node("step", lambda s: {"log": [KB], "n": s["n"] + 1})
+    g.add_edge(START, "step")
+    g.add_conditional_edges("step", lambda s: END if s["n"] >= steps else "step")
+    return g
+
+
+def _chat_graph() -> Any:
+    g = StateGraph(ChatState)
+    g.add_node("noop", lambda s: {})
+    g.add_edge(START, "noop")
+    g.add_edge("noop", END)
+    return g
+
+
+def run_append(saver: BaseCheckpointSaver, steps: int) -> int:
+    """Run the append workload; returns the bytes appended."""
+    app = _append_graph(steps).compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "append"}, "recursion_limit": steps + 10}
+    state = app.invoke({"log": [], "n": 0}, config)
+    assert len(state["log"]) == steps
+    return steps * len(KB)
+
+
+def run_chat(saver: BaseCheckpointSaver, steps: int) -> int:
+    """Run the chat workload (an edit every 10th turn); returns the bytes appended."""
+    app = _chat_graph().compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "chat"}}
+    for turn in range(steps):
+        new = [{"id": f"m{turn}", "role": "user", "content": KB}]
+        if turn % 10 == 9:
+            new.append({"id": f"m{turn - 5}", "role": "user", "content": KB.upper()})
+        app.invoke({"messages": new}, config)
+    assert len(app.get_state(config).values["messages"]) == steps
+    return steps * len(KB)
+
+
+def sqlite_size(saver: SqliteSaver) -> int:
+    """Bytes the SQLite tables hold (dbstat payload, all tables and indexes)."""
+    conn = saver._conn
+    try:
+        return int(conn.execute("SELECT SUM(payload) FROM dbstat").fetchone()[0] or 0)
+    except Exception:  # dbstat not compiled in: page count instead
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def redis_size(saver: RedisSaver, suffix: str = "") -> int:
+    """Bytes Redis uses for every key of the saver's prefix (ending with ``suffix``)."""
+    client = saver.client
+    return sum(int(client.memory_usage(k, samples=0) or 0)
+               for k in client.scan_iter(match=f"*{saver.prefix}*{suffix}", count=1000))
+
+
+def sqlite_values(saver: SqliteSaver) -> int:
+    """Bytes of the channel values alone (the blobs table)."""
+    conn = saver._conn
+    return int(conn.execute("SELECT COALESCE(SUM(length(blob)), 0) FROM blobs").fetchone()[0])
+
+
+def redis_values(saver: RedisSaver) -> int:
+    """Bytes Redis uses for the channel-value hashes alone."""
+    return redis_size(saver, ":blobs")
+
+
+def redis_drop(saver: RedisSaver) -> None:
+    """Delete the bench's own keys (never FLUSHDB a shared server)."""
+    client = saver.client
+    for key in list(client.scan_iter(match=f"*{saver.prefix}*", count=1000)):
+        client.unlink(key)
+    saver.close()
+
+
+def storage_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    rows = []
+    for store in ("sqlite", "redis"):
+        for name, workload in (("append", run_append), ("chat", run_chat)):
+            for delta in (False, True):
+                saver, size, drop = _open(store, args, tmp, delta=delta)
+                try:
+                    appended = workload(saver, args.steps)
+                    total = size(saver)
+                    values = (sqlite_values if store == "sqlite" else redis_values)(saver)
+                finally:
+                    drop(saver)
+                rows.append((store, name, "deltas" if delta else "whole values",
+                             f"{total / args.steps / 1024:.1f}",
+                             f"{values / args.steps / 1024:.1f}",
+                             f"{total / 1024:.0f}", f"{total / appended:.2f}"))
+    return rows
+
+
+def _open(store: str, args: argparse.Namespace, tmp: Path, *, delta: bool) -> tuple[Any, Any, Any]:
+    if store == "sqlite":
+        return (SqliteSaver(tmp / f"{uuid.uuid4().hex}.db", delta=delta), sqlite_size,
+                lambda s: s.close())
+    prefix = f"bench-history-{uuid.uuid4().hex[:8]}"
+    return RedisSaver.from_url(args.redis_url, prefix=prefix, delta=delta), redis_size, redis_drop
+
+
+def _fill(saver: BaseCheckpointSaver, thread: str, count: int) -> None:
+    """``count`` checkpoints of a small state, parent-linked, through ``put``."""
+    parent: str | None = None
+    for i in range(count):
+        cp = Checkpoint(id=new_checkpoint_id(parent), ts="2026-01-01T00:00:00+00:00",
+                        channel_values={"n": i}, channel_versions={"n": i + 1},
+                        versions_seen={})
+        conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ""}
+        if parent:
+            conf["checkpoint_id"] = parent
+        saver.put({"configurable": conf}, cp, {"source": "loop", "step": i}, {"n": i + 1})
+        parent = cp.id
+
+
+def _timed(call: Callable[[], Any], repeat: int = 30) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def read_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    rows = []
+    for store in ("sqlite", "redis"):
+        saver, _, drop = _open(store, args, tmp, delta=True)
+        try:
+            latest, page = [], []
+            for size in args.sizes:
+                thread = f"h{size}"
+                _fill(saver, thread, size)
+                config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+                latest.append(_timed(lambda c=config, s=saver: s.get_tuple(c)))
+                page.append(_timed(lambda c=config, s=saver: list(s.list(c, limit=100)), 10))
+                rows.append((store, f"{size:,}", f"{latest[-1]:.3f}", f"{page[-1]:.2f}"))
+            full = [p for p, size in zip(page, args.sizes, strict=True) if size >= 100]
+            rows.append((store, "largest/smallest", f"{max(latest) / min(latest):.2f}",
+                         f"{max(full) / min(full):.2f}" if full else "-"))
+        finally:
+            drop(saver)
+    return rows
+
+
+def _table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    print(f"\n{title}")
+    for row in [head, *rows]:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=200, help="steps / chat turns")
+    parser.add_argument("--sizes", default="10,1000,100000",
+                        help="history lengths for the read latency table (comma separated)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        _table(f"Store after {args.steps} steps of 1 KB (target: <= 3 KB/step, <= 1.5x appended)",
+               ("store", "workload", "format", "KB/step", "values KB/step", "store KB",
+                "x appended"),
+               storage_rows(args, Path(tmp)))
+        _table("Read latency (median ms) by history length (target: largest/smallest <= 1.3)",
+               ("store", "checkpoints", "latest", "page of 100"), read_rows(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
