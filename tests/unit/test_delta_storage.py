@@ -146,3 +146,29 @@ def test_bad_delta_options_are_refused(bad: dict[str, Any], tmp_path: Path) -> N
         InMemorySaver(**bad)
     with pytest.raises(GraphValueError, match="delta|snapshot_every"):
         SqliteSaver(tmp_path / "x.db", **bad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prune_keeps_a_parked_interrupt_on_a_delta_thread(kind: str, tmp_path: Path) -> None:
+    """A thread parked at an interrupt, pruned to its newest checkpoint, resumes exactly."""
+    from durable_graph import Command, interrupt
+
+    def ask(state: State) -> dict[str, Any]:
+        answer = interrupt("more?")
+        return {"log": [answer]}
+
+    g = StateGraph(State)
+    g.add_node("ask", ask)
+    g.add_edge(START, "ask")
+    g.add_edge("ask", END)
+    saver = _open(kind, tmp_path, snapshot_every=100)
+    app = g.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t"}}
+    for n in range(4):
+        app.invoke({"log": [n]}, config)
+        app.invoke(Command(resume=f"a{n}"), config)
+    app.invoke({"log": ["last"]}, config)  # parked at the interrupt
+    saver.prune(["t"], strategy="keep_latest")
+    assert [c.checkpoint.id for c in saver.list(config)] == [saver.get_tuple(config).checkpoint.id]
+    state = app.invoke(Command(resume="done"), config)
+    assert state["log"] == [0, "a0", 1, "a1", 2, "a2", 3, "a3", "last", "done"]
