@@ -18,6 +18,7 @@ from durable_graph.errors import (
     GraphValueError,
     InvalidUpdateError,
     NondeterminismError,
+    NotSupportedError,
     RunFailedError,
     SerializationError,
     SignatureError,
@@ -25,6 +26,12 @@ from durable_graph.errors import (
 )
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.func import entrypoint, task
+from durable_graph.graph.message import (
+    REMOVE_ALL_MESSAGES,
+    MessagesState,
+    RemoveMessage,
+    add_messages,
+)
 from durable_graph.graph.state import CompiledStateGraph, StateGraph
 from durable_graph.scheduler.executor import Executor, LocalExecutor, RunHandle
 from durable_graph.scheduler.runtime import (
@@ -44,7 +51,7 @@ from durable_graph.store.kv import (
     SearchItem,
     SqliteStore,
 )
-from durable_graph.store.memory import InMemorySaver
+from durable_graph.store.memory import InMemorySaver, MemorySaver
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.store.sqlite import SqliteSaver
@@ -67,6 +74,7 @@ from durable_graph.types import (
 
 __all__ = [
     "END",
+    "REMOVE_ALL_MESSAGES",
     "START",
     "BaseCache",
     "BaseCheckpointSaver",
@@ -96,11 +104,15 @@ __all__ = [
     "IsLastStep",
     "Item",
     "LocalExecutor",
+    "MemorySaver",
+    "MessagesState",
     "NondeterminismError",
+    "NotSupportedError",
     "RedisCache",
     "RedisSaver",
     "RedisStore",
     "RemainingSteps",
+    "RemoveMessage",
     "RetryPolicy",
     "RunFailedError",
     "RunHandle",
@@ -118,6 +130,7 @@ __all__ = [
     "TaskInfo",
     "TaskNotInRunError",
     "TypedSerializer",
+    "add_messages",
     "entrypoint",
     "get_runtime",
     "get_store",

@@ -10,7 +10,9 @@ import dataclasses
 import pickle
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal
+
+from typing_extensions import TypeVar
 
 from durable_graph.errors import GraphValueError
 
@@ -41,6 +43,9 @@ START = "__start__"
 END = "__end__"
 """The virtual node an edge points at to finish the run."""
 
+N = TypeVar("N", bound=Hashable, default=Any)
+ResponseT = TypeVar("ResponseT", default=Any)
+
 Durability = Literal["sync", "async", "exit"]
 StreamMode = Literal["values", "updates", "custom", "debug", "tasks", "checkpoints"]
 
@@ -56,18 +61,28 @@ class Send:
 
 
 @dataclass(frozen=True)
-class Interrupt:
-    """A pause raised by ``interrupt(value)`` inside a node, resumable by ``id``."""
+class Interrupt(Generic[ResponseT]):
+    """A pause raised by ``interrupt(value)`` inside a node, resumable by ``id``.
+
+    The same fields as LangGraph's: ``Interrupt[T]`` is subscriptable for type hints.
+    """
 
     value: Any
     """What the node asked, shown to whoever resumes."""
-    id: str
-    """Deterministic id; resume this one alone with ``Command(resume={id: value})``."""
+    id: str = "placeholder-id"
+    """Deterministic 32-hex id; resume this one alone with ``Command(resume={id: value})``."""
+    _: dataclasses.KW_ONLY
+    response_schema: type[ResponseT] | dict[str, Any] | None = None
+    """Schema of the answer expected, when the graph gave one (as in LangGraph)."""
 
 
 @dataclass(frozen=True)
-class Command:
-    """Input that resumes, updates or redirects a run; also a node's return value."""
+class Command(Generic[N]):
+    """Input that resumes, updates or redirects a run; also a node's return value.
+
+    ``-> Command[Literal["a", "b"]]`` on a node declares where it may go: the drawn
+    graph (``get_graph()``) shows those edges.
+    """
 
     update: Any = None
     """State update applied before the next superstep (a dict, or list of (key, value))."""

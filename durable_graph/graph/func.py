@@ -11,17 +11,20 @@ from typing import Any, Generic, TypeVar, overload
 
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
+from durable_graph.graph.drawing import GraphDrawing
 from durable_graph.scheduler.caching import CACHE_NS_WRITES, identifier, make_key
 from durable_graph.scheduler.channels import ChannelSpec
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.runtime import TaskFuture, current_context
 from durable_graph.scheduler.spec import GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
-from durable_graph.types import START, CachePolicy, RetryPolicy
+from durable_graph.types import END, START, CachePolicy, RetryPolicy
 
 __all__ = ["TaskFunction", "entrypoint", "task"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+S = TypeVar("S")
 RETURN_CHANNEL = "__end__"
 PREVIOUS_CHANNEL = "__previous__"
 
@@ -68,7 +71,7 @@ def task(fn: Callable[..., T], /) -> TaskFunction[T]: ...
 @overload
 def task(
     *, name: str | None = None, retry_policy: Any = None,
-    cache_policy: CachePolicy[Any] | None = None, **kwargs: Any
+    cache_policy: CachePolicy[Any] | None = None, retry: Any = None,
 ) -> Callable[[Callable[..., T]], TaskFunction[T]]: ...
 
 
@@ -79,11 +82,14 @@ def task(
     name: str | None = None,
     retry_policy: Any = None,
     cache_policy: CachePolicy[Any] | None = None,
-    **kwargs: Any,
+    retry: Any = None,
 ) -> TaskFunction[T] | Callable[[Callable[..., T]], TaskFunction[T]]:
     """Mark a function as a durable task: ``@task`` or ``@task(retry_policy=...,
-    cache_policy=...)`` (a cached call's result comes from the graph's cache)."""
-    retry_policy = retry_policy or kwargs.get("retry")
+    cache_policy=...)`` (a cached call's result comes from the graph's cache).
+
+    ``retry=`` is LangGraph's older name for ``retry_policy=``.
+    """
+    retry_policy = retry_policy or retry
 
     def wrap(f: Callable[..., T]) -> TaskFunction[T]:
         return TaskFunction(f, name=name, retry_policy=retry_policy, cache_policy=cache_policy)
@@ -100,11 +106,16 @@ class entrypoint:  # noqa: N801 - LangGraph's name
     """
 
     @dataclass(frozen=True)
-    class final(Generic[T]):  # noqa: N801 - LangGraph's name
-        """Return ``value`` to the caller and save ``save`` for the next run."""
+    class final(Generic[R, S]):  # noqa: N801 - LangGraph's name
+        """Return ``value`` to the caller and save ``save`` for the next run.
 
-        value: Any
-        save: Any
+        ``entrypoint.final[ReturnT, SaveT]`` types a workflow's return, as in LangGraph.
+        """
+
+        value: R
+        """What the caller gets back."""
+        save: S
+        """What the next run on this thread receives as ``previous``."""
 
     def __init__(
         self,
@@ -115,7 +126,6 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         *,
         retry_policy: RetryPolicy | None = None,
         executor: Executor | None = None,
-        **_: Any,
     ) -> None:
         self.checkpointer = checkpointer
         self.store, self.cache, self.context_schema = store, cache, context_schema
@@ -153,6 +163,8 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         graph = CompiledGraph(
             spec, checkpointer=self.checkpointer, executor=self.executor, name=name,
             store=self.store, cache=self.cache, context_schema=self.context_schema,
+            drawing=GraphDrawing((name,), edges=((START, name),), ends=((name, (END,)),),
+                                 start_first=False),
         )
         functools.update_wrapper(graph, fn)  # type: ignore[arg-type]
         return graph

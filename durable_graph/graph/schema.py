@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from durable_graph.errors import InvalidUpdateError
 from durable_graph.scheduler.channels import ChannelSpec
 from durable_graph.types import ManagedValue
 
-__all__ = ["ROOT", "StateSchema"]
+__all__ = ["ROOT", "StateSchema", "merge_channels"]
 
 ROOT = "__root__"
 """The one channel of a state that is a single value (``StateGraph(Annotated[list, add])``)."""
@@ -108,12 +108,6 @@ class StateSchema:
                 "must return a dict of state updates, a Command, or None."
             )
         data = {k: v for k, v in data.items() if k not in self.managed}
-        unknown = [k for k in data if k not in self.keys]
-        if unknown:
-            raise InvalidUpdateError(
-                f"Node {node!r} wrote unknown state key(s) {unknown}; the state "
-                f"{getattr(self.schema, '__name__', self.schema)} has keys {sorted(self.keys)}."
-            )
         return data
 
     def input_dict(self, value: Any) -> dict[str, Any]:
@@ -130,6 +124,24 @@ class StateSchema:
                 f"Graph input must be a dict of state keys, got {type(value).__name__}."
             )
         return {k: v for k, v in data.items() if k in self.keys}
+
+
+def merge_channels(schemas: Iterable[StateSchema]) -> dict[str, ChannelSpec]:
+    """The channels of all a graph's schemas (state, input, output, node inputs), in order.
+
+    A key declared twice keeps its first channel; a second declaration may only be a
+    plain key or the same reducer (as in LangGraph).
+    """
+    channels: dict[str, ChannelSpec] = {}
+    for schema in schemas:
+        for key, channel in schema.channels.items():
+            known = channels.setdefault(key, channel)
+            if known != channel and channel.kind != "last":
+                raise ValueError(
+                    f"Channel {key!r} already exists with a different type: declare the same "
+                    f"reducer for it in {getattr(schema.schema, '__name__', schema.schema)}."
+                )
+    return channels
 
 
 def _fields_of(obj: Any) -> dict[str, Any]:

@@ -108,6 +108,8 @@ def _update_reducer(spec: ChannelSpec, key: str, current: Any, values: Sequence[
     if not values:
         return current, False
     assert spec.reducer is not None
+    if current is MISSING:  # start from the type's empty value, as LangGraph does
+        current = initial(spec)
     acc = values[0] if current is MISSING else spec.reducer(current, values[0])
     for v in values[1:]:
         acc = spec.reducer(acc, v)

@@ -354,8 +354,8 @@ def current_context(what: str) -> TaskContext:
 
 
 def interrupt_id(task: str, index: int) -> str:
-    """Deterministic id of the ``index``-th interrupt of a task."""
-    return task_id(task, "interrupt", str(index))
+    """Deterministic id of the ``index``-th interrupt of a task: 32 hex digits, as LangGraph's."""
+    return task_id(task, "interrupt", str(index)).replace("-", "")
 
 
 def interrupt(value: Any) -> Any:

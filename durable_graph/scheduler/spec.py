@@ -65,6 +65,9 @@ class GraphSpec:
     """Run input -> writes of the input step (raises on input the graph cannot take)."""
     output: Callable[[Mapping[str, Any]], Any]
     """Channel values -> the run's output (and a snapshot's ``values``)."""
+    result: Callable[[Mapping[str, Any]], Any] | None = None
+    """Channel values -> what ``invoke`` returns, when it differs from ``output`` (a
+    graph's output schema); ``output`` stays what snapshots and streams show."""
     output_channels: frozenset[str] = field(default_factory=frozenset)
     """Channels whose update makes the ``values`` stream emit."""
     command_writes: Callable[[Command], list[Write]] | None = None
@@ -73,3 +76,7 @@ class GraphSpec:
     """``update_state(values, as_node)`` -> writes, given the current channel values."""
     managed: Mapping[str, type[ManagedValue]] = field(default_factory=dict)
     """State keys the scheduler computes for each step (``RemainingSteps``, ...)."""
+
+    def run_result(self, values: Mapping[str, Any]) -> Any:
+        """What ``invoke`` returns for these channel values."""
+        return (self.result or self.output)(values)

@@ -13,9 +13,9 @@ so a graph behaves the same whichever way it runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from durable_graph.errors import GraphInterrupt, GraphRecursionError
@@ -266,22 +266,46 @@ def with_null_writes(
 
 def checkpoint_event(
     spec: GraphSpec, checkpoint: Checkpoint, metadata: CheckpointMetadata, thread_id: str,
-    ns: str,
+    ns: str, *, parent_id: str | None = None, pending: Iterable[PendingWrite] = (),
 ) -> dict[str, Any]:
-    """The ``checkpoints`` stream chunk of a committed checkpoint."""
+    """The ``checkpoints`` stream chunk of a committed checkpoint, as LangGraph's.
+
+    ``pending`` (a resumed checkpoint's writes) shows its tasks' errors and interrupts.
+    """
+    tasks = plan_tasks(spec, checkpoint, thread_id, ns)
+    outcomes = outcomes_from_pending(tasks, pending)
     return {
         "config": checkpoint_config(thread_id, ns, checkpoint.id),
-        "metadata": metadata,
+        "parent_config": checkpoint_config(thread_id, ns, parent_id) if parent_id else None,
         "values": spec.output(read_values(spec, checkpoint)),
-        "next": [t.name for t in plan_tasks(spec, checkpoint, thread_id, ns)],
-        "timestamp": datetime.now(UTC).isoformat(),
+        "metadata": metadata,
+        "next": [t.name for t in tasks],
+        "tasks": [_task_entry(t, outcomes.get(t.id), thread_id, ns) for t in tasks],
     }
+
+
+def _task_entry(
+    task: PlannedTask, outcome: Outcome | None, thread_id: str, ns: str
+) -> dict[str, Any]:
+    """One task of a ``checkpoints`` chunk: its error, or its result, or its interrupts."""
+    state = None
+    if task.node.subgraph is not None:
+        _, child_ns = task_config({}, ns, "", task)
+        state = {"configurable": {"thread_id": thread_id, "checkpoint_ns": child_ns}}
+    head: dict[str, Any] = {"id": task.id, "name": task.name}
+    if outcome is not None and outcome.error is not None:
+        return {**head, "error": outcome.error, "state": state}
+    interrupts = tuple(dataclasses.asdict(i) for i in outcome.interrupts) if outcome else ()
+    result = task.node.updates(outcome.writes) if outcome and outcome.writes else None
+    if result:
+        return {**head, "result": result, "interrupts": interrupts, "state": state}
+    return {**head, "interrupts": interrupts, "state": state}
 
 
 def task_started(task: PlannedTask) -> dict[str, Any]:
     """The ``tasks`` stream chunk of a task about to run."""
     return {"id": task.id, "name": task.name, "input": task.input,
-            "triggers": list(task.triggers)}
+            "triggers": tuple(task.triggers)}
 
 
 def task_updates(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
@@ -293,10 +317,14 @@ def task_updates(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
 
 
 def task_ended(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
-    """The ``tasks`` stream chunk of a task that ended."""
+    """The ``tasks`` stream chunk of a task that ended (LangGraph's ``task_result``)."""
     return {"id": task.id, "name": task.name, "error": outcome.error,
-            "interrupts": list(outcome.interrupts),
-            "result": task.node.updates(outcome.writes or ())}
+            "result": _or_empty(task.node.updates(outcome.writes or ())),
+            "interrupts": [dataclasses.asdict(i) for i in outcome.interrupts]}
+
+
+def _or_empty(result: Any) -> Any:
+    return {} if result is None else result
 
 
 def outcome_writes(outcome: Outcome) -> list[Write]:

@@ -368,10 +368,10 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
 def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:
     record_outcome(writes_of(rc.saver.put_task_writes, rc.config(job.checkpoint_id), task.id),
                    outcome)
-    if not task.node.hidden and not outcome.cached:
-        rc.emit("tasks", task_ended(task, outcome))
     if outcome.writes is not None and not task.node.hidden:
         rc.emit("updates", task_updates(task, outcome))
+    if not task.node.hidden and not outcome.cached:
+        rc.emit("tasks", task_ended(task, outcome))
 
 
 def _run_call(rc: RunContext, job: Job) -> None:

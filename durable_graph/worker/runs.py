@@ -328,11 +328,11 @@ def finish(
         ])
     if not _commit(rc, checkpoint, nxt):
         return None
-    if "checkpoints" in rc.run.modes:
-        rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, nxt.metadata,
-                                                rc.thread_id, ""))
     if nxt.updated & rc.graph.spec.output_channels:
         rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
+    if "checkpoints" in rc.run.modes:  # after its values, as in LangGraph
+        rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, nxt.metadata,
+                                                rc.thread_id, "", parent_id=checkpoint.id))
     if nxt.status == "interrupted":
         end_run(rc, Next("interrupted", new))
         return None
@@ -400,7 +400,7 @@ def end_run(rc: RunContext, nxt: Next) -> None:
     """Record how the run ended, tell the producer, then free the lease (once)."""
     spec = rc.graph.spec
     _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
-        "output": spec.output(read_values(spec, nxt.checkpoint)),
+        "output": spec.run_result(read_values(spec, nxt.checkpoint)),
         "interrupts": list(nxt.interrupts),
     })
 
