@@ -280,3 +280,21 @@ def test_task_cache_policy() -> None:
         return first, second, dict(calls)
 
     same_rt(scenario)
+
+
+def test_entrypoint_cache_policy() -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+
+        @m.entrypoint(checkpointer=m.InMemorySaver(), cache=m.InMemoryCache(),
+                      cache_policy=m.CachePolicy(ttl=60))
+        def wf(x: int, *, previous: Any = None) -> dict[str, Any]:
+            return {"x": x, "runs": calls.hit("wf"), "previous": previous}
+
+        cfg = new_config()
+        first = list(wf.stream(1, cfg, stream_mode=["updates", "values"]))
+        again = list(wf.stream(1, cfg, stream_mode=["updates", "values"]))  # same input: hit
+        other = wf.invoke(2, cfg)
+        return first, again, other, wf.get_state(cfg), dict(calls)
+
+    same_rt(scenario)
