@@ -298,3 +298,17 @@ def test_entrypoint_cache_policy() -> None:
         return first, again, other, wf.get_state(cfg), dict(calls)
 
     same_rt(scenario)
+
+
+def test_cache_hit_in_debug_and_tasks_streams() -> None:
+    """A hit shows its task starting but no task result, in ``tasks`` and ``debug`` alike."""
+    def scenario(m: Any) -> Any:
+        bld = m.StateGraph(S)
+        bld.add_node("a", lambda s: {"n": s["n"] + 1}, cache_policy=m.CachePolicy())
+        bld.add_edge(m.START, "a")
+        g = bld.compile(checkpointer=m.InMemorySaver(), cache=m.InMemoryCache())
+        g.invoke({"n": 1}, new_config())
+        chunks = g.stream({"n": 1}, new_config(), stream_mode=["debug", "updates", "tasks"])
+        return [(mode, c["type"] if mode == "debug" else c) for mode, c in chunks]
+
+    same_rt(scenario)
