@@ -228,6 +228,19 @@ def test_search_limit_and_offset_page_through_everything(store: BaseStore) -> No
     assert store.search(("p",), offset=50) == []
 
 
+def test_search_across_many_read_pages(store: BaseStore) -> None:
+    """More items than several of a backend's read pages: order and paging hold."""
+    store.batch([PutOp(("big",), f"k{n:03d}", {"n": n, "odd": n % 2}) for n in range(260)])
+    store.batch([PutOp(("big", "sub"), f"s{n:03d}", {"n": n, "odd": n % 2}) for n in range(40)])
+    expected = [f"k{n:03d}" for n in range(260)] + [f"s{n:03d}" for n in range(40)]
+    assert [i.key for i in store.search(("big",), limit=1000)] == expected
+    assert [i.key for i in store.search(("big",), limit=7, offset=250)] == expected[250:257]
+    odd = [i.key for i in store.search(("big",), filter={"odd": 1}, limit=1000)]
+    assert odd == expected[1::2]
+    late = store.search(("big",), filter={"n": {"$gte": 39}}, offset=220, limit=3)
+    assert [i.key for i in late] == ["k259", "s039"]
+
+
 def test_search_with_query_is_a_clear_error(store: BaseStore) -> None:
     store.put(("a",), "k", {"text": "hello"})
     with pytest.raises(DurableGraphError, match="semantic"):

@@ -8,14 +8,14 @@ snapshot, not shared; use ``SqliteStore`` or ``RedisStore`` to share memory.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from durable_graph.store.kv.base import check_index_config, check_ttl_config
 from durable_graph.store.kv.engine import Record, RecordStore, Write, minutes_to_seconds
 from durable_graph.store.kv.match import under_prefix
-from durable_graph.store.kv.ops import Namespace, TTLConfig
+from durable_graph.store.kv.ops import Namespace, Op, Result, TTLConfig
 
 __all__ = ["InMemoryStore"]
 
@@ -51,6 +51,10 @@ class InMemoryStore(RecordStore):
         self.ttl_config = state["ttl_config"]
         self._data = state["data"]
         self._lock = threading.RLock()
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """``batch`` inline: nothing here blocks, so no thread hop."""
+        return self.batch(ops)
 
     def _live(self, namespace: Namespace, key: str, now: datetime) -> Record | None:
         """The live record at namespace/key; drops it if it expired (caller holds the lock)."""

@@ -66,8 +66,9 @@ _ADD_NAMESPACE = """
 INSERT OR IGNORE INTO kv_namespaces (ns, seq)
 VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM kv_namespaces))
 """
-_PAGE = 200
-"""Rows read per query while scanning; bounds memory, not results."""
+_FIRST_PAGE, _MAX_PAGE = 25, 800
+"""Rows read per query while scanning: few first (most searches want a page of 10), four
+times more each query after that; bounds memory, not results."""
 
 
 def _encode_ns(namespace: Namespace) -> str:
@@ -148,15 +149,16 @@ class SqliteStore(Closable, RecordStore):
         text = _encode_ns(prefix)
         params: dict[str, Any] = {
             "now": now.timestamp(), "prefix": text, "plen": len(text) + 1, "nseq": 0, "iseq": 0,
-            "page": _PAGE,
+            "page": _FIRST_PAGE,
         }
         while True:
             with self._backend.transaction(write=False) as conn:
                 rows = conn.execute(_SCAN, params).fetchall()
             yield from (_record(row) for row in rows)
-            if len(rows) < _PAGE:
+            if len(rows) < params["page"]:
                 return
             params["nseq"], params["iseq"] = rows[-1][6], rows[-1][7]
+            params["page"] = min(params["page"] * 4, _MAX_PAGE)
 
     def _namespaces(self, now: datetime) -> list[Namespace]:
         query = f"SELECT DISTINCT i.ns FROM kv_items AS i WHERE {_LIVE}"
