@@ -416,6 +416,30 @@ def test_put_without_ttl_clears_an_earlier_ttl(store: BaseStore) -> None:
     assert store.get(("c",), "k").value == {"v": 2}  # type: ignore[union-attr]
 
 
+def test_sweep_ttl_deletes_expired_items(store: BaseStore) -> None:
+    for key in ("a", "b"):
+        store.put(("sw",), key, {"k": key}, ttl=1 * _SECOND)
+    store.put(("sw",), "keep", {"k": "keep"})
+    assert len(store.search(("sw",), refresh_ttl=False)) == 3
+    time.sleep(1.3)
+    assert store.sweep_ttl() == 2  # type: ignore[attr-defined]
+    assert store.sweep_ttl() == 0  # type: ignore[attr-defined]
+    assert [i.key for i in store.search(("sw",))] == ["keep"]
+
+
+def test_ttl_sweeper_thread_sweeps_until_stopped(make_store: Callable[..., Any]) -> None:
+    assert make_store().start_ttl_sweeper().done()  # no TTL config: nothing to sweep
+    store = make_store(ttl={"sweep_interval_minutes": 0.4 * _SECOND})
+    future = store.start_ttl_sweeper()
+    pickle.dumps(store)  # the running sweeper is not part of the configuration
+    for key in ("a", "b"):
+        store.put(("th",), key, {"k": key}, ttl=1 * _SECOND)
+    time.sleep(2.0)
+    assert store.stop_ttl_sweeper(timeout=10)
+    assert future.result(timeout=10) is None
+    assert store.sweep_ttl() == 0  # the thread already swept both
+
+
 # --- bad input ------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ again (or letting it expire) moves it to the end.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from abc import abstractmethod
 from collections.abc import Generator, Iterable, Sequence
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from durable_graph.errors import SerializationError
+from durable_graph.errors import GraphValueError, SerializationError
 from durable_graph.store.kv.base import BaseStore
 from durable_graph.store.kv.match import check_filter, matches_filter, select_namespaces
 from durable_graph.store.kv.ops import (
@@ -33,8 +34,10 @@ from durable_graph.store.kv.ops import (
     Result,
     SearchItem,
     SearchOp,
+    is_positive_number,
     validate_op,
 )
+from durable_graph.store.kv.sweeper import TTLSweeper
 
 __all__ = ["Record", "RecordStore", "Write", "dump_value", "minutes_to_seconds", "now_utc"]
 
@@ -127,6 +130,45 @@ class RecordStore(BaseStore):
     @abstractmethod
     def _touch(self, records: Sequence[Record], now: datetime) -> None:
         """Restart the TTL clock of ``records`` (all have a ttl)."""
+
+    @abstractmethod
+    def _sweep(self, now: datetime) -> int:
+        """Delete what expired; returns how many items (or index entries) went."""
+
+    def sweep_ttl(self) -> int:
+        """Delete expired items now (reads already hide them); returns how many went."""
+        return self._sweep(now_utc())
+
+    def start_ttl_sweeper(
+        self, sweep_interval_minutes: float | None = None
+    ) -> concurrent.futures.Future[None]:
+        """Sweep every ``sweep_interval_minutes`` (else the TTLConfig's, else 5) on a thread.
+
+        As in LangGraph, a store without a ``ttl`` config has nothing to sweep: the
+        returned Future is already done.
+        """
+        if not self.ttl_config:
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            done.set_result(None)
+            return done
+        interval = sweep_interval_minutes or self.ttl_config.get("sweep_interval_minutes") or 5
+        if not is_positive_number(interval):
+            raise GraphValueError(f"sweep_interval_minutes must be positive, got {interval!r}")
+        return self._sweeper().start(float(interval))
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+        """Stop the sweeper thread; True once it has ended (or was not running)."""
+        return self._sweeper().stop(timeout)
+
+    def _sweeper(self) -> TTLSweeper:
+        sweeper: TTLSweeper | None = self.__dict__.get("_ttl_sweeper")
+        if sweeper is None:
+            sweeper = self.__dict__["_ttl_sweeper"] = TTLSweeper(self.sweep_ttl)
+        return sweeper
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the configuration, never the sweeper thread."""
+        return {k: v for k, v in self.__dict__.items() if k != "_ttl_sweeper"}
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         """Execute ``ops``: reads in order against the state before the batch's writes."""

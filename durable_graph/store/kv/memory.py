@@ -43,6 +43,7 @@ class InMemoryStore(RecordStore):
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, Any]:
+        """Pickle the items (a snapshot), never the lock or sweeper thread."""
         with self._lock:
             data = {ns: dict(items) for ns, items in self._data.items()}
             return {"ttl_config": self.ttl_config, "data": data}
@@ -103,6 +104,16 @@ class InMemoryStore(RecordStore):
                     old.created_at if old else now, now, write.ttl,
                 )
                 items[write.key] = (record, _expiry(write.ttl, now))
+
+    def _sweep(self, now: datetime) -> int:
+        with self._lock:
+            expired = [
+                (ns, key) for ns, items in self._data.items() for key, (_, expires) in items.items()
+                if expires is not None and expires <= now
+            ]
+            for ns, key in expired:
+                del self._data[ns][key]
+        return len(expired)
 
     def _touch(self, records: Sequence[Record], now: datetime) -> None:
         with self._lock:

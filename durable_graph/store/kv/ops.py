@@ -230,7 +230,7 @@ class TTLConfig(TypedDict, total=False):
     default_ttl: float | None
     """Minutes new items live when ``put`` gives no ``ttl`` (default: forever)."""
     sweep_interval_minutes: int | None
-    """Accepted for compatibility; expired items are swept lazily on access."""
+    """Minutes between sweeps once ``start_ttl_sweeper()`` runs (default 5)."""
 
 
 def validate_namespace_labels(namespace: tuple[str, ...]) -> None:

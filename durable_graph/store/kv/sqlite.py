@@ -124,12 +124,9 @@ class SqliteStore(Closable, RecordStore):
         with self._backend.transaction():
             pass
 
-    def sweep_ttl(self) -> int:
-        """Delete expired items now; returns how many were removed."""
+    def _sweep(self, now: datetime) -> int:
         with self._backend.transaction() as conn:
-            cursor = conn.execute(
-                "DELETE FROM kv_items WHERE expires_at <= ?", (datetime.now().timestamp(),)
-            )
+            cursor = conn.execute("DELETE FROM kv_items WHERE expires_at <= ?", (now.timestamp(),))
             return cursor.rowcount
 
     def _fetch(self, keys: Sequence[tuple[Namespace, str]], now: datetime) -> dict[
@@ -171,9 +168,8 @@ class SqliteStore(Closable, RecordStore):
             (w, None if w.value is None else dump_value(w.value, w.namespace, w.key))
             for w in writes
         ]
-        stamp = now.timestamp()
         with self._backend.transaction() as conn:
-            conn.execute("DELETE FROM kv_items WHERE expires_at <= ?", (stamp,))
+            self._sweep(now)  # an expired item put again starts anew, at the end
             for write, value in encoded:
                 ns = _encode_ns(write.namespace)
                 if value is None:
