@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from durable_graph import RedisCache, RedisStore, SqliteCache, SqliteStore
-from durable_graph.errors import SerializationError
+from durable_graph.errors import GraphValueError, SerializationError
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.serde import TypedSerializer
 from tests.unit.backend_contract import wait_until
@@ -177,3 +177,17 @@ def test_redis_cache_never_unpickles_forged_entries(
         assert not tripwire.exists()
         assert raw.exists(cache.keys.entry(("n",), "bad")) == 0  # dropped, not kept
         raw.close()
+
+
+@pytest.mark.redis
+def test_redis_backends_refuse_bad_targets(redis_url: str) -> None:
+    text_client = redis.Redis.from_url(redis_url, decode_responses=True)
+    with pytest.raises(GraphValueError, match="RedisStore.*decode_responses=False"):
+        RedisStore(text_client)
+    with pytest.raises(GraphValueError, match="RedisCache.*decode_responses=False"):
+        RedisCache(text_client)
+    text_client.close()
+    with pytest.raises(GraphValueError, match="URL"):
+        RedisStore("localhost:6379")
+    with pytest.raises(GraphValueError, match="prefix"):
+        RedisCache(redis_url, prefix="")
