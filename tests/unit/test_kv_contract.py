@@ -398,6 +398,7 @@ def test_ttl_config_sweep_and_sweeper_thread(make_store: Callable[..., Any]) -> 
     """Default TTL and no refresh from the config; sweep_ttl(); the sweeper thread."""
     assert make_store().start_ttl_sweeper().done()  # no TTL config: nothing to sweep
     store = make_store(ttl={
+        "omit_expired": False,  # LangGraph's key; expired items are omitted regardless
         "default_ttl": 1 * _SECOND,
         "refresh_on_read": False,
         "sweep_interval_minutes": 0.5 * _SECOND,
