@@ -178,6 +178,9 @@ def _fill_products(store: BaseStore) -> None:
         ("p3", {"color": "red", "price": 20, "meta": {"size": "L", "x": 1}}),
         ("p4", {"color": "green", "name": "kiwi"}),
         ("p5", {"color": "red", "price": 10, "name": "apple"}),
+        # look-alikes that must not match numeric or text conditions meant for others
+        ("p6", {"color": '"red"', "price": "15", "name": True, "meta": '{"size": "L"}'}),
+        ("p7", {"color": ["red"], "price": True, "name": {"v": "z"}}),
     ]
     for key, value in rows:
         store.put(("shop",), key, value)
@@ -185,18 +188,22 @@ def _fill_products(store: BaseStore) -> None:
 
 _FILTER_CASES: list[tuple[dict[str, Any], list[str]]] = [
     ({"color": "red"}, ["p1", "p3", "p5"]),
+    ({"color": '"red"'}, ["p6"]),
+    ({"color": ["red"]}, ["p7"]),
     ({"color": "red", "price": 20}, ["p3"]),
     ({"color": {"$eq": "blue"}}, ["p2"]),
-    ({"color": {"$ne": "red"}}, ["p2", "p4"]),
+    ({"color": {"$ne": "red"}}, ["p2", "p4", "p6", "p7"]),
     ({"price": {"$gt": 10}}, ["p2", "p3"]),
     ({"price": {"$gte": 10}}, ["p2", "p3", "p5"]),
     ({"price": {"$lt": 10}}, ["p1"]),
     ({"price": {"$lte": 10}}, ["p1", "p5"]),
     ({"price": {"$gt": 5, "$lt": 20}}, ["p2", "p5"]),
+    ({"price": "15"}, ["p6"]),
     ({"name": {"$gte": "b"}}, ["p4"]),
     ({"tags": ["a", "b"]}, ["p1"]),
     ({"meta": {"size": "L"}}, ["p3"]),
-    ({"missing": None}, ["p1", "p2", "p3", "p4", "p5"]),
+    ({"meta": '{"size": "L"}'}, ["p6"]),
+    ({"missing": None}, ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]),
     ({"color": "purple"}, []),
 ]
 

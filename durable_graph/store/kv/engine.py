@@ -16,7 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 from abc import abstractmethod
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,8 +116,14 @@ class RecordStore(BaseStore):
         """The live records among ``keys`` (absent and expired ones left out)."""
 
     @abstractmethod
-    def _scan(self, prefix: Namespace, now: datetime) -> Generator[Record, None, None]:
-        """Live records under ``prefix``, in search order, read lazily."""
+    def _scan(
+        self, prefix: Namespace, now: datetime, filter: Mapping[str, Any] | None
+    ) -> Generator[Record, None, None]:
+        """Live records under ``prefix``, in search order, read lazily.
+
+        A backend may use ``filter`` to skip records early (a pre-filter that never
+        drops a match); the engine applies the exact filter to what comes back.
+        """
 
     @abstractmethod
     def _namespaces(self, now: datetime) -> Iterable[Namespace]:
@@ -210,7 +216,7 @@ class RecordStore(BaseStore):
         skip = op.offset
         if op.limit == 0:
             return page
-        with closing(self._scan(op.namespace_prefix, now)) as records:
+        with closing(self._scan(op.namespace_prefix, now, op.filter)) as records:
             for record in records:
                 if not matches_filter(record.value, op.filter):
                     continue

@@ -8,7 +8,7 @@ snapshot, not shared; use ``SqliteStore`` or ``RedisStore`` to share memory.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,7 +75,9 @@ class InMemoryStore(RecordStore):
             found = {k: self._live(k[0], k[1], now) for k in keys}
         return {k: r for k, r in found.items() if r is not None}
 
-    def _scan(self, prefix: Namespace, now: datetime) -> Generator[Record, None, None]:
+    def _scan(
+        self, prefix: Namespace, now: datetime, filter: Mapping[str, Any] | None
+    ) -> Generator[Record, None, None]:
         with self._lock:
             namespaces = [ns for ns in self._data if under_prefix(ns, prefix)]
         for namespace in namespaces:

@@ -11,7 +11,7 @@ entry whose item expired removes that entry.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
 
@@ -99,7 +99,9 @@ class RedisStore(Closable, RecordStore):
         raw = conn.call("listing namespaces", lambda c: c.zrange(self.keys.registry, 0, -1))
         return [bytes(member).decode() for member in raw]
 
-    def _scan(self, prefix: Namespace, now: datetime) -> Generator[Record, None, None]:
+    def _scan(
+        self, prefix: Namespace, now: datetime, filter: Mapping[str, Any] | None
+    ) -> Generator[Record, None, None]:
         for text in self._registry():
             namespace = rk.decode_ns(text)
             if under_prefix(namespace, prefix):

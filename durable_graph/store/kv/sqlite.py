@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
 
@@ -26,6 +26,7 @@ from durable_graph.store.kv.engine import (
     dump_value,
     minutes_to_seconds,
 )
+from durable_graph.store.kv.match import pushable_conditions
 from durable_graph.store.kv.ops import Namespace, TTLConfig
 from durable_graph.store.sqlite_file import SqliteFile
 
@@ -52,7 +53,7 @@ _COLUMNS = "i.ns, i.key, i.value, i.created_at, i.updated_at, i.ttl"
 _SCAN = f"""
 SELECT {_COLUMNS}, n.seq, i.seq FROM kv_items AS i JOIN kv_namespaces AS n ON n.ns = i.ns
 WHERE {_LIVE} AND (:prefix = '' OR i.ns = :prefix OR substr(i.ns, 1, :plen) = :prefix || '.')
-    AND (n.seq > :nseq OR (n.seq = :nseq AND i.seq > :iseq))
+    AND (n.seq > :nseq OR (n.seq = :nseq AND i.seq > :iseq)){{pushed}}
 ORDER BY n.seq, i.seq LIMIT :page
 """
 _UPSERT = """
@@ -85,6 +86,18 @@ def _record(row: Sequence[Any]) -> Record:
         _decode_ns(ns), key, json.loads(value), datetime.fromisoformat(created),
         datetime.fromisoformat(updated), ttl,
     )
+
+
+def _pushed_sql(filter: Mapping[str, Any] | None, params: dict[str, Any]) -> str:
+    """SQL pre-filter for ``filter`` (``AND ...`` clauses), adding its values to ``params``."""
+    clauses = []
+    for n, (field, op, bound) in enumerate(pushable_conditions(filter)):
+        value = f"json_extract(i.value, '$.{field}')"
+        if op != "=":
+            value = f"CAST({value} AS REAL)"
+        clauses.append(f"\n    AND {value} {op} :f{n}")
+        params[f"f{n}"] = bound
+    return "".join(clauses)
 
 
 def _expires_at(ttl: float | None, now: datetime) -> float | None:
@@ -142,15 +155,18 @@ class SqliteStore(Closable, RecordStore):
                     found[(namespace, key)] = _record(row)
         return found
 
-    def _scan(self, prefix: Namespace, now: datetime) -> Generator[Record, None, None]:
+    def _scan(
+        self, prefix: Namespace, now: datetime, filter: Mapping[str, Any] | None
+    ) -> Generator[Record, None, None]:
         text = _encode_ns(prefix)
         params: dict[str, Any] = {
             "now": now.timestamp(), "prefix": text, "plen": len(text) + 1, "nseq": 0, "iseq": 0,
             "page": _FIRST_PAGE,
         }
+        query = _SCAN.format(pushed=_pushed_sql(filter, params))
         while True:
             with self._backend.transaction(write=False) as conn:
-                rows = conn.execute(_SCAN, params).fetchall()
+                rows = conn.execute(query, params).fetchall()
             yield from (_record(row) for row in rows)
             if len(rows) < params["page"]:
                 return
