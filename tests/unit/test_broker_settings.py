@@ -68,3 +68,22 @@ def test_a_wait_that_did_not_hold_is_a_store_error() -> None:
     with pytest.raises(CheckpointStoreError, match="needs Redis >= 7.2"):
         CommitWait(1, 0).check(Exception("ERR unknown command 'WAITAOF'"), "redis://x")
     CommitWait(0, 1).check(1, "redis://x")  # held: no error
+
+
+def test_the_compose_checkpoint_redis_fsyncs_every_commit_by_default() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    words = compose["services"]["redis"]["command"]
+    value = words[words.index("--appendfsync") + 1]
+    default = re.fullmatch(r"\$\{DG_REDIS_APPENDFSYNC:-(\w+)\}", value)
+    assert default is not None and default.group(1) == "always", value
+    # the broker the workers, Flower and the optional RabbitMQ agree on comes from one variable
+    env = compose["x-durable-graph-env"]
+    assert env["DURABLE_GRAPH_BROKER_URL"] == "${DG_BROKER_URL:-}"
+    assert "--broker=${DG_BROKER_URL:-redis://redis:6379/0}" in compose["services"]["flower"][
+        "command"]
+    assert compose["services"]["rabbitmq"]["profiles"] == ["rabbitmq"]
