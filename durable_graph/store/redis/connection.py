@@ -26,7 +26,7 @@ from durable_graph.errors import CheckpointStoreError, GraphValueError
 from durable_graph.store.redis import scripts
 from durable_graph.store.redis.commit_wait import CommitWait
 
-__all__ = ["DURABLE_SCRIPTS", "Client", "RedisConn", "client_from_url", "redact"]
+__all__ = ["UNWAITED_SCRIPTS", "Client", "RedisConn", "client_from_url", "redact"]
 
 Client: TypeAlias = "redis.Redis[bytes] | RedisCluster[bytes]"
 T = TypeVar("T")
@@ -35,10 +35,10 @@ CONNECT_TIMEOUT = 5.0
 """Default seconds to open a connection before giving up."""
 SOCKET_TIMEOUT = 10.0
 """Default seconds to wait for a reply; every script is short, so this is generous."""
-DURABLE_SCRIPTS = frozenset(
-    {"PUT", "PUT_WRITES", "SUSPEND", "CLEAR_OUTCOMES", "STATUS_INDEX", "DELETE_THREAD", "PRUNE"})
-"""Scripts whose effect a reported result depends on: a commit wait follows each.
-Leases are left out: a lost lease renewal is what fencing is for."""
+UNWAITED_SCRIPTS = frozenset({"LOAD", "PAGE", "FINISHED", "ACQUIRE", "RENEW", "RELEASE"})
+"""Scripts no commit wait follows: the reads, and the leases (a lost lease renewal is
+what fencing is for). Every other script writes state a reported result depends on, so
+a script added later is waited for unless it is listed here."""
 
 
 def redact(url: str) -> str:
@@ -134,7 +134,7 @@ class RedisConn:
     def run(self, name: str, keys: Sequence[str], args: Sequence[Any], action: str) -> Any:
         """Run script ``name`` on ``keys`` with ``args``; store errors as CheckpointStoreError."""
         with self.errors(action):
-            if self.commit_wait is None or name not in DURABLE_SCRIPTS:
+            if self.commit_wait is None or name in UNWAITED_SCRIPTS:
                 return self.script(name)(keys=list(keys), args=list(args))
             return self._run_waited(self.script(name), self.commit_wait, keys, args)
 
