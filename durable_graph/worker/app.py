@@ -72,6 +72,9 @@ def create_app(
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
         broker_transport_options=_transport_options(settings),
+        # a send (a producer's first step, a worker's next steps, a job's retry) waits
+        # for the broker to come back, rather than dropping the job a blip interrupted
+        task_publish_retry_policy=_publish_retry_policy(settings.store_retry),
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
         task_send_sent_event=False,
@@ -99,6 +102,16 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": 1,
         "unacked_restore_throttle": 1,
     }
+
+
+def _publish_retry_policy(window: float) -> dict[str, float]:
+    """kombu's publish retries (0, 0.5, 1, 1.5, then every 2 s) spanning ``window`` s."""
+    steps, waited = 0, 0.0
+    while waited < window:
+        steps += 1
+        waited += min(2.0, 0.5 * (steps - 1))
+    return {"max_retries": max(steps, 1), "interval_start": 0, "interval_step": 0.5,
+            "interval_max": 2}
 
 
 def settings_of(app: Celery) -> Settings:

@@ -221,12 +221,14 @@ def test_amqp_a_job_longer_than_the_visibility_timeout_runs_once(amqp_env: Broke
 # -- a producer rides out a restart of the checkpoint Redis ------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(params=["redis", "same", "amqp"])
 def blip_env(
-    redis_url: str, redis_prefix: str, tmp_path: Path, spawn_redis: Any
+    request: pytest.FixtureRequest, redis_url: str, redis_prefix: str, tmp_path: Path,
+    spawn_redis: Any,
 ) -> Iterator[tuple[BrokerEnv, Callable[[float], None]]]:
-    """Checkpoints on a Redis of this test (AOF on), jobs on the session's Redis; and a
-    function restarting the checkpoint Redis after the given seconds of downtime."""
+    """Checkpoints on a Redis of this test (AOF on), jobs on the session's Redis
+    (``redis``), on that same Redis (``same``) or on RabbitMQ (``amqp``); and a function
+    restarting the checkpoint Redis after the given seconds of downtime."""
     workdir = tempfile.mkdtemp(prefix="dg-blip-", dir=tmp_path)
     port = spawn_redis.free_port()
     aof = ("--appendonly", "yes", "--appendfsync", "always")
@@ -238,15 +240,15 @@ def blip_env(
         time.sleep(down)
         procs.append(spawn_redis.start(workdir, port, *aof)[0])
 
-    env = BrokerEnv(store, redis_url, redis_prefix, tmp_path)
+    rabbitmq = request.getfixturevalue("rabbitmq") if request.param == "amqp" else None
+    broker = {"redis": redis_url, "same": store, "amqp": rabbitmq and rabbitmq.url}
+    env = BrokerEnv(store, str(broker[request.param]), redis_prefix, tmp_path)
     try:
         yield env, restart
     finally:
         env.close()
-        client = redis.Redis.from_url(redis_url)
-        client.delete(env.queue, f"_kombu.binding.{env.queue}", f"{env.queue}.unacked",
-                      f"{env.queue}.unacked_index", f"{env.queue}.unacked_mutex")
-        client.close()
+        if rabbitmq is not None:
+            rabbitmq.delete_queues(env.queue)
         for p in procs:
             spawn_redis.stop(p)
 

@@ -87,3 +87,12 @@ def test_the_compose_checkpoint_redis_fsyncs_every_commit_by_default() -> None:
     assert "--broker=${DG_BROKER_URL:-redis://redis:6379/0}" in compose["services"]["flower"][
         "command"]
     assert compose["services"]["rabbitmq"]["profiles"] == ["rabbitmq"]
+
+
+@pytest.mark.parametrize("window", [1.0, 30.0, 120.0])
+def test_sends_retry_a_lost_broker_for_the_whole_outage_window(window: float) -> None:
+    policy = create_app("redis://127.0.0.1:1/0", secret_key=KEY,
+                        store_retry=window).conf.task_publish_retry_policy
+    waits = [min(policy["interval_max"], policy["interval_start"] + policy["interval_step"] * i)
+             for i in range(policy["max_retries"])]
+    assert window <= sum(waits) <= window + policy["interval_max"]
