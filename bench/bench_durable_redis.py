@@ -113,7 +113,8 @@ def settings(stack: ExitStack) -> Iterator[tuple[str, str, Any]]:
     always = stack.enter_context(redis_server(*AOF, "--appendfsync", "always"))
     yield ("appendfsync always", "a reported commit is on the server's disk",
            RedisSaver.from_url(always, prefix="b2"))
-    primary = stack.enter_context(redis_server(*AOF, "--appendfsync", "everysec"))
+    primary = stack.enter_context(redis_server(*AOF, "--appendfsync", "everysec",
+                                               "--repl-diskless-sync-delay", "0"))
     port = primary.rsplit(":", 1)[1].split("/")[0]
     replica = stack.enter_context(redis_server("--replicaof", "127.0.0.1", port))
     wait_replica(replica)

@@ -35,7 +35,8 @@ def chain() -> StateGraph:
 def pair(spawn_redis: Any) -> Iterator[tuple[str, str, Any]]:
     """(primary URL, replica URL, replica process): AOF on, replication link up."""
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
-        _, primary = spawn_redis.start(d1, None, "--appendonly", "yes")
+        _, primary = spawn_redis.start(d1, None, "--appendonly", "yes",
+                                       "--repl-diskless-sync-delay", "0")
         port = primary.rsplit(":", 1)[1].split("/")[0]
         replica_proc, replica = spawn_redis.start(d2, None, "--replicaof", "127.0.0.1", port)
         client = redis.Redis.from_url(replica)
