@@ -48,7 +48,7 @@ ENV_VISIBILITY_TIMEOUT: Final = "DURABLE_GRAPH_VISIBILITY_TIMEOUT"
 ENV_COMMIT_WAIT: Final = "DURABLE_GRAPH_COMMIT_WAIT"
 """What each commit waits for: ``aof``, ``replicas:N``, ``aof+replicas:N`` or ``none``."""
 ENV_STORE_RETRY: Final = "DURABLE_GRAPH_STORE_RETRY"
-"""Seconds a producer keeps retrying an unreachable Redis before it gives up."""
+"""Seconds a producer retries an unreachable Redis, and any send an unreachable broker."""
 BROKER_SCHEMES: Final = {
     "redis": "redis", "rediss": "redis", "unix": "redis",
     "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp",
@@ -88,7 +88,8 @@ class Settings:
     commit_wait: str | None = None
     """Every commit waits for this (``aof``, ``replicas:N``, ...); None: the reply only."""
     store_retry: float = 30.0
-    """A producer retries store reads and its submit this long through a Redis outage."""
+    """A producer retries store reads and its submit, and every send retries the broker,
+    this long through an outage."""
     codec: SigningCodec | None = field(default=None, repr=False)
     """Signs every message payload, graph blob and checkpoint value."""
 

@@ -23,6 +23,7 @@ from celery import Celery
 from durable_graph.errors import DispatchError, GraphValueError, RunFailedError
 from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.codec import SignedSerializer
+from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["CeleryExecutor", "RunHandle"]
 
 INTERNAL_KEYS = ("checkpoint_id", "fence", "task_id", "checkpoint_ns")
+RELEASE_GRACE = 2.0
+"""Seconds a new run waits for the lease of a run that has ended but not yet freed it."""
 
 
 class RunHandle:
@@ -81,18 +84,19 @@ class RunHandle:
                 raise TimeoutError(f"run {self.run_id} of thread {self.thread_id!r} is still "
                                    f"{self.status()} after {timeout} s")
             block = 1000 if left is None else max(1, min(1000, int(left * 1000)))
-            for event_id, mode, payload in self._read(block):
+            window = self._retry if left is None else min(self._retry, max(left, 0.0))
+            for event_id, mode, payload in self._read(block, window):
                 self._cursor = event_id
                 if mode == END:
                     self._end = payload
                     break
                 yield mode, payload
 
-    def _read(self, block_ms: int) -> list[tuple[str, str, Any]]:
-        """The events after the last one seen, read again after a store outage."""
+    def _read(self, block_ms: int, window: float) -> list[tuple[str, str, Any]]:
+        """The events after the last one seen, read again through an outage of ``window`` s."""
         return ride_out(
             lambda: list(self._events.read(self.thread_id, self.run_id, self._cursor, block_ms)),
-            self._retry, f"reading the events of run {self.run_id} of thread {self.thread_id!r}")
+            window, f"reading the events of run {self.run_id} of thread {self.thread_id!r}")
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run; its output (with ``__interrupt__`` when it paused).
@@ -165,6 +169,28 @@ class CeleryExecutor:
                 saver.client, saver.prefix, self._codec, self._ship)
         return found
 
+    def _take_lease(self, saver: RedisSaver, thread_id: str, owner: str) -> Lease:
+        """The thread's lease for a new run, through a store outage.
+
+        A run that just ended tells its producer before it frees the lease, so a lease
+        still held by a thread whose status says it ended is waited for, briefly.
+        """
+        window, grace = self.settings.store_retry, time.monotonic() + RELEASE_GRACE
+        ttl = self.settings.lease_ttl
+        while True:
+            # the same owner may take its own lease again: a retry after a lost reply is safe
+            lease = ride_out(lambda: saver.leases.acquire(thread_id, owner, ttl), window,
+                             f"taking the lease of thread {thread_id!r}")
+            if lease is not None:
+                return lease
+            record = ride_out(lambda: saver.get_status(thread_id), window,
+                              f"reading the status of thread {thread_id!r}") or {}
+            if record.get("status") == "running" or time.monotonic() > grace:
+                raise DispatchError(
+                    f"thread {thread_id!r} is running on the workers already; wait for it (or "
+                    "for its lease to expire if its workers died) before starting another run.")
+            time.sleep(0.02)
+
     def start_run(
         self, graph: CompiledGraph, input: Any, config: dict[str, Any], request: RunRequest
     ) -> RunHandle:
@@ -178,14 +204,7 @@ class CeleryExecutor:
         window = self.settings.store_retry
         ref = ride_out(lambda: self._shipper(saver).ref(graph), window, "shipping the graph")
         run_id = uuid.uuid4().hex
-        owner = f"run:{run_id}"
-        # the same owner may take its own lease again, so a retry after a lost reply is safe
-        lease = ride_out(lambda: saver.leases.acquire(thread_id, owner, self.settings.lease_ttl),
-                         window, f"taking the lease of thread {thread_id!r}")
-        if lease is None:
-            raise DispatchError(
-                f"thread {thread_id!r} is running on the workers already; wait for it "
-                "(or for its lease to expire if its workers died) before starting another run.")
+        lease = self._take_lease(saver, thread_id, f"run:{run_id}")
         loop = graph.make_loop(lease.fence(config), durability=request.durability,
                                interrupt_before=request.interrupt_before,
                                interrupt_after=request.interrupt_after, saver=saver,
@@ -199,7 +218,8 @@ class CeleryExecutor:
             tuple(sorted(request.modes)), "", saver.prefix,
         )
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
-        rc = RunContext(run, graph, saver, events, self._dispatcher, owner, lease.generation)
+        rc = RunContext(run, graph, saver, events, self._dispatcher, lease.owner,
+                        lease.generation)
         try:
             begin_run(rc, loop, input)
         except BaseException as exc:
