@@ -91,18 +91,29 @@ def chain_graph(saver: RedisSaver) -> Any:
     return b.compile(checkpointer=saver)
 
 
-def measure(saver: RedisSaver, steps: int, runs: int) -> tuple[float, float, float]:
-    """(p50 and p99 ms of one committed step, p50 ms of a 3-node sync run)."""
-    commit_chain(saver, "warm", 20)
-    per_step = commit_chain(saver, "bench", steps)
-    graph = chain_graph(saver)
-    run_ms = []
-    for i in range(runs):
-        started = time.perf_counter()
-        graph.invoke({"log": []}, {"configurable": {"thread_id": f"run-{i}"}}, durability="sync")
-        run_ms.append((time.perf_counter() - started) * 1000)
-    q = statistics.quantiles(per_step, n=100)
-    return q[49] * 1000, q[98] * 1000, statistics.median(run_ms)
+class Samples:
+    """One setting's measurements, gathered over interleaved rounds."""
+
+    def __init__(self, name: str, guarantee: str, saver: RedisSaver) -> None:
+        self.name, self.guarantee, self.saver = name, guarantee, saver
+        self.steps: list[float] = []
+        self.runs: list[float] = []
+        self.graph = chain_graph(saver)
+        self.unavailable = ""
+
+    def round(self, number: int, steps: int, runs: int) -> None:
+        """``steps`` committed steps and ``runs`` 3-node sync runs (seconds each)."""
+        if self.unavailable:
+            return
+        try:
+            self.steps += commit_chain(self.saver, f"bench-{number}", steps)
+            for i in range(runs):
+                started = time.perf_counter()
+                config = {"configurable": {"thread_id": f"run-{number}-{i}"}}
+                self.graph.invoke({"log": []}, config, durability="sync")
+                self.runs.append(time.perf_counter() - started)
+        except CheckpointStoreError as exc:
+            self.unavailable = "needs Redis >= 7.2" if "7.2" in str(exc) else str(exc)[:80]
 
 
 def settings(stack: ExitStack) -> Iterator[tuple[str, str, Any]]:
@@ -132,27 +143,37 @@ def server_version() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=500, help="committed steps measured")
-    parser.add_argument("--runs", type=int, default=100, help="3-node sync runs measured")
+    parser.add_argument("--steps", type=int, default=500, help="committed steps per setting")
+    parser.add_argument("--runs", type=int, default=100, help="3-node sync runs per setting")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="rounds the settings take turns in (so load drift hits all alike)")
     args = parser.parse_args()
-    rows: list[tuple[str, str, str, str, str, str]] = []
-    base = None
     with ExitStack() as stack:
-        for name, guarantee, saver in settings(stack):
-            try:
-                p50, p99, run = measure(saver, args.steps, args.runs)
-            except CheckpointStoreError as exc:
-                why = "needs Redis >= 7.2" if "7.2" in str(exc) else str(exc)[:80]
-                rows.append((name, "n/a", "n/a", "n/a", "n/a", why))
-                continue
-            base = base or p50
-            rows.append((name, f"{p50:.3f}", f"{p99:.3f}", f"{p50 / base:.2f}x", f"{run:.2f}",
-                         guarantee))
-    print(f"redis-server {server_version()}, {args.steps} steps, {args.runs} runs per setting")
-    head = ("setting", "step p50 ms", "step p99 ms", "vs everysec", "3-step run ms", "guarantee")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    for row in [head, *rows]:
+        samples = [Samples(*setting) for setting in settings(stack)]
+        for number in range(args.rounds):
+            for sample in samples:
+                sample.round(number, args.steps // args.rounds, args.runs // args.rounds)
+    print(f"redis-server {server_version()}, {args.steps} steps and {args.runs} runs per "
+          f"setting in {args.rounds} interleaved rounds")
+    rows = table(samples)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def table(samples: list[Samples]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [
+        ("setting", "step p50 ms", "step p99 ms", "vs everysec", "3-step run p50 ms", "guarantee")]
+    base = statistics.median(samples[0].steps)
+    for s in samples:
+        if s.unavailable:
+            rows.append((s.name, "n/a", "n/a", "n/a", "n/a", s.unavailable))
+            continue
+        q = statistics.quantiles(s.steps, n=100)
+        rows.append((s.name, f"{q[49] * 1000:.3f}", f"{q[98] * 1000:.3f}",
+                     f"{q[49] / base:.2f}x", f"{statistics.median(s.runs) * 1000:.2f}",
+                     s.guarantee))
+    return rows
 
 
 if __name__ == "__main__":
