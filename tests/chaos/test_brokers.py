@@ -9,8 +9,8 @@ in any of these tests: what recovers a run here is the broker or the producer.
   worker SIGKILLed and a fresh one started: each run finishes, with no lease takeover.
 - A job longer than the Redis broker's visibility timeout setting runs once on RabbitMQ.
 - A producer blocked in ``invoke`` across a 5 s restart of the checkpoint Redis (its
-  own server, AOF on) gets the run's result, and a ``submit`` made during the outage
-  succeeds once Redis is back.
+  own server, AOF on) gets the run's result, one in ``stream`` gets every chunk once,
+  and a ``submit`` made during the outage succeeds once Redis is back.
 """
 
 from __future__ import annotations
@@ -253,23 +253,29 @@ def blip_env(
             spawn_redis.stop(p)
 
 
-def test_invoke_and_submit_ride_out_a_5s_restart_of_the_checkpoint_redis(
+def test_invoke_stream_and_submit_ride_out_a_5s_restart_of_the_checkpoint_redis(
     blip_env: tuple[BrokerEnv, Callable[[float], None]],
 ) -> None:
     env, restart = blip_env
     env.workers(2, "workers")
     graph = env.compile(cg.build_chain())
+    calls = {
+        "invoke": lambda: graph.invoke({"value": 1}, {"configurable": {"thread_id": "blip-1"}}),
+        "stream": lambda: list(graph.stream(
+            {"value": 3}, {"configurable": {"thread_id": "blip-3"}}, stream_mode="updates")),
+    }
     box: dict[str, Any] = {}
 
-    def invoke() -> None:
+    def call(name: str) -> None:
         try:
-            box["out"] = graph.invoke({"value": 1}, {"configurable": {"thread_id": "blip-1"}})
+            box[name] = calls[name]()
         except BaseException as exc:
-            box["error"] = exc
+            box[f"{name} error"] = exc
 
-    producer = threading.Thread(target=invoke, daemon=True)
-    producer.start()
-    until(lambda: env.n("s1") == 1, "step s1 to start", env)
+    producers = [threading.Thread(target=call, args=(name,), daemon=True) for name in calls]
+    for producer in producers:
+        producer.start()
+    until(lambda: env.n("s1") == 2, "step s1 of both runs to start", env)
     outage = threading.Thread(target=restart, args=(5.0,), daemon=True)
     outage.start()
     until(lambda: not _answers(env.store), "the checkpoint Redis to stop", env)
@@ -277,14 +283,19 @@ def test_invoke_and_submit_ride_out_a_5s_restart_of_the_checkpoint_redis(
     handle = graph.submit({"value": 2}, {"configurable": {"thread_id": "blip-2"}})
     submitted_after = time.monotonic() - down_at
     outage.join(timeout=30)
-    producer.join(timeout=RUN_TIMEOUT)
-    assert not producer.is_alive(), f"invoke still blocked\n{env.logs()}"
-    assert "error" not in box, f"invoke failed: {box.get('error')!r}\n{env.logs()}"
-    assert box["out"] == {"value": cg.chain_value(1), "log": list(cg.CHAIN)}
+    for producer in producers:
+        producer.join(timeout=RUN_TIMEOUT)
+        assert not producer.is_alive(), f"a producer is still blocked\n{env.logs()}"
+    assert not [k for k in box if k.endswith("error")], f"{box}\n{env.logs()}"
+    assert box["invoke"] == {"value": cg.chain_value(1), "log": list(cg.CHAIN)}
+    # the stream went on after the last event it had seen: every step once, in order
+    assert [next(iter(chunk)) for chunk in box["stream"]] == list(cg.CHAIN)
+    assert box["stream"][-1] == {"s5": {"value": cg.chain_value(3), "log": ["s5"]}}
     assert submitted_after >= 4.0, "submit returned while the store was still down"
     assert finish(handle, env) == {"value": cg.chain_value(2), "log": list(cg.CHAIN)}
     assert env.saver.get_status("blip-1")["status"] == "done"
-    print(f"invoke survived a 5 s restart; submit returned {submitted_after:.2f} s into it")
+    print(f"invoke and stream survived a 5 s restart; submit returned {submitted_after:.2f} s "
+          "into it")
 
 
 def _answers(url: str) -> bool:
