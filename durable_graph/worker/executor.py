@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from durable_graph.errors import DispatchError, GraphValueError, RunFailedError
+from durable_graph.errors import GraphValueError, RunFailedError, ThreadBusyError
 from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.cache import InMemoryCache
 from durable_graph.store.codec import SignedSerializer
@@ -29,9 +29,11 @@ from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.multitask import acquire
 from durable_graph.worker.outage import ride_out
 from durable_graph.worker.runs import RunContext, RunSpec, abort_run, begin_run
 from durable_graph.worker.shipping import GraphShipper, Ship
+from durable_graph.worker.threads import cancel_thread
 
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
@@ -68,7 +70,7 @@ class RunHandle:
         return self.run.run_id
 
     def status(self) -> str:
-        """``running``, ``done``, ``interrupted`` or ``failed``."""
+        """``running``, ``done``, ``interrupted``, ``failed`` or ``cancelled``."""
         if self._end is not None:
             return str(self._end["status"])
         record = ride_out(lambda: self._saver.get_status(self.thread_id), self._retry,
@@ -109,12 +111,19 @@ class RunHandle:
             pass
         end = self._end
         assert end is not None
-        if end["status"] == "failed":
+        if end["status"] in ("failed", "cancelled"):
             raise _rebuilt(end["error"])
         if end["interrupts"]:
             base = end["output"] if isinstance(end["output"], dict) else {}
             return {**base, "__interrupt__": list(end["interrupts"])}
         return end["output"]
+
+
+    def cancel(self, reason: str = "cancelled from Python") -> None:
+        """Stop this run (see ``durable_graph.ops.cancel_thread``); its ``result`` then
+        raises ``RunCancelledError``. ThreadStateError if it is not running any more."""
+        cancel_thread(self._saver, self.thread_id, reason=reason, run_id=self.run_id)
+        self._first = []
 
 
 def _rebuilt(record: Mapping[str, Any] | None) -> BaseException:
@@ -164,6 +173,14 @@ class CeleryExecutor:
             saver.conn.use_commit_wait(self.settings.commit_waiter)
         return saver
 
+    def cancel(self, graph: CompiledGraph, config: dict[str, Any]) -> None:
+        """Stop the thread's current run on the workers (``graph.cancel(config)``)."""
+        thread_id = str(config.get("configurable", {}).get("thread_id") or "")
+        if not thread_id:
+            raise GraphValueError("cancel needs a thread: pass config={'configurable': "
+                                  "{'thread_id': ...}}")
+        cancel_thread(self.adopt(graph.saver), thread_id, reason="cancelled from Python")
+
     def _shipper(self, saver: RedisSaver) -> GraphShipper:
         found = self._shippers.get(id(saver))
         if found is None:
@@ -171,8 +188,11 @@ class CeleryExecutor:
                 saver.client, saver.prefix, self._codec, self._ship)
         return found
 
-    def _take_lease(self, saver: RedisSaver, thread_id: str, owner: str) -> Lease:
-        """The thread's lease for a new run, through a store outage.
+    def _take_lease(
+        self, saver: RedisSaver, thread_id: str, owner: str, multitask: str,
+        config: dict[str, Any],
+    ) -> tuple[Lease, dict[str, Any]]:
+        """The thread's lease for a new run (see ``multitask``), through a store outage.
 
         A run that just ended tells its producer before it frees the lease, so a lease
         still held by a thread whose status says it ended is waited for, briefly.
@@ -180,17 +200,17 @@ class CeleryExecutor:
         window, grace = self.settings.store_retry, time.monotonic() + RELEASE_GRACE
         ttl = self.settings.lease_ttl
         while True:
-            # the same owner may take its own lease again: a retry after a lost reply is safe
-            lease = ride_out(lambda: saver.leases.acquire(thread_id, owner, ttl), window,
-                             f"taking the lease of thread {thread_id!r}")
-            if lease is not None:
-                return lease
-            record = ride_out(lambda: saver.get_status(thread_id), window,
-                              f"reading the status of thread {thread_id!r}") or {}
-            if record.get("status") == "running" or time.monotonic() > grace:
-                raise DispatchError(
-                    f"thread {thread_id!r} is running on the workers already; wait for it (or "
-                    "for its lease to expire if its workers died) before starting another run.")
+            try:
+                # the same owner may take its own lease again: a retry after a lost reply
+                # is safe
+                return ride_out(lambda: acquire(saver, thread_id, owner, ttl,
+                                                multitask=multitask, config=config),
+                                window, f"taking the lease of thread {thread_id!r}")
+            except ThreadBusyError:
+                record = ride_out(lambda: saver.get_status(thread_id), window,
+                                  f"reading the status of thread {thread_id!r}") or {}
+                if record.get("status") == "running" or time.monotonic() > grace:
+                    raise
             time.sleep(0.02)
 
     def start_run(
@@ -207,7 +227,8 @@ class CeleryExecutor:
         window = self.settings.store_retry
         ref = ride_out(lambda: self._shipper(saver).ref(graph), window, "shipping the graph")
         run_id = uuid.uuid4().hex
-        lease = self._take_lease(saver, thread_id, f"run:{run_id}")
+        lease, config = self._take_lease(saver, thread_id, f"run:{run_id}", request.multitask,
+                                         config)
         loop = graph.make_loop(lease.fence(config), durability=request.durability,
                                interrupt_before=request.interrupt_before,
                                interrupt_after=request.interrupt_after, saver=saver,
