@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from durable_graph.errors import GraphValueError, RunFailedError, ThreadBusyError
+from durable_graph.errors import GraphValueError, RunFailedError
 from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.cache import InMemoryCache
 from durable_graph.store.codec import SignedSerializer
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["CeleryExecutor", "RunHandle"]
 
 INTERNAL_KEYS = ("checkpoint_id", "fence", "task_id", "checkpoint_ns")
-RELEASE_GRACE = 2.0
-"""Seconds a new run waits for the lease of a run that has ended but not yet freed it."""
 
 
 class RunHandle:
@@ -194,24 +192,12 @@ class CeleryExecutor:
     ) -> tuple[Lease, dict[str, Any]]:
         """The thread's lease for a new run (see ``multitask``), through a store outage.
 
-        A run that just ended tells its producer before it frees the lease, so a lease
-        still held by a thread whose status says it ended is waited for, briefly.
+        The same owner may take its own lease again, so a retry after a lost reply is safe.
         """
-        window, grace = self.settings.store_retry, time.monotonic() + RELEASE_GRACE
         ttl = self.settings.lease_ttl
-        while True:
-            try:
-                # the same owner may take its own lease again: a retry after a lost reply
-                # is safe
-                return ride_out(lambda: acquire(saver, thread_id, owner, ttl,
-                                                multitask=multitask, config=config),
-                                window, f"taking the lease of thread {thread_id!r}")
-            except ThreadBusyError:
-                record = ride_out(lambda: saver.get_status(thread_id), window,
-                                  f"reading the status of thread {thread_id!r}") or {}
-                if record.get("status") == "running" or time.monotonic() > grace:
-                    raise
-            time.sleep(0.02)
+        return ride_out(
+            lambda: acquire(saver, thread_id, owner, ttl, multitask=multitask, config=config),
+            self.settings.store_retry, f"taking the lease of thread {thread_id!r}")
 
     def start_run(
         self, graph: CompiledGraph, input: Any, config: dict[str, Any], request: RunRequest
