@@ -12,6 +12,7 @@
     ├── CheckpointStoreError                   a store that failed or cannot be reached
     │   └── FencingError                       a commit from an owner whose lease was taken over
     └── DispatchError                          a job that could not be sent or run
+        └── JobCrashedError                    a job whose process died max_deaths times
 
 Control-flow signals (``GraphInterrupt``) derive from ``BaseException`` so that a
 user's ``except Exception`` inside a node does not swallow an ``interrupt()``.
@@ -37,6 +38,7 @@ __all__ = [
     "GraphRecursionError",
     "GraphValueError",
     "InvalidUpdateError",
+    "JobCrashedError",
     "NondeterminismError",
     "RunFailedError",
     "SerializationError",
@@ -98,6 +100,10 @@ class CommitConflictError(CheckpointStoreError):
 
 class DispatchError(DurableGraphError):
     """A job could not be dispatched to, or run by, a worker."""
+
+
+class JobCrashedError(DispatchError):
+    """A job's process died (killed, out of memory, ``os._exit``) too many times."""
 
 
 class RunFailedError(DispatchError):

@@ -20,7 +20,9 @@ __all__ = [
     "DEFAULT_QUEUE",
     "DEFAULT_REDIS_URL",
     "ENV_BROKER_URL",
+    "ENV_HEARTBEAT_TTL",
     "ENV_LEASE_TTL",
+    "ENV_MAX_DEATHS",
     "ENV_PREFIX",
     "ENV_QUEUE",
     "ENV_REDIS_URL",
@@ -40,6 +42,10 @@ ENV_LEASE_TTL: Final = "DURABLE_GRAPH_LEASE_TTL"
 """Seconds a thread's lease lives without renewal before the scheduler takes it over."""
 ENV_VISIBILITY_TIMEOUT: Final = "DURABLE_GRAPH_VISIBILITY_TIMEOUT"
 """Seconds before the Redis broker redelivers a job that a lost worker held."""
+ENV_HEARTBEAT_TTL: Final = "DURABLE_GRAPH_HEARTBEAT_TTL"
+"""Seconds a worker process's heartbeat lives: its jobs are sent again this long after it dies."""
+ENV_MAX_DEATHS: Final = "DURABLE_GRAPH_MAX_DEATHS"
+"""Executions of one job that may end with their process dying before its thread fails."""
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE: Final = "durable_graph"
@@ -58,6 +64,15 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise GraphValueError(f"{name}={raw!r} must be a whole number of at least 1")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a producer, a worker and the scheduler must agree on."""
@@ -71,8 +86,21 @@ class Settings:
     """A thread whose jobs all died is taken over this long after its last renewal."""
     visibility_timeout: float = 300.0
     """Redis broker redelivery of unacknowledged jobs (Celery's default is an hour)."""
+    heartbeat_ttl: float = 3.0
+    """A worker process that stops beating this long is dead: its jobs are sent again."""
+    max_deaths: int = 3
+    """A job whose process died this many times fails its thread (a crash loop)."""
     codec: SigningCodec | None = field(default=None, repr=False)
     """Signs every message payload, graph blob and checkpoint value."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_deaths, int) and self.max_deaths >= 1):
+            raise GraphValueError(
+                f"max_deaths must be a whole number of at least 1, got {self.max_deaths!r}")
+        for name in ("lease_ttl", "visibility_timeout", "heartbeat_ttl"):
+            if not getattr(self, name) > 0:
+                raise GraphValueError(
+                    f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -85,6 +113,8 @@ class Settings:
             queue=env.get(ENV_QUEUE) or DEFAULT_QUEUE,
             lease_ttl=_number(env, ENV_LEASE_TTL, 5.0),
             visibility_timeout=_number(env, ENV_VISIBILITY_TIMEOUT, 300.0),
+            heartbeat_ttl=_number(env, ENV_HEARTBEAT_TTL, 3.0),
+            max_deaths=_count(env, ENV_MAX_DEATHS, 3),
             codec=_codec_from_env(env),
         )
         given = {k: v for k, v in overrides.items() if v is not None}

@@ -202,7 +202,7 @@ class JobStep(RunStep):
             self.rc.saver.clear_outcomes(self.rc.config(self.job.checkpoint_id), [call_id])
         self.outbox.append(self.rc.job(
             "call", checkpoint_id=self.job.checkpoint_id, step=self.job.step,
-            task_id=call_id, caller=self.job.task_id,
+            task_id=call_id, caller=self.job.task_id, name=name,
             call=(name, fn, retry, parent.config, parent.resume[parent.interrupt_idx:]),
         ))
         self.started.append(call_id)
@@ -358,7 +358,8 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
     calls = [c for c in step.started if c not in step.recorded]
     if not calls:
         return False
-    wake = replace(job, attempt=step.attempt)  # the replay continues this attempt
+    # the replay continues this attempt; it is a new message (a key of its own)
+    wake = replace(job, attempt=step.attempt, key="")
     return rc.saver.suspend(rc.config(job.checkpoint_id), job.task_id, calls,
                             rc.dispatcher.seal(wake).encode(), _WAKE_TTL)
 

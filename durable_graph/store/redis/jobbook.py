@@ -1,0 +1,237 @@
+"""The job book: which jobs a committed step still owes, who runs them, who is alive.
+
+A dispatcher registers every job before publishing it (owed, and due: sent but
+not claimed). The worker process that starts a job claims it, and the claim names
+the process, whose heartbeat lives in one sorted set by expiry. When the job ends
+it is owed no more. So a recovery sweep can tell, without trusting any timeout
+of the broker:
+
+- a claimed job whose process stopped beating (``reclaim``): sent again at once;
+- a job sent but never claimed although the queue moved past it (``requeue_lost``,
+  see the probe in ``worker/recovery``): the broker lost it; sent again;
+- a running thread that owes no job for a lease TTL (``idle``): a crash between two
+  steps of a worker; recovered from its last committed step.
+
+A job that merely waits in the queue is owed and due, which is neither: waiting is
+never a reason to take anything over. Every read a sweep makes is bounded by what
+expired (sorted sets by deadline, bucketed by hash tag, so it runs on Redis Cluster).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.commands.core import Script
+
+from durable_graph.store.redis import job_scripts
+from durable_graph.store.redis.connection import RedisConn
+from durable_graph.store.redis.keys import (
+    JobKeys,
+    job_buckets,
+    jobs_of,
+    live_key,
+    probe_key,
+)
+
+__all__ = ["Expired", "JobBook", "Reclaimed"]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A member of a deadline index whose deadline passed."""
+
+    member: str
+    """A job key, thread id or worker id."""
+    score: float
+    """Its deadline (or, in the due index, when it was sent), ms."""
+    bucket: JobKeys | None = None
+    """The job bucket it was found in (None for worker heartbeats)."""
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """A job taken from a dead worker process."""
+
+    action: str
+    """``requeue`` (send ``message`` again) or ``fail`` (it died ``deaths`` times)."""
+    message: str
+    """The job's signed message, as its dispatcher sealed it."""
+    deaths: int
+    """Executions of the job that ended with their process dying."""
+    why: str
+    """How the process died, when its worker saw it ('' if unknown)."""
+
+
+class JobBook:
+    """Job liveness records of one key prefix (see the module docstring)."""
+
+    def __init__(self, conn: RedisConn, prefix: str) -> None:
+        self.conn, self.prefix = conn, prefix
+        self._scripts: dict[str, Script] = {}
+
+    def _script(self, name: str) -> Script:
+        found = self._scripts.get(name)
+        if found is None:
+            client: Any = self.conn.client
+            found = self._scripts[name] = client.register_script(getattr(job_scripts, name))
+        return found
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], action: str) -> Any:
+        with self.conn.errors(action):
+            return self._script(name)(keys=list(keys), args=list(args))
+
+    def _pipe(self, action: str, build: Any) -> list[Any]:
+        """Run the commands ``build(pipe)`` queues, in one round trip."""
+        def go(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            build(pipe)
+            return list(pipe.execute())
+        return self.conn.call(action, go)
+
+    # -- a job's life ----------------------------------------------------------------
+
+    def register(self, jobs: Iterable[tuple[str, str, str]]) -> None:
+        """Record (job key, thread id, signed message) as owed and due, before sending."""
+        by_bucket: dict[JobKeys, list[str]] = defaultdict(list)
+        for key, thread_id, message in jobs:
+            by_bucket[jobs_of(self.prefix, thread_id)].extend((key, thread_id, message))
+        for bucket, args in by_bucket.items():
+            self._run("REGISTER_JOBS", bucket.ordered(), args, "register jobs")
+
+    def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
+        """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""
+        reply = self._run("CLAIM_JOB", jobs_of(self.prefix, thread_id).ordered(),
+                          [key, worker], "claim job")
+        return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
+
+    def end(self, key: str, thread_id: str, idle_ttl: float) -> None:
+        """The job ended: owed no more; a thread left owing nothing starts its idle TTL."""
+        self._run("END_JOB", jobs_of(self.prefix, thread_id).ordered(),
+                  [key, thread_id, int(idle_ttl * 1000)], "end job")
+
+    def release(self, key: str, thread_id: str, worker: str) -> None:
+        """Give an unfinished job back (its broker delivers it again)."""
+        self._run("RELEASE_JOB", jobs_of(self.prefix, thread_id).ordered(), [key, worker],
+                  "release job")
+
+    def note_death(self, key: str, thread_id: str, worker_prefix: str, why: str) -> str:
+        """Record how the process running ``key`` died; its claimant ('' if another)."""
+        return _text(self._run("NOTE_DEATH", jobs_of(self.prefix, thread_id).ordered(),
+                               [key, worker_prefix, why], "note job death"))
+
+    # -- what a sweep reads and does -------------------------------------------------
+
+    def heartbeat(self, worker: str, ttl: float) -> None:
+        """``worker`` is alive for ``ttl`` more seconds."""
+        self._run("HEARTBEAT", [live_key(self.prefix)], [worker, int(ttl * 1000)],
+                  "heartbeat")
+
+    def declare_dead(self, worker: str) -> None:
+        """``worker`` is known dead now (its parent saw it exit)."""
+        key = live_key(self.prefix)
+        self.conn.call("declare worker dead", lambda c: c.zadd(key, {worker: 0}, xx=True))
+
+    def dead_workers(self, limit: int = 100) -> list[str]:
+        """Worker processes whose heartbeat expired."""
+        reply = self._run("EXPIRED", [live_key(self.prefix)], [limit], "read heartbeats")
+        return [_text(m) for m in reply[1::2]]
+
+    def forget_workers(self, workers: Sequence[str]) -> None:
+        """Drop dead workers whose jobs were all reclaimed."""
+        if workers:
+            key = live_key(self.prefix)
+            self.conn.call("forget workers", lambda c: c.zrem(key, *workers))
+
+    def claims(self) -> list[tuple[JobKeys, str, str]]:
+        """Every claimed job as (bucket, job key, claimant): few, one per busy process."""
+        buckets = job_buckets(self.prefix)
+        replies = self._pipe("read claims", lambda p: [p.hgetall(b.claim) for b in buckets])
+        return [(b, _text(k), _text(v)) for b, found in zip(buckets, replies, strict=True)
+                for k, v in found.items()]
+
+    def reclaim(self, bucket: JobKeys, key: str, dead: str, max_deaths: int) -> Reclaimed | None:
+        """Take ``key`` from the dead process ``dead``; None if it moved on or ended."""
+        reply = self._run("RECLAIM_JOB", bucket.ordered(), [key, dead, max_deaths, ""],
+                          "reclaim job")
+        if _text(reply[0]) == "no":
+            return None
+        return Reclaimed(_text(reply[0]), _text(reply[1]), int(reply[2]), _text(reply[3]))
+
+    def _expired(self, action: str, key_of: Any, limit: int, max_score: Any = None) -> list[
+            Expired]:
+        buckets = job_buckets(self.prefix)
+        if max_score is None:
+            script = self._script("EXPIRED")
+            replies = self._pipe(action, lambda p: [
+                script(keys=[key_of(b)], args=[limit], client=p) for b in buckets])
+            pairs = [r[1:] for r in replies]
+        else:
+            pairs = self._pipe(action, lambda p: [
+                p.zrangebyscore(key_of(b), "-inf", max_score, start=0, num=limit,
+                                withscores=True) for b in buckets])
+            pairs = [[x for pair in r for x in pair] for r in pairs]
+        return [Expired(_text(flat[i]), float(flat[i + 1]), b)
+                for b, flat in zip(buckets, pairs, strict=True)
+                for i in range(0, len(flat), 2)]
+
+    def idle_threads(self, limit: int = 100) -> list[Expired]:
+        """Running threads that owed no job for their whole idle TTL."""
+        return self._expired("read idle threads", lambda b: b.idle, limit)
+
+    def arm_idle(self, thread_id: str, ttl: float, *, only_if_idle: bool) -> None:
+        """Watch ``thread_id``: recovered if it still owes no job ``ttl`` seconds from now."""
+        self._run("ARM_IDLE", jobs_of(self.prefix, thread_id).ordered(),
+                  [thread_id, int(ttl * 1000), "1" if only_if_idle else ""], "arm idle")
+
+    def disarm_idle(self, bucket: JobKeys, thread_id: str) -> None:
+        """Stop watching a thread whose run ended."""
+        self.conn.call("disarm idle", lambda c: c.zrem(bucket.idle, thread_id))
+
+    def owes(self, thread_id: str) -> bool:
+        """Whether ``thread_id`` has an owed job."""
+        count = jobs_of(self.prefix, thread_id).count
+        return bool(self.conn.call("read owed count", lambda c: c.hexists(count, thread_id)))
+
+    def sent_before(self, before_ms: float, limit: int = 100) -> list[Expired]:
+        """Unclaimed jobs sent before ``before_ms`` (server ms), oldest first per bucket."""
+        return self._expired("read unclaimed jobs", lambda b: b.due, limit, before_ms)
+
+    def oldest_unclaimed(self) -> tuple[float, float | None]:
+        """(server time, when the oldest unclaimed job was sent or None), in ms."""
+        buckets = job_buckets(self.prefix)
+        replies = self._pipe("read oldest unclaimed", lambda p: [
+            p.zrange(b.due, 0, 0, withscores=True) for b in buckets] + [p.time()])
+        seconds, micros = replies.pop()
+        scores = [float(r[0][1]) for r in replies if r]
+        return seconds * 1000 + micros // 1000, min(scores) if scores else None
+
+    def requeue_lost(self, found: Expired) -> str | None:
+        """The message of an unclaimed job to send again, or None (claimed or resent)."""
+        assert found.bucket is not None
+        reply = self._run("REQUEUE_LOST", found.bucket.ordered(), [found.member, found.score],
+                          "requeue lost job")
+        return _text(reply) if reply else None
+
+    # -- the queue probe -------------------------------------------------------------
+
+    def probe_send(self, queue: str, in_flight: float) -> int:
+        """The time (ms) of a probe to send now, or 0 while one is in flight."""
+        return int(self._run("PROBE_SEND", [probe_key(self.prefix, queue)],
+                             [int(in_flight * 1000)], "send probe"))
+
+    def probe_seen(self, queue: str, sent_ms: int) -> None:
+        """A worker received the probe sent at ``sent_ms``: the queue moved past it."""
+        self._run("PROBE_SEEN", [probe_key(self.prefix, queue)], [sent_ms], "probe seen")
+
+    def probe_head(self, queue: str) -> int:
+        """The newest probe time a worker received (0 if none)."""
+        key = probe_key(self.prefix, queue)
+        raw = self.conn.call("read probe", lambda c: c.hget(key, "head"))
+        return int(raw) if raw else 0
