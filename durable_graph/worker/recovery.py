@@ -37,7 +37,7 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from durable_graph.errors import JobCrashedError, SignatureError
-from durable_graph.store.redis.jobbook import Expired, JobBook
+from durable_graph.store.redis.jobbook import Expired, JobBook, View
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, WorkerRuntime, settings_of
 from durable_graph.worker.events import RunEvents
@@ -91,23 +91,28 @@ class LeaseScheduler:
         self._events = RunEvents(self.saver.conn, self.saver.prefix,
                                  WorkerRuntime.of(self.app).serde)
         self._name = f"recover:{uuid.uuid4().hex[:12]}"
+        self._head = 0
+        """The probe head the last sweep saw: jobs sent a skew before it were lost."""
 
     def sweep(self) -> list[str]:
         """Sweep once; the threads taken over and recovered (see ``sweep_all``)."""
         return self.sweep_all().recovered
 
     def sweep_all(self) -> Sweep:
-        """Dead processes, lost messages, idle threads: heal what expired."""
+        """Dead processes, lost messages, idle threads: heal what expired.
+
+        One round trip reads everything that expired; only what it finds costs more.
+        """
         out = Sweep()
-        self._dead_processes(out)
-        self._lost_messages(out)
-        self._idle_threads(out)
+        view = self.book.view(self.settings.queue, self._head - self.send_skew * 1000)
+        self._head = view.head
+        if view.dead:
+            self._dead_processes(view.dead, out)
+        self._lost_messages(view, out)
+        self._idle_threads(view.idle, out)
         return out
 
-    def _dead_processes(self, out: Sweep) -> None:
-        dead = self.book.dead_workers()
-        if not dead:
-            return
+    def _dead_processes(self, dead: list[str], out: Sweep) -> None:
         gone = set(dead)
         for bucket, key, holder in self.book.claims():
             if holder not in gone:
@@ -148,25 +153,22 @@ class LeaseScheduler:
             return None
         return job if isinstance(job, Job) else None
 
-    def _lost_messages(self, out: Sweep) -> None:
-        queue = self.settings.queue
-        head = self.book.probe_head(queue)
-        if head:
-            for found in self.book.sent_before(head - self.send_skew * 1000):
-                message = self.book.requeue_lost(found)
-                if message is not None:
-                    log.warning("job %s was lost by the broker; sent again", found.member)
-                    self._dispatcher.send_sealed(message, register=False)
-                    out.lost += 1
-        now, oldest = self.book.oldest_unclaimed()
-        if oldest is None or now - oldest < max(self.probe_after, self.send_skew) * 1000:
+    def _lost_messages(self, view: View, out: Sweep) -> None:
+        for found in view.lost:
+            message = self.book.requeue_lost(found)
+            if message is not None:
+                log.warning("job %s was lost by the broker; sent again", found.member)
+                self._dispatcher.send_sealed(message, register=False)
+                out.lost += 1
+        oldest = view.oldest
+        if oldest is None or view.now - oldest < max(self.probe_after, self.send_skew) * 1000:
             return
-        sent = self.book.probe_send(queue, PROBE_IN_FLIGHT)
+        sent = self.book.probe_send(self.settings.queue, PROBE_IN_FLIGHT)
         if sent:
             self._dispatcher.send_probe(self.saver.prefix, sent)
 
-    def _idle_threads(self, out: Sweep) -> None:
-        for found in self.book.idle_threads():
+    def _idle_threads(self, idle: list[Expired], out: Sweep) -> None:
+        for found in idle:
             thread_id = found.member
             if self.book.owes(thread_id):
                 self.book.arm_idle(thread_id, self.settings.lease_ttl, only_if_idle=True)

@@ -36,7 +36,7 @@ from durable_graph.store.redis.keys import (
     probe_key,
 )
 
-__all__ = ["Expired", "JobBook", "Reclaimed"]
+__all__ = ["Expired", "JobBook", "Reclaimed", "View"]
 
 
 def _text(value: Any) -> str:
@@ -67,6 +67,24 @@ class Reclaimed:
     """Executions of the job that ended with their process dying."""
     why: str
     """How the process died, when its worker saw it ('' if unknown)."""
+
+
+@dataclass(frozen=True)
+class View:
+    """What expired, as one sweep sees it."""
+
+    now: int
+    """The Redis server's time (ms)."""
+    dead: list[str]
+    """Worker processes whose heartbeat expired."""
+    head: int
+    """Time (ms) of the newest probe a worker received: the queue moved past it."""
+    lost: list[Expired]
+    """Unclaimed jobs sent before the time asked for: lost by the broker."""
+    oldest: float | None
+    """When the oldest unclaimed job was sent (ms), None if every job is claimed."""
+    idle: list[Expired]
+    """Running threads that owed no job for their whole idle TTL."""
 
 
 class JobBook:
@@ -138,10 +156,35 @@ class JobBook:
         key = live_key(self.prefix)
         self.conn.call("declare worker dead", lambda c: c.zadd(key, {worker: 0}, xx=True))
 
-    def dead_workers(self, limit: int = 100) -> list[str]:
-        """Worker processes whose heartbeat expired."""
-        reply = self._run("EXPIRED", [live_key(self.prefix)], [limit], "read heartbeats")
-        return [_text(m) for m in reply[1::2]]
+    def view(self, queue: str, lost_before: float, limit: int = 100) -> View:
+        """What a sweep must look at, read in one round trip (see ``View``).
+
+        ``lost_before``: unclaimed jobs sent before this server time (ms) count as
+        lost (the caller derives it from the probe head of its previous sweep).
+        """
+        buckets = job_buckets(self.prefix)
+        expired = self._script("EXPIRED")
+
+        def build(p: Any) -> None:
+            expired(keys=[live_key(self.prefix)], args=[limit], client=p)
+            p.hget(probe_key(self.prefix, queue), "head")
+            for b in buckets:
+                expired(keys=[b.idle], args=[limit], client=p)
+                p.zrange(b.due, 0, 0, withscores=True)
+                p.zrangebyscore(b.due, "-inf", f"({lost_before}", start=0, num=limit,
+                                withscores=True)
+
+        replies = self._pipe("read what expired", build)
+        dead, head, rest = replies[0], replies[1], replies[2:]
+        idle, oldest, lost = [], [], []
+        for n, b in enumerate(buckets):
+            flat, first, old = rest[3 * n][1:], rest[3 * n + 1], rest[3 * n + 2]
+            idle += [Expired(_text(flat[i]), float(flat[i + 1]), b)
+                     for i in range(0, len(flat), 2)]
+            oldest += [float(first[0][1])] if first else []
+            lost += [Expired(_text(m), float(score), b) for m, score in old]
+        return View(int(dead[0]), [_text(m) for m in dead[1::2]], int(head or 0), lost,
+                    min(oldest) if oldest else None, idle)
 
     def forget_workers(self, workers: Sequence[str]) -> None:
         """Drop dead workers whose jobs were all reclaimed."""
@@ -164,27 +207,6 @@ class JobBook:
             return None
         return Reclaimed(_text(reply[0]), _text(reply[1]), int(reply[2]), _text(reply[3]))
 
-    def _expired(self, action: str, key_of: Any, limit: int, max_score: Any = None) -> list[
-            Expired]:
-        buckets = job_buckets(self.prefix)
-        if max_score is None:
-            script = self._script("EXPIRED")
-            replies = self._pipe(action, lambda p: [
-                script(keys=[key_of(b)], args=[limit], client=p) for b in buckets])
-            pairs = [r[1:] for r in replies]
-        else:
-            pairs = self._pipe(action, lambda p: [
-                p.zrangebyscore(key_of(b), "-inf", max_score, start=0, num=limit,
-                                withscores=True) for b in buckets])
-            pairs = [[x for pair in r for x in pair] for r in pairs]
-        return [Expired(_text(flat[i]), float(flat[i + 1]), b)
-                for b, flat in zip(buckets, pairs, strict=True)
-                for i in range(0, len(flat), 2)]
-
-    def idle_threads(self, limit: int = 100) -> list[Expired]:
-        """Running threads that owed no job for their whole idle TTL."""
-        return self._expired("read idle threads", lambda b: b.idle, limit)
-
     def arm_idle(self, thread_id: str, ttl: float, *, only_if_idle: bool) -> None:
         """Watch ``thread_id``: recovered if it still owes no job ``ttl`` seconds from now."""
         self._run("ARM_IDLE", jobs_of(self.prefix, thread_id).ordered(),
@@ -198,19 +220,6 @@ class JobBook:
         """Whether ``thread_id`` has an owed job."""
         count = jobs_of(self.prefix, thread_id).count
         return bool(self.conn.call("read owed count", lambda c: c.hexists(count, thread_id)))
-
-    def sent_before(self, before_ms: float, limit: int = 100) -> list[Expired]:
-        """Unclaimed jobs sent before ``before_ms`` (server ms), oldest first per bucket."""
-        return self._expired("read unclaimed jobs", lambda b: b.due, limit, before_ms)
-
-    def oldest_unclaimed(self) -> tuple[float, float | None]:
-        """(server time, when the oldest unclaimed job was sent or None), in ms."""
-        buckets = job_buckets(self.prefix)
-        replies = self._pipe("read oldest unclaimed", lambda p: [
-            p.zrange(b.due, 0, 0, withscores=True) for b in buckets] + [p.time()])
-        seconds, micros = replies.pop()
-        scores = [float(r[0][1]) for r in replies if r]
-        return seconds * 1000 + micros // 1000, min(scores) if scores else None
 
     def requeue_lost(self, found: Expired) -> str | None:
         """The message of an unclaimed job to send again, or None (claimed or resent)."""
@@ -229,9 +238,3 @@ class JobBook:
     def probe_seen(self, queue: str, sent_ms: int) -> None:
         """A worker received the probe sent at ``sent_ms``: the queue moved past it."""
         self._run("PROBE_SEEN", [probe_key(self.prefix, queue)], [sent_ms], "probe seen")
-
-    def probe_head(self, queue: str) -> int:
-        """The newest probe time a worker received (0 if none)."""
-        key = probe_key(self.prefix, queue)
-        raw = self.conn.call("read probe", lambda c: c.hget(key, "head"))
-        return int(raw) if raw else 0
