@@ -163,6 +163,8 @@ class LeaseScheduler:
         oldest = view.oldest
         if oldest is None or view.now - oldest < max(self.probe_after, self.send_skew) * 1000:
             return
+        if view.probe_sent and view.now - view.probe_sent < PROBE_IN_FLIGHT * 1000:
+            return  # one in flight already
         sent = self.book.probe_send(self.settings.queue, PROBE_IN_FLIGHT)
         if sent:
             self._dispatcher.send_probe(self.saver.prefix, sent)

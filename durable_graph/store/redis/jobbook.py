@@ -79,6 +79,8 @@ class View:
     """Worker processes whose heartbeat expired."""
     head: int
     """Time (ms) of the newest probe a worker received: the queue moved past it."""
+    probe_sent: int
+    """Time (ms) of the probe in flight (0: none)."""
     lost: list[Expired]
     """Unclaimed jobs sent before the time asked for: lost by the broker."""
     oldest: float | None
@@ -167,7 +169,7 @@ class JobBook:
 
         def build(p: Any) -> None:
             expired(keys=[live_key(self.prefix)], args=[limit], client=p)
-            p.hget(probe_key(self.prefix, queue), "head")
+            p.hmget(probe_key(self.prefix, queue), "head", "sent")
             for b in buckets:
                 expired(keys=[b.idle], args=[limit], client=p)
                 p.zrange(b.due, 0, 0, withscores=True)
@@ -175,7 +177,7 @@ class JobBook:
                                 withscores=True)
 
         replies = self._pipe("read what expired", build)
-        dead, head, rest = replies[0], replies[1], replies[2:]
+        dead, (head, sent), rest = replies[0], replies[1], replies[2:]
         idle, oldest, lost = [], [], []
         for n, b in enumerate(buckets):
             flat, first, old = rest[3 * n][1:], rest[3 * n + 1], rest[3 * n + 2]
@@ -183,8 +185,8 @@ class JobBook:
                      for i in range(0, len(flat), 2)]
             oldest += [float(first[0][1])] if first else []
             lost += [Expired(_text(m), float(score), b) for m, score in old]
-        return View(int(dead[0]), [_text(m) for m in dead[1::2]], int(head or 0), lost,
-                    min(oldest) if oldest else None, idle)
+        return View(int(dead[0]), [_text(m) for m in dead[1::2]], int(head or 0),
+                    int(sent or 0), lost, min(oldest) if oldest else None, idle)
 
     def forget_workers(self, workers: Sequence[str]) -> None:
         """Drop dead workers whose jobs were all reclaimed."""
