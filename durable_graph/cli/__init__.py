@@ -1,4 +1,4 @@
-"""``durable-graph``: run workers and the lease scheduler, inspect and resume threads.
+"""``durable-graph``: run workers and the optional scheduler, inspect and resume threads.
 
 Every command reads the same settings as the workers (``DURABLE_GRAPH_REDIS_URL``,
 ``DURABLE_GRAPH_PREFIX``, ``DURABLE_GRAPH_SECRET_KEY``, ...); ``--redis-url`` and
@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("celery_args", nargs=argparse.REMAINDER,
                         help="more `celery worker` options, after --")
 
-    scheduler = sub.add_parser("scheduler", help="recover threads whose workers died")
+    scheduler = sub.add_parser(
+        "scheduler", help="run the recovery sweep in a process of its own (every worker "
+        "already runs it): resend jobs of dead processes and lost messages, recover idle "
+        "threads")
     scheduler.add_argument("--interval", type=float, default=1.0, metavar="S",
                            help="seconds between sweeps (default 1)")
     scheduler.add_argument("--once", action="store_true", help="sweep once and exit")
@@ -244,8 +247,12 @@ def _scheduler(args: argparse.Namespace) -> int:
     ops = _Ops()
     scheduler = LeaseScheduler(ops.app, ops.saver, interval=args.interval)
     if args.once:
-        for thread_id in scheduler.sweep():
+        done = scheduler.sweep_all()
+        for thread_id in done.recovered:
             print(thread_id)
+        print(f"resent {done.resent} job(s) of dead processes and {done.lost} lost one(s); "
+              f"recovered {len(done.recovered)} idle thread(s); failed "
+              f"{len(done.failed)} crash-looping thread(s)", file=sys.stderr)
         return 0
     with contextlib.suppress(KeyboardInterrupt):
         scheduler.run_forever()

@@ -23,6 +23,7 @@ from celery.worker.request import Request
 
 from durable_graph.errors import CheckpointStoreError, DispatchError, SignatureError
 from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
@@ -204,8 +205,9 @@ class WorkerRuntime:
         self.codec = self.settings.require_codec()
         self.serde = SignedSerializer(TypedSerializer(), self.codec)
         self._savers: dict[str, RedisSaver] = {}
+        self._books: dict[str, JobBook] = {}
         self.dispatcher = CeleryDispatcher(app, self.settings, self.books_of(app))
-        self.liveness = Liveness(self.settings, self.dispatcher.books)
+        self.liveness = Liveness(self.settings, self._book)
         self.keeper = LeaseKeeper(self.saver, self.settings.lease_ttl)
         self._loaders: dict[str, GraphLoader] = {}
 
@@ -252,6 +254,13 @@ class WorkerRuntime:
             })
         return "refused"
 
+    def _book(self, prefix: str) -> JobBook:
+        """The job book of ``prefix`` on the saver's connection (claims pipeline with it)."""
+        found = self._books.get(prefix)
+        if found is None:
+            found = self._books[prefix] = JobBook(self.saver(prefix).conn, prefix)
+        return found
+
     def loader(self, prefix: str) -> GraphLoader:
         """The graph loader reading blobs under ``prefix``."""
         found = self._loaders.get(prefix)
@@ -276,8 +285,8 @@ class WorkerRuntime:
         ) or job.key != (key or job.key):
             return self._refuse(thread_id, kind, run_id, prefix,
                                 "the clear ids of the message do not match its sealed job")
-        with self.liveness.running(job) as go:
-            return self._run(job) if go else "dropped"
+        with self.liveness.running(job) as claim:
+            return "dropped" if claim == "drop" else self._run(job, renewed=claim == "run")
 
     def _probe(self, probe: Any) -> str:
         """The queue moved past a probe: every job sent before it was received."""
@@ -288,7 +297,7 @@ class WorkerRuntime:
         self.dispatcher.books(prefix).probe_seen(queue, sent_ms)
         return "ok"
 
-    def _run(self, job: Job) -> str:
+    def _run(self, job: Job, *, renewed: bool) -> str:
         thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
         events = RunEvents(saver.conn, job.run.prefix, self.serde)
@@ -299,5 +308,5 @@ class WorkerRuntime:
             abort_run(saver, events, job, exc)
             return "failed"
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence)
-        handle(rc, job, self.keeper)
+        handle(rc, job, self.keeper, renewed=renewed)
         return "ok"

@@ -162,14 +162,12 @@ class CeleryExecutor:
         ref = self._shipper(saver).ref(graph)
         run_id = uuid.uuid4().hex
         owner = f"run:{run_id}"
-        lease = saver.leases.acquire(thread_id, owner, self.settings.lease_ttl)
+        # watched: a producer that dies before its first job is sent leaves a thread to recover
+        lease = saver.leases.acquire(thread_id, owner, self.settings.lease_ttl, watch_idle=True)
         if lease is None:
             raise DispatchError(
                 f"thread {thread_id!r} is running on the workers already; wait for it "
                 "(or for its lease to expire if its workers died) before starting another run.")
-        # a producer that dies before its first job is sent leaves a thread to recover
-        self._dispatcher.books(saver.prefix).arm_idle(thread_id, self.settings.lease_ttl,
-                                                      only_if_idle=True)
         loop = graph.make_loop(lease.fence(config), durability=request.durability,
                                interrupt_before=request.interrupt_before,
                                interrupt_after=request.interrupt_after, saver=saver,

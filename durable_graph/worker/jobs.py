@@ -104,9 +104,11 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def hold(self, prefix: str, lease: Lease) -> Iterator[None]:
-        """Renew ``lease`` now (FencingError if it was taken over) and while inside."""
-        self._saver_for(prefix).leases.renew(lease, self.ttl)
+    def hold(self, prefix: str, lease: Lease, *, renewed: bool = False) -> Iterator[None]:
+        """Renew ``lease`` now, unless ``renewed`` just now (FencingError if it was taken
+        over), and while inside."""
+        if not renewed:
+            self._saver_for(prefix).leases.renew(lease, self.ttl)
         key = (lease.thread_id, lease.owner, lease.generation, prefix)
         with self._lock:
             self._held[key] = self._held.get(key, 0) + 1
@@ -249,7 +251,7 @@ def _call_failure(w: PendingWrite) -> bool:
     return w.channel == ERROR and isinstance(w.value, dict) and "call" in w.value
 
 
-def handle(rc: RunContext, job: Job, keeper: LeaseKeeper) -> None:
+def handle(rc: RunContext, job: Job, keeper: LeaseKeeper, *, renewed: bool = False) -> None:
     """Run one job under its thread's lease; a job of a lost lease is dropped.
 
     A store error propagates (Celery retries the job); any other durable-graph error
@@ -257,7 +259,7 @@ def handle(rc: RunContext, job: Job, keeper: LeaseKeeper) -> None:
     recovered into the same error again and again.
     """
     try:
-        with keeper.hold(rc.saver.prefix, rc.lease()):
+        with keeper.hold(rc.saver.prefix, rc.lease(), renewed=renewed):
             _HANDLERS[job.kind](rc, job)
     except FencingError as exc:
         log.info("dropped a stale %s job of thread %s: %s", job.kind, job.run.thread_id, exc)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -66,37 +68,80 @@ class Books:
 class Liveness:
     """Claims, heartbeats and ends the jobs of one worker process."""
 
-    def __init__(self, settings: Settings, books: Books) -> None:
+    def __init__(self, settings: Settings, books: Callable[[str], JobBook]) -> None:
         self.settings, self.books = settings, books
         self.worker = worker_id()
         self._prefixes: set[str] = set()
         self._lock = threading.Lock()
         self._beating: threading.Thread | None = None
+        self._ended: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+        self._ender: threading.Thread | None = None
 
     @contextmanager
-    def running(self, job: Job) -> Iterator[bool]:
-        """Claim ``job`` and yield True to run it (False: drop this copy); end it after.
+    def running(self, job: Job) -> Iterator[str]:
+        """Claim ``job`` and renew its lease in one round trip; yield what to do with it:
 
-        An exception gives the job back unfinished (Celery retries its message).
-        A message without a key (sent by an older producer) runs untracked.
+        ``run`` (claimed, lease renewed), ``untracked`` (a message without a key, from an
+        older producer: run it, lease not renewed yet) or ``drop`` (another process runs
+        it, it ended, or its lease was taken over). The end is recorded afterwards off
+        the job's path; an exception gives the job back (Celery retries its message).
         """
         if not job.key:
-            yield True
+            yield "untracked"
             return
         book, thread_id = self.books(job.run.prefix), job.run.thread_id
         self._beat(job.run.prefix)
-        outcome, holder = book.claim(job.key, thread_id, self.worker)
-        if outcome != "ok":
+        lease = (job.owner, job.fence, self.settings.lease_ttl)
+        outcome, holder, renewed = book.claim_renewing(job.key, thread_id, self.worker, lease)
+        if outcome != "ok" or not renewed:
+            why = (f"process {holder} runs it" if holder else "it ended") if outcome != "ok" \
+                else "its lease was taken over"
             log.info("dropped a copy of %s job %s of thread %s: %s", job.kind, job.key,
-                     thread_id, f"process {holder} runs it" if holder else "it ended")
-            yield False
+                     thread_id, why)
+            if outcome == "ok":
+                self._end(job)
+            yield "drop"
             return
         try:
-            yield True
+            yield "run"
         except BaseException:
             book.release(job.key, thread_id, self.worker)
             raise
-        book.end(job.key, thread_id, self.settings.lease_ttl)
+        self._end(job)
+
+    def _end(self, job: Job) -> None:
+        """Record the job's end from a daemon thread, batched (a lost end only means a
+        finished job is resent once more, and its copy finds it done)."""
+        self._ended.put((job.run.prefix, job.key, job.run.thread_id))
+        with self._lock:
+            if self._ender is None:
+                self._ender = threading.Thread(target=self._end_forever,
+                                               name="durable-graph-ends", daemon=True)
+                self._ender.start()
+
+    def _end_forever(self) -> None:
+        while True:
+            batch = [self._ended.get()]
+            while len(batch) < 200:
+                try:
+                    batch.append(self._ended.get_nowait())
+                except queue.Empty:
+                    break
+            by_prefix: dict[str, list[tuple[str, str]]] = {}
+            for prefix, key, thread_id in batch:
+                by_prefix.setdefault(prefix, []).append((key, thread_id))
+            for prefix, jobs in by_prefix.items():
+                self._end_many(prefix, jobs)
+
+    def _end_many(self, prefix: str, jobs: list[tuple[str, str]]) -> None:
+        for attempt in range(5):
+            try:
+                self.books(prefix).end_many(jobs, self.settings.lease_ttl)
+                return
+            except Exception:
+                log.exception("recording the end of %d job(s) failed (attempt %d)",
+                              len(jobs), attempt + 1)
+                time.sleep(0.5 * (attempt + 1))
 
     def _beat(self, prefix: str) -> None:
         """Beat for ``prefix`` now if it is new here; keep beating from a daemon thread."""

@@ -30,6 +30,7 @@ from durable_graph.store.redis import job_scripts
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import (
     JobKeys,
+    ThreadKeys,
     job_buckets,
     jobs_of,
     live_key,
@@ -131,10 +132,34 @@ class JobBook:
                           [key, worker], "claim job")
         return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
 
+    def claim_renewing(
+        self, key: str, thread_id: str, worker: str, lease: tuple[str, int, float]
+    ) -> tuple[str, str, bool]:
+        """``claim``, and renew the thread's lease (owner, generation, ttl) in the same
+        round trip; the third item says whether the lease is still this job's."""
+        claim = self._script("CLAIM_JOB")
+        renew = self.conn.script("RENEW")
+        owner, gen, ttl = lease
+
+        def build(p: Any) -> None:
+            claim(keys=jobs_of(self.prefix, thread_id).ordered(), args=[key, worker], client=p)
+            renew(keys=[ThreadKeys(self.prefix, thread_id).lease],
+                  args=[owner, gen, max(1, int(ttl * 1000))], client=p)
+
+        claimed, renewed = self._pipe("claim job", build)
+        holder = _text(claimed[1]) if len(claimed) > 1 else ""
+        return _text(claimed[0]), holder, bool(renewed[0])
+
     def end(self, key: str, thread_id: str, idle_ttl: float) -> None:
         """The job ended: owed no more; a thread left owing nothing starts its idle TTL."""
-        self._run("END_JOB", jobs_of(self.prefix, thread_id).ordered(),
-                  [key, thread_id, int(idle_ttl * 1000)], "end job")
+        self.end_many([(key, thread_id)], idle_ttl)
+
+    def end_many(self, jobs: Sequence[tuple[str, str]], idle_ttl: float) -> None:
+        """``end`` of several (job key, thread id), in one round trip."""
+        script = self._script("END_JOB")
+        self._pipe("end jobs", lambda p: [
+            script(keys=jobs_of(self.prefix, t).ordered(), args=[k, t, int(idle_ttl * 1000)],
+                   client=p) for k, t in jobs])
 
     def release(self, key: str, thread_id: str, worker: str) -> None:
         """Give an unfinished job back (its broker delivers it again)."""
