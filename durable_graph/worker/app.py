@@ -50,6 +50,8 @@ def create_app(
     queue: str | None = None,
     lease_ttl: float | None = None,
     visibility_timeout: float | None = None,
+    heartbeat_ttl: float | None = None,
+    max_deaths: int | None = None,
     **celery_overrides: Any,
 ) -> Celery:
     """A Celery app for durable-graph jobs; unset arguments come from the environment.
@@ -60,6 +62,7 @@ def create_app(
     settings = Settings.from_env(
         redis_url=redis_url, broker_url=broker_url, codec=secret_key, prefix=prefix,
         queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
+        heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths,
     )
     app = Celery("durable_graph", broker=settings.broker, set_as_current=False)
     transport = {
@@ -143,13 +146,17 @@ class CeleryDispatcher:
         return [job.run.thread_id, job.task_id, job.kind, seal(self._codec, job),
                 job.run.run_id, job.run.prefix, job.key]
 
-    def _register(self, messages: list[list[str]]) -> None:
-        """Record the jobs as owed before they are sent (see ``store.redis.jobbook``)."""
+    def _send(self, messages: list[list[str]]) -> None:
+        """Record the jobs as owed as they are published (see ``store.redis.jobbook``)."""
         by_prefix: dict[str, list[tuple[str, str, str]]] = {}
         for args in messages:
             by_prefix.setdefault(args[5], []).append((args[6], args[0], json.dumps(args)))
-        for prefix, jobs in by_prefix.items():
-            self.books(prefix).register(jobs)
+        confirms = [self.books(prefix).register_sent(jobs) for prefix, jobs in by_prefix.items()]
+        try:
+            self._publish(messages)
+        finally:
+            for confirm in confirms:
+                confirm()
 
     def seal(self, job: Job) -> str:
         """The message of ``job`` as JSON text, to be sent later with ``send_sealed``."""
@@ -165,16 +172,15 @@ class CeleryDispatcher:
 
     def send(self, jobs: Sequence[Job]) -> None:
         """Register ``jobs`` as owed, then publish them over one broker connection."""
-        messages = [self._message(job) for job in jobs]
-        self._register(messages)
-        self._publish(messages)
+        self._send([self._message(job) for job in jobs])
 
     def send_sealed(self, sealed: str | bytes, *, register: bool = True) -> None:
         """Publish a message ``seal`` made earlier (a sweep resends registered ones)."""
         message = json.loads(sealed)
         if register:
-            self._register([message])
-        self._publish([message])
+            self._send([message])
+        else:
+            self._publish([message])
 
     def send_probe(self, prefix: str, sent_ms: int) -> None:
         """Publish the queue's probe (see ``worker/recovery``), signed like any job."""

@@ -89,14 +89,16 @@ def test_a_worker_killed_beside_running_sibling_calls_resumes_within_5s(env: Env
     pool = env.workers(4, "workers")
     graph = env.compile(cg.build_fanout())
     handle = graph.submit({"n": 3}, thread_config("fan"))
-    until(lambda: all(env.n(f"sibling{i}") == 1 for i in range(3)), "3 calls to start", env)
+    until(lambda: all(len(marks(env, f"sibling{i}")) == 1 for i in range(3)),
+          "3 calls to start", env)
     _, _, parent = marks(env, "sibling0")[0]
     victim = next(w for w in pool.workers if w.proc.pid == parent)
 
     os.killpg(victim.proc.pid, signal.SIGKILL)
     killed_at = server_time(env)
     victim.proc.wait(timeout=10)
-    until(lambda: env.n("sibling0") == 2, "the killed call to start again", env, timeout=15)
+    until(lambda: len(marks(env, "sibling0")) == 2, "the killed call to start again", env,
+          timeout=15)
     restarted = marks(env, "sibling0")[1][0] - killed_at
     out = finish(handle, env, timeout=30)
 

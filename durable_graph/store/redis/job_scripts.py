@@ -52,10 +52,10 @@ CLAIM_JOB = (
     _JOBS
     + """
 -- ARGV: job key, worker.  Reply: {'ok'} (run it), {'gone'} (it ended: drop this copy)
--- or {'held', worker} (another process runs it: drop this copy).
+-- or {'held', worker} (a process runs it, maybe this one in another thread: drop it).
 if redis.call('HEXISTS', OWED, ARGV[1]) == 0 then return {'gone'} end
 local holder = redis.call('HGET', CLAIM, ARGV[1])
-if holder and holder ~= ARGV[2] then return {'held', holder} end
+if holder then return {'held', holder} end
 redis.call('HSET', CLAIM, ARGV[1], ARGV[2])
 redis.call('ZREM', DUE, ARGV[1])
 return {'ok'}

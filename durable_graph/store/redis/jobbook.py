@@ -20,10 +20,11 @@ expired (sorted sets by deadline, bucketed by hash tag, so it runs on Redis Clus
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from redis.commands.core import Script
 
 from durable_graph.store.redis import job_scripts
@@ -118,13 +119,44 @@ class JobBook:
 
     # -- a job's life ----------------------------------------------------------------
 
-    def register(self, jobs: Iterable[tuple[str, str, str]]) -> None:
-        """Record (job key, thread id, signed message) as owed and due, before sending."""
+    def register_sent(self, jobs: Iterable[tuple[str, str, str]]) -> Callable[[], None]:
+        """Record (job key, thread id, signed message) as owed and due: written to Redis
+        now, confirmed by calling what it returns.
+
+        The caller publishes the jobs in between: the registration is on the server
+        before the broker even has the messages, so it costs the publish no round trip
+        of its own. (A claim can only come after a worker received a message; were the
+        registration ever late, the claim drops that copy and the lost-message probe
+        sends the job again.) On Redis Cluster, or if sending fails, it registers
+        synchronously instead.
+        """
         by_bucket: dict[JobKeys, list[str]] = defaultdict(list)
         for key, thread_id, message in jobs:
             by_bucket[jobs_of(self.prefix, thread_id)].extend((key, thread_id, message))
-        for bucket, args in by_bucket.items():
-            self._run("REGISTER_JOBS", bucket.ordered(), args, "register jobs")
+        client = self.conn.client
+        if not isinstance(client, redis.Redis):
+            for bucket, args in by_bucket.items():
+                self._run("REGISTER_JOBS", bucket.ordered(), args, "register jobs")
+            return lambda: None
+        pool = client.connection_pool
+        with self.conn.errors("register jobs"):
+            conn = pool.get_connection()
+            try:
+                for bucket, args in by_bucket.items():
+                    conn.send_command("EVAL", job_scripts.REGISTER_JOBS, 6, *bucket.ordered(),
+                                      *args)
+            except BaseException:
+                pool.release(conn)
+                raise
+
+        def confirm() -> None:
+            try:
+                with self.conn.errors("register jobs"):
+                    for _ in by_bucket:
+                        conn.read_response()
+            finally:
+                pool.release(conn)
+        return confirm
 
     def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
         """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""
