@@ -14,8 +14,9 @@ Three measurements, each on a fresh key prefix and queue of the Redis at ``--red
   of the sweep it replaced (listing every running thread), at the same sizes.
 * **overhead**: the job-liveness machinery's cost, before vs after: the same
   3-step chain (``bench/celery_graphs.py``) on 2 real worker processes, once with
-  the code of ``--base`` (default: where this branch left ``main``, checked out in a
-  temporary git worktree) and once with this tree, both at the same time (each with
+  the code of ``--base`` (default: where this branch left ``main``) and once with the
+  code of ``--after`` (default: ``HEAD``), each checked out in a temporary git
+  worktree, both at the same time (each with
   its own workers, queue and prefix, so the machine's load hits both alike), over
   ``--rounds`` rounds: p50 latency of one run (``sync``) and the throughput of 200
   concurrent runs. Target: at most 10% worse.
@@ -306,7 +307,7 @@ def measure(cg: Any, reps: int, concurrent: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def base_tree(base: str) -> Iterator[Path]:
-    """A temporary git worktree of ``base`` (removed after)."""
+    """A temporary git worktree of revision ``base`` (removed after)."""
     path = Path(tempfile.mkdtemp(prefix="bench-base-"))
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), base],
                    check=True, capture_output=True)
@@ -337,8 +338,8 @@ def bench_overhead(args: argparse.Namespace) -> list[str]:
         ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
         capture_output=True, text=True).stdout.strip()
     results: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-    with base_tree(base) as before:
-        trees = {"before": before, "after": ROOT}
+    with base_tree(base) as before, base_tree(args.after) as after:
+        trees = {"before": before, "after": after}
         for r in range(args.rounds):
             # both at once, each on its own workers: the machine's load hits both alike
             children = {name: start_child(tree, args) for name, tree in trees.items()}
@@ -351,7 +352,7 @@ def bench_overhead(args: argparse.Namespace) -> list[str]:
     thr = 1 - med["after"]["runs_per_s"] / med["before"]["runs_per_s"]
     ok = lat <= OVERHEAD_TARGET and thr <= OVERHEAD_TARGET
     return [
-        f"job liveness overhead (before = {base[:10]}, after = this tree; 2 worker processes, "
+        f"job liveness overhead (before = {base[:10]}, after = {args.after}; 2 worker processes, "
         f"median of {args.rounds} rounds run side by side; target <= {OVERHEAD_TARGET:.0%} worse):",
         f"  {'':32} | {'before':>10} | {'after':>10} | change",
         f"  {'3-step run latency p50 (sync)':32} | {med['before']['p50_ms']:>7.1f} ms | "
@@ -376,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=60, help="timed runs for latency")
     parser.add_argument("--concurrent", type=int, default=200, help="runs for throughput")
     parser.add_argument("--base", help="git revision of 'before' (default: merge-base with main)")
+    parser.add_argument("--after", default="HEAD", help="git revision of 'after' (default: HEAD)")
     parser.add_argument("--quick", action="store_true", help="5 kills, 100 and 10,000 threads, "
                         "1 round of 20 runs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -170,7 +170,7 @@ class LeaseScheduler:
             self._dispatcher.send_probe(self.saver.prefix, sent)
 
     def _idle_threads(self, idle: list[Expired], out: Sweep) -> None:
-        for found in idle:
+        for found in self.book.still_running(idle) if idle else []:
             thread_id = found.member
             if self.book.owes(thread_id):
                 self.book.arm_idle(thread_id, self.settings.lease_ttl, only_if_idle=True)

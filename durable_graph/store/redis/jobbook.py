@@ -275,6 +275,19 @@ class JobBook:
         """Stop watching a thread whose run ended."""
         self.conn.call("disarm idle", lambda c: c.zrem(bucket.idle, thread_id))
 
+    def still_running(self, idle: Sequence[Expired]) -> list[Expired]:
+        """The idle threads whose record still says ``running``; the others (their run
+        ended, the usual case) are no longer watched. Two round trips in all."""
+        records = [ThreadKeys(self.prefix, found.member).record for found in idle]
+        statuses = self._pipe("read idle statuses", lambda p: [
+            p.hget(record, "status") for record in records]) if idle else []
+        running = [f for f, s in zip(idle, statuses, strict=True) if s == b"running"]
+        ended = [f for f in idle if f not in running]
+        if ended:
+            self._pipe("disarm idle", lambda p: [
+                p.zrem(f.bucket.idle, f.member) for f in ended if f.bucket is not None])
+        return running
+
     def owes(self, thread_id: str) -> bool:
         """Whether ``thread_id`` has an owed job."""
         count = jobs_of(self.prefix, thread_id).count
