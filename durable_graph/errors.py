@@ -7,6 +7,7 @@
     ├── GraphRecursionError (also RecursionError)  recursion_limit supersteps ran out
     ├── TaskNotInRunError (also RuntimeError)  a @task called outside a graph run
     ├── NondeterminismError                    a replay called tasks other than the recorded ones
+    ├── NotSupportedError (also NotImplementedError)  a LangGraph option not implemented yet
     ├── SerializationError (also TypeError)    a value the store cannot encode or decode
     │   └── SignatureError                     a payload whose HMAC did not verify
     ├── CheckpointStoreError                   a store that failed or cannot be reached
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidUpdateError",
     "JobCrashedError",
     "NondeterminismError",
+    "NotSupportedError",
     "RunFailedError",
     "SerializationError",
     "SignatureError",
@@ -76,6 +78,10 @@ class TaskNotInRunError(DurableGraphError, RuntimeError):
 
 class NondeterminismError(DurableGraphError):
     """A replayed node called different tasks than the ones recorded for it."""
+
+
+class NotSupportedError(DurableGraphError, NotImplementedError):
+    """A LangGraph option durable_graph does not implement (yet): refused, never ignored."""
 
 
 class SerializationError(DurableGraphError, TypeError):

@@ -27,6 +27,8 @@ class RunRequest:
     interrupt_before: Sequence[str] | str | None = None
     interrupt_after: Sequence[str] | str | None = None
     modes: frozenset[str] = frozenset()
+    context: Any = None
+    """The run's ``context=`` (travels to the workers signed, with the run)."""
 
 
 class RunHandle(Protocol):

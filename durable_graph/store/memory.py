@@ -22,7 +22,7 @@ from durable_graph.store.base import (
 from durable_graph.store.encoding import encode_values, encode_write, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
 
-__all__ = ["InMemorySaver"]
+__all__ = ["InMemorySaver", "MemorySaver"]
 
 Blob = tuple[str, bytes]
 
@@ -191,3 +191,7 @@ class InMemorySaver(BaseCheckpointSaver):
             ),
             pending_writes=writes,
         )
+
+
+MemorySaver = InMemorySaver
+"""LangGraph's older name for ``InMemorySaver``."""

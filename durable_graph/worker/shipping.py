@@ -68,10 +68,15 @@ def locate(graph: CompiledGraph) -> str | None:
 
 
 def _portable(graph: CompiledGraph) -> CompiledGraph:
-    """The graph as workers run it: no checkpointer or executor of the producer's."""
+    """The graph as workers run it: no checkpointer or executor of the producer's.
+
+    Its store and cache go with it: a durable one pickles as where to reopen it
+    (a URL or a path), so every worker shares it.
+    """
     return CompiledGraph(
         graph.spec, interrupt_before=graph.interrupt_before,
-        interrupt_after=graph.interrupt_after, name=graph.name,
+        interrupt_after=graph.interrupt_after, name=graph.name, store=graph.store,
+        cache=graph.cache, context_schema=graph.context_schema,
     )
 
 
