@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from durable_graph.store.redis import job_scripts
@@ -38,7 +39,22 @@ from durable_graph.store.redis.keys import (
     probe_key,
 )
 
-__all__ = ["Expired", "JobBook", "Reclaimed", "View"]
+__all__ = ["Expired", "JobBook", "Reclaimed", "View", "pipelined"]
+
+
+def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
+    """Run the commands ``build`` queues on a pipeline, in one round trip; their replies.
+
+    ``build(p)`` returns what each of its calls returned, in order. On Redis Cluster,
+    whose pipelines refuse scripts, ``p`` is the client itself (one call at a time).
+    """
+    def go(client: Any) -> list[Any]:
+        if isinstance(client, RedisCluster):
+            return list(build(client))
+        pipe = client.pipeline(transaction=False)
+        build(pipe)
+        return list(pipe.execute())
+    return conn.call(action, go)
 
 
 def _text(value: Any) -> str:
@@ -110,12 +126,12 @@ class JobBook:
             return self._script(name)(keys=list(keys), args=list(args))
 
     def _pipe(self, action: str, build: Any) -> list[Any]:
-        """Run the commands ``build(pipe)`` queues, in one round trip."""
-        def go(client: Any) -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            build(pipe)
-            return list(pipe.execute())
-        return self.conn.call(action, go)
+        """The replies of the commands ``build(p)`` queues, in one round trip.
+
+        ``build`` returns what each call returned, in order: on Redis Cluster, whose
+        pipelines cannot run scripts, it gets the client itself and those are the replies.
+        """
+        return pipelined(self.conn, action, build)
 
     # -- a job's life ----------------------------------------------------------------
 
@@ -173,10 +189,13 @@ class JobBook:
         renew = self.conn.script("RENEW")
         owner, gen, ttl = lease
 
-        def build(p: Any) -> None:
-            claim(keys=jobs_of(self.prefix, thread_id).ordered(), args=[key, worker], client=p)
-            renew(keys=[ThreadKeys(self.prefix, thread_id).lease],
-                  args=[owner, gen, max(1, int(ttl * 1000))], client=p)
+        def build(p: Any) -> list[Any]:
+            return [
+                claim(keys=jobs_of(self.prefix, thread_id).ordered(), args=[key, worker],
+                      client=p),
+                renew(keys=[ThreadKeys(self.prefix, thread_id).lease],
+                      args=[owner, gen, max(1, int(ttl * 1000))], client=p),
+            ]
 
         claimed, renewed = self._pipe("claim job", build)
         holder = _text(claimed[1]) if len(claimed) > 1 else ""
@@ -224,14 +243,15 @@ class JobBook:
         buckets = job_buckets(self.prefix)
         expired = self._script("EXPIRED")
 
-        def build(p: Any) -> None:
-            expired(keys=[live_key(self.prefix)], args=[limit], client=p)
-            p.hmget(probe_key(self.prefix, queue), "head", "sent")
+        def build(p: Any) -> list[Any]:
+            out = [expired(keys=[live_key(self.prefix)], args=[limit], client=p),
+                   p.hmget(probe_key(self.prefix, queue), "head", "sent")]
             for b in buckets:
-                expired(keys=[b.idle], args=[limit], client=p)
-                p.zrange(b.due, 0, 0, withscores=True)
-                p.zrangebyscore(b.due, "-inf", f"({lost_before}", start=0, num=limit,
-                                withscores=True)
+                out += [expired(keys=[b.idle], args=[limit], client=p),
+                        p.zrange(b.due, 0, 0, withscores=True),
+                        p.zrangebyscore(b.due, "-inf", f"({lost_before}", start=0, num=limit,
+                                        withscores=True)]
+            return out
 
         replies = self._pipe("read what expired", build)
         dead, (head, sent), rest = replies[0], replies[1], replies[2:]

@@ -18,6 +18,7 @@ from typing import Any
 from durable_graph.errors import FencingError, GraphValueError
 from durable_graph.store.redis import job_scripts
 from durable_graph.store.redis.connection import RedisConn
+from durable_graph.store.redis.jobbook import pipelined
 from durable_graph.store.redis.keys import ThreadKeys, jobs_of
 
 __all__ = ["Lease", "RedisLeases"]
@@ -79,15 +80,14 @@ class RedisLeases:
         redis_client: Any = self._conn.client
         arm = redis_client.register_script(job_scripts.ARM_IDLE)
 
-        def both(client: Any) -> Any:
-            pipe = client.pipeline(transaction=False)
-            acquire(keys=[self._key(thread_id)], args=[owner, _ttl_ms(ttl)], client=pipe)
+        def both(p: Any) -> list[Any]:
+            out = [acquire(keys=[self._key(thread_id)], args=[owner, _ttl_ms(ttl)], client=p)]
             if watch_idle:
-                arm(keys=jobs_of(self._prefix, thread_id).ordered(),
-                    args=[thread_id, _ttl_ms(ttl), "1"], client=pipe)
-            return pipe.execute()[0]
+                out.append(arm(keys=jobs_of(self._prefix, thread_id).ordered(),
+                               args=[thread_id, _ttl_ms(ttl), "1"], client=p))
+            return out
 
-        ok, gen, holder, until = self._conn.call("acquire lease", both)
+        ok, gen, holder, until = pipelined(self._conn, "acquire lease", both)[0]
         if not ok:
             return None
         return Lease(str(thread_id), _text(holder), int(gen), int(until))
