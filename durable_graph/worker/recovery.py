@@ -40,7 +40,7 @@ from durable_graph.errors import JobCrashedError, SignatureError
 from durable_graph.store.redis.jobbook import Expired, JobBook, View
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, WorkerRuntime, settings_of
-from durable_graph.worker.events import RunEvents
+from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.payload import open_sealed
 from durable_graph.worker.runs import Job, RunSpec, abort_run
 
@@ -170,7 +170,10 @@ class LeaseScheduler:
             self._dispatcher.send_probe(self.saver.prefix, sent)
 
     def _idle_threads(self, idle: list[Expired], out: Sweep) -> None:
-        for found in self.book.still_running(idle) if idle else []:
+        running, unreleased = self.book.sort_idle(idle) if idle else ([], [])
+        for found in unreleased:
+            self._retell_end(found)
+        for found in running:
             thread_id = found.member
             if self.book.owes(thread_id):
                 self.book.arm_idle(thread_id, self.settings.lease_ttl, only_if_idle=True)
@@ -200,6 +203,34 @@ class LeaseScheduler:
         log.info("thread %r: idle with no job owed, recovery enqueued (generation %d)",
                  thread_id, lease.generation)
         return True
+
+    def _retell_end(self, found: Expired) -> None:
+        """A run that ended without releasing its lease: its ender died after recording
+        the status, maybe before telling the producer. Tell it (once: the lease is taken)."""
+        assert found.bucket is not None
+        thread_id = found.member
+        owner = f"{self._name}:{uuid.uuid4().hex[:8]}"
+        lease = self.saver.leases.take_over(thread_id, owner, self.settings.lease_ttl)
+        sealed = self.saver.get_run(thread_id)
+        run = self._run_of(thread_id, sealed) if lease and sealed else None
+        if lease is None or run is None:  # live (still ending), or not a distributed run
+            if lease is not None:
+                self.saver.leases.release(lease)
+            self.book.disarm_idle(found.bucket, thread_id)
+            return
+        record = self.saver.get_status(thread_id) or {}
+        if record.get("status") == "failed":  # its error is recorded as text: say it
+            self._events.publish(thread_id, run.run_id, END, {
+                "status": "failed", "output": None, "interrupts": [], "error": {
+                    "error": None, "type": record.get("error_type") or "",
+                    "message": record.get("error_message") or "",
+                    "traceback": record.get("error_traceback") or ""}})
+            self.saver.leases.release(lease)
+        else:  # done or interrupted: a recovery job ends it again, with its output
+            self._dispatcher.send([Job("recover", run, owner, lease.generation)])
+        log.warning("thread %r ended %s but its producer may not have been told; told again",
+                    thread_id, record.get("status"))
+        self.book.disarm_idle(found.bucket, thread_id)
 
     def _run_of(self, thread_id: str, sealed: str) -> RunSpec | None:
         try:

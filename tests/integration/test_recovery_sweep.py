@@ -18,8 +18,10 @@ import pytest
 import redis
 
 from durable_graph import JobCrashedError
+from durable_graph.store.redis.lease import Lease
 from durable_graph.worker import create_app
 from durable_graph.worker.app import WorkerRuntime
+from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.recovery import LeaseScheduler
 from durable_graph.worker.runs import Job, RunSpec
 from durable_graph.worker.shipping import GraphRef
@@ -103,13 +105,46 @@ def test_a_thread_whose_jobs_wait_in_the_queue_is_never_taken_over(
     assert scheduler.saver.leases.generation("busy") == 1
 
 
-def test_an_ended_run_is_not_recovered(scheduler: LeaseScheduler) -> None:
+def test_an_ended_run_whose_ender_died_before_releasing_is_told_again_once(
+    scheduler: LeaseScheduler,
+) -> None:
     start_run(scheduler, "ended")
-    scheduler.saver.set_status("ended", "done")  # its ender died before releasing the lease
+    scheduler.saver.set_status("ended", "done")  # its ender died before telling the producer
+    wait(TTL + 0.1)
+    assert scheduler.sweep() == []  # not a recovery of a running thread...
+    assert kinds(scheduler) == ["recover"]  # ...but a job that ends it again, with its output
+    assert scheduler.saver.leases.generation("ended") == 2
+    assert scheduler.book.view(scheduler.settings.queue, 0).idle == []  # no longer watched
+    wait(TTL + 0.1)
+    scheduler.sweep()
+    assert kinds(scheduler) == ["recover"]  # once
+
+
+def test_a_failed_run_whose_ender_died_before_releasing_gets_its_end_published(
+    scheduler: LeaseScheduler,
+) -> None:
+    job = start_run(scheduler, "failed")
+    scheduler.saver.set_status("failed", "failed", ValueError("boom"))
+    wait(TTL + 0.1)
+    scheduler.sweep()
+    assert kinds(scheduler) == []
+    events = RunEvents(scheduler.saver.conn, scheduler.saver.prefix,
+                       WorkerRuntime.of(scheduler.app).serde)
+    (_, mode, end), = events.read("failed", job.run.run_id, "0", 100)
+    assert mode == END and end["status"] == "failed"
+    assert end["error"]["type"] == "builtins.ValueError" and end["error"]["message"] == "boom"
+
+
+def test_a_run_that_ended_and_released_its_lease_is_left_alone(
+    scheduler: LeaseScheduler,
+) -> None:
+    job = start_run(scheduler, "released")
+    scheduler.saver.set_status("released", "done")
+    assert scheduler.saver.leases.release(Lease("released", job.owner, job.fence, 0))
     wait(TTL + 0.1)
     assert scheduler.sweep() == []
     assert kinds(scheduler) == []
-    assert scheduler.book.view(scheduler.settings.queue, 0).idle == []  # no longer watched
+    assert scheduler.book.view(scheduler.settings.queue, 0).idle == []
 
 
 def test_a_message_the_broker_lost_is_sent_again_once_the_queue_moved_past_it(

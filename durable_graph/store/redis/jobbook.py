@@ -295,18 +295,31 @@ class JobBook:
         """Stop watching a thread whose run ended."""
         self.conn.call("disarm idle", lambda c: c.zrem(bucket.idle, thread_id))
 
-    def still_running(self, idle: Sequence[Expired]) -> list[Expired]:
-        """The idle threads whose record still says ``running``; the others (their run
-        ended, the usual case) are no longer watched. Two round trips in all."""
-        records = [ThreadKeys(self.prefix, found.member).record for found in idle]
-        statuses = self._pipe("read idle statuses", lambda p: [
-            p.hget(record, "status") for record in records]) if idle else []
-        running = [f for f, s in zip(idle, statuses, strict=True) if s == b"running"]
-        ended = [f for f in idle if f not in running]
-        if ended:
+    def sort_idle(self, idle: Sequence[Expired]) -> tuple[list[Expired], list[Expired]]:
+        """(threads whose record says ``running``, ended threads whose lease was never
+        released: their ender died before telling the producer). The other ended ones,
+        the usual case, are no longer watched. Two round trips in all."""
+        def read(p: Any) -> list[Any]:
+            out = []
+            for found in idle:
+                keys = ThreadKeys(self.prefix, found.member)
+                out += [p.hget(keys.record, "status"), p.hget(keys.lease, "owner")]
+            return out
+
+        replies = self._pipe("read idle threads", read) if idle else []
+        running, unreleased, done = [], [], []
+        for n, found in enumerate(idle):
+            status, owner = replies[2 * n], replies[2 * n + 1]
+            if status == b"running":
+                running.append(found)
+            elif status and owner:
+                unreleased.append(found)
+            else:
+                done.append(found)
+        if done:
             self._pipe("disarm idle", lambda p: [
-                p.zrem(f.bucket.idle, f.member) for f in ended if f.bucket is not None])
-        return running
+                p.zrem(f.bucket.idle, f.member) for f in done if f.bucket is not None])
+        return running, unreleased
 
     def owes(self, thread_id: str) -> bool:
         """Whether ``thread_id`` has an owed job."""
