@@ -20,10 +20,14 @@ from durable_graph.errors import (
     JobCrashedError,
     NondeterminismError,
     NotSupportedError,
+    RunCancelledError,
     RunFailedError,
     SerializationError,
     SignatureError,
     TaskNotInRunError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+    ThreadStateError,
 )
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.func import entrypoint, task
@@ -116,6 +120,7 @@ __all__ = [
     "RemainingSteps",
     "RemoveMessage",
     "RetryPolicy",
+    "RunCancelledError",
     "RunFailedError",
     "RunHandle",
     "Runtime",
@@ -131,6 +136,9 @@ __all__ = [
     "StateTask",
     "TaskInfo",
     "TaskNotInRunError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+    "ThreadStateError",
     "TypedSerializer",
     "add_messages",
     "entrypoint",

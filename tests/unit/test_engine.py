@@ -282,6 +282,10 @@ PUBLIC_ERRORS = [
     SerializationError,
     SignatureError,
     TaskNotInRunError,
+    durable_graph.RunCancelledError,
+    durable_graph.ThreadBusyError,
+    durable_graph.ThreadNotFoundError,
+    durable_graph.ThreadStateError,
 ]
 
 
@@ -644,6 +648,7 @@ EXPORTED = [
     "RemainingSteps",
     "RemoveMessage",
     "RetryPolicy",
+    "RunCancelledError",
     "RunFailedError",
     "RunHandle",
     "Runtime",
@@ -659,6 +664,9 @@ EXPORTED = [
     "StateTask",
     "TaskInfo",
     "TaskNotInRunError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+    "ThreadStateError",
     "TypedSerializer",
     "add_messages",
     "entrypoint",
