@@ -35,9 +35,12 @@ def register(sub: Any) -> None:
     worker.set_defaults(handler=_worker)
 
     scheduler = sub.add_parser(
-        "scheduler", help="recover threads whose workers died", formatter_class=Formatter,
-        description="Take over threads whose lease expired and re-enqueue their missing "
-                    "work; run two for high availability.")
+        "scheduler", help="the recovery sweep in a process of its own (optional)",
+        formatter_class=Formatter,
+        description="Every worker already runs this sweep: resend the jobs of dead worker "
+                    "processes and the messages the broker lost, recover running threads "
+                    "that owe no job, fail crash-looping ones. Run it where workers can "
+                    "scale to zero; several are safe.")
     scheduler.add_argument("--interval", type=float, default=1.0, metavar="S",
                            help="seconds between sweeps")
     scheduler.add_argument("--once", action="store_true", help="sweep once and exit")
@@ -84,8 +87,12 @@ def _scheduler(args: argparse.Namespace) -> int:
     cluster = connect()
     scheduler = LeaseScheduler(cluster.app, cluster.saver, interval=args.interval)
     if args.once:
-        for thread_id in scheduler.sweep():
+        done = scheduler.sweep_all()
+        for thread_id in done.recovered:
             print(thread_id)
+        print(f"resent {done.resent} job(s) of dead processes and {done.lost} lost one(s); "
+              f"recovered {len(done.recovered)} idle thread(s); failed "
+              f"{len(done.failed)} crash-looping thread(s)", file=sys.stderr)
         return 0
     with contextlib.suppress(KeyboardInterrupt):
         scheduler.run_forever()

@@ -15,21 +15,26 @@ import logging
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from celery import Celery
 from celery.signals import worker_init, worker_ready
+from celery.worker.request import Request
 
 from durable_graph.errors import CheckpointStoreError, DispatchError, SignatureError
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.redis.connection import redact
+from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker.config import Settings
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
+from durable_graph.worker.liveness import Books, Liveness, note_lost
 from durable_graph.worker.payload import open_sealed, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
@@ -51,6 +56,8 @@ def create_app(
     visibility_timeout: float | None = None,
     commit_wait: str | None = None,
     store_retry: float | None = None,
+    heartbeat_ttl: float | None = None,
+    max_deaths: int | None = None,
     **celery_overrides: Any,
 ) -> Celery:
     """A Celery app for durable-graph jobs; unset arguments come from the environment.
@@ -64,6 +71,7 @@ def create_app(
         redis_url=redis_url, broker_url=broker_url, codec=secret_key, prefix=prefix,
         queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
         commit_wait=commit_wait, store_retry=store_retry,
+        heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths,
     )
     app = Celery("durable_graph", broker=settings.broker, set_as_current=False)
     app.conf.update(
@@ -88,8 +96,10 @@ def create_app(
     app.task(
         name=JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
         autoretry_for=(CheckpointStoreError,), retry_backoff=True, retry_backoff_max=10,
-        max_retries=30,
+        max_retries=30, Request=_JobRequest,
     )(_job)
+    # every worker sweeps for crashed jobs and threads (see worker/recovery.py)
+    app.steps["worker"].add("durable_graph.worker.recovery:RecoveryStep")
     return app
 
 
@@ -158,28 +168,56 @@ def settings_of(app: Celery) -> Settings:
 
 def _job(
     self: Any, thread_id: str, task_id: str, kind: str, payload: str, *, run: str = "",
-    prefix: str = "",
+    prefix: str = "", key: str = "",
 ) -> str:
     """The one Celery task: open the sealed job, check its ids, run it.
 
     ``run`` and ``prefix`` (in clear) only say where to tell the producer that a
-    payload was refused; nothing else is taken from an unverified message.
+    payload was refused, and ``key`` where to note that the job's process died;
+    nothing else is taken from an unverified message.
     """
     return WorkerRuntime.of(self.app).run(thread_id, task_id, kind, payload,
-                                          run_id=run, prefix=prefix)
+                                          run_id=run, prefix=prefix, key=key)
+
+
+class _JobRequest(Request):  # type: ignore[misc]
+    """A job's request in the worker's main process: notes a pool process dying under it."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> Any:
+        exc = getattr(exc_info, "exception", None)
+        exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback
+        if isinstance(exc, BaseException) and type(exc).__name__ == "WorkerLostError":
+            note_lost(WorkerRuntime.books_of(self.task.app), self, exc)
+        return super().on_failure(exc_info, send_failed_event, return_ok)
 
 
 class CeleryDispatcher:
     """Sends jobs as ``durable_graph.job`` messages on the app's queue."""
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
+    def __init__(self, app: Celery, settings: Settings, books: Books | None = None) -> None:
         self._app, self._settings = app, settings
         self._codec = settings.require_codec()
+        self.books = books or Books(settings.redis_url)
 
     def _message(self, job: Job) -> list[str]:
-        """The task arguments of ``job``: ids in clear, the job sealed."""
+        """The task arguments of ``job`` with a key of its own: ids in clear, the job sealed."""
+        if not job.key:
+            job = replace(job, key=uuid.uuid4().hex)
         return [job.run.thread_id, job.task_id, job.kind, seal(self._codec, job),
-                job.run.run_id, job.run.prefix]
+                job.run.run_id, job.run.prefix, job.key]
+
+    def _send(self, messages: list[list[str]]) -> None:
+        """Record the jobs as owed as they are published (see ``store.redis.jobbook``)."""
+        by_prefix: dict[str, list[tuple[str, str, str]]] = {}
+        for args in messages:
+            by_prefix.setdefault(args[5], []).append((args[6], args[0], json.dumps(args)))
+        confirms = [self.books(prefix).register_sent(jobs) for prefix, jobs in by_prefix.items()]
+        try:
+            self._publish(messages)
+        finally:
+            for confirm in confirms:
+                confirm()
 
     def seal(self, job: Job) -> str:
         """The message of ``job`` as JSON text, to be sent later with ``send_sealed``."""
@@ -194,18 +232,28 @@ class CeleryDispatcher:
         return open_sealed(self._codec, text, "run record")
 
     def send(self, jobs: Sequence[Job]) -> None:
-        """Publish ``jobs`` over one broker connection."""
-        self._publish([self._message(job) for job in jobs])
+        """Register ``jobs`` as owed, then publish them over one broker connection."""
+        self._send([self._message(job) for job in jobs])
 
-    def send_sealed(self, sealed: str | bytes) -> None:
-        """Publish a message ``seal`` made earlier."""
-        self._publish([json.loads(sealed)])
+    def send_sealed(self, sealed: str | bytes, *, register: bool = True) -> None:
+        """Publish a message ``seal`` made earlier (a sweep resends registered ones)."""
+        message = json.loads(sealed)
+        if register:
+            self._send([message])
+        else:
+            self._publish([message])
+
+    def send_probe(self, prefix: str, sent_ms: int) -> None:
+        """Publish the queue's probe (see ``worker/recovery``), signed like any job."""
+        sealed = seal(self._codec, ("probe", prefix, self._settings.queue, sent_ms))
+        self._publish([["", "", "probe", sealed, "", prefix, ""]])
 
     def _publish(self, messages: list[list[str]]) -> None:
         with self._app.producer_or_acquire() as producer:
             for args in messages:
                 self._app.send_task(
-                    JOB_TASK, args=args[:4], kwargs={"run": args[4], "prefix": args[5]},
+                    JOB_TASK, args=args[:4],
+                    kwargs={"run": args[4], "prefix": args[5], "key": args[6]},
                     queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
                 )
 
@@ -224,9 +272,20 @@ class WorkerRuntime:
         self.codec = self.settings.require_codec()
         self.serde = SignedSerializer(TypedSerializer(), self.codec)
         self._savers: dict[str, RedisSaver] = {}
-        self.dispatcher = CeleryDispatcher(app, self.settings)
+        self._books: dict[str, JobBook] = {}
+        self.dispatcher = CeleryDispatcher(app, self.settings, self.books_of(app))
+        self.liveness = Liveness(self.settings, self._book)
         self.keeper = LeaseKeeper(self.saver, self.settings.lease_ttl)
         self._loaders: dict[str, GraphLoader] = {}
+
+    @staticmethod
+    def books_of(app: Celery) -> Books:
+        """The job books of ``app``'s Redis (one per app, shared by a process's parts)."""
+        found = app.conf.get("durable_graph_books")
+        if not isinstance(found, Books):
+            found = Books(settings_of(app).redis_url)
+            app.conf.durable_graph_books = found
+        return found
 
     @classmethod
     def of(cls, app: Celery) -> WorkerRuntime:
@@ -263,6 +322,13 @@ class WorkerRuntime:
             })
         return "refused"
 
+    def _book(self, prefix: str) -> JobBook:
+        """The job book of ``prefix`` on the saver's connection (claims pipeline with it)."""
+        found = self._books.get(prefix)
+        if found is None:
+            found = self._books[prefix] = JobBook(self.saver(prefix).conn, prefix)
+        return found
+
     def loader(self, prefix: str) -> GraphLoader:
         """The graph loader reading blobs under ``prefix``."""
         found = self._loaders.get(prefix)
@@ -273,18 +339,34 @@ class WorkerRuntime:
 
     def run(
         self, thread_id: str, task_id: str, kind: str, payload: str, *, run_id: str = "",
-        prefix: str = "",
+        prefix: str = "", key: str = "",
     ) -> str:
         """Open, check and run one job; returns a short acknowledgement."""
         try:
             job = open_sealed(self.codec, payload)
         except SignatureError as exc:
             return self._refuse(thread_id, kind, run_id, prefix, str(exc))
+        if kind == "probe":
+            return self._probe(job)
         if not isinstance(job, Job) or (job.run.thread_id, job.task_id, job.kind) != (
             thread_id, task_id, kind
-        ):
+        ) or job.key != (key or job.key):
             return self._refuse(thread_id, kind, run_id, prefix,
                                 "the clear ids of the message do not match its sealed job")
+        with self.liveness.running(job) as claim:
+            return "dropped" if claim == "drop" else self._run(job, renewed=claim == "run")
+
+    def _probe(self, probe: Any) -> str:
+        """The queue moved past a probe: every job sent before it was received."""
+        if not (isinstance(probe, tuple) and len(probe) == 4 and probe[0] == "probe"):
+            log.error("refused a probe whose sealed content is not a probe")
+            return "refused"
+        _, prefix, queue, sent_ms = probe
+        self.dispatcher.books(prefix).probe_seen(queue, sent_ms)
+        return "ok"
+
+    def _run(self, job: Job, *, renewed: bool) -> str:
+        thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
         events = RunEvents(saver.conn, job.run.prefix, self.serde)
         try:
@@ -294,5 +376,5 @@ class WorkerRuntime:
             abort_run(saver, events, job, exc)
             return "failed"
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence)
-        handle(rc, job, self.keeper)
+        handle(rc, job, self.keeper, renewed=renewed)
         return "ok"

@@ -23,7 +23,9 @@ __all__ = [
     "DEFAULT_REDIS_URL",
     "ENV_BROKER_URL",
     "ENV_COMMIT_WAIT",
+    "ENV_HEARTBEAT_TTL",
     "ENV_LEASE_TTL",
+    "ENV_MAX_DEATHS",
     "ENV_PREFIX",
     "ENV_QUEUE",
     "ENV_REDIS_URL",
@@ -54,6 +56,10 @@ BROKER_SCHEMES: Final = {
     "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp",
 }
 """Broker URL scheme -> the broker kind durable-graph configures Celery for."""
+ENV_HEARTBEAT_TTL: Final = "DURABLE_GRAPH_HEARTBEAT_TTL"
+"""Seconds a worker process's heartbeat lives: its jobs are sent again this long after it dies."""
+ENV_MAX_DEATHS: Final = "DURABLE_GRAPH_MAX_DEATHS"
+"""Executions of one job that may end with their process dying before its thread fails."""
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE: Final = "durable_graph"
@@ -70,6 +76,15 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise GraphValueError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise GraphValueError(f"{name}={raw!r} must be a whole number of at least 1")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -90,8 +105,26 @@ class Settings:
     store_retry: float = 30.0
     """A producer retries store reads and its submit, and every send retries the broker,
     this long through an outage."""
+    heartbeat_ttl: float = 3.0
+    """A worker process that stops beating this long is dead: its jobs are sent again."""
+    max_deaths: int = 3
+    """A job whose process died this many times fails its thread (a crash loop)."""
     codec: SigningCodec | None = field(default=None, repr=False)
     """Signs every message payload, graph blob and checkpoint value."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_deaths, int) and self.max_deaths >= 1):
+            raise GraphValueError(
+                f"max_deaths must be a whole number of at least 1, got {self.max_deaths!r}")
+        for name in ("lease_ttl", "visibility_timeout", "heartbeat_ttl"):
+            if not getattr(self, name) > 0:
+                raise GraphValueError(
+                    f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
+        broker_kind_of(self.broker)  # a bad URL fails here, not at the first send
+        CommitWait.of(self.commit_wait)
+        if self.store_retry < 0:
+            raise GraphValueError(
+                f"store_retry must be >= 0 seconds (0: no retry), got {self.store_retry!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -106,19 +139,14 @@ class Settings:
             visibility_timeout=_number(env, ENV_VISIBILITY_TIMEOUT, 300.0),
             commit_wait=env.get(ENV_COMMIT_WAIT) or None,
             store_retry=_number(env, ENV_STORE_RETRY, 30.0),
+            heartbeat_ttl=_number(env, ENV_HEARTBEAT_TTL, 3.0),
+            max_deaths=_count(env, ENV_MAX_DEATHS, 3),
             codec=_codec_from_env(env),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         if isinstance(given.get("codec"), (str, bytes)):
             given["codec"] = SigningCodec.from_secret(given["codec"])
         return replace(settings, **given)
-
-    def __post_init__(self) -> None:
-        broker_kind_of(self.broker)  # a bad URL fails here, not at the first send
-        CommitWait.of(self.commit_wait)
-        if self.store_retry < 0:
-            raise GraphValueError(
-                f"store_retry must be >= 0 seconds (0: no retry), got {self.store_retry!r}")
 
     @property
     def broker(self) -> str:

@@ -105,9 +105,11 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def hold(self, prefix: str, lease: Lease) -> Iterator[None]:
-        """Renew ``lease`` now (FencingError if it was taken over) and while inside."""
-        self._saver_for(prefix).leases.renew(lease, self.ttl)
+    def hold(self, prefix: str, lease: Lease, *, renewed: bool = False) -> Iterator[None]:
+        """Renew ``lease`` now, unless ``renewed`` just now (FencingError if it was taken
+        over), and while inside."""
+        if not renewed:
+            self._saver_for(prefix).leases.renew(lease, self.ttl)
         key = (lease.thread_id, lease.owner, lease.generation, prefix)
         with self._lock:
             self._held[key] = self._held.get(key, 0) + 1
@@ -203,7 +205,7 @@ class JobStep(RunStep):
             self.rc.saver.clear_outcomes(self.rc.config(self.job.checkpoint_id), [call_id])
         self.outbox.append(self.rc.job(
             "call", checkpoint_id=self.job.checkpoint_id, step=self.job.step,
-            task_id=call_id, caller=self.job.task_id,
+            task_id=call_id, caller=self.job.task_id, name=name,
             call=(name, fn, retry, parent.config, parent.resume[parent.interrupt_idx:]),
         ))
         self.started.append(call_id)
@@ -250,7 +252,7 @@ def _call_failure(w: PendingWrite) -> bool:
     return w.channel == ERROR and isinstance(w.value, dict) and "call" in w.value
 
 
-def handle(rc: RunContext, job: Job, keeper: LeaseKeeper) -> None:
+def handle(rc: RunContext, job: Job, keeper: LeaseKeeper, *, renewed: bool = False) -> None:
     """Run one job under its thread's lease; a job of a lost lease is dropped.
 
     A store error propagates (Celery retries the job); any other durable-graph error
@@ -258,7 +260,7 @@ def handle(rc: RunContext, job: Job, keeper: LeaseKeeper) -> None:
     recovered into the same error again and again.
     """
     try:
-        with keeper.hold(rc.saver.prefix, rc.lease()):
+        with keeper.hold(rc.saver.prefix, rc.lease(), renewed=renewed):
             _HANDLERS[job.kind](rc, job)
     except FencingError as exc:
         log.info("dropped a stale %s job of thread %s: %s", job.kind, job.run.thread_id, exc)
@@ -360,7 +362,8 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
     calls = [c for c in step.started if c not in step.recorded]
     if not calls:
         return False
-    wake = replace(job, attempt=step.attempt)  # the replay continues this attempt
+    # the replay continues this attempt; it is a new message (a key of its own)
+    wake = replace(job, attempt=step.attempt, key="")
     return rc.saver.suspend(rc.config(job.checkpoint_id), job.task_id, calls,
                             rc.dispatcher.seal(wake).encode(), _WAKE_TTL)
 

@@ -127,6 +127,10 @@ class Job:
     """For a start: replay from this checkpoint id."""
     attempt: int = 1
     """For a task or call that suspended: the retry attempt its replay continues."""
+    name: str = ""
+    """The node or ``@task`` it runs, for errors about the job ('' for start and recover)."""
+    key: str = ""
+    """The message's identity in the job book, given when it is sealed (copies share it)."""
 
 
 class Dispatcher(Protocol):
@@ -220,7 +224,7 @@ def advance(
             if stale:
                 rc.saver.clear_outcomes(rc.config(checkpoint.id), stale)
             rc.dispatcher.send([
-                rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id)
+                rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
                 for t in missing
             ])
             return
@@ -332,7 +336,7 @@ def finish(
                         thread_id=rc.thread_id, ns="") if overlap else None
     if follow is not None and follow.status == "running":
         rc.dispatcher.send([
-            rc.job("task", checkpoint_id=new.id, step=step + 1, task_id=t.id)
+            rc.job("task", checkpoint_id=new.id, step=step + 1, task_id=t.id, name=t.name)
             for t in follow.tasks
         ])
     if not _commit(rc, checkpoint, nxt):
