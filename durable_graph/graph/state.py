@@ -90,7 +90,7 @@ class StateGraph:
         if node in self.nodes:
             raise ValueError(f"Node {node!r} already exists; node names must be unique")
         if not callable(action) and not isinstance(action, CompiledGraph):
-            raise ValueError(f"Node {node!r} must be a function or a compiled graph")
+            action = _runnable(node, action)
         if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
             raise TypeError(
                 f"Node {node!r}: cache_policy must be a CachePolicy(key_func=, ttl=), got "
@@ -320,6 +320,20 @@ class StateGraph:
             if found is not MISSING:
                 extra[key] = found
         return {**values, **extra}
+
+
+def _runnable(node: str, action: Any) -> Callable[..., Any]:
+    """A LangChain Runnable (anything with ``invoke``) as a node function."""
+    invoke = getattr(action, "invoke", None)
+    if not callable(invoke):
+        raise ValueError(
+            f"Node {node!r} must be a function, a Runnable or a compiled graph, got "
+            f"{type(action).__name__}")
+
+    def run(state: Any, config: Any) -> Any:
+        return invoke(state, config)
+
+    return run
 
 
 def _command_writes(writer: NodeWriter, cmd: Command) -> list[Write]:

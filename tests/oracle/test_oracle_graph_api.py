@@ -383,3 +383,15 @@ def test_messages_mode_streams_returned_messages_once_with_metadata() -> None:
         return out
 
     same(scenario)
+
+
+def test_a_runnable_as_a_node() -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    def scenario(m: Any) -> Any:
+        b = m.StateGraph(Overall)
+        b.add_node("shout", RunnableLambda(lambda s: {"a": s["a"].upper()}))
+        b.add_edge(m.START, "shout")
+        return b.compile().invoke({"a": "hi"})
+
+    same(scenario)

@@ -172,3 +172,8 @@ def test_draw_ascii_boxes_every_node_and_lists_every_edge() -> None:
     layer = {n: next(i for i, line in enumerate(text.splitlines()) if f"| {n} |" in line)
              for n in ("__start__", "plan", "act", "__end__")}
     assert layer["__start__"] < layer["plan"] < layer["act"] == layer["__end__"]
+
+
+def test_a_node_that_is_neither_function_nor_runnable_is_refused() -> None:
+    with pytest.raises(ValueError, match="'n' must be a function, a Runnable"):
+        StateGraph(S).add_node("n", 42)
