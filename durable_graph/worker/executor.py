@@ -18,7 +18,9 @@ from celery import Celery
 
 from durable_graph.errors import DispatchError, GraphValueError, RunFailedError
 from durable_graph.scheduler.executor import RunRequest
+from durable_graph.store.cache import InMemoryCache
 from durable_graph.store.codec import SignedSerializer
+from durable_graph.store.kv import InMemoryStore
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
@@ -153,6 +155,7 @@ class CeleryExecutor:
         self, graph: CompiledGraph, input: Any, config: dict[str, Any], request: RunRequest
     ) -> RunHandle:
         """Apply ``input`` here, then hand the run to the workers."""
+        _require_shared(graph)
         saver = self.adopt(graph.saver)
         thread_id = str(config.get("configurable", {}).get("thread_id") or "")
         if not thread_id:
@@ -187,6 +190,18 @@ class CeleryExecutor:
             abort_run(saver, events, rc.job("start"), exc)
             raise
         return RunHandle(saver, events, rc.run, loop.first_events)
+
+
+def _require_shared(graph: CompiledGraph) -> None:
+    """Refuse a store or cache that would be a separate copy on every worker."""
+    for what, obj, local in (("store", graph.store, InMemoryStore),
+                             ("cache", graph.cache, InMemoryCache)):
+        if isinstance(obj, local):
+            raise GraphValueError(
+                f"compile({what}={type(obj).__name__}()) cannot be shared by Celery workers "
+                f"(each would get its own copy): use a Redis{what.title()} or "
+                f"Sqlite{what.title()} all workers reach."
+            )
 
 
 def _names(nodes: Any) -> tuple[str, ...] | str:

@@ -56,6 +56,7 @@ from durable_graph.scheduler.transition import (
     task_config,
     task_ended,
     task_started,
+    task_updates,
     with_null_writes,
 )
 from durable_graph.store.base import (
@@ -372,8 +373,8 @@ def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> No
         for chunk in message_events(task, outcome.writes, job.step, rc.run.config, set()):
             rc.emit("messages", chunk)
     if outcome.writes is not None and not task.node.hidden:
-        rc.emit("updates", {task.name: task.node.updates(outcome.writes)})
-    if not task.node.hidden:
+        rc.emit("updates", task_updates(task, outcome))
+    if not task.node.hidden and not outcome.cached:
         rc.emit("tasks", task_ended(task, outcome))
 
 

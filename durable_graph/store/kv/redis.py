@@ -26,8 +26,9 @@ from durable_graph.store.redis_target import RedisTarget
 
 __all__ = ["RedisStore"]
 
-_PAGE = 200
-"""Index entries read per round trip while scanning a namespace."""
+_FIRST_PAGE, _MAX_PAGE = 25, 800
+"""Index entries read per round trip while scanning a namespace: few first (most searches
+want a page of 10), four times more each round trip after that."""
 _FIELDS = ("v", "c", "u", "t")
 
 
@@ -104,17 +105,19 @@ class RedisStore(Closable, RecordStore):
             if under_prefix(namespace, prefix):
                 yield from self._scan_namespace(namespace)
 
-    def _index_page(self, namespace: Namespace, after: str) -> list[tuple[bytes, float]]:
+    def _index_page(
+        self, namespace: Namespace, after: str, size: int
+    ) -> list[tuple[bytes, float]]:
         index = self.keys.index(rk.encode_ns(namespace))
         return list(self._backend.conn.call(
             "reading a namespace index",
-            lambda c: c.zrangebyscore(index, after, "+inf", start=0, num=_PAGE, withscores=True),
+            lambda c: c.zrangebyscore(index, after, "+inf", start=0, num=size, withscores=True),
         ))
 
     def _scan_namespace(self, namespace: Namespace) -> Generator[Record, None, None]:
-        after = "-inf"
+        after, size = "-inf", _FIRST_PAGE
         while True:
-            members = self._index_page(namespace, after)
+            members = self._index_page(namespace, after, size)
             keys = [bytes(member).decode() for member, _ in members]
             rows = self._read_rows([(namespace, k) for k in keys], "reading store items")
             stale = []
@@ -125,68 +128,71 @@ class RedisStore(Closable, RecordStore):
                 else:
                     yield record
             self._unindex(namespace, stale)
-            if len(members) < _PAGE:
+            if len(members) < size:
                 return
-            after = f"({members[-1][1]!r}"
+            after, size = f"({members[-1][1]!r}", min(size * 4, _MAX_PAGE)
 
     def _unindex(self, namespace: Namespace, keys: Sequence[str]) -> None:
         """Drop index entries of items that expired (unless written again meanwhile)."""
         if not keys:
             return
         text = rk.encode_ns(namespace)
-        script = self._backend.script(rk.UNINDEX_IF_GONE)
+        items = [self.keys.item(text, key) for key in keys]
+        index = self.keys.index(text)
+        self._run(rk.UNINDEX_IF_GONE, [index, *items], list(keys), "cleaning an index")
 
-        def run(client: Client) -> None:
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                item = self.keys.item(text, key)
-                script(keys=[self.keys.index(text), item], args=[key], client=pipe)
-            pipe.execute()
-
-        self._backend.conn.call("cleaning a namespace index", run)
+    def _run(self, source: str, keys: list[str], args: list[Any], action: str) -> None:
+        """Run one script; every key shares the store's hash tag, so one slot, one call."""
+        script = self._backend.script(source)
+        self._backend.conn.call(action, lambda client: script(keys=keys, args=args))
 
     def _namespaces(self, now: datetime) -> list[Namespace]:
+        """Namespaces whose oldest indexed item exists (two round trips), or failing
+        that, any indexed item (a scan, only for namespaces whose first item expired)."""
+        texts = self._registry()
+
+        def heads(client: Client) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for text in texts:
+                pipe.zrange(self.keys.index(text), 0, 0)
+            return list(pipe.execute())
+
+        firsts = [
+            (text, bytes(head[0]).decode())
+            for text, head in zip(texts, self._backend.conn.call("listing namespaces", heads),
+                                  strict=True)
+            if head
+        ]
+        rows = self._read_rows([(rk.decode_ns(t), k) for t, k in firsts], "listing namespaces")
         live = []
-        for text in self._registry():
-            records = self._scan_namespace(rk.decode_ns(text))
-            if next(records, None) is not None:
+        for (text, _), row in zip(firsts, rows, strict=True):
+            if row[0] is not None or self._any_live(rk.decode_ns(text)):
                 live.append(rk.decode_ns(text))
-            records.close()
         return live
 
+    def _any_live(self, namespace: Namespace) -> bool:
+        records = self._scan_namespace(namespace)
+        try:
+            return next(records, None) is not None
+        finally:
+            records.close()
+
     def _write(self, writes: Sequence[Write], now: datetime) -> None:
-        encoded = [
-            (w, None if w.value is None else dump_value(w.value, w.namespace, w.key))
-            for w in writes
-        ]
-        put, delete = self._backend.script(rk.PUT), self._backend.script(rk.DELETE)
-        stamp = now.isoformat()
-
-        def run(client: Client) -> None:
-            pipe = client.pipeline(transaction=False)
-            for write, value in encoded:
-                text = rk.encode_ns(write.namespace)
-                index, item = self.keys.index(text), self.keys.item(text, write.key)
-                if value is None:
-                    delete(keys=[index, item], args=[write.key], client=pipe)
-                    continue
-                ttl_ms = "" if write.ttl is None else str(max(1, round(write.ttl * 60_000)))
-                ttl_min = "" if write.ttl is None else repr(float(write.ttl))
-                put(
-                    keys=[self.keys.seq, self.keys.registry, index, item],
-                    args=[text, write.key, value, stamp, ttl_ms, ttl_min], client=pipe,
-                )
-            pipe.execute()
-
-        self._backend.conn.call("writing store items", run)
+        keys, args = [self.keys.seq, self.keys.registry], [now.isoformat()]
+        for write in writes:
+            text = rk.encode_ns(write.namespace)
+            keys += [self.keys.index(text), self.keys.item(text, write.key)]
+            if write.value is None:
+                args += ["del", text, write.key, "", "", ""]
+                continue
+            ttl = write.ttl
+            args += [
+                "put", text, write.key, dump_value(write.value, write.namespace, write.key),
+                "" if ttl is None else str(max(1, round(ttl * 60_000))),
+                "" if ttl is None else repr(float(ttl)),
+            ]
+        self._run(rk.WRITE, keys, args, "writing store items")
 
     def _touch(self, records: Sequence[Record], now: datetime) -> None:
-        refresh = self._backend.script(rk.REFRESH)
-
-        def run(client: Client) -> None:
-            pipe = client.pipeline(transaction=False)
-            for record in records:
-                refresh(keys=[self._item_key(record.namespace, record.key)], client=pipe)
-            pipe.execute()
-
-        self._backend.conn.call("refreshing item TTLs", run)
+        items = [self._item_key(record.namespace, record.key) for record in records]
+        self._run(rk.REFRESH, items, [], "refreshing item TTLs")

@@ -10,7 +10,7 @@ its labels joined by "." (labels never contain "."); ``K`` an item key, any text
     {P:cache}:<json(namespace)>:K   str   serializer tag, NUL, bytes; Redis expiry = entry TTL
 
 Every kv key carries the hash tag ``{P:kv}``, so a put (one script over the
-counter, the registry, the index and the item) runs unchanged on Redis Cluster;
+counter, the registry, the indexes and the items of a batch) runs unchanged on Redis Cluster;
 the cache's keys share ``{P:cache}`` so ``MGET`` over them is single-slot too.
 The length before ``N`` keeps item keys unambiguous whatever ``K`` contains, and
 the JSON namespace in cache keys ends at its closing bracket, so a scan for one
@@ -29,10 +29,9 @@ from durable_graph.store.kv.ops import Namespace
 from durable_graph.store.redis.keys import escape
 
 __all__ = [
-    "DELETE",
-    "PUT",
     "REFRESH",
     "UNINDEX_IF_GONE",
+    "WRITE",
     "CacheKeys",
     "KvKeys",
     "decode_ns",
@@ -121,48 +120,59 @@ class CacheKeys(_Tagged):
         return f"{glob_escape(self.base)}:*"
 
 
-PUT = """
--- KEYS: seq, registry, index, item; ARGV: ns_text, key, value, now_iso, ttl_ms|'', ttl_min|''
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) == false then
-  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[1]), ARGV[1])
-end
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[1]), ARGV[2])
-  redis.call('HSET', KEYS[4], 'c', ARGV[4])
-end
-redis.call('HSET', KEYS[4], 'v', ARGV[3], 'u', ARGV[4], 't', ARGV[6])
-if ARGV[5] == '' then
-  redis.call('PERSIST', KEYS[4])
-else
-  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+WRITE = """
+-- KEYS: seq, registry, then (index, item) per write
+-- ARGV: now_iso, then per write: op ('put'|'del'), ns_text, key, value, ttl_ms|'', ttl_min|''
+-- A put keeps an existing item's created_at and index place; a new (or expired) item gets
+-- the next sequence number, and a namespace its place on first write. A delete removes the
+-- item and its index entry together, so the two never disagree.
+local now = ARGV[1]
+for i = 0, (#KEYS - 2) / 2 - 1 do
+  local index, item, a = KEYS[3 + 2 * i], KEYS[4 + 2 * i], 2 + 6 * i
+  local op, ns, key = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if op == 'del' then
+    redis.call('DEL', item)
+    redis.call('ZREM', index, key)
+  else
+    if redis.call('ZSCORE', KEYS[2], ns) == false then
+      redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[1]), ns)
+    end
+    if redis.call('EXISTS', item) == 0 then
+      redis.call('ZADD', index, redis.call('INCR', KEYS[1]), key)
+      redis.call('HSET', item, 'c', now)
+    end
+    redis.call('HSET', item, 'v', ARGV[a + 3], 'u', now, 't', ARGV[a + 5])
+    if ARGV[a + 4] == '' then
+      redis.call('PERSIST', item)
+    else
+      redis.call('PEXPIRE', item, ARGV[a + 4])
+    end
+  end
 end
 return 1
 """
-"""Create or update one item, keeping its created_at and place; set or clear its expiry."""
+"""Apply a batch's puts and deletes in one atomic script (one round trip, one slot)."""
 
 REFRESH = """
--- KEYS: item; restarts the item's TTL from its own stored minutes (a put may have changed it)
-local t = redis.call('HGET', KEYS[1], 't')
-if t and t ~= '' then
-  return redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(t) * 60000))
+-- KEYS: items; restarts each item's TTL from its own stored minutes (a put may change them)
+for _, item in ipairs(KEYS) do
+  local t = redis.call('HGET', item, 't')
+  if t and t ~= '' then
+    redis.call('PEXPIRE', item, math.floor(tonumber(t) * 60000))
+  end
 end
-return 0
+return 1
 """
-"""Restart one item's TTL clock."""
+"""Restart the TTL clock of items."""
 
 UNINDEX_IF_GONE = """
--- KEYS: index, item; ARGV: key. Drops an expired item's index entry, unless it was re-put.
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  return redis.call('ZREM', KEYS[1], ARGV[1])
+-- KEYS: index, then items; ARGV: their keys. Drops index entries of expired items,
+-- unless an item was written again meanwhile.
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  end
 end
-return 0
+return 1
 """
-"""Remove the index entry of an item that expired (never of one written again since)."""
-
-DELETE = """
--- KEYS: index, item; ARGV: key. Item and index entry go together, so a concurrent put
--- never ends up with an item its index forgot.
-redis.call('DEL', KEYS[2])
-return redis.call('ZREM', KEYS[1], ARGV[1])
-"""
-"""Delete one item and its index entry."""
+"""Remove the index entries of items that expired (never of one written again since)."""
