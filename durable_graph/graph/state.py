@@ -9,7 +9,7 @@ from typing import Any
 
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
-from durable_graph.graph.drawing import GraphDrawing
+from durable_graph.graph.drawing import Ends, GraphDrawing
 from durable_graph.graph.hints import node_hints
 from durable_graph.graph.schema import ROOT, StateSchema, merge_channels
 from durable_graph.graph.subgraph import subgraph_runner
@@ -35,8 +35,9 @@ class _NodeDef:
     cache_policy: CachePolicy[Any] | None = None
     input: StateSchema | None = None
     """The node's own input schema (private state), else the graph's state."""
-    ends: tuple[str, ...] = ()
-    """Where it may route with a Command (drawn edges): annotation or ``destinations``."""
+    ends: Ends = ()
+    """Where it may route with a Command (drawn edges, labelled): annotation or
+    ``destinations``."""
 
 
 class StateGraph:
@@ -99,7 +100,9 @@ class StateGraph:
         hints = node_hints(action)
         own = input_schema if input_schema is not None else hints.input_schema
         schema = self.schemas.setdefault(own, StateSchema(own)) if own is not None else None
-        ends = tuple(destinations) if destinations is not None else hints.ends
+        ends = hints.ends if destinations is None else tuple(
+            destinations.items() if isinstance(destinations, Mapping)
+            else ((d, None) for d in destinations))
         self.nodes[node] = _NodeDef(action, retry_policy, defer=bool(defer),
                                     cache_policy=cache_policy, input=schema, ends=ends)
         return self

@@ -395,3 +395,20 @@ def test_a_runnable_as_a_node() -> None:
         return b.compile().invoke({"a": "hi"})
 
     same(scenario)
+
+
+@pytest.mark.parametrize("destinations", [("b", "c"), {"b": "to b", "c": "to c"}])
+def test_drawn_destinations_of_add_node(destinations: Any) -> None:
+    def scenario(m: Any) -> Any:
+        def a(s: Overall) -> Any:
+            return m.Command(goto="b")
+
+        b = m.StateGraph(Overall)
+        b.add_node("a", a, destinations=destinations)
+        b.add_node("b", lambda s: {"a": "b"})
+        b.add_node("c", lambda s: {"a": "c"})
+        b.add_edge(m.START, "a")
+        g = b.compile()
+        return g.invoke({"a": ""}), g.get_graph().draw_mermaid()
+
+    same(scenario)
