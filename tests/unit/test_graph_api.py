@@ -12,11 +12,13 @@ import pytest
 
 from durable_graph import (
     END,
+    REMOVE_ALL_MESSAGES,
     START,
     Command,
     InMemorySaver,
     MessagesState,
     NotSupportedError,
+    RemoveMessage,
     StateGraph,
     TypedSerializer,
     add_messages,
@@ -109,6 +111,12 @@ def test_messages_are_stored_with_the_typed_serializer_not_pickle() -> None:
     assert TypedSerializer(pickle_fallback=False).loads_typed((tag, data)) == messages
     saved = saver.get_tuple(cfg)
     assert saved is not None and saved.checkpoint.channel_values["messages"] == messages
+
+
+def test_remove_message_is_stored_without_pickle() -> None:
+    serde = TypedSerializer(pickle_fallback=False)
+    writes = [("messages", [RemoveMessage(id="m1"), RemoveMessage(id=REMOVE_ALL_MESSAGES)])]
+    assert serde.loads_typed(serde.dumps_typed(writes)) == writes
 
 
 # -- arguments are never ignored ------------------------------------------------------
