@@ -19,10 +19,14 @@ from durable_graph.errors import (
     InvalidUpdateError,
     NondeterminismError,
     NotSupportedError,
+    RunCancelledError,
     RunFailedError,
     SerializationError,
     SignatureError,
     TaskNotInRunError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+    ThreadStateError,
 )
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.func import entrypoint, task
@@ -114,6 +118,7 @@ __all__ = [
     "RemainingSteps",
     "RemoveMessage",
     "RetryPolicy",
+    "RunCancelledError",
     "RunFailedError",
     "RunHandle",
     "Runtime",
@@ -129,6 +134,9 @@ __all__ = [
     "StateTask",
     "TaskInfo",
     "TaskNotInRunError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+    "ThreadStateError",
     "TypedSerializer",
     "add_messages",
     "entrypoint",

@@ -182,20 +182,23 @@ class CompiledGraph:
         subgraphs: bool = False,
         command: Command | None = None,
         context: Any = None,
+        multitask: str = "reject",
     ) -> Iterator[Any]:
         """Run lazily, yielding chunks of ``stream_mode`` ((mode, chunk) for a list).
 
         ``command=`` is the same as passing that ``Command`` as ``input`` (LangGraph
-        ignores it; the durable-execution tutorial uses it to resume).
+        ignores it; the durable-execution tutorial uses it to resume). ``multitask``
+        (distributed runs): what to do when the thread is running already:
+        ``reject``, ``enqueue``, ``interrupt`` or ``rollback``.
         """
         input = run_input(input, command, subgraphs)
         modes, single = _modes(stream_mode)
         wanted = modes | ({"checkpoints", "tasks"} if "debug" in modes else frozenset())
-        remote = self._remote()
+        remote = self._remote(multitask)
         if remote is not None:
             handle = remote.start_run(self, input, _normalize(config), RunRequest(
                 durability, interrupt_before, interrupt_after, _remote_modes(wanted),
-                context=coerce_context(self.context_schema, context)))
+                context=coerce_context(self.context_schema, context), multitask=multitask))
             shape = StreamShaper(modes)
             for mode, payload in handle.events():
                 for out_mode, out in shape(mode, payload):
@@ -223,6 +226,7 @@ class CompiledGraph:
         subgraphs: bool = False,
         command: Command | None = None,
         context: Any = None,
+        multitask: str = "reject",
     ) -> Any:
         """Run to the end and return the output (with ``__interrupt__`` if paused).
 
@@ -233,12 +237,13 @@ class CompiledGraph:
             return list(self.stream(
                 input, config, stream_mode=stream_mode, durability=durability,
                 interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-                context=context,
+                context=context, multitask=multitask,
             ))
-        remote = self._remote()
+        remote = self._remote(multitask)
         if remote is not None:
             request = RunRequest(durability, interrupt_before, interrupt_after,
-                                 context=coerce_context(self.context_schema, context))
+                                 context=coerce_context(self.context_schema, context),
+                                 multitask=multitask)
             return remote.start_run(self, input, _normalize(config), request).result()
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
@@ -260,23 +265,46 @@ class CompiledGraph:
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         context: Any = None,
+        multitask: str = "reject",
     ) -> RunHandle:
         """Start a run and return its handle at once (``status()``, ``result(timeout=)``).
 
         On Celery workers the run goes on without this process; embedded, it runs on
-        a background thread of this process.
+        a background thread of this process. With ``multitask="enqueue"`` on a running
+        thread, it returns once the current run ended and this one started.
         """
-        remote = self._remote()
+        remote = self._remote(multitask)
         if remote is not None:
             request = RunRequest(durability, interrupt_before, interrupt_after,
-                                 context=coerce_context(self.context_schema, context))
+                                 context=coerce_context(self.context_schema, context),
+                                 multitask=multitask)
             return remote.start_run(self, input, _normalize(config), request)
         return LocalRunHandle(lambda: self.invoke(
             input, config, durability=durability, interrupt_before=interrupt_before,
             interrupt_after=interrupt_after, context=context))
 
-    def _remote(self) -> RemoteExecutor | None:
-        return self.executor if isinstance(self.executor, RemoteExecutor) else None
+    def _remote(self, multitask: str = "reject") -> RemoteExecutor | None:
+        """The remote executor, if any; an embedded run takes no lease, so it has no
+        running thread to reject, enqueue after, interrupt or roll back."""
+        if isinstance(self.executor, RemoteExecutor):
+            return self.executor
+        if multitask != "reject":
+            raise GraphValueError(
+                f"multitask={multitask!r} applies to distributed runs (compile with "
+                "executor=CeleryExecutor(app)); an embedded run takes no lease on its "
+                "thread, so only the default 'reject' is accepted here.")
+        return None
+
+    def cancel(self, config: Mapping[str, Any]) -> None:
+        """Stop the thread's current distributed run (``durable-graph cancel``): its jobs
+        are fenced out, its status becomes ``cancelled``; resume it later with
+        ``invoke(None, config)``."""
+        remote = self._remote()
+        if remote is None:
+            raise GraphValueError(
+                "cancel stops distributed runs (compile with executor=CeleryExecutor(app)); "
+                "an embedded run stops when its caller stops iterating its stream.")
+        remote.cancel(self, _normalize(config))
 
     async def ainvoke(self, input: Any = None, config: Mapping[str, Any] | None = None,
                       **kwargs: Any) -> Any:

@@ -29,6 +29,8 @@ class RunRequest:
     modes: frozenset[str] = frozenset()
     context: Any = None
     """The run's ``context=`` (travels to the workers signed, with the run)."""
+    multitask: str = "reject"
+    """What to do when the thread is running already (see ``worker.multitask``)."""
 
 
 class RunHandle(Protocol):
@@ -59,6 +61,10 @@ class RemoteExecutor(Protocol):
         self, graph: Any, input: Any, config: dict[str, Any], request: RunRequest
     ) -> RunHandle:
         """Start a run of ``graph`` and return its handle at once."""
+        ...
+
+    def cancel(self, graph: Any, config: dict[str, Any]) -> None:
+        """Stop the thread's current run."""
         ...
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from durable_graph.errors import DispatchError, GraphValueError, RunFailedError
+from durable_graph.errors import GraphValueError, RunFailedError
 from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.cache import InMemoryCache
 from durable_graph.store.codec import SignedSerializer
@@ -24,8 +24,10 @@ from durable_graph.store.kv import InMemoryStore
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.multitask import acquire
 from durable_graph.worker.runs import RunContext, RunSpec, abort_run, begin_run
 from durable_graph.worker.shipping import GraphShipper, Ship
+from durable_graph.worker.threads import cancel_thread
 
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
@@ -58,7 +60,7 @@ class RunHandle:
         return self.run.run_id
 
     def status(self) -> str:
-        """``running``, ``done``, ``interrupted`` or ``failed``."""
+        """``running``, ``done``, ``interrupted``, ``failed`` or ``cancelled``."""
         if self._end is not None:
             return str(self._end["status"])
         record = self._saver.get_status(self.thread_id) or {}
@@ -92,12 +94,19 @@ class RunHandle:
             pass
         end = self._end
         assert end is not None
-        if end["status"] == "failed":
+        if end["status"] in ("failed", "cancelled"):
             raise _rebuilt(end["error"])
         if end["interrupts"]:
             base = end["output"] if isinstance(end["output"], dict) else {}
             return {**base, "__interrupt__": list(end["interrupts"])}
         return end["output"]
+
+
+    def cancel(self, reason: str = "cancelled from Python") -> None:
+        """Stop this run (see ``durable_graph.ops.cancel_thread``); its ``result`` then
+        raises ``RunCancelledError``. ThreadStateError if it is not running any more."""
+        cancel_thread(self._saver, self.thread_id, reason=reason, run_id=self.run_id)
+        self._first = []
 
 
 def _rebuilt(record: Mapping[str, Any] | None) -> BaseException:
@@ -144,6 +153,14 @@ class CeleryExecutor:
             saver.serde = SignedSerializer(saver.serde, self._codec)
         return saver
 
+    def cancel(self, graph: CompiledGraph, config: dict[str, Any]) -> None:
+        """Stop the thread's current run on the workers (``graph.cancel(config)``)."""
+        thread_id = str(config.get("configurable", {}).get("thread_id") or "")
+        if not thread_id:
+            raise GraphValueError("cancel needs a thread: pass config={'configurable': "
+                                  "{'thread_id': ...}}")
+        cancel_thread(self.adopt(graph.saver), thread_id, reason="cancelled from Python")
+
     def _shipper(self, saver: RedisSaver) -> GraphShipper:
         found = self._shippers.get(id(saver))
         if found is None:
@@ -165,11 +182,8 @@ class CeleryExecutor:
         ref = self._shipper(saver).ref(graph)
         run_id = uuid.uuid4().hex
         owner = f"run:{run_id}"
-        lease = saver.leases.acquire(thread_id, owner, self.settings.lease_ttl)
-        if lease is None:
-            raise DispatchError(
-                f"thread {thread_id!r} is running on the workers already; wait for it "
-                "(or for its lease to expire if its workers died) before starting another run.")
+        lease, config = acquire(saver, thread_id, owner, self.settings.lease_ttl,
+                                multitask=request.multitask, config=config)
         loop = graph.make_loop(lease.fence(config), durability=request.durability,
                                interrupt_before=request.interrupt_before,
                                interrupt_after=request.interrupt_after, saver=saver,

@@ -163,7 +163,16 @@ class GraphLoader:
             except (ImportError, AttributeError) as exc:
                 import_error = exc
         if graph is None and ref.digest is not None:
-            graph = self._from_blob(ref.digest)
+            try:
+                graph = self._from_blob(ref.digest)
+            except (ImportError, AttributeError) as exc:
+                where = ref.path or "no import path"
+                raise DispatchError(
+                    f"worker cannot load graph blob {ref.digest[:12]} ({where}): "
+                    f"{type(exc).__name__}: {exc}. Install that code on the workers, "
+                    "or define the graph in a module the producer pickles by value "
+                    "(CeleryExecutor(ship='pickle'))."
+                ) from exc
         if graph is None:
             raise DispatchError(
                 f"worker cannot load graph {ref.path!r}: {import_error}. Install the module "

@@ -280,6 +280,10 @@ PUBLIC_ERRORS = [
     SerializationError,
     SignatureError,
     TaskNotInRunError,
+    durable_graph.RunCancelledError,
+    durable_graph.ThreadBusyError,
+    durable_graph.ThreadNotFoundError,
+    durable_graph.ThreadStateError,
 ]
 
 
@@ -641,6 +645,7 @@ EXPORTED = [
     "RemainingSteps",
     "RemoveMessage",
     "RetryPolicy",
+    "RunCancelledError",
     "RunFailedError",
     "RunHandle",
     "Runtime",
@@ -656,6 +661,9 @@ EXPORTED = [
     "StateTask",
     "TaskInfo",
     "TaskNotInRunError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+    "ThreadStateError",
     "TypedSerializer",
     "add_messages",
     "entrypoint",
