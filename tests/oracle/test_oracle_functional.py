@@ -144,7 +144,9 @@ def test_entrypoint_final_value_and_save() -> None:
 def test_entrypoint_stream_updates() -> None:
     def scenario(m: Any) -> Any:
         wf = workflow(m, Calls())
-        return list(wf.stream([1, 2], new_config(), stream_mode="updates"))
+        chunks = list(wf.stream([1, 2], new_config(), stream_mode="updates"))
+        # the two parallel @task calls finish in either order, on both implementations
+        return sorted(map(repr, chunks[:2])), chunks[2:]
 
     same(scenario)
 
