@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from durable_graph.errors import GraphValueError, ThreadBusyError
@@ -29,6 +30,8 @@ __all__ = ["MULTITASK", "acquire", "check"]
 MULTITASK = ("reject", "enqueue", "interrupt", "rollback")
 _WAIT_MS = 1000
 """Longest wait on the current run's end event before checking the lease again."""
+_CLOSING_POLL = 0.01
+"""Pause before taking the lease again from a run that has ended but not yet released it."""
 
 
 def check(multitask: str) -> str:
@@ -47,6 +50,8 @@ def acquire(
     check(multitask)
     while (lease := saver.leases.acquire(thread_id, owner, ttl)) is None:
         run = run_record(saver, thread_id)
+        if _closing(saver, thread_id):
+            continue  # its run has ended; the lease is released right after the end event
         if multitask == "reject":
             raise ThreadBusyError(
                 f"thread {thread_id!r} is running on the workers already; wait for it, or "
@@ -60,6 +65,16 @@ def acquire(
         if multitask == "rollback" and run is not None:
             config = _rolled_back(saver, thread_id, run.start_checkpoint, config)
     return lease, config
+
+
+def _closing(saver: RedisSaver, thread_id: str) -> bool:
+    """Whether the lease holder is a run that has already ended (its status is set while
+    it still holds the lease, then it publishes its end and releases): wait a moment."""
+    record = saver.get_status(thread_id) or {}
+    if record.get("status") in (None, "running"):
+        return False
+    time.sleep(_CLOSING_POLL)
+    return True
 
 
 def _wait_for_end(saver: RedisSaver, thread_id: str, run_id: str) -> None:
