@@ -481,8 +481,7 @@ def test_interrupt_inside_a_task_call_resumes_like_embedded(cluster: Cluster) ->
 
 def _paused_approvals(gf: Any, name: str) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """The approval graph paused at its interrupt on workers and embedded:
-    (workers' config, the embedded graph, its config). A paused run answers just before
-    it frees the thread's lease, so the resumes below pass multitask="enqueue"."""
+    (workers' config, the embedded graph, its config)."""
     config, local_config = new_config(name), new_config(f"{name}-local")
     local = embedded(gf.build_approval())
     within(TIMEOUT, gf.approval.invoke, {"draft": "hi"}, config)
@@ -495,7 +494,7 @@ def test_stream_of_a_resume_equals_embedded(cluster: Cluster) -> None:
     config, local, local_config = _paused_approvals(gf, "approval-stream")
     resume = Command(resume="ok", update={"reviewer": "r"})
     remote = within(TIMEOUT, lambda: list(gf.approval.stream(
-        resume, config, stream_mode=["values", "updates"], multitask="enqueue")))
+        resume, config, stream_mode=["values", "updates"])))
     mirrored = list(local.stream(Command(resume="ok", update={"reviewer": "r"}), local_config,
                                  stream_mode=["values", "updates"]))
     assert remote == mirrored
@@ -588,9 +587,8 @@ def test_chat_messages_on_workers_match_embedded(cluster: Cluster) -> None:
     assert _chat_view(paused) == _chat_view(local_paused) | {"__interrupt__": ANY}
     assert [i.value for i in paused["__interrupt__"]] == [{"review": "answer to hi"}]
     kept_id = paused["messages"][1].id
-    chunks = within(TIMEOUT, lambda: list(gf.chat.stream(  # enqueue: see _paused_approvals
-        None, config, command=Command(resume="approved"), stream_mode="values",
-        multitask="enqueue")))
+    chunks = within(TIMEOUT, lambda: list(gf.chat.stream(
+        None, config, command=Command(resume="approved"), stream_mode="values")))
     local_chunks = list(local.stream(None, local_config, command=Command(resume="approved"),
                                      stream_mode="values"))
     assert [_chat_view(c) for c in chunks] == [_chat_view(c) for c in local_chunks]
@@ -608,7 +606,7 @@ def test_debug_stream_of_a_resume_on_workers_equals_embedded(cluster: Cluster) -
     gf = cluster.gf
     config, local, local_config = _paused_approvals(gf, "debug-resume")
     remote = within(TIMEOUT, lambda: list(gf.approval.stream(
-        Command(resume="ok"), config, stream_mode="debug", multitask="enqueue")))
+        Command(resume="ok"), config, stream_mode="debug")))
     mirrored = list(local.stream(Command(resume="ok"), local_config, stream_mode="debug"))
     assert [(c["type"], c["step"]) for c in remote] == [
         (c["type"], c["step"]) for c in mirrored]
