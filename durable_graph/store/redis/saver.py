@@ -478,6 +478,14 @@ class RedisSaver(BaseCheckpointSaver):
         """Keep the sealed description of the thread's distributed run (workers resume it)."""
         self._threads.set_run(thread_id, sealed, graph)
 
+    def request_stop(self, thread_id: str, run_id: str) -> None:
+        """Ask run ``run_id`` of the thread to stop at its next step boundary."""
+        self._threads.request_stop(thread_id, run_id)
+
+    def stop_requested(self, thread_id: str) -> str | None:
+        """The run of the thread asked to stop at its next step boundary, if any."""
+        return self._threads.stop_requested(thread_id)
+
     def get_run(self, thread_id: str) -> str | None:
         """The sealed description of the thread's last distributed run, or None."""
         return self._threads.get_run(thread_id)
