@@ -37,6 +37,7 @@ from durable_graph.errors import (
 )
 from durable_graph.scheduler.algo import PlannedTask, plan_tasks, read_values
 from durable_graph.scheduler.channels import MISSING
+from durable_graph.scheduler.messages import message_events
 from durable_graph.scheduler.retry import run_with_retry
 from durable_graph.scheduler.runtime import (
     CallError,
@@ -371,6 +372,9 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
 def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:
     record_outcome(writes_of(rc.saver.put_task_writes, rc.config(job.checkpoint_id), task.id),
                    outcome)
+    if "messages" in rc.run.modes and outcome.writes:
+        for chunk in message_events(task, outcome.writes, job.step, rc.run.config, set()):
+            rc.emit("messages", chunk)
     if outcome.writes is not None and not task.node.hidden:
         rc.emit("updates", task_updates(task, outcome))
     if not task.node.hidden and not outcome.cached:

@@ -41,6 +41,7 @@ from durable_graph.scheduler.transition import (
     end_step,
     execute_task,
     outcomes_from_pending,
+    pause_events,
     record_outcome,
     task_config,
 )
@@ -418,6 +419,9 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
 def end_run(rc: RunContext, nxt: Next) -> None:
     """Record how the run ended, tell the producer, then free the lease (once)."""
     spec = rc.graph.spec
+    if nxt.status == "interrupted":
+        for mode, payload in pause_events(spec, nxt.checkpoint, nxt.interrupts):
+            rc.emit(mode, payload)
     _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
         "output": spec.run_result(read_values(spec, nxt.checkpoint)),
         "interrupts": list(nxt.interrupts),
