@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from durable_graph.cli import ui as ui_cli
 from durable_graph.errors import DurableGraphError
 from durable_graph.types import Command
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", "-l", default="INFO")
     worker.add_argument("--pool", "-P", default="prefork")
     worker.add_argument("--hostname", "-n", help="node name (default: celery@HOST)")
+    ui_cli.add_metrics_port(worker)
     worker.add_argument("celery_args", nargs=argparse.REMAINDER,
                         help="more `celery worker` options, after --")
 
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="seconds between sweeps (default 1)")
     scheduler.add_argument("--once", action="store_true", help="sweep once and exit")
     scheduler.add_argument("--loglevel", "-l", default="INFO")
+    ui_cli.add_metrics_port(scheduler)
+    ui_cli.add_parser(sub)
     return parser
 
 
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _apply_overrides(args)
     try:
         handler = {"threads": _threads, "show": _show, "resume": _resume,
-                   "worker": _worker, "scheduler": _scheduler}[args.command]
+                   "worker": _worker, "scheduler": _scheduler, "ui": ui_cli.run}[args.command]
         return handler(args)
     except DurableGraphError as exc:
         print(f"durable-graph {args.command}: {exc}", file=sys.stderr)
@@ -231,6 +235,8 @@ def _worker(args: argparse.Namespace) -> int:
         argv += ["--concurrency", str(args.concurrency)]
     if args.hostname:
         argv += ["--hostname", args.hostname]
+    if args.metrics_port:  # the worker's main process serves it (worker.metrics)
+        os.environ["DURABLE_GRAPH_METRICS_PORT"] = str(args.metrics_port)
     extra = [a for a in args.celery_args if a != "--"]
     os.execvp(argv[0], argv + extra)
     return 0  # not reached
@@ -243,6 +249,7 @@ def _scheduler(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ops = _Ops()
     scheduler = LeaseScheduler(ops.app, ops.saver, interval=args.interval)
+    _serve_metrics(args.metrics_port, ops)
     if args.once:
         for thread_id in scheduler.sweep():
             print(thread_id)
@@ -250,3 +257,12 @@ def _scheduler(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         scheduler.run_forever()
     return 0
+
+
+def _serve_metrics(port: int | None, ops: _Ops) -> None:
+    """The scheduler's ``/metrics`` (``--metrics-port``, else the environment's port)."""
+    from durable_graph.worker import metrics
+
+    port = port or metrics.port_from_env()
+    if port:
+        metrics.serve(port, app=ops.app, queue=ops.settings.queue)

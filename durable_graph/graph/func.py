@@ -16,7 +16,7 @@ from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.runtime import TaskFuture, current_context
 from durable_graph.scheduler.spec import GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
-from durable_graph.types import START, RetryPolicy
+from durable_graph.types import END, START, RetryPolicy
 
 __all__ = ["TaskFunction", "entrypoint", "task"]
 
@@ -129,6 +129,7 @@ class entrypoint:  # noqa: N801 - LangGraph's name
             output=lambda values: values.get(RETURN_CHANNEL),
             output_channels=frozenset({RETURN_CHANNEL}),
             update_writes=lambda as_node, value, values: _final_writes(value),
+            edges=((START, name, False), (name, END, False)),
         )
         graph = CompiledGraph(
             spec, checkpointer=self.checkpointer, executor=self.executor, name=name

@@ -201,7 +201,18 @@ class StateGraph:
             output_channels=self.output_schema.keys,
             command_writes=lambda cmd: _command_writes(writers[START], cmd),
             update_writes=lambda as_node, value, values: writers[as_node](value, values),
+            edges=self._drawn_edges(),
         )
+
+    def _drawn_edges(self) -> tuple[tuple[str, str, bool], ...]:
+        """Edges as declared (a routing function without a path map may go anywhere)."""
+        edges = {(s, d, False) for s, d in self.edges}
+        edges |= {(s, d, False) for srcs, d in self.waiting_edges for s in srcs}
+        for src, branches in self.branches.items():
+            for b in branches:
+                targets = list((b.path_map or {}).values()) or [*self.nodes, END]
+                edges |= {(src, d, True) for d in targets}
+        return tuple(sorted(edges))
 
     def _output(self, values: Mapping[str, Any]) -> dict[str, Any]:
         return {k: values[k] for k in self.output_schema.channels if k in values}

@@ -67,3 +67,5 @@ class GraphSpec:
     """A ``Command`` input's update and goto -> writes (None: the graph takes none)."""
     update_writes: Callable[[str, Any, Mapping[str, Any]], list[Write]] | None = None
     """``update_state(values, as_node)`` -> writes, given the current channel values."""
+    edges: tuple[tuple[str, str, bool], ...] = ()
+    """(source, target, conditional) as the builder declared them; only for drawing."""

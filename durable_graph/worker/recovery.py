@@ -23,6 +23,7 @@ from celery import Celery
 
 from durable_graph.errors import SignatureError
 from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.worker import metrics
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.payload import open_sealed
 from durable_graph.worker.runs import Job, RunSpec
@@ -57,6 +58,7 @@ class LeaseScheduler:
             lease = self.saver.leases.take_over(thread_id, owner, self.settings.lease_ttl)
             if lease is None:
                 continue  # alive (its jobs renew the lease), or ended, or embedded
+            metrics.lease_taken_over()
             record = self.saver.get_status(thread_id) or {}
             if record.get("status") != "running":  # it ended since the listing
                 self.saver.leases.release(lease)

@@ -263,7 +263,7 @@ def test_resume_with_a_value_from_an_older_checkpoint_ends(ops: Ops) -> None:
     assert len(list(graph.get_state_history(config_of(thread_id)))) > len(history)
 
 
-COMMANDS = ["threads", "show", "resume", "worker", "scheduler"]
+COMMANDS = ["threads", "show", "resume", "worker", "scheduler", "ui"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

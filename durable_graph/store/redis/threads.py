@@ -12,17 +12,26 @@ candidate against its record and never reports a stale status.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
 from durable_graph.errors import GraphValueError
 from durable_graph.store.base import ThreadStatus
 from durable_graph.store.redis.connection import RedisConn
-from durable_graph.store.redis.keys import ThreadKeys, status_key, status_keys
+from durable_graph.store.redis.keys import (
+    ThreadKeys,
+    status_key,
+    status_keys,
+    thread_from_record_key,
+    thread_record_pattern,
+)
 
-__all__ = ["STATUSES", "ThreadRecords"]
+__all__ = ["STATUSES", "ThreadPage", "ThreadRecords"]
 
 STATUSES: tuple[str, ...] = get_args(ThreadStatus)
 _FIELDS = (
@@ -45,6 +54,27 @@ def _error_fields(error: BaseException) -> dict[str, str]:
         "error_message": str(error),
         "error_traceback": "".join(traceback.format_exception(error)),
     }
+
+
+@dataclass(frozen=True)
+class ThreadPage:
+    """One page of the status index, newest first."""
+
+    threads: list[dict[str, Any]]
+    """Records (``get_status`` shape, without the traceback) plus ``indexed_at`` (ms)."""
+    next_cursor: str | None
+    """Pass as ``after`` for the next page; None on the last page."""
+
+
+def _cursor(score: float, thread_id: str) -> str:
+    return f"{int(score)}:{thread_id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    head, sep, thread_id = cursor.partition(":")
+    if not sep or not head.lstrip("-").isdigit():
+        raise GraphValueError(f"bad page cursor {cursor!r}: pass a next_cursor a page returned")
+    return int(head), thread_id
 
 
 class ThreadRecords:
@@ -153,3 +183,114 @@ class ThreadRecords:
             for t, s in zip(threads, statuses, strict=True)
             if s is not None and s.decode() == found[t][1]
         ]
+
+    def count_by_status(self) -> dict[str, int]:
+        """Threads indexed under each status: ZCARD of every shard, in one round trip."""
+        keys = {s: status_keys(self._prefix, s) for s in STATUSES}
+
+        def cards(client: Any) -> list[int]:
+            pipe = client.pipeline(transaction=False)
+            for shard in keys.values():
+                for key in shard:
+                    pipe.zcard(key)
+            return list(pipe.execute())
+
+        sizes = iter(self._conn.call("count threads", cards))
+        return {s: sum(next(sizes) for _ in shard) for s, shard in keys.items()}
+
+    def page(
+        self, status: ThreadStatus | None = None, *, limit: int = 50, after: str | None = None
+    ) -> ThreadPage:
+        """Up to ``limit`` threads with ``status`` (any if None), newest first.
+
+        Keyset paging over the sharded index: each shard gives its newest
+        ``limit`` entries older than the cursor (``ZREVRANGEBYSCORE ... LIMIT``)
+        and the shards are merged, so any page costs the same whatever its depth.
+        Ties in the update time are ordered by thread id.
+        """
+        if limit < 1:
+            raise GraphValueError(f"page limit must be at least 1, got {limit}")
+        top = _parse_cursor(after) if after else None
+        wanted = STATUSES if status is None else (status,)
+        keys = [(s, key) for s in wanted for key in status_keys(self._prefix, s)]
+        shards = [self._shard_page(key, s, top, limit) for s, key in keys]
+        merged = heapq.merge(*shards, key=lambda e: (-e[0], _desc(e[1])))
+        entries = list(itertools.islice(merged, limit + 1))
+        more = len(entries) > limit
+        entries = entries[:limit]
+        records = self._records([t for _, t, _ in entries])
+        threads = []
+        for (score, _, indexed), record in zip(entries, records, strict=True):
+            if record is not None and record.get("status") == indexed:
+                threads.append({**record, "indexed_at": int(score)})
+        last = entries[-1] if entries else None
+        cursor = _cursor(last[0], last[1]) if more and last else None
+        return ThreadPage(threads, cursor)
+
+    def _shard_page(
+        self, key: str, status: str, top: tuple[int, str] | None, limit: int
+    ) -> list[tuple[float, str, str]]:
+        """The newest ``limit`` entries of one shard after the cursor, newest first."""
+        fetch, high = limit + 1, "+inf" if top is None else top[0]
+
+        def read(client: Any) -> list[tuple[bytes, float]]:
+            return list(client.zrevrangebyscore(key, high, "-inf", start=0, num=fetch,
+                                                withscores=True))
+
+        while True:
+            rows = self._conn.call("page threads", read)
+            out = [(float(sc), m.decode(), status) for m, sc in rows]
+            if top is not None:
+                out = [e for e in out if e[0] < top[0] or e[1] < top[1]]
+            if len(out) >= limit or len(rows) < fetch:
+                out.sort(key=lambda e: (-e[0], _desc(e[1])))
+                return out[:limit]
+            fetch *= 4  # equal scores at the cursor filled the read: read past them
+
+    def _records(self, threads: list[str]) -> list[dict[str, Any] | None]:
+        """The records of ``threads`` (without tracebacks), in one round trip."""
+        fields = [f for f in _FIELDS if f != "error_traceback"]
+
+        def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for t in threads:
+                pipe.hmget(ThreadKeys(self._prefix, t).record, fields)
+            return list(pipe.execute())
+
+        rows = self._conn.call("read thread records", read) if threads else []
+        out: list[dict[str, Any] | None] = []
+        for t, row in zip(threads, rows, strict=True):
+            if row[0] is None:
+                out.append(None)
+                continue
+            record = {f: (v.decode() if v is not None else None) for f, v in zip(fields, row,
+                                                                             strict=True)}
+            out.append({"thread_id": t, **record})
+        return out
+
+    def with_prefix(self, start: str, limit: int) -> list[str]:
+        """Up to ``limit`` thread ids starting with ``start`` (a SCAN of the records)."""
+        pattern = thread_record_pattern(self._prefix, start)
+        found: list[str] = []
+        cursor = 0
+
+        def scan(client: Any) -> tuple[int, list[bytes]]:
+            return tuple(client.scan(cursor, match=pattern, count=1000))
+
+        while True:
+            cursor, keys = self._conn.call("find threads", scan)
+            for key in keys:
+                thread_id = thread_from_record_key(self._prefix, key.decode())
+                if thread_id is not None and thread_id.startswith(start):
+                    found.append(thread_id)
+            if not cursor or len(found) >= limit:
+                return sorted(found)[:limit]
+
+
+class _desc(str):  # noqa: N801 - a sort key, not a type users see
+    """A string that sorts in reverse, so merged shards order ties by id descending."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
