@@ -91,6 +91,12 @@ class Deployment:
             wait_until(up, 30, "the ui server to answer")
         return server
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``durable-graph ARGS`` in a new process, as an operator would run it."""
+        env = {**os.environ, **self.env, "PYTHONPATH": graph_path()}
+        return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True,
+                              check=False, timeout=60)
+
     def logs(self) -> str:
         parts = [self.pool.log_tails()]
         parts += [f"----- ui {s.base} -----\n{s.log()[-3000:]}" for s in self.extra]
