@@ -34,7 +34,7 @@ from durable_graph.ui.actions import ActionError, run_action
 from durable_graph.ui.graphsvg import render_svg
 from durable_graph.ui.read import read_diff, read_thread
 from durable_graph.ui.security import Access, csrf_problem
-from durable_graph.ui.store import UiStore
+from durable_graph.ui.store import UiStore, graph_label
 
 __all__ = ["create_ui"]
 
@@ -82,15 +82,16 @@ class _Pages:
               ) -> dict[str, Any]:
         counts = self.store.counts()
         if q:
-            records = [self.store.saver.get_status(t) for t in self.store.find(q, limit)]
-            rows = [r for r in records if r is not None]
+            found = [self.store.saver.get_status(t) for t in self.store.find(q, limit)]
+            rows = [{**r, "run": self.store.saver.get_run(r["thread_id"])}
+                    for r in found if r is not None]
             cursor = None
         else:
             page = self.store.page(status, limit, after)
             rows, cursor = page.threads, page.next_cursor
-        graphs = self.store.graph_names([r["thread_id"] for r in rows])
         for r in rows:
-            r["graph"] = graphs.get(r["thread_id"], "")
+            run = self.store.open_run(r["thread_id"], r.pop("run", None))
+            r["graph"] = graph_label(run.graph) if run is not None else ""
             r.pop("error_traceback", None)
         return {"counts": counts, "total": sum(counts.values()), "rows": rows, "cursor": cursor}
 

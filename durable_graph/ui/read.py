@@ -15,7 +15,7 @@ from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.store.base import CheckpointTuple
 from durable_graph.ui.diff import DiffRow, diff_values, show
 from durable_graph.ui.graphsvg import END, START, Edge
-from durable_graph.ui.store import UiStore
+from durable_graph.ui.store import UiStore, graph_label
 
 __all__ = ["StepView", "ThreadDetail", "read_diff", "read_thread"]
 
@@ -82,7 +82,7 @@ def _load_graph(store: UiStore, thread_id: str, out: ThreadDetail) -> CompiledGr
     if run is None:
         out.graph_problem = "no distributed run recorded for this thread"
         return None
-    out.graph = run.graph.path or f"blob {str(run.graph.digest)[:12]}"
+    out.graph = graph_label(run.graph)
     try:
         return store.loader.load(run.graph)
     except (DurableGraphError, ImportError) as exc:

@@ -13,14 +13,19 @@ from durable_graph.store.redis.threads import ThreadPage, ThreadRecords
 from durable_graph.worker.app import WorkerRuntime
 from durable_graph.worker.payload import open_sealed
 from durable_graph.worker.runs import RunSpec
-from durable_graph.worker.shipping import GraphLoader
+from durable_graph.worker.shipping import GraphLoader, GraphRef
 
-__all__ = ["UiStore"]
+__all__ = ["UiStore", "graph_label"]
 
 log = logging.getLogger("durable_graph.ui")
 
 _INSPECT_TIMEOUT = 0.5
 """Seconds the page waits for workers to say what they run (a dead worker is silent)."""
+
+
+def graph_label(ref: GraphRef) -> str:
+    """How a thread's graph is named on the page: its import path, or its blob's digest."""
+    return ref.path or f"blob {str(ref.digest)[:12]}"
 
 
 class UiStore:
@@ -44,7 +49,10 @@ class UiStore:
 
     def run_record(self, thread_id: str) -> RunSpec | None:
         """The thread's last distributed run, verified; None if it has none or it is forged."""
-        sealed = self.saver.get_run(thread_id)
+        return self.open_run(thread_id, self.saver.get_run(thread_id))
+
+    def open_run(self, thread_id: str, sealed: str | None) -> RunSpec | None:
+        """A sealed run description, verified; None (logged) when missing or forged."""
         if sealed is None:
             return None
         try:
@@ -53,15 +61,6 @@ class UiStore:
             log.error("thread %r: %s", thread_id, exc)
             return None
         return run if isinstance(run, RunSpec) else None
-
-    def graph_names(self, thread_ids: list[str]) -> dict[str, str]:
-        """Where each thread's graph comes from (import path, or blob digest), for the list."""
-        out = {}
-        for thread_id in thread_ids:
-            run = self.run_record(thread_id)
-            if run is not None:
-                out[thread_id] = run.graph.path or f"blob {str(run.graph.digest)[:12]}"
-        return out
 
     def active_jobs(self) -> list[dict[str, str]]:
         """Every durable-graph job the workers run now: thread, task id, kind, worker.
@@ -89,8 +88,9 @@ class UiStore:
         self.saver.client.close()
 
     def find(self, query: str, limit: int = 20) -> list[str]:
-        """Thread ids equal to ``query`` or starting with it (an exact match first)."""
-        found = [query] if self.saver.get_status(query) is not None else []
-        return found + [t for t in self._records.with_prefix(query, limit) if t != query][
-            : limit - len(found)]
+        """The thread ``query`` names, else the ids starting with it (a SCAN of every record,
+        so slower than the list on a large store)."""
+        if self.saver.get_status(query) is not None:
+            return [query]  # the thread asked for: no need to scan every record
+        return self._records.with_prefix(query, limit)
 

@@ -61,7 +61,8 @@ class ThreadPage:
     """One page of the status index, newest first."""
 
     threads: list[dict[str, Any]]
-    """Records (``get_status`` shape, without the traceback) plus ``indexed_at`` (ms)."""
+    """Records (``get_status`` shape, without the traceback) plus ``indexed_at`` (ms) and
+    ``run`` (the sealed run description, or None)."""
     next_cursor: str | None
     """Pass as ``after`` for the next page; None on the last page."""
 
@@ -213,8 +214,8 @@ class ThreadRecords:
         top = _parse_cursor(after) if after else None
         wanted = STATUSES if status is None else (status,)
         keys = [(s, key) for s in wanted for key in status_keys(self._prefix, s)]
-        shards = [self._shard_page(key, s, top, limit) for s, key in keys]
-        merged = heapq.merge(*shards, key=lambda e: (-e[0], _desc(e[1])))
+        shards = self._shard_pages(keys, top, limit)
+        merged = heapq.merge(*shards, key=_order)
         entries = list(itertools.islice(merged, limit + 1))
         more = len(entries) > limit
         entries = entries[:limit]
@@ -227,29 +228,45 @@ class ThreadRecords:
         cursor = _cursor(last[0], last[1]) if more and last else None
         return ThreadPage(threads, cursor)
 
-    def _shard_page(
-        self, key: str, status: str, top: tuple[int, str] | None, limit: int
-    ) -> list[tuple[float, str, str]]:
-        """The newest ``limit`` entries of one shard after the cursor, newest first."""
-        fetch, high = limit + 1, "+inf" if top is None else top[0]
+    def _shard_pages(
+        self, keys: list[tuple[str, str]], top: tuple[int, str] | None, limit: int
+    ) -> list[list[tuple[float, str, str]]]:
+        """Enough of each (status, shard), newest first after the cursor, to merge the
+        newest ``limit + 1``: each round reads a few more entries of only the shards that
+        may still hold some of them (pipelined), so a page reads about twice what it
+        shows whatever the number of threads or shards."""
+        high = "+inf" if top is None else top[0]
+        got: list[list[tuple[float, str, str]]] = [[] for _ in keys]
+        read_so_far = [0] * len(keys)
+        todo = dict.fromkeys(range(len(keys)), max(4, 2 * (limit + 1) // len(keys) + 1))
+        while todo:
 
-        def read(client: Any) -> list[tuple[bytes, float]]:
-            return list(client.zrevrangebyscore(key, high, "-inf", start=0, num=fetch,
-                                                withscores=True))
+            def read(client: Any, wanted: dict[int, int] = todo) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for i, fetch in wanted.items():
+                    pipe.zrevrangebyscore(keys[i][1], high, "-inf", start=read_so_far[i],
+                                          num=fetch, withscores=True)
+                return list(pipe.execute())
 
-        while True:
-            rows = self._conn.call("page threads", read)
-            out = [(float(sc), m.decode(), status) for m, sc in rows]
-            if top is not None:
-                out = [e for e in out if e[0] < top[0] or e[1] < top[1]]
-            if len(out) >= limit or len(rows) < fetch:
-                out.sort(key=lambda e: (-e[0], _desc(e[1])))
-                return out[:limit]
-            fetch *= 4  # equal scores at the cursor filled the read: read past them
+            open_: dict[int, int] = {}
+            for (i, fetch), rows in zip(todo.items(), self._conn.call("page threads", read),
+                                        strict=True):
+                read_so_far[i] += len(rows)
+                entries = [(float(sc), m.decode(), keys[i][0]) for m, sc in rows]
+                if top is not None:
+                    entries = [e for e in entries if e[0] < top[0] or e[1] < top[1]]
+                got[i] += entries
+                if len(rows) == fetch:
+                    open_[i] = fetch * 2  # this shard has more than was read
+            todo = _still_needed(got, open_, limit + 1)
+        for entries in got:
+            entries.sort(key=_order)
+        return got
 
     def _records(self, threads: list[str]) -> list[dict[str, Any] | None]:
-        """The records of ``threads`` (without tracebacks), in one round trip."""
-        fields = [f for f in _FIELDS if f != "error_traceback"]
+        """The records of ``threads`` (without tracebacks, with the sealed ``run``), in one
+        round trip."""
+        fields = [*(f for f in _FIELDS if f != "error_traceback"), "run"]
 
         def read(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -285,6 +302,25 @@ class ThreadRecords:
                     found.append(thread_id)
             if not cursor or len(found) >= limit:
                 return sorted(found)[:limit]
+
+
+def _order(entry: tuple[float, str, str]) -> tuple[float, _desc]:
+    """Newest first, ties by thread id descending (as ZREVRANGEBYSCORE orders them)."""
+    return (-entry[0], _desc(entry[1]))
+
+
+def _still_needed(
+    got: list[list[tuple[float, str, str]]], open_: dict[int, int], wanted: int
+) -> dict[int, int]:
+    """The open shards (more unread entries) that may hold one of the newest ``wanted``:
+    all of them while fewer were read, else those whose last read entry is among them."""
+    if not open_:
+        return {}
+    merged = sorted((e for entries in got for e in entries), key=_order)
+    if len(merged) < wanted:
+        return open_
+    cutoff = _order(merged[wanted - 1])
+    return {i: n for i, n in open_.items() if not got[i] or _order(got[i][-1]) <= cutoff}
 
 
 class _desc(str):  # noqa: N801 - a sort key, not a type users see
