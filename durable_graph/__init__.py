@@ -18,10 +18,14 @@ from durable_graph.errors import (
     GraphValueError,
     InvalidUpdateError,
     NondeterminismError,
+    RunCancelledError,
     RunFailedError,
     SerializationError,
     SignatureError,
     TaskNotInRunError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+    ThreadStateError,
 )
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.func import entrypoint, task
@@ -70,6 +74,7 @@ __all__ = [
     "NondeterminismError",
     "RedisSaver",
     "RetryPolicy",
+    "RunCancelledError",
     "RunFailedError",
     "RunHandle",
     "Send",
@@ -80,6 +85,9 @@ __all__ = [
     "StateSnapshot",
     "StateTask",
     "TaskNotInRunError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+    "ThreadStateError",
     "TypedSerializer",
     "entrypoint",
     "get_stream_writer",

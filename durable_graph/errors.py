@@ -3,7 +3,9 @@
     DurableGraphError
     ├── GraphValueError (also ValueError)      a graph, config or input that cannot work
     │   ├── InvalidUpdateError                 a node wrote something its state cannot take
-    │   └── EmptyInputError                    invoke(None) with nothing to resume
+    │   ├── EmptyInputError                    invoke(None) with nothing to resume
+    │   ├── ThreadNotFoundError (also LookupError)  an operation on a thread the store lacks
+    │   └── ThreadStateError                   an operation the thread's status does not allow
     ├── GraphRecursionError (also RecursionError)  recursion_limit supersteps ran out
     ├── TaskNotInRunError (also RuntimeError)  a @task called outside a graph run
     ├── NondeterminismError                    a replay called tasks other than the recorded ones
@@ -12,6 +14,9 @@
     ├── CheckpointStoreError                   a store that failed or cannot be reached
     │   └── FencingError                       a commit from an owner whose lease was taken over
     └── DispatchError                          a job that could not be sent or run
+        ├── RunFailedError                     a distributed run failed (worker's view)
+        ├── RunCancelledError                  a distributed run was cancelled
+        └── ThreadBusyError                    new input for a thread whose run goes on
 
 Control-flow signals (``GraphInterrupt``) derive from ``BaseException`` so that a
 user's ``except Exception`` inside a node does not swallow an ``interrupt()``.
@@ -38,10 +43,14 @@ __all__ = [
     "GraphValueError",
     "InvalidUpdateError",
     "NondeterminismError",
+    "RunCancelledError",
     "RunFailedError",
     "SerializationError",
     "SignatureError",
     "TaskNotInRunError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+    "ThreadStateError",
 ]
 
 
@@ -62,6 +71,14 @@ class InvalidUpdateError(GraphValueError):
 
 class EmptyInputError(GraphValueError):
     """``invoke(None)`` on a thread that has no checkpoint to resume from."""
+
+
+class ThreadNotFoundError(GraphValueError, LookupError):
+    """An operation on a thread the store has no record or checkpoint of."""
+
+
+class ThreadStateError(GraphValueError):
+    """An operation the thread's status does not allow (resume of a finished thread)."""
 
 
 class GraphRecursionError(DurableGraphError, RecursionError):
@@ -118,6 +135,14 @@ class RunFailedError(DispatchError):
     def traceback(self) -> str:
         """The worker's traceback of it."""
         return str(self.args[2]) if len(self.args) > 2 else ""
+
+
+class RunCancelledError(DispatchError):
+    """The distributed run was cancelled (``cancel``, or new input with ``multitask``)."""
+
+
+class ThreadBusyError(DispatchError):
+    """New input for a thread whose distributed run is still going (``multitask="reject"``)."""
 
 
 class GraphInterrupt(BaseException):

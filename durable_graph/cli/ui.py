@@ -6,19 +6,22 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
-__all__ = ["add_metrics_port", "add_parser", "run"]
+from durable_graph.cli._output import Formatter
+
+__all__ = ["add_metrics_port", "register", "run", "serve_metrics"]
 
 TOKEN_ENV = "DURABLE_GRAPH_UI_TOKEN"
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``ui`` subcommand."""
+def register(sub: Any) -> None:
+    """Add ``ui`` to the command line."""
     ui = sub.add_parser(
         "ui", help="serve the web view of threads (http://127.0.0.1:8080)",
         description="Serve the web view: threads, graphs, history, and the resume, retry, "
         f"cancel and fork actions. Off 127.0.0.1 it needs ${TOKEN_ENV}.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=Formatter,
     )
     ui.add_argument("--host", default="127.0.0.1",
                     help=f"address to bind; any non-loopback address requires ${TOKEN_ENV}")
@@ -26,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ui.add_argument("--read-only", action="store_true",
                     help="show threads but refuse every action")
     ui.add_argument("--loglevel", "-l", default="INFO", help="log level")
+    ui.set_defaults(handler=run)
 
 
 def add_metrics_port(parser: argparse.ArgumentParser) -> None:
@@ -36,15 +40,24 @@ def add_metrics_port(parser: argparse.ArgumentParser) -> None:
         "(default: $DURABLE_GRAPH_METRICS_PORT, else none)")
 
 
+def serve_metrics(port: int | None, app: Any, queue: str) -> None:
+    """The scheduler's ``/metrics`` (``--metrics-port``, else the environment's port)."""
+    from durable_graph.worker import metrics
+
+    port = port or metrics.port_from_env()
+    if port:
+        metrics.serve(port, app=app, queue=queue)
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; exit status 2 with a message for a refused setting."""
     import uvicorn
 
     from durable_graph.errors import DurableGraphError
+    from durable_graph.ops import connect
     from durable_graph.ui.app import create_ui
     from durable_graph.ui.security import check_bind
     from durable_graph.ui.store import UiStore
-    from durable_graph.worker.app import create_app
 
     token = os.environ.get(TOKEN_ENV) or None
     try:
@@ -54,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=args.loglevel.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = UiStore(create_app())
+    store = UiStore(connect())
     app = create_ui(store, token=token, read_only=args.read_only)
     print(f"durable-graph ui on http://{args.host}:{args.port}/threads "
           f"(prefix {store.settings.prefix!r}{', read-only' if args.read_only else ''})",

@@ -62,7 +62,7 @@ WRITES_IDX_MAP: Mapping[str, int] = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
 SPECIAL_WRITES = frozenset({ERROR, INTERRUPT, RESUME})
 """Writes that do not mean the task finished."""
 
-ThreadStatus = Literal["running", "interrupted", "failed", "done"]
+ThreadStatus = Literal["running", "interrupted", "failed", "done", "cancelled"]
 
 
 class CheckpointMetadata(TypedDict, total=False):

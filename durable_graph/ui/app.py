@@ -24,7 +24,13 @@ from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -34,7 +40,7 @@ from durable_graph.ui.actions import ActionError, run_action
 from durable_graph.ui.graphsvg import render_svg
 from durable_graph.ui.read import read_diff, read_thread
 from durable_graph.ui.security import Access, csrf_problem
-from durable_graph.ui.store import UiStore, graph_label
+from durable_graph.ui.store import UiStore
 
 __all__ = ["create_ui"]
 
@@ -90,8 +96,8 @@ class _Pages:
             page = self.store.page(status, limit, after)
             rows, cursor = page.threads, page.next_cursor
         for r in rows:
-            run = self.store.open_run(r["thread_id"], r.pop("run", None))
-            r["graph"] = graph_label(run.graph) if run is not None else ""
+            r["graph"] = r.get("graph") or self.store.graph_of(r["thread_id"], r.get("run"))
+            r.pop("run", None)
             r.pop("error_traceback", None)
         return {"counts": counts, "total": sum(counts.values()), "rows": rows, "cursor": cursor}
 
@@ -124,8 +130,9 @@ class _Pages:
 
     # -- one thread ----------------------------------------------------------
 
-    async def thread(self, request: Request, message: str = "", kind: str = "") -> Response:
+    async def thread(self, request: Request) -> Response:
         thread_id = request.path_params["thread_id"]
+        record = await self._io(self.store.saver.get_status, thread_id)
         detail = await self._io(read_thread, self.store, thread_id)
         if detail is None:
             return self.render(request, "message.html", code=404, title="no such thread",
@@ -134,8 +141,11 @@ class _Pages:
                                     f"{self.store.settings.prefix!r}")
         svg = Markup(render_svg(detail.nodes, detail.edges, detail.node_states)) \
             if detail.nodes else ""  # render_svg escapes every name it draws
+        params = request.query_params
+        message, kind = (params["error"], "error") if "error" in params else (
+            params.get("done", ""), "ok")
         return self.render(request, "thread.html", t=detail, svg=svg, message=message,
-                           message_kind=kind, version=_version(detail.record))
+                           message_kind=kind, version=_version(record or {}))
 
     async def thread_status(self, request: Request) -> Response:
         thread_id = request.path_params["thread_id"]
@@ -171,10 +181,13 @@ class _Pages:
         if problem:
             return PlainTextResponse(f"403: {problem}", status_code=403)
         try:
-            text = await self._io(run_action, self.store, action, thread_id, form)
+            text, shown = await self._io(run_action, self.store, action, thread_id, form)
+            query = {"done": text}
         except (ActionError, DurableGraphError) as exc:
-            return await self.thread(request, message=f"{action} refused: {exc}", kind="error")
-        return await self.thread(request, message=text, kind="ok")
+            shown, query = thread_id, {"error": f"{action} refused: {exc}"}
+        # post, redirect, get: reloading the page shows it again instead of acting twice
+        return RedirectResponse(_path(request, "thread", thread_id=shown) + "?" +
+                                urlencode(query), status_code=303)
 
     async def healthz(self, request: Request) -> Response:
         await self._io(self.store.saver.client.ping)

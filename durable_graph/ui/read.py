@@ -1,6 +1,7 @@
-"""What the thread page shows, read from the store the CLI reads (and the workers, for who
-runs what). No user code is needed: the graph is loaded the way workers load it (import
-path or signed blob), and when it cannot be, the page shows raw channels instead."""
+"""What the thread page shows: ``durable_graph.ops.describe_thread`` (what the CLI's
+``show`` prints), plus the graph's drawing, each step's writes, and the jobs workers run
+now. No user code is needed: the graph is loaded the way workers load it (import path or
+signed blob), and when it cannot be, the page shows the stored channels instead."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from durable_graph.errors import DurableGraphError
+from durable_graph import ops
+from durable_graph.errors import SignatureError, ThreadNotFoundError
 from durable_graph.graph.compiled import CompiledGraph
+from durable_graph.ops import ThreadView
 from durable_graph.scheduler.algo import plan_tasks, read_values
-from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.store.base import CheckpointTuple
 from durable_graph.ui.diff import DiffRow, diff_values, show
 from durable_graph.ui.graphsvg import END, START, Edge
-from durable_graph.ui.store import UiStore, graph_label
+from durable_graph.ui.store import UiStore
 
 __all__ = ["StepView", "ThreadDetail", "read_diff", "read_thread"]
 
@@ -40,23 +42,18 @@ class StepView:
 
 @dataclass
 class ThreadDetail:
-    """Everything the thread page shows."""
+    """Everything the thread page shows: ``durable-graph show``'s view, and more."""
 
-    thread_id: str
-    record: dict[str, Any]
-    """The thread record: status, updated_at, error fields."""
-    graph: str = ""
-    """Where workers load the graph from (import path or blob digest)."""
+    view: ThreadView
+    """What ``durable_graph.ops.describe_thread`` reads (the same as the CLI's ``show``)."""
     graph_problem: str = ""
     """Why the graph could not be loaded here ('' when it was)."""
     nodes: list[str] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     node_states: dict[str, str] = field(default_factory=dict)
-    """Node name -> running / waiting / failed, for the drawing."""
-    checkpoint_id: str = ""
+    """Node name -> running / waiting / failed / next, for the drawing."""
     values: str = ""
     """The current state, shown."""
-    next: list[str] = field(default_factory=list)
     interrupts: list[tuple[str, str]] = field(default_factory=list)
     """(interrupt id, value shown) of every pending interrupt."""
     history: list[StepView] = field(default_factory=list)
@@ -64,9 +61,16 @@ class ThreadDetail:
     """Jobs of this thread running on workers now: kind, node, task id, worker."""
 
     @property
+    def thread_id(self) -> str:
+        return self.view.thread_id
+
+    @property
     def status(self) -> str:
         """The thread's status ('unknown' for a thread with checkpoints but no record)."""
-        return str(self.record.get("status") or "unknown")
+        return str(self.view.status or "unknown")
+
+
+_NODE_STATE = {"running": "running", "interrupted": "waiting", "failed": "failed"}
 
 
 def _config(thread_id: str, checkpoint_id: str | None = None) -> dict[str, Any]:
@@ -76,18 +80,15 @@ def _config(thread_id: str, checkpoint_id: str | None = None) -> dict[str, Any]:
     return {"configurable": conf}
 
 
-def _load_graph(store: UiStore, thread_id: str, out: ThreadDetail) -> CompiledGraph | None:
-    """The thread's graph, loaded as workers load it; None (and why) when it cannot be."""
-    run = store.run_record(thread_id)
-    if run is None:
-        out.graph_problem = "no distributed run recorded for this thread"
-        return None
-    out.graph = graph_label(run.graph)
+def _load_graph(store: UiStore, thread_id: str) -> tuple[CompiledGraph | None, str]:
+    """The thread's graph, loaded as workers load it, or None and why not."""
     try:
-        return store.loader.load(run.graph)
-    except (DurableGraphError, ImportError) as exc:
-        out.graph_problem = f"cannot load the graph here ({exc}); showing raw channels"
-        return None
+        graph = ops.load_graph(store.saver, thread_id)
+    except SignatureError as exc:
+        return None, str(exc)
+    if graph is None:
+        return None, "the graph cannot be loaded here; showing the stored channels"
+    return graph, ""
 
 
 def _values(graph: CompiledGraph | None, saved: CheckpointTuple) -> Any:
@@ -123,49 +124,31 @@ def _draw(graph: CompiledGraph, out: ThreadDetail) -> None:
     out.edges = [Edge(s, d, c) for s, d, c in getattr(spec, "edges", ())]
     if not out.edges and len(out.nodes) == 1:
         out.edges = [Edge(START, out.nodes[0]), Edge(out.nodes[0], END)]
-
-
-def _current(graph: CompiledGraph, saved: CheckpointTuple, out: ThreadDetail) -> None:
-    snap = build_snapshot(graph.spec, saved, out.thread_id, "")
-    out.values = show(snap.values)
-    out.next = list(snap.next)
-    out.interrupts = [(i.id, show(i.value)) for i in snap.interrupts]
-    running = out.status == "running"
-    for t in snap.tasks:
-        if t.interrupts:
-            out.node_states[t.name] = "waiting"
-        elif t.error:
-            out.node_states[t.name] = "failed"
-        elif t.name in out.next:
-            out.node_states[t.name] = "running" if running else "next"
+    state = _NODE_STATE.get(out.status, "next")
+    out.node_states = {n: state for n in out.view.next or ()}
 
 
 def read_thread(store: UiStore, thread_id: str, history: int = 20) -> ThreadDetail | None:
     """The thread page's content; None when the store knows no such thread."""
-    record = store.saver.get_status(thread_id)
-    saved = store.saver.get_tuple(_config(thread_id))
-    if record is None and saved is None:
+    graph, problem = _load_graph(store, thread_id)
+    try:
+        view = ops.describe_thread(store.saver, thread_id, history=0, graph=graph)
+    except ThreadNotFoundError:
         return None
-    out = ThreadDetail(thread_id, record or {})
-    graph = _load_graph(store, thread_id, out)
+    out = ThreadDetail(view, graph_problem=problem, values=show(view.values),
+                       interrupts=[(i.id, show(i.value)) for i in view.interrupts])
     if graph is not None:
         _draw(graph, out)
-    if saved is not None:
-        out.checkpoint_id = saved.checkpoint.id
-        if graph is not None:
-            _current(graph, saved, out)
-        else:
-            out.values = show(_values(None, saved))
     out.history = [_step(graph, t, thread_id)
                    for t in store.saver.list(_config(thread_id), limit=history)]
     if out.status == "running":
-        out.jobs = _jobs(store, thread_id, saved, graph)
+        out.jobs = _jobs(store, thread_id, graph)
     return out
 
 
-def _jobs(store: UiStore, thread_id: str, saved: CheckpointTuple | None,
-          graph: CompiledGraph | None) -> list[dict[str, str]]:
+def _jobs(store: UiStore, thread_id: str, graph: CompiledGraph | None) -> list[dict[str, str]]:
     """Jobs of the thread that workers run now, with the node each one is."""
+    saved = store.saver.get_tuple(_config(thread_id))
     names = _task_names(graph, saved, thread_id) if saved is not None else {}
     return [
         {**job, "node": names.get(job["task_id"], "")}
@@ -180,7 +163,5 @@ def read_diff(store: UiStore, thread_id: str, older: str, newer: str) -> list[Di
     b = store.saver.get_tuple(_config(thread_id, newer))
     if a is None or b is None:
         return None
-    scratch = ThreadDetail(thread_id, {})
-    graph = _load_graph(store, thread_id, scratch)
+    graph, _ = _load_graph(store, thread_id)
     return diff_values(_values(graph, a), _values(graph, b))
-

@@ -1,25 +1,23 @@
-"""The web view's handle on the deployment: the same signed store, graph loader and
-Celery app the CLI and the workers use, built from the same settings."""
+"""The web view's handle on the deployment: the app and signed store of
+``durable_graph.ops.connect`` (the CLI's), the status index for the list, and the
+workers, asked over the broker what they run."""
 
 from __future__ import annotations
 
 import logging
 
-from celery import Celery
-
+from durable_graph import ops
 from durable_graph.errors import SignatureError
-from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.redis.threads import ThreadPage, ThreadRecords
-from durable_graph.worker.app import WorkerRuntime
 from durable_graph.worker.payload import open_sealed
 from durable_graph.worker.runs import RunSpec
-from durable_graph.worker.shipping import GraphLoader, GraphRef
+from durable_graph.worker.shipping import GraphRef
 
 __all__ = ["UiStore", "graph_label"]
 
 log = logging.getLogger("durable_graph.ui")
 
-_INSPECT_TIMEOUT = 0.5
+_INSPECT_TIMEOUT = 1.0
 """Seconds the page waits for workers to say what they run (a dead worker is silent)."""
 
 
@@ -29,14 +27,11 @@ def graph_label(ref: GraphRef) -> str:
 
 
 class UiStore:
-    """Reads threads for the pages; one per server process."""
+    """Reads threads for the pages, and holds what the actions need; one per server."""
 
-    def __init__(self, app: Celery) -> None:
-        self.app = app
-        self.runtime = WorkerRuntime(app)
-        self.settings = self.runtime.settings
-        self.saver: RedisSaver = self.runtime.saver(self.settings.prefix)
-        self.loader: GraphLoader = self.runtime.loader(self.settings.prefix)
+    def __init__(self, cluster: ops.Cluster) -> None:
+        self.cluster = cluster
+        self.app, self.saver, self.settings = cluster.app, cluster.saver, cluster.settings
         self._records = ThreadRecords(self.saver.conn, self.settings.prefix)
 
     def counts(self) -> dict[str, int]:
@@ -47,20 +42,16 @@ class UiStore:
         """One page of threads, newest first (see ``ThreadRecords.page``)."""
         return self._records.page(status, limit=limit, after=after)  # type: ignore[arg-type]
 
-    def run_record(self, thread_id: str) -> RunSpec | None:
-        """The thread's last distributed run, verified; None if it has none or it is forged."""
-        return self.open_run(thread_id, self.saver.get_run(thread_id))
-
-    def open_run(self, thread_id: str, sealed: str | None) -> RunSpec | None:
-        """A sealed run description, verified; None (logged) when missing or forged."""
+    def graph_of(self, thread_id: str, sealed: str | None) -> str:
+        """The graph of a thread's sealed run record, named; '' when none or forged."""
         if sealed is None:
-            return None
+            return ""
         try:
-            run = open_sealed(self.runtime.codec, sealed, "run record")
+            run = open_sealed(self.settings.require_codec(), sealed, "run record")
         except SignatureError as exc:
             log.error("thread %r: %s", thread_id, exc)
-            return None
-        return run if isinstance(run, RunSpec) else None
+            return ""
+        return graph_label(run.graph) if isinstance(run, RunSpec) else ""
 
     def active_jobs(self) -> list[dict[str, str]]:
         """Every durable-graph job the workers run now: thread, task id, kind, worker.
@@ -83,10 +74,6 @@ class UiStore:
                                  "pid": str(request.get("worker_pid") or "")})
         return jobs
 
-    def close(self) -> None:
-        """Release the Redis connections."""
-        self.saver.client.close()
-
     def find(self, query: str, limit: int = 20) -> list[str]:
         """The thread ``query`` names, else the ids starting with it (a SCAN of every record,
         so slower than the list on a large store)."""
@@ -94,3 +81,6 @@ class UiStore:
             return [query]  # the thread asked for: no need to scan every record
         return self._records.with_prefix(query, limit)
 
+    def close(self) -> None:
+        """Release the Redis connections."""
+        self.saver.client.close()

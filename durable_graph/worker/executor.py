@@ -56,7 +56,7 @@ class RunHandle:
         return self.run.run_id
 
     def status(self) -> str:
-        """``running``, ``done``, ``interrupted`` or ``failed``."""
+        """``running``, ``done``, ``interrupted``, ``failed`` or ``cancelled``."""
         if self._end is not None:
             return str(self._end["status"])
         record = self._saver.get_status(self.thread_id) or {}
@@ -90,7 +90,7 @@ class RunHandle:
             pass
         end = self._end
         assert end is not None
-        if end["status"] == "failed":
+        if end["status"] in ("failed", "cancelled"):
             raise _rebuilt(end["error"])
         if end["interrupts"]:
             base = end["output"] if isinstance(end["output"], dict) else {}

@@ -28,6 +28,7 @@ from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.scheduler.algo import PlannedTask, finished_writes, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.loop import StepLoop
+from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import Write
 from durable_graph.scheduler.transition import (
     Next,
@@ -59,6 +60,7 @@ __all__ = [
     "begin_run",
     "branch_of",
     "end_run",
+    "error_record",
     "finish",
     "writes_of",
 ]
@@ -376,7 +378,8 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
     def record() -> None:
         rc.run = replace(rc.run, stop_step=int(loop.step_opts.stop_step or 0),
                          start_checkpoint=loop.loaded_id)
-        rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
+        rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run),
+                         rc.run.graph.path or rc.graph.name)
 
     metrics.run_started()
     step = loop.begin(input, on_load=record)
@@ -396,7 +399,18 @@ def end_run(rc: RunContext, nxt: Next) -> None:
     _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
         "output": spec.output(read_values(spec, nxt.checkpoint)),
         "interrupts": list(nxt.interrupts),
-    })
+    }, next_nodes=_next_nodes(rc, nxt))
+
+
+def _next_nodes(rc: RunContext, nxt: Next) -> tuple[str, ...]:
+    """The nodes a thread that ends this way waits to run, as ``get_state().next``
+    shows them: kept in its record so operators see them without the graph's code."""
+    if nxt.status == "done":
+        return ()
+    saved = rc.saver.get_tuple(rc.config(nxt.checkpoint.id))
+    if saved is None:  # exit durability keeps no step checkpoint: what it planned
+        return tuple(t.name for t in nxt.tasks)
+    return build_snapshot(rc.graph.spec, saved, rc.thread_id, "").next
 
 
 def abort_run(saver: RedisSaver, events: RunEvents, job: Job, error: BaseException) -> None:
@@ -408,7 +422,7 @@ def abort_run(saver: RedisSaver, events: RunEvents, job: Job, error: BaseExcepti
 
 def _close(
     saver: RedisSaver, events: RunEvents, run: RunSpec, lease: Lease, *, status: str,
-    error: BaseException | None, end: dict[str, Any],
+    error: BaseException | None, end: dict[str, Any], next_nodes: Sequence[str] | None = None,
 ) -> None:
     """Set the status while the lease is still held (so a recovering scheduler never
     sees a released lease on a thread that says ``running``), publish the end, release.
@@ -419,18 +433,19 @@ def _close(
         log.info("run %s of thread %s was taken over; not ending it", run.run_id,
                  run.thread_id)
         return
-    saver.set_status(run.thread_id, status, error)  # type: ignore[arg-type]
+    saver.set_status(run.thread_id, status, error,  # type: ignore[arg-type]
+                     next_nodes=next_nodes)
     metrics.run_finished(status)
-    end = {"status": status, **end, "error": _error_record(error, with_object=True)}
+    end = {"status": status, **end, "error": error_record(error, with_object=True)}
     try:
         events.publish(run.thread_id, run.run_id, END, end)
     except SerializationError:  # the error object cannot travel: its text can
-        end["error"] = _error_record(error, with_object=False)
+        end["error"] = error_record(error, with_object=False)
         events.publish(run.thread_id, run.run_id, END, end)
     saver.leases.release(lease)
 
 
-def _error_record(error: BaseException | None, *, with_object: bool) -> Any:
+def error_record(error: BaseException | None, *, with_object: bool = True) -> Any:
     """The failure as the producer gets it: the error itself when it travels, and its
     type, message and traceback as text in any case."""
     if error is None:

@@ -119,10 +119,11 @@ class Ops:
         return done.stdout
 
     def threads(self, status: str) -> list[str]:
-        return [line.split("\t")[0] for line in self.ok("threads", "--status", status).splitlines()]
+        page = json.loads(self.ok("threads", "--status", status, "--json"))
+        return [t["thread_id"] for t in page["threads"]]
 
     def show(self, thread_id: str) -> dict[str, Any]:
-        return json.loads(self.ok("show", thread_id))  # type: ignore[no-any-return]
+        return json.loads(self.ok("show", thread_id, "--json"))  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -157,7 +158,7 @@ def test_resume_from_a_third_process_applies_update_and_value(ops: Ops) -> None:
     assert shown["next"] == ["approve"]
     assert [i["value"] for i in shown["interrupts"]] == [cli_graphs.QUESTION]
     assert shown["values"] == {"topic": "launch", "draft": "LAUNCH"}
-    assert "error" not in shown
+    assert shown["error"] is None
 
     done = ops.cli("resume", thread_id, "--value", '"yes"', "--update", '{"reviewer": "ann"}',
                    "--timeout", str(RUN_TIMEOUT))
@@ -263,7 +264,8 @@ def test_resume_with_a_value_from_an_older_checkpoint_ends(ops: Ops) -> None:
     assert len(list(graph.get_state_history(config_of(thread_id)))) > len(history)
 
 
-COMMANDS = ["threads", "show", "resume", "worker", "scheduler", "ui"]
+COMMANDS = ["threads", "show", "resume", "retry", "cancel", "fork", "worker", "scheduler",
+            "ping", "ui"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

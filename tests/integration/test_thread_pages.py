@@ -50,8 +50,8 @@ def test_pages_walk_every_thread_once_newest_first_across_ties(
     for limit in (1, 7, 25, 100):
         assert _all_pages(records, None, limit) == order
     assert _all_pages(records, "failed", 5) == [t for t in order if int(t[1:]) % 4 == 0]
-    assert records.count_by_status() == {"running": 0, "interrupted": 0, "failed": 15,
-                                         "done": 45}
+    assert records.count_by_status() == {"running": 0, "interrupted": 0, "cancelled": 0,
+                                         "failed": 15, "done": 45}
 
 
 def test_a_page_skips_entries_whose_record_moved_on(

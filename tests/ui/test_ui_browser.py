@@ -17,6 +17,8 @@ import cli_graphs
 import pytest
 import ui_graphs
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 from ui_env import SECRET, TOKEN, Deployment, http, screenshot, wait_for
 
 from durable_graph import RedisSaver
@@ -49,7 +51,24 @@ def text_of(browser: Any, css: str) -> str:
     return str(browser.find_element(By.CSS_SELECTOR, css).text)
 
 
-def test_an_interrupted_run_is_listed_and_drawn(
+def act(browser: Any, button: str, flash: str) -> None:
+    """Press an action's button, accept its confirmation, and wait for the page it leads
+    to to say ``flash``."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.ID, button).click()
+    browser.switch_to.alert.accept()
+    WebDriverWait(browser, RUN_TIMEOUT).until(staleness_of(page))
+    wait_for(lambda: flash in text_of(browser, "#flash"), what=f"the page to say {flash!r}",
+             show=lambda: text_of(browser, "body"))
+
+
+def node_classes(browser: Any) -> dict[str, str]:
+    """The CSS class of each node of the drawn graph, by node name."""
+    return {g.get_attribute("data-node"): g.get_attribute("class")
+            for g in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")}
+
+
+def test_an_interrupted_run_is_listed_drawn_and_resumed_from_the_page(
     deployment: Deployment, browser: Any
 ) -> None:
     graph = compile_on(deployment, ui_graphs.build_review())
@@ -69,8 +88,7 @@ def test_an_interrupted_run_is_listed_and_drawn(
     # the thread: graph drawn with the waiting node highlighted, state, interrupt, history
     row.find_element(By.TAG_NAME, "a").click()
     wait_for(lambda: text_of(browser, "#status") == "interrupted", what="the thread page")
-    nodes = {g.get_attribute("data-node"): g.get_attribute("class")
-             for g in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")}
+    nodes = node_classes(browser)
     assert set(nodes) >= {"write", "review", "publish", "__start__", "__end__"}
     assert "waiting" in nodes["review"] and "idle" in nodes["write"]
     assert browser.find_elements(By.CSS_SELECTOR, "#graph path.edge")
@@ -88,6 +106,31 @@ def test_an_interrupted_run_is_listed_and_drawn(
         browser, "#diff-table")
     browser.back()
 
+    # a value that is not JSON is refused with a message, and nothing runs
+    value = browser.find_element(By.ID, "resume-value")
+    value.send_keys("approved")
+    browser.find_element(By.ID, "resume").click()
+    browser.switch_to.alert.accept()
+    wait_for(lambda: "not valid JSON" in text_of(browser, "#flash"), what="the refusal")
+    assert text_of(browser, "#status") == "interrupted"
+
+    # resume from the page with a value and an update, confirmed in a dialog
+    wait_for(lambda: browser.find_element(By.ID, "resume-value"), what="the resume form")
+    value = browser.find_element(By.ID, "resume-value")
+    value.clear()
+    value.send_keys('"approved"')
+    browser.find_element(By.ID, "resume-update").send_keys('{"reviewer": "ann"}')
+    browser.find_element(By.ID, "resume").click()
+    alert = browser.switch_to.alert
+    assert thread_id in alert.text
+    alert.accept()
+    wait_for(lambda: "resumed thread" in text_of(browser, "#flash"), what="the resume",
+             show=lambda: text_of(browser, "body"))
+    wait_for(lambda: text_of(browser, "#status") == "done", RUN_TIMEOUT,
+             what="the resumed run to finish")
+    state = graph.get_state(config_of(thread_id))
+    assert state.values["published"] == "LAUNCH approved by ann"
+    assert "LAUNCH approved by ann" in text_of(browser, "#values")
 
 
 def test_a_failed_thread_shows_its_traceback(deployment: Deployment, browser: Any) -> None:
@@ -101,10 +144,47 @@ def test_a_failed_thread_shows_its_traceback(deployment: Deployment, browser: An
     traceback = text_of(browser, "#traceback")
     assert "Traceback" in traceback and "in explode" in traceback
     assert f"ValueError: {cli_graphs.BOOM}" in traceback
-    nodes = {g.get_attribute("data-node"): g.get_attribute("class")
-             for g in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")}
+    nodes = node_classes(browser)
     assert "failed" in nodes["explode"]
-    assert browser.find_element(By.ID, "retry")
+
+    # retry runs it again from the failed step: prepare's committed step is not redone
+    steps = len(browser.find_elements(By.CSS_SELECTOR, "#history li.step"))
+    act(browser, "retry", "retrying thread")
+    wait_for(lambda: text_of(browser, "#status") == "failed" and "ValueError" in text_of(
+        browser, "#traceback"), RUN_TIMEOUT, what="the retried run to fail again")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#history li.step")) == steps
+    assert graph.get_state(config_of(thread_id)).values == {"value": 2}
+
+
+def test_a_running_thread_shows_its_worker_and_is_cancelled_then_forked(
+    deployment: Deployment, browser: Any
+) -> None:
+    graph = compile_on(deployment, ui_graphs.build_slow())
+    thread_id = f"slow-{uuid.uuid4().hex[:8]}"
+    handle = graph.submit({}, config_of(thread_id))
+    assert deployment.ui is not None
+    wait_for(lambda: deployment.ui.get(f"/api/threads/{thread_id}")[0] == 200,
+             what="the thread's record")
+    open_page(browser, deployment, f"/threads/{thread_id}")
+    # the page reloads itself as the thread moves on: read it whole once it shows linger
+    wait_for(lambda: re.search(r"task\s+linger\s+\S+\s+w0@", text_of(browser, "#jobs"))
+             and "running" in node_classes(browser)["linger"], RUN_TIMEOUT,
+             what="the worker running linger, highlighted")
+    screenshot(browser, "thread-running")
+
+    act(browser, "cancel", "cancelled thread")
+    wait_for(lambda: text_of(browser, "#status") == "cancelled", what="the cancel")
+    assert handle.status() == "cancelled"
+
+    # fork the cancelled thread from its first checkpoint into a new thread
+    options = browser.find_elements(By.CSS_SELECTOR, "#fork-checkpoint option")
+    options[-1].click()
+    browser.find_element(By.ID, "fork-thread").send_keys(f"{thread_id}-copy")
+    browser.find_element(By.ID, "fork").click()
+    browser.switch_to.alert.accept()
+    wait_for(lambda: text_of(browser, "#thread-id") == f"{thread_id}-copy", what="the fork")
+    assert "forked thread" in text_of(browser, "#flash")
+    assert text_of(browser, "#status") == "interrupted"
 
 
 def test_markup_in_the_state_is_shown_as_text(deployment: Deployment, browser: Any) -> None:

@@ -160,8 +160,10 @@ def screenshot(driver: Any, name: str) -> Path:
     return path
 
 
-def wait_for(condition: Any, timeout: float = 20.0, what: str = "the page") -> None:
-    """Poll ``condition`` (exceptions count as not yet) until it is truthy."""
+def wait_for(condition: Any, timeout: float = 20.0, what: str = "the page",
+             show: Any = None) -> None:
+    """Poll ``condition`` (exceptions count as not yet) until it is truthy; on timeout the
+    error says what it waited for and what ``show()`` saw last."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while time.monotonic() < deadline:
@@ -171,4 +173,10 @@ def wait_for(condition: Any, timeout: float = 20.0, what: str = "the page") -> N
         except Exception as exc:  # the element is not there yet
             last = exc
         time.sleep(0.1)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what} ({last!r})")
+    seen = ""
+    if show is not None:
+        try:
+            seen = f"; last seen: {show()!r}"[:2000]
+        except Exception as exc:
+            seen = f"; cannot show the page ({exc!r})"[:500]
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what} ({last!r}){seen}")

@@ -264,6 +264,10 @@ PUBLIC_ERRORS = [
     SerializationError,
     SignatureError,
     TaskNotInRunError,
+    durable_graph.RunCancelledError,
+    durable_graph.ThreadBusyError,
+    durable_graph.ThreadNotFoundError,
+    durable_graph.ThreadStateError,
 ]
 
 
@@ -609,6 +613,7 @@ EXPORTED = [
     "NondeterminismError",
     "RedisSaver",
     "RetryPolicy",
+    "RunCancelledError",
     "RunFailedError",
     "RunHandle",
     "Send",
@@ -619,6 +624,9 @@ EXPORTED = [
     "StateSnapshot",
     "StateTask",
     "TaskNotInRunError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+    "ThreadStateError",
     "TypedSerializer",
     "entrypoint",
     "get_stream_writer",

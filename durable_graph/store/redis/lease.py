@@ -90,6 +90,18 @@ class RedisLeases:
             return None
         return Lease(str(thread_id), _text(holder), int(gen), int(until))
 
+    def revoke(self, thread_id: str, owner: str, ttl: float) -> Lease:
+        """Take the lease whoever holds it, with a new generation (cancelling a run).
+
+        Every job and commit fenced with an older generation is refused from now on.
+        """
+        if not owner:
+            raise GraphValueError("a lease needs a non-empty owner")
+        _, gen, holder, until = self._conn.run(
+            "ACQUIRE", [self._key(thread_id)], [owner, _ttl_ms(ttl), "2"], "revoke lease"
+        )
+        return Lease(str(thread_id), _text(holder), int(gen), int(until))
+
     def renew(self, lease: Lease, ttl: float) -> Lease:
         """Extend a lease; FencingError if another owner took it over meanwhile.
 

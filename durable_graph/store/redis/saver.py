@@ -454,18 +454,24 @@ class RedisSaver(BaseCheckpointSaver):
     # -- thread records ------------------------------------------------------
 
     def set_status(
-        self, thread_id: str, status: ThreadStatus, error: BaseException | None = None
+        self, thread_id: str, status: ThreadStatus, error: BaseException | None = None,
+        *, next_nodes: Sequence[str] | None = None,
     ) -> None:
-        """Record a thread's run status (and the error that failed it) for operators."""
-        self._threads.set_status(thread_id, status, error)
+        """Record a thread's run status (the error that failed it, the nodes it waits
+        to run) for operators."""
+        self._threads.set_status(thread_id, status, error, next_nodes=next_nodes)
 
     def get_status(self, thread_id: str) -> dict[str, Any] | None:
         """The thread's record (status, last checkpoint, last error), or None."""
         return self._threads.get_status(thread_id)
 
-    def set_run(self, thread_id: str, sealed: str) -> None:
+    def get_statuses(self, thread_ids: Sequence[str]) -> builtins.list[dict[str, Any] | None]:
+        """The records of many threads in one round trip."""
+        return self._threads.get_statuses(thread_ids)
+
+    def set_run(self, thread_id: str, sealed: str, graph: str = "") -> None:
         """Keep the sealed description of the thread's distributed run (workers resume it)."""
-        self._threads.set_run(thread_id, sealed)
+        self._threads.set_run(thread_id, sealed, graph)
 
     def get_run(self, thread_id: str) -> str | None:
         """The sealed description of the thread's last distributed run, or None."""

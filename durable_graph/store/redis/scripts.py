@@ -326,14 +326,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ACQUIRE = (
     _NOW
     + """
--- KEYS: lease    ARGV: owner, ttl_ms[, '1': only take over an expired lease, not a free one]
+-- KEYS: lease    ARGV: owner, ttl_ms[, '1': only take over an expired lease, not a free one;
+--                                     '2': revoke: take it even from a live holder]
 -- Reply: {1, gen, owner, expires_ms} when acquired, {0, gen, holder, expires_ms} if held.
 local holder = redis.call('HGET', KEYS[1], 'owner') or ''
 local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 local until_ms = now + tonumber(ARGV[2])
 if ARGV[3] == '1' and holder == '' then return {0, gen, holder, expires} end
-if holder ~= '' and expires > now then
+if ARGV[3] ~= '2' and holder ~= '' and expires > now then
   if holder ~= ARGV[1] then return {0, gen, holder, expires} end
   redis.call('HSET', KEYS[1], 'expires', until_ms)
   return {1, gen, holder, until_ms}

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
@@ -43,6 +45,8 @@ _FIELDS = (
     "error_message",
     "error_traceback",
     "ttl",
+    "graph",
+    "next",
 )
 
 
@@ -86,12 +90,15 @@ class ThreadRecords:
         self._prefix = prefix
 
     def set_status(
-        self, thread_id: str, status: ThreadStatus, error: BaseException | None = None
+        self, thread_id: str, status: ThreadStatus, error: BaseException | None = None,
+        *, next_nodes: Sequence[str] | None = None,
     ) -> None:
         """Record the status (and the error that failed the thread), then index it.
 
         Error fields describe the latest failure and stay when a later status comes
-        without one, so a retried thread still shows what it last hit.
+        without one, so a retried thread still shows what it last hit. ``next_nodes``
+        (the nodes the thread waits to run) is kept for operators who have no graph
+        code; a status given without it clears it.
         """
         if status not in STATUSES:
             raise GraphValueError(f"unknown thread status {status!r}; use one of {STATUSES}")
@@ -102,6 +109,7 @@ class ThreadRecords:
         }
         if error is not None:
             fields.update(_error_fields(error))
+        fields["next"] = "" if next_nodes is None else json.dumps(list(next_nodes))
         record = ThreadKeys(self._prefix, thread_id).record
         self._conn.call("set thread status", lambda c: c.hset(record, mapping=fields))
         self._index(thread_id, status)
@@ -112,10 +120,14 @@ class ThreadRecords:
         args = [thread_id, status, int(time.time() * 1000)]
         self._conn.run("STATUS_INDEX", keys, args, "index thread status")
 
-    def set_run(self, thread_id: str, sealed: str) -> None:
-        """Keep the sealed description of the thread's current distributed run."""
+    def set_run(self, thread_id: str, sealed: str, graph: str = "") -> None:
+        """Keep the sealed description of the thread's current distributed run, and
+        the name of its graph in clear (for listing threads by graph)."""
         record = ThreadKeys(self._prefix, str(thread_id)).record
-        self._conn.call("store run", lambda c: c.hset(record, "run", sealed))
+        fields: dict[str | bytes, str] = {"run": sealed}
+        if graph:
+            fields["graph"] = graph
+        self._conn.call("store run", lambda c: c.hset(record, mapping=fields))
 
     def get_run(self, thread_id: str) -> str | None:
         """The sealed description of the thread's last distributed run, if any."""
@@ -132,17 +144,25 @@ class ThreadRecords:
 
         Keys: thread_id, status (None until ``set_status``), updated_at,
         last_checkpoint_id, last_checkpoint_ns, error_type, error_message,
-        error_traceback, ttl (seconds, or None).
+        error_traceback, ttl (seconds, or None), graph (its name, for distributed
+        runs), next (node names the thread waits to run, or None when unknown).
         """
         record = ThreadKeys(self._prefix, str(thread_id)).record
         raw = self._conn.call("read thread status", lambda c: c.hgetall(record))
-        if not raw:
-            return None
-        text = {k.decode(): v.decode() for k, v in raw.items()}
-        out: dict[str, Any] = {"thread_id": str(thread_id)}
-        out.update({name: text.get(name) for name in _FIELDS})
-        out["ttl"] = int(out["ttl"]) if out["ttl"] else None
-        return out
+        return _record(str(thread_id), raw)
+
+    def get_statuses(self, thread_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """``get_status`` of many threads in one pipelined round trip."""
+        records = [ThreadKeys(self._prefix, str(t)).record for t in thread_ids]
+
+        def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for record in records:
+                pipe.hgetall(record)
+            return list(pipe.execute())
+
+        raws = self._conn.call("read thread status", read) if records else []
+        return [_record(str(t), raw) for t, raw in zip(thread_ids, raws, strict=True)]
 
     def list_threads(self, status: ThreadStatus | None = None) -> list[str]:
         """Thread ids with ``status`` (any status if None), most recently updated first.
@@ -264,8 +284,8 @@ class ThreadRecords:
         return got
 
     def _records(self, threads: list[str]) -> list[dict[str, Any] | None]:
-        """The records of ``threads`` (without tracebacks, with the sealed ``run``), in one
-        round trip."""
+        """The records of ``threads`` (``get_status`` without tracebacks, plus the sealed
+        ``run``), in one round trip."""
         fields = [*(f for f in _FIELDS if f != "error_traceback"), "run"]
 
         def read(client: Any) -> list[Any]:
@@ -277,12 +297,12 @@ class ThreadRecords:
         rows = self._conn.call("read thread records", read) if threads else []
         out: list[dict[str, Any] | None] = []
         for t, row in zip(threads, rows, strict=True):
-            if row[0] is None:
-                out.append(None)
-                continue
-            record = {f: (v.decode() if v is not None else None) for f, v in zip(fields, row,
-                                                                             strict=True)}
-            out.append({"thread_id": t, **record})
+            raw = {f.encode(): v for f, v in zip(fields, row, strict=True) if v is not None}
+            record = _record(t, raw)
+            if record is not None:
+                record.pop("error_traceback", None)
+                record["run"] = raw[b"run"].decode() if b"run" in raw else None
+            out.append(record)
         return out
 
     def with_prefix(self, start: str, limit: int) -> list[str]:
@@ -330,3 +350,15 @@ class _desc(str):  # noqa: N801 - a sort key, not a type users see
 
     def __lt__(self, other: str) -> bool:
         return str.__gt__(self, other)
+
+
+def _record(thread_id: str, raw: dict[bytes, bytes] | None) -> dict[str, Any] | None:
+    """A thread record as ``get_status`` returns it (None for no record)."""
+    if not raw:
+        return None
+    text = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+    out: dict[str, Any] = {"thread_id": thread_id}
+    out.update({name: text.get(name) for name in _FIELDS})
+    out["ttl"] = int(out["ttl"]) if out["ttl"] else None
+    out["next"] = json.loads(out["next"]) if out["next"] else None
+    return out

@@ -2,12 +2,19 @@
 // Everything from the server is put on the page with textContent: never as HTML.
 "use strict";
 
+let acting = false;  // a confirmed action is on its way: no live reload may cancel it
+
 function confirmActions() {
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+      else acting = true;
     });
   }
+}
+
+function reload() {
+  if (!acting) window.location.reload();
 }
 
 function cell(text, cls) {
@@ -69,7 +76,9 @@ document.addEventListener("DOMContentLoaded", () => {
   const live = document.getElementById("live");
   if (live && live.dataset.live) {
     poll(live.dataset.live, (data) => {
-      if (data.version !== live.dataset.version) window.location.reload();
+      if (data.version !== live.dataset.version) reload();
     }, 1500);
+    // which worker runs what changes without the thread's record changing: look again
+    if (live.dataset.status === "running") setTimeout(reload, 4000);
   }
 });
