@@ -9,6 +9,7 @@
     ├── GraphRecursionError (also RecursionError)  recursion_limit supersteps ran out
     ├── TaskNotInRunError (also RuntimeError)  a @task called outside a graph run
     ├── NondeterminismError                    a replay called tasks other than the recorded ones
+    ├── NotSupportedError (also NotImplementedError)  a LangGraph option not implemented yet
     ├── SerializationError (also TypeError)    a value the store cannot encode or decode
     │   └── SignatureError                     a payload whose HMAC did not verify
     ├── CheckpointStoreError                   a store that failed or cannot be reached
@@ -43,6 +44,7 @@ __all__ = [
     "GraphValueError",
     "InvalidUpdateError",
     "NondeterminismError",
+    "NotSupportedError",
     "RunCancelledError",
     "RunFailedError",
     "SerializationError",
@@ -91,6 +93,10 @@ class TaskNotInRunError(DurableGraphError, RuntimeError):
 
 class NondeterminismError(DurableGraphError):
     """A replayed node called different tasks than the ones recorded for it."""
+
+
+class NotSupportedError(DurableGraphError, NotImplementedError):
+    """A LangGraph option durable_graph does not implement (yet): refused, never ignored."""
 
 
 class SerializationError(DurableGraphError, TypeError):

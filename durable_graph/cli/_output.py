@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 from durable_graph.errors import (
-    DurableGraphError,
     ThreadBusyError,
     ThreadNotFoundError,
     ThreadStateError,
@@ -38,6 +37,7 @@ __all__ = [
     "exit_status",
     "json_arg",
     "print_table",
+    "quiet_broken_pipe",
 ]
 
 WIDTH = 48
@@ -46,7 +46,17 @@ REFUSED, USAGE, TIMED_OUT = 1, 2, 3
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Help that shows every option's default and keeps the description's lines."""
+    """Help that shows every option's default and keeps the description's lines.
+
+    An option whose help says its default in words (``default: $ENV``) keeps those
+    words; a flag is off unless given and a required option has none.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.required or isinstance(action, argparse._StoreTrueAction):
+            return text
+        return super()._get_help_string(action)
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -109,14 +119,10 @@ def age(text: str) -> timedelta:
 
 def exit_status(command: str, exc: BaseException) -> int:
     """Print a handled error the way every command does; its exit status."""
-    if isinstance(exc, argparse.ArgumentTypeError):
-        print(f"durable-graph {command}: {exc}", file=sys.stderr)
-        return USAGE
     print(f"durable-graph {command}: {exc}", file=sys.stderr)
-    refused = (ThreadNotFoundError, ThreadStateError, ThreadBusyError)
-    if isinstance(exc, refused):
+    if isinstance(exc, (ThreadNotFoundError, ThreadStateError, ThreadBusyError)):
         return REFUSED
-    return USAGE if isinstance(exc, DurableGraphError) else REFUSED
+    return USAGE
 
 
 def quiet_broken_pipe() -> int:

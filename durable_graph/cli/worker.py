@@ -56,6 +56,8 @@ def register(sub: Any) -> None:
                       help="seconds to wait for replies")
     ping.add_argument("--destination", "-d", metavar="NODE", default=None,
                       help="only this worker, e.g. celery@$HOSTNAME (default: any worker)")
+    ping.add_argument("--no-workers", action="store_true",
+                      help="only check that Redis answers (a scheduler's liveness)")
     ping.add_argument("--json", action="store_true", help="print the replies as JSON")
     ping.set_defaults(handler=_ping)
 
@@ -105,6 +107,9 @@ def _ping(args: argparse.Namespace) -> int:
     except RedisError as exc:
         print(f"durable-graph ping: Redis does not answer: {exc}", file=sys.stderr)
         return 1
+    if args.no_workers:
+        print("redis: pong")
+        return 0
     destination = [args.destination] if args.destination else None
     replies = cluster.app.control.ping(timeout=args.timeout, destination=destination) or []
     nodes = sorted(name for reply in replies for name in reply)

@@ -9,7 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
-from durable_graph.errors import GraphValueError, InvalidUpdateError
+from durable_graph.errors import GraphValueError, InvalidUpdateError, NotSupportedError
+from durable_graph.graph.debug import StreamShaper
+from durable_graph.graph.drawing import DrawnGraph, GraphDrawing, draw_graph
 from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
 from durable_graph.scheduler.executor import (
     Executor,
@@ -29,7 +31,7 @@ from durable_graph.store.base import (
     empty_checkpoint,
     new_checkpoint_id,
 )
-from durable_graph.types import START, StateSnapshot
+from durable_graph.types import START, Command, StateSnapshot
 
 __all__ = ["DEFAULT_RECURSION_LIMIT", "CompiledGraph"]
 
@@ -48,6 +50,24 @@ def _modes(stream_mode: str | Sequence[str]) -> tuple[frozenset[str], bool]:
             f"Unsupported stream_mode {unknown}; choose from {sorted(STREAM_MODES)}."
         )
     return modes, single
+
+
+def run_input(input: Any, command: Any, subgraphs: bool) -> Any:
+    """The run's input, from ``input`` or ``command=``; refuses what is not supported."""
+    if subgraphs:
+        raise NotSupportedError(
+            "stream(subgraphs=True) is not supported yet: stream the subgraph's own "
+            "events by running it directly, or read its state with "
+            "get_state(config, subgraphs=True).")
+    if command is None:
+        return input
+    if not isinstance(command, Command):
+        raise TypeError(f"command= takes a Command, got {type(command).__name__}")
+    if input is not None:
+        raise TypeError(
+            "pass the run's input or command=, not both: stream(None, config, "
+            "command=Command(resume=...)) resumes, stream(input, config) starts.")
+    return command
 
 
 def _normalize(config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -71,13 +91,25 @@ class CompiledGraph:
         interrupt_after: Sequence[str] | str = (),
         executor: Executor | None = None,
         name: str = "LangGraph",
+        drawing: GraphDrawing | None = None,
+        store: Any = None,
+        cache: Any = None,
+        context_schema: Any = None,
     ) -> None:
         self.spec = spec
+        self.drawing = drawing or GraphDrawing(
+            tuple(n for n, s in spec.nodes.items() if not s.hidden))
         self.checkpointer = checkpointer
         self.interrupt_before = interrupt_before
         self.interrupt_after = interrupt_after
         self.executor: Executor = executor or LocalExecutor()
         self.name = name
+        self.store = store
+        """The long-term store nodes receive as ``store`` / ``runtime.store``."""
+        self.cache = cache
+        """Where ``cache_policy`` nodes and tasks keep their results."""
+        self.context_schema = context_schema
+        """The type of ``context=`` (a dict given for a dataclass or model is coerced)."""
 
     @property
     def saver(self) -> BaseCheckpointSaver | None:
@@ -99,8 +131,15 @@ class CompiledGraph:
         interrupt_after: Sequence[str] | str | None = None,
         modes: frozenset[str] = frozenset(),
         saver: BaseCheckpointSaver | None = None,
+        context: Any = None,
+        store: Any = None,
+        cache: Any = None,
     ) -> StepLoop:
-        """A StepLoop for one run with this graph's settings and the call's overrides."""
+        """A StepLoop for one run with this graph's settings and the call's overrides.
+
+        ``store`` and ``cache`` stand in for the graph's own when it has none (a
+        subgraph uses its parent's).
+        """
         durability = durability or "async"
         if durability not in DURABILITY:
             raise GraphValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
@@ -113,66 +152,101 @@ class CompiledGraph:
             else self.interrupt_after,
             recursion_limit=int(config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)),
             modes=modes,
+            context=coerce_context(self.context_schema, context),
+            store=self.store if self.store is not None else store,
+            cache=self.cache if self.cache is not None else cache,
         )
         return StepLoop(self.spec, saver or self.saver, self.executor, config, opts)
+
+    def get_graph(self, config: Mapping[str, Any] | None = None, *,
+                  xray: bool | int = False) -> DrawnGraph:
+        """The graph's nodes and edges; ``.draw_mermaid()`` / ``.draw_ascii()`` draw it."""
+        if xray:
+            raise NotSupportedError(
+                "get_graph(xray=...) (drawing subgraphs' insides) is not supported; "
+                "call get_graph() on the subgraph itself.")
+        return draw_graph(self.drawing, self.interrupt_before, self.interrupt_after)
 
     # -- running ---------------------------------------------------------------
 
     def stream(
         self,
-        input: Any,
+        input: Any = None,
         config: Mapping[str, Any] | None = None,
         *,
         stream_mode: str | Sequence[str] = "updates",
         durability: str | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
-        **_: Any,
+        subgraphs: bool = False,
+        command: Command | None = None,
+        context: Any = None,
+        multitask: str = "reject",
     ) -> Iterator[Any]:
-        """Run lazily, yielding chunks of ``stream_mode`` ((mode, chunk) for a list)."""
+        """Run lazily, yielding chunks of ``stream_mode`` ((mode, chunk) for a list).
+
+        ``command=`` is the same as passing that ``Command`` as ``input`` (LangGraph
+        ignores it; the durable-execution tutorial uses it to resume). ``multitask``
+        (distributed runs): what to do when the thread is running already:
+        ``reject``, ``enqueue``, ``interrupt`` or ``rollback``.
+        """
+        input = run_input(input, command, subgraphs)
         modes, single = _modes(stream_mode)
         wanted = modes | ({"checkpoints", "tasks"} if "debug" in modes else frozenset())
-        remote = self._remote()
+        remote = self._remote(multitask)
         if remote is not None:
             handle = remote.start_run(self, input, _normalize(config), RunRequest(
-                durability, interrupt_before, interrupt_after, _remote_modes(wanted)))
+                durability, interrupt_before, interrupt_after, _remote_modes(wanted),
+                context=coerce_context(self.context_schema, context), multitask=multitask))
+            shape = StreamShaper(modes)
             for mode, payload in handle.events():
-                for out_mode, out in _shape(mode, payload, modes):
+                for out_mode, out in shape(mode, payload):
                     yield out if single else (out_mode, out)
             handle.result()  # raise the run's error, as an embedded stream does
             return
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after, modes=wanted,
+            interrupt_after=interrupt_after, modes=wanted, context=context,
         )
+        shape = StreamShaper(modes)
         for mode, payload in loop.run(input):
-            for out_mode, out in _shape(mode, payload, modes):
+            for out_mode, out in shape(mode, payload):
                 yield out if single else (out_mode, out)
 
     def invoke(
         self,
-        input: Any,
+        input: Any = None,
         config: Mapping[str, Any] | None = None,
         *,
         stream_mode: str | Sequence[str] = "values",
         durability: str | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
-        **kwargs: Any,
+        subgraphs: bool = False,
+        command: Command | None = None,
+        context: Any = None,
+        multitask: str = "reject",
     ) -> Any:
-        """Run to the end and return the output (with ``__interrupt__`` if paused)."""
+        """Run to the end and return the output (with ``__interrupt__`` if paused).
+
+        ``command=`` is the same as passing that ``Command`` as ``input``.
+        """
+        input = run_input(input, command, subgraphs)
         if stream_mode != "values":
             return list(self.stream(
                 input, config, stream_mode=stream_mode, durability=durability,
                 interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+                context=context, multitask=multitask,
             ))
-        remote = self._remote()
+        remote = self._remote(multitask)
         if remote is not None:
-            request = RunRequest(durability, interrupt_before, interrupt_after)
+            request = RunRequest(durability, interrupt_before, interrupt_after,
+                                 context=coerce_context(self.context_schema, context),
+                                 multitask=multitask)
             return remote.start_run(self, input, _normalize(config), request).result()
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after,
+            interrupt_after=interrupt_after, context=context,
         )
         for _ in loop.run(input):
             pass
@@ -189,29 +263,54 @@ class CompiledGraph:
         durability: str | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        context: Any = None,
+        multitask: str = "reject",
     ) -> RunHandle:
         """Start a run and return its handle at once (``status()``, ``result(timeout=)``).
 
         On Celery workers the run goes on without this process; embedded, it runs on
-        a background thread of this process.
+        a background thread of this process. With ``multitask="enqueue"`` on a running
+        thread, it returns once the current run ended and this one started.
         """
-        remote = self._remote()
+        remote = self._remote(multitask)
         if remote is not None:
-            request = RunRequest(durability, interrupt_before, interrupt_after)
+            request = RunRequest(durability, interrupt_before, interrupt_after,
+                                 context=coerce_context(self.context_schema, context),
+                                 multitask=multitask)
             return remote.start_run(self, input, _normalize(config), request)
         return LocalRunHandle(lambda: self.invoke(
             input, config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after))
+            interrupt_after=interrupt_after, context=context))
 
-    def _remote(self) -> RemoteExecutor | None:
-        return self.executor if isinstance(self.executor, RemoteExecutor) else None
+    def _remote(self, multitask: str = "reject") -> RemoteExecutor | None:
+        """The remote executor, if any; an embedded run takes no lease, so it has no
+        running thread to reject, enqueue after, interrupt or roll back."""
+        if isinstance(self.executor, RemoteExecutor):
+            return self.executor
+        if multitask != "reject":
+            raise GraphValueError(
+                f"multitask={multitask!r} applies to distributed runs (compile with "
+                "executor=CeleryExecutor(app)); an embedded run takes no lease on its "
+                "thread, so only the default 'reject' is accepted here.")
+        return None
 
-    async def ainvoke(self, input: Any, config: Mapping[str, Any] | None = None,
+    def cancel(self, config: Mapping[str, Any]) -> None:
+        """Stop the thread's current distributed run (``durable-graph cancel``): its jobs
+        are fenced out, its status becomes ``cancelled``; resume it later with
+        ``invoke(None, config)``."""
+        remote = self._remote()
+        if remote is None:
+            raise GraphValueError(
+                "cancel stops distributed runs (compile with executor=CeleryExecutor(app)); "
+                "an embedded run stops when its caller stops iterating its stream.")
+        remote.cancel(self, _normalize(config))
+
+    async def ainvoke(self, input: Any = None, config: Mapping[str, Any] | None = None,
                       **kwargs: Any) -> Any:
         """``invoke`` on a worker thread, so the event loop stays free."""
         return await asyncio.to_thread(self.invoke, input, config, **kwargs)
 
-    async def astream(self, input: Any, config: Mapping[str, Any] | None = None,
+    async def astream(self, input: Any = None, config: Mapping[str, Any] | None = None,
                       **kwargs: Any) -> AsyncIterator[Any]:
         """``stream`` with each chunk produced on a worker thread."""
         chunks = self.stream(input, config, **kwargs)
@@ -335,6 +434,16 @@ class CompiledGraph:
         return await asyncio.to_thread(self.update_state, config, values, as_node)
 
 
+def coerce_context(schema: Any, context: Any) -> Any:
+    """``context=`` as the graph's ``context_schema``: a dict given for a dataclass or
+    pydantic model is built into one, as LangGraph does; anything else is kept."""
+    if context is None or schema is None or not isinstance(context, dict):
+        return context
+    if dataclasses.is_dataclass(schema) or hasattr(schema, "model_validate"):
+        return schema(**context)
+    return context
+
+
 def _borrow(child: CompiledGraph, parent: CompiledGraph) -> CompiledGraph:
     """The subgraph reading through its parent's checkpointer."""
     return CompiledGraph(child.spec, checkpointer=parent.saver, executor=child.executor)
@@ -393,13 +502,3 @@ class LocalRunHandle:
         """An embedded background run streams nothing; waits for its end."""
         self.result(timeout)
         return iter(())
-
-
-def _shape(mode: str, payload: Any, wanted: frozenset[str]) -> Iterator[tuple[str, Any]]:
-    """Loop events as the caller asked for them (debug wraps checkpoints and tasks)."""
-    if mode in wanted:
-        yield mode, payload
-    if "debug" in wanted and mode in ("checkpoints", "tasks"):
-        kind = "checkpoint" if mode == "checkpoints" else (
-            "task_result" if "result" in payload or "error" in payload else "task")
-        yield "debug", {"type": kind, "payload": payload}

@@ -11,16 +11,20 @@ from typing import Any, Generic, TypeVar, overload
 
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
+from durable_graph.graph.drawing import GraphDrawing
+from durable_graph.scheduler.caching import CACHE_NS_WRITES, identifier, make_key
 from durable_graph.scheduler.channels import ChannelSpec
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.runtime import TaskFuture, current_context
 from durable_graph.scheduler.spec import GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
-from durable_graph.types import END, START, RetryPolicy
+from durable_graph.types import END, START, CachePolicy, RetryPolicy
 
 __all__ = ["TaskFunction", "entrypoint", "task"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+S = TypeVar("S")
 RETURN_CHANNEL = "__end__"
 PREVIOUS_CHANNEL = "__previous__"
 
@@ -32,8 +36,17 @@ class TaskFunction(Generic[T]):
     the recorded value back instead of running the body again.
     """
 
-    def __init__(self, fn: Callable[..., T], *, name: str | None, retry_policy: Any) -> None:
+    def __init__(
+        self, fn: Callable[..., T], *, name: str | None, retry_policy: Any,
+        cache_policy: CachePolicy[Any] | None = None,
+    ) -> None:
+        if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
+            raise TypeError(
+                f"@task cache_policy must be a CachePolicy(key_func=, ttl=), got "
+                f"{type(cache_policy).__name__}."
+            )
         self.fn = fn
+        self.cache_policy = cache_policy
         self.name: str = name or str(getattr(fn, "__name__", "task"))
         self.retry_policy: RetryPolicy | None = (
             retry_policy[0] if isinstance(retry_policy, Sequence) and retry_policy else
@@ -44,17 +57,21 @@ class TaskFunction(Generic[T]):
     def __call__(self, *args: Any, **kwargs: Any) -> TaskFuture[T]:
         ctx = current_context(f"@task {self.name!r}")
         fn = self.fn
+        key = None
+        if self.cache_policy is not None:
+            key = make_key(self.cache_policy, (CACHE_NS_WRITES, identifier(fn)), *args, **kwargs)
         if inspect.iscoroutinefunction(fn):
             return ctx.call(self.name, lambda: asyncio.run(fn(*args, **kwargs)),
-                            self.retry_policy)
-        return ctx.call(self.name, lambda: fn(*args, **kwargs), self.retry_policy)
+                            self.retry_policy, key)
+        return ctx.call(self.name, lambda: fn(*args, **kwargs), self.retry_policy, key)
 
 
 @overload
 def task(fn: Callable[..., T], /) -> TaskFunction[T]: ...
 @overload
 def task(
-    *, name: str | None = None, retry_policy: Any = None, **kwargs: Any
+    *, name: str | None = None, retry_policy: Any = None,
+    cache_policy: CachePolicy[Any] | None = None, retry: Any = None,
 ) -> Callable[[Callable[..., T]], TaskFunction[T]]: ...
 
 
@@ -64,13 +81,18 @@ def task(
     *,
     name: str | None = None,
     retry_policy: Any = None,
-    **kwargs: Any,
+    cache_policy: CachePolicy[Any] | None = None,
+    retry: Any = None,
 ) -> TaskFunction[T] | Callable[[Callable[..., T]], TaskFunction[T]]:
-    """Mark a function as a durable task: ``@task`` or ``@task(retry_policy=...)``."""
-    retry_policy = retry_policy or kwargs.get("retry")
+    """Mark a function as a durable task: ``@task`` or ``@task(retry_policy=...,
+    cache_policy=...)`` (a cached call's result comes from the graph's cache).
+
+    ``retry=`` is LangGraph's older name for ``retry_policy=``.
+    """
+    retry_policy = retry_policy or retry
 
     def wrap(f: Callable[..., T]) -> TaskFunction[T]:
-        return TaskFunction(f, name=name, retry_policy=retry_policy)
+        return TaskFunction(f, name=name, retry_policy=retry_policy, cache_policy=cache_policy)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -84,21 +106,29 @@ class entrypoint:  # noqa: N801 - LangGraph's name
     """
 
     @dataclass(frozen=True)
-    class final(Generic[T]):  # noqa: N801 - LangGraph's name
-        """Return ``value`` to the caller and save ``save`` for the next run."""
+    class final(Generic[R, S]):  # noqa: N801 - LangGraph's name
+        """Return ``value`` to the caller and save ``save`` for the next run.
 
-        value: Any
-        save: Any
+        ``entrypoint.final[ReturnT, SaveT]`` types a workflow's return, as in LangGraph.
+        """
+
+        value: R
+        """What the caller gets back."""
+        save: S
+        """What the next run on this thread receives as ``previous``."""
 
     def __init__(
         self,
         checkpointer: BaseCheckpointSaver | None = None,
+        store: Any = None,
+        cache: Any = None,
+        context_schema: Any = None,
         *,
         retry_policy: RetryPolicy | None = None,
         executor: Executor | None = None,
-        **_: Any,
     ) -> None:
         self.checkpointer = checkpointer
+        self.store, self.cache, self.context_schema = store, cache, context_schema
         self.retry_policy = retry_policy
         self.executor = executor
 
@@ -129,10 +159,12 @@ class entrypoint:  # noqa: N801 - LangGraph's name
             output=lambda values: values.get(RETURN_CHANNEL),
             output_channels=frozenset({RETURN_CHANNEL}),
             update_writes=lambda as_node, value, values: _final_writes(value),
-            edges=((START, name, False), (name, END, False)),
         )
         graph = CompiledGraph(
-            spec, checkpointer=self.checkpointer, executor=self.executor, name=name
+            spec, checkpointer=self.checkpointer, executor=self.executor, name=name,
+            store=self.store, cache=self.cache, context_schema=self.context_schema,
+            drawing=GraphDrawing((name,), edges=((START, name),), ends=((name, (END,)),),
+                                 start_first=False),
         )
         functools.update_wrapper(graph, fn)  # type: ignore[arg-type]
         return graph

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from durable_graph.errors import InvalidUpdateError
 from durable_graph.scheduler.channels import ChannelSpec
+from durable_graph.types import ManagedValue
 
-__all__ = ["StateSchema"]
+__all__ = ["ROOT", "StateSchema", "merge_channels"]
+
+ROOT = "__root__"
+"""The one channel of a state that is a single value (``StateGraph(Annotated[list, add])``)."""
+
+
+def _managed(hint: Any) -> type[ManagedValue] | None:
+    """The manager of a ``RemainingSteps``-style key, or None for a stored key."""
+    if get_origin(hint) is Annotated:
+        for m in get_args(hint)[1:]:
+            if isinstance(m, type) and issubclass(m, ManagedValue):
+                return m
+    return None
 
 
 def _is_reducer(obj: Any) -> bool:
@@ -45,6 +58,16 @@ class StateSchema:
 
     def __init__(self, schema: Any) -> None:
         self.schema = schema
+        self.managed: dict[str, type[ManagedValue]] = {}
+        """Keys the scheduler computes each step; never stored or written."""
+        self.root = not hasattr(schema, "__annotations__")
+        """The state is one value (a reducer-typed list, say), not a record of keys."""
+        self.channels: dict[str, ChannelSpec]
+        if self.root:
+            self.channels = {ROOT: _channel(schema)}
+            self.keys = frozenset(self.channels)
+            self._is_model = False
+            return
         try:
             hints = get_type_hints(schema, include_extras=True)
         except Exception as exc:
@@ -56,17 +79,25 @@ class StateSchema:
                 f"state schema {schema!r} declares no fields: use a TypedDict, dataclass "
                 "or pydantic model with annotated keys"
             )
-        self.channels: dict[str, ChannelSpec] = {k: _channel(h) for k, h in hints.items()}
+        self.managed = {k: m for k, h in hints.items() if (m := _managed(h)) is not None}
+        self.channels = {
+            k: _channel(h) for k, h in hints.items() if k not in self.managed
+        }
         self.keys = frozenset(self.channels)
         self._is_model = hasattr(schema, "model_validate") or dataclasses.is_dataclass(schema)
 
     def read(self, values: Mapping[str, Any]) -> Any:
-        """The state a node receives: a dict, or an instance of a model schema."""
-        state = {k: values[k] for k in self.channels if k in values}
+        """The state a node receives: a dict, or an instance of a model schema (or the
+        value itself for a one-value state)."""
+        if self.root:
+            return values.get(ROOT)
+        state = {k: values[k] for k in [*self.channels, *self.managed] if k in values}
         return self.schema(**state) if self._is_model else state
 
     def to_dict(self, node: str, update: Any) -> dict[str, Any]:
         """A node's update as a dict; the error names the node and what was wrong."""
+        if self.root:
+            return {ROOT: update}
         if isinstance(update, Mapping):
             data = dict(update)
         elif self._is_model and isinstance(update, self.schema):
@@ -76,16 +107,14 @@ class StateSchema:
                 f"Node {node!r} returned {type(update).__name__} ({update!r:.80}); a node "
                 "must return a dict of state updates, a Command, or None."
             )
-        unknown = [k for k in data if k not in self.keys]
-        if unknown:
-            raise InvalidUpdateError(
-                f"Node {node!r} wrote unknown state key(s) {unknown}; the state "
-                f"{getattr(self.schema, '__name__', self.schema)} has keys {sorted(self.keys)}."
-            )
+        data = {k: v for k, v in data.items() if k not in self.managed}
         return data
 
     def input_dict(self, value: Any) -> dict[str, Any]:
-        """Graph input as a dict of known keys (other keys are ignored, as in LangGraph)."""
+        """Graph input as a dict of known keys (other keys are ignored, as in LangGraph);
+        a one-value state takes the input as it is."""
+        if self.root:
+            return value  # type: ignore[no-any-return]
         if isinstance(value, Mapping):
             data = dict(value)
         elif dataclasses.is_dataclass(value) or hasattr(value, "model_dump"):
@@ -95,6 +124,24 @@ class StateSchema:
                 f"Graph input must be a dict of state keys, got {type(value).__name__}."
             )
         return {k: v for k, v in data.items() if k in self.keys}
+
+
+def merge_channels(schemas: Iterable[StateSchema]) -> dict[str, ChannelSpec]:
+    """The channels of all a graph's schemas (state, input, output, node inputs), in order.
+
+    A key declared twice keeps its first channel; a second declaration may only be a
+    plain key or the same reducer (as in LangGraph).
+    """
+    channels: dict[str, ChannelSpec] = {}
+    for schema in schemas:
+        for key, channel in schema.channels.items():
+            known = channels.setdefault(key, channel)
+            if known != channel and channel.kind != "last":
+                raise ValueError(
+                    f"Channel {key!r} already exists with a different type: declare the same "
+                    f"reducer for it in {getattr(schema.schema, '__name__', schema.schema)}."
+                )
+    return channels
 
 
 def _fields_of(obj: Any) -> dict[str, Any]:

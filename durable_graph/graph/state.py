@@ -9,14 +9,17 @@ from typing import Any
 
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
-from durable_graph.graph.schema import StateSchema
+from durable_graph.graph.drawing import GraphDrawing
+from durable_graph.graph.hints import node_hints
+from durable_graph.graph.schema import ROOT, StateSchema, merge_channels
 from durable_graph.graph.subgraph import subgraph_runner
 from durable_graph.graph.writers import Branch, NodeWriter, branch_channel
-from durable_graph.scheduler.channels import ChannelSpec
+from durable_graph.scheduler.caching import CACHE_NS_WRITES, identifier
+from durable_graph.scheduler.channels import MISSING, ChannelKind, ChannelSpec
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.spec import TASKS, GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
-from durable_graph.types import END, START, Command, RetryPolicy
+from durable_graph.types import END, START, CachePolicy, Command, RetryPolicy
 
 __all__ = ["CompiledStateGraph", "StateGraph"]
 
@@ -27,6 +30,13 @@ CompiledStateGraph = CompiledGraph
 class _NodeDef:
     action: Any
     retry: RetryPolicy | None
+    defer: bool = False
+    """Run only once every other branch has finished (the run would otherwise end)."""
+    cache_policy: CachePolicy[Any] | None = None
+    input: StateSchema | None = None
+    """The node's own input schema (private state), else the graph's state."""
+    ends: tuple[str, ...] = ()
+    """Where it may route with a Command (drawn edges): annotation or ``destinations``."""
 
 
 class StateGraph:
@@ -41,7 +51,12 @@ class StateGraph:
         output_schema: Any = None,
     ) -> None:
         self.schema = StateSchema(state_schema)
+        self.context_schema = context_schema
+        self.input_schema = StateSchema(input_schema) if input_schema else self.schema
         self.output_schema = StateSchema(output_schema) if output_schema else self.schema
+        self.schemas: dict[Any, StateSchema] = {}
+        for schema in (self.schema, self.input_schema, self.output_schema):
+            self.schemas.setdefault(schema.schema, schema)
         self.nodes: dict[str, _NodeDef] = {}
         self.edges: set[tuple[str, str]] = set()
         self.waiting_edges: set[tuple[tuple[str, ...], str]] = set()
@@ -53,9 +68,19 @@ class StateGraph:
         action: Any = None,
         *,
         retry_policy: RetryPolicy | None = None,
-        **_: Any,
+        input_schema: Any = None,
+        destinations: Mapping[str, str] | Sequence[str] | None = None,
+        defer: bool = False,
+        cache_policy: CachePolicy[Any] | None = None,
     ) -> StateGraph:
-        """Add a node: a function of the state returning an update, or a compiled graph."""
+        """Add a node: a function of the state returning an update, or a compiled graph.
+
+        Its input schema is ``input_schema``, else the type of its first parameter when
+        that is a schema (a TypedDict of private keys), else the graph's state.
+        ``defer=True`` holds the node back until every other branch of the run has
+        finished (map-reduce's final step); ``cache_policy`` caches its writes by its
+        input in the graph's cache (``compile(cache=...)``).
+        """
         if action is None:
             action, node = node, str(getattr(node, "__name__", getattr(node, "name", "")))
         if not isinstance(node, str) or not node:
@@ -66,7 +91,17 @@ class StateGraph:
             raise ValueError(f"Node {node!r} already exists; node names must be unique")
         if not callable(action) and not isinstance(action, CompiledGraph):
             raise ValueError(f"Node {node!r} must be a function or a compiled graph")
-        self.nodes[node] = _NodeDef(action, retry_policy)
+        if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
+            raise TypeError(
+                f"Node {node!r}: cache_policy must be a CachePolicy(key_func=, ttl=), got "
+                f"{type(cache_policy).__name__}."
+            )
+        hints = node_hints(action)
+        own = input_schema if input_schema is not None else hints.input_schema
+        schema = self.schemas.setdefault(own, StateSchema(own)) if own is not None else None
+        ends = tuple(destinations) if destinations is not None else hints.ends
+        self.nodes[node] = _NodeDef(action, retry_policy, defer=bool(defer),
+                                    cache_policy=cache_policy, input=schema, ends=ends)
         return self
 
     def add_edge(self, start_key: str | Sequence[str], end_key: str) -> StateGraph:
@@ -129,17 +164,30 @@ class StateGraph:
         interrupt_after: Sequence[str] | str | None = None,
         executor: Executor | None = None,
         name: str | None = None,
-        **_: Any,
+        strict_updates: bool = False,
+        store: Any = None,
+        cache: Any = None,
     ) -> CompiledGraph:
-        """Validate the graph and return a runnable ``CompiledGraph``."""
+        """Validate the graph and return a runnable ``CompiledGraph``.
+
+        ``strict_updates=True`` makes an update to a key no schema declares raise
+        ``InvalidUpdateError``; by default it is ignored with a logged warning, as
+        LangGraph ignores it. ``store`` is the long-term store nodes receive (``store``
+        / ``runtime.store`` / ``get_store()``); ``cache`` keeps the results of
+        ``cache_policy`` nodes.
+        """
         self._validate(interrupt_before, interrupt_after)
         return CompiledGraph(
-            self._spec(),
+            self._spec(strict_updates),
             checkpointer=checkpointer,
             interrupt_before=interrupt_before or (),
             interrupt_after=interrupt_after or (),
             executor=executor,
             name=name or "LangGraph",
+            drawing=self._drawing(),
+            store=store,
+            cache=cache,
+            context_schema=self.context_schema,
         )
 
     # -- compiling -------------------------------------------------------------
@@ -168,9 +216,10 @@ class StateGraph:
                 for n in [x for x in nodes if x not in known]:
                     raise ValueError(f"Breakpoint on unknown node {n!r}")
 
-    def _spec(self) -> GraphSpec:
+    def _spec(self, strict: bool) -> GraphSpec:
         names = frozenset(self.nodes)
-        channels: dict[str, ChannelSpec] = dict(self.schema.channels)
+        state = merge_channels(self.schemas.values())
+        channels: dict[str, ChannelSpec] = dict(state)
         channels[START] = ChannelSpec("ephemeral")
         channels[TASKS] = ChannelSpec("topic")
         triggers: dict[str, list[str]] = {n: [branch_channel(n)] for n in self.nodes}
@@ -180,14 +229,16 @@ class StateGraph:
                 static[src].append((branch_channel(dest), None))
         for srcs, dest in sorted(self.waiting_edges):
             join = f"join:{'+'.join(srcs)}:{dest}"
-            channels[join] = ChannelSpec("barrier", names=frozenset(srcs))
+            kind: ChannelKind = "deferred_barrier" if self._deferred(dest) else "barrier"
+            channels[join] = ChannelSpec(kind, names=frozenset(srcs))
             triggers[dest].append(join)
             for src in srcs:
                 static[src].append((join, src))
-        for n in self.nodes:
-            channels[branch_channel(n)] = ChannelSpec("ephemeral")
+        for n, d in self.nodes.items():
+            channels[branch_channel(n)] = ChannelSpec("deferred" if d.defer else "ephemeral")
         writers = {
-            n: NodeWriter(n, self.schema, names, tuple(static[n]), tuple(self.branches.get(n, ())))
+            n: NodeWriter(n, self.schema, names, tuple(static[n]),
+                          tuple(self.branches.get(n, ())), state, strict)
             for n in [START, *self.nodes]
         }
         nodes = {START: self._start_node(writers[START])}
@@ -196,26 +247,38 @@ class StateGraph:
         return GraphSpec(
             channels=channels,
             nodes=nodes,
-            input_writes=lambda value: [(START, self.schema.input_dict(value))],
-            output=self._output,
-            output_channels=self.output_schema.keys,
+            input_writes=lambda value: [(START, self.input_schema.input_dict(value))],
+            output=lambda values: self._values(state, values),
+            result=self._output,
+            output_channels=frozenset(state),
             command_writes=lambda cmd: _command_writes(writers[START], cmd),
             update_writes=lambda as_node, value, values: writers[as_node](value, values),
-            edges=self._drawn_edges(),
+            managed=self.schema.managed,
         )
 
-    def _drawn_edges(self) -> tuple[tuple[str, str, bool], ...]:
-        """Edges as declared (a routing function without a path map may go anywhere)."""
-        edges = {(s, d, False) for s, d in self.edges}
-        edges |= {(s, d, False) for srcs, d in self.waiting_edges for s in srcs}
-        for src, branches in self.branches.items():
-            for b in branches:
-                targets = list((b.path_map or {}).values()) or [*self.nodes, END]
-                edges |= {(src, d, True) for d in targets}
-        return tuple(sorted(edges))
+    def _drawing(self) -> GraphDrawing:
+        return GraphDrawing(
+            nodes=tuple(self.nodes),
+            edges=tuple(sorted(self.edges)),
+            waiting_edges=tuple(sorted(self.waiting_edges)),
+            branches=tuple((src, b.destinations()) for src, bs in self.branches.items()
+                           for b in bs),
+            ends=tuple((n, d.ends) for n, d in self.nodes.items() if d.ends),
+        )
 
-    def _output(self, values: Mapping[str, Any]) -> dict[str, Any]:
+    def _deferred(self, node: str) -> bool:
+        return node in self.nodes and self.nodes[node].defer
+
+    def _output(self, values: Mapping[str, Any]) -> Any:
+        if self.output_schema.root:
+            return values.get(ROOT)
         return {k: values[k] for k in self.output_schema.channels if k in values}
+
+    def _values(self, state: Mapping[str, ChannelSpec], values: Mapping[str, Any]) -> Any:
+        """What snapshots and streams show: every state key, private ones included."""
+        if self.schema.root:
+            return values.get(ROOT)
+        return {k: values[k] for k in state if k in values}
 
     def _start_node(self, writer: NodeWriter) -> NodeSpec:
         return NodeSpec(
@@ -235,12 +298,28 @@ class StateGraph:
         return NodeSpec(
             name=name,
             triggers=triggers,
-            read=self.schema.read,
-            run=lambda value, values, ctx: writer(call(value, ctx), values),
+            read=(d.input or self.schema).read,
+            run=lambda value, values, ctx: writer(
+                call(value, ctx), self._with_managed(value, values)),
             updates=writer.updates,
             retry=d.retry,
             subgraph=d.action if isinstance(d.action, CompiledGraph) else None,
+            cache_policy=d.cache_policy,
+            cache_ns=(CACHE_NS_WRITES, identifier(d.action), name),
         )
+
+
+    def _with_managed(self, value: Any, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Channel values plus the managed values the task got, for its branches."""
+        if not self.schema.managed:
+            return values
+        extra = {}
+        for key in self.schema.managed:
+            found = value.get(key, MISSING) if isinstance(value, Mapping) \
+                else getattr(value, key, MISSING)
+            if found is not MISSING:
+                extra[key] = found
+        return {**values, **extra}
 
 
 def _command_writes(writer: NodeWriter, cmd: Command) -> list[Write]:

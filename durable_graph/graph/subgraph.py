@@ -38,7 +38,9 @@ def subgraph_runner(child: CompiledGraph) -> Callable[[Any, TaskContext], Any]:
         saved = saver.get_tuple(config) if saver is not None else None
         if saved is not None:
             run_input = _resume_input(ctx, saved.pending_writes)
-        loop = child.make_loop(config, durability=ctx.step.durability, saver=saver)
+        scope = ctx.step.scope
+        loop = child.make_loop(config, durability=ctx.step.durability, saver=saver,
+                               context=scope.context, store=scope.store, cache=scope.cache)
         for _ in loop.run(run_input):
             pass
         if loop.interrupts:

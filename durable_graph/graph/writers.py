@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from durable_graph.errors import InvalidUpdateError
-from durable_graph.graph.schema import StateSchema
-from durable_graph.scheduler.channels import MISSING, update
+from durable_graph.graph.drawing import Ends, path_ends
+from durable_graph.graph.schema import ROOT, StateSchema
+from durable_graph.scheduler.channels import MISSING, ChannelSpec, update
 from durable_graph.scheduler.spec import TASKS, Write
 from durable_graph.types import END, Command, Send
 
 __all__ = ["Branch", "NodeWriter", "branch_channel"]
+
+logger = logging.getLogger(__name__)
 
 
 def branch_channel(node: str) -> str:
@@ -26,6 +30,12 @@ class Branch:
 
     path: Callable[..., Any]
     path_map: Mapping[Any, str] | None
+
+    def destinations(self) -> Ends | None:
+        """Where it may go, with labels, for the drawn graph (None: unknown)."""
+        if self.path_map is not None:
+            return tuple((dest, str(key)) for key, dest in self.path_map.items())
+        return path_ends(self.path)
 
     def writes(self, source: str, state: Any, nodes: frozenset[str]) -> list[Write]:
         """Writes that trigger the destinations ``path`` chose."""
@@ -72,10 +82,15 @@ class NodeWriter:
 
     name: str
     schema: StateSchema
+    """The graph's state schema: what its conditional edges read."""
     nodes: frozenset[str]
     static: tuple[Write, ...]
     """Writes of its plain edges, made on every run."""
     branches: tuple[Branch, ...]
+    channels: Mapping[str, ChannelSpec] = field(default_factory=dict)
+    """Every state key any schema of the graph declares (private and I/O keys too)."""
+    strict: bool = False
+    """Raise ``InvalidUpdateError`` on an undeclared key instead of ignoring it."""
 
     def __call__(self, result: Any, values: Mapping[str, Any]) -> list[Write]:
         """Writes for ``result`` (dict, state object, Command, list of Commands, None)."""
@@ -96,26 +111,35 @@ class NodeWriter:
         writes += gotos
         writes += self.static
         if self.branches:
-            state = self.schema.read(fresh_values(self.schema, values, writes))
+            state = self.schema.read(fresh_values(self.channels, values, writes))
             for branch in self.branches:
                 writes += branch.writes(self.name, state, self.nodes)
         return writes
 
     def state_writes(self, update_: Any) -> list[Write]:
-        """A state update (dict, state object, list of pairs) as writes."""
+        """A state update (dict, state object, list of pairs) as writes of declared keys."""
         if update_ is None:
             return []
+        if self.schema.root:
+            return list(self.schema.to_dict(self.name, update_).items())
         if isinstance(update_, (list, tuple)) and all(
             isinstance(p, tuple) and len(p) == 2 for p in update_
         ):
-            unknown = sorted({k for k, _ in update_ if k not in self.schema.keys})
-            if unknown:
-                raise InvalidUpdateError(
-                    f"Node {self.name!r} wrote unknown state key(s) {unknown}; the state "
-                    f"has keys {sorted(self.schema.keys)}."
-                )
-            return [(k, v) for k, v in update_]
-        return list(self.schema.to_dict(self.name, update_).items())
+            pairs = [(k, v) for k, v in update_]
+        else:
+            pairs = list(self.schema.to_dict(self.name, update_).items())
+        unknown = sorted({str(k) for k, _ in pairs if k not in self.channels})
+        if not unknown:
+            return pairs
+        if self.strict:
+            raise InvalidUpdateError(
+                f"Node {self.name!r} wrote unknown state key(s) {unknown}; the graph's "
+                f"schemas declare {sorted(self.channels)}."
+            )
+        logger.warning(
+            "Node %r wrote key(s) %s that no state schema declares; ignored, as LangGraph "
+            "does (compile(strict_updates=True) raises instead).", self.name, unknown)
+        return [(k, v) for k, v in pairs if k in self.channels]
 
     def goto_writes(self, goto: Any) -> list[Write]:
         """A Command's goto as writes."""
@@ -126,8 +150,11 @@ class NodeWriter:
         return out
 
     def updates(self, writes: Sequence[Write]) -> Any:
-        """The ``updates`` stream payload: state keys this node wrote, or None."""
-        shown = {k: v for k, v in writes if k in self.schema.keys}
+        """The ``updates`` stream payload: state keys this node wrote, or None (the value
+        itself for a one-value state)."""
+        if self.schema.root:
+            return next((v for k, v in writes if k == ROOT), None)
+        shown = {k: v for k, v in writes if k in self.channels}
         return shown or None
 
 
@@ -136,16 +163,16 @@ def _is_command_list(result: Any) -> bool:
 
 
 def fresh_values(
-    schema: StateSchema, values: Mapping[str, Any], writes: Sequence[Write]
+    channels: Mapping[str, ChannelSpec], values: Mapping[str, Any], writes: Sequence[Write]
 ) -> dict[str, Any]:
     """Channel values with one node's own state writes applied (for its branches)."""
     fresh = dict(values)
     grouped: dict[str, list[Any]] = {}
     for key, value in writes:
-        if key in schema.keys:
+        if key in channels:
             grouped.setdefault(key, []).append(value)
     for key, vals in grouped.items():
-        new, _ = update(schema.channels[key], key, fresh.get(key, MISSING), vals)
+        new, _ = update(channels[key], key, fresh.get(key, MISSING), vals)
         if new is not MISSING:
             fresh[key] = new
     return fresh

@@ -19,8 +19,6 @@ from celery import Celery
 from durable_graph.errors import (
     DurableGraphError,
     GraphValueError,
-    RunCancelledError,
-    SignatureError,
     ThreadBusyError,
     ThreadNotFoundError,
     ThreadStateError,
@@ -31,11 +29,12 @@ from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.types import Command
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.config import Settings
-from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.events import RunEvents
 from durable_graph.worker.executor import RunHandle
-from durable_graph.worker.payload import open_sealed, seal
-from durable_graph.worker.runs import Job, RunSpec, error_record
+from durable_graph.worker.payload import seal
+from durable_graph.worker.runs import Job, RunSpec
 from durable_graph.worker.shipping import GraphLoader
+from durable_graph.worker.threads import CancelResult, cancel_thread, run_record, signing_codec
 
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
@@ -57,8 +56,6 @@ log = logging.getLogger("durable_graph.ops")
 
 UNSET: Any = object()
 """``resume_thread(value=UNSET)``: resume without answering an interrupt."""
-_CANCEL_HOLD = 60.0
-"""Seconds a cancel holds the thread's lease while it records the cancellation."""
 
 
 @dataclass(frozen=True)
@@ -90,27 +87,6 @@ def _signed(saver: RedisSaver, codec: SigningCodec) -> RedisSaver:
     return saver
 
 
-def _codec(saver: RedisSaver) -> SigningCodec:
-    serde = saver.serde
-    if not isinstance(serde, SignedSerializer) or not isinstance(serde.codec, SigningCodec):
-        raise GraphValueError(
-            "this saver does not sign with the workers' key: build it with "
-            "durable_graph.ops.connect() or CeleryExecutor(app).adopt(saver)")
-    return serde.codec
-
-
-def run_record(saver: RedisSaver, thread_id: str) -> RunSpec | None:
-    """The thread's last distributed run, or None if it never ran on workers."""
-    sealed = saver.get_run(str(thread_id))
-    if sealed is None:
-        return None
-    try:
-        run = open_sealed(_codec(saver), sealed, "run record")
-    except SignatureError as exc:
-        raise SignatureError(f"the run record of thread {thread_id!r} is refused: {exc}") from None
-    return run if isinstance(run, RunSpec) else None
-
-
 def load_graph(saver: RedisSaver, thread_id: str) -> CompiledGraph | None:
     """The thread's graph loaded the way workers load it (import path, else the signed
     blob), or None when this process cannot load it (its code is not here)."""
@@ -118,7 +94,7 @@ def load_graph(saver: RedisSaver, thread_id: str) -> CompiledGraph | None:
     if run is None:
         return None
     try:
-        return GraphLoader(saver.client, run.prefix, _codec(saver)).load(run.graph)
+        return GraphLoader(saver.client, run.prefix, signing_codec(saver)).load(run.graph)
     except (DurableGraphError, ImportError, AttributeError) as exc:
         log.info("showing thread %s from the store alone: %s", thread_id, exc)
         return None
@@ -206,54 +182,6 @@ def retry_thread(saver: RedisSaver, app: Celery, thread_id: str) -> RunHandle:
     return _start(saver, app, run, None, None)
 
 
-@dataclass(frozen=True)
-class CancelResult:
-    """What a cancel did."""
-
-    thread_id: str
-    previous_status: str | None
-    run_id: str | None
-    """The run that was stopped (None if none ran)."""
-    generation: int
-    """The lease generation jobs of the stopped run are now fenced out by."""
-
-
-def cancel_thread(
-    saver: RedisSaver, thread_id: str, *, reason: str = "cancelled by an operator",
-) -> CancelResult:
-    """Stop a thread: its queued and running jobs are fenced out, its status becomes
-    ``cancelled``, a producer waiting on its run gets ``RunCancelledError``.
-
-    What it committed stays: ``resume_thread`` continues it from its last committed
-    step, ``fork_thread`` copies any of its checkpoints. A node already running
-    finishes its own code, but its result is refused and nothing follows it.
-
-    Raises:
-        ThreadNotFoundError: no such thread.
-        ThreadStateError: it is done, or already cancelled.
-    """
-    thread_id = str(thread_id)
-    record = saver.get_status(thread_id)
-    if record is None:
-        raise ThreadNotFoundError(f"no thread {thread_id!r} in this store")
-    previous = record.get("status")
-    if previous in ("done", "cancelled"):
-        raise ThreadStateError(f"thread {thread_id!r} is {previous}: nothing to cancel")
-    run = run_record(saver, thread_id)
-    lease = saver.leases.revoke(thread_id, f"cancel:{uuid.uuid4().hex}", _CANCEL_HOLD)
-    error = RunCancelledError(
-        f"run of thread {thread_id!r} was cancelled ({reason}); resume it with "
-        f"durable-graph resume {thread_id}")
-    saver.set_status(thread_id, "cancelled", error, next_nodes=record.get("next"))
-    if run is not None:
-        RunEvents(saver.conn, saver.prefix, saver.serde).publish(thread_id, run.run_id, END, {
-            "status": "cancelled", "output": None, "interrupts": [],
-            "error": error_record(error),
-        })
-    saver.leases.release(lease)
-    return CancelResult(thread_id, previous, run.run_id if run else None, lease.generation)
-
-
 def fork_thread(
     saver: RedisSaver, thread_id: str, checkpoint_id: str, *, new_thread_id: str | None = None,
 ) -> str:
@@ -288,7 +216,7 @@ def fork_thread(
     if run is not None:
         forked = replace(run, thread_id=new_id, run_id=uuid.uuid4().hex, start_checkpoint="",
                          branch=("", ""), null_resume=())
-        saver.set_run(new_id, seal(_codec(saver), forked), (saver.get_status(str(thread_id))
+        saver.set_run(new_id, seal(signing_codec(saver), forked), (saver.get_status(str(thread_id))
                                                             or {}).get("graph") or "")
     saver.set_status(new_id, "interrupted")
     return new_id

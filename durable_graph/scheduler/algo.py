@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from durable_graph.errors import InvalidUpdateError
-from durable_graph.scheduler.channels import MISSING, consume, initial, is_available, update
+from durable_graph.scheduler.channels import (
+    MISSING,
+    consume,
+    finish,
+    initial,
+    is_available,
+    update,
+)
 from durable_graph.scheduler.spec import TASKS, GraphSpec, NodeSpec, Write
 from durable_graph.store.base import SPECIAL_WRITES, Checkpoint, PendingWrite
 from durable_graph.types import Send
@@ -96,10 +103,18 @@ def read_values(spec: GraphSpec, checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 def plan_tasks(
-    spec: GraphSpec, checkpoint: Checkpoint, thread_id: str, ns: str
+    spec: GraphSpec, checkpoint: Checkpoint, thread_id: str, ns: str,
+    *, step: int | None = None, stop: int | None = None,
 ) -> list[PlannedTask]:
-    """The tasks a checkpoint triggers: nodes whose triggers changed, then Sends."""
+    """The tasks a checkpoint triggers: nodes whose triggers changed, then Sends.
+
+    Given the step they run in and the run's ``stop`` step, their input holds the
+    graph's managed values (``RemainingSteps``, ``IsLastStep``) too.
+    """
     values = read_values(spec, checkpoint)
+    inputs = values
+    if step is not None and stop is not None and spec.managed:
+        inputs = {**values, **{k: m.get(step, stop) for k, m in spec.managed.items()}}
     versions = checkpoint.channel_versions
     tasks: list[PlannedTask] = []
     for name, node in spec.nodes.items():
@@ -111,7 +126,7 @@ def plan_tasks(
         ):
             tid = task_id(thread_id, ns, checkpoint.id, "pull", name)
             tasks.append(
-                PlannedTask(tid, name, ("pull", name), node.triggers, node.read(values), node)
+                PlannedTask(tid, name, ("pull", name), node.triggers, node.read(inputs), node)
             )
     for idx, packet in enumerate(values.get(TASKS, ())):
         if not isinstance(packet, Send) or packet.node not in spec.nodes:
@@ -153,7 +168,10 @@ def apply_writes(
     for ch in {c for t in tasks for c in t.triggers}:
         new, changed = consume(spec.channels[ch], values.get(ch, MISSING))
         if changed:
-            values[ch] = new
+            if new is MISSING:
+                values.pop(ch, None)
+            else:
+                values[ch] = new
             versions[ch] = next_version
     updated = _apply_channel_writes(spec, values, versions, tasks, next_version)
     if any(t.triggers for t in tasks):
@@ -162,8 +180,27 @@ def apply_writes(
                 del values[name]
                 versions[name] = next_version
                 updated.add(name)
+        _finish_if_last(spec, values, versions, updated, next_version)
     ts = datetime.now(UTC).isoformat()
     return Checkpoint(new_id, ts, values, versions, seen), updated
+
+
+def _finish_if_last(
+    spec: GraphSpec, values: dict[str, Any], versions: dict[str, int], updated: set[str],
+    next_version: int,
+) -> None:
+    """When no channel this step made available triggers a node (the run would end
+    here), deferred channels become available, as LangGraph's ``finish()`` does."""
+    triggers = {ch for node in spec.nodes.values() for ch in node.triggers}
+    live = {ch for ch in updated if is_available(spec.channels[ch], values.get(ch, MISSING))}
+    if not live.isdisjoint(triggers):
+        return
+    for name, ch_spec in spec.channels.items():
+        new, changed = finish(ch_spec, values.get(name, MISSING))
+        if changed:
+            values[name] = new
+            versions[name] = next_version
+            updated.add(name)
 
 
 def _apply_channel_writes(

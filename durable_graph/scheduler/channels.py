@@ -8,6 +8,9 @@ writes combine into its next value and when it counts as available (present).
 - ``ephemeral``: holds a value for exactly one step (edges, the graph input).
 - ``barrier``: available once every named writer has written (fan-in edges).
 - ``topic``: the list of packets written in the last step (``Send`` fan-out).
+- ``deferred`` and ``deferred_barrier``: an edge (or fan-in edge) to a node added with
+  ``defer=True``: kept, but available only once the run would otherwise end (``finish``),
+  stored as (value, finished).
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ from typing import Any, Final, Literal
 
 from durable_graph.errors import InvalidUpdateError
 
-__all__ = ["MISSING", "ChannelKind", "ChannelSpec", "consume", "initial", "is_available", "update"]
+__all__ = [
+    "MISSING",
+    "ChannelKind",
+    "ChannelSpec",
+    "consume",
+    "finish",
+    "initial",
+    "is_available",
+    "update",
+]
 
 
 class _Missing:
@@ -30,7 +42,9 @@ class _Missing:
 
 MISSING: Final[Any] = _Missing()
 
-ChannelKind = Literal["last", "reducer", "ephemeral", "barrier", "topic"]
+ChannelKind = Literal[
+    "last", "reducer", "ephemeral", "barrier", "topic", "deferred", "deferred_barrier"
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ def initial(spec: ChannelSpec) -> Any:
             return MISSING
     if spec.kind == "barrier":
         return frozenset()
+    if spec.kind == "deferred_barrier":
+        return (frozenset(), False)
     return MISSING
 
 
@@ -65,6 +81,10 @@ def is_available(spec: ChannelSpec, value: Any) -> bool:
         return value is not MISSING and spec.names <= set(value)
     if spec.kind == "topic":
         return bool(value) and value is not MISSING
+    if spec.kind == "deferred":
+        return value is not MISSING and bool(value[1])
+    if spec.kind == "deferred_barrier":
+        return value is not MISSING and bool(value[1]) and spec.names <= set(value[0])
     return value is not MISSING
 
 
@@ -88,6 +108,8 @@ def _update_reducer(spec: ChannelSpec, key: str, current: Any, values: Sequence[
     if not values:
         return current, False
     assert spec.reducer is not None
+    if current is MISSING:  # start from the type's empty value, as LangGraph does
+        current = initial(spec)
     acc = values[0] if current is MISSING else spec.reducer(current, values[0])
     for v in values[1:]:
         acc = spec.reducer(acc, v)
@@ -116,12 +138,29 @@ def _update_topic(spec: ChannelSpec, key: str, current: Any, values: Sequence[An
     return MISSING, current is not MISSING
 
 
+def _update_deferred(spec: ChannelSpec, key: str, current: Any, values: Sequence[Any]) -> Any:
+    """Keeps the last write, not available until the run finishes."""
+    if not values:
+        return current, False
+    return (values[-1], False), True
+
+
+def _update_deferred_barrier(
+    spec: ChannelSpec, key: str, current: Any, values: Sequence[Any]
+) -> Any:
+    seen, finished = current if current is not MISSING else (frozenset(), False)
+    new, changed = _update_barrier(spec, key, seen, values)
+    return ((new, finished), True) if changed else (current, False)
+
+
 _UPDATES: dict[str, Callable[[ChannelSpec, str, Any, Sequence[Any]], tuple[Any, bool]]] = {
     "last": _update_last,
     "reducer": _update_reducer,
     "barrier": _update_barrier,
     "ephemeral": _update_ephemeral,
     "topic": _update_topic,
+    "deferred": _update_deferred,
+    "deferred_barrier": _update_deferred_barrier,
 }
 
 
@@ -129,4 +168,16 @@ def consume(spec: ChannelSpec, current: Any) -> tuple[Any, bool]:
     """Reset a channel a node just ran on, if its kind resets (barriers do)."""
     if spec.kind == "barrier" and current:
         return frozenset(), True
+    if spec.kind in ("deferred", "deferred_barrier") and is_available(spec, current):
+        return initial(spec), True
+    return current, False
+
+
+def finish(spec: ChannelSpec, current: Any) -> tuple[Any, bool]:
+    """The run is about to end: a deferred channel holding a value becomes available."""
+    if spec.kind == "deferred" and current is not MISSING and not current[1]:
+        return (current[0], True), True
+    if spec.kind == "deferred_barrier" and current is not MISSING and not current[1] \
+            and spec.names <= set(current[0]):
+        return (current[0], True), True
     return current, False

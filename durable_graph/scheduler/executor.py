@@ -27,6 +27,10 @@ class RunRequest:
     interrupt_before: Sequence[str] | str | None = None
     interrupt_after: Sequence[str] | str | None = None
     modes: frozenset[str] = frozenset()
+    context: Any = None
+    """The run's ``context=`` (travels to the workers signed, with the run)."""
+    multitask: str = "reject"
+    """What to do when the thread is running already (see ``worker.multitask``)."""
 
 
 class RunHandle(Protocol):
@@ -57,6 +61,10 @@ class RemoteExecutor(Protocol):
         self, graph: Any, input: Any, config: dict[str, Any], request: RunRequest
     ) -> RunHandle:
         """Start a run of ``graph`` and return its handle at once."""
+        ...
+
+    def cancel(self, graph: Any, config: dict[str, Any]) -> None:
+        """Stop the thread's current run."""
         ...
 
 

@@ -28,7 +28,7 @@ from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.commands import command_writes
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.persist import Persister
-from durable_graph.scheduler.runtime import TaskFuture, consumed_answers, local_call
+from durable_graph.scheduler.runtime import RunScope, TaskFuture, consumed_answers, local_call
 from durable_graph.scheduler.spec import GraphSpec, Write
 from durable_graph.scheduler.transition import (
     Next,
@@ -42,6 +42,7 @@ from durable_graph.scheduler.transition import (
     task_config,
     task_ended,
     task_started,
+    task_updates,
     with_null_writes,
 )
 from durable_graph.store.base import (
@@ -74,6 +75,12 @@ class RunOptions:
     recursion_limit: int = 10007
     modes: frozenset[str] = frozenset()
     """Stream modes whose events the caller wants; others are not computed."""
+    context: Any = None
+    """The run's ``context=``."""
+    store: Any = None
+    """The graph's long-term store."""
+    cache: Any = None
+    """The graph's node and task cache."""
 
 
 @dataclass
@@ -84,6 +91,10 @@ class _Step:
     config: dict[str, Any]
     recorded: dict[str, tuple[str, Any]] = field(default_factory=dict)
     consumed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def scope(self) -> RunScope:
+        return self.loop.scope
 
     @property
     def saver(self) -> BaseCheckpointSaver | None:
@@ -144,6 +155,14 @@ class StepLoop:
         self.persister: Persister
         self.step_opts = StepOptions()
         self.first_events: list[Event] = []
+        self.committed_id: str | None = None
+        """The last checkpoint committed (or loaded): the parent of the next one."""
+        self.loaded_meta: Any = None
+        self.loaded_parent: str | None = None
+        run_id = config.get("run_id")
+        self.scope = RunScope(opts.context, opts.store, opts.cache,
+                              self.thread_id if saver is not None else "",
+                              str(run_id) if run_id is not None else None)
 
     # -- recording -------------------------------------------------------------
 
@@ -167,7 +186,7 @@ class StepLoop:
             self._finish(exc)
             raise
         self._finish(None)
-        self.output = self.spec.output(read_values(self.spec, self.checkpoint))
+        self.output = self.spec.run_result(read_values(self.spec, self.checkpoint))
 
     def _step_options(self, loaded_step: int) -> StepOptions:
         """The run's step settings; the recursion limit counts from the loaded step."""
@@ -207,6 +226,10 @@ class StepLoop:
         if saved is not None:
             self.checkpoint, self.pending = saved.checkpoint, list(saved.pending_writes)
             self.source = str(saved.metadata.get("source", ""))
+            self.loaded_meta = saved.metadata
+            self.committed_id = saved.checkpoint.id
+            self.loaded_parent = config_ids(saved.parent_config)[2] if saved.parent_config \
+                else None
         self.persister = Persister(
             self.saver, thread_id=self.thread_id, ns=self.ns,
             durability=self.opts.durability, parent=parent,
@@ -240,6 +263,8 @@ class StepLoop:
                 yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
             if input is None and self.checkpoint_id and self._replays_a_branch():
                 return self._fork(step)
+            self._checkpoint_event(self.loaded_meta, self.loaded_parent, self.pending)
+            yield from self._drain()
             return step
         discard = [TaskWrites(t.name, t.path, t.triggers, ()) for t in self._plan()]
         input_task = TaskWrites("__input__", ("input",), (), self.spec.input_writes(input))
@@ -278,9 +303,17 @@ class StepLoop:
     def _commit(self, metadata: Any) -> None:
         self.pending = []
         self.persister.put_checkpoint(self.checkpoint, metadata)
+        parent, self.committed_id = self.committed_id, self.checkpoint.id
+        self._checkpoint_event(metadata, parent)
+
+    def _checkpoint_event(
+        self, metadata: Any, parent: str | None, pending: Sequence[PendingWrite] = ()
+    ) -> None:
+        """Stream the current checkpoint (``checkpoints`` and ``debug`` modes)."""
         if "checkpoints" in self.opts.modes or "debug" in self.opts.modes:
             self.events.put(("event", "checkpoints", checkpoint_event(
-                self.spec, self.checkpoint, metadata, self.thread_id, self.ns)))
+                self.spec, self.checkpoint, metadata, self.thread_id, self.ns,
+                parent_id=parent, pending=pending)))
 
     def _tick(self, step: int) -> Generator[Event, None, bool]:
         """Run one superstep; False when the run is over (done or interrupted)."""
@@ -296,9 +329,9 @@ class StepLoop:
             return (yield from self._stop(nxt))
         self.checkpoint = nxt.checkpoint
         self._commit(nxt.metadata)
-        yield from self._drain()
         if "values" in self.opts.modes and nxt.updated & self.spec.output_channels:
             yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
+        yield from self._drain()  # the checkpoint streams after its values, as in LangGraph
         if nxt.status == "interrupted":
             return (yield from self._pause(()))
         return True
@@ -374,11 +407,11 @@ class StepLoop:
         return execute_task(task, step, config, ns, values=values, resume=resume)
 
     def _task_done(self, task: PlannedTask, outcome: Outcome) -> Iterator[Event]:
-        if "tasks" in self.opts.modes and not task.node.hidden:
-            yield "tasks", task_ended(task, outcome)
         record_outcome(functools.partial(self.record, task.id), outcome)
         if outcome.writes is not None and "updates" in self.opts.modes and not task.node.hidden:
-            yield "updates", {task.name: task.node.updates(outcome.writes)}
+            yield "updates", task_updates(task, outcome)
+        if "tasks" in self.opts.modes and not task.node.hidden and not outcome.cached:
+            yield "tasks", task_ended(task, outcome)
 
     def _drain(self) -> Iterator[Event]:
         while True:

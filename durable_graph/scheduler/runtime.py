@@ -17,14 +17,16 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from durable_graph.errors import GraphInterrupt, NondeterminismError, TaskNotInRunError
 from durable_graph.scheduler.algo import task_id
+from durable_graph.scheduler.caching import CacheKey, CachingCall, cache_get
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.retry import run_with_retry
 from durable_graph.scheduler.spec import Write
 from durable_graph.store.base import RESUME, RETURN, BaseCheckpointSaver
-from durable_graph.types import Interrupt, RetryPolicy
+from durable_graph.types import ExecutionInfo, Interrupt, RetryPolicy, Runtime, TaskInfo
 
 __all__ = [
     "CallError",
+    "RunScope",
     "StepRuntime",
     "Suspended",
     "TaskContext",
@@ -32,6 +34,9 @@ __all__ = [
     "answers_from",
     "consumed_answers",
     "current_context",
+    "get_runtime",
+    "get_store",
+    "get_task_context",
     "interrupt",
     "local_call",
 ]
@@ -54,10 +59,30 @@ class CallError:
     error: BaseException
 
 
+@dataclass(frozen=True)
+class RunScope:
+    """What every task of one run shares besides the checkpoint."""
+
+    context: Any = None
+    """The run's ``context=`` (what ``runtime.context`` returns)."""
+    store: Any = None
+    """The graph's long-term store, or None."""
+    cache: Any = None
+    """The graph's cache for ``cache_policy`` nodes and tasks, or None."""
+    thread_id: str = ""
+    """The run's thread ('' without a checkpointer)."""
+    run_id: str | None = None
+    """The config's ``run_id``, if any."""
+
+
 class StepRuntime(Protocol):
     """What the step loop offers the tasks of one superstep."""
 
     config: dict[str, Any]
+
+    @property
+    def scope(self) -> RunScope:
+        """The run's context, store and cache."""
 
     @property
     def recorded(self) -> dict[str, tuple[str, Any]]:
@@ -168,6 +193,8 @@ class TaskContext:
     children: list[TaskFuture[Any]] = field(default_factory=list)
     answers: Callable[[], Any] | None = None
     """For a ``@task`` call: where its interrupts find answers given to its caller."""
+    attempt: int = 1
+    """Attempt number of a node body under its retry policy."""
 
     def interrupt(self, value: Any) -> Any:
         """Return the recorded answer to this interrupt, or pause the task."""
@@ -197,9 +224,10 @@ class TaskContext:
         return MISSING
 
     def call(
-        self, name: str, fn: Callable[[], T], retry: RetryPolicy | None
+        self, name: str, fn: Callable[[], T], retry: RetryPolicy | None,
+        cache_key: CacheKey | None = None,
     ) -> TaskFuture[T]:
-        """Start a ``@task`` call, or return its recorded result on replay."""
+        """Start a ``@task`` call, or return its recorded (or cached) result."""
         idx = self.call_idx
         self.call_idx += 1
         call_id = task_id(self.task_id, "call", str(idx))
@@ -216,9 +244,38 @@ class TaskContext:
             for _ in range(self.step.consumed.get(call_id, 0)):
                 self.take_answer()  # the answers its interrupts took stay taken
             return TaskFuture.resolved(recorded[1])
+        cache = self.step.scope.cache if cache_key is not None else None
+        if cache is not None and cache_key is not None:
+            hit = cache_get(cache, cache_key)
+            if hit is not MISSING:
+                return self._cache_hit(call_id, name, hit)
+            fn = CachingCall(fn, cache_key, _running_cache)
         future: TaskFuture[T] = self.step.start_call(self, call_id, name, fn, retry)
         self.children.append(future)
         return future
+
+    def _cache_hit(self, call_id: str, name: str, value: Any) -> TaskFuture[Any]:
+        """A call answered from the cache: recorded like a run one, streamed as cached."""
+        self.step.record(call_id, [(RETURN, (name, value))])
+        self.step.recorded[call_id] = (name, value)
+        self.step.emit("updates", {name: value, "__metadata__": {"cached": True}})
+        return TaskFuture.resolved(value)
+
+    def runtime(self, previous: Any = None) -> Runtime[Any]:
+        """The ``Runtime`` a node or task declaring ``runtime`` receives."""
+        scope = self.step.scope
+        conf = self.config.get("configurable", {})
+        info = ExecutionInfo(
+            checkpoint_id=str(conf.get("checkpoint_id", "")), checkpoint_ns=self.ns,
+            task_id=self.task_id, thread_id=scope.thread_id or None, run_id=scope.run_id,
+            node_attempt=self.attempt,
+        )
+        return Runtime(context=scope.context, store=scope.store, stream_writer=self.writer,
+                       previous=previous, execution_info=info)
+
+    def info(self) -> TaskInfo:
+        """What ``get_task_context()`` returns."""
+        return TaskInfo(self.task_id, self.name, self.step.scope.thread_id)
 
     def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` as this task: the context is current and children are awaited."""
@@ -297,8 +354,8 @@ def current_context(what: str) -> TaskContext:
 
 
 def interrupt_id(task: str, index: int) -> str:
-    """Deterministic id of the ``index``-th interrupt of a task."""
-    return task_id(task, "interrupt", str(index))
+    """Deterministic id of the ``index``-th interrupt of a task: 32 hex digits, as LangGraph's."""
+    return task_id(task, "interrupt", str(index)).replace("-", "")
 
 
 def interrupt(value: Any) -> Any:
@@ -313,3 +370,33 @@ def interrupt(value: Any) -> Any:
 def get_stream_writer() -> Callable[[Any], None]:
     """A function that emits chunks on the ``custom`` stream of the current run."""
     return current_context("get_stream_writer()").writer
+
+
+def _running_cache() -> Any:
+    """The cache of the run the current task belongs to (None outside a run)."""
+    ctx = _CURRENT.get()
+    return ctx.step.scope.cache if ctx is not None else None
+
+
+def get_runtime(context_schema: Any = None) -> Runtime[Any]:
+    """The running node's ``Runtime`` (context, store, stream writer), as LangGraph's.
+
+    ``context_schema`` is accepted for type hints only, as in LangGraph.
+    """
+    return current_context("get_runtime()").runtime()
+
+
+def get_store() -> Any:
+    """The long-term store of the running graph (``compile(store=...)``), or None."""
+    return current_context("get_store()").step.scope.store
+
+
+def get_task_context() -> TaskInfo:
+    """Facts about the running node or ``@task`` call, with its idempotency key.
+
+    ``get_task_context().idempotency_key`` is the same for every execution of this
+    call (retries, redeliveries to another worker, replays after a crash) and
+    different for every other call: pass it to external APIs that deduplicate
+    (payments, e-mail) so a side effect happens once.
+    """
+    return current_context("get_task_context()").info()

@@ -15,7 +15,7 @@ from durable_graph.scheduler.channels import ChannelSpec
 
 if TYPE_CHECKING:
     from durable_graph.scheduler.runtime import TaskContext
-    from durable_graph.types import Command, RetryPolicy
+    from durable_graph.types import CachePolicy, Command, ManagedValue, RetryPolicy
 
 __all__ = ["TASKS", "GraphSpec", "NodeRun", "NodeSpec", "Write"]
 
@@ -47,6 +47,10 @@ class NodeSpec:
     """Internal nodes (the input node) stream no updates and are never breakpoints."""
     subgraph: Any = None
     """The compiled graph this node runs, if it is a subgraph."""
+    cache_policy: CachePolicy[Any] | None = None
+    """Cache this node's writes by its input (when the graph has a cache)."""
+    cache_ns: tuple[str, ...] = ()
+    """The cache namespace of its entries: (writes marker, function, node name)."""
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,18 @@ class GraphSpec:
     """Run input -> writes of the input step (raises on input the graph cannot take)."""
     output: Callable[[Mapping[str, Any]], Any]
     """Channel values -> the run's output (and a snapshot's ``values``)."""
+    result: Callable[[Mapping[str, Any]], Any] | None = None
+    """Channel values -> what ``invoke`` returns, when it differs from ``output`` (a
+    graph's output schema); ``output`` stays what snapshots and streams show."""
     output_channels: frozenset[str] = field(default_factory=frozenset)
     """Channels whose update makes the ``values`` stream emit."""
     command_writes: Callable[[Command], list[Write]] | None = None
     """A ``Command`` input's update and goto -> writes (None: the graph takes none)."""
     update_writes: Callable[[str, Any, Mapping[str, Any]], list[Write]] | None = None
     """``update_state(values, as_node)`` -> writes, given the current channel values."""
-    edges: tuple[tuple[str, str, bool], ...] = ()
-    """(source, target, conditional) as the builder declared them; only for drawing."""
+    managed: Mapping[str, type[ManagedValue]] = field(default_factory=dict)
+    """State keys the scheduler computes for each step (``RemainingSteps``, ...)."""
+
+    def run_result(self, values: Mapping[str, Any]) -> Any:
+        """What ``invoke`` returns for these channel values."""
+        return (self.result or self.output)(values)

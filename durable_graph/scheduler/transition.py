@@ -13,9 +13,9 @@ so a graph behaves the same whichever way it runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from durable_graph.errors import GraphInterrupt, GraphRecursionError
@@ -27,6 +27,8 @@ from durable_graph.scheduler.algo import (
     read_values,
     should_interrupt,
 )
+from durable_graph.scheduler.caching import CacheKey, cache_get, cache_put, make_key
+from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.retry import run_with_retry
 from durable_graph.scheduler.runtime import StepRuntime, Suspended, TaskContext
 from durable_graph.scheduler.spec import GraphSpec, Write
@@ -59,6 +61,7 @@ __all__ = [
     "task_config",
     "task_ended",
     "task_started",
+    "task_updates",
     "with_null_writes",
 ]
 
@@ -81,6 +84,8 @@ class Outcome:
     writes: list[Write] | None = None
     error: BaseException | None = None
     interrupts: tuple[Interrupt, ...] = ()
+    cached: bool = False
+    """The writes came from the graph's cache: the body did not run."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ def begin_step(
             "condition. Raise it with config={'recursion_limit': N} or check the graph "
             "for a loop."
         ))
-    tasks = plan_tasks(spec, checkpoint, thread_id, ns)
+    tasks = plan_tasks(spec, checkpoint, thread_id, ns, step=step, stop=opts.stop_step)
     if not tasks:
         return Next("done", checkpoint)
     if opts.interrupt_before and should_interrupt(checkpoint, opts.interrupt_before, tasks):
@@ -207,22 +212,39 @@ def execute_task(
     """
 
     number = first_attempt - 1
+    key, cache = node_cache(task, step)
+    if key is not None:
+        hit = cache_get(cache, key)
+        if hit is not MISSING:
+            return Outcome(writes=list(hit), cached=True)
 
     def attempt() -> list[Write]:
         nonlocal number
         number += 1
         step.begin_attempt(number)
-        ctx = TaskContext(task.id, task.name, ns, config, step, resume=list(resume))
+        ctx = TaskContext(task.id, task.name, ns, config, step, resume=list(resume),
+                          attempt=number)
         return ctx.run(lambda: task.node.run(task.input, values, ctx))
 
     try:
-        return Outcome(writes=run_with_retry(attempt, task.node.retry, used=first_attempt - 1))
+        writes = run_with_retry(attempt, task.node.retry, used=first_attempt - 1)
+        if key is not None:
+            cache_put(cache, key, writes)
+        return Outcome(writes=writes)
     except Suspended:
         raise
     except GraphInterrupt as gi:
         return Outcome(interrupts=gi.interrupts)
     except BaseException as exc:
         return Outcome(error=exc)
+
+
+def node_cache(task: PlannedTask, step: StepRuntime) -> tuple[CacheKey | None, Any]:
+    """The key a node task's writes are cached under and the cache (None, None: no caching)."""
+    policy, cache = task.node.cache_policy, step.scope.cache
+    if policy is None or cache is None:
+        return None, None
+    return make_key(policy, task.node.cache_ns, task.input), cache
 
 
 def with_null_writes(
@@ -244,29 +266,65 @@ def with_null_writes(
 
 def checkpoint_event(
     spec: GraphSpec, checkpoint: Checkpoint, metadata: CheckpointMetadata, thread_id: str,
-    ns: str,
+    ns: str, *, parent_id: str | None = None, pending: Iterable[PendingWrite] = (),
 ) -> dict[str, Any]:
-    """The ``checkpoints`` stream chunk of a committed checkpoint."""
+    """The ``checkpoints`` stream chunk of a committed checkpoint, as LangGraph's.
+
+    ``pending`` (a resumed checkpoint's writes) shows its tasks' errors and interrupts.
+    """
+    tasks = plan_tasks(spec, checkpoint, thread_id, ns)
+    outcomes = outcomes_from_pending(tasks, pending)
     return {
         "config": checkpoint_config(thread_id, ns, checkpoint.id),
-        "metadata": metadata,
+        "parent_config": checkpoint_config(thread_id, ns, parent_id) if parent_id else None,
         "values": spec.output(read_values(spec, checkpoint)),
-        "next": [t.name for t in plan_tasks(spec, checkpoint, thread_id, ns)],
-        "timestamp": datetime.now(UTC).isoformat(),
+        "metadata": metadata,
+        "next": [t.name for t in tasks],
+        "tasks": [_task_entry(t, outcomes.get(t.id), thread_id, ns) for t in tasks],
     }
+
+
+def _task_entry(
+    task: PlannedTask, outcome: Outcome | None, thread_id: str, ns: str
+) -> dict[str, Any]:
+    """One task of a ``checkpoints`` chunk: its error, or its result, or its interrupts."""
+    state = None
+    if task.node.subgraph is not None:
+        _, child_ns = task_config({}, ns, "", task)
+        state = {"configurable": {"thread_id": thread_id, "checkpoint_ns": child_ns}}
+    head: dict[str, Any] = {"id": task.id, "name": task.name}
+    if outcome is not None and outcome.error is not None:
+        return {**head, "error": outcome.error, "state": state}
+    interrupts = tuple(dataclasses.asdict(i) for i in outcome.interrupts) if outcome else ()
+    result = task.node.updates(outcome.writes) if outcome and outcome.writes else None
+    if result:
+        return {**head, "result": result, "interrupts": interrupts, "state": state}
+    return {**head, "interrupts": interrupts, "state": state}
 
 
 def task_started(task: PlannedTask) -> dict[str, Any]:
     """The ``tasks`` stream chunk of a task about to run."""
     return {"id": task.id, "name": task.name, "input": task.input,
-            "triggers": list(task.triggers)}
+            "triggers": tuple(task.triggers)}
+
+
+def task_updates(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
+    """The ``updates`` stream chunk of a task that finished (cache hits say so)."""
+    chunk: dict[str, Any] = {task.name: task.node.updates(outcome.writes or ())}
+    if outcome.cached:
+        chunk["__metadata__"] = {"cached": True}
+    return chunk
 
 
 def task_ended(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
-    """The ``tasks`` stream chunk of a task that ended."""
+    """The ``tasks`` stream chunk of a task that ended (LangGraph's ``task_result``)."""
     return {"id": task.id, "name": task.name, "error": outcome.error,
-            "interrupts": list(outcome.interrupts),
-            "result": task.node.updates(outcome.writes or ())}
+            "result": _or_empty(task.node.updates(outcome.writes or ())),
+            "interrupts": [dataclasses.asdict(i) for i in outcome.interrupts]}
+
+
+def _or_empty(result: Any) -> Any:
+    return {} if result is None else result
 
 
 def outcome_writes(outcome: Outcome) -> list[Write]:

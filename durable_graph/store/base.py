@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, TypedDict
 
 from durable_graph.errors import GraphValueError
+from durable_graph.store import retention
 
 __all__ = [
     "ERROR",
@@ -30,6 +31,7 @@ __all__ = [
     "NULL_TASK_ID",
     "RESUME",
     "RETURN",
+    "SCHEDULED",
     "SPECIAL_WRITES",
     "WRITES_IDX_MAP",
     "BaseCheckpointSaver",
@@ -57,7 +59,10 @@ NO_WRITES = "__no_writes__"
 NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
 """Task id of writes that come from outside any task (``Command`` input)."""
 
-WRITES_IDX_MAP: Mapping[str, int] = {ERROR: -1, INTERRUPT: -3, RESUME: -4}
+SCHEDULED = "__scheduled__"
+"""Write channel LangGraph uses for its scheduled-task slot (kept for the LangGraph adapter)."""
+
+WRITES_IDX_MAP: Mapping[str, int] = {ERROR: -1, SCHEDULED: -2, INTERRUPT: -3, RESUME: -4}
 """Writes to these channels take a fixed slot and replace what was there."""
 SPECIAL_WRITES = frozenset({ERROR, INTERRUPT, RESUME})
 """Writes that do not mean the task finished."""
@@ -239,6 +244,54 @@ class BaseCheckpointSaver(ABC):
     @abstractmethod
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread."""
+
+    def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
+        """Delete these checkpoints of one namespace with their writes and unread values.
+
+        The one primitive behind ``prune``, ``delete_for_runs`` and retention policies.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot delete single checkpoints")
+
+    def prune(
+        self,
+        thread_ids: str | Sequence[str],
+        *,
+        strategy: str = "keep_latest",
+        keep_last: int | None = None,
+    ) -> int:
+        """Keep the newest checkpoint (or ``keep_last``) of each namespace; the count deleted.
+
+        LangGraph's signature: ``strategy="keep_latest"`` keeps one per namespace,
+        ``"delete"`` deletes the threads. A single id may be given as a string.
+        """
+        keep = retention.keep_count(strategy, keep_last)
+        removed = 0
+        for thread_id in retention.thread_ids_of(thread_ids):
+            if keep == 0:
+                removed += sum(1 for _ in self.list({"configurable": {"thread_id": thread_id}}))
+                self.delete_thread(thread_id)
+            else:
+                removed += self.prune_thread(thread_id, keep)
+        return removed
+
+    def prune_thread(self, thread_id: str, keep: int) -> int:
+        """Delete all but the newest ``keep`` checkpoints of each namespace; the count.
+
+        Stores with a faster way (one script per namespace) override this.
+        """
+        removed = 0
+        for ns, ids in retention.prune_plan(self, thread_id, keep).items():
+            self.delete_checkpoints(thread_id, ns, ids)
+            removed += len(ids)
+        return removed
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint and pending write of one thread to another (LangGraph's API)."""
+        retention.copy_thread(self, str(source_thread_id), str(target_thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints whose metadata ``run_id`` is one of ``run_ids`` (all threads)."""
+        retention.delete_for_runs(self, run_ids)
 
     def set_status(
         self,

@@ -22,7 +22,7 @@ from durable_graph.store.base import (
 from durable_graph.store.encoding import encode_values, encode_write, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
 
-__all__ = ["InMemorySaver"]
+__all__ = ["InMemorySaver", "MemorySaver"]
 
 Blob = tuple[str, bytes]
 
@@ -147,6 +147,22 @@ class InMemorySaver(BaseCheckpointSaver):
             for wkey in [k for k in self._writes if k[0] == thread_id]:
                 del self._writes[wkey]
 
+    def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
+        """Delete these checkpoints, their writes, and values no other checkpoint reads."""
+        key = (str(thread_id), checkpoint_ns)
+        with self._lock:
+            saved = self._checkpoints.get(key, {})
+            for checkpoint_id in ids:
+                saved.pop(checkpoint_id, None)
+                self._writes.pop((*key, checkpoint_id), None)
+            live = {
+                (*key, ch, version)
+                for entry in saved.values()
+                for ch, version in entry.checkpoint.channel_versions.items()
+            }
+            for bkey in [k for k in self._blobs if k[:2] == key and k not in live]:
+                del self._blobs[bkey]
+
     def _load(self, thread_id: str, ns: str, entry: _Saved) -> CheckpointTuple:
         cp = entry.checkpoint
         values = {}
@@ -175,3 +191,7 @@ class InMemorySaver(BaseCheckpointSaver):
             ),
             pending_writes=writes,
         )
+
+
+MemorySaver = InMemorySaver
+"""LangGraph's older name for ``InMemorySaver``."""

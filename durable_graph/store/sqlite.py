@@ -60,7 +60,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     v INTEGER NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
 );
-CREATE INDEX IF NOT EXISTS checkpoints_by_id ON checkpoints (checkpoint_id);
+CREATE INDEX IF NOT EXISTS checkpoints_newest ON checkpoints
+    (checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC);
+CREATE INDEX IF NOT EXISTS checkpoints_thread_newest ON checkpoints
+    (thread_id, checkpoint_id DESC, checkpoint_ns DESC);
 CREATE TABLE IF NOT EXISTS blobs (
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
@@ -96,15 +99,26 @@ _CP_COLUMNS = (
     "channel_versions, versions_seen, metadata, v"
 )
 
-# Values of a checkpoint: its version map (JSON) joined to the blobs table.
+# Values that no remaining checkpoint of a namespace reads (after deleting some).
+_DROP_UNREAD_BLOBS = """
+DELETE FROM blobs WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c, json_each(c.channel_versions) cv
+    WHERE c.thread_id = ? AND c.checkpoint_ns = ?
+    AND cv.key = blobs.channel AND cv.value = blobs.version)
+"""
+
+# Values of a checkpoint: its version map (JSON) joined to the blobs table. CROSS JOIN
+# keeps the version map as the outer loop, so each value is one primary-key lookup
+# whatever the thread's history length (a plain JOIN let SQLite scan every blob of
+# the thread instead).
 _LOAD_VALUES = """
 SELECT b.channel, b.type, b.blob FROM json_each(?) AS cv
-JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
+CROSS JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
     AND b.channel = cv.key AND b.version = cv.value
 """
 _EXISTING_BLOBS = """
 SELECT cv.key FROM json_each(?) AS cv
-JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
+CROSS JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
     AND b.channel = cv.key AND b.version = cv.value
 """
 _LOAD_WRITES = """
@@ -403,6 +417,19 @@ class SqliteSaver(BaseCheckpointSaver):
         with self._transaction() as conn:
             for table in ("checkpoints", "blobs", "writes", "threads"):
                 conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (str(thread_id),))
+
+    def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
+        """Delete these checkpoints, their writes, and values no other checkpoint reads."""
+        scope = (str(thread_id), checkpoint_ns)
+        with self._transaction() as conn:
+            for checkpoint_id in ids:
+                for table in ("checkpoints", "writes"):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_ns = ? "
+                        "AND checkpoint_id = ?",
+                        (*scope, checkpoint_id),
+                    )
+            conn.execute(_DROP_UNREAD_BLOBS, (*scope, *scope))
 
     def set_status(
         self,

@@ -119,11 +119,10 @@ def _step(graph: CompiledGraph | None, saved: CheckpointTuple, thread_id: str) -
 
 
 def _draw(graph: CompiledGraph, out: ThreadDetail) -> None:
-    spec = graph.spec
-    out.nodes = [n for n, node in spec.nodes.items() if not node.hidden]
-    out.edges = [Edge(s, d, c) for s, d, c in getattr(spec, "edges", ())]
-    if not out.edges and len(out.nodes) == 1:
-        out.edges = [Edge(START, out.nodes[0]), Edge(out.nodes[0], END)]
+    """Nodes and edges as ``graph.get_graph()`` draws them, the waiting ones marked."""
+    drawn = graph.get_graph()
+    out.nodes = [n for n in drawn.nodes if n not in (START, END)]
+    out.edges = [Edge(e.source, e.target, e.conditional) for e in drawn.edges]
     state = _NODE_STATE.get(out.status, "next")
     out.node_states = {n: state for n in out.view.next or ()}
 

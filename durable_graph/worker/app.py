@@ -9,17 +9,21 @@ event stream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from celery import Celery
+from celery.signals import worker_init, worker_ready
 
 from durable_graph.errors import CheckpointStoreError, DispatchError, SignatureError
 from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.store.redis.connection import redact
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
@@ -87,6 +91,36 @@ def create_app(
         max_retries=30,
     )(_job)
     return app
+
+
+def _import_from_cwd(sender: Any = None, **_: Any) -> None:
+    """A worker imports graphs from its current directory, as ``python -m celery`` does,
+    also when started as plain ``celery -A durable_graph.worker worker`` (whose console
+    script keeps the directory on the path only while it imports the app)."""
+    if _ours(sender):
+        with contextlib.suppress(FileNotFoundError):
+            cwd = os.getcwd()
+            if cwd not in sys.path and "" not in sys.path:
+                sys.path.insert(0, cwd)
+
+
+def _say_ready(sender: Any = None, **_: Any) -> None:
+    """One readiness line whatever the log level and however the worker was started."""
+    if _ours(sender):
+        settings = settings_of(sender.app)
+        print(f"durable-graph worker {sender.hostname} ready: queue {settings.queue!r}, "
+              f"prefix {settings.prefix!r}, store {redact(settings.redis_url)}",
+              file=sys.__stderr__, flush=True)
+
+
+def _ours(sender: Any) -> bool:
+    """Whether a worker signal comes from a worker of a durable-graph app."""
+    app = getattr(sender, "app", None)
+    return isinstance(getattr(app, "conf", {}).get("durable_graph_settings"), Settings)
+
+
+worker_init.connect(_import_from_cwd, weak=False)
+worker_ready.connect(_say_ready, weak=False)
 
 
 def settings_of(app: Celery) -> Settings:

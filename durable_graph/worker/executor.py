@@ -16,14 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from durable_graph.errors import DispatchError, GraphValueError, RunFailedError
+from durable_graph.errors import GraphValueError, RunFailedError
 from durable_graph.scheduler.executor import RunRequest
+from durable_graph.store.cache import InMemoryCache
 from durable_graph.store.codec import SignedSerializer
+from durable_graph.store.kv import InMemoryStore
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.multitask import acquire
 from durable_graph.worker.runs import RunContext, RunSpec, abort_run, begin_run
 from durable_graph.worker.shipping import GraphShipper, Ship
+from durable_graph.worker.threads import cancel_thread
 
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
@@ -98,6 +102,13 @@ class RunHandle:
         return end["output"]
 
 
+    def cancel(self, reason: str = "cancelled from Python") -> None:
+        """Stop this run (see ``durable_graph.ops.cancel_thread``); its ``result`` then
+        raises ``RunCancelledError``. ThreadStateError if it is not running any more."""
+        cancel_thread(self._saver, self.thread_id, reason=reason, run_id=self.run_id)
+        self._first = []
+
+
 def _rebuilt(record: Mapping[str, Any] | None) -> BaseException:
     if record is None:
         return RunFailedError("the run failed without an error record")
@@ -142,6 +153,14 @@ class CeleryExecutor:
             saver.serde = SignedSerializer(saver.serde, self._codec)
         return saver
 
+    def cancel(self, graph: CompiledGraph, config: dict[str, Any]) -> None:
+        """Stop the thread's current run on the workers (``graph.cancel(config)``)."""
+        thread_id = str(config.get("configurable", {}).get("thread_id") or "")
+        if not thread_id:
+            raise GraphValueError("cancel needs a thread: pass config={'configurable': "
+                                  "{'thread_id': ...}}")
+        cancel_thread(self.adopt(graph.saver), thread_id, reason="cancelled from Python")
+
     def _shipper(self, saver: RedisSaver) -> GraphShipper:
         found = self._shippers.get(id(saver))
         if found is None:
@@ -153,6 +172,7 @@ class CeleryExecutor:
         self, graph: CompiledGraph, input: Any, config: dict[str, Any], request: RunRequest
     ) -> RunHandle:
         """Apply ``input`` here, then hand the run to the workers."""
+        _require_shared(graph)
         saver = self.adopt(graph.saver)
         thread_id = str(config.get("configurable", {}).get("thread_id") or "")
         if not thread_id:
@@ -162,11 +182,8 @@ class CeleryExecutor:
         ref = self._shipper(saver).ref(graph)
         run_id = uuid.uuid4().hex
         owner = f"run:{run_id}"
-        lease = saver.leases.acquire(thread_id, owner, self.settings.lease_ttl)
-        if lease is None:
-            raise DispatchError(
-                f"thread {thread_id!r} is running on the workers already; wait for it "
-                "(or for its lease to expire if its workers died) before starting another run.")
+        lease, config = acquire(saver, thread_id, owner, self.settings.lease_ttl,
+                                multitask=request.multitask, config=config)
         loop = graph.make_loop(lease.fence(config), durability=request.durability,
                                interrupt_before=request.interrupt_before,
                                interrupt_after=request.interrupt_after, saver=saver,
@@ -177,7 +194,7 @@ class CeleryExecutor:
             run_id, thread_id, ref, {**config, "configurable": user_conf},
             loop.opts.durability, _names(loop.opts.interrupt_before),
             _names(loop.opts.interrupt_after), loop.opts.recursion_limit, 0,
-            tuple(sorted(request.modes)), "", saver.prefix,
+            tuple(sorted(request.modes)), "", saver.prefix, context=request.context,
         )
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
         rc = RunContext(run, graph, saver, events, self._dispatcher, owner, lease.generation)
@@ -187,6 +204,18 @@ class CeleryExecutor:
             abort_run(saver, events, rc.job("start"), exc)
             raise
         return RunHandle(saver, events, rc.run, loop.first_events)
+
+
+def _require_shared(graph: CompiledGraph) -> None:
+    """Refuse a store or cache that would be a separate copy on every worker."""
+    for what, obj, local in (("store", graph.store, InMemoryStore),
+                             ("cache", graph.cache, InMemoryCache)):
+        if isinstance(obj, local):
+            raise GraphValueError(
+                f"compile({what}={type(obj).__name__}()) cannot be shared by Celery workers "
+                f"(each would get its own copy): use a Redis{what.title()} or "
+                f"Sqlite{what.title()} all workers reach."
+            )
 
 
 def _names(nodes: Any) -> tuple[str, ...] | str:

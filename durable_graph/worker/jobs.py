@@ -55,6 +55,7 @@ from durable_graph.scheduler.transition import (
     task_config,
     task_ended,
     task_started,
+    task_updates,
     with_null_writes,
 )
 from durable_graph.store.base import (
@@ -303,7 +304,8 @@ def _run_task(rc: RunContext, job: Job) -> None:
     if saved is None:
         return
     checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
-    tasks = plan_tasks(rc.graph.spec, checkpoint, rc.thread_id, "")
+    tasks = plan_tasks(rc.graph.spec, checkpoint, rc.thread_id, "", step=job.step,
+                       stop=rc.run.stop_step)
     task = next((t for t in tasks if t.id == job.task_id), None)
     if task is None:
         raise NondeterminismError(
@@ -372,10 +374,10 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
 def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:
     record_outcome(writes_of(rc.saver.put_task_writes, rc.config(job.checkpoint_id), task.id),
                    outcome)
-    if not task.node.hidden:
-        rc.emit("tasks", task_ended(task, outcome))
     if outcome.writes is not None and not task.node.hidden:
-        rc.emit("updates", {task.name: task.node.updates(outcome.writes)})
+        rc.emit("updates", task_updates(task, outcome))
+    if not task.node.hidden and not outcome.cached:
+        rc.emit("tasks", task_ended(task, outcome))
 
 
 def _run_call(rc: RunContext, job: Job) -> None:

@@ -28,6 +28,7 @@ from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.scheduler.algo import PlannedTask, finished_writes, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.loop import StepLoop
+from durable_graph.scheduler.runtime import RunScope
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import Write
 from durable_graph.scheduler.transition import (
@@ -92,6 +93,8 @@ class RunSpec:
     its first commit starts a branch, so it must find that newest one still newest."""
     null_resume: tuple[Any, ...] = ()
     """A resume value no pending interrupt claimed: the first interrupt() takes it."""
+    context: Any = None
+    """The run's ``context=`` (``runtime.context``); jobs carry it signed."""
 
     def step_options(self) -> StepOptions:
         """The options the shared transition needs."""
@@ -234,6 +237,13 @@ class RunStep:
         return self.rc.saver
 
     @property
+    def scope(self) -> RunScope:
+        """The run's context (from the run record) and the shipped graph's store and cache."""
+        run_id = self.config.get("run_id")
+        return RunScope(self.rc.run.context, self.rc.graph.store, self.rc.graph.cache,
+                        self.rc.thread_id, str(run_id) if run_id is not None else None)
+
+    @property
     def durability(self) -> str:
         return self.rc.run.durability
 
@@ -321,11 +331,11 @@ def finish(
         ])
     if not _commit(rc, checkpoint, nxt):
         return None
-    if "checkpoints" in rc.run.modes:
-        rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, nxt.metadata,
-                                                rc.thread_id, ""))
     if nxt.updated & rc.graph.spec.output_channels:
         rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
+    if "checkpoints" in rc.run.modes:  # after its values, as in LangGraph
+        rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, nxt.metadata,
+                                                rc.thread_id, "", parent_id=checkpoint.id))
     if nxt.status == "interrupted":
         end_run(rc, Next("interrupted", new))
         return None
@@ -397,7 +407,7 @@ def end_run(rc: RunContext, nxt: Next) -> None:
     """Record how the run ended, tell the producer, then free the lease (once)."""
     spec = rc.graph.spec
     _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
-        "output": spec.output(read_values(spec, nxt.checkpoint)),
+        "output": spec.run_result(read_values(spec, nxt.checkpoint)),
         "interrupts": list(nxt.interrupts),
     }, next_nodes=_next_nodes(rc, nxt))
 

@@ -68,10 +68,15 @@ def locate(graph: CompiledGraph) -> str | None:
 
 
 def _portable(graph: CompiledGraph) -> CompiledGraph:
-    """The graph as workers run it: no checkpointer or executor of the producer's."""
+    """The graph as workers run it: no checkpointer or executor of the producer's.
+
+    Its store and cache go with it: a durable one pickles as where to reopen it
+    (a URL or a path), so every worker shares it.
+    """
     return CompiledGraph(
         graph.spec, interrupt_before=graph.interrupt_before,
-        interrupt_after=graph.interrupt_after, name=graph.name,
+        interrupt_after=graph.interrupt_after, name=graph.name, store=graph.store,
+        cache=graph.cache, context_schema=graph.context_schema, drawing=graph.drawing,
     )
 
 
@@ -158,7 +163,16 @@ class GraphLoader:
             except (ImportError, AttributeError) as exc:
                 import_error = exc
         if graph is None and ref.digest is not None:
-            graph = self._from_blob(ref.digest)
+            try:
+                graph = self._from_blob(ref.digest)
+            except (ImportError, AttributeError) as exc:
+                where = ref.path or "no import path"
+                raise DispatchError(
+                    f"worker cannot load graph blob {ref.digest[:12]} ({where}): "
+                    f"{type(exc).__name__}: {exc}. Install that code on the workers, "
+                    "or define the graph in a module the producer pickles by value "
+                    "(CeleryExecutor(ship='pickle'))."
+                ) from exc
         if graph is None:
             raise DispatchError(
                 f"worker cannot load graph {ref.path!r}: {import_error}. Install the module "

@@ -28,9 +28,12 @@ from celery.signals import worker_process_init
 from durable_graph import (
     END,
     START,
+    MessagesState,
     RedisSaver,
+    RemoveMessage,
     RetryPolicy,
     StateGraph,
+    add_messages,
     entrypoint,
     interrupt,
     task,
@@ -292,6 +295,41 @@ def build_locked() -> StateGraph:
     return b
 
 
+# -- chat: bot -> review (interrupt; edits and deletes messages by id) -----------------
+# ``reviews`` is private: only chat_review's input schema declares it.
+
+
+class ReviewInput(TypedDict):
+    messages: Annotated[list[Any], add_messages]
+    reviews: int
+
+
+def chat_bot(state: MessagesState, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "chat_bot")
+    last = state["messages"][-1].content
+    return {"messages": [("assistant", f"answer to {last}")], "reviews": 0,
+            "undeclared": "ignored with a warning"}
+
+
+def chat_review(state: ReviewInput, config: dict[str, Any]) -> dict[str, Any]:
+    trace(thread_of(config), "chat_review")
+    verdict = interrupt({"review": state["messages"][-1].content})
+    first, last = state["messages"][0], state["messages"][-1]
+    return {"messages": [RemoveMessage(id=first.id),
+                         {"role": "assistant", "content": f"{verdict}: {last.content}",
+                          "id": last.id}],
+            "reviews": state["reviews"] + 1}
+
+
+def build_chat() -> StateGraph:
+    b = StateGraph(MessagesState)
+    b.add_node("chat_bot", chat_bot)
+    b.add_node("chat_review", chat_review)
+    b.add_edge(START, "chat_bot")
+    b.add_edge("chat_bot", "chat_review")
+    return b
+
+
 def distributed(builder: StateGraph) -> Any:
     return builder.compile(checkpointer=saver, executor=executor)
 
@@ -303,6 +341,7 @@ approval = distributed(build_approval())
 slow_graph = distributed(build_slow())
 boom_graph = distributed(build_boom())
 locked_graph = distributed(build_locked())
+chat = distributed(build_chat())
 
 
 # -- an interrupt inside a @task, then one in the entrypoint ---------------------------

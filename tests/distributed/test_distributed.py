@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from dg_workers import Cluster, wait_until
@@ -478,12 +479,19 @@ def test_interrupt_inside_a_task_call_resumes_like_embedded(cluster: Cluster) ->
     assert gf.saver.get_status(thread_of(config))["status"] == "done"
 
 
-def test_stream_of_a_resume_equals_embedded(cluster: Cluster) -> None:
-    gf = cluster.gf
-    config, local_config = new_config("approval-stream"), new_config("approval-stream-local")
+def _paused_approvals(gf: Any, name: str) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """The approval graph paused at its interrupt on workers and embedded:
+    (workers' config, the embedded graph, its config)."""
+    config, local_config = new_config(name), new_config(f"{name}-local")
     local = embedded(gf.build_approval())
     within(TIMEOUT, gf.approval.invoke, {"draft": "hi"}, config)
     local.invoke({"draft": "hi"}, local_config)
+    return config, local, local_config
+
+
+def test_stream_of_a_resume_equals_embedded(cluster: Cluster) -> None:
+    gf = cluster.gf
+    config, local, local_config = _paused_approvals(gf, "approval-stream")
     resume = Command(resume="ok", update={"reviewer": "r"})
     remote = within(TIMEOUT, lambda: list(gf.approval.stream(
         resume, config, stream_mode=["values", "updates"])))
@@ -498,6 +506,8 @@ def _without_ids(chunk: Any) -> Any:
     if isinstance(chunk, dict):
         return {k: _without_ids(v) for k, v in chunk.items()
                 if k not in ("id", "timestamp", "config", "checkpoint_id", "parent_config")}
+    if isinstance(chunk, (list, tuple)):
+        return type(chunk)(_without_ids(v) for v in chunk)
     return chunk
 
 
@@ -556,3 +566,51 @@ def test_a_replay_calling_other_tasks_fails_with_a_nondeterminism_error(
         within(TIMEOUT, gf.drifting_flow.invoke, key, config)
     assert int(cluster.client.get(f"{gf.PREFIX}:drift:{key}")) == 2  # ran, then replayed
     assert gf.saver.get_status(thread_of(config))["status"] == "failed"
+
+
+# -- chat state on workers ------------------------------------------------------------
+
+
+def _chat_view(values: dict[str, Any]) -> dict[str, Any]:
+    """Messages as (class, content): their generated ids differ from run to run."""
+    return {**values, "messages": [(type(m).__name__, m.content) for m in values["messages"]]}
+
+
+def test_chat_messages_on_workers_match_embedded(cluster: Cluster) -> None:
+    """MessagesState on workers: coerced, edited by id, deleted, private keys, resumed
+    with command=; the same as embedded, stored and read back as message objects."""
+    gf = cluster.gf
+    config, local_config = new_config("chat"), new_config("chat-local")
+    local = embedded(gf.build_chat())
+    paused = within(TIMEOUT, gf.chat.invoke, {"messages": [("user", "hi")]}, config)
+    local_paused = local.invoke({"messages": [("user", "hi")]}, local_config)
+    assert _chat_view(paused) == _chat_view(local_paused) | {"__interrupt__": ANY}
+    assert [i.value for i in paused["__interrupt__"]] == [{"review": "answer to hi"}]
+    kept_id = paused["messages"][1].id
+    chunks = within(TIMEOUT, lambda: list(gf.chat.stream(
+        None, config, command=Command(resume="approved"), stream_mode="values")))
+    local_chunks = list(local.stream(None, local_config, command=Command(resume="approved"),
+                                     stream_mode="values"))
+    assert [_chat_view(c) for c in chunks] == [_chat_view(c) for c in local_chunks]
+    final = gf.chat.get_state(config).values
+    assert _chat_view(final) == {"messages": [("AIMessage", "approved: answer to hi")],
+                                 "reviews": 1}
+    assert final["messages"][0].id == kept_id  # replaced in place, by id
+    ran = {name for _, name in run_pids(cluster, thread_of(config))}
+    assert ran == {"chat_bot", "chat_review"}
+    assert all(pid != os.getpid() for pid, _ in run_pids(cluster, thread_of(config)))
+
+
+def test_debug_stream_of_a_resume_on_workers_equals_embedded(cluster: Cluster) -> None:
+    """The resumed checkpoint comes first, then the task events, as LangGraph streams."""
+    gf = cluster.gf
+    config, local, local_config = _paused_approvals(gf, "debug-resume")
+    remote = within(TIMEOUT, lambda: list(gf.approval.stream(
+        Command(resume="ok"), config, stream_mode="debug")))
+    mirrored = list(local.stream(Command(resume="ok"), local_config, stream_mode="debug"))
+    assert [(c["type"], c["step"]) for c in remote] == [
+        (c["type"], c["step"]) for c in mirrored]
+    assert [_without_ids(c["payload"]) for c in remote] == [
+        _without_ids(c["payload"]) for c in mirrored]
+    assert remote[0]["type"] == "checkpoint"
+    assert remote[0]["payload"]["tasks"][0]["interrupts"][0]["value"] == "q"

@@ -99,3 +99,78 @@ def build_boom() -> StateGraph:
     b.add_edge("prepare", "explode")
     b.add_edge("explode", END)
     return b
+
+
+# -- gated: first -> slow (waits for a token on its gate list) -> last ----------------------
+# The test holds ``slow`` inside its node until it pushes a token, so a cancel (or new
+# input) lands while the node runs. Each node counts its runs under the gate key.
+
+
+class GatedState(TypedDict, total=False):
+    gate: str
+    n: int
+    note: str
+
+
+def _client() -> redis.Redis:
+    url = os.environ.get("DURABLE_GRAPH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    return redis.Redis.from_url(url, socket_timeout=60)
+
+
+def _count(gate: str, node: str) -> None:
+    client = _client()
+    try:
+        client.incr(f"{gate}:runs:{node}")
+    finally:
+        client.close()
+
+
+def first(state: GatedState) -> dict[str, Any]:
+    _count(state["gate"], "first")
+    return {"n": state.get("n", 0) + 1}
+
+
+def slow(state: GatedState) -> dict[str, Any]:
+    _count(state["gate"], "slow")
+    client = _client()
+    try:
+        client.blpop([state["gate"]], timeout=30)
+    finally:
+        client.close()
+    return {"n": state["n"] + 1}
+
+
+def last(state: GatedState) -> dict[str, Any]:
+    _count(state["gate"], "last")
+    return {"n": state["n"] * 10}
+
+
+def build_gated() -> StateGraph:
+    b = StateGraph(GatedState)
+    b.add_sequence([first, slow, last])
+    b.add_edge(START, "first")
+    b.add_edge("last", END)
+    return b
+
+
+# -- flaky: prepare -> flaky (fails until its gate key is set) ------------------------------
+
+
+def flaky(state: GatedState) -> dict[str, Any]:
+    _count(state["gate"], "flaky")
+    client = _client()
+    try:
+        ok = client.exists(f"{state['gate']}:ok")
+    finally:
+        client.close()
+    if not ok:
+        raise RuntimeError("flaky: not yet")
+    return {"n": state["n"] * 100}
+
+
+def build_flaky() -> StateGraph:
+    b = StateGraph(GatedState)
+    b.add_sequence([first, flaky])
+    b.add_edge(START, "first")
+    b.add_edge("flaky", END)
+    return b

@@ -10,15 +10,20 @@ The last two tests pin bugs found here: a resume's pending state update missing 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import redis
@@ -30,7 +35,7 @@ sys.path.insert(0, str(HERE.parent / "distributed"))
 import cli_graphs  # noqa: E402
 from dg_workers import WorkerPool  # noqa: E402
 
-from durable_graph import Command, RedisSaver  # noqa: E402
+from durable_graph import Command, GraphValueError, RedisSaver  # noqa: E402
 from durable_graph.cli import build_parser, main  # noqa: E402
 from durable_graph.worker import CeleryExecutor, create_app  # noqa: E402
 
@@ -96,19 +101,43 @@ class Ops:
     def compile(self, builder: Any) -> Any:
         return builder.compile(checkpointer=self.saver, executor=self.executor)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``durable-graph --redis-url U --prefix P --queue Q ARGS...`` in a new process."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_GRAPH_")}
+    def cli(
+        self, *args: str, code: bool = True, process: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """``durable-graph --redis-url U --prefix P --queue Q ARGS...``.
+
+        In this process (``main``, with its own environment) unless ``process``: then
+        in a new process, as an operator runs it. ``code=False``: a new process that
+        cannot import the graphs' module (cli_graphs).
+        """
+        if code and not process:
+            return self._in_process(args)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("DURABLE_GRAPH_") and k != "PYTHONPATH"}
         env["DURABLE_GRAPH_SECRET_KEY"] = SECRET
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+        inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                     if p and p != str(HERE)]
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE)] * code + inherited)
         argv = [*CLI, "--redis-url", self.url, "--prefix", self.prefix,
                 "--queue", self.queue, *args]
         try:
             return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
-                                  timeout=CLI_TIMEOUT)
+                                  timeout=CLI_TIMEOUT, cwd=None if code else HERE.parent)
         except subprocess.TimeoutExpired as exc:
             pytest.fail(f"{' '.join(argv)} did not finish: {exc}\n{self.pool.log_tails()}")
+
+    def _in_process(self, args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+        argv = ["--redis-url", self.url, "--prefix", self.prefix, "--queue", self.queue, *args]
+        out, err = io.StringIO(), io.StringIO()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_GRAPH_")}
+        env["DURABLE_GRAPH_SECRET_KEY"] = SECRET
+        with mock.patch.dict(os.environ, env, clear=True), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+        return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
     def ok(self, *args: str) -> str:
         """Run the CLI, require exit status 0, return its stdout."""
@@ -161,7 +190,7 @@ def test_resume_from_a_third_process_applies_update_and_value(ops: Ops) -> None:
     assert shown["error"] is None
 
     done = ops.cli("resume", thread_id, "--value", '"yes"', "--update", '{"reviewer": "ann"}',
-                   "--timeout", str(RUN_TIMEOUT))
+                   "--timeout", str(RUN_TIMEOUT), process=True)
     assert done.returncode == 0, f"{done.stderr}\n{ops.pool.log_tails()}"
     expected = {"topic": "launch", "draft": "LAUNCH", "decision": "yes", "reviewer": "ann",
                 "published": "LAUNCH yes by ann"}
@@ -300,3 +329,358 @@ def test_worker_without_a_signing_key_refuses_to_start() -> None:
          "worker"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "DURABLE_GRAPH_SECRET_KEY" in done.stderr
+
+
+# -- operating threads: show without code, cancel, retry, fork, tables ---------------------
+
+
+def test_show_in_a_process_that_cannot_import_the_graph(ops: Ops) -> None:
+    _, waiting = interrupted_thread(ops)
+    boom = ops.compile(cli_graphs.build_boom())
+    failed = f"boom-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ValueError, match=cli_graphs.BOOM):
+        boom.submit({"value": 1}, config_of(failed)).result(timeout=RUN_TIMEOUT)
+    probe = ops.cli("show", waiting, "--json", code=False)
+    assert probe.returncode == 0, probe.stderr
+
+    shown = json.loads(probe.stdout)
+    assert shown["from_graph"] is False  # the graph's module is not importable there
+    assert shown["status"] == "interrupted"
+    assert shown["next"] == ["approve"]
+    assert [i["value"] for i in shown["interrupts"]] == [cli_graphs.QUESTION]
+    assert shown["values"] == {"topic": "launch", "draft": "LAUNCH"}
+    assert [h["source"] for h in shown["history"]] == ["loop", "loop", "input"]
+
+    bad = json.loads(ops.cli("show", failed, "--json", code=False).stdout)
+    assert bad["status"] == "failed"
+    assert bad["next"] == ["explode"]
+    assert bad["values"] == {"value": 2}
+    assert bad["error"]["type"].endswith("ValueError")
+    assert "in explode" in bad["error"]["traceback"]
+
+    table = ops.cli("show", failed, code=False)
+    assert table.returncode == 0, table.stderr
+    assert "next        explode" in table.stdout
+    assert f"ValueError: {cli_graphs.BOOM}" in table.stdout
+
+
+def gate_of(ops: Ops) -> tuple[redis.Redis, str]:
+    return redis.Redis.from_url(ops.url, socket_timeout=10), f"{ops.prefix}:gate"
+
+
+def runs_of(client: redis.Redis, gate: str, node: str) -> int:
+    return int(client.get(f"{gate}:runs:{node}") or 0)
+
+
+def wait_for(condition: Any, what: str, timeout: float = RUN_TIMEOUT) -> None:
+    from dg_workers import wait_until
+    wait_until(condition, timeout, what)
+
+
+def test_cancel_fences_out_the_running_node_and_resume_continues(ops: Ops) -> None:
+    from durable_graph import RunCancelledError
+
+    client, gate = gate_of(ops)
+    graph = ops.compile(cli_graphs.build_gated())
+    thread_id = f"gated-{uuid.uuid4().hex[:8]}"
+    handle = graph.submit({"gate": gate}, config_of(thread_id))
+    wait_for(lambda: runs_of(client, gate, "slow") == 1, "the slow node to start")
+
+    done = ops.cli("cancel", thread_id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["previous_status"] == "running"
+    with pytest.raises(RunCancelledError, match="cancelled"):
+        handle.result(timeout=RUN_TIMEOUT)  # the producer learns at once
+    assert ops.show(thread_id)["status"] == "cancelled"
+
+    client.rpush(gate, "go")  # the node ends now: its result is refused, nothing follows
+    wait_for(lambda: client.llen(gate) == 0, "the slow node to take its token")
+    time.sleep(1.0)  # give a (wrong) follow-up step the time to run
+    assert runs_of(client, gate, "last") == 0
+    shown = ops.show(thread_id)
+    assert shown["status"] == "cancelled"
+    assert shown["values"]["n"] == 1  # the last committed step: first ran, slow did not commit
+
+    again = ops.cli("cancel", thread_id)
+    assert again.returncode == 1 and "already" not in again.stdout
+    assert "cancelled: nothing to cancel" in again.stderr
+
+    client.rpush(gate, "go")
+    resumed = ops.cli("resume", thread_id, "--timeout", str(RUN_TIMEOUT))
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout) == {"status": "done", "output": {"gate": gate, "n": 20}}
+    assert runs_of(client, gate, "first") == 1  # committed work was not redone
+    assert runs_of(client, gate, "slow") == 2
+    assert runs_of(client, gate, "last") == 1
+    client.close()
+
+
+def test_graph_cancel_and_handle_cancel_stop_a_run(ops: Ops) -> None:
+    from durable_graph import RunCancelledError
+
+    client, gate = gate_of(ops)
+    graph = ops.compile(cli_graphs.build_gated())
+    for how in ("graph", "handle"):
+        thread_id = f"gated-{how}-{uuid.uuid4().hex[:8]}"
+        handle = graph.submit({"gate": gate}, config_of(thread_id))
+        wait_for(lambda: runs_of(client, gate, "slow") >= 1, "the slow node to start")
+        if how == "graph":
+            graph.cancel(config_of(thread_id))
+        else:
+            handle.cancel()
+        with pytest.raises(RunCancelledError):
+            handle.result(timeout=RUN_TIMEOUT)
+        assert handle.status() == "cancelled"
+        assert ops.saver.get_status(thread_id)["status"] == "cancelled"
+        client.rpush(gate, "go")
+        wait_for(lambda: client.llen(gate) == 0, "the slow node to take its token")
+        client.delete(f"{gate}:runs:slow")
+    client.close()
+
+
+def test_retry_runs_a_failed_thread_from_the_failed_step(ops: Ops) -> None:
+    client, gate = gate_of(ops)
+    graph = ops.compile(cli_graphs.build_flaky())
+    thread_id = f"flaky-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(RuntimeError, match="not yet"):
+        graph.submit({"gate": gate}, config_of(thread_id)).result(timeout=RUN_TIMEOUT)
+    assert ops.threads("failed") == [thread_id]
+
+    client.set(f"{gate}:ok", "1")
+    done = ops.cli("retry", thread_id, "--timeout", str(RUN_TIMEOUT))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"status": "done", "output": {"gate": gate, "n": 100}}
+    assert runs_of(client, gate, "first") == 1
+    assert runs_of(client, gate, "flaky") == 2
+
+    refused = ops.cli("retry", thread_id)
+    assert refused.returncode == 1
+    assert "is done, not failed" in refused.stderr
+    client.close()
+
+
+def test_fork_starts_a_new_thread_from_a_past_checkpoint(ops: Ops) -> None:
+    graph, thread_id = interrupted_thread(ops)
+    paused_at = graph.get_state(config_of(thread_id)).config["configurable"]["checkpoint_id"]
+    graph.invoke(Command(resume="yes"), config_of(thread_id))
+    before = graph.get_state(config_of(thread_id)).values
+
+    new_id = ops.ok("fork", thread_id, "--checkpoint", paused_at,
+                    "--new-thread", f"{thread_id}-b").strip()
+    assert new_id == f"{thread_id}-b"
+    shown = ops.show(new_id)
+    assert shown["status"] == "interrupted"
+    assert shown["values"] == {"topic": "launch", "draft": "LAUNCH"}
+    assert [h["source"] for h in shown["history"]] == ["fork"]
+
+    done = ops.cli("resume", new_id, "--timeout", str(RUN_TIMEOUT))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["status"] == "interrupted"  # approve runs again and asks again
+    done = ops.cli("resume", new_id, "--value", '"again"', "--timeout", str(RUN_TIMEOUT))
+    assert json.loads(done.stdout)["output"]["published"] == "LAUNCH again by nobody"
+    assert graph.get_state(config_of(thread_id)).values == before  # the source is unchanged
+
+    taken = ops.cli("fork", thread_id, "--checkpoint", paused_at, "--new-thread", new_id)
+    assert taken.returncode == 1 and "exists already" in taken.stderr
+    missing = ops.cli("fork", thread_id, "--checkpoint", "nope")
+    assert missing.returncode == 1 and "no checkpoint 'nope'" in missing.stderr
+
+
+def test_resume_of_a_done_thread_or_with_a_non_object_update_is_refused(ops: Ops) -> None:
+    graph, thread_id = interrupted_thread(ops)
+    bad = ops.cli("resume", thread_id, "--update", "[1, 2]")
+    assert bad.returncode == 2
+    assert "object" in bad.stderr and "list" in bad.stderr, bad.stderr
+    graph.invoke(Command(resume="yes"), config_of(thread_id))
+    done = ops.cli("resume", thread_id, "--value", '"again"')
+    assert done.returncode == 1
+    assert "is done: nothing to resume" in done.stderr, done.stderr
+    assert done.stdout == ""
+
+
+def test_threads_filters_pages_and_prints_tables(ops: Ops) -> None:
+    _, a = interrupted_thread(ops)
+    _, b = interrupted_thread(ops)
+    _, c = interrupted_thread(ops)
+
+    page = json.loads(ops.ok("threads", "--json", "--limit", "2"))
+    assert [t["thread_id"] for t in page["threads"]] == [c, b]
+    assert page["total"] == 3 and page["next_offset"] == 2
+    page = json.loads(ops.ok("threads", "--json", "--limit", "2", "--offset", "2"))
+    assert [t["thread_id"] for t in page["threads"]] == [a]
+    assert page["next_offset"] is None
+    assert json.loads(ops.ok("threads", "--json", "--older-than", "1h"))["threads"] == []
+    assert json.loads(ops.ok("threads", "--json", "--newer-than", "1h"))["total"] == 3
+    assert json.loads(ops.ok("threads", "--json", "--graph", "no-such-graph"))["total"] == 0
+    assert json.loads(ops.ok("threads", "--json", "--graph", "LangGraph"))["total"] == 3
+
+    done = ops.cli("threads")
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["THREAD", "STATUS", "UPDATED", "GRAPH", "CHECKPOINT", "ERROR"]
+    assert [line.split()[0] for line in lines[1:]] == [c, b, a]
+    status_col = lines[0].index("STATUS")
+    assert all(line[status_col:].startswith("interrupted") for line in lines[1:])
+    assert "1-3 of 3 threads" in done.stderr
+
+    bad = ops.cli("threads", "--older-than", "soon")
+    assert bad.returncode == 2 and "not an age" in bad.stderr
+
+
+def test_show_cuts_long_values_unless_full(ops: Ops) -> None:
+    graph = ops.compile(cli_graphs.build_approval())
+    thread_id = f"long-{uuid.uuid4().hex[:8]}"
+    graph.submit({"topic": "x" * 300}, config_of(thread_id)).result(timeout=RUN_TIMEOUT)
+    short = ops.ok("show", thread_id)
+    assert "x" * 300 not in short and "…" in short and "--full" in short
+    assert "x" * 300 in ops.ok("show", thread_id, "--full")
+    assert json.loads(ops.ok("show", thread_id, "--json"))["values"]["topic"] == "x" * 300
+
+
+def test_piping_into_a_closed_reader_ends_quietly(ops: Ops) -> None:
+    for _ in range(2):
+        interrupted_thread(ops)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_GRAPH_")}
+    env["DURABLE_GRAPH_SECRET_KEY"] = SECRET
+    argv = [*CLI, "--redis-url", ops.url, "--prefix", ops.prefix, "threads"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # as `| head -0` does, before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=CLI_TIMEOUT) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, defaults in {"threads": ["50", "0"], "show": ["10"],
+                              "ping": ["5.0"], "scheduler": ["1.0", "INFO"],
+                              "worker": ["WARNING", "prefork"]}.items():
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        for value in defaults:
+            assert f"(default: {value})" in out, (command, value, out)
+
+
+# -- double texting: new input for a thread whose run goes on ------------------------------
+
+
+def start_gated(ops: Ops, client: redis.Redis, gate: str, inp: dict[str, Any],
+                thread_id: str, started: int) -> Any:
+    """Submit the gated graph and wait until its slow node runs (``started`` runs so far)."""
+    graph = ops.compile(cli_graphs.build_gated())
+    handle = graph.submit({"gate": gate, **inp}, config_of(thread_id))
+    wait_for(lambda: runs_of(client, gate, "slow") == started, "the slow node to start")
+    return graph, handle
+
+
+def test_multitask_reject_is_the_default_and_changes_nothing(ops: Ops) -> None:
+    from durable_graph import ThreadBusyError
+
+    client, gate = gate_of(ops)
+    thread_id = f"mt-reject-{uuid.uuid4().hex[:8]}"
+    graph, first = start_gated(ops, client, gate, {"n": 0}, thread_id, 1)
+    with pytest.raises(ThreadBusyError, match="multitask='enqueue'"):
+        graph.submit({"gate": gate, "n": 5}, config_of(thread_id))
+    with pytest.raises(GraphValueError, match="multitask must be one of"):
+        graph.invoke({"gate": gate}, config_of(thread_id), multitask="queue")
+    client.rpush(gate, "go")
+    assert first.result(timeout=RUN_TIMEOUT) == {"gate": gate, "n": 20}
+    client.close()
+
+
+def test_multitask_enqueue_runs_after_the_current_run(ops: Ops) -> None:
+    client, gate = gate_of(ops)
+    thread_id = f"mt-enqueue-{uuid.uuid4().hex[:8]}"
+    graph, first = start_gated(ops, client, gate, {"n": 0}, thread_id, 1)
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(graph.invoke, {"gate": gate, "n": 5}, config_of(thread_id),
+                             multitask="enqueue")
+        time.sleep(0.5)
+        assert not second.done()  # waits for the first run
+        client.rpush(gate, "go", "go")
+        assert first.result(timeout=RUN_TIMEOUT) == {"gate": gate, "n": 20}
+        assert second.result(timeout=RUN_TIMEOUT) == {"gate": gate, "n": 70}
+    assert runs_of(client, gate, "last") == 2
+    client.close()
+
+
+@pytest.mark.parametrize("multitask", ["interrupt", "rollback"])
+def test_multitask_interrupt_and_rollback_stop_the_current_run(ops: Ops, multitask: str) -> None:
+    from durable_graph import RunCancelledError
+
+    client, gate = gate_of(ops)
+    thread_id = f"mt-{multitask}-{uuid.uuid4().hex[:8]}"
+    client.rpush(gate, "go")
+    graph = ops.compile(cli_graphs.build_gated())
+    done = graph.invoke({"gate": gate, "n": 0, "note": "v1"}, config_of(thread_id))
+    assert done == {"gate": gate, "n": 20, "note": "v1"}
+    _, current = start_gated(ops, client, gate, {"n": 0, "note": "v2"}, thread_id, 2)
+
+    new = graph.submit({"gate": gate, "n": 5}, config_of(thread_id), multitask=multitask)
+    with pytest.raises(RunCancelledError, match=multitask):
+        current.result(timeout=RUN_TIMEOUT)
+    client.rpush(gate, "go", "go")  # the stopped run's node ends (refused), then the new one's
+    out = new.result(timeout=RUN_TIMEOUT)
+    # interrupt: the new input lands on what the stopped run committed (note v2);
+    # rollback: on the checkpoint it started from, as if it never ran (note v1)
+    assert out == {"gate": gate, "n": 70, "note": "v2" if multitask == "interrupt" else "v1"}
+    assert runs_of(client, gate, "last") == 2  # the first run's and the new one's
+    assert ops.show(thread_id)["status"] == "done"
+    client.close()
+
+
+# -- a graph the workers cannot load ------------------------------------------------------
+
+_UNLOADABLE = '''
+from typing import TypedDict
+
+from durable_graph import END, START, StateGraph
+
+class S(TypedDict):
+    n: int
+
+def step(state):
+    return {"n": state["n"] + 1}
+
+def build():
+    b = StateGraph(S)
+    b.add_node("step", step)
+    b.add_edge(START, "step")
+    b.add_edge("step", END)
+    return b
+'''
+
+
+def test_a_graph_workers_cannot_import_fails_the_run_at_once_and_show_says_why(
+    ops: Ops, tmp_path: Path
+) -> None:
+    import importlib
+
+    from durable_graph import DispatchError
+
+    module = f"dg_only_here_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(_UNLOADABLE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module(module)
+        app = create_app(ops.url, prefix=ops.prefix, queue=ops.queue, secret_key=SECRET)
+        mod.graph = mod.build().compile(checkpointer=ops.saver,  # type: ignore[attr-defined]
+                                        executor=CeleryExecutor(app, ship="import"))
+        thread_id = f"unloadable-{uuid.uuid4().hex[:8]}"
+        started = time.monotonic()
+        with pytest.raises(DispatchError, match=f"cannot load graph '{module}:graph'"):
+            mod.graph.invoke({"n": 1}, config_of(thread_id))
+        assert time.monotonic() - started < RUN_TIMEOUT / 2  # at once, not after a timeout
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(module, None)
+
+    shown = ops.show(thread_id)
+    assert shown["status"] == "failed"
+    assert shown["error"]["type"] == "durable_graph.errors.DispatchError"
+    assert module in shown["error"]["message"]
+    assert "Install the module on the workers" in shown["error"]["message"]
+    assert "ship" in shown["error"]["message"]
+    assert ops.threads("running") == []

@@ -25,14 +25,21 @@ pytest.importorskip(
     reason="real LangGraph is not installed: pip install -e '.[oracle]' to run tests/oracle",
 )
 
+from langchain_core.messages import BaseMessage as _LCBaseMessage  # noqa: E402
+from langchain_core.messages import RemoveMessage as _LCRemoveMessage  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver as _LGInMemorySaver  # noqa: E402
+from langgraph.checkpoint.memory import MemorySaver as _LGMemorySaver  # noqa: E402
 from langgraph.config import get_stream_writer as _lg_get_stream_writer  # noqa: E402
 from langgraph.func import entrypoint as _lg_entrypoint  # noqa: E402
 from langgraph.func import task as _lg_task  # noqa: E402
 from langgraph.graph import END as _LG_END  # noqa: E402
 from langgraph.graph import START as _LG_START  # noqa: E402
 from langgraph.graph import StateGraph as _LGStateGraph  # noqa: E402
+from langgraph.graph.message import REMOVE_ALL_MESSAGES as _LG_REMOVE_ALL  # noqa: E402
+from langgraph.graph.message import MessagesState as _LGMessagesState  # noqa: E402
+from langgraph.graph.message import add_messages as _lg_add_messages  # noqa: E402
 from langgraph.types import Command as _LGCommand  # noqa: E402
+from langgraph.types import Interrupt as _LGInterrupt  # noqa: E402
 from langgraph.types import RetryPolicy as _LGRetryPolicy  # noqa: E402
 from langgraph.types import Send as _LGSend  # noqa: E402
 from langgraph.types import interrupt as _lg_interrupt  # noqa: E402
@@ -54,6 +61,12 @@ LG = SimpleNamespace(
     RetryPolicy=_LGRetryPolicy,
     InMemorySaver=_LGInMemorySaver,
     get_stream_writer=_lg_get_stream_writer,
+    MemorySaver=_LGMemorySaver,
+    MessagesState=_LGMessagesState,
+    add_messages=_lg_add_messages,
+    RemoveMessage=_LCRemoveMessage,
+    REMOVE_ALL_MESSAGES=_LG_REMOVE_ALL,
+    Interrupt=_LGInterrupt,
 )
 
 DG = SimpleNamespace(
@@ -69,6 +82,12 @@ DG = SimpleNamespace(
     RetryPolicy=_dg.RetryPolicy,
     InMemorySaver=_dg.InMemorySaver,
     get_stream_writer=_dg.get_stream_writer,
+    MemorySaver=_dg.MemorySaver,
+    MessagesState=_dg.MessagesState,
+    add_messages=_dg.add_messages,
+    RemoveMessage=_dg.RemoveMessage,
+    REMOVE_ALL_MESSAGES=_dg.REMOVE_ALL_MESSAGES,
+    Interrupt=_dg.Interrupt,
 )
 
 IMPLS = {"langgraph": LG, "durable_graph": DG}
@@ -164,6 +183,11 @@ class Norm:
             return self.snapshot(o)
         if cls == "Interrupt":
             return ("Interrupt", self(o.value), self.label("int", o.id))
+        if cls == "RemoveMessage":  # langchain_core's or durable_graph's own
+            return ("RemoveMessage", self.label("msg", o.id))
+        if isinstance(o, _LCBaseMessage):  # a chat message: its generated id is labelled
+            return ("message", cls, self(o.content), self.label("msg", o.id), o.name,
+                    self(getattr(o, "tool_calls", None)))
         if isinstance(o, BaseException):
             return ("raised", type(o).__name__)
         if cls in ("Command", "Send"):
@@ -173,6 +197,8 @@ class Norm:
             return ("model", cls, self(o.model_dump()))
         if dataclasses.is_dataclass(o) and not isinstance(o, type):
             return ("dataclass", cls, self(dataclasses.asdict(o)))
+        if isinstance(o, Mapping) and "role" in o and "id" in o:  # a message as a dict
+            return {k: self.label("msg", v) if k == "id" else self(v) for k, v in o.items()}
         if isinstance(o, Mapping):
             # invoke()'s "__interrupt__" is a list in LangGraph (a tuple in durable_graph);
             # test_oracle_streaming pins the container type on its own.

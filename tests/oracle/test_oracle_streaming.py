@@ -19,11 +19,6 @@ class S(TypedDict, total=False):
     n: int
 
 
-DEBUG_TASKS = (
-    "stream_mode='debug': LangGraph emits 'checkpoint', 'task' and 'task_result' events "
-    "(checkpoint, checkpoint, task, task_result, checkpoint, ...); durable_graph emits only "
-    "the 'checkpoint' events"
-)
 VALUES_INTERRUPT = (
     "stream_mode='values' on an interrupt: LangGraph ends with one more values chunk, the "
     "current state plus '__interrupt__': [Interrupt(...)]; durable_graph emits no such chunk"
@@ -93,7 +88,6 @@ def test_debug_type_sequence() -> None:
     same(scenario)
 
 
-@pytest.mark.xfail(strict=True, reason=DEBUG_TASKS)
 def test_debug_with_other_mode() -> None:
     def scenario(m: Any) -> Any:
         out = graph(m).stream({"log": []}, new_config(), stream_mode=["debug", "updates"])
@@ -134,7 +128,6 @@ def test_interrupt_chunk_in_values_mode_only() -> None:
     same(scenario)
 
 
-@pytest.mark.xfail(strict=True, reason=DEBUG_TASKS)
 def test_debug_types_with_interrupt() -> None:
     def scenario(m: Any) -> Any:
         g = graph(m, interrupting=True)

@@ -38,6 +38,16 @@ from ui_env import (  # noqa: E402
 )
 
 
+class UiWorkers(WorkerPool):
+    """Workers whose node names are unique on the shared broker: replies to ``inspect``
+    are keyed by node name, so another session's ``w0@host`` must not hide ours."""
+
+    def command(self, name: str) -> list[str]:
+        argv = super().command(name)
+        argv[argv.index("-n") + 1] = f"ui-{self.pool_key.split(':')[0][-8:]}-{name}@%h"
+        return argv
+
+
 @pytest.fixture(scope="module")
 def deployment(redis_server: str, spawn_redis: Any, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[Deployment]:
@@ -54,7 +64,7 @@ def deployment(redis_server: str, spawn_redis: Any, tmp_path_factory: pytest.Tem
         "PYTHONPATH": graph_path(),
     }
     log_dir = tmp_path_factory.mktemp("ui-deployment")
-    pool = WorkerPool(
+    pool = UiWorkers(
         module="ui_graphs", module_dir=HERE, queue=queue, log_dir=log_dir,
         env={**env, "DURABLE_GRAPH_METRICS_PORT": str(metrics_port),
              "DURABLE_GRAPH_METRICS_ADDR": "127.0.0.1"},

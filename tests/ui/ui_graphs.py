@@ -27,7 +27,7 @@ app = create_app()
 
 QUESTION = {"question": "ship it?", "risk": "<b>low</b>"}
 MARKUP = "<script>window.__pwned = true</script><img src=x onerror=alert(1)>"
-SLOW_SECONDS = 30.0
+SLOW_SECONDS = 40.0
 
 
 @worker_process_init.connect
@@ -113,7 +113,7 @@ def linger(state: SlowState) -> dict[str, Any]:
 
 
 def build_slow() -> StateGraph:
-    """begin -> linger (30 s): a thread that stays running long enough to cancel."""
+    """begin -> linger (40 s): a thread that stays running long enough to cancel."""
     b = StateGraph(SlowState)
     b.add_node("begin", begin)
     b.add_node("linger", linger)

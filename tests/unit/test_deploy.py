@@ -390,3 +390,109 @@ def test_kustomization_lists_every_manifest_but_the_placeholder_secret(
     for deployment in _k8s_kind(k8s_docs, "Deployment"):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             assert container["image"].split(":")[0] in images
+
+
+# --- operations: ports, healthchecks, restarts, probes, autoscaling on the queue -----------
+
+KEDA = ROOT / "deploy" / "keda" / "worker-scaledobject.yaml"
+
+
+def _interpolate_with(text: str, env: dict[str, str]) -> str:
+    """Compose interpolation with ``env`` set (defaults for the rest)."""
+
+    def value(match: re.Match[str]) -> str:
+        name, operator, rest = match.group(1), match.group(2), match.group(3)
+        if name in env and (env[name] or not (operator or "").startswith(":")):
+            return env[name]
+        return rest if operator and operator.endswith("-") else "x"
+
+    return INTERPOLATION.sub(value, text)
+
+
+def _parses(argv: list[str]) -> None:
+    from durable_graph.cli import build_parser
+
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"durable-graph rejects {shlex.join(argv)!r} (exit {exc.code})")
+
+
+def test_compose_redis_is_not_published_on_the_hosts_6379_by_default(
+    compose: dict[str, Any],
+) -> None:
+    (port,) = compose["services"]["redis"]["ports"]
+    host_ip, host_port, container_port = _interpolate(str(port)).split(":")
+    assert (host_ip, container_port) == ("127.0.0.1", "6379")
+    assert host_port != "6379"
+    assert _interpolate_with(str(port), {"DG_REDIS_PORT": "7000"}).split(":")[1] == "7000"
+    assert "DG_REDIS_PORT" in README.read_text()
+
+
+@pytest.mark.parametrize("service", ["worker", "scheduler"])
+def test_compose_healthchecks_ping_with_the_cli(compose: dict[str, Any], service: str) -> None:
+    test = compose["services"][service]["healthcheck"]["test"]
+    argv = shlex.split(test[1].replace("$$", "$")) if test[0] == "CMD-SHELL" else test[1:]
+    assert argv[:2] == ["durable-graph", "ping"], argv
+    _parses(argv[1:])
+    if service == "worker":  # its own node, Celery's default name in the container
+        assert "celery@$HOSTNAME" in argv
+    assert compose["services"][service]["healthcheck"]["timeout"]
+
+
+def test_compose_every_service_restarts(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert service.get("restart") in {"unless-stopped", "always"}, name
+
+
+@pytest.mark.parametrize("env", [{}, {"DG_BROKER_URL": "amqp://u:p@rabbitmq:5672//"}])
+def test_compose_flower_reads_the_workers_broker(
+    compose: dict[str, Any], env: dict[str, str]
+) -> None:
+    flower = compose["services"]["flower"]
+    command = " ".join(flower["command"])
+    found = re.search(r"--broker=(\S+)", _interpolate_with(command, env))
+    broker = found.group(1) if found else _interpolate_with(
+        str(flower.get("environment", {}).get("CELERY_BROKER_URL", "")), env)
+    worker_env = compose["services"]["worker"]["environment"]
+    workers = _interpolate_with(str(worker_env.get(config.ENV_BROKER_URL, "")), env) or \
+        _interpolate_with(str(worker_env[config.ENV_REDIS_URL]), env)
+    if not env and broker != workers:
+        pytest.fail(f"Flower watches {broker}, the workers use {workers}")
+    if env and "DG_BROKER_URL" in str(worker_env.get(config.ENV_BROKER_URL, "")):
+        assert broker == workers
+
+
+def test_k8s_worker_probes_and_graceful_shutdown(
+    k8s_docs: dict[str, list[dict[str, Any]]],
+) -> None:
+    pod = _deployment(k8s_docs, "worker")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    for probe in ("livenessProbe", "readinessProbe"):
+        command = container[probe]["exec"]["command"]
+        argv = shlex.split(command[-1]) if command[0] == "sh" else command
+        assert argv[:2] == ["durable-graph", "ping"], argv
+        _parses(argv[1:])
+        assert container[probe]["timeoutSeconds"] > float(argv[argv.index("--timeout") + 1])
+    assert container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pod["terminationGracePeriodSeconds"] >= 60
+    scheduler = _deployment(k8s_docs, "scheduler")["spec"]["template"]["spec"]["containers"][0]
+    argv = scheduler["livenessProbe"]["exec"]["command"]
+    assert argv[:2] == ["durable-graph", "ping"]
+    _parses(argv[1:])
+
+
+def test_keda_scales_the_workers_on_the_queue_list(
+    k8s_docs: dict[str, list[dict[str, Any]]],
+) -> None:
+    (scaled,) = [d for d in yaml.safe_load_all(KEDA.read_text()) if d]
+    assert (scaled["apiVersion"], scaled["kind"]) == ("keda.sh/v1alpha1", "ScaledObject")
+    worker = _deployment(k8s_docs, "worker")
+    target = scaled["spec"]["scaleTargetRef"]
+    assert target["name"] == worker["metadata"]["name"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "redis"
+    (configmap,) = _k8s_kind(k8s_docs, "ConfigMap")
+    assert trigger["metadata"]["listName"] == configmap["data"][config.ENV_QUEUE]
+    assert int(trigger["metadata"]["listLength"]) >= 1
+    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 import pickle
 import threading
@@ -30,6 +31,7 @@ from durable_graph import (
     InvalidUpdateError,
     LocalExecutor,
     NondeterminismError,
+    NotSupportedError,
     RunFailedError,
     Send,
     SerializationError,
@@ -90,8 +92,21 @@ def test_node_returning_a_non_dict_names_the_node() -> None:
         graph.invoke({"x": 1})
 
 
-def test_update_to_unknown_key_names_node_and_key() -> None:
-    graph = single(lambda s: {"nope": 1}, name="writer")
+def test_update_to_unknown_key_is_ignored_with_a_warning_naming_node_and_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    graph = single(lambda s: {"nope": 1, "x": 2}, name="writer")
+    with caplog.at_level(logging.WARNING, logger="durable_graph"):
+        assert graph.invoke({"x": 1}) == {"x": 2, "log": []}
+    (record,) = [r for r in caplog.records if "nope" in r.getMessage()]
+    assert "'writer'" in record.getMessage()
+
+
+def test_strict_updates_raise_on_an_unknown_key_naming_node_and_key() -> None:
+    b = StateGraph(State)
+    b.add_node("writer", lambda s: {"nope": 1})
+    b.add_edge(START, "writer")
+    graph = b.compile(strict_updates=True)
     with pytest.raises(InvalidUpdateError) as info:
         graph.invoke({"x": 1})
     assert "'writer'" in str(info.value)
@@ -260,6 +275,7 @@ PUBLIC_ERRORS = [
     GraphValueError,
     InvalidUpdateError,
     NondeterminismError,
+    NotSupportedError,
     RunFailedError,
     SerializationError,
     SignatureError,
@@ -589,8 +605,12 @@ def test_async_entrypoint_with_async_task() -> None:
 
 EXPORTED = [
     "END",
+    "REMOVE_ALL_MESSAGES",
     "START",
+    "BaseCache",
     "BaseCheckpointSaver",
+    "BaseStore",
+    "CachePolicy",
     "Checkpoint",
     "CheckpointStoreError",
     "CheckpointTuple",
@@ -601,35 +621,56 @@ EXPORTED = [
     "DispatchError",
     "DurableGraphError",
     "EmptyInputError",
+    "ExecutionInfo",
     "Executor",
     "FencingError",
     "GraphInterrupt",
     "GraphRecursionError",
     "GraphValueError",
+    "InMemoryCache",
     "InMemorySaver",
+    "InMemoryStore",
     "Interrupt",
     "InvalidUpdateError",
+    "IsLastStep",
+    "Item",
     "LocalExecutor",
+    "MemorySaver",
+    "MessagesState",
     "NondeterminismError",
+    "NotSupportedError",
+    "RedisCache",
     "RedisSaver",
+    "RedisStore",
+    "RemainingSteps",
+    "RemoveMessage",
     "RetryPolicy",
     "RunCancelledError",
     "RunFailedError",
     "RunHandle",
+    "Runtime",
+    "SearchItem",
     "Send",
     "SerializationError",
     "SignatureError",
+    "SqliteCache",
     "SqliteSaver",
+    "SqliteStore",
     "StateGraph",
     "StateSnapshot",
     "StateTask",
+    "TaskInfo",
     "TaskNotInRunError",
     "ThreadBusyError",
     "ThreadNotFoundError",
     "ThreadStateError",
     "TypedSerializer",
+    "add_messages",
     "entrypoint",
+    "get_runtime",
+    "get_store",
     "get_stream_writer",
+    "get_task_context",
     "interrupt",
     "task",
 ]

@@ -588,3 +588,98 @@ def test_async_methods_match_sync(saver: BaseCheckpointSaver) -> None:
     assert ids(limited) == [cid(first)]
     asyncio.run(saver.adelete_thread("t1"))
     assert saver.get_tuple(cfg()) is None
+
+
+# --- retention (LangGraph's signatures: prune, copy_thread, delete_for_runs) --
+
+
+def _history(saver: BaseCheckpointSaver, thread: str, ns: str | None = None) -> list[str]:
+    return ids(saver.list(cfg(thread, ns)))
+
+
+def test_prune_keeps_latest_per_namespace_with_its_values_and_writes(
+    saver: BaseCheckpointSaver,
+) -> None:
+    # "old" is written once at the first checkpoint and never again: the kept
+    # latest checkpoint still reads it through its version map.
+    first = make_cp({"old": "kept", "n": 0})
+    parent = saver.put(cfg("t1", ""), first, {"step": 0}, {"old": 1, "n": 1})
+    for n in range(1, 4):
+        cp = make_cp({"n": n}, {"old": 1, "n": n + 1})
+        parent = saver.put(parent, cp, {"step": n}, {"n": n + 1})
+    saver.put_writes(parent, [(INTERRUPT, ["parked"])], "task-a")
+    child = put_chain(saver, 3, ns="child:1")
+    removed = saver.prune(["t1"])
+    assert removed == 3 + 2
+    assert _history(saver, "t1", "") == [cid(parent)]
+    assert _history(saver, "t1", "child:1") == [cid(child[-1])]
+    latest = saver.get_tuple(cfg("t1", ""))
+    assert latest is not None
+    assert latest.checkpoint.channel_values == {"old": "kept", "n": 3}
+    assert [(w.task_id, w.channel, w.value) for w in latest.pending_writes] == [
+        ("task-a", INTERRUPT, ["parked"])
+    ]
+
+
+def test_prune_keep_last_and_delete_strategy(saver: BaseCheckpointSaver) -> None:
+    configs = put_chain(saver, 5, thread="a")
+    put_chain(saver, 2, thread="b")
+    assert saver.prune("a", keep_last=2) == 3
+    assert _history(saver, "a") == [cid(configs[4]), cid(configs[3])]
+    assert saver.get_tuple(configs[3]).checkpoint.channel_values == {"count": 3}  # type: ignore[union-attr]
+    saver.prune(["b"], strategy="delete")
+    assert _history(saver, "b") == []
+    assert len(_history(saver, "a")) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"strategy": "keep_oldest"}, "unknown prune strategy 'keep_oldest'"),
+        ({"keep_last": 0}, "keep_last must be an int of at least 1"),
+        ({"keep_last": "2"}, "keep_last must be an int of at least 1"),
+        ({"strategy": "delete", "keep_last": 2}, "cannot go with strategy='delete'"),
+    ],
+)
+def test_prune_refuses_bad_arguments_and_deletes_nothing(
+    saver: BaseCheckpointSaver, kwargs: dict[str, Any], words: str
+) -> None:
+    put_chain(saver, 3)
+    with pytest.raises(GraphValueError, match=words):
+        saver.prune(["t1"], **kwargs)
+    assert len(_history(saver, "t1")) == 3
+
+
+def test_copy_thread_copies_history_values_and_writes(saver: BaseCheckpointSaver) -> None:
+    configs = put_chain(saver, 3, thread="src")
+    child = put_chain(saver, 2, thread="src", ns="child:x")
+    saver.put_writes(configs[-1], [("count", 99), (INTERRUPT, ["ask"])], "task-1")
+    saver.copy_thread("src", "dst")
+    assert _history(saver, "dst", "") == _history(saver, "src", "")
+    assert _history(saver, "dst", "child:x") == [cid(c) for c in reversed(child)]
+    copied = saver.get_tuple(cfg("dst", ""))
+    original = saver.get_tuple(cfg("src", ""))
+    assert copied is not None and original is not None
+    assert copied.checkpoint.channel_values == original.checkpoint.channel_values
+    assert copied.parent_config is not None
+    assert cid(copied.parent_config) == cid(configs[1])
+    assert sorted(copied.pending_writes) == sorted(original.pending_writes)
+    assert copied.metadata == original.metadata
+    with pytest.raises(GraphValueError, match="same thread"):
+        saver.copy_thread("src", "src")
+
+
+def test_delete_for_runs_deletes_only_those_runs(saver: BaseCheckpointSaver) -> None:
+    parent = cfg("t1", "")
+    kept: list[str] = []
+    for step, run in enumerate(["r1", "r2", "r1", "r3"]):
+        parent = saver.put(parent, make_cp({"n": step}), {"step": step, "run_id": run}, {"n": 1})
+        if run != "r1":
+            kept.append(cid(parent))
+    other = saver.put(cfg("t2", ""), make_cp({"n": 0}), {"run_id": "r1"}, {"n": 1})
+    saver.put_writes(other, [("n", 5)], "task")
+    saver.delete_for_runs(["r1"])
+    assert _history(saver, "t1") == list(reversed(kept))
+    assert saver.get_tuple(other) is None
+    saver.delete_for_runs([])
+    assert _history(saver, "t1") == list(reversed(kept))

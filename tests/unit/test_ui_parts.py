@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import TypedDict
 
 import pytest
 
-from durable_graph import END, START, StateGraph, entrypoint
+from durable_graph import END, START
 from durable_graph.errors import DurableGraphError
 from durable_graph.ui.actions import ActionError, parse_json
 from durable_graph.ui.diff import diff_values, show
@@ -37,28 +36,6 @@ def test_svg_escapes_names_and_marks_node_states() -> None:
     assert re.search(r'class="node waiting" data-node="&lt;x&gt;"', svg)
     assert 'class="node running" data-node="ok"' in svg
     assert svg.count('class="edge"') == 2 and 'stroke-dasharray' in svg
-
-
-class _S(TypedDict):
-    x: int
-
-
-def test_compiled_graphs_keep_their_edges_for_drawing() -> None:
-    b = StateGraph(_S)
-    b.add_node("a", lambda s: {})
-    b.add_node("b", lambda s: {})
-    b.add_edge(START, "a")
-    b.add_conditional_edges("a", lambda s: "b", {"go": "b", "stop": END})
-    b.add_edge("b", END)
-    edges = b.compile().spec.edges
-    assert (START, "a", False) in edges and ("a", "b", True) in edges
-    assert ("a", END, True) in edges and ("b", END, False) in edges
-
-    @entrypoint()
-    def flow(x: int) -> int:
-        return x
-
-    assert flow.spec.edges == ((START, "flow", False), ("flow", END, False))
 
 
 def test_diff_names_added_removed_and_changed_keys() -> None:

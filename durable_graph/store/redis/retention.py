@@ -20,7 +20,7 @@ from durable_graph.errors import GraphValueError
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import ThreadKeys
 
-__all__ = ["delete_thread", "namespaces", "prune", "set_ttl"]
+__all__ = ["delete_checkpoints", "delete_thread", "namespaces", "prune", "set_ttl"]
 
 
 def namespaces(conn: RedisConn, prefix: str, thread_id: str) -> list[str]:
@@ -51,6 +51,16 @@ def prune(conn: RedisConn, prefix: str, thread_id: str, keep_last: int) -> int:
             conn.run("PRUNE", [nsk.index, nsk.blobs], [nsk.base, keep_last], "prune thread")
         )
     return removed
+
+
+def delete_checkpoints(
+    conn: RedisConn, prefix: str, thread_id: str, ns: str, ids: list[str]
+) -> int:
+    """Delete these checkpoints of one namespace, their writes and unread values, atomically."""
+    if not ids:
+        return 0
+    nsk = ThreadKeys(prefix, thread_id).ns(ns)
+    return int(conn.run("DROP", [nsk.index, nsk.blobs], [nsk.base, *ids], "delete checkpoints"))
 
 
 def set_ttl(conn: RedisConn, prefix: str, thread_id: str, seconds: int | None) -> None:

@@ -443,9 +443,14 @@ class RedisSaver(BaseCheckpointSaver):
         retention.delete_thread(self._conn, self.prefix, str(thread_id))
         self._threads.unindex(str(thread_id))
 
-    def prune(self, thread_id: str, keep_last: int) -> int:
-        """Keep the newest ``keep_last`` checkpoints per namespace and all they need."""
-        return retention.prune(self._conn, self.prefix, str(thread_id), keep_last)
+    def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
+        """Delete these checkpoints, their writes, and values no other checkpoint reads."""
+        retention.delete_checkpoints(self._conn, self.prefix, str(thread_id), checkpoint_ns,
+                                     builtins.list(ids))
+
+    def prune_thread(self, thread_id: str, keep: int) -> int:
+        """Keep the newest ``keep`` checkpoints per namespace and all they need (a script each)."""
+        return retention.prune(self._conn, self.prefix, thread_id, keep)
 
     def set_ttl(self, thread_id: str, seconds: int | None) -> None:
         """Expire the thread ``seconds`` after its last commit (None: keep it forever)."""

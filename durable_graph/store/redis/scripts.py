@@ -20,6 +20,7 @@ __all__ = [
     "ACQUIRE",
     "CLEAR_OUTCOMES",
     "DELETE_THREAD",
+    "DROP",
     "FINISHED",
     "LOAD",
     "PAGE",
@@ -41,6 +42,27 @@ def _lua(source: str) -> str:
         source = source.replace(name, f"'{value}'")
     return source
 
+
+# Deleting checkpoints, shared by PRUNE and DROP: their writes go, and every blob
+# they referenced that no checkpoint left in the index references.
+_DROP_IDS = """
+local function drop_ids(idx, blobs, base, gone)
+  local live = {}
+  for _, id in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+    local refs = redis.call('HGET', base .. @CP@ .. id, 'refs')
+    if refs then for _, f in ipairs(cmsgpack.unpack(refs)) do live[f] = true end end
+  end
+  for _, id in ipairs(gone) do
+    local refs = redis.call('HGET', base .. @CP@ .. id, 'refs')
+    if refs then
+      for _, f in ipairs(cmsgpack.unpack(refs)) do
+        if not live[f] then live[f] = true; redis.call('HDEL', blobs, f) end
+      end
+    end
+    redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id)
+  end
+end
+"""
 
 # The fence check shared by both commit scripts: the token must equal the lease
 # generation now, else the committer's lease was taken over and it must stop.
@@ -258,30 +280,33 @@ return {'ok'}
 )
 
 PRUNE = _lua(
-    """
+    _DROP_IDS
+    + """
 -- KEYS: idx, blobs    ARGV: ns_base, keep
 -- Drops all but the newest `keep` checkpoints, their writes, and every blob that
 -- no kept checkpoint references. Returns how many checkpoints went.
 local base, keep = ARGV[1], tonumber(ARGV[2])
 local n = redis.call('ZCARD', KEYS[1])
 if n <= keep then return 0 end
-local live = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], n - keep, -1)) do
-  local refs = redis.call('HGET', base .. @CP@ .. id, 'refs')
-  if refs then for _, f in ipairs(cmsgpack.unpack(refs)) do live[f] = true end end
-end
 local old = redis.call('ZRANGE', KEYS[1], 0, n - keep - 1)
-for _, id in ipairs(old) do
-  local refs = redis.call('HGET', base .. @CP@ .. id, 'refs')
-  if refs then
-    for _, f in ipairs(cmsgpack.unpack(refs)) do
-      if not live[f] then live[f] = true; redis.call('HDEL', KEYS[2], f) end
-    end
-  end
-  redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id)
-end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1)
+drop_ids(KEYS[1], KEYS[2], base, old)
 return #old
+"""
+)
+
+DROP = _lua(
+    _DROP_IDS
+    + """
+-- KEYS: idx, blobs    ARGV: ns_base, checkpoint ids...
+-- Deletes the given checkpoints, their writes, and every blob they referenced that
+-- no remaining checkpoint references. Returns how many checkpoints went.
+local gone = {}
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
+end
+if #gone > 0 then drop_ids(KEYS[1], KEYS[2], ARGV[1], gone) end
+return #gone
 """
 )
 

@@ -1,0 +1,106 @@
+"""Retention every saver shares: copy a thread, prune its history, delete runs.
+
+Written once over the saver contract (``list``, ``put``, ``put_writes``) plus one
+primitive each store implements, ``delete_checkpoints``, so memory, SQLite and
+Redis prune and copy alike with LangGraph's signatures. Pruning keeps whatever a
+kept checkpoint needs: its own pending writes (a parked interrupt lives there) and
+every channel value it references, however old the version (the stores drop only
+values no kept checkpoint reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from durable_graph.errors import GraphValueError
+
+if TYPE_CHECKING:
+    from durable_graph.store.base import BaseCheckpointSaver, CheckpointTuple
+
+__all__ = [
+    "PRUNE_STRATEGIES",
+    "copy_thread",
+    "delete_for_runs",
+    "keep_count",
+    "prune_plan",
+    "thread_ids_of",
+]
+
+PRUNE_STRATEGIES = ("keep_latest", "delete")
+"""LangGraph's strategies: the newest checkpoint of each namespace, or none."""
+
+
+def thread_ids_of(thread_ids: str | Iterable[str]) -> list[str]:
+    """A list of thread ids; one id given as a plain string is one thread, not its letters."""
+    return [thread_ids] if isinstance(thread_ids, str) else [str(t) for t in thread_ids]
+
+
+def keep_count(strategy: str, keep_last: int | None) -> int:
+    """How many checkpoints of each namespace a prune keeps (0: the whole thread goes)."""
+    if strategy not in PRUNE_STRATEGIES:
+        raise GraphValueError(
+            f"unknown prune strategy {strategy!r}: use one of {', '.join(PRUNE_STRATEGIES)}"
+        )
+    if keep_last is None:
+        return 1 if strategy == "keep_latest" else 0
+    if strategy != "keep_latest":
+        raise GraphValueError("prune(keep_last=N) keeps N checkpoints; it cannot go with "
+                              f"strategy={strategy!r}")
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+        raise GraphValueError(f"keep_last must be an int of at least 1, got {keep_last!r}")
+    return keep_last
+
+
+def prune_plan(saver: BaseCheckpointSaver, thread_id: str, keep: int) -> dict[str, list[str]]:
+    """Per namespace, the ids of the checkpoints beyond the newest ``keep`` (to delete)."""
+    seen: dict[str, int] = {}
+    doomed: dict[str, list[str]] = {}
+    for item in saver.list({"configurable": {"thread_id": thread_id}}):
+        conf = item.config["configurable"]
+        ns = conf.get("checkpoint_ns", "")
+        seen[ns] = seen.get(ns, 0) + 1
+        if seen[ns] > keep:
+            doomed.setdefault(ns, []).append(conf["checkpoint_id"])
+    return doomed
+
+
+def copy_thread(saver: BaseCheckpointSaver, source: str, target: str) -> int:
+    """Copy every checkpoint (oldest first, ids kept) and pending write; returns the count."""
+    if source == target:
+        raise GraphValueError(f"copy_thread: source and target are the same thread {source!r}")
+    items = list(saver.list({"configurable": {"thread_id": source}}))
+    for item in reversed(items):
+        _copy_one(saver, item, target)
+    return len(items)
+
+
+def _copy_one(saver: BaseCheckpointSaver, item: CheckpointTuple, target: str) -> None:
+    ns = item.config["configurable"].get("checkpoint_ns", "")
+    parent = (item.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    conf: dict[str, Any] = {"thread_id": target, "checkpoint_ns": ns}
+    if parent:
+        conf["checkpoint_id"] = parent
+    cp = item.checkpoint
+    stored = saver.put({"configurable": conf}, cp, item.metadata, dict(cp.channel_versions))
+    by_task: dict[str, list[tuple[str, Any]]] = {}
+    for write in item.pending_writes:
+        by_task.setdefault(write.task_id, []).append((write.channel, write.value))
+    for task_id, writes in by_task.items():
+        saver.put_writes(stored, writes, task_id)
+
+
+def delete_for_runs(saver: BaseCheckpointSaver, run_ids: Sequence[str]) -> int:
+    """Delete every checkpoint whose metadata ``run_id`` is one of ``run_ids``; the count."""
+    wanted = {str(r) for r in thread_ids_of(run_ids)}
+    if not wanted:
+        return 0
+    doomed: dict[tuple[str, str], list[str]] = {}
+    for item in saver.list(None):
+        if str(item.metadata.get("run_id")) in wanted:
+            conf = item.config["configurable"]
+            key = (conf["thread_id"], conf.get("checkpoint_ns", ""))
+            doomed.setdefault(key, []).append(conf["checkpoint_id"])
+    for (thread_id, ns), ids in doomed.items():
+        saver.delete_checkpoints(thread_id, ns, ids)
+    return sum(len(ids) for ids in doomed.values())
