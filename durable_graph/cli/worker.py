@@ -12,6 +12,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from durable_graph.cli._output import Formatter, emit_json
+from durable_graph.cli.ui import add_metrics_port, serve_metrics
 
 __all__ = ["register"]
 
@@ -30,6 +31,7 @@ def register(sub: Any) -> None:
     worker.add_argument("--pool", "-P", default="prefork", help="Celery pool")
     worker.add_argument("--hostname", "-n", default=None,
                         help="node name (default: celery@HOST)")
+    add_metrics_port(worker)
     worker.add_argument("celery_args", nargs=argparse.REMAINDER,
                         help="more `celery worker` options, after --")
     worker.set_defaults(handler=_worker)
@@ -45,6 +47,7 @@ def register(sub: Any) -> None:
                            help="seconds between sweeps")
     scheduler.add_argument("--once", action="store_true", help="sweep once and exit")
     scheduler.add_argument("--loglevel", "-l", default="INFO", help="log level")
+    add_metrics_port(scheduler)
     scheduler.set_defaults(handler=_scheduler)
 
     ping = sub.add_parser(
@@ -73,6 +76,8 @@ def _worker(args: argparse.Namespace) -> int:
         argv += ["--concurrency", str(args.concurrency)]
     if args.hostname:
         argv += ["--hostname", args.hostname]
+    if args.metrics_port:  # served by the worker's main process (worker.metrics)
+        os.environ["DURABLE_GRAPH_METRICS_PORT"] = str(args.metrics_port)
     extra = [a for a in args.celery_args if a != "--"]
     os.execvp(argv[0], argv + extra)
     return 0  # not reached
@@ -86,6 +91,7 @@ def _scheduler(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cluster = connect()
     scheduler = LeaseScheduler(cluster.app, cluster.saver, interval=args.interval)
+    serve_metrics(args.metrics_port, cluster.app, cluster.settings.queue)
     if args.once:
         done = scheduler.sweep_all()
         for thread_id in done.recovered:

@@ -31,6 +31,7 @@ from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
+from durable_graph.worker import metrics
 from durable_graph.worker.config import Settings
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
@@ -42,6 +43,7 @@ from durable_graph.worker.shipping import GraphLoader
 __all__ = ["JOB_TASK", "CeleryDispatcher", "WorkerRuntime", "create_app", "settings_of"]
 
 JOB_TASK = "durable_graph.job"
+_KINDS = ("task", "call", "start", "recover")
 log = logging.getLogger("durable_graph.worker")
 
 
@@ -309,6 +311,7 @@ class WorkerRuntime:
     def _refuse(self, thread_id: str, kind: str, run_id: str, prefix: str, why: str) -> str:
         """Log a refused message and tell its run's producer, if the message says where."""
         log.error("refused a %s job for thread %r: %s", kind, thread_id, why)
+        metrics.job_done(kind if kind in _KINDS else "unknown", "refused")
         base = self.saver(self.settings.prefix)
         known = isinstance(thread_id, str) and isinstance(prefix, str) and prefix and bool(
             base.client.exists(ThreadKeys(prefix, thread_id).record))
@@ -374,6 +377,7 @@ class WorkerRuntime:
         except (DispatchError, SignatureError, ImportError) as exc:
             log.error("cannot load the graph of thread %r: %s", thread_id, exc)
             abort_run(saver, events, job, exc)
+            metrics.job_done(job.kind, "failed")
             return "failed"
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence)
         handle(rc, job, self.keeper, renewed=renewed)

@@ -70,6 +70,7 @@ from durable_graph.store.base import (
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.types import RetryPolicy
+from durable_graph.worker import metrics
 from durable_graph.worker.runs import (
     Job,
     RunContext,
@@ -260,16 +261,21 @@ def handle(rc: RunContext, job: Job, keeper: LeaseKeeper, *, renewed: bool = Fal
     (a graph that differs from the producer's, say) fails the run, so it cannot be
     recovered into the same error again and again.
     """
+    started, outcome = time.monotonic(), "ok"
     try:
         with keeper.hold(rc.saver.prefix, rc.lease(), renewed=renewed):
             _HANDLERS[job.kind](rc, job)
     except FencingError as exc:
         log.info("dropped a stale %s job of thread %s: %s", job.kind, job.run.thread_id, exc)
+        outcome = "stale"
     except CheckpointStoreError:
+        metrics.job_done(job.kind, "retried", started)
         raise
     except DurableGraphError as exc:
         log.error("%s job of thread %s failed the run: %s", job.kind, job.run.thread_id, exc)
         abort_run(rc.saver, rc.events, job, exc)
+        outcome = "failed"
+    metrics.job_done(job.kind, outcome, started)
 
 
 def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:
@@ -459,6 +465,7 @@ def _run_recover(rc: RunContext, job: Job) -> None:
         log.warning("thread %s has no checkpoint to recover from", rc.thread_id)
         return
     log.info("recovering thread %s from checkpoint %s", rc.thread_id, saved.checkpoint.id)
+    metrics.recovery_started()
     checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
     advance(rc, checkpoint, int(saved.metadata.get("step", -1)) + 1, list(saved.pending_writes))
 

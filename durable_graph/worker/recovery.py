@@ -39,6 +39,7 @@ from celery import Celery, bootsteps
 from durable_graph.errors import JobCrashedError, SignatureError
 from durable_graph.store.redis.jobbook import Expired, JobBook, View
 from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.worker import metrics
 from durable_graph.worker.app import CeleryDispatcher, WorkerRuntime, settings_of
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.payload import open_sealed
@@ -194,6 +195,7 @@ class LeaseScheduler:
         if lease is None:  # its lease is live (a producer or job holds it): look later
             self.book.arm_idle(thread_id, self.settings.lease_ttl, only_if_idle=True)
             return False
+        metrics.lease_taken_over()
         run = self._run_of(thread_id, sealed)
         if run is None:
             self.saver.leases.release(lease)

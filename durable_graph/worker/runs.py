@@ -48,6 +48,7 @@ from durable_graph.scheduler.transition import (
 from durable_graph.store.base import Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.worker import metrics
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.shipping import GraphRef
 
@@ -380,7 +381,9 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
         )
     except (CommitConflictError, FencingError) as exc:
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
+        metrics.commit_refused(exc)
         return False
+    metrics.step_committed(parent.ts)
     return True
 
 
@@ -405,6 +408,7 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
         rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run),
                          rc.run.graph.path or rc.graph.name)
 
+    metrics.run_started()
     step = loop.begin(input, on_load=record)
     loop.persister.flush()
     branch = branch_of(rc.saver, rc.thread_id, loop.checkpoint) if loop.checkpoint_id \
@@ -461,6 +465,7 @@ def _close(
         return
     saver.set_status(run.thread_id, status, error,  # type: ignore[arg-type]
                      next_nodes=next_nodes)
+    metrics.run_finished(status)
     end = {"status": status, **end, "error": error_record(error, with_object=True)}
     try:
         events.publish(run.thread_id, run.run_id, END, end)

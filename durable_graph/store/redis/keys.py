@@ -265,9 +265,11 @@ def status_keys(prefix: str, status: str) -> list[str]:
     return ["{" + f"{prefix}:status:{b}" + "}:" + status for b in range(STATUS_BUCKETS)]
 
 
-def thread_record_pattern(prefix: str) -> str:
-    """SCAN pattern matching every thread record of ``prefix``."""
-    return "{" + _GLOB_RE.sub(r"\\\1", prefix) + ":*}:rec"
+def thread_record_pattern(prefix: str, starting: str = "") -> str:
+    """SCAN pattern matching every thread record of ``prefix`` (whose id starts with
+    ``starting``)."""
+    head = _GLOB_RE.sub(r"\\\1", prefix) + ":" + _GLOB_RE.sub(r"\\\1", escape(starting))
+    return "{" + head + "*}:rec"
 
 
 def thread_from_record_key(prefix: str, key: str) -> str | None:
