@@ -31,6 +31,12 @@ def _wait_flags(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Add ``resume``, ``retry``, ``cancel`` and ``fork`` to the command line."""
+    _add_resume(sub)
+    _add_retry_and_cancel(sub)
+    _add_fork(sub)
+
+
+def _add_resume(sub: Any) -> None:
     resume = sub.add_parser(
         "resume", help="resume an interrupted or cancelled thread on the workers",
         formatter_class=Formatter,
@@ -46,6 +52,8 @@ def register(sub: Any) -> None:
     _wait_flags(resume)
     resume.set_defaults(handler=_resume)
 
+
+def _add_retry_and_cancel(sub: Any) -> None:
     retry = sub.add_parser(
         "retry", help="run a failed thread again from the step that failed",
         formatter_class=Formatter,
@@ -66,6 +74,8 @@ def register(sub: Any) -> None:
     cancel.add_argument("--json", action="store_true", help="print the result as JSON")
     cancel.set_defaults(handler=_cancel)
 
+
+def _add_fork(sub: Any) -> None:
     fork = sub.add_parser(
         "fork", help="start a new thread from a past checkpoint of a thread",
         formatter_class=Formatter,

@@ -45,15 +45,26 @@ __all__ = [
 _STATUSES = ("running", "interrupted", "failed", "done", "cancelled")
 
 
-@dataclass(frozen=True)
 class Unreadable:
-    """A stored value this process cannot decode (its class is not importable here)."""
+    """A stored value this process cannot decode (its class is not importable here).
 
-    reason: str
-    """Why it could not be decoded."""
+    Not a dataclass on purpose: views turn it into its repr, never into its fields.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        """Why it could not be decoded."""
 
     def __repr__(self) -> str:
         return f"<unreadable here: {self.reason}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unreadable) and other.reason == self.reason
+
+    def __hash__(self) -> int:
+        return hash(self.reason)
 
 
 @dataclass(frozen=True)
@@ -183,8 +194,13 @@ def _root(thread_id: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": str(thread_id), "checkpoint_ns": ""}}
 
 
+_INTERNAL = frozenset({"__start__", "__pregel_tasks", "__interrupt__"})
+"""Channels that carry the engine's bookkeeping, not state (with ``branch:`` ones);
+a functional graph's ``__end__`` (its return) and ``__previous__`` are state."""
+
+
 def _internal(channel: str) -> bool:
-    return channel.startswith("__") or channel.startswith("branch:")
+    return channel in _INTERNAL or channel.startswith("branch:")
 
 
 def _interrupts(saved: CheckpointTuple) -> tuple[PendingInterrupt, ...]:
@@ -234,12 +250,7 @@ def describe_thread(
     nxt = record.get("next")
     if status == "done":
         nxt = []
-    entries = tuple(
-        HistoryEntry(t.checkpoint.id,
-                     (t.parent_config or {}).get("configurable", {}).get("checkpoint_id"),
-                     t.metadata.get("step"), t.metadata.get("source"), t.checkpoint.ts)
-        for t in (reader.list(_root(thread_id), limit=history) if history else ())
-    )
+    entries = _history(reader, str(thread_id), history)
     values = {} if saved is None else {
         ch: v for ch, v in saved.checkpoint.channel_values.items() if not _internal(ch)}
     if saved is not None and graph is not None:
@@ -258,6 +269,16 @@ def describe_thread(
         pending_updates={w.channel: w.value for w in (saved.pending_writes if saved else ())
                          if w.task_id == NULL_TASK_ID and not _internal(w.channel)},
         from_graph=graph is not None and saved is not None,
+    )
+
+
+def _history(reader: BaseCheckpointSaver, thread_id: str, limit: int) -> tuple[HistoryEntry, ...]:
+    """The thread's newest ``limit`` checkpoints, newest first."""
+    return tuple(
+        HistoryEntry(t.checkpoint.id,
+                     (t.parent_config or {}).get("configurable", {}).get("checkpoint_id"),
+                     t.metadata.get("step"), t.metadata.get("source"), t.checkpoint.ts)
+        for t in (reader.list(_root(thread_id), limit=limit) if limit else ())
     )
 
 

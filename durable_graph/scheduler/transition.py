@@ -244,7 +244,8 @@ def node_cache(task: PlannedTask, step: StepRuntime) -> tuple[CacheKey | None, A
     policy, cache = task.node.cache_policy, step.scope.cache
     if policy is None or cache is None:
         return None, None
-    return make_key(policy, task.node.cache_ns, task.input), cache
+    keyed = task.node.cache_input(task.input) if task.node.cache_input else task.input
+    return make_key(policy, task.node.cache_ns, keyed), cache
 
 
 def with_null_writes(

@@ -66,27 +66,26 @@ def create_app(
     queue: str | None = None,
     lease_ttl: float | None = None,
     visibility_timeout: float | None = None,
+    commit_wait: str | None = None,
+    store_retry: float | None = None,
     **celery_overrides: Any,
 ) -> Celery:
     """A Celery app for durable-graph jobs; unset arguments come from the environment.
 
-    ``celery_overrides`` are Celery settings (``worker_concurrency=4``, ...) applied
-    last. The same app object serves producers (``CeleryExecutor(app)``) and workers.
+    ``broker_url`` may be Redis (the default: the checkpoint Redis) or RabbitMQ
+    (``amqp://``). ``celery_overrides`` are Celery settings (``worker_concurrency=4``,
+    ...) applied last. The same app object serves producers (``CeleryExecutor(app)``)
+    and workers.
     """
     settings = Settings.from_env(
         redis_url=redis_url, broker_url=broker_url, codec=secret_key, prefix=prefix,
         queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
+        commit_wait=commit_wait, store_retry=store_retry,
     )
     broker, transport_alias = broker_for(settings.broker)
     app = Celery("durable_graph", broker=broker, set_as_current=False)
     if transport_alias is not None:  # garbage on a Redis queue is dropped, not fatal
         app.conf.broker_transport = transport_alias
-    transport = {
-        "visibility_timeout": settings.visibility_timeout,
-        # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-    }
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -96,7 +95,10 @@ def create_app(
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
-        broker_transport_options=transport,
+        broker_transport_options=_transport_options(settings),
+        # a send (a producer's first step, a worker's next steps, a job's retry) waits
+        # for the broker to come back, rather than dropping the job a blip interrupted
+        task_publish_retry_policy=_publish_retry_policy(settings.store_retry),
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
         task_send_sent_event=False,
@@ -143,6 +145,30 @@ def _refuse_weak_key(sender: Any = None, **_: Any) -> None:
         except CheckpointStoreError as exc:
             log.warning("could not publish the signing key fingerprint yet: %s", exc)
 
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu options of the broker: redelivery on Redis, publisher confirms on RabbitMQ."""
+    if settings.broker_kind == "amqp":
+        # RabbitMQ redelivers a dead consumer's unacked jobs when its connection
+        # drops: no visibility timeout. Confirms make a send return only once the
+        # broker has the job.
+        return {"confirm_publish": True}
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    }
+
+
+def _publish_retry_policy(window: float) -> dict[str, float]:
+    """kombu's publish retries (0, 0.5, 1, 1.5, then every 2 s) spanning ``window`` s."""
+    steps, waited = 0, 0.0
+    while waited < window:
+        steps += 1
+        waited += min(2.0, 0.5 * (steps - 1))
+    return {"max_retries": max(steps, 1), "interval_start": 0, "interval_step": 0.5,
+            "interval_max": 2}
 
 
 def _import_from_cwd(sender: Any = None, **_: Any) -> None:
@@ -272,7 +298,8 @@ class WorkerRuntime:
         found = self._savers.get(prefix)
         if found is None:
             found = self._savers[prefix] = RedisSaver.from_url(
-                self.settings.redis_url, prefix=prefix, serde=self.serde)
+                self.settings.redis_url, prefix=prefix, serde=self.serde,
+                commit_wait=self.settings.commit_waiter)
         return found
 
     @staticmethod

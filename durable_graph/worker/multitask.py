@@ -5,13 +5,13 @@
 - ``reject`` (default): raise ``ThreadBusyError`` at once; nothing changes.
 - ``enqueue``: wait until the current run ends (reading its end event, no polling
   of the store), then start; several waiting producers start one after another.
-- ``interrupt``: stop the current run now (its lease is revoked: what it committed
-  and the task results it recorded stay, tasks still running are fenced out), then
-  apply the new input to the thread's latest checkpoint.
-- ``rollback``: stop the current run the same way, then apply the new input to the
-  checkpoint that run started from, as if it had never run (its checkpoints stay
-  in the history as an abandoned branch; a run that started the thread is deleted
-  with it).
+- ``interrupt``: ask the current run to stop at its next step boundary (the worker
+  that commits its current step starts no next one and ends it ``cancelled``), wait
+  for that, then apply the new input to the checkpoint it committed last.
+- ``rollback``: stop the current run now (its lease is revoked: tasks still running
+  are fenced out), then apply the new input to the checkpoint that run started from,
+  as if it had never run (its checkpoints stay in the history as an abandoned
+  branch; a run that started the thread is deleted with it).
 """
 
 from __future__ import annotations
@@ -57,9 +57,13 @@ def acquire(
                 f"thread {thread_id!r} is running on the workers already; wait for it, or "
                 "pass multitask='enqueue' (run after it), 'interrupt' (stop it, then apply "
                 "this input) or 'rollback' (stop it and undo it, then apply this input).")
-        if multitask == "enqueue":
-            if run is not None:
-                _wait_for_end(saver, thread_id, run.run_id)
+        if multitask in ("enqueue", "interrupt"):
+            if run is None:  # held by a cancel in progress: it ends in a moment
+                time.sleep(_WAIT_MS / 10000)
+                continue
+            if multitask == "interrupt":
+                saver.request_stop(thread_id, run.run_id)
+            _wait_for_end(saver, thread_id, run.run_id)
             continue
         stop_run(saver, thread_id, run, f"new input with multitask={multitask!r}")
         if multitask == "rollback" and run is not None:

@@ -22,6 +22,7 @@ from durable_graph.errors import (
     CommitConflictError,
     DispatchError,
     FencingError,
+    RunCancelledError,
     SerializationError,
 )
 from durable_graph.graph.compiled import CompiledGraph
@@ -209,6 +210,11 @@ def advance(
                         last=len(missing) == sum(t.node.hidden for t in missing))
             missing = [t for t in missing if not t.node.hidden]
         if missing:
+            if _stop_requested(rc):
+                end_run(rc, Next("cancelled", checkpoint, error=RunCancelledError(
+                    f"run {rc.run.run_id} of thread {rc.thread_id!r} stopped at a step "
+                    "boundary: new input arrived with multitask='interrupt'")))
+                return
             # a failed or paused task runs again: its old outcome must not count as new
             stale = [t.id for t in missing if t.id in outcomes]
             if stale:
@@ -320,7 +326,8 @@ def finish(
         end_run(rc, nxt)
         return None
     new = nxt.checkpoint
-    overlap = rc.run.durability == "async" and nxt.status == "running"
+    overlap = (rc.run.durability == "async" and nxt.status == "running"
+               and not _stop_requested(rc))  # a stopping run starts no next step
     follow = begin_step(rc.graph.spec, new, step + 1, rc.run.step_options(),
                         thread_id=rc.thread_id, ns="") if overlap else None
     if follow is not None and follow.status == "running":
@@ -343,6 +350,11 @@ def finish(
             end_run(rc, follow)
         return None
     return new
+
+
+def _stop_requested(rc: RunContext) -> bool:
+    """Whether new input asked this run to stop at this step boundary (``multitask``)."""
+    return rc.saver.stop_requested(rc.thread_id) == rc.run.run_id
 
 
 def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:

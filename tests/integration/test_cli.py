@@ -606,26 +606,53 @@ def test_multitask_enqueue_runs_after_the_current_run(ops: Ops) -> None:
     client.close()
 
 
-@pytest.mark.parametrize("multitask", ["interrupt", "rollback"])
-def test_multitask_interrupt_and_rollback_stop_the_current_run(ops: Ops, multitask: str) -> None:
+def test_multitask_interrupt_stops_the_current_run_at_its_next_step_boundary(
+    ops: Ops,
+) -> None:
     from durable_graph import RunCancelledError
 
     client, gate = gate_of(ops)
-    thread_id = f"mt-{multitask}-{uuid.uuid4().hex[:8]}"
+    thread_id = f"mt-interrupt-{uuid.uuid4().hex[:8]}"
+    client.rpush(gate, "go")
+    graph = ops.compile(cli_graphs.build_gated())
+    assert graph.invoke({"gate": gate, "n": 0, "note": "v1"}, config_of(thread_id))["n"] == 20
+    _, current = start_gated(ops, client, gate, {"n": 0, "note": "v2"}, thread_id, 2)
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(graph.submit, {"gate": gate, "n": 5}, config_of(thread_id),
+                               multitask="interrupt")
+        time.sleep(0.5)
+        assert not starting.done()  # the current step is still running: it is not cut off
+        client.rpush(gate, "go")  # the slow node ends and its step commits; no next step
+        with pytest.raises(RunCancelledError, match="step boundary"):
+            current.result(timeout=RUN_TIMEOUT)
+        new = starting.result(timeout=RUN_TIMEOUT)
+    client.rpush(gate, "go")
+    # the new input lands on what the stopped run committed (note v2), and the stopped
+    # run's own next node (last) never ran
+    assert new.result(timeout=RUN_TIMEOUT) == {"gate": gate, "n": 70, "note": "v2"}
+    assert runs_of(client, gate, "slow") == 3
+    assert runs_of(client, gate, "last") == 2  # the first run's and the new one's
+    assert ops.show(thread_id)["status"] == "done"
+    client.close()
+
+
+def test_multitask_rollback_stops_the_current_run_and_undoes_it(ops: Ops) -> None:
+    from durable_graph import RunCancelledError
+
+    client, gate = gate_of(ops)
+    thread_id = f"mt-rollback-{uuid.uuid4().hex[:8]}"
     client.rpush(gate, "go")
     graph = ops.compile(cli_graphs.build_gated())
     done = graph.invoke({"gate": gate, "n": 0, "note": "v1"}, config_of(thread_id))
     assert done == {"gate": gate, "n": 20, "note": "v1"}
     _, current = start_gated(ops, client, gate, {"n": 0, "note": "v2"}, thread_id, 2)
 
-    new = graph.submit({"gate": gate, "n": 5}, config_of(thread_id), multitask=multitask)
-    with pytest.raises(RunCancelledError, match=multitask):
-        current.result(timeout=RUN_TIMEOUT)
+    new = graph.submit({"gate": gate, "n": 5}, config_of(thread_id), multitask="rollback")
+    with pytest.raises(RunCancelledError, match="rollback"):
+        current.result(timeout=RUN_TIMEOUT)  # stopped at once
     client.rpush(gate, "go", "go")  # the stopped run's node ends (refused), then the new one's
-    out = new.result(timeout=RUN_TIMEOUT)
-    # interrupt: the new input lands on what the stopped run committed (note v2);
-    # rollback: on the checkpoint it started from, as if it never ran (note v1)
-    assert out == {"gate": gate, "n": 70, "note": "v2" if multitask == "interrupt" else "v1"}
+    # the new input lands on the checkpoint the stopped run started from (note v1)
+    assert new.result(timeout=RUN_TIMEOUT) == {"gate": gate, "n": 70, "note": "v1"}
     assert runs_of(client, gate, "last") == 2  # the first run's and the new one's
     assert ops.show(thread_id)["status"] == "done"
     client.close()

@@ -36,6 +36,7 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
+from durable_graph.store.redis.commit_wait import CommitWait
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
 from durable_graph.store.redis.keys import (
     ThreadKeys,
@@ -87,6 +88,9 @@ class RedisSaver(BaseCheckpointSaver):
         serde: serializer of channel values and writes.
         ttl: default seconds a thread lives after its last commit (None: forever);
             ``set_ttl`` overrides it per thread.
+        commit_wait: what each commit waits for before it returns: ``"aof"``
+            (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
+            or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class RedisSaver(BaseCheckpointSaver):
         prefix: str = "dg",
         serde: Serializer | None = None,
         ttl: int | None = None,
+        commit_wait: CommitWait | str | None = None,
         _where: str | None = None,
         _owns_client: bool = False,
     ) -> None:
@@ -106,7 +111,7 @@ class RedisSaver(BaseCheckpointSaver):
         self.serde: Serializer = serde or TypedSerializer()
         self.prefix = prefix
         self.ttl = ttl
-        self._conn = RedisConn(client, _where)
+        self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
         self._owns_client = _owns_client
         self.leases = RedisLeases(self._conn, prefix)
         """Lease API for coordinators: acquire, renew, release (see ``lease``)."""
@@ -121,6 +126,7 @@ class RedisSaver(BaseCheckpointSaver):
         serde: Serializer | None = None,
         ttl: int | None = None,
         cluster: bool = False,
+        commit_wait: CommitWait | str | None = None,
         **client_kwargs: Any,
     ) -> RedisSaver:
         """A saver on a new client for ``url``, with connect/read timeouts (5 s / 10 s).
@@ -130,7 +136,8 @@ class RedisSaver(BaseCheckpointSaver):
         """
         client = client_from_url(url, cluster=cluster, **client_kwargs)
         where = f"Redis at {redact(url)}"
-        return cls(client, prefix=prefix, serde=serde, ttl=ttl, _where=where, _owns_client=True)
+        return cls(client, prefix=prefix, serde=serde, ttl=ttl, commit_wait=commit_wait,
+                   _where=where, _owns_client=True)
 
     @property
     def client(self) -> Client:
@@ -493,6 +500,14 @@ class RedisSaver(BaseCheckpointSaver):
         """
         bound = bind_run(self.codec_of(str(thread_id), ""), sealed)
         self._threads.set_run(thread_id, bound, graph)
+
+    def request_stop(self, thread_id: str, run_id: str) -> None:
+        """Ask run ``run_id`` of the thread to stop at its next step boundary."""
+        self._threads.request_stop(thread_id, run_id)
+
+    def stop_requested(self, thread_id: str) -> str | None:
+        """The run of the thread asked to stop at its next step boundary, if any."""
+        return self._threads.stop_requested(thread_id)
 
     def get_run(self, thread_id: str) -> str | None:
         """The sealed description of the thread's last distributed run, or None.

@@ -104,6 +104,17 @@ class ThreadRecords:
         raw = self._conn.call("read run", lambda c: c.hget(record, "run"))
         return raw.decode() if raw else None
 
+    def request_stop(self, thread_id: str, run_id: str) -> None:
+        """Ask run ``run_id`` of the thread to stop at its next step boundary."""
+        record = ThreadKeys(self._prefix, str(thread_id)).record
+        self._conn.call("request stop", lambda c: c.hset(record, "stop", run_id))
+
+    def stop_requested(self, thread_id: str) -> str | None:
+        """The run asked to stop at its next step boundary, if any."""
+        record = ThreadKeys(self._prefix, str(thread_id)).record
+        raw = self._conn.call("read stop request", lambda c: c.hget(record, "stop"))
+        return raw.decode() if raw else None
+
     def unindex(self, thread_id: str) -> None:
         """Drop a deleted thread from the status index."""
         self._index(str(thread_id), "")
