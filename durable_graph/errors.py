@@ -2,6 +2,7 @@
 
     DurableGraphError
     ├── GraphValueError (also ValueError)      a graph, config or input that cannot work
+    │   ├── GraphTypeError (also TypeError)    a value of the wrong kind (a state schema)
     │   ├── InvalidUpdateError                 a node wrote something its state cannot take
     │   ├── EmptyInputError                    invoke(None) with nothing to resume
     │   ├── ThreadNotFoundError (also LookupError)  an operation on a thread the store lacks
@@ -18,7 +19,8 @@
         ├── RunFailedError                     a distributed run failed (worker's view)
         ├── RunCancelledError                  a distributed run was cancelled
         ├── ThreadBusyError                    new input for a thread whose run goes on
-        └── JobCrashedError                    a job whose process died max_deaths times
+        ├── JobCrashedError                    a job whose process died max_deaths times
+        └── RunTimeoutError (also TimeoutError)  a run still going when a wait ran out
 
 Control-flow signals (``GraphInterrupt``) derive from ``BaseException`` so that a
 user's ``except Exception`` inside a node does not swallow an ``interrupt()``.
@@ -42,6 +44,7 @@ __all__ = [
     "FencingError",
     "GraphInterrupt",
     "GraphRecursionError",
+    "GraphTypeError",
     "GraphValueError",
     "InvalidUpdateError",
     "JobCrashedError",
@@ -49,6 +52,7 @@ __all__ = [
     "NotSupportedError",
     "RunCancelledError",
     "RunFailedError",
+    "RunTimeoutError",
     "SerializationError",
     "SignatureError",
     "TaskNotInRunError",
@@ -67,6 +71,10 @@ class DurableGraphError(Exception):
 
 class GraphValueError(DurableGraphError, ValueError):
     """A graph, config or input that cannot work as given."""
+
+
+class GraphTypeError(GraphValueError, TypeError):
+    """A value of the wrong kind where the graph needs another (e.g. a state schema)."""
 
 
 class InvalidUpdateError(GraphValueError):
@@ -155,6 +163,10 @@ class RunCancelledError(DispatchError):
 
 class ThreadBusyError(DispatchError):
     """New input for a thread whose distributed run is still going (``multitask="reject"``)."""
+
+
+class RunTimeoutError(DispatchError, TimeoutError):
+    """A run was still going when a caller's wait for it (``timeout=``) ran out."""
 
 
 class GraphInterrupt(BaseException):

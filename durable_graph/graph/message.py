@@ -21,6 +21,8 @@ from typing import Annotated, Any, ClassVar
 
 from typing_extensions import TypedDict
 
+from durable_graph.errors import GraphTypeError, GraphValueError
+
 __all__ = ["REMOVE_ALL_MESSAGES", "MessagesState", "RemoveMessage", "add_messages"]
 
 REMOVE_ALL_MESSAGES = "__remove_all__"
@@ -71,7 +73,7 @@ def _plain(m: Any) -> Any:
     if isinstance(m, Mapping):
         return dict(m)
     if not hasattr(m, "id"):
-        raise TypeError(
+        raise GraphTypeError(
             f"add_messages got {type(m).__name__} ({m!r:.60}): a message is a dict, a "
             "(role, content) tuple, a string or an object with an 'id' attribute."
         )
@@ -111,7 +113,7 @@ def _merge(left: Any, right: Any, *, format: str | None = None) -> list[Any]:
         at = index.get(_id(m))
         if at is None:
             if _is_remove(m):
-                raise ValueError(
+                raise GraphValueError(
                     f"Attempting to delete a message with an ID that doesn't exist ('{_id(m)}')"
                 )
             index[_id(m)] = len(merged)
@@ -129,7 +131,7 @@ def _formatted(messages: list[Any], format: str | None) -> list[Any]:
     if format is None:
         return messages
     if format != "langchain-openai":
-        raise ValueError(
+        raise GraphValueError(
             f"Unrecognized format={format!r}. Expected one of 'langchain-openai', None."
         )
     lc = _langchain()
@@ -146,11 +148,11 @@ def add_messages(left: Any = None, right: Any = None, **kwargs: Any) -> Any:
     """
     unknown = sorted(set(kwargs) - {"format"})
     if unknown:
-        raise TypeError(f"add_messages() got unexpected keyword argument(s) {unknown}")
+        raise GraphTypeError(f"add_messages() got unexpected keyword argument(s) {unknown}")
     if left is not None and right is not None:
         return _merge(left, right, **kwargs)
     if left is not None or right is not None:
-        raise ValueError(
+        raise GraphValueError(
             "Must specify non-null arguments for both 'left' and 'right'. Only "
             f"received: '{'left' if left else 'right'}'."
         )

@@ -25,7 +25,7 @@ from durable_graph.scheduler.algo import (
     read_values,
 )
 from durable_graph.scheduler.channels import MISSING
-from durable_graph.scheduler.commands import command_writes
+from durable_graph.scheduler.commands import command_writes, pending_interrupts
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.messages import message_events
 from durable_graph.scheduler.persist import Persister
@@ -247,6 +247,7 @@ class StepLoop:
     def _first(self, input: Any, step: int) -> Generator[Event, None, int]:
         """Apply the run's input: a Command, a resume (None), or new input."""
         if isinstance(input, Command):
+            self._check_resumable(input)
             by_task, null_writes, self.null_resume = command_writes(
                 input, self.pending, self.spec
             )
@@ -277,6 +278,21 @@ class StepLoop:
         )
         self._commit({"source": "input", "step": step, "parents": {}})
         return step + 1
+
+    def _check_resumable(self, cmd: Command) -> None:
+        """A resume value for a thread that waits on nothing would vanish: refuse it.
+
+        (LangGraph 1.2 silently returns the finished state; see the README.)
+        """
+        if cmd.resume is None or self.ns or not self.checkpoint.channel_versions:
+            return  # a thread with no checkpoint gets EmptyInputError just below
+        if pending_interrupts(self.pending) or self._plan():
+            return
+        raise GraphValueError(
+            f"Command(resume=...) for thread {self.thread_id!r}, which has no pending "
+            "interrupt: its run finished, so there is nothing to resume and the value "
+            "would be ignored. Start a new run with input, or check get_state(config)."
+        )
 
     def _replays_a_branch(self) -> bool:
         """Whether running from the named checkpoint starts a new branch: always, except

@@ -24,23 +24,40 @@ from celery import Celery
 from celery.signals import worker_init, worker_ready
 from celery.worker.request import Request
 
-from durable_graph.errors import CheckpointStoreError, DispatchError, SignatureError
-from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.errors import (
+    CheckpointStoreError,
+    DispatchError,
+    GraphTypeError,
+    SignatureError,
+)
+from durable_graph.store.codec import (
+    HOW_TO_GENERATE,
+    MIN_SECRET_BYTES,
+    SignedSerializer,
+    SigningCodec,
+)
 from durable_graph.store.redis.connection import redact
 from durable_graph.store.redis.jobbook import JobBook
-from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker import metrics
 from durable_graph.worker.config import Settings
-from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.events import RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
 from durable_graph.worker.liveness import Books, Liveness, note_lost
-from durable_graph.worker.payload import open_sealed, seal
+from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
+from durable_graph.worker.transport import broker_for
 
-__all__ = ["JOB_TASK", "CeleryDispatcher", "WorkerRuntime", "create_app", "settings_of"]
+__all__ = [
+    "JOB_TASK",
+    "CeleryDispatcher",
+    "WorkerRuntime",
+    "create_app",
+    "key_problem",
+    "settings_of",
+]
 
 JOB_TASK = "durable_graph.job"
 _KINDS = ("task", "call", "start", "recover")
@@ -75,7 +92,10 @@ def create_app(
         commit_wait=commit_wait, store_retry=store_retry,
         heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths,
     )
-    app = Celery("durable_graph", broker=settings.broker, set_as_current=False)
+    broker, transport_alias = broker_for(settings.broker)
+    app = Celery("durable_graph", broker=broker, set_as_current=False)
+    if transport_alias is not None:  # garbage on a Redis queue is dropped, not fatal
+        app.conf.broker_transport = transport_alias
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -103,6 +123,39 @@ def create_app(
     # every worker sweeps for crashed jobs and threads (see worker/recovery.py)
     app.steps["worker"].add("durable_graph.worker.recovery:RecoveryStep")
     return app
+
+
+def key_problem(settings: Settings) -> str | None:
+    """Why a worker with these settings must not start (no key, or a short one), or None."""
+    how = f"generate one with `{HOW_TO_GENERATE}` and set DURABLE_GRAPH_SECRET_KEY"
+    if settings.codec is None:
+        return ("durable-graph worker refuses to start: no signing key is set, so it could "
+                f"verify no job. {how} to the same value on producers and workers.")
+    if settings.codec.shortest_secret < MIN_SECRET_BYTES:
+        return ("durable-graph worker refuses to start: a signing key is "
+                f"{settings.codec.shortest_secret} bytes, shorter than {MIN_SECRET_BYTES}. "
+                f"{how} (64 hex characters) on producers and workers.")
+    return None
+
+
+def _refuse_weak_key(sender: Any = None, **_: Any) -> None:
+    """Stop a worker of a durable-graph app before it takes a job it could not verify.
+
+    Runs for ``durable-graph worker`` and plain ``celery -A durable_graph.worker
+    worker`` alike; apps not made by ``create_app`` are left alone.
+    """
+    settings = getattr(getattr(sender, "app", None), "conf", {}).get("durable_graph_settings")
+    problem = key_problem(settings) if isinstance(settings, Settings) else None
+    if problem is not None:
+        log.critical(problem)
+        raise SystemExit(problem)
+    if isinstance(settings, Settings) and settings.codec is not None:
+        try:  # so producers with another secret fail before the first job
+            saver = RedisSaver.from_url(settings.redis_url, prefix=settings.prefix)
+            with saver:
+                publish_keys(saver.conn, settings.prefix, settings.codec)
+        except CheckpointStoreError as exc:
+            log.warning("could not publish the signing key fingerprint yet: %s", exc)
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -157,6 +210,7 @@ def _ours(sender: Any) -> bool:
 
 
 worker_init.connect(_import_from_cwd, weak=False)
+worker_init.connect(_refuse_weak_key, weak=False)
 worker_ready.connect(_say_ready, weak=False)
 
 
@@ -164,7 +218,7 @@ def settings_of(app: Celery) -> Settings:
     """The durable-graph settings an app was created with."""
     settings = app.conf.get("durable_graph_settings")
     if not isinstance(settings, Settings):
-        raise TypeError("this Celery app was not made by durable_graph.worker.create_app")
+        raise GraphTypeError("this Celery app was not made by durable_graph.worker.create_app")
     return settings
 
 
@@ -174,9 +228,9 @@ def _job(
 ) -> str:
     """The one Celery task: open the sealed job, check its ids, run it.
 
-    ``run`` and ``prefix`` (in clear) only say where to tell the producer that a
-    payload was refused, and ``key`` where to note that the job's process died;
-    nothing else is taken from an unverified message.
+    ``run`` and ``prefix`` (in clear) are for Celery's tooling only, and ``key`` says
+    which job book entry to mark when the process running it dies; nothing else is
+    taken from, or done for, a message whose payload does not verify.
     """
     return WorkerRuntime.of(self.app).run(thread_id, task_id, kind, payload,
                                           run_id=run, prefix=prefix, key=key)
@@ -279,6 +333,7 @@ class WorkerRuntime:
         self.liveness = Liveness(self.settings, self._book)
         self.keeper = LeaseKeeper(self.saver, self.settings.lease_ttl)
         self._loaders: dict[str, GraphLoader] = {}
+        self._keys_published = False
 
     @staticmethod
     def books_of(app: Celery) -> Books:
@@ -308,21 +363,15 @@ class WorkerRuntime:
                 commit_wait=self.settings.commit_waiter)
         return found
 
-    def _refuse(self, thread_id: str, kind: str, run_id: str, prefix: str, why: str) -> str:
-        """Log a refused message and tell its run's producer, if the message says where."""
-        log.error("refused a %s job for thread %r: %s", kind, thread_id, why)
+    @staticmethod
+    def _refuse(thread_id: Any, kind: Any, why: str) -> str:
+        """Log a refused message and drop it: nothing it says is trusted or acted on.
+
+        An unverified message could name any live run, so it must not even report
+        itself to that run's producer (a forger could fail someone else's run).
+        """
+        log.error("refused and dropped a %r job naming thread %r: %s", kind, thread_id, why)
         metrics.job_done(kind if kind in _KINDS else "unknown", "refused")
-        base = self.saver(self.settings.prefix)
-        known = isinstance(thread_id, str) and isinstance(prefix, str) and prefix and bool(
-            base.client.exists(ThreadKeys(prefix, thread_id).record))
-        if run_id and isinstance(run_id, str) and known:
-            # the only thing taken from an unverified message: where to say it was refused
-            RunEvents(base.conn, prefix, self.serde).publish(thread_id, run_id, END, {
-                "status": "failed", "output": None, "interrupts": [],
-                "error": {"error": None, "type": "durable_graph.errors.SignatureError",
-                          "message": f"a worker refused a job of this run: {why}",
-                          "traceback": ""},
-            })
         return "refused"
 
     def _book(self, prefix: str) -> JobBook:
@@ -345,16 +394,19 @@ class WorkerRuntime:
         prefix: str = "", key: str = "",
     ) -> str:
         """Open, check and run one job; returns a short acknowledgement."""
+        if not self._keys_published:  # again, in case Redis was down when the worker started
+            publish_keys(self.saver(self.settings.prefix).conn, self.settings.prefix, self.codec)
+            self._keys_published = True
         try:
             job = open_sealed(self.codec, payload)
         except SignatureError as exc:
-            return self._refuse(thread_id, kind, run_id, prefix, str(exc))
+            return self._refuse(thread_id, kind, str(exc))
         if kind == "probe":
             return self._probe(job)
         if not isinstance(job, Job) or (job.run.thread_id, job.task_id, job.kind) != (
             thread_id, task_id, kind
         ) or job.key != (key or job.key):
-            return self._refuse(thread_id, kind, run_id, prefix,
+            return self._refuse(thread_id, kind,
                                 "the clear ids of the message do not match its sealed job")
         with self.liveness.running(job) as claim:
             return "dropped" if claim == "drop" else self._run(job, renewed=claim == "run")

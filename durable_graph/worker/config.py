@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from durable_graph.errors import GraphValueError
-from durable_graph.store.codec import SigningCodec
+from durable_graph.store.codec import HOW_TO_GENERATE, SigningCodec
 from durable_graph.store.redis.commit_wait import CommitWait
 
 __all__ = [
@@ -169,7 +169,8 @@ class Settings:
             raise GraphValueError(
                 "durable-graph signs every job and graph it ships, and no signing key is "
                 "set: set DURABLE_GRAPH_SECRET_KEY to the same long random secret on "
-                "producers and workers (or pass secret_key= to create_app)."
+                "producers and workers (or pass secret_key= to create_app); generate one "
+                f"with `{HOW_TO_GENERATE}`."
             )
         return self.codec
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from durable_graph.errors import GraphValueError, RunFailedError
+from durable_graph.errors import GraphValueError, RunFailedError, RunTimeoutError
 from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.cache import InMemoryCache
 from durable_graph.store.codec import SignedSerializer
@@ -31,6 +31,7 @@ from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.multitask import acquire
 from durable_graph.worker.outage import ride_out
+from durable_graph.worker.payload import check_key
 from durable_graph.worker.runs import RunContext, RunSpec, abort_run, begin_run
 from durable_graph.worker.shipping import GraphShipper, Ship
 from durable_graph.worker.threads import cancel_thread
@@ -83,7 +84,7 @@ class RunHandle:
         while self._end is None:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise TimeoutError(f"run {self.run_id} of thread {self.thread_id!r} is still "
+                raise RunTimeoutError(f"run {self.run_id} of thread {self.thread_id!r} is still "
                                    f"{self.status()} after {timeout} s")
             block = 1000 if left is None else max(1, min(1000, int(left * 1000)))
             window = self._retry if left is None else min(self._retry, max(left, 0.0))
@@ -210,6 +211,7 @@ class CeleryExecutor:
             raise GraphValueError(
                 "a distributed run needs a thread: pass config={'configurable': "
                 "{'thread_id': ...}}")
+        check_key(saver.conn, saver.prefix, self._codec)
         window = self.settings.store_retry
         ref = ride_out(lambda: self._shipper(saver).ref(graph), window, "shipping the graph")
         run_id = uuid.uuid4().hex

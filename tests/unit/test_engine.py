@@ -25,6 +25,7 @@ from durable_graph import (
     FencingError,
     GraphInterrupt,
     GraphRecursionError,
+    GraphTypeError,
     GraphValueError,
     InMemorySaver,
     Interrupt,
@@ -34,6 +35,7 @@ from durable_graph import (
     NondeterminismError,
     NotSupportedError,
     RunFailedError,
+    RunTimeoutError,
     Send,
     SerializationError,
     SignatureError,
@@ -273,12 +275,14 @@ PUBLIC_ERRORS = [
     EmptyInputError,
     FencingError,
     GraphRecursionError,
+    GraphTypeError,
     GraphValueError,
     InvalidUpdateError,
     JobCrashedError,
     NondeterminismError,
     NotSupportedError,
     RunFailedError,
+    RunTimeoutError,
     SerializationError,
     SignatureError,
     TaskNotInRunError,
@@ -310,6 +314,8 @@ def test_std_bases() -> None:
     assert issubclass(SerializationError, TypeError)
     assert issubclass(GraphValueError, ValueError)
     assert issubclass(EmptyInputError, ValueError)
+    assert issubclass(GraphTypeError, TypeError) and issubclass(GraphTypeError, ValueError)
+    assert issubclass(RunTimeoutError, TimeoutError)
     assert issubclass(FencingError, CheckpointStoreError)
     assert issubclass(SignatureError, SerializationError)
 
@@ -628,6 +634,7 @@ EXPORTED = [
     "FencingError",
     "GraphInterrupt",
     "GraphRecursionError",
+    "GraphTypeError",
     "GraphValueError",
     "InMemoryCache",
     "InMemorySaver",
@@ -651,6 +658,7 @@ EXPORTED = [
     "RunCancelledError",
     "RunFailedError",
     "RunHandle",
+    "RunTimeoutError",
     "Runtime",
     "SearchItem",
     "Send",

@@ -10,10 +10,10 @@ run on the connection that wrote).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeAlias, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -41,15 +41,19 @@ what fencing is for). Every other script writes state a reported result depends 
 a script added later is waited for unless it is listed here."""
 
 
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|pass|pwd|secret|token|auth)=)[^&#]*",
+                             re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    """``url`` with every password replaced by ``***``, fit for error messages and logs.
+
+    Covers ``user:password@`` in the authority and ``?password=`` (and the like) in
+    the query, for TCP and ``unix://`` URLs alike; text that is not a URL is
+    returned unchanged.
+    """
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", url))
 
 
 def client_from_url(url: str, *, cluster: bool = False, **client_kwargs: Any) -> Client:

@@ -187,6 +187,11 @@ def _bucket(thread_id: str) -> int:
     return zlib.crc32(thread_id.encode()) % STATUS_BUCKETS
 
 
+def key_check_key(prefix: str, key_id: str) -> str:
+    """Where workers publish the fingerprint of their signing key ``key_id``."""
+    return f"{prefix}:keycheck:{key_id}"
+
+
 def status_key(prefix: str, thread_id: str, status: str) -> str:
     """The status-index shard holding ``thread_id`` (every status of one thread: one slot)."""
     return "{" + f"{prefix}:status:{_bucket(thread_id)}" + "}:" + status
