@@ -19,6 +19,7 @@
         ├── RunFailedError                     a distributed run failed (worker's view)
         ├── RunCancelledError                  a distributed run was cancelled
         ├── ThreadBusyError                    new input for a thread whose run goes on
+        ├── JobCrashedError                    a job whose process died max_deaths times
         └── RunTimeoutError (also TimeoutError)  a run still going when a wait ran out
 
 Control-flow signals (``GraphInterrupt``) derive from ``BaseException`` so that a
@@ -46,6 +47,7 @@ __all__ = [
     "GraphTypeError",
     "GraphValueError",
     "InvalidUpdateError",
+    "JobCrashedError",
     "NondeterminismError",
     "NotSupportedError",
     "RunCancelledError",
@@ -129,6 +131,10 @@ class CommitConflictError(CheckpointStoreError):
 
 class DispatchError(DurableGraphError):
     """A job could not be dispatched to, or run by, a worker."""
+
+
+class JobCrashedError(DispatchError):
+    """A job's process died (killed, out of memory, ``os._exit``) too many times."""
 
 
 class RunFailedError(DispatchError):

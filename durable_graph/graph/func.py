@@ -124,12 +124,19 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         store: Any = None,
         cache: Any = None,
         context_schema: Any = None,
+        cache_policy: CachePolicy[Any] | None = None,
         *,
         retry_policy: RetryPolicy | None = None,
         executor: Executor | None = None,
     ) -> None:
+        if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
+            raise GraphTypeError(
+                f"@entrypoint cache_policy must be a CachePolicy(key_func=, ttl=), got "
+                f"{type(cache_policy).__name__}."
+            )
         self.checkpointer = checkpointer
         self.store, self.cache, self.context_schema = store, cache, context_schema
+        self.cache_policy = cache_policy
         self.retry_policy = retry_policy
         self.executor = executor
 
@@ -148,6 +155,9 @@ class entrypoint:  # noqa: N801 - LangGraph's name
             run=run,
             updates=lambda writes: dict(writes).get(RETURN_CHANNEL),
             retry=self.retry_policy,
+            cache_policy=self.cache_policy,
+            cache_ns=(CACHE_NS_WRITES, identifier(fn), name),
+            cache_input=_input_only,
         )
         spec = GraphSpec(
             channels={
@@ -164,11 +174,16 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         graph = CompiledGraph(
             spec, checkpointer=self.checkpointer, executor=self.executor, name=name,
             store=self.store, cache=self.cache, context_schema=self.context_schema,
-            drawing=GraphDrawing((name,), edges=((START, name),), ends=((name, (END,)),),
+            drawing=GraphDrawing((name,), edges=((START, name),), ends=((name, ((END, None),)),),
                                  start_first=False),
         )
         functools.update_wrapper(graph, fn)  # type: ignore[arg-type]
         return graph
+
+
+def _input_only(value: tuple[Any, Any]) -> Any:
+    """An entrypoint is cached by its input, not by ``previous`` (as in LangGraph)."""
+    return value[0]
 
 
 def _final_writes(result: Any) -> list[Write]:

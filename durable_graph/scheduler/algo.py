@@ -106,7 +106,8 @@ def plan_tasks(
     spec: GraphSpec, checkpoint: Checkpoint, thread_id: str, ns: str,
     *, step: int | None = None, stop: int | None = None,
 ) -> list[PlannedTask]:
-    """The tasks a checkpoint triggers: nodes whose triggers changed, then Sends.
+    """The tasks a checkpoint triggers: Sends, then nodes whose triggers changed (as
+    LangGraph orders them).
 
     Given the step they run in and the run's ``stop`` step, their input holds the
     graph's managed values (``RemainingSteps``, ``IsLastStep``) too.
@@ -117,6 +118,12 @@ def plan_tasks(
         inputs = {**values, **{k: m.get(step, stop) for k, m in spec.managed.items()}}
     versions = checkpoint.channel_versions
     tasks: list[PlannedTask] = []
+    for idx, packet in enumerate(values.get(TASKS, ())):
+        if not isinstance(packet, Send) or packet.node not in spec.nodes:
+            raise InvalidUpdateError(f"Send to unknown node {getattr(packet, 'node', packet)!r}")
+        node = spec.nodes[packet.node]
+        tid = task_id(thread_id, ns, checkpoint.id, "push", str(idx), packet.node)
+        tasks.append(PlannedTask(tid, packet.node, ("push", idx), (TASKS,), packet.arg, node))
     for name, node in spec.nodes.items():
         seen = checkpoint.versions_seen.get(name, {})
         if any(
@@ -128,12 +135,6 @@ def plan_tasks(
             tasks.append(
                 PlannedTask(tid, name, ("pull", name), node.triggers, node.read(inputs), node)
             )
-    for idx, packet in enumerate(values.get(TASKS, ())):
-        if not isinstance(packet, Send) or packet.node not in spec.nodes:
-            raise InvalidUpdateError(f"Send to unknown node {getattr(packet, 'node', packet)!r}")
-        node = spec.nodes[packet.node]
-        tid = task_id(thread_id, ns, checkpoint.id, "push", str(idx), packet.node)
-        tasks.append(PlannedTask(tid, packet.node, ("push", idx), (TASKS,), packet.arg, node))
     return tasks
 
 

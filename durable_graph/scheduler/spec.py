@@ -51,6 +51,8 @@ class NodeSpec:
     """Cache this node's writes by its input (when the graph has a cache)."""
     cache_ns: tuple[str, ...] = ()
     """The cache namespace of its entries: (writes marker, function, node name)."""
+    cache_input: Callable[[Any], Any] | None = None
+    """The part of its input its cache key is made of (None: all of it)."""
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,11 @@ class RedisTarget:
                 )
             self.url: str | None = target
         elif isinstance(target, redis.Redis | RedisCluster):
+            kwargs: Any = target.get_connection_kwargs()
+            if kwargs.get("decode_responses"):
+                raise GraphValueError(
+                    f"{what} stores binary values: build the client with decode_responses=False"
+                )
             self.url = url_of(target)
             self._conn = RedisConn(target)
         else:

@@ -24,6 +24,7 @@ from durable_graph import (
     RedisCache,
     RedisSaver,
     RedisStore,
+    RemainingSteps,
     RetryPolicy,
     Runtime,
     StateGraph,
@@ -117,3 +118,38 @@ def build_runtime() -> StateGraph:
 
 runtime_graph = build_runtime().compile(
     checkpointer=saver, executor=executor, store=store, cache=cache)
+
+
+class AgentState(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+    remaining_steps: RemainingSteps
+
+
+def agent(state: AgentState) -> dict[str, Any]:
+    """Loops until the recursion limit is near, reading the managed value."""
+    return {"log": [f"agent@{state['remaining_steps']}"]}
+
+
+def side(state: AgentState) -> dict[str, Any]:
+    return {"log": ["side"]}
+
+
+def summary(state: AgentState) -> dict[str, Any]:
+    """Deferred: runs once, after the agent loop and the side branch are both done."""
+    return {"log": [f"summary of {len(state['log'])}"]}
+
+
+def build_agent() -> StateGraph:
+    b = StateGraph(AgentState)
+    b.add_node("agent", agent)
+    b.add_node("side", side)
+    b.add_node("summary", summary, defer=True)
+    b.add_edge(START, "agent")
+    b.add_edge(START, "side")
+    b.add_conditional_edges(
+        "agent", lambda s: "summary" if s["remaining_steps"] <= 3 else "agent")
+    b.add_edge("side", "summary")
+    return b
+
+
+agent_graph = build_agent().compile(checkpointer=saver, executor=executor)

@@ -3,8 +3,9 @@
 Two ``celery worker`` subprocesses run ``runtime_graphs``: the context travels with
 the run (signed, like the config), the store and the cache are Redis ones shared by
 the workers and the test, a cache hit on one worker serves a run on another and the
-TTL is honoured; a graph the workers cannot import is shipped as a blob with its
-store and cache, which reopen from their URLs there. The idempotency key is the same
+TTL is honoured; managed values and a deferred node give the embedded results; a
+graph the workers cannot import is shipped as a blob with its store and cache, which
+reopen from their URLs there. The idempotency key is the same
 for every execution of a call across suspends, replays and retries on the workers.
 """
 
@@ -137,3 +138,16 @@ def test_in_memory_store_is_refused_on_workers(rg: Any) -> None:
     with pytest.raises(Exception, match="InMemoryStore"):
         g.invoke({"n": 1, "log": []}, {"configurable": {"thread_id": t}},
                  context=rg.Ctx("m", t))
+
+
+def test_managed_values_and_defer_on_workers_match_embedded(rg: Any) -> None:
+    config = {"configurable": {"thread_id": thread("agent")}, "recursion_limit": 7}
+    remote = rg.agent_graph.invoke({"log": []}, config)
+    local_graph = rg.build_agent().compile(checkpointer=InMemorySaver())
+    local_config = {"configurable": {"thread_id": "local"}, "recursion_limit": 7}
+    local = local_graph.invoke({"log": []}, local_config)
+    assert remote == local
+    assert remote["log"][-1] == f"summary of {len(remote['log']) - 1}"
+    assert remote["log"].count("summary of 5") == 1 and "agent@3" in remote["log"]
+    history = [s.values for s in rg.agent_graph.get_state_history(config)]
+    assert history == [s.values for s in local_graph.get_state_history(local_config)]

@@ -20,27 +20,27 @@ import pytest
 import redis
 
 from durable_graph import RedisCache, RedisStore, SqliteCache, SqliteStore
-from durable_graph.errors import SerializationError
+from durable_graph.errors import GraphValueError, SerializationError
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.serde import TypedSerializer
 from tests.unit.backend_contract import wait_until
 
 _CHILD = textwrap.dedent("""
     import pickle, sys
-    obj = pickle.loads(open(sys.argv[1], "rb").read())
+    store, cache = pickle.loads(open(sys.argv[1], "rb").read())
     {body}
     print("ok", flush=True)
 """)
 
 
-def run_child(obj: Any, body: str, tmp_path: Path) -> subprocess.Popen[str]:
-    """Start a Python process that unpickles ``obj`` and runs ``body`` with it as ``obj``."""
-    blob = tmp_path / f"obj-{time.monotonic_ns()}.pickle"
-    blob.write_bytes(pickle.dumps(obj))
-    code = _CHILD.format(body=textwrap.indent(textwrap.dedent(body), "").strip())
+def run_child(store: Any, cache: Any, body: str, tmp_path: Path) -> subprocess.Popen[str]:
+    """Start a Python process that unpickles ``store`` and ``cache`` and runs ``body``."""
+    blob = tmp_path / f"objs-{time.monotonic_ns()}.pickle"
+    blob.write_bytes(pickle.dumps((store, cache)))
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(blob)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=Path(__file__).resolve().parents[2],
+        [sys.executable, "-c", _CHILD.format(body=body.strip()), str(blob)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[2],
     )
 
 
@@ -51,35 +51,53 @@ def finish(child: subprocess.Popen[str]) -> None:
 
 _WRITER = """
 for n in range(40):
-    obj.put(("shared", "child"), f"c{n}", {"n": n, "by": "child"})
-assert obj.get(("shared", "parent"), "seed").value == {"by": "parent"}
+    store.put(("shared", "child"), f"c{n}", {"n": n, "by": "child"})
+assert store.get(("shared", "parent"), "seed").value == {"by": "parent"}
+child = ("node", "child")
+cache.set({(child, "k"): ({"by": "child"}, None), (child, "short"): ("s", 1)})
+assert cache.get([(("node", "parent"), "k")]) == {(("node", "parent"), "k"): {"by": "parent"}}
 """
 
 
-def _share_store(store: Any, tmp_path: Path) -> None:
+def _share(store: Any, cache: Any, tmp_path: Path) -> None:
+    """A child process writes while this one does; both see everything."""
     store.put(("shared", "parent"), "seed", {"by": "parent"})
-    child = run_child(store, _WRITER, tmp_path)
+    cache.set({(("node", "parent"), "k"): ({"by": "parent"}, None)})
+    child = run_child(store, cache, _WRITER, tmp_path)
     for n in range(40):
         store.put(("shared", "parent"), f"p{n}", {"n": n, "by": "parent"})
     finish(child)
     assert len(store.search(("shared",), limit=1000)) == 81
     assert store.list_namespaces() == [("shared", "child"), ("shared", "parent")]
     assert store.get(("shared", "child"), "c39").value == {"n": 39, "by": "child"}
+    assert cache.get([(("node", "child"), "k")]) == {(("node", "child"), "k"): {"by": "child"}}
+    wait_until(lambda: cache.get([(("node", "child"), "short")]) == {})
+    cache.clear([("node", "child")])
+    assert cache.get([(("node", "child"), "k"), (("node", "parent"), "k")]) == {
+        (("node", "parent"), "k"): {"by": "parent"},
+    }
 
 
-def test_sqlite_store_shared_with_another_process(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "memory.db") as store:
-        _share_store(store, tmp_path)
+def test_sqlite_store_and_cache_shared_with_another_process(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "memory.db") as store, SqliteCache(path=tmp_path / "c.db") as cache:
+        _share(store, cache, tmp_path)
     with SqliteStore(tmp_path / "memory.db") as reopened:
         assert len(reopened.search(("shared",), limit=1000)) == 81
 
 
 @pytest.mark.redis
-def test_redis_store_shared_with_another_process(
+def test_redis_store_and_cache_shared_with_another_process(
     tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> None:
-    with RedisStore(redis_url, prefix=redis_prefix) as store:
-        _share_store(store, tmp_path)
+    with RedisStore(redis_url, prefix=redis_prefix) as store, \
+            RedisCache(redis_url, prefix=redis_prefix) as cache:
+        cache.set({(("node", "x"), "ttl"): ("v", 30)})
+        raw = redis.Redis.from_url(redis_url)
+        pttl = raw.pttl(cache.keys.entry(("node", "x"), "ttl"))
+        assert 25_000 < pttl <= 30_000  # the entry's TTL is Redis expiry
+        assert raw.pttl(cache.keys.entry(("node", "x"), "missing")) == -2
+        raw.close()
+        _share(store, cache, tmp_path)
 
 
 @pytest.mark.redis
@@ -108,42 +126,6 @@ def test_sqlite_store_on_a_connection_refuses_to_ship(tmp_path: Path) -> None:
 def test_sqlite_store_refuses_non_json_values(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "m.db") as store, pytest.raises(SerializationError, match="JSON"):
         store.put(("a",), "k", {"when": object()})
-
-
-_CACHE_WRITER = """
-obj.set({(("node", "child"), "k"): ({"by": "child"}, None), (("node", "child"), "short"): ("s", 1)})
-assert obj.get([(("node", "parent"), "k")]) == {(("node", "parent"), "k"): {"by": "parent"}}
-"""
-
-
-def _share_cache(cache: Any, tmp_path: Path) -> None:
-    cache.set({(("node", "parent"), "k"): ({"by": "parent"}, None)})
-    finish(run_child(cache, _CACHE_WRITER, tmp_path))
-    assert cache.get([(("node", "child"), "k")]) == {(("node", "child"), "k"): {"by": "child"}}
-    wait_until(lambda: cache.get([(("node", "child"), "short")]) == {})
-    cache.clear([("node", "child")])
-    assert cache.get([(("node", "child"), "k"), (("node", "parent"), "k")]) == {
-        (("node", "parent"), "k"): {"by": "parent"},
-    }
-
-
-def test_sqlite_cache_shared_with_another_process(tmp_path: Path) -> None:
-    with SqliteCache(path=tmp_path / "cache.db") as cache:
-        _share_cache(cache, tmp_path)
-
-
-@pytest.mark.redis
-def test_redis_cache_shared_with_another_process_ttl_is_redis_expiry(
-    tmp_path: Path, redis_url: str, redis_prefix: str
-) -> None:
-    with RedisCache(redis_url, prefix=redis_prefix) as cache:
-        cache.set({(("node", "x"), "ttl"): ("v", 30)})
-        raw = redis.Redis.from_url(redis_url)
-        pttl = raw.pttl(cache.keys.entry(("node", "x"), "ttl"))
-        assert 25_000 < pttl <= 30_000
-        assert raw.pttl(cache.keys.entry(("node", "x"), "missing")) == -2
-        raw.close()
-        _share_cache(cache, tmp_path)
 
 
 class _Tripwire:
@@ -177,3 +159,17 @@ def test_redis_cache_never_unpickles_forged_entries(
         assert not tripwire.exists()
         assert raw.exists(cache.keys.entry(("n",), "bad")) == 0  # dropped, not kept
         raw.close()
+
+
+@pytest.mark.redis
+def test_redis_backends_refuse_bad_targets(redis_url: str) -> None:
+    text_client = redis.Redis.from_url(redis_url, decode_responses=True)
+    with pytest.raises(GraphValueError, match="RedisStore.*decode_responses=False"):
+        RedisStore(text_client)
+    with pytest.raises(GraphValueError, match="RedisCache.*decode_responses=False"):
+        RedisCache(text_client)
+    text_client.close()
+    with pytest.raises(GraphValueError, match="URL"):
+        RedisStore("localhost:6379")
+    with pytest.raises(GraphValueError, match="prefix"):
+        RedisCache(redis_url, prefix="")

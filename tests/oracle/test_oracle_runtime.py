@@ -280,3 +280,37 @@ def test_task_cache_policy() -> None:
         return first, second, dict(calls)
 
     same_rt(scenario)
+
+
+def test_entrypoint_cache_policy() -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+
+        @m.entrypoint(checkpointer=m.InMemorySaver(), cache=m.InMemoryCache(),
+                      cache_policy=m.CachePolicy(ttl=60))
+        def wf(x: int, *, previous: Any = None) -> dict[str, Any]:
+            return {"x": x, "runs": calls.hit("wf"), "previous": previous}
+
+        cfg = new_config()
+        first = list(wf.stream(1, cfg, stream_mode=["updates", "values"]))
+        again = list(wf.stream(1, cfg, stream_mode=["updates", "values"]))  # same input: hit
+        other = wf.invoke(2, cfg)
+        return first, again, other, wf.get_state(cfg), dict(calls)
+
+    same_rt(scenario)
+
+
+def test_cache_hit_in_debug_and_tasks_streams() -> None:
+    """A hit shows its task starting but no task result, in ``tasks`` and ``debug`` alike."""
+    def scenario(m: Any) -> Any:
+        bld = m.StateGraph(S)
+        bld.add_node("a", lambda s: {"n": s["n"] + 1}, cache_policy=m.CachePolicy())
+        bld.add_edge(m.START, "a")
+        g = bld.compile(checkpointer=m.InMemorySaver(), cache=m.InMemoryCache())
+        g.invoke({"n": 1}, new_config())
+        chunks = g.stream({"n": 1}, new_config(), stream_mode=["debug", "updates", "tasks"])
+        shown = {"debug": lambda c: c["type"], "updates": lambda c: c,
+                 "tasks": lambda c: {k: v for k, v in c.items() if k != "id"}}
+        return [(mode, shown[mode](c)) for mode, c in chunks]
+
+    same_rt(scenario)

@@ -175,7 +175,8 @@ def test_send_ids_differ_by_index_and_are_stable() -> None:
     cp, _ = step(spec, cp)  # START runs, writes three Sends
     tasks = [t for t in plan_tasks(spec, cp, "t", "") if t.path[0] == "push"]
     assert len({t.id for t in tasks}) == 3
-    assert [t.id for t in tasks] == [t.id for t in plan_tasks(spec, cp, "t", "")][1:]
+    # Sends are planned first, then triggered nodes, as LangGraph orders them
+    assert [t.id for t in tasks] == [t.id for t in plan_tasks(spec, cp, "t", "")][:3]
 
 
 # -- planning ------------------------------------------------------------------
@@ -226,25 +227,27 @@ def fanout_spec() -> GraphSpec:
     return b.compile().spec
 
 
-def test_pull_tasks_come_before_sends_and_sends_keep_their_index() -> None:
+def test_sends_come_before_pull_tasks_and_keep_their_index() -> None:
+    """LangGraph plans a step's Sends first (its snapshots' ``next`` shows that order);
+    writes still apply in path order, triggered nodes first."""
     spec = fanout_spec()
     cp, _ = step(spec, start(spec, {"x": 3}))
     tasks = plan_tasks(spec, cp, "t", "")
     assert [(t.name, t.path) for t in tasks] == [
-        ("after", ("pull", "after")),
         ("worker", ("push", 0)),
         ("worker", ("push", 1)),
         ("worker", ("push", 2)),
+        ("after", ("pull", "after")),
     ]
-    assert [t.input for t in tasks[1:]] == [{"i": 0}, {"i": 1}, {"i": 2}]
-    assert tasks[1].triggers == (TASKS,)
+    assert [t.input for t in tasks[:3]] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert tasks[0].triggers == (TASKS,)
 
 
 def test_sends_are_consumed_after_their_step() -> None:
     spec = fanout_spec()
     cp, _ = step(spec, start(spec, {"x": 2}))
     cp, ran = step(spec, cp)
-    assert ran == ["after", "worker", "worker"]
+    assert ran == ["worker", "worker", "after"]
     assert TASKS not in cp.channel_values
     assert cp.channel_values["log"] == ["after", "w0", "w1"]
     assert names(spec, cp) == []

@@ -178,33 +178,41 @@ def _fill_products(store: BaseStore) -> None:
         ("p3", {"color": "red", "price": 20, "meta": {"size": "L", "x": 1}}),
         ("p4", {"color": "green", "name": "kiwi"}),
         ("p5", {"color": "red", "price": 10, "name": "apple"}),
+        # look-alikes that must not match numeric or text conditions meant for others
+        ("p6", {"color": '"red"', "price": "15", "name": True, "meta": '{"size": "L"}'}),
+        ("p7", {"color": ["red"], "price": True, "name": {"v": "z"}}),
     ]
     for key, value in rows:
         store.put(("shop",), key, value)
 
 
-@pytest.mark.parametrize(
-    ("filter", "expected"),
-    [
-        ({"color": "red"}, ["p1", "p3", "p5"]),
-        ({"color": "red", "price": 20}, ["p3"]),
-        ({"color": {"$eq": "blue"}}, ["p2"]),
-        ({"color": {"$ne": "red"}}, ["p2", "p4"]),
-        ({"price": {"$gt": 10}}, ["p2", "p3"]),
-        ({"price": {"$gte": 10}}, ["p2", "p3", "p5"]),
-        ({"price": {"$lt": 10}}, ["p1"]),
-        ({"price": {"$lte": 10}}, ["p1", "p5"]),
-        ({"price": {"$gt": 5, "$lt": 20}}, ["p2", "p5"]),
-        ({"name": {"$gte": "b"}}, ["p4"]),
-        ({"tags": ["a", "b"]}, ["p1"]),
-        ({"meta": {"size": "L"}}, ["p3"]),
-        ({"missing": None}, ["p1", "p2", "p3", "p4", "p5"]),
-        ({"color": "purple"}, []),
-    ],
-)
-def test_search_filter(store: BaseStore, filter: dict[str, Any], expected: list[str]) -> None:
+_FILTER_CASES: list[tuple[dict[str, Any], list[str]]] = [
+    ({"color": "red"}, ["p1", "p3", "p5"]),
+    ({"color": '"red"'}, ["p6"]),
+    ({"color": ["red"]}, ["p7"]),
+    ({"color": "red", "price": 20}, ["p3"]),
+    ({"color": {"$eq": "blue"}}, ["p2"]),
+    ({"color": {"$ne": "red"}}, ["p2", "p4", "p6", "p7"]),
+    ({"price": {"$gt": 10}}, ["p2", "p3"]),
+    ({"price": {"$gte": 10}}, ["p2", "p3", "p5"]),
+    ({"price": {"$lt": 10}}, ["p1"]),
+    ({"price": {"$lte": 10}}, ["p1", "p5"]),
+    ({"price": {"$gt": 5, "$lt": 20}}, ["p2", "p5"]),
+    ({"price": "15"}, ["p6"]),
+    ({"name": {"$gte": "b"}}, ["p4"]),
+    ({"tags": ["a", "b"]}, ["p1"]),
+    ({"meta": {"size": "L"}}, ["p3"]),
+    ({"meta": '{"size": "L"}'}, ["p6"]),
+    ({"missing": None}, ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]),
+    ({"color": "purple"}, []),
+]
+
+
+def test_search_filter(store: BaseStore) -> None:
     _fill_products(store)
-    assert [i.key for i in store.search(("shop",), filter=filter)] == expected
+    for filter, expected in _FILTER_CASES:
+        found = [i.key for i in store.search(("shop",), filter=filter)]
+        assert found == expected, filter
 
 
 def test_search_filter_with_unknown_operator_is_a_clear_error(store: BaseStore) -> None:
@@ -226,6 +234,19 @@ def test_search_limit_and_offset_page_through_everything(store: BaseStore) -> No
     assert keys(store.search(("p",), filter={"even": True}, limit=4, offset=3)) == evens[3:7]
     assert store.search(("p",), limit=0) == []
     assert store.search(("p",), offset=50) == []
+
+
+def test_search_across_many_read_pages(store: BaseStore) -> None:
+    """More items than several of a backend's read pages: order and paging hold."""
+    store.batch([PutOp(("big",), f"k{n:03d}", {"n": n, "odd": n % 2}) for n in range(260)])
+    store.batch([PutOp(("big", "sub"), f"s{n:03d}", {"n": n, "odd": n % 2}) for n in range(40)])
+    expected = [f"k{n:03d}" for n in range(260)] + [f"s{n:03d}" for n in range(40)]
+    assert [i.key for i in store.search(("big",), limit=1000)] == expected
+    assert [i.key for i in store.search(("big",), limit=7, offset=250)] == expected[250:257]
+    odd = [i.key for i in store.search(("big",), filter={"odd": 1}, limit=1000)]
+    assert odd == expected[1::2]
+    late = store.search(("big",), filter={"n": {"$gte": 39}}, offset=220, limit=3)
+    assert [i.key for i in late] == ["k259", "s039"]
 
 
 def test_search_with_query_is_a_clear_error(store: BaseStore) -> None:
@@ -358,20 +379,13 @@ def test_concurrent_writers_from_threads(store: BaseStore) -> None:
 _SECOND = 1 / 60  # TTLs are in minutes
 
 
-def test_ttl_item_expires_from_get_search_and_listing(store: BaseStore) -> None:
-    store.put(("ttl",), "short", {"v": 1}, ttl=1 * _SECOND)
-    store.put(("ttl",), "forever", {"v": 2})
-    store.put(("ttl2",), "short", {"v": 3}, ttl=1 * _SECOND)
-    assert store.get(("ttl",), "short", refresh_ttl=False) is not None
-    wait_until(lambda: store.get(("ttl",), "short", refresh_ttl=False) is None)
-    assert [i.key for i in store.search(("ttl",))] == ["forever"]
-    assert ("ttl",) in store.list_namespaces()
-    wait_until(lambda: store.list_namespaces() == [("ttl",)])
-
-
-def test_ttl_reads_refresh_unless_told_not_to(store: BaseStore) -> None:
+def test_ttl_expiry_and_refresh_on_read(store: BaseStore) -> None:
+    """One timeline: reads refresh unless told not to; expired items leave every read."""
     for key in ("got", "found", "unread"):
         store.put(("r",), key, {"key": key}, ttl=2 * _SECOND)
+    store.put(("gone",), "x", {"v": 0}, ttl=1 * _SECOND)
+    store.put(("c",), "k", {"v": 1}, ttl=1 * _SECOND)
+    store.put(("c",), "k", {"v": 2})  # a put without ttl clears the earlier one
     started = time.monotonic()
     time.sleep(1.0)
     assert store.get(("r",), "got") is not None  # refreshes: lives until ~3 s
@@ -381,45 +395,58 @@ def test_ttl_reads_refresh_unless_told_not_to(store: BaseStore) -> None:
     wait_until(lambda: store.get(("r",), "unread", refresh_ttl=False) is None)
     assert time.monotonic() - started < 2.9, "machine too slow for this timing test"
     assert [i.key for i in store.search(("r",), refresh_ttl=False)] == ["got", "found"]
+    assert store.get(("gone",), "x") is None
+    assert store.list_namespaces() == [("c",), ("r",)]
+    assert store.get(("c",), "k").value == {"v": 2}  # type: ignore[union-attr]
     wait_until(lambda: store.search(("r",), refresh_ttl=False) == [])
 
 
-def test_ttl_config_default_ttl_and_no_refresh(make_store: Callable[..., BaseStore]) -> None:
-    store = make_store(ttl={"default_ttl": 1.2 * _SECOND, "refresh_on_read": False})
-    store.put(("d",), "k", {"v": 1})
-    store.put(("d",), "kept", {"v": 2}, ttl=None)
+def test_ttl_config_sweep_and_sweeper_thread(make_store: Callable[..., Any]) -> None:
+    """Default TTL and no refresh from the config; sweep_ttl(); the sweeper thread."""
+    assert make_store().start_ttl_sweeper().done()  # no TTL config: nothing to sweep
+    store = make_store(ttl={
+        "omit_expired": False,  # LangGraph's key; expired items are omitted regardless
+        "default_ttl": 1 * _SECOND,
+        "refresh_on_read": False,
+        "sweep_interval_minutes": 0.5 * _SECOND,
+    })
+    for key in ("a", "b", "k"):
+        store.put(("sw",), key, {"k": key})
+    store.put(("sw",), "kept", {"k": "kept"}, ttl=None)
     started = time.monotonic()
-    time.sleep(0.6)
-    assert store.get(("d",), "k") is not None  # does not refresh by config
-    wait_until(lambda: store.get(("d",), "k") is None)
-    assert time.monotonic() - started < 1.7
-    assert store.get(("d",), "kept") is not None
-
-
-def test_put_without_ttl_clears_an_earlier_ttl(store: BaseStore) -> None:
-    store.put(("c",), "k", {"v": 1}, ttl=1 * _SECOND)
-    store.put(("c",), "k", {"v": 2})
-    time.sleep(1.1)
-    assert store.get(("c",), "k").value == {"v": 2}  # type: ignore[union-attr]
+    time.sleep(0.5)
+    assert store.get(("sw",), "k") is not None  # does not refresh, by config
+    time.sleep(max(0.0, 1.3 - (time.monotonic() - started)))
+    assert store.sweep_ttl() == 3  # a, b and k: refreshed, k would live until ~1.5 s
+    assert store.sweep_ttl() == 0
+    assert [i.key for i in store.search(("sw",))] == ["kept"]
+    future = store.start_ttl_sweeper()
+    pickle.dumps(store)  # the running sweeper is not part of the configuration
+    store.put(("th",), "a", {"k": "a"})
+    time.sleep(2.0)
+    assert store.stop_ttl_sweeper(timeout=10)
+    assert future.result(timeout=10) is None
+    assert store.sweep_ttl() == 0  # the thread already swept it
+    assert store.list_namespaces() == [("sw",)]
 
 
 # --- bad input ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("namespace", "match"),
-    [
-        ((), "empty"),
-        (("langgraph", "x"), "langgraph"),
-        (("a.b",), "periods"),
-        (("",), "empty"),
-        (("a", 1), "strings"),
-        (("nul\x00",), "NUL"),
-    ],
-)
-def test_put_rejects_bad_namespaces(store: BaseStore, namespace: Any, match: str) -> None:
-    with pytest.raises(InvalidNamespaceError, match=match):
-        store.put(namespace, "k", {"v": 1})
+_BAD_NAMESPACES: list[tuple[Any, str]] = [
+    ((), "empty"),
+    (("langgraph", "x"), "langgraph"),
+    (("a.b",), "periods"),
+    (("",), "empty"),
+    (("a", 1), "strings"),
+    (("nul\x00",), "NUL"),
+]
+
+
+def test_put_rejects_bad_namespaces(store: BaseStore) -> None:
+    for namespace, match in _BAD_NAMESPACES:
+        with pytest.raises(InvalidNamespaceError, match=match):
+            store.put(namespace, "k", {"v": 1})
     assert isinstance(InvalidNamespaceError("x"), ValueError)
 
 

@@ -45,6 +45,18 @@ class InMemoryCache(BaseCache[ValueT]):
         self._cache = state["cache"]
         self._lock = threading.RLock()
 
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        """``get`` inline: nothing here blocks, so no thread hop."""
+        return self.get(keys)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        """``set`` inline."""
+        self.set(pairs)
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """``clear`` inline."""
+        self.clear(namespaces)
+
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
         """The live cached values among ``keys``."""
         check_keys(keys)

@@ -3,7 +3,8 @@
 Every public method builds one op (``durable_graph.store.kv.ops``) and runs it
 through ``batch`` (sync) or ``abatch`` (async): a store implements those two and
 nothing else, exactly as a LangGraph ``BaseStore`` subclass does. The async twins
-are thin adapters over the same op builders.
+are thin adapters over the same op builders. The op and item types are re-exported
+here, as ``langgraph.store.base`` exports them, so that import path swaps too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from durable_graph.errors import GraphValueError
 from durable_graph.store.kv.ops import (
     NOT_PROVIDED,
     GetOp,
+    InvalidNamespaceError,
     Item,
     ListNamespacesOp,
     MatchCondition,
@@ -33,7 +35,25 @@ from durable_graph.store.kv.ops import (
     validate_namespace_labels,
 )
 
-__all__ = ["BaseStore", "check_index_config", "check_ttl_config"]
+__all__ = [
+    "NOT_PROVIDED",
+    "BaseStore",
+    "GetOp",
+    "InvalidNamespaceError",
+    "Item",
+    "ListNamespacesOp",
+    "MatchCondition",
+    "NamespacePath",
+    "NotProvided",
+    "Op",
+    "PutOp",
+    "Result",
+    "SearchItem",
+    "SearchOp",
+    "TTLConfig",
+    "check_index_config",
+    "check_ttl_config",
+]
 
 _TTL_KEYS = frozenset(TTLConfig.__annotations__)
 

@@ -13,15 +13,16 @@ again (or letting it expire) moves it to the end.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from abc import abstractmethod
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from durable_graph.errors import SerializationError
+from durable_graph.errors import GraphValueError, SerializationError
 from durable_graph.store.kv.base import BaseStore
 from durable_graph.store.kv.match import check_filter, matches_filter, select_namespaces
 from durable_graph.store.kv.ops import (
@@ -33,8 +34,10 @@ from durable_graph.store.kv.ops import (
     Result,
     SearchItem,
     SearchOp,
+    is_positive_number,
     validate_op,
 )
+from durable_graph.store.kv.sweeper import TTLSweeper
 
 __all__ = ["Record", "RecordStore", "Write", "dump_value", "minutes_to_seconds", "now_utc"]
 
@@ -113,8 +116,14 @@ class RecordStore(BaseStore):
         """The live records among ``keys`` (absent and expired ones left out)."""
 
     @abstractmethod
-    def _scan(self, prefix: Namespace, now: datetime) -> Generator[Record, None, None]:
-        """Live records under ``prefix``, in search order, read lazily."""
+    def _scan(
+        self, prefix: Namespace, now: datetime, filter: Mapping[str, Any] | None
+    ) -> Generator[Record, None, None]:
+        """Live records under ``prefix``, in search order, read lazily.
+
+        A backend may use ``filter`` to skip records early (a pre-filter that never
+        drops a match); the engine applies the exact filter to what comes back.
+        """
 
     @abstractmethod
     def _namespaces(self, now: datetime) -> Iterable[Namespace]:
@@ -127,6 +136,45 @@ class RecordStore(BaseStore):
     @abstractmethod
     def _touch(self, records: Sequence[Record], now: datetime) -> None:
         """Restart the TTL clock of ``records`` (all have a ttl)."""
+
+    @abstractmethod
+    def _sweep(self, now: datetime) -> int:
+        """Delete what expired; returns how many items (or index entries) went."""
+
+    def sweep_ttl(self) -> int:
+        """Delete expired items now (reads already hide them); returns how many went."""
+        return self._sweep(now_utc())
+
+    def start_ttl_sweeper(
+        self, sweep_interval_minutes: float | None = None
+    ) -> concurrent.futures.Future[None]:
+        """Sweep every ``sweep_interval_minutes`` (else the TTLConfig's, else 5) on a thread.
+
+        As in LangGraph, a store without a ``ttl`` config has nothing to sweep: the
+        returned Future is already done.
+        """
+        if not self.ttl_config:
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            done.set_result(None)
+            return done
+        interval = sweep_interval_minutes or self.ttl_config.get("sweep_interval_minutes") or 5
+        if not is_positive_number(interval):
+            raise GraphValueError(f"sweep_interval_minutes must be positive, got {interval!r}")
+        return self._sweeper().start(float(interval))
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+        """Stop the sweeper thread; True once it has ended (or was not running)."""
+        return self._sweeper().stop(timeout)
+
+    def _sweeper(self) -> TTLSweeper:
+        sweeper: TTLSweeper | None = self.__dict__.get("_ttl_sweeper")
+        if sweeper is None:
+            sweeper = self.__dict__["_ttl_sweeper"] = TTLSweeper(self.sweep_ttl)
+        return sweeper
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the configuration, never the sweeper thread."""
+        return {k: v for k, v in self.__dict__.items() if k != "_ttl_sweeper"}
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         """Execute ``ops``: reads in order against the state before the batch's writes."""
@@ -168,7 +216,7 @@ class RecordStore(BaseStore):
         skip = op.offset
         if op.limit == 0:
             return page
-        with closing(self._scan(op.namespace_prefix, now)) as records:
+        with closing(self._scan(op.namespace_prefix, now, op.filter)) as records:
             for record in records:
                 if not matches_filter(record.value, op.filter):
                     continue

@@ -11,17 +11,20 @@ field or a value of another kind simply does not match (LangGraph raises a
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from durable_graph.errors import GraphValueError
 from durable_graph.store.kv.ops import ListNamespacesOp, MatchCondition, Namespace
 
 __all__ = [
     "OPERATORS",
+    "PushedCondition",
     "check_filter",
     "matches_filter",
     "namespace_matches",
+    "pushable_conditions",
     "select_namespaces",
     "under_prefix",
 ]
@@ -89,6 +92,52 @@ def _compare(value: Any, wanted: Any) -> bool:
 def matches_filter(value: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
     """Whether an item's value meets every condition of ``filter`` (None matches all)."""
     return all(_compare(value.get(key), wanted) for key, wanted in (filter or {}).items())
+
+
+class PushedCondition(NamedTuple):
+    """One filter condition a SQL backend can test on ``json_extract(value, '$.field')``."""
+
+    field: str
+    """Top-level field name (an identifier, so it is safe inside a JSON path)."""
+    op: str
+    """SQL comparison: ``=`` on text, or ``> >= < <=`` on the value cast to REAL."""
+    bound: str | float
+    """Text to equal, or the number to compare with."""
+
+
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SQL_ORDERING = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def _pushable(field: str, wanted: Any) -> list[PushedCondition]:
+    if isinstance(wanted, str):
+        return [PushedCondition(field, "=", wanted)]
+    if not isinstance(wanted, Mapping) or not all(
+        isinstance(k, str) and k.startswith("$") for k in wanted
+    ):
+        return []
+    out = []
+    for op, bound in wanted.items():
+        if op == "$eq" and isinstance(bound, str):
+            out.append(PushedCondition(field, "=", bound))
+        elif op in _SQL_ORDERING and _number(bound):
+            out.append(PushedCondition(field, _SQL_ORDERING[op], float(bound)))
+    return out
+
+
+def pushable_conditions(filter: Mapping[str, Any] | None) -> list[PushedCondition]:
+    """Conditions of ``filter`` that SQL can pre-test without ever dropping a match.
+
+    Text equality holds in SQL for every value Python's ``==`` accepts (JSON strings
+    extract as text); ordering compares the value cast to REAL, which equals
+    Python's ``float()`` for numbers, and Python rejects every non-number anyway.
+    """
+    return [
+        condition
+        for field, wanted in (filter or {}).items()
+        if isinstance(field, str) and _FIELD.fullmatch(field)
+        for condition in _pushable(field, wanted)
+    ]
 
 
 def under_prefix(namespace: Namespace, prefix: Namespace) -> bool:

@@ -8,14 +8,14 @@ snapshot, not shared; use ``SqliteStore`` or ``RedisStore`` to share memory.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from durable_graph.store.kv.base import check_index_config, check_ttl_config
 from durable_graph.store.kv.engine import Record, RecordStore, Write, minutes_to_seconds
 from durable_graph.store.kv.match import under_prefix
-from durable_graph.store.kv.ops import Namespace, TTLConfig
+from durable_graph.store.kv.ops import Namespace, Op, Result, TTLConfig
 
 __all__ = ["InMemoryStore"]
 
@@ -43,6 +43,7 @@ class InMemoryStore(RecordStore):
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict[str, Any]:
+        """Pickle the items (a snapshot), never the lock or sweeper thread."""
         with self._lock:
             data = {ns: dict(items) for ns, items in self._data.items()}
             return {"ttl_config": self.ttl_config, "data": data}
@@ -51,6 +52,10 @@ class InMemoryStore(RecordStore):
         self.ttl_config = state["ttl_config"]
         self._data = state["data"]
         self._lock = threading.RLock()
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """``batch`` inline: nothing here blocks, so no thread hop."""
+        return self.batch(ops)
 
     def _live(self, namespace: Namespace, key: str, now: datetime) -> Record | None:
         """The live record at namespace/key; drops it if it expired (caller holds the lock)."""
@@ -70,7 +75,9 @@ class InMemoryStore(RecordStore):
             found = {k: self._live(k[0], k[1], now) for k in keys}
         return {k: r for k, r in found.items() if r is not None}
 
-    def _scan(self, prefix: Namespace, now: datetime) -> Generator[Record, None, None]:
+    def _scan(
+        self, prefix: Namespace, now: datetime, filter: Mapping[str, Any] | None
+    ) -> Generator[Record, None, None]:
         with self._lock:
             namespaces = [ns for ns in self._data if under_prefix(ns, prefix)]
         for namespace in namespaces:
@@ -99,6 +106,16 @@ class InMemoryStore(RecordStore):
                     old.created_at if old else now, now, write.ttl,
                 )
                 items[write.key] = (record, _expiry(write.ttl, now))
+
+    def _sweep(self, now: datetime) -> int:
+        with self._lock:
+            expired = [
+                (ns, key) for ns, items in self._data.items() for key, (_, expires) in items.items()
+                if expires is not None and expires <= now
+            ]
+            for ns, key in expired:
+                del self._data[ns][key]
+        return len(expired)
 
     def _touch(self, records: Sequence[Record], now: datetime) -> None:
         with self._lock:

@@ -227,10 +227,12 @@ class TTLConfig(TypedDict, total=False):
 
     refresh_on_read: bool
     """Reads restart an item's TTL unless told otherwise (default True)."""
+    omit_expired: bool
+    """Accepted as LangGraph has it; these stores always omit expired items from reads."""
     default_ttl: float | None
     """Minutes new items live when ``put`` gives no ``ttl`` (default: forever)."""
     sweep_interval_minutes: int | None
-    """Accepted for compatibility; expired items are swept lazily on access."""
+    """Minutes between sweeps once ``start_ttl_sweeper()`` runs (default 5)."""
 
 
 def validate_namespace_labels(namespace: tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ entry whose item expired removes that entry.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
 
@@ -99,7 +99,9 @@ class RedisStore(Closable, RecordStore):
         raw = conn.call("listing namespaces", lambda c: c.zrange(self.keys.registry, 0, -1))
         return [bytes(member).decode() for member in raw]
 
-    def _scan(self, prefix: Namespace, now: datetime) -> Generator[Record, None, None]:
+    def _scan(
+        self, prefix: Namespace, now: datetime, filter: Mapping[str, Any] | None
+    ) -> Generator[Record, None, None]:
         for text in self._registry():
             namespace = rk.decode_ns(text)
             if under_prefix(namespace, prefix):
@@ -114,20 +116,26 @@ class RedisStore(Closable, RecordStore):
             lambda c: c.zrangebyscore(index, after, "+inf", start=0, num=size, withscores=True),
         ))
 
-    def _scan_namespace(self, namespace: Namespace) -> Generator[Record, None, None]:
+    def _scan_namespace(
+        self, namespace: Namespace, stale: list[str] | None = None
+    ) -> Generator[Record, None, None]:
+        """Live records of one namespace; index entries of expired ones are removed (and
+        appended to ``stale`` when given)."""
         after, size = "-inf", _FIRST_PAGE
         while True:
             members = self._index_page(namespace, after, size)
             keys = [bytes(member).decode() for member, _ in members]
             rows = self._read_rows([(namespace, k) for k in keys], "reading store items")
-            stale = []
+            gone = []
             for key, row in zip(keys, rows, strict=True):
                 record = _record(namespace, key, row)
                 if record is None:
-                    stale.append(key)
+                    gone.append(key)
                 else:
                     yield record
-            self._unindex(namespace, stale)
+            self._unindex(namespace, gone)
+            if stale is not None:
+                stale.extend(gone)
             if len(members) < size:
                 return
             after, size = f"({members[-1][1]!r}", min(size * 4, _MAX_PAGE)
@@ -192,6 +200,14 @@ class RedisStore(Closable, RecordStore):
                 "" if ttl is None else repr(float(ttl)),
             ]
         self._run(rk.WRITE, keys, args, "writing store items")
+
+    def _sweep(self, now: datetime) -> int:
+        """Redis expires items itself; this drops the index entries they left behind."""
+        stale: list[str] = []
+        for text in self._registry():
+            for _ in self._scan_namespace(rk.decode_ns(text), stale):
+                pass
+        return len(stale)
 
     def _touch(self, records: Sequence[Record], now: datetime) -> None:
         items = [self._item_key(record.namespace, record.key) for record in records]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
 
@@ -26,6 +26,7 @@ from durable_graph.store.kv.engine import (
     dump_value,
     minutes_to_seconds,
 )
+from durable_graph.store.kv.match import pushable_conditions
 from durable_graph.store.kv.ops import Namespace, TTLConfig
 from durable_graph.store.sqlite_file import SqliteFile
 
@@ -52,7 +53,7 @@ _COLUMNS = "i.ns, i.key, i.value, i.created_at, i.updated_at, i.ttl"
 _SCAN = f"""
 SELECT {_COLUMNS}, n.seq, i.seq FROM kv_items AS i JOIN kv_namespaces AS n ON n.ns = i.ns
 WHERE {_LIVE} AND (:prefix = '' OR i.ns = :prefix OR substr(i.ns, 1, :plen) = :prefix || '.')
-    AND (n.seq > :nseq OR (n.seq = :nseq AND i.seq > :iseq))
+    AND (n.seq > :nseq OR (n.seq = :nseq AND i.seq > :iseq)){{pushed}}
 ORDER BY n.seq, i.seq LIMIT :page
 """
 _UPSERT = """
@@ -66,8 +67,9 @@ _ADD_NAMESPACE = """
 INSERT OR IGNORE INTO kv_namespaces (ns, seq)
 VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM kv_namespaces))
 """
-_PAGE = 200
-"""Rows read per query while scanning; bounds memory, not results."""
+_FIRST_PAGE, _MAX_PAGE = 25, 800
+"""Rows read per query while scanning: few first (most searches want a page of 10), four
+times more each query after that; bounds memory, not results."""
 
 
 def _encode_ns(namespace: Namespace) -> str:
@@ -84,6 +86,18 @@ def _record(row: Sequence[Any]) -> Record:
         _decode_ns(ns), key, json.loads(value), datetime.fromisoformat(created),
         datetime.fromisoformat(updated), ttl,
     )
+
+
+def _pushed_sql(filter: Mapping[str, Any] | None, params: dict[str, Any]) -> str:
+    """SQL pre-filter for ``filter`` (``AND ...`` clauses), adding its values to ``params``."""
+    clauses = []
+    for n, (field, op, bound) in enumerate(pushable_conditions(filter)):
+        value = f"json_extract(i.value, '$.{field}')"
+        if op != "=":
+            value = f"CAST({value} AS REAL)"
+        clauses.append(f"\n    AND {value} {op} :f{n}")
+        params[f"f{n}"] = bound
+    return "".join(clauses)
 
 
 def _expires_at(ttl: float | None, now: datetime) -> float | None:
@@ -123,12 +137,9 @@ class SqliteStore(Closable, RecordStore):
         with self._backend.transaction():
             pass
 
-    def sweep_ttl(self) -> int:
-        """Delete expired items now; returns how many were removed."""
+    def _sweep(self, now: datetime) -> int:
         with self._backend.transaction() as conn:
-            cursor = conn.execute(
-                "DELETE FROM kv_items WHERE expires_at <= ?", (datetime.now().timestamp(),)
-            )
+            cursor = conn.execute("DELETE FROM kv_items WHERE expires_at <= ?", (now.timestamp(),))
             return cursor.rowcount
 
     def _fetch(self, keys: Sequence[tuple[Namespace, str]], now: datetime) -> dict[
@@ -144,19 +155,23 @@ class SqliteStore(Closable, RecordStore):
                     found[(namespace, key)] = _record(row)
         return found
 
-    def _scan(self, prefix: Namespace, now: datetime) -> Generator[Record, None, None]:
+    def _scan(
+        self, prefix: Namespace, now: datetime, filter: Mapping[str, Any] | None
+    ) -> Generator[Record, None, None]:
         text = _encode_ns(prefix)
         params: dict[str, Any] = {
             "now": now.timestamp(), "prefix": text, "plen": len(text) + 1, "nseq": 0, "iseq": 0,
-            "page": _PAGE,
+            "page": _FIRST_PAGE,
         }
+        query = _SCAN.format(pushed=_pushed_sql(filter, params))
         while True:
             with self._backend.transaction(write=False) as conn:
-                rows = conn.execute(_SCAN, params).fetchall()
+                rows = conn.execute(query, params).fetchall()
             yield from (_record(row) for row in rows)
-            if len(rows) < _PAGE:
+            if len(rows) < params["page"]:
                 return
             params["nseq"], params["iseq"] = rows[-1][6], rows[-1][7]
+            params["page"] = min(params["page"] * 4, _MAX_PAGE)
 
     def _namespaces(self, now: datetime) -> list[Namespace]:
         query = f"SELECT DISTINCT i.ns FROM kv_items AS i WHERE {_LIVE}"
@@ -169,9 +184,8 @@ class SqliteStore(Closable, RecordStore):
             (w, None if w.value is None else dump_value(w.value, w.namespace, w.key))
             for w in writes
         ]
-        stamp = now.timestamp()
         with self._backend.transaction() as conn:
-            conn.execute("DELETE FROM kv_items WHERE expires_at <= ?", (stamp,))
+            self._sweep(now)  # an expired item put again starts anew, at the end
             for write, value in encoded:
                 ns = _encode_ns(write.namespace)
                 if value is None:

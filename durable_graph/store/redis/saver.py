@@ -39,6 +39,7 @@ from durable_graph.store.base import (
 from durable_graph.store.delta import DEFAULT_SNAPSHOT_EVERY, delta_links, snapshot_every_of
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
+from durable_graph.store.redis.commit_wait import CommitWait
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
 from durable_graph.store.redis.keys import (
     ThreadKeys,
@@ -92,6 +93,9 @@ class RedisSaver(BaseCheckpointSaver):
         serde: serializer of channel values and writes.
         ttl: default seconds a thread lives after its last commit (None: forever);
             ``set_ttl`` overrides it per thread.
+        commit_wait: what each commit waits for before it returns: ``"aof"``
+            (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
+            or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class RedisSaver(BaseCheckpointSaver):
         ttl: int | None = None,
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        commit_wait: CommitWait | str | None = None,
         _where: str | None = None,
         _owns_client: bool = False,
     ) -> None:
@@ -114,7 +119,7 @@ class RedisSaver(BaseCheckpointSaver):
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
         self.prefix = prefix
         self.ttl = ttl
-        self._conn = RedisConn(client, _where)
+        self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
         self._owns_client = _owns_client
         self.leases = RedisLeases(self._conn, prefix)
         """Lease API for coordinators: acquire, renew, release (see ``lease``)."""
@@ -131,6 +136,7 @@ class RedisSaver(BaseCheckpointSaver):
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         cluster: bool = False,
+        commit_wait: CommitWait | str | None = None,
         **client_kwargs: Any,
     ) -> RedisSaver:
         """A saver on a new client for ``url``, with connect/read timeouts (5 s / 10 s).
@@ -141,7 +147,8 @@ class RedisSaver(BaseCheckpointSaver):
         client = client_from_url(url, cluster=cluster, **client_kwargs)
         where = f"Redis at {redact(url)}"
         return cls(client, prefix=prefix, serde=serde, ttl=ttl, delta=delta,
-                   snapshot_every=snapshot_every, _where=where, _owns_client=True)
+                   snapshot_every=snapshot_every, commit_wait=commit_wait,
+                   _where=where, _owns_client=True)
 
     @property
     def client(self) -> Client:
