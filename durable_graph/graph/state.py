@@ -330,7 +330,7 @@ def _runnable(node: str, action: Any) -> Callable[..., Any]:
     """A LangChain Runnable (anything with ``invoke``) as a node function."""
     invoke = getattr(action, "invoke", None)
     if not callable(invoke):
-        raise ValueError(
+        raise GraphValueError(
             f"Node {node!r} must be a function, a Runnable or a compiled graph, got "
             f"{type(action).__name__}")
 

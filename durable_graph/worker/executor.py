@@ -211,8 +211,9 @@ class CeleryExecutor:
             raise GraphValueError(
                 "a distributed run needs a thread: pass config={'configurable': "
                 "{'thread_id': ...}}")
-        check_key(saver.conn, saver.prefix, self._codec)
         window = self.settings.store_retry
+        ride_out(lambda: check_key(saver.conn, saver.prefix, self._codec), window,
+                 "checking the signing key against the workers'")
         ref = ride_out(lambda: self._shipper(saver).ref(graph), window, "shipping the graph")
         run_id = uuid.uuid4().hex
         lease, config = self._take_lease(saver, thread_id, f"run:{run_id}", request.multitask,
