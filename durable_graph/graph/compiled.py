@@ -12,6 +12,7 @@ from typing import Any
 from durable_graph.errors import GraphValueError, InvalidUpdateError, NotSupportedError
 from durable_graph.graph.debug import StreamShaper
 from durable_graph.graph.drawing import DrawnGraph, GraphDrawing, draw_graph
+from durable_graph.graph.subgraph import run_in_task
 from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
 from durable_graph.scheduler.executor import (
     Executor,
@@ -21,6 +22,7 @@ from durable_graph.scheduler.executor import (
     RunRequest,
 )
 from durable_graph.scheduler.loop import RunOptions, StepLoop
+from durable_graph.scheduler.runtime import running_task
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import GraphSpec
 from durable_graph.store.base import (
@@ -244,6 +246,11 @@ class CompiledGraph:
                                  context=coerce_context(self.context_schema, context),
                                  multitask=multitask)
             return remote.start_run(self, input, _normalize(config), request).result()
+        parent = running_task()
+        if parent is not None:
+            return run_in_task(self, input, parent, config, interrupt_before=interrupt_before,
+                               interrupt_after=interrupt_after, context=context,
+                               durability=durability)
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
             interrupt_after=interrupt_after, context=context,

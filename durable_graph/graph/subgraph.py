@@ -1,9 +1,12 @@
-"""Running a compiled graph as a node of another graph.
+"""Running a compiled graph inside a task of another graph.
 
-The subgraph runs in its own checkpoint namespace (the parent task's), on the
-parent's checkpointer unless it has its own. When the parent task re-runs after
-an error or an interrupt, the subgraph finds its own checkpoint there and resumes
-at its own failed or paused node instead of starting over.
+As a node, or called from a node function (``sub.invoke(...)`` inside a node),
+the subgraph runs in the parent task's checkpoint namespace, on the parent's
+checkpointer unless it has its own (``checkpointer=True``: one namespace per
+node, without task ids, kept across calls; ``False``: no checkpoints). When the
+parent task re-runs after an error or an interrupt, the subgraph finds its own
+checkpoint there and resumes at its own failed or paused node instead of
+starting over.
 """
 
 from __future__ import annotations
@@ -15,39 +18,77 @@ from durable_graph.errors import GraphInterrupt
 from durable_graph.scheduler.channels import MISSING as _MISSING
 from durable_graph.scheduler.commands import pending_interrupts
 from durable_graph.scheduler.runtime import TaskContext
-from durable_graph.store.base import RESUME
+from durable_graph.store.base import ERROR, INTERRUPT, RESUME, BaseCheckpointSaver
 from durable_graph.types import Command
 
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
 
-__all__ = ["subgraph_runner"]
+__all__ = ["child_namespace", "run_in_task", "subgraph_runner"]
 
 
 def subgraph_runner(child: CompiledGraph) -> Callable[[Any, TaskContext], Any]:
     """A node body that runs ``child`` durably inside the parent task."""
 
     def run(value: Any, ctx: TaskContext) -> Any:
-        saver = child.saver or (ctx.step.saver if child.checkpointer is not False else None)
-        conf = {
-            k: v for k, v in ctx.config.get("configurable", {}).items()
-            if k not in ("checkpoint_id", "task_id")
-        }
-        config = {**ctx.config, "configurable": {**conf, "checkpoint_ns": ctx.ns}}
-        run_input = value
-        saved = saver.get_tuple(config) if saver is not None else None
-        if saved is not None:
-            run_input = _resume_input(ctx, saved.pending_writes)
-        scope = ctx.step.scope
-        loop = child.make_loop(config, durability=ctx.step.durability, saver=saver,
-                               context=scope.context, store=scope.store, cache=scope.cache)
-        for _ in loop.run(run_input):
-            pass
-        if loop.interrupts:
-            raise GraphInterrupt(loop.interrupts)
-        return loop.output
+        return run_in_task(child, value, ctx)
 
     return run
+
+
+def child_namespace(child: CompiledGraph, ns: str) -> str:
+    """Where ``child`` checkpoints inside a task of namespace ``ns``: that namespace,
+    or with ``checkpointer=True`` the same without task ids (one history per thread)."""
+    if child.checkpointer is not True:
+        return ns
+    return "|".join(part.split(":")[0] for part in ns.split("|"))
+
+
+def run_in_task(
+    child: CompiledGraph, value: Any, ctx: TaskContext, config: Any = None, *,
+    interrupt_before: Any = None, interrupt_after: Any = None, context: Any = None,
+    durability: str | None = None,
+) -> Any:
+    """Run ``child`` on ``value`` inside the running task ``ctx``; its output.
+
+    An interrupt inside pauses the parent task (``GraphInterrupt``); the parent's
+    resume answers reach the child's paused node when the parent task re-runs.
+    ``config`` (merged over the task's), the interrupt lists, ``context`` and
+    ``durability`` are a nested ``invoke``'s own arguments.
+    """
+    saver = _saver(child, ctx)
+    run_config = _run_config(child, ctx, config)
+    run_input = value
+    saved = saver.get_tuple(run_config) if saver is not None else None
+    if saved is not None and (child.checkpointer is not True or _unfinished(saved)):
+        run_input = _resume_input(ctx, saved.pending_writes)
+    scope = ctx.step.scope
+    loop = child.make_loop(
+        run_config, durability=durability or ctx.step.durability, saver=saver,
+        context=scope.context if context is None else context, store=scope.store,
+        cache=scope.cache, interrupt_before=interrupt_before, interrupt_after=interrupt_after)
+    for _ in loop.run(run_input):
+        pass
+    if loop.interrupts:
+        raise GraphInterrupt(loop.interrupts)
+    return loop.output
+
+
+def _run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str, Any]:
+    """The task's config (thread, run settings) with ``config`` merged over it, in the
+    child's namespace; the parent's checkpoint and task ids are not the child's."""
+    own = dict(config or {})
+    conf = {**ctx.config.get("configurable", {}), **(own.get("configurable") or {})}
+    conf = {k: v for k, v in conf.items() if k not in ("checkpoint_id", "task_id")}
+    conf["checkpoint_ns"] = child_namespace(child, ctx.ns)
+    return {**ctx.config, **own, "configurable": conf}
+
+
+def _saver(child: CompiledGraph, ctx: TaskContext) -> BaseCheckpointSaver | None:
+    """The child's own saver, else the parent's (none with ``checkpointer=False``)."""
+    if child.checkpointer is False:
+        return None
+    return child.saver or ctx.step.saver
 
 
 def _resume_input(ctx: TaskContext, pending: Any) -> Any:
@@ -64,3 +105,8 @@ def _resume_input(ctx: TaskContext, pending: Any) -> Any:
     answer = ctx.step.take_null_resume()
     return None if answer is _MISSING else Command(resume=answer)
 
+
+def _unfinished(saved: Any) -> bool:
+    """Whether a ``checkpointer=True`` child's saved run paused or failed (it resumes)
+    rather than ended (a new call starts a new run on its history)."""
+    return any(w.channel in (ERROR, INTERRUPT) for w in saved.pending_writes)

@@ -39,6 +39,7 @@ __all__ = [
     "get_task_context",
     "interrupt",
     "local_call",
+    "running_task",
 ]
 
 T = TypeVar("T")
@@ -340,6 +341,11 @@ def consumed_answers(
 
 
 _CURRENT: ContextVar[TaskContext | None] = ContextVar("durable_graph_task", default=None)
+
+
+def running_task() -> TaskContext | None:
+    """The task running on this thread, or None outside a run (a nested ``invoke``)."""
+    return _CURRENT.get()
 
 
 def current_context(what: str) -> TaskContext:
