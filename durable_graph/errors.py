@@ -19,7 +19,7 @@
         ├── RunCancelledError                  a distributed run was cancelled
         └── ThreadBusyError                    new input for a thread whose run goes on
 
-Control-flow signals (``GraphInterrupt``) derive from ``BaseException`` so that a
+Control-flow signals (``GraphInterrupt``, ``ParentCommand``) derive from ``BaseException`` so that a
 user's ``except Exception`` inside a node does not swallow an ``interrupt()``.
 Every class pickles by its constructor arguments, so errors cross process boundaries.
 """
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from durable_graph.types import Interrupt
+    from durable_graph.types import Command, Interrupt
 
 __all__ = [
     "CheckpointStoreError",
@@ -45,6 +45,7 @@ __all__ = [
     "InvalidUpdateError",
     "NondeterminismError",
     "NotSupportedError",
+    "ParentCommand",
     "RunCancelledError",
     "RunFailedError",
     "SerializationError",
@@ -160,3 +161,15 @@ class GraphInterrupt(BaseException):
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (type(self), (self.interrupts,))
+
+
+class ParentCommand(BaseException):
+    """A subgraph node returned ``Command(graph=Command.PARENT, ...)``: it leaves the
+    subgraph and becomes the result of the parent graph's node that ran it."""
+
+    def __init__(self, command: Command[Any]) -> None:
+        super().__init__(command)
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (type(self), (self.command,))
