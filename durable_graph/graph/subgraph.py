@@ -11,12 +11,13 @@ starting over.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from durable_graph.errors import GraphInterrupt
 from durable_graph.scheduler.channels import MISSING as _MISSING
 from durable_graph.scheduler.commands import pending_interrupts
+from durable_graph.scheduler.loop import CHECKPOINT_MAP, SUBGRAPHS
 from durable_graph.scheduler.runtime import TaskContext
 from durable_graph.store.base import ERROR, INTERRUPT, RESUME, BaseCheckpointSaver
 from durable_graph.types import Command
@@ -66,19 +67,30 @@ def run_in_task(
     loop = child.make_loop(
         run_config, durability=durability or ctx.step.durability, saver=saver,
         context=scope.context if context is None else context, store=scope.store,
-        cache=scope.cache, interrupt_before=interrupt_before, interrupt_after=interrupt_after)
-    for _ in loop.run(run_input):
-        pass
+        cache=scope.cache, interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+        modes=scope.stream_modes)
+    _forward(loop.run(run_input), ctx)
     if loop.interrupts:
         raise GraphInterrupt(loop.interrupts)
     return loop.output
+
+
+def _forward(events: Iterator[tuple[str, Any]], ctx: TaskContext) -> None:
+    """Run the child, sending its stream events to the parent's stream under the
+    child's namespace (``("child:<task id>",)``; deeper ones pass through as sent)."""
+    ns = tuple(ctx.ns.split("|"))
+    for mode, payload in events:
+        ctx.step.emit(SUBGRAPHS, payload if mode == SUBGRAPHS else (ns, mode, payload))
 
 
 def _run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str, Any]:
     """The task's config (thread, run settings) with ``config`` merged over it, in the
     child's namespace; the parent's checkpoint and task ids are not the child's."""
     own = dict(config or {})
-    conf = {**ctx.config.get("configurable", {}), **(own.get("configurable") or {})}
+    outer = ctx.config.get("configurable", {})
+    parents = {**outer.get(CHECKPOINT_MAP, {}),
+               str(outer.get("checkpoint_ns", "")): outer.get("checkpoint_id")}
+    conf = {**outer, **(own.get("configurable") or {}), CHECKPOINT_MAP: parents}
     conf = {k: v for k, v in conf.items() if k not in ("checkpoint_id", "task_id")}
     conf["checkpoint_ns"] = child_namespace(child, ctx.ns)
     return {**ctx.config, **own, "configurable": conf}

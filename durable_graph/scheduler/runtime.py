@@ -74,6 +74,8 @@ class RunScope:
     """The run's thread ('' without a checkpointer)."""
     run_id: str | None = None
     """The config's ``run_id``, if any."""
+    stream_modes: frozenset[str] = frozenset()
+    """The run's stream modes when its subgraphs stream too (``subgraphs=True``)."""
 
 
 class StepRuntime(Protocol):
