@@ -2,6 +2,7 @@
 
     DurableGraphError
     ├── GraphValueError (also ValueError)      a graph, config or input that cannot work
+    │   ├── GraphTypeError (also TypeError)    a value of the wrong kind (a state schema)
     │   ├── InvalidUpdateError                 a node wrote something its state cannot take
     │   ├── EmptyInputError                    invoke(None) with nothing to resume
     │   ├── ThreadNotFoundError (also LookupError)  an operation on a thread the store lacks
@@ -17,7 +18,9 @@
     └── DispatchError                          a job that could not be sent or run
         ├── RunFailedError                     a distributed run failed (worker's view)
         ├── RunCancelledError                  a distributed run was cancelled
-        └── ThreadBusyError                    new input for a thread whose run goes on
+        ├── ThreadBusyError                    new input for a thread whose run goes on
+        ├── JobCrashedError                    a job whose process died max_deaths times
+        └── RunTimeoutError (also TimeoutError)  a run still going when a wait ran out
 
 Control-flow signals (``GraphInterrupt``, ``ParentCommand``) derive from ``BaseException`` so that a
 user's ``except Exception`` inside a node does not swallow an ``interrupt()``.
@@ -41,13 +44,16 @@ __all__ = [
     "FencingError",
     "GraphInterrupt",
     "GraphRecursionError",
+    "GraphTypeError",
     "GraphValueError",
     "InvalidUpdateError",
+    "JobCrashedError",
     "NondeterminismError",
     "NotSupportedError",
     "ParentCommand",
     "RunCancelledError",
     "RunFailedError",
+    "RunTimeoutError",
     "SerializationError",
     "SignatureError",
     "TaskNotInRunError",
@@ -66,6 +72,10 @@ class DurableGraphError(Exception):
 
 class GraphValueError(DurableGraphError, ValueError):
     """A graph, config or input that cannot work as given."""
+
+
+class GraphTypeError(GraphValueError, TypeError):
+    """A value of the wrong kind where the graph needs another (e.g. a state schema)."""
 
 
 class InvalidUpdateError(GraphValueError):
@@ -124,6 +134,10 @@ class DispatchError(DurableGraphError):
     """A job could not be dispatched to, or run by, a worker."""
 
 
+class JobCrashedError(DispatchError):
+    """A job's process died (killed, out of memory, ``os._exit``) too many times."""
+
+
 class RunFailedError(DispatchError):
     """A distributed run failed and its error could not be rebuilt in this process.
 
@@ -150,6 +164,10 @@ class RunCancelledError(DispatchError):
 
 class ThreadBusyError(DispatchError):
     """New input for a thread whose distributed run is still going (``multitask="reject"``)."""
+
+
+class RunTimeoutError(DispatchError, TimeoutError):
+    """A run was still going when a caller's wait for it (``timeout=``) ran out."""
 
 
 class GraphInterrupt(BaseException):

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Literal
 
 from typing_extensions import TypeVar
 
-from durable_graph.errors import GraphValueError
+from durable_graph.errors import GraphTypeError, GraphValueError
 
 __all__ = [
     "END",
@@ -47,7 +47,7 @@ N = TypeVar("N", bound=Hashable, default=Any)
 ResponseT = TypeVar("ResponseT", default=Any)
 
 Durability = Literal["sync", "async", "exit"]
-StreamMode = Literal["values", "updates", "custom", "debug", "tasks", "checkpoints"]
+StreamMode = Literal["values", "updates", "custom", "debug", "tasks", "checkpoints", "messages"]
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class CachePolicy(Generic[KeyFuncT]):
 
     def __post_init__(self) -> None:
         if not callable(self.key_func):
-            raise TypeError(
+            raise GraphTypeError(
                 f"CachePolicy(key_func=...) must be callable, got {type(self.key_func).__name__}"
             )
         ttl = self.ttl

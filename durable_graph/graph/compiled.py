@@ -9,7 +9,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
-from durable_graph.errors import GraphValueError, InvalidUpdateError, NotSupportedError
+from durable_graph.errors import (
+    GraphTypeError,
+    GraphValueError,
+    InvalidUpdateError,
+    NotSupportedError,
+    RunTimeoutError,
+)
 from durable_graph.graph.debug import shape_stream
 from durable_graph.graph.drawing import DrawnGraph, GraphDrawing, draw_graph
 from durable_graph.graph.subgraph import run_in_task
@@ -32,6 +38,7 @@ from durable_graph.store.base import (
     config_ids,
     empty_checkpoint,
     new_checkpoint_id,
+    thread_id_of,
 )
 from durable_graph.types import START, Command, StateSnapshot
 
@@ -39,7 +46,8 @@ __all__ = ["DEFAULT_RECURSION_LIMIT", "CompiledGraph"]
 
 DEFAULT_RECURSION_LIMIT = 10007
 """LangGraph 1.2's default superstep limit."""
-STREAM_MODES = frozenset({"values", "updates", "custom", "debug", "tasks", "checkpoints"})
+STREAM_MODES = frozenset(
+    {"values", "updates", "custom", "debug", "tasks", "checkpoints", "messages"})
 DURABILITY = ("sync", "async", "exit")
 
 
@@ -59,9 +67,9 @@ def run_input(input: Any, command: Any) -> Any:
     if command is None:
         return input
     if not isinstance(command, Command):
-        raise TypeError(f"command= takes a Command, got {type(command).__name__}")
+        raise GraphTypeError(f"command= takes a Command, got {type(command).__name__}")
     if input is not None:
-        raise TypeError(
+        raise GraphTypeError(
             "pass the run's input or command=, not both: stream(None, config, "
             "command=Command(resume=...)) resumes, stream(input, config) starts.")
     return command
@@ -70,6 +78,8 @@ def run_input(input: Any, command: Any) -> Any:
 def _normalize(config: Mapping[str, Any] | None) -> dict[str, Any]:
     config = dict(config or {})
     conf = dict(config.get("configurable") or {})
+    if conf.get("thread_id") is not None:
+        thread_id_of(conf["thread_id"])  # str, int or UUID; a clear error for the rest
     if isinstance(conf.get("thread_id"), uuid.UUID):
         conf["thread_id"] = str(conf["thread_id"])
     config["configurable"] = conf
@@ -107,6 +117,9 @@ class CompiledGraph:
         """Where ``cache_policy`` nodes and tasks keep their results."""
         self.context_schema = context_schema
         """The type of ``context=`` (a dict given for a dataclass or model is coerced)."""
+        adopt = getattr(self.executor, "adopt", None)  # a remote executor signs the store
+        if adopt is not None and isinstance(checkpointer, BaseCheckpointSaver):
+            adopt(checkpointer)  # now, so get_state works before any run in this process
 
     @property
     def saver(self) -> BaseCheckpointSaver | None:
@@ -386,8 +399,14 @@ class CompiledGraph:
         """
         saver = self._require_saver()
         config = _normalize(config)
-        thread_id, ns, _ = config_ids(config)
+        thread_id, ns, checkpoint_id = config_ids(config)
         saved = saver.get_tuple(config)
+        if saved is None and checkpoint_id is not None:
+            raise GraphValueError(
+                f"update_state: thread {thread_id!r} has no checkpoint {checkpoint_id!r}; "
+                "nothing was written. Pass a checkpoint_id from get_state_history, or "
+                "none to update the latest state."
+            )
         cp = saved.checkpoint if saved else empty_checkpoint()
         node_name = as_node or self._infer_as_node(cp)
         if node_name not in self.spec.nodes or self.spec.update_writes is None:
@@ -450,7 +469,8 @@ def _borrow(child: CompiledGraph, parent: CompiledGraph) -> CompiledGraph:
     return CompiledGraph(child.spec, checkpointer=parent.saver, executor=child.executor)
 
 
-REMOTE_MODES = frozenset({"values", "updates", "custom", "tasks", "checkpoints", "debug"})
+REMOTE_MODES = frozenset(
+    {"values", "updates", "custom", "tasks", "checkpoints", "debug", "messages"})
 
 
 def _remote_modes(modes: frozenset[str]) -> frozenset[str]:
@@ -494,7 +514,7 @@ class LocalRunHandle:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run; its output, or its error raised."""
         if not self._done.wait(timeout):
-            raise TimeoutError(f"the run is still running after {timeout} s")
+            raise RunTimeoutError(f"the run is still running after {timeout} s")
         if self._error is not None:
             raise self._error
         return self._value

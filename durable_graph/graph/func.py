@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
+from durable_graph.errors import GraphTypeError
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.drawing import GraphDrawing
@@ -41,7 +42,7 @@ class TaskFunction(Generic[T]):
         cache_policy: CachePolicy[Any] | None = None,
     ) -> None:
         if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
-            raise TypeError(
+            raise GraphTypeError(
                 f"@task cache_policy must be a CachePolicy(key_func=, ttl=), got "
                 f"{type(cache_policy).__name__}."
             )
@@ -129,7 +130,7 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         executor: Executor | None = None,
     ) -> None:
         if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
-            raise TypeError(
+            raise GraphTypeError(
                 f"@entrypoint cache_policy must be a CachePolicy(key_func=, ttl=), got "
                 f"{type(cache_policy).__name__}."
             )
@@ -173,7 +174,7 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         graph = CompiledGraph(
             spec, checkpointer=self.checkpointer, executor=self.executor, name=name,
             store=self.store, cache=self.cache, context_schema=self.context_schema,
-            drawing=GraphDrawing((name,), edges=((START, name),), ends=((name, (END,)),),
+            drawing=GraphDrawing((name,), edges=((START, name),), ends=((name, ((END, None),)),),
                                  start_first=False),
         )
         functools.update_wrapper(graph, fn)  # type: ignore[arg-type]

@@ -16,9 +16,12 @@ import functools
 import importlib
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
 from typing_extensions import TypedDict
+
+from durable_graph.errors import GraphTypeError, GraphValueError
 
 __all__ = ["REMOVE_ALL_MESSAGES", "MessagesState", "RemoveMessage", "add_messages"]
 
@@ -26,25 +29,17 @@ REMOVE_ALL_MESSAGES = "__remove_all__"
 """The id of a ``RemoveMessage`` that deletes every message before it."""
 
 
+@dataclass(frozen=True)
 class RemoveMessage:
     """Deletes the message with this ``id`` from the state (``REMOVE_ALL_MESSAGES``: all).
 
-    With ``langchain_core`` installed, its own ``RemoveMessage`` works the same.
+    With ``langchain_core`` installed, its own ``RemoveMessage`` works the same. A plain
+    record, so a node's writes holding one are stored as msgpack, never pickled.
     """
 
-    type = "remove"
-
-    def __init__(self, id: str) -> None:
-        self.id = id
-
-    def __repr__(self) -> str:
-        return f"RemoveMessage(id={self.id!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoveMessage) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(("RemoveMessage", self.id))
+    id: str
+    """The id of the message to delete."""
+    type: ClassVar[str] = "remove"
 
 
 @functools.cache
@@ -78,7 +73,7 @@ def _plain(m: Any) -> Any:
     if isinstance(m, Mapping):
         return dict(m)
     if not hasattr(m, "id"):
-        raise TypeError(
+        raise GraphTypeError(
             f"add_messages got {type(m).__name__} ({m!r:.60}): a message is a dict, a "
             "(role, content) tuple, a string or an object with an 'id' attribute."
         )
@@ -118,7 +113,7 @@ def _merge(left: Any, right: Any, *, format: str | None = None) -> list[Any]:
         at = index.get(_id(m))
         if at is None:
             if _is_remove(m):
-                raise ValueError(
+                raise GraphValueError(
                     f"Attempting to delete a message with an ID that doesn't exist ('{_id(m)}')"
                 )
             index[_id(m)] = len(merged)
@@ -136,7 +131,7 @@ def _formatted(messages: list[Any], format: str | None) -> list[Any]:
     if format is None:
         return messages
     if format != "langchain-openai":
-        raise ValueError(
+        raise GraphValueError(
             f"Unrecognized format={format!r}. Expected one of 'langchain-openai', None."
         )
     lc = _langchain()
@@ -153,11 +148,11 @@ def add_messages(left: Any = None, right: Any = None, **kwargs: Any) -> Any:
     """
     unknown = sorted(set(kwargs) - {"format"})
     if unknown:
-        raise TypeError(f"add_messages() got unexpected keyword argument(s) {unknown}")
+        raise GraphTypeError(f"add_messages() got unexpected keyword argument(s) {unknown}")
     if left is not None and right is not None:
         return _merge(left, right, **kwargs)
     if left is not None or right is not None:
-        raise ValueError(
+        raise GraphValueError(
             "Must specify non-null arguments for both 'left' and 'right'. Only "
             f"received: '{'left' if left else 'right'}'."
         )

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
-from durable_graph.errors import InvalidUpdateError
+from durable_graph.errors import GraphTypeError, GraphValueError, InvalidUpdateError
 from durable_graph.scheduler.channels import ChannelSpec
 from durable_graph.types import ManagedValue
 
@@ -71,11 +71,12 @@ class StateSchema:
         try:
             hints = get_type_hints(schema, include_extras=True)
         except Exception as exc:
-            raise TypeError(f"cannot read the fields of state schema {schema!r}: {exc}") from exc
+            raise GraphTypeError(
+                f"cannot read the fields of state schema {schema!r}: {exc}") from exc
         if hasattr(schema, "model_fields"):
             hints = {k: v for k, v in hints.items() if k in schema.model_fields}
         if not hints:
-            raise TypeError(
+            raise GraphTypeError(
                 f"state schema {schema!r} declares no fields: use a TypedDict, dataclass "
                 "or pydantic model with annotated keys"
             )
@@ -137,7 +138,7 @@ def merge_channels(schemas: Iterable[StateSchema]) -> dict[str, ChannelSpec]:
         for key, channel in schema.channels.items():
             known = channels.setdefault(key, channel)
             if known != channel and channel.kind != "last":
-                raise ValueError(
+                raise GraphValueError(
                     f"Channel {key!r} already exists with a different type: declare the same "
                     f"reducer for it in {getattr(schema.schema, '__name__', schema.schema)}."
                 )

@@ -7,10 +7,10 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from durable_graph.errors import InvalidUpdateError, ParentCommand
+from durable_graph.errors import GraphTypeError, GraphValueError, InvalidUpdateError, ParentCommand
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
-from durable_graph.graph.drawing import GraphDrawing
+from durable_graph.graph.drawing import Ends, GraphDrawing
 from durable_graph.graph.hints import node_hints
 from durable_graph.graph.schema import ROOT, StateSchema, merge_channels
 from durable_graph.graph.subgraph import subgraph_runner
@@ -37,8 +37,9 @@ class _NodeDef:
     cache_policy: CachePolicy[Any] | None = None
     input: StateSchema | None = None
     """The node's own input schema (private state), else the graph's state."""
-    ends: tuple[str, ...] = ()
-    """Where it may route with a Command (drawn edges): annotation or ``destinations``."""
+    ends: Ends = ()
+    """Where it may route with a Command (drawn edges, labelled): annotation or
+    ``destinations``."""
 
 
 class StateGraph:
@@ -86,22 +87,24 @@ class StateGraph:
         if action is None:
             action, node = node, str(getattr(node, "__name__", getattr(node, "name", "")))
         if not isinstance(node, str) or not node:
-            raise ValueError(f"Node name must be a non-empty string, got {node!r}")
+            raise GraphValueError(f"Node name must be a non-empty string, got {node!r}")
         if node in (START, END) or ":" in node or "|" in node:
-            raise ValueError(f"Node name {node!r} is reserved or contains ':' or '|'")
+            raise GraphValueError(f"Node name {node!r} is reserved or contains ':' or '|'")
         if node in self.nodes:
-            raise ValueError(f"Node {node!r} already exists; node names must be unique")
+            raise GraphValueError(f"Node {node!r} already exists; node names must be unique")
         if not callable(action) and not isinstance(action, CompiledGraph):
-            raise ValueError(f"Node {node!r} must be a function or a compiled graph")
+            action = _runnable(node, action)
         if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
-            raise TypeError(
+            raise GraphTypeError(
                 f"Node {node!r}: cache_policy must be a CachePolicy(key_func=, ttl=), got "
                 f"{type(cache_policy).__name__}."
             )
         hints = node_hints(action)
         own = input_schema if input_schema is not None else hints.input_schema
         schema = self.schemas.setdefault(own, StateSchema(own)) if own is not None else None
-        ends = tuple(destinations) if destinations is not None else hints.ends
+        ends = hints.ends if destinations is None else tuple(
+            destinations.items() if isinstance(destinations, Mapping)
+            else ((d, None) for d in destinations))
         self.nodes[node] = _NodeDef(action, retry_policy, defer=bool(defer),
                                     cache_policy=cache_policy, input=schema, ends=ends)
         return self
@@ -109,10 +112,10 @@ class StateGraph:
     def add_edge(self, start_key: str | Sequence[str], end_key: str) -> StateGraph:
         """Run ``end_key`` after ``start_key`` (after all of them, given a list)."""
         if end_key == START:
-            raise ValueError("START cannot be the end of an edge")
+            raise GraphValueError("START cannot be the end of an edge")
         if isinstance(start_key, str):
             if start_key == END:
-                raise ValueError("END cannot be the start of an edge")
+                raise GraphValueError("END cannot be the start of an edge")
             self.edges.add((start_key, end_key))
         else:
             self.waiting_edges.add((tuple(start_key), end_key))
@@ -199,24 +202,24 @@ class StateGraph:
         if not any(s == START for s, _ in self.edges) and START not in self.branches and not any(
             START in srcs for srcs, _ in self.waiting_edges
         ):
-            raise ValueError(
+            raise GraphValueError(
                 "Graph must have an entrypoint: add at least one edge from START to a node."
             )
         sources = {s for s, _ in self.edges} | set(self.branches)
         sources |= {s for srcs, _ in self.waiting_edges for s in srcs}
         for src in sources - {START}:
             if src not in known:
-                raise ValueError(f"Edge starts at unknown node {src!r}; add_node it first")
+                raise GraphValueError(f"Edge starts at unknown node {src!r}; add_node it first")
         targets = {d for _, d in self.edges} | {d for _, d in self.waiting_edges}
         for branch in (b for bs in self.branches.values() for b in bs):
             targets |= set((branch.path_map or {}).values())
         for dest in targets - {END}:
             if dest not in known:
-                raise ValueError(f"Edge points to unknown node {dest!r}; add_node it first")
+                raise GraphValueError(f"Edge points to unknown node {dest!r}; add_node it first")
         for nodes in (before, after):
             if nodes and nodes != "*":
                 for n in [x for x in nodes if x not in known]:
-                    raise ValueError(f"Breakpoint on unknown node {n!r}")
+                    raise GraphValueError(f"Breakpoint on unknown node {n!r}")
 
     def _spec(self, strict: bool) -> GraphSpec:
         names = frozenset(self.nodes)
@@ -344,6 +347,20 @@ def _writes(writer: NodeWriter, result: Any, values: Mapping[str, Any], ctx: Tas
             f"Node {ctx.name!r} returned Command(graph=Command.PARENT), but its graph runs "
             "as the root graph: there is no parent graph to address; drop graph= to "
             "update this graph.") from None
+
+
+def _runnable(node: str, action: Any) -> Callable[..., Any]:
+    """A LangChain Runnable (anything with ``invoke``) as a node function."""
+    invoke = getattr(action, "invoke", None)
+    if not callable(invoke):
+        raise ValueError(
+            f"Node {node!r} must be a function, a Runnable or a compiled graph, got "
+            f"{type(action).__name__}")
+
+    def run(state: Any, config: Any) -> Any:
+        return invoke(state, config)
+
+    return run
 
 
 def _command_writes(writer: NodeWriter, cmd: Command) -> list[Write]:

@@ -224,6 +224,11 @@ def _apply_channel_writes(
             new, changed = update(spec.channels[ch], ch, values.get(ch, MISSING), written)
         except InvalidUpdateError as exc:
             raise InvalidUpdateError(f"{exc} (written by nodes {writers[ch]})") from None
+        except Exception as exc:  # a user's reducer: say which channel and writers
+            raise InvalidUpdateError(
+                f"the reducer of channel {ch!r} raised {type(exc).__name__}: {exc} "
+                f"(applying the writes of nodes {writers[ch]}); the step was not committed"
+            ) from exc
         if changed:
             if new is MISSING:
                 values.pop(ch, None)

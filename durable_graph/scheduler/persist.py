@@ -14,8 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from durable_graph.errors import SerializationError
 from durable_graph.scheduler.spec import Write
 from durable_graph.store.base import (
+    EXTENDS_LATEST,
     BaseCheckpointSaver,
     Checkpoint,
     CheckpointMetadata,
@@ -43,6 +45,7 @@ class Persister:
         self._extra = dict(extra_configurable or {})
         self._saved_versions: dict[str, int] = dict(parent.channel_versions) if parent else {}
         self._parent_id = parent.id if parent else None
+        self._first_parent = self._parent_id
         self._current_id = parent.id if parent else None
         self._deferred: tuple[Checkpoint, CheckpointMetadata] | None = None
         self._deferred_writes: list[tuple[str, list[Write]]] = []
@@ -89,8 +92,11 @@ class Persister:
             return
         if self.durability == "exit":
             if self._deferred is not None:
-                self._put_call(*self._deferred)()
-                self._deferred = None
+                deferred, self._deferred = self._deferred, None
+                try:
+                    self._put_call(*deferred)()
+                except SerializationError as exc:
+                    raise SerializationError(self._exit_lost(exc)) from exc
             writes, self._deferred_writes = self._deferred_writes, []
             for task_id, task_writes in writes:
                 self.saver.put_writes(self._config(self._current_id), task_writes, task_id)
@@ -101,6 +107,14 @@ class Persister:
             self._pool.shutdown(wait=True)
             self._pool = None
 
+    def _exit_lost(self, exc: SerializationError) -> str:
+        """What a failed ``exit`` store lost: the whole run, input included."""
+        kept = (f"the thread stays at checkpoint {self._first_parent}"
+                if self._first_parent else "the thread has no checkpoint")
+        return (f"{exc}. With durability='exit' nothing of this run was saved, not even "
+                f"its input: {kept}. Make the value serializable and run the input again "
+                "(durability='sync' stores each step, so the input is kept).")
+
     def _put_call(self, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> Callable[[], Any]:
         saver = self.saver
         assert saver is not None
@@ -109,6 +123,7 @@ class Persister:
             if self._saved_versions.get(ch) != v
         }
         parent = self._config(self._parent_id)
+        parent["configurable"][EXTENDS_LATEST] = True  # one writer per thread
         self._parent_id = checkpoint.id
         self._saved_versions = dict(checkpoint.channel_versions)
         return lambda: saver.put(parent, checkpoint, metadata, new_versions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from durable_graph.errors import InvalidUpdateError
 from durable_graph.scheduler.algo import (
     TaskWrites,
     apply_writes,
@@ -41,11 +42,15 @@ def build_snapshot(
     # a resume's state update waits as writes of no task; the resumed run applies them
     shown = with_null_writes(spec, cp, saved.pending_writes) if live else cp
     if done:
-        shown, _ = apply_writes(
-            spec, shown,
-            [TaskWrites(t.name, t.path, t.triggers, done[t.id]) for t in tasks if t.id in done],
-            cp.id,
-        )
+        try:
+            shown, _ = apply_writes(
+                spec, shown,
+                [TaskWrites(t.name, t.path, t.triggers, done[t.id]) for t in tasks if t.id in done],
+                cp.id,
+            )
+        except InvalidUpdateError as exc:  # e.g. a reducer that raises: show why, not crash
+            errors.update({t: exc for t in done})
+            done = {}
     state_tasks = tuple(
         StateTask(
             id=t.id,

@@ -19,13 +19,14 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict, get_args
 
 from durable_graph.errors import GraphValueError
 from durable_graph.store import retention
 
 __all__ = [
     "ERROR",
+    "EXTENDS_LATEST",
     "INTERRUPT",
     "NO_WRITES",
     "NULL_TASK_ID",
@@ -44,6 +45,8 @@ __all__ = [
     "config_ids",
     "empty_checkpoint",
     "new_checkpoint_id",
+    "require_versions",
+    "thread_id_of",
 ]
 
 ERROR = "__error__"
@@ -56,6 +59,14 @@ RETURN = "__return__"
 """Write channel: the return value of a ``@task`` call."""
 NO_WRITES = "__no_writes__"
 """Write channel: marks a task that finished without writing anything."""
+EXTENDS_LATEST = "extends_latest"
+"""Config key of a ``put`` that must extend the thread's latest checkpoint (one writer).
+
+The engine's loop sets it on every commit; a store that can check it in its write
+transaction (``SqliteSaver``) refuses a commit whose parent is no longer the latest
+with ``CommitConflictError``. Plain ``put`` calls (LangGraph's own loop through the
+adapter, copies, imports) do not set it and are stored as given.
+"""
 NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
 """Task id of writes that come from outside any task (``Command`` input)."""
 
@@ -165,6 +176,23 @@ def empty_checkpoint() -> Checkpoint:
     )
 
 
+def thread_id_of(value: Any) -> str:
+    """A ``thread_id`` as stored: str as is, int and UUID as their text (as LangGraph).
+
+    So ``1`` and ``"1"`` name one thread, as in LangGraph. Any other type (bytes,
+    float, bool, dict, ...) raises GraphValueError: its text would name a thread
+    nobody meant (``b"abc"`` would become ``"b'abc'"``).
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | uuid.UUID) and not isinstance(value, bool):
+        return str(value)
+    raise GraphValueError(
+        f"thread_id must be a str, int or UUID, got {type(value).__name__} "
+        f"{repr(value)[:40]}; pass e.g. config={{'configurable': {{'thread_id': 'order-42'}}}}."
+    )
+
+
 def config_ids(config: Mapping[str, Any] | None) -> tuple[str, str, str | None]:
     """(thread_id, checkpoint_ns, checkpoint_id) of a config, with a clear error if unusable."""
     conf = (config or {}).get("configurable") or {}
@@ -174,7 +202,14 @@ def config_ids(config: Mapping[str, Any] | None) -> tuple[str, str, str | None]:
             "A checkpointer needs a thread id: pass "
             "config={'configurable': {'thread_id': '...'}} to invoke, stream or get_state."
         )
-    return str(thread_id), str(conf.get("checkpoint_ns", "")), conf.get("checkpoint_id")
+    return thread_id_of(thread_id), str(conf.get("checkpoint_ns", "")), conf.get("checkpoint_id")
+
+
+def require_versions(checkpoint: Checkpoint) -> None:
+    """GraphValueError when a channel holds a value but has no version to store it under."""
+    unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
+    if unversioned:
+        raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
 
 
 def checkpoint_config(thread_id: str, ns: str, checkpoint_id: str) -> dict[str, Any]:
@@ -302,9 +337,12 @@ class BaseCheckpointSaver(ABC):
         """Record a thread's run status for operators.
 
         Stores without an operator view of threads keep nothing; the default
-        does nothing because the checkpoints themselves stay the source of truth.
+        checks its arguments and keeps nothing, because the checkpoints themselves
+        stay the source of truth.
         """
-        return None
+        if status not in get_args(ThreadStatus):
+            raise GraphValueError(
+                f"unknown thread status {status!r}; use one of {get_args(ThreadStatus)}")
 
     def get_status(self, thread_id: str) -> dict[str, Any] | None:
         """A thread's run status record, or None where the store keeps none."""

@@ -18,8 +18,9 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
     config_ids,
+    require_versions,
 )
-from durable_graph.store.encoding import encode_values, encode_write, metadata_matches
+from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["InMemorySaver", "MemorySaver"]
@@ -99,13 +100,16 @@ class InMemorySaver(BaseCheckpointSaver):
         new_versions: Mapping[str, int],
     ) -> dict[str, Any]:
         thread_id, ns, parent_id = config_ids(config)
+        require_versions(checkpoint)
         with self._lock:
             missing = {
                 ch: v
                 for ch, v in checkpoint.channel_values.items()
                 if (thread_id, ns, ch, checkpoint.channel_versions[ch]) not in self._blobs
             }
-            blobs = encode_values(self.serde, missing)  # raises before anything is stored
+            # raises before anything is stored
+            blobs = ThreadCodec(self.serde, "", thread_id, ns).values(
+                missing, checkpoint.channel_versions)
             for ch, blob in blobs.items():
                 self._blobs[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = blob
             record = Checkpoint(
@@ -130,11 +134,16 @@ class InMemorySaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
-        encoded = [(ch, encode_write(self.serde, ch, v)) for ch, v in writes]
+        tc = ThreadCodec(self.serde, "", thread_id, ns)
+        encoded = [
+            (ch, WRITES_IDX_MAP.get(ch, idx), tc.write(checkpoint_id, task_id,
+                                                     WRITES_IDX_MAP.get(ch, idx), ch, v))
+            for idx, (ch, v) in enumerate(writes)
+        ]
         with self._lock:
             slots = self._writes.setdefault((thread_id, ns, checkpoint_id), {})
-            for idx, (ch, blob) in enumerate(encoded):
-                key = (task_id, WRITES_IDX_MAP.get(ch, idx))
+            for ch, slot, blob in encoded:
+                key = (task_id, slot)
                 if ch in WRITES_IDX_MAP or key not in slots:
                     slots[key] = (ch, blob)
 
@@ -165,15 +174,16 @@ class InMemorySaver(BaseCheckpointSaver):
 
     def _load(self, thread_id: str, ns: str, entry: _Saved) -> CheckpointTuple:
         cp = entry.checkpoint
+        tc = ThreadCodec(self.serde, "", thread_id, ns)
         values = {}
         for ch, version in cp.channel_versions.items():
             blob = self._blobs.get((thread_id, ns, ch, version))
             if blob is not None:
-                values[ch] = self.serde.loads_typed(blob)
+                values[ch] = tc.value(cp.id, ch, version, blob, signed_record=True)
         slots = self._writes.get((thread_id, ns, cp.id), {})
         writes = [
-            PendingWrite(task_id, ch, self.serde.loads_typed(blob))
-            for (task_id, _), (ch, blob) in sorted(slots.items())
+            PendingWrite(task_id, ch, tc.pending(cp.id, task_id, slot, ch, blob))
+            for (task_id, slot), (ch, blob) in sorted(slots.items())
         ]
         return CheckpointTuple(
             config=checkpoint_config(thread_id, ns, cp.id),

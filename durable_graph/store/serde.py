@@ -60,7 +60,7 @@ class Serializer(Protocol):
 def _class_path(cls: type) -> tuple[str, str]:
     """(module, qualname) of a class that can be imported back, else TypeError."""
     if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
-        raise TypeError(f"{cls.__qualname__} cannot be imported by name")
+        raise TypeError(f"{cls.__qualname__} cannot be imported by name")  # internal signal
     return cls.__module__, cls.__qualname__
 
 
@@ -115,7 +115,7 @@ def _default(obj: Any) -> Any:
     if hasattr(obj, "model_dump") and hasattr(type(obj), "model_validate"):
         data = {k: getattr(obj, k) for k in type(obj).model_fields}
         return _ext(_PYDANTIC, [*_class_path(type(obj)), data])
-    raise TypeError(f"{type(obj).__qualname__} has no msgpack encoding")
+    raise TypeError(f"{type(obj).__qualname__} has no msgpack encoding")  # internal signal
 
 
 def _unpack(data: bytes) -> Any:

@@ -11,6 +11,18 @@ commit is in the WAL (in the OS page cache) when ``put`` returns, so a process
 killed with SIGKILL loses nothing it committed; only an OS crash or power loss can
 drop the last few commits, since the WAL is fsynced at checkpoints rather than at
 every commit. Pass ``synchronous="FULL"`` to fsync on every commit as well.
+
+One writer per thread: a commit of the engine's loop (``EXTENDS_LATEST`` in its
+config) must extend the thread's latest checkpoint in its namespace (checked inside
+the write transaction, like the Redis commit script), so two processes running one
+thread at once cannot fork its history: the loser gets ``CommitConflictError`` and
+writes nothing. Only an explicit branch (a ``fork`` checkpoint of a replay from a
+past checkpoint) may start from an older one. Other ``put`` calls (LangGraph's loop
+through the adapter, copies) are stored as given, as LangGraph's savers do.
+
+With a signing serializer, each record is signed as a whole and each value and
+write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
+the record's signature, NULL for records written before.
 """
 
 from __future__ import annotations
@@ -27,8 +39,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, get_args
 
-from durable_graph.errors import CheckpointStoreError, GraphValueError, SerializationError
+from durable_graph.errors import (
+    CheckpointStoreError,
+    CommitConflictError,
+    GraphValueError,
+    SerializationError,
+)
 from durable_graph.store.base import (
+    EXTENDS_LATEST,
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
     Checkpoint,
@@ -38,13 +56,14 @@ from durable_graph.store.base import (
     ThreadStatus,
     checkpoint_config,
     config_ids,
+    require_versions,
 )
-from durable_graph.store.encoding import encode_values, encode_write, metadata_matches
+from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["SqliteSaver"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
 _SCHEMA = """
@@ -58,6 +77,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     versions_seen TEXT NOT NULL,
     metadata TEXT NOT NULL,
     v INTEGER NOT NULL,
+    sig BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
 );
 CREATE INDEX IF NOT EXISTS checkpoints_newest ON checkpoints
@@ -96,8 +116,10 @@ CREATE TABLE IF NOT EXISTS threads (
 
 _CP_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_id, ts, "
-    "channel_versions, versions_seen, metadata, v"
+    "channel_versions, versions_seen, metadata, v, sig"
 )
+_BRANCH_SOURCES = frozenset({"fork", "update"})
+"""Metadata sources of checkpoints that may start from an older checkpoint."""
 
 # Values that no remaining checkpoint of a namespace reads (after deleting some).
 _DROP_UNREAD_BLOBS = """
@@ -121,13 +143,17 @@ SELECT cv.key FROM json_each(?) AS cv
 CROSS JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
     AND b.channel = cv.key AND b.version = cv.value
 """
+_LATEST = """
+SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
+ORDER BY checkpoint_id DESC LIMIT 1
+"""
 _LOAD_WRITES = """
-SELECT task_id, channel, type, blob FROM writes
+SELECT task_id, idx, channel, type, blob FROM writes
 WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
 ORDER BY task_id, idx
 """
 _INSERT_CHECKPOINT = (
-    f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_STATUS = """
 INSERT INTO threads VALUES (?, ?, ?, ?, ?, ?)
@@ -199,9 +225,9 @@ class SqliteSaver(BaseCheckpointSaver):
         except BaseException as exc:
             if hasattr(self, "_conn"):
                 self.close()  # a connection we opened must not leak
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, sqlite3.Error | OSError):  # e.g. a parent path that is a file
                 raise CheckpointStoreError(
-                    f"cannot open the SQLite checkpoint store: {exc}"
+                    f"cannot open the SQLite checkpoint store at {path_or_connection!r}: {exc}"
                 ) from exc
             raise
 
@@ -228,6 +254,9 @@ class SqliteSaver(BaseCheckpointSaver):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
+                if "sig" not in columns:  # a version 1 file: records before signing
+                    conn.execute("ALTER TABLE checkpoints ADD COLUMN sig BLOB")
                 conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     @contextmanager
@@ -333,15 +362,24 @@ class SqliteSaver(BaseCheckpointSaver):
             return conn.execute(query, [*params, _PAGE]).fetchall()
 
     def _load(self, conn: sqlite3.Connection, row: _Row) -> CheckpointTuple:
-        """Rebuild a checkpoint tuple from its row, its value blobs and its writes."""
-        thread_id, ns, checkpoint_id, parent_id, ts, versions, seen, metadata, v = row
+        """Rebuild a checkpoint tuple from its row, its value blobs and its writes.
+
+        With a signing serializer the record is verified first, then each value
+        for its (channel, version) and each write for its slot.
+        """
+        thread_id, ns, checkpoint_id, parent_id, ts, versions, seen, metadata, v, sig = row
+        tc = ThreadCodec(self.serde, "", thread_id, ns)
+        signed = tc.check_record(checkpoint_id, _record_fields(row), sig)
+        version_of = json.loads(versions)
         values = {
-            channel: self.serde.loads_typed((tag, bytes(blob)))
+            channel: tc.value(checkpoint_id, channel, version_of[channel],
+                              (tag, bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (versions, thread_id, ns))
         }
         writes = [
-            PendingWrite(task_id, channel, self.serde.loads_typed((tag, bytes(blob))))
-            for task_id, channel, tag, blob in conn.execute(
+            PendingWrite(task_id, channel,
+                         tc.pending(checkpoint_id, task_id, idx, channel, (tag, bytes(blob))))
+            for task_id, idx, channel, tag, blob in conn.execute(
                 _LOAD_WRITES, (thread_id, ns, checkpoint_id)
             )
         ]
@@ -373,20 +411,43 @@ class SqliteSaver(BaseCheckpointSaver):
         that cannot be serialized rolls the whole put back.
         """
         thread_id, ns, parent_id = config_ids(config)
+        tc = ThreadCodec(self.serde, "", thread_id, ns)
         row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata)
+        row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
         versions = checkpoint.channel_versions
         with self._transaction() as conn:
+            if (config.get("configurable") or {}).get(EXTENDS_LATEST):
+                self._check_extends(conn, row, metadata)
             present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
             }
-            blobs = encode_values(self.serde, missing)  # raises before anything is stored
+            blobs = tc.values(missing, versions)  # raises before anything is stored
             conn.executemany(
                 "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
                 [(thread_id, ns, ch, versions[ch], tag, data) for ch, (tag, data) in blobs.items()],
             )
             conn.execute(_INSERT_CHECKPOINT, row)
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    @staticmethod
+    def _check_extends(
+        conn: sqlite3.Connection, row: _Row, metadata: CheckpointMetadata
+    ) -> None:
+        """Compare-and-set: refuse a commit that does not extend the thread's latest."""
+        thread_id, ns, checkpoint_id, parent_id = row[:4]
+        found = conn.execute(_LATEST, (thread_id, ns)).fetchone()
+        latest = found[0] if found else None
+        if latest is None or latest in (parent_id, checkpoint_id):
+            return
+        if metadata.get("source") in _BRANCH_SOURCES and parent_id is not None:
+            return  # an explicit branch from a past checkpoint
+        raise CommitConflictError(
+            f"commit to thread {thread_id!r} rejected: it extends checkpoint "
+            f"{parent_id or '(none)'} but the thread's latest is {latest}; another process "
+            "is running this thread (or ran it meanwhile). Nothing was written; load the "
+            "thread again (invoke(None, config) resumes from its latest checkpoint)."
+        )
 
     def put_writes(
         self,
@@ -402,11 +463,12 @@ class SqliteSaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
+        tc = ThreadCodec(self.serde, "", thread_id, ns)
         rows = []
         for idx, (channel, value) in enumerate(writes):
-            tag, data = encode_write(self.serde, channel, value)
-            verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
             slot = WRITES_IDX_MAP.get(channel, idx)
+            tag, data = tc.write(checkpoint_id, task_id, slot, channel, value)
+            verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
             rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel, tag, data)))
         with self._transaction() as conn:
             for verb, args in rows:
@@ -496,9 +558,7 @@ def _checkpoint_row(
     metadata: CheckpointMetadata,
 ) -> _Row:
     """The checkpoints-table row of a checkpoint: everything but its values."""
-    unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
-    if unversioned:
-        raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
+    require_versions(checkpoint)
     return (
         thread_id,
         ns,
@@ -509,4 +569,10 @@ def _checkpoint_row(
         _dumps_json(checkpoint.versions_seen, "versions seen"),
         _dumps_json(dict(metadata), "checkpoint metadata"),
         checkpoint.v,
+        None,
     )
+
+
+def _record_fields(row: _Row) -> dict[str, Any]:
+    """What a record's signature covers: every column but the place and the signature."""
+    return dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9], strict=True))

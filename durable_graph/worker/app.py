@@ -15,28 +15,52 @@ import logging
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from celery import Celery
 from celery.signals import worker_init, worker_ready
+from celery.worker.request import Request
 
-from durable_graph.errors import CheckpointStoreError, DispatchError, SignatureError
-from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.errors import (
+    CheckpointStoreError,
+    DispatchError,
+    GraphTypeError,
+    SignatureError,
+)
+from durable_graph.store.codec import (
+    HOW_TO_GENERATE,
+    MIN_SECRET_BYTES,
+    SignedSerializer,
+    SigningCodec,
+)
 from durable_graph.store.redis.connection import redact
-from durable_graph.store.redis.keys import ThreadKeys
+from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
+from durable_graph.worker import metrics
 from durable_graph.worker.config import Settings
-from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.events import RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
-from durable_graph.worker.payload import open_sealed, seal
+from durable_graph.worker.liveness import Books, Liveness, note_lost
+from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
+from durable_graph.worker.transport import broker_for
 
-__all__ = ["JOB_TASK", "CeleryDispatcher", "WorkerRuntime", "create_app", "settings_of"]
+__all__ = [
+    "JOB_TASK",
+    "CeleryDispatcher",
+    "WorkerRuntime",
+    "create_app",
+    "key_problem",
+    "settings_of",
+]
 
 JOB_TASK = "durable_graph.job"
+_KINDS = ("task", "call", "start", "recover")
 log = logging.getLogger("durable_graph.worker")
 
 
@@ -49,24 +73,29 @@ def create_app(
     queue: str | None = None,
     lease_ttl: float | None = None,
     visibility_timeout: float | None = None,
+    commit_wait: str | None = None,
+    store_retry: float | None = None,
+    heartbeat_ttl: float | None = None,
+    max_deaths: int | None = None,
     **celery_overrides: Any,
 ) -> Celery:
     """A Celery app for durable-graph jobs; unset arguments come from the environment.
 
-    ``celery_overrides`` are Celery settings (``worker_concurrency=4``, ...) applied
-    last. The same app object serves producers (``CeleryExecutor(app)``) and workers.
+    ``broker_url`` may be Redis (the default: the checkpoint Redis) or RabbitMQ
+    (``amqp://``). ``celery_overrides`` are Celery settings (``worker_concurrency=4``,
+    ...) applied last. The same app object serves producers (``CeleryExecutor(app)``)
+    and workers.
     """
     settings = Settings.from_env(
         redis_url=redis_url, broker_url=broker_url, codec=secret_key, prefix=prefix,
         queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
+        commit_wait=commit_wait, store_retry=store_retry,
+        heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths,
     )
-    app = Celery("durable_graph", broker=settings.broker, set_as_current=False)
-    transport = {
-        "visibility_timeout": settings.visibility_timeout,
-        # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-    }
+    broker, transport_alias = broker_for(settings.broker)
+    app = Celery("durable_graph", broker=broker, set_as_current=False)
+    if transport_alias is not None:  # garbage on a Redis queue is dropped, not fatal
+        app.conf.broker_transport = transport_alias
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -76,7 +105,10 @@ def create_app(
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
-        broker_transport_options=transport,
+        broker_transport_options=_transport_options(settings),
+        # a send (a producer's first step, a worker's next steps, a job's retry) waits
+        # for the broker to come back, rather than dropping the job a blip interrupted
+        task_publish_retry_policy=_publish_retry_policy(settings.store_retry),
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
         task_send_sent_event=False,
@@ -86,9 +118,69 @@ def create_app(
     app.task(
         name=JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
         autoretry_for=(CheckpointStoreError,), retry_backoff=True, retry_backoff_max=10,
-        max_retries=30,
+        max_retries=30, Request=_JobRequest,
     )(_job)
+    # every worker sweeps for crashed jobs and threads (see worker/recovery.py)
+    app.steps["worker"].add("durable_graph.worker.recovery:RecoveryStep")
     return app
+
+
+def key_problem(settings: Settings) -> str | None:
+    """Why a worker with these settings must not start (no key, or a short one), or None."""
+    how = f"generate one with `{HOW_TO_GENERATE}` and set DURABLE_GRAPH_SECRET_KEY"
+    if settings.codec is None:
+        return ("durable-graph worker refuses to start: no signing key is set, so it could "
+                f"verify no job. {how} to the same value on producers and workers.")
+    if settings.codec.shortest_secret < MIN_SECRET_BYTES:
+        return ("durable-graph worker refuses to start: a signing key is "
+                f"{settings.codec.shortest_secret} bytes, shorter than {MIN_SECRET_BYTES}. "
+                f"{how} (64 hex characters) on producers and workers.")
+    return None
+
+
+def _refuse_weak_key(sender: Any = None, **_: Any) -> None:
+    """Stop a worker of a durable-graph app before it takes a job it could not verify.
+
+    Runs for ``durable-graph worker`` and plain ``celery -A durable_graph.worker
+    worker`` alike; apps not made by ``create_app`` are left alone.
+    """
+    settings = getattr(getattr(sender, "app", None), "conf", {}).get("durable_graph_settings")
+    problem = key_problem(settings) if isinstance(settings, Settings) else None
+    if problem is not None:
+        log.critical(problem)
+        raise SystemExit(problem)
+    if isinstance(settings, Settings) and settings.codec is not None:
+        try:  # so producers with another secret fail before the first job
+            saver = RedisSaver.from_url(settings.redis_url, prefix=settings.prefix)
+            with saver:
+                publish_keys(saver.conn, settings.prefix, settings.codec)
+        except CheckpointStoreError as exc:
+            log.warning("could not publish the signing key fingerprint yet: %s", exc)
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu options of the broker: redelivery on Redis, publisher confirms on RabbitMQ."""
+    if settings.broker_kind == "amqp":
+        # RabbitMQ redelivers a dead consumer's unacked jobs when its connection
+        # drops: no visibility timeout. Confirms make a send return only once the
+        # broker has the job.
+        return {"confirm_publish": True}
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    }
+
+
+def _publish_retry_policy(window: float) -> dict[str, float]:
+    """kombu's publish retries (0, 0.5, 1, 1.5, then every 2 s) spanning ``window`` s."""
+    steps, waited = 0, 0.0
+    while waited < window:
+        steps += 1
+        waited += min(2.0, 0.5 * (steps - 1))
+    return {"max_retries": max(steps, 1), "interval_start": 0, "interval_step": 0.5,
+            "interval_max": 2}
 
 
 def _import_from_cwd(sender: Any = None, **_: Any) -> None:
@@ -118,6 +210,7 @@ def _ours(sender: Any) -> bool:
 
 
 worker_init.connect(_import_from_cwd, weak=False)
+worker_init.connect(_refuse_weak_key, weak=False)
 worker_ready.connect(_say_ready, weak=False)
 
 
@@ -125,34 +218,62 @@ def settings_of(app: Celery) -> Settings:
     """The durable-graph settings an app was created with."""
     settings = app.conf.get("durable_graph_settings")
     if not isinstance(settings, Settings):
-        raise TypeError("this Celery app was not made by durable_graph.worker.create_app")
+        raise GraphTypeError("this Celery app was not made by durable_graph.worker.create_app")
     return settings
 
 
 def _job(
     self: Any, thread_id: str, task_id: str, kind: str, payload: str, *, run: str = "",
-    prefix: str = "",
+    prefix: str = "", key: str = "",
 ) -> str:
     """The one Celery task: open the sealed job, check its ids, run it.
 
-    ``run`` and ``prefix`` (in clear) only say where to tell the producer that a
-    payload was refused; nothing else is taken from an unverified message.
+    ``run`` and ``prefix`` (in clear) are for Celery's tooling only, and ``key`` says
+    which job book entry to mark when the process running it dies; nothing else is
+    taken from, or done for, a message whose payload does not verify.
     """
     return WorkerRuntime.of(self.app).run(thread_id, task_id, kind, payload,
-                                          run_id=run, prefix=prefix)
+                                          run_id=run, prefix=prefix, key=key)
+
+
+class _JobRequest(Request):  # type: ignore[misc]
+    """A job's request in the worker's main process: notes a pool process dying under it."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> Any:
+        exc = getattr(exc_info, "exception", None)
+        exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback
+        if isinstance(exc, BaseException) and type(exc).__name__ == "WorkerLostError":
+            note_lost(WorkerRuntime.books_of(self.task.app), self, exc)
+        return super().on_failure(exc_info, send_failed_event, return_ok)
 
 
 class CeleryDispatcher:
     """Sends jobs as ``durable_graph.job`` messages on the app's queue."""
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
+    def __init__(self, app: Celery, settings: Settings, books: Books | None = None) -> None:
         self._app, self._settings = app, settings
         self._codec = settings.require_codec()
+        self.books = books or Books(settings.redis_url)
 
     def _message(self, job: Job) -> list[str]:
-        """The task arguments of ``job``: ids in clear, the job sealed."""
+        """The task arguments of ``job`` with a key of its own: ids in clear, the job sealed."""
+        if not job.key:
+            job = replace(job, key=uuid.uuid4().hex)
         return [job.run.thread_id, job.task_id, job.kind, seal(self._codec, job),
-                job.run.run_id, job.run.prefix]
+                job.run.run_id, job.run.prefix, job.key]
+
+    def _send(self, messages: list[list[str]]) -> None:
+        """Record the jobs as owed as they are published (see ``store.redis.jobbook``)."""
+        by_prefix: dict[str, list[tuple[str, str, str]]] = {}
+        for args in messages:
+            by_prefix.setdefault(args[5], []).append((args[6], args[0], json.dumps(args)))
+        confirms = [self.books(prefix).register_sent(jobs) for prefix, jobs in by_prefix.items()]
+        try:
+            self._publish(messages)
+        finally:
+            for confirm in confirms:
+                confirm()
 
     def seal(self, job: Job) -> str:
         """The message of ``job`` as JSON text, to be sent later with ``send_sealed``."""
@@ -167,18 +288,28 @@ class CeleryDispatcher:
         return open_sealed(self._codec, text, "run record")
 
     def send(self, jobs: Sequence[Job]) -> None:
-        """Publish ``jobs`` over one broker connection."""
-        self._publish([self._message(job) for job in jobs])
+        """Register ``jobs`` as owed, then publish them over one broker connection."""
+        self._send([self._message(job) for job in jobs])
 
-    def send_sealed(self, sealed: str | bytes) -> None:
-        """Publish a message ``seal`` made earlier."""
-        self._publish([json.loads(sealed)])
+    def send_sealed(self, sealed: str | bytes, *, register: bool = True) -> None:
+        """Publish a message ``seal`` made earlier (a sweep resends registered ones)."""
+        message = json.loads(sealed)
+        if register:
+            self._send([message])
+        else:
+            self._publish([message])
+
+    def send_probe(self, prefix: str, sent_ms: int) -> None:
+        """Publish the queue's probe (see ``worker/recovery``), signed like any job."""
+        sealed = seal(self._codec, ("probe", prefix, self._settings.queue, sent_ms))
+        self._publish([["", "", "probe", sealed, "", prefix, ""]])
 
     def _publish(self, messages: list[list[str]]) -> None:
         with self._app.producer_or_acquire() as producer:
             for args in messages:
                 self._app.send_task(
-                    JOB_TASK, args=args[:4], kwargs={"run": args[4], "prefix": args[5]},
+                    JOB_TASK, args=args[:4],
+                    kwargs={"run": args[4], "prefix": args[5], "key": args[6]},
                     queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
                 )
 
@@ -197,9 +328,21 @@ class WorkerRuntime:
         self.codec = self.settings.require_codec()
         self.serde = SignedSerializer(TypedSerializer(), self.codec)
         self._savers: dict[str, RedisSaver] = {}
-        self.dispatcher = CeleryDispatcher(app, self.settings)
+        self._books: dict[str, JobBook] = {}
+        self.dispatcher = CeleryDispatcher(app, self.settings, self.books_of(app))
+        self.liveness = Liveness(self.settings, self._book)
         self.keeper = LeaseKeeper(self.saver, self.settings.lease_ttl)
         self._loaders: dict[str, GraphLoader] = {}
+        self._keys_published = False
+
+    @staticmethod
+    def books_of(app: Celery) -> Books:
+        """The job books of ``app``'s Redis (one per app, shared by a process's parts)."""
+        found = app.conf.get("durable_graph_books")
+        if not isinstance(found, Books):
+            found = Books(settings_of(app).redis_url)
+            app.conf.durable_graph_books = found
+        return found
 
     @classmethod
     def of(cls, app: Celery) -> WorkerRuntime:
@@ -216,24 +359,27 @@ class WorkerRuntime:
         found = self._savers.get(prefix)
         if found is None:
             found = self._savers[prefix] = RedisSaver.from_url(
-                self.settings.redis_url, prefix=prefix, serde=self.serde)
+                self.settings.redis_url, prefix=prefix, serde=self.serde,
+                commit_wait=self.settings.commit_waiter)
         return found
 
-    def _refuse(self, thread_id: str, kind: str, run_id: str, prefix: str, why: str) -> str:
-        """Log a refused message and tell its run's producer, if the message says where."""
-        log.error("refused a %s job for thread %r: %s", kind, thread_id, why)
-        base = self.saver(self.settings.prefix)
-        known = isinstance(thread_id, str) and isinstance(prefix, str) and prefix and bool(
-            base.client.exists(ThreadKeys(prefix, thread_id).record))
-        if run_id and isinstance(run_id, str) and known:
-            # the only thing taken from an unverified message: where to say it was refused
-            RunEvents(base.conn, prefix, self.serde).publish(thread_id, run_id, END, {
-                "status": "failed", "output": None, "interrupts": [],
-                "error": {"error": None, "type": "durable_graph.errors.SignatureError",
-                          "message": f"a worker refused a job of this run: {why}",
-                          "traceback": ""},
-            })
+    @staticmethod
+    def _refuse(thread_id: Any, kind: Any, why: str) -> str:
+        """Log a refused message and drop it: nothing it says is trusted or acted on.
+
+        An unverified message could name any live run, so it must not even report
+        itself to that run's producer (a forger could fail someone else's run).
+        """
+        log.error("refused and dropped a %r job naming thread %r: %s", kind, thread_id, why)
+        metrics.job_done(kind if kind in _KINDS else "unknown", "refused")
         return "refused"
+
+    def _book(self, prefix: str) -> JobBook:
+        """The job book of ``prefix`` on the saver's connection (claims pipeline with it)."""
+        found = self._books.get(prefix)
+        if found is None:
+            found = self._books[prefix] = JobBook(self.saver(prefix).conn, prefix)
+        return found
 
     def loader(self, prefix: str) -> GraphLoader:
         """The graph loader reading blobs under ``prefix``."""
@@ -245,18 +391,37 @@ class WorkerRuntime:
 
     def run(
         self, thread_id: str, task_id: str, kind: str, payload: str, *, run_id: str = "",
-        prefix: str = "",
+        prefix: str = "", key: str = "",
     ) -> str:
         """Open, check and run one job; returns a short acknowledgement."""
+        if not self._keys_published:  # again, in case Redis was down when the worker started
+            publish_keys(self.saver(self.settings.prefix).conn, self.settings.prefix, self.codec)
+            self._keys_published = True
         try:
             job = open_sealed(self.codec, payload)
         except SignatureError as exc:
-            return self._refuse(thread_id, kind, run_id, prefix, str(exc))
+            return self._refuse(thread_id, kind, str(exc))
+        if kind == "probe":
+            return self._probe(job)
         if not isinstance(job, Job) or (job.run.thread_id, job.task_id, job.kind) != (
             thread_id, task_id, kind
-        ):
-            return self._refuse(thread_id, kind, run_id, prefix,
+        ) or job.key != (key or job.key):
+            return self._refuse(thread_id, kind,
                                 "the clear ids of the message do not match its sealed job")
+        with self.liveness.running(job) as claim:
+            return "dropped" if claim == "drop" else self._run(job, renewed=claim == "run")
+
+    def _probe(self, probe: Any) -> str:
+        """The queue moved past a probe: every job sent before it was received."""
+        if not (isinstance(probe, tuple) and len(probe) == 4 and probe[0] == "probe"):
+            log.error("refused a probe whose sealed content is not a probe")
+            return "refused"
+        _, prefix, queue, sent_ms = probe
+        self.dispatcher.books(prefix).probe_seen(queue, sent_ms)
+        return "ok"
+
+    def _run(self, job: Job, *, renewed: bool) -> str:
+        thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
         events = RunEvents(saver.conn, job.run.prefix, self.serde)
         try:
@@ -264,7 +429,8 @@ class WorkerRuntime:
         except (DispatchError, SignatureError, ImportError) as exc:
             log.error("cannot load the graph of thread %r: %s", thread_id, exc)
             abort_run(saver, events, job, exc)
+            metrics.job_done(job.kind, "failed")
             return "failed"
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence)
-        handle(rc, job, self.keeper)
+        handle(rc, job, self.keeper, renewed=renewed)
         return "ok"

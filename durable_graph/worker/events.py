@@ -3,7 +3,9 @@
 One Redis stream per run, in the thread's slot. Workers append the stream-mode
 chunks the producer asked for as they happen, and one ``end`` event when the run
 is done, interrupted or failed. The producer reads with ``XREAD BLOCK``, so it
-waits without polling. Payloads go through the saver's (signed) serializer.
+waits without polling. Payloads go through the saver's (signed) serializer,
+signed for their place (prefix, thread, run, mode), so an event copied into
+another run's stream does not verify there.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from durable_graph.store.encoding import BoundSerializer, place_of
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.records import decode_blob, encode_blob
@@ -40,7 +43,11 @@ class RunEvents:
     def publish(self, thread_id: str, run_id: str, mode: str, payload: Any) -> None:
         """Append one event (one round trip); after the end, the stream lives an hour."""
         key = self.key(thread_id, run_id)
-        data = encode_blob(self._serde.dumps_typed(payload))
+        place = place_of("event", self._prefix, thread_id, run_id, mode)
+        serde = self._serde
+        tagged = (serde.dumps_bound(payload, place) if isinstance(serde, BoundSerializer)
+                  else serde.dumps_typed(payload))
+        data = encode_blob(tagged)
 
         def add(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
@@ -61,6 +68,10 @@ class RunEvents:
         for _stream, entries in reply or []:
             for raw_id, fields in entries:
                 mode = fields[b"m"].decode()
-                payload = self._serde.loads_typed(decode_blob(fields[b"p"]))
+                place = place_of("event", self._prefix, thread_id, run_id, mode)
+                blob = decode_blob(fields[b"p"])
+                serde = self._serde
+                payload = (serde.loads_bound(blob, place) if isinstance(serde, BoundSerializer)
+                           else serde.loads_typed(blob))
                 yield raw_id.decode(), mode, payload
 

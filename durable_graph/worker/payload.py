@@ -6,6 +6,11 @@ cloudpickle for what msgpack cannot carry, such as a ``@task`` call's function)
 inside an HMAC-SHA256 envelope with a key id, base64-encoded. ``open_job``
 checks the MAC before it decodes a byte, so a tampered or unsigned payload is
 refused with ``SignatureError`` and nothing of it is unpickled or run.
+
+Workers publish a fingerprint of each signing key they hold (an HMAC of a
+constant, which reveals nothing of the key); a producer checks its own against
+it before it enqueues anything, so a producer with the wrong secret fails at once
+(workers log and drop what they cannot verify and tell no one).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from typing import Any
 
 from durable_graph.errors import SignatureError
 from durable_graph.store.codec import SigningCodec
+from durable_graph.store.redis.connection import RedisConn
+from durable_graph.store.redis.keys import key_check_key
 from durable_graph.store.redis.records import decode_blob, encode_blob
 from durable_graph.store.serde import TypedSerializer
 
-__all__ = ["open_sealed", "seal"]
+__all__ = ["check_key", "open_sealed", "publish_keys", "seal"]
 
 _SERDE = TypedSerializer()
 
@@ -47,3 +54,26 @@ def open_sealed(codec: SigningCodec, text: Any, what: str = "job payload") -> An
     except SignatureError as exc:
         raise SignatureError(f"{what} refused, nothing of it ran: {exc}") from None
     return _SERDE.loads_typed(decode_blob(body))
+
+
+def publish_keys(conn: RedisConn, prefix: str, codec: SigningCodec) -> None:
+    """Publish the fingerprint of every key this worker verifies with."""
+    def write(client: Any) -> None:
+        pipe = client.pipeline(transaction=False)
+        for kid in sorted(codec.key_ids):
+            pipe.set(key_check_key(prefix, kid), codec.fingerprint(kid))
+        pipe.execute()
+
+    conn.call("publish key fingerprints", write)
+
+
+def check_key(conn: RedisConn, prefix: str, codec: SigningCodec) -> None:
+    """SignatureError when workers published another secret under this key id."""
+    kid = codec.active_key_id
+    theirs = conn.call("read key fingerprint", lambda c: c.get(key_check_key(prefix, kid)))
+    if theirs is not None and theirs.decode() != codec.fingerprint():
+        raise SignatureError(
+            f"this producer's signing key {kid!r} is not the workers' key of that id: they "
+            "would refuse every job. Set DURABLE_GRAPH_SECRET_KEY (or secret_key=) to the "
+            "secret the workers use. Nothing was enqueued."
+        )

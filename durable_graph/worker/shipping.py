@@ -48,22 +48,39 @@ class GraphRef:
     digest: str | None = None
 
 
-def _candidates(graph: CompiledGraph) -> Iterator[ModuleType]:
-    for name, module in list(sys.modules.items()):
-        if name != "__main__" and module is not None and not name.startswith("durable_graph"):
-            yield module
+def _importable_name(key: str, module: ModuleType) -> str | None:
+    """The name workers can import ``module`` by, or None (a script run as ``__main__``).
+
+    ``python -m pkg.mod`` runs ``pkg.mod`` as ``__main__``: its spec still names
+    ``pkg.mod``. A plain ``python script.py`` has no such name, so its graphs ship
+    by value only (the blob pickles ``__main__`` by value).
+    """
+    if key.startswith("durable_graph"):
+        return None
+    if key == "__main__" or module.__name__ == "__main__":
+        spec = getattr(module, "__spec__", None)
+        name = getattr(spec, "name", None)
+        return name if isinstance(name, str) and name != "__main__" else None
+    return key
+
+
+def _candidates(graph: CompiledGraph) -> Iterator[tuple[str, ModuleType]]:
+    for key, module in list(sys.modules.items()):
+        name = _importable_name(key, module) if module is not None else None
+        if name is not None:
+            yield name, module
 
 
 def locate(graph: CompiledGraph) -> str | None:
-    """``module:attr`` where ``graph`` lives at module level (not in ``__main__``)."""
-    for module in _candidates(graph):
+    """``module:attr`` where workers can import ``graph`` (never ``__main__:...``)."""
+    for name, module in _candidates(graph):
         try:
             attrs = vars(module)
         except TypeError:
             continue
         for attr, value in list(attrs.items()):
             if value is graph and not attr.startswith("_"):
-                return f"{module.__name__}:{attr}"
+                return f"{name}:{attr}"
     return None
 
 
@@ -76,7 +93,7 @@ def _portable(graph: CompiledGraph) -> CompiledGraph:
     return CompiledGraph(
         graph.spec, interrupt_before=graph.interrupt_before,
         interrupt_after=graph.interrupt_after, name=graph.name, store=graph.store,
-        cache=graph.cache, context_schema=graph.context_schema,
+        cache=graph.cache, context_schema=graph.context_schema, drawing=graph.drawing,
     )
 
 

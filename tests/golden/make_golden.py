@@ -1,9 +1,20 @@
-"""Record the golden checkpoints: ``python tests/golden/make_golden.py``.
+"""Record the golden checkpoints: ``python tests/golden/make_golden.py [FORMAT]``.
 
-Writes ``checkpoints.sqlite`` (a SqliteSaver file) and ``expected.json`` (the ids
-and history lengths recorded) next to this script. Run it only when the checkpoint
-format changes on purpose; ``tests/unit/test_golden_checkpoints.py`` reads a copy
-of the committed files, so a change that cannot read or resume old threads fails.
+Writes a store and what it holds (the ids and history lengths recorded) next to
+this script. Run it only when the checkpoint format changes on purpose, into new
+files: the committed ones are what older releases wrote, and the golden tests
+(``tests/unit/test_golden_checkpoints.py``, ``tests/integration/test_golden_redis.py``)
+read copies of all of them, so a change that cannot read or resume old threads fails.
+
+Formats (each file keeps the format it was recorded in):
+
+- ``plain`` -> ``checkpoints.sqlite`` + ``expected.json``: unsigned SQLite (schema 1).
+- ``signed-v1``/``signed-v2`` -> ``checkpoints-signed-v1.sqlite`` + ``...expected.json``:
+  SQLite with values signed under ``GOLDEN_KEY``; v1 was recorded by the release before
+  signatures were bound to their place (envelopes 0xD1, no record signature, schema 1),
+  v2 by the one that binds them (0xD2, signed records, schema 2).
+- ``redis-v1``/``redis-v2`` -> ``redis-v1.json``: every key a signed RedisSaver
+  wrote under ``GOLDEN_PREFIX`` (needs ``DURABLE_GRAPH_TEST_REDIS_URL``), same versions.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -15,19 +26,40 @@ The graphs live here so the test builds exactly the same ones. Threads:
 
 from __future__ import annotations
 
+import base64
 import json
 import operator
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from durable_graph import END, START, SqliteSaver, StateGraph, entrypoint, interrupt, task
+from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.store.serde import TypedSerializer
 
 HERE = Path(__file__).resolve().parent
 DB_NAME = "checkpoints.sqlite"
 EXPECTED_NAME = "expected.json"
 THREADS = ("complete", "interrupted", "failed", "entry")
+GOLDEN_KEY = "golden-test-key-not-secret-" + "0123456789abcdef" * 2
+"""The (public, test-only) signing key the signed golden stores were written with."""
+GOLDEN_PREFIX = "dg-golden"
+"""Key prefix the Redis golden stores were written under."""
+SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
+                  "signed-v2": "checkpoints-signed-v2.sqlite"}
+REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json"}
+
+
+def golden_serde() -> SignedSerializer:
+    """The serializer the signed golden stores were written with."""
+    return SignedSerializer(TypedSerializer(), SigningCodec.from_secret(GOLDEN_KEY))
+
+
+def expected_name(store_name: str) -> str:
+    """Where what a golden store holds is recorded."""
+    return EXPECTED_NAME if store_name == DB_NAME else f"{store_name}.expected.json"
 
 
 class State(TypedDict, total=False):
@@ -130,40 +162,129 @@ def config(thread: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread}}
 
 
-def record(directory: Path) -> dict[str, Any]:
-    """Run every golden thread into ``directory/checkpoints.sqlite``; return what was stored."""
-    db = directory / DB_NAME
+def run_threads(saver: Any) -> None:
+    """Run every golden thread once against ``saver``."""
+    runs = Runs(fail=True)
+    chain_graph(saver, runs).invoke({"x": 0}, config("complete"), durability="sync")
+    interrupt_graph(saver, runs).invoke({"x": 0}, config("interrupted"), durability="sync")
+    try:
+        failing_graph(saver, runs).invoke({"x": 0}, config("failed"), durability="sync")
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the failed thread did not fail")
+    try:
+        entry_graph(saver, runs).invoke(2, config("entry"), durability="sync")
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the entry thread did not fail")
+
+
+def describe(saver: Any) -> dict[str, Any]:
+    """What the golden tests check: ids, steps and pending channels per thread."""
+    expected: dict[str, Any] = {}
+    for thread in THREADS:
+        history = list(saver.list(config(thread)))
+        expected[thread] = {
+            "checkpoint_ids": [t.checkpoint.id for t in history],
+            "steps": [t.metadata.get("step") for t in history],
+            "pending_channels": sorted(w.channel for w in history[0].pending_writes),
+        }
+    return expected
+
+
+def record(directory: Path, name: str = DB_NAME, signed: bool = False) -> dict[str, Any]:
+    """Run every golden thread into the SQLite file ``directory/name``; return what was stored."""
+    db = directory / name
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    runs = Runs(fail=True)
-    with SqliteSaver(db) as saver:
-        chain_graph(saver, runs).invoke({"x": 0}, config("complete"), durability="sync")
-        interrupt_graph(saver, runs).invoke({"x": 0}, config("interrupted"), durability="sync")
-        try:
-            failing_graph(saver, runs).invoke({"x": 0}, config("failed"), durability="sync")
-        except RuntimeError:
-            pass
-        else:
-            raise AssertionError("the failed thread did not fail")
-        try:
-            entry_graph(saver, runs).invoke(2, config("entry"), durability="sync")
-        except RuntimeError:
-            pass
-        else:
-            raise AssertionError("the entry thread did not fail")
-        expected: dict[str, Any] = {}
-        for thread in THREADS:
-            history = list(saver.list(config(thread)))
-            expected[thread] = {
-                "checkpoint_ids": [t.checkpoint.id for t in history],
-                "steps": [t.metadata.get("step") for t in history],
-                "pending_channels": sorted(w.channel for w in history[0].pending_writes),
-            }
+    with SqliteSaver(db, serde=golden_serde() if signed else None) as saver:
+        run_threads(saver)
+        expected = describe(saver)
         saver._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    (directory / EXPECTED_NAME).write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
+    _write_expected(directory, name, expected)
+    return expected
+
+
+def _write_expected(directory: Path, name: str, expected: dict[str, Any]) -> None:
+    text = json.dumps(expected, indent=2, sort_keys=True) + "\n"
+    (directory / expected_name(name)).write_text(text)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def export_redis(client: Any, prefix: str) -> list[dict[str, Any]]:
+    """Every key under ``prefix`` as JSON-able records (type, name and content, base64)."""
+    out = []
+    for pattern in (f"{prefix}*", f"{{{prefix}*"):
+        for key in sorted(client.scan_iter(match=pattern, count=1000)):
+            kind = client.type(key).decode()
+            if kind == "hash":
+                content: Any = {_b64(k): _b64(v) for k, v in client.hgetall(key).items()}
+            elif kind == "zset":
+                content = [[_b64(m), s] for m, s in client.zrange(key, 0, -1, withscores=True)]
+            elif kind == "set":
+                content = sorted(_b64(m) for m in client.smembers(key))
+            elif kind == "string":
+                content = _b64(client.get(key))
+            else:
+                continue  # streams of run events: not part of a thread's state
+            out.append({"key": _b64(key), "type": kind, "content": content})
+    return out
+
+
+def import_redis(client: Any, records: list[dict[str, Any]], rename: tuple[str, str]) -> None:
+    """Write exported keys back, replacing ``rename[0]`` by ``rename[1]`` in key names."""
+    old, new = (r.encode() for r in rename)
+    for rec in records:
+        key = base64.b64decode(rec["key"]).replace(old, new, 1)
+        content = rec["content"]
+        if rec["type"] == "hash":
+            client.hset(key, mapping={base64.b64decode(k): base64.b64decode(v)
+                                      for k, v in content.items()})
+        elif rec["type"] == "zset":
+            client.zadd(key, {base64.b64decode(m): s for m, s in content})
+        elif rec["type"] == "set":
+            client.sadd(key, *[base64.b64decode(m) for m in content])
+        else:
+            client.set(key, base64.b64decode(content))
+
+
+def record_redis(directory: Path, name: str, url: str) -> dict[str, Any]:
+    """Run every golden thread into Redis under ``GOLDEN_PREFIX``; export it to ``name``."""
+    import redis
+
+    from durable_graph.store.redis import RedisSaver
+
+    client = redis.Redis.from_url(url)
+    for pattern in (f"{GOLDEN_PREFIX}*", f"{{{GOLDEN_PREFIX}*"):
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
+    with RedisSaver.from_url(url, prefix=GOLDEN_PREFIX, serde=golden_serde()) as saver:
+        run_threads(saver)
+        expected = describe(saver)
+    data = {"prefix": GOLDEN_PREFIX, "keys": export_redis(client, GOLDEN_PREFIX)}
+    (directory / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    _write_expected(directory, name, expected)
+    for pattern in (f"{GOLDEN_PREFIX}*", f"{{{GOLDEN_PREFIX}*"):
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
     return expected
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
-    print(json.dumps(record(out), indent=2))
+    fmt = sys.argv[1] if len(sys.argv) > 1 else "plain"
+    if fmt == "plain":
+        result = record(HERE)
+    elif fmt in SQLITE_FORMATS:
+        result = record(HERE, SQLITE_FORMATS[fmt], signed=True)
+    elif fmt in REDIS_FORMATS:
+        url = os.environ.get("DURABLE_GRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+        result = record_redis(HERE, REDIS_FORMATS[fmt], url)
+    else:
+        known = ", ".join(["plain", *SQLITE_FORMATS, *REDIS_FORMATS])
+        raise SystemExit(f"unknown format {fmt!r}: one of {known}")
+    print(json.dumps(result, indent=2))

@@ -65,7 +65,7 @@ def test_accepts_bytearray_and_memoryview() -> None:
 
 def test_envelope_is_self_describing() -> None:
     env = SigningCodec({"rotated-2024": SECRET}, "rotated-2024").encode(b"abc")
-    assert env[0] == 0xD1
+    assert env[0] == 0xD2
     assert env[1] == len(b"rotated-2024")
     assert env[2 : 2 + env[1]] == b"rotated-2024"
     assert env.endswith(b"abc")
@@ -422,3 +422,50 @@ def test_raw_pickle_under_signed_tag_is_never_unpickled(tmp_path: Path) -> None:
             signed().loads_typed(("signed", data))
     assert not marker.exists()
     assert TRIPPED == []
+
+
+# --- places (associated data) and the unbound format -----------------------
+
+
+def test_a_signature_holds_only_at_its_place() -> None:
+    c = codec()
+    env = c.encode(b"value", b"thread-a/channel-x/v3")
+    assert c.decode(env, b"thread-a/channel-x/v3") == b"value"
+    for other in (b"thread-b/channel-x/v3", b"thread-a/channel-y/v3", b"thread-a/channel-x/v2",
+                  b""):
+        with pytest.raises(SignatureError, match="written for another place"):
+            c.decode(env, other)
+
+
+def test_unbound_envelopes_of_older_releases_verify_until_refused() -> None:
+    import hashlib
+    import hmac
+
+    header = bytes([0xD1, 2]) + b"k1" + bytes([0])
+    old = header + hmac.new(SECRET, header + b"old", hashlib.sha256).digest() + b"old"
+    assert codec().decode(old, b"any place") == b"old"
+    assert not codec().is_bound(old) and codec().is_bound(codec().encode(b"x"))
+    strict = codec(accept_unbound=False)
+    with pytest.raises(SignatureError, match="before signatures were bound"):
+        strict.decode(old)
+    env = {ENV_KEY: SECRET.decode(), "DURABLE_GRAPH_REFUSE_UNBOUND": "1"}
+    assert not SigningCodec.from_env(env).accept_unbound
+
+
+def test_fingerprints_tell_keys_apart_without_revealing_them() -> None:
+    a, b = codec(), SigningCodec({"k1": OTHER}, "k1")
+    assert a.fingerprint() == codec().fingerprint() != b.fingerprint()
+    assert SECRET.hex() not in a.fingerprint() and len(a.fingerprint()) == 32
+
+
+def test_signed_serializer_binds_values_to_their_place() -> None:
+    s = SignedSerializer(TypedSerializer(), codec())
+    data = s.dumps_bound({"x": 1}, b"here")
+    assert s.loads_bound(data, b"here") == {"x": 1}
+    with pytest.raises(SignatureError):
+        s.loads_bound(data, b"there")
+    with pytest.raises(SignatureError):
+        s.loads_typed(data)  # no place is not its place either
+    s.verify(s.sign(b"record"), b"record")
+    with pytest.raises(SignatureError):
+        s.verify(s.sign(b"record"), b"edited record")

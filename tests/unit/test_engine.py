@@ -25,15 +25,18 @@ from durable_graph import (
     FencingError,
     GraphInterrupt,
     GraphRecursionError,
+    GraphTypeError,
     GraphValueError,
     InMemorySaver,
     Interrupt,
     InvalidUpdateError,
+    JobCrashedError,
     LocalExecutor,
     NondeterminismError,
     NotSupportedError,
     ParentCommand,
     RunFailedError,
+    RunTimeoutError,
     Send,
     SerializationError,
     SignatureError,
@@ -273,11 +276,14 @@ PUBLIC_ERRORS = [
     EmptyInputError,
     FencingError,
     GraphRecursionError,
+    GraphTypeError,
     GraphValueError,
     InvalidUpdateError,
+    JobCrashedError,
     NondeterminismError,
     NotSupportedError,
     RunFailedError,
+    RunTimeoutError,
     SerializationError,
     SignatureError,
     TaskNotInRunError,
@@ -309,6 +315,8 @@ def test_std_bases() -> None:
     assert issubclass(SerializationError, TypeError)
     assert issubclass(GraphValueError, ValueError)
     assert issubclass(EmptyInputError, ValueError)
+    assert issubclass(GraphTypeError, TypeError) and issubclass(GraphTypeError, ValueError)
+    assert issubclass(RunTimeoutError, TimeoutError)
     assert issubclass(FencingError, CheckpointStoreError)
     assert issubclass(SignatureError, SerializationError)
 
@@ -635,6 +643,7 @@ EXPORTED = [
     "FencingError",
     "GraphInterrupt",
     "GraphRecursionError",
+    "GraphTypeError",
     "GraphValueError",
     "InMemoryCache",
     "InMemorySaver",
@@ -643,6 +652,7 @@ EXPORTED = [
     "InvalidUpdateError",
     "IsLastStep",
     "Item",
+    "JobCrashedError",
     "LocalExecutor",
     "MemorySaver",
     "MessagesState",
@@ -658,6 +668,7 @@ EXPORTED = [
     "RunCancelledError",
     "RunFailedError",
     "RunHandle",
+    "RunTimeoutError",
     "Runtime",
     "SearchItem",
     "Send",

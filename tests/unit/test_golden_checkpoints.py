@@ -2,7 +2,10 @@
 
 ``tests/golden/make_golden.py`` recorded them with the graphs it defines; these tests
 open a copy with today's code. A change to the stored format, the task ids, the
-channel layout or the write encoding that breaks old threads fails here.
+channel layout or the write encoding that breaks old threads fails here. Every
+test runs on each committed SQLite store: unsigned, signed before signatures were
+bound to their place (v1), and signed with bound places and records (v2).
+(``tests/integration/test_golden_redis.py`` runs the same tests on the Redis ones.)
 """
 
 from __future__ import annotations
@@ -34,42 +37,84 @@ def _load_generator() -> ModuleType:
 
 
 gen = _load_generator()
-EXPECTED: dict[str, Any] = json.loads((GOLDEN / gen.EXPECTED_NAME).read_text())
+STORES = {"plain": gen.DB_NAME, **gen.SQLITE_FORMATS}
+
+
+def expected_of(store_name: str) -> dict[str, Any]:
+    """What ``make_golden`` recorded for one committed store."""
+    return json.loads((GOLDEN / gen.expected_name(store_name)).read_text())  # type: ignore[no-any-return]
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.fixture(params=list(STORES))
+def store_name(request: pytest.FixtureRequest) -> str:
+    return STORES[request.param]
+
+
 @pytest.fixture
-def saver(tmp_path: Path) -> Iterator[SqliteSaver]:
-    """A SqliteSaver on a copy of the golden file (the original is never opened)."""
-    original = GOLDEN / gen.DB_NAME
+def saver(tmp_path: Path, store_name: str) -> Iterator[SqliteSaver]:
+    """A SqliteSaver on a copy of a golden file (the original is never opened)."""
+    original = GOLDEN / store_name
     digest = _digest(original)
-    copy = tmp_path / gen.DB_NAME
+    copy = tmp_path / store_name
     shutil.copyfile(original, copy)
-    with SqliteSaver(copy) as s:
+    serde = None if store_name == gen.DB_NAME else gen.golden_serde()
+    with SqliteSaver(copy, serde=serde) as s:
         yield s
     assert _digest(original) == digest
+
+
+@pytest.fixture
+def expected(store_name: str) -> dict[str, Any]:
+    return expected_of(store_name)
 
 
 def cfg(thread: str) -> dict[str, Any]:
     return gen.config(thread)  # type: ignore[no-any-return]
 
 
-def test_golden_files_are_committed_without_a_wal() -> None:
-    assert (GOLDEN / gen.DB_NAME).stat().st_size > 0
-    assert not Path(f"{GOLDEN / gen.DB_NAME}-wal").exists()
-    assert set(EXPECTED) == set(gen.THREADS)
+@pytest.mark.parametrize("name", list(STORES.values()))
+def test_golden_files_are_committed_without_a_wal(name: str) -> None:
+    assert (GOLDEN / name).stat().st_size > 0
+    assert not Path(f"{GOLDEN / name}-wal").exists()
+    assert set(expected_of(name)) == set(gen.THREADS)
+
+
+def test_signed_golden_files_hold_the_format_they_are_named_after() -> None:
+    import sqlite3
+
+    for name, (schema, envelope) in {"signed-v1": (1, 0xD1), "signed-v2": (2, 0xD2)}.items():
+        conn = sqlite3.connect(f"file:{GOLDEN / STORES[name]}?immutable=1", uri=True)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == schema
+            blobs = [bytes(b) for (b,) in conn.execute("SELECT blob FROM blobs")]
+        finally:
+            conn.close()
+        assert blobs and {b[0] for b in blobs} == {envelope}
+
+
+def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:
+    from durable_graph.errors import SignatureError
+
+    copy = tmp_path / gen.DB_NAME
+    shutil.copyfile(GOLDEN / gen.DB_NAME, copy)
+    with SqliteSaver(copy, serde=gen.golden_serde()) as s, pytest.raises(
+            SignatureError, match="unsigned payload"):
+        s.get_tuple(cfg("complete"))
 
 
 @pytest.mark.parametrize("thread", ["complete", "interrupted", "failed", "entry"])
-def test_history_reads_every_recorded_checkpoint(saver: SqliteSaver, thread: str) -> None:
+def test_history_reads_every_recorded_checkpoint(
+    saver: SqliteSaver, thread: str, expected: dict[str, Any]
+) -> None:
     history = list(saver.list(cfg(thread)))
-    assert [t.checkpoint.id for t in history] == EXPECTED[thread]["checkpoint_ids"]
-    assert [t.metadata.get("step") for t in history] == EXPECTED[thread]["steps"]
+    assert [t.checkpoint.id for t in history] == expected[thread]["checkpoint_ids"]
+    assert [t.metadata.get("step") for t in history] == expected[thread]["steps"]
     pending = sorted(w.channel for w in history[0].pending_writes)
-    assert pending == EXPECTED[thread]["pending_channels"]
+    assert pending == expected[thread]["pending_channels"]
     for child, parent in zip(history, history[1:]):
         assert child.parent_config is not None
         assert child.parent_config["configurable"]["checkpoint_id"] == parent.checkpoint.id
@@ -78,13 +123,13 @@ def test_history_reads_every_recorded_checkpoint(saver: SqliteSaver, thread: str
 # -- complete ------------------------------------------------------------------
 
 
-def test_complete_thread_state_and_history(saver: SqliteSaver) -> None:
+def test_complete_thread_state_and_history(saver: SqliteSaver, expected: dict[str, Any]) -> None:
     graph = gen.chain_graph(saver, gen.Runs(fail=False))
     state = graph.get_state(cfg("complete"))
     assert state.values == {"x": 3, "log": ["a", "b", "c"]}
     assert state.next == ()
     assert state.metadata["step"] == 3
-    latest = EXPECTED["complete"]["checkpoint_ids"][0]
+    latest = expected["complete"]["checkpoint_ids"][0]
     assert state.config["configurable"]["checkpoint_id"] == latest
 
     history = list(graph.get_state_history(cfg("complete")))

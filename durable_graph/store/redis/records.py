@@ -6,18 +6,21 @@ replies here. Versions, versions-seen and metadata are JSON, readable with
 ``redis-cli``; channel values and writes go through the saver's serializer and
 are stored as ``tag \\0 bytes``; a checkpoint's ``refs`` field lists the blob
 fields it reads, msgpack-encoded so Lua (``cmsgpack``) can fetch them in the same
-script that reads the checkpoint.
+script that reads the checkpoint. With a signing serializer, a ``sig`` field signs
+every other field of the checkpoint hash together with its place, and values and
+writes are signed for theirs (``ThreadCodec``, scope = the key prefix).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ormsgpack
 
-from durable_graph.errors import SerializationError
+from durable_graph.errors import SerializationError, SignatureError
 from durable_graph.store.base import (
     WRITES_IDX_MAP,
     Checkpoint,
@@ -26,17 +29,18 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
 )
-from durable_graph.store.encoding import encode_write
+from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.redis.keys import blob_field, write_field
-from durable_graph.store.serde import Serializer
 
 __all__ = [
+    "bind_run",
     "checkpoint_fields",
     "decode_blob",
     "decode_metadata",
     "decode_tuple",
     "encode_blob",
     "encode_writes",
+    "unbind_run",
 ]
 
 
@@ -60,12 +64,16 @@ def decode_blob(raw: bytes) -> tuple[str, bytes]:
     return tag.decode(), data
 
 
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
 def checkpoint_fields(
-    checkpoint: Checkpoint, metadata: CheckpointMetadata, parent_id: str | None
+    tc: ThreadCodec, checkpoint: Checkpoint, metadata: CheckpointMetadata, parent_id: str | None
 ) -> dict[str, str | bytes]:
-    """The fields of a checkpoint's hash (everything but its values)."""
+    """The fields of a checkpoint's hash (everything but its values), signed if signing."""
     refs = [blob_field(ch, v) for ch, v in sorted(checkpoint.channel_versions.items())]
-    return {
+    fields: dict[str, str | bytes] = {
         "parent": parent_id or "",
         "ts": checkpoint.ts,
         "v": str(checkpoint.v),
@@ -74,17 +82,22 @@ def checkpoint_fields(
         "metadata": _json(dict(metadata), "checkpoint metadata"),
         "refs": ormsgpack.packb(refs),
     }
+    sig = tc.sign_record(checkpoint.id, {k: _as_bytes(v) for k, v in fields.items()})
+    if sig is not None:
+        fields["sig"] = sig
+    return fields
 
 
 def encode_writes(
-    serde: Serializer, writes: Sequence[tuple[str, Any]], task_id: str
+    tc: ThreadCodec, checkpoint_id: str, writes: Sequence[tuple[str, Any]], task_id: str
 ) -> list[tuple[str, bool, bytes]]:
     """(field, replaces, value) per write; special channels replace, others keep the first."""
     out: list[tuple[str, bool, bytes]] = []
     for idx, (channel, value) in enumerate(writes):
-        tag, data = encode_write(serde, channel, value)
-        slot = write_field(task_id, WRITES_IDX_MAP.get(channel, idx))
-        out.append((slot, channel in WRITES_IDX_MAP, ormsgpack.packb([channel, tag, data])))
+        slot = WRITES_IDX_MAP.get(channel, idx)
+        tag, data = tc.write(checkpoint_id, task_id, slot, channel, value)
+        field = write_field(task_id, slot)
+        out.append((field, channel in WRITES_IDX_MAP, ormsgpack.packb([channel, tag, data])))
     return out
 
 
@@ -99,33 +112,40 @@ def _pairs(flat: Sequence[bytes]) -> dict[str, bytes]:
     return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-def _writes(serde: Serializer, flat: Sequence[bytes]) -> list[PendingWrite]:
+def _writes(tc: ThreadCodec, checkpoint_id: str, flat: Sequence[bytes]) -> list[PendingWrite]:
     """Pending writes ordered by (task id, index), as every saver returns them."""
     slots = []
     for field, raw in _pairs(flat).items():
         task_id, _, idx = field.rpartition(":")
         channel, tag, data = ormsgpack.unpackb(raw)
-        slots.append(((task_id, int(idx)), PendingWrite(task_id, channel, (tag, data))))
+        slots.append(((task_id, int(idx)), channel, (tag, data)))
     slots.sort(key=lambda s: s[0])
-    return [PendingWrite(w.task_id, w.channel, serde.loads_typed(w.value)) for _, w in slots]
+    return [
+        PendingWrite(task_id, channel, tc.pending(checkpoint_id, task_id, idx, channel, blob))
+        for (task_id, idx), channel, blob in slots
+    ]
 
 
-def decode_tuple(
-    serde: Serializer, thread_id: str, ns: str, entry: Sequence[Any]
-) -> CheckpointTuple:
-    """A checkpoint tuple from one ``LOAD`` reply entry: id, fields, blobs, writes."""
+def decode_tuple(tc: ThreadCodec, entry: Sequence[Any]) -> CheckpointTuple:
+    """A checkpoint tuple from one ``LOAD`` reply entry: id, fields, blobs, writes.
+
+    With a signing serializer the record's signature is checked before any value.
+    """
     raw_id, flat, blob_values, write_flat = entry
     checkpoint_id = raw_id.decode()
     fields = _pairs(flat)
+    sig = fields.pop("sig", None)
+    signed = tc.check_record(checkpoint_id, fields, sig)
     versions: dict[str, int] = json.loads(fields["versions"])
     refs: list[str] = ormsgpack.unpackb(fields["refs"])
     by_field = dict(zip(refs, blob_values, strict=True))
     values = {
-        ch: serde.loads_typed(decode_blob(raw))
+        ch: tc.value(checkpoint_id, ch, v, decode_blob(raw), signed_record=signed)
         for ch, v in versions.items()
         if (raw := by_field.get(blob_field(ch, v))) is not None
     }
     parent = fields["parent"].decode()
+    thread_id, ns = tc.thread_id, tc.ns
     return CheckpointTuple(
         config=checkpoint_config(thread_id, ns, checkpoint_id),
         checkpoint=Checkpoint(
@@ -138,7 +158,7 @@ def decode_tuple(
         ),
         metadata=decode_metadata(fields["metadata"]),
         parent_config=checkpoint_config(thread_id, ns, parent) if parent else None,
-        pending_writes=_writes(serde, write_flat),
+        pending_writes=_writes(tc, checkpoint_id, write_flat),
     )
 
 
@@ -146,3 +166,46 @@ def blob_fields_of(checkpoint: Checkpoint) -> dict[str, str]:
     """Channel -> blob field, for the channels that carry a value in ``checkpoint``."""
     versions: Mapping[str, int] = checkpoint.channel_versions
     return {ch: blob_field(ch, versions[ch]) for ch in checkpoint.channel_values}
+
+
+_BOUND_RUN = "bound:"
+"""Prefix of a run record signed for its thread (older records are the sealed text alone)."""
+
+
+def bind_run(tc: ThreadCodec, sealed: str) -> str:
+    """A run record as stored: signed for its thread when the store signs."""
+    blob = tc.run_record(sealed)
+    if blob is None:
+        return sealed
+    return _BOUND_RUN + base64.b64encode(encode_blob(blob)).decode()
+
+
+def unbind_run(tc: ThreadCodec, stored: str) -> str:
+    """The sealed run record ``bind_run`` stored; SignatureError if it is not this thread's."""
+    if not stored.startswith(_BOUND_RUN):
+        _check_old_run(tc, stored)
+        return stored
+    try:
+        raw = base64.b64decode(stored[len(_BOUND_RUN):], validate=True)
+    except ValueError:
+        raise SignatureError(
+            f"the run record of thread {tc.thread_id!r} is garbled; refused") from None
+    return tc.open_run_record(decode_blob(raw))
+
+
+def _check_old_run(tc: ThreadCodec, stored: str) -> None:
+    """A record with no thread binding is only accepted from a release that wrote none.
+
+    Its sealed envelope must then be of the old unbound format: a current one (every
+    bound record holds one inside) lifted out and stored bare elsewhere is refused.
+    """
+    if tc.bound is None:
+        return
+    try:
+        envelope = base64.b64decode(stored, validate=True)
+    except ValueError:
+        return  # not sealed at all: opening it says so
+    if tc.bound.is_bound(("signed", envelope)):
+        raise SignatureError(
+            f"the run record of thread {tc.thread_id!r} lacks its thread binding: it was "
+            "lifted out of another thread's record. Refused; nothing was run.")

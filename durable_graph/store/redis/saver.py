@@ -32,9 +32,11 @@ from durable_graph.store.base import (
     ThreadStatus,
     checkpoint_config,
     config_ids,
+    require_versions,
 )
-from durable_graph.store.encoding import encode_values, metadata_matches
+from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
+from durable_graph.store.redis.commit_wait import CommitWait
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
 from durable_graph.store.redis.keys import (
     ThreadKeys,
@@ -44,12 +46,14 @@ from durable_graph.store.redis.keys import (
 )
 from durable_graph.store.redis.lease import RedisLeases
 from durable_graph.store.redis.records import (
+    bind_run,
     blob_fields_of,
     checkpoint_fields,
     decode_metadata,
     decode_tuple,
     encode_blob,
     encode_writes,
+    unbind_run,
 )
 from durable_graph.store.redis.threads import ThreadRecords
 from durable_graph.store.serde import Serializer, TypedSerializer
@@ -84,6 +88,9 @@ class RedisSaver(BaseCheckpointSaver):
         serde: serializer of channel values and writes.
         ttl: default seconds a thread lives after its last commit (None: forever);
             ``set_ttl`` overrides it per thread.
+        commit_wait: what each commit waits for before it returns: ``"aof"``
+            (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
+            or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
     """
 
     def __init__(
@@ -93,6 +100,7 @@ class RedisSaver(BaseCheckpointSaver):
         prefix: str = "dg",
         serde: Serializer | None = None,
         ttl: int | None = None,
+        commit_wait: CommitWait | str | None = None,
         _where: str | None = None,
         _owns_client: bool = False,
     ) -> None:
@@ -103,7 +111,7 @@ class RedisSaver(BaseCheckpointSaver):
         self.serde: Serializer = serde or TypedSerializer()
         self.prefix = prefix
         self.ttl = ttl
-        self._conn = RedisConn(client, _where)
+        self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
         self._owns_client = _owns_client
         self.leases = RedisLeases(self._conn, prefix)
         """Lease API for coordinators: acquire, renew, release (see ``lease``)."""
@@ -118,6 +126,7 @@ class RedisSaver(BaseCheckpointSaver):
         serde: Serializer | None = None,
         ttl: int | None = None,
         cluster: bool = False,
+        commit_wait: CommitWait | str | None = None,
         **client_kwargs: Any,
     ) -> RedisSaver:
         """A saver on a new client for ``url``, with connect/read timeouts (5 s / 10 s).
@@ -127,7 +136,8 @@ class RedisSaver(BaseCheckpointSaver):
         """
         client = client_from_url(url, cluster=cluster, **client_kwargs)
         where = f"Redis at {redact(url)}"
-        return cls(client, prefix=prefix, serde=serde, ttl=ttl, _where=where, _owns_client=True)
+        return cls(client, prefix=prefix, serde=serde, ttl=ttl, commit_wait=commit_wait,
+                   _where=where, _owns_client=True)
 
     @property
     def client(self) -> Client:
@@ -159,7 +169,12 @@ class RedisSaver(BaseCheckpointSaver):
         entries = self._conn.run(
             "LOAD", [nsk.index, nsk.blobs], [nsk.base, *ids], "read checkpoint"
         )
-        return [decode_tuple(self.serde, thread_id, ns, entry) for entry in entries]
+        tc = self.codec_of(thread_id, ns)
+        return [decode_tuple(tc, entry) for entry in entries]
+
+    def codec_of(self, thread_id: str, ns: str) -> ThreadCodec:
+        """How values of ``thread_id``/``ns`` are signed for their place here."""
+        return ThreadCodec(self.serde, self.prefix, thread_id, ns)
 
     def list(
         self,
@@ -259,13 +274,12 @@ class RedisSaver(BaseCheckpointSaver):
         """
         thread_id, ns, parent_id = config_ids(config)
         fence = _fence(config)
-        unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
-        if unversioned:
-            raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
-        fields = checkpoint_fields(checkpoint, metadata, parent_id)
+        require_versions(checkpoint)
+        tc = self.codec_of(thread_id, ns)
+        fields = checkpoint_fields(tc, checkpoint, metadata, parent_id)
         wanted = blob_fields_of(checkpoint)
         changed = [ch for ch in wanted if ch in new_versions]
-        blobs = self._encode(checkpoint, {ch: wanted[ch] for ch in changed})
+        blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
         required = [wanted[ch] for ch in wanted if ch not in new_versions]
         commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
         cas = [expect_latest or "", replaces or "", keep or ""]
@@ -273,7 +287,7 @@ class RedisSaver(BaseCheckpointSaver):
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
             more = {ch: f for ch, f in wanted.items() if f in missing}
-            blobs.update(self._encode(checkpoint, more))
+            blobs.update(self._encode(tc, checkpoint, more))
             reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=[])
         self._check_fence(reply, thread_id, fence)
         if reply[0] == b"conflict":
@@ -284,10 +298,14 @@ class RedisSaver(BaseCheckpointSaver):
             )
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
-    def _encode(self, checkpoint: Checkpoint, fields: Mapping[str, str]) -> dict[str, bytes]:
+    @staticmethod
+    def _encode(
+        tc: ThreadCodec, checkpoint: Checkpoint, fields: Mapping[str, str]
+    ) -> dict[str, bytes]:
         """Blob field -> stored bytes for the given channels of ``checkpoint``."""
         values = {ch: checkpoint.channel_values[ch] for ch in fields}
-        return {fields[ch]: encode_blob(t) for ch, t in encode_values(self.serde, values).items()}
+        encoded = tc.values(values, checkpoint.channel_versions)
+        return {fields[ch]: encode_blob(t) for ch, t in encoded.items()}
 
     def _commit(
         self,
@@ -372,7 +390,7 @@ class RedisSaver(BaseCheckpointSaver):
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         fence = _fence(config)
-        encoded = encode_writes(self.serde, writes, task_id)
+        encoded = encode_writes(self.codec_of(thread_id, ns), checkpoint_id, writes, task_id)
         if not encoded and not fence and caller is None:
             return None
         tk = ThreadKeys(self.prefix, thread_id)
@@ -475,8 +493,13 @@ class RedisSaver(BaseCheckpointSaver):
         return self._threads.get_statuses(thread_ids)
 
     def set_run(self, thread_id: str, sealed: str, graph: str = "") -> None:
-        """Keep the sealed description of the thread's distributed run (workers resume it)."""
-        self._threads.set_run(thread_id, sealed, graph)
+        """Keep the sealed description of the thread's distributed run (workers resume it).
+
+        With a signing serializer the record is also signed for its place (this
+        prefix and thread), so a run record copied to another thread is refused.
+        """
+        bound = bind_run(self.codec_of(str(thread_id), ""), sealed)
+        self._threads.set_run(thread_id, bound, graph)
 
     def request_stop(self, thread_id: str, run_id: str) -> None:
         """Ask run ``run_id`` of the thread to stop at its next step boundary."""
@@ -487,8 +510,12 @@ class RedisSaver(BaseCheckpointSaver):
         return self._threads.stop_requested(thread_id)
 
     def get_run(self, thread_id: str) -> str | None:
-        """The sealed description of the thread's last distributed run, or None."""
-        return self._threads.get_run(thread_id)
+        """The sealed description of the thread's last distributed run, or None.
+
+        SignatureError when it was moved here from another thread or altered.
+        """
+        raw = self._threads.get_run(thread_id)
+        return None if raw is None else unbind_run(self.codec_of(str(thread_id), ""), raw)
 
     @property
     def conn(self) -> RedisConn:

@@ -1,0 +1,164 @@
+"""The Redis broker transport, hardened: garbage on a queue is dropped, not fatal.
+
+kombu's Redis transport pops a queue item and decodes it as JSON; an item that is
+not JSON (anyone who can write to Redis can push one) raises out of the worker's
+event loop and stops the worker ("Unrecoverable error: JSONDecodeError"). This
+transport decodes the popped item itself: an item that is not a kombu message is
+logged with its queue and a short preview, pushed to the queue's dead-letter list
+(``<queue>.dead``, capped) for inspection, and dropped; the worker keeps consuming.
+
+``create_app`` selects it for ``redis://`` and ``unix://`` brokers
+(``broker_for``): kombu has no ``unix`` transport, so a ``unix:///path.sock`` URL,
+which the checkpoint store accepts, becomes kombu's socket form of the same server.
+"""
+
+from __future__ import annotations
+
+import logging
+from queue import Empty
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
+
+from kombu.exceptions import DecodeError
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import redis as kombu_redis
+from kombu.utils import encoding as kombu_encoding
+from kombu.utils import json as kombu_json
+
+_text: Any = kombu_encoding.bytes_to_str  # untyped in kombu
+_loads: Any = kombu_json.loads
+
+__all__ = [
+    "ALIAS",
+    "DEAD_LETTER_MAX",
+    "RedisTransport",
+    "broker_for",
+    "dead_letter_key",
+    "parse_item",
+]
+
+log = logging.getLogger("durable_graph.worker")
+
+DEAD_LETTER_MAX = 1000
+"""Items kept per dead-letter list (the newest ones)."""
+
+
+def dead_letter_key(queue: str) -> str:
+    """The Redis list where undecodable items of ``queue`` are kept."""
+    return f"{queue}.dead"
+
+
+def parse_item(raw: bytes | str) -> dict[str, Any] | None:
+    """The kombu message in a queue item, or None when it is not one."""
+    try:
+        message = _loads(_text(raw))
+    except (ValueError, TypeError, DecodeError):
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("properties"), dict):
+        return None
+    return message
+
+
+class Channel(kombu_redis.Channel):
+    """A kombu Redis channel whose reads survive items that are not messages."""
+
+    def _drop(self, queue: str, raw: bytes) -> None:
+        preview = bytes(raw[:80])
+        log.error("dropped an item on queue %r that is not a message (%d bytes: %r...); "
+                  "kept in Redis list %r", queue, len(raw), preview, dead_letter_key(queue))
+        try:
+            with self.conn_or_acquire() as client:
+                client.lpush(dead_letter_key(queue), raw)
+                client.ltrim(dead_letter_key(queue), 0, DEAD_LETTER_MAX - 1)
+        except Exception as exc:  # the log line above is the record that matters
+            log.warning("could not keep the dropped item: %s", exc)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """kombu's ``_brpop_read`` with a decode that drops garbage instead of raising."""
+        this: Any = self  # kombu's channel is untyped
+        try:
+            try:
+                dest__item = self.client.parse_response(
+                    self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise Empty()
+            dest, item = dest__item
+            dest = _text(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            message = parse_item(item)
+            if message is None:
+                self._drop(dest, item)
+                raise Empty()
+            self.connection._deliver(message, dest)
+            return True
+        finally:
+            this._in_poll = None
+            flush = getattr(self, "_flush_brpop_reauth", None)
+            if flush is not None:
+                flush()
+
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
+        """kombu's ``_get`` (polling reads) with the same decode."""
+        this: Any = self
+        with this.conn_or_acquire() as client:
+            for pri in this.priority_steps:
+                item = client.rpop(this._q_for_pri(queue, pri))
+                if not item:
+                    continue
+                this._maybe_update_queues_expire(client, queue)
+                message = parse_item(item)
+                if message is None:
+                    self._drop(queue, item)
+                    continue
+                return message
+            this._maybe_update_queues_expire(client, queue)
+            raise Empty()
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport with the hardened channel."""
+
+    Channel = Channel
+
+
+ALIAS = "dgredis"
+"""kombu transport alias of ``RedisTransport`` (for URLs of the ``alias+socket://`` form)."""
+TRANSPORT_ALIASES.setdefault(ALIAS, f"{__name__}:RedisTransport")
+
+
+def _password_in_userinfo(url: str) -> str:
+    """``?password=`` moved into ``:password@`` (kombu rejects it in the query)."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    password = query.pop("password", [None])[0]
+    if password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    rest = urlencode({k: v[-1] for k, v in query.items()})
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}",
+                                     query=rest))
+
+
+def broker_for(url: str) -> tuple[str, str | None]:
+    """(broker URL, transport alias or None) Celery should use for ``url``.
+
+    ``redis://`` URLs get the hardened transport (a ``?password=`` moves into the
+    authority, where kombu reads it and masks it in logs); a ``unix://`` URL
+    becomes ``dgredis+socket:///path`` (its ``db`` as the virtual host); anything
+    else (``rediss://``, ``amqp://``, ...) is left to kombu as it is.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "redis":
+        return _password_in_userinfo(url), ALIAS
+    if scheme == "unix":
+        query = parse_qs(parts.query)
+        db = (query.get("db") or ["0"])[0]
+        password = (query.get("password") or [parts.password or ""])[0]
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"{ALIAS}+socket://{auth}{parts.path}?virtual_host={db}", None
+    return url, None

@@ -1,0 +1,101 @@
+"""Committed Redis stores (tests/golden/redis-v*.json) stay readable and resumable.
+
+The same golden tests as ``tests/unit/test_golden_checkpoints.py``, on a signed
+RedisSaver: v1 was written by the release before signatures were bound to their
+place, v2 by the one that binds them (its values are bound to the key prefix, so
+it is restored under the prefix it was written with, on a redis-server this test
+starts for itself).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import redis
+
+from durable_graph.errors import SignatureError
+from durable_graph.store.redis import RedisSaver
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_unit = _load("golden_unit_tests", Path(__file__).resolve().parents[1] / "unit"
+              / "test_golden_checkpoints.py")
+gen = _unit.gen
+
+SHARED = (
+    "test_history_reads_every_recorded_checkpoint",
+    "test_complete_thread_state_and_history",
+    "test_complete_thread_resumes_to_nothing_and_continues_with_new_input",
+    "test_complete_thread_time_travel_from_an_old_checkpoint",
+    "test_interrupted_thread_state",
+    "test_interrupted_thread_resumes",
+    "test_interrupted_thread_resumes_by_interrupt_id",
+    "test_failed_thread_state_shows_error_and_finished_sibling",
+    "test_failed_thread_resumes_without_rerunning_the_sibling",
+    "test_entry_thread_state",
+    "test_entry_thread_resumes_with_recorded_task_results",
+)
+"""The golden tests that run here on Redis, with this module's fixtures."""
+globals().update({name: getattr(_unit, name) for name in SHARED})
+
+
+@pytest.fixture(scope="module")
+def golden_redis(spawn_redis: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of this module's own: the golden prefix collides with no one's."""
+    proc, url = spawn_redis.start(str(tmp_path_factory.mktemp("golden-redis")))
+    yield url
+    spawn_redis.stop(proc)
+
+
+@pytest.fixture(params=list(gen.REDIS_FORMATS.values()))
+def store_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _restore(url: str, store_name: str) -> redis.Redis:
+    client = redis.Redis.from_url(url)
+    client.flushall()  # our own server (golden_redis), never a shared one
+    data = json.loads((GOLDEN / store_name).read_text())
+    gen.import_redis(client, data["keys"], (data["prefix"], gen.GOLDEN_PREFIX))
+    return client
+
+
+@pytest.fixture
+def saver(golden_redis: str, store_name: str) -> Iterator[RedisSaver]:
+    """A signed RedisSaver on a fresh copy of one golden Redis store."""
+    _restore(golden_redis, store_name).close()
+    with RedisSaver.from_url(golden_redis, prefix=gen.GOLDEN_PREFIX,
+                             serde=gen.golden_serde()) as s:
+        yield s
+
+
+@pytest.fixture
+def expected(store_name: str) -> dict[str, Any]:
+    return _unit.expected_of(store_name)  # type: ignore[no-any-return]
+
+
+def test_v2_values_are_bound_to_the_prefix_they_were_written_under(golden_redis: str) -> None:
+    client = _restore(golden_redis, gen.REDIS_FORMATS["redis-v2"])
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v2"]).read_text())
+    gen.import_redis(client, data["keys"], (data["prefix"], "elsewhere"))
+    client.close()
+    with RedisSaver.from_url(golden_redis, prefix="elsewhere", serde=gen.golden_serde()) as s, \
+            pytest.raises(SignatureError, match="'complete'"):
+        s.get_tuple(gen.config("complete"))
