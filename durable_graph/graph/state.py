@@ -13,7 +13,7 @@ from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.drawing import Ends, GraphDrawing
 from durable_graph.graph.hints import node_hints
 from durable_graph.graph.schema import ROOT, StateSchema, merge_channels
-from durable_graph.graph.subgraph import subgraph_runner
+from durable_graph.graph.subgraph import called_subgraph, subgraph_runner
 from durable_graph.graph.writers import Branch, NodeWriter, branch_channel
 from durable_graph.scheduler.caching import CACHE_NS_WRITES, identifier
 from durable_graph.scheduler.channels import MISSING, ChannelKind, ChannelSpec
@@ -308,7 +308,7 @@ class StateGraph:
                 writer, _result(call, value, ctx), self._with_managed(value, values), ctx),
             updates=writer.updates,
             retry=d.retry,
-            subgraph=d.action if isinstance(d.action, CompiledGraph) else None,
+            subgraph=d.action if is_graph else called_subgraph(d.action, CompiledGraph),
             cache_policy=d.cache_policy,
             cache_ns=(CACHE_NS_WRITES, identifier(d.action), name),
         )

@@ -11,6 +11,7 @@ starting over.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from durable_graph.types import Command
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
 
-__all__ = ["child_namespace", "run_in_task", "subgraph_runner"]
+__all__ = ["called_subgraph", "child_namespace", "run_in_task", "subgraph_runner"]
 
 
 def subgraph_runner(child: CompiledGraph) -> Callable[[Any, TaskContext], Any]:
@@ -35,6 +36,20 @@ def subgraph_runner(child: CompiledGraph) -> Callable[[Any, TaskContext], Any]:
         return run_in_task(child, value, ctx)
 
     return run
+
+
+def called_subgraph(fn: Any, graph_type: type) -> Any:
+    """The compiled graph (of ``graph_type``) a node function refers to by a free or
+    global name, as LangGraph finds it for ``get_state(subgraphs=True)``; or None.
+    Subgraphs compiled with ``checkpointer=False`` keep no state and are not found."""
+    try:
+        found = inspect.getclosurevars(fn)
+    except TypeError:  # a builtin or a callable object: nothing to look into
+        return None
+    for value in (*found.nonlocals.values(), *found.globals.values()):
+        if isinstance(value, graph_type) and getattr(value, "checkpointer", None) is not False:
+            return value
+    return None
 
 
 def child_namespace(child: CompiledGraph, ns: str) -> str:

@@ -174,3 +174,18 @@ def test_called_subgraph_checkpointer_true_keeps_its_history() -> None:
         return first, second, dict(calls)
 
     same(scenario)
+
+
+def test_paused_called_subgraph_state_with_subgraphs_true() -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        sub = chain(m, calls, ["s1", "ask"], last=asking(m, calls, "ask"))
+        g = caller(m, calls, sub).compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        g.invoke({"log": []}, cfg)
+        snap = g.get_state(cfg, subgraphs=True)
+        inner = snap.tasks[0].state
+        return snap.next, inner.values, inner.next, [t.name for t in inner.tasks], \
+            [i.value for i in inner.interrupts]
+
+    same(scenario)
