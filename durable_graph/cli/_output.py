@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -36,6 +37,9 @@ __all__ = [
     "emit_json",
     "exit_status",
     "json_arg",
+    "log_level",
+    "positive_int",
+    "positive_seconds",
     "print_table",
     "quiet_broken_pipe",
 ]
@@ -102,6 +106,40 @@ def json_arg(text: str | None, flag: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"{flag} is not valid JSON: {exc}") from None
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds above zero (``--timeout``, ``--interval``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number of 1 or more (``--concurrency``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """A logging level name, upper-cased (``--loglevel``)."""
+    level = text.strip().upper()
+    if level not in _LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level: use one of {', '.join(_LEVELS)}")
+    return level
 
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")

@@ -11,7 +11,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from durable_graph.cli._output import Formatter, emit_json
+from durable_graph.cli._output import (
+    Formatter,
+    emit_json,
+    log_level,
+    positive_int,
+    positive_seconds,
+)
 
 __all__ = ["register"]
 
@@ -23,9 +29,9 @@ def register(sub: Any) -> None:
         description="The same worker as `python -m celery -A durable_graph.worker worker` "
                     "(same import path, log level and readiness line), on the "
                     "DURABLE_GRAPH_QUEUE queue.")
-    worker.add_argument("--concurrency", "-c", type=int, default=None,
+    worker.add_argument("--concurrency", "-c", type=positive_int, default=None,
                         help="worker processes (default: Celery's, the number of CPUs)")
-    worker.add_argument("--loglevel", "-l", default="WARNING",
+    worker.add_argument("--loglevel", "-l", type=log_level, default="WARNING",
                         help="log level (Celery's default; INFO logs every job)")
     worker.add_argument("--pool", "-P", default="prefork", help="Celery pool")
     worker.add_argument("--hostname", "-n", default=None,
@@ -38,10 +44,11 @@ def register(sub: Any) -> None:
         "scheduler", help="recover threads whose workers died", formatter_class=Formatter,
         description="Take over threads whose lease expired and re-enqueue their missing "
                     "work; run two for high availability.")
-    scheduler.add_argument("--interval", type=float, default=1.0, metavar="S",
+    scheduler.add_argument("--interval", type=positive_seconds, default=1.0, metavar="S",
                            help="seconds between sweeps")
     scheduler.add_argument("--once", action="store_true", help="sweep once and exit")
-    scheduler.add_argument("--loglevel", "-l", default="INFO", help="log level")
+    scheduler.add_argument("--loglevel", "-l", type=log_level, default="INFO",
+                           help="log level")
     scheduler.set_defaults(handler=_scheduler)
 
     ping = sub.add_parser(
@@ -49,7 +56,7 @@ def register(sub: Any) -> None:
         formatter_class=Formatter,
         description="Exit 0 when Redis answers and at least one worker (or the one named "
                     "with --destination) replies to a ping within the timeout, else 1.")
-    ping.add_argument("--timeout", type=float, default=5.0, metavar="S",
+    ping.add_argument("--timeout", type=positive_seconds, default=5.0, metavar="S",
                       help="seconds to wait for replies")
     ping.add_argument("--destination", "-d", metavar="NODE", default=None,
                       help="only this worker, e.g. celery@$HOSTNAME (default: any worker)")
@@ -79,7 +86,7 @@ def _scheduler(args: argparse.Namespace) -> int:
     from durable_graph.ops import connect
     from durable_graph.worker.recovery import LeaseScheduler
 
-    logging.basicConfig(level=args.loglevel.upper(),
+    logging.basicConfig(level=args.loglevel,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cluster = connect()
     scheduler = LeaseScheduler(cluster.app, cluster.saver, interval=args.interval)

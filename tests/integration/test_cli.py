@@ -331,6 +331,26 @@ def test_worker_without_a_signing_key_refuses_to_start() -> None:
     assert "DURABLE_GRAPH_SECRET_KEY" in done.stderr
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["scheduler", "--once", "--loglevel", "chatty"], "--loglevel"),
+    (["worker", "--loglevel", "chatty"], "--loglevel"),
+    (["scheduler", "--once", "--interval", "-1"], "--interval"),
+    (["ping", "--timeout", "0"], "--timeout"),
+    (["resume", "t", "--timeout", "-5"], "--timeout"),
+    (["worker", "--concurrency", "0"], "--concurrency"),
+    (["threads", "--limit", "many"], "--limit"),
+])
+def test_a_bad_option_value_is_a_usage_error_naming_the_option(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before anything connects or starts: exit 2 and the option's name, no traceback."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err, err
+
+
 # -- operating threads: show without code, cancel, retry, fork, tables ---------------------
 
 
