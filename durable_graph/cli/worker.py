@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from durable_graph.cli._output import (
@@ -112,7 +113,11 @@ def _ping(args: argparse.Namespace) -> int:
         print("redis: pong")
         return 0
     destination = [args.destination] if args.destination else None
-    replies = cluster.app.control.ping(timeout=args.timeout, destination=destination) or []
+    try:
+        replies = cluster.app.control.ping(timeout=args.timeout, destination=destination) or []
+    except OperationalError as exc:
+        print(f"durable-graph ping: the Celery broker does not answer: {exc}", file=sys.stderr)
+        return 1
     nodes = sorted(name for reply in replies for name in reply)
     if args.json:
         emit_json({"redis": "ok", "workers": nodes})

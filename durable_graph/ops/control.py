@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from durable_graph.errors import (
+    DispatchError,
     DurableGraphError,
     GraphValueError,
     ThreadBusyError,
@@ -28,7 +29,7 @@ from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.types import Command
 from durable_graph.worker.app import CeleryDispatcher, settings_of
-from durable_graph.worker.config import Settings
+from durable_graph.worker.config import ENV_BROKER_URL, Settings
 from durable_graph.worker.events import RunEvents
 from durable_graph.worker.executor import RunHandle
 from durable_graph.worker.payload import seal
@@ -128,7 +129,14 @@ def _start(
             f"thread {run.thread_id!r} is running; wait for it, or cancel it first "
             "(durable-graph cancel)")
     job = Job("start", run, owner, lease.generation, input=input, checkpoint=checkpoint_id)
-    CeleryDispatcher(app, settings).send([job])
+    try:
+        CeleryDispatcher(app, settings).send([job])
+    except Exception as exc:  # kombu's OperationalError and the like: nothing was sent
+        saver.leases.release(lease)
+        raise DispatchError(
+            f"could not send the run of thread {run.thread_id!r} to the Celery broker "
+            f"({type(exc).__name__}: {exc}); the thread is unchanged: try again when the "
+            f"broker answers (${ENV_BROKER_URL})") from exc
     events = RunEvents(saver.conn, saver.prefix, saver.serde)
     return RunHandle(saver, events, run)
 

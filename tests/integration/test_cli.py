@@ -37,7 +37,10 @@ from dg_workers import WorkerPool  # noqa: E402
 
 from durable_graph import Command, GraphValueError, RedisSaver  # noqa: E402
 from durable_graph.cli import build_parser, main  # noqa: E402
+from durable_graph.errors import DispatchError  # noqa: E402
+from durable_graph.ops import resume_thread  # noqa: E402
 from durable_graph.worker import CeleryExecutor, create_app  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.celery, pytest.mark.redis]
 
@@ -517,6 +520,34 @@ def test_resume_of_a_done_thread_or_with_a_non_object_update_is_refused(ops: Ops
     assert done.returncode == 1
     assert "is done: nothing to resume" in done.stderr, done.stderr
     assert done.stdout == ""
+
+
+def test_resume_while_the_broker_is_down_fails_clearly_and_leaves_the_thread_free(
+    ops: Ops,
+) -> None:
+    """A run that could not be sent holds no lease: the next resume starts at once."""
+    _, thread_id = interrupted_thread(ops)
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    dead = create_app(ops.url, broker_url=down, prefix=ops.prefix, queue=ops.queue,
+                      secret_key=SECRET)
+    with pytest.raises(DispatchError, match="broker") as refused:
+        resume_thread(ops.saver, dead, thread_id, value="no")
+    assert thread_id in str(refused.value)
+    assert ops.saver.get_status(thread_id)["status"] == "interrupted"  # type: ignore[index]
+    done = ops.cli("resume", thread_id, "--value", '"yes"', "--timeout", str(RUN_TIMEOUT))
+    assert done.returncode == 0, f"{done.stderr}\n{ops.pool.log_tails()}"
+    assert json.loads(done.stdout)["output"]["decision"] == "yes"
+
+
+def test_ping_with_the_broker_down_exits_1_naming_the_broker(ops: Ops) -> None:
+    env = {**os.environ, "DURABLE_GRAPH_SECRET_KEY": SECRET,
+           "DURABLE_GRAPH_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    done = subprocess.run([*CLI, "--redis-url", ops.url, "--prefix", ops.prefix, "ping",
+                           "--timeout", "1"], env=env, capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT, check=False)
+    assert done.returncode == 1
+    assert "broker does not answer" in done.stderr and "Traceback" not in done.stderr, \
+        done.stderr
 
 
 def test_threads_filters_pages_and_prints_tables(ops: Ops) -> None:
