@@ -550,6 +550,22 @@ def test_ping_with_the_broker_down_exits_1_naming_the_broker(ops: Ops) -> None:
         done.stderr
 
 
+def test_resume_or_fork_from_an_unknown_checkpoint_is_refused_and_changes_nothing(
+    ops: Ops,
+) -> None:
+    _, thread_id = interrupted_thread(ops)
+    done = ops.cli("resume", thread_id, "--checkpoint", "no-such-checkpoint")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "has no checkpoint 'no-such-checkpoint'" in done.stderr, done.stderr
+    assert "run " not in done.stderr  # refused before any run started
+    for command in ("resume", "fork"):
+        done = ops.cli(command, thread_id, "--checkpoint", "")
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "checkpoint id must not be empty" in done.stderr, done.stderr
+    assert ops.show(thread_id)["status"] == "interrupted"
+    assert ops.threads("interrupted") == [thread_id]  # no fork was made
+
+
 def test_threads_filters_pages_and_prints_tables(ops: Ops) -> None:
     _, a = interrupted_thread(ops)
     _, b = interrupted_thread(ops)
