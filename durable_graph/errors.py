@@ -17,7 +17,8 @@
     └── DispatchError                          a job that could not be sent or run
         ├── RunFailedError                     a distributed run failed (worker's view)
         ├── RunCancelledError                  a distributed run was cancelled
-        └── ThreadBusyError                    new input for a thread whose run goes on
+        ├── ThreadBusyError                    new input for a thread whose run goes on
+        └── JobCrashedError                    a job whose process died max_deaths times
 
 Control-flow signals (``GraphInterrupt``) derive from ``BaseException`` so that a
 user's ``except Exception`` inside a node does not swallow an ``interrupt()``.
@@ -43,6 +44,7 @@ __all__ = [
     "GraphRecursionError",
     "GraphValueError",
     "InvalidUpdateError",
+    "JobCrashedError",
     "NondeterminismError",
     "NotSupportedError",
     "RunCancelledError",
@@ -121,6 +123,10 @@ class CommitConflictError(CheckpointStoreError):
 
 class DispatchError(DurableGraphError):
     """A job could not be dispatched to, or run by, a worker."""
+
+
+class JobCrashedError(DispatchError):
+    """A job's process died (killed, out of memory, ``os._exit``) too many times."""
 
 
 class RunFailedError(DispatchError):

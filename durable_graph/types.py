@@ -47,7 +47,7 @@ N = TypeVar("N", bound=Hashable, default=Any)
 ResponseT = TypeVar("ResponseT", default=Any)
 
 Durability = Literal["sync", "async", "exit"]
-StreamMode = Literal["values", "updates", "custom", "debug", "tasks", "checkpoints"]
+StreamMode = Literal["values", "updates", "custom", "debug", "tasks", "checkpoints", "messages"]
 
 
 @dataclass(frozen=True)

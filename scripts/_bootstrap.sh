@@ -100,3 +100,37 @@ ensure_redis_server() {
     echo "warning: redis-server is not installed and cannot be installed here" \
         "(need root and apt-get); Redis tests will fail unless 127.0.0.1:6379 answers" >&2
 }
+
+# Whether something accepts TCP connections on 127.0.0.1:$1.
+port_answers() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+RABBITMQ_STARTED=""
+# The RabbitMQ broker tests need a RabbitMQ on 127.0.0.1:5672 (guest/guest). When
+# nothing answers there, install rabbitmq-server (root with apt-get) and start it
+# detached; stop_rabbitmq stops only a server this script started.
+ensure_rabbitmq() {
+    port_answers 5672 && return 0
+    if ! command -v rabbitmq-server >/dev/null 2>&1 && ! apt_install rabbitmq-server; then
+        echo "warning: nothing answers on 127.0.0.1:5672 and rabbitmq-server cannot be" \
+            "installed here (need root and apt-get); the RabbitMQ tests will fail" >&2
+        return 0
+    fi
+    rabbitmq-server -detached >/dev/null 2>&1 || die "rabbitmq-server -detached failed"
+    RABBITMQ_STARTED=1
+    local waited=0
+    until port_answers 5672; do
+        [ "$waited" -ge 120 ] && die "RabbitMQ did not answer on 127.0.0.1:5672 within 60 s"
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    quietly rabbitmqctl await_startup
+}
+
+# Stop the RabbitMQ that ensure_rabbitmq started (none otherwise).
+stop_rabbitmq() {
+    [ -n "$RABBITMQ_STARTED" ] || return 0
+    rabbitmqctl stop >/dev/null 2>&1 || true
+    RABBITMQ_STARTED=""
+}

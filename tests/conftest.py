@@ -5,6 +5,11 @@ set, else 127.0.0.1:6379 if it answers, else a ``redis-server`` started on a fre
 port in a temp dir (installed with apt-get if missing) and stopped at the end.
 Tests never flush a server: each gets a unique key prefix (``redis_prefix``) and
 only keys under it are deleted afterwards.
+
+``rabbitmq`` does the same for RabbitMQ: ``DURABLE_GRAPH_TEST_AMQP_URL`` if set,
+else 127.0.0.1:5672 if it answers, else ``rabbitmq-server -detached`` (installed
+with apt-get when missing and root) stopped at the end of the session. Tests use
+their own queue names and delete only those (``RabbitBroker.delete_queues``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import pytest
 REDIS_URL_ENV = "DURABLE_GRAPH_TEST_REDIS_URL"
 REDIS_PREFIX_ENV = "DURABLE_GRAPH_TEST_REDIS_PREFIX"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+AMQP_URL_ENV = "DURABLE_GRAPH_TEST_AMQP_URL"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def free_port() -> int:
@@ -203,3 +210,64 @@ def _redis_for_marked_tests(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         os.environ.pop(REDIS_PREFIX_ENV, None)
+
+
+def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts a TCP connection on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _start_rabbitmq(timeout: float = 90.0) -> None:
+    """``rabbitmq-server -detached`` (installed with apt-get if missing), then wait for it."""
+    if shutil.which("rabbitmq-server") is None:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.fail("nothing answers on 127.0.0.1:5672 and rabbitmq-server is missing: "
+                        "install RabbitMQ or set DURABLE_GRAPH_TEST_AMQP_URL")
+        subprocess.run(["apt-get", "update"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "rabbitmq-server"], check=True,
+                       capture_output=True)
+    subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while not port_answers("127.0.0.1", 5672):
+        if time.monotonic() > deadline:
+            pytest.fail(f"RabbitMQ did not answer on 127.0.0.1:5672 within {timeout} s")
+        time.sleep(0.5)
+    subprocess.run(["rabbitmqctl", "await_startup"], check=True, capture_output=True)
+
+
+class RabbitBroker:
+    """A RabbitMQ the tests use: its URL, and deletion of the queues a test declared."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def delete_queues(self, *names: str) -> None:
+        """Delete the queues ``names`` and their same-named exchanges (nothing else)."""
+        from kombu import Connection
+
+        with Connection(self.url, connect_timeout=10) as conn:
+            channel = conn.default_channel
+            for name in names:
+                channel.queue_delete(name)
+                channel.exchange_delete(name)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitBroker]:
+    """A RabbitMQ for the session (forced, local, or started here and stopped after)."""
+    forced = os.environ.get(AMQP_URL_ENV)
+    if forced:
+        yield RabbitBroker(forced)
+        return
+    if port_answers("127.0.0.1", 5672):
+        yield RabbitBroker(DEFAULT_AMQP_URL)
+        return
+    _start_rabbitmq()
+    try:
+        yield RabbitBroker(DEFAULT_AMQP_URL)
+    finally:
+        subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True)

@@ -2,7 +2,7 @@
 
 One module per command group, as Celery's ``celery/bin/``: ``threads`` (``threads``,
 ``show``), ``runs`` (``resume``, ``retry``, ``cancel``, ``fork``) and ``worker``
-(``worker``, ``scheduler``, ``ping``). Each command is a thin layer over
+(``worker``, ``scheduler``, ``ping``), and ``ui`` (the web view). Each command is a thin layer over
 ``durable_graph.ops`` (the same functions the web UI calls).
 
 Every command reads the same settings as the workers (``DURABLE_GRAPH_REDIS_URL``,
@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from durable_graph.cli import runs, threads, worker
+from durable_graph.cli import runs, threads, ui, worker
 from durable_graph.cli._output import Formatter, exit_status, quiet_broken_pipe
 from durable_graph.errors import DurableGraphError
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue", default=None,
                         help="Celery queue (default: $DURABLE_GRAPH_QUEUE, else 'durable_graph')")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (threads, runs, worker):
+    for group in (threads, runs, worker, ui):
         group.register(sub)
     return parser
 

@@ -19,6 +19,7 @@ from durable_graph.cli._output import (
     positive_int,
     positive_seconds,
 )
+from durable_graph.cli.ui import add_metrics_port, serve_metrics
 
 __all__ = ["register"]
 
@@ -37,19 +38,24 @@ def register(sub: Any) -> None:
     worker.add_argument("--pool", "-P", default="prefork", help="Celery pool")
     worker.add_argument("--hostname", "-n", default=None,
                         help="node name (default: celery@HOST)")
+    add_metrics_port(worker)
     worker.add_argument("celery_args", nargs=argparse.REMAINDER,
                         help="more `celery worker` options, after --")
     worker.set_defaults(handler=_worker)
 
     scheduler = sub.add_parser(
-        "scheduler", help="recover threads whose workers died", formatter_class=Formatter,
-        description="Take over threads whose lease expired and re-enqueue their missing "
-                    "work; run two for high availability.")
+        "scheduler", help="the recovery sweep in a process of its own (optional)",
+        formatter_class=Formatter,
+        description="Every worker already runs this sweep: resend the jobs of dead worker "
+                    "processes and the messages the broker lost, recover running threads "
+                    "that owe no job, fail crash-looping ones. Run it where workers can "
+                    "scale to zero; several are safe.")
     scheduler.add_argument("--interval", type=positive_seconds, default=1.0, metavar="S",
                            help="seconds between sweeps")
     scheduler.add_argument("--once", action="store_true", help="sweep once and exit")
     scheduler.add_argument("--loglevel", "-l", type=log_level, default="INFO",
                            help="log level")
+    add_metrics_port(scheduler)
     scheduler.set_defaults(handler=_scheduler)
 
     ping = sub.add_parser(
@@ -78,6 +84,8 @@ def _worker(args: argparse.Namespace) -> int:
         argv += ["--concurrency", str(args.concurrency)]
     if args.hostname:
         argv += ["--hostname", args.hostname]
+    if args.metrics_port:  # served by the worker's main process (worker.metrics)
+        os.environ["DURABLE_GRAPH_METRICS_PORT"] = str(args.metrics_port)
     extra = [a for a in args.celery_args if a != "--"]
     os.execvp(argv[0], argv + extra)
     return 0  # not reached
@@ -91,9 +99,14 @@ def _scheduler(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cluster = connect()
     scheduler = LeaseScheduler(cluster.app, cluster.saver, interval=args.interval)
+    serve_metrics(args.metrics_port, cluster.app, cluster.settings.queue)
     if args.once:
-        for thread_id in scheduler.sweep():
+        done = scheduler.sweep_all()
+        for thread_id in done.recovered:
             print(thread_id)
+        print(f"resent {done.resent} job(s) of dead processes and {done.lost} lost one(s); "
+              f"recovered {len(done.recovered)} idle thread(s); failed "
+              f"{len(done.failed)} crash-looping thread(s)", file=sys.stderr)
         return 0
     with contextlib.suppress(KeyboardInterrupt):
         scheduler.run_forever()

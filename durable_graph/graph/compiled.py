@@ -37,7 +37,8 @@ __all__ = ["DEFAULT_RECURSION_LIMIT", "CompiledGraph"]
 
 DEFAULT_RECURSION_LIMIT = 10007
 """LangGraph 1.2's default superstep limit."""
-STREAM_MODES = frozenset({"values", "updates", "custom", "debug", "tasks", "checkpoints"})
+STREAM_MODES = frozenset(
+    {"values", "updates", "custom", "debug", "tasks", "checkpoints", "messages"})
 DURABILITY = ("sync", "async", "exit")
 
 
@@ -449,7 +450,8 @@ def _borrow(child: CompiledGraph, parent: CompiledGraph) -> CompiledGraph:
     return CompiledGraph(child.spec, checkpointer=parent.saver, executor=child.executor)
 
 
-REMOTE_MODES = frozenset({"values", "updates", "custom", "tasks", "checkpoints", "debug"})
+REMOTE_MODES = frozenset(
+    {"values", "updates", "custom", "tasks", "checkpoints", "debug", "messages"})
 
 
 def _remote_modes(modes: frozenset[str]) -> frozenset[str]:

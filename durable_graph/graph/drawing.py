@@ -34,8 +34,8 @@ class GraphDrawing:
     """Fan-in edges: (sources, destination)."""
     branches: tuple[tuple[str, Ends | None], ...] = ()
     """Conditional edges: (source, destinations), None when they are unknown."""
-    ends: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    """Nodes' ``Command[Literal]`` destinations."""
+    ends: tuple[tuple[str, Ends], ...] = ()
+    """Nodes' ``Command[Literal]`` (or ``destinations=``) destinations with labels."""
     start_first: bool = True
     """START is drawn first (a StateGraph's input node); a workflow draws it after."""
 
@@ -188,7 +188,7 @@ def _candidate_edges(drawing: GraphDrawing) -> set[DrawnEdge]:
         for dest, label in ends or ():
             edges.add(DrawnEdge(src, dest, True, label if label != dest else None))
     for src, dests in drawing.ends:
-        edges |= {DrawnEdge(src, d, True) for d in dests}
+        edges |= {DrawnEdge(src, d, True, label if label != d else None) for d, label in dests}
     return edges
 
 

@@ -173,7 +173,7 @@ class entrypoint:  # noqa: N801 - LangGraph's name
         graph = CompiledGraph(
             spec, checkpointer=self.checkpointer, executor=self.executor, name=name,
             store=self.store, cache=self.cache, context_schema=self.context_schema,
-            drawing=GraphDrawing((name,), edges=((START, name),), ends=((name, (END,)),),
+            drawing=GraphDrawing((name,), edges=((START, name),), ends=((name, ((END, None),)),),
                                  start_first=False),
         )
         functools.update_wrapper(graph, fn)  # type: ignore[arg-type]

@@ -24,8 +24,8 @@ class NodeHints:
 
     input_schema: Any = None
     """The class of its first parameter when that class declares fields, else None."""
-    ends: tuple[str, ...] = ()
-    """The destinations of a ``Command[Literal[...]]`` return type."""
+    ends: tuple[tuple[str, str | None], ...] = ()
+    """The destinations of a ``Command[Literal[...]]`` return type (no labels)."""
 
 
 def node_hints(action: Any) -> NodeHints:
@@ -53,7 +53,7 @@ def _schema_of(hint: Any) -> Any:
         return None
 
 
-def _command_ends(hint: Any) -> tuple[str, ...]:
+def _command_ends(hint: Any) -> tuple[tuple[str, str | None], ...]:
     if get_origin(hint) in (Union, types.UnionType):
         hint = next((a for a in get_args(hint) if get_origin(a) is Command), hint)
     if get_origin(hint) is not Command:
@@ -61,4 +61,4 @@ def _command_ends(hint: Any) -> tuple[str, ...]:
     args = get_args(hint)
     if not args or get_origin(args[0]) is not Literal:
         return ()
-    return tuple(str(v) for v in get_args(args[0]))
+    return tuple((str(v), None) for v in get_args(args[0]))

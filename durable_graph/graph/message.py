@@ -16,7 +16,8 @@ import functools
 import importlib
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
 from typing_extensions import TypedDict
 
@@ -26,25 +27,17 @@ REMOVE_ALL_MESSAGES = "__remove_all__"
 """The id of a ``RemoveMessage`` that deletes every message before it."""
 
 
+@dataclass(frozen=True)
 class RemoveMessage:
     """Deletes the message with this ``id`` from the state (``REMOVE_ALL_MESSAGES``: all).
 
-    With ``langchain_core`` installed, its own ``RemoveMessage`` works the same.
+    With ``langchain_core`` installed, its own ``RemoveMessage`` works the same. A plain
+    record, so a node's writes holding one are stored as msgpack, never pickled.
     """
 
-    type = "remove"
-
-    def __init__(self, id: str) -> None:
-        self.id = id
-
-    def __repr__(self) -> str:
-        return f"RemoveMessage(id={self.id!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoveMessage) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(("RemoveMessage", self.id))
+    id: str
+    """The id of the message to delete."""
+    type: ClassVar[str] = "remove"
 
 
 @functools.cache

@@ -9,7 +9,7 @@ from typing import Any
 
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
-from durable_graph.graph.drawing import GraphDrawing
+from durable_graph.graph.drawing import Ends, GraphDrawing
 from durable_graph.graph.hints import node_hints
 from durable_graph.graph.schema import ROOT, StateSchema, merge_channels
 from durable_graph.graph.subgraph import subgraph_runner
@@ -35,8 +35,9 @@ class _NodeDef:
     cache_policy: CachePolicy[Any] | None = None
     input: StateSchema | None = None
     """The node's own input schema (private state), else the graph's state."""
-    ends: tuple[str, ...] = ()
-    """Where it may route with a Command (drawn edges): annotation or ``destinations``."""
+    ends: Ends = ()
+    """Where it may route with a Command (drawn edges, labelled): annotation or
+    ``destinations``."""
 
 
 class StateGraph:
@@ -90,7 +91,7 @@ class StateGraph:
         if node in self.nodes:
             raise ValueError(f"Node {node!r} already exists; node names must be unique")
         if not callable(action) and not isinstance(action, CompiledGraph):
-            raise ValueError(f"Node {node!r} must be a function or a compiled graph")
+            action = _runnable(node, action)
         if cache_policy is not None and not isinstance(cache_policy, CachePolicy):
             raise TypeError(
                 f"Node {node!r}: cache_policy must be a CachePolicy(key_func=, ttl=), got "
@@ -99,7 +100,9 @@ class StateGraph:
         hints = node_hints(action)
         own = input_schema if input_schema is not None else hints.input_schema
         schema = self.schemas.setdefault(own, StateSchema(own)) if own is not None else None
-        ends = tuple(destinations) if destinations is not None else hints.ends
+        ends = hints.ends if destinations is None else tuple(
+            destinations.items() if isinstance(destinations, Mapping)
+            else ((d, None) for d in destinations))
         self.nodes[node] = _NodeDef(action, retry_policy, defer=bool(defer),
                                     cache_policy=cache_policy, input=schema, ends=ends)
         return self
@@ -320,6 +323,20 @@ class StateGraph:
             if found is not MISSING:
                 extra[key] = found
         return {**values, **extra}
+
+
+def _runnable(node: str, action: Any) -> Callable[..., Any]:
+    """A LangChain Runnable (anything with ``invoke``) as a node function."""
+    invoke = getattr(action, "invoke", None)
+    if not callable(invoke):
+        raise ValueError(
+            f"Node {node!r} must be a function, a Runnable or a compiled graph, got "
+            f"{type(action).__name__}")
+
+    def run(state: Any, config: Any) -> Any:
+        return invoke(state, config)
+
+    return run
 
 
 def _command_writes(writer: NodeWriter, cmd: Command) -> list[Write]:

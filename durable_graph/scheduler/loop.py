@@ -27,6 +27,7 @@ from durable_graph.scheduler.algo import (
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.commands import command_writes
 from durable_graph.scheduler.executor import Executor
+from durable_graph.scheduler.messages import message_events
 from durable_graph.scheduler.persist import Persister
 from durable_graph.scheduler.runtime import RunScope, TaskFuture, consumed_answers, local_call
 from durable_graph.scheduler.spec import GraphSpec, Write
@@ -38,6 +39,7 @@ from durable_graph.scheduler.transition import (
     checkpoint_event,
     end_step,
     execute_task,
+    pause_events,
     record_outcome,
     task_config,
     task_ended,
@@ -46,7 +48,6 @@ from durable_graph.scheduler.transition import (
     with_null_writes,
 )
 from durable_graph.store.base import (
-    INTERRUPT,
     NULL_TASK_ID,
     RESUME,
     RETURN,
@@ -156,6 +157,8 @@ class StepLoop:
         self.step_opts = StepOptions()
         self.first_events: list[Event] = []
         self.committed_id: str | None = None
+        self.seen_messages: set[Any] = set()
+        """Ids of the chat messages streamed (or input to a node) in this run."""
         """The last checkpoint committed (or loaded): the parent of the next one."""
         self.loaded_meta: Any = None
         self.loaded_parent: str | None = None
@@ -322,7 +325,7 @@ class StepLoop:
         if nxt.status != "running":
             return (yield from self._stop(nxt))
         tasks = nxt.tasks
-        outcomes = yield from self._run_tasks(tasks)
+        outcomes = yield from self._run_tasks(tasks, step)
         nxt = end_step(self.spec, self.checkpoint, tasks, outcomes, step=step,
                        opts=self.step_opts, new_id=new_checkpoint_id(after=self.checkpoint.id))
         if nxt.metadata is None:
@@ -348,18 +351,15 @@ class StepLoop:
     def _pause(self, interrupts: tuple[Interrupt, ...]) -> Generator[Event, None, bool]:
         self.status = "interrupted"
         self.interrupts = list(interrupts)
-        if "updates" in self.opts.modes:
-            yield "updates", {INTERRUPT: interrupts}
-        if "values" in self.opts.modes and interrupts:
-            values = self.spec.output(read_values(self.spec, self.checkpoint))
-            if isinstance(values, dict):
-                yield "values", {**values, INTERRUPT: list(interrupts)}
+        for mode, payload in pause_events(self.spec, self.checkpoint, interrupts):
+            if mode in self.opts.modes:
+                yield mode, payload
         return False
 
     # -- running tasks ---------------------------------------------------------
 
     def _run_tasks(
-        self, tasks: list[PlannedTask]
+        self, tasks: list[PlannedTask], step_no: int
     ) -> Generator[Event, None, dict[str, Outcome]]:
         done = finished_writes(tasks, self.pending)
         outcomes: dict[str, Outcome] = {}
@@ -394,7 +394,7 @@ class StepLoop:
             _, task, outcome = item
             remaining -= 1
             outcomes[task.id] = outcome
-            yield from self._task_done(task, outcome)
+            yield from self._task_done(task, outcome, step_no)
         return outcomes
 
     def _recorded_calls(self) -> dict[str, tuple[str, Any]]:
@@ -406,7 +406,11 @@ class StepLoop:
         config, ns = task_config(self.config, self.ns, self.checkpoint.id, task)
         return execute_task(task, step, config, ns, values=values, resume=resume)
 
-    def _task_done(self, task: PlannedTask, outcome: Outcome) -> Iterator[Event]:
+    def _task_done(self, task: PlannedTask, outcome: Outcome, step: int) -> Iterator[Event]:
+        if "messages" in self.opts.modes and outcome.writes:
+            for chunk in message_events(task, outcome.writes, step, self.config,
+                                        self.seen_messages):
+                yield "messages", chunk
         record_outcome(functools.partial(self.record, task.id), outcome)
         if outcome.writes is not None and "updates" in self.opts.modes and not task.node.hidden:
             yield "updates", task_updates(task, outcome)

@@ -57,6 +57,7 @@ __all__ = [
     "execute_task",
     "outcome_writes",
     "outcomes_from_pending",
+    "pause_events",
     "record_outcome",
     "task_config",
     "task_ended",
@@ -322,6 +323,18 @@ def task_ended(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
     return {"id": task.id, "name": task.name, "error": outcome.error,
             "result": _or_empty(task.node.updates(outcome.writes or ())),
             "interrupts": [dataclasses.asdict(i) for i in outcome.interrupts]}
+
+
+def pause_events(
+    spec: GraphSpec, checkpoint: Checkpoint, interrupts: tuple[Interrupt, ...]
+) -> list[tuple[str, Any]]:
+    """The ``updates`` and ``values`` chunks of a run that pauses (as LangGraph streams
+    them): the interrupts, and the state with ``__interrupt__`` when a node asked."""
+    events: list[tuple[str, Any]] = [("updates", {INTERRUPT: interrupts})]
+    values = spec.output(read_values(spec, checkpoint))
+    if interrupts and isinstance(values, dict):
+        events.append(("values", {**values, INTERRUPT: list(interrupts)}))
+    return events
 
 
 def _or_empty(result: Any) -> Any:

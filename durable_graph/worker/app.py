@@ -15,21 +15,27 @@ import logging
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from celery import Celery
 from celery.signals import worker_init, worker_ready
+from celery.worker.request import Request
 
 from durable_graph.errors import CheckpointStoreError, DispatchError, SignatureError
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.redis.connection import redact
+from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
+from durable_graph.worker import metrics
 from durable_graph.worker.config import Settings
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
+from durable_graph.worker.liveness import Books, Liveness, note_lost
 from durable_graph.worker.payload import open_sealed, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
@@ -37,6 +43,7 @@ from durable_graph.worker.shipping import GraphLoader
 __all__ = ["JOB_TASK", "CeleryDispatcher", "WorkerRuntime", "create_app", "settings_of"]
 
 JOB_TASK = "durable_graph.job"
+_KINDS = ("task", "call", "start", "recover")
 log = logging.getLogger("durable_graph.worker")
 
 
@@ -49,24 +56,26 @@ def create_app(
     queue: str | None = None,
     lease_ttl: float | None = None,
     visibility_timeout: float | None = None,
+    commit_wait: str | None = None,
+    store_retry: float | None = None,
+    heartbeat_ttl: float | None = None,
+    max_deaths: int | None = None,
     **celery_overrides: Any,
 ) -> Celery:
     """A Celery app for durable-graph jobs; unset arguments come from the environment.
 
-    ``celery_overrides`` are Celery settings (``worker_concurrency=4``, ...) applied
-    last. The same app object serves producers (``CeleryExecutor(app)``) and workers.
+    ``broker_url`` may be Redis (the default: the checkpoint Redis) or RabbitMQ
+    (``amqp://``). ``celery_overrides`` are Celery settings (``worker_concurrency=4``,
+    ...) applied last. The same app object serves producers (``CeleryExecutor(app)``)
+    and workers.
     """
     settings = Settings.from_env(
         redis_url=redis_url, broker_url=broker_url, codec=secret_key, prefix=prefix,
         queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
+        commit_wait=commit_wait, store_retry=store_retry,
+        heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths,
     )
     app = Celery("durable_graph", broker=settings.broker, set_as_current=False)
-    transport = {
-        "visibility_timeout": settings.visibility_timeout,
-        # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-    }
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -76,7 +85,10 @@ def create_app(
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
-        broker_transport_options=transport,
+        broker_transport_options=_transport_options(settings),
+        # a send (a producer's first step, a worker's next steps, a job's retry) waits
+        # for the broker to come back, rather than dropping the job a blip interrupted
+        task_publish_retry_policy=_publish_retry_policy(settings.store_retry),
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
         task_send_sent_event=False,
@@ -86,9 +98,36 @@ def create_app(
     app.task(
         name=JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
         autoretry_for=(CheckpointStoreError,), retry_backoff=True, retry_backoff_max=10,
-        max_retries=30,
+        max_retries=30, Request=_JobRequest,
     )(_job)
+    # every worker sweeps for crashed jobs and threads (see worker/recovery.py)
+    app.steps["worker"].add("durable_graph.worker.recovery:RecoveryStep")
     return app
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu options of the broker: redelivery on Redis, publisher confirms on RabbitMQ."""
+    if settings.broker_kind == "amqp":
+        # RabbitMQ redelivers a dead consumer's unacked jobs when its connection
+        # drops: no visibility timeout. Confirms make a send return only once the
+        # broker has the job.
+        return {"confirm_publish": True}
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    }
+
+
+def _publish_retry_policy(window: float) -> dict[str, float]:
+    """kombu's publish retries (0, 0.5, 1, 1.5, then every 2 s) spanning ``window`` s."""
+    steps, waited = 0, 0.0
+    while waited < window:
+        steps += 1
+        waited += min(2.0, 0.5 * (steps - 1))
+    return {"max_retries": max(steps, 1), "interval_start": 0, "interval_step": 0.5,
+            "interval_max": 2}
 
 
 def _import_from_cwd(sender: Any = None, **_: Any) -> None:
@@ -131,28 +170,56 @@ def settings_of(app: Celery) -> Settings:
 
 def _job(
     self: Any, thread_id: str, task_id: str, kind: str, payload: str, *, run: str = "",
-    prefix: str = "",
+    prefix: str = "", key: str = "",
 ) -> str:
     """The one Celery task: open the sealed job, check its ids, run it.
 
     ``run`` and ``prefix`` (in clear) only say where to tell the producer that a
-    payload was refused; nothing else is taken from an unverified message.
+    payload was refused, and ``key`` where to note that the job's process died;
+    nothing else is taken from an unverified message.
     """
     return WorkerRuntime.of(self.app).run(thread_id, task_id, kind, payload,
-                                          run_id=run, prefix=prefix)
+                                          run_id=run, prefix=prefix, key=key)
+
+
+class _JobRequest(Request):  # type: ignore[misc]
+    """A job's request in the worker's main process: notes a pool process dying under it."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> Any:
+        exc = getattr(exc_info, "exception", None)
+        exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback
+        if isinstance(exc, BaseException) and type(exc).__name__ == "WorkerLostError":
+            note_lost(WorkerRuntime.books_of(self.task.app), self, exc)
+        return super().on_failure(exc_info, send_failed_event, return_ok)
 
 
 class CeleryDispatcher:
     """Sends jobs as ``durable_graph.job`` messages on the app's queue."""
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
+    def __init__(self, app: Celery, settings: Settings, books: Books | None = None) -> None:
         self._app, self._settings = app, settings
         self._codec = settings.require_codec()
+        self.books = books or Books(settings.redis_url)
 
     def _message(self, job: Job) -> list[str]:
-        """The task arguments of ``job``: ids in clear, the job sealed."""
+        """The task arguments of ``job`` with a key of its own: ids in clear, the job sealed."""
+        if not job.key:
+            job = replace(job, key=uuid.uuid4().hex)
         return [job.run.thread_id, job.task_id, job.kind, seal(self._codec, job),
-                job.run.run_id, job.run.prefix]
+                job.run.run_id, job.run.prefix, job.key]
+
+    def _send(self, messages: list[list[str]]) -> None:
+        """Record the jobs as owed as they are published (see ``store.redis.jobbook``)."""
+        by_prefix: dict[str, list[tuple[str, str, str]]] = {}
+        for args in messages:
+            by_prefix.setdefault(args[5], []).append((args[6], args[0], json.dumps(args)))
+        confirms = [self.books(prefix).register_sent(jobs) for prefix, jobs in by_prefix.items()]
+        try:
+            self._publish(messages)
+        finally:
+            for confirm in confirms:
+                confirm()
 
     def seal(self, job: Job) -> str:
         """The message of ``job`` as JSON text, to be sent later with ``send_sealed``."""
@@ -167,18 +234,28 @@ class CeleryDispatcher:
         return open_sealed(self._codec, text, "run record")
 
     def send(self, jobs: Sequence[Job]) -> None:
-        """Publish ``jobs`` over one broker connection."""
-        self._publish([self._message(job) for job in jobs])
+        """Register ``jobs`` as owed, then publish them over one broker connection."""
+        self._send([self._message(job) for job in jobs])
 
-    def send_sealed(self, sealed: str | bytes) -> None:
-        """Publish a message ``seal`` made earlier."""
-        self._publish([json.loads(sealed)])
+    def send_sealed(self, sealed: str | bytes, *, register: bool = True) -> None:
+        """Publish a message ``seal`` made earlier (a sweep resends registered ones)."""
+        message = json.loads(sealed)
+        if register:
+            self._send([message])
+        else:
+            self._publish([message])
+
+    def send_probe(self, prefix: str, sent_ms: int) -> None:
+        """Publish the queue's probe (see ``worker/recovery``), signed like any job."""
+        sealed = seal(self._codec, ("probe", prefix, self._settings.queue, sent_ms))
+        self._publish([["", "", "probe", sealed, "", prefix, ""]])
 
     def _publish(self, messages: list[list[str]]) -> None:
         with self._app.producer_or_acquire() as producer:
             for args in messages:
                 self._app.send_task(
-                    JOB_TASK, args=args[:4], kwargs={"run": args[4], "prefix": args[5]},
+                    JOB_TASK, args=args[:4],
+                    kwargs={"run": args[4], "prefix": args[5], "key": args[6]},
                     queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
                 )
 
@@ -197,9 +274,20 @@ class WorkerRuntime:
         self.codec = self.settings.require_codec()
         self.serde = SignedSerializer(TypedSerializer(), self.codec)
         self._savers: dict[str, RedisSaver] = {}
-        self.dispatcher = CeleryDispatcher(app, self.settings)
+        self._books: dict[str, JobBook] = {}
+        self.dispatcher = CeleryDispatcher(app, self.settings, self.books_of(app))
+        self.liveness = Liveness(self.settings, self._book)
         self.keeper = LeaseKeeper(self.saver, self.settings.lease_ttl)
         self._loaders: dict[str, GraphLoader] = {}
+
+    @staticmethod
+    def books_of(app: Celery) -> Books:
+        """The job books of ``app``'s Redis (one per app, shared by a process's parts)."""
+        found = app.conf.get("durable_graph_books")
+        if not isinstance(found, Books):
+            found = Books(settings_of(app).redis_url)
+            app.conf.durable_graph_books = found
+        return found
 
     @classmethod
     def of(cls, app: Celery) -> WorkerRuntime:
@@ -216,12 +304,14 @@ class WorkerRuntime:
         found = self._savers.get(prefix)
         if found is None:
             found = self._savers[prefix] = RedisSaver.from_url(
-                self.settings.redis_url, prefix=prefix, serde=self.serde)
+                self.settings.redis_url, prefix=prefix, serde=self.serde,
+                commit_wait=self.settings.commit_waiter)
         return found
 
     def _refuse(self, thread_id: str, kind: str, run_id: str, prefix: str, why: str) -> str:
         """Log a refused message and tell its run's producer, if the message says where."""
         log.error("refused a %s job for thread %r: %s", kind, thread_id, why)
+        metrics.job_done(kind if kind in _KINDS else "unknown", "refused")
         base = self.saver(self.settings.prefix)
         known = isinstance(thread_id, str) and isinstance(prefix, str) and prefix and bool(
             base.client.exists(ThreadKeys(prefix, thread_id).record))
@@ -235,6 +325,13 @@ class WorkerRuntime:
             })
         return "refused"
 
+    def _book(self, prefix: str) -> JobBook:
+        """The job book of ``prefix`` on the saver's connection (claims pipeline with it)."""
+        found = self._books.get(prefix)
+        if found is None:
+            found = self._books[prefix] = JobBook(self.saver(prefix).conn, prefix)
+        return found
+
     def loader(self, prefix: str) -> GraphLoader:
         """The graph loader reading blobs under ``prefix``."""
         found = self._loaders.get(prefix)
@@ -245,18 +342,34 @@ class WorkerRuntime:
 
     def run(
         self, thread_id: str, task_id: str, kind: str, payload: str, *, run_id: str = "",
-        prefix: str = "",
+        prefix: str = "", key: str = "",
     ) -> str:
         """Open, check and run one job; returns a short acknowledgement."""
         try:
             job = open_sealed(self.codec, payload)
         except SignatureError as exc:
             return self._refuse(thread_id, kind, run_id, prefix, str(exc))
+        if kind == "probe":
+            return self._probe(job)
         if not isinstance(job, Job) or (job.run.thread_id, job.task_id, job.kind) != (
             thread_id, task_id, kind
-        ):
+        ) or job.key != (key or job.key):
             return self._refuse(thread_id, kind, run_id, prefix,
                                 "the clear ids of the message do not match its sealed job")
+        with self.liveness.running(job) as claim:
+            return "dropped" if claim == "drop" else self._run(job, renewed=claim == "run")
+
+    def _probe(self, probe: Any) -> str:
+        """The queue moved past a probe: every job sent before it was received."""
+        if not (isinstance(probe, tuple) and len(probe) == 4 and probe[0] == "probe"):
+            log.error("refused a probe whose sealed content is not a probe")
+            return "refused"
+        _, prefix, queue, sent_ms = probe
+        self.dispatcher.books(prefix).probe_seen(queue, sent_ms)
+        return "ok"
+
+    def _run(self, job: Job, *, renewed: bool) -> str:
+        thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
         events = RunEvents(saver.conn, job.run.prefix, self.serde)
         try:
@@ -264,7 +377,8 @@ class WorkerRuntime:
         except (DispatchError, SignatureError, ImportError) as exc:
             log.error("cannot load the graph of thread %r: %s", thread_id, exc)
             abort_run(saver, events, job, exc)
+            metrics.job_done(job.kind, "failed")
             return "failed"
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence)
-        handle(rc, job, self.keeper)
+        handle(rc, job, self.keeper, renewed=renewed)
         return "ok"

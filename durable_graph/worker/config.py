@@ -15,17 +15,24 @@ from typing import Any, Final
 
 from durable_graph.errors import GraphValueError
 from durable_graph.store.codec import SigningCodec
+from durable_graph.store.redis.commit_wait import CommitWait
 
 __all__ = [
+    "BROKER_SCHEMES",
     "DEFAULT_QUEUE",
     "DEFAULT_REDIS_URL",
     "ENV_BROKER_URL",
+    "ENV_COMMIT_WAIT",
+    "ENV_HEARTBEAT_TTL",
     "ENV_LEASE_TTL",
+    "ENV_MAX_DEATHS",
     "ENV_PREFIX",
     "ENV_QUEUE",
     "ENV_REDIS_URL",
+    "ENV_STORE_RETRY",
     "ENV_VISIBILITY_TIMEOUT",
     "Settings",
+    "broker_kind_of",
 ]
 
 ENV_REDIS_URL: Final = "DURABLE_GRAPH_REDIS_URL"
@@ -40,6 +47,19 @@ ENV_LEASE_TTL: Final = "DURABLE_GRAPH_LEASE_TTL"
 """Seconds a thread's lease lives without renewal before the scheduler takes it over."""
 ENV_VISIBILITY_TIMEOUT: Final = "DURABLE_GRAPH_VISIBILITY_TIMEOUT"
 """Seconds before the Redis broker redelivers a job that a lost worker held."""
+ENV_COMMIT_WAIT: Final = "DURABLE_GRAPH_COMMIT_WAIT"
+"""What each commit waits for: ``aof``, ``replicas:N``, ``aof+replicas:N`` or ``none``."""
+ENV_STORE_RETRY: Final = "DURABLE_GRAPH_STORE_RETRY"
+"""Seconds a producer retries an unreachable Redis, and any send an unreachable broker."""
+BROKER_SCHEMES: Final = {
+    "redis": "redis", "rediss": "redis", "unix": "redis",
+    "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp",
+}
+"""Broker URL scheme -> the broker kind durable-graph configures Celery for."""
+ENV_HEARTBEAT_TTL: Final = "DURABLE_GRAPH_HEARTBEAT_TTL"
+"""Seconds a worker process's heartbeat lives: its jobs are sent again this long after it dies."""
+ENV_MAX_DEATHS: Final = "DURABLE_GRAPH_MAX_DEATHS"
+"""Executions of one job that may end with their process dying before its thread fails."""
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE: Final = "durable_graph"
@@ -58,6 +78,15 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise GraphValueError(f"{name}={raw!r} must be a whole number of at least 1")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a producer, a worker and the scheduler must agree on."""
@@ -71,8 +100,31 @@ class Settings:
     """A thread whose jobs all died is taken over this long after its last renewal."""
     visibility_timeout: float = 300.0
     """Redis broker redelivery of unacknowledged jobs (Celery's default is an hour)."""
+    commit_wait: str | None = None
+    """Every commit waits for this (``aof``, ``replicas:N``, ...); None: the reply only."""
+    store_retry: float = 30.0
+    """A producer retries store reads and its submit, and every send retries the broker,
+    this long through an outage."""
+    heartbeat_ttl: float = 3.0
+    """A worker process that stops beating this long is dead: its jobs are sent again."""
+    max_deaths: int = 3
+    """A job whose process died this many times fails its thread (a crash loop)."""
     codec: SigningCodec | None = field(default=None, repr=False)
     """Signs every message payload, graph blob and checkpoint value."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_deaths, int) and self.max_deaths >= 1):
+            raise GraphValueError(
+                f"max_deaths must be a whole number of at least 1, got {self.max_deaths!r}")
+        for name in ("lease_ttl", "visibility_timeout", "heartbeat_ttl"):
+            if not getattr(self, name) > 0:
+                raise GraphValueError(
+                    f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
+        broker_kind_of(self.broker)  # a bad URL fails here, not at the first send
+        CommitWait.of(self.commit_wait)
+        if self.store_retry < 0:
+            raise GraphValueError(
+                f"store_retry must be >= 0 seconds (0: no retry), got {self.store_retry!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -85,6 +137,10 @@ class Settings:
             queue=env.get(ENV_QUEUE) or DEFAULT_QUEUE,
             lease_ttl=_number(env, ENV_LEASE_TTL, 5.0),
             visibility_timeout=_number(env, ENV_VISIBILITY_TIMEOUT, 300.0),
+            commit_wait=env.get(ENV_COMMIT_WAIT) or None,
+            store_retry=_number(env, ENV_STORE_RETRY, 30.0),
+            heartbeat_ttl=_number(env, ENV_HEARTBEAT_TTL, 3.0),
+            max_deaths=_count(env, ENV_MAX_DEATHS, 3),
             codec=_codec_from_env(env),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -97,6 +153,16 @@ class Settings:
         """The broker URL Celery connects to."""
         return self.broker_url or self.redis_url
 
+    @property
+    def broker_kind(self) -> str:
+        """``redis`` or ``amqp`` (RabbitMQ): what the broker URL's scheme names."""
+        return broker_kind_of(self.broker)
+
+    @property
+    def commit_waiter(self) -> CommitWait | None:
+        """``commit_wait`` parsed."""
+        return CommitWait.of(self.commit_wait)
+
     def require_codec(self) -> SigningCodec:
         """The signing codec; a clear error when no key was configured."""
         if self.codec is None:
@@ -106,6 +172,17 @@ class Settings:
                 "producers and workers (or pass secret_key= to create_app)."
             )
         return self.codec
+
+
+def broker_kind_of(url: str) -> str:
+    """``redis`` or ``amqp`` for a broker URL; a clear error for any other scheme."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    kind = BROKER_SCHEMES.get(scheme)
+    if kind is None:
+        raise GraphValueError(
+            f"broker URL scheme {scheme!r} is not supported: use a Redis URL (redis://, "
+            f"rediss://, unix://) or a RabbitMQ URL (amqp://, amqps://) in {ENV_BROKER_URL}")
+    return kind
 
 
 def _codec_from_env(env: Mapping[str, str]) -> SigningCodec | None:

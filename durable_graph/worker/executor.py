@@ -5,6 +5,10 @@ makes ``invoke``, ``stream`` and ``submit`` run the graph on Celery workers. The
 producer applies the input itself (the same code as an embedded run), takes the
 thread's lease, ships the graph, enqueues the first step's jobs and from then on
 only reads the run's event stream: no step runs here and nothing polls.
+
+A Redis outage shorter than ``Settings.store_retry`` (30 s) is ridden out: reads
+of the run's events resume after the last event seen, and a submit that cannot
+reach the store yet waits for it (see ``outage``).
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.cache import InMemoryCache
 from durable_graph.store.codec import SignedSerializer
 from durable_graph.store.kv import InMemoryStore
+from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.multitask import acquire
+from durable_graph.worker.outage import ride_out
 from durable_graph.worker.runs import RunContext, RunSpec, abort_run, begin_run
 from durable_graph.worker.shipping import GraphShipper, Ship
 from durable_graph.worker.threads import cancel_thread
@@ -42,9 +48,11 @@ class RunHandle:
 
     def __init__(
         self, saver: RedisSaver, events: RunEvents, run: RunSpec,
-        first: list[tuple[str, Any]] | None = None,
+        first: list[tuple[str, Any]] | None = None, *, store_retry: float = 30.0,
     ) -> None:
         self._saver, self._events, self.run = saver, events, run
+        self._retry = store_retry
+        """Seconds a failing store read is retried before the error reaches the caller."""
         self._first = list(first or [])
         self._cursor = "0"
         self._end: dict[str, Any] | None = None
@@ -63,7 +71,8 @@ class RunHandle:
         """``running``, ``done``, ``interrupted``, ``failed`` or ``cancelled``."""
         if self._end is not None:
             return str(self._end["status"])
-        record = self._saver.get_status(self.thread_id) or {}
+        record = ride_out(lambda: self._saver.get_status(self.thread_id), self._retry,
+                          f"reading the status of thread {self.thread_id!r}") or {}
         return str(record.get("status") or "running")
 
     def events(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
@@ -77,13 +86,19 @@ class RunHandle:
                 raise TimeoutError(f"run {self.run_id} of thread {self.thread_id!r} is still "
                                    f"{self.status()} after {timeout} s")
             block = 1000 if left is None else max(1, min(1000, int(left * 1000)))
-            for event_id, mode, payload in self._events.read(
-                    self.thread_id, self.run_id, self._cursor, block):
+            window = self._retry if left is None else min(self._retry, max(left, 0.0))
+            for event_id, mode, payload in self._read(block, window):
                 self._cursor = event_id
                 if mode == END:
                     self._end = payload
                     break
                 yield mode, payload
+
+    def _read(self, block_ms: int, window: float) -> list[tuple[str, str, Any]]:
+        """The events after the last one seen, read again through an outage of ``window`` s."""
+        return ride_out(
+            lambda: list(self._events.read(self.thread_id, self.run_id, self._cursor, block_ms)),
+            window, f"reading the events of run {self.run_id} of thread {self.thread_id!r}")
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run; its output (with ``__interrupt__`` when it paused).
@@ -143,7 +158,8 @@ class CeleryExecutor:
         fn()
 
     def adopt(self, saver: Any) -> RedisSaver:
-        """The graph's checkpointer, checked, with values signed like every payload."""
+        """The graph's checkpointer, checked, with values signed like every payload and
+        commits waited for like the workers' (``Settings.commit_wait``) unless it has its own."""
         if not isinstance(saver, RedisSaver):
             raise GraphValueError(
                 "CeleryExecutor needs a RedisSaver checkpointer shared with the workers: "
@@ -151,6 +167,8 @@ class CeleryExecutor:
             )
         if not isinstance(saver.serde, SignedSerializer):
             saver.serde = SignedSerializer(saver.serde, self._codec)
+        if saver.conn.commit_wait is None:
+            saver.conn.use_commit_wait(self.settings.commit_waiter)
         return saver
 
     def cancel(self, graph: CompiledGraph, config: dict[str, Any]) -> None:
@@ -168,6 +186,19 @@ class CeleryExecutor:
                 saver.client, saver.prefix, self._codec, self._ship)
         return found
 
+    def _take_lease(
+        self, saver: RedisSaver, thread_id: str, owner: str, multitask: str,
+        config: dict[str, Any],
+    ) -> tuple[Lease, dict[str, Any]]:
+        """The thread's lease for a new run (see ``multitask``), through a store outage.
+
+        The same owner may take its own lease again, so a retry after a lost reply is safe.
+        """
+        ttl = self.settings.lease_ttl
+        return ride_out(
+            lambda: acquire(saver, thread_id, owner, ttl, multitask=multitask, config=config),
+            self.settings.store_retry, f"taking the lease of thread {thread_id!r}")
+
     def start_run(
         self, graph: CompiledGraph, input: Any, config: dict[str, Any], request: RunRequest
     ) -> RunHandle:
@@ -179,11 +210,11 @@ class CeleryExecutor:
             raise GraphValueError(
                 "a distributed run needs a thread: pass config={'configurable': "
                 "{'thread_id': ...}}")
-        ref = self._shipper(saver).ref(graph)
+        window = self.settings.store_retry
+        ref = ride_out(lambda: self._shipper(saver).ref(graph), window, "shipping the graph")
         run_id = uuid.uuid4().hex
-        owner = f"run:{run_id}"
-        lease, config = acquire(saver, thread_id, owner, self.settings.lease_ttl,
-                                multitask=request.multitask, config=config)
+        lease, config = self._take_lease(saver, thread_id, f"run:{run_id}", request.multitask,
+                                         config)
         loop = graph.make_loop(lease.fence(config), durability=request.durability,
                                interrupt_before=request.interrupt_before,
                                interrupt_after=request.interrupt_after, saver=saver,
@@ -197,13 +228,14 @@ class CeleryExecutor:
             tuple(sorted(request.modes)), "", saver.prefix, context=request.context,
         )
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
-        rc = RunContext(run, graph, saver, events, self._dispatcher, owner, lease.generation)
+        rc = RunContext(run, graph, saver, events, self._dispatcher, lease.owner,
+                        lease.generation)
         try:
             begin_run(rc, loop, input)
         except BaseException as exc:
             abort_run(saver, events, rc.job("start"), exc)
             raise
-        return RunHandle(saver, events, rc.run, loop.first_events)
+        return RunHandle(saver, events, rc.run, loop.first_events, store_retry=window)
 
 
 def _require_shared(graph: CompiledGraph) -> None:

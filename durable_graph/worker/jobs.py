@@ -37,6 +37,7 @@ from durable_graph.errors import (
 )
 from durable_graph.scheduler.algo import PlannedTask, plan_tasks, read_values
 from durable_graph.scheduler.channels import MISSING
+from durable_graph.scheduler.messages import message_events
 from durable_graph.scheduler.retry import run_with_retry
 from durable_graph.scheduler.runtime import (
     CallError,
@@ -69,6 +70,7 @@ from durable_graph.store.base import (
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.types import RetryPolicy
+from durable_graph.worker import metrics
 from durable_graph.worker.runs import (
     Job,
     RunContext,
@@ -105,9 +107,11 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def hold(self, prefix: str, lease: Lease) -> Iterator[None]:
-        """Renew ``lease`` now (FencingError if it was taken over) and while inside."""
-        self._saver_for(prefix).leases.renew(lease, self.ttl)
+    def hold(self, prefix: str, lease: Lease, *, renewed: bool = False) -> Iterator[None]:
+        """Renew ``lease`` now, unless ``renewed`` just now (FencingError if it was taken
+        over), and while inside."""
+        if not renewed:
+            self._saver_for(prefix).leases.renew(lease, self.ttl)
         key = (lease.thread_id, lease.owner, lease.generation, prefix)
         with self._lock:
             self._held[key] = self._held.get(key, 0) + 1
@@ -203,7 +207,7 @@ class JobStep(RunStep):
             self.rc.saver.clear_outcomes(self.rc.config(self.job.checkpoint_id), [call_id])
         self.outbox.append(self.rc.job(
             "call", checkpoint_id=self.job.checkpoint_id, step=self.job.step,
-            task_id=call_id, caller=self.job.task_id,
+            task_id=call_id, caller=self.job.task_id, name=name,
             call=(name, fn, retry, parent.config, parent.resume[parent.interrupt_idx:]),
         ))
         self.started.append(call_id)
@@ -250,23 +254,28 @@ def _call_failure(w: PendingWrite) -> bool:
     return w.channel == ERROR and isinstance(w.value, dict) and "call" in w.value
 
 
-def handle(rc: RunContext, job: Job, keeper: LeaseKeeper) -> None:
+def handle(rc: RunContext, job: Job, keeper: LeaseKeeper, *, renewed: bool = False) -> None:
     """Run one job under its thread's lease; a job of a lost lease is dropped.
 
     A store error propagates (Celery retries the job); any other durable-graph error
     (a graph that differs from the producer's, say) fails the run, so it cannot be
     recovered into the same error again and again.
     """
+    started, outcome = time.monotonic(), "ok"
     try:
-        with keeper.hold(rc.saver.prefix, rc.lease()):
+        with keeper.hold(rc.saver.prefix, rc.lease(), renewed=renewed):
             _HANDLERS[job.kind](rc, job)
     except FencingError as exc:
         log.info("dropped a stale %s job of thread %s: %s", job.kind, job.run.thread_id, exc)
+        outcome = "stale"
     except CheckpointStoreError:
+        metrics.job_done(job.kind, "retried", started)
         raise
     except DurableGraphError as exc:
         log.error("%s job of thread %s failed the run: %s", job.kind, job.run.thread_id, exc)
         abort_run(rc.saver, rc.events, job, exc)
+        outcome = "failed"
+    metrics.job_done(job.kind, outcome, started)
 
 
 def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:
@@ -360,7 +369,8 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
     calls = [c for c in step.started if c not in step.recorded]
     if not calls:
         return False
-    wake = replace(job, attempt=step.attempt)  # the replay continues this attempt
+    # the replay continues this attempt; it is a new message (a key of its own)
+    wake = replace(job, attempt=step.attempt, key="")
     return rc.saver.suspend(rc.config(job.checkpoint_id), job.task_id, calls,
                             rc.dispatcher.seal(wake).encode(), _WAKE_TTL)
 
@@ -368,6 +378,9 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
 def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:
     record_outcome(writes_of(rc.saver.put_task_writes, rc.config(job.checkpoint_id), task.id),
                    outcome)
+    if "messages" in rc.run.modes and outcome.writes:
+        for chunk in message_events(task, outcome.writes, job.step, rc.run.config, set()):
+            rc.emit("messages", chunk)
     if outcome.writes is not None and not task.node.hidden:
         rc.emit("updates", task_updates(task, outcome))
     if not task.node.hidden and not outcome.cached:
@@ -452,6 +465,7 @@ def _run_recover(rc: RunContext, job: Job) -> None:
         log.warning("thread %s has no checkpoint to recover from", rc.thread_id)
         return
     log.info("recovering thread %s from checkpoint %s", rc.thread_id, saved.checkpoint.id)
+    metrics.recovery_started()
     checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
     advance(rc, checkpoint, int(saved.metadata.get("step", -1)) + 1, list(saved.pending_writes))
 

@@ -48,7 +48,8 @@ def acquire(
 ) -> tuple[Lease, dict[str, Any]]:
     """The thread's lease for a new run, and the config that run starts from."""
     check(multitask)
-    while (lease := saver.leases.acquire(thread_id, owner, ttl)) is None:
+    # watched: a producer that dies before its first job is sent leaves a thread to recover
+    while (lease := saver.leases.acquire(thread_id, owner, ttl, watch_idle=True)) is None:
         run = run_record(saver, thread_id)
         if _closing(saver, thread_id):
             continue  # its run has ended; the lease is released right after the end event

@@ -1,89 +1,288 @@
-"""The lease scheduler: finds running threads whose lease expired and recovers them.
+"""Recovery sweeps: every worker heals what crashed, reading only what expired.
 
-A distributed run's jobs renew its thread's lease while they run. When every
-worker running the thread died (or the worker that committed a step died before
-enqueueing the next one), nobody renews it; one lease TTL later a sweep takes the
-lease over, which raises the fencing generation so any late job of the old owner
-is refused, and enqueues a ``recover`` job. That job, on any worker, reads the
-last committed step and re-enqueues its tasks that have no recorded outcome.
+Each worker's main process runs a sweep about once a second (``RecoveryStep``, a
+Celery bootstep, jittered so workers do not sweep in lock-step); ``durable-graph
+scheduler`` runs the same sweep for deployments that want one more. A sweep reads
+the job book (``store/redis/jobbook``) and does three things, each atomic per job
+or thread, so any number of sweepers act exactly once:
 
-Several schedulers may sweep at once: taking a lease over is atomic, so each
-expired thread is recovered by exactly one of them. The scheduler runs no user
-code and needs no graph: the run's description is stored, sealed, with the thread.
+1. **Dead processes.** A worker process whose heartbeat expired (or whose parent
+   saw it die) loses its claims: each claimed job is sent again at once, unless
+   its executions died ``max_deaths`` times (a node that kills its process: OOM,
+   segfault, ``os._exit``), which fails the thread with a ``JobCrashedError``.
+2. **Lost messages.** The broker may lose a message (kombu's Redis transport pops
+   a job, then records it as unacknowledged in a second step). When a job has waited
+   unclaimed for ``PROBE_AFTER`` seconds, the sweep sends a probe through the queue;
+   once a worker receives the probe, every job sent before it has left the queue, so
+   one still unclaimed was lost and is sent again. Queue wait alone never resends.
+3. **Idle threads.** A running thread that owes no job for a lease TTL (a worker
+   died between committing a step and sending the next) is taken over: the lease
+   generation goes up, so anything late of the old owner is refused, and a
+   ``recover`` job re-enqueues what the last committed step still misses.
+
+Copies are harmless: a job's first claim wins and later copies are dropped; writes
+are first-wins per task and fenced by the lease generation.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 
-from durable_graph.errors import SignatureError
+from durable_graph.errors import JobCrashedError, SignatureError
+from durable_graph.store.redis.jobbook import Expired, JobBook, View
 from durable_graph.store.redis.saver import RedisSaver
-from durable_graph.worker.app import CeleryDispatcher, settings_of
+from durable_graph.worker import metrics
+from durable_graph.worker.app import CeleryDispatcher, WorkerRuntime, settings_of
+from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.payload import open_sealed
-from durable_graph.worker.runs import Job, RunSpec
+from durable_graph.worker.runs import Job, RunSpec, abort_run
 
-__all__ = ["LeaseScheduler"]
+__all__ = ["PROBE_AFTER", "LeaseScheduler", "RecoveryStep", "Sweep"]
 
 log = logging.getLogger("durable_graph.scheduler")
+
+PROBE_AFTER = 2.0
+"""Seconds a job waits unclaimed before a sweep checks the queue moved (a probe)."""
+PROBE_IN_FLIGHT = 15.0
+"""Seconds before a probe that never arrived is replaced by another."""
+SEND_SKEW = 1.0
+"""Seconds between registering a job and publishing it that a sweep tolerates."""
+
+
+@dataclass
+class Sweep:
+    """The counts of one sweep."""
+
+    resent: int = 0
+    """Jobs of dead processes sent again."""
+    failed: list[str] = field(default_factory=list)
+    """Threads failed by a crash loop."""
+    lost: int = 0
+    """Lost messages sent again."""
+    recovered: list[str] = field(default_factory=list)
+    """Idle threads taken over and recovered."""
 
 
 @dataclass
 class LeaseScheduler:
-    """Sweeps one key prefix every ``interval`` seconds for expired leases."""
+    """Sweeps one key prefix every ``interval`` seconds (see the module docstring)."""
 
     app: Celery
     saver: RedisSaver
     interval: float = 1.0
+    probe_after: float = PROBE_AFTER
+    """Seconds a job waits unclaimed before the sweep checks the queue moved past it."""
+    send_skew: float = SEND_SKEW
+    """A probe proves lost only the jobs registered this long before it was."""
 
     def __post_init__(self) -> None:
         self.settings = settings_of(self.app)
         self._codec = self.settings.require_codec()
-        self._dispatcher = CeleryDispatcher(self.app, self.settings)
+        self._dispatcher = CeleryDispatcher(self.app, self.settings,
+                                            WorkerRuntime.books_of(self.app))
+        self.book = JobBook(self.saver.conn, self.saver.prefix)
+        self._events = RunEvents(self.saver.conn, self.saver.prefix,
+                                 WorkerRuntime.of(self.app).serde)
         self._name = f"recover:{uuid.uuid4().hex[:12]}"
+        self._head = 0
+        """The probe head the last sweep saw: jobs sent a skew before it were lost."""
 
     def sweep(self) -> list[str]:
-        """Recover every running thread whose lease expired; their ids."""
-        recovered = []
-        for thread_id in self.saver.list_threads("running"):
-            sealed = self.saver.get_run(thread_id)
-            if sealed is None:
-                continue  # never ran on workers: nothing here can resume it
-            owner = f"{self._name}:{uuid.uuid4().hex[:8]}"
-            lease = self.saver.leases.take_over(thread_id, owner, self.settings.lease_ttl)
-            if lease is None:
-                continue  # alive (its jobs renew the lease), or ended, or embedded
-            record = self.saver.get_status(thread_id) or {}
-            if record.get("status") != "running":  # it ended since the listing
-                self.saver.leases.release(lease)
-                continue
-            try:
-                run = open_sealed(self._codec, sealed, "run record")
-            except SignatureError as exc:
-                log.error("thread %r: %s", thread_id, exc)
-                self.saver.leases.release(lease)
-                continue
-            if not isinstance(run, RunSpec):
-                log.error("thread %r: its run record is not a run description", thread_id)
-                self.saver.leases.release(lease)
-                continue
-            self._dispatcher.send([Job("recover", run, owner, lease.generation)])
-            log.info("thread %r: lease expired, recovery enqueued (generation %d)",
-                     thread_id, lease.generation)
-            recovered.append(thread_id)
-        return recovered
+        """Sweep once; the threads taken over and recovered (see ``sweep_all``)."""
+        return self.sweep_all().recovered
 
-    def run_forever(self, stop: threading.Event | None = None) -> None:
-        """Sweep until ``stop`` is set; a failed sweep is logged and retried."""
+    def sweep_all(self) -> Sweep:
+        """Dead processes, lost messages, idle threads: heal what expired.
+
+        One round trip reads everything that expired; only what it finds costs more.
+        """
+        out = Sweep()
+        view = self.book.view(self.settings.queue, self._head - self.send_skew * 1000)
+        self._head = view.head
+        if view.dead:
+            self._dead_processes(view.dead, out)
+        self._lost_messages(view, out)
+        self._idle_threads(view.idle, out)
+        return out
+
+    def _dead_processes(self, dead: list[str], out: Sweep) -> None:
+        gone = set(dead)
+        for bucket, key, holder in self.book.claims():
+            if holder not in gone:
+                continue
+            taken = self.book.reclaim(bucket, key, holder, self.settings.max_deaths)
+            if taken is None:
+                continue
+            if taken.action == "fail":
+                self._fail(taken.message, key, taken.deaths, taken.why, out)
+            else:
+                log.info("job %s: its process %s died; sent again (death %d)", key, holder,
+                         taken.deaths)
+                self._dispatcher.send_sealed(taken.message, register=False)
+                out.resent += 1
+        self.book.forget_workers(dead)
+
+    def _fail(self, message: str, key: str, deaths: int, why: str, out: Sweep) -> None:
+        """End the thread of a job whose process died ``deaths`` times."""
+        job = self._job_of(message)
+        if job is None:
+            return
+        what = f"{job.kind} {job.name!r}" if job.name else f"{job.kind} job"
+        how = f" (last: {why})" if why else ""
+        error = JobCrashedError(
+            f"the process running {what} of thread {job.run.thread_id!r} died {deaths} "
+            f"times{how}; the thread is failed instead of being retried again. Fix what "
+            "kills it (memory, native code, os._exit), then resume the thread.")
+        log.error("%s", error)
+        abort_run(self.saver, self._events, job, error)
+        self.book.end(key, job.run.thread_id, self.settings.lease_ttl)
+        out.failed.append(job.run.thread_id)
+
+    def _job_of(self, message: str) -> Job | None:
+        try:
+            job = open_sealed(self._codec, json.loads(message)[3])
+        except (SignatureError, ValueError, IndexError) as exc:
+            log.error("a resent job's message does not open: %s", exc)
+            return None
+        return job if isinstance(job, Job) else None
+
+    def _lost_messages(self, view: View, out: Sweep) -> None:
+        for found in view.lost:
+            message = self.book.requeue_lost(found)
+            if message is not None:
+                log.warning("job %s was lost by the broker; sent again", found.member)
+                self._dispatcher.send_sealed(message, register=False)
+                out.lost += 1
+        oldest = view.oldest
+        if oldest is None or view.now - oldest < max(self.probe_after, self.send_skew) * 1000:
+            return
+        if view.probe_sent and view.now - view.probe_sent < PROBE_IN_FLIGHT * 1000:
+            return  # one in flight already
+        sent = self.book.probe_send(self.settings.queue, PROBE_IN_FLIGHT)
+        if sent:
+            self._dispatcher.send_probe(self.saver.prefix, sent)
+
+    def _idle_threads(self, idle: list[Expired], out: Sweep) -> None:
+        running, unreleased = self.book.sort_idle(idle) if idle else ([], [])
+        for found in unreleased:
+            self._retell_end(found)
+        for found in running:
+            thread_id = found.member
+            if self.book.owes(thread_id):
+                self.book.arm_idle(thread_id, self.settings.lease_ttl, only_if_idle=True)
+                continue
+            if self._recover(thread_id, found):
+                out.recovered.append(thread_id)
+
+    def _recover(self, thread_id: str, found: Expired) -> bool:
+        """Take an idle running thread over and send its recovery job."""
+        assert found.bucket is not None
+        record = self.saver.get_status(thread_id) or {}
+        sealed = self.saver.get_run(thread_id)
+        if record.get("status") != "running" or sealed is None:
+            self.book.disarm_idle(found.bucket, thread_id)  # ended, or never on workers
+            return False
+        owner = f"{self._name}:{uuid.uuid4().hex[:8]}"
+        lease = self.saver.leases.take_over(thread_id, owner, self.settings.lease_ttl)
+        if lease is None:  # its lease is live (a producer or job holds it): look later
+            self.book.arm_idle(thread_id, self.settings.lease_ttl, only_if_idle=True)
+            return False
+        metrics.lease_taken_over()
+        run = self._run_of(thread_id, sealed)
+        if run is None:
+            self.saver.leases.release(lease)
+            self.book.disarm_idle(found.bucket, thread_id)
+            return False
+        self._dispatcher.send([Job("recover", run, owner, lease.generation)])
+        log.info("thread %r: idle with no job owed, recovery enqueued (generation %d)",
+                 thread_id, lease.generation)
+        return True
+
+    def _retell_end(self, found: Expired) -> None:
+        """A run that ended without releasing its lease: its ender died after recording
+        the status, maybe before telling the producer. Tell it (once: the lease is taken)."""
+        assert found.bucket is not None
+        thread_id = found.member
+        owner = f"{self._name}:{uuid.uuid4().hex[:8]}"
+        lease = self.saver.leases.take_over(thread_id, owner, self.settings.lease_ttl)
+        sealed = self.saver.get_run(thread_id)
+        run = self._run_of(thread_id, sealed) if lease and sealed else None
+        if lease is None or run is None:  # live (still ending), or not a distributed run
+            if lease is not None:
+                self.saver.leases.release(lease)
+            self.book.disarm_idle(found.bucket, thread_id)
+            return
+        record = self.saver.get_status(thread_id) or {}
+        if record.get("status") == "failed":  # its error is recorded as text: say it
+            self._events.publish(thread_id, run.run_id, END, {
+                "status": "failed", "output": None, "interrupts": [], "error": {
+                    "error": None, "type": record.get("error_type") or "",
+                    "message": record.get("error_message") or "",
+                    "traceback": record.get("error_traceback") or ""}})
+            self.saver.leases.release(lease)
+        else:  # done or interrupted: a recovery job ends it again, with its output
+            self._dispatcher.send([Job("recover", run, owner, lease.generation)])
+        log.warning("thread %r ended %s but its producer may not have been told; told again",
+                    thread_id, record.get("status"))
+        self.book.disarm_idle(found.bucket, thread_id)
+
+    def _run_of(self, thread_id: str, sealed: str) -> RunSpec | None:
+        try:
+            run = open_sealed(self._codec, sealed, "run record")
+        except SignatureError as exc:
+            log.error("thread %r: %s", thread_id, exc)
+            return None
+        if not isinstance(run, RunSpec):
+            log.error("thread %r: its run record is not a run description", thread_id)
+            return None
+        return run
+
+    def run_forever(self, stop: threading.Event | None = None, *, jitter: float = 0.0) -> None:
+        """Sweep until ``stop`` is set; a failed sweep is logged and retried.
+
+        ``jitter`` (a fraction) spreads the sweeps of many workers over the interval.
+        """
         stop = stop or threading.Event()
-        log.info("lease scheduler sweeping prefix %r every %ss", self.saver.prefix, self.interval)
+        log.info("sweeping prefix %r every %ss", self.saver.prefix, self.interval)
         while not stop.is_set():
             try:
-                self.sweep()
+                self.sweep_all()
             except Exception:
                 log.exception("sweep failed; retrying in %ss", self.interval)
-            stop.wait(self.interval)
+            stop.wait(self.interval * (1 + random.uniform(-jitter, jitter)))
+
+
+class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs the recovery sweep in a daemon thread of every worker's main process."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        app = worker.app
+        runtime = WorkerRuntime.of(app)
+        scheduler = LeaseScheduler(app, runtime.saver(runtime.settings.prefix))
+        self._thread = threading.Thread(
+            target=scheduler.run_forever, args=(self._stop,), kwargs={"jitter": 0.3},
+            name="durable-graph-recovery", daemon=True)
+        self._thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def shutdown(self, worker: Any) -> None:
+        self.stop(worker)

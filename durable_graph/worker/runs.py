@@ -41,12 +41,14 @@ from durable_graph.scheduler.transition import (
     end_step,
     execute_task,
     outcomes_from_pending,
+    pause_events,
     record_outcome,
     task_config,
 )
 from durable_graph.store.base import Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.worker import metrics
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.shipping import GraphRef
 
@@ -127,6 +129,10 @@ class Job:
     """For a start: replay from this checkpoint id."""
     attempt: int = 1
     """For a task or call that suspended: the retry attempt its replay continues."""
+    name: str = ""
+    """The node or ``@task`` it runs, for errors about the job ('' for start and recover)."""
+    key: str = ""
+    """The message's identity in the job book, given when it is sealed (copies share it)."""
 
 
 class Dispatcher(Protocol):
@@ -220,7 +226,7 @@ def advance(
             if stale:
                 rc.saver.clear_outcomes(rc.config(checkpoint.id), stale)
             rc.dispatcher.send([
-                rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id)
+                rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
                 for t in missing
             ])
             return
@@ -332,7 +338,7 @@ def finish(
                         thread_id=rc.thread_id, ns="") if overlap else None
     if follow is not None and follow.status == "running":
         rc.dispatcher.send([
-            rc.job("task", checkpoint_id=new.id, step=step + 1, task_id=t.id)
+            rc.job("task", checkpoint_id=new.id, step=step + 1, task_id=t.id, name=t.name)
             for t in follow.tasks
         ])
     if not _commit(rc, checkpoint, nxt):
@@ -375,7 +381,9 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
         )
     except (CommitConflictError, FencingError) as exc:
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
+        metrics.commit_refused(exc)
         return False
+    metrics.step_committed(parent.ts)
     return True
 
 
@@ -400,6 +408,7 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
         rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run),
                          rc.run.graph.path or rc.graph.name)
 
+    metrics.run_started()
     step = loop.begin(input, on_load=record)
     loop.persister.flush()
     branch = branch_of(rc.saver, rc.thread_id, loop.checkpoint) if loop.checkpoint_id \
@@ -414,6 +423,9 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
 def end_run(rc: RunContext, nxt: Next) -> None:
     """Record how the run ended, tell the producer, then free the lease (once)."""
     spec = rc.graph.spec
+    if nxt.status == "interrupted":
+        for mode, payload in pause_events(spec, nxt.checkpoint, nxt.interrupts):
+            rc.emit(mode, payload)
     _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
         "output": spec.run_result(read_values(spec, nxt.checkpoint)),
         "interrupts": list(nxt.interrupts),
@@ -453,6 +465,7 @@ def _close(
         return
     saver.set_status(run.thread_id, status, error,  # type: ignore[arg-type]
                      next_nodes=next_nodes)
+    metrics.run_finished(status)
     end = {"status": status, **end, "error": error_record(error, with_object=True)}
     try:
         events.publish(run.thread_id, run.run_id, END, end)

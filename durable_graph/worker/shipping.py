@@ -76,7 +76,7 @@ def _portable(graph: CompiledGraph) -> CompiledGraph:
     return CompiledGraph(
         graph.spec, interrupt_before=graph.interrupt_before,
         interrupt_after=graph.interrupt_after, name=graph.name, store=graph.store,
-        cache=graph.cache, context_schema=graph.context_schema,
+        cache=graph.cache, context_schema=graph.context_schema, drawing=graph.drawing,
     )
 
 

@@ -167,3 +167,161 @@ def build_chain() -> StateGraph:
     b.add_edge(START, CHAIN[0])
     b.add_edge(CHAIN[-1], END)
     return b
+
+
+# -- recovery with nothing but workers ----------------------------------------------------
+
+SIBLING_CALL = 8.0
+"""Seconds each sibling call of ``fanout`` runs."""
+LONG_TASK = 15.0
+"""Seconds the ``long`` task runs (past a 10 s visibility timeout)."""
+
+
+def mark(name: str) -> None:
+    """Record when ``name`` started (server time, s) in the list ``{P}:t:<name>``."""
+    seconds, micros = client().time()
+    client().rpush(key(f"t:{name}"), f"{seconds + micros / 1e6}:{os.getpid()}:{os.getppid()}")
+
+
+class FanState(TypedDict, total=False):
+    n: int
+    results: list[int]
+
+
+@task
+def sibling(i: int) -> int:
+    count(f"sibling{i}")
+    mark(f"sibling{i}")
+    time.sleep(SIBLING_CALL)
+    return i
+
+
+def fanout(state: FanState) -> dict[str, Any]:
+    """Start ``n`` slow calls at once (they run on different workers), then gather them."""
+    futures = [sibling(i) for i in range(state["n"])]
+    return {"results": [f.result() for f in futures]}
+
+
+def build_fanout() -> StateGraph:
+    b = StateGraph(FanState)
+    b.add_node("fanout", fanout)
+    b.add_edge(START, "fanout")
+    b.add_edge("fanout", END)
+    return b
+
+
+class IdState(TypedDict, total=False):
+    id: str
+    value: int
+    log: Annotated[list[str], operator.add]
+
+
+def crash(state: IdState) -> dict[str, Any]:
+    """A node that kills its own process, as an OOM kill or a segfault would."""
+    count("crash")
+    os._exit(7)
+
+
+def build_crash() -> StateGraph:
+    b = StateGraph(IdState)
+    b.add_node("crash", crash)
+    b.add_edge(START, "crash")
+    b.add_edge("crash", END)
+    return b
+
+
+@task
+def long_task(x: int) -> int:
+    count("long")
+    mark("long")
+    time.sleep(LONG_TASK)
+    return x + 1
+
+
+def call_long(state: IdState) -> dict[str, Any]:
+    return {"value": long_task(state["value"]).result()}
+
+
+def build_long() -> StateGraph:
+    b = StateGraph(IdState)
+    b.add_node("call_long", call_long)
+    b.add_edge(START, "call_long")
+    b.add_edge("call_long", END)
+    return b
+
+
+# -- many small runs: every body counts itself per thread; a body that starts after its
+# -- result was committed counts a violation ----------------------------------------------
+
+
+def per_thread(name: str, thread: str) -> int:
+    """Executions of ``name`` in ``thread``, this one included (hash ``{P}:runs``)."""
+    return int(client().hincrby(key("runs"), f"{thread}:{name}", 1))
+
+
+def _committed(thread: str) -> Any:
+    """The thread's latest checkpoint as this worker reads it (None before the first)."""
+    from durable_graph.worker.app import WorkerRuntime
+
+    saver = WorkerRuntime.of(app).saver(os.environ["DURABLE_GRAPH_PREFIX"])
+    return saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+
+
+def _check_not_committed(name: str, thread: str, *, call: bool = False) -> None:
+    saved = _committed(thread)
+    if saved is None:
+        return
+    if call:
+        done = any(w.channel == "__return__" and w.value[0] == name for w in saved.pending_writes)
+    else:
+        done = name in saved.checkpoint.channel_values.get("log", [])
+    if done:
+        client().rpush(key("violations"), f"{thread}:{name}")
+
+
+def _small(name: str, k: int, pause: float) -> Any:
+    def node(state: IdState) -> dict[str, Any]:
+        _check_not_committed(name, state["id"])
+        per_thread(name, state["id"])
+        time.sleep(pause)
+        return {"value": state["value"] * 3 + k, "log": [name]}
+
+    node.__name__ = node.__qualname__ = f"small_{name}"
+    return node
+
+
+@task
+def small_task(thread: str, value: int) -> int:
+    _check_not_committed("small_task", thread, call=True)
+    per_thread("small_task", thread)
+    return value + 100
+
+
+def small_call(state: IdState) -> dict[str, Any]:
+    value = small_task(state["id"], state["value"]).result()
+    per_thread("small_call_after", state["id"])  # past the replay: runs once
+    return {"value": value, "log": ["small_call"]}
+
+
+small_a = _small("small_a", 1, 0.0)
+small_c = _small("small_c", 2, 0.0)
+small_a_slow = _small("small_a", 1, 0.05)
+small_c_slow = _small("small_c", 2, 0.05)
+
+
+def small_value(start: int) -> int:
+    """What ``build_small`` computes from ``value=start``."""
+    return ((start * 3 + 1) + 100) * 3 + 2
+
+
+def build_small(slow: bool = False) -> StateGraph:
+    """a -> call (one @task) -> c: three steps, every body counted per thread."""
+    b = StateGraph(IdState)
+    b.add_node("small_a", small_a_slow if slow else small_a)
+    b.add_node("small_call", small_call)
+    b.add_node("small_c", small_c_slow if slow else small_c)
+    b.add_edge(START, "small_a")
+    b.add_edge("small_a", "small_call")
+    b.add_edge("small_call", "small_c")
+    b.add_edge("small_c", END)
+    return b

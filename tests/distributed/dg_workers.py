@@ -163,14 +163,20 @@ class DistEnv:
     prefix: str
     queue: str
     secret: str
+    amqp_url: str = ""
+    """RabbitMQ of ``graphs_amqp``'s app ("" where the cluster runs on Redis only)."""
+    amqp_queue: str = ""
 
     def as_env(self) -> dict[str, str]:
-        return {
+        env = {
             "DG_TEST_REDIS_URL": self.redis_url,
             "DG_TEST_PREFIX": self.prefix,
             "DG_TEST_QUEUE": self.queue,
             "DG_TEST_SECRET": self.secret,
         }
+        if self.amqp_url:
+            env.update(DG_TEST_AMQP_URL=self.amqp_url, DG_TEST_AMQP_QUEUE=self.amqp_queue)
+        return env
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Annotated, Any, TypedDict
 
 import dg_trace
 from celery.signals import worker_process_init
+from langchain_core.messages import AIMessage
 
 from durable_graph import (
     END,
@@ -307,7 +308,7 @@ class ReviewInput(TypedDict):
 def chat_bot(state: MessagesState, config: dict[str, Any]) -> dict[str, Any]:
     trace(thread_of(config), "chat_bot")
     last = state["messages"][-1].content
-    return {"messages": [("assistant", f"answer to {last}")], "reviews": 0,
+    return {"messages": [AIMessage(content=f"answer to {last}")], "reviews": 0,
             "undeclared": "ignored with a warning"}
 
 

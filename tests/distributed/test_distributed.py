@@ -614,3 +614,30 @@ def test_debug_stream_of_a_resume_on_workers_equals_embedded(cluster: Cluster) -
         _without_ids(c["payload"]) for c in mirrored]
     assert remote[0]["type"] == "checkpoint"
     assert remote[0]["payload"]["tasks"][0]["interrupts"][0]["value"] == "q"
+
+
+def test_messages_stream_on_workers_equals_embedded(cluster: Cluster) -> None:
+    """stream_mode="messages": each message object a node returns, once, with metadata."""
+    gf = cluster.gf
+    config, local_config = new_config("chat-messages"), new_config("chat-messages-local")
+    local = embedded(gf.build_chat())
+    remote = within(TIMEOUT, lambda: list(gf.chat.stream(
+        {"messages": [("user", "hi")]}, config, stream_mode=["messages", "updates"])))
+    mirrored = list(local.stream({"messages": [("user", "hi")]}, local_config,
+                                 stream_mode=["messages", "updates"]))
+
+    def view(chunks: list[Any]) -> list[Any]:
+        out = []
+        for mode, chunk in chunks:
+            if mode == "messages":
+                message, meta = chunk
+                out.append((mode, (type(message).__name__, message.content,
+                                   meta["langgraph_node"], meta["langgraph_step"],
+                                   meta["langgraph_path"])))
+            else:
+                out.append((mode, sorted(chunk)))
+        return out
+
+    assert view(remote) == view(mirrored)
+    assert ("messages", ("AIMessage", "answer to hi", "chat_bot", 1,
+                         ("__pregel_pull", "chat_bot"))) in view(remote)

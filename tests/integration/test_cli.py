@@ -297,7 +297,7 @@ def test_resume_with_a_value_from_an_older_checkpoint_ends(ops: Ops) -> None:
 
 
 COMMANDS = ["threads", "show", "resume", "retry", "cancel", "fork", "worker", "scheduler",
-            "ping"]
+            "ping", "ui"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -148,3 +148,27 @@ def test_retention_and_leases_on_a_cluster(cluster_url: str) -> None:
     assert saver.get_tuple(cfg("thread-3")) is None
     assert "thread-3" not in saver.list_threads()
     saver.close()
+
+
+def test_job_liveness_on_a_cluster(cluster_url: str) -> None:
+    from durable_graph.store.redis.jobbook import JobBook
+
+    saver = RedisSaver.from_url(cluster_url, prefix="cl3", cluster=True)
+    book = JobBook(saver.conn, "cl3")
+    lease = saver.leases.acquire("thread-a", "run:1", ttl=5, watch_idle=True)
+    assert lease is not None
+    book.register_sent([("k1", "thread-a", "m1"), ("k2", "thread-b", "m2")])()
+    assert book.owes("thread-a") and book.owes("thread-b")
+    assert book.claim_renewing("k1", "thread-a", "host:1:x", ("run:1", 1, 5)) == ("ok", "", True)
+    assert book.claim("k1", "thread-a", "host:2:y") == ("held", "host:1:x")
+    book.heartbeat("host:1:x", 5)
+    view = book.view("q", lost_before=time.time() * 1000 + 1000)
+    assert {e.member for e in view.lost} == {"k2"}  # the one nobody claimed
+    assert view.dead == [] and view.idle == []
+    book.end_many([("k1", "thread-a")], idle_ttl=0.001)
+    assert not book.owes("thread-a")
+    time.sleep(0.05)
+    idle = book.view("q", lost_before=0).idle
+    assert [e.member for e in idle] == ["thread-a"]
+    assert book.sort_idle(idle) == ([], [])  # it never said running: no longer watched
+    saver.close()

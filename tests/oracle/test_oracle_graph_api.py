@@ -345,3 +345,70 @@ def test_values_debug_and_updates_interleave_as_in_langgraph() -> None:
         return [(mode, c["type"] if mode == "debug" else c) for mode, c in chunks]
 
     same(scenario)
+
+
+# -- the messages stream mode ---------------------------------------------------------
+
+
+def test_messages_mode_streams_returned_messages_once_with_metadata() -> None:
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    def scenario(m: Any) -> Any:
+        def bot(s: Any) -> dict[str, Any]:  # one new message, one from its input
+            return {"messages": [AIMessage(content="hello"), s["messages"][0]]}
+
+        def tool(s: Any) -> Any:
+            return m.Command(update={"messages": [
+                ToolMessage(content="42", tool_call_id="t1", id="tm1")]}, goto="last")
+
+        b = m.StateGraph(m.MessagesState)
+        b.add_node("bot", bot)
+        b.add_node("tool", tool)
+        b.add_node("last", lambda s: {"messages": AIMessage(content="single")})
+        b.add_edge(m.START, "bot")
+        b.add_edge("bot", "tool")
+        g = b.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config(metadata={"user": "u1"})
+        norm = Norm()
+        out = []
+        for mode, chunk in g.stream({"messages": [("user", "hi")]}, cfg,
+                                    stream_mode=["messages", "updates"]):
+            if mode == "messages":
+                msg, meta = chunk
+                meta = {**meta, "thread_id": "<thread>",
+                        "langgraph_checkpoint_ns": norm.ns(meta["langgraph_checkpoint_ns"])}
+                out.append((mode, (msg, meta)))
+            else:
+                out.append((mode, chunk))
+        return out
+
+    same(scenario)
+
+
+def test_a_runnable_as_a_node() -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    def scenario(m: Any) -> Any:
+        b = m.StateGraph(Overall)
+        b.add_node("shout", RunnableLambda(lambda s: {"a": s["a"].upper()}))
+        b.add_edge(m.START, "shout")
+        return b.compile().invoke({"a": "hi"})
+
+    same(scenario)
+
+
+@pytest.mark.parametrize("destinations", [("b", "c"), {"b": "to b", "c": "to c"}])
+def test_drawn_destinations_of_add_node(destinations: Any) -> None:
+    def scenario(m: Any) -> Any:
+        def a(s: Overall) -> Any:
+            return m.Command(goto="b")
+
+        b = m.StateGraph(Overall)
+        b.add_node("a", a, destinations=destinations)
+        b.add_node("b", lambda s: {"a": "b"})
+        b.add_node("c", lambda s: {"a": "c"})
+        b.add_edge(m.START, "a")
+        g = b.compile()
+        return g.invoke({"a": ""}), g.get_graph().draw_mermaid()
+
+    same(scenario)

@@ -12,11 +12,13 @@ import pytest
 
 from durable_graph import (
     END,
+    REMOVE_ALL_MESSAGES,
     START,
     Command,
     InMemorySaver,
     MessagesState,
     NotSupportedError,
+    RemoveMessage,
     StateGraph,
     TypedSerializer,
     add_messages,
@@ -111,6 +113,12 @@ def test_messages_are_stored_with_the_typed_serializer_not_pickle() -> None:
     assert saved is not None and saved.checkpoint.channel_values["messages"] == messages
 
 
+def test_remove_message_is_stored_without_pickle() -> None:
+    serde = TypedSerializer(pickle_fallback=False)
+    writes = [("messages", [RemoveMessage(id="m1"), RemoveMessage(id=REMOVE_ALL_MESSAGES)])]
+    assert serde.loads_typed(serde.dumps_typed(writes)) == writes
+
+
 # -- arguments are never ignored ------------------------------------------------------
 
 
@@ -172,3 +180,8 @@ def test_draw_ascii_boxes_every_node_and_lists_every_edge() -> None:
     layer = {n: next(i for i, line in enumerate(text.splitlines()) if f"| {n} |" in line)
              for n in ("__start__", "plan", "act", "__end__")}
     assert layer["__start__"] < layer["plan"] < layer["act"] == layer["__end__"]
+
+
+def test_a_node_that_is_neither_function_nor_runnable_is_refused() -> None:
+    with pytest.raises(ValueError, match="'n' must be a function, a Runnable"):
+        StateGraph(S).add_node("n", 42)

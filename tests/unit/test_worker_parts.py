@@ -95,6 +95,23 @@ def test_a_bad_lease_ttl_is_named(value: str) -> None:
         Settings.from_env({"DURABLE_GRAPH_LEASE_TTL": value})
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("DURABLE_GRAPH_MAX_DEATHS", "0"), ("DURABLE_GRAPH_MAX_DEATHS", "2.5"),
+    ("DURABLE_GRAPH_MAX_DEATHS", "many"), ("DURABLE_GRAPH_HEARTBEAT_TTL", "-1"),
+])
+def test_bad_liveness_settings_are_named(name: str, value: str) -> None:
+    with pytest.raises(GraphValueError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_liveness_settings_from_the_environment_and_arguments() -> None:
+    s = Settings.from_env({"DURABLE_GRAPH_MAX_DEATHS": "5", "DURABLE_GRAPH_HEARTBEAT_TTL": "2"})
+    assert (s.max_deaths, s.heartbeat_ttl) == (5, 2.0)
+    assert Settings.from_env({}, max_deaths=1).max_deaths == 1
+    with pytest.raises(GraphValueError, match="max_deaths"):
+        Settings.from_env({}, max_deaths=0)
+
+
 def test_no_signing_key_is_a_clear_error() -> None:
     with pytest.raises(GraphValueError, match="DURABLE_GRAPH_SECRET_KEY"):
         Settings.from_env({}).require_codec()

@@ -3,7 +3,9 @@
 Callers see ``CheckpointStoreError`` (naming the server, password redacted)
 instead of redis-py's exceptions, and a client built from a URL gets connect and
 read timeouts, so an unreachable Redis fails within a bounded time instead of
-hanging a graph run.
+hanging a graph run. With a ``CommitWait``, every script that commits state is sent
+in one pipeline with the ``WAITAOF``/``WAIT`` that makes it durable (the wait must
+run on the connection that wrote).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from durable_graph.errors import CheckpointStoreError, GraphValueError
 from durable_graph.store.redis import scripts
+from durable_graph.store.redis.commit_wait import CommitWait
 
-__all__ = ["Client", "RedisConn", "client_from_url", "redact"]
+__all__ = ["UNWAITED_SCRIPTS", "Client", "RedisConn", "client_from_url", "redact"]
 
 Client: TypeAlias = "redis.Redis[bytes] | RedisCluster[bytes]"
 T = TypeVar("T")
@@ -31,6 +35,10 @@ CONNECT_TIMEOUT = 5.0
 """Default seconds to open a connection before giving up."""
 SOCKET_TIMEOUT = 10.0
 """Default seconds to wait for a reply; every script is short, so this is generous."""
+UNWAITED_SCRIPTS = frozenset({"LOAD", "PAGE", "FINISHED", "ACQUIRE", "RENEW", "RELEASE"})
+"""Scripts no commit wait follows: the reads, and the leases (a lost lease renewal is
+what fencing is for). Every other script writes state a reported result depends on, so
+a script added later is waited for unless it is listed here."""
 
 
 def redact(url: str) -> str:
@@ -83,14 +91,27 @@ def _describe(client: Client) -> str:
 class RedisConn:
     """The client, the registered scripts, and error translation, shared by saver and leases."""
 
-    def __init__(self, client: Client, where: str | None = None) -> None:
+    def __init__(
+        self, client: Client, where: str | None = None, commit_wait: CommitWait | None = None
+    ) -> None:
         if _connection_kwargs(client).get("decode_responses"):
             raise GraphValueError(
                 "RedisSaver stores binary values: build the client with decode_responses=False"
             )
         self.client = client
         self.where = where or _describe(client)
+        self.commit_wait: CommitWait | None = None
+        """What each committing script waits for (None: the server's reply only)."""
+        self.use_commit_wait(commit_wait)
         self._scripts: dict[str, Script] = {}
+
+    def use_commit_wait(self, wait: CommitWait | None) -> None:
+        """Make every committing script wait for ``wait`` (None: stop waiting)."""
+        if wait is not None and isinstance(self.client, RedisCluster):
+            raise GraphValueError(
+                "a commit wait (WAITAOF/WAIT) is not supported on Redis Cluster here: set "
+                "`appendfsync always` on every primary instead")
+        self.commit_wait = wait
 
     def script(self, name: str) -> Script:
         """The registered script ``scripts.<name>`` (registered once, run by SHA)."""
@@ -113,7 +134,32 @@ class RedisConn:
     def run(self, name: str, keys: Sequence[str], args: Sequence[Any], action: str) -> Any:
         """Run script ``name`` on ``keys`` with ``args``; store errors as CheckpointStoreError."""
         with self.errors(action):
-            return self.script(name)(keys=list(keys), args=list(args))
+            if self.commit_wait is None or name in UNWAITED_SCRIPTS:
+                return self.script(name)(keys=list(keys), args=list(args))
+            return self._run_waited(self.script(name), self.commit_wait, keys, args)
+
+    def _run_waited(
+        self, script: Any, wait: CommitWait, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """The script, then the wait on the connection that ran it; the script's reply."""
+        reply, acks = self._pipelined(script.sha, wait, keys, args)
+        if isinstance(reply, NoScriptError):  # first use on this server, or after a restart
+            client: Any = self.client  # not a cluster: use_commit_wait refused those
+            client.script_load(script.script)
+            reply, acks = self._pipelined(script.sha, wait, keys, args)
+        if isinstance(reply, Exception):
+            raise reply
+        wait.check(acks, self.where)
+        return reply
+
+    def _pipelined(
+        self, sha: str, wait: CommitWait, keys: Sequence[str], args: Sequence[Any]
+    ) -> list[Any]:
+        """EVALSHA and the wait in one pipeline: one connection, one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.evalsha(sha, len(keys), *keys, *args)
+        pipe.execute_command(*wait.command())
+        return list(pipe.execute(raise_on_error=False))
 
     def call(self, action: str, fn: Callable[[Client], T]) -> T:
         """Run ``fn(client)`` with Redis errors translated."""

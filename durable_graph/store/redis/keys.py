@@ -15,6 +15,17 @@ checkpoint namespace)::
     {P:T}:ev:<run>             stream events of one distributed run, read by its producer
     P:graph:<sha256>           str   a signed cloudpickled graph shipped by a producer
     {P:status:B}:<status>      zset  thread ids by status, score = updated-at (ms); B = bucket
+    {P:jobs:B}:owed            hash  job key -> its signed message, until the job ends (B = bucket)
+    {P:jobs:B}:due             zset  job key -> when it was (re)sent, while nobody claimed it
+    {P:jobs:B}:claim           hash  job key -> the worker process running it
+    {P:jobs:B}:deaths          hash  job key -> executions that ended with their process dying
+    {P:jobs:B}:count           hash  thread id -> how many of its jobs are owed
+    {P:jobs:B}:idle            zset  thread id -> deadline of a running thread that owes no job
+    {P:live:w}                 zset  worker process id -> heartbeat expiry (ms)
+    {P:probe:q}:<queue>        hash  the queue's probe: when the last was sent, newest one seen
+
+Job keys are bucketed by their thread (the same CRC as the status index), so every
+update of one job, and of its thread's owed count, is one script on one slot.
 
 Every key of a thread carries the hash tag ``{P:T}``, so a thread's atomic commit
 (a Lua script) touches a single slot and runs unchanged on Redis Cluster. The
@@ -40,11 +51,16 @@ __all__ = [
     "INDEX",
     "STATUS_BUCKETS",
     "WRITES",
+    "JobKeys",
     "NamespaceKeys",
     "ThreadKeys",
     "blob_field",
     "escape",
     "graph_key",
+    "job_buckets",
+    "jobs_of",
+    "live_key",
+    "probe_key",
     "status_key",
     "status_keys",
     "thread_from_record_key",
@@ -167,10 +183,81 @@ def graph_key(prefix: str, digest: str) -> str:
     return f"{prefix}:graph:{digest}"
 
 
+def _bucket(thread_id: str) -> int:
+    return zlib.crc32(thread_id.encode()) % STATUS_BUCKETS
+
+
 def status_key(prefix: str, thread_id: str, status: str) -> str:
     """The status-index shard holding ``thread_id`` (every status of one thread: one slot)."""
-    bucket = zlib.crc32(thread_id.encode()) % STATUS_BUCKETS
-    return "{" + f"{prefix}:status:{bucket}" + "}:" + status
+    return "{" + f"{prefix}:status:{_bucket(thread_id)}" + "}:" + status
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """The job-liveness keys of one bucket, all under the hash tag ``{prefix:jobs:B}``."""
+
+    prefix: str
+    """Saver prefix."""
+    bucket: int
+    """Shard number, ``crc32(thread id) % STATUS_BUCKETS``."""
+
+    @property
+    def tag(self) -> str:
+        return "{" + f"{self.prefix}:jobs:{self.bucket}" + "}"
+
+    @property
+    def owed(self) -> str:
+        """Job key -> signed message of every job a committed step still owes."""
+        return self.tag + ":owed"
+
+    @property
+    def due(self) -> str:
+        """Unclaimed job keys by the time (ms) they were last sent."""
+        return self.tag + ":due"
+
+    @property
+    def claim(self) -> str:
+        """Job key -> id of the worker process running it."""
+        return self.tag + ":claim"
+
+    @property
+    def deaths(self) -> str:
+        """Job key -> executions that ended with their process dying (and ``key:why``)."""
+        return self.tag + ":deaths"
+
+    @property
+    def count(self) -> str:
+        """Thread id -> number of owed jobs."""
+        return self.tag + ":count"
+
+    @property
+    def idle(self) -> str:
+        """Running threads that owe no job, by the deadline (ms) of their lease."""
+        return self.tag + ":idle"
+
+    def ordered(self) -> list[str]:
+        """The keys in the order every liveness script takes them."""
+        return [self.owed, self.due, self.claim, self.deaths, self.count, self.idle]
+
+
+def jobs_of(prefix: str, thread_id: str) -> JobKeys:
+    """The job-liveness bucket of ``thread_id``."""
+    return JobKeys(prefix, _bucket(thread_id))
+
+
+def job_buckets(prefix: str) -> list[JobKeys]:
+    """Every job-liveness bucket of ``prefix``."""
+    return [JobKeys(prefix, b) for b in range(STATUS_BUCKETS)]
+
+
+def live_key(prefix: str) -> str:
+    """Heartbeats of the worker processes running jobs of ``prefix``."""
+    return "{" + f"{prefix}:live:w" + "}"
+
+
+def probe_key(prefix: str, queue: str) -> str:
+    """The lost-message probe of one queue."""
+    return "{" + f"{prefix}:probe:q" + "}:" + escape(queue)
 
 
 def status_keys(prefix: str, status: str) -> list[str]:
@@ -178,9 +265,11 @@ def status_keys(prefix: str, status: str) -> list[str]:
     return ["{" + f"{prefix}:status:{b}" + "}:" + status for b in range(STATUS_BUCKETS)]
 
 
-def thread_record_pattern(prefix: str) -> str:
-    """SCAN pattern matching every thread record of ``prefix``."""
-    return "{" + _GLOB_RE.sub(r"\\\1", prefix) + ":*}:rec"
+def thread_record_pattern(prefix: str, starting: str = "") -> str:
+    """SCAN pattern matching every thread record of ``prefix`` (whose id starts with
+    ``starting``)."""
+    head = _GLOB_RE.sub(r"\\\1", prefix) + ":" + _GLOB_RE.sub(r"\\\1", escape(starting))
+    return "{" + head + "*}:rec"
 
 
 def thread_from_record_key(prefix: str, key: str) -> str | None:

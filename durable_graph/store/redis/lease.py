@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable_graph.errors import FencingError, GraphValueError
+from durable_graph.store.redis import job_scripts
 from durable_graph.store.redis.connection import RedisConn
-from durable_graph.store.redis.keys import ThreadKeys
+from durable_graph.store.redis.jobbook import pipelined
+from durable_graph.store.redis.keys import ThreadKeys, jobs_of
 
 __all__ = ["Lease", "RedisLeases"]
 
@@ -62,17 +64,30 @@ class RedisLeases:
     def _key(self, thread_id: str) -> str:
         return ThreadKeys(self._prefix, thread_id).lease
 
-    def acquire(self, thread_id: str, owner: str, ttl: float) -> Lease | None:
+    def acquire(
+        self, thread_id: str, owner: str, ttl: float, *, watch_idle: bool = False
+    ) -> Lease | None:
         """Take the lease for ``ttl`` seconds; None while another owner holds a live one.
 
         A free, released or expired lease is taken with a new, higher generation.
         The owner that already holds a live lease gets it back extended, same generation.
+        ``watch_idle`` (a distributed run's producer): in the same round trip, have the
+        recovery sweep look at the thread if it still owes no job one TTL from now.
         """
         if not owner:
             raise GraphValueError("a lease needs a non-empty owner")
-        ok, gen, holder, until = self._conn.run(
-            "ACQUIRE", [self._key(thread_id)], [owner, _ttl_ms(ttl)], "acquire lease"
-        )
+        acquire = self._conn.script("ACQUIRE")
+        redis_client: Any = self._conn.client
+        arm = redis_client.register_script(job_scripts.ARM_IDLE)
+
+        def both(p: Any) -> list[Any]:
+            out = [acquire(keys=[self._key(thread_id)], args=[owner, _ttl_ms(ttl)], client=p)]
+            if watch_idle:
+                out.append(arm(keys=jobs_of(self._prefix, thread_id).ordered(),
+                               args=[thread_id, _ttl_ms(ttl), "1"], client=p))
+            return out
+
+        ok, gen, holder, until = pipelined(self._conn, "acquire lease", both)[0]
         if not ok:
             return None
         return Lease(str(thread_id), _text(holder), int(gen), int(until))

@@ -35,6 +35,7 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.encoding import encode_values, metadata_matches
 from durable_graph.store.redis import retention
+from durable_graph.store.redis.commit_wait import CommitWait
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
 from durable_graph.store.redis.keys import (
     ThreadKeys,
@@ -84,6 +85,9 @@ class RedisSaver(BaseCheckpointSaver):
         serde: serializer of channel values and writes.
         ttl: default seconds a thread lives after its last commit (None: forever);
             ``set_ttl`` overrides it per thread.
+        commit_wait: what each commit waits for before it returns: ``"aof"``
+            (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
+            or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class RedisSaver(BaseCheckpointSaver):
         prefix: str = "dg",
         serde: Serializer | None = None,
         ttl: int | None = None,
+        commit_wait: CommitWait | str | None = None,
         _where: str | None = None,
         _owns_client: bool = False,
     ) -> None:
@@ -103,7 +108,7 @@ class RedisSaver(BaseCheckpointSaver):
         self.serde: Serializer = serde or TypedSerializer()
         self.prefix = prefix
         self.ttl = ttl
-        self._conn = RedisConn(client, _where)
+        self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
         self._owns_client = _owns_client
         self.leases = RedisLeases(self._conn, prefix)
         """Lease API for coordinators: acquire, renew, release (see ``lease``)."""
@@ -118,6 +123,7 @@ class RedisSaver(BaseCheckpointSaver):
         serde: Serializer | None = None,
         ttl: int | None = None,
         cluster: bool = False,
+        commit_wait: CommitWait | str | None = None,
         **client_kwargs: Any,
     ) -> RedisSaver:
         """A saver on a new client for ``url``, with connect/read timeouts (5 s / 10 s).
@@ -127,7 +133,8 @@ class RedisSaver(BaseCheckpointSaver):
         """
         client = client_from_url(url, cluster=cluster, **client_kwargs)
         where = f"Redis at {redact(url)}"
-        return cls(client, prefix=prefix, serde=serde, ttl=ttl, _where=where, _owns_client=True)
+        return cls(client, prefix=prefix, serde=serde, ttl=ttl, commit_wait=commit_wait,
+                   _where=where, _owns_client=True)
 
     @property
     def client(self) -> Client:

@@ -29,6 +29,7 @@ __all__ = [
     "PUT_WRITES",
     "RELEASE",
     "RENEW",
+    "SERVER_NOW",
     "SET_TTL",
     "STATUS_INDEX",
     "SUSPEND",
@@ -343,13 +344,13 @@ return {'ok'}
 
 # Lease times come from the server clock (TIME), so owners on machines whose
 # clocks disagree still agree on when a lease expired.
-_NOW = """
+SERVER_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 ACQUIRE = (
-    _NOW
+    SERVER_NOW
     + """
 -- KEYS: lease    ARGV: owner, ttl_ms[, '1': only take over an expired lease, not a free one;
 --                                     '2': revoke: take it even from a live holder]
@@ -371,7 +372,7 @@ return {1, gen, ARGV[1], until_ms}
 )
 
 RENEW = (
-    _NOW
+    SERVER_NOW
     + """
 -- KEYS: lease    ARGV: owner, gen, ttl_ms
 -- Renews only while nobody took over (same owner and generation), even if expired.
@@ -392,3 +393,4 @@ if holder ~= ARGV[1] or gen ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'owner', '', 'expires', 0)
 return 1
 """
+

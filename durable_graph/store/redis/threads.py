@@ -12,19 +12,28 @@ candidate against its record and never reports a stale status.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
 from durable_graph.errors import GraphValueError
 from durable_graph.store.base import ThreadStatus
 from durable_graph.store.redis.connection import RedisConn
-from durable_graph.store.redis.keys import ThreadKeys, status_key, status_keys
+from durable_graph.store.redis.keys import (
+    ThreadKeys,
+    status_key,
+    status_keys,
+    thread_from_record_key,
+    thread_record_pattern,
+)
 
-__all__ = ["STATUSES", "ThreadRecords"]
+__all__ = ["STATUSES", "ThreadPage", "ThreadRecords"]
 
 STATUSES: tuple[str, ...] = get_args(ThreadStatus)
 _FIELDS = (
@@ -49,6 +58,28 @@ def _error_fields(error: BaseException) -> dict[str, str]:
         "error_message": str(error),
         "error_traceback": "".join(traceback.format_exception(error)),
     }
+
+
+@dataclass(frozen=True)
+class ThreadPage:
+    """One page of the status index, newest first."""
+
+    threads: list[dict[str, Any]]
+    """Records (``get_status`` shape, without the traceback) plus ``indexed_at`` (ms) and
+    ``run`` (the sealed run description, or None)."""
+    next_cursor: str | None
+    """Pass as ``after`` for the next page; None on the last page."""
+
+
+def _cursor(score: float, thread_id: str) -> str:
+    return f"{int(score)}:{thread_id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    head, sep, thread_id = cursor.partition(":")
+    if not sep or not head.lstrip("-").isdigit():
+        raise GraphValueError(f"bad page cursor {cursor!r}: pass a next_cursor a page returned")
+    return int(head), thread_id
 
 
 class ThreadRecords:
@@ -184,6 +215,152 @@ class ThreadRecords:
             for t, s in zip(threads, statuses, strict=True)
             if s is not None and s.decode() == found[t][1]
         ]
+
+    def count_by_status(self) -> dict[str, int]:
+        """Threads indexed under each status: ZCARD of every shard, in one round trip."""
+        keys = {s: status_keys(self._prefix, s) for s in STATUSES}
+
+        def cards(client: Any) -> list[int]:
+            pipe = client.pipeline(transaction=False)
+            for shard in keys.values():
+                for key in shard:
+                    pipe.zcard(key)
+            return list(pipe.execute())
+
+        sizes = iter(self._conn.call("count threads", cards))
+        return {s: sum(next(sizes) for _ in shard) for s, shard in keys.items()}
+
+    def page(
+        self, status: ThreadStatus | None = None, *, limit: int = 50, after: str | None = None
+    ) -> ThreadPage:
+        """Up to ``limit`` threads with ``status`` (any if None), newest first.
+
+        Keyset paging over the sharded index: each shard gives its newest
+        ``limit`` entries older than the cursor (``ZREVRANGEBYSCORE ... LIMIT``)
+        and the shards are merged, so any page costs the same whatever its depth.
+        Ties in the update time are ordered by thread id.
+        """
+        if limit < 1:
+            raise GraphValueError(f"page limit must be at least 1, got {limit}")
+        top = _parse_cursor(after) if after else None
+        wanted = STATUSES if status is None else (status,)
+        keys = [(s, key) for s in wanted for key in status_keys(self._prefix, s)]
+        shards = self._shard_pages(keys, top, limit)
+        merged = heapq.merge(*shards, key=_order)
+        entries = list(itertools.islice(merged, limit + 1))
+        more = len(entries) > limit
+        entries = entries[:limit]
+        records = self._records([t for _, t, _ in entries])
+        threads = []
+        for (score, _, indexed), record in zip(entries, records, strict=True):
+            if record is not None and record.get("status") == indexed:
+                threads.append({**record, "indexed_at": int(score)})
+        last = entries[-1] if entries else None
+        cursor = _cursor(last[0], last[1]) if more and last else None
+        return ThreadPage(threads, cursor)
+
+    def _shard_pages(
+        self, keys: list[tuple[str, str]], top: tuple[int, str] | None, limit: int
+    ) -> list[list[tuple[float, str, str]]]:
+        """Enough of each (status, shard), newest first after the cursor, to merge the
+        newest ``limit + 1``: each round reads a few more entries of only the shards that
+        may still hold some of them (pipelined), so a page reads about twice what it
+        shows whatever the number of threads or shards."""
+        high = "+inf" if top is None else top[0]
+        got: list[list[tuple[float, str, str]]] = [[] for _ in keys]
+        read_so_far = [0] * len(keys)
+        todo = dict.fromkeys(range(len(keys)), max(4, 2 * (limit + 1) // len(keys) + 1))
+        while todo:
+
+            def read(client: Any, wanted: dict[int, int] = todo) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for i, fetch in wanted.items():
+                    pipe.zrevrangebyscore(keys[i][1], high, "-inf", start=read_so_far[i],
+                                          num=fetch, withscores=True)
+                return list(pipe.execute())
+
+            open_: dict[int, int] = {}
+            for (i, fetch), rows in zip(todo.items(), self._conn.call("page threads", read),
+                                        strict=True):
+                read_so_far[i] += len(rows)
+                entries = [(float(sc), m.decode(), keys[i][0]) for m, sc in rows]
+                if top is not None:
+                    entries = [e for e in entries if e[0] < top[0] or e[1] < top[1]]
+                got[i] += entries
+                if len(rows) == fetch:
+                    open_[i] = fetch * 2  # this shard has more than was read
+            todo = _still_needed(got, open_, limit + 1)
+        for entries in got:
+            entries.sort(key=_order)
+        return got
+
+    def _records(self, threads: list[str]) -> list[dict[str, Any] | None]:
+        """The records of ``threads`` (``get_status`` without tracebacks, plus the sealed
+        ``run``), in one round trip."""
+        fields = [*(f for f in _FIELDS if f != "error_traceback"), "run"]
+
+        def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for t in threads:
+                pipe.hmget(ThreadKeys(self._prefix, t).record, fields)
+            return list(pipe.execute())
+
+        rows = self._conn.call("read thread records", read) if threads else []
+        out: list[dict[str, Any] | None] = []
+        for t, row in zip(threads, rows, strict=True):
+            raw = {f.encode(): v for f, v in zip(fields, row, strict=True) if v is not None}
+            record = _record(t, raw)
+            if record is not None:
+                record.pop("error_traceback", None)
+                record["run"] = raw[b"run"].decode() if b"run" in raw else None
+            out.append(record)
+        return out
+
+    def with_prefix(self, start: str, limit: int) -> list[str]:
+        """Up to ``limit`` thread ids starting with ``start`` (a SCAN of the records)."""
+        pattern = thread_record_pattern(self._prefix, start)
+        found: list[str] = []
+        cursor = 0
+
+        def scan(client: Any) -> tuple[int, list[bytes]]:
+            return tuple(client.scan(cursor, match=pattern, count=1000))
+
+        while True:
+            cursor, keys = self._conn.call("find threads", scan)
+            for key in keys:
+                thread_id = thread_from_record_key(self._prefix, key.decode())
+                if thread_id is not None and thread_id.startswith(start):
+                    found.append(thread_id)
+            if not cursor or len(found) >= limit:
+                return sorted(found)[:limit]
+
+
+def _order(entry: tuple[float, str, str]) -> tuple[float, _desc]:
+    """Newest first, ties by thread id descending (as ZREVRANGEBYSCORE orders them)."""
+    return (-entry[0], _desc(entry[1]))
+
+
+def _still_needed(
+    got: list[list[tuple[float, str, str]]], open_: dict[int, int], wanted: int
+) -> dict[int, int]:
+    """The open shards (more unread entries) that may hold one of the newest ``wanted``:
+    all of them while fewer were read, else those whose last read entry is among them."""
+    if not open_:
+        return {}
+    merged = sorted((e for entries in got for e in entries), key=_order)
+    if len(merged) < wanted:
+        return open_
+    cutoff = _order(merged[wanted - 1])
+    return {i: n for i, n in open_.items() if not got[i] or _order(got[i][-1]) <= cutoff}
+
+
+class _desc(str):  # noqa: N801 - a sort key, not a type users see
+    """A string that sorts in reverse, so merged shards order ties by id descending."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
 
 
 def _record(thread_id: str, raw: dict[bytes, bytes] | None) -> dict[str, Any] | None:

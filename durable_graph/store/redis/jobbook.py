@@ -1,0 +1,345 @@
+"""The job book: which jobs a committed step still owes, who runs them, who is alive.
+
+A dispatcher registers every job before publishing it (owed, and due: sent but
+not claimed). The worker process that starts a job claims it, and the claim names
+the process, whose heartbeat lives in one sorted set by expiry. When the job ends
+it is owed no more. So a recovery sweep can tell, without trusting any timeout
+of the broker:
+
+- a claimed job whose process stopped beating (``reclaim``): sent again at once;
+- a job sent but never claimed although the queue moved past it (``requeue_lost``,
+  see the probe in ``worker/recovery``): the broker lost it; sent again;
+- a running thread that owes no job for a lease TTL (``idle``): a crash between two
+  steps of a worker; recovered from its last committed step.
+
+A job that merely waits in the queue is owed and due, which is neither: waiting is
+never a reason to take anything over. Every read a sweep makes is bounded by what
+expired (sorted sets by deadline, bucketed by hash tag, so it runs on Redis Cluster).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+
+from durable_graph.store.redis import job_scripts
+from durable_graph.store.redis.connection import RedisConn
+from durable_graph.store.redis.keys import (
+    JobKeys,
+    ThreadKeys,
+    job_buckets,
+    jobs_of,
+    live_key,
+    probe_key,
+)
+
+__all__ = ["Expired", "JobBook", "Reclaimed", "View", "pipelined"]
+
+
+def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
+    """Run the commands ``build`` queues on a pipeline, in one round trip; their replies.
+
+    ``build(p)`` returns what each of its calls returned, in order. On Redis Cluster,
+    whose pipelines refuse scripts, ``p`` is the client itself (one call at a time).
+    """
+    def go(client: Any) -> list[Any]:
+        if isinstance(client, RedisCluster):
+            return list(build(client))
+        pipe = client.pipeline(transaction=False)
+        build(pipe)
+        return list(pipe.execute())
+    return conn.call(action, go)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A member of a deadline index whose deadline passed."""
+
+    member: str
+    """A job key, thread id or worker id."""
+    score: float
+    """Its deadline (or, in the due index, when it was sent), ms."""
+    bucket: JobKeys | None = None
+    """The job bucket it was found in (None for worker heartbeats)."""
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """A job taken from a dead worker process."""
+
+    action: str
+    """``requeue`` (send ``message`` again) or ``fail`` (it died ``deaths`` times)."""
+    message: str
+    """The job's signed message, as its dispatcher sealed it."""
+    deaths: int
+    """Executions of the job that ended with their process dying."""
+    why: str
+    """How the process died, when its worker saw it ('' if unknown)."""
+
+
+@dataclass(frozen=True)
+class View:
+    """What expired, as one sweep sees it."""
+
+    now: int
+    """The Redis server's time (ms)."""
+    dead: list[str]
+    """Worker processes whose heartbeat expired."""
+    head: int
+    """Time (ms) of the newest probe a worker received: the queue moved past it."""
+    probe_sent: int
+    """Time (ms) of the probe in flight (0: none)."""
+    lost: list[Expired]
+    """Unclaimed jobs sent before the time asked for: lost by the broker."""
+    oldest: float | None
+    """When the oldest unclaimed job was sent (ms), None if every job is claimed."""
+    idle: list[Expired]
+    """Running threads that owed no job for their whole idle TTL."""
+
+
+class JobBook:
+    """Job liveness records of one key prefix (see the module docstring)."""
+
+    def __init__(self, conn: RedisConn, prefix: str) -> None:
+        self.conn, self.prefix = conn, prefix
+        self._scripts: dict[str, Script] = {}
+
+    def _script(self, name: str) -> Script:
+        found = self._scripts.get(name)
+        if found is None:
+            client: Any = self.conn.client
+            found = self._scripts[name] = client.register_script(getattr(job_scripts, name))
+        return found
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], action: str) -> Any:
+        with self.conn.errors(action):
+            return self._script(name)(keys=list(keys), args=list(args))
+
+    def _pipe(self, action: str, build: Any) -> list[Any]:
+        """The replies of the commands ``build(p)`` queues, in one round trip.
+
+        ``build`` returns what each call returned, in order: on Redis Cluster, whose
+        pipelines cannot run scripts, it gets the client itself and those are the replies.
+        """
+        return pipelined(self.conn, action, build)
+
+    # -- a job's life ----------------------------------------------------------------
+
+    def register_sent(self, jobs: Iterable[tuple[str, str, str]]) -> Callable[[], None]:
+        """Record (job key, thread id, signed message) as owed and due: written to Redis
+        now, confirmed by calling what it returns.
+
+        The caller publishes the jobs in between: the registration is on the server
+        before the broker even has the messages, so it costs the publish no round trip
+        of its own. (A claim can only come after a worker received a message; were the
+        registration ever late, the claim drops that copy and the lost-message probe
+        sends the job again.) On Redis Cluster, or if sending fails, it registers
+        synchronously instead.
+        """
+        by_bucket: dict[JobKeys, list[str]] = defaultdict(list)
+        for key, thread_id, message in jobs:
+            by_bucket[jobs_of(self.prefix, thread_id)].extend((key, thread_id, message))
+        client = self.conn.client
+        if not isinstance(client, redis.Redis):
+            for bucket, args in by_bucket.items():
+                self._run("REGISTER_JOBS", bucket.ordered(), args, "register jobs")
+            return lambda: None
+        pool = client.connection_pool
+        with self.conn.errors("register jobs"):
+            conn = pool.get_connection()
+            try:
+                for bucket, args in by_bucket.items():
+                    conn.send_command("EVAL", job_scripts.REGISTER_JOBS, 6, *bucket.ordered(),
+                                      *args)
+            except BaseException:
+                pool.release(conn)
+                raise
+
+        def confirm() -> None:
+            try:
+                with self.conn.errors("register jobs"):
+                    for _ in by_bucket:
+                        conn.read_response()
+            finally:
+                pool.release(conn)
+        return confirm
+
+    def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
+        """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""
+        reply = self._run("CLAIM_JOB", jobs_of(self.prefix, thread_id).ordered(),
+                          [key, worker], "claim job")
+        return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
+
+    def claim_renewing(
+        self, key: str, thread_id: str, worker: str, lease: tuple[str, int, float]
+    ) -> tuple[str, str, bool]:
+        """``claim``, and renew the thread's lease (owner, generation, ttl) in the same
+        round trip; the third item says whether the lease is still this job's."""
+        claim = self._script("CLAIM_JOB")
+        renew = self.conn.script("RENEW")
+        owner, gen, ttl = lease
+
+        def build(p: Any) -> list[Any]:
+            return [
+                claim(keys=jobs_of(self.prefix, thread_id).ordered(), args=[key, worker],
+                      client=p),
+                renew(keys=[ThreadKeys(self.prefix, thread_id).lease],
+                      args=[owner, gen, max(1, int(ttl * 1000))], client=p),
+            ]
+
+        claimed, renewed = self._pipe("claim job", build)
+        holder = _text(claimed[1]) if len(claimed) > 1 else ""
+        return _text(claimed[0]), holder, bool(renewed[0])
+
+    def end(self, key: str, thread_id: str, idle_ttl: float) -> None:
+        """The job ended: owed no more; a thread left owing nothing starts its idle TTL."""
+        self.end_many([(key, thread_id)], idle_ttl)
+
+    def end_many(self, jobs: Sequence[tuple[str, str]], idle_ttl: float) -> None:
+        """``end`` of several (job key, thread id), in one round trip."""
+        script = self._script("END_JOB")
+        self._pipe("end jobs", lambda p: [
+            script(keys=jobs_of(self.prefix, t).ordered(), args=[k, t, int(idle_ttl * 1000)],
+                   client=p) for k, t in jobs])
+
+    def release(self, key: str, thread_id: str, worker: str) -> None:
+        """Give an unfinished job back (its broker delivers it again)."""
+        self._run("RELEASE_JOB", jobs_of(self.prefix, thread_id).ordered(), [key, worker],
+                  "release job")
+
+    def note_death(self, key: str, thread_id: str, worker_prefix: str, why: str) -> str:
+        """Record how the process running ``key`` died; its claimant ('' if another)."""
+        return _text(self._run("NOTE_DEATH", jobs_of(self.prefix, thread_id).ordered(),
+                               [key, worker_prefix, why], "note job death"))
+
+    # -- what a sweep reads and does -------------------------------------------------
+
+    def heartbeat(self, worker: str, ttl: float) -> None:
+        """``worker`` is alive for ``ttl`` more seconds."""
+        self._run("HEARTBEAT", [live_key(self.prefix)], [worker, int(ttl * 1000)],
+                  "heartbeat")
+
+    def declare_dead(self, worker: str) -> None:
+        """``worker`` is known dead now (its parent saw it exit)."""
+        key = live_key(self.prefix)
+        self.conn.call("declare worker dead", lambda c: c.zadd(key, {worker: 0}, xx=True))
+
+    def view(self, queue: str, lost_before: float, limit: int = 100) -> View:
+        """What a sweep must look at, read in one round trip (see ``View``).
+
+        ``lost_before``: unclaimed jobs sent before this server time (ms) count as
+        lost (the caller derives it from the probe head of its previous sweep).
+        """
+        buckets = job_buckets(self.prefix)
+        expired = self._script("EXPIRED")
+
+        def build(p: Any) -> list[Any]:
+            out = [expired(keys=[live_key(self.prefix)], args=[limit], client=p),
+                   p.hmget(probe_key(self.prefix, queue), "head", "sent")]
+            for b in buckets:
+                out += [expired(keys=[b.idle], args=[limit], client=p),
+                        p.zrange(b.due, 0, 0, withscores=True),
+                        p.zrangebyscore(b.due, "-inf", f"({lost_before}", start=0, num=limit,
+                                        withscores=True)]
+            return out
+
+        replies = self._pipe("read what expired", build)
+        dead, (head, sent), rest = replies[0], replies[1], replies[2:]
+        idle, oldest, lost = [], [], []
+        for n, b in enumerate(buckets):
+            flat, first, old = rest[3 * n][1:], rest[3 * n + 1], rest[3 * n + 2]
+            idle += [Expired(_text(flat[i]), float(flat[i + 1]), b)
+                     for i in range(0, len(flat), 2)]
+            oldest += [float(first[0][1])] if first else []
+            lost += [Expired(_text(m), float(score), b) for m, score in old]
+        return View(int(dead[0]), [_text(m) for m in dead[1::2]], int(head or 0),
+                    int(sent or 0), lost, min(oldest) if oldest else None, idle)
+
+    def forget_workers(self, workers: Sequence[str]) -> None:
+        """Drop dead workers whose jobs were all reclaimed."""
+        if workers:
+            key = live_key(self.prefix)
+            self.conn.call("forget workers", lambda c: c.zrem(key, *workers))
+
+    def claims(self) -> list[tuple[JobKeys, str, str]]:
+        """Every claimed job as (bucket, job key, claimant): few, one per busy process."""
+        buckets = job_buckets(self.prefix)
+        replies = self._pipe("read claims", lambda p: [p.hgetall(b.claim) for b in buckets])
+        return [(b, _text(k), _text(v)) for b, found in zip(buckets, replies, strict=True)
+                for k, v in found.items()]
+
+    def reclaim(self, bucket: JobKeys, key: str, dead: str, max_deaths: int) -> Reclaimed | None:
+        """Take ``key`` from the dead process ``dead``; None if it moved on or ended."""
+        reply = self._run("RECLAIM_JOB", bucket.ordered(), [key, dead, max_deaths, ""],
+                          "reclaim job")
+        if _text(reply[0]) == "no":
+            return None
+        return Reclaimed(_text(reply[0]), _text(reply[1]), int(reply[2]), _text(reply[3]))
+
+    def arm_idle(self, thread_id: str, ttl: float, *, only_if_idle: bool) -> None:
+        """Watch ``thread_id``: recovered if it still owes no job ``ttl`` seconds from now."""
+        self._run("ARM_IDLE", jobs_of(self.prefix, thread_id).ordered(),
+                  [thread_id, int(ttl * 1000), "1" if only_if_idle else ""], "arm idle")
+
+    def disarm_idle(self, bucket: JobKeys, thread_id: str) -> None:
+        """Stop watching a thread whose run ended."""
+        self.conn.call("disarm idle", lambda c: c.zrem(bucket.idle, thread_id))
+
+    def sort_idle(self, idle: Sequence[Expired]) -> tuple[list[Expired], list[Expired]]:
+        """(threads whose record says ``running``, ended threads whose lease was never
+        released: their ender died before telling the producer). The other ended ones,
+        the usual case, are no longer watched. Two round trips in all."""
+        def read(p: Any) -> list[Any]:
+            out = []
+            for found in idle:
+                keys = ThreadKeys(self.prefix, found.member)
+                out += [p.hget(keys.record, "status"), p.hget(keys.lease, "owner")]
+            return out
+
+        replies = self._pipe("read idle threads", read) if idle else []
+        running, unreleased, done = [], [], []
+        for n, found in enumerate(idle):
+            status, owner = replies[2 * n], replies[2 * n + 1]
+            if status == b"running":
+                running.append(found)
+            elif status and owner:
+                unreleased.append(found)
+            else:
+                done.append(found)
+        if done:
+            self._pipe("disarm idle", lambda p: [
+                p.zrem(f.bucket.idle, f.member) for f in done if f.bucket is not None])
+        return running, unreleased
+
+    def owes(self, thread_id: str) -> bool:
+        """Whether ``thread_id`` has an owed job."""
+        count = jobs_of(self.prefix, thread_id).count
+        return bool(self.conn.call("read owed count", lambda c: c.hexists(count, thread_id)))
+
+    def requeue_lost(self, found: Expired) -> str | None:
+        """The message of an unclaimed job to send again, or None (claimed or resent)."""
+        assert found.bucket is not None
+        reply = self._run("REQUEUE_LOST", found.bucket.ordered(), [found.member, found.score],
+                          "requeue lost job")
+        return _text(reply) if reply else None
+
+    # -- the queue probe -------------------------------------------------------------
+
+    def probe_send(self, queue: str, in_flight: float) -> int:
+        """The time (ms) of a probe to send now, or 0 while one is in flight."""
+        return int(self._run("PROBE_SEND", [probe_key(self.prefix, queue)],
+                             [int(in_flight * 1000)], "send probe"))
+
+    def probe_seen(self, queue: str, sent_ms: int) -> None:
+        """A worker received the probe sent at ``sent_ms``: the queue moved past it."""
+        self._run("PROBE_SEEN", [probe_key(self.prefix, queue)], [sent_ms], "probe seen")

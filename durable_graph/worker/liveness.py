@@ -1,0 +1,185 @@
+"""Job liveness in a worker process: register jobs as owed, claim them, beat, end them.
+
+- ``Books`` gives each process (producer, worker, scheduler) the job book of a prefix
+  on the settings' Redis; the dispatcher registers every job there before sending it.
+- ``Liveness`` (one per worker process) claims a job before running it, so a
+  redelivered or resent copy of a job that a live process runs is dropped without
+  running, and ends it afterwards. The first claim starts the process's heartbeat,
+  a daemon thread that renews ``{P:live:w}`` every third of the heartbeat TTL.
+- ``note_lost`` runs in a prefork worker's main process when a pool process died
+  under a job: it records how (signal or exit code) and declares the process dead,
+  so a sweep sends the job again at once instead of a heartbeat TTL later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from durable_graph.store.redis.connection import RedisConn, client_from_url
+from durable_graph.store.redis.jobbook import JobBook
+from durable_graph.worker.config import Settings
+from durable_graph.worker.runs import Job
+
+__all__ = ["Books", "Liveness", "note_lost", "worker_id"]
+
+log = logging.getLogger("durable_graph.worker")
+
+_ids: dict[int, str] = {}
+
+
+def worker_id() -> str:
+    """This process's id in heartbeats and claims: ``host:pid:nonce`` (unique per boot)."""
+    pid = os.getpid()
+    found = _ids.get(pid)
+    if found is None:
+        found = _ids[pid] = f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}"
+    return found
+
+
+class Books:
+    """The job books of one Redis, per prefix, made lazily in each process."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._url = redis_url
+        self._conn: tuple[int, RedisConn] | None = None
+        self._books: dict[tuple[int, str], JobBook] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, prefix: str) -> JobBook:
+        pid = os.getpid()
+        with self._lock:
+            found = self._books.get((pid, prefix))
+            if found is None:
+                if self._conn is None or self._conn[0] != pid:
+                    self._conn = (pid, RedisConn(client_from_url(self._url)))
+                found = self._books[(pid, prefix)] = JobBook(self._conn[1], prefix)
+        return found
+
+
+class Liveness:
+    """Claims, heartbeats and ends the jobs of one worker process."""
+
+    def __init__(self, settings: Settings, books: Callable[[str], JobBook]) -> None:
+        self.settings, self.books = settings, books
+        self.worker = worker_id()
+        self._prefixes: set[str] = set()
+        self._lock = threading.Lock()
+        self._beating: threading.Thread | None = None
+        self._ended: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+        self._ender: threading.Thread | None = None
+
+    @contextmanager
+    def running(self, job: Job) -> Iterator[str]:
+        """Claim ``job`` and renew its lease in one round trip; yield what to do with it:
+
+        ``run`` (claimed, lease renewed), ``untracked`` (a message without a key, from an
+        older producer: run it, lease not renewed yet) or ``drop`` (another process runs
+        it, it ended, or its lease was taken over). The end is recorded afterwards off
+        the job's path; an exception gives the job back (Celery retries its message).
+        """
+        if not job.key:
+            yield "untracked"
+            return
+        book, thread_id = self.books(job.run.prefix), job.run.thread_id
+        self._beat(job.run.prefix)
+        lease = (job.owner, job.fence, self.settings.lease_ttl)
+        outcome, holder, renewed = book.claim_renewing(job.key, thread_id, self.worker, lease)
+        if outcome != "ok" or not renewed:
+            why = (f"process {holder} runs it" if holder else "it ended") if outcome != "ok" \
+                else "its lease was taken over"
+            log.info("dropped a copy of %s job %s of thread %s: %s", job.kind, job.key,
+                     thread_id, why)
+            if outcome == "ok":
+                self._end(job)
+            yield "drop"
+            return
+        try:
+            yield "run"
+        except BaseException:
+            book.release(job.key, thread_id, self.worker)
+            raise
+        self._end(job)
+
+    def _end(self, job: Job) -> None:
+        """Record the job's end from a daemon thread, batched (a lost end only means a
+        finished job is resent once more, and its copy finds it done)."""
+        self._ended.put((job.run.prefix, job.key, job.run.thread_id))
+        with self._lock:
+            if self._ender is None:
+                self._ender = threading.Thread(target=self._end_forever,
+                                               name="durable-graph-ends", daemon=True)
+                self._ender.start()
+
+    def _end_forever(self) -> None:
+        while True:
+            batch = [self._ended.get()]
+            while len(batch) < 200:
+                try:
+                    batch.append(self._ended.get_nowait())
+                except queue.Empty:
+                    break
+            by_prefix: dict[str, list[tuple[str, str]]] = {}
+            for prefix, key, thread_id in batch:
+                by_prefix.setdefault(prefix, []).append((key, thread_id))
+            for prefix, jobs in by_prefix.items():
+                self._end_many(prefix, jobs)
+
+    def _end_many(self, prefix: str, jobs: list[tuple[str, str]]) -> None:
+        for attempt in range(5):
+            try:
+                self.books(prefix).end_many(jobs, self.settings.lease_ttl)
+                return
+            except Exception:
+                log.exception("recording the end of %d job(s) failed (attempt %d)",
+                              len(jobs), attempt + 1)
+                time.sleep(0.5 * (attempt + 1))
+
+    def _beat(self, prefix: str) -> None:
+        """Beat for ``prefix`` now if it is new here; keep beating from a daemon thread."""
+        with self._lock:
+            if prefix in self._prefixes:
+                return
+            self._prefixes.add(prefix)
+        self.books(prefix).heartbeat(self.worker, self.settings.heartbeat_ttl)
+        with self._lock:
+            if self._beating is None:
+                self._beating = threading.Thread(target=self._beat_forever,
+                                                 name="durable-graph-heartbeat", daemon=True)
+                self._beating.start()
+
+    def _beat_forever(self) -> None:
+        ttl = self.settings.heartbeat_ttl
+        stop = threading.Event()
+        while not stop.wait(ttl / 3):
+            with self._lock:
+                prefixes = list(self._prefixes)
+            for prefix in prefixes:
+                try:
+                    self.books(prefix).heartbeat(self.worker, ttl)
+                except Exception:  # the next beat retries; a long outage reads as death
+                    log.exception("heartbeat of %s failed", self.worker)
+
+
+def note_lost(books: Books, request: Any, exc: BaseException) -> None:
+    """A pool process died running ``request``: say how, and declare it dead now."""
+    args, kwargs = list(request.args or ()), dict(request.kwargs or {})
+    key, prefix = kwargs.get("key"), kwargs.get("prefix")
+    pid = getattr(request, "worker_pid", None)
+    if not (key and prefix and pid and args and isinstance(args[0], str)):
+        return
+    try:
+        book = books(prefix)
+        holder = book.note_death(key, args[0], f"{socket.gethostname()}:{pid}:", str(exc))
+        if holder:
+            book.declare_dead(holder)
+    except Exception:  # the heartbeat TTL still finds it
+        log.exception("could not record the death of pool process %s", pid)

@@ -1,0 +1,85 @@
+"""Paging, counting and finding threads in the status index, on a real Redis (the web
+view's list reads these: a page costs the same at any depth of 100,000 threads)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from durable_graph.errors import GraphValueError
+from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.keys import ThreadKeys, status_key
+from durable_graph.store.redis.threads import ThreadRecords
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def records(redis_url: str, redis_prefix: str) -> ThreadRecords:
+    saver = RedisSaver.from_url(redis_url, prefix=redis_prefix)
+    return ThreadRecords(saver.conn, redis_prefix)
+
+
+def _index(client: redis.Redis, prefix: str, thread: str, status: str, score: int) -> None:
+    """A thread with a record and an index entry at a chosen time (to force ties)."""
+    client.hset(ThreadKeys(prefix, thread).record, mapping={"status": status})
+    client.zadd(status_key(prefix, thread, status), {thread: score})
+
+
+def _all_pages(records: ThreadRecords, status: str | None, limit: int) -> list[str]:
+    seen, cursor = [], None
+    while True:
+        page = records.page(status, limit=limit, after=cursor)  # type: ignore[arg-type]
+        seen += [t["thread_id"] for t in page.threads]
+        cursor = page.next_cursor
+        if cursor is None:
+            return seen
+
+
+def test_pages_walk_every_thread_once_newest_first_across_ties(
+    records: ThreadRecords, redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    expected = []
+    for i in range(60):  # runs of equal update times, spread over the shards
+        thread, score = f"t{i:03d}", 1_000 + i // 13
+        _index(client, redis_prefix, thread, "done" if i % 4 else "failed", score)
+        expected.append((score, thread))
+    expected.sort(reverse=True)
+    order = [t for _, t in expected]
+    for limit in (1, 7, 25, 100):
+        assert _all_pages(records, None, limit) == order
+    assert _all_pages(records, "failed", 5) == [t for t in order if int(t[1:]) % 4 == 0]
+    assert records.count_by_status() == {"running": 0, "interrupted": 0, "cancelled": 0,
+                                         "failed": 15, "done": 45}
+
+
+def test_a_page_skips_entries_whose_record_moved_on(
+    records: ThreadRecords, redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    _index(client, redis_prefix, "moved", "running", 5)
+    _index(client, redis_prefix, "stays", "running", 4)
+    client.hset(ThreadKeys(redis_prefix, "moved").record, "status", "done")  # index not yet
+    page = records.page("running", limit=10)
+    assert [t["thread_id"] for t in page.threads] == ["stays"]
+    assert page.threads[0]["status"] == "running" and page.next_cursor is None
+
+
+def test_bad_cursors_and_limits_are_refused(records: ThreadRecords) -> None:
+    with pytest.raises(GraphValueError, match="cursor"):
+        records.page(None, after="not-a-cursor")
+    with pytest.raises(GraphValueError, match="limit"):
+        records.page(None, limit=0)
+
+
+def test_threads_are_found_by_the_start_of_their_id(
+    records: ThreadRecords, redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for thread in ("order:1", "order:2", "order*x", "other"):
+        _index(client, redis_prefix, thread, "done", 1)
+    assert records.with_prefix("order", 10) == ["order*x", "order:1", "order:2"]
+    assert records.with_prefix("order:", 10) == ["order:1", "order:2"]
+    assert records.with_prefix("order*", 10) == ["order*x"]  # glob characters are literal
+    assert records.with_prefix("nothing", 10) == []
