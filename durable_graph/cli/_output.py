@@ -38,6 +38,7 @@ __all__ = [
     "exit_status",
     "json_arg",
     "log_level",
+    "port",
     "positive_int",
     "positive_seconds",
     "print_table",
@@ -127,6 +128,17 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port number, 1 to 65535 (``--port``, ``--metrics-port``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1 to 65535)")
     return value
 
 

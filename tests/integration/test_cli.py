@@ -342,6 +342,9 @@ def test_worker_without_a_signing_key_refuses_to_start() -> None:
     (["resume", "t", "--timeout", "-5"], "--timeout"),
     (["worker", "--concurrency", "0"], "--concurrency"),
     (["threads", "--limit", "many"], "--limit"),
+    (["ui", "--loglevel", "chatty"], "--loglevel"),
+    (["ui", "--port", "70000"], "--port"),
+    (["scheduler", "--once", "--metrics-port", "-1"], "--metrics-port"),
 ])
 def test_a_bad_option_value_is_a_usage_error_naming_the_option(
     argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
