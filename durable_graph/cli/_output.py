@@ -38,6 +38,7 @@ __all__ = [
     "exit_status",
     "json_arg",
     "log_level",
+    "non_empty",
     "port",
     "positive_int",
     "positive_seconds",
@@ -107,6 +108,13 @@ def json_arg(text: str | None, flag: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"{flag} is not valid JSON: {exc}") from None
+
+
+def non_empty(text: str) -> str:
+    """A setting that must not be blank (``--redis-url``, ``--prefix``, ``--queue``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (leave the option out for the default)")
+    return text
 
 
 def positive_seconds(text: str) -> float:

@@ -223,9 +223,12 @@ def fork_thread(
 
     Raises:
         ThreadNotFoundError: no such checkpoint in the thread.
-        GraphValueError: an empty checkpoint id.
+        GraphValueError: an empty checkpoint id or new thread id.
         ThreadStateError: ``new_thread_id`` exists already.
     """
+    if new_thread_id is not None and (not isinstance(new_thread_id, str) or not new_thread_id):
+        raise GraphValueError(f"the new thread id must not be empty, got {new_thread_id!r}; "
+                              "leave it out for a generated one")
     saved = _checkpoint(saver, thread_id, checkpoint_id)
     new_id = new_thread_id or f"{thread_id}-fork-{uuid.uuid4().hex[:8]}"
     target = {"configurable": {"thread_id": new_id, "checkpoint_ns": ""}}

@@ -342,6 +342,9 @@ def test_worker_without_a_signing_key_refuses_to_start() -> None:
     (["resume", "t", "--timeout", "-5"], "--timeout"),
     (["worker", "--concurrency", "0"], "--concurrency"),
     (["threads", "--limit", "many"], "--limit"),
+    (["--prefix", "", "threads"], "--prefix"),
+    (["--redis-url", "", "threads"], "--redis-url"),
+    (["--queue", " ", "threads"], "--queue"),
     (["ui", "--loglevel", "chatty"], "--loglevel"),
     (["ui", "--port", "70000"], "--port"),
     (["scheduler", "--once", "--metrics-port", "-1"], "--metrics-port"),
@@ -565,6 +568,10 @@ def test_resume_or_fork_from_an_unknown_checkpoint_is_refused_and_changes_nothin
         done = ops.cli(command, thread_id, "--checkpoint", "")
         assert done.returncode == 2, (command, done.stdout, done.stderr)
         assert "checkpoint id must not be empty" in done.stderr, done.stderr
+    checkpoint = ops.show(thread_id)["checkpoint_id"]
+    done = ops.cli("fork", thread_id, "--checkpoint", checkpoint, "--new-thread", "")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "new thread id must not be empty" in done.stderr, done.stderr
     assert ops.show(thread_id)["status"] == "interrupted"
     assert ops.threads("interrupted") == [thread_id]  # no fork was made
 
