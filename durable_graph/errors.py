@@ -22,7 +22,7 @@
         ├── JobCrashedError                    a job whose process died max_deaths times
         └── RunTimeoutError (also TimeoutError)  a run still going when a wait ran out
 
-Control-flow signals (``GraphInterrupt``) derive from ``BaseException`` so that a
+Control-flow signals (``GraphInterrupt``, ``ParentCommand``) derive from ``BaseException`` so that a
 user's ``except Exception`` inside a node does not swallow an ``interrupt()``.
 Every class pickles by its constructor arguments, so errors cross process boundaries.
 """
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from durable_graph.types import Interrupt
+    from durable_graph.types import Command, Interrupt
 
 __all__ = [
     "CheckpointStoreError",
@@ -50,6 +50,7 @@ __all__ = [
     "JobCrashedError",
     "NondeterminismError",
     "NotSupportedError",
+    "ParentCommand",
     "RunCancelledError",
     "RunFailedError",
     "RunTimeoutError",
@@ -178,3 +179,15 @@ class GraphInterrupt(BaseException):
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (type(self), (self.interrupts,))
+
+
+class ParentCommand(BaseException):
+    """A subgraph node returned ``Command(graph=Command.PARENT, ...)``: it leaves the
+    subgraph and becomes the result of the parent graph's node that ran it."""
+
+    def __init__(self, command: Command[Any]) -> None:
+        super().__init__(command)
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (type(self), (self.command,))

@@ -48,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from durable_graph.errors import GraphValueError
 from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, CheckpointTuple
+from durable_graph.store.retention import thread_ids_of
 
 __all__ = ["LangGraphSaver"]
 
@@ -182,8 +183,11 @@ class LangGraphSaver(LGBaseSaver[Any]):
         self.saver.copy_thread(str(source_thread_id), str(target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Keep each namespace's latest checkpoint (``"keep_latest"``) or none (``"delete"``)."""
-        self.saver.prune([str(t) for t in thread_ids], strategy=strategy)
+        """Keep each namespace's latest checkpoint (``"keep_latest"``) or none (``"delete"``).
+
+        One id given as a plain string is that thread (never one thread per letter).
+        """
+        self.saver.prune(thread_ids_of(thread_ids), strategy=strategy)
 
     def get_next_version(self, current: Any, channel: None) -> Any:
         """The version after ``current``: int, float and str versions keep their type."""

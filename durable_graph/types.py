@@ -91,7 +91,7 @@ class Command(Generic[N]):
     goto: str | Send | Sequence[str | Send] = ()
     """Nodes (or Sends) to run next, in addition to static edges."""
     graph: str | None = None
-    """``Command.PARENT`` to address the parent graph (not supported yet: raises)."""
+    """``Command.PARENT`` to address the graph that runs this one as a subgraph."""
 
     PARENT = "__parent__"
 

@@ -3,9 +3,11 @@
 #
 # Sets up .venv when needed (and a RabbitMQ on 127.0.0.1:5672 when none answers,
 # stopped again at the end), then runs ruff, mypy (strict, from pyproject.toml) and
-# pytest over tests/ (unit, integration and chaos layers; extra arguments go to
-# pytest, e.g. `-m "not chaos"` or `tests/unit -x`). Silent on success apart from
-# pytest's summary; exits non-zero on the first failure.
+# pytest over tests/. With no arguments that is the default suite: every layer but
+# the slow crash tests marked `chaos` (SIGKILL soaks, bursts, Redis restarts), which
+# run with `bash scripts/test.sh -m chaos` (or everything: `-m "chaos or not chaos"`).
+# Extra arguments go to pytest instead, e.g. `tests/unit -x`. Silent on success apart
+# from pytest's summary; exits non-zero on the first failure.
 set -euo pipefail
 
 # shellcheck source=scripts/_bootstrap.sh
@@ -18,4 +20,7 @@ trap stop_rabbitmq EXIT
 
 "$VENV/bin/ruff" check -q durable_graph tests bench
 quietly "$VENV/bin/mypy"
+if [ "$#" -eq 0 ]; then
+    set -- -m "not chaos"
+fi
 "$PY" -m pytest -q "$@"

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from durable_graph.cli import runs, threads, ui, worker
-from durable_graph.cli._output import Formatter, exit_status, quiet_broken_pipe
+from durable_graph.cli._output import Formatter, exit_status, non_empty, quiet_broken_pipe
 from durable_graph.errors import DurableGraphError
 
 __all__ = ["build_parser", "main"]
@@ -31,12 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="durable-graph", formatter_class=Formatter,
         description="Operate durable-graph threads on Celery workers and Redis.",
     )
-    parser.add_argument("--redis-url", default=None,
+    parser.add_argument("--redis-url", type=non_empty, default=None,
                         help="checkpoint Redis (default: $DURABLE_GRAPH_REDIS_URL, else "
                              "redis://127.0.0.1:6379/0)")
-    parser.add_argument("--prefix", default=None,
+    parser.add_argument("--prefix", type=non_empty, default=None,
                         help="key prefix (default: $DURABLE_GRAPH_PREFIX, else 'dg')")
-    parser.add_argument("--queue", default=None,
+    parser.add_argument("--queue", type=non_empty, default=None,
                         help="Celery queue (default: $DURABLE_GRAPH_QUEUE, else 'durable_graph')")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (threads, runs, worker, ui):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -36,6 +37,11 @@ __all__ = [
     "emit_json",
     "exit_status",
     "json_arg",
+    "log_level",
+    "non_empty",
+    "port",
+    "positive_int",
+    "positive_seconds",
     "print_table",
     "quiet_broken_pipe",
 ]
@@ -102,6 +108,58 @@ def json_arg(text: str | None, flag: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"{flag} is not valid JSON: {exc}") from None
+
+
+def non_empty(text: str) -> str:
+    """A setting that must not be blank (``--redis-url``, ``--prefix``, ``--queue``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (leave the option out for the default)")
+    return text
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds above zero (``--timeout``, ``--interval``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number of 1 or more (``--concurrency``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port number, 1 to 65535 (``--port``, ``--metrics-port``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1 to 65535)")
+    return value
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """A logging level name, upper-cased (``--loglevel``)."""
+    level = text.strip().upper()
+    if level not in _LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level: use one of {', '.join(_LEVELS)}")
+    return level
 
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")

@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from durable_graph.cli._output import TIMED_OUT, Formatter, emit_json, json_arg
+from durable_graph.cli._output import (
+    TIMED_OUT,
+    Formatter,
+    emit_json,
+    json_arg,
+    positive_seconds,
+)
 from durable_graph.errors import RunCancelledError
 from durable_graph.ops import (
     UNSET,
@@ -22,7 +28,7 @@ __all__ = ["register"]
 
 
 def _wait_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+    parser.add_argument("--timeout", type=positive_seconds, default=None, metavar="S",
                         help="give up waiting after S seconds; the run goes on "
                              "(default: wait for the run to end)")
     parser.add_argument("--no-wait", action="store_true",

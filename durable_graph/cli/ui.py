@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from durable_graph.cli._output import Formatter
+from durable_graph.cli._output import Formatter, log_level, port
 
 __all__ = ["add_metrics_port", "register", "run", "serve_metrics"]
 
@@ -25,17 +25,17 @@ def register(sub: Any) -> None:
     )
     ui.add_argument("--host", default="127.0.0.1",
                     help=f"address to bind; any non-loopback address requires ${TOKEN_ENV}")
-    ui.add_argument("--port", type=int, default=8080, help="port to listen on")
+    ui.add_argument("--port", type=port, default=8080, help="port to listen on")
     ui.add_argument("--read-only", action="store_true",
                     help="show threads but refuse every action")
-    ui.add_argument("--loglevel", "-l", default="INFO", help="log level")
+    ui.add_argument("--loglevel", "-l", type=log_level, default="INFO", help="log level")
     ui.set_defaults(handler=run)
 
 
 def add_metrics_port(parser: argparse.ArgumentParser) -> None:
     """``--metrics-port`` of ``worker`` and ``scheduler``."""
     parser.add_argument(
-        "--metrics-port", type=int, metavar="PORT",
+        "--metrics-port", type=port, metavar="PORT",
         help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics "
         "(default: $DURABLE_GRAPH_METRICS_PORT, else none)")
 

@@ -9,9 +9,16 @@ import os
 import sys
 from typing import Any
 
+from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from durable_graph.cli._output import Formatter, emit_json
+from durable_graph.cli._output import (
+    Formatter,
+    emit_json,
+    log_level,
+    positive_int,
+    positive_seconds,
+)
 from durable_graph.cli.ui import add_metrics_port, serve_metrics
 
 __all__ = ["register"]
@@ -24,9 +31,9 @@ def register(sub: Any) -> None:
         description="The same worker as `python -m celery -A durable_graph.worker worker` "
                     "(same import path, log level and readiness line), on the "
                     "DURABLE_GRAPH_QUEUE queue.")
-    worker.add_argument("--concurrency", "-c", type=int, default=None,
+    worker.add_argument("--concurrency", "-c", type=positive_int, default=None,
                         help="worker processes (default: Celery's, the number of CPUs)")
-    worker.add_argument("--loglevel", "-l", default="WARNING",
+    worker.add_argument("--loglevel", "-l", type=log_level, default="WARNING",
                         help="log level (Celery's default; INFO logs every job)")
     worker.add_argument("--pool", "-P", default="prefork", help="Celery pool")
     worker.add_argument("--hostname", "-n", default=None,
@@ -43,10 +50,11 @@ def register(sub: Any) -> None:
                     "processes and the messages the broker lost, recover running threads "
                     "that owe no job, fail crash-looping ones. Run it where workers can "
                     "scale to zero; several are safe.")
-    scheduler.add_argument("--interval", type=float, default=1.0, metavar="S",
+    scheduler.add_argument("--interval", type=positive_seconds, default=1.0, metavar="S",
                            help="seconds between sweeps")
     scheduler.add_argument("--once", action="store_true", help="sweep once and exit")
-    scheduler.add_argument("--loglevel", "-l", default="INFO", help="log level")
+    scheduler.add_argument("--loglevel", "-l", type=log_level, default="INFO",
+                           help="log level")
     add_metrics_port(scheduler)
     scheduler.set_defaults(handler=_scheduler)
 
@@ -55,7 +63,7 @@ def register(sub: Any) -> None:
         formatter_class=Formatter,
         description="Exit 0 when Redis answers and at least one worker (or the one named "
                     "with --destination) replies to a ping within the timeout, else 1.")
-    ping.add_argument("--timeout", type=float, default=5.0, metavar="S",
+    ping.add_argument("--timeout", type=positive_seconds, default=5.0, metavar="S",
                       help="seconds to wait for replies")
     ping.add_argument("--destination", "-d", metavar="NODE", default=None,
                       help="only this worker, e.g. celery@$HOSTNAME (default: any worker)")
@@ -87,7 +95,7 @@ def _scheduler(args: argparse.Namespace) -> int:
     from durable_graph.ops import connect
     from durable_graph.worker.recovery import LeaseScheduler
 
-    logging.basicConfig(level=args.loglevel.upper(),
+    logging.basicConfig(level=args.loglevel,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cluster = connect()
     scheduler = LeaseScheduler(cluster.app, cluster.saver, interval=args.interval)
@@ -118,7 +126,11 @@ def _ping(args: argparse.Namespace) -> int:
         print("redis: pong")
         return 0
     destination = [args.destination] if args.destination else None
-    replies = cluster.app.control.ping(timeout=args.timeout, destination=destination) or []
+    try:
+        replies = cluster.app.control.ping(timeout=args.timeout, destination=destination) or []
+    except OperationalError as exc:
+        print(f"durable-graph ping: the Celery broker does not answer: {exc}", file=sys.stderr)
+        return 1
     nodes = sorted(name for reply in replies for name in reply)
     if args.json:
         emit_json({"redis": "ok", "workers": nodes})

@@ -16,8 +16,9 @@ from durable_graph.errors import (
     NotSupportedError,
     RunTimeoutError,
 )
-from durable_graph.graph.debug import StreamShaper
+from durable_graph.graph.debug import shape_stream
 from durable_graph.graph.drawing import DrawnGraph, GraphDrawing, draw_graph
+from durable_graph.graph.subgraph import run_in_task
 from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
 from durable_graph.scheduler.executor import (
     Executor,
@@ -26,7 +27,8 @@ from durable_graph.scheduler.executor import (
     RunHandle,
     RunRequest,
 )
-from durable_graph.scheduler.loop import RunOptions, StepLoop
+from durable_graph.scheduler.loop import SUBGRAPHS, RunOptions, StepLoop
+from durable_graph.scheduler.runtime import running_task
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import GraphSpec
 from durable_graph.store.base import (
@@ -60,13 +62,8 @@ def _modes(stream_mode: str | Sequence[str]) -> tuple[frozenset[str], bool]:
     return modes, single
 
 
-def run_input(input: Any, command: Any, subgraphs: bool) -> Any:
+def run_input(input: Any, command: Any) -> Any:
     """The run's input, from ``input`` or ``command=``; refuses what is not supported."""
-    if subgraphs:
-        raise NotSupportedError(
-            "stream(subgraphs=True) is not supported yet: stream the subgraph's own "
-            "events by running it directly, or read its state with "
-            "get_state(config, subgraphs=True).")
     if command is None:
         return input
     if not isinstance(command, Command):
@@ -203,28 +200,27 @@ class CompiledGraph:
         (distributed runs): what to do when the thread is running already:
         ``reject``, ``enqueue``, ``interrupt`` or ``rollback``.
         """
-        input = run_input(input, command, subgraphs)
+        input = run_input(input, command)
         modes, single = _modes(stream_mode)
         wanted = modes | ({"checkpoints", "tasks"} if "debug" in modes else frozenset())
         remote = self._remote(multitask)
         if remote is not None:
+            if subgraphs:
+                raise NotSupportedError(
+                    "stream(subgraphs=True) is not supported for runs on Celery workers "
+                    "yet: stream without it, or run the graph embedded.")
             handle = remote.start_run(self, input, _normalize(config), RunRequest(
                 durability, interrupt_before, interrupt_after, _remote_modes(wanted),
                 context=coerce_context(self.context_schema, context), multitask=multitask))
-            shape = StreamShaper(modes)
-            for mode, payload in handle.events():
-                for out_mode, out in shape(mode, payload):
-                    yield out if single else (out_mode, out)
+            yield from shape_stream(handle.events(), modes, single=single)
             handle.result()  # raise the run's error, as an embedded stream does
             return
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after, modes=wanted, context=context,
+            interrupt_after=interrupt_after, context=context,
+            modes=wanted | ({SUBGRAPHS} if subgraphs else frozenset()),
         )
-        shape = StreamShaper(modes)
-        for mode, payload in loop.run(input):
-            for out_mode, out in shape(mode, payload):
-                yield out if single else (out_mode, out)
+        yield from shape_stream(loop.run(input), modes, single=single, subgraphs=subgraphs)
 
     def invoke(
         self,
@@ -244,12 +240,12 @@ class CompiledGraph:
 
         ``command=`` is the same as passing that ``Command`` as ``input``.
         """
-        input = run_input(input, command, subgraphs)
+        input = run_input(input, command)
         if stream_mode != "values":
             return list(self.stream(
                 input, config, stream_mode=stream_mode, durability=durability,
                 interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-                context=context, multitask=multitask,
+                context=context, multitask=multitask, subgraphs=subgraphs,
             ))
         remote = self._remote(multitask)
         if remote is not None:
@@ -257,6 +253,11 @@ class CompiledGraph:
                                  context=coerce_context(self.context_schema, context),
                                  multitask=multitask)
             return remote.start_run(self, input, _normalize(config), request).result()
+        parent = running_task()
+        if parent is not None:
+            return run_in_task(self, input, parent, config, interrupt_before=interrupt_before,
+                               interrupt_after=interrupt_after, context=context,
+                               durability=durability)
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
             interrupt_after=interrupt_after, context=context,

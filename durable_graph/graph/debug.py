@@ -7,11 +7,32 @@ metadata step, a task's the step it runs in (one more than the checkpoint it run
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["StreamShaper"]
+from durable_graph.scheduler.loop import SUBGRAPHS
+
+__all__ = ["StreamShaper", "shape_stream"]
+
+
+def shape_stream(
+    events: Iterable[tuple[str, Any]], modes: frozenset[str], *, single: bool,
+    subgraphs: bool = False,
+) -> Iterator[Any]:
+    """The chunks a stream yields for a run's loop events: the chunk for one mode,
+    (mode, chunk) for several; with ``subgraphs`` each led by its namespace tuple
+    (``()`` for the graph itself), as LangGraph's ``stream(subgraphs=True)``."""
+    shapers: dict[tuple[str, ...], StreamShaper] = {}
+    for event in events:
+        ns, mode, payload = event[1] if event[0] == SUBGRAPHS else ((), *event)
+        shape = shapers.setdefault(ns, StreamShaper(modes))
+        for out_mode, out in shape(mode, payload):
+            chunk = (out,) if single else (out_mode, out)
+            if subgraphs:
+                yield (ns, *chunk)
+            else:
+                yield chunk[0] if single else chunk
 
 
 class StreamShaper:

@@ -7,17 +7,18 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from durable_graph.errors import GraphTypeError, GraphValueError
+from durable_graph.errors import GraphTypeError, GraphValueError, InvalidUpdateError, ParentCommand
 from durable_graph.graph.call import bind
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.graph.drawing import Ends, GraphDrawing
 from durable_graph.graph.hints import node_hints
 from durable_graph.graph.schema import ROOT, StateSchema, merge_channels
-from durable_graph.graph.subgraph import subgraph_runner
+from durable_graph.graph.subgraph import called_subgraph, subgraph_runner
 from durable_graph.graph.writers import Branch, NodeWriter, branch_channel
 from durable_graph.scheduler.caching import CACHE_NS_WRITES, identifier
 from durable_graph.scheduler.channels import MISSING, ChannelKind, ChannelSpec
 from durable_graph.scheduler.executor import Executor
+from durable_graph.scheduler.runtime import TaskContext
 from durable_graph.scheduler.spec import TASKS, GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
 from durable_graph.types import END, START, CachePolicy, Command, RetryPolicy
@@ -303,11 +304,11 @@ class StateGraph:
             name=name,
             triggers=triggers,
             read=(d.input or self.schema).read,
-            run=lambda value, values, ctx: writer(
-                call(value, ctx), self._with_managed(value, values)),
+            run=lambda value, values, ctx: _writes(
+                writer, _result(call, value, ctx), self._with_managed(value, values), ctx),
             updates=writer.updates,
             retry=d.retry,
-            subgraph=d.action if isinstance(d.action, CompiledGraph) else None,
+            subgraph=d.action if is_graph else called_subgraph(d.action, CompiledGraph),
             cache_policy=d.cache_policy,
             cache_ns=(CACHE_NS_WRITES, identifier(d.action), name),
         )
@@ -326,11 +327,33 @@ class StateGraph:
         return {**values, **extra}
 
 
+def _result(call: Callable[[Any, TaskContext], Any], value: Any, ctx: TaskContext) -> Any:
+    """A node's result: what it returned, or the ``Command.PARENT`` a subgraph it ran
+    sent up (it addresses this graph)."""
+    try:
+        return call(value, ctx)
+    except ParentCommand as sent:
+        return sent.command
+
+
+def _writes(writer: NodeWriter, result: Any, values: Mapping[str, Any], ctx: TaskContext) -> Any:
+    """The node's writes; a ``Command.PARENT`` from a root graph's node is refused."""
+    try:
+        return writer(result, values)
+    except ParentCommand:
+        if ctx.config.get("configurable", {}).get("checkpoint_ns"):
+            raise
+        raise InvalidUpdateError(
+            f"Node {ctx.name!r} returned Command(graph=Command.PARENT), but its graph runs "
+            "as the root graph: there is no parent graph to address; drop graph= to "
+            "update this graph.") from None
+
+
 def _runnable(node: str, action: Any) -> Callable[..., Any]:
     """A LangChain Runnable (anything with ``invoke``) as a node function."""
     invoke = getattr(action, "invoke", None)
     if not callable(invoke):
-        raise ValueError(
+        raise GraphValueError(
             f"Node {node!r} must be a function, a Runnable or a compiled graph, got "
             f"{type(action).__name__}")
 

@@ -1,53 +1,121 @@
-"""Running a compiled graph as a node of another graph.
+"""Running a compiled graph inside a task of another graph.
 
-The subgraph runs in its own checkpoint namespace (the parent task's), on the
-parent's checkpointer unless it has its own. When the parent task re-runs after
-an error or an interrupt, the subgraph finds its own checkpoint there and resumes
-at its own failed or paused node instead of starting over.
+As a node, or called from a node function (``sub.invoke(...)`` inside a node),
+the subgraph runs in the parent task's checkpoint namespace, on the parent's
+checkpointer unless it has its own (``checkpointer=True``: one namespace per
+node, without task ids, kept across calls; ``False``: no checkpoints). When the
+parent task re-runs after an error or an interrupt, the subgraph finds its own
+checkpoint there and resumes at its own failed or paused node instead of
+starting over.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from durable_graph.errors import GraphInterrupt
 from durable_graph.scheduler.channels import MISSING as _MISSING
 from durable_graph.scheduler.commands import pending_interrupts
+from durable_graph.scheduler.loop import CHECKPOINT_MAP, SUBGRAPHS
 from durable_graph.scheduler.runtime import TaskContext
-from durable_graph.store.base import RESUME
+from durable_graph.store.base import ERROR, INTERRUPT, RESUME, BaseCheckpointSaver
 from durable_graph.types import Command
 
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
 
-__all__ = ["subgraph_runner"]
+__all__ = ["called_subgraph", "child_namespace", "run_in_task", "subgraph_runner"]
 
 
 def subgraph_runner(child: CompiledGraph) -> Callable[[Any, TaskContext], Any]:
     """A node body that runs ``child`` durably inside the parent task."""
 
     def run(value: Any, ctx: TaskContext) -> Any:
-        saver = child.saver or (ctx.step.saver if child.checkpointer is not False else None)
-        conf = {
-            k: v for k, v in ctx.config.get("configurable", {}).items()
-            if k not in ("checkpoint_id", "task_id")
-        }
-        config = {**ctx.config, "configurable": {**conf, "checkpoint_ns": ctx.ns}}
-        run_input = value
-        saved = saver.get_tuple(config) if saver is not None else None
-        if saved is not None:
-            run_input = _resume_input(ctx, saved.pending_writes)
-        scope = ctx.step.scope
-        loop = child.make_loop(config, durability=ctx.step.durability, saver=saver,
-                               context=scope.context, store=scope.store, cache=scope.cache)
-        for _ in loop.run(run_input):
-            pass
-        if loop.interrupts:
-            raise GraphInterrupt(loop.interrupts)
-        return loop.output
+        return run_in_task(child, value, ctx)
 
     return run
+
+
+def called_subgraph(fn: Any, graph_type: type) -> Any:
+    """The compiled graph (of ``graph_type``) a node function refers to by a free or
+    global name, as LangGraph finds it for ``get_state(subgraphs=True)``; or None.
+    Subgraphs compiled with ``checkpointer=False`` keep no state and are not found."""
+    try:
+        found = inspect.getclosurevars(fn)
+    except TypeError:  # a builtin or a callable object: nothing to look into
+        return None
+    for value in (*found.nonlocals.values(), *found.globals.values()):
+        if isinstance(value, graph_type) and getattr(value, "checkpointer", None) is not False:
+            return value
+    return None
+
+
+def child_namespace(child: CompiledGraph, ns: str) -> str:
+    """Where ``child`` checkpoints inside a task of namespace ``ns``: that namespace,
+    or with ``checkpointer=True`` the same without task ids (one history per thread)."""
+    if child.checkpointer is not True:
+        return ns
+    return "|".join(part.split(":")[0] for part in ns.split("|"))
+
+
+def run_in_task(
+    child: CompiledGraph, value: Any, ctx: TaskContext, config: Any = None, *,
+    interrupt_before: Any = None, interrupt_after: Any = None, context: Any = None,
+    durability: str | None = None,
+) -> Any:
+    """Run ``child`` on ``value`` inside the running task ``ctx``; its output.
+
+    An interrupt inside pauses the parent task (``GraphInterrupt``); the parent's
+    resume answers reach the child's paused node when the parent task re-runs.
+    ``config`` (merged over the task's), the interrupt lists, ``context`` and
+    ``durability`` are a nested ``invoke``'s own arguments.
+    """
+    saver = _saver(child, ctx)
+    run_config = _run_config(child, ctx, config)
+    run_input = value
+    saved = saver.get_tuple(run_config) if saver is not None else None
+    if saved is not None and (child.checkpointer is not True or _unfinished(saved)):
+        run_input = _resume_input(ctx, saved.pending_writes)
+    scope = ctx.step.scope
+    loop = child.make_loop(
+        run_config, durability=durability or ctx.step.durability, saver=saver,
+        context=scope.context if context is None else context, store=scope.store,
+        cache=scope.cache, interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+        modes=scope.stream_modes)
+    _forward(loop.run(run_input), ctx)
+    if loop.interrupts:
+        raise GraphInterrupt(loop.interrupts)
+    return loop.output
+
+
+def _forward(events: Iterator[tuple[str, Any]], ctx: TaskContext) -> None:
+    """Run the child, sending its stream events to the parent's stream under the
+    child's namespace (``("child:<task id>",)``; deeper ones pass through as sent)."""
+    ns = tuple(ctx.ns.split("|"))
+    for mode, payload in events:
+        ctx.step.emit(SUBGRAPHS, payload if mode == SUBGRAPHS else (ns, mode, payload))
+
+
+def _run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str, Any]:
+    """The task's config (thread, run settings) with ``config`` merged over it, in the
+    child's namespace; the parent's checkpoint and task ids are not the child's."""
+    own = dict(config or {})
+    outer = ctx.config.get("configurable", {})
+    parents = {**outer.get(CHECKPOINT_MAP, {}),
+               str(outer.get("checkpoint_ns", "")): outer.get("checkpoint_id")}
+    conf = {**outer, **(own.get("configurable") or {}), CHECKPOINT_MAP: parents}
+    conf = {k: v for k, v in conf.items() if k not in ("checkpoint_id", "task_id")}
+    conf["checkpoint_ns"] = child_namespace(child, ctx.ns)
+    return {**ctx.config, **own, "configurable": conf}
+
+
+def _saver(child: CompiledGraph, ctx: TaskContext) -> BaseCheckpointSaver | None:
+    """The child's own saver, else the parent's (none with ``checkpointer=False``)."""
+    if child.checkpointer is False:
+        return None
+    return child.saver or ctx.step.saver
 
 
 def _resume_input(ctx: TaskContext, pending: Any) -> Any:
@@ -64,3 +132,8 @@ def _resume_input(ctx: TaskContext, pending: Any) -> Any:
     answer = ctx.step.take_null_resume()
     return None if answer is _MISSING else Command(resume=answer)
 
+
+def _unfinished(saved: Any) -> bool:
+    """Whether a ``checkpointer=True`` child's saved run paused or failed (it resumes)
+    rather than ended (a new call starts a new run on its history)."""
+    return any(w.channel in (ERROR, INTERRUPT) for w in saved.pending_writes)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from durable_graph.errors import InvalidUpdateError
+from durable_graph.errors import InvalidUpdateError, ParentCommand
 from durable_graph.graph.drawing import Ends, path_ends
 from durable_graph.graph.schema import ROOT, StateSchema
 from durable_graph.scheduler.channels import MISSING, ChannelSpec, update
@@ -100,10 +101,7 @@ class NodeWriter:
         for part in parts:
             if isinstance(part, Command):
                 if part.graph is not None:
-                    raise InvalidUpdateError(
-                        f"Node {self.name!r} returned Command(graph={part.graph!r}); "
-                        "addressing a parent graph is not supported."
-                    )
+                    raise _to_parent(self.name, part)
                 writes += self.state_writes(part.update)
                 gotos += self.goto_writes(part.goto)
             else:
@@ -156,6 +154,15 @@ class NodeWriter:
             return next((v for k, v in writes if k == ROOT), None)
         shown = {k: v for k, v in writes if k in self.channels}
         return shown or None
+
+
+def _to_parent(node: str, cmd: Command[Any]) -> ParentCommand:
+    """The signal carrying ``cmd`` to the parent graph (``graph=Command.PARENT`` only)."""
+    if cmd.graph != Command.PARENT:
+        raise InvalidUpdateError(
+            f"Node {node!r} returned Command(graph={cmd.graph!r}); the only graph a "
+            "Command can address besides its own is Command.PARENT.")
+    return ParentCommand(dataclasses.replace(cmd, graph=None))
 
 
 def _is_command_list(result: Any) -> bool:

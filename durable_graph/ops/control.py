@@ -17,18 +17,24 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from durable_graph.errors import (
+    DispatchError,
     DurableGraphError,
     GraphValueError,
     ThreadBusyError,
     ThreadNotFoundError,
     ThreadStateError,
 )
-from durable_graph.store.base import Checkpoint, CheckpointMetadata, new_checkpoint_id
+from durable_graph.store.base import (
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    new_checkpoint_id,
+)
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.types import Command
 from durable_graph.worker.app import CeleryDispatcher, settings_of
-from durable_graph.worker.config import Settings
+from durable_graph.worker.config import ENV_BROKER_URL, Settings
 from durable_graph.worker.events import RunEvents
 from durable_graph.worker.executor import RunHandle
 from durable_graph.worker.payload import seal
@@ -114,6 +120,19 @@ def _require_run(saver: RedisSaver, thread_id: str) -> RunSpec:
     return run
 
 
+def _checkpoint(saver: RedisSaver, thread_id: str, checkpoint_id: str) -> CheckpointTuple:
+    """Checkpoint ``checkpoint_id`` of the thread's root graph, or a clear error."""
+    if not isinstance(checkpoint_id, str) or not checkpoint_id:
+        raise GraphValueError(
+            f"a checkpoint id must not be empty, got {checkpoint_id!r}; the ids are listed "
+            "under HISTORY by `durable-graph show THREAD`")
+    saved = saver.get_tuple({"configurable": {"thread_id": str(thread_id), "checkpoint_ns": "",
+                                              "checkpoint_id": checkpoint_id}})
+    if saved is None:
+        raise ThreadNotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
+    return saved
+
+
 def _start(
     saver: RedisSaver, app: Celery, run: RunSpec, input: Any, checkpoint_id: str | None,
 ) -> RunHandle:
@@ -128,7 +147,14 @@ def _start(
             f"thread {run.thread_id!r} is running; wait for it, or cancel it first "
             "(durable-graph cancel)")
     job = Job("start", run, owner, lease.generation, input=input, checkpoint=checkpoint_id)
-    CeleryDispatcher(app, settings).send([job])
+    try:
+        CeleryDispatcher(app, settings).send([job])
+    except Exception as exc:  # kombu's OperationalError and the like: nothing was sent
+        saver.leases.release(lease)
+        raise DispatchError(
+            f"could not send the run of thread {run.thread_id!r} to the Celery broker "
+            f"({type(exc).__name__}: {exc}); the thread is unchanged: try again when the "
+            f"broker answers (${ENV_BROKER_URL})") from exc
     events = RunEvents(saver.conn, saver.prefix, saver.serde)
     return RunHandle(saver, events, run)
 
@@ -145,7 +171,8 @@ def resume_thread(
         checkpoint_id: replay from this past checkpoint instead of the latest.
 
     Raises:
-        ThreadNotFoundError: the thread never ran on workers.
+        ThreadNotFoundError: the thread never ran on workers, or has no such checkpoint.
+        GraphValueError: an empty checkpoint id, or an update that is not a mapping.
         ThreadStateError: it is done (and no checkpoint was given): nothing to resume.
         ThreadBusyError: a run of it is still going.
     """
@@ -154,6 +181,8 @@ def resume_thread(
             f"a state update must be an object of state keys, got {type(update).__name__} "
             f"{update!r}; e.g. {{\"reviewer\": \"ann\"}}")
     run = _require_run(saver, thread_id)
+    if checkpoint_id is not None:
+        _checkpoint(saver, thread_id, checkpoint_id)
     status = _status(saver, thread_id)
     if status == "done" and checkpoint_id is None:
         raise ThreadStateError(
@@ -194,13 +223,13 @@ def fork_thread(
 
     Raises:
         ThreadNotFoundError: no such checkpoint in the thread.
+        GraphValueError: an empty checkpoint id or new thread id.
         ThreadStateError: ``new_thread_id`` exists already.
     """
-    source = {"configurable": {"thread_id": str(thread_id), "checkpoint_ns": "",
-                               "checkpoint_id": checkpoint_id}}
-    saved = saver.get_tuple(source)
-    if saved is None:
-        raise ThreadNotFoundError(f"thread {thread_id!r} has no checkpoint {checkpoint_id!r}")
+    if new_thread_id is not None and (not isinstance(new_thread_id, str) or not new_thread_id):
+        raise GraphValueError(f"the new thread id must not be empty, got {new_thread_id!r}; "
+                              "leave it out for a generated one")
+    saved = _checkpoint(saver, thread_id, checkpoint_id)
     new_id = new_thread_id or f"{thread_id}-fork-{uuid.uuid4().hex[:8]}"
     target = {"configurable": {"thread_id": new_id, "checkpoint_ns": ""}}
     if saver.get_tuple(target) is not None or saver.get_status(new_id) is not None:

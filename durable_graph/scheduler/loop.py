@@ -60,10 +60,14 @@ from durable_graph.store.base import (
 )
 from durable_graph.types import Command, Interrupt
 
-__all__ = ["Event", "RunOptions", "StepLoop"]
+__all__ = ["CHECKPOINT_MAP", "SUBGRAPHS", "Event", "RunOptions", "StepLoop"]
 
 Event = tuple[str, Any]
 """A stream event: (mode, payload)."""
+CHECKPOINT_MAP = "checkpoint_map"
+"""Config key of a subgraph run: its enclosing graphs' checkpoint ids, by namespace."""
+SUBGRAPHS = "subgraphs"
+"""The pseudo stream mode of a subgraph's events: payload (namespace, mode, chunk)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,8 @@ class StepLoop:
         run_id = config.get("run_id")
         self.scope = RunScope(opts.context, opts.store, opts.cache,
                               self.thread_id if saver is not None else "",
-                              str(run_id) if run_id is not None else None)
+                              str(run_id) if run_id is not None else None,
+                              opts.modes if SUBGRAPHS in opts.modes else frozenset())
 
     # -- recording -------------------------------------------------------------
 
@@ -321,6 +326,9 @@ class StepLoop:
 
     def _commit(self, metadata: Any) -> None:
         self.pending = []
+        parents = self.config.get("configurable", {}).get(CHECKPOINT_MAP)
+        if parents:  # a subgraph's run: the checkpoints of its enclosing graphs
+            metadata = {**metadata, "parents": dict(parents)}
         self.persister.put_checkpoint(self.checkpoint, metadata)
         parent, self.committed_id = self.committed_id, self.checkpoint.id
         self._checkpoint_event(metadata, parent)

@@ -39,6 +39,7 @@ __all__ = [
     "get_task_context",
     "interrupt",
     "local_call",
+    "running_task",
 ]
 
 T = TypeVar("T")
@@ -73,6 +74,8 @@ class RunScope:
     """The run's thread ('' without a checkpointer)."""
     run_id: str | None = None
     """The config's ``run_id``, if any."""
+    stream_modes: frozenset[str] = frozenset()
+    """The run's stream modes when its subgraphs stream too (``subgraphs=True``)."""
 
 
 class StepRuntime(Protocol):
@@ -340,6 +343,11 @@ def consumed_answers(
 
 
 _CURRENT: ContextVar[TaskContext | None] = ContextVar("durable_graph_task", default=None)
+
+
+def running_task() -> TaskContext | None:
+    """The task running on this thread, or None outside a run (a nested ``invoke``)."""
+    return _CURRENT.get()
 
 
 def current_context(what: str) -> TaskContext:

@@ -13,12 +13,17 @@ class _SupportsClose(Protocol):
 
 
 class Closable:
-    """Mixin: ``close()`` closes ``self._backend``; ``with obj:`` closes it on exit."""
+    """Mixin: ``close()`` stops a TTL sweeper and closes ``self._backend``; ``with obj:``
+    closes it on exit."""
 
     _backend: _SupportsClose
 
     def close(self) -> None:
-        """Close the connection if this object opened it (it reopens on next use)."""
+        """Stop a store's TTL sweeper (it would reopen the connection), then close the
+        connection if this object opened it (it reopens on next use)."""
+        stop_sweeper = getattr(self, "stop_ttl_sweeper", None)
+        if stop_sweeper is not None:
+            stop_sweeper()
         self._backend.close()
 
     def __enter__(self) -> Self:

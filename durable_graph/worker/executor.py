@@ -35,6 +35,7 @@ from durable_graph.worker.payload import check_key
 from durable_graph.worker.runs import RunContext, RunSpec, abort_run, begin_run
 from durable_graph.worker.shipping import GraphShipper, Ship
 from durable_graph.worker.threads import cancel_thread
+from durable_graph.worker.tracing import carry, run_span
 
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
@@ -200,6 +201,7 @@ class CeleryExecutor:
             lambda: acquire(saver, thread_id, owner, ttl, multitask=multitask, config=config),
             self.settings.store_retry, f"taking the lease of thread {thread_id!r}")
 
+    @run_span
     def start_run(
         self, graph: CompiledGraph, input: Any, config: dict[str, Any], request: RunRequest
     ) -> RunHandle:
@@ -211,8 +213,9 @@ class CeleryExecutor:
             raise GraphValueError(
                 "a distributed run needs a thread: pass config={'configurable': "
                 "{'thread_id': ...}}")
-        check_key(saver.conn, saver.prefix, self._codec)
         window = self.settings.store_retry
+        ride_out(lambda: check_key(saver.conn, saver.prefix, self._codec), window,
+                 "checking the signing key against the workers'")
         ref = ride_out(lambda: self._shipper(saver).ref(graph), window, "shipping the graph")
         run_id = uuid.uuid4().hex
         lease, config = self._take_lease(saver, thread_id, f"run:{run_id}", request.multitask,
@@ -228,6 +231,7 @@ class CeleryExecutor:
             loop.opts.durability, _names(loop.opts.interrupt_before),
             _names(loop.opts.interrupt_after), loop.opts.recursion_limit, 0,
             tuple(sorted(request.modes)), "", saver.prefix, context=request.context,
+            trace=carry(run_id, thread_id),
         )
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
         rc = RunContext(run, graph, saver, events, self._dispatcher, lease.owner,

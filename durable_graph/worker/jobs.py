@@ -70,7 +70,7 @@ from durable_graph.store.base import (
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.types import RetryPolicy
-from durable_graph.worker import metrics
+from durable_graph.worker import metrics, tracing
 from durable_graph.worker.runs import (
     Job,
     RunContext,
@@ -254,6 +254,7 @@ def _call_failure(w: PendingWrite) -> bool:
     return w.channel == ERROR and isinstance(w.value, dict) and "call" in w.value
 
 
+@tracing.job_span
 def handle(rc: RunContext, job: Job, keeper: LeaseKeeper, *, renewed: bool = False) -> None:
     """Run one job under its thread's lease; a job of a lost lease is dropped.
 

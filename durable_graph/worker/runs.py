@@ -48,7 +48,7 @@ from durable_graph.scheduler.transition import (
 from durable_graph.store.base import Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
-from durable_graph.worker import metrics
+from durable_graph.worker import metrics, tracing
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.shipping import GraphRef
 
@@ -97,6 +97,8 @@ class RunSpec:
     """A resume value no pending interrupt claimed: the first interrupt() takes it."""
     context: Any = None
     """The run's ``context=`` (``runtime.context``); jobs carry it signed."""
+    trace: str = ""
+    """The W3C traceparent of the run's span (see ``tracing``), signed like the rest."""
 
     def step_options(self) -> StepOptions:
         """The options the shared transition needs."""
@@ -312,6 +314,7 @@ def writes_of(
     return lambda writes: put(config, writes, task_id)
 
 
+@tracing.step_span
 def finish(
     rc: RunContext,
     checkpoint: Checkpoint,

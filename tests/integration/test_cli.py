@@ -37,7 +37,10 @@ from dg_workers import WorkerPool  # noqa: E402
 
 from durable_graph import Command, GraphValueError, RedisSaver  # noqa: E402
 from durable_graph.cli import build_parser, main  # noqa: E402
+from durable_graph.errors import DispatchError  # noqa: E402
+from durable_graph.ops import resume_thread  # noqa: E402
 from durable_graph.worker import CeleryExecutor, create_app  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.celery, pytest.mark.redis]
 
@@ -331,6 +334,32 @@ def test_worker_without_a_signing_key_refuses_to_start() -> None:
     assert "DURABLE_GRAPH_SECRET_KEY" in done.stderr
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["scheduler", "--once", "--loglevel", "chatty"], "--loglevel"),
+    (["worker", "--loglevel", "chatty"], "--loglevel"),
+    (["scheduler", "--once", "--interval", "-1"], "--interval"),
+    (["ping", "--timeout", "0"], "--timeout"),
+    (["resume", "t", "--timeout", "-5"], "--timeout"),
+    (["worker", "--concurrency", "0"], "--concurrency"),
+    (["threads", "--limit", "many"], "--limit"),
+    (["--prefix", "", "threads"], "--prefix"),
+    (["--redis-url", "", "threads"], "--redis-url"),
+    (["--queue", " ", "threads"], "--queue"),
+    (["ui", "--loglevel", "chatty"], "--loglevel"),
+    (["ui", "--port", "70000"], "--port"),
+    (["scheduler", "--once", "--metrics-port", "-1"], "--metrics-port"),
+])
+def test_a_bad_option_value_is_a_usage_error_naming_the_option(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before anything connects or starts: exit 2 and the option's name, no traceback."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err, err
+
+
 # -- operating threads: show without code, cancel, retry, fork, tables ---------------------
 
 
@@ -497,6 +526,54 @@ def test_resume_of_a_done_thread_or_with_a_non_object_update_is_refused(ops: Ops
     assert done.returncode == 1
     assert "is done: nothing to resume" in done.stderr, done.stderr
     assert done.stdout == ""
+
+
+def test_resume_while_the_broker_is_down_fails_clearly_and_leaves_the_thread_free(
+    ops: Ops,
+) -> None:
+    """A run that could not be sent holds no lease: the next resume starts at once."""
+    _, thread_id = interrupted_thread(ops)
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    dead = create_app(ops.url, broker_url=down, prefix=ops.prefix, queue=ops.queue,
+                      secret_key=SECRET)
+    with pytest.raises(DispatchError, match="broker") as refused:
+        resume_thread(ops.saver, dead, thread_id, value="no")
+    assert thread_id in str(refused.value)
+    assert ops.saver.get_status(thread_id)["status"] == "interrupted"  # type: ignore[index]
+    done = ops.cli("resume", thread_id, "--value", '"yes"', "--timeout", str(RUN_TIMEOUT))
+    assert done.returncode == 0, f"{done.stderr}\n{ops.pool.log_tails()}"
+    assert json.loads(done.stdout)["output"]["decision"] == "yes"
+
+
+def test_ping_with_the_broker_down_exits_1_naming_the_broker(ops: Ops) -> None:
+    env = {**os.environ, "DURABLE_GRAPH_SECRET_KEY": SECRET,
+           "DURABLE_GRAPH_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    done = subprocess.run([*CLI, "--redis-url", ops.url, "--prefix", ops.prefix, "ping",
+                           "--timeout", "1"], env=env, capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT, check=False)
+    assert done.returncode == 1
+    assert "broker does not answer" in done.stderr and "Traceback" not in done.stderr, \
+        done.stderr
+
+
+def test_resume_or_fork_from_an_unknown_checkpoint_is_refused_and_changes_nothing(
+    ops: Ops,
+) -> None:
+    _, thread_id = interrupted_thread(ops)
+    done = ops.cli("resume", thread_id, "--checkpoint", "no-such-checkpoint")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "has no checkpoint 'no-such-checkpoint'" in done.stderr, done.stderr
+    assert "run " not in done.stderr  # refused before any run started
+    for command in ("resume", "fork"):
+        done = ops.cli(command, thread_id, "--checkpoint", "")
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "checkpoint id must not be empty" in done.stderr, done.stderr
+    checkpoint = ops.show(thread_id)["checkpoint_id"]
+    done = ops.cli("fork", thread_id, "--checkpoint", checkpoint, "--new-thread", "")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "new thread id must not be empty" in done.stderr, done.stderr
+    assert ops.show(thread_id)["status"] == "interrupted"
+    assert ops.threads("interrupted") == [thread_id]  # no fork was made
 
 
 def test_threads_filters_pages_and_prints_tables(ops: Ops) -> None:

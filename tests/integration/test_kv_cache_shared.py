@@ -162,6 +162,22 @@ def test_redis_cache_never_unpickles_forged_entries(
 
 
 @pytest.mark.redis
+def test_redis_cache_drops_an_entry_whose_tag_is_not_text(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A corrupt entry (tag bytes not UTF-8) is a miss and is dropped, never a crash."""
+    with RedisCache(redis_url, prefix=redis_prefix) as cache:
+        raw = redis.Redis.from_url(redis_url)
+        name = cache.keys.entry(("n",), "corrupt")
+        raw.set(name, b"\xff\xfe\0data")
+        assert cache.get([(("n",), "corrupt")]) == {}
+        assert raw.exists(name) == 0
+        cache.set({(("n",), "corrupt"): ("fresh", None)})
+        assert cache.get([(("n",), "corrupt")]) == {(("n",), "corrupt"): "fresh"}
+        raw.close()
+
+
+@pytest.mark.redis
 def test_redis_backends_refuse_bad_targets(redis_url: str) -> None:
     text_client = redis.Redis.from_url(redis_url, decode_responses=True)
     with pytest.raises(GraphValueError, match="RedisStore.*decode_responses=False"):

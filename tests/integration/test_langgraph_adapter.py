@@ -152,3 +152,20 @@ def test_real_langgraph_messages_state_on_redis() -> None:
         "HumanMessage", "AIMessage", "HumanMessage", "AIMessage"]
     assert out["messages"][-1].content == "echo again"
     assert all(m.id for m in out["messages"])
+
+
+def test_prune_takes_one_thread_id_given_as_a_string(tmp_path: Path) -> None:
+    """A single thread id given as a string is that thread, never its letters."""
+    saver = LangGraphSaver(SqliteSaver(tmp_path / "prune.sqlite"))
+    graph = _fan_graph(saver)
+    for thread in ("ab", "a", "b"):
+        graph.invoke({"items": ["x"], "done": []}, {"configurable": {"thread_id": thread}})
+
+    def count(thread: str) -> int:
+        return len(list(saver.list({"configurable": {"thread_id": thread}})))
+
+    assert {t: count(t) for t in ("ab", "a", "b")} == {"ab": 3, "a": 3, "b": 3}
+    saver.prune("ab")  # type: ignore[arg-type]
+    assert {t: count(t) for t in ("ab", "a", "b")} == {"ab": 1, "a": 3, "b": 3}
+    asyncio.run(saver.aprune("a"))  # type: ignore[arg-type]
+    assert {t: count(t) for t in ("ab", "a", "b")} == {"ab": 1, "a": 1, "b": 3}

@@ -34,6 +34,7 @@ from durable_graph import (
     LocalExecutor,
     NondeterminismError,
     NotSupportedError,
+    ParentCommand,
     RunFailedError,
     RunTimeoutError,
     Send,
@@ -305,7 +306,7 @@ def test_every_exported_exception_is_covered() -> None:
         if isinstance(getattr(durable_graph, n), type)
         and issubclass(getattr(durable_graph, n), BaseException)
     }
-    assert exported == {*PUBLIC_ERRORS, DurableGraphError, GraphInterrupt}
+    assert exported == {*PUBLIC_ERRORS, DurableGraphError, GraphInterrupt, ParentCommand}
 
 
 def test_std_bases() -> None:
@@ -340,6 +341,14 @@ def test_graph_interrupt_pickles_with_its_interrupts() -> None:
     assert type(back) is GraphInterrupt
     assert back.interrupts == gi.interrupts
     assert back.interrupts[0].value == "question?"
+
+
+def test_parent_command_is_a_signal_that_pickles_with_its_command() -> None:
+    sent = ParentCommand(Command(goto="next", update={"x": 1}))
+    back = pickle.loads(pickle.dumps(sent))
+    assert not issubclass(ParentCommand, Exception)
+    assert type(back) is ParentCommand
+    assert back.command == sent.command
 
 
 def test_recursion_limit_raises_graph_recursion_error() -> None:
@@ -649,6 +658,7 @@ EXPORTED = [
     "MessagesState",
     "NondeterminismError",
     "NotSupportedError",
+    "ParentCommand",
     "RedisCache",
     "RedisSaver",
     "RedisStore",

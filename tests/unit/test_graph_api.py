@@ -17,7 +17,6 @@ from durable_graph import (
     Command,
     InMemorySaver,
     MessagesState,
-    NotSupportedError,
     RemoveMessage,
     StateGraph,
     TypedSerializer,
@@ -135,10 +134,15 @@ def test_misspelt_run_arguments_raise_type_error_naming_them() -> None:
         StateGraph(S).add_node("n", lambda s: {}, retry_polcy=None)
 
 
-def test_subgraph_streaming_and_xray_are_refused_not_ignored() -> None:
+def test_subgraphs_true_leads_root_chunks_with_an_empty_namespace() -> None:
     graph = asking_graph()
-    with pytest.raises(NotSupportedError, match="subgraphs=True"):
-        list(graph.stream({"a": ""}, {"configurable": {"thread_id": "sg"}}, subgraphs=True))
+    chunks = list(graph.stream({"a": ""}, {"configurable": {"thread_id": "sg"}},
+                               subgraphs=True))
+    assert chunks and all(ns == () for ns, _ in chunks)
+
+
+def test_xray_is_refused_not_ignored() -> None:
+    graph = asking_graph()
     with pytest.raises(NotImplementedError):
         graph.get_graph(xray=True)
 

@@ -401,6 +401,18 @@ def test_ttl_expiry_and_refresh_on_read(store: BaseStore) -> None:
     wait_until(lambda: store.search(("r",), refresh_ttl=False) == [])
 
 
+def test_close_stops_the_ttl_sweeper(make_store: Callable[..., Any]) -> None:
+    """A closed store leaves no sweeper thread behind to reopen its connection."""
+    store = make_store(ttl={"default_ttl": 1.0, "sweep_interval_minutes": 0.2 * _SECOND})
+    future = store.start_ttl_sweeper()
+    close = getattr(store, "close", None)
+    if close is None:
+        assert store.stop_ttl_sweeper(timeout=10)  # a store without a connection
+    else:
+        close()
+    assert future.result(timeout=10) is None
+
+
 def test_ttl_config_sweep_and_sweeper_thread(make_store: Callable[..., Any]) -> None:
     """Default TTL and no refresh from the config; sweep_ttl(); the sweeper thread."""
     assert make_store().start_ttl_sweeper().done()  # no TTL config: nothing to sweep

@@ -81,7 +81,7 @@ class RedisCache(Closable, BaseCache[ValueT]):
             if not sep:
                 raise SerializationError("no format tag")
             return self.serde.loads_typed((tag.decode(), data))
-        except SerializationError as exc:
+        except (SerializationError, UnicodeDecodeError) as exc:
             log.warning("dropping unreadable node cache entry %s: %s", name, exc)
             self._backend.conn.call("dropping a cache entry", lambda c: c.delete(name))
             return _MISS
