@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis.connection import RedisConn, client_from_url
 from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.worker.config import Settings
@@ -76,6 +78,8 @@ class Liveness:
         self._beating: threading.Thread | None = None
         self._ended: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self._ender: threading.Thread | None = None
+        self._active: set[str] = set()
+        """Keys of the jobs this process is running now."""
 
     @contextmanager
     def running(self, job: Job) -> Iterator[str]:
@@ -93,6 +97,12 @@ class Liveness:
         self._beat(job.run.prefix)
         lease = (job.owner, job.fence, self.settings.lease_ttl)
         outcome, holder, renewed = book.claim_renewing(job.key, thread_id, self.worker, lease)
+        if outcome != "ok" and holder == self.worker and job.key not in self._active:
+            # Our own claim on a job we no longer run: its execution here failed while the
+            # store was down (so the claim could not be given back) and Celery retried it.
+            book.release(job.key, thread_id, self.worker)
+            outcome, holder, renewed = book.claim_renewing(job.key, thread_id, self.worker,
+                                                           lease)
         if outcome != "ok" or not renewed:
             why = (f"process {holder} runs it" if holder else "it ended") if outcome != "ok" \
                 else "its lease was taken over"
@@ -102,11 +112,15 @@ class Liveness:
                 self._end(job)
             yield "drop"
             return
+        self._active.add(job.key)
         try:
             yield "run"
         except BaseException:
-            book.release(job.key, thread_id, self.worker)
+            with contextlib.suppress(CheckpointStoreError):  # a retry of ours re-takes it
+                book.release(job.key, thread_id, self.worker)
             raise
+        finally:
+            self._active.discard(job.key)
         self._end(job)
 
     def _end(self, job: Job) -> None:
