@@ -42,13 +42,19 @@ def register(sub: Any) -> None:
     _add_fork(sub)
 
 
+def _command(
+    sub: Any, name: str, help: str, description: str, thread_help: str = "the thread id"
+) -> Any:
+    """A subcommand that acts on one thread (its first argument)."""
+    parser = sub.add_parser(name, help=help, formatter_class=Formatter, description=description)
+    parser.add_argument("thread", help=thread_help)
+    return parser
+
+
 def _add_resume(sub: Any) -> None:
-    resume = sub.add_parser(
-        "resume", help="resume an interrupted or cancelled thread on the workers",
-        formatter_class=Formatter,
-        description="Resume a thread on the workers and wait for it; prints its status "
-                    "and output as JSON.")
-    resume.add_argument("thread", help="the thread id")
+    resume = _command(sub, "resume", "resume an interrupted or cancelled thread on the workers",
+                      "Resume a thread on the workers and wait for it; prints its status "
+                      "and output as JSON.")
     resume.add_argument("--value", metavar="JSON", default=None,
                         help="answer to the pending interrupt (default: no answer)")
     resume.add_argument("--update", metavar="JSON", default=None,
@@ -60,21 +66,15 @@ def _add_resume(sub: Any) -> None:
 
 
 def _add_retry_and_cancel(sub: Any) -> None:
-    retry = sub.add_parser(
-        "retry", help="run a failed thread again from the step that failed",
-        formatter_class=Formatter,
-        description="Run a failed thread again from where it failed; work it finished "
-                    "is not redone.")
-    retry.add_argument("thread", help="the thread id")
+    retry = _command(sub, "retry", "run a failed thread again from the step that failed",
+                     "Run a failed thread again from where it failed; work it finished "
+                     "is not redone.")
     _wait_flags(retry)
     retry.set_defaults(handler=_retry)
 
-    cancel = sub.add_parser(
-        "cancel", help="stop a thread: its queued and running jobs are fenced out",
-        formatter_class=Formatter,
-        description="Stop a running (or interrupted) thread. Its status becomes cancelled; "
-                    "resume continues it from its last committed step, fork copies it.")
-    cancel.add_argument("thread", help="the thread id")
+    cancel = _command(sub, "cancel", "stop a thread: its queued and running jobs are fenced out",
+                      "Stop a running (or interrupted) thread. Its status becomes cancelled; "
+                      "resume continues it from its last committed step, fork copies it.")
     cancel.add_argument("--reason", default="cancelled by an operator",
                         help="why, recorded as the thread's error message")
     cancel.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -82,12 +82,10 @@ def _add_retry_and_cancel(sub: Any) -> None:
 
 
 def _add_fork(sub: Any) -> None:
-    fork = sub.add_parser(
-        "fork", help="start a new thread from a past checkpoint of a thread",
-        formatter_class=Formatter,
-        description="Copy a checkpoint of a thread into a new thread (status interrupted "
-                    "until resumed); prints the new thread's id.")
-    fork.add_argument("thread", help="the thread to copy from")
+    fork = _command(sub, "fork", "start a new thread from a past checkpoint of a thread",
+                    "Copy a checkpoint of a thread into a new thread (status interrupted "
+                    "until resumed); prints the new thread's id.",
+                    thread_help="the thread to copy from")
     fork.add_argument("--checkpoint", metavar="ID", required=True,
                       help="the checkpoint to start from (see `durable-graph show`)")
     fork.add_argument("--new-thread", metavar="ID", default=None,
