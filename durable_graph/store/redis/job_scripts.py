@@ -1,6 +1,6 @@
 """Lua scripts of job liveness, beside the key layout (``keys.JobKeys``).
 
-Every script but ``HEARTBEAT``, ``EXPIRED`` and the probe's takes the keys of one
+Every script but ``HEARTBEAT``, ``VIEW`` and the probe's takes the keys of one
 job bucket in the order of ``JobKeys.ordered()`` (one hash tag, so one slot on
 Redis Cluster), so a job's state, its thread's owed count and its thread's idle
 deadline change together, atomically. Times come from the server clock.
@@ -15,7 +15,6 @@ __all__ = [
     "CLAIM_JOB",
     "DISARM_IDLE",
     "END_JOB",
-    "EXPIRED",
     "HEARTBEAT",
     "NOTE_DEATH",
     "PROBE_SEEN",
@@ -24,6 +23,7 @@ __all__ = [
     "REGISTER_JOBS",
     "RELEASE_JOB",
     "REQUEUE_LOST",
+    "VIEW",
 ]
 
 
@@ -166,16 +166,49 @@ return now
 """
 )
 
-EXPIRED = (
+VIEW = (
     _NOW
     + """
--- KEYS: a zset of deadlines (ms)    ARGV: limit.  Reply: {now, member, score, ...}
--- of the members whose deadline passed, oldest first: what a sweep has to look at.
-local out = {now}
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
-                         tonumber(ARGV[1]))
-for _, v in ipairs(found) do out[#out + 1] = v end
-return out
+-- What a sweep must look at, in one call.  KEYS: any of the heartbeats (zset), a
+-- probe (hash) and job buckets' idle and due zsets; ARGV[2 + i] names the kind of
+-- KEYS[i] ('live', 'probe', 'idle' or 'due').  ARGV[1]: limit per key; ARGV[2]: jobs
+-- unclaimed since before this time (ms) count as lost.  Reads only what expired.
+-- Reply: {now, head, sent, oldest, dead, idle, lost}: the probe's head and sent times
+-- (0 if none), when the oldest unclaimed job was sent ('' if none), the workers whose
+-- heartbeat expired, and {key index, member, score, ...} of the idle threads and lost jobs.
+local limit = tonumber(ARGV[1])
+local before = '(' .. ARGV[2]
+local head, sent, oldest, oldest_text = '0', '0', nil, ''
+local dead, idle, lost = {}, {}, {}
+local function add(out, i, found)
+  for j = 1, #found, 2 do
+    out[#out + 1] = i
+    out[#out + 1] = found[j]
+    out[#out + 1] = found[j + 1]
+  end
+end
+for i, key in ipairs(KEYS) do
+  local kind = ARGV[i + 2]
+  if kind == 'live' then
+    dead = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, limit)
+  elseif kind == 'probe' then
+    local found = redis.call('HMGET', key, 'head', 'sent')
+    head, sent = found[1] or '0', found[2] or '0'
+  elseif kind == 'idle' then
+    add(idle, i, redis.call('ZRANGEBYSCORE', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit))
+  else
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local score = tonumber(first[2])
+      if oldest == nil or score < oldest then oldest, oldest_text = score, first[2] end
+      if score < tonumber(ARGV[2]) then
+        add(lost, i, redis.call('ZRANGEBYSCORE', key, '-inf', before, 'WITHSCORES', 'LIMIT',
+                                0, limit))
+      end
+    end
+  end
+end
+return {now, head, sent, oldest_text, dead, idle, lost}
 """
 )
 

@@ -57,6 +57,10 @@ def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
     return conn.call(action, go)
 
 
+_ViewCall = tuple[list[str], list[str], list[JobKeys | None]]
+"""One ``VIEW`` script call: its keys, the kind of each, the job bucket of each."""
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -113,6 +117,7 @@ class JobBook:
     def __init__(self, conn: RedisConn, prefix: str) -> None:
         self.conn, self.prefix = conn, prefix
         self._scripts: dict[str, Script] = {}
+        self._views: dict[str, list[_ViewCall]] = {}
 
     def _script(self, name: str) -> Script:
         found = self._scripts.get(name)
@@ -238,32 +243,42 @@ class JobBook:
         """What a sweep must look at, read in one round trip (see ``View``).
 
         ``lost_before``: unclaimed jobs sent before this server time (ms) count as
-        lost (the caller derives it from the probe head of its previous sweep).
+        lost (the caller derives it from the probe head of its previous sweep). One
+        script reads every deadline index; on Redis Cluster it runs once per slot.
         """
-        buckets = job_buckets(self.prefix)
-        expired = self._script("EXPIRED")
+        now, head, sent, oldest = 0, 0, 0, None
+        dead: list[str] = []
+        idle: list[Expired] = []
+        lost: list[Expired] = []
+        for keys, kinds, buckets in self._view_calls(queue):
+            reply = self._run("VIEW", keys, [limit, lost_before, *kinds], "read what expired")
+            now, head, sent = (max(now, int(reply[0])), max(head, int(reply[1])),
+                               max(sent, int(reply[2])))
+            if reply[3]:
+                found = float(reply[3])
+                oldest = found if oldest is None else min(oldest, found)
+            dead += [_text(m) for m in reply[4]]
+            for out, flat in ((idle, reply[5]), (lost, reply[6])):
+                out += [Expired(_text(flat[i + 1]), float(flat[i + 2]), buckets[int(flat[i]) - 1])
+                        for i in range(0, len(flat), 3)]
+        return View(now, dead, head, sent, lost, oldest, idle)
 
-        def build(p: Any) -> list[Any]:
-            out = [expired(keys=[live_key(self.prefix)], args=[limit], client=p),
-                   p.hmget(probe_key(self.prefix, queue), "head", "sent")]
-            for b in buckets:
-                out += [expired(keys=[b.idle], args=[limit], client=p),
-                        p.zrange(b.due, 0, 0, withscores=True),
-                        p.zrangebyscore(b.due, "-inf", f"({lost_before}", start=0, num=limit,
-                                        withscores=True)]
-            return out
-
-        replies = self._pipe("read what expired", build)
-        dead, (head, sent), rest = replies[0], replies[1], replies[2:]
-        idle, oldest, lost = [], [], []
-        for n, b in enumerate(buckets):
-            flat, first, old = rest[3 * n][1:], rest[3 * n + 1], rest[3 * n + 2]
-            idle += [Expired(_text(flat[i]), float(flat[i + 1]), b)
-                     for i in range(0, len(flat), 2)]
-            oldest += [float(first[0][1])] if first else []
-            lost += [Expired(_text(m), float(score), b) for m, score in old]
-        return View(int(dead[0]), [_text(m) for m in dead[1::2]], int(head or 0),
-                    int(sent or 0), lost, min(oldest) if oldest else None, idle)
+    def _view_calls(self, queue: str) -> list[_ViewCall]:
+        """The ``VIEW`` calls of a sweep of ``queue``: one, or one per slot on Redis
+        Cluster (heartbeats, probe, each bucket's pair). Built once per queue."""
+        found = self._views.get(queue)
+        if found is None:
+            parts: list[tuple[str, str, JobKeys | None]] = [
+                (live_key(self.prefix), "live", None), (probe_key(self.prefix, queue), "probe",
+                                                        None)]
+            for b in job_buckets(self.prefix):
+                parts += [(b.idle, "idle", b), (b.due, "due", b)]
+            slots = ([parts] if isinstance(self.conn.client, redis.Redis) else
+                     [parts[:1], parts[1:2]] + [parts[i:i + 2] for i in range(2, len(parts), 2)])
+            found = self._views[queue] = [
+                ([k for k, _, _ in slot], [kind for _, kind, _ in slot], [b for _, _, b in slot])
+                for slot in slots]
+        return found
 
     def forget_workers(self, workers: Sequence[str]) -> None:
         """Drop dead workers whose jobs were all reclaimed."""
