@@ -19,7 +19,6 @@ import os
 import queue
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis.connection import RedisConn, client_from_url
 from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.worker.config import Settings
+from durable_graph.worker.outage import ride_out
 from durable_graph.worker.runs import Job
 
 __all__ = ["Books", "Liveness", "note_lost", "worker_id"]
@@ -115,13 +115,31 @@ class Liveness:
         self._active.add(job.key)
         try:
             yield "run"
+        except Exception:
+            self._give_back(book, job)
+            raise
         except BaseException:
-            with contextlib.suppress(CheckpointStoreError):  # a retry of ours re-takes it
+            with contextlib.suppress(CheckpointStoreError):
                 book.release(job.key, thread_id, self.worker)
             raise
         finally:
             self._active.discard(job.key)
         self._end(job)
+
+    def _give_back(self, book: JobBook, job: Job) -> None:
+        """Release the claim of a job whose run here failed, before Celery retries it.
+
+        The retry may land on another process, which drops its copy while our claim
+        stands (we are alive, so no sweep takes it back): so when the store is down
+        (the usual reason a job fails and is retried), wait for it, up to the store
+        retry window, before letting the error out. Past the window the job's own
+        error goes on; a retry that comes back here re-takes the claim.
+        """
+        try:
+            ride_out(lambda: book.release(job.key, job.run.thread_id, self.worker),
+                     self.settings.store_retry, f"giving back the claim of job {job.key}")
+        except CheckpointStoreError as exc:
+            log.error("%s", exc)
 
     def _end(self, job: Job) -> None:
         """Record the job's end from a daemon thread, batched (a lost end only means a
@@ -148,14 +166,14 @@ class Liveness:
                 self._end_many(prefix, jobs)
 
     def _end_many(self, prefix: str, jobs: list[tuple[str, str]]) -> None:
-        for attempt in range(5):
-            try:
-                self.books(prefix).end_many(jobs, self.settings.lease_ttl)
-                return
-            except Exception:
-                log.exception("recording the end of %d job(s) failed (attempt %d)",
-                              len(jobs), attempt + 1)
-                time.sleep(0.5 * (attempt + 1))
+        """Record ends, riding out a store outage for the store retry window (an end
+        lost for good leaves the job owed by a live process: never resent, but its
+        thread never looks idle either)."""
+        try:
+            ride_out(lambda: self.books(prefix).end_many(jobs, self.settings.lease_ttl),
+                     self.settings.store_retry, f"recording the end of {len(jobs)} job(s)")
+        except Exception:
+            log.exception("recording the end of %d job(s) failed", len(jobs))
 
     def _beat(self, prefix: str) -> None:
         """Beat for ``prefix`` now if it is new here; keep beating from a daemon thread."""

@@ -10,6 +10,8 @@ or thread, so any number of sweepers act exactly once:
    saw it die) loses its claims: each claimed job is sent again at once, unless
    its executions died ``max_deaths`` times (a node that kills its process: OOM,
    segfault, ``os._exit``), which fails the thread with a ``JobCrashedError``.
+   After a sweep could not read the store, heartbeats are trusted again only one
+   heartbeat TTL later: an outage expires every heartbeat, not every process.
 2. **Lost messages.** The broker may lose a message (kombu's Redis transport pops
    a job, then records it as unacknowledged in a second step). When a job has waited
    unclaimed for ``PROBE_AFTER`` seconds, the sweep sends a probe through the queue;
@@ -36,7 +38,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from durable_graph.errors import JobCrashedError, SignatureError
+from durable_graph.errors import CheckpointStoreError, JobCrashedError, SignatureError
 from durable_graph.store.redis.jobbook import Expired, JobBook, View
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker import metrics
@@ -94,6 +96,12 @@ class LeaseScheduler:
         self._name = f"recover:{uuid.uuid4().hex[:12]}"
         self._head = 0
         """The probe head the last sweep saw: jobs sent a skew before it were lost."""
+        self._blind = False
+        """Whether the last sweep could not read the store (an outage, a restart)."""
+        self._trust_beats_at = 0.0
+        """Server time (ms) from which expired heartbeats mean dead processes: after an
+        outage every worker's heartbeat expired, so wait one heartbeat TTL for them to
+        beat again instead of resending every running job."""
 
     def sweep(self) -> list[str]:
         """Sweep once; the threads taken over and recovered (see ``sweep_all``)."""
@@ -105,9 +113,16 @@ class LeaseScheduler:
         One round trip reads everything that expired; only what it finds costs more.
         """
         out = Sweep()
-        view = self.book.view(self.settings.queue, self._head - self.send_skew * 1000)
+        try:
+            view = self.book.view(self.settings.queue, self._head - self.send_skew * 1000)
+        except CheckpointStoreError:
+            self._blind = True
+            raise
+        if self._blind:  # heartbeats that expired while we could not read say nothing yet
+            self._blind = False
+            self._trust_beats_at = view.now + self.settings.heartbeat_ttl * 1000
         self._head = view.head
-        if view.dead:
+        if view.dead and view.now >= self._trust_beats_at:
             self._dead_processes(view.dead, out)
         self._lost_messages(view, out)
         self._idle_threads(view.idle, out)

@@ -12,16 +12,19 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis
 
 from durable_graph import JobCrashedError
+from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis.lease import Lease
 from durable_graph.worker import create_app
 from durable_graph.worker.app import WorkerRuntime
 from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.liveness import Liveness
 from durable_graph.worker.recovery import LeaseScheduler
 from durable_graph.worker.runs import Job, RunSpec
 from durable_graph.worker.shipping import GraphRef
@@ -228,3 +231,83 @@ def test_a_job_whose_process_dies_max_deaths_times_fails_its_thread(
     assert "died 3 times (last: exitcode 7)" in record["error_message"]
     assert queued(scheduler) == []
     assert not scheduler.book.owes("loop")
+
+
+@pytest.fixture
+def restartable(spawn_redis: Any, redis_prefix: str, tmp_path: Any) -> Iterator[Any]:
+    """A scheduler on a Redis of this test (store and broker; AOF, fsync always), and
+    ``restart(down)``: stop that Redis, wait ``down`` seconds (None: until ``up`` is
+    set), start it again on the same port with the same data."""
+    port = spawn_redis.free_port()
+    aof = ("--appendonly", "yes", "--appendfsync", "always")
+    procs = [spawn_redis.start(str(tmp_path), port, *aof)[0]]
+    app = create_app(f"redis://127.0.0.1:{port}/0", prefix=redis_prefix,
+                     queue=f"{redis_prefix}-queue", secret_key=SECRET, lease_ttl=TTL,
+                     heartbeat_ttl=TTL, store_retry=20)
+    s = LeaseScheduler(app, WorkerRuntime.of(app).saver(redis_prefix), probe_after=0.1,
+                       send_skew=0.05)
+
+    def stop() -> None:
+        spawn_redis.stop(procs[-1])
+
+    def start() -> None:
+        procs.append(spawn_redis.start(str(tmp_path), port, *aof)[0])
+
+    yield s, stop, start
+
+
+def test_heartbeats_that_expired_while_the_store_was_down_are_not_deaths(
+    restartable: Any,
+) -> None:
+    """An outage longer than the heartbeat TTL expires every worker's heartbeat: the
+    sweep gives the workers one TTL to beat again before it resends their jobs."""
+    s, stop, start = restartable
+    job = start_run(s, "beating")
+    s._dispatcher.send([job])
+    key = pop(s)[1]["key"]
+    claim(s, key, "beating", "host:1:a")
+    assert s.sweep_all().resent == 0
+    stop()
+    with pytest.raises(CheckpointStoreError):
+        s.sweep_all()
+    wait(TTL + 0.1)  # the worker could not beat meanwhile
+    start()
+    assert s.sweep_all().resent == 0  # expired, but during the outage
+    s.book.heartbeat("host:1:a", TTL)  # it beats again: alive
+    wait(TTL / 2)
+    assert s.sweep_all().resent == 0
+    wait(TTL + 0.1)  # ...and now it stopped beating for good
+    assert s.sweep_all().resent == 1
+    assert [args[2] for args, _ in queued(s)] == ["task"]
+
+
+def test_a_job_failed_by_an_outage_gives_its_claim_back_before_its_retry(
+    restartable: Any,
+) -> None:
+    """Celery retries a job that failed on a store error, maybe on another process:
+    that copy must find no claim of ours, or it is dropped while we live (a hang)."""
+    s, stop, start = restartable
+    job = start_run(s, "retried")
+    s._dispatcher.send([job])
+    job = replace(job, key=pop(s)[1]["key"])
+    # a heartbeat thread that would outlive the test beats only every 20 minutes
+    here = Liveness(replace(s.settings, heartbeat_ttl=3600), WorkerRuntime.books_of(s.app))
+    left: list[BaseException] = []
+
+    def run_through_an_outage() -> None:
+        try:
+            with here.running(job) as what:
+                assert what == "run"
+                stop()
+                s.book.claim(job.key, "retried", "host:2:b")  # a store error, as a job meets
+        except CheckpointStoreError as exc:
+            left.append(exc)  # only now would Celery send the retry
+
+    runner = threading.Thread(target=run_through_an_outage)
+    runner.start()
+    wait(1.0)
+    assert runner.is_alive(), "the error went out with the claim still ours"
+    start()
+    runner.join(timeout=20)
+    assert not runner.is_alive() and len(left) == 1  # the job's own error, after the store
+    assert s.book.claim(job.key, "retried", "host:2:b") == ("ok", "")  # the retry runs
