@@ -7,13 +7,17 @@ node, without task ids, kept across calls; ``False``: no checkpoints). When the
 parent task re-runs after an error or an interrupt, the subgraph finds its own
 checkpoint there and resumes at its own failed or paused node instead of
 starting over.
+
+On Celery workers the parent task's job hands the call to its step runtime (a
+``SubgraphHost``), which runs the subgraph's steps as jobs of their own.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from durable_graph.errors import GraphInterrupt
 from durable_graph.scheduler.channels import MISSING as _MISSING
@@ -26,7 +30,44 @@ from durable_graph.types import Command
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
 
-__all__ = ["called_subgraph", "child_namespace", "run_in_task", "subgraph_runner"]
+__all__ = [
+    "SubgraphCall",
+    "SubgraphHost",
+    "called_subgraph",
+    "child_input",
+    "child_namespace",
+    "child_run_config",
+    "child_saver",
+    "run_in_task",
+    "subgraph_runner",
+]
+
+
+@dataclass(frozen=True)
+class SubgraphCall:
+    """One run of a subgraph inside a task: ``run_in_task``'s arguments."""
+
+    child: CompiledGraph
+    value: Any
+    ctx: TaskContext
+    config: Any = None
+    interrupt_before: Any = None
+    interrupt_after: Any = None
+    context: Any = None
+    durability: str | None = None
+
+
+@runtime_checkable
+class SubgraphHost(Protocol):
+    """A step runtime that can run a subgraph's steps elsewhere (workers' jobs)."""
+
+    def takes_subgraph(self, call: SubgraphCall) -> bool:
+        """Whether ``run_subgraph`` runs this call (else it runs inline)."""
+        ...
+
+    def run_subgraph(self, call: SubgraphCall) -> Any:
+        """The subgraph's output, its error raised, or ``Suspended`` until it ends."""
+        ...
 
 
 def subgraph_runner(child: CompiledGraph) -> Callable[[Any, TaskContext], Any]:
@@ -72,12 +113,15 @@ def run_in_task(
     ``config`` (merged over the task's), the interrupt lists, ``context`` and
     ``durability`` are a nested ``invoke``'s own arguments.
     """
-    saver = _saver(child, ctx)
-    run_config = _run_config(child, ctx, config)
-    run_input = value
-    saved = saver.get_tuple(run_config) if saver is not None else None
-    if saved is not None and (child.checkpointer is not True or _unfinished(saved)):
-        run_input = _resume_input(ctx, saved.pending_writes)
+    host = ctx.step
+    if isinstance(host, SubgraphHost):
+        call = SubgraphCall(child, value, ctx, config, interrupt_before, interrupt_after,
+                            context, durability)
+        if host.takes_subgraph(call):
+            return host.run_subgraph(call)
+    saver = child_saver(child, ctx)
+    run_config = child_run_config(child, ctx, config)
+    run_input = child_input(child, value, ctx, saver, run_config)
     scope = ctx.step.scope
     loop = child.make_loop(
         run_config, durability=durability or ctx.step.durability, saver=saver,
@@ -98,7 +142,19 @@ def _forward(events: Iterator[tuple[str, Any]], ctx: TaskContext) -> None:
         ctx.step.emit(SUBGRAPHS, payload if mode == SUBGRAPHS else (ns, mode, payload))
 
 
-def _run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str, Any]:
+def child_input(
+    child: CompiledGraph, value: Any, ctx: TaskContext, saver: BaseCheckpointSaver | None,
+    run_config: dict[str, Any],
+) -> Any:
+    """What the child runs on: ``value`` (a new run), or, when it left a run there to
+    resume, None or a Command with the parent's newest answer."""
+    saved = saver.get_tuple(run_config) if saver is not None else None
+    if saved is not None and (child.checkpointer is not True or _unfinished(saved)):
+        return _resume_input(ctx, saved.pending_writes)
+    return value
+
+
+def child_run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str, Any]:
     """The task's config (thread, run settings) with ``config`` merged over it, in the
     child's namespace; the parent's checkpoint and task ids are not the child's."""
     own = dict(config or {})
@@ -111,7 +167,7 @@ def _run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str
     return {**ctx.config, **own, "configurable": conf}
 
 
-def _saver(child: CompiledGraph, ctx: TaskContext) -> BaseCheckpointSaver | None:
+def child_saver(child: CompiledGraph, ctx: TaskContext) -> BaseCheckpointSaver | None:
     """The child's own saver, else the parent's (none with ``checkpointer=False``)."""
     if child.checkpointer is False:
         return None
