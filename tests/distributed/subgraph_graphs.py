@@ -10,6 +10,7 @@ test compiles the same graph embedded and compares. Bodies record where they ran
 - ``fan_called``: prep -> caller, whose function calls ``fan_sub.invoke(...)``.
 - ``kill_graph``: prep -> work (a subgraph: first, which calls a ``@task``, then slow,
   which sleeps long enough for a test to SIGKILL its worker) -> after.
+- ``flaky_graph``: prep -> a node calling a subgraph whose middle node fails once.
 - ``ask_graph``: prep -> ask (a subgraph: before -> question (interrupt) -> done),
   called from a node function; a nested level: ``deep`` runs ``ask_sub`` as a node.
 """
@@ -198,6 +199,31 @@ def build_deep() -> StateGraph:
     return line(ParentState, [("prep", prep), ("middle", middle_sub), ("after", after)])
 
 
+# -- a subgraph node that fails on its first execution ----------------------------------
+
+FLAKY_MESSAGE = "flaky: the first execution fails"
+
+
+def flaky(state: SubState, config: dict[str, Any]) -> dict[str, Any]:
+    tag = thread_of(config)
+    trace(tag, "flaky")
+    if count(tag, "flaky") == 1:
+        raise ValueError(FLAKY_MESSAGE)
+    return {"log": ["flaky"]}
+
+
+flaky_sub = line(SubState, [("before", before), ("flaky", flaky), ("done", done)]).compile()
+
+
+def flaky_caller(state: ParentState, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "flaky_caller")
+    return {"x": flaky_sub.invoke({"x": state["x"]})["x"]}
+
+
+def build_flaky() -> StateGraph:
+    return line(ParentState, [("prep", prep), ("flaky_caller", flaky_caller), ("after", after)])
+
+
 def distributed(builder: StateGraph) -> Any:
     return builder.compile(checkpointer=saver, executor=executor)
 
@@ -207,3 +233,4 @@ fan_called = distributed(build_fan_called())
 kill_graph = distributed(build_kill())
 ask_graph = distributed(build_ask())
 deep_graph = distributed(build_deep())
+flaky_graph = distributed(build_flaky())

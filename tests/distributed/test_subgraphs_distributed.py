@@ -212,3 +212,27 @@ def test_a_worker_killed_inside_a_subgraph_node_loses_only_that_nodes_job(
 
 def remote_values(graph: Any, config: dict[str, Any]) -> Any:
     return graph.get_state(config).values
+
+
+def test_an_error_in_a_subgraph_fails_the_run_and_retry_resumes_at_the_failed_node(
+    cluster: Cluster, sg: Any
+) -> None:
+    config = new_config("flaky")
+    tag = thread_of(config)
+    with pytest.raises(ValueError, match=sg.FLAKY_MESSAGE):
+        sg.flaky_graph.submit({"x": 5}, config).result(timeout=TIMEOUT)
+    local = embedded(sg.build_flaky())
+    local_config = new_config("flaky-local")
+    with pytest.raises(ValueError, match=sg.FLAKY_MESSAGE):
+        local.invoke({"x": 5}, local_config)
+    assert cluster.gf.saver.get_status(tag)["status"] == "failed"
+    assert history(sg.flaky_graph, config) == history(local, local_config)
+
+    retried = cli(cluster, "retry", tag)
+    expected = local.invoke(None, local_config)
+    assert retried == {"status": "done", "output": expected}
+    assert expected["x"] == 12
+    same_histories(sg.flaky_graph, config, local, local_config, "flaky_caller")
+    assert sg.counted(tag, "flaky") == 2
+    for name in ("prep", "before", "done", "after"):
+        assert sg.counted(tag, name) == 1, name
