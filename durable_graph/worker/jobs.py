@@ -339,7 +339,7 @@ def _run_task(rc: RunContext, job: Job) -> None:
     pending = list(saved.pending_writes)
     outcomes = outcomes_from_pending(tasks, pending)
     if task.id not in outcomes:
-        if not task.node.hidden:
+        if not task.node.hidden and not job.replay:
             rc.emit("tasks", task_started(task))
         outcome = _execute(rc, job, checkpoint, task, pending)
         if outcome is None:
@@ -390,7 +390,7 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
     if not calls:
         return False
     # the replay continues this attempt; it is a new message (a key of its own)
-    wake = replace(job, attempt=step.attempt, key="")
+    wake = replace(job, attempt=step.attempt, key="", replay=True)
     return rc.saver.suspend(rc.config(job.checkpoint_id), job.task_id, calls,
                             rc.dispatcher.seal(wake).encode(), _WAKE_TTL)
 

@@ -29,7 +29,7 @@ from durable_graph.errors import (
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.scheduler.algo import PlannedTask, finished_writes, read_values
 from durable_graph.scheduler.channels import MISSING
-from durable_graph.scheduler.loop import CHECKPOINT_MAP, StepLoop
+from durable_graph.scheduler.loop import CHECKPOINT_MAP, SUBGRAPHS, StepLoop
 from durable_graph.scheduler.runtime import RunScope
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import Write
@@ -134,6 +134,8 @@ class ParentCall:
     """The id the child's output (or error, or interrupts) is recorded under."""
     name: str
     """The subgraph's name, recorded with its output."""
+    ns: str = ""
+    """The calling task's namespace: it leads the child's stream events, as embedded."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,8 @@ class Job:
     """The node or ``@task`` it runs, for errors about the job ('' for start and recover)."""
     key: str = ""
     """The message's identity in the job book, given when it is sealed (copies share it)."""
+    replay: bool = False
+    """A suspended task's wake-up: it replays a body that already started (and said so)."""
 
 
 class Dispatcher(Protocol):
@@ -220,9 +224,14 @@ class RunContext:
         return Job(kind, self.run, self.owner, self.fence, **fields)
 
     def emit(self, mode: str, payload: Any) -> None:
-        """Publish a stream event if the producer asked for its mode."""
-        if mode in self.run.modes:
-            self.events.publish(self.thread_id, self.run.run_id, mode, payload)
+        """Publish a stream event if the producer asked for its mode; a subgraph's
+        (``stream(subgraphs=True)``) is led by its namespace, as embedded."""
+        if mode not in self.run.modes:
+            return
+        if self.run.parent is not None:
+            payload = (tuple(self.run.parent.ns.split("|")), mode, payload)
+            mode = SUBGRAPHS
+        self.events.publish(self.thread_id, self.run.run_id, mode, payload)
 
     def lease(self) -> Lease:
         """The lease this run's jobs hold (expiry unknown here)."""
@@ -468,12 +477,12 @@ def end_run(rc: RunContext, nxt: Next) -> None:
     A subgraph's run ends as its parent's call: see ``report_to_parent``.
     """
     spec = rc.graph.spec
-    if rc.run.parent is not None:
-        report_to_parent(rc, nxt)
-        return
     if nxt.status == "interrupted":
         for mode, payload in pause_events(spec, nxt.checkpoint, nxt.interrupts):
             rc.emit(mode, payload)
+    if rc.run.parent is not None:
+        report_to_parent(rc, nxt)
+        return
     _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
         "output": spec.run_result(read_values(spec, nxt.checkpoint)),
         "interrupts": list(nxt.interrupts),

@@ -31,6 +31,7 @@ from durable_graph.graph.subgraph import (
 )
 from durable_graph.scheduler.algo import task_id
 from durable_graph.scheduler.channels import MISSING
+from durable_graph.scheduler.loop import SUBGRAPHS
 from durable_graph.scheduler.runtime import CallError, Suspended
 from durable_graph.worker.runs import ParentCall, RunContext, advance
 from durable_graph.worker.shipping import GraphRef
@@ -91,11 +92,12 @@ def _starter(
     def start() -> None:
         fenced = {**config, "configurable": {**config["configurable"], "fence": rc.fence}}
         scope = call.ctx.step.scope
+        modes = frozenset(rc.run.modes) if SUBGRAPHS in rc.run.modes else frozenset()
         loop = child.make_loop(
             fenced, durability=call.durability or rc.run.durability, saver=rc.saver,
             context=scope.context if call.context is None else call.context,
             store=scope.store, cache=scope.cache, interrupt_before=call.interrupt_before,
-            interrupt_after=call.interrupt_after)
+            interrupt_after=call.interrupt_after, modes=modes)
         first = loop.begin(run_input)
         loop.persister.flush()
         opts = loop.opts
@@ -104,14 +106,16 @@ def _starter(
             interrupt_before=_names(opts.interrupt_before),
             interrupt_after=_names(opts.interrupt_after),
             recursion_limit=opts.recursion_limit,
-            stop_step=int(loop.step_opts.stop_step or 0), modes=(),
+            stop_step=int(loop.step_opts.stop_step or 0), modes=tuple(sorted(modes)),
             start_checkpoint=loop.loaded_id, branch=("", ""),
             null_resume=() if loop.null_resume is MISSING else (loop.null_resume,),
             context=opts.context, ns=loop.ns,
             parent=ParentCall(rc.run, step.job.checkpoint_id, step.job.task_id, call_id,
-                              child.name))
+                              child.name, call.ctx.ns))
         child_rc = RunContext(spec, child, rc.saver, rc.events, rc.dispatcher, rc.owner,
                               rc.fence)
+        for mode, payload in loop.first_events:
+            child_rc.emit(mode, payload)
         advance(child_rc, loop.checkpoint, first, loop.pending)
 
     return start

@@ -236,3 +236,41 @@ def test_an_error_in_a_subgraph_fails_the_run_and_retry_resumes_at_the_failed_no
     assert sg.counted(tag, "flaky") == 2
     for name in ("prep", "before", "done", "after"):
         assert sg.counted(tag, name) == 1, name
+
+
+def by_name(chunks: list[tuple[Any, ...]]) -> list[str]:
+    """Stream chunks with namespaces cut to node names (task ids differ per thread),
+    sorted: parallel nodes finish in any order."""
+    return sorted(repr((tuple(p.split(":")[0] for p in ns), *rest)) for ns, *rest in chunks)
+
+
+@pytest.mark.parametrize("graph", ["fan_node", "deep"])
+def test_stream_subgraphs_on_workers_yields_the_childrens_events_with_their_namespace(
+    cluster: Cluster, sg: Any, graph: str
+) -> None:
+    remote = getattr(sg, f"{graph}_graph" if graph == "deep" else graph)
+    config = new_config(f"stream-{graph}")
+    modes = ["updates", "values", "tasks"]
+    chunks = list(remote.stream({"x": 1}, config, stream_mode=modes, subgraphs=True))
+    local = embedded(getattr(sg, f"build_{graph}")())
+    local_config = new_config(f"stream-{graph}-local")
+    local_chunks = list(local.stream({"x": 1}, local_config, stream_mode=modes, subgraphs=True))
+
+    def same(chunk: Any) -> Any:  # task ids and interrupt ids differ per thread
+        ns, mode, payload = chunk
+        if mode == "tasks":
+            payload = {k: v for k, v in payload.items() if k != "id"}
+            if payload.get("interrupts"):
+                payload["interrupts"] = [i["value"] for i in payload["interrupts"]]
+        if isinstance(payload, dict) and "__interrupt__" in payload:
+            payload = {**payload, "__interrupt__": [i.value for i in payload["__interrupt__"]]}
+        return ns, mode, payload
+
+    assert by_name([same(c) for c in chunks]) == by_name([same(c) for c in local_chunks])
+    namespaces = {ns for ns, *_ in chunks}
+    assert () in namespaces and len(namespaces) >= 2
+    depth = 2 if graph == "deep" else 1
+    assert max(len(ns) for ns in namespaces) == depth
+    tag = thread_of(config)
+    tasks = {f"{t.name}:{t.id}" for s in remote.get_state_history(config) for t in s.tasks}
+    assert {ns[0] for ns in namespaces if ns} <= tasks, (namespaces, tag)
