@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 __all__ = ["child_ref", "run_subgraph", "subgraph_call_id"]
 
 
-def subgraph_call_id(caller: str) -> str:
-    """The id a task's subgraph run is recorded under (one per task, as in LangGraph)."""
-    return task_id(caller, "subgraph")
+def subgraph_call_id(caller: str, index: int) -> str:
+    """The id the ``index``-th subgraph run of a task is recorded under."""
+    return task_id(caller, "subgraph", str(index))
 
 
 def child_ref(step: JobStep, call: SubgraphCall) -> GraphRef | None:
@@ -61,11 +61,11 @@ def child_ref(step: JobStep, call: SubgraphCall) -> GraphRef | None:
     return replace(rc.run.graph, inner=(*rc.run.graph.inner, ctx.name))
 
 
-def run_subgraph(step: JobStep, call: SubgraphCall, ref: GraphRef) -> Any:
+def run_subgraph(step: JobStep, call: SubgraphCall, ref: GraphRef, index: int) -> Any:
     """The child's recorded output (or its recorded error raised); otherwise start or
     resume its run, as jobs, and suspend the calling task until it ends."""
     rc, ctx = step.rc, call.ctx
-    call_id = subgraph_call_id(ctx.task_id)
+    call_id = subgraph_call_id(ctx.task_id, index)
     recorded = step.recorded.get(call_id)
     if recorded is not None:
         if isinstance(recorded[1], CallError):
