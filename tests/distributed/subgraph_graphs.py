@@ -11,6 +11,8 @@ test compiles the same graph embedded and compares. Bodies record where they ran
 - ``kill_graph``: prep -> work (a subgraph: first, which calls a ``@task``, then slow,
   which sleeps long enough for a test to SIGKILL its worker) -> after.
 - ``flaky_graph``: prep -> a node calling a subgraph whose middle node fails once.
+- ``jump_graph``: a subgraph node returns ``Command.PARENT`` (routes in the parent);
+  ``mode_none`` / ``mode_true`` / ``mode_false``: the subgraph checkpointer modes.
 - ``ask_graph``: prep -> ask (a subgraph: before -> question (interrupt) -> done),
   called from a node function; a nested level: ``deep`` runs ``ask_sub`` as a node.
 """
@@ -24,7 +26,7 @@ from typing import Annotated, Any, TypedDict
 import dg_trace
 from graphs_fixture import PREFIX, REDIS_URL, executor, saver, thread_of, trace
 
-from durable_graph import END, START, StateGraph, interrupt, task
+from durable_graph import END, START, Command, StateGraph, interrupt, task
 
 FAN = 6
 FAN_SLEEP = 0.6
@@ -224,6 +226,42 @@ def build_flaky() -> StateGraph:
     return line(ParentState, [("prep", prep), ("flaky_caller", flaky_caller), ("after", after)])
 
 
+# -- Command.PARENT from a subgraph node; the subgraph checkpointer modes ------------------
+
+
+def jump(state: SubState, config: dict[str, Any]) -> Any:
+    _record(config, "jump")
+    return Command(graph=Command.PARENT, goto="target", update={"log": ["jumped"]})
+
+
+def _plain(name: str) -> Any:
+    def node(state: Any, config: dict[str, Any]) -> dict[str, Any]:
+        _record(config, name)
+        return {"log": [f"{name}:{len(state['log'])}"]}
+
+    node.__name__ = name
+    return node
+
+
+jump_sub = line(SubState, [("jump", jump), ("never", _plain("never"))]).compile()
+
+
+def build_jump() -> StateGraph:
+    b = StateGraph(ParentState)
+    b.add_node("child", jump_sub, destinations=("target",))
+    b.add_node("target", _plain("target"))
+    b.add_node("other", _plain("other"))
+    b.add_edge(START, "child")
+    b.add_edge("child", "other")
+    return b
+
+
+def build_mode(mode: bool | None) -> StateGraph:
+    """A one-node subgraph compiled with ``checkpointer=mode``, as the parent's node."""
+    sub = line(SubState, [("s1", _plain("s1"))]).compile(checkpointer=mode)
+    return line(ParentState, [("child", sub)])
+
+
 def distributed(builder: StateGraph) -> Any:
     return builder.compile(checkpointer=saver, executor=executor)
 
@@ -234,3 +272,7 @@ kill_graph = distributed(build_kill())
 ask_graph = distributed(build_ask())
 deep_graph = distributed(build_deep())
 flaky_graph = distributed(build_flaky())
+jump_graph = distributed(build_jump())
+mode_none = distributed(build_mode(None))
+mode_true = distributed(build_mode(True))
+mode_false = distributed(build_mode(False))

@@ -147,6 +147,19 @@ def cli(cluster: Cluster, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+def child_states(graph: Any, config: dict[str, Any]) -> list[Any]:
+    """(node, values, next) of each level of ``get_state(subgraphs=True)``, outermost first."""
+    out = []
+    snap = graph.get_state(config, subgraphs=True)
+    while True:
+        out.append((snap.values, snap.next))
+        inner = [t.state for t in snap.tasks if t.state is not None and not isinstance(
+            t.state, dict)]
+        if not inner:
+            return out
+        (snap,) = inner
+
+
 def without_interrupts(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k != "__interrupt__"}
 
@@ -170,6 +183,9 @@ def test_interrupt_in_a_subgraph_parks_the_run_and_the_cli_resumes_it(
     assert state.next == local.get_state(local_config).next
     assert [i.value for i in state.interrupts] == [{"ask": 4}]
     assert sg.counted(tag, "question") == 1
+    levels = child_states(remote, config)
+    assert len(levels) == (2 if graph == "ask" else 3)  # the paused child's state is shown
+    assert levels == child_states(local, local_config)
 
     resumed = cli(cluster, "resume", tag, "--value", '"yes"')
     expected = local.invoke(Command(resume="yes"), local_config)
@@ -274,3 +290,39 @@ def test_stream_subgraphs_on_workers_yields_the_childrens_events_with_their_name
     tag = thread_of(config)
     tasks = {f"{t.name}:{t.id}" for s in remote.get_state_history(config) for t in s.tasks}
     assert {ns[0] for ns in namespaces if ns} <= tasks, (namespaces, tag)
+
+
+def test_command_parent_from_a_subgraph_node_routes_in_the_parent_on_workers(
+    cluster: Cluster, sg: Any
+) -> None:
+    config = new_config("jump")
+    tag = thread_of(config)
+    out = sg.jump_graph.submit({"x": 0, "log": ["in"]}, config).result(timeout=TIMEOUT)
+    local = embedded(sg.build_jump())
+    local_config = new_config("jump-local")
+    assert out == local.invoke({"x": 0, "log": ["in"]}, local_config)
+    assert "jumped" in out["log"] and any(e.startswith("target") for e in out["log"])
+    assert history(sg.jump_graph, config) == history(local, local_config)
+    assert sg.counted(tag, "never") == 0
+    assert sg.counted(tag, "jump") == 1
+
+
+@pytest.mark.parametrize("mode", ["none", "true", "false"])
+def test_subgraph_checkpointer_modes_on_workers_match_embedded(
+    cluster: Cluster, sg: Any, mode: str
+) -> None:
+    remote = getattr(sg, f"mode_{mode}")
+    config = new_config(f"mode-{mode}")
+    runs = [remote.submit({"x": 0, "log": []}, config).result(timeout=TIMEOUT)
+            for _ in range(2)]
+    local = embedded(sg.build_mode({"none": None, "true": True, "false": False}[mode]))
+    local_config = new_config(f"mode-{mode}-local")
+    assert runs == [local.invoke({"x": 0, "log": []}, local_config) for _ in range(2)]
+    assert history(remote, config) == history(local, local_config)
+    assert sg.counted(thread_of(config), "s1") == 2
+    if mode == "true":  # one history of the subgraph, kept across the two runs
+        def kept(c: dict[str, Any]) -> dict[str, Any]:
+            return {"configurable": {"thread_id": thread_of(c), "checkpoint_ns": "child"}}
+
+        assert history(remote, kept(config)) == history(local, kept(local_config))
+        assert len(history(remote, kept(config))) >= 4
