@@ -213,6 +213,9 @@ class GraphLoader:
                 f"graph {outer.name!r} on this worker has no subgraph at node "
                 f"{ref.inner[-1]!r}: its code differs from the producer's. Deploy the same "
                 "graph code to producers and workers.")
+        if (child.store is None and outer.store is not None) or (
+                child.cache is None and outer.cache is not None):
+            child = _inheriting(child, outer)
         with self._lock:
             self._cache[ref] = child
         return child
@@ -235,6 +238,17 @@ class GraphLoader:
         if not isinstance(graph, CompiledGraph):
             raise DispatchError(f"graph blob {digest[:12]} holds a {type(graph).__name__}")
         return graph
+
+
+def _inheriting(child: CompiledGraph, outer: CompiledGraph) -> CompiledGraph:
+    """``child`` with the store and cache of the graph running it where it has none of
+    its own (an embedded subgraph's loop gets them the same way)."""
+    return CompiledGraph(
+        child.spec, checkpointer=child.checkpointer, interrupt_before=child.interrupt_before,
+        interrupt_after=child.interrupt_after, name=child.name, drawing=child.drawing,
+        store=outer.store if child.store is None else child.store,
+        cache=outer.cache if child.cache is None else child.cache,
+        context_schema=child.context_schema)
 
 
 def _import(path: str) -> CompiledGraph:
