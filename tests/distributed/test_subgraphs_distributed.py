@@ -60,22 +60,23 @@ def history(graph: Any, config: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 def subgraph_namespaces(graph: Any, config: dict[str, Any], node: str) -> list[str]:
-    """The checkpoint namespaces the tasks of ``node`` ran subgraphs in (``node:<task id>``)."""
-    found = {f"{t.name}:{t.id}" for snap in graph.get_state_history(config)
-             for t in snap.tasks if t.name == node}
-    return sorted(found)
+    """The checkpoint namespaces ``node``'s subgraphs checkpointed in (``node:<task id>``)."""
+    found = {c.config["configurable"]["checkpoint_ns"] for c in graph.checkpointer.list(
+        {"configurable": {"thread_id": thread_of(config)}})}
+    return sorted(ns for ns in found if ns.split(":")[0] == node)
 
 
+@pytest.mark.parametrize("durability", ["async", "sync", "exit"])
 def test_fanout_subgraph_as_node_runs_its_nodes_on_several_workers(
-    cluster: Cluster, sg: Any
+    cluster: Cluster, sg: Any, durability: str
 ) -> None:
-    config = new_config("fan-node")
+    config = new_config(f"fan-node-{durability}")
     tag = thread_of(config)
-    out = sg.fan_node.submit({"x": 1}, config).result(timeout=TIMEOUT)
+    out = sg.fan_node.submit({"x": 1}, config, durability=durability).result(timeout=TIMEOUT)
 
     local = embedded(sg.build_fan_node())
     local_config = new_config("fan-node-local")
-    expected = local.invoke({"x": 1}, local_config)
+    expected = local.invoke({"x": 1}, local_config, durability=durability)
     assert out == expected
     assert out["x"] == sum(2 * i for i in range(sg.FAN))
     assert sg.fan_node.get_state(config).values == local.get_state(local_config).values
@@ -107,7 +108,7 @@ def same_histories(remote: Any, config: dict[str, Any], local: Any,
         l_conf = {"configurable": {"thread_id": thread_of(local_config), "checkpoint_ns": l_ns}}
         r_hist, l_hist = history(remote, r_conf), history(local, l_conf)
         assert r_hist == l_hist
-        assert len(r_hist) >= 2, r_ns
+        assert len(r_hist) >= 1, r_ns
 
 
 def test_fanout_subgraph_called_from_a_node_matches_embedded(cluster: Cluster, sg: Any) -> None:
