@@ -327,3 +327,39 @@ def test_subgraph_checkpointer_modes_on_workers_match_embedded(
 
         assert history(remote, kept(config)) == history(local, kept(local_config))
         assert len(history(remote, kept(config))) >= 4
+
+
+@pytest.mark.chaos
+def test_subgraph_runs_complete_while_pool_processes_are_killed(cluster: Cluster, sg: Any) -> None:
+    """Twelve runs with subgraphs while a pool process that ran one of their bodies is
+    SIGKILLed every 1.5 s: every run ends with the embedded output; a body runs again
+    only where one of its executions died (checked for the parent graph's nodes: a
+    killed process may also have been starting a subgraph, whose step's jobs are then
+    sent again, see the README's limits)."""
+    graphs = [("fan_called", sg.fan_called, sg.build_fan_called())] * 8 + [
+        ("kill", sg.kill_graph, sg.build_kill())] * 4
+    configs = [new_config(f"soak-{name}") for name, _, _ in graphs]
+    handles = [g.submit({"x": 1}, c) for (_, g, _), c in zip(graphs, configs, strict=True)]
+    killed: list[int] = []
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        recent = [pid for c in configs for pid, _ in ran(cluster, thread_of(c))[-2:]]
+        live = [p for p in recent if p not in killed and cluster.pool.worker_of_pid(p)]
+        if live:
+            os.kill(live[-1], signal.SIGKILL)
+            killed.append(live[-1])
+            cluster.pool._read_pool(cluster.client)  # the new pool processes' pids
+    outs = [h.result(timeout=180) for h in handles]
+    assert len(killed) >= 4, killed
+    again = 0
+    for (name, _, builder), config, out in zip(graphs, configs, outs, strict=True):
+        assert out == embedded(builder).invoke({"x": 1}, new_config("soak-local")), name
+        tag = thread_of(config)
+        for body in {n for _, n in ran(cluster, tag)}:
+            pids = [pid for pid, n in ran(cluster, tag) if n == body]
+            normal = 2 if body == "caller" else 1  # the caller replays with the result
+            again += max(0, len(pids) - normal)
+            if body in ("prep", "after"):
+                assert len(pids) == normal or set(pids) & set(killed), (tag, body, pids)
+    print(f"soak: 12/12 done, {len(killed)} kills, {again} bodies ran again")
