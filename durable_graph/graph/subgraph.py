@@ -37,7 +37,6 @@ __all__ = [
     "child_input",
     "child_namespace",
     "child_run_config",
-    "child_saver",
     "run_in_task",
     "subgraph_runner",
 ]
@@ -119,9 +118,9 @@ def run_in_task(
                             context, durability)
         if host.takes_subgraph(call):
             return host.run_subgraph(call)
-    saver = child_saver(child, ctx)
-    run_config = child_run_config(child, ctx, config)
-    run_input = child_input(child, value, ctx, saver, run_config)
+    saver = _saver(child, ctx)
+    run_config = _run_config(child, ctx, config)
+    run_input = child_input(child, value, ctx, run_config)
     scope = ctx.step.scope
     loop = child.make_loop(
         run_config, durability=durability or ctx.step.durability, saver=saver,
@@ -142,19 +141,7 @@ def _forward(events: Iterator[tuple[str, Any]], ctx: TaskContext) -> None:
         ctx.step.emit(SUBGRAPHS, payload if mode == SUBGRAPHS else (ns, mode, payload))
 
 
-def child_input(
-    child: CompiledGraph, value: Any, ctx: TaskContext, saver: BaseCheckpointSaver | None,
-    run_config: dict[str, Any],
-) -> Any:
-    """What the child runs on: ``value`` (a new run), or, when it left a run there to
-    resume, None or a Command with the parent's newest answer."""
-    saved = saver.get_tuple(run_config) if saver is not None else None
-    if saved is not None and (child.checkpointer is not True or _unfinished(saved)):
-        return _resume_input(ctx, saved.pending_writes)
-    return value
-
-
-def child_run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str, Any]:
+def _run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str, Any]:
     """The task's config (thread, run settings) with ``config`` merged over it, in the
     child's namespace; the parent's checkpoint and task ids are not the child's."""
     own = dict(config or {})
@@ -167,7 +154,7 @@ def child_run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dic
     return {**ctx.config, **own, "configurable": conf}
 
 
-def child_saver(child: CompiledGraph, ctx: TaskContext) -> BaseCheckpointSaver | None:
+def _saver(child: CompiledGraph, ctx: TaskContext) -> BaseCheckpointSaver | None:
     """The child's own saver, else the parent's (none with ``checkpointer=False``)."""
     if child.checkpointer is False:
         return None
@@ -193,3 +180,23 @@ def _unfinished(saved: Any) -> bool:
     """Whether a ``checkpointer=True`` child's saved run paused or failed (it resumes)
     rather than ended (a new call starts a new run on its history)."""
     return any(w.channel in (ERROR, INTERRUPT) for w in saved.pending_writes)
+
+
+# -- the decisions ``run_in_task`` makes, for a SubgraphHost too -------------------------
+
+
+def child_run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str, Any]:
+    """The config the child of ``run_in_task`` runs with (its namespace included)."""
+    return _run_config(child, ctx, config)
+
+
+def child_input(
+    child: CompiledGraph, value: Any, ctx: TaskContext, run_config: dict[str, Any]
+) -> Any:
+    """What the child of ``run_in_task`` runs on: ``value`` (a new run), or, when it
+    left a run there to resume, None or a Command with the parent's newest answer."""
+    saver = _saver(child, ctx)
+    saved = saver.get_tuple(run_config) if saver is not None else None
+    if saved is not None and (child.checkpointer is not True or _unfinished(saved)):
+        return _resume_input(ctx, saved.pending_writes)
+    return value

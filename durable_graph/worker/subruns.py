@@ -75,7 +75,7 @@ def run_subgraph(step: JobStep, call: SubgraphCall, ref: GraphRef, index: int) -
         rc.saver.clear_outcomes(rc.config(step.job.checkpoint_id), [call_id])
         step.stale.discard(call_id)
     config = child_run_config(call.child, ctx, call.config)
-    run_input = child_input(call.child, call.value, ctx, rc.saver, config)
+    run_input = child_input(call.child, call.value, ctx, config)
     step.defer(_starter(step, call, ref, call_id=call_id, config=config, run_input=run_input))
     step.started.append(call_id)
     raise Suspended()
