@@ -66,6 +66,7 @@ def run_subgraph(step: JobStep, call: SubgraphCall, ref: GraphRef, index: int) -
     resume its run, as jobs, and suspend the calling task until it ends."""
     rc, ctx = step.rc, call.ctx
     call_id = subgraph_call_id(ctx.task_id, index)
+    config = child_run_config(call.child, ctx, call.config)  # every call: it names the run
     recorded = step.recorded.get(call_id)
     if recorded is not None:
         if isinstance(recorded[1], CallError):
@@ -74,7 +75,6 @@ def run_subgraph(step: JobStep, call: SubgraphCall, ref: GraphRef, index: int) -
     if call_id in step.stale:  # it failed or paused in an earlier run: it resumes
         rc.saver.clear_outcomes(rc.config(step.job.checkpoint_id), [call_id])
         step.stale.discard(call_id)
-    config = child_run_config(call.child, ctx, call.config)
     run_input = child_input(call.child, call.value, ctx, config)
     step.defer(_starter(step, call, ref, call_id=call_id, config=config, run_input=run_input))
     step.started.append(call_id)
