@@ -205,14 +205,11 @@ class CompiledGraph:
         wanted = modes | ({"checkpoints", "tasks"} if "debug" in modes else frozenset())
         remote = self._remote(multitask)
         if remote is not None:
-            if subgraphs:
-                raise NotSupportedError(
-                    "stream(subgraphs=True) is not supported for runs on Celery workers "
-                    "yet: stream without it, or run the graph embedded.")
             handle = remote.start_run(self, input, _normalize(config), RunRequest(
-                durability, interrupt_before, interrupt_after, _remote_modes(wanted),
+                durability, interrupt_before, interrupt_after,
+                _remote_modes(wanted) | ({SUBGRAPHS} if subgraphs else frozenset()),
                 context=coerce_context(self.context_schema, context), multitask=multitask))
-            yield from shape_stream(handle.events(), modes, single=single)
+            yield from shape_stream(handle.events(), modes, single=single, subgraphs=subgraphs)
             handle.result()  # raise the run's error, as an embedded stream does
             return
         loop = self.make_loop(

@@ -7,13 +7,17 @@ node, without task ids, kept across calls; ``False``: no checkpoints). When the
 parent task re-runs after an error or an interrupt, the subgraph finds its own
 checkpoint there and resumes at its own failed or paused node instead of
 starting over.
+
+On Celery workers the parent task's job hands the call to its step runtime (a
+``SubgraphHost``), which runs the subgraph's steps as jobs of their own.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from durable_graph.errors import GraphInterrupt
 from durable_graph.scheduler.channels import MISSING as _MISSING
@@ -26,7 +30,43 @@ from durable_graph.types import Command
 if TYPE_CHECKING:
     from durable_graph.graph.compiled import CompiledGraph
 
-__all__ = ["called_subgraph", "child_namespace", "run_in_task", "subgraph_runner"]
+__all__ = [
+    "SubgraphCall",
+    "SubgraphHost",
+    "called_subgraph",
+    "child_input",
+    "child_namespace",
+    "child_run_config",
+    "run_in_task",
+    "subgraph_runner",
+]
+
+
+@dataclass(frozen=True)
+class SubgraphCall:
+    """One run of a subgraph inside a task: ``run_in_task``'s arguments."""
+
+    child: CompiledGraph
+    value: Any
+    ctx: TaskContext
+    config: Any = None
+    interrupt_before: Any = None
+    interrupt_after: Any = None
+    context: Any = None
+    durability: str | None = None
+
+
+@runtime_checkable
+class SubgraphHost(Protocol):
+    """A step runtime that can run a subgraph's steps elsewhere (workers' jobs)."""
+
+    def takes_subgraph(self, call: SubgraphCall) -> bool:
+        """Whether ``run_subgraph`` runs this call (else it runs inline)."""
+        ...
+
+    def run_subgraph(self, call: SubgraphCall) -> Any:
+        """The subgraph's output, its error raised, or ``Suspended`` until it ends."""
+        ...
 
 
 def subgraph_runner(child: CompiledGraph) -> Callable[[Any, TaskContext], Any]:
@@ -72,12 +112,15 @@ def run_in_task(
     ``config`` (merged over the task's), the interrupt lists, ``context`` and
     ``durability`` are a nested ``invoke``'s own arguments.
     """
+    host = ctx.step
+    if isinstance(host, SubgraphHost):
+        call = SubgraphCall(child, value, ctx, config, interrupt_before, interrupt_after,
+                            context, durability)
+        if host.takes_subgraph(call):
+            return host.run_subgraph(call)
     saver = _saver(child, ctx)
     run_config = _run_config(child, ctx, config)
-    run_input = value
-    saved = saver.get_tuple(run_config) if saver is not None else None
-    if saved is not None and (child.checkpointer is not True or _unfinished(saved)):
-        run_input = _resume_input(ctx, saved.pending_writes)
+    run_input = child_input(child, value, ctx, run_config)
     scope = ctx.step.scope
     loop = child.make_loop(
         run_config, durability=durability or ctx.step.durability, saver=saver,
@@ -137,3 +180,23 @@ def _unfinished(saved: Any) -> bool:
     """Whether a ``checkpointer=True`` child's saved run paused or failed (it resumes)
     rather than ended (a new call starts a new run on its history)."""
     return any(w.channel in (ERROR, INTERRUPT) for w in saved.pending_writes)
+
+
+# -- the decisions ``run_in_task`` makes, for a SubgraphHost too -------------------------
+
+
+def child_run_config(child: CompiledGraph, ctx: TaskContext, config: Any) -> dict[str, Any]:
+    """The config the child of ``run_in_task`` runs with (its namespace included)."""
+    return _run_config(child, ctx, config)
+
+
+def child_input(
+    child: CompiledGraph, value: Any, ctx: TaskContext, run_config: dict[str, Any]
+) -> Any:
+    """What the child of ``run_in_task`` runs on: ``value`` (a new run), or, when it
+    left a run there to resume, None or a Command with the parent's newest answer."""
+    saver = _saver(child, ctx)
+    saved = saver.get_tuple(run_config) if saver is not None else None
+    if saved is not None and (child.checkpointer is not True or _unfinished(saved)):
+        return _resume_input(ctx, saved.pending_writes)
+    return value

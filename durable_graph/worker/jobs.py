@@ -35,6 +35,7 @@ from durable_graph.errors import (
     NondeterminismError,
     SignatureError,
 )
+from durable_graph.graph.subgraph import SubgraphCall
 from durable_graph.scheduler.algo import PlannedTask, plan_tasks, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.messages import message_events
@@ -70,7 +71,7 @@ from durable_graph.store.base import (
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.types import RetryPolicy
-from durable_graph.worker import metrics, tracing
+from durable_graph.worker import metrics, subruns, tracing
 from durable_graph.worker.runs import (
     Job,
     RunContext,
@@ -169,6 +170,9 @@ class JobStep(RunStep):
         """Calls whose recorded failure belongs to an earlier run of the thread."""
         self.started: list[str] = []
         self.outbox: list[Job] = []
+        self._deferred: list[Callable[[], None]] = []
+        self._subgraphs: dict[int, int] = {}
+        """Subgraphs each running task context started so far (the next one's index)."""
         self.attempt = job.attempt
         self._null_resume: Any = rc.run.null_resume[0] if rc.run.null_resume else MISSING
 
@@ -213,9 +217,26 @@ class JobStep(RunStep):
         self.started.append(call_id)
         return _PendingCall()
 
+    def takes_subgraph(self, call: SubgraphCall) -> bool:
+        """Whether the subgraph's steps run as jobs (see ``subruns``)."""
+        return subruns.child_ref(self, call) is not None
+
+    def run_subgraph(self, call: SubgraphCall) -> Any:
+        """The subgraph's recorded result; else start it as jobs and suspend."""
+        ref = subruns.child_ref(self, call)
+        assert ref is not None
+        index = self._subgraphs.get(id(call.ctx), 0)
+        self._subgraphs[id(call.ctx)] = index + 1
+        return subruns.run_subgraph(self, call, ref, index)
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at the next flush, before the calls are sent (a subgraph's start)."""
+        self._deferred.append(fn)
+
     def begin_attempt(self, number: int) -> None:
         """A retry of the task (not a replay of the attempt it suspended in) runs the
         calls that failed in the attempt before, as an embedded retry does."""
+        self._subgraphs.clear()  # each attempt (and replay) runs its body from the start
         self.attempt = number
         if number > self.job.attempt:
             failed = [c for c, (_, v) in self.recorded.items() if isinstance(v, CallError)]
@@ -229,6 +250,9 @@ class JobStep(RunStep):
         Calls are sent when the caller suspends (or ends), so a node that starts
         a thousand calls publishes them in one batch.
         """
+        deferred, self._deferred = self._deferred, []
+        for fn in deferred:
+            fn()
         outbox, self.outbox = self.outbox, []
         if outbox:
             self.rc.dispatcher.send(outbox)
@@ -308,7 +332,7 @@ def _run_task(rc: RunContext, job: Job) -> None:
     if saved is None:
         return
     checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
-    tasks = plan_tasks(rc.graph.spec, checkpoint, rc.thread_id, "", step=job.step,
+    tasks = plan_tasks(rc.graph.spec, checkpoint, rc.thread_id, rc.run.ns, step=job.step,
                        stop=rc.run.stop_step)
     task = next((t for t in tasks if t.id == job.task_id), None)
     if task is None:
@@ -320,7 +344,7 @@ def _run_task(rc: RunContext, job: Job) -> None:
     pending = list(saved.pending_writes)
     outcomes = outcomes_from_pending(tasks, pending)
     if task.id not in outcomes:
-        if not task.node.hidden:
+        if not task.node.hidden and not job.replay:
             rc.emit("tasks", task_started(task))
         outcome = _execute(rc, job, checkpoint, task, pending)
         if outcome is None:
@@ -349,7 +373,7 @@ def _execute(
     values = read_values(rc.graph.spec, checkpoint)
     resume = next((list(w.value) for w in pending
                    if w.task_id == task.id and w.channel == RESUME), [])
-    config, ns = task_config(rc.run.config, "", checkpoint.id, task)
+    config, ns = task_config(rc.run.config, rc.run.ns, checkpoint.id, task)
     while True:
         try:
             outcome = execute_task(task, step, config, ns, values=values, resume=resume,
@@ -371,7 +395,7 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
     if not calls:
         return False
     # the replay continues this attempt; it is a new message (a key of its own)
-    wake = replace(job, attempt=step.attempt, key="")
+    wake = replace(job, attempt=step.attempt, key="", replay=True)
     return rc.saver.suspend(rc.config(job.checkpoint_id), job.task_id, calls,
                             rc.dispatcher.seal(wake).encode(), _WAKE_TTL)
 

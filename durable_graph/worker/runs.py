@@ -22,13 +22,14 @@ from durable_graph.errors import (
     CommitConflictError,
     DispatchError,
     FencingError,
+    GraphInterrupt,
     RunCancelledError,
     SerializationError,
 )
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.scheduler.algo import PlannedTask, finished_writes, read_values
 from durable_graph.scheduler.channels import MISSING
-from durable_graph.scheduler.loop import StepLoop
+from durable_graph.scheduler.loop import CHECKPOINT_MAP, SUBGRAPHS, StepLoop
 from durable_graph.scheduler.runtime import RunScope
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import Write
@@ -39,13 +40,20 @@ from durable_graph.scheduler.transition import (
     begin_step,
     checkpoint_event,
     end_step,
+    error_as_text,
     execute_task,
     outcomes_from_pending,
     pause_events,
     record_outcome,
     task_config,
 )
-from durable_graph.store.base import Checkpoint, PendingWrite, new_checkpoint_id
+from durable_graph.store.base import (
+    ERROR,
+    RETURN,
+    Checkpoint,
+    PendingWrite,
+    new_checkpoint_id,
+)
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker import metrics, tracing
@@ -55,6 +63,7 @@ from durable_graph.worker.shipping import GraphRef
 __all__ = [
     "Dispatcher",
     "Job",
+    "ParentCall",
     "RunContext",
     "RunSpec",
     "RunStep",
@@ -65,6 +74,7 @@ __all__ = [
     "end_run",
     "error_record",
     "finish",
+    "report_to_parent",
     "writes_of",
 ]
 
@@ -99,11 +109,33 @@ class RunSpec:
     """The run's ``context=`` (``runtime.context``); jobs carry it signed."""
     trace: str = ""
     """The W3C traceparent of the run's span (see ``tracing``), signed like the rest."""
+    ns: str = ""
+    """The checkpoint namespace its steps commit under ('' for a thread's own run)."""
+    parent: ParentCall | None = None
+    """For a subgraph's run: the parent call its output is the result of."""
 
     def step_options(self) -> StepOptions:
         """The options the shared transition needs."""
         return StepOptions(self.interrupt_before, self.interrupt_after,
                            stop_step=self.stop_step, recursion_limit=self.recursion_limit)
+
+
+@dataclass(frozen=True)
+class ParentCall:
+    """Where a subgraph's run reports its end: a call of a task of the parent run."""
+
+    run: RunSpec
+    """The parent run (itself a subgraph's run at deeper levels)."""
+    checkpoint_id: str
+    """The parent checkpoint the calling task runs against."""
+    caller: str
+    """The calling task's id: suspended on the call, replayed when it ends."""
+    call_id: str
+    """The id the child's output (or error, or interrupts) is recorded under."""
+    name: str
+    """The subgraph's name, recorded with its output."""
+    ns: str = ""
+    """The calling task's namespace: it leads the child's stream events, as embedded."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +167,8 @@ class Job:
     """The node or ``@task`` it runs, for errors about the job ('' for start and recover)."""
     key: str = ""
     """The message's identity in the job book, given when it is sealed (copies share it)."""
+    replay: bool = False
+    """A suspended task's wake-up: it replays a body that already started (and said so)."""
 
 
 class Dispatcher(Protocol):
@@ -179,7 +213,7 @@ class RunContext:
 
     def config(self, checkpoint_id: str | None = None) -> dict[str, Any]:
         """A store config of this thread fenced with the run's lease generation."""
-        conf: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_ns": "",
+        conf: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_ns": self.run.ns,
                                 "fence": self.fence}
         if checkpoint_id:
             conf["checkpoint_id"] = checkpoint_id
@@ -190,9 +224,14 @@ class RunContext:
         return Job(kind, self.run, self.owner, self.fence, **fields)
 
     def emit(self, mode: str, payload: Any) -> None:
-        """Publish a stream event if the producer asked for its mode."""
-        if mode in self.run.modes:
-            self.events.publish(self.thread_id, self.run.run_id, mode, payload)
+        """Publish a stream event if the producer asked for its mode; a subgraph's
+        (``stream(subgraphs=True)``) is led by its namespace, as embedded."""
+        if mode not in self.run.modes:
+            return
+        if self.run.parent is not None:
+            payload = (tuple(self.run.parent.ns.split("|")), mode, payload)
+            mode = SUBGRAPHS
+        self.events.publish(self.thread_id, self.run.run_id, mode, payload)
 
     def lease(self) -> Lease:
         """The lease this run's jobs hold (expiry unknown here)."""
@@ -206,7 +245,7 @@ def advance(
     end the run, or end the step here when every task already has an outcome."""
     spec, opts = rc.graph.spec, rc.run.step_options()
     while True:
-        nxt = begin_step(spec, checkpoint, step, opts, thread_id=rc.thread_id, ns="")
+        nxt = begin_step(spec, checkpoint, step, opts, thread_id=rc.thread_id, ns=rc.run.ns)
         if nxt.status != "running":
             end_run(rc, nxt)
             return
@@ -299,7 +338,7 @@ def _run_hidden(
     values = read_values(rc.graph.spec, checkpoint)
     step = _WriterStep(rc)
     for task in tasks:
-        config, ns = task_config(rc.run.config, "", checkpoint.id, task)
+        config, ns = task_config(rc.run.config, rc.run.ns, checkpoint.id, task)
         outcome = execute_task(task, step, config, ns, values=values, resume=[])
         outcomes[task.id] = outcome
         if not last or outcome.writes is None:
@@ -334,11 +373,16 @@ def finish(
     if nxt.metadata is None:
         end_run(rc, nxt)
         return None
+    metadata = nxt.metadata
+    parents = rc.run.config.get("configurable", {}).get(CHECKPOINT_MAP)
+    if parents:  # a subgraph's step: the checkpoints of its enclosing graphs, as embedded
+        metadata = {**metadata, "parents": dict(parents)}
+        nxt = replace(nxt, metadata=metadata)
     new = nxt.checkpoint
     overlap = (rc.run.durability == "async" and nxt.status == "running"
                and not _stop_requested(rc))  # a stopping run starts no next step
     follow = begin_step(rc.graph.spec, new, step + 1, rc.run.step_options(),
-                        thread_id=rc.thread_id, ns="") if overlap else None
+                        thread_id=rc.thread_id, ns=rc.run.ns) if overlap else None
     if follow is not None and follow.status == "running":
         rc.dispatcher.send([
             rc.job("task", checkpoint_id=new.id, step=step + 1, task_id=t.id, name=t.name)
@@ -349,8 +393,9 @@ def finish(
     if nxt.updated & rc.graph.spec.output_channels:
         rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
     if "checkpoints" in rc.run.modes:  # after its values, as in LangGraph
-        rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, nxt.metadata,
-                                                rc.thread_id, "", parent_id=checkpoint.id))
+        rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, metadata,
+                                                rc.thread_id, rc.run.ns,
+                                                parent_id=checkpoint.id))
     if nxt.status == "interrupted":
         end_run(rc, Next("interrupted", new))
         return None
@@ -362,7 +407,10 @@ def finish(
 
 
 def _stop_requested(rc: RunContext) -> bool:
-    """Whether new input asked this run to stop at this step boundary (``multitask``)."""
+    """Whether new input asked this run to stop at this step boundary (``multitask``).
+    A subgraph's run ends; its parent stops at its own next boundary."""
+    if rc.run.parent is not None:
+        return False
     return rc.saver.stop_requested(rc.thread_id) == rc.run.run_id
 
 
@@ -424,15 +472,47 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
 
 
 def end_run(rc: RunContext, nxt: Next) -> None:
-    """Record how the run ended, tell the producer, then free the lease (once)."""
+    """Record how the run ended, tell the producer, then free the lease (once).
+
+    A subgraph's run ends as its parent's call: see ``report_to_parent``.
+    """
     spec = rc.graph.spec
     if nxt.status == "interrupted":
         for mode, payload in pause_events(spec, nxt.checkpoint, nxt.interrupts):
             rc.emit(mode, payload)
+    if rc.run.parent is not None:
+        report_to_parent(rc, nxt)
+        return
     _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
         "output": spec.run_result(read_values(spec, nxt.checkpoint)),
         "interrupts": list(nxt.interrupts),
     }, next_nodes=_next_nodes(rc, nxt))
+
+
+def report_to_parent(rc: RunContext, nxt: Next) -> None:
+    """Record a subgraph run's end as its parent call's result and wake the caller.
+
+    As embedded: its output is the call's value; its error, or its interrupts (as a
+    ``GraphInterrupt``), are what the call raises when the calling task replays.
+    """
+    call = rc.run.parent
+    assert call is not None
+    error = nxt.error if nxt.status == "failed" else (
+        GraphInterrupt(nxt.interrupts) if nxt.interrupts else None)
+    spec = rc.graph.spec
+    writes: list[Write] = [(RETURN, (call.name, spec.run_result(read_values(
+        spec, nxt.checkpoint))))] if error is None else [(ERROR, {
+            "call": call.name, "error": error, "run": rc.run.run_id})]
+    config = replace(rc, run=call.run).config(call.checkpoint_id)
+    try:
+        wake = rc.saver.put_call_writes(config, writes, call.call_id, call.caller)
+    except SerializationError:  # an error the store cannot keep is kept as its text
+        if error is None or isinstance(error, GraphInterrupt):
+            raise
+        failure = {**writes[0][1], "error": error_as_text(error)}
+        wake = rc.saver.put_call_writes(config, [(ERROR, failure)], call.call_id, call.caller)
+    if wake is not None:
+        rc.dispatcher.send_sealed(wake)
 
 
 def _next_nodes(rc: RunContext, nxt: Next) -> tuple[str, ...]:

@@ -46,6 +46,8 @@ class GraphRef:
 
     path: str | None = None
     digest: str | None = None
+    inner: tuple[str, ...] = ()
+    """For a subgraph: the nodes to descend through from that graph to reach it."""
 
 
 def _importable_name(key: str, module: ModuleType) -> str | None:
@@ -172,6 +174,8 @@ class GraphLoader:
             found = self._cache.get(ref)
         if found is not None:
             return found
+        if ref.inner:
+            return self._inner(ref)
         import_error = None
         graph = None
         if ref.path is not None:
@@ -199,6 +203,23 @@ class GraphLoader:
             self._cache[ref] = graph
         return graph
 
+    def _inner(self, ref: GraphRef) -> CompiledGraph:
+        """The subgraph that node ``ref.inner[-1]`` of the graph above it runs."""
+        outer = self.load(GraphRef(ref.path, ref.digest, ref.inner[:-1]))
+        node = outer.spec.nodes.get(ref.inner[-1])
+        child = node.subgraph if node is not None else None
+        if not isinstance(child, CompiledGraph):
+            raise DispatchError(
+                f"graph {outer.name!r} on this worker has no subgraph at node "
+                f"{ref.inner[-1]!r}: its code differs from the producer's. Deploy the same "
+                "graph code to producers and workers.")
+        if (child.store is None and outer.store is not None) or (
+                child.cache is None and outer.cache is not None):
+            child = _inheriting(child, outer)
+        with self._lock:
+            self._cache[ref] = child
+        return child
+
     def _from_blob(self, digest: str) -> CompiledGraph:
         sealed = self._client.get(graph_key(self._prefix, digest))
         if sealed is None:
@@ -217,6 +238,17 @@ class GraphLoader:
         if not isinstance(graph, CompiledGraph):
             raise DispatchError(f"graph blob {digest[:12]} holds a {type(graph).__name__}")
         return graph
+
+
+def _inheriting(child: CompiledGraph, outer: CompiledGraph) -> CompiledGraph:
+    """``child`` with the store and cache of the graph running it where it has none of
+    its own (an embedded subgraph's loop gets them the same way)."""
+    return CompiledGraph(
+        child.spec, checkpointer=child.checkpointer, interrupt_before=child.interrupt_before,
+        interrupt_after=child.interrupt_after, name=child.name, drawing=child.drawing,
+        store=outer.store if child.store is None else child.store,
+        cache=outer.cache if child.cache is None else child.cache,
+        context_schema=child.context_schema)
 
 
 def _import(path: str) -> CompiledGraph:

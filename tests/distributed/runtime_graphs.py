@@ -153,3 +153,29 @@ def build_agent() -> StateGraph:
 
 
 agent_graph = build_agent().compile(checkpointer=saver, executor=executor)
+
+
+def sub_visit(state: State, runtime: Runtime[Ctx]) -> dict[str, Any]:
+    """A subgraph's node: sees the run's context and the parent graph's store."""
+    ctx = runtime.context
+    runtime.store.put(("sub-visits", ctx.user), f"n{state['n']}", {"pid": os.getpid()})
+    record(ctx.thread, "sub-pid", os.getpid())
+    return {"log": [f"sub saw {ctx.user}"]}
+
+
+visit_sub = StateGraph(State, context_schema=Ctx)
+visit_sub.add_node("sub_visit", sub_visit)
+visit_sub.add_edge(START, "sub_visit")
+
+
+def build_with_sub() -> StateGraph:
+    """greet -> visit (a subgraph whose node uses the context and the store)."""
+    b = StateGraph(State, context_schema=Ctx)
+    b.add_node("greet", greet)
+    b.add_node("visit", visit_sub.compile())
+    b.add_edge(START, "greet")
+    b.add_edge("greet", "visit")
+    return b
+
+
+sub_graph = build_with_sub().compile(checkpointer=saver, executor=executor, store=store)

@@ -151,3 +151,17 @@ def test_managed_values_and_defer_on_workers_match_embedded(rg: Any) -> None:
     assert remote["log"].count("summary of 5") == 1 and "agent@3" in remote["log"]
     history = [s.values for s in rg.agent_graph.get_state_history(config)]
     assert history == [s.values for s in local_graph.get_state_history(local_config)]
+
+
+def test_a_subgraph_on_workers_sees_the_runs_context_and_the_parents_store(rg: Any) -> None:
+    t1 = thread("rt-sub")
+    user = f"bob-{uuid.uuid4().hex[:6]}"
+    embedded = rg.build_with_sub().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    local = embedded.invoke({"n": 3, "log": []}, {"configurable": {"thread_id": "x"}},
+                            context=rg.Ctx(user, thread("local")))
+    out = rg.sub_graph.invoke({"n": 3, "log": []}, {"configurable": {"thread_id": t1}},
+                              context=rg.Ctx(user, t1))
+    assert out == local
+    assert out["log"][-1] == f"sub saw {user}"
+    (item,) = rg.store.search(("sub-visits", user))
+    assert item.value["pid"] == int(rg.recorded(t1, "sub-pid")[0])
