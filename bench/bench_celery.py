@@ -182,10 +182,13 @@ class Cases:
         for i in range(3):
             assert self.cg.commit.delay(i).get(timeout=self.timeout) == i
 
-    def chain3(self) -> None:
+    def chain3_flow(self) -> Any:
+        """A Celery ``chain`` of 3 commit tasks; only the last one stores a result."""
         cg = self.cg
-        flow = self._chain(cg.commit_quiet.si(0), cg.commit_quiet.si(1), cg.commit.si(2))
-        assert flow.apply_async().get(timeout=self.timeout) == 2
+        return self._chain(cg.commit_quiet.si(0), cg.commit_quiet.si(1), cg.commit.si(2))
+
+    def chain3(self) -> None:
+        assert self.chain3_flow().apply_async().get(timeout=self.timeout) == 2
 
     def dg_chain(self, durability: str) -> None:
         config = {"configurable": {"thread_id": uuid.uuid4().hex}}
@@ -529,30 +532,67 @@ def cleanup(url: str, prefix: str) -> int:
     return gone
 
 
-def run(args: argparse.Namespace) -> int:
-    tag = uuid.uuid4().hex[:8]
-    prefix = args.prefix or f"bench-celery-{tag}"
-    queue = f"bench-celery-{tag}"
+def bench_env(url: str, prefix: str, queue: str, broker_url: str | None = None) -> dict[str, str]:
+    """The environment of ``bench.celery_graphs`` (producer and workers) for one run."""
     env = {
         **os.environ,
-        "DURABLE_GRAPH_REDIS_URL": args.url,
+        "DURABLE_GRAPH_REDIS_URL": url,
         "DURABLE_GRAPH_PREFIX": prefix,
         "DURABLE_GRAPH_QUEUE": queue,
         "DURABLE_GRAPH_SECRET_KEY": secrets.token_hex(32),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
+    env.pop("DURABLE_GRAPH_BROKER_URL", None)  # the checkpoint Redis unless told otherwise
+    if broker_url:
+        env["DURABLE_GRAPH_BROKER_URL"] = broker_url
+    return env
+
+
+@contextlib.contextmanager
+def started(url: str, prefix: str, queue: str, concurrency: int, logdir: Path,
+            broker_url: str | None = None) -> Iterator[tuple[Any, Workers]]:
+    """``bench.celery_graphs`` imported here and served by fresh workers; cleaned up after.
+
+    On exit the workers are stopped, every key of ``prefix`` is deleted and, on a
+    RabbitMQ broker, the run's queue and its exchange too.
+    """
+    env = bench_env(url, prefix, queue, broker_url)
+    os.environ.pop("DURABLE_GRAPH_BROKER_URL", None)
     os.environ.update({k: v for k, v in env.items() if k.startswith("DURABLE_GRAPH_")})
     sys.path.insert(0, str(ROOT))
     import bench.celery_graphs as cg
 
+    workers = Workers(env, queue, concurrency, logdir / "workers.log")
+    try:
+        yield cg, workers
+    finally:
+        workers.stop()
+        gone = cleanup(url, prefix)
+        if cg.settings.broker_kind == "amqp":
+            delete_queue(cg.settings.broker, queue)
+        print(f"(stopped workers, deleted {gone} keys under {prefix})", flush=True)
+
+
+def delete_queue(broker_url: str, queue: str) -> None:
+    """Delete ``queue`` and its same-named exchange on RabbitMQ (nothing else)."""
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=10) as conn:
+        conn.default_channel.queue_delete(queue)
+        conn.default_channel.exchange_delete(queue)
+
+
+def run(args: argparse.Namespace) -> int:
+    tag = uuid.uuid4().hex[:8]
+    prefix = args.prefix or f"bench-celery-{tag}"
+    queue = f"bench-celery-{tag}"
     n = args.fanout
     logdir = Path(tempfile.mkdtemp(prefix="bench-celery-"))
-    workers = Workers(env, queue, args.concurrency, logdir / "workers.log")
-    print(f"bench_celery: {args.concurrency} prefork worker processes on queue {queue}, "
-          f"Redis {args.url}, key prefix {prefix}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.2f}; worker log {workers.log}", flush=True)
     code = 1
-    try:
+    with started(args.url, prefix, queue, args.concurrency, logdir) as (cg, workers):
+        print(f"bench_celery: {args.concurrency} prefork worker processes on queue {queue}, "
+              f"Redis {args.url}, key prefix {prefix}, {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.2f}; worker log {workers.log}", flush=True)
         c = Cases(cg, args.timeout)
         ready = workers.wait_ready(lambda: cg.noop.delay(0).get(timeout=2))
         print(f"workers ready after {ready:.1f} s; warming up", flush=True)
@@ -576,10 +616,6 @@ def run(args: argparse.Namespace) -> int:
             workers.stop()
             sink = f"{queue}-sink"
             print("\n".join(handler_profile(cg, n, max(5, args.reps // 4), sink, args.top)))
-    finally:
-        workers.stop()
-        gone = cleanup(args.url, prefix)
-        print(f"(stopped workers, deleted {gone} keys under {prefix})")
     return code
 
 
