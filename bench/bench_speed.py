@@ -24,12 +24,22 @@ The baselines are fair: the bare tasks live on durable-graph's own Celery app
 prefetch 1, the same transport options), their results go to a Redis result
 backend on the checkpoint Redis, and every ``.get()`` passes ``interval=0.005``
 (Celery's default 0.5 s lets a join idle whenever its pub/sub drain times out,
-which would flatter durable-graph). A case still going after its timeout is
-counted as stuck, not timed, and misses its target.
+which would flatter durable-graph; a chain's ``.get()`` does not poll its inner links'
+results either). Before each case the benchmark waits (untimed) for the queue to be
+empty, so no case pays for copies the one before left behind. A case still going
+after its timeout is counted as stuck, not timed, and misses its target. Under each
+table: how many jobs the workers' recovery sweeps sent again (duplicate work that
+slows durable-graph down).
 
-    python bench/bench_speed.py                  # both brokers, full run (~5 min)
-    python bench/bench_speed.py --quick          # smoke run (~1 min)
+With ``--trips``, after each table the workers are stopped and one 3-step run and
+one fan-out run with every job executed in this process (``bench_celery.InProcess``;
+messages still really published, to a queue no worker reads) count, per job kind,
+the Redis round trips by store action or script and the broker publishes.
+
+    python bench/bench_speed.py                  # both brokers (~10 min; more when loaded)
+    python bench/bench_speed.py --quick          # smoke run (~1 min a broker)
     python bench/bench_speed.py --broker amqp    # one broker only
+    python bench/bench_speed.py --quick --trips  # and round trips per job kind
 
 Exit status: 0 when every target is met, 2 when one is missed.
 """
@@ -51,7 +61,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_celery import Cases, Samples, interleaved, started
+from bench.bench_celery import Cases, InProcess, Phases, Samples, interleaved, started
 
 BROKERS = ("redis", "amqp")
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -98,7 +108,9 @@ class SpeedCases(Cases):
         deadline = time.monotonic() + self.timeout * 6
         results = [self.chain3_flow().apply_async() for _ in range(n)]
         for res in results:
-            assert res.get(timeout=_left(deadline), interval=0.005) == 2
+            # follow_parents=False: with it, every 5 ms poll would also read the inner
+            # links' (never stored) results from Redis, slowing the baseline down
+            assert res.get(timeout=_left(deadline), interval=0.005, follow_parents=False) == 2
 
     def dg_runs(self, n: int) -> None:
         """``n`` 3-step durable runs submitted at once, then each waited on."""
@@ -112,6 +124,24 @@ class SpeedCases(Cases):
         for run in runs:
             out = run.result(timeout=_left(deadline))
             assert out == {"items": ["a", "b", "c"]}, out
+
+
+    def settle(self, queue: str, timeout: float = 120.0) -> float:
+        """Wait until ``queue`` is empty (seconds waited): copies a case left behind (a
+        job the sweep resent, say) must not slow the next case down."""
+        started = time.monotonic()
+        while self.backlog(queue) and time.monotonic() - started < timeout:
+            time.sleep(0.02)
+        return time.monotonic() - started
+
+    def backlog(self, queue: str) -> int:
+        """Messages waiting in ``queue`` on the broker."""
+        if self.cg.settings.broker_kind == "amqp":
+            with self.cg.app.connection_for_write() as conn:
+                return int(conn.default_channel.queue_declare(queue, passive=True)
+                           .message_count)
+        # kombu's Redis transport: a list under the run's key prefix (priority 0)
+        return int(self.cg.app.backend.client.llen(self.cg.CELERY_KEYS + queue))
 
 
 def _left(deadline: float) -> float:
@@ -173,6 +203,65 @@ def table(broker: str, rows: list[tuple[Target, dict[str, Samples]]]) -> tuple[l
     return lines, ok_all
 
 
+def worker_notes(log: Path) -> str:
+    """What the workers' log says about duplicate work: resends and lease takeovers."""
+    text = log.read_text(errors="replace")
+    lost, taken = text.count("was lost by the broker; sent again"), text.count("was taken over")
+    died = text.count("died; sent again")
+    return (f"  workers' log: {lost} jobs resent as lost by the broker, {died} resent after a "
+            f"process died, {taken} stale jobs of leases taken over")
+
+
+PUBLISH = "kombu publish (send_task)"
+
+
+def trips(cg: Any, sink: str, runs: int, n: int) -> list[str]:
+    """Redis round trips and broker publishes per job kind, every job run in this process.
+
+    The workers must be stopped first (their sweeps would take the runs over). Each
+    round trip is counted under the outermost phase (a job kind, the producer's start
+    or its wait for the end, or a background thread) and the innermost one (the store
+    action, script or kombu publish that made it).
+    """
+    ph = Phases()
+    lines: list[str] = []
+    with InProcess(cg, sink, ph) as here:
+        for label, graph, value, count in (
+            ("one 3-step run, sync", cg.chain_graph, {"items": []}, runs),
+            (f"{n:,} @task calls from one node, sync", cg.fan_graph, {"n": n, "total": 0}, 1),
+        ):
+            here.drive(graph, value, "sync")  # warm-up
+            ph.reset()
+            here.kinds.clear()
+            for _ in range(count):
+                here.drive(graph, value, "sync")
+            lines += trip_table(label, count, here.kinds, ph)
+    return lines
+
+
+def trip_table(label: str, runs: int, kinds: dict[str, list[float]], ph: Phases) -> list[str]:
+    """Per run and per job of each kind: round trips by what made them, and publishes."""
+    lines = [f"Redis round trips (RTT) and broker publishes, {label}, x{runs} (in-process):",
+             f"    {'where / what':<58}{'per run':>9}{'per job':>9}"]
+    for outer in sorted({o for o, _ in ph.paths} | {o for o, i in ph.calls_in if i == PUBLISH}):
+        jobs = len(kinds.get(outer.removeprefix("job "), [])) if outer.startswith("job ") else 0
+        total = sum(c for (o, _), c in ph.paths.items() if o == outer)
+        sent = ph.calls_in.get((outer, PUBLISH), 0)
+        head = f"{outer}" + (f" ({jobs / runs:g} per run)" if jobs else "")
+        lines.append(f"    {head:<58}{total / runs:9.1f}{_per(total, jobs)}  RTT total")
+        for (o, inner), c in sorted(ph.paths.items(), key=lambda kv: -kv[1]):
+            if o == outer and inner != outer:
+                lines.append(f"      {inner:<56}{c / runs:9.1f}{_per(c, jobs)}")
+        if sent:
+            lines.append(f"      {'broker publishes':<56}{sent / runs:9.1f}{_per(sent, jobs)}")
+    lines.append("")
+    return lines
+
+
+def _per(count: int, jobs: int) -> str:
+    return f"{count / jobs:9.2f}" if jobs else f"{'':9}"
+
+
 def run_broker(args: argparse.Namespace) -> int:
     """One broker's table: fresh workers, warm-up, interleaved rounds, cleanup."""
     prefix = queue = f"{args.prefix}-{args.broker}"
@@ -187,14 +276,19 @@ def run_broker(args: argparse.Namespace) -> int:
         ready = workers.wait_ready(lambda: cg.noop.delay(0).get(timeout=2))
         print(f"workers ready after {ready:.1f} s; {uptime()}", flush=True)
         rows = []
+        settle = functools.partial(c.settle, queue)
         for target, cases, rounds in sections(c, args):
             if args.warmup:
-                interleaved(cases, max(1, rounds * args.warmup // 100))
+                interleaved(cases, max(1, rounds * args.warmup // 100), settle)
             print(f"  {target.label}: {rounds} rounds", flush=True)
-            rows.append((target, interleaved(cases, rounds)))
+            rows.append((target, interleaved(cases, rounds, settle)))
         lines, ok = table(args.broker, rows)
         print("\n" + "\n".join(lines))
-        print(f"  {uptime()}\n", flush=True)
+        print(f"  {uptime()}\n{worker_notes(workers.log)}\n", flush=True)
+        if args.trips:
+            workers.stop()
+            print("\n".join(trips(cg, f"{queue}-sink", max(3, args.reps // 10), args.fanout)),
+                  flush=True)
     return 0 if ok else 2
 
 
@@ -221,11 +315,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="rounds of a) (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=200,
                         help="concurrent runs and chains in b) (default: %(default)s)")
-    parser.add_argument("--many-reps", type=int, default=7,
+    parser.add_argument("--many-reps", type=int, default=5,
                         help="rounds of b) (default: %(default)s)")
     parser.add_argument("--fanout", type=int, default=1000,
                         help="@task calls and group size in c) (default: %(default)s)")
-    parser.add_argument("--fan-reps", type=int, default=7,
+    parser.add_argument("--fan-reps", type=int, default=5,
                         help="rounds of c) (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=20,
                         help="warm-up rounds, in percent of each section's rounds (at least "
@@ -233,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds a case of a) may take, 6x that for b) and c); a case "
                              "still going is reported as stuck (default: %(default)s)")
+    parser.add_argument("--trips", action="store_true",
+                        help="after each table, stop the workers and count Redis round trips "
+                             "and broker publishes per job kind, every job run in this process")
     parser.add_argument("--quick", action="store_true",
                         help="smoke mode: 15 rounds of a), 50 runs and 200 calls, 3 rounds each")
     args = parser.parse_args(argv)
