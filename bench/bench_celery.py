@@ -174,6 +174,8 @@ class Cases:
 
     def __init__(self, cg: Any, timeout: float) -> None:
         self.cg, self.timeout = cg, timeout
+        self.runs: list[Any] = []
+        """Handles of the durable runs started (a stuck one may still be going)."""
         from celery import chain, group
 
         self._chain, self._group = chain, group
@@ -200,6 +202,7 @@ class Cases:
         config = {"configurable": {"thread_id": uuid.uuid4().hex}}
         # invoke() is submit().result() with no timeout: a stuck run would hang the bench
         run = self.cg.chain_graph.submit({"items": []}, config, durability=durability)
+        self.runs.append(run)
         out = run.result(timeout=self.timeout)
         assert out == {"items": ["a", "b", "c"]}, out
 
@@ -212,6 +215,7 @@ class Cases:
     def dg_fan(self, n: int, durability: str) -> None:
         config = {"configurable": {"thread_id": uuid.uuid4().hex}}
         run = self.cg.fan_graph.submit({"n": n, "total": 0}, config, durability=durability)
+        self.runs.append(run)
         out = run.result(timeout=self.timeout * 6)
         assert out == {"n": n, "total": n * (n - 1) // 2}, out
 
