@@ -50,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -89,10 +90,13 @@ class Samples:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def interleaved(cases: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Samples]:
+def interleaved(cases: dict[str, Callable[[], Any]], rounds: int,
+                settle: Callable[[], Any] | None = None) -> dict[str, Samples]:
     """Run every case once per round, rotating the order; time each call.
 
-    A run that times out is kept aside as stuck (and reported), not timed.
+    A run that times out is kept aside as stuck (and reported), not timed. ``settle``,
+    when given, runs (untimed) before each case: so no case pays for what the one
+    before it left behind.
     """
     from celery.exceptions import TimeoutError as CeleryTimeout
 
@@ -101,6 +105,8 @@ def interleaved(cases: dict[str, Callable[[], Any]], rounds: int) -> dict[str, S
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            if settle is not None:
+                settle()
             started = time.perf_counter()
             try:
                 cases[name]()
@@ -168,6 +174,8 @@ class Cases:
 
     def __init__(self, cg: Any, timeout: float) -> None:
         self.cg, self.timeout = cg, timeout
+        self.runs: list[Any] = []
+        """Handles of the durable runs started (a stuck one may still be going)."""
         from celery import chain, group
 
         self._chain, self._group = chain, group
@@ -182,15 +190,19 @@ class Cases:
         for i in range(3):
             assert self.cg.commit.delay(i).get(timeout=self.timeout) == i
 
-    def chain3(self) -> None:
+    def chain3_flow(self) -> Any:
+        """A Celery ``chain`` of 3 commit tasks; only the last one stores a result."""
         cg = self.cg
-        flow = self._chain(cg.commit_quiet.si(0), cg.commit_quiet.si(1), cg.commit.si(2))
-        assert flow.apply_async().get(timeout=self.timeout) == 2
+        return self._chain(cg.commit_quiet.si(0), cg.commit_quiet.si(1), cg.commit.si(2))
+
+    def chain3(self) -> None:
+        assert self.chain3_flow().apply_async().get(timeout=self.timeout) == 2
 
     def dg_chain(self, durability: str) -> None:
         config = {"configurable": {"thread_id": uuid.uuid4().hex}}
         # invoke() is submit().result() with no timeout: a stuck run would hang the bench
         run = self.cg.chain_graph.submit({"items": []}, config, durability=durability)
+        self.runs.append(run)
         out = run.result(timeout=self.timeout)
         assert out == {"items": ["a", "b", "c"]}, out
 
@@ -203,6 +215,7 @@ class Cases:
     def dg_fan(self, n: int, durability: str) -> None:
         config = {"configurable": {"thread_id": uuid.uuid4().hex}}
         run = self.cg.fan_graph.submit({"n": n, "total": 0}, config, durability=durability)
+        self.runs.append(run)
         out = run.result(timeout=self.timeout * 6)
         assert out == {"n": n, "total": n * (n - 1) // 2}, out
 
@@ -284,37 +297,67 @@ def report(lat: dict[str, Samples], fan: dict[str, Samples], n: int) -> tuple[li
 
 
 class Phases:
-    """Inclusive and exclusive time and Redis round trips of named phases, nested."""
+    """Inclusive and exclusive time and Redis round trips of named phases, nested.
+
+    Each thread nests its own phases. A round trip counts for the innermost phase of
+    its thread (``rtts``) and for the pair (outermost phase, innermost phase) in
+    ``paths``, as does every phase's call in ``calls_in``: so a job kind's own round
+    trips and publishes can be told apart. Those of a thread other than the main one
+    count under ``(thread <name>)`` instead (background renewals, heartbeats, ends).
+    """
 
     def __init__(self) -> None:
         self.incl: dict[str, float] = collections.defaultdict(float)
         self.excl: dict[str, float] = collections.defaultdict(float)
         self.calls: dict[str, int] = collections.defaultdict(int)
         self.rtts: dict[str, int] = collections.defaultdict(int)
-        self._stack: list[list[Any]] = []  # [name, start, child time]
+        self.paths: dict[tuple[str, str], int] = collections.defaultdict(int)
+        self.calls_in: dict[tuple[str, str], int] = collections.defaultdict(int)
+        self._local = threading.local()
         self._patched: list[tuple[Any, str, Any]] = []
 
+    @property
+    def _stack(self) -> list[list[Any]]:
+        """This thread's open phases: [name, start, child time] each."""
+        found: list[list[Any]] | None = getattr(self._local, "stack", None)
+        if found is None:
+            found = self._local.stack = []
+        return found
+
     def reset(self) -> None:
-        for d in (self.incl, self.excl, self.calls, self.rtts):
+        for d in (self.incl, self.excl, self.calls, self.rtts, self.paths, self.calls_in):
             d.clear()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         frame: list[Any] = [name, time.perf_counter(), 0.0]
-        self._stack.append(frame)
+        stack = self._stack
+        self.calls_in[(self._outer(stack, name), name)] += 1
+        stack.append(frame)
         try:
             yield
         finally:
-            self._stack.pop()
+            stack.pop()
             spent = time.perf_counter() - frame[1]
             self.incl[name] += spent
             self.excl[name] += spent - frame[2]
             self.calls[name] += 1
-            if self._stack:
-                self._stack[-1][2] += spent
+            if stack:
+                stack[-1][2] += spent
 
     def rtt(self) -> None:
-        self.rtts[self._stack[-1][0] if self._stack else "(outside)"] += 1
+        stack = self._stack
+        inner = stack[-1][0] if stack else "(outside)"
+        self.rtts[inner] += 1
+        self.paths[(self._outer(stack, inner), inner)] += 1
+
+    @staticmethod
+    def _outer(stack: list[list[Any]], inner: str) -> str:
+        """The outermost phase, or the thread when it is not the main one."""
+        thread = threading.current_thread()
+        if thread is not threading.main_thread():
+            return f"(thread {thread.name})"
+        return stack[0][0] if stack else inner
 
     def wrap(self, owner: Any, attr: str, name: str | Callable[..., str]) -> None:
         """Time every call of ``owner.attr`` as phase ``name`` (or ``name(*args)``)."""
@@ -360,51 +403,73 @@ def producer_profile(c: Cases, n: int, reps: int, top: int) -> list[str]:
     return lines
 
 
-def handler_profile(cg: Any, n: int, reps: int, sink: str, top: int) -> list[str]:
-    """Run every durable-graph job in this process (the Celery task's body), phases timed.
+class InProcess:
+    """durable-graph's jobs run in this process instead of on workers, phases timed.
 
     Messages the producer and the handlers send are captured and run here in FIFO
-    order; each is also published for real to ``sink`` (a queue no worker reads), so
-    the kombu publish cost is counted. Then one fan-out run under cProfile.
+    order (the ``durable_graph.job`` Celery task's body); each is also published for
+    real to ``sink`` (a queue no worker reads), so the kombu publish cost is counted.
+    Inside ``with``: the app's ``send_task`` and the instrumented functions (see
+    ``instrument``) are patched.
     """
+
+    def __init__(self, cg: Any, sink: str, ph: Phases) -> None:
+        from durable_graph.worker.app import JOB_TASK
+
+        self.app, self.sink, self.ph, self._name = cg.app, sink, ph, JOB_TASK
+        self.inbox: collections.deque[tuple[tuple[Any, ...], dict[str, Any]]] = (
+            collections.deque())
+        self.kinds: dict[str, list[float]] = collections.defaultdict(list)
+        self._real_send = cg.app.send_task
+        self._job_task = cg.app.tasks[JOB_TASK]
+
+    def __enter__(self) -> InProcess:
+        self.app.send_task = self._send  # the dispatchers call app.send_task
+        instrument(self.ph)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ph.restore()
+        del self.app.send_task
+
+    def _send(self, name: str, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
+        assert name == self._name, name
+        self.inbox.append((tuple(args or ()), dict(kwargs or {})))
+        with self.ph.phase("kombu publish (send_task)"):
+            return self._real_send(name, args=args, kwargs=kwargs,
+                                   **{**options, "queue": self.sink})
+
+    def drive(self, graph: Any, value: Any, durability: str) -> None:
+        """One run: the producer's start, then every job it leads to, then the end."""
+        ph = self.ph
+        config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+        with ph.phase("producer start_run"):
+            handle = graph.submit(value, config, durability=durability)
+        while self.inbox:
+            args, kwargs = self.inbox.popleft()
+            started = time.perf_counter()
+            with ph.phase(f"job {args[2]}"):
+                self._job_task(*args, **kwargs)  # the Celery task's body, here
+            self.kinds[args[2]].append(time.perf_counter() - started)
+        with ph.phase("producer read end event"):
+            handle.result(timeout=30)
+
+
+def instrument(ph: Phases) -> None:
+    """Time durable-graph's phases and count its Redis round trips (until ``ph.restore``)."""
     import redis as redis_mod
 
     import durable_graph.worker.jobs as jobs_mod
     import durable_graph.worker.runs as runs_mod
     from durable_graph.store.redis.connection import RedisConn
+    from durable_graph.store.redis.jobbook import JobBook
     from durable_graph.store.redis.lease import RedisLeases
     from durable_graph.store.redis.saver import RedisSaver
-    from durable_graph.worker.app import JOB_TASK, CeleryDispatcher
+    from durable_graph.worker.app import CeleryDispatcher
     from durable_graph.worker.events import RunEvents
     from durable_graph.worker.shipping import GraphLoader
 
     app_mod = sys.modules["durable_graph.worker.app"]  # the package's `app` shadows it
-    app = cg.app
-    inbox: collections.deque[tuple[tuple[Any, ...], dict[str, Any]]] = collections.deque()
-    ph = Phases()
-    real_send = app.send_task
-    job_task = app.tasks[JOB_TASK]
-    kinds: dict[str, list[float]] = collections.defaultdict(list)
-
-    def send_task(name: str, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
-        assert name == JOB_TASK, name
-        inbox.append((tuple(args or ()), dict(kwargs or {})))
-        with ph.phase("kombu publish (send_task)"):
-            return real_send(name, args=args, kwargs=kwargs, **{**options, "queue": sink})
-
-    def drive(graph: Any, value: Any, durability: str) -> None:
-        """One run: the producer's start, then every job it leads to, then the end."""
-        config = {"configurable": {"thread_id": uuid.uuid4().hex}}
-        with ph.phase("producer start_run"):
-            handle = graph.submit(value, config, durability=durability)
-        while inbox:
-            args, kwargs = inbox.popleft()
-            started = time.perf_counter()
-            with ph.phase(f"job {args[2]}"):
-                job_task(*args, **kwargs)  # the Celery task's body, here
-            kinds[args[2]].append(time.perf_counter() - started)
-        with ph.phase("producer read end event"):
-            handle.result(timeout=30)
 
     def count(inner: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*a: Any, **k: Any) -> Any:
@@ -412,56 +477,74 @@ def handler_profile(cg: Any, n: int, reps: int, sink: str, top: int) -> list[str
             return inner(*a, **k)
         return counted
 
-    app.send_task = send_task  # the dispatchers call app.send_task; run their jobs here
+    timed: list[tuple[Any, str, str | Callable[..., str]]] = [
+        (CeleryDispatcher, "seal", "seal job (serialize+sign)"),
+        (CeleryDispatcher, "seal_value", "seal run record"),
+        (app_mod, "open_sealed", "open sealed job (verify+decode)"),
+        (GraphLoader, "load", "graph loader"),
+        (RedisConn, "run", lambda self, name, *a, **k: f"redis script {name}"),
+        (RedisConn, "call", lambda self, action, *a, **k: f"redis: {action}"),
+        (RedisLeases, "renew", "lease renew"),
+        (RedisSaver, "get_tuple", "saver.get_tuple (decode)"),
+        (RedisSaver, "put", "saver.put (encode)"),
+        (RedisSaver, "put_writes", "saver.put_writes (encode)"),
+        (RedisSaver, "put_call_writes", "saver.put_call_writes (encode)"),
+        (RunEvents, "publish", "events.publish (encode)"),
+        (jobs_mod, "execute_task", lambda task, *a, **k: f"execute node {task.name}"),
+        (jobs_mod, "plan_tasks", "plan_tasks"),
+        (jobs_mod, "with_null_writes", "with_null_writes"),
+        (runs_mod, "begin_step", "begin_step"),
+        (runs_mod, "end_step", "end_step"),
+        (jobs_mod, "outcomes_from_pending", "outcomes_from_pending"),
+        (runs_mod, "outcomes_from_pending", "outcomes_from_pending"),
+    ]
+    for owner, attr, name in timed:
+        ph.wrap(owner, attr, name)
+    real_register = JobBook.register_sent
+
+    def register(book: JobBook, jobs: Any) -> Any:
+        # one EVAL per thread, sent on a raw connection (not counted below) before the
+        # publish and its reply read after it: a round trip all the same
+        jobs = list(jobs)
+        with ph.phase("redis script REGISTER_JOBS (reply read after the publish)"):
+            for _ in {thread_id for _, thread_id, _ in jobs}:
+                ph.rtt()
+            return real_register(book, jobs)
+
+    ph.patch(JobBook, "register_sent", register)
+    ph.patch(redis_mod.Redis, "execute_command", count(redis_mod.Redis.execute_command))
+    ph.patch(redis_mod.client.Pipeline, "execute", count(redis_mod.client.Pipeline.execute))
+
+
+def handler_profile(cg: Any, n: int, reps: int, sink: str, top: int) -> list[str]:
+    """Run every durable-graph job in this process (see ``InProcess``), phases timed,
+    then one fan-out run under cProfile."""
+    ph = Phases()
     lines: list[str] = []
-    try:
-        ph.wrap(CeleryDispatcher, "seal", "seal job (serialize+sign)")
-        ph.wrap(CeleryDispatcher, "seal_value", "seal run record")
-        ph.wrap(app_mod, "open_sealed", "open sealed job (verify+decode)")
-        ph.wrap(GraphLoader, "load", "graph loader")
-        ph.wrap(RedisConn, "run", lambda self, name, *a, **k: f"redis script {name}")
-        ph.wrap(RedisConn, "call", lambda self, action, *a, **k: f"redis: {action}")
-        ph.wrap(RedisLeases, "renew", "lease renew")
-        ph.wrap(RedisSaver, "get_tuple", "saver.get_tuple (decode)")
-        ph.wrap(RedisSaver, "put", "saver.put (encode)")
-        ph.wrap(RedisSaver, "put_writes", "saver.put_writes (encode)")
-        ph.wrap(RedisSaver, "put_call_writes", "saver.put_call_writes (encode)")
-        ph.wrap(RunEvents, "publish", "events.publish (encode)")
-        ph.wrap(jobs_mod, "execute_task", lambda task, *a, **k: f"execute node {task.name}")
-        ph.wrap(jobs_mod, "plan_tasks", "plan_tasks")
-        ph.wrap(jobs_mod, "with_null_writes", "with_null_writes")
-        ph.wrap(runs_mod, "begin_step", "begin_step")
-        ph.wrap(runs_mod, "end_step", "end_step")
-        ph.wrap(jobs_mod, "outcomes_from_pending", "outcomes_from_pending")
-        ph.wrap(runs_mod, "outcomes_from_pending", "outcomes_from_pending")
-        ph.patch(redis_mod.Redis, "execute_command", count(redis_mod.Redis.execute_command))
-        ph.patch(redis_mod.client.Pipeline, "execute", count(redis_mod.client.Pipeline.execute))
+    with InProcess(cg, sink, ph) as here:
         for label, graph, value, runs in (
             ("3-step chain, sync", cg.chain_graph, {"items": []}, reps),
             ("3-step chain, async", cg.chain_graph, {"items": []}, reps),
             (f"{n:,} @task calls, sync", cg.fan_graph, {"n": n, "total": 0}, 1),
         ):
             durability = label.rsplit(", ", 1)[1]
-            drive(graph, value, durability)  # warm-up
+            here.drive(graph, value, durability)  # warm-up
             ph.reset()
-            kinds.clear()
+            here.kinds.clear()
             wall0 = time.perf_counter()
             for _ in range(runs):
-                drive(graph, value, durability)
-            lines += format_phases(label, runs, time.perf_counter() - wall0, kinds, ph)
+                here.drive(graph, value, durability)
+            lines += format_phases(label, runs, time.perf_counter() - wall0, here.kinds, ph)
         ph.restore()
         prof = cProfile.Profile()
         prof.enable()
-        drive(cg.fan_graph, {"n": n, "total": 0}, "sync")
+        here.drive(cg.fan_graph, {"n": n, "total": 0}, "sync")
         prof.disable()
-        lines.append(f"In-process cProfile, {n:,} @task calls, sync (producer + every job), "
-                     "top by own time:")
-        lines += top_stats(prof, top)
-        lines.append("  durable_graph functions by cumulative time:")
-        lines += top_stats(prof, 2 * top, "cumulative", "durable_graph/")
-    finally:
-        ph.restore()
-        del app.send_task
+    lines.append(f"In-process cProfile, {n:,} @task calls, sync (producer + every job), "
+                 "top by own time:")
+    lines += top_stats(prof, top)
+    lines.append("  durable_graph functions by cumulative time:")
+    lines += top_stats(prof, 2 * top, "cumulative", "durable_graph/")
     return lines
 
 
@@ -529,30 +612,69 @@ def cleanup(url: str, prefix: str) -> int:
     return gone
 
 
-def run(args: argparse.Namespace) -> int:
-    tag = uuid.uuid4().hex[:8]
-    prefix = args.prefix or f"bench-celery-{tag}"
-    queue = f"bench-celery-{tag}"
+def bench_env(url: str, prefix: str, queue: str, broker_url: str | None = None) -> dict[str, str]:
+    """The environment of ``bench.celery_graphs`` (producer and workers) for one run."""
     env = {
         **os.environ,
-        "DURABLE_GRAPH_REDIS_URL": args.url,
+        "DURABLE_GRAPH_REDIS_URL": url,
         "DURABLE_GRAPH_PREFIX": prefix,
         "DURABLE_GRAPH_QUEUE": queue,
         "DURABLE_GRAPH_SECRET_KEY": secrets.token_hex(32),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
+    env.pop("DURABLE_GRAPH_BROKER_URL", None)  # the checkpoint Redis unless told otherwise
+    if broker_url:
+        env["DURABLE_GRAPH_BROKER_URL"] = broker_url
+    return env
+
+
+@contextlib.contextmanager
+def started(url: str, prefix: str, queue: str, concurrency: int, logdir: Path,
+            broker_url: str | None = None) -> Iterator[tuple[Any, Workers]]:
+    """``bench.celery_graphs`` imported here and served by fresh workers; cleaned up after.
+
+    On exit the workers are stopped, every key of ``prefix`` is deleted and, on a
+    RabbitMQ broker, the run's queue and its profiles' ``<queue>-sink`` (see
+    ``InProcess``) with their exchanges too.
+    """
+    env = bench_env(url, prefix, queue, broker_url)
+    os.environ.pop("DURABLE_GRAPH_BROKER_URL", None)
     os.environ.update({k: v for k, v in env.items() if k.startswith("DURABLE_GRAPH_")})
     sys.path.insert(0, str(ROOT))
     import bench.celery_graphs as cg
 
+    workers = Workers(env, queue, concurrency, logdir / "workers.log")
+    try:
+        yield cg, workers
+    finally:
+        workers.stop()
+        gone = cleanup(url, prefix)
+        if cg.settings.broker_kind == "amqp":
+            delete_queues(cg.settings.broker, queue, f"{queue}-sink")
+        print(f"(stopped workers, deleted {gone} keys under {prefix})", flush=True)
+
+
+def delete_queues(broker_url: str, *queues: str) -> None:
+    """Delete ``queues`` and their same-named exchanges on RabbitMQ (missing ones too)."""
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=10) as conn:
+        for queue in queues:
+            conn.default_channel.queue_delete(queue)
+            conn.default_channel.exchange_delete(queue)
+
+
+def run(args: argparse.Namespace) -> int:
+    tag = uuid.uuid4().hex[:8]
+    prefix = args.prefix or f"bench-celery-{tag}"
+    queue = f"bench-celery-{tag}"
     n = args.fanout
     logdir = Path(tempfile.mkdtemp(prefix="bench-celery-"))
-    workers = Workers(env, queue, args.concurrency, logdir / "workers.log")
-    print(f"bench_celery: {args.concurrency} prefork worker processes on queue {queue}, "
-          f"Redis {args.url}, key prefix {prefix}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.2f}; worker log {workers.log}", flush=True)
     code = 1
-    try:
+    with started(args.url, prefix, queue, args.concurrency, logdir) as (cg, workers):
+        print(f"bench_celery: {args.concurrency} prefork worker processes on queue {queue}, "
+              f"Redis {args.url}, key prefix {prefix}, {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.2f}; worker log {workers.log}", flush=True)
         c = Cases(cg, args.timeout)
         ready = workers.wait_ready(lambda: cg.noop.delay(0).get(timeout=2))
         print(f"workers ready after {ready:.1f} s; warming up", flush=True)
@@ -576,10 +698,6 @@ def run(args: argparse.Namespace) -> int:
             workers.stop()
             sink = f"{queue}-sink"
             print("\n".join(handler_profile(cg, n, max(5, args.reps // 4), sink, args.top)))
-    finally:
-        workers.stop()
-        gone = cleanup(args.url, prefix)
-        print(f"(stopped workers, deleted {gone} keys under {prefix})")
     return code
 
 

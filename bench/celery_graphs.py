@@ -5,8 +5,10 @@ Imported by the benchmark (the producer) and by the Celery workers it starts
 the same module-level graphs: workers load the graphs by import path. Everything
 comes from the environment the benchmark sets before importing this module:
 
-``DURABLE_GRAPH_REDIS_URL``, ``DURABLE_GRAPH_PREFIX``, ``DURABLE_GRAPH_QUEUE`` and
-``DURABLE_GRAPH_SECRET_KEY``, which ``create_app`` reads itself.
+``DURABLE_GRAPH_REDIS_URL``, ``DURABLE_GRAPH_PREFIX``, ``DURABLE_GRAPH_QUEUE``,
+``DURABLE_GRAPH_SECRET_KEY`` and, for a RabbitMQ broker, ``DURABLE_GRAPH_BROKER_URL``,
+which ``create_app`` reads itself (the result backend is the checkpoint Redis
+whatever the broker).
 
 The same worker processes serve durable-graph's jobs and the bare baseline tasks:
 
@@ -20,7 +22,7 @@ durable-graph's own job task keeps ``ignore_result``; only the baseline tasks st
 a result, in a Redis result backend on the same Redis (``.get()`` waits on its
 pub/sub notification, no polling). Every Celery key (queue, unacked index,
 bindings, results) lives under ``<prefix>:celery:`` so the benchmark can delete
-exactly its own keys.
+exactly its own keys; on RabbitMQ the benchmark deletes its queue instead.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import redis
 
 from durable_graph import END, START, StateGraph, task
 from durable_graph.store.redis import RedisSaver
-from durable_graph.worker import CeleryExecutor, create_app
+from durable_graph.worker import CeleryExecutor, Settings, create_app
 
 REDIS_URL = os.environ.get("DURABLE_GRAPH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFIX = os.environ.get("DURABLE_GRAPH_PREFIX", "dg")
@@ -46,11 +48,13 @@ app = create_app(
     result_backend_transport_options={"global_keyprefix": CELERY_KEYS},
     result_expires=3600,
 )
-# keep create_app's transport options (visibility timeout, unacked restore) and only
-# move the broker's keys under the run's prefix
-app.conf.broker_transport_options = {
-    **app.conf.broker_transport_options, "global_keyprefix": CELERY_KEYS,
-}
+settings: Settings = app.conf.durable_graph_settings
+if settings.broker_kind == "redis":
+    # keep create_app's transport options (visibility timeout, unacked restore) and
+    # only move the broker's keys under the run's prefix
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options, "global_keyprefix": CELERY_KEYS,
+    }
 
 # -- bare Celery baseline tasks ---------------------------------------------------
 
