@@ -27,8 +27,13 @@ pending writes every checkpoint keeps, as LangGraph does).
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import operator
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -43,7 +48,10 @@ from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, new_checkp
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.sqlite import SqliteSaver
 
-KB = "x" * 1024
+
+def kb() -> str:
+    """1 KB of fresh random text: as incompressible as base64, never the same object twice."""
+    return base64.b64encode(os.urandom(768)).decode()
 
 
 class AppendState(TypedDict):
@@ -57,7 +65,7 @@ class ChatState(TypedDict):
 
 def _append_graph(steps: int) -> Any:
     g = StateGraph(AppendState)
-    g.add_node("step", lambda s: {"log": [KB], "n": s["n"] + 1})
+    g.add_node("step", lambda s: {"log": [kb()], "n": s["n"] + 1})
     g.add_edge(START, "step")
     g.add_conditional_edges("step", lambda s: END if s["n"] >= steps else "step")
     return g
@@ -77,7 +85,7 @@ def run_append(saver: BaseCheckpointSaver, steps: int) -> int:
     config = {"configurable": {"thread_id": "append"}, "recursion_limit": steps + 10}
     state = app.invoke({"log": [], "n": 0}, config)
     assert len(state["log"]) == steps
-    return steps * len(KB)
+    return steps * 1024
 
 
 def run_chat(saver: BaseCheckpointSaver, steps: int) -> int:
@@ -85,12 +93,12 @@ def run_chat(saver: BaseCheckpointSaver, steps: int) -> int:
     app = _chat_graph().compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "chat"}}
     for turn in range(steps):
-        new = [{"id": f"m{turn}", "role": "user", "content": KB}]
+        new = [{"id": f"m{turn}", "role": "user", "content": kb()}]
         if turn % 10 == 9:
-            new.append({"id": f"m{turn - 5}", "role": "user", "content": KB.upper()})
+            new.append({"id": f"m{turn - 5}", "role": "user", "content": kb()})
         app.invoke({"messages": new}, config)
     assert len(app.get_state(config).values["messages"]) == steps
-    return steps * len(KB)
+    return steps * 1024  # the edits replace: not counted as appended (the stricter ratio)
 
 
 def sqlite_size(saver: SqliteSaver) -> int:
@@ -130,6 +138,7 @@ def redis_drop(saver: RedisSaver) -> None:
 
 
 def storage_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    """(store, workload, format, KB/step, values KB/step, store KB, x appended) per run."""
     rows = []
     for store in ("sqlite", "redis"):
         for name, workload in (("append", run_append), ("chat", run_chat)):
@@ -146,6 +155,22 @@ def storage_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
                              f"{values / args.steps / 1024:.1f}",
                              f"{total / 1024:.0f}", f"{total / appended:.2f}"))
     return rows
+
+
+def verdict(per_step: float, ratio: float) -> str:
+    """PASS when both storage targets hold, else what missed."""
+    missed = [f"{per_step:.1f} KB/step > 3" if per_step > 3 else "",
+              f"{ratio:.2f}x > 1.5x" if ratio > 1.5 else ""]
+    return "MISS (" + ", ".join(m for m in missed if m) + ")" if any(missed) else "PASS"
+
+
+def baseline_rows(args: argparse.Namespace) -> list[tuple[str, ...]]:
+    """The storage rows of another checkout (``--baseline``), run in a child process."""
+    env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
+    out = subprocess.run(
+        [sys.executable, __file__, "--storage-json", "--steps", str(args.steps),
+         "--redis-url", args.redis_url], env=env, check=True, capture_output=True, text=True)
+    return [tuple(r) for r in json.loads(out.stdout.splitlines()[-1])]
 
 
 def _open(store: str, args: argparse.Namespace, tmp: Path, *, delta: bool) -> tuple[Any, Any, Any]:
@@ -191,10 +216,12 @@ def read_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
                 config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
                 latest.append(_timed(lambda c=config, s=saver: s.get_tuple(c)))
                 page.append(_timed(lambda c=config, s=saver: list(s.list(c, limit=100)), 10))
-                rows.append((store, f"{size:,}", f"{latest[-1]:.3f}", f"{page[-1]:.2f}"))
+                rows.append((store, f"{size:,}", f"{latest[-1]:.3f}", f"{page[-1]:.2f}", ""))
             full = [p for p, size in zip(page, args.sizes, strict=True) if size >= 100]
-            rows.append((store, "largest/smallest", f"{max(latest) / min(latest):.2f}",
-                         f"{max(full) / min(full):.2f}" if full else "-"))
+            ratios = [max(latest) / min(latest), *([max(full) / min(full)] if full else [])]
+            rows.append((store, "largest/smallest", f"{ratios[0]:.2f}",
+                         f"{ratios[1]:.2f}" if full else "-",
+                         "PASS" if max(ratios) <= 1.3 else "MISS"))
         finally:
             drop(saver)
     return rows
@@ -213,15 +240,29 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,1000,100000",
                         help="history lengths for the read latency table (comma separated)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--baseline", help="another checkout (e.g. main's worktree): its "
+                        "storage figures are measured in the same run, side by side")
+    parser.add_argument("--skip-reads", action="store_true", help="storage table only")
+    parser.add_argument("--storage-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
+        if args.storage_json:  # the child of --baseline
+            print(json.dumps(storage_rows(args, Path(tmp))))
+            return
+        rows = [("this", *r) for r in storage_rows(args, Path(tmp))]
+        if args.baseline:
+            rows = [("baseline", *r) for r in baseline_rows(args)] + rows
+        rows = [(*r, verdict(float(r[4]), float(r[7])) if r[3] == "deltas" else "")
+                for r in rows]
         _table(f"Store after {args.steps} steps of 1 KB (target: <= 3 KB/step, <= 1.5x appended)",
-               ("store", "workload", "format", "KB/step", "values KB/step", "store KB",
-                "x appended"),
-               storage_rows(args, Path(tmp)))
-        _table("Read latency (median ms) by history length (target: largest/smallest <= 1.3)",
-               ("store", "checkpoints", "latest", "page of 100"), read_rows(args, Path(tmp)))
+               ("code", "store", "workload", "format", "KB/step", "values KB/step", "store KB",
+                "x appended", "target"),
+               rows)
+        if not args.skip_reads:
+            _table("Read latency (median ms) by history length (target: largest/smallest "
+                   "<= 1.3)", ("store", "checkpoints", "latest", "page of 100", "target"),
+                   read_rows(args, Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ __all__ = [
     "empty_checkpoint",
     "new_checkpoint_id",
     "require_versions",
+    "retires_parent_writes",
     "thread_id_of",
 ]
 
@@ -210,6 +211,19 @@ def require_versions(checkpoint: Checkpoint) -> None:
     unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
     if unversioned:
         raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
+
+
+def retires_parent_writes(config: Mapping[str, Any], metadata: Mapping[str, Any]) -> bool:
+    """Whether a ``put`` retires its parent's ordinary pending writes (when it is the latest).
+
+    A step of the engine's loop (``EXTENDS_LATEST``, source ``loop``) holds its parent's
+    writes applied, as values (so as deltas): keeping them too would store each step's
+    output twice. Outcomes stay: errors, interrupts and resume values (negative slots),
+    which history shows and a resume reads. Inputs, branches, copies and the workers'
+    step commits (which find finished tasks by their writes) keep every write.
+    """
+    return bool((config.get("configurable") or {}).get(EXTENDS_LATEST)) \
+        and metadata.get("source") == "loop"
 
 
 def checkpoint_config(thread_id: str, ns: str, checkpoint_id: str) -> dict[str, Any]:

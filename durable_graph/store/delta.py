@@ -57,15 +57,17 @@ class ChannelDelta:
 
 def diff_lists(old: Sequence[Any], new: Sequence[Any]) -> tuple[Op, ...]:
     """Ops that rebuild ``new`` from ``old``, copying every item ``new`` shares by identity."""
-    where = {id(item): i for i, item in enumerate(old)}
+    where: dict[int, int] = {}
+    for i, item in enumerate(old):
+        where.setdefault(id(item), i)  # an item the list repeats: its first place
     ops: list[Op] = []
     start = stop = -1
     fresh: list[Any] = []
     for item in new:
-        i = where.get(id(item), -1)
-        if i >= 0 and i == stop:
+        if 0 <= stop < len(old) and old[stop] is item:  # the run goes on (also for repeats)
             stop += 1
             continue
+        i = where.get(id(item), -1)
         if start >= 0:
             ops.append(("c", (start, stop)))
             start = stop = -1

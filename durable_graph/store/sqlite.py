@@ -57,6 +57,7 @@ from durable_graph.store.base import (
     checkpoint_config,
     config_ids,
     require_versions,
+    retires_parent_writes,
 )
 from durable_graph.store.delta import (
     DEFAULT_SNAPSHOT_EVERY,
@@ -195,6 +196,11 @@ _LOAD_WRITES = """
 SELECT task_id, idx, channel, type, blob FROM writes
 WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
 ORDER BY task_id, idx
+"""
+# The ordinary writes of the latest checkpoint when a step extends it (see
+# ``retires_parent_writes``); outcomes keep their negative slots.
+_DROP_APPLIED_WRITES = """
+DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND idx >= 0
 """
 _INSERT_CHECKPOINT = (
     f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -467,8 +473,10 @@ class SqliteSaver(BaseCheckpointSaver):
         row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
         versions = checkpoint.channel_versions
         with self._transaction() as conn:
-            if (config.get("configurable") or {}).get(EXTENDS_LATEST):
-                self._check_extends(conn, row, metadata)
+            extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
+                and self._check_extends(conn, row, metadata)
+            if extends and retires_parent_writes(config, metadata):
+                conn.execute(_DROP_APPLIED_WRITES, (thread_id, ns, parent_id))
             present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
@@ -489,15 +497,18 @@ class SqliteSaver(BaseCheckpointSaver):
     @staticmethod
     def _check_extends(
         conn: sqlite3.Connection, row: _Row, metadata: CheckpointMetadata
-    ) -> None:
-        """Compare-and-set: refuse a commit that does not extend the thread's latest."""
+    ) -> bool:
+        """Compare-and-set: refuse a commit that does not extend the thread's latest.
+
+        True when the parent is the latest (the commit extends the thread's line).
+        """
         thread_id, ns, checkpoint_id, parent_id = row[:4]
         found = conn.execute(_LATEST, (thread_id, ns)).fetchone()
         latest = found[0] if found else None
         if latest is None or latest in (parent_id, checkpoint_id):
-            return
+            return latest is not None and latest == parent_id
         if metadata.get("source") in _BRANCH_SOURCES and parent_id is not None:
-            return  # an explicit branch from a past checkpoint
+            return False  # an explicit branch from a past checkpoint
         raise CommitConflictError(
             f"commit to thread {thread_id!r} rejected: it extends checkpoint "
             f"{parent_id or '(none)'} but the thread's latest is {latest}; another process "

@@ -172,3 +172,54 @@ def test_prune_keeps_a_parked_interrupt_on_a_delta_thread(kind: str, tmp_path: P
     assert [c.checkpoint.id for c in saver.list(config)] == [saver.get_tuple(config).checkpoint.id]
     state = app.invoke(Command(resume="done"), config)
     assert state["log"] == [0, "a0", 1, "a1", 2, "a2", 3, "a3", "last", "done"]
+
+
+def test_diff_of_a_list_repeating_one_object_stays_small() -> None:
+    """Appending an object the list already holds copies one run, not one op per item."""
+    item = "x" * 100
+    old = [item] * 50
+    ops = diff_lists(old, [*old, item])
+    assert apply_delta(old, ops) == [item] * 51
+    assert len(ops) <= 2
+
+
+_PERSISTED = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+@pytest.mark.parametrize("kind", _PERSISTED)
+def test_a_step_retires_its_parents_applied_writes_but_keeps_outcomes(
+    kind: str, tmp_path: Path
+) -> None:
+    """Each step's output is stored once: a committed successor holds it as values.
+
+    The writes of past steps are gone (their values live on in the next checkpoint),
+    the latest checkpoint keeps its writes, and interrupts stay on the step that
+    raised them, so history and resumes read the same as before.
+    """
+    from durable_graph import Command, interrupt
+
+    def ask(state: State) -> dict[str, Any]:
+        return {"log": [interrupt("more?")]}
+
+    g = StateGraph(State)
+    g.add_node("step", lambda s: {"log": ["s"]})
+    g.add_node("ask", ask)
+    g.add_edge(START, "step")
+    g.add_edge("step", "ask")
+    g.add_edge("ask", END)
+    saver = _open(kind, tmp_path)
+    app = g.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t"}}
+    app.invoke({"log": [0]}, config)  # parked at the interrupt
+    parked = saver.get_tuple(config)
+    assert parked is not None and [w.channel for w in parked.pending_writes] == ["__interrupt__"]
+    assert app.invoke(Command(resume="yes"), config)["log"] == [0, "s", "yes"]
+    history = list(saver.list(config))
+    assert [h.metadata["source"] for h in history] == ["loop", "loop", "loop", "input"]
+    writes = [sorted(w.channel for w in h.pending_writes) for h in history]
+    # __start__'s and step's writes went with the commits that applied them; the step
+    # that was parked keeps its interrupt and the resume value it got
+    assert writes == [[], ["__interrupt__", "__resume__"], [], []]
+    snaps = list(app.get_state_history(config))
+    assert [s.next for s in snaps] == [(), ("ask",), ("step",), ("__start__",)]
+    assert [i.value for i in snaps[1].interrupts] == ["more?"]

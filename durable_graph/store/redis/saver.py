@@ -35,6 +35,7 @@ from durable_graph.store.base import (
     checkpoint_config,
     config_ids,
     require_versions,
+    retires_parent_writes,
 )
 from durable_graph.store.delta import DEFAULT_SNAPSHOT_EVERY, delta_links, snapshot_every_of
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
@@ -77,6 +78,13 @@ def _fence(config: Mapping[str, Any]) -> str:
     if isinstance(fence, bool) or not isinstance(fence, int):
         raise GraphValueError(f"a fencing token must be an int lease generation, got {fence!r}")
     return str(fence)
+
+
+def _applied_parent(
+    config: Mapping[str, Any], metadata: CheckpointMetadata, parent_id: str | None
+) -> str:
+    """The parent whose ordinary writes a commit retires, if the latest ('' for none)."""
+    return parent_id if parent_id and retires_parent_writes(config, metadata) else ""
 
 
 def _flatten(pairs: Mapping[str, Any]) -> list[Any]:
@@ -293,7 +301,8 @@ class RedisSaver(BaseCheckpointSaver):
         blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
         required = [wanted[ch] for ch in wanted if ch not in new_versions]
         commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
-        cas = [expect_latest or "", replaces or "", keep or ""]
+        cas = [expect_latest or "", replaces or "", keep or "",
+               _applied_parent(config, metadata, parent_id)]
         reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=required)
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}

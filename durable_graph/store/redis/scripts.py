@@ -100,19 +100,22 @@ PUT = _lua(
     + _DROP_IDS
     + """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
--- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep,
+-- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep, applied,
 --       n, cp field/value * n/2, m, blob field/value * m/2, required blob fields...
 -- expect: '' or the id that must be the newest checkpoint now (a step's committer
 -- must still be the only one). drop: '' or a checkpoint this commit replaces (exit
 -- durability); its values go unless this checkpoint or `keep` reads them.
+-- applied: '' or the parent whose step this checkpoint applied: while it is the
+-- newest, its ordinary writes go (their values live on in this checkpoint); its
+-- outcomes (negative slots: errors, interrupts, resume values) stay.
 local ok, gen = fence_ok(KEYS[2], ARGV[1])
 if not ok then return {'fenced', gen} end
 if ARGV[7] ~= '' then
   local newest = redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] or ''
   if newest ~= ARGV[7] then return {'conflict', newest} end
 end
-local ncp = tonumber(ARGV[10])
-local cp_from = 11
+local ncp = tonumber(ARGV[11])
+local cp_from = 12
 local nblob = tonumber(ARGV[cp_from + ncp])
 local blob_from = cp_from + ncp + 1
 local missing = {'missing'}
@@ -120,6 +123,12 @@ for j = blob_from + nblob, #ARGV do
   if redis.call('HEXISTS', KEYS[5], ARGV[j]) == 0 then missing[#missing + 1] = ARGV[j] end
 end
 if #missing > 1 then return missing end
+if ARGV[10] ~= '' and redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] == ARGV[10] then
+  local applied = ARGV[4] .. @W@ .. ARGV[10]
+  for _, f in ipairs(redis.call('HKEYS', applied)) do
+    if not string.find(f, ':%-%d+$') then redis.call('HDEL', applied, f) end
+  end
+end
 redis.call('DEL', KEYS[6])
 redis.call('HSET', KEYS[6], unpack(ARGV, cp_from, cp_from + ncp - 1))
 for j = blob_from, blob_from + nblob - 1, 2 do
