@@ -51,6 +51,8 @@ SHARED = (
     "test_failed_thread_resumes_without_rerunning_the_sibling",
     "test_entry_thread_state",
     "test_entry_thread_resumes_with_recorded_task_results",
+    "test_chat_thread_history_reads_back_through_its_delta_chains",
+    "test_chat_thread_resumes_with_a_new_turn",
 )
 """The golden tests that run here on Redis, with this module's fixtures."""
 globals().update({name: getattr(_unit, name) for name in SHARED})
@@ -99,3 +101,15 @@ def test_v2_values_are_bound_to_the_prefix_they_were_written_under(golden_redis:
     with RedisSaver.from_url(golden_redis, prefix="elsewhere", serde=gen.golden_serde()) as s, \
             pytest.raises(SignatureError, match="'complete'"):
         s.get_tuple(gen.config("complete"))
+
+
+def test_v3_holds_delta_chains() -> None:
+    """The delta format's store keeps chain fields beside delta values (what v3 adds)."""
+    import base64
+
+    from durable_graph.store.redis.keys import CHAIN
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v3"]).read_text())
+    fields = [base64.b64decode(f) for rec in data["keys"] if rec["type"] == "hash"
+              for f in rec["content"]]
+    assert any(f.startswith(CHAIN.encode()) for f in fields)
