@@ -178,6 +178,11 @@ def test_checkpoints_per_durability_mode_match_embedded(cluster: Cluster, durabi
     assert len(local_history) == expected_count  # the modes differ: the test can tell
     assert len(remote_history) == len(local_history)
     assert remote_history == local_history
+    # the workers' commits stored the growing log as deltas, one per step after the first
+    latest = gf.saver.get_tuple(config)
+    assert latest is not None
+    version = latest.checkpoint.channel_versions["log"]
+    assert gf.saver.value_depth(thread_of(config), "", "log", version) == len(gf.CHAIN) - 1
 
 
 def test_interrupt_pauses_without_a_busy_worker_and_command_resumes(cluster: Cluster) -> None:

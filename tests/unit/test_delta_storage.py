@@ -223,3 +223,41 @@ def test_a_step_retires_its_parents_applied_writes_but_keeps_outcomes(
     snaps = list(app.get_state_history(config))
     assert [s.next for s in snaps] == [(), ("ask",), ("step",), ("__start__",)]
     assert [i.value for i in snaps[1].interrupts] == ["more?"]
+
+
+@pytest.mark.redis
+def test_a_redis_commit_given_its_parent_stores_deltas_and_never_a_dangling_one(
+    tmp_path: Path,
+) -> None:
+    """``put(parent=)`` (the workers' commits) plans deltas as the embedded loop does.
+
+    A delta whose base value is gone by the time the script runs is not committed:
+    the whole value is stored instead.
+    """
+    from durable_graph.store.base import Checkpoint, new_checkpoint_id
+    from durable_graph.store.redis import RedisSaver
+    from durable_graph.store.redis.keys import ThreadKeys, blob_field
+
+    saver = _open("redis", tmp_path)
+    assert isinstance(saver, RedisSaver)
+    parent: Checkpoint | None = None
+    log: list[Any] = []
+    for step in range(4):
+        log = [*log, f"item{step}"]
+        cp = Checkpoint(new_checkpoint_id(), "2026-01-01T00:00:00+00:00", {"log": log},
+                        {"log": step + 1}, {})
+        conf: dict[str, Any] = {"thread_id": "t", "checkpoint_ns": ""}
+        if parent is not None:
+            conf["checkpoint_id"] = parent.id
+        if step == 3:  # read (its depth is known), then the base vanishes (outside prune)
+            assert saver.get_tuple({"configurable": {"thread_id": "t"}}) is not None
+            saver.client.hdel(ThreadKeys(saver.prefix, "t").ns("").blobs, blob_field("log", 3))
+        saver.put({"configurable": conf}, cp, {"source": "loop", "step": step},
+                  {"log": step + 1}, parent=parent)
+        parent = cp
+    blobs = ThreadKeys(saver.prefix, "t").ns("").blobs
+    assert not saver.client.hexists(blobs, blob_field("log", 3))
+    depths = [saver.value_depth("t", "", "log", v) for v in (1, 2, 4)]
+    assert depths == [0, 1, 0]  # a delta, then (its base gone) the whole value
+    latest = saver.get_tuple({"configurable": {"thread_id": "t"}})
+    assert latest is not None and latest.checkpoint.channel_values["log"] == log

@@ -144,10 +144,14 @@ def _chain(
     return out
 
 
-def decode_tuple(tc: ThreadCodec, entry: Sequence[Any]) -> CheckpointTuple:
+def decode_tuple(
+    tc: ThreadCodec, entry: Sequence[Any], depths: dict[tuple[str, int], int] | None = None
+) -> CheckpointTuple:
     """A checkpoint tuple from one ``LOAD`` reply entry: id, fields, blobs, writes.
 
     With a signing serializer the record's signature is checked before any value.
+    ``depths``, if given, gets the stored depth of each value read, by (channel,
+    version): what a commit on top of this checkpoint needs to plan its deltas.
     """
     raw_id, flat, blob_values, write_flat, blob_names = entry
     checkpoint_id = raw_id.decode()
@@ -156,11 +160,16 @@ def decode_tuple(tc: ThreadCodec, entry: Sequence[Any]) -> CheckpointTuple:
     signed = tc.check_record(checkpoint_id, fields, sig)
     versions: dict[str, int] = json.loads(fields["versions"])
     by_field = dict(zip([n.decode() for n in blob_names], blob_values, strict=True))
-    values = resolve_values({
+    stored = {
         ch: tc.value(checkpoint_id, ch, v, decode_blob(raw), signed_record=signed)
         for ch, v in versions.items()
         if (raw := by_field.get(blob_field(ch, v))) is not None
-    }, lambda ch, head: _chain(tc, checkpoint_id, ch, head, by_field, signed=signed))
+    }
+    if depths is not None:
+        depths.update({(ch, versions[ch]): v.depth if isinstance(v, ChannelDelta) else 0
+                       for ch, v in stored.items()})
+    values = resolve_values(
+        stored, lambda ch, head: _chain(tc, checkpoint_id, ch, head, by_field, signed=signed))
     parent = fields["parent"].decode()
     thread_id, ns = tc.thread_id, tc.ns
     return CheckpointTuple(

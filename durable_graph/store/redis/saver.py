@@ -15,6 +15,7 @@ checkpoints), so a ``limit=1`` query never reads the whole history.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -22,7 +23,12 @@ from typing import Any
 
 import ormsgpack
 
-from durable_graph.errors import CommitConflictError, FencingError, GraphValueError
+from durable_graph.errors import (
+    CheckpointStoreError,
+    CommitConflictError,
+    FencingError,
+    GraphValueError,
+)
 from durable_graph.store.base import (
     ERROR,
     INTERRUPT,
@@ -37,7 +43,13 @@ from durable_graph.store.base import (
     require_versions,
     retires_parent_writes,
 )
-from durable_graph.store.delta import DEFAULT_SNAPSHOT_EVERY, delta_links, snapshot_every_of
+from durable_graph.store.delta import (
+    DEFAULT_SNAPSHOT_EVERY,
+    ChannelDelta,
+    delta_links,
+    plan_values,
+    snapshot_every_of,
+)
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.commit_wait import CommitWait
@@ -68,6 +80,8 @@ __all__ = ["RedisSaver"]
 
 PAGE_SIZE = 100
 """Checkpoints read per round trip while listing; bounds memory, not results."""
+_DEPTHS_KEPT = 50_000
+"""Value depths a saver remembers from its reads before it forgets them all."""
 
 
 def _fence(config: Mapping[str, Any]) -> str:
@@ -85,6 +99,13 @@ def _applied_parent(
 ) -> str:
     """The parent whose ordinary writes a commit retires, if the latest ('' for none)."""
     return parent_id if parent_id and retires_parent_writes(config, metadata) else ""
+
+
+def _delta_bases(checkpoint: Checkpoint, channels: Sequence[str]) -> dict[str, str]:
+    """Blob field of the base of each delta among ``channels`` -> its channel."""
+    values = checkpoint.channel_values
+    return {blob_field(ch, values[ch].base): ch for ch in channels
+            if isinstance(values[ch], ChannelDelta)}
 
 
 def _flatten(pairs: Mapping[str, Any]) -> list[Any]:
@@ -132,6 +153,11 @@ class RedisSaver(BaseCheckpointSaver):
         self.leases = RedisLeases(self._conn, prefix)
         """Lease API for coordinators: acquire, renew, release (see ``lease``)."""
         self._threads = ThreadRecords(self._conn, prefix)
+        self._depths: dict[tuple[str, str, str, int], int] = {}
+        """Stored depth of each value this saver last read, by (thread, ns, channel,
+        version): a commit on top of a checkpoint just loaded plans its deltas without
+        another round trip (a value is never rewritten at its version; a base deleted
+        meanwhile is caught by the commit script)."""
 
     @classmethod
     def from_url(
@@ -189,7 +215,12 @@ class RedisSaver(BaseCheckpointSaver):
             "LOAD", [nsk.index, nsk.blobs], [nsk.base, *ids], "read checkpoint"
         )
         tc = self.codec_of(thread_id, ns)
-        return [decode_tuple(tc, entry) for entry in entries]
+        depths: dict[tuple[str, int], int] = {}
+        loaded = [decode_tuple(tc, entry, depths) for entry in entries]
+        if len(self._depths) > _DEPTHS_KEPT:
+            self._depths.clear()
+        self._depths.update({(thread_id, ns, ch, v): d for (ch, v), d in depths.items()})
+        return loaded
 
     def codec_of(self, thread_id: str, ns: str) -> ThreadCodec:
         """How values of ``thread_id``/``ns`` are signed for their place here."""
@@ -278,6 +309,7 @@ class RedisSaver(BaseCheckpointSaver):
         expect_latest: str | None = None,
         replaces: str | None = None,
         keep: str | None = None,
+        parent: Checkpoint | None = None,
     ) -> dict[str, Any]:
         """Commit a checkpoint, its changed values and the thread record in one script.
 
@@ -290,22 +322,40 @@ class RedisSaver(BaseCheckpointSaver):
         is the newest (else ``CommitConflictError``: another worker committed the
         step); ``replaces`` deletes that checkpoint in the same script (``exit``
         durability keeps no step history), sparing values ``keep`` still reads.
+        ``parent`` (the whole checkpoint the step started from) makes changed list
+        channels deltas against it, planned as the embedded loop plans them.
+
+        A delta is committed only while its base value is stored (checked in the
+        script); else the whole values are, or, for deltas planned by the caller,
+        nothing (``CheckpointStoreError``).
         """
         thread_id, ns, parent_id = config_ids(config)
         fence = _fence(config)
         require_versions(checkpoint)
+        whole = checkpoint
+        if parent is not None:
+            checkpoint = self._with_deltas(thread_id, ns, checkpoint, parent, new_versions)
         tc = self.codec_of(thread_id, ns)
         fields = checkpoint_fields(tc, checkpoint, metadata, parent_id)
         wanted = blob_fields_of(checkpoint)
         changed = [ch for ch in wanted if ch in new_versions]
         blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
-        required = [wanted[ch] for ch in wanted if ch not in new_versions]
+        bases = _delta_bases(checkpoint, changed)
+        required = [wanted[ch] for ch in wanted if ch not in new_versions] + list(bases)
         commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
         cas = [expect_latest or "", replaces or "", keep or "",
                _applied_parent(config, metadata, parent_id)]
         reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=required)
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
+            if missing & set(bases):
+                if parent is None:
+                    raise CheckpointStoreError(
+                        f"commit to thread {thread_id!r} rejected: the stored value a delta "
+                        f"of channel {bases[min(missing & set(bases))]!r} extends is gone "
+                        "(deleted meanwhile). Nothing was written; run the thread again.")
+                return self.put(config, whole, metadata, new_versions, expect_latest=expect_latest,
+                                replaces=replaces, keep=keep)
             more = {ch: f for ch, f in wanted.items() if f in missing}
             blobs.update(self._encode(tc, checkpoint, more))
             reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=[])
@@ -317,6 +367,20 @@ class RedisSaver(BaseCheckpointSaver):
                 "step. Nothing was written."
             )
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _with_deltas(
+        self, thread_id: str, ns: str, checkpoint: Checkpoint, parent: Checkpoint,
+        new_versions: Mapping[str, int],
+    ) -> Checkpoint:
+        """``checkpoint`` with changed list channels as deltas against ``parent``'s values."""
+        if self.snapshot_every < 1:
+            return checkpoint
+        values = plan_values(
+            checkpoint.channel_values, new_versions,
+            (parent.channel_values, parent.channel_versions),
+            depth_of=lambda ch, v: self.value_depth(thread_id, ns, ch, v),
+            every=self.snapshot_every, depths={})
+        return dataclasses.replace(checkpoint, channel_values=values)
 
     @staticmethod
     def _encode(
@@ -333,6 +397,9 @@ class RedisSaver(BaseCheckpointSaver):
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
     ) -> int | None:
+        known = self._depths.get((thread_id, checkpoint_ns, channel, version))
+        if known is not None:
+            return known
         blobs = ThreadKeys(self.prefix, thread_id).ns(checkpoint_ns).blobs
         field = blob_field(channel, version)
 
@@ -496,16 +563,19 @@ class RedisSaver(BaseCheckpointSaver):
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value, write and the record of a thread."""
+        self._depths.clear()  # what this saver read may be gone
         retention.delete_thread(self._conn, self.prefix, str(thread_id))
         self._threads.unindex(str(thread_id))
 
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
+        self._depths.clear()  # what this saver read may be gone
         retention.delete_checkpoints(self._conn, self.prefix, str(thread_id), checkpoint_ns,
                                      builtins.list(ids))
 
     def prune_thread(self, thread_id: str, keep: int) -> int:
         """Keep the newest ``keep`` checkpoints per namespace and all they need (a script each)."""
+        self._depths.clear()  # what this saver read may be gone
         return retention.prune(self._conn, self.prefix, thread_id, keep)
 
     def set_ttl(self, thread_id: str, seconds: int | None) -> None:
