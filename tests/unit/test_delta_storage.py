@@ -261,3 +261,21 @@ def test_a_redis_commit_given_its_parent_stores_deltas_and_never_a_dangling_one(
     assert depths == [0, 1, 0]  # a delta, then (its base gone) the whole value
     latest = saver.get_tuple({"configurable": {"thread_id": "t"}})
     assert latest is not None and latest.checkpoint.channel_values["log"] == log
+
+
+def test_history_streams_a_page_at_a_time(tmp_path: Path) -> None:
+    """The newest snapshot of a long history comes after one page of rows, not all of them."""
+    saver = SqliteSaver(tmp_path / "long.db")
+    app = _graph().compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t"}}
+    for n in range(120):  # 360 checkpoints: more than three pages
+        app.invoke({"log": [n], "messages": []}, config)
+    statements: list[str] = []
+    saver._conn.set_trace_callback(statements.append)
+    history = app.get_state_history(config)
+    assert next(history).values["log"] == list(range(120))
+    pages = [s for s in statements if "LIMIT" in s and "FROM checkpoints" in s]
+    assert len(pages) == 1 and len(statements) < 20
+    rest = sum(1 for _ in history)
+    assert rest == 359
+    saver._conn.set_trace_callback(None)
