@@ -195,28 +195,36 @@ def _fill(saver: BaseCheckpointSaver, thread: str, count: int) -> None:
         parent = cp.id
 
 
-def _timed(call: Callable[[], Any], repeat: int = 30) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
+def _interleaved(calls: list[Callable[[], Any]], rounds: int) -> list[float]:
+    """Median ms of each call, timed in turns (a, b, c, a, b, c, ...) so load drifts hit all."""
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for call, out in zip(calls, samples, strict=True):
+            start = time.perf_counter()
+            call()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(s) * 1000 for s in samples]
 
 
 def read_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    """Latency by history length: every thread written first, then all timed in turns.
+
+    So each length is read from the same store (same file or server, same size), and
+    only the thread's own history length differs between the figures.
+    """
     rows = []
     for store in ("sqlite", "redis"):
         saver, _, drop = _open(store, args, tmp, delta=True)
         try:
-            latest, page = [], []
+            configs = []
             for size in args.sizes:
-                thread = f"h{size}"
-                _fill(saver, thread, size)
-                config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-                latest.append(_timed(lambda c=config, s=saver: s.get_tuple(c)))
-                page.append(_timed(lambda c=config, s=saver: list(s.list(c, limit=100)), 10))
-                rows.append((store, f"{size:,}", f"{latest[-1]:.3f}", f"{page[-1]:.2f}", ""))
+                _fill(saver, f"h{size}", size)
+                configs.append({"configurable": {"thread_id": f"h{size}", "checkpoint_ns": ""}})
+            latest = _interleaved([lambda c=c, s=saver: s.get_tuple(c) for c in configs], 60)
+            page = _interleaved(
+                [lambda c=c, s=saver: list(s.list(c, limit=100)) for c in configs], 15)
+            for size, one, hundred in zip(args.sizes, latest, page, strict=True):
+                rows.append((store, f"{size:,}", f"{one:.3f}", f"{hundred:.2f}", ""))
             full = [p for p, size in zip(page, args.sizes, strict=True) if size >= 100]
             ratios = [max(latest) / min(latest), *([max(full) / min(full)] if full else [])]
             rows.append((store, "largest/smallest", f"{ratios[0]:.2f}",
@@ -234,6 +242,17 @@ def _table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> No
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
 
 
+def _storage_table(args: argparse.Namespace, tmp: Path) -> None:
+    rows = [("this", *r) for r in storage_rows(args, tmp)]
+    if args.baseline:
+        rows = [("baseline", *r) for r in baseline_rows(args)] + rows
+    rows = [(*r, verdict(float(r[4]), float(r[7])) if r[3] == "deltas" else "") for r in rows]
+    _table(f"Store after {args.steps} steps of 1 KB (target: <= 3 KB/step, <= 1.5x appended)",
+           ("code", "store", "workload", "format", "KB/step", "values KB/step", "store KB",
+            "x appended", "target"),
+           rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="steps / chat turns")
@@ -243,6 +262,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="another checkout (e.g. main's worktree): its "
                         "storage figures are measured in the same run, side by side")
     parser.add_argument("--skip-reads", action="store_true", help="storage table only")
+    parser.add_argument("--skip-storage", action="store_true", help="read latency table only")
     parser.add_argument("--storage-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
@@ -250,15 +270,8 @@ def main() -> None:
         if args.storage_json:  # the child of --baseline
             print(json.dumps(storage_rows(args, Path(tmp))))
             return
-        rows = [("this", *r) for r in storage_rows(args, Path(tmp))]
-        if args.baseline:
-            rows = [("baseline", *r) for r in baseline_rows(args)] + rows
-        rows = [(*r, verdict(float(r[4]), float(r[7])) if r[3] == "deltas" else "")
-                for r in rows]
-        _table(f"Store after {args.steps} steps of 1 KB (target: <= 3 KB/step, <= 1.5x appended)",
-               ("code", "store", "workload", "format", "KB/step", "values KB/step", "store KB",
-                "x appended", "target"),
-               rows)
+        if not args.skip_storage:
+            _storage_table(args, Path(tmp))
         if not args.skip_reads:
             _table("Read latency (median ms) by history length (target: largest/smallest "
                    "<= 1.3)", ("store", "checkpoints", "latest", "page of 100", "target"),
