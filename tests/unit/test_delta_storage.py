@@ -279,3 +279,61 @@ def test_history_streams_a_page_at_a_time(tmp_path: Path) -> None:
     rest = sum(1 for _ in history)
     assert rest == 359
     saver._conn.set_trace_callback(None)
+
+
+# One edit of a list: (kind, position); new items are fresh objects.
+_list_edit = st.tuples(st.sampled_from(["append", "insert", "replace", "remove", "clear"]),
+                       st.integers(0, 30))
+
+
+def _edited(items: list[Any], edit: tuple[str, int], n: int) -> list[Any]:
+    kind, at = edit
+    new = {"n": n}
+    if kind == "append" or not items:
+        return [*items, new]
+    i = at % len(items)
+    if kind == "insert":
+        return [*items[:i], new, *items[i:]]
+    if kind == "replace":
+        return [*items[:i], new, *items[i + 1:]]
+    if kind == "remove":
+        return [*items[:i], *items[i + 1:]]
+    return []
+
+
+@pytest.mark.redis
+def test_workers_commits_read_back_as_whole_values(tmp_path: Path) -> None:
+    """The workers' commit path (``put(parent=)``) on random list edits reads back exactly."""
+    from durable_graph.store.base import Checkpoint, new_checkpoint_id
+    from durable_graph.store.redis import RedisSaver
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(_list_edit, min_size=1, max_size=15), st.integers(1, 4))
+    def check(edits: list[tuple[str, int]], every: int) -> None:
+        saver = _open("redis", tmp_path, snapshot_every=every)
+        assert isinstance(saver, RedisSaver)
+        parent: Checkpoint | None = None
+        items: list[Any] = []
+        written = []
+        for n, edit in enumerate(edits):
+            items = _edited(items, edit, n)
+            cp = Checkpoint(new_checkpoint_id(), "2026-01-01T00:00:00+00:00", {"log": items},
+                            {"log": n + 1}, {})
+            conf: dict[str, Any] = {"thread_id": "t", "checkpoint_ns": ""}
+            if parent is not None:
+                conf["checkpoint_id"] = parent.id
+                saver.get_tuple({"configurable": {**conf}})  # as a worker loads its step
+            saver.put({"configurable": conf}, cp, {"source": "loop", "step": n},
+                      {"log": n + 1}, parent=parent)
+            parent = cp
+            written.append(list(items))
+        read = [t.checkpoint.channel_values["log"]
+                for t in saver.list({"configurable": {"thread_id": "t"}})]
+        assert read == written[::-1]
+        deltas.extend(d for v in range(1, len(edits) + 1)
+                      if (d := saver.value_depth("t", "", "log", v)))
+        saver.delete_thread("t")
+
+    deltas: list[int] = []
+    check()
+    assert deltas  # the plans did store deltas, not only whole values
