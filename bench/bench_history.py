@@ -220,9 +220,9 @@ def read_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
             for size in args.sizes:
                 _fill(saver, f"h{size}", size)
                 configs.append({"configurable": {"thread_id": f"h{size}", "checkpoint_ns": ""}})
-            latest = _interleaved([lambda c=c, s=saver: s.get_tuple(c) for c in configs], 60)
+            latest = _interleaved([lambda c=c, s=saver: s.get_tuple(c) for c in configs], 200)
             page = _interleaved(
-                [lambda c=c, s=saver: list(s.list(c, limit=100)) for c in configs], 15)
+                [lambda c=c, s=saver: list(s.list(c, limit=100)) for c in configs], 40)
             for size, one, hundred in zip(args.sizes, latest, page, strict=True):
                 rows.append((store, f"{size:,}", f"{one:.3f}", f"{hundred:.2f}", ""))
             full = [p for p, size in zip(page, args.sizes, strict=True) if size >= 100]
