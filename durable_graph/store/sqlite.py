@@ -31,6 +31,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -65,6 +66,7 @@ from durable_graph.store.delta import (
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
+from durable_graph.store.retention import CheckpointRef, check_keep_last, check_ttl
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["SqliteSaver"]
@@ -127,7 +129,15 @@ CREATE TABLE IF NOT EXISTS threads (
     error_message TEXT,
     error_traceback TEXT
 );
+CREATE TABLE IF NOT EXISTS expiry (
+    thread_id TEXT PRIMARY KEY,
+    ttl INTEGER,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS NOT NULL;
 """
+_THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry")
+"""Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
 _CP_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_id, ts, "
@@ -196,6 +206,28 @@ SELECT task_id, idx, channel, type, blob FROM writes
 WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
 ORDER BY task_id, idx
 """
+# Retention: threads whose TTL ran out (the partial index keeps this one probe), a
+# commit's expiry (``ttl`` is the thread's own TTL, else the committing saver's),
+# and the checkpoints of a namespace beyond the newest ``keep_last``.
+_DUE = "SELECT thread_id FROM expiry WHERE expires_at <= ?"
+_EXPIRE_AFTER_COMMIT = """
+INSERT INTO expiry VALUES (?1, NULL, ?2 + ?3)
+ON CONFLICT (thread_id) DO UPDATE SET expires_at = ?2 + COALESCE(expiry.ttl, ?3)
+"""
+_EXPIRE_OWN_AFTER_COMMIT = "UPDATE expiry SET expires_at = ?2 + ttl WHERE thread_id = ?1"
+_SET_TTL = """
+INSERT INTO expiry VALUES (?, ?, ?)
+ON CONFLICT (thread_id) DO UPDATE SET ttl = excluded.ttl, expires_at = excluded.expires_at
+"""
+_BEYOND_KEEP = """
+SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
+ORDER BY checkpoint_id DESC LIMIT -1 OFFSET ?
+"""
+_LIST_IDS = """
+SELECT checkpoint_ns, checkpoint_id, parent_id FROM checkpoints WHERE thread_id = ?
+ORDER BY checkpoint_id DESC, checkpoint_ns DESC
+"""
+
 _INSERT_CHECKPOINT = (
     f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
@@ -243,6 +275,11 @@ class SqliteSaver(BaseCheckpointSaver):
         serde: Serializer for channel values and writes; ``TypedSerializer()`` by default.
         synchronous: ``"NORMAL"`` (survives process kill) or ``"FULL"`` (also survives
             OS crash or power loss, at the cost of an fsync per commit).
+        ttl: retention policy: seconds a thread lives after its last commit (None:
+            forever); ``set_ttl`` gives one thread its own. Expired threads vanish
+            from every read and are purged by the next read or commit.
+        keep_last: retention policy: each commit keeps the newest ``keep_last``
+            checkpoints of its namespace and deletes older ones (None: all kept).
 
     Metadata and version maps are stored as JSON text so operators can read them
     with the ``sqlite3`` shell; metadata must therefore be JSON-serializable.
@@ -256,10 +293,14 @@ class SqliteSaver(BaseCheckpointSaver):
         synchronous: Synchronous = "NORMAL",
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        ttl: int | None = None,
+        keep_last: int | None = None,
     ) -> None:
         if synchronous not in get_args(Synchronous):
             raise GraphValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
+        self.ttl = check_ttl(ttl)
+        self.keep_last = check_keep_last(keep_last)
         self.serde: Serializer = serde or TypedSerializer()
         self._lock = threading.RLock()
         self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
@@ -279,13 +320,16 @@ class SqliteSaver(BaseCheckpointSaver):
             raise
 
     @classmethod
-    def from_conn_string(cls, path: str | os.PathLike[str]) -> Self:
+    def from_conn_string(
+        cls, path: str | os.PathLike[str], *, ttl: int | None = None,
+        keep_last: int | None = None,
+    ) -> Self:
         """A saver on the file at ``path``; usable as ``with SqliteSaver.from_conn_string(p)``.
 
         Kept for LangGraph users, whose ``from_conn_string`` is a context manager:
         the returned saver is one too, and closes its connection on exit.
         """
-        return cls(path)
+        return cls(path, ttl=ttl, keep_last=keep_last)
 
     def _setup(self, synchronous: Synchronous) -> None:
         with self._lock:
@@ -356,6 +400,7 @@ class SqliteSaver(BaseCheckpointSaver):
         else:
             query += " AND checkpoint_id = ?"
             args.append(checkpoint_id)
+        self._purge_due()
         with self._transaction(write=False) as conn:
             row = conn.execute(query, args).fetchone()
             return None if row is None else self._load(conn, row)
@@ -374,6 +419,7 @@ class SqliteSaver(BaseCheckpointSaver):
         iterator cannot block other threads.
         """
         where, args = _list_scope(config, before)
+        self._purge_due()
         count = 0
         cursor: _Row | None = None
         while limit is None or count < limit:
@@ -466,7 +512,9 @@ class SqliteSaver(BaseCheckpointSaver):
         row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata)
         row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
         versions = checkpoint.channel_versions
+        now = time.time()
         with self._transaction() as conn:
+            _purge(conn, now)
             if (config.get("configurable") or {}).get(EXTENDS_LATEST):
                 self._check_extends(conn, row, metadata)
             present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
@@ -484,7 +532,49 @@ class SqliteSaver(BaseCheckpointSaver):
                  for ch, (base, depth) in delta_links(missing).items()],
             )
             conn.execute(_INSERT_CHECKPOINT, row)
+            self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _apply_policy(self, conn: sqlite3.Connection, thread_id: str, ns: str,
+                      now: float) -> None:
+        """A commit's retention: drop checkpoints beyond ``keep_last``, restart the TTL."""
+        if self.keep_last is not None:
+            doomed = [cid for (cid,) in conn.execute(
+                _BEYOND_KEEP, (thread_id, ns, self.keep_last))]
+            if doomed:
+                _delete_ids(conn, (thread_id, ns), doomed)
+        if self.ttl is not None:
+            conn.execute(_EXPIRE_AFTER_COMMIT, (thread_id, now, self.ttl))
+        else:
+            conn.execute(_EXPIRE_OWN_AFTER_COMMIT, (thread_id, now))
+
+    def _purge_due(self) -> None:
+        """Purge the threads whose TTL ran out, if any (one indexed probe when none)."""
+        now = time.time()
+        with self._transaction(write=False) as conn:
+            if conn.execute(_DUE + " LIMIT 1", (now,)).fetchone() is None:
+                return
+        with self._transaction() as conn:
+            _purge(conn, now)
+
+    def set_ttl(self, thread_id: str, seconds: int | None) -> None:
+        """Expire the thread ``seconds`` after its last commit (or after this call).
+
+        ``None`` drops the thread's own TTL: the saver's ``ttl`` (if any) applies again.
+        """
+        own = check_ttl(seconds, "seconds")
+        now = time.time()
+        ttl = own or self.ttl
+        with self._transaction() as conn:
+            _purge(conn, now)
+            conn.execute(_SET_TTL, (str(thread_id), own, None if ttl is None else now + ttl))
+
+    def list_ids(self, thread_id: str) -> Iterator[CheckpointRef]:
+        """Every checkpoint of a thread newest first, as ids and parents only."""
+        self._purge_due()
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(_LIST_IDS, (str(thread_id),)).fetchall()
+        return iter([CheckpointRef(*row) for row in rows])
 
     @staticmethod
     def _check_extends(
@@ -533,22 +623,12 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value, write and status record of a thread."""
         with self._transaction() as conn:
-            for table in ("checkpoints", "blobs", "chains", "writes", "threads"):
-                conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (str(thread_id),))
+            _delete_thread_rows(conn, str(thread_id))
 
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
-        scope = (str(thread_id), checkpoint_ns)
         with self._transaction() as conn:
-            for checkpoint_id in ids:
-                for table in ("checkpoints", "writes"):
-                    conn.execute(
-                        f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_ns = ? "
-                        "AND checkpoint_id = ?",
-                        (*scope, checkpoint_id),
-                    )
-            conn.execute(_DROP_UNREAD_BLOBS, scope)
-            conn.execute(_DROP_UNUSED_CHAINS, scope)
+            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids)
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -590,11 +670,37 @@ class SqliteSaver(BaseCheckpointSaver):
 
         Keys: thread_id, status, updated_at, error_type, error_message, error_traceback.
         """
+        self._purge_due()
         with self._transaction(write=False) as conn:
             cursor = conn.execute("SELECT * FROM threads WHERE thread_id = ?", (str(thread_id),))
             row = cursor.fetchone()
             names = [d[0] for d in cursor.description]
         return None if row is None else dict(zip(names, row, strict=True))
+
+
+def _delete_thread_rows(conn: sqlite3.Connection, thread_id: str) -> None:
+    """Delete every row of a thread (inside the caller's transaction)."""
+    for table in _THREAD_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+
+
+def _purge(conn: sqlite3.Connection, now: float) -> None:
+    """Delete every thread whose TTL ran out by ``now`` (inside the caller's transaction)."""
+    for (thread_id,) in conn.execute(_DUE, (now,)).fetchall():
+        _delete_thread_rows(conn, thread_id)
+
+
+def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str]) -> None:
+    """Delete checkpoints of one namespace, their writes, and values nothing kept reads."""
+    for checkpoint_id in ids:
+        for table in ("checkpoints", "writes"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_ns = ? "
+                "AND checkpoint_id = ?",
+                (*scope, checkpoint_id),
+            )
+    conn.execute(_DROP_UNREAD_BLOBS, scope)
+    conn.execute(_DROP_UNUSED_CHAINS, scope)
 
 
 def _list_scope(
