@@ -11,8 +11,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from durable_graph.errors import GraphValueError
+from durable_graph.errors import CommitConflictError, GraphValueError
 from durable_graph.store.base import (
+    EXTENDS_LATEST,
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
     Checkpoint,
@@ -30,7 +31,12 @@ from durable_graph.store.delta import (
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
-from durable_graph.store.retention import CheckpointRef, check_keep_last, check_ttl
+from durable_graph.store.retention import (
+    CheckpointRef,
+    check_keep_last,
+    check_ttl,
+    parent_gone,
+)
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["InMemorySaver", "MemorySaver"]
@@ -134,6 +140,10 @@ class InMemorySaver(BaseCheckpointSaver):
         require_versions(checkpoint)
         with self._lock:
             self._purge_expired()
+            extends = (config.get("configurable") or {}).get(EXTENDS_LATEST)
+            if extends and parent_id and parent_id not in self._checkpoints.get(
+                    (thread_id, ns), {}):
+                raise CommitConflictError(parent_gone(thread_id, parent_id))
             missing = {
                 ch: v
                 for ch, v in checkpoint.channel_values.items()

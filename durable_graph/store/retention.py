@@ -32,6 +32,7 @@ __all__ = [
     "copy_thread",
     "delete_for_runs",
     "keep_count",
+    "parent_gone",
     "prune_plan",
     "refs_of",
     "thread_ids_of",
@@ -72,6 +73,16 @@ def check_keep_last(value: Any) -> int | None:
     return _at_least_one(
         value, "keep_last must be a whole number of at least 1 (checkpoints kept per "
         "namespace; None keeps them all)")
+
+
+def parent_gone(thread_id: str, parent_id: str) -> str:
+    """Why a commit extending a checkpoint that no longer exists is refused."""
+    return (
+        f"commit to thread {thread_id!r} rejected: the checkpoint it extends, {parent_id}, "
+        "is gone (the thread's TTL ran out, or it was deleted or pruned, while this step "
+        "ran), and the new checkpoint may be stored as changes to its values. Nothing was "
+        "written; run the thread again, or give it a TTL longer than its slowest step."
+    )
 
 
 def thread_ids_of(thread_ids: str | Iterable[str]) -> list[str]:

@@ -66,7 +66,12 @@ from durable_graph.store.delta import (
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
-from durable_graph.store.retention import CheckpointRef, check_keep_last, check_ttl
+from durable_graph.store.retention import (
+    CheckpointRef,
+    check_keep_last,
+    check_ttl,
+    parent_gone,
+)
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["SqliteSaver"]
@@ -218,6 +223,9 @@ _EXPIRE_OWN_AFTER_COMMIT = "UPDATE expiry SET expires_at = ?2 + ttl WHERE thread
 _SET_TTL = """
 INSERT INTO expiry VALUES (?, ?, ?)
 ON CONFLICT (thread_id) DO UPDATE SET ttl = excluded.ttl, expires_at = excluded.expires_at
+"""
+_EXISTS = """
+SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
 """
 _BEYOND_KEEP = """
 SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
@@ -584,6 +592,9 @@ class SqliteSaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id, parent_id = row[:4]
         found = conn.execute(_LATEST, (thread_id, ns)).fetchone()
         latest = found[0] if found else None
+        if parent_id is not None and conn.execute(
+                _EXISTS, (thread_id, ns, parent_id)).fetchone() is None:
+            raise CommitConflictError(parent_gone(thread_id, parent_id))
         if latest is None or latest in (parent_id, checkpoint_id):
             return
         if metadata.get("source") in _BRANCH_SOURCES and parent_id is not None:

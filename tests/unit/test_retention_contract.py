@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypedDict
 import pytest
 
 from durable_graph import END, START, Command, InMemorySaver, SqliteSaver, StateGraph, interrupt
-from durable_graph.errors import GraphValueError
+from durable_graph.errors import CommitConflictError, GraphValueError
 from durable_graph.store.base import BaseCheckpointSaver, new_checkpoint_id
 from durable_graph.store.base import Checkpoint as Cp
 from tests.unit.backend_contract import backend_maker, kind_params, wait_until
@@ -321,3 +321,23 @@ def test_prune_keeps_what_a_forked_branch_reads(
     outs = [g.invoke(None, f) for g, f in ((graph, forks[0]), (plain, forks[1]))]
     assert outs[0] == outs[1]
     assert outs[0]["items"][-3:] == ["branch", "item-4-" + "x" * 50, "item-5-" + "x" * 50]
+
+
+def test_a_thread_that_expires_under_a_running_step_refuses_the_commit(
+    make: Callable[..., BaseCheckpointSaver],
+) -> None:
+    saver = make(ttl=1)
+
+    def slow(state: Log) -> dict[str, Any]:
+        if state.get("n", 0) == 1:  # outlive the TTL: the thread expires under this step
+            wait_until(lambda: saver.get_tuple(cfg("t")) is None)
+        return _step(state)
+
+    b = StateGraph(Log)
+    b.add_node("step", slow)
+    b.add_edge(START, "step")
+    b.add_conditional_edges("step", _more)
+    with pytest.raises(CommitConflictError, match="the checkpoint it extends, .* is gone"):
+        b.compile(checkpointer=saver).invoke({"limit": 3}, cfg("t"), durability="sync")
+    assert saver.get_tuple(cfg("t")) is None, "nothing half-written (a delta over nothing)"
+    assert list(saver.list(cfg("t"))) == []

@@ -25,6 +25,7 @@ import ormsgpack
 from durable_graph.errors import CommitConflictError, FencingError, GraphValueError
 from durable_graph.store.base import (
     ERROR,
+    EXTENDS_LATEST,
     INTERRUPT,
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
@@ -61,7 +62,12 @@ from durable_graph.store.redis.records import (
     unbind_run,
 )
 from durable_graph.store.redis.threads import ThreadRecords
-from durable_graph.store.retention import CheckpointRef, check_keep_last, check_ttl
+from durable_graph.store.retention import (
+    CheckpointRef,
+    check_keep_last,
+    check_ttl,
+    parent_gone,
+)
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["RedisSaver"]
@@ -312,7 +318,8 @@ class RedisSaver(BaseCheckpointSaver):
         blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
         required = [wanted[ch] for ch in wanted if ch not in new_versions]
         commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
-        cas = [expect_latest or "", replaces or "", keep or ""]
+        extends = parent_id if (config.get("configurable") or {}).get(EXTENDS_LATEST) else None
+        cas = [expect_latest or "", replaces or "", keep or "", extends or ""]
         reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=required)
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
@@ -320,6 +327,8 @@ class RedisSaver(BaseCheckpointSaver):
             blobs.update(self._encode(tc, checkpoint, more))
             reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=[])
         self._check_fence(reply, thread_id, fence)
+        if reply[0] == b"gone":
+            raise CommitConflictError(parent_gone(thread_id, str(parent_id)))
         if reply[0] == b"conflict":
             raise CommitConflictError(
                 f"commit to thread {thread_id!r} rejected: checkpoint {expect_latest} is no "
@@ -375,7 +384,8 @@ class RedisSaver(BaseCheckpointSaver):
         now = datetime.now(UTC).isoformat()
         cp_args, blob_args = _flatten(fields), _flatten(blobs)
         ttl, keep_last = self._policy()
-        args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas, keep_last]
+        args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:3], keep_last,
+                           *cas[3:]]
         args += [len(cp_args), *cp_args, len(blob_args), *blob_args, *required]
         return self._conn.run("PUT", keys, args, "commit checkpoint")
 

@@ -122,8 +122,10 @@ PUT = _lua(
     + """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
 -- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep, keep_last,
---       n, cp field/value * n/2, m, blob field/value * m/2, required blob fields...
+--       extends, n, cp field/value * n/2, m, blob field/value * m/2, required blob fields...
 -- default_ttl, keep_last: the saver's retention policy ('' and '': the thread's).
+-- extends: '' or the parent an embedded loop's commit extends: if it is gone (the
+-- thread expired or was deleted under a running step), nothing is written ('gone').
 -- expect: '' or the id that must be the newest checkpoint now (a step's committer
 -- must still be the only one). drop: '' or a checkpoint this commit replaces (exit
 -- durability); its values go unless this checkpoint or `keep` reads them.
@@ -133,8 +135,11 @@ if ARGV[7] ~= '' then
   local newest = redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] or ''
   if newest ~= ARGV[7] then return {'conflict', newest} end
 end
-local ncp = tonumber(ARGV[11])
-local cp_from = 12
+if ARGV[11] ~= '' and redis.call('EXISTS', ARGV[4] .. @CP@ .. ARGV[11]) == 0 then
+  return {'gone'}
+end
+local ncp = tonumber(ARGV[12])
+local cp_from = 13
 local nblob = tonumber(ARGV[cp_from + ncp])
 local blob_from = cp_from + ncp + 1
 local missing = {'missing'}
@@ -166,11 +171,11 @@ if keep_last > 0 and n > keep_last then
       gone[#gone + 1] = id
     end
   end
-  drop_ids(KEYS[4], KEYS[5], ARGV[4], gone)
+  if #gone > 0 then drop_ids(KEYS[4], KEYS[5], ARGV[4], gone) end
 end
 local ttl = thread_ttl(KEYS[1], ARGV[6])
-if ttl > 0 then
-  for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ttl) end
+for k = 1, 6 do  -- no TTL now: what an earlier policy set must not expire the thread
+  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) else redis.call('PERSIST', KEYS[k]) end
 end
 return {'ok'}
 """
