@@ -142,9 +142,13 @@ def test_ttl_expires_a_thread_after_its_last_commit(
 ) -> None:
     short, long = make(ttl=1), make(ttl=600)
     commit(short, "gone", 2)
+    short.set_status("gone", "done")
     commit(long, "kept", 2)
     wait_until(lambda: short.get_tuple(cfg("gone")) is None)
     assert list(short.list(cfg("gone"))) == [] and list(short.list_ids("gone")) == []
+    assert short.get_status("gone") is None  # its status record went with it
+    if hasattr(short, "list_threads"):
+        assert "gone" not in short.list_threads()
     assert all(t.config["configurable"]["thread_id"] != "gone" for t in short.list(None))
     assert long.get_tuple(cfg("kept")) is not None
     commit(short, "gone", 1)  # written again: a new thread, none of the old history
