@@ -23,6 +23,12 @@ through the adapter, copies) are stored as given, as LangGraph's savers do.
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
 the record's signature, NULL for records written before.
+
+Retention: ``keep_last`` prunes the committed namespace inside the commit's
+transaction; a thread's TTL lives in the ``expiry`` table (its own TTL and when it
+expires, indexed on that time), so each commit and read purges the threads that are
+due with one index probe. The table is additive: an older release ignores it (and
+keeps expired threads), it does not need a new schema version.
 """
 
 from __future__ import annotations
