@@ -7,7 +7,7 @@ import copy
 import heapq
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,26 +251,34 @@ class InMemorySaver(BaseCheckpointSaver):
                 del self._writes[wkey]
 
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
-        """Delete these checkpoints, their writes, and values no other checkpoint reads."""
+        """Delete these checkpoints, their writes, and values no other checkpoint reads.
+
+        Only the values the deleted checkpoints read (and their delta chains) can go,
+        so a commit's ``keep_last`` costs what the namespace keeps, not the whole store.
+        """
         key = (str(thread_id), checkpoint_ns)
         with self._lock:
             saved = self._checkpoints.get(key, {})
+            gone = [saved.pop(cid) for cid in ids if cid in saved]
             for checkpoint_id in ids:
-                saved.pop(checkpoint_id, None)
                 self._writes.pop((*key, checkpoint_id), None)
-            live = {
-                (*key, ch, version)
-                for entry in saved.values()
-                for ch, version in entry.checkpoint.channel_versions.items()
-            }
-            for held in list(live):
-                link = held
-                while link in self._links:
-                    link = (*link[:3], self._links[link][0])
-                    live.add(link)
-            for bkey in [k for k in self._blobs if k[:2] == key and k not in live]:
-                del self._blobs[bkey]
+            for bkey in self._reads(key, gone) - self._reads(key, saved.values()):
+                self._blobs.pop(bkey, None)
                 self._links.pop(bkey, None)
+
+    def _reads(
+        self, key: tuple[str, str], entries: Iterable[_Saved]
+    ) -> set[tuple[str, str, str, int]]:
+        """The stored values ``entries`` read, each with every link of its delta chain."""
+        out: set[tuple[str, str, str, int]] = set()
+        for entry in entries:
+            for ch, version in entry.checkpoint.channel_versions.items():
+                link: tuple[str, str, str, int] | None = (*key, ch, version)
+                while link is not None and link not in out:
+                    out.add(link)
+                    base = self._links.get(link)
+                    link = (*key, ch, base[0]) if base else None
+        return out
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
