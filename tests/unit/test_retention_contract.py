@@ -23,6 +23,7 @@ from durable_graph import END, START, Command, InMemorySaver, SqliteSaver, State
 from durable_graph.errors import CommitConflictError, GraphValueError
 from durable_graph.store.base import BaseCheckpointSaver, new_checkpoint_id
 from durable_graph.store.base import Checkpoint as Cp
+from durable_graph.store.serde import TypedSerializer
 from tests.unit.backend_contract import backend_maker, kind_params, wait_until
 
 
@@ -113,6 +114,26 @@ def test_langgraph_style_constructors_take_the_policy(tmp_path: Path, saver_kind
         assert InMemorySaver(ttl=60, keep_last=2).keep_last == 2
     else:
         pytest.skip("RedisSaver.from_url is the factory of this suite")
+
+
+class Unreadable(TypedSerializer):
+    """Writes like the default serializer; reading any value fails the test."""
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        raise AssertionError("pruning read a value")
+
+
+def test_prune_decides_on_ids_and_reads_no_value(
+    make: Callable[..., BaseCheckpointSaver],
+) -> None:
+    saver = make(serde=Unreadable())
+    ids = commit(saver, "t", 6)
+    commit(saver, "t", 2, ns="child:1")
+    assert saver.prune("t", keep_last=2) == 4
+    assert [r.checkpoint_id for r in saver.list_ids("t") if r.checkpoint_ns == ""] == \
+        ids[-2:][::-1]
+    assert saver.prune(["t"], strategy="delete") == 4
+    assert list(saver.list_ids("t")) == []
 
 
 # --- keep_last and ttl applied by commits -----------------------------------
