@@ -10,6 +10,7 @@ values a forked branch reads) survives, so the thread reads and resumes alike.
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import os
 import uuid
@@ -134,6 +135,22 @@ def test_prune_decides_on_ids_and_reads_no_value(
         ids[-2:][::-1]
     assert saver.prune(["t"], strategy="delete") == 4
     assert list(saver.list_ids("t")) == []
+
+
+def test_async_twins_as_in_langgraph(make: Callable[..., BaseCheckpointSaver]) -> None:
+    saver = make()
+    ids = commit(saver, "t", 4)
+    commit(saver, "other", 1)
+
+    async def scenario() -> int:
+        await saver.acopy_thread("t", "copy")
+        removed = await saver.aprune(["t"], keep_last=2)
+        await saver.adelete_for_runs(["no-such-run"])
+        return removed
+
+    assert asyncio.run(scenario()) == 2
+    assert [r.checkpoint_id for r in saver.list_ids("t")] == ids[-2:][::-1]
+    assert [r.checkpoint_id for r in saver.list_ids("copy")] == ids[::-1]
 
 
 # --- keep_last and ttl applied by commits -----------------------------------
