@@ -31,6 +31,7 @@ from durable_graph.errors import (
 )
 from durable_graph.store.base import (
     ERROR,
+    EXTENDS_LATEST,
     INTERRUPT,
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
@@ -74,6 +75,12 @@ from durable_graph.store.redis.records import (
     unbind_run,
 )
 from durable_graph.store.redis.threads import ThreadRecords
+from durable_graph.store.retention import (
+    CheckpointRef,
+    check_keep_last,
+    check_ttl,
+    parent_gone,
+)
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["RedisSaver"]
@@ -120,8 +127,12 @@ class RedisSaver(BaseCheckpointSaver):
             ``decode_responses=False``.
         prefix: namespace of every key, so several apps (or test runs) share a server.
         serde: serializer of channel values and writes.
-        ttl: default seconds a thread lives after its last commit (None: forever);
-            ``set_ttl`` overrides it per thread.
+        ttl: retention policy: seconds a thread lives after its last commit (None:
+            forever); ``set_ttl`` overrides it per thread.
+        keep_last: retention policy: each commit keeps the newest ``keep_last``
+            checkpoints of its namespace (in the same script) and deletes older ones.
+            Both are recorded on the threads this saver commits, so Celery workers
+            committing a run's steps apply the policy of the saver that started it.
         commit_wait: what each commit waits for before it returns: ``"aof"``
             (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
             or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
@@ -134,20 +145,25 @@ class RedisSaver(BaseCheckpointSaver):
         prefix: str = "dg",
         serde: Serializer | None = None,
         ttl: int | None = None,
+        keep_last: int | None = None,
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         commit_wait: CommitWait | str | None = None,
         _where: str | None = None,
         _owns_client: bool = False,
+        _thread_policy: bool = False,
     ) -> None:
         if not prefix:
             raise GraphValueError("RedisSaver needs a non-empty key prefix")
-        if ttl is not None and ttl < 1:
-            raise GraphValueError(f"ttl must be at least 1 second, got {ttl!r}")
+        self.ttl = check_ttl(ttl)
+        self.keep_last = check_keep_last(keep_last)
+        if _thread_policy and (ttl or keep_last):
+            raise GraphValueError("a worker's saver applies each thread's recorded policy; "
+                                  "it takes no ttl or keep_last of its own")
+        self._thread_policy = _thread_policy
         self.serde: Serializer = serde or TypedSerializer()
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
         self.prefix = prefix
-        self.ttl = ttl
         self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
         self._owns_client = _owns_client
         self.leases = RedisLeases(self._conn, prefix)
@@ -167,10 +183,12 @@ class RedisSaver(BaseCheckpointSaver):
         prefix: str = "dg",
         serde: Serializer | None = None,
         ttl: int | None = None,
+        keep_last: int | None = None,
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         cluster: bool = False,
         commit_wait: CommitWait | str | None = None,
+        _thread_policy: bool = False,
         **client_kwargs: Any,
     ) -> RedisSaver:
         """A saver on a new client for ``url``, with connect/read timeouts (5 s / 10 s).
@@ -180,9 +198,16 @@ class RedisSaver(BaseCheckpointSaver):
         """
         client = client_from_url(url, cluster=cluster, **client_kwargs)
         where = f"Redis at {redact(url)}"
-        return cls(client, prefix=prefix, serde=serde, ttl=ttl, delta=delta,
-                   snapshot_every=snapshot_every, commit_wait=commit_wait,
-                   _where=where, _owns_client=True)
+        return cls(client, prefix=prefix, serde=serde, ttl=ttl, keep_last=keep_last,
+                   delta=delta, snapshot_every=snapshot_every, commit_wait=commit_wait,
+                   _where=where, _owns_client=True, _thread_policy=_thread_policy)
+
+    def _policy(self) -> tuple[str, str]:
+        """(ttl, keep_last) as script arguments: this saver's ('0': none), or ('', ''):
+        the policy recorded on the thread (a worker's saver)."""
+        if self._thread_policy:
+            return "", ""
+        return str(self.ttl or 0), str(self.keep_last or 0)
 
     @property
     def client(self) -> Client:
@@ -343,8 +368,9 @@ class RedisSaver(BaseCheckpointSaver):
         bases = _delta_bases(checkpoint, changed)
         required = [wanted[ch] for ch in wanted if ch not in new_versions] + list(bases)
         commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
+        extends = parent_id if (config.get("configurable") or {}).get(EXTENDS_LATEST) else None
         cas = [expect_latest or "", replaces or "", keep or "",
-               _applied_parent(config, metadata, parent_id)]
+               _applied_parent(config, metadata, parent_id), extends or ""]
         reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=required)
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
@@ -360,6 +386,8 @@ class RedisSaver(BaseCheckpointSaver):
             blobs.update(self._encode(tc, checkpoint, more))
             reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=[])
         self._check_fence(reply, thread_id, fence)
+        if reply[0] == b"gone":
+            raise CommitConflictError(parent_gone(thread_id, str(parent_id)))
         if reply[0] == b"conflict":
             raise CommitConflictError(
                 f"commit to thread {thread_id!r} rejected: checkpoint {expect_latest} is no "
@@ -431,7 +459,9 @@ class RedisSaver(BaseCheckpointSaver):
         keys.append(nsk.checkpoint(checkpoint_id))
         now = datetime.now(UTC).isoformat()
         cp_args, blob_args = _flatten(fields), _flatten(blobs)
-        args = [fence, checkpoint_id, ns, nsk.base, now, self.ttl or 0, *cas]
+        ttl, keep_last = self._policy()
+        args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
+                           *cas[4:]]
         args += [len(cp_args), *cp_args, len(blob_args), *blob_args, *required]
         return self._conn.run("PUT", keys, args, "commit checkpoint")
 
@@ -501,7 +531,8 @@ class RedisSaver(BaseCheckpointSaver):
         tk = ThreadKeys(self.prefix, thread_id)
         nsk = tk.ns(ns)
         keys = [tk.lease, nsk.writes(checkpoint_id), tk.record]
-        args: list[Any] = [fence, self.ttl or 0, task_id if caller else "", "1" if whole else "0"]
+        args: list[Any] = [fence, self._policy()[0], task_id if caller else "",
+                           "1" if whole else "0"]
         if caller:
             keys += [nsk.waits(checkpoint_id, caller), nsk.wake(checkpoint_id, caller)]
         for slot, replaces, value in encoded:
@@ -579,8 +610,23 @@ class RedisSaver(BaseCheckpointSaver):
         return retention.prune(self._conn, self.prefix, thread_id, keep)
 
     def set_ttl(self, thread_id: str, seconds: int | None) -> None:
-        """Expire the thread ``seconds`` after its last commit (None: keep it forever)."""
-        retention.set_ttl(self._conn, self.prefix, str(thread_id), seconds)
+        """Expire the thread ``seconds`` after its last commit (or after this call).
+
+        ``None`` drops the thread's own TTL: the saver's ``ttl`` (as last recorded on
+        the thread by a commit) applies again, else the thread is kept forever.
+        """
+        retention.set_ttl(self._conn, self.prefix, str(thread_id),
+                          check_ttl(seconds, "seconds"))
+
+    def list_ids(self, thread_id: str) -> Iterator[CheckpointRef]:
+        """Every checkpoint of a thread newest first, as ids and parents (no values)."""
+        refs = [
+            CheckpointRef(ns, checkpoint_id, parent)
+            for ns in retention.namespaces(self._conn, self.prefix, str(thread_id))
+            for checkpoint_id, parent in retention.ids_of(
+                self._conn, self.prefix, str(thread_id), ns)
+        ]
+        return iter(sorted(refs, key=lambda r: (r.checkpoint_id, r.checkpoint_ns), reverse=True))
 
     # -- thread records ------------------------------------------------------
 
@@ -607,7 +653,9 @@ class RedisSaver(BaseCheckpointSaver):
         prefix and thread), so a run record copied to another thread is refused.
         """
         bound = bind_run(self.codec_of(str(thread_id), ""), sealed)
-        self._threads.set_run(thread_id, bound, graph)
+        ttl, keep_last = self._policy()
+        policy = {"policy_ttl": ttl, "keep_last": keep_last} if ttl else {}
+        self._threads.set_run(thread_id, bound, graph, policy)
 
     def request_stop(self, thread_id: str, run_id: str) -> None:
         """Ask run ``run_id`` of the thread to stop at its next step boundary."""

@@ -90,18 +90,43 @@ local function fence_ok(lease, fence)
   local gen = redis.call('HGET', lease, 'gen') or '0'
   return gen == fence, gen
 end
+-- A thread's TTL: its own (set_ttl), else the committing saver's `default`, else
+-- ('' from a worker's saver) the policy its producer's saver recorded on it.
 local function thread_ttl(rec, default)
-  return tonumber(redis.call('HGET', rec, 'ttl') or default)
+  local own = redis.call('HGET', rec, 'ttl')
+  if own then return tonumber(own) end
+  if default == '' then default = redis.call('HGET', rec, 'policy_ttl') or '0' end
+  return tonumber(default)
+end
+"""
+
+# A commit's retention policy: a saver with one ('0' = none) records it on the
+# thread, so the workers' commits ('' = the thread's) apply the same policy.
+_POLICY = """
+local function policy_keep(rec, ttl_arg, keep_arg)
+  if ttl_arg == '' then return tonumber(redis.call('HGET', rec, 'keep_last') or '0') end
+  local function record(field, value)
+    if value == '0' then redis.call('HDEL', rec, field)
+    else redis.call('HSET', rec, field, value) end
+  end
+  record('policy_ttl', ttl_arg)
+  record('keep_last', keep_arg)
+  return tonumber(keep_arg)
 end
 """
 
 PUT = _lua(
     _FENCE
+    + _POLICY
     + _DROP_IDS
     + """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
 -- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep, applied,
---       n, cp field/value * n/2, m, blob field/value * m/2, required blob fields...
+--       keep_last, extends, n, cp field/value * n/2, m, blob field/value * m/2,
+--       required blob fields...
+-- default_ttl, keep_last: the saver's retention policy ('' and '': the thread's).
+-- extends: '' or the parent an embedded loop's commit extends: if it is gone (the
+-- thread expired or was deleted under a running step), nothing is written ('gone').
 -- expect: '' or the id that must be the newest checkpoint now (a step's committer
 -- must still be the only one). drop: '' or a checkpoint this commit replaces (exit
 -- durability); its values go unless this checkpoint or `keep` reads them.
@@ -114,8 +139,11 @@ if ARGV[7] ~= '' then
   local newest = redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] or ''
   if newest ~= ARGV[7] then return {'conflict', newest} end
 end
-local ncp = tonumber(ARGV[11])
-local cp_from = 12
+if ARGV[12] ~= '' and redis.call('EXISTS', ARGV[4] .. @CP@ .. ARGV[12]) == 0 then
+  return {'gone'}
+end
+local ncp = tonumber(ARGV[13])
+local cp_from = 14
 local nblob = tonumber(ARGV[cp_from + ncp])
 local blob_from = cp_from + ncp + 1
 local missing = {'missing'}
@@ -142,9 +170,22 @@ if ARGV[8] ~= '' and ARGV[8] ~= ARGV[9] and ARGV[8] ~= ARGV[2] then
   drop_refs(KEYS[5], ARGV[4], {ARGV[2], ARGV[9]}, {ARGV[8]})
   redis.call('ZREM', KEYS[4], ARGV[8])
 end
+-- keep_last: the newest N checkpoints of the namespace stay (and a run's start, `keep`)
+local keep_last = policy_keep(KEYS[1], ARGV[6], ARGV[11])
+local n = redis.call('ZCARD', KEYS[4])
+if keep_last > 0 and n > keep_last then
+  local gone = {}
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, n - keep_last - 1)) do
+    if id ~= ARGV[9] then
+      redis.call('ZREM', KEYS[4], id)
+      gone[#gone + 1] = id
+    end
+  end
+  if #gone > 0 then drop_ids(KEYS[4], KEYS[5], ARGV[4], gone) end
+end
 local ttl = thread_ttl(KEYS[1], ARGV[6])
-if ttl > 0 then
-  for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ttl) end
+for k = 1, 6 do  -- no TTL now: what an earlier policy set must not expire the thread
+  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) else redis.call('PERSIST', KEYS[k]) end
 end
 return {'ok'}
 """
@@ -331,13 +372,15 @@ return #gone
 
 SET_TTL = _lua(
     """
--- KEYS: rec, nsmap, lease    ARGV: seconds (0: keep forever)
--- Applies the TTL to every key of the thread now and records it for later commits.
+-- KEYS: rec, nsmap, lease    ARGV: seconds (0: drop the thread's own TTL)
+-- Applies the TTL to every key of the thread now and records it for later commits;
+-- without one of its own the thread gets its recorded policy's TTL, else none.
 local ttl = tonumber(ARGV[1])
+if ttl > 0 then redis.call('HSET', KEYS[1], 'ttl', ttl) else redis.call('HDEL', KEYS[1], 'ttl') end
+if ttl == 0 then ttl = tonumber(redis.call('HGET', KEYS[1], 'policy_ttl') or '0') end
 local function apply(key)
   if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
 end
-if ttl > 0 then redis.call('HSET', KEYS[1], 'ttl', ttl) else redis.call('HDEL', KEYS[1], 'ttl') end
 for _, key in ipairs(KEYS) do apply(key) end
 for _, base in ipairs(redis.call('HVALS', KEYS[2])) do
   for _, id in ipairs(redis.call('ZRANGE', base .. @IDX@, 0, -1)) do
