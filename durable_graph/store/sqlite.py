@@ -86,6 +86,10 @@ __all__ = ["SqliteSaver"]
 _SCHEMA_VERSION = 3  # 3: values may be deltas (the chains table)
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
+# ``checkpoints`` and ``chains`` (small rows looked up by their key) are WITHOUT ROWID:
+# the rows live in their primary-key b-tree instead of beside a copy of the key (an
+# index as big as the table). Files created before keep their tables; reads and
+# writes are the same SQL on both, so neither needs another schema version.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
     thread_id TEXT NOT NULL,
@@ -99,7 +103,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     v INTEGER NOT NULL,
     sig BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS checkpoints_newest ON checkpoints
     (checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC);
 CREATE INDEX IF NOT EXISTS checkpoints_thread_newest ON checkpoints
@@ -121,7 +125,7 @@ CREATE TABLE IF NOT EXISTS chains (
     base NOT NULL,
     depth INTEGER NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS writes (
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
