@@ -19,6 +19,8 @@ Formats (each file keeps the format it was recorded in):
   ``chains`` table; Redis chain fields beside the values) with a whole snapshot every
   ``GOLDEN_SNAPSHOT_EVERY`` deltas, and each step's applied writes retired by the
   step after it. These also hold the ``chat`` thread (``DELTA_THREADS``).
+- ``redis-v4``: as ``redis-v3``, with each checkpoint's record packed in one string
+  key (``records.pack_record``) instead of a hash.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -68,8 +70,8 @@ SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v2": "checkpoints-signed-v2.sqlite",
                   "signed-v3": "checkpoints-signed-v3.sqlite"}
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
-                 "redis-v3": "redis-v3.json"}
-DELTA_FORMATS = frozenset({"signed-v3", "redis-v3"})
+                 "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json"}
+DELTA_FORMATS = frozenset({"signed-v3", "redis-v3", "redis-v4"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 DELTA_THREADS = ("chat",)
 GOLDEN_SNAPSHOT_EVERY = 3

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from durable_graph.errors import GraphValueError
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import ThreadKeys
+from durable_graph.store.redis.records import record_parent
 
 __all__ = ["delete_checkpoints", "delete_thread", "ids_of", "namespaces", "prune", "set_ttl"]
 
@@ -48,12 +51,20 @@ def ids_of(conn: RedisConn, prefix: str, thread_id: str, ns: str) -> list[tuple[
     def parents(c: Any) -> list[Any]:
         pipe = c.pipeline(transaction=False)
         for checkpoint_id in ids:
-            pipe.hget(nsk.checkpoint(checkpoint_id), "parent")
-        return list(pipe.execute())
+            pipe.get(nsk.checkpoint(checkpoint_id))
+        found = list(pipe.execute(raise_on_error=False))
+        hashes = [i for i, raw in enumerate(found) if isinstance(raw, ResponseError)]
+        if hashes:  # checkpoints written as hashes (before redis-v4): WRONGTYPE for GET
+            for i in hashes:
+                pipe.hget(nsk.checkpoint(ids[i]), "parent")
+            for i, raw in zip(hashes, pipe.execute(), strict=True):
+                found[i] = raw
+        return [raw if raw is None or i in hashes else record_parent(raw, ids[i]).encode()
+                for i, raw in enumerate(found)]
 
     found = conn.call("read checkpoint parents", parents) if ids else []
     return [(cid, raw.decode() or None) for cid, raw in zip(ids, found, strict=True)
-            if raw is not None]  # None: its hash expired (TTL) while its id was indexed
+            if raw is not None]  # None: its record expired (TTL) while its id was indexed
 
 
 def delete_thread(conn: RedisConn, prefix: str, thread_id: str) -> None:

@@ -72,6 +72,7 @@ from durable_graph.store.redis.records import (
     decode_tuple,
     encode_blob,
     encode_writes,
+    pack_record,
     unbind_run,
 )
 from durable_graph.store.redis.threads import ThreadRecords
@@ -458,11 +459,11 @@ class RedisSaver(BaseCheckpointSaver):
         keys = [tk.record, tk.lease, tk.namespaces, nsk.index, nsk.blobs]
         keys.append(nsk.checkpoint(checkpoint_id))
         now = datetime.now(UTC).isoformat()
-        cp_args, blob_args = _flatten(fields), _flatten(blobs)
+        blob_args = _flatten(blobs)
         ttl, keep_last = self._policy()
         args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
                            *cas[4:]]
-        args += [len(cp_args), *cp_args, len(blob_args), *blob_args, *required]
+        args += [1, pack_record(fields), len(blob_args), *blob_args, *required]
         return self._conn.run("PUT", keys, args, "commit checkpoint")
 
     def _check_fence(self, reply: Any, thread_id: str, fence: str) -> None:

@@ -44,15 +44,28 @@ def _lua(source: str) -> str:
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
 
 
+# A checkpoint's record as stored: a packed string (records.pack_record, redis-v4)
+# or, written before, a hash; cp_field reads one field of either (nil: no record).
+_RECORD = """
+local function cp_field(key, field)
+  if redis.call('TYPE', key)['ok'] == 'string' then
+    return cmsgpack.unpack(redis.call('GET', key))[field]
+  end
+  local value = redis.call('HGET', key, field)
+  if value and field == 'refs' then return cmsgpack.unpack(value) end
+  return value or nil
+end
+"""
+
 # A checkpoint's blob fields: its own values (`refs`, signed with the record) and,
 # walked server-side, the delta chain of each (each delta's chain field names its
 # base). `seen` spans calls, so a walk stops where an earlier one already went.
-_REFS = """
+_REFS = _RECORD + """
 local function cp_refs(blobs, key, seen)
   local out = {}
-  local packed = redis.call('HGET', key, 'refs')
-  if not packed then return out end
-  for _, f in ipairs(cmsgpack.unpack(packed)) do
+  local refs = cp_field(key, 'refs')
+  if not refs then return out end
+  for _, f in ipairs(refs) do
     local g = f
     while g and not seen[g] do
       seen[g] = true
@@ -122,7 +135,7 @@ PUT = _lua(
     + """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
 -- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep, applied,
---       keep_last, extends, n, cp field/value * n/2, m, blob field/value * m/2,
+--       keep_last, extends, 1, the packed checkpoint record, m, blob field/value * m/2,
 --       required blob fields...
 -- default_ttl, keep_last: the saver's retention policy ('' and '': the thread's).
 -- extends: '' or the parent an embedded loop's commit extends: if it is gone (the
@@ -158,7 +171,7 @@ if ARGV[10] ~= '' and redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] == ARGV[10] then
   end
 end
 redis.call('DEL', KEYS[6])
-redis.call('HSET', KEYS[6], unpack(ARGV, cp_from, cp_from + ncp - 1))
+redis.call('SET', KEYS[6], ARGV[cp_from])
 for j = blob_from, blob_from + nblob - 1, 2 do
   redis.call('HSETNX', KEYS[5], ARGV[j], ARGV[j + 1])
 end
@@ -287,7 +300,8 @@ LOAD = _lua(
     _REFS
     + """
 -- KEYS: idx, blobs    ARGV: ns_base, ids... (none: the latest checkpoint)
--- Reply: one {id, cp fields, blob values, write fields, blob fields} per checkpoint
+-- Reply: one {id, cp record, blob values, write fields, blob fields} per checkpoint
+-- (the record packed, or the fields of one written as a hash)
 -- found; the blob fields are its values' and their delta chains' (cp_refs).
 local base = ARGV[1]
 local ids = {}
@@ -298,7 +312,10 @@ else
 end
 local out = {}
 for _, id in ipairs(ids) do
-  local cp = redis.call('HGETALL', base .. @CP@ .. id)
+  local key = base .. @CP@ .. id
+  local cp
+  if redis.call('TYPE', key)['ok'] == 'string' then cp = redis.call('GET', key)
+  else cp = redis.call('HGETALL', key) end
   if #cp > 0 then
     local refs = cp_refs(KEYS[2], base .. @CP@ .. id, {})
     local blobs = {}
@@ -311,14 +328,15 @@ return out
 )
 
 PAGE = _lua(
-    """
+    _RECORD
+    + """
 -- KEYS: idx    ARGV: ns_base, max (lex bound), count
 -- Reply: id, metadata, id, metadata, ... newest first; lets list() filter cheaply.
 local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[2], '-', 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', ARGV[1] .. @CP@ .. id, 'metadata') or ''
+  out[#out + 1] = cp_field(ARGV[1] .. @CP@ .. id, 'metadata') or ''
 end
 return out
 """
