@@ -27,8 +27,13 @@ pending writes every checkpoint keeps, as LangGraph does).
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import operator
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -43,7 +48,10 @@ from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, new_checkp
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.sqlite import SqliteSaver
 
-KB = "x" * 1024
+
+def kb() -> str:
+    """1 KB of fresh random text: as incompressible as base64, never the same object twice."""
+    return base64.b64encode(os.urandom(768)).decode()
 
 
 class AppendState(TypedDict):
@@ -57,7 +65,7 @@ class ChatState(TypedDict):
 
 def _append_graph(steps: int) -> Any:
     g = StateGraph(AppendState)
-    g.add_node("step", lambda s: {"log": [KB], "n": s["n"] + 1})
+    g.add_node("step", lambda s: {"log": [kb()], "n": s["n"] + 1})
     g.add_edge(START, "step")
     g.add_conditional_edges("step", lambda s: END if s["n"] >= steps else "step")
     return g
@@ -77,7 +85,7 @@ def run_append(saver: BaseCheckpointSaver, steps: int) -> int:
     config = {"configurable": {"thread_id": "append"}, "recursion_limit": steps + 10}
     state = app.invoke({"log": [], "n": 0}, config)
     assert len(state["log"]) == steps
-    return steps * len(KB)
+    return steps * 1024
 
 
 def run_chat(saver: BaseCheckpointSaver, steps: int) -> int:
@@ -85,12 +93,12 @@ def run_chat(saver: BaseCheckpointSaver, steps: int) -> int:
     app = _chat_graph().compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "chat"}}
     for turn in range(steps):
-        new = [{"id": f"m{turn}", "role": "user", "content": KB}]
+        new = [{"id": f"m{turn}", "role": "user", "content": kb()}]
         if turn % 10 == 9:
-            new.append({"id": f"m{turn - 5}", "role": "user", "content": KB.upper()})
+            new.append({"id": f"m{turn - 5}", "role": "user", "content": kb()})
         app.invoke({"messages": new}, config)
     assert len(app.get_state(config).values["messages"]) == steps
-    return steps * len(KB)
+    return steps * 1024  # the edits replace: not counted as appended (the stricter ratio)
 
 
 def sqlite_size(saver: SqliteSaver) -> int:
@@ -130,6 +138,7 @@ def redis_drop(saver: RedisSaver) -> None:
 
 
 def storage_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    """(store, workload, format, KB/step, values KB/step, store KB, x appended) per run."""
     rows = []
     for store in ("sqlite", "redis"):
         for name, workload in (("append", run_append), ("chat", run_chat)):
@@ -146,6 +155,22 @@ def storage_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
                              f"{values / args.steps / 1024:.1f}",
                              f"{total / 1024:.0f}", f"{total / appended:.2f}"))
     return rows
+
+
+def verdict(per_step: float, ratio: float) -> str:
+    """PASS when both storage targets hold, else what missed."""
+    missed = [f"{per_step:.1f} KB/step > 3" if per_step > 3 else "",
+              f"{ratio:.2f}x > 1.5x" if ratio > 1.5 else ""]
+    return "MISS (" + ", ".join(m for m in missed if m) + ")" if any(missed) else "PASS"
+
+
+def baseline_rows(args: argparse.Namespace) -> list[tuple[str, ...]]:
+    """The storage rows of another checkout (``--baseline``), run in a child process."""
+    env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
+    out = subprocess.run(
+        [sys.executable, __file__, "--storage-json", "--steps", str(args.steps),
+         "--redis-url", args.redis_url], env=env, check=True, capture_output=True, text=True)
+    return [tuple(r) for r in json.loads(out.stdout.splitlines()[-1])]
 
 
 def _open(store: str, args: argparse.Namespace, tmp: Path, *, delta: bool) -> tuple[Any, Any, Any]:
@@ -170,31 +195,41 @@ def _fill(saver: BaseCheckpointSaver, thread: str, count: int) -> None:
         parent = cp.id
 
 
-def _timed(call: Callable[[], Any], repeat: int = 30) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
+def _interleaved(calls: list[Callable[[], Any]], rounds: int) -> list[float]:
+    """Median ms of each call, timed in turns (a, b, c, a, b, c, ...) so load drifts hit all."""
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for call, out in zip(calls, samples, strict=True):
+            start = time.perf_counter()
+            call()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(s) * 1000 for s in samples]
 
 
 def read_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
+    """Latency by history length: every thread written first, then all timed in turns.
+
+    So each length is read from the same store (same file or server, same size), and
+    only the thread's own history length differs between the figures.
+    """
     rows = []
     for store in ("sqlite", "redis"):
         saver, _, drop = _open(store, args, tmp, delta=True)
         try:
-            latest, page = [], []
+            configs = []
             for size in args.sizes:
-                thread = f"h{size}"
-                _fill(saver, thread, size)
-                config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-                latest.append(_timed(lambda c=config, s=saver: s.get_tuple(c)))
-                page.append(_timed(lambda c=config, s=saver: list(s.list(c, limit=100)), 10))
-                rows.append((store, f"{size:,}", f"{latest[-1]:.3f}", f"{page[-1]:.2f}"))
+                _fill(saver, f"h{size}", size)
+                configs.append({"configurable": {"thread_id": f"h{size}", "checkpoint_ns": ""}})
+            latest = _interleaved([lambda c=c, s=saver: s.get_tuple(c) for c in configs], 200)
+            page = _interleaved(
+                [lambda c=c, s=saver: list(s.list(c, limit=100)) for c in configs], 40)
+            for size, one, hundred in zip(args.sizes, latest, page, strict=True):
+                rows.append((store, f"{size:,}", f"{one:.3f}", f"{hundred:.2f}", ""))
             full = [p for p, size in zip(page, args.sizes, strict=True) if size >= 100]
-            rows.append((store, "largest/smallest", f"{max(latest) / min(latest):.2f}",
-                         f"{max(full) / min(full):.2f}" if full else "-"))
+            ratios = [max(latest) / min(latest), *([max(full) / min(full)] if full else [])]
+            rows.append((store, "largest/smallest", f"{ratios[0]:.2f}",
+                         f"{ratios[1]:.2f}" if full else "-",
+                         "PASS" if max(ratios) <= 1.3 else "MISS"))
         finally:
             drop(saver)
     return rows
@@ -207,21 +242,40 @@ def _table(title: str, head: tuple[str, ...], rows: list[tuple[str, ...]]) -> No
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
 
 
+def _storage_table(args: argparse.Namespace, tmp: Path) -> None:
+    rows = [("this", *r) for r in storage_rows(args, tmp)]
+    if args.baseline:
+        rows = [("baseline", *r) for r in baseline_rows(args)] + rows
+    rows = [(*r, verdict(float(r[4]), float(r[7])) if r[3] == "deltas" else "") for r in rows]
+    _table(f"Store after {args.steps} steps of 1 KB (target: <= 3 KB/step, <= 1.5x appended)",
+           ("code", "store", "workload", "format", "KB/step", "values KB/step", "store KB",
+            "x appended", "target"),
+           rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="steps / chat turns")
     parser.add_argument("--sizes", default="10,1000,100000",
                         help="history lengths for the read latency table (comma separated)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--baseline", help="another checkout (e.g. main's worktree): its "
+                        "storage figures are measured in the same run, side by side")
+    parser.add_argument("--skip-reads", action="store_true", help="storage table only")
+    parser.add_argument("--skip-storage", action="store_true", help="read latency table only")
+    parser.add_argument("--storage-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        _table(f"Store after {args.steps} steps of 1 KB (target: <= 3 KB/step, <= 1.5x appended)",
-               ("store", "workload", "format", "KB/step", "values KB/step", "store KB",
-                "x appended"),
-               storage_rows(args, Path(tmp)))
-        _table("Read latency (median ms) by history length (target: largest/smallest <= 1.3)",
-               ("store", "checkpoints", "latest", "page of 100"), read_rows(args, Path(tmp)))
+        if args.storage_json:  # the child of --baseline
+            print(json.dumps(storage_rows(args, Path(tmp))))
+            return
+        if not args.skip_storage:
+            _storage_table(args, Path(tmp))
+        if not args.skip_reads:
+            _table("Read latency (median ms) by history length (target: largest/smallest "
+                   "<= 1.3)", ("store", "checkpoints", "latest", "page of 100", "target"),
+                   read_rows(args, Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ from durable_graph.store.kv import (
 )
 from durable_graph.store.memory import InMemorySaver, MemorySaver
 from durable_graph.store.redis import RedisSaver
+from durable_graph.store.retention import CheckpointRef
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.store.sqlite import SqliteSaver
 from durable_graph.types import (
@@ -89,6 +90,7 @@ __all__ = [
     "BaseStore",
     "CachePolicy",
     "Checkpoint",
+    "CheckpointRef",
     "CheckpointStoreError",
     "CheckpointTuple",
     "Command",

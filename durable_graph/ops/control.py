@@ -80,7 +80,8 @@ def connect(**create_app_kwargs: Any) -> Cluster:
 
     app = create_app(**create_app_kwargs)
     settings = settings_of(app)
-    saver = RedisSaver.from_url(settings.redis_url, prefix=settings.prefix)
+    # _thread_policy: an operator's resume or retry keeps the thread's retention policy
+    saver = RedisSaver.from_url(settings.redis_url, prefix=settings.prefix, _thread_policy=True)
     return Cluster(app, _signed(saver, settings.require_codec()), settings)
 
 

@@ -24,7 +24,7 @@ from durable_graph.store.base import (
     CheckpointMetadata,
     checkpoint_config,
 )
-from durable_graph.store.delta import plan_value
+from durable_graph.store.delta import plan_values
 
 __all__ = ["Persister"]
 
@@ -141,16 +141,10 @@ class Persister:
         every = saver.snapshot_every
         if every < 1:
             return checkpoint
-        values = dict(checkpoint.channel_values)
-        for ch in new_versions:
-            base = self._saved_versions.get(ch)
-            if ch not in values or base is None or ch not in self._saved_values:
-                self._depths[ch] = 0
-                continue
-            if ch not in self._depths:
-                self._depths[ch] = saver.value_depth(self.thread_id, self.ns, ch, base)
-            values[ch], self._depths[ch] = plan_value(
-                self._saved_values[ch], values[ch], self._depths[ch], base, every)
+        values = plan_values(
+            checkpoint.channel_values, new_versions, (self._saved_values, self._saved_versions),
+            depth_of=lambda ch, v: saver.value_depth(self.thread_id, self.ns, ch, v),
+            every=every, depths=self._depths)
         return dataclasses.replace(checkpoint, channel_values=values)
 
     def _run(self, call: Callable[[], Any]) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "empty_checkpoint",
     "new_checkpoint_id",
     "require_versions",
+    "retires_parent_writes",
     "thread_id_of",
 ]
 
@@ -212,6 +213,19 @@ def require_versions(checkpoint: Checkpoint) -> None:
         raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
 
 
+def retires_parent_writes(config: Mapping[str, Any], metadata: Mapping[str, Any]) -> bool:
+    """Whether a ``put`` retires its parent's ordinary pending writes (when it is the latest).
+
+    A step of the engine's loop (``EXTENDS_LATEST``, source ``loop``) holds its parent's
+    writes applied, as values (so as deltas): keeping them too would store each step's
+    output twice. Outcomes stay: errors, interrupts and resume values (negative slots),
+    which history shows and a resume reads. Inputs, branches, copies and the workers'
+    step commits (which find finished tasks by their writes) keep every write.
+    """
+    return bool((config.get("configurable") or {}).get(EXTENDS_LATEST)) \
+        and metadata.get("source") == "loop"
+
+
 def checkpoint_config(thread_id: str, ns: str, checkpoint_id: str) -> dict[str, Any]:
     """The config that addresses one checkpoint."""
     return {
@@ -232,6 +246,10 @@ class BaseCheckpointSaver(ABC):
 
     snapshot_every: int = 0
     """Deltas between whole values of a list channel (0: this saver stores whole values)."""
+    ttl: int | None = None
+    """Retention policy: seconds a thread lives after its last commit (None: forever)."""
+    keep_last: int | None = None
+    """Retention policy: checkpoints each commit keeps in its namespace (None: all)."""
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -257,6 +275,14 @@ class BaseCheckpointSaver(ABC):
         ``filter`` keeps those whose metadata has every given key/value; ``before``
         keeps those older than the checkpoint it names; ``limit`` caps the count.
         """
+
+    def list_ids(self, thread_id: str) -> Iterator[retention.CheckpointRef]:
+        """Every checkpoint of a thread (all namespaces) newest first, as ids only.
+
+        What ``prune`` decides on; stores override it to read no values. This
+        default loads each checkpoint through ``list``.
+        """
+        return retention.refs_of(self.list({"configurable": {"thread_id": str(thread_id)}}))
 
     @abstractmethod
     def put(
@@ -312,7 +338,7 @@ class BaseCheckpointSaver(ABC):
         removed = 0
         for thread_id in retention.thread_ids_of(thread_ids):
             if keep == 0:
-                removed += sum(1 for _ in self.list({"configurable": {"thread_id": thread_id}}))
+                removed += sum(1 for _ in self.list_ids(thread_id))
                 self.delete_thread(thread_id)
             else:
                 removed += self.prune_thread(thread_id, keep)
@@ -328,6 +354,13 @@ class BaseCheckpointSaver(ABC):
             self.delete_checkpoints(thread_id, ns, ids)
             removed += len(ids)
         return removed
+
+    def set_ttl(self, thread_id: str, seconds: int | None) -> None:
+        """Expire the thread ``seconds`` after its last commit (or after this call).
+
+        ``None`` drops the thread's own TTL: the saver's ``ttl`` (if any) applies again.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no thread TTLs")
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and pending write of one thread to another (LangGraph's API)."""
@@ -398,3 +431,22 @@ class BaseCheckpointSaver(ABC):
     async def adelete_thread(self, thread_id: str) -> None:
         """Async ``delete_thread``."""
         await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def aprune(
+        self,
+        thread_ids: str | Sequence[str],
+        *,
+        strategy: str = "keep_latest",
+        keep_last: int | None = None,
+    ) -> int:
+        """Async ``prune``."""
+        return await asyncio.to_thread(
+            lambda: self.prune(thread_ids, strategy=strategy, keep_last=keep_last))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Async ``copy_thread``."""
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Async ``delete_for_runs``."""
+        await asyncio.to_thread(self.delete_for_runs, run_ids)

@@ -31,6 +31,7 @@ __all__ = [
     "delta_links",
     "diff_lists",
     "plan_value",
+    "plan_values",
     "resolve",
     "resolve_values",
     "snapshot_every_of",
@@ -57,15 +58,17 @@ class ChannelDelta:
 
 def diff_lists(old: Sequence[Any], new: Sequence[Any]) -> tuple[Op, ...]:
     """Ops that rebuild ``new`` from ``old``, copying every item ``new`` shares by identity."""
-    where = {id(item): i for i, item in enumerate(old)}
+    where: dict[int, int] = {}
+    for i, item in enumerate(old):
+        where.setdefault(id(item), i)  # an item the list repeats: its first place
     ops: list[Op] = []
     start = stop = -1
     fresh: list[Any] = []
     for item in new:
-        i = where.get(id(item), -1)
-        if i >= 0 and i == stop:
+        if 0 <= stop < len(old) and old[stop] is item:  # the run goes on (also for repeats)
             stop += 1
             continue
+        i = where.get(id(item), -1)
         if start >= 0:
             ops.append(("c", (start, stop)))
             start = stop = -1
@@ -119,6 +122,35 @@ def plan_value(
     if _new_items(ops) >= len(new):  # nothing copied: the whole value is no bigger
         return new, 0
     return ChannelDelta(base_version, base_depth + 1, ops), base_depth + 1
+
+
+def plan_values(
+    values: Mapping[str, Any],
+    new_versions: Mapping[str, int],
+    base: tuple[Mapping[str, Any], Mapping[str, int]],
+    *,
+    depth_of: Callable[[str, int], int | None],
+    every: int,
+    depths: dict[str, int | None],
+) -> dict[str, Any]:
+    """A checkpoint's values to store: each changed list channel as a delta where it pays.
+
+    The one plan of the embedded loop and the workers' commits. ``base`` is the
+    (values, versions) stored before (the parent's, whole); ``depth_of(channel,
+    version)`` the stored depth of a base value (None if not stored: then the whole
+    value). ``depths`` caches depths by channel across calls and is updated.
+    """
+    base_values, base_versions = base
+    out = dict(values)
+    for ch in new_versions:
+        version = base_versions.get(ch)
+        if ch not in out or version is None or ch not in base_values:
+            depths[ch] = 0
+            continue
+        if ch not in depths:
+            depths[ch] = depth_of(ch, version)
+        out[ch], depths[ch] = plan_value(base_values[ch], out[ch], depths[ch], version, every)
+    return out
 
 
 def delta_links(values: Mapping[str, Any]) -> dict[str, tuple[int, int]]:

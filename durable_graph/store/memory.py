@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import builtins
 import copy
+import heapq
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from durable_graph.errors import GraphValueError
+from durable_graph.errors import CommitConflictError, GraphValueError
 from durable_graph.store.base import (
+    EXTENDS_LATEST,
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
     Checkpoint,
@@ -28,6 +31,12 @@ from durable_graph.store.delta import (
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
+from durable_graph.store.retention import (
+    CheckpointRef,
+    check_keep_last,
+    check_ttl,
+    parent_gone,
+)
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["InMemorySaver", "MemorySaver"]
@@ -49,6 +58,10 @@ class InMemorySaver(BaseCheckpointSaver):
 
     Channel values are stored once per (channel, version) and pending writes in
     (task id, index) slots, the same layout the durable stores use.
+
+    Retention policy, applied by every commit: ``keep_last=N`` keeps the newest N
+    checkpoints of the committed namespace; ``ttl`` (seconds) drops a thread that
+    many seconds after its last commit (``set_ttl`` sets one thread's own TTL).
     """
 
     def __init__(
@@ -57,9 +70,16 @@ class InMemorySaver(BaseCheckpointSaver):
         serde: Serializer | None = None,
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        ttl: int | None = None,
+        keep_last: int | None = None,
     ) -> None:
         self.serde: Serializer = serde or TypedSerializer()
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
+        self.ttl = check_ttl(ttl)
+        self.keep_last = check_keep_last(keep_last)
+        self._own_ttl: dict[str, int] = {}
+        self._expires: dict[str, float] = {}
+        self._due: builtins.list[tuple[float, str]] = []  # heap of (expires, thread)
         self._links: dict[tuple[str, str, str, int], tuple[int, int]] = {}
         self._lock = threading.RLock()
         self._checkpoints: dict[tuple[str, str], dict[str, _Saved]] = {}
@@ -69,6 +89,7 @@ class InMemorySaver(BaseCheckpointSaver):
     def get_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
         thread_id, ns, checkpoint_id = config_ids(config)
         with self._lock:
+            self._purge_expired()
             saved = self._checkpoints.get((thread_id, ns))
             if not saved:
                 return None
@@ -88,6 +109,7 @@ class InMemorySaver(BaseCheckpointSaver):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         with self._lock:
+            self._purge_expired()
             keys = [k for k in self._checkpoints if config is None or k[0] == config_ids(config)[0]]
             if config is not None and "checkpoint_ns" in (config.get("configurable") or {}):
                 keys = [k for k in keys if k[1] == config_ids(config)[1]]
@@ -117,6 +139,11 @@ class InMemorySaver(BaseCheckpointSaver):
         thread_id, ns, parent_id = config_ids(config)
         require_versions(checkpoint)
         with self._lock:
+            self._purge_expired()
+            extends = (config.get("configurable") or {}).get(EXTENDS_LATEST)
+            if extends and parent_id and parent_id not in self._checkpoints.get(
+                    (thread_id, ns), {}):
+                raise CommitConflictError(parent_gone(thread_id, parent_id))
             missing = {
                 ch: v
                 for ch, v in checkpoint.channel_values.items()
@@ -137,10 +164,56 @@ class InMemorySaver(BaseCheckpointSaver):
                 versions_seen={k: dict(v) for k, v in checkpoint.versions_seen.items()},
                 v=checkpoint.v,
             )
-            self._checkpoints.setdefault((thread_id, ns), {})[checkpoint.id] = _Saved(
-                record, copy.deepcopy(metadata), parent_id
-            )
+            saved = self._checkpoints.setdefault((thread_id, ns), {})
+            saved[checkpoint.id] = _Saved(record, copy.deepcopy(metadata), parent_id)
+            if self.keep_last is not None and len(saved) > self.keep_last:
+                self.delete_checkpoints(thread_id, ns, sorted(saved)[:-self.keep_last])
+            self._expire_in(thread_id, self._own_ttl.get(thread_id, self.ttl))
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def set_ttl(self, thread_id: str, seconds: int | None) -> None:
+        """Expire the thread ``seconds`` after its last commit (or after this call).
+
+        ``None`` drops the thread's own TTL: the saver's ``ttl`` (if any) applies again.
+        """
+        own = check_ttl(seconds, "seconds")
+        thread_id = str(thread_id)
+        with self._lock:
+            self._purge_expired()
+            if own is None:
+                self._own_ttl.pop(thread_id, None)
+            else:
+                self._own_ttl[thread_id] = own
+            if any(k[0] == thread_id for k in self._checkpoints):
+                self._expire_in(thread_id, own or self.ttl)
+
+    def _expire_in(self, thread_id: str, seconds: int | None) -> None:
+        """Make the thread expire ``seconds`` from now (None: never)."""
+        if seconds is None:
+            self._expires.pop(thread_id, None)
+            return
+        when = time.time() + seconds
+        self._expires[thread_id] = when
+        heapq.heappush(self._due, (when, thread_id))
+
+    def _purge_expired(self) -> None:
+        """Drop every thread whose TTL ran out (the heap's stale entries are skipped)."""
+        now = time.time()
+        while self._due and self._due[0][0] <= now:
+            when, thread_id = heapq.heappop(self._due)
+            if self._expires.get(thread_id) == when:
+                self.delete_thread(thread_id)
+
+    def list_ids(self, thread_id: str) -> Iterator[CheckpointRef]:
+        """Every checkpoint of a thread newest first, as ids and parents only."""
+        with self._lock:
+            self._purge_expired()
+            refs = [
+                CheckpointRef(ns, checkpoint_id, entry.parent_id)
+                for (thread, ns), saved in self._checkpoints.items() if thread == str(thread_id)
+                for checkpoint_id, entry in saved.items()
+            ]
+        return iter(sorted(refs, key=lambda r: (r.checkpoint_id, r.checkpoint_ns), reverse=True))
 
     def put_writes(
         self,
@@ -158,6 +231,7 @@ class InMemorySaver(BaseCheckpointSaver):
             for idx, (ch, v) in enumerate(writes)
         ]
         with self._lock:
+            self._purge_expired()
             slots = self._writes.setdefault((thread_id, ns, checkpoint_id), {})
             for ch, slot, blob in encoded:
                 key = (task_id, slot)
@@ -166,6 +240,8 @@ class InMemorySaver(BaseCheckpointSaver):
 
     def delete_thread(self, thread_id: str) -> None:
         with self._lock:
+            self._own_ttl.pop(thread_id, None)
+            self._expires.pop(thread_id, None)
             for key in [k for k in self._checkpoints if k[0] == thread_id]:
                 del self._checkpoints[key]
             for bkey in [k for k in self._blobs if k[0] == thread_id]:
@@ -175,26 +251,34 @@ class InMemorySaver(BaseCheckpointSaver):
                 del self._writes[wkey]
 
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
-        """Delete these checkpoints, their writes, and values no other checkpoint reads."""
+        """Delete these checkpoints, their writes, and values no other checkpoint reads.
+
+        Only the values the deleted checkpoints read (and their delta chains) can go,
+        so a commit's ``keep_last`` costs what the namespace keeps, not the whole store.
+        """
         key = (str(thread_id), checkpoint_ns)
         with self._lock:
             saved = self._checkpoints.get(key, {})
+            gone = [saved.pop(cid) for cid in ids if cid in saved]
             for checkpoint_id in ids:
-                saved.pop(checkpoint_id, None)
                 self._writes.pop((*key, checkpoint_id), None)
-            live = {
-                (*key, ch, version)
-                for entry in saved.values()
-                for ch, version in entry.checkpoint.channel_versions.items()
-            }
-            for held in list(live):
-                link = held
-                while link in self._links:
-                    link = (*link[:3], self._links[link][0])
-                    live.add(link)
-            for bkey in [k for k in self._blobs if k[:2] == key and k not in live]:
-                del self._blobs[bkey]
+            for bkey in self._reads(key, gone) - self._reads(key, saved.values()):
+                self._blobs.pop(bkey, None)
                 self._links.pop(bkey, None)
+
+    def _reads(
+        self, key: tuple[str, str], entries: Iterable[_Saved]
+    ) -> set[tuple[str, str, str, int]]:
+        """The stored values ``entries`` read, each with every link of its delta chain."""
+        out: set[tuple[str, str, str, int]] = set()
+        for entry in entries:
+            for ch, version in entry.checkpoint.channel_versions.items():
+                link: tuple[str, str, str, int] | None = (*key, ch, version)
+                while link is not None and link not in out:
+                    out.add(link)
+                    base = self._links.get(link)
+                    link = (*key, ch, base[0]) if base else None
+        return out
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int

@@ -1,17 +1,23 @@
 """Retention every saver shares: copy a thread, prune its history, delete runs.
 
-Written once over the saver contract (``list``, ``put``, ``put_writes``) plus one
-primitive each store implements, ``delete_checkpoints``, so memory, SQLite and
-Redis prune and copy alike with LangGraph's signatures. Pruning keeps whatever a
-kept checkpoint needs: its own pending writes (a parked interrupt lives there) and
-every channel value it references, however old the version (the stores drop only
-values no kept checkpoint reads).
+Written once over the saver contract (``list``, ``put``, ``put_writes``) plus two
+primitives each store implements, ``list_ids`` (ids and parents, no values) and
+``delete_checkpoints``, so memory, SQLite and Redis prune and copy alike with
+LangGraph's signatures. Pruning keeps whatever a kept checkpoint needs: its own
+pending writes (a parked interrupt lives there) and every channel value it
+references, however old the version, with every link of its delta chain (the
+stores drop only values no kept checkpoint reads).
+
+A saver's retention policy (``ttl=``, ``keep_last=``) is checked here too, so the
+three savers take the same arguments with the same errors. TTLs are whole seconds
+(LangGraph's ``langgraph.json`` counts checkpointer TTLs in minutes; a number of
+seconds is what Redis ``EXPIRE`` and our ``set_ttl`` take).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from durable_graph.errors import GraphValueError
 
@@ -20,15 +26,63 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRUNE_STRATEGIES",
+    "CheckpointRef",
+    "check_keep_last",
+    "check_ttl",
     "copy_thread",
     "delete_for_runs",
     "keep_count",
+    "parent_gone",
     "prune_plan",
+    "refs_of",
     "thread_ids_of",
 ]
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 """LangGraph's strategies: the newest checkpoint of each namespace, or none."""
+
+
+class CheckpointRef(NamedTuple):
+    """A stored checkpoint's place in its thread's history, without its values."""
+
+    checkpoint_ns: str
+    """The namespace it belongs to ('' for the root graph)."""
+    checkpoint_id: str
+    """Its id (ids sort by creation time)."""
+    parent_id: str | None
+    """The checkpoint it follows, if any (a fork's parent is an older checkpoint)."""
+
+
+def _at_least_one(value: Any, problem: str) -> int | None:
+    """``value`` if None or an int of at least 1, else GraphValueError ``problem``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+        raise GraphValueError(f"{problem}, got {value!r}")
+    return value
+
+
+def check_ttl(value: Any, name: str = "ttl") -> int | None:
+    """A TTL in whole seconds (at least 1), or None; GraphValueError naming ``name`` else."""
+    return _at_least_one(
+        value, f"{name} must be a whole number of seconds of at least 1 (or None: keep "
+        "forever; for minutes, as in langgraph.json, pass minutes * 60)")
+
+
+def check_keep_last(value: Any) -> int | None:
+    """A saver's ``keep_last`` (checkpoints kept per namespace, at least 1), or None."""
+    return _at_least_one(
+        value, "keep_last must be a whole number of at least 1 (checkpoints kept per "
+        "namespace; None keeps them all)")
+
+
+def parent_gone(thread_id: str, parent_id: str) -> str:
+    """Why a commit extending a checkpoint that no longer exists is refused."""
+    return (
+        f"commit to thread {thread_id!r} rejected: the checkpoint it extends, {parent_id}, "
+        "is gone (the thread's TTL ran out, or it was deleted or pruned, while this step "
+        "ran), and the new checkpoint may be stored as changes to its values. Nothing was "
+        "written; run the thread again, or give it a TTL longer than its slowest step."
+    )
 
 
 def thread_ids_of(thread_ids: str | Iterable[str]) -> list[str]:
@@ -53,16 +107,25 @@ def keep_count(strategy: str, keep_last: int | None) -> int:
 
 
 def prune_plan(saver: BaseCheckpointSaver, thread_id: str, keep: int) -> dict[str, list[str]]:
-    """Per namespace, the ids of the checkpoints beyond the newest ``keep`` (to delete)."""
+    """Per namespace, the ids of the checkpoints beyond the newest ``keep`` (to delete).
+
+    Reads ids only (``list_ids``): no value is loaded to decide what goes.
+    """
     seen: dict[str, int] = {}
     doomed: dict[str, list[str]] = {}
-    for item in saver.list({"configurable": {"thread_id": thread_id}}):
-        conf = item.config["configurable"]
-        ns = conf.get("checkpoint_ns", "")
-        seen[ns] = seen.get(ns, 0) + 1
-        if seen[ns] > keep:
-            doomed.setdefault(ns, []).append(conf["checkpoint_id"])
+    for ref in saver.list_ids(thread_id):
+        seen[ref.checkpoint_ns] = seen.get(ref.checkpoint_ns, 0) + 1
+        if seen[ref.checkpoint_ns] > keep:
+            doomed.setdefault(ref.checkpoint_ns, []).append(ref.checkpoint_id)
     return doomed
+
+
+def refs_of(items: Iterable[CheckpointTuple]) -> Iterator[CheckpointRef]:
+    """The refs of loaded checkpoints (for savers with no cheaper id listing)."""
+    for item in items:
+        conf = item.config["configurable"]
+        parent = (item.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+        yield CheckpointRef(conf.get("checkpoint_ns", ""), conf["checkpoint_id"], parent)
 
 
 def copy_thread(saver: BaseCheckpointSaver, source: str, target: str) -> int:

@@ -23,6 +23,12 @@ through the adapter, copies) are stored as given, as LangGraph's savers do.
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
 the record's signature, NULL for records written before.
+
+Retention: ``keep_last`` prunes the committed namespace inside the commit's
+transaction; a thread's TTL lives in the ``expiry`` table (its own TTL and when it
+expires, indexed on that time), so each commit and read purges the threads that are
+due with one index probe. The table is additive: an older release ignores it (and
+keeps expired threads), it does not need a new schema version.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,6 +64,7 @@ from durable_graph.store.base import (
     checkpoint_config,
     config_ids,
     require_versions,
+    retires_parent_writes,
 )
 from durable_graph.store.delta import (
     DEFAULT_SNAPSHOT_EVERY,
@@ -65,6 +73,12 @@ from durable_graph.store.delta import (
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
+from durable_graph.store.retention import (
+    CheckpointRef,
+    check_keep_last,
+    check_ttl,
+    parent_gone,
+)
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["SqliteSaver"]
@@ -72,6 +86,10 @@ __all__ = ["SqliteSaver"]
 _SCHEMA_VERSION = 3  # 3: values may be deltas (the chains table)
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
+# ``checkpoints`` and ``chains`` (small rows looked up by their key) are WITHOUT ROWID:
+# the rows live in their primary-key b-tree instead of beside a copy of the key (an
+# index as big as the table). Files created before keep their tables; reads and
+# writes are the same SQL on both, so neither needs another schema version.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
     thread_id TEXT NOT NULL,
@@ -85,7 +103,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     v INTEGER NOT NULL,
     sig BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS checkpoints_newest ON checkpoints
     (checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC);
 CREATE INDEX IF NOT EXISTS checkpoints_thread_newest ON checkpoints
@@ -107,7 +125,7 @@ CREATE TABLE IF NOT EXISTS chains (
     base NOT NULL,
     depth INTEGER NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS writes (
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
@@ -127,7 +145,15 @@ CREATE TABLE IF NOT EXISTS threads (
     error_message TEXT,
     error_traceback TEXT
 );
+CREATE TABLE IF NOT EXISTS expiry (
+    thread_id TEXT PRIMARY KEY,
+    ttl INTEGER,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS NOT NULL;
 """
+_THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry")
+"""Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
 _CP_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_id, ts, "
@@ -138,6 +164,8 @@ _BRANCH_SOURCES = frozenset({"fork", "update"})
 
 # Values that no remaining checkpoint of a namespace reads (after deleting some),
 # directly or as a link of the delta chain of a value it reads; then their links.
+# NOT IN (not a correlated NOT EXISTS): SQLite indexes the live set once, so a
+# keep_last commit costs O(values) instead of O(values x live values).
 _DROP_UNREAD_BLOBS = """
 WITH RECURSIVE live(channel, version) AS (
     SELECT cv.key, cv.value FROM checkpoints c, json_each(c.channel_versions) cv
@@ -146,8 +174,8 @@ WITH RECURSIVE live(channel, version) AS (
     SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
         AND d.checkpoint_ns = ?2 AND d.channel = live.channel AND d.version = live.version
 )
-DELETE FROM blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND NOT EXISTS (
-    SELECT 1 FROM live WHERE live.channel = blobs.channel AND live.version = blobs.version)
+DELETE FROM blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2
+    AND (channel, version) NOT IN (SELECT channel, version FROM live)
 """
 _DROP_UNUSED_CHAINS = """
 DELETE FROM chains WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
@@ -196,6 +224,36 @@ SELECT task_id, idx, channel, type, blob FROM writes
 WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
 ORDER BY task_id, idx
 """
+# The ordinary writes of the latest checkpoint when a step extends it (see
+# ``retires_parent_writes``); outcomes keep their negative slots.
+_DROP_APPLIED_WRITES = """
+DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND idx >= 0
+"""
+# Retention: threads whose TTL ran out (the partial index keeps this one probe), a
+# commit's expiry (``ttl`` is the thread's own TTL, else the committing saver's),
+# and the checkpoints of a namespace beyond the newest ``keep_last``.
+_DUE = "SELECT thread_id FROM expiry WHERE expires_at <= ?"
+_EXPIRE_AFTER_COMMIT = """
+INSERT INTO expiry VALUES (?1, NULL, ?2 + ?3)
+ON CONFLICT (thread_id) DO UPDATE SET expires_at = ?2 + COALESCE(expiry.ttl, ?3)
+"""
+_EXPIRE_OWN_AFTER_COMMIT = "UPDATE expiry SET expires_at = ?2 + ttl WHERE thread_id = ?1"
+_SET_TTL = """
+INSERT INTO expiry VALUES (?, ?, ?)
+ON CONFLICT (thread_id) DO UPDATE SET ttl = excluded.ttl, expires_at = excluded.expires_at
+"""
+_EXISTS = """
+SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
+"""
+_BEYOND_KEEP = """
+SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
+ORDER BY checkpoint_id DESC LIMIT -1 OFFSET ?
+"""
+_LIST_IDS = """
+SELECT checkpoint_ns, checkpoint_id, parent_id FROM checkpoints WHERE thread_id = ?
+ORDER BY checkpoint_id DESC, checkpoint_ns DESC
+"""
+
 _INSERT_CHECKPOINT = (
     f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
@@ -243,6 +301,11 @@ class SqliteSaver(BaseCheckpointSaver):
         serde: Serializer for channel values and writes; ``TypedSerializer()`` by default.
         synchronous: ``"NORMAL"`` (survives process kill) or ``"FULL"`` (also survives
             OS crash or power loss, at the cost of an fsync per commit).
+        ttl: retention policy: seconds a thread lives after its last commit (None:
+            forever); ``set_ttl`` gives one thread its own. Expired threads vanish
+            from every read and are purged by the next read or commit.
+        keep_last: retention policy: each commit keeps the newest ``keep_last``
+            checkpoints of its namespace and deletes older ones (None: all kept).
 
     Metadata and version maps are stored as JSON text so operators can read them
     with the ``sqlite3`` shell; metadata must therefore be JSON-serializable.
@@ -256,10 +319,14 @@ class SqliteSaver(BaseCheckpointSaver):
         synchronous: Synchronous = "NORMAL",
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        ttl: int | None = None,
+        keep_last: int | None = None,
     ) -> None:
         if synchronous not in get_args(Synchronous):
             raise GraphValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
+        self.ttl = check_ttl(ttl)
+        self.keep_last = check_keep_last(keep_last)
         self.serde: Serializer = serde or TypedSerializer()
         self._lock = threading.RLock()
         self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
@@ -279,13 +346,16 @@ class SqliteSaver(BaseCheckpointSaver):
             raise
 
     @classmethod
-    def from_conn_string(cls, path: str | os.PathLike[str]) -> Self:
+    def from_conn_string(
+        cls, path: str | os.PathLike[str], *, ttl: int | None = None,
+        keep_last: int | None = None,
+    ) -> Self:
         """A saver on the file at ``path``; usable as ``with SqliteSaver.from_conn_string(p)``.
 
         Kept for LangGraph users, whose ``from_conn_string`` is a context manager:
         the returned saver is one too, and closes its connection on exit.
         """
-        return cls(path)
+        return cls(path, ttl=ttl, keep_last=keep_last)
 
     def _setup(self, synchronous: Synchronous) -> None:
         with self._lock:
@@ -356,6 +426,7 @@ class SqliteSaver(BaseCheckpointSaver):
         else:
             query += " AND checkpoint_id = ?"
             args.append(checkpoint_id)
+        self._purge_due()
         with self._transaction(write=False) as conn:
             row = conn.execute(query, args).fetchone()
             return None if row is None else self._load(conn, row)
@@ -374,6 +445,7 @@ class SqliteSaver(BaseCheckpointSaver):
         iterator cannot block other threads.
         """
         where, args = _list_scope(config, before)
+        self._purge_due()
         count = 0
         cursor: _Row | None = None
         while limit is None or count < limit:
@@ -466,9 +538,13 @@ class SqliteSaver(BaseCheckpointSaver):
         row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata)
         row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
         versions = checkpoint.channel_versions
+        now = time.time()
         with self._transaction() as conn:
-            if (config.get("configurable") or {}).get(EXTENDS_LATEST):
-                self._check_extends(conn, row, metadata)
+            _purge(conn, now)
+            extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
+                and self._check_extends(conn, row, metadata)
+            if extends and retires_parent_writes(config, metadata):
+                conn.execute(_DROP_APPLIED_WRITES, (thread_id, ns, parent_id))
             present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
@@ -484,20 +560,68 @@ class SqliteSaver(BaseCheckpointSaver):
                  for ch, (base, depth) in delta_links(missing).items()],
             )
             conn.execute(_INSERT_CHECKPOINT, row)
+            self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _apply_policy(self, conn: sqlite3.Connection, thread_id: str, ns: str,
+                      now: float) -> None:
+        """A commit's retention: drop checkpoints beyond ``keep_last``, restart the TTL."""
+        if self.keep_last is not None:
+            doomed = [cid for (cid,) in conn.execute(
+                _BEYOND_KEEP, (thread_id, ns, self.keep_last))]
+            if doomed:
+                _delete_ids(conn, (thread_id, ns), doomed)
+        if self.ttl is not None:
+            conn.execute(_EXPIRE_AFTER_COMMIT, (thread_id, now, self.ttl))
+        else:
+            conn.execute(_EXPIRE_OWN_AFTER_COMMIT, (thread_id, now))
+
+    def _purge_due(self) -> None:
+        """Purge the threads whose TTL ran out, if any (one indexed probe when none)."""
+        now = time.time()
+        with self._transaction(write=False) as conn:
+            if conn.execute(_DUE + " LIMIT 1", (now,)).fetchone() is None:
+                return
+        with self._transaction() as conn:
+            _purge(conn, now)
+
+    def set_ttl(self, thread_id: str, seconds: int | None) -> None:
+        """Expire the thread ``seconds`` after its last commit (or after this call).
+
+        ``None`` drops the thread's own TTL: the saver's ``ttl`` (if any) applies again.
+        """
+        own = check_ttl(seconds, "seconds")
+        now = time.time()
+        ttl = own or self.ttl
+        with self._transaction() as conn:
+            _purge(conn, now)
+            conn.execute(_SET_TTL, (str(thread_id), own, None if ttl is None else now + ttl))
+
+    def list_ids(self, thread_id: str) -> Iterator[CheckpointRef]:
+        """Every checkpoint of a thread newest first, as ids and parents only."""
+        self._purge_due()
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(_LIST_IDS, (str(thread_id),)).fetchall()
+        return iter([CheckpointRef(*row) for row in rows])
 
     @staticmethod
     def _check_extends(
         conn: sqlite3.Connection, row: _Row, metadata: CheckpointMetadata
-    ) -> None:
-        """Compare-and-set: refuse a commit that does not extend the thread's latest."""
+    ) -> bool:
+        """Compare-and-set: refuse a commit that does not extend the thread's latest.
+
+        True when the parent is the latest (the commit extends the thread's line).
+        """
         thread_id, ns, checkpoint_id, parent_id = row[:4]
         found = conn.execute(_LATEST, (thread_id, ns)).fetchone()
         latest = found[0] if found else None
+        if parent_id is not None and conn.execute(
+                _EXISTS, (thread_id, ns, parent_id)).fetchone() is None:
+            raise CommitConflictError(parent_gone(thread_id, parent_id))
         if latest is None or latest in (parent_id, checkpoint_id):
-            return
+            return latest is not None and latest == parent_id
         if metadata.get("source") in _BRANCH_SOURCES and parent_id is not None:
-            return  # an explicit branch from a past checkpoint
+            return False  # an explicit branch from a past checkpoint
         raise CommitConflictError(
             f"commit to thread {thread_id!r} rejected: it extends checkpoint "
             f"{parent_id or '(none)'} but the thread's latest is {latest}; another process "
@@ -533,22 +657,12 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value, write and status record of a thread."""
         with self._transaction() as conn:
-            for table in ("checkpoints", "blobs", "chains", "writes", "threads"):
-                conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (str(thread_id),))
+            _delete_thread_rows(conn, str(thread_id))
 
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
-        scope = (str(thread_id), checkpoint_ns)
         with self._transaction() as conn:
-            for checkpoint_id in ids:
-                for table in ("checkpoints", "writes"):
-                    conn.execute(
-                        f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_ns = ? "
-                        "AND checkpoint_id = ?",
-                        (*scope, checkpoint_id),
-                    )
-            conn.execute(_DROP_UNREAD_BLOBS, scope)
-            conn.execute(_DROP_UNUSED_CHAINS, scope)
+            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids)
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -590,11 +704,37 @@ class SqliteSaver(BaseCheckpointSaver):
 
         Keys: thread_id, status, updated_at, error_type, error_message, error_traceback.
         """
+        self._purge_due()
         with self._transaction(write=False) as conn:
             cursor = conn.execute("SELECT * FROM threads WHERE thread_id = ?", (str(thread_id),))
             row = cursor.fetchone()
             names = [d[0] for d in cursor.description]
         return None if row is None else dict(zip(names, row, strict=True))
+
+
+def _delete_thread_rows(conn: sqlite3.Connection, thread_id: str) -> None:
+    """Delete every row of a thread (inside the caller's transaction)."""
+    for table in _THREAD_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+
+
+def _purge(conn: sqlite3.Connection, now: float) -> None:
+    """Delete every thread whose TTL ran out by ``now`` (inside the caller's transaction)."""
+    for (thread_id,) in conn.execute(_DUE, (now,)).fetchall():
+        _delete_thread_rows(conn, thread_id)
+
+
+def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str]) -> None:
+    """Delete checkpoints of one namespace, their writes, and values nothing kept reads."""
+    for checkpoint_id in ids:
+        for table in ("checkpoints", "writes"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_ns = ? "
+                "AND checkpoint_id = ?",
+                (*scope, checkpoint_id),
+            )
+    conn.execute(_DROP_UNREAD_BLOBS, scope)
+    conn.execute(_DROP_UNUSED_CHAINS, scope)
 
 
 def _list_scope(

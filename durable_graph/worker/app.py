@@ -360,7 +360,7 @@ class WorkerRuntime:
         if found is None:
             found = self._savers[prefix] = RedisSaver.from_url(
                 self.settings.redis_url, prefix=prefix, serde=self.serde,
-                commit_wait=self.settings.commit_waiter)
+                commit_wait=self.settings.commit_waiter, _thread_policy=True)
         return found
 
     @staticmethod

@@ -429,6 +429,7 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
             expect_latest=expect,
             replaces=parent.id if exit_mode and parent.id != run.start_checkpoint else None,
             keep=run.start_checkpoint or None,
+            parent=parent,  # list channels stored as deltas against it
         )
     except (CommitConflictError, FencingError) as exc:
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)

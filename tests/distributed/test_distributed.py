@@ -178,6 +178,33 @@ def test_checkpoints_per_durability_mode_match_embedded(cluster: Cluster, durabi
     assert len(local_history) == expected_count  # the modes differ: the test can tell
     assert len(remote_history) == len(local_history)
     assert remote_history == local_history
+    # the workers' commits stored the growing log as deltas, one per step after the first
+    latest = gf.saver.get_tuple(config)
+    assert latest is not None
+    version = latest.checkpoint.channel_versions["log"]
+    assert gf.saver.value_depth(thread_of(config), "", "log", version) == len(gf.CHAIN) - 1
+
+
+def test_workers_commits_apply_the_retention_policy_of_the_starting_saver(
+    cluster: Cluster,
+) -> None:
+    gf = cluster.gf
+    with RedisSaver.from_url(gf.REDIS_URL, prefix=gf.PREFIX, keep_last=2, ttl=600) as policy:
+        graph = gf.build_chain().compile(checkpointer=policy, executor=gf.executor)
+        config = new_config("retained")
+        inp = {"value": 3, "log": []}
+        out = within(TIMEOUT, graph.invoke, inp, config, durability="sync")
+        local = embedded(gf.build_chain())
+        local_config = new_config("retained-local")
+        assert out == local.invoke(inp, local_config, durability="sync")
+        # the producer commits only the input; the four steps are the workers' commits
+        assert len(history(local, local_config)) == len(gf.CHAIN) + 2
+        assert history(graph, config) == history(local, local_config)[:2]
+        stored = [k.decode() for k in thread_keys(cluster, thread_of(config))]
+        lived = {k: cluster.client.ttl(k) for k in stored
+                 if k.endswith((":rec", ":idx", ":blobs")) or ":cp:" in k}
+        assert len(lived) == 3 + 2 and all(0 < t <= 600 for t in lived.values()), lived
+        assert sum(":cp:" in k for k in stored) == 2
 
 
 def test_interrupt_pauses_without_a_busy_worker_and_command_resumes(cluster: Cluster) -> None:

@@ -15,6 +15,12 @@ Formats (each file keeps the format it was recorded in):
   v2 by the one that binds them (0xD2, signed records, schema 2).
 - ``redis-v1``/``redis-v2`` -> ``redis-v1.json``: every key a signed RedisSaver
   wrote under ``GOLDEN_PREFIX`` (needs ``DURABLE_GRAPH_TEST_REDIS_URL``), same versions.
+- ``signed-v3``/``redis-v3``: list channels stored as deltas (SQLite schema 3, its
+  ``chains`` table; Redis chain fields beside the values) with a whole snapshot every
+  ``GOLDEN_SNAPSHOT_EVERY`` deltas, and each step's applied writes retired by the
+  step after it. These also hold the ``chat`` thread (``DELTA_THREADS``).
+- ``redis-v4``: as ``redis-v3``, with each checkpoint's record packed in one string
+  key (``records.pack_record``) instead of a hash.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -22,6 +28,9 @@ The graphs live here so the test builds exactly the same ones. Threads:
 - ``interrupted``: ``ask`` paused on ``interrupt("approve?")``; ``after`` follows.
 - ``failed``: ``ok`` and ``flaky`` ran in parallel; ``ok`` finished, ``flaky`` raised.
 - ``entry``: an ``@entrypoint`` whose two ``@task`` calls finished before it raised.
+- ``chat`` (delta formats only): ``CHAT_TURNS`` turns of an ``add_messages`` chat with
+  an ``operator.add`` log, with edits and a removal by id, so its values are delta
+  chains across whole snapshots.
 """
 
 from __future__ import annotations
@@ -35,7 +44,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-from durable_graph import END, START, SqliteSaver, StateGraph, entrypoint, interrupt, task
+from durable_graph import (
+    END,
+    START,
+    RemoveMessage,
+    SqliteSaver,
+    StateGraph,
+    add_messages,
+    entrypoint,
+    interrupt,
+    task,
+)
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.serde import TypedSerializer
 
@@ -48,8 +67,16 @@ GOLDEN_KEY = "golden-test-key-not-secret-" + "0123456789abcdef" * 2
 GOLDEN_PREFIX = "dg-golden"
 """Key prefix the Redis golden stores were written under."""
 SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
-                  "signed-v2": "checkpoints-signed-v2.sqlite"}
-REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json"}
+                  "signed-v2": "checkpoints-signed-v2.sqlite",
+                  "signed-v3": "checkpoints-signed-v3.sqlite"}
+REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
+                 "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json"}
+DELTA_FORMATS = frozenset({"signed-v3", "redis-v3", "redis-v4"})
+"""Formats recorded with delta storage (and the ``chat`` thread)."""
+DELTA_THREADS = ("chat",)
+GOLDEN_SNAPSHOT_EVERY = 3
+"""Deltas between whole values in the delta golden stores: chains restart within ``chat``."""
+CHAT_TURNS = 8
 
 
 def golden_serde() -> SignedSerializer:
@@ -158,6 +185,67 @@ def entry_graph(saver: SqliteSaver, runs: Runs) -> Any:
     return workflow
 
 
+class ChatState(TypedDict, total=False):
+    messages: Annotated[list[Any], add_messages]
+    log: Annotated[list[str], operator.add]
+
+
+def content_of(message: Any) -> str:
+    """A message's text: a dict's, or a LangChain message's (with langchain_core installed)."""
+    return str(message["content"] if isinstance(message, dict) else message.content)
+
+
+def id_of(message: Any) -> str:
+    return str(message["id"] if isinstance(message, dict) else message.id)
+
+
+def chat_graph(saver: Any, runs: Runs) -> Any:
+    """One ``reply`` node per turn: it answers the last message and logs the turn."""
+
+    def reply(state: ChatState) -> ChatState:
+        runs.hit("reply")
+        n = len(state["messages"])
+        text = f"re: {content_of(state['messages'][-1])}"
+        return {"messages": [{"id": f"r{n}", "role": "ai", "content": text}],
+                "log": [f"turn{n}"]}
+
+    b = StateGraph(ChatState)
+    b.add_node("reply", reply)
+    b.add_edge(START, "reply")
+    b.add_edge("reply", END)
+    return b.compile(checkpointer=saver)
+
+
+def chat_turn(turn: int) -> dict[str, Any]:
+    """The input of one chat turn: a new message; turn 3 edits m1, turn 5 removes m2."""
+    new: list[Any] = [{"id": f"m{turn}", "role": "user", "content": f"hello {turn}"}]
+    if turn == 3:
+        new.append({"id": "m1", "role": "user", "content": "hello 1, edited"})
+    if turn == 5:
+        new.append(RemoveMessage(id="m2"))
+    return {"messages": new}
+
+
+def chat_messages(turns: int) -> list[tuple[str, str]]:
+    """(id, content) of the chat's messages after ``turns`` turns, as a run leaves them."""
+    out: list[tuple[str, str]] = []
+    for turn in range(turns):
+        out.append((f"m{turn}", f"hello {turn}"))
+        if turn == 3:
+            out = [("m1", "hello 1, edited") if i == "m1" else (i, c) for i, c in out]
+        if turn == 5:
+            out = [(i, c) for i, c in out if i != "m2"]
+        out.append((f"r{len(out)}", f"re: {out[-1][1]}"))
+    return out
+
+
+def run_chat(saver: Any) -> None:
+    """Run the ``chat`` thread's turns against ``saver``."""
+    graph = chat_graph(saver, Runs(fail=False))
+    for turn in range(CHAT_TURNS):
+        graph.invoke(chat_turn(turn), config("chat"), durability="sync")
+
+
 def config(thread: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread}}
 
@@ -181,10 +269,10 @@ def run_threads(saver: Any) -> None:
         raise AssertionError("the entry thread did not fail")
 
 
-def describe(saver: Any) -> dict[str, Any]:
+def describe(saver: Any, threads: tuple[str, ...] = THREADS) -> dict[str, Any]:
     """What the golden tests check: ids, steps and pending channels per thread."""
     expected: dict[str, Any] = {}
-    for thread in THREADS:
+    for thread in threads:
         history = list(saver.list(config(thread)))
         expected[thread] = {
             "checkpoint_ids": [t.checkpoint.id for t in history],
@@ -194,14 +282,32 @@ def describe(saver: Any) -> dict[str, Any]:
     return expected
 
 
-def record(directory: Path, name: str = DB_NAME, signed: bool = False) -> dict[str, Any]:
+def _threads_of(delta: bool) -> tuple[str, ...]:
+    return (*THREADS, *DELTA_THREADS) if delta else THREADS
+
+
+def _run_all(saver: Any, delta: bool) -> dict[str, Any]:
+    run_threads(saver)
+    if delta:
+        run_chat(saver)
+    return describe(saver, _threads_of(delta))
+
+
+def _delta_options(delta: bool) -> dict[str, Any]:
+    """Saver options of a format: deltas with short chains, or whole values (older formats)."""
+    return {"snapshot_every": GOLDEN_SNAPSHOT_EVERY} if delta else {"delta": False}
+
+
+def record(
+    directory: Path, name: str = DB_NAME, signed: bool = False, delta: bool = False
+) -> dict[str, Any]:
     """Run every golden thread into the SQLite file ``directory/name``; return what was stored."""
     db = directory / name
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    with SqliteSaver(db, serde=golden_serde() if signed else None) as saver:
-        run_threads(saver)
-        expected = describe(saver)
+    with SqliteSaver(db, serde=golden_serde() if signed else None,
+                     **_delta_options(delta)) as saver:
+        expected = _run_all(saver, delta)
         saver._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     _write_expected(directory, name, expected)
     return expected
@@ -253,7 +359,7 @@ def import_redis(client: Any, records: list[dict[str, Any]], rename: tuple[str, 
             client.set(key, base64.b64decode(content))
 
 
-def record_redis(directory: Path, name: str, url: str) -> dict[str, Any]:
+def record_redis(directory: Path, name: str, url: str, delta: bool = False) -> dict[str, Any]:
     """Run every golden thread into Redis under ``GOLDEN_PREFIX``; export it to ``name``."""
     import redis
 
@@ -263,9 +369,9 @@ def record_redis(directory: Path, name: str, url: str) -> dict[str, Any]:
     for pattern in (f"{GOLDEN_PREFIX}*", f"{{{GOLDEN_PREFIX}*"):
         for key in client.scan_iter(match=pattern):
             client.delete(key)
-    with RedisSaver.from_url(url, prefix=GOLDEN_PREFIX, serde=golden_serde()) as saver:
-        run_threads(saver)
-        expected = describe(saver)
+    with RedisSaver.from_url(url, prefix=GOLDEN_PREFIX, serde=golden_serde(),
+                             **_delta_options(delta)) as saver:
+        expected = _run_all(saver, delta)
     data = {"prefix": GOLDEN_PREFIX, "keys": export_redis(client, GOLDEN_PREFIX)}
     (directory / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     _write_expected(directory, name, expected)
@@ -280,10 +386,10 @@ if __name__ == "__main__":
     if fmt == "plain":
         result = record(HERE)
     elif fmt in SQLITE_FORMATS:
-        result = record(HERE, SQLITE_FORMATS[fmt], signed=True)
+        result = record(HERE, SQLITE_FORMATS[fmt], signed=True, delta=fmt in DELTA_FORMATS)
     elif fmt in REDIS_FORMATS:
         url = os.environ.get("DURABLE_GRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-        result = record_redis(HERE, REDIS_FORMATS[fmt], url)
+        result = record_redis(HERE, REDIS_FORMATS[fmt], url, delta=fmt in DELTA_FORMATS)
     else:
         known = ", ".join(["plain", *SQLITE_FORMATS, *REDIS_FORMATS])
         raise SystemExit(f"unknown format {fmt!r}: one of {known}")

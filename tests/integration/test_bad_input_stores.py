@@ -127,15 +127,23 @@ def _redis_raw(url: str, prefix: str) -> Raw:
     def set_value(thread: str, ch: str, v: int, data: bytes) -> None:
         client.hset(nsk(thread).blobs, blob_field(ch, v), data)
 
+    def record(thread: str, cid: str) -> tuple[str, dict[str, Any]]:
+        key = nsk(thread).checkpoint(cid)  # one packed record per checkpoint (redis-v4)
+        raw = client.get(key)
+        assert raw is not None
+        return key, ormsgpack.unpackb(raw)
+
     def point(thread: str, cid: str, ch: str, v: int) -> None:
-        key = nsk(thread).checkpoint(cid)
-        versions = {**json.loads(client.hget(key, "versions") or b"{}"), ch: v}
-        refs = [blob_field(c, ver) for c, ver in sorted(versions.items())]
-        client.hset(key, mapping={"versions": json.dumps(versions, separators=(",", ":")),
-                                  "refs": ormsgpack.packb(refs)})
+        key, rec = record(thread, cid)
+        versions = {**json.loads(rec["versions"]), ch: v}
+        rec["versions"] = json.dumps(versions, separators=(",", ":"))
+        rec["refs"] = [blob_field(c, ver) for c, ver in sorted(versions.items())]
+        client.set(key, ormsgpack.packb(rec))
 
     def strip_sig(thread: str, cid: str) -> None:
-        client.hdel(nsk(thread).checkpoint(cid), "sig")
+        key, rec = record(thread, cid)
+        del rec["sig"]
+        client.set(key, ormsgpack.packb(rec))
 
     return Raw(saver, get_value, set_value, point, strip_sig)
 

@@ -51,6 +51,8 @@ SHARED = (
     "test_failed_thread_resumes_without_rerunning_the_sibling",
     "test_entry_thread_state",
     "test_entry_thread_resumes_with_recorded_task_results",
+    "test_chat_thread_history_reads_back_through_its_delta_chains",
+    "test_chat_thread_resumes_with_a_new_turn",
 )
 """The golden tests that run here on Redis, with this module's fixtures."""
 globals().update({name: getattr(_unit, name) for name in SHARED})
@@ -99,3 +101,70 @@ def test_v2_values_are_bound_to_the_prefix_they_were_written_under(golden_redis:
     with RedisSaver.from_url(golden_redis, prefix="elsewhere", serde=gen.golden_serde()) as s, \
             pytest.raises(SignatureError, match="'complete'"):
         s.get_tuple(gen.config("complete"))
+
+
+def test_v3_holds_delta_chains() -> None:
+    """The delta format's store keeps chain fields beside delta values (what v3 adds)."""
+    import base64
+
+    from durable_graph.store.redis.keys import CHAIN
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v3"]).read_text())
+    fields = [base64.b64decode(f) for rec in data["keys"] if rec["type"] == "hash"
+              for f in rec["content"]]
+    assert any(f.startswith(CHAIN.encode()) for f in fields)
+
+
+def _record_types(client: redis.Redis) -> set[bytes]:
+    return {client.type(key) for key in client.scan_iter(match=f"{{{gen.GOLDEN_PREFIX}:*:cp:*")}
+
+
+def test_v4_packs_each_checkpoint_record_in_one_string() -> None:
+    """What v4 changes: a checkpoint's record is one packed string key, not a hash."""
+    import base64
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v4"]).read_text())
+    kinds = {rec["type"] for rec in data["keys"] if b":cp:" in base64.b64decode(rec["key"])}
+    assert kinds == {"string"}
+
+
+def test_a_v3_thread_resumed_now_mixes_hash_and_packed_records_and_prunes(
+    golden_redis: str,
+) -> None:
+    """A thread written as hashes gets packed records from new commits; history, the id
+    listing and pruning read both."""
+    client = _restore(golden_redis, gen.REDIS_FORMATS["redis-v3"])
+    with RedisSaver.from_url(golden_redis, prefix=gen.GOLDEN_PREFIX,
+                             serde=gen.golden_serde()) as saver:
+        before = len(list(saver.list(gen.config("chat"))))
+        graph = gen.chat_graph(saver, gen.Runs(fail=False))
+        graph.invoke(gen.chat_turn(gen.CHAT_TURNS), gen.config("chat"))
+        assert _record_types(client) == {b"hash", b"string"}
+        history = list(saver.list(gen.config("chat")))
+        assert len(history) > before
+        refs = list(saver.list_ids("chat"))
+        assert [r.checkpoint_id for r in refs] == [t.checkpoint.id for t in history]
+        assert all(r.parent_id == (t.parent_config or {}).get("configurable", {}).get(
+            "checkpoint_id") for r, t in zip(refs, history, strict=True))
+        saver.prune(["chat"], keep_last=2)
+        assert len(list(saver.list(gen.config("chat")))) == 2
+        assert _unit._messages(graph.get_state(gen.config("chat")).values) == \
+            gen.chat_messages(gen.CHAT_TURNS + 1)
+    client.close()
+
+
+def test_a_garbled_packed_record_is_refused(golden_redis: str) -> None:
+    """The read fails as a store error (the script cannot unpack it), never half-decoded."""
+    from durable_graph.errors import CheckpointStoreError
+
+    client = _restore(golden_redis, gen.REDIS_FORMATS["redis-v4"])
+    with RedisSaver.from_url(golden_redis, prefix=gen.GOLDEN_PREFIX,
+                             serde=gen.golden_serde()) as saver:
+        latest = saver.get_tuple(gen.config("complete"))
+        assert latest is not None
+        key = next(k for k in client.scan_iter(match=f"{{{gen.GOLDEN_PREFIX}:complete}}*:cp:"
+                                               f"{latest.checkpoint.id}"))
+        client.set(key, b"\xc1 not msgpack")
+        with pytest.raises(CheckpointStoreError, match="read checkpoint"):
+            saver.get_tuple(gen.config("complete"))
+    client.close()

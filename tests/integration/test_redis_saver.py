@@ -320,6 +320,15 @@ def test_ttl_per_thread_and_default(saver: RedisSaver, raw: redis.Redis, redis_u
         config = chain(short, 1, thread="t2")[0]
         short.put_writes(config, [("a", 1)], "task")
         assert all(40 < raw.ttl(k) <= 50 for k in thread_keys(raw, saver.prefix, "t2"))
+        short.set_ttl("t2", 100)
+        assert all(90 < raw.ttl(k) <= 100 for k in thread_keys(raw, saver.prefix, "t2"))
+        short.set_ttl("t2", None)  # back to the policy the commit recorded on the thread
+        assert all(40 < raw.ttl(k) <= 50 for k in thread_keys(raw, saver.prefix, "t2"))
+    assert raw.hget(f"{{{saver.prefix}:t2}}:rec", "policy_ttl") == b"50"
+    chain(saver, 1, thread="t2")  # a saver without a policy commits: the thread stays
+    assert raw.hget(f"{{{saver.prefix}:t2}}:rec", "policy_ttl") is None
+    kept = [k for k in thread_keys(raw, saver.prefix, "t2") if ":w:" not in k]
+    assert [k for k in kept if raw.ttl(k) != -1 and ":cp:" not in k] == []
 
 
 # --- thread records ----------------------------------------------------------

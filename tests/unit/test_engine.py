@@ -629,6 +629,7 @@ EXPORTED = [
     "BaseStore",
     "CachePolicy",
     "Checkpoint",
+    "CheckpointRef",
     "CheckpointStoreError",
     "CheckpointTuple",
     "Command",

@@ -38,6 +38,10 @@ def _load_generator() -> ModuleType:
 
 gen = _load_generator()
 STORES = {"plain": gen.DB_NAME, **gen.SQLITE_FORMATS}
+_DELTA_STORES = {
+    name for fmt, name in {**gen.SQLITE_FORMATS, **gen.REDIS_FORMATS}.items()
+    if fmt in gen.DELTA_FORMATS
+}
 
 
 def expected_of(store_name: str) -> dict[str, Any]:
@@ -80,20 +84,26 @@ def cfg(thread: str) -> dict[str, Any]:
 def test_golden_files_are_committed_without_a_wal(name: str) -> None:
     assert (GOLDEN / name).stat().st_size > 0
     assert not Path(f"{GOLDEN / name}-wal").exists()
-    assert set(expected_of(name)) == set(gen.THREADS)
+    threads = set(gen.THREADS) | (set(gen.DELTA_THREADS) if name in _DELTA_STORES else set())
+    assert set(expected_of(name)) == threads
 
 
 def test_signed_golden_files_hold_the_format_they_are_named_after() -> None:
     import sqlite3
 
-    for name, (schema, envelope) in {"signed-v1": (1, 0xD1), "signed-v2": (2, 0xD2)}.items():
+    formats = {"signed-v1": (1, 0xD1), "signed-v2": (2, 0xD2), "signed-v3": (3, 0xD2)}
+    for name, (schema, envelope) in formats.items():
         conn = sqlite3.connect(f"file:{GOLDEN / STORES[name]}?immutable=1", uri=True)
         try:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == schema
             blobs = [bytes(b) for (b,) in conn.execute("SELECT blob FROM blobs")]
+            depths = [d for (d,) in conn.execute("SELECT depth FROM chains")] if schema >= 3 \
+                else []
         finally:
             conn.close()
         assert blobs and {b[0] for b in blobs} == {envelope}
+        if schema >= 3:  # delta chains that restart at whole snapshots
+            assert depths and max(depths) == gen.GOLDEN_SNAPSHOT_EVERY
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:
@@ -243,3 +253,45 @@ def test_entry_thread_resumes_with_recorded_task_results(saver: SqliteSaver) -> 
     assert graph.invoke(None, cfg("entry")) == {"squares": [1, 4]}
     assert runs.count == {"workflow": 1}  # the squares came from the checkpoint
     assert graph.get_state(cfg("entry")).values == {"squares": [1, 4]}
+
+
+# -- chat: delta chains (stores recorded with delta storage) ---------------------
+
+
+def _needs_chat(expected: dict[str, Any]) -> None:
+    if "chat" not in expected:
+        pytest.skip("recorded before delta storage: no chat thread")
+    pytest.importorskip("langchain_core")  # its messages are what the chat stored
+
+
+def _messages(values: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(gen.id_of(m), gen.content_of(m)) for m in values.get("messages", [])]
+
+
+def test_chat_thread_history_reads_back_through_its_delta_chains(
+    saver: SqliteSaver, expected: dict[str, Any]
+) -> None:
+    """Every turn's state, edits and a removal included, rebuilt from deltas and snapshots."""
+    _needs_chat(expected)
+    graph = gen.chat_graph(saver, gen.Runs(fail=False))
+    history = list(graph.get_state_history(cfg("chat")))
+    assert [s.config["configurable"]["checkpoint_id"] for s in history] == \
+        expected["chat"]["checkpoint_ids"]
+    turn_ends = [s.values for s in history if s.next == ()]
+    assert [_messages(v) for v in turn_ends] == \
+        [gen.chat_messages(t) for t in range(gen.CHAT_TURNS, 0, -1)]
+    assert turn_ends[0]["log"] == [
+        f"turn{len(gen.chat_messages(t + 1)) - 1}" for t in range(gen.CHAT_TURNS)]
+
+
+def test_chat_thread_resumes_with_a_new_turn(
+    saver: SqliteSaver, expected: dict[str, Any]
+) -> None:
+    _needs_chat(expected)
+    runs = gen.Runs(fail=False)
+    graph = gen.chat_graph(saver, runs)
+    out = graph.invoke(gen.chat_turn(gen.CHAT_TURNS), cfg("chat"))
+    assert _messages(out) == gen.chat_messages(gen.CHAT_TURNS + 1)
+    assert runs.count == {"reply": 1}
+    assert _messages(graph.get_state(cfg("chat")).values) == \
+        gen.chat_messages(gen.CHAT_TURNS + 1)

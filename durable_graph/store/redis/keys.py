@@ -8,7 +8,8 @@ checkpoint namespace)::
     {P:T}:ns                   hash  namespace name -> namespace key base ``{P:T}:n:N``
     {P:T}:n:N:idx              zset  checkpoint ids, all score 0, so lexical order = time order
     {P:T}:n:N:blobs            hash  "channel\\0version" -> tag "\\0" bytes (one per version)
-    {P:T}:n:N:cp:<id>          hash  one checkpoint: parent, ts, v, versions, seen, metadata, refs
+    {P:T}:n:N:cp:<id>          string  one checkpoint, packed: parent, ts, v, versions, seen,
+                               metadata, refs (a hash before redis-v4, still read)
     {P:T}:n:N:w:<id>           hash  pending writes of one checkpoint: "task_id:idx" -> write
     {P:T}:n:N:wt:<id>:<task>   set   @task calls a suspended task waits on (distributed)
     {P:T}:n:N:wk:<id>:<task>   str   the signed job that replays the task once they are done

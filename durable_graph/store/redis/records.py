@@ -9,6 +9,14 @@ fields it reads, msgpack-encoded so Lua (``cmsgpack``) can fetch them in the sam
 script that reads the checkpoint. With a signing serializer, a ``sig`` field signs
 every other field of the checkpoint hash together with its place, and values and
 writes are signed for theirs (``ThreadCodec``, scope = the key prefix).
+
+Record format (redis-v4): a checkpoint's fields are stored packed, one msgpack map in
+a string key (``pack_record``), not as a hash: Redis keeps a hash whose values pass
+64 bytes (the versions do) as a hash table, about 900 bytes a checkpoint, the packed
+string about 500. Every field is msgpack text (Redis's ``cmsgpack`` reads no binary
+type): ``refs`` is the list itself, ``sig`` base64. The fields signed are the same as
+before, so ``unpack_record`` gives back exactly the hash fields; a checkpoint written
+as a hash (redis-v1 to v3) is still read as one.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import Any
 
 import ormsgpack
 
-from durable_graph.errors import SerializationError, SignatureError
+from durable_graph.errors import CheckpointStoreError, SerializationError, SignatureError
 from durable_graph.store.base import (
     WRITES_IDX_MAP,
     Checkpoint,
@@ -41,7 +49,10 @@ __all__ = [
     "decode_tuple",
     "encode_blob",
     "encode_writes",
+    "pack_record",
+    "record_parent",
     "unbind_run",
+    "unpack_record",
 ]
 
 
@@ -87,6 +98,39 @@ def checkpoint_fields(
     if sig is not None:
         fields["sig"] = sig
     return fields
+
+
+def pack_record(fields: Mapping[str, str | bytes]) -> bytes:
+    """The stored form of ``checkpoint_fields``: one msgpack map, every value text."""
+    record: dict[str, Any] = {
+        name: value for name, value in fields.items() if name not in ("refs", "sig")
+    }
+    record["refs"] = ormsgpack.unpackb(_as_bytes(fields["refs"]))
+    if "sig" in fields:
+        record["sig"] = base64.b64encode(_as_bytes(fields["sig"])).decode()
+    return ormsgpack.packb(record)
+
+
+def unpack_record(raw: bytes, checkpoint_id: str) -> dict[str, bytes]:
+    """The fields ``pack_record`` packed, as bytes (the hash fields a signature covers)."""
+    try:
+        record = ormsgpack.unpackb(raw)
+        fields = {name: _as_bytes(value) for name, value in record.items()
+                  if name not in ("refs", "sig")}
+        fields["refs"] = ormsgpack.packb(record["refs"])
+        if "sig" in record:
+            fields["sig"] = base64.b64decode(record["sig"], validate=True)
+    except (ormsgpack.MsgpackDecodeError, AttributeError, KeyError, TypeError,
+            ValueError) as exc:
+        raise CheckpointStoreError(
+            f"the stored record of checkpoint {checkpoint_id!r} is garbled ({exc}); "
+            "refused. Restore the store from a backup or delete the thread.") from None
+    return fields
+
+
+def record_parent(raw: bytes, checkpoint_id: str) -> str:
+    """The parent id field of a packed checkpoint record ('' for none)."""
+    return unpack_record(raw, checkpoint_id)["parent"].decode()
 
 
 def encode_writes(
@@ -144,23 +188,33 @@ def _chain(
     return out
 
 
-def decode_tuple(tc: ThreadCodec, entry: Sequence[Any]) -> CheckpointTuple:
+def decode_tuple(
+    tc: ThreadCodec, entry: Sequence[Any], depths: dict[tuple[str, int], int] | None = None
+) -> CheckpointTuple:
     """A checkpoint tuple from one ``LOAD`` reply entry: id, fields, blobs, writes.
 
     With a signing serializer the record's signature is checked before any value.
+    ``depths``, if given, gets the stored depth of each value read, by (channel,
+    version): what a commit on top of this checkpoint needs to plan its deltas.
     """
-    raw_id, flat, blob_values, write_flat, blob_names = entry
+    raw_id, stored_record, blob_values, write_flat, blob_names = entry
     checkpoint_id = raw_id.decode()
-    fields = _pairs(flat)
+    fields = (unpack_record(stored_record, checkpoint_id) if isinstance(stored_record, bytes)
+              else _pairs(stored_record))
     sig = fields.pop("sig", None)
     signed = tc.check_record(checkpoint_id, fields, sig)
     versions: dict[str, int] = json.loads(fields["versions"])
     by_field = dict(zip([n.decode() for n in blob_names], blob_values, strict=True))
-    values = resolve_values({
+    stored = {
         ch: tc.value(checkpoint_id, ch, v, decode_blob(raw), signed_record=signed)
         for ch, v in versions.items()
         if (raw := by_field.get(blob_field(ch, v))) is not None
-    }, lambda ch, head: _chain(tc, checkpoint_id, ch, head, by_field, signed=signed))
+    }
+    if depths is not None:
+        depths.update({(ch, versions[ch]): v.depth if isinstance(v, ChannelDelta) else 0
+                       for ch, v in stored.items()})
+    values = resolve_values(
+        stored, lambda ch, head: _chain(tc, checkpoint_id, ch, head, by_field, signed=signed))
     parent = fields["parent"].decode()
     thread_id, ns = tc.thread_id, tc.ns
     return CheckpointTuple(

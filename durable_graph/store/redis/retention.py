@@ -12,15 +12,24 @@ touches (checkpoint, values, index, record, lease, writes). So a thread expires
 checkpoint can expire before the newer ones (history trims itself by age), but
 the latest checkpoint and the values it reads never do while the thread runs.
 ``RedisSaver(ttl=...)`` is the default for threads without their own TTL.
+
+The policy (``RedisSaver(ttl=, keep_last=)``) is applied inside the commit script
+and recorded on the thread record (``policy_ttl``, ``keep_last``); a worker's
+saver passes no policy of its own, so its commits apply the recorded one.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from redis.exceptions import ResponseError
+
 from durable_graph.errors import GraphValueError
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import ThreadKeys
+from durable_graph.store.redis.records import record_parent
 
-__all__ = ["delete_checkpoints", "delete_thread", "namespaces", "prune", "set_ttl"]
+__all__ = ["delete_checkpoints", "delete_thread", "ids_of", "namespaces", "prune", "set_ttl"]
 
 
 def namespaces(conn: RedisConn, prefix: str, thread_id: str) -> list[str]:
@@ -28,6 +37,34 @@ def namespaces(conn: RedisConn, prefix: str, thread_id: str) -> list[str]:
     key = ThreadKeys(prefix, thread_id).namespaces
     raw = conn.call("list namespaces", lambda c: c.hkeys(key))
     return sorted(name.decode() for name in raw)
+
+
+def ids_of(conn: RedisConn, prefix: str, thread_id: str, ns: str) -> list[tuple[str, str | None]]:
+    """(checkpoint id, parent id) of every checkpoint of one namespace, oldest first.
+
+    Two round trips whatever the history: the index, then every parent field at once.
+    """
+    nsk = ThreadKeys(prefix, thread_id).ns(ns)
+    ids = [raw.decode() for raw in conn.call("list checkpoint ids",
+                                             lambda c: c.zrange(nsk.index, 0, -1))]
+
+    def parents(c: Any) -> list[Any]:
+        pipe = c.pipeline(transaction=False)
+        for checkpoint_id in ids:
+            pipe.get(nsk.checkpoint(checkpoint_id))
+        found = list(pipe.execute(raise_on_error=False))
+        hashes = [i for i, raw in enumerate(found) if isinstance(raw, ResponseError)]
+        if hashes:  # checkpoints written as hashes (before redis-v4): WRONGTYPE for GET
+            for i in hashes:
+                pipe.hget(nsk.checkpoint(ids[i]), "parent")
+            for i, raw in zip(hashes, pipe.execute(), strict=True):
+                found[i] = raw
+        return [raw if raw is None or i in hashes else record_parent(raw, ids[i]).encode()
+                for i, raw in enumerate(found)]
+
+    found = conn.call("read checkpoint parents", parents) if ids else []
+    return [(cid, raw.decode() or None) for cid, raw in zip(ids, found, strict=True)
+            if raw is not None]  # None: its record expired (TTL) while its id was indexed
 
 
 def delete_thread(conn: RedisConn, prefix: str, thread_id: str) -> None:

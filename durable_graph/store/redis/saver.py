@@ -15,6 +15,7 @@ checkpoints), so a ``limit=1`` query never reads the whole history.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -22,9 +23,15 @@ from typing import Any
 
 import ormsgpack
 
-from durable_graph.errors import CommitConflictError, FencingError, GraphValueError
+from durable_graph.errors import (
+    CheckpointStoreError,
+    CommitConflictError,
+    FencingError,
+    GraphValueError,
+)
 from durable_graph.store.base import (
     ERROR,
+    EXTENDS_LATEST,
     INTERRUPT,
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
@@ -35,8 +42,15 @@ from durable_graph.store.base import (
     checkpoint_config,
     config_ids,
     require_versions,
+    retires_parent_writes,
 )
-from durable_graph.store.delta import DEFAULT_SNAPSHOT_EVERY, delta_links, snapshot_every_of
+from durable_graph.store.delta import (
+    DEFAULT_SNAPSHOT_EVERY,
+    ChannelDelta,
+    delta_links,
+    plan_values,
+    snapshot_every_of,
+)
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.commit_wait import CommitWait
@@ -58,15 +72,24 @@ from durable_graph.store.redis.records import (
     decode_tuple,
     encode_blob,
     encode_writes,
+    pack_record,
     unbind_run,
 )
 from durable_graph.store.redis.threads import ThreadRecords
+from durable_graph.store.retention import (
+    CheckpointRef,
+    check_keep_last,
+    check_ttl,
+    parent_gone,
+)
 from durable_graph.store.serde import Serializer, TypedSerializer
 
 __all__ = ["RedisSaver"]
 
 PAGE_SIZE = 100
 """Checkpoints read per round trip while listing; bounds memory, not results."""
+_DEPTHS_KEPT = 50_000
+"""Value depths a saver remembers from its reads before it forgets them all."""
 
 
 def _fence(config: Mapping[str, Any]) -> str:
@@ -77,6 +100,20 @@ def _fence(config: Mapping[str, Any]) -> str:
     if isinstance(fence, bool) or not isinstance(fence, int):
         raise GraphValueError(f"a fencing token must be an int lease generation, got {fence!r}")
     return str(fence)
+
+
+def _applied_parent(
+    config: Mapping[str, Any], metadata: CheckpointMetadata, parent_id: str | None
+) -> str:
+    """The parent whose ordinary writes a commit retires, if the latest ('' for none)."""
+    return parent_id if parent_id and retires_parent_writes(config, metadata) else ""
+
+
+def _delta_bases(checkpoint: Checkpoint, channels: Sequence[str]) -> dict[str, str]:
+    """Blob field of the base of each delta among ``channels`` -> its channel."""
+    values = checkpoint.channel_values
+    return {blob_field(ch, values[ch].base): ch for ch in channels
+            if isinstance(values[ch], ChannelDelta)}
 
 
 def _flatten(pairs: Mapping[str, Any]) -> list[Any]:
@@ -91,8 +128,12 @@ class RedisSaver(BaseCheckpointSaver):
             ``decode_responses=False``.
         prefix: namespace of every key, so several apps (or test runs) share a server.
         serde: serializer of channel values and writes.
-        ttl: default seconds a thread lives after its last commit (None: forever);
-            ``set_ttl`` overrides it per thread.
+        ttl: retention policy: seconds a thread lives after its last commit (None:
+            forever); ``set_ttl`` overrides it per thread.
+        keep_last: retention policy: each commit keeps the newest ``keep_last``
+            checkpoints of its namespace (in the same script) and deletes older ones.
+            Both are recorded on the threads this saver commits, so Celery workers
+            committing a run's steps apply the policy of the saver that started it.
         commit_wait: what each commit waits for before it returns: ``"aof"``
             (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
             or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
@@ -105,25 +146,35 @@ class RedisSaver(BaseCheckpointSaver):
         prefix: str = "dg",
         serde: Serializer | None = None,
         ttl: int | None = None,
+        keep_last: int | None = None,
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         commit_wait: CommitWait | str | None = None,
         _where: str | None = None,
         _owns_client: bool = False,
+        _thread_policy: bool = False,
     ) -> None:
         if not prefix:
             raise GraphValueError("RedisSaver needs a non-empty key prefix")
-        if ttl is not None and ttl < 1:
-            raise GraphValueError(f"ttl must be at least 1 second, got {ttl!r}")
+        self.ttl = check_ttl(ttl)
+        self.keep_last = check_keep_last(keep_last)
+        if _thread_policy and (ttl or keep_last):
+            raise GraphValueError("a worker's saver applies each thread's recorded policy; "
+                                  "it takes no ttl or keep_last of its own")
+        self._thread_policy = _thread_policy
         self.serde: Serializer = serde or TypedSerializer()
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
         self.prefix = prefix
-        self.ttl = ttl
         self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
         self._owns_client = _owns_client
         self.leases = RedisLeases(self._conn, prefix)
         """Lease API for coordinators: acquire, renew, release (see ``lease``)."""
         self._threads = ThreadRecords(self._conn, prefix)
+        self._depths: dict[tuple[str, str, str, int], int] = {}
+        """Stored depth of each value this saver last read, by (thread, ns, channel,
+        version): a commit on top of a checkpoint just loaded plans its deltas without
+        another round trip (a value is never rewritten at its version; a base deleted
+        meanwhile is caught by the commit script)."""
 
     @classmethod
     def from_url(
@@ -133,10 +184,12 @@ class RedisSaver(BaseCheckpointSaver):
         prefix: str = "dg",
         serde: Serializer | None = None,
         ttl: int | None = None,
+        keep_last: int | None = None,
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         cluster: bool = False,
         commit_wait: CommitWait | str | None = None,
+        _thread_policy: bool = False,
         **client_kwargs: Any,
     ) -> RedisSaver:
         """A saver on a new client for ``url``, with connect/read timeouts (5 s / 10 s).
@@ -146,9 +199,16 @@ class RedisSaver(BaseCheckpointSaver):
         """
         client = client_from_url(url, cluster=cluster, **client_kwargs)
         where = f"Redis at {redact(url)}"
-        return cls(client, prefix=prefix, serde=serde, ttl=ttl, delta=delta,
-                   snapshot_every=snapshot_every, commit_wait=commit_wait,
-                   _where=where, _owns_client=True)
+        return cls(client, prefix=prefix, serde=serde, ttl=ttl, keep_last=keep_last,
+                   delta=delta, snapshot_every=snapshot_every, commit_wait=commit_wait,
+                   _where=where, _owns_client=True, _thread_policy=_thread_policy)
+
+    def _policy(self) -> tuple[str, str]:
+        """(ttl, keep_last) as script arguments: this saver's ('0': none), or ('', ''):
+        the policy recorded on the thread (a worker's saver)."""
+        if self._thread_policy:
+            return "", ""
+        return str(self.ttl or 0), str(self.keep_last or 0)
 
     @property
     def client(self) -> Client:
@@ -181,7 +241,12 @@ class RedisSaver(BaseCheckpointSaver):
             "LOAD", [nsk.index, nsk.blobs], [nsk.base, *ids], "read checkpoint"
         )
         tc = self.codec_of(thread_id, ns)
-        return [decode_tuple(tc, entry) for entry in entries]
+        depths: dict[tuple[str, int], int] = {}
+        loaded = [decode_tuple(tc, entry, depths) for entry in entries]
+        if len(self._depths) > _DEPTHS_KEPT:
+            self._depths.clear()
+        self._depths.update({(thread_id, ns, ch, v): d for (ch, v), d in depths.items()})
+        return loaded
 
     def codec_of(self, thread_id: str, ns: str) -> ThreadCodec:
         """How values of ``thread_id``/``ns`` are signed for their place here."""
@@ -270,6 +335,7 @@ class RedisSaver(BaseCheckpointSaver):
         expect_latest: str | None = None,
         replaces: str | None = None,
         keep: str | None = None,
+        parent: Checkpoint | None = None,
     ) -> dict[str, Any]:
         """Commit a checkpoint, its changed values and the thread record in one script.
 
@@ -282,25 +348,47 @@ class RedisSaver(BaseCheckpointSaver):
         is the newest (else ``CommitConflictError``: another worker committed the
         step); ``replaces`` deletes that checkpoint in the same script (``exit``
         durability keeps no step history), sparing values ``keep`` still reads.
+        ``parent`` (the whole checkpoint the step started from) makes changed list
+        channels deltas against it, planned as the embedded loop plans them.
+
+        A delta is committed only while its base value is stored (checked in the
+        script); else the whole values are, or, for deltas planned by the caller,
+        nothing (``CheckpointStoreError``).
         """
         thread_id, ns, parent_id = config_ids(config)
         fence = _fence(config)
         require_versions(checkpoint)
+        whole = checkpoint
+        if parent is not None:
+            checkpoint = self._with_deltas(thread_id, ns, checkpoint, parent, new_versions)
         tc = self.codec_of(thread_id, ns)
         fields = checkpoint_fields(tc, checkpoint, metadata, parent_id)
         wanted = blob_fields_of(checkpoint)
         changed = [ch for ch in wanted if ch in new_versions]
         blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
-        required = [wanted[ch] for ch in wanted if ch not in new_versions]
+        bases = _delta_bases(checkpoint, changed)
+        required = [wanted[ch] for ch in wanted if ch not in new_versions] + list(bases)
         commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
-        cas = [expect_latest or "", replaces or "", keep or ""]
+        extends = parent_id if (config.get("configurable") or {}).get(EXTENDS_LATEST) else None
+        cas = [expect_latest or "", replaces or "", keep or "",
+               _applied_parent(config, metadata, parent_id), extends or ""]
         reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=required)
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
+            if missing & set(bases):
+                if parent is None:
+                    raise CheckpointStoreError(
+                        f"commit to thread {thread_id!r} rejected: the stored value a delta "
+                        f"of channel {bases[min(missing & set(bases))]!r} extends is gone "
+                        "(deleted meanwhile). Nothing was written; run the thread again.")
+                return self.put(config, whole, metadata, new_versions, expect_latest=expect_latest,
+                                replaces=replaces, keep=keep)
             more = {ch: f for ch, f in wanted.items() if f in missing}
             blobs.update(self._encode(tc, checkpoint, more))
             reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=[])
         self._check_fence(reply, thread_id, fence)
+        if reply[0] == b"gone":
+            raise CommitConflictError(parent_gone(thread_id, str(parent_id)))
         if reply[0] == b"conflict":
             raise CommitConflictError(
                 f"commit to thread {thread_id!r} rejected: checkpoint {expect_latest} is no "
@@ -308,6 +396,20 @@ class RedisSaver(BaseCheckpointSaver):
                 "step. Nothing was written."
             )
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _with_deltas(
+        self, thread_id: str, ns: str, checkpoint: Checkpoint, parent: Checkpoint,
+        new_versions: Mapping[str, int],
+    ) -> Checkpoint:
+        """``checkpoint`` with changed list channels as deltas against ``parent``'s values."""
+        if self.snapshot_every < 1:
+            return checkpoint
+        values = plan_values(
+            checkpoint.channel_values, new_versions,
+            (parent.channel_values, parent.channel_versions),
+            depth_of=lambda ch, v: self.value_depth(thread_id, ns, ch, v),
+            every=self.snapshot_every, depths={})
+        return dataclasses.replace(checkpoint, channel_values=values)
 
     @staticmethod
     def _encode(
@@ -324,6 +426,9 @@ class RedisSaver(BaseCheckpointSaver):
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
     ) -> int | None:
+        known = self._depths.get((thread_id, checkpoint_ns, channel, version))
+        if known is not None:
+            return known
         blobs = ThreadKeys(self.prefix, thread_id).ns(checkpoint_ns).blobs
         field = blob_field(channel, version)
 
@@ -354,9 +459,11 @@ class RedisSaver(BaseCheckpointSaver):
         keys = [tk.record, tk.lease, tk.namespaces, nsk.index, nsk.blobs]
         keys.append(nsk.checkpoint(checkpoint_id))
         now = datetime.now(UTC).isoformat()
-        cp_args, blob_args = _flatten(fields), _flatten(blobs)
-        args = [fence, checkpoint_id, ns, nsk.base, now, self.ttl or 0, *cas]
-        args += [len(cp_args), *cp_args, len(blob_args), *blob_args, *required]
+        blob_args = _flatten(blobs)
+        ttl, keep_last = self._policy()
+        args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
+                           *cas[4:]]
+        args += [1, pack_record(fields), len(blob_args), *blob_args, *required]
         return self._conn.run("PUT", keys, args, "commit checkpoint")
 
     def _check_fence(self, reply: Any, thread_id: str, fence: str) -> None:
@@ -425,7 +532,8 @@ class RedisSaver(BaseCheckpointSaver):
         tk = ThreadKeys(self.prefix, thread_id)
         nsk = tk.ns(ns)
         keys = [tk.lease, nsk.writes(checkpoint_id), tk.record]
-        args: list[Any] = [fence, self.ttl or 0, task_id if caller else "", "1" if whole else "0"]
+        args: list[Any] = [fence, self._policy()[0], task_id if caller else "",
+                           "1" if whole else "0"]
         if caller:
             keys += [nsk.waits(checkpoint_id, caller), nsk.wake(checkpoint_id, caller)]
         for slot, replaces, value in encoded:
@@ -487,21 +595,39 @@ class RedisSaver(BaseCheckpointSaver):
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value, write and the record of a thread."""
+        self._depths.clear()  # what this saver read may be gone
         retention.delete_thread(self._conn, self.prefix, str(thread_id))
         self._threads.unindex(str(thread_id))
 
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
+        self._depths.clear()  # what this saver read may be gone
         retention.delete_checkpoints(self._conn, self.prefix, str(thread_id), checkpoint_ns,
                                      builtins.list(ids))
 
     def prune_thread(self, thread_id: str, keep: int) -> int:
         """Keep the newest ``keep`` checkpoints per namespace and all they need (a script each)."""
+        self._depths.clear()  # what this saver read may be gone
         return retention.prune(self._conn, self.prefix, thread_id, keep)
 
     def set_ttl(self, thread_id: str, seconds: int | None) -> None:
-        """Expire the thread ``seconds`` after its last commit (None: keep it forever)."""
-        retention.set_ttl(self._conn, self.prefix, str(thread_id), seconds)
+        """Expire the thread ``seconds`` after its last commit (or after this call).
+
+        ``None`` drops the thread's own TTL: the saver's ``ttl`` (as last recorded on
+        the thread by a commit) applies again, else the thread is kept forever.
+        """
+        retention.set_ttl(self._conn, self.prefix, str(thread_id),
+                          check_ttl(seconds, "seconds"))
+
+    def list_ids(self, thread_id: str) -> Iterator[CheckpointRef]:
+        """Every checkpoint of a thread newest first, as ids and parents (no values)."""
+        refs = [
+            CheckpointRef(ns, checkpoint_id, parent)
+            for ns in retention.namespaces(self._conn, self.prefix, str(thread_id))
+            for checkpoint_id, parent in retention.ids_of(
+                self._conn, self.prefix, str(thread_id), ns)
+        ]
+        return iter(sorted(refs, key=lambda r: (r.checkpoint_id, r.checkpoint_ns), reverse=True))
 
     # -- thread records ------------------------------------------------------
 
@@ -528,7 +654,9 @@ class RedisSaver(BaseCheckpointSaver):
         prefix and thread), so a run record copied to another thread is refused.
         """
         bound = bind_run(self.codec_of(str(thread_id), ""), sealed)
-        self._threads.set_run(thread_id, bound, graph)
+        ttl, keep_last = self._policy()
+        policy = {"policy_ttl": ttl, "keep_last": keep_last} if ttl else {}
+        self._threads.set_run(thread_id, bound, graph, policy)
 
     def request_stop(self, thread_id: str, run_id: str) -> None:
         """Ask run ``run_id`` of the thread to stop at its next step boundary."""

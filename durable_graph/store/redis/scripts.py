@@ -44,15 +44,28 @@ def _lua(source: str) -> str:
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
 
 
+# A checkpoint's record as stored: a packed string (records.pack_record, redis-v4)
+# or, written before, a hash; cp_field reads one field of either (nil: no record).
+_RECORD = """
+local function cp_field(key, field)
+  if redis.call('TYPE', key)['ok'] == 'string' then
+    return cmsgpack.unpack(redis.call('GET', key))[field]
+  end
+  local value = redis.call('HGET', key, field)
+  if value and field == 'refs' then return cmsgpack.unpack(value) end
+  return value or nil
+end
+"""
+
 # A checkpoint's blob fields: its own values (`refs`, signed with the record) and,
 # walked server-side, the delta chain of each (each delta's chain field names its
 # base). `seen` spans calls, so a walk stops where an earlier one already went.
-_REFS = """
+_REFS = _RECORD + """
 local function cp_refs(blobs, key, seen)
   local out = {}
-  local packed = redis.call('HGET', key, 'refs')
-  if not packed then return out end
-  for _, f in ipairs(cmsgpack.unpack(packed)) do
+  local refs = cp_field(key, 'refs')
+  if not refs then return out end
+  for _, f in ipairs(refs) do
     local g = f
     while g and not seen[g] do
       seen[g] = true
@@ -90,29 +103,60 @@ local function fence_ok(lease, fence)
   local gen = redis.call('HGET', lease, 'gen') or '0'
   return gen == fence, gen
 end
+-- A thread's TTL: its own (set_ttl), else the committing saver's `default`, else
+-- ('' from a worker's saver) the policy its producer's saver recorded on it.
 local function thread_ttl(rec, default)
-  return tonumber(redis.call('HGET', rec, 'ttl') or default)
+  local own = redis.call('HGET', rec, 'ttl')
+  if own then return tonumber(own) end
+  if default == '' then default = redis.call('HGET', rec, 'policy_ttl') or '0' end
+  return tonumber(default)
+end
+"""
+
+# A commit's retention policy: a saver with one ('0' = none) records it on the
+# thread, so the workers' commits ('' = the thread's) apply the same policy.
+_POLICY = """
+local function policy_keep(rec, ttl_arg, keep_arg)
+  if ttl_arg == '' then return tonumber(redis.call('HGET', rec, 'keep_last') or '0') end
+  local function record(field, value)
+    if value == '0' then redis.call('HDEL', rec, field)
+    else redis.call('HSET', rec, field, value) end
+  end
+  record('policy_ttl', ttl_arg)
+  record('keep_last', keep_arg)
+  return tonumber(keep_arg)
 end
 """
 
 PUT = _lua(
     _FENCE
+    + _POLICY
     + _DROP_IDS
     + """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
--- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep,
---       n, cp field/value * n/2, m, blob field/value * m/2, required blob fields...
+-- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep, applied,
+--       keep_last, extends, 1, the packed checkpoint record, m, blob field/value * m/2,
+--       required blob fields...
+-- default_ttl, keep_last: the saver's retention policy ('' and '': the thread's).
+-- extends: '' or the parent an embedded loop's commit extends: if it is gone (the
+-- thread expired or was deleted under a running step), nothing is written ('gone').
 -- expect: '' or the id that must be the newest checkpoint now (a step's committer
 -- must still be the only one). drop: '' or a checkpoint this commit replaces (exit
 -- durability); its values go unless this checkpoint or `keep` reads them.
+-- applied: '' or the parent whose step this checkpoint applied: while it is the
+-- newest, its ordinary writes go (their values live on in this checkpoint); its
+-- outcomes (negative slots: errors, interrupts, resume values) stay.
 local ok, gen = fence_ok(KEYS[2], ARGV[1])
 if not ok then return {'fenced', gen} end
 if ARGV[7] ~= '' then
   local newest = redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] or ''
   if newest ~= ARGV[7] then return {'conflict', newest} end
 end
-local ncp = tonumber(ARGV[10])
-local cp_from = 11
+if ARGV[12] ~= '' and redis.call('EXISTS', ARGV[4] .. @CP@ .. ARGV[12]) == 0 then
+  return {'gone'}
+end
+local ncp = tonumber(ARGV[13])
+local cp_from = 14
 local nblob = tonumber(ARGV[cp_from + ncp])
 local blob_from = cp_from + ncp + 1
 local missing = {'missing'}
@@ -120,8 +164,14 @@ for j = blob_from + nblob, #ARGV do
   if redis.call('HEXISTS', KEYS[5], ARGV[j]) == 0 then missing[#missing + 1] = ARGV[j] end
 end
 if #missing > 1 then return missing end
+if ARGV[10] ~= '' and redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] == ARGV[10] then
+  local applied = ARGV[4] .. @W@ .. ARGV[10]
+  for _, f in ipairs(redis.call('HKEYS', applied)) do
+    if not string.find(f, ':%-%d+$') then redis.call('HDEL', applied, f) end
+  end
+end
 redis.call('DEL', KEYS[6])
-redis.call('HSET', KEYS[6], unpack(ARGV, cp_from, cp_from + ncp - 1))
+redis.call('SET', KEYS[6], ARGV[cp_from])
 for j = blob_from, blob_from + nblob - 1, 2 do
   redis.call('HSETNX', KEYS[5], ARGV[j], ARGV[j + 1])
 end
@@ -133,9 +183,22 @@ if ARGV[8] ~= '' and ARGV[8] ~= ARGV[9] and ARGV[8] ~= ARGV[2] then
   drop_refs(KEYS[5], ARGV[4], {ARGV[2], ARGV[9]}, {ARGV[8]})
   redis.call('ZREM', KEYS[4], ARGV[8])
 end
+-- keep_last: the newest N checkpoints of the namespace stay (and a run's start, `keep`)
+local keep_last = policy_keep(KEYS[1], ARGV[6], ARGV[11])
+local n = redis.call('ZCARD', KEYS[4])
+if keep_last > 0 and n > keep_last then
+  local gone = {}
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, n - keep_last - 1)) do
+    if id ~= ARGV[9] then
+      redis.call('ZREM', KEYS[4], id)
+      gone[#gone + 1] = id
+    end
+  end
+  if #gone > 0 then drop_ids(KEYS[4], KEYS[5], ARGV[4], gone) end
+end
 local ttl = thread_ttl(KEYS[1], ARGV[6])
-if ttl > 0 then
-  for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ttl) end
+for k = 1, 6 do  -- no TTL now: what an earlier policy set must not expire the thread
+  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) else redis.call('PERSIST', KEYS[k]) end
 end
 return {'ok'}
 """
@@ -237,7 +300,8 @@ LOAD = _lua(
     _REFS
     + """
 -- KEYS: idx, blobs    ARGV: ns_base, ids... (none: the latest checkpoint)
--- Reply: one {id, cp fields, blob values, write fields, blob fields} per checkpoint
+-- Reply: one {id, cp record, blob values, write fields, blob fields} per checkpoint
+-- (the record packed, or the fields of one written as a hash)
 -- found; the blob fields are its values' and their delta chains' (cp_refs).
 local base = ARGV[1]
 local ids = {}
@@ -248,7 +312,10 @@ else
 end
 local out = {}
 for _, id in ipairs(ids) do
-  local cp = redis.call('HGETALL', base .. @CP@ .. id)
+  local key = base .. @CP@ .. id
+  local cp
+  if redis.call('TYPE', key)['ok'] == 'string' then cp = redis.call('GET', key)
+  else cp = redis.call('HGETALL', key) end
   if #cp > 0 then
     local refs = cp_refs(KEYS[2], base .. @CP@ .. id, {})
     local blobs = {}
@@ -261,14 +328,15 @@ return out
 )
 
 PAGE = _lua(
-    """
+    _RECORD
+    + """
 -- KEYS: idx    ARGV: ns_base, max (lex bound), count
 -- Reply: id, metadata, id, metadata, ... newest first; lets list() filter cheaply.
 local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[2], '-', 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', ARGV[1] .. @CP@ .. id, 'metadata') or ''
+  out[#out + 1] = cp_field(ARGV[1] .. @CP@ .. id, 'metadata') or ''
 end
 return out
 """
@@ -322,13 +390,15 @@ return #gone
 
 SET_TTL = _lua(
     """
--- KEYS: rec, nsmap, lease    ARGV: seconds (0: keep forever)
--- Applies the TTL to every key of the thread now and records it for later commits.
+-- KEYS: rec, nsmap, lease    ARGV: seconds (0: drop the thread's own TTL)
+-- Applies the TTL to every key of the thread now and records it for later commits;
+-- without one of its own the thread gets its recorded policy's TTL, else none.
 local ttl = tonumber(ARGV[1])
+if ttl > 0 then redis.call('HSET', KEYS[1], 'ttl', ttl) else redis.call('HDEL', KEYS[1], 'ttl') end
+if ttl == 0 then ttl = tonumber(redis.call('HGET', KEYS[1], 'policy_ttl') or '0') end
 local function apply(key)
   if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
 end
-if ttl > 0 then redis.call('HSET', KEYS[1], 'ttl', ttl) else redis.call('HDEL', KEYS[1], 'ttl') end
 for _, key in ipairs(KEYS) do apply(key) end
 for _, base in ipairs(redis.call('HVALS', KEYS[2])) do
   for _, id in ipairs(redis.call('ZRANGE', base .. @IDX@, 0, -1)) do

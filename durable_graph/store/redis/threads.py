@@ -120,14 +120,30 @@ class ThreadRecords:
         args = [thread_id, status, int(time.time() * 1000)]
         self._conn.run("STATUS_INDEX", keys, args, "index thread status")
 
-    def set_run(self, thread_id: str, sealed: str, graph: str = "") -> None:
+    def set_run(
+        self, thread_id: str, sealed: str, graph: str = "", policy: dict[str, str] | None = None,
+    ) -> None:
         """Keep the sealed description of the thread's current distributed run, and
-        the name of its graph in clear (for listing threads by graph)."""
+        the name of its graph in clear (for listing threads by graph).
+
+        ``policy``: retention fields to record with it ('0' removes one), so the
+        workers' commits of this run apply the starting saver's policy.
+        """
         record = ThreadKeys(self._prefix, str(thread_id)).record
         fields: dict[str | bytes, str] = {"run": sealed}
         if graph:
             fields["graph"] = graph
-        self._conn.call("store run", lambda c: c.hset(record, mapping=fields))
+        fields.update({k: v for k, v in (policy or {}).items() if v != "0"})
+        gone = [k for k, v in (policy or {}).items() if v == "0"]
+
+        def store(c: Any) -> None:
+            pipe = c.pipeline(transaction=False)  # one key: works on Redis Cluster too
+            pipe.hset(record, mapping=fields)
+            if gone:
+                pipe.hdel(record, *gone)
+            pipe.execute()
+
+        self._conn.call("store run", store)
 
     def get_run(self, thread_id: str) -> str | None:
         """The sealed description of the thread's last distributed run, if any."""
