@@ -42,6 +42,7 @@ from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker import metrics
 from durable_graph.worker.config import Settings
+from durable_graph.worker.eager import Eager
 from durable_graph.worker.events import RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
 from durable_graph.worker.liveness import Books, Liveness, note_lost
@@ -61,6 +62,8 @@ __all__ = [
 
 JOB_TASK = "durable_graph.job"
 _KINDS = ("task", "call", "start", "recover")
+_BATCH = 1000
+"""Messages a publish batch buffers before it writes them to the broker."""
 log = logging.getLogger("durable_graph.worker")
 
 
@@ -77,6 +80,7 @@ def create_app(
     store_retry: float | None = None,
     heartbeat_ttl: float | None = None,
     max_deaths: int | None = None,
+    eager_depth: int | None = None,
     **celery_overrides: Any,
 ) -> Celery:
     """A Celery app for durable-graph jobs; unset arguments come from the environment.
@@ -90,7 +94,7 @@ def create_app(
         redis_url=redis_url, broker_url=broker_url, codec=secret_key, prefix=prefix,
         queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
         commit_wait=commit_wait, store_retry=store_retry,
-        heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths,
+        heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths, eager_depth=eager_depth,
     )
     broker, transport_alias = broker_for(settings.broker)
     app = Celery("durable_graph", broker=broker, set_as_current=False)
@@ -305,13 +309,32 @@ class CeleryDispatcher:
         self._publish([["", "", "probe", sealed, "", prefix, ""]])
 
     def _publish(self, messages: list[list[str]]) -> None:
+        """Publish over one broker connection; several messages in one round trip where
+        the transport can (kombu's publish batch: one Redis pipeline).
+
+        A batch whose flush fails is sent again message by message, each with the
+        publish retry policy (a message that did arrive twice is a copy, and copies
+        are dropped by their claim).
+        """
         with self._app.producer_or_acquire() as producer:
-            for args in messages:
-                self._app.send_task(
-                    JOB_TASK, args=args[:4],
-                    kwargs={"run": args[4], "prefix": args[5], "key": args[6]},
-                    queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
-                )
+            if len(messages) > 1 and producer.supports_batch_publish:
+                try:
+                    with producer.batch(max_size=_BATCH):
+                        self._send_each(producer, messages, retry=False)
+                    return
+                except Exception as exc:  # the broker blinked: the careful way
+                    log.warning("a batch of %d jobs was not published (%s); sending them "
+                                "one by one", len(messages), exc)
+            self._send_each(producer, messages, retry=True)
+
+    def _send_each(self, producer: Any, messages: list[list[str]], *, retry: bool) -> None:
+        for args in messages:
+            self._app.send_task(
+                JOB_TASK, args=args[:4],
+                kwargs={"run": args[4], "prefix": args[5], "key": args[6]},
+                queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
+                retry=retry,
+            )
 
 
 class WorkerRuntime:
@@ -408,8 +431,34 @@ class WorkerRuntime:
         ) or job.key != (key or job.key):
             return self._refuse(thread_id, kind,
                                 "the clear ids of the message do not match its sealed job")
+        eager = Eager(self._book, self.dispatcher, self.liveness.worker,
+                      self.settings.eager_depth)
         with self.liveness.running(job) as claim:
-            return "dropped" if claim == "drop" else self._run(job, renewed=claim == "run")
+            if claim == "drop":
+                return "dropped"
+            try:
+                ack = self._run(job, renewed=claim == "run", eager=eager)
+            except BaseException:
+                eager.hand_off()
+                raise
+        self._continue(eager)
+        return ack
+
+    def _continue(self, eager: Eager) -> None:
+        """Run the jobs adopted one after another (see ``worker/eager``), each claimed,
+        fenced and ended like a received one; one that fails here goes to the queue."""
+        while eager.taken is not None:
+            adopted, eager = eager.taken, eager.deeper()
+            job = adopted.job
+            try:
+                with self.liveness.running(job, adopted=True):
+                    self._run(job, renewed=True, eager=eager)
+            except Exception:  # its claim was given back: the broker retries it
+                log.exception("%s job %s of thread %s failed in this process; sent to the "
+                              "queue to run again", job.kind, job.key, job.run.thread_id)
+                self.dispatcher.send_sealed(adopted.message)
+                eager.hand_off()
+                return
 
     def _probe(self, probe: Any) -> str:
         """The queue moved past a probe: every job sent before it was received."""
@@ -420,7 +469,7 @@ class WorkerRuntime:
         self.dispatcher.books(prefix).probe_seen(queue, sent_ms)
         return "ok"
 
-    def _run(self, job: Job, *, renewed: bool) -> str:
+    def _run(self, job: Job, *, renewed: bool, eager: Eager | None = None) -> str:
         thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
         events = RunEvents(saver.conn, job.run.prefix, self.serde)
@@ -431,6 +480,7 @@ class WorkerRuntime:
             abort_run(saver, events, job, exc)
             metrics.job_done(job.kind, "failed")
             return "failed"
-        rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence)
+        rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence,
+                        eager=eager)
         handle(rc, job, self.keeper, renewed=renewed)
         return "ok"

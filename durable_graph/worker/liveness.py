@@ -82,19 +82,25 @@ class Liveness:
         """Keys of the jobs this process is running now."""
 
     @contextmanager
-    def running(self, job: Job) -> Iterator[str]:
+    def running(self, job: Job, *, adopted: bool = False) -> Iterator[str]:
         """Claim ``job`` and renew its lease in one round trip; yield what to do with it:
 
         ``run`` (claimed, lease renewed), ``untracked`` (a message without a key, from an
         older producer: run it, lease not renewed yet) or ``drop`` (another process runs
         it, it ended, or its lease was taken over). The end is recorded afterwards off
         the job's path; an exception gives the job back (Celery retries its message).
+        An ``adopted`` job (``worker/eager``) was claimed by this process when it was
+        taken: it runs at once.
         """
         if not job.key:
             yield "untracked"
             return
         book, thread_id = self.books(job.run.prefix), job.run.thread_id
         self._beat(job.run.prefix)
+        if adopted:
+            with self._holding(job, book):
+                yield "run"
+            return
         lease = (job.owner, job.fence, self.settings.lease_ttl)
         outcome, holder, renewed = book.claim_renewing(job.key, thread_id, self.worker, lease)
         if outcome != "ok" and holder == self.worker and job.key not in self._active:
@@ -112,12 +118,18 @@ class Liveness:
                 self._end(job)
             yield "drop"
             return
+        with self._holding(job, book):
+            yield "run"
+
+    @contextmanager
+    def _holding(self, job: Job, book: JobBook) -> Iterator[None]:
+        """Run ``job``, claimed here: end it after, or give it back on an exception."""
         self._active.add(job.key)
         try:
-            yield "run"
+            yield
         except BaseException:
             with contextlib.suppress(CheckpointStoreError):  # a retry of ours re-takes it
-                book.release(job.key, thread_id, self.worker)
+                book.release(job.key, job.run.thread_id, self.worker)
             raise
         finally:
             self._active.discard(job.key)

@@ -53,6 +53,7 @@ from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.shipping import GraphRef
 
 __all__ = [
+    "Continuation",
     "Dispatcher",
     "Job",
     "RunContext",
@@ -161,6 +162,15 @@ class Dispatcher(Protocol):
         ...
 
 
+class Continuation(Protocol):
+    """Where a worker may keep the next step's only task to run it itself
+    (``worker/eager``)."""
+
+    def take(self, job: Job) -> bool:
+        """Adopt ``job``; False when it must be published instead."""
+        ...
+
+
 @dataclass
 class RunContext:
     """One run as seen by whoever advances it: its graph, store, events and lease."""
@@ -172,6 +182,8 @@ class RunContext:
     dispatcher: Dispatcher
     owner: str
     fence: int
+    eager: Continuation | None = None
+    """A worker's continuation slot (None: publish every job, as a producer does)."""
 
     @property
     def thread_id(self) -> str:
@@ -227,15 +239,23 @@ def advance(
             stale = [t.id for t in missing if t.id in outcomes]
             if stale:
                 rc.saver.clear_outcomes(rc.config(checkpoint.id), stale)
-            rc.dispatcher.send([
-                rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
-                for t in missing
-            ])
+            _send_tasks(rc, checkpoint, step, missing)
             return
         committed = finish(rc, checkpoint, step, nxt.tasks, outcomes)
         if committed is None:
             return
         checkpoint, step, pending = committed, step + 1, []
+
+
+def _send_tasks(
+    rc: RunContext, checkpoint: Checkpoint, step: int, tasks: Sequence[PlannedTask]
+) -> None:
+    """Enqueue the jobs of ``tasks``; a lone task may be kept to run here (eager)."""
+    jobs = [rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
+            for t in tasks]
+    if len(jobs) == 1 and rc.eager is not None and rc.eager.take(jobs[0]):
+        return
+    rc.dispatcher.send(jobs)
 
 
 class RunStep:
@@ -340,10 +360,7 @@ def finish(
     follow = begin_step(rc.graph.spec, new, step + 1, rc.run.step_options(),
                         thread_id=rc.thread_id, ns="") if overlap else None
     if follow is not None and follow.status == "running":
-        rc.dispatcher.send([
-            rc.job("task", checkpoint_id=new.id, step=step + 1, task_id=t.id, name=t.name)
-            for t in follow.tasks
-        ])
+        _send_tasks(rc, new, step + 1, follow.tasks)
     if not _commit(rc, checkpoint, nxt):
         return None
     if nxt.updated & rc.graph.spec.output_channels:

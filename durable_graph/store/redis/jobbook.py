@@ -174,6 +174,12 @@ class JobBook:
                 pool.release(conn)
         return confirm
 
+    def adopt(self, key: str, thread_id: str, message: str, worker: str) -> None:
+        """Record a job ``worker`` runs itself, unpublished, as owed and claimed by it:
+        if ``worker`` dies, a sweep sends ``message`` like any dead process's job."""
+        self._run("ADOPT_JOB", jobs_of(self.prefix, thread_id).ordered(),
+                  [key, thread_id, message, worker], "adopt job")
+
     def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
         """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""
         reply = self._run("CLAIM_JOB", jobs_of(self.prefix, thread_id).ordered(),

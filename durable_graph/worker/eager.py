@@ -1,0 +1,83 @@
+"""Eager continuation: a worker runs the next step's only task itself.
+
+When a job commits a step whose next step is a single task (a chain), publishing
+that task and waiting for the broker to hand it back costs a publish, a pop, a
+worker wake-up and an acknowledgement. Instead the worker *adopts* it: the job is
+recorded in the job book as owed and claimed by this process in one script
+(``JobBook.adopt``), exactly the state of a published job a worker claimed, and
+runs in this process once the current job has ended. So nothing about it is
+special: its writes and commit are fenced by the lease generation like any job's,
+and if this process dies in the middle, a recovery sweep finds the dead process's
+claim and sends the job's signed message to the queue, like any dead process's job.
+
+At most ``depth`` steps run inline in a row (then the next one is published), so a
+long chain gives other jobs a turn at this worker process. Temporal's eager
+activities are the idea.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from durable_graph.store.redis.jobbook import JobBook
+from durable_graph.worker.runs import Dispatcher, Job
+
+__all__ = ["Adopted", "Eager"]
+
+log = logging.getLogger("durable_graph.worker")
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """A job this process took to run itself."""
+
+    job: Job
+    """The job, with its job-book key."""
+    message: str
+    """Its signed message, as the queue would have carried it."""
+
+
+class Eager:
+    """The continuation slot of one job: at most one adopted job, within the depth left."""
+
+    def __init__(
+        self, books: Callable[[str], JobBook], dispatcher: Dispatcher, worker: str, left: int,
+    ) -> None:
+        self._books, self._dispatcher, self._worker = books, dispatcher, worker
+        self.left = left
+        """Inline steps this chain of jobs may still run here."""
+        self.taken: Adopted | None = None
+
+    def take(self, job: Job) -> bool:
+        """Adopt ``job`` to run here after the current job; False to publish it instead."""
+        if self.left <= 0 or self.taken is not None or job.kind != "task":
+            return False
+        job = replace(job, key=uuid.uuid4().hex)
+        message = self._dispatcher.seal(job)
+        self._books(job.run.prefix).adopt(job.key, job.run.thread_id, message, self._worker)
+        self.taken = Adopted(job, message)
+        return True
+
+    def deeper(self) -> Eager:
+        """The slot of the adopted job, one inline step further."""
+        return Eager(self._books, self._dispatcher, self._worker, self.left - 1)
+
+    def hand_off(self) -> None:
+        """The current job failed after adopting one: give the adopted job to the queue.
+
+        Published first, then its claim released; if the release fails, the copy finds
+        this process's own claim on a job it does not run and takes it again.
+        """
+        taken, self.taken = self.taken, None
+        if taken is None:
+            return
+        job = taken.job
+        try:
+            self._dispatcher.send_sealed(taken.message)
+            self._books(job.run.prefix).release(job.key, job.run.thread_id, self._worker)
+        except Exception:  # still owed: the lost-message probe or the sweep sends it
+            log.exception("could not hand %s job %s of thread %s to the queue", job.kind,
+                          job.key, job.run.thread_id)
