@@ -37,7 +37,7 @@ from durable_graph.store.codec import (
     SigningCodec,
 )
 from durable_graph.store.redis.connection import redact
-from durable_graph.store.redis.jobbook import JobBook
+from durable_graph.store.redis.jobbook import Also, JobBook
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker import metrics
@@ -432,17 +432,29 @@ class WorkerRuntime:
             return self._refuse(thread_id, kind,
                                 "the clear ids of the message do not match its sealed job")
         eager = Eager(self._book, self.dispatcher, self.liveness.worker,
-                      self.settings.eager_depth)
-        with self.liveness.running(job) as claim:
+                      self.settings.eager_depth, self._first_read)
+        with self.liveness.running(job, also=self._first_read(job)) as (claim, early):
             if claim == "drop":
                 return "dropped"
             try:
-                ack = self._run(job, renewed=claim == "run", eager=eager)
+                ack = self._run(job, renewed=claim == "run", eager=eager, early=early)
             except BaseException:
                 eager.hand_off()
                 raise
         self._continue(eager)
         return ack
+
+    def _first_read(self, job: Job) -> Also | None:
+        """The store read ``job`` starts with, made with its claim in one round trip
+        (``RunContext.early``): a task's checkpoint, whether a call already finished."""
+        saver = self.saver(job.run.prefix)
+        config = {"configurable": {"thread_id": job.run.thread_id, "checkpoint_ns": "",
+                                   "checkpoint_id": job.checkpoint_id}}
+        if job.kind == "task":
+            return lambda p: saver.queue_get_tuple(p, config)
+        if job.kind == "call":
+            return lambda p: saver.queue_finished(p, config, [job.task_id])
+        return None
 
     def _continue(self, eager: Eager) -> None:
         """Run the jobs adopted one after another (see ``worker/eager``), each claimed,
@@ -452,7 +464,7 @@ class WorkerRuntime:
             job = adopted.job
             try:
                 with self.liveness.running(job, adopted=True):
-                    self._run(job, renewed=True, eager=eager)
+                    self._run(job, renewed=True, eager=eager, early=adopted.early)
             except Exception:  # its claim was given back: the broker retries it
                 log.exception("%s job %s of thread %s failed in this process; sent to the "
                               "queue to run again", job.kind, job.key, job.run.thread_id)
@@ -469,7 +481,9 @@ class WorkerRuntime:
         self.dispatcher.books(prefix).probe_seen(queue, sent_ms)
         return "ok"
 
-    def _run(self, job: Job, *, renewed: bool, eager: Eager | None = None) -> str:
+    def _run(
+        self, job: Job, *, renewed: bool, eager: Eager | None = None, early: Any = None,
+    ) -> str:
         thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
         events = RunEvents(saver.conn, job.run.prefix, self.serde)
@@ -481,6 +495,6 @@ class WorkerRuntime:
             metrics.job_done(job.kind, "failed")
             return "failed"
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence,
-                        eager=eager)
+                        eager=eager, early=early)
         handle(rc, job, self.keeper, renewed=renewed)
         return "ok"

@@ -21,8 +21,9 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
-from durable_graph.store.redis.jobbook import JobBook
+from durable_graph.store.redis.jobbook import Also, JobBook
 from durable_graph.worker.runs import Dispatcher, Job
 
 __all__ = ["Adopted", "Eager"]
@@ -38,6 +39,8 @@ class Adopted:
     """The job, with its job-book key."""
     message: str
     """Its signed message, as the queue would have carried it."""
+    early: Any = None
+    """The reply to the read it starts with, made with its adoption (``RunContext.early``)."""
 
 
 class Eager:
@@ -45,8 +48,10 @@ class Eager:
 
     def __init__(
         self, books: Callable[[str], JobBook], dispatcher: Dispatcher, worker: str, left: int,
+        first_read: Callable[[Job], Also | None],
     ) -> None:
         self._books, self._dispatcher, self._worker = books, dispatcher, worker
+        self._first_read = first_read
         self.left = left
         """Inline steps this chain of jobs may still run here."""
         self.taken: Adopted | None = None
@@ -57,13 +62,15 @@ class Eager:
             return False
         job = replace(job, key=uuid.uuid4().hex)
         message = self._dispatcher.seal(job)
-        self._books(job.run.prefix).adopt(job.key, job.run.thread_id, message, self._worker)
-        self.taken = Adopted(job, message)
+        early = self._books(job.run.prefix).adopt(job.key, job.run.thread_id, message,
+                                                  self._worker, self._first_read(job))
+        self.taken = Adopted(job, message, early)
         return True
 
     def deeper(self) -> Eager:
         """The slot of the adopted job, one inline step further."""
-        return Eager(self._books, self._dispatcher, self._worker, self.left - 1)
+        return Eager(self._books, self._dispatcher, self._worker, self.left - 1,
+                     self._first_read)
 
     def hand_off(self) -> None:
         """The current job failed after adopting one: give the adopted job to the queue.

@@ -285,8 +285,12 @@ def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:
     config = rc.config(job.checkpoint_id)
     deadline = time.monotonic() + _ASYNC_WAIT
     delay = 0.001
+    early, rc.early = rc.early, None  # read with the job's claim, if it was
     while True:
-        saved = rc.saver.get_tuple(config)
+        saved = rc.saver.tuple_from(config, early) if early else None
+        early = None
+        if saved is None:
+            saved = rc.saver.get_tuple(config)
         if saved is not None or rc.run.durability != "async":
             return saved
         latest = rc.saver.get_tuple(rc.config())
@@ -390,7 +394,10 @@ def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> No
 
 def _run_call(rc: RunContext, job: Job) -> None:
     config = rc.config(job.checkpoint_id)
-    if rc.saver.finished(config, [job.task_id]):
+    early, rc.early = rc.early, None  # read with the job's claim, if it was
+    done = {raw.decode() for raw in early} if early is not None \
+        else rc.saver.finished(config, [job.task_id])
+    if done:
         return  # a redelivery: the result is recorded, the call never runs again
     name, fn, retry, call_config, answers = job.call
     step = JobStep(rc, job, None)

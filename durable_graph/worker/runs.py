@@ -184,6 +184,12 @@ class RunContext:
     fence: int
     eager: Continuation | None = None
     """A worker's continuation slot (None: publish every job, as a producer does)."""
+    early: Any = None
+    """The store's reply to the read this job needs first, made with its claim in one
+    round trip (``WorkerRuntime``): the LOAD of a task's checkpoint, the FINISHED
+    check of a call; None when not read."""
+    stop_at_commit: str | None = None
+    """The run asked to stop, as read by this context's last commit (None: not read)."""
 
     @property
     def thread_id(self) -> str:
@@ -379,8 +385,12 @@ def finish(
 
 
 def _stop_requested(rc: RunContext) -> bool:
-    """Whether new input asked this run to stop at this step boundary (``multitask``)."""
-    return rc.saver.stop_requested(rc.thread_id) == rc.run.run_id
+    """Whether new input asked this run to stop at this step boundary (``multitask``):
+    as the commit that made this boundary read it, else read now."""
+    stop, rc.stop_at_commit = rc.stop_at_commit, None
+    if stop is None:
+        stop = rc.saver.stop_requested(rc.thread_id) or ""
+    return stop == rc.run.run_id
 
 
 def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
@@ -393,7 +403,7 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
     assert nxt.metadata is not None
     expect = run.branch[1] if run.branch[1] and parent.id == run.branch[0] else parent.id
     try:
-        rc.saver.put(
+        _, rc.stop_at_commit = rc.saver.commit_step(
             rc.config(parent_id or None), new, nxt.metadata, new_versions,
             expect_latest=expect,
             replaces=parent.id if exit_mode and parent.id != run.start_checkpoint else None,

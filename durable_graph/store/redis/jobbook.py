@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 from redis.cluster import RedisCluster
@@ -39,7 +39,10 @@ from durable_graph.store.redis.keys import (
     probe_key,
 )
 
-__all__ = ["Expired", "JobBook", "Reclaimed", "View", "pipelined"]
+__all__ = ["Also", "Expired", "JobBook", "Reclaimed", "View", "pipelined"]
+
+Also: TypeAlias = Callable[[Any], Any]
+"""Queues one more command on a pipeline (``p``) and returns what the call returned."""
 
 
 def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
@@ -174,11 +177,20 @@ class JobBook:
                 pool.release(conn)
         return confirm
 
-    def adopt(self, key: str, thread_id: str, message: str, worker: str) -> None:
+    def adopt(
+        self, key: str, thread_id: str, message: str, worker: str, also: Also | None = None,
+    ) -> Any:
         """Record a job ``worker`` runs itself, unpublished, as owed and claimed by it:
-        if ``worker`` dies, a sweep sends ``message`` like any dead process's job."""
-        self._run("ADOPT_JOB", jobs_of(self.prefix, thread_id).ordered(),
-                  [key, thread_id, message, worker], "adopt job")
+        if ``worker`` dies, a sweep sends ``message`` like any dead process's job.
+
+        ``also(p)`` queues one more read in the same round trip; its reply is returned.
+        """
+        script = self._script("ADOPT_JOB")
+        replies = self._pipe("adopt job", lambda p: [
+            script(keys=jobs_of(self.prefix, thread_id).ordered(),
+                   args=[key, thread_id, message, worker], client=p),
+            *([also(p)] if also else [])])
+        return replies[1] if also else None
 
     def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
         """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""
@@ -187,10 +199,13 @@ class JobBook:
         return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
 
     def claim_renewing(
-        self, key: str, thread_id: str, worker: str, lease: tuple[str, int, float]
-    ) -> tuple[str, str, bool]:
+        self, key: str, thread_id: str, worker: str, lease: tuple[str, int, float],
+        also: Also | None = None,
+    ) -> tuple[str, str, bool, Any]:
         """``claim``, and renew the thread's lease (owner, generation, ttl) in the same
-        round trip; the third item says whether the lease is still this job's."""
+        round trip; the third item says whether the lease is still this job's, the
+        fourth is the reply to ``also(p)``, one more read queued on the same round trip
+        (None without one)."""
         claim = self._script("CLAIM_JOB")
         renew = self.conn.script("RENEW")
         owner, gen, ttl = lease
@@ -201,11 +216,12 @@ class JobBook:
                       client=p),
                 renew(keys=[ThreadKeys(self.prefix, thread_id).lease],
                       args=[owner, gen, max(1, int(ttl * 1000))], client=p),
+                *([also(p)] if also else []),
             ]
 
-        claimed, renewed = self._pipe("claim job", build)
+        claimed, renewed, *more = self._pipe("claim job", build)
         holder = _text(claimed[1]) if len(claimed) > 1 else ""
-        return _text(claimed[0]), holder, bool(renewed[0])
+        return _text(claimed[0]), holder, bool(renewed[0]), more[0] if more else None
 
     def end(self, key: str, thread_id: str, idle_ttl: float) -> None:
         """The job ended: owed no more; a thread left owing nothing starts its idle TTL."""

@@ -22,7 +22,12 @@ from typing import Any
 
 import ormsgpack
 
-from durable_graph.errors import CommitConflictError, FencingError, GraphValueError
+from durable_graph.errors import (
+    CommitConflictError,
+    FencingError,
+    GraphTypeError,
+    GraphValueError,
+)
 from durable_graph.store.base import (
     ERROR,
     INTERRUPT,
@@ -174,6 +179,21 @@ class RedisSaver(BaseCheckpointSaver):
         found = self._load(thread_id, ns, [checkpoint_id] if checkpoint_id else [])
         return found[0] if found else None
 
+    def queue_get_tuple(self, pipe: Any, config: Mapping[str, Any]) -> Any:
+        """Queue ``get_tuple(config)``'s read on ``pipe`` (a pipeline another read shares:
+        one round trip for both); ``tuple_from`` decodes its reply."""
+        thread_id, ns, checkpoint_id = config_ids(config)
+        nsk = ThreadKeys(self.prefix, thread_id).ns(ns)
+        return self._conn.script("LOAD")(keys=[nsk.index, nsk.blobs],
+                                         args=[nsk.base, *([checkpoint_id] if checkpoint_id
+                                                           else [])], client=pipe)
+
+    def tuple_from(self, config: Mapping[str, Any], reply: Any) -> CheckpointTuple | None:
+        """What ``get_tuple(config)`` returns, from the reply of ``queue_get_tuple``."""
+        thread_id, ns, _ = config_ids(config)
+        tc = self.codec_of(thread_id, ns)
+        return decode_tuple(tc, reply[0]) if reply else None
+
     def _load(self, thread_id: str, ns: str, ids: Sequence[str]) -> builtins.list[CheckpointTuple]:
         """Checkpoints ``ids`` of one namespace (the latest if none), values and writes included."""
         nsk = ThreadKeys(self.prefix, thread_id).ns(ns)
@@ -283,6 +303,20 @@ class RedisSaver(BaseCheckpointSaver):
         step); ``replaces`` deletes that checkpoint in the same script (``exit``
         durability keeps no step history), sparing values ``keep`` still reads.
         """
+        return self.commit_step(config, checkpoint, metadata, new_versions,
+                                expect_latest=expect_latest, replaces=replaces, keep=keep)[0]
+
+    def commit_step(
+        self, config: Mapping[str, Any], checkpoint: Checkpoint, metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int], **cas: str | None,
+    ) -> tuple[dict[str, Any], str]:
+        """``put`` (``cas``: its ``expect_latest``, ``replaces`` and ``keep``), and the run
+        asked to stop at this step boundary ('' if none), read in the same script
+        (``request_stop``): a distributed step's commit."""
+        expect_latest, replaces, keep = (cas.pop(k, None)
+                                         for k in ("expect_latest", "replaces", "keep"))
+        if cas:
+            raise GraphTypeError(f"commit_step() got unexpected arguments {sorted(cas)}")
         thread_id, ns, parent_id = config_ids(config)
         fence = _fence(config)
         require_versions(checkpoint)
@@ -293,13 +327,13 @@ class RedisSaver(BaseCheckpointSaver):
         blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
         required = [wanted[ch] for ch in wanted if ch not in new_versions]
         commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
-        cas = [expect_latest or "", replaces or "", keep or ""]
-        reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=required)
+        given = [expect_latest or "", replaces or "", keep or ""]
+        reply = self._commit(**commit, cas=given, fields=fields, blobs=blobs, required=required)
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
             more = {ch: f for ch, f in wanted.items() if f in missing}
             blobs.update(self._encode(tc, checkpoint, more))
-            reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=[])
+            reply = self._commit(**commit, cas=given, fields=fields, blobs=blobs, required=[])
         self._check_fence(reply, thread_id, fence)
         if reply[0] == b"conflict":
             raise CommitConflictError(
@@ -307,7 +341,8 @@ class RedisSaver(BaseCheckpointSaver):
                 f"longer the newest ({reply[1].decode()} is); another worker committed this "
                 "step. Nothing was written."
             )
-        return checkpoint_config(thread_id, ns, checkpoint.id)
+        stop = reply[1] if len(reply) > 1 else b""
+        return checkpoint_config(thread_id, ns, checkpoint.id), stop.decode()
 
     @staticmethod
     def _encode(
@@ -444,6 +479,15 @@ class RedisSaver(BaseCheckpointSaver):
         key = ThreadKeys(self.prefix, thread_id).ns(ns).writes(checkpoint_id)
         done = self._conn.run("FINISHED", [key], list(task_ids), "read finished tasks")
         return {raw.decode() for raw in done}
+
+    def queue_finished(self, pipe: Any, config: Mapping[str, Any], task_ids: Sequence[str]) -> Any:
+        """Queue ``finished(config, task_ids)``'s read on ``pipe`` (a pipeline another read
+        shares); its reply decodes with ``{raw.decode() for raw in reply}``."""
+        thread_id, ns, checkpoint_id = config_ids(config)
+        if checkpoint_id is None:
+            raise GraphValueError("finished() needs a config with a checkpoint_id")
+        key = ThreadKeys(self.prefix, thread_id).ns(ns).writes(checkpoint_id)
+        return self._conn.script("FINISHED")(keys=[key], args=list(task_ids), client=pipe)
 
     def clear_outcomes(self, config: Mapping[str, Any], task_ids: Sequence[str]) -> None:
         """Forget the error and interrupt outcomes of tasks about to run again."""

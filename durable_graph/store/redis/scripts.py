@@ -137,7 +137,8 @@ local ttl = thread_ttl(KEYS[1], ARGV[6])
 if ttl > 0 then
   for k = 1, 6 do redis.call('EXPIRE', KEYS[k], ttl) end
 end
-return {'ok'}
+-- and the run asked to stop at this step boundary, if any (``request_stop``)
+return {'ok', redis.call('HGET', KEYS[1], 'stop') or ''}
 """
 )
 
