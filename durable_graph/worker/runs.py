@@ -56,6 +56,7 @@ __all__ = [
     "Continuation",
     "Dispatcher",
     "Job",
+    "LastWrites",
     "RunContext",
     "RunSpec",
     "RunStep",
@@ -160,6 +161,23 @@ class Dispatcher(Protocol):
     def open_value(self, text: str) -> Any:
         """What ``seal_value`` sealed; SignatureError for anything else."""
         ...
+
+
+@dataclass(frozen=True)
+class LastWrites:
+    """The writes of a step's last task, stored in the round trip of the step's commit."""
+
+    task_id: str
+    checkpoint_id: str
+    """The checkpoint whose step the task ran in."""
+    writes: list[Write]
+    stored: Callable[[], None]
+    """Publishes the task's stream events, once its writes are stored."""
+
+    def store(self, rc: RunContext) -> None:
+        """Store them on their own (the step ends without a commit)."""
+        rc.saver.put_task_writes(rc.config(self.checkpoint_id), self.writes, self.task_id)
+        self.stored()
 
 
 class Continuation(Protocol):
@@ -347,17 +365,22 @@ def finish(
     step: int,
     tasks: Sequence[PlannedTask],
     outcomes: dict[str, Outcome],
+    *,
+    last: LastWrites | None = None,
 ) -> Checkpoint | None:
     """End step ``step``: commit its next checkpoint and return it, or end the run.
 
     None when the run stopped here, or another worker (or a newer lease) won.
     With ``async`` durability the next step's jobs are enqueued before the commit
-    (they wait for it to land); with ``sync`` and ``exit`` after it.
+    (they wait for it to land); with ``sync`` and ``exit`` after it. ``last``: the
+    writes of the task that just ended the step, not stored yet.
     """
     nxt = end_step(rc.graph.spec, checkpoint, tasks, outcomes, step=step,
                    opts=rc.run.step_options(),
                    new_id=new_checkpoint_id(after=max(checkpoint.id, rc.run.branch[1])))
     if nxt.metadata is None:
+        if last is not None:
+            last.store(rc)
         end_run(rc, nxt)
         return None
     new = nxt.checkpoint
@@ -367,7 +390,7 @@ def finish(
                         thread_id=rc.thread_id, ns="") if overlap else None
     if follow is not None and follow.status == "running":
         _send_tasks(rc, new, step + 1, follow.tasks)
-    if not _commit(rc, checkpoint, nxt):
+    if not _commit(rc, checkpoint, nxt, last):
         return None
     if nxt.updated & rc.graph.spec.output_channels:
         rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
@@ -393,8 +416,9 @@ def _stop_requested(rc: RunContext) -> bool:
     return stop == rc.run.run_id
 
 
-def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
-    """Commit ``nxt.checkpoint`` if ``parent`` is still the newest and the lease ours."""
+def _commit(rc: RunContext, parent: Checkpoint, nxt: Next, last: LastWrites | None) -> bool:
+    """Commit ``nxt.checkpoint`` if ``parent`` is still the newest and the lease ours,
+    with the ``last`` task's writes stored just before, in the same round trip."""
     new, run = nxt.checkpoint, rc.run
     exit_mode = run.durability == "exit"
     parent_id = run.start_checkpoint if exit_mode else parent.id
@@ -405,14 +429,20 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
     try:
         _, rc.stop_at_commit = rc.saver.commit_step(
             rc.config(parent_id or None), new, nxt.metadata, new_versions,
+            task_writes=(rc.config(last.checkpoint_id), last.task_id, last.writes)
+            if last else None,
             expect_latest=expect,
             replaces=parent.id if exit_mode and parent.id != run.start_checkpoint else None,
             keep=run.start_checkpoint or None,
         )
     except (CommitConflictError, FencingError) as exc:
+        if last is not None and isinstance(exc, CommitConflictError):
+            last.stored()  # its writes were stored; another worker committed the step
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
         metrics.commit_refused(exc)
         return False
+    if last is not None:
+        last.stored()
     metrics.step_committed(parent.ts)
     return True
 

@@ -15,6 +15,7 @@ checkpoints), so a ``limit=1`` query never reads the whole history.
 from __future__ import annotations
 
 import builtins
+import functools
 import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -308,15 +309,26 @@ class RedisSaver(BaseCheckpointSaver):
 
     def commit_step(
         self, config: Mapping[str, Any], checkpoint: Checkpoint, metadata: CheckpointMetadata,
-        new_versions: Mapping[str, int], **cas: str | None,
+        new_versions: Mapping[str, int], *,
+        task_writes: tuple[Mapping[str, Any], str, Sequence[tuple[str, Any]]] | None = None,
+        **cas: str | None,
     ) -> tuple[dict[str, Any], str]:
         """``put`` (``cas``: its ``expect_latest``, ``replaces`` and ``keep``), and the run
         asked to stop at this step boundary ('' if none), read in the same script
-        (``request_stop``): a distributed step's commit."""
+        (``request_stop``): a distributed step's commit.
+
+        ``task_writes`` (config, task id, writes): ``put_task_writes`` of the step's
+        last task, sent in the same round trip just before the commit (stored even if
+        the commit is refused, as when called first).
+        """
         expect_latest, replaces, keep = (cas.pop(k, None)
                                          for k in ("expect_latest", "replaces", "keep"))
         if cas:
             raise GraphTypeError(f"commit_step() got unexpected arguments {sorted(cas)}")
+        before = None
+        if task_writes is not None:
+            w_config, w_task, w_list = task_writes
+            before = self._writes_call(w_config, w_list, w_task, None, whole=True)
         thread_id, ns, parent_id = config_ids(config)
         fence = _fence(config)
         require_versions(checkpoint)
@@ -326,14 +338,18 @@ class RedisSaver(BaseCheckpointSaver):
         changed = [ch for ch in wanted if ch in new_versions]
         blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
         required = [wanted[ch] for ch in wanted if ch not in new_versions]
-        commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
-        given = [expect_latest or "", replaces or "", keep or ""]
-        reply = self._commit(**commit, cas=given, fields=fields, blobs=blobs, required=required)
+        commit = functools.partial(
+            self._commit, thread_id=thread_id, ns=ns, checkpoint_id=checkpoint.id, fence=fence,
+            cas=[expect_latest or "", replaces or "", keep or ""], fields=fields)
+        reply = commit(blobs=blobs, required=required, before=before)
+        if task_writes is not None and before is not None:
+            written, reply = reply
+            self._check_fence(written, config_ids(task_writes[0])[0], _fence(task_writes[0]))
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
             more = {ch: f for ch, f in wanted.items() if f in missing}
             blobs.update(self._encode(tc, checkpoint, more))
-            reply = self._commit(**commit, cas=given, fields=fields, blobs=blobs, required=[])
+            reply = commit(blobs=blobs, required=[])
         self._check_fence(reply, thread_id, fence)
         if reply[0] == b"conflict":
             raise CommitConflictError(
@@ -382,8 +398,12 @@ class RedisSaver(BaseCheckpointSaver):
         fields: Mapping[str, Any],
         blobs: Mapping[str, bytes],
         required: Sequence[str],
+        before: tuple[builtins.list[str], builtins.list[Any]] | None = None,
     ) -> Any:
-        """Run the PUT script: fence check, value check, then every write, atomically."""
+        """Run the PUT script: fence check, value check, then every write, atomically.
+
+        ``before``: a PUT_WRITES call sent just before in the same round trip; then
+        the reply is (its reply, PUT's reply)."""
         tk = ThreadKeys(self.prefix, thread_id)
         nsk = tk.ns(ns)
         keys = [tk.record, tk.lease, tk.namespaces, nsk.index, nsk.blobs]
@@ -392,6 +412,9 @@ class RedisSaver(BaseCheckpointSaver):
         cp_args, blob_args = _flatten(fields), _flatten(blobs)
         args = [fence, checkpoint_id, ns, nsk.base, now, self.ttl or 0, *cas]
         args += [len(cp_args), *cp_args, len(blob_args), *blob_args, *required]
+        if before is not None:
+            return self._conn.run_many([("PUT_WRITES", *before), ("PUT", keys, args)],
+                                       "store pending writes and commit checkpoint")
         return self._conn.run("PUT", keys, args, "commit checkpoint")
 
     def _check_fence(self, reply: Any, thread_id: str, fence: str) -> None:
@@ -450,6 +473,18 @@ class RedisSaver(BaseCheckpointSaver):
         *,
         whole: bool,
     ) -> bytes | None:
+        call = self._writes_call(config, writes, task_id, caller, whole=whole)
+        if call is None:
+            return None
+        reply = self._conn.run("PUT_WRITES", *call, "store pending writes")
+        self._check_fence(reply, config_ids(config)[0], _fence(config))
+        return bytes(reply[1]) if len(reply) > 1 else None
+
+    def _writes_call(
+        self, config: Mapping[str, Any], writes: Sequence[tuple[str, Any]], task_id: str,
+        caller: str | None, *, whole: bool,
+    ) -> tuple[builtins.list[str], builtins.list[Any]] | None:
+        """Keys and arguments of the PUT_WRITES script (encoded); None: nothing to do."""
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
@@ -465,9 +500,7 @@ class RedisSaver(BaseCheckpointSaver):
             keys += [nsk.waits(checkpoint_id, caller), nsk.wake(checkpoint_id, caller)]
         for slot, replaces, value in encoded:
             args += [slot, "1" if replaces else "0", value]
-        reply = self._conn.run("PUT_WRITES", keys, args, "store pending writes")
-        self._check_fence(reply, thread_id, fence)
-        return bytes(reply[1]) if len(reply) > 1 else None
+        return keys, args
 
     def finished(self, config: Mapping[str, Any], task_ids: Sequence[str]) -> set[str]:
         """Which of ``task_ids`` have an outcome stored for the config's checkpoint."""
