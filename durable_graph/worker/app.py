@@ -459,18 +459,19 @@ class WorkerRuntime:
     def _continue(self, eager: Eager) -> None:
         """Run the jobs adopted one after another (see ``worker/eager``), each claimed,
         fenced and ended like a received one; one that fails here goes to the queue."""
-        while eager.taken is not None:
-            adopted, eager = eager.taken, eager.deeper()
+        while (adopted := eager.taken) is not None:
+            current, eager = eager, eager.deeper()
             job = adopted.job
             try:
                 with self.liveness.running(job, adopted=True):
                     self._run(job, renewed=True, eager=eager, early=adopted.early)
-            except Exception:  # its claim was given back: the broker retries it
+            except Exception:  # a store error: the queue runs it again, as Celery would
                 log.exception("%s job %s of thread %s failed in this process; sent to the "
                               "queue to run again", job.kind, job.key, job.run.thread_id)
-                self.dispatcher.send_sealed(adopted.message)
                 eager.hand_off()
+                current.hand_off(release=False)  # running() gave its claim back
                 return
+            current.taken = None
 
     def _probe(self, probe: Any) -> str:
         """The queue moved past a probe: every job sent before it was received."""

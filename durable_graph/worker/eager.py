@@ -72,19 +72,23 @@ class Eager:
         return Eager(self._books, self._dispatcher, self._worker, self.left - 1,
                      self._first_read)
 
-    def hand_off(self) -> None:
-        """The current job failed after adopting one: give the adopted job to the queue.
+    def hand_off(self, *, release: bool = True) -> None:
+        """The job adopted here will not run here (the job that adopted it, or the
+        adopted job itself, failed): give it to the queue.
 
-        Published first, then its claim released; if the release fails, the copy finds
-        this process's own claim on a job it does not run and takes it again.
+        Published first (it is owed already; the publish retries the broker like any
+        send), then its claim released (unless already given back, ``release=False``).
+        If the store is down the release may fail: the copy then finds this process's
+        own claim on a job it does not run, and takes it again.
         """
         taken, self.taken = self.taken, None
         if taken is None:
             return
         job = taken.job
         try:
-            self._dispatcher.send_sealed(taken.message)
-            self._books(job.run.prefix).release(job.key, job.run.thread_id, self._worker)
+            self._dispatcher.send_sealed(taken.message, register=False)
+            if release:
+                self._books(job.run.prefix).release(job.key, job.run.thread_id, self._worker)
         except Exception:  # still owed: the lost-message probe or the sweep sends it
             log.exception("could not hand %s job %s of thread %s to the queue", job.kind,
                           job.key, job.run.thread_id)

@@ -150,8 +150,8 @@ class Dispatcher(Protocol):
         """The signed payload of ``job`` (to be sent later with ``send_sealed``)."""
         ...
 
-    def send_sealed(self, sealed: str | bytes) -> None:
-        """Enqueue a job sealed earlier."""
+    def send_sealed(self, sealed: str | bytes, *, register: bool = True) -> None:
+        """Enqueue a job sealed earlier (``register=False``: it is owed already)."""
         ...
 
     def seal_value(self, obj: Any) -> str:
