@@ -431,8 +431,9 @@ class WorkerRuntime:
         ) or job.key != (key or job.key):
             return self._refuse(thread_id, kind,
                                 "the clear ids of the message do not match its sealed job")
-        eager = Eager(self._book, self.dispatcher, self.liveness.worker,
-                      self.settings.eager_depth, self._first_read)
+        eager = Eager(self._book, self.dispatcher, worker=self.liveness.worker,
+                      left=self.settings.eager_depth, first_read=self._first_read,
+                      current=job, idle_ttl=self.settings.lease_ttl)
         with self.liveness.running(job, also=self._first_read(job)) as (claim, early):
             if claim == "drop":
                 return "dropped"

@@ -47,30 +47,41 @@ class Eager:
     """The continuation slot of one job: at most one adopted job, within the depth left."""
 
     def __init__(
-        self, books: Callable[[str], JobBook], dispatcher: Dispatcher, worker: str, left: int,
-        first_read: Callable[[Job], Also | None],
+        self, books: Callable[[str], JobBook], dispatcher: Dispatcher, *, worker: str,
+        left: int, first_read: Callable[[Job], Also | None], current: Job, idle_ttl: float,
     ) -> None:
         self._books, self._dispatcher, self._worker = books, dispatcher, worker
-        self._first_read = first_read
+        self._first_read, self._current, self._idle_ttl = first_read, current, idle_ttl
         self.left = left
         """Inline steps this chain of jobs may still run here."""
         self.taken: Adopted | None = None
 
-    def take(self, job: Job) -> bool:
-        """Adopt ``job`` to run here after the current job; False to publish it instead."""
+    def take(self, job: Job, *, last: bool) -> bool:
+        """Adopt ``job`` to run here after the current job; False to publish it instead.
+
+        ``last``: the current job has done its part, so its end is recorded in the same
+        round trip (before the adopted job can start: a crash from here on resends only
+        the adopted job).
+        """
         if self.left <= 0 or self.taken is not None or job.kind != "task":
             return False
         job = replace(job, key=uuid.uuid4().hex)
         message = self._dispatcher.seal(job)
-        early = self._books(job.run.prefix).adopt(job.key, job.run.thread_id, message,
-                                                  self._worker, self._first_read(job))
+        current = self._current
+        ends = (current.key, current.run.thread_id, self._idle_ttl) \
+            if last and current.key else None
+        early = self._books(job.run.prefix).adopt(
+            job.key, job.run.thread_id, message, self._worker, also=self._first_read(job),
+            ends=ends)
         self.taken = Adopted(job, message, early)
         return True
 
     def deeper(self) -> Eager:
         """The slot of the adopted job, one inline step further."""
-        return Eager(self._books, self._dispatcher, self._worker, self.left - 1,
-                     self._first_read)
+        assert self.taken is not None
+        return Eager(self._books, self._dispatcher, worker=self._worker, left=self.left - 1,
+                     first_read=self._first_read, current=self.taken.job,
+                     idle_ttl=self._idle_ttl)
 
     def hand_off(self, *, release: bool = True) -> None:
         """The job adopted here will not run here (the job that adopted it, or the

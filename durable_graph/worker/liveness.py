@@ -37,10 +37,7 @@ log = logging.getLogger("durable_graph.worker")
 
 _ids: dict[int, str] = {}
 _END_BATCH = 200
-"""Job ends recorded in one round trip at most."""
-_END_LINGER = 0.01
-"""Seconds the first end of a batch waits for more: a run of short jobs (a node's
-@task calls) records its ends in a few round trips instead of one each."""
+"""Job ends recorded in one round trip at most (those that queued up meanwhile)."""
 
 
 def worker_id() -> str:
@@ -157,10 +154,9 @@ class Liveness:
     def _end_forever(self) -> None:
         while True:
             batch = [self._ended.get()]
-            until = time.monotonic() + _END_LINGER
             while len(batch) < _END_BATCH:
                 try:
-                    batch.append(self._ended.get(timeout=max(0.0, until - time.monotonic())))
+                    batch.append(self._ended.get_nowait())
                 except queue.Empty:
                     break
             by_prefix: dict[str, list[tuple[str, str]]] = {}

@@ -184,8 +184,9 @@ class Continuation(Protocol):
     """Where a worker may keep the next step's only task to run it itself
     (``worker/eager``)."""
 
-    def take(self, job: Job) -> bool:
-        """Adopt ``job``; False when it must be published instead."""
+    def take(self, job: Job, *, last: bool) -> bool:
+        """Adopt ``job``; False when it must be published instead. ``last``: the job
+        that adopts it has done its part (the step before is committed)."""
         ...
 
 
@@ -263,7 +264,7 @@ def advance(
             stale = [t.id for t in missing if t.id in outcomes]
             if stale:
                 rc.saver.clear_outcomes(rc.config(checkpoint.id), stale)
-            _send_tasks(rc, checkpoint, step, missing)
+            _send_tasks(rc, checkpoint, step, missing, last=True)
             return
         committed = finish(rc, checkpoint, step, nxt.tasks, outcomes)
         if committed is None:
@@ -272,12 +273,14 @@ def advance(
 
 
 def _send_tasks(
-    rc: RunContext, checkpoint: Checkpoint, step: int, tasks: Sequence[PlannedTask]
+    rc: RunContext, checkpoint: Checkpoint, step: int, tasks: Sequence[PlannedTask], *,
+    last: bool,
 ) -> None:
-    """Enqueue the jobs of ``tasks``; a lone task may be kept to run here (eager)."""
+    """Enqueue the jobs of ``tasks``; a lone task may be kept to run here (eager).
+    ``last``: nothing is left to do after this (``advance`` sends last of all)."""
     jobs = [rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
             for t in tasks]
-    if len(jobs) == 1 and rc.eager is not None and rc.eager.take(jobs[0]):
+    if len(jobs) == 1 and rc.eager is not None and rc.eager.take(jobs[0], last=last):
         return
     rc.dispatcher.send(jobs)
 
@@ -384,12 +387,15 @@ def finish(
         end_run(rc, nxt)
         return None
     new = nxt.checkpoint
+    # A producer (no continuation slot) commits its step before sending the next, so
+    # the run's first events reach the stream in order: the input's values first.
     overlap = (rc.run.durability == "async" and nxt.status == "running"
+               and rc.eager is not None
                and not _stop_requested(rc))  # a stopping run starts no next step
     follow = begin_step(rc.graph.spec, new, step + 1, rc.run.step_options(),
                         thread_id=rc.thread_id, ns="") if overlap else None
     if follow is not None and follow.status == "running":
-        _send_tasks(rc, new, step + 1, follow.tasks)
+        _send_tasks(rc, new, step + 1, follow.tasks, last=False)
     if not _commit(rc, checkpoint, nxt, last):
         return None
     if nxt.updated & rc.graph.spec.output_channels:

@@ -178,19 +178,29 @@ class JobBook:
         return confirm
 
     def adopt(
-        self, key: str, thread_id: str, message: str, worker: str, also: Also | None = None,
+        self, key: str, thread_id: str, message: str, worker: str, *, also: Also | None = None,
+        ends: tuple[str, str, float] | None = None,
     ) -> Any:
         """Record a job ``worker`` runs itself, unpublished, as owed and claimed by it:
         if ``worker`` dies, a sweep sends ``message`` like any dead process's job.
 
-        ``also(p)`` queues one more read in the same round trip; its reply is returned.
+        In the same round trip, after it: ``ends`` (job key, thread id, idle ttl), the
+        ``end`` of the job that adopted it, and ``also(p)``, one more read, whose reply
+        is returned.
         """
-        script = self._script("ADOPT_JOB")
-        replies = self._pipe("adopt job", lambda p: [
-            script(keys=jobs_of(self.prefix, thread_id).ordered(),
-                   args=[key, thread_id, message, worker], client=p),
-            *([also(p)] if also else [])])
-        return replies[1] if also else None
+        adopt, end = self._script("ADOPT_JOB"), self._script("END_JOB")
+
+        def build(p: Any) -> list[Any]:
+            out = [adopt(keys=jobs_of(self.prefix, thread_id).ordered(),
+                         args=[key, thread_id, message, worker], client=p)]
+            if ends is not None:
+                done, done_thread, ttl = ends
+                out.append(end(keys=jobs_of(self.prefix, done_thread).ordered(),
+                               args=[done, done_thread, int(ttl * 1000)], client=p))
+            return [*out, *([also(p)] if also else [])]
+
+        replies = self._pipe("adopt job", build)
+        return replies[-1] if also else None
 
     def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
         """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""
