@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -64,6 +65,8 @@ JOB_TASK = "durable_graph.job"
 _KINDS = ("task", "call", "start", "recover")
 _BATCH = 1000
 """Messages a publish batch buffers before it writes them to the broker."""
+_CONFIRM_WAIT = 30.0
+"""Seconds a batch published to RabbitMQ waits for its confirms."""
 log = logging.getLogger("durable_graph.worker")
 
 
@@ -317,15 +320,48 @@ class CeleryDispatcher:
         are dropped by their claim).
         """
         with self._app.producer_or_acquire() as producer:
-            if len(messages) > 1 and producer.supports_batch_publish:
+            if len(messages) > 1 and self._settings.broker_kind == "amqp":
+                together = self._confirmed_together
+            elif len(messages) > 1 and producer.supports_batch_publish:
+                together = self._batched
+            else:
+                together = None
+            if together is not None:
                 try:
-                    with producer.batch(max_size=_BATCH):
-                        self._send_each(producer, messages, retry=False)
+                    together(producer, messages)
                     return
                 except Exception as exc:  # the broker blinked: the careful way
                     log.warning("a batch of %d jobs was not published (%s); sending them "
                                 "one by one", len(messages), exc)
             self._send_each(producer, messages, retry=True)
+
+    def _batched(self, producer: Any, messages: list[list[str]]) -> None:
+        """kombu's publish batch: one Redis pipeline."""
+        with producer.batch(max_size=_BATCH):
+            self._send_each(producer, messages, retry=False)
+
+    def _confirmed_together(self, producer: Any, messages: list[list[str]]) -> None:
+        """RabbitMQ with publisher confirms: publish every message, then wait for their
+        confirms together, instead of one broker round trip per message.
+
+        On a channel of its own (its delivery tags count from 1), closed after.
+        """
+        conn = producer.connection
+        channel = conn.channel()
+        try:
+            channel.confirm_select()
+            confirms = _Confirms(len(messages))
+            channel.events["basic_ack"].add(confirms.ack)
+            channel.events["basic_nack"].add(confirms.nack)
+            channel.basic_publish = channel._basic_publish  # not one wait per message
+            self._send_each(self._app.amqp.Producer(channel, auto_declare=False), messages,
+                            retry=False)
+            deadline = time.monotonic() + _CONFIRM_WAIT
+            while not confirms.done:
+                conn.drain_events(timeout=max(0.05, deadline - time.monotonic()))
+        finally:
+            with contextlib.suppress(Exception):
+                channel.close()
 
     def _send_each(self, producer: Any, messages: list[list[str]], *, retry: bool) -> None:
         for args in messages:
@@ -335,6 +371,27 @@ class CeleryDispatcher:
                 queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
                 retry=retry,
             )
+
+
+class _Confirms:
+    """The publisher confirms of ``count`` messages sent on a fresh channel (tags 1..count)."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self._upto, self._single = count, 0, set[int]()
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._upto = max(self._upto, tag)
+        else:
+            self._single.add(tag)
+
+    def nack(self, tag: int, multiple: bool, *_: Any) -> None:
+        raise DispatchError(f"RabbitMQ refused published job(s) (delivery tag {tag})")
+
+    @property
+    def done(self) -> bool:
+        """Whether every message is confirmed."""
+        return self._upto + sum(t > self._upto for t in self._single) >= self.count
 
 
 class WorkerRuntime:
