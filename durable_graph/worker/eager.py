@@ -17,12 +17,14 @@ activities are the idea.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis.jobbook import Also, JobBook
 from durable_graph.worker.runs import Dispatcher, Job
 
@@ -57,7 +59,8 @@ class Eager:
         self.taken: Adopted | None = None
 
     def take(self, job: Job, *, last: bool) -> bool:
-        """Adopt ``job`` to run here after the current job; False to publish it instead.
+        """Adopt ``job`` to run here after the current job; False to publish it instead
+        (True also when adopting failed and it was published here).
 
         ``last``: the current job has done its part, so its end is recorded in the same
         round trip (before the adopted job can start: a crash from here on resends only
@@ -70,9 +73,19 @@ class Eager:
         current = self._current
         ends = (current.key, current.run.thread_id, self._idle_ttl) \
             if last and current.key else None
-        early = self._books(job.run.prefix).adopt(
-            job.key, job.run.thread_id, message, self._worker, also=self._first_read(job),
-            ends=ends)
+        try:
+            early = self._books(job.run.prefix).adopt(
+                job.key, job.run.thread_id, message, self._worker, also=self._first_read(job),
+                ends=ends)
+        except CheckpointStoreError as exc:
+            # published instead, under the same key, its claim given back first in case
+            # the adoption did land and only its reply was lost
+            log.warning("could not adopt %s job %s of thread %s (%s); publishing it",
+                        job.kind, job.key, job.run.thread_id, exc)
+            with contextlib.suppress(CheckpointStoreError):
+                self._books(job.run.prefix).release(job.key, job.run.thread_id, self._worker)
+            self._dispatcher.send([job])
+            return True
         self.taken = Adopted(job, message, early)
         return True
 
