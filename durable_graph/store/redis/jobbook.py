@@ -310,6 +310,18 @@ class JobBook:
         return [(b, _text(k), _text(v)) for b, found in zip(buckets, replies, strict=True)
                 for k, v in found.items()]
 
+    def claimed_of(self, thread_id: str) -> list[tuple[str, str]]:
+        """(claimant, signed message) of every claimed job of ``thread_id``: what it runs
+        now, published jobs and adopted ones (``worker/eager``) alike. Two round trips."""
+        bucket = jobs_of(self.prefix, thread_id)
+        claims = self.conn.call("read claims", lambda c: c.hgetall(bucket.claim))
+        if not claims:
+            return []
+        keys = list(claims)
+        messages = self.conn.call("read owed jobs", lambda c: c.hmget(bucket.owed, keys))
+        return [(_text(claims[k]), _text(m)) for k, m in zip(keys, messages, strict=True)
+                if m is not None]
+
     def reclaim(self, bucket: JobKeys, key: str, dead: str, max_deaths: int) -> Reclaimed | None:
         """Take ``key`` from the dead process ``dead``; None if it moved on or ended."""
         reply = self._run("RECLAIM_JOB", bucket.ordered(), [key, dead, max_deaths, ""],
