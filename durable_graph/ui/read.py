@@ -151,8 +151,7 @@ def _jobs(store: UiStore, thread_id: str, graph: CompiledGraph | None) -> list[d
     names = _task_names(graph, saved, thread_id) if saved is not None else {}
     return [
         {**job, "node": names.get(job["task_id"], "")}
-        for job in store.active_jobs()
-        if job["thread_id"] == thread_id
+        for job in store.active_jobs(thread_id)
     ]
 
 

@@ -4,10 +4,12 @@ workers, asked over the broker what they run."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from durable_graph import ops
 from durable_graph.errors import SignatureError
+from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.store.redis.threads import ThreadPage, ThreadRecords
 from durable_graph.worker.payload import open_sealed
 from durable_graph.worker.runs import RunSpec
@@ -53,25 +55,33 @@ class UiStore:
             return ""
         return graph_label(run.graph) if isinstance(run, RunSpec) else ""
 
-    def active_jobs(self) -> list[dict[str, str]]:
-        """Every durable-graph job the workers run now: thread, task id, kind, worker.
+    def active_jobs(self, thread_id: str) -> list[dict[str, str]]:
+        """The jobs of a thread that workers run now: task id, kind, worker, pid.
 
-        Asked over the broker (Celery's ``inspect active``), so it shows the worker
-        that really holds each job; workers that do not answer in time are left out.
+        Read from the job book's claims (a job a worker runs inline, by eager
+        continuation, has no Celery message of its own), each named by the worker whose
+        pool process holds it, as the workers say over the broker (Celery's ``inspect
+        active``; a worker that does not answer in time is named by its process id).
         """
+        book = JobBook(self.saver.conn, self.settings.prefix)
+        claimed = book.claimed_of(thread_id)
+        if not claimed:
+            return []
+        names: dict[str, str] = {}
         try:
             replies = self.app.control.inspect(timeout=_INSPECT_TIMEOUT).active() or {}
-        except Exception as exc:  # the page still renders without this part
+        except Exception as exc:  # the page still renders without the worker names
             log.warning("cannot ask the workers what they run: %s", exc)
-            return []
-        jobs = []
+            replies = {}
         for worker, active in replies.items():
             for request in active or []:
-                args = request.get("args") or []
-                if len(args) >= 3 and isinstance(args[0], str):
-                    jobs.append({"thread_id": args[0], "task_id": str(args[1]),
-                                 "kind": str(args[2]), "worker": str(worker),
-                                 "pid": str(request.get("worker_pid") or "")})
+                names[str(request.get("worker_pid") or "")] = str(worker)
+        jobs = []
+        for holder, message in claimed:
+            args = json.loads(message)
+            pid = holder.split(":")[1] if holder.count(":") >= 2 else ""
+            jobs.append({"thread_id": str(args[0]), "task_id": str(args[1]),
+                         "kind": str(args[2]), "worker": names.get(pid, holder), "pid": pid})
         return jobs
 
     def find(self, query: str, limit: int = 20) -> list[str]:

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -37,11 +38,12 @@ from durable_graph.store.codec import (
     SigningCodec,
 )
 from durable_graph.store.redis.connection import redact
-from durable_graph.store.redis.jobbook import JobBook
+from durable_graph.store.redis.jobbook import Also, JobBook
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker import metrics
 from durable_graph.worker.config import Settings
+from durable_graph.worker.eager import Eager
 from durable_graph.worker.events import RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
 from durable_graph.worker.liveness import Books, Liveness, note_lost
@@ -61,6 +63,10 @@ __all__ = [
 
 JOB_TASK = "durable_graph.job"
 _KINDS = ("task", "call", "start", "recover")
+_BATCH = 1000
+"""Messages a publish batch buffers before it writes them to the broker."""
+_CONFIRM_WAIT = 30.0
+"""Seconds a batch published to RabbitMQ waits for its confirms."""
 log = logging.getLogger("durable_graph.worker")
 
 
@@ -77,6 +83,7 @@ def create_app(
     store_retry: float | None = None,
     heartbeat_ttl: float | None = None,
     max_deaths: int | None = None,
+    eager_depth: int | None = None,
     **celery_overrides: Any,
 ) -> Celery:
     """A Celery app for durable-graph jobs; unset arguments come from the environment.
@@ -90,7 +97,7 @@ def create_app(
         redis_url=redis_url, broker_url=broker_url, codec=secret_key, prefix=prefix,
         queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
         commit_wait=commit_wait, store_retry=store_retry,
-        heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths,
+        heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths, eager_depth=eager_depth,
     )
     broker, transport_alias = broker_for(settings.broker)
     app = Celery("durable_graph", broker=broker, set_as_current=False)
@@ -305,13 +312,86 @@ class CeleryDispatcher:
         self._publish([["", "", "probe", sealed, "", prefix, ""]])
 
     def _publish(self, messages: list[list[str]]) -> None:
+        """Publish over one broker connection; several messages in one round trip where
+        the transport can (kombu's publish batch: one Redis pipeline).
+
+        A batch whose flush fails is sent again message by message, each with the
+        publish retry policy (a message that did arrive twice is a copy, and copies
+        are dropped by their claim).
+        """
         with self._app.producer_or_acquire() as producer:
-            for args in messages:
-                self._app.send_task(
-                    JOB_TASK, args=args[:4],
-                    kwargs={"run": args[4], "prefix": args[5], "key": args[6]},
-                    queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
-                )
+            if len(messages) > 1 and self._settings.broker_kind == "amqp":
+                together = self._confirmed_together
+            elif len(messages) > 1 and producer.supports_batch_publish:
+                together = self._batched
+            else:
+                together = None
+            if together is not None:
+                try:
+                    together(producer, messages)
+                    return
+                except Exception as exc:  # the broker blinked: the careful way
+                    log.warning("a batch of %d jobs was not published (%s); sending them "
+                                "one by one", len(messages), exc)
+            self._send_each(producer, messages, retry=True)
+
+    def _batched(self, producer: Any, messages: list[list[str]]) -> None:
+        """kombu's publish batch: one Redis pipeline."""
+        with producer.batch(max_size=_BATCH):
+            self._send_each(producer, messages, retry=False)
+
+    def _confirmed_together(self, producer: Any, messages: list[list[str]]) -> None:
+        """RabbitMQ with publisher confirms: publish every message, then wait for their
+        confirms together, instead of one broker round trip per message.
+
+        On a channel of its own (its delivery tags count from 1), closed after.
+        """
+        conn = producer.connection
+        channel = conn.channel()
+        try:
+            channel.confirm_select()
+            confirms = _Confirms(len(messages))
+            channel.events["basic_ack"].add(confirms.ack)
+            channel.events["basic_nack"].add(confirms.nack)
+            channel.basic_publish = channel._basic_publish  # not one wait per message
+            self._send_each(self._app.amqp.Producer(channel, auto_declare=False), messages,
+                            retry=False)
+            deadline = time.monotonic() + _CONFIRM_WAIT
+            while not confirms.done:
+                conn.drain_events(timeout=max(0.05, deadline - time.monotonic()))
+        finally:
+            with contextlib.suppress(Exception):
+                channel.close()
+
+    def _send_each(self, producer: Any, messages: list[list[str]], *, retry: bool) -> None:
+        for args in messages:
+            self._app.send_task(
+                JOB_TASK, args=args[:4],
+                kwargs={"run": args[4], "prefix": args[5], "key": args[6]},
+                queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
+                retry=retry,
+            )
+
+
+class _Confirms:
+    """The publisher confirms of ``count`` messages sent on a fresh channel (tags 1..count)."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self._upto, self._single = count, 0, set[int]()
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._upto = max(self._upto, tag)
+        else:
+            self._single.add(tag)
+
+    def nack(self, tag: int, multiple: bool, *_: Any) -> None:
+        raise DispatchError(f"RabbitMQ refused published job(s) (delivery tag {tag})")
+
+    @property
+    def done(self) -> bool:
+        """Whether every message is confirmed."""
+        return self._upto + sum(t > self._upto for t in self._single) >= self.count
 
 
 class WorkerRuntime:
@@ -408,8 +488,48 @@ class WorkerRuntime:
         ) or job.key != (key or job.key):
             return self._refuse(thread_id, kind,
                                 "the clear ids of the message do not match its sealed job")
-        with self.liveness.running(job) as claim:
-            return "dropped" if claim == "drop" else self._run(job, renewed=claim == "run")
+        eager = Eager(self._book, self.dispatcher, worker=self.liveness.worker,
+                      left=self.settings.eager_depth, first_read=self._first_read,
+                      current=job, idle_ttl=self.settings.lease_ttl)
+        with self.liveness.running(job, also=self._first_read(job)) as (claim, early):
+            if claim == "drop":
+                return "dropped"
+            try:
+                ack = self._run(job, renewed=claim == "run", eager=eager, early=early)
+            except BaseException:
+                eager.hand_off()
+                raise
+        self._continue(eager)
+        return ack
+
+    def _first_read(self, job: Job) -> Also | None:
+        """The store read ``job`` starts with, made with its claim in one round trip
+        (``RunContext.early``): a task's checkpoint, whether a call already finished."""
+        saver = self.saver(job.run.prefix)
+        config = {"configurable": {"thread_id": job.run.thread_id, "checkpoint_ns": job.run.ns,
+                                   "checkpoint_id": job.checkpoint_id}}
+        if job.kind == "task":
+            return lambda p: saver.queue_get_tuple(p, config)
+        if job.kind == "call":
+            return lambda p: saver.queue_finished(p, config, [job.task_id])
+        return None
+
+    def _continue(self, eager: Eager) -> None:
+        """Run the jobs adopted one after another (see ``worker/eager``), each claimed,
+        fenced and ended like a received one; one that fails here goes to the queue."""
+        while (adopted := eager.taken) is not None:
+            current, eager = eager, eager.deeper()
+            job = adopted.job
+            try:
+                with self.liveness.running(job, adopted=True):
+                    self._run(job, renewed=True, eager=eager, early=adopted.early)
+            except Exception:  # a store error: the queue runs it again, as Celery would
+                log.exception("%s job %s of thread %s failed in this process; sent to the "
+                              "queue to run again", job.kind, job.key, job.run.thread_id)
+                eager.hand_off()
+                current.hand_off(release=False)  # running() gave its claim back
+                return
+            current.taken = None
 
     def _probe(self, probe: Any) -> str:
         """The queue moved past a probe: every job sent before it was received."""
@@ -420,7 +540,9 @@ class WorkerRuntime:
         self.dispatcher.books(prefix).probe_seen(queue, sent_ms)
         return "ok"
 
-    def _run(self, job: Job, *, renewed: bool) -> str:
+    def _run(
+        self, job: Job, *, renewed: bool, eager: Eager | None = None, early: Any = None,
+    ) -> str:
         thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
         events = RunEvents(saver.conn, job.run.prefix, self.serde)
@@ -431,6 +553,7 @@ class WorkerRuntime:
             abort_run(saver, events, job, exc)
             metrics.job_done(job.kind, "failed")
             return "failed"
-        rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence)
+        rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence,
+                        eager=eager, early=early)
         handle(rc, job, self.keeper, renewed=renewed)
         return "ok"

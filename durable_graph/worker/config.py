@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_REDIS_URL",
     "ENV_BROKER_URL",
     "ENV_COMMIT_WAIT",
+    "ENV_EAGER_DEPTH",
     "ENV_HEARTBEAT_TTL",
     "ENV_LEASE_TTL",
     "ENV_MAX_DEATHS",
@@ -61,6 +62,10 @@ ENV_HEARTBEAT_TTL: Final = "DURABLE_GRAPH_HEARTBEAT_TTL"
 ENV_MAX_DEATHS: Final = "DURABLE_GRAPH_MAX_DEATHS"
 """Executions of one job that may end with their process dying before its thread fails."""
 
+ENV_EAGER_DEPTH: Final = "DURABLE_GRAPH_EAGER_DEPTH"
+"""Steps of one task a worker may run itself, one after another, instead of publishing
+them (eager continuation); 0 publishes every step."""
+
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE: Final = "durable_graph"
 
@@ -78,12 +83,12 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: int, least: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise GraphValueError(f"{name}={raw!r} must be a whole number of at least 1")
+    if not raw.strip().isdigit() or int(raw) < least:
+        raise GraphValueError(f"{name}={raw!r} must be a whole number of at least {least}")
     return int(raw)
 
 
@@ -109,6 +114,9 @@ class Settings:
     """A worker process that stops beating this long is dead: its jobs are sent again."""
     max_deaths: int = 3
     """A job whose process died this many times fails its thread (a crash loop)."""
+    eager_depth: int = 8
+    """A worker that commits a step whose next step is one task runs that task itself,
+    up to this many in a row (then it publishes the next); 0: always publish."""
     codec: SigningCodec | None = field(default=None, repr=False)
     """Signs every message payload, graph blob and checkpoint value."""
 
@@ -116,6 +124,11 @@ class Settings:
         if not (isinstance(self.max_deaths, int) and self.max_deaths >= 1):
             raise GraphValueError(
                 f"max_deaths must be a whole number of at least 1, got {self.max_deaths!r}")
+        if not (isinstance(self.eager_depth, int) and not isinstance(self.eager_depth, bool)
+                and self.eager_depth >= 0):
+            raise GraphValueError(
+                f"eager_depth must be a whole number of at least 0 (0: no eager continuation), "
+                f"got {self.eager_depth!r}")
         for name in ("lease_ttl", "visibility_timeout", "heartbeat_ttl"):
             if not getattr(self, name) > 0:
                 raise GraphValueError(
@@ -141,6 +154,7 @@ class Settings:
             store_retry=_number(env, ENV_STORE_RETRY, 30.0),
             heartbeat_ttl=_number(env, ENV_HEARTBEAT_TTL, 3.0),
             max_deaths=_count(env, ENV_MAX_DEATHS, 3),
+            eager_depth=_count(env, ENV_EAGER_DEPTH, 8, least=0),
             codec=_codec_from_env(env),
         )
         given = {k: v for k, v in overrides.items() if v is not None}

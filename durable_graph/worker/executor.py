@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["CeleryExecutor", "RunHandle"]
 
 INTERNAL_KEYS = ("checkpoint_id", "fence", "task_id", "checkpoint_ns")
+KEY_CHECK_EVERY = 10.0
+"""Seconds a producer trusts a signing-key check of a store before reading it again."""
 
 
 class RunHandle:
@@ -154,6 +156,8 @@ class CeleryExecutor:
         self._dispatcher = CeleryDispatcher(app, self.settings)
         self._ship: Ship = ship
         self._shippers: dict[int, GraphShipper] = {}
+        self._key_checked: dict[tuple[int, str], float] = {}
+        """(store, prefix) -> until when its key check holds (monotonic seconds)."""
 
     def submit(self, fn: Any) -> None:
         """Executor protocol: nothing of a distributed run runs here; run inline."""
@@ -180,6 +184,16 @@ class CeleryExecutor:
             raise GraphValueError("cancel needs a thread: pass config={'configurable': "
                                   "{'thread_id': ...}}")
         cancel_thread(self.adopt(graph.saver), thread_id, reason="cancelled from Python")
+
+    def _check_key(self, saver: RedisSaver, window: float) -> None:
+        """Compare the signing key with the workers' (SignatureError if they differ): read
+        at most every ``KEY_CHECK_EVERY`` seconds per store and prefix, not per run."""
+        where = (id(saver.conn), saver.prefix)
+        if time.monotonic() < self._key_checked.get(where, 0.0):
+            return
+        ride_out(lambda: check_key(saver.conn, saver.prefix, self._codec), window,
+                 "checking the signing key against the workers'")
+        self._key_checked[where] = time.monotonic() + KEY_CHECK_EVERY
 
     def _shipper(self, saver: RedisSaver) -> GraphShipper:
         found = self._shippers.get(id(saver))
@@ -214,8 +228,7 @@ class CeleryExecutor:
                 "a distributed run needs a thread: pass config={'configurable': "
                 "{'thread_id': ...}}")
         window = self.settings.store_retry
-        ride_out(lambda: check_key(saver.conn, saver.prefix, self._codec), window,
-                 "checking the signing key against the workers'")
+        self._check_key(saver, window)
         ref = ride_out(lambda: self._shipper(saver).ref(graph), window, "shipping the graph")
         run_id = uuid.uuid4().hex
         lease, config = self._take_lease(saver, thread_id, f"run:{run_id}", request.multitask,

@@ -52,6 +52,7 @@ from durable_graph.scheduler.transition import (
     Outcome,
     error_as_text,
     execute_task,
+    outcome_writes,
     outcomes_from_pending,
     record_outcome,
     task_config,
@@ -74,6 +75,7 @@ from durable_graph.types import RetryPolicy
 from durable_graph.worker import metrics, subruns, tracing
 from durable_graph.worker.runs import (
     Job,
+    LastWrites,
     RunContext,
     RunStep,
     abort_run,
@@ -309,8 +311,12 @@ def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:
     config = rc.config(job.checkpoint_id)
     deadline = time.monotonic() + _ASYNC_WAIT
     delay = 0.001
+    early, rc.early = rc.early, None  # read with the job's claim, if it was
     while True:
-        saved = rc.saver.get_tuple(config)
+        saved = rc.saver.tuple_from(config, early) if early else None
+        early = None
+        if saved is None:
+            saved = rc.saver.get_tuple(config)
         if saved is not None or rc.run.durability != "async":
             return saved
         latest = rc.saver.get_tuple(rc.config())
@@ -343,14 +349,17 @@ def _run_task(rc: RunContext, job: Job) -> None:
         )
     pending = list(saved.pending_writes)
     outcomes = outcomes_from_pending(tasks, pending)
+    last: LastWrites | None = None
     if task.id not in outcomes:
         if not task.node.hidden and not job.replay:
             rc.emit("tasks", task_started(task))
         outcome = _execute(rc, job, checkpoint, task, pending)
         if outcome is None:
             return
-        _record(rc, job, task, outcome)
         outcomes[task.id] = outcome
+        last = _with_commit(rc, job, task, outcome) if len(tasks) == 1 else None
+        if last is None:
+            _record(rc, job, task, outcome)
     if len(outcomes) < len(tasks):
         config = rc.config(job.checkpoint_id)
         if len(rc.saver.finished(config, [t.id for t in tasks])) < len(tasks):
@@ -359,7 +368,7 @@ def _run_task(rc: RunContext, job: Job) -> None:
         outcomes = outcomes_from_pending(tasks, again.pending_writes if again else [])
         if len(outcomes) < len(tasks):
             return
-    committed = finish(rc, checkpoint, job.step, tasks, outcomes)
+    committed = finish(rc, checkpoint, job.step, tasks, outcomes, last=last)
     if committed is not None:
         advance(rc, committed, job.step + 1, [])
 
@@ -400,9 +409,26 @@ def _suspend(rc: RunContext, job: Job, step: JobStep) -> bool:
                             rc.dispatcher.seal(wake).encode(), _WAKE_TTL)
 
 
+def _with_commit(
+    rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome
+) -> LastWrites | None:
+    """The writes of a step's only task, to store in the round trip of the step's commit;
+    None to store them now (an error, which commits nothing, or ``async`` durability,
+    whose next jobs are sent before the commit)."""
+    if outcome.error is not None or rc.run.durability == "async":
+        return None
+    return LastWrites(task.id, job.checkpoint_id, outcome_writes(outcome),
+                      functools.partial(_emit_outcome, rc, job, task, outcome))
+
+
 def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:
     record_outcome(writes_of(rc.saver.put_task_writes, rc.config(job.checkpoint_id), task.id),
                    outcome)
+    _emit_outcome(rc, job, task, outcome)
+
+
+def _emit_outcome(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> None:
+    """The stream events of a task's stored outcome."""
     if "messages" in rc.run.modes and outcome.writes:
         for chunk in message_events(task, outcome.writes, job.step, rc.run.config, set()):
             rc.emit("messages", chunk)
@@ -414,7 +440,10 @@ def _record(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome) -> No
 
 def _run_call(rc: RunContext, job: Job) -> None:
     config = rc.config(job.checkpoint_id)
-    if rc.saver.finished(config, [job.task_id]):
+    early, rc.early = rc.early, None  # read with the job's claim, if it was
+    done = {raw.decode() for raw in early} if early is not None \
+        else rc.saver.finished(config, [job.task_id])
+    if done:
         return  # a redelivery: the result is recorded, the call never runs again
     name, fn, retry, call_config, answers = job.call
     step = JobStep(rc, job, None)

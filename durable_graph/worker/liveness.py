@@ -26,7 +26,7 @@ from typing import Any
 
 from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis.connection import RedisConn, client_from_url
-from durable_graph.store.redis.jobbook import JobBook
+from durable_graph.store.redis.jobbook import Also, JobBook
 from durable_graph.worker.config import Settings
 from durable_graph.worker.outage import ride_out
 from durable_graph.worker.runs import Job
@@ -36,6 +36,8 @@ __all__ = ["Books", "Liveness", "note_lost", "worker_id"]
 log = logging.getLogger("durable_graph.worker")
 
 _ids: dict[int, str] = {}
+_END_BATCH = 200
+"""Job ends recorded in one round trip at most (those that queued up meanwhile)."""
 
 
 def worker_id() -> str:
@@ -82,27 +84,37 @@ class Liveness:
         """Keys of the jobs this process is running now."""
 
     @contextmanager
-    def running(self, job: Job) -> Iterator[str]:
+    def running(
+        self, job: Job, *, adopted: bool = False, also: Also | None = None,
+    ) -> Iterator[tuple[str, Any]]:
         """Claim ``job`` and renew its lease in one round trip; yield what to do with it:
 
         ``run`` (claimed, lease renewed), ``untracked`` (a message without a key, from an
         older producer: run it, lease not renewed yet) or ``drop`` (another process runs
-        it, it ended, or its lease was taken over). The end is recorded afterwards off
-        the job's path; an exception gives the job back (Celery retries its message).
+        it, it ended, or its lease was taken over), with the reply to ``also(p)``, a read
+        the job needs first, made in the same round trip (None if not made). The end is
+        recorded afterwards off the job's path; an exception gives the job back (Celery
+        retries its message). An ``adopted`` job (``worker/eager``) was claimed by this
+        process when it was taken: it runs at once.
         """
         if not job.key:
-            yield "untracked"
+            yield "untracked", None
             return
         book, thread_id = self.books(job.run.prefix), job.run.thread_id
         self._beat(job.run.prefix)
+        if adopted:
+            with self._holding(job, book):
+                yield "run", None
+            return
         lease = (job.owner, job.fence, self.settings.lease_ttl)
-        outcome, holder, renewed = book.claim_renewing(job.key, thread_id, self.worker, lease)
+        outcome, holder, renewed, early = book.claim_renewing(job.key, thread_id, self.worker,
+                                                              lease, also)
         if outcome != "ok" and holder == self.worker and job.key not in self._active:
             # Our own claim on a job we no longer run: its execution here failed while the
             # store was down (so the claim could not be given back) and Celery retried it.
             book.release(job.key, thread_id, self.worker)
-            outcome, holder, renewed = book.claim_renewing(job.key, thread_id, self.worker,
-                                                           lease)
+            outcome, holder, renewed, early = book.claim_renewing(job.key, thread_id,
+                                                                  self.worker, lease, also)
         if outcome != "ok" or not renewed:
             why = (f"process {holder} runs it" if holder else "it ended") if outcome != "ok" \
                 else "its lease was taken over"
@@ -110,17 +122,23 @@ class Liveness:
                      thread_id, why)
             if outcome == "ok":
                 self._end(job)
-            yield "drop"
+            yield "drop", None
             return
+        with self._holding(job, book):
+            yield "run", early
+
+    @contextmanager
+    def _holding(self, job: Job, book: JobBook) -> Iterator[None]:
+        """Run ``job``, claimed here: end it after, or give it back on an exception."""
         self._active.add(job.key)
         try:
-            yield "run"
+            yield
         except Exception:
             self._give_back(book, job)
             raise
         except BaseException:
-            with contextlib.suppress(CheckpointStoreError):
-                book.release(job.key, thread_id, self.worker)
+            with contextlib.suppress(CheckpointStoreError):  # a retry of ours re-takes it
+                book.release(job.key, job.run.thread_id, self.worker)
             raise
         finally:
             self._active.discard(job.key)
@@ -154,7 +172,7 @@ class Liveness:
     def _end_forever(self) -> None:
         while True:
             batch = [self._ended.get()]
-            while len(batch) < 200:
+            while len(batch) < _END_BATCH:
                 try:
                     batch.append(self._ended.get_nowait())
                 except queue.Empty:

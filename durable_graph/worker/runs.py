@@ -61,8 +61,10 @@ from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.shipping import GraphRef
 
 __all__ = [
+    "Continuation",
     "Dispatcher",
     "Job",
+    "LastWrites",
     "ParentCall",
     "RunContext",
     "RunSpec",
@@ -182,8 +184,8 @@ class Dispatcher(Protocol):
         """The signed payload of ``job`` (to be sent later with ``send_sealed``)."""
         ...
 
-    def send_sealed(self, sealed: str | bytes) -> None:
-        """Enqueue a job sealed earlier."""
+    def send_sealed(self, sealed: str | bytes, *, register: bool = True) -> None:
+        """Enqueue a job sealed earlier (``register=False``: it is owed already)."""
         ...
 
     def seal_value(self, obj: Any) -> str:
@@ -192,6 +194,33 @@ class Dispatcher(Protocol):
 
     def open_value(self, text: str) -> Any:
         """What ``seal_value`` sealed; SignatureError for anything else."""
+        ...
+
+
+@dataclass(frozen=True)
+class LastWrites:
+    """The writes of a step's last task, stored in the round trip of the step's commit."""
+
+    task_id: str
+    checkpoint_id: str
+    """The checkpoint whose step the task ran in."""
+    writes: list[Write]
+    stored: Callable[[], None]
+    """Publishes the task's stream events, once its writes are stored."""
+
+    def store(self, rc: RunContext) -> None:
+        """Store them on their own (the step ends without a commit)."""
+        rc.saver.put_task_writes(rc.config(self.checkpoint_id), self.writes, self.task_id)
+        self.stored()
+
+
+class Continuation(Protocol):
+    """Where a worker may keep the next step's only task to run it itself
+    (``worker/eager``)."""
+
+    def take(self, job: Job, *, last: bool) -> bool:
+        """Adopt ``job``; False when it must be published instead. ``last``: the job
+        that adopts it has done its part (the step before is committed)."""
         ...
 
 
@@ -206,6 +235,14 @@ class RunContext:
     dispatcher: Dispatcher
     owner: str
     fence: int
+    eager: Continuation | None = None
+    """A worker's continuation slot (None: publish every job, as a producer does)."""
+    early: Any = None
+    """The store's reply to the read this job needs first, made with its claim in one
+    round trip (``WorkerRuntime``): the LOAD of a task's checkpoint, the FINISHED
+    check of a call; None when not read."""
+    stop_at_commit: str | None = None
+    """The run asked to stop, as read by this context's last commit (None: not read)."""
 
     @property
     def thread_id(self) -> str:
@@ -266,15 +303,25 @@ def advance(
             stale = [t.id for t in missing if t.id in outcomes]
             if stale:
                 rc.saver.clear_outcomes(rc.config(checkpoint.id), stale)
-            rc.dispatcher.send([
-                rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
-                for t in missing
-            ])
+            _send_tasks(rc, checkpoint, step, missing, last=True)
             return
         committed = finish(rc, checkpoint, step, nxt.tasks, outcomes)
         if committed is None:
             return
         checkpoint, step, pending = committed, step + 1, []
+
+
+def _send_tasks(
+    rc: RunContext, checkpoint: Checkpoint, step: int, tasks: Sequence[PlannedTask], *,
+    last: bool,
+) -> None:
+    """Enqueue the jobs of ``tasks``; a lone task may be kept to run here (eager).
+    ``last``: nothing is left to do after this (``advance`` sends last of all)."""
+    jobs = [rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
+            for t in tasks]
+    if len(jobs) == 1 and rc.eager is not None and rc.eager.take(jobs[0], last=last):
+        return
+    rc.dispatcher.send(jobs)
 
 
 class RunStep:
@@ -360,17 +407,22 @@ def finish(
     step: int,
     tasks: Sequence[PlannedTask],
     outcomes: dict[str, Outcome],
+    *,
+    last: LastWrites | None = None,
 ) -> Checkpoint | None:
     """End step ``step``: commit its next checkpoint and return it, or end the run.
 
     None when the run stopped here, or another worker (or a newer lease) won.
     With ``async`` durability the next step's jobs are enqueued before the commit
-    (they wait for it to land); with ``sync`` and ``exit`` after it.
+    (they wait for it to land); with ``sync`` and ``exit`` after it. ``last``: the
+    writes of the task that just ended the step, not stored yet.
     """
     nxt = end_step(rc.graph.spec, checkpoint, tasks, outcomes, step=step,
                    opts=rc.run.step_options(),
                    new_id=new_checkpoint_id(after=max(checkpoint.id, rc.run.branch[1])))
     if nxt.metadata is None:
+        if last is not None:
+            last.store(rc)
         end_run(rc, nxt)
         return None
     metadata = nxt.metadata
@@ -379,16 +431,16 @@ def finish(
         metadata = {**metadata, "parents": dict(parents)}
         nxt = replace(nxt, metadata=metadata)
     new = nxt.checkpoint
+    # A producer (no continuation slot) commits its step before sending the next, so
+    # the run's first events reach the stream in order: the input's values first.
     overlap = (rc.run.durability == "async" and nxt.status == "running"
+               and rc.eager is not None
                and not _stop_requested(rc))  # a stopping run starts no next step
     follow = begin_step(rc.graph.spec, new, step + 1, rc.run.step_options(),
                         thread_id=rc.thread_id, ns=rc.run.ns) if overlap else None
     if follow is not None and follow.status == "running":
-        rc.dispatcher.send([
-            rc.job("task", checkpoint_id=new.id, step=step + 1, task_id=t.id, name=t.name)
-            for t in follow.tasks
-        ])
-    if not _commit(rc, checkpoint, nxt):
+        _send_tasks(rc, new, step + 1, follow.tasks, last=False)
+    if not _commit(rc, checkpoint, nxt, last):
         return None
     if nxt.updated & rc.graph.spec.output_channels:
         rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
@@ -407,15 +459,20 @@ def finish(
 
 
 def _stop_requested(rc: RunContext) -> bool:
-    """Whether new input asked this run to stop at this step boundary (``multitask``).
-    A subgraph's run ends; its parent stops at its own next boundary."""
+    """Whether new input asked this run to stop at this step boundary (``multitask``):
+    as the commit that made this boundary read it, else read now. A subgraph's run
+    ends; its parent stops at its own next boundary."""
+    stop, rc.stop_at_commit = rc.stop_at_commit, None
     if rc.run.parent is not None:
         return False
-    return rc.saver.stop_requested(rc.thread_id) == rc.run.run_id
+    if stop is None:
+        stop = rc.saver.stop_requested(rc.thread_id) or ""
+    return stop == rc.run.run_id
 
 
-def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
-    """Commit ``nxt.checkpoint`` if ``parent`` is still the newest and the lease ours."""
+def _commit(rc: RunContext, parent: Checkpoint, nxt: Next, last: LastWrites | None) -> bool:
+    """Commit ``nxt.checkpoint`` if ``parent`` is still the newest and the lease ours,
+    with the ``last`` task's writes stored just before, in the same round trip."""
     new, run = nxt.checkpoint, rc.run
     exit_mode = run.durability == "exit"
     parent_id = run.start_checkpoint if exit_mode else parent.id
@@ -424,17 +481,23 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next) -> bool:
     assert nxt.metadata is not None
     expect = run.branch[1] if run.branch[1] and parent.id == run.branch[0] else parent.id
     try:
-        rc.saver.put(
+        _, rc.stop_at_commit = rc.saver.commit_step(
             rc.config(parent_id or None), new, nxt.metadata, new_versions,
+            task_writes=(rc.config(last.checkpoint_id), last.task_id, last.writes)
+            if last else None,
             expect_latest=expect,
             replaces=parent.id if exit_mode and parent.id != run.start_checkpoint else None,
             keep=run.start_checkpoint or None,
             parent=parent,  # list channels stored as deltas against it
         )
     except (CommitConflictError, FencingError) as exc:
+        if last is not None and isinstance(exc, CommitConflictError):
+            last.stored()  # its writes were stored; another worker committed the step
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
         metrics.commit_refused(exc)
         return False
+    if last is not None:
+        last.stored()
     metrics.step_committed(parent.ts)
     return True
 

@@ -325,3 +325,51 @@ def build_small(slow: bool = False) -> StateGraph:
     b.add_edge("small_call", "small_c")
     b.add_edge("small_c", END)
     return b
+
+
+# -- eager continuation: a chain whose middle step blocks once, run inline ---------------
+
+EAGER_GATE = 60.0
+"""Seconds the first execution of ``eager_b`` waits for the test to kill its process."""
+
+
+def _eager_link(name: str, k: int, *, block: bool = False) -> Any:
+    def node(state: IdState) -> dict[str, Any]:
+        from celery import current_task
+
+        from durable_graph import get_task_context
+
+        _check_not_committed(name, state["id"])
+        n = per_thread(name, state["id"])
+        # inline: the Celery message this process runs is another step's job
+        message = current_task.request.args or ["", ""]
+        inline = message[1] != get_task_context().idempotency_key
+        client().rpush(key(f"e:{name}"), f"{os.getpid()}:{os.getppid()}:{int(inline)}")
+        if block and n == 1:
+            deadline = time.monotonic() + EAGER_GATE
+            while time.monotonic() < deadline:  # the test kills this process meanwhile
+                time.sleep(0.05)
+        return {"value": state["value"] * 3 + k, "log": [name]}
+
+    node.__name__ = node.__qualname__ = f"eager_{name}"
+    return node
+
+
+eager_a = _eager_link("eager_a", 1)
+eager_b = _eager_link("eager_b", 2, block=True)
+eager_c = _eager_link("eager_c", 3)
+
+
+def eager_value(start: int) -> int:
+    """What ``build_eager`` computes from ``value=start``."""
+    return ((start * 3 + 1) * 3 + 2) * 3 + 3
+
+
+def build_eager() -> StateGraph:
+    """eager_a -> eager_b (blocks in its first execution) -> eager_c."""
+    names = ("eager_a", "eager_b", "eager_c")
+    b = StateGraph(IdState).add_sequence(list(zip(names, (eager_a, eager_b, eager_c),
+                                                  strict=True)))
+    b.add_edge(START, names[0])
+    b.add_edge(names[-1], END)
+    return b

@@ -159,7 +159,8 @@ def test_job_liveness_on_a_cluster(cluster_url: str) -> None:
     assert lease is not None
     book.register_sent([("k1", "thread-a", "m1"), ("k2", "thread-b", "m2")])()
     assert book.owes("thread-a") and book.owes("thread-b")
-    assert book.claim_renewing("k1", "thread-a", "host:1:x", ("run:1", 1, 5)) == ("ok", "", True)
+    assert book.claim_renewing("k1", "thread-a", "host:1:x", ("run:1", 1, 5)) == ("ok", "", True,
+                                                                              None)
     assert book.claim("k1", "thread-a", "host:2:y") == ("held", "host:1:x")
     book.heartbeat("host:1:x", 5)
     view = book.view("q", lost_before=time.time() * 1000 + 1000)

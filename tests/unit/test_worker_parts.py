@@ -112,6 +112,18 @@ def test_liveness_settings_from_the_environment_and_arguments() -> None:
         Settings.from_env({}, max_deaths=0)
 
 
+def test_eager_depth_from_the_environment_and_arguments() -> None:
+    assert Settings.from_env({}).eager_depth == 8
+    assert Settings.from_env({"DURABLE_GRAPH_EAGER_DEPTH": "0"}).eager_depth == 0
+    assert Settings.from_env({}, eager_depth=3).eager_depth == 3
+    for bad in ("-1", "2.5", "deep"):
+        with pytest.raises(GraphValueError, match="DURABLE_GRAPH_EAGER_DEPTH"):
+            Settings.from_env({"DURABLE_GRAPH_EAGER_DEPTH": bad})
+    for bad_arg in (-1, True, 1.5):
+        with pytest.raises(GraphValueError, match="eager_depth"):
+            Settings.from_env({}, eager_depth=bad_arg)
+
+
 def test_no_signing_key_is_a_clear_error() -> None:
     with pytest.raises(GraphValueError, match="DURABLE_GRAPH_SECRET_KEY"):
         Settings.from_env({}).require_codec()

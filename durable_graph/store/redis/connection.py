@@ -142,6 +142,21 @@ class RedisConn:
                 return self.script(name)(keys=list(keys), args=list(args))
             return self._run_waited(self.script(name), self.commit_wait, keys, args)
 
+    def run_many(
+        self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]], action: str
+    ) -> list[Any]:
+        """Several scripts in one round trip, in order (each atomic, not all together);
+        their replies. One after another on Redis Cluster (its pipelines refuse
+        scripts) or when commits wait (each waits as ``run`` does)."""
+        client: Any = self.client
+        if self.commit_wait is not None or not isinstance(client, redis.Redis):
+            return [self.run(name, keys, args, action) for name, keys, args in calls]
+        with self.errors(action):
+            pipe = client.pipeline(transaction=False)
+            for name, keys, args in calls:
+                self.script(name)(keys=list(keys), args=list(args), client=pipe)
+            return list(pipe.execute())
+
     def _run_waited(
         self, script: Any, wait: CommitWait, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from durable_graph.store.redis.scripts import SERVER_NOW as _NOW
 
 __all__ = [
+    "ADOPT_JOB",
     "ARM_IDLE",
     "CLAIM_JOB",
     "DISARM_IDLE",
@@ -44,6 +45,22 @@ for j = 1, #ARGV, 3 do
   redis.call('ZADD', DUE, now, ARGV[j])
   redis.call('ZREM', IDLE, ARGV[j + 1])
 end
+return now
+"""
+)
+
+ADOPT_JOB = (
+    _JOBS
+    + """
+-- ARGV: job key, thread id, signed message, worker.  Reply: the server time (ms).
+-- A job the worker runs itself instead of publishing it (eager continuation):
+-- registered as owed and claimed by ``worker`` at once, so it is never due (no
+-- broker has it) and a sweep sends its message if ``worker`` dies.
+if redis.call('HSETNX', OWED, ARGV[1], ARGV[3]) == 1 then
+  redis.call('HINCRBY', COUNT, ARGV[2], 1)
+end
+redis.call('HSET', CLAIM, ARGV[1], ARGV[4])
+redis.call('ZREM', IDLE, ARGV[2])
 return now
 """
 )

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 from redis.cluster import RedisCluster
@@ -39,7 +39,10 @@ from durable_graph.store.redis.keys import (
     probe_key,
 )
 
-__all__ = ["Expired", "JobBook", "Reclaimed", "View", "pipelined"]
+__all__ = ["Also", "Expired", "JobBook", "Reclaimed", "View", "pipelined"]
+
+Also: TypeAlias = Callable[[Any], Any]
+"""Queues one more command on a pipeline (``p``) and returns what the call returned."""
 
 
 def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
@@ -179,6 +182,31 @@ class JobBook:
                 pool.release(conn)
         return confirm
 
+    def adopt(
+        self, key: str, thread_id: str, message: str, worker: str, *, also: Also | None = None,
+        ends: tuple[str, str, float] | None = None,
+    ) -> Any:
+        """Record a job ``worker`` runs itself, unpublished, as owed and claimed by it:
+        if ``worker`` dies, a sweep sends ``message`` like any dead process's job.
+
+        In the same round trip, after it: ``ends`` (job key, thread id, idle ttl), the
+        ``end`` of the job that adopted it, and ``also(p)``, one more read, whose reply
+        is returned.
+        """
+        adopt, end = self._script("ADOPT_JOB"), self._script("END_JOB")
+
+        def build(p: Any) -> list[Any]:
+            out = [adopt(keys=jobs_of(self.prefix, thread_id).ordered(),
+                         args=[key, thread_id, message, worker], client=p)]
+            if ends is not None:
+                done, done_thread, ttl = ends
+                out.append(end(keys=jobs_of(self.prefix, done_thread).ordered(),
+                               args=[done, done_thread, int(ttl * 1000)], client=p))
+            return [*out, *([also(p)] if also else [])]
+
+        replies = self._pipe("adopt job", build)
+        return replies[-1] if also else None
+
     def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
         """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""
         reply = self._run("CLAIM_JOB", jobs_of(self.prefix, thread_id).ordered(),
@@ -186,10 +214,13 @@ class JobBook:
         return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
 
     def claim_renewing(
-        self, key: str, thread_id: str, worker: str, lease: tuple[str, int, float]
-    ) -> tuple[str, str, bool]:
+        self, key: str, thread_id: str, worker: str, lease: tuple[str, int, float],
+        also: Also | None = None,
+    ) -> tuple[str, str, bool, Any]:
         """``claim``, and renew the thread's lease (owner, generation, ttl) in the same
-        round trip; the third item says whether the lease is still this job's."""
+        round trip; the third item says whether the lease is still this job's, the
+        fourth is the reply to ``also(p)``, one more read queued on the same round trip
+        (None without one)."""
         claim = self._script("CLAIM_JOB")
         renew = self.conn.script("RENEW")
         owner, gen, ttl = lease
@@ -200,11 +231,12 @@ class JobBook:
                       client=p),
                 renew(keys=[ThreadKeys(self.prefix, thread_id).lease],
                       args=[owner, gen, max(1, int(ttl * 1000))], client=p),
+                *([also(p)] if also else []),
             ]
 
-        claimed, renewed = self._pipe("claim job", build)
+        claimed, renewed, *more = self._pipe("claim job", build)
         holder = _text(claimed[1]) if len(claimed) > 1 else ""
-        return _text(claimed[0]), holder, bool(renewed[0])
+        return _text(claimed[0]), holder, bool(renewed[0]), more[0] if more else None
 
     def end(self, key: str, thread_id: str, idle_ttl: float) -> None:
         """The job ended: owed no more; a thread left owing nothing starts its idle TTL."""
@@ -292,6 +324,18 @@ class JobBook:
         replies = self._pipe("read claims", lambda p: [p.hgetall(b.claim) for b in buckets])
         return [(b, _text(k), _text(v)) for b, found in zip(buckets, replies, strict=True)
                 for k, v in found.items()]
+
+    def claimed_of(self, thread_id: str) -> list[tuple[str, str]]:
+        """(claimant, signed message) of every claimed job of ``thread_id``: what it runs
+        now, published jobs and adopted ones (``worker/eager``) alike. Two round trips."""
+        bucket = jobs_of(self.prefix, thread_id)
+        claims = self.conn.call("read claims", lambda c: c.hgetall(bucket.claim))
+        if not claims:
+            return []
+        keys = list(claims)
+        messages = self.conn.call("read owed jobs", lambda c: c.hmget(bucket.owed, keys))
+        return [(_text(claims[k]), _text(m)) for k, m in zip(keys, messages, strict=True)
+                if m is not None]
 
     def reclaim(self, bucket: JobKeys, key: str, dead: str, max_deaths: int) -> Reclaimed | None:
         """Take ``key`` from the dead process ``dead``; None if it moved on or ended."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from durable_graph.errors import (
     CheckpointStoreError,
     CommitConflictError,
     FencingError,
+    GraphTypeError,
     GraphValueError,
 )
 from durable_graph.store.base import (
@@ -234,12 +236,34 @@ class RedisSaver(BaseCheckpointSaver):
         found = self._load(thread_id, ns, [checkpoint_id] if checkpoint_id else [])
         return found[0] if found else None
 
+    def queue_get_tuple(self, pipe: Any, config: Mapping[str, Any]) -> Any:
+        """Queue ``get_tuple(config)``'s read on ``pipe`` (a pipeline another read shares:
+        one round trip for both); ``tuple_from`` decodes its reply."""
+        thread_id, ns, checkpoint_id = config_ids(config)
+        nsk = ThreadKeys(self.prefix, thread_id).ns(ns)
+        return self._conn.script("LOAD")(keys=[nsk.index, nsk.blobs],
+                                         args=[nsk.base, *([checkpoint_id] if checkpoint_id
+                                                           else [])], client=pipe)
+
+    def tuple_from(self, config: Mapping[str, Any], reply: Any) -> CheckpointTuple | None:
+        """What ``get_tuple(config)`` returns, from the reply of ``queue_get_tuple``."""
+        thread_id, ns, _ = config_ids(config)
+        found = self._decode(thread_id, ns, reply[:1])
+        return found[0] if found else None
+
     def _load(self, thread_id: str, ns: str, ids: Sequence[str]) -> builtins.list[CheckpointTuple]:
         """Checkpoints ``ids`` of one namespace (the latest if none), values and writes included."""
         nsk = ThreadKeys(self.prefix, thread_id).ns(ns)
         entries = self._conn.run(
             "LOAD", [nsk.index, nsk.blobs], [nsk.base, *ids], "read checkpoint"
         )
+        return self._decode(thread_id, ns, entries)
+
+    def _decode(
+        self, thread_id: str, ns: str, entries: Sequence[Any]
+    ) -> builtins.list[CheckpointTuple]:
+        """LOAD's entries as checkpoint tuples, remembering the delta depth of each value
+        read (so a commit over them plans its deltas without another round trip)."""
         tc = self.codec_of(thread_id, ns)
         depths: dict[tuple[str, int], int] = {}
         loaded = [decode_tuple(tc, entry, depths) for entry in entries]
@@ -355,6 +379,32 @@ class RedisSaver(BaseCheckpointSaver):
         script); else the whole values are, or, for deltas planned by the caller,
         nothing (``CheckpointStoreError``).
         """
+        return self.commit_step(config, checkpoint, metadata, new_versions, parent=parent,
+                                expect_latest=expect_latest, replaces=replaces, keep=keep)[0]
+
+    def commit_step(
+        self, config: Mapping[str, Any], checkpoint: Checkpoint, metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int], *,
+        task_writes: tuple[Mapping[str, Any], str, Sequence[tuple[str, Any]]] | None = None,
+        parent: Checkpoint | None = None,
+        **cas: str | None,
+    ) -> tuple[dict[str, Any], str]:
+        """``put`` (``cas``: its ``expect_latest``, ``replaces`` and ``keep``; ``parent``),
+        and the run asked to stop at this step boundary ('' if none), read in the same
+        script (``request_stop``): a distributed step's commit.
+
+        ``task_writes`` (config, task id, writes): ``put_task_writes`` of the step's
+        last task, sent in the same round trip just before the commit (stored even if
+        the commit is refused, as when called first).
+        """
+        expect_latest, replaces, keep = (cas.pop(k, None)
+                                         for k in ("expect_latest", "replaces", "keep"))
+        if cas:
+            raise GraphTypeError(f"commit_step() got unexpected arguments {sorted(cas)}")
+        before = None
+        if task_writes is not None:
+            w_config, w_task, w_list = task_writes
+            before = self._writes_call(w_config, w_list, w_task, None, whole=True)
         thread_id, ns, parent_id = config_ids(config)
         fence = _fence(config)
         require_versions(checkpoint)
@@ -368,11 +418,15 @@ class RedisSaver(BaseCheckpointSaver):
         blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
         bases = _delta_bases(checkpoint, changed)
         required = [wanted[ch] for ch in wanted if ch not in new_versions] + list(bases)
-        commit = {"thread_id": thread_id, "ns": ns, "checkpoint_id": checkpoint.id, "fence": fence}
         extends = parent_id if (config.get("configurable") or {}).get(EXTENDS_LATEST) else None
-        cas = [expect_latest or "", replaces or "", keep or "",
-               _applied_parent(config, metadata, parent_id), extends or ""]
-        reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=required)
+        commit = functools.partial(
+            self._commit, thread_id=thread_id, ns=ns, checkpoint_id=checkpoint.id, fence=fence,
+            cas=[expect_latest or "", replaces or "", keep or "",
+                 _applied_parent(config, metadata, parent_id), extends or ""], fields=fields)
+        reply = commit(blobs=blobs, required=required, before=before)
+        if before is not None:
+            written, reply = reply
+            self._check_fence(written, config_ids(task_writes[0])[0], _fence(task_writes[0]))  # type: ignore[index]
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
             if missing & set(bases):
@@ -381,11 +435,12 @@ class RedisSaver(BaseCheckpointSaver):
                         f"commit to thread {thread_id!r} rejected: the stored value a delta "
                         f"of channel {bases[min(missing & set(bases))]!r} extends is gone "
                         "(deleted meanwhile). Nothing was written; run the thread again.")
-                return self.put(config, whole, metadata, new_versions, expect_latest=expect_latest,
-                                replaces=replaces, keep=keep)
+                # the task's writes (if any) went in already; commit the whole values
+                return self.commit_step(config, whole, metadata, new_versions,
+                                        expect_latest=expect_latest, replaces=replaces, keep=keep)
             more = {ch: f for ch, f in wanted.items() if f in missing}
             blobs.update(self._encode(tc, checkpoint, more))
-            reply = self._commit(**commit, cas=cas, fields=fields, blobs=blobs, required=[])
+            reply = commit(blobs=blobs, required=[])
         self._check_fence(reply, thread_id, fence)
         if reply[0] == b"gone":
             raise CommitConflictError(parent_gone(thread_id, str(parent_id)))
@@ -395,7 +450,8 @@ class RedisSaver(BaseCheckpointSaver):
                 f"longer the newest ({reply[1].decode()} is); another worker committed this "
                 "step. Nothing was written."
             )
-        return checkpoint_config(thread_id, ns, checkpoint.id)
+        stop = reply[1] if len(reply) > 1 else b""
+        return checkpoint_config(thread_id, ns, checkpoint.id), stop.decode()
 
     def _with_deltas(
         self, thread_id: str, ns: str, checkpoint: Checkpoint, parent: Checkpoint,
@@ -452,8 +508,12 @@ class RedisSaver(BaseCheckpointSaver):
         fields: Mapping[str, Any],
         blobs: Mapping[str, bytes],
         required: Sequence[str],
+        before: tuple[builtins.list[str], builtins.list[Any]] | None = None,
     ) -> Any:
-        """Run the PUT script: fence check, value check, then every write, atomically."""
+        """Run the PUT script: fence check, value check, then every write, atomically.
+
+        ``before``: a PUT_WRITES call sent just before in the same round trip; then
+        the reply is (its reply, PUT's reply)."""
         tk = ThreadKeys(self.prefix, thread_id)
         nsk = tk.ns(ns)
         keys = [tk.record, tk.lease, tk.namespaces, nsk.index, nsk.blobs]
@@ -464,6 +524,9 @@ class RedisSaver(BaseCheckpointSaver):
         args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
                            *cas[4:]]
         args += [1, pack_record(fields), len(blob_args), *blob_args, *required]
+        if before is not None:
+            return self._conn.run_many([("PUT_WRITES", *before), ("PUT", keys, args)],
+                                       "store pending writes and commit checkpoint")
         return self._conn.run("PUT", keys, args, "commit checkpoint")
 
     def _check_fence(self, reply: Any, thread_id: str, fence: str) -> None:
@@ -522,6 +585,18 @@ class RedisSaver(BaseCheckpointSaver):
         *,
         whole: bool,
     ) -> bytes | None:
+        call = self._writes_call(config, writes, task_id, caller, whole=whole)
+        if call is None:
+            return None
+        reply = self._conn.run("PUT_WRITES", *call, "store pending writes")
+        self._check_fence(reply, config_ids(config)[0], _fence(config))
+        return bytes(reply[1]) if len(reply) > 1 else None
+
+    def _writes_call(
+        self, config: Mapping[str, Any], writes: Sequence[tuple[str, Any]], task_id: str,
+        caller: str | None, *, whole: bool,
+    ) -> tuple[builtins.list[str], builtins.list[Any]] | None:
+        """Keys and arguments of the PUT_WRITES script (encoded); None: nothing to do."""
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
@@ -538,9 +613,7 @@ class RedisSaver(BaseCheckpointSaver):
             keys += [nsk.waits(checkpoint_id, caller), nsk.wake(checkpoint_id, caller)]
         for slot, replaces, value in encoded:
             args += [slot, "1" if replaces else "0", value]
-        reply = self._conn.run("PUT_WRITES", keys, args, "store pending writes")
-        self._check_fence(reply, thread_id, fence)
-        return bytes(reply[1]) if len(reply) > 1 else None
+        return keys, args
 
     def finished(self, config: Mapping[str, Any], task_ids: Sequence[str]) -> set[str]:
         """Which of ``task_ids`` have an outcome stored for the config's checkpoint."""
@@ -552,6 +625,15 @@ class RedisSaver(BaseCheckpointSaver):
         key = ThreadKeys(self.prefix, thread_id).ns(ns).writes(checkpoint_id)
         done = self._conn.run("FINISHED", [key], list(task_ids), "read finished tasks")
         return {raw.decode() for raw in done}
+
+    def queue_finished(self, pipe: Any, config: Mapping[str, Any], task_ids: Sequence[str]) -> Any:
+        """Queue ``finished(config, task_ids)``'s read on ``pipe`` (a pipeline another read
+        shares); its reply decodes with ``{raw.decode() for raw in reply}``."""
+        thread_id, ns, checkpoint_id = config_ids(config)
+        if checkpoint_id is None:
+            raise GraphValueError("finished() needs a config with a checkpoint_id")
+        key = ThreadKeys(self.prefix, thread_id).ns(ns).writes(checkpoint_id)
+        return self._conn.script("FINISHED")(keys=[key], args=list(task_ids), client=pipe)
 
     def clear_outcomes(self, config: Mapping[str, Any], task_ids: Sequence[str]) -> None:
         """Forget the error and interrupt outcomes of tasks about to run again."""

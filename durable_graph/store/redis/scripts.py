@@ -200,7 +200,8 @@ local ttl = thread_ttl(KEYS[1], ARGV[6])
 for k = 1, 6 do  -- no TTL now: what an earlier policy set must not expire the thread
   if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) else redis.call('PERSIST', KEYS[k]) end
 end
-return {'ok'}
+-- and the run asked to stop at this step boundary, if any (``request_stop``)
+return {'ok', redis.call('HGET', KEYS[1], 'stop') or ''}
 """
 )
 

@@ -1,0 +1,73 @@
+"""Eager continuation against a real Redis: an adopted job is a claimed job like any other.
+
+The worker's part is played by hand (``Eager`` over the real job book and dispatcher);
+the recovery sweep is the real one (see ``test_recovery_sweep``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from test_recovery_sweep import kinds, queued, scheduler, start_run, wait
+
+from durable_graph.worker.eager import Eager
+from durable_graph.worker.recovery import LeaseScheduler
+
+pytestmark = pytest.mark.redis
+TTL = 0.2
+__all__ = ["scheduler"]  # the fixture, shared with test_recovery_sweep
+
+
+def test_an_adopted_job_is_owed_and_claimed_and_a_dead_adopter_has_it_sent_again_once(
+    scheduler: LeaseScheduler,
+) -> None:
+    book, worker = scheduler.book, "host:1:adopter"
+    first = start_run(scheduler, "chain")
+    scheduler._dispatcher.send([first])
+    (_, kwargs), = queued(scheduler)
+    scheduler.saver.client.delete(scheduler.settings.queue)  # a worker received it
+    first = replace(first, key=kwargs["key"])
+    book.heartbeat(worker, TTL)
+    assert book.claim(first.key, "chain", worker) == ("ok", "")
+
+    eager = Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=1,
+                  first_read=lambda job: None, current=first, idle_ttl=TTL)
+    second = replace(first, key="", checkpoint_id="c2", step=1, task_id="t2", name="node_b")
+    assert eager.take(second, last=True)
+    assert not eager.take(replace(second, task_id="t3"), last=True)  # one slot
+    assert eager.taken is not None
+    adopted = eager.taken.job
+    assert not eager.deeper().take(replace(second, task_id="t3"), last=True)  # depth 1
+
+    assert kinds(scheduler) == []  # nothing was published for it
+    assert book.owes("chain")
+    # the first job ended with the adoption; the adopted one is claimed by its adopter
+    assert {key: holder for _, key, holder in book.claims()} == {adopted.key: worker}
+
+    wait(TTL + 0.1)  # the adopter stopped beating: it died mid-step
+    assert scheduler.sweep_all().resent == 1
+    (args, resent), = queued(scheduler)
+    assert (args[1], args[2], resent["key"]) == ("t2", "task", adopted.key)
+    assert scheduler.sweep_all().resent == 0  # once
+    assert scheduler.saver.leases.generation("chain") == 1  # resent, never taken over
+
+
+def test_a_job_adopted_when_the_adopter_failed_is_handed_to_the_queue(
+    scheduler: LeaseScheduler,
+) -> None:
+    book, worker = scheduler.book, "host:2:adopter"
+    first = replace(start_run(scheduler, "handed"), key="k-first")
+    book.heartbeat(worker, 5)
+    eager = Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=8,
+                  first_read=lambda job: None, current=first, idle_ttl=TTL)
+    assert eager.take(replace(first, key="", task_id="t2"), last=False)
+    assert eager.taken is not None
+    key = eager.taken.job.key
+
+    eager.hand_off()  # the adopting job raised: the adopted one goes to the queue
+
+    assert eager.taken is None
+    assert [(args[1], kw["key"]) for args, kw in queued(scheduler)] == [("t2", key)]
+    assert {k for _, k, _ in book.claims()} == set()  # given back: the copy claims it
+    assert book.claim(key, "handed", "host:3:other") == ("ok", "")
