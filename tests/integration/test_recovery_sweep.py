@@ -296,7 +296,7 @@ def test_a_job_failed_by_an_outage_gives_its_claim_back_before_its_retry(
 
     def run_through_an_outage() -> None:
         try:
-            with here.running(job) as what:
+            with here.running(job) as (what, _):
                 assert what == "run"
                 stop()
                 s.book.claim(job.key, "retried", "host:2:b")  # a store error, as a job meets
