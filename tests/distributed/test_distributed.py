@@ -225,7 +225,11 @@ def test_interrupt_pauses_without_a_busy_worker_and_command_resumes(cluster: Clu
 
     # the run is over: thread marked interrupted, lease released, nothing queued
     assert gf.saver.get_status(tag)["status"] == "interrupted"
-    assert cluster.client.hget(ThreadKeys(gf.PREFIX, tag).lease, "owner") in (b"", None)
+    # the lease is released just after the end event that woke us (a new run arriving
+    # in between waits for it: ``multitask.acquire`` sees the run closing)
+    lease = ThreadKeys(gf.PREFIX, tag).lease
+    wait_until(lambda: cluster.client.hget(lease, "owner") in (b"", None), 5.0,
+               "the ended run to release the lease")
     assert cluster.client.llen(cluster.env.queue) == 0
     # the job that ended the run acknowledges its message just after telling us
     wait_until(lambda: not in_flight(cluster), 5.0, "the last job to be acknowledged")
