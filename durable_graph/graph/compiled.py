@@ -18,7 +18,12 @@ from durable_graph.errors import (
 )
 from durable_graph.graph.debug import shape_stream
 from durable_graph.graph.drawing import DrawnGraph, GraphDrawing, draw_graph
-from durable_graph.graph.subgraph import run_in_task
+from durable_graph.graph.subgraph import (
+    child_namespace,
+    run_in_task,
+    stream_in_task,
+    subgraph_at,
+)
 from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
 from durable_graph.scheduler.executor import (
     Executor,
@@ -215,10 +220,18 @@ class CompiledGraph:
             yield from shape_stream(handle.events(), modes, single=single)
             handle.result()  # raise the run's error, as an embedded stream does
             return
+        wanted |= {SUBGRAPHS} if subgraphs else frozenset()
+        parent = running_task()
+        if parent is not None:  # called from a node: a subgraph run of that task
+            events = stream_in_task(
+                self, input, parent, config, modes=wanted, interrupt_before=interrupt_before,
+                interrupt_after=interrupt_after, context=context, durability=durability)
+            yield from shape_stream(events, modes, single=single, subgraphs=subgraphs)
+            return
         loop = self.make_loop(
             config, durability=durability, interrupt_before=interrupt_before,
             interrupt_after=interrupt_after, context=context,
-            modes=wanted | ({SUBGRAPHS} if subgraphs else frozenset()),
+            modes=wanted,
         )
         yield from shape_stream(loop.run(input), modes, single=single, subgraphs=subgraphs)
 
@@ -343,9 +356,46 @@ class CompiledGraph:
         return self.saver
 
     def get_state(self, config: Mapping[str, Any], *, subgraphs: bool = False) -> StateSnapshot:
-        """The thread's latest snapshot (or the one ``checkpoint_id`` names)."""
-        saver = self._require_saver()
+        """The thread's latest snapshot (or the one ``checkpoint_id`` names).
+
+        A config in a subgraph's namespace (a task's ``state`` config) reads that
+        subgraph's state, as in LangGraph; so do ``get_state_history`` and
+        ``update_state``.
+        """
+        reader, config = self._addressed(config)
+        return reader._state(config, subgraphs)
+
+    def _addressed(
+        self, config: Mapping[str, Any], *, for_update: bool = False
+    ) -> tuple[CompiledGraph, dict[str, Any]]:
+        """The graph whose state ``config`` addresses (this one, or the subgraph its
+        namespace names, reading through this graph's checkpointer), and the config
+        in the namespace that graph keeps its checkpoints in."""
+        self._require_saver()
         config = _normalize(config)
+        ns = str(config["configurable"].get("checkpoint_ns") or "")
+        child = subgraph_at(self, ns) if ns else None
+        if child is None:
+            if for_update and ns:
+                raise InvalidUpdateError(
+                    f"update_state: namespace {ns!r} names no subgraph of this graph, so "
+                    "its nodes cannot write there; pass the config of a subgraph's state "
+                    "(get_state(config, subgraphs=True).tasks[i].state.config).")
+            return self, config
+        return self._reading(child, config)
+
+    def _reading(
+        self, child: CompiledGraph, config: dict[str, Any]
+    ) -> tuple[CompiledGraph, dict[str, Any]]:
+        """``child`` reading through this graph's checkpointer unless it has its own,
+        with ``config``'s namespace as ``child`` keeps it (no task ids for
+        ``checkpointer=True``)."""
+        reader = child if child.saver else _borrow(child, self)
+        ns = child_namespace(child, str(config["configurable"].get("checkpoint_ns") or ""))
+        return reader, {**config, "configurable": {**config["configurable"], "checkpoint_ns": ns}}
+
+    def _state(self, config: dict[str, Any], subgraphs: bool) -> StateSnapshot:
+        saver = self._require_saver()
         thread_id, ns, checkpoint_id = config_ids(config)
         saved = saver.get_tuple(config)
         if saved is None:
@@ -368,8 +418,8 @@ class CompiledGraph:
             conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
             state: Any = conf
             if recurse:
-                state = (child if child.saver else _borrow(child, self)).get_state(
-                    conf, subgraphs=True)
+                reader, conf = self._reading(child, conf)
+                state = reader._state(conf, True)
             tasks.append(dataclasses.replace(t, state=state))
         return dataclasses.replace(snap, tasks=tuple(tasks))
 
@@ -381,13 +431,19 @@ class CompiledGraph:
         before: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> Iterator[StateSnapshot]:
-        """Snapshots of the thread, newest first."""
-        saver = self._require_saver()
-        config = _normalize(config)
-        thread_id, ns, _ = config_ids(config)
+        """Snapshots of the thread, newest first (only the one ``checkpoint_id``
+        names, if the config names one, as LangGraph's savers list)."""
+        reader, config = self._addressed(config)
+        saver = reader._require_saver()
+        thread_id, ns, checkpoint_id = config_ids(config)
         conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
-        for saved in saver.list(conf, filter=filter, before=before, limit=limit):
-            yield build_snapshot(self.spec, saved, thread_id, ns, live=False)
+        listed = saver.list(conf, filter=filter, before=before,
+                            limit=limit if checkpoint_id is None else None)
+        for saved in listed:
+            if checkpoint_id is None or saved.checkpoint.id == checkpoint_id:
+                yield build_snapshot(reader.spec, saved, thread_id, ns, live=False)
+                if checkpoint_id is not None:
+                    return
 
     def update_state(
         self, config: Mapping[str, Any], values: Any, as_node: str | None = None
@@ -397,8 +453,11 @@ class CompiledGraph:
         The new checkpoint is a child of the one ``config`` names, so updating a past
         checkpoint forks the thread there.
         """
+        reader, config = self._addressed(config, for_update=True)
+        return reader._update(config, values, as_node)
+
+    def _update(self, config: dict[str, Any], values: Any, as_node: str | None) -> dict[str, Any]:
         saver = self._require_saver()
-        config = _normalize(config)
         thread_id, ns, checkpoint_id = config_ids(config)
         saved = saver.get_tuple(config)
         if saved is None and checkpoint_id is not None:
@@ -427,7 +486,8 @@ class CompiledGraph:
             ch: v for ch, v in new_cp.channel_versions.items() if cp.channel_versions.get(ch) != v
         }
         step = int(saved.metadata.get("step", -1)) + 1 if saved else 0
-        return saver.put(parent, new_cp, {"source": "update", "step": step, "parents": {}},
+        parents = dict(saved.metadata.get("parents") or {}) if saved else {}  # a subgraph's
+        return saver.put(parent, new_cp, {"source": "update", "step": step, "parents": parents},
                          new_versions)
 
     def _infer_as_node(self, cp: Checkpoint) -> str:

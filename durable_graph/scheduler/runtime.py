@@ -8,8 +8,9 @@ and an ``interrupt()`` whose resume value was recorded returns it without pausin
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -198,6 +199,8 @@ class TaskContext:
     """For a ``@task`` call: where its interrupts find answers given to its caller."""
     attempt: int = 1
     """Attempt number of a node body under its retry policy."""
+    subgraph_calls: Iterator[int] = field(default_factory=itertools.count)
+    """Numbers the subgraph runs this task starts (each gets its own namespace)."""
 
     def interrupt(self, value: Any) -> Any:
         """Return the recorded answer to this interrupt, or pause the task."""

@@ -1,0 +1,258 @@
+"""Subgraph runs as LangGraph numbers, streams and addresses them.
+
+A node function may run a subgraph several times and in every form (``invoke``,
+``stream``, ``ainvoke``, ``astream``); each run has its own namespace, streams to the
+parent, checkpoints and pauses the same way. A subgraph's state is read and edited
+through the parent graph with the config of the subgraph's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from tests.oracle.impls import IMPLS, Calls, Norm, new_config, same
+from tests.oracle.test_oracle_subgraphs_in_node import S, asking, caller, chain, failing_while
+
+pytestmark = pytest.mark.oracle
+
+
+def ns_of(chunk: tuple[Any, ...]) -> str:
+    """A streamed chunk's namespace without task ids (``call|1`` for a second run)."""
+    return Norm().ns("|".join(chunk[0]))
+
+
+def ask_chain(m: Any, calls: Calls, **compile: Any) -> Any:
+    """START -> s1 (writes a custom chunk) -> ask (interrupts) -> s3."""
+    b = m.StateGraph(S)
+
+    def s1(s: S) -> dict[str, Any]:
+        calls.hit("s1")
+        m.get_stream_writer()({"custom": "from s1"})
+        return {"log": ["s1"]}
+
+    b.add_node("s1", s1)
+    b.add_node("ask", asking(m, calls, "ask"))
+    b.add_node("s3", lambda s: calls.hit("s3") and {"log": ["s3"]})
+    b.add_edge(m.START, "s1")
+    b.add_edge("s1", "ask")
+    b.add_edge("ask", "s3")
+    return b.compile(**compile)
+
+
+def test_same_subgraph_run_twice_in_a_node_resumes_each_run_on_its_own() -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        fail = {"on": False}
+        sub = chain(m, calls, ["s1", "flaky"], last=failing_while(fail, calls, "flaky"))
+
+        def call(s: S) -> dict[str, Any]:
+            calls.hit("call")
+            a = sub.invoke({"log": ["a"]})
+            fail["on"] = calls["call"] == 1  # the second run fails the first time
+            b = sub.invoke({"log": ["b"]})
+            return {"log": ["/".join(a["log"]), "/".join(b["log"])]}
+
+        p = m.StateGraph(S)
+        p.add_node("call", call)
+        p.add_edge(m.START, "call")
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        chunks: list[Any] = []
+        with pytest.raises(RuntimeError, match="flaky boom"):
+            for c in g.stream({"log": []}, cfg, subgraphs=True):
+                chunks.append((ns_of(c), c[1]))
+        failed = g.get_state(cfg, subgraphs=True)
+        fail["on"] = False
+        out = g.invoke(None, cfg)
+        return chunks, failed, out, dict(calls)
+
+    res = same(scenario)
+    # the first run's nodes ran once; the second run resumed at its failed node
+    assert res[3] == {"call": 2, "s1": 2, "flaky": 3}
+
+
+def test_same_subgraph_run_twice_in_a_node_pauses_twice() -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        sub = ask_chain(m, calls)
+
+        def call(s: S) -> dict[str, Any]:
+            calls.hit("call")
+            return {"log": [*sub.invoke({"log": ["a"]})["log"], *sub.invoke({"log": ["b"]})["log"]]}
+
+        p = m.StateGraph(S)
+        p.add_node("call", call)
+        p.add_edge(m.START, "call")
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        first = g.invoke({"log": []}, cfg)
+        second = g.invoke(m.Command(resume="one"), cfg)
+        paused = g.get_state(cfg, subgraphs=True)
+        out = g.invoke(m.Command(resume="two"), cfg)
+        history = [(h.next, h.values) for h in g.get_state_history(cfg)]
+        return first, second, paused, out, history, dict(calls)
+
+    res = same(scenario)
+    assert res[5] == {"call": 3, "s1": 2, "ask": 4, "s3": 2}
+
+
+FORMS = ["stream", "astream", "ainvoke", "invoke_updates"]
+
+
+def run_form(sub: Any, form: str, value: Any, modes: Any) -> Any:
+    """Run ``sub`` from inside a node in the given form; what the node gets back."""
+    if form == "stream":
+        return list(sub.stream(value, stream_mode=modes))
+    if form == "invoke_updates":
+        return sub.invoke(value, stream_mode="updates")
+
+    async def go() -> Any:
+        if form == "ainvoke":
+            return await sub.ainvoke(value)
+        return [c async for c in sub.astream(value, stream_mode=modes)]
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("form", "modes", "checkpointer"),
+    [(f, m, c) for f, m, c in itertools.product(
+        FORMS, ["updates", ["values", "custom"]], [None, True])
+     if not (f in ("ainvoke", "invoke_updates") and m != "updates")],
+)
+def test_subgraph_streamed_from_a_node_is_a_subgraph_run(
+    form: str, modes: Any, checkpointer: Any
+) -> None:
+    """``sub.stream``/``astream``/``ainvoke`` in a node: own namespace, parent stream
+    with ``subgraphs=True``, interrupts pause the parent, resume where it paused."""
+
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        sub = ask_chain(m, calls, checkpointer=checkpointer)
+
+        def call(s: S) -> dict[str, Any]:
+            calls.hit("call")
+            got = run_form(sub, form, {"log": ["in"]}, modes)
+            again = sub.invoke({"log": ["again"]})
+            return {"log": [repr(Norm()(got)), "/".join(again["log"])]}
+
+        p = m.StateGraph(S)
+        p.add_node("call", call)
+        p.add_edge(m.START, "call")
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        runs = []
+        for value in ({"log": []}, m.Command(resume="one"), m.Command(resume="two")):
+            chunks = g.stream(value, cfg, subgraphs=True,
+                              stream_mode=["updates", "values", "custom"])
+            runs.append([(ns_of(c), *c[1:]) for c in chunks])
+            state = g.get_state(cfg, subgraphs=True)
+            runs.append([(t.name, t.state and (t.state.next, t.state.values)) for t in state.tasks])
+        history = [(h.next, h.values) for h in g.get_state_history(cfg)]
+        return runs, history, dict(calls)
+
+    same(scenario)
+
+
+@pytest.mark.parametrize("form", ["ainvoke", "astream"])
+def test_async_node_awaiting_a_subgraph_in_an_async_run(form: str) -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        sub = ask_chain(m, calls)
+
+        async def call(s: S) -> dict[str, Any]:
+            calls.hit("call")
+            if form == "ainvoke":
+                got: Any = await sub.ainvoke({"log": ["in"]})
+            else:
+                got = [c async for c in sub.astream({"log": ["in"]}, stream_mode="values")]
+            return {"log": [repr(Norm()(got))]}
+
+        p = m.StateGraph(S)
+        p.add_node("call", call)
+        p.add_edge(m.START, "call")
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+
+        async def run(value: Any) -> Any:
+            return [(ns_of(c), c[1]) async for c in g.astream(value, cfg, subgraphs=True)]
+
+        first = asyncio.run(run({"log": []}))
+        state = asyncio.run(g.aget_state(cfg, subgraphs=True))
+        second = asyncio.run(run(m.Command(resume="yes")))
+        return first, state, second, dict(calls)
+
+    same(scenario)
+
+
+@pytest.mark.parametrize(
+    ("as_node", "checkpointer", "nested"), list(itertools.product([True, False], [None, True],
+                                                                  [False, True])))
+def test_subgraph_state_read_and_edited_through_the_parent(
+    as_node: bool, checkpointer: Any, nested: bool
+) -> None:
+    """``get_state``/``get_state_history``/``update_state`` with a subgraph's config
+    address the subgraph (its ``next``, its history), as LangGraph; the edit is what
+    the paused subgraph resumes from."""
+
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        sub = ask_chain(m, calls, checkpointer=checkpointer)
+        if nested:
+            mid = m.StateGraph(S)
+            mid.add_node("inner", sub)
+            mid.add_edge(m.START, "inner")
+            sub = mid.compile()
+        if as_node:
+            p = m.StateGraph(S)
+            p.add_node("call", sub)
+            p.add_edge(m.START, "call")
+        else:
+            p = caller(m, calls, sub)
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        g.invoke({"log": []}, cfg)
+        inner = g.get_state(cfg, subgraphs=True).tasks[0].state
+        while inner.tasks and inner.tasks[0].state is not None:
+            inner = inner.tasks[0].state
+        plain = g.get_state(cfg).tasks[0].state  # a config without a checkpoint id
+        seen = [
+            Norm().ns(inner.config["configurable"]["checkpoint_ns"]),
+            g.get_state(inner.config), g.get_state(plain), g.get_state(plain, subgraphs=True),
+            [(h.next, h.values, h.metadata["step"]) for h in g.get_state_history(inner.config)],
+            [(h.next, h.values, h.metadata["step"]) for h in g.get_state_history(plain)],
+        ]
+        edited = g.update_state(inner.config, {"log": ["edited"]})
+        seen += [Norm().config(edited), g.get_state(cfg, subgraphs=True)]
+        return [*seen, g.invoke(m.Command(resume="yes"), cfg), dict(calls)]
+
+    res = same(scenario)
+    assert res[-1]["ask"] == 2 and res[-1]["s1"] == 1  # resumed at the edited pause
+
+
+@pytest.mark.parametrize("m", IMPLS.values(), ids=IMPLS.keys())
+def test_update_state_in_a_namespace_naming_no_subgraph_is_refused(m: Any) -> None:
+    b = m.StateGraph(S)
+    b.add_node("a", lambda s: {"log": ["a"]})
+    b.add_edge(m.START, "a")
+    g = b.compile(checkpointer=m.InMemorySaver())
+    cfg = new_config()
+    g.invoke({"log": []}, cfg)
+    nowhere = {"configurable": {**cfg["configurable"], "checkpoint_ns": "nope:1"}}
+    with pytest.raises(ValueError, match="nope"):  # LangGraph's ValueError; ours is one too
+        g.update_state(nowhere, {"log": ["x"]})
+
+
+def test_history_of_a_named_checkpoint_is_that_checkpoint() -> None:
+    def scenario(m: Any) -> Any:
+        g = chain(m, Calls(), ["a", "b", "c"], checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        g.invoke({"log": []}, cfg)
+        snaps = list(g.get_state_history(cfg))
+        return [list(g.get_state_history(s.config)) for s in snaps]
+
+    same(scenario)
