@@ -149,11 +149,12 @@ class CompiledGraph:
         context: Any = None,
         store: Any = None,
         cache: Any = None,
+        seen_messages: set[Any] | None = None,
     ) -> StepLoop:
         """A StepLoop for one run with this graph's settings and the call's overrides.
 
         ``store`` and ``cache`` stand in for the graph's own when it has none (a
-        subgraph uses its parent's).
+        subgraph uses its parent's, and shares its parent's ``seen_messages``).
         """
         durability = durability or "async"
         if durability not in DURABILITY:
@@ -170,6 +171,7 @@ class CompiledGraph:
             context=coerce_context(self.context_schema, context),
             store=self.store if self.store is not None else store,
             cache=self.cache if self.cache is not None else cache,
+            seen_messages=seen_messages,
         )
         return StepLoop(self.spec, saver or self.saver, self.executor, config, opts)
 

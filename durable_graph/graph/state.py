@@ -299,7 +299,7 @@ class StateGraph:
         self, name: str, d: _NodeDef, triggers: tuple[str, ...], writer: NodeWriter
     ) -> NodeSpec:
         is_graph = isinstance(d.action, CompiledGraph)
-        call = subgraph_runner(d.action) if is_graph else bind(d.action)
+        call = _declared_only(subgraph_runner(d.action), writer) if is_graph else bind(d.action)
         return NodeSpec(
             name=name,
             triggers=triggers,
@@ -325,6 +325,22 @@ class StateGraph:
             if found is not MISSING:
                 extra[key] = found
         return {**values, **extra}
+
+
+def _declared_only(
+    call: Callable[[Any, TaskContext], Any], writer: NodeWriter
+) -> Callable[[Any, TaskContext], Any]:
+    """A subgraph node's body whose output keeps only the keys this graph declares: the
+    subgraph's private keys stay in its own state, silently, as in LangGraph."""
+    if writer.schema.root:
+        return call
+
+    def run(value: Any, ctx: TaskContext) -> Any:
+        out = call(value, ctx)
+        return {k: v for k, v in out.items() if k in writer.channels} \
+            if isinstance(out, dict) else out
+
+    return run
 
 
 def _result(call: Callable[[Any, TaskContext], Any], value: Any, ctx: TaskContext) -> Any:

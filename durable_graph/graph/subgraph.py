@@ -126,7 +126,7 @@ def stream_in_task(
         run_config, durability=durability or ctx.step.durability, saver=saver,
         context=scope.context if context is None else context, store=scope.store,
         cache=scope.cache, interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-        modes=scope.stream_modes | modes)
+        modes=scope.stream_modes | modes, seen_messages=scope.seen_messages)
     stream_ns = tuple(ns.split("|"))
     # As LangGraph: a nested stream asking for ``custom`` keeps those chunks to itself.
     forwarded = scope.stream_modes - ({"custom"} & modes)

@@ -86,6 +86,8 @@ class RunOptions:
     """The graph's long-term store."""
     cache: Any = None
     """The graph's node and task cache."""
+    seen_messages: set[Any] | None = None
+    """Chat message ids streamed already by the enclosing runs (a subgraph's run)."""
 
 
 @dataclass
@@ -161,7 +163,8 @@ class StepLoop:
         self.step_opts = StepOptions()
         self.first_events: list[Event] = []
         self.committed_id: str | None = None
-        self.seen_messages: set[Any] = set()
+        self.seen_messages: set[Any] = set() if opts.seen_messages is None \
+            else opts.seen_messages
         """Ids of the chat messages streamed (or input to a node) in this run."""
         """The last checkpoint committed (or loaded): the parent of the next one."""
         self.loaded_meta: Any = None
@@ -170,7 +173,8 @@ class StepLoop:
         self.scope = RunScope(opts.context, opts.store, opts.cache,
                               self.thread_id if saver is not None else "",
                               str(run_id) if run_id is not None else None,
-                              opts.modes if SUBGRAPHS in opts.modes else frozenset())
+                              opts.modes if SUBGRAPHS in opts.modes else frozenset(),
+                              self.seen_messages)
 
     # -- recording -------------------------------------------------------------
 

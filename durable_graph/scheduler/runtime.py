@@ -77,6 +77,9 @@ class RunScope:
     """The config's ``run_id``, if any."""
     stream_modes: frozenset[str] = frozenset()
     """The run's stream modes when its subgraphs stream too (``subgraphs=True``)."""
+    seen_messages: set[Any] = field(default_factory=set, compare=False)
+    """Ids of the chat messages the run streamed (``messages`` mode); its subgraphs add
+    to the same set, so a message a subgraph streamed is not streamed again above it."""
 
 
 class StepRuntime(Protocol):

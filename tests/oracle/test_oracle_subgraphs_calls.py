@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
+import operator
+from typing import Annotated, Any
 
 import pytest
+from typing_extensions import TypedDict
 
 from tests.oracle.impls import IMPLS, Calls, Norm, new_config, same
 from tests.oracle.test_oracle_subgraphs_in_node import S, asking, caller, chain, failing_while
@@ -256,3 +258,71 @@ def test_history_of_a_named_checkpoint_is_that_checkpoint() -> None:
         return [list(g.get_state_history(s.config)) for s in snaps]
 
     same(scenario)
+
+
+def test_messages_a_subgraph_streamed_are_not_streamed_again_by_its_parent() -> None:
+    from langchain_core.messages import AIMessage
+
+    def scenario(m: Any) -> Any:
+        sb = m.StateGraph(m.MessagesState)
+        sb.add_node("talk", lambda s: {"messages": [AIMessage(content="inner hi", id="m1")]})
+        sb.add_edge(m.START, "talk")
+        sub = sb.compile()
+
+        def call(s: Any) -> dict[str, Any]:
+            return {"messages": sub.invoke({"messages": s["messages"]})["messages"][-1:]}
+
+        b = m.StateGraph(m.MessagesState)
+        b.add_node("call", call)
+        b.add_node("node", sub)
+        b.add_edge(m.START, "call")
+        b.add_edge("call", "node")
+        g = b.compile(checkpointer=m.InMemorySaver())
+        keys = ("langgraph_node", "langgraph_step", "langgraph_triggers", "langgraph_path")
+        out = []
+        for ns, (msg, meta) in g.stream({"messages": [("user", "hi")]}, new_config(),
+                                        stream_mode="messages", subgraphs=True):
+            shown = {k: meta[k] for k in keys}
+            out.append((Norm().ns("|".join(ns)), msg, shown,
+                        Norm().ns(meta["langgraph_checkpoint_ns"])))
+        return out
+
+    assert len(same(scenario)) == 1
+
+
+def test_parallel_subgraph_runs_from_send_paused_and_resumed_by_id() -> None:
+    class Overall(TypedDict):
+        docs: list[str]
+        out: Annotated[list[str], operator.add]
+
+    class Doc(TypedDict):
+        doc: str
+        out: Annotated[list[str], operator.add]
+
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+
+        def check(s: Doc) -> dict[str, Any]:
+            calls.hit(s["doc"])
+            return {"out": [f"{s['doc']}={m.interrupt(s['doc'])}"]}
+
+        sb = m.StateGraph(Doc)
+        sb.add_node("check", check)
+        sb.add_edge(m.START, "check")
+        b = m.StateGraph(Overall)
+        b.add_node("one", sb.compile())
+        b.add_conditional_edges(
+            m.START, lambda s: [m.Send("one", {"doc": d, "out": []}) for d in s["docs"]], ["one"])
+        g = b.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        paused = g.invoke({"docs": ["a", "b", "c"], "out": []}, cfg)["__interrupt__"]
+        first = sorted(paused, key=lambda i: i.value)
+        again = g.invoke(m.Command(resume={i.id: f"yes-{i.value}" for i in first[:2]}), cfg)
+        left = [i.value for i in again["__interrupt__"]]
+        state = g.get_state(cfg, subgraphs=True)
+        pending = sorted([i.value for t in state.tasks for i in t.interrupts])
+        done = g.invoke(m.Command(resume={i.id: "last" for i in again["__interrupt__"]}), cfg)
+        return [i.value for i in first], left, pending, sorted(done["out"]), dict(calls)
+
+    res = same(scenario)
+    assert res[-1] == {"a": 2, "b": 2, "c": 3}
