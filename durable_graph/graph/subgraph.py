@@ -133,9 +133,13 @@ def stream_in_task(
     for mode, payload in loop.run(run_input):
         if mode in forwarded:  # deeper subgraphs' events pass through as sent
             ctx.step.emit(SUBGRAPHS, payload if mode == SUBGRAPHS else (stream_ns, mode, payload))
-        if mode in modes:
+        if mode not in modes:
+            continue
+        if SUBGRAPHS in modes and mode != SUBGRAPHS:  # its own chunks carry its namespace
+            yield SUBGRAPHS, (stream_ns, mode, payload)
+        else:
             yield mode, payload
-    if loop.interrupts:
+    if loop.status == "interrupted":  # an interrupt(), or interrupt_before/after
         raise GraphInterrupt(loop.interrupts)
     return loop.output
 

@@ -379,6 +379,8 @@ class StepLoop:
     def _pause(self, interrupts: tuple[Interrupt, ...]) -> Generator[Event, None, bool]:
         self.status = "interrupted"
         self.interrupts = list(interrupts)
+        if self.ns and not interrupts:
+            return False  # a subgraph's breakpoint: only the root graph streams the pause
         for mode, payload in pause_events(self.spec, self.checkpoint, interrupts):
             if mode in self.opts.modes:
                 yield mode, payload

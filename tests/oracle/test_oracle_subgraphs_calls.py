@@ -326,3 +326,57 @@ def test_parallel_subgraph_runs_from_send_paused_and_resumed_by_id() -> None:
 
     res = same(scenario)
     assert res[-1] == {"a": 2, "b": 2, "c": 3}
+
+
+@pytest.mark.parametrize(("as_node", "where"), list(itertools.product(
+    [True, False], ["interrupt_before", "interrupt_after"])))
+def test_breakpoint_in_a_subgraph_pauses_the_parent(as_node: bool, where: str) -> None:
+    """A subgraph compiled with ``interrupt_before``/``interrupt_after`` pauses its
+    parent (no ``__interrupt__`` value); ``invoke(None)`` continues it."""
+
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        sub = chain(m, calls, ["s1", "s2"], **{where: ["s2" if "before" in where else "s1"]})
+        if as_node:
+            p = m.StateGraph(S)
+            p.add_node("call", sub)
+            p.add_edge(m.START, "call")
+        else:
+            p = caller(m, calls, sub)
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        modes = ["updates", "values"]
+        first = [(ns_of(c), *c[1:]) for c in g.stream({"log": []}, cfg, subgraphs=True,
+                                                      stream_mode=modes)]
+        paused = g.get_state(cfg, subgraphs=True)
+        then = [(ns_of(c), *c[1:]) for c in g.stream(None, cfg, subgraphs=True,
+                                                     stream_mode=modes)]
+        history = [(h.next, h.values) for h in g.get_state_history(cfg)]
+        return first, paused, then, dict(calls), history
+
+    res = same(scenario)
+    assert res[3]["s1"] == 1 and res[3]["s2"] == 1
+
+
+def test_nested_stream_with_subgraphs_names_its_own_chunks() -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        mid = m.StateGraph(S)
+        mid.add_node("inner", ask_chain(m, calls))
+        mid.add_edge(m.START, "inner")
+        middle = mid.compile()
+
+        def call(s: S) -> dict[str, Any]:
+            got = [(ns_of(c), c[1]) for c in middle.stream({"log": ["x"]}, subgraphs=True)]
+            return {"log": [repr(Norm()(got))]}
+
+        p = m.StateGraph(S)
+        p.add_node("call", call)
+        p.add_edge(m.START, "call")
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        first = [(ns_of(c), c[1]) for c in g.stream({"log": []}, cfg, subgraphs=True)]
+        then = [(ns_of(c), c[1]) for c in g.stream(m.Command(resume="y"), cfg, subgraphs=True)]
+        return first, then, dict(calls)
+
+    same(scenario)

@@ -25,4 +25,5 @@ PROGRAMS = [
     "subgraph_map_reduce",
     "subgraph_nested_memory",
     "subgraph_time_travel",
+    "subgraph_breakpoint_edit",
 ]
