@@ -102,6 +102,16 @@ def test_same_subgraph_run_twice_in_a_node_pauses_twice() -> None:
     assert res[5] == {"call": 3, "s1": 2, "ask": 4, "s3": 2}
 
 
+def parent_of(m: Any, calls: Calls, sub: Any, as_node: bool) -> Any:
+    """A parent running ``sub`` as its node ``call``, or from its node function ``call``."""
+    if not as_node:
+        return caller(m, calls, sub)
+    p = m.StateGraph(S)
+    p.add_node("call", sub)
+    p.add_edge(m.START, "call")
+    return p
+
+
 FORMS = ["stream", "astream", "ainvoke", "invoke_updates"]
 
 
@@ -209,13 +219,7 @@ def test_subgraph_state_read_and_edited_through_the_parent(
             mid.add_node("inner", sub)
             mid.add_edge(m.START, "inner")
             sub = mid.compile()
-        if as_node:
-            p = m.StateGraph(S)
-            p.add_node("call", sub)
-            p.add_edge(m.START, "call")
-        else:
-            p = caller(m, calls, sub)
-        g = p.compile(checkpointer=m.InMemorySaver())
+        g = parent_of(m, calls, sub, as_node).compile(checkpointer=m.InMemorySaver())
         cfg = new_config()
         g.invoke({"log": []}, cfg)
         inner = g.get_state(cfg, subgraphs=True).tasks[0].state
@@ -337,13 +341,7 @@ def test_breakpoint_in_a_subgraph_pauses_the_parent(as_node: bool, where: str) -
     def scenario(m: Any) -> Any:
         calls = Calls()
         sub = chain(m, calls, ["s1", "s2"], **{where: ["s2" if "before" in where else "s1"]})
-        if as_node:
-            p = m.StateGraph(S)
-            p.add_node("call", sub)
-            p.add_edge(m.START, "call")
-        else:
-            p = caller(m, calls, sub)
-        g = p.compile(checkpointer=m.InMemorySaver())
+        g = parent_of(m, calls, sub, as_node).compile(checkpointer=m.InMemorySaver())
         cfg = new_config()
         modes = ["updates", "values"]
         first = [(ns_of(c), *c[1:]) for c in g.stream({"log": []}, cfg, subgraphs=True,
