@@ -33,7 +33,7 @@ from durable_graph.scheduler.executor import (
     RunRequest,
 )
 from durable_graph.scheduler.loop import SUBGRAPHS, RunOptions, StepLoop
-from durable_graph.scheduler.runtime import running_task
+from durable_graph.scheduler.runtime import RunTree, running_task
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import GraphSpec
 from durable_graph.store.base import (
@@ -149,12 +149,12 @@ class CompiledGraph:
         context: Any = None,
         store: Any = None,
         cache: Any = None,
-        seen_messages: set[Any] | None = None,
+        tree: RunTree | None = None,
     ) -> StepLoop:
         """A StepLoop for one run with this graph's settings and the call's overrides.
 
         ``store`` and ``cache`` stand in for the graph's own when it has none (a
-        subgraph uses its parent's, and shares its parent's ``seen_messages``).
+        subgraph uses its parent's, and shares its parent's ``tree``).
         """
         durability = durability or "async"
         if durability not in DURABILITY:
@@ -171,7 +171,7 @@ class CompiledGraph:
             context=coerce_context(self.context_schema, context),
             store=self.store if self.store is not None else store,
             cache=self.cache if self.cache is not None else cache,
-            seen_messages=seen_messages,
+            tree=tree,
         )
         return StepLoop(self.spec, saver or self.saver, self.executor, config, opts)
 

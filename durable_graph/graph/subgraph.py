@@ -126,7 +126,7 @@ def stream_in_task(
         run_config, durability=durability or ctx.step.durability, saver=saver,
         context=scope.context if context is None else context, store=scope.store,
         cache=scope.cache, interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-        modes=scope.stream_modes | modes, seen_messages=scope.seen_messages)
+        modes=scope.stream_modes | modes, tree=scope.tree)
     stream_ns = tuple(ns.split("|"))
     # As LangGraph: a nested stream asking for ``custom`` keeps those chunks to itself.
     forwarded = scope.stream_modes - ({"custom"} & modes)
@@ -173,13 +173,19 @@ def _saver(child: CompiledGraph, ctx: TaskContext) -> BaseCheckpointSaver | None
 
 
 def _resume_input(ctx: TaskContext, saved: Any) -> Any:
-    """None to resume the subgraph, or a Command carrying the parent's newest answer.
+    """None to resume the subgraph, or a Command carrying its answers: those the run
+    got by interrupt id, else the parent's newest answer.
 
-    The answer goes to the child's one paused task, or, when its state was edited
-    (``update_state``) while it paused, to the next interrupt it runs, as in LangGraph.
+    The newest answer goes to the child's one paused task, or, when its state was
+    edited (``update_state``) while it paused, to the next interrupt it runs, as in
+    LangGraph.
     """
     pending = saved.pending_writes
     waiting = pending_interrupts(pending)
+    answers = ctx.step.scope.tree.resume_map
+    by_id = {i.id: answers[i.id] for ints in waiting.values() for i in ints if i.id in answers}
+    if by_id:  # the run's answers by interrupt id: each paused task gets its own
+        return Command(resume=by_id)
     if len(waiting) > 1 or (not waiting and saved.metadata.get("source") != "update"):
         return None
     answered = next((len(w.value) for w in pending

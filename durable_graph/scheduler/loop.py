@@ -29,7 +29,13 @@ from durable_graph.scheduler.commands import command_writes, pending_interrupts
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.messages import message_events
 from durable_graph.scheduler.persist import Persister
-from durable_graph.scheduler.runtime import RunScope, TaskFuture, consumed_answers, local_call
+from durable_graph.scheduler.runtime import (
+    RunScope,
+    RunTree,
+    TaskFuture,
+    consumed_answers,
+    local_call,
+)
 from durable_graph.scheduler.spec import GraphSpec, Write
 from durable_graph.scheduler.transition import (
     Next,
@@ -86,8 +92,8 @@ class RunOptions:
     """The graph's long-term store."""
     cache: Any = None
     """The graph's node and task cache."""
-    seen_messages: set[Any] | None = None
-    """Chat message ids streamed already by the enclosing runs (a subgraph's run)."""
+    tree: RunTree | None = None
+    """What the enclosing runs share with this one (a subgraph's run); None: a new tree."""
 
 
 @dataclass
@@ -163,8 +169,8 @@ class StepLoop:
         self.step_opts = StepOptions()
         self.first_events: list[Event] = []
         self.committed_id: str | None = None
-        self.seen_messages: set[Any] = set() if opts.seen_messages is None \
-            else opts.seen_messages
+        self.tree = opts.tree if opts.tree is not None else RunTree()
+        self.seen_messages: set[Any] = self.tree.seen_messages
         """Ids of the chat messages streamed (or input to a node) in this run."""
         """The last checkpoint committed (or loaded): the parent of the next one."""
         self.loaded_meta: Any = None
@@ -174,7 +180,7 @@ class StepLoop:
                               self.thread_id if saver is not None else "",
                               str(run_id) if run_id is not None else None,
                               opts.modes if SUBGRAPHS in opts.modes else frozenset(),
-                              self.seen_messages)
+                              self.tree)
 
     # -- recording -------------------------------------------------------------
 
@@ -257,6 +263,8 @@ class StepLoop:
         """Apply the run's input: a Command, a resume (None), or new input."""
         if isinstance(input, Command):
             self._check_resumable(input)
+            if isinstance(input.resume, dict):  # answers by interrupt id, for subgraphs too
+                self.tree.resume_map.update(input.resume)
             by_task, null_writes, self.null_resume = command_writes(
                 input, self.pending, self.spec
             )

@@ -28,6 +28,7 @@ from durable_graph.types import ExecutionInfo, Interrupt, RetryPolicy, Runtime, 
 __all__ = [
     "CallError",
     "RunScope",
+    "RunTree",
     "StepRuntime",
     "Suspended",
     "TaskContext",
@@ -61,6 +62,18 @@ class CallError:
     error: BaseException
 
 
+@dataclass
+class RunTree:
+    """What a run and the subgraph runs inside it share, however deep."""
+
+    seen_messages: set[Any] = field(default_factory=set)
+    """Ids of the chat messages streamed (``messages`` mode): a message a subgraph
+    streamed is not streamed again by the graphs above it."""
+    resume_map: dict[str, Any] = field(default_factory=dict)
+    """The run's answers by interrupt id (``Command(resume={id: value})``): a subgraph
+    with several paused tasks takes each one's answer from here."""
+
+
 @dataclass(frozen=True)
 class RunScope:
     """What every task of one run shares besides the checkpoint."""
@@ -77,9 +90,8 @@ class RunScope:
     """The config's ``run_id``, if any."""
     stream_modes: frozenset[str] = frozenset()
     """The run's stream modes when its subgraphs stream too (``subgraphs=True``)."""
-    seen_messages: set[Any] = field(default_factory=set, compare=False)
-    """Ids of the chat messages the run streamed (``messages`` mode); its subgraphs add
-    to the same set, so a message a subgraph streamed is not streamed again above it."""
+    tree: RunTree = field(default_factory=RunTree, compare=False)
+    """What the run shares with the subgraph runs inside it."""
 
 
 class StepRuntime(Protocol):

@@ -378,3 +378,26 @@ def test_nested_stream_with_subgraphs_names_its_own_chunks() -> None:
         return first, then, dict(calls)
 
     same(scenario)
+
+
+@pytest.mark.parametrize("as_node", [True, False])
+def test_parallel_interrupts_inside_one_subgraph_resumed_by_id_one_at_a_time(
+    as_node: bool,
+) -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        sb = m.StateGraph(S)
+        sb.add_node("x", asking(m, calls, "x"))
+        sb.add_node("y", asking(m, calls, "y"))
+        sb.add_edge(m.START, "x")
+        sb.add_edge(m.START, "y")
+        g = parent_of(m, calls, sb.compile(), as_node).compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        paused = sorted(g.invoke({"log": []}, cfg)["__interrupt__"], key=lambda i: i.value)
+        left = g.invoke(m.Command(resume={paused[0].id: "X"}), cfg)["__interrupt__"]
+        state = g.get_state(cfg, subgraphs=True)
+        done = g.invoke(m.Command(resume={i.id: "Y" for i in left}), cfg)
+        return [i.value for i in paused], [i.value for i in left], state, done, dict(calls)
+
+    res = same(scenario)
+    assert res[-1]["x"] == 2 and res[-1]["y"] == 3  # x answered once, not asked again
