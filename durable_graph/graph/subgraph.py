@@ -192,8 +192,19 @@ def _resume_input(ctx: TaskContext, saved: Any) -> Any:
                      if w.task_id in waiting and w.channel == RESUME), 0)
     if len(ctx.resume) > answered:
         return Command(resume=ctx.resume[-1])
-    answer = ctx.step.take_null_resume()
+    answer = _newest(ctx.answers) if ctx.answers is not None else _MISSING
+    if answer is _MISSING:
+        answer = ctx.step.take_null_resume()
     return None if answer is _MISSING else Command(resume=answer)
+
+
+def _newest(take: Callable[[], Any]) -> Any:
+    """The newest of the answers a ``@task`` call can still take from its caller (all
+    are taken: those before it were the subgraph's earlier answers); MISSING if none."""
+    newest = answer = take()
+    while answer is not _MISSING:
+        newest, answer = answer, take()
+    return newest
 
 
 def _same_step(saved: Any, run_config: dict[str, Any]) -> bool:

@@ -401,3 +401,33 @@ def test_parallel_interrupts_inside_one_subgraph_resumed_by_id_one_at_a_time(
 
     res = same(scenario)
     assert res[-1]["x"] == 2 and res[-1]["y"] == 3  # x answered once, not asked again
+
+
+def test_subgraph_run_inside_a_task_resumes_with_each_new_answer() -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        sb = m.StateGraph(S)
+        sb.add_node("a1", asking(m, calls, "a1"))
+        sb.add_node("a2", asking(m, calls, "a2"))
+        sb.add_edge(m.START, "a1")
+        sb.add_edge("a1", "a2")
+        sub = sb.compile()
+
+        @m.task
+        def run_sub(x: str) -> list[str]:
+            calls.hit("run_sub")
+            return list(sub.invoke({"log": [x]})["log"])
+
+        @m.entrypoint(checkpointer=m.InMemorySaver())
+        def workflow(x: str) -> list[str]:
+            first = m.interrupt("top?")
+            return [first, *run_sub(x).result()]
+
+        cfg = new_config()
+        seen = [workflow.invoke("in", cfg)]
+        for answer in ("T", "A1", "A2"):
+            seen.append(workflow.invoke(m.Command(resume=answer), cfg))
+        return seen, dict(calls)
+
+    res = same(scenario)
+    assert res[0][-1] == ["T", "in", "a1=A1", "a2=A2"]
