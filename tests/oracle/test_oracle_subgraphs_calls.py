@@ -102,6 +102,16 @@ def test_same_subgraph_run_twice_in_a_node_pauses_twice() -> None:
     assert res[5] == {"call": 3, "s1": 2, "ask": 4, "s3": 2}
 
 
+def two_asking(m: Any, calls: Calls, first: str, second: str, *, parallel: bool) -> Any:
+    """A subgraph of two asking nodes, both after START or one after the other."""
+    b = m.StateGraph(S)
+    b.add_node(first, asking(m, calls, first))
+    b.add_node(second, asking(m, calls, second))
+    b.add_edge(m.START, first)
+    b.add_edge(m.START if parallel else first, second)
+    return b.compile()
+
+
 def parent_of(m: Any, calls: Calls, sub: Any, as_node: bool) -> Any:
     """A parent running ``sub`` as its node ``call``, or from its node function ``call``."""
     if not as_node:
@@ -386,12 +396,8 @@ def test_parallel_interrupts_inside_one_subgraph_resumed_by_id_one_at_a_time(
 ) -> None:
     def scenario(m: Any) -> Any:
         calls = Calls()
-        sb = m.StateGraph(S)
-        sb.add_node("x", asking(m, calls, "x"))
-        sb.add_node("y", asking(m, calls, "y"))
-        sb.add_edge(m.START, "x")
-        sb.add_edge(m.START, "y")
-        g = parent_of(m, calls, sb.compile(), as_node).compile(checkpointer=m.InMemorySaver())
+        sub = two_asking(m, calls, "x", "y", parallel=True)
+        g = parent_of(m, calls, sub, as_node).compile(checkpointer=m.InMemorySaver())
         cfg = new_config()
         paused = sorted(g.invoke({"log": []}, cfg)["__interrupt__"], key=lambda i: i.value)
         left = g.invoke(m.Command(resume={paused[0].id: "X"}), cfg)["__interrupt__"]
@@ -406,12 +412,7 @@ def test_parallel_interrupts_inside_one_subgraph_resumed_by_id_one_at_a_time(
 def test_subgraph_run_inside_a_task_resumes_with_each_new_answer() -> None:
     def scenario(m: Any) -> Any:
         calls = Calls()
-        sb = m.StateGraph(S)
-        sb.add_node("a1", asking(m, calls, "a1"))
-        sb.add_node("a2", asking(m, calls, "a2"))
-        sb.add_edge(m.START, "a1")
-        sb.add_edge("a1", "a2")
-        sub = sb.compile()
+        sub = two_asking(m, calls, "a1", "a2", parallel=False)
 
         @m.task
         def run_sub(x: str) -> list[str]:
