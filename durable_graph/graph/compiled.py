@@ -32,7 +32,7 @@ from durable_graph.scheduler.executor import (
     RunHandle,
     RunRequest,
 )
-from durable_graph.scheduler.loop import SUBGRAPHS, RunOptions, StepLoop
+from durable_graph.scheduler.loop import CHECKPOINT_MAP, SUBGRAPHS, RunOptions, StepLoop
 from durable_graph.scheduler.runtime import RunTree, running_task
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import GraphSpec
@@ -231,9 +231,9 @@ class CompiledGraph:
             yield from shape_stream(events, modes, single=single, subgraphs=subgraphs)
             return
         loop = self.make_loop(
-            config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after, context=context,
-            modes=wanted,
+            self._root_config(config), durability=durability,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+            context=context, modes=wanted,
         )
         yield from shape_stream(loop.run(input), modes, single=single, subgraphs=subgraphs)
 
@@ -274,8 +274,9 @@ class CompiledGraph:
                                interrupt_after=interrupt_after, context=context,
                                durability=durability)
         loop = self.make_loop(
-            config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after, context=context,
+            self._root_config(config), durability=durability,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+            context=context,
         )
         for _ in loop.run(input):
             pass
@@ -283,6 +284,22 @@ class CompiledGraph:
             base = loop.output if isinstance(loop.output, dict) else {}
             return {**base, INTERRUPT: list(loop.interrupts)}
         return loop.output
+
+    def _root_config(self, config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """A run started with a subgraph's config (``get_state(..., subgraphs=True)``)
+        runs this graph, as in LangGraph: from the checkpoint of this graph the named
+        subgraph checkpoint was written under (a replay there), else from the latest."""
+        conf = dict((config or {}).get("configurable") or {})
+        if config is None or not conf.get("checkpoint_ns") or self.saver is None:
+            return config
+        named = self.saver.get_tuple(config) if conf.get("checkpoint_id") else None
+        root = (named.metadata.get("parents") or {}).get("") if named is not None else None
+        conf.pop("checkpoint_ns")
+        conf.pop("checkpoint_id", None)
+        conf.pop(CHECKPOINT_MAP, None)
+        if root:
+            conf["checkpoint_id"] = root
+        return {**config, "configurable": conf}
 
     def submit(
         self,

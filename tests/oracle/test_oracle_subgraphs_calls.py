@@ -432,3 +432,25 @@ def test_subgraph_run_inside_a_task_resumes_with_each_new_answer() -> None:
 
     res = same(scenario)
     assert res[0][-1] == ["T", "in", "a1=A1", "a2=A2"]
+
+
+@pytest.mark.parametrize(
+    ("as_node", "resume"), list(itertools.product([True, False], [True, False])))
+def test_running_the_parent_with_a_subgraph_config_runs_the_parent(
+    as_node: bool, resume: bool
+) -> None:
+    """With a resume it continues the thread; with None it replays the parent's step
+    the subgraph checkpoint belongs to (a fork), as in LangGraph."""
+
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        g = parent_of(m, calls, ask_chain(m, calls), as_node).compile(
+            checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        g.invoke({"log": []}, cfg)
+        child = g.get_state(cfg, subgraphs=True).tasks[0].state.config
+        out = g.invoke(m.Command(resume="yes") if resume else None, child)
+        history = [(h.next, h.values, h.metadata["source"]) for h in g.get_state_history(cfg)]
+        return out, g.get_state(cfg, subgraphs=True), history, dict(calls)
+
+    same(scenario)
