@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import pytest
 from typing_extensions import TypedDict
 
-from tests.oracle.impls import IMPLS, Calls, Norm, new_config, same
+from tests.oracle.impls import IMPLS, Calls, Norm, both, new_config, same
 from tests.oracle.test_oracle_subgraphs_in_node import S, asking, caller, chain, failing_while
 
 pytestmark = pytest.mark.oracle
@@ -454,3 +454,31 @@ def test_running_the_parent_with_a_subgraph_config_runs_the_parent(
         return out, g.get_state(cfg, subgraphs=True), history, dict(calls)
 
     same(scenario)
+
+
+def test_checkpointer_true_subgraph_called_after_a_resumed_interrupt_takes_its_new_input() -> None:
+    """A difference on purpose (README): LangGraph hands back the subgraph's old state
+    and drops the new input; durable_graph runs it on its history."""
+
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        sub = chain(m, calls, ["s1"], checkpointer=True)
+
+        def call(s: S) -> dict[str, Any]:
+            ok = m.interrupt("go?")
+            return {"log": ["/".join(sub.invoke({"log": [f"in-{ok}"]})["log"])]}
+
+        p = m.StateGraph(S)
+        p.add_node("call", call)
+        p.add_edge(m.START, "call")
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        outs = []
+        for i in range(2):
+            g.invoke({"log": []}, cfg)
+            outs.append(g.invoke(m.Command(resume=f"r{i}"), cfg)["log"][-1])
+        return outs, dict(calls)
+
+    lg, dg = both(scenario)
+    assert lg == (["in-r0/s1", "in-r0/s1"], {"s1": 1})
+    assert dg == (["in-r0/s1", "in-r0/s1/in-r1/s1"], {"s1": 2})
