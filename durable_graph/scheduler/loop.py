@@ -405,12 +405,9 @@ class StepLoop:
             if t.id in done:
                 outcomes[t.id] = Outcome(writes=done[t.id])
         todo = [t for t in tasks if t.id not in done]
+        yield from self._step_started(tasks, done)
         if not todo:
             return outcomes
-        if "tasks" in self.opts.modes:
-            for t in todo:
-                if not t.node.hidden:
-                    yield "tasks", task_started(t)
         recorded = self._recorded_calls()
         step = _Step(self, self.config, recorded, consumed_answers(recorded, self.pending))
         resumes = {w.task_id: list(w.value) for w in self.pending if w.channel == RESUME}
@@ -434,6 +431,21 @@ class StepLoop:
             outcomes[task.id] = outcome
             yield from self._task_done(task, outcome, step_no)
         return outcomes
+
+    def _step_started(
+        self, tasks: list[PlannedTask], done: dict[str, list[Write]]
+    ) -> Iterator[Event]:
+        """The tasks about to run (``tasks`` mode); the writes of those that finished
+        before the step resumed (``updates``, marked cached), as LangGraph streams them."""
+        shown = [t for t in tasks if not t.node.hidden]
+        if "tasks" in self.opts.modes:
+            for t in shown:
+                if t.id not in done:
+                    yield "tasks", task_started(t)
+        if "updates" in self.opts.modes:
+            for t in shown:
+                if t.id in done:
+                    yield "updates", task_updates(t, Outcome(writes=done[t.id], cached=True))
 
     def _recorded_calls(self) -> dict[str, tuple[str, Any]]:
         return {w.task_id: w.value for w in self.pending if w.channel == RETURN}

@@ -482,3 +482,23 @@ def test_checkpointer_true_subgraph_called_after_a_resumed_interrupt_takes_its_n
     lg, dg = both(scenario)
     assert lg == (["in-r0/s1", "in-r0/s1"], {"s1": 1})
     assert dg == (["in-r0/s1", "in-r0/s1/in-r1/s1"], {"s1": 2})
+
+
+@pytest.mark.parametrize("sibling", ["node", "subgraph"])
+def test_resumed_step_streams_its_finished_tasks_as_cached(sibling: str) -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        p = m.StateGraph(S)
+        p.add_node("a", asking(m, calls, "a"))
+        p.add_node("b", chain(m, calls, ["t1"]) if sibling == "subgraph"
+                   else (lambda s: {"log": ["b"]}))
+        p.add_edge(m.START, "a")
+        p.add_edge(m.START, "b")
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        first = sorted(repr(Norm()((ns_of(c), c[1])))
+                       for c in g.stream({"log": []}, cfg, subgraphs=True))
+        resumed = list(g.stream(m.Command(resume="go"), cfg, subgraphs=True))
+        return first, resumed, dict(calls)
+
+    same(scenario)
