@@ -435,13 +435,12 @@ class StepLoop:
     def _step_started(
         self, tasks: list[PlannedTask], done: dict[str, list[Write]]
     ) -> Iterator[Event]:
-        """The tasks about to run (``tasks`` mode); the writes of those that finished
-        before the step resumed (``updates``, marked cached), as LangGraph streams them."""
+        """The step's tasks (``tasks`` mode, those that finished before the step resumed
+        too); the writes of those (``updates``, marked cached), as LangGraph streams them."""
         shown = [t for t in tasks if not t.node.hidden]
         if "tasks" in self.opts.modes:
             for t in shown:
-                if t.id not in done:
-                    yield "tasks", task_started(t)
+                yield "tasks", task_started(t)
         if "updates" in self.opts.modes:
             for t in shown:
                 if t.id in done:
