@@ -527,6 +527,20 @@ class CompiledGraph:
         """Async ``get_state``."""
         return await asyncio.to_thread(self.get_state, config, **kw)
 
+    async def aget_state_history(
+        self,
+        config: Mapping[str, Any],
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[StateSnapshot]:
+        """Async ``get_state_history`` (read on a worker thread, then yielded)."""
+        snapshots = await asyncio.to_thread(lambda: list(self.get_state_history(
+            config, filter=filter, before=before, limit=limit)))
+        for snapshot in snapshots:
+            yield snapshot
+
     async def aupdate_state(self, config: Mapping[str, Any], values: Any,
                             as_node: str | None = None) -> dict[str, Any]:
         """Async ``update_state``."""

@@ -506,3 +506,23 @@ def test_resumed_step_streams_its_finished_tasks_as_cached(sibling: str) -> None
         return first, resumed, dict(calls)
 
     same(scenario)
+
+
+def test_async_state_methods_address_a_subgraph_through_its_config() -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        g = caller(m, calls, ask_chain(m, calls)).compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+
+        async def go() -> Any:
+            await g.ainvoke({"log": []}, cfg)
+            child = (await g.aget_state(cfg, subgraphs=True)).tasks[0].state.config
+            history = [h async for h in g.aget_state_history(child)]
+            plain = (await g.aget_state(cfg)).tasks[0].state
+            whole = [h async for h in g.aget_state_history(plain, limit=2)]
+            await g.aupdate_state(child, {"log": ["edited"]})
+            return history, whole, await g.ainvoke(m.Command(resume="ok"), cfg), dict(calls)
+
+        return asyncio.run(go())
+
+    same(scenario)
