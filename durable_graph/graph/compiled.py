@@ -150,11 +150,13 @@ class CompiledGraph:
         store: Any = None,
         cache: Any = None,
         tree: RunTree | None = None,
+        output_values: bool = False,
     ) -> StepLoop:
         """A StepLoop for one run with this graph's settings and the call's overrides.
 
         ``store`` and ``cache`` stand in for the graph's own when it has none (a
-        subgraph uses its parent's, and shares its parent's ``tree``).
+        subgraph uses its parent's, and shares its parent's ``tree``). ``output_values``:
+        ``values`` chunks show the output schema's keys (a subgraph run by ``invoke``).
         """
         durability = durability or "async"
         if durability not in DURABILITY:
@@ -172,6 +174,7 @@ class CompiledGraph:
             store=self.store if self.store is not None else store,
             cache=self.cache if self.cache is not None else cache,
             tree=tree,
+            output_values=output_values,
         )
         return StepLoop(self.spec, saver or self.saver, self.executor, config, opts)
 

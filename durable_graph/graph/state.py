@@ -259,6 +259,8 @@ class StateGraph:
             command_writes=lambda cmd: _command_writes(writers[START], cmd),
             update_writes=lambda as_node, value, values: writers[as_node](value, values),
             managed=self.schema.managed,
+            result_channels=None if self.output_schema.root
+            else frozenset(self.output_schema.channels),
         )
 
     def _drawing(self) -> GraphDrawing:

@@ -91,7 +91,8 @@ def run_in_task(
     """
     events = stream_in_task(
         child, value, ctx, config, interrupt_before=interrupt_before,
-        interrupt_after=interrupt_after, context=context, durability=durability)
+        interrupt_after=interrupt_after, context=context, durability=durability,
+        invoked=True)
     while True:
         try:
             next(events)
@@ -103,6 +104,7 @@ def stream_in_task(
     child: CompiledGraph, value: Any, ctx: TaskContext, config: Any = None, *,
     modes: frozenset[str] = frozenset(), interrupt_before: Any = None,
     interrupt_after: Any = None, context: Any = None, durability: str | None = None,
+    invoked: bool = False,
 ) -> Generator[tuple[str, Any], None, Any]:
     """``run_in_task`` for a nested ``stream``: yields the child's events of ``modes``
     to the caller and returns the child's output.
@@ -112,7 +114,8 @@ def stream_in_task(
     so a task calling a subgraph twice resumes each call from its own checkpoint.
     Events the parent's stream wants (``subgraphs=True``) go to it as well, under
     that namespace; an interrupt inside raises ``GraphInterrupt`` once the child
-    paused (the parent task pauses).
+    paused (the parent task pauses). Run by ``invoke`` (``invoked``), its ``values``
+    chunks show its output schema's keys, as LangGraph's nested ``invoke`` streams them.
     """
     ns = _call_namespace(ctx)
     saver = _saver(child, ctx)
@@ -126,7 +129,7 @@ def stream_in_task(
         run_config, durability=durability or ctx.step.durability, saver=saver,
         context=scope.context if context is None else context, store=scope.store,
         cache=scope.cache, interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-        modes=scope.stream_modes | modes, tree=scope.tree)
+        modes=scope.stream_modes | modes, tree=scope.tree, output_values=invoked)
     stream_ns = tuple(ns.split("|"))
     # As LangGraph: a nested stream asking for ``custom`` keeps those chunks to itself.
     forwarded = scope.stream_modes - ({"custom"} & modes)

@@ -92,6 +92,8 @@ class RunOptions:
     """The graph's long-term store."""
     cache: Any = None
     """The graph's node and task cache."""
+    output_values: bool = False
+    """``values`` chunks show what ``invoke`` returns (a subgraph run by ``invoke``)."""
     tree: RunTree | None = None
     """What the enclosing runs share with this one (a subgraph's run); None: a new tree."""
 
@@ -206,6 +208,20 @@ class StepLoop:
         self._finish(None)
         self.output = self.spec.run_result(read_values(self.spec, self.checkpoint))
 
+    def _updates(self, task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
+        """A task's ``updates`` chunk; for a subgraph run by ``invoke``, narrowed to its
+        output schema's keys (None when it wrote none), as LangGraph streams it."""
+        chunk = task_updates(task, outcome)
+        wrote, keep = chunk[task.name], self.spec.result_channels
+        if self.opts.output_values and keep is not None and isinstance(wrote, dict):
+            chunk[task.name] = {k: v for k, v in wrote.items() if k in keep} or None
+        return chunk
+
+    def _values(self, updated: frozenset[str] | None) -> Any:
+        """The current ``values`` chunk (MISSING if the step wrote none of its keys)."""
+        return self.spec.values_chunk(read_values(self.spec, self.checkpoint), updated,
+                                      as_result=self.opts.output_values)
+
     def _step_options(self, loaded_step: int) -> StepOptions:
         """The run's step settings; the recursion limit counts from the loaded step."""
         return StepOptions(
@@ -281,7 +297,7 @@ class StepLoop:
                 )
             self.checkpoint = mark_resumed(self.checkpoint)
             if "values" in self.opts.modes:
-                yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
+                yield "values", self._values(None)
             if input is None and self.checkpoint_id and self._replays_a_branch():
                 return self._fork(step)
             self._checkpoint_event(self.loaded_meta, self.loaded_parent, self.pending)
@@ -368,8 +384,8 @@ class StepLoop:
             return (yield from self._stop(nxt))
         self.checkpoint = nxt.checkpoint
         self._commit(nxt.metadata)
-        if "values" in self.opts.modes and nxt.updated & self.spec.output_channels:
-            yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
+        if "values" in self.opts.modes and (chunk := self._values(nxt.updated)) is not MISSING:
+            yield "values", chunk
         yield from self._drain()  # the checkpoint streams after its values, as in LangGraph
         if nxt.status == "interrupted":
             return (yield from self._pause(()))
@@ -444,7 +460,7 @@ class StepLoop:
         if "updates" in self.opts.modes:
             for t in shown:
                 if t.id in done:
-                    yield "updates", task_updates(t, Outcome(writes=done[t.id], cached=True))
+                    yield "updates", self._updates(t, Outcome(writes=done[t.id], cached=True))
 
     def _recorded_calls(self) -> dict[str, tuple[str, Any]]:
         return {w.task_id: w.value for w in self.pending if w.channel == RETURN}
@@ -462,7 +478,7 @@ class StepLoop:
                 yield "messages", chunk
         record_outcome(functools.partial(self.record, task.id), outcome)
         if outcome.writes is not None and "updates" in self.opts.modes and not task.node.hidden:
-            yield "updates", task_updates(task, outcome)
+            yield "updates", self._updates(task, outcome)
         if "tasks" in self.opts.modes and not task.node.hidden and not outcome.cached:
             yield "tasks", task_ended(task, outcome)
 

@@ -526,3 +526,49 @@ def test_async_state_methods_address_a_subgraph_through_its_config() -> None:
         return asyncio.run(go())
 
     same(scenario)
+
+
+def test_invoked_subgraph_with_io_schemas_streams_its_output_keys() -> None:
+    """A subgraph run by ``invoke`` (as a node or from one) streams ``values`` of its
+    output schema, when a step wrote one; ``sub.stream`` streams the whole state."""
+
+    class In(TypedDict):
+        q: str
+
+    class Out(TypedDict):
+        a: str
+
+    class Full(TypedDict):
+        q: str
+        a: str
+        scratch: str
+
+    class Parent(TypedDict):
+        q: str
+        a: str
+        streamed: list[Any]
+
+    def scenario(m: Any) -> Any:
+        sb = m.StateGraph(Full, input_schema=In, output_schema=Out)
+        sb.add_node("think", lambda s: {"scratch": s["q"] * 2})
+        sb.add_node("answer", lambda s: {"a": s["scratch"].upper()})
+        sb.add_edge(m.START, "think")
+        sb.add_edge("think", "answer")
+        sub = sb.compile()
+
+        def call(s: Parent) -> dict[str, Any]:
+            return {**sub.invoke({"q": s["q"] + "!"}),
+                    "streamed": list(sub.stream({"q": "x"}, stream_mode="values"))}
+
+        p = m.StateGraph(Parent)
+        p.add_node("sub", sub)
+        p.add_node("call", call)
+        p.add_edge(m.START, "sub")
+        p.add_edge("sub", "call")
+        g = p.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        chunks = g.stream({"q": "hi", "a": "", "streamed": []}, cfg, subgraphs=True,
+                          stream_mode=["values", "updates"])
+        return [(ns_of(c), *c[1:]) for c in chunks], g.get_state(cfg)
+
+    same(scenario)
