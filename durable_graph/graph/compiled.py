@@ -210,6 +210,19 @@ class CompiledGraph:
         (distributed runs): what to do when the thread is running already:
         ``reject``, ``enqueue``, ``interrupt`` or ``rollback``.
         """
+        return self._stream(
+            input, config, stream_mode=stream_mode, durability=durability,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+            subgraphs=subgraphs, command=command, context=context, multitask=multitask)
+
+    def _stream(
+        self, input: Any, config: Mapping[str, Any] | None, *, stream_mode: str | Sequence[str],
+        durability: str | None, interrupt_before: Sequence[str] | str | None,
+        interrupt_after: Sequence[str] | str | None, subgraphs: bool, command: Command | None,
+        context: Any, multitask: str, as_invoke: bool = False,
+    ) -> Iterator[Any]:
+        """``stream``; ``as_invoke``: ``invoke(stream_mode=...)``'s chunks, whose
+        ``values`` and ``updates`` show the output schema's keys (embedded runs)."""
         input = run_input(input, command)
         modes, single = _modes(stream_mode)
         wanted = modes | ({"checkpoints", "tasks"} if "debug" in modes else frozenset())
@@ -230,13 +243,14 @@ class CompiledGraph:
         if parent is not None:  # called from a node: a subgraph run of that task
             events = stream_in_task(
                 self, input, parent, config, modes=wanted, interrupt_before=interrupt_before,
-                interrupt_after=interrupt_after, context=context, durability=durability)
+                interrupt_after=interrupt_after, context=context, durability=durability,
+                invoked=as_invoke)
             yield from shape_stream(events, modes, single=single, subgraphs=subgraphs)
             return
         loop = self.make_loop(
             self._root_config(config), durability=durability,
             interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-            context=context, modes=wanted,
+            context=context, modes=wanted, output_values=as_invoke,
         )
         yield from shape_stream(loop.run(input), modes, single=single, subgraphs=subgraphs)
 
@@ -260,10 +274,11 @@ class CompiledGraph:
         """
         input = run_input(input, command)
         if stream_mode != "values":
-            return list(self.stream(
+            return list(self._stream(
                 input, config, stream_mode=stream_mode, durability=durability,
                 interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-                context=context, multitask=multitask, subgraphs=subgraphs,
+                context=context, multitask=multitask, subgraphs=subgraphs, command=None,
+                as_invoke=True,
             ))
         remote = self._remote(multitask)
         if remote is not None:

@@ -572,3 +572,28 @@ def test_invoked_subgraph_with_io_schemas_streams_its_output_keys() -> None:
         return [(ns_of(c), *c[1:]) for c in chunks], g.get_state(cfg)
 
     same(scenario)
+
+
+def test_invoke_with_a_stream_mode_narrows_chunks_to_the_output_schema() -> None:
+    class In(TypedDict):
+        q: str
+
+    class Out(TypedDict):
+        a: str
+
+    class Full(TypedDict):
+        q: str
+        a: str
+        scratch: str
+
+    def scenario(m: Any) -> Any:
+        sb = m.StateGraph(Full, input_schema=In, output_schema=Out)
+        sb.add_node("think", lambda s: {"scratch": s["q"] * 2})
+        sb.add_node("answer", lambda s: {"a": s["scratch"].upper()})
+        sb.add_edge(m.START, "think")
+        sb.add_edge("think", "answer")
+        g = sb.compile(checkpointer=m.InMemorySaver())
+        return [g.invoke({"q": "hi"}, new_config(), stream_mode=mode)
+                for mode in ("updates", ["values", "updates"])]
+
+    same(scenario)
