@@ -528,20 +528,33 @@ def test_async_state_methods_address_a_subgraph_through_its_config() -> None:
     same(scenario)
 
 
+class In(TypedDict):
+    q: str
+
+
+class Out(TypedDict):
+    a: str
+
+
+class Full(TypedDict):
+    q: str
+    a: str
+    scratch: str
+
+
+def io_graph(m: Any) -> Any:
+    """think (a private key) -> answer (the output key), with input and output schemas."""
+    b = m.StateGraph(Full, input_schema=In, output_schema=Out)
+    b.add_node("think", lambda s: {"scratch": s["q"] * 2})
+    b.add_node("answer", lambda s: {"a": s["scratch"].upper()})
+    b.add_edge(m.START, "think")
+    b.add_edge("think", "answer")
+    return b
+
+
 def test_invoked_subgraph_with_io_schemas_streams_its_output_keys() -> None:
     """A subgraph run by ``invoke`` (as a node or from one) streams ``values`` of its
     output schema, when a step wrote one; ``sub.stream`` streams the whole state."""
-
-    class In(TypedDict):
-        q: str
-
-    class Out(TypedDict):
-        a: str
-
-    class Full(TypedDict):
-        q: str
-        a: str
-        scratch: str
 
     class Parent(TypedDict):
         q: str
@@ -549,12 +562,7 @@ def test_invoked_subgraph_with_io_schemas_streams_its_output_keys() -> None:
         streamed: list[Any]
 
     def scenario(m: Any) -> Any:
-        sb = m.StateGraph(Full, input_schema=In, output_schema=Out)
-        sb.add_node("think", lambda s: {"scratch": s["q"] * 2})
-        sb.add_node("answer", lambda s: {"a": s["scratch"].upper()})
-        sb.add_edge(m.START, "think")
-        sb.add_edge("think", "answer")
-        sub = sb.compile()
+        sub = io_graph(m).compile()
 
         def call(s: Parent) -> dict[str, Any]:
             return {**sub.invoke({"q": s["q"] + "!"}),
@@ -575,24 +583,8 @@ def test_invoked_subgraph_with_io_schemas_streams_its_output_keys() -> None:
 
 
 def test_invoke_with_a_stream_mode_narrows_chunks_to_the_output_schema() -> None:
-    class In(TypedDict):
-        q: str
-
-    class Out(TypedDict):
-        a: str
-
-    class Full(TypedDict):
-        q: str
-        a: str
-        scratch: str
-
     def scenario(m: Any) -> Any:
-        sb = m.StateGraph(Full, input_schema=In, output_schema=Out)
-        sb.add_node("think", lambda s: {"scratch": s["q"] * 2})
-        sb.add_node("answer", lambda s: {"a": s["scratch"].upper()})
-        sb.add_edge(m.START, "think")
-        sb.add_edge("think", "answer")
-        g = sb.compile(checkpointer=m.InMemorySaver())
+        g = io_graph(m).compile(checkpointer=m.InMemorySaver())
         return [g.invoke({"q": "hi"}, new_config(), stream_mode=mode)
                 for mode in ("updates", ["values", "updates"])]
 
