@@ -589,3 +589,24 @@ def test_invoke_with_a_stream_mode_narrows_chunks_to_the_output_schema() -> None
                 for mode in ("updates", ["values", "updates"])]
 
     same(scenario)
+
+
+@pytest.mark.parametrize("in_subgraph", [False, True])
+def test_history_shows_a_resume_update_on_the_checkpoint_it_was_given_to(
+    in_subgraph: bool,
+) -> None:
+    def scenario(m: Any) -> Any:
+        calls = Calls()
+        if in_subgraph:
+            g = parent_of(m, calls, ask_chain(m, calls), True)
+        else:
+            g = m.StateGraph(S)
+            g.add_node("call", asking(m, calls, "ask"))
+            g.add_edge(m.START, "call")
+        graph = g.compile(checkpointer=m.InMemorySaver())
+        cfg = new_config()
+        graph.invoke({"log": []}, cfg)
+        out = graph.invoke(m.Command(resume="y", update={"log": ["upd"]}), cfg)
+        return out, [(h.next, h.values) for h in graph.get_state_history(cfg)], dict(calls)
+
+    same(scenario)
