@@ -87,6 +87,14 @@ class Outcome:
     interrupts: tuple[Interrupt, ...] = ()
     cached: bool = False
     """The writes came from the graph's cache: the body did not run."""
+    breakpoint: bool = False
+    """It paused without an interrupt value: a subgraph it ran stopped at a breakpoint
+    (``interrupt_before``/``interrupt_after``)."""
+
+    @property
+    def paused(self) -> bool:
+        """Whether the task paused (the run pauses after its step)."""
+        return bool(self.interrupts) or self.breakpoint
 
 
 @dataclass(frozen=True)
@@ -149,8 +157,8 @@ def end_step(
     failed = [err for t in tasks if (err := outcomes[t.id].error) is not None]
     if failed:
         return Next("failed", checkpoint, error=failed[0])
-    paused = tuple(i for t in tasks for i in outcomes[t.id].interrupts)
-    if paused:
+    if any(outcomes[t.id].paused for t in tasks):
+        paused = tuple(i for t in tasks for i in outcomes[t.id].interrupts)
         return Next("interrupted", checkpoint, interrupts=paused)
     writes = [TaskWrites(t.name, t.path, t.triggers, outcomes[t.id].writes or ()) for t in tasks]
     new_cp, updated = apply_writes(spec, checkpoint, writes, new_id)
@@ -173,15 +181,15 @@ def outcomes_from_pending(
         if w.channel == ERROR:
             out.error = w.value if isinstance(w.value, BaseException) else RuntimeError(w.value)
         elif w.channel == INTERRUPT:
-            out.interrupts = tuple(w.value)
+            out.interrupts, out.breakpoint = tuple(w.value), not w.value
         elif w.channel not in SPECIAL_WRITES:
             out.writes = [*(out.writes or []), (w.channel, w.value)]
     for out in found.values():
         if out.writes is not None:  # it finished after an earlier failure or pause
-            out.error, out.interrupts = None, ()
+            out.error, out.interrupts, out.breakpoint = None, (), False
     return {
         tid: out for tid, out in found.items()
-        if out.writes is not None or out.error is not None or out.interrupts
+        if out.writes is not None or out.error is not None or out.paused
     }
 
 
@@ -235,7 +243,7 @@ def execute_task(
     except Suspended:
         raise
     except GraphInterrupt as gi:
-        return Outcome(interrupts=gi.interrupts)
+        return Outcome(interrupts=gi.interrupts, breakpoint=not gi.interrupts)
     except BaseException as exc:
         return Outcome(error=exc)
 
@@ -345,7 +353,7 @@ def outcome_writes(outcome: Outcome) -> list[Write]:
     """The pending writes that store an outcome (a task with no writes leaves a marker)."""
     if outcome.writes is not None:
         return outcome.writes or [(NO_WRITES, None)]
-    if outcome.interrupts:
+    if outcome.paused:
         return [(INTERRUPT, list(outcome.interrupts))]
     return [(ERROR, outcome.error)]
 

@@ -477,7 +477,8 @@ def end_run(rc: RunContext, nxt: Next) -> None:
     A subgraph's run ends as its parent's call: see ``report_to_parent``.
     """
     spec = rc.graph.spec
-    if nxt.status == "interrupted":
+    # as embedded: a subgraph stopped at a breakpoint leaves the pause to the root's stream
+    if nxt.status == "interrupted" and (nxt.interrupts or rc.run.parent is None):
         for mode, payload in pause_events(spec, nxt.checkpoint, nxt.interrupts):
             rc.emit(mode, payload)
     if rc.run.parent is not None:
@@ -492,13 +493,14 @@ def end_run(rc: RunContext, nxt: Next) -> None:
 def report_to_parent(rc: RunContext, nxt: Next) -> None:
     """Record a subgraph run's end as its parent call's result and wake the caller.
 
-    As embedded: its output is the call's value; its error, or its interrupts (as a
-    ``GraphInterrupt``), are what the call raises when the calling task replays.
+    As embedded: its output is the call's value; its error, or its pause (its
+    interrupts, none when it stopped at a breakpoint, as a ``GraphInterrupt``: the
+    parent pauses too), are what the call raises when the calling task replays.
     """
     call = rc.run.parent
     assert call is not None
     error = nxt.error if nxt.status == "failed" else (
-        GraphInterrupt(nxt.interrupts) if nxt.interrupts else None)
+        GraphInterrupt(nxt.interrupts) if nxt.status == "interrupted" else None)
     spec = rc.graph.spec
     writes: list[Write] = [(RETURN, (call.name, spec.run_result(read_values(
         spec, nxt.checkpoint))))] if error is None else [(ERROR, {
