@@ -15,6 +15,10 @@ test compiles the same graph embedded and compares. Bodies record where they ran
   ``mode_none`` / ``mode_true`` / ``mode_false``: the subgraph checkpointer modes.
 - ``ask_graph``: prep -> ask (a subgraph: before -> question (interrupt) -> done),
   called from a node function; a nested level: ``deep`` runs ``ask_sub`` as a node.
+- ``twice_graph``: prep -> a node calling one subgraph twice; the second call's last
+  node fails on its first execution.
+- ``stop_node`` / ``stop_called``: a subgraph compiled with ``interrupt_before=["done"]``,
+  as a node and called from a node function.
 """
 
 from __future__ import annotations
@@ -226,6 +230,55 @@ def build_flaky() -> StateGraph:
     return line(ParentState, [("prep", prep), ("flaky_caller", flaky_caller), ("after", after)])
 
 
+# -- one subgraph called twice by a node; a subgraph with a breakpoint ----------------------
+
+SECOND_MESSAGE = "second call: its first execution fails"
+SECOND_CALL = 100
+"""Added to the first call's output to make the second call's input."""
+
+
+def t_first(state: SubState, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, f"t_first:{state['x']}")
+    return {"x": state["x"] + 1, "log": ["t_first"]}
+
+
+def t_last(state: SubState, config: dict[str, Any]) -> dict[str, Any]:
+    tag, name = thread_of(config), f"t_last:{state['x']}"
+    trace(tag, name)
+    if count(tag, name) == 1 and state["x"] > SECOND_CALL:
+        raise ValueError(SECOND_MESSAGE)
+    return {"x": state["x"] * 2, "log": ["t_last"]}
+
+
+twice_sub = line(SubState, [("t_first", t_first), ("t_last", t_last)]).compile()
+
+
+def twice(state: ParentState, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "twice")
+    one = twice_sub.invoke({"x": state["x"]})
+    two = twice_sub.invoke({"x": one["x"] + SECOND_CALL})
+    return {"x": two["x"], "log": [f"twice:{one['x']}:{two['x']}"]}
+
+
+def build_twice() -> StateGraph:
+    return line(ParentState, [("prep", prep), ("twice", twice), ("after", after)])
+
+
+stop_sub = line(SubState, [("before", before), ("done", done)]).compile(
+    interrupt_before=["done"])
+
+
+def stopper(state: ParentState, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "stopper")
+    return {"x": stop_sub.invoke({"x": state["x"]})["x"]}
+
+
+def build_stop(called: bool) -> StateGraph:
+    """prep -> ``stop_sub`` (as the node ``stop``, or called by it) -> after."""
+    return line(ParentState, [("prep", prep), ("stop", stopper if called else stop_sub),
+                              ("after", after)])
+
+
 # -- Command.PARENT from a subgraph node; the subgraph checkpointer modes ------------------
 
 
@@ -273,6 +326,9 @@ ask_graph = distributed(build_ask())
 deep_graph = distributed(build_deep())
 flaky_graph = distributed(build_flaky())
 jump_graph = distributed(build_jump())
+twice_graph = distributed(build_twice())
+stop_node = distributed(build_stop(False))
+stop_called = distributed(build_stop(True))
 mode_none = distributed(build_mode(None))
 mode_true = distributed(build_mode(True))
 mode_false = distributed(build_mode(False))

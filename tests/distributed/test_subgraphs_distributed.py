@@ -231,26 +231,91 @@ def remote_values(graph: Any, config: dict[str, Any]) -> Any:
     return graph.get_state(config).values
 
 
+def fail_as_embedded(
+    cluster: Cluster, remote: Any, builder: Any, value: Any, message: str
+) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """Run ``remote`` and the same graph embedded on ``value``: both fail with ``message``
+    and keep the same history. The remote config, the embedded graph and its config."""
+    config = new_config("fail")
+    with pytest.raises(ValueError, match=message):
+        remote.submit(value, config).result(timeout=TIMEOUT)
+    local = embedded(builder)
+    local_config = new_config("fail-local")
+    with pytest.raises(ValueError, match=message):
+        local.invoke(value, local_config)
+    assert cluster.gf.saver.get_status(thread_of(config))["status"] == "failed"
+    assert history(remote, config) == history(local, local_config)
+    return config, local, local_config
+
+
+def retry_as_embedded(
+    cluster: Cluster, config: dict[str, Any], local: Any, local_config: dict[str, Any]
+) -> Any:
+    """``durable-graph retry`` the remote thread: it ends with the output an embedded
+    ``invoke(None)`` gives; that output."""
+    retried = cli(cluster, "retry", thread_of(config))
+    expected = local.invoke(None, local_config)
+    assert retried == {"status": "done", "output": expected}
+    return expected
+
+
 def test_an_error_in_a_subgraph_fails_the_run_and_retry_resumes_at_the_failed_node(
     cluster: Cluster, sg: Any
 ) -> None:
-    config = new_config("flaky")
+    config, local, local_config = fail_as_embedded(
+        cluster, sg.flaky_graph, sg.build_flaky(), {"x": 5}, sg.FLAKY_MESSAGE)
     tag = thread_of(config)
-    with pytest.raises(ValueError, match=sg.FLAKY_MESSAGE):
-        sg.flaky_graph.submit({"x": 5}, config).result(timeout=TIMEOUT)
-    local = embedded(sg.build_flaky())
-    local_config = new_config("flaky-local")
-    with pytest.raises(ValueError, match=sg.FLAKY_MESSAGE):
-        local.invoke({"x": 5}, local_config)
-    assert cluster.gf.saver.get_status(tag)["status"] == "failed"
-    assert history(sg.flaky_graph, config) == history(local, local_config)
-
-    retried = cli(cluster, "retry", tag)
-    expected = local.invoke(None, local_config)
-    assert retried == {"status": "done", "output": expected}
+    expected = retry_as_embedded(cluster, config, local, local_config)
     assert expected["x"] == 12
     same_histories(sg.flaky_graph, config, local, local_config, "flaky_caller")
     assert sg.counted(tag, "flaky") == 2
+    for name in ("prep", "before", "done", "after"):
+        assert sg.counted(tag, name) == 1, name
+
+
+def test_a_node_calling_a_subgraph_twice_resumes_the_second_call_alone(
+    cluster: Cluster, sg: Any
+) -> None:
+    """Each call checkpoints under its own namespace (``twice:<id>``, ``twice:<id>|1``);
+    after an error in the second call, a retry replays the node: the first call's
+    recorded output is reused and the second resumes at its failed node."""
+    config, local, local_config = fail_as_embedded(
+        cluster, sg.twice_graph, sg.build_twice(), {"x": 3}, sg.SECOND_MESSAGE)
+    tag = thread_of(config)
+    (first,) = subgraph_namespaces(sg.twice_graph, config, "twice")[:1]
+    assert subgraph_namespaces(sg.twice_graph, config, "twice") == [first, f"{first}|1"]
+
+    expected = retry_as_embedded(cluster, config, local, local_config)
+    assert expected["x"] == ((3 + 1 + 1) * 2 + sg.SECOND_CALL + 1) * 2
+    same_histories(sg.twice_graph, config, local, local_config, "twice")
+    assert sg.counted(tag, "t_last:111") == 2  # failed, then resumed there
+    for name in ("prep", "t_first:4", "t_last:5", "t_first:110", "after"):
+        assert sg.counted(tag, name) == 1, name  # the first call did not run again
+
+
+@pytest.mark.parametrize("called", [False, True], ids=["as-node", "called"])
+def test_a_subgraph_breakpoint_pauses_the_run_on_workers_and_resumes_past_it(
+    cluster: Cluster, sg: Any, called: bool
+) -> None:
+    remote = sg.stop_called if called else sg.stop_node
+    config = new_config(f"stop-{called}")
+    tag = thread_of(config)
+    paused = remote.submit({"x": 2}, config).result(timeout=TIMEOUT)
+    local = embedded(sg.build_stop(called))
+    local_config = new_config(f"stop-{called}-local")
+    assert paused == local.invoke({"x": 2}, local_config)
+    assert cluster.gf.saver.get_status(tag)["status"] == "interrupted"
+    assert remote.get_state(config).next == local.get_state(local_config).next == ("stop",)
+    levels = child_states(remote, config)
+    assert levels == child_states(local, local_config)
+    assert levels[-1][1] == ("done",)  # the subgraph waits before its breakpoint node
+    assert sg.counted(tag, "done") == 0
+
+    resumed = cli(cluster, "resume", tag)
+    expected = local.invoke(None, local_config)
+    assert resumed == {"status": "done", "output": expected}
+    assert expected["x"] == (2 + 1) * 2
+    same_histories(remote, config, local, local_config, "stop")
     for name in ("prep", "before", "done", "after"):
         assert sg.counted(tag, name) == 1, name
 
