@@ -231,7 +231,8 @@ class CompiledGraph:
             handle = remote.start_run(self, input, _normalize(config), RunRequest(
                 durability, interrupt_before, interrupt_after,
                 _remote_modes(wanted) | ({SUBGRAPHS} if subgraphs else frozenset()),
-                context=coerce_context(self.context_schema, context), multitask=multitask))
+                context=coerce_context(self.context_schema, context), multitask=multitask,
+                output_values=as_invoke))
             yield from shape_stream(handle.events(), modes, single=single, subgraphs=subgraphs)
             handle.result()  # raise the run's error, as an embedded stream does
             return

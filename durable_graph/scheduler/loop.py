@@ -211,11 +211,7 @@ class StepLoop:
     def _updates(self, task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
         """A task's ``updates`` chunk; for a subgraph run by ``invoke``, narrowed to its
         output schema's keys (None when it wrote none), as LangGraph streams it."""
-        chunk = task_updates(task, outcome)
-        wrote, keep = chunk[task.name], self.spec.result_channels
-        if self.opts.output_values and keep is not None and isinstance(wrote, dict):
-            chunk[task.name] = {k: v for k, v in wrote.items() if k in keep} or None
-        return chunk
+        return task_updates(task, outcome, self.spec.updates_kept(self.opts.output_values))
 
     def _values(self, updated: frozenset[str] | None) -> Any:
         """The current ``values`` chunk (MISSING if the step wrote none of its keys)."""

@@ -93,6 +93,11 @@ class GraphSpec:
             return MISSING
         return self.run_result(values) if as_result else self.output(values)
 
+    def updates_kept(self, as_result: bool) -> frozenset[str] | None:
+        """The keys ``updates`` chunks show: with ``as_result`` (a nested ``invoke``, or
+        ``invoke(stream_mode=...)``) the output schema's, if it has one; None: all."""
+        return self.result_channels if as_result else None
+
     def run_result(self, values: Mapping[str, Any]) -> Any:
         """What ``invoke`` returns for these channel values."""
         return (self.result or self.output)(values)

@@ -318,9 +318,15 @@ def task_started(task: PlannedTask) -> dict[str, Any]:
             "triggers": tuple(task.triggers)}
 
 
-def task_updates(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
-    """The ``updates`` stream chunk of a task that finished (cache hits say so)."""
-    chunk: dict[str, Any] = {task.name: task.node.updates(outcome.writes or ())}
+def task_updates(
+    task: PlannedTask, outcome: Outcome, keep: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The ``updates`` stream chunk of a task that finished (cache hits say so); with
+    ``keep``, narrowed to those keys (None when it wrote none of them)."""
+    wrote = task.node.updates(outcome.writes or ())
+    if keep is not None and isinstance(wrote, dict):
+        wrote = {k: v for k, v in wrote.items() if k in keep} or None
+    chunk: dict[str, Any] = {task.name: wrote}
     if outcome.cached:
         chunk["__metadata__"] = {"cached": True}
     return chunk

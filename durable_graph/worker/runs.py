@@ -113,6 +113,9 @@ class RunSpec:
     """The checkpoint namespace its steps commit under ('' for a thread's own run)."""
     parent: ParentCall | None = None
     """For a subgraph's run: the parent call its output is the result of."""
+    output_values: bool = False
+    """``values``/``updates`` chunks show what ``invoke`` returns (a subgraph's run, or
+    ``invoke(stream_mode=...)``), as the embedded loop's ``RunOptions.output_values``."""
 
     def step_options(self) -> StepOptions:
         """The options the shared transition needs."""
@@ -390,8 +393,10 @@ def finish(
         ])
     if not _commit(rc, checkpoint, nxt):
         return None
-    if nxt.updated & rc.graph.spec.output_channels:
-        rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
+    if "values" in rc.run.modes and (chunk := rc.graph.spec.values_chunk(
+            read_values(rc.graph.spec, new), nxt.updated,
+            as_result=rc.run.output_values)) is not MISSING:
+        rc.emit("values", chunk)
     if "checkpoints" in rc.run.modes:  # after its values, as in LangGraph
         rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, metadata,
                                                 rc.thread_id, rc.run.ns,

@@ -98,7 +98,7 @@ def _starter(
             fenced, durability=call.durability or rc.run.durability, saver=rc.saver,
             context=scope.context if call.context is None else call.context,
             store=scope.store, cache=scope.cache, interrupt_before=call.interrupt_before,
-            interrupt_after=call.interrupt_after, modes=modes)
+            interrupt_after=call.interrupt_after, modes=modes, output_values=True)
         first = loop.begin(run_input)
         loop.persister.flush()
         opts = loop.opts
@@ -110,7 +110,7 @@ def _starter(
             stop_step=int(loop.step_opts.stop_step or 0), modes=tuple(sorted(modes)),
             start_checkpoint=loop.loaded_id, branch=("", ""),
             null_resume=() if loop.null_resume is MISSING else (loop.null_resume,),
-            context=opts.context, ns=loop.ns,
+            context=opts.context, ns=loop.ns, output_values=True,
             parent=ParentCall(rc.run, step.job.checkpoint_id, step.job.task_id, call_id,
                               child.name, ns))
         child_rc = RunContext(spec, child, rc.saver, rc.events, rc.dispatcher, rc.owner,

@@ -19,6 +19,8 @@ test compiles the same graph embedded and compares. Bodies record where they ran
   node fails on its first execution.
 - ``stop_node`` / ``stop_called``: a subgraph compiled with ``interrupt_before=["done"]``,
   as a node and called from a node function.
+- ``io_graph``: think (a private key) -> answer, with input and output schemas;
+  ``io_parent`` runs it as a node.
 """
 
 from __future__ import annotations
@@ -279,6 +281,53 @@ def build_stop(called: bool) -> StateGraph:
                               ("after", after)])
 
 
+# -- input and output schemas: streams narrowed to the output keys ------------------------
+
+
+class IoIn(TypedDict):
+    q: str
+
+
+class IoOut(TypedDict):
+    a: str
+
+
+class IoFull(TypedDict):
+    q: str
+    a: str
+    scratch: str
+
+
+def think(state: IoFull, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "think")
+    return {"scratch": state["q"] * 2}
+
+
+def answer(state: IoFull, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "answer")
+    return {"a": state["scratch"].upper()}
+
+
+def build_io() -> StateGraph:
+    b = StateGraph(IoFull, input_schema=IoIn, output_schema=IoOut)
+    b.add_sequence([("think", think), ("answer", answer)])
+    b.add_edge(START, "think")
+    b.add_edge("answer", END)
+    return b
+
+
+io_sub = build_io().compile()
+
+
+class IoParent(TypedDict):
+    q: str
+    a: str
+
+
+def build_io_parent() -> StateGraph:
+    return line(IoParent, [("sub", io_sub)])
+
+
 # -- Command.PARENT from a subgraph node; the subgraph checkpointer modes ------------------
 
 
@@ -329,6 +378,8 @@ jump_graph = distributed(build_jump())
 twice_graph = distributed(build_twice())
 stop_node = distributed(build_stop(False))
 stop_called = distributed(build_stop(True))
+io_graph = distributed(build_io())
+io_parent = distributed(build_io_parent())
 mode_none = distributed(build_mode(None))
 mode_true = distributed(build_mode(True))
 mode_false = distributed(build_mode(False))

@@ -326,6 +326,31 @@ def by_name(chunks: list[tuple[Any, ...]]) -> list[str]:
     return sorted(repr((tuple(p.split(":")[0] for p in ns), *rest)) for ns, *rest in chunks)
 
 
+def test_invoke_with_a_stream_mode_on_workers_narrows_chunks_to_the_output_schema(
+    cluster: Cluster, sg: Any
+) -> None:
+    local = embedded(sg.build_io())
+    for mode in ("updates", ["values", "updates"]):
+        out = sg.io_graph.invoke({"q": "hi"}, new_config("io"), stream_mode=mode)
+        assert out == local.invoke({"q": "hi"}, new_config("io-local"), stream_mode=mode)
+        assert not any("scratch" in repr(chunk) for chunk in out), out
+
+
+def test_a_subgraph_on_workers_streams_its_output_schemas_keys_as_embedded(
+    cluster: Cluster, sg: Any
+) -> None:
+    """A subgraph run as a node streams (``subgraphs=True``) ``values`` of its output
+    schema when a step wrote one, and ``updates`` narrowed to those keys."""
+    modes = ["values", "updates"]
+    chunks = list(sg.io_parent.stream({"q": "hi", "a": ""}, new_config("io-parent"),
+                                      subgraphs=True, stream_mode=modes))
+    local = embedded(sg.build_io_parent())
+    local_chunks = list(local.stream({"q": "hi", "a": ""}, new_config("io-parent-local"),
+                                     subgraphs=True, stream_mode=modes))
+    assert by_name(chunks) == by_name(local_chunks)
+    assert not any("scratch" in repr(chunk) for chunk in chunks), chunks
+
+
 @pytest.mark.parametrize("graph", ["fan_node", "deep"])
 def test_stream_subgraphs_on_workers_yields_the_childrens_events_with_their_namespace(
     cluster: Cluster, sg: Any, graph: str
