@@ -47,9 +47,9 @@ from durable_graph.scheduler.transition import (
     execute_task,
     pause_events,
     record_outcome,
+    step_started_events,
     task_config,
     task_ended,
-    task_started,
     task_updates,
     with_null_writes,
 )
@@ -447,16 +447,10 @@ class StepLoop:
     def _step_started(
         self, tasks: list[PlannedTask], done: dict[str, list[Write]]
     ) -> Iterator[Event]:
-        """The step's tasks (``tasks`` mode, those that finished before the step resumed
-        too); the writes of those (``updates``, marked cached), as LangGraph streams them."""
-        shown = [t for t in tasks if not t.node.hidden]
-        if "tasks" in self.opts.modes:
-            for t in shown:
-                yield "tasks", task_started(t)
-        if "updates" in self.opts.modes:
-            for t in shown:
-                if t.id in done:
-                    yield "updates", self._updates(t, Outcome(writes=done[t.id], cached=True))
+        """The step's tasks starting, and the writes of those that finished before it
+        resumed (``step_started_events``)."""
+        yield from step_started_events(tasks, done, self.opts.modes,
+                                       self.spec.updates_kept(self.opts.output_values))
 
     def _recorded_calls(self) -> dict[str, tuple[str, Any]]:
         return {w.task_id: w.value for w in self.pending if w.channel == RETURN}

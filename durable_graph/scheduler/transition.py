@@ -14,7 +14,7 @@ so a graph behaves the same whichever way it runs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,7 @@ __all__ = [
     "outcomes_from_pending",
     "pause_events",
     "record_outcome",
+    "step_started_events",
     "task_config",
     "task_ended",
     "task_started",
@@ -316,6 +317,23 @@ def task_started(task: PlannedTask) -> dict[str, Any]:
     """The ``tasks`` stream chunk of a task about to run."""
     return {"id": task.id, "name": task.name, "input": task.input,
             "triggers": tuple(task.triggers)}
+
+
+def step_started_events(
+    tasks: Sequence[PlannedTask], done: Mapping[str, list[Write]], modes: frozenset[str],
+    keep: frozenset[str] | None = None,
+) -> list[tuple[str, Any]]:
+    """The events of a step's ``tasks`` starting (``tasks`` mode, those that finished
+    before the step resumed too), then the writes of those that finished (``updates``,
+    marked cached, narrowed to ``keep``), as LangGraph streams a (resumed) step."""
+    shown = [t for t in tasks if not t.node.hidden]
+    events: list[tuple[str, Any]] = []
+    if "tasks" in modes:
+        events += [("tasks", task_started(t)) for t in shown]
+    if "updates" in modes:
+        events += [("updates", task_updates(t, Outcome(writes=done[t.id], cached=True), keep))
+                   for t in shown if t.id in done]
+    return events
 
 
 def task_updates(

@@ -45,6 +45,7 @@ from durable_graph.scheduler.transition import (
     outcomes_from_pending,
     pause_events,
     record_outcome,
+    step_started_events,
     task_config,
 )
 from durable_graph.store.base import (
@@ -242,10 +243,15 @@ class RunContext:
 
 
 def advance(
-    rc: RunContext, checkpoint: Checkpoint, step: int, pending: Sequence[PendingWrite]
+    rc: RunContext, checkpoint: Checkpoint, step: int, pending: Sequence[PendingWrite], *,
+    started: bool = False,
 ) -> None:
     """Start step ``step`` from the committed ``checkpoint``: enqueue its missing tasks,
-    end the run, or end the step here when every task already has an outcome."""
+    end the run, or end the step here when every task already has an outcome.
+
+    ``started``: the run starts (or resumes) here, so the tasks of its step that
+    finished before stream as the embedded loop streams them (the others' jobs do).
+    """
     spec, opts = rc.graph.spec, rc.run.step_options()
     while True:
         nxt = begin_step(spec, checkpoint, step, opts, thread_id=rc.thread_id, ns=rc.run.ns)
@@ -254,6 +260,12 @@ def advance(
             return
         outcomes = outcomes_from_pending(nxt.tasks, pending)
         done = finished_writes(nxt.tasks, pending)
+        if started and done:
+            for mode, payload in step_started_events(
+                    [t for t in nxt.tasks if t.id in done], done, frozenset(rc.run.modes),
+                    spec.updates_kept(rc.run.output_values)):
+                rc.emit(mode, payload)
+        started = False
         missing = [t for t in nxt.tasks if t.id not in done]
         if any(t.node.hidden for t in missing):
             _run_hidden(rc, checkpoint, [t for t in missing if t.node.hidden], outcomes,
@@ -473,7 +485,7 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
     if branch != rc.run.branch or null:
         rc.run = replace(rc.run, branch=branch, null_resume=null)
         rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
-    advance(rc, loop.checkpoint, step, loop.pending)
+    advance(rc, loop.checkpoint, step, loop.pending, started=True)
 
 
 def end_run(rc: RunContext, nxt: Next) -> None:

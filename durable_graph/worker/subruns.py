@@ -117,7 +117,7 @@ def _starter(
                               rc.fence)
         for mode, payload in loop.first_events:
             child_rc.emit(mode, payload)
-        advance(child_rc, loop.checkpoint, first, loop.pending)
+        advance(child_rc, loop.checkpoint, first, loop.pending, started=True)
 
     return start
 

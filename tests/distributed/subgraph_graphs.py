@@ -21,6 +21,8 @@ test compiles the same graph embedded and compares. Bodies record where they ran
   as a node and called from a node function.
 - ``io_graph``: think (a private key) -> answer, with input and output schemas;
   ``io_parent`` runs it as a node.
+- ``pair_graph``: ``a`` (asks ``interrupt()``) beside ``b`` (plain) in one step;
+  ``pair_parent`` runs that graph as a subgraph node.
 """
 
 from __future__ import annotations
@@ -328,6 +330,27 @@ def build_io_parent() -> StateGraph:
     return line(IoParent, [("sub", io_sub)])
 
 
+# -- a step resumed after an interrupt, with a sibling that finished ----------------------
+
+
+def asking(state: ParentState, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "asking")
+    return {"log": [f"a={interrupt('go?')}"]}
+
+
+def build_pair() -> StateGraph:
+    b = StateGraph(ParentState)
+    b.add_node("a", asking)
+    b.add_node("b", _plain("b"))
+    b.add_edge(START, "a")
+    b.add_edge(START, "b")
+    return b
+
+
+def build_pair_parent() -> StateGraph:
+    return line(ParentState, [("sub", build_pair().compile())])
+
+
 # -- Command.PARENT from a subgraph node; the subgraph checkpointer modes ------------------
 
 
@@ -380,6 +403,8 @@ stop_node = distributed(build_stop(False))
 stop_called = distributed(build_stop(True))
 io_graph = distributed(build_io())
 io_parent = distributed(build_io_parent())
+pair_graph = distributed(build_pair())
+pair_parent = distributed(build_pair_parent())
 mode_none = distributed(build_mode(None))
 mode_true = distributed(build_mode(True))
 mode_false = distributed(build_mode(False))

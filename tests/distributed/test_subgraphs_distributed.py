@@ -351,6 +351,46 @@ def test_a_subgraph_on_workers_streams_its_output_schemas_keys_as_embedded(
     assert not any("scratch" in repr(chunk) for chunk in chunks), chunks
 
 
+def comparable(chunks: list[tuple[Any, ...]]) -> list[str]:
+    """``by_name`` of (namespace, mode, chunk) stream chunks without the task ids and
+    interrupt ids, which differ per thread."""
+
+    def same(chunk: Any) -> Any:
+        ns, mode, payload = chunk
+        if mode == "tasks":
+            payload = {k: v for k, v in payload.items() if k != "id"}
+            if payload.get("interrupts"):
+                payload["interrupts"] = [i["value"] for i in payload["interrupts"]]
+        if isinstance(payload, dict) and "__interrupt__" in payload:
+            payload = {**payload, "__interrupt__": [i.value for i in payload["__interrupt__"]]}
+        return ns, mode, payload
+
+    return by_name([same(c) for c in chunks])
+
+
+@pytest.mark.parametrize("graph", ["pair_graph", "pair_parent"])
+def test_a_resumed_step_on_workers_streams_its_finished_tasks_as_cached(
+    cluster: Cluster, sg: Any, graph: str
+) -> None:
+    """As embedded: resuming a step starts (``tasks``) every task of it, those that
+    finished before the pause too, whose writes stream again marked cached (``updates``),
+    in the root graph and in a subgraph (``subgraphs=True``)."""
+    remote = getattr(sg, graph)
+    local = embedded(getattr(sg, f"build_{graph.removesuffix('_graph')}")())
+    modes = ["tasks", "updates"]
+
+    def resumed(g: Any, config: dict[str, Any]) -> list[str]:
+        g.invoke({"log": []}, config)
+        return comparable(list(g.stream(Command(resume="go"), config, subgraphs=True,
+                                        stream_mode=modes)))
+
+    config = new_config(graph)
+    got = resumed(remote, config)
+    assert got == resumed(local, new_config(f"{graph}-local"))
+    assert any("'cached': True" in chunk for chunk in got), got
+    assert sg.counted(thread_of(config), "b") == 1  # streamed again, not run again
+
+
 @pytest.mark.parametrize("graph", ["fan_node", "deep"])
 def test_stream_subgraphs_on_workers_yields_the_childrens_events_with_their_namespace(
     cluster: Cluster, sg: Any, graph: str
@@ -362,18 +402,7 @@ def test_stream_subgraphs_on_workers_yields_the_childrens_events_with_their_name
     local = embedded(getattr(sg, f"build_{graph}")())
     local_config = new_config(f"stream-{graph}-local")
     local_chunks = list(local.stream({"x": 1}, local_config, stream_mode=modes, subgraphs=True))
-
-    def same(chunk: Any) -> Any:  # task ids and interrupt ids differ per thread
-        ns, mode, payload = chunk
-        if mode == "tasks":
-            payload = {k: v for k, v in payload.items() if k != "id"}
-            if payload.get("interrupts"):
-                payload["interrupts"] = [i["value"] for i in payload["interrupts"]]
-        if isinstance(payload, dict) and "__interrupt__" in payload:
-            payload = {**payload, "__interrupt__": [i.value for i in payload["__interrupt__"]]}
-        return ns, mode, payload
-
-    assert by_name([same(c) for c in chunks]) == by_name([same(c) for c in local_chunks])
+    assert comparable(chunks) == comparable(local_chunks)
     namespaces = {ns for ns, *_ in chunks}
     assert () in namespaces and len(namespaces) >= 2
     depth = 2 if graph == "deep" else 1
