@@ -18,7 +18,12 @@ from durable_graph.errors import (
 )
 from durable_graph.graph.debug import shape_stream
 from durable_graph.graph.drawing import DrawnGraph, GraphDrawing, draw_graph
-from durable_graph.graph.subgraph import run_in_task
+from durable_graph.graph.subgraph import (
+    child_namespace,
+    run_in_task,
+    stream_in_task,
+    subgraph_at,
+)
 from durable_graph.scheduler.algo import TaskWrites, apply_writes, read_values
 from durable_graph.scheduler.executor import (
     Executor,
@@ -27,8 +32,8 @@ from durable_graph.scheduler.executor import (
     RunHandle,
     RunRequest,
 )
-from durable_graph.scheduler.loop import SUBGRAPHS, RunOptions, StepLoop
-from durable_graph.scheduler.runtime import running_task
+from durable_graph.scheduler.loop import CHECKPOINT_MAP, SUBGRAPHS, RunOptions, StepLoop
+from durable_graph.scheduler.runtime import RunTree, running_task
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import GraphSpec
 from durable_graph.store.base import (
@@ -144,11 +149,14 @@ class CompiledGraph:
         context: Any = None,
         store: Any = None,
         cache: Any = None,
+        tree: RunTree | None = None,
+        output_values: bool = False,
     ) -> StepLoop:
         """A StepLoop for one run with this graph's settings and the call's overrides.
 
         ``store`` and ``cache`` stand in for the graph's own when it has none (a
-        subgraph uses its parent's).
+        subgraph uses its parent's, and shares its parent's ``tree``). ``output_values``:
+        ``values`` chunks show the output schema's keys (a subgraph run by ``invoke``).
         """
         durability = durability or "async"
         if durability not in DURABILITY:
@@ -165,6 +173,8 @@ class CompiledGraph:
             context=coerce_context(self.context_schema, context),
             store=self.store if self.store is not None else store,
             cache=self.cache if self.cache is not None else cache,
+            tree=tree,
+            output_values=output_values,
         )
         return StepLoop(self.spec, saver or self.saver, self.executor, config, opts)
 
@@ -200,6 +210,19 @@ class CompiledGraph:
         (distributed runs): what to do when the thread is running already:
         ``reject``, ``enqueue``, ``interrupt`` or ``rollback``.
         """
+        return self._stream(
+            input, config, stream_mode=stream_mode, durability=durability,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+            subgraphs=subgraphs, command=command, context=context, multitask=multitask)
+
+    def _stream(
+        self, input: Any, config: Mapping[str, Any] | None, *, stream_mode: str | Sequence[str],
+        durability: str | None, interrupt_before: Sequence[str] | str | None,
+        interrupt_after: Sequence[str] | str | None, subgraphs: bool, command: Command | None,
+        context: Any, multitask: str, as_invoke: bool = False,
+    ) -> Iterator[Any]:
+        """``stream``; ``as_invoke``: ``invoke(stream_mode=...)``'s chunks, whose
+        ``values`` and ``updates`` show the output schema's keys (embedded runs)."""
         input = run_input(input, command)
         modes, single = _modes(stream_mode)
         wanted = modes | ({"checkpoints", "tasks"} if "debug" in modes else frozenset())
@@ -208,14 +231,24 @@ class CompiledGraph:
             handle = remote.start_run(self, input, _normalize(config), RunRequest(
                 durability, interrupt_before, interrupt_after,
                 _remote_modes(wanted) | ({SUBGRAPHS} if subgraphs else frozenset()),
-                context=coerce_context(self.context_schema, context), multitask=multitask))
+                context=coerce_context(self.context_schema, context), multitask=multitask,
+                output_values=as_invoke))
             yield from shape_stream(handle.events(), modes, single=single, subgraphs=subgraphs)
             handle.result()  # raise the run's error, as an embedded stream does
             return
+        wanted |= {SUBGRAPHS} if subgraphs else frozenset()
+        parent = running_task()
+        if parent is not None:  # called from a node: a subgraph run of that task
+            events = stream_in_task(
+                self, input, parent, config, modes=wanted, interrupt_before=interrupt_before,
+                interrupt_after=interrupt_after, context=context, durability=durability,
+                invoked=as_invoke)
+            yield from shape_stream(events, modes, single=single, subgraphs=subgraphs)
+            return
         loop = self.make_loop(
-            config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after, context=context,
-            modes=wanted | ({SUBGRAPHS} if subgraphs else frozenset()),
+            self._root_config(config), durability=durability,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+            context=context, modes=wanted, output_values=as_invoke,
         )
         yield from shape_stream(loop.run(input), modes, single=single, subgraphs=subgraphs)
 
@@ -239,10 +272,11 @@ class CompiledGraph:
         """
         input = run_input(input, command)
         if stream_mode != "values":
-            return list(self.stream(
+            return list(self._stream(
                 input, config, stream_mode=stream_mode, durability=durability,
                 interrupt_before=interrupt_before, interrupt_after=interrupt_after,
-                context=context, multitask=multitask, subgraphs=subgraphs,
+                context=context, multitask=multitask, subgraphs=subgraphs, command=None,
+                as_invoke=True,
             ))
         remote = self._remote(multitask)
         if remote is not None:
@@ -256,8 +290,9 @@ class CompiledGraph:
                                interrupt_after=interrupt_after, context=context,
                                durability=durability)
         loop = self.make_loop(
-            config, durability=durability, interrupt_before=interrupt_before,
-            interrupt_after=interrupt_after, context=context,
+            self._root_config(config), durability=durability,
+            interrupt_before=interrupt_before, interrupt_after=interrupt_after,
+            context=context,
         )
         for _ in loop.run(input):
             pass
@@ -265,6 +300,22 @@ class CompiledGraph:
             base = loop.output if isinstance(loop.output, dict) else {}
             return {**base, INTERRUPT: list(loop.interrupts)}
         return loop.output
+
+    def _root_config(self, config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """A run started with a subgraph's config (``get_state(..., subgraphs=True)``)
+        runs this graph, as in LangGraph: from the checkpoint of this graph the named
+        subgraph checkpoint was written under (a replay there), else from the latest."""
+        conf = dict((config or {}).get("configurable") or {})
+        if config is None or not conf.get("checkpoint_ns") or self.saver is None:
+            return config
+        named = self.saver.get_tuple(config) if conf.get("checkpoint_id") else None
+        root = (named.metadata.get("parents") or {}).get("") if named is not None else None
+        conf.pop("checkpoint_ns")
+        conf.pop("checkpoint_id", None)
+        conf.pop(CHECKPOINT_MAP, None)
+        if root:
+            conf["checkpoint_id"] = root
+        return {**config, "configurable": conf}
 
     def submit(
         self,
@@ -340,9 +391,46 @@ class CompiledGraph:
         return self.saver
 
     def get_state(self, config: Mapping[str, Any], *, subgraphs: bool = False) -> StateSnapshot:
-        """The thread's latest snapshot (or the one ``checkpoint_id`` names)."""
-        saver = self._require_saver()
+        """The thread's latest snapshot (or the one ``checkpoint_id`` names).
+
+        A config in a subgraph's namespace (a task's ``state`` config) reads that
+        subgraph's state, as in LangGraph; so do ``get_state_history`` and
+        ``update_state``.
+        """
+        reader, config = self._addressed(config)
+        return reader._state(config, subgraphs)
+
+    def _addressed(
+        self, config: Mapping[str, Any], *, for_update: bool = False
+    ) -> tuple[CompiledGraph, dict[str, Any]]:
+        """The graph whose state ``config`` addresses (this one, or the subgraph its
+        namespace names, reading through this graph's checkpointer), and the config
+        in the namespace that graph keeps its checkpoints in."""
+        self._require_saver()
         config = _normalize(config)
+        ns = str(config["configurable"].get("checkpoint_ns") or "")
+        child = subgraph_at(self, ns) if ns else None
+        if child is None:
+            if for_update and ns:
+                raise InvalidUpdateError(
+                    f"update_state: namespace {ns!r} names no subgraph of this graph, so "
+                    "its nodes cannot write there; pass the config of a subgraph's state "
+                    "(get_state(config, subgraphs=True).tasks[i].state.config).")
+            return self, config
+        return self._reading(child, config)
+
+    def _reading(
+        self, child: CompiledGraph, config: dict[str, Any]
+    ) -> tuple[CompiledGraph, dict[str, Any]]:
+        """``child`` reading through this graph's checkpointer unless it has its own,
+        with ``config``'s namespace as ``child`` keeps it (no task ids for
+        ``checkpointer=True``)."""
+        reader = child if child.saver else _borrow(child, self)
+        ns = child_namespace(child, str(config["configurable"].get("checkpoint_ns") or ""))
+        return reader, {**config, "configurable": {**config["configurable"], "checkpoint_ns": ns}}
+
+    def _state(self, config: dict[str, Any], subgraphs: bool) -> StateSnapshot:
+        saver = self._require_saver()
         thread_id, ns, checkpoint_id = config_ids(config)
         saved = saver.get_tuple(config)
         if saved is None:
@@ -365,8 +453,8 @@ class CompiledGraph:
             conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
             state: Any = conf
             if recurse:
-                state = (child if child.saver else _borrow(child, self)).get_state(
-                    conf, subgraphs=True)
+                reader, conf = self._reading(child, conf)
+                state = reader._state(conf, True)
             tasks.append(dataclasses.replace(t, state=state))
         return dataclasses.replace(snap, tasks=tuple(tasks))
 
@@ -378,13 +466,19 @@ class CompiledGraph:
         before: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> Iterator[StateSnapshot]:
-        """Snapshots of the thread, newest first."""
-        saver = self._require_saver()
-        config = _normalize(config)
-        thread_id, ns, _ = config_ids(config)
+        """Snapshots of the thread, newest first (only the one ``checkpoint_id``
+        names, if the config names one, as LangGraph's savers list)."""
+        reader, config = self._addressed(config)
+        saver = reader._require_saver()
+        thread_id, ns, checkpoint_id = config_ids(config)
         conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
-        for saved in saver.list(conf, filter=filter, before=before, limit=limit):
-            yield build_snapshot(self.spec, saved, thread_id, ns, live=False)
+        listed = saver.list(conf, filter=filter, before=before,
+                            limit=limit if checkpoint_id is None else None)
+        for saved in listed:
+            if checkpoint_id is None or saved.checkpoint.id == checkpoint_id:
+                yield build_snapshot(reader.spec, saved, thread_id, ns, live=False)
+                if checkpoint_id is not None:
+                    return
 
     def update_state(
         self, config: Mapping[str, Any], values: Any, as_node: str | None = None
@@ -394,8 +488,11 @@ class CompiledGraph:
         The new checkpoint is a child of the one ``config`` names, so updating a past
         checkpoint forks the thread there.
         """
+        reader, config = self._addressed(config, for_update=True)
+        return reader._update(config, values, as_node)
+
+    def _update(self, config: dict[str, Any], values: Any, as_node: str | None) -> dict[str, Any]:
         saver = self._require_saver()
-        config = _normalize(config)
         thread_id, ns, checkpoint_id = config_ids(config)
         saved = saver.get_tuple(config)
         if saved is None and checkpoint_id is not None:
@@ -424,7 +521,8 @@ class CompiledGraph:
             ch: v for ch, v in new_cp.channel_versions.items() if cp.channel_versions.get(ch) != v
         }
         step = int(saved.metadata.get("step", -1)) + 1 if saved else 0
-        return saver.put(parent, new_cp, {"source": "update", "step": step, "parents": {}},
+        parents = dict(saved.metadata.get("parents") or {}) if saved else {}  # a subgraph's
+        return saver.put(parent, new_cp, {"source": "update", "step": step, "parents": parents},
                          new_versions)
 
     def _infer_as_node(self, cp: Checkpoint) -> str:
@@ -444,6 +542,20 @@ class CompiledGraph:
     async def aget_state(self, config: Mapping[str, Any], **kw: Any) -> StateSnapshot:
         """Async ``get_state``."""
         return await asyncio.to_thread(self.get_state, config, **kw)
+
+    async def aget_state_history(
+        self,
+        config: Mapping[str, Any],
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[StateSnapshot]:
+        """Async ``get_state_history`` (read on a worker thread, then yielded)."""
+        snapshots = await asyncio.to_thread(lambda: list(self.get_state_history(
+            config, filter=filter, before=before, limit=limit)))
+        for snapshot in snapshots:
+            yield snapshot
 
     async def aupdate_state(self, config: Mapping[str, Any], values: Any,
                             as_node: str | None = None) -> dict[str, Any]:

@@ -259,6 +259,8 @@ class StateGraph:
             command_writes=lambda cmd: _command_writes(writers[START], cmd),
             update_writes=lambda as_node, value, values: writers[as_node](value, values),
             managed=self.schema.managed,
+            result_channels=None if self.output_schema.root
+            else frozenset(self.output_schema.channels),
         )
 
     def _drawing(self) -> GraphDrawing:
@@ -299,7 +301,7 @@ class StateGraph:
         self, name: str, d: _NodeDef, triggers: tuple[str, ...], writer: NodeWriter
     ) -> NodeSpec:
         is_graph = isinstance(d.action, CompiledGraph)
-        call = subgraph_runner(d.action) if is_graph else bind(d.action)
+        call = _declared_only(subgraph_runner(d.action), writer) if is_graph else bind(d.action)
         return NodeSpec(
             name=name,
             triggers=triggers,
@@ -325,6 +327,22 @@ class StateGraph:
             if found is not MISSING:
                 extra[key] = found
         return {**values, **extra}
+
+
+def _declared_only(
+    call: Callable[[Any, TaskContext], Any], writer: NodeWriter
+) -> Callable[[Any, TaskContext], Any]:
+    """A subgraph node's body whose output keeps only the keys this graph declares: the
+    subgraph's private keys stay in its own state, silently, as in LangGraph."""
+    if writer.schema.root:
+        return call
+
+    def run(value: Any, ctx: TaskContext) -> Any:
+        out = call(value, ctx)
+        return {k: v for k, v in out.items() if k in writer.channels} \
+            if isinstance(out, dict) else out
+
+    return run
 
 
 def _result(call: Callable[[Any, TaskContext], Any], value: Any, ctx: TaskContext) -> Any:

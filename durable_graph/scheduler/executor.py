@@ -31,6 +31,8 @@ class RunRequest:
     """The run's ``context=`` (travels to the workers signed, with the run)."""
     multitask: str = "reject"
     """What to do when the thread is running already (see ``worker.multitask``)."""
+    output_values: bool = False
+    """``values``/``updates`` chunks show the output schema's keys (``invoke(stream_mode=)``)."""
 
 
 class RunHandle(Protocol):

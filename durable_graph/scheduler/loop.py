@@ -29,7 +29,13 @@ from durable_graph.scheduler.commands import command_writes, pending_interrupts
 from durable_graph.scheduler.executor import Executor
 from durable_graph.scheduler.messages import message_events
 from durable_graph.scheduler.persist import Persister
-from durable_graph.scheduler.runtime import RunScope, TaskFuture, consumed_answers, local_call
+from durable_graph.scheduler.runtime import (
+    RunScope,
+    RunTree,
+    TaskFuture,
+    consumed_answers,
+    local_call,
+)
 from durable_graph.scheduler.spec import GraphSpec, Write
 from durable_graph.scheduler.transition import (
     Next,
@@ -41,9 +47,9 @@ from durable_graph.scheduler.transition import (
     execute_task,
     pause_events,
     record_outcome,
+    step_started_events,
     task_config,
     task_ended,
-    task_started,
     task_updates,
     with_null_writes,
 )
@@ -86,6 +92,10 @@ class RunOptions:
     """The graph's long-term store."""
     cache: Any = None
     """The graph's node and task cache."""
+    output_values: bool = False
+    """``values`` chunks show what ``invoke`` returns (a subgraph run by ``invoke``)."""
+    tree: RunTree | None = None
+    """What the enclosing runs share with this one (a subgraph's run); None: a new tree."""
 
 
 @dataclass
@@ -161,7 +171,8 @@ class StepLoop:
         self.step_opts = StepOptions()
         self.first_events: list[Event] = []
         self.committed_id: str | None = None
-        self.seen_messages: set[Any] = set()
+        self.tree = opts.tree if opts.tree is not None else RunTree()
+        self.seen_messages: set[Any] = self.tree.seen_messages
         """Ids of the chat messages streamed (or input to a node) in this run."""
         """The last checkpoint committed (or loaded): the parent of the next one."""
         self.loaded_meta: Any = None
@@ -170,7 +181,8 @@ class StepLoop:
         self.scope = RunScope(opts.context, opts.store, opts.cache,
                               self.thread_id if saver is not None else "",
                               str(run_id) if run_id is not None else None,
-                              opts.modes if SUBGRAPHS in opts.modes else frozenset())
+                              opts.modes if SUBGRAPHS in opts.modes else frozenset(),
+                              self.tree)
 
     # -- recording -------------------------------------------------------------
 
@@ -195,6 +207,16 @@ class StepLoop:
             raise
         self._finish(None)
         self.output = self.spec.run_result(read_values(self.spec, self.checkpoint))
+
+    def _updates(self, task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
+        """A task's ``updates`` chunk; for a subgraph run by ``invoke``, narrowed to its
+        output schema's keys (None when it wrote none), as LangGraph streams it."""
+        return task_updates(task, outcome, self.spec.updates_kept(self.opts.output_values))
+
+    def _values(self, updated: frozenset[str] | None) -> Any:
+        """The current ``values`` chunk (MISSING if the step wrote none of its keys)."""
+        return self.spec.values_chunk(read_values(self.spec, self.checkpoint), updated,
+                                      as_result=self.opts.output_values)
 
     def _step_options(self, loaded_step: int) -> StepOptions:
         """The run's step settings; the recursion limit counts from the loaded step."""
@@ -253,6 +275,8 @@ class StepLoop:
         """Apply the run's input: a Command, a resume (None), or new input."""
         if isinstance(input, Command):
             self._check_resumable(input)
+            if isinstance(input.resume, dict):  # answers by interrupt id, for subgraphs too
+                self.tree.resume_map.update(input.resume)
             by_task, null_writes, self.null_resume = command_writes(
                 input, self.pending, self.spec
             )
@@ -269,7 +293,7 @@ class StepLoop:
                 )
             self.checkpoint = mark_resumed(self.checkpoint)
             if "values" in self.opts.modes:
-                yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
+                yield "values", self._values(None)
             if input is None and self.checkpoint_id and self._replays_a_branch():
                 return self._fork(step)
             self._checkpoint_event(self.loaded_meta, self.loaded_parent, self.pending)
@@ -356,8 +380,8 @@ class StepLoop:
             return (yield from self._stop(nxt))
         self.checkpoint = nxt.checkpoint
         self._commit(nxt.metadata)
-        if "values" in self.opts.modes and nxt.updated & self.spec.output_channels:
-            yield "values", self.spec.output(read_values(self.spec, self.checkpoint))
+        if "values" in self.opts.modes and (chunk := self._values(nxt.updated)) is not MISSING:
+            yield "values", chunk
         yield from self._drain()  # the checkpoint streams after its values, as in LangGraph
         if nxt.status == "interrupted":
             return (yield from self._pause(()))
@@ -375,6 +399,8 @@ class StepLoop:
     def _pause(self, interrupts: tuple[Interrupt, ...]) -> Generator[Event, None, bool]:
         self.status = "interrupted"
         self.interrupts = list(interrupts)
+        if self.ns and not interrupts:
+            return False  # a subgraph's breakpoint: only the root graph streams the pause
         for mode, payload in pause_events(self.spec, self.checkpoint, interrupts):
             if mode in self.opts.modes:
                 yield mode, payload
@@ -391,12 +417,9 @@ class StepLoop:
             if t.id in done:
                 outcomes[t.id] = Outcome(writes=done[t.id])
         todo = [t for t in tasks if t.id not in done]
+        yield from self._step_started(tasks, done)
         if not todo:
             return outcomes
-        if "tasks" in self.opts.modes:
-            for t in todo:
-                if not t.node.hidden:
-                    yield "tasks", task_started(t)
         recorded = self._recorded_calls()
         step = _Step(self, self.config, recorded, consumed_answers(recorded, self.pending))
         resumes = {w.task_id: list(w.value) for w in self.pending if w.channel == RESUME}
@@ -421,6 +444,14 @@ class StepLoop:
             yield from self._task_done(task, outcome, step_no)
         return outcomes
 
+    def _step_started(
+        self, tasks: list[PlannedTask], done: dict[str, list[Write]]
+    ) -> Iterator[Event]:
+        """The step's tasks starting, and the writes of those that finished before it
+        resumed (``step_started_events``)."""
+        yield from step_started_events(tasks, done, self.opts.modes,
+                                       self.spec.updates_kept(self.opts.output_values))
+
     def _recorded_calls(self) -> dict[str, tuple[str, Any]]:
         return {w.task_id: w.value for w in self.pending if w.channel == RETURN}
 
@@ -437,7 +468,7 @@ class StepLoop:
                 yield "messages", chunk
         record_outcome(functools.partial(self.record, task.id), outcome)
         if outcome.writes is not None and "updates" in self.opts.modes and not task.node.hidden:
-            yield "updates", task_updates(task, outcome)
+            yield "updates", self._updates(task, outcome)
         if "tasks" in self.opts.modes and not task.node.hidden and not outcome.cached:
             yield "tasks", task_ended(task, outcome)
 

@@ -60,11 +60,13 @@ def message_events(
 
 def _metadata(task: PlannedTask, step: int, config: Mapping[str, Any]) -> dict[str, Any]:
     meta: dict[str, Any] = dict(config.get("metadata") or {})
-    thread_id = (config.get("configurable") or {}).get("thread_id")
+    conf = config.get("configurable") or {}
+    thread_id = conf.get("thread_id")
     if thread_id is not None:
         meta["thread_id"] = thread_id
     kind, *rest = task.path
     return {**meta, "ls_integration": "langgraph", "langgraph_step": step,
             "langgraph_node": task.name, "langgraph_triggers": tuple(task.triggers),
             "langgraph_path": (f"__pregel_{kind}", *rest),
-            "langgraph_checkpoint_ns": f"{task.name}:{task.id}"}
+            "langgraph_checkpoint_ns": "|".join(  # under its subgraph's namespace, if any
+                filter(None, (conf.get("checkpoint_ns"), f"{task.name}:{task.id}")))}

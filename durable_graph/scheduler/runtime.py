@@ -8,8 +8,9 @@ and an ``interrupt()`` whose resume value was recorded returns it without pausin
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from durable_graph.types import ExecutionInfo, Interrupt, RetryPolicy, Runtime, 
 __all__ = [
     "CallError",
     "RunScope",
+    "RunTree",
     "StepRuntime",
     "Suspended",
     "TaskContext",
@@ -60,6 +62,18 @@ class CallError:
     error: BaseException
 
 
+@dataclass
+class RunTree:
+    """What a run and the subgraph runs inside it share, however deep."""
+
+    seen_messages: set[Any] = field(default_factory=set)
+    """Ids of the chat messages streamed (``messages`` mode): a message a subgraph
+    streamed is not streamed again by the graphs above it."""
+    resume_map: dict[str, Any] = field(default_factory=dict)
+    """The run's answers by interrupt id (``Command(resume={id: value})``): a subgraph
+    with several paused tasks takes each one's answer from here."""
+
+
 @dataclass(frozen=True)
 class RunScope:
     """What every task of one run shares besides the checkpoint."""
@@ -76,6 +90,8 @@ class RunScope:
     """The config's ``run_id``, if any."""
     stream_modes: frozenset[str] = frozenset()
     """The run's stream modes when its subgraphs stream too (``subgraphs=True``)."""
+    tree: RunTree = field(default_factory=RunTree, compare=False)
+    """What the run shares with the subgraph runs inside it."""
 
 
 class StepRuntime(Protocol):
@@ -198,6 +214,8 @@ class TaskContext:
     """For a ``@task`` call: where its interrupts find answers given to its caller."""
     attempt: int = 1
     """Attempt number of a node body under its retry policy."""
+    subgraph_calls: Iterator[int] = field(default_factory=itertools.count)
+    """Numbers the subgraph runs this task starts (each gets its own namespace)."""
 
     def interrupt(self, value: Any) -> Any:
         """Return the recorded answer to this interrupt, or pause the task."""

@@ -27,7 +27,8 @@ def build_snapshot(
 
     ``live`` (``get_state``) shows the current status: finished tasks' writes in
     ``values`` and only unfinished tasks in ``next``. Otherwise (history) it is the
-    record of the step: values as of its start and every task it ran.
+    record of the step: values as of its start and every task it ran. Both show a
+    resume's state update (``Command(update=...)``) given to it, as LangGraph does.
     """
     cp = saved.checkpoint
     tasks = plan_tasks(spec, cp, thread_id, ns)
@@ -40,7 +41,7 @@ def build_snapshot(
         elif w.channel == INTERRUPT:
             interrupts[w.task_id] = tuple(w.value)
     # a resume's state update waits as writes of no task; the resumed run applies them
-    shown = with_null_writes(spec, cp, saved.pending_writes) if live else cp
+    shown = with_null_writes(spec, cp, saved.pending_writes)
     if done:
         try:
             shown, _ = apply_writes(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from durable_graph.scheduler.channels import ChannelSpec
+from durable_graph.scheduler.channels import MISSING, ChannelSpec
 
 if TYPE_CHECKING:
     from durable_graph.scheduler.runtime import TaskContext
@@ -78,6 +78,25 @@ class GraphSpec:
     """``update_state(values, as_node)`` -> writes, given the current channel values."""
     managed: Mapping[str, type[ManagedValue]] = field(default_factory=dict)
     """State keys the scheduler computes for each step (``RemainingSteps``, ...)."""
+    result_channels: frozenset[str] | None = None
+    """The channels ``result`` reads (an output schema's), when it differs from ``output``."""
+
+    def values_chunk(
+        self, values: Mapping[str, Any], updated: frozenset[str] | None, *, as_result: bool
+    ) -> Any:
+        """A ``values`` stream chunk, or MISSING when the step wrote none of its channels
+        (``updated`` None: always): the state, or with ``as_result`` what ``invoke``
+        returns (LangGraph's nested ``invoke`` streams its output schema's keys)."""
+        channels = (self.result_channels or self.output_channels) if as_result \
+            else self.output_channels
+        if updated is not None and not updated & channels:
+            return MISSING
+        return self.run_result(values) if as_result else self.output(values)
+
+    def updates_kept(self, as_result: bool) -> frozenset[str] | None:
+        """The keys ``updates`` chunks show: with ``as_result`` (a nested ``invoke``, or
+        ``invoke(stream_mode=...)``) the output schema's, if it has one; None: all."""
+        return self.result_channels if as_result else None
 
     def run_result(self, values: Mapping[str, Any]) -> Any:
         """What ``invoke`` returns for these channel values."""

@@ -14,7 +14,7 @@ so a graph behaves the same whichever way it runs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,7 @@ __all__ = [
     "outcomes_from_pending",
     "pause_events",
     "record_outcome",
+    "step_started_events",
     "task_config",
     "task_ended",
     "task_started",
@@ -87,6 +88,14 @@ class Outcome:
     interrupts: tuple[Interrupt, ...] = ()
     cached: bool = False
     """The writes came from the graph's cache: the body did not run."""
+    breakpoint: bool = False
+    """It paused without an interrupt value: a subgraph it ran stopped at a breakpoint
+    (``interrupt_before``/``interrupt_after``)."""
+
+    @property
+    def paused(self) -> bool:
+        """Whether the task paused (the run pauses after its step)."""
+        return bool(self.interrupts) or self.breakpoint
 
 
 @dataclass(frozen=True)
@@ -149,8 +158,8 @@ def end_step(
     failed = [err for t in tasks if (err := outcomes[t.id].error) is not None]
     if failed:
         return Next("failed", checkpoint, error=failed[0])
-    paused = tuple(i for t in tasks for i in outcomes[t.id].interrupts)
-    if paused:
+    if any(outcomes[t.id].paused for t in tasks):
+        paused = tuple(i for t in tasks for i in outcomes[t.id].interrupts)
         return Next("interrupted", checkpoint, interrupts=paused)
     writes = [TaskWrites(t.name, t.path, t.triggers, outcomes[t.id].writes or ()) for t in tasks]
     new_cp, updated = apply_writes(spec, checkpoint, writes, new_id)
@@ -173,15 +182,15 @@ def outcomes_from_pending(
         if w.channel == ERROR:
             out.error = w.value if isinstance(w.value, BaseException) else RuntimeError(w.value)
         elif w.channel == INTERRUPT:
-            out.interrupts = tuple(w.value)
+            out.interrupts, out.breakpoint = tuple(w.value), not w.value
         elif w.channel not in SPECIAL_WRITES:
             out.writes = [*(out.writes or []), (w.channel, w.value)]
     for out in found.values():
         if out.writes is not None:  # it finished after an earlier failure or pause
-            out.error, out.interrupts = None, ()
+            out.error, out.interrupts, out.breakpoint = None, (), False
     return {
         tid: out for tid, out in found.items()
-        if out.writes is not None or out.error is not None or out.interrupts
+        if out.writes is not None or out.error is not None or out.paused
     }
 
 
@@ -235,7 +244,7 @@ def execute_task(
     except Suspended:
         raise
     except GraphInterrupt as gi:
-        return Outcome(interrupts=gi.interrupts)
+        return Outcome(interrupts=gi.interrupts, breakpoint=not gi.interrupts)
     except BaseException as exc:
         return Outcome(error=exc)
 
@@ -310,9 +319,32 @@ def task_started(task: PlannedTask) -> dict[str, Any]:
             "triggers": tuple(task.triggers)}
 
 
-def task_updates(task: PlannedTask, outcome: Outcome) -> dict[str, Any]:
-    """The ``updates`` stream chunk of a task that finished (cache hits say so)."""
-    chunk: dict[str, Any] = {task.name: task.node.updates(outcome.writes or ())}
+def step_started_events(
+    tasks: Sequence[PlannedTask], done: Mapping[str, list[Write]], modes: frozenset[str],
+    keep: frozenset[str] | None = None,
+) -> list[tuple[str, Any]]:
+    """The events of a step's ``tasks`` starting (``tasks`` mode, those that finished
+    before the step resumed too), then the writes of those that finished (``updates``,
+    marked cached, narrowed to ``keep``), as LangGraph streams a (resumed) step."""
+    shown = [t for t in tasks if not t.node.hidden]
+    events: list[tuple[str, Any]] = []
+    if "tasks" in modes:
+        events += [("tasks", task_started(t)) for t in shown]
+    if "updates" in modes:
+        events += [("updates", task_updates(t, Outcome(writes=done[t.id], cached=True), keep))
+                   for t in shown if t.id in done]
+    return events
+
+
+def task_updates(
+    task: PlannedTask, outcome: Outcome, keep: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The ``updates`` stream chunk of a task that finished (cache hits say so); with
+    ``keep``, narrowed to those keys (None when it wrote none of them)."""
+    wrote = task.node.updates(outcome.writes or ())
+    if keep is not None and isinstance(wrote, dict):
+        wrote = {k: v for k, v in wrote.items() if k in keep} or None
+    chunk: dict[str, Any] = {task.name: wrote}
     if outcome.cached:
         chunk["__metadata__"] = {"cached": True}
     return chunk
@@ -345,7 +377,7 @@ def outcome_writes(outcome: Outcome) -> list[Write]:
     """The pending writes that store an outcome (a task with no writes leaves a marker)."""
     if outcome.writes is not None:
         return outcome.writes or [(NO_WRITES, None)]
-    if outcome.interrupts:
+    if outcome.paused:
         return [(INTERRUPT, list(outcome.interrupts))]
     return [(ERROR, outcome.error)]
 

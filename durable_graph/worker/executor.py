@@ -236,7 +236,7 @@ class CeleryExecutor:
         loop = graph.make_loop(lease.fence(config), durability=request.durability,
                                interrupt_before=request.interrupt_before,
                                interrupt_after=request.interrupt_after, saver=saver,
-                               modes=request.modes)
+                               modes=request.modes, output_values=request.output_values)
         user_conf = {k: v for k, v in config.get("configurable", {}).items()
                      if k not in INTERNAL_KEYS}
         run = RunSpec(
@@ -244,7 +244,7 @@ class CeleryExecutor:
             loop.opts.durability, _names(loop.opts.interrupt_before),
             _names(loop.opts.interrupt_after), loop.opts.recursion_limit, 0,
             tuple(sorted(request.modes)), "", saver.prefix, context=request.context,
-            trace=carry(run_id, thread_id),
+            trace=carry(run_id, thread_id), output_values=request.output_values,
         )
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
         rc = RunContext(run, graph, saver, events, self._dispatcher, lease.owner,

@@ -433,7 +433,8 @@ def _emit_outcome(rc: RunContext, job: Job, task: PlannedTask, outcome: Outcome)
         for chunk in message_events(task, outcome.writes, job.step, rc.run.config, set()):
             rc.emit("messages", chunk)
     if outcome.writes is not None and not task.node.hidden:
-        rc.emit("updates", task_updates(task, outcome))
+        rc.emit("updates", task_updates(
+            task, outcome, rc.graph.spec.updates_kept(rc.run.output_values)))
     if not task.node.hidden and not outcome.cached:
         rc.emit("tasks", task_ended(task, outcome))
 

@@ -45,6 +45,7 @@ from durable_graph.scheduler.transition import (
     outcomes_from_pending,
     pause_events,
     record_outcome,
+    step_started_events,
     task_config,
 )
 from durable_graph.store.base import (
@@ -115,6 +116,9 @@ class RunSpec:
     """The checkpoint namespace its steps commit under ('' for a thread's own run)."""
     parent: ParentCall | None = None
     """For a subgraph's run: the parent call its output is the result of."""
+    output_values: bool = False
+    """``values``/``updates`` chunks show what ``invoke`` returns (a subgraph's run, or
+    ``invoke(stream_mode=...)``), as the embedded loop's ``RunOptions.output_values``."""
 
     def step_options(self) -> StepOptions:
         """The options the shared transition needs."""
@@ -276,10 +280,15 @@ class RunContext:
 
 
 def advance(
-    rc: RunContext, checkpoint: Checkpoint, step: int, pending: Sequence[PendingWrite]
+    rc: RunContext, checkpoint: Checkpoint, step: int, pending: Sequence[PendingWrite], *,
+    started: bool = False,
 ) -> None:
     """Start step ``step`` from the committed ``checkpoint``: enqueue its missing tasks,
-    end the run, or end the step here when every task already has an outcome."""
+    end the run, or end the step here when every task already has an outcome.
+
+    ``started``: the run starts (or resumes) here, so the tasks of its step that
+    finished before stream as the embedded loop streams them (the others' jobs do).
+    """
     spec, opts = rc.graph.spec, rc.run.step_options()
     while True:
         nxt = begin_step(spec, checkpoint, step, opts, thread_id=rc.thread_id, ns=rc.run.ns)
@@ -288,6 +297,12 @@ def advance(
             return
         outcomes = outcomes_from_pending(nxt.tasks, pending)
         done = finished_writes(nxt.tasks, pending)
+        if started and done:
+            for mode, payload in step_started_events(
+                    [t for t in nxt.tasks if t.id in done], done, frozenset(rc.run.modes),
+                    spec.updates_kept(rc.run.output_values)):
+                rc.emit(mode, payload)
+        started = False
         missing = [t for t in nxt.tasks if t.id not in done]
         if any(t.node.hidden for t in missing):
             _run_hidden(rc, checkpoint, [t for t in missing if t.node.hidden], outcomes,
@@ -442,8 +457,10 @@ def finish(
         _send_tasks(rc, new, step + 1, follow.tasks, last=False)
     if not _commit(rc, checkpoint, nxt, last):
         return None
-    if nxt.updated & rc.graph.spec.output_channels:
-        rc.emit("values", rc.graph.spec.output(read_values(rc.graph.spec, new)))
+    if "values" in rc.run.modes and (chunk := rc.graph.spec.values_chunk(
+            read_values(rc.graph.spec, new), nxt.updated,
+            as_result=rc.run.output_values)) is not MISSING:
+        rc.emit("values", chunk)
     if "checkpoints" in rc.run.modes:  # after its values, as in LangGraph
         rc.emit("checkpoints", checkpoint_event(rc.graph.spec, new, metadata,
                                                 rc.thread_id, rc.run.ns,
@@ -532,7 +549,7 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
     if branch != rc.run.branch or null:
         rc.run = replace(rc.run, branch=branch, null_resume=null)
         rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
-    advance(rc, loop.checkpoint, step, loop.pending)
+    advance(rc, loop.checkpoint, step, loop.pending, started=True)
 
 
 def end_run(rc: RunContext, nxt: Next) -> None:
@@ -541,7 +558,8 @@ def end_run(rc: RunContext, nxt: Next) -> None:
     A subgraph's run ends as its parent's call: see ``report_to_parent``.
     """
     spec = rc.graph.spec
-    if nxt.status == "interrupted":
+    # as embedded: a subgraph stopped at a breakpoint leaves the pause to the root's stream
+    if nxt.status == "interrupted" and (nxt.interrupts or rc.run.parent is None):
         for mode, payload in pause_events(spec, nxt.checkpoint, nxt.interrupts):
             rc.emit(mode, payload)
     if rc.run.parent is not None:
@@ -556,13 +574,14 @@ def end_run(rc: RunContext, nxt: Next) -> None:
 def report_to_parent(rc: RunContext, nxt: Next) -> None:
     """Record a subgraph run's end as its parent call's result and wake the caller.
 
-    As embedded: its output is the call's value; its error, or its interrupts (as a
-    ``GraphInterrupt``), are what the call raises when the calling task replays.
+    As embedded: its output is the call's value; its error, or its pause (its
+    interrupts, none when it stopped at a breakpoint, as a ``GraphInterrupt``: the
+    parent pauses too), are what the call raises when the calling task replays.
     """
     call = rc.run.parent
     assert call is not None
     error = nxt.error if nxt.status == "failed" else (
-        GraphInterrupt(nxt.interrupts) if nxt.interrupts else None)
+        GraphInterrupt(nxt.interrupts) if nxt.status == "interrupted" else None)
     spec = rc.graph.spec
     writes: list[Write] = [(RETURN, (call.name, spec.run_result(read_values(
         spec, nxt.checkpoint))))] if error is None else [(ERROR, {

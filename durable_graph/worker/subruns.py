@@ -66,7 +66,7 @@ def run_subgraph(step: JobStep, call: SubgraphCall, ref: GraphRef, index: int) -
     resume its run, as jobs, and suspend the calling task until it ends."""
     rc, ctx = step.rc, call.ctx
     call_id = subgraph_call_id(ctx.task_id, index)
-    config = child_run_config(call.child, ctx, call.config)  # every call: it names the run
+    config, ns = child_run_config(call.child, ctx, call.config)  # every call: it counts
     recorded = step.recorded.get(call_id)
     if recorded is not None:
         if isinstance(recorded[1], CallError):
@@ -76,14 +76,15 @@ def run_subgraph(step: JobStep, call: SubgraphCall, ref: GraphRef, index: int) -
         rc.saver.clear_outcomes(rc.config(step.job.checkpoint_id), [call_id])
         step.stale.discard(call_id)
     run_input = child_input(call.child, call.value, ctx, config)
-    step.defer(_starter(step, call, ref, call_id=call_id, config=config, run_input=run_input))
+    step.defer(_starter(step, call, ref, call_id=call_id, config=config, ns=ns,
+                        run_input=run_input))
     step.started.append(call_id)
     raise Suspended()
 
 
 def _starter(
     step: JobStep, call: SubgraphCall, ref: GraphRef, *, call_id: str,
-    config: dict[str, Any], run_input: Any,
+    config: dict[str, Any], ns: str, run_input: Any,
 ) -> Callable[[], None]:
     """Apply the child's input under its namespace and enqueue its first step's jobs
     (run when the calling job suspends, outside the task's body)."""
@@ -97,7 +98,7 @@ def _starter(
             fenced, durability=call.durability or rc.run.durability, saver=rc.saver,
             context=scope.context if call.context is None else call.context,
             store=scope.store, cache=scope.cache, interrupt_before=call.interrupt_before,
-            interrupt_after=call.interrupt_after, modes=modes)
+            interrupt_after=call.interrupt_after, modes=modes, output_values=True)
         first = loop.begin(run_input)
         loop.persister.flush()
         opts = loop.opts
@@ -109,14 +110,14 @@ def _starter(
             stop_step=int(loop.step_opts.stop_step or 0), modes=tuple(sorted(modes)),
             start_checkpoint=loop.loaded_id, branch=("", ""),
             null_resume=() if loop.null_resume is MISSING else (loop.null_resume,),
-            context=opts.context, ns=loop.ns,
+            context=opts.context, ns=loop.ns, output_values=True,
             parent=ParentCall(rc.run, step.job.checkpoint_id, step.job.task_id, call_id,
-                              child.name, call.ctx.ns))
+                              child.name, ns))
         child_rc = RunContext(spec, child, rc.saver, rc.events, rc.dispatcher, rc.owner,
                               rc.fence)
         for mode, payload in loop.first_events:
             child_rc.emit(mode, payload)
-        advance(child_rc, loop.checkpoint, first, loop.pending)
+        advance(child_rc, loop.checkpoint, first, loop.pending, started=True)
 
     return start
 

@@ -15,6 +15,14 @@ test compiles the same graph embedded and compares. Bodies record where they ran
   ``mode_none`` / ``mode_true`` / ``mode_false``: the subgraph checkpointer modes.
 - ``ask_graph``: prep -> ask (a subgraph: before -> question (interrupt) -> done),
   called from a node function; a nested level: ``deep`` runs ``ask_sub`` as a node.
+- ``twice_graph``: prep -> a node calling one subgraph twice; the second call's last
+  node fails on its first execution.
+- ``stop_node`` / ``stop_called``: a subgraph compiled with ``interrupt_before=["done"]``,
+  as a node and called from a node function.
+- ``io_graph``: think (a private key) -> answer, with input and output schemas;
+  ``io_parent`` runs it as a node.
+- ``pair_graph``: ``a`` (asks ``interrupt()``) beside ``b`` (plain) in one step;
+  ``pair_parent`` runs that graph as a subgraph node.
 """
 
 from __future__ import annotations
@@ -226,6 +234,123 @@ def build_flaky() -> StateGraph:
     return line(ParentState, [("prep", prep), ("flaky_caller", flaky_caller), ("after", after)])
 
 
+# -- one subgraph called twice by a node; a subgraph with a breakpoint ----------------------
+
+SECOND_MESSAGE = "second call: its first execution fails"
+SECOND_CALL = 100
+"""Added to the first call's output to make the second call's input."""
+
+
+def t_first(state: SubState, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, f"t_first:{state['x']}")
+    return {"x": state["x"] + 1, "log": ["t_first"]}
+
+
+def t_last(state: SubState, config: dict[str, Any]) -> dict[str, Any]:
+    tag, name = thread_of(config), f"t_last:{state['x']}"
+    trace(tag, name)
+    if count(tag, name) == 1 and state["x"] > SECOND_CALL:
+        raise ValueError(SECOND_MESSAGE)
+    return {"x": state["x"] * 2, "log": ["t_last"]}
+
+
+twice_sub = line(SubState, [("t_first", t_first), ("t_last", t_last)]).compile()
+
+
+def twice(state: ParentState, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "twice")
+    one = twice_sub.invoke({"x": state["x"]})
+    two = twice_sub.invoke({"x": one["x"] + SECOND_CALL})
+    return {"x": two["x"], "log": [f"twice:{one['x']}:{two['x']}"]}
+
+
+def build_twice() -> StateGraph:
+    return line(ParentState, [("prep", prep), ("twice", twice), ("after", after)])
+
+
+stop_sub = line(SubState, [("before", before), ("done", done)]).compile(
+    interrupt_before=["done"])
+
+
+def stopper(state: ParentState, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "stopper")
+    return {"x": stop_sub.invoke({"x": state["x"]})["x"]}
+
+
+def build_stop(called: bool) -> StateGraph:
+    """prep -> ``stop_sub`` (as the node ``stop``, or called by it) -> after."""
+    return line(ParentState, [("prep", prep), ("stop", stopper if called else stop_sub),
+                              ("after", after)])
+
+
+# -- input and output schemas: streams narrowed to the output keys ------------------------
+
+
+class IoIn(TypedDict):
+    q: str
+
+
+class IoOut(TypedDict):
+    a: str
+
+
+class IoFull(TypedDict):
+    q: str
+    a: str
+    scratch: str
+
+
+def think(state: IoFull, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "think")
+    return {"scratch": state["q"] * 2}
+
+
+def answer(state: IoFull, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "answer")
+    return {"a": state["scratch"].upper()}
+
+
+def build_io() -> StateGraph:
+    b = StateGraph(IoFull, input_schema=IoIn, output_schema=IoOut)
+    b.add_sequence([("think", think), ("answer", answer)])
+    b.add_edge(START, "think")
+    b.add_edge("answer", END)
+    return b
+
+
+io_sub = build_io().compile()
+
+
+class IoParent(TypedDict):
+    q: str
+    a: str
+
+
+def build_io_parent() -> StateGraph:
+    return line(IoParent, [("sub", io_sub)])
+
+
+# -- a step resumed after an interrupt, with a sibling that finished ----------------------
+
+
+def asking(state: ParentState, config: dict[str, Any]) -> dict[str, Any]:
+    _record(config, "asking")
+    return {"log": [f"a={interrupt('go?')}"]}
+
+
+def build_pair() -> StateGraph:
+    b = StateGraph(ParentState)
+    b.add_node("a", asking)
+    b.add_node("b", _plain("b"))
+    b.add_edge(START, "a")
+    b.add_edge(START, "b")
+    return b
+
+
+def build_pair_parent() -> StateGraph:
+    return line(ParentState, [("sub", build_pair().compile())])
+
+
 # -- Command.PARENT from a subgraph node; the subgraph checkpointer modes ------------------
 
 
@@ -273,6 +398,13 @@ ask_graph = distributed(build_ask())
 deep_graph = distributed(build_deep())
 flaky_graph = distributed(build_flaky())
 jump_graph = distributed(build_jump())
+twice_graph = distributed(build_twice())
+stop_node = distributed(build_stop(False))
+stop_called = distributed(build_stop(True))
+io_graph = distributed(build_io())
+io_parent = distributed(build_io_parent())
+pair_graph = distributed(build_pair())
+pair_parent = distributed(build_pair_parent())
 mode_none = distributed(build_mode(None))
 mode_true = distributed(build_mode(True))
 mode_false = distributed(build_mode(False))

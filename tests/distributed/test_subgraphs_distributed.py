@@ -231,26 +231,91 @@ def remote_values(graph: Any, config: dict[str, Any]) -> Any:
     return graph.get_state(config).values
 
 
+def fail_as_embedded(
+    cluster: Cluster, remote: Any, builder: Any, value: Any, message: str
+) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """Run ``remote`` and the same graph embedded on ``value``: both fail with ``message``
+    and keep the same history. The remote config, the embedded graph and its config."""
+    config = new_config("fail")
+    with pytest.raises(ValueError, match=message):
+        remote.submit(value, config).result(timeout=TIMEOUT)
+    local = embedded(builder)
+    local_config = new_config("fail-local")
+    with pytest.raises(ValueError, match=message):
+        local.invoke(value, local_config)
+    assert cluster.gf.saver.get_status(thread_of(config))["status"] == "failed"
+    assert history(remote, config) == history(local, local_config)
+    return config, local, local_config
+
+
+def retry_as_embedded(
+    cluster: Cluster, config: dict[str, Any], local: Any, local_config: dict[str, Any]
+) -> Any:
+    """``durable-graph retry`` the remote thread: it ends with the output an embedded
+    ``invoke(None)`` gives; that output."""
+    retried = cli(cluster, "retry", thread_of(config))
+    expected = local.invoke(None, local_config)
+    assert retried == {"status": "done", "output": expected}
+    return expected
+
+
 def test_an_error_in_a_subgraph_fails_the_run_and_retry_resumes_at_the_failed_node(
     cluster: Cluster, sg: Any
 ) -> None:
-    config = new_config("flaky")
+    config, local, local_config = fail_as_embedded(
+        cluster, sg.flaky_graph, sg.build_flaky(), {"x": 5}, sg.FLAKY_MESSAGE)
     tag = thread_of(config)
-    with pytest.raises(ValueError, match=sg.FLAKY_MESSAGE):
-        sg.flaky_graph.submit({"x": 5}, config).result(timeout=TIMEOUT)
-    local = embedded(sg.build_flaky())
-    local_config = new_config("flaky-local")
-    with pytest.raises(ValueError, match=sg.FLAKY_MESSAGE):
-        local.invoke({"x": 5}, local_config)
-    assert cluster.gf.saver.get_status(tag)["status"] == "failed"
-    assert history(sg.flaky_graph, config) == history(local, local_config)
-
-    retried = cli(cluster, "retry", tag)
-    expected = local.invoke(None, local_config)
-    assert retried == {"status": "done", "output": expected}
+    expected = retry_as_embedded(cluster, config, local, local_config)
     assert expected["x"] == 12
     same_histories(sg.flaky_graph, config, local, local_config, "flaky_caller")
     assert sg.counted(tag, "flaky") == 2
+    for name in ("prep", "before", "done", "after"):
+        assert sg.counted(tag, name) == 1, name
+
+
+def test_a_node_calling_a_subgraph_twice_resumes_the_second_call_alone(
+    cluster: Cluster, sg: Any
+) -> None:
+    """Each call checkpoints under its own namespace (``twice:<id>``, ``twice:<id>|1``);
+    after an error in the second call, a retry replays the node: the first call's
+    recorded output is reused and the second resumes at its failed node."""
+    config, local, local_config = fail_as_embedded(
+        cluster, sg.twice_graph, sg.build_twice(), {"x": 3}, sg.SECOND_MESSAGE)
+    tag = thread_of(config)
+    (first,) = subgraph_namespaces(sg.twice_graph, config, "twice")[:1]
+    assert subgraph_namespaces(sg.twice_graph, config, "twice") == [first, f"{first}|1"]
+
+    expected = retry_as_embedded(cluster, config, local, local_config)
+    assert expected["x"] == ((3 + 1 + 1) * 2 + sg.SECOND_CALL + 1) * 2
+    same_histories(sg.twice_graph, config, local, local_config, "twice")
+    assert sg.counted(tag, "t_last:111") == 2  # failed, then resumed there
+    for name in ("prep", "t_first:4", "t_last:5", "t_first:110", "after"):
+        assert sg.counted(tag, name) == 1, name  # the first call did not run again
+
+
+@pytest.mark.parametrize("called", [False, True], ids=["as-node", "called"])
+def test_a_subgraph_breakpoint_pauses_the_run_on_workers_and_resumes_past_it(
+    cluster: Cluster, sg: Any, called: bool
+) -> None:
+    remote = sg.stop_called if called else sg.stop_node
+    config = new_config(f"stop-{called}")
+    tag = thread_of(config)
+    paused = remote.submit({"x": 2}, config).result(timeout=TIMEOUT)
+    local = embedded(sg.build_stop(called))
+    local_config = new_config(f"stop-{called}-local")
+    assert paused == local.invoke({"x": 2}, local_config)
+    assert cluster.gf.saver.get_status(tag)["status"] == "interrupted"
+    assert remote.get_state(config).next == local.get_state(local_config).next == ("stop",)
+    levels = child_states(remote, config)
+    assert levels == child_states(local, local_config)
+    assert levels[-1][1] == ("done",)  # the subgraph waits before its breakpoint node
+    assert sg.counted(tag, "done") == 0
+
+    resumed = cli(cluster, "resume", tag)
+    expected = local.invoke(None, local_config)
+    assert resumed == {"status": "done", "output": expected}
+    assert expected["x"] == (2 + 1) * 2
+    same_histories(remote, config, local, local_config, "stop")
     for name in ("prep", "before", "done", "after"):
         assert sg.counted(tag, name) == 1, name
 
@@ -259,6 +324,71 @@ def by_name(chunks: list[tuple[Any, ...]]) -> list[str]:
     """Stream chunks with namespaces cut to node names (task ids differ per thread),
     sorted: parallel nodes finish in any order."""
     return sorted(repr((tuple(p.split(":")[0] for p in ns), *rest)) for ns, *rest in chunks)
+
+
+def test_invoke_with_a_stream_mode_on_workers_narrows_chunks_to_the_output_schema(
+    cluster: Cluster, sg: Any
+) -> None:
+    local = embedded(sg.build_io())
+    for mode in ("updates", ["values", "updates"]):
+        out = sg.io_graph.invoke({"q": "hi"}, new_config("io"), stream_mode=mode)
+        assert out == local.invoke({"q": "hi"}, new_config("io-local"), stream_mode=mode)
+        assert not any("scratch" in repr(chunk) for chunk in out), out
+
+
+def test_a_subgraph_on_workers_streams_its_output_schemas_keys_as_embedded(
+    cluster: Cluster, sg: Any
+) -> None:
+    """A subgraph run as a node streams (``subgraphs=True``) ``values`` of its output
+    schema when a step wrote one, and ``updates`` narrowed to those keys."""
+    modes = ["values", "updates"]
+    chunks = list(sg.io_parent.stream({"q": "hi", "a": ""}, new_config("io-parent"),
+                                      subgraphs=True, stream_mode=modes))
+    local = embedded(sg.build_io_parent())
+    local_chunks = list(local.stream({"q": "hi", "a": ""}, new_config("io-parent-local"),
+                                     subgraphs=True, stream_mode=modes))
+    assert by_name(chunks) == by_name(local_chunks)
+    assert not any("scratch" in repr(chunk) for chunk in chunks), chunks
+
+
+def comparable(chunks: list[tuple[Any, ...]]) -> list[str]:
+    """``by_name`` of (namespace, mode, chunk) stream chunks without the task ids and
+    interrupt ids, which differ per thread."""
+
+    def same(chunk: Any) -> Any:
+        ns, mode, payload = chunk
+        if mode == "tasks":
+            payload = {k: v for k, v in payload.items() if k != "id"}
+            if payload.get("interrupts"):
+                payload["interrupts"] = [i["value"] for i in payload["interrupts"]]
+        if isinstance(payload, dict) and "__interrupt__" in payload:
+            payload = {**payload, "__interrupt__": [i.value for i in payload["__interrupt__"]]}
+        return ns, mode, payload
+
+    return by_name([same(c) for c in chunks])
+
+
+@pytest.mark.parametrize("graph", ["pair_graph", "pair_parent"])
+def test_a_resumed_step_on_workers_streams_its_finished_tasks_as_cached(
+    cluster: Cluster, sg: Any, graph: str
+) -> None:
+    """As embedded: resuming a step starts (``tasks``) every task of it, those that
+    finished before the pause too, whose writes stream again marked cached (``updates``),
+    in the root graph and in a subgraph (``subgraphs=True``)."""
+    remote = getattr(sg, graph)
+    local = embedded(getattr(sg, f"build_{graph.removesuffix('_graph')}")())
+    modes = ["tasks", "updates"]
+
+    def resumed(g: Any, config: dict[str, Any]) -> list[str]:
+        g.invoke({"log": []}, config)
+        return comparable(list(g.stream(Command(resume="go"), config, subgraphs=True,
+                                        stream_mode=modes)))
+
+    config = new_config(graph)
+    got = resumed(remote, config)
+    assert got == resumed(local, new_config(f"{graph}-local"))
+    assert any("'cached': True" in chunk for chunk in got), got
+    assert sg.counted(thread_of(config), "b") == 1  # streamed again, not run again
 
 
 @pytest.mark.parametrize("graph", ["fan_node", "deep"])
@@ -272,18 +402,7 @@ def test_stream_subgraphs_on_workers_yields_the_childrens_events_with_their_name
     local = embedded(getattr(sg, f"build_{graph}")())
     local_config = new_config(f"stream-{graph}-local")
     local_chunks = list(local.stream({"x": 1}, local_config, stream_mode=modes, subgraphs=True))
-
-    def same(chunk: Any) -> Any:  # task ids and interrupt ids differ per thread
-        ns, mode, payload = chunk
-        if mode == "tasks":
-            payload = {k: v for k, v in payload.items() if k != "id"}
-            if payload.get("interrupts"):
-                payload["interrupts"] = [i["value"] for i in payload["interrupts"]]
-        if isinstance(payload, dict) and "__interrupt__" in payload:
-            payload = {**payload, "__interrupt__": [i.value for i in payload["__interrupt__"]]}
-        return ns, mode, payload
-
-    assert by_name([same(c) for c in chunks]) == by_name([same(c) for c in local_chunks])
+    assert comparable(chunks) == comparable(local_chunks)
     namespaces = {ns for ns, *_ in chunks}
     assert () in namespaces and len(namespaces) >= 2
     depth = 2 if graph == "deep" else 1

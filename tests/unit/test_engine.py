@@ -117,6 +117,24 @@ def test_strict_updates_raise_on_an_unknown_key_naming_node_and_key() -> None:
     assert "nope" in str(info.value)
 
 
+def test_subgraph_node_private_keys_stay_in_it_without_warning_even_when_strict(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Inner(TypedDict, total=False):
+        x: int
+        secret: str
+
+    sb = StateGraph(Inner)
+    sb.add_node("hide", lambda s: {"secret": "kept inside", "x": s["x"] + 1})
+    sb.add_edge(START, "hide")
+    b = StateGraph(State)
+    b.add_node("sub", sb.compile())
+    b.add_edge(START, "sub")
+    with caplog.at_level(logging.WARNING, logger="durable_graph"):
+        assert b.compile(strict_updates=True).invoke({"x": 1}) == {"x": 2, "log": []}
+    assert not [r for r in caplog.records if "secret" in r.getMessage()]
+
+
 def test_parallel_writes_to_a_key_without_reducer() -> None:
     b = StateGraph(State)
     b.add_node("left", lambda s: {"x": 1})

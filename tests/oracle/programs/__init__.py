@@ -21,4 +21,9 @@ PROGRAMS = [
     "time_travel_messages",
     "map_reduce_send",
     "branching_drawn",
+    "subgraph_tool_agent",
+    "subgraph_map_reduce",
+    "subgraph_nested_memory",
+    "subgraph_time_travel",
+    "subgraph_breakpoint_edit",
 ]
