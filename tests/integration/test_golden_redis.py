@@ -66,9 +66,10 @@ def golden_redis(spawn_redis: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     spawn_redis.stop(proc)
 
 
-@pytest.fixture(params=list(gen.REDIS_FORMATS.values()))
-def store_name(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_name" in metafunc.fixturenames:
+        metafunc.parametrize("store_name", _unit.stores_for(metafunc.function.__name__,
+                                                            list(gen.REDIS_FORMATS.values())))
 
 
 def _restore(url: str, store_name: str) -> redis.Redis:
