@@ -30,7 +30,7 @@ from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.scheduler.algo import PlannedTask, finished_writes, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.loop import CHECKPOINT_MAP, SUBGRAPHS, StepLoop
-from durable_graph.scheduler.runtime import RunScope
+from durable_graph.scheduler.runtime import RunScope, RunTree
 from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import Write
 from durable_graph.scheduler.transition import (
@@ -108,6 +108,9 @@ class RunSpec:
     its first commit starts a branch, so it must find that newest one still newest."""
     null_resume: tuple[Any, ...] = ()
     """A resume value no pending interrupt claimed: the first interrupt() takes it."""
+    resume_by_id: tuple[tuple[str, Any], ...] = ()
+    """The run's answers by interrupt id (``Command(resume={id: value})``), which the
+    subgraph runs inside it take theirs from (``RunTree.resume_map``, as embedded)."""
     context: Any = None
     """The run's ``context=`` (``runtime.context``); jobs carry it signed."""
     trace: str = ""
@@ -355,7 +358,8 @@ class RunStep:
         """The run's context (from the run record) and the shipped graph's store and cache."""
         run_id = self.config.get("run_id")
         return RunScope(self.rc.run.context, self.rc.graph.store, self.rc.graph.cache,
-                        self.rc.thread_id, str(run_id) if run_id is not None else None)
+                        self.rc.thread_id, str(run_id) if run_id is not None else None,
+                        tree=RunTree(resume_map=dict(self.rc.run.resume_by_id)))
 
     @property
     def durability(self) -> str:
@@ -546,8 +550,9 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
     branch = branch_of(rc.saver, rc.thread_id, loop.checkpoint) if loop.checkpoint_id \
         else ("", "")
     null = () if loop.null_resume is MISSING else (loop.null_resume,)
-    if branch != rc.run.branch or null:
-        rc.run = replace(rc.run, branch=branch, null_resume=null)
+    by_id = tuple(loop.tree.resume_map.items())
+    if branch != rc.run.branch or null or by_id:
+        rc.run = replace(rc.run, branch=branch, null_resume=null, resume_by_id=by_id)
         rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
     advance(rc, loop.checkpoint, step, loop.pending, started=True)
 

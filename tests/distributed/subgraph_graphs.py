@@ -333,14 +333,9 @@ def build_io_parent() -> StateGraph:
 # -- a step resumed after an interrupt, with a sibling that finished ----------------------
 
 
-def asking(state: ParentState, config: dict[str, Any]) -> dict[str, Any]:
-    _record(config, "asking")
-    return {"log": [f"a={interrupt('go?')}"]}
-
-
 def build_pair() -> StateGraph:
     b = StateGraph(ParentState)
-    b.add_node("a", asking)
+    b.add_node("a", _plain("a", asks=True))
     b.add_node("b", _plain("b"))
     b.add_edge(START, "a")
     b.add_edge(START, "b")
@@ -351,6 +346,15 @@ def build_pair_parent() -> StateGraph:
     return line(ParentState, [("sub", build_pair().compile())])
 
 
+def build_two_asks() -> StateGraph:
+    """A subgraph node whose subgraph pauses in two parallel tasks at once."""
+    b = StateGraph(SubState)
+    for name in ("ask_x", "ask_y"):
+        b.add_node(name, _plain(name, asks=True))
+        b.add_edge(START, name)
+    return line(ParentState, [("two", b.compile())])
+
+
 # -- Command.PARENT from a subgraph node; the subgraph checkpointer modes ------------------
 
 
@@ -359,9 +363,13 @@ def jump(state: SubState, config: dict[str, Any]) -> Any:
     return Command(graph=Command.PARENT, goto="target", update={"log": ["jumped"]})
 
 
-def _plain(name: str) -> Any:
+def _plain(name: str, *, asks: bool = False) -> Any:
+    """A node that logs its name (with ``asks``: and the answer to ``interrupt(name)``)."""
+
     def node(state: Any, config: dict[str, Any]) -> dict[str, Any]:
         _record(config, name)
+        if asks:
+            return {"log": [f"{name}={interrupt(name)}"]}
         return {"log": [f"{name}:{len(state['log'])}"]}
 
     node.__name__ = name
@@ -405,6 +413,7 @@ io_graph = distributed(build_io())
 io_parent = distributed(build_io_parent())
 pair_graph = distributed(build_pair())
 pair_parent = distributed(build_pair_parent())
+two_asks = distributed(build_two_asks())
 mode_none = distributed(build_mode(None))
 mode_true = distributed(build_mode(True))
 mode_false = distributed(build_mode(False))

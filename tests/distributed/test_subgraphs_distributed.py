@@ -351,6 +351,23 @@ def test_a_subgraph_on_workers_streams_its_output_schemas_keys_as_embedded(
     assert not any("scratch" in repr(chunk) for chunk in chunks), chunks
 
 
+def test_parallel_interrupts_inside_a_subgraph_on_workers_are_resumed_by_id(
+    cluster: Cluster, sg: Any
+) -> None:
+    def run(g: Any, config: dict[str, Any]) -> Any:
+        paused = sorted(g.invoke({"log": []}, config)["__interrupt__"], key=lambda i: i.value)
+        left = g.invoke(Command(resume={paused[0].id: "X"}), config)["__interrupt__"]
+        done = g.invoke(Command(resume={i.id: "Y" for i in left}), config)
+        return [i.value for i in paused], [i.value for i in left], done
+
+    config = new_config("two-asks")
+    got = run(sg.two_asks, config)
+    assert got == run(embedded(sg.build_two_asks()), new_config("two-asks-local"))
+    assert got[1] == ["ask_y"]
+    tag = thread_of(config)
+    assert (sg.counted(tag, "ask_x"), sg.counted(tag, "ask_y")) == (2, 3)
+
+
 def comparable(chunks: list[tuple[Any, ...]]) -> list[str]:
     """``by_name`` of (namespace, mode, chunk) stream chunks without the task ids and
     interrupt ids, which differ per thread."""
