@@ -84,6 +84,7 @@ def create_app(
     heartbeat_ttl: float | None = None,
     max_deaths: int | None = None,
     eager_depth: int | None = None,
+    task_events: bool | None = None,
     **celery_overrides: Any,
 ) -> Celery:
     """A Celery app for durable-graph jobs; unset arguments come from the environment.
@@ -98,6 +99,7 @@ def create_app(
         queue=queue, lease_ttl=lease_ttl, visibility_timeout=visibility_timeout,
         commit_wait=commit_wait, store_retry=store_retry,
         heartbeat_ttl=heartbeat_ttl, max_deaths=max_deaths, eager_depth=eager_depth,
+        task_events=task_events,
     )
     broker, transport_alias = broker_for(settings.broker)
     app = Celery("durable_graph", broker=broker, set_as_current=False)
@@ -117,7 +119,8 @@ def create_app(
         # for the broker to come back, rather than dropping the job a blip interrupted
         task_publish_retry_policy=_publish_retry_policy(settings.store_retry),
         broker_connection_retry_on_startup=True,
-        worker_send_task_events=True,
+        # off by default (three broker messages per job); Flower turns them on at run time
+        worker_send_task_events=settings.task_events,
         task_send_sent_event=False,
     )
     app.conf.update(celery_overrides)

@@ -31,6 +31,7 @@ __all__ = [
     "ENV_QUEUE",
     "ENV_REDIS_URL",
     "ENV_STORE_RETRY",
+    "ENV_TASK_EVENTS",
     "ENV_VISIBILITY_TIMEOUT",
     "Settings",
     "broker_kind_of",
@@ -66,6 +67,11 @@ ENV_EAGER_DEPTH: Final = "DURABLE_GRAPH_EAGER_DEPTH"
 """Steps of one task a worker may run itself, one after another, instead of publishing
 them (eager continuation); 0 publishes every step."""
 
+ENV_TASK_EVENTS: Final = "DURABLE_GRAPH_TASK_EVENTS"
+"""``1`` (or ``true``/``yes``/``on``): workers send Celery's task events (for Flower);
+off by default, as in Celery, since they are three extra broker messages per job.
+Flower and ``celery control enable_events`` turn them on at run time anyway."""
+
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE: Final = "durable_graph"
 
@@ -81,6 +87,21 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise GraphValueError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise GraphValueError(f"{name}={raw!r} must be 1/true/yes/on or 0/false/no/off")
 
 
 def _count(env: Mapping[str, str], name: str, default: int, least: int = 1) -> int:
@@ -117,6 +138,9 @@ class Settings:
     eager_depth: int = 8
     """A worker that commits a step whose next step is one task runs that task itself,
     up to this many in a row (then it publishes the next); 0: always publish."""
+    task_events: bool = False
+    """Workers send Celery's task events (Flower's task view); Celery's default, off:
+    each job would publish three more broker messages."""
     codec: SigningCodec | None = field(default=None, repr=False)
     """Signs every message payload, graph blob and checkpoint value."""
 
@@ -129,6 +153,8 @@ class Settings:
             raise GraphValueError(
                 f"eager_depth must be a whole number of at least 0 (0: no eager continuation), "
                 f"got {self.eager_depth!r}")
+        if not isinstance(self.task_events, bool):
+            raise GraphValueError(f"task_events must be True or False, got {self.task_events!r}")
         for name in ("lease_ttl", "visibility_timeout", "heartbeat_ttl"):
             if not getattr(self, name) > 0:
                 raise GraphValueError(
@@ -155,6 +181,7 @@ class Settings:
             heartbeat_ttl=_number(env, ENV_HEARTBEAT_TTL, 3.0),
             max_deaths=_count(env, ENV_MAX_DEATHS, 3),
             eager_depth=_count(env, ENV_EAGER_DEPTH, 8, least=0),
+            task_events=_flag(env, ENV_TASK_EVENTS, False),
             codec=_codec_from_env(env),
         )
         given = {k: v for k, v in overrides.items() if v is not None}

@@ -17,6 +17,7 @@ from durable_graph.store.encoding import BoundSerializer, place_of
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.records import decode_blob, encode_blob
+from durable_graph.store.redis.threads import RunEnd
 from durable_graph.store.serde import Serializer
 
 __all__ = ["END", "RunEvents"]
@@ -42,20 +43,26 @@ class RunEvents:
 
     def publish(self, thread_id: str, run_id: str, mode: str, payload: Any) -> None:
         """Append one event (one round trip); after the end, the stream lives an hour."""
-        key = self.key(thread_id, run_id)
+        end = self.encode(thread_id, run_id, mode, payload)
+
+        def add(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.xadd(end.stream, {"m": mode, "p": end.payload}, maxlen=end.maxlen,
+                      approximate=True)
+            pipe.expire(end.stream, end.ttl)
+            pipe.execute()
+
+        self._conn.call("publish run event", add)
+
+    def encode(self, thread_id: str, run_id: str, mode: str, payload: Any) -> RunEnd:
+        """One event, signed for its place, and where it goes (``publish`` sends it;
+        ``RedisSaver.close_run`` sends a run's end with the rest of the end)."""
         place = place_of("event", self._prefix, thread_id, run_id, mode)
         serde = self._serde
         tagged = (serde.dumps_bound(payload, place) if isinstance(serde, BoundSerializer)
                   else serde.dumps_typed(payload))
-        data = encode_blob(tagged)
-
-        def add(client: Any) -> None:
-            pipe = client.pipeline(transaction=False)
-            pipe.xadd(key, {"m": mode, "p": data}, maxlen=_MAXLEN, approximate=True)
-            pipe.expire(key, _END_TTL if mode == END else _TTL)
-            pipe.execute()
-
-        self._conn.call("publish run event", add)
+        return RunEnd(self.key(thread_id, run_id), mode, encode_blob(tagged),
+                      _END_TTL if mode == END else _TTL, _MAXLEN)
 
     def read(
         self, thread_id: str, run_id: str, after: str = "0", block_ms: int = 1000

@@ -627,23 +627,30 @@ def _close(
 ) -> None:
     """Set the status while the lease is still held (so a recovering scheduler never
     sees a released lease on a thread that says ``running``), publish the end, release.
-    A run whose lease was taken over is not ended here."""
+    A run whose lease was taken over is not ended here. One round trip on one Redis."""
+    end = {"status": status, **end, "error": error_record(error, with_object=True)}
     try:
-        saver.leases.renew(lease, 60)
-    except FencingError:
+        event = events.encode(run.thread_id, run.run_id, END, end)
+    except SerializationError:  # the error object cannot travel: its text can
+        end["error"] = error_record(error, with_object=False)
+        event = events.encode(run.thread_id, run.run_id, END, end)
+    closed = saver.close_run(lease, status, error, next_nodes, event)  # type: ignore[arg-type]
+    if closed is None:  # Redis Cluster: step by step, the status while the lease is held
+        try:
+            saver.leases.renew(lease, 60)
+        except FencingError:
+            closed = False
+        else:
+            saver.set_status(run.thread_id, status, error,  # type: ignore[arg-type]
+                             next_nodes=next_nodes)
+            events.publish(run.thread_id, run.run_id, END, end)
+            saver.leases.release(lease)
+            closed = True
+    if not closed:
         log.info("run %s of thread %s was taken over; not ending it", run.run_id,
                  run.thread_id)
         return
-    saver.set_status(run.thread_id, status, error,  # type: ignore[arg-type]
-                     next_nodes=next_nodes)
     metrics.run_finished(status)
-    end = {"status": status, **end, "error": error_record(error, with_object=True)}
-    try:
-        events.publish(run.thread_id, run.run_id, END, end)
-    except SerializationError:  # the error object cannot travel: its text can
-        end["error"] = error_record(error, with_object=False)
-        events.publish(run.thread_id, run.run_id, END, end)
-    saver.leases.release(lease)
 
 
 def error_record(error: BaseException | None, *, with_object: bool = True) -> Any:

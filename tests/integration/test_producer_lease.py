@@ -13,6 +13,8 @@ import pytest
 from durable_graph import END, START, RedisSaver, StateGraph
 from durable_graph.errors import DispatchError
 from durable_graph.worker import CeleryExecutor, create_app
+from durable_graph.worker.events import END as END_EVENT
+from durable_graph.worker.events import RunEvents
 
 pytestmark = pytest.mark.redis
 
@@ -48,3 +50,28 @@ def test_a_running_thread_refuses_a_second_run_at_once(graph: Any) -> None:
     graph.saver.set_status("busy", "running")
     with pytest.raises(DispatchError, match="running on the workers already"):
         graph.submit({"x": 1}, {"configurable": {"thread_id": "busy"}})
+
+
+def test_a_run_ends_in_one_fenced_step(graph: Any) -> None:
+    """The end (status, index, end event, lease freed) happens whole, and only while
+    the run still holds the lease: a run whose thread was taken over ends nothing."""
+    saver = graph.saver
+    events = RunEvents(saver.conn, saver.prefix, saver.serde)
+    stale = saver.leases.acquire("gone", "run:old", 30)
+    current = saver.leases.revoke("gone", "run:new", 30)
+    end = events.encode("gone", "r0", END_EVENT, {"status": "done"})
+    assert saver.close_run(stale, "done", None, None, end) is False
+    assert saver.get_status("gone") is None and "gone" not in saver.list_threads("done")
+    assert list(events.read("gone", "r0", block_ms=10)) == []
+    assert saver.leases.acquire("gone", "run:third", 30) is None  # still run:new's
+    assert current.owner == "run:new"
+
+    lease = saver.leases.acquire("t", "run:r1", 30)
+    end = events.encode("t", "r1", END_EVENT, {"status": "failed", "why": "boom"})
+    assert saver.close_run(lease, "failed", ValueError("boom"), ["n"], end) is True
+    record = saver.get_status("t")
+    assert record is not None and record["status"] == "failed"
+    assert saver.list_threads("failed") == ["t"] and saver.list_threads("running") == []
+    ((_, mode, payload),) = list(events.read("t", "r1", block_ms=10))
+    assert (mode, payload) == (END_EVENT, {"status": "failed", "why": "boom"})
+    assert saver.leases.acquire("t", "run:r2", 30) is not None  # freed

@@ -124,6 +124,20 @@ def test_eager_depth_from_the_environment_and_arguments() -> None:
             Settings.from_env({}, eager_depth=bad_arg)
 
 
+def test_task_events_are_off_unless_turned_on() -> None:
+    off = create_app("redis://127.0.0.1:1/0", secret_key="k" * 40)
+    assert off.conf.worker_send_task_events is False
+    on = create_app("redis://127.0.0.1:1/0", secret_key="k" * 40, task_events=True)
+    assert on.conf.worker_send_task_events is True
+    cases = (("1", True), ("on", True), ("TRUE", True), ("0", False), ("no", False), ("", False))
+    for raw, want in cases:
+        assert Settings.from_env({"DURABLE_GRAPH_TASK_EVENTS": raw}).task_events is want
+    with pytest.raises(GraphValueError, match="DURABLE_GRAPH_TASK_EVENTS"):
+        Settings.from_env({"DURABLE_GRAPH_TASK_EVENTS": "maybe"})
+    with pytest.raises(GraphValueError, match="task_events"):
+        Settings.from_env({}, task_events="yes")
+
+
 def test_no_signing_key_is_a_clear_error() -> None:
     with pytest.raises(GraphValueError, match="DURABLE_GRAPH_SECRET_KEY"):
         Settings.from_env({}).require_codec()

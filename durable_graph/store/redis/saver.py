@@ -65,7 +65,7 @@ from durable_graph.store.redis.keys import (
     thread_record_pattern,
     write_field,
 )
-from durable_graph.store.redis.lease import RedisLeases
+from durable_graph.store.redis.lease import Lease, RedisLeases
 from durable_graph.store.redis.records import (
     bind_run,
     blob_fields_of,
@@ -77,7 +77,7 @@ from durable_graph.store.redis.records import (
     pack_record,
     unbind_run,
 )
-from durable_graph.store.redis.threads import ThreadRecords
+from durable_graph.store.redis.threads import RunEnd, ThreadRecords
 from durable_graph.store.retention import (
     CheckpointRef,
     check_keep_last,
@@ -720,6 +720,14 @@ class RedisSaver(BaseCheckpointSaver):
         """Record a thread's run status (the error that failed it, the nodes it waits
         to run) for operators."""
         self._threads.set_status(thread_id, status, error, next_nodes=next_nodes)
+
+    def close_run(
+        self, lease: Lease, status: ThreadStatus, error: BaseException | None,
+        next_nodes: Sequence[str] | None, event: RunEnd,
+    ) -> bool | None:
+        """End a distributed run in one round trip (see ``ThreadRecords.close_run``):
+        True done, False the lease was taken over, None not on Redis Cluster."""
+        return self._threads.close_run(lease, status, error, next_nodes, event)
 
     def get_status(self, thread_id: str) -> dict[str, Any] | None:
         """The thread's record (status, last checkpoint, last error), or None."""

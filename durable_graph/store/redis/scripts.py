@@ -1,7 +1,8 @@
 """Lua scripts for every multi-key update, kept beside the key layout.
 
 Each script touches the keys of one thread only (one hash tag, so one slot on
-Redis Cluster) and runs atomically: Redis executes a script to the end before it
+Redis Cluster; ``CLOSE_RUN`` also moves the thread in the status index, so it is used
+on a single Redis only) and runs atomically: Redis executes a script to the end before it
 serves anything else, and a script that fails at a Redis error aborts before it
 writes anything (every check comes before the first write). Checkpoint, write and
 index keys that depend on a checkpoint id are composed as ``<ns base> .. suffix
@@ -19,6 +20,7 @@ from durable_graph.store.redis.keys import BLOBS, CHAIN, CHECKPOINT, INDEX, WRIT
 __all__ = [
     "ACQUIRE",
     "CLEAR_OUTCOMES",
+    "CLOSE_RUN",
     "DELETE_THREAD",
     "DROP",
     "FINISHED",
@@ -464,6 +466,29 @@ redis.call('HSET', KEYS[1], 'expires', until_ms)
 return {1, tonumber(gen), holder, until_ms}
 """
 )
+
+CLOSE_RUN = """
+-- A run's end in one round trip on one Redis (not Cluster: the index is in another slot).
+-- KEYS: lease, thread record, the run's event stream, the thread's shard of every status index
+-- ARGV: owner, gen, thread, status, score_ms, event mode, event payload, stream ttl,
+--       stream maxlen, then the record's field/value pairs
+-- Fenced as RENEW: a lease taken over ends nothing (reply 0). Otherwise, in this order
+-- and atomically: the status (record and index), the end event, the lease released (1).
+local holder = redis.call('HGET', KEYS[1], 'owner') or ''
+local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
+if holder ~= ARGV[1] or gen ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 10))
+for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
+for i = 4, #KEYS do
+  if string.sub(KEYS[i], -#ARGV[4] - 1) == ':' .. ARGV[4] then
+    redis.call('ZADD', KEYS[i], tonumber(ARGV[5]), ARGV[3])
+  end
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'm', ARGV[6], 'p', ARGV[7])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+redis.call('HSET', KEYS[1], 'owner', '', 'expires', 0)
+return 1
+"""
 
 RELEASE = """
 -- KEYS: lease    ARGV: owner, gen.  Keeps the generation so the next owner's is higher.

@@ -6,8 +6,9 @@ spans threads, so on Redis Cluster it cannot share a slot with them: it is a
 sorted set per status, sharded into ``STATUS_BUCKETS`` hash tags by a CRC of the
 thread id. All statuses of one thread fall in one bucket, so moving a thread
 between statuses is one atomic script on one slot. The record and the index are
-updated one after the other (different slots), so ``list_threads`` checks each
-candidate against its record and never reports a stale status.
+updated together on one Redis (one transaction) but one after the other on Cluster
+(different slots), so ``list_threads`` checks each candidate against its record and
+never reports a stale status.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
+from redis.cluster import RedisCluster
+
 from durable_graph.errors import GraphValueError
 from durable_graph.store.base import ThreadStatus
 from durable_graph.store.redis.connection import RedisConn
@@ -32,8 +35,9 @@ from durable_graph.store.redis.keys import (
     thread_from_record_key,
     thread_record_pattern,
 )
+from durable_graph.store.redis.lease import Lease
 
-__all__ = ["STATUSES", "ThreadPage", "ThreadRecords"]
+__all__ = ["STATUSES", "RunEnd", "ThreadPage", "ThreadRecords"]
 
 STATUSES: tuple[str, ...] = get_args(ThreadStatus)
 _FIELDS = (
@@ -48,6 +52,33 @@ _FIELDS = (
     "graph",
     "next",
 )
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """A run's end event, encoded, and where it goes (see ``ThreadRecords.close_run``)."""
+
+    stream: str
+    mode: str
+    payload: bytes
+    ttl: int
+    maxlen: int
+
+
+def _status_fields(
+    status: str, error: BaseException | None, next_nodes: Sequence[str] | None,
+) -> dict[str | bytes, str]:
+    """A thread record's fields for ``status`` (see ``ThreadRecords.set_status``)."""
+    if status not in STATUSES:
+        raise GraphValueError(f"unknown thread status {status!r}; use one of {STATUSES}")
+    fields: dict[str | bytes, str] = {
+        "status": status,
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+    if error is not None:
+        fields.update(_error_fields(error))
+    fields["next"] = "" if next_nodes is None else json.dumps(list(next_nodes))
+    return fields
 
 
 def _error_fields(error: BaseException) -> dict[str, str]:
@@ -100,19 +131,50 @@ class ThreadRecords:
         (the nodes the thread waits to run) is kept for operators who have no graph
         code; a status given without it clears it.
         """
-        if status not in STATUSES:
-            raise GraphValueError(f"unknown thread status {status!r}; use one of {STATUSES}")
         thread_id = str(thread_id)
-        fields: dict[str | bytes, str] = {
-            "status": status,
-            "updated_at": datetime.now(UTC).isoformat(),
-        }
-        if error is not None:
-            fields.update(_error_fields(error))
-        fields["next"] = "" if next_nodes is None else json.dumps(list(next_nodes))
+        fields = _status_fields(status, error, next_nodes)
         record = ThreadKeys(self._prefix, thread_id).record
-        self._conn.call("set thread status", lambda c: c.hset(record, mapping=fields))
-        self._index(thread_id, status)
+        keys = [status_key(self._prefix, thread_id, s) for s in STATUSES]
+        now_ms = int(time.time() * 1000)
+
+        def both(client: Any) -> None:
+            if isinstance(client, RedisCluster):  # record and index are in two slots
+                client.hset(record, mapping=fields)
+                self._index(thread_id, status)
+                return
+            # one round trip, atomic: the record and its index entry change together
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(record, mapping=fields)
+            for key in keys:
+                pipe.zrem(key, thread_id)
+            pipe.zadd(status_key(self._prefix, thread_id, status), {thread_id: now_ms})
+            pipe.execute()
+
+        self._conn.call("set thread status", both)
+
+    def close_run(
+        self, lease: Lease, status: ThreadStatus, error: BaseException | None,
+        next_nodes: Sequence[str] | None, event: RunEnd,
+    ) -> bool | None:
+        """End a run in one round trip: if ``lease`` is still held, set the status,
+        append the end event, release the lease (atomically, in this order).
+
+        True: done; False: the lease was taken over and nothing changed; None: Redis
+        Cluster (the index is in another slot), so the caller does it step by step.
+        """
+        if isinstance(self._conn.client, RedisCluster):
+            return None
+        thread_id = str(lease.thread_id)
+        fields = _status_fields(status, error, next_nodes)
+        tk = ThreadKeys(self._prefix, thread_id)
+        keys = [tk.lease, tk.record, event.stream,
+                *(status_key(self._prefix, thread_id, s) for s in STATUSES)]
+        args: list[Any] = [lease.owner, lease.generation, thread_id, status,
+                           int(time.time() * 1000), event.mode, event.payload, event.ttl,
+                           event.maxlen]
+        for name, value in fields.items():
+            args += [name, value]
+        return bool(self._conn.run("CLOSE_RUN", keys, args, "end run"))
 
     def _index(self, thread_id: str, status: str) -> None:
         """Move ``thread_id`` to ``status`` in the index ('' removes it)."""
