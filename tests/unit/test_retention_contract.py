@@ -113,8 +113,11 @@ def test_langgraph_style_constructors_take_the_policy(tmp_path: Path, saver_kind
             SqliteSaver.from_conn_string(str(tmp_path / "y.db"), keep_last=0)
     elif saver_kind == "memory":
         assert InMemorySaver(ttl=60, keep_last=2).keep_last == 2
-    else:
-        pytest.skip("RedisSaver.from_url is the factory of this suite")
+    else:  # RedisSaver.from_url, the factory this suite builds Redis savers with
+        s = _redis(tmp_path, ttl=60, keep_last=2)
+        assert (s.ttl, s.keep_last) == (60, 2)
+        with pytest.raises(GraphValueError, match="keep_last"):
+            _redis(tmp_path, keep_last=0)
 
 
 class Unreadable(TypedSerializer):
