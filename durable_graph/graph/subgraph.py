@@ -156,7 +156,7 @@ def stream_in_task(
     paused (the parent task pauses). Run by ``invoke`` (``invoked``), its ``values``
     chunks show its output schema's keys, as LangGraph's nested ``invoke`` streams them.
     """
-    run_config, ns = child_run_config(child, ctx, config)
+    run_config, ns, _ = child_run_config(child, ctx, config)
     saver = _saver(child, ctx)
     run_input = child_input(child, value, ctx, run_config)
     scope = ctx.step.scope
@@ -180,12 +180,6 @@ def stream_in_task(
     if loop.status == "interrupted":  # an interrupt(), or interrupt_before/after
         raise GraphInterrupt(loop.interrupts)
     return loop.output
-
-
-def _call_namespace(ctx: TaskContext) -> str:
-    """The namespace of the task's next subgraph run (LangGraph's subgraph counter)."""
-    count = next(ctx.subgraph_calls)
-    return f"{ctx.ns}|{count}" if count else ctx.ns
 
 
 def _run_config(
@@ -259,11 +253,13 @@ def _same_step(saved: Any, run_config: dict[str, Any]) -> bool:
 
 def child_run_config(
     child: CompiledGraph, ctx: TaskContext, config: Any
-) -> tuple[dict[str, Any], str]:
-    """The config the task's next subgraph run runs with, and that run's namespace
-    (which leads its stream events). Call it exactly once per run: it counts them."""
-    ns = _call_namespace(ctx)
-    return _run_config(child, ctx, config, ns), ns
+) -> tuple[dict[str, Any], str, int]:
+    """The config the task's next subgraph run runs with, that run's namespace (which
+    leads its stream events) and its index among the task's subgraph runs. Call it
+    exactly once per run: it counts them."""
+    index = next(ctx.subgraph_calls)
+    ns = f"{ctx.ns}|{index}" if index else ctx.ns  # LangGraph's subgraph counter
+    return _run_config(child, ctx, config, ns), ns, index
 
 
 def child_input(

@@ -173,8 +173,6 @@ class JobStep(RunStep):
         self.started: list[str] = []
         self.outbox: list[Job] = []
         self._deferred: list[Callable[[], None]] = []
-        self._subgraphs: dict[int, int] = {}
-        """Subgraphs each running task context started so far (the next one's index)."""
         self.attempt = job.attempt
         self._null_resume: Any = rc.run.null_resume[0] if rc.run.null_resume else MISSING
 
@@ -227,9 +225,7 @@ class JobStep(RunStep):
         """The subgraph's recorded result; else start it as jobs and suspend."""
         ref = subruns.child_ref(self, call)
         assert ref is not None
-        index = self._subgraphs.get(id(call.ctx), 0)
-        self._subgraphs[id(call.ctx)] = index + 1
-        return subruns.run_subgraph(self, call, ref, index)
+        return subruns.run_subgraph(self, call, ref)
 
     def defer(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` at the next flush, before the calls are sent (a subgraph's start)."""
@@ -238,7 +234,6 @@ class JobStep(RunStep):
     def begin_attempt(self, number: int) -> None:
         """A retry of the task (not a replay of the attempt it suspended in) runs the
         calls that failed in the attempt before, as an embedded retry does."""
-        self._subgraphs.clear()  # each attempt (and replay) runs its body from the start
         self.attempt = number
         if number > self.job.attempt:
             failed = [c for c, (_, v) in self.recorded.items() if isinstance(v, CallError)]

@@ -61,12 +61,12 @@ def child_ref(step: JobStep, call: SubgraphCall) -> GraphRef | None:
     return replace(rc.run.graph, inner=(*rc.run.graph.inner, ctx.name))
 
 
-def run_subgraph(step: JobStep, call: SubgraphCall, ref: GraphRef, index: int) -> Any:
+def run_subgraph(step: JobStep, call: SubgraphCall, ref: GraphRef) -> Any:
     """The child's recorded output (or its recorded error raised); otherwise start or
     resume its run, as jobs, and suspend the calling task until it ends."""
     rc, ctx = step.rc, call.ctx
+    config, ns, index = child_run_config(call.child, ctx, call.config)  # every call: it counts
     call_id = subgraph_call_id(ctx.task_id, index)
-    config, ns = child_run_config(call.child, ctx, call.config)  # every call: it counts
     recorded = step.recorded.get(call_id)
     if recorded is not None:
         if isinstance(recorded[1], CallError):
