@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,11 +65,14 @@ class WorkerPool:
     redis_url: str
     pool_key: str
     workers: list[Worker] = field(default_factory=list)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    """In each worker's node name: two test runs sharing one RabbitMQ must not share a
+    node name (its pidbox queue is exclusive, the second worker fails RESOURCE_LOCKED)."""
 
     def command(self, name: str) -> list[str]:
         return [
             sys.executable, "-m", "celery", "-A", self.module, "worker",
-            "-Q", self.queue, "-c", "1", "--pool", "prefork", "-n", f"{name}@%h",
+            "-Q", self.queue, "-c", "1", "--pool", "prefork", "-n", f"{name}-{self.tag}@%h",
             "--without-mingle", "--without-gossip", "--without-heartbeat",
             "--loglevel", "INFO",
         ]
