@@ -80,16 +80,26 @@ from durable_graph.store.retention import (
     parent_gone,
 )
 from durable_graph.store.serde import Serializer, TypedSerializer
+from durable_graph.store.sqlite_row import (
+    pack_id,
+    pack_seen,
+    pack_ts,
+    unpack_id,
+    unpack_seen,
+    unpack_ts,
+)
 
 __all__ = ["SqliteSaver"]
 
-_SCHEMA_VERSION = 3  # 3: values may be deltas (the chains table)
+_SCHEMA_VERSION = 4  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row)
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
-# ``checkpoints`` and ``chains`` (small rows looked up by their key) are WITHOUT ROWID:
-# the rows live in their primary-key b-tree instead of beside a copy of the key (an
-# index as big as the table). Files created before keep their tables; reads and
-# writes are the same SQL on both, so neither needs another schema version.
+# ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
+# ROWID: the rows live in their primary-key b-tree instead of beside a copy of the key
+# (an index as big as the table; for blobs, most of whose rows are small: a count, a
+# branch marker, a delta, about 75 bytes a row). A value too big for a b-tree cell
+# spills to overflow pages either way. Files created before keep their tables; reads
+# and writes are the same SQL on both, so neither needs another schema version.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
     thread_id TEXT NOT NULL,
@@ -116,7 +126,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     type TEXT NOT NULL,
     blob BLOB NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chains (
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
@@ -307,8 +317,9 @@ class SqliteSaver(BaseCheckpointSaver):
         keep_last: retention policy: each commit keeps the newest ``keep_last``
             checkpoints of its namespace and deletes older ones (None: all kept).
 
-    Metadata and version maps are stored as JSON text so operators can read them
-    with the ``sqlite3`` shell; metadata must therefore be JSON-serializable.
+    Metadata and channel versions are stored as JSON text so operators can read them
+    with the ``sqlite3`` shell; metadata must therefore be JSON-serializable. The parent
+    id, timestamp and versions seen are compact BLOBs (``sqlite_row``, schema 4).
     """
 
     def __init__(
@@ -486,7 +497,8 @@ class SqliteSaver(BaseCheckpointSaver):
         With a signing serializer the record is verified first, then each value
         for its (channel, version) and each write for its slot.
         """
-        thread_id, ns, checkpoint_id, parent_id, ts, versions, seen, metadata, v, sig = row
+        thread_id, ns, checkpoint_id, parent, ts, versions, seen, metadata, v, sig = row
+        parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         signed = tc.check_record(checkpoint_id, _record_fields(row), sig)
         version_of = json.loads(versions)
@@ -510,10 +522,10 @@ class SqliteSaver(BaseCheckpointSaver):
             config=checkpoint_config(thread_id, ns, checkpoint_id),
             checkpoint=Checkpoint(
                 id=checkpoint_id,
-                ts=ts,
+                ts=unpack_ts(ts),
                 channel_values=values,
                 channel_versions=json.loads(versions),
-                versions_seen=json.loads(seen),
+                versions_seen=unpack_seen(seen),
                 v=v,
             ),
             metadata=json.loads(metadata),
@@ -602,7 +614,7 @@ class SqliteSaver(BaseCheckpointSaver):
         self._purge_due()
         with self._transaction(write=False) as conn:
             rows = conn.execute(_LIST_IDS, (str(thread_id),)).fetchall()
-        return iter([CheckpointRef(*row) for row in rows])
+        return iter([CheckpointRef(ns, cid, unpack_id(parent)) for ns, cid, parent in rows])
 
     @staticmethod
     def _check_extends(
@@ -612,7 +624,7 @@ class SqliteSaver(BaseCheckpointSaver):
 
         True when the parent is the latest (the commit extends the thread's line).
         """
-        thread_id, ns, checkpoint_id, parent_id = row[:4]
+        thread_id, ns, checkpoint_id, parent_id = *row[:3], unpack_id(row[3])
         found = conn.execute(_LATEST, (thread_id, ns)).fetchone()
         latest = found[0] if found else None
         if parent_id is not None and conn.execute(
@@ -770,10 +782,10 @@ def _checkpoint_row(
         thread_id,
         ns,
         checkpoint.id,
-        parent_id,
-        checkpoint.ts,
+        pack_id(parent_id),
+        pack_ts(checkpoint.ts),
         _dumps_json(checkpoint.channel_versions, "channel versions"),
-        _dumps_json(checkpoint.versions_seen, "versions seen"),
+        pack_seen(checkpoint.versions_seen),
         _dumps_json(dict(metadata), "checkpoint metadata"),
         checkpoint.v,
         None,
