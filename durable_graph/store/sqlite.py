@@ -83,9 +83,11 @@ from durable_graph.store.serde import Serializer, TypedSerializer
 from durable_graph.store.sqlite_row import (
     pack_id,
     pack_seen,
+    pack_tag,
     pack_ts,
     unpack_id,
     unpack_seen,
+    unpack_tag,
     unpack_ts,
 )
 
@@ -116,8 +118,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS checkpoints_newest ON checkpoints
     (checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC);
-CREATE INDEX IF NOT EXISTS checkpoints_thread_newest ON checkpoints
-    (thread_id, checkpoint_id DESC, checkpoint_ns DESC);
+CREATE INDEX IF NOT EXISTS checkpoints_sub_newest ON checkpoints
+    (thread_id, checkpoint_id DESC, checkpoint_ns DESC) WHERE checkpoint_ns != '';
 CREATE TABLE IF NOT EXISTS blobs (
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
@@ -279,6 +281,8 @@ ON CONFLICT (thread_id) DO UPDATE SET
 
 Synchronous = Literal["NORMAL", "FULL"]
 _Row = tuple[Any, ...]
+_THREAD_ONLY = "thread_id = ?"
+"""``list``'s condition for every namespace of a thread (``_page`` splits it in two)."""
 
 
 def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -487,6 +491,12 @@ class SqliteSaver(BaseCheckpointSaver):
         query = f"SELECT {_CP_COLUMNS} FROM checkpoints"
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
+        if where[:1] == [_THREAD_ONLY]:
+            # Every namespace of one thread: the root's rows newest first from the primary
+            # key, merged with the subgraphs' from their partial index (a thread of one
+            # namespace keeps no second index of its rows).
+            query = f"{query} AND checkpoint_ns = '' UNION ALL {query} AND checkpoint_ns != ''"
+            params = [*params, *params]
         query += " ORDER BY checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC LIMIT ?"
         with self._transaction(write=False) as conn:
             return conn.execute(query, [*params, _PAGE]).fetchall()
@@ -504,16 +514,18 @@ class SqliteSaver(BaseCheckpointSaver):
         version_of = json.loads(versions)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
-                              (tag, bytes(blob)), signed_record=signed)
+                              (unpack_tag(tag), bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (versions, thread_id, ns))
         }
         resolve_values(values, lambda channel, head: [
-            tc.value(checkpoint_id, channel, version, (tag, bytes(blob)), signed_record=signed)
+            tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
+                     signed_record=signed)
             for version, tag, blob in conn.execute(_LOAD_CHAIN, (thread_id, ns, channel, head))
         ])
         writes = [
             PendingWrite(task_id, channel,
-                         tc.pending(checkpoint_id, task_id, idx, channel, (tag, bytes(blob))))
+                         tc.pending(checkpoint_id, task_id, idx, channel,
+                                    (unpack_tag(tag), bytes(blob))))
             for task_id, idx, channel, tag, blob in conn.execute(
                 _LOAD_WRITES, (thread_id, ns, checkpoint_id)
             )
@@ -564,7 +576,8 @@ class SqliteSaver(BaseCheckpointSaver):
             blobs = tc.values(missing, versions)  # raises before anything is stored
             conn.executemany(
                 "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
-                [(thread_id, ns, ch, versions[ch], tag, data) for ch, (tag, data) in blobs.items()],
+                [(thread_id, ns, ch, versions[ch], pack_tag(tag), data)
+                 for ch, (tag, data) in blobs.items()],
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)",
@@ -661,7 +674,8 @@ class SqliteSaver(BaseCheckpointSaver):
             slot = WRITES_IDX_MAP.get(channel, idx)
             tag, data = tc.write(checkpoint_id, task_id, slot, channel, value)
             verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
-            rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel, tag, data)))
+            rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel,
+                                pack_tag(tag), data)))
         with self._transaction() as conn:
             for verb, args in rows:
                 conn.execute(f"INSERT OR {verb} INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", args)
@@ -757,11 +771,12 @@ def _list_scope(
     args: list[Any] = []
     if config is not None:
         thread_id, ns, _ = config_ids(config)
-        where.append("thread_id = ?")
         args.append(thread_id)
         if "checkpoint_ns" in (config.get("configurable") or {}):
-            where.append("checkpoint_ns = ?")
+            where.append("thread_id = ? AND checkpoint_ns = ?")
             args.append(ns)
+        else:
+            where.append(_THREAD_ONLY)
     before_id = ((before or {}).get("configurable") or {}).get("checkpoint_id")
     if before_id is not None:
         where.append("checkpoint_id < ?")

@@ -9,6 +9,8 @@ columns as BLOBs when they round-trip exactly, and as before otherwise:
   makes), else the text;
 - ``ts``: microseconds since the epoch, 8 bytes big-endian, for an ISO-8601 UTC
   timestamp that ``datetime.isoformat`` gives back unchanged, else the text;
+- a value's or write's serializer tag (``type``): one byte for the tags of the
+  built-in serializers (``msgpack``, ``null``, ``signed``, ...), else the text;
 - ``versions_seen``: msgpack (versions are integers: 9 bytes where JSON took 13
   digits), else JSON text.
 
@@ -29,9 +31,22 @@ import ormsgpack
 
 from durable_graph.errors import SerializationError
 
-__all__ = ["pack_id", "pack_seen", "pack_ts", "unpack_id", "unpack_seen", "unpack_ts"]
+__all__ = [
+    "pack_id",
+    "pack_seen",
+    "pack_tag",
+    "pack_ts",
+    "unpack_id",
+    "unpack_seen",
+    "unpack_tag",
+    "unpack_ts",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Part of the stored format: never renumber. A tag stored as text is a str, a code bytes.
+_TAG_CODES = {"null": b"\x00", "msgpack": b"\x01", "bytes": b"\x02", "pickle": b"\x03",
+              "signed": b"\x04"}
+_CODE_TAGS = {code: tag for tag, code in _TAG_CODES.items()}
 _TS_BYTES = 8
 
 
@@ -93,3 +108,20 @@ def unpack_seen(stored: str | bytes) -> Any:
     if isinstance(stored, bytes):
         return ormsgpack.unpackb(stored)
     return json.loads(stored)
+
+
+def pack_tag(tag: str) -> str | bytes:
+    """A serializer tag as its one-byte code when it has one, else the text."""
+    return _TAG_CODES.get(tag, tag)
+
+
+def unpack_tag(stored: str | bytes) -> str:
+    """Inverse of ``pack_tag``; SerializationError for a code this release lacks."""
+    if isinstance(stored, str):
+        return stored
+    tag = _CODE_TAGS.get(bytes(stored))
+    if tag is None:
+        raise SerializationError(
+            f"a stored value has serializer code {bytes(stored)!r}, unknown to this release: "
+            "it was written by a newer durable-graph; upgrade to read it")
+    return tag

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import ormsgpack
@@ -20,9 +21,10 @@ from hypothesis import strategies as st
 
 from durable_graph.errors import SerializationError
 from durable_graph.store import sqlite_row as row
-from durable_graph.store.base import new_checkpoint_id
+from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.delta import ChannelDelta, delta_from_packed, pack_delta
 from durable_graph.store.serde import TypedSerializer, _ext
+from durable_graph.store.sqlite import SqliteSaver
 
 _ITEMS = st.lists(st.one_of(st.integers(), st.text(max_size=5), st.tuples(st.integers()),
                             st.lists(st.integers(), max_size=2)), min_size=1, max_size=3)
@@ -105,3 +107,57 @@ def test_versions_seen_pack_as_msgpack_sorted_and_json_when_msgpack_cannot() -> 
     assert row.unpack_seen('{"a":{"x":1}}') == {"a": {"x": 1}}  # a schema 3 row
     with pytest.raises(SerializationError, match="versions seen"):
         row.pack_seen({"a": {"x": object()}})
+
+
+def _put_mixed(saver: SqliteSaver, thread: str, count: int) -> list[tuple[str, str]]:
+    """``count`` checkpoints spread over three namespaces; (id, ns) of each."""
+    made = []
+    for i in range(count):
+        ns = ("", "sub:1", "other:2")[i * 7 % 3]
+        cp = Checkpoint(id=new_checkpoint_id(), ts="2026-01-01T00:00:00+00:00",
+                        channel_values={"n": i}, channel_versions={"n": i + 1},
+                        versions_seen={})
+        saver.put({"configurable": {"thread_id": thread, "checkpoint_ns": ns}}, cp,
+                  {"source": "loop", "step": i}, {"n": i + 1})
+        made.append((cp.id, ns))
+    return made
+
+
+def test_a_thread_lists_every_namespace_newest_first_across_pages(tmp_path: Path) -> None:
+    """The thread-wide listing merges the root (primary key) and the subgraphs (partial index)."""
+    with SqliteSaver(tmp_path / "c.db") as saver:
+        made = _put_mixed(saver, "t", 250)
+        _put_mixed(saver, "u", 20)  # another thread never shows
+        newest_first = sorted(made, key=lambda m: (m[0], m[1]), reverse=True)
+        listed = [(c.config["configurable"]["checkpoint_id"], c.config["configurable"]
+                   ["checkpoint_ns"]) for c in saver.list({"configurable": {"thread_id": "t"}})]
+        assert listed == newest_first
+        before = {"configurable": {"checkpoint_id": newest_first[120][0]}}
+        page = [c.checkpoint.id for c in saver.list(
+            {"configurable": {"thread_id": "t"}}, before=before, limit=5)]
+        assert page == [m[0] for m in newest_first[121:126]]
+
+
+def test_a_thread_wide_page_sorts_nothing(tmp_path: Path) -> None:
+    """Flat pages: both halves of the merge come from an index in order (no temp sort)."""
+    with SqliteSaver(tmp_path / "c.db") as saver:
+        _put_mixed(saver, "t", 5)
+        plans: list[str] = []
+        original = saver._conn
+
+        class Spy:
+            def execute(self, sql: str, params: Any = ()) -> Any:
+                if "UNION ALL" in sql:
+                    plans.extend(r[3] for r in original.execute("EXPLAIN QUERY PLAN " + sql,
+                                                                params))
+                return original.execute(sql, params)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(original, name)
+
+        saver._conn = Spy()  # type: ignore[assignment]
+        try:
+            assert len(list(saver.list({"configurable": {"thread_id": "t"}}))) == 5
+        finally:
+            saver._conn = original
+        assert any("MERGE" in p for p in plans) and not any("TEMP B-TREE" in p for p in plans)
