@@ -21,6 +21,10 @@ Formats (each file keeps the format it was recorded in):
   step after it. These also hold the ``chat`` thread (``DELTA_THREADS``).
 - ``redis-v4``: as ``redis-v3``, with each checkpoint's record packed in one string
   key (``records.pack_record``) instead of a hash.
+- ``signed-v4``/``redis-v5``: as ``signed-v3``/``redis-v4``, with each delta one flat
+  msgpack record (``delta.pack_delta``, extension code 13) instead of a dataclass
+  record; SQLite schema 4 also keeps a row's parent id, timestamp and versions seen
+  as BLOBs and serializer tags as one-byte codes (``store/sqlite_row.py``).
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -68,10 +72,12 @@ GOLDEN_PREFIX = "dg-golden"
 """Key prefix the Redis golden stores were written under."""
 SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v2": "checkpoints-signed-v2.sqlite",
-                  "signed-v3": "checkpoints-signed-v3.sqlite"}
+                  "signed-v3": "checkpoints-signed-v3.sqlite",
+                  "signed-v4": "checkpoints-signed-v4.sqlite"}
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
-                 "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json"}
-DELTA_FORMATS = frozenset({"signed-v3", "redis-v3", "redis-v4"})
+                 "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
+                 "redis-v5": "redis-v5.json"}
+DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "redis-v3", "redis-v4", "redis-v5"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 DELTA_THREADS = ("chat",)
 GOLDEN_SNAPSHOT_EVERY = 3

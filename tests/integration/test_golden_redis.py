@@ -129,6 +129,27 @@ def test_v4_packs_each_checkpoint_record_in_one_string() -> None:
     assert kinds == {"string"}
 
 
+def test_v5_stores_each_delta_as_one_flat_record() -> None:
+    """What v5 changes: a delta value is extension record 13, not a dataclass record."""
+    import base64
+
+    from durable_graph.store.redis.keys import CHAIN
+
+    def deltas(fmt: str) -> list[bytes]:
+        data = json.loads((GOLDEN / gen.REDIS_FORMATS[fmt]).read_text())
+        chained = [base64.b64decode(f)[len(CHAIN):] for rec in data["keys"]
+                   if rec["type"] == "hash" for f in rec["content"]
+                   if base64.b64decode(f).startswith(CHAIN.encode())]
+        values = {base64.b64decode(f): base64.b64decode(v) for rec in data["keys"]
+                  if rec["type"] == "hash" for f, v in rec["content"].items()}
+        return [values[f] for f in chained if f in values]
+
+    old, new = deltas("redis-v4"), deltas("redis-v5")
+    assert old and new
+    assert all(b"ChannelDelta" in v for v in old)
+    assert not any(b"ChannelDelta" in v for v in new)
+
+
 def test_a_v3_thread_resumed_now_mixes_hash_and_packed_records_and_prunes(
     golden_redis: str,
 ) -> None:

@@ -100,7 +100,8 @@ def test_golden_files_are_committed_without_a_wal(name: str) -> None:
 def test_signed_golden_files_hold_the_format_they_are_named_after() -> None:
     import sqlite3
 
-    formats = {"signed-v1": (1, 0xD1), "signed-v2": (2, 0xD2), "signed-v3": (3, 0xD2)}
+    formats = {"signed-v1": (1, 0xD1), "signed-v2": (2, 0xD2), "signed-v3": (3, 0xD2),
+               "signed-v4": (4, 0xD2)}
     for name, (schema, envelope) in formats.items():
         conn = sqlite3.connect(f"file:{GOLDEN / STORES[name]}?immutable=1", uri=True)
         try:
@@ -113,6 +114,22 @@ def test_signed_golden_files_hold_the_format_they_are_named_after() -> None:
         assert blobs and {b[0] for b in blobs} == {envelope}
         if schema >= 3:  # delta chains that restart at whole snapshots
             assert depths and max(depths) == gen.GOLDEN_SNAPSHOT_EVERY
+
+
+def test_v4_rows_are_compact() -> None:
+    """What schema 4 changes: parent ids, timestamps, versions seen and tags as BLOBs."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{GOLDEN / STORES['signed-v4']}?immutable=1", uri=True)
+    try:
+        rows = conn.execute("SELECT parent_id, ts, versions_seen FROM checkpoints "
+                            "WHERE parent_id IS NOT NULL").fetchall()
+        tags = {bytes(t) for (t,) in conn.execute("SELECT type FROM blobs")}
+    finally:
+        conn.close()
+    assert rows and all(isinstance(c, bytes) for row in rows for c in row)
+    assert {len(p) for p, _, _ in rows} == {16} and {len(t) for _, t, _ in rows} == {8}
+    assert tags == {b"\x04"}  # every value signed: the one-byte code of "signed"
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:
