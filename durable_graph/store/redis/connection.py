@@ -26,7 +26,9 @@ from durable_graph.errors import CheckpointStoreError, GraphValueError
 from durable_graph.store.redis import scripts
 from durable_graph.store.redis.commit_wait import CommitWait
 
-__all__ = ["UNWAITED_SCRIPTS", "Client", "RedisConn", "client_from_url", "redact"]
+__all__ = [
+    "UNWAITED_SCRIPTS", "Client", "RedisConn", "client_from_url", "execute_pipeline", "redact",
+]
 
 Client: TypeAlias = "redis.Redis[bytes] | RedisCluster[bytes]"
 T = TypeVar("T")
@@ -74,6 +76,40 @@ def client_from_url(url: str, *, cluster: bool = False, **client_kwargs: Any) ->
         return redis.Redis.from_url(url, **options)
     except (redis.RedisError, ValueError) as exc:
         raise CheckpointStoreError(f"cannot connect to Redis at {redact(url)}: {exc}") from exc
+
+
+def execute_pipeline(client: redis.Redis[bytes], build: Callable[[Any], Any]) -> list[Any]:
+    """The replies of what ``build(pipe)`` queues on a pipeline of ``client``: one round trip.
+
+    redis-py's ``Pipeline.execute`` sends ``SCRIPT EXISTS`` for the pipeline's scripts
+    before every execution, a hidden second round trip; here scripts run by ``EVALSHA``
+    straight away. When the server lacks them (their first use, a restart), they are
+    loaded, and if none of the pipeline's scripts ran the whole pipeline runs again
+    (the commands beside them are reads or idempotent); if only some ran, a
+    ``NoScriptError`` goes up (a store error: its job is retried, now with the scripts).
+    A command's error is raised, as ``execute`` does.
+    """
+    pipe = client.pipeline(transaction=False)
+    build(pipe)
+    scripts = list(pipe.scripts)
+    pipe.scripts.clear()  # no SCRIPT EXISTS: EVALSHA and see
+    evalsha = [i for i, (args, _) in enumerate(pipe.command_stack) if args[0] == "EVALSHA"]
+    replies = list(pipe.execute(raise_on_error=False))
+    missing = [i for i in evalsha if isinstance(replies[i], NoScriptError)]
+    if missing:
+        loader: Any = client  # script_load is untyped in the stubs
+        for script in scripts:
+            script.sha = loader.script_load(script.script)
+        if len(missing) < len(evalsha):
+            raise replies[missing[0]]
+        pipe = client.pipeline(transaction=False)
+        build(pipe)
+        pipe.scripts.clear()
+        replies = list(pipe.execute(raise_on_error=False))
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def _connection_kwargs(client: Any) -> dict[str, Any]:
@@ -151,11 +187,12 @@ class RedisConn:
         client: Any = self.client
         if self.commit_wait is not None or not isinstance(client, redis.Redis):
             return [self.run(name, keys, args, action) for name, keys, args in calls]
-        with self.errors(action):
-            pipe = client.pipeline(transaction=False)
+        def build(pipe: Any) -> None:
             for name, keys, args in calls:
                 self.script(name)(keys=list(keys), args=list(args), client=pipe)
-            return list(pipe.execute())
+
+        with self.errors(action):
+            return execute_pipeline(client, build)
 
     def _run_waited(
         self, script: Any, wait: CommitWait, keys: Sequence[str], args: Sequence[Any]
