@@ -556,7 +556,12 @@ class WorkerRuntime:
             abort_run(saver, events, job, exc)
             metrics.job_done(job.kind, "failed")
             return "failed"
+        # a call's result and its job's end land in one script (a task's end is recorded
+        # after it, or with the adoption of its successor: see ``worker/eager``)
+        ending = (job.key, self.settings.lease_ttl) if job.kind == "call" and job.key else None
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence,
-                        eager=eager, early=early)
+                        eager=eager, early=early, ending=ending)
         handle(rc, job, self.keeper, renewed=renewed)
+        if ending is not None and rc.ending is None:
+            self.liveness.ended(job)
         return "ok"

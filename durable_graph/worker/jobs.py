@@ -473,14 +473,26 @@ def _call_error(rc: RunContext, name: str, error: BaseException) -> dict[str, An
 
 
 def _put_call_writes(rc: RunContext, job: Job, writes: list[tuple[str, Any]]) -> bytes | None:
-    config = rc.config(job.checkpoint_id)
     try:
-        return rc.saver.put_call_writes(config, writes, job.task_id, job.caller)
+        return _land_call_writes(rc, job, writes)
     except Exception:
         if writes[0][0] != ERROR:
             raise
         failure = {**writes[0][1], "error": error_as_text(writes[0][1]["error"])}
-        return rc.saver.put_call_writes(config, [(ERROR, failure)], job.task_id, job.caller)
+        return _land_call_writes(rc, job, [(ERROR, failure)])
+
+
+def _land_call_writes(rc: RunContext, job: Job, writes: list[tuple[str, Any]]) -> bytes | None:
+    """Store the call's result, and end its job in the same round trip (``rc.ending``)."""
+    config = rc.config(job.checkpoint_id)
+    try:
+        wake = rc.saver.put_call_writes(config, writes, job.task_id, job.caller,
+                                        ends=rc.ending)
+    except FencingError:  # refused after the script ran: the job ended all the same
+        rc.ending = None
+        raise
+    rc.ending = None
+    return wake
 
 
 def _run_start(rc: RunContext, job: Job) -> None:

@@ -82,6 +82,8 @@ class Liveness:
         self._ender: threading.Thread | None = None
         self._active: set[str] = set()
         """Keys of the jobs this process is running now."""
+        self._ended_by_job: set[str] = set()
+        """Keys of running jobs that recorded their own end (``ended``)."""
 
     @contextmanager
     def running(
@@ -142,7 +144,16 @@ class Liveness:
             raise
         finally:
             self._active.discard(job.key)
-        self._end(job)
+            ended = job.key in self._ended_by_job
+            self._ended_by_job.discard(job.key)
+        if not ended:
+            self._end(job)
+
+    def ended(self, job: Job) -> None:
+        """``job``, running here, recorded its end itself (with its last write): there is
+        none to record after it."""
+        if job.key in self._active:
+            self._ended_by_job.add(job.key)
 
     def _give_back(self, book: JobBook, job: Job) -> None:
         """Release the claim of a job whose run here failed, before Celery retries it.

@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from durable_graph.errors import CheckpointStoreError, GraphValueError
-from durable_graph.store.redis import scripts
+from durable_graph.store.redis import job_scripts, scripts
 from durable_graph.store.redis.commit_wait import CommitWait
 
 __all__ = [
@@ -154,11 +154,13 @@ class RedisConn:
         self.commit_wait = wait
 
     def script(self, name: str) -> Script:
-        """The registered script ``scripts.<name>`` (registered once, run by SHA)."""
+        """The registered script ``scripts.<name>`` or ``job_scripts.<name>`` (registered
+        once, run by SHA)."""
         found = self._scripts.get(name)
         if found is None:
             client: Any = self.client  # RedisCluster has it too; the stubs lack it
-            found = self._scripts[name] = client.register_script(getattr(scripts, name))
+            source = getattr(scripts, name, None) or getattr(job_scripts, name)
+            found = self._scripts[name] = client.register_script(source)
         return found
 
     @contextmanager
