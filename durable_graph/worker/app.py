@@ -367,12 +367,20 @@ class CeleryDispatcher:
                 channel.close()
 
     def _send_each(self, producer: Any, messages: list[list[str]], *, retry: bool) -> None:
+        """``send_task`` each message, without what a job needs none of: a result (jobs
+        write to the store; so no result backend subscription per message), a place in
+        the sending task's children, Celery's slow ``saferepr``. A batch (``retry``
+        False: a failure sends it again the careful way) declares the queue once, not
+        once per message; a careful send declares it with each, under its retries."""
+        if not retry:  # kombu remembers what it declared on the connection
+            producer.maybe_declare(self._app.amqp.queues[self._settings.queue])
         for args in messages:
+            kwargs = {"run": args[4], "prefix": args[5], "key": args[6]}
             self._app.send_task(
-                JOB_TASK, args=args[:4],
-                kwargs={"run": args[4], "prefix": args[5], "key": args[6]},
-                queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
-                retry=retry,
+                JOB_TASK, args=args[:4], kwargs=kwargs, queue=self._settings.queue,
+                producer=producer, argsrepr=repr(args[:3]), kwargsrepr=repr(kwargs),
+                retry=retry, declare=None if retry else [], ignore_result=True,
+                add_to_parent=False,
             )
 
 
