@@ -270,8 +270,9 @@ class CeleryDispatcher:
         """The task arguments of ``job`` with a key of its own: ids in clear, the job sealed."""
         if not job.key:
             job = replace(job, key=uuid.uuid4().hex)
-        return [job.run.thread_id, job.task_id, job.kind, seal(self._codec, job),
-                job.run.run_id, job.run.prefix, job.key]
+        sealed = seal(self._codec, job, pickled=job.call is not None)
+        return [job.run.thread_id, job.task_id, job.kind, sealed, job.run.run_id,
+                job.run.prefix, job.key]
 
     def _send(self, messages: list[list[str]]) -> None:
         """Record the jobs as owed as they are published (see ``store.redis.jobbook``)."""
