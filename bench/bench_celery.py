@@ -514,6 +514,9 @@ def instrument(ph: Phases) -> None:
     ph.patch(JobBook, "register_sent", register)
     ph.patch(redis_mod.Redis, "execute_command", count(redis_mod.Redis.execute_command))
     ph.patch(redis_mod.client.Pipeline, "execute", count(redis_mod.client.Pipeline.execute))
+    # a pipeline's own round trips before it executes (redis-py's SCRIPT EXISTS)
+    ph.patch(redis_mod.client.Pipeline, "immediate_execute_command",
+             count(redis_mod.client.Pipeline.immediate_execute_command))
 
 
 def handler_profile(cg: Any, n: int, reps: int, sink: str, top: int) -> list[str]:

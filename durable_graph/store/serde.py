@@ -204,6 +204,15 @@ class TypedSerializer:
                 raise SerializationError(
                     f"cannot encode {type(obj).__qualname__} without pickle: {exc}"
                 ) from exc
+        return self.dumps_pickled(obj)
+
+    def dumps_pickled(self, obj: Any) -> tuple[str, bytes]:
+        """``obj`` pickled, without trying msgpack first: for a value known to hold what
+        msgpack cannot carry (a function). A serializer without ``pickle_fallback``
+        refuses."""
+        if not self.pickle_fallback:
+            raise SerializationError(
+                f"cannot encode {type(obj).__qualname__}: this serializer refuses to pickle")
         try:
             return "pickle", cloudpickle.dumps(obj)
         except Exception as exc:

@@ -270,8 +270,9 @@ class CeleryDispatcher:
         """The task arguments of ``job`` with a key of its own: ids in clear, the job sealed."""
         if not job.key:
             job = replace(job, key=uuid.uuid4().hex)
-        return [job.run.thread_id, job.task_id, job.kind, seal(self._codec, job),
-                job.run.run_id, job.run.prefix, job.key]
+        sealed = seal(self._codec, job, pickled=job.call is not None)
+        return [job.run.thread_id, job.task_id, job.kind, sealed, job.run.run_id,
+                job.run.prefix, job.key]
 
     def _send(self, messages: list[list[str]]) -> None:
         """Record the jobs as owed as they are published (see ``store.redis.jobbook``)."""
@@ -367,12 +368,20 @@ class CeleryDispatcher:
                 channel.close()
 
     def _send_each(self, producer: Any, messages: list[list[str]], *, retry: bool) -> None:
+        """``send_task`` each message, without what a job needs none of: a result (jobs
+        write to the store; so no result backend subscription per message), a place in
+        the sending task's children, Celery's slow ``saferepr``. A batch (``retry``
+        False: a failure sends it again the careful way) declares the queue once, not
+        once per message; a careful send declares it with each, under its retries."""
+        if not retry:  # kombu remembers what it declared on the connection
+            producer.maybe_declare(self._app.amqp.queues[self._settings.queue])
         for args in messages:
+            kwargs = {"run": args[4], "prefix": args[5], "key": args[6]}
             self._app.send_task(
-                JOB_TASK, args=args[:4],
-                kwargs={"run": args[4], "prefix": args[5], "key": args[6]},
-                queue=self._settings.queue, producer=producer, argsrepr=repr(args[:3]),
-                retry=retry,
+                JOB_TASK, args=args[:4], kwargs=kwargs, queue=self._settings.queue,
+                producer=producer, argsrepr=repr(args[:3]), kwargsrepr=repr(kwargs),
+                retry=retry, declare=None if retry else [], ignore_result=True,
+                add_to_parent=False,
             )
 
 
@@ -556,7 +565,12 @@ class WorkerRuntime:
             abort_run(saver, events, job, exc)
             metrics.job_done(job.kind, "failed")
             return "failed"
+        # a call's result and its job's end land in one script (a task's end is recorded
+        # after it, or with the adoption of its successor: see ``worker/eager``)
+        ending = (job.key, self.settings.lease_ttl) if job.kind == "call" and job.key else None
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence,
-                        eager=eager, early=early)
+                        eager=eager, early=early, ending=ending)
         handle(rc, job, self.keeper, renewed=renewed)
+        if ending is not None and rc.ending is None:
+            self.liveness.ended(job)
         return "ok"

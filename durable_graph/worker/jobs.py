@@ -22,6 +22,7 @@ import functools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -93,6 +94,10 @@ _ASYNC_WAIT = 10.0
 """Seconds a job waits for an async commit of its checkpoint before dropping itself."""
 _WAKE_TTL = 7 * 24 * 3600
 """Seconds a suspended task's wake-up record lives (its calls must finish by then)."""
+_CALLS_BATCH_FIRST, _CALLS_BATCH_MAX = 32, 512
+"""A node starting many calls sends the first 32 as soon as it started them, then
+batches twice as large, up to 512: so other workers run calls while it starts more
+(a call that finishes before its caller suspends is found finished by ``suspend``)."""
 
 
 class LeaseKeeper:
@@ -172,6 +177,8 @@ class JobStep(RunStep):
         """Calls whose recorded failure belongs to an earlier run of the thread."""
         self.started: list[str] = []
         self.outbox: list[Job] = []
+        self._send_at = _CALLS_BATCH_FIRST
+        """Calls started that are sent at once, before the caller waits on any."""
         self._deferred: list[Callable[[], None]] = []
         self.attempt = job.attempt
         self._null_resume: Any = rc.run.null_resume[0] if rc.run.null_resume else MISSING
@@ -213,9 +220,27 @@ class JobStep(RunStep):
             "call", checkpoint_id=self.job.checkpoint_id, step=self.job.step,
             task_id=call_id, caller=self.job.task_id, name=name,
             call=(name, fn, retry, parent.config, parent.resume[parent.interrupt_idx:]),
+            key=uuid.uuid4().hex,  # fixed now: a batch sent again carries the same keys
         ))
         self.started.append(call_id)
+        self._send_early()
         return _PendingCall()
+
+    def _send_early(self) -> None:
+        """Send the calls started so far once a batch is full, so workers run them while
+        the caller starts more. Not when subgraph starts wait to go first (``defer``).
+        A failure here, inside the caller's code, must not reach it: the calls stay for
+        the next flush (under the keys they have: a copy that did arrive is dropped)."""
+        if self._deferred or len(self.outbox) < self._send_at:
+            return
+        self._send_at = min(2 * self._send_at, _CALLS_BATCH_MAX)
+        try:
+            self.rc.dispatcher.send(self.outbox)
+        except Exception as exc:
+            log.warning("sending %d calls of task %s failed (%s); sent with the next batch",
+                        len(self.outbox), self.job.task_id, exc)
+            return
+        self.outbox = []
 
     def takes_subgraph(self, call: SubgraphCall) -> bool:
         """Whether the subgraph's steps run as jobs (see ``subruns``)."""
@@ -244,8 +269,9 @@ class JobStep(RunStep):
     def flush(self) -> None:
         """Enqueue the calls started since the last flush, over one broker connection.
 
-        Calls are sent when the caller suspends (or ends), so a node that starts
-        a thousand calls publishes them in one batch.
+        Calls are sent when the caller suspends (or ends), or as a batch fills up while
+        it starts more (``_CALLS_BATCH_FIRST``): a node that starts a thousand calls
+        publishes them in a handful of batches.
         """
         deferred, self._deferred = self._deferred, []
         for fn in deferred:
@@ -473,14 +499,26 @@ def _call_error(rc: RunContext, name: str, error: BaseException) -> dict[str, An
 
 
 def _put_call_writes(rc: RunContext, job: Job, writes: list[tuple[str, Any]]) -> bytes | None:
-    config = rc.config(job.checkpoint_id)
     try:
-        return rc.saver.put_call_writes(config, writes, job.task_id, job.caller)
+        return _land_call_writes(rc, job, writes)
     except Exception:
         if writes[0][0] != ERROR:
             raise
         failure = {**writes[0][1], "error": error_as_text(writes[0][1]["error"])}
-        return rc.saver.put_call_writes(config, [(ERROR, failure)], job.task_id, job.caller)
+        return _land_call_writes(rc, job, [(ERROR, failure)])
+
+
+def _land_call_writes(rc: RunContext, job: Job, writes: list[tuple[str, Any]]) -> bytes | None:
+    """Store the call's result, and end its job in the same round trip (``rc.ending``)."""
+    config = rc.config(job.checkpoint_id)
+    try:
+        wake = rc.saver.put_call_writes(config, writes, job.task_id, job.caller,
+                                        ends=rc.ending)
+    except FencingError:  # refused after the script ran: the job ended all the same
+        rc.ending = None
+        raise
+    rc.ending = None
+    return wake
 
 
 def _run_start(rc: RunContext, job: Job) -> None:

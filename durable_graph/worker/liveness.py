@@ -4,8 +4,10 @@
   on the settings' Redis; the dispatcher registers every job there before sending it.
 - ``Liveness`` (one per worker process) claims a job before running it, so a
   redelivered or resent copy of a job that a live process runs is dropped without
-  running, and ends it afterwards. The first claim starts the process's heartbeat,
-  a daemon thread that renews ``{P:live:w}`` every third of the heartbeat TTL.
+  running, and ends it afterwards (unless the job's last write ended it, ``ended``: a
+  ``@task`` call's result and its end are one script). The first claim starts the
+  process's heartbeat, a daemon thread that renews ``{P:live:w}`` every third of the
+  heartbeat TTL.
 - ``note_lost`` runs in a prefork worker's main process when a pool process died
   under a job: it records how (signal or exit code) and declares the process dead,
   so a sweep sends the job again at once instead of a heartbeat TTL later.
@@ -82,6 +84,8 @@ class Liveness:
         self._ender: threading.Thread | None = None
         self._active: set[str] = set()
         """Keys of the jobs this process is running now."""
+        self._ended_by_job: set[str] = set()
+        """Keys of running jobs that recorded their own end (``ended``)."""
 
     @contextmanager
     def running(
@@ -93,7 +97,8 @@ class Liveness:
         older producer: run it, lease not renewed yet) or ``drop`` (another process runs
         it, it ended, or its lease was taken over), with the reply to ``also(p)``, a read
         the job needs first, made in the same round trip (None if not made). The end is
-        recorded afterwards off the job's path; an exception gives the job back (Celery
+        recorded afterwards off the job's path (unless the job recorded it, ``ended``); an
+        exception gives the job back (Celery
         retries its message). An ``adopted`` job (``worker/eager``) was claimed by this
         process when it was taken: it runs at once.
         """
@@ -142,7 +147,16 @@ class Liveness:
             raise
         finally:
             self._active.discard(job.key)
-        self._end(job)
+            ended = job.key in self._ended_by_job
+            self._ended_by_job.discard(job.key)
+        if not ended:
+            self._end(job)
+
+    def ended(self, job: Job) -> None:
+        """``job``, running here, recorded its end itself (with its last write): there is
+        none to record after it."""
+        if job.key in self._active:
+            self._ended_by_job.add(job.key)
 
     def _give_back(self, book: JobBook, job: Job) -> None:
         """Release the claim of a job whose run here failed, before Celery retries it.

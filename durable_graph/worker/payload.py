@@ -31,9 +31,14 @@ __all__ = ["check_key", "open_sealed", "publish_keys", "seal"]
 _SERDE = TypedSerializer()
 
 
-def seal(codec: SigningCodec, obj: Any) -> str:
-    """``obj`` serialized, signed with the codec's active key, as base64 text."""
-    return base64.b64encode(codec.encode(encode_blob(_SERDE.dumps_typed(obj)))).decode()
+def seal(codec: SigningCodec, obj: Any, *, pickled: bool = False) -> str:
+    """``obj`` serialized, signed with the codec's active key, as base64 text.
+
+    ``pickled``: ``obj`` holds a function (a ``@task`` call's job), so msgpack, tried
+    first otherwise, would fail on it: pickle it at once.
+    """
+    typed = _SERDE.dumps_pickled(obj) if pickled else _SERDE.dumps_typed(obj)
+    return base64.b64encode(codec.encode(encode_blob(typed))).decode()
 
 
 def open_sealed(codec: SigningCodec, text: Any, what: str = "job payload") -> Any:

@@ -250,6 +250,10 @@ class RunContext:
     check of a call; None when not read."""
     stop_at_commit: str | None = None
     """The run asked to stop, as read by this context's last commit (None: not read)."""
+    ending: tuple[str, float] | None = None
+    """(job-book key, idle TTL) of the job this context runs, while its end is still to
+    be recorded: the script that stores a call's result ends it too and clears this
+    (None: the worker records the end after the job, off its path)."""
 
     @property
     def thread_id(self) -> str:

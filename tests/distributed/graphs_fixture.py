@@ -142,12 +142,35 @@ def many(state: CallState, config: dict[str, Any]) -> dict[str, Any]:
     return {"squares": squares, "total": sum(squares)}
 
 
-def build_calls() -> StateGraph:
+def build_calls(node: Any = many) -> StateGraph:
     b = StateGraph(CallState)
-    b.add_node("many", many)
+    b.add_node("many", node)
     b.add_edge(START, "many")
     b.add_edge("many", END)
     return b
+
+
+EARLY_WAIT = 10.0
+"""Seconds ``many_early`` waits for its first call to run before it waits on any."""
+
+
+def early_key(tag: str) -> str:
+    """Whether the first execution of ``many_early`` of run ``tag`` saw a call run."""
+    return f"{PREFIX}:early:{tag}"
+
+
+def many_early(state: CallState, config: dict[str, Any]) -> dict[str, Any]:
+    """``many``, but before waiting on a future it waits for call 0 to have run: which it
+    can only if calls are sent while the node still starts them or runs on."""
+    tag = thread_of(config)
+    futures = [square(tag, i) for i in range(state["n"])]
+    client, ran = dg_trace.client(REDIS_URL), dg_trace.count_key(PREFIX, tag, 0)
+    deadline = time.monotonic() + EARLY_WAIT
+    while not client.exists(ran) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    client.set(early_key(tag), "1" if client.exists(ran) else "0", nx=True)  # the first run's
+    squares = [f.result() for f in futures]
+    return {"squares": squares, "total": sum(squares)}
 
 
 # -- a chain: s0 -> s1 -> s2 -> s3 ---------------------------------------------------
@@ -337,6 +360,7 @@ def distributed(builder: StateGraph) -> Any:
 
 fanout = distributed(build_fanout())
 calls = distributed(build_calls())
+early_calls = distributed(build_calls(many_early))
 chain = distributed(build_chain())
 approval = distributed(build_approval())
 slow_graph = distributed(build_slow())

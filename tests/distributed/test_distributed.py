@@ -486,6 +486,19 @@ def test_auto_ship_of_an_importable_graph_does_not_need_a_picklable_module(
     worker_names(cluster, [pid])
 
 
+def test_a_node_starting_many_calls_has_them_run_before_it_waits(cluster: Cluster) -> None:
+    """The first calls a node starts are sent at once (a batch of 32), not when it first
+    waits on one: other workers run them while it starts more."""
+    gf = cluster.gf
+    config = new_config("early")
+    tag = thread_of(config)
+    out = gf.early_calls.submit({"n": 40}, config).result(timeout=TIMEOUT)
+    assert out["squares"] == [i * i for i in range(40)]
+    assert cluster.client.get(gf.early_key(tag)) == b"1"
+    counts = cluster.client.mget([gf.dg_trace.count_key(gf.PREFIX, tag, i) for i in range(40)])
+    assert counts == [b"1"] * 40
+
+
 def test_interrupt_inside_a_task_call_resumes_like_embedded(cluster: Cluster) -> None:
     gf = cluster.gf
     config = new_config("questions")

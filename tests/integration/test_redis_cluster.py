@@ -12,7 +12,7 @@ import pytest
 from redis.cluster import RedisCluster
 
 from durable_graph.errors import FencingError
-from durable_graph.store.base import Checkpoint, PendingWrite, new_checkpoint_id
+from durable_graph.store.base import RETURN, Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis import RedisSaver
 
 pytestmark = [pytest.mark.redis, pytest.mark.chaos]
@@ -172,4 +172,10 @@ def test_job_liveness_on_a_cluster(cluster_url: str) -> None:
     idle = book.view("q", lost_before=0).idle
     assert [e.member for e in idle] == ["thread-a"]
     assert book.sort_idle(idle) == ([], [])  # it never said running: no longer watched
+    # a call's result and its job's end: two slots, so two calls on a cluster
+    book.register_sent([("k3", "thread-a", "m3")])()
+    config = {"configurable": {"thread_id": "thread-a", "checkpoint_ns": "",
+                               "checkpoint_id": "cp-1"}}
+    saver.put_call_writes(config, [(RETURN, ("t", 1))], "c", "node", ends=("k3", 5))
+    assert saver.finished(config, ["c"]) == {"c"} and not book.owes("thread-a")
     saver.close()

@@ -16,6 +16,8 @@ import pytest
 from durable_graph.errors import CommitConflictError, FencingError
 from durable_graph.store.base import ERROR, INTERRUPT, RESUME, RETURN, Checkpoint, new_checkpoint_id
 from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.jobbook import JobBook
+from durable_graph.store.redis.lease import Lease
 
 pytestmark = pytest.mark.redis
 
@@ -41,6 +43,18 @@ def commit(saver: RedisSaver, parent: Checkpoint | None, cp: Checkpoint, **kw: A
     old = parent.channel_versions if parent else {}
     new = {ch: v for ch, v in cp.channel_versions.items() if old.get(ch) != v}
     saver.put(cfg(parent.id if parent else None), cp, {"step": 0}, new, **kw)
+
+
+def taken_over(saver: RedisSaver) -> tuple[Checkpoint, Lease]:
+    """A committed checkpoint of thread ``t``, and the lease of ``t`` that was taken over."""
+    cp = make({"x": 0}, {"x": 1})
+    commit(saver, None, cp)
+    old = saver.leases.acquire("t", "run-1", 0.05)
+    assert old is not None
+    threading.Event().wait(0.1)
+    new = saver.leases.acquire("t", "recover-1", 5)
+    assert new is not None and new.generation == old.generation + 1
+    return cp, old
 
 
 def test_a_step_commits_once_even_when_two_workers_race(saver: RedisSaver) -> None:
@@ -154,16 +168,38 @@ def test_suspending_after_the_calls_finished_replays_at_once(saver: RedisSaver) 
 
 
 def test_a_stale_call_result_is_fenced_out(saver: RedisSaver) -> None:
-    cp = make({"x": 0}, {"x": 1})
-    commit(saver, None, cp)
-    old = saver.leases.acquire("t", "run-1", 0.05)
-    assert old is not None
-    threading.Event().wait(0.1)
-    new = saver.leases.acquire("t", "recover-1", 5)
-    assert new is not None and new.generation == old.generation + 1
+    cp, old = taken_over(saver)
     with pytest.raises(FencingError):
         saver.put_call_writes(cfg(cp.id, fence=old.generation), [(RETURN, ("t", 1))], "c", "n")
     assert saver.finished(cfg(cp.id), ["c"]) == set()
+
+
+def test_a_call_result_and_the_end_of_its_job_land_together(saver: RedisSaver) -> None:
+    book = JobBook(saver.conn, saver.prefix)
+    cp = make({"x": 0}, {"x": 1})
+    commit(saver, None, cp)
+    book.register_sent([("job-1", "t", "m1"), ("job-2", "t", "m2")])()
+    assert book.claim("job-1", "t", "w:1") == ("ok", "")
+    assert saver.suspend(cfg(cp.id), "node", ["c1", "c2"], b"wake", 60) is True
+    assert saver.put_call_writes(cfg(cp.id), [(RETURN, ("t", 1))], "c1", "node",
+                                 ends=("job-1", 5)) is None
+    assert saver.finished(cfg(cp.id), ["c1"]) == {"c1"}
+    assert book.claim("job-1", "t", "w:2") == ("gone", "")  # ended: a copy is dropped
+    assert book.owes("t")  # job-2 still runs
+    assert saver.put_call_writes(cfg(cp.id), [(RETURN, ("t", 2))], "c2", "node",
+                                 ends=("job-2", 5)) == b"wake"
+    assert not book.owes("t")
+
+
+def test_a_stale_call_job_ends_though_its_result_is_fenced_out(saver: RedisSaver) -> None:
+    book = JobBook(saver.conn, saver.prefix)
+    cp, old = taken_over(saver)
+    book.register_sent([("job-1", "t", "m1")])()
+    with pytest.raises(FencingError):
+        saver.put_call_writes(cfg(cp.id, fence=old.generation), [(RETURN, ("t", 1))], "c",
+                              "n", ends=("job-1", 5))
+    assert saver.finished(cfg(cp.id), ["c"]) == set()
+    assert not book.owes("t")
 
 
 def test_a_second_execution_of_a_task_adds_none_of_its_writes(saver: RedisSaver) -> None:
@@ -190,12 +226,7 @@ def test_take_over_takes_expired_leases_only(saver: RedisSaver) -> None:
 
 
 def test_stale_jobs_cannot_suspend_or_clear_outcomes(saver: RedisSaver) -> None:
-    cp = make({"x": 0}, {"x": 1})
-    commit(saver, None, cp)
-    old = saver.leases.acquire("t", "run-1", 0.05)
-    assert old is not None
-    threading.Event().wait(0.1)
-    assert saver.leases.acquire("t", "recover-1", 5) is not None
+    cp, old = taken_over(saver)
     saver.put_writes(cfg(cp.id), [(ERROR, ValueError("e"))], "failed")
     stale = cfg(cp.id, fence=old.generation)
     with pytest.raises(FencingError):

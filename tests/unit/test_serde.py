@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import threading
 import uuid
 import zoneinfo
@@ -225,6 +226,19 @@ def test_without_pickle_fallback_pickled_payloads_are_not_loaded() -> None:
 def test_unpicklable_value_raises_serialization_error() -> None:
     with pytest.raises(SerializationError, match="cannot serialize"):
         SERDE.dumps_typed(threading.Lock())
+
+
+def test_a_value_known_to_hold_a_function_is_pickled_at_once() -> None:
+    value = {"call": functools.partial(max, 1), "n": 2}
+    tag, data = SERDE.dumps_pickled(value)
+    assert tag == "pickle"
+    back = SERDE.loads_typed((tag, data))
+    assert back["call"](5) == 5 and back["n"] == 2
+    assert SERDE.dumps_pickled({"plain": 1})[0] == "pickle"  # as asked, though msgpack could
+    with pytest.raises(SerializationError, match="refuses to pickle"):
+        STRICT.dumps_pickled(value)
+    with pytest.raises(SerializationError, match="cannot serialize"):
+        SERDE.dumps_pickled(threading.Lock())
 
 
 def test_serialization_error_is_a_type_error() -> None:

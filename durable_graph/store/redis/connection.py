@@ -23,10 +23,12 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from durable_graph.errors import CheckpointStoreError, GraphValueError
-from durable_graph.store.redis import scripts
+from durable_graph.store.redis import job_scripts, scripts
 from durable_graph.store.redis.commit_wait import CommitWait
 
-__all__ = ["UNWAITED_SCRIPTS", "Client", "RedisConn", "client_from_url", "redact"]
+__all__ = [
+    "UNWAITED_SCRIPTS", "Client", "RedisConn", "client_from_url", "execute_pipeline", "redact",
+]
 
 Client: TypeAlias = "redis.Redis[bytes] | RedisCluster[bytes]"
 T = TypeVar("T")
@@ -76,6 +78,40 @@ def client_from_url(url: str, *, cluster: bool = False, **client_kwargs: Any) ->
         raise CheckpointStoreError(f"cannot connect to Redis at {redact(url)}: {exc}") from exc
 
 
+def execute_pipeline(client: redis.Redis[bytes], build: Callable[[Any], Any]) -> list[Any]:
+    """The replies of what ``build(pipe)`` queues on a pipeline of ``client``: one round trip.
+
+    redis-py's ``Pipeline.execute`` sends ``SCRIPT EXISTS`` for the pipeline's scripts
+    before every execution, a hidden second round trip; here scripts run by ``EVALSHA``
+    straight away. When the server lacks them (their first use, a restart), they are
+    loaded, and if none of the pipeline's scripts ran the whole pipeline runs again
+    (the commands beside them are reads or idempotent); if only some ran, a
+    ``NoScriptError`` goes up (a store error: its job is retried, now with the scripts).
+    A command's error is raised, as ``execute`` does.
+    """
+    pipe = client.pipeline(transaction=False)
+    build(pipe)
+    scripts = list(pipe.scripts)
+    pipe.scripts.clear()  # no SCRIPT EXISTS: EVALSHA and see
+    evalsha = [i for i, (args, _) in enumerate(pipe.command_stack) if args[0] == "EVALSHA"]
+    replies = list(pipe.execute(raise_on_error=False))
+    missing = [i for i in evalsha if isinstance(replies[i], NoScriptError)]
+    if missing:
+        loader: Any = client  # script_load is untyped in the stubs
+        for script in scripts:
+            script.sha = loader.script_load(script.script)
+        if len(missing) < len(evalsha):
+            raise replies[missing[0]]
+        pipe = client.pipeline(transaction=False)
+        build(pipe)
+        pipe.scripts.clear()
+        replies = list(pipe.execute(raise_on_error=False))
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 def _connection_kwargs(client: Any) -> dict[str, Any]:
     """Connection options of a client (untyped in the redis stubs)."""
     return dict(client.get_connection_kwargs())
@@ -118,11 +154,13 @@ class RedisConn:
         self.commit_wait = wait
 
     def script(self, name: str) -> Script:
-        """The registered script ``scripts.<name>`` (registered once, run by SHA)."""
+        """The registered script ``scripts.<name>`` or ``job_scripts.<name>`` (registered
+        once, run by SHA)."""
         found = self._scripts.get(name)
         if found is None:
             client: Any = self.client  # RedisCluster has it too; the stubs lack it
-            found = self._scripts[name] = client.register_script(getattr(scripts, name))
+            source = getattr(scripts, name, None) or getattr(job_scripts, name)
+            found = self._scripts[name] = client.register_script(source)
         return found
 
     @contextmanager
@@ -151,11 +189,12 @@ class RedisConn:
         client: Any = self.client
         if self.commit_wait is not None or not isinstance(client, redis.Redis):
             return [self.run(name, keys, args, action) for name, keys, args in calls]
-        with self.errors(action):
-            pipe = client.pipeline(transaction=False)
+        def build(pipe: Any) -> None:
             for name, keys, args in calls:
                 self.script(name)(keys=list(keys), args=list(args), client=pipe)
-            return list(pipe.execute())
+
+        with self.errors(action):
+            return execute_pipeline(client, build)
 
     def _run_waited(
         self, script: Any, wait: CommitWait, keys: Sequence[str], args: Sequence[Any]

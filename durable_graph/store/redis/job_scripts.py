@@ -4,10 +4,13 @@ Every script but ``HEARTBEAT``, ``VIEW`` and the probe's takes the keys of one
 job bucket in the order of ``JobKeys.ordered()`` (one hash tag, so one slot on
 Redis Cluster), so a job's state, its thread's owed count and its thread's idle
 deadline change together, atomically. Times come from the server clock.
+``PUT_CALL_WRITES`` also takes a thread's keys, another slot: on Redis Cluster the
+saver runs ``PUT_WRITES`` and ``END_JOB`` one after the other instead.
 """
 
 from __future__ import annotations
 
+from durable_graph.store.redis.scripts import PUT_WRITES_FUNCTION
 from durable_graph.store.redis.scripts import SERVER_NOW as _NOW
 
 __all__ = [
@@ -20,6 +23,7 @@ __all__ = [
     "NOTE_DEATH",
     "PROBE_SEEN",
     "PROBE_SEND",
+    "PUT_CALL_WRITES",
     "RECLAIM_JOB",
     "REGISTER_JOBS",
     "RELEASE_JOB",
@@ -79,20 +83,48 @@ return {'ok'}
 """
 )
 
-END_JOB = (
-    _JOBS
-    + """
--- ARGV: job key, thread id, idle ttl (ms).  The job ended (whoever ran it): it is
--- owed no more; a thread left owing nothing gets an idle deadline (its lease TTL).
-if redis.call('HDEL', OWED, ARGV[1]) == 0 then return 0 end
-redis.call('HDEL', CLAIM, ARGV[1])
-redis.call('ZREM', DUE, ARGV[1])
-redis.call('HDEL', DEATHS, ARGV[1], ARGV[1] .. ':why')
-if redis.call('HINCRBY', COUNT, ARGV[2], -1) <= 0 then
-  redis.call('HDEL', COUNT, ARGV[2])
-  redis.call('ZADD', IDLE, now + tonumber(ARGV[3]), ARGV[2])
+# The end of a job (whoever ran it): it is owed no more; a thread left owing nothing
+# gets an idle deadline (its lease TTL).  ``keys``: a job bucket (``JobKeys.ordered()``).
+_END = """
+local function end_job(keys, job, thread, idle_ms)
+  if redis.call('HDEL', keys[1], job) == 0 then return 0 end
+  redis.call('HDEL', keys[3], job)
+  redis.call('ZREM', keys[2], job)
+  redis.call('HDEL', keys[4], job, job .. ':why')
+  if redis.call('HINCRBY', keys[5], thread, -1) <= 0 then
+    redis.call('HDEL', keys[5], thread)
+    redis.call('ZADD', keys[6], now + tonumber(idle_ms), thread)
+  end
+  return 1
 end
-return 1
+"""
+
+END_JOB = (
+    _NOW
+    + _END
+    + """
+-- KEYS: a job bucket.  ARGV: job key, thread id, idle ttl (ms).  Reply: 1, or 0 if it
+-- had ended already.
+return end_job(KEYS, ARGV[1], ARGV[2], ARGV[3])
+"""
+)
+
+PUT_CALL_WRITES = (
+    _NOW
+    + _END
+    + PUT_WRITES_FUNCTION
+    + """
+-- KEYS: a job bucket, then PUT_WRITES's keys.  ARGV: job key, thread id, idle ttl (ms),
+-- then PUT_WRITES's arguments.  Reply: PUT_WRITES's.
+-- A @task call's result lands and its job ends in one script: one round trip, and no
+-- end without the write (an error in the write stops the script first). A stale job
+-- (fenced: nothing written) ends all the same, as it would after its FencingError.
+local put_keys, put_args = {}, {}
+for i = 7, #KEYS do put_keys[#put_keys + 1] = KEYS[i] end
+for i = 4, #ARGV do put_args[#put_args + 1] = ARGV[i] end
+local reply = put_writes(put_keys, put_args)
+end_job(KEYS, ARGV[1], ARGV[2], ARGV[3])
+return reply
 """
 )
 

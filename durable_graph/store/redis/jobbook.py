@@ -29,7 +29,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from durable_graph.store.redis import job_scripts
-from durable_graph.store.redis.connection import RedisConn
+from durable_graph.store.redis.connection import RedisConn, execute_pipeline
 from durable_graph.store.redis.keys import (
     JobKeys,
     ThreadKeys,
@@ -54,9 +54,7 @@ def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
     def go(client: Any) -> list[Any]:
         if isinstance(client, RedisCluster):
             return list(build(client))
-        pipe = client.pipeline(transaction=False)
-        build(pipe)
-        return list(pipe.execute())
+        return execute_pipeline(client, build)
     return conn.call(action, go)
 
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import ormsgpack
+from redis.cluster import RedisCluster
 
 from durable_graph.errors import (
     CheckpointStoreError,
@@ -61,6 +62,7 @@ from durable_graph.store.redis.keys import (
     ThreadKeys,
     blob_field,
     chain_field,
+    jobs_of,
     thread_from_record_key,
     thread_record_pattern,
     write_field,
@@ -568,13 +570,18 @@ class RedisSaver(BaseCheckpointSaver):
         writes: Sequence[tuple[str, Any]],
         call_id: str,
         caller: str,
+        *,
+        ends: tuple[str, float] | None = None,
     ) -> bytes | None:
         """``put_writes`` for a distributed ``@task`` call that ``caller`` may wait on.
 
         The write that finishes the last call a suspended caller waits on returns
         the job that replays the caller (see ``suspend``); any other returns None.
+        ``ends`` (job key, idle TTL in seconds): the call's job, ended in the job book
+        by the same script (``JobBook.end``), also when the write is fenced; on Redis
+        Cluster (two slots) by a second call right after.
         """
-        return self._put_writes(config, writes, call_id, caller, whole=True)
+        return self._put_writes(config, writes, call_id, caller, whole=True, ends=ends)
 
     def _put_writes(
         self,
@@ -584,13 +591,33 @@ class RedisSaver(BaseCheckpointSaver):
         caller: str | None,
         *,
         whole: bool,
+        ends: tuple[str, float] | None = None,
     ) -> bytes | None:
         call = self._writes_call(config, writes, task_id, caller, whole=whole)
         if call is None:
             return None
-        reply = self._conn.run("PUT_WRITES", *call, "store pending writes")
-        self._check_fence(reply, config_ids(config)[0], _fence(config))
+        thread_id = config_ids(config)[0]
+        reply = self._run_writes(call, thread_id, ends)
+        self._check_fence(reply, thread_id, _fence(config))
         return bytes(reply[1]) if len(reply) > 1 else None
+
+    def _run_writes(
+        self, call: tuple[builtins.list[str], builtins.list[Any]], thread_id: str,
+        ends: tuple[str, float] | None,
+    ) -> Any:
+        """PUT_WRITES's reply; with ``ends``, the job ended in the same script (one round
+        trip), or right after it on Redis Cluster (another slot)."""
+        if ends is None:
+            return self._conn.run("PUT_WRITES", *call, "store pending writes")
+        bucket = jobs_of(self.prefix, thread_id).ordered()
+        end_args = [ends[0], thread_id, int(ends[1] * 1000)]
+        if isinstance(self._conn.client, RedisCluster):
+            reply = self._conn.run("PUT_WRITES", *call, "store pending writes")
+            self._conn.run("END_JOB", bucket, end_args, "end job")
+            return reply
+        keys, args = call
+        return self._conn.run("PUT_CALL_WRITES", [*bucket, *keys], [*end_args, *args],
+                              "store a call's result and end its job")
 
     def _writes_call(
         self, config: Mapping[str, Any], writes: Sequence[tuple[str, Any]], task_id: str,

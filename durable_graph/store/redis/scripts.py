@@ -29,6 +29,7 @@ __all__ = [
     "PRUNE",
     "PUT",
     "PUT_WRITES",
+    "PUT_WRITES_FUNCTION",
     "RELEASE",
     "RENEW",
     "SERVER_NOW",
@@ -207,9 +208,7 @@ return {'ok', redis.call('HGET', KEYS[1], 'stop') or ''}
 """
 )
 
-PUT_WRITES = _lua(
-    _FENCE
-    + """
+_PUT_WRITES = """
 -- KEYS: lease, writes, rec[, waits, wake]
 -- ARGV: fence, default_ttl, member, whole, (field, replace, value)...
 -- With `member` (a finished @task call), it also leaves its caller's waits set;
@@ -242,7 +241,13 @@ if ARGV[3] ~= '' and redis.call('SREM', KEYS[4], ARGV[3]) == 1
 end
 return {'ok'}
 """
-)
+
+PUT_WRITES = _lua(_FENCE + _PUT_WRITES)
+
+PUT_WRITES_FUNCTION = _lua(
+    _FENCE + "local function put_writes(KEYS, ARGV)" + _PUT_WRITES + "end\n")
+"""``PUT_WRITES`` as a Lua function ``put_writes(KEYS, ARGV)``, for a script that does
+more in the same call (``job_scripts.PUT_CALL_WRITES``)."""
 
 # A task (or call) counts as finished once its first write slot, its error slot
 # or its interrupt slot exists (a task with no writes stores a NO_WRITES marker).

@@ -1,0 +1,89 @@
+"""What a job message costs to send: no result, no result-backend subscription.
+
+A job writes into the checkpoint store; its Celery result is never read. So even on an
+app with a result backend (set for the user's own tasks), sending a job must not make
+Celery subscribe to a result per message, nor keep the results as the sending task's
+children, and the queue is declared once per batch, not once per message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from kombu import Producer
+
+from durable_graph.worker import create_app
+from durable_graph.worker.app import CeleryDispatcher, settings_of
+
+pytestmark = pytest.mark.redis
+SECRET = "job-message-test-secret-0123456789"
+
+
+@pytest.fixture
+def app(redis_url: str, redis_prefix: str) -> Iterator[Celery]:
+    queue = f"{redis_prefix}-queue"
+    yield create_app(redis_url, prefix=redis_prefix, queue=queue, secret_key=SECRET,
+                     result_backend=redis_url)
+    redis.Redis.from_url(redis_url).delete(queue)
+
+
+def _messages(n: int, prefix: str) -> list[list[str]]:
+    return [[f"thread-{i}", f"task-{i}", "task", "sealed", "run-1", prefix, f"key-{i}"]
+            for i in range(n)]
+
+
+def _queued(app: Celery) -> list[dict[str, Any]]:
+    """Headers of every message in the app's Redis queue, oldest first."""
+    raw = redis.Redis.from_url(settings_of(app).redis_url).lrange(settings_of(app).queue, 0, -1)
+    return [json.loads(item)["headers"] for item in reversed(raw)]
+
+
+def test_jobs_are_sent_without_results_or_a_declare_each(app: Celery, redis_prefix: str,
+                                                          monkeypatch: Any) -> None:
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    calls = {"result subscriptions": 0, "declares": 0}
+    on_task_call = app.backend.on_task_call
+
+    def subscribed(*a: Any, **k: Any) -> Any:
+        calls["result subscriptions"] += 1
+        return on_task_call(*a, **k)
+
+    monkeypatch.setattr(app.backend, "on_task_call", subscribed)
+    maybe_declare = Producer.maybe_declare
+
+    def counted(self: Any, entity: Any, *a: Any, **k: Any) -> Any:
+        calls["declares"] += 1
+        return maybe_declare(self, entity, *a, **k)
+
+    monkeypatch.setattr(Producer, "maybe_declare", counted)
+    dispatcher._publish(_messages(5, redis_prefix))  # a batch
+    dispatcher._publish(_messages(1, redis_prefix))  # one message, the careful way
+    headers = _queued(app)
+    assert len(headers) == 6
+    assert all(h["ignore_result"] is True for h in headers)
+    assert headers[0]["kwargsrepr"] == repr({"run": "run-1", "prefix": redis_prefix,
+                                             "key": "key-0"})
+    # the batch's one, and the careful send's own
+    assert calls == {"result subscriptions": 0, "declares": 2}
+
+
+def test_a_batch_to_rabbitmq_declares_the_queue_it_goes_to(
+    rabbitmq: Any, redis_url: str, redis_prefix: str,
+) -> None:
+    """Sent before any worker declared the queue, a batch still lands (RabbitMQ drops a
+    message to the default exchange that no queue is bound to)."""
+    queue = f"{redis_prefix}-amqp"
+    app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
+                     secret_key=SECRET)
+    try:
+        CeleryDispatcher(app, settings_of(app))._publish(_messages(3, redis_prefix))
+        with app.connection_for_write() as conn:
+            waiting = conn.default_channel.queue_declare(queue, passive=True).message_count
+        assert waiting == 3
+    finally:
+        rabbitmq.delete_queues(queue)
