@@ -108,6 +108,8 @@ class RedisConn:
         """What each committing script waits for (None: the server's reply only)."""
         self.use_commit_wait(commit_wait)
         self._scripts: dict[str, Script] = {}
+        self._known: set[str] = set()
+        """SHAs of scripts this connection has run on its server (see ``execute``)."""
 
     def use_commit_wait(self, wait: CommitWait | None) -> None:
         """Make every committing script wait for ``wait`` (None: stop waiting)."""
@@ -155,7 +157,35 @@ class RedisConn:
             pipe = client.pipeline(transaction=False)
             for name, keys, args in calls:
                 self.script(name)(keys=list(keys), args=list(args), client=pipe)
-            return list(pipe.execute())
+            return self.execute(pipe)
+
+    def execute(self, pipe: Any) -> list[Any]:
+        """Run ``pipe`` (scripts queued on it as ``Script(client=pipe)``) in one round trip.
+
+        redis-py first asks the server whether a pipeline's scripts exist (``SCRIPT
+        EXISTS``, a round trip of its own, every time); that is skipped here once this
+        connection has run them. A script the server lost since (a restart, ``SCRIPT
+        FLUSH``) fails with NOSCRIPT and nothing else: it is loaded, and the commands
+        that failed so are run again, in their order. The first error is raised.
+        """
+        scripts = list(pipe.scripts)
+        if all(s.sha in self._known for s in scripts):
+            pipe.scripts = set()
+        stack = list(pipe.command_stack)
+        replies = list(pipe.execute(raise_on_error=False))
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:
+            client: Any = self.client
+            for s in scripts:
+                s.sha = client.script_load(s.script)
+            for i in lost:
+                args, options = stack[i]
+                replies[i] = client.execute_command(*args, **options)
+        self._known.update(s.sha for s in scripts)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def _run_waited(
         self, script: Any, wait: CommitWait, keys: Sequence[str], args: Sequence[Any]

@@ -56,7 +56,7 @@ def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
             return list(build(client))
         pipe = client.pipeline(transaction=False)
         build(pipe)
-        return list(pipe.execute())
+        return conn.execute(pipe)
     return conn.call(action, go)
 
 
@@ -193,11 +193,10 @@ class JobBook:
         ``end`` of the job that adopted it, and ``also(p)``, one more read, whose reply
         is returned.
         """
-        adopt, end = self._script("ADOPT_JOB"), self._script("END_JOB")
+        end = self._script("END_JOB")
 
         def build(p: Any) -> list[Any]:
-            out = [adopt(keys=jobs_of(self.prefix, thread_id).ordered(),
-                         args=[key, thread_id, message, worker], client=p)]
+            out = [self.queue_adopt(p, key, thread_id, message, worker)]
             if ends is not None:
                 done, done_thread, ttl = ends
                 out.append(end(keys=jobs_of(self.prefix, done_thread).ordered(),
@@ -206,6 +205,12 @@ class JobBook:
 
         replies = self._pipe("adopt job", build)
         return replies[-1] if also else None
+
+    def queue_adopt(self, p: Any, key: str, thread_id: str, message: str, worker: str) -> Any:
+        """Queue ``adopt``'s record (no end, no read) on ``p``, a pipeline shared with
+        other commands (see ``pipelined``)."""
+        return self._script("ADOPT_JOB")(keys=jobs_of(self.prefix, thread_id).ordered(),
+                                          args=[key, thread_id, message, worker], client=p)
 
     def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
         """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""
