@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from durable_graph.errors import (
+    CheckpointStoreError,
     CommitConflictError,
     DispatchError,
     FencingError,
@@ -230,6 +231,15 @@ class Continuation(Protocol):
         that adopts it has done its part (the step before is committed)."""
         ...
 
+    def ride(self, job: Job) -> Any:
+        """A ``Rider`` adopting ``job`` with the commit of the step before it (None:
+        not here); ``take`` of the same job then confirms it."""
+        ...
+
+    def drop(self) -> None:
+        """Forget (and end) a job adopted with a commit that will not run after all."""
+        ...
+
 
 @dataclass
 class RunContext:
@@ -313,6 +323,8 @@ def advance(
             missing = [t for t in missing if not t.node.hidden]
         if missing:
             if _stop_requested(rc):
+                if rc.eager is not None:
+                    rc.eager.drop()
                 end_run(rc, Next("cancelled", checkpoint, error=RunCancelledError(
                     f"run {rc.run.run_id} of thread {rc.thread_id!r} stopped at a step "
                     "boundary: new input arrived with multitask='interrupt'")))
@@ -335,11 +347,30 @@ def _send_tasks(
 ) -> None:
     """Enqueue the jobs of ``tasks``; a lone task may be kept to run here (eager).
     ``last``: nothing is left to do after this (``advance`` sends last of all)."""
-    jobs = [rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
-            for t in tasks]
+    jobs = _task_jobs(rc, checkpoint, step, tasks)
     if len(jobs) == 1 and rc.eager is not None and rc.eager.take(jobs[0], last=last):
         return
     rc.dispatcher.send(jobs)
+
+
+def _task_jobs(
+    rc: RunContext, checkpoint: Checkpoint, step: int, tasks: Sequence[PlannedTask]
+) -> list[Job]:
+    """The jobs of ``tasks`` of step ``step``, which run against ``checkpoint``."""
+    return [rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
+            for t in tasks]
+
+
+def _ride(rc: RunContext, new: Checkpoint, step: int) -> Any:
+    """Adopt the next step's only task in the round trip of the commit of ``new``, when
+    this worker would run it itself anyway (a chain, see ``worker/eager``); else None."""
+    if rc.eager is None or rc.run.durability == "async":
+        return None
+    follow = begin_step(rc.graph.spec, new, step, rc.run.step_options(),
+                        thread_id=rc.thread_id, ns=rc.run.ns)
+    if follow.status != "running" or len(follow.tasks) != 1 or follow.tasks[0].node.hidden:
+        return None
+    return rc.eager.ride(_task_jobs(rc, new, step, follow.tasks)[0])
 
 
 class RunStep:
@@ -459,7 +490,8 @@ def finish(
                         thread_id=rc.thread_id, ns=rc.run.ns) if overlap else None
     if follow is not None and follow.status == "running":
         _send_tasks(rc, new, step + 1, follow.tasks, last=False)
-    if not _commit(rc, checkpoint, nxt, last):
+    ride = _ride(rc, new, step + 1) if follow is None and not overlap else None
+    if not _commit(rc, checkpoint, nxt, last, ride):
         return None
     if "values" in rc.run.modes and (chunk := rc.graph.spec.values_chunk(
             read_values(rc.graph.spec, new), nxt.updated,
@@ -470,6 +502,8 @@ def finish(
                                                 rc.thread_id, rc.run.ns,
                                                 parent_id=checkpoint.id))
     if nxt.status == "interrupted":
+        if rc.eager is not None:
+            rc.eager.drop()
         end_run(rc, Next("interrupted", new))
         return None
     if follow is not None:
@@ -491,9 +525,12 @@ def _stop_requested(rc: RunContext) -> bool:
     return stop == rc.run.run_id
 
 
-def _commit(rc: RunContext, parent: Checkpoint, nxt: Next, last: LastWrites | None) -> bool:
+def _commit(
+    rc: RunContext, parent: Checkpoint, nxt: Next, last: LastWrites | None, ride: Any = None,
+) -> bool:
     """Commit ``nxt.checkpoint`` if ``parent`` is still the newest and the lease ours,
-    with the ``last`` task's writes stored just before, in the same round trip."""
+    with the ``last`` task's writes stored just before and the next task's adoption
+    (``ride``) just after, in the same round trip."""
     new, run = nxt.checkpoint, rc.run
     exit_mode = run.durability == "exit"
     parent_id = run.start_checkpoint if exit_mode else parent.id
@@ -510,8 +547,15 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next, last: LastWrites | No
             replaces=parent.id if exit_mode and parent.id != run.start_checkpoint else None,
             keep=run.start_checkpoint or None,
             parent=parent,  # list channels stored as deltas against it
+            ride=ride,
         )
+    except CheckpointStoreError as exc:
+        if ride is not None:
+            ride.failed(exc)
+        raise
     except (CommitConflictError, FencingError) as exc:
+        if rc.eager is not None:
+            rc.eager.drop()
         if last is not None and isinstance(exc, CommitConflictError):
             last.stored()  # its writes were stored; another worker committed the step
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
@@ -531,21 +575,23 @@ def branch_of(saver: RedisSaver, thread_id: str, first: Checkpoint) -> tuple[str
     return (first.id, newest.checkpoint.id)
 
 
-def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
+def begin_run(rc: RunContext, loop: StepLoop, input: Any, saved: Any = MISSING) -> None:
     """Apply a run's input with the embedded loop's code, record the run, advance it.
 
-    The run's record is stored before the input changes anything, so a crash at any
-    point leaves a thread that a recovery can resume under this run (and a
-    redelivered start job can see that its input was already applied).
+    The run's record is stored before the input changes anything (with the thread's
+    ``running`` status, in one round trip), so a crash at any point leaves a thread
+    that a recovery can resume under this run (and a redelivered start job can see
+    that its input was already applied). ``saved``: the thread's checkpoint as read
+    already (see ``StepLoop.begin``).
     """
     def record() -> None:
         rc.run = replace(rc.run, stop_step=int(loop.step_opts.stop_step or 0),
                          start_checkpoint=loop.loaded_id)
         rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run),
-                         rc.run.graph.path or rc.graph.name)
+                         rc.run.graph.path or rc.graph.name, status="running")
 
     metrics.run_started()
-    step = loop.begin(input, on_load=record)
+    step = loop.begin(input, on_load=record, saved=saved)
     loop.persister.flush()
     branch = branch_of(rc.saver, rc.thread_id, loop.checkpoint) if loop.checkpoint_id \
         else ("", "")

@@ -132,25 +132,31 @@ class ThreadRecords:
         code; a status given without it clears it.
         """
         thread_id = str(thread_id)
-        fields = _status_fields(status, error, next_nodes)
-        record = ThreadKeys(self._prefix, thread_id).record
-        keys = [status_key(self._prefix, thread_id, s) for s in STATUSES]
-        now_ms = int(time.time() * 1000)
 
         def both(client: Any) -> None:
             if isinstance(client, RedisCluster):  # record and index are in two slots
-                client.hset(record, mapping=fields)
+                client.hset(ThreadKeys(self._prefix, thread_id).record,
+                            mapping=_status_fields(status, error, next_nodes))
                 self._index(thread_id, status)
                 return
             # one round trip, atomic: the record and its index entry change together
             pipe = client.pipeline(transaction=True)
-            pipe.hset(record, mapping=fields)
-            for key in keys:
-                pipe.zrem(key, thread_id)
-            pipe.zadd(status_key(self._prefix, thread_id, status), {thread_id: now_ms})
+            self._queue_status(pipe, thread_id, status, error, next_nodes)
             pipe.execute()
 
         self._conn.call("set thread status", both)
+
+    def _queue_status(
+        self, pipe: Any, thread_id: str, status: ThreadStatus,
+        error: BaseException | None = None, next_nodes: Sequence[str] | None = None,
+    ) -> None:
+        """Queue ``set_status``'s record fields and index entry on ``pipe`` (a MULTI)."""
+        pipe.hset(ThreadKeys(self._prefix, thread_id).record,
+                  mapping=_status_fields(status, error, next_nodes))
+        for key in (status_key(self._prefix, thread_id, s) for s in STATUSES):
+            pipe.zrem(key, thread_id)
+        pipe.zadd(status_key(self._prefix, thread_id, status),
+                  {thread_id: int(time.time() * 1000)})
 
     def close_run(
         self, lease: Lease, status: ThreadStatus, error: BaseException | None,
@@ -184,14 +190,17 @@ class ThreadRecords:
 
     def set_run(
         self, thread_id: str, sealed: str, graph: str = "", policy: dict[str, str] | None = None,
+        *, status: ThreadStatus | None = None,
     ) -> None:
         """Keep the sealed description of the thread's current distributed run, and
         the name of its graph in clear (for listing threads by graph).
 
         ``policy``: retention fields to record with it ('0' removes one), so the
-        workers' commits of this run apply the starting saver's policy.
+        workers' commits of this run apply the starting saver's policy. ``status``:
+        ``set_status(thread_id, status)`` in the same round trip (atomic with it).
         """
-        record = ThreadKeys(self._prefix, str(thread_id)).record
+        thread_id = str(thread_id)
+        record = ThreadKeys(self._prefix, thread_id).record
         fields: dict[str | bytes, str] = {"run": sealed}
         if graph:
             fields["graph"] = graph
@@ -199,11 +208,18 @@ class ThreadRecords:
         gone = [k for k, v in (policy or {}).items() if v == "0"]
 
         def store(c: Any) -> None:
-            pipe = c.pipeline(transaction=False)  # one key: works on Redis Cluster too
-            pipe.hset(record, mapping=fields)
+            # one key, or (with a status) the record and its index entry atomically
+            together = status is not None and not isinstance(c, RedisCluster)
+            pipe = c.pipeline(transaction=together)
             if gone:
                 pipe.hdel(record, *gone)
+            pipe.hset(record, mapping=fields)
+            if together:
+                assert status is not None
+                self._queue_status(pipe, thread_id, status)
             pipe.execute()
+            if status is not None and not together:
+                self.set_status(thread_id, status)
 
         self._conn.call("store run", store)
 
