@@ -773,6 +773,14 @@ class RedisSaver(BaseCheckpointSaver):
         True done, False the lease was taken over, None not on Redis Cluster."""
         return self._threads.close_run(lease, status, error, next_nodes, event)
 
+    def queue_close_run(
+        self, pipe: Any, lease: Lease, status: ThreadStatus, next_nodes: Sequence[str] | None,
+        event: RunEnd, *, at: str,
+    ) -> Any:
+        """Queue ``close_run`` (no error) on ``pipe``, conditional on checkpoint ``at``
+        being the thread's newest (see ``ThreadRecords.queue_close``); None on Cluster."""
+        return self._threads.queue_close(pipe, lease, status, next_nodes, event, at=at)
+
     def get_status(self, thread_id: str) -> dict[str, Any] | None:
         """The thread's record (status, last checkpoint, last error), or None."""
         return self._threads.get_status(thread_id)

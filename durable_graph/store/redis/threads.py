@@ -170,6 +170,27 @@ class ThreadRecords:
         """
         if isinstance(self._conn.client, RedisCluster):
             return None
+        return bool(self._conn.run("CLOSE_RUN", *self._close_call(
+            lease, status, error, next_nodes, event, at=""), "end run"))
+
+    def queue_close(
+        self, pipe: Any, lease: Lease, status: ThreadStatus, next_nodes: Sequence[str] | None,
+        event: RunEnd, *, at: str,
+    ) -> Any:
+        """Queue ``close_run`` on ``pipe``, a pipeline that commits checkpoint ``at`` just
+        before; it ends the run only if that commit landed. Its reply: 1 ended, 0 the
+        lease was taken over, -1 ``at`` is not the thread's newest checkpoint (nothing
+        changed either way). None on Redis Cluster (not queued)."""
+        if isinstance(self._conn.client, RedisCluster):
+            return None
+        keys, args = self._close_call(lease, status, None, next_nodes, event, at=at)
+        return self._conn.script("CLOSE_RUN")(keys=keys, args=args, client=pipe)
+
+    def _close_call(
+        self, lease: Lease, status: ThreadStatus, error: BaseException | None,
+        next_nodes: Sequence[str] | None, event: RunEnd, *, at: str,
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the ``CLOSE_RUN`` script."""
         thread_id = str(lease.thread_id)
         fields = _status_fields(status, error, next_nodes)
         tk = ThreadKeys(self._prefix, thread_id)
@@ -177,10 +198,10 @@ class ThreadRecords:
                 *(status_key(self._prefix, thread_id, s) for s in STATUSES)]
         args: list[Any] = [lease.owner, lease.generation, thread_id, status,
                            int(time.time() * 1000), event.mode, event.payload, event.ttl,
-                           event.maxlen]
+                           event.maxlen, at]
         for name, value in fields.items():
             args += [name, value]
-        return bool(self._conn.run("CLOSE_RUN", keys, args, "end run"))
+        return keys, args
 
     def _index(self, thread_id: str, status: str) -> None:
         """Move ``thread_id`` to ``status`` in the index ('' removes it)."""
