@@ -360,17 +360,19 @@ def _task_jobs(
             for t in tasks]
 
 
-def _ride(rc: RunContext, new: Checkpoint, step: int) -> Any:
-    """What to send in the round trip of the commit of ``new`` (a ``Rider``), or None:
-    the adoption of the next step's only task, when this worker would run it itself
-    anyway (a chain, see ``worker/eager``); the run's end, when it ends there done
-    and streams nothing in between (``CloseRide``)."""
+def _ride(rc: RunContext, nxt: Next, step: int) -> Any:
+    """What to send in the round trip of the commit of ``new`` (``nxt.checkpoint``, which
+    ends a step) as a ``Rider``, or None: the adoption of the next step's only task,
+    when this worker would run it itself anyway (a chain, see ``worker/eager``); the
+    run's end, when it ends at ``new`` done (not paused after the step) and streams
+    nothing in between (``CloseRide``)."""
     if rc.run.durability == "async":
         return None
+    new = nxt.checkpoint
     follow = begin_step(rc.graph.spec, new, step, rc.run.step_options(),
                         thread_id=rc.thread_id, ns=rc.run.ns)
-    if follow.status == "done" and rc.run.parent is None and not (
-            {"values", "checkpoints"} & set(rc.run.modes)):
+    if follow.status == "done" and nxt.status == "running" and rc.run.parent is None \
+            and not ({"values", "checkpoints"} & set(rc.run.modes)):
         return CloseRide(rc, follow)
     if rc.eager is None or follow.status != "running" or len(follow.tasks) != 1 \
             or follow.tasks[0].node.hidden:
@@ -495,7 +497,7 @@ def finish(
                         thread_id=rc.thread_id, ns=rc.run.ns) if overlap else None
     if follow is not None and follow.status == "running":
         _send_tasks(rc, new, step + 1, follow.tasks, last=False)
-    ride = _ride(rc, new, step + 1) if follow is None and not overlap else None
+    ride = _ride(rc, nxt, step + 1) if follow is None and not overlap else None
     if not _commit(rc, checkpoint, nxt, last, ride):
         return None
     if "values" in rc.run.modes and (chunk := rc.graph.spec.values_chunk(
