@@ -68,11 +68,15 @@ _BOUND_CLASSES: dict[type, bool] = {}
 
 def bound_serializer(serde: Any) -> BoundSerializer | None:
     """``serde`` if it is a ``BoundSerializer``, else None; the check (a protocol
-    ``isinstance``, slow: it runs on every value encoded) is made once per class."""
+    ``isinstance``, slow: it runs on every value encoded) is made once per class,
+    except for a class that makes attributes up (``__getattr__``: a proxy is what it
+    wraps), checked every time."""
     kind = type(serde)
     bound = _BOUND_CLASSES.get(kind)
     if bound is None:
-        bound = _BOUND_CLASSES[kind] = isinstance(serde, BoundSerializer)
+        bound = isinstance(serde, BoundSerializer)
+        if not hasattr(kind, "__getattr__"):
+            _BOUND_CLASSES[kind] = bound
     return serde if bound else None
 
 
