@@ -226,13 +226,18 @@ class StepLoop:
             recursion_limit=self.opts.recursion_limit,
         )
 
-    def begin(self, input: Any, on_load: Callable[[], None] | None = None) -> int:
+    def begin(
+        self, input: Any, on_load: Callable[[], None] | None = None, *, saved: Any = MISSING,
+    ) -> int:
         """Load the thread and apply ``input`` without running a step; the step to run.
 
         The distributed driver starts runs this way and hands the steps to workers;
         the stream events applying the input makes are kept in ``first_events``.
+        ``on_load`` runs once the thread is loaded, before the input changes anything,
+        and marks the thread running itself (with whatever it stores then); ``saved``:
+        the thread's checkpoint tuple as read already (None: it has none).
         """
-        step = self._load()
+        step = self._load(saved, mark_running=on_load is None)
         self.step_opts = self._step_options(step)
         if on_load is not None:
             on_load()  # before the input changes anything
@@ -244,8 +249,9 @@ class StepLoop:
                 self.first_events += self._drain()
                 return int(stop.value)
 
-    def _load(self) -> int:
-        saved = self.saver.get_tuple(self.config) if self.saver is not None else None
+    def _load(self, saved: Any = MISSING, *, mark_running: bool = True) -> int:
+        if saved is MISSING:
+            saved = self.saver.get_tuple(self.config) if self.saver is not None else None
         if saved is None and self.checkpoint_id:
             raise GraphValueError(
                 f"Thread {self.thread_id!r} has no checkpoint {self.checkpoint_id!r}."
@@ -267,7 +273,7 @@ class StepLoop:
                 k: v for k, v in self.config.get("configurable", {}).items() if k == "fence"
             },
         )
-        if self.saver is not None:
+        if self.saver is not None and mark_running:
             self.saver.set_status(self.thread_id, "running")
         return int(saved.metadata.get("step", -1)) + 1 if saved else -1
 

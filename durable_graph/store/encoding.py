@@ -30,6 +30,7 @@ from durable_graph.store.serde import Serializer
 __all__ = [
     "BoundSerializer",
     "ThreadCodec",
+    "bound_serializer",
     "metadata_matches",
     "place_of",
 ]
@@ -62,6 +63,23 @@ class BoundSerializer(Protocol):
         ...
 
 
+_BOUND_CLASSES: dict[type, bool] = {}
+
+
+def bound_serializer(serde: Any) -> BoundSerializer | None:
+    """``serde`` if it is a ``BoundSerializer``, else None; the check (a protocol
+    ``isinstance``, slow: it runs on every value encoded) is made once per class,
+    except for a class that makes attributes up (``__getattr__``: a proxy is what it
+    wraps), checked every time."""
+    kind = type(serde)
+    bound = _BOUND_CLASSES.get(kind)
+    if bound is None:
+        bound = isinstance(serde, BoundSerializer)
+        if not hasattr(kind, "__getattr__"):
+            _BOUND_CLASSES[kind] = bound
+    return serde if bound else None
+
+
 def place_of(*parts: object) -> bytes:
     """Unambiguous bytes of a place (a JSON array: no two tuples give the same bytes)."""
     return json.dumps([p if isinstance(p, int | str) else str(p) for p in parts]).encode()
@@ -84,7 +102,7 @@ class ThreadCodec:
 
     def __init__(self, serde: Serializer, scope: str, thread_id: str, ns: str) -> None:
         self.serde = serde
-        self.bound: BoundSerializer | None = serde if isinstance(serde, BoundSerializer) else None
+        self.bound = bound_serializer(serde)
         self.scope, self.thread_id, self.ns = scope, thread_id, ns
 
     def _where(self, checkpoint_id: str | None, channel: str | None = None) -> str:

@@ -10,6 +10,11 @@ special: its writes and commit are fenced by the lease generation like any job's
 and if this process dies in the middle, a recovery sweep finds the dead process's
 claim and sends the job's signed message to the queue, like any dead process's job.
 
+A job whose step commits with ``sync`` (or ``exit``) durability adopts the next task
+in the round trip of that commit (``ride``), after the commit script: adopted, it
+is confirmed by ``take`` once the commit landed, and ended again (``drop``) when
+the commit was refused or the run stops there.
+
 At most ``depth`` steps run inline in a row (then the next one is published), so a
 long chain gives other jobs a turn at this worker process. Temporal's eager
 activities are the idea.
@@ -26,6 +31,7 @@ from typing import Any
 
 from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis.jobbook import Also, JobBook
+from durable_graph.store.redis.saver import Rider
 from durable_graph.worker.runs import Dispatcher, Job
 
 __all__ = ["Adopted", "Eager"]
@@ -57,6 +63,37 @@ class Eager:
         self.left = left
         """Inline steps this chain of jobs may still run here."""
         self.taken: Adopted | None = None
+        self._riding = False
+        """``taken`` was adopted with a commit (``ride``) and not confirmed by ``take`` yet."""
+
+    def _open(self, job: Job) -> bool:
+        """Whether ``job`` may be adopted here."""
+        return self.left > 0 and self.taken is None and job.kind == "task"
+
+    def ride(self, job: Job) -> Rider | None:
+        """Adopt ``job`` in the round trip of the commit that makes its checkpoint
+        (``RedisSaver.commit_step(ride=...)``); None when it cannot be taken here."""
+        if not self._open(job):
+            return None
+        job = replace(job, key=uuid.uuid4().hex)
+        return _Ride(self, job, self._dispatcher.seal(job))
+
+    def rode(self, adopted: Adopted) -> None:
+        """The adoption of a ``ride`` landed (the commit may yet have been refused)."""
+        self.taken, self._riding = adopted, True
+
+    def drop(self) -> None:
+        """The job adopted with a commit will not run: the commit was refused, or the run
+        stops at this step. Ended in the job book (a crash first: its copy finds no
+        checkpoint, or a newer step, and ends)."""
+        if not self._riding or self.taken is None:
+            return
+        job, self.taken, self._riding = self.taken.job, None, False
+        try:
+            self._books(job.run.prefix).end(job.key, job.run.thread_id, self._idle_ttl)
+        except CheckpointStoreError as exc:
+            log.warning("could not end the adopted %s job %s of thread %s (%s)", job.kind,
+                        job.key, job.run.thread_id, exc)
 
     def take(self, job: Job, *, last: bool) -> bool:
         """Adopt ``job`` to run here after the current job; False to publish it instead
@@ -66,7 +103,10 @@ class Eager:
         round trip (before the adopted job can start: a crash from here on resends only
         the adopted job).
         """
-        if self.left <= 0 or self.taken is not None or job.kind != "task":
+        if self._riding and self.taken is not None and _same(self.taken.job, job):
+            self._riding = False  # adopted with the commit before this step
+            return True
+        if not self._open(job):
             return False
         job = replace(job, key=uuid.uuid4().hex)
         message = self._dispatcher.seal(job)
@@ -78,16 +118,25 @@ class Eager:
                 job.key, job.run.thread_id, message, self._worker, also=self._first_read(job),
                 ends=ends)
         except CheckpointStoreError as exc:
-            # published instead, under the same key, its claim given back first in case
-            # the adoption did land and only its reply was lost
-            log.warning("could not adopt %s job %s of thread %s (%s); publishing it",
-                        job.kind, job.key, job.run.thread_id, exc)
-            with contextlib.suppress(CheckpointStoreError):
-                self._books(job.run.prefix).release(job.key, job.run.thread_id, self._worker)
-            self._dispatcher.send([job])
+            self.publish_instead(job, exc)
             return True
         self.taken = Adopted(job, message, early)
         return True
+
+    def publish_instead(self, job: Job, exc: BaseException) -> None:
+        """Adopting ``job`` failed on the store: publish it, under the same key, its claim
+        given back first in case the adoption did land and only its reply was lost."""
+        log.warning("could not adopt %s job %s of thread %s (%s); publishing it",
+                    job.kind, job.key, job.run.thread_id, exc)
+        with contextlib.suppress(CheckpointStoreError):
+            self._books(job.run.prefix).release(job.key, job.run.thread_id, self._worker)
+        self._dispatcher.send([job])
+
+    def queue_adopt(self, p: Any, job: Job, message: str) -> list[Any]:
+        """Queue the adoption of ``job`` and its first read on ``p`` (see ``_Ride``)."""
+        book, also = self._books(job.run.prefix), self._first_read(job)
+        return [book.queue_adopt(p, job.key, job.run.thread_id, message, self._worker),
+                *([also(p)] if also else [])]
 
     def deeper(self) -> Eager:
         """The slot of the adopted job, one inline step further."""
@@ -116,3 +165,30 @@ class Eager:
         except Exception:  # still owed: the lost-message probe or the sweep sends it
             log.exception("could not hand %s job %s of thread %s to the queue", job.kind,
                           job.key, job.run.thread_id)
+
+
+def _same(a: Job, b: Job) -> bool:
+    """Whether two jobs are the same task of the same step of one run (keys aside)."""
+    return (a.kind, a.run.run_id, a.checkpoint_id, a.task_id, a.fence) == (
+        b.kind, b.run.run_id, b.checkpoint_id, b.task_id, b.fence)
+
+
+class _Ride:
+    """The adoption of a job sent with the commit of the step before it (``Eager.ride``)."""
+
+    def __init__(self, eager: Eager, job: Job, message: str) -> None:
+        self._eager, self.job, self._message = eager, job, message
+
+    def queue(self, pipe: Any) -> list[Any]:
+        return self._eager.queue_adopt(pipe, self.job, self._message)
+
+    def landed(self, replies: list[Any]) -> None:
+        early = replies[1] if len(replies) > 1 else None
+        self._eager.rode(Adopted(self.job, self._message, early))
+
+    def failed(self, exc: BaseException) -> None:
+        """The commit's round trip failed on the store: the adoption may have landed.
+        Landed, it is the runtime's to hand to the queue (``hand_off``) like any."""
+        taken = self._eager.taken
+        if taken is None or taken.job.key != self.job.key:
+            self._eager.publish_instead(self.job, exc)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from durable_graph.store.encoding import BoundSerializer, place_of
+from durable_graph.store.encoding import bound_serializer, place_of
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.records import decode_blob, encode_blob
@@ -58,9 +58,9 @@ class RunEvents:
         """One event, signed for its place, and where it goes (``publish`` sends it;
         ``RedisSaver.close_run`` sends a run's end with the rest of the end)."""
         place = place_of("event", self._prefix, thread_id, run_id, mode)
-        serde = self._serde
-        tagged = (serde.dumps_bound(payload, place) if isinstance(serde, BoundSerializer)
-                  else serde.dumps_typed(payload))
+        bound = bound_serializer(self._serde)
+        tagged = (bound.dumps_bound(payload, place) if bound is not None
+                  else self._serde.dumps_typed(payload))
         return RunEnd(self.key(thread_id, run_id), mode, encode_blob(tagged),
                       _END_TTL if mode == END else _TTL, _MAXLEN)
 
@@ -77,8 +77,8 @@ class RunEvents:
                 mode = fields[b"m"].decode()
                 place = place_of("event", self._prefix, thread_id, run_id, mode)
                 blob = decode_blob(fields[b"p"])
-                serde = self._serde
-                payload = (serde.loads_bound(blob, place) if isinstance(serde, BoundSerializer)
-                           else serde.loads_typed(blob))
+                bound = bound_serializer(self._serde)
+                payload = (bound.loads_bound(blob, place) if bound is not None
+                           else self._serde.loads_typed(blob))
                 yield raw_id.decode(), mode, payload
 

@@ -205,8 +205,9 @@ class CeleryExecutor:
     def _take_lease(
         self, saver: RedisSaver, thread_id: str, owner: str, multitask: str,
         config: dict[str, Any],
-    ) -> tuple[Lease, dict[str, Any]]:
-        """The thread's lease for a new run (see ``multitask``), through a store outage.
+    ) -> tuple[Lease, dict[str, Any], Any]:
+        """The thread's lease for a new run (see ``multitask``), through a store outage,
+        with the config it starts from and that config's checkpoint if read with it.
 
         The same owner may take its own lease again, so a retry after a lost reply is safe.
         """
@@ -231,8 +232,8 @@ class CeleryExecutor:
         self._check_key(saver, window)
         ref = ride_out(lambda: self._shipper(saver).ref(graph), window, "shipping the graph")
         run_id = uuid.uuid4().hex
-        lease, config = self._take_lease(saver, thread_id, f"run:{run_id}", request.multitask,
-                                         config)
+        lease, config, saved = self._take_lease(saver, thread_id, f"run:{run_id}",
+                                                request.multitask, config)
         loop = graph.make_loop(lease.fence(config), durability=request.durability,
                                interrupt_before=request.interrupt_before,
                                interrupt_after=request.interrupt_after, saver=saver,
@@ -250,7 +251,7 @@ class CeleryExecutor:
         rc = RunContext(run, graph, saver, events, self._dispatcher, lease.owner,
                         lease.generation)
         try:
-            begin_run(rc, loop, input)
+            begin_run(rc, loop, input, saved)
         except BaseException as exc:
             abort_run(saver, events, rc.job("start"), exc)
             raise

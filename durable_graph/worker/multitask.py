@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from durable_graph.errors import GraphValueError, ThreadBusyError
+from durable_graph.scheduler.channels import MISSING
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.events import END, RunEvents
@@ -45,31 +46,47 @@ def check(multitask: str) -> str:
 def acquire(
     saver: RedisSaver, thread_id: str, owner: str, ttl: float, *, multitask: str,
     config: dict[str, Any],
-) -> tuple[Lease, dict[str, Any]]:
-    """The thread's lease for a new run, and the config that run starts from."""
+) -> tuple[Lease, dict[str, Any], Any]:
+    """The thread's lease for a new run, the config that run starts from, and that
+    config's checkpoint tuple read in the same round trip (``MISSING``: not read, the
+    lease was not free at once; None: the thread has none)."""
     check(multitask)
     # watched: a producer that dies before its first job is sent leaves a thread to recover
-    while (lease := saver.leases.acquire(thread_id, owner, ttl, watch_idle=True)) is None:
-        run = run_record(saver, thread_id)
-        if _closing(saver, thread_id):
-            continue  # its run has ended; the lease is released right after the end event
-        if multitask == "reject":
-            raise ThreadBusyError(
-                f"thread {thread_id!r} is running on the workers already; wait for it, or "
-                "pass multitask='enqueue' (run after it), 'interrupt' (stop it, then apply "
-                "this input) or 'rollback' (stop it and undo it, then apply this input).")
-        if multitask in ("enqueue", "interrupt"):
-            if run is None:  # held by a cancel in progress: it ends in a moment
-                time.sleep(_WAIT_MS / 10000)
-                continue
-            if multitask == "interrupt":
-                saver.request_stop(thread_id, run.run_id)
-            _wait_for_end(saver, thread_id, run.run_id)
-            continue
-        stop_run(saver, thread_id, run, f"new input with multitask={multitask!r}")
-        if multitask == "rollback" and run is not None:
-            config = _rolled_back(saver, thread_id, run.start_checkpoint, config)
-    return lease, config
+    lease, early = saver.leases.acquire_reading(
+        thread_id, owner, ttl, watch_idle=True,
+        also=lambda p: saver.queue_get_tuple(p, config))
+    saved = saver.tuple_from(config, early) if lease is not None else MISSING
+    while lease is None:
+        config = _make_way(saver, thread_id, multitask, config)
+        lease = saver.leases.acquire(thread_id, owner, ttl, watch_idle=True)
+    return lease, config, saved
+
+
+def _make_way(
+    saver: RedisSaver, thread_id: str, multitask: str, config: dict[str, Any]
+) -> dict[str, Any]:
+    """Deal with the run holding the thread as ``multitask`` says, before taking its
+    lease again; the config the new run starts from."""
+    run = run_record(saver, thread_id)
+    if _closing(saver, thread_id):
+        return config  # its run has ended; the lease is released right after the end event
+    if multitask == "reject":
+        raise ThreadBusyError(
+            f"thread {thread_id!r} is running on the workers already; wait for it, or "
+            "pass multitask='enqueue' (run after it), 'interrupt' (stop it, then apply "
+            "this input) or 'rollback' (stop it and undo it, then apply this input).")
+    if multitask in ("enqueue", "interrupt"):
+        if run is None:  # held by a cancel in progress: it ends in a moment
+            time.sleep(_WAIT_MS / 10000)
+            return config
+        if multitask == "interrupt":
+            saver.request_stop(thread_id, run.run_id)
+        _wait_for_end(saver, thread_id, run.run_id)
+        return config
+    stop_run(saver, thread_id, run, f"new input with multitask={multitask!r}")
+    if multitask == "rollback" and run is not None:
+        config = _rolled_back(saver, thread_id, run.start_checkpoint, config)
+    return config
 
 
 def _closing(saver: RedisSaver, thread_id: str) -> bool:

@@ -13,25 +13,22 @@ both saw the last outcome land cannot both commit it.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from durable_graph.errors import (
+    CheckpointStoreError,
     CommitConflictError,
     DispatchError,
     FencingError,
-    GraphInterrupt,
     RunCancelledError,
-    SerializationError,
 )
 from durable_graph.graph.compiled import CompiledGraph
 from durable_graph.scheduler.algo import PlannedTask, finished_writes, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.loop import CHECKPOINT_MAP, SUBGRAPHS, StepLoop
 from durable_graph.scheduler.runtime import RunScope, RunTree
-from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import Write
 from durable_graph.scheduler.transition import (
     Next,
@@ -40,17 +37,13 @@ from durable_graph.scheduler.transition import (
     begin_step,
     checkpoint_event,
     end_step,
-    error_as_text,
     execute_task,
     outcomes_from_pending,
-    pause_events,
     record_outcome,
     step_started_events,
     task_config,
 )
 from durable_graph.store.base import (
-    ERROR,
-    RETURN,
     Checkpoint,
     PendingWrite,
     new_checkpoint_id,
@@ -58,7 +51,14 @@ from durable_graph.store.base import (
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker import metrics, tracing
-from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.ending import (
+    CloseRide,
+    abort_run,
+    end_run,
+    error_record,
+    report_to_parent,
+)
+from durable_graph.worker.events import RunEvents
 from durable_graph.worker.shipping import GraphRef
 
 __all__ = [
@@ -230,6 +230,15 @@ class Continuation(Protocol):
         that adopts it has done its part (the step before is committed)."""
         ...
 
+    def ride(self, job: Job) -> Any:
+        """A ``Rider`` adopting ``job`` with the commit of the step before it (None:
+        not here); ``take`` of the same job then confirms it."""
+        ...
+
+    def drop(self) -> None:
+        """Forget (and end) a job adopted with a commit that will not run after all."""
+        ...
+
 
 @dataclass
 class RunContext:
@@ -317,6 +326,8 @@ def advance(
             missing = [t for t in missing if not t.node.hidden]
         if missing:
             if _stop_requested(rc):
+                if rc.eager is not None:
+                    rc.eager.drop()
                 end_run(rc, Next("cancelled", checkpoint, error=RunCancelledError(
                     f"run {rc.run.run_id} of thread {rc.thread_id!r} stopped at a step "
                     "boundary: new input arrived with multitask='interrupt'")))
@@ -339,11 +350,38 @@ def _send_tasks(
 ) -> None:
     """Enqueue the jobs of ``tasks``; a lone task may be kept to run here (eager).
     ``last``: nothing is left to do after this (``advance`` sends last of all)."""
-    jobs = [rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
-            for t in tasks]
+    jobs = _task_jobs(rc, checkpoint, step, tasks)
     if len(jobs) == 1 and rc.eager is not None and rc.eager.take(jobs[0], last=last):
         return
     rc.dispatcher.send(jobs)
+
+
+def _task_jobs(
+    rc: RunContext, checkpoint: Checkpoint, step: int, tasks: Sequence[PlannedTask]
+) -> list[Job]:
+    """The jobs of ``tasks`` of step ``step``, which run against ``checkpoint``."""
+    return [rc.job("task", checkpoint_id=checkpoint.id, step=step, task_id=t.id, name=t.name)
+            for t in tasks]
+
+
+def _ride(rc: RunContext, nxt: Next, step: int) -> Any:
+    """What to send in the round trip of the commit of ``new`` (``nxt.checkpoint``, which
+    ends a step) as a ``Rider``, or None: the adoption of the next step's only task,
+    when this worker would run it itself anyway (a chain, see ``worker/eager``); the
+    run's end, when it ends at ``new`` done (not paused after the step) and streams
+    nothing in between (``CloseRide``)."""
+    if rc.run.durability == "async":
+        return None
+    new = nxt.checkpoint
+    follow = begin_step(rc.graph.spec, new, step, rc.run.step_options(),
+                        thread_id=rc.thread_id, ns=rc.run.ns)
+    if follow.status == "done" and nxt.status == "running" and rc.run.parent is None \
+            and not ({"values", "checkpoints"} & set(rc.run.modes)):
+        return CloseRide(rc, follow)
+    if rc.eager is None or follow.status != "running" or len(follow.tasks) != 1 \
+            or follow.tasks[0].node.hidden:
+        return None
+    return rc.eager.ride(_task_jobs(rc, new, step, follow.tasks)[0])
 
 
 class RunStep:
@@ -463,7 +501,8 @@ def finish(
                         thread_id=rc.thread_id, ns=rc.run.ns) if overlap else None
     if follow is not None and follow.status == "running":
         _send_tasks(rc, new, step + 1, follow.tasks, last=False)
-    if not _commit(rc, checkpoint, nxt, last):
+    ride = _ride(rc, nxt, step + 1) if follow is None and not overlap else None
+    if not _commit(rc, checkpoint, nxt, last, ride):
         return None
     if "values" in rc.run.modes and (chunk := rc.graph.spec.values_chunk(
             read_values(rc.graph.spec, new), nxt.updated,
@@ -474,6 +513,8 @@ def finish(
                                                 rc.thread_id, rc.run.ns,
                                                 parent_id=checkpoint.id))
     if nxt.status == "interrupted":
+        if rc.eager is not None:
+            rc.eager.drop()
         end_run(rc, Next("interrupted", new))
         return None
     if follow is not None:
@@ -495,9 +536,13 @@ def _stop_requested(rc: RunContext) -> bool:
     return stop == rc.run.run_id
 
 
-def _commit(rc: RunContext, parent: Checkpoint, nxt: Next, last: LastWrites | None) -> bool:
+def _commit(
+    rc: RunContext, parent: Checkpoint, nxt: Next, last: LastWrites | None, ride: Any = None,
+) -> bool:
     """Commit ``nxt.checkpoint`` if ``parent`` is still the newest and the lease ours,
-    with the ``last`` task's writes stored just before, in the same round trip."""
+    with the ``last`` task's writes stored just before and ``ride`` (the next task's
+    adoption, or the run's end) just after, in the same round trip. False when it was
+    not committed here, or the run ended with it."""
     new, run = nxt.checkpoint, rc.run
     exit_mode = run.durability == "exit"
     parent_id = run.start_checkpoint if exit_mode else parent.id
@@ -514,8 +559,15 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next, last: LastWrites | No
             replaces=parent.id if exit_mode and parent.id != run.start_checkpoint else None,
             keep=run.start_checkpoint or None,
             parent=parent,  # list channels stored as deltas against it
+            ride=ride,
         )
+    except CheckpointStoreError as exc:
+        if ride is not None and not isinstance(ride, CloseRide):
+            ride.failed(exc)
+        raise
     except (CommitConflictError, FencingError) as exc:
+        if rc.eager is not None:
+            rc.eager.drop()
         if last is not None and isinstance(exc, CommitConflictError):
             last.stored()  # its writes were stored; another worker committed the step
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
@@ -524,7 +576,7 @@ def _commit(rc: RunContext, parent: Checkpoint, nxt: Next, last: LastWrites | No
     if last is not None:
         last.stored()
     metrics.step_committed(parent.ts)
-    return True
+    return not (isinstance(ride, CloseRide) and ride.ended())
 
 
 def branch_of(saver: RedisSaver, thread_id: str, first: Checkpoint) -> tuple[str, str]:
@@ -535,21 +587,23 @@ def branch_of(saver: RedisSaver, thread_id: str, first: Checkpoint) -> tuple[str
     return (first.id, newest.checkpoint.id)
 
 
-def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
+def begin_run(rc: RunContext, loop: StepLoop, input: Any, saved: Any = MISSING) -> None:
     """Apply a run's input with the embedded loop's code, record the run, advance it.
 
-    The run's record is stored before the input changes anything, so a crash at any
-    point leaves a thread that a recovery can resume under this run (and a
-    redelivered start job can see that its input was already applied).
+    The run's record is stored before the input changes anything (with the thread's
+    ``running`` status, in one round trip), so a crash at any point leaves a thread
+    that a recovery can resume under this run (and a redelivered start job can see
+    that its input was already applied). ``saved``: the thread's checkpoint as read
+    already (see ``StepLoop.begin``).
     """
     def record() -> None:
         rc.run = replace(rc.run, stop_step=int(loop.step_opts.stop_step or 0),
                          start_checkpoint=loop.loaded_id)
         rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run),
-                         rc.run.graph.path or rc.graph.name)
+                         rc.run.graph.path or rc.graph.name, status="running")
 
     metrics.run_started()
-    step = loop.begin(input, on_load=record)
+    step = loop.begin(input, on_load=record, saved=saved)
     loop.persister.flush()
     branch = branch_of(rc.saver, rc.thread_id, loop.checkpoint) if loop.checkpoint_id \
         else ("", "")
@@ -561,110 +615,3 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any) -> None:
     advance(rc, loop.checkpoint, step, loop.pending, started=True)
 
 
-def end_run(rc: RunContext, nxt: Next) -> None:
-    """Record how the run ended, tell the producer, then free the lease (once).
-
-    A subgraph's run ends as its parent's call: see ``report_to_parent``.
-    """
-    spec = rc.graph.spec
-    # as embedded: a subgraph stopped at a breakpoint leaves the pause to the root's stream
-    if nxt.status == "interrupted" and (nxt.interrupts or rc.run.parent is None):
-        for mode, payload in pause_events(spec, nxt.checkpoint, nxt.interrupts):
-            rc.emit(mode, payload)
-    if rc.run.parent is not None:
-        report_to_parent(rc, nxt)
-        return
-    _close(rc.saver, rc.events, rc.run, rc.lease(), status=nxt.status, error=nxt.error, end={
-        "output": spec.run_result(read_values(spec, nxt.checkpoint)),
-        "interrupts": list(nxt.interrupts),
-    }, next_nodes=_next_nodes(rc, nxt))
-
-
-def report_to_parent(rc: RunContext, nxt: Next) -> None:
-    """Record a subgraph run's end as its parent call's result and wake the caller.
-
-    As embedded: its output is the call's value; its error, or its pause (its
-    interrupts, none when it stopped at a breakpoint, as a ``GraphInterrupt``: the
-    parent pauses too), are what the call raises when the calling task replays.
-    """
-    call = rc.run.parent
-    assert call is not None
-    error = nxt.error if nxt.status == "failed" else (
-        GraphInterrupt(nxt.interrupts) if nxt.status == "interrupted" else None)
-    spec = rc.graph.spec
-    writes: list[Write] = [(RETURN, (call.name, spec.run_result(read_values(
-        spec, nxt.checkpoint))))] if error is None else [(ERROR, {
-            "call": call.name, "error": error, "run": rc.run.run_id})]
-    config = replace(rc, run=call.run).config(call.checkpoint_id)
-    try:
-        wake = rc.saver.put_call_writes(config, writes, call.call_id, call.caller)
-    except SerializationError:  # an error the store cannot keep is kept as its text
-        if error is None or isinstance(error, GraphInterrupt):
-            raise
-        failure = {**writes[0][1], "error": error_as_text(error)}
-        wake = rc.saver.put_call_writes(config, [(ERROR, failure)], call.call_id, call.caller)
-    if wake is not None:
-        rc.dispatcher.send_sealed(wake)
-
-
-def _next_nodes(rc: RunContext, nxt: Next) -> tuple[str, ...]:
-    """The nodes a thread that ends this way waits to run, as ``get_state().next``
-    shows them: kept in its record so operators see them without the graph's code."""
-    if nxt.status == "done":
-        return ()
-    saved = rc.saver.get_tuple(rc.config(nxt.checkpoint.id))
-    if saved is None:  # exit durability keeps no step checkpoint: what it planned
-        return tuple(t.name for t in nxt.tasks)
-    return build_snapshot(rc.graph.spec, saved, rc.thread_id, "").next
-
-
-def abort_run(saver: RedisSaver, events: RunEvents, job: Job, error: BaseException) -> None:
-    """Fail a run whose jobs cannot run here at all (its graph cannot be loaded)."""
-    lease = Lease(job.run.thread_id, job.owner, job.fence, 0)
-    _close(saver, events, job.run, lease, status="failed", error=error,
-           end={"output": None, "interrupts": []})
-
-
-def _close(
-    saver: RedisSaver, events: RunEvents, run: RunSpec, lease: Lease, *, status: str,
-    error: BaseException | None, end: dict[str, Any], next_nodes: Sequence[str] | None = None,
-) -> None:
-    """Set the status while the lease is still held (so a recovering scheduler never
-    sees a released lease on a thread that says ``running``), publish the end, release.
-    A run whose lease was taken over is not ended here. One round trip on one Redis."""
-    end = {"status": status, **end, "error": error_record(error, with_object=True)}
-    try:
-        event = events.encode(run.thread_id, run.run_id, END, end)
-    except SerializationError:  # the error object cannot travel: its text can
-        end["error"] = error_record(error, with_object=False)
-        event = events.encode(run.thread_id, run.run_id, END, end)
-    closed = saver.close_run(lease, status, error, next_nodes, event)  # type: ignore[arg-type]
-    if closed is None:  # Redis Cluster: step by step, the status while the lease is held
-        try:
-            saver.leases.renew(lease, 60)
-        except FencingError:
-            closed = False
-        else:
-            saver.set_status(run.thread_id, status, error,  # type: ignore[arg-type]
-                             next_nodes=next_nodes)
-            events.publish(run.thread_id, run.run_id, END, end)
-            saver.leases.release(lease)
-            closed = True
-    if not closed:
-        log.info("run %s of thread %s was taken over; not ending it", run.run_id,
-                 run.thread_id)
-        return
-    metrics.run_finished(status)
-
-
-def error_record(error: BaseException | None, *, with_object: bool = True) -> Any:
-    """The failure as the producer gets it: the error itself when it travels, and its
-    type, message and traceback as text in any case."""
-    if error is None:
-        return None
-    return {
-        "error": error if with_object else None,
-        "type": f"{type(error).__module__}.{type(error).__qualname__}",
-        "message": str(error),
-        "traceback": "".join(traceback.format_exception(error)),
-    }

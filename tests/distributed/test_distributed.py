@@ -682,3 +682,23 @@ def test_messages_stream_on_workers_equals_embedded(cluster: Cluster) -> None:
     assert view(remote) == view(mirrored)
     assert ("messages", ("AIMessage", "answer to hi", "chat_bot", 1,
                          ("__pregel_pull", "chat_bot"))) in view(remote)
+
+
+@pytest.mark.parametrize("durability", ["sync", "exit"])
+def test_a_breakpoint_after_the_last_node_pauses_the_run_like_embedded(
+    cluster: Cluster, durability: str,
+) -> None:
+    """The last commit of a chain paused after its last node must not also send the
+    run's ``done`` end with it: the run ends ``interrupted``, as embedded."""
+    gf = cluster.gf
+    config, local_config = new_config("chain-bp-last"), new_config("chain-bp-last-local")
+    last = gf.CHAIN[-1]
+    out = within(TIMEOUT, gf.chain.invoke, {"value": 1, "log": []}, config,
+                 interrupt_after=[last], durability=durability)
+    local = embedded(gf.build_chain()).invoke({"value": 1, "log": []}, local_config,
+                                              interrupt_after=[last], durability=durability)
+    assert out == local
+    assert gf.saver.get_status(config["configurable"]["thread_id"])["status"] == "interrupted"
+    done = within(TIMEOUT, gf.chain.invoke, None, config, durability=durability)
+    assert done["log"] == list(gf.CHAIN) and "__interrupt__" not in done
+    assert gf.saver.get_status(config["configurable"]["thread_id"])["status"] == "done"

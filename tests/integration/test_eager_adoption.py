@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 from test_recovery_sweep import kinds, queued, scheduler, start_run, wait
 
+from durable_graph.store.redis.jobbook import pipelined
 from durable_graph.worker.eager import Eager
 from durable_graph.worker.recovery import LeaseScheduler
 
@@ -71,3 +72,38 @@ def test_a_job_adopted_when_the_adopter_failed_is_handed_to_the_queue(
     assert [(args[1], kw["key"]) for args, kw in queued(scheduler)] == [("t2", key)]
     assert {k for _, k, _ in book.claims()} == set()  # given back: the copy claims it
     assert book.claim(key, "handed", "host:3:other") == ("ok", "")
+
+
+def test_a_job_adopted_with_a_commit_is_confirmed_by_take_and_ended_by_drop(
+    scheduler: LeaseScheduler,
+) -> None:
+    book, worker = scheduler.book, "host:4:rider"
+    first = replace(start_run(scheduler, "ridden"), key="k-first")
+    book.heartbeat(worker, 5)
+
+    def eager() -> Eager:
+        return Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=8,
+                     first_read=lambda job: None, current=first, idle_ttl=TTL)
+
+    kept, second = eager(), replace(first, key="", checkpoint_id="c2", step=1, task_id="t2")
+    ride = kept.ride(second)
+    assert ride is not None
+    ride.landed(pipelined(book.conn, "commit and adopt", ride.queue))  # as commit_step does
+    assert kept.taken is not None
+    key = kept.taken.job.key
+    assert {k: holder for _, k, holder in book.claims()} == {key: worker}
+    assert kept.take(second, last=True)  # the step after the commit: confirmed, not again
+    assert kept.taken.job.key == key and len(book.claims()) == 1
+    kept.drop()  # confirmed: nothing to drop
+    assert kept.taken is not None and book.owes("ridden")
+
+    dropped = eager()
+    ride = dropped.ride(replace(second, task_id="t3"))
+    assert ride is not None
+    ride.landed(pipelined(book.conn, "commit and adopt", ride.queue))
+    assert dropped.taken is not None
+    other = dropped.taken.job.key
+    dropped.drop()  # the commit was refused: the adopted job will not run
+    assert dropped.taken is None
+    assert {k for _, k, _ in book.claims()} == {key} and other != key
+    assert kinds(scheduler) == []  # nothing was published

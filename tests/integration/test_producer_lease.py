@@ -12,6 +12,8 @@ import pytest
 
 from durable_graph import END, START, RedisSaver, StateGraph
 from durable_graph.errors import DispatchError
+from durable_graph.store.base import Checkpoint, new_checkpoint_id
+from durable_graph.store.redis.jobbook import pipelined
 from durable_graph.worker import CeleryExecutor, create_app
 from durable_graph.worker.events import END as END_EVENT
 from durable_graph.worker.events import RunEvents
@@ -75,3 +77,40 @@ def test_a_run_ends_in_one_fenced_step(graph: Any) -> None:
     ((_, mode, payload),) = list(events.read("t", "r1", block_ms=10))
     assert (mode, payload) == (END_EVENT, {"status": "failed", "why": "boom"})
     assert saver.leases.acquire("t", "run:r2", 30) is not None  # freed
+
+
+def test_an_end_sent_with_a_commit_ends_the_run_only_if_that_commit_landed(
+    graph: Any,
+) -> None:
+    """``queue_close_run(at=...)``: the end that rides on the commit of the run's last
+    checkpoint changes nothing when the thread's newest checkpoint is another one."""
+    saver = graph.saver
+    events = RunEvents(saver.conn, saver.prefix, saver.serde)
+    for x in (1, 2):  # the thread's checkpoints
+        cp = Checkpoint(new_checkpoint_id(), "2026-01-01T00:00:00+00:00", {"x": x}, {"x": x},
+                        {})
+        saver.put({"configurable": {"thread_id": "ends", "checkpoint_ns": ""}}, cp,
+                  {"step": x}, {"x": x})
+    newest = saver.get_tuple({"configurable": {"thread_id": "ends"}})
+    assert newest is not None and newest.checkpoint.id == cp.id
+    saver.set_status("ends", "running")
+    lease = saver.leases.acquire("ends", "run:r1", 30)
+    assert lease is not None
+    end = events.encode("ends", "r1", END_EVENT, {"status": "done"})
+
+    def close(at: str) -> Any:
+        return pipelined(saver.conn, "end run", lambda p: [
+            saver.queue_close_run(p, lease, "done", (), end, at=at)])[0]
+
+    assert close("not-the-newest") == -1  # as if its commit had been refused
+    record = saver.get_status("ends")
+    assert record is not None and record["status"] == "running"
+    assert list(events.read("ends", "r1", block_ms=10)) == []
+    assert saver.leases.acquire("ends", "run:r2", 30) is None  # still held
+
+    assert close(newest.checkpoint.id) == 1
+    record = saver.get_status("ends")
+    assert record is not None and record["status"] == "done"
+    ((_, mode, payload),) = list(events.read("ends", "r1", block_ms=10))
+    assert (mode, payload) == (END_EVENT, {"status": "done"})
+    assert saver.leases.acquire("ends", "run:r2", 30) is not None  # freed

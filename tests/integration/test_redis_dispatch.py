@@ -235,3 +235,45 @@ def test_stale_jobs_cannot_suspend_or_clear_outcomes(saver: RedisSaver) -> None:
         saver.clear_outcomes(stale, ["failed"])
     assert saver.finished(cfg(cp.id), ["failed"]) == {"failed"}
     assert saver.client.exists(f"{{{saver.prefix}:t}}:n::wk:{cp.id}:node") == 0
+
+
+class _ReadBack:
+    """A ``Rider`` reading the thread's newest checkpoint in the commit's round trip."""
+
+    def __init__(self, saver: RedisSaver) -> None:
+        self.saver, self.replies = saver, list[Any]()
+
+    def queue(self, pipe: Any) -> list[Any]:
+        return [self.saver.queue_get_tuple(pipe, cfg())]
+
+    def landed(self, replies: list[Any]) -> None:
+        self.replies = replies
+
+
+def _ride(saver: RedisSaver, parent: Checkpoint, cp: Checkpoint, **kw: Any) -> _ReadBack:
+    ride = _ReadBack(saver)
+    saver.commit_step(cfg(parent.id), cp, {"step": 1}, {"x": cp.channel_versions["x"]},
+                      ride=ride, **kw)
+    return ride
+
+
+def test_a_ride_runs_after_the_commit_in_its_round_trip(saver: RedisSaver) -> None:
+    first = make({"x": 0}, {"x": 1})
+    commit(saver, None, first)
+    second = make({"x": 1}, {"x": 2})
+    ride = _ride(saver, first, second, expect_latest=first.id)
+    seen = saver.tuple_from(cfg(), ride.replies[0])
+    assert seen is not None and seen.checkpoint.id == second.id  # it saw the commit
+
+
+def test_a_ride_runs_and_lands_also_when_the_commit_is_refused(saver: RedisSaver) -> None:
+    first = make({"x": 0}, {"x": 1})
+    commit(saver, None, first)
+    second = make({"x": 1}, {"x": 2})
+    commit(saver, first, second)
+    ride = _ReadBack(saver)
+    with pytest.raises(CommitConflictError):
+        saver.commit_step(cfg(first.id), make({"x": 9}, {"x": 3}), {"step": 1}, {"x": 3},
+                          ride=ride, expect_latest=first.id)
+    seen = saver.tuple_from(cfg(), ride.replies[0])
+    assert seen is not None and seen.checkpoint.id == second.id

@@ -101,3 +101,15 @@ def test_cells_cut_long_values_unless_full() -> None:
     assert cell({"k": [1, 2]}, full=False) == '{"k": [1, 2]}'
     assert cell(None, full=False) == "-"
     assert cell("a\nb", full=True) == "a\\nb"
+
+
+def test_a_tolerant_reader_is_bound_as_what_it_wraps_whatever_it_wrapped_before() -> None:
+    from durable_graph.ops.view import _Tolerant
+    from durable_graph.store.codec import SignedSerializer, SigningCodec
+    from durable_graph.store.encoding import bound_serializer
+    from durable_graph.store.serde import TypedSerializer
+
+    signed = SignedSerializer(TypedSerializer(), SigningCodec({"k": b"x" * 32}, "k"))
+    assert bound_serializer(_Tolerant(signed)) is not None
+    assert bound_serializer(_Tolerant(TypedSerializer())) is None
+    assert bound_serializer(signed) is signed and bound_serializer(TypedSerializer()) is None

@@ -26,9 +26,7 @@ from durable_graph.errors import CheckpointStoreError, GraphValueError
 from durable_graph.store.redis import job_scripts, scripts
 from durable_graph.store.redis.commit_wait import CommitWait
 
-__all__ = [
-    "UNWAITED_SCRIPTS", "Client", "RedisConn", "client_from_url", "execute_pipeline", "redact",
-]
+__all__ = ["UNWAITED_SCRIPTS", "Client", "RedisConn", "client_from_url", "redact"]
 
 Client: TypeAlias = "redis.Redis[bytes] | RedisCluster[bytes]"
 T = TypeVar("T")
@@ -78,40 +76,6 @@ def client_from_url(url: str, *, cluster: bool = False, **client_kwargs: Any) ->
         raise CheckpointStoreError(f"cannot connect to Redis at {redact(url)}: {exc}") from exc
 
 
-def execute_pipeline(client: redis.Redis[bytes], build: Callable[[Any], Any]) -> list[Any]:
-    """The replies of what ``build(pipe)`` queues on a pipeline of ``client``: one round trip.
-
-    redis-py's ``Pipeline.execute`` sends ``SCRIPT EXISTS`` for the pipeline's scripts
-    before every execution, a hidden second round trip; here scripts run by ``EVALSHA``
-    straight away. When the server lacks them (their first use, a restart), they are
-    loaded, and if none of the pipeline's scripts ran the whole pipeline runs again
-    (the commands beside them are reads or idempotent); if only some ran, a
-    ``NoScriptError`` goes up (a store error: its job is retried, now with the scripts).
-    A command's error is raised, as ``execute`` does.
-    """
-    pipe = client.pipeline(transaction=False)
-    build(pipe)
-    scripts = list(pipe.scripts)
-    pipe.scripts.clear()  # no SCRIPT EXISTS: EVALSHA and see
-    evalsha = [i for i, (args, _) in enumerate(pipe.command_stack) if args[0] == "EVALSHA"]
-    replies = list(pipe.execute(raise_on_error=False))
-    missing = [i for i in evalsha if isinstance(replies[i], NoScriptError)]
-    if missing:
-        loader: Any = client  # script_load is untyped in the stubs
-        for script in scripts:
-            script.sha = loader.script_load(script.script)
-        if len(missing) < len(evalsha):
-            raise replies[missing[0]]
-        pipe = client.pipeline(transaction=False)
-        build(pipe)
-        pipe.scripts.clear()
-        replies = list(pipe.execute(raise_on_error=False))
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
-
-
 def _connection_kwargs(client: Any) -> dict[str, Any]:
     """Connection options of a client (untyped in the redis stubs)."""
     return dict(client.get_connection_kwargs())
@@ -144,6 +108,8 @@ class RedisConn:
         """What each committing script waits for (None: the server's reply only)."""
         self.use_commit_wait(commit_wait)
         self._scripts: dict[str, Script] = {}
+        self._known: set[str] = set()
+        """SHAs of scripts this connection has run on its server (see ``execute``)."""
 
     def use_commit_wait(self, wait: CommitWait | None) -> None:
         """Make every committing script wait for ``wait`` (None: stop waiting)."""
@@ -189,12 +155,39 @@ class RedisConn:
         client: Any = self.client
         if self.commit_wait is not None or not isinstance(client, redis.Redis):
             return [self.run(name, keys, args, action) for name, keys, args in calls]
-        def build(pipe: Any) -> None:
+        with self.errors(action):
+            pipe = client.pipeline(transaction=False)
             for name, keys, args in calls:
                 self.script(name)(keys=list(keys), args=list(args), client=pipe)
+            return self.execute(pipe)
 
-        with self.errors(action):
-            return execute_pipeline(client, build)
+    def execute(self, pipe: Any) -> list[Any]:
+        """Run ``pipe`` (scripts queued on it as ``Script(client=pipe)``) in one round trip.
+
+        redis-py first asks the server whether a pipeline's scripts exist (``SCRIPT
+        EXISTS``, a round trip of its own, every time); that is skipped here once this
+        connection has run them. A script the server lost since (a restart, ``SCRIPT
+        FLUSH``) fails with NOSCRIPT and nothing else: it is loaded, and the commands
+        that failed so are run again, in their order. The first error is raised.
+        """
+        scripts = list(pipe.scripts)
+        if all(s.sha in self._known for s in scripts):
+            pipe.scripts = set()
+        stack = list(pipe.command_stack)
+        replies = list(pipe.execute(raise_on_error=False))
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:
+            client: Any = self.client
+            for s in scripts:
+                s.sha = client.script_load(s.script)
+            for i in lost:
+                args, options = stack[i]
+                replies[i] = client.execute_command(*args, **options)
+        self._known.update(s.sha for s in scripts)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def _run_waited(
         self, script: Any, wait: CommitWait, keys: Sequence[str], args: Sequence[Any]

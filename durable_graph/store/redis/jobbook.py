@@ -29,7 +29,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from durable_graph.store.redis import job_scripts
-from durable_graph.store.redis.connection import RedisConn, execute_pipeline
+from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import (
     JobKeys,
     ThreadKeys,
@@ -54,7 +54,9 @@ def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
     def go(client: Any) -> list[Any]:
         if isinstance(client, RedisCluster):
             return list(build(client))
-        return execute_pipeline(client, build)
+        pipe = client.pipeline(transaction=False)
+        build(pipe)
+        return conn.execute(pipe)
     return conn.call(action, go)
 
 
@@ -191,11 +193,10 @@ class JobBook:
         ``end`` of the job that adopted it, and ``also(p)``, one more read, whose reply
         is returned.
         """
-        adopt, end = self._script("ADOPT_JOB"), self._script("END_JOB")
+        end = self._script("END_JOB")
 
         def build(p: Any) -> list[Any]:
-            out = [adopt(keys=jobs_of(self.prefix, thread_id).ordered(),
-                         args=[key, thread_id, message, worker], client=p)]
+            out = [self.queue_adopt(p, key, thread_id, message, worker)]
             if ends is not None:
                 done, done_thread, ttl = ends
                 out.append(end(keys=jobs_of(self.prefix, done_thread).ordered(),
@@ -204,6 +205,12 @@ class JobBook:
 
         replies = self._pipe("adopt job", build)
         return replies[-1] if also else None
+
+    def queue_adopt(self, p: Any, key: str, thread_id: str, message: str, worker: str) -> Any:
+        """Queue ``adopt``'s record (no end, no read) on ``p``, a pipeline shared with
+        other commands (see ``pipelined``)."""
+        return self._script("ADOPT_JOB")(keys=jobs_of(self.prefix, thread_id).ordered(),
+                                          args=[key, thread_id, message, worker], client=p)
 
     def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
         """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""

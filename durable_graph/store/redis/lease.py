@@ -18,7 +18,7 @@ from typing import Any
 from durable_graph.errors import FencingError, GraphValueError
 from durable_graph.store.redis import job_scripts
 from durable_graph.store.redis.connection import RedisConn
-from durable_graph.store.redis.jobbook import pipelined
+from durable_graph.store.redis.jobbook import Also, pipelined
 from durable_graph.store.redis.keys import ThreadKeys, jobs_of
 
 __all__ = ["Lease", "RedisLeases"]
@@ -74,6 +74,14 @@ class RedisLeases:
         ``watch_idle`` (a distributed run's producer): in the same round trip, have the
         recovery sweep look at the thread if it still owes no job one TTL from now.
         """
+        return self.acquire_reading(thread_id, owner, ttl, watch_idle=watch_idle)[0]
+
+    def acquire_reading(
+        self, thread_id: str, owner: str, ttl: float, *, watch_idle: bool = False,
+        also: Also | None = None,
+    ) -> tuple[Lease | None, Any]:
+        """``acquire``, and the reply to ``also(p)``, one more command queued in the same
+        round trip, after it (None without one)."""
         if not owner:
             raise GraphValueError("a lease needs a non-empty owner")
         acquire = self._conn.script("ACQUIRE")
@@ -85,12 +93,14 @@ class RedisLeases:
             if watch_idle:
                 out.append(arm(keys=jobs_of(self._prefix, thread_id).ordered(),
                                args=[thread_id, _ttl_ms(ttl), "1"], client=p))
-            return out
+            return out + ([also(p)] if also else [])
 
-        ok, gen, holder, until = pipelined(self._conn, "acquire lease", both)[0]
+        replies = pipelined(self._conn, "acquire lease", both)
+        ok, gen, holder, until = replies[0]
+        early = replies[-1] if also else None
         if not ok:
-            return None
-        return Lease(str(thread_id), _text(holder), int(gen), int(until))
+            return None, early
+        return Lease(str(thread_id), _text(holder), int(gen), int(until)), early
 
     def take_over(self, thread_id: str, owner: str, ttl: float) -> Lease | None:
         """Take a lease whose holder let it expire; None if it is live or was released.

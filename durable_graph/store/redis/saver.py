@@ -20,7 +20,7 @@ import functools
 import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import ormsgpack
 from redis.cluster import RedisCluster
@@ -58,6 +58,7 @@ from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.commit_wait import CommitWait
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
+from durable_graph.store.redis.jobbook import pipelined
 from durable_graph.store.redis.keys import (
     ThreadKeys,
     blob_field,
@@ -88,12 +89,24 @@ from durable_graph.store.retention import (
 )
 from durable_graph.store.serde import Serializer, TypedSerializer
 
-__all__ = ["RedisSaver"]
+__all__ = ["RedisSaver", "Rider"]
 
 PAGE_SIZE = 100
 """Checkpoints read per round trip while listing; bounds memory, not results."""
 _DEPTHS_KEPT = 50_000
 """Value depths a saver remembers from its reads before it forgets them all."""
+
+
+class Rider(Protocol):
+    """Commands sent in the round trip of a commit, after it (``commit_step(ride=...)``)."""
+
+    def queue(self, pipe: Any) -> builtins.list[Any]:
+        """Queue the commands on ``pipe``; what each call returned, in order."""
+        ...
+
+    def landed(self, replies: builtins.list[Any]) -> None:
+        """Their replies (they ran after the commit, also when it was refused)."""
+        ...
 
 
 def _fence(config: Mapping[str, Any]) -> str:
@@ -389,6 +402,7 @@ class RedisSaver(BaseCheckpointSaver):
         new_versions: Mapping[str, int], *,
         task_writes: tuple[Mapping[str, Any], str, Sequence[tuple[str, Any]]] | None = None,
         parent: Checkpoint | None = None,
+        ride: Rider | None = None,
         **cas: str | None,
     ) -> tuple[dict[str, Any], str]:
         """``put`` (``cas``: its ``expect_latest``, ``replaces`` and ``keep``; ``parent``),
@@ -397,7 +411,8 @@ class RedisSaver(BaseCheckpointSaver):
 
         ``task_writes`` (config, task id, writes): ``put_task_writes`` of the step's
         last task, sent in the same round trip just before the commit (stored even if
-        the commit is refused, as when called first).
+        the commit is refused, as when called first). ``ride``: more commands sent in
+        the round trip of the (first) commit script, after it.
         """
         expect_latest, replaces, keep = (cas.pop(k, None)
                                          for k in ("expect_latest", "replaces", "keep"))
@@ -425,7 +440,7 @@ class RedisSaver(BaseCheckpointSaver):
             self._commit, thread_id=thread_id, ns=ns, checkpoint_id=checkpoint.id, fence=fence,
             cas=[expect_latest or "", replaces or "", keep or "",
                  _applied_parent(config, metadata, parent_id), extends or ""], fields=fields)
-        reply = commit(blobs=blobs, required=required, before=before)
+        reply = commit(blobs=blobs, required=required, before=before, ride=ride)
         if before is not None:
             written, reply = reply
             self._check_fence(written, config_ids(task_writes[0])[0], _fence(task_writes[0]))  # type: ignore[index]
@@ -511,11 +526,12 @@ class RedisSaver(BaseCheckpointSaver):
         blobs: Mapping[str, bytes],
         required: Sequence[str],
         before: tuple[builtins.list[str], builtins.list[Any]] | None = None,
+        ride: Rider | None = None,
     ) -> Any:
         """Run the PUT script: fence check, value check, then every write, atomically.
 
         ``before``: a PUT_WRITES call sent just before in the same round trip; then
-        the reply is (its reply, PUT's reply)."""
+        the reply is (its reply, PUT's reply). ``ride``: commands sent just after."""
         tk = ThreadKeys(self.prefix, thread_id)
         nsk = tk.ns(ns)
         keys = [tk.record, tk.lease, tk.namespaces, nsk.index, nsk.blobs]
@@ -526,10 +542,38 @@ class RedisSaver(BaseCheckpointSaver):
         args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
                            *cas[4:]]
         args += [1, pack_record(fields), len(blob_args), *blob_args, *required]
+        calls: builtins.list[tuple[str, Sequence[str], Sequence[Any]]] = [("PUT", keys, args)]
         if before is not None:
-            return self._conn.run_many([("PUT_WRITES", *before), ("PUT", keys, args)],
-                                       "store pending writes and commit checkpoint")
-        return self._conn.run("PUT", keys, args, "commit checkpoint")
+            calls.insert(0, ("PUT_WRITES", *before))
+        action = "store pending writes and commit checkpoint" if before else "commit checkpoint"
+        if ride is not None:
+            replies = self._riding(calls, ride, action)
+        elif before is not None:
+            replies = self._conn.run_many(calls, action)
+        else:
+            return self._conn.run("PUT", keys, args, action)
+        return replies if before is not None else replies[0]
+
+    def _riding(
+        self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]], ride: Rider,
+        action: str,
+    ) -> builtins.list[Any]:
+        """The replies of ``calls`` (scripts), with ``ride``'s commands sent just after, in
+        one round trip; in two when commits wait (each script waits on its own)."""
+        conn = self._conn
+        if conn.commit_wait is not None:
+            replies = conn.run_many(calls, action)
+            ride.landed(pipelined(conn, action, ride.queue))
+            return replies
+
+        def build(p: Any) -> builtins.list[Any]:
+            out = [conn.script(name)(keys=list(keys), args=list(args), client=p)
+                   for name, keys, args in calls]
+            return out + ride.queue(p)
+
+        replies = pipelined(conn, action, build)
+        ride.landed(replies[len(calls):])
+        return replies[:len(calls)]
 
     def _check_fence(self, reply: Any, thread_id: str, fence: str) -> None:
         """Raise FencingError for a commit the script rejected as stale."""
@@ -756,6 +800,14 @@ class RedisSaver(BaseCheckpointSaver):
         True done, False the lease was taken over, None not on Redis Cluster."""
         return self._threads.close_run(lease, status, error, next_nodes, event)
 
+    def queue_close_run(
+        self, pipe: Any, lease: Lease, status: ThreadStatus, next_nodes: Sequence[str] | None,
+        event: RunEnd, *, at: str,
+    ) -> Any:
+        """Queue ``close_run`` (no error) on ``pipe``, conditional on checkpoint ``at``
+        being the thread's newest (see ``ThreadRecords.queue_close``); None on Cluster."""
+        return self._threads.queue_close(pipe, lease, status, next_nodes, event, at=at)
+
     def get_status(self, thread_id: str) -> dict[str, Any] | None:
         """The thread's record (status, last checkpoint, last error), or None."""
         return self._threads.get_status(thread_id)
@@ -764,8 +816,12 @@ class RedisSaver(BaseCheckpointSaver):
         """The records of many threads in one round trip."""
         return self._threads.get_statuses(thread_ids)
 
-    def set_run(self, thread_id: str, sealed: str, graph: str = "") -> None:
-        """Keep the sealed description of the thread's distributed run (workers resume it).
+    def set_run(
+        self, thread_id: str, sealed: str, graph: str = "", *,
+        status: ThreadStatus | None = None,
+    ) -> None:
+        """Keep the sealed description of the thread's distributed run (workers resume it);
+        ``status``: ``set_status`` in the same round trip.
 
         With a signing serializer the record is also signed for its place (this
         prefix and thread), so a run record copied to another thread is refused.
@@ -773,7 +829,7 @@ class RedisSaver(BaseCheckpointSaver):
         bound = bind_run(self.codec_of(str(thread_id), ""), sealed)
         ttl, keep_last = self._policy()
         policy = {"policy_ttl": ttl, "keep_last": keep_last} if ttl else {}
-        self._threads.set_run(thread_id, bound, graph, policy)
+        self._threads.set_run(thread_id, bound, graph, policy, status=status)
 
     def request_stop(self, thread_id: str, run_id: str) -> None:
         """Ask run ``run_id`` of the thread to stop at its next step boundary."""

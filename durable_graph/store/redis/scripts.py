@@ -476,13 +476,19 @@ CLOSE_RUN = """
 -- A run's end in one round trip on one Redis (not Cluster: the index is in another slot).
 -- KEYS: lease, thread record, the run's event stream, the thread's shard of every status index
 -- ARGV: owner, gen, thread, status, score_ms, event mode, event payload, stream ttl,
---       stream maxlen, then the record's field/value pairs
--- Fenced as RENEW: a lease taken over ends nothing (reply 0). Otherwise, in this order
--- and atomically: the status (record and index), the end event, the lease released (1).
+--       stream maxlen, the checkpoint the run ends at ('' any), then the record's
+--       field/value pairs
+-- Fenced as RENEW: a lease taken over ends nothing (reply 0); nor does a run whose
+-- thread's newest checkpoint is not the one it ends at (reply -1: sent just after that
+-- checkpoint's commit, which was refused). Otherwise, in this order and atomically:
+-- the status (record and index), the end event, the lease released (1).
 local holder = redis.call('HGET', KEYS[1], 'owner') or ''
 local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
 if holder ~= ARGV[1] or gen ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 10))
+if ARGV[10] ~= '' and redis.call('HGET', KEYS[2], 'last_checkpoint_id') ~= ARGV[10] then
+  return -1
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 11))
 for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
 for i = 4, #KEYS do
   if string.sub(KEYS[i], -#ARGV[4] - 1) == ':' .. ARGV[4] then

@@ -132,25 +132,31 @@ class ThreadRecords:
         code; a status given without it clears it.
         """
         thread_id = str(thread_id)
-        fields = _status_fields(status, error, next_nodes)
-        record = ThreadKeys(self._prefix, thread_id).record
-        keys = [status_key(self._prefix, thread_id, s) for s in STATUSES]
-        now_ms = int(time.time() * 1000)
 
         def both(client: Any) -> None:
             if isinstance(client, RedisCluster):  # record and index are in two slots
-                client.hset(record, mapping=fields)
+                client.hset(ThreadKeys(self._prefix, thread_id).record,
+                            mapping=_status_fields(status, error, next_nodes))
                 self._index(thread_id, status)
                 return
             # one round trip, atomic: the record and its index entry change together
             pipe = client.pipeline(transaction=True)
-            pipe.hset(record, mapping=fields)
-            for key in keys:
-                pipe.zrem(key, thread_id)
-            pipe.zadd(status_key(self._prefix, thread_id, status), {thread_id: now_ms})
+            self._queue_status(pipe, thread_id, status, error, next_nodes)
             pipe.execute()
 
         self._conn.call("set thread status", both)
+
+    def _queue_status(
+        self, pipe: Any, thread_id: str, status: ThreadStatus,
+        error: BaseException | None = None, next_nodes: Sequence[str] | None = None,
+    ) -> None:
+        """Queue ``set_status``'s record fields and index entry on ``pipe`` (a MULTI)."""
+        pipe.hset(ThreadKeys(self._prefix, thread_id).record,
+                  mapping=_status_fields(status, error, next_nodes))
+        for key in (status_key(self._prefix, thread_id, s) for s in STATUSES):
+            pipe.zrem(key, thread_id)
+        pipe.zadd(status_key(self._prefix, thread_id, status),
+                  {thread_id: int(time.time() * 1000)})
 
     def close_run(
         self, lease: Lease, status: ThreadStatus, error: BaseException | None,
@@ -164,6 +170,27 @@ class ThreadRecords:
         """
         if isinstance(self._conn.client, RedisCluster):
             return None
+        return bool(self._conn.run("CLOSE_RUN", *self._close_call(
+            lease, status, error, next_nodes, event, at=""), "end run"))
+
+    def queue_close(
+        self, pipe: Any, lease: Lease, status: ThreadStatus, next_nodes: Sequence[str] | None,
+        event: RunEnd, *, at: str,
+    ) -> Any:
+        """Queue ``close_run`` on ``pipe``, a pipeline that commits checkpoint ``at`` just
+        before; it ends the run only if that commit landed. Its reply: 1 ended, 0 the
+        lease was taken over, -1 ``at`` is not the thread's newest checkpoint (nothing
+        changed either way). None on Redis Cluster (not queued)."""
+        if isinstance(self._conn.client, RedisCluster):
+            return None
+        keys, args = self._close_call(lease, status, None, next_nodes, event, at=at)
+        return self._conn.script("CLOSE_RUN")(keys=keys, args=args, client=pipe)
+
+    def _close_call(
+        self, lease: Lease, status: ThreadStatus, error: BaseException | None,
+        next_nodes: Sequence[str] | None, event: RunEnd, *, at: str,
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the ``CLOSE_RUN`` script."""
         thread_id = str(lease.thread_id)
         fields = _status_fields(status, error, next_nodes)
         tk = ThreadKeys(self._prefix, thread_id)
@@ -171,10 +198,10 @@ class ThreadRecords:
                 *(status_key(self._prefix, thread_id, s) for s in STATUSES)]
         args: list[Any] = [lease.owner, lease.generation, thread_id, status,
                            int(time.time() * 1000), event.mode, event.payload, event.ttl,
-                           event.maxlen]
+                           event.maxlen, at]
         for name, value in fields.items():
             args += [name, value]
-        return bool(self._conn.run("CLOSE_RUN", keys, args, "end run"))
+        return keys, args
 
     def _index(self, thread_id: str, status: str) -> None:
         """Move ``thread_id`` to ``status`` in the index ('' removes it)."""
@@ -184,14 +211,17 @@ class ThreadRecords:
 
     def set_run(
         self, thread_id: str, sealed: str, graph: str = "", policy: dict[str, str] | None = None,
+        *, status: ThreadStatus | None = None,
     ) -> None:
         """Keep the sealed description of the thread's current distributed run, and
         the name of its graph in clear (for listing threads by graph).
 
         ``policy``: retention fields to record with it ('0' removes one), so the
-        workers' commits of this run apply the starting saver's policy.
+        workers' commits of this run apply the starting saver's policy. ``status``:
+        ``set_status(thread_id, status)`` in the same round trip (atomic with it).
         """
-        record = ThreadKeys(self._prefix, str(thread_id)).record
+        thread_id = str(thread_id)
+        record = ThreadKeys(self._prefix, thread_id).record
         fields: dict[str | bytes, str] = {"run": sealed}
         if graph:
             fields["graph"] = graph
@@ -199,11 +229,18 @@ class ThreadRecords:
         gone = [k for k, v in (policy or {}).items() if v == "0"]
 
         def store(c: Any) -> None:
-            pipe = c.pipeline(transaction=False)  # one key: works on Redis Cluster too
-            pipe.hset(record, mapping=fields)
+            # one key, or (with a status) the record and its index entry atomically
+            together = status is not None and not isinstance(c, RedisCluster)
+            pipe = c.pipeline(transaction=together)
             if gone:
                 pipe.hdel(record, *gone)
+            pipe.hset(record, mapping=fields)
+            if together:
+                assert status is not None
+                self._queue_status(pipe, thread_id, status)
             pipe.execute()
+            if status is not None and not together:
+                self.set_status(thread_id, status)
 
         self._conn.call("store run", store)
 
