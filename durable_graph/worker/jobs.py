@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -220,7 +220,7 @@ class JobStep(RunStep):
             "call", checkpoint_id=self.job.checkpoint_id, step=self.job.step,
             task_id=call_id, caller=self.job.task_id, name=name,
             call=(name, fn, retry, parent.config, parent.resume[parent.interrupt_idx:]),
-            key=uuid.uuid4().hex,  # fixed now: a batch sent again carries the same keys
+            key=call_key(self.job, call_id),
         ))
         self.started.append(call_id)
         self._send_early()
@@ -283,6 +283,17 @@ class JobStep(RunStep):
     def reload(self) -> None:
         """Read recorded results again (after calls finished while suspending)."""
         self._pending, self._recorded, self.started = None, None, []
+
+
+def call_key(caller: Job, call_id: str) -> str:
+    """The job key of call ``call_id`` started by ``caller``: the same in every execution
+    of the caller under one lease (run, fence, checkpoint, attempt), so a copy of a
+    caller that died after sending some calls sends them again under their keys, and a
+    copy of a call finds it registered (held by its runner, or gone) instead of running
+    it twice. A new run, a takeover or a retry of the caller starts fresh keys."""
+    ident = "|".join((caller.run.run_id, str(caller.fence), caller.checkpoint_id,
+                      caller.task_id, call_id, str(caller.attempt)))
+    return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
 
 
 def recorded_calls(pending: list[PendingWrite], run_id: str) -> dict[str, tuple[str, Any]]:

@@ -364,19 +364,25 @@ def _task_jobs(
             for t in tasks]
 
 
+_AFTER_COMMIT = frozenset({"values", "checkpoints", "updates", "tasks", "messages", "debug"})
+"""Stream modes with events of a step published once its commit returned (the step's
+checkpoint, its last task's writes): a run streaming one ends after them, not with it."""
+
+
 def _ride(rc: RunContext, nxt: Next, step: int) -> Any:
     """What to send in the round trip of the commit of ``new`` (``nxt.checkpoint``, which
     ends a step) as a ``Rider``, or None: the adoption of the next step's only task,
     when this worker would run it itself anyway (a chain, see ``worker/eager``); the
-    run's end, when it ends at ``new`` done (not paused after the step) and streams
-    nothing in between (``CloseRide``)."""
-    if rc.run.durability == "async":
-        return None
+    run's end, when it ends at ``new`` done (not paused after the step), streams no
+    event published after the commit (``_AFTER_COMMIT``: the end would overtake them)
+    and no commit wait applies (a ride is not waited for) (``CloseRide``)."""
+    if rc.run.durability == "async" or nxt.status != "running":
+        return None  # a run paused after this step adopts nothing: it stops here
     new = nxt.checkpoint
     follow = begin_step(rc.graph.spec, new, step, rc.run.step_options(),
                         thread_id=rc.thread_id, ns=rc.run.ns)
-    if follow.status == "done" and nxt.status == "running" and rc.run.parent is None \
-            and not ({"values", "checkpoints"} & set(rc.run.modes)):
+    if follow.status == "done" and rc.run.parent is None \
+            and not (_AFTER_COMMIT & set(rc.run.modes)) and rc.saver.conn.commit_wait is None:
         return CloseRide(rc, follow)
     if rc.eager is None or follow.status != "running" or len(follow.tasks) != 1 \
             or follow.tasks[0].node.hidden:

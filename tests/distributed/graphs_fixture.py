@@ -159,16 +159,49 @@ def early_key(tag: str) -> str:
     return f"{PREFIX}:early:{tag}"
 
 
-def many_early(state: CallState, config: dict[str, Any]) -> dict[str, Any]:
-    """``many``, but before waiting on a future it waits for call 0 to have run: which it
-    can only if calls are sent while the node still starts them or runs on."""
+def _start_until_one_ran(
+    call: Any, state: CallState, config: dict[str, Any]
+) -> tuple[str, list[Any], bool]:
+    """Start ``call(tag, i)`` for each i, then wait (up to ``EARLY_WAIT``) for call 0 to
+    have run, which it can only if calls are sent while the node runs on: (tag,
+    futures, whether it ran)."""
     tag = thread_of(config)
-    futures = [square(tag, i) for i in range(state["n"])]
+    futures = [call(tag, i) for i in range(state["n"])]
     client, ran = dg_trace.client(REDIS_URL), dg_trace.count_key(PREFIX, tag, 0)
     deadline = time.monotonic() + EARLY_WAIT
     while not client.exists(ran) and time.monotonic() < deadline:
         time.sleep(0.02)
-    client.set(early_key(tag), "1" if client.exists(ran) else "0", nx=True)  # the first run's
+    return tag, futures, bool(client.exists(ran))
+
+
+def many_early(state: CallState, config: dict[str, Any]) -> dict[str, Any]:
+    """``many``, but before waiting on a future it waits for call 0 to have run: which it
+    can only if calls are sent while the node still starts them or runs on."""
+    tag, futures, seen = _start_until_one_ran(square, state, config)
+    client = dg_trace.client(REDIS_URL)
+    client.set(early_key(tag), "1" if seen else "0", nx=True)  # the first run's
+    squares = [f.result() for f in futures]
+    return {"squares": squares, "total": sum(squares)}
+
+
+SLOW_CALL = 3.0
+"""Seconds the first two calls of ``many_dying`` take (the others are quick): they still
+run when the caller's copy has sent them again and the quick ones are done."""
+
+
+@task
+def slow_square(tag: str, i: int) -> int:
+    dg_trace.count(REDIS_URL, PREFIX, tag, i)
+    time.sleep(SLOW_CALL if i < 2 else 0.01)
+    return i * i
+
+
+def many_dying(state: CallState, config: dict[str, Any]) -> dict[str, Any]:
+    """Starts slow calls; its first execution kills its process once a call ran, so
+    calls sent before it died are still queued or running when its copy sends them."""
+    tag, futures, _ = _start_until_one_ran(slow_square, state, config)
+    if dg_trace.client(REDIS_URL).set(f"{PREFIX}:died:{tag}", "1", nx=True):
+        os._exit(137)  # as an OOM kill would
     squares = [f.result() for f in futures]
     return {"squares": squares, "total": sum(squares)}
 
@@ -361,6 +394,7 @@ def distributed(builder: StateGraph) -> Any:
 fanout = distributed(build_fanout())
 calls = distributed(build_calls())
 early_calls = distributed(build_calls(many_early))
+dying_calls = distributed(build_calls(many_dying))
 chain = distributed(build_chain())
 approval = distributed(build_approval())
 slow_graph = distributed(build_slow())

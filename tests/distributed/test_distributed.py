@@ -499,6 +499,20 @@ def test_a_node_starting_many_calls_has_them_run_before_it_waits(cluster: Cluste
     assert counts == [b"1"] * 40
 
 
+@pytest.mark.chaos
+def test_calls_sent_before_their_caller_died_run_once(cluster: Cluster) -> None:
+    """A node's first execution sends a batch of calls and dies with them queued or
+    running; its copy sends them again under the same job keys, so each call runs once."""
+    gf = cluster.gf
+    config = new_config("dying")
+    tag = thread_of(config)
+    out = gf.dying_calls.submit({"n": 40}, config).result(timeout=TIMEOUT)
+    assert out["squares"] == [i * i for i in range(40)]
+    assert cluster.client.get(f"{gf.PREFIX}:died:{tag}") == b"1"
+    counts = cluster.client.mget([gf.dg_trace.count_key(gf.PREFIX, tag, i) for i in range(40)])
+    assert counts == [b"1"] * 40
+
+
 def test_interrupt_inside_a_task_call_resumes_like_embedded(cluster: Cluster) -> None:
     gf = cluster.gf
     config = new_config("questions")
@@ -564,6 +578,24 @@ def test_task_and_checkpoint_streams_equal_embedded(cluster: Cluster, modes: lis
     assert [(m, _without_ids(c)) for m, c in remote] == [
         (m, _without_ids(c)) for m, c in mirrored]
     assert sum(1 for m, _ in remote if m in ("checkpoints", "debug")) >= len(gf.CHAIN)
+
+
+@pytest.mark.parametrize("durability", ["sync", "exit"])
+@pytest.mark.parametrize("modes", [["updates"], ["updates", "custom"], ["updates", "tasks"]])
+def test_the_last_steps_events_reach_the_stream_before_its_end(
+    cluster: Cluster, modes: list[str], durability: str
+) -> None:
+    """A run ending with the commit of its last step (sync, exit) still streams that
+    step's updates and task results, which are published after the commit returns."""
+    gf = cluster.gf
+    config, local_config = new_config("chain-last"), new_config("chain-last-local")
+    remote = within(TIMEOUT, lambda: list(gf.chain.stream(
+        {"value": 1, "log": []}, config, stream_mode=modes, durability=durability)))
+    mirrored = list(embedded(gf.build_chain()).stream(
+        {"value": 1, "log": []}, local_config, stream_mode=modes, durability=durability))
+    assert [(m, _without_ids(c)) for m, c in remote] == [
+        (m, _without_ids(c)) for m, c in mirrored]
+    assert sum(1 for m, _ in remote if m == "updates") == len(gf.CHAIN)
 
 
 def test_a_resume_at_a_breakpoint_answers_the_next_interrupt_like_embedded(

@@ -468,8 +468,9 @@ def test_subgraph_checkpointer_modes_on_workers_match_embedded(
 @pytest.mark.chaos
 def test_subgraph_runs_complete_while_pool_processes_are_killed(cluster: Cluster, sg: Any) -> None:
     """Fourteen runs with subgraphs while a pool process that ran one of their bodies is
-    SIGKILLed every 1.5 s (enough work for at least four kills, however fast the jobs): every run ends with the embedded output; a body runs again
-    only where one of its executions died (checked for the parent graph's nodes: a
+    SIGKILLed every 1.5 s (work enough for four kills, however fast the jobs): every run
+    ends with the embedded output; a body runs again only where one of its executions
+    died (checked for the parent graph's nodes: a
     killed process may also have been starting a subgraph, whose step's jobs are then
     sent again, see the README's limits)."""
     graphs = [("fan_called", sg.fan_called, sg.build_fan_called())] * 8 + [

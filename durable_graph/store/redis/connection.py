@@ -168,7 +168,9 @@ class RedisConn:
         EXISTS``, a round trip of its own, every time); that is skipped here once this
         connection has run them. A script the server lost since (a restart, ``SCRIPT
         FLUSH``) fails with NOSCRIPT and nothing else: it is loaded, and the commands
-        that failed so are run again, in their order. The first error is raised.
+        that failed so are run again, in their order, after the commands that did run:
+        a read queued after a lost script may miss its effect (the job paths read again
+        what they miss: a task's checkpoint by id). The first error is raised.
         """
         scripts = list(pipe.scripts)
         if all(s.sha in self._known for s in scripts):
