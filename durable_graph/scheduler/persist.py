@@ -22,6 +22,7 @@ from durable_graph.store.base import (
     BaseCheckpointSaver,
     Checkpoint,
     CheckpointMetadata,
+    PutArgs,
     checkpoint_config,
 )
 from durable_graph.store.delta import plan_values
@@ -56,6 +57,18 @@ class Persister:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list[Future[Any]] = []
+        self._holding = False
+        self._held: PutArgs | None = None
+
+    def hold(self) -> None:
+        """Keep the next checkpoint back (``sync`` and ``async``) until ``take_held`` hands
+        it to a caller that sends it with its own next write, or ``flush`` stores it."""
+        self._holding = self.saver is not None and self.durability != "exit"
+
+    def take_held(self) -> PutArgs | None:
+        """The ``put`` arguments of the checkpoint held back, now the caller's to store."""
+        held, self._held, self._holding = self._held, None, False
+        return held
 
     def _config(self, checkpoint_id: str | None) -> dict[str, Any]:
         conf: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_ns": self.ns}
@@ -77,7 +90,19 @@ class Persister:
             self._deferred = (checkpoint, metadata)
             self._deferred_writes = []
             return
+        if self._holding:
+            self._release()
+            self._held = self._put_args(checkpoint, metadata)
+            return
         self._run(self._put_call(checkpoint, metadata))
+
+    def _release(self) -> None:
+        """Store the checkpoint held back, if any (before anything written after it)."""
+        held, self._held = self._held, None
+        if held is not None:
+            saver = self.saver
+            assert saver is not None
+            self._run(lambda: saver.put(*held))
 
     def put_writes(self, task_id: str, writes: Sequence[Write]) -> None:
         """Store a task's writes against the latest checkpoint."""
@@ -87,6 +112,7 @@ class Persister:
             with self._lock:
                 self._deferred_writes.append((task_id, list(writes)))
             return
+        self._release()
         saver, config = self.saver, self._config(self._current_id)
         self._run(lambda: saver.put_writes(config, writes, task_id))
 
@@ -94,6 +120,7 @@ class Persister:
         """Store whatever is still held back; raise the first error a store hit."""
         if self.saver is None:
             return
+        self._release()
         if self.durability == "exit":
             if self._deferred is not None:
                 deferred, self._deferred = self._deferred, None
@@ -122,6 +149,13 @@ class Persister:
     def _put_call(self, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> Callable[[], Any]:
         saver = self.saver
         assert saver is not None
+        args = self._put_args(checkpoint, metadata)
+        return lambda: saver.put(*args)
+
+    def _put_args(self, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> PutArgs:
+        """What ``saver.put`` stores ``checkpoint`` with (the next put extends it)."""
+        saver = self.saver
+        assert saver is not None
         new_versions = {
             ch: v for ch, v in checkpoint.channel_versions.items()
             if self._saved_versions.get(ch) != v
@@ -132,7 +166,7 @@ class Persister:
         self._parent_id = checkpoint.id
         self._saved_versions = dict(checkpoint.channel_versions)
         self._saved_values = dict(checkpoint.channel_values)
-        return lambda: saver.put(parent, stored, metadata, new_versions)
+        return (parent, stored, metadata, new_versions)
 
     def _deltas(
         self, saver: BaseCheckpointSaver, checkpoint: Checkpoint, new_versions: Mapping[str, int]

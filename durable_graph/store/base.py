@@ -40,6 +40,7 @@ __all__ = [
     "CheckpointMetadata",
     "CheckpointTuple",
     "PendingWrite",
+    "PutArgs",
     "ThreadStatus",
     "checkpoint_config",
     "config_ids",
@@ -109,6 +110,11 @@ class Checkpoint:
     """Per node, the version of each trigger channel it last ran on."""
     v: int = 1
     """Format version of this record."""
+
+
+PutArgs = tuple[dict[str, Any], Checkpoint, CheckpointMetadata, dict[str, int]]
+"""The arguments of a saver's ``put`` (config, checkpoint, metadata, new versions), as a
+caller holds a write back to send it with a later one (``Persister.hold``)."""
 
 
 class PendingWrite(NamedTuple):

@@ -49,7 +49,8 @@ from durable_graph.store.base import (
     new_checkpoint_id,
 )
 from durable_graph.store.redis.lease import Lease
-from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.store.redis.saver import Prior, RedisSaver
+from durable_graph.types import Command
 from durable_graph.worker import metrics, tracing
 from durable_graph.worker.ending import (
     CloseRide,
@@ -259,6 +260,10 @@ class RunContext:
     check of a call; None when not read."""
     stop_at_commit: str | None = None
     """The run asked to stop, as read by this context's last commit (None: not read)."""
+    prior: Prior | None = None
+    """The run's record and input checkpoint, held back to be stored in the round trip
+    of the run's first commit (which expects that checkpoint newest); stored on their
+    own first when anything else would come first (``store_prior``)."""
     ending: tuple[str, float] | None = None
     """(job-book key, idle TTL) of the job this context runs, while its end is still to
     be recorded: the script that stores a call's result ends it too and clears this
@@ -294,6 +299,12 @@ class RunContext:
         """The lease this run's jobs hold (expiry unknown here)."""
         return Lease(self.thread_id, self.owner, self.fence, 0)
 
+    def store_prior(self) -> None:
+        """Store the input checkpoint held back (``prior``), if any, now."""
+        prior, self.prior = self.prior, None
+        if prior is not None:
+            prior.store(self.saver)
+
 
 def advance(
     rc: RunContext, checkpoint: Checkpoint, step: int, pending: Sequence[PendingWrite], *,
@@ -320,6 +331,8 @@ def advance(
                 rc.emit(mode, payload)
         started = False
         missing = [t for t in nxt.tasks if t.id not in done]
+        if not (missing and all(t.node.hidden for t in missing)):
+            rc.store_prior()  # only the commit of the input's writer step carries it
         if any(t.node.hidden for t in missing):
             _run_hidden(rc, checkpoint, [t for t in missing if t.node.hidden], outcomes,
                         last=len(missing) == sum(t.node.hidden for t in missing))
@@ -456,6 +469,7 @@ def _run_hidden(
         outcome = execute_task(task, step, config, ns, values=values, resume=[])
         outcomes[task.id] = outcome
         if not last or outcome.writes is None:
+            rc.store_prior()
             record_outcome(writes_of(rc.saver.put_writes, rc.config(checkpoint.id), task.id),
                            outcome)
 
@@ -488,6 +502,7 @@ def finish(
                    opts=rc.run.step_options(),
                    new_id=new_checkpoint_id(after=max(checkpoint.id, rc.run.branch[1])))
     if nxt.metadata is None:
+        rc.store_prior()
         if last is not None:
             last.store(rc)
         end_run(rc, nxt)
@@ -566,6 +581,7 @@ def _commit(
             keep=run.start_checkpoint or None,
             parent=parent,  # list channels stored as deltas against it
             ride=ride,
+            prior=_take_prior(rc),
         )
     except CheckpointStoreError as exc:
         if ride is not None and not isinstance(ride, CloseRide):
@@ -585,6 +601,11 @@ def _commit(
     return not (isinstance(ride, CloseRide) and ride.ended())
 
 
+def _take_prior(rc: RunContext) -> Prior | None:
+    prior, rc.prior = rc.prior, None
+    return prior
+
+
 def branch_of(saver: RedisSaver, thread_id: str, first: Checkpoint) -> tuple[str, str]:
     """``RunSpec.branch`` of a run whose first step starts from ``first``."""
     newest = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
@@ -600,24 +621,37 @@ def begin_run(rc: RunContext, loop: StepLoop, input: Any, saved: Any = MISSING) 
     ``running`` status, in one round trip), so a crash at any point leaves a thread
     that a recovery can resume under this run (and a redelivered start job can see
     that its input was already applied). ``saved``: the thread's checkpoint as read
-    already (see ``StepLoop.begin``).
+    already (see ``StepLoop.begin``). New input only makes a checkpoint: record and
+    checkpoint are held back (``RunContext.prior``) and sent, in this order, in the
+    round trip of the first commit.
     """
-    def record() -> None:
+    hold = not loop.checkpoint_id and input is not None and not isinstance(input, Command)
+    record: list[tuple[str, str, str]] = []
+
+    def on_load() -> None:
         rc.run = replace(rc.run, stop_step=int(loop.step_opts.stop_step or 0),
                          start_checkpoint=loop.loaded_id)
-        rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run),
-                         rc.run.graph.path or rc.graph.name, status="running")
+        run = (rc.thread_id, rc.dispatcher.seal_value(rc.run),
+               rc.run.graph.path or rc.graph.name)
+        if hold:  # nothing is written before the input's checkpoint: both wait for it
+            record.append(run)
+            loop.persister.hold()
+        else:
+            rc.saver.set_run(*run, status="running")
 
     metrics.run_started()
-    step = loop.begin(input, on_load=record, saved=saved)
+    step = loop.begin(input, on_load=on_load, saved=saved)
+    held = loop.persister.take_held()
+    rc.prior = Prior(held, record[0] if record else None) if held else None
+    if record and held is None:
+        rc.saver.set_run(*record[0], status="running")
     loop.persister.flush()
     branch = branch_of(rc.saver, rc.thread_id, loop.checkpoint) if loop.checkpoint_id \
         else ("", "")
     null = () if loop.null_resume is MISSING else (loop.null_resume,)
     by_id = tuple(loop.tree.resume_map.items())
     if branch != rc.run.branch or null or by_id:
+        rc.store_prior()
         rc.run = replace(rc.run, branch=branch, null_resume=null, resume_by_id=by_id)
         rc.saver.set_run(rc.thread_id, rc.dispatcher.seal_value(rc.run))
     advance(rc, loop.checkpoint, step, loop.pending, started=True)
-
-

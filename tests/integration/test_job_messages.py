@@ -87,3 +87,30 @@ def test_a_batch_to_rabbitmq_declares_the_queue_it_goes_to(
         assert waiting == 3
     finally:
         rabbitmq.delete_queues(queue)
+
+
+def test_publishes_reuse_one_redis_client_per_pool(app: Celery, redis_prefix: str,
+                                                   monkeypatch: Any) -> None:
+    """kombu builds a ``redis.Redis`` per publish; the hardened channel builds one per pool."""
+    built: list[Any] = []
+    real_init = redis.Redis.__init__
+
+    def counted(self: Any, *a: Any, **k: Any) -> None:
+        built.append(self)
+        real_init(self, *a, **k)
+
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    dispatcher.send_sealed(json.dumps(_messages(1, redis_prefix)[0]), register=False)  # warm
+    monkeypatch.setattr(redis.Redis, "__init__", counted)
+    for args in _messages(5, redis_prefix):
+        dispatcher.send_sealed(json.dumps(args), register=False)  # one publish each
+    assert built == []
+    assert len(_queued(app)) == 6
+    with app.connection_for_write() as conn:
+        channel: Any = conn.default_channel
+        first = channel._create_client()
+        assert channel._create_client() is first
+        channel._disconnect_pools()  # as after a fork: a new pool, so a new client
+        second = channel._create_client()
+        assert second is not first and second.connection_pool is channel.pool
+        assert second.ping()

@@ -11,9 +11,10 @@ from typing import Any, TypedDict
 import pytest
 
 from durable_graph import END, START, RedisSaver, StateGraph
-from durable_graph.errors import DispatchError
+from durable_graph.errors import DispatchError, FencingError
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.redis.jobbook import pipelined
+from durable_graph.store.redis.saver import Prior
 from durable_graph.worker import CeleryExecutor, create_app
 from durable_graph.worker.events import END as END_EVENT
 from durable_graph.worker.events import RunEvents
@@ -114,3 +115,79 @@ def test_an_end_sent_with_a_commit_ends_the_run_only_if_that_commit_landed(
     ((_, mode, payload),) = list(events.read("ends", "r1", block_ms=10))
     assert (mode, payload) == (END_EVENT, {"status": "done"})
     assert saver.leases.acquire("ends", "run:r2", 30) is not None  # freed
+
+
+def _writes(saver: Any, monkeypatch: Any) -> list[str]:
+    """The store actions (scripts and pipelines) the saver's connection runs from now on."""
+    seen: list[str] = []
+    conn = saver.conn
+    for name in ("run", "run_many", "call"):
+        real = getattr(conn, name)
+
+        def spy(*a: Any, _real: Any = real, _name: str = name, **k: Any) -> Any:
+            seen.append(a[0] if _name == "call" else a[-1])
+            return _real(*a, **k)
+        monkeypatch.setattr(conn, name, spy)
+    return seen
+
+
+def test_the_input_checkpoint_is_stored_in_the_round_trip_of_the_first_commit(
+    graph: Any, monkeypatch: Any,
+) -> None:
+    """The producer holds the run's record and the input's checkpoint back and sends
+    them just before the commit of the step that applies it: one round trip."""
+    actions = _writes(graph.saver, monkeypatch)
+    handle = graph.submit({"x": 1}, {"configurable": {"thread_id": "folded"}})
+    assert actions[-2:] == ["acquire lease", "store run and input, commit checkpoint"]
+    assert graph.saver.get_status("folded")["status"] == "running"
+    assert graph.saver.list_threads("running") == ["folded"]
+    assert graph.saver.get_run("folded") is not None and handle.status() == "running"
+    history = list(graph.saver.list({"configurable": {"thread_id": "folded"}}))
+    assert [h.metadata["source"] for h in history] == ["loop", "input"]
+    assert history[0].parent_config is not None
+    assert history[0].parent_config["configurable"]["checkpoint_id"] == \
+        history[1].checkpoint.id
+    assert history[0].checkpoint.channel_values["x"] == 1
+
+
+def _cp(x: int, after: str = "") -> Checkpoint:
+    return Checkpoint(new_checkpoint_id(after=after or None), "2026-01-01T00:00:00+00:00",
+                      {"x": x}, {"x": x}, {})
+
+
+def test_a_refused_prior_put_commits_nothing_and_raises_as_put_does(graph: Any) -> None:
+    """A held input whose fence went stale is refused, and so is the commit after it."""
+    saver = graph.saver
+    lease = saver.leases.acquire("stale", "run:old", 30)
+    saver.leases.revoke("stale", "run:new", 30)
+    conf = {"configurable": {"thread_id": "stale", "checkpoint_ns": "",
+                             "fence": lease.generation}}
+    first = _cp(1)
+    prior = Prior((conf, first, {"source": "input", "step": -1}, {"x": 1}))
+    step0 = {"configurable": {**conf["configurable"], "checkpoint_id": first.id}}
+    with pytest.raises(FencingError):
+        saver.commit_step(step0, _cp(2, first.id), {"source": "loop", "step": 0}, {"x": 2},
+                          expect_latest=first.id, prior=prior)
+    assert list(saver.list({"configurable": {"thread_id": "stale"}})) == []
+
+
+def test_a_prior_put_missing_a_value_is_sent_again_whole_then_the_commit(
+    graph: Any, monkeypatch: Any,
+) -> None:
+    """A held input that names an unchanged value the store lacks is refused as
+    'missing': the put and the commit are then sent one after the other and land."""
+    saver = graph.saver
+    actions = _writes(saver, monkeypatch)
+    conf = {"configurable": {"thread_id": "missing", "checkpoint_ns": ""}}
+    first = _cp(1)
+    prior = Prior((conf, first, {"source": "input", "step": -1}, {}))  # x "unchanged"
+    step0 = {"configurable": {**conf["configurable"], "checkpoint_id": first.id}}
+    second = Checkpoint(new_checkpoint_id(after=first.id), first.ts, {"x": 1, "y": 2},
+                        {"x": 1, "y": 2}, {})
+    saver.commit_step(step0, second, {"source": "loop", "step": 0}, {"y": 2},
+                      expect_latest=first.id, prior=prior)
+    assert actions == ["store run and input, commit checkpoint", "commit checkpoint",
+                       "commit checkpoint", "commit checkpoint"]  # prior x2, then the commit
+    history = list(saver.list({"configurable": {"thread_id": "missing"}}))
+    assert [h.checkpoint.id for h in history] == [second.id, first.id]
+    assert history[0].checkpoint.channel_values == {"x": 1, "y": 2}

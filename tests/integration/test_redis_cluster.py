@@ -14,6 +14,7 @@ from redis.cluster import RedisCluster
 from durable_graph.errors import FencingError
 from durable_graph.store.base import RETURN, Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.saver import Prior
 
 pytestmark = [pytest.mark.redis, pytest.mark.chaos]
 
@@ -178,4 +179,22 @@ def test_job_liveness_on_a_cluster(cluster_url: str) -> None:
                                "checkpoint_id": "cp-1"}}
     saver.put_call_writes(config, [(RETURN, ("t", 1))], "c", "node", ends=("k3", 5))
     assert saver.finished(config, ["c"]) == {"c"} and not book.owes("thread-a")
+    saver.close()
+
+
+def test_a_commit_with_a_held_input_and_run_record_on_a_cluster(cluster_url: str) -> None:
+    """A producer's first commit carries the run record and the input checkpoint on one
+    Redis; on a cluster (scripts cannot share a pipeline) they are stored one by one."""
+    saver = RedisSaver.from_url(cluster_url, prefix="cl4", cluster=True)
+    first = Checkpoint(new_checkpoint_id(), "2026-01-01T00:00:00+00:00", {"x": 1}, {"x": 1}, {})
+    second = Checkpoint(new_checkpoint_id(after=first.id), first.ts, {"x": 2}, {"x": 2}, {})
+    prior = Prior((cfg("held"), first, {"source": "input", "step": -1}, {"x": 1}),
+                  ("held", "sealed-run", "graph"))
+    saver.commit_step({"configurable": {**cfg("held")["configurable"],
+                                        "checkpoint_id": first.id}},
+                      second, {"source": "loop", "step": 0}, {"x": 2},
+                      expect_latest=first.id, prior=prior)
+    assert [t.checkpoint.id for t in saver.list(cfg("held"))] == [second.id, first.id]
+    assert saver.get_run("held") is not None
+    assert saver.list_threads("running") == ["held"]
     saver.close()

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from durable_graph.errors import FencingError, GraphValueError
-from durable_graph.store.redis import job_scripts
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.jobbook import Also, pipelined
 from durable_graph.store.redis.keys import ThreadKeys, jobs_of
@@ -84,9 +83,7 @@ class RedisLeases:
         round trip, after it (None without one)."""
         if not owner:
             raise GraphValueError("a lease needs a non-empty owner")
-        acquire = self._conn.script("ACQUIRE")
-        redis_client: Any = self._conn.client
-        arm = redis_client.register_script(job_scripts.ARM_IDLE)
+        acquire, arm = self._conn.script("ACQUIRE"), self._conn.script("ARM_IDLE")
 
         def both(p: Any) -> list[Any]:
             out = [acquire(keys=[self._key(thread_id)], args=[owner, _ttl_ms(ttl)], client=p)]

@@ -18,11 +18,12 @@ import builtins
 import dataclasses
 import functools
 import heapq
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import ormsgpack
+import redis
 from redis.cluster import RedisCluster
 
 from durable_graph.errors import (
@@ -41,6 +42,7 @@ from durable_graph.store.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    PutArgs,
     ThreadStatus,
     checkpoint_config,
     config_ids,
@@ -89,12 +91,52 @@ from durable_graph.store.retention import (
 )
 from durable_graph.store.serde import Serializer, TypedSerializer
 
-__all__ = ["RedisSaver", "Rider"]
+__all__ = ["Prior", "RedisSaver", "Rider"]
 
 PAGE_SIZE = 100
 """Checkpoints read per round trip while listing; bounds memory, not results."""
 _DEPTHS_KEPT = 50_000
 """Value depths a saver remembers from its reads before it forgets them all."""
+
+
+@dataclasses.dataclass
+class _PutPlan:
+    """A checkpoint's PUT script call, encoded but not sent (``RedisSaver._plan``)."""
+
+    thread_id: str
+    ns: str
+    parent_id: str | None
+    checkpoint_id: str
+    fence: str
+    codec: ThreadCodec
+    wanted: dict[str, str]
+    """Channel -> its blob field, for every value the checkpoint reads."""
+    bases: dict[str, str]
+    """Blob field of the base of each delta sent -> its channel."""
+    blobs: dict[str, bytes]
+    """The blobs sent (the changed values)."""
+    required: builtins.list[str]
+    """Blob fields that must be stored already."""
+    call: Callable[[Mapping[str, bytes], Sequence[str]], tuple[str, builtins.list[str],
+                                                                builtins.list[Any]]]
+    """(blobs, required) -> the PUT call."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prior:
+    """What a run's producer holds back to send just before its first commit, in the
+    same round trip: the input's checkpoint and, before it, the run's record."""
+
+    put: PutArgs
+    """The input checkpoint's ``put``, which the commit expects to be the newest."""
+    run: tuple[str, str, str] | None = None
+    """``set_run(thread, sealed, graph, status='running')``, to store first (None: stored)."""
+
+    def store(self, saver: RedisSaver) -> None:
+        """Store them on their own, in order (the commit will not carry them)."""
+        if self.run is not None:
+            saver.set_run(*self.run, status="running")
+        saver.put(*self.put)
 
 
 class Rider(Protocol):
@@ -403,6 +445,7 @@ class RedisSaver(BaseCheckpointSaver):
         task_writes: tuple[Mapping[str, Any], str, Sequence[tuple[str, Any]]] | None = None,
         parent: Checkpoint | None = None,
         ride: Rider | None = None,
+        prior: Prior | None = None,
         **cas: str | None,
     ) -> tuple[dict[str, Any], str]:
         """``put`` (``cas``: its ``expect_latest``, ``replaces`` and ``keep``; ``parent``),
@@ -412,55 +455,88 @@ class RedisSaver(BaseCheckpointSaver):
         ``task_writes`` (config, task id, writes): ``put_task_writes`` of the step's
         last task, sent in the same round trip just before the commit (stored even if
         the commit is refused, as when called first). ``ride``: more commands sent in
-        the round trip of the (first) commit script, after it.
+        the round trip of the (first) commit script, after it. ``prior``: a run's record
+        and the ``put`` of the checkpoint this commit expects to be the newest (its
+        input), held back to be sent first in the same round trip, all in one MULTI:
+        were the put refused, nothing of the commit is written either, and the put and
+        the commit are sent again one after the other (``put``'s checks and errors
+        apply). On Redis Cluster and with commit waits, one after the other at once.
         """
         expect_latest, replaces, keep = (cas.pop(k, None)
                                          for k in ("expect_latest", "replaces", "keep"))
         if cas:
             raise GraphTypeError(f"commit_step() got unexpected arguments {sorted(cas)}")
+        if prior is not None and (task_writes is not None or ride is not None or not expect_latest
+                                  or self._conn.commit_wait is not None
+                                  or not isinstance(self._conn.client, redis.Redis)):
+            prior.store(self)  # sent together only with a lone commit that expects it
+            prior = None
         before = None
         if task_writes is not None:
             w_config, w_task, w_list = task_writes
             before = self._writes_call(w_config, w_list, w_task, None, whole=True)
-        thread_id, ns, parent_id = config_ids(config)
-        fence = _fence(config)
         require_versions(checkpoint)
         whole = checkpoint
         if parent is not None:
+            thread_id, ns, _ = config_ids(config)
             checkpoint = self._with_deltas(thread_id, ns, checkpoint, parent, new_versions)
-        tc = self.codec_of(thread_id, ns)
-        fields = checkpoint_fields(tc, checkpoint, metadata, parent_id)
-        wanted = blob_fields_of(checkpoint)
-        changed = [ch for ch in wanted if ch in new_versions]
-        blobs = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
-        bases = _delta_bases(checkpoint, changed)
-        required = [wanted[ch] for ch in wanted if ch not in new_versions] + list(bases)
-        extends = parent_id if (config.get("configurable") or {}).get(EXTENDS_LATEST) else None
-        commit = functools.partial(
-            self._commit, thread_id=thread_id, ns=ns, checkpoint_id=checkpoint.id, fence=fence,
-            cas=[expect_latest or "", replaces or "", keep or "",
-                 _applied_parent(config, metadata, parent_id), extends or ""], fields=fields)
-        reply = commit(blobs=blobs, required=required, before=before, ride=ride)
+        plan = self._plan(config, checkpoint, metadata, new_versions,
+                          [expect_latest or "", replaces or "", keep or ""])
+        if prior is not None:
+            first = self._plan(*prior.put, ["", "", ""])
+            replies = self._with_prior(prior, [first.call(first.blobs, first.required),
+                                               plan.call(plan.blobs, plan.required)])
+            if replies[0][0] != b"ok":  # refused: so was the commit that expects it newest
+                self.put(*prior.put)
+                return self.commit_step(config, whole, metadata, new_versions, parent=parent,
+                                        expect_latest=expect_latest, replaces=replaces,
+                                        keep=keep)
+            reply = replies[1]
+        else:
+            reply = self._commit(plan.call(plan.blobs, plan.required), before=before, ride=ride)
         if before is not None:
             written, reply = reply
             self._check_fence(written, config_ids(task_writes[0])[0], _fence(task_writes[0]))  # type: ignore[index]
         if reply[0] == b"missing":
             missing = {raw.decode() for raw in reply[1:]}
-            if missing & set(bases):
+            if missing & set(plan.bases):
                 if parent is None:
                     raise CheckpointStoreError(
-                        f"commit to thread {thread_id!r} rejected: the stored value a delta "
-                        f"of channel {bases[min(missing & set(bases))]!r} extends is gone "
-                        "(deleted meanwhile). Nothing was written; run the thread again.")
+                        f"commit to thread {plan.thread_id!r} rejected: the stored value a "
+                        f"delta of channel {plan.bases[min(missing & set(plan.bases))]!r} "
+                        "extends is gone (deleted meanwhile). Nothing was written; run the "
+                        "thread again.")
                 # the task's writes (if any) went in already; commit the whole values
                 return self.commit_step(config, whole, metadata, new_versions,
                                         expect_latest=expect_latest, replaces=replaces, keep=keep)
-            more = {ch: f for ch, f in wanted.items() if f in missing}
-            blobs.update(self._encode(tc, checkpoint, more))
-            reply = commit(blobs=blobs, required=[])
-        self._check_fence(reply, thread_id, fence)
+            more = {ch: f for ch, f in plan.wanted.items() if f in missing}
+            plan.blobs.update(self._encode(plan.codec, checkpoint, more))
+            reply = self._commit(plan.call(plan.blobs, []))
+        return self._committed(reply, plan, expect_latest)
+
+    def _with_prior(
+        self, prior: Prior, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]
+    ) -> builtins.list[Any]:
+        """The replies of the PUT ``calls``, sent after ``prior.run`` in one MULTI."""
+        conn = self._conn
+
+        def go(client: Any) -> builtins.list[Any]:
+            pipe = client.pipeline(transaction=True)
+            if prior.run is not None:
+                self._queue_run(pipe, *prior.run)
+            for name, keys, args in calls:
+                conn.script(name)(keys=list(keys), args=list(args), client=pipe)
+            return conn.execute(pipe)[-len(calls):]
+        return conn.call("store run and input, commit checkpoint", go)
+
+    def _committed(
+        self, reply: Any, plan: _PutPlan, expect_latest: str | None
+    ) -> tuple[dict[str, Any], str]:
+        """``commit_step``'s answer from the PUT script's reply (its errors raised)."""
+        thread_id = plan.thread_id
+        self._check_fence(reply, thread_id, plan.fence)
         if reply[0] == b"gone":
-            raise CommitConflictError(parent_gone(thread_id, str(parent_id)))
+            raise CommitConflictError(parent_gone(thread_id, str(plan.parent_id)))
         if reply[0] == b"conflict":
             raise CommitConflictError(
                 f"commit to thread {thread_id!r} rejected: checkpoint {expect_latest} is no "
@@ -468,7 +544,28 @@ class RedisSaver(BaseCheckpointSaver):
                 "step. Nothing was written."
             )
         stop = reply[1] if len(reply) > 1 else b""
-        return checkpoint_config(thread_id, ns, checkpoint.id), stop.decode()
+        return checkpoint_config(thread_id, plan.ns, plan.checkpoint_id), stop.decode()
+
+    def _plan(
+        self, config: Mapping[str, Any], checkpoint: Checkpoint, metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int], cas: builtins.list[str],
+    ) -> _PutPlan:
+        """The PUT of ``checkpoint`` encoded (``cas``: expect, drop, keep), not sent yet."""
+        thread_id, ns, parent_id = config_ids(config)
+        tc = self.codec_of(thread_id, ns)
+        wanted = blob_fields_of(checkpoint)
+        changed = [ch for ch in wanted if ch in new_versions]
+        bases = _delta_bases(checkpoint, changed)
+        extends = parent_id if (config.get("configurable") or {}).get(EXTENDS_LATEST) else None
+        return _PutPlan(
+            thread_id, ns, parent_id, checkpoint.id, _fence(config), tc, wanted, bases,
+            blobs=self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed}),
+            required=[wanted[ch] for ch in wanted if ch not in new_versions] + list(bases),
+            call=functools.partial(
+                self._put_call, thread_id=thread_id, ns=ns, checkpoint_id=checkpoint.id,
+                fence=_fence(config),
+                cas=[*cas, _applied_parent(config, metadata, parent_id), extends or ""],
+                fields=checkpoint_fields(tc, checkpoint, metadata, parent_id)))
 
     def _with_deltas(
         self, thread_id: str, ns: str, checkpoint: Checkpoint, parent: Checkpoint,
@@ -514,24 +611,11 @@ class RedisSaver(BaseCheckpointSaver):
             return None
         return int(ormsgpack.unpackb(link)[1]) if link else 0
 
-    def _commit(
-        self,
-        *,
-        thread_id: str,
-        ns: str,
-        checkpoint_id: str,
-        fence: str,
-        cas: Sequence[str],
-        fields: Mapping[str, Any],
-        blobs: Mapping[str, bytes],
-        required: Sequence[str],
-        before: tuple[builtins.list[str], builtins.list[Any]] | None = None,
-        ride: Rider | None = None,
-    ) -> Any:
-        """Run the PUT script: fence check, value check, then every write, atomically.
-
-        ``before``: a PUT_WRITES call sent just before in the same round trip; then
-        the reply is (its reply, PUT's reply). ``ride``: commands sent just after."""
+    def _put_call(
+        self, blobs: Mapping[str, bytes], required: Sequence[str], *, thread_id: str, ns: str,
+        checkpoint_id: str, fence: str, cas: Sequence[str], fields: Mapping[str, Any],
+    ) -> tuple[str, builtins.list[str], builtins.list[Any]]:
+        """The PUT script call (name, keys, args): fence check, value check, every write."""
         tk = ThreadKeys(self.prefix, thread_id)
         nsk = tk.ns(ns)
         keys = [tk.record, tk.lease, tk.namespaces, nsk.index, nsk.blobs]
@@ -542,7 +626,18 @@ class RedisSaver(BaseCheckpointSaver):
         args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
                            *cas[4:]]
         args += [1, pack_record(fields), len(blob_args), *blob_args, *required]
-        calls: builtins.list[tuple[str, Sequence[str], Sequence[Any]]] = [("PUT", keys, args)]
+        return ("PUT", keys, args)
+
+    def _commit(
+        self, put: tuple[str, Sequence[str], Sequence[Any]], *,
+        before: tuple[builtins.list[str], builtins.list[Any]] | None = None,
+        ride: Rider | None = None,
+    ) -> Any:
+        """Run the PUT script ``put``: fence check, value check, then every write, atomically.
+
+        ``before``: a PUT_WRITES call sent just before in the same round trip; then
+        the reply is (its reply, PUT's reply). ``ride``: commands sent just after."""
+        calls: builtins.list[tuple[str, Sequence[str], Sequence[Any]]] = [put]
         if before is not None:
             calls.insert(0, ("PUT_WRITES", *before))
         action = "store pending writes and commit checkpoint" if before else "commit checkpoint"
@@ -551,7 +646,7 @@ class RedisSaver(BaseCheckpointSaver):
         elif before is not None:
             replies = self._conn.run_many(calls, action)
         else:
-            return self._conn.run("PUT", keys, args, action)
+            return self._conn.run(*put, action)
         return replies if before is not None else replies[0]
 
     def _riding(
@@ -826,10 +921,21 @@ class RedisSaver(BaseCheckpointSaver):
         With a signing serializer the record is also signed for its place (this
         prefix and thread), so a run record copied to another thread is refused.
         """
+        self._threads.set_run(thread_id, *self._run_fields(thread_id, sealed, graph),
+                              status=status)
+
+    def _run_fields(
+        self, thread_id: str, sealed: str, graph: str
+    ) -> tuple[str, str, dict[str, str]]:
+        """``set_run``'s record fields: the run bound to its place, graph, policy."""
         bound = bind_run(self.codec_of(str(thread_id), ""), sealed)
         ttl, keep_last = self._policy()
-        policy = {"policy_ttl": ttl, "keep_last": keep_last} if ttl else {}
-        self._threads.set_run(thread_id, bound, graph, policy, status=status)
+        return bound, graph, {"policy_ttl": ttl, "keep_last": keep_last} if ttl else {}
+
+    def _queue_run(self, pipe: Any, thread_id: str, sealed: str, graph: str) -> None:
+        """``set_run(..., status="running")`` queued on ``pipe`` (a MULTI)."""
+        self._threads.queue_run(pipe, thread_id, *self._run_fields(thread_id, sealed, graph),
+                                status="running")
 
     def request_stop(self, thread_id: str, run_id: str) -> None:
         """Ask run ``run_id`` of the thread to stop at its next step boundary."""

@@ -221,28 +221,36 @@ class ThreadRecords:
         ``set_status(thread_id, status)`` in the same round trip (atomic with it).
         """
         thread_id = str(thread_id)
+
+        def store(c: Any) -> None:
+            # one key, or (with a status) the record and its index entry atomically
+            together = status is not None and not isinstance(c, RedisCluster)
+            pipe = c.pipeline(transaction=together)
+            self.queue_run(pipe, thread_id, sealed, graph, policy,
+                           status=status if together else None)
+            pipe.execute()
+            if status is not None and not together:
+                self.set_status(thread_id, status)
+
+        self._conn.call("store run", store)
+
+    def queue_run(
+        self, pipe: Any, thread_id: str, sealed: str, graph: str = "",
+        policy: dict[str, str] | None = None, *, status: ThreadStatus | None = None,
+    ) -> None:
+        """Queue ``set_run``'s commands on ``pipe`` (a MULTI, for a ``status``: its index
+        is another key)."""
         record = ThreadKeys(self._prefix, thread_id).record
         fields: dict[str | bytes, str] = {"run": sealed}
         if graph:
             fields["graph"] = graph
         fields.update({k: v for k, v in (policy or {}).items() if v != "0"})
         gone = [k for k, v in (policy or {}).items() if v == "0"]
-
-        def store(c: Any) -> None:
-            # one key, or (with a status) the record and its index entry atomically
-            together = status is not None and not isinstance(c, RedisCluster)
-            pipe = c.pipeline(transaction=together)
-            if gone:
-                pipe.hdel(record, *gone)
-            pipe.hset(record, mapping=fields)
-            if together:
-                assert status is not None
-                self._queue_status(pipe, thread_id, status)
-            pipe.execute()
-            if status is not None and not together:
-                self.set_status(thread_id, status)
-
-        self._conn.call("store run", store)
+        if gone:
+            pipe.hdel(record, *gone)
+        pipe.hset(record, mapping=fields)
+        if status is not None:
+            self._queue_status(pipe, thread_id, status)
 
     def get_run(self, thread_id: str) -> str | None:
         """The sealed description of the thread's last distributed run, if any."""
