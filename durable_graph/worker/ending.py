@@ -20,6 +20,7 @@ from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import Write
 from durable_graph.scheduler.transition import Next, error_as_text, pause_events
 from durable_graph.store.base import ERROR, RETURN
+from durable_graph.store.redis.jobbook import queue_end
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.redis.threads import RunEnd
@@ -36,23 +37,35 @@ log = logging.getLogger("durable_graph.worker")
 
 class CloseRide:
     """A run's ``done`` end sent just after the commit of its last checkpoint (a
-    ``Rider``): it ends the run only if that commit landed (see ``_close``)."""
+    ``Rider``): it ends the run only if that commit landed (see ``_close``). The job
+    that commits (``rc.ending``) ends after it in the same round trip: nothing is left
+    for it to do (on Redis Cluster, where the run closes after the commit, the worker
+    ends it after the job as usual)."""
 
     def __init__(self, rc: RunContext, follow: Next) -> None:
         spec = rc.graph.spec
         self.rc, self.at = rc, follow.checkpoint.id
         self.reply: int | None = None
+        self._ends = False
         self.event = _end_event(rc.events, rc.run, "done", None, {
             "output": spec.run_result(read_values(spec, follow.checkpoint)),
             "interrupts": []})[1]
 
     def queue(self, pipe: Any) -> list[Any]:
-        call = self.rc.saver.queue_close_run(pipe, self.rc.lease(), "done", (), self.event,
-                                             at=self.at)
-        return [] if call is None else [call]
+        rc = self.rc
+        call = rc.saver.queue_close_run(pipe, rc.lease(), "done", (), self.event, at=self.at)
+        if call is None:
+            return []
+        self._ends = rc.ending is not None
+        if rc.ending is None:
+            return [call]
+        key, ttl = rc.ending
+        return [call, queue_end(rc.saver.conn, rc.run.prefix, pipe, (key, rc.thread_id), ttl)]
 
     def landed(self, replies: list[Any]) -> None:
         self.reply = int(replies[0]) if replies else None
+        if self._ends:
+            self.rc.ending = None
 
     def ended(self) -> bool:
         """Whether the run is over here (ended, or its lease taken over); after the commit."""

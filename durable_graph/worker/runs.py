@@ -261,8 +261,9 @@ class RunContext:
     """The run asked to stop, as read by this context's last commit (None: not read)."""
     ending: tuple[str, float] | None = None
     """(job-book key, idle TTL) of the job this context runs, while its end is still to
-    be recorded: the script that stores a call's result ends it too and clears this
-    (None: the worker records the end after the job, off its path)."""
+    be recorded: what records it in a round trip of its own clears this (the script
+    that stores a call's result, a run's close riding a task's commit: ``CloseRide``);
+    the worker records the end after the job, off its path, only while it is set."""
 
     @property
     def thread_id(self) -> str:
