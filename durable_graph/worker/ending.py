@@ -3,7 +3,8 @@
 ``end_run`` records a run's end (a subgraph's run reports to its parent call instead,
 ``report_to_parent``); ``abort_run`` fails a run whose jobs cannot run at all;
 ``CloseRide`` sends a ``done`` end in the round trip of the commit of the run's last
-checkpoint, conditional on that commit (see ``runs.finish``).
+checkpoint, conditional on that commit (see ``runs.finish``); ``EndRide`` the end of the
+job that commits, when nothing is left for it to do after the commit.
 """
 
 from __future__ import annotations
@@ -30,42 +31,60 @@ from durable_graph.worker.events import END, RunEvents
 if TYPE_CHECKING:
     from durable_graph.worker.runs import Job, RunContext, RunSpec
 
-__all__ = ["CloseRide", "abort_run", "end_run", "error_record", "report_to_parent"]
+__all__ = ["CloseRide", "EndRide", "abort_run", "end_run", "error_record", "report_to_parent"]
 
 log = logging.getLogger("durable_graph.worker")
 
 
+class EndRide:
+    """The end of the job ``rc`` runs (``rc.ending``), sent just after the commit of a
+    step that leaves that job nothing to do (a ``Rider``): its successors are owed
+    already (sent or adopted before the commit, ``async``), or the run ends with it
+    (``CloseRide``). Once sent, ``rc.ending`` is cleared: the worker records no end
+    after the job. A refused commit ends the job all the same, as it would after."""
+
+    def __init__(self, rc: RunContext) -> None:
+        self.rc, self._sent = rc, False
+
+    def queue(self, pipe: Any) -> list[Any]:
+        rc = self.rc
+        if rc.ending is None:
+            return []
+        self._sent = True
+        key, ttl = rc.ending
+        return [queue_end(rc.saver.conn, rc.run.prefix, pipe, (key, rc.thread_id), ttl)]
+
+    def landed(self, replies: list[Any]) -> None:
+        if self._sent:
+            self.rc.ending = None
+
+    def failed(self, exc: BaseException) -> None:
+        """Nothing to undo: the job, given back, finds itself ended or not."""
+
+
 class CloseRide:
     """A run's ``done`` end sent just after the commit of its last checkpoint (a
-    ``Rider``): it ends the run only if that commit landed (see ``_close``). The job
-    that commits (``rc.ending``) ends after it in the same round trip: nothing is left
-    for it to do (on Redis Cluster, where the run closes after the commit, the worker
-    ends it after the job as usual)."""
+    ``Rider``): it ends the run only if that commit landed (see ``_close``), and the job
+    that commits after it (``EndRide``; on Redis Cluster, where the run closes after
+    the commit instead, the worker ends the job after it as usual)."""
 
     def __init__(self, rc: RunContext, follow: Next) -> None:
         spec = rc.graph.spec
         self.rc, self.at = rc, follow.checkpoint.id
         self.reply: int | None = None
-        self._ends = False
+        self._job = EndRide(rc)
         self.event = _end_event(rc.events, rc.run, "done", None, {
             "output": spec.run_result(read_values(spec, follow.checkpoint)),
             "interrupts": []})[1]
 
     def queue(self, pipe: Any) -> list[Any]:
-        rc = self.rc
-        call = rc.saver.queue_close_run(pipe, rc.lease(), "done", (), self.event, at=self.at)
-        if call is None:
-            return []
-        self._ends = rc.ending is not None
-        if rc.ending is None:
-            return [call]
-        key, ttl = rc.ending
-        return [call, queue_end(rc.saver.conn, rc.run.prefix, pipe, (key, rc.thread_id), ttl)]
+        call = self.rc.saver.queue_close_run(pipe, self.rc.lease(), "done", (), self.event,
+                                             at=self.at)
+        return [] if call is None else [call, *self._job.queue(pipe)]
 
     def landed(self, replies: list[Any]) -> None:
         self.reply = int(replies[0]) if replies else None
-        if self._ends:
-            self.rc.ending = None
+        self._job.landed(replies[1:])
 
     def ended(self) -> bool:
         """Whether the run is over here (ended, or its lease taken over); after the commit."""

@@ -53,6 +53,7 @@ from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker import metrics, tracing
 from durable_graph.worker.ending import (
     CloseRide,
+    EndRide,
     abort_run,
     end_run,
     error_record,
@@ -508,7 +509,8 @@ def finish(
                         thread_id=rc.thread_id, ns=rc.run.ns) if overlap else None
     if follow is not None and follow.status == "running":
         _send_tasks(rc, new, step + 1, follow.tasks, last=False)
-    ride = _ride(rc, nxt, step + 1) if follow is None and not overlap else None
+    ride = _ride(rc, nxt, step + 1) if follow is None and not overlap else (
+        EndRide(rc) if follow is not None and follow.status == "running" else None)
     if not _commit(rc, checkpoint, nxt, last, ride):
         return None
     if "values" in rc.run.modes and (chunk := rc.graph.spec.values_chunk(

@@ -1,16 +1,19 @@
 """A job's end rides a round trip the job makes anyway: a chain run records no end apart.
 
-Every job of a 3-step ``sync`` run runs here, in this process, as a worker's pool process runs
+Every job of a 3-step run runs here, in this process, as a worker's pool process runs
 it (the ``durable_graph.job`` task's body, messages captured as they are sent): the
-first job is published, the next two are adopted with the commits before them (eager
-continuation), and each job's end lands with the adoption of its successor or, for
-the last, with the run's close. So the worker's background ender never records one.
+first job is published, the next two are adopted (eager continuation), and each job's
+end lands with its commit: after the adoption of its successor (``sync``: in the
+commit's round trip; ``async``: adopted before the commit) or, ``sync``, with the run's
+close. So the worker's background ender records none (``async``: the last job's, whose
+run closes in a round trip after its commit).
 """
 
 from __future__ import annotations
 
 import collections
 import operator
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any, TypedDict
@@ -48,15 +51,21 @@ def _chain(app: Celery, redis_url: str, prefix: str) -> Any:
                          executor=CeleryExecutor(app))
 
 
+@pytest.mark.parametrize(("durability", "apart"), [("sync", []), ("async", ["c"])])
 def test_a_chain_run_ends_its_jobs_with_its_commits(
     app: Celery, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    durability: str, apart: list[str],
 ) -> None:
+    liveness = WorkerRuntime.of(app).liveness
+    ended: list[str] = []  # the jobs whose end the worker records after them
+    end = liveness._end
+    monkeypatch.setattr(liveness, "_end", lambda job: (ended.append(job.name), end(job)))
     sent: collections.deque[tuple[Any, Any]] = collections.deque()
     monkeypatch.setattr(app, "send_task", lambda name, args=(), kwargs=None, **_: sent.append(
         (args, kwargs)))
     chain = _chain(app, redis_url, redis_prefix)
     handle = chain.submit({"items": []}, {"configurable": {"thread_id": uuid.uuid4().hex}},
-                          durability="sync")
+                          durability=durability)
     job = app.tasks[JOB_TASK]
     ran = 0
     while sent:
@@ -65,7 +74,10 @@ def test_a_chain_run_ends_its_jobs_with_its_commits(
         ran += 1
     assert ran == 1  # the two later steps ran inline, adopted
     assert handle.result(timeout=10) == {"items": ["a", "b", "c"]}
-    liveness = WorkerRuntime.of(app).liveness
-    assert liveness._ender is None and liveness._ended.empty()  # no end recorded apart
+    assert ended == apart
     book = WorkerRuntime.of(app).dispatcher.books(redis_prefix)
+    deadline = time.monotonic() + 5
+    while book.claims() and time.monotonic() < deadline:  # an end recorded apart lands
+        time.sleep(0.01)
     assert book.claims() == []  # every job ended
+    assert not book.owes(handle.thread_id)
