@@ -2,8 +2,8 @@
 
 redis-py's pure-Python packer (used when hiredis is not installed) re-joins its
 growing buffer once per argument and sends every argument through a chain of
-``isinstance`` checks: for the scripts of a job (a commit has a dozen arguments or
-more) that was a fifth of a worker's CPU. This packer writes the same bytes: a
+``isinstance`` checks: a commit script's command (~30 arguments) cost ~15 us to pack,
+~9 us here; a 3-step run sends a dozen such commands. This packer writes the same bytes: a
 command's small arguments are joined once, an argument larger than the cutoff goes
 out as a chunk of its own (not copied, as redis-py does), and arguments are encoded
 as redis-py's ``Encoder`` does (a ``bool`` is refused, numbers by ``repr``).
