@@ -565,12 +565,15 @@ class WorkerRuntime:
             abort_run(saver, events, job, exc)
             metrics.job_done(job.kind, "failed")
             return "failed"
-        # a call's result and its job's end land in one script (a task's end is recorded
-        # after it, or with the adoption of its successor: see ``worker/eager``)
-        ending = (job.key, self.settings.lease_ttl) if job.kind == "call" and job.key else None
+        # a job's end rides a round trip it makes anyway where it can: a call's result
+        # (one script), a task's commit with the adoption of its successor (see
+        # ``worker/eager``) or with the run's close (``CloseRide``); else it is recorded
+        # after the job, off its path
+        ending = (job.key, self.settings.lease_ttl) \
+            if job.kind in ("call", "task") and job.key else None
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence,
                         eager=eager, early=early, ending=ending)
         handle(rc, job, self.keeper, renewed=renewed)
-        if ending is not None and rc.ending is None:
+        if ending is not None and (rc.ending is None or (eager and eager.ended_current)):
             self.liveness.ended(job)
         return "ok"

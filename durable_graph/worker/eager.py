@@ -11,9 +11,11 @@ and if this process dies in the middle, a recovery sweep finds the dead process'
 claim and sends the job's signed message to the queue, like any dead process's job.
 
 A job whose step commits with ``sync`` (or ``exit``) durability adopts the next task
-in the round trip of that commit (``ride``), after the commit script: adopted, it
-is confirmed by ``take`` once the commit landed, and ended again (``drop``) when
-the commit was refused or the run stops there.
+in the round trip of that commit (``ride``), after the commit script, and ends itself
+after the adoption in the same round trip (the thread never owes nothing in between):
+adopted, the next job is confirmed by ``take`` once the commit landed, and ended again
+(``drop``) when the commit was refused or the run stops there. Either way the adopting
+job's end is recorded (``ended_current``): the worker records none after it.
 
 At most ``depth`` steps run inline in a row (then the next one is published), so a
 long chain gives other jobs a turn at this worker process. Temporal's eager
@@ -65,6 +67,8 @@ class Eager:
         self.taken: Adopted | None = None
         self._riding = False
         """``taken`` was adopted with a commit (``ride``) and not confirmed by ``take`` yet."""
+        self.ended_current = False
+        """The end of the job that adopts (``current``) was recorded with its adoption."""
 
     def _open(self, job: Job) -> bool:
         """Whether ``job`` may be adopted here."""
@@ -77,6 +81,11 @@ class Eager:
             return None
         job = replace(job, key=uuid.uuid4().hex)
         return _Ride(self, job, self._dispatcher.seal(job))
+
+    def _ends(self) -> tuple[str, str, float] | None:
+        """``JobBook.adopt``'s ``ends`` for the current job (None: it has no book entry)."""
+        current = self._current
+        return (current.key, current.run.thread_id, self._idle_ttl) if current.key else None
 
     def rode(self, adopted: Adopted) -> None:
         """The adoption of a ``ride`` landed (the commit may yet have been refused)."""
@@ -110,9 +119,7 @@ class Eager:
             return False
         job = replace(job, key=uuid.uuid4().hex)
         message = self._dispatcher.seal(job)
-        current = self._current
-        ends = (current.key, current.run.thread_id, self._idle_ttl) \
-            if last and current.key else None
+        ends = self._ends() if last else None
         try:
             early = self._books(job.run.prefix).adopt(
                 job.key, job.run.thread_id, message, self._worker, also=self._first_read(job),
@@ -121,6 +128,7 @@ class Eager:
             self.publish_instead(job, exc)
             return True
         self.taken = Adopted(job, message, early)
+        self.ended_current = ends is not None
         return True
 
     def publish_instead(self, job: Job, exc: BaseException) -> None:
@@ -132,11 +140,14 @@ class Eager:
             self._books(job.run.prefix).release(job.key, job.run.thread_id, self._worker)
         self._dispatcher.send([job])
 
-    def queue_adopt(self, p: Any, job: Job, message: str) -> list[Any]:
-        """Queue the adoption of ``job`` and its first read on ``p`` (see ``_Ride``)."""
-        book, also = self._books(job.run.prefix), self._first_read(job)
+    def queue_adopt(self, p: Any, job: Job, message: str) -> tuple[list[Any], bool]:
+        """Queue on ``p`` the adoption of ``job``, the end of the current job (after it:
+        the thread never owes nothing in between) and ``job``'s first read (see
+        ``_Ride``); what they returned, and whether the current job's end is among them."""
+        book, also, ends = self._books(job.run.prefix), self._first_read(job), self._ends()
         return [book.queue_adopt(p, job.key, job.run.thread_id, message, self._worker),
-                *([also(p)] if also else [])]
+                *([book.queue_end(p, *ends)] if ends else []),
+                *([also(p)] if also else [])], ends is not None
 
     def deeper(self) -> Eager:
         """The slot of the adopted job, one inline step further."""
@@ -178,13 +189,16 @@ class _Ride:
 
     def __init__(self, eager: Eager, job: Job, message: str) -> None:
         self._eager, self.job, self._message = eager, job, message
+        self._ends = False
 
     def queue(self, pipe: Any) -> list[Any]:
-        return self._eager.queue_adopt(pipe, self.job, self._message)
+        queued, self._ends = self._eager.queue_adopt(pipe, self.job, self._message)
+        return queued
 
     def landed(self, replies: list[Any]) -> None:
-        early = replies[1] if len(replies) > 1 else None
+        early = replies[2 if self._ends else 1] if len(replies) > 1 + self._ends else None
         self._eager.rode(Adopted(self.job, self._message, early))
+        self._eager.ended_current = self._ends
 
     def failed(self, exc: BaseException) -> None:
         """The commit's round trip failed on the store: the adoption may have landed.

@@ -3,7 +3,8 @@
 ``end_run`` records a run's end (a subgraph's run reports to its parent call instead,
 ``report_to_parent``); ``abort_run`` fails a run whose jobs cannot run at all;
 ``CloseRide`` sends a ``done`` end in the round trip of the commit of the run's last
-checkpoint, conditional on that commit (see ``runs.finish``).
+checkpoint, conditional on that commit (see ``runs.finish``); ``EndRide`` the end of the
+job that commits, when nothing is left for it to do after the commit.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from durable_graph.scheduler.snapshot import build_snapshot
 from durable_graph.scheduler.spec import Write
 from durable_graph.scheduler.transition import Next, error_as_text, pause_events
 from durable_graph.store.base import ERROR, RETURN
+from durable_graph.store.redis.jobbook import queue_end
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.redis.threads import RunEnd
@@ -29,19 +31,48 @@ from durable_graph.worker.events import END, RunEvents
 if TYPE_CHECKING:
     from durable_graph.worker.runs import Job, RunContext, RunSpec
 
-__all__ = ["CloseRide", "abort_run", "end_run", "error_record", "report_to_parent"]
+__all__ = ["CloseRide", "EndRide", "abort_run", "end_run", "error_record", "report_to_parent"]
 
 log = logging.getLogger("durable_graph.worker")
 
 
+class EndRide:
+    """The end of the job ``rc`` runs (``rc.ending``), sent just after the commit of a
+    step that leaves that job nothing to do (a ``Rider``): its successors are owed
+    already (sent or adopted before the commit, ``async``), or the run ends with it
+    (``CloseRide``). Once sent, ``rc.ending`` is cleared: the worker records no end
+    after the job. A refused commit ends the job all the same, as it would after."""
+
+    def __init__(self, rc: RunContext) -> None:
+        self.rc, self._sent = rc, False
+
+    def queue(self, pipe: Any) -> list[Any]:
+        rc = self.rc
+        if rc.ending is None:
+            return []
+        self._sent = True
+        key, ttl = rc.ending
+        return [queue_end(rc.saver.conn, rc.run.prefix, pipe, (key, rc.thread_id), ttl)]
+
+    def landed(self, replies: list[Any]) -> None:
+        if self._sent:
+            self.rc.ending = None
+
+    def failed(self, exc: BaseException) -> None:
+        """Nothing to undo: the job, given back, finds itself ended or not."""
+
+
 class CloseRide:
     """A run's ``done`` end sent just after the commit of its last checkpoint (a
-    ``Rider``): it ends the run only if that commit landed (see ``_close``)."""
+    ``Rider``): it ends the run only if that commit landed (see ``_close``), and the job
+    that commits after it (``EndRide``; on Redis Cluster, where the run closes after
+    the commit instead, the worker ends the job after it as usual)."""
 
     def __init__(self, rc: RunContext, follow: Next) -> None:
         spec = rc.graph.spec
         self.rc, self.at = rc, follow.checkpoint.id
         self.reply: int | None = None
+        self._job = EndRide(rc)
         self.event = _end_event(rc.events, rc.run, "done", None, {
             "output": spec.run_result(read_values(spec, follow.checkpoint)),
             "interrupts": []})[1]
@@ -49,10 +80,11 @@ class CloseRide:
     def queue(self, pipe: Any) -> list[Any]:
         call = self.rc.saver.queue_close_run(pipe, self.rc.lease(), "done", (), self.event,
                                              at=self.at)
-        return [] if call is None else [call]
+        return [] if call is None else [call, *self._job.queue(pipe)]
 
     def landed(self, replies: list[Any]) -> None:
         self.reply = int(replies[0]) if replies else None
+        self._job.landed(replies[1:])
 
     def ended(self) -> bool:
         """Whether the run is over here (ended, or its lease taken over); after the commit."""

@@ -54,6 +54,7 @@ from durable_graph.types import Command
 from durable_graph.worker import metrics, tracing
 from durable_graph.worker.ending import (
     CloseRide,
+    EndRide,
     abort_run,
     end_run,
     error_record,
@@ -266,8 +267,9 @@ class RunContext:
     own first when anything else would come first (``store_prior``)."""
     ending: tuple[str, float] | None = None
     """(job-book key, idle TTL) of the job this context runs, while its end is still to
-    be recorded: the script that stores a call's result ends it too and clears this
-    (None: the worker records the end after the job, off its path)."""
+    be recorded: what records it in a round trip of its own clears this (the script
+    that stores a call's result, a run's close riding a task's commit: ``CloseRide``);
+    the worker records the end after the job, off its path, only while it is set."""
 
     @property
     def thread_id(self) -> str:
@@ -522,7 +524,8 @@ def finish(
                         thread_id=rc.thread_id, ns=rc.run.ns) if overlap else None
     if follow is not None and follow.status == "running":
         _send_tasks(rc, new, step + 1, follow.tasks, last=False)
-    ride = _ride(rc, nxt, step + 1) if follow is None and not overlap else None
+    ride = _ride(rc, nxt, step + 1) if follow is None and not overlap else (
+        EndRide(rc) if follow is not None and follow.status == "running" else None)
     if not _commit(rc, checkpoint, nxt, last, ride):
         return None
     if "values" in rc.run.modes and (chunk := rc.graph.spec.values_chunk(

@@ -10,7 +10,8 @@ span that lands it, or of the run span when the producer commits it).
 The spans go to whatever ``TracerProvider`` the process configured (the SDK's, in
 the producer and in each worker process, e.g. in a ``worker_process_init`` handler).
 Without opentelemetry installed every hook here is the function it wraps, unchanged,
-and ``carry`` returns ''.
+and ``carry`` returns ''. Installed but with no provider configured (yet), a hook
+calls the function without a span: a span nobody records cost ~11 us per job.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def carry(run_id: str, thread_id: str) -> str:
     return carrier.get("traceparent", "")
 
 
+def _recording() -> bool:
+    """Whether this process configured a tracer provider (checked each time: it may
+    configure one after the hooks were made)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def _parent(traceparent: str) -> Context | None:
     """The context a job's span continues: the run's, carried in its signed payload."""
     if not traceparent or trace is None:
@@ -62,6 +69,8 @@ def run_span(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def spanned(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not _recording():
+            return fn(*args, **kwargs)
         with trace.get_tracer(__name__).start_as_current_span(
                 RUN, kind=trace.SpanKind.PRODUCER):
             return fn(*args, **kwargs)
@@ -77,6 +86,8 @@ def job_span(
 
     @functools.wraps(fn)
     def spanned(rc: RunContext, job: Job, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if not _recording():
+            return fn(rc, job, *args, **kwargs)
         attributes: dict[str, Any] = {
             "durable_graph.job.kind": job.kind, "durable_graph.thread_id": job.run.thread_id,
             "durable_graph.run_id": job.run.run_id, "durable_graph.step": job.step,
@@ -98,6 +109,8 @@ def step_span(
     @functools.wraps(fn)
     def spanned(rc: RunContext, checkpoint: Checkpoint, step: int, /,
                 *args: P.args, **kwargs: P.kwargs) -> R:
+        if not _recording():
+            return fn(rc, checkpoint, step, *args, **kwargs)
         current = trace.get_current_span().get_span_context().is_valid
         attributes: dict[str, Any] = {
             "durable_graph.thread_id": rc.thread_id, "durable_graph.run_id": rc.run.run_id,

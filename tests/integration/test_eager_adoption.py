@@ -14,23 +14,31 @@ from test_recovery_sweep import kinds, queued, scheduler, start_run, wait
 from durable_graph.store.redis.jobbook import pipelined
 from durable_graph.worker.eager import Eager
 from durable_graph.worker.recovery import LeaseScheduler
+from durable_graph.worker.runs import Job
 
 pytestmark = pytest.mark.redis
 TTL = 0.2
 __all__ = ["scheduler"]  # the fixture, shared with test_recovery_sweep
 
 
-def test_an_adopted_job_is_owed_and_claimed_and_a_dead_adopter_has_it_sent_again_once(
-    scheduler: LeaseScheduler,
-) -> None:
-    book, worker = scheduler.book, "host:1:adopter"
-    first = start_run(scheduler, "chain")
+def _received(scheduler: LeaseScheduler, thread_id: str, worker: str, ttl: float) -> Job:
+    """The first job of a new run of ``thread_id``, sent, received and claimed by
+    ``worker`` (beating for ``ttl`` seconds)."""
+    first = start_run(scheduler, thread_id)
     scheduler._dispatcher.send([first])
     (_, kwargs), = queued(scheduler)
     scheduler.saver.client.delete(scheduler.settings.queue)  # a worker received it
     first = replace(first, key=kwargs["key"])
-    book.heartbeat(worker, TTL)
-    assert book.claim(first.key, "chain", worker) == ("ok", "")
+    scheduler.book.heartbeat(worker, ttl)
+    assert scheduler.book.claim(first.key, thread_id, worker) == ("ok", "")
+    return first
+
+
+def test_an_adopted_job_is_owed_and_claimed_and_a_dead_adopter_has_it_sent_again_once(
+    scheduler: LeaseScheduler,
+) -> None:
+    book, worker = scheduler.book, "host:1:adopter"
+    first = _received(scheduler, "chain", worker, TTL)
 
     eager = Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=1,
                   first_read=lambda job: None, current=first, idle_ttl=TTL)
@@ -107,3 +115,29 @@ def test_a_job_adopted_with_a_commit_is_confirmed_by_take_and_ended_by_drop(
     assert dropped.taken is None
     assert {k for _, k, _ in book.claims()} == {key} and other != key
     assert kinds(scheduler) == []  # nothing was published
+
+
+def test_an_adoption_riding_a_commit_ends_the_adopting_job_after_it(
+    scheduler: LeaseScheduler,
+) -> None:
+    """The adopting job's end rides the commit's round trip, after the adoption (the
+    thread never owes nothing in between); the adopted job's first read comes last."""
+    book, worker = scheduler.book, "host:5:rider"
+    first = _received(scheduler, "ends", worker, 5)
+    marker = f"{scheduler.settings.prefix}:marker"
+    scheduler.saver.client.set(marker, b"read with the adoption")
+    eager = Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=8,
+                  first_read=lambda job: lambda p: p.get(marker), current=first, idle_ttl=TTL)
+
+    ride = eager.ride(replace(first, key="", checkpoint_id="c2", step=1, task_id="t2"))
+    assert ride is not None and not eager.ended_current
+    ride.landed(pipelined(book.conn, "commit and adopt", ride.queue))
+
+    assert eager.ended_current and eager.taken is not None
+    assert eager.taken.early == b"read with the adoption"
+    adopted = eager.taken.job.key
+    assert {k: holder for _, k, holder in book.claims()} == {adopted: worker}
+    assert book.claim(first.key, "ends", "host:6:copy") == ("gone", "")  # ended
+    assert book.owes("ends")  # the adopted job
+    book.end(adopted, "ends", TTL)
+    assert not book.owes("ends")

@@ -39,7 +39,7 @@ from durable_graph.store.redis.keys import (
     probe_key,
 )
 
-__all__ = ["Also", "Expired", "JobBook", "Reclaimed", "View", "pipelined"]
+__all__ = ["Also", "Expired", "JobBook", "Reclaimed", "View", "pipelined", "queue_end"]
 
 Also: TypeAlias = Callable[[Any], Any]
 """Queues one more command on a pipeline (``p``) and returns what the call returned."""
@@ -58,6 +58,15 @@ def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
         build(pipe)
         return conn.execute(pipe)
     return conn.call(action, go)
+
+
+def queue_end(conn: RedisConn, prefix: str, p: Any, job: tuple[str, str],
+              idle_ttl: float) -> Any:
+    """Queue ``JobBook.end`` of ``job`` (job key, thread id) on ``p`` (see ``pipelined``),
+    a pipeline that also carries other commands (a commit, a run's close)."""
+    key, thread_id = job
+    return conn.script("END_JOB")(keys=jobs_of(prefix, thread_id).ordered(),
+                                  args=[key, thread_id, int(idle_ttl * 1000)], client=p)
 
 
 _ViewCall = tuple[list[str], list[str], list[JobKeys | None]]
@@ -193,14 +202,10 @@ class JobBook:
         ``end`` of the job that adopted it, and ``also(p)``, one more read, whose reply
         is returned.
         """
-        end = self._script("END_JOB")
-
         def build(p: Any) -> list[Any]:
             out = [self.queue_adopt(p, key, thread_id, message, worker)]
             if ends is not None:
-                done, done_thread, ttl = ends
-                out.append(end(keys=jobs_of(self.prefix, done_thread).ordered(),
-                               args=[done, done_thread, int(ttl * 1000)], client=p))
+                out.append(self.queue_end(p, *ends))
             return [*out, *([also(p)] if also else [])]
 
         replies = self._pipe("adopt job", build)
@@ -211,6 +216,10 @@ class JobBook:
         other commands (see ``pipelined``)."""
         return self._script("ADOPT_JOB")(keys=jobs_of(self.prefix, thread_id).ordered(),
                                           args=[key, thread_id, message, worker], client=p)
+
+    def queue_end(self, p: Any, key: str, thread_id: str, idle_ttl: float) -> Any:
+        """Queue ``end`` on ``p``, a pipeline shared with other commands."""
+        return queue_end(self.conn, self.prefix, p, (key, thread_id), idle_ttl)
 
     def claim(self, key: str, thread_id: str, worker: str) -> tuple[str, str]:
         """(``ok``, '') to run the job; (``gone``, '') or (``held``, holder) to drop it."""
@@ -249,10 +258,7 @@ class JobBook:
 
     def end_many(self, jobs: Sequence[tuple[str, str]], idle_ttl: float) -> None:
         """``end`` of several (job key, thread id), in one round trip."""
-        script = self._script("END_JOB")
-        self._pipe("end jobs", lambda p: [
-            script(keys=jobs_of(self.prefix, t).ordered(), args=[k, t, int(idle_ttl * 1000)],
-                   client=p) for k, t in jobs])
+        self._pipe("end jobs", lambda p: [self.queue_end(p, k, t, idle_ttl) for k, t in jobs])
 
     def release(self, key: str, thread_id: str, worker: str) -> None:
         """Give an unfinished job back (its broker delivers it again)."""
