@@ -7,6 +7,7 @@ the recovery sweep is the real one (see ``test_recovery_sweep``).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from test_recovery_sweep import kinds, queued, scheduler, start_run, wait
@@ -34,14 +35,27 @@ def _received(scheduler: LeaseScheduler, thread_id: str, worker: str, ttl: float
     return first
 
 
+def _unclaimed(scheduler: LeaseScheduler, thread_id: str, worker: str) -> Job:
+    """The first job of a new run of ``thread_id`` (never sent), with ``worker`` beating."""
+    scheduler.book.heartbeat(worker, 5)
+    return replace(start_run(scheduler, thread_id), key="k-first")
+
+
+def _eager(scheduler: LeaseScheduler, worker: str, current: Job, *, left: int = 8,
+           first_read: Any = None) -> Eager:
+    """An eager slot of ``worker`` whose current job is ``current``, on the scheduler's book."""
+    book = scheduler.book
+    return Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=left,
+                 first_read=first_read or (lambda job: None), current=current, idle_ttl=TTL)
+
+
 def test_an_adopted_job_is_owed_and_claimed_and_a_dead_adopter_has_it_sent_again_once(
     scheduler: LeaseScheduler,
 ) -> None:
     book, worker = scheduler.book, "host:1:adopter"
     first = _received(scheduler, "chain", worker, TTL)
 
-    eager = Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=1,
-                  first_read=lambda job: None, current=first, idle_ttl=TTL)
+    eager = _eager(scheduler, worker, first, left=1)
     second = replace(first, key="", checkpoint_id="c2", step=1, task_id="t2", name="node_b")
     assert eager.take(second, last=True)
     assert not eager.take(replace(second, task_id="t3"), last=True)  # one slot
@@ -66,10 +80,8 @@ def test_a_job_adopted_when_the_adopter_failed_is_handed_to_the_queue(
     scheduler: LeaseScheduler,
 ) -> None:
     book, worker = scheduler.book, "host:2:adopter"
-    first = replace(start_run(scheduler, "handed"), key="k-first")
-    book.heartbeat(worker, 5)
-    eager = Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=8,
-                  first_read=lambda job: None, current=first, idle_ttl=TTL)
+    first = _unclaimed(scheduler, "handed", worker)
+    eager = _eager(scheduler, worker, first)
     assert eager.take(replace(first, key="", task_id="t2"), last=False)
     assert eager.taken is not None
     key = eager.taken.job.key
@@ -86,14 +98,10 @@ def test_a_job_adopted_with_a_commit_is_confirmed_by_take_and_ended_by_drop(
     scheduler: LeaseScheduler,
 ) -> None:
     book, worker = scheduler.book, "host:4:rider"
-    first = replace(start_run(scheduler, "ridden"), key="k-first")
-    book.heartbeat(worker, 5)
+    first = _unclaimed(scheduler, "ridden", worker)
 
-    def eager() -> Eager:
-        return Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=8,
-                     first_read=lambda job: None, current=first, idle_ttl=TTL)
-
-    kept, second = eager(), replace(first, key="", checkpoint_id="c2", step=1, task_id="t2")
+    kept = _eager(scheduler, worker, first)
+    second = replace(first, key="", checkpoint_id="c2", step=1, task_id="t2")
     ride = kept.ride(second)
     assert ride is not None
     ride.landed(pipelined(book.conn, "commit and adopt", ride.queue))  # as commit_step does
@@ -105,7 +113,7 @@ def test_a_job_adopted_with_a_commit_is_confirmed_by_take_and_ended_by_drop(
     kept.drop()  # confirmed: nothing to drop
     assert kept.taken is not None and book.owes("ridden")
 
-    dropped = eager()
+    dropped = _eager(scheduler, worker, first)
     ride = dropped.ride(replace(second, task_id="t3"))
     assert ride is not None
     ride.landed(pipelined(book.conn, "commit and adopt", ride.queue))
@@ -126,8 +134,7 @@ def test_an_adoption_riding_a_commit_ends_the_adopting_job_after_it(
     first = _received(scheduler, "ends", worker, 5)
     marker = f"{scheduler.settings.prefix}:marker"
     scheduler.saver.client.set(marker, b"read with the adoption")
-    eager = Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=8,
-                  first_read=lambda job: lambda p: p.get(marker), current=first, idle_ttl=TTL)
+    eager = _eager(scheduler, worker, first, first_read=lambda job: lambda p: p.get(marker))
 
     ride = eager.ride(replace(first, key="", checkpoint_id="c2", step=1, task_id="t2"))
     assert ride is not None and not eager.ended_current
