@@ -140,14 +140,23 @@ class LeaseKeeper:
             time.sleep(self.ttl / 3)
             with self._lock:
                 held = list(self._held)
-            for thread_id, owner, gen, prefix in held:
-                try:
-                    self._saver_for(prefix).leases.renew(Lease(thread_id, owner, gen, 0), self.ttl)
-                except FencingError:
+            self.renew(held)
+
+    def renew(self, held: list[tuple[str, str, int, str]]) -> None:
+        """Renew the leases ``held`` was a snapshot of. One refused is a takeover only if
+        a job here still holds it: else its run ended (and freed it) meanwhile."""
+        for key in held:
+            thread_id, owner, gen, prefix = key
+            try:
+                self._saver_for(prefix).leases.renew(Lease(thread_id, owner, gen, 0), self.ttl)
+            except FencingError:
+                with self._lock:
+                    still = key in self._held
+                if still:
                     log.warning("lease of thread %s was taken over; its jobs here are stale",
                                 thread_id)
-                except Exception:  # keep renewing the others; the next round retries
-                    log.exception("renewing the lease of thread %s failed", thread_id)
+            except Exception:  # keep renewing the others; the next round retries
+                log.exception("renewing the lease of thread %s failed", thread_id)
 
 
 class _PendingCall(TaskFuture[Any]):
