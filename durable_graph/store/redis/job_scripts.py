@@ -17,7 +17,6 @@ __all__ = [
     "ADOPT_JOB",
     "ARM_IDLE",
     "CLAIM_JOB",
-    "DISARM_IDLE",
     "END_JOB",
     "HEARTBEAT",
     "NOTE_DEATH",
@@ -200,11 +199,6 @@ redis.call('ZADD', IDLE, now + tonumber(ARGV[2]), ARGV[1])
 return 1
 """
 )
-
-DISARM_IDLE = """
--- KEYS: idle    ARGV: thread id.  Its run ended: nothing to watch.
-return redis.call('ZREM', KEYS[1], ARGV[1])
-"""
 
 HEARTBEAT = (
     _NOW
