@@ -314,7 +314,10 @@ class BaseCheckpointSaver(ABC):
         """Store a task's writes against the checkpoint ``config`` names.
 
         A write to a channel of ``WRITES_IDX_MAP`` replaces its slot; other writes
-        keep the first value stored in their (task_id, index) slot.
+        keep the first value stored in their (task_id, index) slot. A write to a
+        checkpoint that is gone while a newer one of its namespace is stored (pruned or
+        deleted: a late duplicate of a task whose step was committed) stores nothing,
+        so it cannot leak; one to a checkpoint not stored yet is kept.
         """
 
     @abstractmethod

@@ -232,6 +232,9 @@ class InMemorySaver(BaseCheckpointSaver):
         ]
         with self._lock:
             self._purge_expired()
+            saved = self._checkpoints.get((thread_id, ns), {})
+            if checkpoint_id not in saved and any(cid > checkpoint_id for cid in saved):
+                return  # a late write to a pruned checkpoint: nothing would read or drop it
             slots = self._writes.setdefault((thread_id, ns, checkpoint_id), {})
             for ch, slot, blob in encoded:
                 key = (task_id, slot)

@@ -677,6 +677,8 @@ class SqliteSaver(BaseCheckpointSaver):
             rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel,
                                 pack_tag(tag), data)))
         with self._transaction() as conn:
+            if _pruned(conn, thread_id, ns, checkpoint_id):
+                return  # a late write to a pruned checkpoint: nothing would read or drop it
             for verb, args in rows:
                 conn.execute(f"INSERT OR {verb} INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", args)
 
@@ -748,6 +750,14 @@ def _purge(conn: sqlite3.Connection, now: float) -> None:
     """Delete every thread whose TTL ran out by ``now`` (inside the caller's transaction)."""
     for (thread_id,) in conn.execute(_DUE, (now,)).fetchall():
         _delete_thread_rows(conn, thread_id)
+
+
+def _pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: str) -> bool:
+    """Whether the checkpoint is gone while a newer one is stored (pruned or deleted);
+    a checkpoint not stored yet is newer than all of them."""
+    found = conn.execute(_LATEST, (thread_id, ns)).fetchone()
+    return found is not None and found[0] > checkpoint_id and conn.execute(
+        _EXISTS, (thread_id, ns, checkpoint_id)).fetchone() is None
 
 
 def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str]) -> None:

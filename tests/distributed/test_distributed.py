@@ -205,6 +205,9 @@ def test_workers_commits_apply_the_retention_policy_of_the_starting_saver(
                  if k.endswith((":rec", ":idx", ":blobs")) or ":cp:" in k}
         assert len(lived) == 3 + 2 and all(0 < t <= 600 for t in lived.values()), lived
         assert sum(":cp:" in k for k in stored) == 2
+        # nothing of a pruned checkpoint stays: every checkpoint-keyed key is a kept one's
+        kept = {r.checkpoint_id for r in policy.list_ids(thread_of(config))}
+        assert {k.rsplit(":", 1)[1] for k in stored if ":cp:" in k or ":w:" in k} <= kept
 
 
 def test_interrupt_pauses_without_a_busy_worker_and_command_resumes(cluster: Cluster) -> None:

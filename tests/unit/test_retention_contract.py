@@ -386,3 +386,48 @@ def test_a_thread_that_expires_under_a_running_step_refuses_the_commit(
         b.compile(checkpointer=saver).invoke({"limit": 3}, cfg("t"), durability="sync")
     assert saver.get_tuple(cfg("t")) is None, "nothing half-written (a delta over nothing)"
     assert list(saver.list(cfg("t"))) == []
+
+
+# --- nothing of a pruned checkpoint stays behind ------------------------------------
+
+
+def write_ids(saver: BaseCheckpointSaver, thread: str) -> set[str]:
+    """Ids of the checkpoints ``saver`` holds pending writes of, read from its storage
+    (not through the API, which shows only the writes of checkpoints that exist)."""
+    if isinstance(saver, InMemorySaver):
+        return {key[2] for key in saver._writes if key[0] == thread}
+    if isinstance(saver, SqliteSaver):
+        with saver._transaction(write=False) as conn:
+            rows = conn.execute("SELECT DISTINCT checkpoint_id FROM writes WHERE thread_id = ?",
+                                (thread,)).fetchall()
+        return {row[0] for row in rows}
+    from durable_graph.store.redis.keys import WRITES, ThreadKeys
+
+    tag = ThreadKeys(saver.prefix, thread).tag  # type: ignore[attr-defined]
+    keys = saver.client.scan_iter(match=f"{tag}*", count=1000)  # type: ignore[attr-defined]
+    return {k.decode().rsplit(WRITES, 1)[1] for k in keys if WRITES in k.decode()}
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_late_write_to_a_pruned_checkpoint_leaves_nothing_behind(
+    make: Callable[..., BaseCheckpointSaver], how: str
+) -> None:
+    """A task that finished after its step was committed elsewhere (a redelivered or
+    duplicate execution) writes to a checkpoint that pruning removed: nothing of it may
+    stay, or every such write leaks for good. A write to the newest checkpoint, or to a
+    checkpoint not committed yet, is stored as before."""
+    saver = retaining(make, how)
+    old = commit(saver, "t", 1)[0]
+    saver.put_writes(cfg("t", old), [("n", 1)], "task-1")
+    kept = commit(saver, "t", 2)  # a new checkpoint chain (a keep_last saver prunes old)
+    settle(saver, "t", how)
+    assert write_ids(saver, "t") == set()
+    saver.put_writes(cfg("t", old), [("n", 2)], "task-2")  # the late duplicate
+    saver.put_writes(cfg("t", old), [("__error__", "late")], "task-3")
+    assert write_ids(saver, "t") == set(), "writes of a pruned checkpoint stayed behind"
+    saver.put_writes(cfg("t", kept[-1]), [("n", 3)], "task-4")
+    ahead = new_checkpoint_id()  # writes may reach a store before their checkpoint
+    saver.put_writes(cfg("t", ahead), [("n", 4)], "task-5")
+    assert write_ids(saver, "t") == {kept[-1], ahead}
+    latest = saver.get_tuple(cfg("t"))
+    assert latest is not None and [w.task_id for w in latest.pending_writes] == ["task-4"]

@@ -772,9 +772,10 @@ class RedisSaver(BaseCheckpointSaver):
             return None
         tk = ThreadKeys(self.prefix, thread_id)
         nsk = tk.ns(ns)
-        keys = [tk.lease, nsk.writes(checkpoint_id), tk.record]
+        keys = [tk.lease, nsk.writes(checkpoint_id), tk.record, nsk.checkpoint(checkpoint_id),
+                nsk.index]
         args: list[Any] = [fence, self._policy()[0], task_id if caller else "",
-                           "1" if whole else "0"]
+                           "1" if whole else "0", checkpoint_id]
         if caller:
             keys += [nsk.waits(checkpoint_id, caller), nsk.wake(checkpoint_id, caller)]
         for slot, replaces, value in encoded:

@@ -209,17 +209,25 @@ return {'ok', redis.call('HGET', KEYS[1], 'stop') or ''}
 )
 
 _PUT_WRITES = """
--- KEYS: lease, writes, rec[, waits, wake]
--- ARGV: fence, default_ttl, member, whole, (field, replace, value)...
+-- KEYS: lease, writes, rec, cp, idx[, waits, wake]
+-- ARGV: fence, default_ttl, member, whole, checkpoint id, (field, replace, value)...
 -- With `member` (a finished @task call), it also leaves its caller's waits set;
 -- the write that empties the set takes the caller's wake job and returns it, so
 -- exactly one finishing call replays the caller.
 local ok, gen = fence_ok(KEYS[1], ARGV[1])
 if not ok then return {'fenced', gen} end
+-- a checkpoint that is gone while a newer one is indexed was pruned or deleted: a
+-- late write to it (a duplicate of a task whose step was committed) would be an
+-- orphan nothing reads or deletes, so it is not stored ('gone'). A checkpoint not
+-- stored yet is newer than every indexed one: its writes are stored.
+if redis.call('EXISTS', KEYS[4]) == 0
+    and #redis.call('ZRANGEBYLEX', KEYS[5], '(' .. ARGV[5], '+', 'LIMIT', 0, 1) > 0 then
+  return {'gone'}
+end
 -- whole = '1' (distributed jobs): a task's ordinary writes come from one execution
 -- only; once its first slot exists, a second execution (a redelivery) adds none
 local first = nil
-for j = 5, #ARGV, 3 do
+for j = 6, #ARGV, 3 do
   if ARGV[j + 1] ~= '1' then
     if first == nil then
       first = ARGV[4] ~= '1' or redis.call('HEXISTS', KEYS[2], ARGV[j]) == 0
@@ -231,11 +239,11 @@ for j = 5, #ARGV, 3 do
 end
 local ttl = thread_ttl(KEYS[3], ARGV[2])
 if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
-if ARGV[3] ~= '' and redis.call('SREM', KEYS[4], ARGV[3]) == 1
-    and redis.call('SCARD', KEYS[4]) == 0 then
-  local wake = redis.call('GET', KEYS[5])
+if ARGV[3] ~= '' and redis.call('SREM', KEYS[6], ARGV[3]) == 1
+    and redis.call('SCARD', KEYS[6]) == 0 then
+  local wake = redis.call('GET', KEYS[7])
   if wake then
-    redis.call('DEL', KEYS[5])
+    redis.call('DEL', KEYS[7])
     return {'ok', wake}
   end
 end
