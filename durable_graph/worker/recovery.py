@@ -22,6 +22,11 @@ or thread, so any number of sweepers act exactly once:
    generation goes up, so anything late of the old owner is refused, and a
    ``recover`` job re-enqueues what the last committed step still misses.
 
+Every ``INDEX_SWEEP_EVERY`` sweeps it also checks the next batch of the status index
+for threads whose keys expired by their TTL (or were deleted some other way): their
+entries live in other slots, so nothing else would ever drop them when nobody lists
+threads (``ThreadRecords.sweep_gone``).
+
 Copies are harmless: a job's first claim wins and later copies are dropped; writes
 are first-wins per task and fenced by the lease generation.
 """
@@ -41,13 +46,14 @@ from celery import Celery, bootsteps
 from durable_graph.errors import CheckpointStoreError, JobCrashedError, SignatureError
 from durable_graph.store.redis.jobbook import Expired, JobBook, View
 from durable_graph.store.redis.saver import RedisSaver
+from durable_graph.store.redis.threads import ThreadRecords
 from durable_graph.worker import metrics
 from durable_graph.worker.app import CeleryDispatcher, WorkerRuntime, settings_of
 from durable_graph.worker.events import END, RunEvents
 from durable_graph.worker.payload import open_sealed
 from durable_graph.worker.runs import Job, RunSpec, abort_run
 
-__all__ = ["PROBE_AFTER", "LeaseScheduler", "RecoveryStep", "Sweep"]
+__all__ = ["INDEX_SWEEP_EVERY", "PROBE_AFTER", "LeaseScheduler", "RecoveryStep", "Sweep"]
 
 log = logging.getLogger("durable_graph.scheduler")
 
@@ -57,6 +63,8 @@ PROBE_IN_FLIGHT = 15.0
 """Seconds before a probe that never arrived is replaced by another."""
 SEND_SKEW = 1.0
 """Seconds between registering a job and publishing it that a sweep tolerates."""
+INDEX_SWEEP_EVERY = 60
+"""Sweeps between two checks of a batch of the status index for threads that are gone."""
 
 
 @dataclass
@@ -71,6 +79,8 @@ class Sweep:
     """Lost messages sent again."""
     recovered: list[str] = field(default_factory=list)
     """Idle threads taken over and recovered."""
+    unindexed: int = 0
+    """Status-index entries of threads that are gone, dropped."""
 
 
 @dataclass
@@ -84,6 +94,8 @@ class LeaseScheduler:
     """Seconds a job waits unclaimed before the sweep checks the queue moved past it."""
     send_skew: float = SEND_SKEW
     """A probe proves lost only the jobs registered this long before it was."""
+    index_every: int = INDEX_SWEEP_EVERY
+    """Sweeps between two batches of the status-index check (see the module docstring)."""
 
     def __post_init__(self) -> None:
         self.settings = settings_of(self.app)
@@ -102,6 +114,11 @@ class LeaseScheduler:
         """Server time (ms) from which expired heartbeats mean dead processes: after an
         outage every worker's heartbeat expired, so wait one heartbeat TTL for them to
         beat again instead of resending every running job."""
+        self._records = ThreadRecords(self.saver.conn, self.saver.prefix)
+        self._index_ranks: dict[str, int] = {}
+        """Where the next status-index batch starts, per shard."""
+        self._until_index = random.randint(1, self.index_every)
+        """Sweeps until the next status-index batch (workers start at random points)."""
 
     def sweep(self) -> list[str]:
         """Sweep once; the threads taken over and recovered (see ``sweep_all``)."""
@@ -126,6 +143,10 @@ class LeaseScheduler:
             self._dead_processes(view.dead, out)
         self._lost_messages(view, out)
         self._idle_threads(view.idle, out)
+        self._until_index -= 1
+        if self._until_index <= 0:
+            self._until_index = self.index_every
+            out.unindexed = self._records.sweep_gone(self._index_ranks)
         return out
 
     def _dead_processes(self, dead: list[str], out: Sweep) -> None:

@@ -20,6 +20,7 @@ import redis
 
 from durable_graph import JobCrashedError
 from durable_graph.errors import CheckpointStoreError
+from durable_graph.store.redis.keys import status_key
 from durable_graph.store.redis.lease import Lease
 from durable_graph.worker import create_app
 from durable_graph.worker.app import WorkerRuntime
@@ -28,6 +29,7 @@ from durable_graph.worker.liveness import Liveness
 from durable_graph.worker.recovery import LeaseScheduler
 from durable_graph.worker.runs import Job, RunSpec
 from durable_graph.worker.shipping import GraphRef
+from tests.unit.backend_contract import wait_until
 
 pytestmark = pytest.mark.redis
 SECRET = "sweep-test-secret-0123456789"
@@ -311,3 +313,20 @@ def test_a_job_failed_by_an_outage_gives_its_claim_back_before_its_retry(
     runner.join(timeout=20)
     assert not runner.is_alive() and len(left) == 1  # the job's own error, after the store
     assert s.book.claim(job.key, "retried", "host:2:b") == ("ok", "")  # the retry runs
+
+
+def test_every_index_every_sweeps_a_batch_of_the_status_index_loses_its_gone_threads(
+    scheduler: LeaseScheduler,
+) -> None:
+    """A thread whose keys expired (its TTL) leaves its status-index entry behind, in
+    another slot; with nobody listing threads, the sweeps drop it."""
+    scheduler.saver.set_status("expired", "done")
+    scheduler.saver.set_status("alive", "done")
+    scheduler.saver.set_ttl("expired", 1)  # no checkpoint: the record alone expires
+    shard = status_key(scheduler.saver.prefix, "expired", "done")
+    wait_until(lambda: scheduler.saver.get_status("expired") is None)
+    sweeps = [scheduler.sweep_all() for _ in range(scheduler.index_every)]
+    assert sum(s.unindexed for s in sweeps) == 1  # one of them checked the index
+    assert scheduler.saver.client.zscore(shard, "expired") is None
+    assert scheduler.saver.client.zscore(status_key(scheduler.saver.prefix, "alive", "done"),
+                                         "alive") is not None

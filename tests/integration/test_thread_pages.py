@@ -7,9 +7,11 @@ import pytest
 import redis
 
 from durable_graph.errors import GraphValueError
+from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import ThreadKeys, status_key
 from durable_graph.store.redis.threads import ThreadRecords
+from tests.unit.backend_contract import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -83,3 +85,56 @@ def test_threads_are_found_by_the_start_of_their_id(
     assert records.with_prefix("order:", 10) == ["order:1", "order:2"]
     assert records.with_prefix("order*", 10) == ["order*x"]  # glob characters are literal
     assert records.with_prefix("nothing", 10) == []
+
+
+def _indexed(client: redis.Redis, prefix: str, thread: str, status: str = "done") -> bool:
+    return client.zscore(status_key(prefix, thread, status), thread) is not None
+
+
+def test_threads_whose_keys_expired_leave_the_index_on_read_and_by_the_sweep(
+    records: ThreadRecords, redis_url: str, redis_prefix: str
+) -> None:
+    """The status index is in other slots than the threads, so a thread's TTL cannot
+    take its entry along: listing must not show it, and the entry must go (else the
+    index grows by one entry per expired thread, forever)."""
+    client = redis.Redis.from_url(redis_url)
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix, ttl=1) as short:
+        for thread in ("expired-1", "expired-2", "expired-3"):
+            short.put({"configurable": {"thread_id": thread, "checkpoint_ns": ""}},
+                      Checkpoint(new_checkpoint_id(), "2024-01-01T00:00:00+00:00", {}, {}, {}),
+                      {}, {})
+            short.set_status(thread, "done")
+    records.set_status("kept", "done")
+    _index(client, redis_prefix, "deleted", "running", 7)
+    client.unlink(ThreadKeys(redis_prefix, "deleted").record)  # deleted some other way
+    wait_until(lambda: client.exists(ThreadKeys(redis_prefix, "expired-1").record) == 0)
+    assert _indexed(client, redis_prefix, "expired-1")  # the TTL took only the thread
+
+    page = records.page("done", limit=2)  # reads "kept" and the newest one expired
+    assert [t["thread_id"] for t in page.threads] == ["kept"]
+    assert not _indexed(client, redis_prefix, "expired-3")  # dropped by the read
+    assert _indexed(client, redis_prefix, "expired-1")
+    # nobody reads the rest: sweeps drop them, a batch of every shard at a time
+    ranks: dict[str, int] = {}
+    assert sum(records.sweep_gone(ranks, batch=1) for _ in range(4)) == 3
+    assert not any(_indexed(client, redis_prefix, t) for t in ("expired-1", "expired-2"))
+    assert not _indexed(client, redis_prefix, "deleted", "running")
+    assert records.count_by_status()["done"] == 1 and records.list_threads() == ["kept"]
+    # and a listing drops what it finds gone as well
+    _index(client, redis_prefix, "gone-too", "failed", 9)
+    client.unlink(ThreadKeys(redis_prefix, "gone-too").record)
+    assert records.list_threads() == ["kept"]
+    assert not _indexed(client, redis_prefix, "gone-too", "failed")
+
+
+def test_dropping_a_gone_entry_spares_a_thread_indexed_again_meanwhile(
+    records: ThreadRecords, redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    _index(client, redis_prefix, "back", "done", 5)
+    seen = status_key(redis_prefix, "back", "done")
+    client.unlink(ThreadKeys(redis_prefix, "back").record)
+    records.set_status("back", "done")  # written again after the read saw it gone
+    assert records.forget([(seen, "back", 5.0)]) == 0
+    assert _indexed(client, redis_prefix, "back")
+    assert records.list_threads() == ["back"]

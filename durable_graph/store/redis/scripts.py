@@ -36,6 +36,7 @@ __all__ = [
     "SET_TTL",
     "STATUS_INDEX",
     "SUSPEND",
+    "UNINDEX_GONE",
 ]
 
 
@@ -435,6 +436,19 @@ for _, key in ipairs(KEYS) do
   end
 end
 return {'ok'}
+"""
+
+UNINDEX_GONE = """
+-- KEYS: one status shard    ARGV: (thread, score)...: entries read with their scores
+-- Drops each entry still at the score it was read with; a thread indexed again since
+-- (written after it was seen gone) has a newer score and stays. Reply: how many went.
+local n = 0
+for j = 1, #ARGV, 2 do
+  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[j]) or '-1') == tonumber(ARGV[j + 1]) then
+    n = n + redis.call('ZREM', KEYS[1], ARGV[j])
+  end
+end
+return n
 """
 
 # Lease times come from the server clock (TIME), so owners on machines whose

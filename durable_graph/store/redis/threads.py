@@ -303,7 +303,8 @@ class ThreadRecords:
 
         Threads that never had a status set are not indexed. Each candidate is
         checked against its record (one pipelined read), so stale index entries
-        left by an interrupted update or an expired thread are skipped.
+        left by an interrupted update are skipped, and those of a thread whose record
+        is gone (expired by its TTL, or deleted) are dropped from the index too.
         """
         wanted = STATUSES if status is None else (status,)
         keys = [key for s in wanted for key in status_keys(self._prefix, s)]
@@ -322,8 +323,20 @@ class ThreadRecords:
         return sorted(live, key=lambda t: found[t][0], reverse=True)
 
     def _check(self, found: dict[str, tuple[float, str]]) -> list[str]:
-        """The candidates whose record still holds the status they are indexed under."""
+        """The candidates whose record still holds the status they are indexed under;
+        those whose record is gone leave the index (``forget``)."""
         threads = list(found)
+        statuses = self._statuses(threads)
+        self.forget([(status_key(self._prefix, t, found[t][1]), t, found[t][0])
+                     for t, s in zip(threads, statuses, strict=True) if s is None])
+        return [
+            t
+            for t, s in zip(threads, statuses, strict=True)
+            if s is not None and s.decode() == found[t][1]
+        ]
+
+    def _statuses(self, threads: Sequence[str]) -> list[bytes | None]:
+        """The status field of each thread's record (None: no record), in one round trip."""
         records = [ThreadKeys(self._prefix, t).record for t in threads]
 
         def read_records(client: Any) -> list[Any]:
@@ -332,12 +345,45 @@ class ThreadRecords:
                 pipe.hget(record, "status")
             return list(pipe.execute())
 
-        statuses = self._conn.call("list threads", read_records) if threads else []
-        return [
-            t
-            for t, s in zip(threads, statuses, strict=True)
-            if s is not None and s.decode() == found[t][1]
-        ]
+        return self._conn.call("read thread statuses", read_records) if threads else []
+
+    def forget(self, entries: Sequence[tuple[str, str, float]]) -> int:
+        """Drop index entries (shard key, thread id, score as read) of threads whose
+        record was seen gone: a TTL expires a thread's keys, but its index entries live
+        in other slots (Redis Cluster) and would stay forever. An entry whose score
+        changed since (the thread was written and indexed again) stays. How many went."""
+        by_key: dict[str, list[Any]] = {}
+        for key, thread_id, score in entries:
+            by_key.setdefault(key, []).extend((thread_id, score))
+        calls = [("UNINDEX_GONE", [key], args) for key, args in by_key.items()]
+        return sum(self._conn.run_many(calls, "unindex gone threads")) if calls else 0
+
+    def sweep_gone(self, ranks: dict[str, int], *, batch: int = 100) -> int:
+        """Check the next ``batch`` entries of every shard of every status for threads
+        whose record is gone, and drop them (``forget``): three round trips, whatever
+        the index holds, so the index stays bounded by the threads that exist even when
+        nobody lists it. ``ranks``: where each shard's next batch starts (the caller
+        keeps it between sweeps; a shard read to its end starts over). How many went."""
+        keys = [key for s in STATUSES for key in status_keys(self._prefix, s)]
+
+        def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                start = ranks.get(key, 0)
+                pipe.zrange(key, start, start + batch - 1, withscores=True)
+            return list(pipe.execute())
+
+        seen = [(key, m.decode(), score)
+                for key, rows in zip(keys, self._conn.call("sweep thread index", read),
+                                     strict=True)
+                for m, score in rows]
+        statuses = self._statuses([t for _, t, _ in seen])
+        gone = [entry for entry, s in zip(seen, statuses, strict=True) if s is None]
+        for key in keys:
+            read_here = sum(1 for k, _, _ in seen if k == key)
+            left = read_here - sum(1 for k, _, _ in gone if k == key)
+            ranks[key] = ranks.get(key, 0) + left if read_here == batch else 0
+        return self.forget(gone)
 
     def count_by_status(self) -> dict[str, int]:
         """Threads indexed under each status: ZCARD of every shard, in one round trip."""
@@ -378,6 +424,9 @@ class ThreadRecords:
         for (score, _, indexed), record in zip(entries, records, strict=True):
             if record is not None and record.get("status") == indexed:
                 threads.append({**record, "indexed_at": int(score)})
+        self.forget([(status_key(self._prefix, t, indexed), t, score)
+                     for (score, t, indexed), record in zip(entries, records, strict=True)
+                     if record is None or record.get("status") is None])
         last = entries[-1] if entries else None
         cursor = _cursor(last[0], last[1]) if more and last else None
         return ThreadPage(threads, cursor)
