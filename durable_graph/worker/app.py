@@ -502,7 +502,8 @@ class WorkerRuntime:
                                 "the clear ids of the message do not match its sealed job")
         eager = Eager(self._book, self.dispatcher, worker=self.liveness.worker,
                       left=self.settings.eager_depth, first_read=self._first_read,
-                      current=job, idle_ttl=self.settings.lease_ttl)
+                      current=job, idle_ttl=self.settings.lease_ttl,
+                      end_later=self.liveness.end_later)
         with self.liveness.running(job, also=self._first_read(job)) as (claim, early):
             if claim == "drop":
                 return "dropped"

@@ -59,9 +59,13 @@ class Eager:
     def __init__(
         self, books: Callable[[str], JobBook], dispatcher: Dispatcher, *, worker: str,
         left: int, first_read: Callable[[Job], Also | None], current: Job, idle_ttl: float,
+        end_later: Callable[[Job], None],
     ) -> None:
         self._books, self._dispatcher, self._worker = books, dispatcher, worker
         self._first_read, self._current, self._idle_ttl = first_read, current, idle_ttl
+        self._end_later = end_later
+        """Records a job's end off the job's path, riding out a store outage
+        (``Liveness.end_later``)."""
         self.left = left
         """Inline steps this chain of jobs may still run here."""
         self.taken: Adopted | None = None
@@ -94,15 +98,18 @@ class Eager:
     def drop(self) -> None:
         """The job adopted with a commit will not run: the commit was refused, or the run
         stops at this step. Ended in the job book (a crash first: its copy finds no
-        checkpoint, or a newer step, and ends)."""
+        checkpoint, or a newer step, and ends). If the store refuses the end, it is
+        recorded later like any job's (``end_later``): owed and claimed by this live
+        process, it would never be resent, and its thread would never look idle again."""
         if not self._riding or self.taken is None:
             return
         job, self.taken, self._riding = self.taken.job, None, False
         try:
             self._books(job.run.prefix).end(job.key, job.run.thread_id, self._idle_ttl)
         except CheckpointStoreError as exc:
-            log.warning("could not end the adopted %s job %s of thread %s (%s)", job.kind,
-                        job.key, job.run.thread_id, exc)
+            log.warning("could not end the adopted %s job %s of thread %s (%s); ending it "
+                        "later", job.kind, job.key, job.run.thread_id, exc)
+            self._end_later(job)
 
     def take(self, job: Job, *, last: bool) -> bool:
         """Adopt ``job`` to run here after the current job; False to publish it instead
@@ -154,7 +161,7 @@ class Eager:
         assert self.taken is not None
         return Eager(self._books, self._dispatcher, worker=self._worker, left=self.left - 1,
                      first_read=self._first_read, current=self.taken.job,
-                     idle_ttl=self._idle_ttl)
+                     idle_ttl=self._idle_ttl, end_later=self._end_later)
 
     def hand_off(self, *, release: bool = True) -> None:
         """The job adopted here will not run here (the job that adopted it, or the

@@ -126,7 +126,7 @@ class Liveness:
             log.info("dropped a copy of %s job %s of thread %s: %s", job.kind, job.key,
                      thread_id, why)
             if outcome == "ok":
-                self._end(job)
+                self.end_later(job)
             yield "drop", None
             return
         with self._holding(job, book):
@@ -150,7 +150,7 @@ class Liveness:
             ended = job.key in self._ended_by_job
             self._ended_by_job.discard(job.key)
         if not ended:
-            self._end(job)
+            self.end_later(job)
 
     def ended(self, job: Job) -> None:
         """``job``, running here, recorded its end itself (with its last write): there is
@@ -173,9 +173,10 @@ class Liveness:
         except CheckpointStoreError as exc:
             log.error("%s", exc)
 
-    def _end(self, job: Job) -> None:
-        """Record the job's end from a daemon thread, batched (a lost end only means a
-        finished job is resent once more, and its copy finds it done)."""
+    def end_later(self, job: Job) -> None:
+        """Record the job's end from a daemon thread, batched, riding out a store outage
+        (a lost end only means a finished job is resent once more, and its copy finds it
+        done)."""
         self._ended.put((job.run.prefix, job.key, job.run.thread_id))
         with self._lock:
             if self._ender is None:

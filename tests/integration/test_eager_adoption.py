@@ -6,14 +6,21 @@ the recovery sweep is the real one (see ``test_recovery_sweep``).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
-from test_recovery_sweep import kinds, queued, scheduler, start_run, wait
+import redis
+from test_recovery_sweep import SECRET, kinds, queued, scheduler, start_run, wait
 
 from durable_graph.store.redis.jobbook import pipelined
+from durable_graph.worker import create_app
+from durable_graph.worker.app import WorkerRuntime
 from durable_graph.worker.eager import Eager
+from durable_graph.worker.liveness import Liveness
 from durable_graph.worker.recovery import LeaseScheduler
 from durable_graph.worker.runs import Job
 
@@ -46,7 +53,8 @@ def _eager(scheduler: LeaseScheduler, worker: str, current: Job, *, left: int = 
     """An eager slot of ``worker`` whose current job is ``current``, on the scheduler's book."""
     book = scheduler.book
     return Eager(lambda prefix: book, scheduler._dispatcher, worker=worker, left=left,
-                 first_read=first_read or (lambda job: None), current=current, idle_ttl=TTL)
+                 first_read=first_read or (lambda job: None), current=current, idle_ttl=TTL,
+                 end_later=Liveness(scheduler.settings, lambda prefix: book).end_later)
 
 
 def test_an_adopted_job_is_owed_and_claimed_and_a_dead_adopter_has_it_sent_again_once(
@@ -148,3 +156,45 @@ def test_an_adoption_riding_a_commit_ends_the_adopting_job_after_it(
     assert book.owes("ends")  # the adopted job
     book.end(adopted, "ends", TTL)
     assert not book.owes("ends")
+
+
+@pytest.fixture
+def own_redis(spawn_redis: Any, tmp_path: Path) -> Iterator[tuple[str, redis.Redis]]:
+    """A redis-server of this test's own (its ACL is changed) and a client of it."""
+    proc, url = spawn_redis.start(str(tmp_path))
+    client = redis.Redis.from_url(url)
+    yield url, client
+    client.close()
+    spawn_redis.stop(proc)
+
+
+def test_an_adopted_job_whose_drop_the_store_refused_is_ended_once_it_answers_again(
+    own_redis: tuple[str, redis.Redis],
+) -> None:
+    """Dropping an adopted job (its commit was refused, or the run stops) ends it in the
+    job book. If Redis refuses that end, the job stayed owed and claimed by this live
+    process: never resent, and its thread never idle again (a later run of it that loses
+    its worker between two steps would not be recovered). It is ended once Redis answers."""
+    url, client = own_redis
+    app = create_app(url, prefix="own", queue="own-queue", secret_key=SECRET,
+                     lease_ttl=TTL, heartbeat_ttl=TTL, store_retry=10)
+    own = LeaseScheduler(app, WorkerRuntime.of(app).saver("own"))
+    book, worker = own.book, "host:7:dropper"
+    first = _unclaimed(own, "refused", worker)
+    eager = _eager(own, worker, first)
+    ride = eager.ride(replace(first, key="", checkpoint_id="c2", step=1, task_id="t2"))
+    assert ride is not None
+    ride.landed(pipelined(book.conn, "commit and adopt", ride.queue))
+    assert eager.taken is not None and book.owes("refused")
+
+    client.acl_setuser("default", enabled=True, nopass=True, commands=["-@scripting"])
+    try:
+        eager.drop()  # Redis refuses the end (NOPERM): a real store error
+        assert eager.taken is None and book.owes("refused")  # not ended: refused
+    finally:
+        client.acl_setuser("default", enabled=True, nopass=True, commands=["+@all"])
+    deadline = time.monotonic() + 10
+    while book.owes("refused") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not book.owes("refused") and book.claims() == []
+    assert kinds(own) == []  # ended, not published

@@ -58,8 +58,8 @@ def test_a_chain_run_ends_its_jobs_with_its_commits(
 ) -> None:
     liveness = WorkerRuntime.of(app).liveness
     ended: list[str] = []  # the jobs whose end the worker records after them
-    end = liveness._end
-    monkeypatch.setattr(liveness, "_end", lambda job: (ended.append(job.name), end(job)))
+    end = liveness.end_later
+    monkeypatch.setattr(liveness, "end_later", lambda job: (ended.append(job.name), end(job)))
     sent: collections.deque[tuple[Any, Any]] = collections.deque()
     monkeypatch.setattr(app, "send_task", lambda name, args=(), kwargs=None, **_: sent.append(
         (args, kwargs)))
