@@ -586,11 +586,7 @@ def _commit(
             ride=ride,
             prior=_take_prior(rc),
         )
-    except CheckpointStoreError as exc:
-        if ride is not None and not isinstance(ride, CloseRide):
-            ride.failed(exc)
-        raise
-    except (CommitConflictError, FencingError) as exc:
+    except (CommitConflictError, FencingError) as exc:  # store errors too: caught first
         if rc.eager is not None:
             rc.eager.drop()
         if last is not None and isinstance(exc, CommitConflictError):
@@ -598,6 +594,10 @@ def _commit(
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
         metrics.commit_refused(exc)
         return False
+    except CheckpointStoreError as exc:
+        if ride is not None and not isinstance(ride, CloseRide):
+            ride.failed(exc)
+        raise
     if last is not None:
         last.stored()
     metrics.step_committed(parent.ts)
