@@ -58,6 +58,7 @@ __all__ = [
     "outcome_writes",
     "outcomes_from_pending",
     "pause_events",
+    "paused_after",
     "record_outcome",
     "step_started_events",
     "task_config",
@@ -164,9 +165,28 @@ def end_step(
     writes = [TaskWrites(t.name, t.path, t.triggers, outcomes[t.id].writes or ()) for t in tasks]
     new_cp, updated = apply_writes(spec, checkpoint, writes, new_id)
     metadata: CheckpointMetadata = {"source": "loop", "step": step, "parents": {}}
-    after = bool(opts.interrupt_after) and should_interrupt(new_cp, opts.interrupt_after, tasks)
-    status = "interrupted" if after else "running"
+    status = "interrupted" if _pauses_after(new_cp, tasks, opts) else "running"
     return Next(status, new_cp, metadata=metadata, updated=frozenset(updated))
+
+
+def _pauses_after(checkpoint: Checkpoint, tasks: Iterable[PlannedTask], opts: StepOptions) -> bool:
+    """Whether a breakpoint after one of ``tasks`` pauses the run at ``checkpoint``,
+    the checkpoint their step made."""
+    return bool(opts.interrupt_after) and should_interrupt(checkpoint, opts.interrupt_after,
+                                                            tasks)
+
+
+def paused_after(
+    spec: GraphSpec, checkpoint: Checkpoint, parent: Checkpoint, opts: StepOptions
+) -> bool:
+    """``end_step``'s pause decision for ``checkpoint``, a step's commit from ``parent``,
+    made again from the two checkpoints alone: for a worker that recovers a run whose
+    worker died between committing that step and ending the run. The nodes that ran in
+    the step are those whose seen versions moved."""
+    ran = [PlannedTask("", name, (), (), None, spec.nodes[name])
+           for name, seen in checkpoint.versions_seen.items()
+           if name in spec.nodes and seen != parent.versions_seen.get(name)]
+    return _pauses_after(checkpoint, ran, opts)
 
 
 def outcomes_from_pending(

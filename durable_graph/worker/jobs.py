@@ -50,11 +50,13 @@ from durable_graph.scheduler.runtime import (
     consumed_answers,
 )
 from durable_graph.scheduler.transition import (
+    Next,
     Outcome,
     error_as_text,
     execute_task,
     outcome_writes,
     outcomes_from_pending,
+    paused_after,
     record_outcome,
     task_config,
     task_ended,
@@ -82,6 +84,7 @@ from durable_graph.worker.runs import (
     abort_run,
     advance,
     begin_run,
+    end_run,
     finish,
     writes_of,
 )
@@ -575,7 +578,24 @@ def _run_recover(rc: RunContext, job: Job) -> None:
     log.info("recovering thread %s from checkpoint %s", rc.thread_id, saved.checkpoint.id)
     metrics.recovery_started()
     checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
+    if _paused_after(rc, saved):  # its committer died before ending the run there
+        end_run(rc, Next("interrupted", checkpoint))
+        return
     advance(rc, checkpoint, int(saved.metadata.get("step", -1)) + 1, list(saved.pending_writes))
+
+
+def _paused_after(rc: RunContext, saved: CheckpointTuple) -> bool:
+    """Whether the run pauses at ``saved``, the thread's newest checkpoint, after a node
+    of ``interrupt_after``: a step of this run committed it (not the checkpoint the run
+    started from, whose pause a resume passed) and ``end_step`` paused there."""
+    opts = rc.run.step_options()
+    if (not opts.interrupt_after or saved.parent_config is None
+            or saved.checkpoint.id == rc.run.start_checkpoint
+            or saved.metadata.get("source") != "loop"):
+        return False
+    parent = rc.saver.get_tuple(saved.parent_config)
+    return parent is not None and paused_after(rc.graph.spec, saved.checkpoint,
+                                               parent.checkpoint, opts)
 
 
 _HANDLERS: dict[str, Callable[[RunContext, Job], None]] = {

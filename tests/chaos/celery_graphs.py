@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import operator
 import os
+import signal
 import time
 from typing import Annotated, Any, TypedDict
 
@@ -27,7 +28,7 @@ import redis
 from celery.signals import worker_process_init
 
 from durable_graph import END, START, StateGraph, task
-from durable_graph.worker import create_app
+from durable_graph.worker import create_app, runs
 from durable_graph.worker.app import settings_of
 
 CALLS = 6
@@ -369,6 +370,55 @@ def build_eager() -> StateGraph:
     """eager_a -> eager_b (blocks in its first execution) -> eager_c."""
     names = ("eager_a", "eager_b", "eager_c")
     b = StateGraph(IdState).add_sequence(list(zip(names, (eager_a, eager_b, eager_c),
+                                                  strict=True)))
+    b.add_edge(START, names[0])
+    b.add_edge(names[-1], END)
+    return b
+
+
+# -- a worker that dies between committing a step and ending its run ---------------------
+
+
+def die_ending(thread: str, status: str) -> None:
+    """Make the worker process that ends ``thread``'s run as ``status`` SIGKILL itself
+    first, once: the step before is committed, the run's end is not recorded."""
+    client().set(key(f"die-ending:{thread}"), status)
+
+
+def _dying_end_run(end_run: Any) -> Any:
+    def end(rc: Any, nxt: Any) -> None:
+        flag = key(f"die-ending:{rc.thread_id}")
+        if client().get(flag) == nxt.status.encode() and client().delete(flag):
+            os.kill(os.getpid(), signal.SIGKILL)
+        end_run(rc, nxt)
+
+    return end
+
+
+runs.end_run = _dying_end_run(runs.end_run)
+
+
+def _pause_link(name: str, k: int, *, gate: bool = False) -> Any:
+    def node(state: IdState) -> dict[str, Any]:
+        count(name)
+        mark(name)
+        deadline = time.monotonic() + EAGER_GATE
+        while gate and time.monotonic() < deadline and not client().exists(key("release")):
+            time.sleep(0.02)  # until the test has asked the run to stop
+        return {"value": state["value"] * 3 + k, "log": [name]}
+
+    node.__name__ = node.__qualname__ = f"pause_{name}"
+    return node
+
+
+pause_a, pause_b, pause_c = (_pause_link("pause_a", 1, gate=True), _pause_link("pause_b", 2),
+                             _pause_link("pause_c", 3))
+
+
+def build_pause() -> StateGraph:
+    """pause_a (waits for ``{P}:release``) -> pause_b -> pause_c."""
+    names = ("pause_a", "pause_b", "pause_c")
+    b = StateGraph(IdState).add_sequence(list(zip(names, (pause_a, pause_b, pause_c),
                                                   strict=True)))
     b.add_edge(START, names[0])
     b.add_edge(names[-1], END)
