@@ -366,14 +366,17 @@ def eager_value(start: int) -> int:
     return ((start * 3 + 1) * 3 + 2) * 3 + 3
 
 
-def build_eager() -> StateGraph:
-    """eager_a -> eager_b (blocks in its first execution) -> eager_c."""
-    names = ("eager_a", "eager_b", "eager_c")
-    b = StateGraph(IdState).add_sequence(list(zip(names, (eager_a, eager_b, eager_c),
-                                                  strict=True)))
+def _sequence(names: tuple[str, ...], links: tuple[Any, ...]) -> StateGraph:
+    """START -> each of ``links`` (named ``names``) in turn -> END, on ``IdState``."""
+    b = StateGraph(IdState).add_sequence(list(zip(names, links, strict=True)))
     b.add_edge(START, names[0])
     b.add_edge(names[-1], END)
     return b
+
+
+def build_eager() -> StateGraph:
+    """eager_a -> eager_b (blocks in its first execution) -> eager_c."""
+    return _sequence(("eager_a", "eager_b", "eager_c"), (eager_a, eager_b, eager_c))
 
 
 # -- a worker that dies between committing a step and ending its run ---------------------
@@ -417,9 +420,4 @@ pause_a, pause_b, pause_c = (_pause_link("pause_a", 1, gate=True), _pause_link("
 
 def build_pause() -> StateGraph:
     """pause_a (waits for ``{P}:release``) -> pause_b -> pause_c."""
-    names = ("pause_a", "pause_b", "pause_c")
-    b = StateGraph(IdState).add_sequence(list(zip(names, (pause_a, pause_b, pause_c),
-                                                  strict=True)))
-    b.add_edge(START, names[0])
-    b.add_edge(names[-1], END)
-    return b
+    return _sequence(("pause_a", "pause_b", "pause_c"), (pause_a, pause_b, pause_c))
