@@ -37,7 +37,7 @@ from durable_graph.errors import (
     SignatureError,
 )
 from durable_graph.graph.subgraph import SubgraphCall
-from durable_graph.scheduler.algo import PlannedTask, plan_tasks, read_values
+from durable_graph.scheduler.algo import PlannedTask, mark_resumed, plan_tasks, read_values
 from durable_graph.scheduler.channels import MISSING
 from durable_graph.scheduler.messages import message_events
 from durable_graph.scheduler.retry import run_with_retry
@@ -578,19 +578,22 @@ def _run_recover(rc: RunContext, job: Job) -> None:
     log.info("recovering thread %s from checkpoint %s", rc.thread_id, saved.checkpoint.id)
     metrics.recovery_started()
     checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
-    if _paused_after(rc, saved):  # its committer died before ending the run there
+    if saved.checkpoint.id == rc.run.start_checkpoint:
+        # the run resumed from it (new input makes a checkpoint first): its breakpoints
+        # are passed, as the resume marked them (embedded and distributed alike)
+        checkpoint = mark_resumed(checkpoint)
+    elif _paused_after(rc, saved):  # its committer died before ending the run there
         end_run(rc, Next("interrupted", checkpoint))
         return
     advance(rc, checkpoint, int(saved.metadata.get("step", -1)) + 1, list(saved.pending_writes))
 
 
 def _paused_after(rc: RunContext, saved: CheckpointTuple) -> bool:
-    """Whether the run pauses at ``saved``, the thread's newest checkpoint, after a node
-    of ``interrupt_after``: a step of this run committed it (not the checkpoint the run
-    started from, whose pause a resume passed) and ``end_step`` paused there."""
+    """Whether the run pauses at ``saved``, the thread's newest checkpoint and one a step
+    of this run committed, after a node of ``interrupt_after`` (``end_step`` paused
+    there)."""
     opts = rc.run.step_options()
     if (not opts.interrupt_after or saved.parent_config is None
-            or saved.checkpoint.id == rc.run.start_checkpoint
             or saved.metadata.get("source") != "loop"):
         return False
     parent = rc.saver.get_tuple(saved.parent_config)
