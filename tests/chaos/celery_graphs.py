@@ -398,7 +398,10 @@ def _dying_end_run(end_run: Any) -> Any:
     return end
 
 
-runs.end_run = _dying_end_run(runs.end_run)
+@worker_process_init.connect
+def _die_ending_here(**_: Any) -> None:
+    """In worker pool processes only: a test process importing this module keeps its own."""
+    runs.end_run = _dying_end_run(runs.end_run)
 
 
 def _pause_link(name: str, k: int, *, gate: bool = False) -> Any:
