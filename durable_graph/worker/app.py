@@ -31,6 +31,7 @@ from durable_graph.errors import (
     GraphTypeError,
     SignatureError,
 )
+from durable_graph.scheduler.transition import Next
 from durable_graph.store.codec import (
     HOW_TO_GENERATE,
     MIN_SECRET_BYTES,
@@ -535,7 +536,8 @@ class WorkerRuntime:
             job = adopted.job
             try:
                 with self.liveness.running(job, adopted=True):
-                    self._run(job, renewed=True, eager=eager, early=adopted.early)
+                    self._run(job, renewed=True, eager=eager, early=adopted.early,
+                              planned=adopted.planned)
             except Exception:  # a store error: the queue runs it again, as Celery would
                 log.exception("%s job %s of thread %s failed in this process; sent to the "
                               "queue to run again", job.kind, job.key, job.run.thread_id)
@@ -555,6 +557,7 @@ class WorkerRuntime:
 
     def _run(
         self, job: Job, *, renewed: bool, eager: Eager | None = None, early: Any = None,
+        planned: tuple[int, Next] | None = None,
     ) -> str:
         thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
@@ -573,7 +576,7 @@ class WorkerRuntime:
         ending = (job.key, self.settings.lease_ttl) \
             if job.kind in ("call", "task") and job.key else None
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence,
-                        eager=eager, early=early, ending=ending)
+                        eager=eager, early=early, ending=ending, planned=planned)
         handle(rc, job, self.keeper, renewed=renewed)
         if ending is not None and (rc.ending is None or (eager and eager.ended_current)):
             self.liveness.ended(job)

@@ -15,7 +15,10 @@ in the round trip of that commit (``ride``), after the commit script, and ends i
 after the adoption in the same round trip (the thread never owes nothing in between):
 adopted, the next job is confirmed by ``take`` once the commit landed, and ended again
 (``drop``) when the commit was refused or the run stops there. Either way the adopting
-job's end is recorded (``ended_current``): the worker records none after it.
+job's end is recorded (``ended_current``): the worker records none after it. Such a
+job starts from the plan its adopter made of the checkpoint that commit makes, as
+this process holds it committed (no pending write can be there yet: its one task is
+the adopted job): it reads and decodes nothing first. Its copy, after a crash, reads.
 
 At most ``depth`` steps run inline in a row (then the next one is published), so a
 long chain gives other jobs a turn at this worker process. Temporal's eager
@@ -32,6 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from durable_graph.errors import CheckpointStoreError
+from durable_graph.scheduler.transition import Next
 from durable_graph.store.redis.jobbook import Also, JobBook
 from durable_graph.store.redis.saver import Rider
 from durable_graph.worker.runs import Dispatcher, Job
@@ -51,6 +55,9 @@ class Adopted:
     """Its signed message, as the queue would have carried it."""
     early: Any = None
     """The reply to the read it starts with, made with its adoption (``RunContext.early``)."""
+    planned: tuple[int, Next] | None = None
+    """(step, plan) of its step, as the job that committed its checkpoint and adopted it
+    with that commit planned it (``RunContext.planned``): it then reads nothing first."""
 
 
 class Eager:
@@ -78,13 +85,19 @@ class Eager:
         """Whether ``job`` may be adopted here."""
         return self.left > 0 and self.taken is None and job.kind == "task"
 
-    def ride(self, job: Job) -> Rider | None:
+    def ride(self, job: Job, *, planned: Next | None = None) -> Rider | None:
         """Adopt ``job`` in the round trip of the commit that makes its checkpoint
-        (``RedisSaver.commit_step(ride=...)``); None when it cannot be taken here."""
+        (``RedisSaver.commit_step(ride=...)``); None when it cannot be taken here.
+
+        ``planned``: its step as planned from that checkpoint, which this process holds
+        as committed: the job starts from it, so no first read rides along (and no
+        decode, no planning again when it runs). Else its first read does.
+        """
         if not self._open(job):
             return None
         job = replace(job, key=uuid.uuid4().hex)
-        return _Ride(self, job, self._dispatcher.seal(job))
+        return _Ride(self, job, self._dispatcher.seal(job),
+                     None if planned is None else (job.step, planned))
 
     def _ends(self) -> tuple[str, str, float] | None:
         """``JobBook.adopt``'s ``ends`` for the current job (None: it has no book entry)."""
@@ -147,11 +160,15 @@ class Eager:
             self._books(job.run.prefix).release(job.key, job.run.thread_id, self._worker)
         self._dispatcher.send([job])
 
-    def queue_adopt(self, p: Any, job: Job, message: str) -> tuple[list[Any], bool]:
+    def queue_adopt(
+        self, p: Any, job: Job, message: str, *, read: bool = True,
+    ) -> tuple[list[Any], bool]:
         """Queue on ``p`` the adoption of ``job``, the end of the current job (after it:
-        the thread never owes nothing in between) and ``job``'s first read (see
-        ``_Ride``); what they returned, and whether the current job's end is among them."""
-        book, also, ends = self._books(job.run.prefix), self._first_read(job), self._ends()
+        the thread never owes nothing in between) and, if ``read``, ``job``'s first read
+        (see ``_Ride``); what they returned, and whether the current job's end is among
+        them."""
+        book, ends = self._books(job.run.prefix), self._ends()
+        also = self._first_read(job) if read else None
         return [book.queue_adopt(p, job.key, job.run.thread_id, message, self._worker),
                 *([book.queue_end(p, *ends)] if ends else []),
                 *([also(p)] if also else [])], ends is not None
@@ -194,17 +211,20 @@ def _same(a: Job, b: Job) -> bool:
 class _Ride:
     """The adoption of a job sent with the commit of the step before it (``Eager.ride``)."""
 
-    def __init__(self, eager: Eager, job: Job, message: str) -> None:
-        self._eager, self.job, self._message = eager, job, message
+    def __init__(
+        self, eager: Eager, job: Job, message: str, planned: tuple[int, Next] | None,
+    ) -> None:
+        self._eager, self.job, self._message, self._planned = eager, job, message, planned
         self._ends = False
 
     def queue(self, pipe: Any) -> list[Any]:
-        queued, self._ends = self._eager.queue_adopt(pipe, self.job, self._message)
+        queued, self._ends = self._eager.queue_adopt(pipe, self.job, self._message,
+                                                     read=self._planned is None)
         return queued
 
     def landed(self, replies: list[Any]) -> None:
         early = replies[2 if self._ends else 1] if len(replies) > 1 + self._ends else None
-        self._eager.rode(Adopted(self.job, self._message, early))
+        self._eager.rode(Adopted(self.job, self._message, early, self._planned))
         self._eager.ended_current = self._ends
 
     def failed(self, exc: BaseException) -> None:

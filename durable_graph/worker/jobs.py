@@ -377,13 +377,30 @@ def _load(rc: RunContext, job: Job) -> CheckpointTuple | None:
         delay = min(delay * 2, 0.1)
 
 
-def _run_task(rc: RunContext, job: Job) -> None:
+def _planned(
+    rc: RunContext, job: Job
+) -> tuple[Checkpoint, list[PlannedTask], list[PendingWrite]] | None:
+    """The job's checkpoint, the tasks of its step and its pending writes. A job adopted
+    with the commit of its checkpoint starts from the plan its adopter made of it (the
+    commit wrote no pending writes, and its task is this job's); any other reads and
+    plans it. None when the checkpoint will not land (see ``_load``)."""
+    held, rc.planned = rc.planned, None
+    if held is not None and held[0] == job.step and held[1].checkpoint.id == job.checkpoint_id:
+        return held[1].checkpoint, held[1].tasks, []
     saved = _load(rc, job)
     if saved is None:
-        return
+        return None
     checkpoint = with_null_writes(rc.graph.spec, saved.checkpoint, saved.pending_writes)
     tasks = plan_tasks(rc.graph.spec, checkpoint, rc.thread_id, rc.run.ns, step=job.step,
                        stop=rc.run.stop_step)
+    return checkpoint, tasks, list(saved.pending_writes)
+
+
+def _run_task(rc: RunContext, job: Job) -> None:
+    planned = _planned(rc, job)
+    if planned is None:
+        return
+    checkpoint, tasks, pending = planned
     task = next((t for t in tasks if t.id == job.task_id), None)
     if task is None:
         raise NondeterminismError(
@@ -391,7 +408,6 @@ def _run_task(rc: RunContext, job: Job) -> None:
             f"{rc.thread_id!r} on this worker: its graph differs from the producer's. Deploy "
             "the same graph code to producers and workers."
         )
-    pending = list(saved.pending_writes)
     outcomes = outcomes_from_pending(tasks, pending)
     last: LastWrites | None = None
     if task.id not in outcomes:

@@ -232,9 +232,10 @@ class Continuation(Protocol):
         that adopts it has done its part (the step before is committed)."""
         ...
 
-    def ride(self, job: Job) -> Any:
+    def ride(self, job: Job, *, planned: Next | None = None) -> Any:
         """A ``Rider`` adopting ``job`` with the commit of the step before it (None:
-        not here); ``take`` of the same job then confirms it."""
+        not here); ``take`` of the same job then confirms it. ``planned``: its step as
+        planned from the checkpoint that commit makes, which the job then starts from."""
         ...
 
     def drop(self) -> None:
@@ -270,6 +271,10 @@ class RunContext:
     be recorded: what records it in a round trip of its own clears this (the script
     that stores a call's result, a run's close riding a task's commit: ``CloseRide``);
     the worker records the end after the job, off its path, only while it is set."""
+    planned: tuple[int, Next] | None = None
+    """(step, plan) of the step last planned here (``plan``): a job adopted with the
+    commit of its checkpoint starts from the plan its adopter made of that checkpoint,
+    as committed, instead of reading and planning it again (see ``worker/eager``)."""
 
     @property
     def thread_id(self) -> str:
@@ -301,6 +306,17 @@ class RunContext:
         """The lease this run's jobs hold (expiry unknown here)."""
         return Lease(self.thread_id, self.owner, self.fence, 0)
 
+    def plan(self, checkpoint: Checkpoint, step: int) -> Next:
+        """``begin_step`` of step ``step`` from ``checkpoint``, planned once: it is pure, so
+        the plan made for a commit's ride (``_ride``) serves ``advance`` after the commit."""
+        held = self.planned
+        if held is not None and held[0] == step and held[1].checkpoint is checkpoint:
+            return held[1]
+        nxt = begin_step(self.graph.spec, checkpoint, step, self.run.step_options(),
+                         thread_id=self.thread_id, ns=self.run.ns)
+        self.planned = (step, nxt)
+        return nxt
+
     def store_prior(self) -> None:
         """Store the input checkpoint held back (``prior``), if any, now."""
         prior, self.prior = self.prior, None
@@ -318,9 +334,9 @@ def advance(
     ``started``: the run starts (or resumes) here, so the tasks of its step that
     finished before stream as the embedded loop streams them (the others' jobs do).
     """
-    spec, opts = rc.graph.spec, rc.run.step_options()
+    spec = rc.graph.spec
     while True:
-        nxt = begin_step(spec, checkpoint, step, opts, thread_id=rc.thread_id, ns=rc.run.ns)
+        nxt = rc.plan(checkpoint, step)
         if nxt.status != "running":
             end_run(rc, nxt)
             return
@@ -394,15 +410,14 @@ def _ride(rc: RunContext, nxt: Next, step: int) -> Any:
     if rc.run.durability == "async" or nxt.status != "running":
         return None  # a run paused after this step adopts nothing: it stops here
     new = nxt.checkpoint
-    follow = begin_step(rc.graph.spec, new, step, rc.run.step_options(),
-                        thread_id=rc.thread_id, ns=rc.run.ns)
+    follow = rc.plan(new, step)
     if follow.status == "done" and rc.run.parent is None \
             and not (_AFTER_COMMIT & set(rc.run.modes)) and rc.saver.conn.commit_wait is None:
         return CloseRide(rc, follow)
     if rc.eager is None or follow.status != "running" or len(follow.tasks) != 1 \
             or follow.tasks[0].node.hidden:
         return None
-    return rc.eager.ride(_task_jobs(rc, new, step, follow.tasks)[0])
+    return rc.eager.ride(_task_jobs(rc, new, step, follow.tasks)[0], planned=follow)
 
 
 class RunStep:
@@ -520,8 +535,7 @@ def finish(
     overlap = (rc.run.durability == "async" and nxt.status == "running"
                and rc.eager is not None
                and not _stop_requested(rc))  # a stopping run starts no next step
-    follow = begin_step(rc.graph.spec, new, step + 1, rc.run.step_options(),
-                        thread_id=rc.thread_id, ns=rc.run.ns) if overlap else None
+    follow = rc.plan(new, step + 1) if overlap else None
     if follow is not None and follow.status == "running":
         _send_tasks(rc, new, step + 1, follow.tasks, last=False)
     ride = _ride(rc, nxt, step + 1) if follow is None and not overlap else (

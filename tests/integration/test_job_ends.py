@@ -81,3 +81,37 @@ def test_a_chain_run_ends_its_jobs_with_its_commits(
         time.sleep(0.01)
     assert book.claims() == []  # every job ended
     assert not book.owes(handle.thread_id)
+
+
+def test_a_job_adopted_with_a_commit_starts_from_its_adopters_plan_and_reads_nothing(
+    app: Celery, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the published job reads its checkpoint (with its claim); each adopted job
+    runs against the checkpoint its adopter just committed, as committed, and its
+    commit plans the list channel's delta from the depth that commit stored: no
+    checkpoint read, no depth read. The run's values are those of a run that reads."""
+    from durable_graph.store.redis.connection import RedisConn
+
+    reads: list[str] = []
+    for name in ("get_tuple", "queue_get_tuple"):
+        real = getattr(RedisSaver, name)
+        monkeypatch.setattr(RedisSaver, name, lambda self, *a, _r=real, _n=name, **k: (
+            reads.append(_n), _r(self, *a, **k))[1])
+    call = RedisConn.call
+    monkeypatch.setattr(RedisConn, "call", lambda self, action, *a, **k: (
+        reads.append(action) if "depth" in action else None, call(self, action, *a, **k))[1])
+    sent: collections.deque[tuple[Any, Any]] = collections.deque()
+    monkeypatch.setattr(app, "send_task", lambda name, args=(), kwargs=None, **_: sent.append(
+        (args, kwargs)))
+    chain = _chain(app, redis_url, redis_prefix)
+    config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+    handle = chain.submit({"items": []}, config, durability="sync")
+    reads.clear()  # the producer's
+    job = app.tasks[JOB_TASK]
+    while sent:
+        args, kwargs = sent.popleft()
+        assert job(*args, **kwargs) == "ok"
+    assert reads == ["queue_get_tuple"]  # the first job's, with its claim
+    assert handle.result(timeout=10) == {"items": ["a", "b", "c"]}
+    saved = chain.saver.get_tuple(config)
+    assert saved is not None and saved.checkpoint.channel_values["items"] == ["a", "b", "c"]

@@ -512,7 +512,23 @@ class RedisSaver(BaseCheckpointSaver):
             more = {ch: f for ch, f in plan.wanted.items() if f in missing}
             plan.blobs.update(self._encode(plan.codec, checkpoint, more))
             reply = self._commit(plan.call(plan.blobs, []))
-        return self._committed(reply, plan, expect_latest)
+        committed = self._committed(reply, plan, expect_latest)
+        self._stored_depths(plan.thread_id, plan.ns, checkpoint, new_versions)
+        return committed
+
+    def _stored_depths(
+        self, thread_id: str, ns: str, stored: Checkpoint, new_versions: Mapping[str, int],
+    ) -> None:
+        """Remember the delta depth of each value a commit stored (``stored``: as stored,
+        deltas and all), as reading them back would: the next commit over this
+        checkpoint plans its deltas without reading it (a job adopted with the commit
+        does not, see ``worker/eager``) and without another round trip."""
+        if len(self._depths) > _DEPTHS_KEPT:
+            self._depths.clear()
+        self._depths.update({
+            (thread_id, ns, ch, stored.channel_versions[ch]):
+                value.depth if isinstance(value, ChannelDelta) else 0
+            for ch, value in stored.channel_values.items() if ch in new_versions})
 
     def _with_prior(
         self, prior: Prior, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]
