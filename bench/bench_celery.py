@@ -483,6 +483,7 @@ def instrument(ph: Phases) -> None:
         (app_mod, "open_sealed", "open sealed job (verify+decode)"),
         (GraphLoader, "load", "graph loader"),
         (RedisConn, "run", lambda self, name, *a, **k: f"redis script {name}"),
+        (JobBook, "_run", lambda self, name, *a, **k: f"redis script {name}"),
         (RedisConn, "call", lambda self, action, *a, **k: f"redis: {action}"),
         (RedisLeases, "renew", "lease renew"),
         (RedisSaver, "get_tuple", "saver.get_tuple (decode)"),

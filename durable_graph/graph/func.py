@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
+
+import cloudpickle
 
 from durable_graph.errors import GraphTypeError
 from durable_graph.graph.call import bind
@@ -65,9 +69,64 @@ class TaskFunction(Generic[T]):
             return ctx.call(self.name, lambda: asyncio.run(fn(*args, **kwargs)),
                             self.retry_policy, key)
         # a partial, not a lambda: a distributed call's job pickles it (half the bytes
-        # and time of a closure's code)
-        return ctx.call(self.name, functools.partial(fn, *args, **kwargs), self.retry_policy,
-                        key)
+        # and time of a closure's code); of a body that pickles as a name where it can
+        return ctx.call(self.name, functools.partial(_TaskBody(self), *args, **kwargs),
+                        self.retry_policy, key)
+
+
+class _TaskBody:
+    """What a call of ``task`` runs: its function.
+
+    A distributed call's job pickles it: as the name of ``task`` when its module has
+    ``task`` under that name (the worker imports it, as it imports the graph), so each
+    call's message carries a name, not the function's code (cloudpickle pickles a
+    ``@task``'s function by value: its module's attribute is the ``TaskFunction``). By
+    value, as before, when the name does not lead back to ``task``: a script run as
+    ``__main__``, a module pickled by value (a graph shipped as a blob), a local task.
+    """
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: TaskFunction[Any]) -> None:
+        self.task = task
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task.fn(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        module, qualname = self.task.__module__, getattr(self.task, "__qualname__", "")
+        if _found_by_name(self.task, module, qualname):
+            return _task_body, (module, qualname)
+        return _by_value, (self.task.fn,)
+
+
+def _found_by_name(task: TaskFunction[Any], module: str, qualname: str) -> bool:
+    """Whether ``module.qualname`` is ``task`` here, in a module pickled by reference."""
+    found: Any = sys.modules.get(module)
+    if found is None or module == "__main__" \
+            or module in cloudpickle.list_registry_pickle_by_value():
+        return False
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found is task
+
+
+def _task_body(module: str, qualname: str) -> _TaskBody:
+    """The ``_TaskBody`` of the task ``module.qualname`` (unpickling a call's job)."""
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if not isinstance(found, TaskFunction):
+        raise GraphTypeError(
+            f"{module}.{qualname} is not a @task on this worker (got {type(found).__name__}): "
+            "deploy the same code to producers and workers."
+        )
+    return _TaskBody(found)
+
+
+def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A task's function pickled by value (``_TaskBody.__reduce__``)."""
+    return fn
 
 
 @overload

@@ -525,7 +525,7 @@ class WorkerRuntime:
         if job.kind == "task":
             return lambda p: saver.queue_get_tuple(p, config)
         if job.kind == "call":
-            return lambda p: saver.queue_finished(p, config, [job.task_id])
+            return saver.finished_read(config, [job.task_id])
         return None
 
     def _continue(self, eager: Eager) -> None:

@@ -162,6 +162,14 @@ def test_job_liveness_on_a_cluster(cluster_url: str) -> None:
     assert book.owes("thread-a") and book.owes("thread-b")
     assert book.claim_renewing("k1", "thread-a", "host:1:x", ("run:1", 1, 5)) == ("ok", "", True,
                                                                               None)
+    # a call's claim: on one Redis one script, here three calls (its keys span two slots)
+    book.register_sent([("k0", "thread-a", "m0")])()
+    config = {"configurable": {"thread_id": "thread-a", "checkpoint_ns": "",
+                               "checkpoint_id": "cp-1"}}
+    read = saver.finished_read(config, ["c"])
+    assert book.claim_renewing("k0", "thread-a", "host:1:x", ("run:1", 1, 5), read) == (
+        "ok", "", True, [])
+    book.end_many([("k0", "thread-a")], idle_ttl=5)
     assert book.claim("k1", "thread-a", "host:2:y") == ("held", "host:1:x")
     book.heartbeat("host:1:x", 5)
     view = book.view("q", lost_before=time.time() * 1000 + 1000)
@@ -175,8 +183,6 @@ def test_job_liveness_on_a_cluster(cluster_url: str) -> None:
     assert book.sort_idle(idle) == ([], [])  # it never said running: no longer watched
     # a call's result and its job's end: two slots, so two calls on a cluster
     book.register_sent([("k3", "thread-a", "m3")])()
-    config = {"configurable": {"thread_id": "thread-a", "checkpoint_ns": "",
-                               "checkpoint_id": "cp-1"}}
     saver.put_call_writes(config, [(RETURN, ("t", 1))], "c", "node", ends=("k3", 5))
     assert saver.finished(config, ["c"]) == {"c"} and not book.owes("thread-a")
     saver.close()

@@ -17,6 +17,7 @@ from durable_graph.errors import CommitConflictError, FencingError
 from durable_graph.store.base import ERROR, INTERRUPT, RESUME, RETURN, Checkpoint, new_checkpoint_id
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.jobbook import JobBook
+from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.lease import Lease
 
 pytestmark = pytest.mark.redis
@@ -189,6 +190,38 @@ def test_a_call_result_and_the_end_of_its_job_land_together(saver: RedisSaver) -
     assert saver.put_call_writes(cfg(cp.id), [(RETURN, ("t", 2))], "c2", "node",
                                  ends=("job-2", 5)) == b"wake"
     assert not book.owes("t")
+
+
+def test_a_call_claim_renews_the_lease_and_reads_the_result_in_one_script(
+    saver: RedisSaver,
+) -> None:
+    book = JobBook(saver.conn, saver.prefix)
+    cp = make({"x": 0}, {"x": 1})
+    commit(saver, None, cp)
+    lease = saver.leases.acquire("t", "run-1", 5)
+    assert lease is not None
+    mine = ("run-1", lease.generation, 5.0)
+    read = saver.finished_read(cfg(cp.id), ["c1"])
+    book.register_sent([("job-1", "t", "m1"), ("job-2", "t", "m2")])()
+    assert book.claim_renewing("job-1", "t", "w:1", mine, read) == ("ok", "", True, [])
+    assert book.claim_renewing("job-1", "t", "w:2", mine, read) == ("held", "w:1", True, [])
+    saver.put_call_writes(cfg(cp.id), [(RETURN, ("t", 1))], "c1", "node", ends=("job-1", 5))
+    assert book.claim_renewing("job-1", "t", "w:2", mine, read) == ("gone", "", True, [b"c1"])
+    # a copy of a call whose result landed, claimed: it finds the result, runs nothing
+    assert book.claim_renewing("job-2", "t", "w:2", mine, read) == ("ok", "", True, [b"c1"])
+    def expires() -> int:
+        return int(saver.client.hget(ThreadKeys(saver.prefix, "t").lease, "expires") or 0)
+
+    first = expires()
+    threading.Event().wait(0.01)
+    book.register_sent([("job-3", "t", "m3")])()
+    assert book.claim_renewing("job-3", "t", "w:2", mine, read)[2] is True
+    assert expires() > first  # renewed by the claim
+    stale = ("run-1", lease.generation - 1, 5.0)  # a job of an older lease: not renewed
+    renewed = expires()
+    book.register_sent([("job-4", "t", "m4")])()
+    assert book.claim_renewing("job-4", "t", "w:3", stale, read) == ("ok", "", False, [b"c1"])
+    assert expires() == renewed
 
 
 def test_a_stale_call_job_ends_though_its_result_is_fenced_out(saver: RedisSaver) -> None:

@@ -4,18 +4,24 @@ Every script but ``HEARTBEAT``, ``VIEW`` and the probe's takes the keys of one
 job bucket in the order of ``JobKeys.ordered()`` (one hash tag, so one slot on
 Redis Cluster), so a job's state, its thread's owed count and its thread's idle
 deadline change together, atomically. Times come from the server clock.
-``PUT_CALL_WRITES`` also takes a thread's keys, another slot: on Redis Cluster the
-saver runs ``PUT_WRITES`` and ``END_JOB`` one after the other instead.
+``PUT_CALL_WRITES`` and ``CLAIM_CALL`` also take a thread's keys, another slot: on
+Redis Cluster the saver runs ``PUT_WRITES`` and ``END_JOB`` one after the other instead,
+and the job book ``CLAIM_JOB``, ``RENEW`` and ``FINISHED``.
 """
 
 from __future__ import annotations
 
-from durable_graph.store.redis.scripts import PUT_WRITES_FUNCTION
+from durable_graph.store.redis.scripts import (
+    FINISHED_FUNCTION,
+    PUT_WRITES_FUNCTION,
+    RENEW_FUNCTION,
+)
 from durable_graph.store.redis.scripts import SERVER_NOW as _NOW
 
 __all__ = [
     "ADOPT_JOB",
     "ARM_IDLE",
+    "CLAIM_CALL",
     "CLAIM_JOB",
     "END_JOB",
     "HEARTBEAT",
@@ -68,17 +74,44 @@ return now
 """
 )
 
+# A job's claim by a worker process.  ``keys``: a job bucket (``JobKeys.ordered()``).
+# Reply: {'ok'} (run it), {'gone'} (it ended: drop this copy) or {'held', worker} (a
+# process runs it, maybe this one in another thread: drop it).
+_CLAIM = """
+local function claim_job(keys, job, worker)
+  if redis.call('HEXISTS', keys[1], job) == 0 then return {'gone'} end
+  local holder = redis.call('HGET', keys[3], job)
+  if holder then return {'held', holder} end
+  redis.call('HSET', keys[3], job, worker)
+  redis.call('ZREM', keys[2], job)
+  return {'ok'}
+end
+"""
+
 CLAIM_JOB = (
-    _JOBS
+    _CLAIM
     + """
--- ARGV: job key, worker.  Reply: {'ok'} (run it), {'gone'} (it ended: drop this copy)
--- or {'held', worker} (a process runs it, maybe this one in another thread: drop it).
-if redis.call('HEXISTS', OWED, ARGV[1]) == 0 then return {'gone'} end
-local holder = redis.call('HGET', CLAIM, ARGV[1])
-if holder then return {'held', holder} end
-redis.call('HSET', CLAIM, ARGV[1], ARGV[2])
-redis.call('ZREM', DUE, ARGV[1])
-return {'ok'}
+-- KEYS: a job bucket.  ARGV: job key, worker.  Reply: claim_job's.
+return claim_job(KEYS, ARGV[1], ARGV[2])
+"""
+)
+
+CLAIM_CALL = (
+    _NOW
+    + _CLAIM
+    + RENEW_FUNCTION
+    + FINISHED_FUNCTION
+    + """
+-- KEYS: a job bucket, then the thread's lease and the writes of the call's checkpoint.
+-- ARGV: job key, worker, lease owner, lease generation, lease ttl (ms), call id.
+-- Reply: {claim_job's reply, renew's reply, {call id} if the call finished else {}}.
+-- A @task call's job starts with one script, not three (claim, lease renewal, whether
+-- a copy already recorded its result): the claim pipeline's commands, in its order.
+local claimed = claim_job(KEYS, ARGV[1], ARGV[2])
+local renewed = renew(KEYS[7], ARGV[3], ARGV[4], ARGV[5])
+local done = {}
+if finished(KEYS[8], ARGV[6]) then done[1] = ARGV[6] end
+return {claimed, renewed, done}
 """
 )
 

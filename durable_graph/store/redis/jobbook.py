@@ -39,7 +39,7 @@ from durable_graph.store.redis.keys import (
     probe_key,
 )
 
-__all__ = ["Also", "Expired", "JobBook", "Reclaimed", "View", "pipelined", "queue_end"]
+__all__ = ["Also", "Expired", "Finished", "JobBook", "Reclaimed", "View", "pipelined", "queue_end"]
 
 Also: TypeAlias = Callable[[Any], Any]
 """Queues one more command on a pipeline (``p``) and returns what the call returned."""
@@ -75,6 +75,24 @@ _ViewCall = tuple[list[str], list[str], list[JobKeys | None]]
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An ``Also``: which of ``task_ids`` have an outcome in ``writes`` (a checkpoint's
+    writes hash), the ``FINISHED`` read (``RedisSaver.finished``).
+
+    Its reply is the ids that finished (as bytes). A claim on one Redis folds the read
+    of one id into its own script (``JobBook.claim_renewing``, ``CLAIM_CALL``).
+    """
+
+    conn: RedisConn
+    writes: str
+    task_ids: tuple[str, ...]
+
+    def __call__(self, p: Any) -> Any:
+        return self.conn.script("FINISHED")(keys=[self.writes], args=list(self.task_ids),
+                                            client=p)
 
 
 @dataclass(frozen=True)
@@ -234,17 +252,28 @@ class JobBook:
         """``claim``, and renew the thread's lease (owner, generation, ttl) in the same
         round trip; the third item says whether the lease is still this job's, the
         fourth is the reply to ``also(p)``, one more read queued on the same round trip
-        (None without one)."""
+        (None without one). A ``Finished`` read of one call's result rides the claim's
+        own script on one Redis (``CLAIM_CALL``): a ``@task`` call's job starts with one
+        script call instead of a pipeline of three."""
+        owner, gen, ttl = lease
+        lease_args = [owner, gen, max(1, int(ttl * 1000))]
+        if isinstance(also, Finished) and len(also.task_ids) == 1 \
+                and isinstance(self.conn.client, redis.Redis):  # one script, not three
+            claimed, renewed, done = self._run(
+                "CLAIM_CALL", [*jobs_of(self.prefix, thread_id).ordered(),
+                               ThreadKeys(self.prefix, thread_id).lease, also.writes],
+                [key, worker, *lease_args, also.task_ids[0]], "claim job")
+            holder = _text(claimed[1]) if len(claimed) > 1 else ""
+            return _text(claimed[0]), holder, bool(renewed[0]), done
         claim = self._script("CLAIM_JOB")
         renew = self.conn.script("RENEW")
-        owner, gen, ttl = lease
 
         def build(p: Any) -> list[Any]:
             return [
                 claim(keys=jobs_of(self.prefix, thread_id).ordered(), args=[key, worker],
                       client=p),
-                renew(keys=[ThreadKeys(self.prefix, thread_id).lease],
-                      args=[owner, gen, max(1, int(ttl * 1000))], client=p),
+                renew(keys=[ThreadKeys(self.prefix, thread_id).lease], args=lease_args,
+                      client=p),
                 *([also(p)] if also else []),
             ]
 

@@ -60,7 +60,7 @@ from durable_graph.store.encoding import ThreadCodec, metadata_matches
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.commit_wait import CommitWait
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
-from durable_graph.store.redis.jobbook import pipelined
+from durable_graph.store.redis.jobbook import Finished, pipelined
 from durable_graph.store.redis.keys import (
     ThreadKeys,
     blob_field,
@@ -809,14 +809,15 @@ class RedisSaver(BaseCheckpointSaver):
         done = self._conn.run("FINISHED", [key], list(task_ids), "read finished tasks")
         return {raw.decode() for raw in done}
 
-    def queue_finished(self, pipe: Any, config: Mapping[str, Any], task_ids: Sequence[str]) -> Any:
-        """Queue ``finished(config, task_ids)``'s read on ``pipe`` (a pipeline another read
-        shares); its reply decodes with ``{raw.decode() for raw in reply}``."""
+    def finished_read(self, config: Mapping[str, Any], task_ids: Sequence[str]) -> Finished:
+        """``finished(config, task_ids)``'s read, to queue on a pipeline another read shares
+        (or to fold into a job's claim); its reply decodes with ``{raw.decode() for raw in
+        reply}``."""
         thread_id, ns, checkpoint_id = config_ids(config)
         if checkpoint_id is None:
             raise GraphValueError("finished() needs a config with a checkpoint_id")
         key = ThreadKeys(self.prefix, thread_id).ns(ns).writes(checkpoint_id)
-        return self._conn.script("FINISHED")(keys=[key], args=list(task_ids), client=pipe)
+        return Finished(self._conn, key, tuple(task_ids))
 
     def clear_outcomes(self, config: Mapping[str, Any], task_ids: Sequence[str]) -> None:
         """Forget the error and interrupt outcomes of tasks about to run again."""

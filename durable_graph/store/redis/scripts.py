@@ -24,6 +24,7 @@ __all__ = [
     "DELETE_THREAD",
     "DROP",
     "FINISHED",
+    "FINISHED_FUNCTION",
     "LOAD",
     "PAGE",
     "PRUNE",
@@ -32,6 +33,7 @@ __all__ = [
     "PUT_WRITES_FUNCTION",
     "RELEASE",
     "RENEW",
+    "RENEW_FUNCTION",
     "SERVER_NOW",
     "SET_TTL",
     "STATUS_INDEX",
@@ -260,13 +262,14 @@ more in the same call (``job_scripts.PUT_CALL_WRITES``)."""
 
 # A task (or call) counts as finished once its first write slot, its error slot
 # or its interrupt slot exists (a task with no writes stores a NO_WRITES marker).
-_FINISHED = """
+FINISHED_FUNCTION = """
 local function finished(writes, id)
   return redis.call('HEXISTS', writes, id .. ':0') == 1
       or redis.call('HEXISTS', writes, id .. ':-1') == 1
       or redis.call('HEXISTS', writes, id .. ':-3') == 1
 end
 """
+"""``finished(writes, id)``: whether task ``id`` has an outcome stored in ``writes``."""
 
 CLEAR_OUTCOMES = (
     _FENCE
@@ -279,7 +282,7 @@ return 'ok'
 )
 
 FINISHED = (
-    _FINISHED
+    FINISHED_FUNCTION
     + """
 -- KEYS: writes    ARGV: task ids.  Reply: the ids that finished.
 local out = {}
@@ -291,7 +294,7 @@ return out
 )
 
 SUSPEND = (
-    _FINISHED
+    FINISHED_FUNCTION
     + _FENCE
     + """
 -- KEYS: writes, waits, wake, lease    ARGV: wake job, ttl seconds, fence, call ids...
@@ -480,17 +483,26 @@ return {1, gen, ARGV[1], until_ms}
 """
 )
 
+RENEW_FUNCTION = """
+-- Renews only while nobody took over (same owner and generation), even if expired.
+local function renew(lease, owner, fence, ttl_ms)
+  local holder = redis.call('HGET', lease, 'owner') or ''
+  local gen = redis.call('HGET', lease, 'gen') or '0'
+  if holder ~= owner or gen ~= fence then return {0, tonumber(gen), holder, 0} end
+  local until_ms = now + tonumber(ttl_ms)
+  redis.call('HSET', lease, 'expires', until_ms)
+  return {1, tonumber(gen), holder, until_ms}
+end
+"""
+"""``RENEW`` as a Lua function ``renew(lease, owner, gen, ttl_ms)`` (after ``SERVER_NOW``),
+for a script that does more in the same call (``job_scripts.CLAIM_CALL``)."""
+
 RENEW = (
     SERVER_NOW
+    + RENEW_FUNCTION
     + """
 -- KEYS: lease    ARGV: owner, gen, ttl_ms
--- Renews only while nobody took over (same owner and generation), even if expired.
-local holder = redis.call('HGET', KEYS[1], 'owner') or ''
-local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
-if holder ~= ARGV[1] or gen ~= ARGV[2] then return {0, tonumber(gen), holder, 0} end
-local until_ms = now + tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], 'expires', until_ms)
-return {1, tonumber(gen), holder, until_ms}
+return renew(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
 )
 
