@@ -62,14 +62,37 @@ def test_jobs_are_sent_without_results_or_a_declare_each(app: Celery, redis_pref
 
     monkeypatch.setattr(Producer, "maybe_declare", counted)
     dispatcher._publish(_messages(5, redis_prefix))  # a batch
-    dispatcher._publish(_messages(1, redis_prefix))  # one message, the careful way
+    dispatcher._publish(_messages(1, redis_prefix))  # one message
     headers = _queued(app)
     assert len(headers) == 6
     assert all(h["ignore_result"] is True for h in headers)
     assert headers[0]["kwargsrepr"] == repr({"run": "run-1", "prefix": redis_prefix,
                                              "key": "key-0"})
-    # the batch's one, and the careful send's own
+    # the batch's one, and the single message's own
     assert calls == {"result subscriptions": 0, "declares": 2}
+
+
+def test_a_message_the_broker_refused_once_is_sent_again_with_retries(
+    app: Celery, redis_prefix: str, monkeypatch: Any,
+) -> None:
+    """A message goes first without kombu's retry wrapper; failing so, it is sent again
+    under the publish retry policy (a batch likewise, message by message)."""
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    send_task = app.send_task
+    tries: list[bool] = []
+
+    def blinks(*a: Any, retry: bool, **k: Any) -> Any:
+        tries.append(retry)
+        if not retry and tries.count(False) == 1:
+            raise ConnectionError("the broker blinked")
+        return send_task(*a, retry=retry, **k)
+
+    monkeypatch.setattr(app, "send_task", blinks)
+    dispatcher._publish(_messages(1, redis_prefix))
+    dispatcher._publish(_messages(1, redis_prefix))
+    assert tries == [False, True, False]
+    assert [h["kwargsrepr"] for h in _queued(app)] == [repr(
+        {"run": "run-1", "prefix": redis_prefix, "key": "key-0"})] * 2
 
 
 def test_a_batch_to_rabbitmq_declares_the_queue_it_goes_to(
