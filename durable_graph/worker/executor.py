@@ -262,7 +262,8 @@ class CeleryExecutor:
         # the first job registered with the input's commit; not with async durability,
         # whose jobs are sent before their commit (by workers only: see ``finish``)
         first = None if loop.opts.durability == "async" else FirstJob(
-            lambda: self._book(saver), self._dispatcher, idle_ttl=self.settings.lease_ttl)
+            lambda: self._book(saver), self._dispatcher, saver.client,
+            idle_ttl=self.settings.lease_ttl)
         rc = RunContext(run, graph, saver, events, self._dispatcher, lease.owner,
                         lease.generation, eager=first)
         try:

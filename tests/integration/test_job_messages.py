@@ -137,3 +137,34 @@ def test_publishes_reuse_one_redis_client_per_pool(app: Celery, redis_prefix: st
         second = channel._create_client()
         assert second is not first and second.connection_pool is channel.pool
         assert second.ping()
+
+
+def test_a_captured_publish_is_the_lpush_kombu_would_send(
+    redis_url: str, redis_prefix: str,
+) -> None:
+    """``push_of``: a message kept as the ``LPUSH`` that publishes it (under the broker's
+    global key prefix), which a consumer then receives like any; None for another Redis."""
+    queue = f"{redis_prefix}-captured"
+    app = create_app(redis_url, prefix=redis_prefix, queue=queue, secret_key=SECRET,
+                     broker_transport_options={"global_keyprefix": f"{redis_prefix}:k:"})
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    client = redis.Redis.from_url(redis_url)
+    args = _messages(1, redis_prefix)[0]
+    pushed = dispatcher.push_of(json.dumps(args), client)
+    assert pushed is not None
+    key, payload = pushed
+    assert key == f"{redis_prefix}:k:{queue}" and client.llen(key) == 0  # kept, not sent
+    try:
+        client.lpush(key, payload)
+        with app.connection_for_read() as conn:
+            message = conn.default_channel.basic_get(queue, no_ack=True)
+        assert message is not None
+        body_args, kwargs, _ = message.decode()
+        assert [*body_args, kwargs["run"], kwargs["prefix"], kwargs["key"]] == args
+        assert message.headers["task"] == "durable_graph.job"
+    finally:
+        client.delete(key)
+    kwargs = client.connection_pool.connection_kwargs
+    other = redis.Redis(host=kwargs.get("host", "localhost"), port=kwargs.get("port", 6379),
+                        db=int(kwargs.get("db") or 0) + 1)
+    assert dispatcher.push_of(json.dumps(args), other) is None

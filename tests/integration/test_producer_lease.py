@@ -19,6 +19,7 @@ from durable_graph.store.redis.jobbook import JobBook, pipelined
 from durable_graph.store.redis.keys import jobs_of
 from durable_graph.store.redis.saver import Prior
 from durable_graph.worker import CeleryExecutor, create_app
+from durable_graph.worker.app import CeleryDispatcher
 from durable_graph.worker.events import END as END_EVENT
 from durable_graph.worker.events import RunEvents
 
@@ -214,16 +215,18 @@ def _queued(saver: Any, queue: str) -> list[list[str]]:
             for args, kwargs, _ in bodies]
 
 
-def test_the_first_job_is_registered_in_the_round_trip_of_the_first_commit(
+def test_the_first_job_is_sent_in_the_round_trip_of_the_first_commit(
     graph: Any, redis_prefix: str, monkeypatch: Any,
 ) -> None:
-    """A chain's first job rides the MULTI of the input's commit (owed and due from
-    then on), then is published as registered: no registration of its own. (With
-    ``async`` durability it is registered as it is published, as every job.)"""
+    """A chain's first job rides the MULTI of the input's commit: registered (owed and
+    due from then on) and, the broker being the store's Redis, pushed to the queue;
+    neither a registration nor a publish of its own follows. (With ``async`` durability
+    it is registered and published after the commit, as every job.)"""
     def separately(*_: Any, **__: Any) -> Any:
-        raise AssertionError("registered on its own")
+        raise AssertionError("sent on its own")
 
     monkeypatch.setattr(JobBook, "register_sent", separately)
+    monkeypatch.setattr(CeleryDispatcher, "_publish", separately)
     actions = _writes(graph.saver, monkeypatch)
     graph.submit({"x": 1}, {"configurable": {"thread_id": "rides"}}, durability="sync")
     assert actions[-2:] == ["acquire lease", "store run and input, commit checkpoint"]
@@ -234,12 +237,39 @@ def test_the_first_job_is_registered_in_the_round_trip_of_the_first_commit(
     assert newest is not None and newest.metadata["source"] == "loop"
 
 
-def test_a_refused_first_commit_ends_the_job_registered_with_it(
+def test_on_another_broker_the_first_job_is_registered_with_the_commit_then_published(
+    redis_url: str, redis_prefix: str, rabbitmq: Any, monkeypatch: Any,
+) -> None:
+    """On RabbitMQ the job is registered in the commit's MULTI, then published."""
+    queue = f"{redis_prefix}.amqp"
+    app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
+                     secret_key="producer-lease-test-secret")
+    b = StateGraph(S)
+    b.add_node("n", lambda s: {"x": s["x"] + 1})
+    b.add_edge(START, "n")
+    b.add_edge("n", END)
+
+    def separately(*_: Any, **__: Any) -> Any:
+        raise AssertionError("registered on its own")
+
+    monkeypatch.setattr(JobBook, "register_sent", separately)
+    try:
+        with RedisSaver.from_url(redis_url, prefix=redis_prefix) as saver:
+            graph = b.compile(checkpointer=saver, executor=CeleryExecutor(app))
+            graph.submit({"x": 1}, {"configurable": {"thread_id": "amqp"}}, durability="sync")
+            assert len(_owed(saver, "amqp")) == 1
+        with app.connection_for_write() as conn:
+            assert conn.default_channel.queue_declare(queue, passive=True).message_count == 1
+    finally:
+        rabbitmq.delete_queues(queue)
+
+
+def test_a_refused_first_commit_ends_the_job_sent_with_it(
     graph: Any, redis_prefix: str, monkeypatch: Any,
 ) -> None:
     """A lease taken over between the producer's lease and its commit: the commit is
-    fenced out (the submit raises), so the job registered with it is owed no more and
-    never published."""
+    fenced out (the submit raises), so the job sent with it is owed no more; its message,
+    pushed in the same MULTI, is dropped by its claim."""
     saver = graph.saver
     real = saver.commit_step
 
@@ -251,6 +281,7 @@ def test_a_refused_first_commit_ends_the_job_registered_with_it(
     with pytest.raises(FencingError):
         graph.submit({"x": 1}, {"configurable": {"thread_id": "lost"}}, durability="sync")
     assert _owed(saver, "lost") == {}
-    assert _queued(saver, f"{redis_prefix}.q") == []
+    (sent,) = _queued(saver, f"{redis_prefix}.q")
+    assert JobBook(saver.conn, saver.prefix).claim(sent[6], "lost", "w") == ("gone", "")
     assert [h.metadata["source"] for h in saver.list(
         {"configurable": {"thread_id": "lost"}})] == []  # the input went with it
