@@ -52,7 +52,7 @@ from durable_graph.worker.liveness import Books, Liveness, note_lost
 from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
-from durable_graph.worker.transport import Channel, NotCapturedError, broker_for, capturing
+from durable_graph.worker.transport import Channel, broker_for, capturing
 
 __all__ = [
     "JOB_TASK",
@@ -316,18 +316,20 @@ class CeleryDispatcher:
         """The ``LPUSH`` (key, payload) that publishes a message ``seal`` made, for the
         caller to send in a round trip of its own on ``client``: only when the broker is
         that client's Redis (server and database), through the hardened transport; None:
-        publish it as usual (nothing was sent)."""
+        publish it as usual (nothing was sent; also when the broker could not be reached
+        now: the usual publish retries it)."""
         if self._settings.broker_kind != "redis" or not isinstance(client, redis.Redis):
             return None  # kombu has no Redis Cluster broker
-        with self._app.producer_or_acquire() as producer:
-            channel = producer.channel
-            if not isinstance(channel, Channel) or not channel.same_redis(client):
-                return None
-            try:
+        try:
+            with self._app.producer_or_acquire() as producer:
+                channel = producer.channel
+                if not isinstance(channel, Channel) or not channel.same_redis(client):
+                    return None
                 with capturing() as into:
                     self._send_each(producer, [json.loads(sealed)], retry=False)
-            except NotCapturedError:
-                return None
+        except Exception as exc:  # NotCapturedError, or the broker blinked
+            log.debug("job message not captured (%s); it is published as usual", exc)
+            return None
         return into[0] if len(into) == 1 else None
 
     def send_probe(self, prefix: str, sent_ms: int) -> None:

@@ -259,8 +259,9 @@ class CeleryExecutor:
             trace=carry(run_id, thread_id), output_values=request.output_values,
         )
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
-        # the first job registered with the input's commit; not with async durability,
-        # whose jobs are sent before their commit (by workers only: see ``finish``)
+        # the first job sent with the input's commit (``firstjob``); with async durability
+        # a slot would make ``finish`` send the next step before its commit, as workers
+        # do, and a producer commits first (the input's events stream first)
         first = None if loop.opts.durability == "async" else FirstJob(
             lambda: self._book(saver), self._dispatcher, saver.client,
             idle_ttl=self.settings.lease_ttl)

@@ -168,3 +168,19 @@ def test_a_captured_publish_is_the_lpush_kombu_would_send(
     other = redis.Redis(host=kwargs.get("host", "localhost"), port=kwargs.get("port", 6379),
                         db=int(kwargs.get("db") or 0) + 1)
     assert dispatcher.push_of(json.dumps(args), other) is None
+
+
+def test_a_publish_that_cannot_be_captured_is_left_to_the_usual_publish(
+    app: Celery, redis_prefix: str, monkeypatch: Any,
+) -> None:
+    """The broker unreachable while a message is captured: ``push_of`` says None (its
+    caller publishes it as usual, with retries); nothing was sent."""
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+
+    def blinks(*_: Any, **__: Any) -> Any:
+        raise ConnectionError("the broker blinked")
+
+    monkeypatch.setattr(dispatcher, "_send_each", blinks)
+    client = redis.Redis.from_url(settings_of(app).redis_url)
+    assert dispatcher.push_of(json.dumps(_messages(1, redis_prefix)[0]), client) is None
+    assert _queued(app) == []

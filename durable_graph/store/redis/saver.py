@@ -520,7 +520,7 @@ class RedisSaver(BaseCheckpointSaver):
         ride: Rider | None = None,
     ) -> builtins.list[Any]:
         """The replies of the PUT ``calls``, sent after ``prior.run`` and before ``ride``'s
-        commands (a producer's first job registered as owed) in one MULTI."""
+        commands (a producer's first job: see ``worker/firstjob``) in one MULTI."""
         conn = self._conn
 
         def go(client: Any) -> builtins.list[Any]:
