@@ -10,6 +10,7 @@ event stream.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
+import redis
 from celery import Celery
 from celery.signals import worker_init, worker_ready
 from celery.worker.request import Request
@@ -51,7 +53,7 @@ from durable_graph.worker.liveness import Books, Liveness, note_lost
 from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
-from durable_graph.worker.transport import broker_for
+from durable_graph.worker.transport import Channel, broker_for, capturing
 
 __all__ = [
     "JOB_TASK",
@@ -311,6 +313,26 @@ class CeleryDispatcher:
         else:
             self._publish([message])
 
+    def push_of(self, sealed: str, client: Any) -> tuple[str, str] | None:
+        """The ``LPUSH`` (key, payload) that publishes a message ``seal`` made, for the
+        caller to send in a round trip of its own on ``client``: only when the broker is
+        that client's Redis (server and database), through the hardened transport; None:
+        publish it as usual (nothing was sent; also when the broker could not be reached
+        now: the usual publish retries it)."""
+        if self._settings.broker_kind != "redis" or not isinstance(client, redis.Redis):
+            return None  # kombu has no Redis Cluster broker
+        try:
+            with self._app.producer_or_acquire() as producer:
+                channel = producer.channel
+                if not isinstance(channel, Channel) or not channel.same_redis(client):
+                    return None
+                with capturing() as into:
+                    self._send_each(producer, [json.loads(sealed)], retry=False)
+        except Exception as exc:  # NotCapturedError, or the broker blinked
+            log.debug("job message not captured (%s); it is published as usual", exc)
+            return None
+        return into[0] if len(into) == 1 else None
+
     def send_probe(self, prefix: str, sent_ms: int) -> None:
         """Publish the queue's probe (see ``worker/recovery``), signed like any job."""
         sealed = seal(self._codec, ("probe", prefix, self._settings.queue, sent_ms))
@@ -320,9 +342,10 @@ class CeleryDispatcher:
         """Publish over one broker connection; several messages in one round trip where
         the transport can (kombu's publish batch: one Redis pipeline).
 
-        A batch whose flush fails is sent again message by message, each with the
-        publish retry policy (a message that did arrive twice is a copy, and copies
-        are dropped by their claim).
+        Sent first without kombu's retry wrapper (one message too: the wrapper and a
+        queue declaration under it cost more CPU than the publish itself); what fails so
+        is sent again message by message, each with the publish retry policy (a message
+        that did arrive twice is a copy, and copies are dropped by their claim).
         """
         with self._app.producer_or_acquire() as producer:
             if len(messages) > 1 and self._settings.broker_kind == "amqp":
@@ -330,14 +353,13 @@ class CeleryDispatcher:
             elif len(messages) > 1 and producer.supports_batch_publish:
                 together = self._batched
             else:
-                together = None
-            if together is not None:
-                try:
-                    together(producer, messages)
-                    return
-                except Exception as exc:  # the broker blinked: the careful way
-                    log.warning("a batch of %d jobs was not published (%s); sending them "
-                                "one by one", len(messages), exc)
+                together = functools.partial(self._send_each, retry=False)
+            try:
+                together(producer, messages)
+                return
+            except Exception as exc:  # the broker blinked: the careful way
+                log.warning("%d job(s) not published (%s); sending them one by one, with "
+                            "retries", len(messages), exc)
             self._send_each(producer, messages, retry=True)
 
     def _batched(self, producer: Any, messages: list[list[str]]) -> None:

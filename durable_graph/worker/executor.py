@@ -25,10 +25,12 @@ from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.cache import InMemoryCache
 from durable_graph.store.codec import SignedSerializer
 from durable_graph.store.kv import InMemoryStore
+from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.store.redis.lease import Lease
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.worker.app import CeleryDispatcher, settings_of
 from durable_graph.worker.events import END, RunEvents
+from durable_graph.worker.firstjob import FirstJob
 from durable_graph.worker.multitask import acquire
 from durable_graph.worker.outage import ride_out
 from durable_graph.worker.payload import check_key
@@ -156,6 +158,7 @@ class CeleryExecutor:
         self._dispatcher = CeleryDispatcher(app, self.settings)
         self._ship: Ship = ship
         self._shippers: dict[int, GraphShipper] = {}
+        self._books: dict[int, JobBook] = {}
         self._key_checked: dict[tuple[int, str], float] = {}
         """(store, prefix) -> until when its key check holds (monotonic seconds)."""
 
@@ -200,6 +203,14 @@ class CeleryExecutor:
         if found is None:
             found = self._shippers[id(saver)] = GraphShipper(
                 saver.client, saver.prefix, self._codec, self._ship)
+        return found
+
+    def _book(self, saver: RedisSaver) -> JobBook:
+        """The job book of ``saver``'s prefix on its connection (registrations ride its
+        commits)."""
+        found = self._books.get(id(saver))
+        if found is None:
+            found = self._books[id(saver)] = JobBook(saver.conn, saver.prefix)
         return found
 
     def _take_lease(
@@ -248,8 +259,14 @@ class CeleryExecutor:
             trace=carry(run_id, thread_id), output_values=request.output_values,
         )
         events = RunEvents(saver.conn, saver.prefix, saver.serde)
+        # the first job sent with the input's commit (``firstjob``); with async durability
+        # a slot would make ``finish`` send the next step before its commit, as workers
+        # do, and a producer commits first (the input's events stream first)
+        first = None if loop.opts.durability == "async" else FirstJob(
+            lambda: self._book(saver), self._dispatcher, saver.client,
+            idle_ttl=self.settings.lease_ttl)
         rc = RunContext(run, graph, saver, events, self._dispatcher, lease.owner,
-                        lease.generation)
+                        lease.generation, eager=first)
         try:
             begin_run(rc, loop, input, saved)
         except BaseException as exc:

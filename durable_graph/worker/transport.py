@@ -7,6 +7,10 @@ transport decodes the popped item itself: an item that is not a kombu message is
 logged with its queue and a short preview, pushed to the queue's dead-letter list
 (``<queue>.dead``, capped) for inspection, and dropped; the worker keeps consuming.
 
+A publish made inside ``capturing()`` is not sent but kept as the ``LPUSH`` that would
+send it, for the caller to send in a round trip it makes anyway on the same Redis (a
+producer's first job rides the commit before it: see ``worker/firstjob``).
+
 ``create_app`` selects it for ``redis://`` and ``unix://`` brokers
 (``broker_for``): kombu has no ``unix`` transport, so a ``unix:///path.sock`` URL,
 which the checkpoint store accepts, becomes kombu's socket form of the same server.
@@ -15,6 +19,9 @@ which the checkpoint store accepts, becomes kombu's socket form of the same serv
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from queue import Empty
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
@@ -27,12 +34,15 @@ from kombu.utils import json as kombu_json
 
 _text: Any = kombu_encoding.bytes_to_str  # untyped in kombu
 _loads: Any = kombu_json.loads
+_dumps: Any = kombu_json.dumps
 
 __all__ = [
     "ALIAS",
     "DEAD_LETTER_MAX",
+    "NotCapturedError",
     "RedisTransport",
     "broker_for",
+    "capturing",
     "dead_letter_key",
     "parse_item",
 ]
@@ -59,6 +69,26 @@ def parse_item(raw: bytes | str) -> dict[str, Any] | None:
     return message
 
 
+_captured: ContextVar[list[tuple[str, str]] | None] = ContextVar("dg_captured", default=None)
+
+
+class NotCapturedError(Exception):
+    """A publish inside ``capturing()`` that cannot be kept as one ``LPUSH`` (it was not
+    sent either)."""
+
+
+@contextmanager
+def capturing() -> Iterator[list[tuple[str, str]]]:
+    """Inside: publishes on a hardened Redis channel are kept, not sent, as the (key,
+    payload) of the ``LPUSH`` that sends each (``NotCapturedError`` for one that needs more)."""
+    into: list[tuple[str, str]] = []
+    token = _captured.set(into)
+    try:
+        yield into
+    finally:
+        _captured.reset(token)
+
+
 class Channel(kombu_redis.Channel):
     """A kombu Redis channel whose reads survive items that are not messages, and
     whose publishes reuse one client."""
@@ -82,6 +112,26 @@ class Channel(kombu_redis.Channel):
         if reused is None or reused.connection_pool is not this.pool:
             reused = self._reused = build()
         return reused
+
+    def same_redis(self, client: Any) -> bool:
+        """Whether this channel's Redis is ``client``'s: the same server and database."""
+        this: Any = self
+        mine = this.client.connection_pool.connection_kwargs
+        theirs = client.connection_pool.connection_kwargs
+        return all(mine.get(k) == theirs.get(k) for k in ("host", "port", "path", "db"))
+
+    def _put(self, queue: Any, message: Any, **kwargs: Any) -> Any:
+        """kombu's ``_put``; inside ``capturing()``, the ``LPUSH`` kept instead of sent."""
+        into = _captured.get()
+        this: Any = self
+        if into is None or kwargs.get("_publish_batch") is not None:
+            put: Any = super()._put  # kombu's channel is untyped
+            return put(queue, message, **kwargs)
+        if this._expires and queue in this._expires:  # a queue TTL to refresh too
+            raise NotCapturedError(f"queue {queue!r} expires")
+        key = this._q_for_pri(queue, this._get_message_priority(message, reverse=False))
+        into.append((getattr(this.client, "global_keyprefix", "") + key, _dumps(message)))
+        return None
 
     def _drop(self, queue: str, raw: bytes) -> None:
         preview = bytes(raw[:80])

@@ -62,14 +62,37 @@ def test_jobs_are_sent_without_results_or_a_declare_each(app: Celery, redis_pref
 
     monkeypatch.setattr(Producer, "maybe_declare", counted)
     dispatcher._publish(_messages(5, redis_prefix))  # a batch
-    dispatcher._publish(_messages(1, redis_prefix))  # one message, the careful way
+    dispatcher._publish(_messages(1, redis_prefix))  # one message
     headers = _queued(app)
     assert len(headers) == 6
     assert all(h["ignore_result"] is True for h in headers)
     assert headers[0]["kwargsrepr"] == repr({"run": "run-1", "prefix": redis_prefix,
                                              "key": "key-0"})
-    # the batch's one, and the careful send's own
+    # the batch's one, and the single message's own
     assert calls == {"result subscriptions": 0, "declares": 2}
+
+
+def test_a_message_the_broker_refused_once_is_sent_again_with_retries(
+    app: Celery, redis_prefix: str, monkeypatch: Any,
+) -> None:
+    """A message goes first without kombu's retry wrapper; failing so, it is sent again
+    under the publish retry policy (a batch likewise, message by message)."""
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    send_task = app.send_task
+    tries: list[bool] = []
+
+    def blinks(*a: Any, retry: bool, **k: Any) -> Any:
+        tries.append(retry)
+        if not retry and tries.count(False) == 1:
+            raise ConnectionError("the broker blinked")
+        return send_task(*a, retry=retry, **k)
+
+    monkeypatch.setattr(app, "send_task", blinks)
+    dispatcher._publish(_messages(1, redis_prefix))
+    dispatcher._publish(_messages(1, redis_prefix))
+    assert tries == [False, True, False]
+    assert [h["kwargsrepr"] for h in _queued(app)] == [repr(
+        {"run": "run-1", "prefix": redis_prefix, "key": "key-0"})] * 2
 
 
 def test_a_batch_to_rabbitmq_declares_the_queue_it_goes_to(
@@ -114,3 +137,50 @@ def test_publishes_reuse_one_redis_client_per_pool(app: Celery, redis_prefix: st
         second = channel._create_client()
         assert second is not first and second.connection_pool is channel.pool
         assert second.ping()
+
+
+def test_a_captured_publish_is_the_lpush_kombu_would_send(
+    redis_url: str, redis_prefix: str,
+) -> None:
+    """``push_of``: a message kept as the ``LPUSH`` that publishes it (under the broker's
+    global key prefix), which a consumer then receives like any; None for another Redis."""
+    queue = f"{redis_prefix}-captured"
+    app = create_app(redis_url, prefix=redis_prefix, queue=queue, secret_key=SECRET,
+                     broker_transport_options={"global_keyprefix": f"{redis_prefix}:k:"})
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    client = redis.Redis.from_url(redis_url)
+    args = _messages(1, redis_prefix)[0]
+    pushed = dispatcher.push_of(json.dumps(args), client)
+    assert pushed is not None
+    key, payload = pushed
+    assert key == f"{redis_prefix}:k:{queue}" and client.llen(key) == 0  # kept, not sent
+    try:
+        client.lpush(key, payload)
+        with app.connection_for_read() as conn:
+            message = conn.default_channel.basic_get(queue, no_ack=True)
+        assert message is not None
+        body_args, kwargs, _ = message.decode()
+        assert [*body_args, kwargs["run"], kwargs["prefix"], kwargs["key"]] == args
+        assert message.headers["task"] == "durable_graph.job"
+    finally:
+        client.delete(key)
+    kwargs = client.connection_pool.connection_kwargs
+    other = redis.Redis(host=kwargs.get("host", "localhost"), port=kwargs.get("port", 6379),
+                        db=int(kwargs.get("db") or 0) + 1)
+    assert dispatcher.push_of(json.dumps(args), other) is None
+
+
+def test_a_publish_that_cannot_be_captured_is_left_to_the_usual_publish(
+    app: Celery, redis_prefix: str, monkeypatch: Any,
+) -> None:
+    """The broker unreachable while a message is captured: ``push_of`` says None (its
+    caller publishes it as usual, with retries); nothing was sent."""
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+
+    def blinks(*_: Any, **__: Any) -> Any:
+        raise ConnectionError("the broker blinked")
+
+    monkeypatch.setattr(dispatcher, "_send_each", blinks)
+    client = redis.Redis.from_url(settings_of(app).redis_url)
+    assert dispatcher.push_of(json.dumps(_messages(1, redis_prefix)[0]), client) is None
+    assert _queued(app) == []

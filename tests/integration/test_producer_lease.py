@@ -4,6 +4,8 @@ so the next run waits for that lease instead of failing; a running thread still 
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any, TypedDict
@@ -13,9 +15,11 @@ import pytest
 from durable_graph import END, START, RedisSaver, StateGraph
 from durable_graph.errors import DispatchError, FencingError
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
-from durable_graph.store.redis.jobbook import pipelined
+from durable_graph.store.redis.jobbook import JobBook, pipelined
+from durable_graph.store.redis.keys import jobs_of
 from durable_graph.store.redis.saver import Prior
 from durable_graph.worker import CeleryExecutor, create_app
+from durable_graph.worker.app import CeleryDispatcher
 from durable_graph.worker.events import END as END_EVENT
 from durable_graph.worker.events import RunEvents
 
@@ -191,3 +195,93 @@ def test_a_prior_put_missing_a_value_is_sent_again_whole_then_the_commit(
     history = list(saver.list({"configurable": {"thread_id": "missing"}}))
     assert [h.checkpoint.id for h in history] == [second.id, first.id]
     assert history[0].checkpoint.channel_values == {"x": 1, "y": 2}
+
+
+def _owed(saver: Any, thread_id: str) -> dict[str, str]:
+    """Job key -> signed message of the jobs the thread owes, due (sent, unclaimed)."""
+    keys = jobs_of(saver.prefix, thread_id)
+    owed = {k.decode(): m.decode() for k, m in saver.client.hgetall(keys.owed).items()}
+    due = {k.decode() for k in saver.client.zrange(keys.due, 0, -1)}
+    assert set(owed) == due
+    return owed
+
+
+def _queued(saver: Any, queue: str) -> list[list[str]]:
+    """The job messages waiting on the (Redis broker's) queue, as the dispatcher seals
+    them: the task's arguments, then its run, prefix and job key."""
+    bodies = [json.loads(base64.b64decode(json.loads(raw)["body"]))
+              for raw in saver.client.lrange(queue, 0, -1)]
+    return [[*args, kwargs["run"], kwargs["prefix"], kwargs["key"]]
+            for args, kwargs, _ in bodies]
+
+
+def test_the_first_job_is_sent_in_the_round_trip_of_the_first_commit(
+    graph: Any, redis_prefix: str, monkeypatch: Any,
+) -> None:
+    """A chain's first job rides the MULTI of the input's commit: registered (owed and
+    due from then on) and, the broker being the store's Redis, pushed to the queue;
+    neither a registration nor a publish of its own follows. (With ``async`` durability
+    it is registered and published after the commit, as every job.)"""
+    def separately(*_: Any, **__: Any) -> Any:
+        raise AssertionError("sent on its own")
+
+    monkeypatch.setattr(JobBook, "register_sent", separately)
+    monkeypatch.setattr(CeleryDispatcher, "_publish", separately)
+    actions = _writes(graph.saver, monkeypatch)
+    graph.submit({"x": 1}, {"configurable": {"thread_id": "rides"}}, durability="sync")
+    assert actions[-2:] == ["acquire lease", "store run and input, commit checkpoint"]
+    ((key, message),) = _owed(graph.saver, "rides").items()
+    (sent,) = _queued(graph.saver, f"{redis_prefix}.q")
+    assert json.loads(message) == sent and sent[6] == key and sent[2] == "task"
+    newest = graph.saver.get_tuple({"configurable": {"thread_id": "rides"}})
+    assert newest is not None and newest.metadata["source"] == "loop"
+
+
+def test_on_another_broker_the_first_job_is_registered_with_the_commit_then_published(
+    redis_url: str, redis_prefix: str, rabbitmq: Any, monkeypatch: Any,
+) -> None:
+    """On RabbitMQ the job is registered in the commit's MULTI, then published."""
+    queue = f"{redis_prefix}.amqp"
+    app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
+                     secret_key="producer-lease-test-secret")
+    b = StateGraph(S)
+    b.add_node("n", lambda s: {"x": s["x"] + 1})
+    b.add_edge(START, "n")
+    b.add_edge("n", END)
+
+    def separately(*_: Any, **__: Any) -> Any:
+        raise AssertionError("registered on its own")
+
+    monkeypatch.setattr(JobBook, "register_sent", separately)
+    try:
+        with RedisSaver.from_url(redis_url, prefix=redis_prefix) as saver:
+            graph = b.compile(checkpointer=saver, executor=CeleryExecutor(app))
+            graph.submit({"x": 1}, {"configurable": {"thread_id": "amqp"}}, durability="sync")
+            assert len(_owed(saver, "amqp")) == 1
+        with app.connection_for_write() as conn:
+            assert conn.default_channel.queue_declare(queue, passive=True).message_count == 1
+    finally:
+        rabbitmq.delete_queues(queue)
+
+
+def test_a_refused_first_commit_ends_the_job_sent_with_it(
+    graph: Any, redis_prefix: str, monkeypatch: Any,
+) -> None:
+    """A lease taken over between the producer's lease and its commit: the commit is
+    fenced out (the submit raises), so the job sent with it is owed no more; its message,
+    pushed in the same MULTI, is dropped by its claim."""
+    saver = graph.saver
+    real = saver.commit_step
+
+    def taken_over(*a: Any, **k: Any) -> Any:
+        saver.leases.revoke("lost", "run:other", 30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(saver, "commit_step", taken_over)
+    with pytest.raises(FencingError):
+        graph.submit({"x": 1}, {"configurable": {"thread_id": "lost"}}, durability="sync")
+    assert _owed(saver, "lost") == {}
+    (sent,) = _queued(saver, f"{redis_prefix}.q")
+    assert JobBook(saver.conn, saver.prefix).claim(sent[6], "lost", "w") == ("gone", "")
+    assert [h.metadata["source"] for h in saver.list(
+        {"configurable": {"thread_id": "lost"}})] == []  # the input went with it

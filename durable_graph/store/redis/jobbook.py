@@ -209,6 +209,12 @@ class JobBook:
                 pool.release(conn)
         return confirm
 
+    def queue_register(self, p: Any, key: str, thread_id: str, message: str) -> Any:
+        """Queue ``register_sent``'s record of one job on ``p``, a pipeline shared with
+        other commands (a producer's commit: see ``worker/firstjob``)."""
+        return self._script("REGISTER_JOBS")(keys=jobs_of(self.prefix, thread_id).ordered(),
+                                             args=[key, thread_id, message], client=p)
+
     def adopt(
         self, key: str, thread_id: str, message: str, worker: str, *, also: Also | None = None,
         ends: tuple[str, str, float] | None = None,

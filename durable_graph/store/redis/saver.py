@@ -457,7 +457,8 @@ class RedisSaver(BaseCheckpointSaver):
         the commit is refused, as when called first). ``ride``: more commands sent in
         the round trip of the (first) commit script, after it. ``prior``: a run's record
         and the ``put`` of the checkpoint this commit expects to be the newest (its
-        input), held back to be sent first in the same round trip, all in one MULTI:
+        input), held back to be sent first in the same round trip, all in one MULTI
+        (with ``ride`` after the commit):
         were the put refused, nothing of the commit is written either, and the put and
         the commit are sent again one after the other (``put``'s checks and errors
         apply). On Redis Cluster and with commit waits, one after the other at once.
@@ -466,7 +467,7 @@ class RedisSaver(BaseCheckpointSaver):
                                          for k in ("expect_latest", "replaces", "keep"))
         if cas:
             raise GraphTypeError(f"commit_step() got unexpected arguments {sorted(cas)}")
-        if prior is not None and (task_writes is not None or ride is not None or not expect_latest
+        if prior is not None and (task_writes is not None or not expect_latest
                                   or self._conn.commit_wait is not None
                                   or not isinstance(self._conn.client, redis.Redis)):
             prior.store(self)  # sent together only with a lone commit that expects it
@@ -485,12 +486,12 @@ class RedisSaver(BaseCheckpointSaver):
         if prior is not None:
             first = self._plan(*prior.put, ["", "", ""])
             replies = self._with_prior(prior, [first.call(first.blobs, first.required),
-                                               plan.call(plan.blobs, plan.required)])
+                                               plan.call(plan.blobs, plan.required)], ride)
             if replies[0][0] != b"ok":  # refused: so was the commit that expects it newest
                 self.put(*prior.put)
                 return self.commit_step(config, whole, metadata, new_versions, parent=parent,
                                         expect_latest=expect_latest, replaces=replaces,
-                                        keep=keep)
+                                        keep=keep, ride=ride)
             reply = replies[1]
         else:
             reply = self._commit(plan.call(plan.blobs, plan.required), before=before, ride=ride)
@@ -531,9 +532,11 @@ class RedisSaver(BaseCheckpointSaver):
             for ch, value in stored.channel_values.items() if ch in new_versions})
 
     def _with_prior(
-        self, prior: Prior, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]
+        self, prior: Prior, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]],
+        ride: Rider | None = None,
     ) -> builtins.list[Any]:
-        """The replies of the PUT ``calls``, sent after ``prior.run`` in one MULTI."""
+        """The replies of the PUT ``calls``, sent after ``prior.run`` and before ``ride``'s
+        commands (a producer's first job: see ``worker/firstjob``) in one MULTI."""
         conn = self._conn
 
         def go(client: Any) -> builtins.list[Any]:
@@ -542,7 +545,12 @@ class RedisSaver(BaseCheckpointSaver):
                 self._queue_run(pipe, *prior.run)
             for name, keys, args in calls:
                 conn.script(name)(keys=list(keys), args=list(args), client=pipe)
-            return conn.execute(pipe)[-len(calls):]
+            riding = len(ride.queue(pipe)) if ride is not None else 0
+            replies = conn.execute(pipe)
+            end = len(replies) - riding
+            if ride is not None:
+                ride.landed(replies[end:])
+            return replies[end - len(calls):end]
         return conn.call("store run and input, commit checkpoint", go)
 
     def _committed(
