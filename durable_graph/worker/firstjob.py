@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from durable_graph.errors import CheckpointStoreError
+from durable_graph.scheduler.transition import Next
 from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.worker.app import CeleryDispatcher
 from durable_graph.worker.runs import Job
@@ -61,9 +62,11 @@ class FirstJob:
         self._sent: _Sent | None = None
         """Sent with a commit, not confirmed by ``take`` yet."""
 
-    def ride(self, job: Job) -> _Register | None:
+    def ride(self, job: Job, *, planned: Next | None = None) -> _Register | None:
         """Register (and push) ``job`` in the round trip of the commit that makes its
-        checkpoint; ``take`` of the same job confirms it once the commit landed."""
+        checkpoint; ``take`` of the same job confirms it once the commit landed.
+        ``planned`` (the step as its adopter planned it) is not kept: the job runs on a
+        worker, which plans its step from the checkpoint it reads with its claim."""
         if self._sent is not None or job.kind != "task":
             return None
         job = replace(job, key=uuid.uuid4().hex)
