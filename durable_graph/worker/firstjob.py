@@ -6,12 +6,13 @@ input checkpoint, in one MULTI), then registers the next step's job in the job b
 publishes it. When that step has one task (a chain), the registration rides the commit
 instead (``RedisSaver.commit_step(ride=...)``, after the commit in the same MULTI) and,
 on a Redis broker that is the checkpoint store's own Redis, so does the publish: the
-``LPUSH`` kombu would send (``transport.capturing``). The producer's path then sends no
-round trip after its commit. As for any published job, the job is owed and due from
-then on, so a producer that dies before its publish leaves a job the lost-message probe
-sends (rather than a thread idle for a lease TTL). A refused commit, or a run that stops
-at that step, ends the job again (a copy already in the queue finds it ended and is
-dropped by its claim).
+``LPUSH`` kombu would send (``transport.capturing``), unless the run streams events the
+producer publishes after the commit (``AFTER_COMMIT``: the job's own would overtake them).
+The producer's path then sends no round trip after its commit. As for any published job,
+the job is owed and due from then on, so a producer that dies before its publish leaves
+a job the lost-message probe sends (rather than a thread idle for a lease TTL). A refused
+commit, or a run that stops at that step, ends the job again (a copy already in the
+queue finds it ended and is dropped by its claim).
 
 ``FirstJob`` is the producer's ``Continuation`` (see ``worker/runs``): it never runs a
 job itself; ``take`` confirms (publishing it if need be) the job sent with the commit.
@@ -29,7 +30,7 @@ from durable_graph.errors import CheckpointStoreError
 from durable_graph.scheduler.transition import Next
 from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.worker.app import CeleryDispatcher
-from durable_graph.worker.runs import Job
+from durable_graph.worker.runs import AFTER_COMMIT, Job
 
 __all__ = ["FirstJob"]
 
@@ -71,6 +72,8 @@ class FirstJob:
             return None
         job = replace(job, key=uuid.uuid4().hex)
         message = self._dispatcher.seal(job)
+        if AFTER_COMMIT & set(job.run.modes):  # the step's events, published after the
+            return _Register(self, job, message, None)  # commit, go first: ``take`` sends
         return _Register(self, job, message, self._dispatcher.push_of(message, self._client))
 
     def take(self, job: Job, *, last: bool) -> bool:

@@ -64,6 +64,7 @@ from durable_graph.worker.events import RunEvents
 from durable_graph.worker.shipping import GraphRef
 
 __all__ = [
+    "AFTER_COMMIT",
     "Continuation",
     "Dispatcher",
     "Job",
@@ -395,9 +396,10 @@ def _task_jobs(
             for t in tasks]
 
 
-_AFTER_COMMIT = frozenset({"values", "checkpoints", "updates", "tasks", "messages", "debug"})
+AFTER_COMMIT = frozenset({"values", "checkpoints", "updates", "tasks", "messages", "debug"})
 """Stream modes with events of a step published once its commit returned (the step's
-checkpoint, its last task's writes): a run streaming one ends after them, not with it."""
+checkpoint, its last task's writes): a run streaming one ends after them, not with it,
+and a producer publishes its first job after them (``worker/firstjob``)."""
 
 
 def _ride(rc: RunContext, nxt: Next, step: int) -> Any:
@@ -405,14 +407,14 @@ def _ride(rc: RunContext, nxt: Next, step: int) -> Any:
     ends a step) as a ``Rider``, or None: the adoption of the next step's only task,
     when this worker would run it itself anyway (a chain, see ``worker/eager``); the
     run's end, when it ends at ``new`` done (not paused after the step), streams no
-    event published after the commit (``_AFTER_COMMIT``: the end would overtake them)
+    event published after the commit (``AFTER_COMMIT``: the end would overtake them)
     and no commit wait applies (a ride is not waited for) (``CloseRide``)."""
     if rc.run.durability == "async" or nxt.status != "running":
         return None  # a run paused after this step adopts nothing: it stops here
     new = nxt.checkpoint
     follow = rc.plan(new, step)
     if follow.status == "done" and rc.run.parent is None \
-            and not (_AFTER_COMMIT & set(rc.run.modes)) and rc.saver.conn.commit_wait is None:
+            and not (AFTER_COMMIT & set(rc.run.modes)) and rc.saver.conn.commit_wait is None:
         return CloseRide(rc, follow)
     if rc.eager is None or follow.status != "running" or len(follow.tasks) != 1 \
             or follow.tasks[0].node.hidden:
@@ -588,6 +590,7 @@ def _commit(
                     if parent.channel_versions.get(ch) != v}
     assert nxt.metadata is not None
     expect = run.branch[1] if run.branch[1] and parent.id == run.branch[0] else parent.id
+    prior = _take_prior(rc)
     try:
         _, rc.stop_at_commit = rc.saver.commit_step(
             rc.config(parent_id or None), new, nxt.metadata, new_versions,
@@ -598,7 +601,7 @@ def _commit(
             keep=run.start_checkpoint or None,
             parent=parent,  # list channels stored as deltas against it
             ride=ride,
-            prior=_take_prior(rc),
+            prior=prior,
         )
     except (CommitConflictError, FencingError) as exc:  # store errors too: caught first
         if rc.eager is not None:
@@ -607,6 +610,8 @@ def _commit(
             last.stored()  # its writes were stored; another worker committed the step
         log.info("step of thread %s not committed here: %s", rc.thread_id, exc)
         metrics.commit_refused(exc)
+        if prior is not None:  # the run's record and input went with it: a producer's
+            raise  # submit that started nothing says so (nobody else will run it)
         return False
     except CheckpointStoreError as exc:
         if ride is not None and not isinstance(ride, CloseRide):

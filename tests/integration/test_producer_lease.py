@@ -14,6 +14,7 @@ import pytest
 
 from durable_graph import END, START, RedisSaver, StateGraph
 from durable_graph.errors import DispatchError, FencingError
+from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.redis.jobbook import JobBook, pipelined
 from durable_graph.store.redis.keys import jobs_of
@@ -285,3 +286,32 @@ def test_a_refused_first_commit_ends_the_job_sent_with_it(
     assert JobBook(saver.conn, saver.prefix).claim(sent[6], "lost", "w") == ("gone", "")
     assert [h.metadata["source"] for h in saver.list(
         {"configurable": {"thread_id": "lost"}})] == []  # the input went with it
+
+
+def test_a_run_streaming_its_steps_events_publishes_its_first_job_after_them(
+    graph: Any, redis_prefix: str, monkeypatch: Any,
+) -> None:
+    """The producer publishes the input step's values and checkpoint after its commit;
+    the first job is registered with that commit but pushed to the queue only after
+    them, or its worker's events could reach the stream first."""
+    order: list[str] = []
+    emit = RunEvents.publish
+
+    def noted(self: Any, thread_id: str, run_id: str, mode: str, payload: Any) -> Any:
+        order.append(mode)
+        return emit(self, thread_id, run_id, mode, payload)
+
+    publish = CeleryDispatcher._publish
+
+    def published(self: Any, *a: Any, **k: Any) -> Any:
+        order.append("publish")
+        return publish(self, *a, **k)
+
+    monkeypatch.setattr(RunEvents, "publish", noted)
+    monkeypatch.setattr(CeleryDispatcher, "_publish", published)
+    request = RunRequest("sync", None, None, frozenset({"values", "checkpoints"}))
+    graph._remote().start_run(graph, {"x": 1}, {"configurable": {"thread_id": "streams"}},
+                              request)  # what ``stream`` starts, without reading it
+    assert order[-3:] == ["values", "checkpoints", "publish"]
+    assert len(_owed(graph.saver, "streams")) == 1
+    assert len(_queued(graph.saver, f"{redis_prefix}.q")) == 1
