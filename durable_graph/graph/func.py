@@ -25,7 +25,7 @@ from durable_graph.scheduler.spec import GraphSpec, NodeSpec, Write
 from durable_graph.store.base import BaseCheckpointSaver
 from durable_graph.types import END, START, CachePolicy, RetryPolicy
 
-__all__ = ["TaskFunction", "entrypoint", "task"]
+__all__ = ["TaskFunction", "by_value", "entrypoint", "task"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -85,17 +85,17 @@ class _TaskBody:
     ``__main__``, a module pickled by value (a graph shipped as a blob), a local task.
     """
 
-    __slots__ = ("task",)
+    __slots__ = ("by_name", "task")
 
-    def __init__(self, task: TaskFunction[Any]) -> None:
-        self.task = task
+    def __init__(self, task: TaskFunction[Any], *, by_name: bool = True) -> None:
+        self.task, self.by_name = task, by_name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.task.fn(*args, **kwargs)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         module, qualname = self.task.__module__, getattr(self.task, "__qualname__", "")
-        if _found_by_name(self.task, module, qualname):
+        if self.by_name and _found_by_name(self.task, module, qualname):
             return _task_body, (module, qualname)
         return _by_value, (self.task.fn,)
 
@@ -103,9 +103,11 @@ class _TaskBody:
 def _found_by_name(task: TaskFunction[Any], module: str, qualname: str) -> bool:
     """Whether ``module.qualname`` is ``task`` here, in a module pickled by reference."""
     found: Any = sys.modules.get(module)
-    if found is None or module == "__main__" \
-            or module in cloudpickle.list_registry_pickle_by_value():
-        return False
+    by_value = cloudpickle.list_registry_pickle_by_value()
+    parts = module.split(".")
+    if found is None or module == "__main__" or any(
+            ".".join(parts[:i]) in by_value for i in range(1, len(parts) + 1)):
+        return False  # (a package registered by value takes its submodules with it)
     for part in qualname.split("."):
         found = getattr(found, part, None)
     return found is task
@@ -113,7 +115,13 @@ def _found_by_name(task: TaskFunction[Any], module: str, qualname: str) -> bool:
 
 def _task_body(module: str, qualname: str) -> _TaskBody:
     """The ``_TaskBody`` of the task ``module.qualname`` (unpickling a call's job)."""
-    found: Any = importlib.import_module(module)
+    try:
+        found: Any = importlib.import_module(module)
+    except ImportError as exc:
+        raise GraphTypeError(
+            f"@task {module}.{qualname} cannot be imported on this worker ({exc}): deploy the "
+            "same code to producers and workers."
+        ) from None
     for part in qualname.split("."):
         found = getattr(found, part, None)
     if not isinstance(found, TaskFunction):
@@ -122,6 +130,16 @@ def _task_body(module: str, qualname: str) -> _TaskBody:
             "deploy the same code to producers and workers."
         )
     return _TaskBody(found)
+
+
+def by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A call's function (as ``TaskFunction.__call__`` makes it) pickled with its task's
+    code, not its name: for a run whose graph ships as a blob, which a worker that cannot
+    import the graph's modules may run."""
+    if isinstance(fn, functools.partial) and isinstance(fn.func, _TaskBody):
+        return functools.partial(_TaskBody(fn.func.task, by_name=False), *fn.args,
+                                 **fn.keywords)
+    return fn
 
 
 def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:

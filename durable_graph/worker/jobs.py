@@ -36,6 +36,7 @@ from durable_graph.errors import (
     NondeterminismError,
     SignatureError,
 )
+from durable_graph.graph.func import by_value
 from durable_graph.graph.subgraph import SubgraphCall
 from durable_graph.scheduler.algo import PlannedTask, mark_resumed, plan_tasks, read_values
 from durable_graph.scheduler.channels import MISSING
@@ -228,6 +229,8 @@ class JobStep(RunStep):
         """Enqueue the call as its own job; the caller suspends if it waits on it."""
         if call_id in self.stale:  # failed or paused in an earlier run: runs again
             self.rc.saver.clear_outcomes(self.rc.config(self.job.checkpoint_id), [call_id])
+        if self.rc.run.graph.digest is not None:  # may run where the graph came as a blob
+            fn = by_value(fn)
         self.outbox.append(self.rc.job(
             "call", checkpoint_id=self.job.checkpoint_id, step=self.job.step,
             task_id=call_id, caller=self.job.task_id, name=name,
