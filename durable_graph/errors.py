@@ -15,6 +15,7 @@
     │   └── SignatureError                     a payload whose HMAC did not verify
     ├── CheckpointStoreError                   a store that failed or cannot be reached
     │   └── FencingError                       a commit from an owner whose lease was taken over
+    │       └── LeaseReleasedError             a lease renewed after its run's end released it
     └── DispatchError                          a job that could not be sent or run
         ├── RunFailedError                     a distributed run failed (worker's view)
         ├── RunCancelledError                  a distributed run was cancelled
@@ -48,6 +49,7 @@ __all__ = [
     "GraphValueError",
     "InvalidUpdateError",
     "JobCrashedError",
+    "LeaseReleasedError",
     "NondeterminismError",
     "NotSupportedError",
     "ParentCommand",
@@ -124,6 +126,11 @@ class CheckpointStoreError(DurableGraphError):
 
 class FencingError(CheckpointStoreError):
     """A commit from an owner whose lease on the thread was taken over."""
+
+
+class LeaseReleasedError(FencingError):
+    """A lease its owner released (its run ended) and nobody has taken since: renewing
+    it is refused like a takeover, but no other owner can have committed."""
 
 
 class CommitConflictError(CheckpointStoreError):

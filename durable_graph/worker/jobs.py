@@ -33,6 +33,7 @@ from durable_graph.errors import (
     DurableGraphError,
     FencingError,
     GraphInterrupt,
+    LeaseReleasedError,
     NondeterminismError,
     SignatureError,
 )
@@ -148,11 +149,15 @@ class LeaseKeeper:
 
     def renew(self, held: list[tuple[str, str, int, str]]) -> None:
         """Renew the leases ``held`` was a snapshot of. One refused is a takeover only if
-        a job here still holds it: else its run ended (and freed it) meanwhile."""
+        another owner took it (not a lease its run's end released, which a job here may
+        still hold while it returns) and a job here still holds it: else its run ended
+        (and freed it) meanwhile."""
         for key in held:
             thread_id, owner, gen, prefix = key
             try:
                 self._saver_for(prefix).leases.renew(Lease(thread_id, owner, gen, 0), self.ttl)
+            except LeaseReleasedError:
+                pass  # its run ended (and released it) while a job here was returning
             except FencingError:
                 with self._lock:
                     still = key in self._held

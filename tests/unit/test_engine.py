@@ -308,6 +308,7 @@ PUBLIC_ERRORS = [
     durable_graph.RunCancelledError,
     durable_graph.ThreadBusyError,
     durable_graph.ThreadNotFoundError,
+    durable_graph.LeaseReleasedError,
     durable_graph.ThreadStateError,
 ]
 
@@ -672,6 +673,7 @@ EXPORTED = [
     "IsLastStep",
     "Item",
     "JobCrashedError",
+    "LeaseReleasedError",
     "LocalExecutor",
     "MemorySaver",
     "MessagesState",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from durable_graph.errors import FencingError, GraphValueError
+from durable_graph.errors import FencingError, GraphValueError, LeaseReleasedError
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.jobbook import Also, pipelined
 from durable_graph.store.redis.keys import ThreadKeys, jobs_of
@@ -125,7 +125,8 @@ class RedisLeases:
         return Lease(str(thread_id), _text(holder), int(gen), int(until))
 
     def renew(self, lease: Lease, ttl: float) -> Lease:
-        """Extend a lease; FencingError if another owner took it over meanwhile.
+        """Extend a lease; FencingError if another owner took it over meanwhile
+        (``LeaseReleasedError`` if its owner released it and nobody took it since).
 
         A lease that expired but that nobody took over can still be renewed: its
         generation is still the current one, so no other owner has committed.
@@ -136,6 +137,11 @@ class RedisLeases:
             [lease.owner, lease.generation, _ttl_ms(ttl)],
             "renew lease",
         )
+        if not ok and not _text(holder) and int(gen) == lease.generation:
+            raise LeaseReleasedError(
+                f"lease on thread {lease.thread_id!r} (generation {gen}) was released by "
+                f"its owner {lease.owner!r}; nobody took it since"
+            )
         if not ok:
             raise FencingError(
                 f"lease on thread {lease.thread_id!r} was lost: generation {lease.generation} "
