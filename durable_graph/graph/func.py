@@ -81,8 +81,9 @@ class _TaskBody:
     ``task`` under that name (the worker imports it, as it imports the graph), so each
     call's message carries a name, not the function's code (cloudpickle pickles a
     ``@task``'s function by value: its module's attribute is the ``TaskFunction``). By
-    value, as before, when the name does not lead back to ``task``: a script run as
-    ``__main__``, a module pickled by value (a graph shipped as a blob), a local task.
+    value, as before, when the name does not lead back to ``task`` (a script run as
+    ``__main__``, a module or package registered to pickle by value, a local task) and
+    for runs whose graph ships as a blob (``by_value``).
     """
 
     __slots__ = ("by_name", "task")
@@ -108,9 +109,14 @@ def _found_by_name(task: TaskFunction[Any], module: str, qualname: str) -> bool:
     if found is None or module == "__main__" or any(
             ".".join(parts[:i]) in by_value for i in range(1, len(parts) + 1)):
         return False  # (a package registered by value takes its submodules with it)
+    return _named(found, qualname) is task
+
+
+def _named(module: Any, qualname: str) -> Any:
+    """What ``qualname`` names in ``module`` (None: nothing)."""
     for part in qualname.split("."):
-        found = getattr(found, part, None)
-    return found is task
+        module = getattr(module, part, None)
+    return module
 
 
 def _task_body(module: str, qualname: str) -> _TaskBody:
@@ -122,8 +128,7 @@ def _task_body(module: str, qualname: str) -> _TaskBody:
             f"@task {module}.{qualname} cannot be imported on this worker ({exc}): deploy the "
             "same code to producers and workers."
         ) from None
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
+    found = _named(found, qualname)
     if not isinstance(found, TaskFunction):
         raise GraphTypeError(
             f"{module}.{qualname} is not a @task on this worker (got {type(found).__name__}): "

@@ -18,6 +18,7 @@ import itertools
 import json
 import time
 import traceback
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -379,10 +380,10 @@ class ThreadRecords:
                 for m, score in rows]
         statuses = self._statuses([t for _, t, _ in seen])
         gone = [entry for entry, s in zip(seen, statuses, strict=True) if s is None]
-        for key in keys:
-            read_here = sum(1 for k, _, _ in seen if k == key)
-            left = read_here - sum(1 for k, _, _ in gone if k == key)
-            ranks[key] = ranks.get(key, 0) + left if read_here == batch else 0
+        read_here, gone_here = Counter(k for k, _, _ in seen), Counter(k for k, _, _ in gone)
+        for key in keys:  # a shard read to its end starts over; else past what stays
+            ranks[key] = ranks.get(key, 0) + read_here[key] - gone_here[key] \
+                if read_here[key] == batch else 0
         return self.forget(gone)
 
     def count_by_status(self) -> dict[str, int]:
