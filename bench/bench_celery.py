@@ -403,18 +403,24 @@ def producer_profile(c: Cases, n: int, reps: int, top: int) -> list[str]:
     return lines
 
 
+PUBLISH = "job publish (send_task or LPUSH)"
+"""The phase of one job message's publish (``InProcess``)."""
+
+
 class InProcess:
     """durable-graph's jobs run in this process instead of on workers, phases timed.
 
     Messages the producer and the handlers send are captured and run here in FIFO
     order (the ``durable_graph.job`` Celery task's body); each is also published for
-    real to ``sink`` (a queue no worker reads), so the kombu publish cost is counted.
-    Inside ``with``: the app's ``send_task`` and the instrumented functions (see
+    real to ``sink`` (a queue no worker reads), so the publish cost is counted.
+    Inside ``with``: the app's ``send_task`` (a RabbitMQ broker), the job messages
+    built for a Redis broker (``worker/messages``) and the instrumented functions (see
     ``instrument``) are patched.
     """
 
     def __init__(self, cg: Any, sink: str, ph: Phases) -> None:
         from durable_graph.worker.app import JOB_TASK
+        from durable_graph.worker.messages import JobMessages
 
         self.app, self.sink, self.ph, self._name = cg.app, sink, ph, JOB_TASK
         self.inbox: collections.deque[tuple[tuple[Any, ...], dict[str, Any]]] = (
@@ -422,22 +428,35 @@ class InProcess:
         self.kinds: dict[str, list[float]] = collections.defaultdict(list)
         self._real_send = cg.app.send_task
         self._job_task = cg.app.tasks[JOB_TASK]
+        self._messages, self._real_push = JobMessages, JobMessages.push
 
     def __enter__(self) -> InProcess:
         self.app.send_task = self._send  # the dispatchers call app.send_task
+        self._messages.push = lambda messages, args: self._push(messages, args)  # or
+        # build the message themselves
         instrument(self.ph)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.ph.restore()
         del self.app.send_task
+        self._messages.push = self._real_push
 
     def _send(self, name: str, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
         assert name == self._name, name
+        if not args[2]:  # the template of the job messages (never sent)
+            return self._real_send(name, args=args, kwargs=kwargs, **options)
         self.inbox.append((tuple(args or ()), dict(kwargs or {})))
-        with self.ph.phase("kombu publish (send_task)"):
+        with self.ph.phase(PUBLISH):
             return self._real_send(name, args=args, kwargs=kwargs,
                                    **{**options, "queue": self.sink})
+
+    def _push(self, messages: Any, args: list[str]) -> tuple[str, str]:
+        self.inbox.append((tuple(args[:4]), {"run": args[4], "prefix": args[5],
+                                             "key": args[6]}))
+        with self.ph.phase(PUBLISH):
+            key, payload = self._real_push(messages, args)
+        return key.removesuffix(self.app.conf.durable_graph_settings.queue) + self.sink, payload
 
     def drive(self, graph: Any, value: Any, durability: str) -> None:
         """One run: the producer's start, then every job it leads to, then the end."""

@@ -64,7 +64,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_celery import Cases, InProcess, Phases, Samples, interleaved, started
+from bench.bench_celery import PUBLISH, Cases, InProcess, Phases, Samples, interleaved, started
 
 BROKERS = ("redis", "amqp")
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -233,16 +233,13 @@ def worker_notes(log: Path) -> str:
             f"process died, {taken} stale jobs of leases taken over")
 
 
-PUBLISH = "kombu publish (send_task)"
-
-
 def trips(cg: Any, sink: str, runs: int, n: int) -> list[str]:
     """Redis round trips and broker publishes per job kind, every job run in this process.
 
     The workers must be stopped first (their sweeps would take the runs over). Each
     round trip is counted under the outermost phase (a job kind, the producer's start
     or its wait for the end, or a background thread) and the innermost one (the store
-    action, script or kombu publish that made it).
+    action, script or job publish that made it).
     """
     ph = Phases()
     lines: list[str] = []

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -50,10 +50,11 @@ from durable_graph.worker.eager import Eager
 from durable_graph.worker.events import RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
 from durable_graph.worker.liveness import Books, Liveness, note_lost
+from durable_graph.worker.messages import JobMessages, template_of
 from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
-from durable_graph.worker.transport import Channel, broker_for, capturing
+from durable_graph.worker.transport import Channel, broker_for, capturing, redis_at
 
 __all__ = [
     "JOB_TASK",
@@ -268,6 +269,8 @@ class CeleryDispatcher:
         self._app, self._settings = app, settings
         self._codec = settings.require_codec()
         self.books = books or Books(settings.redis_url)
+        self._template: tuple[int, JobMessages | None] | None = None
+        """(process, its job message template) once built; None in it: Celery sends."""
 
     def _message(self, job: Job) -> list[str]:
         """The task arguments of ``job`` with a key of its own: ids in clear, the job sealed."""
@@ -321,17 +324,50 @@ class CeleryDispatcher:
         now: the usual publish retries it)."""
         if self._settings.broker_kind != "redis" or not isinstance(client, redis.Redis):
             return None  # kombu has no Redis Cluster broker
+        args = json.loads(sealed)
         try:
-            with self._app.producer_or_acquire() as producer:
-                channel = producer.channel
-                if not isinstance(channel, Channel) or not channel.same_redis(client):
-                    return None
-                with capturing() as into:
-                    self._send_each(producer, [json.loads(sealed)], retry=False)
+            template = self._built()
+            if template is None:
+                with self._app.producer_or_acquire() as producer:
+                    template = self._job_messages(producer)
+                    if template is None:  # not one to fill in: Celery's own, caught
+                        return self._caught(producer, args, client)
         except Exception as exc:  # NotCapturedError, or the broker blinked
             log.debug("job message not captured (%s); it is published as usual", exc)
             return None
+        return template.push(args) if template.at == redis_at(client) else None
+
+    def _caught(self, producer: Any, args: list[str], client: Any) -> tuple[str, str] | None:
+        """The ``LPUSH`` Celery's publish of ``args`` makes, caught (not sent)."""
+        channel = producer.channel
+        if not isinstance(channel, Channel) or not channel.same_redis(client):
+            return None
+        with capturing() as into:
+            self._send_each(producer, [args], retry=False)
         return into[0] if len(into) == 1 else None
+
+    def _built(self) -> JobMessages | None:
+        """This process's job message template, if built (see ``_job_messages``)."""
+        built = self._template
+        return built[1] if built is not None and built[0] == os.getpid() else None
+
+    def _job_messages(self, producer: Any) -> JobMessages | None:
+        """This process's job message template on a Redis broker, built once by Celery
+        (see ``worker/messages``); None: Celery sends each job."""
+        built = self._template
+        if built is not None and built[0] == os.getpid():
+            return built[1]
+        channel, template = producer.channel, None
+        if self._settings.broker_kind == "redis" and isinstance(channel, Channel):
+            try:
+                template = template_of(
+                    lambda args: self._send_each(producer, [args], retry=False), JOB_TASK,
+                    redis_at(channel.client))
+            except Exception as exc:  # the broker blinked: Celery sends, until next time
+                log.debug("no job message template yet (%s)", exc)
+                return None
+        self._template = (os.getpid(), template)
+        return template
 
     def send_probe(self, prefix: str, sent_ms: int) -> None:
         """Publish the queue's probe (see ``worker/recovery``), signed like any job."""
@@ -348,7 +384,11 @@ class CeleryDispatcher:
         that did arrive twice is a copy, and copies are dropped by their claim).
         """
         with self._app.producer_or_acquire() as producer:
-            if len(messages) > 1 and self._settings.broker_kind == "amqp":
+            template = self._job_messages(producer)
+            together: Callable[[Any, list[list[str]]], None]
+            if template is not None:
+                together = functools.partial(self._pushed, template)
+            elif len(messages) > 1 and self._settings.broker_kind == "amqp":
                 together = self._confirmed_together
             elif len(messages) > 1 and producer.supports_batch_publish:
                 together = self._batched
@@ -361,6 +401,13 @@ class CeleryDispatcher:
                 log.warning("%d job(s) not published (%s); sending them one by one, with "
                             "retries", len(messages), exc)
             self._send_each(producer, messages, retry=True)
+
+    @staticmethod
+    def _pushed(template: JobMessages, producer: Any, messages: list[list[str]]) -> None:
+        """Our own ``LPUSH``es on the Redis broker: one round trip per ``_BATCH``."""
+        for start in range(0, len(messages), _BATCH):
+            producer.channel.push_all(
+                [template.push(args) for args in messages[start:start + _BATCH]])
 
     def _batched(self, producer: Any, messages: list[list[str]]) -> None:
         """kombu's publish batch: one Redis pipeline."""

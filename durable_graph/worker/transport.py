@@ -45,12 +45,19 @@ __all__ = [
     "capturing",
     "dead_letter_key",
     "parse_item",
+    "redis_at",
 ]
 
 log = logging.getLogger("durable_graph.worker")
 
 DEAD_LETTER_MAX = 1000
 """Items kept per dead-letter list (the newest ones)."""
+
+
+def redis_at(client: Any) -> tuple[Any, ...]:
+    """Where a ``redis.Redis`` client's server and database are (host, port, path, db)."""
+    kwargs = client.connection_pool.connection_kwargs
+    return tuple(kwargs.get(k) for k in ("host", "port", "path", "db"))
 
 
 def dead_letter_key(queue: str) -> str:
@@ -116,9 +123,18 @@ class Channel(kombu_redis.Channel):
     def same_redis(self, client: Any) -> bool:
         """Whether this channel's Redis is ``client``'s: the same server and database."""
         this: Any = self
-        mine = this.client.connection_pool.connection_kwargs
-        theirs = client.connection_pool.connection_kwargs
-        return all(mine.get(k) == theirs.get(k) for k in ("host", "port", "path", "db"))
+        return redis_at(this.client) == redis_at(client)
+
+    def push_all(self, pushes: list[tuple[str, str]]) -> None:
+        """Send ``LPUSH``es made beforehand (key, payload), in one round trip."""
+        client = self._create_client()
+        if len(pushes) == 1:
+            client.lpush(*pushes[0])
+            return
+        pipe = client.pipeline(transaction=False)
+        for key, payload in pushes:
+            pipe.lpush(key, payload)
+        pipe.execute()
 
     def _put(self, queue: Any, message: Any, **kwargs: Any) -> Any:
         """kombu's ``_put``; inside ``capturing()``, the ``LPUSH`` kept instead of sent."""

@@ -26,6 +26,7 @@ from durable_graph import END, START, StateGraph
 from durable_graph.store.redis import RedisSaver
 from durable_graph.worker import CeleryExecutor, create_app
 from durable_graph.worker.app import JOB_TASK, WorkerRuntime
+from durable_graph.worker.messages import JobMessages
 
 pytestmark = pytest.mark.redis
 SECRET = "job-ends-test-secret-0123456789"
@@ -55,16 +56,17 @@ def _kept_sends(
     app: Celery, monkeypatch: pytest.MonkeyPatch,
 ) -> collections.deque[tuple[Any, Any]]:
     """The (args, kwargs) of every job the app sends, for the test to run here. Each is
-    also sent for real (to a queue no worker reads): a job the producer sends with its
-    commit is sent once, as the LPUSH kombu's publish makes (``transport.capturing``)."""
+    also sent for real (to a queue no worker reads): on this Redis broker, as the LPUSH
+    of the message ``worker/messages`` builds (a job the producer sends with its commit
+    rides the commit's round trip)."""
     sent: collections.deque[tuple[Any, Any]] = collections.deque()
-    send_task = app.send_task
+    push = JobMessages.push
 
-    def keep(name: str, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
-        sent.append((args, kwargs))
-        return send_task(name, args=args, kwargs=kwargs, **options)
+    def keep(self: JobMessages, args: list[str]) -> tuple[str, str]:
+        sent.append((args[:4], {"run": args[4], "prefix": args[5], "key": args[6]}))
+        return push(self, args)
 
-    monkeypatch.setattr(app, "send_task", keep)
+    monkeypatch.setattr(JobMessages, "push", keep)
     return sent
 
 

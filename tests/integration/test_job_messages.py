@@ -19,6 +19,7 @@ from kombu import Producer
 
 from durable_graph.worker import create_app
 from durable_graph.worker.app import CeleryDispatcher, settings_of
+from durable_graph.worker.transport import Channel, capturing
 
 pytestmark = pytest.mark.redis
 SECRET = "job-message-test-secret-0123456789"
@@ -68,31 +69,67 @@ def test_jobs_are_sent_without_results_or_a_declare_each(app: Celery, redis_pref
     assert all(h["ignore_result"] is True for h in headers)
     assert headers[0]["kwargsrepr"] == repr({"run": "run-1", "prefix": redis_prefix,
                                              "key": "key-0"})
-    # the batch's one, and the single message's own
-    assert calls == {"result subscriptions": 0, "declares": 2}
+    # the one message Celery builds as the template of every job message (see
+    # ``worker/messages``); then each is an LPUSH of our own
+    assert calls == {"result subscriptions": 0, "declares": 1}
 
 
 def test_a_message_the_broker_refused_once_is_sent_again_with_retries(
     app: Celery, redis_prefix: str, monkeypatch: Any,
 ) -> None:
-    """A message goes first without kombu's retry wrapper; failing so, it is sent again
-    under the publish retry policy (a batch likewise, message by message)."""
+    """A message goes first as a plain LPUSH; failing so, it is sent again through
+    Celery under the publish retry policy (a batch likewise, message by message)."""
     dispatcher = CeleryDispatcher(app, settings_of(app))
-    send_task = app.send_task
-    tries: list[bool] = []
+    send_task, push_all = app.send_task, Channel.push_all
+    tries: list[str] = []
 
-    def blinks(*a: Any, retry: bool, **k: Any) -> Any:
-        tries.append(retry)
-        if not retry and tries.count(False) == 1:
+    def blinks(self: Channel, pushes: list[tuple[str, str]]) -> None:
+        tries.append("push")
+        if tries.count("push") == 1:
             raise ConnectionError("the broker blinked")
+        push_all(self, pushes)
+
+    def careful(*a: Any, retry: bool, **k: Any) -> Any:
+        tries.append(f"send_task retry={retry}")
         return send_task(*a, retry=retry, **k)
 
-    monkeypatch.setattr(app, "send_task", blinks)
+    dispatcher._publish(_messages(1, redis_prefix))  # builds the template
+    redis.Redis.from_url(settings_of(app).redis_url).delete(settings_of(app).queue)
+    monkeypatch.setattr(Channel, "push_all", blinks)
+    monkeypatch.setattr(app, "send_task", careful)
     dispatcher._publish(_messages(1, redis_prefix))
     dispatcher._publish(_messages(1, redis_prefix))
-    assert tries == [False, True, False]
+    assert tries == ["push", "send_task retry=True", "push"]
     assert [h["kwargsrepr"] for h in _queued(app)] == [repr(
         {"run": "run-1", "prefix": redis_prefix, "key": "key-0"})] * 2
+
+
+def test_a_job_message_is_the_one_celery_builds_but_its_ids(app: Celery,
+                                                             redis_prefix: str) -> None:
+    """The message ``JobMessages`` fills in has every field of the one Celery's
+    ``send_task`` builds for the same job, only its task id and delivery tag its own
+    (fresh for each message)."""
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    args = _messages(1, redis_prefix)[0]
+    with app.producer_or_acquire() as producer:
+        template = dispatcher._job_messages(producer)
+        assert template is not None
+        with capturing() as into:
+            dispatcher._send_each(producer, [args], retry=False)
+    celery_key, celery_payload = into[0]
+    key, payload = template.push(args)
+    again = json.loads(template.push(args)[1])
+    ours, celerys = json.loads(payload), json.loads(celery_payload)
+    assert key == celery_key
+    task_id = ours["headers"]["id"]
+    assert task_id != again["headers"]["id"]
+    assert ours["properties"]["delivery_tag"] != again["properties"]["delivery_tag"]
+    for message in (ours, celerys):
+        ids = message["headers"]["id"], message["headers"]["root_id"]
+        assert ids == (message["properties"]["correlation_id"],) * 2
+        del message["headers"]["id"], message["headers"]["root_id"]
+        del message["properties"]["correlation_id"], message["properties"]["delivery_tag"]
+    assert ours == celerys
 
 
 def test_a_batch_to_rabbitmq_declares_the_queue_it_goes_to(

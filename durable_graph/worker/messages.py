@@ -1,0 +1,90 @@
+"""Job messages for the Redis broker, built here from one Celery built.
+
+Celery's ``send_task`` costs several times the ``LPUSH`` that carries its message on a
+Redis broker: it rebuilds the same headers, routes, signals and declares the queue for
+every message. Every job message is the same ``durable_graph.job`` task on the same
+queue; only its arguments, its task id and kombu's delivery tag differ. So Celery builds
+one message (caught as the ``LPUSH`` it would send: ``transport.capturing``) and
+``JobMessages`` fills that template in for each job: the bytes are the ones Celery and
+kombu's Redis transport write (protocol 2, JSON body, base64 body encoding), so a stock
+Celery worker consumes them like any other.
+
+A template that carries something per message beyond those fields (an ``eta``, an
+``expires``, a queue TTL to refresh) is not used: ``template_of`` returns None and the
+job goes through Celery as before.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from durable_graph.worker.transport import NotCapturedError, capturing
+
+__all__ = ["JobMessages", "template_of"]
+
+_PLACEHOLDER = ["", "", "", "", "", "", ""]
+"""Arguments of the message Celery builds as the template (never sent)."""
+_FORMAT = {"content-type": "application/json", "content-encoding": "utf-8"}
+_PER_MESSAGE = ("eta", "expires", "group", "parent_id", "shadow")
+"""Headers that must be empty in the template: a value would be one message's own."""
+
+
+class JobMessages:
+    """The ``LPUSH`` (key, payload) of job messages, from one message Celery built."""
+
+    def __init__(self, key: str, message: dict[str, Any], at: tuple[Any, ...],
+                 pid: int) -> None:
+        self.key = key
+        """The broker's Redis list of the queue (key prefix included)."""
+        self.at = at
+        """Where the broker's Redis is (``transport.redis_at``)."""
+        self.pid = pid
+        """The process the template was built in (its ``origin`` header names it)."""
+        self._message = message
+        self._embed = json.loads(base64.b64decode(message["body"]))[2]
+
+    def push(self, args: list[str]) -> tuple[str, str]:
+        """The ``LPUSH`` that publishes the job with these task arguments: its thread,
+        task id, kind and sealed payload, then its run, prefix and job book key (the
+        ``durable_graph.job`` task's keyword arguments)."""
+        task_id, tag = str(uuid.uuid4()), str(uuid.uuid4())
+        kwargs = {"run": args[4], "prefix": args[5], "key": args[6]}
+        argsrepr, kwargsrepr = repr(args[:3]), repr(kwargs)
+        body = json.dumps([args[:4], kwargs, self._embed]).encode()
+        template = self._message
+        headers = {**template["headers"], "id": task_id, "root_id": task_id,
+                   "argsrepr": argsrepr, "kwargsrepr": kwargsrepr}
+        properties = {**template["properties"], "correlation_id": task_id,
+                      "delivery_tag": tag}
+        if "argsrepr" in properties:  # kombu copies them there too
+            properties["argsrepr"], properties["kwargsrepr"] = argsrepr, kwargsrepr
+        message = {**template, "body": base64.b64encode(body).decode(), "headers": headers,
+                   "properties": properties}
+        return self.key, json.dumps(message)
+
+
+def template_of(send: Callable[[list[str]], Any], task: str,
+                at: tuple[Any, ...]) -> JobMessages | None:
+    """The job messages of the one ``send`` builds (caught, not sent) on the broker
+    Redis ``at``, or None when its message is not one ``JobMessages`` can fill in
+    (then Celery sends each). What ``send`` raises otherwise is raised."""
+    try:
+        with capturing() as into:
+            send(list(_PLACEHOLDER))
+    except NotCapturedError:  # a queue TTL to refresh with each message
+        return None
+    if len(into) != 1:
+        return None
+    key, payload = into[0]
+    message = json.loads(payload)
+    headers, properties = message.get("headers", {}), message.get("properties", {})
+    if (headers.get("task") != task or any(headers.get(h) for h in _PER_MESSAGE)
+            or properties.get("body_encoding") != "base64"
+            or any(message.get(k) != v for k, v in _FORMAT.items())):
+        return None
+    return JobMessages(key, message, at, os.getpid())
