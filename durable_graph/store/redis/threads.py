@@ -143,7 +143,7 @@ class ThreadRecords:
             # one round trip, atomic: the record and its index entry change together
             pipe = client.pipeline(transaction=True)
             self._queue_status(pipe, thread_id, status, error, next_nodes)
-            pipe.execute()
+            self._conn.execute(pipe)  # no SCRIPT EXISTS round trip
 
         self._conn.call("set thread status", both)
 
@@ -154,10 +154,14 @@ class ThreadRecords:
         """Queue ``set_status``'s record fields and index entry on ``pipe`` (a MULTI)."""
         pipe.hset(ThreadKeys(self._prefix, thread_id).record,
                   mapping=_status_fields(status, error, next_nodes))
-        for key in (status_key(self._prefix, thread_id, s) for s in STATUSES):
-            pipe.zrem(key, thread_id)
-        pipe.zadd(status_key(self._prefix, thread_id, status),
-                  {thread_id: int(time.time() * 1000)})
+        self._queue_index(pipe, thread_id, status)
+
+    def _queue_index(self, pipe: Any, thread_id: str, status: ThreadStatus) -> None:
+        """Queue the move of ``thread_id`` to ``status`` in the index on ``pipe`` (one
+        script, not a command per status)."""
+        keys = [status_key(self._prefix, thread_id, s) for s in STATUSES]
+        self._conn.script("STATUS_INDEX")(
+            keys=keys, args=[thread_id, status, int(time.time() * 1000)], client=pipe)
 
     def close_run(
         self, lease: Lease, status: ThreadStatus, error: BaseException | None,
@@ -229,7 +233,10 @@ class ThreadRecords:
             pipe = c.pipeline(transaction=together)
             self.queue_run(pipe, thread_id, sealed, graph, policy,
                            status=status if together else None)
-            pipe.execute()
+            if together:  # a script in it: no SCRIPT EXISTS round trip
+                self._conn.execute(pipe)
+            else:
+                pipe.execute()
             if status is not None and not together:
                 self.set_status(thread_id, status)
 
@@ -249,9 +256,11 @@ class ThreadRecords:
         gone = [k for k, v in (policy or {}).items() if v == "0"]
         if gone:
             pipe.hdel(record, *gone)
+        if status is not None:  # one HSET for the run's fields and the status's
+            fields.update(_status_fields(status, None, None))
         pipe.hset(record, mapping=fields)
         if status is not None:
-            self._queue_status(pipe, thread_id, status)
+            self._queue_index(pipe, thread_id, status)
 
     def get_run(self, thread_id: str) -> str | None:
         """The sealed description of the thread's last distributed run, if any."""
