@@ -432,8 +432,11 @@ class InProcess:
 
     def __enter__(self) -> InProcess:
         self.app.send_task = self._send  # the dispatchers call app.send_task
-        self._messages.push = lambda messages, args: self._push(messages, args)  # or
-        # build the message themselves
+
+        def push(messages: Any, args: list[str]) -> tuple[str, str]:
+            return self._push(messages, args)
+
+        self._messages.push = push  # or build the message themselves
         instrument(self.ph)
         return self
 

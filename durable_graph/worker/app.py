@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 import redis
-from celery import Celery
+from celery import Celery, signals
 from celery.signals import worker_init, worker_ready
 from celery.worker.request import Request
 
@@ -349,11 +349,17 @@ class CeleryDispatcher:
     def _built(self) -> JobMessages | None:
         """This process's job message template, if built (see ``_job_messages``)."""
         built = self._template
-        return built[1] if built is not None and built[0] == os.getpid() else None
+        if built is None or built[0] != os.getpid() or signals.before_task_publish.receivers \
+                or signals.after_task_publish.receivers:
+            return None
+        return built[1]
 
     def _job_messages(self, producer: Any) -> JobMessages | None:
         """This process's job message template on a Redis broker, built once by Celery
         (see ``worker/messages``); None: Celery sends each job."""
+        if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
+            return None  # someone hooks Celery's publishes (tracing headers, ...): they go
+            # through Celery
         built = self._template
         if built is not None and built[0] == os.getpid():
             return built[1]

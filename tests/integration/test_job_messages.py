@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
+from celery import Celery, signals
 from kombu import Producer
 
 from durable_graph.worker import create_app
@@ -221,3 +221,28 @@ def test_a_publish_that_cannot_be_captured_is_left_to_the_usual_publish(
     client = redis.Redis.from_url(settings_of(app).redis_url)
     assert dispatcher.push_of(json.dumps(_messages(1, redis_prefix)[0]), client) is None
     assert _queued(app) == []
+
+
+def test_jobs_go_through_celery_while_its_publish_signals_are_hooked(
+    app: Celery, redis_prefix: str,
+) -> None:
+    """Someone who hooks ``before_task_publish`` (to add tracing headers, say) sees every
+    job message: while a receiver is connected, jobs are not built from the template."""
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    dispatcher._publish(_messages(1, redis_prefix))  # the template is built
+    seen: list[str] = []
+
+    def hook(sender: Any = None, headers: Any = None, **_: Any) -> None:
+        seen.append(headers["kwargsrepr"])
+        headers["traced"] = "yes"
+
+    signals.before_task_publish.connect(hook)
+    try:
+        dispatcher._publish(_messages(2, redis_prefix))
+        pushed = dispatcher.push_of(json.dumps(_messages(1, redis_prefix)[0]),
+                                    redis.Redis.from_url(settings_of(app).redis_url))
+    finally:
+        signals.before_task_publish.disconnect(hook)
+    assert pushed is not None and json.loads(pushed[1])["headers"]["traced"] == "yes"
+    assert len(seen) == 3
+    assert [h.get("traced") for h in _queued(app)] == [None, "yes", "yes"]
