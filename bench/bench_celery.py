@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import copy
 import cProfile
 import functools
 import io
@@ -420,7 +421,7 @@ class InProcess:
 
     def __init__(self, cg: Any, sink: str, ph: Phases) -> None:
         from durable_graph.worker.app import JOB_TASK
-        from durable_graph.worker.messages import JobMessages
+        from durable_graph.worker.messages import JobMessages, PublishTemplate
 
         self.app, self.sink, self.ph, self._name = cg.app, sink, ph, JOB_TASK
         self.inbox: collections.deque[tuple[tuple[Any, ...], dict[str, Any]]] = (
@@ -429,6 +430,7 @@ class InProcess:
         self._real_send = cg.app.send_task
         self._job_task = cg.app.tasks[JOB_TASK]
         self._messages, self._real_push = JobMessages, JobMessages.push
+        self._publishes, self._real_publish = PublishTemplate, PublishTemplate.publish
 
     def __enter__(self) -> InProcess:
         self.app.send_task = self._send  # the dispatchers call app.send_task
@@ -436,7 +438,11 @@ class InProcess:
         def push(messages: Any, args: list[str]) -> tuple[str, str]:
             return self._push(messages, args)
 
-        self._messages.push = push  # or build the message themselves
+        def publish(template: Any, producer: Any, args: list[str]) -> None:
+            self._publish(template, producer, args)
+
+        self._messages.push = push  # or build the message themselves (a Redis broker)
+        self._publishes.publish = publish  # or repeat Celery's publish (RabbitMQ)
         instrument(self.ph)
         return self
 
@@ -444,6 +450,7 @@ class InProcess:
         self.ph.restore()
         del self.app.send_task
         self._messages.push = self._real_push
+        self._publishes.publish = self._real_publish
 
     def _send(self, name: str, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
         assert name == self._name, name
@@ -453,6 +460,14 @@ class InProcess:
         with self.ph.phase(PUBLISH):
             return self._real_send(name, args=args, kwargs=kwargs,
                                    **{**options, "queue": self.sink})
+
+    def _publish(self, template: Any, producer: Any, args: list[str]) -> None:
+        self.inbox.append((tuple(args[:4]), {"run": args[4], "prefix": args[5],
+                                             "key": args[6]}))
+        sink = copy.copy(template)
+        sink._options = {**template._options, "routing_key": self.sink}
+        with self.ph.phase(PUBLISH):
+            self._real_publish(sink, producer, args)
 
     def _push(self, messages: Any, args: list[str]) -> tuple[str, str]:
         self.inbox.append((tuple(args[:4]), {"run": args[4], "prefix": args[5],

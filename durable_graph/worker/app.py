@@ -50,7 +50,12 @@ from durable_graph.worker.eager import Eager
 from durable_graph.worker.events import RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
 from durable_graph.worker.liveness import Books, Liveness, note_lost
-from durable_graph.worker.messages import JobMessages, template_of
+from durable_graph.worker.messages import (
+    JobMessages,
+    PublishTemplate,
+    publish_template_of,
+    template_of,
+)
 from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
@@ -271,6 +276,8 @@ class CeleryDispatcher:
         self.books = books or Books(settings.redis_url)
         self._template: tuple[int, JobMessages | None] | None = None
         """(process, its job message template) once built; None in it: Celery sends."""
+        self._publishing: tuple[int, PublishTemplate | None] | None = None
+        """The same for the publishes of job messages on another broker."""
 
     def _message(self, job: Job) -> list[str]:
         """The task arguments of ``job`` with a key of its own: ids in clear, the job sealed."""
@@ -349,17 +356,15 @@ class CeleryDispatcher:
     def _built(self) -> JobMessages | None:
         """This process's job message template, if built (see ``_job_messages``)."""
         built = self._template
-        if built is None or built[0] != os.getpid() or signals.before_task_publish.receivers \
-                or signals.after_task_publish.receivers:
+        if built is None or built[0] != os.getpid() or _publish_hooked():
             return None
         return built[1]
 
     def _job_messages(self, producer: Any) -> JobMessages | None:
         """This process's job message template on a Redis broker, built once by Celery
         (see ``worker/messages``); None: Celery sends each job."""
-        if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
-            return None  # someone hooks Celery's publishes (tracing headers, ...): they go
-            # through Celery
+        if _publish_hooked():
+            return None
         built = self._template
         if built is not None and built[0] == os.getpid():
             return built[1]
@@ -448,17 +453,51 @@ class CeleryDispatcher:
         write to the store; so no result backend subscription per message), a place in
         the sending task's children, Celery's slow ``saferepr``. A batch (``retry``
         False: a failure sends it again the careful way) declares the queue once, not
-        once per message; a careful send declares it with each, under its retries."""
+        once per message, and repeats the publish Celery made of the first job this
+        process sent (``worker/messages``); a careful send declares it with each, under
+        its retries."""
+        template = None
         if not retry:  # kombu remembers what it declared on the connection
             producer.maybe_declare(self._app.amqp.queues[self._settings.queue])
+            template = self._publish_template(producer)
         for args in messages:
-            kwargs = {"run": args[4], "prefix": args[5], "key": args[6]}
-            self._app.send_task(
-                JOB_TASK, args=args[:4], kwargs=kwargs, queue=self._settings.queue,
-                producer=producer, argsrepr=repr(args[:3]), kwargsrepr=repr(kwargs),
-                retry=retry, declare=None if retry else [], ignore_result=True,
-                add_to_parent=False,
-            )
+            if template is not None:
+                template.publish(producer, args)
+            else:
+                self._celery_send(producer, args, retry=retry)
+
+    def _celery_send(self, producer: Any, args: list[str], *, retry: bool) -> None:
+        """Celery's ``send_task`` of one job message (see ``_send_each``)."""
+        kwargs = {"run": args[4], "prefix": args[5], "key": args[6]}
+        self._app.send_task(
+            JOB_TASK, args=args[:4], kwargs=kwargs, queue=self._settings.queue,
+            producer=producer, argsrepr=repr(args[:3]), kwargsrepr=repr(kwargs),
+            retry=retry, declare=None if retry else [], ignore_result=True,
+            add_to_parent=False,
+        )
+
+    def _publish_template(self, producer: Any) -> PublishTemplate | None:
+        """This process's template of job publishes on a broker other than Redis (built
+        once by Celery, see ``worker/messages``); None: Celery sends each job."""
+        if self._settings.broker_kind == "redis" or _publish_hooked():
+            return None  # a Redis broker: ``_job_messages`` (or Celery when hooked)
+        built = self._publishing
+        if built is not None and built[0] == os.getpid():
+            return built[1]
+        try:
+            template = publish_template_of(
+                lambda p, args: self._celery_send(p, args, retry=False), producer, JOB_TASK)
+        except Exception as exc:  # the broker blinked: Celery sends, until next time
+            log.debug("no job publish template yet (%s)", exc)
+            return None
+        self._publishing = (os.getpid(), template)
+        return template
+
+
+def _publish_hooked() -> bool:
+    """Whether someone hooks Celery's publishes (to add tracing headers, say): then every
+    job message goes through Celery's ``send_task``."""
+    return bool(signals.before_task_publish.receivers or signals.after_task_publish.receivers)
 
 
 class _Confirms:

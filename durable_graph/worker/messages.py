@@ -1,4 +1,4 @@
-"""Job messages for the Redis broker, built here from one Celery built.
+"""Job messages, built here from one Celery built.
 
 Celery's ``send_task`` costs several times the ``LPUSH`` that carries its message on a
 Redis broker: it rebuilds the same headers, routes, signals and declares the queue for
@@ -9,9 +9,14 @@ one message (caught as the ``LPUSH`` it would send: ``transport.capturing``) and
 kombu's Redis transport write (protocol 2, JSON body, base64 body encoding), so a stock
 Celery worker consumes them like any other.
 
+On another broker (RabbitMQ) Celery's ``send_task`` is caught likewise, as the arguments
+it gives kombu's ``Producer.publish`` (``PublishTemplate``): each job is then one
+``publish`` with those arguments, its own body and ids; kombu encodes and sends it as it
+would have.
+
 A template that carries something per message beyond those fields (an ``eta``, an
-``expires``, a queue TTL to refresh) is not used: ``template_of`` returns None and the
-job goes through Celery as before.
+``expires``, a queue TTL to refresh) is not used: ``template_of`` and ``publish_template_of``
+return None and the job goes through Celery as before.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from durable_graph.worker.transport import NotCapturedError, capturing
 
-__all__ = ["JobMessages", "template_of"]
+__all__ = ["JobMessages", "PublishTemplate", "publish_template_of", "template_of"]
 
 _PLACEHOLDER = ["", "", "", "", "", "", ""]
 """Arguments of the message Celery builds as the template (never sent)."""
@@ -52,17 +57,14 @@ class JobMessages:
         """The ``LPUSH`` that publishes the job with these task arguments: its thread,
         task id, kind and sealed payload, then its run, prefix and job book key (the
         ``durable_graph.job`` task's keyword arguments)."""
-        task_id, tag = str(uuid.uuid4()), str(uuid.uuid4())
-        kwargs = {"run": args[4], "prefix": args[5], "key": args[6]}
-        argsrepr, kwargsrepr = repr(args[:3]), repr(kwargs)
-        body = json.dumps([args[:4], kwargs, self._embed]).encode()
         template = self._message
-        headers = {**template["headers"], "id": task_id, "root_id": task_id,
-                   "argsrepr": argsrepr, "kwargsrepr": kwargsrepr}
+        task_id, kwargs, headers = _ids(template["headers"], args)
+        body = json.dumps([args[:4], kwargs, self._embed]).encode()
         properties = {**template["properties"], "correlation_id": task_id,
-                      "delivery_tag": tag}
+                      "delivery_tag": str(uuid.uuid4())}
         if "argsrepr" in properties:  # kombu copies them there too
-            properties["argsrepr"], properties["kwargsrepr"] = argsrepr, kwargsrepr
+            properties["argsrepr"] = headers["argsrepr"]
+            properties["kwargsrepr"] = headers["kwargsrepr"]
         message = {**template, "body": base64.b64encode(body).decode(), "headers": headers,
                    "properties": properties}
         return self.key, json.dumps(message)
@@ -88,3 +90,58 @@ def template_of(send: Callable[[list[str]], Any], task: str,
             or any(message.get(k) != v for k, v in _FORMAT.items())):
         return None
     return JobMessages(key, message, at, os.getpid())
+
+
+def _ids(headers: dict[str, Any], args: list[str]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """A fresh task id, the job task's keyword arguments, and the headers of its message
+    (``headers``, the template's, with the job's id and reprs)."""
+    task_id = str(uuid.uuid4())
+    kwargs = {"run": args[4], "prefix": args[5], "key": args[6]}
+    return task_id, kwargs, {**headers, "id": task_id, "root_id": task_id,
+                             "argsrepr": repr(args[:3]), "kwargsrepr": repr(kwargs)}
+
+
+class PublishTemplate:
+    """kombu ``Producer.publish`` calls of job messages, from the one Celery made."""
+
+    def __init__(self, body: Any, options: dict[str, Any]) -> None:
+        self._embed = body[2]
+        self._options = options
+
+    def publish(self, producer: Any, args: list[str]) -> None:
+        """Publish the job with these task arguments (as ``JobMessages.push``) on
+        ``producer``, as Celery's ``send_task`` would with the template's options."""
+        task_id, kwargs, headers = _ids(self._options["headers"], args)
+        producer.publish((args[:4], kwargs, self._embed),
+                         **{**self._options, "headers": headers, "correlation_id": task_id})
+
+
+class _Recorder:
+    """A producer whose ``publish`` is kept, not sent (everything else is the real one's)."""
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self.published: list[tuple[Any, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    def publish(self, body: Any, **options: Any) -> None:
+        self.published.append((body, options))
+
+
+def publish_template_of(send: Callable[[Any, list[str]], Any], producer: Any,
+                        task: str) -> PublishTemplate | None:
+    """The publish of the message ``send(producer, args)`` makes (kept, not sent), or None
+    when it is not one ``PublishTemplate`` can repeat (then Celery sends each)."""
+    recorder = _Recorder(producer)
+    send(recorder, list(_PLACEHOLDER))
+    if len(recorder.published) != 1:
+        return None
+    body, options = recorder.published[0]
+    headers = options.get("headers") or {}
+    if (headers.get("task") != task or any(headers.get(h) for h in _PER_MESSAGE)
+            or options.get("expiration") is not None or options.get("retry")
+            or not isinstance(body, tuple) or len(body) != 3):
+        return None
+    return PublishTemplate(body, options)

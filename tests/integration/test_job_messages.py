@@ -246,3 +246,39 @@ def test_jobs_go_through_celery_while_its_publish_signals_are_hooked(
     assert pushed is not None and json.loads(pushed[1])["headers"]["traced"] == "yes"
     assert len(seen) == 3
     assert [h.get("traced") for h in _queued(app)] == [None, "yes", "yes"]
+
+
+def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
+    rabbitmq: Any, redis_url: str, redis_prefix: str,
+) -> None:
+    """On RabbitMQ each job is kombu's publish with the arguments Celery gave it for the
+    first job (``PublishTemplate``): what a consumer receives is Celery's message, only
+    the task id its own."""
+    queue = f"{redis_prefix}-amqp-template"
+    app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
+                     secret_key=SECRET)
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    args = _messages(1, redis_prefix)[0]
+    try:
+        with app.producer_or_acquire() as producer:
+            producer.maybe_declare(app.amqp.queues[queue])
+            template = dispatcher._publish_template(producer)
+            assert template is not None
+            dispatcher._celery_send(producer, args, retry=False)
+            template.publish(producer, args)
+        got = []
+        with app.connection_for_read() as conn:
+            for _ in range(2):
+                message = conn.default_channel.basic_get(queue, no_ack=True)
+                assert message is not None
+                props = dict(message.properties)
+                got.append((props.pop("application_headers"), props, json.loads(message.body)))
+        (celerys, celery_props, celery_body), (ours, our_props, our_body) = got
+        assert our_body == celery_body
+        assert ours["id"] != celerys["id"] and ours["id"] == our_props["correlation_id"]
+        for headers, props in ((ours, our_props), (celerys, celery_props)):
+            assert headers["root_id"] == headers["id"]
+            del headers["id"], headers["root_id"], props["correlation_id"]
+        assert (ours, our_props) == (celerys, celery_props)
+    finally:
+        rabbitmq.delete_queues(queue)
