@@ -23,17 +23,19 @@ Only serializers that know ``LeafRef`` (``TypedSerializer``, or a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from durable_graph.errors import SerializationError
 from durable_graph.store.delta import ChannelDelta
+from durable_graph.types import START
 
 __all__ = [
     "LEAF_MIN",
     "LeafBank",
     "LeafRef",
+    "apart_in",
     "dedups_leaves",
     "digests_of",
     "join_leaves",
@@ -93,37 +95,69 @@ def _model_fields(obj: Any) -> dict[str, Any]:
     return {k: obj.__dict__[k] for k in type(obj).model_fields if k in obj.__dict__}
 
 
-def _split_container(value: Any, leaves: dict[bytes, bytes]) -> Any:
+def _split_container(
+    value: Any, leaves: dict[bytes, bytes], allow: Callable[[bytes], bool] | None
+) -> Any:
     """A list, tuple or dict with its leaves split; itself when it holds none."""
     if type(value) is dict:
-        out = {k: split_leaves(v, leaves) for k, v in value.items()}
+        out = {k: split_leaves(v, leaves, allow) for k, v in value.items()}
         return value if all(out[k] is v for k, v in value.items()) else out
-    items = [split_leaves(v, leaves) for v in value]
+    items = [split_leaves(v, leaves, allow) for v in value]
     if all(a is b for a, b in zip(items, value, strict=True)):
         return value
     return items if type(value) is list else tuple(items)
 
 
-def split_leaves(value: Any, leaves: dict[bytes, bytes]) -> Any:
+def split_leaves(
+    value: Any, leaves: dict[bytes, bytes], allow: Callable[[bytes], bool] | None = None
+) -> Any:
     """``value`` with its large leaves as ``LeafRef``; each leaf added to ``leaves``
-    (digest to stored bytes). Containers holding none are returned as they are."""
+    (digest to stored bytes). Containers holding none are returned as they are.
+
+    ``allow(digest)``, when given, says which leaves go apart; the others stay in
+    place (see ``apart_in``).
+    """
     if _is_big(value):
         stored = leaf_bytes(value)
         digest = hashlib.sha256(stored).digest()
+        if allow is not None and not allow(digest):
+            return value
         leaves[digest] = stored
         return LeafRef(digest)
     kind = type(value)
     if kind is list or kind is tuple or kind is dict:
-        return _split_container(value, leaves)
+        return _split_container(value, leaves, allow)
     if kind is ChannelDelta:
-        ops = tuple((op, split_leaves(arg, leaves) if op == "n" else arg)
+        ops = tuple((op, split_leaves(arg, leaves, allow) if op == "n" else arg)
                     for op, arg in value.ops)
         return ChannelDelta(value.base, value.depth, ops)
     if _is_model(value):
         fields = _model_fields(value)
-        changed = {k: new for k, v in fields.items() if (new := split_leaves(v, leaves)) is not v}
+        changed = {k: new for k, v in fields.items()
+                   if (new := split_leaves(v, leaves, allow)) is not v}
         return value.model_copy(update=changed) if changed else value
     return value
+
+
+def apart_in(
+    items: Sequence[tuple[str, Any]], kept: Callable[[bytes], bool]
+) -> list[tuple[Any, dict[bytes, bytes]]]:
+    """Each (channel, value) of a checkpoint's values or a task's writes as its value
+    with the leaves worth keeping apart as references, and those leaves.
+
+    A leaf goes apart when it comes in through the input channel (``__start__``: a
+    node will write it again and a channel keep it) or the thread already keeps it
+    apart (``kept(digest)``, or earlier in ``values``); any other leaf stays in its
+    value, where one copy costs least (an appended log line is stored once anyway).
+    """
+    held: dict[bytes, bytes] = {}
+    out: list[tuple[Any, dict[bytes, bytes]]] = [(v, {}) for _, v in items]
+    for i in sorted(range(len(items)), key=lambda i: items[i][0] != START):  # input first
+        own: dict[bytes, bytes] = {}
+        allow = None if items[i][0] == START else (lambda d: d in held or kept(d))
+        out[i] = (split_leaves(items[i][1], own, allow), own)
+        held.update(own)
+    return out
 
 
 def digests_of(value: Any, out: set[bytes] | None = None) -> set[bytes]:
@@ -263,6 +297,10 @@ class LeafBank:
             del self._rows[row]
         for key in [k for k in self._data if k[0] == thread_id]:
             del self._data[key], self._refs[key]
+
+    def has(self, thread_id: str, digest: bytes) -> bool:
+        """Whether the thread keeps this leaf."""
+        return (thread_id, digest) in self._data
 
     def fetch(self, thread_id: str, digests: Iterable[bytes]) -> dict[bytes, bytes]:
         """The stored bytes of these leaves of a thread (those found)."""

@@ -31,7 +31,7 @@ from durable_graph.store.delta import (
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
-from durable_graph.store.leaves import LeafBank, dedups_leaves, resolve_leaves, split_leaves
+from durable_graph.store.leaves import LeafBank, apart_in, dedups_leaves, resolve_leaves
 from durable_graph.store.retention import (
     CheckpointRef,
     check_keep_last,
@@ -154,14 +154,15 @@ class InMemorySaver(BaseCheckpointSaver):
                 for ch, v in checkpoint.channel_values.items()
                 if (thread_id, ns, ch, checkpoint.channel_versions[ch]) not in self._blobs
             }
-            stored, leaves = self._split(missing)
+            split = dict(zip(missing, self._split(thread_id, list(missing.items())),
+                             strict=True))
             # raises before anything is stored
             blobs = ThreadCodec(self.serde, "", thread_id, ns).values(
-                stored, checkpoint.channel_versions)
+                {ch: value for ch, (value, _) in split.items()}, checkpoint.channel_versions)
             for ch, blob in blobs.items():
                 bkey = (thread_id, ns, ch, checkpoint.channel_versions[ch])
                 self._blobs[bkey] = blob
-                self._leaves.hold(bkey, leaves[ch])
+                self._leaves.hold(bkey, split[ch][1])
             for ch, link in delta_links(missing).items():
                 self._links[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = link
             record = Checkpoint(
@@ -180,13 +181,12 @@ class InMemorySaver(BaseCheckpointSaver):
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
     def _split(
-        self, values: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, dict[bytes, bytes]]]:
-        """Values with their large leaves as references, and each one's leaves."""
-        leaves: dict[str, dict[bytes, bytes]] = {key: {} for key in values}
+        self, thread_id: str, items: builtins.list[tuple[str, Any]]
+    ) -> builtins.list[tuple[Any, dict[bytes, bytes]]]:
+        """Values or writes with the leaves kept apart as references (``leaves.apart_in``)."""
         if not self._dedup:
-            return dict(values), leaves
-        return {k: split_leaves(v, leaves[k]) for k, v in values.items()}, leaves
+            return [(value, {}) for _, value in items]
+        return apart_in(items, lambda digest: self._leaves.has(thread_id, digest))
 
     def set_ttl(self, thread_id: str, seconds: int | None) -> None:
         """Expire the thread ``seconds`` after its last commit (or after this call).
@@ -242,15 +242,15 @@ class InMemorySaver(BaseCheckpointSaver):
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        stored, leaves = self._split({str(idx): v for idx, (_, v) in enumerate(writes)})
-        encoded = [
-            (ch, WRITES_IDX_MAP.get(ch, idx), tc.write(checkpoint_id, task_id,
-                                                     WRITES_IDX_MAP.get(ch, idx), ch,
-                                                     stored[str(idx)]), leaves[str(idx)])
-            for idx, (ch, _) in enumerate(writes)
-        ]
         with self._lock:
             self._purge_expired()
+            encoded = [
+                (ch, WRITES_IDX_MAP.get(ch, idx), tc.write(checkpoint_id, task_id,
+                                                         WRITES_IDX_MAP.get(ch, idx), ch,
+                                                         stored), own)
+                for idx, ((ch, _), (stored, own)) in enumerate(
+                    zip(writes, self._split(thread_id, list(writes)), strict=True))
+            ]
             saved = self._checkpoints.get((thread_id, ns), {})
             if checkpoint_id not in saved and any(cid > checkpoint_id for cid in saved):
                 return  # a late write to a pruned checkpoint: nothing would read or drop it

@@ -78,7 +78,7 @@ from durable_graph.store.delta import (
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
-from durable_graph.store.leaves import dedups_leaves, pack_digests, resolve_leaves, split_leaves
+from durable_graph.store.leaves import apart_in, dedups_leaves, pack_digests, resolve_leaves
 from durable_graph.store.retention import (
     CheckpointRef,
     check_keep_last,
@@ -91,6 +91,7 @@ from durable_graph.store.sqlite_leaves import (
     add_leaf_columns,
     fetch_leaves,
     hold_leaves,
+    leaf_exists,
     release_leaves,
 )
 from durable_graph.store.sqlite_row import (
@@ -599,15 +600,10 @@ class SqliteSaver(BaseCheckpointSaver):
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
             }
-            leaves: dict[bytes, bytes] = {}
-            refs: dict[str, bytes | None] = {}
-            stored = dict(missing)
-            if self._dedup:
-                for ch, value in missing.items():
-                    own: dict[bytes, bytes] = {}
-                    stored[ch] = split_leaves(value, own)
-                    refs[ch] = pack_digests(own)
-                    leaves.update(own)
+            split = self._split(conn, thread_id, list(missing.items()))
+            leaves = {d: data for _, own in split for d, data in own.items()}
+            refs = {ch: pack_digests(own) for ch, (_, own) in zip(missing, split, strict=True)}
+            stored = {ch: value for ch, (value, _) in zip(missing, split, strict=True)}
             blobs = tc.values(stored, versions)  # raises before anything is stored
             for ch, (tag, data) in blobs.items():
                 if conn.execute(
@@ -624,6 +620,14 @@ class SqliteSaver(BaseCheckpointSaver):
             conn.execute(_INSERT_CHECKPOINT, row)
             self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _split(
+        self, conn: sqlite3.Connection, thread_id: str, items: Sequence[tuple[str, Any]]
+    ) -> Sequence[tuple[Any, dict[bytes, bytes]]]:
+        """Values or writes with the leaves kept apart as references (``leaves.apart_in``)."""
+        if not self._dedup:
+            return [(value, {}) for _, value in items]
+        return apart_in(items, lambda digest: leaf_exists(conn, thread_id, digest))
 
     def _apply_policy(self, conn: sqlite3.Connection, thread_id: str, ns: str,
                       now: float) -> None:
@@ -706,20 +710,19 @@ class SqliteSaver(BaseCheckpointSaver):
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        rows = []
-        leaves: dict[bytes, bytes] = {}
-        for idx, (channel, value) in enumerate(writes):
-            slot = WRITES_IDX_MAP.get(channel, idx)
-            own: dict[bytes, bytes] = {}
-            stored = split_leaves(value, own) if self._dedup else value
-            leaves.update(own)
-            tag, data = tc.write(checkpoint_id, task_id, slot, channel, stored)
-            verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
-            rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel,
-                                pack_tag(tag), data, pack_digests(own))))
         with self._transaction() as conn:
             if _pruned(conn, thread_id, ns, checkpoint_id):
                 return  # a late write to a pruned checkpoint: nothing would read or drop it
+            rows = []
+            leaves: dict[bytes, bytes] = {}
+            split = self._split(conn, thread_id, list(writes))
+            for idx, ((channel, _), (stored, own)) in enumerate(zip(writes, split, strict=True)):
+                slot = WRITES_IDX_MAP.get(channel, idx)
+                leaves.update(own)
+                tag, data = tc.write(checkpoint_id, task_id, slot, channel, stored)
+                verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
+                rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel,
+                                    pack_tag(tag), data, pack_digests(own))))
             for verb, args in rows:
                 if verb == "REPLACE":  # the slot's previous write gives its leaves back
                     release_leaves(conn, thread_id, conn.execute(

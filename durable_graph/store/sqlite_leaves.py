@@ -17,7 +17,14 @@ from collections.abc import Iterable, Mapping
 
 from durable_graph.store.leaves import unpack_digests
 
-__all__ = ["LEAVES_SCHEMA", "add_leaf_columns", "fetch_leaves", "hold_leaves", "release_leaves"]
+__all__ = [
+    "LEAVES_SCHEMA",
+    "add_leaf_columns",
+    "fetch_leaves",
+    "hold_leaves",
+    "leaf_exists",
+    "release_leaves",
+]
 
 LEAVES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS leaves (
@@ -34,6 +41,7 @@ ON CONFLICT (thread_id, digest) DO UPDATE SET refs = refs + 1
 """
 _RELEASE = "UPDATE leaves SET refs = refs - ? WHERE thread_id = ? AND digest = ?"
 _DROP_UNHELD = "DELETE FROM leaves WHERE thread_id = ? AND digest = ? AND refs <= 0"
+_EXISTS = "SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?"
 _CHUNK = 500  # digests per lookup (SQLite's bound-parameter limit is 999 on old builds)
 
 
@@ -64,6 +72,11 @@ def release_leaves(
         return
     conn.executemany(_RELEASE, [(n, thread_id, d) for d, n in counts.items()])
     conn.executemany(_DROP_UNHELD, [(thread_id, d) for d in counts])
+
+
+def leaf_exists(conn: sqlite3.Connection, thread_id: str, digest: bytes) -> bool:
+    """Whether the thread keeps this leaf."""
+    return conn.execute(_EXISTS, (thread_id, digest)).fetchone() is not None
 
 
 def fetch_leaves(

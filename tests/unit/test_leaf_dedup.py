@@ -9,6 +9,7 @@ nothing kept refers to them (prune, keep_last, TTL, delete_thread), never before
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import sqlite3
 import time
@@ -29,6 +30,7 @@ from durable_graph.store.leaves import (
     dedups_leaves,
     digests_of,
     join_leaves,
+    leaf_bytes,
     leaf_value,
     split_leaves,
 )
@@ -254,21 +256,37 @@ def test_copy_thread_keeps_its_own_leaves(make: Callable[..., BaseCheckpointSave
     assert leaf_count(saver) == 3
 
 
+def kept(saver: BaseCheckpointSaver, thread: str, leaf: str) -> bool:
+    digest = hashlib.sha256(leaf_bytes(leaf)).digest()
+    if isinstance(saver, SqliteSaver):
+        return saver._conn.execute("SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?",
+                                   (thread, digest)).fetchone() is not None
+    assert isinstance(saver, InMemorySaver)
+    return saver._leaves.has(thread, digest)
+
+
 def test_pending_writes_hold_their_leaves_until_replaced_or_pruned(
         make: Callable[..., BaseCheckpointSaver]) -> None:
     saver = make()
-    run_chat(chat_app(saver), "t", 1)
+    contents = run_chat(chat_app(saver), "t", 1)
     held = leaf_count(saver)
     latest = saver.get_tuple({"configurable": {"thread_id": "t"}})
-    big, other = text(), text()
-    saver.put_writes(latest.config, [("messages", [big]), ("__error__", other)], "task-1")
-    assert leaf_count(saver) == held + 2
+    big, fresh = text(), text()
+    saver.put_writes(latest.config, [("__start__", big)], "task-0")  # input: apart
+    # a text the thread keeps is referred to; a new one stays in its write
+    saver.put_writes(latest.config, [("messages", [contents[0], fresh]), ("__error__", big)],
+                     "task-1")
+    assert leaf_count(saver) == held + 1 and kept(saver, "t", big)
+    assert not kept(saver, "t", fresh)
     saver.put_writes(latest.config, [("messages", [text()]), ("__error__", "small")], "task-1")
-    assert leaf_count(saver) == held + 1  # the first write slot keeps its value; the error slot
     writes = saver.get_tuple(latest.config).pending_writes
-    assert {w[1]: w[2] for w in writes} == {"messages": [big], "__error__": "small"}
+    assert {(w[0], w[1]): w[2] for w in writes} == {
+        ("task-0", "__start__"): big, ("task-1", "messages"): [contents[0], fresh],
+        ("task-1", "__error__"): "small"}
+    assert leaf_count(saver) == held + 1  # task-0's input still holds it
     saver.delete_checkpoints("t", "", [latest.checkpoint.id])
-    assert leaf_count(saver) <= held
+    assert not kept(saver, "t", big) and kept(saver, "t", contents[0])
+    assert leaf_count(saver) == held
 
 
 def test_sqlite_refuses_an_altered_leaf(tmp_path: Path) -> None:
