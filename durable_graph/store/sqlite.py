@@ -108,7 +108,8 @@ from durable_graph.store.sqlite_row import (
 __all__ = ["SqliteSaver"]
 
 _SCHEMA_VERSION = 5  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
-# 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``)
+# 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
+# ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once)
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
 # ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
@@ -131,8 +132,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     sig BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS checkpoints_newest ON checkpoints
-    (checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC);
 CREATE INDEX IF NOT EXISTS checkpoints_sub_newest ON checkpoints
     (thread_id, checkpoint_id DESC, checkpoint_ns DESC) WHERE checkpoint_ns != '';
 CREATE TABLE IF NOT EXISTS blobs (
@@ -414,6 +413,9 @@ class SqliteSaver(BaseCheckpointSaver):
                 if "sig" not in columns:  # a version 1 file: records before signing
                     conn.execute("ALTER TABLE checkpoints ADD COLUMN sig BLOB")
                 add_leaf_columns(conn)
+                # Schema 5: every read of a thread goes by the primary key; only ``list(None)``
+                # (all threads, newest first: an operator's or a migration's scan) used it.
+                conn.execute("DROP INDEX IF EXISTS checkpoints_newest")
                 conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     @contextmanager
