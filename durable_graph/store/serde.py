@@ -119,9 +119,32 @@ def _default(obj: Any) -> Any:
         fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
         return _ext(_DATACLASS, [*_class_path(type(obj)), fields])
     if hasattr(obj, "model_dump") and hasattr(type(obj), "model_validate"):
-        data = {k: getattr(obj, k) for k in type(obj).model_fields}
-        return _ext(_PYDANTIC, [*_class_path(type(obj)), data])
+        return _ext(_PYDANTIC, [*_class_path(type(obj)), _model_data(obj)])
     raise TypeError(f"{type(obj).__qualname__} has no msgpack encoding")  # internal signal
+
+
+_PLAIN_DEFAULTS = (type(None), bool, int, float, str, bytes, dict, list, tuple)
+_NO_DEFAULT = object()
+
+
+def _model_data(obj: Any) -> dict[str, Any]:
+    """A pydantic model's fields by name, leaving out each one still at its plain default
+    (``None``, ``False``, ``{}``, a ``Literal`` tag...): ``model_construct`` puts those
+    back, and a chat message is about 80 bytes smaller. Older records, with every
+    field, decode the same."""
+    data = {}
+    for name, field in type(obj).model_fields.items():
+        value = getattr(obj, name)
+        if not field.is_required():
+            try:
+                default = field.get_default(call_default_factory=True)
+            except Exception:  # a factory that needs the other fields: keep the value
+                default = _NO_DEFAULT
+            if type(value) is type(default) and type(value) in _PLAIN_DEFAULTS \
+                    and value == default:
+                continue
+        data[name] = value
+    return data
 
 
 def _unpack(data: bytes) -> Any:
