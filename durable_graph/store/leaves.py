@@ -85,9 +85,13 @@ def _is_big(obj: Any) -> bool:
         or (kind is bytes and len(obj) >= LEAF_MIN)
 
 
+_SCALARS = frozenset({int, float, bool, str, bytes, type(None)})
+
+
 def _is_model(obj: Any) -> bool:
     """A pydantic model, which the serializer stores field by field (as ``serde`` tells)."""
-    return hasattr(obj, "model_dump") and hasattr(type(obj), "model_validate") \
+    return type(obj) not in _SCALARS and hasattr(obj, "model_dump") \
+        and hasattr(type(obj), "model_validate") \
         and isinstance(getattr(obj, "__dict__", None), dict)
 
 

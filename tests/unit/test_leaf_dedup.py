@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+import ormsgpack
+import pydantic
 import pytest
 
 from durable_graph import END, START, InMemorySaver, SqliteSaver, StateGraph, add_messages
@@ -317,3 +319,25 @@ def test_sqlite_schema_5_upgrades_a_schema_4_file(tmp_path: Path) -> None:
         assert before is not None
         contents = run_chat(chat_app(saver), "new", 2)
         assert len(contents) == 2 and leaf_count(saver) == 2
+
+
+class Rec(pydantic.BaseModel):
+    """A model with plain defaults (importable: the serializer stores it by name)."""
+
+    id: str
+    flag: Any = False
+    extra: dict[str, Any] = pydantic.Field(default_factory=dict)
+    name: str | None = None
+
+
+def test_a_pydantic_record_leaves_out_its_plain_defaults() -> None:
+    serde = TypedSerializer()
+    plain, full = Rec(id="a"), Rec(id="a", flag=0, extra={"k": 1}, name="n")
+    small, big = serde.dumps_typed(plain), serde.dumps_typed(full)
+    assert small[0] == "msgpack" and b"extra" not in small[1] and b"flag" not in small[1]
+    assert serde.loads_typed(small) == plain
+    back = serde.loads_typed(big)
+    assert back == full and type(back.flag) is int  # 0 is not the default False
+    old = ormsgpack.packb(ormsgpack.Ext(11, ormsgpack.packb(  # written before: every field
+        [Rec.__module__, Rec.__qualname__, {"id": "a", "flag": False, "extra": {}, "name": None}])))
+    assert serde.loads_typed(("msgpack", old)) == plain
