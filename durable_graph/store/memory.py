@@ -31,6 +31,7 @@ from durable_graph.store.delta import (
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
+from durable_graph.store.leaves import LeafBank, apart_in, dedups_leaves, resolve_leaves
 from durable_graph.store.retention import (
     CheckpointRef,
     check_keep_last,
@@ -57,7 +58,9 @@ class InMemorySaver(BaseCheckpointSaver):
     """Keeps checkpoints in process memory; for tests, notebooks and short-lived runs.
 
     Channel values are stored once per (channel, version) and pending writes in
-    (task id, index) slots, the same layout the durable stores use.
+    (task id, index) slots, the same layout the durable stores use; a large string
+    or bytes leaf is kept once per thread however many values and writes hold it
+    (``durable_graph.store.leaves``).
 
     Retention policy, applied by every commit: ``keep_last=N`` keeps the newest N
     checkpoints of the committed namespace; ``ttl`` (seconds) drops a thread that
@@ -74,6 +77,8 @@ class InMemorySaver(BaseCheckpointSaver):
         keep_last: int | None = None,
     ) -> None:
         self.serde: Serializer = serde or TypedSerializer()
+        self._dedup = dedups_leaves(self.serde)
+        self._leaves = LeafBank()
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
         self.ttl = check_ttl(ttl)
         self.keep_last = check_keep_last(keep_last)
@@ -149,11 +154,15 @@ class InMemorySaver(BaseCheckpointSaver):
                 for ch, v in checkpoint.channel_values.items()
                 if (thread_id, ns, ch, checkpoint.channel_versions[ch]) not in self._blobs
             }
+            split = dict(zip(missing, self._split(thread_id, list(missing.items())),
+                             strict=True))
             # raises before anything is stored
             blobs = ThreadCodec(self.serde, "", thread_id, ns).values(
-                missing, checkpoint.channel_versions)
+                {ch: value for ch, (value, _) in split.items()}, checkpoint.channel_versions)
             for ch, blob in blobs.items():
-                self._blobs[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = blob
+                bkey = (thread_id, ns, ch, checkpoint.channel_versions[ch])
+                self._blobs[bkey] = blob
+                self._leaves.hold(bkey, split[ch][1])
             for ch, link in delta_links(missing).items():
                 self._links[(thread_id, ns, ch, checkpoint.channel_versions[ch])] = link
             record = Checkpoint(
@@ -170,6 +179,14 @@ class InMemorySaver(BaseCheckpointSaver):
                 self.delete_checkpoints(thread_id, ns, sorted(saved)[:-self.keep_last])
             self._expire_in(thread_id, self._own_ttl.get(thread_id, self.ttl))
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _split(
+        self, thread_id: str, items: builtins.list[tuple[str, Any]]
+    ) -> builtins.list[tuple[Any, dict[bytes, bytes]]]:
+        """Values or writes with the leaves kept apart as references (``leaves.apart_in``)."""
+        if not self._dedup:
+            return [(value, {}) for _, value in items]
+        return apart_in(items, lambda digest: self._leaves.has(thread_id, digest))
 
     def set_ttl(self, thread_id: str, seconds: int | None) -> None:
         """Expire the thread ``seconds`` after its last commit (or after this call).
@@ -225,21 +242,24 @@ class InMemorySaver(BaseCheckpointSaver):
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        encoded = [
-            (ch, WRITES_IDX_MAP.get(ch, idx), tc.write(checkpoint_id, task_id,
-                                                     WRITES_IDX_MAP.get(ch, idx), ch, v))
-            for idx, (ch, v) in enumerate(writes)
-        ]
         with self._lock:
             self._purge_expired()
+            encoded = [
+                (ch, WRITES_IDX_MAP.get(ch, idx), tc.write(checkpoint_id, task_id,
+                                                         WRITES_IDX_MAP.get(ch, idx), ch,
+                                                         stored), own)
+                for idx, ((ch, _), (stored, own)) in enumerate(
+                    zip(writes, self._split(thread_id, list(writes)), strict=True))
+            ]
             saved = self._checkpoints.get((thread_id, ns), {})
             if checkpoint_id not in saved and any(cid > checkpoint_id for cid in saved):
                 return  # a late write to a pruned checkpoint: nothing would read or drop it
             slots = self._writes.setdefault((thread_id, ns, checkpoint_id), {})
-            for ch, slot, blob in encoded:
+            for ch, slot, blob, held in encoded:
                 key = (task_id, slot)
                 if ch in WRITES_IDX_MAP or key not in slots:
                     slots[key] = (ch, blob)
+                    self._leaves.hold((thread_id, ns, checkpoint_id, task_id, slot), held)
 
     def delete_thread(self, thread_id: str) -> None:
         with self._lock:
@@ -252,6 +272,7 @@ class InMemorySaver(BaseCheckpointSaver):
                 self._links.pop(bkey, None)
             for wkey in [k for k in self._writes if k[0] == thread_id]:
                 del self._writes[wkey]
+            self._leaves.drop_thread(thread_id)
 
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads.
@@ -264,9 +285,11 @@ class InMemorySaver(BaseCheckpointSaver):
             saved = self._checkpoints.get(key, {})
             gone = [saved.pop(cid) for cid in ids if cid in saved]
             for checkpoint_id in ids:
-                self._writes.pop((*key, checkpoint_id), None)
+                slots = self._writes.pop((*key, checkpoint_id), {})
+                self._leaves.release((*key, checkpoint_id, *slot) for slot in slots)
             for bkey in self._reads(key, gone) - self._reads(key, saved.values()):
-                self._blobs.pop(bkey, None)
+                if self._blobs.pop(bkey, None) is not None:
+                    self._leaves.release([bkey])
                 self._links.pop(bkey, None)
 
     def _reads(
@@ -314,11 +337,15 @@ class InMemorySaver(BaseCheckpointSaver):
             if blob is not None:
                 values[ch] = tc.value(cp.id, ch, version, blob, signed_record=True)
         resolve_values(values, lambda ch, version: self._chain(tc, cp.id, ch, version))
-        slots = self._writes.get((thread_id, ns, cp.id), {})
-        writes = [
-            PendingWrite(task_id, ch, tc.pending(cp.id, task_id, slot, ch, blob))
-            for (task_id, slot), (ch, blob) in sorted(slots.items())
-        ]
+        slots = sorted(self._writes.get((thread_id, ns, cp.id), {}).items())
+        pending = {
+            i: tc.pending(cp.id, task_id, slot, ch, blob)
+            for i, ((task_id, slot), (ch, blob)) in enumerate(slots)
+        }
+        for decoded in (values, pending):
+            resolve_leaves(decoded, lambda digests: self._leaves.fetch(thread_id, digests))
+        writes = [PendingWrite(task_id, ch, pending[i])
+                  for i, ((task_id, _), (ch, _)) in enumerate(slots)]
         return CheckpointTuple(
             config=checkpoint_config(thread_id, ns, cp.id),
             checkpoint=Checkpoint(

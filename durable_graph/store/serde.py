@@ -24,6 +24,7 @@ import ormsgpack
 
 from durable_graph.errors import SerializationError
 from durable_graph.store.delta import ChannelDelta, delta_from_packed, pack_delta
+from durable_graph.store.leaves import LeafRef
 
 __all__ = [
     "Serializer",
@@ -45,6 +46,7 @@ _PACK_OPTS = (
 _TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA = 1, 2, 3, 4, 5, 6, 7
 _UUID, _ENUM, _DATACLASS, _PYDANTIC, _DECIMAL = 8, 9, 10, 11, 12
 _DELTA = 13  # a ChannelDelta, flat (``pack_delta``); older stores hold them as _DATACLASS
+_LEAF = 14  # a LeafRef: the digest of a leaf the store keeps apart (``leaves``)
 
 
 class Serializer(Protocol):
@@ -98,6 +100,7 @@ _SIMPLE_EXT: tuple[tuple[type, int, Callable[[Any], Any]], ...] = (
     (dt.timedelta, _TIMEDELTA, lambda o: [o.days, o.seconds, o.microseconds]),
     (decimal.Decimal, _DECIMAL, str),
     (ChannelDelta, _DELTA, pack_delta),  # before the generic dataclass record
+    (LeafRef, _LEAF, lambda o: o.digest),
 )
 
 
@@ -116,9 +119,32 @@ def _default(obj: Any) -> Any:
         fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
         return _ext(_DATACLASS, [*_class_path(type(obj)), fields])
     if hasattr(obj, "model_dump") and hasattr(type(obj), "model_validate"):
-        data = {k: getattr(obj, k) for k in type(obj).model_fields}
-        return _ext(_PYDANTIC, [*_class_path(type(obj)), data])
+        return _ext(_PYDANTIC, [*_class_path(type(obj)), _model_data(obj)])
     raise TypeError(f"{type(obj).__qualname__} has no msgpack encoding")  # internal signal
+
+
+_PLAIN_DEFAULTS = (type(None), bool, int, float, str, bytes, dict, list, tuple)
+_NO_DEFAULT = object()
+
+
+def _model_data(obj: Any) -> dict[str, Any]:
+    """A pydantic model's fields by name, leaving out each one still at its plain default
+    (``None``, ``False``, ``{}``, a ``Literal`` tag...): ``model_construct`` puts those
+    back, and a chat message is about 80 bytes smaller. Older records, with every
+    field, decode the same."""
+    data = {}
+    for name, field in type(obj).model_fields.items():
+        value = getattr(obj, name)
+        if not field.is_required():
+            try:
+                default = field.get_default(call_default_factory=True)
+            except Exception:  # a factory that needs the other fields: keep the value
+                default = _NO_DEFAULT
+            if type(value) is type(default) and type(value) in _PLAIN_DEFAULTS \
+                    and value == default:
+                continue
+        data[name] = value
+    return data
 
 
 def _unpack(data: bytes) -> Any:
@@ -153,6 +179,7 @@ _DECODERS: dict[int, Callable[[Any], Any]] = {
     _TIMEDELTA: lambda p: dt.timedelta(days=p[0], seconds=p[1], microseconds=p[2]),
     _DECIMAL: decimal.Decimal,
     _DELTA: delta_from_packed,
+    _LEAF: lambda d: LeafRef(bytes(d)),
     _ENUM: lambda p: _from_class(p, lambda cls, v: cls(v)),
     _DATACLASS: lambda p: _from_class(p, lambda cls, v: cls(**v)),
     # by field name, as encoded; nested models come back through their own records

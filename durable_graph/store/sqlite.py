@@ -20,6 +20,11 @@ writes nothing. Only an explicit branch (a ``fork`` checkpoint of a replay from 
 past checkpoint) may start from an older one. Other ``put`` calls (LangGraph's loop
 through the adapter, copies) are stored as given, as LangGraph's savers do.
 
+Large leaves (a chat message's text) are kept once per thread in the ``leaves``
+table (schema 5, ``sqlite_leaves``): the input channel, a task's write and a
+``messages`` delta refer to one copy by its SHA-256, counted, and dropped with the
+last row that refers to it.
+
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
 the record's signature, NULL for records written before.
@@ -73,6 +78,7 @@ from durable_graph.store.delta import (
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
+from durable_graph.store.leaves import apart_in, dedups_leaves, pack_digests, resolve_leaves
 from durable_graph.store.retention import (
     CheckpointRef,
     check_keep_last,
@@ -80,6 +86,14 @@ from durable_graph.store.retention import (
     parent_gone,
 )
 from durable_graph.store.serde import Serializer, TypedSerializer
+from durable_graph.store.sqlite_leaves import (
+    LEAVES_SCHEMA,
+    add_leaf_columns,
+    fetch_leaves,
+    hold_leaves,
+    leaf_exists,
+    release_leaves,
+)
 from durable_graph.store.sqlite_row import (
     pack_id,
     pack_seen,
@@ -93,7 +107,9 @@ from durable_graph.store.sqlite_row import (
 
 __all__ = ["SqliteSaver"]
 
-_SCHEMA_VERSION = 4  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row)
+_SCHEMA_VERSION = 5  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+# 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
+# ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once)
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
 # ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
@@ -116,8 +132,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     sig BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS checkpoints_newest ON checkpoints
-    (checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC);
 CREATE INDEX IF NOT EXISTS checkpoints_sub_newest ON checkpoints
     (thread_id, checkpoint_id DESC, checkpoint_ns DESC) WHERE checkpoint_ns != '';
 CREATE TABLE IF NOT EXISTS blobs (
@@ -127,6 +141,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     version NOT NULL,
     type TEXT NOT NULL,
     blob BLOB NOT NULL,
+    leaves BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chains (
@@ -147,6 +162,7 @@ CREATE TABLE IF NOT EXISTS writes (
     channel TEXT NOT NULL,
     type TEXT NOT NULL,
     blob BLOB NOT NULL,
+    leaves BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 );
 CREATE TABLE IF NOT EXISTS threads (
@@ -163,8 +179,8 @@ CREATE TABLE IF NOT EXISTS expiry (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS NOT NULL;
-"""
-_THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry")
+""" + LEAVES_SCHEMA
+_THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry", "leaves")
 """Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
 _CP_COLUMNS = (
@@ -188,6 +204,7 @@ WITH RECURSIVE live(channel, version) AS (
 )
 DELETE FROM blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2
     AND (channel, version) NOT IN (SELECT channel, version FROM live)
+RETURNING leaves
 """
 _DROP_UNUSED_CHAINS = """
 DELETE FROM chains WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
@@ -231,6 +248,10 @@ _LATEST = """
 SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
 ORDER BY checkpoint_id DESC LIMIT 1
 """
+_WRITE_LEAVES = """
+SELECT leaves FROM writes
+WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND task_id = ? AND idx = ?
+"""
 _LOAD_WRITES = """
 SELECT task_id, idx, channel, type, blob FROM writes
 WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
@@ -240,6 +261,7 @@ ORDER BY task_id, idx
 # ``retires_parent_writes``); outcomes keep their negative slots.
 _DROP_APPLIED_WRITES = """
 DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND idx >= 0
+RETURNING leaves
 """
 # Retention: threads whose TTL ran out (the partial index keeps this one probe), a
 # commit's expiry (``ttl`` is the thread's own TTL, else the committing saver's),
@@ -343,6 +365,7 @@ class SqliteSaver(BaseCheckpointSaver):
         self.ttl = check_ttl(ttl)
         self.keep_last = check_keep_last(keep_last)
         self.serde: Serializer = serde or TypedSerializer()
+        self._dedup = dedups_leaves(self.serde)
         self._lock = threading.RLock()
         self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
         try:
@@ -389,6 +412,10 @@ class SqliteSaver(BaseCheckpointSaver):
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
                 if "sig" not in columns:  # a version 1 file: records before signing
                     conn.execute("ALTER TABLE checkpoints ADD COLUMN sig BLOB")
+                add_leaf_columns(conn)
+                # Schema 5: every read of a thread goes by the primary key; only ``list(None)``
+                # (all threads, newest first: an operator's or a migration's scan) used it.
+                conn.execute("DROP INDEX IF EXISTS checkpoints_newest")
                 conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     @contextmanager
@@ -522,14 +549,15 @@ class SqliteSaver(BaseCheckpointSaver):
                      signed_record=signed)
             for version, tag, blob in conn.execute(_LOAD_CHAIN, (thread_id, ns, channel, head))
         ])
-        writes = [
-            PendingWrite(task_id, channel,
-                         tc.pending(checkpoint_id, task_id, idx, channel,
-                                    (unpack_tag(tag), bytes(blob))))
-            for task_id, idx, channel, tag, blob in conn.execute(
-                _LOAD_WRITES, (thread_id, ns, checkpoint_id)
-            )
-        ]
+        found = conn.execute(_LOAD_WRITES, (thread_id, ns, checkpoint_id)).fetchall()
+        pending = {
+            i: tc.pending(checkpoint_id, task_id, idx, channel, (unpack_tag(tag), bytes(blob)))
+            for i, (task_id, idx, channel, tag, blob) in enumerate(found)
+        }
+        for decoded in (values, pending):
+            resolve_leaves(decoded, lambda digests: fetch_leaves(conn, thread_id, digests))
+        writes = [PendingWrite(task_id, channel, pending[i])
+                  for i, (task_id, _, channel, _, _) in enumerate(found)]
         return CheckpointTuple(
             config=checkpoint_config(thread_id, ns, checkpoint_id),
             checkpoint=Checkpoint(
@@ -568,17 +596,24 @@ class SqliteSaver(BaseCheckpointSaver):
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
                 and self._check_extends(conn, row, metadata)
             if extends and retires_parent_writes(config, metadata):
-                conn.execute(_DROP_APPLIED_WRITES, (thread_id, ns, parent_id))
+                release_leaves(conn, thread_id, conn.execute(
+                    _DROP_APPLIED_WRITES, (thread_id, ns, parent_id)).fetchall())
             present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
             }
-            blobs = tc.values(missing, versions)  # raises before anything is stored
-            conn.executemany(
-                "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
-                [(thread_id, ns, ch, versions[ch], pack_tag(tag), data)
-                 for ch, (tag, data) in blobs.items()],
-            )
+            split = self._split(conn, thread_id, list(missing.items()))
+            leaves = {d: data for _, own in split for d, data in own.items()}
+            refs = {ch: pack_digests(own) for ch, (_, own) in zip(missing, split, strict=True)}
+            stored = {ch: value for ch, (value, _) in zip(missing, split, strict=True)}
+            blobs = tc.values(stored, versions)  # raises before anything is stored
+            for ch, (tag, data) in blobs.items():
+                if conn.execute(
+                    "INSERT OR IGNORE INTO blobs (thread_id, checkpoint_ns, channel, version, "
+                    "type, blob, leaves) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (thread_id, ns, ch, versions[ch], pack_tag(tag), data, refs.get(ch)),
+                ).rowcount:
+                    hold_leaves(conn, thread_id, refs.get(ch), leaves)
             conn.executemany(
                 "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)",
                 [(thread_id, ns, ch, versions[ch], base, depth)
@@ -587,6 +622,14 @@ class SqliteSaver(BaseCheckpointSaver):
             conn.execute(_INSERT_CHECKPOINT, row)
             self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _split(
+        self, conn: sqlite3.Connection, thread_id: str, items: Sequence[tuple[str, Any]]
+    ) -> Sequence[tuple[Any, dict[bytes, bytes]]]:
+        """Values or writes with the leaves kept apart as references (``leaves.apart_in``)."""
+        if not self._dedup:
+            return [(value, {}) for _, value in items]
+        return apart_in(items, lambda digest: leaf_exists(conn, thread_id, digest))
 
     def _apply_policy(self, conn: sqlite3.Connection, thread_id: str, ns: str,
                       now: float) -> None:
@@ -669,18 +712,27 @@ class SqliteSaver(BaseCheckpointSaver):
         if checkpoint_id is None:
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        rows = []
-        for idx, (channel, value) in enumerate(writes):
-            slot = WRITES_IDX_MAP.get(channel, idx)
-            tag, data = tc.write(checkpoint_id, task_id, slot, channel, value)
-            verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
-            rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel,
-                                pack_tag(tag), data)))
         with self._transaction() as conn:
             if _pruned(conn, thread_id, ns, checkpoint_id):
                 return  # a late write to a pruned checkpoint: nothing would read or drop it
+            rows = []
+            leaves: dict[bytes, bytes] = {}
+            split = self._split(conn, thread_id, list(writes))
+            for idx, ((channel, _), (stored, own)) in enumerate(zip(writes, split, strict=True)):
+                slot = WRITES_IDX_MAP.get(channel, idx)
+                leaves.update(own)
+                tag, data = tc.write(checkpoint_id, task_id, slot, channel, stored)
+                verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
+                rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel,
+                                    pack_tag(tag), data, pack_digests(own))))
             for verb, args in rows:
-                conn.execute(f"INSERT OR {verb} INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", args)
+                if verb == "REPLACE":  # the slot's previous write gives its leaves back
+                    release_leaves(conn, thread_id, conn.execute(
+                        _WRITE_LEAVES, args[:5]).fetchall())
+                if conn.execute(
+                        f"INSERT OR {verb} INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        args).rowcount:
+                    hold_leaves(conn, thread_id, args[-1], leaves)
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value, write and status record of a thread."""
@@ -763,13 +815,13 @@ def _pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: st
 def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str]) -> None:
     """Delete checkpoints of one namespace, their writes, and values nothing kept reads."""
     for checkpoint_id in ids:
-        for table in ("checkpoints", "writes"):
-            conn.execute(
-                f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_ns = ? "
-                "AND checkpoint_id = ?",
-                (*scope, checkpoint_id),
-            )
-    conn.execute(_DROP_UNREAD_BLOBS, scope)
+        conn.execute(
+            "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
+            "AND checkpoint_id = ?", (*scope, checkpoint_id))
+        release_leaves(conn, scope[0], conn.execute(
+            "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? "
+            "AND checkpoint_id = ? RETURNING leaves", (*scope, checkpoint_id)).fetchall())
+    release_leaves(conn, scope[0], conn.execute(_DROP_UNREAD_BLOBS, scope).fetchall())
     conn.execute(_DROP_UNUSED_CHAINS, scope)
 
 

@@ -25,6 +25,9 @@ Formats (each file keeps the format it was recorded in):
   msgpack record (``delta.pack_delta``, extension code 13) instead of a dataclass
   record; SQLite schema 4 also keeps a row's parent id, timestamp and versions seen
   as BLOBs and serializer tags as one-byte codes (``store/sqlite_row.py``).
+- ``signed-v5``: as ``signed-v4`` (SQLite schema 5), with each chat message padded by
+  ``LEAF_PAD`` so its text is a large leaf kept once per thread (the ``leaves`` table,
+  ``store/leaves.py``: the input refers to it, and so do the deltas and writes).
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -73,12 +76,18 @@ GOLDEN_PREFIX = "dg-golden"
 SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v2": "checkpoints-signed-v2.sqlite",
                   "signed-v3": "checkpoints-signed-v3.sqlite",
-                  "signed-v4": "checkpoints-signed-v4.sqlite"}
+                  "signed-v4": "checkpoints-signed-v4.sqlite",
+                  "signed-v5": "checkpoints-signed-v5.sqlite"}
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
                  "redis-v5": "redis-v5.json"}
-DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "redis-v3", "redis-v4", "redis-v5"})
+DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "redis-v3", "redis-v4",
+                           "redis-v5"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
+LEAF_FORMATS = frozenset({"signed-v5"})
+"""Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
+LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
+"""What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""
 DELTA_THREADS = ("chat",)
 GOLDEN_SNAPSHOT_EVERY = 3
 """Deltas between whole values in the delta golden stores: chains restart within ``chat``."""
@@ -222,34 +231,40 @@ def chat_graph(saver: Any, runs: Runs) -> Any:
     return b.compile(checkpointer=saver)
 
 
-def chat_turn(turn: int) -> dict[str, Any]:
+def pad_of(store_name: str) -> str:
+    """What the chat messages of a golden store end with (``LEAF_PAD`` for leaf formats)."""
+    leafy = {SQLITE_FORMATS.get(f, REDIS_FORMATS.get(f)) for f in LEAF_FORMATS}
+    return LEAF_PAD if store_name in leafy else ""
+
+
+def chat_turn(turn: int, pad: str = "") -> dict[str, Any]:
     """The input of one chat turn: a new message; turn 3 edits m1, turn 5 removes m2."""
-    new: list[Any] = [{"id": f"m{turn}", "role": "user", "content": f"hello {turn}"}]
+    new: list[Any] = [{"id": f"m{turn}", "role": "user", "content": f"hello {turn}{pad}"}]
     if turn == 3:
-        new.append({"id": "m1", "role": "user", "content": "hello 1, edited"})
+        new.append({"id": "m1", "role": "user", "content": f"hello 1, edited{pad}"})
     if turn == 5:
         new.append(RemoveMessage(id="m2"))
     return {"messages": new}
 
 
-def chat_messages(turns: int) -> list[tuple[str, str]]:
+def chat_messages(turns: int, pad: str = "") -> list[tuple[str, str]]:
     """(id, content) of the chat's messages after ``turns`` turns, as a run leaves them."""
     out: list[tuple[str, str]] = []
     for turn in range(turns):
-        out.append((f"m{turn}", f"hello {turn}"))
+        out.append((f"m{turn}", f"hello {turn}{pad}"))
         if turn == 3:
-            out = [("m1", "hello 1, edited") if i == "m1" else (i, c) for i, c in out]
+            out = [("m1", f"hello 1, edited{pad}") if i == "m1" else (i, c) for i, c in out]
         if turn == 5:
             out = [(i, c) for i, c in out if i != "m2"]
         out.append((f"r{len(out)}", f"re: {out[-1][1]}"))
     return out
 
 
-def run_chat(saver: Any) -> None:
+def run_chat(saver: Any, pad: str = "") -> None:
     """Run the ``chat`` thread's turns against ``saver``."""
     graph = chat_graph(saver, Runs(fail=False))
     for turn in range(CHAT_TURNS):
-        graph.invoke(chat_turn(turn), config("chat"), durability="sync")
+        graph.invoke(chat_turn(turn, pad), config("chat"), durability="sync")
 
 
 def config(thread: str) -> dict[str, Any]:
@@ -292,10 +307,10 @@ def _threads_of(delta: bool) -> tuple[str, ...]:
     return (*THREADS, *DELTA_THREADS) if delta else THREADS
 
 
-def _run_all(saver: Any, delta: bool) -> dict[str, Any]:
+def _run_all(saver: Any, delta: bool, pad: str = "") -> dict[str, Any]:
     run_threads(saver)
     if delta:
-        run_chat(saver)
+        run_chat(saver, pad)
     return describe(saver, _threads_of(delta))
 
 
@@ -313,7 +328,7 @@ def record(
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     with SqliteSaver(db, serde=golden_serde() if signed else None,
                      **_delta_options(delta)) as saver:
-        expected = _run_all(saver, delta)
+        expected = _run_all(saver, delta, pad_of(name))
         saver._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     _write_expected(directory, name, expected)
     return expected

@@ -101,7 +101,7 @@ def test_signed_golden_files_hold_the_format_they_are_named_after() -> None:
     import sqlite3
 
     formats = {"signed-v1": (1, 0xD1), "signed-v2": (2, 0xD2), "signed-v3": (3, 0xD2),
-               "signed-v4": (4, 0xD2)}
+               "signed-v4": (4, 0xD2), "signed-v5": (5, 0xD2)}
     for name, (schema, envelope) in formats.items():
         conn = sqlite3.connect(f"file:{GOLDEN / STORES[name]}?immutable=1", uri=True)
         try:
@@ -130,6 +130,25 @@ def test_v4_rows_are_compact() -> None:
     assert rows and all(isinstance(c, bytes) for row in rows for c in row)
     assert {len(p) for p, _, _ in rows} == {16} and {len(t) for _, t, _ in rows} == {8}
     assert tags == {b"\x04"}  # every value signed: the one-byte code of "signed"
+
+
+def test_v5_keeps_each_chat_text_once() -> None:
+    """What schema 5 changes: the chat's texts are leaves, each kept once and referred to."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{GOLDEN / STORES['signed-v5']}?immutable=1", uri=True)
+    try:
+        leaves = [bytes(d) for (d,) in conn.execute("SELECT data FROM leaves")]
+        refs = conn.execute("SELECT sum(refs) FROM leaves").fetchone()[0]
+        held = conn.execute("SELECT count(*) FROM blobs WHERE leaves IS NOT NULL").fetchone()[0]
+        indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    finally:
+        conn.close()
+    texts = {m["content"] for t in range(gen.CHAT_TURNS)
+             for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
+    assert sorted(d[1:].decode() for d in leaves) == sorted(texts)  # every input text, once
+    assert refs > len(leaves) and held  # each held by its input, a delta or snapshot, ...
+    assert "checkpoints_newest" not in indexes
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:
@@ -293,7 +312,7 @@ def _messages(values: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def test_chat_thread_history_reads_back_through_its_delta_chains(
-    saver: SqliteSaver, expected: dict[str, Any]
+    saver: SqliteSaver, expected: dict[str, Any], store_name: str
 ) -> None:
     """Every turn's state, edits and a removal included, rebuilt from deltas and snapshots."""
     _needs_chat(expected)
@@ -302,20 +321,22 @@ def test_chat_thread_history_reads_back_through_its_delta_chains(
     assert [s.config["configurable"]["checkpoint_id"] for s in history] == \
         expected["chat"]["checkpoint_ids"]
     turn_ends = [s.values for s in history if s.next == ()]
+    pad = gen.pad_of(store_name)
     assert [_messages(v) for v in turn_ends] == \
-        [gen.chat_messages(t) for t in range(gen.CHAT_TURNS, 0, -1)]
+        [gen.chat_messages(t, pad) for t in range(gen.CHAT_TURNS, 0, -1)]
     assert turn_ends[0]["log"] == [
         f"turn{len(gen.chat_messages(t + 1)) - 1}" for t in range(gen.CHAT_TURNS)]
 
 
 def test_chat_thread_resumes_with_a_new_turn(
-    saver: SqliteSaver, expected: dict[str, Any]
+    saver: SqliteSaver, expected: dict[str, Any], store_name: str
 ) -> None:
     _needs_chat(expected)
+    pad = gen.pad_of(store_name)
     runs = gen.Runs(fail=False)
     graph = gen.chat_graph(saver, runs)
-    out = graph.invoke(gen.chat_turn(gen.CHAT_TURNS), cfg("chat"))
-    assert _messages(out) == gen.chat_messages(gen.CHAT_TURNS + 1)
+    out = graph.invoke(gen.chat_turn(gen.CHAT_TURNS, pad), cfg("chat"))
+    assert _messages(out) == gen.chat_messages(gen.CHAT_TURNS + 1, pad)
     assert runs.count == {"reply": 1}
     assert _messages(graph.get_state(cfg("chat")).values) == \
-        gen.chat_messages(gen.CHAT_TURNS + 1)
+        gen.chat_messages(gen.CHAT_TURNS + 1, pad)

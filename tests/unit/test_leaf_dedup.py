@@ -1,0 +1,343 @@
+"""Leaf dedup: a large string kept once per thread, on the memory and SQLite savers.
+
+A chat's message goes into the input channel, the consuming task's write and the
+``messages`` delta; each saver must keep its text once, give the same states and
+history as before, refuse a leaf whose bytes were altered, and drop leaves when
+nothing kept refers to them (prune, keep_last, TTL, delete_thread), never before.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import ormsgpack
+import pydantic
+import pytest
+
+from durable_graph import END, START, InMemorySaver, SqliteSaver, StateGraph, add_messages
+from durable_graph.errors import SerializationError
+from durable_graph.store.base import BaseCheckpointSaver
+from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.store.delta import ChannelDelta
+from durable_graph.store.leaves import (
+    LEAF_MIN,
+    LeafRef,
+    dedups_leaves,
+    digests_of,
+    join_leaves,
+    leaf_bytes,
+    leaf_value,
+    split_leaves,
+)
+from durable_graph.store.retention import copy_thread
+from durable_graph.store.serde import TypedSerializer
+
+
+def text(n: int = 1024) -> str:
+    return base64.b64encode(os.urandom(n * 3 // 4)).decode()[:n]
+
+
+# -- the pure plan -----------------------------------------------------------
+
+
+def test_split_and_join_give_back_the_value_with_its_types() -> None:
+    big, blob = text(), os.urandom(LEAF_MIN)
+    value = {"a": [big, ("t", big)], "b": blob, "small": "x" * (LEAF_MIN - 1), "n": 3}
+    leaves: dict[bytes, bytes] = {}
+    split = split_leaves(value, leaves)
+    assert len(leaves) == 2  # the text twice, one leaf
+    assert split["a"][0] == split["a"][1][1] == LeafRef(next(
+        d for d, v in leaves.items() if v[:1] == b"s"))
+    assert split["small"] is value["small"] and type(split["a"][1]) is tuple
+    assert digests_of(split) == set(leaves)
+    back = join_leaves(split, lambda d: leaf_value(leaves[d], d))
+    assert back == value and type(back["b"]) is bytes
+
+
+def test_a_value_without_large_leaves_is_returned_as_it_is() -> None:
+    value = {"a": [1, "short", (2, 3)], "b": {"c": None}}
+    leaves: dict[bytes, bytes] = {}
+    assert split_leaves(value, leaves) is value and not leaves
+
+
+def test_deltas_and_pydantic_models_are_walked() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Msg(pydantic.BaseModel):
+        id: str
+        content: Any
+
+    big = text()
+    msg = Msg(id="m1", content=big)
+    leaves: dict[bytes, bytes] = {}
+    delta = split_leaves(ChannelDelta(5, 1, (("c", (0, 2)), ("n", (msg,)))), leaves)
+    assert delta.ops[0] == ("c", (0, 2)) and len(leaves) == 1
+    stored = delta.ops[1][1][0]
+    assert type(stored) is Msg and type(stored.content) is LeafRef and msg.content == big
+    join_leaves(stored, lambda d: leaf_value(leaves[d], d))
+    assert stored.content == big
+
+
+def test_an_altered_leaf_is_refused() -> None:
+    leaves: dict[bytes, bytes] = {}
+    ref = split_leaves(text(), leaves)
+    with pytest.raises(SerializationError, match="does not match its content hash"):
+        leaf_value(b"s" + text().encode(), ref.digest)
+
+
+def test_only_serializers_that_know_leaf_refs_dedup() -> None:
+    codec = SigningCodec.from_secret("k" * 32)
+    assert dedups_leaves(TypedSerializer()) and dedups_leaves(
+        SignedSerializer(TypedSerializer(), codec))
+
+    class Other(TypedSerializer):
+        pass
+
+    assert not dedups_leaves(Other())
+
+
+# -- on the savers -----------------------------------------------------------
+
+
+class Chat(TypedDict):
+    messages: Annotated[list[Any], add_messages]
+
+
+def chat_app(saver: BaseCheckpointSaver) -> Any:
+    g = StateGraph(Chat)
+    g.add_node("noop", lambda s: {})
+    g.add_edge(START, "noop")
+    g.add_edge("noop", END)
+    return g.compile(checkpointer=saver)
+
+
+def run_chat(app: Any, thread: str, turns: int, start: int = 0) -> list[str]:
+    """``turns`` turns of 1 KB messages (every 4th also edits one); the contents kept."""
+    config = {"configurable": {"thread_id": thread}}
+    for turn in range(start, start + turns):
+        new = [{"id": f"m{turn}", "role": "user", "content": text()}]
+        if turn % 4 == 3:
+            new.append({"id": f"m{turn - 2}", "role": "user", "content": text()})
+        app.invoke({"messages": new}, config)
+    return [content(m) for m in app.get_state(config).values["messages"]]
+
+
+def content(message: Any) -> str:
+    return str(message["content"] if isinstance(message, dict) else message.content)
+
+
+def signed() -> SignedSerializer:
+    return SignedSerializer(TypedSerializer(), SigningCodec.from_secret("s" * 32))
+
+
+def _memory(folder: Path, **options: Any) -> BaseCheckpointSaver:
+    return InMemorySaver(**options)
+
+
+def _sqlite(folder: Path, **options: Any) -> BaseCheckpointSaver:
+    return SqliteSaver(folder / f"c{len(list(folder.iterdir()))}.db", **options)
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqlite-signed", "memory-signed"])
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    kind = str(request.param)
+    made: list[BaseCheckpointSaver] = []
+
+    def build(**options: Any) -> BaseCheckpointSaver:
+        if kind.endswith("signed"):
+            options.setdefault("serde", signed())
+        saver = (_sqlite if kind.startswith("sqlite") else _memory)(tmp_path, **options)
+        made.append(saver)
+        return saver
+
+    yield build
+    for saver in made:
+        close = getattr(saver, "close", None)
+        if close is not None:
+            close()
+
+
+def leaf_count(saver: BaseCheckpointSaver) -> int:
+    if isinstance(saver, SqliteSaver):
+        return int(saver._conn.execute("SELECT count(*) FROM leaves").fetchone()[0])
+    assert isinstance(saver, InMemorySaver)
+    return len(saver._leaves)
+
+
+def history(saver: BaseCheckpointSaver, thread: str) -> list[Any]:
+    return [(t.checkpoint.id, t.checkpoint.channel_values, t.pending_writes)
+            for t in saver.list({"configurable": {"thread_id": thread}})]
+
+
+def test_each_text_is_kept_once_and_reads_are_as_without_dedup(
+        make: Callable[..., BaseCheckpointSaver]) -> None:
+    saver = make()
+    contents = run_chat(chat_app(saver), "t", 8)
+    assert len(contents) == 8
+    assert leaf_count(saver) == 8 + 2  # each message's text, and the two edits' new ones
+    whole = make(serde=Other(), delta=False)  # the same history, nothing deduped
+    for item in saver.list({"configurable": {"thread_id": "t"}}):
+        whole.put({"configurable": {"thread_id": "t", "checkpoint_ns": "",
+                                    "checkpoint_id": item.parent_config and
+                                    item.parent_config["configurable"]["checkpoint_id"]}},
+                  item.checkpoint, item.metadata, dict(item.checkpoint.channel_versions))
+    assert leaf_count(whole) == 0
+    ours = {cid: values for cid, values, _ in history(saver, "t")}
+    theirs = {cid: values for cid, values, _ in history(whole, "t")}
+    assert ours == theirs and len(ours) == 3 * 8
+
+
+class Other(TypedSerializer):
+    """A serializer the savers do not know: no leaf dedup."""
+
+
+def test_a_thread_resumes_and_keeps_growing(make: Callable[..., BaseCheckpointSaver]) -> None:
+    saver = make()
+    app = chat_app(saver)
+    first = run_chat(app, "t", 4)
+    again = run_chat(chat_app(saver), "t", 4, start=4)
+    assert again[:4] != first or again[:2] == first[:2]
+    assert len(again) == 8 and leaf_count(saver) == 8 + 2
+
+
+def test_delete_thread_and_ttl_drop_every_leaf(make: Callable[..., BaseCheckpointSaver]) -> None:
+    saver = make()
+    run_chat(chat_app(saver), "gone", 3)
+    kept = run_chat(chat_app(saver), "kept", 3)
+    assert leaf_count(saver) == 6
+    saver.delete_thread("gone")
+    assert leaf_count(saver) == 3
+    assert [content(m) for m in saver.get_tuple(
+        {"configurable": {"thread_id": "kept"}}).checkpoint.channel_values["messages"]] == kept
+    saver.set_ttl("kept", 1)
+    time.sleep(1.1)
+    assert saver.get_tuple({"configurable": {"thread_id": "kept"}}) is None
+    assert leaf_count(saver) == 0
+
+
+def test_keep_last_bounds_the_leaves_to_what_kept_checkpoints_read(
+        make: Callable[..., BaseCheckpointSaver]) -> None:
+    saver = make(keep_last=2, snapshot_every=3)
+    app = chat_app(saver)
+    contents = run_chat(app, "t", 12)
+    # The kept checkpoints read the latest messages (whole or through a chain of at
+    # most 3 deltas); edited-away texts and old inputs are gone.
+    assert len(contents) == 12 and leaf_count(saver) <= 12 + 1
+    state = saver.get_tuple({"configurable": {"thread_id": "t"}})
+    assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
+    more = run_chat(app, "t", 12, start=12)
+    assert len(more) == 24 and leaf_count(saver) <= 24 + 1
+
+
+def test_prune_keeps_every_leaf_a_kept_checkpoint_reads(
+        make: Callable[..., BaseCheckpointSaver]) -> None:
+    saver = make(snapshot_every=3)
+    contents = run_chat(chat_app(saver), "t", 10)
+    before = leaf_count(saver)
+    saver.prune(["t"], strategy="keep_latest")
+    assert 10 <= leaf_count(saver) < before
+    latest = saver.get_tuple({"configurable": {"thread_id": "t"}})
+    assert [content(m) for m in latest.checkpoint.channel_values["messages"]] == contents
+    assert len(list(saver.list({"configurable": {"thread_id": "t"}}))) == 1
+
+
+def test_copy_thread_keeps_its_own_leaves(make: Callable[..., BaseCheckpointSaver]) -> None:
+    saver = make()
+    contents = run_chat(chat_app(saver), "a", 3)
+    copy_thread(saver, "a", "b")
+    saver.delete_thread("a")
+    state = saver.get_tuple({"configurable": {"thread_id": "b"}})
+    assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
+    assert leaf_count(saver) == 3
+
+
+def kept(saver: BaseCheckpointSaver, thread: str, leaf: str) -> bool:
+    digest = hashlib.sha256(leaf_bytes(leaf)).digest()
+    if isinstance(saver, SqliteSaver):
+        return saver._conn.execute("SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?",
+                                   (thread, digest)).fetchone() is not None
+    assert isinstance(saver, InMemorySaver)
+    return saver._leaves.has(thread, digest)
+
+
+def test_pending_writes_hold_their_leaves_until_replaced_or_pruned(
+        make: Callable[..., BaseCheckpointSaver]) -> None:
+    saver = make()
+    contents = run_chat(chat_app(saver), "t", 1)
+    held = leaf_count(saver)
+    latest = saver.get_tuple({"configurable": {"thread_id": "t"}})
+    big, fresh = text(), text()
+    saver.put_writes(latest.config, [("__start__", big)], "task-0")  # input: apart
+    # a text the thread keeps is referred to; a new one stays in its write
+    saver.put_writes(latest.config, [("messages", [contents[0], fresh]), ("__error__", big)],
+                     "task-1")
+    assert leaf_count(saver) == held + 1 and kept(saver, "t", big)
+    assert not kept(saver, "t", fresh)
+    saver.put_writes(latest.config, [("messages", [text()]), ("__error__", "small")], "task-1")
+    writes = saver.get_tuple(latest.config).pending_writes
+    assert {(w[0], w[1]): w[2] for w in writes} == {
+        ("task-0", "__start__"): big, ("task-1", "messages"): [contents[0], fresh],
+        ("task-1", "__error__"): "small"}
+    assert leaf_count(saver) == held + 1  # task-0's input still holds it
+    saver.delete_checkpoints("t", "", [latest.checkpoint.id])
+    assert not kept(saver, "t", big) and kept(saver, "t", contents[0])
+    assert leaf_count(saver) == held
+
+
+def test_sqlite_refuses_an_altered_leaf(tmp_path: Path) -> None:
+    for serde in (None, signed()):
+        path = tmp_path / f"{serde is None}.db"
+        with SqliteSaver(path, serde=serde) as saver:
+            run_chat(chat_app(saver), "t", 2)
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE leaves SET data = data || X'20'")  # one byte more: a new text
+        conn.commit()
+        conn.close()
+        with SqliteSaver(path, serde=serde) as saver, pytest.raises(
+                SerializationError, match="does not match its content hash"):
+            saver.get_tuple({"configurable": {"thread_id": "t"}})
+
+
+def test_sqlite_schema_5_upgrades_a_schema_4_file(tmp_path: Path) -> None:
+    golden = Path(__file__).parent.parent / "golden" / "checkpoints-signed-v4.sqlite"
+    copy = tmp_path / "v4.sqlite"
+    copy.write_bytes(golden.read_bytes())
+    from tests.golden import make_golden as gen
+
+    with SqliteSaver(copy, serde=gen.golden_serde()) as saver:
+        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        columns = {r[1] for r in saver._conn.execute("PRAGMA table_info(blobs)")}
+        assert "leaves" in columns
+        before = saver.get_tuple({"configurable": {"thread_id": "chat"}})
+        assert before is not None
+        contents = run_chat(chat_app(saver), "new", 2)
+        assert len(contents) == 2 and leaf_count(saver) == 2
+
+
+class Rec(pydantic.BaseModel):
+    """A model with plain defaults (importable: the serializer stores it by name)."""
+
+    id: str
+    flag: Any = False
+    extra: dict[str, Any] = pydantic.Field(default_factory=dict)
+    name: str | None = None
+
+
+def test_a_pydantic_record_leaves_out_its_plain_defaults() -> None:
+    serde = TypedSerializer()
+    plain, full = Rec(id="a"), Rec(id="a", flag=0, extra={"k": 1}, name="n")
+    small, big = serde.dumps_typed(plain), serde.dumps_typed(full)
+    assert small[0] == "msgpack" and b"extra" not in small[1] and b"flag" not in small[1]
+    assert serde.loads_typed(small) == plain
+    back = serde.loads_typed(big)
+    assert back == full and type(back.flag) is int  # 0 is not the default False
+    old = ormsgpack.packb(ormsgpack.Ext(11, ormsgpack.packb(  # written before: every field
+        [Rec.__module__, Rec.__qualname__, {"id": "a", "flag": False, "extra": {}, "name": None}])))
+    assert serde.loads_typed(("msgpack", old)) == plain
