@@ -45,6 +45,7 @@ from durable_graph.store.redis.jobbook import Also, JobBook
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker import metrics
+from durable_graph.worker.bundles import KINDS, bundled, bundles
 from durable_graph.worker.config import Settings
 from durable_graph.worker.eager import Eager
 from durable_graph.worker.events import RunEvents
@@ -65,7 +66,7 @@ __all__ = [
 ]
 
 JOB_TASK = "durable_graph.job"
-_KINDS = ("task", "call", "start", "recover")
+
 _BATCH = 1000
 """Messages a publish batch buffers before it writes them to the broker."""
 _CONFIRM_WAIT = 30.0
@@ -236,17 +237,20 @@ def settings_of(app: Celery) -> Settings:
 
 
 def _job(
-    self: Any, thread_id: str, task_id: str, kind: str, payload: str, *, run: str = "",
+    self: Any, thread_id: str, task_id: str, kind: str, payload: Any, *, run: str = "",
     prefix: str = "", key: str = "",
 ) -> str:
     """The one Celery task: open the sealed job, check its ids, run it.
 
     ``run`` and ``prefix`` (in clear) are for Celery's tooling only, and ``key`` says
     which job book entry to mark when the process running it dies; nothing else is
-    taken from, or done for, a message whose payload does not verify.
+    taken from, or done for, a message whose payload does not verify. A ``bundle``'s
+    payload is a list of jobs, each sealed on its own (see ``bundles``).
     """
-    return WorkerRuntime.of(self.app).run(thread_id, task_id, kind, payload,
-                                          run_id=run, prefix=prefix, key=key)
+    runtime = WorkerRuntime.of(self.app)
+    if kind == "bundle":
+        return runtime.run_bundle(thread_id, payload, run_id=run, prefix=prefix)
+    return runtime.run(thread_id, task_id, kind, payload, run_id=run, prefix=prefix, key=key)
 
 
 class _JobRequest(Request):  # type: ignore[misc]
@@ -278,13 +282,16 @@ class CeleryDispatcher:
                 job.run.prefix, job.key]
 
     def _send(self, messages: list[list[str]]) -> None:
-        """Record the jobs as owed as they are published (see ``store.redis.jobbook``)."""
+        """Record the jobs as owed as they are published (see ``store.redis.jobbook``).
+
+        Each job is owed under its own message (a sweep resends it alone); the calls
+        among them travel in bundles (``bundles``)."""
         by_prefix: dict[str, list[tuple[str, str, str]]] = {}
         for args in messages:
             by_prefix.setdefault(args[5], []).append((args[6], args[0], json.dumps(args)))
         confirms = [self.books(prefix).register_sent(jobs) for prefix, jobs in by_prefix.items()]
         try:
-            self._publish(messages)
+            self._publish(bundles(messages))
         finally:
             for confirm in confirms:
                 confirm()
@@ -486,7 +493,7 @@ class WorkerRuntime:
         itself to that run's producer (a forger could fail someone else's run).
         """
         log.error("refused and dropped a %r job naming thread %r: %s", kind, thread_id, why)
-        metrics.job_done(kind if kind in _KINDS else "unknown", "refused")
+        metrics.job_done(kind if kind in KINDS else "unknown", "refused")
         return "refused"
 
     def _book(self, prefix: str) -> JobBook:
@@ -537,6 +544,25 @@ class WorkerRuntime:
                 raise
         self._continue(eager)
         return ack
+
+    def run_bundle(self, thread_id: str, items: Any, *, run_id: str = "",
+                   prefix: str = "") -> str:
+        """Run the jobs of a bundle one after another, each exactly as if its message had
+        come alone (``run``): opened and checked, claimed, fenced, recorded and ended on
+        its own. So a bundle delivered again (its worker process died, or a store error
+        retries it) runs only its jobs that have not ended: the others' claims find them
+        gone, or held by the sweep that resent them.
+
+        A store error stops the bundle there (the error retries it whole, as it would a
+        lone job); a bundle that is no list of [task id, kind, payload, key] is refused.
+        """
+        if not isinstance(items, list) or not items or not all(bundled(i) for i in items):
+            return self._refuse(thread_id, "bundle",
+                                "a bundle's payload is not a list of [task id, kind, sealed "
+                                "job, key]")
+        acks = [self.run(thread_id, task_id, kind, payload, run_id=run_id, prefix=prefix,
+                         key=key) for task_id, kind, payload, key in items]
+        return " ".join(acks)
 
     def _first_read(self, job: Job) -> Also | None:
         """The store read ``job`` starts with, made with its claim in one round trip

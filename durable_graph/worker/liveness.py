@@ -29,6 +29,7 @@ from typing import Any
 from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis.connection import RedisConn, client_from_url
 from durable_graph.store.redis.jobbook import Also, JobBook
+from durable_graph.worker.bundles import bundle_keys
 from durable_graph.worker.config import Settings
 from durable_graph.worker.outage import ride_out
 from durable_graph.worker.runs import Job
@@ -238,13 +239,16 @@ def note_lost(books: Books, request: Any, exc: BaseException) -> None:
     """A pool process died running ``request``: say how, and declare it dead now."""
     args, kwargs = list(request.args or ()), dict(request.kwargs or {})
     key, prefix = kwargs.get("key"), kwargs.get("prefix")
+    keys = [key] if key else bundle_keys(args)  # a bundle: the one it ran holds a claim
     pid = getattr(request, "worker_pid", None)
-    if not (key and prefix and pid and args and isinstance(args[0], str)):
+    if not (keys and prefix and pid and args and isinstance(args[0], str)):
         return
     try:
         book = books(prefix)
-        holder = book.note_death(key, args[0], f"{socket.gethostname()}:{pid}:", str(exc))
-        if holder:
-            book.declare_dead(holder)
+        for key in keys:
+            holder = book.note_death(key, args[0], f"{socket.gethostname()}:{pid}:", str(exc))
+            if holder:
+                book.declare_dead(holder)
+                break
     except Exception:  # the heartbeat TTL still finds it
         log.exception("could not record the death of pool process %s", pid)
