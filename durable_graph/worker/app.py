@@ -45,12 +45,12 @@ from durable_graph.store.redis.jobbook import Also, JobBook
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker import metrics
-from durable_graph.worker.bundles import KINDS, bundled, bundles
+from durable_graph.worker.bundles import KINDS, bundled, bundles, together
 from durable_graph.worker.config import Settings
 from durable_graph.worker.eager import Eager
 from durable_graph.worker.events import RunEvents
 from durable_graph.worker.jobs import LeaseKeeper, handle
-from durable_graph.worker.liveness import Books, Liveness, note_lost
+from durable_graph.worker.liveness import Books, Claim, Liveness, note_lost
 from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
@@ -516,6 +516,13 @@ class WorkerRuntime:
         prefix: str = "", key: str = "",
     ) -> str:
         """Open, check and run one job; returns a short acknowledgement."""
+        opened = self._open(thread_id, task_id, kind, payload, key)
+        return opened if isinstance(opened, str) else self._run_claimed(opened)
+
+    def _open(self, thread_id: str, task_id: str, kind: str, payload: str,
+              key: str) -> Job | str:
+        """The job a message carries, checked against its clear ids; else what became of
+        the message (refused, or a probe seen)."""
         if not self._keys_published:  # again, in case Redis was down when the worker started
             publish_keys(self.saver(self.settings.prefix).conn, self.settings.prefix, self.codec)
             self._keys_published = True
@@ -530,11 +537,17 @@ class WorkerRuntime:
         ) or job.key != (key or job.key):
             return self._refuse(thread_id, kind,
                                 "the clear ids of the message do not match its sealed job")
+        return job
+
+    def _run_claimed(self, job: Job, claimed: Claim | None = None) -> str:
+        """Claim ``job`` (unless ``claimed`` is its claim, made with its bundle's) and run
+        it, then the jobs it adopted."""
         eager = Eager(self._book, self.dispatcher, worker=self.liveness.worker,
                       left=self.settings.eager_depth, first_read=self._first_read,
                       current=job, idle_ttl=self.settings.lease_ttl,
                       end_later=self.liveness.end_later)
-        with self.liveness.running(job, also=self._first_read(job)) as (claim, early):
+        with self.liveness.running(job, also=self._first_read(job),
+                                   claimed=claimed) as (claim, early):
             if claim == "drop":
                 return "dropped"
             try:
@@ -547,11 +560,13 @@ class WorkerRuntime:
 
     def run_bundle(self, thread_id: str, items: Any, *, run_id: str = "",
                    prefix: str = "") -> str:
-        """Run the jobs of a bundle one after another, each exactly as if its message had
-        come alone (``run``): opened and checked, claimed, fenced, recorded and ended on
-        its own. So a bundle delivered again (its worker process died, or a store error
+        """Run the jobs of a bundle one after another, each as if its message had come
+        alone (``run``): opened and checked, claimed, fenced, recorded and ended on its
+        own. So a bundle delivered again (its worker process died, or a store error
         retries it) runs only its jobs that have not ended: the others' claims find them
-        gone, or held by the sweep that resent them.
+        gone, or held by the sweep that resent them. The claims of a bundle's calls are
+        made in one round trip (``Liveness.claim_calls``); those of the calls it did not
+        reach are given back if it stops early.
 
         A store error stops the bundle there (the error retries it whole, as it would a
         lone job); a bundle that is no list of [task id, kind, payload, key] is refused.
@@ -560,9 +575,35 @@ class WorkerRuntime:
             return self._refuse(thread_id, "bundle",
                                 "a bundle's payload is not a list of [task id, kind, sealed "
                                 "job, key]")
-        acks = [self.run(thread_id, task_id, kind, payload, run_id=run_id, prefix=prefix,
-                         key=key) for task_id, kind, payload, key in items]
+        acks, jobs = [], []
+        for task_id, kind, payload, key in items:
+            opened = self._open(thread_id, task_id, kind, payload, key)
+            if isinstance(opened, str):
+                acks.append(opened)
+            else:
+                jobs.append(opened)
+        claims = self._claim_together(jobs)
+        for n, job in enumerate(jobs):
+            try:
+                acks.append(self._run_claimed(job, claims[n] if claims else None))
+            except BaseException:
+                if claims:
+                    self.liveness.give_back([j for j, c in zip(jobs[n + 1:], claims[n + 1:],
+                                                               strict=True) if c[0] == "ok"])
+                raise
         return " ".join(acks)
+
+    def _claim_together(self, jobs: list[Job]) -> list[Claim] | None:
+        """The claims of a bundle's calls, made together; None to claim each as it runs
+        (a bundle of other jobs, or of calls of several checkpoints or leases)."""
+        if len(jobs) < 2 or not together(jobs):
+            return None
+        first = jobs[0]
+        finished = self.saver(first.run.prefix).finished_read(
+            {"configurable": {"thread_id": first.run.thread_id, "checkpoint_ns": first.run.ns,
+                              "checkpoint_id": first.checkpoint_id}},
+            [job.task_id for job in jobs])
+        return self.liveness.claim_calls(jobs, finished)
 
     def _first_read(self, job: Job) -> Also | None:
         """The store read ``job`` starts with, made with its claim in one round trip

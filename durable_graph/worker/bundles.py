@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["KINDS", "bundle_keys", "bundled", "bundles"]
+from durable_graph.worker.runs import Job
+
+__all__ = ["KINDS", "bundle_keys", "bundled", "bundles", "together"]
 
 KINDS = ("task", "call", "start", "recover")
 """The kinds of job a message (or a bundle's item) may carry."""
@@ -67,3 +69,14 @@ def bundled(item: Any) -> bool:
     ``run``, like a lone message's)."""
     return (isinstance(item, list) and len(item) == 4 and all(isinstance(x, str) for x in item)
             and item[1] in KINDS)
+
+
+def together(jobs: Sequence[Job]) -> bool:
+    """Whether ``jobs`` (of one bundle) can be claimed in one script: calls with keys, of
+    one checkpoint of one thread, under one lease (``JobBook.claim_calls``)."""
+    first = jobs[0]
+    same = (first.run.prefix, first.run.thread_id, first.run.ns, first.checkpoint_id,
+            first.owner, first.fence)
+    return all(job.kind == "call" and job.key and (
+        job.run.prefix, job.run.thread_id, job.run.ns, job.checkpoint_id, job.owner,
+        job.fence) == same for job in jobs)

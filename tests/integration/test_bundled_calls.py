@@ -18,6 +18,7 @@ from celery import Celery
 from kept_sends import kept_sends
 
 from durable_graph import END, START, StateGraph, task
+from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis import RedisSaver
 from durable_graph.worker import CeleryExecutor, create_app
 from durable_graph.worker.app import JOB_TASK, WorkerRuntime
@@ -174,3 +175,37 @@ def test_a_pool_process_dying_in_a_bundle_is_declared_dead_by_the_call_it_held(
     request.args, request.kwargs = bundle_args, bundle_kwargs  # type: ignore[attr-defined]
     note_lost(books, request, RuntimeError("Worker exited prematurely: signal 9 (SIGKILL)"))
     assert book.view(f"{redis_prefix}-bundle-queue", 0).dead == [dead]
+
+
+def test_a_bundle_stopped_by_a_store_error_gives_back_the_calls_it_did_not_run(
+    app: Celery, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its calls were claimed together; those after the failed one are released, so the
+    bundle's retry (on any process) runs them."""
+    sent = kept_sends(app, monkeypatch)
+    handle, _, counter = _start(app, redis_url, redis_prefix, 32)
+    job = app.tasks[JOB_TASK]
+    args, kwargs = sent.popleft()
+    job(*args, **kwargs)  # the node: 32 calls, 4 bundles of 8
+    bundle = sent.popleft()
+    runtime = WorkerRuntime.of(app)
+    real, ran = runtime._run, []
+
+    def failing_second(job: Any, **kw: Any) -> str:
+        ran.append(job.task_id)
+        if len(ran) == 2:
+            raise CheckpointStoreError("the store went away (test)")
+        return real(job, **kw)
+
+    monkeypatch.setattr(runtime, "_run", failing_second)
+    with pytest.raises(CheckpointStoreError):
+        job(*bundle[0], **bundle[1])
+    book = runtime.dispatcher.books(redis_prefix)
+    assert book.claims() == []  # the first ended with its result, the others given back
+    monkeypatch.setattr(runtime, "_run", real)
+    assert job(*bundle[0], **bundle[1]).split() == ["dropped"] + ["ok"] * 7
+    while sent:
+        args, kwargs = sent.popleft()
+        job(*args, **kwargs)
+    assert handle.result(timeout=10)["results"] == [i * 10 for i in range(32)]
+    assert _runs(redis_url, counter, 32) == [1] * 32
