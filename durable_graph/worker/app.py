@@ -49,6 +49,7 @@ from durable_graph.worker.bundles import KINDS, bundled, bundles, together
 from durable_graph.worker.config import Settings
 from durable_graph.worker.eager import Eager
 from durable_graph.worker.events import RunEvents
+from durable_graph.worker.held import HeldWrites
 from durable_graph.worker.jobs import LeaseKeeper, handle
 from durable_graph.worker.liveness import Books, Claim, Liveness, note_lost
 from durable_graph.worker.payload import open_sealed, publish_keys, seal
@@ -539,9 +540,10 @@ class WorkerRuntime:
                                 "the clear ids of the message do not match its sealed job")
         return job
 
-    def _run_claimed(self, job: Job, claimed: Claim | None = None) -> str:
+    def _run_claimed(self, job: Job, claimed: Claim | None = None,
+                     held: HeldWrites | None = None) -> str:
         """Claim ``job`` (unless ``claimed`` is its claim, made with its bundle's) and run
-        it, then the jobs it adopted."""
+        it, then the jobs it adopted; ``held``: where a bundle's call holds its result."""
         eager = Eager(self._book, self.dispatcher, worker=self.liveness.worker,
                       left=self.settings.eager_depth, first_read=self._first_read,
                       current=job, idle_ttl=self.settings.lease_ttl,
@@ -551,7 +553,8 @@ class WorkerRuntime:
             if claim == "drop":
                 return "dropped"
             try:
-                ack = self._run(job, renewed=claim == "run", eager=eager, early=early)
+                ack = self._run(job, renewed=claim == "run", eager=eager, early=early,
+                                held=held)
             except BaseException:
                 eager.hand_off()
                 raise
@@ -583,15 +586,34 @@ class WorkerRuntime:
             else:
                 jobs.append(opened)
         claims = self._claim_together(jobs)
-        for n, job in enumerate(jobs):
-            try:
-                acks.append(self._run_claimed(job, claims[n] if claims else None))
-            except BaseException:
-                if claims:
-                    self.liveness.give_back([j for j, c in zip(jobs[n + 1:], claims[n + 1:],
-                                                               strict=True) if c[0] == "ok"])
-                raise
+        held = HeldWrites() if claims else None
+        unstarted = 0
+        try:
+            for n, job in enumerate(jobs):
+                if held is not None and held.due():
+                    held.land()
+                unstarted = n + 1
+                acks.append(self._run_claimed(job, claims[n] if claims else None, held))
+            if held is not None:
+                held.land()
+        except BaseException:
+            if claims:
+                self._stopped(held, [j for j, c in zip(jobs[unstarted:], claims[unstarted:],
+                                                       strict=True) if c[0] == "ok"])
+            raise
         return " ".join(acks)
+
+    def _stopped(self, held: HeldWrites | None, unstarted: list[Job]) -> None:
+        """A bundle stopped on an error: land the results it holds (else give their jobs
+        back, to run again), and give back the claims of the calls it did not start."""
+        if held is not None:
+            try:
+                held.land()
+            except Exception as exc:
+                log.warning("the results of %d calls were not stored (%s); they run again",
+                            len(held.jobs), exc)
+                unstarted = [*held.jobs, *unstarted]
+        self.liveness.give_back(unstarted)
 
     def _claim_together(self, jobs: list[Job]) -> list[Claim] | None:
         """The claims of a bundle's calls, made together; None to claim each as it runs
@@ -646,7 +668,7 @@ class WorkerRuntime:
 
     def _run(
         self, job: Job, *, renewed: bool, eager: Eager | None = None, early: Any = None,
-        planned: tuple[int, Next] | None = None,
+        planned: tuple[int, Next] | None = None, held: HeldWrites | None = None,
     ) -> str:
         thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
@@ -665,7 +687,7 @@ class WorkerRuntime:
         ending = (job.key, self.settings.lease_ttl) \
             if job.kind in ("call", "task") and job.key else None
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence,
-                        eager=eager, early=early, ending=ending, planned=planned)
+                        eager=eager, early=early, ending=ending, planned=planned, held=held)
         handle(rc, job, self.keeper, renewed=renewed)
         if ending is not None and (rc.ending is None or (eager and eager.ended_current)):
             self.liveness.ended(job)

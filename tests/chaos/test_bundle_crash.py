@@ -3,9 +3,10 @@
 A node starts 16 calls at once; they travel in four bundles of four (see
 ``worker/bundles``), the first of them calls 0, 4, 8 and 12. Call 8 blocks on its
 first run and the test kills the process running it: calls 0 and 4 of its bundle
-finished before (their results are recorded and they never run again), call 12 had
-not started. Every call body counts its runs in Redis: at the end every call ran
-once, but call 8, which ran again after the kill.
+finished before and their results are recorded (call 4 takes longer than a bundle
+holds results, ``worker/held``), call 12 had not started. Every call body counts its
+runs in Redis: at the end no call whose result was recorded ran again, and every call
+ran once, but call 8, which ran again after the kill.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import os
 import signal
 import time
 import uuid
+from typing import Any
 
 import celery_graphs as cg
 import pytest
 from worker_env import Env, finish, until
+
+from durable_graph.store.base import RETURN
 
 pytestmark = [pytest.mark.chaos, pytest.mark.celery, pytest.mark.redis]
 
@@ -29,6 +33,13 @@ def _runs_of(env: Env, i: int) -> list[tuple[int, int]]:
     """(pid, parent pid) of each run of call ``i``."""
     raw = env.redis.lrange(f"{env.prefix}:t:bundle{i}", 0, -1)
     return [(int(a), int(b)) for a, b in (r.decode().split(":") for r in raw)]
+
+
+def _recorded(env: Env, config: dict[str, Any]) -> set[int]:
+    """The calls whose results are recorded now (each returns ten times its index)."""
+    saved = env.saver.get_tuple(config)
+    assert saved is not None
+    return {w.value[1] // 10 for w in saved.pending_writes if w.channel == RETURN}
 
 
 @pytest.mark.parametrize("whole_worker", [False, True], ids=["pool-process", "whole-worker"])
@@ -45,6 +56,8 @@ def test_sigkill_mid_bundle_keeps_finished_calls_and_runs_the_rest_once(
     # the same process ran the calls before it in its bundle, one message for all three
     assert [_runs_of(env, i) for i in (0, 4)] == [[(pid, parent)], [(pid, parent)]]
     owner = next(w for w in pool.workers if w.proc.pid == parent)
+    recorded = _recorded(env, config)
+    assert {0, 4} <= recorded and blocks not in recorded
 
     if whole_worker:
         os.killpg(owner.proc.pid, signal.SIGKILL)
@@ -58,6 +71,7 @@ def test_sigkill_mid_bundle_keeps_finished_calls_and_runs_the_rest_once(
     assert out["results"] == [i * 10 for i in range(cg.BUNDLE_CALLS)]
     runs = [env.n(f"bundle{i}") for i in range(cg.BUNDLE_CALLS)]
     # no call whose result was recorded ran again; the killed one ran once more
+    assert all(runs[i] == 1 for i in recorded), (recorded, runs)
     assert runs == [2 if i == blocks else 1 for i in range(cg.BUNDLE_CALLS)], runs
     again = _runs_of(env, blocks)[1]
     assert again[0] != pid

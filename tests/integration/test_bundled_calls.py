@@ -8,6 +8,7 @@ body counts its runs in Redis, so the tests see what a redelivered bundle runs a
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, TypedDict
@@ -21,6 +22,7 @@ from durable_graph import END, START, StateGraph, task
 from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis import RedisSaver
 from durable_graph.worker import CeleryExecutor, create_app
+from durable_graph.worker import held as held_module
 from durable_graph.worker.app import JOB_TASK, WorkerRuntime
 from durable_graph.worker.liveness import note_lost
 
@@ -209,3 +211,32 @@ def test_a_bundle_stopped_by_a_store_error_gives_back_the_calls_it_did_not_run(
         job(*args, **kwargs)
     assert handle.result(timeout=10)["results"] == [i * 10 for i in range(32)]
     assert _runs(redis_url, counter, 32) == [1] * 32
+
+
+@pytest.mark.parametrize(("hold_for", "landed"), [
+    (60.0, [8, 8, 8, 8, 2, 2, 2, 2]), (0.0, [1] * 40)])
+def test_a_bundle_lands_the_results_it_holds_together(
+    app: Celery, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    hold_for: float, landed: list[int],
+) -> None:
+    """Results held no longer than ``HOLD_FOR`` land in one round trip per bundle; held for
+    no time, each lands before the bundle starts its next call."""
+    monkeypatch.setattr(held_module, "HOLD_FOR", hold_for)
+    batches: list[int] = []
+    land = RedisSaver.land_call_writes
+    monkeypatch.setattr(RedisSaver, "land_call_writes",
+                        lambda self, calls: (batches.append(len(calls)), land(self, calls))[1])
+    sent = kept_sends(app, monkeypatch)
+    handle, _, counter = _start(app, redis_url, redis_prefix, 40)
+    job = app.tasks[JOB_TASK]
+    while sent:
+        args, kwargs = sent.popleft()
+        job(*args, **kwargs)
+    assert handle.result(timeout=10)["results"] == [i * 10 for i in range(40)]
+    assert batches == landed
+    assert _runs(redis_url, counter, 40) == [1] * 40
+    book = WorkerRuntime.of(app).dispatcher.books(redis_prefix)
+    deadline = time.monotonic() + 5
+    while book.claims() and time.monotonic() < deadline:  # an end recorded apart lands
+        time.sleep(0.01)
+    assert book.claims() == []  # every job ended
