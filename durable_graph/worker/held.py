@@ -87,11 +87,17 @@ class HeldWrites:
         replies = saver.land_call_writes([(h.rc.config(h.job.checkpoint_id), h.script)
                                           for h in held])
         self._held = []
+        failed: Exception | None = None
         for h, reply in zip(held, replies, strict=True):
             if isinstance(reply, FencingError):
                 log.info("dropped a stale call job of thread %s: %s", h.job.run.thread_id, reply)
                 continue
-            if h.writes[0][0] == RETURN:
-                h.rc.emit("updates", {h.writes[0][1][0]: h.writes[0][1][1]})
-            if reply is not None:
-                h.rc.dispatcher.send_sealed(reply)
+            try:  # each landed: the others' events and wake-ups go out whatever one does
+                if h.writes[0][0] == RETURN:
+                    h.rc.emit("updates", {h.writes[0][1][0]: h.writes[0][1][1]})
+                if reply is not None:
+                    h.rc.dispatcher.send_sealed(reply)
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
