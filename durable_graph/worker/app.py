@@ -45,11 +45,13 @@ from durable_graph.store.redis.jobbook import Also, JobBook
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker import metrics
+from durable_graph.worker.bundles import KINDS, bundled, bundles, together
 from durable_graph.worker.config import Settings
 from durable_graph.worker.eager import Eager
 from durable_graph.worker.events import RunEvents
+from durable_graph.worker.held import HeldWrites
 from durable_graph.worker.jobs import LeaseKeeper, handle
-from durable_graph.worker.liveness import Books, Liveness, note_lost
+from durable_graph.worker.liveness import Books, Claim, Liveness, note_lost
 from durable_graph.worker.messages import (
     JobMessages,
     PublishTemplate,
@@ -71,7 +73,7 @@ __all__ = [
 ]
 
 JOB_TASK = "durable_graph.job"
-_KINDS = ("task", "call", "start", "recover")
+
 _BATCH = 1000
 """Messages a publish batch buffers before it writes them to the broker."""
 _CONFIRM_WAIT = 30.0
@@ -242,17 +244,20 @@ def settings_of(app: Celery) -> Settings:
 
 
 def _job(
-    self: Any, thread_id: str, task_id: str, kind: str, payload: str, *, run: str = "",
+    self: Any, thread_id: str, task_id: str, kind: str, payload: Any, *, run: str = "",
     prefix: str = "", key: str = "",
 ) -> str:
     """The one Celery task: open the sealed job, check its ids, run it.
 
     ``run`` and ``prefix`` (in clear) are for Celery's tooling only, and ``key`` says
     which job book entry to mark when the process running it dies; nothing else is
-    taken from, or done for, a message whose payload does not verify.
+    taken from, or done for, a message whose payload does not verify. A ``bundle``'s
+    payload is a list of jobs, each sealed on its own (see ``bundles``).
     """
-    return WorkerRuntime.of(self.app).run(thread_id, task_id, kind, payload,
-                                          run_id=run, prefix=prefix, key=key)
+    runtime = WorkerRuntime.of(self.app)
+    if kind == "bundle":
+        return runtime.run_bundle(thread_id, payload, run_id=run, prefix=prefix)
+    return runtime.run(thread_id, task_id, kind, payload, run_id=run, prefix=prefix, key=key)
 
 
 class _JobRequest(Request):  # type: ignore[misc]
@@ -288,13 +293,16 @@ class CeleryDispatcher:
                 job.run.prefix, job.key]
 
     def _send(self, messages: list[list[str]]) -> None:
-        """Record the jobs as owed as they are published (see ``store.redis.jobbook``)."""
+        """Record the jobs as owed as they are published (see ``store.redis.jobbook``).
+
+        Each job is owed under its own message (a sweep resends it alone); the calls
+        among them travel in bundles (``bundles``)."""
         by_prefix: dict[str, list[tuple[str, str, str]]] = {}
         for args in messages:
             by_prefix.setdefault(args[5], []).append((args[6], args[0], json.dumps(args)))
         confirms = [self.books(prefix).register_sent(jobs) for prefix, jobs in by_prefix.items()]
         try:
-            self._publish(messages)
+            self._publish(bundles(messages))
         finally:
             for confirm in confirms:
                 confirm()
@@ -578,7 +586,7 @@ class WorkerRuntime:
         itself to that run's producer (a forger could fail someone else's run).
         """
         log.error("refused and dropped a %r job naming thread %r: %s", kind, thread_id, why)
-        metrics.job_done(kind if kind in _KINDS else "unknown", "refused")
+        metrics.job_done(kind if kind in KINDS else "unknown", "refused")
         return "refused"
 
     def _book(self, prefix: str) -> JobBook:
@@ -601,6 +609,13 @@ class WorkerRuntime:
         prefix: str = "", key: str = "",
     ) -> str:
         """Open, check and run one job; returns a short acknowledgement."""
+        opened = self._open(thread_id, task_id, kind, payload, key)
+        return opened if isinstance(opened, str) else self._run_claimed(opened)
+
+    def _open(self, thread_id: str, task_id: str, kind: str, payload: str,
+              key: str) -> Job | str:
+        """The job a message carries, checked against its clear ids; else what became of
+        the message (refused, or a probe seen)."""
         if not self._keys_published:  # again, in case Redis was down when the worker started
             publish_keys(self.saver(self.settings.prefix).conn, self.settings.prefix, self.codec)
             self._keys_published = True
@@ -615,20 +630,94 @@ class WorkerRuntime:
         ) or job.key != (key or job.key):
             return self._refuse(thread_id, kind,
                                 "the clear ids of the message do not match its sealed job")
+        return job
+
+    def _run_claimed(self, job: Job, claimed: Claim | None = None,
+                     held: HeldWrites | None = None) -> str:
+        """Claim ``job`` (unless ``claimed`` is its claim, made with its bundle's) and run
+        it, then the jobs it adopted; ``held``: where a bundle's call holds its result."""
         eager = Eager(self._book, self.dispatcher, worker=self.liveness.worker,
                       left=self.settings.eager_depth, first_read=self._first_read,
                       current=job, idle_ttl=self.settings.lease_ttl,
                       end_later=self.liveness.end_later)
-        with self.liveness.running(job, also=self._first_read(job)) as (claim, early):
+        with self.liveness.running(job, also=self._first_read(job),
+                                   claimed=claimed) as (claim, early):
             if claim == "drop":
                 return "dropped"
             try:
-                ack = self._run(job, renewed=claim == "run", eager=eager, early=early)
+                ack = self._run(job, renewed=claim == "run", eager=eager, early=early,
+                                held=held)
             except BaseException:
                 eager.hand_off()
                 raise
         self._continue(eager)
         return ack
+
+    def run_bundle(self, thread_id: str, items: Any, *, run_id: str = "",
+                   prefix: str = "") -> str:
+        """Run the jobs of a bundle one after another, each as if its message had come
+        alone (``run``): opened and checked, claimed, fenced, recorded and ended on its
+        own. So a bundle delivered again (its worker process died, or a store error
+        retries it) runs only its jobs that have not ended: the others' claims find them
+        gone, or held by the sweep that resent them. The claims of a bundle's calls are
+        made in one round trip (``Liveness.claim_calls``); those of the calls it did not
+        reach are given back if it stops early.
+
+        A store error stops the bundle there (the error retries it whole, as it would a
+        lone job); a bundle that is no list of [task id, kind, payload, key] is refused.
+        """
+        if not isinstance(items, list) or not items or not all(bundled(i) for i in items):
+            return self._refuse(thread_id, "bundle",
+                                "a bundle's payload is not a list of [task id, kind, sealed "
+                                "job, key]")
+        acks, jobs = [], []
+        for task_id, kind, payload, key in items:
+            opened = self._open(thread_id, task_id, kind, payload, key)
+            if isinstance(opened, str):
+                acks.append(opened)
+            else:
+                jobs.append(opened)
+        claims = self._claim_together(jobs)
+        held = HeldWrites() if claims else None
+        unstarted = 0
+        try:
+            for n, job in enumerate(jobs):
+                if held is not None and held.due():
+                    held.land()
+                unstarted = n + 1
+                acks.append(self._run_claimed(job, claims[n] if claims else None, held))
+            if held is not None:
+                held.land()
+        except BaseException:
+            if claims:
+                self._stopped(held, [j for j, c in zip(jobs[unstarted:], claims[unstarted:],
+                                                       strict=True) if c[0] == "ok"])
+            raise
+        return " ".join(acks)
+
+    def _stopped(self, held: HeldWrites | None, unstarted: list[Job]) -> None:
+        """A bundle stopped on an error: land the results it holds (else give their jobs
+        back, to run again), and give back the claims of the calls it did not start."""
+        if held is not None:
+            try:
+                held.land()
+            except Exception as exc:
+                log.warning("the results of %d calls were not stored (%s); they run again",
+                            len(held.jobs), exc)
+                unstarted = [*held.jobs, *unstarted]
+        self.liveness.give_back(unstarted)
+
+    def _claim_together(self, jobs: list[Job]) -> list[Claim] | None:
+        """The claims of a bundle's calls, made together; None to claim each as it runs
+        (a bundle of other jobs, or of calls of several checkpoints or leases)."""
+        if len(jobs) < 2 or not together(jobs):
+            return None
+        first = jobs[0]
+        finished = self.saver(first.run.prefix).finished_read(
+            {"configurable": {"thread_id": first.run.thread_id, "checkpoint_ns": first.run.ns,
+                              "checkpoint_id": first.checkpoint_id}},
+            [job.task_id for job in jobs])
+        return self.liveness.claim_calls(jobs, finished)
 
     def _first_read(self, job: Job) -> Also | None:
         """The store read ``job`` starts with, made with its claim in one round trip
@@ -671,7 +760,7 @@ class WorkerRuntime:
 
     def _run(
         self, job: Job, *, renewed: bool, eager: Eager | None = None, early: Any = None,
-        planned: tuple[int, Next] | None = None,
+        planned: tuple[int, Next] | None = None, held: HeldWrites | None = None,
     ) -> str:
         thread_id = job.run.thread_id
         saver = self.saver(job.run.prefix)
@@ -690,7 +779,7 @@ class WorkerRuntime:
         ending = (job.key, self.settings.lease_ttl) \
             if job.kind in ("call", "task") and job.key else None
         rc = RunContext(job.run, graph, saver, events, self.dispatcher, job.owner, job.fence,
-                        eager=eager, early=early, ending=ending, planned=planned)
+                        eager=eager, early=early, ending=ending, planned=planned, held=held)
         handle(rc, job, self.keeper, renewed=renewed)
         if ending is not None and (rc.ending is None or (eager and eager.ended_current)):
             self.liveness.ended(job)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from durable_graph.errors import (
     CheckpointStoreError,
@@ -94,6 +94,7 @@ from durable_graph.worker.runs import (
 __all__ = ["JobStep", "LeaseKeeper", "handle"]
 
 log = logging.getLogger("durable_graph.worker")
+_T = TypeVar("_T")
 
 _ASYNC_WAIT = 10.0
 """Seconds a job waits for an async commit of its checkpoint before dropping itself."""
@@ -534,7 +535,10 @@ def _run_call(rc: RunContext, job: Job) -> None:
             writes = [(ERROR, _call_error(rc, name, exc))]
         break
     step.flush()
-    wake = _put_call_writes(rc, job, writes)
+    held = rc.held
+    if held is not None and _or_as_text(functools.partial(held.hold, rc, job), writes):
+        return  # it lands with the bundle's next results (``worker/held``)
+    wake = _or_as_text(functools.partial(_land_call_writes, rc, job), writes)
     if writes[0][0] == RETURN:
         rc.emit("updates", {name: writes[0][1][1]})
     if wake is not None:
@@ -545,14 +549,17 @@ def _call_error(rc: RunContext, name: str, error: BaseException) -> dict[str, An
     return {"call": name, "error": error, "run": rc.run.run_id}
 
 
-def _put_call_writes(rc: RunContext, job: Job, writes: list[tuple[str, Any]]) -> bytes | None:
+def _or_as_text(store: Callable[[list[tuple[str, Any]]], _T],
+                writes: list[tuple[str, Any]]) -> _T:
+    """``store(writes)``; a call's error that cannot be stored (it does not serialize) is
+    stored as its text instead."""
     try:
-        return _land_call_writes(rc, job, writes)
+        return store(writes)
     except Exception:
         if writes[0][0] != ERROR:
             raise
         failure = {**writes[0][1], "error": error_as_text(writes[0][1]["error"])}
-        return _land_call_writes(rc, job, [(ERROR, failure)])
+        return store([(ERROR, failure)])
 
 
 def _land_call_writes(rc: RunContext, job: Job, writes: list[tuple[str, Any]]) -> bytes | None:

@@ -22,20 +22,25 @@ import queue
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.redis.connection import RedisConn, client_from_url
-from durable_graph.store.redis.jobbook import Also, JobBook
+from durable_graph.store.redis.jobbook import Also, Finished, JobBook
+from durable_graph.worker.bundles import bundle_keys
 from durable_graph.worker.config import Settings
 from durable_graph.worker.outage import ride_out
 from durable_graph.worker.runs import Job
 
-__all__ = ["Books", "Liveness", "note_lost", "worker_id"]
+__all__ = ["Books", "Claim", "Liveness", "note_lost", "worker_id"]
 
 log = logging.getLogger("durable_graph.worker")
+
+Claim: TypeAlias = tuple[str, str, bool, Any]
+"""A job's claim: (outcome, holder, lease renewed, reply of the read made with it), see
+``JobBook.claim_renewing``."""
 
 _ids: dict[int, str] = {}
 _END_BATCH = 200
@@ -90,6 +95,7 @@ class Liveness:
     @contextmanager
     def running(
         self, job: Job, *, adopted: bool = False, also: Also | None = None,
+        claimed: Claim | None = None,
     ) -> Iterator[tuple[str, Any]]:
         """Claim ``job`` and renew its lease in one round trip; yield what to do with it:
 
@@ -100,7 +106,8 @@ class Liveness:
         recorded afterwards off the job's path (unless the job recorded it, ``ended``); an
         exception gives the job back (Celery
         retries its message). An ``adopted`` job (``worker/eager``) was claimed by this
-        process when it was taken: it runs at once.
+        process when it was taken: it runs at once. ``claimed``: the job's claim, made
+        already with those of its bundle (``claim_calls``).
         """
         if not job.key:
             yield "untracked", None
@@ -112,8 +119,8 @@ class Liveness:
                 yield "run", None
             return
         lease = (job.owner, job.fence, self.settings.lease_ttl)
-        outcome, holder, renewed, early = book.claim_renewing(job.key, thread_id, self.worker,
-                                                              lease, also)
+        outcome, holder, renewed, early = claimed or book.claim_renewing(
+            job.key, thread_id, self.worker, lease, also)
         if outcome != "ok" and holder == self.worker and job.key not in self._active:
             # Our own claim on a job we no longer run: its execution here failed while the
             # store was down (so the claim could not be given back) and Celery retried it.
@@ -131,6 +138,28 @@ class Liveness:
             return
         with self._holding(job, book):
             yield "run", early
+
+    def claim_calls(self, jobs: Sequence[Job], finished: Finished) -> list[Claim] | None:
+        """The claims of a bundle's calls (``bundles.together``), each with its own
+        ``finished`` reply, in one round trip; None where that cannot be (Redis Cluster)."""
+        first = jobs[0]
+        self._beat(first.run.prefix)
+        return self.books(first.run.prefix).claim_calls(
+            [job.key for job in jobs], first.run.thread_id, self.worker,
+            (first.owner, first.fence, self.settings.lease_ttl), finished)
+
+    def give_back(self, jobs: Sequence[Job]) -> None:
+        """Release the claims of jobs claimed here that will not run here (the rest of a
+        bundle that stopped), as ``_give_back`` does one job's."""
+        if not jobs:
+            return
+        book = self.books(jobs[0].run.prefix)
+        try:
+            ride_out(lambda: book.release_many([(j.key, j.run.thread_id) for j in jobs],
+                                               self.worker),
+                     self.settings.store_retry, f"giving back the claims of {len(jobs)} jobs")
+        except CheckpointStoreError as exc:
+            log.error("%s", exc)
 
     @contextmanager
     def _holding(self, job: Job, book: JobBook) -> Iterator[None]:
@@ -238,13 +267,16 @@ def note_lost(books: Books, request: Any, exc: BaseException) -> None:
     """A pool process died running ``request``: say how, and declare it dead now."""
     args, kwargs = list(request.args or ()), dict(request.kwargs or {})
     key, prefix = kwargs.get("key"), kwargs.get("prefix")
+    keys = [key] if key else bundle_keys(args)  # a bundle: the one it ran holds a claim
     pid = getattr(request, "worker_pid", None)
-    if not (key and prefix and pid and args and isinstance(args[0], str)):
+    if not (keys and prefix and pid and args and isinstance(args[0], str)):
         return
     try:
         book = books(prefix)
-        holder = book.note_death(key, args[0], f"{socket.gethostname()}:{pid}:", str(exc))
-        if holder:
-            book.declare_dead(holder)
+        for key in keys:
+            holder = book.note_death(key, args[0], f"{socket.gethostname()}:{pid}:", str(exc))
+            if holder:
+                book.declare_dead(holder)
+                break
     except Exception:  # the heartbeat TTL still finds it
         log.exception("could not record the death of pool process %s", pid)

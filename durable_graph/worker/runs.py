@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from durable_graph.errors import (
     CheckpointStoreError,
@@ -62,6 +62,9 @@ from durable_graph.worker.ending import (
 )
 from durable_graph.worker.events import RunEvents
 from durable_graph.worker.shipping import GraphRef
+
+if TYPE_CHECKING:
+    from durable_graph.worker.held import HeldWrites
 
 __all__ = [
     "AFTER_COMMIT",
@@ -272,6 +275,9 @@ class RunContext:
     be recorded: what records it in a round trip of its own clears this (the script
     that stores a call's result, a run's close riding a task's commit: ``CloseRide``);
     the worker records the end after the job, off its path, only while it is set."""
+    held: HeldWrites | None = None
+    """Where a bundle's call holds its result to land with the next ones' (see
+    ``worker/held``); None: a call stores its result at once."""
     planned: tuple[int, Next] | None = None
     """(step, plan) of the step last planned here (``plan``): a job adopted with the
     commit of its checkpoint starts from the plan its adopter made of that checkpoint,

@@ -424,3 +424,42 @@ pause_a, pause_b, pause_c = (_pause_link("pause_a", 1, gate=True), _pause_link("
 def build_pause() -> StateGraph:
     """pause_a (waits for ``{P}:release``) -> pause_b -> pause_c."""
     return _sequence(("pause_a", "pause_b", "pause_c"), (pause_a, pause_b, pause_c))
+
+
+# -- one node starting BUNDLE_CALLS calls at once: they travel in bundles -----------------
+
+BUNDLE_CALLS = 16
+"""Calls ``bundled`` starts before it waits on any: four bundles of four (see
+``worker/bundles``), the first of them calls 0, 4, 8 and 12."""
+BUNDLE_BLOCKS = 8
+"""The call whose first run blocks (the third of its bundle: the test kills it there)."""
+BUNDLE_SLOW = 4
+"""A call before it in its bundle that takes longer than a bundle holds results
+(``worker/held``): the results of the calls before the blocking one are stored before
+it starts."""
+
+
+@task
+def bundle_work(i: int) -> int:
+    runs = count(f"bundle{i}")
+    client().rpush(key(f"t:bundle{i}"), f"{os.getpid()}:{os.getppid()}")
+    if i == BUNDLE_SLOW:
+        time.sleep(0.1)
+    if i == BUNDLE_BLOCKS and runs == 1:
+        deadline = time.monotonic() + HOLD
+        while time.monotonic() < deadline and not client().exists(key("release")):
+            time.sleep(0.05)
+    return i * 10
+
+
+def bundled(state: GatherState) -> dict[str, Any]:
+    futures = [bundle_work(i) for i in range(state["n"])]
+    return {"results": [f.result() for f in futures]}
+
+
+def build_bundled() -> StateGraph:
+    b = StateGraph(GatherState)
+    b.add_node("bundled", bundled)
+    b.add_edge(START, "bundled")
+    b.add_edge("bundled", END)
+    return b

@@ -21,6 +21,9 @@ from test_distributed import (
     test_hundred_task_calls_run_once_each_across_workers as test_amqp_hundred_calls_once_each,
 )
 from test_distributed import (
+    test_hundred_task_calls_travel_in_bundles_each_run_once as test_amqp_calls_in_bundles,
+)
+from test_distributed import (
     test_node_error_is_raised_like_embedded_and_recorded as test_amqp_node_error_like_embedded,
 )
 from test_distributed import test_stream_of_a_chain_equals_embedded as test_amqp_stream_of_a_chain
@@ -29,9 +32,9 @@ from test_distributed import test_submit_returns_before_the_run_ends as test_amq
 pytestmark = [pytest.mark.celery, pytest.mark.redis]
 
 __all__ = [
-    "test_amqp_checkpoints_match_embedded", "test_amqp_fanout_spreads",
-    "test_amqp_hundred_calls_once_each", "test_amqp_node_error_like_embedded",
-    "test_amqp_stream_of_a_chain", "test_amqp_submit",
+    "test_amqp_calls_in_bundles", "test_amqp_checkpoints_match_embedded",
+    "test_amqp_fanout_spreads", "test_amqp_hundred_calls_once_each",
+    "test_amqp_node_error_like_embedded", "test_amqp_stream_of_a_chain", "test_amqp_submit",
 ]
 
 

@@ -33,6 +33,7 @@ from durable_graph.store.codec import SigningCodec
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.worker import CeleryExecutor, create_app
 from durable_graph.worker.app import JOB_TASK
+from durable_graph.worker.bundles import bundles
 from durable_graph.worker.payload import open_sealed, seal
 
 pytestmark = [pytest.mark.celery, pytest.mark.redis]
@@ -158,6 +159,32 @@ def test_hundred_task_calls_run_once_each_across_workers(cluster: Cluster) -> No
     spread = Counter(worker_names(cluster, [pid for pid, _ in ran]))
     assert len(spread) >= 2, f"all {gf.CALLS} calls ran on one worker: {spread}"
     assert gf.saver.get_status(tag)["status"] == "done"
+
+
+def test_hundred_task_calls_travel_in_bundles_each_run_once(cluster: Cluster) -> None:
+    """The node's calls are sent in batches (32, then 64, then the 4 left when it
+    suspends), each batch cut into bundles (``worker/bundles``): the calls of a bundle
+    run in the process that took the bundle (but a call the lost-message probe sent again
+    alone, which a slow machine may see), and every call runs once."""
+    gf = cluster.gf
+    config = new_config("bundles")
+    tag = thread_of(config)
+    out = gf.calls.submit({"n": gf.CALLS}, config).result(timeout=TIMEOUT)
+    assert out["squares"] == [i * i for i in range(gf.CALLS)]
+    counts = cluster.client.mget([gf.dg_trace.count_key(gf.PREFIX, tag, i)
+                                  for i in range(gf.CALLS)])
+    assert counts == [b"1"] * gf.CALLS
+    pid_of = {name: pid for pid, name in run_pids(cluster, tag) if name.startswith("square")}
+    groups, start = [], 0
+    for size in (32, 64, gf.CALLS - 96):  # the batches the node sends
+        sent = [["t", str(i), "call", "", "r", "p", f"k{i}"] for i in range(start, start + size)]
+        groups += [[int(item[0]) for item in m[3]] if m[2] == "bundle" else [int(m[1])]
+                   for m in bundles(sent)]
+        start += size
+    assert sorted(i for g in groups for i in g) == list(range(gf.CALLS))
+    assert sum(len(g) > 1 for g in groups) == 8  # 4 bundles of 8, 4 of 16; 4 calls alone
+    whole = [g for g in groups if len(g) > 1 and len({pid_of[f"square{i}"] for i in g}) == 1]
+    assert len(whole) >= 6, (groups, pid_of)
 
 
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])

@@ -11,7 +11,6 @@ run closes in a round trip after its commit).
 
 from __future__ import annotations
 
-import collections
 import operator
 import time
 import uuid
@@ -21,12 +20,12 @@ from typing import Annotated, Any, TypedDict
 import pytest
 import redis
 from celery import Celery
+from kept_sends import kept_sends
 
 from durable_graph import END, START, StateGraph
 from durable_graph.store.redis import RedisSaver
 from durable_graph.worker import CeleryExecutor, create_app
 from durable_graph.worker.app import JOB_TASK, WorkerRuntime
-from durable_graph.worker.messages import JobMessages
 
 pytestmark = pytest.mark.redis
 SECRET = "job-ends-test-secret-0123456789"
@@ -52,24 +51,6 @@ def _chain(app: Celery, redis_url: str, prefix: str) -> Any:
                          executor=CeleryExecutor(app))
 
 
-def _kept_sends(
-    app: Celery, monkeypatch: pytest.MonkeyPatch,
-) -> collections.deque[tuple[Any, Any]]:
-    """The (args, kwargs) of every job the app sends, for the test to run here. Each is
-    also sent for real (to a queue no worker reads): on this Redis broker, as the LPUSH
-    of the message ``worker/messages`` builds (a job the producer sends with its commit
-    rides the commit's round trip)."""
-    sent: collections.deque[tuple[Any, Any]] = collections.deque()
-    push = JobMessages.push
-
-    def keep(self: JobMessages, args: list[str]) -> tuple[str, str]:
-        sent.append((args[:4], {"run": args[4], "prefix": args[5], "key": args[6]}))
-        return push(self, args)
-
-    monkeypatch.setattr(JobMessages, "push", keep)
-    return sent
-
-
 @pytest.mark.parametrize(("durability", "apart"), [("sync", []), ("async", ["c"])])
 def test_a_chain_run_ends_its_jobs_with_its_commits(
     app: Celery, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
@@ -79,7 +60,7 @@ def test_a_chain_run_ends_its_jobs_with_its_commits(
     ended: list[str] = []  # the jobs whose end the worker records after them
     end = liveness.end_later
     monkeypatch.setattr(liveness, "end_later", lambda job: (ended.append(job.name), end(job)))
-    sent = _kept_sends(app, monkeypatch)
+    sent = kept_sends(monkeypatch)
     chain = _chain(app, redis_url, redis_prefix)
     handle = chain.submit({"items": []}, {"configurable": {"thread_id": uuid.uuid4().hex}},
                           durability=durability)
@@ -117,7 +98,7 @@ def test_a_job_adopted_with_a_commit_starts_from_its_adopters_plan_and_reads_not
     call = RedisConn.call
     monkeypatch.setattr(RedisConn, "call", lambda self, action, *a, **k: (
         reads.append(action) if "depth" in action else None, call(self, action, *a, **k))[1])
-    sent = _kept_sends(app, monkeypatch)
+    sent = kept_sends(monkeypatch)
     chain = _chain(app, redis_url, redis_prefix)
     config = {"configurable": {"thread_id": uuid.uuid4().hex}}
     handle = chain.submit({"items": []}, config, durability="sync")

@@ -4,7 +4,7 @@ Every script but ``HEARTBEAT``, ``VIEW`` and the probe's takes the keys of one
 job bucket in the order of ``JobKeys.ordered()`` (one hash tag, so one slot on
 Redis Cluster), so a job's state, its thread's owed count and its thread's idle
 deadline change together, atomically. Times come from the server clock.
-``PUT_CALL_WRITES`` and ``CLAIM_CALL`` also take a thread's keys, another slot: on
+``PUT_CALL_WRITES`` and ``CLAIM_CALLS`` also take a thread's keys, another slot: on
 Redis Cluster the saver runs ``PUT_WRITES`` and ``END_JOB`` one after the other instead,
 and the job book ``CLAIM_JOB``, ``RENEW`` and ``FINISHED``.
 """
@@ -21,7 +21,7 @@ from durable_graph.store.redis.scripts import SERVER_NOW as _NOW
 __all__ = [
     "ADOPT_JOB",
     "ARM_IDLE",
-    "CLAIM_CALL",
+    "CLAIM_CALLS",
     "CLAIM_JOB",
     "END_JOB",
     "HEARTBEAT",
@@ -96,22 +96,24 @@ return claim_job(KEYS, ARGV[1], ARGV[2])
 """
 )
 
-CLAIM_CALL = (
+CLAIM_CALLS = (
     _NOW
     + _CLAIM
     + RENEW_FUNCTION
     + FINISHED_FUNCTION
     + """
--- KEYS: a job bucket, then the thread's lease and the writes of the call's checkpoint.
--- ARGV: job key, worker, lease owner, lease generation, lease ttl (ms), call id.
--- Reply: {claim_job's reply, renew's reply, {call id} if the call finished else {}}.
--- A @task call's job starts with one script, not three (claim, lease renewal, whether
--- a copy already recorded its result): the claim pipeline's commands, in its order.
-local claimed = claim_job(KEYS, ARGV[1], ARGV[2])
-local renewed = renew(KEYS[7], ARGV[3], ARGV[4], ARGV[5])
-local done = {}
-if finished(KEYS[8], ARGV[6]) then done[1] = ARGV[6] end
-return {claimed, renewed, done}
+-- KEYS: a job bucket, then the thread's lease and the writes of the calls' checkpoint.
+-- ARGV: worker, lease owner, lease generation, lease ttl (ms), then (job key, call id) of
+-- each call.  Reply: {renew's reply, {claim_job's reply, 1 if the call finished else 0}
+-- of each call}.  A @task call's job (or every call of a bundle, see ``worker/bundles``)
+-- starts with one script, not three (claim, lease renewal, whether a copy already
+-- recorded its result): each call claimed as its own job.
+local claims = {}
+for j = 5, #ARGV, 2 do
+  local done = finished(KEYS[8], ARGV[j + 1]) and 1 or 0
+  claims[#claims + 1] = {claim_job(KEYS, ARGV[j], ARGV[1]), done}
+end
+return {renew(KEYS[7], ARGV[2], ARGV[3], ARGV[4]), claims}
 """
 )
 

@@ -83,7 +83,7 @@ class Finished:
     writes hash), the ``FINISHED`` read (``RedisSaver.finished``).
 
     Its reply is the ids that finished (as bytes). A claim on one Redis folds the read
-    of one id into its own script (``JobBook.claim_renewing``, ``CLAIM_CALL``).
+    of one id into its own script (``JobBook.claim_renewing``, ``CLAIM_CALLS``).
     """
 
     conn: RedisConn
@@ -259,18 +259,14 @@ class JobBook:
         round trip; the third item says whether the lease is still this job's, the
         fourth is the reply to ``also(p)``, one more read queued on the same round trip
         (None without one). A ``Finished`` read of one call's result rides the claim's
-        own script on one Redis (``CLAIM_CALL``): a ``@task`` call's job starts with one
+        own script on one Redis (``claim_calls``): a ``@task`` call's job starts with one
         script call instead of a pipeline of three."""
         owner, gen, ttl = lease
         lease_args = [owner, gen, max(1, int(ttl * 1000))]
-        if isinstance(also, Finished) and len(also.task_ids) == 1 \
-                and isinstance(self.conn.client, redis.Redis):  # one script, not three
-            claimed, renewed, done = self._run(
-                "CLAIM_CALL", [*jobs_of(self.prefix, thread_id).ordered(),
-                               ThreadKeys(self.prefix, thread_id).lease, also.writes],
-                [key, worker, *lease_args, also.task_ids[0]], "claim job")
-            holder = _text(claimed[1]) if len(claimed) > 1 else ""
-            return _text(claimed[0]), holder, bool(renewed[0]), done
+        if isinstance(also, Finished) and len(also.task_ids) == 1:  # one script, not three
+            claims = self.claim_calls([key], thread_id, worker, lease, also)
+            if claims is not None:
+                return claims[0]
         claim = self._script("CLAIM_JOB")
         renew = self.conn.script("RENEW")
 
@@ -286,6 +282,36 @@ class JobBook:
         claimed, renewed, *more = self._pipe("claim job", build)
         holder = _text(claimed[1]) if len(claimed) > 1 else ""
         return _text(claimed[0]), holder, bool(renewed[0]), more[0] if more else None
+
+    def claim_calls(
+        self, keys: Sequence[str], thread_id: str, worker: str, lease: tuple[str, int, float],
+        finished: Finished,
+    ) -> list[tuple[str, str, bool, Any]] | None:
+        """``claim_renewing`` of the jobs ``keys`` of the calls ``finished.task_ids`` (in
+        that order, all of one checkpoint), in one script: the lease renewed once, each
+        call claimed as its own job, with its ``Finished`` reply. None on Redis Cluster
+        (claim them one by one)."""
+        if not isinstance(self.conn.client, redis.Redis):
+            return None
+        owner, gen, ttl = lease
+        pairs = [x for key, call in zip(keys, finished.task_ids, strict=True) for x in (key, call)]
+        renewed, claims = self._run(
+            "CLAIM_CALLS", [*jobs_of(self.prefix, thread_id).ordered(),
+                            ThreadKeys(self.prefix, thread_id).lease, finished.writes],
+            [worker, owner, gen, max(1, int(ttl * 1000)), *pairs], "claim jobs")
+        out = []
+        for (claimed, done), call in zip(claims, finished.task_ids, strict=True):
+            holder = _text(claimed[1]) if len(claimed) > 1 else ""
+            out.append((_text(claimed[0]), holder, bool(renewed[0]),
+                        [call.encode()] if done else []))
+        return out
+
+    def release_many(self, jobs: Sequence[tuple[str, str]], worker: str) -> None:
+        """``release`` of several (job key, thread id) ``worker`` holds, in one round trip."""
+        script = self._script("RELEASE_JOB")
+        self._pipe("release jobs", lambda p: [
+            script(keys=jobs_of(self.prefix, t).ordered(), args=[k, worker], client=p)
+            for k, t in jobs])
 
     def end(self, key: str, thread_id: str, idle_ttl: float) -> None:
         """The job ended: owed no more; a thread left owing nothing starts its idle TTL."""

@@ -746,6 +746,48 @@ class RedisSaver(BaseCheckpointSaver):
         """
         return self._put_writes(config, writes, call_id, caller, whole=True, ends=ends)
 
+    def call_writes_script(
+        self, config: Mapping[str, Any], writes: Sequence[tuple[str, Any]], call_id: str,
+        caller: str, ends: tuple[str, float],
+    ) -> tuple[builtins.list[str], builtins.list[Any]] | None:
+        """The keys and arguments of the ``PUT_CALL_WRITES`` script ``put_call_writes``
+        runs (the writes encoded now), to run later with others (``land_call_writes``);
+        None where it cannot run so (Redis Cluster, or commits that wait for replicas)."""
+        if self._conn.commit_wait is not None or not isinstance(self._conn.client, redis.Redis):
+            return None
+        call = self._writes_call(config, writes, call_id, caller, whole=True)
+        return None if call is None else self._ending(call, config_ids(config)[0], ends)
+
+    def _ending(
+        self, call: tuple[builtins.list[str], builtins.list[Any]], thread_id: str,
+        ends: tuple[str, float],
+    ) -> tuple[builtins.list[str], builtins.list[Any]]:
+        """``PUT_CALL_WRITES``'s keys and arguments: PUT_WRITES's ``call``, and the end of
+        the job ``ends`` (job key, idle TTL in seconds)."""
+        keys, args = call
+        return ([*jobs_of(self.prefix, thread_id).ordered(), *keys],
+                [ends[0], thread_id, int(ends[1] * 1000), *args])
+
+    def land_call_writes(
+        self, calls: Sequence[tuple[Mapping[str, Any], tuple[builtins.list[str],
+                                                             builtins.list[Any]]]],
+    ) -> builtins.list[bytes | FencingError | None]:
+        """Run the ``call_writes_script``s of several calls (config, script) in one round
+        trip, each atomic on its own: per call, what ``put_call_writes`` returns (the
+        caller's wake job, or None) or the FencingError it raises (its job ended all the
+        same)."""
+        replies = self._conn.run_many([("PUT_CALL_WRITES", keys, args) for _, (keys, args)
+                                       in calls], "store calls' results and end their jobs")
+        out: builtins.list[bytes | FencingError | None] = []
+        for (config, _), reply in zip(calls, replies, strict=True):
+            try:
+                self._check_fence(reply, config_ids(config)[0], _fence(config))
+            except FencingError as exc:
+                out.append(exc)
+                continue
+            out.append(bytes(reply[1]) if len(reply) > 1 else None)
+        return out
+
     def _put_writes(
         self,
         config: Mapping[str, Any],
@@ -772,14 +814,12 @@ class RedisSaver(BaseCheckpointSaver):
         trip), or right after it on Redis Cluster (another slot)."""
         if ends is None:
             return self._conn.run("PUT_WRITES", *call, "store pending writes")
-        bucket = jobs_of(self.prefix, thread_id).ordered()
-        end_args = [ends[0], thread_id, int(ends[1] * 1000)]
         if isinstance(self._conn.client, RedisCluster):
             reply = self._conn.run("PUT_WRITES", *call, "store pending writes")
-            self._conn.run("END_JOB", bucket, end_args, "end job")
+            self._conn.run("END_JOB", jobs_of(self.prefix, thread_id).ordered(),
+                           [ends[0], thread_id, int(ends[1] * 1000)], "end job")
             return reply
-        keys, args = call
-        return self._conn.run("PUT_CALL_WRITES", [*bucket, *keys], [*end_args, *args],
+        return self._conn.run("PUT_CALL_WRITES", *self._ending(call, thread_id, ends),
                               "store a call's result and end its job")
 
     def _writes_call(

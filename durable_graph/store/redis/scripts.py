@@ -495,7 +495,7 @@ local function renew(lease, owner, fence, ttl_ms)
 end
 """
 """``RENEW`` as a Lua function ``renew(lease, owner, gen, ttl_ms)`` (after ``SERVER_NOW``),
-for a script that does more in the same call (``job_scripts.CLAIM_CALL``)."""
+for a script that does more in the same call (``job_scripts.CLAIM_CALLS``)."""
 
 RENEW = (
     SERVER_NOW
