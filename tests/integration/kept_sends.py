@@ -6,14 +6,15 @@ import collections
 from typing import Any
 
 import pytest
+
 from durable_graph.worker.messages import JobMessages
 
 
 def kept_sends(monkeypatch: pytest.MonkeyPatch) -> collections.deque[tuple[Any, Any]]:
-    """The (args, kwargs) of every job sent on a Redis broker, for the test to run here. Each is
-    also sent for real (to a queue no worker reads): on a Redis broker, as the LPUSH of
-    the message ``worker/messages`` builds (a job the producer sends with its commit
-    rides the commit's round trip)."""
+    """The (args, kwargs) of every job sent on a Redis broker, for the test to run here.
+    Each is also sent for real (to a queue no worker reads), as the LPUSH of the message
+    ``worker/messages`` builds (a job the producer sends with its commit rides the
+    commit's round trip)."""
     sent: collections.deque[tuple[Any, Any]] = collections.deque()
     push = JobMessages.push
 
