@@ -125,24 +125,34 @@ def _default(obj: Any) -> Any:
 
 _PLAIN_DEFAULTS = (type(None), bool, int, float, str, bytes, dict, list, tuple)
 _NO_DEFAULT = object()
+_EMPTY_FACTORIES: dict[Any, Callable[[], Any]] = {list: list, dict: dict, tuple: tuple}
+"""Default factories whose every call gives the same (empty) value."""
+
+
+def _constant_default(field: Any) -> Any:
+    """A model field's default when it is the same at every decode: a constant
+    ``default``, or the empty value of ``list``/``dict``/``tuple``; else ``_NO_DEFAULT``
+    (a factory may read a clock, a counter or the environment: the value is kept)."""
+    if field.is_required():
+        return _NO_DEFAULT
+    if field.default_factory is None:
+        return field.default
+    empty = _EMPTY_FACTORIES.get(field.default_factory)
+    return _NO_DEFAULT if empty is None else empty()
 
 
 def _model_data(obj: Any) -> dict[str, Any]:
-    """A pydantic model's fields by name, leaving out each one still at its plain default
-    (``None``, ``False``, ``{}``, a ``Literal`` tag...): ``model_construct`` puts those
-    back, and a chat message is about 80 bytes smaller. Older records, with every
+    """A pydantic model's fields by name, leaving out each one still at a constant plain
+    default (``None``, ``False``, ``{}``, a ``Literal`` tag...): ``model_construct`` puts
+    those back, and a chat message is about 80 bytes smaller. Older records, with every
     field, decode the same."""
     data = {}
     for name, field in type(obj).model_fields.items():
         value = getattr(obj, name)
-        if not field.is_required():
-            try:
-                default = field.get_default(call_default_factory=True)
-            except Exception:  # a factory that needs the other fields: keep the value
-                default = _NO_DEFAULT
-            if type(value) is type(default) and type(value) in _PLAIN_DEFAULTS \
-                    and value == default:
-                continue
+        default = _constant_default(field)
+        if type(value) is type(default) and type(value) in _PLAIN_DEFAULTS \
+                and value == default:
+            continue
         data[name] = value
     return data
 

@@ -89,6 +89,7 @@ from durable_graph.store.serde import Serializer, TypedSerializer
 from durable_graph.store.sqlite_leaves import (
     LEAVES_SCHEMA,
     add_leaf_columns,
+    delete_releasing,
     fetch_leaves,
     hold_leaves,
     leaf_exists,
@@ -194,7 +195,7 @@ _BRANCH_SOURCES = frozenset({"fork", "update"})
 # directly or as a link of the delta chain of a value it reads; then their links.
 # NOT IN (not a correlated NOT EXISTS): SQLite indexes the live set once, so a
 # keep_last commit costs O(values) instead of O(values x live values).
-_DROP_UNREAD_BLOBS = """
+_LIVE_VALUES = """
 WITH RECURSIVE live(channel, version) AS (
     SELECT cv.key, cv.value FROM checkpoints c, json_each(c.channel_versions) cv
     WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
@@ -202,9 +203,10 @@ WITH RECURSIVE live(channel, version) AS (
     SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
         AND d.checkpoint_ns = ?2 AND d.channel = live.channel AND d.version = live.version
 )
-DELETE FROM blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2
+"""
+_UNREAD_BLOBS = """
+blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2
     AND (channel, version) NOT IN (SELECT channel, version FROM live)
-RETURNING leaves
 """
 _DROP_UNUSED_CHAINS = """
 DELETE FROM chains WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
@@ -259,9 +261,8 @@ ORDER BY task_id, idx
 """
 # The ordinary writes of the latest checkpoint when a step extends it (see
 # ``retires_parent_writes``); outcomes keep their negative slots.
-_DROP_APPLIED_WRITES = """
-DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND idx >= 0
-RETURNING leaves
+_APPLIED_WRITES = """
+writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND idx >= 0
 """
 # Retention: threads whose TTL ran out (the partial index keeps this one probe), a
 # commit's expiry (``ttl`` is the thread's own TTL, else the committing saver's),
@@ -596,8 +597,7 @@ class SqliteSaver(BaseCheckpointSaver):
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
                 and self._check_extends(conn, row, metadata)
             if extends and retires_parent_writes(config, metadata):
-                release_leaves(conn, thread_id, conn.execute(
-                    _DROP_APPLIED_WRITES, (thread_id, ns, parent_id)).fetchall())
+                delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
             present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
@@ -818,10 +818,9 @@ def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[
         conn.execute(
             "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
             "AND checkpoint_id = ?", (*scope, checkpoint_id))
-        release_leaves(conn, scope[0], conn.execute(
-            "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? "
-            "AND checkpoint_id = ? RETURNING leaves", (*scope, checkpoint_id)).fetchall())
-    release_leaves(conn, scope[0], conn.execute(_DROP_UNREAD_BLOBS, scope).fetchall())
+        delete_releasing(conn, scope[0], "writes WHERE thread_id = ? AND checkpoint_ns = ? "
+                         "AND checkpoint_id = ?", (*scope, checkpoint_id))
+    delete_releasing(conn, scope[0], _UNREAD_BLOBS, scope, with_=_LIVE_VALUES)
     conn.execute(_DROP_UNUSED_CHAINS, scope)
 
 

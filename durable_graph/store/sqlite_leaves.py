@@ -13,13 +13,15 @@ changed, not the thread's history.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from durable_graph.store.leaves import unpack_digests
 
 __all__ = [
     "LEAVES_SCHEMA",
     "add_leaf_columns",
+    "delete_releasing",
     "fetch_leaves",
     "hold_leaves",
     "leaf_exists",
@@ -72,6 +74,18 @@ def release_leaves(
         return
     conn.executemany(_RELEASE, [(n, thread_id, d) for d, n in counts.items()])
     conn.executemany(_DROP_UNHELD, [(thread_id, d) for d in counts])
+
+
+def delete_releasing(
+    conn: sqlite3.Connection, thread_id: str, rows: str, params: Sequence[Any], *, with_: str = ""
+) -> None:
+    """``DELETE FROM {rows}`` (a table and its WHERE clause, after an optional ``WITH``
+    clause), giving back the leaf references of the rows it deletes, in the caller's
+    transaction. Read first, then deleted: ``DELETE ... RETURNING`` needs SQLite 3.35,
+    which older distributions (Debian 11, RHEL 9) do not have."""
+    release_leaves(conn, thread_id, conn.execute(
+        f"{with_} SELECT leaves FROM {rows} AND leaves IS NOT NULL", params).fetchall())
+    conn.execute(f"{with_} DELETE FROM {rows}", params)
 
 
 def leaf_exists(conn: sqlite3.Connection, thread_id: str, digest: bytes) -> bool:

@@ -35,6 +35,7 @@ from durable_graph.store.leaves import (
     leaf_bytes,
     leaf_value,
     split_leaves,
+    unpack_digests,
 )
 from durable_graph.store.retention import copy_thread
 from durable_graph.store.serde import TypedSerializer
@@ -328,16 +329,55 @@ class Rec(pydantic.BaseModel):
     flag: Any = False
     extra: dict[str, Any] = pydantic.Field(default_factory=dict)
     name: str | None = None
+    model: str | None = pydantic.Field(default_factory=lambda: os.environ.get("REC_MODEL"))
+
+
+def test_a_field_whose_default_comes_from_a_factory_keeps_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A factory may read the environment (a clock, a counter): what it gave at write
+    time is stored, so a read later, elsewhere, gives the same value back."""
+    serde = TypedSerializer()
+    monkeypatch.setenv("REC_MODEL", "gpt-a")
+    written = Rec(id="a")
+    blob = serde.dumps_typed(written)
+    monkeypatch.setenv("REC_MODEL", "gpt-b")
+    back = serde.loads_typed(blob)
+    assert back.model == "gpt-a" and back == written
 
 
 def test_a_pydantic_record_leaves_out_its_plain_defaults() -> None:
     serde = TypedSerializer()
-    plain, full = Rec(id="a"), Rec(id="a", flag=0, extra={"k": 1}, name="n")
+    plain, full = Rec(id="a", model=None), Rec(id="a", flag=0, extra={"k": 1}, name="n")
     small, big = serde.dumps_typed(plain), serde.dumps_typed(full)
     assert small[0] == "msgpack" and b"extra" not in small[1] and b"flag" not in small[1]
     assert serde.loads_typed(small) == plain
     back = serde.loads_typed(big)
     assert back == full and type(back.flag) is int  # 0 is not the default False
     old = ormsgpack.packb(ormsgpack.Ext(11, ormsgpack.packb(  # written before: every field
-        [Rec.__module__, Rec.__qualname__, {"id": "a", "flag": False, "extra": {}, "name": None}])))
+        [Rec.__module__, Rec.__qualname__,
+         {"id": "a", "flag": False, "extra": {}, "name": None, "model": None}])))
     assert serde.loads_typed(("msgpack", old)) == plain
+
+
+def test_sqlite_gives_leaves_back_without_delete_returning(tmp_path: Path) -> None:
+    """``DELETE ... RETURNING`` needs SQLite 3.35 (Debian 11 and RHEL 9 ship 3.34): the
+    saver reads what a delete gives back first, so every statement runs on older ones,
+    and the references still add up after retired writes, keep_last and prune."""
+    saver = SqliteSaver(tmp_path / "old.db", keep_last=2, snapshot_every=3)
+    statements: list[str] = []
+    saver._conn.set_trace_callback(statements.append)
+    contents = run_chat(chat_app(saver), "t", 6)
+    saver.prune(["t"], strategy="keep_latest")
+    assert statements and not [s for s in statements if "RETURNING" in s.upper()]
+    conn = saver._conn
+    refs = dict(conn.execute("SELECT digest, refs FROM leaves WHERE thread_id = 't'"))
+    held: dict[bytes, int] = {}
+    for table in ("blobs", "writes"):
+        for (packed,) in conn.execute(f"SELECT leaves FROM {table} WHERE leaves IS NOT NULL"):
+            for digest in unpack_digests(packed):
+                held[digest] = held.get(digest, 0) + 1
+    assert refs == held and refs
+    state = saver.get_tuple({"configurable": {"thread_id": "t"}})
+    assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
+    saver.close()
