@@ -31,6 +31,7 @@ import base64
 import json
 import operator
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -119,9 +120,14 @@ def redis_size(saver: RedisSaver, suffix: str = "") -> int:
 
 
 def sqlite_values(saver: SqliteSaver) -> int:
-    """Bytes of the channel values alone (the blobs table)."""
+    """Bytes of the channel values alone (the blobs table, and the leaves they refer to)."""
     conn = saver._conn
-    return int(conn.execute("SELECT COALESCE(SUM(length(blob)), 0) FROM blobs").fetchone()[0])
+    blobs = conn.execute("SELECT COALESCE(SUM(length(blob)), 0) FROM blobs").fetchone()[0]
+    try:
+        leaves = conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM leaves").fetchone()[0]
+    except sqlite3.OperationalError:  # a checkout from before leaf dedup (--baseline)
+        leaves = 0
+    return int(blobs) + int(leaves)
 
 
 def redis_values(saver: RedisSaver) -> int:
