@@ -282,3 +282,40 @@ def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
         assert (ours, our_props) == (celerys, celery_props)
     finally:
         rabbitmq.delete_queues(queue)
+
+
+def _received(app: Celery, count: int) -> list[list[str]]:
+    """The job arguments of the next ``count`` messages a consumer of the app's queue
+    gets (kombu's read, as a worker's), none left after."""
+    got = []
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        for _ in range(count):
+            message = channel.basic_get(settings_of(app).queue, no_ack=True)
+            assert message is not None, f"{len(got)} of {count} messages reached the queue"
+            body_args, kwargs, _ = message.decode()
+            got.append([*body_args, kwargs["run"], kwargs["prefix"], kwargs["key"]])
+        assert channel.basic_get(settings_of(app).queue, no_ack=True) is None
+    return got
+
+
+def test_jobs_published_under_a_global_key_prefix_reach_the_queue_workers_read(
+    redis_url: str, redis_prefix: str,
+) -> None:
+    """With the broker's ``global_keyprefix``, jobs sent from the template (a batch, one
+    alone, a sweep's resend) land in the list a consumer of the queue reads: the prefix
+    once, not twice."""
+    queue, keyprefix = f"{redis_prefix}-kp", f"{redis_prefix}:k:"
+    app = create_app(redis_url, prefix=redis_prefix, queue=queue, secret_key=SECRET,
+                     broker_transport_options={"global_keyprefix": keyprefix})
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    client = redis.Redis.from_url(redis_url)
+    messages = _messages(4, redis_prefix)
+    try:
+        dispatcher._publish(messages[:3])
+        assert dispatcher._built() is not None  # sent from the template
+        dispatcher.send_sealed(json.dumps(messages[3]), register=False)  # a resend
+        assert client.llen(f"{keyprefix}{queue}") == 4
+        assert sorted(_received(app, 4)) == sorted(messages)
+    finally:
+        client.delete(f"{keyprefix}{queue}", f"{keyprefix}{keyprefix}{queue}")
