@@ -39,8 +39,8 @@ from typing import Any
 
 from durable_graph.worker.transport import NotCapturedError, capturing
 
-__all__ = ["JobMessages", "Lineage", "PublishTemplate", "lineage_of", "publish_template_of",
-           "template_of", "unfit_config"]
+__all__ = ["NO_LINEAGE", "JobMessages", "Lineage", "PublishTemplate", "lineage_of",
+           "publish_template_of", "template_of", "unfit_config"]
 
 _PLACEHOLDER = ["", "", "", "", "", "", ""]
 """Arguments of the message Celery builds as the template (never sent)."""
