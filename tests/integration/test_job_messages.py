@@ -405,3 +405,29 @@ def test_a_configuration_the_template_cannot_follow_is_found_once_per_process(
     assert dispatcher._template == (os.getpid(), None)
     assert len(placeholders) == (1 if setting == "task_compression" else 0)
     assert sorted(_received(app, 3)) == sorted(messages)
+
+
+def test_a_rabbitmq_job_published_inside_a_running_job_names_it_as_parent(
+    rabbitmq: Any, redis_url: str, redis_prefix: str, in_a_job: str,
+) -> None:
+    """``PublishTemplate`` built inside a running job: used, each publish with the
+    lineage of where it is sent (the running job its parent), as Celery's."""
+    queue = f"{redis_prefix}-amqp-lineage"
+    app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
+                     secret_key=SECRET)
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    args = _messages(1, redis_prefix)[0]
+    try:
+        with app.producer_or_acquire() as producer:
+            producer.maybe_declare(app.amqp.queues[queue])
+            assert dispatcher._publish_template(producer) is not None
+            dispatcher._celery_send(producer, args, retry=False)
+        dispatcher._publish([args])
+        with app.connection_for_read() as conn:
+            got = [conn.default_channel.basic_get(queue, no_ack=True) for _ in range(2)]
+        assert all(message is not None for message in got)
+        for message in got:
+            headers = message.properties["application_headers"]
+            assert (headers["parent_id"], headers["root_id"]) == (in_a_job, "root-1")
+    finally:
+        rabbitmq.delete_queues(queue)
