@@ -255,13 +255,12 @@ def test_jobs_go_through_celery_while_its_publish_signals_are_hooked(
     assert [h.get("traced") for h in _queued(app)] == [None, "yes", "yes"]
 
 
-def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
-    rabbitmq: Any, redis_url: str, redis_prefix: str,
-) -> None:
-    """On RabbitMQ each job is kombu's publish with the arguments Celery gave it for the
-    first job (``PublishTemplate``): what a consumer receives is Celery's message, only
-    the task id its own."""
-    queue = f"{redis_prefix}-amqp-template"
+def _celery_then_template(rabbitmq: Any, redis_url: str, redis_prefix: str,
+                          name: str) -> list[tuple[dict[str, Any], dict[str, Any], Any]]:
+    """One job published by Celery's ``send_task``, then one by the ``PublishTemplate``
+    (built here, in the caller's context), as a consumer of a RabbitMQ queue receives
+    them: (headers, other properties, body) each."""
+    queue = f"{redis_prefix}-{name}"
     app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
                      secret_key=SECRET)
     dispatcher = CeleryDispatcher(app, settings_of(app))
@@ -269,10 +268,9 @@ def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
     try:
         with app.producer_or_acquire() as producer:
             producer.maybe_declare(app.amqp.queues[queue])
-            template = dispatcher._publish_template(producer)
-            assert template is not None
+            assert dispatcher._publish_template(producer) is not None
             dispatcher._celery_send(producer, args, retry=False)
-            template.publish(producer, args)
+        dispatcher._publish([args])  # from the template
         got = []
         with app.connection_for_read() as conn:
             for _ in range(2):
@@ -280,15 +278,25 @@ def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
                 assert message is not None
                 props = dict(message.properties)
                 got.append((props.pop("application_headers"), props, json.loads(message.body)))
-        (celerys, celery_props, celery_body), (ours, our_props, our_body) = got
-        assert our_body == celery_body
-        assert ours["id"] != celerys["id"] and ours["id"] == our_props["correlation_id"]
-        for headers, props in ((ours, our_props), (celerys, celery_props)):
-            assert headers["root_id"] == headers["id"]
-            del headers["id"], headers["root_id"], props["correlation_id"]
-        assert (ours, our_props) == (celerys, celery_props)
+        return got
     finally:
         rabbitmq.delete_queues(queue)
+
+
+def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
+    rabbitmq: Any, redis_url: str, redis_prefix: str,
+) -> None:
+    """On RabbitMQ each job is kombu's publish with the arguments Celery gave it for the
+    first job (``PublishTemplate``): what a consumer receives is Celery's message, only
+    the task id its own."""
+    (celerys, celery_props, celery_body), (ours, our_props, our_body) = _celery_then_template(
+        rabbitmq, redis_url, redis_prefix, "amqp-template")
+    assert our_body == celery_body
+    assert ours["id"] != celerys["id"] and ours["id"] == our_props["correlation_id"]
+    for headers, props in ((ours, our_props), (celerys, celery_props)):
+        assert headers["root_id"] == headers["id"]
+        del headers["id"], headers["root_id"], props["correlation_id"]
+    assert (ours, our_props) == (celerys, celery_props)
 
 
 def _received(app: Celery, count: int) -> list[list[str]]:
@@ -412,22 +420,6 @@ def test_a_rabbitmq_job_published_inside_a_running_job_names_it_as_parent(
 ) -> None:
     """``PublishTemplate`` built inside a running job: used, each publish with the
     lineage of where it is sent (the running job its parent), as Celery's."""
-    queue = f"{redis_prefix}-amqp-lineage"
-    app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
-                     secret_key=SECRET)
-    dispatcher = CeleryDispatcher(app, settings_of(app))
-    args = _messages(1, redis_prefix)[0]
-    try:
-        with app.producer_or_acquire() as producer:
-            producer.maybe_declare(app.amqp.queues[queue])
-            assert dispatcher._publish_template(producer) is not None
-            dispatcher._celery_send(producer, args, retry=False)
-        dispatcher._publish([args])
-        with app.connection_for_read() as conn:
-            got = [conn.default_channel.basic_get(queue, no_ack=True) for _ in range(2)]
-        assert all(message is not None for message in got)
-        for message in got:
-            headers = message.properties["application_headers"]
-            assert (headers["parent_id"], headers["root_id"]) == (in_a_job, "root-1")
-    finally:
-        rabbitmq.delete_queues(queue)
+    for headers, _, _ in _celery_then_template(rabbitmq, redis_url, redis_prefix,
+                                               "amqp-lineage"):
+        assert (headers["parent_id"], headers["root_id"]) == (in_a_job, "root-1")
