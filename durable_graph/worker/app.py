@@ -54,9 +54,12 @@ from durable_graph.worker.jobs import LeaseKeeper, handle
 from durable_graph.worker.liveness import Books, Claim, Liveness, note_lost
 from durable_graph.worker.messages import (
     JobMessages,
+    Lineage,
     PublishTemplate,
+    lineage_of,
     publish_template_of,
     template_of,
+    unfit_config,
 )
 from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
@@ -350,7 +353,7 @@ class CeleryDispatcher:
         except Exception as exc:  # NotCapturedError, or the broker blinked
             log.debug("job message not captured (%s); it is published as usual", exc)
             return None
-        return template.push(args) if template.at == redis_at(client) else None
+        return template.push(args, self._lineage()) if template.at == redis_at(client) else None
 
     def _caught(self, producer: Any, args: list[str], client: Any) -> tuple[str, str] | None:
         """The ``LPUSH`` Celery's publish of ``args`` makes, caught (not sent)."""
@@ -370,14 +373,19 @@ class CeleryDispatcher:
 
     def _job_messages(self, producer: Any) -> JobMessages | None:
         """This process's job message template on a Redis broker, built once by Celery
-        (see ``worker/messages``); None: Celery sends each job."""
+        (see ``worker/messages``); None: Celery sends each job.
+
+        None is kept for the process only when the configuration is the reason (the
+        same wherever and whenever the template is built); not when the broker could
+        not be reached, nor while publishes are hooked."""
         if _publish_hooked():
             return None
         built = self._template
         if built is not None and built[0] == os.getpid():
             return built[1]
         channel, template = producer.channel, None
-        if self._settings.broker_kind == "redis" and isinstance(channel, Channel):
+        if (self._settings.broker_kind == "redis" and isinstance(channel, Channel)
+                and self._template_fits()):
             try:
                 template = template_of(
                     lambda args: self._send_each(producer, [args], retry=False), JOB_TASK,
@@ -387,6 +395,17 @@ class CeleryDispatcher:
                 return None
         self._template = (os.getpid(), template)
         return template
+
+    def _template_fits(self) -> bool:
+        """Whether Celery's configuration lets job messages be built from a template."""
+        unfit = unfit_config(self._app.conf)
+        if unfit is not None:
+            log.debug("job messages go through Celery's send_task: %s", unfit)
+        return unfit is None
+
+    def _lineage(self) -> Lineage:
+        """The root and parent ids of a job message sent now (those of the running task)."""
+        return lineage_of(self._app.current_worker_task)
 
     def send_probe(self, prefix: str, sent_ms: int) -> None:
         """Publish the queue's probe (see ``worker/recovery``), signed like any job."""
@@ -421,12 +440,12 @@ class CeleryDispatcher:
                             "retries", len(messages), exc)
             self._send_each(producer, messages, retry=True)
 
-    @staticmethod
-    def _pushed(template: JobMessages, producer: Any, messages: list[list[str]]) -> None:
+    def _pushed(self, template: JobMessages, producer: Any, messages: list[list[str]]) -> None:
         """Our own ``LPUSH``es on the Redis broker: one round trip per ``_BATCH``."""
+        lineage = self._lineage()
         for start in range(0, len(messages), _BATCH):
             producer.channel.push_all(
-                [template.push(args) for args in messages[start:start + _BATCH]])
+                [template.push(args, lineage) for args in messages[start:start + _BATCH]])
 
     def _batched(self, producer: Any, messages: list[list[str]]) -> None:
         """kombu's publish batch: one Redis pipeline."""
@@ -464,13 +483,13 @@ class CeleryDispatcher:
         once per message, and repeats the publish Celery made of the first job this
         process sent (``worker/messages``); a careful send declares it with each, under
         its retries."""
-        template = None
+        template, lineage = None, self._lineage()
         if not retry:  # kombu remembers what it declared on the connection
             producer.maybe_declare(self._app.amqp.queues[self._settings.queue])
             template = self._publish_template(producer)
         for args in messages:
             if template is not None:
-                template.publish(producer, args)
+                template.publish(producer, args, lineage)
             else:
                 self._celery_send(producer, args, retry=retry)
 
@@ -486,15 +505,19 @@ class CeleryDispatcher:
 
     def _publish_template(self, producer: Any) -> PublishTemplate | None:
         """This process's template of job publishes on a broker other than Redis (built
-        once by Celery, see ``worker/messages``); None: Celery sends each job."""
+        once by Celery, see ``worker/messages``); None: Celery sends each job (kept as
+        ``_job_messages`` keeps it)."""
         if self._settings.broker_kind == "redis" or _publish_hooked():
             return None  # a Redis broker: ``_job_messages`` (or Celery when hooked)
         built = self._publishing
         if built is not None and built[0] == os.getpid():
             return built[1]
+        template = None
         try:
-            template = publish_template_of(
-                lambda p, args: self._celery_send(p, args, retry=False), producer, JOB_TASK)
+            if self._template_fits():
+                template = publish_template_of(
+                    lambda p, args: self._celery_send(p, args, retry=False), producer,
+                    JOB_TASK)
         except Exception as exc:  # the broker blinked: Celery sends, until next time
             log.debug("no job publish template yet (%s)", exc)
             return None

@@ -26,6 +26,7 @@ from queue import Empty
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
+import redis
 from kombu.exceptions import DecodeError
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
@@ -102,6 +103,8 @@ class Channel(kombu_redis.Channel):
 
     _reused: Any = None
     """The synchronous client ``_create_client`` hands out while the pool is the same."""
+    _plain: Any = None
+    """A client of the same pool that adds no global key prefix (``push_all``)."""
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         """kombu's client, built once per connection pool instead of once per call.
@@ -120,14 +123,28 @@ class Channel(kombu_redis.Channel):
             reused = self._reused = build()
         return reused
 
+    def _plain_client(self) -> Any:
+        """A ``redis.Redis`` on kombu's pool that leaves keys as they are, one per pool."""
+        pooled = self._create_client()
+        if not getattr(pooled, "global_keyprefix", ""):
+            return pooled
+        plain = self._plain
+        if plain is None or plain.connection_pool is not pooled.connection_pool:
+            plain = self._plain = redis.Redis(connection_pool=pooled.connection_pool)
+        return plain
+
     def same_redis(self, client: Any) -> bool:
         """Whether this channel's Redis is ``client``'s: the same server and database."""
         this: Any = self
         return redis_at(this.client) == redis_at(client)
 
     def push_all(self, pushes: list[tuple[str, str]]) -> None:
-        """Send ``LPUSH``es made beforehand (key, payload), in one round trip."""
-        client = self._create_client()
+        """Send ``LPUSH``es made beforehand (key, payload), in one round trip.
+
+        Their keys are whole: a captured ``LPUSH`` carries the broker's global key
+        prefix already (``_put``), so they go through a client that adds none (kombu's
+        adds it to every key it is given)."""
+        client = self._plain_client()
         if len(pushes) == 1:
             client.lpush(*pushes[0])
             return

@@ -88,15 +88,17 @@ def graph_module(env: DistEnv, name: str = GRAPH_MODULE) -> ModuleType:
 
 
 def start_cluster(
-    env: DistEnv, module: str, queue: str, log_dir: Path, worker_env: dict[str, str]
+    env: DistEnv, module: str, queue: str, log_dir: Path, worker_env: dict[str, str],
+    workers: int = WORKERS,
 ) -> Iterator[Cluster]:
-    """WORKERS ready workers of ``module`` on ``queue``, stopped when the generator closes."""
+    """``workers`` ready workers of ``module`` on ``queue``, stopped when the generator
+    closes."""
     gf = graph_module(env, module)
     pool = WorkerPool(
         module=module, module_dir=HERE, queue=queue, log_dir=log_dir, env=worker_env,
         redis_url=env.redis_url, pool_key=gf.POOL_KEY,
     )
-    pool.start(WORKERS)
+    pool.start(workers)
     client = redis.Redis.from_url(env.redis_url, socket_timeout=10)
     try:
         yield Cluster(env, pool, gf, client)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from durable_graph.worker.messages import JobMessages
+from durable_graph.worker.messages import NO_LINEAGE, JobMessages, Lineage
 
 
 def kept_sends(monkeypatch: pytest.MonkeyPatch) -> collections.deque[tuple[Any, Any]]:
@@ -18,9 +18,10 @@ def kept_sends(monkeypatch: pytest.MonkeyPatch) -> collections.deque[tuple[Any, 
     sent: collections.deque[tuple[Any, Any]] = collections.deque()
     push = JobMessages.push
 
-    def keep(self: JobMessages, args: list[str]) -> tuple[str, str]:
+    def keep(self: JobMessages, args: list[str],
+             lineage: Lineage = NO_LINEAGE) -> tuple[str, str]:
         sent.append((args[:4], {"run": args[4], "prefix": args[5], "key": args[6]}))
-        return push(self, args)
+        return push(self, args, lineage)
 
     monkeypatch.setattr(JobMessages, "push", keep)
     return sent

@@ -9,6 +9,7 @@ children, and the queue is declared once per batch, not once per message.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from celery import Celery, signals
 from kombu import Producer
 
 from durable_graph.worker import create_app
-from durable_graph.worker.app import CeleryDispatcher, settings_of
+from durable_graph.worker.app import JOB_TASK, CeleryDispatcher, settings_of
 from durable_graph.worker.transport import Channel, capturing
 
 pytestmark = pytest.mark.redis
@@ -42,6 +43,14 @@ def _queued(app: Celery) -> list[dict[str, Any]]:
     """Headers of every message in the app's Redis queue, oldest first."""
     raw = redis.Redis.from_url(settings_of(app).redis_url).lrange(settings_of(app).queue, 0, -1)
     return [json.loads(item)["headers"] for item in reversed(raw)]
+
+
+def _celerys(dispatcher: CeleryDispatcher, producer: Any, args: list[str]) -> tuple[str, str]:
+    """The ``LPUSH`` Celery's own ``send_task`` of ``args`` makes (caught, not sent)."""
+    with capturing() as into:
+        dispatcher._send_each(producer, [args], retry=False)
+    assert len(into) == 1
+    return into[0]
 
 
 def test_jobs_are_sent_without_results_or_a_declare_each(app: Celery, redis_prefix: str,
@@ -114,9 +123,7 @@ def test_a_job_message_is_the_one_celery_builds_but_its_ids(app: Celery,
     with app.producer_or_acquire() as producer:
         template = dispatcher._job_messages(producer)
         assert template is not None
-        with capturing() as into:
-            dispatcher._send_each(producer, [args], retry=False)
-    celery_key, celery_payload = into[0]
+        celery_key, celery_payload = _celerys(dispatcher, producer, args)
     key, payload = template.push(args)
     again = json.loads(template.push(args)[1])
     ours, celerys = json.loads(payload), json.loads(celery_payload)
@@ -248,13 +255,12 @@ def test_jobs_go_through_celery_while_its_publish_signals_are_hooked(
     assert [h.get("traced") for h in _queued(app)] == [None, "yes", "yes"]
 
 
-def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
-    rabbitmq: Any, redis_url: str, redis_prefix: str,
-) -> None:
-    """On RabbitMQ each job is kombu's publish with the arguments Celery gave it for the
-    first job (``PublishTemplate``): what a consumer receives is Celery's message, only
-    the task id its own."""
-    queue = f"{redis_prefix}-amqp-template"
+def _celery_then_template(rabbitmq: Any, redis_url: str, redis_prefix: str,
+                          name: str) -> list[tuple[dict[str, Any], dict[str, Any], Any]]:
+    """One job published by Celery's ``send_task``, then one by the ``PublishTemplate``
+    (built here, in the caller's context), as a consumer of a RabbitMQ queue receives
+    them: (headers, other properties, body) each."""
+    queue = f"{redis_prefix}-{name}"
     app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
                      secret_key=SECRET)
     dispatcher = CeleryDispatcher(app, settings_of(app))
@@ -262,10 +268,9 @@ def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
     try:
         with app.producer_or_acquire() as producer:
             producer.maybe_declare(app.amqp.queues[queue])
-            template = dispatcher._publish_template(producer)
-            assert template is not None
+            assert dispatcher._publish_template(producer) is not None
             dispatcher._celery_send(producer, args, retry=False)
-            template.publish(producer, args)
+        dispatcher._publish([args])  # from the template
         got = []
         with app.connection_for_read() as conn:
             for _ in range(2):
@@ -273,12 +278,148 @@ def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
                 assert message is not None
                 props = dict(message.properties)
                 got.append((props.pop("application_headers"), props, json.loads(message.body)))
-        (celerys, celery_props, celery_body), (ours, our_props, our_body) = got
-        assert our_body == celery_body
-        assert ours["id"] != celerys["id"] and ours["id"] == our_props["correlation_id"]
-        for headers, props in ((ours, our_props), (celerys, celery_props)):
-            assert headers["root_id"] == headers["id"]
-            del headers["id"], headers["root_id"], props["correlation_id"]
-        assert (ours, our_props) == (celerys, celery_props)
+        return got
     finally:
         rabbitmq.delete_queues(queue)
+
+
+def test_a_rabbitmq_job_publish_repeats_the_one_celery_made(
+    rabbitmq: Any, redis_url: str, redis_prefix: str,
+) -> None:
+    """On RabbitMQ each job is kombu's publish with the arguments Celery gave it for the
+    first job (``PublishTemplate``): what a consumer receives is Celery's message, only
+    the task id its own."""
+    (celerys, celery_props, celery_body), (ours, our_props, our_body) = _celery_then_template(
+        rabbitmq, redis_url, redis_prefix, "amqp-template")
+    assert our_body == celery_body
+    assert ours["id"] != celerys["id"] and ours["id"] == our_props["correlation_id"]
+    for headers, props in ((ours, our_props), (celerys, celery_props)):
+        assert headers["root_id"] == headers["id"]
+        del headers["id"], headers["root_id"], props["correlation_id"]
+    assert (ours, our_props) == (celerys, celery_props)
+
+
+def _received(app: Celery, count: int) -> list[list[str]]:
+    """The job arguments of the next ``count`` messages a consumer of the app's queue
+    gets (kombu's read, as a worker's), none left after."""
+    got = []
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        for _ in range(count):
+            message = channel.basic_get(settings_of(app).queue, no_ack=True)
+            assert message is not None, f"{len(got)} of {count} messages reached the queue"
+            body_args, kwargs, _ = message.decode()
+            got.append([*body_args, kwargs["run"], kwargs["prefix"], kwargs["key"]])
+        assert channel.basic_get(settings_of(app).queue, no_ack=True) is None
+    return got
+
+
+def test_jobs_published_under_a_global_key_prefix_reach_the_queue_workers_read(
+    redis_url: str, redis_prefix: str,
+) -> None:
+    """With the broker's ``global_keyprefix``, jobs sent from the template (a batch, one
+    alone, a sweep's resend) land in the list a consumer of the queue reads: the prefix
+    once, not twice."""
+    queue, keyprefix = f"{redis_prefix}-kp", f"{redis_prefix}:k:"
+    app = create_app(redis_url, prefix=redis_prefix, queue=queue, secret_key=SECRET,
+                     broker_transport_options={"global_keyprefix": keyprefix})
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    client = redis.Redis.from_url(redis_url)
+    messages = _messages(4, redis_prefix)
+    try:
+        dispatcher._publish(messages[:3])
+        assert dispatcher._built() is not None  # sent from the template
+        dispatcher.send_sealed(json.dumps(messages[3]), register=False)  # a resend
+        assert client.llen(f"{keyprefix}{queue}") == 4
+        assert sorted(_received(app, 4)) == sorted(messages)
+    finally:
+        client.delete(f"{keyprefix}{queue}", f"{keyprefix}{keyprefix}{queue}")
+
+
+@pytest.fixture
+def in_a_job(app: Celery) -> Iterator[str]:
+    """Inside a job a worker runs, as Celery's worker sets it up: its request on the
+    task stack (not called directly). Yields the running job's id."""
+    from celery._state import _task_stack
+
+    task = app.tasks[JOB_TASK]
+    task.push_request(id="running-job-1", root_id="root-1", called_directly=False)
+    _task_stack.push(task)
+    try:
+        yield "running-job-1"
+    finally:
+        _task_stack.pop()
+        task.pop_request()
+
+
+def test_a_template_built_inside_a_running_job_is_used_with_each_messages_lineage(
+    app: Celery, redis_prefix: str, in_a_job: str,
+) -> None:
+    """Sent while a job runs, Celery names it as the message's parent (and its root as
+    the root): the template built there is used, and each message gets the lineage of
+    where it is sent, as ``send_task`` gives it, there and after the job."""
+    from celery._state import _task_stack
+
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    args = _messages(1, redis_prefix)[0]
+    with app.producer_or_acquire() as producer:
+        template = dispatcher._job_messages(producer)
+        assert template is not None
+        celerys = json.loads(_celerys(dispatcher, producer, args)[1])["headers"]
+        dispatcher._publish([args])
+        ours = _queued(app)[-1]
+        task = _task_stack.pop()  # the job ended; the process sends again
+        try:
+            assert dispatcher._job_messages(producer) is template
+            dispatcher._publish([args])
+            celerys_after = json.loads(_celerys(dispatcher, producer, args)[1])["headers"]
+        finally:
+            _task_stack.push(task)
+    after = _queued(app)[-1]
+    assert (ours["parent_id"], ours["root_id"]) == (in_a_job, "root-1")
+    assert (celerys["parent_id"], celerys["root_id"]) == (in_a_job, "root-1")
+    assert (after["parent_id"], after["root_id"]) == (None, after["id"])
+    assert (celerys_after["parent_id"], celerys_after["root_id"]) == (
+        None, celerys_after["id"])
+    for headers in (ours, celerys, after, celerys_after):
+        del headers["id"], headers["root_id"], headers["parent_id"]
+    assert ours == celerys and after == celerys_after
+
+
+@pytest.mark.parametrize("setting", ["task_compression", "task_send_sent_event",
+                                     "task_inherit_parent_priority"])
+def test_a_configuration_the_template_cannot_follow_is_found_once_per_process(
+    app: Celery, redis_prefix: str, setting: str, monkeypatch: Any,
+) -> None:
+    """A configuration that makes job messages differ from a template (a compressed body,
+    a task-sent event with each, an inherited priority): Celery sends every job, and the
+    process decides so once (no message built as a template with each publish); where
+    the configuration says so before, no template message is built at all (so no
+    task-sent event for it)."""
+    app.conf[setting] = "gzip" if setting == "task_compression" else True
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    placeholders = []
+    celery_send = dispatcher._celery_send
+
+    def counted(producer: Any, args: list[str], *, retry: bool) -> None:
+        if args[0] == "":
+            placeholders.append(args)
+        celery_send(producer, args, retry=retry)
+
+    monkeypatch.setattr(dispatcher, "_celery_send", counted)
+    messages = _messages(3, redis_prefix)
+    for args in messages:
+        dispatcher._publish([args])
+    assert dispatcher._template == (os.getpid(), None)
+    assert len(placeholders) == (1 if setting == "task_compression" else 0)
+    assert sorted(_received(app, 3)) == sorted(messages)
+
+
+def test_a_rabbitmq_job_published_inside_a_running_job_names_it_as_parent(
+    rabbitmq: Any, redis_url: str, redis_prefix: str, in_a_job: str,
+) -> None:
+    """``PublishTemplate`` built inside a running job: used, each publish with the
+    lineage of where it is sent (the running job its parent), as Celery's."""
+    for headers, _, _ in _celery_then_template(rabbitmq, redis_url, redis_prefix,
+                                               "amqp-lineage"):
+        assert (headers["parent_id"], headers["root_id"]) == (in_a_job, "root-1")

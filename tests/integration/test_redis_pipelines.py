@@ -1,4 +1,5 @@
-"""Pipelines of scripts against a real Redis: one round trip, and a lost script comes back."""
+"""Pipelines of scripts against a real Redis: one round trip, and a lost script comes back
+(or, in a MULTI, is not one the server can lose)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.connection import RedisConn
 
 pytestmark = pytest.mark.redis
@@ -75,3 +77,33 @@ def test_an_error_reply_is_raised(conn: RedisConn) -> None:
     failing(keys=[], args=[], client=pipe)
     with pytest.raises(redis.ResponseError, match="boom"):
         conn.execute(pipe)
+
+
+def test_a_status_change_after_the_server_lost_its_scripts_stays_atomic(
+    spawn_redis: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record and the status index change in one MULTI: after the server lost its
+    scripts (``SCRIPT FLUSH``, a restart), the change still lands whole, with no script
+    to load again; a process that died right after its EXEC leaves the thread listed
+    under its new status (before: the record changed, the index entry waited for a
+    ``SCRIPT LOAD`` and a second round trip)."""
+    proc, url = spawn_redis.start(str(tmp_path))
+    saver = RedisSaver.from_url(url, prefix="lost-scripts")
+    client: Any = saver._conn.client
+    try:
+        saver.set_status("t1", "running")
+        saver.set_run("t2", "sealed-run", "g", status="running")
+        assert client.script_flush()
+
+        def died(*_: Any) -> Any:  # the process, right after the EXEC
+            raise redis.ConnectionError("the process died")
+
+        monkeypatch.setattr(client, "script_load", died)
+        saver.set_status("t1", "done")
+        saver.set_run("t2", "sealed-run", "g", status="interrupted")
+        assert saver.list_threads("done") == ["t1"]
+        assert saver.list_threads("interrupted") == ["t2"]
+        assert saver.list_threads("running") == []
+    finally:
+        client.close()
+        spawn_redis.stop(proc)

@@ -28,6 +28,7 @@ from redis.cluster import RedisCluster
 
 from durable_graph.errors import GraphValueError
 from durable_graph.store.base import ThreadStatus
+from durable_graph.store.redis import scripts
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import (
     ThreadKeys,
@@ -143,7 +144,7 @@ class ThreadRecords:
             # one round trip, atomic: the record and its index entry change together
             pipe = client.pipeline(transaction=True)
             self._queue_status(pipe, thread_id, status, error, next_nodes)
-            self._conn.execute(pipe)  # no SCRIPT EXISTS round trip
+            pipe.execute()  # no script by SHA in it (``_queue_index``)
 
         self._conn.call("set thread status", both)
 
@@ -157,11 +158,17 @@ class ThreadRecords:
         self._queue_index(pipe, thread_id, status)
 
     def _queue_index(self, pipe: Any, thread_id: str, status: ThreadStatus) -> None:
-        """Queue the move of ``thread_id`` to ``status`` in the index on ``pipe`` (one
-        script, not a command per status)."""
+        """Queue the move of ``thread_id`` to ``status`` in the index on ``pipe`` (a
+        MULTI, with the record's update: one script, not a command per status).
+
+        Sent as ``EVAL`` with its text, not by SHA: a script the server lost (a restart,
+        ``SCRIPT FLUSH``) fails only at ``EXEC``, after the MULTI's other commands
+        applied, so the record would change without its index entry (``RedisConn.execute``
+        runs it again after, but a process that dies in between leaves the thread out of
+        ``list_threads``). Its text is a few hundred bytes, once per status change."""
         keys = [status_key(self._prefix, thread_id, s) for s in STATUSES]
-        self._conn.script("STATUS_INDEX")(
-            keys=keys, args=[thread_id, status, int(time.time() * 1000)], client=pipe)
+        pipe.eval(scripts.STATUS_INDEX, len(keys), *keys, thread_id, status,
+                  int(time.time() * 1000))
 
     def close_run(
         self, lease: Lease, status: ThreadStatus, error: BaseException | None,
@@ -233,10 +240,7 @@ class ThreadRecords:
             pipe = c.pipeline(transaction=together)
             self.queue_run(pipe, thread_id, sealed, graph, policy,
                            status=status if together else None)
-            if together:  # a script in it: no SCRIPT EXISTS round trip
-                self._conn.execute(pipe)
-            else:
-                pipe.execute()
+            pipe.execute()  # no script by SHA in it (``_queue_index``)
             if status is not None and not together:
                 self.set_status(thread_id, status)
 
