@@ -677,13 +677,16 @@ class WorkerRuntime:
                 acks.append(opened)
             else:
                 jobs.append(opened)
-        claims = self._claim_together(jobs)
+        claims, claimed_at = self._claim_together(jobs), time.monotonic()
         held = HeldWrites() if claims else None
         unstarted = 0
         try:
             for n, job in enumerate(jobs):
                 if held is not None and held.due():
                     held.land()
+                if claims and time.monotonic() - claimed_at > self.settings.heartbeat_ttl / 3:
+                    claims[n:], claimed_at = self._claim_again(jobs[n:], claims[n:]), \
+                        time.monotonic()
                 unstarted = n + 1
                 acks.append(self._run_claimed(job, claims[n] if claims else None, held))
             if held is not None:
@@ -707,17 +710,32 @@ class WorkerRuntime:
                 unstarted = [*held.jobs, *unstarted]
         self.liveness.give_back(unstarted)
 
-    def _claim_together(self, jobs: list[Job]) -> list[Claim] | None:
+    def _claim_together(self, jobs: list[Job], *, again: bool = False) -> list[Claim] | None:
         """The claims of a bundle's calls, made together; None to claim each as it runs
         (a bundle of other jobs, or of calls of several checkpoints or leases)."""
-        if len(jobs) < 2 or not together(jobs):
+        if len(jobs) < (1 if again else 2) or not together(jobs):
             return None
         first = jobs[0]
         finished = self.saver(first.run.prefix).finished_read(
             {"configurable": {"thread_id": first.run.thread_id, "checkpoint_ns": first.run.ns,
                               "checkpoint_id": first.checkpoint_id}},
             [job.task_id for job in jobs])
-        return self.liveness.claim_calls(jobs, finished)
+        return self.liveness.claim_calls(jobs, finished, again=again)
+
+    def _claim_again(self, jobs: list[Job], claims: list[Claim]) -> list[Claim]:
+        """The claims of a bundle's calls not started yet, checked again (one round trip)
+        when a while passed since they were made: a process that looked dead meanwhile (a
+        call that held the GIL or waited on the store past the heartbeat TTL) had them
+        taken back by a sweep and sent alone, so another process may run or have recorded
+        them; the bundle skips those (``Liveness.claim_calls``)."""
+        ours = [n for n, claim in enumerate(claims) if claim[0] == "ok"]
+        again = self._claim_together([jobs[n] for n in ours], again=True) if ours else None
+        if again is None:
+            return claims
+        out = list(claims)
+        for n, claim in zip(ours, again, strict=True):
+            out[n] = claim
+        return out
 
     def _first_read(self, job: Job) -> Also | None:
         """The store read ``job`` starts with, made with its claim in one round trip
