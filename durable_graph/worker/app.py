@@ -685,8 +685,8 @@ class WorkerRuntime:
                 if held is not None and held.due():
                     held.land()
                 if claims and time.monotonic() - claimed_at > self.settings.heartbeat_ttl / 3:
-                    claims[n:], claimed_at = self._claim_again(jobs[n:], claims[n:]), \
-                        time.monotonic()
+                    claims[n:] = self._claim_again(jobs[n:], claims[n:])
+                    claimed_at = time.monotonic()
                 unstarted = n + 1
                 acks.append(self._run_claimed(job, claims[n] if claims else None, held))
             if held is not None:
