@@ -52,7 +52,8 @@ def test_sigkill_mid_bundle_keeps_finished_calls_and_runs_the_rest_once(
     config = {"configurable": {"thread_id": f"bundle-{uuid.uuid4().hex[:8]}"}}
     handle = graph.submit({"n": cg.BUNDLE_CALLS}, config)
     blocks = cg.BUNDLE_BLOCKS
-    until(lambda: env.n(f"bundle{blocks}") == 1, "the bundle to reach its blocking call", env)
+    # each run is counted, then its process noted (two commands): wait for the note
+    until(lambda: len(_runs_of(env, blocks)) == 1, "the bundle to reach its blocking call", env)
     [(pid, parent)] = _runs_of(env, blocks)
     # the same process ran the calls before it in its bundle, one message for all three
     assert [_runs_of(env, i) for i in (0, 4)] == [[(pid, parent)], [(pid, parent)]]
