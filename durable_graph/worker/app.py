@@ -660,8 +660,9 @@ class WorkerRuntime:
         own. So a bundle delivered again (its worker process died, or a store error
         retries it) runs only its jobs that have not ended: the others' claims find them
         gone, or held by the sweep that resent them. The claims of a bundle's calls are
-        made in one round trip (``Liveness.claim_calls``); those of the calls it did not
-        reach are given back if it stops early.
+        made in one round trip (``Liveness.claim_calls``), and checked again before a call
+        once a third of the heartbeat TTL passed since (``_claim_again``); those of the
+        calls it did not reach are given back if it stops early.
 
         A store error stops the bundle there (the error retries it whole, as it would a
         lone job); a bundle that is no list of [task id, kind, payload, key] is refused.
