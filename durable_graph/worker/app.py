@@ -683,8 +683,9 @@ class WorkerRuntime:
         own. So a bundle delivered again (its worker process died, or a store error
         retries it) runs only its jobs that have not ended: the others' claims find them
         gone, or held by the sweep that resent them. The claims of a bundle's calls are
-        made in one round trip (``Liveness.claim_calls``); those of the calls it did not
-        reach are given back if it stops early.
+        made in one round trip (``Liveness.claim_calls``), and checked again before a call
+        once a third of the heartbeat TTL passed since (``_claim_again``); those of the
+        calls it did not reach are given back if it stops early.
 
         A store error stops the bundle there (the error retries it whole, as it would a
         lone job); a bundle that is no list of [task id, kind, payload, key] is refused.
@@ -700,13 +701,16 @@ class WorkerRuntime:
                 acks.append(opened)
             else:
                 jobs.append(opened)
-        claims = self._claim_together(jobs)
+        claims, claimed_at = self._claim_together(jobs), time.monotonic()
         held = HeldWrites() if claims else None
         unstarted = 0
         try:
             for n, job in enumerate(jobs):
                 if held is not None and held.due():
                     held.land()
+                if claims and time.monotonic() - claimed_at > self.settings.heartbeat_ttl / 3:
+                    claims[n:] = self._claim_again(jobs[n:], claims[n:])
+                    claimed_at = time.monotonic()
                 unstarted = n + 1
                 acks.append(self._run_claimed(job, claims[n] if claims else None, held))
             if held is not None:
@@ -730,17 +734,32 @@ class WorkerRuntime:
                 unstarted = [*held.jobs, *unstarted]
         self.liveness.give_back(unstarted)
 
-    def _claim_together(self, jobs: list[Job]) -> list[Claim] | None:
+    def _claim_together(self, jobs: list[Job], *, again: bool = False) -> list[Claim] | None:
         """The claims of a bundle's calls, made together; None to claim each as it runs
         (a bundle of other jobs, or of calls of several checkpoints or leases)."""
-        if len(jobs) < 2 or not together(jobs):
+        if len(jobs) < (1 if again else 2) or not together(jobs):
             return None
         first = jobs[0]
         finished = self.saver(first.run.prefix).finished_read(
             {"configurable": {"thread_id": first.run.thread_id, "checkpoint_ns": first.run.ns,
                               "checkpoint_id": first.checkpoint_id}},
             [job.task_id for job in jobs])
-        return self.liveness.claim_calls(jobs, finished)
+        return self.liveness.claim_calls(jobs, finished, again=again)
+
+    def _claim_again(self, jobs: list[Job], claims: list[Claim]) -> list[Claim]:
+        """The claims of a bundle's calls not started yet, checked again (one round trip)
+        when a while passed since they were made: a process that looked dead meanwhile (a
+        call that held the GIL or waited on the store past the heartbeat TTL) had them
+        taken back by a sweep and sent alone, so another process may run or have recorded
+        them; the bundle skips those (``Liveness.claim_calls``)."""
+        ours = [n for n, claim in enumerate(claims) if claim[0] == "ok"]
+        again = self._claim_together([jobs[n] for n in ours], again=True) if ours else None
+        if again is None:
+            return claims
+        out = list(claims)
+        for n, claim in zip(ours, again, strict=True):
+            out[n] = claim
+        return out
 
     def _first_read(self, job: Job) -> Also | None:
         """The store read ``job`` starts with, made with its claim in one round trip

@@ -128,8 +128,9 @@ class Liveness:
             outcome, holder, renewed, early = book.claim_renewing(job.key, thread_id,
                                                                   self.worker, lease, also)
         if outcome != "ok" or not renewed:
-            why = (f"process {holder} runs it" if holder else "it ended") if outcome != "ok" \
-                else "its lease was taken over"
+            why = {"ok": "its lease was taken over", "held": f"process {holder} runs it",
+                   "died": "a process died running it: its own message runs it"}.get(
+                       outcome, "it ended")
             log.info("dropped a copy of %s job %s of thread %s: %s", job.kind, job.key,
                      thread_id, why)
             if outcome == "ok":
@@ -139,14 +140,19 @@ class Liveness:
         with self._holding(job, book):
             yield "run", early
 
-    def claim_calls(self, jobs: Sequence[Job], finished: Finished) -> list[Claim] | None:
+    def claim_calls(self, jobs: Sequence[Job], finished: Finished, *,
+                    again: bool = False) -> list[Claim] | None:
         """The claims of a bundle's calls (``bundles.together``), each with its own
-        ``finished`` reply, in one round trip; None where that cannot be (Redis Cluster)."""
+        ``finished`` reply, in one round trip; None where that cannot be (Redis Cluster).
+        A call that a dead process held before is left to its own message (``died``);
+        ``again``: the bundle checks the claims it made (its own stand) before it goes on
+        (``JobBook.claim_calls``)."""
         first = jobs[0]
         self._beat(first.run.prefix)
         return self.books(first.run.prefix).claim_calls(
             [job.key for job in jobs], first.run.thread_id, self.worker,
-            (first.owner, first.fence, self.settings.lease_ttl), finished)
+            (first.owner, first.fence, self.settings.lease_ttl), finished,
+            mode="again" if again else "bundle")
 
     def give_back(self, jobs: Sequence[Job]) -> None:
         """Release the claims of jobs claimed here that will not run here (the rest of a
@@ -267,16 +273,15 @@ def note_lost(books: Books, request: Any, exc: BaseException) -> None:
     """A pool process died running ``request``: say how, and declare it dead now."""
     args, kwargs = list(request.args or ()), dict(request.kwargs or {})
     key, prefix = kwargs.get("key"), kwargs.get("prefix")
-    keys = [key] if key else bundle_keys(args)  # a bundle: the one it ran holds a claim
+    keys = [key] if key else bundle_keys(args)  # a bundle: those not ended hold its claims
     pid = getattr(request, "worker_pid", None)
     if not (keys and prefix and pid and args and isinstance(args[0], str)):
         return
     try:
         book = books(prefix)
-        for key in keys:
-            holder = book.note_death(key, args[0], f"{socket.gethostname()}:{pid}:", str(exc))
-            if holder:
-                book.declare_dead(holder)
-                break
+        # the cause goes with every job the process held (each fails alone at max deaths)
+        holders = book.note_deaths(keys, args[0], f"{socket.gethostname()}:{pid}:", str(exc))
+        for holder in dict.fromkeys(h for h in holders if h):
+            book.declare_dead(holder)
     except Exception:  # the heartbeat TTL still finds it
         log.exception("could not record the death of pool process %s", pid)

@@ -433,18 +433,12 @@ BUNDLE_CALLS = 16
 ``worker/bundles``), the first of them calls 0, 4, 8 and 12."""
 BUNDLE_BLOCKS = 8
 """The call whose first run blocks (the third of its bundle: the test kills it there)."""
-BUNDLE_SLOW = 4
-"""A call before it in its bundle that takes longer than a bundle holds results
-(``worker/held``): the results of the calls before the blocking one are stored before
-it starts."""
 
 
 @task
 def bundle_work(i: int) -> int:
     runs = count(f"bundle{i}")
     client().rpush(key(f"t:bundle{i}"), f"{os.getpid()}:{os.getppid()}")
-    if i == BUNDLE_SLOW:
-        time.sleep(0.1)
     if i == BUNDLE_BLOCKS and runs == 1:
         deadline = time.monotonic() + HOLD
         while time.monotonic() < deadline and not client().exists(key("release")):

@@ -103,15 +103,27 @@ CLAIM_CALLS = (
     + FINISHED_FUNCTION
     + """
 -- KEYS: a job bucket, then the thread's lease and the writes of the calls' checkpoint.
--- ARGV: worker, lease owner, lease generation, lease ttl (ms), then (job key, call id) of
--- each call.  Reply: {renew's reply, {claim_job's reply, 1 if the call finished else 0}
--- of each call}.  A @task call's job (or every call of a bundle, see ``worker/bundles``)
--- starts with one script, not three (claim, lease renewal, whether a copy already
--- recorded its result): each call claimed as its own job.
+-- ARGV: worker, lease owner, lease generation, lease ttl (ms), mode, then (job key, call
+-- id) of each call.  Reply: {renew's reply, {claim's reply, 1 if the call finished else
+-- 0} of each call}.  A @task call's job (or every call of a bundle, see
+-- ``worker/bundles``) starts with one script, not three (claim, lease renewal, whether a
+-- copy already recorded its result): each call claimed as its own job.  Mode 'lone': a
+-- call's own message (claim_job).  'bundle': a call a dead process held before (a death
+-- counted, its own message sent again by the sweep) is left to that message, {'died'}, so
+-- a crash loop counts its deaths against the call that crashes, not the bundle's others.
+-- 'again': a bundle's check before a call, long after its claims: a claim of ours stands.
+local function claim_call(job, mode)
+  local holder = redis.call('HGET', KEYS[3], job)
+  if mode == 'again' and holder == ARGV[1] then return {'ok'} end
+  if mode ~= 'lone' and not holder and redis.call('HEXISTS', KEYS[4], job) == 1 then
+    return {'died'}
+  end
+  return claim_job(KEYS, job, ARGV[1])
+end
 local claims = {}
-for j = 5, #ARGV, 2 do
+for j = 6, #ARGV, 2 do
   local done = finished(KEYS[8], ARGV[j + 1]) and 1 or 0
-  claims[#claims + 1] = {claim_job(KEYS, ARGV[j], ARGV[1]), done}
+  claims[#claims + 1] = {claim_call(ARGV[j], ARGV[5]), done}
 end
 return {renew(KEYS[7], ARGV[2], ARGV[3], ARGV[4]), claims}
 """

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import redis
 from redis.cluster import RedisCluster
@@ -39,10 +39,14 @@ from durable_graph.store.redis.keys import (
     probe_key,
 )
 
-__all__ = ["Also", "Expired", "Finished", "JobBook", "Reclaimed", "View", "pipelined", "queue_end"]
+__all__ = ["Also", "ClaimMode", "Expired", "Finished", "JobBook", "Reclaimed", "View", "pipelined",
+           "queue_end"]
 
 Also: TypeAlias = Callable[[Any], Any]
 """Queues one more command on a pipeline (``p``) and returns what the call returned."""
+ClaimMode: TypeAlias = Literal["lone", "bundle", "again"]
+"""How ``JobBook.claim_calls`` claims: a call's own message, a bundle's calls, or a
+bundle's claims checked again."""
 
 
 def pipelined(conn: RedisConn, action: str, build: Any) -> list[Any]:
@@ -285,12 +289,17 @@ class JobBook:
 
     def claim_calls(
         self, keys: Sequence[str], thread_id: str, worker: str, lease: tuple[str, int, float],
-        finished: Finished,
+        finished: Finished, *, mode: ClaimMode = "lone",
     ) -> list[tuple[str, str, bool, Any]] | None:
         """``claim_renewing`` of the jobs ``keys`` of the calls ``finished.task_ids`` (in
         that order, all of one checkpoint), in one script: the lease renewed once, each
         call claimed as its own job, with its ``Finished`` reply. None on Redis Cluster
-        (claim them one by one)."""
+        (claim them one by one).
+
+        ``mode`` ``bundle``: the calls of a bundle, where a call that a dead process held
+        before is left to its own message (the sweep sent it): (``died``, ''), so a crash
+        loop counts its deaths against the call that crashes alone. ``again``: the same,
+        checked again by the bundle that claimed them (a claim of ``worker`` stands)."""
         if not isinstance(self.conn.client, redis.Redis):
             return None
         owner, gen, ttl = lease
@@ -298,7 +307,7 @@ class JobBook:
         renewed, claims = self._run(
             "CLAIM_CALLS", [*jobs_of(self.prefix, thread_id).ordered(),
                             ThreadKeys(self.prefix, thread_id).lease, finished.writes],
-            [worker, owner, gen, max(1, int(ttl * 1000)), *pairs], "claim jobs")
+            [worker, owner, gen, max(1, int(ttl * 1000)), mode, *pairs], "claim jobs")
         out = []
         for (claimed, done), call in zip(claims, finished.task_ids, strict=True):
             holder = _text(claimed[1]) if len(claimed) > 1 else ""
@@ -328,8 +337,15 @@ class JobBook:
 
     def note_death(self, key: str, thread_id: str, worker_prefix: str, why: str) -> str:
         """Record how the process running ``key`` died; its claimant ('' if another)."""
-        return _text(self._run("NOTE_DEATH", jobs_of(self.prefix, thread_id).ordered(),
-                               [key, worker_prefix, why], "note job death"))
+        return self.note_deaths([key], thread_id, worker_prefix, why)[0]
+
+    def note_deaths(self, keys: Sequence[str], thread_id: str, worker_prefix: str,
+                    why: str) -> list[str]:
+        """``note_death`` of each of ``keys`` (a bundle's calls), in one round trip."""
+        script = self._script("NOTE_DEATH")
+        bucket = jobs_of(self.prefix, thread_id).ordered()
+        return [_text(r) for r in self._pipe("note job deaths", lambda p: [
+            script(keys=bucket, args=[key, worker_prefix, why], client=p) for key in keys])]
 
     # -- what a sweep reads and does -------------------------------------------------
 
