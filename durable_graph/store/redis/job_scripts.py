@@ -58,22 +58,6 @@ return now
 """
 )
 
-ADOPT_JOB = (
-    _JOBS
-    + """
--- ARGV: job key, thread id, signed message, worker.  Reply: the server time (ms).
--- A job the worker runs itself instead of publishing it (eager continuation):
--- registered as owed and claimed by ``worker`` at once, so it is never due (no
--- broker has it) and a sweep sends its message if ``worker`` dies.
-if redis.call('HSETNX', OWED, ARGV[1], ARGV[3]) == 1 then
-  redis.call('HINCRBY', COUNT, ARGV[2], 1)
-end
-redis.call('HSET', CLAIM, ARGV[1], ARGV[4])
-redis.call('ZREM', IDLE, ARGV[2])
-return now
-"""
-)
-
 # A job's claim by a worker process.  ``keys``: a job bucket (``JobKeys.ordered()``).
 # Reply: {'ok'} (run it), {'gone'} (it ended: drop this copy) or {'held', worker} (a
 # process runs it, maybe this one in another thread: drop it).
@@ -140,6 +124,27 @@ END_JOB = (
 -- KEYS: a job bucket.  ARGV: job key, thread id, idle ttl (ms).  Reply: 1, or 0 if it
 -- had ended already.
 return end_job(KEYS, ARGV[1], ARGV[2], ARGV[3])
+"""
+)
+
+ADOPT_JOB = (
+    _JOBS
+    + _END
+    + """
+-- ARGV: job key, thread id, signed message, worker[, ended job key, idle ttl (ms)].
+-- Reply: the server time (ms).
+-- A job the worker runs itself instead of publishing it (eager continuation):
+-- registered as owed and claimed by ``worker`` at once, so it is never due (no
+-- broker has it) and a sweep sends its message if ``worker`` dies. With the last two
+-- arguments, the job of the same thread that adopted it ends after it, in the same
+-- script (one command, not two: the thread never owes nothing in between).
+if redis.call('HSETNX', OWED, ARGV[1], ARGV[3]) == 1 then
+  redis.call('HINCRBY', COUNT, ARGV[2], 1)
+end
+redis.call('HSET', CLAIM, ARGV[1], ARGV[4])
+redis.call('ZREM', IDLE, ARGV[2])
+if ARGV[5] then end_job(KEYS, ARGV[5], ARGV[2], ARGV[6]) end
+return now
 """
 )
 

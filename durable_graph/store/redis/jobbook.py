@@ -227,19 +227,28 @@ class JobBook:
         is returned.
         """
         def build(p: Any) -> list[Any]:
-            out = [self.queue_adopt(p, key, thread_id, message, worker)]
-            if ends is not None:
-                out.append(self.queue_end(p, *ends))
+            out = self.queue_adopt(p, key, thread_id, message, worker, ends=ends)
             return [*out, *([also(p)] if also else [])]
 
         replies = self._pipe("adopt job", build)
         return replies[-1] if also else None
 
-    def queue_adopt(self, p: Any, key: str, thread_id: str, message: str, worker: str) -> Any:
-        """Queue ``adopt``'s record (no end, no read) on ``p``, a pipeline shared with
-        other commands (see ``pipelined``)."""
-        return self._script("ADOPT_JOB")(keys=jobs_of(self.prefix, thread_id).ordered(),
-                                          args=[key, thread_id, message, worker], client=p)
+    def queue_adopt(
+        self, p: Any, key: str, thread_id: str, message: str, worker: str, *,
+        ends: tuple[str, str, float] | None = None,
+    ) -> list[Any]:
+        """Queue ``adopt``'s record and ``ends``, the end of the job that adopted it (no
+        read), on ``p``, a pipeline shared with other commands (see ``pipelined``); what
+        the calls returned. An end of the same thread's job (a chain's next step: the
+        same job bucket) goes in the adoption's own script."""
+        args: list[Any] = [key, thread_id, message, worker]
+        if ends is not None and ends[1] == thread_id:
+            args += [ends[0], int(ends[2] * 1000)]
+        adopted = self._script("ADOPT_JOB")(keys=jobs_of(self.prefix, thread_id).ordered(),
+                                             args=args, client=p)
+        if ends is None or ends[1] == thread_id:
+            return [adopted]
+        return [adopted, self.queue_end(p, *ends)]
 
     def queue_end(self, p: Any, key: str, thread_id: str, idle_ttl: float) -> Any:
         """Queue ``end`` on ``p``, a pipeline shared with other commands."""
