@@ -4,9 +4,9 @@ Every script but ``HEARTBEAT``, ``VIEW`` and the probe's takes the keys of one
 job bucket in the order of ``JobKeys.ordered()`` (one hash tag, so one slot on
 Redis Cluster), so a job's state, its thread's owed count and its thread's idle
 deadline change together, atomically. Times come from the server clock.
-``PUT_CALL_WRITES`` and ``CLAIM_CALLS`` also take a thread's keys, another slot: on
-Redis Cluster the saver runs ``PUT_WRITES`` and ``END_JOB`` one after the other instead,
-and the job book ``CLAIM_JOB``, ``RENEW`` and ``FINISHED``.
+``PUT_CALL_WRITES``, ``CLAIM_CALLS`` and ``CLAIM_RENEWING`` also take a thread's keys,
+another slot: on Redis Cluster the saver runs ``PUT_WRITES`` and ``END_JOB`` one after
+the other instead, and the job book ``CLAIM_JOB``, ``RENEW`` and ``FINISHED``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "ARM_IDLE",
     "CLAIM_CALLS",
     "CLAIM_JOB",
+    "CLAIM_RENEWING",
     "END_JOB",
     "HEARTBEAT",
     "NOTE_DEATH",
@@ -77,6 +78,19 @@ CLAIM_JOB = (
     + """
 -- KEYS: a job bucket.  ARGV: job key, worker.  Reply: claim_job's.
 return claim_job(KEYS, ARGV[1], ARGV[2])
+"""
+)
+
+CLAIM_RENEWING = (
+    _NOW
+    + _CLAIM
+    + RENEW_FUNCTION
+    + """
+-- KEYS: a job bucket, then the thread's lease.  ARGV: job key, worker, lease owner, lease
+-- generation, lease ttl (ms).  Reply: {claim_job's reply, renew's reply}.
+-- A job's claim and its thread's lease renewal (``CLAIM_JOB`` then ``RENEW``) in one
+-- script, not two: every published task job starts with them.
+return {claim_job(KEYS, ARGV[1], ARGV[2]), renew(KEYS[7], ARGV[3], ARGV[4], ARGV[5])}
 """
 )
 

@@ -267,28 +267,33 @@ class JobBook:
         """``claim``, and renew the thread's lease (owner, generation, ttl) in the same
         round trip; the third item says whether the lease is still this job's, the
         fourth is the reply to ``also(p)``, one more read queued on the same round trip
-        (None without one). A ``Finished`` read of one call's result rides the claim's
-        own script on one Redis (``claim_calls``): a ``@task`` call's job starts with one
-        script call instead of a pipeline of three."""
+        (None without one). On one Redis the claim and the renewal are one script
+        (``CLAIM_RENEWING``), and a ``Finished`` read of one call's result rides it too
+        (``claim_calls``): a ``@task`` call's job starts with one script call instead of
+        a pipeline of three."""
         owner, gen, ttl = lease
         lease_args = [owner, gen, max(1, int(ttl * 1000))]
         if isinstance(also, Finished) and len(also.task_ids) == 1:  # one script, not three
             claims = self.claim_calls([key], thread_id, worker, lease, also)
             if claims is not None:
                 return claims[0]
-        claim = self._script("CLAIM_JOB")
-        renew = self.conn.script("RENEW")
+        bucket = jobs_of(self.prefix, thread_id).ordered()
+        lease_key = ThreadKeys(self.prefix, thread_id).lease
+        one = isinstance(self.conn.client, redis.Redis)  # Cluster: another slot, two calls
 
         def build(p: Any) -> list[Any]:
-            return [
-                claim(keys=jobs_of(self.prefix, thread_id).ordered(), args=[key, worker],
-                      client=p),
-                renew(keys=[ThreadKeys(self.prefix, thread_id).lease], args=lease_args,
-                      client=p),
-                *([also(p)] if also else []),
-            ]
+            if one:
+                first = [self._script("CLAIM_RENEWING")(
+                    keys=[*bucket, lease_key], args=[key, worker, *lease_args], client=p)]
+            else:
+                first = [self._script("CLAIM_JOB")(keys=bucket, args=[key, worker], client=p),
+                         self.conn.script("RENEW")(keys=[lease_key], args=lease_args,
+                                                   client=p)]
+            return [*first, *([also(p)] if also else [])]
 
-        claimed, renewed, *more = self._pipe("claim job", build)
+        replies = self._pipe("claim job", build)
+        (claimed, renewed), more = (replies[0], replies[1:]) if one else (replies[:2],
+                                                                          replies[2:])
         holder = _text(claimed[1]) if len(claimed) > 1 else ""
         return _text(claimed[0]), holder, bool(renewed[0]), more[0] if more else None
 
