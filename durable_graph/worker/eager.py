@@ -162,16 +162,16 @@ class Eager:
 
     def queue_adopt(
         self, p: Any, job: Job, message: str, *, read: bool = True,
-    ) -> tuple[list[Any], bool]:
-        """Queue on ``p`` the adoption of ``job``, the end of the current job (after it:
-        the thread never owes nothing in between) and, if ``read``, ``job``'s first read
-        (see ``_Ride``); what they returned, and whether the current job's end is among
-        them."""
+    ) -> tuple[list[Any], bool, bool]:
+        """Queue on ``p`` the adoption of ``job``, the end of the current job (after it,
+        in the same script: the thread never owes nothing in between) and, if ``read``,
+        ``job``'s first read (see ``_Ride``); what they returned (the read's reply
+        last), whether the current job's end is among them and whether the read is."""
         book, ends = self._books(job.run.prefix), self._ends()
         also = self._first_read(job) if read else None
-        return [book.queue_adopt(p, job.key, job.run.thread_id, message, self._worker),
-                *([book.queue_end(p, *ends)] if ends else []),
-                *([also(p)] if also else [])], ends is not None
+        return [*book.queue_adopt(p, job.key, job.run.thread_id, message, self._worker,
+                                  ends=ends),
+                *([also(p)] if also else [])], ends is not None, also is not None
 
     def deeper(self) -> Eager:
         """The slot of the adopted job, one inline step further."""
@@ -215,15 +215,15 @@ class _Ride:
         self, eager: Eager, job: Job, message: str, planned: tuple[int, Next] | None,
     ) -> None:
         self._eager, self.job, self._message, self._planned = eager, job, message, planned
-        self._ends = False
+        self._ends = self._read = False
 
     def queue(self, pipe: Any) -> list[Any]:
-        queued, self._ends = self._eager.queue_adopt(pipe, self.job, self._message,
-                                                     read=self._planned is None)
+        queued, self._ends, self._read = self._eager.queue_adopt(
+            pipe, self.job, self._message, read=self._planned is None)
         return queued
 
     def landed(self, replies: list[Any]) -> None:
-        early = replies[2 if self._ends else 1] if len(replies) > 1 + self._ends else None
+        early = replies[-1] if self._read else None
         self._eager.rode(Adopted(self.job, self._message, early, self._planned))
         self._eager.ended_current = self._ends
 

@@ -146,8 +146,15 @@ def test_an_adoption_riding_a_commit_ends_the_adopting_job_after_it(
 
     ride = eager.ride(replace(first, key="", checkpoint_id="c2", step=1, task_id="t2"))
     assert ride is not None and not eager.ended_current
-    ride.landed(pipelined(book.conn, "commit and adopt", ride.queue))
+    sent: list[Any] = []
 
+    def queue(p: Any) -> list[Any]:
+        sent.extend(queued := ride.queue(p))
+        return queued
+
+    ride.landed(pipelined(book.conn, "commit and adopt", queue))
+
+    assert len(sent) == 2  # the adoption with the end in one script, then the read
     assert eager.ended_current and eager.taken is not None
     assert eager.taken.early == b"read with the adoption"
     adopted = eager.taken.job.key

@@ -310,3 +310,37 @@ def test_a_ride_runs_and_lands_also_when_the_commit_is_refused(saver: RedisSaver
                           ride=ride, expect_latest=first.id)
     seen = saver.tuple_from(cfg(), ride.replies[0])
     assert seen is not None and seen.checkpoint.id == second.id
+
+
+def test_a_task_claim_renews_the_lease_in_the_claims_own_script(saver: RedisSaver) -> None:
+    """A task job's claim and its lease renewal are one script (``CLAIM_RENEWING``), its
+    first read rides the same round trip after it; a job of an older lease is claimed,
+    and told its lease is not its own any more (nothing renewed)."""
+    book = JobBook(saver.conn, saver.prefix)
+    lease = saver.leases.acquire("t", "run-1", 5)
+    assert lease is not None
+    marker = f"{saver.prefix}:marker"
+    saver.client.set(marker, b"first read")
+    sent: list[Any] = []
+
+    def read(p: Any) -> Any:
+        sent.extend(p.command_stack)
+        return p.get(marker)
+
+    def expires() -> int:
+        return int(saver.client.hget(ThreadKeys(saver.prefix, "t").lease, "expires") or 0)
+
+    mine, stale = ("run-1", lease.generation, 5.0), ("run-1", lease.generation - 1, 5.0)
+    book.register_sent([("job-1", "t", "m1"), ("job-2", "t", "m2")])()
+    first = expires()
+    threading.Event().wait(0.01)
+    assert book.claim_renewing("job-1", "t", "w:1", mine, read) == ("ok", "", True,
+                                                                   b"first read")
+    assert len(sent) == 1  # the claim and the renewal: one command before the read
+    assert expires() > first
+    assert book.claim_renewing("job-1", "t", "w:2", mine) == ("held", "w:1", True, None)
+    book.end("job-1", "t", 5)
+    assert book.claim_renewing("job-1", "t", "w:2", mine) == ("gone", "", True, None)
+    renewed = expires()
+    assert book.claim_renewing("job-2", "t", "w:3", stale) == ("ok", "", False, None)
+    assert expires() == renewed

@@ -4,9 +4,9 @@ Every script but ``HEARTBEAT``, ``VIEW`` and the probe's takes the keys of one
 job bucket in the order of ``JobKeys.ordered()`` (one hash tag, so one slot on
 Redis Cluster), so a job's state, its thread's owed count and its thread's idle
 deadline change together, atomically. Times come from the server clock.
-``PUT_CALL_WRITES`` and ``CLAIM_CALLS`` also take a thread's keys, another slot: on
-Redis Cluster the saver runs ``PUT_WRITES`` and ``END_JOB`` one after the other instead,
-and the job book ``CLAIM_JOB``, ``RENEW`` and ``FINISHED``.
+``PUT_CALL_WRITES``, ``CLAIM_CALLS`` and ``CLAIM_RENEWING`` also take a thread's keys,
+another slot: on Redis Cluster the saver runs ``PUT_WRITES`` and ``END_JOB`` one after
+the other instead, and the job book ``CLAIM_JOB``, ``RENEW`` and ``FINISHED``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "ARM_IDLE",
     "CLAIM_CALLS",
     "CLAIM_JOB",
+    "CLAIM_RENEWING",
     "END_JOB",
     "HEARTBEAT",
     "NOTE_DEATH",
@@ -58,22 +59,6 @@ return now
 """
 )
 
-ADOPT_JOB = (
-    _JOBS
-    + """
--- ARGV: job key, thread id, signed message, worker.  Reply: the server time (ms).
--- A job the worker runs itself instead of publishing it (eager continuation):
--- registered as owed and claimed by ``worker`` at once, so it is never due (no
--- broker has it) and a sweep sends its message if ``worker`` dies.
-if redis.call('HSETNX', OWED, ARGV[1], ARGV[3]) == 1 then
-  redis.call('HINCRBY', COUNT, ARGV[2], 1)
-end
-redis.call('HSET', CLAIM, ARGV[1], ARGV[4])
-redis.call('ZREM', IDLE, ARGV[2])
-return now
-"""
-)
-
 # A job's claim by a worker process.  ``keys``: a job bucket (``JobKeys.ordered()``).
 # Reply: {'ok'} (run it), {'gone'} (it ended: drop this copy) or {'held', worker} (a
 # process runs it, maybe this one in another thread: drop it).
@@ -93,6 +78,19 @@ CLAIM_JOB = (
     + """
 -- KEYS: a job bucket.  ARGV: job key, worker.  Reply: claim_job's.
 return claim_job(KEYS, ARGV[1], ARGV[2])
+"""
+)
+
+CLAIM_RENEWING = (
+    _NOW
+    + _CLAIM
+    + RENEW_FUNCTION
+    + """
+-- KEYS: a job bucket, then the thread's lease.  ARGV: job key, worker, lease owner, lease
+-- generation, lease ttl (ms).  Reply: {claim_job's reply, renew's reply}.
+-- A job's claim and its thread's lease renewal (``CLAIM_JOB`` then ``RENEW``) in one
+-- script, not two: every published task job starts with them.
+return {claim_job(KEYS, ARGV[1], ARGV[2]), renew(KEYS[7], ARGV[3], ARGV[4], ARGV[5])}
 """
 )
 
@@ -152,6 +150,27 @@ END_JOB = (
 -- KEYS: a job bucket.  ARGV: job key, thread id, idle ttl (ms).  Reply: 1, or 0 if it
 -- had ended already.
 return end_job(KEYS, ARGV[1], ARGV[2], ARGV[3])
+"""
+)
+
+ADOPT_JOB = (
+    _JOBS
+    + _END
+    + """
+-- ARGV: job key, thread id, signed message, worker[, ended job key, idle ttl (ms)].
+-- Reply: the server time (ms).
+-- A job the worker runs itself instead of publishing it (eager continuation):
+-- registered as owed and claimed by ``worker`` at once, so it is never due (no
+-- broker has it) and a sweep sends its message if ``worker`` dies. With the last two
+-- arguments, the job of the same thread that adopted it ends after it, in the same
+-- script (one command, not two: the thread never owes nothing in between).
+if redis.call('HSETNX', OWED, ARGV[1], ARGV[3]) == 1 then
+  redis.call('HINCRBY', COUNT, ARGV[2], 1)
+end
+redis.call('HSET', CLAIM, ARGV[1], ARGV[4])
+redis.call('ZREM', IDLE, ARGV[2])
+if ARGV[5] then end_job(KEYS, ARGV[5], ARGV[2], ARGV[6]) end
+return now
 """
 )
 

@@ -231,19 +231,28 @@ class JobBook:
         is returned.
         """
         def build(p: Any) -> list[Any]:
-            out = [self.queue_adopt(p, key, thread_id, message, worker)]
-            if ends is not None:
-                out.append(self.queue_end(p, *ends))
+            out = self.queue_adopt(p, key, thread_id, message, worker, ends=ends)
             return [*out, *([also(p)] if also else [])]
 
         replies = self._pipe("adopt job", build)
         return replies[-1] if also else None
 
-    def queue_adopt(self, p: Any, key: str, thread_id: str, message: str, worker: str) -> Any:
-        """Queue ``adopt``'s record (no end, no read) on ``p``, a pipeline shared with
-        other commands (see ``pipelined``)."""
-        return self._script("ADOPT_JOB")(keys=jobs_of(self.prefix, thread_id).ordered(),
-                                          args=[key, thread_id, message, worker], client=p)
+    def queue_adopt(
+        self, p: Any, key: str, thread_id: str, message: str, worker: str, *,
+        ends: tuple[str, str, float] | None = None,
+    ) -> list[Any]:
+        """Queue ``adopt``'s record and ``ends``, the end of the job that adopted it (no
+        read), on ``p``, a pipeline shared with other commands (see ``pipelined``); what
+        the calls returned. An end of the same thread's job (a chain's next step: the
+        same job bucket) goes in the adoption's own script."""
+        args: list[Any] = [key, thread_id, message, worker]
+        if ends is not None and ends[1] == thread_id:
+            args += [ends[0], int(ends[2] * 1000)]
+        adopted = self._script("ADOPT_JOB")(keys=jobs_of(self.prefix, thread_id).ordered(),
+                                             args=args, client=p)
+        if ends is None or ends[1] == thread_id:
+            return [adopted]
+        return [adopted, self.queue_end(p, *ends)]
 
     def queue_end(self, p: Any, key: str, thread_id: str, idle_ttl: float) -> Any:
         """Queue ``end`` on ``p``, a pipeline shared with other commands."""
@@ -262,28 +271,33 @@ class JobBook:
         """``claim``, and renew the thread's lease (owner, generation, ttl) in the same
         round trip; the third item says whether the lease is still this job's, the
         fourth is the reply to ``also(p)``, one more read queued on the same round trip
-        (None without one). A ``Finished`` read of one call's result rides the claim's
-        own script on one Redis (``claim_calls``): a ``@task`` call's job starts with one
-        script call instead of a pipeline of three."""
+        (None without one). On one Redis the claim and the renewal are one script
+        (``CLAIM_RENEWING``), and a ``Finished`` read of one call's result rides it too
+        (``claim_calls``): a ``@task`` call's job starts with one script call instead of
+        a pipeline of three."""
         owner, gen, ttl = lease
         lease_args = [owner, gen, max(1, int(ttl * 1000))]
         if isinstance(also, Finished) and len(also.task_ids) == 1:  # one script, not three
             claims = self.claim_calls([key], thread_id, worker, lease, also)
             if claims is not None:
                 return claims[0]
-        claim = self._script("CLAIM_JOB")
-        renew = self.conn.script("RENEW")
+        bucket = jobs_of(self.prefix, thread_id).ordered()
+        lease_key = ThreadKeys(self.prefix, thread_id).lease
+        one = isinstance(self.conn.client, redis.Redis)  # Cluster: another slot, two calls
 
         def build(p: Any) -> list[Any]:
-            return [
-                claim(keys=jobs_of(self.prefix, thread_id).ordered(), args=[key, worker],
-                      client=p),
-                renew(keys=[ThreadKeys(self.prefix, thread_id).lease], args=lease_args,
-                      client=p),
-                *([also(p)] if also else []),
-            ]
+            if one:
+                first = [self._script("CLAIM_RENEWING")(
+                    keys=[*bucket, lease_key], args=[key, worker, *lease_args], client=p)]
+            else:
+                first = [self._script("CLAIM_JOB")(keys=bucket, args=[key, worker], client=p),
+                         self.conn.script("RENEW")(keys=[lease_key], args=lease_args,
+                                                   client=p)]
+            return [*first, *([also(p)] if also else [])]
 
-        claimed, renewed, *more = self._pipe("claim job", build)
+        replies = self._pipe("claim job", build)
+        (claimed, renewed), more = (replies[0], replies[1:]) if one else (replies[:2],
+                                                                          replies[2:])
         holder = _text(claimed[1]) if len(claimed) > 1 else ""
         return _text(claimed[0]), holder, bool(renewed[0]), more[0] if more else None
 
