@@ -30,12 +30,14 @@ from durable_graph.errors import FencingError
 from durable_graph.store.base import RETURN
 from durable_graph.worker.runs import Job, RunContext
 
-__all__ = ["HOLD_FOR", "HeldWrites"]
+__all__ = ["HOLD_FOR", "RETRY_AFTER", "HeldWrites"]
 
 log = logging.getLogger("durable_graph.worker")
 
 HOLD_FOR = 0.005
 """Seconds the oldest result held may wait before the bundle starts another call."""
+RETRY_AFTER = 0.25
+"""Seconds before the lander thread tries again results it could not store."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,11 @@ class HeldWrites:
                 return
             try:
                 self._failed = self._land() or self._failed
-            except Exception as exc:
-                log.warning("could not store %d held call results yet: %s", len(self._held), exc)
+            except Exception as exc:  # still held: tried again after a pause
+                log.warning("could not store %d held call results yet (%s); trying again in "
+                            "%.2f s", len(self._held), exc, RETRY_AFTER)
+                self._since = time.monotonic() + RETRY_AFTER - self.hold_for
+                _lander().watch(self)
 
     def _land(self) -> Exception | None:
         """``land``, the lock held: the first error after the results landed, if any."""

@@ -152,7 +152,7 @@ class Liveness:
         return self.books(first.run.prefix).claim_calls(
             [job.key for job in jobs], first.run.thread_id, self.worker,
             (first.owner, first.fence, self.settings.lease_ttl), finished,
-            mode="again" if again else "bundle")
+            mode="again" if again else "bundle", heartbeat_ttl=self.settings.heartbeat_ttl)
 
     def give_back(self, jobs: Sequence[Job]) -> None:
         """Release the claims of jobs claimed here that will not run here (the rest of a

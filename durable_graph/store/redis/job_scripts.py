@@ -101,25 +101,36 @@ CLAIM_CALLS = (
     + FINISHED_FUNCTION
     + """
 -- KEYS: a job bucket, then the thread's lease and the writes of the calls' checkpoint.
--- ARGV: worker, lease owner, lease generation, lease ttl (ms), mode, then (job key, call
--- id) of each call.  Reply: {renew's reply, {claim's reply, 1 if the call finished else
--- 0} of each call}.  A @task call's job (or every call of a bundle, see
--- ``worker/bundles``) starts with one script, not three (claim, lease renewal, whether a
--- copy already recorded its result): each call claimed as its own job.  Mode 'lone': a
+-- KEYS[9]: the heartbeats of the prefix.  ARGV: worker, lease owner, lease generation,
+-- lease ttl (ms), mode, heartbeat ttl (ms), then (job key, call id) of each call.
+-- Reply: {renew's reply, {claim's reply, 1 if the call finished else 0} of each call}.
+-- A @task call's job (or every call of a bundle, see ``worker/bundles``) starts with one
+-- script, not three (claim, lease renewal, whether a copy already recorded its result):
+-- each call claimed as its own job.  Mode 'lone': a
 -- call's own message (claim_job).  'bundle': a call a dead process held before (a death
 -- counted, its own message sent again by the sweep) is left to that message, {'died'}, so
 -- a crash loop counts its deaths against the call that crashes, not the bundle's others.
--- 'again': a bundle's check before a call, long after its claims: a claim of ours stands.
+-- 'again': a bundle's check before a call, long after its claims: a claim of ours stands
+-- unless a death was counted to the call since (a sweep took it back: the claim of this
+-- worker id now is its own message's, run by another thread of this process).  A bundle
+-- ('bundle', 'again') that finds its process's heartbeat (KEYS[9]) alive extends it by
+-- the heartbeat TTL (ARGV[6]): no sweep finds the process dead in the next third of it,
+-- however late its heartbeat thread beats, so the bundle needs no check before then.
 local function claim_call(job, mode)
   local holder = redis.call('HGET', KEYS[3], job)
-  if mode == 'again' and holder == ARGV[1] then return {'ok'} end
-  if mode ~= 'lone' and not holder and redis.call('HEXISTS', KEYS[4], job) == 1 then
-    return {'died'}
-  end
+  local died = redis.call('HEXISTS', KEYS[4], job) == 1
+  if mode == 'again' and holder == ARGV[1] and not died then return {'ok'} end
+  if mode ~= 'lone' and died and (not holder or mode == 'again') then return {'died'} end
   return claim_job(KEYS, job, ARGV[1])
 end
+if ARGV[5] ~= 'lone' then
+  local beat = redis.call('ZSCORE', KEYS[9], ARGV[1])
+  if beat and tonumber(beat) > now then
+    redis.call('ZADD', KEYS[9], math.max(tonumber(beat), now + tonumber(ARGV[6])), ARGV[1])
+  end
+end
 local claims = {}
-for j = 6, #ARGV, 2 do
+for j = 7, #ARGV, 2 do
   local done = finished(KEYS[8], ARGV[j + 1]) and 1 or 0
   claims[#claims + 1] = {claim_call(ARGV[j], ARGV[5]), done}
 end

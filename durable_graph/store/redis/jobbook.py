@@ -303,7 +303,7 @@ class JobBook:
 
     def claim_calls(
         self, keys: Sequence[str], thread_id: str, worker: str, lease: tuple[str, int, float],
-        finished: Finished, *, mode: ClaimMode = "lone",
+        finished: Finished, *, mode: ClaimMode = "lone", heartbeat_ttl: float = 0.0,
     ) -> list[tuple[str, str, bool, Any]] | None:
         """``claim_renewing`` of the jobs ``keys`` of the calls ``finished.task_ids`` (in
         that order, all of one checkpoint), in one script: the lease renewed once, each
@@ -313,15 +313,20 @@ class JobBook:
         ``mode`` ``bundle``: the calls of a bundle, where a call that a dead process held
         before is left to its own message (the sweep sent it): (``died``, ''), so a crash
         loop counts its deaths against the call that crashes alone. ``again``: the same,
-        checked again by the bundle that claimed them (a claim of ``worker`` stands)."""
+        checked again by the bundle that claimed them (a claim of ``worker`` stands, unless
+        a death was counted to it since). Both extend ``worker``'s heartbeat by
+        ``heartbeat_ttl`` when it is alive, so the bundle is not found dead before its next
+        check is due."""
         if not isinstance(self.conn.client, redis.Redis):
             return None
         owner, gen, ttl = lease
         pairs = [x for key, call in zip(keys, finished.task_ids, strict=True) for x in (key, call)]
         renewed, claims = self._run(
             "CLAIM_CALLS", [*jobs_of(self.prefix, thread_id).ordered(),
-                            ThreadKeys(self.prefix, thread_id).lease, finished.writes],
-            [worker, owner, gen, max(1, int(ttl * 1000)), mode, *pairs], "claim jobs")
+                            ThreadKeys(self.prefix, thread_id).lease, finished.writes,
+                            live_key(self.prefix)],
+            [worker, owner, gen, max(1, int(ttl * 1000)), mode, int(heartbeat_ttl * 1000),
+             *pairs], "claim jobs")
         out = []
         for (claimed, done), call in zip(claims, finished.task_ids, strict=True):
             holder = _text(claimed[1]) if len(claimed) > 1 else ""
