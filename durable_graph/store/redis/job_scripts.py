@@ -106,10 +106,10 @@ CLAIM_CALLS = (
 -- Reply: {renew's reply, {claim's reply, 1 if the call finished else 0} of each call}.
 -- A @task call's job (or every call of a bundle, see ``worker/bundles``) starts with one
 -- script, not three (claim, lease renewal, whether a copy already recorded its result):
--- each call claimed as its own job.  Mode 'lone': a
--- call's own message (claim_job).  'bundle': a call a dead process held before (a death
--- counted, its own message sent again by the sweep) is left to that message, {'died'}, so
--- a crash loop counts its deaths against the call that crashes, not the bundle's others.
+-- each call claimed as its own job.  Mode 'lone': a call's own message (claim_job).
+-- 'bundle': a call a dead process held before (a death counted, its own message sent
+-- again by the sweep) is left to that message, {'died'}, so a crash loop counts its
+-- deaths against the call that crashes, not the bundle's others.
 -- 'again': a bundle's check before a call, long after its claims: a claim of ours stands
 -- unless a death was counted to the call since (a sweep took it back: the claim of this
 -- worker id now is its own message's, run by another thread of this process).  A bundle
