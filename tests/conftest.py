@@ -18,12 +18,21 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `tests.*` from any cwd
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.keys_left import delete_prefix, left_behind  # noqa: E402
+
+__all__ = ["delete_prefix", "free_port"]
 
 REDIS_URL_ENV = "DURABLE_GRAPH_TEST_REDIS_URL"
 REDIS_PREFIX_ENV = "DURABLE_GRAPH_TEST_REDIS_PREFIX"
@@ -120,23 +129,36 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def _nothing_left_behind(url: str) -> None:
+    """Fail the session if a key came back under a prefix its test deleted."""
+    left = left_behind(url)
+    if left:
+        shown = "\n".join(f"  {prefix}: {keys}" for prefix, keys in sorted(left.items()))
+        pytest.fail(f"{len(left)} test prefix(es) deleted at their test's end have keys "
+                    f"again (something wrote after the test):\n{shown}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    """URL of a Redis for the session (forced, local, or started here)."""
+    """URL of a Redis for the session (forced, local, or started here); at the end,
+    no key may have come back under a test prefix deleted meanwhile (``keys_left``)."""
     forced = os.environ.get(REDIS_URL_ENV)
     if forced:
         yield forced
+        _nothing_left_behind(forced)
         return
     if redis_answers(DEFAULT_REDIS_URL):
         os.environ[REDIS_URL_ENV] = DEFAULT_REDIS_URL
         yield DEFAULT_REDIS_URL
         os.environ.pop(REDIS_URL_ENV, None)
+        _nothing_left_behind(DEFAULT_REDIS_URL)
         return
     with tempfile.TemporaryDirectory(prefix="dg-redis-") as workdir:
         proc, url = start_redis_server(workdir)
         os.environ[REDIS_URL_ENV] = url
         try:
             yield url
+            _nothing_left_behind(url)
         finally:
             os.environ.pop(REDIS_URL_ENV, None)
             stop_process(proc)
@@ -175,28 +197,6 @@ def spawn_redis() -> Iterator[RedisSpawner]:
 def redis_url(redis_server: str) -> str:
     """URL of the session's Redis."""
     return redis_server
-
-
-def delete_prefix(url: str, prefix: str) -> None:
-    """Delete the keys of ``prefix`` (bare, inside a ``{...}`` hash tag, or kombu's
-    bindings of a queue named after it) with SCAN+UNLINK."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=10)
-    patterns = (f"{prefix}*", f"{{{prefix}*", f"_kombu.binding.{prefix}*",
-                f"_kombu.binding_permanent.{prefix}*")
-    try:
-        for pattern in patterns:
-            batch = []
-            for key in client.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 500:
-                    client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                client.unlink(*batch)
-    finally:
-        client.close()
 
 
 @pytest.fixture

@@ -233,9 +233,17 @@ def _ours(sender: Any) -> bool:
     return isinstance(getattr(app, "conf", {}).get("durable_graph_settings"), Settings)
 
 
+def _stop_heartbeats(**_: Any) -> None:
+    """A worker, or one of its pool processes, shuts down cleanly: this process's
+    heartbeats end (``WorkerRuntime.stop_here``), instead of expiring a TTL later."""
+    WorkerRuntime.stop_here()
+
+
 worker_init.connect(_import_from_cwd, weak=False)
 worker_init.connect(_refuse_weak_key, weak=False)
 worker_ready.connect(_say_ready, weak=False)
+signals.worker_process_shutdown.connect(_stop_heartbeats, weak=False)
+signals.worker_shutdown.connect(_stop_heartbeats, weak=False)
 
 
 def settings_of(app: Celery) -> Settings:
@@ -591,6 +599,16 @@ class WorkerRuntime:
             if found is None:
                 found = cls._by_app[key] = cls(app)
         return found
+
+    @classmethod
+    def stop_here(cls) -> None:
+        """Stop the heartbeats of this process's runtimes (``Liveness.stop``): at a clean
+        shutdown, or at the end of a test that ran jobs in its own process."""
+        pid = os.getpid()
+        with cls._lock:
+            mine = [r for (_, p), r in cls._by_app.items() if p == pid]
+        for runtime in mine:
+            runtime.liveness.stop()
 
     def saver(self, prefix: str) -> RedisSaver:
         """The signed RedisSaver of ``prefix`` on the settings' Redis."""

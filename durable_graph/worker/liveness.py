@@ -7,7 +7,8 @@
   running, and ends it afterwards (unless the job's last write ended it, ``ended``: a
   ``@task`` call's result and its end are one script). The first claim starts the
   process's heartbeat, a daemon thread that renews ``{P:live:w}`` every third of the
-  heartbeat TTL.
+  heartbeat TTL, until ``stop`` (a clean shutdown: ``worker/app`` calls it from Celery's
+  shutdown signals) takes the process's entry out.
 - ``note_lost`` runs in a prefork worker's main process when a pool process died
   under a job: it records how (signal or exit code) and declares the process dead,
   so a sweep sends the job again at once instead of a heartbeat TTL later.
@@ -84,8 +85,11 @@ class Liveness:
         self.worker = worker_id()
         self._prefixes: set[str] = set()
         self._lock = threading.Lock()
-        self._beating: threading.Thread | None = None
-        self._ended: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+        self._beating: tuple[threading.Thread, threading.Event] | None = None
+        """The heartbeat thread and what stops it."""
+        self._ended: queue.SimpleQueue[tuple[str, str, str] | threading.Event] = (
+            queue.SimpleQueue())
+        """Ends to record (prefix, job key, thread id), and marks ``stop`` waits for."""
         self._ender: threading.Thread | None = None
         self._active: set[str] = set()
         """Keys of the jobs this process is running now."""
@@ -228,10 +232,16 @@ class Liveness:
                 except queue.Empty:
                     break
             by_prefix: dict[str, list[tuple[str, str]]] = {}
-            for prefix, key, thread_id in batch:
-                by_prefix.setdefault(prefix, []).append((key, thread_id))
+            marks = []
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    marks.append(item)
+                else:
+                    by_prefix.setdefault(item[0], []).append(item[1:])
             for prefix, jobs in by_prefix.items():
                 self._end_many(prefix, jobs)
+            for mark in marks:  # every end queued before it is recorded
+                mark.set()
 
     def _end_many(self, prefix: str, jobs: list[tuple[str, str]]) -> None:
         """Record ends, riding out a store outage for the store retry window (an end
@@ -252,21 +262,65 @@ class Liveness:
         self.books(prefix).heartbeat(self.worker, self.settings.heartbeat_ttl)
         with self._lock:
             if self._beating is None:
-                self._beating = threading.Thread(target=self._beat_forever,
-                                                 name="durable-graph-heartbeat", daemon=True)
-                self._beating.start()
+                stop = threading.Event()
+                thread = threading.Thread(target=self._beat_until, args=(stop,),
+                                          name="durable-graph-heartbeat", daemon=True)
+                self._beating = (thread, stop)
+                thread.start()
 
-    def _beat_forever(self) -> None:
+    def _beat_until(self, stop: threading.Event) -> None:
         ttl = self.settings.heartbeat_ttl
-        stop = threading.Event()
         while not stop.wait(ttl / 3):
             with self._lock:
                 prefixes = list(self._prefixes)
             for prefix in prefixes:
+                if stop.is_set():
+                    return
                 try:
                     self.books(prefix).heartbeat(self.worker, ttl)
                 except Exception:  # the next beat retries; a long outage reads as death
                     log.exception("heartbeat of %s failed", self.worker)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End this process's heartbeats (a clean shutdown, a test's end): stop the
+        heartbeat thread, record the ends still queued, and take this process's entry out
+        of the heartbeats of each prefix it beat for.
+
+        Where the process still holds a claim (a job that will not finish here) its entry
+        is declared dead instead, so the next sweep sends the job again: sweeps find dead
+        processes by their entries, so an entry gone would leave the claim held for good.
+        Call it when no job runs here (a job that runs after it beats again); ``timeout``
+        bounds each wait (the thread's last beat, the queued ends).
+        """
+        with self._lock:
+            beating, self._beating = self._beating, None
+            prefixes, self._prefixes = self._prefixes, set()
+        if beating is not None:
+            beating[1].set()
+            beating[0].join(timeout)
+        self._flush_ends(timeout)
+        for prefix in prefixes:
+            self._retire(prefix)
+
+    def _flush_ends(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) for the ends queued so far to be recorded."""
+        with self._lock:
+            ending = self._ender is not None
+        if ending:
+            done = threading.Event()
+            self._ended.put(done)
+            done.wait(timeout)
+
+    def _retire(self, prefix: str) -> None:
+        """Take this process's heartbeat entry out of ``prefix`` (see ``stop``)."""
+        book = self.books(prefix)
+        try:
+            if any(holder == self.worker for _, _, holder in book.claims()):
+                book.declare_dead(self.worker)
+            else:
+                book.forget_workers([self.worker])
+        except CheckpointStoreError as exc:  # its heartbeat TTL still ends it
+            log.warning("could not end the heartbeat of %s: %s", self.worker, exc)
 
 
 def note_lost(books: Books, request: Any, exc: BaseException) -> None:

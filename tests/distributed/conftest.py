@@ -31,17 +31,11 @@ if str(HERE) not in sys.path:
 
 from dg_workers import Cluster, DistEnv, WorkerPool  # noqa: E402
 
+from tests.keys_left import delete_prefix  # noqa: E402
+
 WORKERS = 3
 GRAPH_MODULE = "graphs_fixture"
 AMQP_GRAPH_MODULE = "graphs_amqp"
-
-
-def _delete_keys(client: redis.Redis, prefix: str, queue: str) -> None:
-    for pattern in (f"{prefix}*", f"{{{prefix}*"):
-        batch = list(client.scan_iter(match=pattern, count=1000))
-        for start in range(0, len(batch), 500):
-            client.unlink(*batch[start:start + 500])
-    client.unlink(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +45,6 @@ def dist_env(redis_server: str) -> Iterator[DistEnv]:
     env = DistEnv(redis_server, f"t-dist-{token}", f"t-dist-q-{token}", secrets.token_hex(32))
     saved = {k: os.environ.get(k) for k in env.as_env()}
     os.environ.update(env.as_env())
-    client = redis.Redis.from_url(redis_server, socket_timeout=10)
     try:
         yield env
     finally:
@@ -60,8 +53,8 @@ def dist_env(redis_server: str) -> Iterator[DistEnv]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _delete_keys(client, env.prefix, env.queue)
-        client.close()
+        delete_prefix(redis_server, env.prefix)
+        delete_prefix(redis_server, env.queue)  # the queue and kombu's bindings of it
 
 
 @pytest.fixture(scope="session")

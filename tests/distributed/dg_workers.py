@@ -25,6 +25,26 @@ import redis
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
+INC_GRAPH = '''
+from typing import TypedDict
+from durable_graph import END, START, StateGraph
+
+class S(TypedDict, total=False):
+    n: int
+
+def inc(state):
+    return {"n": state["n"] + 1}
+
+def build():
+    g = StateGraph(S)
+    g.add_node("inc", inc)
+    g.add_edge(START, "inc")
+    g.add_edge("inc", END)
+    return g
+'''
+"""A module with ``build()``, a one-node graph (``n + 1``), to write where a worker of
+``celery -A durable_graph.worker`` imports it (its directory) for a graph shipped to it."""
+
 
 def wait_until(
     condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dg_workers import Cluster, wait_until
+from dg_workers import INC_GRAPH, Cluster, wait_until
 
 from durable_graph.store.codec import SigningCodec
 from durable_graph.worker.app import JOB_TASK
@@ -132,24 +131,6 @@ def test_a_worker_without_a_strong_key_refuses_to_start(
 
 # -- a unix:// Redis URL -------------------------------------------------------------
 
-_UNIX_GRAPH = '''
-from typing import TypedDict
-from durable_graph import END, START, StateGraph
-
-class S(TypedDict, total=False):
-    n: int
-
-def inc(state):
-    return {"n": state["n"] + 1}
-
-def build():
-    g = StateGraph(S)
-    g.add_node("inc", inc)
-    g.add_edge(START, "inc")
-    g.add_edge("inc", END)
-    return g
-'''
-
 
 def test_a_unix_socket_redis_url_works_as_broker_and_store(
     spawn_redis: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -163,7 +144,7 @@ def test_a_unix_socket_redis_url_works_as_broker_and_store(
     env["DURABLE_GRAPH_SECRET_KEY"] = secret
     proc = _start_worker(env, tmp_path, "dg-unix-q")
     try:
-        (tmp_path / "unix_graph.py").write_text(textwrap.dedent(_UNIX_GRAPH))
+        (tmp_path / "unix_graph.py").write_text(INC_GRAPH)
         monkeypatch.syspath_prepend(str(tmp_path))
         import unix_graph
 

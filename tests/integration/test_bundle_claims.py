@@ -38,7 +38,8 @@ def _calls(prefix: str, n: int) -> list[Job]:
             for i in range(n)]
 
 
-def _setup(redis_url: str, prefix: str, n: int) -> tuple[Any, JobBook, Liveness, list[Job]]:
+def _setup(request: pytest.FixtureRequest, redis_url: str, prefix: str, n: int,
+           ) -> tuple[Any, JobBook, Liveness, list[Job]]:
     client = redis.Redis.from_url(redis_url)
     conn = RedisConn(client)
     book = JobBook(conn, prefix)
@@ -46,6 +47,7 @@ def _setup(redis_url: str, prefix: str, n: int) -> tuple[Any, JobBook, Liveness,
     book.register_sent([(j.key, THREAD, '["its own message"]') for j in jobs])()
     client.hset(ThreadKeys(prefix, THREAD).lease, mapping={"owner": "owner", "gen": "1"})
     live = Liveness(Settings(redis_url=redis_url, prefix=prefix), lambda p: book)
+    request.addfinalizer(live.stop)  # before the prefix's keys go
     return client, book, live, jobs
 
 
@@ -54,9 +56,9 @@ def _finished(book: JobBook, prefix: str, jobs: list[Job]) -> Finished:
 
 
 def test_a_bundles_check_does_not_take_its_process_claim_of_the_calls_own_message(
-    redis_url: str, redis_prefix: str,
+    redis_url: str, redis_prefix: str, request: pytest.FixtureRequest,
 ) -> None:
-    client, book, live, jobs = _setup(redis_url, redis_prefix, 2)
+    client, book, live, jobs = _setup(request, redis_url, redis_prefix, 2)
     claims = live.claim_calls(jobs, _finished(book, redis_prefix, jobs))
     assert claims is not None and [c[0] for c in claims] == ["ok", "ok"]
     # the process looked dead: a sweep takes call 1 back and sends it alone, and another
@@ -74,9 +76,9 @@ def test_a_bundles_check_does_not_take_its_process_claim_of_the_calls_own_messag
 
 
 def test_a_bundles_claims_extend_a_live_heartbeat_and_never_revive_a_dead_one(
-    redis_url: str, redis_prefix: str,
+    redis_url: str, redis_prefix: str, request: pytest.FixtureRequest,
 ) -> None:
-    client, book, live, jobs = _setup(redis_url, redis_prefix, 2)
+    client, book, live, jobs = _setup(request, redis_url, redis_prefix, 2)
     key = live_key(redis_prefix)
     client.zadd(key, {live.worker: 0})  # found dead: a claim does not make it look alive
     live._prefixes.add(redis_prefix)  # no heartbeat thread: the scores are the test's

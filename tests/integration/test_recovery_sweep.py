@@ -313,6 +313,7 @@ def test_a_job_failed_by_an_outage_gives_its_claim_back_before_its_retry(
     runner.join(timeout=20)
     assert not runner.is_alive() and len(left) == 1  # the job's own error, after the store
     assert s.book.claim(job.key, "retried", "host:2:b") == ("ok", "")  # the retry runs
+    here.stop()
 
 
 def test_every_index_every_sweeps_a_batch_of_the_status_index_loses_its_gone_threads(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 HERE = Path(__file__).resolve().parent
 for path in (HERE, HERE.parent / "distributed", HERE.parent / "integration"):
@@ -24,6 +23,8 @@ for path in (HERE, HERE.parent / "distributed", HERE.parent / "integration"):
         sys.path.insert(0, str(path))
 
 from dg_workers import WorkerPool, wait_until  # noqa: E402
+
+from tests.keys_left import delete_prefix  # noqa: E402
 
 SECRET = "ui-test-secret-not-for-production"
 TOKEN = "ui-test-token-0123456789abcdef"
@@ -129,13 +130,9 @@ def http(url: str, *, method: str = "GET", data: bytes | None = None,
 
 
 def delete_keys(url: str, base: str, queue: str) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=10)
-    try:
-        keys = [*client.scan_iter(match=f"{base}*", count=1000),
-                *client.scan_iter(match=f"{{{base}*", count=1000)]
-        client.delete(f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}", *keys)
-    finally:
-        client.close()
+    """The deployment's keys: its prefix's, its queue's and kombu's bindings of it."""
+    for prefix in dict.fromkeys((base, queue)):
+        delete_prefix(url, prefix)
 
 
 def ensure_chromium() -> None:
