@@ -51,7 +51,22 @@ def chain(saver: RedisSaver, n: int, thread: str = "t1", ns: str = "", **extra: 
 
 
 def thread_keys(client: redis.Redis, prefix: str, thread: str) -> list[str]:
-    return sorted(k.decode() for k in client.scan_iter(match=f"{{{prefix}:{thread}}}*"))
+    return sorted(k.decode() for k in client.scan_iter(match=f"{{{prefix}:{thread}}}*",
+                                                       count=1000))
+
+
+def server_ms(client: redis.Redis) -> int:
+    """The server's clock (what key expiry times are on), ms."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def expiring_between(client: redis.Redis, keys: list[str], low: int, high: int) -> None:
+    """Every key of ``keys`` expires between server times ``low`` and ``high`` (ms): an
+    expiry set ``ttl`` after a call between two ``server_ms`` readings, however slow the
+    test runs (a TTL read later has counted down by then)."""
+    at = {k: client.pexpiretime(k) for k in keys}
+    assert keys and all(low <= t <= high for t in at.values()), (low, high, at)
 
 
 class Counting:
@@ -307,23 +322,30 @@ def test_delete_thread_leaves_only_the_lease(saver: RedisSaver, raw: redis.Redis
 
 def test_ttl_per_thread_and_default(saver: RedisSaver, raw: redis.Redis, redis_url: str) -> None:
     chain(saver, 2)
+    before = server_ms(raw)
     saver.set_ttl("t1", 100)
-    ttls = {k: raw.ttl(k) for k in thread_keys(raw, saver.prefix, "t1")}
-    assert all(90 < t <= 100 for t in ttls.values()), ttls
+    expiring_between(raw, thread_keys(raw, saver.prefix, "t1"), before + 100_000,
+                     server_ms(raw) + 100_000)
     chain(saver, 1)  # a commit re-applies the thread's TTL to what it touches
-    assert all(90 < raw.ttl(k) <= 100 for k in thread_keys(raw, saver.prefix, "t1"))
+    expiring_between(raw, thread_keys(raw, saver.prefix, "t1"), before + 100_000,
+                     server_ms(raw) + 100_000)
     assert saver.get_status("t1")["ttl"] == 100  # type: ignore[index]
     saver.set_ttl("t1", None)
     assert all(raw.ttl(k) == -1 for k in thread_keys(raw, saver.prefix, "t1"))
 
     with RedisSaver.from_url(redis_url, prefix=saver.prefix, ttl=50) as short:
+        committed = server_ms(raw)
         config = chain(short, 1, thread="t2")[0]
         short.put_writes(config, [("a", 1)], "task")
-        assert all(40 < raw.ttl(k) <= 50 for k in thread_keys(raw, saver.prefix, "t2"))
+        expiring_between(raw, thread_keys(raw, saver.prefix, "t2"), committed + 50_000,
+                         server_ms(raw) + 50_000)
+        before = server_ms(raw)
         short.set_ttl("t2", 100)
-        assert all(90 < raw.ttl(k) <= 100 for k in thread_keys(raw, saver.prefix, "t2"))
+        expiring_between(raw, thread_keys(raw, saver.prefix, "t2"), before + 100_000,
+                         server_ms(raw) + 100_000)
         short.set_ttl("t2", None)  # back to the policy the commit recorded on the thread
-        assert all(40 < raw.ttl(k) <= 50 for k in thread_keys(raw, saver.prefix, "t2"))
+        expiring_between(raw, thread_keys(raw, saver.prefix, "t2"), committed + 50_000,
+                         server_ms(raw) + 50_000)
     assert raw.hget(f"{{{saver.prefix}:t2}}:rec", "policy_ttl") == b"50"
     chain(saver, 1, thread="t2")  # a saver without a policy commits: the thread stays
     assert raw.hget(f"{{{saver.prefix}:t2}}:rec", "policy_ttl") is None

@@ -98,8 +98,9 @@ def test_threads_whose_keys_expired_leave_the_index_on_read_and_by_the_sweep(
     take its entry along: listing must not show it, and the entry must go (else the
     index grows by one entry per expired thread, forever)."""
     client = redis.Redis.from_url(redis_url)
+    expired = ("expired-1", "expired-2", "expired-3")
     with RedisSaver.from_url(redis_url, prefix=redis_prefix, ttl=1) as short:
-        for thread in ("expired-1", "expired-2", "expired-3"):
+        for thread in expired:
             short.put({"configurable": {"thread_id": thread, "checkpoint_ns": ""}},
                       Checkpoint(new_checkpoint_id(), "2024-01-01T00:00:00+00:00", {}, {}, {}),
                       {}, {})
@@ -107,7 +108,9 @@ def test_threads_whose_keys_expired_leave_the_index_on_read_and_by_the_sweep(
     records.set_status("kept", "done")
     _index(client, redis_prefix, "deleted", "running", 7)
     client.unlink(ThreadKeys(redis_prefix, "deleted").record)  # deleted some other way
-    wait_until(lambda: client.exists(ThreadKeys(redis_prefix, "expired-1").record) == 0)
+    records_of = [ThreadKeys(redis_prefix, t).record for t in expired]
+    # all three, however slowly they were written (expired-3's TTL started last)
+    wait_until(lambda: client.exists(*records_of) == 0, timeout=30)
     assert _indexed(client, redis_prefix, "expired-1")  # the TTL took only the thread
 
     page = records.page("done", limit=2)  # reads "kept" and the newest one expired
