@@ -39,7 +39,8 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.delta import ChannelDelta, resolve_values
 from durable_graph.store.encoding import ThreadCodec
-from durable_graph.store.redis.keys import blob_field, write_field
+from durable_graph.store.leaves import resolve_leaves
+from durable_graph.store.redis.keys import LEAF, blob_field, leaf_field, write_field
 
 __all__ = [
     "bind_run",
@@ -49,6 +50,7 @@ __all__ = [
     "decode_tuple",
     "encode_blob",
     "encode_writes",
+    "join_leaves_of",
     "pack_record",
     "record_parent",
     "unbind_run",
@@ -215,6 +217,7 @@ def decode_tuple(
                        for ch, v in stored.items()})
     values = resolve_values(
         stored, lambda ch, head: _chain(tc, checkpoint_id, ch, head, by_field, signed=signed))
+    join_leaves_of(values, by_field)
     parent = fields["parent"].decode()
     thread_id, ns = tc.thread_id, tc.ns
     return CheckpointTuple(
@@ -231,6 +234,15 @@ def decode_tuple(
         parent_config=checkpoint_config(thread_id, ns, parent) if parent else None,
         pending_writes=_writes(tc, checkpoint_id, write_flat),
     )
+
+
+def join_leaves_of(values: dict[str, Any], by_field: Mapping[str, bytes]) -> None:
+    """Put back the leaves of decoded ``values`` from a ``LOAD`` reply's blob fields
+    (in place; ``leafblobs``): nothing to walk when the reply holds no leaf."""
+    if not any(f.startswith(LEAF) for f in by_field):
+        return
+    resolve_leaves(values, lambda digests: {
+        d: raw for d in digests if (raw := by_field.get(leaf_field(d))) is not None})
 
 
 def blob_fields_of(checkpoint: Checkpoint) -> dict[str, str]:

@@ -52,11 +52,11 @@ from durable_graph.store.base import (
 from durable_graph.store.delta import (
     DEFAULT_SNAPSHOT_EVERY,
     ChannelDelta,
-    delta_links,
     plan_values,
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
+from durable_graph.store.leaves import dedups_leaves
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.commit_wait import CommitWait
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
@@ -70,6 +70,7 @@ from durable_graph.store.redis.keys import (
     thread_record_pattern,
     write_field,
 )
+from durable_graph.store.redis.leafblobs import encode_values
 from durable_graph.store.redis.lease import Lease, RedisLeases
 from durable_graph.store.redis.records import (
     bind_run,
@@ -77,7 +78,6 @@ from durable_graph.store.redis.records import (
     checkpoint_fields,
     decode_metadata,
     decode_tuple,
-    encode_blob,
     encode_writes,
     pack_record,
     unbind_run,
@@ -234,6 +234,10 @@ class RedisSaver(BaseCheckpointSaver):
         version): a commit on top of a checkpoint just loaded plans its deltas without
         another round trip (a value is never rewritten at its version; a base deleted
         meanwhile is caught by the commit script)."""
+        self._dedup = dedups_leaves(self.serde)
+        self._leaf_hints: set[tuple[tuple[str, str], bytes]] = set()
+        """Leaves this saver kept apart lately, by (thread, ns): a later value holding
+        one refers to it too (``leafblobs``; the leaf is sent again all the same)."""
 
     @classmethod
     def from_url(
@@ -481,10 +485,10 @@ class RedisSaver(BaseCheckpointSaver):
         if parent is not None:
             thread_id, ns, _ = config_ids(config)
             checkpoint = self._with_deltas(thread_id, ns, checkpoint, parent, new_versions)
+        first = self._plan(*prior.put, ["", "", ""]) if prior is not None else None
         plan = self._plan(config, checkpoint, metadata, new_versions,
                           [expect_latest or "", replaces or "", keep or ""])
-        if prior is not None:
-            first = self._plan(*prior.put, ["", "", ""])
+        if prior is not None and first is not None:  # the input planned first: its leaves
             replies = self._with_prior(prior, [first.call(first.blobs, first.required),
                                                plan.call(plan.blobs, plan.required)], ride)
             if replies[0][0] != b"ok":  # refused: so was the commit that expects it newest
@@ -605,16 +609,20 @@ class RedisSaver(BaseCheckpointSaver):
             every=self.snapshot_every, depths={})
         return dataclasses.replace(checkpoint, channel_values=values)
 
-    @staticmethod
     def _encode(
-        tc: ThreadCodec, checkpoint: Checkpoint, fields: Mapping[str, str]
+        self, tc: ThreadCodec, checkpoint: Checkpoint, fields: Mapping[str, str]
     ) -> dict[str, bytes]:
-        """Blob field -> stored bytes for the given channels of ``checkpoint``."""
-        values = {ch: checkpoint.channel_values[ch] for ch in fields}
-        encoded = tc.values(values, checkpoint.channel_versions)
-        out = {fields[ch]: encode_blob(t) for ch, t in encoded.items()}
-        for ch, (base, depth) in delta_links(values).items():
-            out[chain_field(fields[ch])] = ormsgpack.packb([blob_field(ch, base), depth])
+        """Blob field -> stored bytes for the given channels of ``checkpoint`` (their
+        chain fields and the leaves kept apart too: ``leafblobs``)."""
+        thread = (tc.thread_id, tc.ns)
+        hints = self._leaf_hints
+        out, apart = encode_values(
+            tc, {ch: checkpoint.channel_values[ch] for ch in fields},
+            checkpoint.channel_versions, fields,
+            (lambda d: (thread, d) in hints) if self._dedup else None)
+        if len(hints) > _DEPTHS_KEPT:
+            hints.clear()
+        hints.update((thread, d) for d in apart)
         return out
 
     def value_depth(
