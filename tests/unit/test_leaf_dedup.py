@@ -336,6 +336,27 @@ def test_sqlite_refuses_an_altered_leaf(tmp_path: Path) -> None:
             saver.get_tuple({"configurable": {"thread_id": "t"}})
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("serde", [None, signed()], ids=["plain", "signed"])
+def test_redis_refuses_an_altered_or_missing_leaf(
+        tmp_path: Path, serde: SignedSerializer | None) -> None:
+    saver = _redis(tmp_path, serde=serde)
+    assert isinstance(saver, RedisSaver)
+    try:
+        run_chat(chat_app(saver), "t", 2)
+        config = {"configurable": {"thread_id": "t"}}
+        (blobs, field), *_ = _redis_leaves(saver)
+        text = saver.client.hget(blobs, field)
+        saver.client.hset(blobs, field, text + b" ")  # one byte more: a new text
+        with pytest.raises(SerializationError, match="does not match its content hash"):
+            saver.get_tuple(config)
+        saver.client.hdel(blobs, field)
+        with pytest.raises(SerializationError, match="is gone"):
+            saver.get_tuple(config)
+    finally:
+        saver.close()
+
+
 def test_sqlite_schema_5_upgrades_a_schema_4_file(tmp_path: Path) -> None:
     golden = Path(__file__).parent.parent / "golden" / "checkpoints-signed-v4.sqlite"
     copy = tmp_path / "v4.sqlite"

@@ -67,6 +67,7 @@ __all__ = [
     "graph_key",
     "job_buckets",
     "jobs_of",
+    "leaf_digest",
     "leaf_field",
     "live_key",
     "probe_key",
@@ -198,6 +199,12 @@ LEAF = "\x02leaf\x00"
 def leaf_field(digest: bytes) -> str:
     """Field of the leaf whose SHA-256 is ``digest`` (URL-safe base64, unpadded)."""
     return LEAF + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def leaf_digest(field: str) -> bytes:
+    """Inverse of ``leaf_field``."""
+    b64 = field[len(LEAF):]
+    return base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
 
 
 def write_field(task_id: str, idx: int) -> str:

@@ -35,14 +35,11 @@ from durable_graph.store.redis.records import encode_blob
 __all__ = ["encode_values"]
 
 
-def _link(channel: str, value: Any, leaves: Mapping[bytes, bytes]) -> bytes | None:
-    """The chain field's value: delta base and depth, then the leaf fields (None: neither)."""
-    if isinstance(value, ChannelDelta):
-        head: list[Any] = [blob_field(channel, value.base), value.depth]
-    elif leaves:
-        head = ["", 0]
-    else:
-        return None
+def _link(channel: str, value: Any, leaves: Mapping[bytes, bytes]) -> bytes:
+    """The chain field's value: delta base and depth ('' and 0 for a whole value), then
+    the fields of the leaves it refers to."""
+    head = [blob_field(channel, value.base), value.depth] if isinstance(value, ChannelDelta) \
+        else ["", 0]
     return ormsgpack.packb([*head, *(leaf_field(d) for d in sorted(leaves))])
 
 
@@ -51,20 +48,21 @@ def encode_values(
     fields: Mapping[str, str], kept: Callable[[bytes], bool] | None,
 ) -> tuple[dict[str, bytes], set[bytes]]:
     """Blob field -> stored bytes for ``values`` (channel -> value, stored at
-    ``fields[channel]``), with chain fields and, when ``kept`` is given (the
-    serializer dedups leaves), the leaves kept apart; and the digests kept apart."""
-    items = list(values.items())
-    split = (apart_in(items, kept) if kept is not None
-             else [(value, {}) for _, value in items])
-    encoded = tc.values({ch: v for (ch, _), (v, _) in zip(items, split, strict=True)},
-                        versions)
-    out: dict[str, bytes] = {}
+    ``fields[channel]``), with chain fields and, when ``kept`` is given, the leaves
+    kept apart (``leaves.apart_in``); and the digests kept apart."""
+    leaves_of: dict[str, dict[bytes, bytes]] = {}
+    if kept is not None:
+        items = list(values.items())
+        split = apart_in(items, kept)
+        values = {ch: value for (ch, _), (value, _) in zip(items, split, strict=True)}
+        leaves_of = {ch: own for (ch, _), (_, own) in zip(items, split, strict=True) if own}
+    out = {fields[ch]: encode_blob(t) for ch, t in tc.values(values, versions).items()}
+    for ch, value in values.items():
+        leaves = leaves_of.get(ch)
+        if leaves is not None or isinstance(value, ChannelDelta):
+            out[chain_field(fields[ch])] = _link(ch, value, leaves or {})
     apart: set[bytes] = set()
-    for (ch, _), (value, leaves) in zip(items, split, strict=True):
-        out[fields[ch]] = encode_blob(encoded[ch])
-        link = _link(ch, value, leaves)
-        if link is not None:
-            out[chain_field(fields[ch])] = link
+    for leaves in leaves_of.values():
         out.update((leaf_field(d), stored) for d, stored in leaves.items())
         apart.update(leaves)
     return out, apart

@@ -90,12 +90,17 @@ from durable_graph.store.retention import (
     parent_gone,
 )
 from durable_graph.store.serde import Serializer, TypedSerializer
+from durable_graph.types import START
 
 __all__ = ["Prior", "RedisSaver", "Rider"]
 
 PAGE_SIZE = 100
 """Checkpoints read per round trip while listing; bounds memory, not results."""
 _DEPTHS_KEPT = 50_000
+_HINTED_THREADS = 10_000
+"""Threads whose kept-apart leaves a saver remembers (``_leaf_hints``) before it forgets all."""
+_HINTED_LEAVES = 10_000
+"""Kept-apart leaves a saver remembers of one thread before it forgets them."""
 """Value depths a saver remembers from its reads before it forgets them all."""
 
 
@@ -235,7 +240,7 @@ class RedisSaver(BaseCheckpointSaver):
         another round trip (a value is never rewritten at its version; a base deleted
         meanwhile is caught by the commit script)."""
         self._dedup = dedups_leaves(self.serde)
-        self._leaf_hints: set[tuple[tuple[str, str], bytes]] = set()
+        self._leaf_hints: dict[tuple[str, str], set[bytes]] = {}
         """Leaves this saver kept apart lately, by (thread, ns): a later value holding
         one refers to it too (``leafblobs``; the leaf is sent again all the same)."""
 
@@ -615,14 +620,18 @@ class RedisSaver(BaseCheckpointSaver):
         """Blob field -> stored bytes for the given channels of ``checkpoint`` (their
         chain fields and the leaves kept apart too: ``leafblobs``)."""
         thread = (tc.thread_id, tc.ns)
-        hints = self._leaf_hints
+        hints = self._leaf_hints.get(thread, set())
+        split = self._dedup and (bool(hints) or START in fields)  # else none would go apart
         out, apart = encode_values(
             tc, {ch: checkpoint.channel_values[ch] for ch in fields},
-            checkpoint.channel_versions, fields,
-            (lambda d: (thread, d) in hints) if self._dedup else None)
-        if len(hints) > _DEPTHS_KEPT:
-            hints.clear()
-        hints.update((thread, d) for d in apart)
+            checkpoint.channel_versions, fields, hints.__contains__ if split else None)
+        if apart:
+            if len(self._leaf_hints) > _HINTED_THREADS:
+                self._leaf_hints.clear()
+            held = self._leaf_hints.setdefault(thread, set())
+            if len(held) > _HINTED_LEAVES:
+                held.clear()
+            held.update(apart)
         return out
 
     def value_depth(
