@@ -194,12 +194,14 @@ def test_a_garbled_packed_record_is_refused(golden_redis: str) -> None:
 
 def test_v6_keeps_each_chat_text_once() -> None:
     """What v6 changes: each input text is a leaf field of the blobs hash, kept once, and
-    listed in the chain field of every value that refers to it."""
+    listed in the chain field of every value that refers to it; recorded compressing
+    values and leaves of 64 bytes or more."""
     import base64
 
     import ormsgpack
 
     from durable_graph.store.redis.keys import CHAIN, LEAF
+    from durable_graph.store.redis.records import ZLIB, unpack_leaf
 
     data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v6"]).read_text())
     fields = {base64.b64decode(f): base64.b64decode(v) for rec in data["keys"]
@@ -209,7 +211,11 @@ def test_v6_keeps_each_chat_text_once() -> None:
               for name in ormsgpack.unpackb(v)[2:]}
     texts = {m["content"] for t in range(gen.CHAT_TURNS)
              for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
-    assert sorted(v[1:].decode() for v in leaves.values()) == sorted(texts)
+    assert sorted(unpack_leaf(v)[1:].decode() for v in leaves.values()) == sorted(texts)
+    assert all(v.startswith(ZLIB.encode()) for v in leaves.values())
+    tags = {v.partition(b"\x00")[0] for f, v in fields.items()
+            if not f.startswith((LEAF.encode(), CHAIN.encode())) and b"\x00" in f}
+    assert {b"~signed", b"signed"} <= tags  # large values compressed, small ones not
     assert listed == set(leaves)  # each held by its input and the deltas or snapshots
 
 

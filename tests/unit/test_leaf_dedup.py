@@ -23,7 +23,7 @@ import pydantic
 import pytest
 
 from durable_graph import END, START, InMemorySaver, SqliteSaver, StateGraph, add_messages
-from durable_graph.errors import SerializationError
+from durable_graph.errors import GraphValueError, SerializationError
 from durable_graph.store.base import BaseCheckpointSaver
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.delta import ChannelDelta
@@ -39,7 +39,7 @@ from durable_graph.store.leaves import (
     unpack_digests,
 )
 from durable_graph.store.redis import RedisSaver
-from durable_graph.store.redis.keys import BLOBS, LEAF, ThreadKeys, leaf_field
+from durable_graph.store.redis.keys import BLOBS, CHAIN, LEAF, ThreadKeys, leaf_field
 from durable_graph.store.retention import copy_thread
 from durable_graph.store.serde import TypedSerializer
 
@@ -432,3 +432,36 @@ def test_sqlite_gives_leaves_back_without_delete_returning(tmp_path: Path) -> No
     state = saver.get_tuple({"configurable": {"thread_id": "t"}})
     assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
     saver.close()
+
+
+@pytest.mark.redis
+def test_redis_compress_min_stores_large_values_and_leaves_compressed(tmp_path: Path) -> None:
+    """``compress_min``: values and leaves of at least that many bytes are stored zlib-
+    compressed; every saver of the store reads them, and the states are as without."""
+    squeezed = _redis(tmp_path, compress_min=200, serde=signed())
+    assert isinstance(squeezed, RedisSaver)
+    plain = RedisSaver(squeezed.client, prefix=squeezed.prefix, serde=signed())
+    try:
+        texts = [" ".join(["lorem ipsum dolor"] * 40) + str(i) for i in range(3)]
+        app = chat_app(squeezed)
+        config = {"configurable": {"thread_id": "t"}}
+        for text_ in texts:
+            app.invoke({"messages": [{"id": text_[-1], "role": "user", "content": text_}]},
+                       config)
+        small = [f"short message {i}" for i in range(20)]  # no leaf: a large value
+        app.invoke({"messages": [{"id": f"s{i}", "role": "user", "content": t}
+                                 for i, t in enumerate(small)]}, config)
+        leaves = _redis_leaves(squeezed)
+        stored = [squeezed.client.hget(key, field) for key, field in leaves]
+        assert len(leaves) == 3 and all(s.startswith(b"~") and len(s) < 200 for s in stored)
+        blobs = ThreadKeys(squeezed.prefix, "t").ns("").blobs
+        values = [v for f, v in squeezed.client.hgetall(blobs).items()
+                  if not f.startswith((LEAF.encode(), CHAIN.encode()))]
+        assert any(v.startswith(b"~") for v in values)  # tag ~signed: compressed
+        assert any(not v.startswith(b"~") for v in values)  # short ones are not
+        assert [content(m) for m in app.get_state(config).values["messages"]] == texts + small
+        assert history(plain, "t") == history(squeezed, "t")  # a plain saver reads them
+        with pytest.raises(GraphValueError, match="compress_min"):
+            RedisSaver(squeezed.client, prefix="x", compress_min=0)
+    finally:
+        squeezed.close()

@@ -30,7 +30,7 @@ from durable_graph.store.delta import ChannelDelta
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import apart_in
 from durable_graph.store.redis.keys import blob_field, chain_field, leaf_field
-from durable_graph.store.redis.records import encode_blob
+from durable_graph.store.redis.records import encode_blob, pack_leaf
 
 __all__ = ["encode_values"]
 
@@ -45,24 +45,27 @@ def _link(channel: str, value: Any, leaves: Mapping[bytes, bytes]) -> bytes:
 
 def encode_values(
     tc: ThreadCodec, values: Mapping[str, Any], versions: Mapping[str, Any],
-    fields: Mapping[str, str], kept: Callable[[bytes], bool] | None,
+    fields: Mapping[str, str], kept: Callable[[bytes], bool] | None, *, compress_min: int = 0,
 ) -> tuple[dict[str, bytes], set[bytes]]:
     """Blob field -> stored bytes for ``values`` (channel -> value, stored at
     ``fields[channel]``), with chain fields and, when ``kept`` is given, the leaves
-    kept apart (``leaves.apart_in``); and the digests kept apart."""
+    kept apart (``leaves.apart_in``); and the digests kept apart. Values and leaves of
+    at least ``compress_min`` bytes are stored compressed (``records.encode_blob``)."""
     leaves_of: dict[str, dict[bytes, bytes]] = {}
     if kept is not None:
         items = list(values.items())
         split = apart_in(items, kept)
         values = {ch: value for (ch, _), (value, _) in zip(items, split, strict=True)}
         leaves_of = {ch: own for (ch, _), (_, own) in zip(items, split, strict=True) if own}
-    out = {fields[ch]: encode_blob(t) for ch, t in tc.values(values, versions).items()}
+    out = {fields[ch]: encode_blob(t, compress_min)
+           for ch, t in tc.values(values, versions).items()}
     for ch, value in values.items():
         leaves = leaves_of.get(ch)
         if leaves is not None or isinstance(value, ChannelDelta):
             out[chain_field(fields[ch])] = _link(ch, value, leaves or {})
     apart: set[bytes] = set()
     for leaves in leaves_of.values():
-        out.update((leaf_field(d), stored) for d, stored in leaves.items())
+        out.update((leaf_field(d), pack_leaf(stored, compress_min))
+                   for d, stored in leaves.items())
         apart.update(leaves)
     return out, apart

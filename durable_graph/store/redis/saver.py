@@ -180,6 +180,16 @@ def _delta_bases(checkpoint: Checkpoint, channels: Sequence[str]) -> dict[str, s
             if isinstance(values[ch], ChannelDelta)}
 
 
+def _compress_min(value: int | None) -> int:
+    """``compress_min`` checked: None (0 here) or a positive int."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GraphValueError(
+            f"compress_min must be None or an int of at least 1 (bytes), got {value!r}")
+    return value
+
+
 def _flatten(pairs: Mapping[str, Any]) -> list[Any]:
     return [item for pair in pairs.items() for item in pair]
 
@@ -201,6 +211,10 @@ class RedisSaver(BaseCheckpointSaver):
         commit_wait: what each commit waits for before it returns: ``"aof"``
             (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
             or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
+        compress_min: store each channel value and kept-apart leaf of at least this
+            many bytes zlib-compressed when that makes it shorter (None: never). A codec
+            of this saver's own: every saver reads both forms, so workers and producers
+            of one store may differ (each compresses what it commits).
     """
 
     def __init__(
@@ -214,6 +228,7 @@ class RedisSaver(BaseCheckpointSaver):
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         commit_wait: CommitWait | str | None = None,
+        compress_min: int | None = None,
         _where: str | None = None,
         _owns_client: bool = False,
         _thread_policy: bool = False,
@@ -228,6 +243,7 @@ class RedisSaver(BaseCheckpointSaver):
         self._thread_policy = _thread_policy
         self.serde: Serializer = serde or TypedSerializer()
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
+        self.compress_min = _compress_min(compress_min)
         self.prefix = prefix
         self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
         self._owns_client = _owns_client
@@ -257,6 +273,7 @@ class RedisSaver(BaseCheckpointSaver):
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         cluster: bool = False,
         commit_wait: CommitWait | str | None = None,
+        compress_min: int | None = None,
         _thread_policy: bool = False,
         **client_kwargs: Any,
     ) -> RedisSaver:
@@ -269,7 +286,8 @@ class RedisSaver(BaseCheckpointSaver):
         where = f"Redis at {redact(url)}"
         return cls(client, prefix=prefix, serde=serde, ttl=ttl, keep_last=keep_last,
                    delta=delta, snapshot_every=snapshot_every, commit_wait=commit_wait,
-                   _where=where, _owns_client=True, _thread_policy=_thread_policy)
+                   compress_min=compress_min, _where=where, _owns_client=True,
+                   _thread_policy=_thread_policy)
 
     def _policy(self) -> tuple[str, str]:
         """(ttl, keep_last) as script arguments: this saver's ('0': none), or ('', ''):
@@ -624,7 +642,8 @@ class RedisSaver(BaseCheckpointSaver):
         split = self._dedup and (bool(hints) or START in fields)  # else none would go apart
         out, apart = encode_values(
             tc, {ch: checkpoint.channel_values[ch] for ch in fields},
-            checkpoint.channel_versions, fields, hints.__contains__ if split else None)
+            checkpoint.channel_versions, fields, hints.__contains__ if split else None,
+            compress_min=self.compress_min)
         if apart:
             if len(self._leaf_hints) > _HINTED_THREADS:
                 self._leaf_hints.clear()
