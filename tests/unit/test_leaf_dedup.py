@@ -461,6 +461,9 @@ def test_redis_compress_min_stores_large_values_and_leaves_compressed(tmp_path: 
         assert any(not v.startswith(b"~") for v in values)  # short ones are not
         assert [content(m) for m in app.get_state(config).values["messages"]] == texts + small
         assert history(plain, "t") == history(squeezed, "t")  # a plain saver reads them
+        other = RedisSaver(squeezed.client, prefix=squeezed.prefix,  # and one that keeps
+                           serde=SignedSerializer(Other(), SigningCodec.from_secret("s" * 32)))
+        assert history(other, "t") == history(squeezed, "t")  # no leaf apart itself
         with pytest.raises(GraphValueError, match="compress_min"):
             RedisSaver(squeezed.client, prefix="x", compress_min=0)
     finally:

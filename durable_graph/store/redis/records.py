@@ -40,7 +40,7 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.delta import ChannelDelta, resolve_values
 from durable_graph.store.encoding import ThreadCodec
-from durable_graph.store.leaves import dedups_leaves, join_found
+from durable_graph.store.leaves import join_found
 from durable_graph.store.redis.keys import LEAF, blob_field, leaf_digest, write_field
 
 __all__ = [
@@ -257,7 +257,7 @@ def decode_tuple(
                        for ch, v in stored.items()})
     values = resolve_values(
         stored, lambda ch, head: _chain(tc, checkpoint_id, ch, head, by_field, signed=signed))
-    join_leaves_of(tc, values, by_field)
+    join_leaves_of(values, by_field)
     parent = fields["parent"].decode()
     thread_id, ns = tc.thread_id, tc.ns
     return CheckpointTuple(
@@ -276,13 +276,10 @@ def decode_tuple(
     )
 
 
-def join_leaves_of(
-    tc: ThreadCodec, values: dict[str, Any], by_field: Mapping[str, bytes | None]
-) -> None:
+def join_leaves_of(values: dict[str, Any], by_field: Mapping[str, bytes | None]) -> None:
     """Put back the leaves of decoded ``values`` (in place; ``leafblobs``) from a ``LOAD``
-    reply's blob fields; a leaf listed but gone, or never listed, is a SerializationError."""
-    if not dedups_leaves(tc.serde):
-        return  # its values cannot hold a LeafRef
+    reply's blob fields; a leaf listed but gone, or never listed, is a SerializationError.
+    Whatever this saver's serializer: another saver's may have kept leaves apart."""
     join_found(values, {leaf_digest(f): unpack_leaf(raw) for f, raw in by_field.items()
                         if raw is not None and f.startswith(LEAF)})
 
