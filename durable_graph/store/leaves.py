@@ -38,6 +38,7 @@ __all__ = [
     "apart_in",
     "dedups_leaves",
     "digests_of",
+    "join_found",
     "join_leaves",
     "leaf_bytes",
     "leaf_value",
@@ -242,9 +243,13 @@ def resolve_leaves(
     wanted: set[bytes] = set()
     for v in values.values():
         digests_of(v, wanted)
-    if not wanted:
-        return
-    found = fetch(wanted)
+    if wanted:
+        join_found(values, fetch(wanted))
+
+
+def join_found(values: dict[Any, Any], found: Mapping[bytes, bytes]) -> None:
+    """Join the leaves of every value in ``values`` (in place) from ``found`` (digest to
+    stored bytes: every leaf they may refer to); a leaf missing is a SerializationError."""
 
     def leaf(digest: bytes) -> str | bytes:
         stored = found.get(digest)

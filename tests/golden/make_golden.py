@@ -28,6 +28,10 @@ Formats (each file keeps the format it was recorded in):
 - ``signed-v5``: as ``signed-v4`` (SQLite schema 5), with each chat message padded by
   ``LEAF_PAD`` so its text is a large leaf kept once per thread (the ``leaves`` table,
   ``store/leaves.py``: the input refers to it, and so do the deltas and writes).
+- ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
+  leaf field of the blobs hash, kept once, listed in the chain field of every value
+  that refers to it (``store/redis/leafblobs.py``); recorded with ``compress_min`` =
+  ``COMPRESS_FORMATS``, so values and leaves that long are stored zlib-compressed.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -80,14 +84,16 @@ SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v5": "checkpoints-signed-v5.sqlite"}
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
-                 "redis-v5": "redis-v5.json"}
+                 "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "redis-v3", "redis-v4",
-                           "redis-v5"})
+                           "redis-v5", "redis-v6"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
-LEAF_FORMATS = frozenset({"signed-v5"})
+LEAF_FORMATS = frozenset({"signed-v5", "redis-v6"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""
+COMPRESS_FORMATS = {"redis-v6": 64}
+"""Redis formats recorded with ``compress_min`` (by format)."""
 DELTA_THREADS = ("chat",)
 GOLDEN_SNAPSHOT_EVERY = 3
 """Deltas between whole values in the delta golden stores: chains restart within ``chat``."""
@@ -380,7 +386,9 @@ def import_redis(client: Any, records: list[dict[str, Any]], rename: tuple[str, 
             client.set(key, base64.b64decode(content))
 
 
-def record_redis(directory: Path, name: str, url: str, delta: bool = False) -> dict[str, Any]:
+def record_redis(
+    directory: Path, name: str, url: str, delta: bool = False, compress_min: int | None = None,
+) -> dict[str, Any]:
     """Run every golden thread into Redis under ``GOLDEN_PREFIX``; export it to ``name``."""
     import redis
 
@@ -391,8 +399,8 @@ def record_redis(directory: Path, name: str, url: str, delta: bool = False) -> d
         for key in client.scan_iter(match=pattern):
             client.delete(key)
     with RedisSaver.from_url(url, prefix=GOLDEN_PREFIX, serde=golden_serde(),
-                             **_delta_options(delta)) as saver:
-        expected = _run_all(saver, delta)
+                             compress_min=compress_min, **_delta_options(delta)) as saver:
+        expected = _run_all(saver, delta, pad_of(name))
     data = {"prefix": GOLDEN_PREFIX, "keys": export_redis(client, GOLDEN_PREFIX)}
     (directory / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     _write_expected(directory, name, expected)
@@ -410,7 +418,8 @@ if __name__ == "__main__":
         result = record(HERE, SQLITE_FORMATS[fmt], signed=True, delta=fmt in DELTA_FORMATS)
     elif fmt in REDIS_FORMATS:
         url = os.environ.get("DURABLE_GRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-        result = record_redis(HERE, REDIS_FORMATS[fmt], url, delta=fmt in DELTA_FORMATS)
+        result = record_redis(HERE, REDIS_FORMATS[fmt], url, delta=fmt in DELTA_FORMATS,
+                              compress_min=COMPRESS_FORMATS.get(fmt))
     else:
         known = ", ".join(["plain", *SQLITE_FORMATS, *REDIS_FORMATS])
         raise SystemExit(f"unknown format {fmt!r}: one of {known}")

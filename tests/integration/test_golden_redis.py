@@ -190,3 +190,59 @@ def test_a_garbled_packed_record_is_refused(golden_redis: str) -> None:
         with pytest.raises(CheckpointStoreError, match="read checkpoint"):
             saver.get_tuple(gen.config("complete"))
     client.close()
+
+
+def test_v6_keeps_each_chat_text_once() -> None:
+    """What v6 changes: each input text is a leaf field of the blobs hash, kept once, and
+    listed in the chain field of every value that refers to it; recorded compressing
+    values and leaves of 64 bytes or more."""
+    import base64
+
+    import ormsgpack
+
+    from durable_graph.store.redis.keys import CHAIN, LEAF
+    from durable_graph.store.redis.records import ZLIB, unpack_leaf
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v6"]).read_text())
+    fields = {base64.b64decode(f): base64.b64decode(v) for rec in data["keys"]
+              if rec["type"] == "hash" for f, v in rec["content"].items()}
+    leaves = {f.decode(): v for f, v in fields.items() if f.startswith(LEAF.encode())}
+    listed = {name for f, v in fields.items() if f.startswith(CHAIN.encode())
+              for name in ormsgpack.unpackb(v)[2:]}
+    texts = {m["content"] for t in range(gen.CHAT_TURNS)
+             for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
+    assert sorted(unpack_leaf(v)[1:].decode() for v in leaves.values()) == sorted(texts)
+    assert all(v.startswith(ZLIB.encode()) for v in leaves.values())
+    tags = {v.partition(b"\x00")[0] for f, v in fields.items()
+            if not f.startswith((LEAF.encode(), CHAIN.encode())) and b"\x00" in f}
+    assert {b"~signed", b"signed"} <= tags  # large values compressed, small ones not
+    assert listed == set(leaves)  # each held by its input and the deltas or snapshots
+
+
+def test_a_v5_thread_resumed_with_large_texts_keeps_them_apart_and_prunes(
+    golden_redis: str,
+) -> None:
+    """New commits on a thread written before v6 keep their input texts apart; history
+    reads both formats, and pruning keeps every leaf a kept checkpoint reads."""
+    from durable_graph.store.redis.keys import LEAF
+
+    client = _restore(golden_redis, gen.REDIS_FORMATS["redis-v5"])
+    leaves = lambda: [f for k in client.scan_iter(match="*:blobs")  # noqa: E731
+                      for f in client.hkeys(k) if f.startswith(LEAF.encode())]
+    with RedisSaver.from_url(golden_redis, prefix=gen.GOLDEN_PREFIX,
+                             serde=gen.golden_serde()) as saver:
+        graph = gen.chat_graph(saver, gen.Runs(fail=False))
+        big = gen.chat_turn(gen.CHAT_TURNS, gen.LEAF_PAD)
+        graph.invoke(big, gen.config("chat"))
+        assert len(leaves()) == 1
+        want = [*gen.chat_messages(gen.CHAT_TURNS)]
+        state = graph.get_state(gen.config("chat")).values
+        assert _unit._messages(state)[:len(want)] == want
+        assert _unit._messages(state)[len(want)][1] == big["messages"][0]["content"]
+        saver.prune(["chat"], keep_last=1)
+        assert _unit._messages(graph.get_state(gen.config("chat")).values) == \
+            _unit._messages(state)
+        assert len(leaves()) == 1  # the latest snapshot or chain still reads it
+        saver.delete_thread("chat")
+        assert leaves() == []
+    client.close()

@@ -1,4 +1,4 @@
-"""Leaf dedup: a large string kept once per thread, on the memory and SQLite savers.
+"""Leaf dedup: a large string kept once per thread, on the memory, SQLite and Redis savers.
 
 A chat's message goes into the input channel, the consuming task's write and the
 ``messages`` delta; each saver must keep its text once, give the same states and
@@ -13,6 +13,7 @@ import hashlib
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -22,7 +23,7 @@ import pydantic
 import pytest
 
 from durable_graph import END, START, InMemorySaver, SqliteSaver, StateGraph, add_messages
-from durable_graph.errors import SerializationError
+from durable_graph.errors import GraphValueError, SerializationError
 from durable_graph.store.base import BaseCheckpointSaver
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.delta import ChannelDelta
@@ -37,6 +38,8 @@ from durable_graph.store.leaves import (
     split_leaves,
     unpack_digests,
 )
+from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.keys import BLOBS, CHAIN, LEAF, ThreadKeys, leaf_field
 from durable_graph.store.retention import copy_thread
 from durable_graph.store.serde import TypedSerializer
 
@@ -146,7 +149,19 @@ def _sqlite(folder: Path, **options: Any) -> BaseCheckpointSaver:
     return SqliteSaver(folder / f"c{len(list(folder.iterdir()))}.db", **options)
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-signed", "memory-signed"])
+def _redis(folder: Path, **options: Any) -> BaseCheckpointSaver:
+    # The conftest sets both for tests marked redis and deletes the prefix's keys after.
+    url = os.environ["DURABLE_GRAPH_TEST_REDIS_URL"]
+    prefix = f"{os.environ['DURABLE_GRAPH_TEST_REDIS_PREFIX']}-{uuid.uuid4().hex[:8]}"
+    return RedisSaver.from_url(url, prefix=prefix, **options)
+
+
+_BUILDERS = {"memory": _memory, "sqlite": _sqlite, "redis": _redis}
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqlite-signed", "memory-signed",
+                        pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("redis-signed", marks=pytest.mark.redis)])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     kind = str(request.param)
     made: list[BaseCheckpointSaver] = []
@@ -154,7 +169,7 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
     def build(**options: Any) -> BaseCheckpointSaver:
         if kind.endswith("signed"):
             options.setdefault("serde", signed())
-        saver = (_sqlite if kind.startswith("sqlite") else _memory)(tmp_path, **options)
+        saver = _BUILDERS[kind.partition("-")[0]](tmp_path, **options)
         made.append(saver)
         return saver
 
@@ -165,7 +180,16 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
             close()
 
 
+def _redis_leaves(saver: RedisSaver) -> list[tuple[bytes, bytes]]:
+    """(blobs key, leaf field) of every leaf the saver's prefix keeps."""
+    client = saver.client
+    return [(key, field) for key in client.scan_iter(match=f"*{saver.prefix}*{BLOBS}")
+            for field in client.hkeys(key) if field.startswith(LEAF.encode())]
+
+
 def leaf_count(saver: BaseCheckpointSaver) -> int:
+    if isinstance(saver, RedisSaver):
+        return len(_redis_leaves(saver))
     if isinstance(saver, SqliteSaver):
         return int(saver._conn.execute("SELECT count(*) FROM leaves").fetchone()[0])
     assert isinstance(saver, InMemorySaver)
@@ -261,6 +285,9 @@ def test_copy_thread_keeps_its_own_leaves(make: Callable[..., BaseCheckpointSave
 
 def kept(saver: BaseCheckpointSaver, thread: str, leaf: str) -> bool:
     digest = hashlib.sha256(leaf_bytes(leaf)).digest()
+    if isinstance(saver, RedisSaver):
+        blobs = ThreadKeys(saver.prefix, thread).ns("").blobs
+        return bool(saver.client.hexists(blobs, leaf_field(digest)))
     if isinstance(saver, SqliteSaver):
         return saver._conn.execute("SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?",
                                    (thread, digest)).fetchone() is not None
@@ -271,6 +298,9 @@ def kept(saver: BaseCheckpointSaver, thread: str, leaf: str) -> bool:
 def test_pending_writes_hold_their_leaves_until_replaced_or_pruned(
         make: Callable[..., BaseCheckpointSaver]) -> None:
     saver = make()
+    if isinstance(saver, RedisSaver):
+        pytest.skip("Redis keeps leaves apart in channel values only: a step's writes "
+                    "are retired by its commit, and an input's by the next step's")
     contents = run_chat(chat_app(saver), "t", 1)
     held = leaf_count(saver)
     latest = saver.get_tuple({"configurable": {"thread_id": "t"}})
@@ -304,6 +334,27 @@ def test_sqlite_refuses_an_altered_leaf(tmp_path: Path) -> None:
         with SqliteSaver(path, serde=serde) as saver, pytest.raises(
                 SerializationError, match="does not match its content hash"):
             saver.get_tuple({"configurable": {"thread_id": "t"}})
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("serde", [None, signed()], ids=["plain", "signed"])
+def test_redis_refuses_an_altered_or_missing_leaf(
+        tmp_path: Path, serde: SignedSerializer | None) -> None:
+    saver = _redis(tmp_path, serde=serde)
+    assert isinstance(saver, RedisSaver)
+    try:
+        run_chat(chat_app(saver), "t", 2)
+        config = {"configurable": {"thread_id": "t"}}
+        (blobs, field), *_ = _redis_leaves(saver)
+        text = saver.client.hget(blobs, field)
+        saver.client.hset(blobs, field, text + b" ")  # one byte more: a new text
+        with pytest.raises(SerializationError, match="does not match its content hash"):
+            saver.get_tuple(config)
+        saver.client.hdel(blobs, field)
+        with pytest.raises(SerializationError, match="is gone"):
+            saver.get_tuple(config)
+    finally:
+        saver.close()
 
 
 def test_sqlite_schema_5_upgrades_a_schema_4_file(tmp_path: Path) -> None:
@@ -381,3 +432,39 @@ def test_sqlite_gives_leaves_back_without_delete_returning(tmp_path: Path) -> No
     state = saver.get_tuple({"configurable": {"thread_id": "t"}})
     assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
     saver.close()
+
+
+@pytest.mark.redis
+def test_redis_compress_min_stores_large_values_and_leaves_compressed(tmp_path: Path) -> None:
+    """``compress_min``: values and leaves of at least that many bytes are stored zlib-
+    compressed; every saver of the store reads them, and the states are as without."""
+    squeezed = _redis(tmp_path, compress_min=200, serde=signed())
+    assert isinstance(squeezed, RedisSaver)
+    plain = RedisSaver(squeezed.client, prefix=squeezed.prefix, serde=signed())
+    try:
+        texts = [" ".join(["lorem ipsum dolor"] * 40) + str(i) for i in range(3)]
+        app = chat_app(squeezed)
+        config = {"configurable": {"thread_id": "t"}}
+        for text_ in texts:
+            app.invoke({"messages": [{"id": text_[-1], "role": "user", "content": text_}]},
+                       config)
+        small = [f"short message {i}" for i in range(20)]  # no leaf: a large value
+        app.invoke({"messages": [{"id": f"s{i}", "role": "user", "content": t}
+                                 for i, t in enumerate(small)]}, config)
+        leaves = _redis_leaves(squeezed)
+        stored = [squeezed.client.hget(key, field) for key, field in leaves]
+        assert len(leaves) == 3 and all(s.startswith(b"~") and len(s) < 200 for s in stored)
+        blobs = ThreadKeys(squeezed.prefix, "t").ns("").blobs
+        values = [v for f, v in squeezed.client.hgetall(blobs).items()
+                  if not f.startswith((LEAF.encode(), CHAIN.encode()))]
+        assert any(v.startswith(b"~") for v in values)  # tag ~signed: compressed
+        assert any(not v.startswith(b"~") for v in values)  # short ones are not
+        assert [content(m) for m in app.get_state(config).values["messages"]] == texts + small
+        assert history(plain, "t") == history(squeezed, "t")  # a plain saver reads them
+        other = RedisSaver(squeezed.client, prefix=squeezed.prefix,  # and one that keeps
+                           serde=SignedSerializer(Other(), SigningCodec.from_secret("s" * 32)))
+        assert history(other, "t") == history(squeezed, "t")  # no leaf apart itself
+        with pytest.raises(GraphValueError, match="compress_min"):
+            RedisSaver(squeezed.client, prefix="x", compress_min=0)
+    finally:
+        squeezed.close()

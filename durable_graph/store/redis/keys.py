@@ -7,7 +7,10 @@ checkpoint namespace)::
     {P:T}:lease                hash  lease: owner, generation (fencing token), expiry
     {P:T}:ns                   hash  namespace name -> namespace key base ``{P:T}:n:N``
     {P:T}:n:N:idx              zset  checkpoint ids, all score 0, so lexical order = time order
-    {P:T}:n:N:blobs            hash  "channel\\0version" -> tag "\\0" bytes (one per version)
+    {P:T}:n:N:blobs            hash  "channel\\0version" -> tag "\\0" bytes (one per version);
+                               "\\1chain\\0" field -> [base field or '', depth, leaf fields]
+                               (``chain_field``); "\\2leaf\\0" digest -> a large leaf kept
+                               once (``leaf_field``, redis-v6: ``leafblobs``)
     {P:T}:n:N:cp:<id>          string  one checkpoint, packed: parent, ts, v, versions, seen,
                                metadata, refs (a hash before redis-v4, still read)
     {P:T}:n:N:w:<id>           hash  pending writes of one checkpoint: "task_id:idx" -> write
@@ -42,6 +45,7 @@ from this module's pieces.
 
 from __future__ import annotations
 
+import base64
 import re
 import zlib
 from dataclasses import dataclass
@@ -51,6 +55,7 @@ __all__ = [
     "CHAIN",
     "CHECKPOINT",
     "INDEX",
+    "LEAF",
     "STATUS_BUCKETS",
     "WRITES",
     "JobKeys",
@@ -62,6 +67,8 @@ __all__ = [
     "graph_key",
     "job_buckets",
     "jobs_of",
+    "leaf_digest",
+    "leaf_field",
     "live_key",
     "probe_key",
     "status_key",
@@ -183,6 +190,21 @@ CHAIN = "\x01chain\x00"
 def chain_field(field: str) -> str:
     """Field listing the blob fields a delta value at ``field`` needs (msgpack list)."""
     return CHAIN + field
+
+
+LEAF = "\x02leaf\x00"
+"""Prefix of the blobs-hash field holding a large leaf kept once (``leafblobs``)."""
+
+
+def leaf_field(digest: bytes) -> str:
+    """Field of the leaf whose SHA-256 is ``digest`` (URL-safe base64, unpadded)."""
+    return LEAF + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def leaf_digest(field: str) -> bytes:
+    """Inverse of ``leaf_field``."""
+    b64 = field[len(LEAF):]
+    return base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
 
 
 def write_field(task_id: str, idx: int) -> str:

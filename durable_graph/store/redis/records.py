@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,7 +40,8 @@ from durable_graph.store.base import (
 )
 from durable_graph.store.delta import ChannelDelta, resolve_values
 from durable_graph.store.encoding import ThreadCodec
-from durable_graph.store.redis.keys import blob_field, write_field
+from durable_graph.store.leaves import join_found
+from durable_graph.store.redis.keys import LEAF, blob_field, leaf_digest, write_field
 
 __all__ = [
     "bind_run",
@@ -49,9 +51,12 @@ __all__ = [
     "decode_tuple",
     "encode_blob",
     "encode_writes",
+    "join_leaves_of",
+    "pack_leaf",
     "pack_record",
     "record_parent",
     "unbind_run",
+    "unpack_leaf",
     "unpack_record",
 ]
 
@@ -64,16 +69,53 @@ def _json(value: Any, what: str) -> str:
         raise SerializationError(f"cannot store {what} as JSON: {exc}") from exc
 
 
-def encode_blob(tagged: tuple[str, bytes]) -> bytes:
-    """``tag \\0 bytes``: a serializer tag never holds a NUL, so the split is unambiguous."""
+ZLIB = "~"
+"""Tag prefix of a value stored zlib-compressed (``RedisSaver(compress_min=...)``); no
+serializer tag starts with it. A leaf stored compressed starts with it too."""
+
+
+def encode_blob(tagged: tuple[str, bytes], compress_min: int = 0) -> bytes:
+    """``tag \\0 bytes``: a serializer tag never holds a NUL, so the split is unambiguous.
+
+    With ``compress_min``, bytes at least that long are stored zlib-compressed (tag
+    ``~tag``) when that makes them shorter."""
     tag, data = tagged
+    if compress_min and len(data) >= compress_min:
+        packed = zlib.compress(data)
+        if len(packed) < len(data):
+            tag, data = ZLIB + tag, packed
     return tag.encode() + b"\x00" + data
 
 
 def decode_blob(raw: bytes) -> tuple[str, bytes]:
     """Inverse of ``encode_blob``."""
     tag, _, data = raw.partition(b"\x00")
-    return tag.decode(), data
+    text = tag.decode()
+    if text.startswith(ZLIB):
+        return text[len(ZLIB):], _inflate(data)
+    return text, data
+
+
+def _inflate(data: bytes) -> bytes:
+    try:
+        return zlib.decompress(data)
+    except zlib.error as exc:
+        raise SerializationError(f"a compressed stored value is garbled ({exc})") from None
+
+
+def pack_leaf(stored: bytes, compress_min: int = 0) -> bytes:
+    """A leaf as its blobs field holds it: ``leaves.leaf_bytes`` (kind ``s``/``b`` first),
+    or ``~`` and those bytes zlib-compressed (``compress_min``, as ``encode_blob``)."""
+    if compress_min and len(stored) >= compress_min:
+        packed = zlib.compress(stored)
+        if len(packed) + len(ZLIB) < len(stored):
+            return ZLIB.encode() + packed
+    return stored
+
+
+def unpack_leaf(raw: bytes) -> bytes:
+    """Inverse of ``pack_leaf``."""
+    return _inflate(raw[len(ZLIB):]) if raw[:1] == ZLIB.encode() else raw
 
 
 def _as_bytes(value: str | bytes) -> bytes:
@@ -215,6 +257,7 @@ def decode_tuple(
                        for ch, v in stored.items()})
     values = resolve_values(
         stored, lambda ch, head: _chain(tc, checkpoint_id, ch, head, by_field, signed=signed))
+    join_leaves_of(values, by_field)
     parent = fields["parent"].decode()
     thread_id, ns = tc.thread_id, tc.ns
     return CheckpointTuple(
@@ -231,6 +274,14 @@ def decode_tuple(
         parent_config=checkpoint_config(thread_id, ns, parent) if parent else None,
         pending_writes=_writes(tc, checkpoint_id, write_flat),
     )
+
+
+def join_leaves_of(values: dict[str, Any], by_field: Mapping[str, bytes | None]) -> None:
+    """Put back the leaves of decoded ``values`` (in place; ``leafblobs``) from a ``LOAD``
+    reply's blob fields; a leaf listed but gone, or never listed, is a SerializationError.
+    Whatever this saver's serializer: another saver's may have kept leaves apart."""
+    join_found(values, {leaf_digest(f): unpack_leaf(raw) for f, raw in by_field.items()
+                        if raw is not None and f.startswith(LEAF)})
 
 
 def blob_fields_of(checkpoint: Checkpoint) -> dict[str, str]:

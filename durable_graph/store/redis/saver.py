@@ -52,11 +52,11 @@ from durable_graph.store.base import (
 from durable_graph.store.delta import (
     DEFAULT_SNAPSHOT_EVERY,
     ChannelDelta,
-    delta_links,
     plan_values,
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
+from durable_graph.store.leaves import dedups_leaves
 from durable_graph.store.redis import retention
 from durable_graph.store.redis.commit_wait import CommitWait
 from durable_graph.store.redis.connection import Client, RedisConn, client_from_url, redact
@@ -70,6 +70,7 @@ from durable_graph.store.redis.keys import (
     thread_record_pattern,
     write_field,
 )
+from durable_graph.store.redis.leafblobs import encode_values
 from durable_graph.store.redis.lease import Lease, RedisLeases
 from durable_graph.store.redis.records import (
     bind_run,
@@ -77,7 +78,6 @@ from durable_graph.store.redis.records import (
     checkpoint_fields,
     decode_metadata,
     decode_tuple,
-    encode_blob,
     encode_writes,
     pack_record,
     unbind_run,
@@ -90,12 +90,17 @@ from durable_graph.store.retention import (
     parent_gone,
 )
 from durable_graph.store.serde import Serializer, TypedSerializer
+from durable_graph.types import START
 
 __all__ = ["Prior", "RedisSaver", "Rider"]
 
 PAGE_SIZE = 100
 """Checkpoints read per round trip while listing; bounds memory, not results."""
 _DEPTHS_KEPT = 50_000
+_HINTED_THREADS = 10_000
+"""Threads whose kept-apart leaves a saver remembers (``_leaf_hints``) before it forgets all."""
+_HINTED_LEAVES = 10_000
+"""Kept-apart leaves a saver remembers of one thread before it forgets them."""
 """Value depths a saver remembers from its reads before it forgets them all."""
 
 
@@ -175,6 +180,16 @@ def _delta_bases(checkpoint: Checkpoint, channels: Sequence[str]) -> dict[str, s
             if isinstance(values[ch], ChannelDelta)}
 
 
+def _compress_min(value: int | None) -> int:
+    """``compress_min`` checked: None (0 here) or a positive int."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GraphValueError(
+            f"compress_min must be None or an int of at least 1 (bytes), got {value!r}")
+    return value
+
+
 def _flatten(pairs: Mapping[str, Any]) -> list[Any]:
     return [item for pair in pairs.items() for item in pair]
 
@@ -196,6 +211,10 @@ class RedisSaver(BaseCheckpointSaver):
         commit_wait: what each commit waits for before it returns: ``"aof"``
             (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
             or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
+        compress_min: store each channel value and kept-apart leaf of at least this
+            many bytes zlib-compressed when that makes it shorter (None: never). A codec
+            of this saver's own: every saver reads both forms, so workers and producers
+            of one store may differ (each compresses what it commits).
     """
 
     def __init__(
@@ -209,6 +228,7 @@ class RedisSaver(BaseCheckpointSaver):
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         commit_wait: CommitWait | str | None = None,
+        compress_min: int | None = None,
         _where: str | None = None,
         _owns_client: bool = False,
         _thread_policy: bool = False,
@@ -223,6 +243,7 @@ class RedisSaver(BaseCheckpointSaver):
         self._thread_policy = _thread_policy
         self.serde: Serializer = serde or TypedSerializer()
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
+        self.compress_min = _compress_min(compress_min)
         self.prefix = prefix
         self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
         self._owns_client = _owns_client
@@ -234,6 +255,10 @@ class RedisSaver(BaseCheckpointSaver):
         version): a commit on top of a checkpoint just loaded plans its deltas without
         another round trip (a value is never rewritten at its version; a base deleted
         meanwhile is caught by the commit script)."""
+        self._dedup = dedups_leaves(self.serde)
+        self._leaf_hints: dict[tuple[str, str], set[bytes]] = {}
+        """Leaves this saver kept apart lately, by (thread, ns): a later value holding
+        one refers to it too (``leafblobs``; the leaf is sent again all the same)."""
 
     @classmethod
     def from_url(
@@ -248,6 +273,7 @@ class RedisSaver(BaseCheckpointSaver):
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         cluster: bool = False,
         commit_wait: CommitWait | str | None = None,
+        compress_min: int | None = None,
         _thread_policy: bool = False,
         **client_kwargs: Any,
     ) -> RedisSaver:
@@ -260,7 +286,8 @@ class RedisSaver(BaseCheckpointSaver):
         where = f"Redis at {redact(url)}"
         return cls(client, prefix=prefix, serde=serde, ttl=ttl, keep_last=keep_last,
                    delta=delta, snapshot_every=snapshot_every, commit_wait=commit_wait,
-                   _where=where, _owns_client=True, _thread_policy=_thread_policy)
+                   compress_min=compress_min, _where=where, _owns_client=True,
+                   _thread_policy=_thread_policy)
 
     def _policy(self) -> tuple[str, str]:
         """(ttl, keep_last) as script arguments: this saver's ('0': none), or ('', ''):
@@ -481,10 +508,10 @@ class RedisSaver(BaseCheckpointSaver):
         if parent is not None:
             thread_id, ns, _ = config_ids(config)
             checkpoint = self._with_deltas(thread_id, ns, checkpoint, parent, new_versions)
+        first = self._plan(*prior.put, ["", "", ""]) if prior is not None else None
         plan = self._plan(config, checkpoint, metadata, new_versions,
                           [expect_latest or "", replaces or "", keep or ""])
-        if prior is not None:
-            first = self._plan(*prior.put, ["", "", ""])
+        if prior is not None and first is not None:  # the input planned first: its leaves
             replies = self._with_prior(prior, [first.call(first.blobs, first.required),
                                                plan.call(plan.blobs, plan.required)], ride)
             if replies[0][0] != b"ok":  # refused: so was the commit that expects it newest
@@ -605,16 +632,25 @@ class RedisSaver(BaseCheckpointSaver):
             every=self.snapshot_every, depths={})
         return dataclasses.replace(checkpoint, channel_values=values)
 
-    @staticmethod
     def _encode(
-        tc: ThreadCodec, checkpoint: Checkpoint, fields: Mapping[str, str]
+        self, tc: ThreadCodec, checkpoint: Checkpoint, fields: Mapping[str, str]
     ) -> dict[str, bytes]:
-        """Blob field -> stored bytes for the given channels of ``checkpoint``."""
-        values = {ch: checkpoint.channel_values[ch] for ch in fields}
-        encoded = tc.values(values, checkpoint.channel_versions)
-        out = {fields[ch]: encode_blob(t) for ch, t in encoded.items()}
-        for ch, (base, depth) in delta_links(values).items():
-            out[chain_field(fields[ch])] = ormsgpack.packb([blob_field(ch, base), depth])
+        """Blob field -> stored bytes for the given channels of ``checkpoint`` (their
+        chain fields and the leaves kept apart too: ``leafblobs``)."""
+        thread = (tc.thread_id, tc.ns)
+        hints = self._leaf_hints.get(thread, set())
+        split = self._dedup and (bool(hints) or START in fields)  # else none would go apart
+        out, apart = encode_values(
+            tc, {ch: checkpoint.channel_values[ch] for ch in fields},
+            checkpoint.channel_versions, fields, hints.__contains__ if split else None,
+            compress_min=self.compress_min)
+        if apart:
+            if len(self._leaf_hints) > _HINTED_THREADS:
+                self._leaf_hints.clear()
+            held = self._leaf_hints.setdefault(thread, set())
+            if len(held) > _HINTED_LEAVES:
+                held.clear()
+            held.update(apart)
         return out
 
     def value_depth(

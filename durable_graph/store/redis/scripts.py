@@ -64,20 +64,30 @@ end
 """
 
 # A checkpoint's blob fields: its own values (`refs`, signed with the record) and,
-# walked server-side, the delta chain of each (each delta's chain field names its
-# base). `seen` spans calls, so a walk stops where an earlier one already went.
+# walked server-side, the delta chain of each (each value's chain field names its
+# base, '' for none, then its depth and the leaves it refers to: `leafblobs`).
+# `seen` spans calls, so a walk stops where an earlier one already went.
 _REFS = _RECORD + """
 local function cp_refs(blobs, key, seen)
   local out = {}
   local refs = cp_field(key, 'refs')
   if not refs then return out end
+  local function add(g)
+    if seen[g] then return false end
+    seen[g] = true
+    out[#out + 1] = g
+    return true
+  end
   for _, f in ipairs(refs) do
     local g = f
-    while g and not seen[g] do
-      seen[g] = true
-      out[#out + 1] = g
+    while g and add(g) do
       local link = redis.call('HGET', blobs, @CHAIN@ .. g)
-      g = link and cmsgpack.unpack(link)[1]
+      g = nil
+      if link then
+        link = cmsgpack.unpack(link)
+        for i = 3, #link do add(link[i]) end
+        if link[1] ~= '' then g = link[1] end
+      end
     end
   end
   return out
