@@ -97,20 +97,27 @@ from durable_graph.store.sqlite_leaves import (
 )
 from durable_graph.store.sqlite_row import (
     pack_id,
-    pack_seen,
+    pack_metadata,
+    pack_seen_by,
     pack_tag,
     pack_ts,
+    pack_versions,
     unpack_id,
+    unpack_metadata,
     unpack_seen,
     unpack_tag,
     unpack_ts,
+    unpack_versions,
+    versions_json,
 )
 
 __all__ = ["SqliteSaver"]
 
-_SCHEMA_VERSION = 5  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+_SCHEMA_VERSION = 6  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
 # 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
-# ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once)
+# ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
+# 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
+# (``sqlite_leaves``). Rows of every schema read in place: nothing is rewritten.
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
 # ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
@@ -197,7 +204,7 @@ _BRANCH_SOURCES = frozenset({"fork", "update"})
 # keep_last commit costs O(values) instead of O(values x live values).
 _LIVE_VALUES = """
 WITH RECURSIVE live(channel, version) AS (
-    SELECT cv.key, cv.value FROM checkpoints c, json_each(c.channel_versions) cv
+    SELECT cv.key, cv.value FROM checkpoints c, json_each(dg_versions(c.channel_versions)) cv
     WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
     UNION
     SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
@@ -344,9 +351,10 @@ class SqliteSaver(BaseCheckpointSaver):
         keep_last: retention policy: each commit keeps the newest ``keep_last``
             checkpoints of its namespace and deletes older ones (None: all kept).
 
-    Metadata and channel versions are stored as JSON text so operators can read them
-    with the ``sqlite3`` shell; metadata must therefore be JSON-serializable. The parent
-    id, timestamp and versions seen are compact BLOBs (``sqlite_row``, schema 4).
+    Metadata must be JSON-serializable: it reads back as its JSON would. The parent id,
+    timestamp, versions, versions seen and metadata are compact BLOBs (``sqlite_row``,
+    schemas 4 and 6); ``sqlite_row``'s unpack functions read them in the ``sqlite3``
+    shell's place.
     """
 
     def __init__(
@@ -400,6 +408,8 @@ class SqliteSaver(BaseCheckpointSaver):
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            # Packed versions (schema 6) as JSON for ``json_each`` (``_LIVE_VALUES``).
+            self._conn.create_function("dg_versions", 1, versions_json, deterministic=True)
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise CheckpointStoreError(
@@ -494,7 +504,7 @@ class SqliteSaver(BaseCheckpointSaver):
         while limit is None or count < limit:
             rows = self._page(where, args, cursor)
             for row in rows:
-                metadata = json.loads(row[7])
+                metadata = unpack_metadata(row[7])
                 if filter and not metadata_matches(metadata, filter):
                     continue
                 if limit is not None and count >= limit:
@@ -539,11 +549,12 @@ class SqliteSaver(BaseCheckpointSaver):
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         signed = tc.check_record(checkpoint_id, _record_fields(row), sig)
-        version_of = json.loads(versions)
+        version_of = unpack_versions(versions)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
-            for channel, tag, blob in conn.execute(_LOAD_VALUES, (versions, thread_id, ns))
+            for channel, tag, blob in conn.execute(
+                _LOAD_VALUES, (versions_json(versions), thread_id, ns))
         }
         resolve_values(values, lambda channel, head: [
             tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
@@ -565,11 +576,11 @@ class SqliteSaver(BaseCheckpointSaver):
                 id=checkpoint_id,
                 ts=unpack_ts(ts),
                 channel_values=values,
-                channel_versions=json.loads(versions),
-                versions_seen=unpack_seen(seen),
+                channel_versions=version_of,
+                versions_seen=unpack_seen(seen, version_of),
                 v=v,
             ),
-            metadata=json.loads(metadata),
+            metadata=unpack_metadata(metadata),
             parent_config=checkpoint_config(thread_id, ns, parent_id) if parent_id else None,
             pending_writes=writes,
         )
@@ -598,7 +609,8 @@ class SqliteSaver(BaseCheckpointSaver):
                 and self._check_extends(conn, row, metadata)
             if extends and retires_parent_writes(config, metadata):
                 delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
-            present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
+            present = {key for (key,) in conn.execute(
+                _EXISTING_BLOBS, (versions_json(row[5]), thread_id, ns))}
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
             }
@@ -854,15 +866,16 @@ def _checkpoint_row(
 ) -> _Row:
     """The checkpoints-table row of a checkpoint: everything but its values."""
     require_versions(checkpoint)
+    versions = checkpoint.channel_versions
     return (
         thread_id,
         ns,
         checkpoint.id,
         pack_id(parent_id),
         pack_ts(checkpoint.ts),
-        _dumps_json(checkpoint.channel_versions, "channel versions"),
-        pack_seen(checkpoint.versions_seen),
-        _dumps_json(dict(metadata), "checkpoint metadata"),
+        pack_versions(versions, _dumps_json(versions, "channel versions")),
+        pack_seen_by(checkpoint.versions_seen, versions),
+        pack_metadata(dict(metadata), _dumps_json(dict(metadata), "checkpoint metadata")),
         checkpoint.v,
         None,
     )
