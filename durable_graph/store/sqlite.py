@@ -95,19 +95,25 @@ from durable_graph.store.sqlite_leaves import (
     leaf_exists,
     release_leaves,
 )
+from durable_graph.store.sqlite_lineage import (
+    CP_COLUMNS,
+    Maps,
+    record_fields,
+    resolve_maps,
+    store_whole,
+    whole_columns,
+)
 from durable_graph.store.sqlite_row import (
+    ROW_CHAIN,
+    diff_row,
     pack_id,
     pack_metadata,
-    pack_seen_by,
     pack_tag,
     pack_ts,
-    pack_versions,
     unpack_id,
     unpack_metadata,
-    unpack_seen,
     unpack_tag,
     unpack_ts,
-    unpack_versions,
     versions_json,
 )
 
@@ -191,10 +197,7 @@ CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS
 _THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry", "leaves")
 """Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
-_CP_COLUMNS = (
-    "thread_id, checkpoint_ns, checkpoint_id, parent_id, ts, "
-    "channel_versions, versions_seen, metadata, v, sig"
-)
+_CP_COLUMNS = CP_COLUMNS
 _BRANCH_SOURCES = frozenset({"fork", "update"})
 """Metadata sources of checkpoints that may start from an older checkpoint."""
 
@@ -376,6 +379,9 @@ class SqliteSaver(BaseCheckpointSaver):
         self.serde: Serializer = serde or TypedSerializer()
         self._dedup = dedups_leaves(self.serde)
         self._lock = threading.RLock()
+        self._last: dict[tuple[str, str], tuple[str, Maps, int]] = {}
+        """Per namespace, the checkpoint this saver stored last: its id, versions and
+        depth in its row chain (``sqlite_lineage``), so the next row can be a diff."""
         self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
         try:
             if isinstance(path_or_connection, sqlite3.Connection):
@@ -545,16 +551,16 @@ class SqliteSaver(BaseCheckpointSaver):
         With a signing serializer the record is verified first, then each value
         for its (channel, version) and each write for its slot.
         """
-        thread_id, ns, checkpoint_id, parent, ts, versions, seen, metadata, v, sig = row
+        thread_id, ns, checkpoint_id, parent, ts, _, _, metadata, v, sig = row
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        signed = tc.check_record(checkpoint_id, _record_fields(row), sig)
-        version_of = unpack_versions(versions)
+        signed = tc.check_record(checkpoint_id, record_fields(row), sig)
+        version_of, seen_of = resolve_maps(conn, tc, row)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(
-                _LOAD_VALUES, (versions_json(versions), thread_id, ns))
+                _LOAD_VALUES, (json.dumps(version_of), thread_id, ns))
         }
         resolve_values(values, lambda channel, head: [
             tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
@@ -577,7 +583,7 @@ class SqliteSaver(BaseCheckpointSaver):
                 ts=unpack_ts(ts),
                 channel_values=values,
                 channel_versions=version_of,
-                versions_seen=unpack_seen(seen, version_of),
+                versions_seen=seen_of,
                 v=v,
             ),
             metadata=unpack_metadata(metadata),
@@ -599,18 +605,31 @@ class SqliteSaver(BaseCheckpointSaver):
         """
         thread_id, ns, parent_id = config_ids(config)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata)
-        row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
+        require_versions(checkpoint)
         versions = checkpoint.channel_versions
+        versions_text = _dumps_json(versions, "channel versions")
+        maps: Maps = (json.loads(versions_text), json.loads(
+            _dumps_json(checkpoint.versions_seen, "versions seen")))
+        whole = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata,
+                                columns=whole_columns(maps, versions_text))
+        diff, depth = self._diff_of(thread_id, ns, parent_id, maps)
         now = time.time()
         with self._transaction() as conn:
             _purge(conn, now)
+            if diff is not None and conn.execute(
+                    _EXISTS, (thread_id, ns, parent_id)).fetchone() is not None:
+                row = (*whole[:5], *diff, *whole[7:])
+            else:
+                row, depth = whole, 0
+            row = (*row[:-1], tc.sign_record(checkpoint.id, record_fields(row)))
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
                 and self._check_extends(conn, row, metadata)
             if extends and retires_parent_writes(config, metadata):
                 delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
+            if conn.execute(_EXISTS, (thread_id, ns, checkpoint.id)).fetchone() is not None:
+                store_whole(conn, tc, (thread_id, ns), [checkpoint.id])  # replaced: see there
             present = {key for (key,) in conn.execute(
-                _EXISTING_BLOBS, (versions_json(row[5]), thread_id, ns))}
+                _EXISTING_BLOBS, (versions_text, thread_id, ns))}
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
             }
@@ -633,7 +652,22 @@ class SqliteSaver(BaseCheckpointSaver):
             )
             conn.execute(_INSERT_CHECKPOINT, row)
             self._apply_policy(conn, thread_id, ns, now)
+        self._last[(thread_id, ns)] = (checkpoint.id, maps, depth)
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _diff_of(
+        self, thread_id: str, ns: str, parent_id: str | None, maps: Maps
+    ) -> tuple[tuple[bytes, bytes] | None, int]:
+        """A row's versions as a diff against its parent's (and its chain depth), when
+        this saver stored the parent last in the namespace and the chain has room."""
+        last = self._last.get((thread_id, ns))
+        if last is None or parent_id is None or last[0] != parent_id or last[2] >= ROW_CHAIN:
+            return None, 0
+        depth = last[2] + 1
+        return diff_row(*maps, last[1], depth), depth
+
+    def _codec(self, thread_id: str, ns: str) -> ThreadCodec:
+        return ThreadCodec(self.serde, "", thread_id, ns)
 
     def _split(
         self, conn: sqlite3.Connection, thread_id: str, items: Sequence[tuple[str, Any]]
@@ -650,7 +684,7 @@ class SqliteSaver(BaseCheckpointSaver):
             doomed = [cid for (cid,) in conn.execute(
                 _BEYOND_KEEP, (thread_id, ns, self.keep_last))]
             if doomed:
-                _delete_ids(conn, (thread_id, ns), doomed)
+                _delete_ids(conn, self._codec(thread_id, ns), doomed)
         if self.ttl is not None:
             conn.execute(_EXPIRE_AFTER_COMMIT, (thread_id, now, self.ttl))
         else:
@@ -754,7 +788,7 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
         with self._transaction() as conn:
-            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids)
+            _delete_ids(conn, self._codec(str(thread_id), checkpoint_ns), ids)
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -824,8 +858,11 @@ def _pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: st
         _EXISTS, (thread_id, ns, checkpoint_id)).fetchone() is None
 
 
-def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str]) -> None:
-    """Delete checkpoints of one namespace, their writes, and values nothing kept reads."""
+def _delete_ids(conn: sqlite3.Connection, tc: ThreadCodec, ids: Sequence[str]) -> None:
+    """Delete checkpoints of one namespace, their writes, and values nothing kept reads
+    (the rows that stay and were diffs against a deleted one are stored whole first)."""
+    scope = (tc.thread_id, tc.ns)
+    store_whole(conn, tc, scope, ids)
     for checkpoint_id in ids:
         conn.execute(
             "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
@@ -863,24 +900,19 @@ def _checkpoint_row(
     parent_id: str | None,
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
+    *,
+    columns: tuple[str | bytes, str | bytes],
 ) -> _Row:
-    """The checkpoints-table row of a checkpoint: everything but its values."""
-    require_versions(checkpoint)
-    versions = checkpoint.channel_versions
+    """The checkpoints-table row of a checkpoint: everything but its values (``columns``:
+    its versions and versions seen, packed)."""
     return (
         thread_id,
         ns,
         checkpoint.id,
         pack_id(parent_id),
         pack_ts(checkpoint.ts),
-        pack_versions(versions, _dumps_json(versions, "channel versions")),
-        pack_seen_by(checkpoint.versions_seen, versions),
+        *columns,
         pack_metadata(dict(metadata), _dumps_json(dict(metadata), "checkpoint metadata")),
         checkpoint.v,
         None,
     )
-
-
-def _record_fields(row: _Row) -> dict[str, Any]:
-    """What a record's signature covers: every column but the place and the signature."""
-    return dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9], strict=True))

@@ -38,13 +38,19 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import ormsgpack
 
 from durable_graph.errors import SerializationError
 
 __all__ = [
+    "ROW_CHAIN",
+    "apply_diff",
+    "diff_entries",
+    "diff_row",
+    "is_diff",
+    "json_form",
     "pack_id",
     "pack_metadata",
     "pack_seen",
@@ -157,14 +163,14 @@ def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
                 pairs += [index.get(channel, channel), None if same else version]
             flat += [node, pairs]
         packed = _SEEN_BY + ormsgpack.packb(flat)
-        if unpack_seen(packed, versions) == _json_form(seen):
+        if unpack_seen(packed, versions) == json_form(seen):
             return packed
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
         pass  # e.g. a version over 64 bits, or names that are not text
     return pack_seen(seen)
 
 
-def _json_form(value: Any) -> Any:
+def json_form(value: Any) -> Any:
     """What a value reads back as from JSON (the schema 5 form); ValueError if none."""
     return json.loads(json.dumps(value, separators=(",", ":"), allow_nan=False))
 
@@ -190,10 +196,11 @@ def unpack_versions(stored: str | bytes) -> Any:
 
 
 def versions_json(stored: str | bytes | None) -> str | None:
-    """A row's channel versions as JSON text, for SQL's ``json_each`` (``dg_versions``)."""
+    """The versions a row names itself as JSON text, for SQL's ``json_each``
+    (``dg_versions``): a diff row's changed ones (``diff_entries``)."""
     if stored is None or isinstance(stored, str):
         return stored
-    return json.dumps(ormsgpack.unpackb(stored), separators=(",", ":"))
+    return json.dumps(diff_entries(stored), separators=(",", ":"))
 
 
 _NO_PARENTS, _AS_GIVEN = b"\x00", b"\x01"
@@ -235,3 +242,64 @@ def unpack_tag(stored: str | bytes) -> str:
             f"a stored value has serializer code {bytes(stored)!r}, unknown to this release: "
             "it was written by a newer durable-graph; upgrade to read it")
     return tag
+
+
+# Schema 6: a row may keep only what changed against its parent's versions and versions
+# seen (``\x02`` then msgpack), at most ``ROW_CHAIN`` rows back to a whole one. The
+# saver resolves a row through its parents (``sqlite_lineage``); a full row (any form
+# above) starts a chain. Neither form of a full row starts with ``\x02``.
+_DIFF = b"\x02"
+ROW_CHAIN = 8
+"""Most rows a checkpoint's versions are resolved through (then a whole row is stored)."""
+
+
+def is_diff(stored: str | bytes) -> TypeGuard[bytes]:
+    """Whether a stored versions (or versions seen) column holds a diff against the parent."""
+    return isinstance(stored, bytes) and stored[:1] == _DIFF
+
+
+def diff_row(
+    versions: Any, seen: Any, base: tuple[Any, Any], depth: int
+) -> tuple[bytes, bytes] | None:
+    """Versions and versions seen as what changed against ``base`` (the parent's, whole),
+    at chain ``depth``; None when they would not read back exactly (store them whole)."""
+    base_versions, base_seen = base
+    try:
+        changed = {k: v for k, v in versions.items() if base_versions.get(k, _DIFF) != v}
+        removed = sorted(k for k in base_versions if k not in versions)
+        packed_versions = _DIFF + ormsgpack.packb(
+            [depth, changed, removed], option=ormsgpack.OPT_SORT_KEYS)
+        nodes = {n: inner for n, inner in seen.items() if base_seen.get(n, _DIFF) != inner}
+        flat = pack_seen_by(nodes, versions)
+        if not isinstance(flat, bytes) or flat[:1] != _SEEN_BY:
+            return None
+        gone = sorted(n for n in base_seen if n not in seen)
+        packed_seen = _DIFF + ormsgpack.packb([flat[1:], gone])
+    except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
+        return None
+    full = apply_diff(packed_versions, packed_seen, base)
+    if full != (json_form(versions), json_form(seen)):
+        return None
+    return packed_versions, packed_seen
+
+
+def apply_diff(
+    stored_versions: bytes, stored_seen: bytes, base: tuple[Any, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inverse of ``diff_row``: the whole versions and versions seen of a diff row."""
+    _, changed, removed = ormsgpack.unpackb(stored_versions[1:])
+    versions = {k: v for k, v in base[0].items() if k not in removed}
+    versions.update(changed)
+    versions = dict(sorted(versions.items()))
+    flat, gone = ormsgpack.unpackb(stored_seen[1:])
+    seen = {n: inner for n, inner in base[1].items() if n not in gone}
+    seen.update(unpack_seen(_SEEN_BY + flat, versions))
+    return versions, dict(sorted(seen.items()))
+
+
+def diff_entries(stored: str | bytes) -> Any:
+    """The versions a stored versions column names itself: all of a whole row's, the
+    changed ones of a diff (each inherited one is named by the row it came from)."""
+    if isinstance(stored, bytes) and is_diff(stored):
+        return ormsgpack.unpackb(stored[1:])[1]
+    return unpack_versions(stored)

@@ -153,7 +153,8 @@ def test_v5_keeps_each_chat_text_once() -> None:
 
 def test_v6_packs_rows_and_deflates_leaves() -> None:
     """What schema 6 changes: versions, versions seen and metadata packed (``sqlite_row``),
-    each leaf deflated (``sqlite_leaves``); the rows read back as before (tests below)."""
+    most rows a diff against their parent's (``sqlite_lineage``), each leaf deflated
+    (``sqlite_leaves``); the rows read back as before (tests below)."""
     import sqlite3
 
     from durable_graph.store.sqlite_leaves import unpack_leaf
@@ -166,7 +167,9 @@ def test_v6_packs_rows_and_deflates_leaves() -> None:
     finally:
         conn.close()
     assert rows and all(isinstance(c, bytes) for row in rows for c in row)
-    assert {seen[:1] for _, seen, _ in rows} == {b"\x01"}  # against the row's versions
+    # whole rows (seen against the row's versions) and diffs against the parent's
+    assert {seen[:1] for _, seen, _ in rows} == {b"\x01", b"\x02"}
+    assert {versions[:1] == b"\x02" for versions, _, _ in rows} == {True, False}
     assert {meta[:1] for _, _, meta in rows} <= {b"\x00", b"\x01"}
     texts = {m["content"] for t in range(gen.CHAT_TURNS)
              for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
