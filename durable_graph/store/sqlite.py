@@ -300,8 +300,9 @@ ORDER BY checkpoint_id DESC, checkpoint_ns DESC
 """
 
 _INSERT_CHECKPOINT = (
-    f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_REPLACE_CHECKPOINT = _INSERT_CHECKPOINT.replace("OR IGNORE", "OR REPLACE")
 _UPSERT_STATUS = """
 INSERT INTO threads VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (thread_id) DO UPDATE SET
@@ -610,24 +611,20 @@ class SqliteSaver(BaseCheckpointSaver):
         versions_text = _dumps_json(versions, "channel versions")
         maps: Maps = (json.loads(versions_text), json.loads(
             _dumps_json(checkpoint.versions_seen, "versions seen")))
-        whole = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata,
-                                columns=whole_columns(maps, versions_text))
         diff, depth = self._diff_of(thread_id, ns, parent_id, maps)
+        row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata,
+                              columns=diff or whole_columns(maps, versions_text))
         now = time.time()
         with self._transaction() as conn:
             _purge(conn, now)
-            if diff is not None and conn.execute(
-                    _EXISTS, (thread_id, ns, parent_id)).fetchone() is not None:
-                row = (*whole[:5], *diff, *whole[7:])
-            else:
-                row, depth = whole, 0
+            checked = (config.get("configurable") or {}).get(EXTENDS_LATEST)
+            extends = checked and self._check_extends(conn, row, metadata)  # parent exists
+            if diff is not None and not checked and conn.execute(
+                    _EXISTS, (thread_id, ns, parent_id)).fetchone() is None:
+                row, depth = (*row[:5], *whole_columns(maps, versions_text), *row[7:]), 0
             row = (*row[:-1], tc.sign_record(checkpoint.id, record_fields(row)))
-            extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
-                and self._check_extends(conn, row, metadata)
             if extends and retires_parent_writes(config, metadata):
                 delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
-            if conn.execute(_EXISTS, (thread_id, ns, checkpoint.id)).fetchone() is not None:
-                store_whole(conn, tc, (thread_id, ns), [checkpoint.id])  # replaced: see there
             present = {key for (key,) in conn.execute(
                 _EXISTING_BLOBS, (versions_text, thread_id, ns))}
             missing = {
@@ -650,7 +647,9 @@ class SqliteSaver(BaseCheckpointSaver):
                 [(thread_id, ns, ch, versions[ch], base, depth)
                  for ch, (base, depth) in delta_links(missing).items()],
             )
-            conn.execute(_INSERT_CHECKPOINT, row)
+            if not conn.execute(_INSERT_CHECKPOINT, row).rowcount:  # a row of this id exists:
+                store_whole(conn, tc, (thread_id, ns), [checkpoint.id])  # its diff children
+                conn.execute(_REPLACE_CHECKPOINT, row)  # are stored whole, then it is replaced
             self._apply_policy(conn, thread_id, ns, now)
         self._last[(thread_id, ns)] = (checkpoint.id, maps, depth)
         return checkpoint_config(thread_id, ns, checkpoint.id)
@@ -912,7 +911,7 @@ def _checkpoint_row(
         pack_id(parent_id),
         pack_ts(checkpoint.ts),
         *columns,
-        pack_metadata(dict(metadata), _dumps_json(dict(metadata), "checkpoint metadata")),
+        pack_metadata(_dumps_json(dict(metadata), "checkpoint metadata")),
         checkpoint.v,
         None,
     )

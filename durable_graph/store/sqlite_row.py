@@ -26,8 +26,9 @@ channel versions and versions seen, mostly channel names and 13-digit numbers):
   a channel the row's versions name is its index among their sorted names, and a
   version equal to the row's own version of that channel is nil (a node usually saw
   what the checkpoint holds). A schema 4 form is a msgpack map, so never ``\x01``;
-- ``metadata``: ``\x00`` then msgpack, ``"parents": {}`` left out (every step's
-  record has it), or ``\x01`` then msgpack as given.
+- ``metadata``: ``\x02`` then [source, step] for a step's usual record ({"parents": {},
+  "source": ..., "step": ...}), ``\x00`` then msgpack with ``"parents": {}`` left out,
+  or ``\x01`` then msgpack as given.
 
 Each is kept only when it reads back exactly what the JSON form reads back (else the
 row stores that form, as before): the same results, whichever form a row holds.
@@ -152,7 +153,8 @@ _SEEN_BY = b"\x01"
 
 def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
     """Versions seen, a channel named by its index among the row's versions and a
-    version equal to the row's as nil; ``pack_seen`` when that would not read back."""
+    version equal to the row's as nil; ``pack_seen`` when that would not read back.
+    Both as JSON reads them back (``json_form``), as the saver has them."""
     try:
         index = {name: i for i, name in enumerate(sorted(versions))}
         flat: list[Any] = []
@@ -163,7 +165,7 @@ def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
                 pairs += [index.get(channel, channel), None if same else version]
             flat += [node, pairs]
         packed = _SEEN_BY + ormsgpack.packb(flat)
-        if unpack_seen(packed, versions) == json_form(seen):
+        if unpack_seen(packed, versions) == seen:
             return packed
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
         pass  # e.g. a version over 64 bits, or names that are not text
@@ -175,18 +177,19 @@ def json_form(value: Any) -> Any:
     return json.loads(json.dumps(value, separators=(",", ":"), allow_nan=False))
 
 
-def _msgpack_if_same(value: Any, text: str) -> bytes | None:
-    """``value`` as msgpack when that reads back what ``text`` (its JSON) does."""
+def _msgpack_if_same(form: Any) -> bytes | None:
+    """A value as JSON reads it back (``json_form``), as msgpack if that reads it back."""
     try:  # keys sorted, as the JSON form has them
-        packed = ormsgpack.packb(value, option=ormsgpack.OPT_SORT_KEYS)
+        packed = ormsgpack.packb(form, option=ormsgpack.OPT_SORT_KEYS)
     except (TypeError, ormsgpack.MsgpackEncodeError):
         return None
-    return packed if ormsgpack.unpackb(packed) == json.loads(text) else None
+    return packed if ormsgpack.unpackb(packed) == form else None
 
 
 def pack_versions(versions: Any, text: str) -> str | bytes:
-    """Channel versions as msgpack when that reads back as their JSON ``text`` does."""
-    packed = _msgpack_if_same(versions, text)
+    """Channel versions (as JSON reads their ``text`` back) as msgpack when that reads
+    them back too, else ``text``."""
+    packed = _msgpack_if_same(versions)
     return text if packed is None else packed
 
 
@@ -203,17 +206,24 @@ def versions_json(stored: str | bytes | None) -> str | None:
     return json.dumps(diff_entries(stored), separators=(",", ":"))
 
 
-_NO_PARENTS, _AS_GIVEN = b"\x00", b"\x01"
+_NO_PARENTS, _AS_GIVEN, _STEP = b"\x00", b"\x01", b"\x02"
+_STEP_KEYS = ["parents", "source", "step"]
+"""The keys of a step's metadata (the engine's loop, an input): kept as [source, step]."""
 
 
-def pack_metadata(metadata: Any, text: str) -> str | bytes:
-    """Metadata as msgpack, ``"parents": {}`` left out, when it reads back as ``text``."""
+def pack_metadata(text: str) -> str | bytes:
+    """Metadata (its JSON ``text``) as msgpack, ``"parents": {}`` left out, when that
+    reads back what ``text`` does; else ``text``. A step's usual record (``parents``
+    empty, ``source`` text, ``step`` a small integer, nothing else) is [source, step]."""
+    metadata = json.loads(text)
+    if isinstance(metadata, dict) and sorted(metadata) == _STEP_KEYS \
+            and metadata["parents"] == {} and type(metadata["source"]) is str \
+            and type(metadata["step"]) is int and -(2**31) <= metadata["step"] < 2**31:
+        return _STEP + ormsgpack.packb([metadata["source"], metadata["step"]])
     if isinstance(metadata, dict) and metadata.get("parents", None) == {}:
-        rest = {k: v for k, v in metadata.items() if k != "parents"}
-        packed = _msgpack_if_same({**rest, "parents": {}}, text) and _msgpack_if_same(
-            rest, json.dumps(rest))
+        packed = _msgpack_if_same({k: v for k, v in metadata.items() if k != "parents"})
         return text if packed is None else _NO_PARENTS + packed
-    packed = _msgpack_if_same(metadata, text)
+    packed = _msgpack_if_same(metadata)
     return text if packed is None else _AS_GIVEN + packed
 
 
@@ -222,6 +232,8 @@ def unpack_metadata(stored: str | bytes) -> Any:
     if isinstance(stored, str):
         return json.loads(stored)
     metadata = ormsgpack.unpackb(stored[1:])
+    if stored[:1] == _STEP:
+        return {"parents": {}, "source": metadata[0], "step": metadata[1]}
     if stored[:1] == _NO_PARENTS:
         metadata = dict(sorted({**metadata, "parents": {}}.items()))
     return metadata
@@ -262,7 +274,8 @@ def diff_row(
     versions: Any, seen: Any, base: tuple[Any, Any], depth: int
 ) -> tuple[bytes, bytes] | None:
     """Versions and versions seen as what changed against ``base`` (the parent's, whole),
-    at chain ``depth``; None when they would not read back exactly (store them whole)."""
+    at chain ``depth``; None when they would not read back exactly (store them whole).
+    All as JSON reads them back (``json_form``)."""
     base_versions, base_seen = base
     try:
         changed = {k: v for k, v in versions.items() if base_versions.get(k, _DIFF) != v}
@@ -277,8 +290,7 @@ def diff_row(
         packed_seen = _DIFF + ormsgpack.packb([flat[1:], gone])
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
         return None
-    full = apply_diff(packed_versions, packed_seen, base)
-    if full != (json_form(versions), json_form(seen)):
+    if apply_diff(packed_versions, packed_seen, base) != (versions, seen):
         return None
     return packed_versions, packed_seen
 

@@ -7,19 +7,22 @@ pruning or replacing a row never leaves another row resolving through a missing 
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from durable_graph import SqliteSaver
 from durable_graph.errors import CheckpointStoreError, SignatureError
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.serde import TypedSerializer
-from durable_graph.store.sqlite_row import ROW_CHAIN, is_diff, unpack_metadata
+from durable_graph.store.sqlite_row import ROW_CHAIN, is_diff, pack_metadata, unpack_metadata
 
 _TS = "2026-01-01T00:00:00+00:00"
 
@@ -174,12 +177,39 @@ def test_a_missing_parent_row_is_named(tmp_path: Path) -> None:
         saver.get_tuple(cfg("t", ids[2]))
 
 
-def test_metadata_msgpack_cannot_round_trip_stays_json(tmp_path: Path) -> None:
+def test_metadata_msgpack_cannot_hold_stays_json(tmp_path: Path) -> None:
     with SqliteSaver(tmp_path / "d.db") as saver:
-        cp = Checkpoint(ts=_TS, id=new_checkpoint_id(), channel_values={},
-                        channel_versions={"a": 1}, versions_seen={})
-        saver.put(cfg("t"), cp, {"source": "input", "step": -1, "extra": {1: 2}}, {})
-        got = saver.get_tuple(cfg("t"))
-        raw = saver._conn.execute("SELECT metadata FROM checkpoints").fetchone()[0]
-    assert got is not None and got.metadata["extra"] == {"1": 2}  # as JSON reads it
-    assert isinstance(raw, str) and unpack_metadata(raw) == got.metadata
+        for meta in ({"source": "input", "step": -1, "extra": {1: 2}, "parents": {}},
+                     {"source": "input", "big": 2**70}):
+            cp = Checkpoint(ts=_TS, id=new_checkpoint_id(), channel_values={},
+                            channel_versions={"a": 1}, versions_seen={})
+            saver.put(cfg("t"), cp, meta, {})
+        got = [t.metadata for t in saver.list(cfg("t"))]
+        raw = [m for (m,) in saver._conn.execute(
+            "SELECT metadata FROM checkpoints ORDER BY checkpoint_id DESC")]
+    assert got == [{"source": "input", "big": 2**70},
+                   {"source": "input", "step": -1, "extra": {"1": 2}, "parents": {}}]
+    assert isinstance(raw[0], str) and isinstance(raw[1], bytes)  # as JSON reads them
+    assert [unpack_metadata(m) for m in raw] == got
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=4)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                 max_size=3),
+    max_leaves=8)
+
+
+@given(extra=st.dictionaries(st.sampled_from(["parents", "source", "step", "x"]), _JSON,
+                             max_size=4),
+       step=st.integers(-(2**40), 2**40), source=st.text(max_size=6))
+def test_metadata_reads_back_as_its_json_whatever_its_form(
+    extra: dict[str, Any], step: int, source: str
+) -> None:
+    for metadata in (extra, {"parents": {}, "source": source, "step": step},
+                     {**extra, "parents": {}}):
+        text = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
+        packed = pack_metadata(text)
+        assert unpack_metadata(packed) == json.loads(text)
+        assert list(unpack_metadata(packed)) == sorted(json.loads(text))  # keys in order
