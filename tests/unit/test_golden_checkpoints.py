@@ -170,7 +170,7 @@ def test_v6_packs_rows_and_deflates_leaves() -> None:
     # whole rows (seen against the row's versions) and diffs against the parent's
     assert {seen[:1] for _, seen, _ in rows} == {b"\x01", b"\x02"}
     assert {versions[:1] == b"\x02" for versions, _, _ in rows} == {True, False}
-    assert {meta[:1] for _, _, meta in rows} <= {b"\x00", b"\x01"}
+    assert {meta[:1] for _, _, meta in rows} <= {b"\x00", b"\x01", b"\x02"}
     texts = {m["content"] for t in range(gen.CHAT_TURNS)
              for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
     assert {d[:1] for d in leaves} == {b"z"} and all(len(d) < 100 for d in leaves)
