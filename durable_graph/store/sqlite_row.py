@@ -142,8 +142,11 @@ def unpack_seen(stored: str | bytes, versions: Any = None) -> Any:
     for node, pairs in zip(flat[::2], flat[1::2], strict=True):
         seen[node] = inner = {}
         for key, version in zip(pairs[::2], pairs[1::2], strict=True):
-            channel = names[key] if isinstance(key, int) else key
-            inner[channel] = versions[channel] if version is None else version
+            if isinstance(key, int):  # a channel of the row's versions; nil: the same
+                channel = names[key]
+                inner[channel] = versions[channel] if version is None else version
+            else:
+                inner[key] = version
     return seen
 
 
@@ -161,12 +164,12 @@ def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
         for node, inner in sorted(seen.items()):
             pairs: list[Any] = []
             for channel, version in sorted(inner.items()):
-                same = channel in index and version is not None and versions[channel] == version
+                if channel in index and version is None:
+                    raise ValueError("nil would read back as the row's version")
+                same = channel in index and versions[channel] == version
                 pairs += [index.get(channel, channel), None if same else version]
             flat += [node, pairs]
-        packed = _SEEN_BY + ormsgpack.packb(flat)
-        if unpack_seen(packed, versions) == seen:
-            return packed
+        return _SEEN_BY + ormsgpack.packb(flat)  # JSON forms: msgpack gives them back
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
         pass  # e.g. a version over 64 bits, or names that are not text
     return pack_seen(seen)
@@ -178,12 +181,12 @@ def json_form(value: Any) -> Any:
 
 
 def _msgpack_if_same(form: Any) -> bytes | None:
-    """A value as JSON reads it back (``json_form``), as msgpack if that reads it back."""
+    """A value as JSON reads it back (``json_form``) as msgpack, which gives every such
+    value back but an integer over 64 bits or text that is not UTF-8 (then None)."""
     try:  # keys sorted, as the JSON form has them
-        packed = ormsgpack.packb(form, option=ormsgpack.OPT_SORT_KEYS)
+        return ormsgpack.packb(form, option=ormsgpack.OPT_SORT_KEYS)
     except (TypeError, ormsgpack.MsgpackEncodeError):
         return None
-    return packed if ormsgpack.unpackb(packed) == form else None
 
 
 def pack_versions(versions: Any, text: str) -> str | bytes:
@@ -290,9 +293,7 @@ def diff_row(
         packed_seen = _DIFF + ormsgpack.packb([flat[1:], gone])
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
         return None
-    if apply_diff(packed_versions, packed_seen, base) != (versions, seen):
-        return None
-    return packed_versions, packed_seen
+    return packed_versions, packed_seen  # JSON forms: ``apply_diff`` gives them back
 
 
 def apply_diff(

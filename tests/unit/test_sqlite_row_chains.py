@@ -22,7 +22,18 @@ from durable_graph.errors import CheckpointStoreError, SignatureError
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.serde import TypedSerializer
-from durable_graph.store.sqlite_row import ROW_CHAIN, is_diff, pack_metadata, unpack_metadata
+from durable_graph.store.sqlite_row import (
+    ROW_CHAIN,
+    apply_diff,
+    diff_row,
+    is_diff,
+    pack_metadata,
+    pack_seen_by,
+    pack_versions,
+    unpack_metadata,
+    unpack_seen,
+    unpack_versions,
+)
 
 _TS = "2026-01-01T00:00:00+00:00"
 
@@ -213,3 +224,24 @@ def test_metadata_reads_back_as_its_json_whatever_its_form(
         packed = pack_metadata(text)
         assert unpack_metadata(packed) == json.loads(text)
         assert list(unpack_metadata(packed)) == sorted(json.loads(text))  # keys in order
+
+
+_VERSION = st.none() | st.integers(-5, 2**70) | st.sampled_from(["v1", "v2"]) | st.floats(
+    allow_nan=False, allow_infinity=False) | st.booleans()
+_NAMES = st.sampled_from(["a", "b", "__start__", "branch:to:x"])
+_MAPS = st.tuples(st.dictionaries(_NAMES, _VERSION, max_size=4),
+                  st.dictionaries(_NAMES, st.dictionaries(_NAMES, _VERSION, max_size=3),
+                                  max_size=3))
+
+
+@given(row=_MAPS, parent=_MAPS)
+def test_a_row_reads_back_exactly_as_a_diff_or_whole(row: Any, parent: Any) -> None:
+    """Whatever the versions (nil, text, floats, integers over 64 bits), each packed form
+    gives back what JSON did, or the row falls back to a form that does."""
+    versions, seen = row
+    text = json.dumps(versions, separators=(",", ":"), sort_keys=True)
+    assert unpack_versions(pack_versions(versions, text)) == versions
+    assert unpack_seen(pack_seen_by(seen, versions), versions) == seen
+    diff = diff_row(versions, seen, parent, 1)
+    if diff is not None:
+        assert apply_diff(*diff, parent) == (versions, seen)
