@@ -25,6 +25,11 @@ table (schema 5, ``sqlite_leaves``): the input channel, a task's write and a
 ``messages`` delta refer to one copy by its SHA-256, counted, and dropped with the
 last row that refers to it.
 
+Schema 6 packs a checkpoint row (``sqlite_row``): most rows keep only what changed
+against their parent's versions and versions seen, at most ``ROW_CHAIN`` rows back to
+a whole row, and are read through their parents (``sqlite_lineage``); a row that
+stays is stored whole before the row it is a diff against is deleted or replaced.
+
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
 the record's signature, NULL for records written before.
