@@ -115,6 +115,7 @@ from durable_graph.store.sqlite_row import (
     pack_metadata,
     pack_tag,
     pack_ts,
+    plain_form,
     unpack_id,
     unpack_metadata,
     unpack_tag,
@@ -614,8 +615,9 @@ class SqliteSaver(BaseCheckpointSaver):
         require_versions(checkpoint)
         versions = checkpoint.channel_versions
         versions_text = _dumps_json(versions, "channel versions")
-        maps: Maps = (json.loads(versions_text), json.loads(
-            _dumps_json(checkpoint.versions_seen, "versions seen")))
+        seen = checkpoint.versions_seen
+        maps: Maps = (plain_form(versions, lambda: versions_text),
+                      plain_form(seen, lambda: _dumps_json(seen, "versions seen")))
         diff, depth = self._diff_of(thread_id, ns, parent_id, maps)
         row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata,
                               columns=diff or whole_columns(maps, versions_text))
@@ -916,7 +918,7 @@ def _checkpoint_row(
         pack_id(parent_id),
         pack_ts(checkpoint.ts),
         *columns,
-        pack_metadata(_dumps_json(dict(metadata), "checkpoint metadata")),
+        pack_metadata(dict(metadata), lambda: _dumps_json(dict(metadata), "checkpoint metadata")),
         checkpoint.v,
         None,
     )

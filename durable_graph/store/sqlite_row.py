@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
@@ -59,6 +60,7 @@ __all__ = [
     "pack_tag",
     "pack_ts",
     "pack_versions",
+    "plain_form",
     "unpack_id",
     "unpack_metadata",
     "unpack_seen",
@@ -136,9 +138,13 @@ def unpack_seen(stored: str | bytes, versions: Any = None) -> Any:
         return json.loads(stored)
     if stored[:1] != _SEEN_BY:
         return ormsgpack.unpackb(stored)
-    names = sorted(versions)
+    return _seen_of(ormsgpack.unpackb(stored[1:]), versions)
+
+
+def _seen_of(flat: list[Any], versions: Any) -> dict[str, dict[str, Any]]:
+    """Inverse of ``_seen_flat``."""
+    names = sorted(versions) if flat else []
     seen: dict[str, dict[str, Any]] = {}
-    flat = ormsgpack.unpackb(stored[1:])
     for node, pairs in zip(flat[::2], flat[1::2], strict=True):
         seen[node] = inner = {}
         for key, version in zip(pairs[::2], pairs[1::2], strict=True):
@@ -158,21 +164,33 @@ def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
     """Versions seen, a channel named by its index among the row's versions and a
     version equal to the row's as nil; ``pack_seen`` when that would not read back.
     Both as JSON reads them back (``json_form``), as the saver has them."""
-    try:
-        index = {name: i for i, name in enumerate(sorted(versions))}
-        flat: list[Any] = []
-        for node, inner in sorted(seen.items()):
-            pairs: list[Any] = []
-            for channel, version in sorted(inner.items()):
-                if channel in index and version is None:
-                    raise ValueError("nil would read back as the row's version")
-                same = channel in index and versions[channel] == version
-                pairs += [index.get(channel, channel), None if same else version]
-            flat += [node, pairs]
-        return _SEEN_BY + ormsgpack.packb(flat)  # JSON forms: msgpack gives them back
+    try:  # JSON forms: msgpack gives them back
+        return _SEEN_BY + ormsgpack.packb(_seen_flat(seen, versions))
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
         pass  # e.g. a version over 64 bits, or names that are not text
     return pack_seen(seen)
+
+
+def _seen_flat(seen: Any, versions: Any) -> list[Any]:
+    """[node, [channel, version, ...], ...]: a channel of ``versions`` by its index among
+    their sorted names, its version nil when equal to theirs; ValueError when a nil
+    version would read back as theirs."""
+    flat: list[Any] = []
+    index: dict[str, int] | None = None
+    for node, inner in sorted(seen.items()):
+        if index is None and inner:
+            index = {name: i for i, name in enumerate(sorted(versions))}
+        pairs: list[Any] = []
+        for channel, version in sorted(inner.items()):
+            at = index.get(channel) if index else None
+            if at is None:
+                pairs += [channel, version]
+            elif version is None:
+                raise ValueError("nil would read back as the row's version")
+            else:
+                pairs += [at, None if versions[channel] == version else version]
+        flat += [node, pairs]
+    return flat
 
 
 def json_form(value: Any) -> Any:
@@ -214,20 +232,45 @@ _STEP_KEYS = ["parents", "source", "step"]
 """The keys of a step's metadata (the engine's loop, an input): kept as [source, step]."""
 
 
-def pack_metadata(text: str) -> str | bytes:
-    """Metadata (its JSON ``text``) as msgpack, ``"parents": {}`` left out, when that
-    reads back what ``text`` does; else ``text``. A step's usual record (``parents``
-    empty, ``source`` text, ``step`` a small integer, nothing else) is [source, step]."""
+def pack_metadata(given: Any, text_of: Callable[[], str]) -> str | bytes:
+    """Metadata as msgpack, ``"parents": {}`` left out, when that reads back what its
+    JSON (``text_of()``, which raises for metadata JSON cannot hold) does; else that
+    text. A step's usual record (``parents`` empty, ``source`` text, ``step`` a small
+    integer, nothing else) is [source, step], without going through JSON."""
+    step = _step_form(given)
+    if step is not None:
+        return step
+    text = text_of()
     metadata = json.loads(text)
-    if isinstance(metadata, dict) and sorted(metadata) == _STEP_KEYS \
-            and metadata["parents"] == {} and type(metadata["source"]) is str \
-            and type(metadata["step"]) is int and -(2**31) <= metadata["step"] < 2**31:
-        return _STEP + ormsgpack.packb([metadata["source"], metadata["step"]])
     if isinstance(metadata, dict) and metadata.get("parents", None) == {}:
         packed = _msgpack_if_same({k: v for k, v in metadata.items() if k != "parents"})
         return text if packed is None else _NO_PARENTS + packed
     packed = _msgpack_if_same(metadata)
     return text if packed is None else _AS_GIVEN + packed
+
+
+def _step_form(metadata: Any) -> bytes | None:
+    """[source, step] for a step's usual metadata, else None."""
+    if type(metadata) is not dict or len(metadata) != len(_STEP_KEYS):
+        return None
+    parents, source, step = (metadata.get(k) for k in _STEP_KEYS)
+    if type(parents) is not dict or parents or type(source) is not str \
+            or type(step) is not int or not -(2**31) <= step < 2**31:
+        return None
+    try:
+        return _STEP + ormsgpack.packb([source, step])
+    except (TypeError, ormsgpack.MsgpackEncodeError):  # text that is not UTF-8
+        return None
+
+
+def plain_form(value: Any, text_of: Callable[[], str]) -> Any:
+    """A value as the saver reads it back: through msgpack when it takes the value (for
+    a value JSON takes too, both give the same back), else through its JSON text
+    (``text_of()``, which raises for a value JSON cannot hold either)."""
+    try:
+        return ormsgpack.unpackb(ormsgpack.packb(value, option=ormsgpack.OPT_SORT_KEYS))
+    except (TypeError, ormsgpack.MsgpackEncodeError):
+        return json.loads(text_of())
 
 
 def unpack_metadata(stored: str | bytes) -> Any:
@@ -282,15 +325,13 @@ def diff_row(
     base_versions, base_seen = base
     try:
         changed = {k: v for k, v in versions.items() if base_versions.get(k, _DIFF) != v}
-        removed = sorted(k for k in base_versions if k not in versions)
+        removed = [k for k in base_versions if k not in versions]
         packed_versions = _DIFF + ormsgpack.packb(
-            [depth, changed, removed], option=ormsgpack.OPT_SORT_KEYS)
+            [depth, changed, sorted(removed) if removed else removed],
+            option=ormsgpack.OPT_SORT_KEYS)
         nodes = {n: inner for n, inner in seen.items() if base_seen.get(n, _DIFF) != inner}
-        flat = pack_seen_by(nodes, versions)
-        if not isinstance(flat, bytes) or flat[:1] != _SEEN_BY:
-            return None
         gone = sorted(n for n in base_seen if n not in seen)
-        packed_seen = _DIFF + ormsgpack.packb([flat[1:], gone])
+        packed_seen = _DIFF + ormsgpack.packb([_seen_flat(nodes, versions), gone])
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
         return None
     return packed_versions, packed_seen  # JSON forms: ``apply_diff`` gives them back
@@ -306,7 +347,7 @@ def apply_diff(
     versions = dict(sorted(versions.items()))
     flat, gone = ormsgpack.unpackb(stored_seen[1:])
     seen = {n: inner for n, inner in base[1].items() if n not in gone}
-    seen.update(unpack_seen(_SEEN_BY + flat, versions))
+    seen.update(_seen_of(flat, versions))
     return versions, dict(sorted(seen.items()))
 
 

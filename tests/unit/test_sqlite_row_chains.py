@@ -221,7 +221,7 @@ def test_metadata_reads_back_as_its_json_whatever_its_form(
     for metadata in (extra, {"parents": {}, "source": source, "step": step},
                      {**extra, "parents": {}}):
         text = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
-        packed = pack_metadata(text)
+        packed = pack_metadata(metadata, lambda: text)
         assert unpack_metadata(packed) == json.loads(text)
         assert list(unpack_metadata(packed)) == sorted(json.loads(text))  # keys in order
 
