@@ -515,7 +515,7 @@ class SqliteSaver(BaseCheckpointSaver):
         count = 0
         cursor: _Row | None = None
         while limit is None or count < limit:
-            rows = self._page(where, args, cursor)
+            rows, maps = self._page(where, args, cursor)
             for row in rows:
                 metadata = unpack_metadata(row[7])
                 if filter and not metadata_matches(metadata, filter):
@@ -524,7 +524,7 @@ class SqliteSaver(BaseCheckpointSaver):
                     return
                 count += 1
                 with self._transaction(write=False) as conn:
-                    item = self._load(conn, row)
+                    item = self._load(conn, row, maps[tuple(row[:3])])
                 yield item
             if len(rows) < _PAGE:
                 return
@@ -532,8 +532,9 @@ class SqliteSaver(BaseCheckpointSaver):
 
     def _page(
         self, where: Sequence[str], args: Sequence[Any], cursor: _Row | None
-    ) -> Sequence[_Row]:
-        """The next page of checkpoint rows, newest first, after ``cursor`` (keyset paging)."""
+    ) -> tuple[Sequence[_Row], dict[tuple[Any, ...], Maps]]:
+        """The next page of checkpoint rows, newest first, after ``cursor`` (keyset paging),
+        and their whole versions (``_page_maps``, read in the same transaction)."""
         clauses: list[str] = [*where]
         params: list[Any] = [*args]
         if cursor is not None:
@@ -550,9 +551,24 @@ class SqliteSaver(BaseCheckpointSaver):
             params = [*params, *params]
         query += " ORDER BY checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC LIMIT ?"
         with self._transaction(write=False) as conn:
-            return conn.execute(query, [*params, _PAGE]).fetchall()
+            rows = conn.execute(query, [*params, _PAGE]).fetchall()
+            return rows, self._page_maps(conn, rows)
 
-    def _load(self, conn: sqlite3.Connection, row: _Row) -> CheckpointTuple:
+    def _page_maps(
+        self, conn: sqlite3.Connection, rows: Sequence[_Row]
+    ) -> dict[tuple[Any, ...], Maps]:
+        """The whole versions of a page's rows, oldest first: a row's parent is most often
+        the row before it in the page, so each costs one diff applied, not a walk."""
+        memo: dict[tuple[Any, ...], Maps] = {}
+        for row in reversed(rows):
+            tc = self._codec(row[0], row[1])
+            tc.check_record(row[2], record_fields(row), row[9])  # a base for the next
+            memo[tuple(row[:3])] = resolve_maps(conn, tc, row, memo)
+        return memo
+
+    def _load(
+        self, conn: sqlite3.Connection, row: _Row, maps: Maps | None = None
+    ) -> CheckpointTuple:
         """Rebuild a checkpoint tuple from its row, its value blobs and its writes.
 
         With a signing serializer the record is verified first, then each value
@@ -562,7 +578,7 @@ class SqliteSaver(BaseCheckpointSaver):
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         signed = tc.check_record(checkpoint_id, record_fields(row), sig)
-        version_of, seen_of = resolve_maps(conn, tc, row)
+        version_of, seen_of = maps or resolve_maps(conn, tc, row)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from durable_graph.errors import CheckpointStoreError
@@ -56,13 +56,22 @@ def record_fields(row: Row) -> dict[str, Any]:
     return dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9], strict=True))
 
 
-def resolve_maps(conn: sqlite3.Connection, tc: ThreadCodec, row: Row) -> Maps:
-    """A row's whole versions and versions seen, through its parents if it is a diff."""
+def resolve_maps(
+    conn: sqlite3.Connection, tc: ThreadCodec, row: Row,
+    known: Mapping[tuple[Any, ...], Maps] | None = None,
+) -> Maps:
+    """A row's whole versions and versions seen, through its parents if it is a diff
+    (``known``: rows already resolved and verified, by (thread, namespace, id))."""
     chain = [row]
+    maps: Maps | None = None
     while is_diff(chain[-1][5]):
         thread_id, ns, checkpoint_id, parent = chain[-1][:4]
-        found = None if parent is None else conn.execute(
-            _ROW, (thread_id, ns, unpack_id(parent))).fetchone()
+        parent_id = unpack_id(parent)
+        if known and (thread_id, ns, parent_id) in known:
+            maps = known[(thread_id, ns, parent_id)]
+            break
+        found = None if parent_id is None else conn.execute(
+            _ROW, (thread_id, ns, parent_id)).fetchone()
         if found is None or len(chain) > ROW_CHAIN:
             raise CheckpointStoreError(
                 f"checkpoint {checkpoint_id} of thread {thread_id!r} keeps its versions as a "
@@ -70,9 +79,11 @@ def resolve_maps(conn: sqlite3.Connection, tc: ThreadCodec, row: Row) -> Maps:
                 "damaged. Restore it from a backup.")
         tc.check_record(found[2], record_fields(found), found[9])
         chain.append(found)
-    versions = unpack_versions(chain[-1][5])
-    maps: Maps = (versions, unpack_seen(chain[-1][6], versions))
-    for link in reversed(chain[:-1]):
+    if maps is None:  # the chain's oldest row is whole
+        versions = unpack_versions(chain[-1][5])
+        maps = (versions, unpack_seen(chain[-1][6], versions))
+        chain.pop()
+    for link in reversed(chain):
         maps = apply_diff(link[5], link[6], maps)
     return maps
 

@@ -245,3 +245,14 @@ def test_a_row_reads_back_exactly_as_a_diff_or_whole(row: Any, parent: Any) -> N
     diff = diff_row(versions, seen, parent, 1)
     if diff is not None:
         assert apply_diff(*diff, parent) == (versions, seen)
+
+
+def test_history_pages_resolve_rows_across_page_boundaries(tmp_path: Path) -> None:
+    count = 250  # more than two pages of 100; chains cross each page's oldest row
+    with SqliteSaver(tmp_path / "d.db", serde=signed()) as saver:
+        ids = put_steps(saver, "t", 11, count)
+        got = history(saver, "t")
+        limited = [t.checkpoint.id for t in saver.list(cfg("t"), before=cfg("t", ids[150]),
+                                                       limit=60)]
+    assert {cid: got[cid][:2] for cid in ids} == expected(11, count, ids)
+    assert limited == ids[150 - 60:150][::-1]
