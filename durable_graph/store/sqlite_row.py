@@ -186,7 +186,7 @@ def _seen_flat(seen: Any, versions: Any) -> list[Any]:
             if at is None:
                 pairs += [channel, version]
             elif version is None:
-                raise ValueError("nil would read back as the row's version")
+                raise ValueError("nil reads back as the row's")  # internal signal
             else:
                 pairs += [at, None if versions[channel] == version else version]
         flat += [node, pairs]
