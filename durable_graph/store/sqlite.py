@@ -25,6 +25,11 @@ table (schema 5, ``sqlite_leaves``): the input channel, a task's write and a
 ``messages`` delta refer to one copy by its SHA-256, counted, and dropped with the
 last row that refers to it.
 
+Schema 6 packs a checkpoint row (``sqlite_row``): most rows keep only what changed
+against their parent's versions and versions seen, at most ``ROW_CHAIN`` rows back to
+a whole row, and are read through their parents (``sqlite_lineage``); a row that
+stays is stored whole before the row it is a diff against is deleted or replaced.
+
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
 the record's signature, NULL for records written before.
@@ -95,22 +100,36 @@ from durable_graph.store.sqlite_leaves import (
     leaf_exists,
     release_leaves,
 )
+from durable_graph.store.sqlite_lineage import (
+    CP_COLUMNS,
+    Maps,
+    record_fields,
+    resolve_maps,
+    store_whole,
+    whole_columns,
+)
 from durable_graph.store.sqlite_row import (
+    ROW_CHAIN,
+    diff_row,
     pack_id,
-    pack_seen,
+    pack_metadata,
     pack_tag,
     pack_ts,
+    plain_form,
     unpack_id,
-    unpack_seen,
+    unpack_metadata,
     unpack_tag,
     unpack_ts,
+    versions_json,
 )
 
 __all__ = ["SqliteSaver"]
 
-_SCHEMA_VERSION = 5  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+_SCHEMA_VERSION = 6  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
 # 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
-# ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once)
+# ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
+# 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
+# (``sqlite_leaves``). Rows of every schema read in place: nothing is rewritten.
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
 # ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
@@ -184,10 +203,7 @@ CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS
 _THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry", "leaves")
 """Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
-_CP_COLUMNS = (
-    "thread_id, checkpoint_ns, checkpoint_id, parent_id, ts, "
-    "channel_versions, versions_seen, metadata, v, sig"
-)
+_CP_COLUMNS = CP_COLUMNS
 _BRANCH_SOURCES = frozenset({"fork", "update"})
 """Metadata sources of checkpoints that may start from an older checkpoint."""
 
@@ -197,7 +213,7 @@ _BRANCH_SOURCES = frozenset({"fork", "update"})
 # keep_last commit costs O(values) instead of O(values x live values).
 _LIVE_VALUES = """
 WITH RECURSIVE live(channel, version) AS (
-    SELECT cv.key, cv.value FROM checkpoints c, json_each(c.channel_versions) cv
+    SELECT cv.key, cv.value FROM checkpoints c, json_each(dg_versions(c.channel_versions)) cv
     WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
     UNION
     SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
@@ -290,8 +306,9 @@ ORDER BY checkpoint_id DESC, checkpoint_ns DESC
 """
 
 _INSERT_CHECKPOINT = (
-    f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_REPLACE_CHECKPOINT = _INSERT_CHECKPOINT.replace("OR IGNORE", "OR REPLACE")
 _UPSERT_STATUS = """
 INSERT INTO threads VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (thread_id) DO UPDATE SET
@@ -344,9 +361,10 @@ class SqliteSaver(BaseCheckpointSaver):
         keep_last: retention policy: each commit keeps the newest ``keep_last``
             checkpoints of its namespace and deletes older ones (None: all kept).
 
-    Metadata and channel versions are stored as JSON text so operators can read them
-    with the ``sqlite3`` shell; metadata must therefore be JSON-serializable. The parent
-    id, timestamp and versions seen are compact BLOBs (``sqlite_row``, schema 4).
+    Metadata must be JSON-serializable: it reads back as its JSON would. The parent id,
+    timestamp, versions, versions seen and metadata are compact BLOBs (``sqlite_row``,
+    schemas 4 and 6); ``sqlite_row``'s unpack functions read them in the ``sqlite3``
+    shell's place.
     """
 
     def __init__(
@@ -368,6 +386,9 @@ class SqliteSaver(BaseCheckpointSaver):
         self.serde: Serializer = serde or TypedSerializer()
         self._dedup = dedups_leaves(self.serde)
         self._lock = threading.RLock()
+        self._last: dict[tuple[str, str], tuple[str, Maps, int]] = {}
+        """Per namespace, the checkpoint this saver stored last: its id, versions and
+        depth in its row chain (``sqlite_lineage``), so the next row can be a diff."""
         self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
         try:
             if isinstance(path_or_connection, sqlite3.Connection):
@@ -400,6 +421,8 @@ class SqliteSaver(BaseCheckpointSaver):
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            # Packed versions (schema 6) as JSON for ``json_each`` (``_LIVE_VALUES``).
+            self._conn.create_function("dg_versions", 1, versions_json, deterministic=True)
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise CheckpointStoreError(
@@ -492,16 +515,16 @@ class SqliteSaver(BaseCheckpointSaver):
         count = 0
         cursor: _Row | None = None
         while limit is None or count < limit:
-            rows = self._page(where, args, cursor)
+            rows, maps = self._page(where, args, cursor)
             for row in rows:
-                metadata = json.loads(row[7])
+                metadata = unpack_metadata(row[7])
                 if filter and not metadata_matches(metadata, filter):
                     continue
                 if limit is not None and count >= limit:
                     return
                 count += 1
                 with self._transaction(write=False) as conn:
-                    item = self._load(conn, row)
+                    item = self._load(conn, row, maps[tuple(row[:3])])
                 yield item
             if len(rows) < _PAGE:
                 return
@@ -509,8 +532,9 @@ class SqliteSaver(BaseCheckpointSaver):
 
     def _page(
         self, where: Sequence[str], args: Sequence[Any], cursor: _Row | None
-    ) -> Sequence[_Row]:
-        """The next page of checkpoint rows, newest first, after ``cursor`` (keyset paging)."""
+    ) -> tuple[Sequence[_Row], dict[tuple[Any, ...], Maps]]:
+        """The next page of checkpoint rows, newest first, after ``cursor`` (keyset paging),
+        and their whole versions (``_page_maps``, read in the same transaction)."""
         clauses: list[str] = [*where]
         params: list[Any] = [*args]
         if cursor is not None:
@@ -527,23 +551,39 @@ class SqliteSaver(BaseCheckpointSaver):
             params = [*params, *params]
         query += " ORDER BY checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC LIMIT ?"
         with self._transaction(write=False) as conn:
-            return conn.execute(query, [*params, _PAGE]).fetchall()
+            rows = conn.execute(query, [*params, _PAGE]).fetchall()
+            return rows, self._page_maps(conn, rows)
 
-    def _load(self, conn: sqlite3.Connection, row: _Row) -> CheckpointTuple:
+    def _page_maps(
+        self, conn: sqlite3.Connection, rows: Sequence[_Row]
+    ) -> dict[tuple[Any, ...], Maps]:
+        """The whole versions of a page's rows, oldest first: a row's parent is most often
+        the row before it in the page, so each costs one diff applied, not a walk."""
+        memo: dict[tuple[Any, ...], Maps] = {}
+        for row in reversed(rows):
+            tc = self._codec(row[0], row[1])
+            tc.check_record(row[2], record_fields(row), row[9])  # a base for the next
+            memo[tuple(row[:3])] = resolve_maps(conn, tc, row, memo)
+        return memo
+
+    def _load(
+        self, conn: sqlite3.Connection, row: _Row, maps: Maps | None = None
+    ) -> CheckpointTuple:
         """Rebuild a checkpoint tuple from its row, its value blobs and its writes.
 
         With a signing serializer the record is verified first, then each value
         for its (channel, version) and each write for its slot.
         """
-        thread_id, ns, checkpoint_id, parent, ts, versions, seen, metadata, v, sig = row
+        thread_id, ns, checkpoint_id, parent, ts, _, _, metadata, v, sig = row
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        signed = tc.check_record(checkpoint_id, _record_fields(row), sig)
-        version_of = json.loads(versions)
+        signed = tc.check_record(checkpoint_id, record_fields(row), sig)
+        version_of, seen_of = maps or resolve_maps(conn, tc, row)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
-            for channel, tag, blob in conn.execute(_LOAD_VALUES, (versions, thread_id, ns))
+            for channel, tag, blob in conn.execute(
+                _LOAD_VALUES, (json.dumps(version_of), thread_id, ns))
         }
         resolve_values(values, lambda channel, head: [
             tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
@@ -565,11 +605,11 @@ class SqliteSaver(BaseCheckpointSaver):
                 id=checkpoint_id,
                 ts=unpack_ts(ts),
                 channel_values=values,
-                channel_versions=json.loads(versions),
-                versions_seen=unpack_seen(seen),
+                channel_versions=version_of,
+                versions_seen=seen_of,
                 v=v,
             ),
-            metadata=json.loads(metadata),
+            metadata=unpack_metadata(metadata),
             parent_config=checkpoint_config(thread_id, ns, parent_id) if parent_id else None,
             pending_writes=writes,
         )
@@ -588,17 +628,28 @@ class SqliteSaver(BaseCheckpointSaver):
         """
         thread_id, ns, parent_id = config_ids(config)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata)
-        row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
+        require_versions(checkpoint)
         versions = checkpoint.channel_versions
+        versions_text = _dumps_json(versions, "channel versions")
+        seen = checkpoint.versions_seen
+        maps: Maps = (plain_form(versions, lambda: versions_text),
+                      plain_form(seen, lambda: _dumps_json(seen, "versions seen")))
+        diff, depth = self._diff_of(thread_id, ns, parent_id, maps)
+        row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata,
+                              columns=diff or whole_columns(maps, versions_text))
         now = time.time()
         with self._transaction() as conn:
             _purge(conn, now)
-            extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
-                and self._check_extends(conn, row, metadata)
+            checked = (config.get("configurable") or {}).get(EXTENDS_LATEST)
+            extends = checked and self._check_extends(conn, row, metadata)  # parent exists
+            if diff is not None and not checked and conn.execute(
+                    _EXISTS, (thread_id, ns, parent_id)).fetchone() is None:
+                row, depth = (*row[:5], *whole_columns(maps, versions_text), *row[7:]), 0
+            row = (*row[:-1], tc.sign_record(checkpoint.id, record_fields(row)))
             if extends and retires_parent_writes(config, metadata):
                 delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
-            present = {key for (key,) in conn.execute(_EXISTING_BLOBS, (row[5], thread_id, ns))}
+            present = {key for (key,) in conn.execute(
+                _EXISTING_BLOBS, (versions_text, thread_id, ns))}
             missing = {
                 ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
             }
@@ -619,9 +670,26 @@ class SqliteSaver(BaseCheckpointSaver):
                 [(thread_id, ns, ch, versions[ch], base, depth)
                  for ch, (base, depth) in delta_links(missing).items()],
             )
-            conn.execute(_INSERT_CHECKPOINT, row)
+            if not conn.execute(_INSERT_CHECKPOINT, row).rowcount:  # a row of this id exists:
+                store_whole(conn, tc, (thread_id, ns), [checkpoint.id])  # its diff children
+                conn.execute(_REPLACE_CHECKPOINT, row)  # are stored whole, then it is replaced
             self._apply_policy(conn, thread_id, ns, now)
+        self._last[(thread_id, ns)] = (checkpoint.id, maps, depth)
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _diff_of(
+        self, thread_id: str, ns: str, parent_id: str | None, maps: Maps
+    ) -> tuple[tuple[bytes, bytes] | None, int]:
+        """A row's versions as a diff against its parent's (and its chain depth), when
+        this saver stored the parent last in the namespace and the chain has room."""
+        last = self._last.get((thread_id, ns))
+        if last is None or parent_id is None or last[0] != parent_id or last[2] >= ROW_CHAIN:
+            return None, 0
+        depth = last[2] + 1
+        return diff_row(*maps, last[1], depth), depth
+
+    def _codec(self, thread_id: str, ns: str) -> ThreadCodec:
+        return ThreadCodec(self.serde, "", thread_id, ns)
 
     def _split(
         self, conn: sqlite3.Connection, thread_id: str, items: Sequence[tuple[str, Any]]
@@ -638,7 +706,7 @@ class SqliteSaver(BaseCheckpointSaver):
             doomed = [cid for (cid,) in conn.execute(
                 _BEYOND_KEEP, (thread_id, ns, self.keep_last))]
             if doomed:
-                _delete_ids(conn, (thread_id, ns), doomed)
+                _delete_ids(conn, self._codec(thread_id, ns), doomed)
         if self.ttl is not None:
             conn.execute(_EXPIRE_AFTER_COMMIT, (thread_id, now, self.ttl))
         else:
@@ -742,7 +810,7 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
         with self._transaction() as conn:
-            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids)
+            _delete_ids(conn, self._codec(str(thread_id), checkpoint_ns), ids)
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -812,8 +880,11 @@ def _pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: st
         _EXISTS, (thread_id, ns, checkpoint_id)).fetchone() is None
 
 
-def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str]) -> None:
-    """Delete checkpoints of one namespace, their writes, and values nothing kept reads."""
+def _delete_ids(conn: sqlite3.Connection, tc: ThreadCodec, ids: Sequence[str]) -> None:
+    """Delete checkpoints of one namespace, their writes, and values nothing kept reads
+    (the rows that stay and were diffs against a deleted one are stored whole first)."""
+    scope = (tc.thread_id, tc.ns)
+    store_whole(conn, tc, scope, ids)
     for checkpoint_id in ids:
         conn.execute(
             "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
@@ -851,23 +922,19 @@ def _checkpoint_row(
     parent_id: str | None,
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
+    *,
+    columns: tuple[str | bytes, str | bytes],
 ) -> _Row:
-    """The checkpoints-table row of a checkpoint: everything but its values."""
-    require_versions(checkpoint)
+    """The checkpoints-table row of a checkpoint: everything but its values (``columns``:
+    its versions and versions seen, packed)."""
     return (
         thread_id,
         ns,
         checkpoint.id,
         pack_id(parent_id),
         pack_ts(checkpoint.ts),
-        _dumps_json(checkpoint.channel_versions, "channel versions"),
-        pack_seen(checkpoint.versions_seen),
-        _dumps_json(dict(metadata), "checkpoint metadata"),
+        *columns,
+        pack_metadata(dict(metadata), lambda: _dumps_json(dict(metadata), "checkpoint metadata")),
         checkpoint.v,
         None,
     )
-
-
-def _record_fields(row: _Row) -> dict[str, Any]:
-    """What a record's signature covers: every column but the place and the signature."""
-    return dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9], strict=True))

@@ -8,11 +8,19 @@ and a leaf whose count reaches zero goes with it, in the same transaction; a
 thread's deletion or expiry drops its leaves with its other rows. Every statement
 here touches only the leaves of the rows it is given: a commit costs what it
 changed, not the thread's history.
+
+A leaf's ``data`` is its stored bytes (``leaves.leaf_bytes``: a kind byte, ``s`` or
+``b``, then the text or bytes), or, when deflate makes them at least an eighth
+smaller, ``z`` and the raw deflate stream of those bytes (schema 6; chat text is
+prose, or base64, whose 64 letters take 6 bits a byte). The first byte tells the
+two apart, so rows written before read as they are; a compressed cell that does not
+inflate cleanly is returned as stored and fails its hash check like any altered leaf.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,7 +33,9 @@ __all__ = [
     "fetch_leaves",
     "hold_leaves",
     "leaf_exists",
+    "pack_leaf",
     "release_leaves",
+    "unpack_leaf",
 ]
 
 LEAVES_SCHEMA = """
@@ -37,10 +47,11 @@ CREATE TABLE IF NOT EXISTS leaves (
     PRIMARY KEY (thread_id, digest)
 ) WITHOUT ROWID
 """
-_HOLD = """
-INSERT INTO leaves VALUES (?, ?, 1, ?)
-ON CONFLICT (thread_id, digest) DO UPDATE SET refs = refs + 1
-"""
+_ADD_REF = "UPDATE leaves SET refs = refs + 1 WHERE thread_id = ? AND digest = ?"
+_INSERT = "INSERT INTO leaves VALUES (?, ?, 1, ?)"
+_DEFLATED = b"z"
+"""First byte of a compressed leaf cell (``leaf_bytes`` starts with ``s`` or ``b``)."""
+_WBITS = -15  # raw deflate: no zlib header or checksum (the SHA-256 checks the bytes)
 _RELEASE = "UPDATE leaves SET refs = refs - ? WHERE thread_id = ? AND digest = ?"
 _DROP_UNHELD = "DELETE FROM leaves WHERE thread_id = ? AND digest = ? AND refs <= 0"
 _EXISTS = "SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?"
@@ -58,8 +69,32 @@ def add_leaf_columns(conn: sqlite3.Connection) -> None:
 def hold_leaves(
     conn: sqlite3.Connection, thread_id: str, digests: bytes | None, leaves: Mapping[bytes, bytes]
 ) -> None:
-    """Count one more reference to each leaf a new row lists (storing leaves new here)."""
-    conn.executemany(_HOLD, [(thread_id, d, leaves[d]) for d in unpack_digests(digests)])
+    """Count one more reference to each leaf a new row lists (storing leaves new here,
+    compressed when that pays: ``pack_leaf``; only a leaf not stored yet is compressed)."""
+    for digest in unpack_digests(digests):
+        if not conn.execute(_ADD_REF, (thread_id, digest)).rowcount:
+            conn.execute(_INSERT, (thread_id, digest, pack_leaf(leaves[digest])))
+
+
+def pack_leaf(stored: bytes) -> bytes:
+    """A leaf's cell: ``z`` and its raw deflate stream when that is at least an eighth
+    smaller, else its bytes as they are."""
+    squeezer = zlib.compressobj(6, zlib.DEFLATED, _WBITS)
+    packed = _DEFLATED + squeezer.compress(stored) + squeezer.flush()
+    return packed if len(packed) * 8 <= len(stored) * 7 else stored
+
+
+def unpack_leaf(cell: bytes) -> bytes:
+    """Inverse of ``pack_leaf``. A ``z`` cell that does not inflate cleanly is returned
+    as it is: its hash check then refuses it as altered."""
+    if cell[:1] != _DEFLATED:
+        return cell
+    inflater = zlib.decompressobj(_WBITS)
+    try:
+        out = inflater.decompress(cell[1:])
+    except zlib.error:
+        return cell
+    return out if inflater.eof and not inflater.unused_data else cell
 
 
 def release_leaves(
@@ -103,7 +138,7 @@ def fetch_leaves(
         chunk = wanted[i:i + _CHUNK]
         marks = ", ".join("?" * len(chunk))
         found.update(  # a text cell (edited by hand) fails its hash check, as bytes
-            (bytes(d), data if isinstance(data, bytes) else str(data).encode())
+            (bytes(d), unpack_leaf(data) if isinstance(data, bytes) else str(data).encode())
             for d, data in conn.execute(
                 f"SELECT digest, data FROM leaves WHERE thread_id = ? AND digest IN ({marks})",
                 (thread_id, *chunk)))

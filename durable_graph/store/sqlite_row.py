@@ -15,31 +15,59 @@ columns as BLOBs when they round-trip exactly, and as before otherwise:
   digits), else JSON text.
 
 A reader tells them apart by type (``bytes`` or ``str``), so rows of both schemas
-read the same, and a file may hold both. ``channel_versions`` and ``metadata`` stay
-JSON: SQL walks the versions (``json_each``) and the metadata is what an operator
-reads in the ``sqlite3`` shell.
+read the same, and a file may hold both.
+
+Schema 6 packs the rest of the row (about 150 of its 270 bytes at schema 5 were the
+channel versions and versions seen, mostly channel names and 13-digit numbers):
+
+- ``channel_versions``: msgpack instead of JSON text (SQL reads it through the
+  ``dg_versions`` function, which gives JSON back: ``versions_json``);
+- ``versions_seen``: ``\x01`` then a msgpack list of (node, [channel, version, ...]):
+  a channel the row's versions name is its index among their sorted names, and a
+  version equal to the row's own version of that channel is nil (a node usually saw
+  what the checkpoint holds). A schema 4 form is a msgpack map, so never ``\x01``;
+- ``metadata``: ``\x02`` then [source, step] for a step's usual record ({"parents": {},
+  "source": ..., "step": ...}), ``\x00`` then msgpack with ``"parents": {}`` left out,
+  or ``\x01`` then msgpack as given.
+
+Each is kept only when it reads back exactly what the JSON form reads back (else the
+row stores that form, as before): the same results, whichever form a row holds.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import ormsgpack
 
 from durable_graph.errors import SerializationError
 
 __all__ = [
+    "ROW_CHAIN",
+    "apply_diff",
+    "diff_entries",
+    "diff_row",
+    "is_diff",
+    "json_form",
     "pack_id",
+    "pack_metadata",
     "pack_seen",
+    "pack_seen_by",
     "pack_tag",
     "pack_ts",
+    "pack_versions",
+    "plain_form",
     "unpack_id",
+    "unpack_metadata",
     "unpack_seen",
     "unpack_tag",
     "unpack_ts",
+    "unpack_versions",
+    "versions_json",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -103,11 +131,158 @@ def pack_seen(seen: Any) -> str | bytes:
         raise SerializationError(f"cannot store versions seen as JSON: {exc}") from exc
 
 
-def unpack_seen(stored: str | bytes) -> Any:
-    """Inverse of ``pack_seen``; JSON text for rows of schema 3 and before."""
-    if isinstance(stored, bytes):
+def unpack_seen(stored: str | bytes, versions: Any = None) -> Any:
+    """Inverse of ``pack_seen`` (and of ``pack_seen_by``, given the row's versions);
+    JSON text for rows of schema 3 and before."""
+    if isinstance(stored, str):
+        return json.loads(stored)
+    if stored[:1] != _SEEN_BY:
         return ormsgpack.unpackb(stored)
-    return json.loads(stored)
+    return _seen_of(ormsgpack.unpackb(stored[1:]), versions)
+
+
+def _seen_of(flat: list[Any], versions: Any) -> dict[str, dict[str, Any]]:
+    """Inverse of ``_seen_flat``."""
+    names = sorted(versions) if flat else []
+    seen: dict[str, dict[str, Any]] = {}
+    for node, pairs in zip(flat[::2], flat[1::2], strict=True):
+        seen[node] = inner = {}
+        for key, version in zip(pairs[::2], pairs[1::2], strict=True):
+            if isinstance(key, int):  # a channel of the row's versions; nil: the same
+                channel = names[key]
+                inner[channel] = versions[channel] if version is None else version
+            else:
+                inner[key] = version
+    return seen
+
+
+_SEEN_BY = b"\x01"
+"""First byte of versions seen packed against the row's versions (schema 6)."""
+
+
+def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
+    """Versions seen, a channel named by its index among the row's versions and a
+    version equal to the row's as nil; ``pack_seen`` when that would not read back.
+    Both as JSON reads them back (``json_form``), as the saver has them."""
+    try:  # JSON forms: msgpack gives them back
+        return _SEEN_BY + ormsgpack.packb(_seen_flat(seen, versions))
+    except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
+        pass  # e.g. a version over 64 bits, or names that are not text
+    return pack_seen(seen)
+
+
+def _seen_flat(seen: Any, versions: Any) -> list[Any]:
+    """[node, [channel, version, ...], ...]: a channel of ``versions`` by its index among
+    their sorted names, its version nil when equal to theirs; ValueError when a nil
+    version would read back as theirs."""
+    flat: list[Any] = []
+    index: dict[str, int] | None = None
+    for node, inner in sorted(seen.items()):
+        if index is None and inner:
+            index = {name: i for i, name in enumerate(sorted(versions))}
+        pairs: list[Any] = []
+        for channel, version in sorted(inner.items()):
+            at = index.get(channel) if index else None
+            if at is None:
+                pairs += [channel, version]
+            elif version is None:
+                raise ValueError("nil reads back as the row's")  # internal signal
+            else:
+                pairs += [at, None if versions[channel] == version else version]
+        flat += [node, pairs]
+    return flat
+
+
+def json_form(value: Any) -> Any:
+    """What a value reads back as from JSON (the schema 5 form); ValueError if none."""
+    return json.loads(json.dumps(value, separators=(",", ":"), allow_nan=False))
+
+
+def _msgpack_if_same(form: Any) -> bytes | None:
+    """A value as JSON reads it back (``json_form``) as msgpack, which gives every such
+    value back but an integer over 64 bits or text that is not UTF-8 (then None)."""
+    try:  # keys sorted, as the JSON form has them
+        return ormsgpack.packb(form, option=ormsgpack.OPT_SORT_KEYS)
+    except (TypeError, ormsgpack.MsgpackEncodeError):
+        return None
+
+
+def pack_versions(versions: Any, text: str) -> str | bytes:
+    """Channel versions (as JSON reads their ``text`` back) as msgpack when that reads
+    them back too, else ``text``."""
+    packed = _msgpack_if_same(versions)
+    return text if packed is None else packed
+
+
+def unpack_versions(stored: str | bytes) -> Any:
+    """Inverse of ``pack_versions``."""
+    return json.loads(stored) if isinstance(stored, str) else ormsgpack.unpackb(stored)
+
+
+def versions_json(stored: str | bytes | None) -> str | None:
+    """The versions a row names itself as JSON text, for SQL's ``json_each``
+    (``dg_versions``): a diff row's changed ones (``diff_entries``)."""
+    if stored is None or isinstance(stored, str):
+        return stored
+    return json.dumps(diff_entries(stored), separators=(",", ":"))
+
+
+_NO_PARENTS, _AS_GIVEN, _STEP = b"\x00", b"\x01", b"\x02"
+_STEP_KEYS = ["parents", "source", "step"]
+"""The keys of a step's metadata (the engine's loop, an input): kept as [source, step]."""
+
+
+def pack_metadata(given: Any, text_of: Callable[[], str]) -> str | bytes:
+    """Metadata as msgpack, ``"parents": {}`` left out, when that reads back what its
+    JSON (``text_of()``, which raises for metadata JSON cannot hold) does; else that
+    text. A step's usual record (``parents`` empty, ``source`` text, ``step`` a small
+    integer, nothing else) is [source, step], without going through JSON."""
+    step = _step_form(given)
+    if step is not None:
+        return step
+    text = text_of()
+    metadata = json.loads(text)
+    if isinstance(metadata, dict) and metadata.get("parents", None) == {}:
+        packed = _msgpack_if_same({k: v for k, v in metadata.items() if k != "parents"})
+        return text if packed is None else _NO_PARENTS + packed
+    packed = _msgpack_if_same(metadata)
+    return text if packed is None else _AS_GIVEN + packed
+
+
+def _step_form(metadata: Any) -> bytes | None:
+    """[source, step] for a step's usual metadata, else None."""
+    if type(metadata) is not dict or len(metadata) != len(_STEP_KEYS):
+        return None
+    parents, source, step = (metadata.get(k) for k in _STEP_KEYS)
+    if type(parents) is not dict or parents or type(source) is not str \
+            or type(step) is not int or not -(2**31) <= step < 2**31:
+        return None
+    try:
+        return _STEP + ormsgpack.packb([source, step])
+    except (TypeError, ormsgpack.MsgpackEncodeError):  # text that is not UTF-8
+        return None
+
+
+def plain_form(value: Any, text_of: Callable[[], str]) -> Any:
+    """A value as the saver reads it back: through msgpack when it takes the value (for
+    a value JSON takes too, both give the same back), else through its JSON text
+    (``text_of()``, which raises for a value JSON cannot hold either)."""
+    try:
+        return ormsgpack.unpackb(ormsgpack.packb(value, option=ormsgpack.OPT_SORT_KEYS))
+    except (TypeError, ormsgpack.MsgpackEncodeError):
+        return json.loads(text_of())
+
+
+def unpack_metadata(stored: str | bytes) -> Any:
+    """Inverse of ``pack_metadata``."""
+    if isinstance(stored, str):
+        return json.loads(stored)
+    metadata = ormsgpack.unpackb(stored[1:])
+    if stored[:1] == _STEP:
+        return {"parents": {}, "source": metadata[0], "step": metadata[1]}
+    if stored[:1] == _NO_PARENTS:
+        metadata = dict(sorted({**metadata, "parents": {}}.items()))
+    return metadata
 
 
 def pack_tag(tag: str) -> str | bytes:
@@ -125,3 +300,60 @@ def unpack_tag(stored: str | bytes) -> str:
             f"a stored value has serializer code {bytes(stored)!r}, unknown to this release: "
             "it was written by a newer durable-graph; upgrade to read it")
     return tag
+
+
+# Schema 6: a row may keep only what changed against its parent's versions and versions
+# seen (``\x02`` then msgpack), at most ``ROW_CHAIN`` rows back to a whole one. The
+# saver resolves a row through its parents (``sqlite_lineage``); a full row (any form
+# above) starts a chain. Neither form of a full row starts with ``\x02``.
+_DIFF = b"\x02"
+ROW_CHAIN = 8
+"""Most rows a checkpoint's versions are resolved through (then a whole row is stored)."""
+
+
+def is_diff(stored: str | bytes) -> TypeGuard[bytes]:
+    """Whether a stored versions (or versions seen) column holds a diff against the parent."""
+    return isinstance(stored, bytes) and stored[:1] == _DIFF
+
+
+def diff_row(
+    versions: Any, seen: Any, base: tuple[Any, Any], depth: int
+) -> tuple[bytes, bytes] | None:
+    """Versions and versions seen as what changed against ``base`` (the parent's, whole),
+    at chain ``depth``; None when they would not read back exactly (store them whole).
+    All as JSON reads them back (``json_form``)."""
+    base_versions, base_seen = base
+    try:
+        changed = {k: v for k, v in versions.items() if base_versions.get(k, _DIFF) != v}
+        removed = [k for k in base_versions if k not in versions]
+        packed_versions = _DIFF + ormsgpack.packb(
+            [depth, changed, sorted(removed) if removed else removed],
+            option=ormsgpack.OPT_SORT_KEYS)
+        nodes = {n: inner for n, inner in seen.items() if base_seen.get(n, _DIFF) != inner}
+        gone = sorted(n for n in base_seen if n not in seen)
+        packed_seen = _DIFF + ormsgpack.packb([_seen_flat(nodes, versions), gone])
+    except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
+        return None
+    return packed_versions, packed_seen  # JSON forms: ``apply_diff`` gives them back
+
+
+def apply_diff(
+    stored_versions: bytes, stored_seen: bytes, base: tuple[Any, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inverse of ``diff_row``: the whole versions and versions seen of a diff row."""
+    _, changed, removed = ormsgpack.unpackb(stored_versions[1:])
+    versions = {k: v for k, v in base[0].items() if k not in removed}
+    versions.update(changed)
+    versions = dict(sorted(versions.items()))
+    flat, gone = ormsgpack.unpackb(stored_seen[1:])
+    seen = {n: inner for n, inner in base[1].items() if n not in gone}
+    seen.update(_seen_of(flat, versions))
+    return versions, dict(sorted(seen.items()))
+
+
+def diff_entries(stored: str | bytes) -> Any:
+    """The versions a stored versions column names itself: all of a whole row's, the
+    changed ones of a diff (each inherited one is named by the row it came from)."""
+    if isinstance(stored, bytes) and is_diff(stored):
+        return ormsgpack.unpackb(stored[1:])[1]
+    return unpack_versions(stored)

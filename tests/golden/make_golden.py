@@ -28,6 +28,9 @@ Formats (each file keeps the format it was recorded in):
 - ``signed-v5``: as ``signed-v4`` (SQLite schema 5), with each chat message padded by
   ``LEAF_PAD`` so its text is a large leaf kept once per thread (the ``leaves`` table,
   ``store/leaves.py``: the input refers to it, and so do the deltas and writes).
+- ``signed-v6``: as ``signed-v5`` (SQLite schema 6), with a checkpoint row's versions,
+  versions seen and metadata packed, and each leaf deflated (``store/sqlite_row.py``,
+  ``store/sqlite_leaves.py``).
 - ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
   leaf field of the blobs hash, kept once, listed in the chain field of every value
   that refers to it (``store/redis/leafblobs.py``); recorded with ``compress_min`` =
@@ -81,14 +84,15 @@ SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v2": "checkpoints-signed-v2.sqlite",
                   "signed-v3": "checkpoints-signed-v3.sqlite",
                   "signed-v4": "checkpoints-signed-v4.sqlite",
-                  "signed-v5": "checkpoints-signed-v5.sqlite"}
+                  "signed-v5": "checkpoints-signed-v5.sqlite",
+                  "signed-v6": "checkpoints-signed-v6.sqlite"}
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json"}
-DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "redis-v3", "redis-v4",
-                           "redis-v5", "redis-v6"})
+DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "redis-v3",
+                           "redis-v4", "redis-v5", "redis-v6"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
-LEAF_FORMATS = frozenset({"signed-v5", "redis-v6"})
+LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "redis-v6"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""

@@ -100,11 +100,15 @@ def _sqlite_raw(path: Path) -> Raw:
             data, thread, ch, v)
 
     def point(thread: str, cid: str, ch: str, v: int) -> None:
-        (row,) = sql("SELECT channel_versions FROM checkpoints WHERE thread_id=? "
-                     "AND checkpoint_id=?", thread, cid)
-        versions = {**json.loads(row[0]), ch: v}
-        sql("UPDATE checkpoints SET channel_versions=? WHERE thread_id=? AND checkpoint_id=?",
-            json.dumps(versions, separators=(",", ":"), sort_keys=True), thread, cid)
+        # The record rewritten whole in its readable (JSON) form: a row may be a diff
+        # against its parent (schema 6), so its versions are read through the saver.
+        found = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_id": cid}})
+        assert found is not None
+        versions = {**found.checkpoint.channel_versions, ch: v}
+        sql("UPDATE checkpoints SET channel_versions=?, versions_seen=? "
+            "WHERE thread_id=? AND checkpoint_id=?",
+            json.dumps(versions, separators=(",", ":"), sort_keys=True),
+            json.dumps(found.checkpoint.versions_seen, sort_keys=True), thread, cid)
 
     def strip_sig(thread: str, cid: str) -> None:
         sql("UPDATE checkpoints SET sig=NULL WHERE thread_id=? AND checkpoint_id=?", thread, cid)

@@ -101,7 +101,7 @@ def test_signed_golden_files_hold_the_format_they_are_named_after() -> None:
     import sqlite3
 
     formats = {"signed-v1": (1, 0xD1), "signed-v2": (2, 0xD2), "signed-v3": (3, 0xD2),
-               "signed-v4": (4, 0xD2), "signed-v5": (5, 0xD2)}
+               "signed-v4": (4, 0xD2), "signed-v5": (5, 0xD2), "signed-v6": (6, 0xD2)}
     for name, (schema, envelope) in formats.items():
         conn = sqlite3.connect(f"file:{GOLDEN / STORES[name]}?immutable=1", uri=True)
         try:
@@ -149,6 +149,32 @@ def test_v5_keeps_each_chat_text_once() -> None:
     assert sorted(d[1:].decode() for d in leaves) == sorted(texts)  # every input text, once
     assert refs > len(leaves) and held  # each held by its input, a delta or snapshot, ...
     assert "checkpoints_newest" not in indexes
+
+
+def test_v6_packs_rows_and_deflates_leaves() -> None:
+    """What schema 6 changes: versions, versions seen and metadata packed (``sqlite_row``),
+    most rows a diff against their parent's (``sqlite_lineage``), each leaf deflated
+    (``sqlite_leaves``); the rows read back as before (tests below)."""
+    import sqlite3
+
+    from durable_graph.store.sqlite_leaves import unpack_leaf
+
+    conn = sqlite3.connect(f"file:{GOLDEN / STORES['signed-v6']}?immutable=1", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT channel_versions, versions_seen, metadata FROM checkpoints").fetchall()
+        leaves = [bytes(d) for (d,) in conn.execute("SELECT data FROM leaves")]
+    finally:
+        conn.close()
+    assert rows and all(isinstance(c, bytes) for row in rows for c in row)
+    # whole rows (seen against the row's versions) and diffs against the parent's
+    assert {seen[:1] for _, seen, _ in rows} == {b"\x01", b"\x02"}
+    assert {versions[:1] == b"\x02" for versions, _, _ in rows} == {True, False}
+    assert {meta[:1] for _, _, meta in rows} <= {b"\x00", b"\x01", b"\x02"}
+    texts = {m["content"] for t in range(gen.CHAT_TURNS)
+             for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
+    assert {d[:1] for d in leaves} == {b"z"} and all(len(d) < 100 for d in leaves)
+    assert sorted(unpack_leaf(d)[1:].decode() for d in leaves) == sorted(texts)
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:
