@@ -659,19 +659,16 @@ class RedisSaver(BaseCheckpointSaver):
     ) -> Any:
         """Run the PUT script ``put``: fence check, value check, then every write, atomically.
 
-        ``before``: a PUT_WRITES call sent just before in the same round trip; then
+        ``before``: a PUT_WRITES call run first, in the same script (``PUT_STEP``); then
         the reply is (its reply, PUT's reply). ``ride``: commands sent just after."""
-        calls: builtins.list[tuple[str, Sequence[str], Sequence[Any]]] = [put]
+        call = put
         if before is not None:
-            calls.insert(0, ("PUT_WRITES", *before))
+            (w_keys, w_args), (_, keys, args) = before, put
+            call = ("PUT_STEP", [*w_keys, *keys], [len(w_keys), len(w_args), *w_args, *args])
         action = "store pending writes and commit checkpoint" if before else "commit checkpoint"
         if ride is not None:
-            replies = self._riding(calls, ride, action)
-        elif before is not None:
-            replies = self._conn.run_many(calls, action)
-        else:
-            return self._conn.run(*put, action)
-        return replies if before is not None else replies[0]
+            return self._riding([call], ride, action)[0]
+        return self._conn.run(*call, action)
 
     def _riding(
         self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]], ride: Rider,
