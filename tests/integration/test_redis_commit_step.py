@@ -8,35 +8,22 @@ order, each with its own checks (a stale fence refuses both), on a real Redis.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
 from durable_graph.errors import FencingError
-from durable_graph.store.base import Checkpoint, new_checkpoint_id
+from durable_graph.store.base import Checkpoint
 from durable_graph.store.redis import RedisSaver
+from tests.integration.test_redis_dispatch import cfg, saver  # noqa: F401  (module fixture)
+from tests.integration.test_redis_dispatch import make as make_cp
 
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-def saver(redis_url: str, redis_prefix: str) -> Iterator[RedisSaver]:
-    with RedisSaver.from_url(redis_url, prefix=redis_prefix) as s:
-        yield s
-
-
-def cfg(checkpoint_id: str | None = None, **extra: Any) -> dict[str, Any]:
-    conf: dict[str, Any] = {"thread_id": "t", "checkpoint_ns": "", **extra}
-    if checkpoint_id:
-        conf["checkpoint_id"] = checkpoint_id
-    return {"configurable": conf}
-
-
 def make(x: int) -> Checkpoint:
-    return Checkpoint(new_checkpoint_id(), "2026-01-01T00:00:00+00:00", {"x": x}, {"x": x + 1},
-                      {})
+    return make_cp({"x": x}, {"x": x + 1})
 
 
 class Counting:
@@ -53,18 +40,18 @@ class Counting:
         client.execute_command = execute
 
 
-def step(saver: RedisSaver, parent: Checkpoint, fence: int | None = None) -> Checkpoint:
+def step(store: RedisSaver, parent: Checkpoint, fence: int | None = None) -> Checkpoint:
     """Commit the step after ``parent`` with its task's write ``x``, as a worker does."""
     extra = {} if fence is None else {"fence": fence}
     child = make(parent.channel_values["x"] + 1)
     writes = (cfg(parent.id, **extra), "task-1", [("x", 7)])
-    saver.commit_step(cfg(parent.id, **extra), child, {"step": 1},
+    store.commit_step(cfg(parent.id, **extra), child, {"step": 1},
                       {"x": child.channel_versions["x"]}, task_writes=writes,
                       expect_latest=parent.id)
     return child
 
 
-def test_writes_and_commit_are_one_script_call(saver: RedisSaver) -> None:
+def test_writes_and_commit_are_one_script_call(saver: RedisSaver) -> None:  # noqa: F811
     first = make(0)
     saver.put(cfg(), first, {"step": 0}, {"x": 1})
     parent = step(saver, first)  # the script loaded on its first use
@@ -79,7 +66,9 @@ def test_writes_and_commit_are_one_script_call(saver: RedisSaver) -> None:
     assert newest is not None and newest.checkpoint.id == child.id
 
 
-def test_a_stale_fence_stores_neither_the_writes_nor_the_commit(saver: RedisSaver) -> None:
+def test_a_stale_fence_stores_neither_the_writes_nor_the_commit(
+    saver: RedisSaver,  # noqa: F811
+) -> None:
     parent = make(0)
     saver.put(cfg(), parent, {"step": 0}, {"x": 1})
     old = saver.leases.acquire("t", "run-1", 0.05)

@@ -269,21 +269,28 @@ more in the same call (``job_scripts.PUT_CALL_WRITES``)."""
 PUT_STEP = _lua(
     PUT_WRITES_FUNCTION + _POLICY + _DROP_IDS + "local function put(KEYS, ARGV)" + _PUT
     + """end
--- KEYS: PUT_WRITES's, then PUT's.  ARGV: how many keys and arguments PUT_WRITES takes,
--- its arguments, then PUT's.  Reply: {PUT_WRITES's reply, PUT's reply}.
--- A distributed step's last task's writes and the step's commit in one script, not two
--- (same effects, in the same order; PUT runs whatever PUT_WRITES replied).
-local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
-local wk, wa, pk, pa = {}, {}, {}, {}
-for i = 1, #KEYS do
-  if i <= nk then wk[i] = KEYS[i] else pk[i - nk] = KEYS[i] end
+-- KEYS: each call's keys, in order.  ARGV: the number of calls, then (kind: 'w' for
+-- PUT_WRITES, 'p' for PUT; how many keys; how many arguments) of each, then each call's
+-- arguments, in order.  Reply: each call's reply, in order.
+-- A step's commit with what goes with it in one script, not one each (a distributed
+-- step's last task's writes then the commit; a producer's input checkpoint then its first
+-- step's): the same effects in the same order, each call run whatever the one before
+-- replied.
+local run = {w = put_writes, p = put}
+local m = tonumber(ARGV[1])
+local k, a = 0, 1 + 3 * m
+local out = {}
+for c = 1, m do
+  local nk, na = tonumber(ARGV[3 * c]), tonumber(ARGV[3 * c + 1])
+  local ck, ca = {}, {}
+  for i = 1, nk do ck[i] = KEYS[k + i] end
+  for i = 1, na do ca[i] = ARGV[a + i] end
+  k, a = k + nk, a + na
+  out[c] = run[ARGV[3 * c - 1]](ck, ca)
 end
-for i = 3, #ARGV do
-  if i <= na + 2 then wa[i - 2] = ARGV[i] else pa[i - na - 2] = ARGV[i] end
-end
-return {put_writes(wk, wa), put(pk, pa)}
+return out
 """)
-"""``PUT_WRITES`` then ``PUT`` in one script (``RedisSaver.commit_step``'s task writes)."""
+"""``PUT_WRITES`` and ``PUT`` calls in one script (see ``RedisSaver._one_script``)."""
 
 # A task (or call) counts as finished once its first write slot, its error slot
 # or its interrupt slot exists (a task with no writes stores a NO_WRITES marker).
