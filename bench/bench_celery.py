@@ -435,11 +435,11 @@ class InProcess:
     def __enter__(self) -> InProcess:
         self.app.send_task = self._send  # the dispatchers call app.send_task
 
-        def push(messages: Any, args: list[str]) -> tuple[str, str]:
-            return self._push(messages, args)
+        def push(messages: Any, args: list[str], *lineage: Any) -> tuple[str, str]:
+            return self._push(messages, args, *lineage)
 
-        def publish(template: Any, producer: Any, args: list[str]) -> None:
-            self._publish(template, producer, args)
+        def publish(template: Any, producer: Any, args: list[str], *lineage: Any) -> None:
+            self._publish(template, producer, args, *lineage)
 
         self._messages.push = push  # or build the message themselves (a Redis broker)
         self._publishes.publish = publish  # or repeat Celery's publish (RabbitMQ)
@@ -461,19 +461,19 @@ class InProcess:
             return self._real_send(name, args=args, kwargs=kwargs,
                                    **{**options, "queue": self.sink})
 
-    def _publish(self, template: Any, producer: Any, args: list[str]) -> None:
+    def _publish(self, template: Any, producer: Any, args: list[str], *lineage: Any) -> None:
         self.inbox.append((tuple(args[:4]), {"run": args[4], "prefix": args[5],
                                              "key": args[6]}))
         sink = copy.copy(template)
         sink._options = {**template._options, "routing_key": self.sink}
         with self.ph.phase(PUBLISH):
-            self._real_publish(sink, producer, args)
+            self._real_publish(sink, producer, args, *lineage)
 
-    def _push(self, messages: Any, args: list[str]) -> tuple[str, str]:
+    def _push(self, messages: Any, args: list[str], *lineage: Any) -> tuple[str, str]:
         self.inbox.append((tuple(args[:4]), {"run": args[4], "prefix": args[5],
                                              "key": args[6]}))
         with self.ph.phase(PUBLISH):
-            key, payload = self._real_push(messages, args)
+            key, payload = self._real_push(messages, args, *lineage)
         return key.removesuffix(self.app.conf.durable_graph_settings.queue) + self.sink, payload
 
     def drive(self, graph: Any, value: Any, durability: str) -> None:

@@ -156,6 +156,24 @@ class Rider(Protocol):
         ...
 
 
+_KINDS = {"PUT_WRITES": "w", "PUT": "p"}
+
+
+def _one_script(
+    calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]],
+) -> tuple[str, builtins.list[str], builtins.list[Any]]:
+    """``PUT_WRITES`` and ``PUT`` calls (name, keys, args) as one ``PUT_STEP`` call, whose
+    reply is theirs, in order."""
+    keys: builtins.list[str] = []
+    heads: builtins.list[Any] = [len(calls)]
+    args: builtins.list[Any] = []
+    for name, k, a in calls:
+        heads += [_KINDS[name], len(k), len(a)]
+        keys += k
+        args += a
+    return "PUT_STEP", keys, heads + args
+
+
 def _fence(config: Mapping[str, Any]) -> str:
     """The fencing token of a commit as script text ('' when unfenced)."""
     fence = (config.get("configurable") or {}).get("fence")
@@ -562,22 +580,23 @@ class RedisSaver(BaseCheckpointSaver):
         self, prior: Prior, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]],
         ride: Rider | None = None,
     ) -> builtins.list[Any]:
-        """The replies of the PUT ``calls``, sent after ``prior.run`` and before ``ride``'s
-        commands (a producer's first job: see ``worker/firstjob``) in one MULTI."""
+        """The replies of the PUT ``calls`` (one script, ``PUT_STEP``), sent after
+        ``prior.run`` and before ``ride``'s commands (a producer's first job: see
+        ``worker/firstjob``) in one MULTI."""
         conn = self._conn
 
         def go(client: Any) -> builtins.list[Any]:
             pipe = client.pipeline(transaction=True)
             if prior.run is not None:
                 self._queue_run(pipe, *prior.run)
-            for name, keys, args in calls:
-                conn.script(name)(keys=list(keys), args=list(args), client=pipe)
+            name, keys, args = _one_script(calls)
+            conn.script(name)(keys=list(keys), args=list(args), client=pipe)
             riding = len(ride.queue(pipe)) if ride is not None else 0
             replies = conn.execute(pipe)
             end = len(replies) - riding
             if ride is not None:
                 ride.landed(replies[end:])
-            return replies[end - len(calls):end]
+            return list(replies[end - 1])
         return conn.call("store run and input, commit checkpoint", go)
 
     def _committed(
@@ -695,19 +714,13 @@ class RedisSaver(BaseCheckpointSaver):
     ) -> Any:
         """Run the PUT script ``put``: fence check, value check, then every write, atomically.
 
-        ``before``: a PUT_WRITES call sent just before in the same round trip; then
+        ``before``: a PUT_WRITES call run first, in the same script (``PUT_STEP``); then
         the reply is (its reply, PUT's reply). ``ride``: commands sent just after."""
-        calls: builtins.list[tuple[str, Sequence[str], Sequence[Any]]] = [put]
-        if before is not None:
-            calls.insert(0, ("PUT_WRITES", *before))
+        call = put if before is None else _one_script([("PUT_WRITES", *before), put])
         action = "store pending writes and commit checkpoint" if before else "commit checkpoint"
         if ride is not None:
-            replies = self._riding(calls, ride, action)
-        elif before is not None:
-            replies = self._conn.run_many(calls, action)
-        else:
-            return self._conn.run(*put, action)
-        return replies if before is not None else replies[0]
+            return self._riding([call], ride, action)[0]
+        return self._conn.run(*call, action)
 
     def _riding(
         self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]], ride: Rider,

@@ -29,6 +29,7 @@ __all__ = [
     "PAGE",
     "PRUNE",
     "PUT",
+    "PUT_STEP",
     "PUT_WRITES",
     "PUT_WRITES_FUNCTION",
     "RELEASE",
@@ -121,34 +122,34 @@ local function fence_ok(lease, fence)
 end
 -- A thread's TTL: its own (set_ttl), else the committing saver's `default`, else
 -- ('' from a worker's saver) the policy its producer's saver recorded on it.
-local function thread_ttl(rec, default)
-  local own = redis.call('HGET', rec, 'ttl')
+local function ttl_of(own, policy, default)
   if own then return tonumber(own) end
-  if default == '' then default = redis.call('HGET', rec, 'policy_ttl') or '0' end
+  if default == '' then default = policy or '0' end
   return tonumber(default)
+end
+local function thread_ttl(rec, default)
+  local f = redis.call('HMGET', rec, 'ttl', 'policy_ttl')
+  return ttl_of(f[1], f[2], default)
 end
 """
 
 # A commit's retention policy: a saver with one ('0' = none) records it on the
-# thread, so the workers' commits ('' = the thread's) apply the same policy.
+# thread, so the workers' commits ('' = the thread's) apply the same policy (read back
+# with the thread's other fields, in one HMGET). At most one HDEL and one HSET.
 _POLICY = """
-local function policy_keep(rec, ttl_arg, keep_arg)
-  if ttl_arg == '' then return tonumber(redis.call('HGET', rec, 'keep_last') or '0') end
-  local function record(field, value)
-    if value == '0' then redis.call('HDEL', rec, field)
-    else redis.call('HSET', rec, field, value) end
+local function policy_record(rec, ttl_arg, keep_arg)
+  if ttl_arg == '' then return end
+  local gone, set = {}, {}
+  for _, fv in ipairs({{'policy_ttl', ttl_arg}, {'keep_last', keep_arg}}) do
+    if fv[2] == '0' then gone[#gone + 1] = fv[1]
+    else set[#set + 1] = fv[1]; set[#set + 1] = fv[2] end
   end
-  record('policy_ttl', ttl_arg)
-  record('keep_last', keep_arg)
-  return tonumber(keep_arg)
+  if #gone > 0 then redis.call('HDEL', rec, unpack(gone)) end
+  if #set > 0 then redis.call('HSET', rec, unpack(set)) end
 end
 """
 
-PUT = _lua(
-    _FENCE
-    + _POLICY
-    + _DROP_IDS
-    + """
+_PUT = """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
 -- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep, applied,
 --       keep_last, extends, 1, the packed checkpoint record, m, blob field/value * m/2,
@@ -200,7 +201,9 @@ if ARGV[8] ~= '' and ARGV[8] ~= ARGV[9] and ARGV[8] ~= ARGV[2] then
   redis.call('ZREM', KEYS[4], ARGV[8])
 end
 -- keep_last: the newest N checkpoints of the namespace stay (and a run's start, `keep`)
-local keep_last = policy_keep(KEYS[1], ARGV[6], ARGV[11])
+policy_record(KEYS[1], ARGV[6], ARGV[11])
+local f = redis.call('HMGET', KEYS[1], 'ttl', 'policy_ttl', 'keep_last', 'stop')
+local keep_last = tonumber(f[3] or '0')
 local n = redis.call('ZCARD', KEYS[4])
 if keep_last > 0 and n > keep_last then
   local gone = {}
@@ -212,14 +215,17 @@ if keep_last > 0 and n > keep_last then
   end
   if #gone > 0 then drop_ids(KEYS[4], KEYS[5], ARGV[4], gone) end
 end
-local ttl = thread_ttl(KEYS[1], ARGV[6])
-for k = 1, 6 do  -- no TTL now: what an earlier policy set must not expire the thread
+local ttl = ttl_of(f[1], f[2], ARGV[6])
+-- no TTL now: what an earlier policy set must not expire the thread (the checkpoint's
+-- own key, KEYS[6], was just SET: it has none)
+for k = 1, ttl > 0 and 6 or 5 do
   if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) else redis.call('PERSIST', KEYS[k]) end
 end
 -- and the run asked to stop at this step boundary, if any (``request_stop``)
-return {'ok', redis.call('HGET', KEYS[1], 'stop') or ''}
+return {'ok', f[4] or ''}
 """
-)
+
+PUT = _lua(_FENCE + _POLICY + _DROP_IDS + _PUT)
 
 _PUT_WRITES = """
 -- KEYS: lease, writes, rec, cp, idx[, waits, wake]
@@ -269,6 +275,32 @@ PUT_WRITES_FUNCTION = _lua(
     _FENCE + "local function put_writes(KEYS, ARGV)" + _PUT_WRITES + "end\n")
 """``PUT_WRITES`` as a Lua function ``put_writes(KEYS, ARGV)``, for a script that does
 more in the same call (``job_scripts.PUT_CALL_WRITES``)."""
+
+PUT_STEP = _lua(
+    PUT_WRITES_FUNCTION + _POLICY + _DROP_IDS + "local function put(KEYS, ARGV)" + _PUT
+    + """end
+-- KEYS: each call's keys, in order.  ARGV: the number of calls, then (kind: 'w' for
+-- PUT_WRITES, 'p' for PUT; how many keys; how many arguments) of each, then each call's
+-- arguments, in order.  Reply: each call's reply, in order.
+-- A step's commit with what goes with it in one script, not one each (a distributed
+-- step's last task's writes then the commit; a producer's input checkpoint then its first
+-- step's): the same effects in the same order, each call run whatever the one before
+-- replied.
+local run = {w = put_writes, p = put}
+local m = tonumber(ARGV[1])
+local k, a = 0, 1 + 3 * m
+local out = {}
+for c = 1, m do
+  local nk, na = tonumber(ARGV[3 * c]), tonumber(ARGV[3 * c + 1])
+  local ck, ca = {}, {}
+  for i = 1, nk do ck[i] = KEYS[k + i] end
+  for i = 1, na do ca[i] = ARGV[a + i] end
+  k, a = k + nk, a + na
+  out[c] = run[ARGV[3 * c - 1]](ck, ca)
+end
+return out
+""")
+"""``PUT_WRITES`` and ``PUT`` calls in one script (see ``RedisSaver._one_script``)."""
 
 # A task (or call) counts as finished once its first write slot, its error slot
 # or its interrupt slot exists (a task with no writes stores a NO_WRITES marker).
@@ -477,9 +509,10 @@ ACQUIRE = (
 -- KEYS: lease    ARGV: owner, ttl_ms[, '1': only take over an expired lease, not a free one;
 --                                     '2': revoke: take it even from a live holder]
 -- Reply: {1, gen, owner, expires_ms} when acquired, {0, gen, holder, expires_ms} if held.
-local holder = redis.call('HGET', KEYS[1], 'owner') or ''
-local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
-local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+local f = redis.call('HMGET', KEYS[1], 'owner', 'expires', 'gen')
+local holder = f[1] or ''
+local expires = tonumber(f[2] or '0')
+local gen = tonumber(f[3] or '0')
 local until_ms = now + tonumber(ARGV[2])
 if ARGV[3] == '1' and holder == '' then return {0, gen, holder, expires} end
 if ARGV[3] ~= '2' and holder ~= '' and expires > now then
@@ -496,8 +529,8 @@ return {1, gen, ARGV[1], until_ms}
 RENEW_FUNCTION = """
 -- Renews only while nobody took over (same owner and generation), even if expired.
 local function renew(lease, owner, fence, ttl_ms)
-  local holder = redis.call('HGET', lease, 'owner') or ''
-  local gen = redis.call('HGET', lease, 'gen') or '0'
+  local f = redis.call('HMGET', lease, 'owner', 'gen')
+  local holder, gen = f[1] or '', f[2] or '0'
   if holder ~= owner or gen ~= fence then return {0, tonumber(gen), holder, 0} end
   local until_ms = now + tonumber(ttl_ms)
   redis.call('HSET', lease, 'expires', until_ms)
@@ -526,8 +559,8 @@ CLOSE_RUN = """
 -- thread's newest checkpoint is not the one it ends at (reply -1: sent just after that
 -- checkpoint's commit, which was refused). Otherwise, in this order and atomically:
 -- the status (record and index), the end event, the lease released (1).
-local holder = redis.call('HGET', KEYS[1], 'owner') or ''
-local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
+local f = redis.call('HMGET', KEYS[1], 'owner', 'gen')
+local holder, gen = f[1] or '', f[2] or '0'
 if holder ~= ARGV[1] or gen ~= ARGV[2] then return 0 end
 if ARGV[10] ~= '' and redis.call('HGET', KEYS[2], 'last_checkpoint_id') ~= ARGV[10] then
   return -1
@@ -547,8 +580,8 @@ return 1
 
 RELEASE = """
 -- KEYS: lease    ARGV: owner, gen.  Keeps the generation so the next owner's is higher.
-local holder = redis.call('HGET', KEYS[1], 'owner') or ''
-local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
+local f = redis.call('HMGET', KEYS[1], 'owner', 'gen')
+local holder, gen = f[1] or '', f[2] or '0'
 if holder ~= ARGV[1] or gen ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'owner', '', 'expires', 0)
 return 1

@@ -1,0 +1,106 @@
+"""A distributed step's commit with its last task's writes: one script (``PUT_STEP``).
+
+``RedisSaver.commit_step(task_writes=...)`` stores the task's writes and commits the
+step in one ``PUT_STEP`` call: the effects of ``PUT_WRITES`` then ``PUT``, in that
+order, each with its own checks (a stale fence refuses both), on a real Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import redis
+
+from durable_graph.errors import FencingError
+from durable_graph.store.base import Checkpoint
+from durable_graph.store.redis import RedisSaver
+from tests.integration.test_redis_dispatch import cfg, saver  # noqa: F401  (module fixture)
+from tests.integration.test_redis_dispatch import make as make_cp
+
+pytestmark = pytest.mark.redis
+
+
+def make(x: int) -> Checkpoint:
+    return make_cp({"x": x}, {"x": x + 1})
+
+
+class Counting:
+    """The commands ``client`` sends (no pipeline here: each is its own round trip)."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[str] = []
+        inner = client.execute_command
+
+        def execute(*args: Any, **kw: Any) -> Any:
+            self.calls.append(str(args[0]))
+            return inner(*args, **kw)
+
+        client.execute_command = execute
+
+
+def step(store: RedisSaver, parent: Checkpoint, fence: int | None = None) -> Checkpoint:
+    """Commit the step after ``parent`` with its task's write ``x``, as a worker does."""
+    extra = {} if fence is None else {"fence": fence}
+    child = make(parent.channel_values["x"] + 1)
+    writes = (cfg(parent.id, **extra), "task-1", [("x", 7)])
+    store.commit_step(cfg(parent.id, **extra), child, {"step": 1},
+                      {"x": child.channel_versions["x"]}, task_writes=writes,
+                      expect_latest=parent.id)
+    return child
+
+
+def test_writes_and_commit_are_one_script_call(saver: RedisSaver) -> None:  # noqa: F811
+    first = make(0)
+    saver.put(cfg(), first, {"step": 0}, {"x": 1})
+    parent = step(saver, first)  # the script loaded on its first use
+    counting = Counting(saver.client)
+    child = step(saver, parent)
+    assert counting.calls == ["EVALSHA"]
+    stored = saver.get_tuple(cfg(parent.id))
+    assert stored is not None
+    assert [(w.task_id, w.channel, w.value) for w in stored.pending_writes] == [
+        ("task-1", "x", 7)]
+    newest = saver.get_tuple(cfg())
+    assert newest is not None and newest.checkpoint.id == child.id
+
+
+def test_a_stale_fence_stores_neither_the_writes_nor_the_commit(
+    saver: RedisSaver,  # noqa: F811
+) -> None:
+    parent = make(0)
+    saver.put(cfg(), parent, {"step": 0}, {"x": 1})
+    old = saver.leases.acquire("t", "run-1", 0.05)
+    assert old is not None
+    threading.Event().wait(0.1)
+    assert saver.leases.acquire("t", "recover-1", 5) is not None  # taken over
+    with pytest.raises(FencingError):
+        step(saver, parent, fence=old.generation)
+    stored = saver.get_tuple(cfg(parent.id))
+    assert stored is not None and stored.pending_writes == []
+    newest = saver.get_tuple(cfg())
+    assert newest is not None and newest.checkpoint.id == parent.id
+
+
+def test_a_workers_commit_applies_the_policy_recorded_on_the_thread(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The producer's saver records a TTL on the thread; a worker's saver (the thread's
+    policy) stores a task's writes and commits in one script: every key it touches gets
+    that TTL, and a later commit without one persists the thread again."""
+    raw = redis.Redis.from_url(redis_url)
+    parent = make(0)
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix, ttl=50) as producer:
+        producer.put(cfg(), parent, {"step": 0}, {"x": 1})
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix, _thread_policy=True) as worker:
+        child = step(worker, parent)
+    keys = sorted(k.decode() for k in raw.scan_iter(match=f"{{{redis_prefix}:t}}*"))
+    assert any(f":w:{parent.id}" in k for k in keys), keys
+    assert any(f":cp:{child.id}" in k for k in keys), keys
+    assert all(40 < raw.ttl(k) <= 50 for k in keys), {k: raw.ttl(k) for k in keys}
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix) as no_ttl:
+        step(no_ttl, child)
+    unexpired = [k for k in keys if ":w:" not in k and ":cp:" not in k]
+    assert [k for k in unexpired if raw.ttl(k) != -1] == []
+    raw.close()
