@@ -9,8 +9,6 @@ fresh key prefix deleted afterwards):
 * chat: ``--steps`` turns of an ``add_messages`` chat, each adding a 1 KB message,
   every 10th turn also editing an earlier message by id; same figures.
   Target: at most 3 KB per step, store at most 1.5x the sum of what was appended.
-  Redis also runs with ``compress_min`` (``--redis-compress``, a saver option: values
-  and leaves of at least that many bytes stored zlib-compressed), in its own rows.
 * reads: latency of the latest checkpoint and of a 100-checkpoint history page at
   each ``--sizes`` history length (checkpoints written straight through the saver).
   Target: largest/smallest at most 1.3 (pages: among lengths of at least 100, since
@@ -149,18 +147,16 @@ def storage_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
     """(store, workload, format, KB/step, values KB/step, store KB, x appended) per run."""
     rows = []
     for store in ("sqlite", "redis"):
-        compress = [args.redis_compress] if store == "redis" and args.redis_compress else []
         for name, workload in (("append", run_append), ("chat", run_chat)):
-            for delta, squeeze in ((False, 0), (True, 0), *((True, c) for c in compress)):
-                saver, size, drop = _open(store, args, tmp, delta=delta, compress=squeeze)
+            for delta in (False, True):
+                saver, size, drop = _open(store, args, tmp, delta=delta)
                 try:
                     appended = workload(saver, args.steps)
                     total = size(saver)
                     values = (sqlite_values if store == "sqlite" else redis_values)(saver)
                 finally:
                     drop(saver)
-                form = ("deltas" if delta else "whole values") + (
-                    f"+zlib>={squeeze}" if squeeze else "")
+                form = "deltas" if delta else "whole values"
                 rows.append((store, name, form,
                              f"{total / args.steps / 1024:.1f}",
                              f"{values / args.steps / 1024:.1f}",
@@ -180,20 +176,17 @@ def baseline_rows(args: argparse.Namespace) -> list[tuple[str, ...]]:
     env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
     out = subprocess.run(
         [sys.executable, __file__, "--storage-json", "--steps", str(args.steps),
-         "--redis-url", args.redis_url, "--redis-compress", "0"],
+         "--redis-url", args.redis_url],
         env=env, check=True, capture_output=True, text=True)
     return [tuple(r) for r in json.loads(out.stdout.splitlines()[-1])]
 
 
-def _open(
-    store: str, args: argparse.Namespace, tmp: Path, *, delta: bool, compress: int = 0,
-) -> tuple[Any, Any, Any]:
+def _open(store: str, args: argparse.Namespace, tmp: Path, *, delta: bool) -> tuple[Any, Any, Any]:
     if store == "sqlite":
         return (SqliteSaver(tmp / f"{uuid.uuid4().hex}.db", delta=delta), sqlite_size,
                 lambda s: s.close())
     prefix = f"bench-history-{uuid.uuid4().hex[:8]}"
-    options: dict[str, Any] = {"compress_min": compress} if compress else {}
-    return (RedisSaver.from_url(args.redis_url, prefix=prefix, delta=delta, **options),
+    return (RedisSaver.from_url(args.redis_url, prefix=prefix, delta=delta),
             redis_size, redis_drop)
 
 
@@ -276,8 +269,6 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,1000,100000",
                         help="history lengths for the read latency table (comma separated)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--redis-compress", type=int, default=512, metavar="BYTES",
-                        help="also run Redis with compress_min=BYTES (0: not)")
     parser.add_argument("--baseline", help="another checkout (e.g. main's worktree): its "
                         "storage figures are measured in the same run, side by side")
     parser.add_argument("--skip-reads", action="store_true", help="storage table only")

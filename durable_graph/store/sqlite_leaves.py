@@ -15,6 +15,10 @@ smaller, ``z`` and the raw deflate stream of those bytes (schema 6; chat text is
 prose, or base64, whose 64 letters take 6 bits a byte). The first byte tells the
 two apart, so rows written before read as they are; a compressed cell that does not
 inflate cleanly is returned as stored and fails its hash check like any altered leaf.
+The SHA-256 is checked after inflating, so the inflate is bounded by the cell's size:
+a leaf is kept deflated only when it inflates at most ``MAX_RATIO`` times, and a cell
+that does not end within that (a zlib bomb written into the file) is refused without
+inflating the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from durable_graph.store.leaves import unpack_digests
 
 __all__ = [
     "LEAVES_SCHEMA",
+    "MAX_RATIO",
     "add_leaf_columns",
     "delete_releasing",
     "fetch_leaves",
@@ -51,6 +56,9 @@ _ADD_REF = "UPDATE leaves SET refs = refs + 1 WHERE thread_id = ? AND digest = ?
 _INSERT = "INSERT INTO leaves VALUES (?, ?, 1, ?)"
 _DEFLATED = b"z"
 """First byte of a compressed leaf cell (``leaf_bytes`` starts with ``s`` or ``b``)."""
+MAX_RATIO = 16
+"""Most a deflated leaf inflates, times its stream's size (plus ``_SLACK`` bytes)."""
+_SLACK = 64
 _WBITS = -15  # raw deflate: no zlib header or checksum (the SHA-256 checks the bytes)
 _RELEASE = "UPDATE leaves SET refs = refs - ? WHERE thread_id = ? AND digest = ?"
 _DROP_UNHELD = "DELETE FROM leaves WHERE thread_id = ? AND digest = ? AND refs <= 0"
@@ -78,20 +86,24 @@ def hold_leaves(
 
 def pack_leaf(stored: bytes) -> bytes:
     """A leaf's cell: ``z`` and its raw deflate stream when that is at least an eighth
-    smaller, else its bytes as they are."""
+    smaller and at most ``MAX_RATIO`` times smaller, else its bytes as they are."""
     squeezer = zlib.compressobj(6, zlib.DEFLATED, _WBITS)
-    packed = _DEFLATED + squeezer.compress(stored) + squeezer.flush()
-    return packed if len(packed) * 8 <= len(stored) * 7 else stored
+    stream = squeezer.compress(stored) + squeezer.flush()
+    packed = _DEFLATED + stream
+    pays = len(packed) * 8 <= len(stored) * 7
+    return packed if pays and len(stored) <= MAX_RATIO * len(stream) else stored
 
 
 def unpack_leaf(cell: bytes) -> bytes:
-    """Inverse of ``pack_leaf``. A ``z`` cell that does not inflate cleanly is returned
-    as it is: its hash check then refuses it as altered."""
+    """Inverse of ``pack_leaf``. A ``z`` cell that does not inflate cleanly, or not
+    within ``MAX_RATIO`` times its size, is returned as it is: its hash check then
+    refuses it as altered."""
     if cell[:1] != _DEFLATED:
         return cell
     inflater = zlib.decompressobj(_WBITS)
+    stream = cell[1:]
     try:
-        out = inflater.decompress(cell[1:])
+        out = inflater.decompress(stream, MAX_RATIO * len(stream) + _SLACK)
     except zlib.error:
         return cell
     return out if inflater.eof and not inflater.unused_data else cell

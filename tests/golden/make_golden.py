@@ -33,8 +33,8 @@ Formats (each file keeps the format it was recorded in):
   ``store/sqlite_leaves.py``).
 - ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
   leaf field of the blobs hash, kept once, listed in the chain field of every value
-  that refers to it (``store/redis/leafblobs.py``); recorded with ``compress_min`` =
-  ``COMPRESS_FORMATS``, so values and leaves that long are stored zlib-compressed.
+  that refers to it (``store/redis/leafblobs.py``); such a value's tag starts with
+  ``&`` (``records.REFERS_LEAVES``), which a reader older than v6 refuses.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -96,8 +96,6 @@ LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "redis-v6"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""
-COMPRESS_FORMATS = {"redis-v6": 64}
-"""Redis formats recorded with ``compress_min`` (by format)."""
 DELTA_THREADS = ("chat",)
 GOLDEN_SNAPSHOT_EVERY = 3
 """Deltas between whole values in the delta golden stores: chains restart within ``chat``."""
@@ -391,7 +389,7 @@ def import_redis(client: Any, records: list[dict[str, Any]], rename: tuple[str, 
 
 
 def record_redis(
-    directory: Path, name: str, url: str, delta: bool = False, compress_min: int | None = None,
+    directory: Path, name: str, url: str, delta: bool = False,
 ) -> dict[str, Any]:
     """Run every golden thread into Redis under ``GOLDEN_PREFIX``; export it to ``name``."""
     import redis
@@ -403,7 +401,7 @@ def record_redis(
         for key in client.scan_iter(match=pattern):
             client.delete(key)
     with RedisSaver.from_url(url, prefix=GOLDEN_PREFIX, serde=golden_serde(),
-                             compress_min=compress_min, **_delta_options(delta)) as saver:
+                             **_delta_options(delta)) as saver:
         expected = _run_all(saver, delta, pad_of(name))
     data = {"prefix": GOLDEN_PREFIX, "keys": export_redis(client, GOLDEN_PREFIX)}
     (directory / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -422,8 +420,7 @@ if __name__ == "__main__":
         result = record(HERE, SQLITE_FORMATS[fmt], signed=True, delta=fmt in DELTA_FORMATS)
     elif fmt in REDIS_FORMATS:
         url = os.environ.get("DURABLE_GRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-        result = record_redis(HERE, REDIS_FORMATS[fmt], url, delta=fmt in DELTA_FORMATS,
-                              compress_min=COMPRESS_FORMATS.get(fmt))
+        result = record_redis(HERE, REDIS_FORMATS[fmt], url, delta=fmt in DELTA_FORMATS)
     else:
         known = ", ".join(["plain", *SQLITE_FORMATS, *REDIS_FORMATS])
         raise SystemExit(f"unknown format {fmt!r}: one of {known}")

@@ -194,14 +194,13 @@ def test_a_garbled_packed_record_is_refused(golden_redis: str) -> None:
 
 def test_v6_keeps_each_chat_text_once() -> None:
     """What v6 changes: each input text is a leaf field of the blobs hash, kept once, and
-    listed in the chain field of every value that refers to it; recorded compressing
-    values and leaves of 64 bytes or more."""
+    listed in the chain field of every value that refers to it, whose tag starts with
+    ``&`` (a pre-v6 reader refuses it); a value without leaves keeps its old tag."""
     import base64
 
     import ormsgpack
 
     from durable_graph.store.redis.keys import CHAIN, LEAF
-    from durable_graph.store.redis.records import ZLIB, unpack_leaf
 
     data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v6"]).read_text())
     fields = {base64.b64decode(f): base64.b64decode(v) for rec in data["keys"]
@@ -211,11 +210,13 @@ def test_v6_keeps_each_chat_text_once() -> None:
               for name in ormsgpack.unpackb(v)[2:]}
     texts = {m["content"] for t in range(gen.CHAT_TURNS)
              for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
-    assert sorted(unpack_leaf(v)[1:].decode() for v in leaves.values()) == sorted(texts)
-    assert all(v.startswith(ZLIB.encode()) for v in leaves.values())
-    tags = {v.partition(b"\x00")[0] for f, v in fields.items()
+    assert sorted(v[1:].decode() for v in leaves.values()) == sorted(texts)
+    refer = {f[len(CHAIN):] for f, v in fields.items()
+             if f.startswith(CHAIN.encode()) and len(ormsgpack.unpackb(v)) > 2}
+    tags = {f: v.partition(b"\x00")[0] for f, v in fields.items()
             if not f.startswith((LEAF.encode(), CHAIN.encode())) and b"\x00" in f}
-    assert {b"~signed", b"signed"} <= tags  # large values compressed, small ones not
+    assert refer and {tags[f] for f in refer} == {b"&signed"}
+    assert {t for f, t in tags.items() if f not in refer} == {b"signed"}
     assert listed == set(leaves)  # each held by its input and the deltas or snapshots
 
 

@@ -13,7 +13,9 @@ import hashlib
 import os
 import sqlite3
 import time
+import tracemalloc
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -23,7 +25,7 @@ import pydantic
 import pytest
 
 from durable_graph import END, START, InMemorySaver, SqliteSaver, StateGraph, add_messages
-from durable_graph.errors import GraphValueError, SerializationError
+from durable_graph.errors import SerializationError
 from durable_graph.store.base import BaseCheckpointSaver
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.delta import ChannelDelta
@@ -40,8 +42,10 @@ from durable_graph.store.leaves import (
 )
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import BLOBS, CHAIN, LEAF, ThreadKeys, leaf_field
+from durable_graph.store.redis.leafblobs import LeafHints
 from durable_graph.store.retention import copy_thread
 from durable_graph.store.serde import TypedSerializer
+from durable_graph.store.sqlite_leaves import MAX_RATIO, pack_leaf, unpack_leaf
 
 
 def text(n: int = 1024) -> str:
@@ -435,37 +439,97 @@ def test_sqlite_gives_leaves_back_without_delete_returning(tmp_path: Path) -> No
     saver.close()
 
 
+PRE_V6_TAGS = frozenset({b"msgpack", b"null", b"bytes", b"pickle", b"signed"})
+"""The value tags a Redis reader older than v6 decodes (``TypedSerializer.loads_typed``,
+and ``SignedSerializer``'s tag); any other it refuses (SerializationError)."""
+
+
 @pytest.mark.redis
-def test_redis_compress_min_stores_large_values_and_leaves_compressed(tmp_path: Path) -> None:
-    """``compress_min``: values and leaves of at least that many bytes are stored zlib-
-    compressed; every saver of the store reads them, and the states are as without."""
-    squeezed = _redis(tmp_path, compress_min=200, serde=signed())
-    assert isinstance(squeezed, RedisSaver)
-    plain = RedisSaver(squeezed.client, prefix=squeezed.prefix, serde=signed())
+@pytest.mark.parametrize("serde", [None, signed()], ids=["plain", "signed"])
+def test_redis_values_referring_to_leaves_have_a_tag_old_readers_refuse(
+        tmp_path: Path, serde: SignedSerializer | None) -> None:
+    """A value that holds a ``LeafRef`` is stored with a tag no pre-v6 reader decodes
+    (``&`` and the serializer's tag), so a worker not yet upgraded fails loudly on it
+    instead of running on placeholders; a value without leaves keeps its old tag, and
+    every v6 saver reads both."""
+    saver = _redis(tmp_path, serde=serde)
+    assert isinstance(saver, RedisSaver)
     try:
-        texts = [" ".join(["lorem ipsum dolor"] * 40) + str(i) for i in range(3)]
-        app = chat_app(squeezed)
+        app = chat_app(saver)
         config = {"configurable": {"thread_id": "t"}}
-        for text_ in texts:
-            app.invoke({"messages": [{"id": text_[-1], "role": "user", "content": text_}]},
-                       config)
-        small = [f"short message {i}" for i in range(20)]  # no leaf: a large value
-        app.invoke({"messages": [{"id": f"s{i}", "role": "user", "content": t}
-                                 for i, t in enumerate(small)]}, config)
-        leaves = _redis_leaves(squeezed)
-        stored = [squeezed.client.hget(key, field) for key, field in leaves]
-        assert len(leaves) == 3 and all(s.startswith(b"~") and len(s) < 200 for s in stored)
-        blobs = ThreadKeys(squeezed.prefix, "t").ns("").blobs
-        values = [v for f, v in squeezed.client.hgetall(blobs).items()
-                  if not f.startswith((LEAF.encode(), CHAIN.encode()))]
-        assert any(v.startswith(b"~") for v in values)  # tag ~signed: compressed
-        assert any(not v.startswith(b"~") for v in values)  # short ones are not
-        assert [content(m) for m in app.get_state(config).values["messages"]] == texts + small
-        assert history(plain, "t") == history(squeezed, "t")  # a plain saver reads them
-        other = RedisSaver(squeezed.client, prefix=squeezed.prefix,  # and one that keeps
-                           serde=SignedSerializer(Other(), SigningCodec.from_secret("s" * 32)))
-        assert history(other, "t") == history(squeezed, "t")  # no leaf apart itself
-        with pytest.raises(GraphValueError, match="compress_min"):
-            RedisSaver(squeezed.client, prefix="x", compress_min=0)
+        texts = run_chat(app, "t", 3)
+        app.invoke({"messages": [{"id": "s", "role": "user", "content": "short"}]}, config)
+        blobs = ThreadKeys(saver.prefix, "t").ns("").blobs
+        values = {f: v for f, v in saver.client.hgetall(blobs).items()
+                  if not f.startswith((LEAF.encode(), CHAIN.encode()))}
+        chains = {f[len(CHAIN):]: ormsgpack.unpackb(v)
+                  for f, v in saver.client.hgetall(blobs).items() if f.startswith(CHAIN.encode())}
+        refer = {f for f, v in values.items() if len(chains.get(f, [])) > 2}
+        tags = {f: v.partition(b"\x00")[0] for f, v in values.items()}
+        assert refer and refer != set(values)
+        assert {tags[f] for f in refer}.isdisjoint(PRE_V6_TAGS)
+        assert all(tags[f].startswith(b"&") and tags[f][1:] in PRE_V6_TAGS for f in refer)
+        assert {tags[f] for f in values if f not in refer} <= PRE_V6_TAGS
+        assert [content(m) for m in app.get_state(config).values["messages"]] == \
+            [*texts, "short"]
+        plain_serde = None if serde is None else signed()
+        keeps_none = SignedSerializer(Other(), SigningCodec.from_secret("s" * 32)) \
+            if serde is not None else Other()
+        for reader in (RedisSaver(saver.client, prefix=saver.prefix, serde=plain_serde),
+                       RedisSaver(saver.client, prefix=saver.prefix, serde=keeps_none)):
+            assert history(reader, "t") == history(saver, "t")
     finally:
-        squeezed.close()
+        saver.close()
+
+
+def test_leaf_hints_keep_the_newest_entries_over_all_threads() -> None:
+    """``LeafHints``: one LRU of (thread, ns, digest); the least recently kept go first,
+    and a thread whose every hint went is known no more."""
+    hints = LeafHints(limit=3)
+    hints.add("a", "", [b"1", b"2"])
+    hints.add("b", "", [b"3"])
+    hints.add("a", "", [b"1"])  # kept again: newest
+    hints.add("c", "", [b"4"])  # over the limit: a's 2 goes
+    assert len(hints) == 3
+    assert hints.kept("a", "")(b"1") and not hints.kept("a", "")(b"2")
+    assert not hints.kept("b", "x")(b"3") and hints.kept("b", "")(b"3")
+    hints.add("c", "", [b"5", b"6"])  # b's 3 and a's 1 go
+    assert not hints.knows("a", "") and not hints.knows("b", "") and hints.knows("c", "")
+    assert len(hints) == 3
+
+
+def test_sqlite_refuses_a_deflated_leaf_that_inflates_past_its_bound(tmp_path: Path) -> None:
+    """A deflated leaf cell is inflated at most ``MAX_RATIO`` times its size: a zlib bomb
+    written into the file is refused as an altered leaf, without inflating it all."""
+    path = tmp_path / "c.db"
+    with SqliteSaver(path, serde=signed()) as saver:
+        run_chat(chat_app(saver), "t", 1)
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = b"\x00" * (1 << 20)
+    bomb = b"z" + squeezer.compress(b"s") + b"".join(
+        squeezer.compress(chunk) for _ in range(200)) + squeezer.flush()
+    assert len(bomb) < 300_000
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE leaves SET data = ?", (bomb,))
+    conn.commit()
+    conn.close()
+    tracemalloc.start()
+    try:
+        with SqliteSaver(path, serde=signed()) as saver, pytest.raises(
+                SerializationError, match="does not match its content hash"):
+            saver.get_tuple({"configurable": {"thread_id": "t"}})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 << 20  # the bomb inflates to 200 MB; the bound stops at ~16x 200 KB
+
+
+def test_sqlite_keeps_a_leaf_raw_when_it_would_deflate_past_the_bound() -> None:
+    """The writer keeps a leaf deflated only when it inflates at most ``MAX_RATIO`` times,
+    so every cell it writes reads back within the reader's bound."""
+    for stored in (b"s" + b"a" * 100_000, b"s" + text(4000).encode()):
+        cell = pack_leaf(stored)
+        assert unpack_leaf(cell) == stored
+        if cell[:1] == b"z":
+            assert len(stored) <= MAX_RATIO * (len(cell) - 1)
+    assert pack_leaf(b"s" + b"a" * 100_000)[:1] == b"s"  # ~1000x: kept raw

@@ -12,7 +12,9 @@ appended log line that nothing repeats stays in its value, where one copy costs 
 Every value that refers to leaves lists their fields in its chain field
 (``[base field or '', depth, leaf field...]``, the delta link of redis-v3 with the
 leaves after it), and the leaf bytes are sent with the value in the same commit
-(``HSETNX``): a value never depends on what a hint said was stored. The scripts'
+(``HSETNX``): a value never depends on what a hint said was stored. Such a value's tag
+starts with ``records.REFERS_LEAVES``, which no reader older than v6 knows: it refuses the
+value loudly instead of returning the ``LeafRef`` placeholders as content. The scripts'
 ``cp_refs`` walks those lists, so a leaf is read with the values that refer to it
 (same ``LOAD``; ``records.join_leaves_of`` puts them back) and deleted with the last
 of them (prune, ``keep_last``, drops).
@@ -21,7 +23,8 @@ A leaf is accepted only if its bytes hash to the digest its (signed) value holds
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import ormsgpack
@@ -30,9 +33,12 @@ from durable_graph.store.delta import ChannelDelta
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import apart_in
 from durable_graph.store.redis.keys import blob_field, chain_field, leaf_field
-from durable_graph.store.redis.records import encode_blob, pack_leaf
+from durable_graph.store.redis.records import encode_blob
 
-__all__ = ["encode_values"]
+__all__ = ["HINTS_KEPT", "LeafHints", "encode_values"]
+
+HINTS_KEPT = 100_000
+"""Kept-apart leaves a saver remembers (``LeafHints``), over all threads (~250 bytes each)."""
 
 
 def _link(channel: str, value: Any, leaves: Mapping[bytes, bytes]) -> bytes:
@@ -45,19 +51,19 @@ def _link(channel: str, value: Any, leaves: Mapping[bytes, bytes]) -> bytes:
 
 def encode_values(
     tc: ThreadCodec, values: Mapping[str, Any], versions: Mapping[str, Any],
-    fields: Mapping[str, str], kept: Callable[[bytes], bool] | None, *, compress_min: int = 0,
+    fields: Mapping[str, str], kept: Callable[[bytes], bool] | None,
 ) -> tuple[dict[str, bytes], set[bytes]]:
     """Blob field -> stored bytes for ``values`` (channel -> value, stored at
     ``fields[channel]``), with chain fields and, when ``kept`` is given, the leaves
-    kept apart (``leaves.apart_in``); and the digests kept apart. Values and leaves of
-    at least ``compress_min`` bytes are stored compressed (``records.encode_blob``)."""
+    kept apart (``leaves.apart_in``); and the digests kept apart. A value that refers to
+    leaves is tagged so (``records.REFERS_LEAVES``): a reader older than v6 refuses it."""
     leaves_of: dict[str, dict[bytes, bytes]] = {}
     if kept is not None:
         items = list(values.items())
         split = apart_in(items, kept)
         values = {ch: value for (ch, _), (value, _) in zip(items, split, strict=True)}
         leaves_of = {ch: own for (ch, _), (_, own) in zip(items, split, strict=True) if own}
-    out = {fields[ch]: encode_blob(t, compress_min)
+    out = {fields[ch]: encode_blob(t, refers_leaves=ch in leaves_of)
            for ch, t in tc.values(values, versions).items()}
     for ch, value in values.items():
         leaves = leaves_of.get(ch)
@@ -65,7 +71,46 @@ def encode_values(
             out[chain_field(fields[ch])] = _link(ch, value, leaves or {})
     apart: set[bytes] = set()
     for leaves in leaves_of.values():
-        out.update((leaf_field(d), pack_leaf(stored, compress_min))
-                   for d, stored in leaves.items())
+        out.update((leaf_field(d), stored) for d, stored in leaves.items())
         apart.update(leaves)
     return out, apart
+
+
+class LeafHints:
+    """The leaves a saver kept apart lately, as (thread, ns, digest): the newest
+    ``limit`` of them, least recently kept forgotten first. Only a hint of which
+    leaves to refer to (``encode_values``'s ``kept``): the bytes are always sent."""
+
+    def __init__(self, limit: int = HINTS_KEPT) -> None:
+        self._limit = limit
+        self._lru: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
+        self._per_thread: Counter[tuple[str, str]] = Counter()
+
+    def knows(self, thread_id: str, ns: str) -> bool:
+        """Whether any leaf of (thread, ns) is remembered."""
+        return self._per_thread[(thread_id, ns)] > 0
+
+    def kept(self, thread_id: str, ns: str) -> Callable[[bytes], bool]:
+        """digest -> whether (thread, ns) kept it apart lately."""
+        return lambda digest: (thread_id, ns, digest) in self._lru
+
+    def add(self, thread_id: str, ns: str, digests: Iterable[bytes]) -> None:
+        """Remember ``digests`` as kept apart by (thread, ns), the newest."""
+        for digest in digests:
+            entry = (thread_id, ns, digest)
+            if entry in self._lru:
+                self._lru.move_to_end(entry)
+                continue
+            self._lru[entry] = None
+            self._per_thread[(thread_id, ns)] += 1
+            if len(self._lru) > self._limit:
+                self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        old_thread, old_ns, _ = self._lru.popitem(last=False)[0]
+        self._per_thread[(old_thread, old_ns)] -= 1
+        if not self._per_thread[(old_thread, old_ns)]:
+            del self._per_thread[(old_thread, old_ns)]
+
+    def __len__(self) -> int:
+        return len(self._lru)

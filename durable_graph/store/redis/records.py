@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import json
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +43,7 @@ from durable_graph.store.leaves import join_found
 from durable_graph.store.redis.keys import LEAF, blob_field, leaf_digest, write_field
 
 __all__ = [
+    "REFERS_LEAVES",
     "bind_run",
     "checkpoint_fields",
     "decode_blob",
@@ -52,11 +52,9 @@ __all__ = [
     "encode_blob",
     "encode_writes",
     "join_leaves_of",
-    "pack_leaf",
     "pack_record",
     "record_parent",
     "unbind_run",
-    "unpack_leaf",
     "unpack_record",
 ]
 
@@ -69,53 +67,30 @@ def _json(value: Any, what: str) -> str:
         raise SerializationError(f"cannot store {what} as JSON: {exc}") from exc
 
 
-ZLIB = "~"
-"""Tag prefix of a value stored zlib-compressed (``RedisSaver(compress_min=...)``); no
-serializer tag starts with it. A leaf stored compressed starts with it too."""
+REFERS_LEAVES = "&"
+"""Tag prefix of a value that refers to leaves kept apart (redis-v6, ``leafblobs``): no
+serializer tag starts with it, so a reader older than v6 refuses such a value ("unknown
+serialization format", or an unsigned payload in a signed store) instead of returning
+its ``LeafRef`` placeholders as content. The serializer's own tag and bytes follow
+unchanged, so a signature still binds them to their place."""
 
 
-def encode_blob(tagged: tuple[str, bytes], compress_min: int = 0) -> bytes:
+def encode_blob(tagged: tuple[str, bytes], *, refers_leaves: bool = False) -> bytes:
     """``tag \\0 bytes``: a serializer tag never holds a NUL, so the split is unambiguous.
 
-    With ``compress_min``, bytes at least that long are stored zlib-compressed (tag
-    ``~tag``) when that makes them shorter."""
+    A value that refers to leaves kept apart is stored with tag ``&tag``
+    (``REFERS_LEAVES``)."""
     tag, data = tagged
-    if compress_min and len(data) >= compress_min:
-        packed = zlib.compress(data)
-        if len(packed) < len(data):
-            tag, data = ZLIB + tag, packed
+    if refers_leaves:
+        tag = REFERS_LEAVES + tag
     return tag.encode() + b"\x00" + data
 
 
 def decode_blob(raw: bytes) -> tuple[str, bytes]:
-    """Inverse of ``encode_blob``."""
+    """Inverse of ``encode_blob`` (the serializer's tag and bytes)."""
     tag, _, data = raw.partition(b"\x00")
     text = tag.decode()
-    if text.startswith(ZLIB):
-        return text[len(ZLIB):], _inflate(data)
-    return text, data
-
-
-def _inflate(data: bytes) -> bytes:
-    try:
-        return zlib.decompress(data)
-    except zlib.error as exc:
-        raise SerializationError(f"a compressed stored value is garbled ({exc})") from None
-
-
-def pack_leaf(stored: bytes, compress_min: int = 0) -> bytes:
-    """A leaf as its blobs field holds it: ``leaves.leaf_bytes`` (kind ``s``/``b`` first),
-    or ``~`` and those bytes zlib-compressed (``compress_min``, as ``encode_blob``)."""
-    if compress_min and len(stored) >= compress_min:
-        packed = zlib.compress(stored)
-        if len(packed) + len(ZLIB) < len(stored):
-            return ZLIB.encode() + packed
-    return stored
-
-
-def unpack_leaf(raw: bytes) -> bytes:
-    """Inverse of ``pack_leaf``."""
-    return _inflate(raw[len(ZLIB):]) if raw[:1] == ZLIB.encode() else raw
+    return text.removeprefix(REFERS_LEAVES), data
 
 
 def _as_bytes(value: str | bytes) -> bytes:
@@ -280,7 +255,7 @@ def join_leaves_of(values: dict[str, Any], by_field: Mapping[str, bytes | None])
     """Put back the leaves of decoded ``values`` (in place; ``leafblobs``) from a ``LOAD``
     reply's blob fields; a leaf listed but gone, or never listed, is a SerializationError.
     Whatever this saver's serializer: another saver's may have kept leaves apart."""
-    join_found(values, {leaf_digest(f): unpack_leaf(raw) for f, raw in by_field.items()
+    join_found(values, {leaf_digest(f): raw for f, raw in by_field.items()
                         if raw is not None and f.startswith(LEAF)})
 
 

@@ -70,7 +70,7 @@ from durable_graph.store.redis.keys import (
     thread_record_pattern,
     write_field,
 )
-from durable_graph.store.redis.leafblobs import encode_values
+from durable_graph.store.redis.leafblobs import LeafHints, encode_values
 from durable_graph.store.redis.lease import Lease, RedisLeases
 from durable_graph.store.redis.records import (
     bind_run,
@@ -97,10 +97,6 @@ __all__ = ["Prior", "RedisSaver", "Rider"]
 PAGE_SIZE = 100
 """Checkpoints read per round trip while listing; bounds memory, not results."""
 _DEPTHS_KEPT = 50_000
-_HINTED_THREADS = 10_000
-"""Threads whose kept-apart leaves a saver remembers (``_leaf_hints``) before it forgets all."""
-_HINTED_LEAVES = 10_000
-"""Kept-apart leaves a saver remembers of one thread before it forgets them."""
 """Value depths a saver remembers from its reads before it forgets them all."""
 
 
@@ -198,16 +194,6 @@ def _delta_bases(checkpoint: Checkpoint, channels: Sequence[str]) -> dict[str, s
             if isinstance(values[ch], ChannelDelta)}
 
 
-def _compress_min(value: int | None) -> int:
-    """``compress_min`` checked: None (0 here) or a positive int."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise GraphValueError(
-            f"compress_min must be None or an int of at least 1 (bytes), got {value!r}")
-    return value
-
-
 def _flatten(pairs: Mapping[str, Any]) -> list[Any]:
     return [item for pair in pairs.items() for item in pair]
 
@@ -229,10 +215,6 @@ class RedisSaver(BaseCheckpointSaver):
         commit_wait: what each commit waits for before it returns: ``"aof"``
             (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
             or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
-        compress_min: store each channel value and kept-apart leaf of at least this
-            many bytes zlib-compressed when that makes it shorter (None: never). A codec
-            of this saver's own: every saver reads both forms, so workers and producers
-            of one store may differ (each compresses what it commits).
     """
 
     def __init__(
@@ -246,7 +228,6 @@ class RedisSaver(BaseCheckpointSaver):
         delta: bool = True,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         commit_wait: CommitWait | str | None = None,
-        compress_min: int | None = None,
         _where: str | None = None,
         _owns_client: bool = False,
         _thread_policy: bool = False,
@@ -261,7 +242,6 @@ class RedisSaver(BaseCheckpointSaver):
         self._thread_policy = _thread_policy
         self.serde: Serializer = serde or TypedSerializer()
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
-        self.compress_min = _compress_min(compress_min)
         self.prefix = prefix
         self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
         self._owns_client = _owns_client
@@ -274,9 +254,9 @@ class RedisSaver(BaseCheckpointSaver):
         another round trip (a value is never rewritten at its version; a base deleted
         meanwhile is caught by the commit script)."""
         self._dedup = dedups_leaves(self.serde)
-        self._leaf_hints: dict[tuple[str, str], set[bytes]] = {}
-        """Leaves this saver kept apart lately, by (thread, ns): a later value holding
-        one refers to it too (``leafblobs``; the leaf is sent again all the same)."""
+        self._leaf_hints = LeafHints()
+        """Leaves this saver kept apart lately: a later value holding one refers to it
+        too (``leafblobs``; the leaf is sent again all the same)."""
 
     @classmethod
     def from_url(
@@ -291,7 +271,6 @@ class RedisSaver(BaseCheckpointSaver):
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         cluster: bool = False,
         commit_wait: CommitWait | str | None = None,
-        compress_min: int | None = None,
         _thread_policy: bool = False,
         **client_kwargs: Any,
     ) -> RedisSaver:
@@ -304,7 +283,7 @@ class RedisSaver(BaseCheckpointSaver):
         where = f"Redis at {redact(url)}"
         return cls(client, prefix=prefix, serde=serde, ttl=ttl, keep_last=keep_last,
                    delta=delta, snapshot_every=snapshot_every, commit_wait=commit_wait,
-                   compress_min=compress_min, _where=where, _owns_client=True,
+                   _where=where, _owns_client=True,
                    _thread_policy=_thread_policy)
 
     def _policy(self) -> tuple[str, str]:
@@ -656,20 +635,13 @@ class RedisSaver(BaseCheckpointSaver):
     ) -> dict[str, bytes]:
         """Blob field -> stored bytes for the given channels of ``checkpoint`` (their
         chain fields and the leaves kept apart too: ``leafblobs``)."""
-        thread = (tc.thread_id, tc.ns)
-        hints = self._leaf_hints.get(thread, set())
-        split = self._dedup and (bool(hints) or START in fields)  # else none would go apart
-        out, apart = encode_values(
+        hints = self._leaf_hints
+        split = self._dedup and (hints.knows(tc.thread_id, tc.ns) or START in fields)
+        out, apart = encode_values(  # unless split, no leaf would go apart
             tc, {ch: checkpoint.channel_values[ch] for ch in fields},
-            checkpoint.channel_versions, fields, hints.__contains__ if split else None,
-            compress_min=self.compress_min)
-        if apart:
-            if len(self._leaf_hints) > _HINTED_THREADS:
-                self._leaf_hints.clear()
-            held = self._leaf_hints.setdefault(thread, set())
-            if len(held) > _HINTED_LEAVES:
-                held.clear()
-            held.update(apart)
+            checkpoint.channel_versions, fields,
+            hints.kept(tc.thread_id, tc.ns) if split else None)
+        self._leaf_hints.add(tc.thread_id, tc.ns, apart)
         return out
 
     def value_depth(
