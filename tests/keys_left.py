@@ -1,7 +1,8 @@
 """Test key prefixes: deleted after their tests, and checked at the end of the session.
 
 ``delete_prefix`` ends the heartbeats of the worker runtimes this process ran jobs in
-(a heartbeat thread would write its entry again), deletes a prefix's keys and records
+under that prefix (a heartbeat thread would write its entry again; a runtime of another
+prefix, still running a job, goes on), deletes a prefix's keys and records
 the prefix; ``left_behind`` finds the recorded prefixes some key came back under (a
 thread of the test process, or a worker, wrote after the test's end). Import it as
 ``tests.keys_left`` only: the record must be one per process.
@@ -19,11 +20,12 @@ LATE_WRITES_WAIT = 2.5
 heartbeat TTL (3 s, a beat every second) of a heartbeat that outlived its test."""
 
 
-def stop_heartbeats() -> None:
-    """Stop the heartbeats of this process's worker runtimes, if it made any."""
+def stop_heartbeats(prefix: str) -> None:
+    """Stop the heartbeats of this process's worker runtimes of ``prefix`` (or beating
+    for a prefix starting with it), if it made any."""
     app = sys.modules.get("durable_graph.worker.app")
     if app is not None:
-        app.WorkerRuntime.stop_here()
+        app.WorkerRuntime.stop_here(prefix=prefix)
 
 
 def delete_prefix(url: str, prefix: str) -> None:
@@ -32,7 +34,7 @@ def delete_prefix(url: str, prefix: str) -> None:
     heartbeats ended; ``left_behind`` checks it at the end."""
     import redis
 
-    stop_heartbeats()
+    stop_heartbeats(prefix)
     client = redis.Redis.from_url(url, socket_timeout=10)
     patterns = (f"{prefix}*", f"{{{prefix}*", f"_kombu.binding.{prefix}*",
                 f"_kombu.binding_permanent.{prefix}*")

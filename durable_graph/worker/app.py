@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 import redis
-from celery import Celery, signals
+from celery import Celery, current_app, signals
 from celery.signals import worker_init, worker_ready
 from celery.worker.request import Request
 
@@ -229,14 +229,24 @@ def _say_ready(sender: Any = None, **_: Any) -> None:
 
 def _ours(sender: Any) -> bool:
     """Whether a worker signal comes from a worker of a durable-graph app."""
-    app = getattr(sender, "app", None)
+    return _is_ours(getattr(sender, "app", None))
+
+
+def _is_ours(app: Any) -> bool:
     return isinstance(getattr(app, "conf", {}).get("durable_graph_settings"), Settings)
 
 
-def _stop_heartbeats(**_: Any) -> None:
-    """A worker, or one of its pool processes, shuts down cleanly: this process's
-    heartbeats end (``WorkerRuntime.stop_here``), instead of expiring a TTL later."""
-    WorkerRuntime.stop_here()
+def _stop_heartbeats(sender: Any = None, **_: Any) -> None:
+    """A worker of a durable-graph app, or one of its pool processes, shuts down cleanly:
+    the heartbeats of its app's runtime in this process end (``WorkerRuntime.stop_here``),
+    instead of expiring a TTL later; another app's runtimes go on. ``worker_shutdown``'s
+    sender is the worker (its ``app``), ``worker_process_shutdown``'s the pool process's
+    host name: there the app is the current one (the pool's initializer made it so).
+    The stop waits for the last beat and the queued ends (5 s each at most), which may
+    delay a pool process's exit by as much during a store outage."""
+    app = getattr(sender, "app", None) or current_app._get_current_object()
+    if _is_ours(app):
+        WorkerRuntime.stop_here(app=app)
 
 
 worker_init.connect(_import_from_cwd, weak=False)
@@ -601,14 +611,23 @@ class WorkerRuntime:
         return found
 
     @classmethod
-    def stop_here(cls) -> None:
+    def stop_here(cls, *, app: Celery | None = None, prefix: str | None = None) -> None:
         """Stop the heartbeats of this process's runtimes (``Liveness.stop``): at a clean
-        shutdown, or at the end of a test that ran jobs in its own process."""
+        shutdown (``app``: its runtime only), or at the end of a test that ran jobs in its
+        own process (``prefix``: the runtimes of that prefix, or beating for a prefix
+        starting with it, only)."""
         pid = os.getpid()
         with cls._lock:
-            mine = [r for (_, p), r in cls._by_app.items() if p == pid]
+            mine = [r for (a, p), r in cls._by_app.items()
+                    if p == pid and (app is None or a == id(app))]
         for runtime in mine:
-            runtime.liveness.stop()
+            if prefix is None or runtime.beats_under(prefix):
+                runtime.liveness.stop()
+
+    def beats_under(self, prefix: str) -> bool:
+        """Whether this runtime's prefix, or one its heartbeats are for, starts with ``prefix``."""
+        return any(p.startswith(prefix)
+                   for p in (self.settings.prefix, *self.liveness.prefixes()))
 
     def saver(self, prefix: str) -> RedisSaver:
         """The signed RedisSaver of ``prefix`` on the settings' Redis."""

@@ -77,6 +77,42 @@ class Books:
         return found
 
 
+class _Gate:
+    """Claims pass it together; ``Liveness.stop`` passes it alone (waiting for the
+    claims under way, holding back new ones), so no claim of this process falls
+    between ``stop``'s look at its claims and its entry's removal."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._passing = 0
+        self._alone = False
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._alone)
+            self._passing += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._passing -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._alone)
+            self._alone = True  # new claims wait from here on
+            self._cond.wait_for(lambda: not self._passing)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._cond.notify_all()
+
+
 class Liveness:
     """Claims, heartbeats and ends the jobs of one worker process."""
 
@@ -85,6 +121,8 @@ class Liveness:
         self.worker = worker_id()
         self._prefixes: set[str] = set()
         self._lock = threading.Lock()
+        self._gate = _Gate()
+        """Claims (with their beat) against ``stop``."""
         self._beating: tuple[threading.Thread, threading.Event] | None = None
         """The heartbeat thread and what stops it."""
         self._ended: queue.SimpleQueue[tuple[str, str, str] | threading.Event] = (
@@ -116,33 +154,40 @@ class Liveness:
         if not job.key:
             yield "untracked", None
             return
-        book, thread_id = self.books(job.run.prefix), job.run.thread_id
-        self._beat(job.run.prefix)
+        book = self.books(job.run.prefix)
         if adopted:
+            with self._gate.together():
+                self._beat(job.run.prefix)
             with self._holding(job, book):
                 yield "run", None
             return
-        lease = (job.owner, job.fence, self.settings.lease_ttl)
-        outcome, holder, renewed, early = claimed or book.claim_renewing(
-            job.key, thread_id, self.worker, lease, also)
-        if outcome != "ok" and holder == self.worker and job.key not in self._active:
-            # Our own claim on a job we no longer run: its execution here failed while the
-            # store was down (so the claim could not be given back) and Celery retried it.
-            book.release(job.key, thread_id, self.worker)
-            outcome, holder, renewed, early = book.claim_renewing(job.key, thread_id,
-                                                                  self.worker, lease, also)
+        with self._gate.together():
+            self._beat(job.run.prefix)
+            outcome, holder, renewed, early = claimed or self._claim(job, book, also)
         if outcome != "ok" or not renewed:
             why = {"ok": "its lease was taken over", "held": f"process {holder} runs it",
                    "died": "a process died running it: its own message runs it"}.get(
                        outcome, "it ended")
             log.info("dropped a copy of %s job %s of thread %s: %s", job.kind, job.key,
-                     thread_id, why)
+                     job.run.thread_id, why)
             if outcome == "ok":
                 self.end_later(job)
             yield "drop", None
             return
         with self._holding(job, book):
             yield "run", early
+
+    def _claim(self, job: Job, book: JobBook, also: Also | None) -> Claim:
+        """Claim ``job`` and renew its lease (``running``)."""
+        lease = (job.owner, job.fence, self.settings.lease_ttl)
+        thread_id = job.run.thread_id
+        claim = book.claim_renewing(job.key, thread_id, self.worker, lease, also)
+        if claim[0] != "ok" and claim[1] == self.worker and job.key not in self._active:
+            # Our own claim on a job we no longer run: its execution here failed while the
+            # store was down (so the claim could not be given back) and Celery retried it.
+            book.release(job.key, thread_id, self.worker)
+            claim = book.claim_renewing(job.key, thread_id, self.worker, lease, also)
+        return claim
 
     def claim_calls(self, jobs: Sequence[Job], finished: Finished, *,
                     again: bool = False) -> list[Claim] | None:
@@ -152,11 +197,13 @@ class Liveness:
         ``again``: the bundle checks the claims it made (its own stand) before it goes on
         (``JobBook.claim_calls``)."""
         first = jobs[0]
-        self._beat(first.run.prefix)
-        return self.books(first.run.prefix).claim_calls(
-            [job.key for job in jobs], first.run.thread_id, self.worker,
-            (first.owner, first.fence, self.settings.lease_ttl), finished,
-            mode="again" if again else "bundle", heartbeat_ttl=self.settings.heartbeat_ttl)
+        with self._gate.together():
+            self._beat(first.run.prefix)
+            return self.books(first.run.prefix).claim_calls(
+                [job.key for job in jobs], first.run.thread_id, self.worker,
+                (first.owner, first.fence, self.settings.lease_ttl), finished,
+                mode="again" if again else "bundle",
+                heartbeat_ttl=self.settings.heartbeat_ttl)
 
     def give_back(self, jobs: Sequence[Job]) -> None:
         """Release the claims of jobs claimed here that will not run here (the rest of a
@@ -290,17 +337,25 @@ class Liveness:
         is declared dead instead, so the next sweep sends the job again: sweeps find dead
         processes by their entries, so an entry gone would leave the claim held for good.
         Call it when no job runs here (a job that runs after it beats again); ``timeout``
-        bounds each wait (the thread's last beat, the queued ends).
+        bounds each wait (the thread's last beat, the queued ends). Claims wait while it
+        runs (and it for those under way), so none is made between its look at this
+        process's claims and its entry's removal.
         """
+        with self._gate.alone():
+            with self._lock:
+                beating, self._beating = self._beating, None
+                prefixes, self._prefixes = self._prefixes, set()
+            if beating is not None:
+                beating[1].set()
+                beating[0].join(timeout)
+            self._flush_ends(timeout)
+            for prefix in prefixes:
+                self._retire(prefix)
+
+    def prefixes(self) -> frozenset[str]:
+        """The prefixes this process beats for now."""
         with self._lock:
-            beating, self._beating = self._beating, None
-            prefixes, self._prefixes = self._prefixes, set()
-        if beating is not None:
-            beating[1].set()
-            beating[0].join(timeout)
-        self._flush_ends(timeout)
-        for prefix in prefixes:
-            self._retire(prefix)
+            return frozenset(self._prefixes)
 
     def _flush_ends(self, timeout: float) -> None:
         """Wait (up to ``timeout``) for the ends queued so far to be recorded."""

@@ -11,13 +11,14 @@ runtime of the process (``WorkerRuntime.stop_here``).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from celery import signals
+from celery import Celery, signals
 
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.jobbook import Finished, JobBook
@@ -127,6 +128,9 @@ def test_a_stopped_liveness_beats_again_for_its_next_job(
 def test_celerys_shutdown_signals_stop_the_heartbeats_of_the_process(
     redis_url: str, redis_prefix: str, client: redis.Redis, signal: Any,
 ) -> None:
+    """Sent by a worker of our app (``worker_shutdown``: the worker, with its app; a pool
+    process's: its host name, the app the current one), the signal ends the heartbeats;
+    sent by another app's worker, it leaves them alone."""
     app = create_app(redis_url, prefix=redis_prefix, queue=f"{redis_prefix}-q",
                      secret_key="heartbeat-stop-test-secret-0123456789", heartbeat_ttl=BEAT)
     runtime = WorkerRuntime.of(app)
@@ -134,6 +138,69 @@ def test_celerys_shutdown_signals_stop_the_heartbeats_of_the_process(
     (job,) = _jobs(client, book, redis_prefix, "k1")
     with runtime.liveness.running(job) as (what, _):
         assert what == "run" and _beating(client, redis_prefix, runtime.liveness.worker)
-    signal.send(sender=None, pid=os.getpid(), exitcode=0)
+
+    def send(of: Celery) -> None:
+        if signal is signals.worker_shutdown:
+            signal.send(sender=_Worker(of))
+        else:
+            of.set_current()
+            signal.send(sender="w@h", pid=os.getpid(), exitcode=0)
+
+    send(Celery("another-app", set_as_current=False))
+    time.sleep(BEAT)  # beats go on
+    assert _beating(client, redis_prefix, runtime.liveness.worker)
+    send(app)
     assert client.zscore(live_key(redis_prefix), runtime.liveness.worker) is None
     assert not client.exists(live_key(redis_prefix))
+
+
+class _Worker:
+    """What ``worker_shutdown`` sends as its sender, as far as the handler looks: a
+    worker (Celery's ``WorkController``) with its app."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+
+class _PausingBook(JobBook):
+    """A job book whose ``claims`` pauses after its read, until ``go`` is set."""
+
+    def __init__(self, conn: RedisConn, prefix: str) -> None:
+        super().__init__(conn, prefix)
+        self.read, self.go = threading.Event(), threading.Event()
+
+    def claims(self) -> Any:
+        found = super().claims()
+        self.read.set()
+        self.go.wait(10)
+        return found
+
+
+def test_a_claim_made_while_stopping_waits_and_keeps_its_heartbeat(
+    redis_url: str, redis_prefix: str, client: redis.Redis,
+) -> None:
+    """``stop`` reads the process's claims, then takes its entry out: a claim made in
+    between would be held by a process with no entry, for good. Claims wait for ``stop``
+    instead, and beat again after it."""
+    book = _PausingBook(RedisConn(client), redis_prefix)
+    live = Liveness(Settings(redis_url=redis_url, prefix=redis_prefix, heartbeat_ttl=BEAT),
+                    lambda p: book)
+    first, second = _jobs(client, book, redis_prefix, "k1", "k2")
+    with live.running(first) as (what, _):
+        assert what == "run"
+    stopping = threading.Thread(target=live.stop)
+    stopping.start()
+    assert book.read.wait(10)  # stop saw no claim; its entry is not out yet
+    claims: list[Any] = []
+    claiming = threading.Thread(target=lambda: claims.append(live.claim_calls(
+        [second], Finished(book.conn, f"{redis_prefix}:none", ("k2",)))))
+    claiming.start()
+    claiming.join(3 * BEAT)
+    assert claiming.is_alive()  # waits for stop
+    book.go.set()
+    stopping.join(10)
+    claiming.join(10)
+    assert [c[0] for c in claims[0]] == ["ok"]
+    assert _beating(client, redis_prefix, live.worker)  # the claim's holder has its entry
+    live.stop()
+    assert client.zscore(live_key(redis_prefix), live.worker) == 0  # held: declared dead
