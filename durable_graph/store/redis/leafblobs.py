@@ -23,6 +23,7 @@ A leaf is accepted only if its bytes hash to the digest its (signed) value holds
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -85,6 +86,7 @@ class LeafHints:
         self._limit = limit
         self._lru: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
         self._per_thread: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()  # a saver may commit from several threads
 
     def knows(self, thread_id: str, ns: str) -> bool:
         """Whether any leaf of (thread, ns) is remembered."""
@@ -96,6 +98,10 @@ class LeafHints:
 
     def add(self, thread_id: str, ns: str, digests: Iterable[bytes]) -> None:
         """Remember ``digests`` as kept apart by (thread, ns), the newest."""
+        with self._lock:
+            self._add(thread_id, ns, digests)
+
+    def _add(self, thread_id: str, ns: str, digests: Iterable[bytes]) -> None:
         for digest in digests:
             entry = (thread_id, ns, digest)
             if entry in self._lru:
