@@ -4,7 +4,10 @@ Each script touches the keys of one thread only (one hash tag, so one slot on
 Redis Cluster; ``CLOSE_RUN`` also moves the thread in the status index, so it is used
 on a single Redis only) and runs atomically: Redis executes a script to the end before it
 serves anything else, and a script that fails at a Redis error aborts before it
-writes anything (every check comes before the first write). Checkpoint, write and
+writes anything (every check comes before the first write). ``PUT_STEP`` is the one
+exception: it runs a sequence of ``PUT_WRITES``/``PUT`` calls, each checking its own fence
+(and the rest) before its own writes, so a later call refused, or failing at a Redis error,
+leaves an earlier call's writes stored, as when they were separate scripts. Checkpoint, write and
 index keys that depend on a checkpoint id are composed as ``<ns base> .. suffix
 .. id`` from a namespace base passed in by Python (or read from the thread's
 namespace hash); the suffixes come from ``keys`` so the layout has one source.
