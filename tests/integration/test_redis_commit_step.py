@@ -173,6 +173,41 @@ def test_a_workers_commit_applies_the_policy_recorded_on_the_thread(
     assert all(40 < raw.ttl(k) <= 50 for k in keys), {k: raw.ttl(k) for k in keys}
     with RedisSaver.from_url(redis_url, prefix=redis_prefix) as no_ttl:
         step(no_ttl, child)
-    unexpired = [k for k in keys if ":w:" not in k and ":cp:" not in k]
-    assert [k for k in unexpired if raw.ttl(k) != -1] == []
+    keys = sorted(k.decode() for k in raw.scan_iter(match=f"{{{redis_prefix}:t}}*"))
+    assert any(f":cp:{parent.id}" in k for k in keys), keys  # history too: none expires
+    assert {k: raw.ttl(k) for k in keys if raw.ttl(k) != -1} == {}
     raw.close()
+
+
+def thread_ttls(raw: redis.Redis, prefix: str) -> dict[str, int]:
+    return {k.decode(): raw.ttl(k) for k in raw.scan_iter(match=f"{{{prefix}:t}}*")}
+
+
+@pytest.mark.parametrize("namespaces", [[""], ["", "child"]])
+def test_dropping_a_threads_ttl_at_a_commit_keeps_its_history(
+    redis_url: str, redis_prefix: str, namespaces: list[str],
+) -> None:
+    """A thread stored with a TTL, committed by a saver without one: every key of the
+    thread (older checkpoints and their writes, other namespaces) loses the TTL, so
+    nothing the index lists expires."""
+    raw = redis.Redis.from_url(redis_url)
+    first = make(0)
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix, ttl=50) as producer:
+        for ns in namespaces:
+            conf = cfg()
+            conf["configurable"]["checkpoint_ns"] = ns
+            producer.put(conf, first, {"step": 0}, {"x": 1})
+            producer.put_writes({"configurable": {**conf["configurable"],
+                                                  "checkpoint_id": first.id}},
+                                [("x", 5)], "task-0")
+    assert all(40 < t <= 50 for t in thread_ttls(raw, redis_prefix).values())
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix) as no_ttl:
+        second = make(1)
+        no_ttl.put(cfg(first.id), second, {"step": 1}, {"x": 2})
+        ttls = thread_ttls(raw, redis_prefix)
+        assert any(f":w:{first.id}" in k for k in ttls), ttls
+        assert {k: t for k, t in ttls.items() if t != -1} == {}
+        stored = no_ttl.get_tuple(cfg(first.id))
+        assert stored is not None and written(no_ttl, first) == [("task-0", "x", 5)]
+    raw.close()
+
