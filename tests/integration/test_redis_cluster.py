@@ -151,6 +151,20 @@ def test_retention_and_leases_on_a_cluster(cluster_url: str) -> None:
     saver.close()
 
 
+def test_a_commit_that_drops_a_ttl_persists_the_history_on_a_cluster(cluster_url: str) -> None:
+    """A thread committed with a TTL, then by a saver without one: the commit's script
+    persists every key of the thread (older checkpoints too), all in the thread's slot."""
+    with RedisSaver.from_url(cluster_url, prefix="cl4", cluster=True, ttl=100) as timed:
+        parent = put(timed, put(timed, cfg("thread-t"), 0), 1)
+    with RedisSaver.from_url(cluster_url, prefix="cl4", cluster=True) as saver:
+        put(saver, parent, 2)
+        client: Any = saver.client
+        ttls = {k: client.ttl(k) for k in client.scan_iter(match="{cl4:thread-t}*")}
+        assert sum(b":cp:" in k for k in ttls) == 3, ttls
+        assert {k: t for k, t in ttls.items() if t != -1} == {}
+        assert len(list(saver.list(cfg("thread-t")))) == 3
+
+
 def test_job_liveness_on_a_cluster(cluster_url: str) -> None:
     from durable_graph.store.redis.jobbook import JobBook
 

@@ -477,8 +477,11 @@ class RedisSaver(BaseCheckpointSaver):
         script (``request_stop``): a distributed step's commit.
 
         ``task_writes`` (config, task id, writes): ``put_task_writes`` of the step's
-        last task, sent in the same round trip just before the commit (stored even if
-        the commit is refused, as when called first). ``ride``: more commands sent in
+        last task, run first in the commit's own script (``PUT_STEP``). Each of the two
+        checks its own fence before its own writes, and the commit runs whatever the
+        writes replied: writes refused (``fenced``, ``gone``) leave the commit to reply for
+        itself, and a commit refused or failing after them leaves the writes stored, as
+        when they were two scripts, the writes' first. ``ride``: more commands sent in
         the round trip of the (first) commit script, after it. ``prior``: a run's record
         and the ``put`` of the checkpoint this commit expects to be the newest (its
         input), held back to be sent first in the same round trip, all in one MULTI
@@ -687,33 +690,33 @@ class RedisSaver(BaseCheckpointSaver):
         """Run the PUT script ``put``: fence check, value check, then every write, atomically.
 
         ``before``: a PUT_WRITES call run first, in the same script (``PUT_STEP``); then
-        the reply is (its reply, PUT's reply). ``ride``: commands sent just after."""
+        the reply is ``PUT_STEP``'s: [its reply, PUT's reply]. ``ride``: commands sent
+        just after."""
         call = put if before is None else _one_script([("PUT_WRITES", *before), put])
         action = "store pending writes and commit checkpoint" if before else "commit checkpoint"
         if ride is not None:
-            return self._riding([call], ride, action)[0]
+            return self._riding(call, ride, action)
         return self._conn.run(*call, action)
 
     def _riding(
-        self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]], ride: Rider,
-        action: str,
-    ) -> builtins.list[Any]:
-        """The replies of ``calls`` (scripts), with ``ride``'s commands sent just after, in
-        one round trip; in two when commits wait (each script waits on its own)."""
+        self, call: tuple[str, Sequence[str], Sequence[Any]], ride: Rider, action: str,
+    ) -> Any:
+        """The reply of the script ``call``, with ``ride``'s commands sent just after, in
+        one round trip; in two when commits wait (the script waits as ``run`` does)."""
         conn = self._conn
         if conn.commit_wait is not None:
-            replies = conn.run_many(calls, action)
+            reply = conn.run(*call, action)
             ride.landed(pipelined(conn, action, ride.queue))
-            return replies
+            return reply
+        name, keys, args = call
 
         def build(p: Any) -> builtins.list[Any]:
-            out = [conn.script(name)(keys=list(keys), args=list(args), client=p)
-                   for name, keys, args in calls]
-            return out + ride.queue(p)
+            return [conn.script(name)(keys=list(keys), args=list(args), client=p),
+                    *ride.queue(p)]
 
         replies = pipelined(conn, action, build)
-        ride.landed(replies[len(calls):])
-        return replies[:len(calls)]
+        ride.landed(replies[1:])
+        return replies[0]
 
     def _check_fence(self, reply: Any, thread_id: str, fence: str) -> None:
         """Raise FencingError for a commit the script rejected as stale."""

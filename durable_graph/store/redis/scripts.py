@@ -4,7 +4,10 @@ Each script touches the keys of one thread only (one hash tag, so one slot on
 Redis Cluster; ``CLOSE_RUN`` also moves the thread in the status index, so it is used
 on a single Redis only) and runs atomically: Redis executes a script to the end before it
 serves anything else, and a script that fails at a Redis error aborts before it
-writes anything (every check comes before the first write). Checkpoint, write and
+writes anything (every check comes before the first write). ``PUT_STEP`` is the one
+exception: it runs a sequence of ``PUT_WRITES``/``PUT`` calls, each checking its own fence
+(and the rest) before its own writes, so a later call refused, or failing at a Redis error,
+leaves an earlier call's writes stored, as when they were separate scripts. Checkpoint, write and
 index keys that depend on a checkpoint id are composed as ``<ns base> .. suffix
 .. id`` from a namespace base passed in by Python (or read from the thread's
 namespace hash); the suffixes come from ``keys`` so the layout has one source.
@@ -149,6 +152,24 @@ local function policy_record(rec, ttl_arg, keep_arg)
 end
 """
 
+# A thread's TTL on every key of its history: each namespace's (from the thread's
+# namespace hash) index, values, checkpoints and their writes (SET_TTL, and PUT when a
+# thread's TTL is dropped). Every such key shares the thread's hash tag.
+_THREAD_EXPIRE = """
+local function expire_key(key, ttl)
+  if ttl > 0 then return redis.call('EXPIRE', key, ttl) end
+  return redis.call('PERSIST', key)
+end
+local function thread_expire(nsmap, ttl)
+  for _, base in ipairs(redis.call('HVALS', nsmap)) do
+    for _, id in ipairs(redis.call('ZRANGE', base .. @IDX@, 0, -1)) do
+      expire_key(base .. @CP@ .. id, ttl); expire_key(base .. @W@ .. id, ttl)
+    end
+    expire_key(base .. @IDX@, ttl); expire_key(base .. @BLOBS@, ttl)
+  end
+end
+"""
+
 _PUT = """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
 -- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep, applied,
@@ -217,15 +238,15 @@ if keep_last > 0 and n > keep_last then
 end
 local ttl = ttl_of(f[1], f[2], ARGV[6])
 -- no TTL now: what an earlier policy set must not expire the thread (the checkpoint's
--- own key, KEYS[6], was just SET: it has none)
-for k = 1, ttl > 0 and 6 or 5 do
-  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) else redis.call('PERSIST', KEYS[k]) end
-end
+-- own key, KEYS[6], was just SET: it has none); if it had one, its history loses it too
+local had = 0
+for k = 1, ttl > 0 and 6 or 5 do had = had + expire_key(KEYS[k], ttl) end
+if ttl == 0 and had > 0 then thread_expire(KEYS[3], 0) end
 -- and the run asked to stop at this step boundary, if any (``request_stop``)
 return {'ok', f[4] or ''}
 """
 
-PUT = _lua(_FENCE + _POLICY + _DROP_IDS + _PUT)
+PUT = _lua(_FENCE + _POLICY + _DROP_IDS + _THREAD_EXPIRE + _PUT)
 
 _PUT_WRITES = """
 -- KEYS: lease, writes, rec, cp, idx[, waits, wake]
@@ -277,7 +298,8 @@ PUT_WRITES_FUNCTION = _lua(
 more in the same call (``job_scripts.PUT_CALL_WRITES``)."""
 
 PUT_STEP = _lua(
-    PUT_WRITES_FUNCTION + _POLICY + _DROP_IDS + "local function put(KEYS, ARGV)" + _PUT
+    PUT_WRITES_FUNCTION + _POLICY + _DROP_IDS + _THREAD_EXPIRE + "local function put(KEYS, ARGV)"
+    + _PUT
     + """end
 -- KEYS: each call's keys, in order.  ARGV: the number of calls, then (kind: 'w' for
 -- PUT_WRITES, 'p' for PUT; how many keys; how many arguments) of each, then each call's
@@ -451,23 +473,16 @@ return #gone
 )
 
 SET_TTL = _lua(
-    """
+    _THREAD_EXPIRE
+    + """
 -- KEYS: rec, nsmap, lease    ARGV: seconds (0: drop the thread's own TTL)
 -- Applies the TTL to every key of the thread now and records it for later commits;
 -- without one of its own the thread gets its recorded policy's TTL, else none.
 local ttl = tonumber(ARGV[1])
 if ttl > 0 then redis.call('HSET', KEYS[1], 'ttl', ttl) else redis.call('HDEL', KEYS[1], 'ttl') end
 if ttl == 0 then ttl = tonumber(redis.call('HGET', KEYS[1], 'policy_ttl') or '0') end
-local function apply(key)
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
-end
-for _, key in ipairs(KEYS) do apply(key) end
-for _, base in ipairs(redis.call('HVALS', KEYS[2])) do
-  for _, id in ipairs(redis.call('ZRANGE', base .. @IDX@, 0, -1)) do
-    apply(base .. @CP@ .. id); apply(base .. @W@ .. id)
-  end
-  apply(base .. @IDX@); apply(base .. @BLOBS@)
-end
+for _, key in ipairs(KEYS) do expire_key(key, ttl) end
+thread_expire(KEYS[2], ttl)
 return {'ok'}
 """
 )
