@@ -40,18 +40,13 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any
 
 import ormsgpack
 
 from durable_graph.errors import SerializationError
 
 __all__ = [
-    "ROW_CHAIN",
-    "apply_diff",
-    "diff_entries",
-    "diff_row",
-    "is_diff",
     "json_form",
     "pack_id",
     "pack_metadata",
@@ -188,9 +183,16 @@ def _seen_flat(seen: Any, versions: Any) -> list[Any]:
             elif version is None:
                 raise ValueError("nil reads back as the row's")  # internal signal
             else:
-                pairs += [at, None if versions[channel] == version else version]
+                pairs += [at, None if _same(versions[channel], version) else version]
         flat += [node, pairs]
     return flat
+
+
+def _same(stored: Any, version: Any) -> bool:
+    """Whether a version seen reads back exactly as the row's own (nil): text or an
+    integer of the very same type and value (never ``True`` for ``1``, ``1.0`` for
+    ``1``, nor ``-0.0`` for ``0.0``)."""
+    return type(version) in (int, str) and type(stored) is type(version) and stored == version
 
 
 def json_form(value: Any) -> Any:
@@ -220,11 +222,10 @@ def unpack_versions(stored: str | bytes) -> Any:
 
 
 def versions_json(stored: str | bytes | None) -> str | None:
-    """The versions a row names itself as JSON text, for SQL's ``json_each``
-    (``dg_versions``): a diff row's changed ones (``diff_entries``)."""
+    """A row's versions as JSON text, for SQL's ``json_each`` (``dg_versions``)."""
     if stored is None or isinstance(stored, str):
         return stored
-    return json.dumps(diff_entries(stored), separators=(",", ":"))
+    return json.dumps(unpack_versions(stored), separators=(",", ":"))
 
 
 _NO_PARENTS, _AS_GIVEN, _STEP = b"\x00", b"\x01", b"\x02"
@@ -300,60 +301,3 @@ def unpack_tag(stored: str | bytes) -> str:
             f"a stored value has serializer code {bytes(stored)!r}, unknown to this release: "
             "it was written by a newer durable-graph; upgrade to read it")
     return tag
-
-
-# Schema 6: a row may keep only what changed against its parent's versions and versions
-# seen (``\x02`` then msgpack), at most ``ROW_CHAIN`` rows back to a whole one. The
-# saver resolves a row through its parents (``sqlite_lineage``); a full row (any form
-# above) starts a chain. Neither form of a full row starts with ``\x02``.
-_DIFF = b"\x02"
-ROW_CHAIN = 8
-"""Most rows a checkpoint's versions are resolved through (then a whole row is stored)."""
-
-
-def is_diff(stored: str | bytes) -> TypeGuard[bytes]:
-    """Whether a stored versions (or versions seen) column holds a diff against the parent."""
-    return isinstance(stored, bytes) and stored[:1] == _DIFF
-
-
-def diff_row(
-    versions: Any, seen: Any, base: tuple[Any, Any], depth: int
-) -> tuple[bytes, bytes] | None:
-    """Versions and versions seen as what changed against ``base`` (the parent's, whole),
-    at chain ``depth``; None when they would not read back exactly (store them whole).
-    All as JSON reads them back (``json_form``)."""
-    base_versions, base_seen = base
-    try:
-        changed = {k: v for k, v in versions.items() if base_versions.get(k, _DIFF) != v}
-        removed = [k for k in base_versions if k not in versions]
-        packed_versions = _DIFF + ormsgpack.packb(
-            [depth, changed, sorted(removed) if removed else removed],
-            option=ormsgpack.OPT_SORT_KEYS)
-        nodes = {n: inner for n, inner in seen.items() if base_seen.get(n, _DIFF) != inner}
-        gone = sorted(n for n in base_seen if n not in seen)
-        packed_seen = _DIFF + ormsgpack.packb([_seen_flat(nodes, versions), gone])
-    except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
-        return None
-    return packed_versions, packed_seen  # JSON forms: ``apply_diff`` gives them back
-
-
-def apply_diff(
-    stored_versions: bytes, stored_seen: bytes, base: tuple[Any, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Inverse of ``diff_row``: the whole versions and versions seen of a diff row."""
-    _, changed, removed = ormsgpack.unpackb(stored_versions[1:])
-    versions = {k: v for k, v in base[0].items() if k not in removed}
-    versions.update(changed)
-    versions = dict(sorted(versions.items()))
-    flat, gone = ormsgpack.unpackb(stored_seen[1:])
-    seen = {n: inner for n, inner in base[1].items() if n not in gone}
-    seen.update(_seen_of(flat, versions))
-    return versions, dict(sorted(seen.items()))
-
-
-def diff_entries(stored: str | bytes) -> Any:
-    """The versions a stored versions column names itself: all of a whole row's, the
-    changed ones of a diff (each inherited one is named by the row it came from)."""
-    if isinstance(stored, bytes) and is_diff(stored):
-        return ormsgpack.unpackb(stored[1:])[1]
-    return unpack_versions(stored)
