@@ -24,8 +24,9 @@ channel versions and versions seen, mostly channel names and 13-digit numbers):
   ``dg_versions`` function, which gives JSON back: ``versions_json``);
 - ``versions_seen``: ``\x01`` then a msgpack list of (node, [channel, version, ...]):
   a channel the row's versions name is its index among their sorted names, and a
-  version equal to the row's own version of that channel is nil (a node usually saw
-  what the checkpoint holds). A schema 4 form is a msgpack map, so never ``\x01``;
+  version the same as the row's own of that channel (``_same``: type and value) is nil
+  (a node usually saw what the checkpoint holds). A schema 4 form is a msgpack map, so
+  never ``\x01``;
 - ``metadata``: ``\x02`` then [source, step] for a step's usual record ({"parents": {},
   "source": ..., "step": ...}), ``\x00`` then msgpack with ``"parents": {}`` left out,
   or ``\x01`` then msgpack as given.
