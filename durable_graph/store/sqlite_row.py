@@ -48,7 +48,6 @@ import ormsgpack
 from durable_graph.errors import SerializationError
 
 __all__ = [
-    "json_form",
     "pack_id",
     "pack_metadata",
     "pack_seen",
@@ -158,8 +157,8 @@ _SEEN_BY = b"\x01"
 
 def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
     """Versions seen, a channel named by its index among the row's versions and a
-    version equal to the row's as nil; ``pack_seen`` when that would not read back.
-    Both as JSON reads them back (``json_form``), as the saver has them."""
+    version the same as the row's as nil; ``pack_seen`` when that would not read back.
+    Both as the saver reads them back (``plain_form``)."""
     try:  # JSON forms: msgpack gives them back
         return _SEEN_BY + ormsgpack.packb(_seen_flat(seen, versions))
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
@@ -169,8 +168,8 @@ def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
 
 def _seen_flat(seen: Any, versions: Any) -> list[Any]:
     """[node, [channel, version, ...], ...]: a channel of ``versions`` by its index among
-    their sorted names, its version nil when equal to theirs; ValueError when a nil
-    version would read back as theirs."""
+    their sorted names, its version nil when the same as theirs (``_same``); ValueError
+    when a nil version would read back as theirs."""
     flat: list[Any] = []
     index: dict[str, int] | None = None
     for node, inner in sorted(seen.items()):
@@ -196,14 +195,9 @@ def _same(stored: Any, version: Any) -> bool:
     return type(version) in (int, str) and type(stored) is type(version) and stored == version
 
 
-def json_form(value: Any) -> Any:
-    """What a value reads back as from JSON (the schema 5 form); ValueError if none."""
-    return json.loads(json.dumps(value, separators=(",", ":"), allow_nan=False))
-
-
 def _msgpack_if_same(form: Any) -> bytes | None:
-    """A value as JSON reads it back (``json_form``) as msgpack, which gives every such
-    value back but an integer over 64 bits or text that is not UTF-8 (then None)."""
+    """A value as JSON reads it back as msgpack, which gives every such value back but
+    an integer over 64 bits or text that is not UTF-8 (then None)."""
     try:  # keys sorted, as the JSON form has them
         return ormsgpack.packb(form, option=ormsgpack.OPT_SORT_KEYS)
     except (TypeError, ormsgpack.MsgpackEncodeError):
