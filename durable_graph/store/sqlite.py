@@ -25,10 +25,8 @@ table (schema 5, ``sqlite_leaves``): the input channel, a task's write and a
 ``messages`` delta refer to one copy by its SHA-256, counted, and dropped with the
 last row that refers to it.
 
-Schema 6 packs a checkpoint row (``sqlite_row``): most rows keep only what changed
-against their parent's versions and versions seen, at most ``ROW_CHAIN`` rows back to
-a whole row, and are read through their parents (``sqlite_lineage``); a row that
-stays is stored whole before the row it is a diff against is deleted or replaced.
+Schema 6 packs a checkpoint row (``sqlite_row``): versions, versions seen and
+metadata as msgpack, each row whole (read on its own, verified once).
 
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
@@ -100,26 +98,20 @@ from durable_graph.store.sqlite_leaves import (
     leaf_exists,
     release_leaves,
 )
-from durable_graph.store.sqlite_lineage import (
-    CP_COLUMNS,
-    Maps,
-    record_fields,
-    resolve_maps,
-    store_whole,
-    whole_columns,
-)
 from durable_graph.store.sqlite_row import (
-    ROW_CHAIN,
-    diff_row,
     pack_id,
     pack_metadata,
+    pack_seen_by,
     pack_tag,
     pack_ts,
+    pack_versions,
     plain_form,
     unpack_id,
     unpack_metadata,
+    unpack_seen,
     unpack_tag,
     unpack_ts,
+    unpack_versions,
     versions_json,
 )
 
@@ -203,7 +195,10 @@ CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS
 _THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry", "leaves")
 """Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
-_CP_COLUMNS = CP_COLUMNS
+_CP_COLUMNS = (
+    "thread_id, checkpoint_ns, checkpoint_id, parent_id, ts, "
+    "channel_versions, versions_seen, metadata, v, sig"
+)
 _BRANCH_SOURCES = frozenset({"fork", "update"})
 """Metadata sources of checkpoints that may start from an older checkpoint."""
 
@@ -306,9 +301,8 @@ ORDER BY checkpoint_id DESC, checkpoint_ns DESC
 """
 
 _INSERT_CHECKPOINT = (
-    f"INSERT OR IGNORE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR REPLACE INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_REPLACE_CHECKPOINT = _INSERT_CHECKPOINT.replace("OR IGNORE", "OR REPLACE")
 _UPSERT_STATUS = """
 INSERT INTO threads VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (thread_id) DO UPDATE SET
@@ -386,9 +380,6 @@ class SqliteSaver(BaseCheckpointSaver):
         self.serde: Serializer = serde or TypedSerializer()
         self._dedup = dedups_leaves(self.serde)
         self._lock = threading.RLock()
-        self._last: dict[tuple[str, str], tuple[str, Maps, int]] = {}
-        """Per namespace, the checkpoint this saver stored last: its id, versions and
-        depth in its row chain (``sqlite_lineage``), so the next row can be a diff."""
         self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
         try:
             if isinstance(path_or_connection, sqlite3.Connection):
@@ -515,7 +506,7 @@ class SqliteSaver(BaseCheckpointSaver):
         count = 0
         cursor: _Row | None = None
         while limit is None or count < limit:
-            rows, maps = self._page(where, args, cursor)
+            rows = self._page(where, args, cursor)
             for row in rows:
                 metadata = unpack_metadata(row[7])
                 if filter and not metadata_matches(metadata, filter):
@@ -524,7 +515,7 @@ class SqliteSaver(BaseCheckpointSaver):
                     return
                 count += 1
                 with self._transaction(write=False) as conn:
-                    item = self._load(conn, row, maps[tuple(row[:3])])
+                    item = self._load(conn, row)
                 yield item
             if len(rows) < _PAGE:
                 return
@@ -532,9 +523,8 @@ class SqliteSaver(BaseCheckpointSaver):
 
     def _page(
         self, where: Sequence[str], args: Sequence[Any], cursor: _Row | None
-    ) -> tuple[Sequence[_Row], dict[tuple[Any, ...], Maps]]:
-        """The next page of checkpoint rows, newest first, after ``cursor`` (keyset paging),
-        and their whole versions (``_page_maps``, read in the same transaction)."""
+    ) -> Sequence[_Row]:
+        """The next page of checkpoint rows, newest first, after ``cursor`` (keyset paging)."""
         clauses: list[str] = [*where]
         params: list[Any] = [*args]
         if cursor is not None:
@@ -551,39 +541,24 @@ class SqliteSaver(BaseCheckpointSaver):
             params = [*params, *params]
         query += " ORDER BY checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC LIMIT ?"
         with self._transaction(write=False) as conn:
-            rows = conn.execute(query, [*params, _PAGE]).fetchall()
-            return rows, self._page_maps(conn, rows)
+            return conn.execute(query, [*params, _PAGE]).fetchall()
 
-    def _page_maps(
-        self, conn: sqlite3.Connection, rows: Sequence[_Row]
-    ) -> dict[tuple[Any, ...], Maps]:
-        """The whole versions of a page's rows, oldest first: a row's parent is most often
-        the row before it in the page, so each costs one diff applied, not a walk."""
-        memo: dict[tuple[Any, ...], Maps] = {}
-        for row in reversed(rows):
-            tc = self._codec(row[0], row[1])
-            tc.check_record(row[2], record_fields(row), row[9])  # a base for the next
-            memo[tuple(row[:3])] = resolve_maps(conn, tc, row, memo)
-        return memo
-
-    def _load(
-        self, conn: sqlite3.Connection, row: _Row, maps: Maps | None = None
-    ) -> CheckpointTuple:
+    def _load(self, conn: sqlite3.Connection, row: _Row) -> CheckpointTuple:
         """Rebuild a checkpoint tuple from its row, its value blobs and its writes.
 
         With a signing serializer the record is verified first, then each value
         for its (channel, version) and each write for its slot.
         """
-        thread_id, ns, checkpoint_id, parent, ts, _, _, metadata, v, sig = row
+        thread_id, ns, checkpoint_id, parent, ts, versions, seen, metadata, v, sig = row
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        signed = tc.check_record(checkpoint_id, record_fields(row), sig)
-        version_of, seen_of = maps or resolve_maps(conn, tc, row)
+        signed = tc.check_record(checkpoint_id, _record_fields(row), sig)
+        version_of = unpack_versions(versions)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(
-                _LOAD_VALUES, (json.dumps(version_of), thread_id, ns))
+                _LOAD_VALUES, (versions_json(versions), thread_id, ns))
         }
         resolve_values(values, lambda channel, head: [
             tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
@@ -606,7 +581,7 @@ class SqliteSaver(BaseCheckpointSaver):
                 ts=unpack_ts(ts),
                 channel_values=values,
                 channel_versions=version_of,
-                versions_seen=seen_of,
+                versions_seen=unpack_seen(seen, version_of),
                 v=v,
             ),
             metadata=unpack_metadata(metadata),
@@ -631,21 +606,14 @@ class SqliteSaver(BaseCheckpointSaver):
         require_versions(checkpoint)
         versions = checkpoint.channel_versions
         versions_text = _dumps_json(versions, "channel versions")
-        seen = checkpoint.versions_seen
-        maps: Maps = (plain_form(versions, lambda: versions_text),
-                      plain_form(seen, lambda: _dumps_json(seen, "versions seen")))
-        diff, depth = self._diff_of(thread_id, ns, parent_id, maps)
         row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata,
-                              columns=diff or whole_columns(maps, versions_text))
+                              versions_text=versions_text)
+        row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
         now = time.time()
         with self._transaction() as conn:
             _purge(conn, now)
-            checked = (config.get("configurable") or {}).get(EXTENDS_LATEST)
-            extends = checked and self._check_extends(conn, row, metadata)  # parent exists
-            if diff is not None and not checked and conn.execute(
-                    _EXISTS, (thread_id, ns, parent_id)).fetchone() is None:
-                row, depth = (*row[:5], *whole_columns(maps, versions_text), *row[7:]), 0
-            row = (*row[:-1], tc.sign_record(checkpoint.id, record_fields(row)))
+            extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
+                and self._check_extends(conn, row, metadata)
             if extends and retires_parent_writes(config, metadata):
                 delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
             present = {key for (key,) in conn.execute(
@@ -670,26 +638,9 @@ class SqliteSaver(BaseCheckpointSaver):
                 [(thread_id, ns, ch, versions[ch], base, depth)
                  for ch, (base, depth) in delta_links(missing).items()],
             )
-            if not conn.execute(_INSERT_CHECKPOINT, row).rowcount:  # a row of this id exists:
-                store_whole(conn, tc, (thread_id, ns), [checkpoint.id])  # its diff children
-                conn.execute(_REPLACE_CHECKPOINT, row)  # are stored whole, then it is replaced
+            conn.execute(_INSERT_CHECKPOINT, row)
             self._apply_policy(conn, thread_id, ns, now)
-        self._last[(thread_id, ns)] = (checkpoint.id, maps, depth)
         return checkpoint_config(thread_id, ns, checkpoint.id)
-
-    def _diff_of(
-        self, thread_id: str, ns: str, parent_id: str | None, maps: Maps
-    ) -> tuple[tuple[bytes, bytes] | None, int]:
-        """A row's versions as a diff against its parent's (and its chain depth), when
-        this saver stored the parent last in the namespace and the chain has room."""
-        last = self._last.get((thread_id, ns))
-        if last is None or parent_id is None or last[0] != parent_id or last[2] >= ROW_CHAIN:
-            return None, 0
-        depth = last[2] + 1
-        return diff_row(*maps, last[1], depth), depth
-
-    def _codec(self, thread_id: str, ns: str) -> ThreadCodec:
-        return ThreadCodec(self.serde, "", thread_id, ns)
 
     def _split(
         self, conn: sqlite3.Connection, thread_id: str, items: Sequence[tuple[str, Any]]
@@ -706,7 +657,7 @@ class SqliteSaver(BaseCheckpointSaver):
             doomed = [cid for (cid,) in conn.execute(
                 _BEYOND_KEEP, (thread_id, ns, self.keep_last))]
             if doomed:
-                _delete_ids(conn, self._codec(thread_id, ns), doomed)
+                _delete_ids(conn, (thread_id, ns), doomed)
         if self.ttl is not None:
             conn.execute(_EXPIRE_AFTER_COMMIT, (thread_id, now, self.ttl))
         else:
@@ -810,7 +761,7 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
         with self._transaction() as conn:
-            _delete_ids(conn, self._codec(str(thread_id), checkpoint_ns), ids)
+            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids)
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -880,11 +831,8 @@ def _pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: st
         _EXISTS, (thread_id, ns, checkpoint_id)).fetchone() is None
 
 
-def _delete_ids(conn: sqlite3.Connection, tc: ThreadCodec, ids: Sequence[str]) -> None:
-    """Delete checkpoints of one namespace, their writes, and values nothing kept reads
-    (the rows that stay and were diffs against a deleted one are stored whole first)."""
-    scope = (tc.thread_id, tc.ns)
-    store_whole(conn, tc, scope, ids)
+def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str]) -> None:
+    """Delete checkpoints of one namespace, their writes, and values nothing kept reads."""
     for checkpoint_id in ids:
         conn.execute(
             "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
@@ -923,18 +871,26 @@ def _checkpoint_row(
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     *,
-    columns: tuple[str | bytes, str | bytes],
+    versions_text: str,
 ) -> _Row:
-    """The checkpoints-table row of a checkpoint: everything but its values (``columns``:
-    its versions and versions seen, packed)."""
+    """The checkpoints-table row of a checkpoint: everything but its values, packed
+    (``sqlite_row``; ``versions_text``: its versions as JSON), unsigned."""
+    seen = checkpoint.versions_seen
+    versions = plain_form(checkpoint.channel_versions, lambda: versions_text)
     return (
         thread_id,
         ns,
         checkpoint.id,
         pack_id(parent_id),
         pack_ts(checkpoint.ts),
-        *columns,
+        pack_versions(versions, versions_text),
+        pack_seen_by(plain_form(seen, lambda: _dumps_json(seen, "versions seen")), versions),
         pack_metadata(dict(metadata), lambda: _dumps_json(dict(metadata), "checkpoint metadata")),
         checkpoint.v,
         None,
     )
+
+
+def _record_fields(row: _Row) -> dict[str, Any]:
+    """What a record's signature covers: every column but the place and the signature."""
+    return dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9], strict=True))

@@ -24,8 +24,9 @@ channel versions and versions seen, mostly channel names and 13-digit numbers):
   ``dg_versions`` function, which gives JSON back: ``versions_json``);
 - ``versions_seen``: ``\x01`` then a msgpack list of (node, [channel, version, ...]):
   a channel the row's versions name is its index among their sorted names, and a
-  version equal to the row's own version of that channel is nil (a node usually saw
-  what the checkpoint holds). A schema 4 form is a msgpack map, so never ``\x01``;
+  version the same as the row's own of that channel (``_same``: type and value) is nil
+  (a node usually saw what the checkpoint holds). A schema 4 form is a msgpack map, so
+  never ``\x01``;
 - ``metadata``: ``\x02`` then [source, step] for a step's usual record ({"parents": {},
   "source": ..., "step": ...}), ``\x00`` then msgpack with ``"parents": {}`` left out,
   or ``\x01`` then msgpack as given.
@@ -40,19 +41,13 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any
 
 import ormsgpack
 
 from durable_graph.errors import SerializationError
 
 __all__ = [
-    "ROW_CHAIN",
-    "apply_diff",
-    "diff_entries",
-    "diff_row",
-    "is_diff",
-    "json_form",
     "pack_id",
     "pack_metadata",
     "pack_seen",
@@ -162,8 +157,8 @@ _SEEN_BY = b"\x01"
 
 def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
     """Versions seen, a channel named by its index among the row's versions and a
-    version equal to the row's as nil; ``pack_seen`` when that would not read back.
-    Both as JSON reads them back (``json_form``), as the saver has them."""
+    version the same as the row's as nil; ``pack_seen`` when that would not read back.
+    Both as the saver reads them back (``plain_form``)."""
     try:  # JSON forms: msgpack gives them back
         return _SEEN_BY + ormsgpack.packb(_seen_flat(seen, versions))
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
@@ -173,8 +168,8 @@ def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
 
 def _seen_flat(seen: Any, versions: Any) -> list[Any]:
     """[node, [channel, version, ...], ...]: a channel of ``versions`` by its index among
-    their sorted names, its version nil when equal to theirs; ValueError when a nil
-    version would read back as theirs."""
+    their sorted names, its version nil when the same as theirs (``_same``); ValueError
+    when a nil version would read back as theirs."""
     flat: list[Any] = []
     index: dict[str, int] | None = None
     for node, inner in sorted(seen.items()):
@@ -188,19 +183,21 @@ def _seen_flat(seen: Any, versions: Any) -> list[Any]:
             elif version is None:
                 raise ValueError("nil reads back as the row's")  # internal signal
             else:
-                pairs += [at, None if versions[channel] == version else version]
+                pairs += [at, None if _same(versions[channel], version) else version]
         flat += [node, pairs]
     return flat
 
 
-def json_form(value: Any) -> Any:
-    """What a value reads back as from JSON (the schema 5 form); ValueError if none."""
-    return json.loads(json.dumps(value, separators=(",", ":"), allow_nan=False))
+def _same(stored: Any, version: Any) -> bool:
+    """Whether a version seen reads back exactly as the row's own (nil): text or an
+    integer of the very same type and value (never ``True`` for ``1``, ``1.0`` for
+    ``1``, nor ``-0.0`` for ``0.0``)."""
+    return type(version) in (int, str) and type(stored) is type(version) and stored == version
 
 
 def _msgpack_if_same(form: Any) -> bytes | None:
-    """A value as JSON reads it back (``json_form``) as msgpack, which gives every such
-    value back but an integer over 64 bits or text that is not UTF-8 (then None)."""
+    """A value as JSON reads it back as msgpack, which gives every such value back but
+    an integer over 64 bits or text that is not UTF-8 (then None)."""
     try:  # keys sorted, as the JSON form has them
         return ormsgpack.packb(form, option=ormsgpack.OPT_SORT_KEYS)
     except (TypeError, ormsgpack.MsgpackEncodeError):
@@ -220,11 +217,10 @@ def unpack_versions(stored: str | bytes) -> Any:
 
 
 def versions_json(stored: str | bytes | None) -> str | None:
-    """The versions a row names itself as JSON text, for SQL's ``json_each``
-    (``dg_versions``): a diff row's changed ones (``diff_entries``)."""
+    """A row's versions as JSON text, for SQL's ``json_each`` (``dg_versions``)."""
     if stored is None or isinstance(stored, str):
         return stored
-    return json.dumps(diff_entries(stored), separators=(",", ":"))
+    return json.dumps(unpack_versions(stored), separators=(",", ":"))
 
 
 _NO_PARENTS, _AS_GIVEN, _STEP = b"\x00", b"\x01", b"\x02"
@@ -300,60 +296,3 @@ def unpack_tag(stored: str | bytes) -> str:
             f"a stored value has serializer code {bytes(stored)!r}, unknown to this release: "
             "it was written by a newer durable-graph; upgrade to read it")
     return tag
-
-
-# Schema 6: a row may keep only what changed against its parent's versions and versions
-# seen (``\x02`` then msgpack), at most ``ROW_CHAIN`` rows back to a whole one. The
-# saver resolves a row through its parents (``sqlite_lineage``); a full row (any form
-# above) starts a chain. Neither form of a full row starts with ``\x02``.
-_DIFF = b"\x02"
-ROW_CHAIN = 8
-"""Most rows a checkpoint's versions are resolved through (then a whole row is stored)."""
-
-
-def is_diff(stored: str | bytes) -> TypeGuard[bytes]:
-    """Whether a stored versions (or versions seen) column holds a diff against the parent."""
-    return isinstance(stored, bytes) and stored[:1] == _DIFF
-
-
-def diff_row(
-    versions: Any, seen: Any, base: tuple[Any, Any], depth: int
-) -> tuple[bytes, bytes] | None:
-    """Versions and versions seen as what changed against ``base`` (the parent's, whole),
-    at chain ``depth``; None when they would not read back exactly (store them whole).
-    All as JSON reads them back (``json_form``)."""
-    base_versions, base_seen = base
-    try:
-        changed = {k: v for k, v in versions.items() if base_versions.get(k, _DIFF) != v}
-        removed = [k for k in base_versions if k not in versions]
-        packed_versions = _DIFF + ormsgpack.packb(
-            [depth, changed, sorted(removed) if removed else removed],
-            option=ormsgpack.OPT_SORT_KEYS)
-        nodes = {n: inner for n, inner in seen.items() if base_seen.get(n, _DIFF) != inner}
-        gone = sorted(n for n in base_seen if n not in seen)
-        packed_seen = _DIFF + ormsgpack.packb([_seen_flat(nodes, versions), gone])
-    except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
-        return None
-    return packed_versions, packed_seen  # JSON forms: ``apply_diff`` gives them back
-
-
-def apply_diff(
-    stored_versions: bytes, stored_seen: bytes, base: tuple[Any, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Inverse of ``diff_row``: the whole versions and versions seen of a diff row."""
-    _, changed, removed = ormsgpack.unpackb(stored_versions[1:])
-    versions = {k: v for k, v in base[0].items() if k not in removed}
-    versions.update(changed)
-    versions = dict(sorted(versions.items()))
-    flat, gone = ormsgpack.unpackb(stored_seen[1:])
-    seen = {n: inner for n, inner in base[1].items() if n not in gone}
-    seen.update(_seen_of(flat, versions))
-    return versions, dict(sorted(seen.items()))
-
-
-def diff_entries(stored: str | bytes) -> Any:
-    """The versions a stored versions column names itself: all of a whole row's, the
-    changed ones of a diff (each inherited one is named by the row it came from)."""
-    if isinstance(stored, bytes) and is_diff(stored):
-        return ormsgpack.unpackb(stored[1:])[1]
-    return unpack_versions(stored)

@@ -100,8 +100,8 @@ def _sqlite_raw(path: Path) -> Raw:
             data, thread, ch, v)
 
     def point(thread: str, cid: str, ch: str, v: int) -> None:
-        # The record rewritten whole in its readable (JSON) form: a row may be a diff
-        # against its parent (schema 6), so its versions are read through the saver.
+        # The record rewritten in its readable (JSON) form, versions seen too: schema 6
+        # names a seen channel by its index among the row's versions.
         found = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_id": cid}})
         assert found is not None
         versions = {**found.checkpoint.channel_versions, ch: v}

@@ -153,11 +153,12 @@ def test_v5_keeps_each_chat_text_once() -> None:
 
 def test_v6_packs_rows_and_deflates_leaves() -> None:
     """What schema 6 changes: versions, versions seen and metadata packed (``sqlite_row``),
-    most rows a diff against their parent's (``sqlite_lineage``), each leaf deflated
-    (``sqlite_leaves``); the rows read back as before (tests below)."""
+    each row whole, and each leaf deflated (``sqlite_leaves``); the rows read back as
+    before (tests below)."""
     import sqlite3
 
     from durable_graph.store.sqlite_leaves import unpack_leaf
+    from durable_graph.store.sqlite_row import unpack_versions
 
     conn = sqlite3.connect(f"file:{GOLDEN / STORES['signed-v6']}?immutable=1", uri=True)
     try:
@@ -167,9 +168,9 @@ def test_v6_packs_rows_and_deflates_leaves() -> None:
     finally:
         conn.close()
     assert rows and all(isinstance(c, bytes) for row in rows for c in row)
-    # whole rows (seen against the row's versions) and diffs against the parent's
-    assert {seen[:1] for _, seen, _ in rows} == {b"\x01", b"\x02"}
-    assert {versions[:1] == b"\x02" for versions, _, _ in rows} == {True, False}
+    # whole rows: versions a msgpack map, seen named against them (``\x01``)
+    assert all(isinstance(unpack_versions(versions), dict) for versions, _, _ in rows)
+    assert {seen[:1] for _, seen, _ in rows} == {b"\x01"}
     assert {meta[:1] for _, _, meta in rows} <= {b"\x00", b"\x01", b"\x02"}
     texts = {m["content"] for t in range(gen.CHAT_TURNS)
              for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
