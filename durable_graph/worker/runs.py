@@ -408,6 +408,13 @@ checkpoint, its last task's writes): a run streaming one ends after them, not wi
 and a producer publishes its first job after them (``worker/firstjob``)."""
 
 
+_STEP_EVENTS = frozenset({"values", "checkpoints"})
+"""Stream modes with events of a step published by the worker that committed it, once
+its commit returned (whoever committed it: a refused commit publishes none): with
+``async`` durability such a run sends the next step's jobs only after them, as with
+``sync``, so nothing of that step, nor the run's end, can reach the stream first."""
+
+
 def _ride(rc: RunContext, nxt: Next, step: int) -> Any:
     """What to send in the round trip of the commit of ``new`` (``nxt.checkpoint``, which
     ends a step) as a ``Rider``, or None: the adoption of the next step's only task,
@@ -520,7 +527,8 @@ def finish(
 
     None when the run stopped here, or another worker (or a newer lease) won.
     With ``async`` durability the next step's jobs are enqueued before the commit
-    (they wait for it to land); with ``sync`` and ``exit`` after it. ``last``: the
+    (they wait for it to land), unless the run streams the step's own events
+    (``_STEP_EVENTS``); with ``sync`` and ``exit`` after it. ``last``: the
     writes of the task that just ended the step, not stored yet.
     """
     nxt = end_step(rc.graph.spec, checkpoint, tasks, outcomes, step=step,
@@ -539,9 +547,12 @@ def finish(
         nxt = replace(nxt, metadata=metadata)
     new = nxt.checkpoint
     # A producer (no continuation slot) commits its step before sending the next, so
-    # the run's first events reach the stream in order: the input's values first.
+    # the run's first events reach the stream in order: the input's values first. So
+    # does a run streaming the step's own events (``_STEP_EVENTS``): else the next
+    # step's jobs, run elsewhere, could publish theirs, or end the run, first.
     overlap = (rc.run.durability == "async" and nxt.status == "running"
                and rc.eager is not None
+               and not (_STEP_EVENTS & set(rc.run.modes))
                and not _stop_requested(rc))  # a stopping run starts no next step
     follow = rc.plan(new, step + 1) if overlap else None
     if follow is not None and follow.status == "running":

@@ -48,6 +48,7 @@ SECRET = os.environ.get("DG_TEST_SECRET", "not-a-secret-only-for-tests")
 LEASE_TTL = 5.0
 FAN_SLEEP = 0.3
 SLOW_SLEEP = 1.0
+SLOW_SEND = 1.5
 CALLS = 100
 
 app = create_app(REDIS_URL, prefix=PREFIX, queue=QUEUE, secret_key=SECRET, lease_ttl=LEASE_TTL)
@@ -114,6 +115,51 @@ def build_fanout() -> StateGraph:
     b.add_edge(START, "prep")
     for name in ("a", "b", "c"):
         b.add_edge("prep", name)
+    b.add_edge(["a", "b", "c"], "join")
+    b.add_edge("join", END)
+    return b
+
+
+# -- the fan-out with a committer slowed after its commit ------------------------------
+
+
+class SlowToSend:
+    """A value whose pickling sleeps ``SLOW_SEND`` s in the process that made it, and
+    only there: that worker is slowed wherever it sends the value (its writes, its
+    commit, the events it streams), while the workers it hands the run to are not."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if os.getpid() == self.pid:
+            time.sleep(SLOW_SEND)
+        return (SlowToSend, (self.pid,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SlowToSend) and other.pid == self.pid
+
+    def __hash__(self) -> int:
+        return hash(self.pid)
+
+
+class SlowFanState(FanState, total=False):
+    slow: SlowToSend
+
+
+def slow_prep(state: SlowFanState, config: dict[str, Any]) -> dict[str, Any]:
+    return {**prep(state, config), "slow": SlowToSend(os.getpid())}
+
+
+def build_slow_fanout() -> StateGraph:
+    """``build_fanout`` whose first node's worker is slow to send what it made."""
+    b = StateGraph(SlowFanState)
+    b.add_node("prep", slow_prep)
+    for name, node in (("a", fan_a), ("b", fan_b), ("c", fan_c)):
+        b.add_node(name, node)
+        b.add_edge("prep", name)
+    b.add_node("join", join)
+    b.add_edge(START, "prep")
     b.add_edge(["a", "b", "c"], "join")
     b.add_edge("join", END)
     return b
@@ -392,6 +438,7 @@ def distributed(builder: StateGraph) -> Any:
 
 
 fanout = distributed(build_fanout())
+slow_fanout = distributed(build_slow_fanout())
 calls = distributed(build_calls())
 early_calls = distributed(build_calls(many_early))
 dying_calls = distributed(build_calls(many_dying))

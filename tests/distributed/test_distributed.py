@@ -308,6 +308,20 @@ def test_stream_of_a_fanout_equals_embedded_as_a_multiset(cluster: Cluster) -> N
     assert [c for m, c in chunks if m == "values"] == [c for m, c in expected if m == "values"]
 
 
+def test_a_slowed_committer_streams_each_steps_values_once_in_order(cluster: Cluster) -> None:
+    """The worker that commits the fan-out's first step is slow to publish that step's
+    values (a value it made pickles slowly there, ``SlowToSend``): the next step's jobs,
+    run by the other workers, must not overtake them, nor the run's end drop them."""
+    gf = cluster.gf
+    chunks = within(TIMEOUT + 4 * gf.SLOW_SEND, lambda: list(
+        gf.slow_fanout.stream({"x": 5}, new_config("slowsend"), stream_mode="values")))
+    fanned = ["prep", "a=12", "b=18", "c=30"]
+    assert [{k: v for k, v in c.items() if k != "slow"} for c in chunks] == [
+        {"x": 5, "log": []}, {"x": 6, "log": ["prep"]}, {"x": 6, "log": fanned},
+        {"x": 6, "log": fanned, "total": 60}]
+    assert ["slow" in c for c in chunks] == [False, True, True, True]
+
+
 def test_submit_returns_before_the_run_ends(cluster: Cluster) -> None:
     gf = cluster.gf
     config = new_config("submit")
