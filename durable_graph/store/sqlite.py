@@ -557,8 +557,9 @@ class SqliteSaver(BaseCheckpointSaver):
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
-            for channel, tag, blob in conn.execute(
-                _LOAD_VALUES, (versions_json(versions), thread_id, ns))
+            for channel, tag, blob in conn.execute(_LOAD_VALUES, (
+                versions if isinstance(versions, str)  # JSON text already (schema < 6)
+                else _dumps_json(version_of, "channel versions"), thread_id, ns))
         }
         resolve_values(values, lambda channel, head: [
             tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),

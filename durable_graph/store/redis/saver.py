@@ -644,7 +644,8 @@ class RedisSaver(BaseCheckpointSaver):
             tc, {ch: checkpoint.channel_values[ch] for ch in fields},
             checkpoint.channel_versions, fields,
             hints.kept(tc.thread_id, tc.ns) if split else None)
-        self._leaf_hints.add(tc.thread_id, tc.ns, apart)
+        if apart:  # most commits keep none apart: no lock taken for them
+            hints.add(tc.thread_id, tc.ns, apart)
         return out
 
     def value_depth(
