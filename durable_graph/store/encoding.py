@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol, runtime_checkable
 
 import ormsgpack
@@ -81,8 +82,21 @@ def bound_serializer(serde: Any) -> BoundSerializer | None:
 
 
 def place_of(*parts: object) -> bytes:
-    """Unambiguous bytes of a place (a JSON array: no two tuples give the same bytes)."""
-    return json.dumps([p if isinstance(p, int | str) else str(p) for p in parts]).encode()
+    """Unambiguous bytes of a place (a JSON array: no two tuples give the same bytes).
+
+    Places of text and plain ints (every place signed on a commit's path) are written
+    here as ``json.dumps`` writes them, with its own string escaper: the same bytes
+    for a fraction of its CPU."""
+    out = []
+    for p in parts:
+        if type(p) is str:
+            out.append(encode_basestring_ascii(p))  # as json.dumps writes it
+        elif type(p) is int:
+            out.append(int.__repr__(p))
+        else:
+            return json.dumps([p if isinstance(p, int | str) else str(p) for p in parts]).encode()
+    return ("[" + ", ".join(out) + "]").encode()
+
 
 
 def _record_bytes(fields: Mapping[str, Any]) -> bytes:

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import importlib
 import threading
 import uuid
@@ -105,22 +106,69 @@ _SIMPLE_EXT: tuple[tuple[type, int, Callable[[Any], Any]], ...] = (
 
 
 def _default(obj: Any) -> Any:
-    """Encode the types msgpack lacks as extension records; TypeError for the rest."""
+    """Encode the types msgpack lacks as extension records; TypeError for the rest.
+
+    The encoder a type's instances take is looked up once per type (``_BY_TYPE``):
+    a commit and a job message encode the same few types again and again."""
+    found = _BY_TYPE.get(type(obj))
+    if found is not None:
+        return found(obj)
+    encode = _encoder_of(obj)
+    if len(_BY_TYPE) < _TYPES_KEPT and _same_for_every_instance(obj):
+        _BY_TYPE[type(obj)] = encode
+    return encode(obj)
+
+
+_BY_TYPE: dict[type, Callable[[Any], Any]] = {}
+"""Encoder of each type seen (``_default``): of plain classes only (see
+``_same_for_every_instance``), and of at most ``_TYPES_KEPT`` of them."""
+
+_TYPES_KEPT = 1024
+"""Types ``_BY_TYPE`` holds (classes made at run time, one per call, must not pile up)."""
+
+
+def _same_for_every_instance(obj: Any) -> bool:
+    """Whether every instance of ``type(obj)`` takes the encoder ``obj`` took: not so
+    for a class (whose metaclass's instances differ), a proxy (``__getattr__``, or a
+    ``__class__`` of another type: it is what it wraps) or a subclass of tuple (a named
+    tuple is told by its ``_fields``)."""
+    kind = type(obj)
+    return not (isinstance(obj, type) or hasattr(kind, "__getattr__")
+                or obj.__class__ is not kind or (isinstance(obj, tuple) and kind is not tuple))
+
+
+def _encoder_of(obj: Any) -> Callable[[Any], Any]:
+    """How ``_default`` encodes ``obj``; TypeError when it cannot."""
     if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-        return _ext(_TUPLE, list(obj))
+        return _tuple_ext
     for cls, code, encode in _SIMPLE_EXT:
         if isinstance(obj, cls):
-            return _ext(code, encode(obj))
+            return functools.partial(_simple_ext, code, encode)
     if isinstance(obj, uuid.UUID):
-        return ormsgpack.Ext(_UUID, obj.bytes)
+        return _uuid_ext
     if isinstance(obj, enum.Enum):
-        return _ext(_ENUM, [*_class_path(type(obj)), obj.value])
+        path = _class_path(type(obj))
+        return lambda o: _ext(_ENUM, [*path, o.value])
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
-        return _ext(_DATACLASS, [*_class_path(type(obj)), fields])
+        path = _class_path(type(obj))
+        names = tuple(f.name for f in dataclasses.fields(obj) if f.init)
+        return lambda o: _ext(_DATACLASS, [*path, {n: getattr(o, n) for n in names}])
     if hasattr(obj, "model_dump") and hasattr(type(obj), "model_validate"):
-        return _ext(_PYDANTIC, [*_class_path(type(obj)), _model_data(obj)])
+        path = _class_path(type(obj))
+        return lambda o: _ext(_PYDANTIC, [*path, _model_data(o)])
     raise TypeError(f"{type(obj).__qualname__} has no msgpack encoding")  # internal signal
+
+
+def _simple_ext(code: int, encode: Callable[[Any], Any], obj: Any) -> ormsgpack.Ext:
+    return _ext(code, encode(obj))
+
+
+def _tuple_ext(obj: Any) -> ormsgpack.Ext:
+    return _ext(_TUPLE, list(obj))
+
+
+def _uuid_ext(obj: Any) -> ormsgpack.Ext:
+    return ormsgpack.Ext(_UUID, obj.bytes)
 
 
 _PLAIN_DEFAULTS = (type(None), bool, int, float, str, bytes, dict, list, tuple)

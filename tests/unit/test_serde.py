@@ -307,3 +307,77 @@ def test_nested_plain_data_round_trips_without_pickle(value: Any) -> None:
     tag, back = round_trip(value, STRICT)
     assert tag in {"msgpack", "null", "bytes"}
     assert same(back, value), (value, back)
+
+
+# --- the encoder found once per type -------------------------------------------
+
+
+def test_a_type_encodes_to_the_same_bytes_every_time_in_the_stored_format() -> None:
+    leaf = Leaf("x", dt.date(2024, 1, 2))
+    date = ormsgpack.Ext(5, ormsgpack.packb("2024-01-02"))
+    expected = ormsgpack.packb(ormsgpack.Ext(10, ormsgpack.packb(
+        [__name__, "Leaf", {"name": "x", "when": date}])))
+    first, again = SERDE.dumps_typed(leaf), SERDE.dumps_typed(leaf)
+    assert first == again == ("msgpack", expected)
+    other = SERDE.dumps_typed(Leaf("y", dt.date(2025, 3, 4)))[1]
+    assert SERDE.loads_typed(("msgpack", other)) == Leaf("y", dt.date(2025, 3, 4))
+
+
+def test_a_named_tuple_is_not_taken_for_a_tuple_once_tuples_were_seen() -> None:
+    import collections
+
+    pair = collections.namedtuple("pair", "a b")  # local: pickled, never msgpack
+    assert round_trip((1, 2)) == ("msgpack", (1, 2))
+    tag, back = round_trip(pair(1, 2))
+    assert tag == "pickle" and type(back).__name__ == "pair" and back == (1, 2)
+    assert round_trip((3, 4)) == ("msgpack", (3, 4))
+
+
+class _Proxy:
+    """Stands for the object it wraps, as wrapt's proxies do (its ``__class__`` too)."""
+
+    def __init__(self, wrapped: Any) -> None:
+        object.__setattr__(self, "_wrapped", wrapped)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._wrapped)
+
+
+class _Forwarding:
+    """A proxy that forwards every attribute (``__getattribute__``), ``__class__`` too."""
+
+    def __init__(self, wrapped: Any) -> None:
+        object.__setattr__(self, "_wrapped", wrapped)
+
+    def __getattribute__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_wrapped"), name)
+
+
+@pytest.mark.parametrize("proxy", [_Proxy, _Forwarding])
+def test_each_proxy_encodes_as_what_it_wraps(proxy: type) -> None:
+    day, uid = dt.date(2024, 5, 6), uuid.UUID(int=7)
+    assert round_trip(proxy(day)) == ("msgpack", day)
+    assert round_trip(proxy(uid)) == ("msgpack", uid)
+
+
+def test_a_dataclass_class_itself_is_not_encoded_as_its_instances() -> None:
+    assert round_trip(Leaf("a", dt.date(2024, 1, 1)))[0] == "msgpack"
+    tag, back = round_trip(Leaf)
+    assert tag == "pickle" and back is Leaf
+
+
+def test_types_past_the_bound_are_encoded_without_being_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from durable_graph.store import serde
+
+    monkeypatch.setattr(serde, "_BY_TYPE", {})
+    monkeypatch.setattr(serde, "_TYPES_KEPT", 1)
+    value = [Leaf("a", dt.date(2024, 1, 1)), uuid.UUID(int=1), Color.BLUE]
+    assert round_trip(value) == ("msgpack", value)
+    assert round_trip(value) == ("msgpack", value)
+    assert len(serde._BY_TYPE) == 1

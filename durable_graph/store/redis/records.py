@@ -59,10 +59,15 @@ __all__ = [
 ]
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""``json.dumps(value, separators=(",", ":"), allow_nan=False)``, built once (``dumps``
+with options builds an encoder per call)."""
+
+
 def _json(value: Any, what: str) -> str:
     """JSON text of ``value``; SerializationError names what could not be stored."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        return _COMPACT.encode(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"cannot store {what} as JSON: {exc}") from exc
 
