@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from durable_graph.store.redis import RedisSaver
-from durable_graph.store.redis.connection import RedisConn
+from durable_graph.store.redis.connection import RedisConn, client_from_url
 
 pytestmark = pytest.mark.redis
 
@@ -107,3 +107,104 @@ def test_a_status_change_after_the_server_lost_its_scripts_stays_atomic(
     finally:
         client.close()
         spawn_redis.stop(proc)
+
+
+def test_a_pipeline_gives_each_command_its_reply_as_redis_py_parses_it(conn: RedisConn) -> None:
+    client: Any = conn.client
+    script, key = _script(conn), f"pipelines-test:{uuid.uuid4().hex}"
+    try:
+        client.hset(key + ":h", mapping={"f": "v"})
+
+        def build(p: Any) -> None:
+            p.hexists(key + ":h", "f")
+            p.hexists(key + ":h", "nope")
+            p.hgetall(key + ":h")
+            p.get(key + ":missing")
+            script(keys=[], args=["a", "b"], client=p)
+            p.zrevrange(key + ":z", 0, 0)
+
+        ours = client.pipeline(transaction=False)
+        build(ours)
+        theirs = client.pipeline(transaction=False)
+        build(theirs)
+        expected = theirs.execute()
+        assert conn.execute(ours) == expected
+        assert expected[:2] == [True, False] and expected[4] == [b"a", b"b"]
+    finally:
+        client.delete(key + ":h")
+
+
+def test_an_error_reply_leaves_the_commands_after_it_run_and_the_connection_in_step(
+    conn: RedisConn,
+) -> None:
+    client: Any = conn.client
+    failing = client.register_script("return redis.error_reply('boom')")
+    key = f"pipelines-test:{uuid.uuid4().hex}"
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush(key, "before")
+        failing(keys=[], args=[], client=pipe)
+        pipe.rpush(key, "after")
+        with pytest.raises(redis.ResponseError, match="boom"):
+            conn.execute(pipe)
+        pipe = client.pipeline(transaction=False)
+        pipe.lrange(key, 0, -1)
+        pipe.echo("next")
+        assert conn.execute(pipe) == [[b"before", b"after"], b"next"]
+    finally:
+        client.delete(key)
+
+
+def test_a_connection_dropped_on_send_is_retried_and_the_commands_run_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conn = RedisConn(client_from_url(redis_url))  # retries twice, as the stores' clients
+    client: Any = conn.client
+    client.ping()  # a connection in the pool
+    key = f"pipelines-test:{uuid.uuid4().hex}"
+    real, failed = redis.connection.Connection.send_packed_command, []
+
+    def flaky(self: Any, *args: Any, **kw: Any) -> Any:
+        if not failed:
+            failed.append(1)
+            raise redis.ConnectionError("dropped")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", flaky)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.get(key)
+        assert conn.execute(pipe) == [1, b"1"]
+        assert failed == [1]
+    finally:
+        monkeypatch.undo()
+        client.delete(key)
+        client.close()
+
+
+def test_a_connection_left_mid_reply_is_closed_not_reused(
+    conn: RedisConn, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client: Any = conn.client
+    client.ping()  # connected: the read below fails in the pipeline's exchange
+    key = f"pipelines-test:{uuid.uuid4().hex}"
+    real = redis.connection.Connection.read_response
+
+    def broken(self: Any, *args: Any, **kw: Any) -> Any:
+        raise RuntimeError("interrupted while reading")
+
+    monkeypatch.setattr(redis.connection.Connection, "read_response", broken)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(key, "1")
+    pipe.echo("unread")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        conn.execute(pipe)
+    monkeypatch.setattr(redis.connection.Connection, "read_response", real)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.echo("fresh")
+        pipe.get(key)
+        assert conn.execute(pipe) == [b"fresh", b"1"]
+    finally:
+        client.delete(key)

@@ -177,13 +177,17 @@ class RedisConn:
         FLUSH``) fails with NOSCRIPT and nothing else: it is loaded, and the commands
         that failed so are run again, in their order, after the commands that did run:
         a read queued after a lost script may miss its effect (the job paths read again
-        what they miss: a task's checkpoint by id). The first error is raised.
+        what they miss: a task's checkpoint by id). The first error is raised. A plain
+        pipeline (no MULTI, no WATCH) of known scripts is sent and read here (``_exchange``).
         """
         scripts = list(pipe.scripts)
         if all(s.sha in self._known for s in scripts):
             pipe.scripts = set()
         stack = list(pipe.command_stack)
-        replies = list(pipe.execute(raise_on_error=False))
+        if pipe.scripts or pipe.transaction or pipe.explicit_transaction or pipe.watching:
+            replies = list(pipe.execute(raise_on_error=False))
+        else:
+            replies = _exchange(pipe, stack)
         lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if lost:
             client: Any = self.client
@@ -225,3 +229,36 @@ class RedisConn:
         """Run ``fn(client)`` with Redis errors translated."""
         with self.errors(action):
             return fn(self.client)
+
+
+def _exchange(pipe: Any, stack: list[tuple[Any, dict[str, Any]]]) -> list[Any]:
+    """The replies of a plain pipeline's commands (``stack``), as its ``execute(raise_on_error
+    =False)`` gives them, in one round trip without redis-py's per-pipeline bookkeeping
+    (its HIMPORT and metrics passes over every command). The commands go in one write;
+    each reply is parsed with the client's callbacks, an error reply kept in its place. A
+    dropped connection is retried as redis-py retries a pipeline (the same commands
+    again: every script is idempotent); a connection left mid-exchange by anything else
+    is closed, never handed out again with replies unread (redis-py's pipeline releases
+    it as it is, and the next command would read the reply of this one)."""
+    pool = pipe.connection_pool
+    conn = pool.get_connection()
+    try:
+        replies: list[Any] = conn.retry.call_with_retry(
+            lambda: _send_and_read(pipe, conn, stack), lambda _error: conn.disconnect())
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+    return replies
+
+
+def _send_and_read(pipe: Any, conn: Any, stack: list[tuple[Any, dict[str, Any]]]) -> list[Any]:
+    conn.send_packed_command(conn.pack_commands([args for args, _ in stack]))
+    replies: list[Any] = []
+    for args, options in stack:
+        try:
+            replies.append(pipe.parse_response(conn, args[0], **options))
+        except redis.ResponseError as exc:
+            replies.append(exc)
+    return replies
