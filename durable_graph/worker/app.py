@@ -358,9 +358,17 @@ class CeleryDispatcher:
         that client's Redis (server and database), through the hardened transport; None:
         publish it as usual (nothing was sent; also when the broker could not be reached
         now: the usual publish retries it)."""
+        return self._push_args(json.loads(sealed), client)
+
+    def seal_pushed(self, job: Job, client: Any) -> tuple[str, tuple[str, str] | None]:
+        """``seal(job)`` and its ``push_of`` on ``client``, the message not read back."""
+        args = self._message(job)
+        return json.dumps(args), self._push_args(args, client)
+
+    def _push_args(self, args: list[str], client: Any) -> tuple[str, str] | None:
+        """``push_of`` the message of these task arguments."""
         if self._settings.broker_kind != "redis" or not isinstance(client, redis.Redis):
             return None  # kombu has no Redis Cluster broker
-        args = json.loads(sealed)
         try:
             template = self._built()
             if template is None:

@@ -71,10 +71,10 @@ class FirstJob:
         if self._sent is not None or job.kind != "task":
             return None
         job = replace(job, key=uuid.uuid4().hex)
-        message = self._dispatcher.seal(job)
-        if AFTER_COMMIT & set(job.run.modes):  # the step's events, published after the
-            return _Register(self, job, message, None)  # commit, go first: ``take`` sends
-        return _Register(self, job, message, self._dispatcher.push_of(message, self._client))
+        if AFTER_COMMIT & set(job.run.modes):
+            # the step's events, published after the commit, go first: ``take`` sends it
+            return _Register(self, job, self._dispatcher.seal(job), None)
+        return _Register(self, job, *self._dispatcher.seal_pushed(job, self._client))
 
     def take(self, job: Job, *, last: bool) -> bool:
         """True when ``job`` is the one sent with the commit (published here if only

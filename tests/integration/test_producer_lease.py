@@ -17,7 +17,7 @@ from durable_graph.errors import DispatchError, FencingError
 from durable_graph.scheduler.executor import RunRequest
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.redis.jobbook import JobBook, pipelined
-from durable_graph.store.redis.keys import jobs_of
+from durable_graph.store.redis.keys import ThreadKeys, jobs_of
 from durable_graph.store.redis.saver import Prior
 from durable_graph.worker import CeleryExecutor, create_app
 from durable_graph.worker.app import CeleryDispatcher
@@ -315,3 +315,45 @@ def test_a_run_streaming_its_steps_events_publishes_its_first_job_after_them(
     assert order[-3:] == ["values", "checkpoints", "publish"]
     assert len(_owed(graph.saver, "streams")) == 1
     assert len(_queued(graph.saver, f"{redis_prefix}.q")) == 1
+
+
+def test_a_producer_takes_the_lease_and_watches_its_thread_in_one_script(
+    graph: Any, redis_prefix: str, monkeypatch: Any,
+) -> None:
+    """``acquire_reading(watch_idle=True)`` on one Redis: one script (``ACQUIRE_WATCHED``)
+    takes the lease as ``ACQUIRE`` does and watches the thread as ``ARM_IDLE`` does
+    (only while it owes no job), the read riding the same round trip."""
+    saver = graph.saver
+    leases, conn = saver.leases, saver.conn
+    names: list[str] = []
+    real_script = conn.script
+
+    def script(name: str) -> Any:
+        names.append(name)
+        return real_script(name)
+
+    monkeypatch.setattr(conn, "script", script)
+    idle = jobs_of(redis_prefix, "watched").idle
+    client = saver.client
+    now_ms = int(client.time()[0]) * 1000
+    lease, early = leases.acquire_reading("watched", "p1", 30.0, watch_idle=True,
+                                          also=lambda p: p.time())
+    assert names == ["ACQUIRE_WATCHED"] and early is not None
+    assert lease is not None and (lease.owner, lease.generation) == ("p1", 1)
+    assert now_ms + 29_000 <= lease.expires_at_ms <= now_ms + 31_000
+    assert abs(client.zscore(idle, "watched") - lease.expires_at_ms) <= 1
+    # another owner: refused, nothing of the lease changes
+    assert leases.acquire_reading("watched", "p2", 30.0, watch_idle=True)[0] is None
+    assert leases.generation("watched") == 1
+    # the same owner again: the same generation, extended
+    again = leases.acquire("watched", "p1", 60.0, watch_idle=True)
+    assert again is not None and again.generation == 1
+    assert again.expires_at_ms >= lease.expires_at_ms + 29_000
+    # a thread that owes a job is no longer watched
+    JobBook(saver.conn, redis_prefix).register_sent([("job-1", "watched", "{}")])()
+    assert leases.acquire("watched", "p1", 30.0, watch_idle=True) is not None
+    assert client.zscore(idle, "watched") is None
+    # expired, then taken by another owner: a generation up
+    client.hset(ThreadKeys(redis_prefix, "watched").lease, "expires", 0)
+    taken = leases.acquire("watched", "p2", 30.0, watch_idle=True)
+    assert taken is not None and (taken.owner, taken.generation) == ("p2", 2)

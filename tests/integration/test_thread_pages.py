@@ -3,6 +3,8 @@ view's list reads these: a page costs the same at any depth of 100,000 threads).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
@@ -141,3 +143,38 @@ def test_dropping_a_gone_entry_spares_a_thread_indexed_again_meanwhile(
     assert records.forget([(seen, "back", 5.0)]) == 0
     assert _indexed(client, redis_prefix, "back")
     assert records.list_threads() == ["back"]
+
+
+def test_a_run_record_with_its_status_is_one_script_that_also_moves_the_index(
+    records: ThreadRecords, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``set_run`` with a status: the run's fields set, the policy fields given as '0'
+    deleted, the status recorded and the thread moved to that status in the index, in
+    one script call (not an HDEL, an HSET and an index script)."""
+    client = redis.Redis.from_url(redis_url)
+    record = ThreadKeys(redis_prefix, "rec").record
+    records.set_run("rec", "sealed-1", "g", {"policy_ttl": "60", "keep_last": "3"},
+                    status="done")
+    assert _indexed(client, redis_prefix, "rec", "done")
+    queued: list[str] = []
+    real = redis.client.Pipeline.pipeline_execute_command
+
+    def spy(self: redis.client.Pipeline, *args: Any, **options: Any) -> Any:
+        queued.append(str(args[0]))
+        return real(self, *args, **options)
+
+    monkeypatch.setattr(redis.client.Pipeline, "pipeline_execute_command", spy)
+    records.set_run("rec", "sealed-2", "g2", {"policy_ttl": "0", "keep_last": "5"},
+                    status="running")
+    monkeypatch.undo()
+    assert queued == ["EVAL"]
+    fields = {k.decode(): v.decode() for k, v in client.hgetall(record).items()}
+    assert fields["run"] == "sealed-2" and fields["graph"] == "g2"
+    assert fields["status"] == "running" and fields["keep_last"] == "5"
+    assert "policy_ttl" not in fields
+    assert _indexed(client, redis_prefix, "rec", "running")
+    assert not _indexed(client, redis_prefix, "rec", "done")
+    records.set_status("rec", "interrupted", next_nodes=["n"])
+    assert _indexed(client, redis_prefix, "rec", "interrupted")
+    assert not _indexed(client, redis_prefix, "rec", "running")
+    assert client.hget(record, "next") == b'["n"]' and client.hget(record, "run") == b"sealed-2"

@@ -12,6 +12,7 @@ the other instead, and the job book ``CLAIM_JOB``, ``RENEW`` and ``FINISHED``.
 from __future__ import annotations
 
 from durable_graph.store.redis.scripts import (
+    ACQUIRE_FUNCTION,
     FINISHED_FUNCTION,
     PUT_WRITES_FUNCTION,
     RENEW_FUNCTION,
@@ -19,6 +20,7 @@ from durable_graph.store.redis.scripts import (
 from durable_graph.store.redis.scripts import SERVER_NOW as _NOW
 
 __all__ = [
+    "ACQUIRE_WATCHED",
     "ADOPT_JOB",
     "ARM_IDLE",
     "CLAIM_CALLS",
@@ -264,16 +266,39 @@ return msg
 """
 )
 
+_ARM_IDLE_FUNCTION = """
+-- Watch a running thread that owes no job: the sweep looks at it from now + ttl (ms) on.
+-- only_if_idle '1': leave a thread that owes jobs alone (out of the watch).
+local function arm_idle(count, idle, thread, ttl_ms, only_if_idle)
+  if only_if_idle == '1' and redis.call('HEXISTS', count, thread) == 1 then
+    redis.call('ZREM', idle, thread)
+    return 0
+  end
+  redis.call('ZADD', idle, now + tonumber(ttl_ms), thread)
+  return 1
+end
+"""
+
 ARM_IDLE = (
     _JOBS
+    + _ARM_IDLE_FUNCTION
     + """
 -- ARGV: thread id, ttl (ms), only_if_idle ('1': leave a thread that owes jobs alone).
-if ARGV[3] == '1' and redis.call('HEXISTS', COUNT, ARGV[1]) == 1 then
-  redis.call('ZREM', IDLE, ARGV[1])
-  return 0
-end
-redis.call('ZADD', IDLE, now + tonumber(ARGV[2]), ARGV[1])
-return 1
+return arm_idle(COUNT, IDLE, ARGV[1], ARGV[2], ARGV[3])
+"""
+)
+
+ACQUIRE_WATCHED = (
+    _NOW
+    + ACQUIRE_FUNCTION
+    + _ARM_IDLE_FUNCTION
+    + """
+-- KEYS: a job bucket, then the thread's lease.  ARGV: owner, ttl (ms), thread id.
+-- Reply: ACQUIRE's.  A producer's lease (``ACQUIRE``) and the watch of its thread while it
+-- owes no job (``ARM_IDLE`` with only_if_idle), in this order, in one script, not two.
+local taken = acquire(KEYS[7], ARGV[1], ARGV[2], nil)
+arm_idle(KEYS[5], KEYS[6], ARGV[3], ARGV[2], '1')
+return taken
 """
 )
 

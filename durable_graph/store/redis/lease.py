@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from durable_graph.errors import FencingError, GraphValueError, LeaseReleasedError
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.jobbook import Also, pipelined
@@ -83,13 +85,18 @@ class RedisLeases:
         round trip, after it (None without one)."""
         if not owner:
             raise GraphValueError("a lease needs a non-empty owner")
-        acquire, arm = self._conn.script("ACQUIRE"), self._conn.script("ARM_IDLE")
+        ttl_ms, lease, jobs = _ttl_ms(ttl), self._key(thread_id), jobs_of(self._prefix, thread_id)
+        one = watch_idle and isinstance(self._conn.client, redis.Redis)
 
         def both(p: Any) -> list[Any]:
-            out = [acquire(keys=[self._key(thread_id)], args=[owner, _ttl_ms(ttl)], client=p)]
-            if watch_idle:
-                out.append(arm(keys=jobs_of(self._prefix, thread_id).ordered(),
-                               args=[thread_id, _ttl_ms(ttl), "1"], client=p))
+            if one:  # one script, not two
+                out = [self._conn.script("ACQUIRE_WATCHED")(
+                    keys=[*jobs.ordered(), lease], args=[owner, ttl_ms, thread_id], client=p)]
+            else:  # Redis Cluster: the job bucket is in another slot
+                out = [self._conn.script("ACQUIRE")(keys=[lease], args=[owner, ttl_ms], client=p)]
+                if watch_idle:
+                    out.append(self._conn.script("ARM_IDLE")(
+                        keys=jobs.ordered(), args=[thread_id, ttl_ms, "1"], client=p))
             return out + ([also(p)] if also else [])
 
         replies = pipelined(self._conn, "acquire lease", both)

@@ -22,6 +22,7 @@ from durable_graph.store.redis.keys import BLOBS, CHAIN, CHECKPOINT, INDEX, WRIT
 
 __all__ = [
     "ACQUIRE",
+    "ACQUIRE_FUNCTION",
     "CLEAR_OUTCOMES",
     "CLOSE_RUN",
     "DELETE_THREAD",
@@ -35,6 +36,7 @@ __all__ = [
     "PUT_STEP",
     "PUT_WRITES",
     "PUT_WRITES_FUNCTION",
+    "RECORD_STATUS",
     "RELEASE",
     "RENEW",
     "RENEW_FUNCTION",
@@ -487,14 +489,34 @@ return {'ok'}
 """
 )
 
-STATUS_INDEX = """
--- KEYS: the thread's shard of every status index    ARGV: thread, status ('' = none), score
-for _, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[1]) end
-for _, key in ipairs(KEYS) do
-  if ARGV[2] ~= '' and string.sub(key, -#ARGV[2] - 1) == ':' .. ARGV[2] then
-    redis.call('ZADD', key, tonumber(ARGV[3]), ARGV[1])
+_INDEX_FUNCTION = """
+-- Move thread to status ('' = none) in the index: KEYS[from..] are the thread's shard of
+-- every status index.
+local function index_status(from, thread, status, score)
+  for i = from, #KEYS do redis.call('ZREM', KEYS[i], thread) end
+  for i = from, #KEYS do
+    if status ~= '' and string.sub(KEYS[i], -#status - 1) == ':' .. status then
+      redis.call('ZADD', KEYS[i], tonumber(score), thread)
+    end
   end
 end
+"""
+
+STATUS_INDEX = _INDEX_FUNCTION + """
+-- KEYS: the thread's shard of every status index    ARGV: thread, status ('' = none), score
+index_status(1, ARGV[1], ARGV[2], ARGV[3])
+return {'ok'}
+"""
+
+RECORD_STATUS = _INDEX_FUNCTION + """
+-- KEYS: the thread record, then the thread's shard of every status index
+-- ARGV: thread, status, score, n, n record fields to delete, then field/value pairs to set
+-- A thread record's update with its status and the status's index entry: one call of a
+-- MULTI, not three (HDEL, HSET, STATUS_INDEX).
+local n = tonumber(ARGV[4])
+if n > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 5, 4 + n)) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5 + n))
+index_status(2, ARGV[1], ARGV[2], ARGV[3])
 return {'ok'}
 """
 
@@ -518,26 +540,36 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+ACQUIRE_FUNCTION = """
+-- Reply: {1, gen, owner, expires_ms} when acquired, {0, gen, holder, expires_ms} if held.
+-- mode: nil or '', '1' (only take over an expired lease, not a free one) or '2' (revoke).
+local function acquire(lease, owner, ttl_ms, mode)
+  local f = redis.call('HMGET', lease, 'owner', 'expires', 'gen')
+  local holder = f[1] or ''
+  local expires = tonumber(f[2] or '0')
+  local gen = tonumber(f[3] or '0')
+  local until_ms = now + tonumber(ttl_ms)
+  if mode == '1' and holder == '' then return {0, gen, holder, expires} end
+  if mode ~= '2' and holder ~= '' and expires > now then
+    if holder ~= owner then return {0, gen, holder, expires} end
+    redis.call('HSET', lease, 'expires', until_ms)
+    return {1, gen, holder, until_ms}
+  end
+  gen = redis.call('HINCRBY', lease, 'gen', 1)
+  redis.call('HSET', lease, 'owner', owner, 'expires', until_ms)
+  return {1, gen, owner, until_ms}
+end
+"""
+"""``ACQUIRE`` as a Lua function ``acquire(lease, owner, ttl_ms, mode)`` (after
+``SERVER_NOW``), for the scripts that take a lease with more (``job_scripts``)."""
+
 ACQUIRE = (
     SERVER_NOW
+    + ACQUIRE_FUNCTION
     + """
 -- KEYS: lease    ARGV: owner, ttl_ms[, '1': only take over an expired lease, not a free one;
 --                                     '2': revoke: take it even from a live holder]
--- Reply: {1, gen, owner, expires_ms} when acquired, {0, gen, holder, expires_ms} if held.
-local f = redis.call('HMGET', KEYS[1], 'owner', 'expires', 'gen')
-local holder = f[1] or ''
-local expires = tonumber(f[2] or '0')
-local gen = tonumber(f[3] or '0')
-local until_ms = now + tonumber(ARGV[2])
-if ARGV[3] == '1' and holder == '' then return {0, gen, holder, expires} end
-if ARGV[3] ~= '2' and holder ~= '' and expires > now then
-  if holder ~= ARGV[1] then return {0, gen, holder, expires} end
-  redis.call('HSET', KEYS[1], 'expires', until_ms)
-  return {1, gen, holder, until_ms}
-end
-gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires', until_ms)
-return {1, gen, ARGV[1], until_ms}
+return acquire(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
 )
 

@@ -19,7 +19,7 @@ import json
 import time
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
@@ -144,7 +144,7 @@ class ThreadRecords:
             # one round trip, atomic: the record and its index entry change together
             pipe = client.pipeline(transaction=True)
             self._queue_status(pipe, thread_id, status, error, next_nodes)
-            pipe.execute()  # no script by SHA in it (``_queue_index``)
+            pipe.execute()  # no script by SHA in it (``_queue_record``)
 
         self._conn.call("set thread status", both)
 
@@ -153,22 +153,24 @@ class ThreadRecords:
         error: BaseException | None = None, next_nodes: Sequence[str] | None = None,
     ) -> None:
         """Queue ``set_status``'s record fields and index entry on ``pipe`` (a MULTI)."""
-        pipe.hset(ThreadKeys(self._prefix, thread_id).record,
-                  mapping=_status_fields(status, error, next_nodes))
-        self._queue_index(pipe, thread_id, status)
+        self._queue_record(pipe, thread_id, status, _status_fields(status, error, next_nodes))
 
-    def _queue_index(self, pipe: Any, thread_id: str, status: ThreadStatus) -> None:
-        """Queue the move of ``thread_id`` to ``status`` in the index on ``pipe`` (a
-        MULTI, with the record's update: one script, not a command per status).
+    def _queue_record(self, pipe: Any, thread_id: str, status: ThreadStatus,
+                      fields: Mapping[str | bytes, str], gone: Sequence[str] = ()) -> None:
+        """Queue the record's update (``gone`` fields deleted, ``fields`` set) and the move
+        of ``thread_id`` to ``status`` in the index on ``pipe`` (a MULTI), as one script.
 
         Sent as ``EVAL`` with its text, not by SHA: a script the server lost (a restart,
         ``SCRIPT FLUSH``) fails only at ``EXEC``, after the MULTI's other commands
-        applied, so the record would change without its index entry (``RedisConn.execute``
-        runs it again after, but a process that dies in between leaves the thread out of
-        ``list_threads``). Its text is a few hundred bytes, once per status change."""
-        keys = [status_key(self._prefix, thread_id, s) for s in STATUSES]
-        pipe.eval(scripts.STATUS_INDEX, len(keys), *keys, thread_id, status,
-                  int(time.time() * 1000))
+        applied (``RedisConn.execute`` runs it again after, but a process that dies in
+        between leaves the thread's status unrecorded). Its text is a few hundred bytes,
+        once per status change."""
+        record = ThreadKeys(self._prefix, thread_id).record
+        keys = [record, *(status_key(self._prefix, thread_id, s) for s in STATUSES)]
+        args: list[Any] = [thread_id, status, int(time.time() * 1000), len(gone), *gone]
+        for name, value in fields.items():
+            args += [name, value]
+        pipe.eval(scripts.RECORD_STATUS, len(keys), *keys, *args)
 
     def close_run(
         self, lease: Lease, status: ThreadStatus, error: BaseException | None,
@@ -240,7 +242,7 @@ class ThreadRecords:
             pipe = c.pipeline(transaction=together)
             self.queue_run(pipe, thread_id, sealed, graph, policy,
                            status=status if together else None)
-            pipe.execute()  # no script by SHA in it (``_queue_index``)
+            pipe.execute()  # no script by SHA in it (``_queue_record``)
             if status is not None and not together:
                 self.set_status(thread_id, status)
 
@@ -258,13 +260,13 @@ class ThreadRecords:
             fields["graph"] = graph
         fields.update({k: v for k, v in (policy or {}).items() if v != "0"})
         gone = [k for k, v in (policy or {}).items() if v == "0"]
+        if status is not None:  # one script for the run's fields, the status's and its index
+            self._queue_record(pipe, thread_id, status,
+                               {**fields, **_status_fields(status, None, None)}, gone)
+            return
         if gone:
             pipe.hdel(record, *gone)
-        if status is not None:  # one HSET for the run's fields and the status's
-            fields.update(_status_fields(status, None, None))
         pipe.hset(record, mapping=fields)
-        if status is not None:
-            self._queue_index(pipe, thread_id, status)
 
     def get_run(self, thread_id: str) -> str | None:
         """The sealed description of the thread's last distributed run, if any."""
