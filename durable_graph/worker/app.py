@@ -2,7 +2,9 @@
 
 Messages are JSON: the job's ids in clear and the job itself sealed (see
 ``payload``). Jobs are acknowledged late and requeued when their worker process
-is lost; the Redis broker's visibility timeout comes from the settings. No result
+is lost. On Redis, job messages keep no copy in kombu's ``unacked`` hash (the sweep
+heals them: ``transport.QoS``); the visibility timeout, from the settings, serves the
+app's other tasks. No result
 backend: jobs write into the checkpoint store and producers read the run's
 event stream.
 """
@@ -64,7 +66,13 @@ from durable_graph.worker.messages import (
 from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
-from durable_graph.worker.transport import Channel, broker_for, capturing, redis_at
+from durable_graph.worker.transport import (
+    HEALING_TASKS,
+    Channel,
+    broker_for,
+    capturing,
+    redis_at,
+)
 
 __all__ = [
     "JOB_TASK",
@@ -194,6 +202,8 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default
         "unacked_restore_interval": 1,
         "unacked_restore_throttle": 1,
+        # the sweep heals jobs: no unacked copy of their messages (``transport.QoS``)
+        HEALING_TASKS: [JOB_TASK],
     }
 
 

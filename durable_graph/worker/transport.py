@@ -30,6 +30,7 @@ import redis
 from kombu.exceptions import DecodeError
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual as kombu_virtual
 from kombu.utils import encoding as kombu_encoding
 from kombu.utils import json as kombu_json
 
@@ -40,6 +41,7 @@ _dumps: Any = kombu_json.dumps
 __all__ = [
     "ALIAS",
     "DEAD_LETTER_MAX",
+    "HEALING_TASKS",
     "NotCapturedError",
     "RedisTransport",
     "broker_for",
@@ -97,9 +99,93 @@ def capturing() -> Iterator[list[tuple[str, str]]]:
         _captured.reset(token)
 
 
+HEALING_TASKS = "healing_tasks"
+"""Transport option: names of the tasks whose messages skip kombu's ``unacked`` copy
+(``QoS``); ``create_app`` names the job task."""
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis ack emulation, except for messages of tasks that heal themselves.
+
+    kombu copies every delivered message into an ``unacked`` hash (and its index) and
+    deletes it again on ack, so that a worker that dies holding it has it pushed back
+    once the visibility timeout passes: two more round trips, and a copy of the message,
+    per message. A durable-graph job needs neither. The job book owes it before it is
+    sent, and the recovery sweep sends it again when the process that claimed it dies
+    or when its message was lost unclaimed (``worker/recovery``: a probe through the
+    queue), within seconds rather than a visibility timeout. Messages of the tasks
+    named in the transport option ``HEALING_TASKS`` are therefore tracked in memory
+    only, as kombu's in-memory ``QoS`` does; those a worker gives back (a rejected
+    message to requeue, the prefetched messages at a warm shutdown) are pushed back to
+    their queue at once, as kombu pushes back its copies.
+    """
+
+    _local: set[str]
+    """Delivery tags of healing messages not yet acked (no ``unacked`` entry)."""
+
+    def __init__(self, channel: Any, prefetch_count: int = 0) -> None:
+        kombu: Any = super().__init__  # kombu is untyped
+        kombu(channel, prefetch_count)
+        options = channel.connection.client.transport_options
+        self._healing = frozenset(options.get(HEALING_TASKS, ()))
+        self._local = set()
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """kombu's, with no ``unacked`` copy of a healing message."""
+        if (message.headers or {}).get("task") not in self._healing:
+            kombu: Any = super().append
+            kombu(message, delivery_tag)
+            return
+        _IN_MEMORY.append(self, message, delivery_tag)
+        self._local.add(delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        """kombu's; a healing message has no ``unacked`` copy to delete."""
+        if delivery_tag not in self._local:
+            kombu: Any = super().ack
+            kombu(delivery_tag)
+            return
+        self._local.discard(delivery_tag)
+        _IN_MEMORY.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """kombu's; a healing message to requeue is pushed back from memory."""
+        if delivery_tag not in self._local:
+            kombu: Any = super().reject
+            kombu(delivery_tag, requeue=requeue)
+            return
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+        self.ack(delivery_tag)
+
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        """kombu's restore; a healing message is pushed back from memory."""
+        if tag not in self._local:
+            kombu: Any = super().restore_by_tag
+            kombu(tag, client=client, leftmost=leftmost)
+            return
+        this: Any = self
+        message = this._delivered.get(tag)
+        if message is None:
+            return
+        delivery = message.delivery_info
+        channel: Any = this.channel
+        with channel.conn_or_acquire(client) as conn:
+            pipe = conn.pipeline()
+            channel._do_restore_message(message._raw, delivery["exchange"],
+                                        delivery["routing_key"], pipe, leftmost)
+            pipe.execute()
+
+
+_IN_MEMORY: Any = kombu_virtual.QoS
+"""kombu's in-memory ack bookkeeping (untyped), which ``QoS`` keeps for healing messages."""
+
+
 class Channel(kombu_redis.Channel):
     """A kombu Redis channel whose reads survive items that are not messages, and
     whose publishes reuse one client."""
+
+    QoS = QoS
 
     _reused: Any = None
     """The synchronous client ``_create_client`` hands out while the pool is the same."""
