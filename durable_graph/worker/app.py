@@ -67,7 +67,7 @@ from durable_graph.worker.payload import open_sealed, publish_keys, seal
 from durable_graph.worker.runs import Job, RunContext, abort_run
 from durable_graph.worker.shipping import GraphLoader
 from durable_graph.worker.transport import (
-    HEALING_TASKS,
+    HEALS,
     Channel,
     broker_for,
     capturing,
@@ -202,9 +202,28 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # kombu sweeps unacked jobs of lost workers back sooner than its 60 s default
         "unacked_restore_interval": 1,
         "unacked_restore_throttle": 1,
-        # the sweep heals jobs: no unacked copy of their messages (``transport.QoS``)
-        HEALING_TASKS: [JOB_TASK],
+        # this worker's sweep heals its jobs: no unacked copy of them (``transport.QoS``)
+        HEALS: _healed_by_sweep(settings.prefix),
     }
+
+
+def _healed_by_sweep(prefix: str) -> Callable[[Any], bool]:
+    """Whether a delivered message is a job this worker's recovery sweep heals: the job
+    task, with a key (the job book owes it: a message without one comes from an older
+    producer), of the prefix the worker sweeps. Anything else (a probe, a job of
+    another prefix, a message Celery compressed, another task) keeps kombu's copy."""
+
+    def healed(message: Any) -> bool:
+        if (message.headers or {}).get("task") != JOB_TASK:
+            return False
+        try:
+            kwargs = json.loads(message.body)[1]
+        except (ValueError, TypeError, IndexError, KeyError):
+            return False
+        return (isinstance(kwargs, dict) and bool(kwargs.get("key"))
+                and kwargs.get("prefix") == prefix)
+
+    return healed
 
 
 def _publish_retry_policy(window: float) -> dict[str, float]:

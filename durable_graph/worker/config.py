@@ -125,7 +125,8 @@ class Settings:
     lease_ttl: float = 5.0
     """A thread whose jobs all died is taken over this long after its last renewal."""
     visibility_timeout: float = 300.0
-    """Redis broker redelivery of unacknowledged jobs (Celery's default is an hour)."""
+    """Redis broker redelivery of the app's other unacknowledged tasks (Celery's default
+    is an hour); jobs keep no unacked copy: the recovery sweep heals them."""
     commit_wait: str | None = None
     """Every commit waits for this (``aof``, ``replicas:N``, ...); None: the reply only."""
     store_retry: float = 30.0

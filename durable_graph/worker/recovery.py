@@ -12,8 +12,9 @@ or thread, so any number of sweepers act exactly once:
    segfault, ``os._exit``), which fails the thread with a ``JobCrashedError``.
    After a sweep could not read the store, heartbeats are trusted again only one
    heartbeat TTL later: an outage expires every heartbeat, not every process.
-2. **Lost messages.** The broker may lose a message (kombu's Redis transport pops
-   a job, then records it as unacknowledged in a second step). When a job has waited
+2. **Lost messages.** The broker may lose a message (on Redis a job's message keeps
+   no unacked copy, ``transport.QoS``: a worker that pops it and dies before claiming
+   it loses it; a queue lost with its Redis loses all of them). When a job has waited
    unclaimed for ``PROBE_AFTER`` seconds, the sweep sends a probe through the queue;
    once a worker receives the probe, every job sent before it has left the queue, so
    one still unclaimed was lost and is sent again. Queue wait alone never resends.

@@ -19,7 +19,7 @@ which the checkpoint store accepts, becomes kombu's socket form of the same serv
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from queue import Empty
@@ -41,7 +41,7 @@ _dumps: Any = kombu_json.dumps
 __all__ = [
     "ALIAS",
     "DEAD_LETTER_MAX",
-    "HEALING_TASKS",
+    "HEALS",
     "NotCapturedError",
     "RedisTransport",
     "broker_for",
@@ -99,9 +99,10 @@ def capturing() -> Iterator[list[tuple[str, str]]]:
         _captured.reset(token)
 
 
-HEALING_TASKS = "healing_tasks"
-"""Transport option: names of the tasks whose messages skip kombu's ``unacked`` copy
-(``QoS``); ``create_app`` names the job task."""
+HEALS = "heals"
+"""Transport option: a function of a delivered message, true for a message that heals
+itself and so skips kombu's ``unacked`` copy (``QoS``); ``create_app`` gives one that
+picks the jobs its worker's recovery sweep heals."""
 
 
 class QoS(kombu_redis.QoS):
@@ -113,11 +114,12 @@ class QoS(kombu_redis.QoS):
     per message. A durable-graph job needs neither. The job book owes it before it is
     sent, and the recovery sweep sends it again when the process that claimed it dies
     or when its message was lost unclaimed (``worker/recovery``: a probe through the
-    queue), within seconds rather than a visibility timeout. Messages of the tasks
-    named in the transport option ``HEALING_TASKS`` are therefore tracked in memory
-    only, as kombu's in-memory ``QoS`` does; those a worker gives back (a rejected
-    message to requeue, the prefetched messages at a warm shutdown) are pushed back to
-    their queue at once, as kombu pushes back its copies.
+    queue), within seconds rather than a visibility timeout. Messages the transport
+    option ``HEALS`` picks are therefore tracked in memory only, as kombu's in-memory
+    ``QoS`` does; those a worker gives back (a rejected message to requeue, the
+    prefetched messages at a warm shutdown) are pushed back to their queue at once, as
+    kombu pushes back its copies. A message held when the broker cannot be reached at
+    that moment is lost from the broker; the sweep's probe finds its job unclaimed.
     """
 
     _local: set[str]
@@ -127,12 +129,12 @@ class QoS(kombu_redis.QoS):
         kombu: Any = super().__init__  # kombu is untyped
         kombu(channel, prefetch_count)
         options = channel.connection.client.transport_options
-        self._healing = frozenset(options.get(HEALING_TASKS, ()))
+        self._heals: Callable[[Any], bool] = options.get(HEALS) or _never
         self._local = set()
 
     def append(self, message: Any, delivery_tag: str) -> None:
         """kombu's, with no ``unacked`` copy of a healing message."""
-        if (message.headers or {}).get("task") not in self._healing:
+        if not self._heals(message):
             kombu: Any = super().append
             kombu(message, delivery_tag)
             return
@@ -175,6 +177,10 @@ class QoS(kombu_redis.QoS):
             channel._do_restore_message(message._raw, delivery["exchange"],
                                         delivery["routing_key"], pipe, leftmost)
             pipe.execute()
+
+
+def _never(message: Any) -> bool:
+    return False
 
 
 _IN_MEMORY: Any = kombu_virtual.QoS

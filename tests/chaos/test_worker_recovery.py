@@ -4,15 +4,16 @@ Real ``celery worker`` subprocesses (prefork, ``-c 1``) on a real Redis broker; 
 graphs (``celery_graphs.py``) count every body's executions in Redis and record
 when calls started, on the Redis server's clock.
 
-- a job the broker lost (popped, never recorded as unacknowledged) is sent again
-  once a probe shows the queue moved past it;
+- a job the broker lost (popped by a worker that died before claiming it; job
+  messages keep no unacked copy) is sent again once a probe shows the queue moved
+  past it;
 - a worker killed while sibling calls run elsewhere: its call starts again within
   5 s of the kill, the siblings are not disturbed;
 - a node that kills its process fails its thread after 3 deaths, with the error
   shown by ``durable-graph show`` and raised to the producer, while 10 healthy
   threads beside it complete;
-- a task longer than the visibility timeout runs once (the broker's redelivered
-  copy sees the live claim and is dropped);
+- a task longer than the visibility timeout runs once, and is not redelivered (its
+  message keeps no unacked copy in Redis);
 - a burst of 400 runs on 3 workers: no takeover, every body runs exactly once;
 - a soak of 200 runs over 60 s with a worker or a pool process SIGKILLed every 2 s.
 """
@@ -155,6 +156,9 @@ def test_a_task_longer_than_the_visibility_timeout_runs_once(
     env.workers(2, "workers")
     graph = env.compile(cg.build_long())
     handle = graph.submit({"id": "long", "value": 1}, thread_config("long"))
+    until(lambda: marks(env, "long"), "the long task to start", env)
+    # the worker holds its message with no copy in kombu's unacked hash (transport.QoS)
+    assert env.redis.hlen(f"{env.queue}.unacked") == 0
     out = finish(handle, env, timeout=cg.LONG_TASK + 25)
 
     assert out["value"] == 2

@@ -5,8 +5,10 @@ it is acked (two more round trips per message) so that a dead worker's messages 
 back after the visibility timeout. Job messages are healed by the recovery sweep
 instead (``worker/recovery``), so the transport (``transport.QoS``) tracks them in
 memory only: nothing of theirs is written on delivery or deleted on ack, while other
-tasks' messages keep kombu's copy. A job message a worker rejects to requeue, or holds
-unacked when its channel closes (a warm shutdown), is pushed back to its queue at once.
+tasks' messages, and jobs this worker's sweep would not heal (no key: an older
+producer's; another prefix: another sweep's), keep kombu's copy. A job message a
+worker rejects to requeue, or holds unacked when its channel closes (a warm shutdown),
+is pushed back to its queue at once.
 """
 
 from __future__ import annotations
@@ -113,3 +115,25 @@ def test_an_acked_job_message_leaves_nothing_and_an_unacked_one_goes_back_at_clo
         _receive(conn, app, 2)  # neither acked: a warm shutdown's prefetched messages
     assert sorted(h["task"] for h in _queued(app)) == [JOB_TASK, "user.task"]
     assert _held(app) == []
+
+
+def test_a_job_this_workers_sweep_cannot_heal_keeps_kombus_copy(
+    app: Celery, redis_prefix: str,
+) -> None:
+    dispatcher = CeleryDispatcher(app, settings_of(app))
+    jobs = [["thread-1", "task-1", "task", "sealed", "run-1", redis_prefix, ""],  # no key
+            ["thread-2", "task-2", "task", "sealed", "run-2", "another-prefix", "k"]]
+    with app.producer_or_acquire() as producer:
+        dispatcher._send_each(producer, jobs, retry=False)
+    with app.connection_for_read() as conn:
+        got: list[Any] = []
+        consumer = Consumer(conn.default_channel, queues=[Queue(settings_of(app).queue)],
+                            callbacks=[lambda body, msg: got.append(msg)], accept=["json"])
+        consumer.qos(prefetch_count=10)
+        with consumer:
+            while len(got) < 2:
+                conn.drain_events(timeout=5)
+        assert [h["task"] for h in _held(app)] == [JOB_TASK, JOB_TASK]
+        for message in got:
+            message.ack()
+        assert _held(app) == []
