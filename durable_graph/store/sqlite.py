@@ -26,7 +26,9 @@ table (schema 5, ``sqlite_leaves``): the input channel, a task's write and a
 last row that refers to it.
 
 Schema 6 packs a checkpoint row (``sqlite_row``): versions, versions seen and
-metadata as msgpack, each row whole (read on its own, verified once).
+metadata as msgpack, each row whole (read on its own, verified once). Schema 7 names
+channels and nodes by number (the ``names`` table, ``sqlite_names``), stores the
+row's own version by its step, and the timestamp after the time in the row's id.
 
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
@@ -47,12 +49,14 @@ import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, get_args
+
+import ormsgpack
 
 from durable_graph.errors import (
     CheckpointStoreError,
@@ -98,13 +102,16 @@ from durable_graph.store.sqlite_leaves import (
     leaf_exists,
     release_leaves,
 )
+from durable_graph.store.sqlite_names import NAMES_SCHEMA, NameTable
 from durable_graph.store.sqlite_row import (
+    is_named,
     pack_id,
     pack_metadata,
-    pack_seen_by,
+    pack_seen_named,
     pack_tag,
     pack_ts,
     pack_versions,
+    pack_versions_named,
     plain_form,
     unpack_id,
     unpack_metadata,
@@ -117,11 +124,13 @@ from durable_graph.store.sqlite_row import (
 
 __all__ = ["SqliteSaver"]
 
-_SCHEMA_VERSION = 6  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+_SCHEMA_VERSION = 7  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
 # 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
 # ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
 # 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
-# (``sqlite_leaves``). Rows of every schema read in place: nothing is rewritten.
+# (``sqlite_leaves``); 7: channel and node names by number (the names table,
+# ``sqlite_names``), own versions by step, timestamps after the id (``sqlite_row``).
+# Rows of every schema read in place: nothing is rewritten.
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 
 # ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
@@ -191,7 +200,7 @@ CREATE TABLE IF NOT EXISTS expiry (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS NOT NULL;
-""" + LEAVES_SCHEMA
+""" + LEAVES_SCHEMA + ";" + NAMES_SCHEMA
 _THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry", "leaves")
 """Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
@@ -208,7 +217,7 @@ _BRANCH_SOURCES = frozenset({"fork", "update"})
 # keep_last commit costs O(values) instead of O(values x live values).
 _LIVE_VALUES = """
 WITH RECURSIVE live(channel, version) AS (
-    SELECT cv.key, cv.value FROM checkpoints c, json_each(dg_versions(c.channel_versions)) cv
+    SELECT cv.key, cv.value FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id)) cv
     WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
     UNION
     SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
@@ -380,6 +389,7 @@ class SqliteSaver(BaseCheckpointSaver):
         self.serde: Serializer = serde or TypedSerializer()
         self._dedup = dedups_leaves(self.serde)
         self._lock = threading.RLock()
+        self._names = NameTable()
         self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
         try:
             if isinstance(path_or_connection, sqlite3.Connection):
@@ -412,8 +422,11 @@ class SqliteSaver(BaseCheckpointSaver):
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            # Packed versions (schema 6) as JSON for ``json_each`` (``_LIVE_VALUES``).
-            self._conn.create_function("dg_versions", 1, versions_json, deterministic=True)
+            # Packed versions (schema 6, 7) as JSON for ``json_each`` (``_LIVE_VALUES``);
+            # the names a statement decodes are loaded before it (``_delete_ids``).
+            self._conn.create_function(
+                "dg_versions", 2, lambda versions, checkpoint_id: versions_json(
+                    versions, checkpoint_id, self._names.cached), deterministic=True)
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise CheckpointStoreError(
@@ -453,7 +466,10 @@ class SqliteSaver(BaseCheckpointSaver):
                     conn.rollback()
                     raise
                 conn.commit()
-            except sqlite3.Error as exc:
+            except BaseException as exc:
+                self._names.forget()  # names it added never existed
+                if not isinstance(exc, sqlite3.Error):
+                    raise
                 raise CheckpointStoreError(f"SQLite checkpoint store failed: {exc}") from exc
 
     def close(self) -> None:
@@ -552,8 +568,10 @@ class SqliteSaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id, parent, ts, versions, seen, metadata, v, sig = row
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        signed = tc.check_record(checkpoint_id, _record_fields(row), sig)
-        version_of = unpack_versions(versions)
+        name_of = self._name_of(conn)
+        version_of = unpack_versions(versions, checkpoint_id, name_of)
+        seen_of = unpack_seen(seen, version_of, name_of)
+        signed = tc.check_record(checkpoint_id, _record_fields(row, version_of, seen_of), sig)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
@@ -579,10 +597,10 @@ class SqliteSaver(BaseCheckpointSaver):
             config=checkpoint_config(thread_id, ns, checkpoint_id),
             checkpoint=Checkpoint(
                 id=checkpoint_id,
-                ts=unpack_ts(ts),
+                ts=unpack_ts(ts, checkpoint_id),
                 channel_values=values,
                 channel_versions=version_of,
-                versions_seen=unpack_seen(seen, version_of),
+                versions_seen=seen_of,
                 v=v,
             ),
             metadata=unpack_metadata(metadata),
@@ -607,11 +625,10 @@ class SqliteSaver(BaseCheckpointSaver):
         require_versions(checkpoint)
         versions = checkpoint.channel_versions
         versions_text = _dumps_json(versions, "channel versions")
-        row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata,
-                              versions_text=versions_text)
-        row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
         now = time.time()
         with self._transaction() as conn:
+            row = self._checkpoint_row(conn, tc, (parent_id, checkpoint, metadata),
+                                       versions_text)
             _purge(conn, now)
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
                 and self._check_extends(conn, row, metadata)
@@ -643,6 +660,22 @@ class SqliteSaver(BaseCheckpointSaver):
             self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
+    def _checkpoint_row(
+        self, conn: sqlite3.Connection, tc: ThreadCodec,
+        given: tuple[str | None, Checkpoint, CheckpointMetadata], versions_text: str,
+    ) -> _Row:
+        """The signed checkpoints-table row of a checkpoint (``_packed_row``), its names
+        numbered in ``conn``'s transaction."""
+        parent_id, checkpoint, metadata = given
+        row, versions, seen = _packed_row(
+            (tc.thread_id, tc.ns, parent_id), checkpoint, metadata, versions_text=versions_text,
+            number_of=lambda name: self._names.id_of(conn, name))
+        return (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row, versions, seen)))
+
+    def _name_of(self, conn: sqlite3.Connection) -> Callable[[int], str]:
+        """The name a number of a named row stands for, in ``conn``'s file."""
+        return lambda number: self._names.name_of(conn, number)
+
     def _split(
         self, conn: sqlite3.Connection, thread_id: str, items: Sequence[tuple[str, Any]]
     ) -> Sequence[tuple[Any, dict[bytes, bytes]]]:
@@ -658,7 +691,7 @@ class SqliteSaver(BaseCheckpointSaver):
             doomed = [cid for (cid,) in conn.execute(
                 _BEYOND_KEEP, (thread_id, ns, self.keep_last))]
             if doomed:
-                _delete_ids(conn, (thread_id, ns), doomed)
+                _delete_ids(conn, (thread_id, ns), doomed, self._names)
         if self.ttl is not None:
             conn.execute(_EXPIRE_AFTER_COMMIT, (thread_id, now, self.ttl))
         else:
@@ -762,7 +795,7 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
         with self._transaction() as conn:
-            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids)
+            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids, self._names)
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -832,8 +865,11 @@ def _pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: st
         _EXISTS, (thread_id, ns, checkpoint_id)).fetchone() is None
 
 
-def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str]) -> None:
-    """Delete checkpoints of one namespace, their writes, and values nothing kept reads."""
+def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str],
+                names: NameTable) -> None:
+    """Delete checkpoints of one namespace, their writes, and values nothing kept reads
+    (``_LIVE_VALUES`` decodes the versions of the rows kept: ``names`` learns them all)."""
+    names.load(conn)
     for checkpoint_id in ids:
         conn.execute(
             "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
@@ -865,33 +901,45 @@ def _list_scope(
     return where, args
 
 
-def _checkpoint_row(
-    thread_id: str,
-    ns: str,
-    parent_id: str | None,
+def _packed_row(
+    place: tuple[str, str, str | None],
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     *,
     versions_text: str,
-) -> _Row:
-    """The checkpoints-table row of a checkpoint: everything but its values, packed
-    (``sqlite_row``; ``versions_text``: its versions as JSON), unsigned."""
-    seen = checkpoint.versions_seen
+    number_of: Callable[[str], int],
+) -> tuple[_Row, Any, Any]:
+    """The checkpoints-table row of a checkpoint at (thread, namespace, parent):
+    everything but its values, packed (``sqlite_row``; ``versions_text``: its versions
+    as JSON; ``number_of``: a name's number), unsigned; and its versions and versions
+    seen as they read back."""
+    thread_id, ns, parent_id = place
+    raw_seen = checkpoint.versions_seen
     versions = plain_form(checkpoint.channel_versions, lambda: versions_text)
-    return (
+    seen = plain_form(raw_seen, lambda: _dumps_json(raw_seen, "versions seen"))
+    row = (
         thread_id,
         ns,
         checkpoint.id,
         pack_id(parent_id),
-        pack_ts(checkpoint.ts),
-        pack_versions(versions, versions_text),
-        pack_seen_by(plain_form(seen, lambda: _dumps_json(seen, "versions seen")), versions),
+        pack_ts(checkpoint.ts, checkpoint.id),
+        pack_versions_named(versions, checkpoint.id, number_of)
+        or pack_versions(versions, versions_text),
+        pack_seen_named(seen, versions, number_of),
         pack_metadata(dict(metadata), lambda: _dumps_json(dict(metadata), "checkpoint metadata")),
         checkpoint.v,
         None,
     )
+    return row, versions, seen
 
 
-def _record_fields(row: _Row) -> dict[str, Any]:
-    """What a record's signature covers: every column but the place and the signature."""
-    return dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9], strict=True))
+def _record_fields(row: _Row, versions: Any, seen: Any) -> dict[str, Any]:
+    """What a record's signature covers: every column but the place and the signature;
+    for a column that names by number (``is_named``), what it reads back (``versions``,
+    ``seen``), so the names its numbers stand for are covered too."""
+    fields = dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9],
+                      strict=True))
+    for key, decoded in (("versions", versions), ("seen", seen)):
+        if is_named(fields[key]):
+            fields[key] = ormsgpack.packb(decoded, option=ormsgpack.OPT_SORT_KEYS)
+    return fields

@@ -31,12 +31,26 @@ channel versions and versions seen, mostly channel names and 13-digit numbers):
   "source": ..., "step": ...}), ``\x00`` then msgpack with ``"parents": {}`` left out,
   or ``\x01`` then msgpack as given.
 
+Schema 7 names channels and nodes by number (``sqlite_names``: a file's ``names``
+table) and leans on the row's own id:
+
+- ``channel_versions``: ``\x03`` then a msgpack list [own step, number, version, ...],
+  a channel by the number of its name, in the order of the names; a version that is
+  the row's own (``own_version``: what a step gives the channels it changes, its
+  step in the high bits and a hash of the checkpoint id in the low 32) is nil, so
+  only the step is stored;
+- ``versions_seen``: ``\x02`` then schema 6's list, each node by the number of its name;
+- ``ts``: microseconds after the time in the checkpoint id (its high 64 bits are
+  nanoseconds since the epoch: ``new_checkpoint_id``), 1 to 7 bytes signed, when
+  the id is a UUID; 8 bytes is schema 4's form.
+
 Each is kept only when it reads back exactly what the JSON form reads back (else the
 row stores that form, as before): the same results, whichever form a row holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -48,13 +62,17 @@ import ormsgpack
 from durable_graph.errors import SerializationError
 
 __all__ = [
+    "is_named",
+    "own_version",
     "pack_id",
     "pack_metadata",
     "pack_seen",
     "pack_seen_by",
+    "pack_seen_named",
     "pack_tag",
     "pack_ts",
     "pack_versions",
+    "pack_versions_named",
     "plain_form",
     "unpack_id",
     "unpack_metadata",
@@ -91,8 +109,9 @@ def unpack_id(stored: str | bytes | None) -> str | None:
     return stored
 
 
-def pack_ts(ts: str) -> str | bytes:
-    """A UTC timestamp as 8 bytes of microseconds when that gives back ``ts`` exactly."""
+def pack_ts(ts: str, checkpoint_id: str | None = None) -> str | bytes:
+    """A UTC timestamp as microseconds when that gives back ``ts`` exactly: after the
+    time in ``checkpoint_id`` (1 to 7 bytes) when it has one, else 8 bytes."""
     try:
         when = datetime.fromisoformat(ts)
     except (TypeError, ValueError):
@@ -102,15 +121,42 @@ def pack_ts(ts: str) -> str | bytes:
     micros = (when - _EPOCH) // timedelta(microseconds=1)
     if micros < 0 or unpack_ts(micros.to_bytes(_TS_BYTES, "big")) != ts:
         return ts
+    after = _id_micros(checkpoint_id)
+    if after is not None:
+        offset = micros - after
+        size = (offset.bit_length() + 8) // 8  # with the sign bit
+        if size < _TS_BYTES:
+            packed = offset.to_bytes(size, "big", signed=True)
+            if unpack_ts(packed, checkpoint_id) == ts:
+                return packed
     return micros.to_bytes(_TS_BYTES, "big")
 
 
-def unpack_ts(stored: str | bytes) -> str:
-    """Inverse of ``pack_ts``."""
-    if isinstance(stored, bytes):
+def unpack_ts(stored: str | bytes, checkpoint_id: str | None = None) -> str:
+    """Inverse of ``pack_ts`` (given the row's checkpoint id)."""
+    if not isinstance(stored, bytes):
+        return stored
+    if len(stored) == _TS_BYTES:
         micros = int.from_bytes(stored, "big")
-        return (_EPOCH + timedelta(microseconds=micros)).isoformat()
-    return stored
+    else:
+        after = _id_micros(checkpoint_id)
+        if after is None:
+            raise SerializationError(
+                f"a timestamp stored after its checkpoint id needs a UUID id, not "
+                f"{checkpoint_id!r}: the row was edited")
+        micros = after + int.from_bytes(stored, "big", signed=True)
+    return (_EPOCH + timedelta(microseconds=micros)).isoformat()
+
+
+def _id_micros(checkpoint_id: str | None) -> int | None:
+    """Microseconds since the epoch in a checkpoint id's high 64 bits (nanoseconds,
+    ``new_checkpoint_id``), or None when the id is not a UUID."""
+    if checkpoint_id is None:
+        return None
+    try:
+        return (uuid.UUID(checkpoint_id).int >> 64) // 1000
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 def pack_seen(seen: Any) -> str | bytes:
@@ -126,14 +172,44 @@ def pack_seen(seen: Any) -> str | bytes:
         raise SerializationError(f"cannot store versions seen as JSON: {exc}") from exc
 
 
-def unpack_seen(stored: str | bytes, versions: Any = None) -> Any:
-    """Inverse of ``pack_seen`` (and of ``pack_seen_by``, given the row's versions);
-    JSON text for rows of schema 3 and before."""
+def unpack_seen(stored: str | bytes, versions: Any = None,
+                name_of: Callable[[int], str] | None = None) -> Any:
+    """Inverse of ``pack_seen`` (and of ``pack_seen_by`` given the row's versions, and
+    of ``pack_seen_named`` given its names too); JSON text for schema 3 and before."""
     if isinstance(stored, str):
         return json.loads(stored)
+    if stored[:1] == _SEEN_NAMED:
+        flat = ormsgpack.unpackb(stored[1:])
+        flat[::2] = [_name(name_of, number) for number in flat[::2]]
+        return _seen_of(flat, versions)
     if stored[:1] != _SEEN_BY:
         return ormsgpack.unpackb(stored)
     return _seen_of(ormsgpack.unpackb(stored[1:]), versions)
+
+
+_SEEN_NAMED = b"\x02"
+"""First byte of versions seen packed as ``_SEEN_BY``'s, nodes by number (schema 7)."""
+
+
+def pack_seen_named(seen: Any, versions: Any, number_of: Callable[[str], int]) -> str | bytes:
+    """``pack_seen_by``'s form with each node by the number of its name (``number_of``),
+    when every node is text; else ``pack_seen_by``'s."""
+    try:
+        flat = _seen_flat(seen, versions)
+        if all(type(node) is str for node in flat[::2]):
+            flat[::2] = [number_of(node) for node in flat[::2]]
+            return _SEEN_NAMED + ormsgpack.packb(flat)
+    except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
+        pass  # e.g. a version over 64 bits, or text that is not UTF-8
+    return pack_seen_by(seen, versions)
+
+
+def _name(name_of: Callable[[int], str] | None, number: Any) -> str:
+    """The name numbered ``number`` (a named form needs the file's names)."""
+    if name_of is None or type(number) is not int:
+        raise SerializationError(
+            f"a named checkpoint row needs its file's names to read name {number!r}")
+    return name_of(number)
 
 
 def _seen_of(flat: list[Any], versions: Any) -> dict[str, dict[str, Any]]:
@@ -211,16 +287,65 @@ def pack_versions(versions: Any, text: str) -> str | bytes:
     return text if packed is None else packed
 
 
-def unpack_versions(stored: str | bytes) -> Any:
-    """Inverse of ``pack_versions``."""
-    return json.loads(stored) if isinstance(stored, str) else ormsgpack.unpackb(stored)
+def unpack_versions(stored: str | bytes, checkpoint_id: str | None = None,
+                    name_of: Callable[[int], str] | None = None) -> Any:
+    """Inverse of ``pack_versions`` (and of ``pack_versions_named``, given the row's
+    checkpoint id and its file's names)."""
+    if isinstance(stored, str):
+        return json.loads(stored)
+    if stored[:1] != _NAMED:
+        return ormsgpack.unpackb(stored)
+    step, *flat = ormsgpack.unpackb(stored[1:])
+    own = None if step is None else own_version(step, str(checkpoint_id))
+    return {_name(name_of, number): own if version is None else version
+            for number, version in zip(flat[::2], flat[1::2], strict=True)}
 
 
-def versions_json(stored: str | bytes | None) -> str | None:
+def is_named(stored: str | bytes) -> bool:
+    """Whether a versions or versions-seen column refers to the file's names."""
+    return isinstance(stored, bytes) and stored[:1] in (_NAMED, _SEEN_NAMED)
+
+
+_NAMED = b"\x03"
+"""First byte of versions naming channels by number (schema 7); a schema 6 map never is."""
+_SALT_BITS = 32
+
+
+def own_version(step: int, checkpoint_id: str) -> int:
+    """The version a step gives the channels it changes (as the engine's
+    ``next_channel_version``): ``step`` in the high bits, a hash of the id in the low."""
+    digest = hashlib.blake2b(checkpoint_id.encode(), digest_size=_SALT_BITS // 8).digest()
+    return (step << _SALT_BITS) | int.from_bytes(digest, "big")
+
+
+def pack_versions_named(versions: Any, checkpoint_id: str,
+                        number_of: Callable[[str], int]) -> bytes | None:
+    """Versions (as the saver reads them back) with each channel by the number of its
+    name (``number_of``) and the row's own version as nil; None unless every name is
+    text and every version an integer msgpack takes."""
+    if type(versions) is not dict or not all(
+            type(k) is str and type(v) is int and -(2**63) <= v < 2**64
+            for k, v in versions.items()):
+        return None
+    top = max(versions.values(), default=-1)
+    step = top >> _SALT_BITS if top >= 0 and own_version(
+        top >> _SALT_BITS, checkpoint_id) == top else None
+    flat: list[Any] = [step]
+    for name in sorted(versions):
+        version = versions[name]
+        flat += [number_of(name), None if step is not None and version == top else version]
+    try:
+        return _NAMED + ormsgpack.packb(flat)
+    except (TypeError, ormsgpack.MsgpackEncodeError):
+        return None
+
+
+def versions_json(stored: str | bytes | None, checkpoint_id: str | None = None,
+                  name_of: Callable[[int], str] | None = None) -> str | None:
     """A row's versions as JSON text, for SQL's ``json_each`` (``dg_versions``)."""
     if stored is None or isinstance(stored, str):
         return stored
-    return json.dumps(unpack_versions(stored), separators=(",", ":"))
+    return json.dumps(unpack_versions(stored, checkpoint_id, name_of), separators=(",", ":"))
 
 
 _NO_PARENTS, _AS_GIVEN, _STEP = b"\x00", b"\x01", b"\x02"

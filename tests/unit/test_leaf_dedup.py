@@ -362,14 +362,14 @@ def test_redis_refuses_an_altered_or_missing_leaf(
         saver.close()
 
 
-def test_sqlite_schema_6_upgrades_a_schema_4_file(tmp_path: Path) -> None:
+def test_sqlite_schema_7_upgrades_a_schema_4_file(tmp_path: Path) -> None:
     golden = Path(__file__).parent.parent / "golden" / "checkpoints-signed-v4.sqlite"
     copy = tmp_path / "v4.sqlite"
     copy.write_bytes(golden.read_bytes())
     from tests.golden import make_golden as gen
 
     with SqliteSaver(copy, serde=gen.golden_serde()) as saver:
-        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == 7
         columns = {r[1] for r in saver._conn.execute("PRAGMA table_info(blobs)")}
         assert "leaves" in columns
         before = saver.get_tuple({"configurable": {"thread_id": "chat"}})
