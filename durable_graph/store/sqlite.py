@@ -217,7 +217,8 @@ _BRANCH_SOURCES = frozenset({"fork", "update"})
 # keep_last commit costs O(values) instead of O(values x live values).
 _LIVE_VALUES = """
 WITH RECURSIVE live(channel, version) AS (
-    SELECT cv.key, cv.value FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id)) cv
+    SELECT cv.key, cv.value
+    FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id)) cv
     WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
     UNION
     SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
