@@ -102,24 +102,26 @@ from durable_graph.store.sqlite_leaves import (
     leaf_exists,
     release_leaves,
 )
+from durable_graph.store.sqlite_named import (
+    RowNames,
+    is_named,
+    pack_seen,
+    pack_versions,
+    unpack_seen,
+    unpack_versions,
+    versions_json,
+)
 from durable_graph.store.sqlite_names import NAMES_SCHEMA, NameTable
 from durable_graph.store.sqlite_row import (
-    is_named,
     pack_id,
     pack_metadata,
-    pack_seen_named,
     pack_tag,
     pack_ts,
-    pack_versions,
-    pack_versions_named,
     plain_form,
     unpack_id,
     unpack_metadata,
-    unpack_seen,
     unpack_tag,
     unpack_ts,
-    unpack_versions,
-    versions_json,
 )
 
 __all__ = ["SqliteSaver"]
@@ -218,7 +220,7 @@ _BRANCH_SOURCES = frozenset({"fork", "update"})
 _LIVE_VALUES = """
 WITH RECURSIVE live(channel, version) AS (
     SELECT cv.key, cv.value
-    FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id)) cv
+    FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id, c.parent_id)) cv
     WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
     UNION
     SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
@@ -426,8 +428,9 @@ class SqliteSaver(BaseCheckpointSaver):
             # Packed versions (schema 6, 7) as JSON for ``json_each`` (``_LIVE_VALUES``);
             # the names a statement decodes are loaded before it (``_delete_ids``).
             self._conn.create_function(
-                "dg_versions", 2, lambda versions, checkpoint_id: versions_json(
-                    versions, checkpoint_id, self._names.cached), deterministic=True)
+                "dg_versions", 3, lambda versions, checkpoint_id, parent: versions_json(
+                    versions, RowNames(checkpoint_id, unpack_id(parent), self._names.cached)),
+                deterministic=True)
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise CheckpointStoreError(
@@ -569,9 +572,9 @@ class SqliteSaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id, parent, ts, versions, seen, metadata, v, sig = row
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        name_of = self._name_of(conn)
-        version_of = unpack_versions(versions, checkpoint_id, name_of)
-        seen_of = unpack_seen(seen, version_of, name_of)
+        names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
+        version_of = unpack_versions(versions, names)
+        seen_of = unpack_seen(seen, version_of, names)
         signed = tc.check_record(checkpoint_id, _record_fields(row, version_of, seen_of), sig)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
@@ -668,9 +671,11 @@ class SqliteSaver(BaseCheckpointSaver):
         """The signed checkpoints-table row of a checkpoint (``_packed_row``), its names
         numbered in ``conn``'s transaction."""
         parent_id, checkpoint, metadata = given
+        names = RowNames(checkpoint.id, parent_id, self._name_of(conn),
+                         lambda name: self._names.id_of(conn, name))
         row, versions, seen = _packed_row(
-            (tc.thread_id, tc.ns, parent_id), checkpoint, metadata, versions_text=versions_text,
-            number_of=lambda name: self._names.id_of(conn, name))
+            (tc.thread_id, tc.ns), checkpoint, metadata, versions_text=versions_text,
+            names=names)
         return (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row, versions, seen)))
 
     def _name_of(self, conn: sqlite3.Connection) -> Callable[[int], str]:
@@ -903,18 +908,18 @@ def _list_scope(
 
 
 def _packed_row(
-    place: tuple[str, str, str | None],
+    place: tuple[str, str],
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     *,
     versions_text: str,
-    number_of: Callable[[str], int],
+    names: RowNames,
 ) -> tuple[_Row, Any, Any]:
-    """The checkpoints-table row of a checkpoint at (thread, namespace, parent):
-    everything but its values, packed (``sqlite_row``; ``versions_text``: its versions
-    as JSON; ``number_of``: a name's number), unsigned; and its versions and versions
-    seen as they read back."""
-    thread_id, ns, parent_id = place
+    """The checkpoints-table row of a checkpoint at (thread, namespace): everything but
+    its values, packed (``sqlite_row``, ``sqlite_named``; ``versions_text``: its
+    versions as JSON; ``names``: its ids and its file's names), unsigned; and its
+    versions and versions seen as they read back."""
+    thread_id, ns = place
     raw_seen = checkpoint.versions_seen
     versions = plain_form(checkpoint.channel_versions, lambda: versions_text)
     seen = plain_form(raw_seen, lambda: _dumps_json(raw_seen, "versions seen"))
@@ -922,11 +927,10 @@ def _packed_row(
         thread_id,
         ns,
         checkpoint.id,
-        pack_id(parent_id),
+        pack_id(names.parent_id),
         pack_ts(checkpoint.ts, checkpoint.id),
-        pack_versions_named(versions, checkpoint.id, number_of)
-        or pack_versions(versions, versions_text),
-        pack_seen_named(seen, versions, number_of),
+        pack_versions(versions, versions_text, names),
+        pack_seen(seen, versions, names),
         pack_metadata(dict(metadata), lambda: _dumps_json(dict(metadata), "checkpoint metadata")),
         checkpoint.v,
         None,

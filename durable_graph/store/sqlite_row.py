@@ -21,7 +21,7 @@ Schema 6 packs the rest of the row (about 150 of its 270 bytes at schema 5 were 
 channel versions and versions seen, mostly channel names and 13-digit numbers):
 
 - ``channel_versions``: msgpack instead of JSON text (SQL reads it through the
-  ``dg_versions`` function, which gives JSON back: ``versions_json``);
+  ``dg_versions`` function, which gives JSON back: ``sqlite_named.versions_json``);
 - ``versions_seen``: ``\x01`` then a msgpack list of (node, [channel, version, ...]):
   a channel the row's versions name is its index among their sorted names, and a
   version the same as the row's own of that channel (``_same``: type and value) is nil
@@ -31,18 +31,10 @@ channel versions and versions seen, mostly channel names and 13-digit numbers):
   "source": ..., "step": ...}), ``\x00`` then msgpack with ``"parents": {}`` left out,
   or ``\x01`` then msgpack as given.
 
-Schema 7 names channels and nodes by number (``sqlite_names``: a file's ``names``
-table) and leans on the row's own id:
-
-- ``channel_versions``: ``\x03`` then a msgpack list [own step, number, version, ...],
-  a channel by the number of its name, in the order of the names; a version that is
-  the row's own (``own_version``: what a step gives the channels it changes, its
-  step in the high bits and a hash of the checkpoint id in the low 32) is nil, so
-  only the step is stored;
-- ``versions_seen``: ``\x02`` then schema 6's list, each node by the number of its name;
-- ``ts``: microseconds after the time in the checkpoint id (its high 64 bits are
-  nanoseconds since the epoch: ``new_checkpoint_id``), 1 to 7 bytes signed, when
-  the id is a UUID; 8 bytes is schema 4's form.
+Schema 7 stores ``ts`` as microseconds after the time in the checkpoint id (its high
+64 bits are nanoseconds since the epoch: ``new_checkpoint_id``), 1 to 7 bytes signed,
+when the id is a UUID (8 bytes is schema 4's form); its versions and versions seen
+name channels and nodes by number (``sqlite_named``).
 
 Each is kept only when it reads back exactly what the JSON form reads back (else the
 row stores that form, as before): the same results, whichever form a row holds.
@@ -50,7 +42,6 @@ row stores that form, as before): the same results, whichever form a row holds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -62,25 +53,22 @@ import ormsgpack
 from durable_graph.errors import SerializationError
 
 __all__ = [
-    "is_named",
-    "own_version",
     "pack_id",
     "pack_metadata",
     "pack_seen",
     "pack_seen_by",
-    "pack_seen_named",
     "pack_tag",
     "pack_ts",
     "pack_versions",
-    "pack_versions_named",
     "plain_form",
+    "seen_flat",
+    "seen_of",
     "unpack_id",
     "unpack_metadata",
     "unpack_seen",
     "unpack_tag",
     "unpack_ts",
     "unpack_versions",
-    "versions_json",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -172,48 +160,18 @@ def pack_seen(seen: Any) -> str | bytes:
         raise SerializationError(f"cannot store versions seen as JSON: {exc}") from exc
 
 
-def unpack_seen(stored: str | bytes, versions: Any = None,
-                name_of: Callable[[int], str] | None = None) -> Any:
-    """Inverse of ``pack_seen`` (and of ``pack_seen_by`` given the row's versions, and
-    of ``pack_seen_named`` given its names too); JSON text for schema 3 and before."""
+def unpack_seen(stored: str | bytes, versions: Any = None) -> Any:
+    """Inverse of ``pack_seen`` (and of ``pack_seen_by``, given the row's versions);
+    JSON text for rows of schema 3 and before."""
     if isinstance(stored, str):
         return json.loads(stored)
-    if stored[:1] == _SEEN_NAMED:
-        flat = ormsgpack.unpackb(stored[1:])
-        flat[::2] = [_name(name_of, number) for number in flat[::2]]
-        return _seen_of(flat, versions)
     if stored[:1] != _SEEN_BY:
         return ormsgpack.unpackb(stored)
-    return _seen_of(ormsgpack.unpackb(stored[1:]), versions)
+    return seen_of(ormsgpack.unpackb(stored[1:]), versions)
 
 
-_SEEN_NAMED = b"\x02"
-"""First byte of versions seen packed as ``_SEEN_BY``'s, nodes by number (schema 7)."""
-
-
-def pack_seen_named(seen: Any, versions: Any, number_of: Callable[[str], int]) -> str | bytes:
-    """``pack_seen_by``'s form with each node by the number of its name (``number_of``),
-    when every node is text; else ``pack_seen_by``'s."""
-    try:
-        flat = _seen_flat(seen, versions)
-        if all(type(node) is str for node in flat[::2]):
-            flat[::2] = [number_of(node) for node in flat[::2]]
-            return _SEEN_NAMED + ormsgpack.packb(flat)
-    except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
-        pass  # e.g. a version over 64 bits, or text that is not UTF-8
-    return pack_seen_by(seen, versions)
-
-
-def _name(name_of: Callable[[int], str] | None, number: Any) -> str:
-    """The name numbered ``number`` (a named form needs the file's names)."""
-    if name_of is None or type(number) is not int:
-        raise SerializationError(
-            f"a named checkpoint row needs its file's names to read name {number!r}")
-    return name_of(number)
-
-
-def _seen_of(flat: list[Any], versions: Any) -> dict[str, dict[str, Any]]:
-    """Inverse of ``_seen_flat``."""
+def seen_of(flat: list[Any], versions: Any) -> dict[str, dict[str, Any]]:
+    """Inverse of ``seen_flat``."""
     names = sorted(versions) if flat else []
     seen: dict[str, dict[str, Any]] = {}
     for node, pairs in zip(flat[::2], flat[1::2], strict=True):
@@ -236,13 +194,13 @@ def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
     version the same as the row's as nil; ``pack_seen`` when that would not read back.
     Both as the saver reads them back (``plain_form``)."""
     try:  # JSON forms: msgpack gives them back
-        return _SEEN_BY + ormsgpack.packb(_seen_flat(seen, versions))
+        return _SEEN_BY + ormsgpack.packb(seen_flat(seen, versions))
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
         pass  # e.g. a version over 64 bits, or names that are not text
     return pack_seen(seen)
 
 
-def _seen_flat(seen: Any, versions: Any) -> list[Any]:
+def seen_flat(seen: Any, versions: Any) -> list[Any]:
     """[node, [channel, version, ...], ...]: a channel of ``versions`` by its index among
     their sorted names, its version nil when the same as theirs (``_same``); ValueError
     when a nil version would read back as theirs."""
@@ -287,65 +245,9 @@ def pack_versions(versions: Any, text: str) -> str | bytes:
     return text if packed is None else packed
 
 
-def unpack_versions(stored: str | bytes, checkpoint_id: str | None = None,
-                    name_of: Callable[[int], str] | None = None) -> Any:
-    """Inverse of ``pack_versions`` (and of ``pack_versions_named``, given the row's
-    checkpoint id and its file's names)."""
-    if isinstance(stored, str):
-        return json.loads(stored)
-    if stored[:1] != _NAMED:
-        return ormsgpack.unpackb(stored)
-    step, *flat = ormsgpack.unpackb(stored[1:])
-    own = None if step is None else own_version(step, str(checkpoint_id))
-    return {_name(name_of, number): own if version is None else version
-            for number, version in zip(flat[::2], flat[1::2], strict=True)}
-
-
-def is_named(stored: str | bytes) -> bool:
-    """Whether a versions or versions-seen column refers to the file's names."""
-    return isinstance(stored, bytes) and stored[:1] in (_NAMED, _SEEN_NAMED)
-
-
-_NAMED = b"\x03"
-"""First byte of versions naming channels by number (schema 7); a schema 6 map never is."""
-_SALT_BITS = 32
-
-
-def own_version(step: int, checkpoint_id: str) -> int:
-    """The version a step gives the channels it changes (as the engine's
-    ``next_channel_version``): ``step`` in the high bits, a hash of the id in the low."""
-    digest = hashlib.blake2b(checkpoint_id.encode(), digest_size=_SALT_BITS // 8).digest()
-    return (step << _SALT_BITS) | int.from_bytes(digest, "big")
-
-
-def pack_versions_named(versions: Any, checkpoint_id: str,
-                        number_of: Callable[[str], int]) -> bytes | None:
-    """Versions (as the saver reads them back) with each channel by the number of its
-    name (``number_of``) and the row's own version as nil; None unless every name is
-    text and every version an integer msgpack takes."""
-    if type(versions) is not dict or not all(
-            type(k) is str and type(v) is int and -(2**63) <= v < 2**64
-            for k, v in versions.items()):
-        return None
-    top = max(versions.values(), default=-1)
-    step = top >> _SALT_BITS if top >= 0 and own_version(
-        top >> _SALT_BITS, checkpoint_id) == top else None
-    flat: list[Any] = [step]
-    for name in sorted(versions):
-        version = versions[name]
-        flat += [number_of(name), None if step is not None and version == top else version]
-    try:
-        return _NAMED + ormsgpack.packb(flat)
-    except (TypeError, ormsgpack.MsgpackEncodeError):
-        return None
-
-
-def versions_json(stored: str | bytes | None, checkpoint_id: str | None = None,
-                  name_of: Callable[[int], str] | None = None) -> str | None:
-    """A row's versions as JSON text, for SQL's ``json_each`` (``dg_versions``)."""
-    if stored is None or isinstance(stored, str):
-        return stored
-    return json.dumps(unpack_versions(stored, checkpoint_id, name_of), separators=(",", ":"))
+def unpack_versions(stored: str | bytes) -> Any:
+    """Inverse of ``pack_versions``."""
+    return json.loads(stored) if isinstance(stored, str) else ormsgpack.unpackb(stored)
 
 
 _NO_PARENTS, _AS_GIVEN, _STEP = b"\x00", b"\x01", b"\x02"

@@ -1,0 +1,216 @@
+"""SQLite schema 7 rows: names by number, own versions by step, timestamps after the id.
+
+Each form must read back exactly what the JSON form did, types included, or the row
+keeps schema 6's form; a name's number must never stand for another name (a rolled
+back name is forgotten), and a signed row covers the names its numbers stand for.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from durable_graph import SqliteSaver
+from durable_graph.errors import CheckpointStoreError, SerializationError, SignatureError
+from durable_graph.store.base import Checkpoint, new_checkpoint_id
+from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.store.serde import TypedSerializer
+from durable_graph.store.sqlite_named import (
+    RowNames,
+    is_named,
+    own_version,
+    pack_seen,
+    pack_versions,
+    unpack_seen,
+    unpack_versions,
+)
+from durable_graph.store.sqlite_row import pack_ts, plain_form, unpack_ts
+
+
+def exact(value: Any) -> Any:
+    """``value`` with the type of every part beside it: equal only when read back exactly."""
+    if isinstance(value, dict):
+        return {k: exact(v) for k, v in value.items()}
+    return (type(value).__name__, value)
+
+
+class Names:
+    """An in-memory name table (both ways), as ``sqlite_names.NameTable`` keeps one."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+
+    def row(self, checkpoint_id: str, parent_id: str | None) -> RowNames:
+        return RowNames(checkpoint_id, parent_id, self.name_of,
+                        lambda name: self.numbers.setdefault(name, len(self.numbers) + 7))
+
+    def name_of(self, number: int) -> str:
+        return {n: name for name, n in self.numbers.items()}[number]
+
+
+_ID, _PARENT = new_checkpoint_id(), new_checkpoint_id()
+_OWN = st.integers(0, 2**20).map(lambda step: own_version(step, _ID))
+_PARENTS = st.integers(0, 2**20).map(lambda step: own_version(step, _PARENT))
+_VERSION = _OWN | _PARENTS | st.integers(-5, 2**70) | st.sampled_from(["v1", "v2", None]) \
+    | st.floats(allow_nan=False, allow_infinity=False) | st.booleans() \
+    | st.sampled_from([0, 1, 1.0, True, 2**64 - 1, 2**64])
+_NAMES = st.sampled_from(["a", "b", "__start__", "branch:to:x", "é"])
+_MAPS = st.tuples(st.dictionaries(_NAMES, _VERSION, max_size=4),
+                  st.dictionaries(_NAMES, st.dictionaries(_NAMES, _VERSION, max_size=3),
+                                  max_size=3),
+                  st.booleans())
+
+
+@given(row=_MAPS)
+def test_named_forms_read_back_exactly_whatever_the_versions(row: Any) -> None:
+    """Own, parent's and other versions, text, floats, booleans, nil, integers over 64
+    bits: each named form gives back what JSON did, types included, or falls back."""
+    versions, seen, has_parent = row
+    names = Names().row(_ID, _PARENT if has_parent else None)
+    text = json.dumps(versions, separators=(",", ":"), sort_keys=True)
+    plain = plain_form(versions, lambda: text)
+    plain_seen = plain_form(seen, lambda: json.dumps(seen, sort_keys=True))
+    packed = pack_versions(plain, text, names)
+    decoded = unpack_versions(packed, names)
+    assert exact(decoded) == exact(json.loads(text)) and list(decoded) == sorted(versions)
+    assert exact(unpack_seen(pack_seen(plain_seen, plain, names), plain, names)) \
+        == exact(json.loads(json.dumps(seen, sort_keys=True)))
+
+
+def test_own_and_parent_versions_are_kept_by_their_steps() -> None:
+    names = Names().row(_ID, _PARENT)
+    versions = {"a": own_version(40, _ID), "b": own_version(40, _ID),
+                "c": own_version(39, _PARENT), "d": 12345}
+    packed = pack_versions(versions, json.dumps(versions), names)
+    assert is_named(packed) and len(packed) < 16  # 9 bytes a version at schema 6
+    assert unpack_versions(packed, names) == versions
+    seen = {"n": {"a": versions["a"], "c": own_version(38, _PARENT), "z": "x"}}
+    assert unpack_seen(pack_seen(seen, versions, names), versions, names) == seen
+
+
+def test_a_named_row_needs_its_names_and_parent_to_be_read() -> None:
+    names = Names()
+    versions = {"a": own_version(3, _PARENT)}
+    packed = pack_versions(versions, json.dumps(versions), names.row(_ID, _PARENT))
+    with pytest.raises(SerializationError, match="has no parent"):
+        unpack_versions(packed, names.row(_ID, None))
+    with pytest.raises(KeyError):
+        unpack_versions(packed, RowNames(_ID, _PARENT, {}.__getitem__))
+
+
+@pytest.mark.parametrize("ts", ["2026-12-01T05:00:00.123456+00:00",
+                                "2026-01-01T00:00:00+00:00", "2099-01-01T00:00:00+00:00"])
+def test_timestamps_are_kept_after_the_time_in_the_id(ts: str) -> None:
+    checkpoint_id = new_checkpoint_id()
+    packed = pack_ts(ts, checkpoint_id)
+    assert isinstance(packed, bytes) and unpack_ts(packed, checkpoint_id) == ts
+    assert len(packed) < 8
+    assert pack_ts(ts, "not-a-uuid") == pack_ts(ts)  # 8 bytes: schema 4's form
+    assert unpack_ts(pack_ts(ts)) == ts
+    with pytest.raises(SerializationError, match="needs a UUID id"):
+        unpack_ts(packed, "not-a-uuid")
+
+
+def _put(saver: SqliteSaver, thread: str, versions: dict[str, int], values: dict[str, Any],
+         parent: str | None = None, checkpoint_id: str | None = None) -> str:
+    cp = Checkpoint(id=checkpoint_id or new_checkpoint_id(parent), ts="2026-01-01T00:00:00+00:00",
+                    channel_values=values, channel_versions=versions,
+                    versions_seen={"node": dict(versions)})
+    conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ""}
+    if parent:
+        conf["checkpoint_id"] = parent
+    saver.put({"configurable": conf}, cp, {"source": "loop", "step": 1}, versions)
+    return cp.id
+
+
+def test_a_rolled_back_name_never_stands_for_another(tmp_path: Path) -> None:
+    """A put that fails after numbering a new name: another process may give that number
+    to another name; this saver must not keep using it."""
+    path = tmp_path / "c.db"
+    with SqliteSaver(path) as first, SqliteSaver(path) as second:
+        with pytest.raises(SerializationError):
+            _put(first, "t", {"fresh": 1}, {"fresh": threading.Lock()})
+        _put(second, "u", {"other": 1}, {"other": "b"})
+        _put(first, "t", {"fresh": 2}, {"fresh": "a"})
+        for saver in (first, second):
+            for thread, channel, value in (("t", "fresh", "a"), ("u", "other", "b")):
+                got = saver.get_tuple({"configurable": {"thread_id": thread}})
+                assert got is not None
+                assert got.checkpoint.channel_values == {channel: value}
+                assert got.checkpoint.versions_seen == {"node": got.checkpoint.channel_versions}
+
+
+def test_an_edited_name_fails_the_rows_signature(tmp_path: Path) -> None:
+    """The numbers are in the row, the names in the names table: a signed row covers
+    what they stand for, so swapping two names is refused, not read as the other."""
+    serde = SignedSerializer(TypedSerializer(), SigningCodec.from_secret("k" * 32))
+    path = tmp_path / "c.db"
+    with SqliteSaver(path, serde=serde) as saver:
+        _put(saver, "t", {"a": 1, "b": 2}, {"a": "x", "b": "y"})
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE names SET name = 'tmp' WHERE name = 'a'")
+    conn.execute("UPDATE names SET name = 'a' WHERE name = 'b'")
+    conn.execute("UPDATE names SET name = 'b' WHERE name = 'tmp'")
+    conn.commit()
+    conn.close()
+    with SqliteSaver(path, serde=serde) as saver, pytest.raises(SignatureError):
+        saver.get_tuple({"configurable": {"thread_id": "t"}})
+
+
+def test_a_missing_name_is_named_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with SqliteSaver(path) as saver:
+        _put(saver, "t", {"a": 1}, {"a": "x"})
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM names")
+    conn.commit()
+    conn.close()
+    with SqliteSaver(path) as saver, pytest.raises(CheckpointStoreError, match="names table"):
+        saver.get_tuple({"configurable": {"thread_id": "t"}})
+
+
+def test_opening_a_schema_6_file_marks_it_7_and_rewrites_nothing(tmp_path: Path) -> None:
+    golden = Path(__file__).parent.parent / "golden" / "checkpoints-signed-v6.sqlite"
+    path = tmp_path / "v6.sqlite"
+    path.write_bytes(golden.read_bytes())
+    query = "SELECT * FROM checkpoints ORDER BY thread_id, checkpoint_id"
+    with sqlite3.connect(path) as conn:
+        before = conn.execute(query).fetchall()
+    with SqliteSaver(path) as saver:
+        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == 7
+        assert saver._conn.execute(query).fetchall() == before
+        assert not any(is_named(row[5]) for row in before)
+
+
+def test_keep_last_reads_named_rows_in_sql(tmp_path: Path) -> None:
+    """``keep_last`` finds the values the kept rows read through ``dg_versions`` (named
+    rows: own and parent's versions by step) and drops only the others."""
+    with SqliteSaver(tmp_path / "c.db", keep_last=2) as saver:
+        ids: list[str] = []
+        for step in range(1, 6):
+            cid = new_checkpoint_id(ids[-1] if ids else None)
+            versions = {"kept": own_version(1, ids[0] if ids else cid),
+                        "now": own_version(step, cid)}
+            if ids:
+                versions["last"] = own_version(step - 1, ids[-1])
+            values = {"kept": "k", "now": step, "last": step - 1}
+            _put(saver, "t", versions, {k: values[k] for k in versions},
+                 ids[-1] if ids else None, cid)
+            ids.append(cid)
+        row = saver._conn.execute(
+            "SELECT channel_versions FROM checkpoints WHERE checkpoint_id = ?",
+            (ids[-1],)).fetchone()
+        left = saver._conn.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
+        for cid, step in ((ids[-1], 5), (ids[-2], 4)):
+            got = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_id": cid}})
+            assert got is not None
+            assert got.checkpoint.channel_values == {"kept": "k", "now": step, "last": step - 1}
+    assert is_named(row[0])
+    assert left == 5  # kept; now and last of each kept row (the newest's last = the other's now)
