@@ -134,6 +134,7 @@ _SCHEMA_VERSION = 7  # 3: values may be deltas (the chains table); 4: compact ro
 # ``sqlite_names``), own versions by step, timestamps after the id (``sqlite_row``).
 # Rows of every schema read in place: nothing is rewritten.
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
+_LOAD_BATCH = 10  # checkpoints a listing loads per read transaction (and holds at once)
 
 # ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
 # ROWID: the rows live in their primary-key b-tree instead of beside a copy of the key
@@ -324,6 +325,9 @@ ON CONFLICT (thread_id) DO UPDATE SET
     error_message = COALESCE(excluded.error_message, threads.error_message),
     error_traceback = COALESCE(excluded.error_traceback, threads.error_traceback)
 """
+
+_VERSIONS_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+"""Decoded versions (msgpack forms: plain data) as JSON text for ``json_each``."""
 
 Synchronous = Literal["NORMAL", "FULL"]
 _Row = tuple[Any, ...]
@@ -527,16 +531,18 @@ class SqliteSaver(BaseCheckpointSaver):
         cursor: _Row | None = None
         while limit is None or count < limit:
             rows = self._page(where, args, cursor)
-            for row in rows:
-                metadata = unpack_metadata(row[7])
-                if filter and not metadata_matches(metadata, filter):
-                    continue
-                if limit is not None and count >= limit:
-                    return
-                count += 1
+            wanted = [row for row in rows if not filter
+                      or metadata_matches(unpack_metadata(row[7]), filter)]
+            if limit is not None:
+                wanted = wanted[:limit - count]
+            at = 0
+            while at < len(wanted):
+                size = _LOAD_BATCH if count else 1  # the first item as soon as it is read
                 with self._transaction(write=False) as conn:
-                    item = self._load(conn, row)
-                yield item
+                    items = [self._load(conn, row) for row in wanted[at:at + size]]
+                at += size
+                count += len(items)
+                yield from items
             if len(rows) < _PAGE:
                 return
             cursor = (rows[-1][2], rows[-1][0], rows[-1][1])
@@ -575,13 +581,14 @@ class SqliteSaver(BaseCheckpointSaver):
         names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
         version_of = unpack_versions(versions, names)
         seen_of = unpack_seen(seen, version_of, names)
-        signed = tc.check_record(checkpoint_id, _record_fields(row, version_of, seen_of), sig)
+        signed = bool(sig) and tc.bound is not None and tc.check_record(
+            checkpoint_id, _record_fields(row, version_of, seen_of), sig)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (
                 versions if isinstance(versions, str)  # JSON text already (schema < 6)
-                else _dumps_json(version_of, "channel versions"), thread_id, ns))
+                else _VERSIONS_JSON(version_of), thread_id, ns))
         }
         resolve_values(values, lambda channel, head: [
             tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),

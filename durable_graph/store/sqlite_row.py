@@ -43,6 +43,7 @@ row stores that form, as before): the same results, whichever form a row holds.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -77,6 +78,11 @@ _TAG_CODES = {"null": b"\x00", "msgpack": b"\x01", "bytes": b"\x02", "pickle": b
               "signed": b"\x04"}
 _CODE_TAGS = {code: tag for tag, code in _TAG_CODES.items()}
 _TS_BYTES = 8
+_ID_BYTES = 16
+_CANONICAL = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+"""A UUID's text as ``str(uuid.UUID(...))`` gives it (any case): its high 64 bits read
+straight from the text."""
 
 
 def pack_id(checkpoint_id: str | None) -> str | bytes | None:
@@ -91,9 +97,12 @@ def pack_id(checkpoint_id: str | None) -> str | bytes | None:
 
 
 def unpack_id(stored: str | bytes | None) -> str | None:
-    """Inverse of ``pack_id``."""
+    """Inverse of ``pack_id`` (``str(uuid.UUID(bytes=stored))``, without the object)."""
     if isinstance(stored, bytes):
-        return str(uuid.UUID(bytes=stored))
+        if len(stored) != _ID_BYTES:
+            raise SerializationError(f"a stored id has {len(stored)} bytes, not 16: edited")
+        h = stored.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return stored
 
 
@@ -141,6 +150,8 @@ def _id_micros(checkpoint_id: str | None) -> int | None:
     ``new_checkpoint_id``), or None when the id is not a UUID."""
     if checkpoint_id is None:
         return None
+    if _CANONICAL.fullmatch(checkpoint_id):  # the usual id: no UUID object
+        return int(checkpoint_id[:8] + checkpoint_id[9:13] + checkpoint_id[14:18], 16) // 1000
     try:
         return (uuid.UUID(checkpoint_id).int >> 64) // 1000
     except (ValueError, AttributeError, TypeError):
