@@ -373,8 +373,8 @@ class SqliteSaver(BaseCheckpointSaver):
 
     Metadata must be JSON-serializable: it reads back as its JSON would. The parent id,
     timestamp, versions, versions seen and metadata are compact BLOBs (``sqlite_row``,
-    schemas 4 and 6); ``sqlite_row``'s unpack functions read them in the ``sqlite3``
-    shell's place.
+    schemas 4 and 6; ``sqlite_named``, schema 7: names by number from the ``names``
+    table); their unpack functions read them in the ``sqlite3`` shell's place.
     """
 
     def __init__(
