@@ -214,3 +214,33 @@ def test_keep_last_reads_named_rows_in_sql(tmp_path: Path) -> None:
             assert got.checkpoint.channel_values == {"kept": "k", "now": step, "last": step - 1}
     assert is_named(row[0])
     assert left == 5  # kept; now and last of each kept row (the newest's last = the other's now)
+
+
+def test_keep_last_on_a_schema_6_thread_reads_both_forms(tmp_path: Path) -> None:
+    """A schema 6 chat resumed by this release with ``keep_last``: the commit's SQL reads
+    the kept rows of both schemas (``dg_versions``) and keeps every value they need."""
+    import importlib.util
+    import sys
+
+    golden = Path(__file__).parent.parent / "golden"
+    spec = importlib.util.spec_from_file_location("golden_make", golden / "make_golden.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = gen
+    spec.loader.exec_module(gen)
+    path = tmp_path / "v6.sqlite"
+    path.write_bytes((golden / "checkpoints-signed-v6.sqlite").read_bytes())
+    pad = gen.pad_of("checkpoints-signed-v6.sqlite")
+    config = gen.config("chat")
+    with SqliteSaver(path, serde=gen.golden_serde(), keep_last=4) as saver:
+        graph = gen.chat_graph(saver, gen.Runs(fail=False))
+        graph.invoke(gen.chat_turn(gen.CHAT_TURNS, pad), config)
+        forms = [is_named(v) for (v,) in saver._conn.execute(
+            "SELECT channel_versions FROM checkpoints WHERE thread_id = 'chat' "
+            "ORDER BY checkpoint_id")]
+        history = list(graph.get_state_history(config))
+    assert forms == [False, True, True, True]  # one schema 6 row kept, three new
+    ends = [s.values for s in history if s.next == ()]
+    got = [(m.id if not isinstance(m, dict) else m["id"]) for m in ends[0]["messages"]]
+    assert got == [i for i, _ in gen.chat_messages(gen.CHAT_TURNS + 1, pad)]
+    assert len(history) == 4 and all(s.values["messages"] for s in history)
