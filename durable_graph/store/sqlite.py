@@ -520,7 +520,8 @@ class SqliteSaver(BaseCheckpointSaver):
         before: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        """Checkpoints newest first, read a page at a time.
+        """Checkpoints newest first, read a page of rows at a time, loaded a few per read
+        transaction (``_LOAD_BATCH``; the first alone, so it comes as soon as it is read).
 
         The lock is never held while the caller consumes an item, so an abandoned
         iterator cannot block other threads.
@@ -572,17 +573,13 @@ class SqliteSaver(BaseCheckpointSaver):
     def _load(self, conn: sqlite3.Connection, row: _Row) -> CheckpointTuple:
         """Rebuild a checkpoint tuple from its row, its value blobs and its writes.
 
-        With a signing serializer the record is verified first, then each value
-        for its (channel, version) and each write for its slot.
+        With a signing serializer the record is verified first (``_record``), then
+        each value for its (channel, version) and each write for its slot.
         """
-        thread_id, ns, checkpoint_id, parent, ts, versions, seen, metadata, v, sig = row
+        thread_id, ns, checkpoint_id, parent, ts, versions, _, metadata, v, _ = row
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
-        version_of = unpack_versions(versions, names)
-        seen_of = unpack_seen(seen, version_of, names)
-        signed = bool(sig) and tc.bound is not None and tc.check_record(
-            checkpoint_id, _record_fields(row, version_of, seen_of), sig)
+        version_of, seen_of, signed = self._record(conn, tc, row, parent_id)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
@@ -670,6 +667,25 @@ class SqliteSaver(BaseCheckpointSaver):
             conn.execute(_INSERT_CHECKPOINT, row)
             self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _record(self, conn: sqlite3.Connection, tc: ThreadCodec, row: _Row,
+                parent_id: str | None) -> tuple[Any, Any, bool]:
+        """A row's versions and versions seen, and whether its record is signed (then
+        verified; SignatureError if it does not verify). The versions are unpacked first,
+        since a named row signs what its numbers stand for: msgpack, never a pickle."""
+        checkpoint_id, versions, seen, sig = row[2], row[5], row[6], row[9]
+        names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
+        try:
+            version_of = unpack_versions(versions, names)
+            seen_of = unpack_seen(seen, version_of, names)
+        except (IndexError, KeyError, TypeError, ValueError) as exc:  # msgpack's too
+            raise SerializationError(
+                f"checkpoint {checkpoint_id} of thread {tc.thread_id!r}: its versions or "
+                f"versions seen cannot be read ({type(exc).__name__}: {exc}); the row was "
+                "edited. Refused; nothing was run.") from None
+        signed = bool(sig) and tc.bound is not None and tc.check_record(
+            checkpoint_id, _record_fields(row, version_of, seen_of), sig)
+        return version_of, seen_of, signed
 
     def _checkpoint_row(
         self, conn: sqlite3.Connection, tc: ThreadCodec,

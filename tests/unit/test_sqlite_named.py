@@ -244,3 +244,17 @@ def test_keep_last_on_a_schema_6_thread_reads_both_forms(tmp_path: Path) -> None
     got = [(m.id if not isinstance(m, dict) else m["id"]) for m in ends[0]["messages"]]
     assert got == [i for i, _ in gen.chat_messages(gen.CHAT_TURNS + 1, pad)]
     assert len(history) == 4 and all(s.values["messages"] for s in history)
+
+
+@pytest.mark.parametrize("seen", [b"\x02\x92\x01\x92\x09\xc0", b"\x02\x92\x01", b"\x02\xc1"])
+def test_an_edited_named_row_is_refused_by_name(tmp_path: Path, seen: bytes) -> None:
+    """A channel index out of range, a list cut short, bytes msgpack refuses: the error
+    names the checkpoint, whether or not the store signs."""
+    serde = SignedSerializer(TypedSerializer(), SigningCodec.from_secret("k" * 32))
+    for signing in (None, serde):
+        path = tmp_path / f"{signing is None}.db"
+        with SqliteSaver(path, serde=signing) as saver:
+            cid = _put(saver, "t", {"a": 1}, {"a": "x"})
+            saver._conn.execute("UPDATE checkpoints SET versions_seen = ?", (seen,))
+            with pytest.raises(SerializationError, match=f"checkpoint {cid} of thread 't'"):
+                saver.get_tuple({"configurable": {"thread_id": "t"}})
