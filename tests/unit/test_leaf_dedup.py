@@ -527,9 +527,60 @@ def test_sqlite_refuses_a_deflated_leaf_that_inflates_past_its_bound(tmp_path: P
 def test_sqlite_keeps_a_leaf_raw_when_it_would_deflate_past_the_bound() -> None:
     """The writer keeps a leaf deflated only when it inflates at most ``MAX_RATIO`` times,
     so every cell it writes reads back within the reader's bound."""
-    for stored in (b"s" + b"a" * 100_000, b"s" + text(4000).encode()):
+    # 100,001 letters: not base64 (whose length is a multiple of 4), so never a ``B`` cell
+    for stored in (b"s" + b"a" * 100_001, b"s" + text(4000).encode()):
         cell = pack_leaf(stored)
         assert unpack_leaf(cell) == stored
         if cell[:1] == b"z":
             assert len(stored) <= MAX_RATIO * (len(cell) - 1)
-    assert pack_leaf(b"s" + b"a" * 100_000)[:1] == b"s"  # ~1000x: kept raw
+    assert pack_leaf(b"s" + b"a" * 100_001)[:1] == b"s"  # ~1000x: kept raw
+
+
+def test_sqlite_keeps_canonical_base64_text_as_its_bytes() -> None:
+    """A text leaf that is exactly ``b64encode`` of some bytes is kept as those bytes
+    (``B``, a quarter smaller); any other text keeps its cell as before, and every cell
+    reads back byte for byte."""
+    raw = os.urandom(768)
+    stored = b"s" + base64.b64encode(raw)
+    assert pack_leaf(stored) == b"B" + raw
+    assert unpack_leaf(pack_leaf(stored)) == stored
+    padded = b"s" + base64.b64encode(raw[:767])  # with "=" padding
+    assert pack_leaf(padded)[:1] == b"B" and unpack_leaf(pack_leaf(padded)) == padded
+    not_canonical = [
+        stored[:-1],  # no longer a multiple of 4
+        stored[:200] + b"\n" + stored[200:],  # a line break
+        b"s" + base64.urlsafe_b64encode(raw).replace(b"-", b"_") + b"-_-_",  # another alphabet
+        b"s" + b"QR==" * 100,  # decodes, but b64encode gives "QQ==" back
+        b"b" + base64.b64encode(raw),  # a bytes leaf: kept as before
+    ]
+    for other in not_canonical:
+        cell = pack_leaf(other)
+        assert cell[:1] != b"B" and unpack_leaf(cell) == other
+    # the smallest cell wins: deflate over base64 of very repetitive bytes
+    words = b"s" + base64.b64encode(b"".join(
+        f"word {i % 7} and word {i % 5}; ".encode() for i in range(120)))
+    cell = pack_leaf(words)
+    assert cell[:1] == b"z" and len(cell) < len(words) * 3 // 4
+    assert unpack_leaf(cell) == words
+
+
+def test_sqlite_refuses_an_edited_base64_leaf(tmp_path: Path) -> None:
+    """A chat's base64 messages are kept as ``B`` cells and read back; a cell edited in
+    the file fails its content hash and is refused."""
+    path = tmp_path / "c.db"
+    with SqliteSaver(path, serde=signed()) as saver:
+        contents = run_chat(chat_app(saver), "t", 3)
+    conn = sqlite3.connect(path)
+    cells = [bytes(d) for (d,) in conn.execute("SELECT data FROM leaves")]
+    assert cells and {c[:1] for c in cells} == {b"B"} and all(len(c) == 769 for c in cells)
+    with SqliteSaver(path, serde=signed()) as saver:
+        state = saver.get_tuple({"configurable": {"thread_id": "t"}})
+        assert state is not None
+        assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
+    conn.executemany("UPDATE leaves SET data = ? WHERE data = ?", [
+        (c[:100] + bytes([c[100] ^ 1]) + c[101:], c) for c in cells])  # one bit of each
+    conn.commit()
+    conn.close()
+    with SqliteSaver(path, serde=signed()) as saver, pytest.raises(
+            SerializationError, match="does not match its content hash"):
+        saver.get_tuple({"configurable": {"thread_id": "t"}})
