@@ -33,8 +33,9 @@ Formats (each file keeps the format it was recorded in):
   ``store/sqlite_leaves.py``).
 - ``signed-v7``: as ``signed-v6`` (SQLite schema 7), with channel and node names by
   number (the ``names`` table, ``store/sqlite_names.py``), a row's own and its
-  parent's own versions by their steps (``store/sqlite_named.py``) and the timestamp
-  after the time in the checkpoint id (``store/sqlite_row.py``).
+  parent's own versions by their steps (``store/sqlite_named.py``), the timestamp
+  after the time in the checkpoint id and a step's metadata as one integer
+  (``store/sqlite_row.py``).
 - ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
   leaf field of the blobs hash, kept once, listed in the chain field of every value
   that refers to it (``store/redis/leafblobs.py``); such a value's tag starts with

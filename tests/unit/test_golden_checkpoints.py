@@ -181,21 +181,25 @@ def test_v6_packs_rows_and_deflates_leaves() -> None:
 
 def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
     """What schema 7 changes: channel and node names by number (the ``names`` table),
-    own and parent's versions by step, the timestamp after the id; each row whole."""
+    own and parent's versions by step, the timestamp after the id, a step's metadata
+    as one integer; each row whole."""
     import sqlite3
 
     import ormsgpack
 
     from durable_graph.store.sqlite_named import RowNames, unpack_seen, unpack_versions
-    from durable_graph.store.sqlite_row import unpack_id, unpack_ts
+    from durable_graph.store.sqlite_row import unpack_id, unpack_metadata, unpack_ts
 
     conn = sqlite3.connect(f"file:{GOLDEN / STORES['signed-v7']}?immutable=1", uri=True)
     try:
         rows = conn.execute("SELECT checkpoint_id, parent_id, ts, channel_versions, "
                             "versions_seen FROM checkpoints").fetchall()
         names = dict(conn.execute("SELECT id, name FROM names").fetchall())
+        metadata = [bytes(m) for (m,) in conn.execute("SELECT metadata FROM checkpoints")]
     finally:
         conn.close()
+    assert {m[:1] for m in metadata} == {b"\x03"}  # a step's metadata: one integer
+    assert {unpack_metadata(m)["source"] for m in metadata} == {"input", "loop"}
     assert rows and {versions[:1] for *_, versions, _ in rows} == {b"\x03"}
     assert {seen[:1] for *_, seen in rows} == {b"\x02"}
     assert all(len(ts) < 8 for _, _, ts, _, _ in rows)
