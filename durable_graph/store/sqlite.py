@@ -100,6 +100,7 @@ from durable_graph.store.sqlite_leaves import (
     fetch_leaves,
     hold_leaves,
     leaf_exists,
+    leaves_column,
     release_leaves,
 )
 from durable_graph.store.sqlite_named import (
@@ -656,7 +657,8 @@ class SqliteSaver(BaseCheckpointSaver):
                 if conn.execute(
                     "INSERT OR IGNORE INTO blobs (thread_id, checkpoint_ns, channel, version, "
                     "type, blob, leaves) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (thread_id, ns, ch, versions[ch], pack_tag(tag), data, refs.get(ch)),
+                    (thread_id, ns, ch, versions[ch], pack_tag(tag), data,
+                     leaves_column(tag, data, refs.get(ch))),
                 ).rowcount:
                     hold_leaves(conn, thread_id, refs.get(ch), leaves)
             conn.executemany(
