@@ -114,7 +114,7 @@ def digests_in(tag: str | bytes, data: bytes) -> list[bytes] | None:
         if code == _LEAF_EXT:
             digest = ormsgpack.unpackb(payload)
             if type(digest) is not bytes:
-                raise ValueError("a leaf reference that is not a digest")
+                raise ValueError("not a digest")  # internal signal: not such a value
             found.append(digest)
         elif code != _UUID_EXT:
             walk(payload)

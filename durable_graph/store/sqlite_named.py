@@ -12,13 +12,15 @@ chat step's 200 bytes. Schema 7 keeps them against what the row already has:
 - the parent's own version at step ``k`` (what the step before changed) as ``-(k+1)``,
   from the row's parent id; any other version as itself.
 
-``channel_versions``: ``\\x03`` then a msgpack list [own step or nil, number, version,
-...] in the order of the names. ``versions_seen``: ``\\x02`` then ``sqlite_row.seen_flat``'s
-list (a channel of the row's versions by its index, nil when the row's), each node by
-number and each integer version as above. A form is used only when every version is
-an integer from 0 to 2**64-1 (seen: or text), so a negative number is never a version
-as given; else the row keeps schema 6's form. Each reads back exactly what the JSON
-form reads back (types included), like every form of ``sqlite_row``.
+``channel_versions``: ``\\xc1\\x03`` then a msgpack list [own step or nil, number, version,
+...] in the order of the names. ``versions_seen``: ``\\xc1\\x02`` then
+``sqlite_row.seen_flat``'s list (a channel of the row's versions by its index, nil when
+the row's), each node by number and each integer version as above. ``\\xc1`` is a byte
+msgpack never uses: schema 6's readers fail on these columns loudly. A form is used
+only when every version is an integer from 0 to 2**64-1 (seen: or text) and every name
+UTF-8, so a negative number is never a version as given; else the row keeps schema 6's
+form. Each reads back exactly what the JSON form reads back (types included), like
+every form of ``sqlite_row``.
 """
 
 from __future__ import annotations
@@ -45,10 +47,13 @@ __all__ = [
     "versions_json",
 ]
 
-_VERSIONS = b"\x03"
-"""First byte of named versions; a schema 6 map (msgpack) or text never starts so."""
-_SEEN = b"\x02"
-"""First byte of named versions seen; schema 4's map and schema 6's ``\\x01`` differ."""
+_VERSIONS = b"\xc1\x03"
+"""Head of named versions; a schema 6 map (msgpack) or text never starts so."""
+_SEEN = b"\xc1\x02"
+"""Head of named versions seen; schema 4's map and schema 6's ``\\x01`` differ."""
+_HEAD = 2
+"""Bytes before a named form's msgpack: ``\\xc1`` (a byte msgpack never uses, so schema
+6's readers, which unpack the column whole, fail on it loudly), then its kind."""
 _SALT_BITS = 32
 _MAX = 2**64
 
@@ -76,7 +81,18 @@ def own_version(step: int, checkpoint_id: str) -> int:
 
 def is_named(stored: str | bytes) -> bool:
     """Whether a versions or versions-seen column is in a named form (refers to names)."""
-    return isinstance(stored, bytes) and stored[:1] in (_VERSIONS, _SEEN)
+    return isinstance(stored, bytes) and stored[:_HEAD] in (_VERSIONS, _SEEN)
+
+
+def _utf8(name: Any) -> bool:
+    """Whether ``name`` is text the ``names`` table (and msgpack) can hold: UTF-8."""
+    if type(name) is not str:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def _plain_int(version: Any) -> bool:
@@ -121,7 +137,7 @@ def pack_versions(versions: Any, text: str, row: RowNames) -> str | bytes:
     """Versions (as the saver reads them back; ``text``: their JSON) in the named
     form when every version is an integer from 0 to 2**64-1, else ``sqlite_row``'s."""
     if type(versions) is not dict or not all(
-            type(k) is str and _plain_int(v) for k, v in versions.items()):
+            _utf8(k) and _plain_int(v) for k, v in versions.items()):
         return sqlite_row.pack_versions(versions, text)
     top = max(versions.values(), default=0)
     step = top >> _SALT_BITS
@@ -138,9 +154,9 @@ def pack_versions(versions: Any, text: str, row: RowNames) -> str | bytes:
 
 def unpack_versions(stored: str | bytes, row: RowNames) -> Any:
     """Inverse of ``pack_versions`` (every form: ``sqlite_row.unpack_versions``)."""
-    if not isinstance(stored, bytes) or stored[:1] != _VERSIONS:
+    if not isinstance(stored, bytes) or stored[:_HEAD] != _VERSIONS:
         return sqlite_row.unpack_versions(stored)
-    step, *flat = ormsgpack.unpackb(stored[1:])
+    step, *flat = ormsgpack.unpackb(stored[_HEAD:])
     own = None if step is None else own_version(step, row.checkpoint_id)
     return {_name(row, number): own if version is None else _full(version, row)
             for number, version in zip(flat[::2], flat[1::2], strict=True)}
@@ -162,9 +178,9 @@ def pack_seen(seen: Any, versions: Any, row: RowNames) -> str | bytes:
     except (TypeError, AttributeError, ValueError):
         return sqlite_row.pack_seen_by(seen, versions)
     nodes, pairs = flat[::2], flat[1::2]
-    shown = [v for inner in pairs for v in inner[1::2] if v is not None]
-    if not all(type(n) is str for n in nodes) or not all(
-            type(v) is str or _plain_int(v) for v in shown):
+    # every version, those stored as nil too: the record signs them as msgpack
+    if not all(_utf8(n) for n in nodes) or not all(
+            type(v) is str or _plain_int(v) for inner in seen.values() for v in inner.values()):
         return sqlite_row.pack_seen_by(seen, versions)
     named: list[Any] = []
     for node, inner in zip(nodes, pairs, strict=True):
@@ -178,9 +194,9 @@ def pack_seen(seen: Any, versions: Any, row: RowNames) -> str | bytes:
 
 def unpack_seen(stored: str | bytes, versions: Any, row: RowNames) -> Any:
     """Inverse of ``pack_seen`` (every form: ``sqlite_row.unpack_seen``)."""
-    if not isinstance(stored, bytes) or stored[:1] != _SEEN:
+    if not isinstance(stored, bytes) or stored[:_HEAD] != _SEEN:
         return sqlite_row.unpack_seen(stored, versions)
-    flat = ormsgpack.unpackb(stored[1:])
+    flat = ormsgpack.unpackb(stored[_HEAD:])
     for at in range(1, len(flat), 2):
         flat[at - 1] = _name(row, flat[at - 1])
         flat[at][1::2] = [_full(v, row) for v in flat[at][1::2]]

@@ -29,7 +29,7 @@ channel versions and versions seen, mostly channel names and 13-digit numbers):
   never ``\x01``;
 - ``metadata``: ``\x02`` then [source, step] for a step's usual record ({"parents": {},
   "source": ..., "step": ...}), ``\x00`` then msgpack with ``"parents": {}`` left out,
-  or ``\x01`` then msgpack as given. Schema 7: ``\x03`` then one integer, the step
+  or ``\x01`` then msgpack as given. Schema 7: ``\x03\xc1`` then one integer, the step
   shifted left by 2 and or-ed with the code of one of LangGraph's sources (``input``,
   ``loop``, ``update``, ``fork``): 2 to 6 bytes instead of about 11.
 
@@ -263,7 +263,10 @@ def unpack_versions(stored: str | bytes) -> Any:
     return json.loads(stored) if isinstance(stored, str) else ormsgpack.unpackb(stored)
 
 
-_NO_PARENTS, _AS_GIVEN, _STEP, _CODED_STEP = b"\x00", b"\x01", b"\x02", b"\x03"
+_NO_PARENTS, _AS_GIVEN, _STEP = b"\x00", b"\x01", b"\x02"
+_CODED_STEP = b"\x03\xc1"
+"""Schema 7's step form: ``\\xc1`` after the kind, a byte msgpack never uses, since
+schema 6's reader unpacks what follows the first byte (it fails on it loudly)."""
 _STEP_KEYS = ["parents", "source", "step"]
 """The keys of a step's metadata (the engine's loop, an input): kept as [source, step]."""
 # Part of the stored format (schema 7): never renumber; at most 4 codes (2 bits).
@@ -320,9 +323,9 @@ def unpack_metadata(stored: str | bytes) -> Any:
     """Inverse of ``pack_metadata``."""
     if isinstance(stored, str):
         return json.loads(stored)
+    if stored[:len(_CODED_STEP)] == _CODED_STEP:
+        return _coded_step(ormsgpack.unpackb(stored[len(_CODED_STEP):]))
     metadata = ormsgpack.unpackb(stored[1:])
-    if stored[:1] == _CODED_STEP:
-        return _coded_step(metadata)
     if stored[:1] == _STEP:
         return {"parents": {}, "source": metadata[0], "step": metadata[1]}
     if stored[:1] == _NO_PARENTS:

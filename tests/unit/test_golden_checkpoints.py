@@ -198,10 +198,10 @@ def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
         metadata = [bytes(m) for (m,) in conn.execute("SELECT metadata FROM checkpoints")]
     finally:
         conn.close()
-    assert {m[:1] for m in metadata} == {b"\x03"}  # a step's metadata: one integer
+    assert {m[:2] for m in metadata} == {b"\x03\xc1"}  # a step's metadata: one integer
     assert {unpack_metadata(m)["source"] for m in metadata} == {"input", "loop"}
-    assert rows and {versions[:1] for *_, versions, _ in rows} == {b"\x03"}
-    assert {seen[:1] for *_, seen in rows} == {b"\x02"}
+    assert rows and {versions[:2] for *_, versions, _ in rows} == {b"\xc1\x03"}
+    assert {seen[:2] for *_, seen in rows} == {b"\xc1\x02"}
     assert all(len(ts) < 8 for _, _, ts, _, _ in rows)
     assert {"__start__", "messages", "log", "reply"} <= set(names.values())
     for checkpoint_id, parent, ts, versions, seen in rows:
@@ -210,7 +210,7 @@ def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
         assert decoded and all(type(v) is int and v > 0 for v in decoded.values())
         assert isinstance(unpack_seen(seen, decoded, row), dict)
         assert unpack_ts(ts, checkpoint_id).endswith("+00:00")
-    stored = [ormsgpack.unpackb(versions[1:]) for *_, versions, _ in rows]
+    stored = [ormsgpack.unpackb(versions[2:]) for *_, versions, _ in rows]
     shown = [v for flat in stored for v in flat[2::2]]
     assert None in shown and any(v < 0 for v in shown if v is not None)  # own, parent's
 

@@ -246,7 +246,8 @@ def test_keep_last_on_a_schema_6_thread_reads_both_forms(tmp_path: Path) -> None
     assert len(history) == 4 and all(s.values["messages"] for s in history)
 
 
-@pytest.mark.parametrize("seen", [b"\x02\x92\x01\x92\x09\xc0", b"\x02\x92\x01", b"\x02\xc1"])
+@pytest.mark.parametrize("seen", [b"\xc1\x02\x92\x01\x92\x09\xc0", b"\xc1\x02\x92\x01",
+                                  b"\xc1\x02\xc1"])
 def test_an_edited_named_row_is_refused_by_name(tmp_path: Path, seen: bytes) -> None:
     """A channel index out of range, a list cut short, bytes msgpack refuses: the error
     names the checkpoint, whether or not the store signs."""
@@ -258,3 +259,57 @@ def test_an_edited_named_row_is_refused_by_name(tmp_path: Path, seen: bytes) -> 
             saver._conn.execute("UPDATE checkpoints SET versions_seen = ?", (seen,))
             with pytest.raises(SerializationError, match=f"checkpoint {cid} of thread 't'"):
                 saver.get_tuple({"configurable": {"thread_id": "t"}})
+
+
+def test_schema_6_readers_fail_loudly_on_named_columns() -> None:
+    """A schema 6 process that still has the file open unpacks a column whole (versions,
+    seen) or after its first byte (metadata): each named form starts so that msgpack
+    refuses it, never reads as a number (which an old keep_last took for no versions)."""
+    import ormsgpack
+
+    from durable_graph.store.sqlite_row import pack_metadata
+    from durable_graph.store.sqlite_row import unpack_seen as unpack_seen_v6
+    from durable_graph.store.sqlite_row import unpack_versions as unpack_versions_v6
+
+    names = Names()
+    row = names.row(_ID, _PARENT)
+    versions = {"a": own_version(3, _ID), "b": own_version(2, _PARENT), "c": 5}
+    text = json.dumps(versions, separators=(",", ":"), sort_keys=True)
+    packed = pack_versions(versions, text, row)
+    seen = pack_seen({"n": {"a": versions["a"], "c": 4}}, versions, row)
+    metadata = {"parents": {}, "source": "loop", "step": 3}
+    meta = pack_metadata(metadata, lambda: json.dumps(metadata))
+    assert is_named(packed) and is_named(seen)
+    for old_read in (lambda: unpack_versions_v6(packed), lambda: unpack_seen_v6(seen),
+                     lambda: ormsgpack.unpackb(meta[1:])):  # schema 6's metadata reader
+        with pytest.raises(ValueError):  # ormsgpack's decode error
+            old_read()
+
+
+def _put_seen(saver: SqliteSaver, versions: dict[str, Any], seen: dict[str, Any]) -> None:
+    cp = Checkpoint(id=new_checkpoint_id(), ts="2026-01-01T00:00:00+00:00",
+                    channel_values={}, channel_versions=versions, versions_seen=seen)
+    saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, cp,
+              {"source": "loop", "step": 1}, {})
+
+
+@pytest.mark.parametrize(("versions", "seen"), [
+    ({"a": 2**64}, {"node": {"a": 2**64}}),  # seen as the row's: over 64 bits all the same
+    ({"a": 1}, {"node": {"a": 2**64}}),
+    ({"a\udc80": 1}, {"n\udc80": {"a\udc80": 1}}),  # names that are not UTF-8
+    ({"a": 1}, {"n\udc80": {"a": 1}}),
+])
+def test_versions_named_forms_cannot_hold_read_back_as_before(
+    tmp_path: Path, versions: dict[str, Any], seen: dict[str, Any]
+) -> None:
+    """Versions over 64 bits and names that are not UTF-8 keep schema 6's forms: the
+    put succeeds and reads back what it gave, signed or not."""
+    serde = SignedSerializer(TypedSerializer(), SigningCodec.from_secret("k" * 32))
+    for signing in (None, serde):
+        with SqliteSaver(tmp_path / f"{signing is None}.db", serde=signing) as saver:
+            _put_seen(saver, versions, seen)
+            got = saver.get_tuple({"configurable": {"thread_id": "t"}})
+            assert got is not None
+            assert exact(got.checkpoint.channel_versions) == exact(versions)
+            assert {n: exact(v) for n, v in got.checkpoint.versions_seen.items()} == {
+                n: exact(v) for n, v in seen.items()}

@@ -222,17 +222,18 @@ def test_a_row_reads_back_exactly_whatever_its_versions(row: Any) -> None:
        source=st.sampled_from(["input", "loop", "update", "fork", "Loop", "other", ""]))
 def test_a_steps_metadata_is_one_integer_for_langgraphs_sources(step: int, source: str) -> None:
     """A step's usual metadata with one of LangGraph's four sources is one integer (the
-    step and the source's code) behind ``\\x03``; any other source keeps [source, step];
+    step and the source's code) behind ``\\x03\\xc1``; any other source keeps [source, step];
     both read back what JSON did."""
     metadata = {"parents": {}, "source": source, "step": step}
     text = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
     packed = pack_metadata(metadata, lambda: text)
     coded = source in ("input", "loop", "update", "fork")
     assert isinstance(packed, bytes) and packed[:1] == (b"\x03" if coded else b"\x02")
+    assert packed[1:2] == b"\xc1" or not coded  # msgpack never uses it: old readers fail
     assert exact(unpack_metadata(packed)) == exact(json.loads(text))
     assert list(unpack_metadata(packed)) == sorted(json.loads(text))
     if coded and -8 <= step < 32:
-        assert len(packed) == 2  # a fixint: 2 bytes where [source, step] took 7 to 12
+        assert len(packed) == 3  # a fixint: 3 bytes where [source, step] took 7 to 12
 
 
 def test_a_steps_metadata_keeps_its_types() -> None:
@@ -248,4 +249,4 @@ def test_a_steps_metadata_keeps_its_types() -> None:
 
 def test_an_edited_coded_step_is_refused_by_name() -> None:
     with pytest.raises(SerializationError, match="not an integer: the row was edited"):
-        unpack_metadata(b"\x03\xa4loop")
+        unpack_metadata(b"\x03\xc1\xa4loop")
