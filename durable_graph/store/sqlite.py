@@ -43,6 +43,7 @@ keeps expired threads), it does not need a new schema version.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -540,14 +541,31 @@ class SqliteSaver(BaseCheckpointSaver):
             at = 0
             while at < len(wanted):
                 size = _LOAD_BATCH if count else 1  # the first item as soon as it is read
-                with self._transaction(write=False) as conn:
-                    items = [self._load(conn, row) for row in wanted[at:at + size]]
+                items, error = self._load_batch(wanted[at:at + size])
                 at += size
                 count += len(items)
                 yield from items
+                if error is not None:  # after the items before it, as one by one would
+                    raise error
             if len(rows) < _PAGE:
                 return
             cursor = (rows[-1][2], rows[-1][0], rows[-1][1])
+
+    def _load_batch(
+        self, rows: Sequence[_Row]
+    ) -> tuple[Sequence[CheckpointTuple], Exception | None]:
+        """The checkpoints of ``rows`` loaded in one read transaction, up to the first
+        that fails to load, and that failure (None if none did); a store error raises."""
+        items: builtins.list[CheckpointTuple] = []  # ``list``: the method, in the class
+        with self._transaction(write=False) as conn:
+            for row in rows:
+                try:
+                    items.append(self._load(conn, row))
+                except sqlite3.Error:
+                    raise  # the store failed: ``_transaction`` names it
+                except Exception as exc:  # this row: refused after the ones before it
+                    return items, exc
+        return items, None
 
     def _page(
         self, where: Sequence[str], args: Sequence[Any], cursor: _Row | None

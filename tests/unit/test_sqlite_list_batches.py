@@ -40,3 +40,29 @@ def test_list_gives_every_item_in_order_across_batches(
     want = want if limit is None else want[:limit]
     assert [t.checkpoint.id for t in got] == want
     assert all(t.checkpoint.channel_values == {"n": t.metadata["step"]} for t in got)
+
+
+def test_a_row_that_fails_to_load_stops_the_listing_after_the_rows_before_it(
+        tmp_path: Path) -> None:
+    """Loading ten per transaction changes nothing on a bad row: every checkpoint newer
+    than it is listed (as one by one did), then its error is raised."""
+    import sqlite3
+
+    from durable_graph.errors import SignatureError
+    from durable_graph.store.codec import SignedSerializer, SigningCodec
+    from durable_graph.store.serde import TypedSerializer
+
+    serde = SignedSerializer(TypedSerializer(), SigningCodec.from_secret("k" * 32))
+    path = tmp_path / "c.db"
+    with SqliteSaver(path, serde=serde) as saver:
+        newest_first = _fill(saver, 6)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE checkpoints SET sig = zeroblob(length(sig)) WHERE checkpoint_id = ?",
+                 (newest_first[3],))
+    conn.commit()
+    conn.close()
+    got: list[str] = []
+    with SqliteSaver(path, serde=serde) as saver, pytest.raises(SignatureError):
+        for item in saver.list({"configurable": {"thread_id": "t"}}):
+            got.append(item.checkpoint.id)
+    assert got == newest_first[:3]
