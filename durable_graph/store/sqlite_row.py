@@ -31,7 +31,7 @@ channel versions and versions seen, mostly channel names and 13-digit numbers):
   "source": ..., "step": ...}), ``\x00`` then msgpack with ``"parents": {}`` left out,
   or ``\x01`` then msgpack as given. Schema 7: ``\x03\xc1`` then one integer, the step
   shifted left by 2 and or-ed with the code of one of LangGraph's sources (``input``,
-  ``loop``, ``update``, ``fork``): 2 to 6 bytes instead of about 11.
+  ``loop``, ``update``, ``fork``): 3 to 7 bytes instead of about 11.
 
 Schema 7 stores ``ts`` as microseconds after the time in the checkpoint id (its high
 64 bits are nanoseconds since the epoch: ``new_checkpoint_id``), 1 to 7 bytes signed,
