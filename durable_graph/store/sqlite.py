@@ -26,7 +26,9 @@ table (schema 5, ``sqlite_leaves``): the input channel, a task's write and a
 last row that refers to it.
 
 Schema 6 packs a checkpoint row (``sqlite_row``): versions, versions seen and
-metadata as msgpack, each row whole (read on its own, verified once).
+metadata as msgpack, each row whole (read on its own, verified once). Schema 7 names
+channels and nodes by number (the ``names`` table, ``sqlite_names``), stores the
+row's own version by its step, and the timestamp after the time in the row's id.
 
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
@@ -41,18 +43,21 @@ keeps expired threads), it does not need a new schema version.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, get_args
+
+import ormsgpack
 
 from durable_graph.errors import (
     CheckpointStoreError,
@@ -96,33 +101,42 @@ from durable_graph.store.sqlite_leaves import (
     fetch_leaves,
     hold_leaves,
     leaf_exists,
+    leaves_column,
     release_leaves,
 )
+from durable_graph.store.sqlite_named import (
+    RowNames,
+    is_named,
+    pack_seen,
+    pack_versions,
+    unpack_seen,
+    unpack_versions,
+    versions_json,
+)
+from durable_graph.store.sqlite_names import NAMES_SCHEMA, NameTable
 from durable_graph.store.sqlite_row import (
     pack_id,
     pack_metadata,
-    pack_seen_by,
     pack_tag,
     pack_ts,
-    pack_versions,
     plain_form,
     unpack_id,
     unpack_metadata,
-    unpack_seen,
     unpack_tag,
     unpack_ts,
-    unpack_versions,
-    versions_json,
 )
 
 __all__ = ["SqliteSaver"]
 
-_SCHEMA_VERSION = 6  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+_SCHEMA_VERSION = 7  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
 # 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
 # ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
 # 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
-# (``sqlite_leaves``). Rows of every schema read in place: nothing is rewritten.
+# (``sqlite_leaves``); 7: channel and node names by number (the names table,
+# ``sqlite_names``), own versions by step, timestamps after the id (``sqlite_row``).
+# Rows of every schema read in place: nothing is rewritten.
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
+_LOAD_BATCH = 10  # checkpoints a listing loads per read transaction (and holds at once)
 
 # ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
 # ROWID: the rows live in their primary-key b-tree instead of beside a copy of the key
@@ -191,7 +205,7 @@ CREATE TABLE IF NOT EXISTS expiry (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS NOT NULL;
-""" + LEAVES_SCHEMA
+""" + LEAVES_SCHEMA + ";" + NAMES_SCHEMA
 _THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry", "leaves")
 """Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
@@ -208,7 +222,8 @@ _BRANCH_SOURCES = frozenset({"fork", "update"})
 # keep_last commit costs O(values) instead of O(values x live values).
 _LIVE_VALUES = """
 WITH RECURSIVE live(channel, version) AS (
-    SELECT cv.key, cv.value FROM checkpoints c, json_each(dg_versions(c.channel_versions)) cv
+    SELECT cv.key, cv.value
+    FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id, c.parent_id)) cv
     WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
     UNION
     SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
@@ -313,6 +328,9 @@ ON CONFLICT (thread_id) DO UPDATE SET
     error_traceback = COALESCE(excluded.error_traceback, threads.error_traceback)
 """
 
+_VERSIONS_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+"""Decoded versions (msgpack forms: plain data) as JSON text for ``json_each``."""
+
 Synchronous = Literal["NORMAL", "FULL"]
 _Row = tuple[Any, ...]
 _THREAD_ONLY = "thread_id = ?"
@@ -357,8 +375,8 @@ class SqliteSaver(BaseCheckpointSaver):
 
     Metadata must be JSON-serializable: it reads back as its JSON would. The parent id,
     timestamp, versions, versions seen and metadata are compact BLOBs (``sqlite_row``,
-    schemas 4 and 6); ``sqlite_row``'s unpack functions read them in the ``sqlite3``
-    shell's place.
+    schemas 4 and 6; ``sqlite_named``, schema 7: names by number from the ``names``
+    table); their unpack functions read them in the ``sqlite3`` shell's place.
     """
 
     def __init__(
@@ -380,6 +398,7 @@ class SqliteSaver(BaseCheckpointSaver):
         self.serde: Serializer = serde or TypedSerializer()
         self._dedup = dedups_leaves(self.serde)
         self._lock = threading.RLock()
+        self._names = NameTable()
         self._owns_conn = not isinstance(path_or_connection, sqlite3.Connection)
         try:
             if isinstance(path_or_connection, sqlite3.Connection):
@@ -412,8 +431,12 @@ class SqliteSaver(BaseCheckpointSaver):
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            # Packed versions (schema 6) as JSON for ``json_each`` (``_LIVE_VALUES``).
-            self._conn.create_function("dg_versions", 1, versions_json, deterministic=True)
+            # Packed versions (schema 6, 7) as JSON for ``json_each`` (``_LIVE_VALUES``);
+            # the names a statement decodes are loaded before it (``_delete_ids``).
+            self._conn.create_function(
+                "dg_versions", 3, lambda versions, checkpoint_id, parent: versions_json(
+                    versions, RowNames(checkpoint_id, unpack_id(parent), self._names.cached)),
+                deterministic=True)
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise CheckpointStoreError(
@@ -453,7 +476,10 @@ class SqliteSaver(BaseCheckpointSaver):
                     conn.rollback()
                     raise
                 conn.commit()
-            except sqlite3.Error as exc:
+            except BaseException as exc:
+                self._names.forget()  # names it added never existed
+                if not isinstance(exc, sqlite3.Error):
+                    raise
                 raise CheckpointStoreError(f"SQLite checkpoint store failed: {exc}") from exc
 
     def close(self) -> None:
@@ -496,7 +522,8 @@ class SqliteSaver(BaseCheckpointSaver):
         before: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        """Checkpoints newest first, read a page at a time.
+        """Checkpoints newest first, read a page of rows at a time, loaded a few per read
+        transaction (``_LOAD_BATCH``; the first alone, so it comes as soon as it is read).
 
         The lock is never held while the caller consumes an item, so an abandoned
         iterator cannot block other threads.
@@ -507,19 +534,38 @@ class SqliteSaver(BaseCheckpointSaver):
         cursor: _Row | None = None
         while limit is None or count < limit:
             rows = self._page(where, args, cursor)
-            for row in rows:
-                metadata = unpack_metadata(row[7])
-                if filter and not metadata_matches(metadata, filter):
-                    continue
-                if limit is not None and count >= limit:
-                    return
-                count += 1
-                with self._transaction(write=False) as conn:
-                    item = self._load(conn, row)
-                yield item
+            wanted = [row for row in rows if not filter
+                      or metadata_matches(unpack_metadata(row[7]), filter)]
+            if limit is not None:
+                wanted = wanted[:limit - count]
+            at = 0
+            while at < len(wanted):
+                size = _LOAD_BATCH if count else 1  # the first item as soon as it is read
+                items, error = self._load_batch(wanted[at:at + size])
+                at += size
+                count += len(items)
+                yield from items
+                if error is not None:  # after the items before it, as one by one would
+                    raise error
             if len(rows) < _PAGE:
                 return
             cursor = (rows[-1][2], rows[-1][0], rows[-1][1])
+
+    def _load_batch(
+        self, rows: Sequence[_Row]
+    ) -> tuple[Sequence[CheckpointTuple], Exception | None]:
+        """The checkpoints of ``rows`` loaded in one read transaction, up to the first
+        that fails to load, and that failure (None if none did); a store error raises."""
+        items: builtins.list[CheckpointTuple] = []  # ``list``: the method, in the class
+        with self._transaction(write=False) as conn:
+            for row in rows:
+                try:
+                    items.append(self._load(conn, row))
+                except sqlite3.Error:
+                    raise  # the store failed: ``_transaction`` names it
+                except Exception as exc:  # this row: refused after the ones before it
+                    return items, exc
+        return items, None
 
     def _page(
         self, where: Sequence[str], args: Sequence[Any], cursor: _Row | None
@@ -546,20 +592,19 @@ class SqliteSaver(BaseCheckpointSaver):
     def _load(self, conn: sqlite3.Connection, row: _Row) -> CheckpointTuple:
         """Rebuild a checkpoint tuple from its row, its value blobs and its writes.
 
-        With a signing serializer the record is verified first, then each value
-        for its (channel, version) and each write for its slot.
+        With a signing serializer the record is verified first (``_record``), then
+        each value for its (channel, version) and each write for its slot.
         """
-        thread_id, ns, checkpoint_id, parent, ts, versions, seen, metadata, v, sig = row
+        thread_id, ns, checkpoint_id, parent, ts, versions, _, metadata, v, _ = row
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        signed = tc.check_record(checkpoint_id, _record_fields(row), sig)
-        version_of = unpack_versions(versions)
+        version_of, seen_of, signed = self._record(conn, tc, row, parent_id)
         values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (
                 versions if isinstance(versions, str)  # JSON text already (schema < 6)
-                else _dumps_json(version_of, "channel versions"), thread_id, ns))
+                else _VERSIONS_JSON(version_of), thread_id, ns))
         }
         resolve_values(values, lambda channel, head: [
             tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
@@ -579,10 +624,10 @@ class SqliteSaver(BaseCheckpointSaver):
             config=checkpoint_config(thread_id, ns, checkpoint_id),
             checkpoint=Checkpoint(
                 id=checkpoint_id,
-                ts=unpack_ts(ts),
+                ts=unpack_ts(ts, checkpoint_id),
                 channel_values=values,
                 channel_versions=version_of,
-                versions_seen=unpack_seen(seen, version_of),
+                versions_seen=seen_of,
                 v=v,
             ),
             metadata=unpack_metadata(metadata),
@@ -607,11 +652,10 @@ class SqliteSaver(BaseCheckpointSaver):
         require_versions(checkpoint)
         versions = checkpoint.channel_versions
         versions_text = _dumps_json(versions, "channel versions")
-        row = _checkpoint_row(thread_id, ns, parent_id, checkpoint, metadata,
-                              versions_text=versions_text)
-        row = (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row)))
         now = time.time()
         with self._transaction() as conn:
+            row = self._checkpoint_row(conn, tc, (parent_id, checkpoint, metadata),
+                                       versions_text)
             _purge(conn, now)
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
                 and self._check_extends(conn, row, metadata)
@@ -631,7 +675,8 @@ class SqliteSaver(BaseCheckpointSaver):
                 if conn.execute(
                     "INSERT OR IGNORE INTO blobs (thread_id, checkpoint_ns, channel, version, "
                     "type, blob, leaves) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (thread_id, ns, ch, versions[ch], pack_tag(tag), data, refs.get(ch)),
+                    (thread_id, ns, ch, versions[ch], pack_tag(tag), data,
+                     leaves_column(tag, data, refs.get(ch))),
                 ).rowcount:
                     hold_leaves(conn, thread_id, refs.get(ch), leaves)
             conn.executemany(
@@ -642,6 +687,43 @@ class SqliteSaver(BaseCheckpointSaver):
             conn.execute(_INSERT_CHECKPOINT, row)
             self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
+
+    def _record(self, conn: sqlite3.Connection, tc: ThreadCodec, row: _Row,
+                parent_id: str | None) -> tuple[Any, Any, bool]:
+        """A row's versions and versions seen, and whether its record is signed (then
+        verified; SignatureError if it does not verify). The versions are unpacked first,
+        since a named row signs what its numbers stand for: msgpack, never a pickle."""
+        checkpoint_id, versions, seen, sig = row[2], row[5], row[6], row[9]
+        names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
+        try:
+            version_of = unpack_versions(versions, names)
+            seen_of = unpack_seen(seen, version_of, names)
+        except (IndexError, KeyError, TypeError, ValueError) as exc:  # msgpack's too
+            raise SerializationError(
+                f"checkpoint {checkpoint_id} of thread {tc.thread_id!r}: its versions or "
+                f"versions seen cannot be read ({type(exc).__name__}: {exc}); the row was "
+                "edited. Refused; nothing was run.") from None
+        signed = bool(sig) and tc.bound is not None and tc.check_record(
+            checkpoint_id, _record_fields(row, version_of, seen_of), sig)
+        return version_of, seen_of, signed
+
+    def _checkpoint_row(
+        self, conn: sqlite3.Connection, tc: ThreadCodec,
+        given: tuple[str | None, Checkpoint, CheckpointMetadata], versions_text: str,
+    ) -> _Row:
+        """The signed checkpoints-table row of a checkpoint (``_packed_row``), its names
+        numbered in ``conn``'s transaction."""
+        parent_id, checkpoint, metadata = given
+        names = RowNames(checkpoint.id, parent_id, self._name_of(conn),
+                         lambda name: self._names.id_of(conn, name))
+        row, versions, seen = _packed_row(
+            (tc.thread_id, tc.ns), checkpoint, metadata, versions_text=versions_text,
+            names=names)
+        return (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row, versions, seen)))
+
+    def _name_of(self, conn: sqlite3.Connection) -> Callable[[int], str]:
+        """The name a number of a named row stands for, in ``conn``'s file."""
+        return lambda number: self._names.name_of(conn, number)
 
     def _split(
         self, conn: sqlite3.Connection, thread_id: str, items: Sequence[tuple[str, Any]]
@@ -658,7 +740,7 @@ class SqliteSaver(BaseCheckpointSaver):
             doomed = [cid for (cid,) in conn.execute(
                 _BEYOND_KEEP, (thread_id, ns, self.keep_last))]
             if doomed:
-                _delete_ids(conn, (thread_id, ns), doomed)
+                _delete_ids(conn, (thread_id, ns), doomed, self._names)
         if self.ttl is not None:
             conn.execute(_EXPIRE_AFTER_COMMIT, (thread_id, now, self.ttl))
         else:
@@ -762,7 +844,7 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
         with self._transaction() as conn:
-            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids)
+            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids, self._names)
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -832,8 +914,11 @@ def _pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: st
         _EXISTS, (thread_id, ns, checkpoint_id)).fetchone() is None
 
 
-def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str]) -> None:
-    """Delete checkpoints of one namespace, their writes, and values nothing kept reads."""
+def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str],
+                names: NameTable) -> None:
+    """Delete checkpoints of one namespace, their writes, and values nothing kept reads
+    (``_LIVE_VALUES`` decodes the versions of the rows kept: ``names`` learns them all)."""
+    names.load(conn)
     for checkpoint_id in ids:
         conn.execute(
             "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
@@ -865,33 +950,44 @@ def _list_scope(
     return where, args
 
 
-def _checkpoint_row(
-    thread_id: str,
-    ns: str,
-    parent_id: str | None,
+def _packed_row(
+    place: tuple[str, str],
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     *,
     versions_text: str,
-) -> _Row:
-    """The checkpoints-table row of a checkpoint: everything but its values, packed
-    (``sqlite_row``; ``versions_text``: its versions as JSON), unsigned."""
-    seen = checkpoint.versions_seen
+    names: RowNames,
+) -> tuple[_Row, Any, Any]:
+    """The checkpoints-table row of a checkpoint at (thread, namespace): everything but
+    its values, packed (``sqlite_row``, ``sqlite_named``; ``versions_text``: its
+    versions as JSON; ``names``: its ids and its file's names), unsigned; and its
+    versions and versions seen as they read back."""
+    thread_id, ns = place
+    raw_seen = checkpoint.versions_seen
     versions = plain_form(checkpoint.channel_versions, lambda: versions_text)
-    return (
+    seen = plain_form(raw_seen, lambda: _dumps_json(raw_seen, "versions seen"))
+    row = (
         thread_id,
         ns,
         checkpoint.id,
-        pack_id(parent_id),
-        pack_ts(checkpoint.ts),
-        pack_versions(versions, versions_text),
-        pack_seen_by(plain_form(seen, lambda: _dumps_json(seen, "versions seen")), versions),
+        pack_id(names.parent_id),
+        pack_ts(checkpoint.ts, checkpoint.id),
+        pack_versions(versions, versions_text, names),
+        pack_seen(seen, versions, names),
         pack_metadata(dict(metadata), lambda: _dumps_json(dict(metadata), "checkpoint metadata")),
         checkpoint.v,
         None,
     )
+    return row, versions, seen
 
 
-def _record_fields(row: _Row) -> dict[str, Any]:
-    """What a record's signature covers: every column but the place and the signature."""
-    return dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9], strict=True))
+def _record_fields(row: _Row, versions: Any, seen: Any) -> dict[str, Any]:
+    """What a record's signature covers: every column but the place and the signature;
+    for a column that names by number (``is_named``), what it reads back (``versions``,
+    ``seen``), so the names its numbers stand for are covered too."""
+    fields = dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9],
+                      strict=True))
+    for key, decoded in (("versions", versions), ("seen", seen)):
+        if is_named(fields[key]):
+            fields[key] = ormsgpack.packb(decoded, option=ormsgpack.OPT_SORT_KEYS)
+    return fields

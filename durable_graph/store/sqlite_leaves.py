@@ -19,25 +19,46 @@ The SHA-256 is checked after inflating, so the inflate is bounded by the cell's 
 a leaf is kept deflated only when it inflates at most ``MAX_RATIO`` times, and a cell
 that does not end within that (a zlib bomb written into the file) is refused without
 inflating the rest.
+
+Schema 7 keeps a value row's references in its value alone when they can be read
+back from it: the ``leaves`` column is then empty (``IN_VALUE``, not NULL: NULL is "no
+leaves", as before), and a row that goes gives back what ``digests_in`` finds in its
+value's bytes (plain msgpack, without building any object). A row gets that form only
+when ``digests_in`` gives back exactly the digests it holds, checked as it is written;
+any other row (a signed or pickled value, a write) lists them as before.
+
+Schema 7 also adds a third cell: ``B`` and the bytes a text leaf in canonical base64 stands
+for (an image or a file sent as a data URL, a tool's binary output), a quarter smaller
+than the text where deflate takes a few percent off random base64. It is used only
+when it is the smallest cell and the text is exactly what ``base64.b64encode`` gives
+back for those bytes (padding, no line breaks), so it reads back byte for byte; it
+inflates by a third at most.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import sqlite3
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from durable_graph.store.leaves import unpack_digests
+import ormsgpack
+
+from durable_graph.store.leaves import pack_digests, unpack_digests
 
 __all__ = [
+    "IN_VALUE",
     "LEAVES_SCHEMA",
     "MAX_RATIO",
     "add_leaf_columns",
     "delete_releasing",
+    "digests_in",
     "fetch_leaves",
     "hold_leaves",
     "leaf_exists",
+    "leaves_column",
     "pack_leaf",
     "release_leaves",
     "unpack_leaf",
@@ -56,6 +77,10 @@ _ADD_REF = "UPDATE leaves SET refs = refs + 1 WHERE thread_id = ? AND digest = ?
 _INSERT = "INSERT INTO leaves VALUES (?, ?, 1, ?)"
 _DEFLATED = b"z"
 """First byte of a compressed leaf cell (``leaf_bytes`` starts with ``s`` or ``b``)."""
+_BASE64 = b"B"
+"""First byte of a text leaf kept as the bytes its canonical base64 stands for."""
+_TEXT = b"s"
+"""``leaves.leaf_bytes``'s kind byte of a text leaf."""
 MAX_RATIO = 16
 """Most a deflated leaf inflates, times its stream's size (plus ``_SLACK`` bytes)."""
 _SLACK = 64
@@ -64,6 +89,57 @@ _RELEASE = "UPDATE leaves SET refs = refs - ? WHERE thread_id = ? AND digest = ?
 _DROP_UNHELD = "DELETE FROM leaves WHERE thread_id = ? AND digest = ? AND refs <= 0"
 _EXISTS = "SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?"
 _CHUNK = 500  # digests per lookup (SQLite's bound-parameter limit is 999 on old builds)
+
+
+IN_VALUE = b""
+"""A value row's ``leaves`` column when its value's bytes hold its references."""
+_MSGPACK = ("msgpack", b"\x01")
+"""A plain msgpack value's serializer tag, as given and as stored (``sqlite_row``)."""
+_LEAF_EXT, _UUID_EXT = 14, 8
+"""``TypedSerializer``'s extension codes of a ``LeafRef`` (its payload: the digest as
+msgpack) and of a UUID (16 raw bytes); every other payload is msgpack."""
+
+
+def digests_in(tag: str | bytes, data: bytes) -> list[bytes] | None:
+    """The leaf digests a plain msgpack value refers to (in extensions, however deep),
+    or None when its bytes are not such a value. No object is built: only digests."""
+    if tag not in _MSGPACK:
+        return None
+    found: list[bytes] = []
+
+    def walk(payload: bytes) -> None:
+        ormsgpack.unpackb(payload, ext_hook=hook, option=ormsgpack.OPT_NON_STR_KEYS)
+
+    def hook(code: int, payload: bytes) -> None:
+        if code == _LEAF_EXT:
+            digest = ormsgpack.unpackb(payload)
+            if type(digest) is not bytes:
+                raise ValueError("not a digest")  # internal signal: not such a value
+            found.append(digest)
+        elif code != _UUID_EXT:
+            walk(payload)
+
+    try:
+        walk(bytes(data))
+    except (ValueError, TypeError, RecursionError):  # msgpack's decode error is a ValueError
+        return None
+    return found
+
+
+def leaves_column(tag: str, data: bytes, refs: bytes | None) -> bytes | None:
+    """A value row's ``leaves`` column: ``IN_VALUE`` when ``digests_in`` reads its
+    references ``refs`` (``pack_digests``) back from its bytes exactly, else ``refs``."""
+    if refs is None:
+        return None
+    found = digests_in(tag, data)
+    return IN_VALUE if found is not None and pack_digests(found) == refs else refs
+
+
+def _held(leaves: bytes, tag: str | bytes | None, data: bytes | None) -> bytes | None:
+    """The references a stored row holds: its ``leaves`` column, or its value's."""
+    if len(leaves) or tag is None or data is None:
+        return leaves
+    return pack_digests(digests_in(tag, data) or [])
 
 
 def add_leaf_columns(conn: sqlite3.Connection) -> None:
@@ -85,19 +161,35 @@ def hold_leaves(
 
 
 def pack_leaf(stored: bytes) -> bytes:
-    """A leaf's cell: ``z`` and its raw deflate stream when that is at least an eighth
-    smaller and at most ``MAX_RATIO`` times smaller, else its bytes as they are."""
+    """A leaf's cell, the smallest of: its bytes as they are; ``z`` and their raw deflate
+    stream (when at least an eighth smaller and at most ``MAX_RATIO`` times smaller);
+    ``B`` and the bytes of a text leaf in canonical base64 (``_decoded``)."""
     squeezer = zlib.compressobj(6, zlib.DEFLATED, _WBITS)
     stream = squeezer.compress(stored) + squeezer.flush()
     packed = _DEFLATED + stream
     pays = len(packed) * 8 <= len(stored) * 7
-    return packed if pays and len(stored) <= MAX_RATIO * len(stream) else stored
+    cell = packed if pays and len(stored) <= MAX_RATIO * len(stream) else stored
+    decoded = _decoded(stored)
+    return _BASE64 + decoded if decoded is not None and len(decoded) < len(cell) - 1 else cell
+
+
+def _decoded(stored: bytes) -> bytes | None:
+    """The bytes a text leaf's canonical base64 stands for, else None."""
+    if stored[:1] != _TEXT or len(stored) % 4 != 1:
+        return None
+    try:
+        raw = base64.b64decode(stored[1:], validate=True)
+    except binascii.Error:
+        return None
+    return raw if base64.b64encode(raw) == stored[1:] else None
 
 
 def unpack_leaf(cell: bytes) -> bytes:
     """Inverse of ``pack_leaf``. A ``z`` cell that does not inflate cleanly, or not
     within ``MAX_RATIO`` times its size, is returned as it is: its hash check then
     refuses it as altered."""
+    if cell[:1] == _BASE64:
+        return _TEXT + base64.b64encode(cell[1:])
     if cell[:1] != _DEFLATED:
         return cell
     inflater = zlib.decompressobj(_WBITS)
@@ -127,11 +219,15 @@ def delete_releasing(
     conn: sqlite3.Connection, thread_id: str, rows: str, params: Sequence[Any], *, with_: str = ""
 ) -> None:
     """``DELETE FROM {rows}`` (a table and its WHERE clause, after an optional ``WITH``
-    clause), giving back the leaf references of the rows it deletes, in the caller's
+    clause), giving back the leaf references of the rows it deletes (their ``leaves``
+    column, or for ``IN_VALUE`` their value's: ``digests_in``), in the caller's
     transaction. Read first, then deleted: ``DELETE ... RETURNING`` needs SQLite 3.35,
     which older distributions (Debian 11, RHEL 9) do not have."""
-    release_leaves(conn, thread_id, conn.execute(
-        f"{with_} SELECT leaves FROM {rows} AND leaves IS NOT NULL", params).fetchall())
+    found = conn.execute(
+        f"{with_} SELECT leaves, CASE WHEN length(leaves) = 0 THEN type END, "
+        f"CASE WHEN length(leaves) = 0 THEN blob END FROM {rows} AND leaves IS NOT NULL",
+        params).fetchall()
+    release_leaves(conn, thread_id, [(_held(*row),) for row in found])
     conn.execute(f"{with_} DELETE FROM {rows}", params)
 
 

@@ -21,7 +21,7 @@ Schema 6 packs the rest of the row (about 150 of its 270 bytes at schema 5 were 
 channel versions and versions seen, mostly channel names and 13-digit numbers):
 
 - ``channel_versions``: msgpack instead of JSON text (SQL reads it through the
-  ``dg_versions`` function, which gives JSON back: ``versions_json``);
+  ``dg_versions`` function, which gives JSON back: ``sqlite_named.versions_json``);
 - ``versions_seen``: ``\x01`` then a msgpack list of (node, [channel, version, ...]):
   a channel the row's versions name is its index among their sorted names, and a
   version the same as the row's own of that channel (``_same``: type and value) is nil
@@ -29,7 +29,14 @@ channel versions and versions seen, mostly channel names and 13-digit numbers):
   never ``\x01``;
 - ``metadata``: ``\x02`` then [source, step] for a step's usual record ({"parents": {},
   "source": ..., "step": ...}), ``\x00`` then msgpack with ``"parents": {}`` left out,
-  or ``\x01`` then msgpack as given.
+  or ``\x01`` then msgpack as given. Schema 7: ``\x03\xc1`` then one integer, the step
+  shifted left by 2 and or-ed with the code of one of LangGraph's sources (``input``,
+  ``loop``, ``update``, ``fork``): 3 to 7 bytes instead of about 11.
+
+Schema 7 stores ``ts`` as microseconds after the time in the checkpoint id (its high
+64 bits are nanoseconds since the epoch: ``new_checkpoint_id``), 1 to 7 bytes signed,
+when the id is a UUID (8 bytes is schema 4's form); its versions and versions seen
+name channels and nodes by number (``sqlite_named``).
 
 Each is kept only when it reads back exactly what the JSON form reads back (else the
 row stores that form, as before): the same results, whichever form a row holds.
@@ -38,6 +45,7 @@ row stores that form, as before): the same results, whichever form a row holds.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -56,13 +64,14 @@ __all__ = [
     "pack_ts",
     "pack_versions",
     "plain_form",
+    "seen_flat",
+    "seen_of",
     "unpack_id",
     "unpack_metadata",
     "unpack_seen",
     "unpack_tag",
     "unpack_ts",
     "unpack_versions",
-    "versions_json",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -71,6 +80,11 @@ _TAG_CODES = {"null": b"\x00", "msgpack": b"\x01", "bytes": b"\x02", "pickle": b
               "signed": b"\x04"}
 _CODE_TAGS = {code: tag for tag, code in _TAG_CODES.items()}
 _TS_BYTES = 8
+_ID_BYTES = 16
+_CANONICAL = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+"""A UUID's text as ``str(uuid.UUID(...))`` gives it (any case): its high 64 bits read
+straight from the text."""
 
 
 def pack_id(checkpoint_id: str | None) -> str | bytes | None:
@@ -85,14 +99,18 @@ def pack_id(checkpoint_id: str | None) -> str | bytes | None:
 
 
 def unpack_id(stored: str | bytes | None) -> str | None:
-    """Inverse of ``pack_id``."""
+    """Inverse of ``pack_id`` (``str(uuid.UUID(bytes=stored))``, without the object)."""
     if isinstance(stored, bytes):
-        return str(uuid.UUID(bytes=stored))
+        if len(stored) != _ID_BYTES:
+            raise SerializationError(f"a stored id has {len(stored)} bytes, not 16: edited")
+        h = stored.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return stored
 
 
-def pack_ts(ts: str) -> str | bytes:
-    """A UTC timestamp as 8 bytes of microseconds when that gives back ``ts`` exactly."""
+def pack_ts(ts: str, checkpoint_id: str | None = None) -> str | bytes:
+    """A UTC timestamp as microseconds when that gives back ``ts`` exactly: after the
+    time in ``checkpoint_id`` (1 to 7 bytes) when it has one, else 8 bytes."""
     try:
         when = datetime.fromisoformat(ts)
     except (TypeError, ValueError):
@@ -102,15 +120,44 @@ def pack_ts(ts: str) -> str | bytes:
     micros = (when - _EPOCH) // timedelta(microseconds=1)
     if micros < 0 or unpack_ts(micros.to_bytes(_TS_BYTES, "big")) != ts:
         return ts
+    after = _id_micros(checkpoint_id)
+    if after is not None:
+        offset = micros - after
+        size = (offset.bit_length() + 8) // 8  # with the sign bit
+        if size < _TS_BYTES:
+            packed = offset.to_bytes(size, "big", signed=True)
+            if unpack_ts(packed, checkpoint_id) == ts:
+                return packed
     return micros.to_bytes(_TS_BYTES, "big")
 
 
-def unpack_ts(stored: str | bytes) -> str:
-    """Inverse of ``pack_ts``."""
-    if isinstance(stored, bytes):
+def unpack_ts(stored: str | bytes, checkpoint_id: str | None = None) -> str:
+    """Inverse of ``pack_ts`` (given the row's checkpoint id)."""
+    if not isinstance(stored, bytes):
+        return stored
+    if len(stored) == _TS_BYTES:
         micros = int.from_bytes(stored, "big")
-        return (_EPOCH + timedelta(microseconds=micros)).isoformat()
-    return stored
+    else:
+        after = _id_micros(checkpoint_id)
+        if after is None:
+            raise SerializationError(
+                f"a timestamp stored after its checkpoint id needs a UUID id, not "
+                f"{checkpoint_id!r}: the row was edited")
+        micros = after + int.from_bytes(stored, "big", signed=True)
+    return (_EPOCH + timedelta(microseconds=micros)).isoformat()
+
+
+def _id_micros(checkpoint_id: str | None) -> int | None:
+    """Microseconds since the epoch in a checkpoint id's high 64 bits (nanoseconds,
+    ``new_checkpoint_id``), or None when the id is not a UUID."""
+    if checkpoint_id is None:
+        return None
+    if _CANONICAL.fullmatch(checkpoint_id):  # the usual id: no UUID object
+        return int(checkpoint_id[:8] + checkpoint_id[9:13] + checkpoint_id[14:18], 16) // 1000
+    try:
+        return (uuid.UUID(checkpoint_id).int >> 64) // 1000
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 def pack_seen(seen: Any) -> str | bytes:
@@ -133,11 +180,11 @@ def unpack_seen(stored: str | bytes, versions: Any = None) -> Any:
         return json.loads(stored)
     if stored[:1] != _SEEN_BY:
         return ormsgpack.unpackb(stored)
-    return _seen_of(ormsgpack.unpackb(stored[1:]), versions)
+    return seen_of(ormsgpack.unpackb(stored[1:]), versions)
 
 
-def _seen_of(flat: list[Any], versions: Any) -> dict[str, dict[str, Any]]:
-    """Inverse of ``_seen_flat``."""
+def seen_of(flat: list[Any], versions: Any) -> dict[str, dict[str, Any]]:
+    """Inverse of ``seen_flat``."""
     names = sorted(versions) if flat else []
     seen: dict[str, dict[str, Any]] = {}
     for node, pairs in zip(flat[::2], flat[1::2], strict=True):
@@ -160,13 +207,13 @@ def pack_seen_by(seen: Any, versions: Any) -> str | bytes:
     version the same as the row's as nil; ``pack_seen`` when that would not read back.
     Both as the saver reads them back (``plain_form``)."""
     try:  # JSON forms: msgpack gives them back
-        return _SEEN_BY + ormsgpack.packb(_seen_flat(seen, versions))
+        return _SEEN_BY + ormsgpack.packb(seen_flat(seen, versions))
     except (TypeError, AttributeError, ValueError, ormsgpack.MsgpackEncodeError):
         pass  # e.g. a version over 64 bits, or names that are not text
     return pack_seen(seen)
 
 
-def _seen_flat(seen: Any, versions: Any) -> list[Any]:
+def seen_flat(seen: Any, versions: Any) -> list[Any]:
     """[node, [channel, version, ...], ...]: a channel of ``versions`` by its index among
     their sorted names, its version nil when the same as theirs (``_same``); ValueError
     when a nil version would read back as theirs."""
@@ -216,16 +263,16 @@ def unpack_versions(stored: str | bytes) -> Any:
     return json.loads(stored) if isinstance(stored, str) else ormsgpack.unpackb(stored)
 
 
-def versions_json(stored: str | bytes | None) -> str | None:
-    """A row's versions as JSON text, for SQL's ``json_each`` (``dg_versions``)."""
-    if stored is None or isinstance(stored, str):
-        return stored
-    return json.dumps(unpack_versions(stored), separators=(",", ":"))
-
-
 _NO_PARENTS, _AS_GIVEN, _STEP = b"\x00", b"\x01", b"\x02"
+_CODED_STEP = b"\x03\xc1"
+"""Schema 7's step form: ``\\xc1`` after the kind, a byte msgpack never uses, since
+schema 6's reader unpacks what follows the first byte (it fails on it loudly)."""
 _STEP_KEYS = ["parents", "source", "step"]
 """The keys of a step's metadata (the engine's loop, an input): kept as [source, step]."""
+# Part of the stored format (schema 7): never renumber; at most 4 codes (2 bits).
+_SOURCE_CODES = {"input": 0, "loop": 1, "update": 2, "fork": 3}
+_CODE_SOURCES = {code: source for source, code in _SOURCE_CODES.items()}
+_SOURCE_BITS = 2
 
 
 def pack_metadata(given: Any, text_of: Callable[[], str]) -> str | bytes:
@@ -253,6 +300,9 @@ def _step_form(metadata: Any) -> bytes | None:
     if type(parents) is not dict or parents or type(source) is not str \
             or type(step) is not int or not -(2**31) <= step < 2**31:
         return None
+    code = _SOURCE_CODES.get(source)
+    if code is not None:  # LangGraph's sources: one integer, 1 to 5 bytes
+        return _CODED_STEP + ormsgpack.packb(step << _SOURCE_BITS | code)
     try:
         return _STEP + ormsgpack.packb([source, step])
     except (TypeError, ormsgpack.MsgpackEncodeError):  # text that is not UTF-8
@@ -273,12 +323,23 @@ def unpack_metadata(stored: str | bytes) -> Any:
     """Inverse of ``pack_metadata``."""
     if isinstance(stored, str):
         return json.loads(stored)
+    if stored[:len(_CODED_STEP)] == _CODED_STEP:
+        return _coded_step(ormsgpack.unpackb(stored[len(_CODED_STEP):]))
     metadata = ormsgpack.unpackb(stored[1:])
     if stored[:1] == _STEP:
         return {"parents": {}, "source": metadata[0], "step": metadata[1]}
     if stored[:1] == _NO_PARENTS:
         metadata = dict(sorted({**metadata, "parents": {}}.items()))
     return metadata
+
+
+def _coded_step(number: Any) -> dict[str, Any]:
+    """Inverse of ``_step_form``'s coded form: (step << 2) | the source's code."""
+    if type(number) is not int:
+        raise SerializationError(
+            f"a step's metadata is stored as {number!r}, not an integer: the row was edited")
+    source = _CODE_SOURCES[number & (1 << _SOURCE_BITS) - 1]
+    return {"parents": {}, "source": source, "step": number >> _SOURCE_BITS}
 
 
 def pack_tag(tag: str) -> str | bytes:

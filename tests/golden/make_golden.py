@@ -31,6 +31,11 @@ Formats (each file keeps the format it was recorded in):
 - ``signed-v6``: as ``signed-v5`` (SQLite schema 6), with a checkpoint row's versions,
   versions seen and metadata packed, and each leaf deflated (``store/sqlite_row.py``,
   ``store/sqlite_leaves.py``).
+- ``signed-v7``: as ``signed-v6`` (SQLite schema 7), with channel and node names by
+  number (the ``names`` table, ``store/sqlite_names.py``), a row's own and its
+  parent's own versions by their steps (``store/sqlite_named.py``), the timestamp
+  after the time in the checkpoint id and a step's metadata as one integer
+  (``store/sqlite_row.py``).
 - ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
   leaf field of the blobs hash, kept once, listed in the chain field of every value
   that refers to it (``store/redis/leafblobs.py``); such a value's tag starts with
@@ -85,14 +90,15 @@ SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v3": "checkpoints-signed-v3.sqlite",
                   "signed-v4": "checkpoints-signed-v4.sqlite",
                   "signed-v5": "checkpoints-signed-v5.sqlite",
-                  "signed-v6": "checkpoints-signed-v6.sqlite"}
+                  "signed-v6": "checkpoints-signed-v6.sqlite",
+                  "signed-v7": "checkpoints-signed-v7.sqlite"}
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json"}
-DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "redis-v3",
-                           "redis-v4", "redis-v5", "redis-v6"})
+DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
+                           "redis-v3", "redis-v4", "redis-v5", "redis-v6"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
-LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "redis-v6"})
+LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "redis-v6"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""

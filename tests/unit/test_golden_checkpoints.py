@@ -101,7 +101,8 @@ def test_signed_golden_files_hold_the_format_they_are_named_after() -> None:
     import sqlite3
 
     formats = {"signed-v1": (1, 0xD1), "signed-v2": (2, 0xD2), "signed-v3": (3, 0xD2),
-               "signed-v4": (4, 0xD2), "signed-v5": (5, 0xD2), "signed-v6": (6, 0xD2)}
+               "signed-v4": (4, 0xD2), "signed-v5": (5, 0xD2), "signed-v6": (6, 0xD2),
+               "signed-v7": (7, 0xD2)}
     for name, (schema, envelope) in formats.items():
         conn = sqlite3.connect(f"file:{GOLDEN / STORES[name]}?immutable=1", uri=True)
         try:
@@ -176,6 +177,42 @@ def test_v6_packs_rows_and_deflates_leaves() -> None:
              for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
     assert {d[:1] for d in leaves} == {b"z"} and all(len(d) < 100 for d in leaves)
     assert sorted(unpack_leaf(d)[1:].decode() for d in leaves) == sorted(texts)
+
+
+def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
+    """What schema 7 changes: channel and node names by number (the ``names`` table),
+    own and parent's versions by step, the timestamp after the id, a step's metadata
+    as one integer; each row whole."""
+    import sqlite3
+
+    import ormsgpack
+
+    from durable_graph.store.sqlite_named import RowNames, unpack_seen, unpack_versions
+    from durable_graph.store.sqlite_row import unpack_id, unpack_metadata, unpack_ts
+
+    conn = sqlite3.connect(f"file:{GOLDEN / STORES['signed-v7']}?immutable=1", uri=True)
+    try:
+        rows = conn.execute("SELECT checkpoint_id, parent_id, ts, channel_versions, "
+                            "versions_seen FROM checkpoints").fetchall()
+        names = dict(conn.execute("SELECT id, name FROM names").fetchall())
+        metadata = [bytes(m) for (m,) in conn.execute("SELECT metadata FROM checkpoints")]
+    finally:
+        conn.close()
+    assert {m[:2] for m in metadata} == {b"\x03\xc1"}  # a step's metadata: one integer
+    assert {unpack_metadata(m)["source"] for m in metadata} == {"input", "loop"}
+    assert rows and {versions[:2] for *_, versions, _ in rows} == {b"\xc1\x03"}
+    assert {seen[:2] for *_, seen in rows} == {b"\xc1\x02"}
+    assert all(len(ts) < 8 for _, _, ts, _, _ in rows)
+    assert {"__start__", "messages", "log", "reply"} <= set(names.values())
+    for checkpoint_id, parent, ts, versions, seen in rows:
+        row = RowNames(checkpoint_id, unpack_id(parent), names.__getitem__)
+        decoded = unpack_versions(versions, row)
+        assert decoded and all(type(v) is int and v > 0 for v in decoded.values())
+        assert isinstance(unpack_seen(seen, decoded, row), dict)
+        assert unpack_ts(ts, checkpoint_id).endswith("+00:00")
+    stored = [ormsgpack.unpackb(versions[2:]) for *_, versions, _ in rows]
+    shown = [v for flat in stored for v in flat[2::2]]
+    assert None in shown and any(v < 0 for v in shown if v is not None)  # own, parent's
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:

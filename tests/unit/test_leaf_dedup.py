@@ -37,6 +37,7 @@ from durable_graph.store.leaves import (
     join_leaves,
     leaf_bytes,
     leaf_value,
+    pack_digests,
     split_leaves,
     unpack_digests,
 )
@@ -45,7 +46,14 @@ from durable_graph.store.redis.keys import BLOBS, CHAIN, LEAF, ThreadKeys, leaf_
 from durable_graph.store.redis.leafblobs import LeafHints
 from durable_graph.store.retention import copy_thread
 from durable_graph.store.serde import TypedSerializer
-from durable_graph.store.sqlite_leaves import MAX_RATIO, pack_leaf, unpack_leaf
+from durable_graph.store.sqlite_leaves import (
+    MAX_RATIO,
+    digests_in,
+    leaves_column,
+    pack_leaf,
+    unpack_leaf,
+)
+from durable_graph.store.sqlite_row import unpack_tag
 
 
 def text(n: int = 1024) -> str:
@@ -362,14 +370,14 @@ def test_redis_refuses_an_altered_or_missing_leaf(
         saver.close()
 
 
-def test_sqlite_schema_6_upgrades_a_schema_4_file(tmp_path: Path) -> None:
+def test_sqlite_schema_7_upgrades_a_schema_4_file(tmp_path: Path) -> None:
     golden = Path(__file__).parent.parent / "golden" / "checkpoints-signed-v4.sqlite"
     copy = tmp_path / "v4.sqlite"
     copy.write_bytes(golden.read_bytes())
     from tests.golden import make_golden as gen
 
     with SqliteSaver(copy, serde=gen.golden_serde()) as saver:
-        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == 7
         columns = {r[1] for r in saver._conn.execute("PRAGMA table_info(blobs)")}
         assert "leaves" in columns
         before = saver.get_tuple({"configurable": {"thread_id": "chat"}})
@@ -416,27 +424,55 @@ def test_a_pydantic_record_leaves_out_its_plain_defaults() -> None:
     assert serde.loads_typed(("msgpack", old)) == plain
 
 
-def test_sqlite_gives_leaves_back_without_delete_returning(tmp_path: Path) -> None:
+@pytest.mark.parametrize("serde", [None, signed()], ids=["plain", "signed"])
+def test_sqlite_gives_leaves_back_without_delete_returning(
+    tmp_path: Path, serde: SignedSerializer | None
+) -> None:
     """``DELETE ... RETURNING`` needs SQLite 3.35 (Debian 11 and RHEL 9 ship 3.34): the
     saver reads what a delete gives back first, so every statement runs on older ones,
-    and the references still add up after retired writes, keep_last and prune."""
-    saver = SqliteSaver(tmp_path / "old.db", keep_last=2, snapshot_every=3)
+    and the references still add up after retired writes, keep_last and prune: each
+    leaf's count is the number of rows whose decoded value or write refers to it (a
+    plain value row keeps them in its value alone: an empty ``leaves`` column)."""
+    saver = SqliteSaver(tmp_path / "old.db", serde=serde, keep_last=2, snapshot_every=3)
     statements: list[str] = []
     saver._conn.set_trace_callback(statements.append)
     contents = run_chat(chat_app(saver), "t", 6)
     saver.prune(["t"], strategy="keep_latest")
     assert statements and not [s for s in statements if "RETURNING" in s.upper()]
     conn = saver._conn
-    refs = dict(conn.execute("SELECT digest, refs FROM leaves WHERE thread_id = 't'"))
-    held: dict[bytes, int] = {}
-    for table in ("blobs", "writes"):
-        for (packed,) in conn.execute(f"SELECT leaves FROM {table} WHERE leaves IS NOT NULL"):
-            for digest in unpack_digests(packed):
-                held[digest] = held.get(digest, 0) + 1
-    assert refs == held and refs
+    refs = _counted(conn)
+    assert refs == _held_by_rows(conn) and refs
+    columns = [bytes(c) for (c,) in conn.execute(
+        "SELECT leaves FROM blobs WHERE leaves IS NOT NULL")]
+    # plain values: every list in the value alone; signed ones (an envelope): listed
+    assert columns and all((c == b"") == (serde is None) for c in columns)
     state = saver.get_tuple({"configurable": {"thread_id": "t"}})
     assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
     saver.close()
+
+
+def _held_by_rows(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
+    """How many value and write rows of a thread refer to each of its leaves: their
+    decoded values' digests (``digests_of``; a signed row: its ``leaves`` column, the
+    same digests as its signed value's, which needs the row's place to open)."""
+    serde = TypedSerializer()
+    held: dict[tuple[str, bytes], int] = {}
+    for table in ("blobs", "writes"):
+        for thread, tag, blob, packed in conn.execute(
+                f"SELECT thread_id, type, blob, leaves FROM {table} WHERE leaves IS NOT NULL"):
+            if len(packed):
+                digests = set(unpack_digests(packed))
+            else:
+                digests = digests_of(serde.loads_typed((unpack_tag(tag), bytes(blob))))
+            for digest in digests:
+                held[thread, digest] = held.get((thread, digest), 0) + 1
+    return held
+
+
+def _counted(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
+    """Each leaf's stored count, by (thread, digest)."""
+    return {(t, bytes(d)): n for t, d, n in conn.execute(
+        "SELECT thread_id, digest, refs FROM leaves")}
 
 
 PRE_V6_TAGS = frozenset({b"msgpack", b"null", b"bytes", b"pickle", b"signed"})
@@ -527,9 +563,116 @@ def test_sqlite_refuses_a_deflated_leaf_that_inflates_past_its_bound(tmp_path: P
 def test_sqlite_keeps_a_leaf_raw_when_it_would_deflate_past_the_bound() -> None:
     """The writer keeps a leaf deflated only when it inflates at most ``MAX_RATIO`` times,
     so every cell it writes reads back within the reader's bound."""
-    for stored in (b"s" + b"a" * 100_000, b"s" + text(4000).encode()):
+    # 100,001 letters: not base64 (whose length is a multiple of 4), so never a ``B`` cell
+    for stored in (b"s" + b"a" * 100_001, b"s" + text(4000).encode()):
         cell = pack_leaf(stored)
         assert unpack_leaf(cell) == stored
         if cell[:1] == b"z":
             assert len(stored) <= MAX_RATIO * (len(cell) - 1)
-    assert pack_leaf(b"s" + b"a" * 100_000)[:1] == b"s"  # ~1000x: kept raw
+    assert pack_leaf(b"s" + b"a" * 100_001)[:1] == b"s"  # ~1000x: kept raw
+
+
+def test_sqlite_keeps_canonical_base64_text_as_its_bytes() -> None:
+    """A text leaf that is exactly ``b64encode`` of some bytes is kept as those bytes
+    (``B``, a quarter smaller); any other text keeps its cell as before, and every cell
+    reads back byte for byte."""
+    raw = os.urandom(768)
+    stored = b"s" + base64.b64encode(raw)
+    assert pack_leaf(stored) == b"B" + raw
+    assert unpack_leaf(pack_leaf(stored)) == stored
+    padded = b"s" + base64.b64encode(raw[:767])  # with "=" padding
+    assert pack_leaf(padded)[:1] == b"B" and unpack_leaf(pack_leaf(padded)) == padded
+    not_canonical = [
+        stored[:-1],  # no longer a multiple of 4
+        stored[:200] + b"\n" + stored[200:],  # a line break
+        b"s" + base64.urlsafe_b64encode(raw).replace(b"-", b"_") + b"-_-_",  # another alphabet
+        b"s" + b"QR==" * 100,  # decodes, but b64encode gives "QQ==" back
+        b"b" + base64.b64encode(raw),  # a bytes leaf: kept as before
+    ]
+    for other in not_canonical:
+        cell = pack_leaf(other)
+        assert cell[:1] != b"B" and unpack_leaf(cell) == other
+    # the smallest cell wins: deflate over base64 of very repetitive bytes
+    words = b"s" + base64.b64encode(b"".join(
+        f"word {i % 7} and word {i % 5}; ".encode() for i in range(120)))
+    cell = pack_leaf(words)
+    assert cell[:1] == b"z" and len(cell) < len(words) * 3 // 4
+    assert unpack_leaf(cell) == words
+
+
+def test_sqlite_refuses_an_edited_base64_leaf(tmp_path: Path) -> None:
+    """A chat's base64 messages are kept as ``B`` cells and read back; a cell edited in
+    the file fails its content hash and is refused."""
+    path = tmp_path / "c.db"
+    with SqliteSaver(path, serde=signed()) as saver:
+        contents = run_chat(chat_app(saver), "t", 3)
+    conn = sqlite3.connect(path)
+    cells = [bytes(d) for (d,) in conn.execute("SELECT data FROM leaves")]
+    assert cells and {c[:1] for c in cells} == {b"B"} and all(len(c) == 769 for c in cells)
+    with SqliteSaver(path, serde=signed()) as saver:
+        state = saver.get_tuple({"configurable": {"thread_id": "t"}})
+        assert state is not None
+        assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
+    conn.executemany("UPDATE leaves SET data = ? WHERE data = ?", [
+        (c[:100] + bytes([c[100] ^ 1]) + c[101:], c) for c in cells])  # one bit of each
+    conn.commit()
+    conn.close()
+    with SqliteSaver(path, serde=signed()) as saver, pytest.raises(
+            SerializationError, match="does not match its content hash"):
+        saver.get_tuple({"configurable": {"thread_id": "t"}})
+
+
+def test_sqlite_value_rows_keep_their_references_in_the_value_exactly(tmp_path: Path) -> None:
+    """Plain value rows keep their references in the value alone, and every count still
+    adds up, with no leaf leaked or lost, through keep_last, prune, ``delete_checkpoints``,
+    ``copy_thread`` and ``delete_thread``."""
+    saver = SqliteSaver(tmp_path / "c.db", keep_last=3, snapshot_every=3)
+    conn = saver._conn
+
+    def check(threads: set[str]) -> None:
+        assert _counted(conn) == _held_by_rows(conn)
+        assert {t for (t,) in conn.execute("SELECT DISTINCT thread_id FROM leaves")} == threads
+
+    contents = run_chat(chat_app(saver), "t", 9)
+    assert conn.execute("SELECT COUNT(*) FROM blobs WHERE leaves = x''").fetchone()[0] > 0
+    check({"t"})
+    copy_thread(saver, "t", "u")
+    check({"t", "u"})
+    saver.prune(["t"], strategy="keep_latest")
+    check({"t", "u"})
+    ids = [c.checkpoint_id for c in saver.list_ids("u")]
+    saver.delete_checkpoints("u", "", ids[1:])
+    check({"t", "u"})
+    saver.delete_thread("t")
+    check({"u"})
+    state = saver.get_tuple({"configurable": {"thread_id": "u"}})
+    assert state is not None
+    assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
+    saver.delete_thread("u")
+    assert conn.execute("SELECT COUNT(*) FROM leaves").fetchone()[0] == 0
+    saver.close()
+
+
+def test_digests_in_reads_references_without_building_objects() -> None:
+    """``digests_in`` finds every reference of a plain msgpack value, inside deltas and
+    models too; anything else (a pickle, a signed envelope, garbage) is None, and a row
+    whose value does not give its references back exactly lists them (``leaves_column``)."""
+    serde = TypedSerializer()
+    leaves: dict[bytes, bytes] = {}
+    value = split_leaves({"m": [{"content": text()}, (text(), 3)],
+                          "d": ChannelDelta(5, 1, (("n", ({"c": text()},)),))}, leaves)
+    tag, data = serde.dumps_typed(value)
+    assert tag == "msgpack" and len(leaves) == 3
+    found = digests_in(tag, data)
+    assert found is not None and sorted(found) == sorted(leaves)
+    refs = pack_digests(leaves)
+    assert leaves_column(tag, data, refs) == b""
+    assert leaves_column(tag, data, None) is None
+    plain_tag, plain = serde.dumps_typed({"no": "leaves"})
+    assert digests_in(plain_tag, plain) == []
+    assert leaves_column(plain_tag, plain, refs) == refs  # not what the value holds
+    assert digests_in("pickle", data) is None
+    assert digests_in(b"\x01", b"\xc1") is None  # msgpack never uses 0xc1
+    signed_tag, envelope = signed().dumps_typed(value)
+    assert digests_in(signed_tag, envelope) is None
+    assert leaves_column(signed_tag, envelope, refs) == refs

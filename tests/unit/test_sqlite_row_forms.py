@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from durable_graph import SqliteSaver
+from durable_graph.errors import SerializationError
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.serde import TypedSerializer
@@ -215,3 +216,37 @@ def test_a_row_reads_back_exactly_whatever_its_versions(row: Any) -> None:
     assert exact(plain) == exact(json.loads(text))
     assert exact(unpack_versions(pack_versions(plain, text))) == exact(versions)
     assert exact(unpack_seen(pack_seen_by(seen, plain), plain)) == exact(seen)
+
+
+@given(step=st.integers(-(2**31), 2**31 - 1),
+       source=st.sampled_from(["input", "loop", "update", "fork", "Loop", "other", ""]))
+def test_a_steps_metadata_is_one_integer_for_langgraphs_sources(step: int, source: str) -> None:
+    """A step's usual metadata with one of LangGraph's four sources is one integer (the
+    step and the source's code) behind ``\\x03\\xc1``; any other source keeps [source, step];
+    both read back what JSON did."""
+    metadata = {"parents": {}, "source": source, "step": step}
+    text = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
+    packed = pack_metadata(metadata, lambda: text)
+    coded = source in ("input", "loop", "update", "fork")
+    assert isinstance(packed, bytes) and packed[:1] == (b"\x03" if coded else b"\x02")
+    assert packed[1:2] == b"\xc1" or not coded  # msgpack never uses it: old readers fail
+    assert exact(unpack_metadata(packed)) == exact(json.loads(text))
+    assert list(unpack_metadata(packed)) == sorted(json.loads(text))
+    if coded and -8 <= step < 32:
+        assert len(packed) == 3  # a fixint: 3 bytes where [source, step] took 7 to 12
+
+
+def test_a_steps_metadata_keeps_its_types() -> None:
+    """Only an exact ``int`` step is coded: ``True`` and ``1.0`` keep the forms that give
+    them back as they were."""
+    for step in (True, 1.0):
+        metadata = {"parents": {}, "source": "loop", "step": step}
+        text = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
+        packed = pack_metadata(metadata, lambda: text)  # noqa: B023
+        assert packed[:1] != b"\x03"
+        assert exact(unpack_metadata(packed)) == exact(json.loads(text))
+
+
+def test_an_edited_coded_step_is_refused_by_name() -> None:
+    with pytest.raises(SerializationError, match="not an integer: the row was edited"):
+        unpack_metadata(b"\x03\xc1\xa4loop")
