@@ -65,6 +65,8 @@ def client_from_url(url: str, *, cluster: bool = False, **client_kwargs: Any) ->
 
     Two quick retries ride out a dropped connection; every script is idempotent
     (same checkpoint id, first-write-wins slots), so a retry after a lost reply is safe.
+    A plain pipeline the store sends itself (``_exchange``) may carry other commands: it
+    is retried only when it could not be sent.
     A single-node client packs its commands with ``RespPacker`` (the same bytes as
     redis-py's packer, for a fraction of its CPU); hiredis's, when installed, is kept.
     """
