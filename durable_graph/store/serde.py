@@ -17,6 +17,7 @@ import functools
 import importlib
 import threading
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -110,21 +111,29 @@ def _default(obj: Any) -> Any:
 
     The encoder a type's instances take is looked up once per type (``_BY_TYPE``):
     a commit and a job message encode the same few types again and again."""
-    found = _BY_TYPE.get(type(obj))
+    found = _BY_TYPE.get(id(type(obj)))
     if found is not None:
         return found(obj)
     encode = _encoder_of(obj)
-    if len(_BY_TYPE) < _TYPES_KEPT and _same_for_every_instance(obj):
-        _BY_TYPE[type(obj)] = encode
+    if _same_for_every_instance(obj):
+        _keep(type(obj), encode)
     return encode(obj)
 
 
-_BY_TYPE: dict[type, Callable[[Any], Any]] = {}
-"""Encoder of each type seen (``_default``): of plain classes only (see
-``_same_for_every_instance``), and of at most ``_TYPES_KEPT`` of them."""
+_BY_TYPE: dict[int, Callable[[Any], Any]] = {}
+"""Encoder of each type seen (``_default``), of plain classes only (see
+``_same_for_every_instance``), by the type's ``id``. Held weakly: a class made at run time
+(a reloaded module, one per call) goes when nothing else holds it, and its entry with it
+(``_keep``)."""
 
-_TYPES_KEPT = 1024
-"""Types ``_BY_TYPE`` holds (classes made at run time, one per call, must not pile up)."""
+
+def _keep(kind: type, encode: Callable[[Any], Any]) -> None:
+    """Enter ``kind``'s encoder in ``_BY_TYPE`` until ``kind`` goes. Its ``id`` is not
+    reused before: CPython calls a dying type's weak callbacks before freeing it."""
+    key = id(kind)
+    if key not in _BY_TYPE:
+        weakref.finalize(kind, _BY_TYPE.pop, key, None).atexit = False
+    _BY_TYPE[key] = encode
 
 
 def _same_for_every_instance(obj: Any) -> bool:
@@ -150,13 +159,25 @@ def _encoder_of(obj: Any) -> Callable[[Any], Any]:
         path = _class_path(type(obj))
         return lambda o: _ext(_ENUM, [*path, o.value])
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        path = _class_path(type(obj))
-        names = tuple(f.name for f in dataclasses.fields(obj) if f.init)
-        return lambda o: _ext(_DATACLASS, [*path, {n: getattr(o, n) for n in names}])
+        return _dataclass_encoder(type(obj))
     if hasattr(obj, "model_dump") and hasattr(type(obj), "model_validate"):
         path = _class_path(type(obj))
         return lambda o: _ext(_PYDANTIC, [*path, _model_data(o)])
     raise TypeError(f"{type(obj).__qualname__} has no msgpack encoding")  # internal signal
+
+
+def _dataclass_encoder(kind: type) -> Callable[[Any], Any]:
+    """The encoder of ``kind``'s instances, while its fields are the ones it has now: a
+    class given new fields since (decorated again) has its encoder made anew."""
+    path, fields = _class_path(kind), getattr(kind, "__dataclass_fields__", None)
+    names = tuple(f.name for f in dataclasses.fields(kind) if f.init)
+
+    def encode(o: Any) -> Any:
+        if getattr(type(o), "__dataclass_fields__", None) is not fields:
+            _BY_TYPE.pop(id(type(o)), None)
+            return _default(o)
+        return _ext(_DATACLASS, [*path, {n: getattr(o, n) for n in names}])
+    return encode
 
 
 def _simple_ext(code: int, encode: Callable[[Any], Any], obj: Any) -> ormsgpack.Ext:

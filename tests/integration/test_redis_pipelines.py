@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import uuid
+import warnings
 from typing import Any
 
 import pytest
 import redis
 
-from durable_graph.store.redis import RedisSaver
-from durable_graph.store.redis.connection import RedisConn, client_from_url
+from durable_graph.errors import CheckpointStoreError
+from durable_graph.store.redis import RedisSaver, connection
+from durable_graph.store.redis.connection import RedisConn, checkout, client_from_url
+from durable_graph.store.redis.jobbook import pipelined
 
 pytestmark = pytest.mark.redis
 
@@ -26,6 +29,28 @@ def _script(conn: RedisConn) -> Any:
     """A script this server has never seen (its text is new): it returns its arguments."""
     client: Any = conn.client
     return client.register_script(f"-- {uuid.uuid4().hex}\nreturn ARGV")
+
+
+def _known_script(conn: RedisConn, source: str | None = None) -> Any:
+    """A script loaded on the server and known to ``conn``: its pipelines go by ``_exchange``."""
+    client: Any = conn.client
+    script = _script(conn) if source is None else client.register_script(source)
+    client.script_load(script.script)
+    conn._known.add(script.sha)
+    return script
+
+
+def _exchanged(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of commands of each pipeline sent by ``_exchange``, from now on."""
+    sent: list[int] = []
+    real = connection._exchange
+
+    def spy(pipe: Any, stack: list[Any]) -> list[Any]:
+        sent.append(len(stack))
+        return real(pipe, stack)
+
+    monkeypatch.setattr(connection, "_exchange", spy)
+    return sent
 
 
 def _asked_exists(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
@@ -109,9 +134,12 @@ def test_a_status_change_after_the_server_lost_its_scripts_stays_atomic(
         spawn_redis.stop(proc)
 
 
-def test_a_pipeline_gives_each_command_its_reply_as_redis_py_parses_it(conn: RedisConn) -> None:
+def test_a_pipeline_gives_each_command_its_reply_as_redis_py_parses_it(
+    conn: RedisConn, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client: Any = conn.client
-    script, key = _script(conn), f"pipelines-test:{uuid.uuid4().hex}"
+    script, key = _known_script(conn), f"pipelines-test:{uuid.uuid4().hex}"
+    sent = _exchanged(monkeypatch)
     try:
         client.hset(key + ":h", mapping={"f": "v"})
 
@@ -129,16 +157,18 @@ def test_a_pipeline_gives_each_command_its_reply_as_redis_py_parses_it(conn: Red
         build(theirs)
         expected = theirs.execute()
         assert conn.execute(ours) == expected
+        assert sent == [6]  # ours went by _exchange, theirs by redis-py
         assert expected[:2] == [True, False] and expected[4] == [b"a", b"b"]
     finally:
         client.delete(key + ":h")
 
 
 def test_an_error_reply_leaves_the_commands_after_it_run_and_the_connection_in_step(
-    conn: RedisConn,
+    conn: RedisConn, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client: Any = conn.client
-    failing = client.register_script("return redis.error_reply('boom')")
+    failing = _known_script(conn, "return redis.error_reply('boom')")
+    sent = _exchanged(monkeypatch)
     key = f"pipelines-test:{uuid.uuid4().hex}"
     try:
         pipe = client.pipeline(transaction=False)
@@ -151,6 +181,7 @@ def test_an_error_reply_leaves_the_commands_after_it_run_and_the_connection_in_s
         pipe.lrange(key, 0, -1)
         pipe.echo("next")
         assert conn.execute(pipe) == [[b"before", b"after"], b"next"]
+        assert sent == [3, 2]
     finally:
         client.delete(key)
 
@@ -180,6 +211,69 @@ def test_a_connection_dropped_on_send_is_retried_and_the_commands_run_once(
     finally:
         monkeypatch.undo()
         client.delete(key)
+        client.close()
+
+
+def test_a_connection_dropped_after_the_send_is_not_sent_again(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server ran the commands and the reply was lost: raised as a store error (the
+    callers' "may have landed"), never sent again (a first job's LPUSH must not repeat)."""
+    conn = RedisConn(client_from_url(redis_url))  # retries twice, as the stores' clients
+    client: Any = conn.client
+    incr = _known_script(conn, "return redis.call('INCR', KEYS[1])")
+    key = f"pipelines-test:{uuid.uuid4().hex}"
+    sent = _exchanged(monkeypatch)
+
+    def lost(*_: Any, **__: Any) -> Any:
+        raise redis.ConnectionError("dropped after the send")
+
+    monkeypatch.setattr(redis.client.Pipeline, "parse_response", lost)
+
+    def build(p: Any) -> list[Any]:
+        return [incr(keys=[key + ":n"], client=p), p.lpush(key + ":q", "job-1")]
+    try:
+        with pytest.raises(CheckpointStoreError, match="dropped after the send"):
+            pipelined(conn, "start the first job", build)
+        assert sent == [2]
+        monkeypatch.undo()
+        assert client.get(key + ":n") == b"1" and client.llen(key + ":q") == 1
+        assert client.ping()  # the connection left unread was closed, not handed out
+    finally:
+        client.delete(key + ":n", key + ":q")
+        client.close()
+
+
+class _PoolBefore53(redis.ConnectionPool):
+    """``get_connection`` as redis-py 5.0 to 5.2 have it: the command's name required."""
+
+    def get_connection(  # type: ignore[override]
+        self, command_name: str, *keys: Any, **options: Any,
+    ) -> Any:
+        assert isinstance(command_name, str)
+        return super().get_connection()
+
+
+def test_pipelines_of_known_scripts_take_a_connection_as_each_redis_py_wants(
+    redis_url: str,
+) -> None:
+    client = redis.Redis(connection_pool=_PoolBefore53.from_url(redis_url))
+    conn, key = RedisConn(client), f"pipelines-test:{uuid.uuid4().hex}"
+    plain = redis.Redis.from_url(redis_url)  # this redis-py's own commands take no name
+    try:
+        for expected in ([1, 2], [3, 4]):  # plain pipelines: sent by _exchange
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.incr(key)
+            assert conn.execute(pipe) == expected
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # redis-py 5.3 on warns when given a name
+            pool = redis.ConnectionPool.from_url(redis_url)
+            pool.release(checkout(pool))
+            pool.disconnect()
+    finally:
+        plain.delete(key)
+        plain.close()
         client.close()
 
 

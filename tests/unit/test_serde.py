@@ -370,14 +370,40 @@ def test_a_dataclass_class_itself_is_not_encoded_as_its_instances() -> None:
     assert tag == "pickle" and back is Leaf
 
 
-def test_types_past_the_bound_are_encoded_without_being_kept(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@dataclasses.dataclass
+class _Grows:
+    """Given a field once encoded (``test_a_dataclass_given_a_new_field_...``)."""
+
+    a: int
+
+
+def test_a_dataclass_given_a_new_field_after_an_encode_stores_that_field() -> None:
+    assert round_trip(_Grows(1)) == ("msgpack", _Grows(1))
+    _Grows.__annotations__["b"] = int
+    _Grows.b = 7  # type: ignore[attr-defined]
+    del _Grows.__init__
+    dataclasses.dataclass(_Grows)  # decorated again, as plugins and reloaders do
+    grown = _Grows(1, b=9)  # type: ignore[call-arg]
+    tag, back = round_trip(grown)
+    assert tag == "msgpack" and back.b == 9
+
+
+def test_classes_made_at_run_time_are_not_kept_alive_and_the_cache_keeps_working() -> None:
+    import gc
+    import weakref
+
     from durable_graph.store import serde
 
-    monkeypatch.setattr(serde, "_BY_TYPE", {})
-    monkeypatch.setattr(serde, "_TYPES_KEPT", 1)
-    value = [Leaf("a", dt.date(2024, 1, 1)), uuid.UUID(int=1), Color.BLUE]
-    assert round_trip(value) == ("msgpack", value)
-    assert round_trip(value) == ("msgpack", value)
-    assert len(serde._BY_TYPE) == 1
+    made: list[weakref.ref[type]] = []
+    for _ in range(1100):
+        kind = dataclasses.make_dataclass("Made", [("a", int)])
+        kind.__module__ = __name__  # importable by its path, as after a reload
+        assert SERDE.dumps_typed(kind(1))[0] == "msgpack"
+        made.append(weakref.ref(kind))
+        del kind
+    gc.collect()
+    assert [r for r in made if r() is not None] == []
+    later = dataclasses.make_dataclass("Later", [("a", int)])
+    later.__module__ = __name__
+    SERDE.dumps_typed(later(1))
+    assert id(later) in serde._BY_TYPE

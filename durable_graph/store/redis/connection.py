@@ -10,6 +10,8 @@ run on the connection that wrote).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -63,6 +65,8 @@ def client_from_url(url: str, *, cluster: bool = False, **client_kwargs: Any) ->
 
     Two quick retries ride out a dropped connection; every script is idempotent
     (same checkpoint id, first-write-wins slots), so a retry after a lost reply is safe.
+    A plain pipeline the store sends itself (``_exchange``) may carry other commands: it
+    is retried only when it could not be sent.
     A single-node client packs its commands with ``RespPacker`` (the same bytes as
     redis-py's packer, for a fraction of its CPU); hiredis's, when installed, is kept.
     """
@@ -231,30 +235,51 @@ class RedisConn:
             return fn(self.client)
 
 
+def checkout(pool: Any) -> Any:
+    """A connection from ``pool``, taken as this redis-py wants: before 5.3 its
+    ``get_connection`` needs a command's name; from 5.3 on it warns when given one."""
+    if _wants_command_name(pool.__class__):
+        return pool.get_connection("PIPELINE")
+    return pool.get_connection()
+
+
+@functools.cache
+def _wants_command_name(kind: Any) -> bool:
+    """Whether ``kind.get_connection`` has a ``command_name`` with no default."""
+    found = inspect.signature(kind.get_connection).parameters.get("command_name")
+    return found is not None and found.default is inspect.Parameter.empty
+
+
 def _exchange(pipe: Any, stack: list[tuple[Any, dict[str, Any]]]) -> list[Any]:
     """The replies of a plain pipeline's commands (``stack``), as its ``execute(raise_on_error
     =False)`` gives them, in one round trip without redis-py's per-pipeline bookkeeping
-    (its HIMPORT and metrics passes over every command). The commands go in one write;
-    each reply is parsed with the client's callbacks, an error reply kept in its place. A
-    dropped connection is retried as redis-py retries a pipeline (the same commands
-    again: every script is idempotent); a connection left mid-exchange by anything else
-    is closed, never handed out again with replies unread (redis-py's pipeline releases
-    it as it is, and the next command would read the reply of this one)."""
+    (its HIMPORT and metrics passes over every command, and its debug logs and metrics
+    of the round trip). The commands go in one write; each reply is parsed with the
+    client's callbacks, an error reply kept in its place.
+
+    Only a failure to send is retried (with the client's ``retry``: the connection is
+    made again and the same bytes sent). A failure once the commands were written (a
+    read timeout, a connection dropped mid-reply) is raised, never sent again: the
+    server may have run them, and a pipeline may carry a command that must not run
+    twice (a first job's LPUSH); the callers' own recovery treats it as "may have
+    landed". The connection is then closed, never handed out again with replies unread
+    (redis-py's pipeline releases it as it is, and the next command would read the reply
+    of this one)."""
     pool = pipe.connection_pool
-    conn = pool.get_connection()
+    conn = checkout(pool)
     try:
-        replies: list[Any] = conn.retry.call_with_retry(
-            lambda: _send_and_read(pipe, conn, stack), lambda _error: conn.disconnect())
+        packed = conn.pack_commands([args for args, _ in stack])
+        conn.retry.call_with_retry(
+            lambda: conn.send_packed_command(packed), lambda _error: conn.disconnect())
+        return _read_replies(pipe, conn, stack)
     except BaseException:
         conn.disconnect()
         raise
     finally:
         pool.release(conn)
-    return replies
 
 
-def _send_and_read(pipe: Any, conn: Any, stack: list[tuple[Any, dict[str, Any]]]) -> list[Any]:
-    conn.send_packed_command(conn.pack_commands([args for args, _ in stack]))
+def _read_replies(pipe: Any, conn: Any, stack: list[tuple[Any, dict[str, Any]]]) -> list[Any]:
     replies: list[Any] = []
     for args, options in stack:
         try:

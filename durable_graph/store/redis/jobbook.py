@@ -29,7 +29,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from durable_graph.store.redis import job_scripts
-from durable_graph.store.redis.connection import RedisConn
+from durable_graph.store.redis.connection import RedisConn, checkout
 from durable_graph.store.redis.keys import (
     JobKeys,
     ThreadKeys,
@@ -195,7 +195,7 @@ class JobBook:
             return lambda: None
         pool = client.connection_pool
         with self.conn.errors("register jobs"):
-            conn = pool.get_connection()
+            conn = checkout(pool)
             try:
                 for bucket, args in by_bucket.items():
                     conn.send_command("EVAL", job_scripts.REGISTER_JOBS, 6, *bucket.ordered(),

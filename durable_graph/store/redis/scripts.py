@@ -596,7 +596,7 @@ return renew(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
 )
 
-CLOSE_RUN = """
+CLOSE_RUN = _INDEX_FUNCTION + """
 -- A run's end in one round trip on one Redis (not Cluster: the index is in another slot).
 -- KEYS: lease, thread record, the run's event stream, the thread's shard of every status index
 -- ARGV: owner, gen, thread, status, score_ms, event mode, event payload, stream ttl,
@@ -613,12 +613,7 @@ if ARGV[10] ~= '' and redis.call('HGET', KEYS[2], 'last_checkpoint_id') ~= ARGV[
   return -1
 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 11))
-for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
-for i = 4, #KEYS do
-  if string.sub(KEYS[i], -#ARGV[4] - 1) == ':' .. ARGV[4] then
-    redis.call('ZADD', KEYS[i], tonumber(ARGV[5]), ARGV[3])
-  end
-end
+index_status(4, ARGV[3], ARGV[4], ARGV[5])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'm', ARGV[6], 'p', ARGV[7])
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
 redis.call('HSET', KEYS[1], 'owner', '', 'expires', 0)
