@@ -40,7 +40,6 @@ from durable_graph.store.leaves import (
     leaf_value,
     pack_digests,
     split_leaves,
-    unpack_digests,
 )
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import BLOBS, CHAIN, LEAF, ThreadKeys, leaf_field
@@ -57,7 +56,7 @@ from durable_graph.store.sqlite_leaves import (
     release_leaves,
     unpack_leaf,
 )
-from durable_graph.store.sqlite_row import unpack_tag
+from tests.leaf_counts import counted, held_by_rows
 
 
 def text(n: int = 1024) -> str:
@@ -444,38 +443,14 @@ def test_sqlite_gives_leaves_back_without_delete_returning(
     saver.prune(["t"], strategy="keep_latest")
     assert statements and not [s for s in statements if "RETURNING" in s.upper()]
     conn = saver._conn
-    refs = _counted(conn)
-    assert refs == _held_by_rows(conn) and refs
+    refs = counted(conn)
+    assert refs == held_by_rows(conn) and refs
     columns = [c for (c,) in conn.execute("SELECT leaves FROM blobs WHERE leaves IS NOT NULL")]
     # plain values: every list in the value alone; signed ones (an envelope): listed
     assert columns and all((c == IN_VALUE) == (serde is None) for c in columns)
     state = saver.get_tuple({"configurable": {"thread_id": "t"}})
     assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
     saver.close()
-
-
-def _held_by_rows(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
-    """How many value and write rows of a thread refer to each of its leaves: their
-    decoded values' digests (``digests_of``; a signed row: its ``leaves`` column, the
-    same digests as its signed value's, which needs the row's place to open)."""
-    serde = TypedSerializer()
-    held: dict[tuple[str, bytes], int] = {}
-    for table in ("blobs", "writes"):
-        for thread, tag, blob, packed in conn.execute(
-                f"SELECT thread_id, type, blob, leaves FROM {table} WHERE leaves IS NOT NULL"):
-            if packed != IN_VALUE:
-                digests = set(unpack_digests(packed))
-            else:
-                digests = digests_of(serde.loads_typed((unpack_tag(tag), bytes(blob))))
-            for digest in digests:
-                held[thread, digest] = held.get((thread, digest), 0) + 1
-    return held
-
-
-def _counted(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
-    """Each leaf's stored count, by (thread, digest)."""
-    return {(t, bytes(d)): n for t, d, n in conn.execute(
-        "SELECT thread_id, digest, refs FROM leaves")}
 
 
 PRE_V6_TAGS = frozenset({b"msgpack", b"null", b"bytes", b"pickle", b"signed"})
@@ -633,7 +608,7 @@ def test_sqlite_value_rows_keep_their_references_in_the_value_exactly(tmp_path: 
     conn = saver._conn
 
     def check(threads: set[str]) -> None:
-        assert _counted(conn) == _held_by_rows(conn)
+        assert counted(conn) == held_by_rows(conn)
         assert {t for (t,) in conn.execute("SELECT DISTINCT thread_id FROM leaves")} == threads
 
     contents = run_chat(chat_app(saver), "t", 9)
@@ -743,14 +718,14 @@ def test_a_row_whose_value_no_longer_gives_its_references_back_is_refused(
     with SqliteSaver(tmp_path / "c.db", keep_last=100) as saver:
         run_chat(chat_app(saver), "t", 3)
         conn = saver._conn
-        before = _counted(conn)
+        before = counted(conn)
         with conn:
             assert conn.execute("UPDATE blobs SET blob = x'c1' WHERE leaves = ?",
                                 (IN_VALUE,)).rowcount
         ids = [c.checkpoint_id for c in saver.list_ids("t")]
         with pytest.raises(CheckpointStoreError, match="cannot be read back from its value"):
             saver.delete_checkpoints("t", "", ids)
-        assert _counted(conn) == before
+        assert counted(conn) == before
         assert [c.checkpoint_id for c in saver.list_ids("t")] == ids
 
 
