@@ -329,8 +329,6 @@ ON CONFLICT (thread_id) DO UPDATE SET
     error_traceback = COALESCE(excluded.error_traceback, threads.error_traceback)
 """
 
-"""Decoded versions (msgpack forms: plain data) as JSON text for ``json_each``."""
-
 Synchronous = Literal["NORMAL", "FULL"]
 _Row = tuple[Any, ...]
 _THREAD_ONLY = "thread_id = ?"
