@@ -106,6 +106,7 @@ from durable_graph.store.sqlite_leaves import (
 )
 from durable_graph.store.sqlite_named import (
     RowNames,
+    dumps_versions,
     is_named,
     pack_seen,
     pack_versions,
@@ -327,9 +328,6 @@ ON CONFLICT (thread_id) DO UPDATE SET
     error_message = COALESCE(excluded.error_message, threads.error_message),
     error_traceback = COALESCE(excluded.error_traceback, threads.error_traceback)
 """
-
-_VERSIONS_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-"""Decoded versions (msgpack forms: plain data) as JSON text for ``json_each``."""
 
 Synchronous = Literal["NORMAL", "FULL"]
 _Row = tuple[Any, ...]
@@ -604,7 +602,7 @@ class SqliteSaver(BaseCheckpointSaver):
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (
                 versions if isinstance(versions, str)  # JSON text already (schema < 6)
-                else _VERSIONS_JSON(version_of), thread_id, ns))
+                else dumps_versions(version_of), thread_id, ns))
         }
         resolve_values(values, lambda channel, head: [
             tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),

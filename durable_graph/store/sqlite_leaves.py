@@ -21,11 +21,15 @@ that does not end within that (a zlib bomb written into the file) is refused wit
 inflating the rest.
 
 Schema 7 keeps a value row's references in its value alone when they can be read
-back from it: the ``leaves`` column is then empty (``IN_VALUE``, not NULL: NULL is "no
-leaves", as before), and a row that goes gives back what ``digests_in`` finds in its
-value's bytes (plain msgpack, without building any object). A row gets that form only
-when ``digests_in`` gives back exactly the digests it holds, checked as it is written;
-any other row (a signed or pickled value, a write) lists them as before.
+back from it: the ``leaves`` column is then the one-letter text ``IN_VALUE`` (not NULL:
+NULL is "no leaves", as before; a text, so a schema 6 process, which reads the column
+as digests, fails on it and rolls back instead of giving nothing back), and a row that
+goes gives back what ``digests_in`` finds in its value's bytes (plain msgpack, without
+building any object). A row gets that form only when ``digests_in`` gives back exactly
+the digests it holds, within ``MAX_NESTING`` extensions, checked as it is written; any
+other row (a signed or pickled value, a write, a value nested deeper) lists them as
+before. A row of that form whose value no longer gives its references back is refused
+(``CheckpointStoreError``), never taken to hold none.
 
 Schema 7 also adds a third cell: ``B`` and the bytes a text leaf in canonical base64 stands
 for (an image or a file sent as a data URL, a tool's binary output), a quarter smaller
@@ -46,11 +50,13 @@ from typing import Any
 
 import ormsgpack
 
+from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.leaves import pack_digests, unpack_digests
 
 __all__ = [
     "IN_VALUE",
     "LEAVES_SCHEMA",
+    "MAX_NESTING",
     "MAX_RATIO",
     "add_leaf_columns",
     "delete_releasing",
@@ -91,8 +97,11 @@ _EXISTS = "SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?"
 _CHUNK = 500  # digests per lookup (SQLite's bound-parameter limit is 999 on old builds)
 
 
-IN_VALUE = b""
-"""A value row's ``leaves`` column when its value's bytes hold its references."""
+IN_VALUE = "v"
+"""A value row's ``leaves`` column (a TEXT) when its value's bytes hold its references."""
+MAX_NESTING = 64
+"""Most extensions ``digests_in`` walks into, one inside another (a fixed bound, not
+the Python stack's: a row's form never depends on how deep its caller ran)."""
 _MSGPACK = ("msgpack", b"\x01")
 """A plain msgpack value's serializer tag, as given and as stored (``sqlite_row``)."""
 _LEAF_EXT, _UUID_EXT = 14, 8
@@ -101,32 +110,36 @@ msgpack) and of a UUID (16 raw bytes); every other payload is msgpack."""
 
 
 def digests_in(tag: str | bytes, data: bytes) -> list[bytes] | None:
-    """The leaf digests a plain msgpack value refers to (in extensions, however deep),
-    or None when its bytes are not such a value. No object is built: only digests."""
+    """The leaf digests a plain msgpack value refers to (in extensions, at most
+    ``MAX_NESTING`` deep), or None when its bytes are not such a value, or nest deeper.
+    No object is built: only digests."""
     if tag not in _MSGPACK:
         return None
     found: list[bytes] = []
-
-    def walk(payload: bytes) -> None:
-        ormsgpack.unpackb(payload, ext_hook=hook, option=ormsgpack.OPT_NON_STR_KEYS)
+    depth = 0
 
     def hook(code: int, payload: bytes) -> None:
+        nonlocal depth
         if code == _LEAF_EXT:
             digest = ormsgpack.unpackb(payload)
             if type(digest) is not bytes:
                 raise ValueError("not a digest")  # internal signal: not such a value
             found.append(digest)
         elif code != _UUID_EXT:
-            walk(payload)
+            if depth >= MAX_NESTING:
+                raise ValueError("nested too deep")  # internal signal, as above
+            depth += 1
+            ormsgpack.unpackb(payload, ext_hook=hook, option=ormsgpack.OPT_NON_STR_KEYS)
+            depth -= 1
 
     try:
-        walk(bytes(data))
+        ormsgpack.unpackb(bytes(data), ext_hook=hook, option=ormsgpack.OPT_NON_STR_KEYS)
     except (ValueError, TypeError, RecursionError):  # msgpack's decode error is a ValueError
         return None
     return found
 
 
-def leaves_column(tag: str, data: bytes, refs: bytes | None) -> bytes | None:
+def leaves_column(tag: str, data: bytes, refs: bytes | None) -> bytes | str | None:
     """A value row's ``leaves`` column: ``IN_VALUE`` when ``digests_in`` reads its
     references ``refs`` (``pack_digests``) back from its bytes exactly, else ``refs``."""
     if refs is None:
@@ -135,11 +148,19 @@ def leaves_column(tag: str, data: bytes, refs: bytes | None) -> bytes | None:
     return IN_VALUE if found is not None and pack_digests(found) == refs else refs
 
 
-def _held(leaves: bytes, tag: str | bytes | None, data: bytes | None) -> bytes | None:
-    """The references a stored row holds: its ``leaves`` column, or its value's."""
-    if len(leaves) or tag is None or data is None:
+def _held(leaves: bytes | str, tag: bytes | None, data: bytes | None) -> bytes | None:
+    """The references a stored row holds: its ``leaves`` column, or for ``IN_VALUE``
+    its value's; a row of that form whose value does not give them back is refused."""
+    if not isinstance(leaves, str):
         return leaves
-    return pack_digests(digests_in(tag, data) or [])
+    found = digests_in(tag, data) if leaves == IN_VALUE and tag is not None \
+        and data is not None else None
+    if found is None:
+        raise CheckpointStoreError(
+            f"a stored value row's leaf references cannot be read back from its value "
+            f"(leaves column {leaves!r}): the file was altered, or written by a newer "
+            f"release; nothing was deleted")
+    return pack_digests(found)
 
 
 def add_leaf_columns(conn: sqlite3.Connection) -> None:
@@ -224,8 +245,8 @@ def delete_releasing(
     transaction. Read first, then deleted: ``DELETE ... RETURNING`` needs SQLite 3.35,
     which older distributions (Debian 11, RHEL 9) do not have."""
     found = conn.execute(
-        f"{with_} SELECT leaves, CASE WHEN length(leaves) = 0 THEN type END, "
-        f"CASE WHEN length(leaves) = 0 THEN blob END FROM {rows} AND leaves IS NOT NULL",
+        f"{with_} SELECT leaves, CASE WHEN typeof(leaves) = 'text' THEN type END, "
+        f"CASE WHEN typeof(leaves) = 'text' THEN blob END FROM {rows} AND leaves IS NOT NULL",
         params).fetchall()
     release_leaves(conn, thread_id, [(_held(*row),) for row in found])
     conn.execute(f"{with_} DELETE FROM {rows}", params)

@@ -38,6 +38,7 @@ from durable_graph.store import sqlite_row
 
 __all__ = [
     "RowNames",
+    "dumps_versions",
     "is_named",
     "own_version",
     "pack_seen",
@@ -120,10 +121,10 @@ def _full(stored: Any, row: RowNames) -> Any:
 
 
 def _name(row: RowNames, number: Any) -> str:
-    if type(number) is not int:
+    if type(number) is not int or not 0 <= number < 2**63:  # SQLite's INTEGER
         raise SerializationError(
-            f"checkpoint {row.checkpoint_id} names a channel by {number!r}, not a number: "
-            "the row was edited")
+            f"checkpoint {row.checkpoint_id} names a channel or node by {number!r}, not a "
+            "name's number: the row was edited")
     return row.name_of(number)
 
 
@@ -162,11 +163,15 @@ def unpack_versions(stored: str | bytes, row: RowNames) -> Any:
             for number, version in zip(flat[::2], flat[1::2], strict=True)}
 
 
+dumps_versions = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+"""Decoded versions as compact JSON text, as SQL's ``json_each`` reads them."""
+
+
 def versions_json(stored: str | bytes | None, row: RowNames) -> str | None:
     """A row's versions as JSON text, for SQL's ``json_each`` (``dg_versions``)."""
     if stored is None or isinstance(stored, str):
         return stored
-    return json.dumps(unpack_versions(stored, row), separators=(",", ":"))
+    return dumps_versions(unpack_versions(stored, row))
 
 
 def pack_seen(seen: Any, versions: Any, row: RowNames) -> str | bytes:

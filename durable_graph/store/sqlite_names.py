@@ -56,9 +56,7 @@ class NameTable:
             return known
         found = conn.execute("SELECT name FROM names WHERE id = ?", (number,)).fetchone()
         if found is None or not isinstance(found[0], str):
-            raise CheckpointStoreError(
-                f"a checkpoint row refers to name number {number!r}, which the file's names "
-                "table lacks: the file was edited or truncated; it cannot be read")
+            raise _missing(number)
         self._learn(number, found[0])
         return found[0]
 
@@ -67,9 +65,7 @@ class NameTable:
         try:
             return self._names[number]
         except KeyError:
-            raise CheckpointStoreError(
-                f"a checkpoint row refers to name number {number!r}, which the file's names "
-                "table lacks: the file was edited or truncated; it cannot be read") from None
+            raise _missing(number) from None
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Learn every name of the file (before SQL that decodes many rows)."""
@@ -84,3 +80,9 @@ class NameTable:
     def _learn(self, number: int, name: str) -> None:
         self._ids[name] = number
         self._names[number] = name
+
+
+def _missing(number: int) -> CheckpointStoreError:
+    return CheckpointStoreError(
+        f"a checkpoint row refers to name number {number!r}, which the file's names "
+        "table lacks: the file was edited or truncated; it cannot be read")

@@ -36,6 +36,10 @@ Formats (each file keeps the format it was recorded in):
   parent's own versions by their steps (``store/sqlite_named.py``), the timestamp
   after the time in the checkpoint id and a step's metadata as one integer
   (``store/sqlite_row.py``).
+- ``plain-v7``: as ``signed-v7``, unsigned, with each chat input canonical base64
+  (``BASE64_TEXT``): its leaves are ``B`` cells, and the plain value rows that refer to
+  them keep their references in the value alone (``leaves`` column ``'v'``,
+  ``store/sqlite_leaves.py``).
 - ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
   leaf field of the blobs hash, kept once, listed in the chain field of every value
   that refers to it (``store/redis/leafblobs.py``); such a value's tag starts with
@@ -55,6 +59,7 @@ The graphs live here so the test builds exactly the same ones. Threads:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import operator
 import os
@@ -91,17 +96,25 @@ SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v4": "checkpoints-signed-v4.sqlite",
                   "signed-v5": "checkpoints-signed-v5.sqlite",
                   "signed-v6": "checkpoints-signed-v6.sqlite",
-                  "signed-v7": "checkpoints-signed-v7.sqlite"}
+                  "signed-v7": "checkpoints-signed-v7.sqlite",
+                  "plain-v7": "checkpoints-plain-v7.sqlite"}
+UNSIGNED_FORMATS = frozenset({"plain-v7"})
+"""SQLite formats recorded without signing (as ``plain``, ``DB_NAME``)."""
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
-                           "redis-v3", "redis-v4", "redis-v5", "redis-v6"})
+                           "plain-v7", "redis-v3", "redis-v4", "redis-v5", "redis-v6"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "redis-v6"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""
+BASE64_FORMATS = frozenset({"plain-v7"})
+"""Formats whose chat inputs are canonical base64 (``say`` with ``BASE64_TEXT``)."""
+BASE64_TEXT = "<base64>"
+"""``pad_of`` a base64 format: each input is the base64 of its words and 300 bytes
+that do not deflate (an image's, say), so it is kept as a ``B`` cell."""
 DELTA_THREADS = ("chat",)
 GOLDEN_SNAPSHOT_EVERY = 3
 """Deltas between whole values in the delta golden stores: chains restart within ``chat``."""
@@ -111,6 +124,12 @@ CHAT_TURNS = 8
 def golden_serde() -> SignedSerializer:
     """The serializer the signed golden stores were written with."""
     return SignedSerializer(TypedSerializer(), SigningCodec.from_secret(GOLDEN_KEY))
+
+
+def serde_of(store_name: str) -> SignedSerializer | None:
+    """The serializer a golden SQLite store was written with (None: the default)."""
+    unsigned = {DB_NAME} | {SQLITE_FORMATS[f] for f in UNSIGNED_FORMATS}
+    return None if store_name in unsigned else golden_serde()
 
 
 def expected_name(store_name: str) -> str:
@@ -246,16 +265,28 @@ def chat_graph(saver: Any, runs: Runs) -> Any:
 
 
 def pad_of(store_name: str) -> str:
-    """What the chat messages of a golden store end with (``LEAF_PAD`` for leaf formats)."""
+    """What the chat messages of a golden store end with (``LEAF_PAD`` for leaf formats,
+    ``BASE64_TEXT`` for base64 ones)."""
+    if store_name in {SQLITE_FORMATS[f] for f in BASE64_FORMATS}:
+        return BASE64_TEXT
     leafy = {SQLITE_FORMATS.get(f, REDIS_FORMATS.get(f)) for f in LEAF_FORMATS}
     return LEAF_PAD if store_name in leafy else ""
 
 
+def say(words: str, pad: str) -> str:
+    """A chat input's text: ``words`` and ``pad``, or for ``BASE64_TEXT`` the base64 of
+    ``words`` and 300 bytes derived from them that do not deflate."""
+    if pad != BASE64_TEXT:
+        return words + pad
+    raw = words.encode()
+    return base64.b64encode(raw + hashlib.shake_256(raw).digest(300)).decode()
+
+
 def chat_turn(turn: int, pad: str = "") -> dict[str, Any]:
     """The input of one chat turn: a new message; turn 3 edits m1, turn 5 removes m2."""
-    new: list[Any] = [{"id": f"m{turn}", "role": "user", "content": f"hello {turn}{pad}"}]
+    new: list[Any] = [{"id": f"m{turn}", "role": "user", "content": say(f"hello {turn}", pad)}]
     if turn == 3:
-        new.append({"id": "m1", "role": "user", "content": f"hello 1, edited{pad}"})
+        new.append({"id": "m1", "role": "user", "content": say("hello 1, edited", pad)})
     if turn == 5:
         new.append(RemoveMessage(id="m2"))
     return {"messages": new}
@@ -265,9 +296,9 @@ def chat_messages(turns: int, pad: str = "") -> list[tuple[str, str]]:
     """(id, content) of the chat's messages after ``turns`` turns, as a run leaves them."""
     out: list[tuple[str, str]] = []
     for turn in range(turns):
-        out.append((f"m{turn}", f"hello {turn}{pad}"))
+        out.append((f"m{turn}", say(f"hello {turn}", pad)))
         if turn == 3:
-            out = [("m1", f"hello 1, edited{pad}") if i == "m1" else (i, c) for i, c in out]
+            out = [("m1", say("hello 1, edited", pad)) if i == "m1" else (i, c) for i, c in out]
         if turn == 5:
             out = [(i, c) for i, c in out if i != "m2"]
         out.append((f"r{len(out)}", f"re: {out[-1][1]}"))
@@ -423,7 +454,8 @@ if __name__ == "__main__":
     if fmt == "plain":
         result = record(HERE)
     elif fmt in SQLITE_FORMATS:
-        result = record(HERE, SQLITE_FORMATS[fmt], signed=True, delta=fmt in DELTA_FORMATS)
+        result = record(HERE, SQLITE_FORMATS[fmt], signed=fmt not in UNSIGNED_FORMATS,
+                        delta=fmt in DELTA_FORMATS)
     elif fmt in REDIS_FORMATS:
         url = os.environ.get("DURABLE_GRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
         result = record_redis(HERE, REDIS_FORMATS[fmt], url, delta=fmt in DELTA_FORMATS)

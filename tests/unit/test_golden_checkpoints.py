@@ -74,7 +74,7 @@ def saver(tmp_path: Path, store_name: str) -> Iterator[SqliteSaver]:
     digest = _digest(original)
     copy = tmp_path / store_name
     shutil.copyfile(original, copy)
-    serde = None if store_name == gen.DB_NAME else gen.golden_serde()
+    serde = gen.serde_of(store_name)
     with SqliteSaver(copy, serde=serde) as s:
         yield s
     assert _digest(original) == digest
@@ -213,6 +213,44 @@ def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
     stored = [ormsgpack.unpackb(versions[2:]) for *_, versions, _ in rows]
     shown = [v for flat in stored for v in flat[2::2]]
     assert None in shown and any(v < 0 for v in shown if v is not None)  # own, parent's
+
+
+def test_plain_v7_keeps_base64_leaves_and_references_in_the_value(tmp_path: Path) -> None:
+    """What schema 7 changes for a plain store: base64 inputs kept as ``B`` cells, value
+    rows keeping their references in the value (``leaves`` column ``'v'``); on a copy,
+    keep_last, prune and ``delete_checkpoints`` give back exactly what the rows held."""
+    import sqlite3
+
+    from durable_graph.store.sqlite_leaves import IN_VALUE, unpack_leaf
+    from tests.leaf_counts import counted, held_by_rows
+
+    name = STORES["plain-v7"]
+    conn = sqlite3.connect(f"file:{GOLDEN / name}?immutable=1", uri=True)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
+        cells = [bytes(d) for (d,) in conn.execute("SELECT data FROM leaves")]
+        columns = [c for (c,) in conn.execute("SELECT leaves FROM blobs")]
+    finally:
+        conn.close()
+    pad = gen.pad_of(name)
+    texts = {m["content"] for t in range(gen.CHAT_TURNS)
+             for m in gen.chat_turn(t, pad)["messages"] if isinstance(m, dict)}
+    assert cells and {c[:1] for c in cells} == {b"B"}
+    assert sorted(unpack_leaf(c)[1:].decode() for c in cells) == sorted(texts)
+    assert columns.count(IN_VALUE) >= gen.CHAT_TURNS and set(columns) <= {IN_VALUE, None}
+    copy = tmp_path / name
+    shutil.copyfile(GOLDEN / name, copy)
+    with SqliteSaver(copy, keep_last=3) as saver:
+        conn = saver._conn
+        assert counted(conn) == held_by_rows(conn) and counted(conn)
+        out = gen.chat_graph(saver, gen.Runs(fail=False)).invoke(
+            gen.chat_turn(gen.CHAT_TURNS, pad), cfg("chat"))  # a commit trims to 3
+        assert _messages(out) == gen.chat_messages(gen.CHAT_TURNS + 1, pad)
+        assert counted(conn) == held_by_rows(conn)
+        saver.prune(["chat"], strategy="keep_latest")
+        assert counted(conn) == held_by_rows(conn)
+        saver.delete_checkpoints("chat", "", [c.checkpoint_id for c in saver.list_ids("chat")])
+        assert counted(conn) == held_by_rows(conn) == {}
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:

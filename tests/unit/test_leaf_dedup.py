@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import sqlite3
+import sys
 import time
 import tracemalloc
 import uuid
@@ -25,8 +26,8 @@ import pydantic
 import pytest
 
 from durable_graph import END, START, InMemorySaver, SqliteSaver, StateGraph, add_messages
-from durable_graph.errors import SerializationError
-from durable_graph.store.base import BaseCheckpointSaver
+from durable_graph.errors import CheckpointStoreError, SerializationError
+from durable_graph.store.base import BaseCheckpointSaver, Checkpoint, new_checkpoint_id
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.delta import ChannelDelta
 from durable_graph.store.leaves import (
@@ -39,7 +40,6 @@ from durable_graph.store.leaves import (
     leaf_value,
     pack_digests,
     split_leaves,
-    unpack_digests,
 )
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import BLOBS, CHAIN, LEAF, ThreadKeys, leaf_field
@@ -47,13 +47,16 @@ from durable_graph.store.redis.leafblobs import LeafHints
 from durable_graph.store.retention import copy_thread
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.store.sqlite_leaves import (
+    IN_VALUE,
+    MAX_NESTING,
     MAX_RATIO,
     digests_in,
     leaves_column,
     pack_leaf,
+    release_leaves,
     unpack_leaf,
 )
-from durable_graph.store.sqlite_row import unpack_tag
+from tests.leaf_counts import counted, held_by_rows
 
 
 def text(n: int = 1024) -> str:
@@ -440,39 +443,14 @@ def test_sqlite_gives_leaves_back_without_delete_returning(
     saver.prune(["t"], strategy="keep_latest")
     assert statements and not [s for s in statements if "RETURNING" in s.upper()]
     conn = saver._conn
-    refs = _counted(conn)
-    assert refs == _held_by_rows(conn) and refs
-    columns = [bytes(c) for (c,) in conn.execute(
-        "SELECT leaves FROM blobs WHERE leaves IS NOT NULL")]
+    refs = counted(conn)
+    assert refs == held_by_rows(conn) and refs
+    columns = [c for (c,) in conn.execute("SELECT leaves FROM blobs WHERE leaves IS NOT NULL")]
     # plain values: every list in the value alone; signed ones (an envelope): listed
-    assert columns and all((c == b"") == (serde is None) for c in columns)
+    assert columns and all((c == IN_VALUE) == (serde is None) for c in columns)
     state = saver.get_tuple({"configurable": {"thread_id": "t"}})
     assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
     saver.close()
-
-
-def _held_by_rows(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
-    """How many value and write rows of a thread refer to each of its leaves: their
-    decoded values' digests (``digests_of``; a signed row: its ``leaves`` column, the
-    same digests as its signed value's, which needs the row's place to open)."""
-    serde = TypedSerializer()
-    held: dict[tuple[str, bytes], int] = {}
-    for table in ("blobs", "writes"):
-        for thread, tag, blob, packed in conn.execute(
-                f"SELECT thread_id, type, blob, leaves FROM {table} WHERE leaves IS NOT NULL"):
-            if len(packed):
-                digests = set(unpack_digests(packed))
-            else:
-                digests = digests_of(serde.loads_typed((unpack_tag(tag), bytes(blob))))
-            for digest in digests:
-                held[thread, digest] = held.get((thread, digest), 0) + 1
-    return held
-
-
-def _counted(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
-    """Each leaf's stored count, by (thread, digest)."""
-    return {(t, bytes(d)): n for t, d, n in conn.execute(
-        "SELECT thread_id, digest, refs FROM leaves")}
 
 
 PRE_V6_TAGS = frozenset({b"msgpack", b"null", b"bytes", b"pickle", b"signed"})
@@ -630,11 +608,11 @@ def test_sqlite_value_rows_keep_their_references_in_the_value_exactly(tmp_path: 
     conn = saver._conn
 
     def check(threads: set[str]) -> None:
-        assert _counted(conn) == _held_by_rows(conn)
+        assert counted(conn) == held_by_rows(conn)
         assert {t for (t,) in conn.execute("SELECT DISTINCT thread_id FROM leaves")} == threads
 
     contents = run_chat(chat_app(saver), "t", 9)
-    assert conn.execute("SELECT COUNT(*) FROM blobs WHERE leaves = x''").fetchone()[0] > 0
+    assert conn.execute("SELECT COUNT(*) FROM blobs WHERE leaves = 'v'").fetchone()[0] > 0
     check({"t"})
     copy_thread(saver, "t", "u")
     check({"t", "u"})
@@ -653,6 +631,104 @@ def test_sqlite_value_rows_keep_their_references_in_the_value_exactly(tmp_path: 
     saver.close()
 
 
+
+def test_schema_6_deletes_fail_loudly_on_rows_keeping_references_in_the_value(
+        tmp_path: Path) -> None:
+    """A schema 6 process that still has the file open gives a deleted row's references
+    back from its ``leaves`` column alone (``SELECT leaves ... IS NOT NULL``, then
+    ``release_leaves``): on ``IN_VALUE`` it must raise, rolling its transaction back,
+    not release nothing and leak the leaves for good."""
+    with SqliteSaver(tmp_path / "c.db") as saver:
+        run_chat(chat_app(saver), "t", 3)
+        conn = saver._conn
+        rows = conn.execute("SELECT leaves FROM blobs WHERE leaves IS NOT NULL").fetchall()
+        assert IN_VALUE in {c for (c,) in rows}
+        for row in rows:
+            if row[0] == IN_VALUE:
+                with pytest.raises(TypeError):  # schema 6's unpack_digests: bytes('v')
+                    release_leaves(conn, "t", [row])
+
+
+def _nested(depth: int) -> Any:
+    value: Any = text()
+    for _ in range(depth):
+        value = (value,)  # a tuple: one msgpack extension each
+    return value
+
+
+def test_digests_in_walks_a_fixed_depth_whatever_the_stack() -> None:
+    """``digests_in`` reads references at most ``MAX_NESTING`` extensions deep, and
+    gives the same answer from a deep stack: a row's form never depends on it."""
+    serde = TypedSerializer()
+    leaves: dict[bytes, bytes] = {}
+    tag, data = serde.dumps_typed(split_leaves(_nested(MAX_NESTING), leaves))
+    deeper_tag, deeper = serde.dumps_typed(split_leaves(_nested(MAX_NESTING + 1), {}))
+
+    def at_depth(n: int, tag: str, data: bytes) -> list[bytes] | None:
+        return at_depth(n - 1, tag, data) if n else digests_in(tag, data)
+
+    assert digests_in(tag, data) == at_depth(300, tag, data) == list(leaves)
+    assert digests_in(deeper_tag, deeper) is None
+    assert at_depth(300, deeper_tag, deeper) is None
+
+
+def _put_value(saver: SqliteSaver, value: Any, parent: str | None) -> str:
+    checkpoint_id = new_checkpoint_id(parent)
+    configurable = {"thread_id": "t", "checkpoint_ns": ""}
+    if parent:
+        configurable["checkpoint_id"] = parent
+    versions = {"__start__": 2 if parent else 1}
+    saver.put({"configurable": configurable},
+              Checkpoint(id=checkpoint_id, ts="2026-01-01T00:00:00+00:00",
+                         channel_values={"__start__": value}, channel_versions=versions,
+                         versions_seen={}), {"source": "loop", "step": 1}, versions)
+    return checkpoint_id
+
+
+def test_a_deeply_nested_value_lists_its_references_and_gives_them_back(
+        tmp_path: Path) -> None:
+    """A value nested deeper than ``digests_in`` walks lists its references, so deleting
+    it from a deep stack gives them back; no leaf is left without a row."""
+    with SqliteSaver(tmp_path / "c.db") as saver:
+        first = _put_value(saver, _nested(MAX_NESTING + 36), None)
+        _put_value(saver, "small", first)
+        conn = saver._conn
+        (column,) = conn.execute("SELECT leaves FROM blobs WHERE version = 1").fetchone()
+        assert isinstance(column, bytes) and len(column) == 32
+
+        def deep(n: int) -> None:
+            return deep(n - 1) if n else saver.delete_checkpoints("t", "", [first])
+
+        deep(sys.getrecursionlimit() - _frames() - 60)  # too few frames left for 100 levels
+        assert conn.execute("SELECT COUNT(*) FROM leaves").fetchone()[0] == 0
+
+
+def _frames() -> int:
+    """How many frames the stack holds here."""
+    frame, n = sys._getframe(), 0
+    while frame is not None:
+        frame, n = frame.f_back, n + 1  # type: ignore[assignment]
+    return n
+
+
+def test_a_row_whose_value_no_longer_gives_its_references_back_is_refused(
+        tmp_path: Path) -> None:
+    """An ``IN_VALUE`` row whose value does not parse (edited in the file) is refused
+    with the store's error and nothing is deleted: never taken to hold no references."""
+    with SqliteSaver(tmp_path / "c.db", keep_last=100) as saver:
+        run_chat(chat_app(saver), "t", 3)
+        conn = saver._conn
+        before = counted(conn)
+        with conn:
+            assert conn.execute("UPDATE blobs SET blob = x'c1' WHERE leaves = ?",
+                                (IN_VALUE,)).rowcount
+        ids = [c.checkpoint_id for c in saver.list_ids("t")]
+        with pytest.raises(CheckpointStoreError, match="cannot be read back from its value"):
+            saver.delete_checkpoints("t", "", ids)
+        assert counted(conn) == before
+        assert [c.checkpoint_id for c in saver.list_ids("t")] == ids
+
+
 def test_digests_in_reads_references_without_building_objects() -> None:
     """``digests_in`` finds every reference of a plain msgpack value, inside deltas and
     models too; anything else (a pickle, a signed envelope, garbage) is None, and a row
@@ -666,7 +742,7 @@ def test_digests_in_reads_references_without_building_objects() -> None:
     found = digests_in(tag, data)
     assert found is not None and sorted(found) == sorted(leaves)
     refs = pack_digests(leaves)
-    assert leaves_column(tag, data, refs) == b""
+    assert leaves_column(tag, data, refs) == IN_VALUE
     assert leaves_column(tag, data, None) is None
     plain_tag, plain = serde.dumps_typed({"no": "leaves"})
     assert digests_in(plain_tag, plain) == []

@@ -261,6 +261,21 @@ def test_an_edited_named_row_is_refused_by_name(tmp_path: Path, seen: bytes) -> 
                 saver.get_tuple({"configurable": {"thread_id": "t"}})
 
 
+@pytest.mark.parametrize("number", [2**63, 2**64 - 1, -1])
+def test_an_edited_name_number_out_of_range_is_refused_by_name(
+        tmp_path: Path, number: int) -> None:
+    """A name number no SQLite INTEGER id can be (edited in the row) is refused with the
+    error naming the checkpoint, not SQLite's raw ``OverflowError``."""
+    import ormsgpack
+
+    with SqliteSaver(tmp_path / "c.db") as saver:
+        cid = _put(saver, "t", {"a": 1}, {"a": "x"})
+        saver._conn.execute("UPDATE checkpoints SET channel_versions = ?",
+                            (b"\xc1\x03" + ormsgpack.packb([None, number, 1]),))
+        with pytest.raises(SerializationError, match=f"checkpoint {cid} of thread 't'"):
+            saver.get_tuple({"configurable": {"thread_id": "t"}})
+
+
 def test_schema_6_readers_fail_loudly_on_named_columns() -> None:
     """A schema 6 process that still has the file open unpacks a column whole (versions,
     seen) or after its first byte (metadata): each named form starts so that msgpack
