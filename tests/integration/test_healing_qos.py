@@ -63,17 +63,21 @@ def _send_both(app: Celery, redis_prefix: str) -> None:
     app.send_task("user.task", args=[1], queue=settings_of(app).queue)
 
 
-def _receive(conn: Any, app: Celery, count: int) -> dict[str, Any]:
-    """Consume ``count`` messages without acking them: task name -> message."""
-    got: dict[str, Any] = {}
+def _take(conn: Any, app: Celery, count: int) -> list[Any]:
+    """Consume ``count`` messages without acking them."""
+    got: list[Any] = []
     consumer = Consumer(conn.default_channel, queues=[Queue(settings_of(app).queue)],
-                        callbacks=[lambda body, msg: got.__setitem__(msg.headers["task"], msg)],
-                        accept=["json"])
+                        callbacks=[lambda body, msg: got.append(msg)], accept=["json"])
     consumer.qos(prefetch_count=10)
     with consumer:
         while len(got) < count:
             conn.drain_events(timeout=5)
     return got
+
+
+def _receive(conn: Any, app: Celery, count: int) -> dict[str, Any]:
+    """Consume ``count`` messages without acking them: task name -> message."""
+    return {msg.headers["task"]: msg for msg in _take(conn, app, count)}
 
 
 def test_a_job_message_has_no_unacked_copy_and_a_requeued_one_goes_back(
@@ -126,13 +130,7 @@ def test_a_job_this_workers_sweep_cannot_heal_keeps_kombus_copy(
     with app.producer_or_acquire() as producer:
         dispatcher._send_each(producer, jobs, retry=False)
     with app.connection_for_read() as conn:
-        got: list[Any] = []
-        consumer = Consumer(conn.default_channel, queues=[Queue(settings_of(app).queue)],
-                            callbacks=[lambda body, msg: got.append(msg)], accept=["json"])
-        consumer.qos(prefetch_count=10)
-        with consumer:
-            while len(got) < 2:
-                conn.drain_events(timeout=5)
+        got = _take(conn, app, 2)
         assert [h["task"] for h in _held(app)] == [JOB_TASK, JOB_TASK]
         for message in got:
             message.ack()
