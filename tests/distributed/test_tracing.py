@@ -100,11 +100,18 @@ def test_one_trace_follows_a_run_across_workers(
     def jobs() -> list[dict[str, Any]]:
         return [s for s in _worker_spans(tg.SPANS, thread_id) if s["name"] == "durable_graph.job"]
 
+    def steps_seen() -> set[int]:
+        return {s["attributes"]["durable_graph.step"] for s in _worker_spans(tg.SPANS, thread_id)
+                if s["name"] == "durable_graph.step"}
+
     def all_landed() -> bool:
         nodes = [s["attributes"]["durable_graph.node"] for s in jobs()]
-        return nodes.count("part") >= tg.FANOUT and "total" in nodes and "plan" in nodes
+        return (nodes.count("part") >= tg.FANOUT and "total" in nodes and "plan" in nodes
+                and steps_seen() >= {1, 2, 3})
 
-    wait_until(all_landed, 15.0, "the workers' job spans of the run")
+    # a step's span is written when its commit call returns: the run's end (published
+    # by that commit's worker) can reach this process first
+    wait_until(all_landed, 15.0, "the workers' job and step spans of the run")
     spans = _worker_spans(tg.SPANS, thread_id)
     parents: dict[str, str | None] = {s["context"]["span_id"]: s["parent_id"] for s in spans}
     job_spans = [s for s in spans if s["name"] == "durable_graph.job"]
