@@ -95,8 +95,6 @@ from durable_graph.store.retention import (
 )
 from durable_graph.store.serde import Serializer, TypedSerializer
 from durable_graph.store.sqlite_leaves import (
-    LEAVES_SCHEMA,
-    add_leaf_columns,
     delete_releasing,
     fetch_leaves,
     hold_leaves,
@@ -114,7 +112,17 @@ from durable_graph.store.sqlite_named import (
     unpack_versions,
     versions_json,
 )
-from durable_graph.store.sqlite_names import NAMES_SCHEMA, NameTable
+from durable_graph.store.sqlite_names import NameTable
+from durable_graph.store.sqlite_retention import (
+    BEYOND_KEEP,
+    DUE,
+    EXISTS,
+    LATEST,
+    delete_ids,
+    delete_thread_rows,
+    pruned,
+    purge,
+)
 from durable_graph.store.sqlite_row import (
     pack_id,
     pack_metadata,
@@ -126,89 +134,12 @@ from durable_graph.store.sqlite_row import (
     unpack_tag,
     unpack_ts,
 )
+from durable_graph.store.sqlite_schema import apply_schema, check_version
 
 __all__ = ["SqliteSaver"]
 
-_SCHEMA_VERSION = 7  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
-# 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
-# ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
-# 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
-# (``sqlite_leaves``); 7: channel and node names by number (the names table,
-# ``sqlite_names``), own versions by step, timestamps after the id (``sqlite_row``).
-# Rows of every schema read in place: nothing is rewritten.
 _PAGE = 100  # checkpoint rows read per query while listing; bounds memory, not results
 _LOAD_BATCH = 10  # checkpoints a listing loads per read transaction (and holds at once)
-
-# ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
-# ROWID: the rows live in their primary-key b-tree instead of beside a copy of the key
-# (an index as big as the table; for blobs, most of whose rows are small: a count, a
-# branch marker, a delta, about 75 bytes a row). A value too big for a b-tree cell
-# spills to overflow pages either way. Files created before keep their tables; reads
-# and writes are the same SQL on both, so neither needs another schema version.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS checkpoints (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    checkpoint_id TEXT NOT NULL,
-    parent_id TEXT,
-    ts TEXT NOT NULL,
-    channel_versions TEXT NOT NULL,
-    versions_seen TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    v INTEGER NOT NULL,
-    sig BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS checkpoints_sub_newest ON checkpoints
-    (thread_id, checkpoint_id DESC, checkpoint_ns DESC) WHERE checkpoint_ns != '';
-CREATE TABLE IF NOT EXISTS blobs (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    version NOT NULL,
-    type TEXT NOT NULL,
-    blob BLOB NOT NULL,
-    leaves BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS chains (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    version NOT NULL,
-    base NOT NULL,
-    depth INTEGER NOT NULL,
-    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS writes (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    checkpoint_id TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    channel TEXT NOT NULL,
-    type TEXT NOT NULL,
-    blob BLOB NOT NULL,
-    leaves BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-);
-CREATE TABLE IF NOT EXISTS threads (
-    thread_id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    error_type TEXT,
-    error_message TEXT,
-    error_traceback TEXT
-);
-CREATE TABLE IF NOT EXISTS expiry (
-    thread_id TEXT PRIMARY KEY,
-    ttl INTEGER,
-    expires_at REAL
-);
-CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS NOT NULL;
-""" + LEAVES_SCHEMA + ";" + NAMES_SCHEMA
-_THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry", "leaves")
-"""Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
 _CP_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_id, ts, "
@@ -217,30 +148,6 @@ _CP_COLUMNS = (
 _BRANCH_SOURCES = frozenset({"fork", "update"})
 """Metadata sources of checkpoints that may start from an older checkpoint."""
 
-# Values that no remaining checkpoint of a namespace reads (after deleting some),
-# directly or as a link of the delta chain of a value it reads; then their links.
-# NOT IN (not a correlated NOT EXISTS): SQLite indexes the live set once, so a
-# keep_last commit costs O(values) instead of O(values x live values).
-_LIVE_VALUES = """
-WITH RECURSIVE live(channel, version) AS (
-    SELECT cv.key, cv.value
-    FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id, c.parent_id)) cv
-    WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
-    UNION
-    SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
-        AND d.checkpoint_ns = ?2 AND d.channel = live.channel AND d.version = live.version
-)
-"""
-_UNREAD_BLOBS = """
-blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2
-    AND (channel, version) NOT IN (SELECT channel, version FROM live)
-"""
-_DROP_UNUSED_CHAINS = """
-DELETE FROM chains WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
-    SELECT 1 FROM blobs b WHERE b.thread_id = chains.thread_id
-    AND b.checkpoint_ns = chains.checkpoint_ns AND b.channel = chains.channel
-    AND b.version = chains.version)
-"""
 # A delta's chain: from a version back along its links to a whole value, newest first.
 _LOAD_CHAIN = """
 WITH RECURSIVE link(version, n) AS (
@@ -273,10 +180,6 @@ SELECT cv.key FROM json_each(?) AS cv
 CROSS JOIN blobs AS b ON b.thread_id = ? AND b.checkpoint_ns = ?
     AND b.channel = cv.key AND b.version = cv.value
 """
-_LATEST = """
-SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
-ORDER BY checkpoint_id DESC LIMIT 1
-"""
 _WRITE_LEAVES = """
 SELECT leaves FROM writes
 WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND task_id = ? AND idx = ?
@@ -294,7 +197,6 @@ writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND idx >
 # Retention: threads whose TTL ran out (the partial index keeps this one probe), a
 # commit's expiry (``ttl`` is the thread's own TTL, else the committing saver's),
 # and the checkpoints of a namespace beyond the newest ``keep_last``.
-_DUE = "SELECT thread_id FROM expiry WHERE expires_at <= ?"
 _EXPIRE_AFTER_COMMIT = """
 INSERT INTO expiry VALUES (?1, NULL, ?2 + ?3)
 ON CONFLICT (thread_id) DO UPDATE SET expires_at = ?2 + COALESCE(expiry.ttl, ?3)
@@ -303,13 +205,6 @@ _EXPIRE_OWN_AFTER_COMMIT = "UPDATE expiry SET expires_at = ?2 + ttl WHERE thread
 _SET_TTL = """
 INSERT INTO expiry VALUES (?, ?, ?)
 ON CONFLICT (thread_id) DO UPDATE SET ttl = excluded.ttl, expires_at = excluded.expires_at
-"""
-_EXISTS = """
-SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
-"""
-_BEYOND_KEEP = """
-SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
-ORDER BY checkpoint_id DESC LIMIT -1 OFFSET ?
 """
 _LIST_IDS = """
 SELECT checkpoint_ns, checkpoint_id, parent_id FROM checkpoints WHERE thread_id = ?
@@ -435,24 +330,9 @@ class SqliteSaver(BaseCheckpointSaver):
                 "dg_versions", 3, lambda versions, checkpoint_id, parent: versions_json(
                     versions, RowNames(checkpoint_id, unpack_id(parent), self._names.cached)),
                 deterministic=True)
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise CheckpointStoreError(
-                    f"checkpoint file has schema version {version}; this release reads "
-                    f"up to {_SCHEMA_VERSION}, upgrade durable-graph"
-                )
+            check_version(self._conn)
             with self._transaction() as conn:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
-                if "sig" not in columns:  # a version 1 file: records before signing
-                    conn.execute("ALTER TABLE checkpoints ADD COLUMN sig BLOB")
-                add_leaf_columns(conn)
-                # Schema 5: every read of a thread goes by the primary key; only ``list(None)``
-                # (all threads, newest first: an operator's or a migration's scan) used it.
-                conn.execute("DROP INDEX IF EXISTS checkpoints_newest")
-                conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                apply_schema(conn)
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -654,7 +534,7 @@ class SqliteSaver(BaseCheckpointSaver):
         with self._transaction() as conn:
             row = self._checkpoint_row(conn, tc, (parent_id, checkpoint, metadata),
                                        versions_text)
-            _purge(conn, now)
+            purge(conn, now)
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
                 and self._check_extends(conn, row, metadata)
             if extends and retires_parent_writes(config, metadata):
@@ -736,9 +616,9 @@ class SqliteSaver(BaseCheckpointSaver):
         """A commit's retention: drop checkpoints beyond ``keep_last``, restart the TTL."""
         if self.keep_last is not None:
             doomed = [cid for (cid,) in conn.execute(
-                _BEYOND_KEEP, (thread_id, ns, self.keep_last))]
+                BEYOND_KEEP, (thread_id, ns, self.keep_last))]
             if doomed:
-                _delete_ids(conn, (thread_id, ns), doomed, self._names)
+                delete_ids(conn, (thread_id, ns), doomed, self._names)
         if self.ttl is not None:
             conn.execute(_EXPIRE_AFTER_COMMIT, (thread_id, now, self.ttl))
         else:
@@ -748,10 +628,10 @@ class SqliteSaver(BaseCheckpointSaver):
         """Purge the threads whose TTL ran out, if any (one indexed probe when none)."""
         now = time.time()
         with self._transaction(write=False) as conn:
-            if conn.execute(_DUE + " LIMIT 1", (now,)).fetchone() is None:
+            if conn.execute(DUE + " LIMIT 1", (now,)).fetchone() is None:
                 return
         with self._transaction() as conn:
-            _purge(conn, now)
+            purge(conn, now)
 
     def set_ttl(self, thread_id: str, seconds: int | None) -> None:
         """Expire the thread ``seconds`` after its last commit (or after this call).
@@ -762,7 +642,7 @@ class SqliteSaver(BaseCheckpointSaver):
         now = time.time()
         ttl = own or self.ttl
         with self._transaction() as conn:
-            _purge(conn, now)
+            purge(conn, now)
             conn.execute(_SET_TTL, (str(thread_id), own, None if ttl is None else now + ttl))
 
     def list_ids(self, thread_id: str) -> Iterator[CheckpointRef]:
@@ -781,10 +661,10 @@ class SqliteSaver(BaseCheckpointSaver):
         True when the parent is the latest (the commit extends the thread's line).
         """
         thread_id, ns, checkpoint_id, parent_id = *row[:3], unpack_id(row[3])
-        found = conn.execute(_LATEST, (thread_id, ns)).fetchone()
+        found = conn.execute(LATEST, (thread_id, ns)).fetchone()
         latest = found[0] if found else None
         if parent_id is not None and conn.execute(
-                _EXISTS, (thread_id, ns, parent_id)).fetchone() is None:
+                EXISTS, (thread_id, ns, parent_id)).fetchone() is None:
             raise CommitConflictError(parent_gone(thread_id, parent_id))
         if latest is None or latest in (parent_id, checkpoint_id):
             return latest is not None and latest == parent_id
@@ -813,7 +693,7 @@ class SqliteSaver(BaseCheckpointSaver):
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         with self._transaction() as conn:
-            if _pruned(conn, thread_id, ns, checkpoint_id):
+            if pruned(conn, thread_id, ns, checkpoint_id):
                 return  # a late write to a pruned checkpoint: nothing would read or drop it
             rows = []
             leaves: dict[bytes, bytes] = {}
@@ -837,12 +717,12 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value, write and status record of a thread."""
         with self._transaction() as conn:
-            _delete_thread_rows(conn, str(thread_id))
+            delete_thread_rows(conn, str(thread_id))
 
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
         with self._transaction() as conn:
-            _delete_ids(conn, (str(thread_id), checkpoint_ns), ids, self._names)
+            delete_ids(conn, (str(thread_id), checkpoint_ns), ids, self._names)
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -890,41 +770,6 @@ class SqliteSaver(BaseCheckpointSaver):
             row = cursor.fetchone()
             names = [d[0] for d in cursor.description]
         return None if row is None else dict(zip(names, row, strict=True))
-
-
-def _delete_thread_rows(conn: sqlite3.Connection, thread_id: str) -> None:
-    """Delete every row of a thread (inside the caller's transaction)."""
-    for table in _THREAD_TABLES:
-        conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
-
-
-def _purge(conn: sqlite3.Connection, now: float) -> None:
-    """Delete every thread whose TTL ran out by ``now`` (inside the caller's transaction)."""
-    for (thread_id,) in conn.execute(_DUE, (now,)).fetchall():
-        _delete_thread_rows(conn, thread_id)
-
-
-def _pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: str) -> bool:
-    """Whether the checkpoint is gone while a newer one is stored (pruned or deleted);
-    a checkpoint not stored yet is newer than all of them."""
-    found = conn.execute(_LATEST, (thread_id, ns)).fetchone()
-    return found is not None and found[0] > checkpoint_id and conn.execute(
-        _EXISTS, (thread_id, ns, checkpoint_id)).fetchone() is None
-
-
-def _delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str],
-                names: NameTable) -> None:
-    """Delete checkpoints of one namespace, their writes, and values nothing kept reads
-    (``_LIVE_VALUES`` decodes the versions of the rows kept: ``names`` learns them all)."""
-    names.load(conn)
-    for checkpoint_id in ids:
-        conn.execute(
-            "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
-            "AND checkpoint_id = ?", (*scope, checkpoint_id))
-        delete_releasing(conn, scope[0], "writes WHERE thread_id = ? AND checkpoint_ns = ? "
-                         "AND checkpoint_id = ?", (*scope, checkpoint_id))
-    delete_releasing(conn, scope[0], _UNREAD_BLOBS, scope, with_=_LIVE_VALUES)
-    conn.execute(_DROP_UNUSED_CHAINS, scope)
 
 
 def _list_scope(

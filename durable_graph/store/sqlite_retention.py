@@ -1,0 +1,104 @@
+"""SqliteSaver's retention in SQL: deleting threads and checkpoints, and TTL purges.
+
+Every function runs inside the caller's write transaction. Deleting checkpoints keeps
+every value a kept checkpoint reads, directly or as a link of its delta chain
+(``_LIVE_VALUES``), and gives back the leaves of the rows that go (``sqlite_leaves``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from durable_graph.store.sqlite_leaves import delete_releasing
+from durable_graph.store.sqlite_names import NameTable
+
+__all__ = [
+    "BEYOND_KEEP",
+    "DUE",
+    "EXISTS",
+    "LATEST",
+    "THREAD_TABLES",
+    "delete_ids",
+    "delete_thread_rows",
+    "pruned",
+    "purge",
+]
+
+THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry", "leaves")
+"""Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
+
+# Threads whose TTL ran out (the partial index keeps this one probe), the newest
+# checkpoint of a namespace, whether one is stored, and those beyond ``keep_last``.
+LATEST = """
+SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
+ORDER BY checkpoint_id DESC LIMIT 1
+"""
+EXISTS = """
+SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
+"""
+BEYOND_KEEP = """
+SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
+ORDER BY checkpoint_id DESC LIMIT -1 OFFSET ?
+"""
+DUE = "SELECT thread_id FROM expiry WHERE expires_at <= ?"
+
+# Values that no remaining checkpoint of a namespace reads (after deleting some),
+# directly or as a link of the delta chain of a value it reads; then their links.
+# NOT IN (not a correlated NOT EXISTS): SQLite indexes the live set once, so a
+# keep_last commit costs O(values) instead of O(values x live values).
+_LIVE_VALUES = """
+WITH RECURSIVE live(channel, version) AS (
+    SELECT cv.key, cv.value
+    FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id, c.parent_id)) cv
+    WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
+    UNION
+    SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
+        AND d.checkpoint_ns = ?2 AND d.channel = live.channel AND d.version = live.version
+)
+"""
+_UNREAD_BLOBS = """
+blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2
+    AND (channel, version) NOT IN (SELECT channel, version FROM live)
+"""
+_DROP_UNUSED_CHAINS = """
+DELETE FROM chains WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
+    SELECT 1 FROM blobs b WHERE b.thread_id = chains.thread_id
+    AND b.checkpoint_ns = chains.checkpoint_ns AND b.channel = chains.channel
+    AND b.version = chains.version)
+"""
+
+
+def delete_thread_rows(conn: sqlite3.Connection, thread_id: str) -> None:
+    """Delete every row of a thread (inside the caller's transaction)."""
+    for table in THREAD_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+
+
+def purge(conn: sqlite3.Connection, now: float) -> None:
+    """Delete every thread whose TTL ran out by ``now`` (inside the caller's transaction)."""
+    for (thread_id,) in conn.execute(DUE, (now,)).fetchall():
+        delete_thread_rows(conn, thread_id)
+
+
+def pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: str) -> bool:
+    """Whether the checkpoint is gone while a newer one is stored (pruned or deleted);
+    a checkpoint not stored yet is newer than all of them."""
+    found = conn.execute(LATEST, (thread_id, ns)).fetchone()
+    return found is not None and found[0] > checkpoint_id and conn.execute(
+        EXISTS, (thread_id, ns, checkpoint_id)).fetchone() is None
+
+
+def delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str],
+                names: NameTable) -> None:
+    """Delete checkpoints of one namespace, their writes, and values nothing kept reads
+    (``_LIVE_VALUES`` decodes the versions of the rows kept: ``names`` learns them all)."""
+    names.load(conn)
+    for checkpoint_id in ids:
+        conn.execute(
+            "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
+            "AND checkpoint_id = ?", (*scope, checkpoint_id))
+        delete_releasing(conn, scope[0], "writes WHERE thread_id = ? AND checkpoint_ns = ? "
+                         "AND checkpoint_id = ?", (*scope, checkpoint_id))
+    delete_releasing(conn, scope[0], _UNREAD_BLOBS, scope, with_=_LIVE_VALUES)
+    conn.execute(_DROP_UNUSED_CHAINS, scope)

@@ -1,0 +1,117 @@
+"""SqliteSaver's tables and the upgrades a file of an older schema gets when opened.
+
+``apply_schema`` creates what a file lacks and stamps it with ``SCHEMA_VERSION``; a
+file of a newer schema is refused, naming the upgrade.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from durable_graph.errors import CheckpointStoreError
+from durable_graph.store.sqlite_leaves import LEAVES_SCHEMA, add_leaf_columns
+from durable_graph.store.sqlite_names import NAMES_SCHEMA
+
+__all__ = ["SCHEMA_VERSION", "apply_schema", "check_version"]
+
+SCHEMA_VERSION = 7  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+# 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
+# ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
+# 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
+# (``sqlite_leaves``); 7: channel and node names by number (the names table,
+# ``sqlite_names``), own versions by step, timestamps after the id (``sqlite_row``).
+# Rows of every schema read in place: nothing is rewritten.
+# ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
+# ROWID: the rows live in their primary-key b-tree instead of beside a copy of the key
+# (an index as big as the table; for blobs, most of whose rows are small: a count, a
+# branch marker, a delta, about 75 bytes a row). A value too big for a b-tree cell
+# spills to overflow pages either way. Files created before keep their tables; reads
+# and writes are the same SQL on both, so neither needs another schema version.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    parent_id TEXT,
+    ts TEXT NOT NULL,
+    channel_versions TEXT NOT NULL,
+    versions_seen TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    v INTEGER NOT NULL,
+    sig BLOB,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS checkpoints_sub_newest ON checkpoints
+    (thread_id, checkpoint_id DESC, checkpoint_ns DESC) WHERE checkpoint_ns != '';
+CREATE TABLE IF NOT EXISTS blobs (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    version NOT NULL,
+    type TEXT NOT NULL,
+    blob BLOB NOT NULL,
+    leaves BLOB,
+    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chains (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    version NOT NULL,
+    base NOT NULL,
+    depth INTEGER NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS writes (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    type TEXT NOT NULL,
+    blob BLOB NOT NULL,
+    leaves BLOB,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+);
+CREATE TABLE IF NOT EXISTS threads (
+    thread_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    error_type TEXT,
+    error_message TEXT,
+    error_traceback TEXT
+);
+CREATE TABLE IF NOT EXISTS expiry (
+    thread_id TEXT PRIMARY KEY,
+    ttl INTEGER,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS NOT NULL;
+""" + LEAVES_SCHEMA + ";" + NAMES_SCHEMA
+
+
+def check_version(conn: sqlite3.Connection) -> None:
+    """Refuse a file of a newer schema than this release reads."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise CheckpointStoreError(
+            f"checkpoint file has schema version {version}; this release reads "
+            f"up to {SCHEMA_VERSION}, upgrade durable-graph"
+        )
+
+
+def apply_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables a file lacks and bring older files up to ``SCHEMA_VERSION``
+    (inside the caller's write transaction)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
+    if "sig" not in columns:  # a version 1 file: records before signing
+        conn.execute("ALTER TABLE checkpoints ADD COLUMN sig BLOB")
+    add_leaf_columns(conn)
+    # Schema 5: every read of a thread goes by the primary key; only ``list(None)``
+    # (all threads, newest first: an operator's or a migration's scan) used it.
+    conn.execute("DROP INDEX IF EXISTS checkpoints_newest")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
