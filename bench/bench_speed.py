@@ -229,8 +229,10 @@ def worker_notes(log: Path) -> str:
     text = log.read_text(errors="replace")
     lost, taken = text.count("was lost by the broker; sent again"), text.count("was taken over")
     died = text.count("died; sent again")
+    unconfirmed = text.count("published job(s) not confirmed")
     return (f"  workers' log: {lost} jobs resent as lost by the broker, {died} resent after a "
-            f"process died, {taken} stale jobs of leases taken over")
+            f"process died, {taken} stale jobs of leases taken over, {unconfirmed} "
+            f"unconfirmed RabbitMQ publish windows sent again")
 
 
 def trips(cg: Any, sink: str, runs: int, n: int) -> list[str]:

@@ -49,6 +49,7 @@ from durable_graph.store.serde import TypedSerializer
 from durable_graph.worker import metrics
 from durable_graph.worker.bundles import KINDS, bundled, bundles, together
 from durable_graph.worker.config import Settings
+from durable_graph.worker.confirms import ConfirmWindow
 from durable_graph.worker.eager import Eager
 from durable_graph.worker.events import RunEvents
 from durable_graph.worker.held import HeldWrites
@@ -305,9 +306,13 @@ def _job(
     payload is a list of jobs, each sealed on its own (see ``bundles``).
     """
     runtime = WorkerRuntime.of(self.app)
-    if kind == "bundle":
-        return runtime.run_bundle(thread_id, payload, run_id=run, prefix=prefix)
-    return runtime.run(thread_id, task_id, kind, payload, run_id=run, prefix=prefix, key=key)
+    try:
+        if kind == "bundle":
+            return runtime.run_bundle(thread_id, payload, run_id=run, prefix=prefix)
+        return runtime.run(thread_id, task_id, kind, payload, run_id=run, prefix=prefix,
+                           key=key)
+    finally:  # acked after this returns: the jobs it published are in the broker first
+        runtime.dispatcher.flush()
 
 
 class _JobRequest(Request):  # type: ignore[misc]
@@ -333,6 +338,8 @@ class CeleryDispatcher:
         """(process, its job message template) once built; None in it: Celery sends."""
         self._publishing: tuple[int, PublishTemplate | None] | None = None
         """The same for the publishes of job messages on another broker."""
+        self._confirms: ConfirmWindow | None = None
+        """RabbitMQ: this process's window of unconfirmed publishes, once used."""
 
     def _message(self, job: Job) -> list[str]:
         """The task arguments of ``job`` with a key of its own: ids in clear, the job sealed."""
@@ -476,13 +483,17 @@ class CeleryDispatcher:
         is sent again message by message, each with the publish retry policy (a message
         that did arrive twice is a copy, and copies are dropped by their claim).
         """
+        if self._settings.broker_kind == "amqp":
+            self._window().publish(messages)
+            task = self._app.current_worker_task
+            if getattr(task, "name", None) != JOB_TASK:  # a producer: its jobs are in the broker
+                self._window().flush()
+            return  # a worker flushes before its job is acked (``_job``)
         with self._app.producer_or_acquire() as producer:
             template = self._job_messages(producer)
             together: Callable[[Any, list[list[str]]], None]
             if template is not None:
                 together = functools.partial(self._pushed, template)
-            elif len(messages) > 1 and self._settings.broker_kind == "amqp":
-                together = self._confirmed_together
             elif len(messages) > 1 and producer.supports_batch_publish:
                 together = self._batched
             else:
@@ -507,28 +518,25 @@ class CeleryDispatcher:
         with producer.batch(max_size=_BATCH):
             self._send_each(producer, messages, retry=False)
 
-    def _confirmed_together(self, producer: Any, messages: list[list[str]]) -> None:
-        """RabbitMQ with publisher confirms: publish every message, then wait for their
-        confirms together, instead of one broker round trip per message.
+    def _window(self) -> ConfirmWindow:
+        """This process's window of unconfirmed RabbitMQ publishes (``worker/confirms``)."""
+        if self._confirms is None:
+            self._confirms = ConfirmWindow(
+                lambda: self._app.connection_for_write(heartbeat=0),
+                lambda producer, messages: self._send_each(producer, messages, retry=False),
+                self._resend,
+                wrap=lambda channel: self._app.amqp.Producer(channel, auto_declare=False))
+        return self._confirms
 
-        On a channel of its own (its delivery tags count from 1), closed after.
-        """
-        conn = producer.connection
-        channel = conn.channel()
-        try:
-            channel.confirm_select()
-            confirms = _Confirms(len(messages))
-            channel.events["basic_ack"].add(confirms.ack)
-            channel.events["basic_nack"].add(confirms.nack)
-            channel.basic_publish = channel._basic_publish  # not one wait per message
-            self._send_each(self._app.amqp.Producer(channel, auto_declare=False), messages,
-                            retry=False)
-            deadline = time.monotonic() + _CONFIRM_WAIT
-            while not confirms.done:
-                conn.drain_events(timeout=max(0.05, deadline - time.monotonic()))
-        finally:
-            with contextlib.suppress(Exception):
-                channel.close()
+    def _resend(self, messages: list[list[str]]) -> None:
+        """Publish ``messages`` the careful way: each waits for its confirm, with retries."""
+        with self._app.producer_or_acquire() as producer:
+            self._send_each(producer, messages, retry=True)
+
+    def flush(self) -> None:
+        """Return once RabbitMQ confirmed every job this process published (no-op on Redis)."""
+        if self._confirms is not None:
+            self._confirms.flush()
 
     def _send_each(self, producer: Any, messages: list[list[str]], *, retry: bool) -> None:
         """``send_task`` each message, without what a job needs none of: a result (jobs
@@ -584,27 +592,6 @@ def _publish_hooked() -> bool:
     """Whether someone hooks Celery's publishes (to add tracing headers, say): then every
     job message goes through Celery's ``send_task``."""
     return bool(signals.before_task_publish.receivers or signals.after_task_publish.receivers)
-
-
-class _Confirms:
-    """The publisher confirms of ``count`` messages sent on a fresh channel (tags 1..count)."""
-
-    def __init__(self, count: int) -> None:
-        self.count, self._upto, self._single = count, 0, set[int]()
-
-    def ack(self, tag: int, multiple: bool) -> None:
-        if multiple:
-            self._upto = max(self._upto, tag)
-        else:
-            self._single.add(tag)
-
-    def nack(self, tag: int, multiple: bool, *_: Any) -> None:
-        raise DispatchError(f"RabbitMQ refused published job(s) (delivery tag {tag})")
-
-    @property
-    def done(self) -> bool:
-        """Whether every message is confirmed."""
-        return self._upto + sum(t > self._upto for t in self._single) >= self.count
 
 
 class WorkerRuntime:

@@ -457,3 +457,32 @@ def build_bundled() -> StateGraph:
     b.add_edge(START, "bundled")
     b.add_edge("bundled", END)
     return b
+
+
+# -- a wide fan-out whose publishes a kill interrupts (RabbitMQ's confirm window) ---------
+
+WIDE = 300
+"""``@task`` calls the ``wide`` node publishes at once (several confirm windows' worth)."""
+
+
+@task
+def wide_call(thread: str, i: int) -> int:
+    _check_not_committed(f"wide{i}", thread, call=True)
+    per_thread(f"wide{i}", thread)
+    count("wide_call")
+    return i
+
+
+def wide(state: IdState) -> dict[str, Any]:
+    """Publish ``WIDE`` calls at once, then gather them; records its pid the first time."""
+    client().rpush(key("wide_pids"), f"{os.getpid()}:{os.getppid()}")
+    futures = [wide_call(state["id"], i) for i in range(WIDE)]
+    return {"value": sum(f.result() for f in futures), "log": ["wide"]}
+
+
+def build_wide() -> StateGraph:
+    b = StateGraph(IdState)
+    b.add_node("wide", wide)
+    b.add_edge(START, "wide")
+    b.add_edge("wide", END)
+    return b
