@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ormsgpack
+import pytest
+
+from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.base import Checkpoint
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.redis.records import (
@@ -38,3 +42,10 @@ def test_a_record_with_a_versions_field_reads_it() -> None:
     fields = _fields({"a": 5})
     fields["versions"] = b'{"a":7}'
     assert record_versions(fields) == {"a": 7}
+
+
+def test_garbled_refs_are_refused_by_name() -> None:
+    fields = _fields({"a": 5})
+    fields["refs"] = ormsgpack.packb(["a\x00not-a-version"])
+    with pytest.raises(CheckpointStoreError, match="refs of a checkpoint record are garbled"):
+        record_versions(fields)

@@ -142,9 +142,14 @@ def record_versions(fields: Mapping[str, bytes]) -> dict[str, Any]:
         found: dict[str, Any] = json.loads(fields["versions"])
         return found
     out: dict[str, Any] = {}
-    for ref in ormsgpack.unpackb(fields["refs"]):
-        channel, _, version = ref.partition("\x00")
-        out[channel] = int(version)
+    try:
+        for ref in ormsgpack.unpackb(fields["refs"]):
+            channel, _, version = ref.partition("\x00")
+            out[channel] = int(version)
+    except (ormsgpack.MsgpackDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise CheckpointStoreError(
+            f"the stored refs of a checkpoint record are garbled ({exc}); refused. Restore "
+            "the store from a backup or delete the thread.") from None
     return out
 
 
