@@ -44,6 +44,8 @@ Formats (each file keeps the format it was recorded in):
   leaf field of the blobs hash, kept once, listed in the chain field of every value
   that refers to it (``store/redis/leafblobs.py``); such a value's tag starts with
   ``&`` (``records.REFERS_LEAVES``), which a reader older than v6 refuses.
+- ``redis-v7``: as ``redis-v6``, with no ``versions`` field in a checkpoint record whose
+  versions are all ints: they are read back from its ``refs`` (``records.record_versions``).
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -102,11 +104,13 @@ UNSIGNED_FORMATS = frozenset({"plain-v7"})
 """SQLite formats recorded without signing (as ``plain``, ``DB_NAME``)."""
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
-                 "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json"}
+                 "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json",
+                 "redis-v7": "redis-v7.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
-                           "plain-v7", "redis-v3", "redis-v4", "redis-v5", "redis-v6"})
+                           "plain-v7", "redis-v3", "redis-v4", "redis-v5", "redis-v6",
+                           "redis-v7"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
-LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "redis-v6"})
+LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "redis-v6", "redis-v7"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""

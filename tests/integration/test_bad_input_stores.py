@@ -39,6 +39,7 @@ from durable_graph.store.base import (
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import ThreadKeys, blob_field
+from durable_graph.store.redis.records import record_versions
 from durable_graph.store.serde import TypedSerializer
 
 KEY = "tamper-test-secret-" + "0" * 40
@@ -139,8 +140,11 @@ def _redis_raw(url: str, prefix: str) -> Raw:
 
     def point(thread: str, cid: str, ch: str, v: int) -> None:
         key, rec = record(thread, cid)
-        versions = {**json.loads(rec["versions"]), ch: v}
-        rec["versions"] = json.dumps(versions, separators=(",", ":"))
+        stored = {k: (v.encode() if isinstance(v, str) else v) for k, v in rec.items()}
+        stored["refs"] = ormsgpack.packb(rec["refs"])
+        versions = {**record_versions(stored), ch: v}
+        if "versions" in rec:  # kept only when refs cannot give them back (redis-v7)
+            rec["versions"] = json.dumps(versions, separators=(",", ":"))
         rec["refs"] = [blob_field(c, ver) for c, ver in sorted(versions.items())]
         client.set(key, ormsgpack.packb(rec))
 

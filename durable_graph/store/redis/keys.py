@@ -12,7 +12,8 @@ checkpoint namespace)::
                                (``chain_field``); "\\2leaf\\0" digest -> a large leaf kept
                                once (``leaf_field``, redis-v6: ``leafblobs``)
     {P:T}:n:N:cp:<id>          string  one checkpoint, packed: parent, ts, v, versions, seen,
-                               metadata, refs (a hash before redis-v4, still read)
+                               metadata, refs; versions only if
+                               refs cannot give them back (redis-v7; a hash before v4)
     {P:T}:n:N:w:<id>           hash  pending writes of one checkpoint: "task_id:idx" -> write
     {P:T}:n:N:wt:<id>:<task>   set   @task calls a suspended task waits on (distributed)
     {P:T}:n:N:wk:<id>:<task>   str   the signed job that replays the task once they are done

@@ -17,6 +17,9 @@ string about 500. Every field is msgpack text (Redis's ``cmsgpack`` reads no bin
 type): ``refs`` is the list itself, ``sig`` base64. The fields signed are the same as
 before, so ``unpack_record`` gives back exactly the hash fields; a checkpoint written
 as a hash (redis-v1 to v3) is still read as one.
+
+Redis-v7: a record whose versions are all ints has no ``versions`` field (``refs``
+holds them: ``record_versions``); a record with one (v6 and older) reads as before.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ __all__ = [
     "join_leaves_of",
     "pack_record",
     "record_parent",
+    "record_versions",
     "unbind_run",
     "unpack_record",
 ]
@@ -106,20 +110,47 @@ def checkpoint_fields(
     tc: ThreadCodec, checkpoint: Checkpoint, metadata: CheckpointMetadata, parent_id: str | None
 ) -> dict[str, str | bytes]:
     """The fields of a checkpoint's hash (everything but its values), signed if signing."""
-    refs = [blob_field(ch, v) for ch, v in sorted(checkpoint.channel_versions.items())]
+    versions = checkpoint.channel_versions
+    refs = [blob_field(ch, v) for ch, v in sorted(versions.items())]
     fields: dict[str, str | bytes] = {
         "parent": parent_id or "",
         "ts": checkpoint.ts,
         "v": str(checkpoint.v),
-        "versions": _json(checkpoint.channel_versions, "channel versions"),
         "seen": _json(checkpoint.versions_seen, "versions seen"),
         "metadata": _json(dict(metadata), "checkpoint metadata"),
         "refs": ormsgpack.packb(refs),
     }
+    if not _refs_hold_versions(versions):
+        fields["versions"] = _json(versions, "channel versions")
     sig = tc.sign_record(checkpoint.id, {k: _as_bytes(v) for k, v in fields.items()})
     if sig is not None:
         fields["sig"] = sig
     return fields
+
+
+def _refs_hold_versions(versions: Mapping[str, Any]) -> bool:
+    """Whether ``refs`` ("channel\\0version" fields) gives back ``versions`` exactly: every
+    version a plain int and no channel name holding a NUL. Then the record stores no
+    ``versions`` field (redis-v7: about 80 bytes a checkpoint less); else it keeps one."""
+    return all(type(v) is int and "\x00" not in ch for ch, v in versions.items())
+
+
+def record_versions(fields: Mapping[str, bytes]) -> dict[str, Any]:
+    """A checkpoint's channel versions from its record's fields: the ``versions`` JSON if
+    stored (redis-v6 and older, or versions that are not all ints), else from ``refs``."""
+    if "versions" in fields:
+        found: dict[str, Any] = json.loads(fields["versions"])
+        return found
+    out: dict[str, Any] = {}
+    try:
+        for ref in ormsgpack.unpackb(fields["refs"]):
+            channel, _, version = ref.partition("\x00")
+            out[channel] = int(version)
+    except (ormsgpack.MsgpackDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise CheckpointStoreError(
+            f"the stored refs of a checkpoint record are garbled ({exc}); refused. Restore "
+            "the store from a backup or delete the thread.") from None
+    return out
 
 
 def pack_record(fields: Mapping[str, str | bytes]) -> bytes:
@@ -225,7 +256,7 @@ def decode_tuple(
               else _pairs(stored_record))
     sig = fields.pop("sig", None)
     signed = tc.check_record(checkpoint_id, fields, sig)
-    versions: dict[str, int] = json.loads(fields["versions"])
+    versions = record_versions(fields)
     by_field = dict(zip([n.decode() for n in blob_names], blob_values, strict=True))
     stored = {
         ch: tc.value(checkpoint_id, ch, v, decode_blob(raw), signed_record=signed)
