@@ -24,6 +24,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from durable_graph.errors import GraphValueError
+
 __all__ = ["ConfirmWindow"]
 
 log = logging.getLogger("durable_graph.worker")
@@ -36,6 +38,10 @@ _windows: weakref.WeakSet[ConfirmWindow] = weakref.WeakSet()
 
 class _RefusedError(Exception):
     """RabbitMQ nacked a published message."""
+
+
+class _UnconfirmedError(Exception):
+    """No publisher confirm arrived in time."""
 
 
 class ConfirmWindow:
@@ -53,7 +59,7 @@ class ConfirmWindow:
         max_bytes: int = MAX_BYTES, wait: float = 30.0,
     ) -> None:
         if max_messages < 1 or max_bytes < 1:
-            raise ValueError(f"a confirm window holds at least one message and byte, not "
+            raise GraphValueError(f"a confirm window holds at least one message and byte, not "
                              f"max_messages={max_messages}, max_bytes={max_bytes}")
         self._connect, self._send, self._resend, self._wrap = connect, send, resend, wrap
         self.max_messages, self.max_bytes, self._wait = max_messages, max_bytes, wait
@@ -133,7 +139,7 @@ class ConfirmWindow:
             while len(self._pending) == before:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no publisher confirm in {self._wait:.0f}s")
+                    raise _UnconfirmedError(f"no publisher confirm in {self._wait:.0f}s")
                 with contextlib.suppress(TimeoutError):
                     self._conn.drain_events(timeout=min(left, 1.0))
         while True:

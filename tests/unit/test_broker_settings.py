@@ -96,3 +96,11 @@ def test_sends_retry_a_lost_broker_for_the_whole_outage_window(window: float) ->
     waits = [min(policy["interval_max"], policy["interval_start"] + policy["interval_step"] * i)
              for i in range(policy["max_retries"])]
     assert window <= sum(waits) <= window + policy["interval_max"]
+
+
+def test_a_confirm_window_of_no_messages_is_refused_by_name() -> None:
+    from durable_graph.errors import GraphValueError
+    from durable_graph.worker.confirms import ConfirmWindow
+
+    with pytest.raises(GraphValueError, match="max_messages=0"):
+        ConfirmWindow(lambda: None, lambda _p, _m: None, lambda _m: None, max_messages=0)

@@ -83,7 +83,8 @@ def _start_writer(db: Path) -> tuple[subprocess.Popen[str], queue.Queue[str | No
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            lines.put(line)
+            if line.endswith("\n"):  # a line cut short by the SIGKILL was not reported
+                lines.put(line)
         lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
