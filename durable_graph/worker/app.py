@@ -484,10 +484,11 @@ class CeleryDispatcher:
         that did arrive twice is a copy, and copies are dropped by their claim).
         """
         if self._settings.broker_kind == "amqp":
-            self._window().publish(messages)
+            window = self._window()
+            window.publish(messages)
             task = self._app.current_worker_task
             if getattr(task, "name", None) != JOB_TASK:  # a producer: its jobs are in the broker
-                self._window().flush()
+                window.flush()
             return  # a worker flushes before its job is acked (``_job``)
         with self._app.producer_or_acquire() as producer:
             template = self._job_messages(producer)

@@ -36,12 +36,8 @@ MAX_BYTES = 512 * 1024
 _windows: weakref.WeakSet[ConfirmWindow] = weakref.WeakSet()
 
 
-class _RefusedError(Exception):
-    """RabbitMQ nacked a published message."""
-
-
 class _UnconfirmedError(Exception):
-    """No publisher confirm arrived in time."""
+    """RabbitMQ nacked a published message, or no confirm arrived in time."""
 
 
 class ConfirmWindow:
@@ -155,7 +151,7 @@ class ConfirmWindow:
                 self._bytes -= _size(args)
 
     def _nack(self, tag: int, multiple: bool, *_: Any) -> None:
-        raise _RefusedError(f"RabbitMQ refused published job(s) (delivery tag {tag})")
+        raise _UnconfirmedError(f"RabbitMQ refused published job(s) (delivery tag {tag})")
 
     def _recover(self, exc: BaseException, unsent: list[list[str]] | None = None) -> None:
         """Send every unconfirmed (and ``unsent``) message again the careful way; a
