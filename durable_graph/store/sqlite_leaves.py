@@ -9,16 +9,12 @@ thread's deletion or expiry drops its leaves with its other rows. Every statemen
 here touches only the leaves of the rows it is given: a commit costs what it
 changed, not the thread's history.
 
-A leaf's ``data`` is its stored bytes (``leaves.leaf_bytes``: a kind byte, ``s`` or
-``b``, then the text or bytes), or, when deflate makes them at least an eighth
-smaller, ``z`` and the raw deflate stream of those bytes (schema 6; chat text is
-prose, or base64, whose 64 letters take 6 bits a byte). The first byte tells the
-two apart, so rows written before read as they are; a compressed cell that does not
-inflate cleanly is returned as stored and fails its hash check like any altered leaf.
-The SHA-256 is checked after inflating, so the inflate is bounded by the cell's size:
-a leaf is kept deflated only when it inflates at most ``MAX_RATIO`` times, and a cell
-that does not end within that (a zlib bomb written into the file) is refused without
-inflating the rest.
+A leaf's ``data`` is its cell (``deflate.pack_leaf``): its stored bytes
+(``leaves.leaf_bytes``), or, when deflate makes them at least an eighth smaller, ``z``
+and their raw deflate stream (schema 6), inflated with a bound so a zlib bomb written
+into the file is refused without inflating the rest. The first byte tells the forms
+apart, so rows written before read as they are; a cell that does not inflate cleanly is
+returned as stored and fails its hash check like any altered leaf.
 
 Schema 7 keeps a value row's references in its value alone when they can be read
 back from it: the ``leaves`` column is then the one-letter text ``IN_VALUE`` (not NULL:
@@ -31,33 +27,27 @@ other row (a signed or pickled value, a write, a value nested deeper) lists them
 before. A row of that form whose value no longer gives its references back is refused
 (``CheckpointStoreError``), never taken to hold none.
 
-Schema 7 also adds a third cell: ``B`` and the bytes a text leaf in canonical base64 stands
-for (an image or a file sent as a data URL, a tool's binary output), a quarter smaller
-than the text where deflate takes a few percent off random base64. It is used only
-when it is the smallest cell and the text is exactly what ``base64.b64encode`` gives
-back for those bytes (padding, no line breaks), so it reads back byte for byte; it
-inflates by a third at most.
+Schema 7 also adds a third cell (``deflate.pack_leaf``): ``B`` and the bytes a text leaf
+in canonical base64 stands for (an image or a file sent as a data URL, a tool's binary
+output), used only when it is the smallest and reads back byte for byte.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sqlite3
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import ormsgpack
 
 from durable_graph.errors import CheckpointStoreError
+from durable_graph.store.deflate import pack_leaf, unpack_leaf
 from durable_graph.store.leaves import pack_digests, unpack_digests
 
 __all__ = [
     "IN_VALUE",
     "LEAVES_SCHEMA",
     "MAX_NESTING",
-    "MAX_RATIO",
     "add_leaf_columns",
     "delete_releasing",
     "digests_in",
@@ -65,9 +55,7 @@ __all__ = [
     "hold_leaves",
     "leaf_exists",
     "leaves_column",
-    "pack_leaf",
     "release_leaves",
-    "unpack_leaf",
 ]
 
 LEAVES_SCHEMA = """
@@ -81,16 +69,6 @@ CREATE TABLE IF NOT EXISTS leaves (
 """
 _ADD_REF = "UPDATE leaves SET refs = refs + 1 WHERE thread_id = ? AND digest = ?"
 _INSERT = "INSERT INTO leaves VALUES (?, ?, 1, ?)"
-_DEFLATED = b"z"
-"""First byte of a compressed leaf cell (``leaf_bytes`` starts with ``s`` or ``b``)."""
-_BASE64 = b"B"
-"""First byte of a text leaf kept as the bytes its canonical base64 stands for."""
-_TEXT = b"s"
-"""``leaves.leaf_bytes``'s kind byte of a text leaf."""
-MAX_RATIO = 16
-"""Most a deflated leaf inflates, times its stream's size (plus ``_SLACK`` bytes)."""
-_SLACK = 64
-_WBITS = -15  # raw deflate: no zlib header or checksum (the SHA-256 checks the bytes)
 _RELEASE = "UPDATE leaves SET refs = refs - ? WHERE thread_id = ? AND digest = ?"
 _DROP_UNHELD = "DELETE FROM leaves WHERE thread_id = ? AND digest = ? AND refs <= 0"
 _EXISTS = "SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?"
@@ -179,47 +157,6 @@ def hold_leaves(
     for digest in unpack_digests(digests):
         if not conn.execute(_ADD_REF, (thread_id, digest)).rowcount:
             conn.execute(_INSERT, (thread_id, digest, pack_leaf(leaves[digest])))
-
-
-def pack_leaf(stored: bytes) -> bytes:
-    """A leaf's cell, the smallest of: its bytes as they are; ``z`` and their raw deflate
-    stream (when at least an eighth smaller and at most ``MAX_RATIO`` times smaller);
-    ``B`` and the bytes of a text leaf in canonical base64 (``_decoded``)."""
-    squeezer = zlib.compressobj(6, zlib.DEFLATED, _WBITS)
-    stream = squeezer.compress(stored) + squeezer.flush()
-    packed = _DEFLATED + stream
-    pays = len(packed) * 8 <= len(stored) * 7
-    cell = packed if pays and len(stored) <= MAX_RATIO * len(stream) else stored
-    decoded = _decoded(stored)
-    return _BASE64 + decoded if decoded is not None and len(decoded) < len(cell) - 1 else cell
-
-
-def _decoded(stored: bytes) -> bytes | None:
-    """The bytes a text leaf's canonical base64 stands for, else None."""
-    if stored[:1] != _TEXT or len(stored) % 4 != 1:
-        return None
-    try:
-        raw = base64.b64decode(stored[1:], validate=True)
-    except binascii.Error:
-        return None
-    return raw if base64.b64encode(raw) == stored[1:] else None
-
-
-def unpack_leaf(cell: bytes) -> bytes:
-    """Inverse of ``pack_leaf``. A ``z`` cell that does not inflate cleanly, or not
-    within ``MAX_RATIO`` times its size, is returned as it is: its hash check then
-    refuses it as altered."""
-    if cell[:1] == _BASE64:
-        return _TEXT + base64.b64encode(cell[1:])
-    if cell[:1] != _DEFLATED:
-        return cell
-    inflater = zlib.decompressobj(_WBITS)
-    stream = cell[1:]
-    try:
-        out = inflater.decompress(stream, MAX_RATIO * len(stream) + _SLACK)
-    except zlib.error:
-        return cell
-    return out if inflater.eof and not inflater.unused_data else cell
 
 
 def release_leaves(

@@ -46,6 +46,9 @@ Formats (each file keeps the format it was recorded in):
   ``&`` (``records.REFERS_LEAVES``), which a reader older than v6 refuses.
 - ``redis-v7``: as ``redis-v6``, with no ``versions`` field in a checkpoint record whose
   versions are all ints: they are read back from its ``refs`` (``records.record_versions``).
+- ``redis-v8``: as ``redis-v7``, with each leaf field a cell (``deflate.pack_leaf``: the
+  chat's prose deflated, ``z``) and each value whose bytes deflate by an eighth stored so,
+  its tag after ``%`` (``records.DEFLATED``), which a reader older than v8 refuses.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -105,12 +108,13 @@ UNSIGNED_FORMATS = frozenset({"plain-v7"})
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json",
-                 "redis-v7": "redis-v7.json"}
+                 "redis-v7": "redis-v7.json", "redis-v8": "redis-v8.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
                            "plain-v7", "redis-v3", "redis-v4", "redis-v5", "redis-v6",
-                           "redis-v7"})
+                           "redis-v7", "redis-v8"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
-LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "redis-v6", "redis-v7"})
+LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "redis-v6", "redis-v7",
+                          "redis-v8"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""

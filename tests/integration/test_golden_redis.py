@@ -247,3 +247,32 @@ def test_a_v5_thread_resumed_with_large_texts_keeps_them_apart_and_prunes(
         saver.delete_thread("chat")
         assert leaves() == []
     client.close()
+
+
+def test_v8_deflates_leaves_and_values() -> None:
+    """What v8 changes: each leaf field is a cell (``deflate.pack_leaf``: the chat's prose
+    deflated, ``z``), and values whose bytes deflate by an eighth are stored so, tagged
+    ``%`` after any ``&`` (``records.DEFLATED``); both read back to v7's bytes."""
+    import base64
+
+    from durable_graph.store.deflate import inflated, unpack_leaf
+    from durable_graph.store.leaves import leaf_value
+    from durable_graph.store.redis.keys import CHAIN, LEAF, leaf_digest
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v8"]).read_text())
+    fields = {base64.b64decode(f): base64.b64decode(v) for rec in data["keys"]
+              if rec["type"] == "hash" for f, v in rec["content"].items()}
+    leaves = {f.decode(): v for f, v in fields.items() if f.startswith(LEAF.encode())}
+    texts = {m["content"] for t in range(gen.CHAT_TURNS)
+             for m in gen.chat_turn(t, gen.LEAF_PAD)["messages"] if isinstance(m, dict)}
+    assert {v[:1] for v in leaves.values()} == {b"z"}
+    assert sorted(leaf_value(unpack_leaf(v), leaf_digest(f)) for f, v in leaves.items()) == \
+        sorted(texts)
+    values = {f: v.partition(b"\x00") for f, v in fields.items()
+              if not f.startswith((LEAF.encode(), CHAIN.encode())) and b"\x00" in f}
+    tags = {tag for tag, _, _ in values.values()}
+    assert tags == {b"signed", b"&signed", b"%signed", b"&%signed"}
+    for tag, _, stream in values.values():
+        if b"%" in tag:
+            raw = inflated(stream)
+            assert raw is not None and len(stream) * 8 < len(raw) * 7

@@ -158,7 +158,7 @@ def test_v6_packs_rows_and_deflates_leaves() -> None:
     before (tests below)."""
     import sqlite3
 
-    from durable_graph.store.sqlite_leaves import unpack_leaf
+    from durable_graph.store.deflate import unpack_leaf
     from durable_graph.store.sqlite_row import unpack_versions
 
     conn = sqlite3.connect(f"file:{GOLDEN / STORES['signed-v6']}?immutable=1", uri=True)
@@ -221,7 +221,8 @@ def test_plain_v7_keeps_base64_leaves_and_references_in_the_value(tmp_path: Path
     keep_last, prune and ``delete_checkpoints`` give back exactly what the rows held."""
     import sqlite3
 
-    from durable_graph.store.sqlite_leaves import IN_VALUE, unpack_leaf
+    from durable_graph.store.deflate import unpack_leaf
+    from durable_graph.store.sqlite_leaves import IN_VALUE
     from tests.leaf_counts import counted, held_by_rows
 
     name = STORES["plain-v7"]

@@ -19,6 +19,18 @@ value loudly instead of returning the ``LeafRef`` placeholders as content. The s
 (same ``LOAD``; ``records.join_leaves_of`` puts them back) and deleted with the last
 of them (prune, ``keep_last``, drops).
 A leaf is accepted only if its bytes hash to the digest its (signed) value holds.
+
+Redis-v8 stores fewer bytes of both (``store.deflate``, the same code as SQLite's leaf
+cells): a leaf field holds its cell (``pack_leaf``: the leaf's bytes, or ``z`` and their
+deflate stream, or ``B`` and the bytes of canonical base64 text), and a value field its
+serializer bytes deflated when that makes them at least an eighth smaller
+(``records.encode_value``, tag ``records.DEFLATED``); a random-base64 message of 1 KB
+then takes the 896-byte allocator class instead of 1,280. The hash is checked on the
+inflated bytes, and both inflate with a bound. A reader older than v8 fails loudly on
+either, never returning their bytes as content: a ``z`` or ``B`` leaf cell does not hash
+to its digest ("does not match its content hash", ``leaves.leaf_value``), and a
+deflated value's tag is one no serializer knows. The scripts never read a leaf or value
+field's bytes (only chain fields and names), so they are unchanged.
 """
 
 from __future__ import annotations
@@ -30,11 +42,12 @@ from typing import Any
 
 import ormsgpack
 
+from durable_graph.store.deflate import pack_leaf
 from durable_graph.store.delta import ChannelDelta
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import apart_in
 from durable_graph.store.redis.keys import blob_field, chain_field, leaf_field
-from durable_graph.store.redis.records import encode_blob
+from durable_graph.store.redis.records import encode_value
 
 __all__ = ["HINTS_KEPT", "LeafHints", "encode_values"]
 
@@ -64,7 +77,7 @@ def encode_values(
         split = apart_in(items, kept)
         values = {ch: value for (ch, _), (value, _) in zip(items, split, strict=True)}
         leaves_of = {ch: own for (ch, _), (_, own) in zip(items, split, strict=True) if own}
-    out = {fields[ch]: encode_blob(t, refers_leaves=ch in leaves_of)
+    out = {fields[ch]: encode_value(t, refers_leaves=ch in leaves_of)
            for ch, t in tc.values(values, versions).items()}
     for ch, value in values.items():
         leaves = leaves_of.get(ch)
@@ -72,7 +85,7 @@ def encode_values(
             out[chain_field(fields[ch])] = _link(ch, value, leaves or {})
     apart: set[bytes] = set()
     for leaves in leaves_of.values():
-        out.update((leaf_field(d), stored) for d, stored in leaves.items())
+        out.update((leaf_field(d), pack_leaf(stored)) for d, stored in leaves.items())
         apart.update(leaves)
     return out, apart
 

@@ -40,19 +40,23 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
 )
+from durable_graph.store.deflate import MAX_RATIO, deflated, inflated, unpack_leaf
 from durable_graph.store.delta import ChannelDelta, resolve_values
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import join_found
 from durable_graph.store.redis.keys import LEAF, blob_field, leaf_digest, write_field
 
 __all__ = [
+    "DEFLATED",
     "REFERS_LEAVES",
     "bind_run",
     "checkpoint_fields",
     "decode_blob",
     "decode_metadata",
     "decode_tuple",
+    "decode_value",
     "encode_blob",
+    "encode_value",
     "encode_writes",
     "join_leaves_of",
     "pack_record",
@@ -100,6 +104,40 @@ def decode_blob(raw: bytes) -> tuple[str, bytes]:
     tag, _, data = raw.partition(b"\x00")
     text = tag.decode()
     return text.removeprefix(REFERS_LEAVES), data
+
+
+DEFLATED = "%"
+"""Tag prefix (after ``REFERS_LEAVES``) of a blob-hash value whose serializer bytes are
+stored deflated (redis-v8, ``deflate.deflated``): no serializer tag starts with it, so a
+reader older than v8 refuses the value loudly ("unknown serialization format", or an
+unsigned payload in a signed store) instead of decoding a deflate stream as content."""
+
+
+def encode_value(tagged: tuple[str, bytes], *, refers_leaves: bool = False) -> bytes:
+    """A channel value as its blob field stores it: ``encode_blob``, with the serializer's
+    bytes deflated (tag ``DEFLATED``) when that makes them at least an eighth smaller."""
+    tag, data = tagged
+    stream = deflated(data)
+    if stream is not None:
+        tag, data = DEFLATED + tag, stream
+    return encode_blob((tag, data), refers_leaves=refers_leaves)
+
+
+def decode_value(raw: bytes, channel: str, version: object) -> tuple[str, bytes]:
+    """Inverse of ``encode_value`` (the serializer's tag and bytes, checked after this by
+    the serializer). A deflated value that does not inflate within ``MAX_RATIO`` times its
+    size (garbled, or a zlib bomb) is a CheckpointStoreError: nothing of it is read."""
+    tag, data = decode_blob(raw)
+    if not tag.startswith(DEFLATED):
+        return tag, data
+    out = inflated(data)
+    if out is None:
+        raise CheckpointStoreError(
+            f"the stored value of channel {channel!r} version {version} is deflated but does "
+            f"not inflate cleanly within {MAX_RATIO}x its size (garbled, or a zlib bomb); "
+            "refused, nothing of it was read. Restore the store from a backup or delete "
+            "the thread.")
+    return tag.removeprefix(DEFLATED), out
 
 
 def _as_bytes(value: str | bytes) -> bytes:
@@ -232,7 +270,8 @@ def _chain(
     out: list[Any] = []
     raw = by_field.get(blob_field(channel, version))
     while raw is not None:
-        value = tc.value(checkpoint_id, channel, version, decode_blob(raw), signed_record=signed)
+        value = tc.value(checkpoint_id, channel, version, decode_value(raw, channel, version),
+                         signed_record=signed)
         out.append(value)
         if not isinstance(value, ChannelDelta):
             break
@@ -259,7 +298,7 @@ def decode_tuple(
     versions = record_versions(fields)
     by_field = dict(zip([n.decode() for n in blob_names], blob_values, strict=True))
     stored = {
-        ch: tc.value(checkpoint_id, ch, v, decode_blob(raw), signed_record=signed)
+        ch: tc.value(checkpoint_id, ch, v, decode_value(raw, ch, v), signed_record=signed)
         for ch, v in versions.items()
         if (raw := by_field.get(blob_field(ch, v))) is not None
     }
@@ -291,7 +330,7 @@ def join_leaves_of(values: dict[str, Any], by_field: Mapping[str, bytes | None])
     """Put back the leaves of decoded ``values`` (in place; ``leafblobs``) from a ``LOAD``
     reply's blob fields; a leaf listed but gone, or never listed, is a SerializationError.
     Whatever this saver's serializer: another saver's may have kept leaves apart."""
-    join_found(values, {leaf_digest(f): raw for f, raw in by_field.items()
+    join_found(values, {leaf_digest(f): unpack_leaf(raw) for f, raw in by_field.items()
                         if raw is not None and f.startswith(LEAF)})
 
 
