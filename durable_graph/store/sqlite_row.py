@@ -45,15 +45,14 @@ row stores that form, as before): the same results, whichever form a row holds.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import ormsgpack
 
 from durable_graph.errors import SerializationError
+from durable_graph.store.stamps import id_micros, ts_micros, ts_text
 
 __all__ = [
     "pack_id",
@@ -74,17 +73,12 @@ __all__ = [
     "unpack_versions",
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Part of the stored format: never renumber. A tag stored as text is a str, a code bytes.
 _TAG_CODES = {"null": b"\x00", "msgpack": b"\x01", "bytes": b"\x02", "pickle": b"\x03",
               "signed": b"\x04"}
 _CODE_TAGS = {code: tag for tag, code in _TAG_CODES.items()}
 _TS_BYTES = 8
 _ID_BYTES = 16
-_CANONICAL = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-"""A UUID's text as ``str(uuid.UUID(...))`` gives it (any case): its high 64 bits read
-straight from the text."""
 
 
 def pack_id(checkpoint_id: str | None) -> str | bytes | None:
@@ -109,25 +103,18 @@ def unpack_id(stored: str | bytes | None) -> str | None:
 
 
 def pack_ts(ts: str, checkpoint_id: str | None = None) -> str | bytes:
-    """A UTC timestamp as microseconds when that gives back ``ts`` exactly: after the
-    time in ``checkpoint_id`` (1 to 7 bytes) when it has one, else 8 bytes."""
-    try:
-        when = datetime.fromisoformat(ts)
-    except (TypeError, ValueError):
+    """A UTC timestamp as microseconds when that gives back ``ts`` exactly
+    (``stamps.ts_micros``): after the time in ``checkpoint_id`` (1 to 7 bytes) when it
+    has one, else 8 bytes."""
+    micros = ts_micros(ts)
+    if micros is None:
         return ts
-    if when.utcoffset() != timedelta(0) or when.tzinfo is None:
-        return ts
-    micros = (when - _EPOCH) // timedelta(microseconds=1)
-    if micros < 0 or unpack_ts(micros.to_bytes(_TS_BYTES, "big")) != ts:
-        return ts
-    after = _id_micros(checkpoint_id)
+    after = id_micros(checkpoint_id)
     if after is not None:
         offset = micros - after
         size = (offset.bit_length() + 8) // 8  # with the sign bit
         if size < _TS_BYTES:
-            packed = offset.to_bytes(size, "big", signed=True)
-            if unpack_ts(packed, checkpoint_id) == ts:
-                return packed
+            return offset.to_bytes(size, "big", signed=True)
     return micros.to_bytes(_TS_BYTES, "big")
 
 
@@ -136,28 +123,13 @@ def unpack_ts(stored: str | bytes, checkpoint_id: str | None = None) -> str:
     if not isinstance(stored, bytes):
         return stored
     if len(stored) == _TS_BYTES:
-        micros = int.from_bytes(stored, "big")
-    else:
-        after = _id_micros(checkpoint_id)
-        if after is None:
-            raise SerializationError(
-                f"a timestamp stored after its checkpoint id needs a UUID id, not "
-                f"{checkpoint_id!r}: the row was edited")
-        micros = after + int.from_bytes(stored, "big", signed=True)
-    return (_EPOCH + timedelta(microseconds=micros)).isoformat()
-
-
-def _id_micros(checkpoint_id: str | None) -> int | None:
-    """Microseconds since the epoch in a checkpoint id's high 64 bits (nanoseconds,
-    ``new_checkpoint_id``), or None when the id is not a UUID."""
-    if checkpoint_id is None:
-        return None
-    if _CANONICAL.fullmatch(checkpoint_id):  # the usual id: no UUID object
-        return int(checkpoint_id[:8] + checkpoint_id[9:13] + checkpoint_id[14:18], 16) // 1000
-    try:
-        return (uuid.UUID(checkpoint_id).int >> 64) // 1000
-    except (ValueError, AttributeError, TypeError):
-        return None
+        return ts_text(int.from_bytes(stored, "big"))
+    after = id_micros(checkpoint_id)
+    if after is None:
+        raise SerializationError(
+            f"a timestamp stored after its checkpoint id needs a UUID id, not "
+            f"{checkpoint_id!r}: the row was edited")
+    return ts_text(after + int.from_bytes(stored, "big", signed=True))
 
 
 def pack_seen(seen: Any) -> str | bytes:

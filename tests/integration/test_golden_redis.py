@@ -249,11 +249,14 @@ def test_a_v5_thread_resumed_with_large_texts_keeps_them_apart_and_prunes(
     client.close()
 
 
-def test_v8_deflates_leaves_and_values() -> None:
+def test_v8_deflates_leaves_and_values_and_keeps_ts_after_the_id() -> None:
     """What v8 changes: each leaf field is a cell (``deflate.pack_leaf``: the chat's prose
     deflated, ``z``), and values whose bytes deflate by an eighth are stored so, tagged
-    ``%`` after any ``&`` (``records.DEFLATED``); both read back to v7's bytes."""
+    ``%`` after any ``&`` (``records.DEFLATED``); both read back to v7's bytes. Each
+    record keeps ``ts`` as microseconds after its id's time (``t``) and no ``v``."""
     import base64
+
+    import ormsgpack
 
     from durable_graph.store.deflate import inflated, unpack_leaf
     from durable_graph.store.leaves import leaf_value
@@ -276,3 +279,6 @@ def test_v8_deflates_leaves_and_values() -> None:
         if b"%" in tag:
             raw = inflated(stream)
             assert raw is not None and len(stream) * 8 < len(raw) * 7
+    records = [ormsgpack.unpackb(base64.b64decode(rec["content"])) for rec in data["keys"]
+               if rec["type"] == "string" and b":cp:" in base64.b64decode(rec["key"])]
+    assert records and all("t" in r and "ts" not in r and "v" not in r for r in records)

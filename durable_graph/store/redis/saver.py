@@ -680,7 +680,7 @@ class RedisSaver(BaseCheckpointSaver):
         ttl, keep_last = self._policy()
         args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
                            *cas[4:]]
-        args += [1, pack_record(fields), len(blob_args), *blob_args, *required]
+        args += [1, pack_record(fields, checkpoint_id), len(blob_args), *blob_args, *required]
         return ("PUT", keys, args)
 
     def _commit(
