@@ -251,7 +251,7 @@ def _ts_after(offset: str, fields: Mapping[str, bytes], checkpoint_id: str) -> s
     also holds a ``ts``, the offset is not an integer or the id holds no time."""
     after = id_micros(checkpoint_id)
     if "ts" in fields or after is None or type(offset) is not str:
-        raise ValueError("a timestamp after the id needs a UUID id and no ts field")
+        raise ValueError("t needs a UUID id and no ts")  # internal signal: garbled
     return ts_text(after + int(offset))
 
 
