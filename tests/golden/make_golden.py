@@ -48,7 +48,8 @@ Formats (each file keeps the format it was recorded in):
   versions are all ints: they are read back from its ``refs`` (``records.record_versions``).
 - ``redis-v8``: as ``redis-v7``, with each leaf field a cell (``deflate.pack_leaf``: the
   chat's prose deflated, ``z``) and each value whose bytes deflate by an eighth stored so,
-  its tag after ``%`` (``records.DEFLATED``), which a reader older than v8 refuses.
+  its tag after ``%`` (``records.DEFLATED``), which a reader older than v8 refuses; each
+  record keeps ``ts`` as microseconds after its id's time (``t``) and no ``v`` "1".
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
