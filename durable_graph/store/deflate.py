@@ -34,6 +34,9 @@ MAX_RATIO = 16
 _SLACK = 64
 _WBITS = -15  # raw deflate: no zlib header or checksum (a hash or signature checks the bytes)
 _LEVEL, _MEM_LEVEL = 6, 6  # memLevel 6: zlib's default 8 costs a 64 KB table per call
+_FAST_OVER, _FAST_LEVEL = 16 << 10, 1
+"""Longer bytes (a whole snapshot, a value stored whole) are deflated at level 1: two to
+four times faster (about 25 µs a KB instead of 50 to 100), its stream 2 to 18% larger."""
 _SMALLEST = 64
 """Shorter bytes are not deflated: an eighth of them is not worth a compressor."""
 _DEFLATED = b"z"
@@ -50,7 +53,8 @@ def deflated(data: bytes) -> bytes | None:
     if len(data) < _SMALLEST:
         return None
     window = -min(15, max(9, len(data).bit_length()))  # no larger than the data: same stream
-    squeezer = zlib.compressobj(_LEVEL, zlib.DEFLATED, window, _MEM_LEVEL)
+    level = _LEVEL if len(data) <= _FAST_OVER else _FAST_LEVEL
+    squeezer = zlib.compressobj(level, zlib.DEFLATED, window, _MEM_LEVEL)
     stream = squeezer.compress(data) + squeezer.flush()
     pays = (len(stream) + 1) * 8 <= len(data) * 7
     return stream if pays and len(data) <= MAX_RATIO * len(stream) else None

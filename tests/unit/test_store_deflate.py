@@ -22,14 +22,12 @@ import pytest
 
 from durable_graph import END, START, StateGraph
 from durable_graph.errors import CheckpointStoreError, DurableGraphError, SerializationError
-from durable_graph.store.codec import SignedSerializer
 from durable_graph.store.deflate import MAX_RATIO, deflated, inflated, pack_leaf, unpack_leaf
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import leaf_value
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import CHAIN, LEAF, ThreadKeys, leaf_digest
 from durable_graph.store.redis.records import DEFLATED, decode_blob
-from durable_graph.store.serde import TypedSerializer
 from tests.unit.test_leaf_dedup import _redis, chat_app, content, run_chat, signed
 
 PROSE = "the quick brown fox jumps over the lazy dog, and then it rests a while. " * 8
@@ -54,6 +52,10 @@ def test_deflated_keeps_a_stream_only_when_it_pays_within_the_bound() -> None:
     assert inflated(stream) == prose
     b64 = base64.b64encode(os.urandom(768))  # ~0.78: pays
     assert deflated(b64) is not None and inflated(deflated(b64) or b"") == b64
+    big = base64.b64encode(os.urandom(30_000))  # over 16 KB: the faster level, same form
+    stream = deflated(big)
+    assert stream is not None and (len(stream) + 1) * 8 <= len(big) * 7
+    assert inflated(stream) == big
     assert deflated(os.urandom(2000)) is None  # random bytes: no gain
     assert deflated(b"a" * 60) is None  # too short to be worth a compressor
     assert deflated(b"a" * 100_000) is None  # ~1000x: past MAX_RATIO, kept as it is
@@ -234,4 +236,3 @@ def test_a_reader_older_than_v8_fails_loudly_on_v8_fields(saver: RedisSaver) -> 
     for raw in deflated_values:
         with pytest.raises(DurableGraphError):
             tc.value("cp", "log", 1, decode_blob(raw), signed_record=False)
-    assert isinstance(saver.serde, (TypedSerializer, SignedSerializer))
