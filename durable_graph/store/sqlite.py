@@ -44,7 +44,6 @@ keeps expired threads), it does not need a new schema version.
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import sqlite3
 import threading
@@ -56,8 +55,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, get_args
-
-import ormsgpack
 
 from durable_graph.errors import (
     CheckpointStoreError,
@@ -105,14 +102,17 @@ from durable_graph.store.sqlite_leaves import (
 from durable_graph.store.sqlite_named import (
     RowNames,
     dumps_versions,
-    is_named,
-    pack_seen,
-    pack_versions,
+    unpack_marked,
     unpack_seen,
-    unpack_versions,
     versions_json,
 )
 from durable_graph.store.sqlite_names import NameTable
+from durable_graph.store.sqlite_record import (
+    dumps_json,
+    packed_row,
+    record_fields,
+    with_marks,
+)
 from durable_graph.store.sqlite_retention import (
     BEYOND_KEEP,
     DUE,
@@ -124,11 +124,7 @@ from durable_graph.store.sqlite_retention import (
     purge,
 )
 from durable_graph.store.sqlite_row import (
-    pack_id,
-    pack_metadata,
     pack_tag,
-    pack_ts,
-    plain_form,
     unpack_id,
     unpack_metadata,
     unpack_tag,
@@ -240,13 +236,6 @@ def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     return sqlite3.connect(
         text, timeout=30.0, isolation_level=None, check_same_thread=False, uri=True
     )
-
-
-def _dumps_json(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(f"cannot store {what} as JSON: {exc}") from exc
 
 
 class SqliteSaver(BaseCheckpointSaver):
@@ -476,14 +465,17 @@ class SqliteSaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id, parent, ts, versions, _, metadata, v, _ = row
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        version_of, seen_of, signed = self._record(conn, tc, row, parent_id)
-        values = {
+        version_of, seen_of, marks, signed = self._record(conn, tc, row, parent_id)
+        found_values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (
                 versions if isinstance(versions, str)  # JSON text already (schema < 6)
                 else dumps_versions(version_of), thread_id, ns))
         }
+        values = with_marks(
+            found_values, version_of, marks, where=f"checkpoint {checkpoint_id} of thread "
+            f"{thread_id!r}", unsigned_in_signed_store=tc.bound is not None and not signed)
         resolve_values(values, lambda channel, head: [
             tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
                      signed_record=signed)
@@ -529,11 +521,11 @@ class SqliteSaver(BaseCheckpointSaver):
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         require_versions(checkpoint)
         versions = checkpoint.channel_versions
-        versions_text = _dumps_json(versions, "channel versions")
+        versions_text = dumps_json(versions, "channel versions")
         now = time.time()
         with self._transaction() as conn:
-            row = self._checkpoint_row(conn, tc, (parent_id, checkpoint, metadata),
-                                       versions_text)
+            row, marks = self._checkpoint_row(
+                conn, tc, (parent_id, checkpoint, metadata), versions_text)
             purge(conn, now)
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
                 and self._check_extends(conn, row, metadata)
@@ -541,8 +533,9 @@ class SqliteSaver(BaseCheckpointSaver):
                 delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
             present = {key for (key,) in conn.execute(
                 _EXISTING_BLOBS, (versions_text, thread_id, ns))}
-            missing = {
-                ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
+            missing = {  # a channel marked None has no row (schema 8)
+                ch: value for ch, value in checkpoint.channel_values.items()
+                if ch not in present and ch not in marks
             }
             split = self._split(conn, thread_id, list(missing.items()))
             leaves = {d: data for _, own in split for d, data in own.items()}
@@ -567,14 +560,15 @@ class SqliteSaver(BaseCheckpointSaver):
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
     def _record(self, conn: sqlite3.Connection, tc: ThreadCodec, row: _Row,
-                parent_id: str | None) -> tuple[Any, Any, bool]:
-        """A row's versions and versions seen, and whether its record is signed (then
+                parent_id: str | None) -> tuple[Any, Any, frozenset[str], bool]:
+        """A row's versions, versions seen and channels marked None (``sqlite_record``),
+        and whether its record is signed (then
         verified; SignatureError if it does not verify). The versions are unpacked first,
         since a named row signs what its numbers stand for: msgpack, never a pickle."""
         checkpoint_id, versions, seen, sig = row[2], row[5], row[6], row[9]
         names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
         try:
-            version_of = unpack_versions(versions, names)
+            version_of, marks = unpack_marked(versions, names)
             seen_of = unpack_seen(seen, version_of, names)
         except (IndexError, KeyError, TypeError, ValueError) as exc:  # msgpack's too
             raise SerializationError(
@@ -582,22 +576,23 @@ class SqliteSaver(BaseCheckpointSaver):
                 f"versions seen cannot be read ({type(exc).__name__}: {exc}); the row was "
                 "edited. Refused; nothing was run.") from None
         signed = bool(sig) and tc.bound is not None and tc.check_record(
-            checkpoint_id, _record_fields(row, version_of, seen_of), sig)
-        return version_of, seen_of, signed
+            checkpoint_id, record_fields(row, version_of, seen_of, marks), sig)
+        return version_of, seen_of, marks, signed
 
     def _checkpoint_row(
         self, conn: sqlite3.Connection, tc: ThreadCodec,
         given: tuple[str | None, Checkpoint, CheckpointMetadata], versions_text: str,
-    ) -> _Row:
-        """The signed checkpoints-table row of a checkpoint (``_packed_row``), its names
-        numbered in ``conn``'s transaction."""
+    ) -> tuple[_Row, frozenset[str]]:
+        """The signed checkpoints-table row of a checkpoint (``packed_row``), its names
+        numbered in ``conn``'s transaction; and the channels it marks None."""
         parent_id, checkpoint, metadata = given
         names = RowNames(checkpoint.id, parent_id, self._name_of(conn),
                          lambda name: self._names.id_of(conn, name))
-        row, versions, seen = _packed_row(
-            (tc.thread_id, tc.ns), checkpoint, metadata, versions_text=versions_text,
-            names=names)
-        return (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row, versions, seen)))
+        packed = packed_row((tc.thread_id, tc.ns), checkpoint, metadata,
+                            versions_text=versions_text, names=names)
+        row, marks = packed.row, packed.marks
+        fields = record_fields(row, packed.versions, packed.seen, marks)
+        return (*row[:-1], tc.sign_record(checkpoint.id, fields)), marks
 
     def _name_of(self, conn: sqlite3.Connection) -> Callable[[int], str]:
         """The name a number of a named row stands for, in ``conn``'s file."""
@@ -791,46 +786,3 @@ def _list_scope(
         where.append("checkpoint_id < ?")
         args.append(before_id)
     return where, args
-
-
-def _packed_row(
-    place: tuple[str, str],
-    checkpoint: Checkpoint,
-    metadata: CheckpointMetadata,
-    *,
-    versions_text: str,
-    names: RowNames,
-) -> tuple[_Row, Any, Any]:
-    """The checkpoints-table row of a checkpoint at (thread, namespace): everything but
-    its values, packed (``sqlite_row``, ``sqlite_named``; ``versions_text``: its
-    versions as JSON; ``names``: its ids and its file's names), unsigned; and its
-    versions and versions seen as they read back."""
-    thread_id, ns = place
-    raw_seen = checkpoint.versions_seen
-    versions = plain_form(checkpoint.channel_versions, lambda: versions_text)
-    seen = plain_form(raw_seen, lambda: _dumps_json(raw_seen, "versions seen"))
-    row = (
-        thread_id,
-        ns,
-        checkpoint.id,
-        pack_id(names.parent_id),
-        pack_ts(checkpoint.ts, checkpoint.id),
-        pack_versions(versions, versions_text, names),
-        pack_seen(seen, versions, names),
-        pack_metadata(dict(metadata), lambda: _dumps_json(dict(metadata), "checkpoint metadata")),
-        checkpoint.v,
-        None,
-    )
-    return row, versions, seen
-
-
-def _record_fields(row: _Row, versions: Any, seen: Any) -> dict[str, Any]:
-    """What a record's signature covers: every column but the place and the signature;
-    for a column that names by number (``is_named``), what it reads back (``versions``,
-    ``seen``), so the names its numbers stand for are covered too."""
-    fields = dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9],
-                      strict=True))
-    for key, decoded in (("versions", versions), ("seen", seen)):
-        if is_named(fields[key]):
-            fields[key] = ormsgpack.packb(decoded, option=ormsgpack.OPT_SORT_KEYS)
-    return fields

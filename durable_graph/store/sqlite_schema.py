@@ -14,12 +14,14 @@ from durable_graph.store.sqlite_names import NAMES_SCHEMA
 
 __all__ = ["SCHEMA_VERSION", "apply_schema", "check_version"]
 
-SCHEMA_VERSION = 7  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+SCHEMA_VERSION = 8  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
 # 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
 # ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
 # 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
 # (``sqlite_leaves``); 7: channel and node names by number (the names table,
-# ``sqlite_names``), own versions by step, timestamps after the id (``sqlite_row``).
+# ``sqlite_names``), own versions by step, timestamps after the id (``sqlite_row``);
+# 8: a channel whose value is None marked in the row's versions, without a blobs row
+# (``sqlite_named.pack_marked``, ``sqlite_record``).
 # Rows of every schema read in place: nothing is rewritten.
 # ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
 # ROWID: the rows live in their primary-key b-tree instead of beside a copy of the key
