@@ -79,7 +79,7 @@ from durable_graph.store.base import (
 from durable_graph.store.delta import (
     DEFAULT_SNAPSHOT_EVERY,
     delta_links,
-    resolve_values,
+    resolve_chains,
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
@@ -99,6 +99,7 @@ from durable_graph.store.sqlite_leaves import (
     leaves_column,
     release_leaves,
 )
+from durable_graph.store.sqlite_links import LOAD_CHAIN, VALUE_DEPTH, pack_link
 from durable_graph.store.sqlite_named import (
     RowNames,
     dumps_versions,
@@ -143,24 +144,6 @@ _CP_COLUMNS = (
 )
 _BRANCH_SOURCES = frozenset({"fork", "update"})
 """Metadata sources of checkpoints that may start from an older checkpoint."""
-
-# A delta's chain: from a version back along its links to a whole value, newest first.
-_LOAD_CHAIN = """
-WITH RECURSIVE link(version, n) AS (
-    SELECT ?4, 0
-    UNION ALL
-    SELECT d.base, link.n + 1 FROM link CROSS JOIN chains d ON d.thread_id = ?1
-        AND d.checkpoint_ns = ?2 AND d.channel = ?3 AND d.version = link.version
-)
-SELECT b.version, b.type, b.blob FROM link CROSS JOIN blobs AS b ON b.thread_id = ?1
-    AND b.checkpoint_ns = ?2 AND b.channel = ?3 AND b.version = link.version
-ORDER BY link.n
-"""
-_VALUE_DEPTH = """
-SELECT d.depth FROM blobs b LEFT JOIN chains d ON d.thread_id = b.thread_id
-    AND d.checkpoint_ns = b.checkpoint_ns AND d.channel = b.channel AND d.version = b.version
-WHERE b.thread_id = ? AND b.checkpoint_ns = ? AND b.channel = ? AND b.version = ?
-"""
 
 # Values of a checkpoint: its version map (JSON) joined to the blobs table. CROSS JOIN
 # keeps the version map as the outer loop, so each value is one primary-key lookup
@@ -476,11 +459,11 @@ class SqliteSaver(BaseCheckpointSaver):
         values = with_marks(
             found_values, version_of, marks, where=f"checkpoint {checkpoint_id} of thread "
             f"{thread_id!r}", unsigned_in_signed_store=tc.bound is not None and not signed)
-        resolve_values(values, lambda channel, head: [
-            tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
-                     signed_record=signed)
-            for version, tag, blob in conn.execute(_LOAD_CHAIN, (thread_id, ns, channel, head))
-        ])
+        resolve_chains(values, lambda channel, head: (
+            (version, tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
+                               signed_record=signed))
+            for version, tag, blob in conn.execute(LOAD_CHAIN, (thread_id, ns, channel, head))
+        ))
         found = conn.execute(_LOAD_WRITES, (thread_id, ns, checkpoint_id)).fetchall()
         pending = {
             i: tc.pending(checkpoint_id, task_id, idx, channel, (unpack_tag(tag), bytes(blob)))
@@ -542,19 +525,16 @@ class SqliteSaver(BaseCheckpointSaver):
             refs = {ch: pack_digests(own) for ch, (_, own) in zip(missing, split, strict=True)}
             stored = {ch: value for ch, (value, _) in zip(missing, split, strict=True)}
             blobs = tc.values(stored, versions)  # raises before anything is stored
+            links = {ch: pack_link(versions[ch], base, depth)  # schema 8: in the value row
+                     for ch, (base, depth) in delta_links(missing).items()}
             for ch, (tag, data) in blobs.items():
                 if conn.execute(
                     "INSERT OR IGNORE INTO blobs (thread_id, checkpoint_ns, channel, version, "
-                    "type, blob, leaves) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "type, blob, leaves, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (thread_id, ns, ch, versions[ch], pack_tag(tag), data,
-                     leaves_column(tag, data, refs.get(ch))),
+                     leaves_column(tag, data, refs.get(ch)), links.get(ch)),
                 ).rowcount:
                     hold_leaves(conn, thread_id, refs.get(ch), leaves)
-            conn.executemany(
-                "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)",
-                [(thread_id, ns, ch, versions[ch], base, depth)
-                 for ch, (base, depth) in delta_links(missing).items()],
-            )
             conn.execute(_INSERT_CHECKPOINT, row)
             self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
@@ -724,7 +704,7 @@ class SqliteSaver(BaseCheckpointSaver):
     ) -> int | None:
         with self._transaction(write=False) as conn:
             row = conn.execute(
-                _VALUE_DEPTH, (thread_id, checkpoint_ns, channel, version)).fetchone()
+                VALUE_DEPTH, (thread_id, checkpoint_ns, channel, version)).fetchone()
         if row is None:
             return None
         return int(row[0] or 0)

@@ -2,7 +2,9 @@
 
 A channel whose value is None (a branch channel's trigger) has no ``blobs`` row: its
 row's versions mark it (``sqlite_named.pack_marked``), and a signed row covers the mark.
-Each must read back exactly what schema 7 did.
+A delta's link to its base is in its value row (``sqlite_links``), and opening an older
+file moves its ``chains`` there and drops the table. Each must read back exactly what
+schema 7 did.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from durable_graph import END, START, SqliteSaver, StateGraph
-from durable_graph.errors import CheckpointStoreError, SignatureError
+from durable_graph.errors import CheckpointStoreError, SerializationError, SignatureError
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.store.delta import ChannelDelta
 from durable_graph.store.serde import TypedSerializer
+from durable_graph.store.sqlite_links import DEPTH, base_of, move_chains, pack_link
 from durable_graph.store.sqlite_named import (
     RowNames,
     own_version,
@@ -30,8 +34,15 @@ from durable_graph.store.sqlite_named import (
     unpack_versions,
 )
 from durable_graph.store.sqlite_row import plain_form
+from durable_graph.store.sqlite_schema import SCHEMA_VERSION
 
 _SIGNED = SignedSerializer(TypedSerializer(), SigningCodec.from_secret("k" * 32))
+
+
+def _golden_serde() -> Any:
+    from tests.golden import make_golden as gen
+
+    return gen.golden_serde()
 _ID, _PARENT = new_checkpoint_id(), new_checkpoint_id()
 _NAMES = ["a", "b", "__start__", "branch:to:x", "é"]
 
@@ -211,3 +222,131 @@ def test_an_unsigned_store_reads_an_edited_mark_as_it_reads_an_edited_row(
     _edit_versions(path, bad)
     with SqliteSaver(path) as saver, pytest.raises(CheckpointStoreError, match="number 999"):
         list(saver.list({"configurable": {"thread_id": "t"}}))
+
+
+# -- delta links in the value row ------------------------------------------------
+
+
+def _put_chain(saver: SqliteSaver, versions: list[Any], thread: str = "t") -> list[str]:
+    """A list channel's values at ``versions``: the first whole, then each a delta on
+    the one before (one new item each), as the engine's plan stores them."""
+    parent: str | None = None
+    ids = []
+    for i, version in enumerate(versions):
+        value: Any = ["item0"] if i == 0 else ChannelDelta(
+            versions[i - 1], i, (("c", (0, i)), ("n", (f"item{i}",))))
+        cid = new_checkpoint_id(parent)
+        cp = Checkpoint(id=cid, ts="2026-01-01T00:00:00+00:00", channel_values={"log": value},
+                        channel_versions={"log": version}, versions_seen={})
+        conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ""}
+        if parent:
+            conf["checkpoint_id"] = parent
+        saver.put({"configurable": conf}, cp, {"source": "loop", "step": i}, {"log": version})
+        parent = cid
+        ids.append(cid)
+    return ids
+
+
+def _log(saver: SqliteSaver, checkpoint_id: str | None = None) -> Any:
+    conf: dict[str, Any] = {"thread_id": "t"}
+    if checkpoint_id:
+        conf["checkpoint_id"] = checkpoint_id
+    got = saver.get_tuple({"configurable": conf})
+    assert got is not None
+    return got.checkpoint.channel_values["log"]
+
+
+_VERSIONS = {
+    "own": [own_version(s, new_checkpoint_id()) for s in range(1, 5)],  # the engine's
+    "small": [1, 2, 3, 4],
+    "far": [1, 2**48, 2**49 + 1, 2**60],  # gaps over 2**47: the JSON form
+    "down": [10, 9, 8, 7],  # a base above its version: the JSON form
+}
+
+
+@pytest.mark.parametrize("serde", [None, _SIGNED], ids=["plain", "signed"])
+@pytest.mark.parametrize("kind", list(_VERSIONS))
+def test_delta_links_live_in_their_value_rows(tmp_path: Path, kind: str, serde: Any) -> None:
+    versions = _VERSIONS[kind]
+    with SqliteSaver(tmp_path / "l.db", serde=serde) as saver:
+        _put_chain(saver, versions)
+        conn = saver._conn
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'chains'"
+                            ).fetchone() is None
+        links = dict(conn.execute("SELECT version, link FROM blobs").fetchall())
+        assert links[versions[0]] is None
+        compact = kind in ("own", "small")
+        assert all(isinstance(links[v], int if compact else str) for v in versions[1:])
+        assert [saver.value_depth("t", "", "log", v) for v in versions] == [0, 1, 2, 3]
+        assert _log(saver) == ["item0", "item1", "item2", "item3"]
+        saver.prune(["t"], strategy="keep_latest")  # keeps the chain the latest needs
+        assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 4
+        assert _log(saver) == ["item0", "item1", "item2", "item3"]
+
+
+@given(version=st.integers(0, 2**62) | st.text(max_size=5) | st.floats(-1e9, 1e9),
+       base=st.integers(0, 2**62) | st.text(max_size=5) | st.floats(-1e9, 1e9),
+       depth=st.integers(1, 1000))
+def test_a_link_reads_back_its_base_and_depth_in_sql(version: Any, base: Any, depth: int) -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE blobs (version, link)")
+    conn.execute("INSERT INTO blobs VALUES (?, ?)", (version, pack_link(version, base, depth)))
+    got = conn.execute(f"SELECT {base_of('b')}, {DEPTH} FROM blobs b").fetchone()
+    assert got == (base, depth) and type(got[0]) is type(base)
+
+
+def test_an_edited_link_is_refused_not_read_as_another_value(tmp_path: Path) -> None:
+    """Links are not signed (nor were ``chains``): a reader checks each link is the base
+    its delta names, so a link pointed at another value of the channel is refused."""
+    versions = [1, 2, 3, 4]
+    with SqliteSaver(tmp_path / "l.db") as saver:
+        _put_chain(saver, versions)
+        assert _log(saver) == ["item0", "item1", "item2", "item3"]
+        # version 3 (depth 2, base 2: the latest's base) now links to version 1, a whole
+        # value: the chain would end there, one delta short and one item wrong
+        saver._conn.execute("UPDATE blobs SET link = ? WHERE thread_id = 't' AND version = 3",
+                            (pack_link(3, 1, 2),))
+        with pytest.raises(SerializationError, match="link was edited"):
+            _log(saver)
+
+
+def test_opening_a_schema_7_file_moves_its_links_and_drops_chains(tmp_path: Path) -> None:
+    golden = Path(__file__).parent.parent / "golden" / "checkpoints-signed-v7.sqlite"
+    path = tmp_path / "v7.sqlite"
+    path.write_bytes(golden.read_bytes())
+    with sqlite3.connect(path) as conn:
+        chains = conn.execute("SELECT thread_id, checkpoint_ns, channel, version, base, depth "
+                              "FROM chains ORDER BY 1, 2, 3, 4").fetchall()
+        rows = conn.execute("SELECT * FROM checkpoints ORDER BY 1, 2, 3").fetchall()
+    assert chains
+    with SqliteSaver(path, serde=_golden_serde()) as saver:
+        conn = saver._conn
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'chains'"
+                            ).fetchone() is None
+        moved = conn.execute(
+            f"SELECT thread_id, checkpoint_ns, channel, version, {base_of('b')}, {DEPTH} "
+            "FROM blobs b WHERE link IS NOT NULL ORDER BY 1, 2, 3, 4").fetchall()
+        assert moved == chains
+        assert conn.execute("SELECT * FROM checkpoints ORDER BY 1, 2, 3").fetchall() == rows
+        with pytest.raises(sqlite3.OperationalError, match="no such table: chains"):
+            # what a schema 7 process still running on the file does on every commit
+            conn.execute("INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)",
+                         ("t", "", "log", 2, 1, 1))
+
+
+def test_moving_links_goes_in_batches_and_keeps_every_one() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE blobs (thread_id, checkpoint_ns, channel, version, type, "
+                 "blob, leaves, PRIMARY KEY (thread_id, checkpoint_ns, channel, version))")
+    conn.execute("CREATE TABLE chains (thread_id, checkpoint_ns, channel, version, base, depth)")
+    count = 2500
+    conn.executemany("INSERT INTO blobs VALUES ('t', '', 'log', ?, 'x', x'', NULL)",
+                     [(v,) for v in range(count + 1)])
+    conn.executemany("INSERT INTO chains VALUES ('t', '', 'log', ?, ?, ?)",
+                     [(v, v - 1, 1 + v % 300) for v in range(1, count + 1)])
+    move_chains(conn)
+    got = conn.execute(f"SELECT version, {base_of('b')}, {DEPTH} FROM blobs b "
+                       "WHERE link IS NOT NULL ORDER BY version").fetchall()
+    assert got == [(v, v - 1, 1 + v % 300) for v in range(1, count + 1)]
+    assert conn.execute("SELECT link FROM blobs WHERE version = 0").fetchone() == (None,)
