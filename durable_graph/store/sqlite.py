@@ -29,6 +29,10 @@ Schema 6 packs a checkpoint row (``sqlite_row``): versions, versions seen and
 metadata as msgpack, each row whole (read on its own, verified once). Schema 7 names
 channels and nodes by number (the ``names`` table, ``sqlite_names``), stores the
 row's own version by its step, and the timestamp after the time in the row's id.
+Schema 8 marks a channel whose value is None in the row's versions instead of storing a
+value row for it (``sqlite_record``), and keeps a delta's link to its base in its value
+row (``sqlite_links``; the ``chains`` table of schemas 3 to 7 is moved there and dropped
+when a file is opened).
 
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
@@ -302,8 +306,11 @@ class SqliteSaver(BaseCheckpointSaver):
                 "dg_versions", 3, lambda versions, checkpoint_id, parent: versions_json(
                     versions, RowNames(checkpoint_id, unpack_id(parent), self._names.cached)),
                 deterministic=True)
-            check_version(self._conn)
+            # The version is checked inside the upgrade's write transaction: checked
+            # before it, a newer release could upgrade the file in between, and this
+            # one would stamp it with its own older version.
             with self._transaction() as conn:
+                check_version(conn)
                 apply_schema(conn)
 
     @contextmanager
