@@ -18,7 +18,7 @@ and pruning keeps every link a kept value needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +31,12 @@ __all__ = [
     "delta_from_packed",
     "delta_links",
     "diff_lists",
+    "follow_links",
     "pack_delta",
     "plan_value",
     "plan_values",
     "resolve",
+    "resolve_chains",
     "resolve_values",
     "snapshot_every_of",
 ]
@@ -240,7 +242,46 @@ def resolve_values(
     ``load(channel, version)`` gives the decoded values of the chain from
     ``version`` back (newest first), up to and including a whole value.
     """
+    return _resolve_each(values, lambda channel, head: load(channel, head.base))
+
+
+def resolve_chains(
+    values: dict[str, Any], load: Callable[[str, int], Iterable[tuple[Any, Any]]]
+) -> dict[str, Any]:
+    """``resolve_values`` for a store that reads each link with its version:
+    ``load(channel, version)`` gives (version, decoded value) pairs, newest first,
+    checked by ``follow_links`` (read as far as it needs)."""
+    return _resolve_each(
+        values, lambda channel, head: follow_links(channel, head, load(channel, head.base)))
+
+
+def _resolve_each(
+    values: dict[str, Any], links_of: Callable[[str, ChannelDelta], Sequence[Any]]
+) -> dict[str, Any]:
     for channel, head in values.items():
         if isinstance(head, ChannelDelta):
-            values[channel] = resolve(channel, head, load(channel, head.base))
+            values[channel] = resolve(channel, head, links_of(channel, head))
     return values
+
+
+def follow_links(
+    channel: str, head: ChannelDelta, found: Iterable[tuple[Any, Any]]
+) -> list[Any]:
+    """The values of ``head``'s chain from ``found`` ((version, value) pairs read from a
+    store, newest first), up to the first whole value or ``head.depth`` of them, each
+    checked to be at the version the delta before it names as its base: a store's link
+    (unsigned) edited to point elsewhere is refused, never read as the chain.
+    """
+    out: list[Any] = []
+    expected: Any = head.base
+    for version, value in found:
+        if version != expected or type(version) is not type(expected):
+            raise SerializationError(
+                f"channel {channel!r}: a stored delta's chain leads to version {version!r} "
+                f"where the delta before it names {expected!r} as its base (a link was "
+                "edited); the value cannot be rebuilt")
+        out.append(value)
+        if not isinstance(value, ChannelDelta) or len(out) >= head.depth:
+            break
+        expected = value.base
+    return out

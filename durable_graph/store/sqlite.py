@@ -29,6 +29,10 @@ Schema 6 packs a checkpoint row (``sqlite_row``): versions, versions seen and
 metadata as msgpack, each row whole (read on its own, verified once). Schema 7 names
 channels and nodes by number (the ``names`` table, ``sqlite_names``), stores the
 row's own version by its step, and the timestamp after the time in the row's id.
+Schema 8 marks a channel whose value is None in the row's versions instead of storing a
+value row for it (``sqlite_record``), and keeps a delta's link to its base in its value
+row (``sqlite_links``; the ``chains`` table of schemas 3 to 7 is moved there and dropped
+when a file is opened).
 
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
@@ -44,7 +48,6 @@ keeps expired threads), it does not need a new schema version.
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import sqlite3
 import threading
@@ -56,8 +59,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, get_args
-
-import ormsgpack
 
 from durable_graph.errors import (
     CheckpointStoreError,
@@ -82,7 +83,7 @@ from durable_graph.store.base import (
 from durable_graph.store.delta import (
     DEFAULT_SNAPSHOT_EVERY,
     delta_links,
-    resolve_values,
+    resolve_chains,
     snapshot_every_of,
 )
 from durable_graph.store.encoding import ThreadCodec, metadata_matches
@@ -102,17 +103,21 @@ from durable_graph.store.sqlite_leaves import (
     leaves_column,
     release_leaves,
 )
+from durable_graph.store.sqlite_links import LOAD_CHAIN, VALUE_DEPTH, pack_link
 from durable_graph.store.sqlite_named import (
     RowNames,
     dumps_versions,
-    is_named,
-    pack_seen,
-    pack_versions,
+    unpack_marked,
     unpack_seen,
-    unpack_versions,
     versions_json,
 )
 from durable_graph.store.sqlite_names import NameTable
+from durable_graph.store.sqlite_record import (
+    dumps_json,
+    packed_row,
+    record_fields,
+    with_marks,
+)
 from durable_graph.store.sqlite_retention import (
     BEYOND_KEEP,
     DUE,
@@ -124,11 +129,7 @@ from durable_graph.store.sqlite_retention import (
     purge,
 )
 from durable_graph.store.sqlite_row import (
-    pack_id,
-    pack_metadata,
     pack_tag,
-    pack_ts,
-    plain_form,
     unpack_id,
     unpack_metadata,
     unpack_tag,
@@ -147,24 +148,6 @@ _CP_COLUMNS = (
 )
 _BRANCH_SOURCES = frozenset({"fork", "update"})
 """Metadata sources of checkpoints that may start from an older checkpoint."""
-
-# A delta's chain: from a version back along its links to a whole value, newest first.
-_LOAD_CHAIN = """
-WITH RECURSIVE link(version, n) AS (
-    SELECT ?4, 0
-    UNION ALL
-    SELECT d.base, link.n + 1 FROM link CROSS JOIN chains d ON d.thread_id = ?1
-        AND d.checkpoint_ns = ?2 AND d.channel = ?3 AND d.version = link.version
-)
-SELECT b.version, b.type, b.blob FROM link CROSS JOIN blobs AS b ON b.thread_id = ?1
-    AND b.checkpoint_ns = ?2 AND b.channel = ?3 AND b.version = link.version
-ORDER BY link.n
-"""
-_VALUE_DEPTH = """
-SELECT d.depth FROM blobs b LEFT JOIN chains d ON d.thread_id = b.thread_id
-    AND d.checkpoint_ns = b.checkpoint_ns AND d.channel = b.channel AND d.version = b.version
-WHERE b.thread_id = ? AND b.checkpoint_ns = ? AND b.channel = ? AND b.version = ?
-"""
 
 # Values of a checkpoint: its version map (JSON) joined to the blobs table. CROSS JOIN
 # keeps the version map as the outer loop, so each value is one primary-key lookup
@@ -240,13 +223,6 @@ def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     return sqlite3.connect(
         text, timeout=30.0, isolation_level=None, check_same_thread=False, uri=True
     )
-
-
-def _dumps_json(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(f"cannot store {what} as JSON: {exc}") from exc
 
 
 class SqliteSaver(BaseCheckpointSaver):
@@ -330,8 +306,11 @@ class SqliteSaver(BaseCheckpointSaver):
                 "dg_versions", 3, lambda versions, checkpoint_id, parent: versions_json(
                     versions, RowNames(checkpoint_id, unpack_id(parent), self._names.cached)),
                 deterministic=True)
-            check_version(self._conn)
+            # The version is checked inside the upgrade's write transaction: checked
+            # before it, a newer release could upgrade the file in between, and this
+            # one would stamp it with its own older version.
             with self._transaction() as conn:
+                check_version(conn)
                 apply_schema(conn)
 
     @contextmanager
@@ -476,19 +455,22 @@ class SqliteSaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id, parent, ts, versions, _, metadata, v, _ = row
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        version_of, seen_of, signed = self._record(conn, tc, row, parent_id)
-        values = {
+        version_of, seen_of, marks, signed = self._record(conn, tc, row, parent_id)
+        found_values = {
             channel: tc.value(checkpoint_id, channel, version_of[channel],
                               (unpack_tag(tag), bytes(blob)), signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (
                 versions if isinstance(versions, str)  # JSON text already (schema < 6)
                 else dumps_versions(version_of), thread_id, ns))
         }
-        resolve_values(values, lambda channel, head: [
-            tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
-                     signed_record=signed)
-            for version, tag, blob in conn.execute(_LOAD_CHAIN, (thread_id, ns, channel, head))
-        ])
+        values = with_marks(
+            found_values, version_of, marks, where=f"checkpoint {checkpoint_id} of thread "
+            f"{thread_id!r}", unsigned_in_signed_store=tc.bound is not None and not signed)
+        resolve_chains(values, lambda channel, head: (
+            (version, tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
+                               signed_record=signed))
+            for version, tag, blob in conn.execute(LOAD_CHAIN, (thread_id, ns, channel, head))
+        ))
         found = conn.execute(_LOAD_WRITES, (thread_id, ns, checkpoint_id)).fetchall()
         pending = {
             i: tc.pending(checkpoint_id, task_id, idx, channel, (unpack_tag(tag), bytes(blob)))
@@ -529,11 +511,11 @@ class SqliteSaver(BaseCheckpointSaver):
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         require_versions(checkpoint)
         versions = checkpoint.channel_versions
-        versions_text = _dumps_json(versions, "channel versions")
+        versions_text = dumps_json(versions, "channel versions")
         now = time.time()
         with self._transaction() as conn:
-            row = self._checkpoint_row(conn, tc, (parent_id, checkpoint, metadata),
-                                       versions_text)
+            row, marks = self._checkpoint_row(
+                conn, tc, (parent_id, checkpoint, metadata), versions_text)
             purge(conn, now)
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
                 and self._check_extends(conn, row, metadata)
@@ -541,40 +523,39 @@ class SqliteSaver(BaseCheckpointSaver):
                 delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
             present = {key for (key,) in conn.execute(
                 _EXISTING_BLOBS, (versions_text, thread_id, ns))}
-            missing = {
-                ch: value for ch, value in checkpoint.channel_values.items() if ch not in present
+            missing = {  # a channel marked None has no row (schema 8)
+                ch: value for ch, value in checkpoint.channel_values.items()
+                if ch not in present and ch not in marks
             }
             split = self._split(conn, thread_id, list(missing.items()))
             leaves = {d: data for _, own in split for d, data in own.items()}
             refs = {ch: pack_digests(own) for ch, (_, own) in zip(missing, split, strict=True)}
             stored = {ch: value for ch, (value, _) in zip(missing, split, strict=True)}
             blobs = tc.values(stored, versions)  # raises before anything is stored
+            links = {ch: pack_link(versions[ch], base, depth)  # schema 8: in the value row
+                     for ch, (base, depth) in delta_links(missing).items()}
             for ch, (tag, data) in blobs.items():
                 if conn.execute(
                     "INSERT OR IGNORE INTO blobs (thread_id, checkpoint_ns, channel, version, "
-                    "type, blob, leaves) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "type, blob, leaves, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (thread_id, ns, ch, versions[ch], pack_tag(tag), data,
-                     leaves_column(tag, data, refs.get(ch))),
+                     leaves_column(tag, data, refs.get(ch)), links.get(ch)),
                 ).rowcount:
                     hold_leaves(conn, thread_id, refs.get(ch), leaves)
-            conn.executemany(
-                "INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)",
-                [(thread_id, ns, ch, versions[ch], base, depth)
-                 for ch, (base, depth) in delta_links(missing).items()],
-            )
             conn.execute(_INSERT_CHECKPOINT, row)
             self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
     def _record(self, conn: sqlite3.Connection, tc: ThreadCodec, row: _Row,
-                parent_id: str | None) -> tuple[Any, Any, bool]:
-        """A row's versions and versions seen, and whether its record is signed (then
+                parent_id: str | None) -> tuple[Any, Any, frozenset[str], bool]:
+        """A row's versions, versions seen and channels marked None (``sqlite_record``),
+        and whether its record is signed (then
         verified; SignatureError if it does not verify). The versions are unpacked first,
         since a named row signs what its numbers stand for: msgpack, never a pickle."""
         checkpoint_id, versions, seen, sig = row[2], row[5], row[6], row[9]
         names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
         try:
-            version_of = unpack_versions(versions, names)
+            version_of, marks = unpack_marked(versions, names)
             seen_of = unpack_seen(seen, version_of, names)
         except (IndexError, KeyError, TypeError, ValueError) as exc:  # msgpack's too
             raise SerializationError(
@@ -582,22 +563,23 @@ class SqliteSaver(BaseCheckpointSaver):
                 f"versions seen cannot be read ({type(exc).__name__}: {exc}); the row was "
                 "edited. Refused; nothing was run.") from None
         signed = bool(sig) and tc.bound is not None and tc.check_record(
-            checkpoint_id, _record_fields(row, version_of, seen_of), sig)
-        return version_of, seen_of, signed
+            checkpoint_id, record_fields(row, version_of, seen_of, marks), sig)
+        return version_of, seen_of, marks, signed
 
     def _checkpoint_row(
         self, conn: sqlite3.Connection, tc: ThreadCodec,
         given: tuple[str | None, Checkpoint, CheckpointMetadata], versions_text: str,
-    ) -> _Row:
-        """The signed checkpoints-table row of a checkpoint (``_packed_row``), its names
-        numbered in ``conn``'s transaction."""
+    ) -> tuple[_Row, frozenset[str]]:
+        """The signed checkpoints-table row of a checkpoint (``packed_row``), its names
+        numbered in ``conn``'s transaction; and the channels it marks None."""
         parent_id, checkpoint, metadata = given
         names = RowNames(checkpoint.id, parent_id, self._name_of(conn),
                          lambda name: self._names.id_of(conn, name))
-        row, versions, seen = _packed_row(
-            (tc.thread_id, tc.ns), checkpoint, metadata, versions_text=versions_text,
-            names=names)
-        return (*row[:-1], tc.sign_record(checkpoint.id, _record_fields(row, versions, seen)))
+        packed = packed_row((tc.thread_id, tc.ns), checkpoint, metadata,
+                            versions_text=versions_text, names=names)
+        row, marks = packed.row, packed.marks
+        fields = record_fields(row, packed.versions, packed.seen, marks)
+        return (*row[:-1], tc.sign_record(checkpoint.id, fields)), marks
 
     def _name_of(self, conn: sqlite3.Connection) -> Callable[[int], str]:
         """The name a number of a named row stands for, in ``conn``'s file."""
@@ -729,7 +711,7 @@ class SqliteSaver(BaseCheckpointSaver):
     ) -> int | None:
         with self._transaction(write=False) as conn:
             row = conn.execute(
-                _VALUE_DEPTH, (thread_id, checkpoint_ns, channel, version)).fetchone()
+                VALUE_DEPTH, (thread_id, checkpoint_ns, channel, version)).fetchone()
         if row is None:
             return None
         return int(row[0] or 0)
@@ -791,46 +773,3 @@ def _list_scope(
         where.append("checkpoint_id < ?")
         args.append(before_id)
     return where, args
-
-
-def _packed_row(
-    place: tuple[str, str],
-    checkpoint: Checkpoint,
-    metadata: CheckpointMetadata,
-    *,
-    versions_text: str,
-    names: RowNames,
-) -> tuple[_Row, Any, Any]:
-    """The checkpoints-table row of a checkpoint at (thread, namespace): everything but
-    its values, packed (``sqlite_row``, ``sqlite_named``; ``versions_text``: its
-    versions as JSON; ``names``: its ids and its file's names), unsigned; and its
-    versions and versions seen as they read back."""
-    thread_id, ns = place
-    raw_seen = checkpoint.versions_seen
-    versions = plain_form(checkpoint.channel_versions, lambda: versions_text)
-    seen = plain_form(raw_seen, lambda: _dumps_json(raw_seen, "versions seen"))
-    row = (
-        thread_id,
-        ns,
-        checkpoint.id,
-        pack_id(names.parent_id),
-        pack_ts(checkpoint.ts, checkpoint.id),
-        pack_versions(versions, versions_text, names),
-        pack_seen(seen, versions, names),
-        pack_metadata(dict(metadata), lambda: _dumps_json(dict(metadata), "checkpoint metadata")),
-        checkpoint.v,
-        None,
-    )
-    return row, versions, seen
-
-
-def _record_fields(row: _Row, versions: Any, seen: Any) -> dict[str, Any]:
-    """What a record's signature covers: every column but the place and the signature;
-    for a column that names by number (``is_named``), what it reads back (``versions``,
-    ``seen``), so the names its numbers stand for are covered too."""
-    fields = dict(zip(("parent", "ts", "versions", "seen", "metadata", "v"), row[3:9],
-                      strict=True))
-    for key, decoded in (("versions", versions), ("seen", seen)):
-        if is_named(fields[key]):
-            fields[key] = ormsgpack.packb(decoded, option=ormsgpack.OPT_SORT_KEYS)
-    return fields

@@ -21,6 +21,13 @@ only when every version is an integer from 0 to 2**64-1 (seen: or text) and ever
 UTF-8, so a negative number is never a version as given; else the row keeps schema 6's
 form. Each reads back exactly what the JSON form reads back (types included), like
 every form of ``sqlite_row``.
+
+Schema 8 adds a third form of ``channel_versions``, ``\\xc1\\x04`` then the same list, where
+a channel whose value is None (a branch channel's trigger, ``branch:to:node``) has its
+number stored as ``~number`` (negative): it is *marked*, and has no ``blobs`` row (about
+35 bytes a step of a graph that branches, to say "None"). ``pack_marked`` uses it only
+when there are marks, so a row without any is schema 7's; ``unpack_marked`` gives the
+marks back. A schema 7 reader fails on the form loudly (it is neither of its heads).
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ __all__ = [
     "dumps_versions",
     "is_named",
     "own_version",
+    "pack_marked",
     "pack_seen",
     "pack_versions",
+    "unpack_marked",
     "unpack_seen",
     "unpack_versions",
     "versions_json",
@@ -50,6 +59,8 @@ __all__ = [
 
 _VERSIONS = b"\xc1\x03"
 """Head of named versions; a schema 6 map (msgpack) or text never starts so."""
+_MARKED = b"\xc1\x04"
+"""Head of named versions with marks (schema 8): a marked channel's number is ``~number``."""
 _SEEN = b"\xc1\x02"
 """Head of named versions seen; schema 4's map and schema 6's ``\\x01`` differ."""
 _HEAD = 2
@@ -82,7 +93,7 @@ def own_version(step: int, checkpoint_id: str) -> int:
 
 def is_named(stored: str | bytes) -> bool:
     """Whether a versions or versions-seen column is in a named form (refers to names)."""
-    return isinstance(stored, bytes) and stored[:_HEAD] in (_VERSIONS, _SEEN)
+    return isinstance(stored, bytes) and stored[:_HEAD] in (_VERSIONS, _MARKED, _SEEN)
 
 
 def _utf8(name: Any) -> bool:
@@ -137,30 +148,56 @@ def _number(row: RowNames, name: str) -> int:
 def pack_versions(versions: Any, text: str, row: RowNames) -> str | bytes:
     """Versions (as the saver reads them back; ``text``: their JSON) in the named
     form when every version is an integer from 0 to 2**64-1, else ``sqlite_row``'s."""
+    return pack_marked(versions, text, row, frozenset())[0]
+
+
+def pack_marked(versions: Any, text: str, row: RowNames,
+                marks: frozenset[str]) -> tuple[str | bytes, frozenset[str]]:
+    """``pack_versions``, with the channels of ``marks`` among ``versions`` marked (their
+    value is None: no ``blobs`` row) when the named form holds them; and the marks it
+    holds (none when it fell back to ``sqlite_row``'s form, or ``marks`` is empty)."""
     if type(versions) is not dict or not all(
             _utf8(k) and _plain_int(v) for k, v in versions.items()):
-        return sqlite_row.pack_versions(versions, text)
+        return sqlite_row.pack_versions(versions, text), frozenset()
     top = max(versions.values(), default=0)
     step = top >> _SALT_BITS
     own = top if versions and own_version(step, row.checkpoint_id) == top else None
+    held = marks.intersection(versions)
     flat: list[Any] = [None if own is None else step]
     for name in sorted(versions):
         version = versions[name]
-        flat += [_number(row, name), None if version == own else _short(version, row)]
+        number = _number(row, name)
+        flat += [~number if name in held else number,
+                 None if version == own else _short(version, row)]
     try:
-        return _VERSIONS + ormsgpack.packb(flat)
+        packed = ormsgpack.packb(flat)
     except (TypeError, ormsgpack.MsgpackEncodeError):  # a name that is not UTF-8
-        return sqlite_row.pack_versions(versions, text)
+        return sqlite_row.pack_versions(versions, text), frozenset()
+    return (_MARKED if held else _VERSIONS) + packed, frozenset(held)
 
 
 def unpack_versions(stored: str | bytes, row: RowNames) -> Any:
-    """Inverse of ``pack_versions`` (every form: ``sqlite_row.unpack_versions``)."""
-    if not isinstance(stored, bytes) or stored[:_HEAD] != _VERSIONS:
-        return sqlite_row.unpack_versions(stored)
+    """Inverse of ``pack_versions`` (every form: ``sqlite_row.unpack_versions``); the
+    marks of a marked form are left out (``unpack_marked`` gives them)."""
+    return unpack_marked(stored, row)[0]
+
+
+def unpack_marked(stored: str | bytes, row: RowNames) -> tuple[Any, frozenset[str]]:
+    """Inverse of ``pack_marked``: the versions and the channels marked None."""
+    if not isinstance(stored, bytes) or stored[:_HEAD] not in (_VERSIONS, _MARKED):
+        return sqlite_row.unpack_versions(stored), frozenset()
     step, *flat = ormsgpack.unpackb(stored[_HEAD:])
     own = None if step is None else own_version(step, row.checkpoint_id)
-    return {_name(row, number): own if version is None else _full(version, row)
-            for number, version in zip(flat[::2], flat[1::2], strict=True)}
+    versions: dict[str, Any] = {}
+    marks: set[str] = set()
+    marked_form = stored[:_HEAD] == _MARKED
+    for number, version in zip(flat[::2], flat[1::2], strict=True):
+        marked = marked_form and type(number) is int and number < 0
+        name = _name(row, ~number if marked else number)
+        versions[name] = own if version is None else _full(version, row)
+        if marked:
+            marks.add(name)
+    return versions, frozenset(marks)
 
 
 dumps_versions = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode

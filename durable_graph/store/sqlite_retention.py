@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from durable_graph.store.sqlite_leaves import delete_releasing
+from durable_graph.store.sqlite_links import LIVE_LINKS
 from durable_graph.store.sqlite_names import NameTable
 
 __all__ = [
@@ -25,7 +26,7 @@ __all__ = [
     "purge",
 ]
 
-THREAD_TABLES = ("checkpoints", "blobs", "chains", "writes", "threads", "expiry", "leaves")
+THREAD_TABLES = ("checkpoints", "blobs", "writes", "threads", "expiry", "leaves")
 """Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
 
 # Threads whose TTL ran out (the partial index keeps this one probe), the newest
@@ -44,28 +45,21 @@ ORDER BY checkpoint_id DESC LIMIT -1 OFFSET ?
 DUE = "SELECT thread_id FROM expiry WHERE expires_at <= ?"
 
 # Values that no remaining checkpoint of a namespace reads (after deleting some),
-# directly or as a link of the delta chain of a value it reads; then their links.
+# directly or as a link of the delta chain of a value it reads (schema 8: the link in
+# the value row, ``sqlite_links``).
 # NOT IN (not a correlated NOT EXISTS): SQLite indexes the live set once, so a
 # keep_last commit costs O(values) instead of O(values x live values).
-_LIVE_VALUES = """
+_LIVE_VALUES = f"""
 WITH RECURSIVE live(channel, version) AS (
     SELECT cv.key, cv.value
     FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id, c.parent_id)) cv
     WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
-    UNION
-    SELECT d.channel, d.base FROM live CROSS JOIN chains d ON d.thread_id = ?1
-        AND d.checkpoint_ns = ?2 AND d.channel = live.channel AND d.version = live.version
+    UNION {LIVE_LINKS}
 )
 """
 _UNREAD_BLOBS = """
 blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2
     AND (channel, version) NOT IN (SELECT channel, version FROM live)
-"""
-_DROP_UNUSED_CHAINS = """
-DELETE FROM chains WHERE thread_id = ? AND checkpoint_ns = ? AND NOT EXISTS (
-    SELECT 1 FROM blobs b WHERE b.thread_id = chains.thread_id
-    AND b.checkpoint_ns = chains.checkpoint_ns AND b.channel = chains.channel
-    AND b.version = chains.version)
 """
 
 
@@ -101,4 +95,3 @@ def delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[s
         delete_releasing(conn, scope[0], "writes WHERE thread_id = ? AND checkpoint_ns = ? "
                          "AND checkpoint_id = ?", (*scope, checkpoint_id))
     delete_releasing(conn, scope[0], _UNREAD_BLOBS, scope, with_=_LIVE_VALUES)
-    conn.execute(_DROP_UNUSED_CHAINS, scope)

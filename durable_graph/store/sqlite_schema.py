@@ -1,7 +1,12 @@
 """SqliteSaver's tables and the upgrades a file of an older schema gets when opened.
 
 ``apply_schema`` creates what a file lacks and stamps it with ``SCHEMA_VERSION``; a
-file of a newer schema is refused, naming the upgrade.
+file of a newer schema is refused, naming the upgrade. Rows are read in place, with
+one exception: opening a file of schema 3 to 7 moves the delta links of its ``chains``
+table into their value rows and DROPs the ``chains`` table (``sqlite_links``), in the
+open's transaction. A process of an older release still running on the file then
+fails on its next statement that touches deltas: restart it (``check_version`` runs
+only when a file is opened).
 """
 
 from __future__ import annotations
@@ -10,18 +15,24 @@ import sqlite3
 
 from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.sqlite_leaves import LEAVES_SCHEMA, add_leaf_columns
+from durable_graph.store.sqlite_links import move_chains
 from durable_graph.store.sqlite_names import NAMES_SCHEMA
 
 __all__ = ["SCHEMA_VERSION", "apply_schema", "check_version"]
 
-SCHEMA_VERSION = 7  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+SCHEMA_VERSION = 8  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
 # 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
 # ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
 # 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
 # (``sqlite_leaves``); 7: channel and node names by number (the names table,
-# ``sqlite_names``), own versions by step, timestamps after the id (``sqlite_row``).
-# Rows of every schema read in place: nothing is rewritten.
-# ``checkpoints``, ``chains`` and ``blobs`` (rows looked up by their key) are WITHOUT
+# ``sqlite_names``), own versions by step, timestamps after the id (``sqlite_row``);
+# 8: a channel whose value is None marked in the row's versions, without a blobs row
+# (``sqlite_named.pack_marked``, ``sqlite_record``), and a delta's link to its base in
+# its value row (the ``link`` column, ``sqlite_links``): opening an older file moves the
+# links of its ``chains`` table there and DROPs ``chains``, so an older release's process
+# still running on the file fails on deltas instead of missing links.
+# Rows of every schema read in place: nothing is rewritten but schema 8's move of the
+# links. ``checkpoints`` and ``blobs`` (rows looked up by their key) are WITHOUT
 # ROWID: the rows live in their primary-key b-tree instead of beside a copy of the key
 # (an index as big as the table; for blobs, most of whose rows are small: a count, a
 # branch marker, a delta, about 75 bytes a row). A value too big for a b-tree cell
@@ -51,15 +62,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     type TEXT NOT NULL,
     blob BLOB NOT NULL,
     leaves BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS chains (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    version NOT NULL,
-    base NOT NULL,
-    depth INTEGER NOT NULL,
+    link,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS writes (
@@ -111,6 +114,7 @@ def apply_schema(conn: sqlite3.Connection) -> None:
     if "sig" not in columns:  # a version 1 file: records before signing
         conn.execute("ALTER TABLE checkpoints ADD COLUMN sig BLOB")
     add_leaf_columns(conn)
+    move_chains(conn)  # schema 8: after ``leaves``, so ``link`` is the last column
     # Schema 5: every read of a thread goes by the primary key; only ``list(None)``
     # (all threads, newest first: an operator's or a migration's scan) used it.
     conn.execute("DROP INDEX IF EXISTS checkpoints_newest")

@@ -40,6 +40,10 @@ Formats (each file keeps the format it was recorded in):
   (``BASE64_TEXT``): its leaves are ``B`` cells, and the plain value rows that refer to
   them keep their references in the value alone (``leaves`` column ``'v'``,
   ``store/sqlite_leaves.py``).
+- ``signed-v8``/``plain-v8``: as ``signed-v7``/``plain-v7`` (SQLite schema 8), with each
+  branch channel's None marked in its checkpoint row's versions instead of a value row
+  (``store/sqlite_named.py``'s ``pack_marked``), and each delta's link to its base in
+  its value row (the ``link`` column, ``store/sqlite_links.py``): no ``chains`` table.
 - ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
   leaf field of the blobs hash, kept once, listed in the chain field of every value
   that refers to it (``store/redis/leafblobs.py``); such a value's tag starts with
@@ -103,23 +107,25 @@ SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v5": "checkpoints-signed-v5.sqlite",
                   "signed-v6": "checkpoints-signed-v6.sqlite",
                   "signed-v7": "checkpoints-signed-v7.sqlite",
-                  "plain-v7": "checkpoints-plain-v7.sqlite"}
-UNSIGNED_FORMATS = frozenset({"plain-v7"})
+                  "plain-v7": "checkpoints-plain-v7.sqlite",
+                  "signed-v8": "checkpoints-signed-v8.sqlite",
+                  "plain-v8": "checkpoints-plain-v8.sqlite"}
+UNSIGNED_FORMATS = frozenset({"plain-v7", "plain-v8"})
 """SQLite formats recorded without signing (as ``plain``, ``DB_NAME``)."""
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json",
                  "redis-v7": "redis-v7.json", "redis-v8": "redis-v8.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
-                           "plain-v7", "redis-v3", "redis-v4", "redis-v5", "redis-v6",
-                           "redis-v7", "redis-v8"})
+                           "plain-v7", "signed-v8", "plain-v8", "redis-v3", "redis-v4",
+                           "redis-v5", "redis-v6", "redis-v7", "redis-v8"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
-LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "redis-v6", "redis-v7",
-                          "redis-v8"})
+LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "redis-v6",
+                          "redis-v7", "redis-v8"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""
-BASE64_FORMATS = frozenset({"plain-v7"})
+BASE64_FORMATS = frozenset({"plain-v7", "plain-v8"})
 """Formats whose chat inputs are canonical base64 (``say`` with ``BASE64_TEXT``)."""
 BASE64_TEXT = "<base64>"
 """``pad_of`` a base64 format: each input is the base64 of its words and 300 bytes

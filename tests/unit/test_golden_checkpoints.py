@@ -100,16 +100,19 @@ def test_golden_files_are_committed_without_a_wal(name: str) -> None:
 def test_signed_golden_files_hold_the_format_they_are_named_after() -> None:
     import sqlite3
 
+    from durable_graph.store.sqlite_links import DEPTH
+
     formats = {"signed-v1": (1, 0xD1), "signed-v2": (2, 0xD2), "signed-v3": (3, 0xD2),
                "signed-v4": (4, 0xD2), "signed-v5": (5, 0xD2), "signed-v6": (6, 0xD2),
-               "signed-v7": (7, 0xD2)}
+               "signed-v7": (7, 0xD2), "signed-v8": (8, 0xD2)}
     for name, (schema, envelope) in formats.items():
         conn = sqlite3.connect(f"file:{GOLDEN / STORES[name]}?immutable=1", uri=True)
         try:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == schema
             blobs = [bytes(b) for (b,) in conn.execute("SELECT blob FROM blobs")]
-            depths = [d for (d,) in conn.execute("SELECT depth FROM chains")] if schema >= 3 \
-                else []
+            links = "chains" if schema < 8 else f"(SELECT {DEPTH} AS depth FROM blobs)"
+            depths = [d for (d,) in conn.execute(f"SELECT depth FROM {links}")] \
+                if schema >= 3 else []
         finally:
             conn.close()
         assert blobs and {b[0] for b in blobs} == {envelope}
@@ -215,7 +218,10 @@ def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
     assert None in shown and any(v < 0 for v in shown if v is not None)  # own, parent's
 
 
-def test_plain_v7_keeps_base64_leaves_and_references_in_the_value(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("fmt", "schema"), [("plain-v7", 7), ("plain-v8", 8)])
+def test_plain_stores_keep_base64_leaves_and_references_in_the_value(
+    tmp_path: Path, fmt: str, schema: int
+) -> None:
     """What schema 7 changes for a plain store: base64 inputs kept as ``B`` cells, value
     rows keeping their references in the value (``leaves`` column ``'v'``); on a copy,
     keep_last, prune and ``delete_checkpoints`` give back exactly what the rows held."""
@@ -225,10 +231,10 @@ def test_plain_v7_keeps_base64_leaves_and_references_in_the_value(tmp_path: Path
     from durable_graph.store.sqlite_leaves import IN_VALUE
     from tests.leaf_counts import counted, held_by_rows
 
-    name = STORES["plain-v7"]
+    name = STORES[fmt]
     conn = sqlite3.connect(f"file:{GOLDEN / name}?immutable=1", uri=True)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema
         cells = [bytes(d) for (d,) in conn.execute("SELECT data FROM leaves")]
         columns = [c for (c,) in conn.execute("SELECT leaves FROM blobs")]
     finally:
@@ -252,6 +258,37 @@ def test_plain_v7_keeps_base64_leaves_and_references_in_the_value(tmp_path: Path
         assert counted(conn) == held_by_rows(conn)
         saver.delete_checkpoints("chat", "", [c.checkpoint_id for c in saver.list_ids("chat")])
         assert counted(conn) == held_by_rows(conn) == {}
+
+
+@pytest.mark.parametrize("fmt", ["signed-v8", "plain-v8"])
+def test_v8_marks_branch_triggers_and_keeps_links_in_value_rows(fmt: str) -> None:
+    """What schema 8 changes: a branch channel's None is a mark in its row's versions,
+    not a value row; a delta's link is in its value row (no ``chains`` table)."""
+    import sqlite3
+
+    import ormsgpack
+
+    from durable_graph.store.sqlite_links import DEPTH, base_of
+
+    conn = sqlite3.connect(f"file:{GOLDEN / STORES[fmt]}?immutable=1", uri=True)
+    try:
+        tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        heads = [bytes(v[:2]) for (v,) in conn.execute("SELECT channel_versions FROM checkpoints")]
+        marked = [ormsgpack.unpackb(bytes(v)[2:]) for (v,) in conn.execute(
+            "SELECT channel_versions FROM checkpoints WHERE substr(channel_versions, 1, 2) = ?",
+            (b"\xc1\x04",))]
+        names = dict(conn.execute("SELECT id, name FROM names").fetchall())
+        channels = {c for (c,) in conn.execute("SELECT channel FROM blobs")}
+        links = conn.execute(f"SELECT version, {base_of('b')}, {DEPTH}, typeof(link) "
+                             "FROM blobs b WHERE link IS NOT NULL").fetchall()
+    finally:
+        conn.close()
+    assert "chains" not in tables and heads.count(b"\xc1\x04") >= gen.CHAT_TURNS
+    assert {names[~n] for flat in marked for n in flat[1::2] if n < 0} >= {"branch:to:reply"}
+    assert not any(c.startswith("branch:to:") for c in channels)
+    assert links and {kind for *_, kind in links} == {"integer"}
+    assert all(base < version for version, base, _, _ in links)
+    assert max(depth for _, _, depth, _ in links) == gen.GOLDEN_SNAPSHOT_EVERY
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:

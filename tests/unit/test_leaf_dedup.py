@@ -54,6 +54,7 @@ from durable_graph.store.sqlite_leaves import (
     leaves_column,
     release_leaves,
 )
+from durable_graph.store.sqlite_schema import SCHEMA_VERSION
 from tests.leaf_counts import counted, held_by_rows
 
 
@@ -378,7 +379,7 @@ def test_sqlite_schema_7_upgrades_a_schema_4_file(tmp_path: Path) -> None:
     from tests.golden import make_golden as gen
 
     with SqliteSaver(copy, serde=gen.golden_serde()) as saver:
-        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == 7
+        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         columns = {r[1] for r in saver._conn.execute("PRAGMA table_info(blobs)")}
         assert "leaves" in columns
         before = saver.get_tuple({"configurable": {"thread_id": "chat"}})

@@ -32,6 +32,7 @@ from durable_graph.store.sqlite_named import (
     unpack_versions,
 )
 from durable_graph.store.sqlite_row import pack_ts, plain_form, unpack_ts
+from durable_graph.store.sqlite_schema import SCHEMA_VERSION
 
 
 def exact(value: Any) -> Any:
@@ -176,7 +177,7 @@ def test_a_missing_name_is_named_in_the_error(tmp_path: Path) -> None:
         saver.get_tuple({"configurable": {"thread_id": "t"}})
 
 
-def test_opening_a_schema_6_file_marks_it_7_and_rewrites_nothing(tmp_path: Path) -> None:
+def test_opening_a_schema_6_file_marks_it_current_and_rewrites_nothing(tmp_path: Path) -> None:
     golden = Path(__file__).parent.parent / "golden" / "checkpoints-signed-v6.sqlite"
     path = tmp_path / "v6.sqlite"
     path.write_bytes(golden.read_bytes())
@@ -184,7 +185,7 @@ def test_opening_a_schema_6_file_marks_it_7_and_rewrites_nothing(tmp_path: Path)
     with sqlite3.connect(path) as conn:
         before = conn.execute(query).fetchall()
     with SqliteSaver(path) as saver:
-        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == 7
+        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert saver._conn.execute(query).fetchall() == before
         assert not any(is_named(row[5]) for row in before)
 
