@@ -149,7 +149,9 @@ def _start(
             "(durable-graph cancel)")
     job = Job("start", run, owner, lease.generation, input=input, checkpoint=checkpoint_id)
     try:
-        CeleryDispatcher(app, settings).send([job])
+        dispatcher = CeleryDispatcher(app, settings)
+        dispatcher.send([job])
+        dispatcher.flush()  # an operator's action returns once the broker holds the job
     except Exception as exc:  # kombu's OperationalError and the like: nothing was sent
         saver.leases.release(lease)
         raise DispatchError(

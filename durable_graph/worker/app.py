@@ -485,11 +485,12 @@ class CeleryDispatcher:
         """
         if self._settings.broker_kind == "amqp":
             window = self._window()
+            # Not waited for here: a worker waits before its job is acked (``_job``), a
+            # producer when it waits on the run (``RunHandle``) or exits. Each job is owed
+            # in the store before it is published, so one lost with a producer that died
+            # before its confirm is sent again by the recovery sweep (``recovery``).
             window.publish(messages)
-            task = self._app.current_worker_task
-            if getattr(task, "name", None) != JOB_TASK:  # a producer: its jobs are in the broker
-                window.flush()
-            return  # a worker flushes before its job is acked (``_job``)
+            return
         with self._app.producer_or_acquire() as producer:
             template = self._job_messages(producer)
             together: Callable[[Any, list[list[str]]], None]

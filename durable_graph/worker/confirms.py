@@ -4,8 +4,12 @@ One confirm channel per process (on a connection of its own; a forked child star
 over and never touches its parent's), publishes written without waiting, confirms read
 as they arrive. At most ``max_messages`` messages (or ``max_bytes`` of payload) are
 unconfirmed at a time: a full window waits for confirms before it publishes more.
-``flush`` waits for every confirm: before a producer's submit returns, before a worker
-acks the job that published, and at process exit.
+``flush`` waits for every confirm: before a worker acks the job that published, when a
+producer waits on a run it submitted (``RunHandle``), and at process exit. A producer's
+submit does not wait (one confirm round trip a submit was about a tenth of issue 15's
+200 concurrent runs, ``bench/bench_speed.py``): its jobs are owed in the store before they are
+published, so a job lost with a producer that died unconfirmed is sent again by the
+recovery sweep, like any message the broker lost.
 
 A nack, a closed channel or a broken connection sends every unconfirmed message of the
 window again the careful way (``resend``: publish-and-wait, with retries), so nothing is

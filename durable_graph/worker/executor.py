@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -55,8 +55,13 @@ class RunHandle:
     def __init__(
         self, saver: RedisSaver, events: RunEvents, run: RunSpec,
         first: list[tuple[str, Any]] | None = None, *, store_retry: float = 30.0,
+        confirm: Callable[[], None] | None = None,
     ) -> None:
         self._saver, self._events, self.run = saver, events, run
+        self._confirm = confirm
+        """Waits for the broker's confirms of the jobs this process published (a
+        RabbitMQ producer's submit does not: ``worker/confirms``); called once, by the
+        first wait on the run, so a refused publish is sent again before waiting on it."""
         self._retry = store_retry
         """Seconds a failing store read is retried before the error reaches the caller."""
         self._first = list(first or [])
@@ -84,6 +89,9 @@ class RunHandle:
     def events(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
         """(mode, chunk) as workers produce them, until the run ends."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        confirm, self._confirm = self._confirm, None
+        if confirm is not None:
+            confirm()
         first, self._first = self._first, []
         yield from first  # made here while applying the input (a resume's state)
         while self._end is None:
@@ -272,7 +280,8 @@ class CeleryExecutor:
         except BaseException as exc:
             abort_run(saver, events, rc.job("start"), exc)
             raise
-        return RunHandle(saver, events, rc.run, loop.first_events, store_retry=window)
+        return RunHandle(saver, events, rc.run, loop.first_events, store_retry=window,
+                         confirm=self._dispatcher.flush)
 
 
 def _require_shared(graph: CompiledGraph) -> None:

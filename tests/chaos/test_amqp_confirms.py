@@ -5,12 +5,15 @@
   result was committed.
 - Many concurrent runs: every one completes, and no worker sent a job again as lost
   (the warning ``ConfirmWindow`` logs when it resends).
+- A producer's submit does not wait for RabbitMQ's confirms: a producer killed right
+  after its submits returned (no confirm read, no exit handler) loses no run.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -81,3 +84,38 @@ def test_amqp_many_runs_under_load_resend_nothing_as_lost(env: BrokerEnv) -> Non
     logs = _worker_logs(env)
     assert RESENT not in logs, "a worker sent jobs again as lost under load"
     assert "ready" in logs, "the workers' logs were read"
+
+
+_PRODUCER = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, {here!r})
+import celery_graphs as cg
+from test_brokers import BrokerEnv
+env = BrokerEnv({store!r}, {broker!r}, {prefix!r}, Path({tmp!r}))
+graph = env.compile(cg.build_small())
+for i, thread in enumerate({threads!r}):
+    graph.submit({{"id": thread, "value": i}}, {{"configurable": {{"thread_id": thread}}}})
+print("submitted", flush=True)
+os._exit(0)
+"""
+
+
+def test_amqp_producer_killed_right_after_submitting_loses_no_run(env: BrokerEnv) -> None:
+    threads = [f"gone-{uuid.uuid4().hex[:8]}" for _ in range(40)]
+    code = _PRODUCER.format(here=str(HERE), store=env.store, broker=env.broker,
+                            prefix=env.prefix, tmp=str(env.tmp), threads=threads)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                         text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                             [str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")])})
+    assert out.stdout.strip() == "submitted", out.stderr
+    env.workers(2, "workers")  # only now: every job waited in the broker, or was lost
+    graph = env.compile(cg.build_small())
+    for i, thread in enumerate(threads):
+        config = {"configurable": {"thread_id": thread}}
+        want = cg.small_value(i)
+        until(lambda c=config, w=want: graph.get_state(c).values.get("value") == w
+              and not graph.get_state(c).next, f"run {i} of the dead producer to end", env,
+              timeout=60.0)
+    assert _violations(env) == []
