@@ -4,7 +4,7 @@ Side by side in one run, on SQLite (a temporary file) and Redis (``--redis-url``
 fresh key prefix deleted afterwards):
 
 * append: one node appends 1 KB to an ``operator.add`` list channel for ``--steps``
-  supersteps (one invoke); store size after, and bytes stored per step, with
+  supersteps (one invoke); bytes sent/written and held per step, with
   ``delta=False`` (whole values, the previous format) and with deltas (the default).
 * chat: ``--steps`` turns of an ``add_messages`` chat, each adding a 1 KB message,
   every 10th turn also editing an earlier message by id; same figures.
@@ -17,12 +17,13 @@ Per step, three figures (each a total divided by the steps):
 
 * sent/written: what a step costs the store. Redis: the RESP bytes of every command
   the saver's client writes to the socket during the workload (counted in the bench's
-  own connection class, whatever packer built them; replies read back are not
-  counted, and the one-off script loads are). SQLite: the rows' payload the workload
-  adds (``dbstat``, after less before). Not page-level I/O: SQLite writes whole 4 KB
-  pages and a WAL whatever the row size, so a page count measures the page size; the
-  target is what the state costs.
-* held: what the store holds after, as LangGraph users see their store grow: SQLite
+  own connection class, whatever packer built them; reads' requests count, the
+  replies read back do not, and so do script loads and the EVALs that carry a
+  script's text). SQLite: the rows' payload the workload adds (``dbstat``, after
+  less before). Not page-level I/O: SQLite writes whole 4 KB pages and a WAL whatever
+  the row size, so a page count measures the page size; the target is what the
+  state costs (issue 13's 104 KB a step was the whole chat sent again each turn).
+* held: what the store holds after, as users see their store grow: SQLite
   the sum of its rows' stored bytes (``dbstat`` payload of every table and index),
   Redis the ``MEMORY USAGE`` of every key of the prefix (allocator overhead included).
 * values: the channel values alone (the rest is checkpoint records, the input
