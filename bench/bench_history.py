@@ -17,12 +17,12 @@ Per step, three figures (each a total divided by the steps):
 
 * sent/written: what a step costs the store. Redis: the RESP bytes of every command
   the saver's client writes to the socket during the workload (counted in the bench's
-  own connection class, whatever packer built them; reads' requests count, the
-  replies read back do not, and so do script loads and the EVALs that carry a
-  script's text). SQLite: the rows' payload the workload adds (``dbstat``, after
-  less before). Not page-level I/O: SQLite writes whole 4 KB pages and a WAL whatever
-  the row size, so a page count measures the page size; the target is what the
-  state costs (issue 13's 104 KB a step was the whole chat sent again each turn).
+  own connection class, whatever packer built them; reads' requests, script loads
+  and EVALs carrying a script's text count, the replies read back do not). SQLite:
+  the rows' payload the workload adds (``dbstat``, after less before). Not page-level
+  I/O: SQLite writes whole 4 KB pages and a WAL whatever the row size, so a page count
+  measures the page size; the target is what the state costs (issue 13's 104 KB a
+  step was the whole chat sent again each turn).
 * held: what the store holds after, as users see their store grow: SQLite
   the sum of its rows' stored bytes (``dbstat`` payload of every table and index),
   Redis the ``MEMORY USAGE`` of every key of the prefix (allocator overhead included).
