@@ -22,7 +22,7 @@ Per step, three figures (each a total divided by the steps):
   the rows' payload the workload adds (``dbstat``, after less before). Not page-level
   I/O: SQLite writes whole 4 KB pages and a WAL whatever the row size, so a page count
   measures the page size; the target is what the state costs (issue 13's 104 KB a
-  step was the whole chat sent again each turn).
+  step was an append sending its whole list again each step).
 * held: what the store holds after, as users see their store grow: SQLite
   the sum of its rows' stored bytes (``dbstat`` payload of every table and index),
   Redis the ``MEMORY USAGE`` of every key of the prefix (allocator overhead included).
