@@ -284,8 +284,12 @@ def test_delta_links_live_in_their_value_rows(tmp_path: Path, kind: str, serde: 
         assert _log(saver) == ["item0", "item1", "item2", "item3"]
 
 
-@given(version=st.integers(0, 2**62) | st.text(max_size=5) | st.floats(-1e9, 1e9),
-       base=st.integers(0, 2**62) | st.text(max_size=5) | st.floats(-1e9, 1e9),
+_TEXT_VERSIONS = st.text(st.characters(blacklist_characters="\x00"), max_size=5)
+"""Text versions as a saver stores them: never with a NUL (``require_versions``)."""
+
+
+@given(version=st.integers(0, 2**62) | _TEXT_VERSIONS | st.floats(-1e9, 1e9),
+       base=st.integers(0, 2**62) | _TEXT_VERSIONS | st.floats(-1e9, 1e9),
        depth=st.integers(1, 1000))
 def test_a_link_reads_back_its_base_and_depth_in_sql(version: Any, base: Any, depth: int) -> None:
     conn = sqlite3.connect(":memory:")
