@@ -18,11 +18,16 @@ that each link it was given is that base (``delta.follow_links``), so an edited 
 refused, never read as another value.
 
 Opening a file of an older schema moves its ``chains`` rows into their value rows and
-DROPs the ``chains`` table (``move_chains``, inside the open's transaction): a process
-of an older release still running on the file then fails on its next statement that
-touches deltas (no such table: its commit rolls back, its read or prune is refused)
-instead of writing links this release would not see, or pruning values it would
-not know a delta still needs.
+DROPs the ``chains`` table (``move_chains``, inside the open's transaction). Every file
+then keeps a read-only view named ``chains`` over the links (``_CHAINS_VIEW``), so an
+older release can never have a ``chains`` table again: one that checked the file's
+version just before this release upgraded it (its check runs before its own write
+transaction) would otherwise recreate the table, stamp the file back to 7 and keep its
+delta links there, unseen by this release, whose prune then deletes the bases they need.
+With the view, an older release's ``CREATE TABLE IF NOT EXISTS chains`` does nothing and
+every statement it writes ``chains`` with fails ("cannot modify chains because it is a
+view": its commit, prune or delete rolls back, nothing written); its reads of a delta's
+links read this release's.
 """
 
 from __future__ import annotations
@@ -87,21 +92,31 @@ LIVE_LINKS = f"""
 """The recursive step of a ``live(channel, version)`` query: the base of each live delta."""
 
 
+_CHAINS_VIEW = f"""
+CREATE VIEW IF NOT EXISTS chains (thread_id, checkpoint_ns, channel, version, base, depth) AS
+SELECT thread_id, checkpoint_ns, channel, version, {base_of('blobs')}, {DEPTH} FROM blobs
+WHERE link IS NOT NULL
+"""
+"""Schemas 3 to 7's ``chains`` as a view of the links: no older release can write (or
+recreate) the table, and its reads of links read this release's."""
+
+
 def move_chains(conn: sqlite3.Connection) -> None:
-    """Give ``blobs`` its ``link`` column, move the links of ``chains`` (schemas 3 to 7)
-    into their value rows and drop ``chains`` (inside the caller's write transaction)."""
+    """Give ``blobs`` its ``link`` column, move the links of a ``chains`` table (schemas
+    3 to 7) into their value rows, drop it and put the ``chains`` view in its place
+    (inside the caller's write transaction)."""
     columns = {r[1] for r in conn.execute("PRAGMA table_info(blobs)")}
     if "link" not in columns:
         conn.execute("ALTER TABLE blobs ADD COLUMN link")
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chains'"
-                    ).fetchone() is None:
-        return
-    rows = conn.execute(
-        "SELECT thread_id, checkpoint_ns, channel, version, base, depth FROM chains")
-    while batch := rows.fetchmany(_CHUNK):
-        conn.executemany(
-            "UPDATE blobs SET link = ? WHERE thread_id = ? AND checkpoint_ns = ? "
-            "AND channel = ? AND version = ?",
-            [(pack_link(version, base, depth), thread_id, ns, channel, version)
-             for thread_id, ns, channel, version, base, depth in batch])
-    conn.execute("DROP TABLE chains")
+                    ).fetchone() is not None:
+        rows = conn.execute(
+            "SELECT thread_id, checkpoint_ns, channel, version, base, depth FROM chains")
+        while batch := rows.fetchmany(_CHUNK):
+            conn.executemany(
+                "UPDATE blobs SET link = ? WHERE thread_id = ? AND checkpoint_ns = ? "
+                "AND channel = ? AND version = ?",
+                [(pack_link(version, base, depth), thread_id, ns, channel, version)
+                 for thread_id, ns, channel, version, base, depth in batch])
+        conn.execute("DROP TABLE chains")
+    conn.execute(_CHAINS_VIEW)

@@ -4,9 +4,10 @@
 file of a newer schema is refused, naming the upgrade. Rows are read in place, with
 one exception: opening a file of schema 3 to 7 moves the delta links of its ``chains``
 table into their value rows and DROPs the ``chains`` table (``sqlite_links``), in the
-open's transaction. A process of an older release still running on the file then
-fails on its next statement that touches deltas: restart it (``check_version`` runs
-only when a file is opened).
+open's transaction; a read-only ``chains`` view takes its place in every file. A process
+of an older release still running on the file (or one that checked the version just
+before the upgrade) then fails on its next statement that writes ``chains``: restart it
+(``check_version`` runs only when a file is opened).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ SCHEMA_VERSION = 8  # 3: values may be deltas (the chains table); 4: compact row
 # 8: a channel whose value is None marked in the row's versions, without a blobs row
 # (``sqlite_named.pack_marked``, ``sqlite_record``), and a delta's link to its base in
 # its value row (the ``link`` column, ``sqlite_links``): opening an older file moves the
-# links of its ``chains`` table there and DROPs ``chains``, so an older release's process
-# still running on the file fails on deltas instead of missing links.
+# links of its ``chains`` table there and DROPs it for a read-only view of the links, so
+# an older release's process still running on the file fails on its commits instead of
+# writing links this one would not see (and cannot make the table again).
 # Rows of every schema read in place: nothing is rewritten but schema 8's move of the
 # links. ``checkpoints`` and ``blobs`` (rows looked up by their key) are WITHOUT
 # ROWID: the rows live in their primary-key b-tree instead of beside a copy of the key

@@ -271,8 +271,8 @@ def test_delta_links_live_in_their_value_rows(tmp_path: Path, kind: str, serde: 
     with SqliteSaver(tmp_path / "l.db", serde=serde) as saver:
         _put_chain(saver, versions)
         conn = saver._conn
-        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'chains'"
-                            ).fetchone() is None
+        assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'chains'"
+                            ).fetchall() == [("view",)]
         links = dict(conn.execute("SELECT version, link FROM blobs").fetchall())
         assert links[versions[0]] is None
         compact = kind in ("own", "small")
@@ -326,17 +326,71 @@ def test_opening_a_schema_7_file_moves_its_links_and_drops_chains(tmp_path: Path
     with SqliteSaver(path, serde=_golden_serde()) as saver:
         conn = saver._conn
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'chains'"
-                            ).fetchone() is None
+        assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'chains'"
+                            ).fetchall() == [("view",)]
         moved = conn.execute(
             f"SELECT thread_id, checkpoint_ns, channel, version, {base_of('b')}, {DEPTH} "
             "FROM blobs b WHERE link IS NOT NULL ORDER BY 1, 2, 3, 4").fetchall()
         assert moved == chains
         assert conn.execute("SELECT * FROM checkpoints ORDER BY 1, 2, 3").fetchall() == rows
-        with pytest.raises(sqlite3.OperationalError, match="no such table: chains"):
+        with pytest.raises(sqlite3.OperationalError, match="chains because it is a view"):
             # what a schema 7 process still running on the file does on every commit
             conn.execute("INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)",
                          ("t", "", "log", 2, 1, 1))
+
+
+# Schema 7's statements on ``chains`` (main before schema 8): its open, a commit, a
+# prune's clean-up and a chain read.
+_V7_CREATE_CHAINS = """
+CREATE TABLE IF NOT EXISTS chains (
+    thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL, channel TEXT NOT NULL,
+    version NOT NULL, base NOT NULL, depth INTEGER NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+) WITHOUT ROWID"""
+_V7_LOAD_CHAIN = """
+WITH RECURSIVE link(version, n) AS (
+    SELECT ?4, 0
+    UNION ALL
+    SELECT d.base, link.n + 1 FROM link CROSS JOIN chains d ON d.thread_id = ?1
+        AND d.checkpoint_ns = ?2 AND d.channel = ?3 AND d.version = link.version
+)
+SELECT b.version FROM link CROSS JOIN blobs AS b ON b.thread_id = ?1
+    AND b.checkpoint_ns = ?2 AND b.channel = ?3 AND b.version = link.version
+ORDER BY link.n
+"""
+
+
+@pytest.mark.parametrize("old_file", [True, False], ids=["schema-7-file", "new-file"])
+def test_an_older_release_that_checked_the_version_first_cannot_write_chains(
+    tmp_path: Path, old_file: bool
+) -> None:
+    """A schema 7 process checks the version before its own write transaction: if this
+    release upgrades the file in between, it then runs its schema on the upgraded file.
+    It must not get a ``chains`` table back (its delta links there, unseen by this
+    release, whose prune would delete the bases they need): every write of ``chains``
+    fails, and a read of its links reads this release's."""
+    path = tmp_path / "f.sqlite"
+    if old_file:
+        golden = Path(__file__).parent.parent / "golden" / "checkpoints-plain-v7.sqlite"
+        path.write_bytes(golden.read_bytes())
+    with SqliteSaver(path) as saver:
+        _put_chain(saver, [1, 2, 3, 4])
+    old = sqlite3.connect(path)  # the older release, after its (passed) version check
+    old.execute(_V7_CREATE_CHAINS)
+    old.execute("PRAGMA user_version = 7")
+    old.commit()
+    assert old.execute("SELECT type FROM sqlite_master WHERE name = 'chains'"
+                       ).fetchall() == [("view",)]
+    assert [v for (v,) in old.execute(_V7_LOAD_CHAIN, ("t", "", "log", 3))] == [3, 2, 1]
+    for statement, args in (
+            ("INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)", ("t", "", "log", 5, 4, 4)),
+            ("DELETE FROM chains WHERE thread_id = ?", ("t",))):
+        with pytest.raises(sqlite3.OperationalError, match="chains because it is a view"):
+            old.execute(statement, args)
+    old.close()
+    with SqliteSaver(path) as saver:  # and this release opens it as before
+        assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert _log(saver) == ["item0", "item1", "item2", "item3"]
 
 
 def test_moving_links_goes_in_batches_and_keeps_every_one() -> None:
