@@ -184,6 +184,34 @@ def test_status_changes_send_their_script_by_sha_and_survive_a_script_flush(
         spawn_redis.stop(proc)
 
 
+def test_status_changes_commits_and_job_registrations_land_after_a_redis_restart(
+    spawn_redis: Any, tmp_path: Any,
+) -> None:
+    """A restarted server has no scripts and every connection drops: the saver's next
+    status change, commit and job registration (each by SHA) still land."""
+    port = spawn_redis.free_port()
+    proc, url = spawn_redis.start(str(tmp_path), port)
+    saver = RedisSaver.from_url(url, prefix="restarted")
+    book = JobBook(saver.conn, saver.prefix)
+    try:
+        saver.set_status("t1", "running")
+        commit(saver, None, make({"x": 0}, {"x": 1}))
+        book.register_sent([("job-1", "t", "m1")])()
+        spawn_redis.stop(proc)
+        proc, _ = spawn_redis.start(str(tmp_path), port)  # empty: no persistence
+        saver.set_status("t1", "done")
+        cp = make({"x": 1}, {"x": 2})
+        commit(saver, None, cp)
+        book.register_sent([("job-2", "t", "m2")])()
+        assert saver.list_threads("done") == ["t1"]
+        got = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+        assert got is not None and got.checkpoint.id == cp.id
+        assert book.claim("job-2", "t", "w:1") == ("ok", "")
+    finally:
+        saver.client.close()
+        spawn_redis.stop(proc)
+
+
 def test_a_status_change_whose_script_cannot_be_loaded_again_changes_nothing(
     spawn_redis: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
