@@ -16,9 +16,10 @@ leaves after it). A new leaf's bytes are sent with the value in the same commit
 only, among the fields the commit script requires (``HEXISTS``): if one is gone (a
 prune or ``keep_last`` dropped it since), the script writes nothing and names it, and
 the commit is sent again with its bytes. So a value never depends on what a hint said
-was stored, and a chat's message is not sent again with each value that keeps it. Such a value's tag
-starts with ``records.REFERS_LEAVES``, which no reader older than v6 knows: it refuses the
-value loudly instead of returning the ``LeafRef`` placeholders as content. The scripts'
+was stored, and a chat's message is not sent again with each value that keeps it.
+A value that refers to leaves has a tag that starts with ``records.REFERS_LEAVES``,
+which no reader older than v6 knows: it refuses the value loudly instead of returning
+the ``LeafRef`` placeholders as content. The scripts'
 ``cp_refs`` walks those lists, so a leaf is read with the values that refer to it
 (same ``LOAD``; ``records.join_leaves_of`` puts them back) and deleted with the last
 of them (prune, ``keep_last``, drops).
