@@ -11,9 +11,10 @@ import pytest
 import redis
 
 from durable_graph.errors import CheckpointStoreError
-from durable_graph.store.redis import RedisSaver, connection
+from durable_graph.store.redis import RedisSaver, connection, job_scripts, scripts
 from durable_graph.store.redis.connection import RedisConn, checkout, client_from_url
-from durable_graph.store.redis.jobbook import pipelined
+from durable_graph.store.redis.jobbook import JobBook, pipelined
+from tests.integration.test_redis_dispatch import commit, make
 
 pytestmark = pytest.mark.redis
 
@@ -104,33 +105,159 @@ def test_an_error_reply_is_raised(conn: RedisConn) -> None:
         conn.execute(pipe)
 
 
-def test_a_status_change_after_the_server_lost_its_scripts_stays_atomic(
+def test_a_lost_script_in_a_multi_runs_again_in_a_multi_of_its_own(
+    conn: RedisConn, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A MULTI whose scripts the server lost: the plain commands ran (they are not sent
+    again), the scripts run again together, in order, in a second MULTI."""
+    first, second = _script(conn), _script(conn)
+    conn._known.update({first.sha, second.sha})  # as if run before a restart
+    key = f"pipelines-test:{uuid.uuid4().hex}"
+    multis: list[int] = []
+    real = redis.client.Pipeline._execute_transaction
+
+    def spy(self: Any, connection: Any, commands: Any, raise_on_error: bool) -> Any:
+        multis.append(len(commands))
+        return real(self, connection, commands, raise_on_error)
+
+    monkeypatch.setattr(redis.client.Pipeline, "_execute_transaction", spy)
+    try:
+        pipe = conn.client.pipeline(transaction=True)
+        first(keys=[], args=["a"], client=pipe)
+        pipe.rpush(key, "once")
+        second(keys=[], args=["b"], client=pipe)
+        assert conn.execute(pipe) == [[b"a"], 1, [b"b"]]
+        assert multis == [3, 2]
+        assert conn.client.lrange(key, 0, -1) == [b"once"]
+    finally:
+        conn.client.delete(key)
+
+
+class _Sent(redis.Connection):
+    """A connection that keeps every byte it sends (in ``sent``, shared by its class)."""
+
+    sent: bytearray
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        chunks = [command] if isinstance(command, (bytes, bytearray, memoryview)) else command
+        for chunk in chunks:
+            type(self).sent += bytes(chunk)
+        super().send_packed_command(command, check_health)
+
+
+def _sending(url: str, prefix: str) -> tuple[RedisSaver, bytearray]:
+    """A saver on ``url`` and the bytes its connections send (filled as they go)."""
+    kind = type("Sent", (_Sent,), {"sent": bytearray()})
+    saver = RedisSaver.from_url(url, prefix=prefix, connection_class=kind)
+    return saver, kind.sent
+
+
+def test_status_changes_send_their_script_by_sha_and_survive_a_script_flush(
+    spawn_redis: Any, tmp_path: Any,
+) -> None:
+    """The status script's text goes to the server once (its first NOSCRIPT loads it),
+    not with each change; after ``SCRIPT FLUSH`` (or a restart) the next change and the
+    next commit land whole, the script loaded again."""
+    proc, url = spawn_redis.start(str(tmp_path))
+    saver, sent = _sending(url, "lost-scripts")
+    text = scripts.RECORD_STATUS.encode()
+    try:
+        for status in ("running", "done", "running"):
+            saver.set_status("t1", status)
+        saver.set_run("t2", "sealed-run", "g", status="running")
+        assert sent.count(text) == 1
+        first = make({"x": 0}, {"x": 1})
+        commit(saver, None, first)
+        assert saver.client.script_flush()
+        saver.set_status("t1", "done")
+        saver.set_run("t2", "sealed-run", "g", status="interrupted")
+        second = make({"x": 1}, {"x": 2})
+        commit(saver, first, second)
+        assert sent.count(text) == 2
+        assert saver.list_threads("done") == ["t1"]
+        assert saver.list_threads("interrupted") == ["t2"]
+        assert saver.list_threads("running") == []
+        got = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+        assert got is not None and got.checkpoint.id == second.id
+    finally:
+        saver.client.close()
+        spawn_redis.stop(proc)
+
+
+def test_status_changes_commits_and_job_registrations_land_after_a_redis_restart(
+    spawn_redis: Any, tmp_path: Any,
+) -> None:
+    """A restarted server has no scripts and every connection drops: the saver's next
+    status change, commit and job registration (each by SHA) still land."""
+    port = spawn_redis.free_port()
+    proc, url = spawn_redis.start(str(tmp_path), port)
+    saver = RedisSaver.from_url(url, prefix="restarted")
+    book = JobBook(saver.conn, saver.prefix)
+    try:
+        saver.set_status("t1", "running")
+        commit(saver, None, make({"x": 0}, {"x": 1}))
+        book.register_sent([("job-1", "t", "m1")])()
+        spawn_redis.stop(proc)
+        proc, _ = spawn_redis.start(str(tmp_path), port)  # empty: no persistence
+        saver.set_status("t1", "done")
+        cp = make({"x": 1}, {"x": 2})
+        commit(saver, None, cp)
+        book.register_sent([("job-2", "t", "m2")])()
+        assert saver.list_threads("done") == ["t1"]
+        got = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+        assert got is not None and got.checkpoint.id == cp.id
+        assert book.claim("job-2", "t", "w:1") == ("ok", "")
+    finally:
+        saver.client.close()
+        spawn_redis.stop(proc)
+
+
+def test_a_status_change_whose_script_cannot_be_loaded_again_changes_nothing(
     spawn_redis: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The record and the status index change in one MULTI: after the server lost its
-    scripts (``SCRIPT FLUSH``, a restart), the change still lands whole, with no script
-    to load again; a process that died right after its EXEC leaves the thread listed
-    under its new status (before: the record changed, the index entry waited for a
-    ``SCRIPT LOAD`` and a second round trip)."""
+    """After the server lost its scripts, a process that dies before loading the status
+    script again leaves the record and the index as they were, together (NOSCRIPT ran
+    nothing): the change fails loudly, the thread is listed under its old status."""
     proc, url = spawn_redis.start(str(tmp_path))
     saver = RedisSaver.from_url(url, prefix="lost-scripts")
     client: Any = saver._conn.client
     try:
         saver.set_status("t1", "running")
-        saver.set_run("t2", "sealed-run", "g", status="running")
         assert client.script_flush()
 
-        def died(*_: Any) -> Any:  # the process, right after the EXEC
+        def died(*_: Any) -> Any:
             raise redis.ConnectionError("the process died")
 
         monkeypatch.setattr(client, "script_load", died)
-        saver.set_status("t1", "done")
-        saver.set_run("t2", "sealed-run", "g", status="interrupted")
-        assert saver.list_threads("done") == ["t1"]
-        assert saver.list_threads("interrupted") == ["t2"]
-        assert saver.list_threads("running") == []
+        with pytest.raises(CheckpointStoreError, match="set thread status"):
+            saver.set_status("t1", "done")
+        assert saver.list_threads("running") == ["t1"]
+        status = saver.get_status("t1")
+        assert status is not None and status["status"] == "running"
     finally:
         client.close()
+        spawn_redis.stop(proc)
+
+
+def test_jobs_registered_after_a_script_flush_are_registered_late(
+    spawn_redis: Any, tmp_path: Any,
+) -> None:
+    """``register_sent`` sends its script by SHA with no reply awaited: after ``SCRIPT
+    FLUSH`` the confirmation finds the NOSCRIPT and registers the jobs then."""
+    proc, url = spawn_redis.start(str(tmp_path))
+    saver, sent = _sending(url, "lost-scripts")
+    book = JobBook(saver.conn, saver.prefix)
+    try:
+        book.register_sent([("job-1", "t", "m1")])()
+        book.register_sent([("job-2", "t", "m2")])()
+        assert sent.count(job_scripts.REGISTER_JOBS.encode()) == 1  # loaded once
+        assert saver.client.script_flush()
+        book.register_sent([("job-3", "t", "m3"), ("job-4", "u", "m4")])()
+        for key, thread in (("job-1", "t"), ("job-3", "t"), ("job-4", "u")):
+            assert book.claim(key, thread, "w:1") == ("ok", "")
+        assert book.claim("job-5", "t", "w:1")[0] != "ok"  # never registered
+    finally:
+        saver.client.close()
         spawn_redis.stop(proc)
 
 

@@ -150,24 +150,24 @@ def test_a_run_record_with_its_status_is_one_script_that_also_moves_the_index(
 ) -> None:
     """``set_run`` with a status: the run's fields set, the policy fields given as '0'
     deleted, the status recorded and the thread moved to that status in the index, in
-    one script call (not an HDEL, an HSET and an index script)."""
+    one script call by SHA (not an HDEL, an HSET and an index script)."""
     client = redis.Redis.from_url(redis_url)
     record = ThreadKeys(redis_prefix, "rec").record
     records.set_run("rec", "sealed-1", "g", {"policy_ttl": "60", "keep_last": "3"},
                     status="done")
     assert _indexed(client, redis_prefix, "rec", "done")
     queued: list[str] = []
-    real = redis.client.Pipeline.pipeline_execute_command
+    real = redis.Redis.execute_command
 
-    def spy(self: redis.client.Pipeline, *args: Any, **options: Any) -> Any:
+    def spy(self: redis.Redis, *args: Any, **options: Any) -> Any:
         queued.append(str(args[0]))
         return real(self, *args, **options)
 
-    monkeypatch.setattr(redis.client.Pipeline, "pipeline_execute_command", spy)
+    monkeypatch.setattr(redis.Redis, "execute_command", spy)
     records.set_run("rec", "sealed-2", "g2", {"policy_ttl": "0", "keep_last": "5"},
                     status="running")
     monkeypatch.undo()
-    assert queued == ["EVAL"]
+    assert queued == ["EVALSHA"]
     fields = {k.decode(): v.decode() for k, v in client.hgetall(record).items()}
     assert fields["run"] == "sealed-2" and fields["graph"] == "g2"
     assert fields["status"] == "running" and fields["keep_last"] == "5"

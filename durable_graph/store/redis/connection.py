@@ -140,6 +140,17 @@ class RedisConn:
             found = self._scripts[name] = client.register_script(source)
         return found
 
+    def loaded(self, name: str) -> str:
+        """The SHA of script ``name``, loaded on the server first unless this connection
+        ran it already: for an ``EVALSHA`` sent by hand, whose NOSCRIPT the caller only
+        sees later (``JobBook.register_sent``)."""
+        script: Any = self.script(name)  # the stubs lack sha and script
+        if script.sha not in self._known:
+            client: Any = self.client
+            client.script_load(script.script)
+            self._known.add(script.sha)
+        return str(script.sha)
+
     @contextmanager
     def errors(self, action: str) -> Iterator[None]:
         """Re-raise any Redis error as CheckpointStoreError naming the action and server."""
@@ -181,8 +192,10 @@ class RedisConn:
         FLUSH``) fails with NOSCRIPT and nothing else: it is loaded, and the commands
         that failed so are run again, in their order, after the commands that did run:
         a read queued after a lost script may miss its effect (the job paths read again
-        what they miss: a task's checkpoint by id). The first error is raised. A plain
-        pipeline (no MULTI, no WATCH) of known scripts is sent and read here (``_exchange``).
+        what they miss: a task's checkpoint by id). In a MULTI they run again in one
+        MULTI of their own (the whole MULTI is not sent again: its other commands, a
+        first job's LPUSH, already ran). The first error is raised. A plain pipeline (no
+        MULTI, no WATCH) of known scripts is sent and read here (``_exchange``).
         """
         scripts = list(pipe.scripts)
         if all(s.sha in self._known for s in scripts):
@@ -197,9 +210,12 @@ class RedisConn:
             client: Any = self.client
             for s in scripts:
                 s.sha = client.script_load(s.script)
+            again = client.pipeline(transaction=bool(pipe.transaction or pipe.explicit_transaction))
             for i in lost:
                 args, options = stack[i]
-                replies[i] = client.execute_command(*args, **options)
+                again.execute_command(*args, **options)
+            for i, reply in zip(lost, again.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
         self._known.update(s.sha for s in scripts)
         for reply in replies:
             if isinstance(reply, Exception):

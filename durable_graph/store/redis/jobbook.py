@@ -28,7 +28,6 @@ import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
-from durable_graph.store.redis import job_scripts
 from durable_graph.store.redis.connection import RedisConn, checkout
 from durable_graph.store.redis.keys import (
     JobKeys,
@@ -150,15 +149,10 @@ class JobBook:
 
     def __init__(self, conn: RedisConn, prefix: str) -> None:
         self.conn, self.prefix = conn, prefix
-        self._scripts: dict[str, Script] = {}
         self._views: dict[str, list[_ViewCall]] = {}
 
     def _script(self, name: str) -> Script:
-        found = self._scripts.get(name)
-        if found is None:
-            client: Any = self.conn.client
-            found = self._scripts[name] = client.register_script(getattr(job_scripts, name))
-        return found
+        return self.conn.script(name)
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], action: str) -> Any:
         with self.conn.errors(action):
@@ -195,23 +189,41 @@ class JobBook:
             return lambda: None
         pool = client.connection_pool
         with self.conn.errors("register jobs"):
+            sha = self.conn.loaded("REGISTER_JOBS")
             conn = checkout(pool)
             try:
                 for bucket, args in by_bucket.items():
-                    conn.send_command("EVAL", job_scripts.REGISTER_JOBS, 6, *bucket.ordered(),
-                                      *args)
+                    conn.send_command("EVALSHA", sha, 6, *bucket.ordered(), *args)
             except BaseException:
                 pool.release(conn)
                 raise
 
         def confirm() -> None:
-            try:
-                with self.conn.errors("register jobs"):
-                    for _ in by_bucket:
-                        conn.read_response()
-            finally:
-                pool.release(conn)
+            with self.conn.errors("register jobs"):
+                for bucket in self._read_registered(pool, conn, by_bucket):
+                    self._run("REGISTER_JOBS", bucket.ordered(), by_bucket[bucket],
+                              "register jobs")
         return confirm
+
+    @staticmethod
+    def _read_registered(pool: Any, conn: Any, sent: dict[JobKeys, list[str]]) -> list[JobKeys]:
+        """Read the replies of ``register_sent``'s scripts on ``conn``, then release it; the
+        buckets whose script the server had lost since it was loaded (a restart, ``SCRIPT
+        FLUSH``): NOSCRIPT changed nothing, so the caller registers them again, late (a
+        claim before that drops its copy, and the lost-message probe sends it again)."""
+        lost: list[JobKeys] = []
+        try:
+            for bucket in sent:
+                try:
+                    conn.read_response()
+                except redis.exceptions.NoScriptError:
+                    lost.append(bucket)
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never hand it out so
+            raise
+        finally:
+            pool.release(conn)
+        return lost
 
     def queue_register(self, p: Any, key: str, thread_id: str, message: str) -> Any:
         """Queue ``register_sent``'s record of one job on ``p``, a pipeline shared with

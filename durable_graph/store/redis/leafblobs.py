@@ -11,10 +11,15 @@ appended log line that nothing repeats stays in its value, where one copy costs 
 
 Every value that refers to leaves lists their fields in its chain field
 (``[base field or '', depth, leaf field...]``, the delta link of redis-v3 with the
-leaves after it), and the leaf bytes are sent with the value in the same commit
-(``HSETNX``): a value never depends on what a hint said was stored. Such a value's tag
-starts with ``records.REFERS_LEAVES``, which no reader older than v6 knows: it refuses the
-value loudly instead of returning the ``LeafRef`` placeholders as content. The scripts'
+leaves after it). A new leaf's bytes are sent with the value in the same commit
+(``HSETNX``); a leaf the hint says the thread holds already goes as its field name
+only, among the fields the commit script requires (``HEXISTS``): if one is gone (a
+prune or ``keep_last`` dropped it since), the script writes nothing and names it, and
+the commit is sent again with its bytes. So a value never depends on what a hint said
+was stored, and a chat's message is not sent again with each value that keeps it.
+A value that refers to leaves has a tag that starts with ``records.REFERS_LEAVES``,
+which no reader older than v6 knows: it refuses the value loudly instead of returning
+the ``LeafRef`` placeholders as content. The scripts'
 ``cp_refs`` walks those lists, so a leaf is read with the values that refer to it
 (same ``LOAD``; ``records.join_leaves_of`` puts them back) and deleted with the last
 of them (prune, ``keep_last``, drops).
@@ -66,11 +71,13 @@ def _link(channel: str, value: Any, leaves: Mapping[bytes, bytes]) -> bytes:
 def encode_values(
     tc: ThreadCodec, values: Mapping[str, Any], versions: Mapping[str, Any],
     fields: Mapping[str, str], kept: Callable[[bytes], bool] | None,
-) -> tuple[dict[str, bytes], set[bytes]]:
+) -> tuple[dict[str, bytes], dict[str, bytes], set[bytes]]:
     """Blob field -> stored bytes for ``values`` (channel -> value, stored at
-    ``fields[channel]``), with chain fields and, when ``kept`` is given, the leaves
-    kept apart (``leaves.apart_in``); and the digests kept apart. A value that refers to
-    leaves is tagged so (``records.REFERS_LEAVES``): a reader older than v6 refuses it."""
+    ``fields[channel]``), with chain fields and, when ``kept`` is given, the new leaves
+    kept apart (``leaves.apart_in``); the same for the leaves ``kept`` says the thread
+    holds already (to require, sent only if found missing); and the digests kept apart.
+    A value that refers to leaves is tagged so (``records.REFERS_LEAVES``): a reader
+    older than v6 refuses it."""
     leaves_of: dict[str, dict[bytes, bytes]] = {}
     if kept is not None:
         items = list(values.items())
@@ -84,16 +91,20 @@ def encode_values(
         if leaves is not None or isinstance(value, ChannelDelta):
             out[chain_field(fields[ch])] = _link(ch, value, leaves or {})
     apart: set[bytes] = set()
+    held: dict[str, bytes] = {}
     for leaves in leaves_of.values():
-        out.update((leaf_field(d), pack_leaf(stored)) for d, stored in leaves.items())
+        for digest, stored in leaves.items():
+            (held if kept is not None and kept(digest) else out)[leaf_field(digest)] = \
+                pack_leaf(stored)
         apart.update(leaves)
-    return out, apart
+    return out, held, apart
 
 
 class LeafHints:
     """The leaves a saver kept apart lately, as (thread, ns, digest): the newest
     ``limit`` of them, least recently kept forgotten first. Only a hint of which
-    leaves to refer to (``encode_values``'s ``kept``): the bytes are always sent."""
+    leaves to refer to and which the store holds (``encode_values``'s ``kept``): the
+    commit checks a held leaf is there, and its bytes are sent when it is not."""
 
     def __init__(self, limit: int = HINTS_KEPT) -> None:
         self._limit = limit

@@ -116,6 +116,9 @@ class _PutPlan:
     """Blob field of the base of each delta sent -> its channel."""
     blobs: dict[str, bytes]
     """The blobs sent (the changed values)."""
+    held: dict[str, bytes]
+    """Leaf fields the hints say are stored (required, not sent) -> their bytes, sent
+    only if the commit finds one missing."""
     required: builtins.list[str]
     """Blob fields that must be stored already."""
     call: Callable[[Mapping[str, bytes], Sequence[str]], tuple[str, builtins.list[str],
@@ -538,7 +541,8 @@ class RedisSaver(BaseCheckpointSaver):
                 return self.commit_step(config, whole, metadata, new_versions,
                                         expect_latest=expect_latest, replaces=replaces, keep=keep)
             more = {ch: f for ch, f in plan.wanted.items() if f in missing}
-            plan.blobs.update(self._encode(plan.codec, checkpoint, more))
+            for found in (plan.held, *self._encode(plan.codec, checkpoint, more)):
+                plan.blobs.update(found)  # every leaf's bytes this time, no hint trusted
             reply = self._commit(plan.call(plan.blobs, []))
         committed = self._committed(reply, plan, expect_latest)
         self._stored_depths(plan.thread_id, plan.ns, checkpoint, new_versions)
@@ -609,10 +613,12 @@ class RedisSaver(BaseCheckpointSaver):
         changed = [ch for ch in wanted if ch in new_versions]
         bases = _delta_bases(checkpoint, changed)
         extends = parent_id if (config.get("configurable") or {}).get(EXTENDS_LATEST) else None
+        blobs, held = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
         return _PutPlan(
             thread_id, ns, parent_id, checkpoint.id, _fence(config), tc, wanted, bases,
-            blobs=self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed}),
-            required=[wanted[ch] for ch in wanted if ch not in new_versions] + list(bases),
+            blobs=blobs, held=held,
+            required=[wanted[ch] for ch in wanted if ch not in new_versions] + list(bases)
+            + list(held),
             call=functools.partial(
                 self._put_call, thread_id=thread_id, ns=ns, checkpoint_id=checkpoint.id,
                 fence=_fence(config),
@@ -635,18 +641,19 @@ class RedisSaver(BaseCheckpointSaver):
 
     def _encode(
         self, tc: ThreadCodec, checkpoint: Checkpoint, fields: Mapping[str, str]
-    ) -> dict[str, bytes]:
+    ) -> tuple[dict[str, bytes], dict[str, bytes]]:
         """Blob field -> stored bytes for the given channels of ``checkpoint`` (their
-        chain fields and the leaves kept apart too: ``leafblobs``)."""
+        chain fields and the new leaves kept apart too: ``leafblobs``), and the same for
+        the leaves the hints say are stored already (to require, not send)."""
         hints = self._leaf_hints
         split = self._dedup and (hints.knows(tc.thread_id, tc.ns) or START in fields)
-        out, apart = encode_values(  # unless split, no leaf would go apart
+        out, held, apart = encode_values(  # unless split, no leaf would go apart
             tc, {ch: checkpoint.channel_values[ch] for ch in fields},
             checkpoint.channel_versions, fields,
             hints.kept(tc.thread_id, tc.ns) if split else None)
         if apart:  # most commits keep none apart: no lock taken for them
             hints.add(tc.thread_id, tc.ns, apart)
-        return out
+        return out, held
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int

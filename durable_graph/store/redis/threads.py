@@ -28,7 +28,6 @@ from redis.cluster import RedisCluster
 
 from durable_graph.errors import GraphValueError
 from durable_graph.store.base import ThreadStatus
-from durable_graph.store.redis import scripts
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import (
     ThreadKeys,
@@ -136,41 +135,27 @@ class ThreadRecords:
         thread_id = str(thread_id)
 
         def both(client: Any) -> None:
+            fields = _status_fields(status, error, next_nodes)
             if isinstance(client, RedisCluster):  # record and index are in two slots
-                client.hset(ThreadKeys(self._prefix, thread_id).record,
-                            mapping=_status_fields(status, error, next_nodes))
+                client.hset(ThreadKeys(self._prefix, thread_id).record, mapping=fields)
                 self._index(thread_id, status)
                 return
-            # one round trip, atomic: the record and its index entry change together
-            pipe = client.pipeline(transaction=True)
-            self._queue_status(pipe, thread_id, status, error, next_nodes)
-            pipe.execute()  # no script by SHA in it (``_queue_record``)
+            self._record(client, thread_id, status, fields)  # one script: atomic
 
         self._conn.call("set thread status", both)
 
-    def _queue_status(
-        self, pipe: Any, thread_id: str, status: ThreadStatus,
-        error: BaseException | None = None, next_nodes: Sequence[str] | None = None,
-    ) -> None:
-        """Queue ``set_status``'s record fields and index entry on ``pipe`` (a MULTI)."""
-        self._queue_record(pipe, thread_id, status, _status_fields(status, error, next_nodes))
-
-    def _queue_record(self, pipe: Any, thread_id: str, status: ThreadStatus,
-                      fields: Mapping[str | bytes, str], gone: Sequence[str] = ()) -> None:
-        """Queue the record's update (``gone`` fields deleted, ``fields`` set) and the move
-        of ``thread_id`` to ``status`` in the index on ``pipe`` (a MULTI), as one script.
-
-        Sent as ``EVAL`` with its text, not by SHA: a script the server lost (a restart,
-        ``SCRIPT FLUSH``) fails only at ``EXEC``, after the MULTI's other commands
-        applied (``RedisConn.execute`` runs it again after, but a process that dies in
-        between leaves the thread's status unrecorded). Its text is a few hundred bytes,
-        once per status change."""
+    def _record(self, client: Any, thread_id: str, status: ThreadStatus,
+                fields: Mapping[str | bytes, str], gone: Sequence[str] = ()) -> Any:
+        """Update the record (``gone`` fields deleted, ``fields`` set) and move ``thread_id``
+        to ``status`` in the index, as one script by SHA, on ``client``: the client itself
+        (a NOSCRIPT changed nothing, so the script is loaded and sent again) or a MULTI
+        pipeline run by ``RedisConn.execute`` (which loads it first)."""
         record = ThreadKeys(self._prefix, thread_id).record
         keys = [record, *(status_key(self._prefix, thread_id, s) for s in STATUSES)]
         args: list[Any] = [thread_id, status, int(time.time() * 1000), len(gone), *gone]
         for name, value in fields.items():
             args += [name, value]
-        pipe.eval(scripts.RECORD_STATUS, len(keys), *keys, *args)
+        return self._conn.script("RECORD_STATUS")(keys=keys, args=args, client=client)
 
     def close_run(
         self, lease: Lease, status: ThreadStatus, error: BaseException | None,
@@ -239,11 +224,13 @@ class ThreadRecords:
         def store(c: Any) -> None:
             # one key, or (with a status) the record and its index entry atomically
             together = status is not None and not isinstance(c, RedisCluster)
-            pipe = c.pipeline(transaction=together)
-            self.queue_run(pipe, thread_id, sealed, graph, policy,
-                           status=status if together else None)
-            pipe.execute()  # no script by SHA in it (``_queue_record``)
-            if status is not None and not together:
+            if together:  # one script
+                self.queue_run(c, thread_id, sealed, graph, policy, status=status)
+                return
+            pipe = c.pipeline(transaction=False)
+            self.queue_run(pipe, thread_id, sealed, graph, policy)
+            pipe.execute()
+            if status is not None:
                 self.set_status(thread_id, status)
 
         self._conn.call("store run", store)
@@ -252,8 +239,9 @@ class ThreadRecords:
         self, pipe: Any, thread_id: str, sealed: str, graph: str = "",
         policy: dict[str, str] | None = None, *, status: ThreadStatus | None = None,
     ) -> None:
-        """Queue ``set_run``'s commands on ``pipe`` (a MULTI, for a ``status``: its index
-        is another key)."""
+        """Queue ``set_run``'s commands on ``pipe``; with a ``status``, one script (its
+        index is another key), so ``pipe`` may also be the client itself (run now), or a
+        MULTI run by ``RedisConn.execute``."""
         record = ThreadKeys(self._prefix, thread_id).record
         fields: dict[str | bytes, str] = {"run": sealed}
         if graph:
@@ -261,8 +249,8 @@ class ThreadRecords:
         fields.update({k: v for k, v in (policy or {}).items() if v != "0"})
         gone = [k for k, v in (policy or {}).items() if v == "0"]
         if status is not None:  # one script for the run's fields, the status's and its index
-            self._queue_record(pipe, thread_id, status,
-                               {**fields, **_status_fields(status, None, None)}, gone)
+            self._record(pipe, thread_id, status,
+                         {**fields, **_status_fields(status, None, None)}, gone)
             return
         if gone:
             pipe.hdel(record, *gone)
