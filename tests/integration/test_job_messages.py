@@ -148,7 +148,9 @@ def test_a_batch_to_rabbitmq_declares_the_queue_it_goes_to(
     app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
                      secret_key=SECRET)
     try:
-        CeleryDispatcher(app, settings_of(app))._publish(_messages(3, redis_prefix))
+        dispatcher = CeleryDispatcher(app, settings_of(app))
+        dispatcher._publish(_messages(3, redis_prefix))
+        dispatcher.flush()  # a producer's publish returns before RabbitMQ confirmed it
         with app.connection_for_write() as conn:
             waiting = conn.default_channel.queue_declare(queue, passive=True).message_count
         assert waiting == 3
@@ -271,6 +273,7 @@ def _celery_then_template(rabbitmq: Any, redis_url: str, redis_prefix: str,
             assert dispatcher._publish_template(producer) is not None
             dispatcher._celery_send(producer, args, retry=False)
         dispatcher._publish([args])  # from the template
+        dispatcher.flush()  # confirmed: in the queue
         got = []
         with app.connection_for_read() as conn:
             for _ in range(2):

@@ -256,9 +256,11 @@ def test_on_another_broker_the_first_job_is_registered_with_the_commit_then_publ
     monkeypatch.setattr(JobBook, "register_sent", separately)
     try:
         with RedisSaver.from_url(redis_url, prefix=redis_prefix) as saver:
-            graph = b.compile(checkpointer=saver, executor=CeleryExecutor(app))
+            executor = CeleryExecutor(app)
+            graph = b.compile(checkpointer=saver, executor=executor)
             graph.submit({"x": 1}, {"configurable": {"thread_id": "amqp"}}, durability="sync")
             assert len(_owed(saver, "amqp")) == 1
+            executor._dispatcher.flush()  # what a wait on the run does first (unconfirmed)
         with app.connection_for_write() as conn:
             assert conn.default_channel.queue_declare(queue, passive=True).message_count == 1
     finally:
