@@ -214,15 +214,19 @@ def config_ids(config: Mapping[str, Any] | None) -> tuple[str, str, str | None]:
 
 def require_versions(checkpoint: Checkpoint) -> None:
     """GraphValueError when a channel holds a value but has no version to store it under,
-    or a version is text holding a NUL: SQLite's JSON functions, which find a
-    checkpoint's values and walk its delta chains, read text only up to a NUL, so such a
-    version's value would be lost (every saver refuses it alike; the engine's versions
+    or a channel name or a text version holds a NUL: SQLite's JSON functions, which find
+    a checkpoint's values and walk its delta chains, read text only up to a NUL, so such
+    a channel's value would be lost (every saver refuses it alike; the engine's versions
     are integers, LangGraph's integers or digits and dots)."""
     unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
     if unversioned:
         raise GraphValueError(f"channels without a version: {sorted(unversioned)}")
     stored: Mapping[str, object] = checkpoint.channel_versions  # typed int; any may come
     for channel, version in stored.items():
+        if "\x00" in channel:
+            raise GraphValueError(
+                f"channel {channel!r} has a NUL character in its name, which no saver "
+                "stores: rename the state key; nothing was stored")
         if isinstance(version, str) and "\x00" in version:
             raise GraphValueError(
                 f"channel {channel!r} has version {version!r}, text holding a NUL character, "
