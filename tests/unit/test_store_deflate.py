@@ -5,6 +5,8 @@ Redis: a chat's base64 texts are ``B`` cells, prose ``z`` cells, an appended log
 values deflated; all read back as written, and a garbled stream or a zlib bomb
 written into the store is refused without inflating it all. Last, what a reader
 older than v8 does with those fields: it fails loudly, never returns their bytes.
+Pending writes are deflated as values are (a step's new item is sent twice: once as
+its write, once in the commit's delta), signed writes checked on the inflated bytes.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+import ormsgpack
 import pytest
 
 from durable_graph import END, START, StateGraph
 from durable_graph.errors import CheckpointStoreError, DurableGraphError, SerializationError
+from durable_graph.store.base import Checkpoint, empty_checkpoint
 from durable_graph.store.deflate import MAX_RATIO, deflated, inflated, pack_leaf, unpack_leaf
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import leaf_value
 from durable_graph.store.redis import RedisSaver
-from durable_graph.store.redis.keys import CHAIN, LEAF, ThreadKeys, leaf_digest
+from durable_graph.store.redis.keys import CHAIN, LEAF, ThreadKeys, leaf_digest, write_field
 from durable_graph.store.redis.records import DEFLATED, decode_blob
 from tests.unit.test_leaf_dedup import _redis, chat_app, content, run_chat, signed
 
@@ -236,3 +240,91 @@ def test_a_reader_older_than_v8_fails_loudly_on_v8_fields(saver: RedisSaver) -> 
     for raw in deflated_values:
         with pytest.raises(DurableGraphError):
             tc.value("cp", "log", 1, decode_blob(raw), signed_record=False)
+
+
+# -- pending writes ------------------------------------------------------------
+
+ITEM = base64.b64encode(os.urandom(768)).decode()
+"""A chat message's 1 KB of random base64: deflates to about three quarters."""
+
+
+def _put(saver: RedisSaver) -> tuple[dict[str, Any], Checkpoint]:
+    """A stored checkpoint of thread ``t`` and its config."""
+    cp = empty_checkpoint()
+    config = saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, cp,
+                       {"step": 0}, {})
+    return config, cp
+
+
+def _stored(saver: RedisSaver, cp: Checkpoint) -> tuple[str, dict[bytes, bytes]]:
+    """(writes key, field -> stored value) of ``cp``'s pending writes."""
+    key = ThreadKeys(saver.prefix, "t").ns("").writes(cp.id)
+    return key, {bytes(f): bytes(v) for f, v in saver.client.hgetall(key).items()}
+
+
+@pytest.mark.redis
+def test_a_deflated_write_reads_back_as_written(saver: RedisSaver) -> None:
+    config, cp = _put(saver)
+    writes = [("messages", [ITEM]), ("note", PROSE), ("n", 7)]
+    saver.put_writes(config, writes, "task-1")
+    _, stored = _stored(saver, cp)
+    triples = {f: ormsgpack.unpackb(v) for f, v in stored.items()}
+    tags = {f: tag for f, (_, tag, _) in triples.items()}
+    assert tags[b"task-1:0"].startswith(DEFLATED) and tags[b"task-1:1"].startswith(DEFLATED)
+    assert not tags[b"task-1:2"].startswith(DEFLATED)  # too short to deflate
+    for field in (b"task-1:0", b"task-1:1"):
+        channel, tag, stream = triples[field]
+        whole = inflated(stream)
+        assert whole is not None and (len(tag) + len(stream)) * 8 <= (len(tag) + len(whole)) * 7
+    fresh = RedisSaver(saver.client, prefix=saver.prefix, serde=saver.serde)
+    got = fresh.get_tuple(config)
+    assert got is not None
+    assert [(w.channel, w.value) for w in got.pending_writes] == writes
+
+
+@pytest.mark.redis
+def test_a_write_stored_before_deflate_still_reads(saver: RedisSaver) -> None:
+    config, cp = _put(saver)
+    key, _ = _stored(saver, cp)
+    tc = saver.codec_of("t", "")
+    tag, data = tc.write(cp.id, "task-1", 0, "messages", [ITEM])
+    saver.client.hset(key, write_field("task-1", 0), ormsgpack.packb(["messages", tag, data]))
+    got = saver.get_tuple(config)
+    assert got is not None and [(w.channel, w.value) for w in got.pending_writes] == \
+        [("messages", [ITEM])]
+
+
+@pytest.mark.redis
+def test_a_garbled_or_bomb_write_is_refused_without_inflating_it(saver: RedisSaver) -> None:
+    config, cp = _put(saver)
+    saver.put_writes(config, [("messages", [ITEM])], "task-1")
+    key, stored = _stored(saver, cp)
+    channel, tag, stream = ormsgpack.unpackb(stored[b"task-1:0"])
+    assert tag.startswith(DEFLATED)
+    for bad in (stream[:-8], stream + b"more", _bomb()):
+        saver.client.hset(key, "task-1:0", ormsgpack.packb([channel, tag, bad]))
+        tracemalloc.start()
+        try:
+            with pytest.raises(CheckpointStoreError, match="pending write 'task-1:0'.*does "
+                               "not inflate cleanly"):
+                saver.get_tuple(config)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 40 << 20
+    saver.client.hset(key, "task-1:0", stored[b"task-1:0"])
+    got = saver.get_tuple(config)
+    assert got is not None and got.pending_writes[0].value == [ITEM]
+
+
+@pytest.mark.redis
+def test_a_reader_older_than_deflated_writes_fails_loudly(saver: RedisSaver) -> None:
+    """An older reader unpacks the triple and hands its tag and bytes to the codec as they
+    are (``tc.pending``): ``%tag`` is an unknown format, or a bad signature when signed."""
+    config, cp = _put(saver)
+    saver.put_writes(config, [("messages", [ITEM])], "task-1")
+    _, stored = _stored(saver, cp)
+    channel, tag, stream = ormsgpack.unpackb(stored[b"task-1:0"])
+    assert tag.startswith(DEFLATED)
+    with pytest.raises(DurableGraphError):
+        saver.codec_of("t", "").pending(cp.id, "task-1", 0, channel, (tag, stream))

@@ -22,7 +22,9 @@ Redis-v7: a record whose versions are all ints has no ``versions`` field (``refs
 holds them: ``record_versions``); a record with one (v6 and older) reads as before.
 
 Redis-v8: a channel value's serializer bytes are stored deflated when that makes them an
-eighth smaller (``encode_value``, tag ``DEFLATED``; leaves: ``leafblobs``), and a record
+eighth smaller (``encode_value``, tag ``DEFLATED``; leaves: ``leafblobs``; a pending
+write's too, ``encode_writes``: an appended item is sent once as a write, once as a
+delta, so both count against a step's bytes sent), and a record
 keeps ``ts`` as microseconds after its id's time (``_TS_AFTER_ID``) and no ``v`` when it
 is "1": about 35 bytes less, which takes a chat's record (~320 bytes) down an allocator
 class. Both read back to exactly v7's fields, so signatures are unchanged. A reader older
@@ -126,27 +128,37 @@ unsigned payload in a signed store) instead of decoding a deflate stream as cont
 def encode_value(tagged: tuple[str, bytes], *, refers_leaves: bool = False) -> bytes:
     """A channel value as its blob field stores it: ``encode_blob``, with the serializer's
     bytes deflated (tag ``DEFLATED``) when that makes them at least an eighth smaller."""
-    tag, data = tagged
-    stream = deflated(data)
-    if stream is not None:
-        tag, data = DEFLATED + tag, stream
-    return encode_blob((tag, data), refers_leaves=refers_leaves)
+    return encode_blob(_squeezed(tagged), refers_leaves=refers_leaves)
 
 
 def decode_value(raw: bytes, channel: str, version: object) -> tuple[str, bytes]:
     """Inverse of ``encode_value`` (the serializer's tag and bytes, checked after this by
     the serializer). A deflated value that does not inflate within ``MAX_RATIO`` times its
     size (garbled, or a zlib bomb) is a CheckpointStoreError: nothing of it is read."""
-    tag, data = decode_blob(raw)
+    return _unsqueezed(decode_blob(raw), f"value of channel {channel!r} version {version}")
+
+
+def _squeezed(tagged: tuple[str, bytes]) -> tuple[str, bytes]:
+    """A serializer's tag and bytes as stored: ``DEFLATED`` + tag and the deflate stream
+    when that makes the bytes at least an eighth smaller (``deflate.deflated``), else as
+    they are. Values and pending writes alike (redis-v8)."""
+    tag, data = tagged
+    stream = deflated(data)
+    return (tag, data) if stream is None else (DEFLATED + tag, stream)
+
+
+def _unsqueezed(stored: tuple[str, bytes], what: str) -> tuple[str, bytes]:
+    """Inverse of ``_squeezed``; a deflated ``what`` that does not inflate cleanly within
+    ``MAX_RATIO`` times its size (garbled, or a zlib bomb) is a CheckpointStoreError."""
+    tag, data = stored
     if not tag.startswith(DEFLATED):
         return tag, data
     out = inflated(data)
     if out is None:
         raise CheckpointStoreError(
-            f"the stored value of channel {channel!r} version {version} is deflated but does "
-            f"not inflate cleanly within {MAX_RATIO}x its size (garbled, or a zlib bomb); "
-            "refused, nothing of it was read. Restore the store from a backup or delete "
-            "the thread.")
+            f"the stored {what} is deflated but does not inflate cleanly within "
+            f"{MAX_RATIO}x its size (garbled, or a zlib bomb); refused, nothing of it was "
+            "read. Restore the store from a backup or delete the thread.")
     return tag.removeprefix(DEFLATED), out
 
 
@@ -263,11 +275,15 @@ def record_parent(raw: bytes, checkpoint_id: str) -> str:
 def encode_writes(
     tc: ThreadCodec, checkpoint_id: str, writes: Sequence[tuple[str, Any]], task_id: str
 ) -> list[tuple[str, bool, bytes]]:
-    """(field, replaces, value) per write; special channels replace, others keep the first."""
+    """(field, replaces, value) per write; special channels replace, others keep the first.
+
+    The value is msgpack ``[channel, tag, bytes]``, the serializer's bytes deflated as a
+    channel value's are (``_squeezed``, tag ``DEFLATED``): a reader older than that
+    refuses ``%tag`` loudly ("unknown serialization format", or a bad signature)."""
     out: list[tuple[str, bool, bytes]] = []
     for idx, (channel, value) in enumerate(writes):
         slot = WRITES_IDX_MAP.get(channel, idx)
-        tag, data = tc.write(checkpoint_id, task_id, slot, channel, value)
+        tag, data = _squeezed(tc.write(checkpoint_id, task_id, slot, channel, value))
         field = write_field(task_id, slot)
         out.append((field, channel in WRITES_IDX_MAP, ormsgpack.packb([channel, tag, data])))
     return out
@@ -285,12 +301,14 @@ def _pairs(flat: Sequence[bytes]) -> dict[str, bytes]:
 
 
 def _writes(tc: ThreadCodec, checkpoint_id: str, flat: Sequence[bytes]) -> list[PendingWrite]:
-    """Pending writes ordered by (task id, index), as every saver returns them."""
+    """Pending writes ordered by (task id, index), as every saver returns them; a write's
+    serializer bytes inflated (``_unsqueezed``) before its signature is checked."""
     slots = []
     for field, raw in _pairs(flat).items():
         task_id, _, idx = field.rpartition(":")
         channel, tag, data = ormsgpack.unpackb(raw)
-        slots.append(((task_id, int(idx)), channel, (tag, data)))
+        blob = _unsqueezed((tag, data), f"pending write {field!r} of checkpoint {checkpoint_id!r}")
+        slots.append(((task_id, int(idx)), channel, blob))
     slots.sort(key=lambda s: s[0])
     return [
         PendingWrite(task_id, channel, tc.pending(checkpoint_id, task_id, idx, channel, blob))
