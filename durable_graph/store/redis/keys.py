@@ -58,9 +58,12 @@ __all__ = [
     "BLOBS",
     "CHAIN",
     "CHECKPOINT",
+    "ESCAPES",
     "INDEX",
     "LEAF",
+    "RECORD",
     "STATUS_BUCKETS",
+    "STATUS_TAG",
     "WRITES",
     "JobKeys",
     "NamespaceKeys",
@@ -75,6 +78,7 @@ __all__ = [
     "leaf_field",
     "live_key",
     "probe_key",
+    "status_bucket",
     "status_key",
     "status_keys",
     "thread_from_record_key",
@@ -93,8 +97,13 @@ WRITES = ":w:"
 """Infix before a checkpoint id: ``<ns base>:w:<id>``."""
 STATUS_BUCKETS = 16
 """Shards of the status index; part of the stored layout, never change it."""
+STATUS_TAG = ":status:"
+"""Between the prefix and the bucket in a status shard's hash tag: ``{P:status:B}:<status>``."""
+RECORD = ":rec"
+"""Suffix of a thread record after the thread's tag: ``{P:T}:rec``."""
 
-_ESCAPES = {"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"}
+ESCAPES = {"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"}
+"""What ``escape`` replaces in an id, and with what (``unescape`` reverses it)."""
 _ESCAPE_RE = re.compile("[%:{}]")
 _UNESCAPE_RE = re.compile("%(25|3A|7B|7D)")
 _GLOB_RE = re.compile(r"([*?\[\]\\])")
@@ -107,7 +116,7 @@ def escape(text: str) -> str:
     (every key of a commit is built through here)."""
     if "%" not in text and ":" not in text and "{" not in text and "}" not in text:
         return text
-    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], text)
+    return _ESCAPE_RE.sub(lambda m: ESCAPES[m.group(0)], text)
 
 
 def unescape(text: str) -> str:
@@ -166,7 +175,7 @@ class ThreadKeys:
     @property
     def record(self) -> str:
         """Thread record hash."""
-        return self.tag + ":rec"
+        return self.tag + RECORD
 
     @property
     def lease(self) -> str:
@@ -226,8 +235,13 @@ def graph_key(prefix: str, digest: str) -> str:
     return f"{prefix}:graph:{digest}"
 
 
-def _bucket(thread_id: str) -> int:
+def status_bucket(thread_id: str) -> int:
+    """The shard of ``thread_id`` in the status index (and in the job-liveness keys)."""
     return zlib.crc32(thread_id.encode()) % STATUS_BUCKETS
+
+
+def _status_tag(prefix: str, bucket: int) -> str:
+    return "{" + f"{prefix}{STATUS_TAG}{bucket}" + "}:"
 
 
 def key_check_key(prefix: str, key_id: str) -> str:
@@ -237,7 +251,7 @@ def key_check_key(prefix: str, key_id: str) -> str:
 
 def status_key(prefix: str, thread_id: str, status: str) -> str:
     """The status-index shard holding ``thread_id`` (every status of one thread: one slot)."""
-    return "{" + f"{prefix}:status:{_bucket(thread_id)}" + "}:" + status
+    return _status_tag(prefix, status_bucket(thread_id)) + status
 
 
 @dataclass(frozen=True)
@@ -290,7 +304,7 @@ class JobKeys:
 
 def jobs_of(prefix: str, thread_id: str) -> JobKeys:
     """The job-liveness bucket of ``thread_id``."""
-    return JobKeys(prefix, _bucket(thread_id))
+    return JobKeys(prefix, status_bucket(thread_id))
 
 
 def job_buckets(prefix: str) -> list[JobKeys]:
@@ -310,22 +324,22 @@ def probe_key(prefix: str, queue: str) -> str:
 
 def status_keys(prefix: str, status: str) -> list[str]:
     """Every shard of one status's index."""
-    return ["{" + f"{prefix}:status:{b}" + "}:" + status for b in range(STATUS_BUCKETS)]
+    return [_status_tag(prefix, b) + status for b in range(STATUS_BUCKETS)]
 
 
 def thread_record_pattern(prefix: str, starting: str = "") -> str:
     """SCAN pattern matching every thread record of ``prefix`` (whose id starts with
     ``starting``)."""
     head = _GLOB_RE.sub(r"\\\1", prefix) + ":" + _GLOB_RE.sub(r"\\\1", escape(starting))
-    return "{" + head + "*}:rec"
+    return "{" + head + "*}" + RECORD
 
 
 def thread_from_record_key(prefix: str, key: str) -> str | None:
     """The thread id of a thread record key, or None if the key is not one."""
     head = "{" + prefix + ":"
-    if not (key.startswith(head) and key.endswith("}:rec")):
+    if not (key.startswith(head) and key.endswith("}" + RECORD)):
         return None
-    inner = key[len(head) : -len("}:rec")]
+    inner = key[len(head) : -len("}" + RECORD)]
     if any(c in inner for c in ":{}"):
         return None
     return unescape(inner)

@@ -1,8 +1,9 @@
 """Lua scripts for every multi-key update, kept beside the key layout.
 
 Each script touches the keys of one thread only (one hash tag, so one slot on
-Redis Cluster; ``CLOSE_RUN`` also moves the thread in the status index, so it is used
-on a single Redis only) and runs atomically: Redis executes a script to the end before it
+Redis Cluster; ``RECORD_STATUS`` and ``CLOSE_RUN`` also move the thread in the status
+index, so they are used on a single Redis only, and compose its shard keys from the record
+key rather than be sent them) and runs atomically: Redis executes a script to the end before it
 serves anything else, and a script that fails at a Redis error aborts before it
 writes anything (every check comes before the first write). ``PUT_STEP`` is the one
 exception: it runs a sequence of ``PUT_WRITES``/``PUT`` calls, each checking its own fence
@@ -18,7 +19,19 @@ Replies are arrays whose first element says what happened (``ok``, ``fenced``,
 
 from __future__ import annotations
 
-from durable_graph.store.redis.keys import BLOBS, CHAIN, CHECKPOINT, INDEX, WRITES
+from typing import get_args
+
+from durable_graph.store.base import ThreadStatus
+from durable_graph.store.redis.keys import (
+    BLOBS,
+    CHAIN,
+    CHECKPOINT,
+    ESCAPES,
+    INDEX,
+    RECORD,
+    STATUS_TAG,
+    WRITES,
+)
 
 __all__ = [
     "ACQUIRE",
@@ -490,13 +503,13 @@ return {'ok'}
 )
 
 _INDEX_FUNCTION = """
--- Move thread to status ('' = none) in the index: KEYS[from..] are the thread's shard of
--- every status index.
-local function index_status(from, thread, status, score)
-  for i = from, #KEYS do redis.call('ZREM', KEYS[i], thread) end
-  for i = from, #KEYS do
-    if status ~= '' and string.sub(KEYS[i], -#status - 1) == ':' .. status then
-      redis.call('ZADD', KEYS[i], tonumber(score), thread)
+-- Move thread to status ('' = none) in the index: shards (a table of keys) are the
+-- thread's shard of every status index.
+local function index_status(shards, thread, status, score)
+  for _, key in ipairs(shards) do redis.call('ZREM', key, thread) end
+  for _, key in ipairs(shards) do
+    if status ~= '' and string.sub(key, -#status - 1) == ':' .. status then
+      redis.call('ZADD', key, tonumber(score), thread)
     end
   end
 end
@@ -504,19 +517,76 @@ end
 
 STATUS_INDEX = _INDEX_FUNCTION + """
 -- KEYS: the thread's shard of every status index    ARGV: thread, status ('' = none), score
-index_status(1, ARGV[1], ARGV[2], ARGV[3])
+index_status(KEYS, ARGV[1], ARGV[2], ARGV[3])
 return {'ok'}
 """
 
-RECORD_STATUS = _INDEX_FUNCTION + """
--- KEYS: the thread record, then the thread's shard of every status index
--- ARGV: thread, status, score, n, n record fields to delete, then field/value pairs to set
+_ISO_FUNCTION = """
+-- t (microseconds since the epoch, as digits) as Python's datetime.isoformat() gives
+-- it for a UTC time: 'YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00' (civil date from the day
+-- count as in H. Hinnant's days_from_civil inverse; digits split as text, no rounding).
+local function iso_utc(t)
+  local secs, us = tonumber(string.sub(t, 1, -7)), tonumber(string.sub(t, -6))
+  local days = math.floor(secs / 86400)
+  local s = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  local text = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, m, d,
+                             math.floor(s / 3600), math.floor(s % 3600 / 60), s % 60)
+  if us > 0 then text = text .. string.format('.%06d', us) end
+  return text .. '+00:00'
+end
+"""
+
+_STATUS_FUNCTION = (
+    _INDEX_FUNCTION
+    + _ISO_FUNCTION
+    + """
+local UNESCAPES = {@UNESCAPES@}
+local STATUSES = {@STATUSES@}
+
+-- A thread's status, sent compactly (the scripts using it run on a single Redis only:
+-- the status index is in another slot than the record). Sets the record's status and
+-- updated_at (from t, as iso_utc), drops its 'next' unless the pairs ARGV[set..] set it,
+-- deletes the fields ARGV[gone..gone_end], sets the pairs, and moves the thread to status
+-- in the index at score t in ms. The thread id and the prefix come from the record key
+-- {P:T}:rec (T escaped: no ':'), the shard keys {P:status:B}:<status> from bucket B.
+local function record_status(record, status, t, bucket, gone, gone_end, set)
+  local prefix, thread = string.match(record, '^{(.*):([^:]*)}@RECORD@$')
+  if not thread then error('not a thread record key: ' .. record) end
+  thread = string.gsub(thread, '%%(%x%x)', UNESCAPES)
+  local shards = {}
+  for i, name in ipairs(STATUSES) do
+    shards[i] = '{' .. prefix .. '@STATUS_TAG@' .. bucket .. '}:' .. name
+  end
+  redis.call('HDEL', record, 'next', unpack(ARGV, gone, gone_end))
+  redis.call('HSET', record, 'status', status, 'updated_at', iso_utc(t), unpack(ARGV, set))
+  index_status(shards, thread, status, string.sub(t, 1, -4))
+end
+"""
+    .replace("@UNESCAPES@", ", ".join(
+        f"['{code[1:]}'] = '{char}'" for char, code in ESCAPES.items()))
+    .replace("@STATUSES@", ", ".join(f"'{status}'" for status in get_args(ThreadStatus)))
+    .replace("@RECORD@", RECORD)
+    .replace("@STATUS_TAG@", STATUS_TAG)
+)
+
+RECORD_STATUS = _STATUS_FUNCTION + """
+-- KEYS: the thread record
+-- ARGV: status, time (microseconds since the epoch), the thread's status bucket[, n,
+--       n record fields to delete, then field/value pairs to set]
 -- A thread record's update with its status and the status's index entry: one call of a
--- MULTI, not three (HDEL, HSET, STATUS_INDEX).
-local n = tonumber(ARGV[4])
-if n > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 5, 4 + n)) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5 + n))
-index_status(2, ARGV[1], ARGV[2], ARGV[3])
+-- MULTI, not three (HDEL, HSET, STATUS_INDEX), its keys composed here, not sent.
+local n = tonumber(ARGV[4] or '0')
+record_status(KEYS[1], ARGV[1], ARGV[2], ARGV[3], 5, 4 + n, 5 + n)
 return {'ok'}
 """
 
@@ -596,24 +666,23 @@ return renew(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
 )
 
-CLOSE_RUN = _INDEX_FUNCTION + """
+CLOSE_RUN = _STATUS_FUNCTION + """
 -- A run's end in one round trip on one Redis (not Cluster: the index is in another slot).
--- KEYS: lease, thread record, the run's event stream, the thread's shard of every status index
--- ARGV: owner, gen, thread, status, score_ms, event mode, event payload, stream ttl,
---       stream maxlen, the checkpoint the run ends at ('' any), then the record's
---       field/value pairs
+-- KEYS: lease, thread record, the run's event stream
+-- ARGV: owner, gen, status, time (microseconds since the epoch), the thread's status
+--       bucket, event mode, event payload, stream ttl, stream maxlen, the checkpoint the
+--       run ends at ('' any), then the record's field/value pairs
 -- Fenced as RENEW: a lease taken over ends nothing (reply 0); nor does a run whose
 -- thread's newest checkpoint is not the one it ends at (reply -1: sent just after that
 -- checkpoint's commit, which was refused). Otherwise, in this order and atomically:
--- the status (record and index), the end event, the lease released (1).
+-- the status (record and index, as RECORD_STATUS), the end event, the lease released (1).
 local f = redis.call('HMGET', KEYS[1], 'owner', 'gen')
 local holder, gen = f[1] or '', f[2] or '0'
 if holder ~= ARGV[1] or gen ~= ARGV[2] then return 0 end
 if ARGV[10] ~= '' and redis.call('HGET', KEYS[2], 'last_checkpoint_id') ~= ARGV[10] then
   return -1
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 11))
-index_status(4, ARGV[3], ARGV[4], ARGV[5])
+record_status(KEYS[2], ARGV[3], ARGV[4], ARGV[5], 11, 10, 11)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'm', ARGV[6], 'p', ARGV[7])
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
 redis.call('HSET', KEYS[1], 'owner', '', 'expires', 0)

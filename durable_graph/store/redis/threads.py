@@ -31,6 +31,7 @@ from durable_graph.store.base import ThreadStatus
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import (
     ThreadKeys,
+    status_bucket,
     status_key,
     status_keys,
     thread_from_record_key,
@@ -69,17 +70,41 @@ class RunEnd:
 def _status_fields(
     status: str, error: BaseException | None, next_nodes: Sequence[str] | None,
 ) -> dict[str | bytes, str]:
-    """A thread record's fields for ``status`` (see ``ThreadRecords.set_status``)."""
-    if status not in STATUSES:
-        raise GraphValueError(f"unknown thread status {status!r}; use one of {STATUSES}")
+    """A thread record's fields for ``status`` (see ``ThreadRecords.set_status``), all
+    of them, as Redis Cluster's path sets them (``_changed_fields`` for the scripts)."""
     fields: dict[str | bytes, str] = {
-        "status": status,
+        "status": _checked(status),
         "updated_at": datetime.now(UTC).isoformat(),
     }
+    fields.update(_changed_fields(error, next_nodes))
+    fields.setdefault("next", "")
+    return fields
+
+
+def _changed_fields(
+    error: BaseException | None, next_nodes: Sequence[str] | None,
+) -> dict[str | bytes, str]:
+    """The fields a status script is sent besides the status and its time: the error's,
+    and ``next`` if known (the script sets ``status`` and ``updated_at`` itself, and drops
+    ``next`` unless sent)."""
+    fields: dict[str | bytes, str] = {}
     if error is not None:
         fields.update(_error_fields(error))
-    fields["next"] = "" if next_nodes is None else json.dumps(list(next_nodes))
+    if next_nodes is not None:
+        fields["next"] = json.dumps(list(next_nodes))
     return fields
+
+
+def _checked(status: str) -> str:
+    if status not in STATUSES:
+        raise GraphValueError(f"unknown thread status {status!r}; use one of {STATUSES}")
+    return status
+
+
+def _status_args(thread_id: str, status: str) -> list[Any]:
+    """A status script's status, time (microseconds since the epoch: it writes
+    ``updated_at`` from it, and the index score in ms) and the thread's status bucket."""
+    return [_checked(status), time.time_ns() // 1000, status_bucket(thread_id)]
 
 
 def _error_fields(error: BaseException) -> dict[str, str]:
@@ -135,27 +160,32 @@ class ThreadRecords:
         thread_id = str(thread_id)
 
         def both(client: Any) -> None:
-            fields = _status_fields(status, error, next_nodes)
             if isinstance(client, RedisCluster):  # record and index are in two slots
+                fields = _status_fields(status, error, next_nodes)
                 client.hset(ThreadKeys(self._prefix, thread_id).record, mapping=fields)
                 self._index(thread_id, status)
                 return
-            self._record(client, thread_id, status, fields)  # one script: atomic
+            # one script: atomic
+            self._record(client, thread_id, status, _changed_fields(error, next_nodes))
 
         self._conn.call("set thread status", both)
 
     def _record(self, client: Any, thread_id: str, status: ThreadStatus,
                 fields: Mapping[str | bytes, str], gone: Sequence[str] = ()) -> Any:
-        """Update the record (``gone`` fields deleted, ``fields`` set) and move ``thread_id``
-        to ``status`` in the index, as one script by SHA, on ``client``: the client itself
-        (a NOSCRIPT changed nothing, so the script is loaded and sent again) or a MULTI
-        pipeline run by ``RedisConn.execute`` (which loads it first)."""
-        record = ThreadKeys(self._prefix, thread_id).record
-        keys = [record, *(status_key(self._prefix, thread_id, s) for s in STATUSES)]
-        args: list[Any] = [thread_id, status, int(time.time() * 1000), len(gone), *gone]
-        for name, value in fields.items():
-            args += [name, value]
-        return self._conn.script("RECORD_STATUS")(keys=keys, args=args, client=client)
+        """Update the record (``gone`` fields deleted, ``fields`` set with the status and
+        its time, ``next`` dropped unless among them) and move ``thread_id`` to ``status``
+        in the index, as one script by SHA, on ``client``: the client itself (a NOSCRIPT
+        changed nothing, so the script is loaded and sent again) or a MULTI pipeline run
+        by ``RedisConn.execute`` (which loads it first). Sent: the record key, the status,
+        the time, the bucket (the script composes the index keys) and only what else
+        changes."""
+        args = _status_args(thread_id, status)
+        if gone or fields:
+            args += [len(gone), *gone]
+            for name, value in fields.items():
+                args += [name, value]
+        return self._conn.script("RECORD_STATUS")(
+            keys=[ThreadKeys(self._prefix, thread_id).record], args=args, client=client)
 
     def close_run(
         self, lease: Lease, status: ThreadStatus, error: BaseException | None,
@@ -191,14 +221,11 @@ class ThreadRecords:
     ) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the ``CLOSE_RUN`` script."""
         thread_id = str(lease.thread_id)
-        fields = _status_fields(status, error, next_nodes)
         tk = ThreadKeys(self._prefix, thread_id)
-        keys = [tk.lease, tk.record, event.stream,
-                *(status_key(self._prefix, thread_id, s) for s in STATUSES)]
-        args: list[Any] = [lease.owner, lease.generation, thread_id, status,
-                           int(time.time() * 1000), event.mode, event.payload, event.ttl,
-                           event.maxlen, at]
-        for name, value in fields.items():
+        keys = [tk.lease, tk.record, event.stream]
+        args: list[Any] = [lease.owner, lease.generation, *_status_args(thread_id, status),
+                           event.mode, event.payload, event.ttl, event.maxlen, at]
+        for name, value in _changed_fields(error, next_nodes).items():
             args += [name, value]
         return keys, args
 
@@ -249,8 +276,7 @@ class ThreadRecords:
         fields.update({k: v for k, v in (policy or {}).items() if v != "0"})
         gone = [k for k, v in (policy or {}).items() if v == "0"]
         if status is not None:  # one script for the run's fields, the status's and its index
-            self._record(pipe, thread_id, status,
-                         {**fields, **_status_fields(status, None, None)}, gone)
+            self._record(pipe, thread_id, status, fields, gone)
             return
         if gone:
             pipe.hdel(record, *gone)
