@@ -417,3 +417,23 @@ def test_a_refused_commit_stores_the_held_writes(tmp_path: Path) -> None:
     saved = saver.get_tuple(checkpoint_config(thread, "", first.id))
     assert saved is not None
     assert [(w.task_id, w.channel, w.value) for w in saved.pending_writes] == [("t1", "x", 2)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sync_stores_held_writes_before_a_pause_reaches_the_caller(
+    kind: str, tmp_path: Path
+) -> None:
+    """b interrupts and a, the last to finish, was held (a ``values`` stream shows no
+    task's end): the step pauses without a commit, and its ``values`` chunk with the
+    interrupt reaches a caller that finds a's writes stored (``sync``)."""
+    store = _Counted(kind, tmp_path)
+    app = _pair("a", lambda name: interrupt("ok?") if name == "b" else None).compile(
+        checkpointer=store.saver)
+    config = _cfg()
+    paused = []
+    for chunk in app.stream({"log": []}, config, stream_mode="values", durability="sync"):
+        if "__interrupt__" in chunk:
+            saved = store.saver.get_tuple(config)
+            assert saved is not None
+            paused.append(sorted(w.channel for w in saved.pending_writes))
+    assert paused == [["__interrupt__", "log"]]
