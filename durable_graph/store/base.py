@@ -354,10 +354,12 @@ class BaseCheckpointSaver(ABC):
         """``put`` of a checkpoint that applies ``writes``: a task's writes against its
         parent that the caller held back instead of storing them first.
 
-        What the commit would retire at once (``kept_writes``) is not stored at all; the
-        rest is, before the checkpoint (stores may do both in one round trip). Where
-        they differ from storing the writes then the checkpoint: only when the parent is
-        no longer the latest, where this leaves it without those ordinary writes.
+        Only the writes the store keeps once this commit lands (``kept_writes``) are
+        stored, before the checkpoint (a store may send both in one round trip); those
+        the commit would retire at once are not sent at all. The store then holds what
+        ``put_writes`` then ``put`` leave, but where a store retires nothing because the
+        parent is no longer the latest (Redis, under a concurrent writer): that parent
+        is left without those ordinary writes.
         """
         w_config, task_id, task_writes = writes
         kept = self.kept_writes(config, metadata, task_writes)

@@ -478,7 +478,9 @@ class RedisSaver(BaseCheckpointSaver):
         writes: HeldWrites,
     ) -> dict[str, Any]:
         """``BaseCheckpointSaver.put_applying``: the writes kept (outcomes, when the
-        commit retires the ordinary ones) go in the commit's own script (``PUT_STEP``)."""
+        commit retires the ordinary ones) go in the commit's own script (``PUT_STEP``;
+        outcomes replace their slots, so ``commit_step``'s one-execution rule for a
+        task's ordinary writes does not apply to them)."""
         if not retires_parent_writes(config, metadata):  # as put_writes, then put
             return super().put_applying(config, checkpoint, metadata, new_versions, writes)
         w_config, task_id, task_writes = writes
