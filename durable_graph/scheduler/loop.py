@@ -186,9 +186,10 @@ class StepLoop:
 
     # -- recording -------------------------------------------------------------
 
-    def record(self, task_id: str, writes: list[Write]) -> None:
-        """Store a task's writes against the current checkpoint (thread-safe)."""
-        self.persister.put_writes(task_id, writes)
+    def record(self, task_id: str, writes: list[Write], *, hold: bool = False) -> None:
+        """Store a task's writes against the current checkpoint (thread-safe); ``hold``:
+        the step's last task's, sent with the commit that applies them (``Persister``)."""
+        self.persister.put_writes(task_id, writes, hold=hold)
         self.pending.extend(PendingWrite(task_id, ch, v) for ch, v in writes)
 
     # -- the run ---------------------------------------------------------------
@@ -383,6 +384,7 @@ class StepLoop:
         nxt = end_step(self.spec, self.checkpoint, tasks, outcomes, step=step,
                        opts=self.step_opts, new_id=new_checkpoint_id(after=self.checkpoint.id))
         if nxt.metadata is None:
+            self.persister.send_held()  # no commit applies the last task's writes
             return (yield from self._stop(nxt))
         self.checkpoint = nxt.checkpoint
         self._commit(nxt.metadata)
@@ -447,7 +449,7 @@ class StepLoop:
             _, task, outcome = item
             remaining -= 1
             outcomes[task.id] = outcome
-            yield from self._task_done(task, outcome, step_no)
+            yield from self._task_done(task, outcome, step_no, last=not remaining)
         return outcomes
 
     def _step_started(
@@ -467,16 +469,25 @@ class StepLoop:
         config, ns = task_config(self.config, self.ns, self.checkpoint.id, task)
         return execute_task(task, step, config, ns, values=values, resume=resume)
 
-    def _task_done(self, task: PlannedTask, outcome: Outcome, step: int) -> Iterator[Event]:
+    def _task_done(
+        self, task: PlannedTask, outcome: Outcome, step: int, *, last: bool
+    ) -> Iterator[Event]:
+        """Stream and store a finished task; ``last``: the step's last to finish, whose
+        writes (when it succeeded) wait for the commit that applies them, unless events
+        handed to the caller before it would break ``sync``'s promise (``Persister``)."""
         if "messages" in self.opts.modes and outcome.writes:
             for chunk in message_events(task, outcome.writes, step, self.config,
                                         self.seen_messages):
                 yield "messages", chunk
-        record_outcome(functools.partial(self.record, task.id), outcome)
+        after: list[Event] = []
         if outcome.writes is not None and "updates" in self.opts.modes and not task.node.hidden:
-            yield "updates", self._updates(task, outcome)
+            after.append(("updates", self._updates(task, outcome)))
         if "tasks" in self.opts.modes and not task.node.hidden and not outcome.cached:
-            yield "tasks", task_ended(task, outcome)
+            after.append(("tasks", task_ended(task, outcome)))
+        hold = last and outcome.writes is not None \
+            and not (after and self.opts.durability == "sync")
+        record_outcome(functools.partial(self.record, task.id, hold=hold), outcome)
+        yield from after
 
     def _drain(self) -> Iterator[Event]:
         while True:

@@ -1,14 +1,37 @@
 """When checkpoints and task writes reach the saver: the three durability modes.
 
-- ``sync``: each write and checkpoint is stored before the run goes on.
+- ``sync``: each write and checkpoint is stored before the run goes on, but for the
+  writes of a step's last task (below).
 - ``async``: stored in order on one background thread while the next step runs;
   the run waits for them before it returns.
 - ``exit``: kept in memory and stored once when the run ends, however it ends
   (done, failed or interrupted): the last checkpoint and its pending writes.
+
+The writes of the task that finishes a step are held back (``put_writes(...,
+hold=True)``, ``sync`` and ``async``): the next thing stored is normally the checkpoint
+that applies them, and a store that retires a parent's applied writes at that commit
+(``retires_applied_writes``: Redis, SQLite) would store them only to delete them. They
+go with that commit instead (``saver.put_applying``): the ordinary writes not at all,
+the outcomes it keeps (errors, interrupts, resume values) in the commit's round trip
+where the store can. Anything else stored first sends them as they are, first: another
+task's writes, a checkpoint that does not apply them, ``send_held`` (the step ends
+without a commit) and ``flush``. A commit that fails stores them then, as if sent first
+(the failure is raised still), so the task is not run again for that.
+
+Only the step's last task is held (the loop says which): the others are stored as they
+finish, as before, so a crash mid-step never runs again a task that finished before
+the last one. With ``sync`` the loop holds it only when no stream event is handed to
+the caller before the commit, so what ``sync`` promises stays true: between the last
+task's end and its commit the run executes no node and hands nothing to the caller (no
+stream event, no return); it only applies the step's writes (the channels' reducers) and
+plans the next step. A process killed in that window runs the last task again on
+resume, as one killed while that task was running would; no reader can tell the
+difference but by reading the store inside that window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -22,8 +45,10 @@ from durable_graph.store.base import (
     BaseCheckpointSaver,
     Checkpoint,
     CheckpointMetadata,
+    HeldWrites,
     PutArgs,
     checkpoint_config,
+    config_ids,
 )
 from durable_graph.store.delta import plan_values
 
@@ -59,6 +84,7 @@ class Persister:
         self._futures: list[Future[Any]] = []
         self._holding = False
         self._held: PutArgs | None = None
+        self._held_writes: HeldWrites | None = None
 
     def hold(self) -> None:
         """Keep the next checkpoint back (``sync`` and ``async``) until ``take_held`` hands
@@ -90,11 +116,29 @@ class Persister:
             self._deferred = (checkpoint, metadata)
             self._deferred_writes = []
             return
+        writes = self._take_writes()
+        applied = writes is not None and not self._holding \
+            and config_ids(writes[0])[2] == self._parent_id
+        if writes is not None and not applied:
+            self._send(writes)  # not this checkpoint's: they go first, as they are
+            writes = None
         if self._holding:
             self._release()
             self._held = self._put_args(checkpoint, metadata)
             return
-        self._run(self._put_call(checkpoint, metadata))
+        if writes is None:
+            self._run(self._put_call(checkpoint, metadata))
+            return
+        saver, args, held = self.saver, self._put_args(checkpoint, metadata), writes
+
+        def commit() -> Any:
+            try:
+                return saver.put_applying(*args, held)
+            except BaseException:
+                with contextlib.suppress(Exception):  # as if they had gone first
+                    _put_held(saver, held)
+                raise
+        self._run(commit)
 
     def _release(self) -> None:
         """Store the checkpoint held back, if any (before anything written after it)."""
@@ -104,8 +148,9 @@ class Persister:
             assert saver is not None
             self._run(lambda: saver.put(*held))
 
-    def put_writes(self, task_id: str, writes: Sequence[Write]) -> None:
-        """Store a task's writes against the latest checkpoint."""
+    def put_writes(self, task_id: str, writes: Sequence[Write], *, hold: bool = False) -> None:
+        """Store a task's writes against the latest checkpoint; ``hold``: the step's last
+        task's, held back for the commit that applies them (see the module's doc)."""
         if self.saver is None:
             return
         if self.durability == "exit":
@@ -113,14 +158,36 @@ class Persister:
                 self._deferred_writes.append((task_id, list(writes)))
             return
         self._release()
-        saver, config = self.saver, self._config(self._current_id)
-        self._run(lambda: saver.put_writes(config, writes, task_id))
+        self.send_held()
+        held = (self._config(self._current_id), task_id, list(writes))
+        if hold:
+            with self._lock:
+                self._held_writes = held
+            return
+        self._send(held)
+
+    def send_held(self) -> None:
+        """Store the task writes held back, now (the step ends without a commit)."""
+        held = self._take_writes()
+        if held is not None:
+            self._send(held)
+
+    def _take_writes(self) -> HeldWrites | None:
+        with self._lock:
+            held, self._held_writes = self._held_writes, None
+        return held
+
+    def _send(self, held: HeldWrites) -> None:
+        saver = self.saver
+        assert saver is not None
+        self._run(lambda: _put_held(saver, held))
 
     def flush(self) -> None:
         """Store whatever is still held back; raise the first error a store hit."""
         if self.saver is None:
             return
         self._release()
+        self.send_held()
         if self.durability == "exit":
             if self._deferred is not None:
                 deferred, self._deferred = self._deferred, None
@@ -192,3 +259,9 @@ class Persister:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="durable-graph-persist")
             self._futures.append(self._pool.submit(call))
+
+
+def _put_held(saver: BaseCheckpointSaver, held: HeldWrites) -> None:
+    """Store writes held back, as ``put_writes`` would have then."""
+    config, task_id, writes = held
+    saver.put_writes(config, writes, task_id)

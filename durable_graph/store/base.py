@@ -39,6 +39,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointMetadata",
     "CheckpointTuple",
+    "HeldWrites",
     "PendingWrite",
     "PutArgs",
     "ThreadStatus",
@@ -115,6 +116,10 @@ class Checkpoint:
 PutArgs = tuple[dict[str, Any], Checkpoint, CheckpointMetadata, dict[str, int]]
 """The arguments of a saver's ``put`` (config, checkpoint, metadata, new versions), as a
 caller holds a write back to send it with a later one (``Persister.hold``)."""
+
+HeldWrites = tuple[dict[str, Any], str, Sequence[tuple[str, Any]]]
+"""A task's writes as ``put_writes`` takes them (config, task id, writes), held back by
+a caller to hand them to the commit that applies them (``put_applying``)."""
 
 
 class PendingWrite(NamedTuple):
@@ -271,6 +276,9 @@ class BaseCheckpointSaver(ABC):
     """Retention policy: seconds a thread lives after its last commit (None: forever)."""
     keep_last: int | None = None
     """Retention policy: checkpoints each commit keeps in its namespace (None: all)."""
+    retires_applied_writes: bool = False
+    """Whether a ``put`` that ``retires_parent_writes`` deletes the parent's ordinary
+    writes when the parent is the latest (errors, interrupts and resume values stay)."""
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
@@ -334,6 +342,41 @@ class BaseCheckpointSaver(ABC):
         deleted: a late duplicate of a task whose step was committed) stores nothing,
         so it cannot leak; one to a checkpoint not stored yet is kept.
         """
+
+    def put_applying(
+        self,
+        config: Mapping[str, Any],
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int],
+        writes: HeldWrites,
+    ) -> dict[str, Any]:
+        """``put`` of a checkpoint that applies ``writes``: a task's writes against its
+        parent that the caller held back instead of storing them first.
+
+        Only the writes the store keeps once this commit lands (``kept_writes``) are
+        stored, before the checkpoint (a store may send both in one round trip); those
+        the commit would retire at once are not sent at all. The store then holds what
+        ``put_writes`` then ``put`` leave, but where a store retires nothing because the
+        parent is no longer the latest (Redis, under a concurrent writer): that parent
+        is left without those ordinary writes.
+        """
+        w_config, task_id, task_writes = writes
+        kept = self.kept_writes(config, metadata, task_writes)
+        if kept:
+            self.put_writes(w_config, kept, task_id)
+        return self.put(config, checkpoint, metadata, new_versions)
+
+    def kept_writes(
+        self, config: Mapping[str, Any], metadata: CheckpointMetadata,
+        writes: Sequence[tuple[str, Any]],
+    ) -> Sequence[tuple[str, Any]]:
+        """Those of ``writes`` (to the parent of a ``put(config, ..., metadata, ...)``)
+        this store keeps once that put is committed: all, or, when the put retires its
+        parent's ordinary writes, the outcomes (errors, interrupts, resume values)."""
+        if self.retires_applied_writes and retires_parent_writes(config, metadata):
+            return [w for w in writes if w[0] in WRITES_IDX_MAP]
+        return list(writes)
 
     @abstractmethod
     def delete_thread(self, thread_id: str) -> None:

@@ -248,6 +248,8 @@ class SqliteSaver(BaseCheckpointSaver):
     table); their unpack functions read them in the ``sqlite3`` shell's place.
     """
 
+    retires_applied_writes = True  # in the commit's transaction (else it is refused)
+
     def __init__(
         self,
         path_or_connection: str | os.PathLike[str] | sqlite3.Connection,

@@ -1,6 +1,6 @@
 """A graph run in a subprocess so a test can SIGKILL it and resume it in another.
 
-Usage: ``python _crash_graph.py {fanout|chain} {start|resume} DB_PATH MARKER_DIR``
+Usage: ``python _crash_graph.py {fanout|chain|pair} {start|resume} DB_PATH MARKER_DIR``
 
 Every node and task appends one line to its own marker file when it starts, so a
 file's line count is how many times it ran (across processes). ``start`` runs the
@@ -97,6 +97,29 @@ def chain_graph(saver: SqliteSaver, markers: Path) -> Any:
     return b.compile(checkpointer=saver)
 
 
+def pair_graph(saver: SqliteSaver, markers: Path) -> Any:
+    """Two nodes in one step: ``fast`` finishes at once, ``slow`` sleeps (a kill lands
+    while it does, after ``fast``'s writes are stored), then ``join``."""
+    def node(name: str, sleep: float) -> Any:
+        def run(state: ChainState) -> ChainState:
+            mark(markers, name)
+            time.sleep(sleep)
+            mark(markers, f"{name}-done")
+            return {"log": [name]}
+
+        return run
+
+    b = StateGraph(ChainState)
+    b.add_node("fast", node("fast", 0))
+    b.add_node("slow", node("slow", SLOW * 10))
+    b.add_node("join", node("join", 0))
+    b.add_edge(START, "fast")
+    b.add_edge(START, "slow")
+    b.add_edge(["fast", "slow"], "join")
+    b.add_edge("join", END)
+    return b.compile(checkpointer=saver)
+
+
 @contextlib.contextmanager
 def opened(spec: str) -> Iterator[Any]:
     """The saver a store spec names: ``redis://host:port/db#prefix`` or a SQLite path."""
@@ -119,7 +142,7 @@ def main(argv: list[str]) -> None:
     markers.mkdir(parents=True, exist_ok=True)
     config = {"configurable": {"thread_id": THREAD}}
     with opened(db) as saver:
-        build = fanout_graph if variant == "fanout" else chain_graph
+        build = {"fanout": fanout_graph, "chain": chain_graph, "pair": pair_graph}[variant]
         graph = build(saver, markers)
         print(f"{mode} {variant}", flush=True)
         if mode == "start":

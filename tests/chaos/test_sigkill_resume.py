@@ -192,3 +192,36 @@ def test_resume_of_a_finished_run_runs_nothing(paths: tuple[str, Path]) -> None:
     assert proc.returncode == 0, err
     assert resume("chain", db, markers) == {"log": ["s0", "s1", "s2", "s3", "s4"]}
     assert all(runs(markers, n) == 1 for n in ("s0", "s1", "s2", "s3", "s4"))
+
+
+def _pending_of(db: str) -> list[str]:
+    """The channels and values of the pending writes on the thread's latest checkpoint."""
+    if not db.startswith("redis") and not Path(db).exists():
+        return []
+    with opened(db) as saver:
+        saved = saver.get_tuple(CONFIG)
+    return [] if saved is None else [repr(w.value) for w in saved.pending_writes]
+
+
+def test_sigkill_mid_step_keeps_the_task_that_finished_first(
+    paths: tuple[str, Path],
+) -> None:
+    """Two tasks in one step: the one that finished is stored as it finished (only a
+    step's last task waits for the commit), so the resume runs the other one only."""
+    db, markers = paths
+    proc = spawn("pair", "start", db, markers)
+    try:
+        wait_for(lambda: "['fast']" in _pending_of(db) and runs(markers, "slow") >= 1,
+                 proc, "fast's writes stored while slow sleeps")
+        kill(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert (runs(markers, "fast"), runs(markers, "slow"), runs(markers, "join")) == (1, 1, 0)
+    assert runs(markers, "slow-done") == 0, "slow finished before the kill: nothing tested"
+
+    out = resume("pair", db, markers)
+
+    assert sorted(out["log"][:2]) == ["fast", "slow"] and out["log"][2:] == ["join"]
+    assert (runs(markers, "fast"), runs(markers, "slow"), runs(markers, "join")) == (1, 2, 1)

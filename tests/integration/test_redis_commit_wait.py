@@ -113,7 +113,8 @@ def test_an_aof_wait_works_or_says_the_server_cannot(pair: Any, server: str | No
     if server is not None:  # Valkey 9: every commit of the run waited for its fsync
         assert has_waitaof(primary)
         assert graph.invoke({"log": []}, config, durability="sync") == {"log": ["a", "b", "c"]}
-        assert waitaof_calls(primary) >= 5 + 3  # 5 checkpoints and 3 tasks' writes
+        # 5 checkpoints (each step's last task's writes go with the commit applying them)
+        assert waitaof_calls(primary) >= 5
     elif has_waitaof(primary):  # a newer redis-server on PATH than Debian 12's
         assert graph.invoke({"log": []}, config, durability="sync") == {"log": ["a", "b", "c"]}
     else:  # this machine's Redis 7.0 has no WAITAOF: the error says what to do instead

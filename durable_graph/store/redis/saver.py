@@ -42,6 +42,7 @@ from durable_graph.store.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    HeldWrites,
     PutArgs,
     ThreadStatus,
     checkpoint_config,
@@ -219,6 +220,8 @@ class RedisSaver(BaseCheckpointSaver):
             (WAITAOF, fsynced on the server), ``"replicas:N"`` (WAIT), ``"aof+replicas:N"``
             or a ``CommitWait``; None trusts the server's reply (see ``commit_wait``).
     """
+
+    retires_applied_writes = True  # the PUT script, while the parent is the newest
 
     def __init__(
         self,
@@ -465,6 +468,27 @@ class RedisSaver(BaseCheckpointSaver):
         """
         return self.commit_step(config, checkpoint, metadata, new_versions, parent=parent,
                                 expect_latest=expect_latest, replaces=replaces, keep=keep)[0]
+
+    def put_applying(
+        self,
+        config: Mapping[str, Any],
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: Mapping[str, int],
+        writes: HeldWrites,
+    ) -> dict[str, Any]:
+        """``BaseCheckpointSaver.put_applying``: the writes kept (outcomes, when the
+        commit retires the ordinary ones) go in the commit's own script (``PUT_STEP``;
+        outcomes replace their slots, so ``commit_step``'s one-execution rule for a
+        task's ordinary writes does not apply to them)."""
+        if not retires_parent_writes(config, metadata):  # as put_writes, then put
+            return super().put_applying(config, checkpoint, metadata, new_versions, writes)
+        w_config, task_id, task_writes = writes
+        kept = self.kept_writes(config, metadata, task_writes)
+        if not kept:
+            return self.put(config, checkpoint, metadata, new_versions)
+        return self.commit_step(config, checkpoint, metadata, new_versions,
+                                task_writes=(w_config, task_id, kept))[0]
 
     def commit_step(
         self, config: Mapping[str, Any], checkpoint: Checkpoint, metadata: CheckpointMetadata,
