@@ -54,6 +54,13 @@ Formats (each file keeps the format it was recorded in):
   chat's prose deflated, ``z``) and each value whose bytes deflate by an eighth stored so,
   its tag after ``%`` (``records.DEFLATED``), which a reader older than v8 refuses; each
   record keeps ``ts`` as microseconds after its id's time (``t``) and no ``v`` "1".
+- ``redis-v9``: as ``redis-v8``, with a record's keys shortened (``r`` for the refs), its
+  parent as UUID bytes and its versions seen and metadata as msgpack
+  (``records.pack_record``); each changed scalar of at most ``INLINE_MAX`` bytes kept in
+  the refs (``[field, value]``) instead of a field, written out as one by the commit of
+  a child that reads it unchanged; and each delta link at the head of its value
+  (``records.linked``, first byte 3) instead of a chain field. A reader older than v9
+  refuses all three loudly.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -115,13 +122,14 @@ UNSIGNED_FORMATS = frozenset({"plain-v7", "plain-v8"})
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json",
-                 "redis-v7": "redis-v7.json", "redis-v8": "redis-v8.json"}
+                 "redis-v7": "redis-v7.json", "redis-v8": "redis-v8.json",
+                 "redis-v9": "redis-v9.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
                            "plain-v7", "signed-v8", "plain-v8", "redis-v3", "redis-v4",
-                           "redis-v5", "redis-v6", "redis-v7", "redis-v8"})
+                           "redis-v5", "redis-v6", "redis-v7", "redis-v8", "redis-v9"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "redis-v6",
-                          "redis-v7", "redis-v8"})
+                          "redis-v7", "redis-v8", "redis-v9"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""

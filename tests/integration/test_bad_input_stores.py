@@ -39,7 +39,12 @@ from durable_graph.store.base import (
 from durable_graph.store.codec import SignedSerializer, SigningCodec
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import ThreadKeys, blob_field
-from durable_graph.store.redis.records import record_versions
+from durable_graph.store.redis.records import (
+    pack_record,
+    record_refs,
+    record_versions,
+    unpack_record,
+)
 from durable_graph.store.serde import TypedSerializer
 
 KEY = "tamper-test-secret-" + "0" * 40
@@ -82,6 +87,10 @@ class Raw:
     point: Callable[[str, str, str, int], None]
     """(thread, checkpoint id, channel, version): edit the record's version of a channel."""
     strip_sig: Callable[[str, str], None]
+    in_field: Callable[[str, str, int], bool] = lambda thread, ch, v: True
+    """Whether a value is stored on its own (else in a signed record: redis-v9 keeps a
+    small value in the record of the checkpoint that changed it, so moving it edits the
+    record, and the refusal names the checkpoint, not the channel)."""
 
 
 def _sqlite_raw(path: Path) -> Raw:
@@ -125,35 +134,60 @@ def _redis_raw(url: str, prefix: str) -> Raw:
         return ThreadKeys(prefix, thread).ns("")
 
     def get_value(thread: str, ch: str, v: int) -> bytes:
-        raw = client.hget(nsk(thread).blobs, blob_field(ch, v))
+        raw = client.hget(nsk(thread).blobs, blob_field(ch, v)) or \
+            kept_in_records(thread, blob_field(ch, v))
         assert raw is not None
         return raw
 
-    def set_value(thread: str, ch: str, v: int, data: bytes) -> None:
-        client.hset(nsk(thread).blobs, blob_field(ch, v), data)
+    def in_field(thread: str, ch: str, v: int) -> bool:
+        return bool(client.hexists(nsk(thread).blobs, blob_field(ch, v)))
 
-    def record(thread: str, cid: str) -> tuple[str, dict[str, Any]]:
+    def set_value(thread: str, ch: str, v: int, data: bytes) -> None:
+        field = blob_field(ch, v)
+        if in_field(thread, ch, v):
+            client.hset(nsk(thread).blobs, field, data)
+            return
+        for cid in client.zrange(nsk(thread).index, 0, -1):  # kept in records (redis-v9)
+            key, fields = record(thread, cid.decode())
+            refs = record_refs(fields)
+            if dict(refs).get(field) is not None:
+                fields["refs"] = ormsgpack.packb(
+                    [f if raw is None else [f, (data if f == field else raw).decode("latin-1")]
+                     for f, raw in refs])
+                client.set(key, pack_record(fields, cid.decode()))
+
+    def record(thread: str, cid: str) -> tuple[str, dict[str, bytes]]:
         key = nsk(thread).checkpoint(cid)  # one packed record per checkpoint (redis-v4)
         raw = client.get(key)
         assert raw is not None
-        return key, ormsgpack.unpackb(raw)
+        return key, unpack_record(raw, cid)
+
+    def kept_in_records(thread: str, field: str) -> bytes | None:
+        """The stored bytes of a value some record of the thread keeps (redis-v9)."""
+        for cid in client.zrange(nsk(thread).index, 0, -1):
+            found = dict(record_refs(record(thread, cid.decode())[1])).get(field)
+            if found is not None:
+                return found
+        return None
 
     def point(thread: str, cid: str, ch: str, v: int) -> None:
-        key, rec = record(thread, cid)
-        stored = {k: (v.encode() if isinstance(v, str) else v) for k, v in rec.items()}
-        stored["refs"] = ormsgpack.packb(rec["refs"])
-        versions = {**record_versions(stored), ch: v}
-        if "versions" in rec:  # kept only when refs cannot give them back (redis-v7)
-            rec["versions"] = json.dumps(versions, separators=(",", ":"))
-        rec["refs"] = [blob_field(c, ver) for c, ver in sorted(versions.items())]
-        client.set(key, ormsgpack.packb(rec))
+        key, fields = record(thread, cid)
+        versions = {**record_versions(fields), ch: v}
+        if "versions" in fields:  # kept only when refs cannot give them back (redis-v7)
+            fields["versions"] = json.dumps(versions, separators=(",", ":")).encode()
+        kept = dict(record_refs(fields))
+        kept[blob_field(ch, v)] = kept_in_records(thread, blob_field(ch, v))
+        refs = [blob_field(c, ver) for c, ver in sorted(versions.items())]
+        fields["refs"] = ormsgpack.packb(
+            [f if kept.get(f) is None else [f, kept[f].decode("latin-1")] for f in refs])
+        client.set(key, pack_record(fields, cid))
 
     def strip_sig(thread: str, cid: str) -> None:
-        key, rec = record(thread, cid)
-        del rec["sig"]
-        client.set(key, ormsgpack.packb(rec))
+        key, fields = record(thread, cid)
+        del fields["sig"]
+        client.set(key, pack_record(fields, cid))
 
-    return Raw(saver, get_value, set_value, point, strip_sig)
+    return Raw(saver, get_value, set_value, point, strip_sig, in_field)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -202,8 +236,9 @@ def test_a_value_moved_to_another_thread_is_refused(raw: Raw) -> None:
     graph.invoke({"n": 40}, cfg("source"))
     cid, versions = _versions(raw.saver, "victim")
     _, src_versions = _versions(raw.saver, "source")
+    named = ["'a'"] if raw.in_field("victim", "a", versions["a"]) else []
     raw.set_value("victim", "a", versions["a"], raw.get_value("source", "a", src_versions["a"]))
-    _refused(raw, "victim", runs, "'a'", cid)
+    _refused(raw, "victim", runs, *named, cid)
 
 
 def test_two_channels_swapped_within_a_thread_are_refused(raw: Raw) -> None:
@@ -211,10 +246,11 @@ def test_two_channels_swapped_within_a_thread_are_refused(raw: Raw) -> None:
     graph = build(raw.saver, runs)
     graph.invoke({"n": 0}, cfg("t"))
     cid, v = _versions(raw.saver, "t")
+    named = ["'a'"] if raw.in_field("t", "a", v["a"]) else []
     a, b = raw.get_value("t", "a", v["a"]), raw.get_value("t", "b", v["b"])
     raw.set_value("t", "a", v["a"], b)
     raw.set_value("t", "b", v["b"], a)
-    _refused(raw, "t", runs, "'a'", cid)
+    _refused(raw, "t", runs, *named, cid)
 
 
 def _point_latest_at_an_older_a(raw: Raw, runs: list[str]) -> str:

@@ -282,3 +282,28 @@ def test_v8_deflates_leaves_and_values_and_keeps_ts_after_the_id() -> None:
     records = [ormsgpack.unpackb(base64.b64decode(rec["content"])) for rec in data["keys"]
                if rec["type"] == "string" and b":cp:" in base64.b64decode(rec["key"])]
     assert records and all("t" in r and "ts" not in r and "v" not in r for r in records)
+
+
+def test_v9_keeps_small_values_in_short_records_and_links_in_values() -> None:
+    """What v9 changes: records with short keys (``r`` the refs, ``P`` the parent's UUID
+    bytes, versions seen and metadata as msgpack), each small changed value kept in its
+    record's refs, and each delta link at the head of its value: no chain fields."""
+    import base64
+
+    import ormsgpack
+
+    from durable_graph.store.redis.keys import CHAIN, LEAF
+    from durable_graph.store.redis.records import LINKED, link_of
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v9"]).read_text())
+    fields = {base64.b64decode(f): base64.b64decode(v) for rec in data["keys"]
+              if rec["type"] == "hash" for f, v in rec["content"].items()}
+    assert not any(f.startswith(CHAIN.encode()) for f in fields)
+    linked = [v for f, v in fields.items() if not f.startswith(LEAF.encode())
+              and v.startswith(LINKED)]
+    assert linked and all(ormsgpack.unpackb(link_of(v) or b"")[1] >= 0 for v in linked)
+    records = [ormsgpack.unpackb(base64.b64decode(rec["content"])) for rec in data["keys"]
+               if rec["type"] == "string" and b":cp:" in base64.b64decode(rec["key"])]
+    assert records and all("r" in r and "refs" not in r and "parent" not in r for r in records)
+    assert any("P" in r for r in records) and all(isinstance(r["m"], dict) for r in records)
+    assert any(isinstance(ref, list) for r in records for ref in r["r"])

@@ -112,7 +112,9 @@ def test_exit_durability_replaces_the_previous_step_and_its_own_values(
     old = saver.get_tuple(cfg(start.id))
     assert old is not None and old.checkpoint.channel_values == {"kept": "s", "x": 0}
     blobs = saver.client.hkeys(f"{{{saver.prefix}:t}}:n::blobs")
-    assert sorted(b.split(b"\0")[0] for b in blobs) == [b"kept", b"tmp", b"x", b"x"]
+    # x's small values live in their records (redis-v9), step1's with it; "kept" and
+    # "tmp", read unchanged by later checkpoints, were written out as fields for them
+    assert sorted(b.split(b"\0")[0] for b in blobs) == [b"kept", b"tmp"]
     writes = saver.client.keys(f"{{{saver.prefix}:t}}:n::w:{step1.id}")
     assert writes == []
 

@@ -7,7 +7,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -38,12 +38,15 @@ def cp(values: dict[str, Any], versions: dict[str, int]) -> Checkpoint:
     )
 
 
-def chain(saver: RedisSaver, n: int, thread: str = "t1", ns: str = "", **extra: Any) -> list[dict]:
-    """n checkpoints: ``static`` never changes (version 1), ``count`` changes every step."""
+def chain(saver: RedisSaver, n: int, thread: str = "t1", ns: str = "", *,
+          wrap: Callable[[int], Any] = lambda step: step, **extra: Any) -> list[dict]:
+    """n checkpoints: ``static`` never changes (version 1), ``count`` changes every step
+    (``wrap(step)``: an int is kept in the records, redis-v9; ``[step]`` in a field)."""
     parent = cfg(thread, ns, **extra)
     out = []
     for step in range(n):
-        checkpoint = cp({"static": "S" * 100, "count": step}, {"static": 1, "count": step + 1})
+        checkpoint = cp({"static": "S" * 100, "count": wrap(step)},
+                        {"static": 1, "count": step + 1})
         new = {"static": 1, "count": 1} if step == 0 else {"count": step + 1}
         parent = saver.put(parent, checkpoint, {"step": step}, new)
         out.append(parent)
@@ -100,15 +103,20 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def test_unchanged_channel_is_not_rewritten(saver: RedisSaver, raw: redis.Redis) -> None:
-    chain(saver, 5)
-    blobs = saver._conn.client.hkeys(f"{{{saver.prefix}:t1}}:n::blobs")
+    chain(saver, 5, thread="ints")
+    blobs = raw.hkeys(f"{{{saver.prefix}:ints}}:n::blobs")
+    assert blobs == [b"static\x001"], "static stored once, each small count in its record"
+    chain(saver, 5, wrap=lambda step: [step])
+    blobs = raw.hkeys(f"{{{saver.prefix}:t1}}:n::blobs")
     assert len(blobs) == 1 + 5, "static stored once, count once per version"
     keys = thread_keys(raw, saver.prefix, "t1")
     kinds = sorted({k.split("}:", 1)[1].split(":cp:")[0] for k in keys})
     assert kinds == ["n:", "n::blobs", "n::idx", "ns", "rec"]
     assert sum(":cp:" in k for k in keys) == 5
     latest = saver.get_tuple(cfg())
-    assert latest is not None and latest.checkpoint.channel_values["count"] == 4
+    assert latest is not None and latest.checkpoint.channel_values["count"] == [4]
+    ints = saver.get_tuple(cfg("ints"))
+    assert ints is not None and ints.checkpoint.channel_values["count"] == 4
 
 
 def test_all_keys_of_a_thread_share_one_slot(saver: RedisSaver, raw: redis.Redis) -> None:
@@ -288,7 +296,7 @@ def test_lease_release_and_reacquire_bumps_generation(saver: RedisSaver) -> None
 
 
 def test_prune_keeps_what_resuming_needs(saver: RedisSaver, raw: redis.Redis) -> None:
-    configs = chain(saver, 10)
+    configs = chain(saver, 10, wrap=lambda step: [step])
     for config in configs:
         saver.put_writes(config, [("count", "w")], "task")
     assert saver.prune("t1", keep_last=3) == 7
@@ -296,7 +304,7 @@ def test_prune_keeps_what_resuming_needs(saver: RedisSaver, raw: redis.Redis) ->
     assert kept == configs[-3:][::-1]
     latest = saver.get_tuple(cfg())
     assert latest is not None
-    assert latest.checkpoint.channel_values == {"static": "S" * 100, "count": 9}
+    assert latest.checkpoint.channel_values == {"static": "S" * 100, "count": [9]}
     assert latest.pending_writes == [PendingWrite("task", "count", "w")]
     assert saver.get_tuple(configs[0]) is None
     blobs = raw.hkeys(f"{{{saver.prefix}:t1}}:n::blobs")

@@ -45,6 +45,7 @@ from durable_graph.store.leaves import (
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import BLOBS, CHAIN, LEAF, ThreadKeys, leaf_field
 from durable_graph.store.redis.leafblobs import LeafHints
+from durable_graph.store.redis.records import link_of, unlinked
 from durable_graph.store.retention import copy_thread
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.store.sqlite_leaves import (
@@ -480,10 +481,11 @@ def test_redis_values_referring_to_leaves_have_a_tag_old_readers_refuse(
         texts = run_chat(app, "t", 3)
         app.invoke({"messages": [{"id": "s", "role": "user", "content": "short"}]}, config)
         blobs = ThreadKeys(saver.prefix, "t").ns("").blobs
-        values = {f: v for f, v in saver.client.hgetall(blobs).items()
+        stored = {f: v for f, v in saver.client.hgetall(blobs).items()
                   if not f.startswith((LEAF.encode(), CHAIN.encode()))}
-        chains = {f[len(CHAIN):]: ormsgpack.unpackb(v)
-                  for f, v in saver.client.hgetall(blobs).items() if f.startswith(CHAIN.encode())}
+        values = {f: unlinked(v) for f, v in stored.items()}  # v9: links head the values
+        chains = {f: ormsgpack.unpackb(link) for f, v in stored.items()
+                  if (link := link_of(v)) is not None}
         refer = {f for f, v in values.items() if len(chains.get(f, [])) > 2}
         tags = {f: undeflated_tag(v.partition(b"\x00")[0]) for f, v in values.items()}
         assert refer and refer != set(values)

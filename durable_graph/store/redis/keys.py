@@ -8,15 +8,19 @@ checkpoint namespace)::
     {P:T}:ns                   hash  namespace name -> namespace key base ``{P:T}:n:N``
     {P:T}:n:N:idx              zset  checkpoint ids, all score 0, so lexical order = time order
     {P:T}:n:N:blobs            hash  "channel\\0version" -> tag "\\0" bytes (one per version;
-                               deflated, tag after "%", when that pays: redis-v8);
-                               "\\1chain\\0" field -> [base field or '', depth, leaf fields]
-                               (``chain_field``); "\\2leaf\\0" digest -> a large leaf kept
+                               deflated, tag after "%", when that pays: redis-v8; headed
+                               by its link [base field or '', depth, leaf fields] when it
+                               is a delta or refers to leaves: redis-v9, ``records.linked``);
+                               "\\1chain\\0" field -> that link (``chain_field``, v3 to v8);
+                               "\\2leaf\\0" digest -> a large leaf kept
                                once (``leaf_field``, redis-v6: ``leafblobs``; a deflate or
                                base64 cell since v8: ``deflate.pack_leaf``)
     {P:T}:n:N:cp:<id>          string  one checkpoint, packed: parent, ts, v, versions, seen,
                                metadata, refs; versions only if
                                refs cannot give them back (redis-v7; a hash before v4);
-                               ts as t (after the id's time) and no v "1" (redis-v8)
+                               ts as t (after the id's time) and no v "1" (redis-v8);
+                               short keys, the parent's UUID bytes, seen and metadata as
+                               msgpack, and small changed values in the refs (redis-v9)
     {P:T}:n:N:w:<id>           hash  pending writes of one checkpoint: "task_id:idx" -> write
     {P:T}:n:N:wt:<id>:<task>   set   @task calls a suspended task waits on (distributed)
     {P:T}:n:N:wk:<id>:<task>   str   the signed job that replays the task once they are done

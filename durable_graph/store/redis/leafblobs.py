@@ -9,9 +9,10 @@ apart is ``leaves.apart_in``'s rule: those of the input, and those the caller
 says the thread already keeps (``kept``: a hint, see ``RedisSaver``), so an
 appended log line that nothing repeats stays in its value, where one copy costs least.
 
-Every value that refers to leaves lists their fields in its chain field
+Every value that refers to leaves lists their fields in its link
 (``[base field or '', depth, leaf field...]``, the delta link of redis-v3 with the
-leaves after it). A new leaf's bytes are sent with the value in the same commit
+leaves after it; at the head of the value since redis-v9, ``records.linked``, in a
+chain field beside it before). A new leaf's bytes are sent with the value in the same commit
 (``HSETNX``); a leaf the hint says the thread holds already goes as its field name
 only, among the fields the commit script requires (``HEXISTS``): if one is gone (a
 prune or ``keep_last`` dropped it since), the script writes nothing and names it, and
@@ -51,8 +52,8 @@ from durable_graph.store.deflate import pack_leaf
 from durable_graph.store.delta import ChannelDelta
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import apart_in
-from durable_graph.store.redis.keys import blob_field, chain_field, leaf_field
-from durable_graph.store.redis.records import encode_value
+from durable_graph.store.redis.keys import blob_field, leaf_field
+from durable_graph.store.redis.records import encode_value, linked
 
 __all__ = ["HINTS_KEPT", "LeafHints", "encode_values"]
 
@@ -89,7 +90,7 @@ def encode_values(
     for ch, value in values.items():
         leaves = leaves_of.get(ch)
         if leaves is not None or isinstance(value, ChannelDelta):
-            out[chain_field(fields[ch])] = _link(ch, value, leaves or {})
+            out[fields[ch]] = linked(_link(ch, value, leaves or {}), out[fields[ch]])
     apart: set[bytes] = set()
     held: dict[str, bytes] = {}
     for leaves in leaves_of.values():

@@ -31,12 +31,27 @@ class. Both read back to exactly v7's fields, so signatures are unchanged. A rea
 than v8 fails loudly on such a record, never reading a wrong time: it finds no ``ts``
 (a KeyError where it reads it; in a signed store the record's signature fails first, as
 it covers ``t`` where the signer signed ``ts``).
+
+Redis-v9 (about 200 bytes a step less held, where Redis's own cost of a hash entry, about
+80 bytes, and an allocator class decide): a changed scalar of at most ``INLINE_MAX`` stored
+bytes (a counter, a branch's None) is kept in its record's ``refs`` as ``[field, its
+stored bytes as Latin-1 text]`` instead of a blob field, signed with the record and for its
+place as any value; a child checkpoint that reads it unchanged has it written out as a
+field by its commit (``scripts.PUT``, from the parent's record), so it outlives that
+record. A delta's link heads its value (``linked``) instead of a chain field beside it.
+The record keeps short keys (``_SHORT``), its parent as UUID bytes and its versions seen
+and metadata as msgpack when they read back to the same text (``pack_record``), which
+takes a step's record (~300 bytes) down an allocator class. ``unpack_record`` gives back
+v8's fields exactly, so signatures are unchanged. A reader older than v9 fails loudly on
+each: a record without ``refs`` is garbled to it, and a linked value's first byte is a
+tag no serializer has.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,6 +75,8 @@ from durable_graph.store.stamps import id_micros, ts_micros, ts_text
 
 __all__ = [
     "DEFLATED",
+    "INLINE_MAX",
+    "LINKED",
     "REFERS_LEAVES",
     "bind_run",
     "checkpoint_fields",
@@ -70,11 +87,17 @@ __all__ = [
     "encode_blob",
     "encode_value",
     "encode_writes",
+    "inlinable",
     "join_leaves_of",
+    "link_of",
+    "linked",
     "pack_record",
+    "page_metadata",
     "record_parent",
+    "record_refs",
     "record_versions",
     "unbind_run",
+    "unlinked",
     "unpack_record",
 ]
 
@@ -131,11 +154,44 @@ def encode_value(tagged: tuple[str, bytes], *, refers_leaves: bool = False) -> b
     return encode_blob(_squeezed(tagged), refers_leaves=refers_leaves)
 
 
+LINKED = b"\x03"
+"""First byte of a blob-hash value headed by its delta link (redis-v9, ``linked``): no
+serializer tag starts with it, so a reader older than v9 refuses such a value loudly
+("unknown serialization format", or an unsigned payload in a signed store)."""
+
+
+def linked(link: bytes, stored: bytes) -> bytes:
+    """A value as stored with its link (msgpack ``[base field or '', depth, leaf
+    fields...]``) in front: ``LINKED``, the link's length (4 bytes, big-endian), the link,
+    then ``stored``. One hash entry where redis-v3 to v8 kept the link in a chain field
+    beside the value, about 80 bytes of Redis's own per entry less. The scripts read the
+    link from there (``scripts.link_of``); it is not signed (the value's own signature
+    covers the delta's base), as the chain field was not."""
+    return LINKED + len(link).to_bytes(4, "big") + link + stored
+
+
+def link_of(raw: bytes) -> bytes | None:
+    """The link heading a stored value (``linked``), or None for a value without one."""
+    if not raw.startswith(LINKED):
+        return None
+    return raw[5:5 + int.from_bytes(raw[1:5], "big")]
+
+
+def unlinked(raw: bytes) -> bytes:
+    """A stored value past the link heading it, if any (``linked``): ``encode_value``'s
+    bytes."""
+    if not raw.startswith(LINKED):
+        return raw
+    return raw[5 + int.from_bytes(raw[1:5], "big"):]
+
+
 def decode_value(raw: bytes, channel: str, version: object) -> tuple[str, bytes]:
     """Inverse of ``encode_value`` (the serializer's tag and bytes, checked after this by
-    the serializer). A deflated value that does not inflate within ``MAX_RATIO`` times its
-    size (garbled, or a zlib bomb) is a CheckpointStoreError: nothing of it is read."""
-    return _unsqueezed(decode_blob(raw), f"value of channel {channel!r} version {version}")
+    the serializer), past the link heading it if any (``linked``). A deflated value that
+    does not inflate within ``MAX_RATIO`` times its size (garbled, or a zlib bomb) is a
+    CheckpointStoreError: nothing of it is read."""
+    return _unsqueezed(decode_blob(unlinked(raw)),
+                       f"value of channel {channel!r} version {version}")
 
 
 def _squeezed(tagged: tuple[str, bytes]) -> tuple[str, bytes]:
@@ -166,12 +222,36 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
+INLINE_MAX = 96
+"""Stored bytes up to which a scalar channel value is kept in its checkpoint's record
+(``refs``, redis-v9) instead of a blob field of its own (``inlinable``): a small value
+plain (an int is about 10 bytes) or signed (about 50 to 80: its signature and place)."""
+
+_INLINE_STR = 32
+"""Characters up to which a text value is a candidate to keep in the record."""
+
+
+def inlinable(value: Any) -> bool:
+    """Whether ``value`` is a scalar small enough to be kept in its checkpoint's record
+    when its stored bytes are at most ``INLINE_MAX`` (redis-v9): None, a bool, an int, a
+    float or a short text. Never a list, so never the base of a delta."""
+    kind = type(value)
+    return (value is None or kind in (bool, int, float)
+            or (kind is str and len(value) <= _INLINE_STR))
+
+
 def checkpoint_fields(
-    tc: ThreadCodec, checkpoint: Checkpoint, metadata: CheckpointMetadata, parent_id: str | None
+    tc: ThreadCodec, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+    parent_id: str | None, inline: Mapping[str, bytes] | None = None,
 ) -> dict[str, str | bytes]:
-    """The fields of a checkpoint's hash (everything but its values), signed if signing."""
+    """The fields of a checkpoint's hash (everything but its values), signed if signing.
+
+    ``inline``: channel -> the stored bytes of a small value kept in ``refs`` itself
+    (redis-v9, ``_ref``) instead of a blob field, covered by the record's signature and
+    still signed for its place like any value."""
     versions = checkpoint.channel_versions
-    refs = [blob_field(ch, v) for ch, v in sorted(versions.items())]
+    kept = inline or {}
+    refs = [_ref(blob_field(ch, v), kept.get(ch)) for ch, v in sorted(versions.items())]
     fields: dict[str, str | bytes] = {
         "parent": parent_id or "",
         "ts": checkpoint.ts,
@@ -195,6 +275,37 @@ def _refs_hold_versions(versions: Mapping[str, Any]) -> bool:
     return all(type(v) is int and "\x00" not in ch for ch, v in versions.items())
 
 
+def _ref(field: str, inline: bytes | None) -> str | list[str]:
+    """One ``refs`` entry: the blob field of a value, or (redis-v9) ``[field, stored]``
+    for a value kept in the record, its stored bytes as Latin-1 text (``cmsgpack`` reads
+    no binary type). The scripts fetch and walk only the text entries."""
+    return field if inline is None else [field, inline.decode("latin-1")]
+
+
+def record_refs(fields: Mapping[str, bytes]) -> list[tuple[str, bytes | None]]:
+    """A record's ``refs``: (blob field, the stored bytes of a value kept in the record or
+    None) per channel version; a CheckpointStoreError names garbled refs."""
+    out: list[tuple[str, bytes | None]] = []
+    try:
+        refs = ormsgpack.unpackb(fields["refs"])
+        for ref in refs:
+            if type(ref) is str:
+                out.append((ref, None))
+            elif type(ref) is list and len(ref) == 2 and all(type(r) is str for r in ref):
+                out.append((ref[0], ref[1].encode("latin-1")))
+            else:
+                raise _garbled_refs(f"a ref is neither a field nor [field, value]: {ref!r:.60}")
+    except (ormsgpack.MsgpackDecodeError, TypeError, UnicodeEncodeError) as exc:
+        raise _garbled_refs(str(exc)) from None
+    return out
+
+
+def _garbled_refs(why: str) -> CheckpointStoreError:
+    return CheckpointStoreError(
+        f"the stored refs of a checkpoint record are garbled ({why}); refused. Restore the "
+        "store from a backup or delete the thread.")
+
+
 def record_versions(fields: Mapping[str, bytes]) -> dict[str, Any]:
     """A checkpoint's channel versions from its record's fields: the ``versions`` JSON if
     stored (redis-v6 and older, or versions that are not all ints), else from ``refs``."""
@@ -202,14 +313,12 @@ def record_versions(fields: Mapping[str, bytes]) -> dict[str, Any]:
         found: dict[str, Any] = json.loads(fields["versions"])
         return found
     out: dict[str, Any] = {}
-    try:
-        for ref in ormsgpack.unpackb(fields["refs"]):
-            channel, _, version = ref.partition("\x00")
+    for field, _ in record_refs(fields):
+        channel, _, version = field.partition("\x00")
+        try:
             out[channel] = int(version)
-    except (ormsgpack.MsgpackDecodeError, AttributeError, TypeError, ValueError) as exc:
-        raise CheckpointStoreError(
-            f"the stored refs of a checkpoint record are garbled ({exc}); refused. Restore "
-            "the store from a backup or delete the thread.") from None
+        except ValueError:
+            raise _garbled_refs(f"version {version!r:.40} is not an integer") from None
     return out
 
 
@@ -220,28 +329,85 @@ for 36). ``v`` is left out when it is ``"1"``. ``unpack_record`` puts both back,
 fields a signature covers are the same as before."""
 
 
+_SHORT = {"parent": "p", "seen": "s", "metadata": "m", "versions": "vs", "refs": "r",
+          "sig": "g"}
+"""Redis-v9 record keys: the field names of ``checkpoint_fields`` shortened (``r``, the
+refs, is the only one a script reads). A record holding ``r`` is of v9."""
+_LONG = {short: name for name, short in _SHORT.items()}
+
+_PARENT_UUID = "P"
+"""Redis-v9 record key of a parent id kept as its 16 UUID bytes (Latin-1 text) when it is
+a canonical UUID text: about 13 bytes less than its 36 characters."""
+
+_JSON_FIELDS = ("seen", "metadata", "versions")
+"""Fields whose JSON text a v9 record keeps as the msgpack of the value it encodes, when
+that gives back the same text (``_packed_json``): no quotes, colons or decimal digits."""
+
+
+def _packed_json(text: str) -> Any:
+    """What a v9 record keeps of a JSON field: the decoded value when re-encoding it after
+    a msgpack round trip gives back exactly ``text`` (so the signed bytes are unchanged),
+    else the text itself. A dict always (``checkpoint_fields`` writes objects), so a text
+    kept is told apart by its type."""
+    try:
+        value = json.loads(text)
+        if type(value) is dict and _COMPACT.encode(ormsgpack.unpackb(ormsgpack.packb(value))) \
+                == text:
+            return value
+    except (ValueError, TypeError, ormsgpack.MsgpackEncodeError, ormsgpack.MsgpackDecodeError):
+        pass
+    return text
+
+
+def _uuid_bytes(text: str) -> str | None:
+    """A canonical UUID text's 16 bytes as Latin-1 text, else None."""
+    try:
+        if str(uuid.UUID(text)) == text:
+            return uuid.UUID(text).bytes.decode("latin-1")
+    except ValueError:
+        pass
+    return None
+
+
 def pack_record(fields: Mapping[str, str | bytes], checkpoint_id: str) -> bytes:
-    """The stored form of ``checkpoint_fields``: one msgpack map, every value text, ``ts``
-    after the id's time (``_TS_AFTER_ID``) and ``v`` left out when that reads back."""
-    record: dict[str, Any] = {
-        name: value for name, value in fields.items() if name not in ("refs", "sig")
-    }
-    micros, after = ts_micros(str(record.get("ts", ""))), id_micros(checkpoint_id)
-    if micros is not None and after is not None and isinstance(record["ts"], str):
-        del record["ts"]
-        record[_TS_AFTER_ID] = str(micros - after)
-    if record.get("v") == "1":
-        del record["v"]
-    record["refs"] = ormsgpack.unpackb(_as_bytes(fields["refs"]))
+    """The stored form of ``checkpoint_fields``: one msgpack map (redis-v9: short keys,
+    ``_SHORT``), ``ts`` after the id's time (``_TS_AFTER_ID``) and ``v`` left out when that
+    reads back, the parent as UUID bytes (``_PARENT_UUID``) and JSON fields as msgpack
+    (``_packed_json``) when they read back exactly. Every string is text (Redis's
+    ``cmsgpack`` reads no binary type)."""
+    record: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in ("refs", "sig"):
+            continue
+        text = value if isinstance(value, str) else bytes(value).decode()
+        if name == "ts":
+            micros, after = ts_micros(text), id_micros(checkpoint_id)
+            if micros is not None and after is not None:
+                record[_TS_AFTER_ID] = str(micros - after)
+                continue
+        if name == "v" and text == "1":
+            continue
+        if name == "parent":
+            if not text:
+                continue
+            raw = _uuid_bytes(text)
+            if raw is not None:
+                record[_PARENT_UUID] = raw
+                continue
+        record[_SHORT.get(name, name)] = _packed_json(text) if name in _JSON_FIELDS else text
+    record["r"] = ormsgpack.unpackb(_as_bytes(fields["refs"]))
     if "sig" in fields:
-        record["sig"] = base64.b64encode(_as_bytes(fields["sig"])).decode()
+        record["g"] = base64.b64encode(_as_bytes(fields["sig"])).decode()
     return ormsgpack.packb(record)
 
 
 def unpack_record(raw: bytes, checkpoint_id: str) -> dict[str, bytes]:
-    """The fields ``pack_record`` packed, as bytes (the hash fields a signature covers)."""
+    """The fields ``pack_record`` packed, as bytes (the hash fields a signature covers);
+    a record of v4 to v8 (long keys, every value text) too."""
     try:
         record = ormsgpack.unpackb(raw)
+        if "r" in record:
+            record = _unshortened(record)
         fields = {name: _as_bytes(value) for name, value in record.items()
                   if name not in ("refs", "sig", _TS_AFTER_ID)}
         fields["refs"] = ormsgpack.packb(record["refs"])
@@ -256,6 +422,28 @@ def unpack_record(raw: bytes, checkpoint_id: str) -> dict[str, bytes]:
             f"the stored record of checkpoint {checkpoint_id!r} is garbled ({exc}); "
             "refused. Restore the store from a backup or delete the thread.") from None
     return fields
+
+
+def _unshortened(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A v9 record's map with v8's names and text values back (``pack_record``)."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == _PARENT_UUID:
+            out["parent"] = str(uuid.UUID(bytes=value.encode("latin-1")))
+        elif key in ("s", "m", "vs"):
+            out[_LONG[key]] = value if type(value) is str else _COMPACT.encode(value)
+        else:
+            out[_LONG.get(key, key)] = value
+    out.setdefault("parent", "")
+    return out
+
+
+def page_metadata(raw: bytes, checkpoint_id: str) -> CheckpointMetadata:
+    """A checkpoint's metadata from a ``PAGE`` reply entry: its JSON text, or (redis-v9)
+    the packed record holding it."""
+    if raw[:1] in (b"", b"{"):
+        return decode_metadata(raw)
+    return decode_metadata(unpack_record(raw, checkpoint_id)["metadata"])
 
 
 def _ts_after(offset: str, fields: Mapping[str, bytes], checkpoint_id: str) -> str:
@@ -351,6 +539,7 @@ def decode_tuple(
     signed = tc.check_record(checkpoint_id, fields, sig)
     versions = record_versions(fields)
     by_field = dict(zip([n.decode() for n in blob_names], blob_values, strict=True))
+    by_field.update({f: raw for f, raw in record_refs(fields) if raw is not None})
     stored = {
         ch: tc.value(checkpoint_id, ch, v, decode_value(raw, ch, v), signed_record=signed)
         for ch, v in versions.items()

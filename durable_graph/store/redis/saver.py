@@ -74,13 +74,17 @@ from durable_graph.store.redis.keys import (
 from durable_graph.store.redis.leafblobs import LeafHints, encode_values
 from durable_graph.store.redis.lease import Lease, RedisLeases
 from durable_graph.store.redis.records import (
+    INLINE_MAX,
+    LINKED,
     bind_run,
     blob_fields_of,
     checkpoint_fields,
-    decode_metadata,
     decode_tuple,
     encode_writes,
+    inlinable,
+    link_of,
     pack_record,
+    page_metadata,
     unbind_run,
 )
 from durable_graph.store.redis.threads import RunEnd, ThreadRecords
@@ -189,6 +193,27 @@ def _applied_parent(
 ) -> str:
     """The parent whose ordinary writes a commit retires, if the latest ('' for none)."""
     return parent_id if parent_id and retires_parent_writes(config, metadata) else ""
+
+
+def _inline(blobs: dict[str, bytes], small: Mapping[str, str]) -> dict[str, bytes]:
+    """Channel -> stored bytes of the changed values kept in the record (redis-v9), taken
+    out of ``blobs``: of the ``small`` ones (channel -> field), those of at most
+    ``INLINE_MAX`` bytes, with no link (no field, no 80-byte hash entry for a counter or
+    a branch's None). A later checkpoint that reads one unchanged has it written out as
+    a field by its commit (``PUT``: from its parent's record)."""
+    inline = {ch: blobs[f] for ch, f in small.items()
+              if len(blobs[f]) <= INLINE_MAX and not blobs[f].startswith(LINKED)}
+    for ch in inline:
+        del blobs[small[ch]]
+    return inline
+
+
+def _carried(checkpoint: Checkpoint, new_versions: Mapping[str, int]) -> builtins.list[str]:
+    """Blob fields of the values ``checkpoint`` reads by version only: channels it has a
+    version of but no value for, the version not new (see ``PUT``'s ``carried``)."""
+    values = checkpoint.channel_values
+    return [blob_field(ch, v) for ch, v in checkpoint.channel_versions.items()
+            if ch not in values and ch not in new_versions]
 
 
 def _delta_bases(checkpoint: Checkpoint, channels: Sequence[str]) -> dict[str, str]:
@@ -426,7 +451,7 @@ class RedisSaver(BaseCheckpointSaver):
             wanted = [
                 cid
                 for cid, meta in pairs
-                if not filter or metadata_matches(decode_metadata(meta), filter)
+                if not filter or metadata_matches(page_metadata(meta, cid), filter)
             ]
             if wanted:
                 yield from self._load(thread_id, ns, wanted)
@@ -567,7 +592,9 @@ class RedisSaver(BaseCheckpointSaver):
             more = {ch: f for ch, f in plan.wanted.items() if f in missing}
             for found in (plan.held, *self._encode(plan.codec, checkpoint, more)):
                 plan.blobs.update(found)  # every leaf's bytes this time, no hint trusted
-            reply = self._commit(plan.call(plan.blobs, []))
+            # still required: what was not sent now (kept in the parent's record, v9)
+            reply = self._commit(plan.call(plan.blobs, [f for f in plan.required
+                                                        if f not in plan.blobs]))
         committed = self._committed(reply, plan, expect_latest)
         self._stored_depths(plan.thread_id, plan.ns, checkpoint, new_versions)
         return committed
@@ -638,6 +665,8 @@ class RedisSaver(BaseCheckpointSaver):
         bases = _delta_bases(checkpoint, changed)
         extends = parent_id if (config.get("configurable") or {}).get(EXTENDS_LATEST) else None
         blobs, held = self._encode(tc, checkpoint, {ch: wanted[ch] for ch in changed})
+        inline = _inline(blobs, {ch: wanted[ch] for ch in changed
+                                 if inlinable(checkpoint.channel_values[ch])})
         return _PutPlan(
             thread_id, ns, parent_id, checkpoint.id, _fence(config), tc, wanted, bases,
             blobs=blobs, held=held,
@@ -647,7 +676,8 @@ class RedisSaver(BaseCheckpointSaver):
                 self._put_call, thread_id=thread_id, ns=ns, checkpoint_id=checkpoint.id,
                 fence=_fence(config),
                 cas=[*cas, _applied_parent(config, metadata, parent_id), extends or ""],
-                fields=checkpoint_fields(tc, checkpoint, metadata, parent_id)))
+                fields=checkpoint_fields(tc, checkpoint, metadata, parent_id, inline),
+                carried=_carried(checkpoint, new_versions) if parent_id else []))
 
     def _with_deltas(
         self, thread_id: str, ns: str, checkpoint: Checkpoint, parent: Checkpoint,
@@ -689,17 +719,19 @@ class RedisSaver(BaseCheckpointSaver):
         field = blob_field(channel, version)
 
         def read(c: Client) -> Any:
-            return c.pipeline(transaction=False).hexists(blobs, field).hget(
+            return c.pipeline(transaction=False).hget(blobs, field).hget(
                 blobs, chain_field(field)).execute()
 
-        exists, link = self._conn.call("read a value's delta depth", read)
-        if not exists:
+        value, link = self._conn.call("read a value's delta depth", read)
+        if value is None:
             return None
+        link = link_of(value) or link  # redis-v9 heads the value with it, v3-v8 beside
         return int(ormsgpack.unpackb(link)[1]) if link else 0
 
     def _put_call(
         self, blobs: Mapping[str, bytes], required: Sequence[str], *, thread_id: str, ns: str,
         checkpoint_id: str, fence: str, cas: Sequence[str], fields: Mapping[str, Any],
+        carried: Sequence[str],
     ) -> tuple[str, builtins.list[str], builtins.list[Any]]:
         """The PUT script call (name, keys, args): fence check, value check, every write."""
         tk = ThreadKeys(self.prefix, thread_id)
@@ -711,7 +743,8 @@ class RedisSaver(BaseCheckpointSaver):
         ttl, keep_last = self._policy()
         args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
                            *cas[4:]]
-        args += [1, pack_record(fields, checkpoint_id), len(blob_args), *blob_args, *required]
+        args += [1, pack_record(fields, checkpoint_id), len(blob_args), *blob_args,
+                 len(required), *required, *carried]
         return ("PUT", keys, args)
 
     def _commit(

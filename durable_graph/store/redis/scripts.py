@@ -74,7 +74,9 @@ def _lua(source: str) -> str:
 _RECORD = """
 local function cp_field(key, field)
   if redis.call('TYPE', key)['ok'] == 'string' then
-    return cmsgpack.unpack(redis.call('GET', key))[field]
+    local rec = cmsgpack.unpack(redis.call('GET', key))
+    if field == 'refs' and rec['r'] then return rec['r'] end  -- redis-v9's short name
+    return rec[field]
   end
   local value = redis.call('HGET', key, field)
   if value and field == 'refs' then return cmsgpack.unpack(value) end
@@ -83,11 +85,49 @@ end
 """
 
 # A checkpoint's blob fields: its own values (`refs`, signed with the record) and,
-# walked server-side, the delta chain of each (each value's chain field names its
-# base, '' for none, then its depth and the leaves it refers to: `leafblobs`).
-# `seen` spans calls, so a walk stops where an earlier one already went.
+# walked server-side, the delta chain of each: the link (base field, '' for none, then
+# its depth and the leaves it refers to: `leafblobs`) heads the value itself since
+# redis-v9 (`records.linked`: byte 3, a 4-byte length, the msgpack link), and was a
+# chain field beside it before. A ref {field, value} is a value kept in the record
+# (redis-v9), no field. `seen` spans calls, so a walk stops where an earlier one already
+# went; `vals` (optional) gets the value of each field the walk read.
 _REFS = _RECORD + """
-local function cp_refs(blobs, key, seen)
+local function link_of(blobs, g, vals)
+  local v = redis.call('HGET', blobs, g)
+  if vals and v then vals[g] = v end
+  if v and string.byte(v, 1) == 3 then
+    return cmsgpack.unpack(string.sub(v, 6, 5 + struct.unpack('>I4', v, 2)))
+  end
+  local link = redis.call('HGET', blobs, @CHAIN@ .. g)
+  if link then return cmsgpack.unpack(link) end
+  return nil
+end
+-- Redis-v9 records: text in Latin-1 (each char of U+0080..U+00FF, two bytes in UTF-8)
+-- back to its bytes; the parent id of a packed record (its 16 UUID bytes, `P`, or text);
+-- field -> stored bytes of each value the parent of a packed record keeps in its refs.
+local function unlatin(text)
+  return (string.gsub(text, '[\\194\\195][\\128-\\191]', function(c)
+    return string.char((string.byte(c, 1) - 194) * 64 + string.byte(c, 2))
+  end))
+end
+local function record_parent(raw)
+  local rec = cmsgpack.unpack(raw)
+  if not rec['P'] then return rec['p'] or rec['parent'] or '' end
+  local hex = string.gsub(unlatin(rec['P']), '.', function(c)
+    return string.format('%02x', string.byte(c))
+  end)
+  return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-' ..
+    string.sub(hex, 13, 16) .. '-' .. string.sub(hex, 17, 20) .. '-' .. string.sub(hex, 21)
+end
+local function parent_kept(base, raw)
+  local out, parent = {}, record_parent(raw)
+  if parent == '' then return out end
+  for _, f in ipairs(cp_field(base .. @CP@ .. parent, 'refs') or {}) do
+    if type(f) ~= 'string' then out[f[1]] = unlatin(f[2]) end
+  end
+  return out
+end
+local function cp_refs(blobs, key, seen, vals)
   local out = {}
   local refs = cp_field(key, 'refs')
   if not refs then return out end
@@ -99,11 +139,11 @@ local function cp_refs(blobs, key, seen)
   end
   for _, f in ipairs(refs) do
     local g = f
+    if type(f) ~= 'string' then g = nil end
     while g and add(g) do
-      local link = redis.call('HGET', blobs, @CHAIN@ .. g)
+      local link = link_of(blobs, g, vals)
       g = nil
       if link then
-        link = cmsgpack.unpack(link)
         for i = 3, #link do add(link[i]) end
         if link[1] ~= '' then g = link[1] end
       end
@@ -189,7 +229,11 @@ _PUT = """
 -- KEYS: rec, lease, nsmap, idx, blobs, cp
 -- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep, applied,
 --       keep_last, extends, 1, the packed checkpoint record, m, blob field/value * m/2,
---       required blob fields...
+--       r, required blob fields * r, carried blob fields...
+-- required: fields the checkpoint reads that must be stored already; carried: those of
+-- values it reads by version only (an empty channel has none). One its parent's record
+-- keeps (redis-v9, {field, value} in its refs) is written out as a field, so it outlives
+-- that record; a required one found in neither place is named ('missing').
 -- default_ttl, keep_last: the saver's retention policy ('' and '': the thread's).
 -- extends: '' or the parent an embedded loop's commit extends: if it is gone (the
 -- thread expired or was deleted under a running step), nothing is written ('gone').
@@ -212,9 +256,16 @@ local ncp = tonumber(ARGV[13])
 local cp_from = 14
 local nblob = tonumber(ARGV[cp_from + ncp])
 local blob_from = cp_from + ncp + 1
-local missing = {'missing'}
-for j = blob_from + nblob, #ARGV do
-  if redis.call('HEXISTS', KEYS[5], ARGV[j]) == 0 then missing[#missing + 1] = ARGV[j] end
+local req_from = blob_from + nblob + 1
+local carried_from = req_from + tonumber(ARGV[blob_from + nblob])
+local missing, found, kept = {'missing'}, {}, nil
+for j = req_from, #ARGV do
+  if redis.call('HEXISTS', KEYS[5], ARGV[j]) == 0 then
+    if kept == nil then kept = parent_kept(ARGV[4], ARGV[cp_from]) end
+    local value = kept[ARGV[j]]
+    if value then found[#found + 1] = ARGV[j]; found[#found + 1] = value
+    elseif j < carried_from then missing[#missing + 1] = ARGV[j] end
+  end
 end
 if #missing > 1 then return missing end
 if ARGV[10] ~= '' and redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] == ARGV[10] then
@@ -228,6 +279,7 @@ redis.call('SET', KEYS[6], ARGV[cp_from])
 for j = blob_from, blob_from + nblob - 1, 2 do
   redis.call('HSETNX', KEYS[5], ARGV[j], ARGV[j + 1])
 end
+for j = 1, #found, 2 do redis.call('HSETNX', KEYS[5], found[j], found[j + 1]) end
 redis.call('ZADD', KEYS[4], 0, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('HSET', KEYS[1], 'last_checkpoint_id', ARGV[2], 'last_checkpoint_ns', ARGV[3],
@@ -416,9 +468,15 @@ for _, id in ipairs(ids) do
   if redis.call('TYPE', key)['ok'] == 'string' then cp = redis.call('GET', key)
   else cp = redis.call('HGETALL', key) end
   if #cp > 0 then
-    local refs = cp_refs(KEYS[2], base .. @CP@ .. id, {})
+    local vals, rest = {}, {}
+    local refs = cp_refs(KEYS[2], base .. @CP@ .. id, {}, vals)
+    for _, f in ipairs(refs) do if vals[f] == nil then rest[#rest + 1] = f end end
+    if #rest > 0 then
+      local got = redis.call('HMGET', KEYS[2], unpack(rest))
+      for i, f in ipairs(rest) do vals[f] = got[i] end
+    end
     local blobs = {}
-    if #refs > 0 then blobs = redis.call('HMGET', KEYS[2], unpack(refs)) end
+    for i, f in ipairs(refs) do blobs[i] = vals[f] or false end
     out[#out + 1] = {id, cp, blobs, redis.call('HGETALL', base .. @W@ .. id), refs}
   end
 end
@@ -431,11 +489,19 @@ PAGE = _lua(
     + """
 -- KEYS: idx    ARGV: ns_base, max (lex bound), count
 -- Reply: id, metadata, id, metadata, ... newest first; lets list() filter cheaply.
+-- The metadata JSON text of a record that has it, else (redis-v9, metadata packed in
+-- the record) the packed record itself (records.page_metadata reads either).
 local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[2], '-', 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
+  local key = ARGV[1] .. @CP@ .. id
   out[#out + 1] = id
-  out[#out + 1] = cp_field(ARGV[1] .. @CP@ .. id, 'metadata') or ''
+  if redis.call('TYPE', key)['ok'] == 'string' then
+    local raw = redis.call('GET', key)
+    out[#out + 1] = cmsgpack.unpack(raw)['metadata'] or raw
+  else
+    out[#out + 1] = redis.call('HGET', key, 'metadata') or ''
+  end
 end
 return out
 """
