@@ -168,6 +168,11 @@ def test_delta_links_head_their_values_and_read_as_whole_values(
     assert links and all(stored[f].startswith(LINKED) for f in links)
     depths = sorted(link[1] for link in links.values())
     assert depths == list(range(1, len(depths) + 1)) and len(depths) >= 7  # one per step
+    fresh = RedisSaver(saver.client, prefix=saver.prefix, serde=saver.serde)  # knows none
+    versions = saver.get_tuple(cfg("log")).checkpoint.channel_versions  # type: ignore[union-attr]
+    assert fresh.value_depth("", "", "log", versions["log"]) is None  # no such thread
+    assert fresh.value_depth("log", "", "log", versions["log"]) == depths[-1]
+    assert fresh.value_depth("log", "", "log", 10**9) is None
     whole = RedisSaver.from_url(redis_url, prefix=saver.prefix + "-whole", delta=False,
                                 serde=saver.serde)
     try:

@@ -39,7 +39,8 @@ CONNECT_TIMEOUT = 5.0
 """Default seconds to open a connection before giving up."""
 SOCKET_TIMEOUT = 10.0
 """Default seconds to wait for a reply; every script is short, so this is generous."""
-UNWAITED_SCRIPTS = frozenset({"LOAD", "PAGE", "FINISHED", "ACQUIRE", "RENEW", "RELEASE"})
+UNWAITED_SCRIPTS = frozenset({"LOAD", "PAGE", "FINISHED", "VALUE_LINK", "ACQUIRE", "RENEW",
+                              "RELEASE"})
 """Scripts no commit wait follows: the reads, and the leases (a lost lease renewal is
 what fencing is for). Every other script writes state a reported result depends on, so
 a script added later is waited for unless it is listed here."""

@@ -65,7 +65,6 @@ from durable_graph.store.redis.jobbook import Finished, pipelined
 from durable_graph.store.redis.keys import (
     ThreadKeys,
     blob_field,
-    chain_field,
     jobs_of,
     thread_from_record_key,
     thread_record_pattern,
@@ -82,7 +81,6 @@ from durable_graph.store.redis.records import (
     decode_tuple,
     encode_writes,
     inlinable,
-    link_of,
     pack_record,
     page_metadata,
     unbind_run,
@@ -716,16 +714,10 @@ class RedisSaver(BaseCheckpointSaver):
         if known is not None:
             return known
         blobs = ThreadKeys(self.prefix, thread_id).ns(checkpoint_ns).blobs
-        field = blob_field(channel, version)
-
-        def read(c: Client) -> Any:
-            return c.pipeline(transaction=False).hget(blobs, field).hget(
-                blobs, chain_field(field)).execute()
-
-        value, link = self._conn.call("read a value's delta depth", read)
-        if value is None:
+        link = self._conn.run("VALUE_LINK", [blobs], [blob_field(channel, version)],
+                              "read a value's delta depth")
+        if link is None:
             return None
-        link = link_of(value) or link  # redis-v9 heads the value with it, v3-v8 beside
         return int(ormsgpack.unpackb(link)[1]) if link else 0
 
     def _put_call(

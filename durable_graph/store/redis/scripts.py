@@ -58,6 +58,7 @@ __all__ = [
     "STATUS_INDEX",
     "SUSPEND",
     "UNINDEX_GONE",
+    "VALUE_LINK",
 ]
 
 
@@ -411,6 +412,16 @@ if #ARGV > 1 then redis.call('HDEL', KEYS[2], unpack(ARGV, 2)) end
 return 'ok'
 """
 )
+
+VALUE_LINK = _lua(_REFS + """
+-- KEYS: blobs    ARGV: a value's field
+-- Reply: false when no value is stored there, else its link ('' for a value without one):
+-- what a delta's depth is read from, without sending the value back (link_of).
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+local link = link_of(KEYS[1], ARGV[1], nil)
+if link then return cmsgpack.pack(link) end
+return ''
+""")
 
 FINISHED = (
     FINISHED_FUNCTION
