@@ -201,3 +201,33 @@ def test_a_commit_sent_again_still_writes_out_what_its_parent_keeps(
     assert saver.prune(["t"]) == 1
     got = saver.get_tuple(cfg("t"))
     assert got is not None and got.checkpoint.channel_values == {"x": 200, "r": ["update"]}
+
+
+def test_replacing_a_step_writes_out_what_it_kept_in_one_script(
+        redis_url: str, redis_prefix: str) -> None:
+    """Exit durability: a step's commit replaces the step before (its parent is the run's
+    start), so a small value that step changed is in the record being replaced: the same
+    script writes it out before dropping it, with no second try."""
+    calls: list[bytes] = []
+
+    class Counting(redis.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            chunks = [command] if isinstance(command, (str, bytes)) else command
+            head = bytes(chunks[0])[:40]
+            calls.extend(name for name in (b"EVALSHA", b"EVAL\r") if name in head)
+            super().send_packed_command(command, check_health)
+
+    saver = RedisSaver.from_url(redis_url, prefix=redis_prefix, connection_class=Counting)
+    start = cp({"x": 0}, {"x": 1})
+    saver.put(cfg("t"), start, {"step": 0}, {"x": 1})
+    step1 = cp({"x": 1, "small": 5}, {"x": 2, "small": 1})
+    saver.put(cfg("t", start.id), step1, {"step": 1}, {"x": 2, "small": 1})
+    step2 = cp({"x": 2, "small": 5}, {"x": 3, "small": 1})
+    calls.clear()
+    saver.put(cfg("t", start.id), step2, {"step": 2}, {"x": 3},
+              expect_latest=step1.id, replaces=step1.id, keep=start.id)
+    assert calls == [b"EVALSHA"]  # one script: nothing named missing, nothing sent again
+    assert saver.get_tuple(cfg("t", step1.id)) is None
+    got = saver.get_tuple(cfg("t"))
+    assert got is not None and got.checkpoint.channel_values == {"x": 2, "small": 5}
+    saver.close()

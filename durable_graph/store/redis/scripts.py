@@ -105,7 +105,8 @@ local function link_of(blobs, g, vals)
 end
 -- Redis-v9 records: text in Latin-1 (each char of U+0080..U+00FF, two bytes in UTF-8)
 -- back to its bytes; the parent id of a packed record (its 16 UUID bytes, `P`, or text);
--- field -> stored bytes of each value the parent of a packed record keeps in its refs.
+-- field -> stored bytes of each value the parent of a packed record keeps in its refs (and
+-- the checkpoint it replaces, `replaced`, if any: exit durability's step before).
 local function unlatin(text)
   return (string.gsub(text, '[\\194\\195][\\128-\\191]', function(c)
     return string.char((string.byte(c, 1) - 194) * 64 + string.byte(c, 2))
@@ -120,11 +121,14 @@ local function record_parent(raw)
   return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-' ..
     string.sub(hex, 13, 16) .. '-' .. string.sub(hex, 17, 20) .. '-' .. string.sub(hex, 21)
 end
-local function parent_kept(base, raw)
-  local out, parent = {}, record_parent(raw)
-  if parent == '' then return out end
-  for _, f in ipairs(cp_field(base .. @CP@ .. parent, 'refs') or {}) do
-    if type(f) ~= 'string' then out[f[1]] = unlatin(f[2]) end
+local function parent_kept(base, raw, replaced)
+  local out = {}
+  for _, id in ipairs({replaced, record_parent(raw)}) do
+    if id ~= '' then
+      for _, f in ipairs(cp_field(base .. @CP@ .. id, 'refs') or {}) do
+        if type(f) ~= 'string' then out[f[1]] = unlatin(f[2]) end
+      end
+    end
   end
   return out
 end
@@ -233,8 +237,9 @@ _PUT = """
 --       r, required blob fields * r, carried blob fields...
 -- required: fields the checkpoint reads that must be stored already; carried: those of
 -- values it reads by version only (an empty channel has none). One its parent's record
--- keeps (redis-v9, {field, value} in its refs) is written out as a field, so it outlives
--- that record; a required one found in neither place is named ('missing').
+-- keeps (redis-v9, {field, value} in its refs), or the record of the checkpoint it
+-- replaces (`drop`), is written out as a field, so it outlives that record; a required
+-- one found in neither place is named ('missing').
 -- default_ttl, keep_last: the saver's retention policy ('' and '': the thread's).
 -- extends: '' or the parent an embedded loop's commit extends: if it is gone (the
 -- thread expired or was deleted under a running step), nothing is written ('gone').
@@ -262,7 +267,7 @@ local carried_from = req_from + tonumber(ARGV[blob_from + nblob])
 local missing, found, kept = {'missing'}, {}, nil
 for j = req_from, #ARGV do
   if redis.call('HEXISTS', KEYS[5], ARGV[j]) == 0 then
-    if kept == nil then kept = parent_kept(ARGV[4], ARGV[cp_from]) end
+    if kept == nil then kept = parent_kept(ARGV[4], ARGV[cp_from], ARGV[8]) end
     local value = kept[ARGV[j]]
     if value then found[#found + 1] = ARGV[j]; found[#found + 1] = value
     elseif j < carried_from then missing[#missing + 1] = ARGV[j] end
