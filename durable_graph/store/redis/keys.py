@@ -48,7 +48,8 @@ never collide with a thread's tag. Cross-thread indexes are sharded over
 
 Lua scripts receive namespace key bases from Python (or from the ``{P:T}:ns``
 hash) and append the suffix constants below, so key names are only ever composed
-from this module's pieces.
+from this module's pieces (the commit script, on a single Redis, also takes the
+thread's tag from a namespace base: it ends at the last ``NAMESPACE``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ __all__ = [
     "ESCAPES",
     "INDEX",
     "LEAF",
+    "LEASE",
+    "NAMESPACE",
+    "NAMESPACES",
     "RECORD",
     "STATUS_BUCKETS",
     "STATUS_TAG",
@@ -105,6 +109,13 @@ STATUS_TAG = ":status:"
 """Between the prefix and the bucket in a status shard's hash tag: ``{P:status:B}:<status>``."""
 RECORD = ":rec"
 """Suffix of a thread record after the thread's tag: ``{P:T}:rec``."""
+LEASE = ":lease"
+"""Suffix of a thread's lease after the thread's tag: ``{P:T}:lease``."""
+NAMESPACES = ":ns"
+"""Suffix of a thread's namespace hash after the thread's tag: ``{P:T}:ns``."""
+NAMESPACE = ":n:"
+"""Between the thread's tag and the escaped namespace in a namespace's key base:
+``{P:T}:n:N`` (N holds no ``:``, so the last ``:n:`` ends the tag)."""
 
 ESCAPES = {"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"}
 """What ``escape`` replaces in an id, and with what (``unescape`` reverses it)."""
@@ -184,12 +195,12 @@ class ThreadKeys:
     @property
     def lease(self) -> str:
         """Lease hash (owner, generation, expiry)."""
-        return self.tag + ":lease"
+        return self.tag + LEASE
 
     @property
     def namespaces(self) -> str:
         """Namespace name -> key base hash."""
-        return self.tag + ":ns"
+        return self.tag + NAMESPACES
 
     def events(self, run_id: str) -> str:
         """Event stream of one distributed run."""
@@ -197,7 +208,7 @@ class ThreadKeys:
 
     def ns(self, checkpoint_ns: str) -> NamespaceKeys:
         """Keys of one namespace of this thread."""
-        return NamespaceKeys(f"{self.tag}:n:{escape(checkpoint_ns)}")
+        return NamespaceKeys(self.tag + NAMESPACE + escape(checkpoint_ns))
 
 
 def blob_field(channel: str, version: object) -> str:

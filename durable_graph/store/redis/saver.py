@@ -18,8 +18,8 @@ import builtins
 import dataclasses
 import functools
 import heapq
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import ormsgpack
@@ -85,6 +85,7 @@ from durable_graph.store.redis.records import (
     page_metadata,
     unbind_run,
 )
+from durable_graph.store.redis.scripts import OF_PARENT
 from durable_graph.store.redis.threads import RunEnd, ThreadRecords
 from durable_graph.store.retention import (
     CheckpointRef,
@@ -193,6 +194,12 @@ def _applied_parent(
     return parent_id if parent_id and retires_parent_writes(config, metadata) else ""
 
 
+def _of_parent(checkpoint_id: str, parent_id: str | None) -> str:
+    """A PUT argument naming a checkpoint (``applied``, ``extends``): ``OF_PARENT`` when it is
+    the parent (the script reads that from the record sent), else the id ('' for none)."""
+    return OF_PARENT if checkpoint_id and checkpoint_id == parent_id else checkpoint_id
+
+
 def _inline(blobs: dict[str, bytes], small: Mapping[str, str]) -> dict[str, bytes]:
     """Channel -> stored bytes of the changed values kept in the record (redis-v9), taken
     out of ``blobs``: of the ``small`` ones (channel -> field), those of at most
@@ -273,6 +280,9 @@ class RedisSaver(BaseCheckpointSaver):
         self.snapshot_every = snapshot_every_of(delta, snapshot_every)
         self.prefix = prefix
         self._conn = RedisConn(client, _where, CommitWait.of(commit_wait))
+        self._compact = not isinstance(client, RedisCluster)
+        """A single Redis: the PUT script composes its keys from its arguments (on Redis
+        Cluster they are declared, for its slot routing)."""
         self._owns_client = _owns_client
         self.leases = RedisLeases(self._conn, prefix)
         """Lease API for coordinators: acquire, renew, release (see ``lease``)."""
@@ -673,7 +683,8 @@ class RedisSaver(BaseCheckpointSaver):
             call=functools.partial(
                 self._put_call, thread_id=thread_id, ns=ns, checkpoint_id=checkpoint.id,
                 fence=_fence(config),
-                cas=[*cas, _applied_parent(config, metadata, parent_id), extends or ""],
+                cas=[*cas, _of_parent(_applied_parent(config, metadata, parent_id), parent_id),
+                     _of_parent(extends or "", parent_id)],
                 fields=checkpoint_fields(tc, checkpoint, metadata, parent_id, inline),
                 carried=_carried(checkpoint, new_versions) if parent_id else []))
 
@@ -728,14 +739,14 @@ class RedisSaver(BaseCheckpointSaver):
         """The PUT script call (name, keys, args): fence check, value check, every write."""
         tk = ThreadKeys(self.prefix, thread_id)
         nsk = tk.ns(ns)
-        keys = [tk.record, tk.lease, tk.namespaces, nsk.index, nsk.blobs]
-        keys.append(nsk.checkpoint(checkpoint_id))
-        now = datetime.now(UTC).isoformat()
+        keys = [] if self._compact else [tk.record, tk.lease, tk.namespaces, nsk.index,
+                                         nsk.blobs, nsk.checkpoint(checkpoint_id)]
+        now = time.time_ns() // 1000  # the script stores it as datetime.isoformat's text
         blob_args = _flatten(blobs)
         ttl, keep_last = self._policy()
         args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
                            *cas[4:]]
-        args += [1, pack_record(fields, checkpoint_id), len(blob_args), *blob_args,
+        args += [pack_record(fields, checkpoint_id), len(blob_args), *blob_args,
                  len(required), *required, *carried]
         return ("PUT", keys, args)
 

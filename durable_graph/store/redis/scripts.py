@@ -12,6 +12,8 @@ leaves an earlier call's writes stored, as when they were separate scripts. Chec
 index keys that depend on a checkpoint id are composed as ``<ns base> .. suffix
 .. id`` from a namespace base passed in by Python (or read from the thread's
 namespace hash); the suffixes come from ``keys`` so the layout has one source.
+On a single Redis ``PUT`` (alone or in ``PUT_STEP``) is sent no keys at all: it
+composes the thread's (``{P:T}`` is its namespace base up to the last ``:n:``) too.
 
 Replies are arrays whose first element says what happened (``ok``, ``fenced``,
 ``missing``), because Lua error replies would lose the structured detail.
@@ -28,6 +30,9 @@ from durable_graph.store.redis.keys import (
     CHECKPOINT,
     ESCAPES,
     INDEX,
+    LEASE,
+    NAMESPACE,
+    NAMESPACES,
     RECORD,
     STATUS_TAG,
     WRITES,
@@ -43,6 +48,7 @@ __all__ = [
     "FINISHED",
     "FINISHED_FUNCTION",
     "LOAD",
+    "OF_PARENT",
     "PAGE",
     "PRUNE",
     "PUT",
@@ -64,7 +70,8 @@ __all__ = [
 
 def _lua(source: str) -> str:
     """Substitute the key suffixes of ``keys`` into a script."""
-    suffixes = {"@IDX@": INDEX, "@BLOBS@": BLOBS, "@CP@": CHECKPOINT, "@W@": WRITES}
+    suffixes = {"@IDX@": INDEX, "@BLOBS@": BLOBS, "@CP@": CHECKPOINT, "@W@": WRITES,
+                "@REC@": RECORD, "@LEASE@": LEASE, "@NSMAP@": NAMESPACES, "@NS@": NAMESPACE}
     for name, value in suffixes.items():
         source = source.replace(name, f"'{value}'")
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
@@ -230,11 +237,53 @@ local function thread_expire(nsmap, ttl)
 end
 """
 
+_ISO_FUNCTION = """
+-- t (microseconds since the epoch, as digits) as Python's datetime.isoformat() gives
+-- it for a UTC time: 'YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00' (civil date from the day
+-- count as in H. Hinnant's days_from_civil inverse; digits split as text, no rounding).
+local function iso_utc(t)
+  local secs, us = tonumber(string.sub(t, 1, -7)), tonumber(string.sub(t, -6))
+  local days = math.floor(secs / 86400)
+  local s = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  local text = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, m, d,
+                             math.floor(s / 3600), math.floor(s % 3600 / 60), s % 60)
+  if us > 0 then text = text .. string.format('.%06d', us) end
+  return text .. '+00:00'
+end
+"""
+
+# PUT's keys composed from its namespace key base and checkpoint id (single Redis: not
+# sent), with the suffixes of ``keys``; the escaped namespace holds no ':', so the last
+# ':n:' of the base ends the thread's tag. In KEYS's order.
+_PUT_KEYS = """
+local function put_keys(base, id)
+  local tag = string.match(base, '^(.*)' .. @NS@ .. '[^:]*$')
+  if not tag then error('not a namespace key base: ' .. base) end
+  return {tag .. @REC@, tag .. @LEASE@, tag .. @NSMAP@, base .. @IDX@, base .. @BLOBS@,
+          base .. @CP@ .. id}
+end
+"""
+
+# ARGV[10] and ARGV[12] (applied, extends) naming the checkpoint's parent are sent as this.
+OF_PARENT = "^"
+
 _PUT = """
--- KEYS: rec, lease, nsmap, idx, blobs, cp
--- ARGV: fence, id, ns, ns_base, updated_at, default_ttl, expect, drop, keep, applied,
---       keep_last, extends, 1, the packed checkpoint record, m, blob field/value * m/2,
---       r, required blob fields * r, carried blob fields...
+-- KEYS: rec, lease, nsmap, idx, blobs, cp (Redis Cluster); or none (a single Redis: they
+--       are composed from ns_base and id, put_keys)
+-- ARGV: fence, id, ns, ns_base, updated_at (microseconds since the epoch, stored as
+--       iso_utc text), default_ttl, expect, drop, keep, applied, keep_last, extends, the
+--       packed checkpoint record, m, blob field/value * m/2, r, required blob fields * r,
+--       carried blob fields...
 -- required: fields the checkpoint reads that must be stored already; carried: those of
 -- values it reads by version only (an empty channel has none). One its parent's record
 -- keeps (redis-v9, {field, value} in its refs), or the record of the checkpoint it
@@ -249,24 +298,31 @@ _PUT = """
 -- applied: '' or the parent whose step this checkpoint applied: while it is the
 -- newest, its ordinary writes go (their values live on in this checkpoint); its
 -- outcomes (negative slots: errors, interrupts, resume values) stay.
-local ok, gen = fence_ok(KEYS[2], ARGV[1])
+-- applied and extends: @OF_PARENT@ for the record's parent (its id is not sent twice).
+local K = KEYS
+if #K == 0 then K = put_keys(ARGV[4], ARGV[2]) end
+local cp_from = 13
+local function of_parent(v)
+  if v == @OF_PARENT@ then return record_parent(ARGV[cp_from]) end
+  return v
+end
+local applied, extends = of_parent(ARGV[10]), of_parent(ARGV[12])
+local ok, gen = fence_ok(K[2], ARGV[1])
 if not ok then return {'fenced', gen} end
 if ARGV[7] ~= '' then
-  local newest = redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] or ''
+  local newest = redis.call('ZREVRANGE', K[4], 0, 0)[1] or ''
   if newest ~= ARGV[7] then return {'conflict', newest} end
 end
-if ARGV[12] ~= '' and redis.call('EXISTS', ARGV[4] .. @CP@ .. ARGV[12]) == 0 then
+if extends ~= '' and redis.call('EXISTS', ARGV[4] .. @CP@ .. extends) == 0 then
   return {'gone'}
 end
-local ncp = tonumber(ARGV[13])
-local cp_from = 14
-local nblob = tonumber(ARGV[cp_from + ncp])
-local blob_from = cp_from + ncp + 1
+local nblob = tonumber(ARGV[cp_from + 1])
+local blob_from = cp_from + 2
 local req_from = blob_from + nblob + 1
 local carried_from = req_from + tonumber(ARGV[blob_from + nblob])
 local missing, found, kept = {'missing'}, {}, nil
 for j = req_from, #ARGV do
-  if redis.call('HEXISTS', KEYS[5], ARGV[j]) == 0 then
+  if redis.call('HEXISTS', K[5], ARGV[j]) == 0 then
     if kept == nil then kept = parent_kept(ARGV[4], ARGV[cp_from], ARGV[8]) end
     local value = kept[ARGV[j]]
     if value then found[#found + 1] = ARGV[j]; found[#found + 1] = value
@@ -274,52 +330,52 @@ for j = req_from, #ARGV do
   end
 end
 if #missing > 1 then return missing end
-if ARGV[10] ~= '' and redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] == ARGV[10] then
-  local applied = ARGV[4] .. @W@ .. ARGV[10]
-  for _, f in ipairs(redis.call('HKEYS', applied)) do
-    if not string.find(f, ':%-%d+$') then redis.call('HDEL', applied, f) end
+if applied ~= '' and redis.call('ZREVRANGE', K[4], 0, 0)[1] == applied then
+  local writes = ARGV[4] .. @W@ .. applied
+  for _, f in ipairs(redis.call('HKEYS', writes)) do
+    if not string.find(f, ':%-%d+$') then redis.call('HDEL', writes, f) end
   end
 end
-redis.call('DEL', KEYS[6])
-redis.call('SET', KEYS[6], ARGV[cp_from])
+redis.call('DEL', K[6])
+redis.call('SET', K[6], ARGV[cp_from])
 for j = blob_from, blob_from + nblob - 1, 2 do
-  redis.call('HSETNX', KEYS[5], ARGV[j], ARGV[j + 1])
+  redis.call('HSETNX', K[5], ARGV[j], ARGV[j + 1])
 end
-for j = 1, #found, 2 do redis.call('HSETNX', KEYS[5], found[j], found[j + 1]) end
-redis.call('ZADD', KEYS[4], 0, ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-redis.call('HSET', KEYS[1], 'last_checkpoint_id', ARGV[2], 'last_checkpoint_ns', ARGV[3],
-           'updated_at', ARGV[5])
+for j = 1, #found, 2 do redis.call('HSETNX', K[5], found[j], found[j + 1]) end
+redis.call('ZADD', K[4], 0, ARGV[2])
+redis.call('HSET', K[3], ARGV[3], ARGV[4])
+redis.call('HSET', K[1], 'last_checkpoint_id', ARGV[2], 'last_checkpoint_ns', ARGV[3],
+           'updated_at', iso_utc(ARGV[5]))
 if ARGV[8] ~= '' and ARGV[8] ~= ARGV[9] and ARGV[8] ~= ARGV[2] then
-  drop_refs(KEYS[5], ARGV[4], {ARGV[2], ARGV[9]}, {ARGV[8]})
-  redis.call('ZREM', KEYS[4], ARGV[8])
+  drop_refs(K[5], ARGV[4], {ARGV[2], ARGV[9]}, {ARGV[8]})
+  redis.call('ZREM', K[4], ARGV[8])
 end
 -- keep_last: the newest N checkpoints of the namespace stay (and a run's start, `keep`)
-policy_record(KEYS[1], ARGV[6], ARGV[11])
-local f = redis.call('HMGET', KEYS[1], 'ttl', 'policy_ttl', 'keep_last', 'stop')
+policy_record(K[1], ARGV[6], ARGV[11])
+local f = redis.call('HMGET', K[1], 'ttl', 'policy_ttl', 'keep_last', 'stop')
 local keep_last = tonumber(f[3] or '0')
-local n = redis.call('ZCARD', KEYS[4])
+local n = redis.call('ZCARD', K[4])
 if keep_last > 0 and n > keep_last then
   local gone = {}
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, n - keep_last - 1)) do
+  for _, id in ipairs(redis.call('ZRANGE', K[4], 0, n - keep_last - 1)) do
     if id ~= ARGV[9] then
-      redis.call('ZREM', KEYS[4], id)
+      redis.call('ZREM', K[4], id)
       gone[#gone + 1] = id
     end
   end
-  if #gone > 0 then drop_ids(KEYS[4], KEYS[5], ARGV[4], gone) end
+  if #gone > 0 then drop_ids(K[4], K[5], ARGV[4], gone) end
 end
 local ttl = ttl_of(f[1], f[2], ARGV[6])
 -- no TTL now: what an earlier policy set must not expire the thread (the checkpoint's
--- own key, KEYS[6], was just SET: it has none); if it had one, its history loses it too
+-- own key, K[6], was just SET: it has none); if it had one, its history loses it too
 local had = 0
-for k = 1, ttl > 0 and 6 or 5 do had = had + expire_key(KEYS[k], ttl) end
-if ttl == 0 and had > 0 then thread_expire(KEYS[3], 0) end
+for k = 1, ttl > 0 and 6 or 5 do had = had + expire_key(K[k], ttl) end
+if ttl == 0 and had > 0 then thread_expire(K[3], 0) end
 -- and the run asked to stop at this step boundary, if any (``request_stop``)
 return {'ok', f[4] or ''}
-"""
+""".replace("@OF_PARENT@", f"'{OF_PARENT}'")
 
-PUT = _lua(_FENCE + _POLICY + _DROP_IDS + _THREAD_EXPIRE + _PUT)
+PUT = _lua(_FENCE + _POLICY + _DROP_IDS + _THREAD_EXPIRE + _ISO_FUNCTION + _PUT_KEYS + _PUT)
 
 _PUT_WRITES = """
 -- KEYS: lease, writes, rec, cp, idx[, waits, wake]
@@ -371,7 +427,8 @@ PUT_WRITES_FUNCTION = _lua(
 more in the same call (``job_scripts.PUT_CALL_WRITES``)."""
 
 PUT_STEP = _lua(
-    PUT_WRITES_FUNCTION + _POLICY + _DROP_IDS + _THREAD_EXPIRE + "local function put(KEYS, ARGV)"
+    PUT_WRITES_FUNCTION + _POLICY + _DROP_IDS + _THREAD_EXPIRE + _ISO_FUNCTION + _PUT_KEYS
+    + "local function put(KEYS, ARGV)"
     + _PUT
     + """end
 -- KEYS: each call's keys, in order.  ARGV: the number of calls, then (kind: 'w' for
@@ -601,31 +658,6 @@ STATUS_INDEX = _INDEX_FUNCTION + """
 -- KEYS: the thread's shard of every status index    ARGV: thread, status ('' = none), score
 index_status(KEYS, ARGV[1], ARGV[2], ARGV[3])
 return {'ok'}
-"""
-
-_ISO_FUNCTION = """
--- t (microseconds since the epoch, as digits) as Python's datetime.isoformat() gives
--- it for a UTC time: 'YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00' (civil date from the day
--- count as in H. Hinnant's days_from_civil inverse; digits split as text, no rounding).
-local function iso_utc(t)
-  local secs, us = tonumber(string.sub(t, 1, -7)), tonumber(string.sub(t, -6))
-  local days = math.floor(secs / 86400)
-  local s = secs - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-                          - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  local text = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, m, d,
-                             math.floor(s / 3600), math.floor(s % 3600 / 60), s % 60)
-  if us > 0 then text = text .. string.format('.%06d', us) end
-  return text .. '+00:00'
-end
 """
 
 _STATUS_FUNCTION = (
