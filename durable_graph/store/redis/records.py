@@ -306,14 +306,17 @@ def _garbled_refs(why: str) -> CheckpointStoreError:
         "store from a backup or delete the thread.")
 
 
-def record_versions(fields: Mapping[str, bytes]) -> dict[str, Any]:
+def record_versions(
+    fields: Mapping[str, bytes], refs: Sequence[tuple[str, bytes | None]] | None = None,
+) -> dict[str, Any]:
     """A checkpoint's channel versions from its record's fields: the ``versions`` JSON if
-    stored (redis-v6 and older, or versions that are not all ints), else from ``refs``."""
+    stored (redis-v6 and older, or versions that are not all ints), else from ``refs``
+    (``record_refs(fields)``, read now unless the caller has it already)."""
     if "versions" in fields:
         found: dict[str, Any] = json.loads(fields["versions"])
         return found
     out: dict[str, Any] = {}
-    for field, _ in record_refs(fields):
+    for field, _ in record_refs(fields) if refs is None else refs:
         channel, _, version = field.partition("\x00")
         try:
             out[channel] = int(version)
@@ -362,11 +365,10 @@ def _packed_json(text: str) -> Any:
 def _uuid_bytes(text: str) -> str | None:
     """A canonical UUID text's 16 bytes as Latin-1 text, else None."""
     try:
-        if str(uuid.UUID(text)) == text:
-            return uuid.UUID(text).bytes.decode("latin-1")
+        parsed = uuid.UUID(text)
     except ValueError:
-        pass
-    return None
+        return None
+    return parsed.bytes.decode("latin-1") if str(parsed) == text else None
 
 
 def pack_record(fields: Mapping[str, str | bytes], checkpoint_id: str) -> bytes:
@@ -537,9 +539,10 @@ def decode_tuple(
               else _pairs(stored_record))
     sig = fields.pop("sig", None)
     signed = tc.check_record(checkpoint_id, fields, sig)
-    versions = record_versions(fields)
+    refs = record_refs(fields)
+    versions = record_versions(fields, refs)
     by_field = dict(zip([n.decode() for n in blob_names], blob_values, strict=True))
-    by_field.update({f: raw for f, raw in record_refs(fields) if raw is not None})
+    by_field.update({f: raw for f, raw in refs if raw is not None})
     stored = {
         ch: tc.value(checkpoint_id, ch, v, decode_value(raw, ch, v), signed_record=signed)
         for ch, v in versions.items()

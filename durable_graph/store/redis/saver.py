@@ -74,7 +74,6 @@ from durable_graph.store.redis.leafblobs import LeafHints, encode_values
 from durable_graph.store.redis.lease import Lease, RedisLeases
 from durable_graph.store.redis.records import (
     INLINE_MAX,
-    LINKED,
     bind_run,
     blob_fields_of,
     checkpoint_fields,
@@ -203,11 +202,11 @@ def _of_parent(checkpoint_id: str, parent_id: str | None) -> str:
 def _inline(blobs: dict[str, bytes], small: Mapping[str, str]) -> dict[str, bytes]:
     """Channel -> stored bytes of the changed values kept in the record (redis-v9), taken
     out of ``blobs``: of the ``small`` ones (channel -> field), those of at most
-    ``INLINE_MAX`` bytes, with no link (no field, no 80-byte hash entry for a counter or
-    a branch's None). A later checkpoint that reads one unchanged has it written out as
-    a field by its commit (``PUT``: from its parent's record)."""
-    inline = {ch: blobs[f] for ch, f in small.items()
-              if len(blobs[f]) <= INLINE_MAX and not blobs[f].startswith(LINKED)}
+    ``INLINE_MAX`` bytes (no field, no 80-byte hash entry for a counter or a branch's
+    None; a scalar is never a delta and refers to no leaf, so it has no link). A later
+    checkpoint that reads one unchanged has it written out as a field by its commit
+    (``PUT``: from its parent's record)."""
+    inline = {ch: blobs[f] for ch, f in small.items() if len(blobs[f]) <= INLINE_MAX}
     for ch in inline:
         del blobs[small[ch]]
     return inline

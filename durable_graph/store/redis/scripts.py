@@ -112,7 +112,7 @@ local function link_of(blobs, g, vals)
 end
 -- Redis-v9 records: text in Latin-1 (each char of U+0080..U+00FF, two bytes in UTF-8)
 -- back to its bytes; the parent id of a packed record (its 16 UUID bytes, `P`, or text);
--- field -> stored bytes of each value the parent of a packed record keeps in its refs (and
+-- field -> stored bytes of each value the record of `parent` keeps in its refs (and that of
 -- the checkpoint it replaces, `replaced`, if any: exit durability's step before).
 local function unlatin(text)
   return (string.gsub(text, '[\\194\\195][\\128-\\191]', function(c)
@@ -128,9 +128,9 @@ local function record_parent(raw)
   return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-' ..
     string.sub(hex, 13, 16) .. '-' .. string.sub(hex, 17, 20) .. '-' .. string.sub(hex, 21)
 end
-local function parent_kept(base, raw, replaced)
+local function parent_kept(base, parent, replaced)
   local out = {}
-  for _, id in ipairs({replaced, record_parent(raw)}) do
+  for _, id in ipairs({replaced, parent}) do
     if id ~= '' then
       for _, f in ipairs(cp_field(base .. @CP@ .. id, 'refs') or {}) do
         if type(f) ~= 'string' then out[f[1]] = unlatin(f[2]) end
@@ -302,8 +302,13 @@ _PUT = """
 local K = KEYS
 if #K == 0 then K = put_keys(ARGV[4], ARGV[2]) end
 local cp_from = 13
+local parent = nil  -- the record's parent id, read from it once when needed
+local function parent_id()
+  if parent == nil then parent = record_parent(ARGV[cp_from]) end
+  return parent
+end
 local function of_parent(v)
-  if v == @OF_PARENT@ then return record_parent(ARGV[cp_from]) end
+  if v == @OF_PARENT@ then return parent_id() end
   return v
 end
 local applied, extends = of_parent(ARGV[10]), of_parent(ARGV[12])
@@ -323,7 +328,7 @@ local carried_from = req_from + tonumber(ARGV[blob_from + nblob])
 local missing, found, kept = {'missing'}, {}, nil
 for j = req_from, #ARGV do
   if redis.call('HEXISTS', K[5], ARGV[j]) == 0 then
-    if kept == nil then kept = parent_kept(ARGV[4], ARGV[cp_from], ARGV[8]) end
+    if kept == nil then kept = parent_kept(ARGV[4], parent_id(), ARGV[8]) end
     local value = kept[ARGV[j]]
     if value then found[#found + 1] = ARGV[j]; found[#found + 1] = value
     elseif j < carried_from then missing[#missing + 1] = ARGV[j] end
