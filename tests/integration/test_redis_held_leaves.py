@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import ormsgpack
 import pytest
 
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import BLOBS, LEAF
+from durable_graph.store.redis.records import link_of
 from tests.unit.test_leaf_dedup import chat_app
 
 pytestmark = pytest.mark.redis
@@ -32,14 +34,16 @@ def saver(redis_url: str, redis_prefix: str) -> Iterator[RedisSaver]:
 
 
 def puts(saver: RedisSaver) -> list[tuple[set[str], set[str]]]:
-    """(leaf fields sent with their bytes, leaf fields required) of every PUT planned
-    from now on, in order."""
+    """(leaf fields sent with their bytes, leaf fields required: named by the links of the
+    values sent, not sent) of every PUT planned from now on, in order."""
     seen: list[tuple[set[str], set[str]]] = []
     real = saver._put_call
 
     def spy(blobs: Mapping[str, bytes], required: Sequence[str], **kw: Any) -> Any:
-        seen.append(({f for f in blobs if f.startswith(LEAF)},
-                     {f for f in required if f.startswith(LEAF)}))
+        sent = {f for f in blobs if f.startswith(LEAF)}
+        named = {g for f, raw in blobs.items() if not f.startswith(LEAF)
+                 for g in ormsgpack.unpackb(link_of(raw) or b"\x90")[2:]}
+        seen.append((sent, {f for f in [*required, *named] if f.startswith(LEAF)} - sent))
         return real(blobs, required, **kw)
 
     saver._put_call = spy  # type: ignore[method-assign]

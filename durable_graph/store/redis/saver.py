@@ -84,7 +84,7 @@ from durable_graph.store.redis.records import (
     page_metadata,
     unbind_run,
 )
-from durable_graph.store.redis.scripts import OF_PARENT
+from durable_graph.store.redis.scripts import OF_PARENT, PUT_HEAD
 from durable_graph.store.redis.threads import RunEnd, ThreadRecords
 from durable_graph.store.retention import (
     CheckpointRef,
@@ -123,7 +123,9 @@ class _PutPlan:
     """Leaf fields the hints say are stored (required, not sent) -> their bytes, sent
     only if the commit finds one missing."""
     required: builtins.list[str]
-    """Blob fields that must be stored already."""
+    """Blob fields that must be stored already, of the values it reads unchanged; those the
+    links of the values sent name (``bases``, the leaves ``held``) the script reads from
+    the links themselves (not sent twice)."""
     call: Callable[[Mapping[str, bytes], Sequence[str]], tuple[str, builtins.list[str],
                                                                 builtins.list[Any]]]
     """(blobs, required) -> the PUT call."""
@@ -677,8 +679,7 @@ class RedisSaver(BaseCheckpointSaver):
         return _PutPlan(
             thread_id, ns, parent_id, checkpoint.id, _fence(config), tc, wanted, bases,
             blobs=blobs, held=held,
-            required=[wanted[ch] for ch in wanted if ch not in new_versions] + list(bases)
-            + list(held),
+            required=[wanted[ch] for ch in wanted if ch not in new_versions],
             call=functools.partial(
                 self._put_call, thread_id=thread_id, ns=ns, checkpoint_id=checkpoint.id,
                 fence=_fence(config),
@@ -743,10 +744,14 @@ class RedisSaver(BaseCheckpointSaver):
         now = time.time_ns() // 1000  # the script stores it as datetime.isoformat's text
         blob_args = _flatten(blobs)
         ttl, keep_last = self._policy()
-        args: list[Any] = [fence, checkpoint_id, ns, nsk.base, now, ttl, *cas[:4], keep_last,
-                           *cas[4:]]
-        args += [pack_record(fields, checkpoint_id), len(blob_args), *blob_args,
-                 len(required), *required, *carried]
+        named = dict(zip(("expect", "drop", "keep", "applied", "extends"), cas, strict=True),
+                     default_ttl=ttl, keep_last=keep_last, fence=fence, ns=ns)
+        head = [named[name] for name in PUT_HEAD]
+        while head and not head[-1]:
+            head.pop()
+        args: list[Any] = [checkpoint_id, nsk.base, now, ormsgpack.packb(head),
+                           pack_record(fields, checkpoint_id), len(blob_args), *blob_args,
+                           len(required), *required, *carried]
         return ("PUT", keys, args)
 
     def _commit(
