@@ -9,11 +9,11 @@ it writes anything (every check comes before the first write). ``PUT_STEP`` is t
 exception: it runs a sequence of ``PUT_WRITES``/``PUT`` calls, each checking its own fence
 (and the rest) before its own writes, so a later call refused, or failing at a Redis
 error, leaves an earlier call's writes stored, as when they were separate scripts.
-Checkpoint, write and index keys that depend on a checkpoint id are composed as ``<ns
-base> .. suffix .. id`` from a namespace base passed in by Python (or read from the
+Checkpoint, write and index keys that depend on a checkpoint id are composed as
+``<ns base> .. suffix .. id`` from a namespace base passed in by Python (or read from the
 thread's namespace hash); the suffixes come from ``keys`` so the layout has one source. On
-a single Redis ``PUT`` (alone or in ``PUT_STEP``) is sent no keys at all: it composes the
-thread's (``{P:T}`` is its namespace base up to the last ``:n:``) too.
+a single Redis ``PUT`` (alone or in ``PUT_STEP``) and ``LOAD_RUNNING`` are sent no keys at
+all: they compose the thread's (``{P:T}`` is its namespace base up to the last ``:n:``) too.
 
 Replies are arrays whose first element says what happened (``ok``, ``fenced``,
 ``missing``), because Lua error replies would lose the structured detail.
