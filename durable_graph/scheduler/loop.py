@@ -251,8 +251,15 @@ class StepLoop:
                 return int(stop.value)
 
     def _load(self, saved: Any = MISSING, *, mark_running: bool = True) -> int:
-        if saved is MISSING:
-            saved = self.saver.get_tuple(self.config) if self.saver is not None else None
+        # the latest checkpoint read and the thread marked running in one call; a named
+        # one is read first, so a missing one fails the run before it is marked running
+        marked = False
+        if saved is MISSING and self.saver is not None:
+            marked = mark_running and not self.checkpoint_id
+            saved = (self.saver.get_tuple_for_run(self.config) if marked
+                     else self.saver.get_tuple(self.config))
+        elif saved is MISSING:
+            saved = None
         if saved is None and self.checkpoint_id:
             raise GraphValueError(
                 f"Thread {self.thread_id!r} has no checkpoint {self.checkpoint_id!r}."
@@ -274,7 +281,7 @@ class StepLoop:
                 k: v for k, v in self.config.get("configurable", {}).items() if k == "fence"
             },
         )
-        if self.saver is not None and mark_running:
+        if self.saver is not None and mark_running and not marked:
             self.saver.set_status(self.thread_id, "running")
         return int(saved.metadata.get("step", -1)) + 1 if saved else -1
 

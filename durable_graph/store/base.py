@@ -290,6 +290,17 @@ class BaseCheckpointSaver(ABC):
     def get_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
         """The checkpoint named by ``checkpoint_id``, or the thread's latest one."""
 
+    def get_tuple_for_run(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
+        """What a run reads as it starts: ``get_tuple(config)``, then the thread (not the
+        namespace: a status is per thread) marked ``"running"`` with ``set_status``.
+
+        A saver may do both in one call (``RedisSaver`` on a single Redis: one script);
+        the result and the status it leaves are those of the two calls in this order.
+        """
+        saved = self.get_tuple(config)
+        self.set_status(config_ids(config)[0], "running")
+        return saved
+
     @abstractmethod
     def list(
         self,

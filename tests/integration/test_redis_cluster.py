@@ -6,11 +6,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from redis.cluster import RedisCluster
 
+from durable_graph import END, START, StateGraph
 from durable_graph.errors import FencingError
 from durable_graph.store.base import RETURN, Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis import RedisSaver
@@ -218,3 +219,30 @@ def test_a_commit_with_a_held_input_and_run_record_on_a_cluster(cluster_url: str
     assert saver.get_run("held") is not None
     assert saver.list_threads("running") == ["held"]
     saver.close()
+
+
+def test_a_run_start_on_a_cluster_is_the_two_calls(cluster_url: str) -> None:
+    """``get_tuple_for_run`` falls back to get_tuple then set_status (the status index is
+    in another slot than the thread): same tuple, the thread indexed as running, and an
+    embedded run over it ends done."""
+    saver = RedisSaver.from_url(cluster_url, prefix="cl5", cluster=True)
+    parent = cfg("start")
+    for count in range(3):
+        parent = put(saver, parent, count)
+    got = saver.get_tuple_for_run(cfg("start"))
+    assert got is not None and got == saver.get_tuple(cfg("start")) and got.config == parent
+    assert saver.get_tuple_for_run(cfg("fresh")) is None
+    assert sorted(saver.list_threads("running")) == ["fresh", "start"]
+    graph = StateGraph(_Count)
+    graph.add_node("inc", lambda s: {"n": s["n"] + 1})
+    graph.add_edge(START, "inc")
+    graph.add_edge("inc", END)
+    app = graph.compile(checkpointer=saver)
+    assert app.invoke({"n": 1}, cfg("run")) == {"n": 2}
+    assert saver.get_status("run")["status"] == "done"  # type: ignore[index]
+    assert "run" in saver.list_threads("done") and "run" not in saver.list_threads("running")
+    saver.close()
+
+
+class _Count(TypedDict):
+    n: int

@@ -40,10 +40,12 @@ CONNECT_TIMEOUT = 5.0
 SOCKET_TIMEOUT = 10.0
 """Default seconds to wait for a reply; every script is short, so this is generous."""
 UNWAITED_SCRIPTS = frozenset({"LOAD", "PAGE", "FINISHED", "VALUE_LINK", "ACQUIRE", "RENEW",
-                              "RELEASE"})
-"""Scripts no commit wait follows: the reads, and the leases (a lost lease renewal is
-what fencing is for). Every other script writes state a reported result depends on, so
-a script added later is waited for unless it is listed here."""
+                              "RELEASE", "LOAD_RUNNING"})
+"""Scripts no commit wait follows: the reads, the leases (a lost lease renewal is
+what fencing is for) and a run's start (``LOAD_RUNNING``: a read and the thread's
+"running" mark, which ``set_status``'s ``RECORD_STATUS`` never waited for either; the
+run's end status replaces it). Every other script writes state a reported result depends
+on, so a script added later is waited for unless it is listed here."""
 
 
 _USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")

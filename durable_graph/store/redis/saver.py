@@ -85,7 +85,7 @@ from durable_graph.store.redis.records import (
     unbind_run,
 )
 from durable_graph.store.redis.scripts import OF_PARENT, PUT_HEAD
-from durable_graph.store.redis.threads import RunEnd, ThreadRecords
+from durable_graph.store.redis.threads import RunEnd, ThreadRecords, stamp_args
 from durable_graph.store.retention import (
     CheckpointRef,
     check_keep_last,
@@ -357,6 +357,18 @@ class RedisSaver(BaseCheckpointSaver):
         found = self._load(thread_id, ns, [checkpoint_id] if checkpoint_id else [])
         return found[0] if found else None
 
+    def get_tuple_for_run(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
+        """``get_tuple(config)`` with the thread marked "running": on a single Redis one
+        script (``LOAD_RUNNING``: sent no keys, the namespace base, time and status
+        bucket); on Redis Cluster (the status index is in another slot) the two calls.
+        Not waited for by a commit wait, as neither call it stands for is."""
+        if not self._compact:
+            return super().get_tuple_for_run(config)
+        thread_id, ns, checkpoint_id = config_ids(config)
+        found = self._load(thread_id, ns, [checkpoint_id] if checkpoint_id else [],
+                           running=True)
+        return found[0] if found else None
+
     def queue_get_tuple(self, pipe: Any, config: Mapping[str, Any]) -> Any:
         """Queue ``get_tuple(config)``'s read on ``pipe`` (a pipeline another read shares:
         one round trip for both); ``tuple_from`` decodes its reply."""
@@ -372,12 +384,19 @@ class RedisSaver(BaseCheckpointSaver):
         found = self._decode(thread_id, ns, reply[:1])
         return found[0] if found else None
 
-    def _load(self, thread_id: str, ns: str, ids: Sequence[str]) -> builtins.list[CheckpointTuple]:
-        """Checkpoints ``ids`` of one namespace (the latest if none), values and writes included."""
+    def _load(
+        self, thread_id: str, ns: str, ids: Sequence[str], *, running: bool = False,
+    ) -> builtins.list[CheckpointTuple]:
+        """Checkpoints ``ids`` of one namespace (the latest if none), values and writes
+        included; ``running``: the thread marked running in the same script (single Redis)."""
         nsk = ThreadKeys(self.prefix, thread_id).ns(ns)
-        entries = self._conn.run(
-            "LOAD", [nsk.index, nsk.blobs], [nsk.base, *ids], "read checkpoint"
-        )
+        if running:
+            entries = self._conn.run("LOAD_RUNNING", [], [nsk.base, *stamp_args(thread_id), *ids],
+                                     "read checkpoint and mark thread running")
+        else:
+            entries = self._conn.run(
+                "LOAD", [nsk.index, nsk.blobs], [nsk.base, *ids], "read checkpoint"
+            )
         return self._decode(thread_id, ns, entries)
 
     def _decode(

@@ -1,19 +1,19 @@
 """Lua scripts for every multi-key update, kept beside the key layout.
 
-Each script touches the keys of one thread only (one hash tag, so one slot on
-Redis Cluster; ``RECORD_STATUS`` and ``CLOSE_RUN`` also move the thread in the status
-index, so they are used on a single Redis only, and compose its shard keys from the record
-key rather than be sent them) and runs atomically: Redis executes a script to the end before it
-serves anything else, and a script that fails at a Redis error aborts before it
-writes anything (every check comes before the first write). ``PUT_STEP`` is the one
+Each script touches the keys of one thread only (one hash tag, so one slot on Redis
+Cluster; ``RECORD_STATUS``, ``CLOSE_RUN`` and ``LOAD_RUNNING`` also move the thread in the
+status index, so they are used on a single Redis only, and compose its shard keys from the
+record key rather than be sent them) and runs atomically: Redis executes a script to the
+end before it serves anything else, and a script that fails at a Redis error aborts before
+it writes anything (every check comes before the first write). ``PUT_STEP`` is the one
 exception: it runs a sequence of ``PUT_WRITES``/``PUT`` calls, each checking its own fence
-(and the rest) before its own writes, so a later call refused, or failing at a Redis error,
-leaves an earlier call's writes stored, as when they were separate scripts. Checkpoint, write and
-index keys that depend on a checkpoint id are composed as ``<ns base> .. suffix
-.. id`` from a namespace base passed in by Python (or read from the thread's
-namespace hash); the suffixes come from ``keys`` so the layout has one source.
-On a single Redis ``PUT`` (alone or in ``PUT_STEP``) is sent no keys at all: it
-composes the thread's (``{P:T}`` is its namespace base up to the last ``:n:``) too.
+(and the rest) before its own writes, so a later call refused, or failing at a Redis
+error, leaves an earlier call's writes stored, as when they were separate scripts.
+Checkpoint, write and index keys that depend on a checkpoint id are composed as
+``<ns base> .. suffix .. id`` from a namespace base passed in by Python (or read from the
+thread's namespace hash); the suffixes come from ``keys`` so the layout has one source. On
+a single Redis ``PUT`` (alone or in ``PUT_STEP``) and ``LOAD_RUNNING`` are sent no keys at
+all: they compose the thread's (``{P:T}`` is its namespace base up to the last ``:n:``) too.
 
 Replies are arrays whose first element says what happened (``ok``, ``fenced``,
 ``missing``), because Lua error replies would lose the structured detail.
@@ -48,6 +48,7 @@ __all__ = [
     "FINISHED",
     "FINISHED_FUNCTION",
     "LOAD",
+    "LOAD_RUNNING",
     "OF_PARENT",
     "PAGE",
     "PRUNE",
@@ -263,13 +264,20 @@ local function iso_utc(t)
 end
 """
 
-# PUT's keys composed from its namespace key base and checkpoint id (single Redis: not
-# sent), with the suffixes of ``keys``; the escaped namespace holds no ':', so the last
-# ':n:' of the base ends the thread's tag. In KEYS's order.
-_PUT_KEYS = """
-local function put_keys(base, id)
+# A namespace key base's thread tag ({P:T}): the escaped namespace holds no ':', so the
+# last ':n:' of the base ends it. PUT's keys composed from its namespace key base and
+# checkpoint id (single Redis: not sent), with the suffixes of ``keys``, in KEYS's order.
+_NS_TAG = """
+local function ns_tag(base)
   local tag = string.match(base, '^(.*)' .. @NS@ .. '[^:]*$')
   if not tag then error('not a namespace key base: ' .. base) end
+  return tag
+end
+"""
+
+_PUT_KEYS = _NS_TAG + """
+local function put_keys(base, id)
+  local tag = ns_tag(base)
   return {tag .. @REC@, tag .. @LEASE@, tag .. @NSMAP@, base .. @IDX@, base .. @BLOBS@,
           base .. @CP@ .. id}
 end
@@ -554,42 +562,42 @@ return 'waiting'
 """
 )
 
-LOAD = _lua(
-    _REFS
-    + """
--- KEYS: idx, blobs    ARGV: ns_base, ids... (none: the latest checkpoint)
+_LOAD_FUNCTION = _REFS + """
+-- Checkpoints `ids` (a table; empty: the latest) of the namespace at key base `base`,
+-- whose index and values are `idx` and `blobs`.
 -- Reply: one {id, cp record, blob values, write fields, blob fields} per checkpoint
 -- (the record packed, or the fields of one written as a hash)
 -- found; the blob fields are its values' and their delta chains' (cp_refs).
-local base = ARGV[1]
-local ids = {}
-if #ARGV == 1 then
-  ids = redis.call('ZREVRANGE', KEYS[1], 0, 0)
-else
-  for j = 2, #ARGV do ids[#ids + 1] = ARGV[j] end
-end
-local out = {}
-for _, id in ipairs(ids) do
-  local key = base .. @CP@ .. id
-  local cp
-  if redis.call('TYPE', key)['ok'] == 'string' then cp = redis.call('GET', key)
-  else cp = redis.call('HGETALL', key) end
-  if #cp > 0 then
-    local vals, rest = {}, {}
-    local refs = cp_refs(KEYS[2], base .. @CP@ .. id, {}, vals)
-    for _, f in ipairs(refs) do if vals[f] == nil then rest[#rest + 1] = f end end
-    if #rest > 0 then
-      local got = redis.call('HMGET', KEYS[2], unpack(rest))
-      for i, f in ipairs(rest) do vals[f] = got[i] end
+local function load(idx, blobs_key, base, ids)
+  if #ids == 0 then ids = redis.call('ZREVRANGE', idx, 0, 0) end
+  local out = {}
+  for _, id in ipairs(ids) do
+    local key = base .. @CP@ .. id
+    local cp
+    if redis.call('TYPE', key)['ok'] == 'string' then cp = redis.call('GET', key)
+    else cp = redis.call('HGETALL', key) end
+    if #cp > 0 then
+      local vals, rest = {}, {}
+      local refs = cp_refs(blobs_key, key, {}, vals)
+      for _, f in ipairs(refs) do if vals[f] == nil then rest[#rest + 1] = f end end
+      if #rest > 0 then
+        local got = redis.call('HMGET', blobs_key, unpack(rest))
+        for i, f in ipairs(rest) do vals[f] = got[i] end
+      end
+      local blobs = {}
+      for i, f in ipairs(refs) do blobs[i] = vals[f] or false end
+      out[#out + 1] = {id, cp, blobs, redis.call('HGETALL', base .. @W@ .. id), refs}
     end
-    local blobs = {}
-    for i, f in ipairs(refs) do blobs[i] = vals[f] or false end
-    out[#out + 1] = {id, cp, blobs, redis.call('HGETALL', base .. @W@ .. id), refs}
   end
+  return out
 end
-return out
 """
-)
+
+LOAD = _lua(_LOAD_FUNCTION + """
+-- KEYS: idx, blobs    ARGV: ns_base, ids... (none: the latest checkpoint)
+-- Reply: load's.
+return load(KEYS[1], KEYS[2], ARGV[1], {unpack(ARGV, 2)})
+""")
 
 PAGE = _lua(
     _RECORD
@@ -737,6 +745,22 @@ local n = tonumber(ARGV[4] or '0')
 record_status(KEYS[1], ARGV[1], ARGV[2], ARGV[3], 5, 4 + n, 5 + n)
 return {'ok'}
 """
+
+LOAD_RUNNING = _lua(_LOAD_FUNCTION + _STATUS_FUNCTION + _NS_TAG + """
+-- A run's start on a single Redis (the status index is in another slot than the thread):
+-- LOAD, then RECORD_STATUS 'running', in one call. Sent no keys: the namespace's index
+-- and values are composed from ns_base, the thread record {P:T}:rec from its tag (the
+-- thread's, whatever the namespace: the status is the thread's).
+-- ARGV: ns_base, time (microseconds since the epoch), the thread's status bucket,
+--       ids... (none: the latest checkpoint)
+-- Reply: LOAD's.
+local base = ARGV[1]
+local out = load(base .. @IDX@, base .. @BLOBS@, base, {unpack(ARGV, 4)})
+record_status(ns_tag(base) .. @REC@, 'running', ARGV[2], ARGV[3], 4, 3, #ARGV + 1)
+return out
+""")
+"""``LOAD`` of a namespace with its thread marked running (``RECORD_STATUS``) in one script
+(``RedisSaver.get_tuple_for_run``; single Redis only)."""
 
 UNINDEX_GONE = """
 -- KEYS: one status shard    ARGV: (thread, score)...: entries read with their scores

@@ -39,7 +39,7 @@ from durable_graph.store.redis.keys import (
 )
 from durable_graph.store.redis.lease import Lease
 
-__all__ = ["STATUSES", "RunEnd", "ThreadPage", "ThreadRecords"]
+__all__ = ["STATUSES", "RunEnd", "ThreadPage", "ThreadRecords", "stamp_args"]
 
 STATUSES: tuple[str, ...] = get_args(ThreadStatus)
 _FIELDS = (
@@ -101,10 +101,15 @@ def _checked(status: str) -> str:
     return status
 
 
+def stamp_args(thread_id: str) -> list[Any]:
+    """A status script's time (microseconds since the epoch: it writes ``updated_at``
+    from it, and the index score in ms) and the thread's status bucket."""
+    return [time.time_ns() // 1000, status_bucket(thread_id)]
+
+
 def _status_args(thread_id: str, status: str) -> list[Any]:
-    """A status script's status, time (microseconds since the epoch: it writes
-    ``updated_at`` from it, and the index score in ms) and the thread's status bucket."""
-    return [_checked(status), time.time_ns() // 1000, status_bucket(thread_id)]
+    """A status script's status, then ``stamp_args``."""
+    return [_checked(status), *stamp_args(thread_id)]
 
 
 def _error_fields(error: BaseException) -> dict[str, str]:
