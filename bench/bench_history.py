@@ -213,9 +213,9 @@ def storage_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
                     drop(saver)
                 form = "deltas" if delta else "whole values"
                 rows.append((store, name, form,
-                             "-" if written is None else f"{written / args.steps / 1024:.1f}",
-                             f"{total / args.steps / 1024:.1f}",
-                             f"{values / args.steps / 1024:.1f}",
+                             "-" if written is None else f"{written / args.steps / 1024:.2f}",
+                             f"{total / args.steps / 1024:.2f}",
+                             f"{values / args.steps / 1024:.2f}",
                              f"{total / 1024:.0f}", f"{total / appended:.2f}"))
     return rows
 

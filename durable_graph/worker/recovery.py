@@ -45,7 +45,8 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from durable_graph.errors import CheckpointStoreError, JobCrashedError, SignatureError
-from durable_graph.store.redis.jobbook import Expired, JobBook, View
+from durable_graph.store.redis.jobbook import Expired, JobBook, Reclaimed, View
+from durable_graph.store.redis.keys import JobKeys
 from durable_graph.store.redis.saver import RedisSaver
 from durable_graph.store.redis.threads import ThreadRecords
 from durable_graph.worker import metrics
@@ -159,7 +160,7 @@ class LeaseScheduler:
             if taken is None:
                 continue
             if taken.action == "fail":
-                self._fail(taken.message, key, taken.deaths, taken.why, out)
+                self._fail(taken, (bucket, key, holder), out)
             else:
                 log.info("job %s: its process %s died; sent again (death %d)", key, holder,
                          taken.deaths)
@@ -167,15 +168,18 @@ class LeaseScheduler:
                 out.resent += 1
         self.book.forget_workers(dead)
 
-    def _fail(self, message: str, key: str, deaths: int, why: str, out: Sweep) -> None:
-        """End the thread of a job whose process died ``deaths`` times."""
-        job = self._job_of(message)
+    def _fail(self, taken: Reclaimed, claim: tuple[JobKeys, str, str], out: Sweep) -> None:
+        """End the thread of a job whose process died ``taken.deaths`` times; ``claim``
+        (bucket, job key, dead holder): the claim the dead process keeps until then."""
+        bucket, key, holder = claim
+        job = self._job_of(taken.message)
         if job is None:
+            self.book.drop_claim(bucket, key, holder)
             return
         what = f"{job.kind} {job.name!r}" if job.name else f"{job.kind} job"
-        how = f" (last: {why})" if why else ""
+        how = f" (last: {taken.why})" if taken.why else ""
         error = JobCrashedError(
-            f"the process running {what} of thread {job.run.thread_id!r} died {deaths} "
+            f"the process running {what} of thread {job.run.thread_id!r} died {taken.deaths} "
             f"times{how}; the thread is failed instead of being retried again. Fix what "
             "kills it (memory, native code, os._exit), then resume the thread.")
         log.error("%s", error)

@@ -209,10 +209,13 @@ return reply
 RELEASE_JOB = (
     _JOBS
     + """
--- ARGV: job key, worker.  The worker gives the job back unfinished (Celery retries it).
+-- ARGV: job key, worker[, 'undue'].  The worker gives the job back unfinished (Celery
+-- retries it); 'undue': the claim only goes (a sweep that cannot end the job it failed).
 if redis.call('HGET', CLAIM, ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', CLAIM, ARGV[1])
-if redis.call('HEXISTS', OWED, ARGV[1]) == 1 then redis.call('ZADD', DUE, now, ARGV[1]) end
+if ARGV[3] ~= 'undue' and redis.call('HEXISTS', OWED, ARGV[1]) == 1 then
+  redis.call('ZADD', DUE, now, ARGV[1])
+end
 return 1
 """
 )
@@ -224,14 +227,21 @@ RECLAIM_JOB = (
 -- worker process that died: counts the death, then {'fail', msg, deaths, why} at
 -- max deaths, else {'requeue', msg, deaths} (sent again as unclaimed). {'no'} when
 -- the claim moved on (another sweeper got it) or the job ended.
+-- At max deaths the dead process keeps the claim until the sweeper has failed the
+-- thread and ended the job (END_JOB drops it): a copy of the job's message still queued
+-- (a lost-message resend) is dropped when claimed ('held'), never run once more; if
+-- the sweeper dies first, the next sweep finds the dead process's claim again.
 if redis.call('HGET', CLAIM, ARGV[1]) ~= ARGV[2] then return {'no'} end
-redis.call('HDEL', CLAIM, ARGV[1])
 local msg = redis.call('HGET', OWED, ARGV[1])
-if not msg then return {'no'} end
+if not msg then
+  redis.call('HDEL', CLAIM, ARGV[1])
+  return {'no'}
+end
 local deaths = redis.call('HINCRBY', DEATHS, ARGV[1], 1)
 if ARGV[4] ~= '' then redis.call('HSET', DEATHS, ARGV[1] .. ':why', ARGV[4]) end
 local why = redis.call('HGET', DEATHS, ARGV[1] .. ':why') or ''
 if deaths >= tonumber(ARGV[3]) then return {'fail', msg, deaths, why} end
+redis.call('HDEL', CLAIM, ARGV[1])
 redis.call('ZADD', DUE, now, ARGV[1])
 return {'requeue', msg, deaths, why}
 """

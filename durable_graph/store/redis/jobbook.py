@@ -366,6 +366,12 @@ class JobBook:
         self._run("RELEASE_JOB", jobs_of(self.prefix, thread_id).ordered(), [key, worker],
                   "release job")
 
+    def drop_claim(self, bucket: JobKeys, key: str, holder: str) -> None:
+        """Forget ``holder``'s claim of ``key``, the job left owed but not due: a job failed
+        for its deaths (``reclaim``) whose message does not open, so that nothing can end
+        it by its thread, is not taken back by every sweep after."""
+        self._run("RELEASE_JOB", bucket.ordered(), [key, holder, "undue"], "drop claim")
+
     def note_death(self, key: str, thread_id: str, worker_prefix: str, why: str) -> str:
         """Record how the process running ``key`` died; its claimant ('' if another)."""
         return self.note_deaths([key], thread_id, worker_prefix, why)[0]
