@@ -64,7 +64,7 @@ from durable_graph.store.base import (
     empty_checkpoint,
     new_checkpoint_id,
 )
-from durable_graph.types import Command, Interrupt
+from durable_graph.types import START, Command, Interrupt
 
 __all__ = ["CHECKPOINT_MAP", "SUBGRAPHS", "Event", "RunOptions", "StepLoop"]
 
@@ -199,7 +199,7 @@ class StepLoop:
         step = self._load()
         self.step_opts = self._step_options(step)
         try:
-            step = yield from self._first(input, step)
+            step = yield from self._first(input, step, pair=True)
             while (yield from self._tick(step)):
                 step += 1
         except BaseException as exc:
@@ -285,8 +285,9 @@ class StepLoop:
             self.saver.set_status(self.thread_id, "running")
         return int(saved.metadata.get("step", -1)) + 1 if saved else -1
 
-    def _first(self, input: Any, step: int) -> Generator[Event, None, int]:
-        """Apply the run's input: a Command, a resume (None), or new input."""
+    def _first(self, input: Any, step: int, *, pair: bool = False) -> Generator[Event, None, int]:
+        """Apply the run's input: a Command, a resume (None), or new input; ``pair``: the
+        input's checkpoint may wait to be stored with the first step's (``_input_waits``)."""
         if isinstance(input, Command):
             self._check_resumable(input)
             if isinstance(input.resume, dict):  # answers by interrupt id, for subgraphs too
@@ -319,8 +320,19 @@ class StepLoop:
             self.spec, self.checkpoint, [*discard, input_task],
             new_checkpoint_id(after=self.checkpoint.id)
         )
+        if pair and self._input_waits():
+            self.persister.hold()
         self._commit({"source": "input", "step": step, "parents": {}})
         return step + 1
+
+    def _input_waits(self) -> bool:
+        """Whether the input's checkpoint can wait for the first step's commit, to be
+        stored with it (``Persister.hold``): the input triggers internal nodes only, so
+        no node of the user's runs before that commit, and with ``sync`` no stream event
+        naming the input's checkpoint reaches the caller before it is stored."""
+        if self.opts.durability == "sync" and self.opts.modes & {"checkpoints", "debug"}:
+            return False
+        return all(n.hidden for n in self.spec.nodes.values() if START in n.triggers)
 
     def _check_resumable(self, cmd: Command) -> None:
         """A resume value for a thread that waits on nothing would vanish: refuse it.

@@ -27,6 +27,14 @@ stream event, no return); it only applies the step's writes (the channels' reduc
 plans the next step. A process killed in that window runs the last task again on
 resume, as one killed while that task was running would; no reader can tell the
 difference but by reading the store inside that window.
+
+A run's input checkpoint is held back too (``hold``, by the embedded loop, when its
+first step runs none of the user's nodes and, with ``sync``, streams nothing that names
+it first): it goes with the next checkpoint put, the first step's, in one call
+(``saver.put_pair``: one round trip and one script on Redis). Anything else stored first
+stores it first, alone, as before: task writes sent, ``send_held``, ``flush`` (the run
+ends, fails or pauses before that commit). ``exit`` holds nothing of this. A distributed
+run's producer takes it instead (``take_held``) to send with its first job's commit.
 """
 
 from __future__ import annotations
@@ -88,7 +96,8 @@ class Persister:
 
     def hold(self) -> None:
         """Keep the next checkpoint back (``sync`` and ``async``) until ``take_held`` hands
-        it to a caller that sends it with its own next write, or ``flush`` stores it."""
+        it to a caller that sends it with its own next write, or the next checkpoint put
+        sends both (``saver.put_pair``), or anything else stored first stores it."""
         self._holding = self.saver is not None and self.durability != "exit"
 
     def take_held(self) -> PutArgs | None:
@@ -120,25 +129,40 @@ class Persister:
         applied = writes is not None and not self._holding \
             and config_ids(writes[0])[2] == self._parent_id
         if writes is not None and not applied:
+            self._release()
             self._send(writes)  # not this checkpoint's: they go first, as they are
             writes = None
-        if self._holding:
+        if self._holding:  # this one only
             self._release()
-            self._held = self._put_args(checkpoint, metadata)
+            self._held, self._holding = self._put_args(checkpoint, metadata), False
             return
-        if writes is None:
-            self._run(self._put_call(checkpoint, metadata))
-            return
-        saver, args, held = self.saver, self._put_args(checkpoint, metadata), writes
+        first, self._held = self._held, None  # the input's, held for this commit
+        self._run(self._commit_call(first, self._put_args(checkpoint, metadata), writes))
+
+    def _commit_call(
+        self, first: PutArgs | None, args: PutArgs, writes: HeldWrites | None,
+    ) -> Callable[[], Any]:
+        """The store of checkpoint ``args``: after ``first`` (``put_pair``), applying
+        ``writes`` (``put_applying``), or alone."""
+        saver = self.saver
+        assert saver is not None
+        if first is None and writes is None:
+            return lambda: saver.put(*args)
+        thread_id, ns = self.thread_id, self.ns
 
         def commit() -> Any:
             try:
-                return saver.put_applying(*args, held)
+                if first is not None:
+                    return saver.put_pair(first, args, writes)
+                assert writes is not None
+                return saver.put_applying(*args, writes)
             except BaseException:
                 with contextlib.suppress(Exception):  # as if they had gone first
-                    _put_held(saver, held)
+                    if writes is not None and (first is None or saver.get_tuple(
+                            checkpoint_config(thread_id, ns, first[1].id)) is not None):
+                        _put_held(saver, writes)  # not to a first checkpoint never stored
                 raise
-        self._run(commit)
+        return commit
 
     def _release(self) -> None:
         """Store the checkpoint held back, if any (before anything written after it)."""
@@ -157,7 +181,8 @@ class Persister:
             with self._lock:
                 self._deferred_writes.append((task_id, list(writes)))
             return
-        self._release()
+        if not hold:  # a held checkpoint waits for the commit, as the held writes do
+            self._release()
         self.send_held()
         held = (self._config(self._current_id), task_id, list(writes))
         if hold:
@@ -170,6 +195,7 @@ class Persister:
         """Store the task writes held back, now (the step ends without a commit)."""
         held = self._take_writes()
         if held is not None:
+            self._release()  # the checkpoint they are written against goes first
             self._send(held)
 
     def _take_writes(self) -> HeldWrites | None:
@@ -192,7 +218,7 @@ class Persister:
             if self._deferred is not None:
                 deferred, self._deferred = self._deferred, None
                 try:
-                    self._put_call(*deferred)()
+                    self._commit_call(None, self._put_args(*deferred), None)()
                 except SerializationError as exc:
                     raise SerializationError(self._exit_lost(exc)) from exc
             writes, self._deferred_writes = self._deferred_writes, []
@@ -212,12 +238,6 @@ class Persister:
         return (f"{exc}. With durability='exit' nothing of this run was saved, not even "
                 f"its input: {kept}. Make the value serializable and run the input again "
                 "(durability='sync' stores each step, so the input is kept).")
-
-    def _put_call(self, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> Callable[[], Any]:
-        saver = self.saver
-        assert saver is not None
-        args = self._put_args(checkpoint, metadata)
-        return lambda: saver.put(*args)
 
     def _put_args(self, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> PutArgs:
         """What ``saver.put`` stores ``checkpoint`` with (the next put extends it)."""

@@ -378,6 +378,25 @@ class BaseCheckpointSaver(ABC):
             self.put_writes(w_config, kept, task_id)
         return self.put(config, checkpoint, metadata, new_versions)
 
+    def put_pair(
+        self, first: PutArgs, second: PutArgs, writes: HeldWrites | None = None,
+    ) -> dict[str, Any]:
+        """Store two consecutive checkpoints: ``put(*first)``, then ``second``, whose
+        config names ``first``'s checkpoint as its parent (``put_applying`` when
+        ``writes``, a task's writes against ``first``, were held back for it). Returns
+        the second's config.
+
+        The engine's loop stores a run's input checkpoint and its first step's this way
+        (``Persister``): a store may send both in one round trip (Redis: one script).
+        The effects and errors are those of the two calls in order: if ``first`` is
+        refused or fails, its error is raised and nothing of ``second`` (or of
+        ``writes``) is stored.
+        """
+        self.put(*first)
+        if writes is not None:
+            return self.put_applying(*second, writes)
+        return self.put(*second)
+
     def kept_writes(
         self, config: Mapping[str, Any], metadata: CheckpointMetadata,
         writes: Sequence[tuple[str, Any]],

@@ -178,6 +178,14 @@ def _one_script(
     return "PUT_STEP", keys, heads + args
 
 
+def _follows(prior: Prior, config: Mapping[str, Any], expect_latest: str | None) -> bool:
+    """Whether a commit is refused when ``prior``'s put is: it expects a checkpoint to
+    be the newest, or it extends ``prior``'s (``EXTENDS_LATEST``: 'gone' if not stored)."""
+    return bool(expect_latest) or (
+        bool((config.get("configurable") or {}).get(EXTENDS_LATEST))
+        and config_ids(config)[2] == prior.put[1].id)
+
+
 def _fence(config: Mapping[str, Any]) -> str:
     """The fencing token of a commit as script text ('' when unfenced)."""
     fence = (config.get("configurable") or {}).get("fence")
@@ -543,6 +551,18 @@ class RedisSaver(BaseCheckpointSaver):
         return self.commit_step(config, checkpoint, metadata, new_versions,
                                 task_writes=(w_config, task_id, kept))[0]
 
+    def put_pair(
+        self, first: PutArgs, second: PutArgs, writes: HeldWrites | None = None,
+    ) -> dict[str, Any]:
+        """``BaseCheckpointSaver.put_pair`` in one round trip and one script
+        (``PUT_STEP``, as a producer's first job: ``commit_step(prior=...)``): the second
+        extends the first (``EXTENDS_LATEST``), so were the first refused, the second
+        writes nothing either and both are sent again one after the other. Writes held
+        for the second that it keeps (outcomes), one after the other as ever."""
+        if writes is not None and self.kept_writes(second[0], second[2], writes[2]):
+            return super().put_pair(first, second, writes)
+        return self.commit_step(*second, prior=Prior(first))[0]
+
     def commit_step(
         self, config: Mapping[str, Any], checkpoint: Checkpoint, metadata: CheckpointMetadata,
         new_versions: Mapping[str, int], *,
@@ -563,9 +583,9 @@ class RedisSaver(BaseCheckpointSaver):
         itself, and a commit refused or failing after them leaves the writes stored, as
         when they were two scripts, the writes' first. ``ride``: more commands sent in
         the round trip of the (first) commit script, after it. ``prior``: a run's record
-        and the ``put`` of the checkpoint this commit expects to be the newest (its
-        input), held back to be sent first in the same round trip, all in one MULTI
-        (with ``ride`` after the commit):
+        and the ``put`` of the checkpoint this commit expects to be the newest or extends
+        (its input), held back to be sent first in the same round trip, all in one MULTI
+        (with ``ride`` after the commit; the puts in one script, ``PUT_STEP``):
         were the put refused, nothing of the commit is written either, and the put and
         the commit are sent again one after the other (``put``'s checks and errors
         apply). On Redis Cluster and with commit waits, one after the other at once.
@@ -574,7 +594,8 @@ class RedisSaver(BaseCheckpointSaver):
                                          for k in ("expect_latest", "replaces", "keep"))
         if cas:
             raise GraphTypeError(f"commit_step() got unexpected arguments {sorted(cas)}")
-        if prior is not None and (task_writes is not None or not expect_latest
+        if prior is not None and (task_writes is not None
+                                  or not _follows(prior, config, expect_latest)
                                   or self._conn.commit_wait is not None
                                   or not isinstance(self._conn.client, redis.Redis)):
             prior.store(self)  # sent together only with a lone commit that expects it
@@ -600,6 +621,7 @@ class RedisSaver(BaseCheckpointSaver):
                                         expect_latest=expect_latest, replaces=replaces,
                                         keep=keep, ride=ride)
             reply = replies[1]
+            self._stored_depths(first.thread_id, first.ns, prior.put[1], prior.put[3])
         else:
             reply = self._commit(plan.call(plan.blobs, plan.required), before=before, ride=ride)
         if before is not None:
@@ -647,11 +669,11 @@ class RedisSaver(BaseCheckpointSaver):
     ) -> builtins.list[Any]:
         """The replies of the PUT ``calls`` (one script, ``PUT_STEP``), sent after
         ``prior.run`` and before ``ride``'s commands (a producer's first job: see
-        ``worker/firstjob``) in one MULTI."""
+        ``worker/firstjob``) in one MULTI (none for the script alone: ``put_pair``)."""
         conn = self._conn
 
         def go(client: Any) -> builtins.list[Any]:
-            pipe = client.pipeline(transaction=True)
+            pipe = client.pipeline(transaction=prior.run is not None or ride is not None)
             if prior.run is not None:
                 self._queue_run(pipe, *prior.run)
             name, keys, args = _one_script(calls)
