@@ -169,13 +169,13 @@ def _one_script(
     """``PUT_WRITES`` and ``PUT`` calls (name, keys, args) as one ``PUT_STEP`` call, whose
     reply is theirs, in order."""
     keys: builtins.list[str] = []
-    heads: builtins.list[Any] = [len(calls)]
+    heads: builtins.list[Any] = []
     args: builtins.list[Any] = []
     for name, k, a in calls:
         heads += [_KINDS[name], len(k), len(a)]
         keys += k
         args += a
-    return "PUT_STEP", keys, heads + args
+    return "PUT_STEP", keys, [ormsgpack.packb(heads), *args]
 
 
 def _follows(prior: Prior, config: Mapping[str, Any], expect_latest: str | None) -> bool:

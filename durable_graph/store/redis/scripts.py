@@ -473,24 +473,24 @@ PUT_STEP = _lua(
     + "local function put(KEYS, ARGV)"
     + _PUT
     + """end
--- KEYS: each call's keys, in order.  ARGV: the number of calls, then (kind: 'w' for
--- PUT_WRITES, 'p' for PUT; how many keys; how many arguments) of each, then each call's
--- arguments, in order.  Reply: each call's reply, in order.
+-- KEYS: each call's keys, in order.  ARGV: the calls' heads, msgpack [kind ('w' for
+-- PUT_WRITES, 'p' for PUT), how many keys, how many arguments] * n (one argument, not
+-- 1 + 3n), then each call's arguments, in order.  Reply: each call's reply, in order.
 -- A step's commit with what goes with it in one script, not one each (a distributed
 -- step's last task's writes then the commit; a producer's input checkpoint then its first
 -- step's): the same effects in the same order, each call run whatever the one before
 -- replied.
 local run = {w = put_writes, p = put}
-local m = tonumber(ARGV[1])
-local k, a = 0, 1 + 3 * m
+local heads = cmsgpack.unpack(ARGV[1])
+local k, a = 0, 1
 local out = {}
-for c = 1, m do
-  local nk, na = tonumber(ARGV[3 * c]), tonumber(ARGV[3 * c + 1])
+for c = 1, #heads / 3 do
+  local nk, na = heads[3 * c - 1], heads[3 * c]
   local ck, ca = {}, {}
   for i = 1, nk do ck[i] = KEYS[k + i] end
   for i = 1, na do ca[i] = ARGV[a + i] end
   k, a = k + nk, a + na
-  out[c] = run[ARGV[3 * c - 1]](ck, ca)
+  out[c] = run[heads[3 * c - 2]](ck, ca)
 end
 return out
 """)
