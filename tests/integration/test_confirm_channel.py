@@ -80,15 +80,19 @@ def test_a_producer_publishes_without_waiting_and_flush_waits_for_every_confirm(
     app = create_app(redis_url, broker_url=rabbitmq.url, prefix=redis_prefix, queue=queue,
                      secret_key=SECRET)
     dispatcher = CeleryDispatcher(app, settings_of(app))
-    messages = [[f"t-{i}", f"task-{i}", "task", "sealed", "run-1", redis_prefix, f"k-{i}"]
-                for i in range(150)]
-    dispatcher._publish(messages)  # outside a job: a producer's publish
-    window = dispatcher._confirms
-    assert window is not None
-    assert 0 < window.unconfirmed <= window.max_messages  # returned before the last confirm
-    dispatcher.flush()  # what a producer's wait on its run (RunHandle) calls first
-    assert window.unconfirmed == 0 and window.resent == 0
-    assert _count(rabbitmq.url, queue) == 150
+    seen: list[int] = []  # confirms still out as each publish returned
+    while not any(seen) and len(seen) < 5:  # a publisher descheduled may find them all in
+        messages = [[f"t-{i}", f"task-{i}", "task", "sealed", "run-1", redis_prefix,
+                     f"k-{len(seen)}-{i}"] for i in range(150)]
+        dispatcher._publish(messages)  # outside a job: a producer's publish
+        window = dispatcher._confirms
+        assert window is not None
+        seen.append(window.unconfirmed)
+        assert window.unconfirmed <= window.max_messages  # a full window waits
+        dispatcher.flush()  # what a producer's wait on its run (RunHandle) calls first
+        assert window.unconfirmed == 0 and window.resent == 0
+    assert any(seen), seen  # returned before the last confirm (once in five at least)
+    assert _count(rabbitmq.url, queue) == 150 * len(seen)
 
 
 def test_what_rabbitmq_nacks_is_sent_again(rabbitmq: Any, queue: str) -> None:
