@@ -27,7 +27,26 @@ import base64
 import binascii
 import zlib
 
-__all__ = ["MAX_RATIO", "deflated", "inflated", "pack_leaf", "unpack_leaf"]
+__all__ = ["FRAMING", "MAX_RATIO", "deflated", "inflated", "pack_leaf", "unpack_leaf"]
+
+FRAMING = (
+    b'\xc7^\x0b\x93\xbclangchain_core.messages.tool\xabToolMessage\x85\xa7content\xa0\xa4name'
+    b'\xa0\xa2id\xa0\xactool_call_id\xa5call_\xa6status\xa5error\xc7<\x0b\x93\xbelangchain_core'
+    b'.messages.system\xadSystemMessage\x82\xa7content\xa0\xa2id\xa0\xc7\xf8\x0b\x93\xbalangchain'
+    b'_core.messages.ai\xa9AIMessage\x87\xa7content\xa0\xb1additional_kwargs\x81\xa7refusal\xc0'
+    b'\xb1response_metadata\x82\xaamodel_name\xa0\xadfinish_reason\xa4stop\xa4name\xa0\xa2id'
+    b'\xa4run-\xaatool_calls\x91\x84\xa4name\xa0\xa4args\x80\xa2id\xa5call_\xa4type\xa9tool_call'
+    b'\xaeusage_metadata\x83\xacinput_tokens\x01\xadoutput_tokens\x02\xactotal_tokens\x03\x81'
+    b'\xa8messages\x93\x83\xa2id\xa0\xa4role\xa9assistant\xa7content\xa0\x83\xa2id\xa0\xa4role'
+    b'\xa6system\xa7content\xa0\x83\xa2id\xa0\xa4role\xa4tool\xa7content\xa0\x81\xa8messages\x91'
+    b'\x83\xa2id\xa1m\xa4role\xa4user\xa7content\xa0\x91\xc7A\x0b\x93\xbdlangchain_core.messages'
+    b'.human\xacHumanMessage\x83\xa7content\xa0\xa4name\xa0\xa2id\xa1m\xa7content\xc7"\x0e\xc4 '
+)
+"""The preset dictionary of a deflate stream ``deflated(..., framing=True)`` gives: the
+serializer's msgpack framing of LangChain messages (their classes' paths and common
+fields, the dict form of an input, a leaf's reference), which a short value (one new
+message: about 130 bytes, half of it framing) cannot otherwise deflate. Never changed:
+streams stored with it read only with it (a new dictionary needs a new stored tag)."""
 
 MAX_RATIO = 16
 """Most a kept stream inflates, times its size (plus ``_SLACK`` bytes)."""
@@ -47,23 +66,29 @@ _TEXT = b"s"
 """``leaves.leaf_bytes``'s kind byte of a text leaf."""
 
 
-def deflated(data: bytes) -> bytes | None:
+def deflated(data: bytes, *, framing: bool = False) -> bytes | None:
     """The raw deflate stream of ``data`` when, with a one-byte marker, it is at least an
-    eighth smaller and inflates at most ``MAX_RATIO`` times; else None (keep ``data``)."""
+    eighth smaller and inflates at most ``MAX_RATIO`` times; else None (keep ``data``).
+    ``framing``: with ``FRAMING`` as its preset dictionary (``inflated`` needs it too)."""
     if len(data) < _SMALLEST:
         return None
-    window = -min(15, max(9, len(data).bit_length()))  # no larger than the data: same stream
     level = _LEVEL if len(data) <= _FAST_OVER else _FAST_LEVEL
-    squeezer = zlib.compressobj(level, zlib.DEFLATED, window, _MEM_LEVEL)
+    if framing:
+        squeezer = zlib.compressobj(level, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=FRAMING)
+    else:  # a window no larger than the data: the same stream
+        window = -min(15, max(9, len(data).bit_length()))
+        squeezer = zlib.compressobj(level, zlib.DEFLATED, window, _MEM_LEVEL)
     stream = squeezer.compress(data) + squeezer.flush()
     pays = (len(stream) + 1) * 8 <= len(data) * 7
     return stream if pays and len(data) <= MAX_RATIO * len(stream) else None
 
 
-def inflated(stream: bytes) -> bytes | None:
-    """The bytes ``deflated`` gave ``stream`` for, or None when it does not end cleanly
-    within ``MAX_RATIO`` times its size (garbled, or a zlib bomb): nothing of it."""
-    inflater = zlib.decompressobj(_WBITS)
+def inflated(stream: bytes, *, framing: bool = False) -> bytes | None:
+    """The bytes ``deflated`` gave ``stream`` for (``framing`` as it was given), or None
+    when it does not end cleanly within ``MAX_RATIO`` times its size (garbled, a zlib
+    bomb, or deflated with the other dictionary): nothing of it."""
+    inflater = zlib.decompressobj(_WBITS, zdict=FRAMING) if framing \
+        else zlib.decompressobj(_WBITS)
     try:
         out = inflater.decompress(stream, MAX_RATIO * len(stream) + _SLACK)
     except zlib.error:

@@ -61,6 +61,10 @@ Formats (each file keeps the format it was recorded in):
   a child that reads it unchanged; and each delta link at the head of its value
   (``records.linked``, first byte 3) instead of a chain field. A reader older than v9
   refuses all three loudly.
+- ``redis-v10``: as ``redis-v9``, with each value and pending write whose bytes deflate by
+  an eighth deflated with the LangChain framing as the preset dictionary
+  (``deflate.FRAMING``), its tag after ``%%`` (``records.FRAMED``): a reader of v8 or v9
+  takes it for ``%``, cannot inflate it without the dictionary and refuses it loudly.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -123,13 +127,14 @@ REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json",
                  "redis-v7": "redis-v7.json", "redis-v8": "redis-v8.json",
-                 "redis-v9": "redis-v9.json"}
+                 "redis-v9": "redis-v9.json", "redis-v10": "redis-v10.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
                            "plain-v7", "signed-v8", "plain-v8", "redis-v3", "redis-v4",
-                           "redis-v5", "redis-v6", "redis-v7", "redis-v8", "redis-v9"})
+                           "redis-v5", "redis-v6", "redis-v7", "redis-v8", "redis-v9",
+                           "redis-v10"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "redis-v6",
-                          "redis-v7", "redis-v8", "redis-v9"})
+                          "redis-v7", "redis-v8", "redis-v9", "redis-v10"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""

@@ -307,3 +307,24 @@ def test_v9_keeps_small_values_in_short_records_and_links_in_values() -> None:
     assert records and all("r" in r and "refs" not in r and "parent" not in r for r in records)
     assert any("P" in r for r in records) and all(isinstance(r["m"], dict) for r in records)
     assert any(isinstance(ref, list) for r in records for ref in r["r"])
+
+
+def test_v10_deflates_values_with_the_framing_dictionary() -> None:
+    """What v10 changes: values (and pending writes) deflated with the LangChain framing
+    as the preset dictionary, tag after ``%%``; such a stream does not inflate without it
+    (a reader of v8 or v9, which takes ``%%`` for ``%``, refuses it)."""
+    import base64
+
+    from durable_graph.store.deflate import inflated
+    from durable_graph.store.redis.keys import BLOBS, LEAF
+    from durable_graph.store.redis.records import FRAMED, decode_blob, unlinked
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v10"]).read_text())
+    stored = [decode_blob(unlinked(base64.b64decode(v))) for rec in data["keys"]
+              if base64.b64decode(rec["key"]).endswith(BLOBS.encode())
+              for f, v in rec["content"].items()
+              if not base64.b64decode(f).startswith(LEAF.encode())]
+    framed = [(tag, raw) for tag, raw in stored if tag.lstrip("&").startswith(FRAMED)]
+    assert framed
+    for _, raw in framed:
+        assert inflated(raw) is None and inflated(raw, framing=True) is not None

@@ -459,10 +459,10 @@ and ``SignedSerializer``'s tag); any other it refuses (SerializationError)."""
 
 
 def undeflated_tag(tag: bytes) -> bytes:
-    """A stored value's tag without redis-v8's deflate marker (``records.DEFLATED``, after
-    an ``&``): what the tag was before v8."""
+    """A stored value's tag without its deflate marker (redis-v8's ``records.DEFLATED``,
+    v10's ``records.FRAMED``, after an ``&``): what the tag was before v8."""
     refers = tag.startswith(b"&")
-    return tag[:refers] + tag[refers:].removeprefix(b"%")
+    return tag[:refers] + tag[refers:].removeprefix(b"%%").removeprefix(b"%")
 
 
 @pytest.mark.redis

@@ -75,6 +75,7 @@ from durable_graph.store.stamps import id_micros, ts_micros, ts_text
 
 __all__ = [
     "DEFLATED",
+    "FRAMED",
     "INLINE_MAX",
     "LINKED",
     "REFERS_LEAVES",
@@ -194,28 +195,38 @@ def decode_value(raw: bytes, channel: str, version: object) -> tuple[str, bytes]
                        f"value of channel {channel!r} version {version}")
 
 
+FRAMED = DEFLATED * 2
+"""Tag prefix of bytes deflated with ``deflate.FRAMING`` as the preset dictionary
+(redis-v10): a reader of v8 or v9 takes it for ``DEFLATED``, finds the stream does not
+inflate without the dictionary and refuses the value loudly."""
+
+
 def _squeezed(tagged: tuple[str, bytes]) -> tuple[str, bytes]:
-    """A serializer's tag and bytes as stored: ``DEFLATED`` + tag and the deflate stream
-    when that makes the bytes at least an eighth smaller (``deflate.deflated``), else as
-    they are. Values and pending writes alike (redis-v8)."""
+    """A serializer's tag and bytes as stored: ``FRAMED`` + tag and the deflate stream,
+    with the LangChain framing as its dictionary (``deflate.FRAMING``: a message's value
+    deflates to about half), when that makes the bytes at least an eighth smaller
+    (``deflate.deflated``), else as they are. Values and pending writes alike (redis-v10;
+    ``DEFLATED``, no dictionary, v8 and v9)."""
     tag, data = tagged
-    stream = deflated(data)
-    return (tag, data) if stream is None else (DEFLATED + tag, stream)
+    stream = deflated(data, framing=True)
+    return (tag, data) if stream is None else (FRAMED + tag, stream)
 
 
 def _unsqueezed(stored: tuple[str, bytes], what: str) -> tuple[str, bytes]:
-    """Inverse of ``_squeezed``; a deflated ``what`` that does not inflate cleanly within
-    ``MAX_RATIO`` times its size (garbled, or a zlib bomb) is a CheckpointStoreError."""
+    """Inverse of ``_squeezed`` (and of v8's, ``DEFLATED``); a deflated ``what`` that does
+    not inflate cleanly within ``MAX_RATIO`` times its size (garbled, or a zlib bomb) is a
+    CheckpointStoreError."""
     tag, data = stored
     if not tag.startswith(DEFLATED):
         return tag, data
-    out = inflated(data)
+    framing = tag.startswith(FRAMED)
+    out = inflated(data, framing=framing)
     if out is None:
         raise CheckpointStoreError(
             f"the stored {what} is deflated but does not inflate cleanly within "
             f"{MAX_RATIO}x its size (garbled, or a zlib bomb); refused, nothing of it was "
             "read. Restore the store from a backup or delete the thread.")
-    return tag.removeprefix(DEFLATED), out
+    return tag.removeprefix(FRAMED if framing else DEFLATED), out
 
 
 def _as_bytes(value: str | bytes) -> bytes:
