@@ -102,12 +102,15 @@ end
 # (redis-v9), no field. `seen` spans calls, so a walk stops where an earlier one already
 # went; `vals` (optional) gets the value of each field the walk read.
 _REFS = _RECORD + """
+local function head_link(v)
+  if string.byte(v, 1) ~= 3 then return nil end
+  return cmsgpack.unpack(string.sub(v, 6, 5 + struct.unpack('>I4', v, 2)))
+end
 local function link_of(blobs, g, vals)
   local v = redis.call('HGET', blobs, g)
   if vals and v then vals[g] = v end
-  if v and string.byte(v, 1) == 3 then
-    return cmsgpack.unpack(string.sub(v, 6, 5 + struct.unpack('>I4', v, 2)))
-  end
+  local head = v and head_link(v)
+  if head then return head end
   local link = redis.call('HGET', blobs, @CHAIN@ .. g)
   if link then return cmsgpack.unpack(link) end
   return nil
@@ -348,26 +351,28 @@ local req_from = blob_from + nblob + 1
 local carried_from = req_from + tonumber(ARGV[blob_from + nblob])
 -- what the new values' links name (a delta's base, the leaves it refers to) and this
 -- commit does not send is required too: read here, not sent in `required`
-local sent, need = {}, {}
-for j = blob_from, blob_from + nblob - 1, 2 do sent[ARGV[j]] = true end
-for j = blob_from, blob_from + nblob - 1, 2 do
-  local v = ARGV[j + 1]
-  if string.byte(v, 1) == 3 and string.sub(ARGV[j], 1, #@LEAF@) ~= @LEAF@ then
-    local link = cmsgpack.unpack(string.sub(v, 6, 5 + struct.unpack('>I4', v, 2)))
-    for i, g in ipairs(link) do
-      if i ~= 2 and g ~= '' and not sent[g] then sent[g] = true; need[#need + 1] = g end
-    end
+local seen, need, required = {}, {}, {}
+for j = blob_from, blob_from + nblob - 1, 2 do seen[ARGV[j]] = true end
+local function want(g, is_required)
+  if g ~= '' and not seen[g] then
+    seen[g] = true
+    need[#need + 1], required[g] = g, is_required
   end
 end
-local from_args = #need
-for j = req_from, #ARGV do need[#need + 1] = ARGV[j] end
+for j = blob_from, blob_from + nblob - 1, 2 do
+  local link = string.sub(ARGV[j], 1, #@LEAF@) ~= @LEAF@ and head_link(ARGV[j + 1])
+  if link then
+    for i, g in ipairs(link) do if i ~= 2 then want(g, true) end end
+  end
+end
+for j = req_from, #ARGV do want(ARGV[j], j < carried_from) end
 local missing, found, kept = {'missing'}, {}, nil
-for i, g in ipairs(need) do
+for _, g in ipairs(need) do
   if redis.call('HEXISTS', K[5], g) == 0 then
     if kept == nil then kept = parent_kept(base, parent_id(), drop) end
     local value = kept[g]
     if value then found[#found + 1] = g; found[#found + 1] = value
-    elseif i - from_args + req_from - 1 < carried_from then missing[#missing + 1] = g end
+    elseif required[g] then missing[#missing + 1] = g end
   end
 end
 if #missing > 1 then return missing end
