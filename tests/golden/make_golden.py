@@ -65,6 +65,10 @@ Formats (each file keeps the format it was recorded in):
   an eighth deflated with the LangChain framing as the preset dictionary
   (``deflate.FRAMING``), its tag after ``%%`` (``records.FRAMED``): a reader of v8 or v9
   takes it for ``%``, cannot inflate it without the dictionary and refuses it loudly.
+- ``redis-v11``: as ``redis-v10``, with a namespace's checkpoint ids in pages of at most
+  ``keys.ID_PAGE_MAX`` (``pg:<name>`` sorted sets, named in a ``pages`` directory)
+  instead of one ``idx`` sorted set. A reader older than v11 finds no ``idx`` and sees no
+  checkpoint: it must not be pointed at a v11 store.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -127,14 +131,15 @@ REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json",
                  "redis-v7": "redis-v7.json", "redis-v8": "redis-v8.json",
-                 "redis-v9": "redis-v9.json", "redis-v10": "redis-v10.json"}
+                 "redis-v9": "redis-v9.json", "redis-v10": "redis-v10.json",
+                 "redis-v11": "redis-v11.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
                            "plain-v7", "signed-v8", "plain-v8", "redis-v3", "redis-v4",
                            "redis-v5", "redis-v6", "redis-v7", "redis-v8", "redis-v9",
-                           "redis-v10"})
+                           "redis-v10", "redis-v11"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "redis-v6",
-                          "redis-v7", "redis-v8", "redis-v9", "redis-v10"})
+                          "redis-v7", "redis-v8", "redis-v9", "redis-v10", "redis-v11"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""

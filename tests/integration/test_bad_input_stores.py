@@ -37,7 +37,7 @@ from durable_graph.store.base import (
     new_checkpoint_id,
 )
 from durable_graph.store.codec import SignedSerializer, SigningCodec
-from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis import RedisSaver, retention
 from durable_graph.store.redis.keys import ThreadKeys, blob_field
 from durable_graph.store.redis.records import (
     pack_record,
@@ -147,14 +147,17 @@ def _redis_raw(url: str, prefix: str) -> Raw:
         if in_field(thread, ch, v):
             client.hset(nsk(thread).blobs, field, data)
             return
-        for cid in client.zrange(nsk(thread).index, 0, -1):  # kept in records (redis-v9)
-            key, fields = record(thread, cid.decode())
+        for cid in ids(thread):  # kept in records (redis-v9)
+            key, fields = record(thread, cid)
             refs = record_refs(fields)
             if dict(refs).get(field) is not None:
                 fields["refs"] = ormsgpack.packb(
                     [f if raw is None else [f, (data if f == field else raw).decode("latin-1")]
                      for f, raw in refs])
-                client.set(key, pack_record(fields, cid.decode()))
+                client.set(key, pack_record(fields, cid))
+
+    def ids(thread: str) -> list[str]:
+        return [cid for cid, _ in retention.ids_of(saver._conn, prefix, thread, "")]
 
     def record(thread: str, cid: str) -> tuple[str, dict[str, bytes]]:
         key = nsk(thread).checkpoint(cid)  # one packed record per checkpoint (redis-v4)
@@ -164,8 +167,8 @@ def _redis_raw(url: str, prefix: str) -> Raw:
 
     def kept_in_records(thread: str, field: str) -> bytes | None:
         """The stored bytes of a value some record of the thread keeps (redis-v9)."""
-        for cid in client.zrange(nsk(thread).index, 0, -1):
-            found = dict(record_refs(record(thread, cid.decode())[1])).get(field)
+        for cid in ids(thread):
+            found = dict(record_refs(record(thread, cid)[1])).get(field)
             if found is not None:
                 return found
         return None

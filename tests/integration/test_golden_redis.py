@@ -328,3 +328,21 @@ def test_v10_deflates_values_with_the_framing_dictionary() -> None:
     assert framed
     for _, raw in framed:
         assert inflated(raw) is None and inflated(raw, framing=True) is not None
+
+
+def test_v11_keeps_ids_in_pages_and_marks_the_old_index() -> None:
+    """What v11 changes: a namespace's ids in listpack pages named in a directory, and a
+    text at the old ``idx`` key that a reader older than v11 fails on loudly."""
+    import base64
+
+    from durable_graph.store.redis.keys import ID_PAGE, ID_PAGES, ID_PAGES_MARK, INDEX
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v11"]).read_text())
+    by_key = {base64.b64decode(rec["key"]).decode(): rec for rec in data["keys"]}
+    marks = [rec for key, rec in by_key.items() if key.endswith(INDEX)]
+    assert marks and all(rec["type"] == "string"
+                         and base64.b64decode(rec["content"]).decode() == ID_PAGES_MARK
+                         for rec in marks)
+    pages = [key for key in by_key if ID_PAGE in key]
+    assert pages and all(by_key[key]["type"] == "zset" for key in pages)
+    assert {key.rsplit(ID_PAGE, 1)[0] + ID_PAGES for key in pages} <= set(by_key)

@@ -7,7 +7,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -86,19 +86,6 @@ class Counting:
         client.execute_command = execute  # type: ignore[method-assign]
 
 
-@pytest.fixture
-def saver(redis_url: str, redis_prefix: str) -> Iterator[RedisSaver]:
-    with RedisSaver.from_url(redis_url, prefix=redis_prefix) as s:
-        yield s
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 # --- layout ------------------------------------------------------------------
 
 
@@ -110,8 +97,8 @@ def test_unchanged_channel_is_not_rewritten(saver: RedisSaver, raw: redis.Redis)
     blobs = raw.hkeys(f"{{{saver.prefix}:t1}}:n::blobs")
     assert len(blobs) == 1 + 5, "static stored once, count once per version"
     keys = thread_keys(raw, saver.prefix, "t1")
-    kinds = sorted({k.split("}:", 1)[1].split(":cp:")[0] for k in keys})
-    assert kinds == ["n:", "n::blobs", "n::idx", "ns", "rec"]
+    kinds = sorted({k.split("}:", 1)[1].split(":cp:")[0].split(":pg:")[0] for k in keys})
+    assert kinds == ["n:", "n::blobs", "n::idx", "n::pages", "ns", "rec"]
     assert sum(":cp:" in k for k in keys) == 5
     latest = saver.get_tuple(cfg())
     assert latest is not None and latest.checkpoint.channel_values["count"] == [4]

@@ -39,7 +39,7 @@ CONNECT_TIMEOUT = 5.0
 """Default seconds to open a connection before giving up."""
 SOCKET_TIMEOUT = 10.0
 """Default seconds to wait for a reply; every script is short, so this is generous."""
-UNWAITED_SCRIPTS = frozenset({"LOAD", "PAGE", "FINISHED", "VALUE_LINK", "ACQUIRE", "RENEW",
+UNWAITED_SCRIPTS = frozenset({"LOAD", "PAGE", "IDS", "FINISHED", "VALUE_LINK", "ACQUIRE", "RENEW",
                               "RELEASE", "LOAD_RUNNING"})
 """Scripts no commit wait follows: the reads, the leases (a lost lease renewal is
 what fencing is for) and a run's start (``LOAD_RUNNING``: a read and the thread's

@@ -6,7 +6,13 @@ checkpoint namespace)::
     {P:T}:rec                  hash  thread record: status, last checkpoint, errors, ttl
     {P:T}:lease                hash  lease: owner, generation (fencing token), expiry
     {P:T}:ns                   hash  namespace name -> namespace key base ``{P:T}:n:N``
-    {P:T}:n:N:idx              zset  checkpoint ids, all score 0, so lexical order = time order
+    {P:T}:n:N:pages            zset  names of the namespace's id pages (redis-v11), score 0
+    {P:T}:n:N:pg:<name>        zset  one page: up to ``ID_PAGE_MAX`` checkpoint ids, all score 0,
+                               so lexical order = time order; named by a lower bound of its
+                               ids (the first it held), it holds those up to the next name
+    {P:T}:n:N:idx              zset  every checkpoint id of a namespace written before
+                               redis-v11 (still read and written for such a namespace);
+                               str ``ID_PAGES_MARK`` in a paged namespace
     {P:T}:n:N:blobs            hash  "channel\\0version" -> tag "\\0" bytes (one per version;
                                deflated, tag after "%", when that pays: redis-v8; headed
                                by its link [base field or '', depth, leaf fields] when it
@@ -64,6 +70,10 @@ __all__ = [
     "CHAIN",
     "CHECKPOINT",
     "ESCAPES",
+    "ID_PAGE",
+    "ID_PAGES",
+    "ID_PAGES_MARK",
+    "ID_PAGE_MAX",
     "INDEX",
     "LEAF",
     "LEASE",
@@ -96,7 +106,19 @@ __all__ = [
 ]
 
 INDEX = ":idx"
-"""Suffix of a namespace's history index (a sorted set)."""
+"""Suffix of a namespace's history index before redis-v11 (one sorted set of every id)."""
+ID_PAGES = ":pages"
+"""Suffix of a namespace's page directory (redis-v11): the names of its id pages."""
+ID_PAGE = ":pg:"
+"""Infix before a page's name: ``<ns base>:pg:<name>``, a sorted set of checkpoint ids."""
+ID_PAGES_MARK = "checkpoint ids in pages (redis-v11): read this thread with a newer durable-graph"
+"""What a paged namespace keeps at its ``idx`` key (a text, not a sorted set): a release
+older than redis-v11 fails loudly on it (WRONGTYPE) instead of finding no checkpoint."""
+ID_PAGE_MAX = 120
+"""Ids a page holds at most (one more for an instant while it splits): below Redis's
+default ``zset-max-listpack-entries`` (128), so every page keeps the compact listpack
+encoding, about 45 bytes an id against about 145 in one sorted set of every id. Part of
+the stored layout only as a bound: pages of any size read back."""
 BLOBS = ":blobs"
 """Suffix of a namespace's channel-value hash."""
 CHECKPOINT = ":cp:"
@@ -150,6 +172,15 @@ class NamespaceKeys:
     def index(self) -> str:
         """History index: checkpoint ids in a sorted set."""
         return self.base + INDEX
+
+    @property
+    def pages(self) -> str:
+        """History page directory (redis-v11): the names of the id pages."""
+        return self.base + ID_PAGES
+
+    def page(self, name: str) -> str:
+        """One id page (redis-v11), named by the first id it held."""
+        return self.base + ID_PAGE + name
 
     @property
     def blobs(self) -> str:

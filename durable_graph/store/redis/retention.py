@@ -42,11 +42,11 @@ def namespaces(conn: RedisConn, prefix: str, thread_id: str) -> list[str]:
 def ids_of(conn: RedisConn, prefix: str, thread_id: str, ns: str) -> list[tuple[str, str | None]]:
     """(checkpoint id, parent id) of every checkpoint of one namespace, oldest first.
 
-    Two round trips whatever the history: the index, then every parent field at once.
+    Two round trips whatever the history: the ids, then every parent field at once.
     """
     nsk = ThreadKeys(prefix, thread_id).ns(ns)
-    ids = [raw.decode() for raw in conn.call("list checkpoint ids",
-                                             lambda c: c.zrange(nsk.index, 0, -1))]
+    ids = [raw.decode() for raw in conn.run("IDS", [nsk.index], [nsk.base],
+                                            "list checkpoint ids")]
 
     def parents(c: Any) -> list[Any]:
         pipe = c.pipeline(transaction=False)

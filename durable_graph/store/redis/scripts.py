@@ -29,6 +29,10 @@ from durable_graph.store.redis.keys import (
     CHAIN,
     CHECKPOINT,
     ESCAPES,
+    ID_PAGE,
+    ID_PAGE_MAX,
+    ID_PAGES,
+    ID_PAGES_MARK,
     INDEX,
     LEASE,
     NAMESPACE,
@@ -47,6 +51,7 @@ __all__ = [
     "DROP",
     "FINISHED",
     "FINISHED_FUNCTION",
+    "IDS",
     "LOAD",
     "LOAD_RUNNING",
     "OF_PARENT",
@@ -73,11 +78,154 @@ __all__ = [
 def _lua(source: str) -> str:
     """Substitute the key suffixes of ``keys`` into a script."""
     suffixes = {"@IDX@": INDEX, "@BLOBS@": BLOBS, "@CP@": CHECKPOINT, "@W@": WRITES,
-                "@REC@": RECORD, "@LEASE@": LEASE, "@NSMAP@": NAMESPACES, "@NS@": NAMESPACE}
+                "@REC@": RECORD, "@LEASE@": LEASE, "@NSMAP@": NAMESPACES, "@NS@": NAMESPACE,
+                "@PAGES@": ID_PAGES, "@PAGE@": ID_PAGE}
     for name, value in suffixes.items():
         source = source.replace(name, f"'{value}'")
+    source = source.replace("@PAGE_MAX@", str(ID_PAGE_MAX))
+    source = source.replace("@PAGES_MARK@", f"'{ID_PAGES_MARK}'")
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
 
+
+# A namespace's checkpoint ids, in lexical order (= time order: ids sort by creation).
+# Redis-v11 keeps them in pages of at most @PAGE_MAX@ (`keys.ID_PAGE_MAX`: each small enough
+# for Redis's compact listpack encoding), each named by a lower bound of its ids (the first
+# it held) and holding those up to the next page's name; the names are in a directory
+# (`pages`). A namespace written before (one sorted set, `idx`) stays in that form until it
+# is empty. A paged namespace's `idx` is a text instead (`keys.ID_PAGES_MARK`): a release
+# older than v11 fails loudly on it (WRONGTYPE) rather than find no checkpoint and start
+# the thread over. Every function takes the namespace's key base.
+_IDS = """
+local function ids_legacy(base) return redis.call('TYPE', base .. @IDX@)['ok'] == 'zset' end
+local function page_key(base, name) return base .. @PAGE@ .. name end
+-- the page whose ids' range holds `id` (nil: before every page, or no page)
+local function page_of(base, id)
+  return redis.call('ZREVRANGEBYLEX', base .. @PAGES@, '[' .. id, '-', 'LIMIT', 0, 1)[1]
+end
+local function page_before(base, name)
+  return redis.call('ZREVRANGEBYLEX', base .. @PAGES@, '(' .. name, '-', 'LIMIT', 0, 1)[1]
+end
+local function last_page(base) return redis.call('ZREVRANGE', base .. @PAGES@, 0, 0)[1] end
+-- Adds `id`; returns the keys written (a commit gives them the thread's TTL). A page
+-- over @PAGE_MAX@ splits: an id after all others (a thread's usual commit) starts the
+-- next page, one inside it moves the upper half to a page of its own. An id before every
+-- page renames the first page for it, so a page's name never exceeds its ids.
+local function ids_add(base, id)
+  if ids_legacy(base) then
+    redis.call('ZADD', base .. @IDX@, 0, id)
+    return {base .. @IDX@}
+  end
+  local dir = base .. @PAGES@
+  local name = page_of(base, id)
+  if not name then
+    local first = redis.call('ZRANGE', dir, 0, 0)[1]
+    if first then
+      if redis.call('EXISTS', page_key(base, first)) == 1 then
+        redis.call('RENAME', page_key(base, first), page_key(base, id))
+      end
+      redis.call('ZREM', dir, first)
+    else
+      redis.call('SET', base .. @IDX@, @PAGES_MARK@)
+    end
+    redis.call('ZADD', dir, 0, id)
+    name = id
+  end
+  local key = page_key(base, name)
+  if redis.call('ZADD', key, 0, id) == 0 or redis.call('ZCARD', key) <= @PAGE_MAX@ then
+    return {key, dir, base .. @IDX@}
+  end
+  local ids = redis.call('ZRANGE', key, 0, -1)
+  local from = #ids
+  if ids[#ids] ~= id then from = math.floor(#ids / 2) + 1 end
+  local moved = {}
+  for i = from, #ids do moved[#moved + 1] = 0; moved[#moved + 1] = ids[i] end
+  local upper = page_key(base, ids[from])
+  redis.call('ZADD', upper, unpack(moved))
+  redis.call('ZREMRANGEBYRANK', key, from - 1, -1)
+  redis.call('ZADD', dir, 0, ids[from])
+  return {key, upper, dir, base .. @IDX@}
+end
+-- Removes `id`: 1 if it was there, else 0. An emptied page leaves the directory.
+local function ids_rem(base, id)
+  if ids_legacy(base) then return redis.call('ZREM', base .. @IDX@, id) end
+  local name = page_of(base, id)
+  if not name then return 0 end
+  local key = page_key(base, name)
+  local n = redis.call('ZREM', key, id)
+  if n == 1 and redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', base .. @PAGES@, name)
+    if redis.call('EXISTS', base .. @PAGES@) == 0 then redis.call('DEL', base .. @IDX@) end
+  end
+  return n
+end
+local function ids_newest(base)
+  if ids_legacy(base) then return redis.call('ZREVRANGE', base .. @IDX@, 0, 0)[1] end
+  local name = last_page(base)
+  return name and redis.call('ZREVRANGE', page_key(base, name), 0, 0)[1]
+end
+-- Up to `count` ids below the lex bound `max` ('+', or '(' or '[' then an id), newest first.
+local function ids_before(base, max, count)
+  if ids_legacy(base) then
+    return redis.call('ZREVRANGEBYLEX', base .. @IDX@, max, '-', 'LIMIT', 0, count)
+  end
+  local name
+  if max == '+' then name = last_page(base) else name = page_of(base, string.sub(max, 2)) end
+  local out = {}
+  while name and #out < count do
+    local got = redis.call('ZREVRANGEBYLEX', page_key(base, name), max, '-', 'LIMIT', 0,
+                           count - #out)
+    for _, id in ipairs(got) do out[#out + 1] = id end
+    max, name = '+', page_before(base, name)
+  end
+  return out
+end
+-- Every id, oldest first.
+local function ids_all(base)
+  if ids_legacy(base) then return redis.call('ZRANGE', base .. @IDX@, 0, -1) end
+  local out = {}
+  for _, name in ipairs(redis.call('ZRANGE', base .. @PAGES@, 0, -1)) do
+    for _, id in ipairs(redis.call('ZRANGE', page_key(base, name), 0, -1)) do
+      out[#out + 1] = id
+    end
+  end
+  return out
+end
+-- Every id but the newest `keep`, oldest first (read from the newest page back, so it
+-- costs the pages kept and the ids returned, not the history).
+local function ids_beyond(base, keep)
+  if ids_legacy(base) then
+    local n = redis.call('ZCARD', base .. @IDX@)
+    if n <= keep then return {} end
+    return redis.call('ZRANGE', base .. @IDX@, 0, n - keep - 1)
+  end
+  local kept, name = 0, last_page(base)
+  while name do
+    local n = redis.call('ZCARD', page_key(base, name))
+    if kept + n > keep then
+      local out = {}
+      for _, older in ipairs(redis.call('ZRANGEBYLEX', base .. @PAGES@, '-', '(' .. name)) do
+        for _, id in ipairs(redis.call('ZRANGE', page_key(base, older), 0, -1)) do
+          out[#out + 1] = id
+        end
+      end
+      for _, id in ipairs(redis.call('ZRANGE', page_key(base, name), 0, n - (keep - kept) - 1)) do
+        out[#out + 1] = id
+      end
+      return out
+    end
+    kept, name = kept + n, page_before(base, name)
+  end
+  return {}
+end
+-- The keys holding the ids (to expire or delete with the thread).
+local function ids_keys(base)
+  local out = {base .. @IDX@, base .. @PAGES@}
+  for _, name in ipairs(redis.call('ZRANGE', base .. @PAGES@, 0, -1)) do
+    out[#out + 1] = page_key(base, name)
+  end
+  return out
+end
+"""
 
 # A checkpoint's record as stored: a packed string (records.pack_record, redis-v4)
 # or, written before, a hash; cp_field reads one field of either (nil: no record).
@@ -182,8 +330,8 @@ local function drop_refs(blobs, base, keep_ids, gone)
   for _, f in ipairs(doomed) do redis.call('HDEL', blobs, f, @CHAIN@ .. f) end
   for _, id in ipairs(gone) do redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id) end
 end
-local function drop_ids(idx, blobs, base, gone)
-  drop_refs(blobs, base, redis.call('ZRANGE', idx, 0, -1), gone)
+local function drop_ids(blobs, base, gone)
+  drop_refs(blobs, base, ids_all(base), gone)
 end
 """
 
@@ -234,10 +382,11 @@ local function expire_key(key, ttl)
 end
 local function thread_expire(nsmap, ttl)
   for _, base in ipairs(redis.call('HVALS', nsmap)) do
-    for _, id in ipairs(redis.call('ZRANGE', base .. @IDX@, 0, -1)) do
+    for _, id in ipairs(ids_all(base)) do
       expire_key(base .. @CP@ .. id, ttl); expire_key(base .. @W@ .. id, ttl)
     end
-    expire_key(base .. @IDX@, ttl); expire_key(base .. @BLOBS@, ttl)
+    for _, key in ipairs(ids_keys(base)) do expire_key(key, ttl) end
+    expire_key(base .. @BLOBS@, ttl)
   end
 end
 """
@@ -339,7 +488,7 @@ local applied, extends = of_parent(at(1)), of_parent(at(2))
 local ok, gen = fence_ok(K[2], fence)
 if not ok then return {'fenced', gen} end
 if expect ~= '' then
-  local newest = redis.call('ZREVRANGE', K[4], 0, 0)[1] or ''
+  local newest = ids_newest(base) or ''
   if newest ~= expect then return {'conflict', newest} end
 end
 if extends ~= '' and redis.call('EXISTS', base .. @CP@ .. extends) == 0 then
@@ -376,7 +525,7 @@ for _, g in ipairs(need) do
   end
 end
 if #missing > 1 then return missing end
-if applied ~= '' and redis.call('ZREVRANGE', K[4], 0, 0)[1] == applied then
+if applied ~= '' and ids_newest(base) == applied then
   local writes = base .. @W@ .. applied
   for _, f in ipairs(redis.call('HKEYS', writes)) do
     if not string.find(f, ':%-%d+$') then redis.call('HDEL', writes, f) end
@@ -388,41 +537,41 @@ for j = blob_from, blob_from + nblob - 1, 2 do
   redis.call('HSETNX', K[5], ARGV[j], ARGV[j + 1])
 end
 for j = 1, #found, 2 do redis.call('HSETNX', K[5], found[j], found[j + 1]) end
-redis.call('ZADD', K[4], 0, id)
+local index_keys = ids_add(base, id)
 redis.call('HSET', K[3], ns, base)
 redis.call('HSET', K[1], 'last_checkpoint_id', id, 'last_checkpoint_ns', ns,
            'updated_at', iso_utc(ARGV[3]))
 if drop ~= '' and drop ~= keep and drop ~= id then
   drop_refs(K[5], base, {id, keep}, {drop})
-  redis.call('ZREM', K[4], drop)
+  ids_rem(base, drop)
 end
 -- keep_last: the newest N checkpoints of the namespace stay (and a run's start, `keep`)
 policy_record(K[1], default_ttl, keep_last)
 local f = redis.call('HMGET', K[1], 'ttl', 'policy_ttl', 'keep_last', 'stop')
 local newest_kept = tonumber(f[3] or '0')
-local n = redis.call('ZCARD', K[4])
-if newest_kept > 0 and n > newest_kept then
+if newest_kept > 0 then
   local gone = {}
-  for _, old in ipairs(redis.call('ZRANGE', K[4], 0, n - newest_kept - 1)) do
+  for _, old in ipairs(ids_beyond(base, newest_kept)) do
     if old ~= keep then
-      redis.call('ZREM', K[4], old)
+      ids_rem(base, old)
       gone[#gone + 1] = old
     end
   end
-  if #gone > 0 then drop_ids(K[4], K[5], base, gone) end
+  if #gone > 0 then drop_ids(K[5], base, gone) end
 end
 local ttl = ttl_of(f[1], f[2], default_ttl)
 -- no TTL now: what an earlier policy set must not expire the thread (the checkpoint's
 -- own key, K[6], was just SET: it has none); if it had one, its history loses it too
 local had = 0
-for k = 1, ttl > 0 and 6 or 5 do had = had + expire_key(K[k], ttl) end
+for k = 1, ttl > 0 and 6 or 5 do if k ~= 4 then had = had + expire_key(K[k], ttl) end end
+for _, key in ipairs(index_keys) do had = had + expire_key(key, ttl) end
 if ttl == 0 and had > 0 then thread_expire(K[3], 0) end
 -- and the run asked to stop at this step boundary, if any (``request_stop``)
 return {'ok', f[4] or ''}
 """.replace("@OF_PARENT@", f"'{OF_PARENT}'").replace("@PUT_HEAD@", ", ".join(PUT_HEAD)).replace(
     "@LEAF@", "'\\2leaf\\0'")
 
-PUT = _lua(_FENCE + _POLICY + _DROP_IDS + _THREAD_EXPIRE + _ISO_FUNCTION + _PUT_KEYS + _PUT)
+PUT = _lua(_IDS + _FENCE + _POLICY + _DROP_IDS + _THREAD_EXPIRE + _ISO_FUNCTION + _PUT_KEYS + _PUT)
 
 _PUT_WRITES = """
 -- KEYS: lease, writes, rec, cp, idx[, waits, wake]
@@ -437,7 +586,7 @@ if not ok then return {'fenced', gen} end
 -- orphan nothing reads or deletes, so it is not stored ('gone'). A checkpoint not
 -- stored yet is newer than every indexed one: its writes are stored.
 if redis.call('EXISTS', KEYS[4]) == 0
-    and #redis.call('ZRANGEBYLEX', KEYS[5], '(' .. ARGV[5], '+', 'LIMIT', 0, 1) > 0 then
+    and (ids_newest(string.sub(KEYS[5], 1, -#@IDX@ - 1)) or '') > ARGV[5] then
   return {'gone'}
 end
 -- whole = '1' (distributed jobs): a task's ordinary writes come from one execution
@@ -466,10 +615,10 @@ end
 return {'ok'}
 """
 
-PUT_WRITES = _lua(_FENCE + _PUT_WRITES)
+PUT_WRITES = _lua(_IDS + _FENCE + _PUT_WRITES)
 
 PUT_WRITES_FUNCTION = _lua(
-    _FENCE + "local function put_writes(KEYS, ARGV)" + _PUT_WRITES + "end\n")
+    _IDS + _FENCE + "local function put_writes(KEYS, ARGV)" + _PUT_WRITES + "end\n")
 """``PUT_WRITES`` as a Lua function ``put_writes(KEYS, ARGV)``, for a script that does
 more in the same call (``job_scripts.PUT_CALL_WRITES``)."""
 
@@ -567,14 +716,14 @@ return 'waiting'
 """
 )
 
-_LOAD_FUNCTION = _REFS + """
+_LOAD_FUNCTION = _IDS + _REFS + """
 -- Checkpoints `ids` (a table; empty: the latest) of the namespace at key base `base`,
--- whose index and values are `idx` and `blobs`.
+-- whose values are `blobs_key`.
 -- Reply: one {id, cp record, blob values, write fields, blob fields} per checkpoint
 -- (the record packed, or the fields of one written as a hash)
 -- found; the blob fields are its values' and their delta chains' (cp_refs).
-local function load(idx, blobs_key, base, ids)
-  if #ids == 0 then ids = redis.call('ZREVRANGE', idx, 0, 0) end
+local function load(blobs_key, base, ids)
+  if #ids == 0 then ids = {ids_newest(base)} end
   local out = {}
   for _, id in ipairs(ids) do
     local key = base .. @CP@ .. id
@@ -601,17 +750,18 @@ end
 LOAD = _lua(_LOAD_FUNCTION + """
 -- KEYS: idx, blobs    ARGV: ns_base, ids... (none: the latest checkpoint)
 -- Reply: load's.
-return load(KEYS[1], KEYS[2], ARGV[1], {unpack(ARGV, 2)})
+return load(KEYS[2], ARGV[1], {unpack(ARGV, 2)})
 """)
 
 PAGE = _lua(
-    _RECORD
+    _IDS
+    + _RECORD
     + """
 -- KEYS: idx    ARGV: ns_base, max (lex bound), count
 -- Reply: id, metadata, id, metadata, ... newest first; lets list() filter cheaply.
 -- The metadata JSON text of a record that has it, else (redis-v9, metadata packed in
 -- the record) the packed record itself (records.page_metadata reads either).
-local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[2], '-', 'LIMIT', 0, tonumber(ARGV[3]))
+local ids = ids_before(ARGV[1], ARGV[2], tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. @CP@ .. id
@@ -627,14 +777,20 @@ return out
 """
 )
 
+IDS = _lua(_IDS + """
+-- KEYS: idx    ARGV: ns_base.  Reply: every checkpoint id of the namespace, oldest first.
+return ids_all(ARGV[1])
+""")
+
 DELETE_THREAD = _lua(
-    """
+    _IDS
+    + """
 -- KEYS: rec, nsmap, lease. The lease keeps its generation so fencing stays monotonic.
 for _, base in ipairs(redis.call('HVALS', KEYS[2])) do
-  for _, id in ipairs(redis.call('ZRANGE', base .. @IDX@, 0, -1)) do
+  for _, id in ipairs(ids_all(base)) do
     redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id)
   end
-  redis.call('UNLINK', base .. @IDX@, base .. @BLOBS@)
+  redis.call('UNLINK', base .. @BLOBS@, unpack(ids_keys(base)))
 end
 redis.call('UNLINK', KEYS[1], KEYS[2])
 redis.call('HDEL', KEYS[3], 'owner', 'expires')
@@ -643,38 +799,40 @@ return {'ok'}
 )
 
 PRUNE = _lua(
-    _DROP_IDS
+    _IDS
+    + _DROP_IDS
     + """
 -- KEYS: idx, blobs    ARGV: ns_base, keep
 -- Drops all but the newest `keep` checkpoints, their writes, and every blob that
 -- no kept checkpoint references. Returns how many checkpoints went.
 local base, keep = ARGV[1], tonumber(ARGV[2])
-local n = redis.call('ZCARD', KEYS[1])
-if n <= keep then return 0 end
-local old = redis.call('ZRANGE', KEYS[1], 0, n - keep - 1)
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1)
-drop_ids(KEYS[1], KEYS[2], base, old)
+local old = ids_beyond(base, keep)
+if #old == 0 then return 0 end
+for _, id in ipairs(old) do ids_rem(base, id) end
+drop_ids(KEYS[2], base, old)
 return #old
 """
 )
 
 DROP = _lua(
-    _DROP_IDS
+    _IDS
+    + _DROP_IDS
     + """
 -- KEYS: idx, blobs    ARGV: ns_base, checkpoint ids...
 -- Deletes the given checkpoints, their writes, and every blob they referenced that
 -- no remaining checkpoint references. Returns how many checkpoints went.
 local gone = {}
 for i = 2, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
+  if ids_rem(ARGV[1], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
 end
-if #gone > 0 then drop_ids(KEYS[1], KEYS[2], ARGV[1], gone) end
+if #gone > 0 then drop_ids(KEYS[2], ARGV[1], gone) end
 return #gone
 """
 )
 
 SET_TTL = _lua(
-    _THREAD_EXPIRE
+    _IDS
+    + _THREAD_EXPIRE
     + """
 -- KEYS: rec, nsmap, lease    ARGV: seconds (0: drop the thread's own TTL)
 -- Applies the TTL to every key of the thread now and records it for later commits;
@@ -760,7 +918,7 @@ LOAD_RUNNING = _lua(_LOAD_FUNCTION + _STATUS_FUNCTION + _NS_TAG + """
 --       ids... (none: the latest checkpoint)
 -- Reply: LOAD's.
 local base = ARGV[1]
-local out = load(base .. @IDX@, base .. @BLOBS@, base, {unpack(ARGV, 4)})
+local out = load(base .. @BLOBS@, base, {unpack(ARGV, 4)})
 record_status(ns_tag(base) .. @REC@, 'running', ARGV[2], ARGV[3], 4, 3, #ARGV + 1)
 return out
 """)

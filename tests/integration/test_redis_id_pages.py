@@ -1,0 +1,149 @@
+"""A namespace's checkpoint ids in pages (redis-v11), against a real Redis.
+
+The promise: a history of any length and any insertion order lists, pages, prunes and
+deletes exactly as one sorted index of ids would, while every page stays small enough for
+Redis's compact listpack encoding (about 45 bytes an id, not about 145). A namespace
+written before pages (one ``idx`` sorted set) goes on in that form.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import pytest
+import redis
+
+from durable_graph.store.base import Checkpoint
+from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.keys import ID_PAGE_MAX, ThreadKeys
+
+pytestmark = pytest.mark.redis
+
+
+def cfg(thread: str, checkpoint_id: str | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ""}
+    if checkpoint_id:
+        conf["checkpoint_id"] = checkpoint_id
+    return {"configurable": conf}
+
+
+def put(saver: RedisSaver, thread: str, checkpoint_id: str) -> None:
+    cp = Checkpoint(id=checkpoint_id, ts="2026-01-01T00:00:00+00:00", channel_values={"n": 1},
+                    channel_versions={"n": 1}, versions_seen={})
+    saver.put(cfg(thread), cp, {"source": "loop", "step": 0}, {"n": 1})
+
+
+def listed(saver: RedisSaver, thread: str, before: str | None = None,
+           limit: int | None = None) -> list[str]:
+    bound = cfg(thread, before) if before else None
+    return [t.checkpoint.id for t in saver.list(cfg(thread), before=bound, limit=limit)]
+
+
+def pages(raw: redis.Redis, saver: RedisSaver, thread: str) -> dict[str, list[str]]:
+    """Page name -> its ids, as stored; every page listpack-encoded and within bounds."""
+    nsk = ThreadKeys(saver.prefix, thread).ns("")
+    out = {}
+    for name in (n.decode() for n in raw.zrange(nsk.pages, 0, -1)):
+        ids = [i.decode() for i in raw.zrange(nsk.page(name), 0, -1)]
+        assert raw.object("encoding", nsk.page(name)) == b"listpack", name
+        assert 0 < len(ids) <= ID_PAGE_MAX and min(ids) >= name, (name, len(ids))
+        out[name] = ids
+    assert raw.type(nsk.index) == b"string", "a paged namespace keeps no single index"
+    return out
+
+
+def test_a_long_history_in_order_fills_pages_and_lists_newest_first(
+        saver: RedisSaver, raw: redis.Redis) -> None:
+    ids = sorted(str(uuid.uuid4()) for _ in range(3 * ID_PAGE_MAX + 7))
+    for cid in ids:
+        put(saver, "t", cid)
+    stored = pages(raw, saver, "t")
+    assert [len(p) for p in stored.values()] == [ID_PAGE_MAX] * 3 + [7], "in order: pages fill"
+    nsk = ThreadKeys(saver.prefix, "t").ns("")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        raw.zrevrange(nsk.index, 0, 0)  # what a release before pages reads: it fails loudly
+    assert listed(saver, "t") == ids[::-1]
+    assert saver.get_tuple(cfg("t")).checkpoint.id == ids[-1]  # type: ignore[union-attr]
+    for at in (0, 1, ID_PAGE_MAX - 1, ID_PAGE_MAX, ID_PAGE_MAX + 1, len(ids) - 1):
+        assert listed(saver, "t", before=ids[at], limit=ID_PAGE_MAX + 5) == \
+            ids[max(0, at - ID_PAGE_MAX - 5):at][::-1], at
+        found = saver.get_tuple(cfg("t", ids[at]))
+        assert found is not None and found.checkpoint.id == ids[at]
+
+
+def test_ids_in_any_order_list_as_one_sorted_index_would(
+        saver: RedisSaver, raw: redis.Redis) -> None:
+    rng = random.Random(7)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(2 * ID_PAGE_MAX + 50)]
+    for cid in ids:  # random order: pages split in the middle and the first one is renamed
+        put(saver, "t", cid)
+    stored = pages(raw, saver, "t")
+    assert len(stored) >= 3
+    flat = [cid for name in sorted(stored) for cid in stored[name]]
+    assert flat == sorted(ids), "pages hold disjoint ranges, in the order of their names"
+    assert listed(saver, "t") == sorted(ids, reverse=True)
+    gone = "00000000-0000-0000-0000-000000000000"  # a bound before every id, never stored
+    assert listed(saver, "t", before=gone) == []
+    between = sorted(ids)[100][:-1] + "~"  # not stored: the page of the next smaller id
+    assert listed(saver, "t", before=between, limit=3) == \
+        [i for i in sorted(ids, reverse=True) if i < between][:3]
+
+
+def test_deleting_and_pruning_empty_pages_and_keep_the_rest_in_order(
+        saver: RedisSaver, raw: redis.Redis) -> None:
+    ids = sorted(str(uuid.uuid4()) for _ in range(2 * ID_PAGE_MAX + 10))
+    for cid in ids:
+        put(saver, "t", cid)
+    first_page = ids[:ID_PAGE_MAX]
+    saver.delete_checkpoints("t", "", first_page + [ids[-1]])
+    stored = pages(raw, saver, "t")
+    assert ids[0] not in stored, "the emptied page left the directory"
+    assert listed(saver, "t") == ids[ID_PAGE_MAX:-1][::-1]
+    put(saver, "t", ids[0])  # before every page again: the first page takes it
+    assert listed(saver, "t")[-1] == ids[0]
+    assert saver.prune_thread("t", 5) == len(ids) - ID_PAGE_MAX - 1 + 1 - 5
+    assert listed(saver, "t") == ids[-6:-1][::-1]
+    assert len(pages(raw, saver, "t")) == 1
+    saver.delete_checkpoints("t", "", ids[-6:-1])
+    nsk = ThreadKeys(saver.prefix, "t").ns("")
+    assert not raw.exists(nsk.index, nsk.pages), "an emptied namespace keeps no index key"
+    put(saver, "t", ids[0])
+    saver.delete_thread("t")
+    assert raw.keys(f"*{saver.prefix}:t*") == []
+
+
+def test_keep_last_on_commit_reads_only_the_pages_it_keeps(
+        redis_url: str, redis_prefix: str, raw: redis.Redis) -> None:
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix, keep_last=3) as kept:
+        ids = sorted(str(uuid.uuid4()) for _ in range(ID_PAGE_MAX + 4))
+        for cid in ids:
+            put(kept, "t", cid)
+        assert listed(kept, "t") == ids[-3:][::-1]
+        assert sum(len(p) for p in pages(raw, kept, "t").values()) == 3
+
+
+def test_a_namespace_with_one_index_goes_on_in_that_form(
+        saver: RedisSaver, raw: redis.Redis) -> None:
+    """As a namespace written before redis-v11: its ids in one ``idx`` sorted set."""
+    ids = sorted(str(uuid.uuid4()) for _ in range(5))
+    for cid in ids[:3]:
+        put(saver, "t", cid)
+    nsk = ThreadKeys(saver.prefix, "t").ns("")
+    raw.delete(nsk.index)
+    for name in raw.zrange(nsk.pages, 0, -1):  # the layout before pages
+        raw.zadd(nsk.index, {i: 0 for i in raw.zrange(nsk.page(name.decode()), 0, -1)})
+        raw.delete(nsk.page(name.decode()))
+    raw.delete(nsk.pages)
+    for cid in ids[3:]:
+        put(saver, "t", cid)
+    assert not raw.exists(nsk.pages)
+    assert [i.decode() for i in raw.zrange(nsk.index, 0, -1)] == ids
+    assert listed(saver, "t") == ids[::-1]
+    assert saver.prune_thread("t", 2) == 3
+    assert listed(saver, "t") == ids[-2:][::-1]
+    saver.delete_checkpoints("t", "", ids[-2:])
+    assert not raw.exists(nsk.index), "emptied: the namespace's next id starts a page"
+    put(saver, "t", ids[0])
+    assert list(pages(raw, saver, "t")) == [ids[0]]
