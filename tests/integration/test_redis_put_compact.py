@@ -15,10 +15,9 @@ from durable_graph.errors import CommitConflictError
 from durable_graph.store.base import EXTENDS_LATEST, Checkpoint, new_checkpoint_id
 from durable_graph.store.redis import RedisSaver, scripts
 from durable_graph.store.redis.keys import ThreadKeys
-from tests.integration.test_redis_saver import raw
 from tests.integration.test_redis_status_compact import _Sent, counted
 
-__all__ = ["counted", "raw"]  # the fixtures, shared
+__all__ = ["counted"]  # the fixture, shared
 
 pytestmark = pytest.mark.redis
 

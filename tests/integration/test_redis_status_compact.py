@@ -15,9 +15,6 @@ import redis
 from durable_graph.store.redis import RedisSaver, scripts
 from durable_graph.store.redis.keys import ThreadKeys, status_key, status_keys
 from durable_graph.store.redis.threads import STATUSES, RunEnd
-from tests.integration.test_redis_saver import raw, saver
-
-__all__ = ["raw", "saver"]  # the fixtures, shared
 
 pytestmark = pytest.mark.redis
 
