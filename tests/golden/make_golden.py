@@ -66,9 +66,11 @@ Formats (each file keeps the format it was recorded in):
   (``deflate.FRAMING``), its tag after ``%%`` (``records.FRAMED``): a reader of v8 or v9
   takes it for ``%``, cannot inflate it without the dictionary and refuses it loudly.
 - ``redis-v11``: as ``redis-v10``, with a namespace's checkpoint ids in pages of at most
-  ``keys.ID_PAGE_MAX`` (``pg:<name>`` sorted sets, named in a ``pages`` directory)
-  instead of one ``idx`` sorted set. A reader older than v11 finds no ``idx`` and sees no
-  checkpoint: it must not be pointed at a v11 store.
+  ``keys.ID_PAGE_MAX`` (``pg:<name>`` sorted sets, named in a ``pages`` directory) instead
+  of one ``idx`` sorted set, and each page's records in one string (``rc:<name>``, a
+  member locating its record) instead of a key each (``store/redis/history.py``). The
+  ``idx`` key holds a text (``keys.ID_PAGES_MARK``): a reader older than v11 fails on it
+  loudly (WRONGTYPE).
 
 The graphs live here so the test builds exactly the same ones. Threads:
 

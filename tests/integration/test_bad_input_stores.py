@@ -46,6 +46,7 @@ from durable_graph.store.redis.records import (
     unpack_record,
 )
 from durable_graph.store.serde import TypedSerializer
+from tests.redis_records import read_record, write_record
 
 KEY = "tamper-test-secret-" + "0" * 40
 
@@ -148,33 +149,35 @@ def _redis_raw(url: str, prefix: str) -> Raw:
             client.hset(nsk(thread).blobs, field, data)
             return
         for cid in ids(thread):  # kept in records (redis-v9)
-            key, fields = record(thread, cid)
+            fields = record(thread, cid)
             refs = record_refs(fields)
             if dict(refs).get(field) is not None:
                 fields["refs"] = ormsgpack.packb(
                     [f if raw is None else [f, (data if f == field else raw).decode("latin-1")]
                      for f, raw in refs])
-                client.set(key, pack_record(fields, cid))
+                store(thread, cid, fields)
 
     def ids(thread: str) -> list[str]:
         return [cid for cid, _ in retention.ids_of(saver._conn, prefix, thread, "")]
 
-    def record(thread: str, cid: str) -> tuple[str, dict[str, bytes]]:
-        key = nsk(thread).checkpoint(cid)  # one packed record per checkpoint (redis-v4)
-        raw = client.get(key)
+    def record(thread: str, cid: str) -> dict[str, bytes]:
+        raw = read_record(client, nsk(thread), cid)
         assert raw is not None
-        return key, unpack_record(raw, cid)
+        return unpack_record(raw, cid)
+
+    def store(thread: str, cid: str, fields: dict[str, bytes]) -> None:
+        write_record(client, nsk(thread), cid, pack_record(fields, cid))
 
     def kept_in_records(thread: str, field: str) -> bytes | None:
         """The stored bytes of a value some record of the thread keeps (redis-v9)."""
         for cid in ids(thread):
-            found = dict(record_refs(record(thread, cid)[1])).get(field)
+            found = dict(record_refs(record(thread, cid))).get(field)
             if found is not None:
                 return found
         return None
 
     def point(thread: str, cid: str, ch: str, v: int) -> None:
-        key, fields = record(thread, cid)
+        fields = record(thread, cid)
         versions = {**record_versions(fields), ch: v}
         if "versions" in fields:  # kept only when refs cannot give them back (redis-v7)
             fields["versions"] = json.dumps(versions, separators=(",", ":")).encode()
@@ -183,12 +186,12 @@ def _redis_raw(url: str, prefix: str) -> Raw:
         refs = [blob_field(c, ver) for c, ver in sorted(versions.items())]
         fields["refs"] = ormsgpack.packb(
             [f if kept.get(f) is None else [f, kept[f].decode("latin-1")] for f in refs])
-        client.set(key, pack_record(fields, cid))
+        store(thread, cid, fields)
 
     def strip_sig(thread: str, cid: str) -> None:
-        key, fields = record(thread, cid)
+        fields = record(thread, cid)
         del fields["sig"]
-        client.set(key, pack_record(fields, cid))
+        store(thread, cid, fields)
 
     return Raw(saver, get_value, set_value, point, strip_sig, in_field)
 

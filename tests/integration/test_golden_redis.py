@@ -331,11 +331,19 @@ def test_v10_deflates_values_with_the_framing_dictionary() -> None:
 
 
 def test_v11_keeps_ids_in_pages_and_marks_the_old_index() -> None:
-    """What v11 changes: a namespace's ids in listpack pages named in a directory, and a
-    text at the old ``idx`` key that a reader older than v11 fails on loudly."""
+    """What v11 changes: a namespace's ids in listpack pages named in a directory, each
+    page's records in one string, and a text at the old ``idx`` key that a reader older than
+    v11 fails on loudly."""
     import base64
 
-    from durable_graph.store.redis.keys import ID_PAGE, ID_PAGES, ID_PAGES_MARK, INDEX
+    from durable_graph.store.redis.keys import (
+        CHECKPOINT,
+        ID_PAGE,
+        ID_PAGES,
+        ID_PAGES_MARK,
+        INDEX,
+        PAGE_RECORDS,
+    )
 
     data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v11"]).read_text())
     by_key = {base64.b64decode(rec["key"]).decode(): rec for rec in data["keys"]}
@@ -346,3 +354,7 @@ def test_v11_keeps_ids_in_pages_and_marks_the_old_index() -> None:
     pages = [key for key in by_key if ID_PAGE in key]
     assert pages and all(by_key[key]["type"] == "zset" for key in pages)
     assert {key.rsplit(ID_PAGE, 1)[0] + ID_PAGES for key in pages} <= set(by_key)
+    assert not any(CHECKPOINT in key for key in by_key), "every record in its page's string"
+    members = [base64.b64decode(m) for key in pages for m, _ in by_key[key]["content"]]
+    assert members and all(b"\0" in m for m in members)
+    assert all(key.replace(ID_PAGE, PAGE_RECORDS) in by_key for key in pages)

@@ -18,6 +18,7 @@ import redis
 from durable_graph.store.base import Checkpoint
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import ID_PAGE_MAX, ThreadKeys
+from tests.redis_records import read_record
 
 pytestmark = pytest.mark.redis
 
@@ -42,11 +43,12 @@ def listed(saver: RedisSaver, thread: str, before: str | None = None,
 
 
 def pages(raw: redis.Redis, saver: RedisSaver, thread: str) -> dict[str, list[str]]:
-    """Page name -> its ids, as stored; every page listpack-encoded and within bounds."""
+    """Page name -> its ids (a member: the id, NUL, where its record is), as stored; every
+    page listpack-encoded and within bounds."""
     nsk = ThreadKeys(saver.prefix, thread).ns("")
     out = {}
     for name in (n.decode() for n in raw.zrange(nsk.pages, 0, -1)):
-        ids = [i.decode() for i in raw.zrange(nsk.page(name), 0, -1)]
+        ids = [m.split(b"\0")[0].decode() for m in raw.zrange(nsk.page(name), 0, -1)]
         assert raw.object("encoding", nsk.page(name)) == b"listpack", name
         assert 0 < len(ids) <= ID_PAGE_MAX and min(ids) >= name, (name, len(ids))
         out[name] = ids
@@ -97,8 +99,13 @@ def test_deleting_and_pruning_empty_pages_and_keep_the_rest_in_order(
     for cid in ids:
         put(saver, "t", cid)
     first_page = ids[:ID_PAGE_MAX]
+    nsk = ThreadKeys(saver.prefix, "t").ns("")
+    last = read_record(raw, nsk, ids[-1])
+    assert last is not None
     saver.delete_checkpoints("t", "", first_page + [ids[-1]])
     stored = pages(raw, saver, "t")
+    assert not any(last in (raw.get(nsk.page_records(name)) or b"") for name in stored), \
+        "a deleted record's bytes are gone at once, not left until its page is tidied"
     assert ids[0] not in stored, "the emptied page left the directory"
     assert listed(saver, "t") == ids[ID_PAGE_MAX:-1][::-1]
     put(saver, "t", ids[0])  # before every page again: the first page takes it
@@ -107,7 +114,6 @@ def test_deleting_and_pruning_empty_pages_and_keep_the_rest_in_order(
     assert listed(saver, "t") == ids[-6:-1][::-1]
     assert len(pages(raw, saver, "t")) == 1
     saver.delete_checkpoints("t", "", ids[-6:-1])
-    nsk = ThreadKeys(saver.prefix, "t").ns("")
     assert not raw.exists(nsk.index, nsk.pages), "an emptied namespace keeps no index key"
     put(saver, "t", ids[0])
     saver.delete_thread("t")
@@ -132,9 +138,14 @@ def test_a_namespace_with_one_index_goes_on_in_that_form(
         put(saver, "t", cid)
     nsk = ThreadKeys(saver.prefix, "t").ns("")
     raw.delete(nsk.index)
-    for name in raw.zrange(nsk.pages, 0, -1):  # the layout before pages
-        raw.zadd(nsk.index, {i: 0 for i in raw.zrange(nsk.page(name.decode()), 0, -1)})
-        raw.delete(nsk.page(name.decode()))
+    for name in (n.decode() for n in raw.zrange(nsk.pages, 0, -1)):  # the layout before pages
+        records = raw.get(nsk.page_records(name)) or b""
+        for member in raw.zrange(nsk.page(name), 0, -1):
+            cid, _, at = member.decode().partition("\0")
+            off, length = map(int, at.split(","))
+            raw.set(nsk.checkpoint(cid), records[off:off + length])
+            raw.zadd(nsk.index, {cid: 0})
+        raw.delete(nsk.page(name), nsk.page_records(name))
     raw.delete(nsk.pages)
     for cid in ids[3:]:
         put(saver, "t", cid)

@@ -17,6 +17,8 @@ from redis.crc import key_slot
 from durable_graph.errors import CheckpointStoreError, FencingError, GraphValueError
 from durable_graph.store.base import ERROR, Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.keys import ThreadKeys
+from tests.redis_records import record_ids
 
 pytestmark = pytest.mark.redis
 
@@ -97,9 +99,10 @@ def test_unchanged_channel_is_not_rewritten(saver: RedisSaver, raw: redis.Redis)
     blobs = raw.hkeys(f"{{{saver.prefix}:t1}}:n::blobs")
     assert len(blobs) == 1 + 5, "static stored once, count once per version"
     keys = thread_keys(raw, saver.prefix, "t1")
-    kinds = sorted({k.split("}:", 1)[1].split(":cp:")[0].split(":pg:")[0] for k in keys})
+    kinds = sorted({k.split("}:", 1)[1].split(":pg:")[0].split(":rc:")[0] for k in keys})
     assert kinds == ["n:", "n::blobs", "n::idx", "n::pages", "ns", "rec"]
-    assert sum(":cp:" in k for k in keys) == 5
+    nsk = ThreadKeys(saver.prefix, "t1").ns("")
+    assert len(record_ids(raw, nsk)) == 5 and not any(":cp:" in k for k in keys)
     latest = saver.get_tuple(cfg())
     assert latest is not None and latest.checkpoint.channel_values["count"] == [4]
     ints = saver.get_tuple(cfg("ints"))
@@ -297,7 +300,9 @@ def test_prune_keeps_what_resuming_needs(saver: RedisSaver, raw: redis.Redis) ->
     blobs = raw.hkeys(f"{{{saver.prefix}:t1}}:n::blobs")
     assert sorted(blobs) == sorted([b"count\x008", b"count\x009", b"count\x0010", b"static\x001"])
     keys = thread_keys(raw, saver.prefix, "t1")
-    assert sum(":w:" in k for k in keys) == 3 and sum(":cp:" in k for k in keys) == 3
+    assert sum(":w:" in k for k in keys) == 3
+    assert record_ids(raw, ThreadKeys(saver.prefix, "t1").ns("")) == \
+        [c["configurable"]["checkpoint_id"] for c in configs[-3:]]
     with pytest.raises(GraphValueError):
         saver.prune("t1", keep_last=0)
 

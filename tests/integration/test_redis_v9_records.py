@@ -31,6 +31,7 @@ from durable_graph.store.redis.records import (
     unpack_record,
 )
 from durable_graph.store.serde import TypedSerializer
+from tests.redis_records import read_record, write_record
 
 pytestmark = pytest.mark.redis
 
@@ -74,7 +75,7 @@ def fields(raw: redis.Redis, saver: RedisSaver, thread: str) -> dict[bytes, byte
 
 def kept_in(raw: redis.Redis, saver: RedisSaver, thread: str, cid: str) -> dict[str, bytes]:
     """field -> stored bytes of the values a checkpoint's record keeps."""
-    stored = raw.get(ThreadKeys(saver.prefix, thread).ns("").checkpoint(cid))
+    stored = read_record(raw, ThreadKeys(saver.prefix, thread).ns(""), cid)
     assert stored is not None
     return {f: v for f, v in record_refs(unpack_record(stored, cid)) if v is not None}
 
@@ -134,11 +135,11 @@ def test_an_edited_value_in_a_signed_record_is_refused(redis_url: str,
     saver.put(a, b, {"step": 1}, {"n": 2})
     first = a["configurable"]["checkpoint_id"]
     older = kept_in(raw, saver, "t", first)[blob_field("n", 1)]
-    key = ThreadKeys(saver.prefix, "t").ns("").checkpoint(b.id)
-    record = unpack_record(raw.get(key), b.id)
+    nsk = ThreadKeys(saver.prefix, "t").ns("")
+    record = unpack_record(read_record(raw, nsk, b.id) or b"", b.id)
     # n's value of version 1 put in place of version 2's: its signature names version 1
     record["refs"] = ormsgpack.packb([[blob_field("n", 2), older.decode("latin-1")]])
-    raw.set(key, pack_record(record, b.id))
+    write_record(raw, nsk, b.id, pack_record(record, b.id))
     with pytest.raises(SignatureError):
         saver.get_tuple(cfg("t"))
     saver.close()

@@ -9,7 +9,11 @@ checkpoint namespace)::
     {P:T}:n:N:pages            zset  names of the namespace's id pages (redis-v11), score 0
     {P:T}:n:N:pg:<name>        zset  one page: up to ``ID_PAGE_MAX`` checkpoint ids, all score 0,
                                so lexical order = time order; named by a lower bound of its
-                               ids (the first it held), it holds those up to the next name
+                               ids (the first it held), it holds those up to the next name;
+                               a member is the id, NUL, "offset,length" of its record in
+                               the page's ``rc`` (the id alone: the record is a ``cp`` key)
+    {P:T}:n:N:rc:<name>        str   the packed records of a page's checkpoints, one after
+                               another (``history.py``)
     {P:T}:n:N:idx              zset  every checkpoint id of a namespace written before
                                redis-v11 (still read and written for such a namespace);
                                str ``ID_PAGES_MARK`` in a paged namespace
@@ -21,8 +25,9 @@ checkpoint namespace)::
                                "\\2leaf\\0" digest -> a large leaf kept
                                once (``leaf_field``, redis-v6: ``leafblobs``; a deflate or
                                base64 cell since v8: ``deflate.pack_leaf``)
-    {P:T}:n:N:cp:<id>          string  one checkpoint, packed: parent, ts, v, versions, seen,
-                               metadata, refs; versions only if
+    {P:T}:n:N:cp:<id>          string  one checkpoint (before redis-v11, or a record over
+                               ``history.RECORD_IN_PAGE_MAX`` bytes), packed: parent, ts,
+                               v, versions, seen, metadata, refs; versions only if
                                refs cannot give them back (redis-v7; a hash before v4);
                                ts as t (after the id's time) and no v "1" (redis-v8);
                                short keys, the parent's UUID bytes, seen and metadata as
@@ -79,6 +84,7 @@ __all__ = [
     "LEASE",
     "NAMESPACE",
     "NAMESPACES",
+    "PAGE_RECORDS",
     "RECORD",
     "STATUS_BUCKETS",
     "STATUS_TAG",
@@ -114,6 +120,8 @@ ID_PAGE = ":pg:"
 ID_PAGES_MARK = "checkpoint ids in pages (redis-v11): read this thread with a newer durable-graph"
 """What a paged namespace keeps at its ``idx`` key (a text, not a sorted set): a release
 older than redis-v11 fails loudly on it (WRONGTYPE) instead of finding no checkpoint."""
+PAGE_RECORDS = ":rc:"
+"""Infix before a page's name: ``<ns base>:rc:<name>``, the records of its checkpoints."""
 ID_PAGE_MAX = 120
 """Ids a page holds at most (one more for an instant while it splits): below Redis's
 default ``zset-max-listpack-entries`` (128), so every page keeps the compact listpack
@@ -181,6 +189,10 @@ class NamespaceKeys:
     def page(self, name: str) -> str:
         """One id page (redis-v11), named by the first id it held."""
         return self.base + ID_PAGE + name
+
+    def page_records(self, name: str) -> str:
+        """The records of one id page's checkpoints (redis-v11), one string."""
+        return self.base + PAGE_RECORDS + name
 
     @property
     def blobs(self) -> str:

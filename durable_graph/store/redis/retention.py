@@ -20,14 +20,9 @@ saver passes no policy of its own, so its commits apply the recorded one.
 
 from __future__ import annotations
 
-from typing import Any
-
-from redis.exceptions import ResponseError
-
 from durable_graph.errors import GraphValueError
 from durable_graph.store.redis.connection import RedisConn
 from durable_graph.store.redis.keys import ThreadKeys
-from durable_graph.store.redis.records import record_parent
 
 __all__ = ["delete_checkpoints", "delete_thread", "ids_of", "namespaces", "prune", "set_ttl"]
 
@@ -40,31 +35,13 @@ def namespaces(conn: RedisConn, prefix: str, thread_id: str) -> list[str]:
 
 
 def ids_of(conn: RedisConn, prefix: str, thread_id: str, ns: str) -> list[tuple[str, str | None]]:
-    """(checkpoint id, parent id) of every checkpoint of one namespace, oldest first.
-
-    Two round trips whatever the history: the ids, then every parent field at once.
-    """
+    """(checkpoint id, parent id) of every checkpoint of one namespace, oldest first: one
+    script, whatever the history (a record that expired while its id was indexed is left
+    out)."""
     nsk = ThreadKeys(prefix, thread_id).ns(ns)
-    ids = [raw.decode() for raw in conn.run("IDS", [nsk.index], [nsk.base],
-                                            "list checkpoint ids")]
-
-    def parents(c: Any) -> list[Any]:
-        pipe = c.pipeline(transaction=False)
-        for checkpoint_id in ids:
-            pipe.get(nsk.checkpoint(checkpoint_id))
-        found = list(pipe.execute(raise_on_error=False))
-        hashes = [i for i, raw in enumerate(found) if isinstance(raw, ResponseError)]
-        if hashes:  # checkpoints written as hashes (before redis-v4): WRONGTYPE for GET
-            for i in hashes:
-                pipe.hget(nsk.checkpoint(ids[i]), "parent")
-            for i, raw in zip(hashes, pipe.execute(), strict=True):
-                found[i] = raw
-        return [raw if raw is None or i in hashes else record_parent(raw, ids[i]).encode()
-                for i, raw in enumerate(found)]
-
-    found = conn.call("read checkpoint parents", parents) if ids else []
-    return [(cid, raw.decode() or None) for cid, raw in zip(ids, found, strict=True)
-            if raw is not None]  # None: its record expired (TTL) while its id was indexed
+    flat = conn.run("IDS", [nsk.index], [nsk.base], "list checkpoint ids")
+    return [(flat[i].decode(), flat[i + 1].decode() or None)
+            for i in range(0, len(flat), 2) if flat[i + 1] is not None]
 
 
 def delete_thread(conn: RedisConn, prefix: str, thread_id: str) -> None:

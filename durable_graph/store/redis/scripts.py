@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import get_args
 
 from durable_graph.store.base import ThreadStatus
+from durable_graph.store.redis.history import HISTORY, RECORD_IN_PAGE_MAX
 from durable_graph.store.redis.keys import (
     BLOBS,
     CHAIN,
@@ -37,6 +38,7 @@ from durable_graph.store.redis.keys import (
     LEASE,
     NAMESPACE,
     NAMESPACES,
+    PAGE_RECORDS,
     RECORD,
     STATUS_TAG,
     WRITES,
@@ -79,168 +81,14 @@ def _lua(source: str) -> str:
     """Substitute the key suffixes of ``keys`` into a script."""
     suffixes = {"@IDX@": INDEX, "@BLOBS@": BLOBS, "@CP@": CHECKPOINT, "@W@": WRITES,
                 "@REC@": RECORD, "@LEASE@": LEASE, "@NSMAP@": NAMESPACES, "@NS@": NAMESPACE,
-                "@PAGES@": ID_PAGES, "@PAGE@": ID_PAGE}
+                "@PAGES@": ID_PAGES, "@PAGE@": ID_PAGE, "@RECS@": PAGE_RECORDS}
     for name, value in suffixes.items():
         source = source.replace(name, f"'{value}'")
     source = source.replace("@PAGE_MAX@", str(ID_PAGE_MAX))
+    source = source.replace("@RECORD_IN_PAGE_MAX@", str(RECORD_IN_PAGE_MAX))
     source = source.replace("@PAGES_MARK@", f"'{ID_PAGES_MARK}'")
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
 
-
-# A namespace's checkpoint ids, in lexical order (= time order: ids sort by creation).
-# Redis-v11 keeps them in pages of at most @PAGE_MAX@ (`keys.ID_PAGE_MAX`: each small enough
-# for Redis's compact listpack encoding), each named by a lower bound of its ids (the first
-# it held) and holding those up to the next page's name; the names are in a directory
-# (`pages`). A namespace written before (one sorted set, `idx`) stays in that form until it
-# is empty. A paged namespace's `idx` is a text instead (`keys.ID_PAGES_MARK`): a release
-# older than v11 fails loudly on it (WRONGTYPE) rather than find no checkpoint and start
-# the thread over. Every function takes the namespace's key base.
-_IDS = """
-local function ids_legacy(base) return redis.call('TYPE', base .. @IDX@)['ok'] == 'zset' end
-local function page_key(base, name) return base .. @PAGE@ .. name end
--- the page whose ids' range holds `id` (nil: before every page, or no page)
-local function page_of(base, id)
-  return redis.call('ZREVRANGEBYLEX', base .. @PAGES@, '[' .. id, '-', 'LIMIT', 0, 1)[1]
-end
-local function page_before(base, name)
-  return redis.call('ZREVRANGEBYLEX', base .. @PAGES@, '(' .. name, '-', 'LIMIT', 0, 1)[1]
-end
-local function last_page(base) return redis.call('ZREVRANGE', base .. @PAGES@, 0, 0)[1] end
--- Adds `id`; returns the keys written (a commit gives them the thread's TTL). A page
--- over @PAGE_MAX@ splits: an id after all others (a thread's usual commit) starts the
--- next page, one inside it moves the upper half to a page of its own. An id before every
--- page renames the first page for it, so a page's name never exceeds its ids.
-local function ids_add(base, id)
-  if ids_legacy(base) then
-    redis.call('ZADD', base .. @IDX@, 0, id)
-    return {base .. @IDX@}
-  end
-  local dir = base .. @PAGES@
-  local name = page_of(base, id)
-  if not name then
-    local first = redis.call('ZRANGE', dir, 0, 0)[1]
-    if first then
-      if redis.call('EXISTS', page_key(base, first)) == 1 then
-        redis.call('RENAME', page_key(base, first), page_key(base, id))
-      end
-      redis.call('ZREM', dir, first)
-    else
-      redis.call('SET', base .. @IDX@, @PAGES_MARK@)
-    end
-    redis.call('ZADD', dir, 0, id)
-    name = id
-  end
-  local key = page_key(base, name)
-  if redis.call('ZADD', key, 0, id) == 0 or redis.call('ZCARD', key) <= @PAGE_MAX@ then
-    return {key, dir, base .. @IDX@}
-  end
-  local ids = redis.call('ZRANGE', key, 0, -1)
-  local from = #ids
-  if ids[#ids] ~= id then from = math.floor(#ids / 2) + 1 end
-  local moved = {}
-  for i = from, #ids do moved[#moved + 1] = 0; moved[#moved + 1] = ids[i] end
-  local upper = page_key(base, ids[from])
-  redis.call('ZADD', upper, unpack(moved))
-  redis.call('ZREMRANGEBYRANK', key, from - 1, -1)
-  redis.call('ZADD', dir, 0, ids[from])
-  return {key, upper, dir, base .. @IDX@}
-end
--- Removes `id`: 1 if it was there, else 0. An emptied page leaves the directory.
-local function ids_rem(base, id)
-  if ids_legacy(base) then return redis.call('ZREM', base .. @IDX@, id) end
-  local name = page_of(base, id)
-  if not name then return 0 end
-  local key = page_key(base, name)
-  local n = redis.call('ZREM', key, id)
-  if n == 1 and redis.call('EXISTS', key) == 0 then
-    redis.call('ZREM', base .. @PAGES@, name)
-    if redis.call('EXISTS', base .. @PAGES@) == 0 then redis.call('DEL', base .. @IDX@) end
-  end
-  return n
-end
-local function ids_newest(base)
-  if ids_legacy(base) then return redis.call('ZREVRANGE', base .. @IDX@, 0, 0)[1] end
-  local name = last_page(base)
-  return name and redis.call('ZREVRANGE', page_key(base, name), 0, 0)[1]
-end
--- Up to `count` ids below the lex bound `max` ('+', or '(' or '[' then an id), newest first.
-local function ids_before(base, max, count)
-  if ids_legacy(base) then
-    return redis.call('ZREVRANGEBYLEX', base .. @IDX@, max, '-', 'LIMIT', 0, count)
-  end
-  local name
-  if max == '+' then name = last_page(base) else name = page_of(base, string.sub(max, 2)) end
-  local out = {}
-  while name and #out < count do
-    local got = redis.call('ZREVRANGEBYLEX', page_key(base, name), max, '-', 'LIMIT', 0,
-                           count - #out)
-    for _, id in ipairs(got) do out[#out + 1] = id end
-    max, name = '+', page_before(base, name)
-  end
-  return out
-end
--- Every id, oldest first.
-local function ids_all(base)
-  if ids_legacy(base) then return redis.call('ZRANGE', base .. @IDX@, 0, -1) end
-  local out = {}
-  for _, name in ipairs(redis.call('ZRANGE', base .. @PAGES@, 0, -1)) do
-    for _, id in ipairs(redis.call('ZRANGE', page_key(base, name), 0, -1)) do
-      out[#out + 1] = id
-    end
-  end
-  return out
-end
--- Every id but the newest `keep`, oldest first (read from the newest page back, so it
--- costs the pages kept and the ids returned, not the history).
-local function ids_beyond(base, keep)
-  if ids_legacy(base) then
-    local n = redis.call('ZCARD', base .. @IDX@)
-    if n <= keep then return {} end
-    return redis.call('ZRANGE', base .. @IDX@, 0, n - keep - 1)
-  end
-  local kept, name = 0, last_page(base)
-  while name do
-    local n = redis.call('ZCARD', page_key(base, name))
-    if kept + n > keep then
-      local out = {}
-      for _, older in ipairs(redis.call('ZRANGEBYLEX', base .. @PAGES@, '-', '(' .. name)) do
-        for _, id in ipairs(redis.call('ZRANGE', page_key(base, older), 0, -1)) do
-          out[#out + 1] = id
-        end
-      end
-      for _, id in ipairs(redis.call('ZRANGE', page_key(base, name), 0, n - (keep - kept) - 1)) do
-        out[#out + 1] = id
-      end
-      return out
-    end
-    kept, name = kept + n, page_before(base, name)
-  end
-  return {}
-end
--- The keys holding the ids (to expire or delete with the thread).
-local function ids_keys(base)
-  local out = {base .. @IDX@, base .. @PAGES@}
-  for _, name in ipairs(redis.call('ZRANGE', base .. @PAGES@, 0, -1)) do
-    out[#out + 1] = page_key(base, name)
-  end
-  return out
-end
-"""
-
-# A checkpoint's record as stored: a packed string (records.pack_record, redis-v4)
-# or, written before, a hash; cp_field reads one field of either (nil: no record).
-_RECORD = """
-local function cp_field(key, field)
-  if redis.call('TYPE', key)['ok'] == 'string' then
-    local rec = cmsgpack.unpack(redis.call('GET', key))
-    if field == 'refs' and rec['r'] then return rec['r'] end  -- redis-v9's short name
-    return rec[field]
-  end
-  local value = redis.call('HGET', key, field)
-  if value and field == 'refs' then return cmsgpack.unpack(value) end
-  return value or nil
-end
-"""
 
 # A checkpoint's blob fields: its own values (`refs`, signed with the record) and,
 # walked server-side, the delta chain of each: the link (base field, '' for none, then
@@ -249,7 +97,7 @@ end
 # chain field beside it before. A ref {field, value} is a value kept in the record
 # (redis-v9), no field. `seen` spans calls, so a walk stops where an earlier one already
 # went; `vals` (optional) gets the value of each field the walk read.
-_REFS = _RECORD + """
+_REFS = """
 local function head_link(v)
   if string.byte(v, 1) ~= 3 then return nil end
   return cmsgpack.unpack(string.sub(v, 6, 5 + struct.unpack('>I4', v, 2)))
@@ -285,16 +133,16 @@ local function parent_kept(base, parent, replaced)
   local out = {}
   for _, id in ipairs({replaced, parent}) do
     if id ~= '' then
-      for _, f in ipairs(cp_field(base .. @CP@ .. id, 'refs') or {}) do
+      for _, f in ipairs(rec_field(rec_raw(base, id), 'refs') or {}) do
         if type(f) ~= 'string' then out[f[1]] = unlatin(f[2]) end
       end
     end
   end
   return out
 end
-local function cp_refs(blobs, key, seen, vals)
+local function cp_refs(blobs, raw, seen, vals)
   local out = {}
-  local refs = cp_field(key, 'refs')
+  local refs = rec_field(raw, 'refs')
   if not refs then return out end
   local function add(g)
     if seen[g] then return false end
@@ -318,20 +166,25 @@ local function cp_refs(blobs, key, seen, vals)
 end
 """
 
-# Deleting checkpoints, shared by PUT, PRUNE and DROP: their writes go, and every
-# blob they referenced (values and delta-chain links) that no kept checkpoint needs.
+# Deleting checkpoints, shared by PUT, PRUNE and DROP: their records and writes go, and
+# every blob they referenced (values and delta-chain links) that no kept checkpoint needs.
 _DROP_IDS = _REFS + """
 local function drop_refs(blobs, base, keep_ids, gone)
   local live, doomed = {}, {}
-  for _, id in ipairs(keep_ids) do cp_refs(blobs, base .. @CP@ .. id, live) end
+  for _, id in ipairs(keep_ids) do cp_refs(blobs, rec_raw(base, id), live) end
   for _, id in ipairs(gone) do
-    for _, f in ipairs(cp_refs(blobs, base .. @CP@ .. id, live)) do doomed[#doomed + 1] = f end
+    for _, f in ipairs(cp_refs(blobs, rec_raw(base, id), live)) do doomed[#doomed + 1] = f end
   end
   for _, f in ipairs(doomed) do redis.call('HDEL', blobs, f, @CHAIN@ .. f) end
-  for _, id in ipairs(gone) do redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id) end
+  for _, id in ipairs(gone) do redis.call('UNLINK', cp_key(base, id), base .. @W@ .. id) end
 end
+-- checkpoints `gone` (ids the namespace has) and what only they need go
 local function drop_ids(blobs, base, gone)
-  drop_refs(blobs, base, ids_all(base), gone)
+  local going, keep = {}, {}
+  for _, id in ipairs(gone) do going[id] = true end
+  for _, id in ipairs(ids_all(base)) do if not going[id] then keep[#keep + 1] = id end end
+  drop_refs(blobs, base, keep, gone)
+  ids_rem(base, gone)
 end
 """
 
@@ -383,7 +236,7 @@ end
 local function thread_expire(nsmap, ttl)
   for _, base in ipairs(redis.call('HVALS', nsmap)) do
     for _, id in ipairs(ids_all(base)) do
-      expire_key(base .. @CP@ .. id, ttl); expire_key(base .. @W@ .. id, ttl)
+      expire_key(cp_key(base, id), ttl); expire_key(base .. @W@ .. id, ttl)
     end
     for _, key in ipairs(ids_keys(base)) do expire_key(key, ttl) end
     expire_key(base .. @BLOBS@, ttl)
@@ -491,7 +344,7 @@ if expect ~= '' then
   local newest = ids_newest(base) or ''
   if newest ~= expect then return {'conflict', newest} end
 end
-if extends ~= '' and redis.call('EXISTS', base .. @CP@ .. extends) == 0 then
+if extends ~= '' and not rec_exists(base, extends) then
   return {'gone'}
 end
 local nblob = tonumber(ARGV[cp_from + 1])
@@ -531,19 +384,17 @@ if applied ~= '' and ids_newest(base) == applied then
     if not string.find(f, ':%-%d+$') then redis.call('HDEL', writes, f) end
   end
 end
-redis.call('DEL', K[6])
-redis.call('SET', K[6], ARGV[cp_from])
 for j = blob_from, blob_from + nblob - 1, 2 do
   redis.call('HSETNX', K[5], ARGV[j], ARGV[j + 1])
 end
 for j = 1, #found, 2 do redis.call('HSETNX', K[5], found[j], found[j + 1]) end
-local index_keys = ids_add(base, id)
+local index_keys = ids_add(base, id, ARGV[cp_from])
 redis.call('HSET', K[3], ns, base)
 redis.call('HSET', K[1], 'last_checkpoint_id', id, 'last_checkpoint_ns', ns,
            'updated_at', iso_utc(ARGV[3]))
 if drop ~= '' and drop ~= keep and drop ~= id then
   drop_refs(K[5], base, {id, keep}, {drop})
-  ids_rem(base, drop)
+  ids_rem(base, {drop})
 end
 -- keep_last: the newest N checkpoints of the namespace stay (and a run's start, `keep`)
 policy_record(K[1], default_ttl, keep_last)
@@ -552,26 +403,25 @@ local newest_kept = tonumber(f[3] or '0')
 if newest_kept > 0 then
   local gone = {}
   for _, old in ipairs(ids_beyond(base, newest_kept)) do
-    if old ~= keep then
-      ids_rem(base, old)
-      gone[#gone + 1] = old
-    end
+    if old ~= keep then gone[#gone + 1] = old end
   end
   if #gone > 0 then drop_ids(K[5], base, gone) end
 end
 local ttl = ttl_of(f[1], f[2], default_ttl)
--- no TTL now: what an earlier policy set must not expire the thread (the checkpoint's
--- own key, K[6], was just SET: it has none); if it had one, its history loses it too
+-- no TTL now: what an earlier policy set must not expire the thread; if it had one, its
+-- history loses it too
 local had = 0
-for k = 1, ttl > 0 and 6 or 5 do if k ~= 4 then had = had + expire_key(K[k], ttl) end end
-for _, key in ipairs(index_keys) do had = had + expire_key(key, ttl) end
+for _, key in ipairs({K[1], K[2], K[3], K[5], unpack(index_keys)}) do
+  had = had + expire_key(key, ttl)
+end
 if ttl == 0 and had > 0 then thread_expire(K[3], 0) end
 -- and the run asked to stop at this step boundary, if any (``request_stop``)
 return {'ok', f[4] or ''}
 """.replace("@OF_PARENT@", f"'{OF_PARENT}'").replace("@PUT_HEAD@", ", ".join(PUT_HEAD)).replace(
     "@LEAF@", "'\\2leaf\\0'")
 
-PUT = _lua(_IDS + _FENCE + _POLICY + _DROP_IDS + _THREAD_EXPIRE + _ISO_FUNCTION + _PUT_KEYS + _PUT)
+PUT = _lua(
+    HISTORY + _FENCE + _POLICY + _DROP_IDS + _THREAD_EXPIRE + _ISO_FUNCTION + _PUT_KEYS + _PUT)
 
 _PUT_WRITES = """
 -- KEYS: lease, writes, rec, cp, idx[, waits, wake]
@@ -585,8 +435,8 @@ if not ok then return {'fenced', gen} end
 -- late write to it (a duplicate of a task whose step was committed) would be an
 -- orphan nothing reads or deletes, so it is not stored ('gone'). A checkpoint not
 -- stored yet is newer than every indexed one: its writes are stored.
-if redis.call('EXISTS', KEYS[4]) == 0
-    and (ids_newest(string.sub(KEYS[5], 1, -#@IDX@ - 1)) or '') > ARGV[5] then
+local base = string.sub(KEYS[5], 1, -#@IDX@ - 1)
+if not rec_exists(base, ARGV[5]) and (ids_newest(base) or '') > ARGV[5] then
   return {'gone'}
 end
 -- whole = '1' (distributed jobs): a task's ordinary writes come from one execution
@@ -615,10 +465,10 @@ end
 return {'ok'}
 """
 
-PUT_WRITES = _lua(_IDS + _FENCE + _PUT_WRITES)
+PUT_WRITES = _lua(HISTORY + _FENCE + _PUT_WRITES)
 
 PUT_WRITES_FUNCTION = _lua(
-    _IDS + _FENCE + "local function put_writes(KEYS, ARGV)" + _PUT_WRITES + "end\n")
+    HISTORY + _FENCE + "local function put_writes(KEYS, ARGV)" + _PUT_WRITES + "end\n")
 """``PUT_WRITES`` as a Lua function ``put_writes(KEYS, ARGV)``, for a script that does
 more in the same call (``job_scripts.PUT_CALL_WRITES``)."""
 
@@ -716,7 +566,7 @@ return 'waiting'
 """
 )
 
-_LOAD_FUNCTION = _IDS + _REFS + """
+_LOAD_FUNCTION = HISTORY + _REFS + """
 -- Checkpoints `ids` (a table; empty: the latest) of the namespace at key base `base`,
 -- whose values are `blobs_key`.
 -- Reply: one {id, cp record, blob values, write fields, blob fields} per checkpoint
@@ -726,13 +576,10 @@ local function load(blobs_key, base, ids)
   if #ids == 0 then ids = {ids_newest(base)} end
   local out = {}
   for _, id in ipairs(ids) do
-    local key = base .. @CP@ .. id
-    local cp
-    if redis.call('TYPE', key)['ok'] == 'string' then cp = redis.call('GET', key)
-    else cp = redis.call('HGETALL', key) end
-    if #cp > 0 then
+    local cp = rec_raw(base, id)
+    if cp then
       local vals, rest = {}, {}
-      local refs = cp_refs(blobs_key, key, {}, vals)
+      local refs = cp_refs(blobs_key, cp, {}, vals)
       for _, f in ipairs(refs) do if vals[f] == nil then rest[#rest + 1] = f end end
       if #rest > 0 then
         local got = redis.call('HMGET', blobs_key, unpack(rest))
@@ -754,8 +601,7 @@ return load(KEYS[2], ARGV[1], {unpack(ARGV, 2)})
 """)
 
 PAGE = _lua(
-    _IDS
-    + _RECORD
+    HISTORY
     + """
 -- KEYS: idx    ARGV: ns_base, max (lex bound), count
 -- Reply: id, metadata, id, metadata, ... newest first; lets list() filter cheaply.
@@ -764,31 +610,35 @@ PAGE = _lua(
 local ids = ids_before(ARGV[1], ARGV[2], tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
-  local key = ARGV[1] .. @CP@ .. id
+  local raw = rec_raw(ARGV[1], id)
   out[#out + 1] = id
-  if redis.call('TYPE', key)['ok'] == 'string' then
-    local raw = redis.call('GET', key)
-    out[#out + 1] = cmsgpack.unpack(raw)['metadata'] or raw
-  else
-    out[#out + 1] = redis.call('HGET', key, 'metadata') or ''
-  end
+  if type(raw) == 'string' then out[#out + 1] = cmsgpack.unpack(raw)['metadata'] or raw
+  else out[#out + 1] = rec_field(raw, 'metadata') or '' end
 end
 return out
 """
 )
 
-IDS = _lua(_IDS + """
--- KEYS: idx    ARGV: ns_base.  Reply: every checkpoint id of the namespace, oldest first.
-return ids_all(ARGV[1])
+IDS = _lua(HISTORY + _REFS + """
+-- KEYS: idx    ARGV: ns_base.  Reply: id, parent id ('' for none; false: its record
+-- expired while its id was indexed), ... of every checkpoint of the namespace, oldest first.
+local out = {}
+for _, id in ipairs(ids_all(ARGV[1])) do
+  local raw = rec_raw(ARGV[1], id)
+  out[#out + 1] = id
+  if type(raw) == 'string' then out[#out + 1] = record_parent(raw)
+  else out[#out + 1] = raw and (rec_field(raw, 'parent') or '') or false end
+end
+return out
 """)
 
 DELETE_THREAD = _lua(
-    _IDS
+    HISTORY
     + """
 -- KEYS: rec, nsmap, lease. The lease keeps its generation so fencing stays monotonic.
 for _, base in ipairs(redis.call('HVALS', KEYS[2])) do
   for _, id in ipairs(ids_all(base)) do
-    redis.call('UNLINK', base .. @CP@ .. id, base .. @W@ .. id)
+    redis.call('UNLINK', cp_key(base, id), base .. @W@ .. id)
   end
   redis.call('UNLINK', base .. @BLOBS@, unpack(ids_keys(base)))
 end
@@ -799,7 +649,7 @@ return {'ok'}
 )
 
 PRUNE = _lua(
-    _IDS
+    HISTORY
     + _DROP_IDS
     + """
 -- KEYS: idx, blobs    ARGV: ns_base, keep
@@ -807,15 +657,13 @@ PRUNE = _lua(
 -- no kept checkpoint references. Returns how many checkpoints went.
 local base, keep = ARGV[1], tonumber(ARGV[2])
 local old = ids_beyond(base, keep)
-if #old == 0 then return 0 end
-for _, id in ipairs(old) do ids_rem(base, id) end
-drop_ids(KEYS[2], base, old)
+if #old > 0 then drop_ids(KEYS[2], base, old) end
 return #old
 """
 )
 
 DROP = _lua(
-    _IDS
+    HISTORY
     + _DROP_IDS
     + """
 -- KEYS: idx, blobs    ARGV: ns_base, checkpoint ids...
@@ -823,7 +671,7 @@ DROP = _lua(
 -- no remaining checkpoint references. Returns how many checkpoints went.
 local gone = {}
 for i = 2, #ARGV do
-  if ids_rem(ARGV[1], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
+  if ids_has(ARGV[1], ARGV[i]) then gone[#gone + 1] = ARGV[i] end
 end
 if #gone > 0 then drop_ids(KEYS[2], ARGV[1], gone) end
 return #gone
@@ -831,7 +679,7 @@ return #gone
 )
 
 SET_TTL = _lua(
-    _IDS
+    HISTORY
     + _THREAD_EXPIRE
     + """
 -- KEYS: rec, nsmap, lease    ARGV: seconds (0: drop the thread's own TTL)
