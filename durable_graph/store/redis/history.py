@@ -211,12 +211,6 @@ local function ids_add(base, id, rec)
     name = id
   elseif redis.call('ZCARD', page_key(base, name)) >= @PAGE_MAX@
       and id > member_id(redis.call('ZREVRANGE', page_key(base, name), 0, 0)[1]) then
-    -- the full page is done growing: its string written anew without the room APPEND
-    -- left for growth (up to as much again)
-    local full = recs_key(base, name)
-    if redis.call('EXISTS', full) == 1 then
-      redis.call('SET', full, redis.call('GET', full), 'KEEPTTL')
-    end
     redis.call('ZADD', dir, 0, id)
     name = id
   end
@@ -224,7 +218,10 @@ local function ids_add(base, id, rec)
   local written = {key, rk, dir, base .. @IDX@}
   local m = id
   if #rec <= @RECORD_IN_PAGE_MAX@ then
-    m = id .. '\\0' .. (redis.call('APPEND', rk, rec) - #rec) .. ',' .. #rec
+    -- written whole (SET), not APPENDed: APPEND leaves room for as much again
+    local held = redis.call('GET', rk) or ''
+    redis.call('SET', rk, held .. rec, 'KEEPTTL')
+    m = id .. '\\0' .. #held .. ',' .. #rec
   else
     redis.call('SET', cp_key(base, id), rec)
     written[#written + 1] = cp_key(base, id)
