@@ -47,7 +47,7 @@ __all__ = [
     "config_ids",
     "empty_checkpoint",
     "new_checkpoint_id",
-    "require_versions",
+    "require_storable",
     "retires_parent_writes",
     "thread_id_of",
 ]
@@ -217,12 +217,17 @@ def config_ids(config: Mapping[str, Any] | None) -> tuple[str, str, str | None]:
     return thread_id_of(thread_id), str(conf.get("checkpoint_ns", "")), conf.get("checkpoint_id")
 
 
-def require_versions(checkpoint: Checkpoint) -> None:
+def require_storable(checkpoint: Checkpoint) -> None:
     """GraphValueError when a channel holds a value but has no version to store it under,
     or a channel name or a text version holds a NUL: SQLite's JSON functions, which find
     a checkpoint's values and walk its delta chains, read text only up to a NUL, so such
     a channel's value would be lost (every saver refuses it alike; the engine's versions
-    are integers, LangGraph's integers or digits and dots)."""
+    are integers, LangGraph's integers or digits and dots). Also when the checkpoint's id
+    holds a NUL or a byte 1: Redis's id pages end an id at the first (redis-v11)."""
+    if "\x00" in checkpoint.id or "\x01" in checkpoint.id:
+        raise GraphValueError(
+            f"checkpoint id {checkpoint.id!r} holds a NUL or \\x01 character, which no saver "
+            "stores: use ids of printable text (new_checkpoint_id); nothing was stored")
     unversioned = set(checkpoint.channel_values) - set(checkpoint.channel_versions)
     if unversioned:
         raise GraphValueError(f"channels without a version: {sorted(unversioned)}")

@@ -22,7 +22,7 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
     config_ids,
-    require_versions,
+    require_storable,
 )
 from durable_graph.store.delta import (
     DEFAULT_SNAPSHOT_EVERY,
@@ -142,7 +142,7 @@ class InMemorySaver(BaseCheckpointSaver):
         new_versions: Mapping[str, int],
     ) -> dict[str, Any]:
         thread_id, ns, parent_id = config_ids(config)
-        require_versions(checkpoint)
+        require_storable(checkpoint)
         with self._lock:
             self._purge_expired()
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST)

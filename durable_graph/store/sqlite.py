@@ -77,7 +77,7 @@ from durable_graph.store.base import (
     ThreadStatus,
     checkpoint_config,
     config_ids,
-    require_versions,
+    require_storable,
     retires_parent_writes,
 )
 from durable_graph.store.delta import (
@@ -511,7 +511,7 @@ class SqliteSaver(BaseCheckpointSaver):
         """
         thread_id, ns, parent_id = config_ids(config)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        require_versions(checkpoint)
+        require_storable(checkpoint)
         versions = checkpoint.channel_versions
         versions_text = dumps_json(versions, "channel versions")
         now = time.time()

@@ -10,6 +10,7 @@ files and the real Redis; the tampering is done with plain SQL and Redis command
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -393,6 +394,11 @@ STORE_ROWS: list[tuple[str, set[str], Callable[[Any, dict[str, Any]], Any],
     ("a channel name holding a NUL (SQLite lost its value)", {"memory", "sqlite", "redis"},
      lambda s, c: s.put(c, _cp({"a\x00b": [1]}, {"a\x00b": 2}), {"step": 0}, {"a\x00b": 2}),
      GraphValueError, "NUL character in its name"),
+    ("a checkpoint id holding a NUL (Redis's id pages end an id there)",
+     {"memory", "sqlite", "redis"},
+     lambda s, c: s.put(c, dataclasses.replace(_cp({"a": [1]}, {"a": 2}), id="x\x00y"),
+                        {"step": 0}, {"a": 2}),
+     GraphValueError, "holds a NUL or"),
     ("a value that cannot be serialized", {"memory", "sqlite", "redis"},
      lambda s, c: s.put(c, _cp({"a": threading.Lock()}, {"a": 2}), {"step": 0}, {"a": 2}),
      SerializationError, "cannot store channel 'a'"),

@@ -285,7 +285,7 @@ def test_delta_links_live_in_their_value_rows(tmp_path: Path, kind: str, serde: 
 
 
 _TEXT_VERSIONS = st.text(st.characters(blacklist_characters="\x00"), max_size=5)
-"""Text versions as a saver stores them: never with a NUL (``require_versions``)."""
+"""Text versions as a saver stores them: never with a NUL (``require_storable``)."""
 
 
 @given(version=st.integers(0, 2**62) | _TEXT_VERSIONS | st.floats(-1e9, 1e9),

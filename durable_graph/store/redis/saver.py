@@ -47,7 +47,7 @@ from durable_graph.store.base import (
     ThreadStatus,
     checkpoint_config,
     config_ids,
-    require_versions,
+    require_storable,
     retires_parent_writes,
 )
 from durable_graph.store.delta import (
@@ -604,7 +604,7 @@ class RedisSaver(BaseCheckpointSaver):
         if task_writes is not None:
             w_config, w_task, w_list = task_writes
             before = self._writes_call(w_config, w_list, w_task, None, whole=True)
-        require_versions(checkpoint)
+        require_storable(checkpoint)
         whole = checkpoint
         if parent is not None:
             thread_id, ns, _ = config_ids(config)
