@@ -51,10 +51,6 @@ local function member_at(m)
   local off, len = string.match(m, '^(%d+),(%d+)$', i + 1)
   return tonumber(off), tonumber(len)
 end
-local function ids_of_members(ms)
-  for i, m in ipairs(ms) do ms[i] = member_id(m) end
-  return ms
-end
 -- the page and member of checkpoint `id` (nil: no such checkpoint)
 local function find_member(base, id)
   local name = page_of(base, id)
@@ -172,7 +168,7 @@ local function ids_rem(base, ids)
     if name then
       redis.call('ZREM', page_key(base, name), m)
       local off, len = member_at(m)
-      if off then redis.call('SETRANGE', recs_key(base, name), off, string.rep('\0', len))
+      if off then redis.call('SETRANGE', recs_key(base, name), off, string.rep('\\0', len))
       else redis.call('UNLINK', cp_key(base, id)) end
       touched[name], n = true, n + 1
     end
