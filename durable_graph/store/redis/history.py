@@ -27,7 +27,16 @@ RECORD_IN_PAGE_MAX = 4096
 one (large metadata) keeps a key of its own, so rewriting a page stays cheap."""
 
 HISTORY = """
-local function ids_legacy(base) return redis.call('TYPE', base .. @IDX@)['ok'] == 'zset' end
+-- whether a namespace keeps the layout before pages (read once a script: a namespace
+-- changes layout only when emptied, and then only from legacy to paged, which its next id
+-- takes either way)
+local legacy_of = {}
+local function ids_legacy(base)
+  if legacy_of[base] == nil then
+    legacy_of[base] = redis.call('TYPE', base .. @IDX@)['ok'] == 'zset'
+  end
+  return legacy_of[base]
+end
 local function page_key(base, name) return base .. @PAGE@ .. name end
 local function recs_key(base, name) return base .. @RECS@ .. name end
 local function cp_key(base, id) return base .. @CP@ .. id end
@@ -241,8 +250,9 @@ local function ids_newest(base)
   local top = name and redis.call('ZREVRANGE', page_key(base, name), 0, 0)[1]
   return top and member_id(top)
 end
--- Up to `count` ids below the lex bound `max` ('+', or '(' then an id), newest first.
-local function ids_before(base, max, count)
+-- Up to `count` ids below the lex bound `max` ('+', or '(' then an id), newest first;
+-- `recs` (optional) gets id -> record of each kept in its page's string, read on the way.
+local function ids_before(base, max, count, recs)
   if ids_legacy(base) then
     return redis.call('ZREVRANGEBYLEX', base .. @IDX@, max, '-', 'LIMIT', 0, count)
   end
@@ -252,7 +262,13 @@ local function ids_before(base, max, count)
   while name and #out < count do
     local got = redis.call('ZREVRANGEBYLEX', page_key(base, name), max, '-', 'LIMIT', 0,
                            count - #out)
-    for _, m in ipairs(got) do out[#out + 1] = member_id(m) end
+    for _, m in ipairs(got) do
+      local id, off, len = member_id(m), member_at(m)
+      out[#out + 1] = id
+      if recs and off then
+        recs[id] = redis.call('GETRANGE', recs_key(base, name), off, off + len - 1)
+      end
+    end
     max, name = '+', page_before(base, name)
   end
   return out

@@ -607,10 +607,11 @@ PAGE = _lua(
 -- Reply: id, metadata, id, metadata, ... newest first; lets list() filter cheaply.
 -- The metadata JSON text of a record that has it, else (redis-v9, metadata packed in
 -- the record) the packed record itself (records.page_metadata reads either).
-local ids = ids_before(ARGV[1], ARGV[2], tonumber(ARGV[3]))
+local kept = {}
+local ids = ids_before(ARGV[1], ARGV[2], tonumber(ARGV[3]), kept)
 local out = {}
 for _, id in ipairs(ids) do
-  local raw = rec_raw(ARGV[1], id)
+  local raw = kept[id] or rec_raw(ARGV[1], id)
   out[#out + 1] = id
   if type(raw) == 'string' then out[#out + 1] = cmsgpack.unpack(raw)['metadata'] or raw
   else out[#out + 1] = rec_field(raw, 'metadata') or '' end
