@@ -27,7 +27,8 @@ import base64
 import binascii
 import zlib
 
-__all__ = ["FRAMING", "MAX_RATIO", "deflated", "inflated", "pack_leaf", "unpack_leaf"]
+__all__ = ["FRAMING", "MAX_RATIO", "RECORD_FRAMING", "deflated", "inflated", "pack_leaf",
+           "unpack_leaf"]
 
 FRAMING = (
     b'\xc7^\x0b\x93\xbclangchain_core.messages.tool\xabToolMessage\x85\xa7content\xa0\xa4name'
@@ -42,11 +43,25 @@ FRAMING = (
     b'\x83\xa2id\xa1m\xa4role\xa4user\xa7content\xa0\x91\xc7A\x0b\x93\xbdlangchain_core.messages'
     b'.human\xacHumanMessage\x83\xa7content\xa0\xa4name\xa0\xa2id\xa1m\xa7content\xc7"\x0e\xc4 '
 )
-"""The preset dictionary of a deflate stream ``deflated(..., framing=True)`` gives: the
+"""The preset dictionary of a deflate stream ``deflated(..., zdict=FRAMING)`` gives: the
 serializer's msgpack framing of LangChain messages (their classes' paths and common
 fields, the dict form of an input, a leaf's reference), which a short value (one new
 message: about 130 bytes, half of it framing) cannot otherwise deflate. Never changed:
 streams stored with it read only with it (a new dictionary needs a new stored tag)."""
+
+RECORD_FRAMING = (
+    b'\x81\xa1m\x83\xa6source\xa4fork\xa4step\x01\xa7parents\x80\x82\xa1m\x84\xa6source'
+    b'\xa6update\xa4step\x01\xa7parents\x80\xa6writes\xc0\xa1v\xa12\x83\xa1t\xa11\xa1s\x82'
+    b'\xa9__input__\x80\xa9__start__\x81\xa9__start__\xcf\x00\x00\x01\x00\x00\x00\x00\x00'
+    b'\xa1m\x83\xa6source\xa5input\xa4step\xff\xa7parents\x80\x83\xa1t\xa212\xa1s\x83'
+    b'\xa9__input__\x80\xa9__start__\x81\xa9__start__\xcf\x00\x00\x01\x00\x00\x00\x00\x00'
+    b'\xaabranch:to:\x81\xaabranch:to:\xcf\x00\x00\x01\x00\x00\x00\x00\x00\xa1m\x83\xa6source'
+    b'\xa4loop\xa4step\x01\xa7parents\x80'
+)
+"""The preset dictionary of a checkpoint record's deflated part (Redis, ``redis-v11``):
+the msgpack of what every record of the engine holds beside its refs (the time after its
+id, versions seen of the engine's own channels, metadata), which about 110 bytes cannot
+otherwise deflate. Never changed, as ``FRAMING``."""
 
 MAX_RATIO = 16
 """Most a kept stream inflates, times its size (plus ``_SLACK`` bytes)."""
@@ -66,15 +81,16 @@ _TEXT = b"s"
 """``leaves.leaf_bytes``'s kind byte of a text leaf."""
 
 
-def deflated(data: bytes, *, framing: bool = False) -> bytes | None:
+def deflated(data: bytes, *, zdict: bytes | None = None) -> bytes | None:
     """The raw deflate stream of ``data`` when, with a one-byte marker, it is at least an
     eighth smaller and inflates at most ``MAX_RATIO`` times; else None (keep ``data``).
-    ``framing``: with ``FRAMING`` as its preset dictionary (``inflated`` needs it too)."""
+    ``zdict``: its preset dictionary, ``FRAMING`` or ``RECORD_FRAMING`` (``inflated``
+    needs the same)."""
     if len(data) < _SMALLEST:
         return None
     level = _LEVEL if len(data) <= _FAST_OVER else _FAST_LEVEL
-    if framing:
-        squeezer = zlib.compressobj(level, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=FRAMING)
+    if zdict is not None:
+        squeezer = zlib.compressobj(level, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=zdict)
     else:  # a window no larger than the data: the same stream
         window = -min(15, max(9, len(data).bit_length()))
         squeezer = zlib.compressobj(level, zlib.DEFLATED, window, _MEM_LEVEL)
@@ -83,11 +99,11 @@ def deflated(data: bytes, *, framing: bool = False) -> bytes | None:
     return stream if pays and len(data) <= MAX_RATIO * len(stream) else None
 
 
-def inflated(stream: bytes, *, framing: bool = False) -> bytes | None:
-    """The bytes ``deflated`` gave ``stream`` for (``framing`` as it was given), or None
+def inflated(stream: bytes, *, zdict: bytes | None = None) -> bytes | None:
+    """The bytes ``deflated`` gave ``stream`` for (``zdict`` as it was given), or None
     when it does not end cleanly within ``MAX_RATIO`` times its size (garbled, a zlib
-    bomb, or deflated with the other dictionary): nothing of it."""
-    inflater = zlib.decompressobj(_WBITS, zdict=FRAMING) if framing \
+    bomb, or deflated with another dictionary): nothing of it."""
+    inflater = zlib.decompressobj(_WBITS, zdict=zdict) if zdict is not None \
         else zlib.decompressobj(_WBITS)
     try:
         out = inflater.decompress(stream, MAX_RATIO * len(stream) + _SLACK)

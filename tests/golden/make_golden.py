@@ -68,7 +68,9 @@ Formats (each file keeps the format it was recorded in):
 - ``redis-v11``: as ``redis-v10``, with a namespace's checkpoint ids in pages of at most
   ``keys.ID_PAGE_MAX`` (``pg:<name>`` sorted sets, named in a ``pages`` directory) instead
   of one ``idx`` sorted set, and each page's records in one string (``rc:<name>``, a
-  member locating its record) instead of a key each (``store/redis/history.py``). The
+  member locating its record) instead of a key each (``store/redis/history.py``); a record
+  split in what the scripts read (parent, refs) and the rest deflated with
+  ``deflate.RECORD_FRAMING`` (``records.SPLIT``, first byte 0xC1). The
   ``idx`` key holds a text (``keys.ID_PAGES_MARK``): a reader older than v11 fails on it
   loudly (WRONGTYPE).
 

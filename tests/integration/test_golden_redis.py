@@ -315,7 +315,7 @@ def test_v10_deflates_values_with_the_framing_dictionary() -> None:
     (a reader of v8 or v9, which takes ``%%`` for ``%``, refuses it)."""
     import base64
 
-    from durable_graph.store.deflate import inflated
+    from durable_graph.store.deflate import FRAMING, inflated
     from durable_graph.store.redis.keys import BLOBS, LEAF
     from durable_graph.store.redis.records import FRAMED, decode_blob, unlinked
 
@@ -327,13 +327,13 @@ def test_v10_deflates_values_with_the_framing_dictionary() -> None:
     framed = [(tag, raw) for tag, raw in stored if tag.lstrip("&").startswith(FRAMED)]
     assert framed
     for _, raw in framed:
-        assert inflated(raw) is None and inflated(raw, framing=True) is not None
+        assert inflated(raw) is None and inflated(raw, zdict=FRAMING) is not None
 
 
 def test_v11_keeps_ids_in_pages_and_marks_the_old_index() -> None:
     """What v11 changes: a namespace's ids in listpack pages named in a directory, each
-    page's records in one string, and a text at the old ``idx`` key that a reader older than
-    v11 fails on loudly."""
+    page's records in one string (split: what the scripts read, then the rest deflated), and
+    a text at the old ``idx`` key that a reader older than v11 fails on loudly."""
     import base64
 
     from durable_graph.store.redis.keys import (
@@ -344,6 +344,7 @@ def test_v11_keeps_ids_in_pages_and_marks_the_old_index() -> None:
         INDEX,
         PAGE_RECORDS,
     )
+    from durable_graph.store.redis.records import SPLIT
 
     data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v11"]).read_text())
     by_key = {base64.b64decode(rec["key"]).decode(): rec for rec in data["keys"]}
@@ -358,3 +359,10 @@ def test_v11_keeps_ids_in_pages_and_marks_the_old_index() -> None:
     members = [base64.b64decode(m) for key in pages for m, _ in by_key[key]["content"]]
     assert members and all(b"\0" in m for m in members)
     assert all(key.replace(ID_PAGE, PAGE_RECORDS) in by_key for key in pages)
+    starts = set()
+    for key in pages:
+        records = base64.b64decode(by_key[key.replace(ID_PAGE, PAGE_RECORDS)]["content"])
+        for member in (base64.b64decode(m) for m, _ in by_key[key]["content"]):
+            off, _, length = member.partition(b"\0")[2].partition(b",")
+            starts.add(records[int(off):int(off) + int(length)][:1])
+    assert SPLIT in starts, "records split in what the scripts read and the rest deflated"

@@ -1,8 +1,10 @@
 """Redis checkpoint records: ``versions`` derived from ``refs`` when that is exact (redis-v7),
-``ts`` after the id's time and ``v`` left out when it is "1" (redis-v8)."""
+``ts`` after the id's time and ``v`` left out when it is "1" (redis-v8), split in what the
+scripts read and the rest deflated (redis-v11)."""
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
 
 import ormsgpack
@@ -12,8 +14,10 @@ from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.redis.records import (
+    SPLIT,
     checkpoint_fields,
     pack_record,
+    record_map,
     record_versions,
     unpack_record,
 )
@@ -69,17 +73,17 @@ def test_a_v8_record_keeps_ts_after_the_ids_time_and_no_v() -> None:
     cid = new_checkpoint_id()
     ts = datetime.now(UTC).isoformat()
     fields, raw = _record(cid, ts)
-    stored = ormsgpack.unpackb(raw)
+    stored = record_map(raw)
     assert "ts" not in stored and "v" not in stored and int(stored["t"]) < 10**6
     assert unpack_record(raw, cid) == {k: v.encode() if isinstance(v, str) else v
                                        for k, v in fields.items()}
     assert len(raw) + 30 < len(ormsgpack.packb({**stored, "ts": ts, "v": "1"}))
     for odd_ts in ("2026-01-01T00:00:00Z", "2026-01-01 00:00:00+00:00", "yesterday"):
         _, raw = _record(cid, odd_ts, v=2)  # not isoformat's own text: kept as it is
-        assert ormsgpack.unpackb(raw)["ts"] == odd_ts and ormsgpack.unpackb(raw)["v"] == "2"
+        assert record_map(raw)["ts"] == odd_ts and record_map(raw)["v"] == "2"
         assert unpack_record(raw, cid)["ts"] == odd_ts.encode()
     _, raw = _record("not-a-uuid", ts)  # no time in the id: ts kept
-    assert ormsgpack.unpackb(raw)["ts"] == ts
+    assert record_map(raw)["ts"] == ts
 
 
 @pytest.mark.parametrize("edit", [{"t": "soon"}, {"t": 5}, {"ts": "x"}, {"t": "9" * 30}],
@@ -87,6 +91,57 @@ def test_a_v8_record_keeps_ts_after_the_ids_time_and_no_v() -> None:
 def test_a_garbled_ts_after_the_id_is_refused(edit: dict[str, object]) -> None:
     cid = new_checkpoint_id()
     _, raw = _record(cid, datetime.now(UTC).isoformat())
-    record = {**ormsgpack.unpackb(raw), **edit}
+    record = {**record_map(raw), **edit}
     with pytest.raises(CheckpointStoreError, match="is garbled"):
         unpack_record(ormsgpack.packb(record), cid)
+
+
+def _engine_record(cid: str, parent: str) -> tuple[dict[str, str | bytes], bytes]:
+    """The fields and stored record of a step as the engine writes them (a chat's node)."""
+    tc = ThreadCodec(TypedSerializer(), "p", "t", "")
+    cp = Checkpoint(id=cid, ts=datetime.now(UTC).isoformat(), channel_values={},
+                    channel_versions={"__start__": 141013688187, "messages": 141013688187,
+                                      "branch:to:noop": 144074753223},
+                    versions_seen={"__input__": {}, "__start__": {"__start__": 135997288242},
+                                   "noop": {"branch:to:noop": 141013688187}})
+    fields = checkpoint_fields(tc, cp, {"source": "loop", "step": 31, "parents": {}}, parent)
+    return fields, pack_record(fields, cid)
+
+
+def test_a_v11_record_keeps_what_scripts_read_plain_and_deflates_the_rest() -> None:
+    """Redis-v11: ``SPLIT``, the length of a map of the parent and refs (all a script reads),
+    that map, then the time, versions seen and metadata deflated with the record framing;
+    unpacked, the fields are exactly those signed."""
+    parent = new_checkpoint_id()
+    cid = new_checkpoint_id(parent)
+    fields, raw = _engine_record(cid, parent)
+    assert raw[:1] == SPLIT
+    size = int.from_bytes(raw[1:3], "big")
+    assert set(ormsgpack.unpackb(raw[3:3 + size])) == {"P", "r"}
+    assert unpack_record(raw, cid) == {k: v.encode() if isinstance(v, str) else v
+                                       for k, v in fields.items()}
+    whole = ormsgpack.packb(record_map(raw))  # the one map of redis-v10
+    assert len(raw) + 50 < len(whole), (len(raw), len(whole))
+
+
+def test_a_garbled_or_bombed_deflated_part_is_refused() -> None:
+    parent = new_checkpoint_id()
+    cid = new_checkpoint_id(parent)
+    _, raw = _engine_record(cid, parent)
+    size = int.from_bytes(raw[1:3], "big")
+    garbled = raw[:3 + size] + bytes(b ^ 0x5A for b in raw[3 + size:])
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = raw[:3 + size] + squeezer.compress(b"\0" * 10**6) + squeezer.flush()
+    for bad in (garbled, bomb, raw[:3 + size], raw[:2]):
+        with pytest.raises(CheckpointStoreError, match="is garbled"):
+            unpack_record(bad, cid)
+
+
+def test_a_record_whose_rest_does_not_deflate_is_kept_whole() -> None:
+    tc = ThreadCodec(TypedSerializer(), "p", "t", "")
+    cp = Checkpoint(id="not-a-uuid", ts="x", channel_values={}, channel_versions={"a": 1},
+                    versions_seen={})
+    fields = checkpoint_fields(tc, cp, {}, None)
+    raw = pack_record(fields, cp.id)
+    assert raw[:1] != SPLIT and ormsgpack.unpackb(raw)["ts"] == "x"
+    assert unpack_record(raw, cp.id)["ts"] == b"x"

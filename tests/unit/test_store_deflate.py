@@ -26,7 +26,14 @@ import pytest
 from durable_graph import END, START, StateGraph
 from durable_graph.errors import CheckpointStoreError, DurableGraphError, SerializationError
 from durable_graph.store.base import Checkpoint, empty_checkpoint
-from durable_graph.store.deflate import MAX_RATIO, deflated, inflated, pack_leaf, unpack_leaf
+from durable_graph.store.deflate import (
+    FRAMING,
+    MAX_RATIO,
+    deflated,
+    inflated,
+    pack_leaf,
+    unpack_leaf,
+)
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import leaf_value
 from durable_graph.store.redis import RedisSaver
@@ -170,7 +177,7 @@ def test_redis_deflates_an_appended_logs_values_and_reads_them_back(
     assert len(deflated_values) >= 6  # each step's 1 KB line, in its delta or snapshot
     for raw in deflated_values:  # each at least an eighth smaller than undeflated
         tag, _, stream = raw.partition(b"\x00")
-        whole = inflated(stream, framing=_framed(tag))
+        whole = inflated(stream, zdict=FRAMING if _framed(tag) else None)
         assert whole is not None and len(raw) * 8 <= (len(tag) + len(whole)) * 7
     history = list(saver.list(config))
     assert [len(t.checkpoint.channel_values.get("log", [])) for t in history] == \
@@ -284,7 +291,7 @@ def test_a_deflated_write_reads_back_as_written(saver: RedisSaver) -> None:
     assert not tags[b"task-1:2"].startswith(DEFLATED)  # too short to deflate
     for field in (b"task-1:0", b"task-1:1"):
         channel, tag, stream = triples[field]
-        whole = inflated(stream, framing=_framed(tag))
+        whole = inflated(stream, zdict=FRAMING if _framed(tag) else None)
         assert whole is not None and (len(tag) + len(stream)) * 8 <= (len(tag) + len(whole)) * 7
     fresh = RedisSaver(saver.client, prefix=saver.prefix, serde=saver.serde)
     got = fresh.get_tuple(config)
@@ -351,7 +358,7 @@ def test_a_message_deflates_with_the_framing_dictionary_and_only_with_it() -> No
     _, data = TypedSerializer().dumps_typed(
         [HumanMessage(content="Where is my parcel? It was due on Monday.", id="m-4")])
     assert deflated(data) is None
-    stream = deflated(data, framing=True)
+    stream = deflated(data, zdict=FRAMING)
     assert stream is not None and len(stream) * 5 < len(data) * 3
-    assert inflated(stream, framing=True) == data
+    assert inflated(stream, zdict=FRAMING) == data
     assert inflated(stream) is None

@@ -97,10 +97,19 @@ local function rec_raw(base, id)
   if #flat == 0 then return nil end
   return flat
 end
+-- a packed record's map: the whole msgpack (redis-v4 to v10), or (redis-v11, first byte
+-- 0xC1: `records.SPLIT`) the map after a 2-byte length, what the scripts read (the parent,
+-- the refs); the rest of it is deflated after that map, read in Python
+local function rec_map(raw)
+  if string.byte(raw, 1) == 193 then
+    return cmsgpack.unpack(string.sub(raw, 4, 3 + struct.unpack('>I2', raw, 2)))
+  end
+  return cmsgpack.unpack(raw)
+end
 -- one field of a stored record (nil: none)
 local function rec_field(raw, field)
   if type(raw) == 'string' then
-    local rec = cmsgpack.unpack(raw)
+    local rec = rec_map(raw)
     if field == 'refs' and rec['r'] then return rec['r'] end  -- redis-v9's short name
     return rec[field]
   end

@@ -72,7 +72,14 @@ from durable_graph.store.base import (
     PendingWrite,
     checkpoint_config,
 )
-from durable_graph.store.deflate import MAX_RATIO, deflated, inflated, unpack_leaf
+from durable_graph.store.deflate import (
+    FRAMING,
+    MAX_RATIO,
+    RECORD_FRAMING,
+    deflated,
+    inflated,
+    unpack_leaf,
+)
 from durable_graph.store.delta import ChannelDelta, resolve_values
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import join_found
@@ -85,6 +92,7 @@ __all__ = [
     "INLINE_MAX",
     "LINKED",
     "REFERS_LEAVES",
+    "SPLIT",
     "bind_run",
     "checkpoint_fields",
     "decode_blob",
@@ -100,6 +108,7 @@ __all__ = [
     "linked",
     "pack_record",
     "page_metadata",
+    "record_map",
     "record_parent",
     "record_refs",
     "record_versions",
@@ -214,7 +223,7 @@ def _squeezed(tagged: tuple[str, bytes]) -> tuple[str, bytes]:
     (``deflate.deflated``), else as they are. Values and pending writes alike (redis-v10;
     ``DEFLATED``, no dictionary, v8 and v9)."""
     tag, data = tagged
-    stream = deflated(data, framing=True)
+    stream = deflated(data, zdict=FRAMING)
     return (tag, data) if stream is None else (FRAMED + tag, stream)
 
 
@@ -226,7 +235,7 @@ def _unsqueezed(stored: tuple[str, bytes], what: str) -> tuple[str, bytes]:
     if not tag.startswith(DEFLATED):
         return tag, data
     framing = tag.startswith(FRAMED)
-    out = inflated(data, framing=framing)
+    out = inflated(data, zdict=FRAMING if framing else None)
     if out is None:
         raise CheckpointStoreError(
             f"the stored {what} is deflated but does not inflate cleanly within "
@@ -393,7 +402,8 @@ def pack_record(fields: Mapping[str, str | bytes], checkpoint_id: str) -> bytes:
     ``_SHORT``), ``ts`` after the id's time (``_TS_AFTER_ID``) and ``v`` left out when that
     reads back, the parent as UUID bytes (``_PARENT_UUID``) and JSON fields as msgpack
     (``_packed_json``) when they read back exactly. Every string is text (Redis's
-    ``cmsgpack`` reads no binary type)."""
+    ``cmsgpack`` reads no binary type). Since redis-v11 split in two when that pays
+    (``_split``): what the scripts read, then the rest deflated."""
     record: dict[str, Any] = {}
     for name, value in fields.items():
         if name in ("refs", "sig"):
@@ -417,14 +427,55 @@ def pack_record(fields: Mapping[str, str | bytes], checkpoint_id: str) -> bytes:
     record["r"] = ormsgpack.unpackb(_as_bytes(fields["refs"]))
     if "sig" in fields:
         record["g"] = base64.b64encode(_as_bytes(fields["sig"])).decode()
-    return ormsgpack.packb(record)
+    return _split(record) or ormsgpack.packb(record)
+
+
+SPLIT = b"\xc1"
+"""First byte of a redis-v11 record split in two (``_split``): never a msgpack type byte, so
+a record of v4 to v10 (a msgpack map) is told apart, and a reader older than v11 refuses it
+as garbled."""
+_FOR_SCRIPTS = ("P", "p", "r")
+"""The record keys a script reads (the parent, the refs): they stay plain in a split one."""
+
+
+def _split(record: Mapping[str, Any]) -> bytes | None:
+    """A v11 record: ``SPLIT``, the 2-byte length of a msgpack map of what the scripts read
+    (``_FOR_SCRIPTS``), that map, then the rest deflated with ``deflate.RECORD_FRAMING`` as
+    its dictionary (the time, versions seen and metadata: about 110 bytes to 40). None when
+    the rest does not deflate by an eighth (the record is kept as one map, as before)."""
+    rest = {k: v for k, v in record.items() if k not in _FOR_SCRIPTS}
+    stream = deflated(ormsgpack.packb(rest), zdict=RECORD_FRAMING) if rest else None
+    head = ormsgpack.packb({k: v for k, v in record.items() if k in _FOR_SCRIPTS})
+    if stream is None or len(head) > 0xFFFF:
+        return None
+    return SPLIT + len(head).to_bytes(2, "big") + head + stream
+
+
+def record_map(raw: bytes) -> dict[str, Any]:
+    """The map a packed record stores (a split one's two parts joined: ``_split``); a
+    ValueError or msgpack error when it is garbled."""
+    if raw[:1] != SPLIT:
+        stored: dict[str, Any] = ormsgpack.unpackb(raw)
+        return stored
+    return _joined(raw)
+
+
+def _joined(raw: bytes) -> dict[str, Any]:
+    """Inverse of ``_split``; ValueError when the deflated rest does not inflate cleanly."""
+    size = int.from_bytes(raw[1:3], "big")
+    rest = inflated(raw[3 + size:], zdict=RECORD_FRAMING)
+    if len(raw) < 3 + size or rest is None:
+        raise ValueError("deflated part does not inflate")  # internal signal: garbled
+    joined: dict[str, Any] = ormsgpack.unpackb(raw[3:3 + size])
+    joined.update(ormsgpack.unpackb(rest))
+    return joined
 
 
 def unpack_record(raw: bytes, checkpoint_id: str) -> dict[str, bytes]:
     """The fields ``pack_record`` packed, as bytes (the hash fields a signature covers);
     a record of v4 to v8 (long keys, every value text) too."""
     try:
-        record = ormsgpack.unpackb(raw)
+        record = record_map(raw)
         if "r" in record:
             record = _unshortened(record)
         fields = {name: _as_bytes(value) for name, value in record.items()
@@ -459,7 +510,7 @@ def _unshortened(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def page_metadata(raw: bytes, checkpoint_id: str) -> CheckpointMetadata:
     """A checkpoint's metadata from a ``PAGE`` reply entry: its JSON text, or (redis-v9)
-    the packed record holding it."""
+    the packed record holding it (split, redis-v11)."""
     if raw[:1] in (b"", b"{"):
         return decode_metadata(raw)
     return decode_metadata(unpack_record(raw, checkpoint_id)["metadata"])

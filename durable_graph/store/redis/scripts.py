@@ -121,7 +121,7 @@ local function unlatin(text)
   end))
 end
 local function record_parent(raw)
-  local rec = cmsgpack.unpack(raw)
+  local rec = rec_map(raw)
   if not rec['P'] then return rec['p'] or rec['parent'] or '' end
   local hex = string.gsub(unlatin(rec['P']), '.', function(c)
     return string.format('%02x', string.byte(c))
@@ -613,7 +613,7 @@ local out = {}
 for _, id in ipairs(ids) do
   local raw = kept[id] or rec_raw(ARGV[1], id)
   out[#out + 1] = id
-  if type(raw) == 'string' then out[#out + 1] = cmsgpack.unpack(raw)['metadata'] or raw
+  if type(raw) == 'string' then out[#out + 1] = rec_map(raw)['metadata'] or raw
   else out[#out + 1] = rec_field(raw, 'metadata') or '' end
 end
 return out
