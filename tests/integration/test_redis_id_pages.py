@@ -8,6 +8,7 @@ written before pages (one ``idx`` sorted set) goes on in that form.
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from typing import Any
@@ -17,6 +18,7 @@ import redis
 
 from durable_graph.store.base import Checkpoint
 from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.history import PAGE_BYTES, RECORD_IN_PAGE_MAX
 from durable_graph.store.redis.keys import ID_PAGE_MAX, ThreadKeys
 from tests.redis_records import read_record
 
@@ -158,3 +160,28 @@ def test_a_namespace_with_one_index_goes_on_in_that_form(
     assert not raw.exists(nsk.index), "emptied: the namespace's next id starts a page"
     put(saver, "t", ids[0])
     assert list(pages(raw, saver, "t")) == [ids[0]]
+
+
+def test_large_records_start_a_page_by_bytes_and_the_largest_keep_their_own_key(
+        saver: RedisSaver, raw: redis.Redis) -> None:
+    """A commit writes its page's record string whole: a page of large records closes at
+    ``PAGE_BYTES`` (so a commit copies about that much at most), and a record over
+    ``RECORD_IN_PAGE_MAX`` keeps a key of its own."""
+    ids = sorted(str(uuid.uuid4()) for _ in range(80))
+    for i, cid in enumerate(ids):
+        cp = Checkpoint(id=cid, ts="2026-01-01T00:00:00+00:00", channel_values={"n": 1},
+                        channel_versions={"n": 1}, versions_seen={})
+        note = os.urandom(6000 if i == 40 else 1500).hex()  # about 6 KB deflated once, else 1.6
+        saver.put(cfg("t"), cp, {"source": "loop", "step": i, "note": note}, {"n": 1})
+    nsk = ThreadKeys(saver.prefix, "t").ns("")
+    stored = pages(raw, saver, "t")
+    assert len(stored) >= 3 and all(len(p) < ID_PAGE_MAX for p in stored.values())
+    assert all(raw.strlen(nsk.page_records(name)) < PAGE_BYTES + RECORD_IN_PAGE_MAX
+               for name in stored)
+    assert raw.exists(nsk.checkpoint(ids[40])) and not raw.exists(nsk.checkpoint(ids[39]))
+    assert listed(saver, "t") == ids[::-1]
+    got = saver.get_tuple(cfg("t", ids[40]))
+    assert got is not None and len(got.metadata["note"]) == 12000
+    saver.delete_checkpoints("t", "", [ids[40]])
+    assert not raw.exists(nsk.checkpoint(ids[40])) and listed(saver, "t") == \
+        [i for i in ids[::-1] if i != ids[40]]

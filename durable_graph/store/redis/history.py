@@ -20,11 +20,15 @@ placeholders; ``scripts`` composes it into the scripts that need it.
 
 from __future__ import annotations
 
-__all__ = ["HISTORY", "RECORD_IN_PAGE_MAX"]
+__all__ = ["HISTORY", "PAGE_BYTES", "RECORD_IN_PAGE_MAX"]
 
 RECORD_IN_PAGE_MAX = 4096
 """Bytes up to which a checkpoint's record is kept in its page's record string; a larger
 one (large metadata) keeps a key of its own, so rewriting a page stays cheap."""
+PAGE_BYTES = 32768
+"""Record bytes from which a commit after all of a page's ids starts the next page even
+if the page holds fewer than ``keys.ID_PAGE_MAX`` ids: a commit writes its page's string
+whole, so it copies at most about this much."""
 
 HISTORY = """
 -- whether a namespace keeps the layout before pages (read once a script: a namespace
@@ -195,9 +199,10 @@ local function ids_rem(base, ids)
   return n
 end
 -- Stores checkpoint `id` with its packed record `rec` (replacing one of the same id);
--- returns the keys written (a commit gives them the thread's TTL). A full page splits:
--- an id after all of its ids (a thread's usual commit) starts the next page, one inside it
--- moves the upper half to a page of its own. An id before every page renames the first
+-- returns the keys written (a commit gives them the thread's TTL). An id after all of a
+-- full page's ids (a thread's usual commit) starts the next page, as does one after a page
+-- of @PAGE_BYTES@ record bytes; one inside a full page moves its upper half to a page of
+-- its own. An id before every page renames the first
 -- page for it, so a page's name never exceeds its ids.
 local function ids_add(base, id, rec)
   if ids_legacy(base) then
@@ -223,7 +228,8 @@ local function ids_add(base, id, rec)
     end
     redis.call('ZADD', dir, 0, id)
     name = id
-  elseif redis.call('ZCARD', page_key(base, name)) >= @PAGE_MAX@
+  elseif (redis.call('ZCARD', page_key(base, name)) >= @PAGE_MAX@
+          or redis.call('STRLEN', recs_key(base, name)) >= @PAGE_BYTES@)
       and id > member_id(redis.call('ZREVRANGE', page_key(base, name), 0, 0)[1]) then
     redis.call('ZADD', dir, 0, id)
     name = id
