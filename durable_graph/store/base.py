@@ -222,7 +222,8 @@ def require_storable(checkpoint: Checkpoint) -> None:
     or a channel name or a text version holds a NUL: SQLite's JSON functions, which find
     a checkpoint's values and walk its delta chains, read text only up to a NUL, so such
     a channel's value would be lost (every saver refuses it alike; the engine's versions
-    are integers, LangGraph's integers or digits and dots). Also when the checkpoint's id
+    are integers, LangGraph's integers or digits and dots), or a text version holds a lone
+    surrogate, which is no UTF-8 text. Also when the checkpoint's id
     holds a NUL or a byte 1: Redis's id pages end an id at the first (redis-v11)."""
     if "\x00" in checkpoint.id or "\x01" in checkpoint.id:
         raise GraphValueError(
@@ -237,11 +238,24 @@ def require_storable(checkpoint: Checkpoint) -> None:
             raise GraphValueError(
                 f"channel {channel!r} has a NUL character in its name, which no saver "
                 "stores: rename the state key; nothing was stored")
-        if isinstance(version, str) and "\x00" in version:
+        if isinstance(version, str) and not _storable_version(version):
             raise GraphValueError(
-                f"channel {channel!r} has version {version!r}, text holding a NUL character, "
-                "which no saver stores: use integers or text without NUL "
-                "(get_next_version); nothing was stored")
+                f"channel {channel!r} has version {version!r}, text holding a NUL character "
+                "or a lone surrogate, which no saver stores: use integers or text without "
+                "NUL (get_next_version); nothing was stored")
+
+
+def _storable_version(text: str) -> bool:
+    """Whether every saver stores a text version as it is: no NUL (SQLite's JSON functions
+    end text there), and UTF-8 encodable (a lone surrogate is not: SQLite and Redis keep a
+    version in UTF-8 text, a blob's name)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def retires_parent_writes(config: Mapping[str, Any], metadata: Mapping[str, Any]) -> bool:

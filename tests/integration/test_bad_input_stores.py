@@ -394,6 +394,10 @@ STORE_ROWS: list[tuple[str, set[str], Callable[[Any, dict[str, Any]], Any],
     ("a channel name holding a NUL (SQLite lost its value)", {"memory", "sqlite", "redis"},
      lambda s, c: s.put(c, _cp({"a\x00b": [1]}, {"a\x00b": 2}), {"step": 0}, {"a\x00b": 2}),
      GraphValueError, "NUL character in its name"),
+    ("a text version holding a lone surrogate (no UTF-8 text)", {"memory", "sqlite", "redis"},
+     lambda s, c: s.put(c, _cp({"a": [1]}, {"a": "\ud800"}),  # type: ignore[dict-item]
+                        {"step": 0}, {"a": "\ud800"}),  # type: ignore[dict-item]
+     GraphValueError, "lone surrogate, which no saver stores"),
     ("a checkpoint id holding a NUL (Redis's id pages end an id there)",
      {"memory", "sqlite", "redis"},
      lambda s, c: s.put(c, dataclasses.replace(_cp({"a": [1]}, {"a": 2}), id="x\x00y"),
