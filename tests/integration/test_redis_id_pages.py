@@ -185,3 +185,50 @@ def test_large_records_start_a_page_by_bytes_and_the_largest_keep_their_own_key(
     saver.delete_checkpoints("t", "", [ids[40]])
     assert not raw.exists(nsk.checkpoint(ids[40])) and listed(saver, "t") == \
         [i for i in ids[::-1] if i != ids[40]]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_puts_rewrites_deletes_and_prunes_match_one_sorted_index(
+        saver: RedisSaver, raw: redis.Redis, seed: int) -> None:
+    """A model check: random commits (new ids in and out of order, an existing id written
+    again with new metadata), deletes and prunes, against a sorted list of ids and the step
+    each was last written with; after every operation the listed history, a read by id and
+    the pages' invariants (listpack, ranges in the order of their names) agree."""
+    rng = random.Random(seed)
+    model: dict[str, int] = {}
+    most = 0  # pages at once: the run must split pages, not only fill one
+    thread = f"m{seed}"
+
+    def write(cid: str, step: int) -> None:
+        cp = Checkpoint(id=cid, ts="2026-01-01T00:00:00+00:00", channel_values={"n": 1},
+                        channel_versions={"n": 1}, versions_seen={})
+        saver.put(cfg(thread), cp, {"source": "loop", "step": step}, {"n": 1})
+        model[cid] = step
+
+    for op in range(400):
+        roll = rng.random()
+        if roll < 0.9 or not model:
+            cid = (str(uuid.UUID(int=rng.getrandbits(128))) if rng.random() < 0.8 or not model
+                   else rng.choice(sorted(model)))  # now and then one written before
+            write(cid, op)
+        elif roll < 0.98:
+            gone = rng.sample(sorted(model), k=min(len(model), rng.randint(1, 5)))
+            saver.delete_checkpoints(thread, "", gone)
+            for cid in gone:
+                del model[cid]
+        else:
+            keep = rng.randint(max(1, len(model) * 3 // 4), max(1, len(model)))
+            saver.prune_thread(thread, keep)
+            for cid in sorted(model)[:-keep]:
+                del model[cid]
+        if op % 40 == 39 or op == 399:
+            assert listed(saver, thread) == sorted(model, reverse=True), op
+            if model:
+                stored = pages(raw, saver, thread)
+                flat = [cid for name in sorted(stored) for cid in stored[name]]
+                assert flat == sorted(model), op
+                most = max(most, len(stored))
+                for cid in rng.sample(sorted(model), k=min(5, len(model))):
+                    got = saver.get_tuple(cfg(thread, cid))
+                    assert got is not None and got.metadata["step"] == model[cid], (op, cid)
+    assert most >= 2
