@@ -20,7 +20,7 @@ from durable_graph.store.base import Checkpoint
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.history import PAGE_BYTES, RECORD_IN_PAGE_MAX
 from durable_graph.store.redis.keys import ID_PAGE_MAX, ThreadKeys
-from tests.redis_records import read_record
+from tests.redis_records import read_record, record_ids
 
 pytestmark = pytest.mark.redis
 
@@ -139,16 +139,13 @@ def test_a_namespace_with_one_index_goes_on_in_that_form(
     for cid in ids[:3]:
         put(saver, "t", cid)
     nsk = ThreadKeys(saver.prefix, "t").ns("")
-    raw.delete(nsk.index)
-    for name in (n.decode() for n in raw.zrange(nsk.pages, 0, -1)):  # the layout before pages
-        records = raw.get(nsk.page_records(name)) or b""
-        for member in raw.zrange(nsk.page(name), 0, -1):
-            cid, _, at = member.decode().partition("\0")
-            off, length = map(int, at.split(","))
-            raw.set(nsk.checkpoint(cid), records[off:off + length])
-            raw.zadd(nsk.index, {cid: 0})
-        raw.delete(nsk.page(name), nsk.page_records(name))
-    raw.delete(nsk.pages)
+    records = {cid: read_record(raw, nsk, cid) for cid in record_ids(raw, nsk)}
+    for name in raw.zrange(nsk.pages, 0, -1):  # the layout before pages
+        raw.delete(nsk.page(name.decode()), nsk.page_records(name.decode()))
+    raw.delete(nsk.index, nsk.pages)
+    for cid, record in records.items():
+        raw.set(nsk.checkpoint(cid), record or b"")
+        raw.zadd(nsk.index, {cid: 0})
     for cid in ids[3:]:
         put(saver, "t", cid)
     assert not raw.exists(nsk.pages)

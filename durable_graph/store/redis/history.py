@@ -64,14 +64,25 @@ local function member_at(m)
   local off, len = string.match(m, '^(%d+),(%d+)$', i + 1)
   return tonumber(off), tonumber(len)
 end
+-- the member of checkpoint `id` in page `name` (nil: not there)
+local function member_in(base, name, id)
+  return redis.call('ZRANGEBYLEX', page_key(base, name), '[' .. id, '(' .. id .. '\\1',
+                    'LIMIT', 0, 1)[1]
+end
 -- the page and member of checkpoint `id` (nil: no such checkpoint)
 local function find_member(base, id)
   local name = page_of(base, id)
-  if not name then return nil end
-  local m = redis.call('ZRANGEBYLEX', page_key(base, name), '[' .. id, '(' .. id .. '\\1',
-                       'LIMIT', 0, 1)[1]
+  local m = name and member_in(base, name, id)
   if m then return name, m end
   return nil
+end
+-- the ids of page `name`'s members from rank `from` to `to` (ZRANGE's), oldest first,
+-- appended to `out`
+local function page_ids(base, name, from, to, out)
+  for _, m in ipairs(redis.call('ZRANGE', page_key(base, name), from, to)) do
+    out[#out + 1] = member_id(m)
+  end
+  return out
 end
 local function ids_has(base, id)
   if ids_legacy(base) then return redis.call('ZSCORE', base .. @IDX@, id) ~= false end
@@ -211,9 +222,12 @@ local function ids_add(base, id, rec)
     redis.call('ZADD', base .. @IDX@, 0, id)
     return {base .. @IDX@, cp_key(base, id)}
   end
-  ids_rem(base, {id})
   local dir = base .. @PAGES@
   local name = page_of(base, id)
+  if name and member_in(base, name, id) then  -- written before: replaced
+    ids_rem(base, {id})
+    name = page_of(base, id)
+  end
   if not name then
     local first = redis.call('ZRANGE', dir, 0, 0)[1]
     if first then
@@ -293,9 +307,7 @@ local function ids_all(base)
   if ids_legacy(base) then return redis.call('ZRANGE', base .. @IDX@, 0, -1) end
   local out = {}
   for _, name in ipairs(redis.call('ZRANGE', base .. @PAGES@, 0, -1)) do
-    for _, m in ipairs(redis.call('ZRANGE', page_key(base, name), 0, -1)) do
-      out[#out + 1] = member_id(m)
-    end
+    page_ids(base, name, 0, -1, out)
   end
   return out
 end
@@ -313,13 +325,9 @@ local function ids_beyond(base, keep)
     if kept + n > keep then
       local out = {}
       for _, older in ipairs(redis.call('ZRANGEBYLEX', base .. @PAGES@, '-', '(' .. name)) do
-        for _, m in ipairs(redis.call('ZRANGE', page_key(base, older), 0, -1)) do
-          out[#out + 1] = member_id(m)
-        end
+        page_ids(base, older, 0, -1, out)
       end
-      local part = redis.call('ZRANGE', page_key(base, name), 0, n - (keep - kept) - 1)
-      for _, m in ipairs(part) do out[#out + 1] = member_id(m) end
-      return out
+      return page_ids(base, name, 0, n - (keep - kept) - 1, out)
     end
     kept, name = kept + n, page_before(base, name)
   end

@@ -463,8 +463,8 @@ def record_map(raw: bytes) -> dict[str, Any]:
 def _joined(raw: bytes) -> dict[str, Any]:
     """Inverse of ``_split``; ValueError when the deflated rest does not inflate cleanly."""
     size = int.from_bytes(raw[1:3], "big")
-    rest = inflated(raw[3 + size:], zdict=RECORD_FRAMING)
-    if len(raw) < 3 + size or rest is None:
+    rest = inflated(raw[3 + size:], zdict=RECORD_FRAMING) if len(raw) >= 3 + size else None
+    if rest is None:
         raise ValueError("deflated part does not inflate")  # internal signal: garbled
     joined: dict[str, Any] = ormsgpack.unpackb(raw[3:3 + size])
     joined.update(ormsgpack.unpackb(rest))
