@@ -1,27 +1,65 @@
-"""Where a RedisSaver keeps checkpoint records, read and rewritten in place (tests only).
+"""Where a RedisSaver keeps checkpoint records and values, read and rewritten in place (tests
+only).
 
 Since redis-v11 a namespace's records sit in its id pages' record strings (a page member is
 the id, NUL, ``offset,length``; ``store/redis/history.py``); before, and for a record too
-large for a page, in a key of its own (``cp:<id>``). Tests that tamper with a stored record,
-or check what is stored, go through here rather than know either layout.
+large for a page, in a key of its own (``cp:<id>``). Since redis-v12 its values sit the same
+way in value pages (a member is the field, NUL, ``offset,length``, or NUL, ``-`` for a value
+in a key of its own, ``v:<field>``); before, in one hash (``blobs``). Tests that tamper with
+a stored record or value, or check what is stored, go through here rather than know either
+layout.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 import redis
 
 from durable_graph.store.redis.keys import NamespaceKeys
 
-__all__ = ["read_record", "record_ids", "write_record"]
+__all__ = [
+    "delete_value",
+    "namespaces",
+    "prefix_values",
+    "read_record",
+    "read_value",
+    "read_values",
+    "record_ids",
+    "value_fields",
+    "write_record",
+    "write_value",
+]
+
+_AT = re.compile(rb"^(.*)\x00(\d+),(\d+)$", re.S)
 
 
-def _members(client: redis.Redis, nsk: NamespaceKeys) -> dict[str, tuple[str, str]]:
-    """Checkpoint id -> (page name, member) of a paged namespace."""
+def _split(member: bytes) -> tuple[bytes, tuple[int, int] | None]:
+    """A page member's key and where its bytes sit in the page's string (None: a key of
+    their own)."""
+    if member.endswith(b"\x00-"):
+        return member[:-2], None
+    found = _AT.match(member)
+    if found:
+        return found.group(1), (int(found.group(2)), int(found.group(3)))
+    return member, None
+
+
+def _paged(client: redis.Redis, directory: str,
+           page: Callable[[str], str]) -> dict[bytes, tuple[str, bytes]]:
+    """Key -> (page name, member) of every member of a paged set (``page``: a page's key
+    from its name)."""
     out = {}
-    for name in (n.decode() for n in client.zrange(nsk.pages, 0, -1)):
-        for member in (m.decode("latin-1") for m in client.zrange(nsk.page(name), 0, -1)):
-            out[member.partition("\0")[0]] = (name, member)
+    for name in (n.decode() for n in client.zrange(directory, 0, -1)):
+        for member in client.zrange(page(name), 0, -1):
+            out[_split(member)[0]] = (name, member)
     return out
+
+
+def _members(client: redis.Redis, nsk: NamespaceKeys) -> dict[str, tuple[str, bytes]]:
+    """Checkpoint id -> (page name, member) of a paged namespace."""
+    return {k.decode(): v for k, v in _paged(client, nsk.pages, nsk.page).items()}
 
 
 def record_ids(client: redis.Redis, nsk: NamespaceKeys) -> list[str]:
@@ -31,24 +69,101 @@ def record_ids(client: redis.Redis, nsk: NamespaceKeys) -> list[str]:
     return sorted(_members(client, nsk))
 
 
+def _bytes_at(client: redis.Redis, heap: str, at: tuple[int, int]) -> bytes:
+    off, length = at
+    return bytes(client.getrange(heap, off, off + length - 1))
+
+
 def read_record(client: redis.Redis, nsk: NamespaceKeys, cid: str) -> bytes | None:
     """The stored (packed) record of checkpoint ``cid``, None if there is none."""
     found = _members(client, nsk).get(cid)
-    if found and "\0" in found[1]:
-        off, length = map(int, found[1].partition("\0")[2].split(","))
-        raw = client.getrange(nsk.page_records(found[0]), off, off + length - 1)
-        return bytes(raw)
+    at = found and _split(found[1])[1]
+    if found and at:
+        return _bytes_at(client, nsk.page_records(found[0]), at)
     stored = client.get(nsk.checkpoint(cid))
     return None if stored is None else bytes(stored)
+
+
+def _replace(client: redis.Redis, page: str, heap: str, key: bytes, member: bytes,
+             data: bytes) -> None:
+    """Member ``member`` of ``page`` rewritten to point at ``data`` appended to ``heap``."""
+    off = int(client.append(heap, data)) - len(data)
+    client.zrem(page, member)
+    client.zadd(page, {key + b"\x00" + f"{off},{len(data)}".encode(): 0})
 
 
 def write_record(client: redis.Redis, nsk: NamespaceKeys, cid: str, data: bytes) -> None:
     """Replace checkpoint ``cid``'s stored record with ``data`` where it is kept."""
     found = _members(client, nsk).get(cid)
-    if not (found and "\0" in found[1]):
+    if not (found and _split(found[1])[1]):
         client.set(nsk.checkpoint(cid), data)
         return
     name, member = found
-    off = int(client.append(nsk.page_records(name), data)) - len(data)
-    client.zrem(nsk.page(name), member.encode("latin-1"))
-    client.zadd(nsk.page(name), {f"{cid}\0{off},{len(data)}": 0})
+    _replace(client, nsk.page(name), nsk.page_records(name), cid.encode(), member, data)
+
+
+def _in_hash(client: redis.Redis, nsk: NamespaceKeys) -> bool:
+    return client.type(nsk.blobs) == b"hash"
+
+
+def _field(field: str | bytes) -> bytes:
+    return field.encode() if isinstance(field, str) else field
+
+
+def read_values(client: redis.Redis, nsk: NamespaceKeys) -> dict[bytes, bytes]:
+    """Every stored value field of the namespace and its bytes, in either layout."""
+    if _in_hash(client, nsk):
+        return {bytes(k): bytes(v) for k, v in client.hgetall(nsk.blobs).items()}
+    out = {}
+    for key, (name, member) in _paged(client, nsk.value_pages, nsk.value_page).items():
+        at = _split(member)[1]
+        if at:
+            out[key] = _bytes_at(client, nsk.value_heap(name), at)
+        else:
+            out[key] = bytes(client.get(nsk.value(key.decode())) or b"")
+    return out
+
+
+def value_fields(client: redis.Redis, nsk: NamespaceKeys) -> list[bytes]:
+    """Every stored value field of the namespace, sorted, in either layout."""
+    return sorted(read_values(client, nsk))
+
+
+def read_value(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes) -> bytes | None:
+    """The stored bytes of value ``field``, None if there is none."""
+    return read_values(client, nsk).get(_field(field))
+
+
+def write_value(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes,
+                data: bytes) -> None:
+    """Replace the stored value ``field`` (stored already) with ``data`` where it is kept."""
+    key = _field(field)
+    if _in_hash(client, nsk):
+        client.hset(nsk.blobs, key, data)
+        return
+    name, member = _paged(client, nsk.value_pages, nsk.value_page)[key]
+    _replace(client, nsk.value_page(name), nsk.value_heap(name), key, member, data)
+
+
+def delete_value(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes) -> None:
+    """Delete the stored value ``field`` (as if pruned), in either layout."""
+    key = _field(field)
+    if _in_hash(client, nsk):
+        client.hdel(nsk.blobs, key)
+        return
+    name, member = _paged(client, nsk.value_pages, nsk.value_page)[key]
+    client.zrem(nsk.value_page(name), member)
+
+
+def namespaces(client: redis.Redis, prefix: str) -> list[NamespaceKeys]:
+    """The keys of every namespace of every thread of saver prefix ``prefix``."""
+    out = []
+    for key in client.scan_iter(match=f"{{{prefix}:*}}:ns", count=1000):
+        out += [NamespaceKeys(base.decode()) for base in client.hvals(key)]
+    return out
+
+
+def prefix_values(client: redis.Redis, prefix: str) -> list[tuple[NamespaceKeys, bytes]]:
+    """(namespace, field) of every value stored under saver prefix ``prefix``."""
+    return [(nsk, field) for nsk in namespaces(client, prefix)
+            for field in value_fields(client, nsk)]

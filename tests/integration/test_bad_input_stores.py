@@ -47,7 +47,7 @@ from durable_graph.store.redis.records import (
     unpack_record,
 )
 from durable_graph.store.serde import TypedSerializer
-from tests.redis_records import read_record, write_record
+from tests.redis_records import read_record, read_value, write_record, write_value
 
 KEY = "tamper-test-secret-" + "0" * 40
 
@@ -136,18 +136,18 @@ def _redis_raw(url: str, prefix: str) -> Raw:
         return ThreadKeys(prefix, thread).ns("")
 
     def get_value(thread: str, ch: str, v: int) -> bytes:
-        raw = client.hget(nsk(thread).blobs, blob_field(ch, v)) or \
+        raw = read_value(client, nsk(thread), blob_field(ch, v)) or \
             kept_in_records(thread, blob_field(ch, v))
         assert raw is not None
         return raw
 
     def in_field(thread: str, ch: str, v: int) -> bool:
-        return bool(client.hexists(nsk(thread).blobs, blob_field(ch, v)))
+        return read_value(client, nsk(thread), blob_field(ch, v)) is not None
 
     def set_value(thread: str, ch: str, v: int, data: bytes) -> None:
         field = blob_field(ch, v)
         if in_field(thread, ch, v):
-            client.hset(nsk(thread).blobs, field, data)
+            write_value(client, nsk(thread), field, data)
             return
         for cid in ids(thread):  # kept in records (redis-v9)
             fields = record(thread, cid)

@@ -22,6 +22,8 @@ import redis
 
 from durable_graph.errors import SignatureError
 from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.keys import ThreadKeys
+from tests.redis_records import value_fields
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
@@ -228,8 +230,9 @@ def test_a_v5_thread_resumed_with_large_texts_keeps_them_apart_and_prunes(
     from durable_graph.store.redis.keys import LEAF
 
     client = _restore(golden_redis, gen.REDIS_FORMATS["redis-v5"])
-    leaves = lambda: [f for k in client.scan_iter(match="*:blobs")  # noqa: E731
-                      for f in client.hkeys(k) if f.startswith(LEAF.encode())]
+    chat = ThreadKeys(gen.GOLDEN_PREFIX, "chat").ns("")
+    leaves = lambda: [f for f in value_fields(client, chat)  # noqa: E731
+                      if f.startswith(LEAF.encode())]
     with RedisSaver.from_url(golden_redis, prefix=gen.GOLDEN_PREFIX,
                              serde=gen.golden_serde()) as saver:
         graph = gen.chat_graph(saver, gen.Runs(fail=False))

@@ -19,6 +19,7 @@ from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.jobbook import JobBook
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.lease import Lease
+from tests.redis_records import value_fields
 
 pytestmark = pytest.mark.redis
 
@@ -111,7 +112,7 @@ def test_exit_durability_replaces_the_previous_step_and_its_own_values(
     assert latest.parent_config["configurable"]["checkpoint_id"] == start.id
     old = saver.get_tuple(cfg(start.id))
     assert old is not None and old.checkpoint.channel_values == {"kept": "s", "x": 0}
-    blobs = saver.client.hkeys(f"{{{saver.prefix}:t}}:n::blobs")
+    blobs = value_fields(saver.client, ThreadKeys(saver.prefix, "t").ns(""))
     # x's small values live in their records (redis-v9), step1's with it; "kept" and
     # "tmp", read unchanged by later checkpoints, were written out as fields for them
     assert sorted(b.split(b"\0")[0] for b in blobs) == [b"kept", b"tmp"]

@@ -13,8 +13,9 @@ import ormsgpack
 import pytest
 
 from durable_graph.store.redis import RedisSaver
-from durable_graph.store.redis.keys import BLOBS, LEAF
+from durable_graph.store.redis.keys import LEAF
 from durable_graph.store.redis.records import link_of
+from tests.redis_records import prefix_values
 from tests.unit.test_leaf_dedup import chat_app
 
 pytestmark = pytest.mark.redis
@@ -51,9 +52,8 @@ def puts(saver: RedisSaver) -> list[tuple[set[str], set[str]]]:
 
 
 def leaves(saver: RedisSaver) -> set[bytes]:
-    client = saver.client
-    return {field for key in client.scan_iter(match=f"*{saver.prefix}*{BLOBS}")
-            for field in client.hkeys(key) if field.startswith(LEAF.encode())}
+    return {field for _, field in prefix_values(saver.client, saver.prefix)
+            if field.startswith(LEAF.encode())}
 
 
 def say(app: Any, *messages: tuple[str, str]) -> list[str]:

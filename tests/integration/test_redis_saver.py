@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 import time
@@ -18,7 +19,7 @@ from durable_graph.errors import CheckpointStoreError, FencingError, GraphValueE
 from durable_graph.store.base import ERROR, Checkpoint, PendingWrite, new_checkpoint_id
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import ThreadKeys
-from tests.redis_records import record_ids
+from tests.redis_records import delete_value, record_ids, value_fields
 
 pytestmark = pytest.mark.redis
 
@@ -93,14 +94,15 @@ class Counting:
 
 def test_unchanged_channel_is_not_rewritten(saver: RedisSaver, raw: redis.Redis) -> None:
     chain(saver, 5, thread="ints")
-    blobs = raw.hkeys(f"{{{saver.prefix}:ints}}:n::blobs")
+    blobs = value_fields(raw, ThreadKeys(saver.prefix, "ints").ns(""))
     assert blobs == [b"static\x001"], "static stored once, each small count in its record"
     chain(saver, 5, wrap=lambda step: [step])
-    blobs = raw.hkeys(f"{{{saver.prefix}:t1}}:n::blobs")
+    blobs = value_fields(raw, ThreadKeys(saver.prefix, "t1").ns(""))
     assert len(blobs) == 1 + 5, "static stored once, count once per version"
     keys = thread_keys(raw, saver.prefix, "t1")
-    kinds = sorted({k.split("}:", 1)[1].split(":pg:")[0].split(":rc:")[0] for k in keys})
-    assert kinds == ["n:", "n::blobs", "n::idx", "n::pages", "ns", "rec"]
+    kinds = sorted({re.split(":(?:v?pg|rc|vh):", k.split("}:", 1)[1])[0] for k in keys})
+    assert kinds == ["n:", "n::blobs", "n::idx", "n::pages", "n::vpages", "ns", "rec"]
+    assert raw.type(ThreadKeys(saver.prefix, "t1").ns("").blobs) == b"string"
     nsk = ThreadKeys(saver.prefix, "t1").ns("")
     assert len(record_ids(raw, nsk)) == 5 and not any(":cp:" in k for k in keys)
     latest = saver.get_tuple(cfg())
@@ -172,7 +174,7 @@ def test_list_limit_does_not_read_the_whole_history(saver: RedisSaver) -> None:
 
 def test_missing_unchanged_value_is_sent_on_a_second_try(saver: RedisSaver) -> None:
     first = chain(saver, 1)[0]
-    saver._conn.client.hdel(f"{{{saver.prefix}:t1}}:n::blobs", "static\x001")
+    delete_value(saver._conn.client, ThreadKeys(saver.prefix, "t1").ns(""), "static\x001")
     second = saver.put(
         first, cp({"static": "again", "count": 5}, {"static": 1, "count": 2}), {}, {"count": 2}
     )
@@ -297,7 +299,7 @@ def test_prune_keeps_what_resuming_needs(saver: RedisSaver, raw: redis.Redis) ->
     assert latest.checkpoint.channel_values == {"static": "S" * 100, "count": [9]}
     assert latest.pending_writes == [PendingWrite("task", "count", "w")]
     assert saver.get_tuple(configs[0]) is None
-    blobs = raw.hkeys(f"{{{saver.prefix}:t1}}:n::blobs")
+    blobs = value_fields(raw, ThreadKeys(saver.prefix, "t1").ns(""))
     assert sorted(blobs) == sorted([b"count\x008", b"count\x009", b"count\x0010", b"static\x001"])
     keys = thread_keys(raw, saver.prefix, "t1")
     assert sum(":w:" in k for k in keys) == 3

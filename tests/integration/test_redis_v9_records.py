@@ -31,7 +31,7 @@ from durable_graph.store.redis.records import (
     unpack_record,
 )
 from durable_graph.store.serde import TypedSerializer
-from tests.redis_records import read_record, write_record
+from tests.redis_records import read_record, read_values, write_record
 
 pytestmark = pytest.mark.redis
 
@@ -69,8 +69,7 @@ def raw(saver: RedisSaver) -> redis.Redis:
 
 
 def fields(raw: redis.Redis, saver: RedisSaver, thread: str) -> dict[bytes, bytes]:
-    return {bytes(f): bytes(v) for f, v in
-            raw.hgetall(ThreadKeys(saver.prefix, thread).ns("").blobs).items()}
+    return read_values(raw, ThreadKeys(saver.prefix, thread).ns(""))
 
 
 def kept_in(raw: redis.Redis, saver: RedisSaver, thread: str, cid: str) -> dict[str, bytes]:

@@ -25,6 +25,7 @@ from durable_graph.store.base import BaseCheckpointSaver
 from durable_graph.store.delta import ChannelDelta, apply_delta, diff_lists, plan_value
 from durable_graph.store.memory import InMemorySaver
 from durable_graph.store.sqlite import SqliteSaver
+from tests.redis_records import delete_value, read_value
 
 
 class State(TypedDict):
@@ -251,12 +252,12 @@ def test_a_redis_commit_given_its_parent_stores_deltas_and_never_a_dangling_one(
             conf["checkpoint_id"] = parent.id
         if step == 3:  # read (its depth is known), then the base vanishes (outside prune)
             assert saver.get_tuple({"configurable": {"thread_id": "t"}}) is not None
-            saver.client.hdel(ThreadKeys(saver.prefix, "t").ns("").blobs, blob_field("log", 3))
+            delete_value(saver.client, ThreadKeys(saver.prefix, "t").ns(""), blob_field("log", 3))
         saver.put({"configurable": conf}, cp, {"source": "loop", "step": step},
                   {"log": step + 1}, parent=parent)
         parent = cp
-    blobs = ThreadKeys(saver.prefix, "t").ns("").blobs
-    assert not saver.client.hexists(blobs, blob_field("log", 3))
+    nsk = ThreadKeys(saver.prefix, "t").ns("")
+    assert read_value(saver.client, nsk, blob_field("log", 3)) is None
     depths = [saver.value_depth("t", "", "log", v) for v in (1, 2, 4)]
     assert depths == [0, 1, 0]  # a delta, then (its base gone) the whole value
     latest = saver.get_tuple({"configurable": {"thread_id": "t"}})

@@ -43,7 +43,7 @@ from durable_graph.store.leaves import (
     split_leaves,
 )
 from durable_graph.store.redis import RedisSaver
-from durable_graph.store.redis.keys import BLOBS, CHAIN, LEAF, ThreadKeys, leaf_field
+from durable_graph.store.redis.keys import CHAIN, LEAF, NamespaceKeys, ThreadKeys, leaf_field
 from durable_graph.store.redis.leafblobs import LeafHints
 from durable_graph.store.redis.records import link_of, unlinked
 from durable_graph.store.retention import copy_thread
@@ -57,6 +57,7 @@ from durable_graph.store.sqlite_leaves import (
 )
 from durable_graph.store.sqlite_schema import SCHEMA_VERSION
 from tests.leaf_counts import counted, held_by_rows
+from tests.redis_records import delete_value, prefix_values, read_value, read_values, write_value
 
 
 def text(n: int = 1024) -> str:
@@ -195,11 +196,10 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
             close()
 
 
-def _redis_leaves(saver: RedisSaver) -> list[tuple[bytes, bytes]]:
-    """(blobs key, leaf field) of every leaf the saver's prefix keeps."""
-    client = saver.client
-    return [(key, field) for key in client.scan_iter(match=f"*{saver.prefix}*{BLOBS}")
-            for field in client.hkeys(key) if field.startswith(LEAF.encode())]
+def _redis_leaves(saver: RedisSaver) -> list[tuple[NamespaceKeys, bytes]]:
+    """(namespace, leaf field) of every leaf the saver's prefix keeps."""
+    return [(nsk, field) for nsk, field in prefix_values(saver.client, saver.prefix)
+            if field.startswith(LEAF.encode())]
 
 
 def leaf_count(saver: BaseCheckpointSaver) -> int:
@@ -301,8 +301,8 @@ def test_copy_thread_keeps_its_own_leaves(make: Callable[..., BaseCheckpointSave
 def kept(saver: BaseCheckpointSaver, thread: str, leaf: str) -> bool:
     digest = hashlib.sha256(leaf_bytes(leaf)).digest()
     if isinstance(saver, RedisSaver):
-        blobs = ThreadKeys(saver.prefix, thread).ns("").blobs
-        return bool(saver.client.hexists(blobs, leaf_field(digest)))
+        nsk = ThreadKeys(saver.prefix, thread).ns("")
+        return read_value(saver.client, nsk, leaf_field(digest)) is not None
     if isinstance(saver, SqliteSaver):
         return saver._conn.execute("SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?",
                                    (thread, digest)).fetchone() is not None
@@ -361,12 +361,13 @@ def test_redis_refuses_an_altered_or_missing_leaf(
     try:
         run_chat(chat_app(saver), "t", 2)
         config = {"configurable": {"thread_id": "t"}}
-        (blobs, field), *_ = _redis_leaves(saver)
-        text = saver.client.hget(blobs, field)
-        saver.client.hset(blobs, field, text + b" ")  # one byte more: a new text
+        (nsk, field), *_ = _redis_leaves(saver)
+        text = read_value(saver.client, nsk, field)
+        assert text is not None
+        write_value(saver.client, nsk, field, text + b" ")  # one byte more: a new text
         with pytest.raises(SerializationError, match="does not match its content hash"):
             saver.get_tuple(config)
-        saver.client.hdel(blobs, field)
+        delete_value(saver.client, nsk, field)
         with pytest.raises(SerializationError, match="is gone"):
             saver.get_tuple(config)
     finally:
@@ -480,8 +481,8 @@ def test_redis_values_referring_to_leaves_have_a_tag_old_readers_refuse(
         config = {"configurable": {"thread_id": "t"}}
         texts = run_chat(app, "t", 3)
         app.invoke({"messages": [{"id": "s", "role": "user", "content": "short"}]}, config)
-        blobs = ThreadKeys(saver.prefix, "t").ns("").blobs
-        stored = {f: v for f, v in saver.client.hgetall(blobs).items()
+        nsk = ThreadKeys(saver.prefix, "t").ns("")
+        stored = {f: v for f, v in read_values(saver.client, nsk).items()
                   if not f.startswith((LEAF.encode(), CHAIN.encode()))}
         values = {f: unlinked(v) for f, v in stored.items()}  # v9: links head the values
         chains = {f: ormsgpack.unpackb(link) for f, v in stored.items()

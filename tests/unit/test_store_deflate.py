@@ -39,6 +39,7 @@ from durable_graph.store.leaves import leaf_value
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.keys import CHAIN, LEAF, ThreadKeys, leaf_digest, write_field
 from durable_graph.store.redis.records import DEFLATED, FRAMED, decode_blob, unlinked
+from tests.redis_records import read_values, write_value
 from tests.unit.test_leaf_dedup import _redis, chat_app, content, run_chat, signed
 
 PROSE = "the quick brown fox jumps over the lazy dog, and then it rests a while. " * 8
@@ -121,8 +122,7 @@ def log_app(saver: Any, steps: int) -> Any:
 
 
 def _fields(saver: RedisSaver, thread: str) -> dict[bytes, bytes]:
-    blobs = ThreadKeys(saver.prefix, thread).ns("").blobs
-    return {bytes(f): bytes(v) for f, v in saver.client.hgetall(blobs).items()}
+    return read_values(saver.client, ThreadKeys(saver.prefix, thread).ns(""))
 
 
 def _values(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
@@ -194,14 +194,6 @@ def _framed(tag: str | bytes) -> bool:
     return text.lstrip("&").startswith(FRAMED)
 
 
-def _one_deflated(saver: RedisSaver, thread: str) -> tuple[str, bytes, bytes]:
-    """(blobs key, field, stored bytes) of a deflated value of the latest checkpoint."""
-    blobs = ThreadKeys(saver.prefix, thread).ns("").blobs
-    values = _values(_fields(saver, thread))
-    field, raw = next((f, v) for f, v in sorted(values.items()) if _is_deflated(v))
-    return blobs, field, raw
-
-
 @pytest.mark.redis
 def test_redis_refuses_a_garbled_or_bomb_value_without_inflating_it(
         saver: RedisSaver) -> None:
@@ -213,9 +205,9 @@ def test_redis_refuses_a_garbled_or_bomb_value_without_inflating_it(
             continue
         link = stored[field_of][:len(stored[field_of]) - len(raw)]  # kept: v9 walks it
         tag, _, stream = raw.partition(b"\x00")
-        blobs = ThreadKeys(saver.prefix, "log").ns("").blobs
+        nsk = ThreadKeys(saver.prefix, "log").ns("")
         for bad in (stream[:-8], _bomb()):
-            saver.client.hset(blobs, field_of, link + tag + b"\x00" + bad)
+            write_value(saver.client, nsk, field_of, link + tag + b"\x00" + bad)
             tracemalloc.start()
             try:
                 with pytest.raises(CheckpointStoreError, match="does not inflate cleanly"):
@@ -224,16 +216,16 @@ def test_redis_refuses_a_garbled_or_bomb_value_without_inflating_it(
             finally:
                 tracemalloc.stop()
             assert peak < 40 << 20
-        saver.client.hset(blobs, field_of, stored[field_of])
+        write_value(saver.client, nsk, field_of, stored[field_of])
     assert len(list(saver.list(config))) == 5
 
 
 @pytest.mark.redis
 def test_redis_refuses_a_leaf_cell_that_is_a_bomb(saver: RedisSaver) -> None:
     run_chat(chat_app(saver), "t", 2)
-    blobs = ThreadKeys(saver.prefix, "t").ns("").blobs
+    nsk = ThreadKeys(saver.prefix, "t").ns("")
     for field in _leaves(_fields(saver, "t")):
-        saver.client.hset(blobs, field, b"z" + _bomb())
+        write_value(saver.client, nsk, field, b"z" + _bomb())
     with pytest.raises(SerializationError, match="does not match its content hash"):
         saver.get_tuple({"configurable": {"thread_id": "t"}})
 

@@ -30,7 +30,231 @@ PAGE_BYTES = 32768
 if the page holds fewer than ``keys.ID_PAGE_MAX`` ids: a commit writes its page's string
 whole, so it copies at most about this much."""
 
-HISTORY = """
+PAGED = """
+-- A paged set of a namespace (`f`: its family, IDS or VALS): keys in sorted pages of at
+-- most @PAGE_MAX@ (listpack zsets, every score 0), each named by a lower bound of its keys
+-- (the first it held) and holding those up to the next page's name, the names in a
+-- directory (f.dir); a page's bytes are one string (f.heap). A page member is the key,
+-- NUL and 'offset,length' of its bytes in that string; or, for bytes kept in a key of
+-- their own (f.own), the key alone (ids) or the key, NUL and '-' (values: a key can hold
+-- a NUL, an id cannot).
+local IDS = {dir = @PAGES@, page = @PAGE@, heap = @RECS@, own = @CP@, mark = @IDX@,
+             mark_text = @PAGES_MARK@, split = 2 * @PAGE_BYTES@, own_suffix = ''}
+local VALS = {dir = @VPAGES@, page = @VPAGE@, heap = @VHEAP@, own = @VOWN@, mark = @BLOBS@,
+              mark_text = @VALUES_MARK@, split = @PAGE_BYTES@, own_suffix = '\\0-'}
+local function pg_page(base, f, name) return base .. f.page .. name end
+local function pg_heap(base, f, name) return base .. f.heap .. name end
+local function pg_own(base, f, k) return base .. f.own .. k end
+-- the page whose keys' range holds `k` (nil: before every page, or no page)
+local function pg_of(base, f, k)
+  return redis.call('ZREVRANGEBYLEX', base .. f.dir, '[' .. k, '-', 'LIMIT', 0, 1)[1]
+end
+local function pg_before(base, f, name)
+  return redis.call('ZREVRANGEBYLEX', base .. f.dir, '(' .. name, '-', 'LIMIT', 0, 1)[1]
+end
+local function pg_last(base, f) return redis.call('ZREVRANGE', base .. f.dir, 0, 0)[1] end
+-- a member's key, and the offset and length of its bytes in the page's string (nil: in
+-- a key of their own)
+local function m_split(m)
+  if string.sub(m, -2) == '\\0-' then return string.sub(m, 1, -3), nil end
+  local k, off, len = string.match(m, '^(.*)%z(%d+),(%d+)$')
+  if k then return k, tonumber(off), tonumber(len) end
+  return m, nil
+end
+local function m_key(m) return (m_split(m)) end
+-- the member of `k` in page `name` (nil: not there); the members from k NUL on are k's or
+-- (a value's key holding a NUL) a longer key's, told apart by their key
+local function pg_member_in(base, f, name, k)
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', pg_page(base, f, name), '[' .. k,
+                                '(' .. k .. '\\1')) do
+    if m_key(m) == k then return m end
+  end
+  return nil
+end
+-- the page and member of `k` (nil: not stored)
+local function pg_find(base, f, k)
+  local name = pg_of(base, f, k)
+  local m = name and pg_member_in(base, f, name, k)
+  if m then return name, m end
+  return nil
+end
+-- the keys of page `name`'s members from rank `from` to `to` (ZRANGE's), in order,
+-- appended to `out`
+local function pg_keys_of(base, f, name, from, to, out)
+  for _, m in ipairs(redis.call('ZRANGE', pg_page(base, f, name), from, to)) do
+    out[#out + 1] = m_key(m)
+  end
+  return out
+end
+-- the bytes of member `m` of page `name` (nil: none)
+local function pg_bytes(base, f, name, m)
+  local k, off, len = m_split(m)
+  if off then return redis.call('GETRANGE', pg_heap(base, f, name), off, off + len - 1) end
+  return redis.call('GET', pg_own(base, f, k)) or nil
+end
+local function pg_get(base, f, k)
+  local name, m = pg_find(base, f, k)
+  if not name then return nil end
+  return pg_bytes(base, f, name, m)
+end
+-- The bytes of members `ms` of page `name` kept in its string (false: in a key of its own).
+local function pg_records(base, f, name, ms)
+  local hk, out = pg_heap(base, f, name), {}
+  for i, m in ipairs(ms) do
+    local _, off, len = m_split(m)
+    out[i] = off and redis.call('GETRANGE', hk, off, off + len - 1) or false
+  end
+  return out
+end
+-- Page `name` holds exactly the keys of ms[from..to], their bytes (recs, as pg_records
+-- gives them) written anew into its string; the keys keep their TTL.
+local function pg_fill(base, f, name, ms, recs, from, to)
+  local key, hk = pg_page(base, f, name), pg_heap(base, f, name)
+  local ttl = redis.call('PTTL', key)
+  local parts, args, off = {}, {}, 0
+  for i = from, to do
+    local m = m_key(ms[i])
+    if recs[i] then
+      parts[#parts + 1] = recs[i]
+      m = m .. '\\0' .. off .. ',' .. #recs[i]
+      off = off + #recs[i]
+    else
+      m = m .. f.own_suffix
+    end
+    args[#args + 1] = 0
+    args[#args + 1] = m
+  end
+  redis.call('DEL', key)
+  if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  if off == 0 then redis.call('DEL', hk)
+  else redis.call('SET', hk, table.concat(parts), 'KEEPTTL') end
+end
+-- After removals from page `name`: an empty page leaves (and, the last, the mark at
+-- f.mark); one whose string is over twice what it still holds is written anew.
+local function pg_tidy(base, f, name)
+  local key = pg_page(base, f, name)
+  local ms = redis.call('ZRANGE', key, 0, -1)
+  if #ms == 0 then
+    redis.call('DEL', pg_heap(base, f, name))
+    redis.call('ZREM', base .. f.dir, name)
+    if redis.call('EXISTS', base .. f.dir) == 0 then redis.call('DEL', base .. f.mark) end
+    return
+  end
+  local live = 0
+  for _, m in ipairs(ms) do
+    local _, _, len = m_split(m)
+    live = live + (len or 0)
+  end
+  if redis.call('STRLEN', pg_heap(base, f, name)) > 2 * live + 1024 then
+    pg_fill(base, f, name, ms, pg_records(base, f, name, ms), 1, #ms)
+  end
+end
+-- Removes keys `ks` and their bytes; returns how many there were. Bytes in a page's
+-- string are overwritten with zeros at once (what was deleted is not kept), their room
+-- given back when the page is tidied.
+local function pg_rem(base, f, ks)
+  local n, touched = 0, {}
+  for _, k in ipairs(ks) do
+    local name, m = pg_find(base, f, k)
+    if name then
+      redis.call('ZREM', pg_page(base, f, name), m)
+      local _, off, len = m_split(m)
+      if off then redis.call('SETRANGE', pg_heap(base, f, name), off, string.rep('\\0', len))
+      else redis.call('UNLINK', pg_own(base, f, k)) end
+      touched[name], n = true, n + 1
+    end
+  end
+  for name in pairs(touched) do pg_tidy(base, f, name) end
+  return n
+end
+-- Stores `k` with `bytes` (replacing what it held); returns the keys written (a commit
+-- gives them the thread's TTL). A key after all of a full page's keys (a thread's usual
+-- commit) starts the next page, as does one after a page of @PAGE_BYTES@ bytes; a page
+-- over @PAGE_MAX@ keys or f.split bytes moves its upper half to a page of its own. A key
+-- before every page renames the first page for it, so a page's name never exceeds its
+-- keys. Bytes over @RECORD_IN_PAGE_MAX@ keep a key of their own (rewriting a page stays
+-- cheap).
+local function pg_add(base, f, k, bytes)
+  local dir = base .. f.dir
+  local name = pg_of(base, f, k)
+  if name and pg_member_in(base, f, name, k) then  -- written before: replaced
+    pg_rem(base, f, {k})
+    name = pg_of(base, f, k)
+  end
+  if not name then
+    local first = redis.call('ZRANGE', dir, 0, 0)[1]
+    if first then
+      for _, key in ipairs({pg_page(base, f, first), pg_heap(base, f, first)}) do
+        if redis.call('EXISTS', key) == 1 then
+          redis.call('RENAME', key, string.sub(key, 1, -#first - 1) .. k)
+        end
+      end
+      redis.call('ZREM', dir, first)
+    else
+      redis.call('SET', base .. f.mark, f.mark_text)
+    end
+    redis.call('ZADD', dir, 0, k)
+    name = k
+  elseif (redis.call('ZCARD', pg_page(base, f, name)) >= @PAGE_MAX@
+          or redis.call('STRLEN', pg_heap(base, f, name)) >= @PAGE_BYTES@)
+      and k > m_key(redis.call('ZREVRANGE', pg_page(base, f, name), 0, 0)[1]) then
+    redis.call('ZADD', dir, 0, k)
+    name = k
+  end
+  local key, hk = pg_page(base, f, name), pg_heap(base, f, name)
+  local written = {key, hk, dir, base .. f.mark}
+  local m, size = k .. f.own_suffix, 0
+  if #bytes <= @RECORD_IN_PAGE_MAX@ then
+    -- written whole (SET), not APPENDed: APPEND leaves room for as much again
+    local held = redis.call('GET', hk) or ''
+    redis.call('SET', hk, held .. bytes, 'KEEPTTL')
+    m, size = k .. '\\0' .. #held .. ',' .. #bytes, #held + #bytes
+  else
+    redis.call('SET', pg_own(base, f, k), bytes)
+    written[#written + 1] = pg_own(base, f, k)
+  end
+  redis.call('ZADD', key, 0, m)
+  local count = redis.call('ZCARD', key)
+  if count > @PAGE_MAX@ or (count > 1 and size > f.split) then
+    local ms = redis.call('ZRANGE', key, 0, -1)
+    local recs, half = pg_records(base, f, name, ms), math.floor(#ms / 2)
+    local upper = m_key(ms[half + 1])
+    redis.call('ZADD', dir, 0, upper)
+    pg_fill(base, f, name, ms, recs, 1, half)
+    pg_fill(base, f, upper, ms, recs, half + 1, #ms)
+    written[#written + 1] = pg_page(base, f, upper)
+    written[#written + 1] = pg_heap(base, f, upper)
+  end
+  return written
+end
+-- Every key, in order.
+local function pg_all(base, f)
+  local out = {}
+  for _, name in ipairs(redis.call('ZRANGE', base .. f.dir, 0, -1)) do
+    pg_keys_of(base, f, name, 0, -1, out)
+  end
+  return out
+end
+-- The keys holding the set (to expire or delete with the thread): its mark, directory,
+-- pages, strings, and (with_own) the keys of bytes kept apart.
+local function pg_store_keys(base, f, with_own)
+  local out = {base .. f.mark, base .. f.dir}
+  for _, name in ipairs(redis.call('ZRANGE', base .. f.dir, 0, -1)) do
+    out[#out + 1] = pg_page(base, f, name)
+    out[#out + 1] = pg_heap(base, f, name)
+    if with_own then
+      for _, m in ipairs(redis.call('ZRANGE', pg_page(base, f, name), 0, -1)) do
+        local k, off = m_split(m)
+        if not off then out[#out + 1] = pg_own(base, f, k) end
+      end
+    end
+  end
+  return out
+end
+"""
+
+_IDS = """
 -- whether a namespace keeps the layout before pages (read once a script: a namespace
 -- changes layout only when emptied, and then only from legacy to paged, which its next id
 -- takes either way)
@@ -41,59 +265,18 @@ local function ids_legacy(base)
   end
   return legacy_of[base]
 end
-local function page_key(base, name) return base .. @PAGE@ .. name end
-local function recs_key(base, name) return base .. @RECS@ .. name end
-local function cp_key(base, id) return base .. @CP@ .. id end
--- the page whose ids' range holds `id` (nil: before every page, or no page)
-local function page_of(base, id)
-  return redis.call('ZREVRANGEBYLEX', base .. @PAGES@, '[' .. id, '-', 'LIMIT', 0, 1)[1]
-end
-local function page_before(base, name)
-  return redis.call('ZREVRANGEBYLEX', base .. @PAGES@, '(' .. name, '-', 'LIMIT', 0, 1)[1]
-end
-local function last_page(base) return redis.call('ZREVRANGE', base .. @PAGES@, 0, 0)[1] end
--- a page member: the id, then (a record in the page's string) NUL and 'offset,length'
-local function member_id(m)
-  local i = string.find(m, '\\0', 1, true)
-  if i then return string.sub(m, 1, i - 1) end
-  return m
-end
-local function member_at(m)
-  local i = string.find(m, '\\0', 1, true)
-  if not i then return nil end
-  local off, len = string.match(m, '^(%d+),(%d+)$', i + 1)
-  return tonumber(off), tonumber(len)
-end
--- the member of checkpoint `id` in page `name` (nil: not there)
-local function member_in(base, name, id)
-  return redis.call('ZRANGEBYLEX', page_key(base, name), '[' .. id, '(' .. id .. '\\1',
-                    'LIMIT', 0, 1)[1]
-end
--- the page and member of checkpoint `id` (nil: no such checkpoint)
-local function find_member(base, id)
-  local name = page_of(base, id)
-  local m = name and member_in(base, name, id)
-  if m then return name, m end
-  return nil
-end
--- the ids of page `name`'s members from rank `from` to `to` (ZRANGE's), oldest first,
--- appended to `out`
-local function page_ids(base, name, from, to, out)
-  for _, m in ipairs(redis.call('ZRANGE', page_key(base, name), from, to)) do
-    out[#out + 1] = member_id(m)
-  end
-  return out
-end
+local function cp_key(base, id) return pg_own(base, IDS, id) end
 local function ids_has(base, id)
   if ids_legacy(base) then return redis.call('ZSCORE', base .. @IDX@, id) ~= false end
-  return find_member(base, id) ~= nil
+  return pg_find(base, IDS, id) ~= nil
 end
 -- whether checkpoint `id`'s record is stored (a legacy one can expire before its id goes)
 local function rec_exists(base, id)
   if not ids_legacy(base) then
-    local name, m = find_member(base, id)
+    local name, m = pg_find(base, IDS, id)
     if not name then return false end
-    if member_at(m) then return true end
+    local _, off = m_split(m)
+    if off then return true end
   end
   return redis.call('EXISTS', cp_key(base, id)) == 1
 end
@@ -101,10 +284,10 @@ end
 -- redis-v4) a table of its fields and values; nil when there is none
 local function rec_raw(base, id)
   if not ids_legacy(base) then
-    local name, m = find_member(base, id)
+    local name, m = pg_find(base, IDS, id)
     if not name then return nil end
-    local off, len = member_at(m)
-    if off then return redis.call('GETRANGE', recs_key(base, name), off, off + len - 1) end
+    local _, off, len = m_split(m)
+    if off then return redis.call('GETRANGE', pg_heap(base, IDS, name), off, off + len - 1) end
   end
   local key = cp_key(base, id)
   if redis.call('TYPE', key)['ok'] == 'string' then return redis.call('GET', key) end
@@ -136,85 +319,18 @@ local function rec_field(raw, field)
   end
   return nil
 end
--- The records of members `ms` of page `name` (false: one in its own key).
-local function page_records(base, name, ms)
-  local rk, out = recs_key(base, name), {}
-  for i, m in ipairs(ms) do
-    local off, len = member_at(m)
-    out[i] = off and redis.call('GETRANGE', rk, off, off + len - 1) or false
-  end
-  return out
-end
--- Page `name` holds exactly the ids of ms[from..to], their records (recs, as
--- page_records gives them) written anew into its string; the keys keep their TTL.
-local function page_fill(base, name, ms, recs, from, to)
-  local key, rk = page_key(base, name), recs_key(base, name)
-  local ttl = redis.call('PTTL', key)
-  local parts, args, off = {}, {}, 0
-  for i = from, to do
-    local m = member_id(ms[i])
-    if recs[i] then
-      parts[#parts + 1] = recs[i]
-      m = m .. '\\0' .. off .. ',' .. #recs[i]
-      off = off + #recs[i]
-    end
-    args[#args + 1] = 0
-    args[#args + 1] = m
-  end
-  redis.call('DEL', key)
-  if #args > 0 then redis.call('ZADD', key, unpack(args)) end
-  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
-  if off == 0 then redis.call('DEL', rk)
-  else redis.call('SET', rk, table.concat(parts), 'KEEPTTL') end
-end
--- After removals from page `name`: an empty page leaves (and, the last, the mark at
--- `idx`); one whose record string is over twice what it still holds is written anew.
-local function page_tidy(base, name)
-  local key = page_key(base, name)
-  local ms = redis.call('ZRANGE', key, 0, -1)
-  if #ms == 0 then
-    redis.call('DEL', recs_key(base, name))
-    redis.call('ZREM', base .. @PAGES@, name)
-    if redis.call('EXISTS', base .. @PAGES@) == 0 then redis.call('DEL', base .. @IDX@) end
-    return
-  end
-  local live = 0
-  for _, m in ipairs(ms) do
-    local _, len = member_at(m)
-    live = live + (len or 0)
-  end
-  if redis.call('STRLEN', recs_key(base, name)) > 2 * live + 1024 then
-    page_fill(base, name, ms, page_records(base, name, ms), 1, #ms)
-  end
-end
 -- Removes checkpoints `ids` (their records too, but not their writes: drop_refs);
--- returns how many there were. A record in a page's string is overwritten with zeros at
--- once (what was deleted is not kept), its room given back when the page is tidied.
+-- returns how many there were.
 local function ids_rem(base, ids)
-  local n, touched = 0, {}
   if ids_legacy(base) then
+    local n = 0
     for _, id in ipairs(ids) do n = n + redis.call('ZREM', base .. @IDX@, id) end
     return n
   end
-  for _, id in ipairs(ids) do
-    local name, m = find_member(base, id)
-    if name then
-      redis.call('ZREM', page_key(base, name), m)
-      local off, len = member_at(m)
-      if off then redis.call('SETRANGE', recs_key(base, name), off, string.rep('\\0', len))
-      else redis.call('UNLINK', cp_key(base, id)) end
-      touched[name], n = true, n + 1
-    end
-  end
-  for name in pairs(touched) do page_tidy(base, name) end
-  return n
+  return pg_rem(base, IDS, ids)
 end
 -- Stores checkpoint `id` with its packed record `rec` (replacing one of the same id);
--- returns the keys written (a commit gives them the thread's TTL). An id after all of a
--- full page's ids (a thread's usual commit) starts the next page, as does one after a page
--- of @PAGE_BYTES@ record bytes; one inside a full page moves its upper half to a page of
--- its own. An id before every page renames the first
--- page for it, so a page's name never exceeds its ids.
+-- returns the keys written (pg_add).
 local function ids_add(base, id, rec)
   if ids_legacy(base) then
     redis.call('DEL', cp_key(base, id))
@@ -222,62 +338,13 @@ local function ids_add(base, id, rec)
     redis.call('ZADD', base .. @IDX@, 0, id)
     return {base .. @IDX@, cp_key(base, id)}
   end
-  local dir = base .. @PAGES@
-  local name = page_of(base, id)
-  if name and member_in(base, name, id) then  -- written before: replaced
-    ids_rem(base, {id})
-    name = page_of(base, id)
-  end
-  if not name then
-    local first = redis.call('ZRANGE', dir, 0, 0)[1]
-    if first then
-      for _, key in ipairs({page_key(base, first), recs_key(base, first)}) do
-        if redis.call('EXISTS', key) == 1 then
-          redis.call('RENAME', key, string.sub(key, 1, -#first - 1) .. id)
-        end
-      end
-      redis.call('ZREM', dir, first)
-    else
-      redis.call('SET', base .. @IDX@, @PAGES_MARK@)
-    end
-    redis.call('ZADD', dir, 0, id)
-    name = id
-  elseif (redis.call('ZCARD', page_key(base, name)) >= @PAGE_MAX@
-          or redis.call('STRLEN', recs_key(base, name)) >= @PAGE_BYTES@)
-      and id > member_id(redis.call('ZREVRANGE', page_key(base, name), 0, 0)[1]) then
-    redis.call('ZADD', dir, 0, id)
-    name = id
-  end
-  local key, rk = page_key(base, name), recs_key(base, name)
-  local written = {key, rk, dir, base .. @IDX@}
-  local m = id
-  if #rec <= @RECORD_IN_PAGE_MAX@ then
-    -- written whole (SET), not APPENDed: APPEND leaves room for as much again
-    local held = redis.call('GET', rk) or ''
-    redis.call('SET', rk, held .. rec, 'KEEPTTL')
-    m = id .. '\\0' .. #held .. ',' .. #rec
-  else
-    redis.call('SET', cp_key(base, id), rec)
-    written[#written + 1] = cp_key(base, id)
-  end
-  redis.call('ZADD', key, 0, m)
-  if redis.call('ZCARD', key) > @PAGE_MAX@ then
-    local ms = redis.call('ZRANGE', key, 0, -1)
-    local recs, half = page_records(base, name, ms), math.floor(#ms / 2)
-    local upper = member_id(ms[half + 1])
-    redis.call('ZADD', dir, 0, upper)
-    page_fill(base, name, ms, recs, 1, half)
-    page_fill(base, upper, ms, recs, half + 1, #ms)
-    written[#written + 1] = page_key(base, upper)
-    written[#written + 1] = recs_key(base, upper)
-  end
-  return written
+  return pg_add(base, IDS, id, rec)
 end
 local function ids_newest(base)
   if ids_legacy(base) then return redis.call('ZREVRANGE', base .. @IDX@, 0, 0)[1] end
-  local name = last_page(base)
-  local top = name and redis.call('ZREVRANGE', page_key(base, name), 0, 0)[1]
-  return top and member_id(top)
+  local name = pg_last(base, IDS)
+  local top = name and redis.call('ZREVRANGE', pg_page(base, IDS, name), 0, 0)[1]
+  return top and m_key(top)
 end
 -- Up to `count` ids below the lex bound `max` ('+', or '(' then an id), newest first;
 -- `recs` (optional) gets id -> record of each kept in its page's string, read on the way.
@@ -286,30 +353,26 @@ local function ids_before(base, max, count, recs)
     return redis.call('ZREVRANGEBYLEX', base .. @IDX@, max, '-', 'LIMIT', 0, count)
   end
   local name
-  if max == '+' then name = last_page(base) else name = page_of(base, string.sub(max, 2)) end
+  if max == '+' then name = pg_last(base, IDS) else name = pg_of(base, IDS, string.sub(max, 2)) end
   local out = {}
   while name and #out < count do
-    local got = redis.call('ZREVRANGEBYLEX', page_key(base, name), max, '-', 'LIMIT', 0,
+    local got = redis.call('ZREVRANGEBYLEX', pg_page(base, IDS, name), max, '-', 'LIMIT', 0,
                            count - #out)
     for _, m in ipairs(got) do
-      local id, off, len = member_id(m), member_at(m)
+      local id, off, len = m_split(m)
       out[#out + 1] = id
       if recs and off then
-        recs[id] = redis.call('GETRANGE', recs_key(base, name), off, off + len - 1)
+        recs[id] = redis.call('GETRANGE', pg_heap(base, IDS, name), off, off + len - 1)
       end
     end
-    max, name = '+', page_before(base, name)
+    max, name = '+', pg_before(base, IDS, name)
   end
   return out
 end
 -- Every id, oldest first.
 local function ids_all(base)
   if ids_legacy(base) then return redis.call('ZRANGE', base .. @IDX@, 0, -1) end
-  local out = {}
-  for _, name in ipairs(redis.call('ZRANGE', base .. @PAGES@, 0, -1)) do
-    page_ids(base, name, 0, -1, out)
-  end
-  return out
+  return pg_all(base, IDS)
 end
 -- Every id but the newest `keep`, oldest first (read from the newest page back, so it
 -- costs the pages kept and the ids returned, not the history).
@@ -319,28 +382,67 @@ local function ids_beyond(base, keep)
     if n <= keep then return {} end
     return redis.call('ZRANGE', base .. @IDX@, 0, n - keep - 1)
   end
-  local kept, name = 0, last_page(base)
+  local kept, name = 0, pg_last(base, IDS)
   while name do
-    local n = redis.call('ZCARD', page_key(base, name))
+    local n = redis.call('ZCARD', pg_page(base, IDS, name))
     if kept + n > keep then
       local out = {}
-      for _, older in ipairs(redis.call('ZRANGEBYLEX', base .. @PAGES@, '-', '(' .. name)) do
-        page_ids(base, older, 0, -1, out)
+      for _, older in ipairs(redis.call('ZRANGEBYLEX', base .. IDS.dir, '-', '(' .. name)) do
+        pg_keys_of(base, IDS, older, 0, -1, out)
       end
-      return page_ids(base, name, 0, n - (keep - kept) - 1, out)
+      return pg_keys_of(base, IDS, name, 0, n - (keep - kept) - 1, out)
     end
-    kept, name = kept + n, page_before(base, name)
+    kept, name = kept + n, pg_before(base, IDS, name)
   end
   return {}
 end
 -- The keys holding the ids and the records kept in pages (to expire or delete with the
 -- thread; a record in a key of its own is `cp_key`'s).
-local function ids_keys(base)
-  local out = {base .. @IDX@, base .. @PAGES@}
-  for _, name in ipairs(redis.call('ZRANGE', base .. @PAGES@, 0, -1)) do
-    out[#out + 1] = page_key(base, name)
-    out[#out + 1] = recs_key(base, name)
-  end
-  return out
-end
+local function ids_keys(base) return pg_store_keys(base, IDS, false) end
 """
+
+_VALUES = """
+-- A namespace's channel values and leaves: in value pages (redis-v12, the VALS family of
+-- PAGED), or in one hash (`blobs`, redis-v11 and before; a namespace keeps it until it
+-- is empty). Read once a script, as ids_legacy.
+local hash_of = {}
+local function vals_hash(base)
+  if hash_of[base] == nil then
+    hash_of[base] = redis.call('TYPE', base .. @BLOBS@)['ok'] == 'hash'
+  end
+  return hash_of[base]
+end
+-- the stored bytes of value field `g` (false: none)
+local function val_get(base, g)
+  if vals_hash(base) then return redis.call('HGET', base .. @BLOBS@, g) end
+  return pg_get(base, VALS, g) or false
+end
+local function val_exists(base, g)
+  if vals_hash(base) then return redis.call('HEXISTS', base .. @BLOBS@, g) == 1 end
+  return pg_find(base, VALS, g) ~= nil
+end
+-- Stores `v` at field `g` unless one is stored there (a value is written once: its
+-- field names its version); returns the keys written.
+local function val_put(base, g, v)
+  if vals_hash(base) then
+    redis.call('HSETNX', base .. @BLOBS@, g, v)
+    return {base .. @BLOBS@}
+  end
+  if pg_find(base, VALS, g) then return {} end
+  return pg_add(base, VALS, g, v)
+end
+-- Deletes fields `gs` (and, in a hash, the chain field of each: v3 to v8).
+local function val_del(base, gs)
+  if #gs == 0 then return end
+  if vals_hash(base) then
+    for _, g in ipairs(gs) do redis.call('HDEL', base .. @BLOBS@, g, @CHAIN@ .. g) end
+    return
+  end
+  pg_rem(base, VALS, gs)
+end
+-- The keys holding the values (to expire or delete with the thread).
+local function val_keys(base) return pg_store_keys(base, VALS, true) end
+"""
+
+HISTORY = PAGED + _IDS + _VALUES
+"""Every function above, for ``scripts`` to compose into the scripts that need them."""

@@ -17,7 +17,8 @@ checkpoint namespace)::
     {P:T}:n:N:idx              zset  every checkpoint id of a namespace written before
                                redis-v11 (still read and written for such a namespace);
                                str ``ID_PAGES_MARK`` in a paged namespace
-    {P:T}:n:N:blobs            hash  "channel\\0version" -> tag "\\0" bytes (one per version;
+    {P:T}:n:N:blobs            hash  (before redis-v12; str ``VALUES_MARK`` in a namespace with
+                               value pages) "channel\\0version" -> tag "\\0" bytes (one per version;
                                deflated, tag after "%", when that pays: redis-v8; headed
                                by its link [base field or '', depth, leaf fields] when it
                                is a delta or refers to leaves: redis-v9, ``records.linked``);
@@ -25,6 +26,12 @@ checkpoint namespace)::
                                "\\2leaf\\0" digest -> a large leaf kept
                                once (``leaf_field``, redis-v6: ``leafblobs``; a deflate or
                                base64 cell since v8: ``deflate.pack_leaf``)
+    {P:T}:n:N:vpages           zset  names of the namespace's value pages (redis-v12), as ``pages``
+    {P:T}:n:N:vpg:<name>       zset  one value page: up to ``ID_PAGE_MAX`` value fields (the
+                               ``blobs`` field names below), each with NUL, "offset,length"
+                               of its bytes in the page's ``vh`` (or NUL, "-": in ``v:``)
+    {P:T}:n:N:vh:<name>        str   the stored values of a value page, one after another
+    {P:T}:n:N:v:<field>        str   a value over ``history.RECORD_IN_PAGE_MAX`` bytes
     {P:T}:n:N:cp:<id>          string  one checkpoint (before redis-v11, or a record over
                                ``history.RECORD_IN_PAGE_MAX`` bytes), packed: parent, ts,
                                v, versions, seen, metadata, refs; versions only if
@@ -88,6 +95,11 @@ __all__ = [
     "RECORD",
     "STATUS_BUCKETS",
     "STATUS_TAG",
+    "VALUE",
+    "VALUES_MARK",
+    "VALUE_HEAP",
+    "VALUE_PAGE",
+    "VALUE_PAGES",
     "WRITES",
     "JobKeys",
     "NamespaceKeys",
@@ -127,6 +139,17 @@ ID_PAGE_MAX = 120
 default ``zset-max-listpack-entries`` (128), so every page keeps the compact listpack
 encoding, about 45 bytes an id against about 145 in one sorted set of every id. Part of
 the stored layout only as a bound: pages of any size read back."""
+VALUE_PAGES = ":vpages"
+"""Suffix of a namespace's value-page directory (redis-v12): the names of its value pages."""
+VALUE_PAGE = ":vpg:"
+"""Infix before a value page's name: ``<ns base>:vpg:<name>``, a sorted set of value fields."""
+VALUE_HEAP = ":vh:"
+"""Infix before a value page's name: ``<ns base>:vh:<name>``, the values of its fields."""
+VALUE = ":v:"
+"""Infix before a value field: ``<ns base>:v:<field>``, a value too large for a page."""
+VALUES_MARK = "values in pages (redis-v12): read this thread with a newer durable-graph"
+"""What a namespace with value pages keeps at its ``blobs`` key (a text, not a hash): a
+release older than redis-v12 fails loudly on it (WRONGTYPE) instead of finding no value."""
 BLOBS = ":blobs"
 """Suffix of a namespace's channel-value hash."""
 CHECKPOINT = ":cp:"
@@ -193,6 +216,23 @@ class NamespaceKeys:
     def page_records(self, name: str) -> str:
         """The records of one id page's checkpoints (redis-v11), one string."""
         return self.base + PAGE_RECORDS + name
+
+    @property
+    def value_pages(self) -> str:
+        """Value page directory (redis-v12): the names of the value pages."""
+        return self.base + VALUE_PAGES
+
+    def value_page(self, name: str) -> str:
+        """One value page (redis-v12): value fields and where their bytes sit."""
+        return self.base + VALUE_PAGE + name
+
+    def value_heap(self, name: str) -> str:
+        """The values of one value page (redis-v12), one string."""
+        return self.base + VALUE_HEAP + name
+
+    def value(self, field: str) -> str:
+        """A value kept in a key of its own (redis-v12): over a page's bound."""
+        return self.base + VALUE + field
 
     @property
     def blobs(self) -> str:

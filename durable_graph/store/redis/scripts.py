@@ -41,6 +41,11 @@ from durable_graph.store.redis.keys import (
     PAGE_RECORDS,
     RECORD,
     STATUS_TAG,
+    VALUE,
+    VALUE_HEAP,
+    VALUE_PAGE,
+    VALUE_PAGES,
+    VALUES_MARK,
     WRITES,
 )
 
@@ -81,13 +86,16 @@ def _lua(source: str) -> str:
     """Substitute the key suffixes of ``keys`` into a script."""
     suffixes = {"@IDX@": INDEX, "@BLOBS@": BLOBS, "@CP@": CHECKPOINT, "@W@": WRITES,
                 "@REC@": RECORD, "@LEASE@": LEASE, "@NSMAP@": NAMESPACES, "@NS@": NAMESPACE,
-                "@PAGES@": ID_PAGES, "@PAGE@": ID_PAGE, "@RECS@": PAGE_RECORDS}
+                "@PAGES@": ID_PAGES, "@PAGE@": ID_PAGE, "@RECS@": PAGE_RECORDS,
+                "@VPAGES@": VALUE_PAGES, "@VPAGE@": VALUE_PAGE, "@VHEAP@": VALUE_HEAP,
+                "@VOWN@": VALUE}
     for name, value in suffixes.items():
         source = source.replace(name, f"'{value}'")
     source = source.replace("@PAGE_MAX@", str(ID_PAGE_MAX))
     source = source.replace("@RECORD_IN_PAGE_MAX@", str(RECORD_IN_PAGE_MAX))
     source = source.replace("@PAGE_BYTES@", str(PAGE_BYTES))
     source = source.replace("@PAGES_MARK@", f"'{ID_PAGES_MARK}'")
+    source = source.replace("@VALUES_MARK@", f"'{VALUES_MARK}'")
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
 
 
@@ -103,12 +111,13 @@ local function head_link(v)
   if string.byte(v, 1) ~= 3 then return nil end
   return cmsgpack.unpack(string.sub(v, 6, 5 + struct.unpack('>I4', v, 2)))
 end
-local function link_of(blobs, g, vals)
-  local v = redis.call('HGET', blobs, g)
+local function link_of(base, g, vals)
+  local v = val_get(base, g)
   if vals and v then vals[g] = v end
   local head = v and head_link(v)
   if head then return head end
-  local link = redis.call('HGET', blobs, @CHAIN@ .. g)
+  if not vals_hash(base) then return nil end
+  local link = redis.call('HGET', base .. @BLOBS@, @CHAIN@ .. g)
   if link then return cmsgpack.unpack(link) end
   return nil
 end
@@ -141,7 +150,7 @@ local function parent_kept(base, parent, replaced)
   end
   return out
 end
-local function cp_refs(blobs, raw, seen, vals)
+local function cp_refs(base, raw, seen, vals)
   local out = {}
   local refs = rec_field(raw, 'refs')
   if not refs then return out end
@@ -155,7 +164,7 @@ local function cp_refs(blobs, raw, seen, vals)
     local g = f
     if type(f) ~= 'string' then g = nil end
     while g and add(g) do
-      local link = link_of(blobs, g, vals)
+      local link = link_of(base, g, vals)
       g = nil
       if link then
         for i = 3, #link do add(link[i]) end
@@ -170,21 +179,21 @@ end
 # Deleting checkpoints, shared by PUT, PRUNE and DROP: their records and writes go, and
 # every blob they referenced (values and delta-chain links) that no kept checkpoint needs.
 _DROP_IDS = _REFS + """
-local function drop_refs(blobs, base, keep_ids, gone)
+local function drop_refs(base, keep_ids, gone)
   local live, doomed = {}, {}
-  for _, id in ipairs(keep_ids) do cp_refs(blobs, rec_raw(base, id), live) end
+  for _, id in ipairs(keep_ids) do cp_refs(base, rec_raw(base, id), live) end
   for _, id in ipairs(gone) do
-    for _, f in ipairs(cp_refs(blobs, rec_raw(base, id), live)) do doomed[#doomed + 1] = f end
+    for _, f in ipairs(cp_refs(base, rec_raw(base, id), live)) do doomed[#doomed + 1] = f end
   end
-  for _, f in ipairs(doomed) do redis.call('HDEL', blobs, f, @CHAIN@ .. f) end
+  val_del(base, doomed)
   for _, id in ipairs(gone) do redis.call('UNLINK', cp_key(base, id), base .. @W@ .. id) end
 end
 -- checkpoints `gone` (ids the namespace has) and what only they need go
-local function drop_ids(blobs, base, gone)
+local function drop_ids(base, gone)
   local going, keep = {}, {}
   for _, id in ipairs(gone) do going[id] = true end
   for _, id in ipairs(ids_all(base)) do if not going[id] then keep[#keep + 1] = id end end
-  drop_refs(blobs, base, keep, gone)
+  drop_refs(base, keep, gone)
   ids_rem(base, gone)
 end
 """
@@ -240,6 +249,7 @@ local function thread_expire(nsmap, ttl)
       expire_key(cp_key(base, id), ttl); expire_key(base .. @W@ .. id, ttl)
     end
     for _, key in ipairs(ids_keys(base)) do expire_key(key, ttl) end
+    for _, key in ipairs(val_keys(base)) do expire_key(key, ttl) end
     expire_key(base .. @BLOBS@, ttl)
   end
 end
@@ -371,7 +381,7 @@ end
 for j = req_from, #ARGV do want(ARGV[j], j < carried_from) end
 local missing, found, kept = {'missing'}, {}, nil
 for _, g in ipairs(need) do
-  if redis.call('HEXISTS', K[5], g) == 0 then
+  if not val_exists(base, g) then
     if kept == nil then kept = parent_kept(base, parent_id(), drop) end
     local value = kept[g]
     if value then found[#found + 1] = g; found[#found + 1] = value
@@ -385,16 +395,17 @@ if applied ~= '' and ids_newest(base) == applied then
     if not string.find(f, ':%-%d+$') then redis.call('HDEL', writes, f) end
   end
 end
-for j = blob_from, blob_from + nblob - 1, 2 do
-  redis.call('HSETNX', K[5], ARGV[j], ARGV[j + 1])
-end
-for j = 1, #found, 2 do redis.call('HSETNX', K[5], found[j], found[j + 1]) end
 local index_keys = ids_add(base, id, ARGV[cp_from])
+local function put_value(g, v)
+  for _, key in ipairs(val_put(base, g, v)) do index_keys[#index_keys + 1] = key end
+end
+for j = blob_from, blob_from + nblob - 1, 2 do put_value(ARGV[j], ARGV[j + 1]) end
+for j = 1, #found, 2 do put_value(found[j], found[j + 1]) end
 redis.call('HSET', K[3], ns, base)
 redis.call('HSET', K[1], 'last_checkpoint_id', id, 'last_checkpoint_ns', ns,
            'updated_at', iso_utc(ARGV[3]))
 if drop ~= '' and drop ~= keep and drop ~= id then
-  drop_refs(K[5], base, {id, keep}, {drop})
+  drop_refs(base, {id, keep}, {drop})
   ids_rem(base, {drop})
 end
 -- keep_last: the newest N checkpoints of the namespace stay (and a run's start, `keep`)
@@ -406,7 +417,7 @@ if newest_kept > 0 then
   for _, old in ipairs(ids_beyond(base, newest_kept)) do
     if old ~= keep then gone[#gone + 1] = old end
   end
-  if #gone > 0 then drop_ids(K[5], base, gone) end
+  if #gone > 0 then drop_ids(base, gone) end
 end
 local ttl = ttl_of(f[1], f[2], default_ttl)
 -- no TTL now: what an earlier policy set must not expire the thread; if it had one, its
@@ -522,12 +533,13 @@ return 'ok'
 """
 )
 
-VALUE_LINK = _lua(_REFS + """
+VALUE_LINK = _lua(HISTORY + _REFS + """
 -- KEYS: blobs    ARGV: a value's field
 -- Reply: false when no value is stored there, else its link ('' for a value without one):
 -- what a delta's depth is read from, without sending the value back (link_of).
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
-local link = link_of(KEYS[1], ARGV[1], nil)
+local base = string.sub(KEYS[1], 1, -#@BLOBS@ - 1)
+if not val_exists(base, ARGV[1]) then return false end
+local link = link_of(base, ARGV[1], nil)
 if link then return cmsgpack.pack(link) end
 return ''
 """)
@@ -568,23 +580,24 @@ return 'waiting'
 )
 
 _LOAD_FUNCTION = HISTORY + _REFS + """
--- Checkpoints `ids` (a table; empty: the latest) of the namespace at key base `base`,
--- whose values are `blobs_key`.
+-- Checkpoints `ids` (a table; empty: the latest) of the namespace at key base `base`.
 -- Reply: one {id, cp record, blob values, write fields, blob fields} per checkpoint
 -- (the record packed, or the fields of one written as a hash)
 -- found; the blob fields are its values' and their delta chains' (cp_refs).
-local function load(blobs_key, base, ids)
+local function load(base, ids)
   if #ids == 0 then ids = {ids_newest(base)} end
   local out = {}
   for _, id in ipairs(ids) do
     local cp = rec_raw(base, id)
     if cp then
       local vals, rest = {}, {}
-      local refs = cp_refs(blobs_key, cp, {}, vals)
+      local refs = cp_refs(base, cp, {}, vals)
       for _, f in ipairs(refs) do if vals[f] == nil then rest[#rest + 1] = f end end
-      if #rest > 0 then
-        local got = redis.call('HMGET', blobs_key, unpack(rest))
+      if #rest > 0 and vals_hash(base) then
+        local got = redis.call('HMGET', base .. @BLOBS@, unpack(rest))
         for i, f in ipairs(rest) do vals[f] = got[i] end
+      else
+        for _, f in ipairs(rest) do vals[f] = val_get(base, f) end
       end
       local blobs = {}
       for i, f in ipairs(refs) do blobs[i] = vals[f] or false end
@@ -598,7 +611,7 @@ end
 LOAD = _lua(_LOAD_FUNCTION + """
 -- KEYS: idx, blobs    ARGV: ns_base, ids... (none: the latest checkpoint)
 -- Reply: load's.
-return load(KEYS[2], ARGV[1], {unpack(ARGV, 2)})
+return load(ARGV[1], {unpack(ARGV, 2)})
 """)
 
 PAGE = _lua(
@@ -643,6 +656,7 @@ for _, base in ipairs(redis.call('HVALS', KEYS[2])) do
     redis.call('UNLINK', cp_key(base, id), base .. @W@ .. id)
   end
   redis.call('UNLINK', base .. @BLOBS@, unpack(ids_keys(base)))
+  redis.call('UNLINK', unpack(val_keys(base)))
 end
 redis.call('UNLINK', KEYS[1], KEYS[2])
 redis.call('HDEL', KEYS[3], 'owner', 'expires')
@@ -659,7 +673,7 @@ PRUNE = _lua(
 -- no kept checkpoint references. Returns how many checkpoints went.
 local base, keep = ARGV[1], tonumber(ARGV[2])
 local old = ids_beyond(base, keep)
-if #old > 0 then drop_ids(KEYS[2], base, old) end
+if #old > 0 then drop_ids(base, old) end
 return #old
 """
 )
@@ -675,7 +689,7 @@ local gone = {}
 for i = 2, #ARGV do
   if ids_has(ARGV[1], ARGV[i]) then gone[#gone + 1] = ARGV[i] end
 end
-if #gone > 0 then drop_ids(KEYS[2], ARGV[1], gone) end
+if #gone > 0 then drop_ids(ARGV[1], gone) end
 return #gone
 """
 )
@@ -768,7 +782,7 @@ LOAD_RUNNING = _lua(_LOAD_FUNCTION + _STATUS_FUNCTION + _NS_TAG + """
 --       ids... (none: the latest checkpoint)
 -- Reply: LOAD's.
 local base = ARGV[1]
-local out = load(base .. @BLOBS@, base, {unpack(ARGV, 4)})
+local out = load(base, {unpack(ARGV, 4)})
 record_status(ns_tag(base) .. @REC@, 'running', ARGV[2], ARGV[3], 4, 3, #ARGV + 1)
 return out
 """)
