@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS leaves (
     refs INTEGER NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (thread_id, digest)
-) WITHOUT ROWID
+)
 """
 _ADD_REF = "UPDATE leaves SET refs = refs + 1 WHERE thread_id = ? AND digest = ?"
 _INSERT = "INSERT INTO leaves VALUES (?, ?, 1, ?)"

@@ -34,12 +34,15 @@ SCHEMA_VERSION = 8  # 3: values may be deltas (the chains table); 4: compact row
 # an older release's process still running on the file fails on its commits instead of
 # writing links this one would not see (and cannot make the table again).
 # Rows of every schema read in place: nothing is rewritten but schema 8's move of the
-# links. ``checkpoints`` and ``blobs`` (rows looked up by their key) are WITHOUT
-# ROWID: the rows live in their primary-key b-tree instead of beside a copy of the key
-# (an index as big as the table; for blobs, most of whose rows are small: a count, a
-# branch marker, a delta, about 75 bytes a row). A value too big for a b-tree cell
-# spills to overflow pages either way. Files created before keep their tables; reads
-# and writes are the same SQL on both, so neither needs another schema version.
+# links. ``checkpoints`` (rows of about 110 bytes looked up by their key) is WITHOUT
+# ROWID: its rows live in their primary-key b-tree instead of beside a copy of the key.
+# ``blobs`` and ``leaves`` are rowid tables (a file created before keeps them WITHOUT
+# ROWID, as they were from schema 5 to this release): a WITHOUT ROWID b-tree keeps at
+# most about a quarter of a page of a row in place (1,002 bytes of a 4 KiB page) and
+# spills the rest to an overflow page of its own, so each value or message of 1 to 4 KB
+# took a page of 4 KB more; a rowid table keeps rows of up to 4,061 bytes in place, for
+# a copy of the key in its index (about 40 bytes a row). Reads and writes are the same
+# SQL on both, so neither needs another schema version.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
     thread_id TEXT NOT NULL,
@@ -66,7 +69,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     leaves BLOB,
     link,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS writes (
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,

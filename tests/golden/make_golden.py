@@ -73,6 +73,11 @@ Formats (each file keeps the format it was recorded in):
   ``deflate.RECORD_FRAMING`` (``records.SPLIT``, first byte 0xC1). The
   ``idx`` key holds a text (``keys.ID_PAGES_MARK``): a reader older than v11 fails on it
   loudly (WRONGTYPE).
+- ``redis-v12``: as ``redis-v11``, with a namespace's values and leaves in value pages
+  (``vpg:<name>`` sorted sets of fields, named in a ``vpages`` directory, each page's values
+  in one string, ``vh:<name>``) instead of one ``blobs`` hash (``store/redis/history.py``,
+  ``VALS``). The ``blobs`` key holds a text (``keys.VALUES_MARK``): a reader older than v12
+  fails on it loudly (WRONGTYPE).
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -136,14 +141,15 @@ REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json",
                  "redis-v7": "redis-v7.json", "redis-v8": "redis-v8.json",
                  "redis-v9": "redis-v9.json", "redis-v10": "redis-v10.json",
-                 "redis-v11": "redis-v11.json"}
+                 "redis-v11": "redis-v11.json", "redis-v12": "redis-v12.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
                            "plain-v7", "signed-v8", "plain-v8", "redis-v3", "redis-v4",
                            "redis-v5", "redis-v6", "redis-v7", "redis-v8", "redis-v9",
-                           "redis-v10", "redis-v11"})
+                           "redis-v10", "redis-v11", "redis-v12"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "redis-v6",
-                          "redis-v7", "redis-v8", "redis-v9", "redis-v10", "redis-v11"})
+                          "redis-v7", "redis-v8", "redis-v9", "redis-v10", "redis-v11",
+                          "redis-v12"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""

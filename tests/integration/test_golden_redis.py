@@ -369,3 +369,41 @@ def test_v11_keeps_ids_in_pages_and_marks_the_old_index() -> None:
             off, _, length = member.partition(b"\0")[2].partition(b",")
             starts.add(records[int(off):int(off) + int(length)][:1])
     assert SPLIT in starts, "records split in what the scripts read and the rest deflated"
+
+
+def test_v12_keeps_values_in_pages_and_marks_the_old_hash() -> None:
+    """What v12 changes: a namespace's values and leaves in listpack pages of fields named
+    in a directory, each page's values in one string, and a text at the old ``blobs`` key
+    that a reader older than v12 fails on loudly."""
+    import base64
+
+    from durable_graph.store.redis.keys import (
+        BLOBS,
+        LEAF,
+        VALUE_HEAP,
+        VALUE_PAGE,
+        VALUE_PAGES,
+        VALUES_MARK,
+    )
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v12"]).read_text())
+    by_key = {base64.b64decode(rec["key"]): rec for rec in data["keys"]}
+    marks = [rec for key, rec in by_key.items() if key.endswith(BLOBS.encode())]
+    assert marks and all(rec["type"] == "string"
+                         and base64.b64decode(rec["content"]).decode() == VALUES_MARK
+                         for rec in marks)
+    pages = [key for key in by_key if VALUE_PAGE.encode() in key]
+    assert pages and all(by_key[key]["type"] == "zset" for key in pages)
+    assert {key.split(VALUE_PAGE.encode())[0] + VALUE_PAGES.encode() for key in pages} \
+        <= set(by_key)
+    fields = []
+    for key in pages:
+        heap = base64.b64decode(by_key[key.replace(VALUE_PAGE.encode(), VALUE_HEAP.encode())]
+                                ["content"])
+        for member in (base64.b64decode(m) for m, _ in by_key[key]["content"]):
+            field, _, at = member.rpartition(b"\0")
+            off, _, length = at.partition(b",")
+            assert len(heap[int(off):int(off) + int(length)]) == int(length) > 0
+            fields.append(field)
+    assert any(f.startswith(LEAF.encode()) for f in fields), "leaves kept in pages too"
+    assert any(b"messages\0" in f for f in fields)

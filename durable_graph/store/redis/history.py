@@ -20,15 +20,18 @@ placeholders; ``scripts`` composes it into the scripts that need it.
 
 from __future__ import annotations
 
-__all__ = ["HISTORY", "PAGE_BYTES", "RECORD_IN_PAGE_MAX"]
+__all__ = ["HISTORY", "PAGE_BYTES", "PAGE_FILL", "RECORD_IN_PAGE_MAX"]
 
 RECORD_IN_PAGE_MAX = 4096
 """Bytes up to which a checkpoint's record is kept in its page's record string; a larger
 one (large metadata) keeps a key of its own, so rewriting a page stays cheap."""
 PAGE_BYTES = 32768
-"""Record bytes from which a commit after all of a page's ids starts the next page even
-if the page holds fewer than ``keys.ID_PAGE_MAX`` ids: a commit writes its page's string
-whole, so it copies at most about this much."""
+"""Bytes (a jemalloc size class) a page's string stays within when a commit after all of
+its ids starts the next page, even if the page holds fewer than ``keys.ID_PAGE_MAX`` ids: a
+commit writes its page's string whole, so it copies at most about this much."""
+PAGE_FILL = PAGE_BYTES - 6
+"""The longest string that fits ``PAGE_BYTES`` with Redis's header (an sds string of less
+than 64 KiB: 5 bytes of header, 1 of terminator)."""
 
 PAGED = """
 -- A paged set of a namespace (`f`: its family, IDS or VALS): keys in sorted pages of at
@@ -39,9 +42,10 @@ PAGED = """
 -- their own (f.own), the key alone (ids) or the key, NUL and '-' (values: a key can hold
 -- a NUL, an id cannot).
 local IDS = {dir = @PAGES@, page = @PAGE@, heap = @RECS@, own = @CP@, mark = @IDX@,
-             mark_text = @PAGES_MARK@, split = 2 * @PAGE_BYTES@, own_suffix = ''}
+             mark_text = @PAGES_MARK@, split = 2 * @PAGE_BYTES@, own_suffix = '', fill = true}
 local VALS = {dir = @VPAGES@, page = @VPAGE@, heap = @VHEAP@, own = @VOWN@, mark = @BLOBS@,
-              mark_text = @VALUES_MARK@, split = @PAGE_BYTES@, own_suffix = '\\0-'}
+              mark_text = @VALUES_MARK@, split = @PAGE_BYTES@, own_suffix = '\\0-',
+              fill = false}
 local function pg_page(base, f, name) return base .. f.page .. name end
 local function pg_heap(base, f, name) return base .. f.heap .. name end
 local function pg_own(base, f, k) return base .. f.own .. k end
@@ -168,13 +172,34 @@ local function pg_rem(base, f, ks)
   for name in pairs(touched) do pg_tidy(base, f, name) end
   return n
 end
+-- The allocator class (jemalloc's, Redis's own: four a doubling) of a string of `n`
+-- bytes, with Redis's header and terminator (6 bytes below 64 KiB); one class up to
+-- 16 KiB, where a class costs little.
+local function alloc_class(n)
+  n = n + 6
+  local p = 16384
+  if n <= p then return p end
+  while p * 2 < n do p = p * 2 end
+  return math.ceil(n / (p / 4)) * (p / 4)
+end
+-- Whether a page of `count` keys and `held` bytes takes no key after its last with `more`
+-- bytes in its string: one of @PAGE_MAX@ keys; or one whose string would pass
+-- @PAGE_BYTES@ bytes; or (f.fill, keys written in order) one at least half full whose
+-- string of over 16 KiB would take the next allocator class (a page left behind fills
+-- its class: up to 4 KiB less than the class above).
+local function pg_closed(f, count, held, more)
+  if count >= @PAGE_MAX@ then return true end
+  if more > @RECORD_IN_PAGE_MAX@ then return false end
+  if held + more > @PAGE_FILL@ then return true end
+  return f.fill and 2 * count >= @PAGE_MAX@ and alloc_class(held + more) > alloc_class(held)
+end
 -- Stores `k` with `bytes` (replacing what it held); returns the keys written (a commit
--- gives them the thread's TTL). A key after all of a full page's keys (a thread's usual
--- commit) starts the next page, as does one after a page of @PAGE_BYTES@ bytes; a page
--- over @PAGE_MAX@ keys or f.split bytes moves its upper half to a page of its own. A key
--- before every page renames the first page for it, so a page's name never exceeds its
--- keys. Bytes over @RECORD_IN_PAGE_MAX@ keep a key of their own (rewriting a page stays
--- cheap).
+-- gives them the thread's TTL). A key after all of the keys of a page closed to it
+-- (pg_closed; a thread's usual commit) starts the next page; a page over @PAGE_MAX@ keys
+-- or f.split bytes moves the keys after `k` (`k` first or last: its upper half) to a page
+-- of its own. A key before every page renames the first page for it, so a page's name
+-- never exceeds its keys. Bytes over @RECORD_IN_PAGE_MAX@ keep a key of their own
+-- (rewriting a page stays cheap).
 local function pg_add(base, f, k, bytes)
   local dir = base .. f.dir
   local name = pg_of(base, f, k)
@@ -196,9 +221,9 @@ local function pg_add(base, f, k, bytes)
     end
     redis.call('ZADD', dir, 0, k)
     name = k
-  elseif (redis.call('ZCARD', pg_page(base, f, name)) >= @PAGE_MAX@
-          or redis.call('STRLEN', pg_heap(base, f, name)) >= @PAGE_BYTES@)
-      and k > m_key(redis.call('ZREVRANGE', pg_page(base, f, name), 0, 0)[1]) then
+  elseif k > m_key(redis.call('ZREVRANGE', pg_page(base, f, name), 0, 0)[1])
+      and pg_closed(f, redis.call('ZCARD', pg_page(base, f, name)),
+                    redis.call('STRLEN', pg_heap(base, f, name)), #bytes) then
     redis.call('ZADD', dir, 0, k)
     name = k
   end
@@ -218,7 +243,11 @@ local function pg_add(base, f, k, bytes)
   local count = redis.call('ZCARD', key)
   if count > @PAGE_MAX@ or (count > 1 and size > f.split) then
     local ms = redis.call('ZRANGE', key, 0, -1)
-    local recs, half = pg_records(base, f, name, ms), math.floor(#ms / 2)
+    -- split after `k` (a run of keys written in order inside the page's range then
+    -- fills the page it is in and starts the next, pg_closed), else in half
+    local half = redis.call('ZRANK', key, m)
+    if half == 0 or half >= #ms - 1 then half = math.floor(#ms / 2) else half = half + 1 end
+    local recs = pg_records(base, f, name, ms)
     local upper = m_key(ms[half + 1])
     redis.call('ZADD', dir, 0, upper)
     pg_fill(base, f, name, ms, recs, 1, half)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import get_args
 
 from durable_graph.store.base import ThreadStatus
-from durable_graph.store.redis.history import HISTORY, PAGE_BYTES, RECORD_IN_PAGE_MAX
+from durable_graph.store.redis.history import HISTORY, PAGE_BYTES, PAGE_FILL, RECORD_IN_PAGE_MAX
 from durable_graph.store.redis.keys import (
     BLOBS,
     CHAIN,
@@ -94,6 +94,7 @@ def _lua(source: str) -> str:
     source = source.replace("@PAGE_MAX@", str(ID_PAGE_MAX))
     source = source.replace("@RECORD_IN_PAGE_MAX@", str(RECORD_IN_PAGE_MAX))
     source = source.replace("@PAGE_BYTES@", str(PAGE_BYTES))
+    source = source.replace("@PAGE_FILL@", str(PAGE_FILL))
     source = source.replace("@PAGES_MARK@", f"'{ID_PAGES_MARK}'")
     source = source.replace("@VALUES_MARK@", f"'{VALUES_MARK}'")
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
