@@ -153,6 +153,9 @@ def delete_value(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes) ->
         return
     name, member = _paged(client, nsk.value_pages, nsk.value_page)[key]
     client.zrem(nsk.value_page(name), member)
+    if not client.exists(nsk.value_page(name)):  # as the store does: no empty page
+        client.delete(nsk.value_heap(name))
+        client.zrem(nsk.value_pages, name)
 
 
 def namespaces(client: redis.Redis, prefix: str) -> list[NamespaceKeys]:

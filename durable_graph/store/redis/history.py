@@ -1,18 +1,23 @@
-"""The Lua that keeps a namespace's history: its checkpoint ids in order, and their records.
+"""The Lua that keeps a namespace's history: its checkpoint ids in order with their records,
+and its channel values.
 
-Redis-v11 keeps a namespace's ids in pages of at most ``keys.ID_PAGE_MAX`` (sorted sets
-small enough for Redis's compact listpack encoding), each named by a lower bound of its
-ids (the first it held) and holding those up to the next page's name; the names are in a
-directory (``pages``). A page's records are one string (``rc:<name>``): its member for a
-checkpoint is the id, a NUL and where the record sits in that string (``offset,length``).
-A record over ``RECORD_IN_PAGE_MAX`` bytes keeps its own key (``cp:<id>``) and its member
-is the id alone. Against one sorted set of every id and a key per record (redis-v10 and
-before) that is about 45 bytes an id instead of 145, and about 10 a record instead of 120.
+Both are paged sets (``PAGED``): keys in pages of at most ``keys.ID_PAGE_MAX`` (sorted sets
+small enough for Redis's compact listpack encoding), each named by a lower bound of its keys
+(the first it held) and holding those up to the next page's name; the names are in a
+directory. A page's bytes are one string: its member for a key is the key, a NUL and where
+its bytes sit in that string (``offset,length``); bytes over ``RECORD_IN_PAGE_MAX`` keep a
+key of their own. Against a sorted set or hash entry of Redis's general encoding (about 100
+bytes each) and a key per record (about 120), that is the key and about 10 bytes.
 
-A namespace written before (one sorted set, ``idx``, and a key per record) stays in that
-form until it is empty. A paged namespace's ``idx`` is a text instead
-(``keys.ID_PAGES_MARK``): a release older than v11 fails loudly on it (WRONGTYPE) rather
-than find no checkpoint and start the thread over.
+Redis-v11 keeps the ids so (``IDS``: ``pg:<name>`` pages in ``pages``, records in
+``rc:<name>``; a record in a key of its own is ``cp:<id>``, its member the id alone).
+Redis-v12 keeps the values and leaves so too (``VALS``: fields in ``vpg:<name>`` pages named
+in ``vpages``, values in ``vh:<name>``, one in a key of its own ``v:<field>``, its member
+the field, NUL, ``-``), instead of one hash (``blobs``). A namespace written before (one
+sorted set ``idx`` and a key per record; one ``blobs`` hash) stays in that form until it is
+empty. A paged namespace keeps a text at the old key (``keys.ID_PAGES_MARK`` at ``idx``,
+``keys.VALUES_MARK`` at ``blobs``): a release older than v11 or v12 fails loudly on it
+(WRONGTYPE) rather than find no checkpoint or value.
 
 Every function takes the namespace's key base. The text has the ``scripts._lua``
 placeholders; ``scripts`` composes it into the scripts that need it.
@@ -60,9 +65,9 @@ local function pg_last(base, f) return redis.call('ZREVRANGE', base .. f.dir, 0,
 -- a member's key, and the offset and length of its bytes in the page's string (nil: in
 -- a key of their own)
 local function m_split(m)
-  if string.sub(m, -2) == '\\0-' then return string.sub(m, 1, -3), nil end
   local k, off, len = string.match(m, '^(.*)%z(%d+),(%d+)$')
   if k then return k, tonumber(off), tonumber(len) end
+  if string.sub(m, -2) == '\\0-' then return string.sub(m, 1, -3), nil end
   return m, nil
 end
 local function m_key(m) return (m_split(m)) end
@@ -221,7 +226,7 @@ local function pg_add(base, f, k, bytes)
     end
     redis.call('ZADD', dir, 0, k)
     name = k
-  elseif k > m_key(redis.call('ZREVRANGE', pg_page(base, f, name), 0, 0)[1])
+  elseif k > m_key(redis.call('ZREVRANGE', pg_page(base, f, name), 0, 0)[1] or '')
       and pg_closed(f, redis.call('ZCARD', pg_page(base, f, name)),
                     redis.call('STRLEN', pg_heap(base, f, name)), #bytes) then
     redis.call('ZADD', dir, 0, k)
@@ -441,10 +446,66 @@ local function vals_hash(base)
   end
   return hash_of[base]
 end
+-- What this script read of the value pages, until it writes one (vals_forget): a small
+-- directory's names (base -> names, false: too many to read whole), and each page read
+-- (its key -> {at = field -> {offset, length} (offset nil: a key of its own), heap = its
+-- string}). A read of a checkpoint's values walks a delta chain one link at a time
+-- through a few pages, and takes many leaves from each: a page is read once, not once a
+-- value.
+local vals_dir, vals_page = {}, {}
+local function vals_forget() vals_dir, vals_page = {}, {} end
+local function val_page_of(base, g)
+  local names = vals_dir[base]
+  if names == nil then
+    names = false
+    if redis.call('ZCARD', base .. VALS.dir) <= 64 then
+      names = redis.call('ZRANGE', base .. VALS.dir, 0, -1)
+    end
+    vals_dir[base] = names
+  end
+  if not names then return pg_of(base, VALS, g) end
+  local lo, hi, name = 1, #names, nil  -- the last name not above g
+  while lo <= hi do
+    local mid = math.floor((lo + hi) / 2)
+    if names[mid] <= g then name, lo = names[mid], mid + 1 else hi = mid - 1 end
+  end
+  return name
+end
+local function val_read(base, g)
+  local name = val_page_of(base, g)
+  if not name then return false end
+  local key = pg_page(base, VALS, name)
+  local page = vals_page[key]
+  if not page then
+    page = {at = {}, heap = redis.call('GET', pg_heap(base, VALS, name)) or ''}
+    for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      local k, off, len = m_split(m)
+      page.at[k] = {off, len}
+    end
+    vals_page[key] = page
+  end
+  local where = page.at[g]
+  if not where then return false end
+  if where[1] then return string.sub(page.heap, where[1] + 1, where[1] + where[2]) end
+  return redis.call('GET', pg_own(base, VALS, g)) or false
+end
 -- the stored bytes of value field `g` (false: none)
 local function val_get(base, g)
   if vals_hash(base) then return redis.call('HGET', base .. @BLOBS@, g) end
-  return pg_get(base, VALS, g) or false
+  return val_read(base, g)
+end
+-- the stored bytes of value fields `gs` (false: none), in their order
+local function val_mget(base, gs)
+  local out = {}
+  if not vals_hash(base) then
+    for i, g in ipairs(gs) do out[i] = val_read(base, g) end
+    return out
+  end
+  for c = 1, #gs, 1000 do  -- unpack's bound
+    local got = redis.call('HMGET', base .. @BLOBS@, unpack(gs, c, math.min(c + 999, #gs)))
+    for j = 1, #got do out[c + j - 1] = got[j] end
+  end
+  return out
 end
 local function val_exists(base, g)
   if vals_hash(base) then return redis.call('HEXISTS', base .. @BLOBS@, g) == 1 end
@@ -458,6 +519,7 @@ local function val_put(base, g, v)
     return {base .. @BLOBS@}
   end
   if pg_find(base, VALS, g) then return {} end
+  vals_forget()
   return pg_add(base, VALS, g, v)
 end
 -- Deletes fields `gs` (and, in a hash, the chain field of each: v3 to v8).
@@ -467,6 +529,7 @@ local function val_del(base, gs)
     for _, g in ipairs(gs) do redis.call('HDEL', base .. @BLOBS@, g, @CHAIN@ .. g) end
     return
   end
+  vals_forget()
   pg_rem(base, VALS, gs)
 end
 -- The keys holding the values (to expire or delete with the thread).

@@ -295,7 +295,7 @@ class ThreadKeys:
 
 
 def blob_field(channel: str, version: object) -> str:
-    """Field of one channel value in the blobs hash."""
+    """Field of one channel value (in the value pages, or the blobs hash before redis-v12)."""
     return f"{channel}\x00{version}"
 
 
@@ -309,7 +309,7 @@ def chain_field(field: str) -> str:
 
 
 LEAF = "\x02leaf\x00"
-"""Prefix of the blobs-hash field holding a large leaf kept once (``leafblobs``)."""
+"""Prefix of the value field holding a large leaf kept once (``leafblobs``)."""
 
 
 def leaf_field(digest: bytes) -> str:

@@ -3,7 +3,8 @@
 A chat's new message comes in through the input channel (``__start__``) and is then
 appended to ``messages``: stored whole in both values, it costs twice. With a
 serializer that knows ``LeafRef`` (``leaves.dedups_leaves``), ``encode_values``
-keeps such a leaf apart, once, in a field of the namespace's blobs hash
+keeps such a leaf apart, once, as a value field of the namespace (value pages since
+redis-v12, its blobs hash before)
 (``keys.leaf_field``: its SHA-256), and the values hold its digest. Which leaves go
 apart is ``leaves.apart_in``'s rule: those of the input, and those the caller
 says the thread already keeps (``kept``: a hint, see ``RedisSaver``), so an

@@ -594,12 +594,8 @@ local function load(base, ids)
       local vals, rest = {}, {}
       local refs = cp_refs(base, cp, {}, vals)
       for _, f in ipairs(refs) do if vals[f] == nil then rest[#rest + 1] = f end end
-      if #rest > 0 and vals_hash(base) then
-        local got = redis.call('HMGET', base .. @BLOBS@, unpack(rest))
-        for i, f in ipairs(rest) do vals[f] = got[i] end
-      else
-        for _, f in ipairs(rest) do vals[f] = val_get(base, f) end
-      end
+      local got = val_mget(base, rest)
+      for i, f in ipairs(rest) do vals[f] = got[i] end
       local blobs = {}
       for i, f in ipairs(refs) do blobs[i] = vals[f] or false end
       out[#out + 1] = {id, cp, blobs, redis.call('HGETALL', base .. @W@ .. id), refs}
@@ -656,8 +652,11 @@ for _, base in ipairs(redis.call('HVALS', KEYS[2])) do
   for _, id in ipairs(ids_all(base)) do
     redis.call('UNLINK', cp_key(base, id), base .. @W@ .. id)
   end
-  redis.call('UNLINK', base .. @BLOBS@, unpack(ids_keys(base)))
-  redis.call('UNLINK', unpack(val_keys(base)))
+  local keys = ids_keys(base)
+  for _, key in ipairs(val_keys(base)) do keys[#keys + 1] = key end
+  for i = 1, #keys, 1000 do  -- unpack's bound: a thousand keys a call
+    redis.call('UNLINK', unpack(keys, i, math.min(i + 999, #keys)))
+  end
 end
 redis.call('UNLINK', KEYS[1], KEYS[2])
 redis.call('HDEL', KEYS[3], 'owner', 'expires')
