@@ -47,10 +47,21 @@ PAGED = """
 -- their own (f.own), the key alone (ids) or the key, NUL and '-' (values: a key can hold
 -- a NUL, an id cannot).
 local IDS = {dir = @PAGES@, page = @PAGE@, heap = @RECS@, own = @CP@, mark = @IDX@,
-             mark_text = @PAGES_MARK@, split = 2 * @PAGE_BYTES@, own_suffix = '', fill = true}
+             mark_text = @PAGES_MARK@, legacy = 'zset', split = 2 * @PAGE_BYTES@,
+             own_suffix = '', fill = true}
 local VALS = {dir = @VPAGES@, page = @VPAGE@, heap = @VHEAP@, own = @VOWN@, mark = @BLOBS@,
-              mark_text = @VALUES_MARK@, split = @PAGE_BYTES@, own_suffix = '\\0-',
-              fill = false}
+              mark_text = @VALUES_MARK@, legacy = 'hash', split = @PAGE_BYTES@,
+              own_suffix = '\\0-', fill = false}
+-- whether a namespace keeps family f in its layout before pages: its mark's key holds
+-- the sorted set of ids or the hash of values (f.legacy) instead. Read once a script: a
+-- namespace changes layout only when emptied, and then only from legacy to paged, which
+-- its next key takes either way.
+local legacy_of = {}
+local function pg_legacy(base, f)
+  local key = base .. f.mark
+  if legacy_of[key] == nil then legacy_of[key] = redis.call('TYPE', key)['ok'] == f.legacy end
+  return legacy_of[key]
+end
 local function pg_page(base, f, name) return base .. f.page .. name end
 local function pg_heap(base, f, name) return base .. f.heap .. name end
 local function pg_own(base, f, k) return base .. f.own .. k end
@@ -289,16 +300,7 @@ end
 """
 
 _IDS = """
--- whether a namespace keeps the layout before pages (read once a script: a namespace
--- changes layout only when emptied, and then only from legacy to paged, which its next id
--- takes either way)
-local legacy_of = {}
-local function ids_legacy(base)
-  if legacy_of[base] == nil then
-    legacy_of[base] = redis.call('TYPE', base .. @IDX@)['ok'] == 'zset'
-  end
-  return legacy_of[base]
-end
+local function ids_legacy(base) return pg_legacy(base, IDS) end
 local function cp_key(base, id) return pg_own(base, IDS, id) end
 local function ids_has(base, id)
   if ids_legacy(base) then return redis.call('ZSCORE', base .. @IDX@, id) ~= false end
@@ -438,14 +440,8 @@ local function ids_keys(base) return pg_store_keys(base, IDS, false) end
 _VALUES = """
 -- A namespace's channel values and leaves: in value pages (redis-v12, the VALS family of
 -- PAGED), or in one hash (`blobs`, redis-v11 and before; a namespace keeps it until it
--- is empty). Read once a script, as ids_legacy.
-local hash_of = {}
-local function vals_hash(base)
-  if hash_of[base] == nil then
-    hash_of[base] = redis.call('TYPE', base .. @BLOBS@)['ok'] == 'hash'
-  end
-  return hash_of[base]
-end
+-- is empty).
+local function vals_hash(base) return pg_legacy(base, VALS) end
 -- What this script read of the value pages, until it writes one (vals_forget): a small
 -- directory's names (base -> names, false: too many to read whole), and each page read
 -- (its key -> {at = field -> {offset, length} (offset nil: a key of its own), heap = its
