@@ -106,17 +106,6 @@ local function pg_keys_of(base, f, name, from, to, out)
   end
   return out
 end
--- the bytes of member `m` of page `name` (nil: none)
-local function pg_bytes(base, f, name, m)
-  local k, off, len = m_split(m)
-  if off then return redis.call('GETRANGE', pg_heap(base, f, name), off, off + len - 1) end
-  return redis.call('GET', pg_own(base, f, k)) or nil
-end
-local function pg_get(base, f, k)
-  local name, m = pg_find(base, f, k)
-  if not name then return nil end
-  return pg_bytes(base, f, name, m)
-end
 -- The bytes of members `ms` of page `name` kept in its string (false: in a key of its own).
 local function pg_records(base, f, name, ms)
   local hk, out = pg_heap(base, f, name), {}

@@ -251,7 +251,6 @@ local function thread_expire(nsmap, ttl)
     end
     for _, key in ipairs(ids_keys(base)) do expire_key(key, ttl) end
     for _, key in ipairs(val_keys(base)) do expire_key(key, ttl) end
-    expire_key(base .. @BLOBS@, ttl)
   end
 end
 """
