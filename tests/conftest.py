@@ -100,14 +100,15 @@ def valkey_server_binary() -> str:
 
 def start_redis_server(
     workdir: str, port: int | None = None, *extra: str, timeout: float = 10.0,
-    binary: str | None = None,
+    binary: str | None = None, env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``redis-server`` (or ``binary``, e.g. a valkey-server) in ``workdir`` and wait
-    for PING (no persistence unless asked)."""
+    for PING (no persistence unless asked); ``env``: its environment, if not this one's."""
     port = port or free_port()
     args = [binary or _redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1"]
     args += ["--dir", workdir, "--save", "", "--appendonly", "no", *extra]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + timeout
     while not redis_answers(url, 0.2):

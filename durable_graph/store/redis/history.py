@@ -62,6 +62,15 @@ local function pg_legacy(base, f)
   if legacy_of[key] == nil then legacy_of[key] = redis.call('TYPE', key)['ok'] == f.legacy end
   return legacy_of[key]
 end
+-- whether text `a` sorts after text `b` byte by byte, as Redis orders members (Lua's own
+-- `<` follows the collation of the server's locale: under en_US.UTF-8 'B' sorts after 'a')
+local function lex_after(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
 local function pg_page(base, f, name) return base .. f.page .. name end
 local function pg_heap(base, f, name) return base .. f.heap .. name end
 local function pg_own(base, f, k) return base .. f.own .. k end
@@ -226,7 +235,8 @@ local function pg_add(base, f, k, bytes)
     end
     redis.call('ZADD', dir, 0, k)
     name = k
-  elseif k > m_key(redis.call('ZREVRANGE', pg_page(base, f, name), 0, 0)[1] or '')
+  elseif not redis.call('ZRANGEBYLEX', pg_page(base, f, name), '(' .. k, '+', 'LIMIT', 0,
+                        1)[1]  -- after all of the page's keys
       and pg_closed(f, redis.call('ZCARD', pg_page(base, f, name)),
                     redis.call('STRLEN', pg_heap(base, f, name)), #bytes) then
     redis.call('ZADD', dir, 0, k)
@@ -431,33 +441,17 @@ _VALUES = """
 -- PAGED), or in one hash (`blobs`, redis-v11 and before; a namespace keeps it until it
 -- is empty).
 local function vals_hash(base) return pg_legacy(base, VALS) end
--- What this script read of the value pages, until it writes one (vals_forget): a small
--- directory's names (base -> names, false: too many to read whole), and each page read
--- (its key -> {at = field -> {offset, length} (offset nil: a key of its own), heap = its
--- string}). A read of a checkpoint's values walks a delta chain one link at a time
--- through a few pages, and takes many leaves from each: a page is read once, not once a
--- value.
-local vals_dir, vals_page = {}, {}
-local function vals_forget() vals_dir, vals_page = {}, {} end
-local function val_page_of(base, g)
-  local names = vals_dir[base]
-  if names == nil then
-    names = false
-    if redis.call('ZCARD', base .. VALS.dir) <= 64 then
-      names = redis.call('ZRANGE', base .. VALS.dir, 0, -1)
-    end
-    vals_dir[base] = names
-  end
-  if not names then return pg_of(base, VALS, g) end
-  local lo, hi, name = 1, #names, nil  -- the last name not above g
-  while lo <= hi do
-    local mid = math.floor((lo + hi) / 2)
-    if names[mid] <= g then name, lo = names[mid], mid + 1 else hi = mid - 1 end
-  end
-  return name
-end
+-- What this script read of the value pages, until it writes one (vals_forget): each page
+-- read (its key -> {at = field -> {offset, length} (offset nil: a key of its own), heap =
+-- its string}), and the page of every field of those (base NUL field -> page name). A
+-- read of a checkpoint's values walks a delta chain one link at a time through a few
+-- pages, and takes many leaves from each: a page is read once, not once a value. (No
+-- directory search in Lua: its string order follows the server's collation, not Redis's
+-- byte order.)
+local vals_page, vals_where = {}, {}
+local function vals_forget() vals_page, vals_where = {}, {} end
 local function val_read(base, g)
-  local name = val_page_of(base, g)
+  local name = vals_where[base .. '\\0' .. g] or pg_of(base, VALS, g)
   if not name then return false end
   local key = pg_page(base, VALS, name)
   local page = vals_page[key]
@@ -466,6 +460,7 @@ local function val_read(base, g)
     for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
       local k, off, len = m_split(m)
       page.at[k] = {off, len}
+      vals_where[base .. '\\0' .. k] = name
     end
     vals_page[key] = page
   end

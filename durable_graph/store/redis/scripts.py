@@ -448,7 +448,7 @@ if not ok then return {'fenced', gen} end
 -- orphan nothing reads or deletes, so it is not stored ('gone'). A checkpoint not
 -- stored yet is newer than every indexed one: its writes are stored.
 local base = string.sub(KEYS[5], 1, -#@IDX@ - 1)
-if not rec_exists(base, ARGV[5]) and (ids_newest(base) or '') > ARGV[5] then
+if not rec_exists(base, ARGV[5]) and lex_after(ids_newest(base) or '', ARGV[5]) then
   return {'gone'}
 end
 -- whole = '1' (distributed jobs): a task's ordinary writes come from one execution
