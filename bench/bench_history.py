@@ -162,11 +162,11 @@ def sqlite_size(saver: SqliteSaver) -> int:
         return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
 
 
-def redis_size(saver: RedisSaver, suffix: str = "") -> int:
-    """Bytes Redis uses for every key of the saver's prefix (ending with ``suffix``)."""
+def redis_size(saver: RedisSaver) -> int:
+    """Bytes Redis uses for every key of the saver's prefix."""
     client = saver.client
     return sum(int(client.memory_usage(k, samples=0) or 0)
-               for k in client.scan_iter(match=f"*{saver.prefix}*{suffix}", count=1000))
+               for k in client.scan_iter(match=f"*{saver.prefix}*", count=1000))
 
 
 def sqlite_file(saver: SqliteSaver) -> int:

@@ -207,17 +207,18 @@ local function pg_closed(f, count, held, more)
   if held + more > @PAGE_FILL@ then return true end
   return f.fill and 2 * count >= @PAGE_MAX@ and alloc_class(held + more) > alloc_class(held)
 end
--- Stores `k` with `bytes` (replacing what it held); returns the keys written (a commit
--- gives them the thread's TTL). A key after all of the keys of a page closed to it
--- (pg_closed; a thread's usual commit) starts the next page; a page over @PAGE_MAX@ keys
--- or f.split bytes moves the keys after `k` (`k` first or last: its upper half) to a page
--- of its own. A key before every page renames the first page for it, so a page's name
--- never exceeds its keys. Bytes over @RECORD_IN_PAGE_MAX@ keep a key of their own
--- (rewriting a page stays cheap).
-local function pg_add(base, f, k, bytes)
+-- Stores `k` with `bytes` (replacing what it held; `once`: keeping it, nothing written);
+-- returns the keys written (a commit gives them the thread's TTL). A key after all of the
+-- keys of a page closed to it (pg_closed; a thread's usual commit) starts the next page; a
+-- page over @PAGE_MAX@ keys or f.split bytes moves the keys after `k` (`k` first or last:
+-- its upper half) to a page of its own. A key before every page renames the first page for
+-- it, so a page's name never exceeds its keys. Bytes over @RECORD_IN_PAGE_MAX@ keep a key
+-- of their own (rewriting a page stays cheap).
+local function pg_add(base, f, k, bytes, once)
   local dir = base .. f.dir
   local name = pg_of(base, f, k)
-  if name and pg_member_in(base, f, name, k) then  -- written before: replaced
+  if name and pg_member_in(base, f, name, k) then  -- written before: replaced (once: kept)
+    if once then return {} end
     pg_rem(base, f, {k})
     name = pg_of(base, f, k)
   end
@@ -498,9 +499,8 @@ local function val_put(base, g, v)
     redis.call('HSETNX', base .. @BLOBS@, g, v)
     return {base .. @BLOBS@}
   end
-  if pg_find(base, VALS, g) then return {} end
   vals_forget()
-  return pg_add(base, VALS, g, v)
+  return pg_add(base, VALS, g, v, true)
 end
 -- Deletes fields `gs` (and, in a hash, the chain field of each: v3 to v8).
 local function val_del(base, gs)
