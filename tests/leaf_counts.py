@@ -8,7 +8,7 @@ import sqlite3
 from durable_graph.store.leaves import digests_of, unpack_digests
 from durable_graph.store.serde import TypedSerializer
 from durable_graph.store.sqlite_leaves import IN_VALUE
-from durable_graph.store.sqlite_row import unpack_tag
+from durable_graph.store.sqlite_row import unpack_blob
 
 
 def held_by_rows(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
@@ -23,7 +23,7 @@ def held_by_rows(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
             if packed != IN_VALUE:
                 digests = set(unpack_digests(packed))
             else:
-                digests = digests_of(serde.loads_typed((unpack_tag(tag), bytes(blob))))
+                digests = digests_of(serde.loads_typed(unpack_blob(tag, blob, table)))
             for digest in digests:
                 held[thread, digest] = held.get((thread, digest), 0) + 1
     return held

@@ -27,8 +27,10 @@ import base64
 import binascii
 import zlib
 
-__all__ = ["FRAMING", "MAX_RATIO", "RECORD_FRAMING", "deflated", "inflated", "pack_leaf",
-           "unpack_leaf"]
+from durable_graph.errors import CheckpointStoreError
+
+__all__ = ["DEFLATED", "FRAMED", "FRAMING", "MAX_RATIO", "RECORD_FRAMING", "deflated",
+           "inflated", "pack_leaf", "squeezed", "unpack_leaf", "unsqueezed"]
 
 FRAMING = (
     b'\xc7^\x0b\x93\xbclangchain_core.messages.tool\xabToolMessage\x85\xa7content\xa0\xa4name'
@@ -110,6 +112,47 @@ def inflated(stream: bytes, *, zdict: bytes | None = None) -> bytes | None:
     except zlib.error:
         return None
     return out if inflater.eof and not inflater.unused_data else None
+
+
+DEFLATED = "%"
+"""Prefix of a serializer tag whose bytes are stored deflated without a dictionary (Redis
+since redis-v8): no serializer tag starts with it, so a reader that knows no deflate
+refuses the value loudly ("unknown serialization format", or an unsigned payload in a
+signed store) instead of decoding a deflate stream as content."""
+
+FRAMED = DEFLATED * 2
+"""Prefix of a serializer tag whose bytes are deflated with ``FRAMING`` as the preset
+dictionary (``squeezed``: Redis since redis-v10, SQLite rows since this release, as a tag
+code of its own, ``sqlite_row``). A reader that knows only ``DEFLATED`` finds the stream
+does not inflate without the dictionary and refuses the value loudly."""
+
+
+def squeezed(tagged: tuple[str, bytes]) -> tuple[str, bytes]:
+    """A serializer's tag and bytes as stored: ``FRAMED`` + tag and the deflate stream,
+    with the LangChain framing as its dictionary (a message's value deflates to about half,
+    random base64 text to three quarters), when that makes the bytes at least an eighth
+    smaller (``deflated``), else as they are. Channel values and pending writes alike."""
+    tag, data = tagged
+    stream = deflated(data, zdict=FRAMING)
+    return (tag, data) if stream is None else (FRAMED + tag, stream)
+
+
+def unsqueezed(stored: tuple[str, bytes], what: str) -> tuple[str, bytes]:
+    """Inverse of ``squeezed`` (and of redis-v8's ``DEFLATED``, no dictionary); a
+    deflated ``what`` that does not inflate cleanly within ``MAX_RATIO`` times its size
+    (garbled, or a zlib bomb) is a CheckpointStoreError. The serializer checks the bytes
+    (and a signature) after this."""
+    tag, data = stored
+    if not tag.startswith(DEFLATED):
+        return tag, data
+    framing = tag.startswith(FRAMED)
+    out = inflated(data, zdict=FRAMING if framing else None)
+    if out is None:
+        raise CheckpointStoreError(
+            f"the stored {what} is deflated but does not inflate cleanly within "
+            f"{MAX_RATIO}x its size (garbled, or a zlib bomb); refused, nothing of it was "
+            "read. Restore the store from a backup or delete the thread.")
+    return tag.removeprefix(FRAMED if framing else DEFLATED), out
 
 
 def pack_leaf(stored: bytes) -> bytes:

@@ -32,7 +32,9 @@ row's own version by its step, and the timestamp after the time in the row's id.
 Schema 8 marks a channel whose value is None in the row's versions instead of storing a
 value row for it (``sqlite_record``), and keeps a delta's link to its base in its value
 row (``sqlite_links``; the ``chains`` table of schemas 3 to 7 is moved there and dropped
-when a file is opened).
+when a file is opened). A value or write row keeps its serializer's bytes deflated when that
+pays (``sqlite_row.pack_blob``: a tag code of its own, so rows written before read as they
+are and an older release refuses the new ones loudly).
 
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
@@ -129,10 +131,10 @@ from durable_graph.store.sqlite_retention import (
     purge,
 )
 from durable_graph.store.sqlite_row import (
-    pack_tag,
+    pack_blob,
+    unpack_blob,
     unpack_id,
     unpack_metadata,
-    unpack_tag,
     unpack_ts,
 )
 from durable_graph.store.sqlite_schema import apply_schema, check_version
@@ -459,8 +461,9 @@ class SqliteSaver(BaseCheckpointSaver):
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         version_of, seen_of, marks, signed = self._record(conn, tc, row, parent_id)
         found_values = {
-            channel: tc.value(checkpoint_id, channel, version_of[channel],
-                              (unpack_tag(tag), bytes(blob)), signed_record=signed)
+            channel: tc.value(checkpoint_id, channel, version_of[channel], unpack_blob(
+                tag, blob, f"value of channel {channel!r} version {version_of[channel]}"),
+                signed_record=signed)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (
                 versions if isinstance(versions, str)  # JSON text already (schema < 6)
                 else dumps_versions(version_of), thread_id, ns))
@@ -469,13 +472,15 @@ class SqliteSaver(BaseCheckpointSaver):
             found_values, version_of, marks, where=f"checkpoint {checkpoint_id} of thread "
             f"{thread_id!r}", unsigned_in_signed_store=tc.bound is not None and not signed)
         resolve_chains(values, lambda channel, head: (
-            (version, tc.value(checkpoint_id, channel, version, (unpack_tag(tag), bytes(blob)),
-                               signed_record=signed))
+            (version, tc.value(checkpoint_id, channel, version, unpack_blob(
+                tag, blob, f"value of channel {channel!r} version {version}"),
+                signed_record=signed))
             for version, tag, blob in conn.execute(LOAD_CHAIN, (thread_id, ns, channel, head))
         ))
         found = conn.execute(_LOAD_WRITES, (thread_id, ns, checkpoint_id)).fetchall()
         pending = {
-            i: tc.pending(checkpoint_id, task_id, idx, channel, (unpack_tag(tag), bytes(blob)))
+            i: tc.pending(checkpoint_id, task_id, idx, channel, unpack_blob(
+                tag, blob, f"pending write {task_id}:{idx} of checkpoint {checkpoint_id}"))
             for i, (task_id, idx, channel, tag, blob) in enumerate(found)
         }
         for decoded in (values, pending):
@@ -536,12 +541,13 @@ class SqliteSaver(BaseCheckpointSaver):
             blobs = tc.values(stored, versions)  # raises before anything is stored
             links = {ch: pack_link(versions[ch], base, depth)  # schema 8: in the value row
                      for ch, (base, depth) in delta_links(missing).items()}
-            for ch, (tag, data) in blobs.items():
+            for ch, tagged in blobs.items():
+                code, data = pack_blob(tagged)
                 if conn.execute(
                     "INSERT OR IGNORE INTO blobs (thread_id, checkpoint_ns, channel, version, "
                     "type, blob, leaves, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (thread_id, ns, ch, versions[ch], pack_tag(tag), data,
-                     leaves_column(tag, data, refs.get(ch)), links.get(ch)),
+                    (thread_id, ns, ch, versions[ch], code, data,
+                     leaves_column(code, data, refs.get(ch)), links.get(ch)),
                 ).rowcount:
                     hold_leaves(conn, thread_id, refs.get(ch), leaves)
             conn.execute(_INSERT_CHECKPOINT, row)
@@ -685,10 +691,10 @@ class SqliteSaver(BaseCheckpointSaver):
             for idx, ((channel, _), (stored, own)) in enumerate(zip(writes, split, strict=True)):
                 slot = WRITES_IDX_MAP.get(channel, idx)
                 leaves.update(own)
-                tag, data = tc.write(checkpoint_id, task_id, slot, channel, stored)
+                code, data = pack_blob(tc.write(checkpoint_id, task_id, slot, channel, stored))
                 verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
                 rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel,
-                                    pack_tag(tag), data, pack_digests(own))))
+                                    code, data, pack_digests(own))))
             for verb, args in rows:
                 if verb == "REPLACE":  # the slot's previous write gives its leaves back
                     release_leaves(conn, thread_id, conn.execute(

@@ -40,9 +40,10 @@ from typing import Any
 
 import ormsgpack
 
-from durable_graph.errors import CheckpointStoreError
+from durable_graph.errors import CheckpointStoreError, DurableGraphError
 from durable_graph.store.deflate import pack_leaf, unpack_leaf
 from durable_graph.store.leaves import pack_digests, unpack_digests
+from durable_graph.store.sqlite_row import unpack_blob
 
 __all__ = [
     "IN_VALUE",
@@ -80,18 +81,21 @@ IN_VALUE = "v"
 MAX_NESTING = 64
 """Most extensions ``digests_in`` walks into, one inside another (a fixed bound, not
 the Python stack's: a row's form never depends on how deep its caller ran)."""
-_MSGPACK = ("msgpack", b"\x01")
-"""A plain msgpack value's serializer tag, as given and as stored (``sqlite_row``)."""
 _LEAF_EXT, _UUID_EXT = 14, 8
 """``TypedSerializer``'s extension codes of a ``LeafRef`` (its payload: the digest as
 msgpack) and of a UUID (16 raw bytes); every other payload is msgpack."""
 
 
-def digests_in(tag: str | bytes, data: bytes) -> list[bytes] | None:
+def digests_in(stored_tag: str | bytes, stored: bytes) -> list[bytes] | None:
     """The leaf digests a plain msgpack value refers to (in extensions, at most
     ``MAX_NESTING`` deep), or None when its bytes are not such a value, or nest deeper.
-    No object is built: only digests."""
-    if tag not in _MSGPACK:
+    Takes the value as its row stores it (``sqlite_row.pack_blob``: inflated first when
+    deflated). No object is built: only digests."""
+    try:
+        tag, data = unpack_blob(stored_tag, stored, "value")
+    except DurableGraphError:  # a code this release lacks, or a stream that does not inflate
+        return None
+    if tag != "msgpack":
         return None
     found: list[bytes] = []
     depth = 0
@@ -117,12 +121,14 @@ def digests_in(tag: str | bytes, data: bytes) -> list[bytes] | None:
     return found
 
 
-def leaves_column(tag: str, data: bytes, refs: bytes | None) -> bytes | str | None:
+def leaves_column(stored_tag: str | bytes, stored: bytes, refs: bytes | None
+                  ) -> bytes | str | None:
     """A value row's ``leaves`` column: ``IN_VALUE`` when ``digests_in`` reads its
-    references ``refs`` (``pack_digests``) back from its bytes exactly, else ``refs``."""
+    references ``refs`` (``pack_digests``) back from its stored bytes exactly, else
+    ``refs``."""
     if refs is None:
         return None
-    found = digests_in(tag, data)
+    found = digests_in(stored_tag, stored)
     return IN_VALUE if found is not None and pack_digests(found) == refs else refs
 
 

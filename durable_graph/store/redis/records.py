@@ -73,12 +73,14 @@ from durable_graph.store.base import (
     checkpoint_config,
 )
 from durable_graph.store.deflate import (
-    FRAMING,
-    MAX_RATIO,
+    DEFLATED,
+    FRAMED,
     RECORD_FRAMING,
     deflated,
     inflated,
+    squeezed,
     unpack_leaf,
+    unsqueezed,
 )
 from durable_graph.store.delta import ChannelDelta, resolve_values
 from durable_graph.store.encoding import ThreadCodec
@@ -157,17 +159,10 @@ def decode_blob(raw: bytes) -> tuple[str, bytes]:
     return text.removeprefix(REFERS_LEAVES), data
 
 
-DEFLATED = "%"
-"""Tag prefix (after ``REFERS_LEAVES``) of a blob-hash value whose serializer bytes are
-stored deflated (redis-v8, ``deflate.deflated``): no serializer tag starts with it, so a
-reader older than v8 refuses the value loudly ("unknown serialization format", or an
-unsigned payload in a signed store) instead of decoding a deflate stream as content."""
-
-
 def encode_value(tagged: tuple[str, bytes], *, refers_leaves: bool = False) -> bytes:
     """A channel value as its blob field stores it: ``encode_blob``, with the serializer's
     bytes deflated (tag ``DEFLATED``) when that makes them at least an eighth smaller."""
-    return encode_blob(_squeezed(tagged), refers_leaves=refers_leaves)
+    return encode_blob(squeezed(tagged), refers_leaves=refers_leaves)
 
 
 LINKED = b"\x03"
@@ -206,42 +201,8 @@ def decode_value(raw: bytes, channel: str, version: object) -> tuple[str, bytes]
     the serializer), past the link heading it if any (``linked``). A deflated value that
     does not inflate within ``MAX_RATIO`` times its size (garbled, or a zlib bomb) is a
     CheckpointStoreError: nothing of it is read."""
-    return _unsqueezed(decode_blob(unlinked(raw)),
+    return unsqueezed(decode_blob(unlinked(raw)),
                        f"value of channel {channel!r} version {version}")
-
-
-FRAMED = DEFLATED * 2
-"""Tag prefix of bytes deflated with ``deflate.FRAMING`` as the preset dictionary
-(redis-v10): a reader of v8 or v9 takes it for ``DEFLATED``, finds the stream does not
-inflate without the dictionary and refuses the value loudly."""
-
-
-def _squeezed(tagged: tuple[str, bytes]) -> tuple[str, bytes]:
-    """A serializer's tag and bytes as stored: ``FRAMED`` + tag and the deflate stream,
-    with the LangChain framing as its dictionary (``deflate.FRAMING``: a message's value
-    deflates to about half), when that makes the bytes at least an eighth smaller
-    (``deflate.deflated``), else as they are. Values and pending writes alike (redis-v10;
-    ``DEFLATED``, no dictionary, v8 and v9)."""
-    tag, data = tagged
-    stream = deflated(data, zdict=FRAMING)
-    return (tag, data) if stream is None else (FRAMED + tag, stream)
-
-
-def _unsqueezed(stored: tuple[str, bytes], what: str) -> tuple[str, bytes]:
-    """Inverse of ``_squeezed`` (and of v8's, ``DEFLATED``); a deflated ``what`` that does
-    not inflate cleanly within ``MAX_RATIO`` times its size (garbled, or a zlib bomb) is a
-    CheckpointStoreError."""
-    tag, data = stored
-    if not tag.startswith(DEFLATED):
-        return tag, data
-    framing = tag.startswith(FRAMED)
-    out = inflated(data, zdict=FRAMING if framing else None)
-    if out is None:
-        raise CheckpointStoreError(
-            f"the stored {what} is deflated but does not inflate cleanly within "
-            f"{MAX_RATIO}x its size (garbled, or a zlib bomb); refused, nothing of it was "
-            "read. Restore the store from a backup or delete the thread.")
-    return tag.removeprefix(FRAMED if framing else DEFLATED), out
 
 
 def _as_bytes(value: str | bytes) -> bytes:
@@ -536,12 +497,12 @@ def encode_writes(
     """(field, replaces, value) per write; special channels replace, others keep the first.
 
     The value is msgpack ``[channel, tag, bytes]``, the serializer's bytes deflated as a
-    channel value's are (``_squeezed``, tag ``DEFLATED``): a reader older than that
+    channel value's are (``deflate.squeezed``, tag ``DEFLATED``): a reader older than that
     refuses ``%tag`` loudly ("unknown serialization format", or a bad signature)."""
     out: list[tuple[str, bool, bytes]] = []
     for idx, (channel, value) in enumerate(writes):
         slot = WRITES_IDX_MAP.get(channel, idx)
-        tag, data = _squeezed(tc.write(checkpoint_id, task_id, slot, channel, value))
+        tag, data = squeezed(tc.write(checkpoint_id, task_id, slot, channel, value))
         field = write_field(task_id, slot)
         out.append((field, channel in WRITES_IDX_MAP, ormsgpack.packb([channel, tag, data])))
     return out
@@ -560,12 +521,12 @@ def _pairs(flat: Sequence[bytes]) -> dict[str, bytes]:
 
 def _writes(tc: ThreadCodec, checkpoint_id: str, flat: Sequence[bytes]) -> list[PendingWrite]:
     """Pending writes ordered by (task id, index), as every saver returns them; a write's
-    serializer bytes inflated (``_unsqueezed``) before its signature is checked."""
+    serializer bytes inflated (``deflate.unsqueezed``) before its signature is checked."""
     slots = []
     for field, raw in _pairs(flat).items():
         task_id, _, idx = field.rpartition(":")
         channel, tag, data = ormsgpack.unpackb(raw)
-        blob = _unsqueezed((tag, data), f"pending write {field!r} of checkpoint {checkpoint_id!r}")
+        blob = unsqueezed((tag, data), f"pending write {field!r} of checkpoint {checkpoint_id!r}")
         slots.append(((task_id, int(idx)), channel, blob))
     slots.sort(key=lambda s: s[0])
     return [
