@@ -542,12 +542,12 @@ class SqliteSaver(BaseCheckpointSaver):
             links = {ch: pack_link(versions[ch], base, depth)  # schema 8: in the value row
                      for ch, (base, depth) in delta_links(missing).items()}
             for ch, tagged in blobs.items():
-                code, data = pack_blob(tagged)
+                code, data = pack_blob(tagged)  # its references read before it is deflated
                 if conn.execute(
                     "INSERT OR IGNORE INTO blobs (thread_id, checkpoint_ns, channel, version, "
                     "type, blob, leaves, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (thread_id, ns, ch, versions[ch], code, data,
-                     leaves_column(code, data, refs.get(ch)), links.get(ch)),
+                     leaves_column(*tagged, refs.get(ch)), links.get(ch)),
                 ).rowcount:
                     hold_leaves(conn, thread_id, refs.get(ch), leaves)
             conn.execute(_INSERT_CHECKPOINT, row)

@@ -121,14 +121,13 @@ def digests_in(stored_tag: str | bytes, stored: bytes) -> list[bytes] | None:
     return found
 
 
-def leaves_column(stored_tag: str | bytes, stored: bytes, refs: bytes | None
-                  ) -> bytes | str | None:
+def leaves_column(tag: str | bytes, data: bytes, refs: bytes | None) -> bytes | str | None:
     """A value row's ``leaves`` column: ``IN_VALUE`` when ``digests_in`` reads its
-    references ``refs`` (``pack_digests``) back from its stored bytes exactly, else
-    ``refs``."""
+    references ``refs`` (``pack_digests``) back from its bytes exactly, else ``refs``.
+    The serializer's tag and bytes (the row's, once inflated, are the same bytes)."""
     if refs is None:
         return None
-    found = digests_in(stored_tag, stored)
+    found = digests_in(tag, data)
     return IN_VALUE if found is not None and pack_digests(found) == refs else refs
 
 
