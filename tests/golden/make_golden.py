@@ -44,6 +44,10 @@ Formats (each file keeps the format it was recorded in):
   branch channel's None marked in its checkpoint row's versions instead of a value row
   (``store/sqlite_named.py``'s ``pack_marked``), and each delta's link to its base in
   its value row (the ``link`` column, ``store/sqlite_links.py``): no ``chains`` table.
+- ``signed-v8z``/``plain-v8z``: as ``signed-v8``/``plain-v8`` (still schema 8), with each
+  value and write row whose bytes deflate by an eighth stored deflated with the LangChain
+  framing as dictionary (``sqlite_row.pack_blob``, tag codes 5 to 8), which a release
+  before them refuses as a code it lacks; ``blobs`` and ``leaves`` are rowid tables.
 - ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
   leaf field of the blobs hash, kept once, listed in the chain field of every value
   that refers to it (``store/redis/leafblobs.py``); such a value's tag starts with
@@ -133,8 +137,10 @@ SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v7": "checkpoints-signed-v7.sqlite",
                   "plain-v7": "checkpoints-plain-v7.sqlite",
                   "signed-v8": "checkpoints-signed-v8.sqlite",
-                  "plain-v8": "checkpoints-plain-v8.sqlite"}
-UNSIGNED_FORMATS = frozenset({"plain-v7", "plain-v8"})
+                  "plain-v8": "checkpoints-plain-v8.sqlite",
+                  "signed-v8z": "checkpoints-signed-v8z.sqlite",
+                  "plain-v8z": "checkpoints-plain-v8z.sqlite"}
+UNSIGNED_FORMATS = frozenset({"plain-v7", "plain-v8", "plain-v8z"})
 """SQLite formats recorded without signing (as ``plain``, ``DB_NAME``)."""
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
@@ -143,17 +149,19 @@ REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v9": "redis-v9.json", "redis-v10": "redis-v10.json",
                  "redis-v11": "redis-v11.json", "redis-v12": "redis-v12.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
-                           "plain-v7", "signed-v8", "plain-v8", "redis-v3", "redis-v4",
+                           "plain-v7", "signed-v8", "plain-v8", "signed-v8z", "plain-v8z",
+                           "redis-v3", "redis-v4",
                            "redis-v5", "redis-v6", "redis-v7", "redis-v8", "redis-v9",
                            "redis-v10", "redis-v11", "redis-v12"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
-LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "redis-v6",
+LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "signed-v8z",
+                          "redis-v6",
                           "redis-v7", "redis-v8", "redis-v9", "redis-v10", "redis-v11",
                           "redis-v12"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""
-BASE64_FORMATS = frozenset({"plain-v7", "plain-v8"})
+BASE64_FORMATS = frozenset({"plain-v7", "plain-v8", "plain-v8z"})
 """Formats whose chat inputs are canonical base64 (``say`` with ``BASE64_TEXT``)."""
 BASE64_TEXT = "<base64>"
 """``pad_of`` a base64 format: each input is the base64 of its words and 300 bytes

@@ -218,7 +218,7 @@ def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
     assert None in shown and any(v < 0 for v in shown if v is not None)  # own, parent's
 
 
-@pytest.mark.parametrize(("fmt", "schema"), [("plain-v7", 7), ("plain-v8", 8)])
+@pytest.mark.parametrize(("fmt", "schema"), [("plain-v7", 7), ("plain-v8", 8), ("plain-v8z", 8)])
 def test_plain_stores_keep_base64_leaves_and_references_in_the_value(
     tmp_path: Path, fmt: str, schema: int
 ) -> None:
@@ -260,7 +260,7 @@ def test_plain_stores_keep_base64_leaves_and_references_in_the_value(
         assert counted(conn) == held_by_rows(conn) == {}
 
 
-@pytest.mark.parametrize("fmt", ["signed-v8", "plain-v8"])
+@pytest.mark.parametrize("fmt", ["signed-v8", "plain-v8", "signed-v8z", "plain-v8z"])
 def test_v8_marks_branch_triggers_and_keeps_links_in_value_rows(fmt: str) -> None:
     """What schema 8 changes: a branch channel's None is a mark in its row's versions,
     not a value row; a delta's link is in its value row (no ``chains`` table)."""
@@ -289,6 +289,31 @@ def test_v8_marks_branch_triggers_and_keeps_links_in_value_rows(fmt: str) -> Non
     assert links and {kind for *_, kind in links} == {"integer"}
     assert all(base < version for version, base, _, _ in links)
     assert max(depth for _, _, depth, _ in links) == gen.GOLDEN_SNAPSHOT_EVERY
+
+
+@pytest.mark.parametrize(("fmt", "code"), [("signed-v8z", b"\x08"), ("plain-v8z", b"\x05")])
+def test_v8z_keeps_value_rows_deflated(fmt: str, code: bytes) -> None:
+    """What ``v8z`` changes (schema 8 still): value rows whose bytes deflate by an eighth
+    are stored deflated with the LangChain framing, under a tag code of their own
+    (``sqlite_row.pack_blob``); in the plain store those rows keep their leaf references
+    in the value (the golden tests above read, resume and prune both stores)."""
+    import sqlite3
+
+    from durable_graph.store.deflate import FRAMING, inflated
+
+    conn = sqlite3.connect(f"file:{GOLDEN / STORES[fmt]}?immutable=1", uri=True)
+    try:
+        rows = [(bytes(b), leaves) for b, leaves in conn.execute(
+            "SELECT blob, leaves FROM blobs WHERE type = ?", (code,))]
+        older = conn.execute("SELECT COUNT(*) FROM blobs WHERE type > x'08'").fetchone()[0]
+    finally:
+        conn.close()
+    assert len(rows) >= gen.CHAT_TURNS and older == 0
+    for stream, _ in rows:
+        whole = inflated(stream, zdict=FRAMING)
+        assert whole is not None and len(stream) * 8 <= len(whole) * 7
+    if fmt.startswith("plain"):
+        assert sum(leaves == "v" for _, leaves in rows) >= gen.CHAT_TURNS
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:
