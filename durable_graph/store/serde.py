@@ -262,8 +262,38 @@ _DECODERS: dict[int, Callable[[Any], Any]] = {
     _ENUM: lambda p: _from_class(p, lambda cls, v: cls(v)),
     _DATACLASS: lambda p: _from_class(p, lambda cls, v: cls(**v)),
     # by field name, as encoded; nested models come back through their own records
-    _PYDANTIC: lambda p: _from_class(p, lambda cls, v: cls.model_construct(**v)),
+    _PYDANTIC: lambda p: _from_class(p, _constructed),
 }
+
+
+@functools.lru_cache(maxsize=512)
+def _factories(cls: Any) -> tuple[tuple[str, Callable[[], Any]], ...] | None:
+    """(name, factory) of a pydantic model class's fields filled by a default factory of
+    no argument, or None when one takes the validated data or has an alias (pydantic
+    makes an alias a validation alias: ``model_construct`` then fills them itself). Asked
+    once a class: pydantic asks ``inspect.signature`` of each factory on every
+    ``model_construct`` (about 10 µs of a LangChain message's 14)."""
+    out = []
+    for name, field in cls.model_fields.items():
+        if field.default_factory is None:
+            continue
+        if field.validation_alias is not None \
+                or getattr(field, "default_factory_takes_validated_data", False):
+            return None
+        out.append((name, field.default_factory))
+    return tuple(out)
+
+
+def _constructed(cls: Any, values: dict[str, Any]) -> Any:
+    """``cls.model_construct(**values)``, with the fields a default factory fills (and
+    ``values`` lacks) filled here: the same object, the same ``model_fields_set``."""
+    filled = {name: factory() for name, factory in _factories(cls) or () if name not in values}
+    if not filled:
+        return cls.model_construct(**values)
+    built = cls.model_construct(**values, **filled)
+    object.__setattr__(built, "__pydantic_fields_set__",
+                       built.__pydantic_fields_set__ - filled.keys())
+    return built
 
 
 _hook_error = threading.local()

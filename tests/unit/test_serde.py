@@ -407,3 +407,69 @@ def test_classes_made_at_run_time_are_not_kept_alive_and_the_cache_keeps_working
     later.__module__ = __name__
     SERDE.dumps_typed(later(1))
     assert id(later) in serde._BY_TYPE
+
+
+# --- pydantic models decoded without pydantic's per-call factory check -------
+
+
+class Factories(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(populate_by_name=True, extra="allow")
+    name: str
+    notes: dict[str, Any] = pydantic.Field(default_factory=dict)
+    tags: list[str] = pydantic.Field(default_factory=list, alias="Tags")
+    seen: list[int] = []
+
+
+class TakesData(pydantic.BaseModel):
+    name: str
+    label: str = pydantic.Field(default_factory=lambda data: data["name"].upper())
+
+
+class ValidationAliased(pydantic.BaseModel):
+    items: list[int] = pydantic.Field(default_factory=list, validation_alias="Items")
+
+
+def _construct_cases() -> list[tuple[type[pydantic.BaseModel], dict[str, Any]]]:
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    return [
+        (HumanMessage, {"content": "hi", "id": "m1"}),
+        (HumanMessage, {"content": "hi", "additional_kwargs": {"k": 1}}),
+        (AIMessage, {"content": "", "tool_calls": [
+            {"name": "f", "args": {}, "id": "c1", "type": "tool_call"}]}),
+        (ToolMessage, {"content": "out", "tool_call_id": "c1"}),
+        (Factories, {"name": "a"}),
+        (Factories, {"name": "a", "Tags": ["x"], "extra": 1}),
+        (Factories, {"name": "a", "tags": ["y"], "notes": {"n": 2}}),
+        (TakesData, {"name": "a"}),
+        (ValidationAliased, {"Items": [1]}),
+        (ValidationAliased, {}),
+    ]
+
+
+def test_a_decoded_model_is_what_model_construct_builds() -> None:
+    """Fields a default factory fills are filled before ``model_construct`` (pydantic
+    asks each factory's signature on every call): the same fields, values, extra and
+    ``model_fields_set`` as ``model_construct`` alone gives, and fresh objects each time."""
+    from durable_graph.store.serde import _constructed
+
+    for cls, values in _construct_cases():
+        want, got = cls.model_construct(**values), _constructed(cls, dict(values))
+        assert type(got) is cls and got == want, (cls, values)
+        assert got.__dict__ == want.__dict__ and got.model_fields_set == want.model_fields_set
+        assert got.model_extra == want.model_extra
+        again = _constructed(cls, dict(values))
+        for name, value in got.__dict__.items():
+            if isinstance(value, dict | list) and not value:
+                assert again.__dict__[name] is not value  # a factory's object is never shared
+
+
+def test_messages_round_trip_with_the_fields_they_were_given() -> None:
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    for message in (HumanMessage(content="hi", id="m1"),
+                    AIMessage(content="x", response_metadata={"model": "m"})):
+        back = SERDE.loads_typed(SERDE.dumps_typed(message))
+        assert back == message and type(back) is type(message)
+        assert back.additional_kwargs == {} and back.additional_kwargs is not \
+            SERDE.loads_typed(SERDE.dumps_typed(message)).additional_kwargs
