@@ -460,10 +460,14 @@ class SqliteSaver(BaseCheckpointSaver):
         parent_id = unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         version_of, seen_of, marks, signed = self._record(conn, tc, row, parent_id)
-        found_values = {
-            channel: tc.value(checkpoint_id, channel, version_of[channel], unpack_blob(
-                tag, blob, f"value of channel {channel!r} version {version_of[channel]}"),
+
+        def value(channel: str, version: Any, tag: str | bytes, blob: bytes) -> Any:
+            return tc.value(checkpoint_id, channel, version, unpack_blob(
+                tag, blob, f"value of channel {channel!r} version {version}"),
                 signed_record=signed)
+
+        found_values = {
+            channel: value(channel, version_of[channel], tag, blob)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (
                 versions if isinstance(versions, str)  # JSON text already (schema < 6)
                 else dumps_versions(version_of), thread_id, ns))
@@ -472,9 +476,7 @@ class SqliteSaver(BaseCheckpointSaver):
             found_values, version_of, marks, where=f"checkpoint {checkpoint_id} of thread "
             f"{thread_id!r}", unsigned_in_signed_store=tc.bound is not None and not signed)
         resolve_chains(values, lambda channel, head: (
-            (version, tc.value(checkpoint_id, channel, version, unpack_blob(
-                tag, blob, f"value of channel {channel!r} version {version}"),
-                signed_record=signed))
+            (version, value(channel, version, tag, blob))
             for version, tag, blob in conn.execute(LOAD_CHAIN, (thread_id, ns, channel, head))
         ))
         found = conn.execute(_LOAD_WRITES, (thread_id, ns, checkpoint_id)).fetchall()

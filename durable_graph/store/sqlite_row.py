@@ -61,7 +61,6 @@ __all__ = [
     "pack_metadata",
     "pack_seen",
     "pack_seen_by",
-    "pack_tag",
     "pack_ts",
     "pack_versions",
     "plain_form",
@@ -71,7 +70,6 @@ __all__ = [
     "unpack_id",
     "unpack_metadata",
     "unpack_seen",
-    "unpack_tag",
     "unpack_ts",
     "unpack_versions",
 ]
@@ -323,26 +321,26 @@ def _coded_step(number: Any) -> dict[str, Any]:
 def pack_blob(tagged: tuple[str, bytes]) -> tuple[str | bytes, bytes]:
     """A serializer's tag and bytes as a ``blobs`` or ``writes`` row stores them: deflated
     when that makes them at least an eighth smaller (``deflate.squeezed``), the tag as its
-    code (``pack_tag``). Random base64 text deflates to about three quarters, a message's
+    code (``_pack_tag``). Random base64 text deflates to about three quarters, a message's
     framing to about half; rows written before read as they are."""
     tag, data = squeezed(tagged)
-    return pack_tag(tag), data
+    return _pack_tag(tag), data
 
 
 def unpack_blob(stored_tag: str | bytes, stored: bytes, what: str) -> tuple[str, bytes]:
     """Inverse of ``pack_blob``: the serializer's tag and bytes (checked by the serializer
     after this); SerializationError for a tag code this release lacks, CheckpointStoreError
     for a deflated ``what`` that does not inflate cleanly (``deflate.unsqueezed``)."""
-    return unsqueezed((unpack_tag(stored_tag), bytes(stored)), what)
+    return unsqueezed((_unpack_tag(stored_tag), bytes(stored)), what)
 
 
-def pack_tag(tag: str) -> str | bytes:
+def _pack_tag(tag: str) -> str | bytes:
     """A serializer tag as its one-byte code when it has one, else the text."""
     return _TAG_CODES.get(tag, tag)
 
 
-def unpack_tag(stored: str | bytes) -> str:
-    """Inverse of ``pack_tag``; SerializationError for a code this release lacks."""
+def _unpack_tag(stored: str | bytes) -> str:
+    """Inverse of ``_pack_tag``; SerializationError for a code this release lacks."""
     if isinstance(stored, str):
         return stored
     tag = _CODE_TAGS.get(bytes(stored))
