@@ -30,6 +30,11 @@ def held_by_rows(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
 
 
 def counted(conn: sqlite3.Connection) -> dict[tuple[str, bytes], int]:
-    """Each leaf's stored count, by (thread, digest)."""
+    """Each leaf's stored count, by (thread, digest), once every stored cell is checked
+    to belong to exactly one key row and every key row to name a stored cell (schema 9:
+    ``leaf_cells`` and ``leaf_refs``): no cell left behind, none shared, none missing."""
+    cells = sorted(n for (n,) in conn.execute("SELECT rowid FROM leaf_cells"))
+    named = sorted(n for (n,) in conn.execute("SELECT cell FROM leaf_refs"))
+    assert cells == named, f"leaf cells {cells} but key rows naming {named}"
     return {(t, bytes(d)): n for t, d, n in conn.execute(
-        "SELECT thread_id, digest, refs FROM leaves")}
+        "SELECT thread_id, digest, refs FROM leaf_refs")}

@@ -30,6 +30,20 @@ before. A row of that form whose value no longer gives its references back is re
 Schema 7 also adds a third cell (``deflate.pack_leaf``): ``B`` and the bytes a text leaf
 in canonical base64 stands for (an image or a file sent as a data URL, a tool's binary
 output), used only when it is the smallest and reads back byte for byte.
+
+Schema 9 keeps a leaf in two rows: its cell alone in ``leaf_cells`` (a rowid table
+appended to in order, so its pages fill), and its key, count and cell number in
+``leaf_refs`` (WITHOUT ROWID: its rows are the lookup by (thread, digest)). Until then
+one ``leaves`` row kept the thread and the 32-byte digest beside the cell, and a copy
+of both in the table's key index: a message of 1 KB of base64 (a cell of 769 bytes)
+took a row of 812 bytes, one too many for a fifth to fit a 4 KiB page (four a page,
+a fifth of each page free), and more with a longer thread id; a cell row is now about
+775 bytes, five a page whatever the thread id. A count changes in the small key row,
+not on the cell's page. Opening an older file moves its ``leaves`` rows into the two
+tables and DROPs it for a read-only view named ``leaves`` (``split_leaves``), as
+schema 8 did with ``chains``: an older release still running on the file reads leaves
+through the view and fails on any statement that writes them (its commit rolls back),
+and cannot create the table again.
 """
 
 from __future__ import annotations
@@ -51,28 +65,40 @@ __all__ = [
     "MAX_NESTING",
     "add_leaf_columns",
     "delete_releasing",
+    "delete_thread_leaves",
     "digests_in",
     "fetch_leaves",
     "hold_leaves",
     "leaf_exists",
     "leaves_column",
     "release_leaves",
+    "split_leaves",
 ]
 
 LEAVES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS leaves (
+CREATE TABLE IF NOT EXISTS leaf_refs (
     thread_id TEXT NOT NULL,
     digest BLOB NOT NULL,
     refs INTEGER NOT NULL,
-    data BLOB NOT NULL,
+    cell INTEGER NOT NULL,
     PRIMARY KEY (thread_id, digest)
-)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leaf_cells (data BLOB NOT NULL)
 """
-_ADD_REF = "UPDATE leaves SET refs = refs + 1 WHERE thread_id = ? AND digest = ?"
-_INSERT = "INSERT INTO leaves VALUES (?, ?, 1, ?)"
-_RELEASE = "UPDATE leaves SET refs = refs - ? WHERE thread_id = ? AND digest = ?"
-_DROP_UNHELD = "DELETE FROM leaves WHERE thread_id = ? AND digest = ? AND refs <= 0"
-_EXISTS = "SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?"
+_LEAVES_VIEW = """
+CREATE VIEW IF NOT EXISTS leaves (thread_id, digest, refs, data) AS
+SELECT r.thread_id, r.digest, r.refs, c.data FROM leaf_refs r
+CROSS JOIN leaf_cells c ON c.rowid = r.cell
+"""
+"""Schemas 5 to 8's ``leaves`` table as a view of the two tables (``split_leaves``)."""
+_ADD_REF = "UPDATE leaf_refs SET refs = refs + 1 WHERE thread_id = ? AND digest = ?"
+_INSERT_CELL = "INSERT INTO leaf_cells (data) VALUES (?)"
+_INSERT_REF = "INSERT INTO leaf_refs VALUES (?, ?, ?, ?)"
+_RELEASE = "UPDATE leaf_refs SET refs = refs - ? WHERE thread_id = ? AND digest = ?"
+_UNHELD = "FROM leaf_refs WHERE thread_id = ? AND digest = ? AND refs <= 0"
+_DROP_UNHELD_CELL = f"DELETE FROM leaf_cells WHERE rowid = (SELECT cell {_UNHELD})"
+_DROP_UNHELD = f"DELETE {_UNHELD}"
+_EXISTS = "SELECT 1 FROM leaf_refs WHERE thread_id = ? AND digest = ?"
 _CHUNK = 500  # digests per lookup (SQLite's bound-parameter limit is 999 on old builds)
 
 
@@ -154,6 +180,20 @@ def add_leaf_columns(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN leaves BLOB")
 
 
+def split_leaves(conn: sqlite3.Connection) -> None:
+    """Move the rows of a ``leaves`` table (schemas 5 to 8) into ``leaf_cells`` and
+    ``leaf_refs``, drop it and put the ``leaves`` view in its place (inside the caller's
+    write transaction; after ``LEAVES_SCHEMA``)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'leaves'"
+                    ).fetchone() is not None:
+        rows = conn.execute("SELECT thread_id, digest, refs, data FROM leaves")
+        while batch := rows.fetchmany(_CHUNK):
+            for thread_id, digest, refs, cell in batch:
+                _insert(conn, thread_id, digest, refs, cell)
+        conn.execute("DROP TABLE leaves")
+    conn.execute(_LEAVES_VIEW)
+
+
 def hold_leaves(
     conn: sqlite3.Connection, thread_id: str, digests: bytes | None, leaves: Mapping[bytes, bytes]
 ) -> None:
@@ -161,7 +201,14 @@ def hold_leaves(
     compressed when that pays: ``pack_leaf``; only a leaf not stored yet is compressed)."""
     for digest in unpack_digests(digests):
         if not conn.execute(_ADD_REF, (thread_id, digest)).rowcount:
-            conn.execute(_INSERT, (thread_id, digest, pack_leaf(leaves[digest])))
+            _insert(conn, thread_id, digest, 1, pack_leaf(leaves[digest]))
+
+
+def _insert(conn: sqlite3.Connection, thread_id: str, digest: bytes, refs: int,
+            cell: bytes | str) -> None:
+    """Store a leaf: its cell, then its key row naming it."""
+    number = conn.execute(_INSERT_CELL, (cell,)).lastrowid
+    conn.execute(_INSERT_REF, (thread_id, digest, refs, number))
 
 
 def release_leaves(
@@ -175,7 +222,16 @@ def release_leaves(
     if not counts:
         return
     conn.executemany(_RELEASE, [(n, thread_id, d) for d, n in counts.items()])
-    conn.executemany(_DROP_UNHELD, [(thread_id, d) for d in counts])
+    keys = [(thread_id, d) for d in counts]
+    conn.executemany(_DROP_UNHELD_CELL, keys)
+    conn.executemany(_DROP_UNHELD, keys)
+
+
+def delete_thread_leaves(conn: sqlite3.Connection, thread_id: str) -> None:
+    """Delete every leaf of a thread (inside the caller's transaction)."""
+    conn.execute("DELETE FROM leaf_cells WHERE rowid IN "
+                 "(SELECT cell FROM leaf_refs WHERE thread_id = ?)", (thread_id,))
+    conn.execute("DELETE FROM leaf_refs WHERE thread_id = ?", (thread_id,))
 
 
 def delete_releasing(
@@ -211,6 +267,7 @@ def fetch_leaves(
         found.update(  # a text cell (edited by hand) fails its hash check, as bytes
             (bytes(d), unpack_leaf(data) if isinstance(data, bytes) else str(data).encode())
             for d, data in conn.execute(
-                f"SELECT digest, data FROM leaves WHERE thread_id = ? AND digest IN ({marks})",
+                f"SELECT r.digest, c.data FROM leaf_refs r CROSS JOIN leaf_cells c "
+                f"ON c.rowid = r.cell WHERE r.thread_id = ? AND r.digest IN ({marks})",
                 (thread_id, *chunk)))
     return found

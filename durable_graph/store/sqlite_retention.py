@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from durable_graph.store.sqlite_leaves import delete_releasing
+from durable_graph.store.sqlite_leaves import delete_releasing, delete_thread_leaves
 from durable_graph.store.sqlite_links import LIVE_LINKS
 from durable_graph.store.sqlite_names import NameTable
 
@@ -26,8 +26,9 @@ __all__ = [
     "purge",
 ]
 
-THREAD_TABLES = ("checkpoints", "blobs", "writes", "threads", "expiry", "leaves")
-"""Every table with rows of a thread (``expiry``: its own TTL and when it expires)."""
+THREAD_TABLES = ("checkpoints", "blobs", "writes", "threads", "expiry")
+"""Every table with rows of a thread (``expiry``: its own TTL and when it expires), but
+its leaves (``sqlite_leaves.delete_thread_leaves``)."""
 
 # Threads whose TTL ran out (the partial index keeps this one probe), the newest
 # checkpoint of a namespace, whether one is stored, and those beyond ``keep_last``.
@@ -67,6 +68,7 @@ def delete_thread_rows(conn: sqlite3.Connection, thread_id: str) -> None:
     """Delete every row of a thread (inside the caller's transaction)."""
     for table in THREAD_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
+    delete_thread_leaves(conn, thread_id)
 
 
 def purge(conn: sqlite3.Connection, now: float) -> None:

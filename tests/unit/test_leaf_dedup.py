@@ -206,7 +206,7 @@ def leaf_count(saver: BaseCheckpointSaver) -> int:
     if isinstance(saver, RedisSaver):
         return len(_redis_leaves(saver))
     if isinstance(saver, SqliteSaver):
-        return int(saver._conn.execute("SELECT count(*) FROM leaves").fetchone()[0])
+        return int(saver._conn.execute("SELECT count(*) FROM leaf_cells").fetchone()[0])
     assert isinstance(saver, InMemorySaver)
     return len(saver._leaves)
 
@@ -344,7 +344,7 @@ def test_sqlite_refuses_an_altered_leaf(tmp_path: Path) -> None:
             run_chat(chat_app(saver), "t", 2)
         conn = sqlite3.connect(path)
         # one byte more (a deflated cell, schema 6, gains trailing garbage)
-        conn.execute("UPDATE leaves SET data = CAST(data || X'20' AS BLOB)")
+        conn.execute("UPDATE leaf_cells SET data = CAST(data || X'20' AS BLOB)")
         conn.commit()
         conn.close()
         with SqliteSaver(path, serde=serde) as saver, pytest.raises(
@@ -533,7 +533,7 @@ def test_sqlite_refuses_a_deflated_leaf_that_inflates_past_its_bound(tmp_path: P
         squeezer.compress(chunk) for _ in range(200)) + squeezer.flush()
     assert len(bomb) < 300_000
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE leaves SET data = ?", (bomb,))
+    conn.execute("UPDATE leaf_cells SET data = ?", (bomb,))
     conn.commit()
     conn.close()
     tracemalloc.start()
@@ -600,7 +600,7 @@ def test_sqlite_refuses_an_edited_base64_leaf(tmp_path: Path) -> None:
         state = saver.get_tuple({"configurable": {"thread_id": "t"}})
         assert state is not None
         assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
-    conn.executemany("UPDATE leaves SET data = ? WHERE data = ?", [
+    conn.executemany("UPDATE leaf_cells SET data = ? WHERE data = ?", [
         (c[:100] + bytes([c[100] ^ 1]) + c[101:], c) for c in cells])  # one bit of each
     conn.commit()
     conn.close()
@@ -636,7 +636,7 @@ def test_sqlite_value_rows_keep_their_references_in_the_value_exactly(tmp_path: 
     assert state is not None
     assert [content(m) for m in state.checkpoint.channel_values["messages"]] == contents
     saver.delete_thread("u")
-    assert conn.execute("SELECT COUNT(*) FROM leaves").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM leaf_cells").fetchone()[0] == 0
     saver.close()
 
 
@@ -709,7 +709,7 @@ def test_a_deeply_nested_value_lists_its_references_and_gives_them_back(
             return deep(n - 1) if n else saver.delete_checkpoints("t", "", [first])
 
         deep(sys.getrecursionlimit() - _frames() - 60)  # too few frames left for 100 levels
-        assert conn.execute("SELECT COUNT(*) FROM leaves").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM leaf_cells").fetchone()[0] == 0
 
 
 def _frames() -> int:
