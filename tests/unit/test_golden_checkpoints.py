@@ -218,7 +218,8 @@ def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
     assert None in shown and any(v < 0 for v in shown if v is not None)  # own, parent's
 
 
-@pytest.mark.parametrize(("fmt", "schema"), [("plain-v7", 7), ("plain-v8", 8), ("plain-v8z", 8)])
+@pytest.mark.parametrize(("fmt", "schema"), [("plain-v7", 7), ("plain-v8", 8), ("plain-v8z", 8),
+                                             ("plain-v9", 9)])
 def test_plain_stores_keep_base64_leaves_and_references_in_the_value(
     tmp_path: Path, fmt: str, schema: int
 ) -> None:
@@ -260,7 +261,8 @@ def test_plain_stores_keep_base64_leaves_and_references_in_the_value(
         assert counted(conn) == held_by_rows(conn) == {}
 
 
-@pytest.mark.parametrize("fmt", ["signed-v8", "plain-v8", "signed-v8z", "plain-v8z"])
+@pytest.mark.parametrize("fmt", ["signed-v8", "plain-v8", "signed-v8z", "plain-v8z", "signed-v9",
+                                 "plain-v9"])
 def test_v8_marks_branch_triggers_and_keeps_links_in_value_rows(fmt: str) -> None:
     """What schema 8 changes: a branch channel's None is a mark in its row's versions,
     not a value row; a delta's link is in its value row (no ``chains`` table)."""
@@ -291,7 +293,8 @@ def test_v8_marks_branch_triggers_and_keeps_links_in_value_rows(fmt: str) -> Non
     assert max(depth for _, _, depth, _ in links) == gen.GOLDEN_SNAPSHOT_EVERY
 
 
-@pytest.mark.parametrize(("fmt", "code"), [("signed-v8z", b"\x08"), ("plain-v8z", b"\x05")])
+@pytest.mark.parametrize(("fmt", "code"), [("signed-v8z", b"\x08"), ("plain-v8z", b"\x05"),
+                                           ("signed-v9", b"\x08"), ("plain-v9", b"\x05")])
 def test_v8z_keeps_value_rows_deflated(fmt: str, code: bytes) -> None:
     """What ``v8z`` changes (schema 8 still): value rows whose bytes deflate by an eighth
     are stored deflated with the LangChain framing, under a tag code of their own
@@ -314,6 +317,28 @@ def test_v8z_keeps_value_rows_deflated(fmt: str, code: bytes) -> None:
         assert whole is not None and len(stream) * 8 <= len(whole) * 7
     if fmt.startswith("plain"):
         assert sum(leaves == "v" for _, leaves in rows) >= gen.CHAT_TURNS
+
+
+@pytest.mark.parametrize("fmt", ["signed-v9", "plain-v9"])
+def test_v9_keeps_each_leaf_cell_in_a_row_of_its_own(fmt: str) -> None:
+    """What schema 9 changes: a leaf's cell alone in ``leaf_cells``, its thread, digest,
+    count and cell number in ``leaf_refs``, and ``leaves`` a view of the two
+    (``sqlite_leaves``); the golden tests above read, resume and prune both stores."""
+    import sqlite3
+
+    from tests.leaf_counts import counted
+
+    conn = sqlite3.connect(f"file:{GOLDEN / STORES[fmt]}?immutable=1", uri=True)
+    try:
+        kinds = dict(conn.execute("SELECT name, type FROM sqlite_master WHERE name IN "
+                                  "('leaves', 'leaf_cells', 'leaf_refs')").fetchall())
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(leaf_cells)")]
+        counts = counted(conn)
+        viewed = conn.execute("SELECT count(*) FROM leaves").fetchone()[0]
+    finally:
+        conn.close()
+    assert kinds == {"leaves": "view", "leaf_cells": "table", "leaf_refs": "table"}
+    assert columns == ["data"] and len(counts) == viewed >= gen.CHAT_TURNS
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:
