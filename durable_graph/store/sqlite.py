@@ -132,6 +132,7 @@ from durable_graph.store.sqlite_retention import (
 )
 from durable_graph.store.sqlite_row import (
     pack_blob,
+    pack_id,
     unpack_blob,
     unpack_id,
     unpack_metadata,
@@ -308,7 +309,8 @@ class SqliteSaver(BaseCheckpointSaver):
             # the names a statement decodes are loaded before it (``_delete_ids``).
             self._conn.create_function(
                 "dg_versions", 3, lambda versions, checkpoint_id, parent: versions_json(
-                    versions, RowNames(checkpoint_id, unpack_id(parent), self._names.cached)),
+                    versions, RowNames(unpack_id(checkpoint_id), unpack_id(parent),
+                                       self._names.cached)),
                 deterministic=True)
             # The version is checked inside the upgrade's write transaction: checked
             # before it, a newer release could upgrade the file in between, and this
@@ -369,7 +371,7 @@ class SqliteSaver(BaseCheckpointSaver):
             query += " ORDER BY checkpoint_id DESC LIMIT 1"
         else:
             query += " AND checkpoint_id = ?"
-            args.append(checkpoint_id)
+            args.append(pack_id(checkpoint_id))
         self._purge_due()
         with self._transaction(write=False) as conn:
             row = conn.execute(query, args).fetchone()
@@ -456,8 +458,8 @@ class SqliteSaver(BaseCheckpointSaver):
         With a signing serializer the record is verified first (``_record``), then
         each value for its (channel, version) and each write for its slot.
         """
-        thread_id, ns, checkpoint_id, parent, ts, versions, _, metadata, v, _ = row
-        parent_id = unpack_id(parent)
+        thread_id, ns, stored_id, parent, ts, versions, _, metadata, v, _ = row
+        checkpoint_id, parent_id = unpack_id(stored_id), unpack_id(parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         version_of, seen_of, marks, signed = self._record(conn, tc, row, parent_id)
 
@@ -562,7 +564,7 @@ class SqliteSaver(BaseCheckpointSaver):
         and whether its record is signed (then
         verified; SignatureError if it does not verify). The versions are unpacked first,
         since a named row signs what its numbers stand for: msgpack, never a pickle."""
-        checkpoint_id, versions, seen, sig = row[2], row[5], row[6], row[9]
+        checkpoint_id, versions, seen, sig = unpack_id(row[2]), row[5], row[6], row[9]
         names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
         try:
             version_of, marks = unpack_marked(versions, names)
@@ -607,7 +609,7 @@ class SqliteSaver(BaseCheckpointSaver):
                       now: float) -> None:
         """A commit's retention: drop checkpoints beyond ``keep_last``, restart the TTL."""
         if self.keep_last is not None:
-            doomed = [cid for (cid,) in conn.execute(
+            doomed = [unpack_id(cid) for (cid,) in conn.execute(
                 BEYOND_KEEP, (thread_id, ns, self.keep_last))]
             if doomed:
                 delete_ids(conn, (thread_id, ns), doomed, self._names)
@@ -642,7 +644,8 @@ class SqliteSaver(BaseCheckpointSaver):
         self._purge_due()
         with self._transaction(write=False) as conn:
             rows = conn.execute(_LIST_IDS, (str(thread_id),)).fetchall()
-        return iter([CheckpointRef(ns, cid, unpack_id(parent)) for ns, cid, parent in rows])
+        return iter([CheckpointRef(ns, unpack_id(cid), unpack_id(parent))
+                     for ns, cid, parent in rows])
 
     @staticmethod
     def _check_extends(
@@ -652,11 +655,11 @@ class SqliteSaver(BaseCheckpointSaver):
 
         True when the parent is the latest (the commit extends the thread's line).
         """
-        thread_id, ns, checkpoint_id, parent_id = *row[:3], unpack_id(row[3])
+        thread_id, ns, checkpoint_id, parent_id = *row[:2], unpack_id(row[2]), unpack_id(row[3])
         found = conn.execute(LATEST, (thread_id, ns)).fetchone()
-        latest = found[0] if found else None
+        latest = unpack_id(found[0]) if found else None
         if parent_id is not None and conn.execute(
-                EXISTS, (thread_id, ns, parent_id)).fetchone() is None:
+                EXISTS, (thread_id, ns, pack_id(parent_id))).fetchone() is None:
             raise CommitConflictError(parent_gone(thread_id, parent_id))
         if latest is None or latest in (parent_id, checkpoint_id):
             return latest is not None and latest == parent_id
@@ -781,5 +784,5 @@ def _list_scope(
     before_id = ((before or {}).get("configurable") or {}).get("checkpoint_id")
     if before_id is not None:
         where.append("checkpoint_id < ?")
-        args.append(before_id)
+        args.append(pack_id(before_id))
     return where, args

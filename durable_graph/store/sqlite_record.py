@@ -70,7 +70,7 @@ def packed_row(
     row = (
         thread_id,
         ns,
-        checkpoint.id,
+        pack_id(checkpoint.id),
         pack_id(names.parent_id),
         pack_ts(checkpoint.ts, checkpoint.id),
         packed_versions,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from durable_graph.store.sqlite_leaves import delete_releasing, delete_thread_leaves
 from durable_graph.store.sqlite_links import LIVE_LINKS
 from durable_graph.store.sqlite_names import NameTable
+from durable_graph.store.sqlite_row import pack_id
 
 __all__ = [
     "BEYOND_KEEP",
@@ -31,13 +32,17 @@ THREAD_TABLES = ("checkpoints", "blobs", "writes", "threads", "expiry")
 its leaves (``sqlite_leaves.delete_thread_leaves``)."""
 
 # Threads whose TTL ran out (the partial index keeps this one probe), the newest
-# checkpoint of a namespace, whether one is stored, and those beyond ``keep_last``.
+# checkpoint of a namespace, whether one is stored, whether a newer one is, and those
+# beyond ``keep_last``: ids as stored (``sqlite_row.pack_id``), read back with ``unpack_id``.
 LATEST = """
 SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
 ORDER BY checkpoint_id DESC LIMIT 1
 """
 EXISTS = """
 SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?
+"""
+_NEWER = """
+SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id > ? LIMIT 1
 """
 BEYOND_KEEP = """
 SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?
@@ -79,10 +84,11 @@ def purge(conn: sqlite3.Connection, now: float) -> None:
 
 def pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: str) -> bool:
     """Whether the checkpoint is gone while a newer one is stored (pruned or deleted);
-    a checkpoint not stored yet is newer than all of them."""
-    found = conn.execute(LATEST, (thread_id, ns)).fetchone()
-    return found is not None and found[0] > checkpoint_id and conn.execute(
-        EXISTS, (thread_id, ns, checkpoint_id)).fetchone() is None
+    a checkpoint not stored yet is newer than all of them. SQLite compares the ids as
+    stored (``sqlite_row.pack_id``: text before bytes)."""
+    stored = pack_id(checkpoint_id)
+    return conn.execute(_NEWER, (thread_id, ns, stored)).fetchone() is not None \
+        and conn.execute(EXISTS, (thread_id, ns, stored)).fetchone() is None
 
 
 def delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str],
@@ -93,7 +99,7 @@ def delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[s
     for checkpoint_id in ids:
         conn.execute(
             "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
-            "AND checkpoint_id = ?", (*scope, checkpoint_id))
+            "AND checkpoint_id = ?", (*scope, pack_id(checkpoint_id)))
         delete_releasing(conn, scope[0], "writes WHERE thread_id = ? AND checkpoint_ns = ? "
                          "AND checkpoint_id = ?", (*scope, checkpoint_id))
     delete_releasing(conn, scope[0], _UNREAD_BLOBS, scope, with_=_LIVE_VALUES)

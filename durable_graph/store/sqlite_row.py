@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import ormsgpack
 
@@ -94,6 +94,14 @@ def pack_id(checkpoint_id: str | None) -> str | bytes | None:
     except ValueError:
         return checkpoint_id
     return raw.bytes if str(raw) == checkpoint_id else checkpoint_id
+
+
+@overload
+def unpack_id(stored: str | bytes) -> str: ...
+
+
+@overload
+def unpack_id(stored: str | bytes | None) -> str | None: ...
 
 
 def unpack_id(stored: str | bytes | None) -> str | None:

@@ -2,15 +2,16 @@
 
 ``apply_schema`` creates what a file lacks and stamps it with ``SCHEMA_VERSION``; a
 file of a newer schema is refused, naming the upgrade. Rows are read in place, with
-two exceptions, each in the open's transaction: opening a file of schema 3 to 7 moves
+three exceptions, each in the open's transaction: opening a file of schema 3 to 7 moves
 the delta links of its ``chains`` table into their value rows and DROPs the ``chains``
-table (``sqlite_links``), and opening a file of schema 5 to 8 moves the rows of its
-``leaves`` table into ``leaf_cells`` and ``leaf_refs`` and DROPs it
-(``sqlite_leaves``); a read-only view of the same name takes the place of each in
-every file. A process of an older release still running on the file (or one that
-checked the version just before the upgrade) then fails on its next statement that
-writes ``chains`` or ``leaves``: restart it (``check_version`` runs only when a file
-is opened).
+table (``sqlite_links``); opening a file of schema 5 to 8 moves the rows of its
+``leaves`` table into ``leaf_cells`` and ``leaf_refs`` and DROPs it (``sqlite_leaves``),
+a read-only view of the same name taking the place of each in every file; and opening a
+file of schema 1 to 9 rewrites its checkpoint ids as bytes (``sqlite_ids``), a trigger
+refusing them as text from then on. A process of an older release still running on the
+file (or one that checked the version just before the upgrade) then fails on its next
+statement that writes ``chains``, ``leaves`` or a checkpoint: restart it
+(``check_version`` runs only when a file is opened).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 import sqlite3
 
 from durable_graph.errors import CheckpointStoreError
+from durable_graph.store.sqlite_ids import pack_ids
 from durable_graph.store.sqlite_leaves import LEAVES_SCHEMA, add_leaf_columns, split_leaves
 from durable_graph.store.sqlite_links import move_chains
 from durable_graph.store.sqlite_names import NAMES_SCHEMA
 
 __all__ = ["SCHEMA_VERSION", "apply_schema", "check_version"]
 
-SCHEMA_VERSION = 9  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+SCHEMA_VERSION = 10  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
 # 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
 # ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
 # 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
@@ -38,10 +40,14 @@ SCHEMA_VERSION = 9  # 3: values may be deltas (the chains table); 4: compact row
 # writing links this one would not see (and cannot make the table again);
 # 9: a leaf's cell in ``leaf_cells`` and its key and count in ``leaf_refs``
 # (``sqlite_leaves.split_leaves``): opening an older file moves its ``leaves`` rows there
-# and DROPs the table for a read-only view of the same name, as 8 did with ``chains``.
+# and DROPs the table for a read-only view of the same name, as 8 did with ``chains``;
+# 10: a canonical UUID checkpoint id as its 16 bytes in the ``checkpoints`` key
+# (``sqlite_ids``): opening an older file rewrites its ids so, and a trigger refuses
+# such an id written as text (by an older release's process still running on the file).
 # Rows of every schema read in place: nothing is rewritten but schema 8's move of the
-# links and schema 9's of the leaves. ``checkpoints`` (rows of about 110 bytes looked up
-# by their key) and ``leaf_refs`` are WITHOUT ROWID: their rows live in their
+# links, schema 9's of the leaves and schema 10's rewrite of the checkpoint ids.
+# ``checkpoints`` (rows of about 90 bytes looked up by their key) and ``leaf_refs`` are
+# WITHOUT ROWID: their rows live in their
 # primary-key b-tree instead of beside a copy of the key. ``blobs`` and ``leaf_cells``
 # are rowid tables (a file created before keeps ``blobs`` WITHOUT ROWID, as it was, with
 # ``leaves``, from schema 5 to 8): a WITHOUT ROWID b-tree keeps at
@@ -122,12 +128,14 @@ def apply_schema(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
     columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
     if "sig" not in columns:  # a version 1 file: records before signing
         conn.execute("ALTER TABLE checkpoints ADD COLUMN sig BLOB")
     add_leaf_columns(conn)
     move_chains(conn)  # schema 8: after ``leaves``, so ``link`` is the last column
     split_leaves(conn)  # schema 9
+    pack_ids(conn, version)  # schema 10
     # Schema 5: every read of a thread goes by the primary key; only ``list(None)``
     # (all threads, newest first: an operator's or a migration's scan) used it.
     conn.execute("DROP INDEX IF EXISTS checkpoints_newest")

@@ -47,6 +47,7 @@ from durable_graph.store.redis.records import (
     unpack_record,
 )
 from durable_graph.store.serde import TypedSerializer
+from durable_graph.store.sqlite_row import pack_id
 from tests.redis_records import read_record, read_value, write_record, write_value
 
 KEY = "tamper-test-secret-" + "0" * 40
@@ -120,10 +121,11 @@ def _sqlite_raw(path: Path) -> Raw:
         sql("UPDATE checkpoints SET channel_versions=?, versions_seen=? "
             "WHERE thread_id=? AND checkpoint_id=?",
             json.dumps(versions, separators=(",", ":"), sort_keys=True),
-            json.dumps(found.checkpoint.versions_seen, sort_keys=True), thread, cid)
+            json.dumps(found.checkpoint.versions_seen, sort_keys=True), thread, pack_id(cid))
 
     def strip_sig(thread: str, cid: str) -> None:
-        sql("UPDATE checkpoints SET sig=NULL WHERE thread_id=? AND checkpoint_id=?", thread, cid)
+        sql("UPDATE checkpoints SET sig=NULL WHERE thread_id=? AND checkpoint_id=?", thread,
+            pack_id(cid))
 
     return Raw(saver, get_value, set_value, point, strip_sig)
 

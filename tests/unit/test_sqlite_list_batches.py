@@ -10,6 +10,7 @@ import pytest
 
 from durable_graph import SqliteSaver
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
+from durable_graph.store.sqlite_row import pack_id
 
 
 def _fill(saver: SqliteSaver, count: int) -> list[str]:
@@ -58,7 +59,7 @@ def test_a_row_that_fails_to_load_stops_the_listing_after_the_rows_before_it(
         newest_first = _fill(saver, 6)
     conn = sqlite3.connect(path)
     conn.execute("UPDATE checkpoints SET sig = zeroblob(length(sig)) WHERE checkpoint_id = ?",
-                 (newest_first[3],))
+                 (pack_id(newest_first[3]),))
     conn.commit()
     conn.close()
     got: list[str] = []

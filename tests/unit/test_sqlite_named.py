@@ -31,7 +31,7 @@ from durable_graph.store.sqlite_named import (
     unpack_seen,
     unpack_versions,
 )
-from durable_graph.store.sqlite_row import pack_ts, plain_form, unpack_ts
+from durable_graph.store.sqlite_row import pack_id, pack_ts, plain_form, unpack_ts
 from durable_graph.store.sqlite_schema import SCHEMA_VERSION
 
 
@@ -177,7 +177,11 @@ def test_a_missing_name_is_named_in_the_error(tmp_path: Path) -> None:
         saver.get_tuple({"configurable": {"thread_id": "t"}})
 
 
-def test_opening_a_schema_6_file_marks_it_current_and_rewrites_nothing(tmp_path: Path) -> None:
+def test_opening_a_schema_6_file_marks_it_current_and_rewrites_only_its_ids(
+    tmp_path: Path,
+) -> None:
+    """Its rows stay as they are but for the ids in their key, rewritten as bytes in the
+    same order (schema 10, ``sqlite_ids``)."""
     golden = Path(__file__).parent.parent / "golden" / "checkpoints-signed-v6.sqlite"
     path = tmp_path / "v6.sqlite"
     path.write_bytes(golden.read_bytes())
@@ -186,7 +190,9 @@ def test_opening_a_schema_6_file_marks_it_current_and_rewrites_nothing(tmp_path:
         before = conn.execute(query).fetchall()
     with SqliteSaver(path) as saver:
         assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert saver._conn.execute(query).fetchall() == before
+        assert saver._conn.execute(query).fetchall() == [
+            (*row[:2], pack_id(row[2]), *row[3:]) for row in before]
+        assert all(isinstance(pack_id(row[2]), bytes) for row in before)
         assert not any(is_named(row[5]) for row in before)
 
 
@@ -207,7 +213,7 @@ def test_keep_last_reads_named_rows_in_sql(tmp_path: Path) -> None:
             ids.append(cid)
         row = saver._conn.execute(
             "SELECT channel_versions FROM checkpoints WHERE checkpoint_id = ?",
-            (ids[-1],)).fetchone()
+            (pack_id(ids[-1]),)).fetchone()
         left = saver._conn.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
         for cid, step in ((ids[-1], 5), (ids[-2], 4)):
             got = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_id": cid}})

@@ -33,7 +33,7 @@ from durable_graph.store.sqlite_named import (
     unpack_marked,
     unpack_versions,
 )
-from durable_graph.store.sqlite_row import plain_form
+from durable_graph.store.sqlite_row import pack_id, plain_form
 from durable_graph.store.sqlite_schema import SCHEMA_VERSION
 
 _SIGNED = SignedSerializer(TypedSerializer(), SigningCodec.from_secret("k" * 32))
@@ -334,7 +334,8 @@ def test_opening_a_schema_7_file_moves_its_links_and_drops_chains(tmp_path: Path
             f"SELECT thread_id, checkpoint_ns, channel, version, {base_of('b')}, {DEPTH} "
             "FROM blobs b WHERE link IS NOT NULL ORDER BY 1, 2, 3, 4").fetchall()
         assert moved == chains
-        assert conn.execute("SELECT * FROM checkpoints ORDER BY 1, 2, 3").fetchall() == rows
+        assert conn.execute("SELECT * FROM checkpoints ORDER BY 1, 2, 3").fetchall() == [
+            (*row[:2], pack_id(row[2]), *row[3:]) for row in rows]  # ids as bytes: schema 10
         with pytest.raises(sqlite3.OperationalError, match="chains because it is a view"):
             # what a schema 7 process still running on the file does on every commit
             conn.execute("INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)",
