@@ -219,7 +219,7 @@ def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
 
 
 @pytest.mark.parametrize(("fmt", "schema"), [("plain-v7", 7), ("plain-v8", 8), ("plain-v8z", 8),
-                                             ("plain-v9", 9)])
+                                             ("plain-v9", 9), ("plain-v10", 10)])
 def test_plain_stores_keep_base64_leaves_and_references_in_the_value(
     tmp_path: Path, fmt: str, schema: int
 ) -> None:
@@ -262,7 +262,7 @@ def test_plain_stores_keep_base64_leaves_and_references_in_the_value(
 
 
 @pytest.mark.parametrize("fmt", ["signed-v8", "plain-v8", "signed-v8z", "plain-v8z", "signed-v9",
-                                 "plain-v9"])
+                                 "plain-v9", "signed-v10", "plain-v10"])
 def test_v8_marks_branch_triggers_and_keeps_links_in_value_rows(fmt: str) -> None:
     """What schema 8 changes: a branch channel's None is a mark in its row's versions,
     not a value row; a delta's link is in its value row (no ``chains`` table)."""
@@ -294,7 +294,8 @@ def test_v8_marks_branch_triggers_and_keeps_links_in_value_rows(fmt: str) -> Non
 
 
 @pytest.mark.parametrize(("fmt", "code"), [("signed-v8z", b"\x08"), ("plain-v8z", b"\x05"),
-                                           ("signed-v9", b"\x08"), ("plain-v9", b"\x05")])
+                                           ("signed-v9", b"\x08"), ("plain-v9", b"\x05"),
+                                           ("signed-v10", b"\x08"), ("plain-v10", b"\x05")])
 def test_v8z_keeps_value_rows_deflated(fmt: str, code: bytes) -> None:
     """What ``v8z`` changes (schema 8 still): value rows whose bytes deflate by an eighth
     are stored deflated with the LangChain framing, under a tag code of their own
@@ -319,7 +320,7 @@ def test_v8z_keeps_value_rows_deflated(fmt: str, code: bytes) -> None:
         assert sum(leaves == "v" for _, leaves in rows) >= gen.CHAT_TURNS
 
 
-@pytest.mark.parametrize("fmt", ["signed-v9", "plain-v9"])
+@pytest.mark.parametrize("fmt", ["signed-v9", "plain-v9", "signed-v10", "plain-v10"])
 def test_v9_keeps_each_leaf_cell_in_a_row_of_its_own(fmt: str) -> None:
     """What schema 9 changes: a leaf's cell alone in ``leaf_cells``, its thread, digest,
     count and cell number in ``leaf_refs``, and ``leaves`` a view of the two
@@ -339,6 +340,22 @@ def test_v9_keeps_each_leaf_cell_in_a_row_of_its_own(fmt: str) -> None:
         conn.close()
     assert kinds == {"leaves": "view", "leaf_cells": "table", "leaf_refs": "table"}
     assert columns == ["data"] and len(counts) == viewed >= gen.CHAT_TURNS
+
+
+@pytest.mark.parametrize(("fmt", "form"), [("signed-v9", str), ("signed-v10", bytes),
+                                           ("plain-v10", bytes)])
+def test_v10_keeps_checkpoint_ids_as_bytes(fmt: str, form: type) -> None:
+    """What schema 10 changes: each checkpoint id in the key as its 16 bytes
+    (``sqlite_ids``), where schema 9 kept its text."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{GOLDEN / STORES[fmt]}?immutable=1", uri=True)
+    try:
+        ids = [i for (i,) in conn.execute("SELECT checkpoint_id FROM checkpoints")]
+    finally:
+        conn.close()
+    assert len(ids) > gen.CHAT_TURNS and {type(i) for i in ids} == {form}
+    assert form is str or {len(i) for i in ids} == {16}
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:
