@@ -114,6 +114,12 @@ from durable_graph.store.sqlite_named import (
     versions_json,
 )
 from durable_graph.store.sqlite_names import NameTable
+from durable_graph.store.sqlite_parents import (
+    PREVIOUS,
+    resolve_parent,
+    resolved_parents,
+    stored_parent,
+)
 from durable_graph.store.sqlite_record import (
     dumps_json,
     packed_row,
@@ -459,7 +465,8 @@ class SqliteSaver(BaseCheckpointSaver):
         each value for its (channel, version) and each write for its slot.
         """
         thread_id, ns, stored_id, parent, ts, versions, _, metadata, v, _ = row
-        checkpoint_id, parent_id = unpack_id(stored_id), unpack_id(parent)
+        checkpoint_id = unpack_id(stored_id)
+        parent_id = resolve_parent(conn, (thread_id, ns), stored_id, parent)
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         version_of, seen_of, marks, signed = self._record(conn, tc, row, parent_id)
 
@@ -529,7 +536,8 @@ class SqliteSaver(BaseCheckpointSaver):
                 conn, tc, (parent_id, checkpoint, metadata), versions_text)
             purge(conn, now)
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
-                and self._check_extends(conn, row, metadata)
+                and self._check_extends(conn, (thread_id, ns), checkpoint.id, parent_id,
+                                        metadata)
             if extends and retires_parent_writes(config, metadata):
                 delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
             present = {key for (key,) in conn.execute(
@@ -554,7 +562,8 @@ class SqliteSaver(BaseCheckpointSaver):
                      leaves_column(*tagged, refs.get(ch)), links.get(ch)),
                 ).rowcount:
                     hold_leaves(conn, thread_id, refs.get(ch), leaves)
-            conn.execute(_INSERT_CHECKPOINT, row)
+            conn.execute(_INSERT_CHECKPOINT, (*row[:3], stored_parent(  # schema 11
+                conn, (thread_id, ns), row[2], parent_id), *row[4:]))
             self._apply_policy(conn, thread_id, ns, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
@@ -565,6 +574,8 @@ class SqliteSaver(BaseCheckpointSaver):
         verified; SignatureError if it does not verify). The versions are unpacked first,
         since a named row signs what its numbers stand for: msgpack, never a pickle."""
         checkpoint_id, versions, seen, sig = unpack_id(row[2]), row[5], row[6], row[9]
+        if row[3] == PREVIOUS:  # signed as the id it stands for (``sqlite_parents``)
+            row = (*row[:3], pack_id(parent_id), *row[4:])
         names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
         try:
             version_of, marks = unpack_marked(versions, names)
@@ -644,18 +655,18 @@ class SqliteSaver(BaseCheckpointSaver):
         self._purge_due()
         with self._transaction(write=False) as conn:
             rows = conn.execute(_LIST_IDS, (str(thread_id),)).fetchall()
-        return iter([CheckpointRef(ns, unpack_id(cid), unpack_id(parent))
-                     for ns, cid, parent in rows])
+        return iter([CheckpointRef(*ref) for ref in resolved_parents(rows)])
 
     @staticmethod
     def _check_extends(
-        conn: sqlite3.Connection, row: _Row, metadata: CheckpointMetadata
+        conn: sqlite3.Connection, place: tuple[str, str], checkpoint_id: str,
+        parent_id: str | None, metadata: CheckpointMetadata,
     ) -> bool:
         """Compare-and-set: refuse a commit that does not extend the thread's latest.
 
         True when the parent is the latest (the commit extends the thread's line).
         """
-        thread_id, ns, checkpoint_id, parent_id = *row[:2], unpack_id(row[2]), unpack_id(row[3])
+        thread_id, ns = place
         found = conn.execute(LATEST, (thread_id, ns)).fetchone()
         latest = unpack_id(found[0]) if found else None
         if parent_id is not None and conn.execute(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from durable_graph.store.sqlite_leaves import delete_releasing, delete_thread_leaves
 from durable_graph.store.sqlite_links import LIVE_LINKS
 from durable_graph.store.sqlite_names import NameTable
+from durable_graph.store.sqlite_parents import PARENT_OF
 from durable_graph.store.sqlite_row import pack_id
 
 __all__ = [
@@ -58,7 +59,7 @@ DUE = "SELECT thread_id FROM expiry WHERE expires_at <= ?"
 _LIVE_VALUES = f"""
 WITH RECURSIVE live(channel, version) AS (
     SELECT cv.key, cv.value
-    FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id, c.parent_id)) cv
+    FROM checkpoints c, json_each(dg_versions(c.channel_versions, c.checkpoint_id, {PARENT_OF})) cv
     WHERE c.thread_id = ?1 AND c.checkpoint_ns = ?2
     UNION {LIVE_LINKS}
 )

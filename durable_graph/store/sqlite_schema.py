@@ -11,7 +11,9 @@ file of schema 1 to 9 rewrites its checkpoint ids as bytes (``sqlite_ids``), a t
 refusing them as text from then on. A process of an older release still running on the
 file (or one that checked the version just before the upgrade) then fails on its next
 statement that writes ``chains``, ``leaves`` or a checkpoint: restart it
-(``check_version`` runs only when a file is opened).
+(``check_version`` runs only when a file is opened). Schema 11 adds triggers on
+``checkpoints`` that keep a parent stored as "the checkpoint before" right when rows are
+deleted or inserted around it (``sqlite_parents``), whoever writes the file.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from durable_graph.store.sqlite_ids import pack_ids
 from durable_graph.store.sqlite_leaves import LEAVES_SCHEMA, add_leaf_columns, split_leaves
 from durable_graph.store.sqlite_links import move_chains
 from durable_graph.store.sqlite_names import NAMES_SCHEMA
+from durable_graph.store.sqlite_parents import PARENT_TRIGGERS
 
 __all__ = ["SCHEMA_VERSION", "apply_schema", "check_version"]
 
-SCHEMA_VERSION = 10  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+SCHEMA_VERSION = 11  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
 # 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
 # ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
 # 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
@@ -43,7 +46,9 @@ SCHEMA_VERSION = 10  # 3: values may be deltas (the chains table); 4: compact ro
 # and DROPs the table for a read-only view of the same name, as 8 did with ``chains``;
 # 10: a canonical UUID checkpoint id as its 16 bytes in the ``checkpoints`` key
 # (``sqlite_ids``): opening an older file rewrites its ids so, and a trigger refuses
-# such an id written as text (by an older release's process still running on the file).
+# such an id written as text (by an older release's process still running on the file);
+# 11: a parent that is the checkpoint before its child stored as ``PREVIOUS`` (an empty
+# blob, ``sqlite_parents``), kept right by triggers on every insert and delete.
 # Rows of every schema read in place: nothing is rewritten but schema 8's move of the
 # links, schema 9's of the leaves and schema 10's rewrite of the checkpoint ids.
 # ``checkpoints`` (rows of about 90 bytes looked up by their key) and ``leaf_refs`` are
@@ -136,6 +141,8 @@ def apply_schema(conn: sqlite3.Connection) -> None:
     move_chains(conn)  # schema 8: after ``leaves``, so ``link`` is the last column
     split_leaves(conn)  # schema 9
     pack_ids(conn, version)  # schema 10
+    for trigger in PARENT_TRIGGERS:  # schema 11
+        conn.execute(trigger)
     # Schema 5: every read of a thread goes by the primary key; only ``list(None)``
     # (all threads, newest first: an operator's or a migration's scan) used it.
     conn.execute("DROP INDEX IF EXISTS checkpoints_newest")

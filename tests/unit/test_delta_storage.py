@@ -275,7 +275,8 @@ def test_history_streams_a_page_at_a_time(tmp_path: Path) -> None:
     saver._conn.set_trace_callback(statements.append)
     history = app.get_state_history(config)
     assert next(history).values["log"] == list(range(120))
-    pages = [s for s in statements if "LIMIT" in s and "FROM checkpoints" in s]
+    pages = [s for s in statements if "LIMIT" in s and "FROM checkpoints" in s
+             and "LIMIT 1\n" not in s]  # not the lookup of a parent (``sqlite_parents``)
     assert len(pages) == 1 and len(statements) < 20
     rest = sum(1 for _ in history)
     assert rest == 359
