@@ -53,6 +53,9 @@ Formats (each file keeps the format it was recorded in):
   in ``leaf_refs`` (``store/sqlite_leaves.py``); ``leaves`` is a read-only view of the two.
 - ``signed-v10``/``plain-v10``: as ``signed-v9``/``plain-v9`` (SQLite schema 10), with each
   checkpoint id in the ``checkpoints`` key as its 16 bytes (``store/sqlite_ids.py``).
+- ``signed-v11``/``plain-v11``: as ``signed-v10``/``plain-v10`` (SQLite schema 11), with each
+  parent that is the checkpoint before its child stored as the empty blob ``PREVIOUS``
+  (``store/sqlite_parents.py``).
 - ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
   leaf field of the blobs hash, kept once, listed in the chain field of every value
   that refers to it (``store/redis/leafblobs.py``); such a value's tag starts with
@@ -148,8 +151,11 @@ SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v9": "checkpoints-signed-v9.sqlite",
                   "plain-v9": "checkpoints-plain-v9.sqlite",
                   "signed-v10": "checkpoints-signed-v10.sqlite",
-                  "plain-v10": "checkpoints-plain-v10.sqlite"}
-UNSIGNED_FORMATS = frozenset({"plain-v7", "plain-v8", "plain-v8z", "plain-v9", "plain-v10"})
+                  "plain-v10": "checkpoints-plain-v10.sqlite",
+                  "signed-v11": "checkpoints-signed-v11.sqlite",
+                  "plain-v11": "checkpoints-plain-v11.sqlite"}
+UNSIGNED_FORMATS = frozenset({"plain-v7", "plain-v8", "plain-v8z", "plain-v9", "plain-v10",
+                              "plain-v11"})
 """SQLite formats recorded without signing (as ``plain``, ``DB_NAME``)."""
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
@@ -159,19 +165,20 @@ REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v11": "redis-v11.json", "redis-v12": "redis-v12.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
                            "plain-v7", "signed-v8", "plain-v8", "signed-v8z", "plain-v8z",
-                           "signed-v9", "plain-v9", "signed-v10", "plain-v10",
-                           "redis-v3", "redis-v4",
+                           "signed-v9", "plain-v9", "signed-v10", "plain-v10", "signed-v11",
+                           "plain-v11", "redis-v3", "redis-v4",
                            "redis-v5", "redis-v6", "redis-v7", "redis-v8", "redis-v9",
                            "redis-v10", "redis-v11", "redis-v12"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "signed-v8z",
-                          "signed-v9", "signed-v10", "redis-v6",
+                          "signed-v9", "signed-v10", "signed-v11", "redis-v6",
                           "redis-v7", "redis-v8", "redis-v9", "redis-v10", "redis-v11",
                           "redis-v12"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""
-BASE64_FORMATS = frozenset({"plain-v7", "plain-v8", "plain-v8z", "plain-v9", "plain-v10"})
+BASE64_FORMATS = frozenset({"plain-v7", "plain-v8", "plain-v8z", "plain-v9", "plain-v10",
+                            "plain-v11"})
 """Formats whose chat inputs are canonical base64 (``say`` with ``BASE64_TEXT``)."""
 BASE64_TEXT = "<base64>"
 """``pad_of`` a base64 format: each input is the base64 of its words and 300 bytes
