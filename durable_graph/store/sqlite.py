@@ -20,8 +20,8 @@ writes nothing. Only an explicit branch (a ``fork`` checkpoint of a replay from 
 past checkpoint) may start from an older one. Other ``put`` calls (LangGraph's loop
 through the adapter, copies) are stored as given, as LangGraph's savers do.
 
-Large leaves (a chat message's text) are kept once per thread in the ``leaves``
-table (schema 5, ``sqlite_leaves``): the input channel, a task's write and a
+Large leaves (a chat message's text) are kept once per thread (schema 5,
+``sqlite_leaves``): the input channel, a task's write and a
 ``messages`` delta refer to one copy by its SHA-256, counted, and dropped with the
 last row that refers to it.
 
@@ -34,7 +34,11 @@ value row for it (``sqlite_record``), and keeps a delta's link to its base in it
 row (``sqlite_links``; the ``chains`` table of schemas 3 to 7 is moved there and dropped
 when a file is opened). A value or write row keeps its serializer's bytes deflated when that
 pays (``sqlite_row.pack_blob``: a tag code of its own, so rows written before read as they
-are and an older release refuses the new ones loudly).
+are and an older release refuses the new ones loudly). Schema 9 keeps a leaf's cell in
+a row of its own (``leaf_cells``) and its key and count in ``leaf_refs``
+(``sqlite_leaves``), schema 10 a checkpoint id in the key as its 16 bytes
+(``sqlite_ids``), schema 11 a parent that is the checkpoint before its child as a mark
+(``sqlite_parents``).
 
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
