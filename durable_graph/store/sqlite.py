@@ -119,7 +119,7 @@ from durable_graph.store.sqlite_named import (
 )
 from durable_graph.store.sqlite_names import NameTable
 from durable_graph.store.sqlite_parents import (
-    PREVIOUS,
+    previous_rows,
     resolve_parent,
     resolved_parents,
     stored_parent,
@@ -377,15 +377,15 @@ class SqliteSaver(BaseCheckpointSaver):
         thread_id, ns, checkpoint_id = config_ids(config)
         query = f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?"
         args: list[Any] = [thread_id, ns]
-        if checkpoint_id is None:
-            query += " ORDER BY checkpoint_id DESC LIMIT 1"
+        if checkpoint_id is None:  # and the one before it: its parent, nearly always
+            query += " ORDER BY checkpoint_id DESC LIMIT 2"
         else:
             query += " AND checkpoint_id = ?"
             args.append(pack_id(checkpoint_id))
         self._purge_due()
         with self._transaction(write=False) as conn:
-            row = conn.execute(query, args).fetchone()
-            return None if row is None else self._load(conn, row)
+            rows = conn.execute(query, args).fetchall()
+            return self._load(conn, rows[0], previous_rows(rows)) if rows else None
 
     def list(
         self,
@@ -407,6 +407,7 @@ class SqliteSaver(BaseCheckpointSaver):
         cursor: _Row | None = None
         while limit is None or count < limit:
             rows = self._page(where, args, cursor)
+            previous = previous_rows(rows)  # the parents a page has (``sqlite_parents``)
             wanted = [row for row in rows if not filter
                       or metadata_matches(unpack_metadata(row[7]), filter)]
             if limit is not None:
@@ -414,7 +415,7 @@ class SqliteSaver(BaseCheckpointSaver):
             at = 0
             while at < len(wanted):
                 size = _LOAD_BATCH if count else 1  # the first item as soon as it is read
-                items, error = self._load_batch(wanted[at:at + size])
+                items, error = self._load_batch(wanted[at:at + size], previous)
                 at += size
                 count += len(items)
                 yield from items
@@ -425,7 +426,7 @@ class SqliteSaver(BaseCheckpointSaver):
             cursor = (rows[-1][2], rows[-1][0], rows[-1][1])
 
     def _load_batch(
-        self, rows: Sequence[_Row]
+        self, rows: Sequence[_Row], previous: Mapping[tuple[str, str, str | bytes], str | bytes]
     ) -> tuple[Sequence[CheckpointTuple], Exception | None]:
         """The checkpoints of ``rows`` loaded in one read transaction, up to the first
         that fails to load, and that failure (None if none did); a store error raises."""
@@ -433,7 +434,7 @@ class SqliteSaver(BaseCheckpointSaver):
         with self._transaction(write=False) as conn:
             for row in rows:
                 try:
-                    items.append(self._load(conn, row))
+                    items.append(self._load(conn, row, previous))
                 except sqlite3.Error:
                     raise  # the store failed: ``_transaction`` names it
                 except Exception as exc:  # this row: refused after the ones before it
@@ -462,17 +463,23 @@ class SqliteSaver(BaseCheckpointSaver):
         with self._transaction(write=False) as conn:
             return conn.execute(query, [*params, _PAGE]).fetchall()
 
-    def _load(self, conn: sqlite3.Connection, row: _Row) -> CheckpointTuple:
+    def _load(
+        self, conn: sqlite3.Connection, row: _Row,
+        previous: Mapping[tuple[str, str, str | bytes], str | bytes],
+    ) -> CheckpointTuple:
         """Rebuild a checkpoint tuple from its row, its value blobs and its writes.
 
         With a signing serializer the record is verified first (``_record``), then
         each value for its (channel, version) and each write for its slot.
         """
         thread_id, ns, stored_id, parent, ts, versions, _, metadata, v, _ = row
-        checkpoint_id = unpack_id(stored_id)
-        parent_id = resolve_parent(conn, (thread_id, ns), stored_id, parent)
+        # the parent as signed: its id, never the mark (``sqlite_parents``)
+        row = (*row[:3], resolve_parent(conn, (thread_id, ns), stored_id, parent, previous),
+               *row[4:])
+        checkpoint_id, parent_id = unpack_id(stored_id), unpack_id(row[3])
         tc = ThreadCodec(self.serde, "", thread_id, ns)
-        version_of, seen_of, marks, signed = self._record(conn, tc, row, parent_id)
+        version_of, seen_of, marks, signed = self._record(
+            conn, tc, row, (checkpoint_id, parent_id))
 
         def value(channel: str, version: Any, tag: str | bytes, blob: bytes) -> Any:
             return tc.value(checkpoint_id, channel, version, unpack_blob(
@@ -572,14 +579,12 @@ class SqliteSaver(BaseCheckpointSaver):
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
     def _record(self, conn: sqlite3.Connection, tc: ThreadCodec, row: _Row,
-                parent_id: str | None) -> tuple[Any, Any, frozenset[str], bool]:
+                ids: tuple[str, str | None]) -> tuple[Any, Any, frozenset[str], bool]:
         """A row's versions, versions seen and channels marked None (``sqlite_record``),
         and whether its record is signed (then
         verified; SignatureError if it does not verify). The versions are unpacked first,
         since a named row signs what its numbers stand for: msgpack, never a pickle."""
-        checkpoint_id, versions, seen, sig = unpack_id(row[2]), row[5], row[6], row[9]
-        if row[3] == PREVIOUS:  # signed as the id it stands for (``sqlite_parents``)
-            row = (*row[:3], pack_id(parent_id), *row[4:])
+        (checkpoint_id, parent_id), versions, seen, sig = ids, row[5], row[6], row[9]
         names = RowNames(checkpoint_id, parent_id, self._name_of(conn))
         try:
             version_of, marks = unpack_marked(versions, names)

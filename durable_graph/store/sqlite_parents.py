@@ -18,12 +18,13 @@ time); an insert in between is a late commit from another process, or a copy.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.sqlite_row import pack_id, unpack_id
 
-__all__ = ["PARENT_OF", "PARENT_TRIGGERS", "PREVIOUS", "resolve_parent",
+__all__ = ["PARENT_OF", "PARENT_TRIGGERS", "PREVIOUS", "previous_rows", "resolve_parent",
            "resolved_parents", "stored_parent"]
 
 PREVIOUS = b""
@@ -82,17 +83,40 @@ def stored_parent(conn: sqlite3.Connection, place: tuple[str, str], stored_id: s
 
 
 def resolve_parent(conn: sqlite3.Connection, place: tuple[str, str], stored_id: str | bytes,
-                   stored: str | bytes | None) -> str | None:
-    """The parent id a row keeps (``stored``), the row before it for ``PREVIOUS``."""
+                   stored: str | bytes | None,
+                   known: Mapping[tuple[str, str, str | bytes], str | bytes] | None = None,
+                   ) -> str | bytes | None:
+    """The parent a row keeps (``stored``) as ids are stored (``pack_id``): for
+    ``PREVIOUS`` the id of the row before it, from ``known`` (``previous_rows``) when it
+    has the row, else looked up."""
     if stored != PREVIOUS:
-        return unpack_id(stored)
-    found = conn.execute(_BEFORE, (*place, stored_id)).fetchone()
-    if found is None:
-        raise CheckpointStoreError(
-            f"checkpoint {unpack_id(stored_id)} of thread {place[0]!r} names the checkpoint "
-            "before it as its parent, but none is stored: the file was edited by hand")
-    before: str | bytes = found[0]
-    return unpack_id(before)
+        return stored
+    before = (known or {}).get((*place, stored_id))
+    if before is None:
+        found = conn.execute(_BEFORE, (*place, stored_id)).fetchone()
+        if found is None:
+            raise CheckpointStoreError(
+                f"checkpoint {unpack_id(stored_id)} of thread {place[0]!r} names the "
+                "checkpoint before it as its parent, but none is stored: the file was "
+                "edited by hand")
+        before = found[0]
+    return before
+
+
+def previous_rows(
+    rows: Sequence[Sequence[Any]],
+) -> dict[tuple[str, str, str | bytes], str | bytes]:
+    """For rows read newest first in key order (thread, namespace and stored id first,
+    as a listing's page: every row of a namespace between two of its rows is there
+    too), the stored id of the row before each one that has it in ``rows``."""
+    newest: dict[tuple[str, str], str | bytes] = {}
+    out: dict[tuple[str, str, str | bytes], str | bytes] = {}
+    for row in reversed(rows):
+        place = (row[0], row[1])
+        if place in newest:
+            out[(*place, row[2])] = newest[place]
+        newest[place] = row[2]
+    return out
 
 
 def resolved_parents(

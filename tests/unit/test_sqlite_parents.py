@@ -15,6 +15,7 @@ import pytest
 
 from durable_graph.errors import SignatureError
 from durable_graph.store.base import Checkpoint, new_checkpoint_id
+from durable_graph.store.retention import copy_thread
 from durable_graph.store.sqlite import SqliteSaver
 from durable_graph.store.sqlite_parents import PREVIOUS
 from durable_graph.store.sqlite_row import pack_id
@@ -124,3 +125,39 @@ def test_a_signed_record_signs_the_parent_id_not_the_mark(tmp_path: Path) -> Non
         got = saver.get_tuple(CFG)
         assert got is not None and got.parent_config is not None
         assert got.parent_config["configurable"]["checkpoint_id"] == ids[1]
+
+
+def test_parents_read_back_across_pages_namespaces_and_threads(tmp_path: Path) -> None:
+    """A listing reads the parent of each row from the row after it in its page when the
+    page has it (``previous_rows``), else looks it up: across page boundaries (100 rows),
+    two interleaved namespaces and, listing every thread, a copy with the same ids."""
+    with SqliteSaver(tmp_path / "c.db") as saver:
+        expected: dict[tuple[str, str], str | None] = {}
+        last: dict[str, str | None] = {"": None, "sub:1": None}
+        for i in range(250):
+            ns = "sub:1" if i % 3 == 2 else ""
+            cid = new_checkpoint_id()
+            cp = Checkpoint(id=cid, ts="2026-01-01T00:00:00+00:00", channel_values={"n": i},
+                            channel_versions={"n": i + 1}, versions_seen={})
+            conf: dict[str, Any] = {"thread_id": "t", "checkpoint_ns": ns}
+            if last[ns]:
+                conf["checkpoint_id"] = last[ns]
+            saver.put({"configurable": conf}, cp, {"source": "loop", "step": i}, {"n": i + 1})
+            expected[ns, cid] = last[ns]
+            last[ns] = cid
+        assert _stored_parents(saver._conn).count(PREVIOUS) == 248
+        copy_thread(saver, "t", "u")
+
+        def parents(config: dict[str, Any] | None) -> dict[tuple[str, str, str], str | None]:
+            return {(c.config["configurable"]["thread_id"], c.config["configurable"][
+                "checkpoint_ns"], c.checkpoint.id): (c.parent_config or {}).get(
+                "configurable", {}).get("checkpoint_id") for c in saver.list(config)}
+
+        want = {("t", ns, cid): p for (ns, cid), p in expected.items()}
+        assert parents({"configurable": {"thread_id": "t"}}) == want
+        assert parents({"configurable": {"thread_id": "t", "checkpoint_ns": "sub:1"}}) == {
+            k: p for k, p in want.items() if k[1] == "sub:1"}
+        assert parents(None) == {**want, **{("u", ns, cid): p for (_, ns, cid), p in want.items()}}
+        newest = saver.get_tuple({"configurable": {"thread_id": "u", "checkpoint_ns": ""}})
+        assert newest is not None and newest.parent_config is not None
+        assert newest.parent_config["configurable"]["checkpoint_id"] == expected["", last[""]]
