@@ -121,7 +121,6 @@ from durable_graph.store.sqlite_names import NameTable
 from durable_graph.store.sqlite_parents import (
     previous_rows,
     resolve_parent,
-    resolved_parents,
     stored_parent,
 )
 from durable_graph.store.sqlite_record import (
@@ -662,9 +661,13 @@ class SqliteSaver(BaseCheckpointSaver):
     def list_ids(self, thread_id: str) -> Iterator[CheckpointRef]:
         """Every checkpoint of a thread newest first, as ids and parents only."""
         self._purge_due()
+        thread_id = str(thread_id)
         with self._transaction(write=False) as conn:
-            rows = conn.execute(_LIST_IDS, (str(thread_id),)).fetchall()
-        return iter([CheckpointRef(*ref) for ref in resolved_parents(rows)])
+            rows = conn.execute(_LIST_IDS, (thread_id,)).fetchall()
+            known = previous_rows([(thread_id, ns, cid) for ns, cid, _ in rows])
+            refs = [CheckpointRef(ns, unpack_id(cid), unpack_id(resolve_parent(
+                conn, (thread_id, ns), cid, parent, known))) for ns, cid, parent in rows]
+        return iter(refs)
 
     @staticmethod
     def _check_extends(

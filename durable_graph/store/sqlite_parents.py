@@ -18,14 +18,14 @@ time); an insert in between is a late commit from another process, or a copy.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.sqlite_row import pack_id, unpack_id
 
 __all__ = ["PARENT_OF", "PARENT_TRIGGERS", "PREVIOUS", "previous_rows", "resolve_parent",
-           "resolved_parents", "stored_parent"]
+           "stored_parent"]
 
 PREVIOUS = b""
 """A stored parent: the checkpoint before this one in its thread and namespace."""
@@ -46,7 +46,6 @@ def _before_sql(row: str, bound: str) -> str:
 PARENT_OF = (f"CASE WHEN c.parent_id = x'' THEN {_before_sql('c', 'c.checkpoint_id')} "
              "ELSE c.parent_id END")
 """SQL: the stored parent id of the checkpoint row ``c``, the mark resolved."""
-
 
 
 def _next_row(r: str) -> str:
@@ -106,9 +105,9 @@ def resolve_parent(conn: sqlite3.Connection, place: tuple[str, str], stored_id: 
 def previous_rows(
     rows: Sequence[Sequence[Any]],
 ) -> dict[tuple[str, str, str | bytes], str | bytes]:
-    """For rows read newest first in key order (thread, namespace and stored id first,
-    as a listing's page: every row of a namespace between two of its rows is there
-    too), the stored id of the row before each one that has it in ``rows``."""
+    """For rows whose first columns are (thread, namespace, stored id), read newest
+    first in that order (a listing's page: every row of a namespace between two of its
+    rows is there too), the stored id of the row before each one that has it in ``rows``."""
     newest: dict[tuple[str, str], str | bytes] = {}
     out: dict[tuple[str, str, str | bytes], str | bytes] = {}
     for row in reversed(rows):
@@ -117,24 +116,3 @@ def previous_rows(
             out[(*place, row[2])] = newest[place]
         newest[place] = row[2]
     return out
-
-
-def resolved_parents(
-    rows: Sequence[tuple[str, str | bytes, str | bytes | None]],
-) -> Iterable[tuple[str, str, str | None]]:
-    """(namespace, id, parent id) of a thread's rows, newest first (``rows`` as stored,
-    in that order: the row before one is the next of its namespace in the list)."""
-    older: dict[str, str | bytes] = {}
-    out = []
-    for ns, stored_id, stored in reversed(rows):
-        if stored != PREVIOUS:
-            parent = unpack_id(stored)
-        elif ns in older:
-            parent = unpack_id(older[ns])
-        else:
-            raise CheckpointStoreError(
-                f"checkpoint {unpack_id(stored_id)} names the checkpoint before it as its "
-                "parent, but none is stored: the file was edited by hand")
-        out.append((ns, unpack_id(stored_id), parent))
-        older[ns] = stored_id
-    return reversed(out)
