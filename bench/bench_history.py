@@ -37,6 +37,7 @@ sum of what was appended.
 
     python bench/bench_history.py                       # 200 steps; 10, 1,000, 100,000
     python bench/bench_history.py --sizes 10,1000,10000 --steps 200
+    python bench/bench_history.py --skip-reads --thread uuid   # UUID thread ids
 """
 
 from __future__ import annotations
@@ -97,19 +98,19 @@ def _chat_graph() -> Any:
     return g
 
 
-def run_append(saver: BaseCheckpointSaver, steps: int) -> int:
+def run_append(saver: BaseCheckpointSaver, steps: int, thread: str = "append") -> int:
     """Run the append workload; returns the bytes appended."""
     app = _append_graph(steps).compile(checkpointer=saver)
-    config = {"configurable": {"thread_id": "append"}, "recursion_limit": steps + 10}
+    config = {"configurable": {"thread_id": thread}, "recursion_limit": steps + 10}
     state = app.invoke({"log": [], "n": 0}, config)
     assert len(state["log"]) == steps
     return steps * 1024
 
 
-def run_chat(saver: BaseCheckpointSaver, steps: int) -> int:
+def run_chat(saver: BaseCheckpointSaver, steps: int, thread: str = "chat") -> int:
     """Run the chat workload (an edit every 10th turn); returns the bytes appended."""
     app = _chat_graph().compile(checkpointer=saver)
-    config = {"configurable": {"thread_id": "chat"}}
+    config = {"configurable": {"thread_id": thread}}
     for turn in range(steps):
         new = [{"id": f"m{turn}", "role": "user", "content": kb()}]
         if turn % 10 == 9:
@@ -228,7 +229,8 @@ def storage_rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, ...]]:
                 try:
                     before = sqlite_size(saver) if store == "sqlite" else 0
                     file_before = sqlite_file(saver) if store == "sqlite" else 0
-                    appended = workload(saver, args.steps)
+                    thread = str(uuid.uuid4()) if args.thread == "uuid" else name
+                    appended = workload(saver, args.steps, thread)
                     written = _written(store, saver, before)  # before size() sends its own
                     total = size(saver)
                     occupied = sqlite_file(saver) - file_before if store == "sqlite" else total
@@ -258,7 +260,7 @@ def baseline_rows(args: argparse.Namespace) -> list[tuple[str, ...]]:
     env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
     out = subprocess.run(
         [sys.executable, __file__, "--storage-json", "--steps", str(args.steps),
-         "--redis-url", args.redis_url],
+         "--redis-url", args.redis_url, "--thread", args.thread],
         env=env, check=True, capture_output=True, text=True)
     return [tuple(r) for r in json.loads(out.stdout.splitlines()[-1])]
 
@@ -357,6 +359,10 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--baseline", help="another checkout (e.g. main's worktree): its "
                         "storage figures are measured in the same run, side by side")
+    parser.add_argument("--thread", choices=("name", "uuid"), default="name",
+                        help="the storage workloads' thread id: the workload's name "
+                        "(append, chat) or a fresh UUID, as users' thread ids usually are "
+                        "(every row and key holds it)")
     parser.add_argument("--skip-reads", action="store_true", help="storage table only")
     parser.add_argument("--skip-storage", action="store_true", help="read latency table only")
     parser.add_argument("--storage-json", action="store_true", help=argparse.SUPPRESS)

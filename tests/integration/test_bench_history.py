@@ -67,9 +67,10 @@ def test_sent_counts_the_resp_bytes_of_every_command(
         other.close()
 
 
+@pytest.mark.parametrize("thread", ["name", "uuid"])
 def test_tiny_run_sends_less_with_deltas_and_names_its_miss(bench: Any, redis_url: str,
-                                                            tmp_path: Path) -> None:
-    args = argparse.Namespace(steps=20, redis_url=redis_url)
+                                                            tmp_path: Path, thread: str) -> None:
+    args = argparse.Namespace(steps=20, redis_url=redis_url, thread=thread)
     rows = {(store, work, form): (float(sent), float(held), float(ratio))
             for store, work, form, sent, held, _values, _kb, ratio in
             bench.storage_rows(args, tmp_path)}
