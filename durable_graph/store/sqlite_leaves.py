@@ -36,8 +36,8 @@ appended to in order, so its pages fill), and its key, count and cell number in
 ``leaf_refs`` (WITHOUT ROWID: its rows are the lookup by (thread, digest)). Until then
 one ``leaves`` row kept the thread and the 32-byte digest beside the cell, and a copy
 of both in the table's key index: a message of 1 KB of base64 (a cell of 769 bytes)
-took a row of 812 bytes, one too many for a fifth to fit a 4 KiB page (four a page,
-a fifth of each page free), and more with a longer thread id; a cell row is now about
+took a row of 812 bytes, two bytes too many for a fifth to fit a 4 KiB page (four a
+page, a fifth of each page free), and more with a longer thread id; a cell row is now about
 775 bytes, five a page whatever the thread id. A count changes in the small key row,
 not on the cell's page. Opening an older file moves its ``leaves`` rows into the two
 tables and DROPs it for a read-only view named ``leaves`` (``split_leaves``), as
@@ -90,7 +90,8 @@ CREATE VIEW IF NOT EXISTS leaves (thread_id, digest, refs, data) AS
 SELECT r.thread_id, r.digest, r.refs, c.data FROM leaf_refs r
 CROSS JOIN leaf_cells c ON c.rowid = r.cell
 """
-"""Schemas 5 to 8's ``leaves`` table as a view of the two tables (``split_leaves``)."""
+"""Schemas 5 to 8's ``leaves`` table as a view of the two tables (``split_leaves``),
+which reads use too: a key row's primary key, then its cell by rowid."""
 _ADD_REF = "UPDATE leaf_refs SET refs = refs + 1 WHERE thread_id = ? AND digest = ?"
 _INSERT_CELL = "INSERT INTO leaf_cells (data) VALUES (?)"
 _INSERT_REF = "INSERT INTO leaf_refs VALUES (?, ?, ?, ?)"
@@ -267,7 +268,6 @@ def fetch_leaves(
         found.update(  # a text cell (edited by hand) fails its hash check, as bytes
             (bytes(d), unpack_leaf(data) if isinstance(data, bytes) else str(data).encode())
             for d, data in conn.execute(
-                f"SELECT r.digest, c.data FROM leaf_refs r CROSS JOIN leaf_cells c "
-                f"ON c.rowid = r.cell WHERE r.thread_id = ? AND r.digest IN ({marks})",
+                f"SELECT digest, data FROM leaves WHERE thread_id = ? AND digest IN ({marks})",
                 (thread_id, *chunk)))
     return found

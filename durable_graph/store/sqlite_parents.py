@@ -36,15 +36,11 @@ AND checkpoint_id < ? ORDER BY checkpoint_id DESC LIMIT 1
 """
 
 
-def _before_sql(row: str, bound: str) -> str:
-    """SQL: the id of the row before id ``bound`` in the thread and namespace of ``row``."""
-    return (f"(SELECT p.checkpoint_id FROM checkpoints p WHERE p.thread_id = {row}.thread_id "
-            f"AND p.checkpoint_ns = {row}.checkpoint_ns AND p.checkpoint_id < {bound} "
-            "ORDER BY p.checkpoint_id DESC LIMIT 1)")
-
-
-PARENT_OF = (f"CASE WHEN c.parent_id = x'' THEN {_before_sql('c', 'c.checkpoint_id')} "
-             "ELSE c.parent_id END")
+PARENT_OF = (
+    "CASE WHEN c.parent_id = x'' THEN (SELECT p.checkpoint_id FROM checkpoints p "
+    "WHERE p.thread_id = c.thread_id AND p.checkpoint_ns = c.checkpoint_ns "
+    "AND p.checkpoint_id < c.checkpoint_id ORDER BY p.checkpoint_id DESC LIMIT 1) "
+    "ELSE c.parent_id END")
 """SQL: the stored parent id of the checkpoint row ``c``, the mark resolved."""
 
 

@@ -24,6 +24,7 @@ from durable_graph.store.sqlite_leaves import split_leaves
 from durable_graph.store.sqlite_schema import SCHEMA_VERSION
 from tests.leaf_counts import counted, held_by_rows
 from tests.unit.test_leaf_dedup import chat_app, content, run_chat
+from tests.unit.test_sqlite_schema8 import assert_view_refuses
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
@@ -119,13 +120,10 @@ def test_an_older_release_still_running_reads_leaves_and_cannot_write_them(
     (digest,) = old.execute("SELECT digest FROM leaves LIMIT 1").fetchone()
     assert old.execute("SELECT data FROM leaves WHERE thread_id = ? AND digest IN (?)",
                        ("t", digest)).fetchone() is not None
-    for statement, args in (
-            ("INSERT INTO leaves VALUES (?, ?, 1, ?)", ("t", b"d" * 32, b"x")),
-            ("UPDATE leaves SET refs = refs + 1 WHERE thread_id = ? AND digest = ?",
-             ("t", digest)),
-            ("DELETE FROM leaves WHERE thread_id = ?", ("t",))):
-        with pytest.raises(sqlite3.OperationalError, match="leaves because it is a view"):
-            old.execute(statement, args)
+    assert_view_refuses(old, "leaves", [
+        ("INSERT INTO leaves VALUES (?, ?, 1, ?)", ("t", b"d" * 32, b"x")),
+        ("UPDATE leaves SET refs = refs + 1 WHERE thread_id = ? AND digest = ?", ("t", digest)),
+        ("DELETE FROM leaves WHERE thread_id = ?", ("t",))])
     old.close()
     with SqliteSaver(path) as saver:  # and this release opens it as before
         assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -363,6 +363,14 @@ ORDER BY link.n
 """
 
 
+def assert_view_refuses(conn: sqlite3.Connection, view: str,
+                        statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Each statement (an older release's write of a table now a read-only view) fails."""
+    for statement, args in statements:
+        with pytest.raises(sqlite3.OperationalError, match=f"{view} because it is a view"):
+            conn.execute(statement, args)
+
+
 @pytest.mark.parametrize("old_file", [True, False], ids=["schema-7-file", "new-file"])
 def test_an_older_release_that_checked_the_version_first_cannot_write_chains(
     tmp_path: Path, old_file: bool
@@ -385,11 +393,9 @@ def test_an_older_release_that_checked_the_version_first_cannot_write_chains(
     assert old.execute("SELECT type FROM sqlite_master WHERE name = 'chains'"
                        ).fetchall() == [("view",)]
     assert [v for (v,) in old.execute(_V7_LOAD_CHAIN, ("t", "", "log", 3))] == [3, 2, 1]
-    for statement, args in (
-            ("INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)", ("t", "", "log", 5, 4, 4)),
-            ("DELETE FROM chains WHERE thread_id = ?", ("t",))):
-        with pytest.raises(sqlite3.OperationalError, match="chains because it is a view"):
-            old.execute(statement, args)
+    assert_view_refuses(old, "chains", [
+        ("INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)", ("t", "", "log", 5, 4, 4)),
+        ("DELETE FROM chains WHERE thread_id = ?", ("t",))])
     old.close()
     with SqliteSaver(path) as saver:  # and this release opens it as before
         assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
