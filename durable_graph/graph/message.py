@@ -51,11 +51,15 @@ def _langchain() -> Any:
         return None
 
 
-def _coerce(messages: list[Any]) -> list[Any]:
-    """Messages as LangGraph coerces them (as plain data without langchain_core)."""
+def _coerce(messages: list[Any], *, held: bool = False) -> list[Any]:
+    """Messages as LangGraph coerces them (as plain data without langchain_core).
+
+    ``held``: the state's own list, whose dicts a merge already made: kept as the same
+    objects (a merge copies only what it is given), so the merged list shares them and a
+    saver stores the step as a delta (``store.delta`` matches items by identity)."""
     lc = _langchain()
     if lc is None:
-        return [_plain(m) for m in messages]
+        return [m if held and type(m) is dict else _plain(m) for m in messages]
     messages = [lc.RemoveMessage(id=m.id) if isinstance(m, RemoveMessage) else m
                 for m in messages]
     kinds = set(map(type, messages))
@@ -101,7 +105,8 @@ def _is_remove(m: Any) -> bool:
 
 
 def _merge(left: Any, right: Any, *, format: str | None = None) -> list[Any]:
-    old = [_with_id(m) for m in _coerce(left if isinstance(left, list) else [left])]
+    old = [_with_id(m) for m in _coerce(left if isinstance(left, list) else [left],
+                                         held=True)]
     new = [_with_id(m) for m in _coerce(right if isinstance(right, list) else [right])]
     clear = [i for i, m in enumerate(new) if _is_remove(m) and _id(m) == REMOVE_ALL_MESSAGES]
     if clear:

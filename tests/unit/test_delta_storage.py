@@ -21,6 +21,7 @@ from typing_extensions import TypedDict
 
 from durable_graph import END, REMOVE_ALL_MESSAGES, START, RemoveMessage, StateGraph, add_messages
 from durable_graph.errors import GraphValueError
+from durable_graph.graph import message as message_module
 from durable_graph.store.base import BaseCheckpointSaver
 from durable_graph.store.delta import ChannelDelta, apply_delta, diff_lists, plan_value
 from durable_graph.store.memory import InMemorySaver
@@ -119,6 +120,8 @@ def test_a_step_stores_a_delta_and_prune_keeps_its_chain(kind: str, tmp_path: Pa
     version = latest.checkpoint.channel_versions["log"]
     depth = saver.value_depth("t", "", "log", version)
     assert depth is not None and depth >= 5  # stored as a delta on a long chain
+    messages = latest.checkpoint.channel_versions["messages"]
+    assert (saver.value_depth("t", "", "messages", messages) or 0) >= 5
     saver.prune(["t"], strategy="keep_latest")
     assert len(list(saver.list(config))) == 1
     state = app.get_state(config).values
@@ -126,6 +129,31 @@ def test_a_step_stores_a_delta_and_prune_keeps_its_chain(kind: str, tmp_path: Pa
     assert [_id(m) for m in state["messages"]] == [f"m{n}" for n in range(6)]
     app.invoke({"log": [6], "messages": []}, config)  # resumes on the pruned chain
     assert app.get_state(config).values["log"] == list(range(7))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_chat_of_plain_dicts_stores_deltas_without_langchain_core(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without langchain_core, messages stay dicts: a merge keeps the state's own dicts, so
+    each turn is stored as a delta (copying each one made every turn a whole list)."""
+    monkeypatch.setattr(message_module, "_langchain", lambda: None)
+    saver = _open(kind, tmp_path, snapshot_every=100)
+    app = _graph().compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t"}}
+    sent = [{"id": f"m{n}", "role": "user", "content": f"hi {n}"} for n in range(6)]
+    for n, message in enumerate(sent):
+        app.invoke({"messages": [message]}, config)
+        if n == 3:  # an edit by id is a delta too
+            app.invoke({"messages": [{**sent[1], "content": "edited"}]}, config)
+    latest = saver.get_tuple(config)
+    assert latest is not None
+    messages = latest.checkpoint.channel_versions["messages"]
+    assert (saver.value_depth("t", "", "messages", messages) or 0) >= 6
+    values = app.get_state(config).values["messages"]
+    assert all(type(m) is dict for m in values)
+    assert [m["content"] for m in values] == ["hi 0", "edited", "hi 2", "hi 3", "hi 4", "hi 5"]
+    assert sent[0] == {"id": "m0", "role": "user", "content": "hi 0"}  # the caller's, untouched
 
 
 def test_diff_rebuilds_by_identity_only() -> None:
