@@ -38,6 +38,7 @@ sum of what was appended.
     python bench/bench_history.py                       # 200 steps; 10, 1,000, 100,000
     python bench/bench_history.py --sizes 10,1000,10000 --steps 200
     python bench/bench_history.py --skip-reads --thread uuid   # UUID thread ids
+    python bench/bench_history.py --skip-reads --messages plain   # as without langchain_core
 """
 
 from __future__ import annotations
@@ -260,7 +261,7 @@ def baseline_rows(args: argparse.Namespace) -> list[tuple[str, ...]]:
     env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
     out = subprocess.run(
         [sys.executable, __file__, "--storage-json", "--steps", str(args.steps),
-         "--redis-url", args.redis_url, "--thread", args.thread],
+         "--redis-url", args.redis_url, "--thread", args.thread, "--messages", args.messages],
         env=env, check=True, capture_output=True, text=True)
     return [tuple(r) for r in json.loads(out.stdout.splitlines()[-1])]
 
@@ -363,11 +364,19 @@ def main() -> None:
                         help="the storage workloads' thread id: the workload's name "
                         "(append, chat) or a fresh UUID, as users' thread ids usually are "
                         "(every row and key holds it)")
+    parser.add_argument("--messages", choices=("installed", "plain"), default="installed",
+                        help="the chat's messages: LangChain's message objects when "
+                        "langchain_core is installed, or plain dicts, as an install without "
+                        "it keeps them (importing langchain_core fails in this process)")
     parser.add_argument("--skip-reads", action="store_true", help="storage table only")
     parser.add_argument("--skip-storage", action="store_true", help="read latency table only")
     parser.add_argument("--storage-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    if args.messages == "plain":
+        if "langchain_core" in sys.modules:
+            parser.error("--messages plain: langchain_core is imported already")
+        sys.modules["langchain_core"] = None  # type: ignore[assignment]  # import fails
     with tempfile.TemporaryDirectory() as tmp:
         if args.storage_json:  # the child of --baseline
             print(json.dumps(storage_rows(args, Path(tmp))))
