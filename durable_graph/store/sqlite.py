@@ -38,7 +38,8 @@ are and an older release refuses the new ones loudly). Schema 9 keeps a leaf's c
 a row of its own (``leaf_cells``) and its key and count in ``leaf_refs``
 (``sqlite_leaves``), schema 10 a checkpoint id in the key as its 16 bytes
 (``sqlite_ids``), schema 11 a parent that is the checkpoint before its child as a mark
-(``sqlite_parents``).
+(``sqlite_parents``), schema 12 a thread in the row tables by a number of its own
+(``sqlite_threads``: looked up in each transaction, the id itself in every error).
 
 With a signing serializer, each record is signed as a whole and each value and
 write for its place (``ThreadCodec``); the ``sig`` column (schema version 2) holds
@@ -148,6 +149,12 @@ from durable_graph.store.sqlite_row import (
     unpack_ts,
 )
 from durable_graph.store.sqlite_schema import apply_schema, check_version
+from durable_graph.store.sqlite_threads import (
+    ThreadKey,
+    add_thread_key,
+    thread_key,
+    thread_names,
+)
 
 __all__ = ["SqliteSaver"]
 
@@ -223,6 +230,10 @@ Synchronous = Literal["NORMAL", "FULL"]
 _Row = tuple[Any, ...]
 _THREAD_ONLY = "thread_id = ?"
 """``list``'s condition for every namespace of a thread (``_page`` splits it in two)."""
+_THREAD_AND_NS = "thread_id = ? AND checkpoint_ns = ?"
+"""``list``'s condition for one namespace of a thread."""
+_Place = tuple[ThreadKey, str, str | bytes]
+"""A checkpoint row's (thread key, namespace, stored id): ``previous_rows``' keys."""
 
 
 def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -374,8 +385,8 @@ class SqliteSaver(BaseCheckpointSaver):
     def get_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
         """The checkpoint named by ``checkpoint_id``, or the thread's latest one."""
         thread_id, ns, checkpoint_id = config_ids(config)
-        query = f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ?"
-        args: list[Any] = [thread_id, ns]
+        query = f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE {_THREAD_AND_NS}"
+        args: list[Any] = [ns]
         if checkpoint_id is None:  # and the one before it: its parent, nearly always
             query += " ORDER BY checkpoint_id DESC LIMIT 2"
         else:
@@ -383,8 +394,9 @@ class SqliteSaver(BaseCheckpointSaver):
             args.append(pack_id(checkpoint_id))
         self._purge_due()
         with self._transaction(write=False) as conn:
-            rows = conn.execute(query, args).fetchall()
-            return self._load(conn, rows[0], previous_rows(rows)) if rows else None
+            key = thread_key(conn, thread_id)
+            rows = [] if key is None else conn.execute(query, [key, *args]).fetchall()
+            return self._load(conn, rows[0], previous_rows(rows), thread_id) if rows else None
 
     def list(
         self,
@@ -400,14 +412,19 @@ class SqliteSaver(BaseCheckpointSaver):
         The lock is never held while the caller consumes an item, so an abandoned
         iterator cannot block other threads.
         """
-        where, args = _list_scope(config, before)
         self._purge_due()
+        thread_id = None if config is None else config_ids(config)[0]
+        with self._transaction(write=False) as conn:
+            key = None if thread_id is None else thread_key(conn, thread_id)
+        if thread_id is not None and key is None:
+            return
+        where, args = _list_scope(config, key, before)
         count = 0
         cursor: _Row | None = None
         while limit is None or count < limit:
-            rows = self._page(where, args, cursor)
+            rows, names = self._page(where, args, cursor, named=thread_id is None)
             previous = previous_rows(rows)  # the parents a page has (``sqlite_parents``)
-            wanted = [row for row in rows if not filter
+            wanted = [(row, thread_id or names[row[0]]) for row in rows if not filter
                       or metadata_matches(unpack_metadata(row[7]), filter)]
             if limit is not None:
                 wanted = wanted[:limit - count]
@@ -425,15 +442,16 @@ class SqliteSaver(BaseCheckpointSaver):
             cursor = (rows[-1][2], rows[-1][0], rows[-1][1])
 
     def _load_batch(
-        self, rows: Sequence[_Row], previous: Mapping[tuple[str, str, str | bytes], str | bytes]
+        self, rows: Sequence[tuple[_Row, str]], previous: Mapping[_Place, str | bytes]
     ) -> tuple[Sequence[CheckpointTuple], Exception | None]:
-        """The checkpoints of ``rows`` loaded in one read transaction, up to the first
-        that fails to load, and that failure (None if none did); a store error raises."""
+        """The checkpoints of ``rows`` (each with its thread id) loaded in one read
+        transaction, up to the first that fails to load, and that failure (None if none
+        did); a store error raises."""
         items: builtins.list[CheckpointTuple] = []  # ``list``: the method, in the class
         with self._transaction(write=False) as conn:
-            for row in rows:
+            for row, thread_id in rows:
                 try:
-                    items.append(self._load(conn, row, previous))
+                    items.append(self._load(conn, row, previous, thread_id))
                 except sqlite3.Error:
                     raise  # the store failed: ``_transaction`` names it
                 except Exception as exc:  # this row: refused after the ones before it
@@ -441,9 +459,10 @@ class SqliteSaver(BaseCheckpointSaver):
         return items, None
 
     def _page(
-        self, where: Sequence[str], args: Sequence[Any], cursor: _Row | None
-    ) -> Sequence[_Row]:
-        """The next page of checkpoint rows, newest first, after ``cursor`` (keyset paging)."""
+        self, where: Sequence[str], args: Sequence[Any], cursor: _Row | None, *, named: bool
+    ) -> tuple[Sequence[_Row], Mapping[ThreadKey, str]]:
+        """The next page of checkpoint rows, newest first, after ``cursor`` (keyset paging),
+        and when ``named`` (rows of every thread) the thread id of each of their keys."""
         clauses: list[str] = [*where]
         params: list[Any] = [*args]
         if cursor is not None:
@@ -460,20 +479,22 @@ class SqliteSaver(BaseCheckpointSaver):
             params = [*params, *params]
         query += " ORDER BY checkpoint_id DESC, thread_id DESC, checkpoint_ns DESC LIMIT ?"
         with self._transaction(write=False) as conn:
-            return conn.execute(query, [*params, _PAGE]).fetchall()
+            rows = conn.execute(query, [*params, _PAGE]).fetchall()
+            return rows, thread_names(conn, {row[0] for row in rows}) if named else {}
 
     def _load(
-        self, conn: sqlite3.Connection, row: _Row,
-        previous: Mapping[tuple[str, str, str | bytes], str | bytes],
+        self, conn: sqlite3.Connection, row: _Row, previous: Mapping[_Place, str | bytes],
+        thread_id: str,
     ) -> CheckpointTuple:
-        """Rebuild a checkpoint tuple from its row, its value blobs and its writes.
+        """Rebuild a checkpoint tuple from its row (of thread ``thread_id``), its value
+        blobs and its writes.
 
         With a signing serializer the record is verified first (``_record``), then
         each value for its (channel, version) and each write for its slot.
         """
-        thread_id, ns, stored_id, parent, ts, versions, _, metadata, v, _ = row
+        key, ns, stored_id, parent, ts, versions, _, metadata, v, _ = row
         # the parent as signed: its id, never the mark (``sqlite_parents``)
-        row = (*row[:3], resolve_parent(conn, (thread_id, ns), stored_id, parent, previous),
+        row = (*row[:3], resolve_parent(conn, (key, ns), stored_id, parent, previous),
                *row[4:])
         checkpoint_id, parent_id = unpack_id(stored_id), unpack_id(row[3])
         tc = ThreadCodec(self.serde, "", thread_id, ns)
@@ -489,23 +510,23 @@ class SqliteSaver(BaseCheckpointSaver):
             channel: value(channel, version_of[channel], tag, blob)
             for channel, tag, blob in conn.execute(_LOAD_VALUES, (
                 versions if isinstance(versions, str)  # JSON text already (schema < 6)
-                else dumps_versions(version_of), thread_id, ns))
+                else dumps_versions(version_of), key, ns))
         }
         values = with_marks(
             found_values, version_of, marks, where=f"checkpoint {checkpoint_id} of thread "
             f"{thread_id!r}", unsigned_in_signed_store=tc.bound is not None and not signed)
         resolve_chains(values, lambda channel, head: (
             (version, value(channel, version, tag, blob))
-            for version, tag, blob in conn.execute(LOAD_CHAIN, (thread_id, ns, channel, head))
+            for version, tag, blob in conn.execute(LOAD_CHAIN, (key, ns, channel, head))
         ))
-        found = conn.execute(_LOAD_WRITES, (thread_id, ns, checkpoint_id)).fetchall()
+        found = conn.execute(_LOAD_WRITES, (key, ns, checkpoint_id)).fetchall()
         pending = {
             i: tc.pending(checkpoint_id, task_id, idx, channel, unpack_blob(
                 tag, blob, f"pending write {task_id}:{idx} of checkpoint {checkpoint_id}"))
             for i, (task_id, idx, channel, tag, blob) in enumerate(found)
         }
         for decoded in (values, pending):
-            resolve_leaves(decoded, lambda digests: fetch_leaves(conn, thread_id, digests))
+            resolve_leaves(decoded, lambda digests: fetch_leaves(conn, key, digests))
         writes = [PendingWrite(task_id, channel, pending[i])
                   for i, (task_id, _, channel, _, _) in enumerate(found)]
         return CheckpointTuple(
@@ -542,21 +563,22 @@ class SqliteSaver(BaseCheckpointSaver):
         versions_text = dumps_json(versions, "channel versions")
         now = time.time()
         with self._transaction() as conn:
-            row, marks = self._checkpoint_row(
-                conn, tc, (parent_id, checkpoint, metadata), versions_text)
             purge(conn, now)
+            key = add_thread_key(conn, thread_id)
+            row, marks = self._checkpoint_row(
+                conn, tc, key, (parent_id, checkpoint, metadata), versions_text)
             extends = (config.get("configurable") or {}).get(EXTENDS_LATEST) \
-                and self._check_extends(conn, (thread_id, ns), checkpoint.id, parent_id,
-                                        metadata)
+                and self._check_extends(conn, (key, ns), checkpoint.id, parent_id, metadata,
+                                        thread_id=thread_id)
             if extends and retires_parent_writes(config, metadata):
-                delete_releasing(conn, thread_id, _APPLIED_WRITES, (thread_id, ns, parent_id))
-            present = {key for (key,) in conn.execute(
-                _EXISTING_BLOBS, (versions_text, thread_id, ns))}
+                delete_releasing(conn, key, _APPLIED_WRITES, (key, ns, parent_id))
+            present = {channel for (channel,) in conn.execute(
+                _EXISTING_BLOBS, (versions_text, key, ns))}
             missing = {  # a channel marked None has no row (schema 8)
                 ch: value for ch, value in checkpoint.channel_values.items()
                 if ch not in present and ch not in marks
             }
-            split = self._split(conn, thread_id, list(missing.items()))
+            split = self._split(conn, key, list(missing.items()))
             leaves = {d: data for _, own in split for d, data in own.items()}
             refs = {ch: pack_digests(own) for ch, (_, own) in zip(missing, split, strict=True)}
             stored = {ch: value for ch, (value, _) in zip(missing, split, strict=True)}
@@ -568,13 +590,13 @@ class SqliteSaver(BaseCheckpointSaver):
                 if conn.execute(
                     "INSERT OR IGNORE INTO blobs (thread_id, checkpoint_ns, channel, version, "
                     "type, blob, leaves, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (thread_id, ns, ch, versions[ch], code, data,
+                    (key, ns, ch, versions[ch], code, data,
                      leaves_column(*tagged, refs.get(ch)), links.get(ch)),
                 ).rowcount:
-                    hold_leaves(conn, thread_id, refs.get(ch), leaves)
+                    hold_leaves(conn, key, refs.get(ch), leaves)
             conn.execute(_INSERT_CHECKPOINT, (*row[:3], stored_parent(  # schema 11
-                conn, (thread_id, ns), row[2], parent_id), *row[4:]))
-            self._apply_policy(conn, thread_id, ns, now)
+                conn, (key, ns), row[2], parent_id), *row[4:]))
+            self._apply_policy(conn, (key, ns), thread_id, now)
         return checkpoint_config(thread_id, ns, checkpoint.id)
 
     def _record(self, conn: sqlite3.Connection, tc: ThreadCodec, row: _Row,
@@ -598,15 +620,16 @@ class SqliteSaver(BaseCheckpointSaver):
         return version_of, seen_of, marks, signed
 
     def _checkpoint_row(
-        self, conn: sqlite3.Connection, tc: ThreadCodec,
+        self, conn: sqlite3.Connection, tc: ThreadCodec, key: ThreadKey,
         given: tuple[str | None, Checkpoint, CheckpointMetadata], versions_text: str,
     ) -> tuple[_Row, frozenset[str]]:
-        """The signed checkpoints-table row of a checkpoint (``packed_row``), its names
-        numbered in ``conn``'s transaction; and the channels it marks None."""
+        """The signed checkpoints-table row of a checkpoint of the thread keyed ``key``
+        (``packed_row``), its names numbered in ``conn``'s transaction; and the channels
+        it marks None."""
         parent_id, checkpoint, metadata = given
         names = RowNames(checkpoint.id, parent_id, self._name_of(conn),
                          lambda name: self._names.id_of(conn, name))
-        packed = packed_row((tc.thread_id, tc.ns), checkpoint, metadata,
+        packed = packed_row((key, tc.ns), checkpoint, metadata,
                             versions_text=versions_text, names=names)
         row, marks = packed.row, packed.marks
         fields = record_fields(row, packed.versions, packed.seen, marks)
@@ -617,21 +640,21 @@ class SqliteSaver(BaseCheckpointSaver):
         return lambda number: self._names.name_of(conn, number)
 
     def _split(
-        self, conn: sqlite3.Connection, thread_id: str, items: Sequence[tuple[str, Any]]
+        self, conn: sqlite3.Connection, key: ThreadKey, items: Sequence[tuple[str, Any]]
     ) -> Sequence[tuple[Any, dict[bytes, bytes]]]:
         """Values or writes with the leaves kept apart as references (``leaves.apart_in``)."""
         if not self._dedup:
             return [(value, {}) for _, value in items]
-        return apart_in(items, lambda digest: leaf_exists(conn, thread_id, digest))
+        return apart_in(items, lambda digest: leaf_exists(conn, key, digest))
 
-    def _apply_policy(self, conn: sqlite3.Connection, thread_id: str, ns: str,
-                      now: float) -> None:
+    def _apply_policy(self, conn: sqlite3.Connection, place: tuple[ThreadKey, str],
+                      thread_id: str, now: float) -> None:
         """A commit's retention: drop checkpoints beyond ``keep_last``, restart the TTL."""
         if self.keep_last is not None:
             doomed = [unpack_id(cid) for (cid,) in conn.execute(
-                BEYOND_KEEP, (thread_id, ns, self.keep_last))]
+                BEYOND_KEEP, (*place, self.keep_last))]
             if doomed:
-                delete_ids(conn, (thread_id, ns), doomed, self._names)
+                delete_ids(conn, place, doomed, self._names)
         if self.ttl is not None:
             conn.execute(_EXPIRE_AFTER_COMMIT, (thread_id, now, self.ttl))
         else:
@@ -661,28 +684,30 @@ class SqliteSaver(BaseCheckpointSaver):
     def list_ids(self, thread_id: str) -> Iterator[CheckpointRef]:
         """Every checkpoint of a thread newest first, as ids and parents only."""
         self._purge_due()
-        thread_id = str(thread_id)
         with self._transaction(write=False) as conn:
-            rows = conn.execute(_LIST_IDS, (thread_id,)).fetchall()
-            known = previous_rows([(thread_id, ns, cid) for ns, cid, _ in rows])
+            key = thread_key(conn, str(thread_id))
+            if key is None:
+                return iter(())
+            rows = conn.execute(_LIST_IDS, (key,)).fetchall()
+            known = previous_rows([(key, ns, cid) for ns, cid, _ in rows])
             refs = [CheckpointRef(ns, unpack_id(cid), unpack_id(resolve_parent(
-                conn, (thread_id, ns), cid, parent, known))) for ns, cid, parent in rows]
+                conn, (key, ns), cid, parent, known))) for ns, cid, parent in rows]
         return iter(refs)
 
     @staticmethod
     def _check_extends(
-        conn: sqlite3.Connection, place: tuple[str, str], checkpoint_id: str,
-        parent_id: str | None, metadata: CheckpointMetadata,
+        conn: sqlite3.Connection, place: tuple[ThreadKey, str], checkpoint_id: str,
+        parent_id: str | None, metadata: CheckpointMetadata, *, thread_id: str,
     ) -> bool:
-        """Compare-and-set: refuse a commit that does not extend the thread's latest.
+        """Compare-and-set: refuse a commit that does not extend the latest checkpoint of
+        thread ``thread_id`` (keyed ``place[0]``) in its namespace.
 
         True when the parent is the latest (the commit extends the thread's line).
         """
-        thread_id, ns = place
-        found = conn.execute(LATEST, (thread_id, ns)).fetchone()
+        found = conn.execute(LATEST, place).fetchone()
         latest = unpack_id(found[0]) if found else None
         if parent_id is not None and conn.execute(
-                EXISTS, (thread_id, ns, pack_id(parent_id))).fetchone() is None:
+                EXISTS, (*place, pack_id(parent_id))).fetchone() is None:
             raise CommitConflictError(parent_gone(thread_id, parent_id))
         if latest is None or latest in (parent_id, checkpoint_id):
             return latest is not None and latest == parent_id
@@ -711,26 +736,27 @@ class SqliteSaver(BaseCheckpointSaver):
             raise GraphValueError("put_writes needs a config with a checkpoint_id")
         tc = ThreadCodec(self.serde, "", thread_id, ns)
         with self._transaction() as conn:
-            if pruned(conn, thread_id, ns, checkpoint_id):
+            key = add_thread_key(conn, thread_id)
+            if pruned(conn, key, ns, checkpoint_id):
                 return  # a late write to a pruned checkpoint: nothing would read or drop it
             rows = []
             leaves: dict[bytes, bytes] = {}
-            split = self._split(conn, thread_id, list(writes))
+            split = self._split(conn, key, list(writes))
             for idx, ((channel, _), (stored, own)) in enumerate(zip(writes, split, strict=True)):
                 slot = WRITES_IDX_MAP.get(channel, idx)
                 leaves.update(own)
                 code, data = pack_blob(tc.write(checkpoint_id, task_id, slot, channel, stored))
                 verb = "REPLACE" if channel in WRITES_IDX_MAP else "IGNORE"
-                rows.append((verb, (thread_id, ns, checkpoint_id, task_id, slot, channel,
+                rows.append((verb, (key, ns, checkpoint_id, task_id, slot, channel,
                                     code, data, pack_digests(own))))
             for verb, args in rows:
                 if verb == "REPLACE":  # the slot's previous write gives its leaves back
-                    release_leaves(conn, thread_id, conn.execute(
+                    release_leaves(conn, key, conn.execute(
                         _WRITE_LEAVES, args[:5]).fetchall())
                 if conn.execute(
                         f"INSERT OR {verb} INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         args).rowcount:
-                    hold_leaves(conn, thread_id, args[-1], leaves)
+                    hold_leaves(conn, key, args[-1], leaves)
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value, write and status record of a thread."""
@@ -740,14 +766,17 @@ class SqliteSaver(BaseCheckpointSaver):
     def delete_checkpoints(self, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> None:
         """Delete these checkpoints, their writes, and values no other checkpoint reads."""
         with self._transaction() as conn:
-            delete_ids(conn, (str(thread_id), checkpoint_ns), ids, self._names)
+            key = thread_key(conn, str(thread_id))
+            if key is not None:
+                delete_ids(conn, (key, checkpoint_ns), ids, self._names)
 
     def value_depth(
         self, thread_id: str, checkpoint_ns: str, channel: str, version: int
     ) -> int | None:
         with self._transaction(write=False) as conn:
-            row = conn.execute(
-                VALUE_DEPTH, (thread_id, checkpoint_ns, channel, version)).fetchone()
+            key = thread_key(conn, str(thread_id))
+            row = None if key is None else conn.execute(
+                VALUE_DEPTH, (key, checkpoint_ns, channel, version)).fetchone()
         if row is None:
             return None
         return int(row[0] or 0)
@@ -791,16 +820,17 @@ class SqliteSaver(BaseCheckpointSaver):
 
 
 def _list_scope(
-    config: Mapping[str, Any] | None, before: Mapping[str, Any] | None
+    config: Mapping[str, Any] | None, key: ThreadKey | None, before: Mapping[str, Any] | None
 ) -> tuple[list[str], list[Any]]:
-    """SQL conditions for ``list``: thread, namespace if given, and ``before``."""
+    """SQL conditions for ``list``: thread (``key``: the config's), namespace if given, and
+    ``before``."""
     where: list[str] = []
     args: list[Any] = []
     if config is not None:
-        thread_id, ns, _ = config_ids(config)
-        args.append(thread_id)
+        _, ns, _ = config_ids(config)
+        args.append(key)
         if "checkpoint_ns" in (config.get("configurable") or {}):
-            where.append("thread_id = ? AND checkpoint_ns = ?")
+            where.append(_THREAD_AND_NS)
             args.append(ns)
         else:
             where.append(_THREAD_ONLY)

@@ -58,6 +58,7 @@ from durable_graph.errors import CheckpointStoreError, DurableGraphError
 from durable_graph.store.deflate import pack_leaf, unpack_leaf
 from durable_graph.store.leaves import pack_digests, unpack_digests
 from durable_graph.store.sqlite_row import unpack_blob
+from durable_graph.store.sqlite_threads import ThreadKey
 
 __all__ = [
     "IN_VALUE",
@@ -196,24 +197,25 @@ def split_leaves(conn: sqlite3.Connection) -> None:
 
 
 def hold_leaves(
-    conn: sqlite3.Connection, thread_id: str, digests: bytes | None, leaves: Mapping[bytes, bytes]
+    conn: sqlite3.Connection, thread: ThreadKey, digests: bytes | None,
+    leaves: Mapping[bytes, bytes],
 ) -> None:
     """Count one more reference to each leaf a new row lists (storing leaves new here,
     compressed when that pays: ``pack_leaf``; only a leaf not stored yet is compressed)."""
     for digest in unpack_digests(digests):
-        if not conn.execute(_ADD_REF, (thread_id, digest)).rowcount:
-            _insert(conn, thread_id, digest, 1, pack_leaf(leaves[digest]))
+        if not conn.execute(_ADD_REF, (thread, digest)).rowcount:
+            _insert(conn, thread, digest, 1, pack_leaf(leaves[digest]))
 
 
-def _insert(conn: sqlite3.Connection, thread_id: str, digest: bytes, refs: int,
+def _insert(conn: sqlite3.Connection, thread: ThreadKey | str, digest: bytes, refs: int,
             cell: bytes | str) -> None:
     """Store a leaf: its cell, then its key row naming it."""
     number = conn.execute(_INSERT_CELL, (cell,)).lastrowid
-    conn.execute(_INSERT_REF, (thread_id, digest, refs, number))
+    conn.execute(_INSERT_REF, (thread, digest, refs, number))
 
 
 def release_leaves(
-    conn: sqlite3.Connection, thread_id: str, rows: Iterable[tuple[bytes | None]]
+    conn: sqlite3.Connection, thread: ThreadKey, rows: Iterable[tuple[bytes | None]]
 ) -> None:
     """Give back the references of deleted rows (their ``leaves`` columns); drop unheld leaves."""
     counts: dict[bytes, int] = {}
@@ -222,21 +224,22 @@ def release_leaves(
             counts[digest] = counts.get(digest, 0) + 1
     if not counts:
         return
-    conn.executemany(_RELEASE, [(n, thread_id, d) for d, n in counts.items()])
-    keys = [(thread_id, d) for d in counts]
+    conn.executemany(_RELEASE, [(n, thread, d) for d, n in counts.items()])
+    keys = [(thread, d) for d in counts]
     conn.executemany(_DROP_UNHELD_CELL, keys)
     conn.executemany(_DROP_UNHELD, keys)
 
 
-def delete_thread_leaves(conn: sqlite3.Connection, thread_id: str) -> None:
+def delete_thread_leaves(conn: sqlite3.Connection, thread: ThreadKey) -> None:
     """Delete every leaf of a thread (inside the caller's transaction)."""
     conn.execute("DELETE FROM leaf_cells WHERE rowid IN "
-                 "(SELECT cell FROM leaf_refs WHERE thread_id = ?)", (thread_id,))
-    conn.execute("DELETE FROM leaf_refs WHERE thread_id = ?", (thread_id,))
+                 "(SELECT cell FROM leaf_refs WHERE thread_id = ?)", (thread,))
+    conn.execute("DELETE FROM leaf_refs WHERE thread_id = ?", (thread,))
 
 
 def delete_releasing(
-    conn: sqlite3.Connection, thread_id: str, rows: str, params: Sequence[Any], *, with_: str = ""
+    conn: sqlite3.Connection, thread: ThreadKey, rows: str, params: Sequence[Any], *,
+    with_: str = "",
 ) -> None:
     """``DELETE FROM {rows}`` (a table and its WHERE clause, after an optional ``WITH``
     clause), giving back the leaf references of the rows it deletes (their ``leaves``
@@ -247,17 +250,17 @@ def delete_releasing(
         f"{with_} SELECT leaves, CASE WHEN typeof(leaves) = 'text' THEN type END, "
         f"CASE WHEN typeof(leaves) = 'text' THEN blob END FROM {rows} AND leaves IS NOT NULL",
         params).fetchall()
-    release_leaves(conn, thread_id, [(_held(*row),) for row in found])
+    release_leaves(conn, thread, [(_held(*row),) for row in found])
     conn.execute(f"{with_} DELETE FROM {rows}", params)
 
 
-def leaf_exists(conn: sqlite3.Connection, thread_id: str, digest: bytes) -> bool:
+def leaf_exists(conn: sqlite3.Connection, thread: ThreadKey, digest: bytes) -> bool:
     """Whether the thread keeps this leaf."""
-    return conn.execute(_EXISTS, (thread_id, digest)).fetchone() is not None
+    return conn.execute(_EXISTS, (thread, digest)).fetchone() is not None
 
 
 def fetch_leaves(
-    conn: sqlite3.Connection, thread_id: str, digests: Iterable[bytes]
+    conn: sqlite3.Connection, thread: ThreadKey, digests: Iterable[bytes]
 ) -> dict[bytes, bytes]:
     """The stored bytes of these leaves of a thread (those found)."""
     wanted = list(digests)
@@ -269,5 +272,5 @@ def fetch_leaves(
             (bytes(d), unpack_leaf(data) if isinstance(data, bytes) else str(data).encode())
             for d, data in conn.execute(
                 f"SELECT digest, data FROM leaves WHERE thread_id = ? AND digest IN ({marks})",
-                (thread_id, *chunk)))
+                (thread, *chunk)))
     return found

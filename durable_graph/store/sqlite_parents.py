@@ -23,6 +23,7 @@ from typing import Any
 
 from durable_graph.errors import CheckpointStoreError
 from durable_graph.store.sqlite_row import pack_id, unpack_id
+from durable_graph.store.sqlite_threads import ThreadKey
 
 __all__ = ["PARENT_OF", "PARENT_TRIGGERS", "PREVIOUS", "previous_rows", "resolve_parent",
            "stored_parent"]
@@ -66,7 +67,7 @@ before a row is inserted, the row after it that names the row before as ``PREVIO
 gets that row's id (the new row's own when it replaces a row of the same id)."""
 
 
-def stored_parent(conn: sqlite3.Connection, place: tuple[str, str], stored_id: str | bytes,
+def stored_parent(conn: sqlite3.Connection, place: tuple[ThreadKey, str], stored_id: str | bytes,
                   parent_id: str | None) -> str | bytes | None:
     """How a new row at ``stored_id`` keeps ``parent_id``: ``PREVIOUS`` when the row
     before it is that parent, else its id (``pack_id``)."""
@@ -77,9 +78,9 @@ def stored_parent(conn: sqlite3.Connection, place: tuple[str, str], stored_id: s
     return PREVIOUS if found is not None and found[0] == packed else packed
 
 
-def resolve_parent(conn: sqlite3.Connection, place: tuple[str, str], stored_id: str | bytes,
+def resolve_parent(conn: sqlite3.Connection, place: tuple[ThreadKey, str], stored_id: str | bytes,
                    stored: str | bytes | None,
-                   known: Mapping[tuple[str, str, str | bytes], str | bytes] | None = None,
+                   known: Mapping[tuple[ThreadKey, str, str | bytes], str | bytes] | None = None,
                    ) -> str | bytes | None:
     """The parent a row keeps (``stored``) as ids are stored (``pack_id``): for
     ``PREVIOUS`` the id of the row before it, from ``known`` (``previous_rows``) when it
@@ -91,21 +92,20 @@ def resolve_parent(conn: sqlite3.Connection, place: tuple[str, str], stored_id: 
         found = conn.execute(_BEFORE, (*place, stored_id)).fetchone()
         if found is None:
             raise CheckpointStoreError(
-                f"checkpoint {unpack_id(stored_id)} of thread {place[0]!r} names the "
-                "checkpoint before it as its parent, but none is stored: the file was "
-                "edited by hand")
+                f"checkpoint {unpack_id(stored_id)} names the checkpoint before it as its "
+                "parent, but its thread has none stored: the file was edited by hand")
         before = found[0]
     return before
 
 
 def previous_rows(
     rows: Sequence[Sequence[Any]],
-) -> dict[tuple[str, str, str | bytes], str | bytes]:
-    """For rows whose first columns are (thread, namespace, stored id), read newest
+) -> dict[tuple[ThreadKey, str, str | bytes], str | bytes]:
+    """For rows whose first columns are (thread key, namespace, stored id), read newest
     first in that order (a listing's page: every row of a namespace between two of its
     rows is there too), the stored id of the row before each one that has it in ``rows``."""
-    newest: dict[tuple[str, str], str | bytes] = {}
-    out: dict[tuple[str, str, str | bytes], str | bytes] = {}
+    newest: dict[tuple[ThreadKey, str], str | bytes] = {}
+    out: dict[tuple[ThreadKey, str, str | bytes], str | bytes] = {}
     for row in reversed(rows):
         place = (row[0], row[1])
         if place in newest:

@@ -21,6 +21,7 @@ from durable_graph.errors import SerializationError, SignatureError
 from durable_graph.store.base import Checkpoint, CheckpointMetadata
 from durable_graph.store.sqlite_named import RowNames, is_named, pack_marked, pack_seen
 from durable_graph.store.sqlite_row import pack_id, pack_metadata, pack_ts, plain_form
+from durable_graph.store.sqlite_threads import ThreadKey
 
 __all__ = ["PackedRow", "dumps_json", "packed_row", "record_fields", "with_marks"]
 
@@ -50,25 +51,25 @@ def dumps_json(value: Any, what: str) -> str:
 
 
 def packed_row(
-    place: tuple[str, str],
+    place: tuple[ThreadKey, str],
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     *,
     versions_text: str,
     names: RowNames,
 ) -> PackedRow:
-    """The checkpoints-table row of a checkpoint at (thread, namespace): everything but
+    """The checkpoints-table row of a checkpoint at (thread key, namespace): everything but
     its values, packed (``sqlite_row``, ``sqlite_named``; ``versions_text``: its
     versions as JSON; ``names``: its ids and its file's names), unsigned, with the
     channels whose value is None marked where the form holds marks."""
-    thread_id, ns = place
+    thread, ns = place
     raw_seen = checkpoint.versions_seen
     versions = plain_form(checkpoint.channel_versions, lambda: versions_text)
     seen = plain_form(raw_seen, lambda: dumps_json(raw_seen, "versions seen"))
     nones = frozenset(ch for ch, value in checkpoint.channel_values.items() if value is None)
     packed_versions, marks = pack_marked(versions, versions_text, names, nones)
     row = (
-        thread_id,
+        thread,
         ns,
         pack_id(checkpoint.id),
         pack_id(names.parent_id),

@@ -15,22 +15,27 @@ from durable_graph.store.sqlite_links import LIVE_LINKS
 from durable_graph.store.sqlite_names import NameTable
 from durable_graph.store.sqlite_parents import PARENT_OF
 from durable_graph.store.sqlite_row import pack_id
+from durable_graph.store.sqlite_threads import (
+    KEYED_TABLES,
+    ThreadKey,
+    drop_thread_key,
+    thread_key,
+)
 
 __all__ = [
     "BEYOND_KEEP",
     "DUE",
     "EXISTS",
     "LATEST",
-    "THREAD_TABLES",
     "delete_ids",
     "delete_thread_rows",
     "pruned",
     "purge",
 ]
 
-THREAD_TABLES = ("checkpoints", "blobs", "writes", "threads", "expiry")
-"""Every table with rows of a thread (``expiry``: its own TTL and when it expires), but
-its leaves (``sqlite_leaves.delete_thread_leaves``)."""
+_OWN_ROW_TABLES = ("threads", "expiry")
+"""The tables with a row a thread, by its id (``expiry``: its own TTL and when it
+expires); the rest hold its key (``sqlite_threads.KEYED_TABLES``)."""
 
 # Threads whose TTL ran out (the partial index keeps this one probe), the newest
 # checkpoint of a namespace, whether one is stored, whether a newer one is, and those
@@ -71,10 +76,15 @@ blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2
 
 
 def delete_thread_rows(conn: sqlite3.Connection, thread_id: str) -> None:
-    """Delete every row of a thread (inside the caller's transaction)."""
-    for table in THREAD_TABLES:
+    """Delete every row of a thread, and its key (inside the caller's transaction)."""
+    key = thread_key(conn, thread_id)
+    if key is not None:
+        delete_thread_leaves(conn, key)  # the cells, found through their key rows
+        for table in KEYED_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (key,))
+        drop_thread_key(conn, thread_id)
+    for table in _OWN_ROW_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE thread_id = ?", (thread_id,))
-    delete_thread_leaves(conn, thread_id)
 
 
 def purge(conn: sqlite3.Connection, now: float) -> None:
@@ -83,16 +93,16 @@ def purge(conn: sqlite3.Connection, now: float) -> None:
         delete_thread_rows(conn, thread_id)
 
 
-def pruned(conn: sqlite3.Connection, thread_id: str, ns: str, checkpoint_id: str) -> bool:
+def pruned(conn: sqlite3.Connection, thread: ThreadKey, ns: str, checkpoint_id: str) -> bool:
     """Whether the checkpoint is gone while a newer one is stored (pruned or deleted);
     a checkpoint not stored yet is newer than all of them. SQLite compares the ids as
     stored (``sqlite_row.pack_id``: text before bytes)."""
     stored = pack_id(checkpoint_id)
-    return conn.execute(_NEWER, (thread_id, ns, stored)).fetchone() is not None \
-        and conn.execute(EXISTS, (thread_id, ns, stored)).fetchone() is None
+    return conn.execute(_NEWER, (thread, ns, stored)).fetchone() is not None \
+        and conn.execute(EXISTS, (thread, ns, stored)).fetchone() is None
 
 
-def delete_ids(conn: sqlite3.Connection, scope: tuple[str, str], ids: Sequence[str],
+def delete_ids(conn: sqlite3.Connection, scope: tuple[ThreadKey, str], ids: Sequence[str],
                 names: NameTable) -> None:
     """Delete checkpoints of one namespace, their writes, and values nothing kept reads
     (``_LIVE_VALUES`` decodes the versions of the rows kept: ``names`` learns them all)."""

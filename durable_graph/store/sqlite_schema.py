@@ -13,7 +13,10 @@ file (or one that checked the version just before the upgrade) then fails on its
 statement that writes ``chains``, ``leaves`` or a checkpoint: restart it
 (``check_version`` runs only when a file is opened). Schema 11 adds triggers on
 ``checkpoints`` that keep a parent stored as "the checkpoint before" right when rows are
-deleted or inserted around it (``sqlite_parents``), whoever writes the file.
+deleted or inserted around it (``sqlite_parents``), whoever writes the file. Opening a
+file of schema 1 to 11 numbers its threads and keeps the number in the row tables'
+``thread_id`` column (``sqlite_threads``), a trigger refusing a thread id written there as
+text from then on.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from durable_graph.store.sqlite_leaves import LEAVES_SCHEMA, add_leaf_columns, s
 from durable_graph.store.sqlite_links import move_chains
 from durable_graph.store.sqlite_names import NAMES_SCHEMA
 from durable_graph.store.sqlite_parents import PARENT_TRIGGERS
+from durable_graph.store.sqlite_threads import THREAD_KEYS_SCHEMA, key_threads
 
 __all__ = ["SCHEMA_VERSION", "apply_schema", "check_version"]
 
-SCHEMA_VERSION = 11  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
+SCHEMA_VERSION = 12  # 3: values may be deltas (the chains table); 4: compact rows (sqlite_row);
 # 5: large leaves kept once per thread (the leaves table, ``sqlite_leaves``), and no
 # ``checkpoints_newest`` index (44 bytes a checkpoint, for listing every thread at once);
 # 6: versions, versions seen and metadata packed (``sqlite_row``), leaves deflated
@@ -48,9 +52,13 @@ SCHEMA_VERSION = 11  # 3: values may be deltas (the chains table); 4: compact ro
 # (``sqlite_ids``): opening an older file rewrites its ids so, and a trigger refuses
 # such an id written as text (by an older release's process still running on the file);
 # 11: a parent that is the checkpoint before its child stored as ``PREVIOUS`` (an empty
-# blob, ``sqlite_parents``), kept right by triggers on every insert and delete.
+# blob, ``sqlite_parents``), kept right by triggers on every insert and delete;
+# 12: a thread in ``checkpoints``, ``blobs``, ``writes`` and ``leaf_refs`` by its number in
+# ``thread_keys`` (``sqlite_threads``): opening an older file numbers its threads and
+# rewrites that column, and a trigger refuses a thread id written there as text.
 # Rows of every schema read in place: nothing is rewritten but schema 8's move of the
-# links, schema 9's of the leaves and schema 10's rewrite of the checkpoint ids.
+# links, schema 9's of the leaves, schema 10's rewrite of the checkpoint ids and schema
+# 12's of the threads.
 # ``checkpoints`` (rows of about 90 bytes looked up by their key) and ``leaf_refs`` are
 # WITHOUT ROWID: their rows live in their
 # primary-key b-tree instead of beside a copy of the key. ``blobs`` and ``leaf_cells``
@@ -114,7 +122,7 @@ CREATE TABLE IF NOT EXISTS expiry (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS expiry_due ON expiry (expires_at) WHERE expires_at IS NOT NULL;
-""" + LEAVES_SCHEMA + ";" + NAMES_SCHEMA
+""" + LEAVES_SCHEMA + ";" + NAMES_SCHEMA + ";" + THREAD_KEYS_SCHEMA
 
 
 def check_version(conn: sqlite3.Connection) -> None:
@@ -143,6 +151,7 @@ def apply_schema(conn: sqlite3.Connection) -> None:
     pack_ids(conn, version)  # schema 10
     for trigger in PARENT_TRIGGERS:  # schema 11
         conn.execute(trigger)
+    key_threads(conn, version)  # schema 12: last, as the upgrades above write thread ids
     # Schema 5: every read of a thread goes by the primary key; only ``list(None)``
     # (all threads, newest first: an operator's or a migration's scan) used it.
     conn.execute("DROP INDEX IF EXISTS checkpoints_newest")

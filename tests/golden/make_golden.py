@@ -56,6 +56,9 @@ Formats (each file keeps the format it was recorded in):
 - ``signed-v11``/``plain-v11``: as ``signed-v10``/``plain-v10`` (SQLite schema 11), with each
   parent that is the checkpoint before its child stored as the empty blob ``PREVIOUS``
   (``store/sqlite_parents.py``).
+- ``signed-v12``/``plain-v12``: as ``signed-v11``/``plain-v11`` (SQLite schema 12), with each
+  thread in the row tables by its key, a number in ``thread_keys`` kept as a blob
+  (``store/sqlite_threads.py``).
 - ``redis-v6``: as ``redis-v5``, with the chat padded as ``signed-v5``: each text is a
   leaf field of the blobs hash, kept once, listed in the chain field of every value
   that refers to it (``store/redis/leafblobs.py``); such a value's tag starts with
@@ -153,9 +156,11 @@ SQLITE_FORMATS = {"signed-v1": "checkpoints-signed-v1.sqlite",
                   "signed-v10": "checkpoints-signed-v10.sqlite",
                   "plain-v10": "checkpoints-plain-v10.sqlite",
                   "signed-v11": "checkpoints-signed-v11.sqlite",
-                  "plain-v11": "checkpoints-plain-v11.sqlite"}
+                  "plain-v11": "checkpoints-plain-v11.sqlite",
+                  "signed-v12": "checkpoints-signed-v12.sqlite",
+                  "plain-v12": "checkpoints-plain-v12.sqlite"}
 UNSIGNED_FORMATS = frozenset({"plain-v7", "plain-v8", "plain-v8z", "plain-v9", "plain-v10",
-                              "plain-v11"})
+                              "plain-v11", "plain-v12"})
 """SQLite formats recorded without signing (as ``plain``, ``DB_NAME``)."""
 REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v3": "redis-v3.json", "redis-v4": "redis-v4.json",
@@ -166,19 +171,19 @@ REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
                            "plain-v7", "signed-v8", "plain-v8", "signed-v8z", "plain-v8z",
                            "signed-v9", "plain-v9", "signed-v10", "plain-v10", "signed-v11",
-                           "plain-v11", "redis-v3", "redis-v4",
+                           "plain-v11", "signed-v12", "plain-v12", "redis-v3", "redis-v4",
                            "redis-v5", "redis-v6", "redis-v7", "redis-v8", "redis-v9",
                            "redis-v10", "redis-v11", "redis-v12"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "signed-v8z",
-                          "signed-v9", "signed-v10", "signed-v11", "redis-v6",
+                          "signed-v9", "signed-v10", "signed-v11", "signed-v12", "redis-v6",
                           "redis-v7", "redis-v8", "redis-v9", "redis-v10", "redis-v11",
                           "redis-v12"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""
 BASE64_FORMATS = frozenset({"plain-v7", "plain-v8", "plain-v8z", "plain-v9", "plain-v10",
-                            "plain-v11"})
+                            "plain-v11", "plain-v12"})
 """Formats whose chat inputs are canonical base64 (``say`` with ``BASE64_TEXT``)."""
 BASE64_TEXT = "<base64>"
 """``pad_of`` a base64 format: each input is the base64 of its words and 300 bytes

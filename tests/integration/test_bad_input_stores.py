@@ -103,13 +103,15 @@ def _sqlite_raw(path: Path) -> Raw:
         with sqlite3.connect(path) as conn:
             return conn.execute(query, args).fetchall()
 
+    by_thread = "thread_id=(SELECT key FROM thread_keys WHERE thread_id=?)"  # schema 12
+
     def get_value(thread: str, ch: str, v: int) -> bytes:
-        (row,) = sql("SELECT blob FROM blobs WHERE thread_id=? AND channel=? AND version=?",
+        (row,) = sql(f"SELECT blob FROM blobs WHERE {by_thread} AND channel=? AND version=?",
                      thread, ch, v)
         return bytes(row[0])
 
     def set_value(thread: str, ch: str, v: int, data: bytes) -> None:
-        sql("UPDATE blobs SET blob=? WHERE thread_id=? AND channel=? AND version=?",
+        sql(f"UPDATE blobs SET blob=? WHERE {by_thread} AND channel=? AND version=?",
             data, thread, ch, v)
 
     def point(thread: str, cid: str, ch: str, v: int) -> None:
@@ -119,12 +121,12 @@ def _sqlite_raw(path: Path) -> Raw:
         assert found is not None
         versions = {**found.checkpoint.channel_versions, ch: v}
         sql("UPDATE checkpoints SET channel_versions=?, versions_seen=? "
-            "WHERE thread_id=? AND checkpoint_id=?",
+            f"WHERE {by_thread} AND checkpoint_id=?",
             json.dumps(versions, separators=(",", ":"), sort_keys=True),
             json.dumps(found.checkpoint.versions_seen, sort_keys=True), thread, pack_id(cid))
 
     def strip_sig(thread: str, cid: str) -> None:
-        sql("UPDATE checkpoints SET sig=NULL WHERE thread_id=? AND checkpoint_id=?", thread,
+        sql(f"UPDATE checkpoints SET sig=NULL WHERE {by_thread} AND checkpoint_id=?", thread,
             pack_id(cid))
 
     return Raw(saver, get_value, set_value, point, strip_sig)

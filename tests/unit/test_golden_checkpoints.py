@@ -219,7 +219,8 @@ def test_v7_names_by_number_and_keeps_versions_by_step() -> None:
 
 
 @pytest.mark.parametrize(("fmt", "schema"), [("plain-v7", 7), ("plain-v8", 8), ("plain-v8z", 8),
-                                             ("plain-v9", 9), ("plain-v10", 10), ("plain-v11", 11)])
+                                             ("plain-v9", 9), ("plain-v10", 10), ("plain-v11", 11),
+                                             ("plain-v12", 12)])
 def test_plain_stores_keep_base64_leaves_and_references_in_the_value(
     tmp_path: Path, fmt: str, schema: int
 ) -> None:
@@ -262,7 +263,8 @@ def test_plain_stores_keep_base64_leaves_and_references_in_the_value(
 
 
 @pytest.mark.parametrize("fmt", ["signed-v8", "plain-v8", "signed-v8z", "plain-v8z", "signed-v9",
-                                 "plain-v9", "signed-v10", "plain-v10", "signed-v11", "plain-v11"])
+                                 "plain-v9", "signed-v10", "plain-v10", "signed-v11", "plain-v11",
+                                 "signed-v12", "plain-v12"])
 def test_v8_marks_branch_triggers_and_keeps_links_in_value_rows(fmt: str) -> None:
     """What schema 8 changes: a branch channel's None is a mark in its row's versions,
     not a value row; a delta's link is in its value row (no ``chains`` table)."""
@@ -296,7 +298,8 @@ def test_v8_marks_branch_triggers_and_keeps_links_in_value_rows(fmt: str) -> Non
 @pytest.mark.parametrize(("fmt", "code"), [("signed-v8z", b"\x08"), ("plain-v8z", b"\x05"),
                                            ("signed-v9", b"\x08"), ("plain-v9", b"\x05"),
                                            ("signed-v10", b"\x08"), ("plain-v10", b"\x05"),
-                                           ("signed-v11", b"\x08"), ("plain-v11", b"\x05")])
+                                           ("signed-v11", b"\x08"), ("plain-v11", b"\x05"),
+                                           ("signed-v12", b"\x08"), ("plain-v12", b"\x05")])
 def test_v8z_keeps_value_rows_deflated(fmt: str, code: bytes) -> None:
     """What ``v8z`` changes (schema 8 still): value rows whose bytes deflate by an eighth
     are stored deflated with the LangChain framing, under a tag code of their own
@@ -322,7 +325,7 @@ def test_v8z_keeps_value_rows_deflated(fmt: str, code: bytes) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["signed-v9", "plain-v9", "signed-v10", "plain-v10", "signed-v11",
-                                 "plain-v11"])
+                                 "plain-v11", "signed-v12", "plain-v12"])
 def test_v9_keeps_each_leaf_cell_in_a_row_of_its_own(fmt: str) -> None:
     """What schema 9 changes: a leaf's cell alone in ``leaf_cells``, its thread, digest,
     count and cell number in ``leaf_refs``, and ``leaves`` a view of the two
@@ -345,7 +348,8 @@ def test_v9_keeps_each_leaf_cell_in_a_row_of_its_own(fmt: str) -> None:
 
 
 @pytest.mark.parametrize(("fmt", "form"), [("signed-v9", str), ("signed-v10", bytes),
-                                           ("plain-v10", bytes), ("signed-v11", bytes)])
+                                           ("plain-v10", bytes), ("signed-v11", bytes),
+                                           ("signed-v12", bytes)])
 def test_v10_keeps_checkpoint_ids_as_bytes(fmt: str, form: type) -> None:
     """What schema 10 changes: each checkpoint id in the key as its 16 bytes
     (``sqlite_ids``), where schema 9 kept its text."""
@@ -361,7 +365,7 @@ def test_v10_keeps_checkpoint_ids_as_bytes(fmt: str, form: type) -> None:
 
 
 @pytest.mark.parametrize(("fmt", "marks"), [("signed-v10", False), ("signed-v11", True),
-                                            ("plain-v11", True)])
+                                            ("plain-v11", True), ("signed-v12", True)])
 def test_v11_marks_each_parent_that_is_the_checkpoint_before(fmt: str, marks: bool) -> None:
     """What schema 11 changes: a parent that is the checkpoint before its child is the
     empty blob ``PREVIOUS`` (``sqlite_parents``), where schema 10 kept its 16 bytes;
@@ -384,6 +388,33 @@ def test_v11_marks_each_parent_that_is_the_checkpoint_before(fmt: str, marks: bo
             assert parent is None or len(parent) == 16
         newest[t, ns] = cid
     assert (implied > gen.CHAT_TURNS) if marks else implied == 0
+
+
+@pytest.mark.parametrize(("fmt", "keyed"), [("signed-v11", False), ("signed-v12", True),
+                                            ("plain-v12", True)])
+def test_v12_keeps_each_thread_in_the_row_tables_by_its_key(fmt: str, keyed: bool) -> None:
+    """What schema 12 changes: the row tables name a thread by its key, a number in
+    ``thread_keys`` kept as a blob of its bytes (``sqlite_threads``), where schema 11 kept
+    the thread id; the golden tests above read, resume, fork and prune on them."""
+    import sqlite3
+
+    from durable_graph.store.sqlite_threads import KEYED_TABLES
+
+    conn = sqlite3.connect(f"file:{GOLDEN / STORES[fmt]}?immutable=1", uri=True)
+    try:
+        stored = {t: set(conn.execute(f"SELECT DISTINCT thread_id FROM {t}").fetchall())
+                  for t in KEYED_TABLES}
+        keys = dict(conn.execute("SELECT key, thread_id FROM thread_keys").fetchall()) \
+            if keyed else {}
+    finally:
+        conn.close()
+    every = {t for rows in stored.values() for (t,) in rows}
+    assert len(stored["checkpoints"]) == 5 and stored["leaf_refs"]  # the chat's leaves
+    if keyed:
+        assert every == set(keys) and {len(k) for k in keys} == {1}
+        assert set(keys.values()) == {"complete", "interrupted", "failed", "entry", "chat"}
+    else:
+        assert {type(t) for t in every} == {str}
 
 
 def test_a_signed_store_refuses_unsigned_golden_values(tmp_path: Path) -> None:

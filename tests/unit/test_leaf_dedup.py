@@ -304,8 +304,9 @@ def kept(saver: BaseCheckpointSaver, thread: str, leaf: str) -> bool:
         nsk = ThreadKeys(saver.prefix, thread).ns("")
         return read_value(saver.client, nsk, leaf_field(digest)) is not None
     if isinstance(saver, SqliteSaver):
-        return saver._conn.execute("SELECT 1 FROM leaves WHERE thread_id = ? AND digest = ?",
-                                   (thread, digest)).fetchone() is not None
+        return saver._conn.execute(
+            "SELECT 1 FROM leaves l JOIN thread_keys k ON k.key = l.thread_id "
+            "WHERE k.thread_id = ? AND digest = ?", (thread, digest)).fetchone() is not None
     assert isinstance(saver, InMemorySaver)
     return saver._leaves.has(thread, digest)
 
@@ -618,7 +619,9 @@ def test_sqlite_value_rows_keep_their_references_in_the_value_exactly(tmp_path: 
 
     def check(threads: set[str]) -> None:
         assert counted(conn) == held_by_rows(conn)
-        assert {t for (t,) in conn.execute("SELECT DISTINCT thread_id FROM leaves")} == threads
+        assert {t for (t,) in conn.execute(
+            "SELECT DISTINCT k.thread_id FROM leaves l JOIN thread_keys k ON k.key = l.thread_id"
+        )} == threads
 
     contents = run_chat(chat_app(saver), "t", 9)
     assert conn.execute("SELECT COUNT(*) FROM blobs WHERE leaves = 'v'").fetchone()[0] > 0

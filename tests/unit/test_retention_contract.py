@@ -398,8 +398,9 @@ def write_ids(saver: BaseCheckpointSaver, thread: str) -> set[str]:
         return {key[2] for key in saver._writes if key[0] == thread}
     if isinstance(saver, SqliteSaver):
         with saver._transaction(write=False) as conn:
-            rows = conn.execute("SELECT DISTINCT checkpoint_id FROM writes WHERE thread_id = ?",
-                                (thread,)).fetchall()
+            rows = conn.execute(
+                "SELECT DISTINCT checkpoint_id FROM writes w JOIN thread_keys k "
+                "ON k.key = w.thread_id WHERE k.thread_id = ?", (thread,)).fetchall()
         return {row[0] for row in rows}
     from durable_graph.store.redis.keys import WRITES, ThreadKeys
 

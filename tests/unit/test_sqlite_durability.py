@@ -293,11 +293,15 @@ def test_put_is_one_transaction(tmp_path: Path) -> None:
     with SqliteSaver(tmp_path / "cp.db") as saver:
         # Make the checkpoint insert fail after the blobs of the same put were inserted.
         saver._conn.execute(
-            "CREATE TRIGGER fail BEFORE INSERT ON checkpoints WHEN NEW.thread_id = 'boom' "
+            "CREATE TRIGGER fail BEFORE INSERT ON checkpoints WHEN NEW.thread_id = "
+            "(SELECT key FROM thread_keys WHERE thread_id = 'boom') "
             "BEGIN SELECT RAISE(ABORT, 'injected'); END"
         )
         with pytest.raises(CheckpointStoreError, match="injected"):
             saver.put(cfg("boom"), make_cp({"x": 1}), {}, {"x": 1})
         saver.put(cfg("fine"), make_cp({"y": 2}), {}, {"y": 1})
-        rows = saver._conn.execute("SELECT thread_id FROM blobs").fetchall()
+        rows = saver._conn.execute(
+            "SELECT k.thread_id FROM blobs b JOIN thread_keys k ON k.key = b.thread_id").fetchall()
         assert rows == [("fine",)]
+        # the failed put numbered no thread: "boom" never was
+        assert saver._conn.execute("SELECT thread_id FROM thread_keys").fetchall() == [("fine",)]

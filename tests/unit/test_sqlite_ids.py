@@ -20,16 +20,18 @@ from durable_graph.store.base import Checkpoint, new_checkpoint_id
 from durable_graph.store.sqlite import SqliteSaver
 from durable_graph.store.sqlite_row import pack_id
 from durable_graph.store.sqlite_schema import SCHEMA_VERSION
+from tests.sqlite_keys import named_rows
 from tests.unit.test_leaf_dedup import chat_app, content, run_chat
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 
-def _put(saver: SqliteSaver, checkpoint_id: str, parent: str | None, n: int) -> None:
+def _put(saver: SqliteSaver, checkpoint_id: str, parent: str | None, n: int,
+         thread: str = "t") -> None:
     cp = Checkpoint(id=checkpoint_id, ts="2026-01-01T00:00:00+00:00",
                     channel_values={"n": n}, channel_versions={"n": n + 1},
                     versions_seen={})
-    conf: dict[str, Any] = {"thread_id": "t", "checkpoint_ns": ""}
+    conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ""}
     if parent:
         conf["checkpoint_id"] = parent
     saver.put({"configurable": conf}, cp, {"source": "loop", "step": n}, {"n": n + 1})
@@ -94,7 +96,8 @@ def test_opening_an_older_file_rewrites_its_ids_in_their_order(tmp_path: Path, f
     with SqliteSaver(path, serde=serde) as saver:
         conn = saver._conn
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert conn.execute(query).fetchall() == [(*r[:2], pack_id(r[2]), *r[3:]) for r in before]
+        assert named_rows(conn, conn.execute(query).fetchall()) == [
+            (*r[:2], pack_id(r[2]), *r[3:]) for r in before]
         assert saver.get_tuple({"configurable": {"thread_id": "chat"}}) is not None
 
 

@@ -23,6 +23,7 @@ from durable_graph.store.sqlite import SqliteSaver
 from durable_graph.store.sqlite_leaves import split_leaves
 from durable_graph.store.sqlite_schema import SCHEMA_VERSION
 from tests.leaf_counts import counted, held_by_rows
+from tests.sqlite_keys import named_rows
 from tests.unit.test_leaf_dedup import chat_app, content, run_chat
 from tests.unit.test_sqlite_schema8 import assert_view_refuses
 
@@ -77,8 +78,8 @@ def test_opening_an_older_file_moves_its_leaves_and_drops_the_table(
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'leaves'"
                             ).fetchall() == [("view",)]
-        assert conn.execute("SELECT thread_id, digest, refs, data FROM leaves "
-                            "ORDER BY 1, 2").fetchall() == before
+        assert named_rows(conn, conn.execute(
+            "SELECT thread_id, digest, refs, data FROM leaves").fetchall()) == before
         assert len(counted(conn)) == len(before)  # one cell a key row, none left over
         assert saver.get_tuple({"configurable": {"thread_id": "chat"}}) is not None
         saver.prune(["chat"], strategy="keep_latest")
@@ -119,7 +120,7 @@ def test_an_older_release_still_running_reads_leaves_and_cannot_write_them(
                        ).fetchall() == [("view",)]
     (digest,) = old.execute("SELECT digest FROM leaves LIMIT 1").fetchone()
     assert old.execute("SELECT data FROM leaves WHERE thread_id = ? AND digest IN (?)",
-                       ("t", digest)).fetchone() is not None
+                       (b"\x01", digest)).fetchone() is not None  # the thread's key
     assert_view_refuses(old, "leaves", [
         ("INSERT INTO leaves VALUES (?, ?, 1, ?)", ("t", b"d" * 32, b"x")),
         ("UPDATE leaves SET refs = refs + 1 WHERE thread_id = ? AND digest = ?", ("t", digest)),
@@ -173,5 +174,5 @@ def test_a_move_that_fails_halfway_leaves_the_file_as_it_was(tmp_path: Path) -> 
     conn.commit()
     conn.close()
     with SqliteSaver(path) as saver:
-        assert saver._conn.execute("SELECT thread_id, digest, refs, data FROM leaves "
-                                   "ORDER BY 1, 2").fetchall() == before
+        assert named_rows(saver._conn, saver._conn.execute(
+            "SELECT thread_id, digest, refs, data FROM leaves").fetchall()) == before

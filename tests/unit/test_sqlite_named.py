@@ -33,6 +33,7 @@ from durable_graph.store.sqlite_named import (
 )
 from durable_graph.store.sqlite_row import pack_id, pack_ts, plain_form, unpack_ts
 from durable_graph.store.sqlite_schema import SCHEMA_VERSION
+from tests.sqlite_keys import named_rows
 
 
 def exact(value: Any) -> Any:
@@ -190,7 +191,7 @@ def test_opening_a_schema_6_file_marks_it_current_and_rewrites_only_its_ids(
         before = conn.execute(query).fetchall()
     with SqliteSaver(path) as saver:
         assert saver._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert saver._conn.execute(query).fetchall() == [
+        assert named_rows(saver._conn, saver._conn.execute(query).fetchall()) == [
             (*row[:2], pack_id(row[2]), *row[3:]) for row in before]
         assert all(isinstance(pack_id(row[2]), bytes) for row in before)
         assert not any(is_named(row[5]) for row in before)
@@ -243,7 +244,8 @@ def test_keep_last_on_a_schema_6_thread_reads_both_forms(tmp_path: Path) -> None
         graph = gen.chat_graph(saver, gen.Runs(fail=False))
         graph.invoke(gen.chat_turn(gen.CHAT_TURNS, pad), config)
         forms = [is_named(v) for (v,) in saver._conn.execute(
-            "SELECT channel_versions FROM checkpoints WHERE thread_id = 'chat' "
+            "SELECT channel_versions FROM checkpoints WHERE thread_id = "
+            "(SELECT key FROM thread_keys WHERE thread_id = 'chat') "
             "ORDER BY checkpoint_id")]
         history = list(graph.get_state_history(config))
     assert forms == [False, True, True, True]  # one schema 6 row kept, three new

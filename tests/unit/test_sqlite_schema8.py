@@ -35,6 +35,7 @@ from durable_graph.store.sqlite_named import (
 )
 from durable_graph.store.sqlite_row import pack_id, plain_form
 from durable_graph.store.sqlite_schema import SCHEMA_VERSION
+from tests.sqlite_keys import named_rows
 
 _SIGNED = SignedSerializer(TypedSerializer(), SigningCodec.from_secret("k" * 32))
 
@@ -159,7 +160,8 @@ def test_marked_rows_read_back_what_value_rows_did(tmp_path: Path) -> None:
         marked, rows = _whole_values(saver, "True"), _whole_values(saver, "False")
         assert marked == rows and [list(v) for v in marked] == [["a", "branch:to:x", "z"]] * 3
         assert saver._conn.execute(
-            "SELECT count(*) FROM blobs WHERE thread_id = 'True'").fetchone()[0] == 3
+            "SELECT count(*) FROM blobs WHERE thread_id = "
+            "(SELECT key FROM thread_keys WHERE thread_id = 'True')").fetchone()[0] == 3
 
 
 def _edit_versions(path: Path, edit: Any) -> None:
@@ -310,7 +312,8 @@ def test_an_edited_link_is_refused_not_read_as_another_value(tmp_path: Path) -> 
         assert _log(saver) == ["item0", "item1", "item2", "item3"]
         # version 3 (depth 2, base 2: the latest's base) now links to version 1, a whole
         # value: the chain would end there, one delta short and one item wrong
-        saver._conn.execute("UPDATE blobs SET link = ? WHERE thread_id = 't' AND version = 3",
+        saver._conn.execute("UPDATE blobs SET link = ? WHERE version = 3 AND thread_id = "
+                            "(SELECT key FROM thread_keys WHERE thread_id = 't')",
                             (pack_link(3, 1, 2),))
         with pytest.raises(SerializationError, match="link was edited"):
             _log(saver)
@@ -332,9 +335,9 @@ def test_opening_a_schema_7_file_moves_its_links_and_drops_chains(tmp_path: Path
                             ).fetchall() == [("view",)]
         moved = conn.execute(
             f"SELECT thread_id, checkpoint_ns, channel, version, {base_of('b')}, {DEPTH} "
-            "FROM blobs b WHERE link IS NOT NULL ORDER BY 1, 2, 3, 4").fetchall()
-        assert moved == chains
-        assert conn.execute("SELECT * FROM checkpoints ORDER BY 1, 2, 3").fetchall() == [
+            "FROM blobs b WHERE link IS NOT NULL").fetchall()
+        assert named_rows(conn, moved) == chains
+        assert named_rows(conn, conn.execute("SELECT * FROM checkpoints").fetchall()) == [
             (*row[:2], pack_id(row[2]), *row[3:]) for row in rows]  # ids as bytes: schema 10
         with pytest.raises(sqlite3.OperationalError, match="chains because it is a view"):
             # what a schema 7 process still running on the file does on every commit
@@ -392,7 +395,10 @@ def test_an_older_release_that_checked_the_version_first_cannot_write_chains(
     old.commit()
     assert old.execute("SELECT type FROM sqlite_master WHERE name = 'chains'"
                        ).fetchall() == [("view",)]
-    assert [v for (v,) in old.execute(_V7_LOAD_CHAIN, ("t", "", "log", 3))] == [3, 2, 1]
+    # the thread by its key (schema 12): a schema 7 process asks by its id, and finds none
+    assert list(old.execute(_V7_LOAD_CHAIN, ("t", "", "log", 3))) == []
+    (key,) = old.execute("SELECT key FROM thread_keys WHERE thread_id = 't'").fetchone()
+    assert [v for (v,) in old.execute(_V7_LOAD_CHAIN, (key, "", "log", 3))] == [3, 2, 1]
     assert_view_refuses(old, "chains", [
         ("INSERT OR REPLACE INTO chains VALUES (?, ?, ?, ?, ?, ?)", ("t", "", "log", 5, 4, 4)),
         ("DELETE FROM chains WHERE thread_id = ?", ("t",))])
