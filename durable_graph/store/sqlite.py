@@ -228,10 +228,12 @@ ON CONFLICT (thread_id) DO UPDATE SET
 
 Synchronous = Literal["NORMAL", "FULL"]
 _Row = tuple[Any, ...]
-_THREAD_ONLY = "thread_id = ?"
-"""``list``'s condition for every namespace of a thread (``_page`` splits it in two)."""
-_THREAD_AND_NS = "thread_id = ? AND checkpoint_ns = ?"
-"""``list``'s condition for one namespace of a thread."""
+_THREAD_ONLY = "thread_id = (SELECT key FROM thread_keys WHERE thread_id = ?)"
+"""The condition for every namespace of a thread given its id (``list``; ``_page`` splits
+it in two): the key is looked up in the statement itself, once (a scalar subquery), so
+the rows read carry it for the statements after (schema 12, ``sqlite_threads``)."""
+_THREAD_AND_NS = f"{_THREAD_ONLY} AND checkpoint_ns = ?"
+"""The condition for one namespace of a thread given its id."""
 _Place = tuple[ThreadKey, str, str | bytes]
 """A checkpoint row's (thread key, namespace, stored id): ``previous_rows``' keys."""
 
@@ -386,7 +388,7 @@ class SqliteSaver(BaseCheckpointSaver):
         """The checkpoint named by ``checkpoint_id``, or the thread's latest one."""
         thread_id, ns, checkpoint_id = config_ids(config)
         query = f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE {_THREAD_AND_NS}"
-        args: list[Any] = [ns]
+        args: list[Any] = [thread_id, ns]
         if checkpoint_id is None:  # and the one before it: its parent, nearly always
             query += " ORDER BY checkpoint_id DESC LIMIT 2"
         else:
@@ -394,8 +396,7 @@ class SqliteSaver(BaseCheckpointSaver):
             args.append(pack_id(checkpoint_id))
         self._purge_due()
         with self._transaction(write=False) as conn:
-            key = thread_key(conn, thread_id)
-            rows = [] if key is None else conn.execute(query, [key, *args]).fetchall()
+            rows = conn.execute(query, args).fetchall()
             return self._load(conn, rows[0], previous_rows(rows), thread_id) if rows else None
 
     def list(
@@ -414,11 +415,7 @@ class SqliteSaver(BaseCheckpointSaver):
         """
         self._purge_due()
         thread_id = None if config is None else config_ids(config)[0]
-        with self._transaction(write=False) as conn:
-            key = None if thread_id is None else thread_key(conn, thread_id)
-        if thread_id is not None and key is None:
-            return
-        where, args = _list_scope(config, key, before)
+        where, args = _list_scope(config, before)
         count = 0
         cursor: _Row | None = None
         while limit is None or count < limit:
@@ -820,15 +817,14 @@ class SqliteSaver(BaseCheckpointSaver):
 
 
 def _list_scope(
-    config: Mapping[str, Any] | None, key: ThreadKey | None, before: Mapping[str, Any] | None
+    config: Mapping[str, Any] | None, before: Mapping[str, Any] | None
 ) -> tuple[list[str], list[Any]]:
-    """SQL conditions for ``list``: thread (``key``: the config's), namespace if given, and
-    ``before``."""
+    """SQL conditions for ``list``: thread, namespace if given, and ``before``."""
     where: list[str] = []
     args: list[Any] = []
     if config is not None:
-        _, ns, _ = config_ids(config)
-        args.append(key)
+        thread_id, ns, _ = config_ids(config)
+        args.append(thread_id)
         if "checkpoint_ns" in (config.get("configurable") or {}):
             where.append(_THREAD_AND_NS)
             args.append(ns)
