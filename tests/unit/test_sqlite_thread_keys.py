@@ -10,8 +10,13 @@ release still running on the file writes.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -189,6 +194,47 @@ def test_an_open_that_fails_while_keying_leaves_the_file_as_it_was(tmp_path: Pat
     with SqliteSaver(path) as saver:
         assert _threads_stored(saver._conn) == {key_bytes(n) for n in range(1, 6)}
         assert saver.get_tuple(_cfg("chat")) is not None
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_process_killed_while_keying_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    """A process SIGKILLed in the middle of the open that keys a schema 11 file (held there
+    once it numbered the threads, as it computes their keys) leaves the file as it was;
+    the next open keys it all."""
+    path = tmp_path / "v11.sqlite"
+    shutil.copyfile(GOLDEN / "checkpoints-plain-v11.sqlite", path)
+    with sqlite3.connect(path) as conn:
+        before = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in KEYED_TABLES}
+    program = textwrap.dedent(f"""
+        import sys, time
+        from durable_graph.store import sqlite_threads
+        def held(number):  # the rows' rewrite calls it: stop there, mid-transaction
+            print("keying", flush=True)
+            time.sleep(60)
+        sqlite_threads.key_bytes = held
+        from durable_graph.store.sqlite import SqliteSaver
+        SqliteSaver({str(path)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "keying"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 11
+        assert {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall())
+                for t in KEYED_TABLES} == before
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'thread_keys'"
+                            ).fetchall() == []
+    with SqliteSaver(path) as saver:
+        assert _threads_stored(saver._conn) == {key_bytes(n) for n in range(1, 6)}
+        assert saver.get_tuple(_cfg("chat")) is not None
+        assert counted(saver._conn) == held_by_rows(saver._conn)
 
 
 @pytest.mark.parametrize("table", KEYED_TABLES)
