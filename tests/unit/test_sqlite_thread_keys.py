@@ -172,6 +172,26 @@ def test_opening_an_older_file_keys_its_threads_in_the_open(tmp_path: Path) -> N
         assert counted(conn) == held_by_rows(conn)
 
 
+def _rows(conn: sqlite3.Connection) -> dict[str, list[Any]]:
+    return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in KEYED_TABLES}
+
+
+def _as_it_was_then_keyed(path: Path, before: dict[str, list[Any]], then: str = "") -> None:
+    """The file is still schema 11 with ``before``'s rows and no ``thread_keys`` (then
+    ``then`` runs on it), and the next open keys it all."""
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 11
+        assert _rows(conn) == before
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'thread_keys'"
+                            ).fetchall() == []
+        if then:
+            conn.execute(then)
+    with SqliteSaver(path) as saver:
+        assert _threads_stored(saver._conn) == {key_bytes(n) for n in range(1, 6)}
+        assert saver.get_tuple(_cfg("chat")) is not None
+        assert counted(saver._conn) == held_by_rows(saver._conn)
+
+
 def test_an_open_that_fails_while_keying_leaves_the_file_as_it_was(tmp_path: Path) -> None:
     """The keys are written in the open's transaction: an open that fails after keying some
     tables (here the last, whose update a trigger refuses) leaves the schema 11 file
@@ -181,19 +201,10 @@ def test_an_open_that_fails_while_keying_leaves_the_file_as_it_was(tmp_path: Pat
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TRIGGER no_keys BEFORE UPDATE OF thread_id ON leaf_refs "
                      "BEGIN SELECT RAISE(ABORT, 'refused mid-upgrade'); END")
-        before = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in KEYED_TABLES}
+        before = _rows(conn)
     with pytest.raises(CheckpointStoreError, match="refused mid-upgrade"):
         SqliteSaver(path)
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 11
-        assert {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall())
-                for t in KEYED_TABLES} == before
-        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'thread_keys'"
-                            ).fetchall() == []
-        conn.execute("DROP TRIGGER no_keys")
-    with SqliteSaver(path) as saver:
-        assert _threads_stored(saver._conn) == {key_bytes(n) for n in range(1, 6)}
-        assert saver.get_tuple(_cfg("chat")) is not None
+    _as_it_was_then_keyed(path, before, then="DROP TRIGGER no_keys")
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
@@ -204,7 +215,7 @@ def test_a_process_killed_while_keying_leaves_the_file_as_it_was(tmp_path: Path)
     path = tmp_path / "v11.sqlite"
     shutil.copyfile(GOLDEN / "checkpoints-plain-v11.sqlite", path)
     with sqlite3.connect(path) as conn:
-        before = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in KEYED_TABLES}
+        before = _rows(conn)
     program = textwrap.dedent(f"""
         import sys, time
         from durable_graph.store import sqlite_threads
@@ -225,16 +236,7 @@ def test_a_process_killed_while_keying_leaves_the_file_as_it_was(tmp_path: Path)
             proc.kill()
         if proc.stdout is not None:
             proc.stdout.close()
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 11
-        assert {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall())
-                for t in KEYED_TABLES} == before
-        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'thread_keys'"
-                            ).fetchall() == []
-    with SqliteSaver(path) as saver:
-        assert _threads_stored(saver._conn) == {key_bytes(n) for n in range(1, 6)}
-        assert saver.get_tuple(_cfg("chat")) is not None
-        assert counted(saver._conn) == held_by_rows(saver._conn)
+    _as_it_was_then_keyed(path, before)
 
 
 @pytest.mark.parametrize("table", KEYED_TABLES)
