@@ -13,7 +13,8 @@ can also be; a blob it keeps as it is, and no release ever wrote a thread id as 
 thread, keep the id itself.
 
 A key is looked up in each transaction that uses it (one probe of the table's unique
-index), never kept across transactions: deleting a thread drops its key with its rows,
+index: a reader's in the statement that reads the rows, as a scalar subquery), never kept
+across transactions: deleting a thread drops its key with its rows,
 and ``AUTOINCREMENT`` never gives a number twice, so a key read in one transaction never
 names another thread in a later one.
 
