@@ -113,6 +113,19 @@ def test_deleting_a_thread_drops_its_key_and_no_number_is_given_twice(tmp_path: 
         assert [h.checkpoint.channel_values for h in saver.list(_cfg("a"))] == [{"n": 0}]
 
 
+def test_a_thread_purged_by_its_ttl_leaves_no_key(tmp_path: Path) -> None:
+    with SqliteSaver(tmp_path / "c.db") as saver:
+        run_chat(chat_app(saver), "gone", 2)
+        _put(saver, "kept", 0)
+        saver.set_ttl("gone", 60)
+        saver._conn.execute("UPDATE expiry SET expires_at = 0 WHERE thread_id = 'gone'")
+        assert saver.get_tuple(_cfg("gone")) is None  # a read purges what is due
+        conn = saver._conn
+        assert conn.execute("SELECT thread_id FROM thread_keys").fetchall() == [("kept",)]
+        assert _threads_stored(conn) == {b"\x02"}
+        assert counted(conn) == held_by_rows(conn) == {}
+
+
 def test_keys_past_one_byte_take_two(tmp_path: Path) -> None:
     assert [key_bytes(n) for n in (1, 255, 256, 65535, 65536)] == [
         b"\x01", b"\xff", b"\x01\x00", b"\xff\xff", b"\x01\x00\x00"]
