@@ -97,7 +97,7 @@ class Sketch:
         if field.startswith(_LEAF):
             return b"\x02" + base64.urlsafe_b64decode(field[len(_LEAF):] + b"=")
         channel, _, version = field.partition(b"\x00")
-        number = self.channels.setdefault(channel, len(self.channels))
+        number = self.number(channel.decode())
         return bytes([number]) + int(version).to_bytes(6, "big")
 
     def record(self, raw: bytes, before: bytes | None = None) -> bytes:

@@ -150,6 +150,7 @@ from durable_graph.store.sqlite_row import (
 )
 from durable_graph.store.sqlite_schema import apply_schema, check_version
 from durable_graph.store.sqlite_threads import (
+    THREAD_IS,
     ThreadKey,
     add_thread_key,
     thread_key,
@@ -228,10 +229,9 @@ ON CONFLICT (thread_id) DO UPDATE SET
 
 Synchronous = Literal["NORMAL", "FULL"]
 _Row = tuple[Any, ...]
-_THREAD_ONLY = "thread_id = (SELECT key FROM thread_keys WHERE thread_id = ?)"
+_THREAD_ONLY = THREAD_IS
 """The condition for every namespace of a thread given its id (``list``; ``_page`` splits
-it in two): the key is looked up in the statement itself, once (a scalar subquery), so
-the rows read carry it for the statements after (schema 12, ``sqlite_threads``)."""
+it in two): its key found in the statement (schema 12, ``sqlite_threads.THREAD_IS``)."""
 _THREAD_AND_NS = f"{_THREAD_ONLY} AND checkpoint_ns = ?"
 """The condition for one namespace of a thread given its id."""
 _Place = tuple[ThreadKey, str, str | bytes]

@@ -34,6 +34,7 @@ from durable_graph.errors import CheckpointStoreError
 
 __all__ = [
     "KEYED_TABLES",
+    "THREAD_IS",
     "THREAD_KEYS_SCHEMA",
     "ThreadKey",
     "add_thread_key",
@@ -61,6 +62,9 @@ CREATE TABLE IF NOT EXISTS thread_keys (
 _SCHEMA = 12
 """The schema from which the row tables hold thread keys."""
 _KEY = "SELECT key FROM thread_keys WHERE thread_id = ?"
+THREAD_IS = f"thread_id = ({_KEY})"
+"""SQL: a row table's row is of the thread whose id is bound, its key found in the statement
+itself (a scalar subquery, searched once a statement), so the rows carry the key."""
 
 
 _TEXT_REFUSED = ("a thread id written as text: this file is schema 12 or later, written by a "

@@ -73,6 +73,7 @@ class _Counted:
 
     def __init__(self, kind: str, tmp: Path) -> None:
         self.kind = kind
+        self._last: str | None = None  # the statement SQLite traced last
         self.counts: collections.Counter[str] = collections.Counter()
         if kind == "memory":
             self.saver: BaseCheckpointSaver = _CallsSaver(self.counts)
@@ -89,7 +90,7 @@ class _Counted:
     def _sql(self, statement: str) -> None:
         # SQLite traces a statement again as each trigger on it starts (``writes`` has one
         # since schema 12): the same text right after it is that, not another insert
-        again, self._last = statement == getattr(self, "_last", None), statement
+        again, self._last = statement == self._last, statement
         if statement.startswith("INSERT OR") and "INTO writes" in statement and not again:
             self.counts["write rows"] += 1
 
