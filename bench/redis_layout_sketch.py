@@ -47,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_history import run_chat
 
 from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.keys import CHANNEL_NAMES
+from durable_graph.store.redis.scripts import WHOLE_RECORD
 
 _LEAF = b"\x02leaf\x00"
 _DIGEST = 33
@@ -170,7 +172,13 @@ def sketch(client: Any, prefix: str, scratch: str, *, drop_body_digest: bool,
         moved = key.replace(prefix.encode(), scratch.encode())
         if b":pg:" in tail:
             base, name = moved.split(b":pg:")
-            made += _paged(client, key, (b":pg:", b":rc:"), s.record,
+            stored_base = key.split(b":pg:")[0]
+
+            def record(raw: bytes, before: bytes | None, at: bytes = stored_base) -> bytes:
+                return s.record(bytes(client.eval(WHOLE_RECORD, 1, at + CHANNEL_NAMES.encode(),
+                                                  at, raw)), before)
+
+            made += _paged(client, key, (b":pg:", b":rc:"), record,
                            base + b":pg:" + uuid.UUID(name.decode()).bytes,
                            lambda i: uuid.UUID(i.decode()).bytes)
         elif b":vpg:" in tail:

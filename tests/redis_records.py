@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
-from durable_graph.store.redis.keys import NamespaceKeys
+from durable_graph.store.redis.keys import VALUE, VALUE_HEAP, VALUE_PAGE, NamespaceKeys
+from durable_graph.store.redis.scripts import AS_SENT
 
 __all__ = [
     "delete_value",
@@ -27,8 +29,11 @@ __all__ = [
     "read_value",
     "read_values",
     "record_ids",
+    "stored_record",
+    "stored_values",
     "value_fields",
     "write_record",
+    "whole_record",
     "write_value",
 ]
 
@@ -47,11 +52,11 @@ def _split(member: bytes) -> tuple[bytes, tuple[int, int] | None]:
 
 
 def _paged(client: redis.Redis, directory: str,
-           page: Callable[[str], str]) -> dict[bytes, tuple[str, bytes]]:
+           page: Callable[[bytes], str | bytes]) -> dict[bytes, tuple[bytes, bytes]]:
     """Key -> (page name, member) of every member of a paged set (``page``: a page's key
     from its name)."""
     out = {}
-    for name in (n.decode() for n in client.zrange(directory, 0, -1)):
+    for name in (bytes(n) for n in client.zrange(directory, 0, -1)):
         for member in client.zrange(page(name), 0, -1):
             out[_split(member)[0]] = (name, member)
     return out
@@ -59,7 +64,8 @@ def _paged(client: redis.Redis, directory: str,
 
 def _members(client: redis.Redis, nsk: NamespaceKeys) -> dict[str, tuple[str, bytes]]:
     """Checkpoint id -> (page name, member) of a paged namespace."""
-    return {k.decode(): v for k, v in _paged(client, nsk.pages, nsk.page).items()}
+    return {k.decode(): (name.decode(), m) for k, (name, m) in
+            _paged(client, nsk.pages, lambda n: nsk.page(n.decode())).items()}
 
 
 def record_ids(client: redis.Redis, nsk: NamespaceKeys) -> list[str]:
@@ -74,14 +80,33 @@ def _bytes_at(client: redis.Redis, heap: str, at: tuple[int, int]) -> bytes:
     return bytes(client.getrange(heap, off, off + length - 1))
 
 
-def read_record(client: redis.Redis, nsk: NamespaceKeys, cid: str) -> bytes | None:
-    """The stored (packed) record of checkpoint ``cid``, None if there is none."""
+def stored_record(client: redis.Redis, nsk: NamespaceKeys, cid: str) -> bytes | None:
+    """The record of checkpoint ``cid`` as Redis holds it (since redis-v13 its head
+    compact: ``compact``), None if there is none."""
     found = _members(client, nsk).get(cid)
     at = found and _split(found[1])[1]
     if found and at:
         return _bytes_at(client, nsk.page_records(found[0]), at)
     stored = client.get(nsk.checkpoint(cid))
     return None if stored is None else bytes(stored)
+
+
+def _as_sent(client: redis.Redis, nsk: NamespaceKeys, what: str, *args: bytes) -> Any:
+    """The scripts' own reading of stored parts as the saver sent them (``AS_SENT``)."""
+    return client.eval(AS_SENT, 1, nsk.channel_names, nsk.base, what, *args)
+
+
+def whole_record(client: redis.Redis, nsk: NamespaceKeys, stored: bytes) -> bytes:
+    """A record as stored given back as the saver packed it (redis-v13 keeps its head
+    compact)."""
+    return bytes(_as_sent(client, nsk, "record", stored))
+
+
+def read_record(client: redis.Redis, nsk: NamespaceKeys, cid: str) -> bytes | None:
+    """The record of checkpoint ``cid`` as the saver packed it (``records.pack_record``),
+    None if there is none. ``write_record`` stores such a record as it is."""
+    stored = stored_record(client, nsk, cid)
+    return None if stored is None else whole_record(client, nsk, stored)
 
 
 def _replace(client: redis.Redis, page: str, heap: str, key: bytes, member: bytes,
@@ -102,6 +127,15 @@ def write_record(client: redis.Redis, nsk: NamespaceKeys, cid: str, data: bytes)
     _replace(client, nsk.page(name), nsk.page_records(name), cid.encode(), member, data)
 
 
+def _vpage(nsk: NamespaceKeys) -> Callable[[bytes], bytes]:
+    """A value page's key from its name (bytes: a compact key names it, redis-v13)."""
+    return lambda name: nsk.base.encode() + VALUE_PAGE.encode() + name
+
+
+def _vheap(nsk: NamespaceKeys) -> Callable[[bytes], bytes]:
+    return lambda name: nsk.base.encode() + VALUE_HEAP.encode() + name
+
+
 def _in_hash(client: redis.Redis, nsk: NamespaceKeys) -> bool:
     return client.type(nsk.blobs) == b"hash"
 
@@ -110,18 +144,34 @@ def _field(field: str | bytes) -> bytes:
     return field.encode() if isinstance(field, str) else field
 
 
-def read_values(client: redis.Redis, nsk: NamespaceKeys) -> dict[bytes, bytes]:
-    """Every stored value field of the namespace and its bytes, in either layout."""
+def stored_values(client: redis.Redis, nsk: NamespaceKeys) -> dict[bytes, bytes]:
+    """Every value of the namespace as Redis holds it: key -> bytes (since redis-v13 a
+    new namespace's keys and links are compact: ``compact``), in either layout."""
     if _in_hash(client, nsk):
         return {bytes(k): bytes(v) for k, v in client.hgetall(nsk.blobs).items()}
     out = {}
-    for key, (name, member) in _paged(client, nsk.value_pages, nsk.value_page).items():
+    for key, (name, member) in _paged(client, nsk.value_pages, _vpage(nsk)).items():
         at = _split(member)[1]
         if at:
-            out[key] = _bytes_at(client, nsk.value_heap(name), at)
+            out[key] = _bytes_at(client, _vheap(nsk)(name), at)
         else:
-            out[key] = bytes(client.get(nsk.value(key.decode())) or b"")
+            out[key] = bytes(client.get(nsk.base.encode() + VALUE.encode() + key) or b"")
     return out
+
+
+def read_values(client: redis.Redis, nsk: NamespaceKeys) -> dict[bytes, bytes]:
+    """Every stored value field of the namespace and its bytes as the saver sent them,
+    in either layout."""
+    stored = stored_values(client, nsk)
+    if _in_hash(client, nsk) or not stored:
+        return stored
+    flat = _as_sent(client, nsk, "values", *(b for kv in stored.items() for b in kv))
+    return {bytes(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _key(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes) -> bytes:
+    """The key value ``field`` is stored at in the namespace's pages."""
+    return bytes(_as_sent(client, nsk, "keys", _field(field))[0])
 
 
 def value_fields(client: redis.Redis, nsk: NamespaceKeys) -> list[bytes]:
@@ -136,25 +186,26 @@ def read_value(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes) -> b
 
 def write_value(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes,
                 data: bytes) -> None:
-    """Replace the stored value ``field`` (stored already) with ``data`` where it is kept."""
-    key = _field(field)
+    """Replace the stored value ``field`` (stored already) with ``data`` where it is kept
+    (read back as it is unless it starts with byte 4 or 5: ``compact.val_whole``)."""
     if _in_hash(client, nsk):
-        client.hset(nsk.blobs, key, data)
+        client.hset(nsk.blobs, _field(field), data)
         return
-    name, member = _paged(client, nsk.value_pages, nsk.value_page)[key]
-    _replace(client, nsk.value_page(name), nsk.value_heap(name), key, member, data)
+    key = _key(client, nsk, field)
+    name, member = _paged(client, nsk.value_pages, _vpage(nsk))[key]
+    _replace(client, _vpage(nsk)(name), _vheap(nsk)(name), key, member, data)
 
 
 def delete_value(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes) -> None:
     """Delete the stored value ``field`` (as if pruned), in either layout."""
-    key = _field(field)
     if _in_hash(client, nsk):
-        client.hdel(nsk.blobs, key)
+        client.hdel(nsk.blobs, _field(field))
         return
-    name, member = _paged(client, nsk.value_pages, nsk.value_page)[key]
-    client.zrem(nsk.value_page(name), member)
-    if not client.exists(nsk.value_page(name)):  # as the store does: no empty page
-        client.delete(nsk.value_heap(name))
+    key = _key(client, nsk, field)
+    name, member = _paged(client, nsk.value_pages, _vpage(nsk))[key]
+    client.zrem(_vpage(nsk)(name), member)
+    if not client.exists(_vpage(nsk)(name)):  # as the store does: no empty page
+        client.delete(_vheap(nsk)(name))
         client.zrem(nsk.value_pages, name)
 
 

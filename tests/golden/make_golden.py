@@ -93,6 +93,9 @@ Formats (each file keeps the format it was recorded in):
   in one string, ``vh:<name>``) instead of one ``blobs`` hash (``store/redis/history.py``,
   ``VALS``). The ``blobs`` key holds a text (``keys.VALUES_MARK``): a reader older than v12
   fails on it loudly (WRONGTYPE).
+- ``redis-v13``: as ``redis-v12``, with each split record's head (parent, refs) kept compact
+  by the scripts (``store/redis/compact.py``, first byte 0xC2): channels numbered in
+  the namespace's ``chn`` key, versions in 6 bytes, the parent raw.
 
 The graphs live here so the test builds exactly the same ones. Threads:
 
@@ -167,18 +170,19 @@ REDIS_FORMATS = {"redis-v1": "redis-v1.json", "redis-v2": "redis-v2.json",
                  "redis-v5": "redis-v5.json", "redis-v6": "redis-v6.json",
                  "redis-v7": "redis-v7.json", "redis-v8": "redis-v8.json",
                  "redis-v9": "redis-v9.json", "redis-v10": "redis-v10.json",
-                 "redis-v11": "redis-v11.json", "redis-v12": "redis-v12.json"}
+                 "redis-v11": "redis-v11.json", "redis-v12": "redis-v12.json",
+                 "redis-v13": "redis-v13.json"}
 DELTA_FORMATS = frozenset({"signed-v3", "signed-v4", "signed-v5", "signed-v6", "signed-v7",
                            "plain-v7", "signed-v8", "plain-v8", "signed-v8z", "plain-v8z",
                            "signed-v9", "plain-v9", "signed-v10", "plain-v10", "signed-v11",
                            "plain-v11", "signed-v12", "plain-v12", "redis-v3", "redis-v4",
                            "redis-v5", "redis-v6", "redis-v7", "redis-v8", "redis-v9",
-                           "redis-v10", "redis-v11", "redis-v12"})
+                           "redis-v10", "redis-v11", "redis-v12", "redis-v13"})
 """Formats recorded with delta storage (and the ``chat`` thread)."""
 LEAF_FORMATS = frozenset({"signed-v5", "signed-v6", "signed-v7", "signed-v8", "signed-v8z",
                           "signed-v9", "signed-v10", "signed-v11", "signed-v12", "redis-v6",
                           "redis-v7", "redis-v8", "redis-v9", "redis-v10", "redis-v11",
-                          "redis-v12"})
+                          "redis-v12", "redis-v13"})
 """Formats whose chat messages are large leaves (each padded with ``LEAF_PAD``)."""
 LEAF_PAD = " " + "lorem ipsum dolor sit amet " * 12
 """What a leaf format's chat messages end with: over ``leaves.LEAF_MIN`` bytes each."""

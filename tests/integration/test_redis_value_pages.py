@@ -19,7 +19,14 @@ import redis
 from durable_graph.store.base import Checkpoint
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.history import PAGE_BYTES, RECORD_IN_PAGE_MAX
-from durable_graph.store.redis.keys import ID_PAGE_MAX, VALUES_MARK, ThreadKeys, blob_field
+from durable_graph.store.redis.keys import (
+    ID_PAGE_MAX,
+    VALUE_HEAP,
+    VALUE_PAGE,
+    VALUES_MARK_V13,
+    ThreadKeys,
+    blob_field,
+)
 from tests.redis_records import read_values
 
 pytestmark = pytest.mark.redis
@@ -40,11 +47,12 @@ def value_pages(raw: redis.Redis, saver: RedisSaver, thread: str) -> dict[bytes,
     nsk = ThreadKeys(saver.prefix, thread).ns("")
     out = {}
     for name in raw.zrange(nsk.value_pages, 0, -1):
-        page = nsk.value_page(name.decode())
+        page = nsk.base.encode() + VALUE_PAGE.encode() + name  # a compact key: bytes
         members = raw.zrange(page, 0, -1)
         assert raw.object("encoding", page) == b"listpack", name
         assert 0 < len(members) <= ID_PAGE_MAX and min(members) >= name, name
-        assert raw.strlen(nsk.value_heap(name.decode())) <= PAGE_BYTES + RECORD_IN_PAGE_MAX
+        assert raw.strlen(nsk.base.encode() + VALUE_HEAP.encode() + name) <= \
+            PAGE_BYTES + RECORD_IN_PAGE_MAX
         out[name] = members
     return out
 
@@ -98,7 +106,7 @@ def test_random_values_read_back_and_go_with_the_last_checkpoint_that_reads_them
             assert set(read_values(raw, nsk)) == wanted, op
             most = max(most, len(value_pages(raw, saver, thread)))
     assert most >= 3, "the run splits value pages, not only fills one"
-    assert raw.get(nsk.blobs) == VALUES_MARK.encode()
+    assert raw.get(nsk.blobs) == VALUES_MARK_V13.encode()
     saver.delete_thread(thread)
     assert list(raw.scan_iter(match=f"{{{saver.prefix}:{thread}}}*")) == []
 

@@ -25,6 +25,8 @@ placeholders; ``scripts`` composes it into the scripts that need it.
 
 from __future__ import annotations
 
+from durable_graph.store.redis.compact import COMPACT_LUA
+
 __all__ = ["HISTORY", "PAGE_BYTES", "PAGE_FILL", "RECORD_IN_PAGE_MAX"]
 
 RECORD_IN_PAGE_MAX = 4096
@@ -232,7 +234,7 @@ local function pg_add(base, f, k, bytes, once)
       end
       redis.call('ZREM', dir, first)
     else
-      redis.call('SET', base .. f.mark, f.mark_text)
+      redis.call('SET', base .. f.mark, f.mark_of and f.mark_of(base) or f.mark_text)
     end
     redis.call('ZADD', dir, 0, k)
     name = k
@@ -316,17 +318,22 @@ local function rec_exists(base, id)
   end
   return redis.call('EXISTS', cp_key(base, id)) == 1
 end
--- checkpoint `id`'s stored record: a packed string, or (written as a hash, before
--- redis-v4) a table of its fields and values; nil when there is none
+-- checkpoint `id`'s stored record: a packed string (a compact one given back whole:
+-- rec_whole), or (written as a hash, before redis-v4) a table of its fields and values;
+-- nil when there is none
 local function rec_raw(base, id)
   if not ids_legacy(base) then
     local name, m = pg_find(base, IDS, id)
     if not name then return nil end
     local _, off, len = m_split(m)
-    if off then return redis.call('GETRANGE', pg_heap(base, IDS, name), off, off + len - 1) end
+    if off then
+      return rec_whole(base, redis.call('GETRANGE', pg_heap(base, IDS, name), off, off + len - 1))
+    end
   end
   local key = cp_key(base, id)
-  if redis.call('TYPE', key)['ok'] == 'string' then return redis.call('GET', key) end
+  if redis.call('TYPE', key)['ok'] == 'string' then
+    return rec_whole(base, redis.call('GET', key))
+  end
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then return nil end
   return flat
@@ -365,9 +372,9 @@ local function ids_rem(base, ids)
   end
   return pg_rem(base, IDS, ids)
 end
--- Stores checkpoint `id` with its packed record `rec` (replacing one of the same id);
+-- Stores checkpoint `id` with its stored record `rec` (replacing one of the same id);
 -- returns the keys written (pg_add).
-local function ids_add(base, id, rec)
+local function ids_write(base, id, rec)
   if ids_legacy(base) then
     redis.call('DEL', cp_key(base, id))
     redis.call('SET', cp_key(base, id), rec)
@@ -375,6 +382,14 @@ local function ids_add(base, id, rec)
     return {base .. @IDX@, cp_key(base, id)}
   end
   return pg_add(base, IDS, id, rec)
+end
+-- Stores checkpoint `id` with its packed record `rec`, its head compact (redis-v13,
+-- rec_compact); returns the keys written, the namespace's channel names among them (a
+-- commit renews their TTL with the rest).
+local function ids_add(base, id, rec)
+  local written = ids_write(base, id, rec_compact(base, rec))
+  written[#written + 1] = base .. @NAMES@
+  return written
 end
 local function ids_newest(base)
   if ids_legacy(base) then return redis.call('ZREVRANGE', base .. @IDX@, 0, 0)[1] end
@@ -398,7 +413,8 @@ local function ids_before(base, max, count, recs)
       local id, off, len = m_split(m)
       out[#out + 1] = id
       if recs and off then
-        recs[id] = redis.call('GETRANGE', pg_heap(base, IDS, name), off, off + len - 1)
+        recs[id] = rec_whole(base, redis.call('GETRANGE', pg_heap(base, IDS, name), off,
+                                              off + len - 1))
       end
     end
     max, name = '+', pg_before(base, IDS, name)
@@ -434,7 +450,11 @@ local function ids_beyond(base, keep)
 end
 -- The keys holding the ids and the records kept in pages (to expire or delete with the
 -- thread; a record in a key of its own is `cp_key`'s).
-local function ids_keys(base) return pg_store_keys(base, IDS, false) end
+local function ids_keys(base)
+  local out = pg_store_keys(base, IDS, false)
+  out[#out + 1] = base .. @NAMES@
+  return out
+end
 """
 
 _VALUES = """
@@ -470,16 +490,31 @@ local function val_read(base, g)
   if where[1] then return string.sub(page.heap, where[1] + 1, where[1] + where[2]) end
   return redis.call('GET', pg_own(base, VALS, g)) or false
 end
+-- the key value field `g` is stored at in the namespace's pages (vkey, redis-v13: compact
+-- in a namespace created since; `grow`: its channel numbered if new), and the value as
+-- sent from the bytes stored there
+local function val_key(base, g, grow)
+  if vals_compact(base) then return vkey(base, g, grow) end
+  return g
+end
+local function val_sent(base, k, v)
+  if vals_compact(base) then return val_whole(base, k, v) end
+  return v
+end
 -- the stored bytes of value field `g` (false: none)
 local function val_get(base, g)
   if vals_hash(base) then return redis.call('HGET', base .. @BLOBS@, g) end
-  return val_read(base, g)
+  local k = val_key(base, g)
+  return val_sent(base, k, val_read(base, k))
 end
 -- the stored bytes of value fields `gs` (false: none), in their order
 local function val_mget(base, gs)
   local out = {}
   if not vals_hash(base) then
-    for i, g in ipairs(gs) do out[i] = val_read(base, g) end
+    for i, g in ipairs(gs) do
+      local k = val_key(base, g)
+      out[i] = val_sent(base, k, val_read(base, k))
+    end
     return out
   end
   for c = 1, #gs, 1000 do  -- unpack's bound
@@ -490,7 +525,7 @@ local function val_mget(base, gs)
 end
 local function val_exists(base, g)
   if vals_hash(base) then return redis.call('HEXISTS', base .. @BLOBS@, g) == 1 end
-  return pg_find(base, VALS, g) ~= nil
+  return pg_find(base, VALS, val_key(base, g)) ~= nil
 end
 -- Stores `v` at field `g` unless one is stored there (a value is written once: its
 -- field names its version); returns the keys written.
@@ -500,7 +535,11 @@ local function val_put(base, g, v)
     return {base .. @BLOBS@}
   end
   vals_forget()
-  return pg_add(base, VALS, g, v, true)
+  if not vals_compact(base) then return pg_add(base, VALS, g, v, true) end
+  local k = vkey(base, g, true)
+  local written = pg_add(base, VALS, k, val_compact(base, k, v), true)
+  written[#written + 1] = base .. @NAMES@
+  return written
 end
 -- Deletes fields `gs` (and, in a hash, the chain field of each: v3 to v8).
 local function val_del(base, gs)
@@ -510,11 +549,13 @@ local function val_del(base, gs)
     return
   end
   vals_forget()
-  pg_rem(base, VALS, gs)
+  local ks = {}
+  for i, g in ipairs(gs) do ks[i] = val_key(base, g) end
+  pg_rem(base, VALS, ks)
 end
 -- The keys holding the values (to expire or delete with the thread).
 local function val_keys(base) return pg_store_keys(base, VALS, true) end
 """
 
-HISTORY = PAGED + _IDS + _VALUES
+HISTORY = PAGED + COMPACT_LUA + _IDS + _VALUES
 """Every function above, for ``scripts`` to compose into the scripts that need them."""

@@ -80,6 +80,7 @@ from dataclasses import dataclass
 __all__ = [
     "BLOBS",
     "CHAIN",
+    "CHANNEL_NAMES",
     "CHECKPOINT",
     "ESCAPES",
     "ID_PAGE",
@@ -97,6 +98,7 @@ __all__ = [
     "STATUS_TAG",
     "VALUE",
     "VALUES_MARK",
+    "VALUES_MARK_V13",
     "VALUE_HEAP",
     "VALUE_PAGE",
     "VALUE_PAGES",
@@ -132,6 +134,9 @@ ID_PAGE = ":pg:"
 ID_PAGES_MARK = "checkpoint ids in pages (redis-v11): read this thread with a newer durable-graph"
 """What a paged namespace keeps at its ``idx`` key (a text, not a sorted set): a release
 older than redis-v11 fails loudly on it (WRONGTYPE) instead of finding no checkpoint."""
+CHANNEL_NAMES = ":chn"
+"""Suffix of a namespace's channel names (redis-v13, ``compact``): each name and a NUL,
+numbered from 1 in that order by the compact records of its checkpoints."""
 PAGE_RECORDS = ":rc:"
 """Infix before a page's name: ``<ns base>:rc:<name>``, the records of its checkpoints."""
 ID_PAGE_MAX = 120
@@ -150,6 +155,9 @@ VALUE = ":v:"
 VALUES_MARK = "values in pages (redis-v12): read this thread with a newer durable-graph"
 """What a namespace with value pages keeps at its ``blobs`` key (a text, not a hash): a
 release older than redis-v12 fails loudly on it (WRONGTYPE) instead of finding no value."""
+VALUES_MARK_V13 = "values in pages, fields compact (redis-v13): read with a newer durable-graph"
+"""``VALUES_MARK`` of a namespace created since redis-v13: its value fields and links are
+kept compact (``compact``)."""
 BLOBS = ":blobs"
 """Suffix of a namespace's channel-value hash."""
 CHECKPOINT = ":cp:"
@@ -216,6 +224,11 @@ class NamespaceKeys:
     def page_records(self, name: str) -> str:
         """The records of one id page's checkpoints (redis-v11), one string."""
         return self.base + PAGE_RECORDS + name
+
+    @property
+    def channel_names(self) -> str:
+        """The channel names its compact records number (redis-v13, ``compact``)."""
+        return self.base + CHANNEL_NAMES
 
     @property
     def value_pages(self) -> str:

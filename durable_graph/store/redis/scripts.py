@@ -28,6 +28,7 @@ from durable_graph.store.redis.history import HISTORY, PAGE_BYTES, PAGE_FILL, RE
 from durable_graph.store.redis.keys import (
     BLOBS,
     CHAIN,
+    CHANNEL_NAMES,
     CHECKPOINT,
     ESCAPES,
     ID_PAGE,
@@ -46,12 +47,14 @@ from durable_graph.store.redis.keys import (
     VALUE_PAGE,
     VALUE_PAGES,
     VALUES_MARK,
+    VALUES_MARK_V13,
     WRITES,
 )
 
 __all__ = [
     "ACQUIRE",
     "ACQUIRE_FUNCTION",
+    "AS_SENT",
     "CLEAR_OUTCOMES",
     "CLOSE_RUN",
     "DELETE_THREAD",
@@ -88,7 +91,7 @@ def _lua(source: str) -> str:
                 "@REC@": RECORD, "@LEASE@": LEASE, "@NSMAP@": NAMESPACES, "@NS@": NAMESPACE,
                 "@PAGES@": ID_PAGES, "@PAGE@": ID_PAGE, "@RECS@": PAGE_RECORDS,
                 "@VPAGES@": VALUE_PAGES, "@VPAGE@": VALUE_PAGE, "@VHEAP@": VALUE_HEAP,
-                "@VOWN@": VALUE}
+                "@VOWN@": VALUE, "@NAMES@": CHANNEL_NAMES}
     for name, value in suffixes.items():
         source = source.replace(name, f"'{value}'")
     source = source.replace("@PAGE_MAX@", str(ID_PAGE_MAX))
@@ -97,6 +100,7 @@ def _lua(source: str) -> str:
     source = source.replace("@PAGE_FILL@", str(PAGE_FILL))
     source = source.replace("@PAGES_MARK@", f"'{ID_PAGES_MARK}'")
     source = source.replace("@VALUES_MARK@", f"'{VALUES_MARK}'")
+    source = source.replace("@VALUES_MARK_V13@", f"'{VALUES_MARK_V13}'")
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
 
 
@@ -122,15 +126,9 @@ local function link_of(base, g, vals)
   if link then return cmsgpack.unpack(link) end
   return nil
 end
--- Redis-v9 records: text in Latin-1 (each char of U+0080..U+00FF, two bytes in UTF-8)
--- back to its bytes; the parent id of a packed record (its 16 UUID bytes, `P`, or text);
--- field -> stored bytes of each value the record of `parent` keeps in its refs (and that of
--- the checkpoint it replaces, `replaced`, if any: exit durability's step before).
-local function unlatin(text)
-  return (string.gsub(text, '[\\194\\195][\\128-\\191]', function(c)
-    return string.char((string.byte(c, 1) - 194) * 64 + string.byte(c, 2))
-  end))
-end
+-- The parent id of a packed record (its 16 UUID bytes, `P`, or text); field -> stored
+-- bytes of each value the record of `parent` keeps in its refs (and that of the checkpoint
+-- it replaces, `replaced`, if any: exit durability's step before).
 local function record_parent(raw)
   local rec = rec_map(raw)
   if not rec['P'] then return rec['p'] or rec['parent'] or '' end
@@ -532,6 +530,27 @@ if #ARGV > 1 then redis.call('HDEL', KEYS[2], unpack(ARGV, 2)) end
 return 'ok'
 """
 )
+
+AS_SENT = _lua(HISTORY + """
+-- For tools that read the stored keys themselves (tests, the layout sketch): what the
+-- saver sent, from what a namespace holds (redis-v13 keeps parts compact: `compact`).
+-- KEYS: the namespace's channel names    ARGV: its key base, then
+--   'record', a record as stored      -> the record as packed (rec_whole)
+--   'values', (key, stored bytes)...  -> (field, value as sent)... of a value page's keys
+--   'keys', field...                  -> the key each field is stored at
+local base, what, out = ARGV[1], ARGV[2], {}
+if what == 'record' then return rec_whole(base, ARGV[3]) end
+for i = 3, #ARGV, (what == 'values') and 2 or 1 do
+  if what == 'values' then
+    local k = ARGV[i]
+    out[#out + 1] = vals_compact(base) and vfield(base, k) or k
+    out[#out + 1] = val_sent(base, k, ARGV[i + 1])
+  else
+    out[#out + 1] = val_key(base, ARGV[i])
+  end
+end
+return out
+""")
 
 VALUE_LINK = _lua(HISTORY + _REFS + """
 -- KEYS: blobs    ARGV: a value's field

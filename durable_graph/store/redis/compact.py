@@ -1,0 +1,311 @@
+"""Redis-v13: records' heads, value fields and delta links kept compact where Redis stores
+them, given back byte for byte where the scripts read them.
+
+What ``records`` packs spells a value's field as text (``channel\\0version``, a leaf's as
+``\\2leaf\\0`` and 43 characters of base64), in every record's refs, every value page's
+members and every delta's link: in a chat, about a third of what a turn stores. The
+scripts now store them compact and give back exactly what was sent, so nothing above the
+scripts sees the difference: the bytes a signature covers, the replies and Python's
+decoders are those of v12.
+
+* **Channel names.** A namespace numbers the channels its fields name (``keys.CHANNEL_NAMES``:
+  each name and a NUL, numbered from 1 in the order first stored, at most 254). The
+  string only grows; it expires and is deleted with the namespace's ids (``ids_keys``) and
+  every commit renews its TTL with the keys it writes. A name is added in the script that
+  first stores a number for it, so no stored number lacks its name.
+* **A field** (``vkey``): ``channel\\0version`` as the channel's number (a byte) and the
+  version in 6 bytes (big-endian) when the version is the decimal text of an int below
+  2^48 with no leading zero and the namespace has a number for the channel; a leaf's as
+  byte 0 and its 32 digest bytes; anything else as byte 255 and the text.
+* **A record** (``rec_compact``, where ``ids_add`` stores one; ``rec_whole``, where
+  ``rec_raw`` and ``ids_before`` read one): a split one (``records.SPLIT``) whose head holds
+  only the parent and refs is stored as byte 0xC2 (``COMPACT``), a flag (1: it has a
+  parent), the number of refs, the parent's 16 bytes if any, then each ref: a kind byte
+  (+1: a value kept in the record follows, its length in a byte and its raw bytes; +2: the
+  field is spelled out, a 2-byte length and its text) and, unless spelled out, the
+  channel's number and the version in 6 bytes; then the record's deflated rest, unchanged.
+  Any other record is stored as it came (the first of a thread, whose rest is too small to
+  deflate, is one).
+* **Values** (``val_compact`` / ``val_whole``) of a namespace created since v13
+  (``vals_compact``): a value's page member is its compact field, and a delta's link
+  (``records.linked``: byte 3, a 4-byte length, the msgpack ``[base, depth, leaves...]``)
+  is stored as byte 4, a 2-byte length, the depth in a byte, then the base's and each
+  leaf's compact field after its length in a byte. A namespace whose values were paged
+  before (v12's ``keys.VALUES_MARK``) keeps spelling them out until it is emptied.
+
+A compact form is only stored when it gives back exactly what was sent (checked on each
+write). A release older than v13 refuses a compact record loudly: Python finds msgpack
+``false`` with data after it ("garbled"), its scripts fail indexing a boolean; every
+namespace's records are read before its values.
+"""
+
+from __future__ import annotations
+
+__all__ = ["COMPACT", "COMPACT_LUA"]
+
+COMPACT = b"\xc2"
+"""First byte of a record stored compact (redis-v13): never a msgpack map's first byte nor
+``records.SPLIT``; ``records.pack_record`` never writes it."""
+
+COMPACT_LUA = """
+-- Redis-v9 records: text in Latin-1 (each char of U+0080..U+00FF, two bytes in UTF-8)
+-- back to its bytes, and bytes to that text.
+local function unlatin(text)
+  return (string.gsub(text, '[\\194\\195][\\128-\\191]', function(c)
+    return string.char((string.byte(c, 1) - 194) * 64 + string.byte(c, 2))
+  end))
+end
+local function latin(raw)
+  return (string.gsub(raw, '[\\128-\\255]', function(c)
+    local b = string.byte(c)
+    if b < 192 then return '\\194' .. c end
+    return '\\195' .. string.char(b - 64)
+  end))
+end
+-- A namespace's channel names (redis-v13): list (number -> name) and num (name ->
+-- number), read once a script and kept in step with what it adds.
+local names_at = {}
+local function rec_names(base)
+  local t = names_at[base]
+  if t then return t end
+  t = {list = {}, num = {}}
+  for name in string.gmatch(redis.call('GET', base .. @NAMES@) or '', '([^%z]*)%z') do
+    t.list[#t.list + 1] = name
+    t.num[name] = #t.list
+  end
+  names_at[base] = t
+  return t
+end
+-- channel `name`'s number in the namespace (nil: none); `grow`: numbered now if there is
+-- room (stored at once, so a number written anywhere has its name)
+local function name_num(base, name, grow)
+  local t = rec_names(base)
+  local num = t.num[name]
+  if num or not grow or #t.list >= 254 or string.find(name, '%z') then return num end
+  t.list[#t.list + 1] = name
+  t.num[name] = #t.list
+  redis.call('APPEND', base .. @NAMES@, name .. '\\0')
+  return #t.list
+end
+local function name_of(base, num)
+  local name = rec_names(base).list[num]
+  if name then return name end
+  error('a compact field names channel number ' .. num .. ', which its namespace does not '
+    .. 'hold (' .. base .. @NAMES@ .. '): the store is garbled; restore it from a backup '
+    .. 'or delete the thread')
+end
+local function msg_str(s)
+  local n = #s
+  if n < 32 then return string.char(160 + n) .. s end
+  if n < 256 then return '\\217' .. string.char(n) .. s end
+  return '\\218' .. struct.pack('>I2', n) .. s
+end
+-- A field as {channel, version} when its version compacts, else nil.
+local function field_parts(field)
+  local name, digits = string.match(field, '^([^%z]*)%z(%d+)$')
+  if not name or #digits > 15 or (#digits > 1 and string.sub(digits, 1, 1) == '0') then
+    return nil
+  end
+  local n = tonumber(digits)
+  if n >= 281474976710656 then return nil end
+  return {name, n}
+end
+local function be6(n)
+  local out = {}
+  for i = 6, 1, -1 do out[i] = string.char(n % 256); n = math.floor(n / 256) end
+  return table.concat(out)
+end
+local function unbe6(s, at)
+  local n = 0
+  for j = at, at + 5 do n = n * 256 + string.byte(s, j) end
+  return string.format('%.0f', n)
+end
+-- a leaf's digest: URL-safe base64 (43 characters, unpadded) and its 32 bytes
+local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+local b64_at = {}
+for i = 1, 64 do b64_at[string.byte(B64, i)] = i - 1 end
+local function b64_raw(text)
+  if #text ~= 43 then return nil end
+  local out, acc, bits = {}, 0, 0
+  for i = 1, 43 do
+    local v = b64_at[string.byte(text, i)]
+    if not v then return nil end
+    acc, bits = acc * 64 + v, bits + 6
+    if bits >= 8 then
+      bits = bits - 8
+      local b = math.floor(acc / 2 ^ bits)
+      out[#out + 1] = string.char(b)
+      acc = acc - b * 2 ^ bits
+    end
+  end
+  if acc ~= 0 then return nil end  -- not the canonical spelling
+  return table.concat(out)
+end
+local function raw_b64(raw)
+  local out, acc, bits = {}, 0, 0
+  for i = 1, #raw do
+    acc, bits = acc * 256 + string.byte(raw, i), bits + 8
+    while bits >= 6 do
+      bits = bits - 6
+      local v = math.floor(acc / 2 ^ bits)
+      out[#out + 1] = string.sub(B64, v + 1, v + 1)
+      acc = acc - v * 2 ^ bits
+    end
+  end
+  if bits > 0 then
+    local v = acc * 2 ^ (6 - bits)
+    out[#out + 1] = string.sub(B64, v + 1, v + 1)
+  end
+  return table.concat(out)
+end
+-- A field's compact key (`grow`: number its channel if new), and back (vfield).
+local function vkey(base, g, grow)
+  if string.sub(g, 1, 6) == '\\2leaf\\0' then
+    local raw = b64_raw(string.sub(g, 7))
+    if raw then return '\\0' .. raw end
+    return '\\255' .. g
+  end
+  local parts = field_parts(g)
+  local num = parts and name_num(base, parts[1], grow)
+  if num then return string.char(num) .. be6(parts[2]) end
+  return '\\255' .. g
+end
+local function vfield(base, k)
+  local b = string.byte(k, 1)
+  if b == 0 then return '\\2leaf\\0' .. raw_b64(string.sub(k, 2)) end
+  if b == 255 then return string.sub(k, 2) end
+  return name_of(base, b) .. '\\0' .. unbe6(k, 2)
+end
+-- The record a compact one (`rec_compact`) was made from, byte for byte; anything else
+-- as it is.
+local function rec_whole(base, raw)
+  if type(raw) ~= 'string' or string.byte(raw, 1) ~= 194 then return raw end
+  local at, parts = 4, {}
+  if string.byte(raw, 2) == 1 then
+    parts[1] = '\\161P' .. msg_str(latin(string.sub(raw, 4, 19)))
+    at = 20
+  end
+  local n = string.byte(raw, 3)
+  local refs = {}
+  for i = 1, n do
+    local kind = string.byte(raw, at)
+    local field
+    if kind >= 2 then
+      local len = struct.unpack('>I2', raw, at + 1)
+      field = string.sub(raw, at + 3, at + 2 + len)
+      at = at + 3 + len
+    else
+      field = name_of(base, string.byte(raw, at + 1)) .. '\\0' .. unbe6(raw, at + 2)
+      at = at + 8
+    end
+    if kind % 2 == 1 then
+      local len = string.byte(raw, at)
+      refs[i] = '\\146' .. msg_str(field) .. msg_str(latin(string.sub(raw, at + 1, at + len)))
+      at = at + 1 + len
+    else
+      refs[i] = msg_str(field)
+    end
+  end
+  local arr = n < 16 and string.char(144 + n) or '\\220' .. struct.pack('>I2', n)
+  local head = string.char(128 + #parts + 1) .. table.concat(parts) .. '\\161r' .. arr ..
+    table.concat(refs)
+  return '\\193' .. struct.pack('>I2', #head) .. head .. string.sub(raw, at)
+end
+-- The record `raw` as stored (COMPACT), or `raw` itself when it does not compact.
+local function rec_compact(base, raw)
+  if type(raw) ~= 'string' or string.byte(raw, 1) ~= 193 then return raw end
+  local size = struct.unpack('>I2', raw, 2)
+  local ok, head = pcall(cmsgpack.unpack, string.sub(raw, 4, 3 + size))
+  if not ok or type(head) ~= 'table' or type(head['r']) ~= 'table' then return raw end
+  for k in pairs(head) do if k ~= 'P' and k ~= 'r' then return raw end end
+  local refs, parent = head['r'], head['P']
+  if #refs > 255 or (parent ~= nil and type(parent) ~= 'string') then return raw end
+  parent = parent and unlatin(parent)
+  if parent and #parent ~= 16 then return raw end
+  local out = {'\\194', parent and '\\1' or '\\0', string.char(#refs), parent or ''}
+  for _, r in ipairs(refs) do
+    local field, kept = r, nil
+    if type(r) == 'table' then field, kept = r[1], r[2] end
+    if type(field) ~= 'string' or (kept ~= nil and type(kept) ~= 'string') then return raw end
+    kept = kept and unlatin(kept)
+    if kept and #kept > 255 then return raw end
+    local parts = field_parts(field)
+    local num = parts and name_num(base, parts[1], true)
+    local kind = kept and 1 or 0
+    if num then
+      out[#out + 1] = string.char(kind, num) .. be6(parts[2])
+    else
+      out[#out + 1] = string.char(kind + 2) .. struct.pack('>I2', #field) .. field
+    end
+    if kept then out[#out + 1] = string.char(#kept) .. kept end
+  end
+  out[#out + 1] = string.sub(raw, 4 + size)
+  local stored = table.concat(out)
+  if rec_whole(base, stored) ~= raw then return raw end
+  return stored
+end
+-- Whether namespace `base` keeps its value fields compact: one created since v13 (no
+-- value page yet, or v13's mark); not one in a hash or paged before.
+local compact_of = {}
+local function vals_compact(base)
+  local c = compact_of[base]
+  if c == nil then
+    c = not pg_legacy(base, VALS) and (redis.call('ZCARD', base .. VALS.dir) == 0
+      or redis.call('GET', base .. VALS.mark) == @VALUES_MARK_V13@)
+    compact_of[base] = c
+  end
+  return c
+end
+VALS.mark_of = function(base)
+  if vals_compact(base) then return @VALUES_MARK_V13@ end
+  return @VALUES_MARK@
+end
+-- The value a compact one (val_compact) was made from; anything else as it is. `k`: its
+-- compact key (a leaf's is kept as it came).
+local function val_whole(base, k, v)
+  if not v or string.byte(k, 1) == 0 then return v end
+  local b = string.byte(v, 1)
+  if b == 5 then return string.sub(v, 2) end
+  if b ~= 4 then return v end
+  local stop = 3 + struct.unpack('>I2', v, 2)
+  local depth, at, items = string.byte(v, 4), 5, {}
+  while at <= stop do
+    local n = string.byte(v, at)
+    local key = string.sub(v, at + 1, at + n)
+    items[#items + 1] = msg_str(n == 0 and '' or vfield(base, key))
+    at = at + 1 + n
+  end
+  local count = #items + 1
+  local link = (count < 16 and string.char(144 + count) or '\\220' .. struct.pack('>I2', count))
+    .. items[1] .. (depth < 128 and string.char(depth) or '\\204' .. string.char(depth))
+    .. table.concat(items, '', 2)
+  return '\\3' .. struct.pack('>I4', #link) .. link .. string.sub(v, stop + 1)
+end
+-- Value `v` of compact key `k` as stored: a delta's link compact (byte 4); a value that
+-- starts with byte 4 or 5 itself behind byte 5; anything else as it is.
+local function val_compact(base, k, v)
+  local b = string.byte(v, 1)
+  if string.byte(k, 1) == 0 or (b ~= 3 and b ~= 4 and b ~= 5) then return v end
+  if b ~= 3 then return '\\5' .. v end
+  local len = struct.unpack('>I4', v, 2)
+  local ok, link = pcall(cmsgpack.unpack, string.sub(v, 6, 5 + len))
+  if not ok or type(link) ~= 'table' or #link < 2 or type(link[2]) ~= 'number'
+      or link[2] < 0 or link[2] > 255 or link[2] % 1 ~= 0 then
+    return v
+  end
+  local parts = {string.char(link[2])}
+  for i, g in ipairs(link) do
+    if i ~= 2 then
+      if type(g) ~= 'string' then return v end
+      local key = g == '' and '' or vkey(base, g, true)
+      if #key > 255 then return v end
+      parts[#parts + 1] = string.char(#key) .. key
+    end
+  end
+  local packed = table.concat(parts)
+  if #packed > 65535 then return v end
+  local stored = '\\4' .. struct.pack('>I2', #packed) .. packed .. string.sub(v, 6 + len)
+  if val_whole(base, k, stored) ~= v then return v end
+  return stored
+end
+"""

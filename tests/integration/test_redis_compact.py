@@ -1,0 +1,186 @@
+"""Redis-v13 records on a real Redis: a record's head kept compact where Redis stores it,
+given back byte for byte wherever the scripts read it (``store/redis/compact.py``).
+
+What could go wrong is checked against what the saver sent: every record read back is
+the canonical packing of its own fields (so the bytes a signature covers are unchanged,
+and signed stores verify), fields that cannot compact are spelled out, a namespace's
+channel names live and die with it, and a record whose names are lost is refused by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+import redis
+
+from durable_graph import END, START, StateGraph
+from durable_graph.errors import CheckpointStoreError
+from durable_graph.graph.message import add_messages
+from durable_graph.store.base import Checkpoint, new_checkpoint_id
+from durable_graph.store.codec import SignedSerializer, SigningCodec
+from durable_graph.store.memory import MemorySaver
+from durable_graph.store.redis import RedisSaver
+from durable_graph.store.redis.compact import COMPACT
+from durable_graph.store.redis.keys import ThreadKeys
+from durable_graph.store.redis.records import SPLIT, pack_record, unpack_record
+from durable_graph.store.serde import TypedSerializer
+from tests.redis_records import read_record, record_ids, stored_record
+
+pytestmark = pytest.mark.redis
+
+
+class Chat(TypedDict):
+    messages: Annotated[list[Any], add_messages]
+    turns: int
+
+
+def _chat(saver: Any) -> Any:
+    g = StateGraph(Chat)
+    g.add_node("reply", lambda s: {"messages": [{"id": f"a{s['turns']}", "role": "ai",
+                                                 "content": "re"}],
+                                   "turns": s["turns"] + 1})
+    g.add_edge(START, "reply")
+    g.add_edge("reply", END)
+    return g.compile(checkpointer=saver)
+
+
+def cfg(thread: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread}}
+
+
+@pytest.fixture(params=["plain", "signed"])
+def saver(request: pytest.FixtureRequest, redis_url: str,
+          redis_prefix: str) -> Iterator[RedisSaver]:
+    serde = None if request.param == "plain" else SignedSerializer(
+        TypedSerializer(), SigningCodec.from_secret("h" * 32))
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix, serde=serde) as s:
+        yield s
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+def _history(app: Any, thread: str) -> list[tuple[Any, ...]]:
+    return [(s.values, s.next, s.metadata["step"], s.metadata["source"])
+            for s in app.get_state_history(cfg(thread))]
+
+
+def test_a_chat_keeps_compact_heads_and_reads_back_what_was_sent(
+        saver: RedisSaver, client: redis.Redis) -> None:
+    app = _chat(saver)
+    for turn in range(6):
+        app.invoke({"messages": [{"id": f"u{turn}", "role": "user", "content": "hi"}],
+                    "turns": turn}, cfg("t"))
+    nsk = ThreadKeys(saver.prefix, "t").ns("")
+    ids = record_ids(client, nsk)
+    assert len(ids) == 18
+    compact = 0
+    for cid in ids:
+        stored, whole = stored_record(client, nsk, cid), read_record(client, nsk, cid)
+        assert stored is not None and whole is not None
+        if stored[:1] == COMPACT:
+            compact += 1
+            assert whole[:1] == SPLIT and len(stored) < len(whole)
+            # the head the scripts give back is the saver's own packing of those fields,
+            # byte for byte (the rest is kept as it came), so a signature still verifies
+            head = 3 + int.from_bytes(whole[1:3], "big")
+            assert pack_record(unpack_record(whole, cid), cid)[:head] == whole[:head]
+            assert stored.endswith(whole[head:])
+        else:
+            assert stored == whole
+    assert compact >= 16  # all but records too small to split (the first input's)
+    names = client.get(nsk.channel_names)
+    assert names is not None and names.endswith(b"\x00")
+    assert sorted(names[:-1].split(b"\x00")) == sorted(
+        {b"__start__", b"messages", b"turns", b"branch:to:reply"})
+    # the same history as a store that keeps no compact record
+    assert _history(app, "t") == _history(_replayed(6), "t")
+
+
+def _replayed(turns: int) -> Any:
+    app = _chat(MemorySaver())
+    for turn in range(turns):
+        app.invoke({"messages": [{"id": f"u{turn}", "role": "user", "content": "hi"}],
+                    "turns": turn}, cfg("t"))
+    return app
+
+
+def _put(saver: RedisSaver, versions: dict[str, Any], parent: str | None,
+         cid: str | None = None) -> str:
+    conf: dict[str, Any] = {"thread_id": "odd", "checkpoint_ns": ""}
+    if parent:
+        conf["checkpoint_id"] = parent
+    cp = Checkpoint(id=cid or new_checkpoint_id(), ts="2026-01-01T00:00:00+00:00",
+                    channel_values={ch: f"value of {ch!r}" * 8 for ch in versions},
+                    channel_versions=versions,
+                    versions_seen={"__input__": {}, "__start__": {"__start__": 1}})
+    saver.put({"configurable": conf}, cp, {"source": "loop", "step": 1, "parents": {}},
+              versions)
+    return cp.id
+
+
+def test_fields_that_cannot_compact_are_spelled_out_and_read_back(
+        saver: RedisSaver, client: redis.Redis) -> None:
+    versions = {"plain": 7, "text": "00000000000000000000000000000002.0.25",
+                "big": 2**50, "zero": 0, "crème": 2**48 - 1}
+    first = _put(saver, {"plain": 1}, None)
+    cid = _put(saver, versions, first)
+    nsk = ThreadKeys(saver.prefix, "odd").ns("")
+    stored = stored_record(client, nsk, cid)
+    assert stored is not None and stored[:1] == COMPACT
+    for spelled in (b"text\x0000000000000000000000000000000002.0.25",
+                    b"big\x00" + str(2**50).encode()):
+        assert spelled in stored
+    for compacted in (b"zero\x000", "crème\x00".encode() + str(2**48 - 1).encode()):
+        assert compacted not in stored
+    got = saver.get_tuple(cfg("odd"))
+    assert got is not None
+    assert got.checkpoint.channel_versions == versions
+    assert got.checkpoint.channel_values == {ch: f"value of {ch!r}" * 8 for ch in versions}
+    assert got.parent_config is not None
+    assert got.parent_config["configurable"]["checkpoint_id"] == first
+
+
+def test_past_254_names_fields_are_spelled_out(saver: RedisSaver, client: redis.Redis) -> None:
+    parent = None
+    channels = [f"ch{i:03}" for i in range(300)]
+    for start in range(0, 300, 100):
+        parent = _put(saver, {ch: 1 for ch in channels[start:start + 100]}, parent)
+    nsk = ThreadKeys(saver.prefix, "odd").ns("")
+    names = client.get(nsk.channel_names)
+    assert names is not None and len(names.split(b"\x00")) - 1 == 254
+    stored = stored_record(client, nsk, parent)
+    assert stored is not None and b"ch299\x001" in stored and b"ch200" not in stored[:40]
+    got = saver.get_tuple(cfg("odd"))
+    assert got is not None and got.checkpoint.channel_versions == {
+        ch: 1 for ch in channels[200:]}
+
+
+def test_names_expire_and_go_with_the_thread(saver: RedisSaver, client: redis.Redis) -> None:
+    app = _chat(saver)
+    app.invoke({"messages": [], "turns": 0}, cfg("t"))
+    names = ThreadKeys(saver.prefix, "t").ns("").channel_names
+    assert client.exists(names) and client.ttl(names) == -1
+    saver.set_ttl("t", 600)
+    assert 0 < client.ttl(names) <= 600
+    app.invoke({"messages": [], "turns": 1}, cfg("t"))
+    assert 0 < client.ttl(names) <= 600
+    saver.delete_thread("t")
+    assert not client.exists(names)
+    app.invoke({"messages": [], "turns": 0}, cfg("t"))  # numbered afresh, read back
+    assert _chat(saver).get_state(cfg("t")).values["turns"] == 1
+
+
+def test_a_record_whose_names_are_lost_is_refused_by_name(
+        saver: RedisSaver, client: redis.Redis) -> None:
+    app = _chat(saver)
+    for turn in range(2):
+        app.invoke({"messages": [], "turns": turn}, cfg("t"))
+    client.delete(ThreadKeys(saver.prefix, "t").ns("").channel_names)
+    with pytest.raises(CheckpointStoreError, match="channel number 1, which its namespace "
+                       "does not hold"):
+        saver.get_tuple(cfg("t"))
