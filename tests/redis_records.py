@@ -13,16 +13,26 @@ layout.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from durable_graph.store.redis.keys import VALUE, VALUE_HEAP, VALUE_PAGE, NamespaceKeys
+from durable_graph.store.redis.keys import (
+    ID_PAGE,
+    ID_PAGES_MARK_V13,
+    PAGE_RECORDS,
+    VALUE,
+    VALUE_HEAP,
+    VALUE_PAGE,
+    NamespaceKeys,
+)
 from durable_graph.store.redis.scripts import AS_SENT
 
 __all__ = [
     "delete_value",
+    "id_of",
     "namespaces",
     "prefix_values",
     "read_record",
@@ -62,10 +72,19 @@ def _paged(client: redis.Redis, directory: str,
     return out
 
 
-def _members(client: redis.Redis, nsk: NamespaceKeys) -> dict[str, tuple[str, bytes]]:
+def id_of(client: redis.Redis, nsk: NamespaceKeys) -> Callable[[bytes], str]:
+    """A page key's checkpoint id: its 16 bytes' UUID where the namespace keeps ids compact
+    (redis-v13), else its text."""
+    if client.get(nsk.index) == ID_PAGES_MARK_V13.encode():
+        return lambda k: str(uuid.UUID(bytes=k))
+    return lambda k: k.decode()
+
+
+def _members(client: redis.Redis, nsk: NamespaceKeys) -> dict[str, tuple[bytes, bytes]]:
     """Checkpoint id -> (page name, member) of a paged namespace."""
-    return {k.decode(): (name.decode(), m) for k, (name, m) in
-            _paged(client, nsk.pages, lambda n: nsk.page(n.decode())).items()}
+    base = nsk.base.encode()
+    return {id_of(client, nsk)(k): v for k, v in
+            _paged(client, nsk.pages, lambda n: base + ID_PAGE.encode() + n).items()}
 
 
 def record_ids(client: redis.Redis, nsk: NamespaceKeys) -> list[str]:
@@ -75,7 +94,7 @@ def record_ids(client: redis.Redis, nsk: NamespaceKeys) -> list[str]:
     return sorted(_members(client, nsk))
 
 
-def _bytes_at(client: redis.Redis, heap: str, at: tuple[int, int]) -> bytes:
+def _bytes_at(client: redis.Redis, heap: str | bytes, at: tuple[int, int]) -> bytes:
     off, length = at
     return bytes(client.getrange(heap, off, off + length - 1))
 
@@ -86,9 +105,16 @@ def stored_record(client: redis.Redis, nsk: NamespaceKeys, cid: str) -> bytes | 
     found = _members(client, nsk).get(cid)
     at = found and _split(found[1])[1]
     if found and at:
-        return _bytes_at(client, nsk.page_records(found[0]), at)
-    stored = client.get(nsk.checkpoint(cid))
+        return _bytes_at(client, _heap(nsk, found[0]), at)
+    stored = client.get(_own(client, nsk, cid))
     return None if stored is None else bytes(stored)
+
+
+def _own(client: redis.Redis, nsk: NamespaceKeys, cid: str) -> bytes:
+    """The key of checkpoint ``cid``'s record kept apart (its id's 16 bytes name it where
+    the namespace keeps ids compact)."""
+    compact = client.get(nsk.index) == ID_PAGES_MARK_V13.encode()
+    return nsk.checkpoint("").encode() + (uuid.UUID(cid).bytes if compact else cid.encode())
 
 
 def _as_sent(client: redis.Redis, nsk: NamespaceKeys, what: str, *args: bytes) -> Any:
@@ -109,7 +135,7 @@ def read_record(client: redis.Redis, nsk: NamespaceKeys, cid: str) -> bytes | No
     return None if stored is None else whole_record(client, nsk, stored)
 
 
-def _replace(client: redis.Redis, page: str, heap: str, key: bytes, member: bytes,
+def _replace(client: redis.Redis, page: str | bytes, heap: str | bytes, key: bytes, member: bytes,
              data: bytes) -> None:
     """Member ``member`` of ``page`` rewritten to point at ``data`` appended to ``heap``."""
     off = int(client.append(heap, data)) - len(data)
@@ -121,10 +147,17 @@ def write_record(client: redis.Redis, nsk: NamespaceKeys, cid: str, data: bytes)
     """Replace checkpoint ``cid``'s stored record with ``data`` where it is kept."""
     found = _members(client, nsk).get(cid)
     if not (found and _split(found[1])[1]):
-        client.set(nsk.checkpoint(cid), data)
+        client.set(_own(client, nsk, cid), data)
         return
     name, member = found
-    _replace(client, nsk.page(name), nsk.page_records(name), cid.encode(), member, data)
+    base = nsk.base.encode()
+    _replace(client, base + ID_PAGE.encode() + name, _heap(nsk, name),
+             _split(member)[0], member, data)
+
+
+def _heap(nsk: NamespaceKeys, name: bytes) -> bytes:
+    """An id page's record string."""
+    return nsk.base.encode() + PAGE_RECORDS.encode() + name
 
 
 def _vpage(nsk: NamespaceKeys) -> Callable[[bytes], bytes]:

@@ -407,3 +407,80 @@ def test_v12_keeps_values_in_pages_and_marks_the_old_hash() -> None:
             fields.append(field)
     assert any(f.startswith(LEAF.encode()) for f in fields), "leaves kept in pages too"
     assert any(b"messages\0" in f for f in fields)
+
+
+def test_v13_keeps_record_heads_value_fields_and_links_compact() -> None:
+    """What v13 changes: records' heads start with 0xC2, each namespace numbers its
+    channels and tags in a ``chn`` string, value fields are compact keys (a leaf's byte 0
+    and its 32 digest bytes), and the value mark says so."""
+    import base64
+
+    from durable_graph.store.redis.compact import COMPACT
+    from durable_graph.store.redis.keys import (
+        BLOBS,
+        CHANNEL_NAMES,
+        ID_PAGE,
+        PAGE_RECORDS,
+        VALUE_PAGE,
+        VALUES_MARK_V13,
+    )
+
+    data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v13"]).read_text())
+    by_key = {base64.b64decode(rec["key"]): rec for rec in data["keys"]}
+    marks = [rec for key, rec in by_key.items() if key.endswith(BLOBS.encode())]
+    assert marks and all(base64.b64decode(rec["content"]).decode() == VALUES_MARK_V13
+                         for rec in marks)
+    names = [base64.b64decode(rec["content"]) for key, rec in by_key.items()
+             if key.endswith(CHANNEL_NAMES.encode())]
+    assert names and all(n.endswith(b"\0") for n in names)
+    assert any(n.startswith(b"__start__\0") and b"messages\0" in n for n in names)
+    starts = set()
+    for key in (k for k in by_key if ID_PAGE.encode() in k):
+        heap = base64.b64decode(by_key[key.replace(ID_PAGE.encode(), PAGE_RECORDS.encode())]
+                                ["content"])
+        for member in (base64.b64decode(m) for m, _ in by_key[key]["content"]):
+            off, _, length = member.rpartition(b"\0")[2].partition(b",")
+            starts.add(heap[int(off):int(off) + 1])
+    assert COMPACT in starts, "record heads kept compact"
+    fields = [base64.b64decode(m).rpartition(b"\0")[0] for key, rec in by_key.items()
+              if VALUE_PAGE.encode() in key for m, _ in rec["content"]]
+    leaves = [f for f in fields if f[:1] == b"\0"]
+    assert leaves and all(len(f) == 33 for f in leaves)
+    assert not any(b"messages\0" in f or f.startswith(b"\x02leaf") for f in fields)
+
+
+def test_a_v12_thread_resumed_now_gets_compact_records_and_keeps_its_fields_spelled_out(
+    golden_redis: str,
+) -> None:
+    """A namespace whose values were paged by v12 goes on with spelled-out value fields
+    (its mark unchanged) while its new records get compact heads; history, pruning and
+    deleting read both."""
+    from durable_graph.store.redis.compact import COMPACT
+    from durable_graph.store.redis.keys import VALUES_MARK, VALUES_MARK_V13
+    from tests.redis_records import record_ids, stored_record, stored_values
+
+    client = _restore(golden_redis, gen.REDIS_FORMATS["redis-v12"])
+    chat = ThreadKeys(gen.GOLDEN_PREFIX, "chat").ns("")
+    old_ids = set(record_ids(client, chat))
+    with RedisSaver.from_url(golden_redis, prefix=gen.GOLDEN_PREFIX,
+                             serde=gen.golden_serde()) as saver:
+        graph = gen.chat_graph(saver, gen.Runs(fail=False))
+        graph.invoke(gen.chat_turn(gen.CHAT_TURNS), gen.config("chat"))
+        new_ids = set(record_ids(client, chat)) - old_ids
+        assert new_ids and all((stored_record(client, chat, cid) or b"")[:1] == COMPACT
+                               for cid in new_ids)
+        assert not any((stored_record(client, chat, cid) or b"")[:1] == COMPACT
+                       for cid in old_ids)
+        assert client.get(chat.blobs) == VALUES_MARK.encode()
+        keys = stored_values(client, chat)
+        assert any(k.startswith(b"messages\0") for k in keys), "fields still spelled out"
+        assert any(k.startswith(b"\x02leaf\0") for k in keys)
+        assert not any(k[:1] in (b"\0", b"\xff") for k in keys)
+        messages = _unit._messages(graph.get_state(gen.config("chat")).values)
+        assert len(messages) == len(gen.chat_messages(gen.CHAT_TURNS + 1))
+        saver.prune(["chat"], keep_last=2)
+        assert _unit._messages(graph.get_state(gen.config("chat")).values) == messages
+        saver.delete_thread("chat")
+        graph.invoke(gen.chat_turn(0), gen.config("chat"))  # a new namespace: v13's mark
+        assert client.get(chat.blobs) == VALUES_MARK_V13.encode()
+    client.close()

@@ -167,20 +167,20 @@ def test_a_workers_commit_applies_the_policy_recorded_on_the_thread(
         producer.put(cfg(), parent, {"step": 0}, {"x": 1})
     with RedisSaver.from_url(redis_url, prefix=redis_prefix, _thread_policy=True) as worker:
         child = step(worker, parent)
-    keys = sorted(k.decode() for k in raw.scan_iter(match=f"{{{redis_prefix}:t}}*"))
-    assert any(f":w:{parent.id}" in k for k in keys), keys
-    assert any(":rc:" in k for k in keys), keys  # the records, the child's among them
+    keys = sorted(raw.scan_iter(match=f"{{{redis_prefix}:t}}*"))  # bytes: v13's keys
+    assert any(f":w:{parent.id}".encode() in k for k in keys), keys
+    assert any(b":rc:" in k for k in keys), keys  # the records, the child's among them
     assert all(40 < raw.ttl(k) <= 50 for k in keys), {k: raw.ttl(k) for k in keys}
     with RedisSaver.from_url(redis_url, prefix=redis_prefix) as no_ttl:
         step(no_ttl, child)
-    keys = sorted(k.decode() for k in raw.scan_iter(match=f"{{{redis_prefix}:t}}*"))
-    assert any(":rc:" in k for k in keys), keys  # history too: none expires
+    keys = sorted(raw.scan_iter(match=f"{{{redis_prefix}:t}}*"))
+    assert any(b":rc:" in k for k in keys), keys  # history too: none expires
     assert {k: raw.ttl(k) for k in keys if raw.ttl(k) != -1} == {}
     raw.close()
 
 
-def thread_ttls(raw: redis.Redis, prefix: str) -> dict[str, int]:
-    return {k.decode(): raw.ttl(k) for k in raw.scan_iter(match=f"{{{prefix}:t}}*")}
+def thread_ttls(raw: redis.Redis, prefix: str) -> dict[bytes, int]:
+    return {k: raw.ttl(k) for k in raw.scan_iter(match=f"{{{prefix}:t}}*")}
 
 
 @pytest.mark.parametrize("namespaces", [[""], ["", "child"]])
@@ -205,7 +205,7 @@ def test_dropping_a_threads_ttl_at_a_commit_keeps_its_history(
         second = make(1)
         no_ttl.put(cfg(first.id), second, {"step": 1}, {"x": 2})
         ttls = thread_ttls(raw, redis_prefix)
-        assert any(f":w:{first.id}" in k for k in ttls), ttls
+        assert any(f":w:{first.id}".encode() in k for k in ttls), ttls
         assert {k: t for k, t in ttls.items() if t != -1} == {}
         stored = no_ttl.get_tuple(cfg(first.id))
         assert stored is not None and written(no_ttl, first) == [("task-0", "x", 5)]

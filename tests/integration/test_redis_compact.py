@@ -26,7 +26,7 @@ from durable_graph.store.redis.compact import COMPACT
 from durable_graph.store.redis.keys import ThreadKeys
 from durable_graph.store.redis.records import SPLIT, pack_record, unpack_record
 from durable_graph.store.serde import TypedSerializer
-from tests.redis_records import read_record, record_ids, stored_record
+from tests.redis_records import read_record, read_values, record_ids, stored_record, stored_values
 
 pytestmark = pytest.mark.redis
 
@@ -95,8 +95,11 @@ def test_a_chat_keeps_compact_heads_and_reads_back_what_was_sent(
     assert compact >= 16  # all but records too small to split (the first input's)
     names = client.get(nsk.channel_names)
     assert names is not None and names.endswith(b"\x00")
-    assert sorted(names[:-1].split(b"\x00")) == sorted(
-        {b"__start__", b"messages", b"turns", b"branch:to:reply"})
+    # the channels its fields name and the serializer tags its values carry
+    tags = {b"msgpack", b"%%msgpack"} if saver.serde.__class__ is TypedSerializer else {
+        b"signed", b"%%signed"}
+    assert set(names[:-1].split(b"\x00")) == {
+        b"__start__", b"messages", b"turns", b"branch:to:reply"} | tags
     # the same history as a store that keeps no compact record
     assert _history(app, "t") == _history(_replayed(6), "t")
 
@@ -184,3 +187,53 @@ def test_a_record_whose_names_are_lost_is_refused_by_name(
     with pytest.raises(CheckpointStoreError, match="channel number 1, which its namespace "
                        "does not hold"):
         saver.get_tuple(cfg("t"))
+
+
+class OddTags(TypedSerializer):
+    """Tags no serializer of ours writes: starting with the bytes compact values start
+    with, longer than a numbered tag, or chosen per value."""
+
+    TAGS = {"a": "\x04odd", "b": "\x05odd", "c": "t" * 70, "d": "\x07", "e": "msgpack"}
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        tag, data = super().dumps_typed(obj)
+        if isinstance(obj, str) and obj[:1] in self.TAGS:
+            return self.TAGS[obj[:1]], data
+        return tag, data
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        tag, raw = data
+        return super().loads_typed(("msgpack" if tag in self.TAGS.values() else tag, raw))
+
+
+def test_values_with_odd_tags_and_versions_read_back_as_sent(
+        redis_url: str, redis_prefix: str, client: redis.Redis) -> None:
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix, serde=OddTags()) as saver:
+        values = {ch: ch + " value" * 10 for ch in ("a", "b", "c", "d", "e")}  # not inline
+        versions: dict[str, Any] = {"a": 1, "b": 2, "c": 3, "d": 4,
+                                    "e": "00000000000000000000000000000002.0.25"}
+        cp = Checkpoint(id=new_checkpoint_id(), ts="2026-01-01T00:00:00+00:00",
+                        channel_values=values, channel_versions=versions,
+                        versions_seen={})
+        saver.put({"configurable": {"thread_id": "v", "checkpoint_ns": ""}}, cp,
+                  {"source": "loop", "step": 1, "parents": {}}, versions)
+        got = saver.get_tuple(cfg("v"))
+        assert got is not None and got.checkpoint.channel_values == values
+        assert got.checkpoint.channel_versions == versions
+        nsk = ThreadKeys(redis_prefix, "v").ns("")
+        stored = stored_values(client, nsk)
+        assert read_values(client, nsk) == {
+            f.encode(): v for f, v in _sent(saver, cp).items()}
+        starts = {v[:2] for v in stored.values()}
+        assert {b"\x05\x04", b"\x05\x05", b"\x05\x07"} <= starts  # kept as sent, behind 5
+        assert any(v.startswith(b"t" * 70 + b"\x00") for v in stored.values())  # not numbered
+        assert b"\xff" + b"e\x0000000000000000000000000000000002.0.25" in stored  # spelled out
+
+
+def _sent(saver: RedisSaver, cp: Checkpoint) -> dict[str, bytes]:
+    """What the saver sends for each of ``cp``'s values (field -> stored bytes)."""
+    from durable_graph.store.redis.keys import blob_field
+    from durable_graph.store.redis.records import encode_value
+
+    return {blob_field(ch, v): encode_value(saver.serde.dumps_typed(cp.channel_values[ch]))
+            for ch, v in cp.channel_versions.items()}

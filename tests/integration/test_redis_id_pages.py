@@ -19,8 +19,8 @@ import redis
 from durable_graph.store.base import Checkpoint
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.history import PAGE_BYTES, RECORD_IN_PAGE_MAX
-from durable_graph.store.redis.keys import ID_PAGE_MAX, ThreadKeys
-from tests.redis_records import read_record, record_ids
+from durable_graph.store.redis.keys import ID_PAGE, ID_PAGE_MAX, PAGE_RECORDS, ThreadKeys
+from tests.redis_records import id_of, read_record, record_ids, stored_record
 
 pytestmark = pytest.mark.redis
 
@@ -45,17 +45,24 @@ def listed(saver: RedisSaver, thread: str, before: str | None = None,
 
 
 def pages(raw: redis.Redis, saver: RedisSaver, thread: str) -> dict[str, list[str]]:
-    """Page name -> its ids (a member: the id, NUL, where its record is), as stored; every
-    page listpack-encoded and within bounds."""
+    """Page name -> its ids (a member: the id, NUL, where its record is; since redis-v13
+    the id's 16 bytes), as stored; every page listpack-encoded and within bounds."""
     nsk = ThreadKeys(saver.prefix, thread).ns("")
+    text = id_of(raw, nsk)
     out = {}
-    for name in (n.decode() for n in raw.zrange(nsk.pages, 0, -1)):
-        ids = [m.split(b"\0")[0].decode() for m in raw.zrange(nsk.page(name), 0, -1)]
-        assert raw.object("encoding", nsk.page(name)) == b"listpack", name
-        assert 0 < len(ids) <= ID_PAGE_MAX and min(ids) >= name, (name, len(ids))
-        out[name] = ids
+    for name in raw.zrange(nsk.pages, 0, -1):
+        page = nsk.base.encode() + ID_PAGE.encode() + name
+        ids = [text(m.rpartition(b"\0")[0]) for m in raw.zrange(page, 0, -1)]
+        assert raw.object("encoding", page) == b"listpack", name
+        assert 0 < len(ids) <= ID_PAGE_MAX and min(ids) >= text(name), (name, len(ids))
+        out[text(name)] = ids
     assert raw.type(nsk.index) == b"string", "a paged namespace keeps no single index"
     return out
+
+
+def _records_of(nsk: Any, name: str) -> bytes:
+    """The record string of the page named by id ``name`` (its 16 bytes since redis-v13)."""
+    return nsk.base.encode() + PAGE_RECORDS.encode() + uuid.UUID(name).bytes
 
 
 def test_a_long_history_in_order_fills_pages_and_lists_newest_first(
@@ -102,11 +109,11 @@ def test_deleting_and_pruning_empty_pages_and_keep_the_rest_in_order(
         put(saver, "t", cid)
     first_page = ids[:ID_PAGE_MAX]
     nsk = ThreadKeys(saver.prefix, "t").ns("")
-    last = read_record(raw, nsk, ids[-1])
+    last = stored_record(raw, nsk, ids[-1])
     assert last is not None
     saver.delete_checkpoints("t", "", first_page + [ids[-1]])
     stored = pages(raw, saver, "t")
-    assert not any(last in (raw.get(nsk.page_records(name)) or b"") for name in stored), \
+    assert not any(last in (raw.get(_records_of(nsk, name)) or b"") for name in stored), \
         "a deleted record's bytes are gone at once, not left until its page is tidied"
     assert ids[0] not in stored, "the emptied page left the directory"
     assert listed(saver, "t") == ids[ID_PAGE_MAX:-1][::-1]
@@ -141,7 +148,8 @@ def test_a_namespace_with_one_index_goes_on_in_that_form(
     nsk = ThreadKeys(saver.prefix, "t").ns("")
     records = {cid: read_record(raw, nsk, cid) for cid in record_ids(raw, nsk)}
     for name in raw.zrange(nsk.pages, 0, -1):  # the layout before pages
-        raw.delete(nsk.page(name.decode()), nsk.page_records(name.decode()))
+        raw.delete(nsk.base.encode() + ID_PAGE.encode() + name,
+                   nsk.base.encode() + PAGE_RECORDS.encode() + name)
     raw.delete(nsk.index, nsk.pages)
     for cid, record in records.items():
         raw.set(nsk.checkpoint(cid), record or b"")
@@ -173,14 +181,15 @@ def test_large_records_start_a_page_by_bytes_and_the_largest_keep_their_own_key(
     nsk = ThreadKeys(saver.prefix, "t").ns("")
     stored = pages(raw, saver, "t")
     assert len(stored) >= 3 and all(len(p) < ID_PAGE_MAX for p in stored.values())
-    assert all(raw.strlen(nsk.page_records(name)) < PAGE_BYTES + RECORD_IN_PAGE_MAX
+    assert all(raw.strlen(_records_of(nsk, name)) < PAGE_BYTES + RECORD_IN_PAGE_MAX
                for name in stored)
-    assert raw.exists(nsk.checkpoint(ids[40])) and not raw.exists(nsk.checkpoint(ids[39]))
+    own = lambda cid: nsk.checkpoint("").encode() + uuid.UUID(cid).bytes  # noqa: E731
+    assert raw.exists(own(ids[40])) and not raw.exists(own(ids[39]))
     assert listed(saver, "t") == ids[::-1]
     got = saver.get_tuple(cfg("t", ids[40]))
     assert got is not None and len(got.metadata["note"]) == 12000
     saver.delete_checkpoints("t", "", [ids[40]])
-    assert not raw.exists(nsk.checkpoint(ids[40])) and listed(saver, "t") == \
+    assert not raw.exists(own(ids[40])) and listed(saver, "t") == \
         [i for i in ids[::-1] if i != ids[40]]
 
 

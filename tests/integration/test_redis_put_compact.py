@@ -59,7 +59,7 @@ def test_the_keys_the_script_composes_are_the_layouts(raw: redis.Redis) -> None:
 def _dump(client: redis.Redis, prefix: str) -> dict[str, Any]:
     """Every key under ``prefix`` (named without it) -> its content; records without
     their ``updated_at``, checked to be ISO text in UTC of about now."""
-    out: dict[str, Any] = {}
+    out: dict[bytes, Any] = {}
     for key in client.scan_iter(match=f"*{prefix}*", count=1000):
         kind = client.type(key).decode()
         if kind == "string":
@@ -74,7 +74,7 @@ def _dump(client: redis.Redis, prefix: str) -> dict[str, Any]:
             stamp = datetime.fromisoformat(value.pop(b"updated_at").decode())
             assert stamp.utcoffset() == timedelta(0)
             assert abs(datetime.now(UTC) - stamp) < timedelta(minutes=5)
-        out[key.decode().replace(prefix, "P")] = (kind, value, client.ttl(key) > 0)
+        out[key.replace(prefix.encode(), b"P")] = (kind, value, client.ttl(key) > 0)
     return out
 
 

@@ -56,9 +56,10 @@ def chain(saver: RedisSaver, n: int, thread: str = "t1", ns: str = "", *,
     return out
 
 
-def thread_keys(client: redis.Redis, prefix: str, thread: str) -> list[str]:
-    return sorted(k.decode() for k in client.scan_iter(match=f"{{{prefix}:{thread}}}*",
-                                                       count=1000))
+def thread_keys(client: redis.Redis, prefix: str, thread: str) -> list[bytes]:
+    """Every key of the thread, as bytes (since redis-v13 compact ids and fields name
+    pages: bytes that are not text)."""
+    return sorted(client.scan_iter(match=f"{{{prefix}:{thread}}}*", count=1000))
 
 
 def server_ms(client: redis.Redis) -> int:
@@ -67,7 +68,7 @@ def server_ms(client: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def expiring_between(client: redis.Redis, keys: list[str], low: int, high: int) -> None:
+def expiring_between(client: redis.Redis, keys: list[bytes], low: int, high: int) -> None:
     """Every key of ``keys`` expires between server times ``low`` and ``high`` (ms): an
     expiry set ``ttl`` after a call between two ``server_ms`` readings, however slow the
     test runs (a TTL read later has counted down by then)."""
@@ -100,11 +101,13 @@ def test_unchanged_channel_is_not_rewritten(saver: RedisSaver, raw: redis.Redis)
     blobs = value_fields(raw, ThreadKeys(saver.prefix, "t1").ns(""))
     assert len(blobs) == 1 + 5, "static stored once, count once per version"
     keys = thread_keys(raw, saver.prefix, "t1")
-    kinds = sorted({re.split(":(?:v?pg|rc|vh):", k.split("}:", 1)[1])[0] for k in keys})
-    assert kinds == ["n:", "n::blobs", "n::idx", "n::pages", "n::vpages", "ns", "rec"]
+    kinds = sorted({re.split(":(?:v?pg|rc|vh):", k.decode("latin-1").split("}:", 1)[1])[0]
+                    for k in keys})
+    assert kinds == ["n:", "n::blobs", "n::chn", "n::idx", "n::pages", "n::vpages", "ns",
+                     "rec"]
     assert raw.type(ThreadKeys(saver.prefix, "t1").ns("").blobs) == b"string"
     nsk = ThreadKeys(saver.prefix, "t1").ns("")
-    assert len(record_ids(raw, nsk)) == 5 and not any(":cp:" in k for k in keys)
+    assert len(record_ids(raw, nsk)) == 5 and not any(b":cp:" in k for k in keys)
     latest = saver.get_tuple(cfg())
     assert latest is not None and latest.checkpoint.channel_values["count"] == [4]
     ints = saver.get_tuple(cfg("ints"))
@@ -302,7 +305,7 @@ def test_prune_keeps_what_resuming_needs(saver: RedisSaver, raw: redis.Redis) ->
     blobs = value_fields(raw, ThreadKeys(saver.prefix, "t1").ns(""))
     assert sorted(blobs) == sorted([b"count\x008", b"count\x009", b"count\x0010", b"static\x001"])
     keys = thread_keys(raw, saver.prefix, "t1")
-    assert sum(":w:" in k for k in keys) == 3
+    assert sum(b":w:" in k for k in keys) == 3
     assert record_ids(raw, ThreadKeys(saver.prefix, "t1").ns("")) == \
         [c["configurable"]["checkpoint_id"] for c in configs[-3:]]
     with pytest.raises(GraphValueError):
@@ -317,7 +320,7 @@ def test_delete_thread_leaves_only_the_lease(saver: RedisSaver, raw: redis.Redis
     saver.set_status("t1", "done")
     chain(saver, 1, thread="other")
     saver.delete_thread("t1")
-    assert [k.split("}:")[1] for k in thread_keys(raw, saver.prefix, "t1")] == ["lease"]
+    assert [k.split(b"}:")[1] for k in thread_keys(raw, saver.prefix, "t1")] == [b"lease"]
     assert saver.list_threads() == []
     assert saver.get_tuple(cfg("other")) is not None
 
@@ -351,8 +354,8 @@ def test_ttl_per_thread_and_default(saver: RedisSaver, raw: redis.Redis, redis_u
     assert raw.hget(f"{{{saver.prefix}:t2}}:rec", "policy_ttl") == b"50"
     chain(saver, 1, thread="t2")  # a saver without a policy commits: the thread stays
     assert raw.hget(f"{{{saver.prefix}:t2}}:rec", "policy_ttl") is None
-    kept = [k for k in thread_keys(raw, saver.prefix, "t2") if ":w:" not in k]
-    assert [k for k in kept if raw.ttl(k) != -1 and ":cp:" not in k] == []
+    kept = [k for k in thread_keys(raw, saver.prefix, "t2") if b":w:" not in k]
+    assert [k for k in kept if raw.ttl(k) != -1 and b":cp:" not in k] == []
 
 
 # --- thread records ----------------------------------------------------------

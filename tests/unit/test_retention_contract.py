@@ -406,7 +406,7 @@ def write_ids(saver: BaseCheckpointSaver, thread: str) -> set[str]:
 
     tag = ThreadKeys(saver.prefix, thread).tag  # type: ignore[attr-defined]
     keys = saver.client.scan_iter(match=f"{tag}*", count=1000)  # type: ignore[attr-defined]
-    return {k.decode().rsplit(WRITES, 1)[1] for k in keys if WRITES in k.decode()}
+    return {k.rsplit(WRITES.encode(), 1)[1].decode() for k in keys if WRITES.encode() in k}
 
 
 @pytest.mark.parametrize("how", HOW)

@@ -8,8 +8,9 @@ scripts now store them compact and give back exactly what was sent, so nothing a
 scripts sees the difference: the bytes a signature covers, the replies and Python's
 decoders are those of v12.
 
-* **Channel names.** A namespace numbers the channels its fields name (``keys.CHANNEL_NAMES``:
-  each name and a NUL, numbered from 1 in the order first stored, at most 254). The
+* **Channel names.** A namespace numbers the channels its fields name and the serializer
+  tags its values carry (``keys.CHANNEL_NAMES``: each name and a NUL, numbered from 1 in
+  the order first stored, at most 254). The
   string only grows; it expires and is deleted with the namespace's ids (``ids_keys``) and
   every commit renews its TTL with the keys it writes. A name is added in the script that
   first stores a number for it, so no stored number lacks its name.
@@ -27,11 +28,14 @@ decoders are those of v12.
   Any other record is stored as it came (the first of a thread, whose rest is too small to
   deflate, is one).
 * **Values** (``val_compact`` / ``val_whole``) of a namespace created since v13
-  (``vals_compact``): a value's page member is its compact field, and a delta's link
+  (``vals_compact``): a value's page member is its compact field; a delta's link
   (``records.linked``: byte 3, a 4-byte length, the msgpack ``[base, depth, leaves...]``)
-  is stored as byte 4, a 2-byte length, the depth in a byte, then the base's and each
-  leaf's compact field after its length in a byte. A namespace whose values were paged
-  before (v12's ``keys.VALUES_MARK``) keeps spelling them out until it is emptied.
+  is stored as a 2-byte length, the depth in a byte, then the base's and each leaf's
+  compact field after its length in a byte; the serializer's tag (``tag NUL``, as
+  ``&%%msgpack``) as a number of the same names. A first byte says which: 4 (a link and a
+  tag), 6 (a tag), 7 (a link), 5 (a value that itself starts with 4 to 7, after it). A
+  leaf's cell is kept as it came. A namespace whose values were paged before (v12's
+  ``keys.VALUES_MARK``) keeps spelling them out until it is emptied.
 
 A compact form is only stored when it gives back exactly what was sent (checked on each
 write). A release older than v13 refuses a compact record loudly: Python finds msgpack
@@ -244,6 +248,108 @@ local function rec_compact(base, raw)
   if rec_whole(base, stored) ~= raw then return raw end
   return stored
 end
+-- Checkpoint ids (redis-v13): a canonical UUID text (lowercase) as its 16 bytes, in a
+-- namespace whose ids are all such (ids_compact), and back.
+local function uuid_raw(id)
+  if #id ~= 36 or string.find(id, '[^0-9a-f-]') or not string.match(id,
+      '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') then
+    return nil
+  end
+  return (string.gsub(string.gsub(id, '%-', ''), '%x%x', function(h)
+    return string.char(tonumber(h, 16))
+  end))
+end
+local function raw_uuid(k)
+  local hex = string.gsub(k, '.', function(c) return string.format('%02x', string.byte(c)) end)
+  return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-' ..
+    string.sub(hex, 13, 16) .. '-' .. string.sub(hex, 17, 20) .. '-' .. string.sub(hex, 21)
+end
+-- The least canonical UUID text not below text `t` (nil: none), so that an id sorts below
+-- `t` exactly when its 16 bytes sort below that one's: `t` where it is one, then (where it
+-- stops being one) the next character that may stand there, or its prefix's successor,
+-- and zeros after. Bytes compared as bytes (never Lua's `<` on text: the locale's).
+local DIGITS = '0123456789abcdef'
+local function uuid_at_least(t)
+  local out = {}
+  local function dash(i) return i == 9 or i == 14 or i == 19 or i == 24 end
+  local function fill(from)
+    for i = from, 36 do out[i] = dash(i) and '-' or '0' end
+    return table.concat(out)
+  end
+  local function bump(i)  -- the prefix out[1..i] to its successor, then zeros
+    for j = i, 1, -1 do
+      local at = not dash(j) and string.find(DIGITS, out[j], 1, true)
+      if at and at < 16 then
+        out[j] = string.sub(DIGITS, at + 1, at + 1)
+        return fill(j + 1)
+      end
+    end
+    return nil
+  end
+  for i = 1, 36 do
+    local c = string.byte(t, i)
+    if not c then return fill(i) end
+    if dash(i) then
+      if c < 45 then return fill(i) end
+      if c > 45 then return bump(i - 1) end
+      out[i] = '-'
+    else
+      local above = nil
+      for j = 1, 16 do
+        local d = string.byte(DIGITS, j)
+        if d == c then above = false; break end
+        if d > c then above = string.char(d); break end
+      end
+      if above == false then out[i] = string.char(c)
+      elseif above then out[i] = above; return fill(i + 1)
+      else return bump(i - 1) end
+    end
+  end
+  if #t > 36 then return bump(36) end
+  return table.concat(out)
+end
+-- Whether namespace `base` keeps its ids compact: one created since v13 whose first id
+-- is a canonical UUID (no id page yet, or v13's mark). One that takes an id no compact
+-- key holds has its ids spelled out (ids_spell_out) and keeps them so until emptied.
+local ids_compact_of = {}
+local function ids_compact(base)
+  local c = ids_compact_of[base]
+  if c == nil then
+    c = not pg_legacy(base, IDS) and (redis.call('ZCARD', base .. IDS.dir) == 0
+      or redis.call('GET', base .. IDS.mark) == @PAGES_MARK_V13@)
+    ids_compact_of[base] = c
+  end
+  return c
+end
+IDS.mark_of = function(base)
+  if ids_compact(base) then return @PAGES_MARK_V13@ end
+  return @PAGES_MARK@
+end
+-- The namespace's ids spelled out, its pages written anew (their records as stored);
+-- returns the keys written.
+local function ids_spell_out(base)
+  local moved, written = {}, {}
+  for _, name in ipairs(redis.call('ZRANGE', base .. IDS.dir, 0, -1)) do
+    local ms = redis.call('ZRANGE', pg_page(base, IDS, name), 0, -1)
+    local recs = pg_records(base, IDS, name, ms)
+    for i, m in ipairs(ms) do
+      local k = m_key(m)
+      local rec = recs[i]
+      if not rec then
+        rec = redis.call('GET', pg_own(base, IDS, k))
+        redis.call('DEL', pg_own(base, IDS, k))
+      end
+      moved[#moved + 1] = {raw_uuid(k), rec}
+    end
+    redis.call('DEL', pg_page(base, IDS, name), pg_heap(base, IDS, name))
+  end
+  redis.call('DEL', base .. IDS.dir, base .. IDS.mark)
+  ids_compact_of[base] = false
+  for _, e in ipairs(moved) do
+    for _, key in ipairs(pg_add(base, IDS, e[1], e[2])) do written[#written + 1] = key end
+  end
+  return written
+end
 -- Whether namespace `base` keeps its value fields compact: one created since v13 (no
 -- value page yet, or v13's mark); not one in a hash or paged before.
 local compact_of = {}
@@ -260,51 +366,69 @@ VALS.mark_of = function(base)
   if vals_compact(base) then return @VALUES_MARK_V13@ end
   return @VALUES_MARK@
 end
--- The value a compact one (val_compact) was made from; anything else as it is. `k`: its
--- compact key (a leaf's is kept as it came).
+-- A compact value's parts, kinds 4 to 7 (val_compact): 4, 7: a link (its length in 2
+-- bytes, the depth, then the base's and each leaf's key after its length in a byte); 4, 6:
+-- the serializer's tag as its number (a byte) where `tag NUL` stood.
 local function val_whole(base, k, v)
   if not v or string.byte(k, 1) == 0 then return v end
   local b = string.byte(v, 1)
   if b == 5 then return string.sub(v, 2) end
-  if b ~= 4 then return v end
-  local stop = 3 + struct.unpack('>I2', v, 2)
-  local depth, at, items = string.byte(v, 4), 5, {}
-  while at <= stop do
-    local n = string.byte(v, at)
-    local key = string.sub(v, at + 1, at + n)
-    items[#items + 1] = msg_str(n == 0 and '' or vfield(base, key))
-    at = at + 1 + n
+  if b < 4 or b > 7 then return v end
+  local at, link = 2, ''
+  if b == 4 or b == 7 then
+    local stop = 3 + struct.unpack('>I2', v, 2)
+    local depth, items = string.byte(v, 4), {}
+    at = 5
+    while at <= stop do
+      local n = string.byte(v, at)
+      items[#items + 1] = msg_str(n == 0 and '' or vfield(base, string.sub(v, at + 1, at + n)))
+      at = at + 1 + n
+    end
+    local count = #items + 1
+    local packed = (count < 16 and string.char(144 + count) or '\\220' ..
+      struct.pack('>I2', count)) .. items[1] .. (depth < 128 and string.char(depth) or
+      '\\204' .. string.char(depth)) .. table.concat(items, '', 2)
+    link = '\\3' .. struct.pack('>I4', #packed) .. packed
   end
-  local count = #items + 1
-  local link = (count < 16 and string.char(144 + count) or '\\220' .. struct.pack('>I2', count))
-    .. items[1] .. (depth < 128 and string.char(depth) or '\\204' .. string.char(depth))
-    .. table.concat(items, '', 2)
-  return '\\3' .. struct.pack('>I4', #link) .. link .. string.sub(v, stop + 1)
+  if b == 4 or b == 6 then
+    return link .. name_of(base, string.byte(v, at)) .. '\\0' .. string.sub(v, at + 1)
+  end
+  return link .. string.sub(v, at)
 end
--- Value `v` of compact key `k` as stored: a delta's link compact (byte 4); a value that
--- starts with byte 4 or 5 itself behind byte 5; anything else as it is.
+-- Value `v` of compact key `k` as stored: a delta's link compact, the serializer's tag
+-- numbered (kinds 4 to 7, val_whole); a value that starts with byte 4 to 7 itself behind
+-- byte 5; a leaf as it came.
 local function val_compact(base, k, v)
   local b = string.byte(v, 1)
-  if string.byte(k, 1) == 0 or (b ~= 3 and b ~= 4 and b ~= 5) then return v end
-  if b ~= 3 then return '\\5' .. v end
-  local len = struct.unpack('>I4', v, 2)
-  local ok, link = pcall(cmsgpack.unpack, string.sub(v, 6, 5 + len))
-  if not ok or type(link) ~= 'table' or #link < 2 or type(link[2]) ~= 'number'
-      or link[2] < 0 or link[2] > 255 or link[2] % 1 ~= 0 then
-    return v
-  end
-  local parts = {string.char(link[2])}
-  for i, g in ipairs(link) do
-    if i ~= 2 then
-      if type(g) ~= 'string' then return v end
-      local key = g == '' and '' or vkey(base, g, true)
-      if #key > 255 then return v end
-      parts[#parts + 1] = string.char(#key) .. key
+  if string.byte(k, 1) == 0 or not b then return v end
+  if b >= 4 and b <= 7 then return '\\5' .. v end
+  local link, rest = nil, v
+  if b == 3 then
+    local len = struct.unpack('>I4', v, 2)
+    local ok, l = pcall(cmsgpack.unpack, string.sub(v, 6, 5 + len))
+    if not ok or type(l) ~= 'table' or #l < 2 or type(l[2]) ~= 'number'
+        or l[2] < 0 or l[2] > 255 or l[2] % 1 ~= 0 then
+      return v
     end
+    local parts = {string.char(l[2])}
+    for i, g in ipairs(l) do
+      if i ~= 2 then
+        if type(g) ~= 'string' then return v end
+        local key = g == '' and '' or vkey(base, g, true)
+        if #key > 255 then return v end
+        parts[#parts + 1] = string.char(#key) .. key
+      end
+    end
+    link = table.concat(parts)
+    if #link > 65535 then return v end
+    rest = string.sub(v, 6 + len)
   end
-  local packed = table.concat(parts)
-  if #packed > 65535 then return v end
-  local stored = '\\4' .. struct.pack('>I2', #packed) .. packed .. string.sub(v, 6 + len)
+  local tag, data = string.match(rest, '^([^%z]+)%z(.*)$')
+  local num = tag and #tag <= 64 and name_num(base, tag, true)
+  local kind = link and (num and 4 or 7) or 6
+  if not link and not num then return v end
+  local stored = string.char(kind) .. (link and struct.pack('>I2', #link) .. link or '') ..
+    (num and string.char(num) .. data or rest)
   if val_whole(base, k, stored) ~= v then return v end
   return stored
 end

@@ -50,7 +50,7 @@ PAGED = """
 -- a NUL, an id cannot).
 local IDS = {dir = @PAGES@, page = @PAGE@, heap = @RECS@, own = @CP@, mark = @IDX@,
              mark_text = @PAGES_MARK@, legacy = 'zset', split = 2 * @PAGE_BYTES@,
-             own_suffix = '', fill = true}
+             own_suffix = '\\0-', fill = true}
 local VALS = {dir = @VPAGES@, page = @VPAGE@, heap = @VHEAP@, own = @VOWN@, mark = @BLOBS@,
               mark_text = @VALUES_MARK@, legacy = 'hash', split = @PAGE_BYTES@,
               own_suffix = '\\0-', fill = false}
@@ -303,15 +303,32 @@ end
 
 _IDS = """
 local function ids_legacy(base) return pg_legacy(base, IDS) end
-local function cp_key(base, id) return pg_own(base, IDS, id) end
+-- checkpoint `id`'s key in its namespace's pages (nil: none can hold it) and back
+-- (redis-v13: its 16 bytes where the ids are kept compact, ids_compact)
+local function ikey(base, id)
+  if ids_legacy(base) or not ids_compact(base) then return id end
+  return uuid_raw(id)
+end
+local function iid(base, k)
+  if ids_legacy(base) or not ids_compact(base) then return k end
+  return raw_uuid(k)
+end
+local function iids(base, ks)
+  for i, k in ipairs(ks) do ks[i] = iid(base, k) end
+  return ks
+end
+local function cp_key(base, id) return pg_own(base, IDS, ikey(base, id) or id) end
 local function ids_has(base, id)
   if ids_legacy(base) then return redis.call('ZSCORE', base .. @IDX@, id) ~= false end
-  return pg_find(base, IDS, id) ~= nil
+  local k = ikey(base, id)
+  return k ~= nil and pg_find(base, IDS, k) ~= nil
 end
 -- whether checkpoint `id`'s record is stored (a legacy one can expire before its id goes)
 local function rec_exists(base, id)
   if not ids_legacy(base) then
-    local name, m = pg_find(base, IDS, id)
+    local k = ikey(base, id)
+    local name, m = nil, nil
+    if k then name, m = pg_find(base, IDS, k) end
     if not name then return false end
     local _, off = m_split(m)
     if off then return true end
@@ -323,7 +340,9 @@ end
 -- nil when there is none
 local function rec_raw(base, id)
   if not ids_legacy(base) then
-    local name, m = pg_find(base, IDS, id)
+    local k = ikey(base, id)
+    local name, m = nil, nil
+    if k then name, m = pg_find(base, IDS, k) end
     if not name then return nil end
     local _, off, len = m_split(m)
     if off then
@@ -370,7 +389,9 @@ local function ids_rem(base, ids)
     for _, id in ipairs(ids) do n = n + redis.call('ZREM', base .. @IDX@, id) end
     return n
   end
-  return pg_rem(base, IDS, ids)
+  local ks = {}
+  for _, id in ipairs(ids) do ks[#ks + 1] = ikey(base, id) end
+  return pg_rem(base, IDS, ks)
 end
 -- Stores checkpoint `id` with its stored record `rec` (replacing one of the same id);
 -- returns the keys written (pg_add).
@@ -381,7 +402,11 @@ local function ids_write(base, id, rec)
     redis.call('ZADD', base .. @IDX@, 0, id)
     return {base .. @IDX@, cp_key(base, id)}
   end
-  return pg_add(base, IDS, id, rec)
+  local k = ikey(base, id)
+  if k then return pg_add(base, IDS, k, rec) end
+  local written = ids_spell_out(base)  -- an id no compact key holds: the ids spelled out
+  for _, key in ipairs(pg_add(base, IDS, id, rec)) do written[#written + 1] = key end
+  return written
 end
 -- Stores checkpoint `id` with its packed record `rec`, its head compact (redis-v13,
 -- rec_compact); returns the keys written, the namespace's channel names among them (a
@@ -395,13 +420,17 @@ local function ids_newest(base)
   if ids_legacy(base) then return redis.call('ZREVRANGE', base .. @IDX@, 0, 0)[1] end
   local name = pg_last(base, IDS)
   local top = name and redis.call('ZREVRANGE', pg_page(base, IDS, name), 0, 0)[1]
-  return top and m_key(top)
+  return top and iid(base, m_key(top))
 end
 -- Up to `count` ids below the lex bound `max` ('+', or '(' then an id), newest first;
 -- `recs` (optional) gets id -> record of each kept in its page's string, read on the way.
 local function ids_before(base, max, count, recs)
   if ids_legacy(base) then
     return redis.call('ZREVRANGEBYLEX', base .. @IDX@, max, '-', 'LIMIT', 0, count)
+  end
+  if max ~= '+' and ids_compact(base) then  -- the bound as the least id key not below it
+    local least = uuid_at_least(string.sub(max, 2))
+    max = least and '(' .. uuid_raw(least) or '+'
   end
   local name
   if max == '+' then name = pg_last(base, IDS) else name = pg_of(base, IDS, string.sub(max, 2)) end
@@ -410,7 +439,8 @@ local function ids_before(base, max, count, recs)
     local got = redis.call('ZREVRANGEBYLEX', pg_page(base, IDS, name), max, '-', 'LIMIT', 0,
                            count - #out)
     for _, m in ipairs(got) do
-      local id, off, len = m_split(m)
+      local k, off, len = m_split(m)
+      local id = iid(base, k)
       out[#out + 1] = id
       if recs and off then
         recs[id] = rec_whole(base, redis.call('GETRANGE', pg_heap(base, IDS, name), off,
@@ -424,7 +454,7 @@ end
 -- Every id, oldest first.
 local function ids_all(base)
   if ids_legacy(base) then return redis.call('ZRANGE', base .. @IDX@, 0, -1) end
-  return pg_all(base, IDS)
+  return iids(base, pg_all(base, IDS))
 end
 -- Every id but the newest `keep`, oldest first (read from the newest page back, so it
 -- costs the pages kept and the ids returned, not the history).
@@ -442,7 +472,7 @@ local function ids_beyond(base, keep)
       for _, older in ipairs(redis.call('ZRANGEBYLEX', base .. IDS.dir, '-', '(' .. name)) do
         pg_keys_of(base, IDS, older, 0, -1, out)
       end
-      return pg_keys_of(base, IDS, name, 0, n - (keep - kept) - 1, out)
+      return iids(base, pg_keys_of(base, IDS, name, 0, n - (keep - kept) - 1, out))
     end
     kept, name = kept + n, pg_before(base, IDS, name)
   end

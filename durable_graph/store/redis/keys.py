@@ -86,6 +86,7 @@ __all__ = [
     "ID_PAGE",
     "ID_PAGES",
     "ID_PAGES_MARK",
+    "ID_PAGES_MARK_V13",
     "ID_PAGE_MAX",
     "INDEX",
     "LEAF",
@@ -137,6 +138,9 @@ older than redis-v11 fails loudly on it (WRONGTYPE) instead of finding no checkp
 CHANNEL_NAMES = ":chn"
 """Suffix of a namespace's channel names (redis-v13, ``compact``): each name and a NUL,
 numbered from 1 in that order by the compact records of its checkpoints."""
+ID_PAGES_MARK_V13 = "checkpoint ids in pages, as bytes (redis-v13): read with a newer durable-graph"
+"""``ID_PAGES_MARK`` of a namespace created since redis-v13 whose ids are canonical UUIDs:
+its page members hold their 16 bytes (``compact``)."""
 PAGE_RECORDS = ":rc:"
 """Infix before a page's name: ``<ns base>:rc:<name>``, the records of its checkpoints."""
 ID_PAGE_MAX = 120

@@ -35,6 +35,7 @@ from durable_graph.store.redis.keys import (
     ID_PAGE_MAX,
     ID_PAGES,
     ID_PAGES_MARK,
+    ID_PAGES_MARK_V13,
     INDEX,
     LEASE,
     NAMESPACE,
@@ -99,6 +100,7 @@ def _lua(source: str) -> str:
     source = source.replace("@PAGE_BYTES@", str(PAGE_BYTES))
     source = source.replace("@PAGE_FILL@", str(PAGE_FILL))
     source = source.replace("@PAGES_MARK@", f"'{ID_PAGES_MARK}'")
+    source = source.replace("@PAGES_MARK_V13@", f"'{ID_PAGES_MARK_V13}'")
     source = source.replace("@VALUES_MARK@", f"'{VALUES_MARK}'")
     source = source.replace("@VALUES_MARK_V13@", f"'{VALUES_MARK_V13}'")
     return source.replace("@CHAIN@", "'" + "".join(f"\\{ord(c)}" for c in CHAIN) + "'")
@@ -132,11 +134,7 @@ end
 local function record_parent(raw)
   local rec = rec_map(raw)
   if not rec['P'] then return rec['p'] or rec['parent'] or '' end
-  local hex = string.gsub(unlatin(rec['P']), '.', function(c)
-    return string.format('%02x', string.byte(c))
-  end)
-  return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-' ..
-    string.sub(hex, 13, 16) .. '-' .. string.sub(hex, 17, 20) .. '-' .. string.sub(hex, 21)
+  return raw_uuid(unlatin(rec['P']))
 end
 local function parent_kept(base, parent, replaced)
   local out = {}
