@@ -43,7 +43,6 @@ __all__ = [
     "stored_values",
     "value_fields",
     "write_record",
-    "whole_record",
     "write_value",
 ]
 
@@ -122,17 +121,11 @@ def _as_sent(client: redis.Redis, nsk: NamespaceKeys, what: str, *args: bytes) -
     return client.eval(AS_SENT, 1, nsk.channel_names, nsk.base, what, *args)
 
 
-def whole_record(client: redis.Redis, nsk: NamespaceKeys, stored: bytes) -> bytes:
-    """A record as stored given back as the saver packed it (redis-v13 keeps its head
-    compact)."""
-    return bytes(_as_sent(client, nsk, "record", stored))
-
-
 def read_record(client: redis.Redis, nsk: NamespaceKeys, cid: str) -> bytes | None:
     """The record of checkpoint ``cid`` as the saver packed it (``records.pack_record``),
     None if there is none. ``write_record`` stores such a record as it is."""
-    stored = stored_record(client, nsk, cid)
-    return None if stored is None else whole_record(client, nsk, stored)
+    found = _as_sent(client, nsk, "record", cid.encode())
+    return bytes(found) if found else None
 
 
 def _replace(client: redis.Redis, page: str | bytes, heap: str | bytes, key: bytes, member: bytes,

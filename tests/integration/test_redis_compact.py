@@ -9,6 +9,8 @@ channel names live and die with it, and a record whose names are lost is refused
 
 from __future__ import annotations
 
+import random
+import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any, TypedDict
 
@@ -237,3 +239,67 @@ def _sent(saver: RedisSaver, cp: Checkpoint) -> dict[str, bytes]:
 
     return {blob_field(ch, v): encode_value(saver.serde.dumps_typed(cp.channel_values[ch]))
             for ch, v in cp.channel_versions.items()}
+
+
+def _parent(saver: RedisSaver, thread: str, cid: str) -> str | None:
+    got = saver.get_tuple(cfg_at(thread, cid))
+    assert got is not None, cid
+    return (got.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+
+
+def cfg_at(thread: str, cid: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread, "checkpoint_ns": "", "checkpoint_id": cid}}
+
+
+def _put_child(saver: RedisSaver, thread: str, cid: str, parent: str | None) -> None:
+    conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ""}
+    if parent:
+        conf["checkpoint_id"] = parent
+    cp = Checkpoint(id=cid, ts="2026-01-01T00:00:00+00:00", channel_values={"n": 1},
+                    channel_versions={"n": 1},
+                    versions_seen={"__input__": {}, "__start__": {"__start__": 1}})
+    saver.put({"configurable": conf}, cp, {"source": "loop", "step": 1, "parents": {}},
+              {"n": 1})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_parents_flagged_as_the_id_before_read_back_through_inserts_deletes_and_prunes(
+        saver: RedisSaver, client: redis.Redis, seed: int) -> None:
+    """A model check: a record whose parent is the id before it does not store it (flag 2);
+    ids inserted between, deleted or pruned around it never change the parent it reads."""
+    rng = random.Random(seed)
+    nsk = ThreadKeys(saver.prefix, "p").ns("")
+    model: dict[str, str | None] = {}
+    ids = sorted(str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(400))
+    flagged = 0
+    for op in range(160):
+        roll = rng.random()
+        if roll < 0.75 or len(model) < 3:
+            cid = rng.choice([i for i in ids if i not in model])
+            older = sorted(i for i in model if i < cid)
+            # mostly the id before it (a thread's usual commit), else any, else none
+            parent = (older[-1] if older and rng.random() < 0.7 else
+                      rng.choice(older) if older and rng.random() < 0.8 else None)
+            _put_child(saver, "p", cid, parent)
+            model[cid] = parent
+            flagged += (stored_record(client, nsk, cid) or b"")[1:2] == b"\x02"
+        elif roll < 0.92:
+            gone = rng.sample(sorted(model), k=min(len(model) - 1, rng.randint(1, 5)))
+            saver.delete_checkpoints("p", "", gone)
+            for cid in gone:
+                del model[cid]
+        else:
+            keep = rng.randint(2, len(model))
+            saver.prune_thread("p", keep)
+            for cid in sorted(model)[:-keep]:
+                del model[cid]
+        if op % 10 == 9 or op == 159:
+            for cid in rng.sample(sorted(model), k=min(12, len(model))):
+                assert _parent(saver, "p", cid) == model[cid], (op, cid)
+            listed = {t.checkpoint.id: (t.parent_config or {}).get("configurable", {}).get(
+                "checkpoint_id") for t in saver.list(cfg("p"))}
+            assert listed == model, op
+            refs = {r.checkpoint_id: r.parent_id for r in saver.list_ids("p")}
+            assert refs == {c: p or None for c, p in model.items()} or refs == {
+                c: p or "" for c, p in model.items()}, op
+    assert flagged > 40, "a parent that is the id before is flagged, not stored"

@@ -181,13 +181,22 @@ local function vfield(base, k)
   return name_of(base, b) .. '\\0' .. unbe6(k, 2)
 end
 -- The record a compact one (`rec_compact`) was made from, byte for byte; anything else
--- as it is.
-local function rec_whole(base, raw)
+-- as it is. `prev_of`: a function giving the 16 bytes of the id before the record's in
+-- its namespace (called for a record whose parent is that one: flag 2).
+local function rec_whole(base, raw, prev_of)
   if type(raw) ~= 'string' or string.byte(raw, 1) ~= 194 then return raw end
-  local at, parts = 4, {}
-  if string.byte(raw, 2) == 1 then
+  local at, parts, flag = 4, {}, string.byte(raw, 2)
+  if flag == 1 then
     parts[1] = '\\161P' .. msg_str(latin(string.sub(raw, 4, 19)))
     at = 20
+  elseif flag == 2 then
+    local prev = prev_of and prev_of()
+    if not prev then
+      error('a compact checkpoint record names the checkpoint before it as its parent, and '
+        .. base .. ' holds none: the store is garbled; restore it from a backup or delete '
+        .. 'the thread')
+    end
+    parts[1] = '\\161P' .. msg_str(latin(prev))
   end
   local n = string.byte(raw, 3)
   local refs = {}
@@ -216,7 +225,9 @@ local function rec_whole(base, raw)
   return '\\193' .. struct.pack('>I2', #head) .. head .. string.sub(raw, at)
 end
 -- The record `raw` as stored (COMPACT), or `raw` itself when it does not compact.
-local function rec_compact(base, raw)
+-- `prev`: the 16 bytes of the id before the record's in its namespace, if any (a parent
+-- that is that one is flagged, 2, not stored).
+local function rec_compact(base, raw, prev)
   if type(raw) ~= 'string' or string.byte(raw, 1) ~= 193 then return raw end
   local size = struct.unpack('>I2', raw, 2)
   local ok, head = pcall(cmsgpack.unpack, string.sub(raw, 4, 3 + size))
@@ -227,6 +238,7 @@ local function rec_compact(base, raw)
   parent = parent and unlatin(parent)
   if parent and #parent ~= 16 then return raw end
   local out = {'\\194', parent and '\\1' or '\\0', string.char(#refs), parent or ''}
+  if parent and parent == prev then out[2], out[4] = '\\2', '' end
   for _, r in ipairs(refs) do
     local field, kept = r, nil
     if type(r) == 'table' then field, kept = r[1], r[2] end
@@ -245,8 +257,16 @@ local function rec_compact(base, raw)
   end
   out[#out + 1] = string.sub(raw, 4 + size)
   local stored = table.concat(out)
-  if rec_whole(base, stored) ~= raw then return raw end
+  if rec_whole(base, stored, function() return prev end) ~= raw then return raw end
   return stored
+end
+-- A compact record whose parent is flagged as the id before it (2), with that parent
+-- (16 bytes) stored instead (1); anything else: nil, nothing to change.
+local function rec_explicit(stored, parent)
+  if type(stored) ~= 'string' or string.byte(stored, 1) ~= 194 or string.byte(stored, 2) ~= 2 then
+    return nil
+  end
+  return '\\194\\1' .. string.sub(stored, 3, 3) .. parent .. string.sub(stored, 4)
 end
 -- Checkpoint ids (redis-v13): a canonical UUID text (lowercase) as its 16 bytes, in a
 -- namespace whose ids are all such (ids_compact), and back.

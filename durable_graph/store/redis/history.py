@@ -53,7 +53,7 @@ local IDS = {dir = @PAGES@, page = @PAGE@, heap = @RECS@, own = @CP@, mark = @ID
              own_suffix = '\\0-', fill = true}
 local VALS = {dir = @VPAGES@, page = @VPAGE@, heap = @VHEAP@, own = @VOWN@, mark = @BLOBS@,
               mark_text = @VALUES_MARK@, legacy = 'hash', split = @PAGE_BYTES@,
-              own_suffix = '\\0-', fill = false}
+              own_suffix = '\\0-', fill = true}
 -- whether a namespace keeps family f in its layout before pages: its mark's key holds
 -- the sorted set of ids or the hash of values (f.legacy) instead. Read once a script: a
 -- namespace changes layout only when emptied, and then only from legacy to paged, which
@@ -190,10 +190,10 @@ local function pg_rem(base, f, ks)
 end
 -- The allocator class (jemalloc's, Redis's own: four a doubling) of a string of `n`
 -- bytes, with Redis's header and terminator (6 bytes below 64 KiB); one class up to
--- 16 KiB, where a class costs little.
+-- 4 KiB, below which no page closes.
 local function alloc_class(n)
   n = n + 6
-  local p = 16384
+  local p = 4096
   if n <= p then return p end
   while p * 2 < n do p = p * 2 end
   return math.ceil(n / (p / 4)) * (p / 4)
@@ -201,8 +201,8 @@ end
 -- Whether a page of `count` keys and `held` bytes takes no key after its last with `more`
 -- bytes in its string: one of @PAGE_MAX@ keys; or one whose string would pass
 -- @PAGE_BYTES@ bytes; or (f.fill, keys written in order) one at least half full whose
--- string of over 16 KiB would take the next allocator class (a page left behind fills
--- its class: up to 4 KiB less than the class above).
+-- string of over 4 KiB would take the next allocator class (a page left behind fills
+-- its class, short of it by less than the key's bytes).
 local function pg_closed(f, count, held, more)
   if count >= @PAGE_MAX@ then return true end
   if more > @RECORD_IN_PAGE_MAX@ then return false end
@@ -275,6 +275,23 @@ local function pg_add(base, f, k, bytes, once)
   end
   return written
 end
+-- Key `k`'s bytes (stored) replaced by `bytes` in place of its own: in its page's string
+-- (the old ones zeroed, their room given back when the page is tidied; the string written
+-- whole, keeping its TTL), or its own key; the page's keys stay as they are.
+local function pg_rewrite(base, f, k, bytes)
+  local name, m = pg_find(base, f, k)
+  local _, off, len = m_split(m)
+  if not off then
+    redis.call('SET', pg_own(base, f, k), bytes, 'KEEPTTL')
+    return
+  end
+  local page, hk = pg_page(base, f, name), pg_heap(base, f, name)
+  local held = redis.call('GET', hk)
+  redis.call('SET', hk, string.sub(held, 1, off) .. string.rep('\\0', len) ..
+             string.sub(held, off + len + 1) .. bytes, 'KEEPTTL')
+  redis.call('ZREM', page, m)
+  redis.call('ZADD', page, 0, k .. '\\0' .. #held .. ',' .. #bytes)
+end
 -- Every key, in order.
 local function pg_all(base, f)
   local out = {}
@@ -335,19 +352,50 @@ local function rec_exists(base, id)
   end
   return redis.call('EXISTS', cp_key(base, id)) == 1
 end
+-- the 16 bytes of id key `k` (nil: none, or an id that is no UUID)
+local function key_raw(base, k)
+  if not k then return nil end
+  if ids_compact(base) then return k end
+  return uuid_raw(k)
+end
+-- the id key before (`after`: after) key `k` among the namespace's paged ids (nil: none)
+local function ids_beside(base, k, after)
+  local name, m = pg_of(base, IDS, k), nil
+  if not after then
+    m = name and redis.call('ZREVRANGEBYLEX', pg_page(base, IDS, name), '(' .. k, '-',
+                            'LIMIT', 0, 1)[1]
+    local before = name and not m and pg_before(base, IDS, name)
+    if before then m = redis.call('ZREVRANGE', pg_page(base, IDS, before), 0, 0)[1] end
+    return m and m_key(m)
+  end
+  -- after every member of `k` itself (k NUL ...), before any of a longer key (k, 1...)
+  m = name and redis.call('ZRANGEBYLEX', pg_page(base, IDS, name), '[' .. k .. '\\1', '+',
+                          'LIMIT', 0, 1)[1]
+  if not m then
+    local later = name and redis.call('ZRANGEBYLEX', base .. IDS.dir, '(' .. name, '+',
+                                      'LIMIT', 0, 1)[1] or
+      not name and redis.call('ZRANGE', base .. IDS.dir, 0, 0)[1]
+    m = later and redis.call('ZRANGE', pg_page(base, IDS, later), 0, 0)[1]
+  end
+  return m and m_key(m)
+end
+-- id key `k`'s record as stored in the namespace's pages (nil: none)
+local function rec_stored(base, k)
+  local name, m = pg_find(base, IDS, k)
+  if not name then return nil end
+  local _, off, len = m_split(m)
+  if off then return redis.call('GETRANGE', pg_heap(base, IDS, name), off, off + len - 1) end
+  return redis.call('GET', pg_own(base, IDS, k))
+end
 -- checkpoint `id`'s stored record: a packed string (a compact one given back whole:
 -- rec_whole), or (written as a hash, before redis-v4) a table of its fields and values;
 -- nil when there is none
 local function rec_raw(base, id)
   if not ids_legacy(base) then
     local k = ikey(base, id)
-    local name, m = nil, nil
-    if k then name, m = pg_find(base, IDS, k) end
-    if not name then return nil end
-    local _, off, len = m_split(m)
-    if off then
-      return rec_whole(base, redis.call('GETRANGE', pg_heap(base, IDS, name), off, off + len - 1))
-    end
+    local stored = k and rec_stored(base, k)
+    if not stored then return nil end
+    return rec_whole(base, stored, function() return key_raw(base, ids_beside(base, k)) end)
   end
   local key = cp_key(base, id)
   if redis.call('TYPE', key)['ok'] == 'string' then
@@ -389,31 +437,47 @@ local function ids_rem(base, ids)
     for _, id in ipairs(ids) do n = n + redis.call('ZREM', base .. @IDX@, id) end
     return n
   end
-  local ks = {}
-  for _, id in ipairs(ids) do ks[#ks + 1] = ikey(base, id) end
+  local ks, gone = {}, {}
+  for _, id in ipairs(ids) do
+    local k = ikey(base, id)
+    if k then ks[#ks + 1], gone[k] = k, true end
+  end
+  -- a record kept whose parent is flagged as the id before it (rec_compact) names it
+  -- itself when that one goes: the last one going before it
+  for _, k in ipairs(ks) do
+    local after = pg_find(base, IDS, k) and ids_beside(base, k, true)
+    local raw = after and not gone[after] and key_raw(base, k)
+    local named = raw and rec_explicit(rec_stored(base, after), raw)
+    if named then pg_rewrite(base, IDS, after, named) end
+  end
   return pg_rem(base, IDS, ks)
 end
--- Stores checkpoint `id` with its stored record `rec` (replacing one of the same id);
--- returns the keys written (pg_add).
-local function ids_write(base, id, rec)
+-- Stores checkpoint `id` with its packed record `rec` (replacing one of the same id), its
+-- head compact (redis-v13, rec_compact; its parent flagged when it is the id before it);
+-- returns the keys written, the namespace's channel names among them (a commit renews
+-- their TTL with the rest).
+local function ids_add(base, id, rec)
+  local written = {base .. @NAMES@}
+  local function wrote(keys) for _, key in ipairs(keys) do written[#written + 1] = key end end
   if ids_legacy(base) then
     redis.call('DEL', cp_key(base, id))
-    redis.call('SET', cp_key(base, id), rec)
+    redis.call('SET', cp_key(base, id), rec_compact(base, rec))
     redis.call('ZADD', base .. @IDX@, 0, id)
-    return {base .. @IDX@, cp_key(base, id)}
+    wrote({base .. @IDX@, cp_key(base, id)})
+    return written
   end
   local k = ikey(base, id)
-  if k then return pg_add(base, IDS, k, rec) end
-  local written = ids_spell_out(base)  -- an id no compact key holds: the ids spelled out
-  for _, key in ipairs(pg_add(base, IDS, id, rec)) do written[#written + 1] = key end
-  return written
-end
--- Stores checkpoint `id` with its packed record `rec`, its head compact (redis-v13,
--- rec_compact); returns the keys written, the namespace's channel names among them (a
--- commit renews their TTL with the rest).
-local function ids_add(base, id, rec)
-  local written = ids_write(base, id, rec_compact(base, rec))
-  written[#written + 1] = base .. @NAMES@
+  if not k then  -- an id no compact key holds: the namespace's ids spelled out
+    wrote(ids_spell_out(base))
+    k = id
+  end
+  local before = key_raw(base, ids_beside(base, k))
+  if not pg_find(base, IDS, k) then  -- a new id: the one after it names its parent itself
+    local after = ids_beside(base, k, true)
+    local named = after and before and rec_explicit(rec_stored(base, after), before)
+    if named then pg_rewrite(base, IDS, after, named) end
+  end
+  wrote(pg_add(base, IDS, k, rec_compact(base, rec, before)))
   return written
 end
 local function ids_newest(base)
@@ -434,20 +498,24 @@ local function ids_before(base, max, count, recs)
   end
   local name
   if max == '+' then name = pg_last(base, IDS) else name = pg_of(base, IDS, string.sub(max, 2)) end
-  local out = {}
+  local out, keys, stored = {}, {}, {}
   while name and #out < count do
     local got = redis.call('ZREVRANGEBYLEX', pg_page(base, IDS, name), max, '-', 'LIMIT', 0,
                            count - #out)
     for _, m in ipairs(got) do
       local k, off, len = m_split(m)
-      local id = iid(base, k)
-      out[#out + 1] = id
+      out[#out + 1], keys[#keys + 1] = iid(base, k), k
       if recs and off then
-        recs[id] = rec_whole(base, redis.call('GETRANGE', pg_heap(base, IDS, name), off,
-                                              off + len - 1))
+        stored[#keys] = redis.call('GETRANGE', pg_heap(base, IDS, name), off, off + len - 1)
       end
     end
     max, name = '+', pg_before(base, IDS, name)
+  end
+  -- each record given back whole: the id before one is the next listed (older)
+  for i, raw in pairs(stored) do
+    recs[out[i]] = rec_whole(base, raw, function()
+      return key_raw(base, keys[i + 1] or ids_beside(base, keys[i]))
+    end)
   end
   return out
 end

@@ -533,11 +533,11 @@ AS_SENT = _lua(HISTORY + """
 -- For tools that read the stored keys themselves (tests, the layout sketch): what the
 -- saver sent, from what a namespace holds (redis-v13 keeps parts compact: `compact`).
 -- KEYS: the namespace's channel names    ARGV: its key base, then
---   'record', a record as stored      -> the record as packed (rec_whole)
+--   'record', a checkpoint id         -> its record as packed (rec_raw), false: none
 --   'values', (key, stored bytes)...  -> (field, value as sent)... of a value page's keys
 --   'keys', field...                  -> the key each field is stored at
 local base, what, out = ARGV[1], ARGV[2], {}
-if what == 'record' then return rec_whole(base, ARGV[3]) end
+if what == 'record' then return rec_raw(base, ARGV[3]) or false end
 for i = 3, #ARGV, (what == 'values') and 2 or 1 do
   if what == 'values' then
     local k = ARGV[i]
