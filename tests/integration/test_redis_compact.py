@@ -303,3 +303,48 @@ def test_parents_flagged_as_the_id_before_read_back_through_inserts_deletes_and_
             assert refs == {c: p or None for c, p in model.items()} or refs == {
                 c: p or "" for c, p in model.items()}, op
     assert flagged > 40, "a parent that is the id before is flagged, not stored"
+
+
+def test_leaf_digests_are_lifted_and_a_link_altered_to_another_leaf_is_refused(
+        redis_url: str, redis_prefix: str, client: redis.Redis) -> None:
+    """A value's leaf digests are stored once, in its link (``lifted``); the bytes put
+    back are those signed, so a link made to name another leaf of the thread is refused."""
+    import ormsgpack
+
+    from durable_graph.errors import SignatureError
+    from durable_graph.store.redis.keys import LEAF, blob_field, leaf_digest
+    from durable_graph.store.redis.records import link_of, unlinked
+    from tests.redis_records import write_value
+    from tests.unit.test_leaf_dedup import chat_app, run_chat
+
+    serde = SignedSerializer(TypedSerializer(), SigningCodec.from_secret("h" * 32))
+    with RedisSaver.from_url(redis_url, prefix=redis_prefix, serde=serde) as saver:
+        app = chat_app(saver)
+        contents = run_chat(app, "t", 2)
+        assert [m["content"] for m in _dicts(app.get_state(cfg("t")).values["messages"])] \
+            == contents
+        nsk = ThreadKeys(redis_prefix, "t").ns("")
+        sent = read_values(client, nsk)
+        lifted = {f: v for f, v in sent.items()
+                  if link_of(v) and b"*" in unlinked(v).partition(b"\0")[0]}
+        assert lifted, "values that refer to leaves keep their digests in their links only"
+        for value in lifted.values():
+            for leaf in ormsgpack.unpackb(link_of(value) or b"")[2:]:
+                assert leaf_digest(leaf) not in unlinked(value)
+        latest = saver.get_tuple(cfg("t"))
+        assert latest is not None
+        messages = blob_field("messages", latest.checkpoint.channel_versions["messages"])
+        value = sent[messages.encode()]
+        link = ormsgpack.unpackb(link_of(value) or b"")
+        others = [f for f in sent if f.startswith(LEAF.encode()) and f.decode() not in link]
+        assert others
+        link[-1] = others[0].decode()  # the link names another leaf of the thread
+        forged = ormsgpack.packb(link)
+        write_value(client, nsk, messages, b"\x03" + len(forged).to_bytes(4, "big") + forged
+                    + unlinked(value))
+        with pytest.raises(SignatureError):
+            saver.get_tuple(cfg("t"))
+
+
+def _dicts(messages: list[Any]) -> list[dict[str, Any]]:
+    return [m if isinstance(m, dict) else {"content": m.content} for m in messages]

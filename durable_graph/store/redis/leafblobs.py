@@ -25,7 +25,9 @@ the ``LeafRef`` placeholders as content. The scripts'
 ``cp_refs`` walks those lists, so a leaf is read with the values that refer to it
 (same ``LOAD``; ``records.join_leaves_of`` puts them back) and deleted with the last
 of them (prune, ``keep_last``, drops).
-A leaf is accepted only if its bytes hash to the digest its (signed) value holds.
+A leaf is accepted only if its bytes hash to the digest its (signed) value holds. Since
+redis-v13 a value's digests are cut out of its bytes where it is stored and put back from
+its link where it is read (``lifted``): about 33 bytes each, which do not deflate.
 
 Redis-v8 stores fewer bytes of both (``store.deflate``, the same code as SQLite's leaf
 cells): a leaf field holds its cell (``pack_leaf``: the leaf's bytes, or ``z`` and their
@@ -54,6 +56,7 @@ from durable_graph.store.delta import ChannelDelta
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import apart_in
 from durable_graph.store.redis.keys import blob_field, leaf_field
+from durable_graph.store.redis.lifted import lift
 from durable_graph.store.redis.records import encode_value, linked
 
 __all__ = ["HINTS_KEPT", "LeafHints", "encode_values"]
@@ -86,7 +89,8 @@ def encode_values(
         split = apart_in(items, kept)
         values = {ch: value for (ch, _), (value, _) in zip(items, split, strict=True)}
         leaves_of = {ch: own for (ch, _), (_, own) in zip(items, split, strict=True) if own}
-    out = {fields[ch]: encode_value(t, refers_leaves=ch in leaves_of)
+    out = {fields[ch]: encode_value(lift(t, sorted(leaves_of[ch])) if ch in leaves_of else t,
+                                    refers_leaves=ch in leaves_of)
            for ch, t in tc.values(values, versions).items()}
     for ch, value in values.items():
         leaves = leaves_of.get(ch)

@@ -86,6 +86,7 @@ from durable_graph.store.delta import ChannelDelta, resolve_values
 from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import join_found
 from durable_graph.store.redis.keys import LEAF, blob_field, leaf_digest, write_field
+from durable_graph.store.redis.lifted import LIFTED, unlift
 from durable_graph.store.stamps import id_micros, ts_micros, ts_text
 
 __all__ = [
@@ -198,11 +199,17 @@ def unlinked(raw: bytes) -> bytes:
 
 def decode_value(raw: bytes, channel: str, version: object) -> tuple[str, bytes]:
     """Inverse of ``encode_value`` (the serializer's tag and bytes, checked after this by
-    the serializer), past the link heading it if any (``linked``). A deflated value that
-    does not inflate within ``MAX_RATIO`` times its size (garbled, or a zlib bomb) is a
+    the serializer), past the link heading it if any (``linked``), its leaves' digests put
+    back from that link (``lifted``, redis-v13). A deflated value that does not inflate
+    within ``MAX_RATIO`` times its size (garbled, or a zlib bomb) is a
     CheckpointStoreError: nothing of it is read."""
-    return unsqueezed(decode_blob(unlinked(raw)),
-                       f"value of channel {channel!r} version {version}")
+    what = f"value of channel {channel!r} version {version}"
+    tagged = unsqueezed(decode_blob(unlinked(raw)), what)
+    if not tagged[0].startswith(LIFTED):
+        return tagged
+    link = link_of(raw)
+    fields = ormsgpack.unpackb(link)[2:] if link is not None else []
+    return unlift(tagged, [leaf_digest(f) for f in fields if f.startswith(LEAF)], what)
 
 
 def _as_bytes(value: str | bytes) -> bytes:
