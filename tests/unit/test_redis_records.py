@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zlib
 from datetime import UTC, datetime
+from typing import Any
 
 import ormsgpack
 import pytest
@@ -96,16 +97,23 @@ def test_a_garbled_ts_after_the_id_is_refused(edit: dict[str, object]) -> None:
         unpack_record(ormsgpack.packb(record), cid)
 
 
-def _engine_record(cid: str, parent: str) -> tuple[dict[str, str | bytes], bytes]:
-    """The fields and stored record of a step as the engine writes them (a chat's node)."""
-    tc = ThreadCodec(TypedSerializer(), "p", "t", "")
+def _engine_record(cid: str, parent: str, metadata: dict[str, Any] | None = None,
+                   serde: Any = None) -> tuple[dict[str, str | bytes], bytes]:
+    """The fields and stored record of a step as the engine writes them (a chat's node);
+    ``metadata``: other metadata (one with a key of its own keeps v11's deflated rest)."""
+    tc = ThreadCodec(serde or TypedSerializer(), "p", "t", "")
     cp = Checkpoint(id=cid, ts=datetime.now(UTC).isoformat(), channel_values={},
                     channel_versions={"__start__": 141013688187, "messages": 141013688187,
                                       "branch:to:noop": 144074753223},
                     versions_seen={"__input__": {}, "__start__": {"__start__": 135997288242},
                                    "noop": {"branch:to:noop": 141013688187}})
-    fields = checkpoint_fields(tc, cp, {"source": "loop", "step": 31, "parents": {}}, parent)
+    meta = metadata or {"source": "loop", "step": 31, "parents": {}}
+    fields = checkpoint_fields(tc, cp, meta, parent)  # type: ignore[arg-type]
     return fields, pack_record(fields, cid)
+
+
+_OWN_KEY = {"source": "loop", "step": 31, "parents": {}, "run": "r-1"}
+"""Metadata with a key of its own: not the engine's shape, so v11's deflated rest."""
 
 
 def test_a_v11_record_keeps_what_scripts_read_plain_and_deflates_the_rest() -> None:
@@ -114,7 +122,7 @@ def test_a_v11_record_keeps_what_scripts_read_plain_and_deflates_the_rest() -> N
     unpacked, the fields are exactly those signed."""
     parent = new_checkpoint_id()
     cid = new_checkpoint_id(parent)
-    fields, raw = _engine_record(cid, parent)
+    fields, raw = _engine_record(cid, parent, _OWN_KEY)
     assert raw[:1] == SPLIT
     size = int.from_bytes(raw[1:3], "big")
     assert set(ormsgpack.unpackb(raw[3:3 + size])) == {"P", "r"}
@@ -127,7 +135,7 @@ def test_a_v11_record_keeps_what_scripts_read_plain_and_deflates_the_rest() -> N
 def test_a_garbled_or_bombed_deflated_part_is_refused() -> None:
     parent = new_checkpoint_id()
     cid = new_checkpoint_id(parent)
-    _, raw = _engine_record(cid, parent)
+    _, raw = _engine_record(cid, parent, _OWN_KEY)
     size = int.from_bytes(raw[1:3], "big")
     garbled = raw[:3 + size] + bytes(b ^ 0x5A for b in raw[3 + size:])
     squeezer = zlib.compressobj(9, zlib.DEFLATED, -15)

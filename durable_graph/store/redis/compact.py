@@ -185,7 +185,7 @@ end
 -- its namespace (called for a record whose parent is that one: flag 2).
 local function rec_whole(base, raw, prev_of)
   if type(raw) ~= 'string' or string.byte(raw, 1) ~= 194 then return raw end
-  local at, parts, flag = 4, {}, string.byte(raw, 2)
+  local at, parts, flag = 4, {}, string.byte(raw, 2) % 4
   if flag == 1 then
     parts[1] = '\\161P' .. msg_str(latin(string.sub(raw, 4, 19)))
     at = 20
@@ -222,13 +222,15 @@ local function rec_whole(base, raw, prev_of)
   local arr = n < 16 and string.char(144 + n) or '\\220' .. struct.pack('>I2', n)
   local head = string.char(128 + #parts + 1) .. table.concat(parts) .. '\\161r' .. arr ..
     table.concat(refs)
-  return '\\193' .. struct.pack('>I2', #head) .. head .. string.sub(raw, at)
+  local first = string.byte(raw, 2) >= 4 and '\\195' or '\\193'
+  return first .. struct.pack('>I2', #head) .. head .. string.sub(raw, at)
 end
 -- The record `raw` as stored (COMPACT), or `raw` itself when it does not compact.
 -- `prev`: the 16 bytes of the id before the record's in its namespace, if any (a parent
 -- that is that one is flagged, 2, not stored).
 local function rec_compact(base, raw, prev)
-  if type(raw) ~= 'string' or string.byte(raw, 1) ~= 193 then return raw end
+  local first = type(raw) == 'string' and string.byte(raw, 1)
+  if first ~= 193 and first ~= 195 then return raw end
   local size = struct.unpack('>I2', raw, 2)
   local ok, head = pcall(cmsgpack.unpack, string.sub(raw, 4, 3 + size))
   if not ok or type(head) ~= 'table' or type(head['r']) ~= 'table' then return raw end
@@ -239,6 +241,7 @@ local function rec_compact(base, raw, prev)
   if parent and #parent ~= 16 then return raw end
   local out = {'\\194', parent and '\\1' or '\\0', string.char(#refs), parent or ''}
   if parent and parent == prev then out[2], out[4] = '\\2', '' end
+  if first == 195 then out[2] = string.char(string.byte(out[2]) + 4) end
   for _, r in ipairs(refs) do
     local field, kept = r, nil
     if type(r) == 'table' then field, kept = r[1], r[2] end
@@ -263,10 +266,11 @@ end
 -- A compact record whose parent is flagged as the id before it (2), with that parent
 -- (16 bytes) stored instead (1); anything else: nil, nothing to change.
 local function rec_explicit(stored, parent)
-  if type(stored) ~= 'string' or string.byte(stored, 1) ~= 194 or string.byte(stored, 2) ~= 2 then
-    return nil
-  end
-  return '\\194\\1' .. string.sub(stored, 3, 3) .. parent .. string.sub(stored, 4)
+  local flag = type(stored) == 'string' and string.byte(stored, 1) == 194 and
+    string.byte(stored, 2)
+  if flag ~= 2 and flag ~= 6 then return nil end
+  return '\\194' .. string.char(flag - 1) .. string.sub(stored, 3, 3) .. parent ..
+    string.sub(stored, 4)
 end
 -- Checkpoint ids (redis-v13): a canonical UUID text (lowercase) as its 16 bytes, in a
 -- namespace whose ids are all such (ids_compact), and back.

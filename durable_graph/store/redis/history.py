@@ -409,7 +409,7 @@ end
 -- 0xC1: `records.SPLIT`) the map after a 2-byte length, what the scripts read (the parent,
 -- the refs); the rest of it is deflated after that map, read in Python
 local function rec_map(raw)
-  if string.byte(raw, 1) == 193 then
+  if string.byte(raw, 1) == 193 or string.byte(raw, 1) == 195 then
     return cmsgpack.unpack(string.sub(raw, 4, 3 + struct.unpack('>I2', raw, 2)))
   end
   return cmsgpack.unpack(raw)

@@ -87,6 +87,7 @@ from durable_graph.store.encoding import ThreadCodec
 from durable_graph.store.leaves import join_found
 from durable_graph.store.redis.keys import LEAF, blob_field, leaf_digest, write_field
 from durable_graph.store.redis.lifted import LIFTED, unlift
+from durable_graph.store.redis.numbered import numbered, unnumbered
 from durable_graph.store.stamps import id_micros, ts_micros, ts_text
 
 __all__ = [
@@ -96,6 +97,7 @@ __all__ = [
     "LINKED",
     "REFERS_LEAVES",
     "SPLIT",
+    "SPLIT_NUMBERED",
     "bind_run",
     "checkpoint_fields",
     "decode_blob",
@@ -402,6 +404,10 @@ SPLIT = b"\xc1"
 """First byte of a redis-v11 record split in two (``_split``): never a msgpack type byte, so
 a record of v4 to v10 (a msgpack map) is told apart, and a reader older than v11 refuses it
 as garbled."""
+SPLIT_NUMBERED = b"\xc3"
+"""First byte of a redis-v13 split record whose rest is spelled as numbers (``numbered``):
+msgpack ``true``, never a map's first byte, so a reader older than v13 refuses it as
+garbled."""
 _FOR_SCRIPTS = ("P", "p", "r")
 """The record keys a script reads (the parent, the refs): they stay plain in a split one."""
 
@@ -409,12 +415,19 @@ _FOR_SCRIPTS = ("P", "p", "r")
 def _split(record: Mapping[str, Any]) -> bytes | None:
     """A v11 record: ``SPLIT``, the 2-byte length of a msgpack map of what the scripts read
     (``_FOR_SCRIPTS``), that map, then the rest deflated with ``deflate.RECORD_FRAMING`` as
-    its dictionary (the time, versions seen and metadata: about 110 bytes to 40). None when
-    the rest does not deflate by an eighth (the record is kept as one map, as before)."""
+    its dictionary (the time, versions seen and metadata: about 110 bytes to 40); since v13
+    ``SPLIT_NUMBERED`` and the rest spelled as numbers against the refs when it has the
+    engine's shape and that is shorter (``numbered``: about 20 bytes). None when neither
+    pays (the record is kept as one map, as before)."""
     rest = {k: v for k, v in record.items() if k not in _FOR_SCRIPTS}
-    stream = deflated(ormsgpack.packb(rest), zdict=RECORD_FRAMING) if rest else None
     head = ormsgpack.packb({k: v for k, v in record.items() if k in _FOR_SCRIPTS})
-    if stream is None or len(head) > 0xFFFF:
+    if not rest or len(head) > 0xFFFF:
+        return None
+    numbers = numbered(rest, record["r"])
+    stream = deflated(ormsgpack.packb(rest), zdict=RECORD_FRAMING)
+    if numbers is not None and (stream is None or len(numbers) < len(stream)):
+        return SPLIT_NUMBERED + len(head).to_bytes(2, "big") + head + numbers
+    if stream is None:
         return None
     return SPLIT + len(head).to_bytes(2, "big") + head + stream
 
@@ -422,6 +435,14 @@ def _split(record: Mapping[str, Any]) -> bytes | None:
 def record_map(raw: bytes) -> dict[str, Any]:
     """The map a packed record stores (a split one's two parts joined: ``_split``); a
     ValueError or msgpack error when it is garbled."""
+    if raw[:1] == SPLIT_NUMBERED:
+        size = int.from_bytes(raw[1:3], "big")
+        head: dict[str, Any] = ormsgpack.unpackb(raw[3:3 + size])
+        try:
+            head.update(unnumbered(raw[3 + size:], head["r"]))
+        except (IndexError, UnicodeDecodeError) as exc:
+            raise ValueError(f"numbered rest: {exc!r}") from None  # internal signal: garbled
+        return head
     if raw[:1] != SPLIT:
         stored: dict[str, Any] = ormsgpack.unpackb(raw)
         return stored
