@@ -38,6 +38,7 @@ __all__ = [
     "read_record",
     "read_value",
     "read_values",
+    "split_member",
     "record_ids",
     "stored_record",
     "stored_values",
@@ -49,9 +50,13 @@ __all__ = [
 _AT = re.compile(rb"^(.*)\x00(\d+),(\d+)$", re.S)
 
 
-def _split(member: bytes) -> tuple[bytes, tuple[int, int] | None]:
+def split_member(member: bytes) -> tuple[bytes, tuple[int, int] | None]:
     """A page member's key and where its bytes sit in the page's string (None: a key of
-    their own)."""
+    their own): since redis-v13 NUL, offset and length in 2 bytes each, byte 255; before,
+    NUL and ``offset,length``."""
+    if member[-1:] == b"\xff" and member[-6:-5] == b"\x00":
+        return member[:-6], (int.from_bytes(member[-5:-3], "big"),
+                             int.from_bytes(member[-3:-1], "big"))
     if member.endswith(b"\x00-"):
         return member[:-2], None
     found = _AT.match(member)
@@ -67,7 +72,7 @@ def _paged(client: redis.Redis, directory: str,
     out = {}
     for name in (bytes(n) for n in client.zrange(directory, 0, -1)):
         for member in client.zrange(page(name), 0, -1):
-            out[_split(member)[0]] = (name, member)
+            out[split_member(member)[0]] = (name, member)
     return out
 
 
@@ -102,7 +107,7 @@ def stored_record(client: redis.Redis, nsk: NamespaceKeys, cid: str) -> bytes | 
     """The record of checkpoint ``cid`` as Redis holds it (since redis-v13 its head
     compact: ``compact``), None if there is none."""
     found = _members(client, nsk).get(cid)
-    at = found and _split(found[1])[1]
+    at = found and split_member(found[1])[1]
     if found and at:
         return _bytes_at(client, _heap(nsk, found[0]), at)
     stored = client.get(_own(client, nsk, cid))
@@ -139,13 +144,13 @@ def _replace(client: redis.Redis, page: str | bytes, heap: str | bytes, key: byt
 def write_record(client: redis.Redis, nsk: NamespaceKeys, cid: str, data: bytes) -> None:
     """Replace checkpoint ``cid``'s stored record with ``data`` where it is kept."""
     found = _members(client, nsk).get(cid)
-    if not (found and _split(found[1])[1]):
+    if not (found and split_member(found[1])[1]):
         client.set(_own(client, nsk, cid), data)
         return
     name, member = found
     base = nsk.base.encode()
     _replace(client, base + ID_PAGE.encode() + name, _heap(nsk, name),
-             _split(member)[0], member, data)
+             split_member(member)[0], member, data)
 
 
 def _heap(nsk: NamespaceKeys, name: bytes) -> bytes:
@@ -177,7 +182,7 @@ def stored_values(client: redis.Redis, nsk: NamespaceKeys) -> dict[bytes, bytes]
         return {bytes(k): bytes(v) for k, v in client.hgetall(nsk.blobs).items()}
     out = {}
     for key, (name, member) in _paged(client, nsk.value_pages, _vpage(nsk)).items():
-        at = _split(member)[1]
+        at = split_member(member)[1]
         if at:
             out[key] = _bytes_at(client, _vheap(nsk)(name), at)
         else:

@@ -424,6 +424,7 @@ def test_v13_keeps_record_heads_value_fields_and_links_compact() -> None:
         VALUE_PAGE,
         VALUES_MARK_V13,
     )
+    from tests.redis_records import split_member
 
     data = json.loads((GOLDEN / gen.REDIS_FORMATS["redis-v13"]).read_text())
     by_key = {base64.b64decode(rec["key"]): rec for rec in data["keys"]}
@@ -439,10 +440,11 @@ def test_v13_keeps_record_heads_value_fields_and_links_compact() -> None:
         heap = base64.b64decode(by_key[key.replace(ID_PAGE.encode(), PAGE_RECORDS.encode())]
                                 ["content"])
         for member in (base64.b64decode(m) for m, _ in by_key[key]["content"]):
-            off, _, length = member.rpartition(b"\0")[2].partition(b",")
-            starts.add(heap[int(off):int(off) + 1])
+            at = split_member(member)[1]  # NUL, offset and length in 2 bytes each, 255
+            assert at is not None and member[-1:] == b"\xff"
+            starts.add(heap[at[0]:at[0] + 1])
     assert COMPACT in starts, "record heads kept compact"
-    fields = [base64.b64decode(m).rpartition(b"\0")[0] for key, rec in by_key.items()
+    fields = [split_member(base64.b64decode(m))[0] for key, rec in by_key.items()
               if VALUE_PAGE.encode() in key for m, _ in rec["content"]]
     leaves = [f for f in fields if f[:1] == b"\0"]
     assert leaves and all(len(f) == 33 for f in leaves)

@@ -20,7 +20,7 @@ from durable_graph.store.base import Checkpoint
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.history import PAGE_BYTES, RECORD_IN_PAGE_MAX
 from durable_graph.store.redis.keys import ID_PAGE, ID_PAGE_MAX, PAGE_RECORDS, ThreadKeys
-from tests.redis_records import id_of, read_record, record_ids, stored_record
+from tests.redis_records import id_of, read_record, record_ids, split_member, stored_record
 
 pytestmark = pytest.mark.redis
 
@@ -52,7 +52,7 @@ def pages(raw: redis.Redis, saver: RedisSaver, thread: str) -> dict[str, list[st
     out = {}
     for name in raw.zrange(nsk.pages, 0, -1):
         page = nsk.base.encode() + ID_PAGE.encode() + name
-        ids = [text(m.rpartition(b"\0")[0]) for m in raw.zrange(page, 0, -1)]
+        ids = [text(split_member(m)[0]) for m in raw.zrange(page, 0, -1)]
         assert raw.object("encoding", page) == b"listpack", name
         assert 0 < len(ids) <= ID_PAGE_MAX and min(ids) >= text(name), (name, len(ids))
         out[text(name)] = ids

@@ -85,14 +85,25 @@ local function pg_before(base, f, name)
 end
 local function pg_last(base, f) return redis.call('ZREVRANGE', base .. f.dir, 0, 0)[1] end
 -- a member's key, and the offset and length of its bytes in the page's string (nil: in
--- a key of their own)
+-- a key of their own): since redis-v13 NUL, both in 2 bytes and byte 255 after the key
+-- (m_at), before as text
 local function m_split(m)
+  if string.byte(m, -1) == 255 and string.byte(m, -6) == 0 then
+    local off, len = struct.unpack('>HH', m, #m - 4)
+    return string.sub(m, 1, -7), off, len
+  end
   local k, off, len = string.match(m, '^(.*)%z(%d+),(%d+)$')
   if k then return k, tonumber(off), tonumber(len) end
   if string.sub(m, -2) == '\\0-' then return string.sub(m, 1, -3), nil end
   return m, nil
 end
 local function m_key(m) return (m_split(m)) end
+local function m_at(k, off, len)
+  if off < 65536 and len < 65536 then
+    return k .. '\\0' .. struct.pack('>HH', off, len) .. '\\255'
+  end
+  return k .. '\\0' .. off .. ',' .. len
+end
 -- the member of `k` in page `name` (nil: not there); the members from k NUL on are k's or
 -- (a value's key holding a NUL) a longer key's, told apart by their key
 local function pg_member_in(base, f, name, k)
@@ -136,7 +147,7 @@ local function pg_fill(base, f, name, ms, recs, from, to)
     local m = m_key(ms[i])
     if recs[i] then
       parts[#parts + 1] = recs[i]
-      m = m .. '\\0' .. off .. ',' .. #recs[i]
+      m = m_at(m, off, #recs[i])
       off = off + #recs[i]
     else
       m = m .. f.own_suffix
@@ -252,7 +263,7 @@ local function pg_add(base, f, k, bytes, once)
     -- written whole (SET), not APPENDed: APPEND leaves room for as much again
     local held = redis.call('GET', hk) or ''
     redis.call('SET', hk, held .. bytes, 'KEEPTTL')
-    m, size = k .. '\\0' .. #held .. ',' .. #bytes, #held + #bytes
+    m, size = m_at(k, #held, #bytes), #held + #bytes
   else
     redis.call('SET', pg_own(base, f, k), bytes)
     written[#written + 1] = pg_own(base, f, k)
@@ -290,7 +301,7 @@ local function pg_rewrite(base, f, k, bytes)
   redis.call('SET', hk, string.sub(held, 1, off) .. string.rep('\\0', len) ..
              string.sub(held, off + len + 1) .. bytes, 'KEEPTTL')
   redis.call('ZREM', page, m)
-  redis.call('ZADD', page, 0, k .. '\\0' .. #held .. ',' .. #bytes)
+  redis.call('ZADD', page, 0, m_at(k, #held, #bytes))
 end
 -- Every key, in order.
 local function pg_all(base, f)
