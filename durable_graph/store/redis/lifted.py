@@ -94,7 +94,7 @@ def unlift(stored: tuple[str, bytes], digests: Sequence[bytes], what: str) -> tu
         out, kept = bytearray(), at
         for gap, digest in notes:
             if kept + gap > len(data):
-                raise IndexError(gap)
+                raise IndexError(gap)  # internal signal: caught below
             out += data[kept:kept + gap] + digest
             kept += gap
     except IndexError:

@@ -73,7 +73,7 @@ class _Reader:
     def take(self, size: int) -> bytes:
         out = self.data[self.at:self.at + size]
         if len(out) != size:
-            raise IndexError(size)
+            raise IndexError(size)  # internal signal: garbled
         self.at += size
         return out
 
@@ -180,7 +180,7 @@ def unnumbered(data: bytes, refs: Sequence[Any]) -> dict[str, Any]:
             code = r.varint()
             version = held[code - 1][1] if code else int.from_bytes(r.take(6), "big")
             if version is None:
-                raise ValueError("a version of a ref that holds none")
+                raise ValueError("a version of a ref that holds none")  # internal signal
             channels[channel] = version
         seen[node] = channels
     rest["s"] = seen
@@ -188,5 +188,5 @@ def unnumbered(data: bytes, refs: Sequence[Any]) -> dict[str, Any]:
     if flags & 2:
         rest["g"] = base64.b64encode(r.take(r.varint())).decode()
     if r.at != len(data):
-        raise ValueError("bytes after a numbered rest")
+        raise ValueError("bytes after a numbered rest")  # internal signal
     return rest
