@@ -1,32 +1,42 @@
-"""Redis-v13: records' heads, value fields and delta links kept compact where Redis stores
-them, given back byte for byte where the scripts read them.
+"""Redis-v13: checkpoint ids, records' heads, value fields and delta links kept compact
+where Redis stores them, given back byte for byte where the scripts read them.
 
-What ``records`` packs spells a value's field as text (``channel\\0version``, a leaf's as
-``\\2leaf\\0`` and 43 characters of base64), in every record's refs, every value page's
-members and every delta's link: in a chat, about a third of what a turn stores. The
-scripts now store them compact and give back exactly what was sent, so nothing above the
-scripts sees the difference: the bytes a signature covers, the replies and Python's
-decoders are those of v12.
+What ``records`` packs spells ids as 36 characters and a value's field as text
+(``channel\\0version``, a leaf's as ``\\2leaf\\0`` and 43 characters of base64), in every
+page member, every record's refs and every delta's link: in a chat, about a third of what
+a turn stored. The scripts now store them compact and give back exactly what was sent, so
+nothing above the scripts sees the difference: the bytes a signature covers, the replies
+and Python's decoders are those of v12. (Two more parts of v13 are Python's:
+``numbered``, a record's rest as numbers, and ``lifted``, a value's leaf digests kept in
+its link only.)
 
 * **Channel names.** A namespace numbers the channels its fields name and the serializer
   tags its values carry (``keys.CHANNEL_NAMES``: each name and a NUL, numbered from 1 in
-  the order first stored, at most 254). The
-  string only grows; it expires and is deleted with the namespace's ids (``ids_keys``) and
-  every commit renews its TTL with the keys it writes. A name is added in the script that
-  first stores a number for it, so no stored number lacks its name.
+  the order first stored, at most 254). The string only grows; it expires and is deleted
+  with the namespace's ids (``ids_keys``) and every commit renews its TTL with the keys it
+  writes. A name is added in the script that first stores a number for it, so no stored
+  number lacks its name.
+* **Ids** (``ikey`` / ``iid``, in ``history``) of a namespace created since v13 whose ids
+  are canonical UUIDs (``ids_compact``, ``keys.ID_PAGES_MARK_V13``): a page member holds
+  the id's 16 bytes, which sort as its text does. The first id that is no such UUID has
+  the namespace's ids spelled out again (``ids_spell_out``: its pages written anew), for
+  good. A bound a listing is given (``before``) is mapped to the least UUID not below it
+  (``uuid_at_least``), so the ids listed are exactly those whose text sorts below it.
 * **A field** (``vkey``): ``channel\\0version`` as the channel's number (a byte) and the
   version in 6 bytes (big-endian) when the version is the decimal text of an int below
   2^48 with no leading zero and the namespace has a number for the channel; a leaf's as
   byte 0 and its 32 digest bytes; anything else as byte 255 and the text.
 * **A record** (``rec_compact``, where ``ids_add`` stores one; ``rec_whole``, where
-  ``rec_raw`` and ``ids_before`` read one): a split one (``records.SPLIT``) whose head holds
-  only the parent and refs is stored as byte 0xC2 (``COMPACT``), a flag (1: it has a
-  parent), the number of refs, the parent's 16 bytes if any, then each ref: a kind byte
-  (+1: a value kept in the record follows, its length in a byte and its raw bytes; +2: the
-  field is spelled out, a 2-byte length and its text) and, unless spelled out, the
-  channel's number and the version in 6 bytes; then the record's deflated rest, unchanged.
-  Any other record is stored as it came (the first of a thread, whose rest is too small to
-  deflate, is one).
+  ``rec_raw`` and ``ids_before`` read one): a split one (``records.SPLIT`` or
+  ``SPLIT_NUMBERED``) whose head holds only the parent and refs is stored as byte 0xC2
+  (``COMPACT``), a flag (parent: 0 none, 1 stored, 2 the id before this one in its
+  namespace, not stored; +4: ``SPLIT_NUMBERED``), the number of refs, the parent's 16
+  bytes if stored, then each ref: a kind byte (+1: a value kept in the record follows,
+  its length in a byte and its raw bytes; +2: the field is spelled out, a 2-byte length
+  and its text) and, unless spelled out, the channel's number and the version in 6
+  bytes; then the record's rest, unchanged. A record whose parent is flagged names it
+  itself (``rec_explicit``) as soon as an id is stored or deleted just before it. Any
+  other record is stored as it came.
 * **Values** (``val_compact`` / ``val_whole``) of a namespace created since v13
   (``vals_compact``): a value's page member is its compact field; a delta's link
   (``records.linked``: byte 3, a 4-byte length, the msgpack ``[base, depth, leaves...]``)
@@ -39,8 +49,8 @@ decoders are those of v12.
 
 A compact form is only stored when it gives back exactly what was sent (checked on each
 write). A release older than v13 refuses a compact record loudly: Python finds msgpack
-``false`` with data after it ("garbled"), its scripts fail indexing a boolean; every
-namespace's records are read before its values.
+``false`` (or ``true``) with data after it ("garbled"), its scripts fail indexing a
+boolean; every namespace's records are read before its values.
 """
 
 from __future__ import annotations

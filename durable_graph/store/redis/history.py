@@ -5,9 +5,11 @@ Both are paged sets (``PAGED``): keys in pages of at most ``keys.ID_PAGE_MAX`` (
 small enough for Redis's compact listpack encoding), each named by a lower bound of its keys
 (the first it held) and holding those up to the next page's name; the names are in a
 directory. A page's bytes are one string: its member for a key is the key, a NUL and where
-its bytes sit in that string (``offset,length``); bytes over ``RECORD_IN_PAGE_MAX`` keep a
-key of their own. Against a sorted set or hash entry of Redis's general encoding (about 100
-bytes each) and a key per record (about 120), that is the key and about 10 bytes.
+its bytes sit in that string (``offset,length``; since redis-v13 both in 2 bytes, then byte
+255); bytes over ``RECORD_IN_PAGE_MAX`` keep a key of their own. Against a sorted set or
+hash entry of Redis's general encoding (about 100 bytes each) and a key per record (about
+120), that is the key and about 6 to 10 bytes. Redis-v13 keeps ids, records' heads, fields
+and links compact in them (``compact``).
 
 Redis-v11 keeps the ids so (``IDS``: ``pg:<name>`` pages in ``pages``, records in
 ``rc:<name>``; a record in a key of its own is ``cp:<id>``, its member the id alone).

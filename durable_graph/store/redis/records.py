@@ -51,6 +51,12 @@ serializer's framing of LangChain messages) as the preset dictionary, tag ``FRAM
 (``%%``): a short message's bytes, about half framing, deflate by about 45% where plain
 deflate kept them whole. A v8 or v9 reader takes ``%%`` for ``DEFLATED``, cannot inflate
 the stream without the dictionary and refuses the value loudly; v8's ``%`` reads as before.
+
+Redis-v13: a split record whose rest has the engine's shape keeps it as numbers against its
+own refs (``SPLIT_NUMBERED``, ``numbered``: about 20 bytes where deflating took 40), and a
+value that refers to leaves has their digests cut out of its bytes, put back from its link
+when read (tag ``lifted.LIFTED``). The scripts keep ids, records' heads, fields and links
+compact where Redis stores them and give back these bytes (``compact``).
 """
 
 from __future__ import annotations
