@@ -342,22 +342,27 @@ local function uuid_at_least(t)
   if #t > 36 then return bump(36) end
   return table.concat(out)
 end
--- Whether namespace `base` keeps its ids compact: one created since v13 whose first id
--- is a canonical UUID (no id page yet, or v13's mark). One that takes an id no compact
--- key holds has its ids spelled out (ids_spell_out) and keeps them so until emptied.
-local ids_compact_of = {}
-local function ids_compact(base)
-  local c = ids_compact_of[base]
-  if c == nil then
-    c = not pg_legacy(base, IDS) and (redis.call('ZCARD', base .. IDS.dir) == 0
-      or redis.call('GET', base .. IDS.mark) == @PAGES_MARK_V13@)
-    ids_compact_of[base] = c
+-- Whether namespace `base` keeps family f compact (f.mark_v13): one created since v13
+-- (no page yet, or v13's mark), not one in a hash or sorted set, or paged before. Ids:
+-- one whose first id is a canonical UUID; one that takes an id no compact key holds has
+-- them spelled out (ids_spell_out) and keeps them so until emptied.
+local compact_of = {}
+local function fam_compact(base, f)
+  local key = base .. f.mark
+  if compact_of[key] == nil then
+    compact_of[key] = not pg_legacy(base, f) and (redis.call('ZCARD', base .. f.dir) == 0
+      or redis.call('GET', key) == f.mark_v13)
   end
-  return c
+  return compact_of[key]
 end
-IDS.mark_of = function(base)
-  if ids_compact(base) then return @PAGES_MARK_V13@ end
-  return @PAGES_MARK@
+local function ids_compact(base) return fam_compact(base, IDS) end
+local function vals_compact(base) return fam_compact(base, VALS) end
+IDS.mark_v13, VALS.mark_v13 = @PAGES_MARK_V13@, @VALUES_MARK_V13@
+for _, f in ipairs({IDS, VALS}) do
+  f.mark_of = function(base)
+    if fam_compact(base, f) then return f.mark_v13 end
+    return f.mark_text
+  end
 end
 -- The namespace's ids spelled out, its pages written anew (their records as stored);
 -- returns the keys written.
@@ -378,27 +383,11 @@ local function ids_spell_out(base)
     redis.call('DEL', pg_page(base, IDS, name), pg_heap(base, IDS, name))
   end
   redis.call('DEL', base .. IDS.dir, base .. IDS.mark)
-  ids_compact_of[base] = false
+  compact_of[base .. IDS.mark] = false
   for _, e in ipairs(moved) do
     for _, key in ipairs(pg_add(base, IDS, e[1], e[2])) do written[#written + 1] = key end
   end
   return written
-end
--- Whether namespace `base` keeps its value fields compact: one created since v13 (no
--- value page yet, or v13's mark); not one in a hash or paged before.
-local compact_of = {}
-local function vals_compact(base)
-  local c = compact_of[base]
-  if c == nil then
-    c = not pg_legacy(base, VALS) and (redis.call('ZCARD', base .. VALS.dir) == 0
-      or redis.call('GET', base .. VALS.mark) == @VALUES_MARK_V13@)
-    compact_of[base] = c
-  end
-  return c
-end
-VALS.mark_of = function(base)
-  if vals_compact(base) then return @VALUES_MARK_V13@ end
-  return @VALUES_MARK@
 end
 -- A compact value's parts, kinds 4 to 7 (val_compact): 4, 7: a link (its length in 2
 -- bytes, the depth, then the base's and each leaf's key after its length in a byte); 4, 6:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from durable_graph.errors import CheckpointStoreError
+from durable_graph.store.redis.varint import read_varint, varint
 
 __all__ = ["LIFTED", "lift", "unlift"]
 
@@ -32,26 +33,6 @@ of this package starts with it."""
 _DIGEST = 32
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        byte = data[at]
-        n |= (byte & 0x7F) << shift
-        at += 1
-        if not byte & 0x80:
-            return n, at
-        shift += 7
-
-
 def lift(tagged: tuple[str, bytes], digests: Sequence[bytes]) -> tuple[str, bytes]:
     """``tagged`` (a serializer's tag and bytes) with every occurrence of ``digests`` (the
     link's leaves, in its order) cut out; as it is when none occurs."""
@@ -60,11 +41,11 @@ def lift(tagged: tuple[str, bytes], digests: Sequence[bytes]) -> tuple[str, byte
                    for at in _occurrences(data, digest))
     if not found:
         return tagged
-    head, body, kept = bytearray(_varint(len(found))), bytearray(), 0
+    head, body, kept = bytearray(varint(len(found))), bytearray(), 0
     for at, i in found:
         if at < kept:  # overlapping occurrences: not lifted
             return tagged
-        head += _varint(at - kept) + bytes([i])
+        head += varint(at - kept) + bytes([i])
         body += data[kept:at]
         kept = at + _DIGEST
     return LIFTED + tag, bytes(head + body + data[kept:])
@@ -85,10 +66,10 @@ def unlift(stored: tuple[str, bytes], digests: Sequence[bytes], what: str) -> tu
     if not tag.startswith(LIFTED):
         return stored
     try:
-        count, at = _read_varint(data, 0)
+        count, at = read_varint(data, 0)
         notes = []
         for _ in range(count):
-            gap, at = _read_varint(data, at)
+            gap, at = read_varint(data, at)
             notes.append((gap, digests[data[at]]))
             at += 1
         out, kept = bytearray(), at

@@ -29,6 +29,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from durable_graph.store.redis.varint import read_varint, varint
+
 __all__ = ["SOURCES", "numbered", "unnumbered"]
 
 SOURCES = ("input", "loop", "update", "fork")
@@ -39,17 +41,8 @@ _BRANCH = "branch:to:"
 _COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
 def _zigzag(n: int) -> bytes:
-    return _varint(n * 2 if n >= 0 else -n * 2 - 1)
+    return varint(n * 2 if n >= 0 else -n * 2 - 1)
 
 
 class _Reader:
@@ -57,14 +50,8 @@ class _Reader:
         self.data, self.at = data, 0
 
     def varint(self) -> int:
-        n = shift = 0
-        while True:
-            byte = self.data[self.at]
-            self.at += 1
-            n |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return n
-            shift += 7
+        n, self.at = read_varint(self.data, self.at)
+        return n
 
     def zigzag(self) -> int:
         n = self.varint()
@@ -90,14 +77,14 @@ def _refs_of(refs: Sequence[Any]) -> list[tuple[str, int | None]]:
 
 def _name(name: str, refs: list[tuple[str, int | None]]) -> bytes:
     if name in NAMES:
-        return _varint(1 + NAMES.index(name))
+        return varint(1 + NAMES.index(name))
     for i, (channel, _) in enumerate(refs):
         if channel == name:
-            return _varint(4 + 2 * i)
+            return varint(4 + 2 * i)
         if channel == _BRANCH + name:
-            return _varint(5 + 2 * i)
+            return varint(5 + 2 * i)
     raw = name.encode()
-    return b"\x00" + _varint(len(raw)) + raw
+    return b"\x00" + varint(len(raw)) + raw
 
 
 def _read_name(r: _Reader, refs: list[tuple[str, int | None]]) -> str:
@@ -113,7 +100,7 @@ def _read_name(r: _Reader, refs: list[tuple[str, int | None]]) -> str:
 def _version(version: int, refs: list[tuple[str, int | None]]) -> bytes:
     for i, (_, held) in enumerate(refs):
         if held == version:
-            return _varint(1 + i)
+            return varint(1 + i)
     return b"\x00" + version.to_bytes(6, "big")
 
 
@@ -149,17 +136,17 @@ def _spelled(rest: dict[str, Any], held: list[tuple[str, int | None]]) -> bytes:
            and meta["source"] in SOURCES and type(meta["step"]) is int
            and meta["parents"] == {} and type(seen) is dict)
     out += bytes([SOURCES.index(meta["source"])]) + _zigzag(meta["step"])
-    out += _varint(len(seen))
+    out += varint(len(seen))
     for node, channels in seen.items():
         _check(type(channels) is dict)
-        out += _name(node, held) + _varint(len(channels))
+        out += _name(node, held) + varint(len(channels))
         for channel, version in channels.items():
             _check(type(version) is int and 0 <= version < 1 << 48)
             out += _name(channel, held) + _version(version, held)
     if "g" in rest:
         sig = base64.b64decode(rest["g"], validate=True)
         _check(base64.b64encode(sig).decode() == rest["g"])
-        out += _varint(len(sig)) + sig
+        out += varint(len(sig)) + sig
     return bytes(out)
 
 
