@@ -20,18 +20,22 @@ from typing import Any
 import redis
 
 from durable_graph.store.redis.keys import (
+    ID_DIR_V13,
     ID_PAGE,
     ID_PAGES_MARK_V13,
     PAGE_RECORDS,
     VALUE,
+    VALUE_DIR_V13,
     VALUE_HEAP,
     VALUE_PAGE,
+    VALUES_MARK_V13,
     NamespaceKeys,
 )
 from durable_graph.store.redis.scripts import AS_SENT
 
 __all__ = [
     "delete_value",
+    "id_dir",
     "id_of",
     "namespaces",
     "prefix_values",
@@ -42,6 +46,7 @@ __all__ = [
     "record_ids",
     "stored_record",
     "stored_values",
+    "value_dir",
     "value_fields",
     "write_record",
     "write_value",
@@ -76,6 +81,20 @@ def _paged(client: redis.Redis, directory: str,
     return out
 
 
+def id_dir(client: redis.Redis, nsk: NamespaceKeys) -> str:
+    """The namespace's id-page directory: ``idir`` where it keeps ids compact (redis-v13,
+    whose ``pages`` key then holds a text older releases fail on), else ``pages``."""
+    compact = client.get(nsk.index) == ID_PAGES_MARK_V13.encode()
+    return nsk.base + ID_DIR_V13 if compact else nsk.pages
+
+
+def value_dir(client: redis.Redis, nsk: NamespaceKeys) -> str:
+    """The namespace's value-page directory (``vdir`` where it keeps fields compact)."""
+    compact = client.get(nsk.blobs) == VALUES_MARK_V13.encode() if client.type(
+        nsk.blobs) == b"string" else False
+    return nsk.base + VALUE_DIR_V13 if compact else nsk.value_pages
+
+
 def id_of(client: redis.Redis, nsk: NamespaceKeys) -> Callable[[bytes], str]:
     """A page key's checkpoint id: its 16 bytes' UUID where the namespace keeps ids compact
     (redis-v13), else its text."""
@@ -88,7 +107,7 @@ def _members(client: redis.Redis, nsk: NamespaceKeys) -> dict[str, tuple[bytes, 
     """Checkpoint id -> (page name, member) of a paged namespace."""
     base = nsk.base.encode()
     return {id_of(client, nsk)(k): v for k, v in
-            _paged(client, nsk.pages, lambda n: base + ID_PAGE.encode() + n).items()}
+            _paged(client, id_dir(client, nsk), lambda n: base + ID_PAGE.encode() + n).items()}
 
 
 def record_ids(client: redis.Redis, nsk: NamespaceKeys) -> list[str]:
@@ -181,7 +200,7 @@ def stored_values(client: redis.Redis, nsk: NamespaceKeys) -> dict[bytes, bytes]
     if _in_hash(client, nsk):
         return {bytes(k): bytes(v) for k, v in client.hgetall(nsk.blobs).items()}
     out = {}
-    for key, (name, member) in _paged(client, nsk.value_pages, _vpage(nsk)).items():
+    for key, (name, member) in _paged(client, value_dir(client, nsk), _vpage(nsk)).items():
         at = split_member(member)[1]
         if at:
             out[key] = _bytes_at(client, _vheap(nsk)(name), at)
@@ -223,7 +242,7 @@ def write_value(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes,
         client.hset(nsk.blobs, _field(field), data)
         return
     key = _key(client, nsk, field)
-    name, member = _paged(client, nsk.value_pages, _vpage(nsk))[key]
+    name, member = _paged(client, value_dir(client, nsk), _vpage(nsk))[key]
     _replace(client, _vpage(nsk)(name), _vheap(nsk)(name), key, member, data)
 
 
@@ -233,11 +252,11 @@ def delete_value(client: redis.Redis, nsk: NamespaceKeys, field: str | bytes) ->
         client.hdel(nsk.blobs, _field(field))
         return
     key = _key(client, nsk, field)
-    name, member = _paged(client, nsk.value_pages, _vpage(nsk))[key]
+    name, member = _paged(client, value_dir(client, nsk), _vpage(nsk))[key]
     client.zrem(_vpage(nsk)(name), member)
     if not client.exists(_vpage(nsk)(name)):  # as the store does: no empty page
         client.delete(_vheap(nsk)(name))
-        client.zrem(nsk.value_pages, name)
+        client.zrem(value_dir(client, nsk), name)
 
 
 def namespaces(client: redis.Redis, prefix: str) -> list[NamespaceKeys]:

@@ -420,8 +420,11 @@ def test_v13_keeps_record_heads_value_fields_and_links_compact() -> None:
         BLOBS,
         CHANNEL_NAMES,
         ID_PAGE,
+        ID_PAGES,
+        ID_PAGES_MARK_V13,
         PAGE_RECORDS,
         VALUE_PAGE,
+        VALUE_PAGES,
         VALUES_MARK_V13,
     )
     from tests.redis_records import split_member
@@ -431,6 +434,11 @@ def test_v13_keeps_record_heads_value_fields_and_links_compact() -> None:
     marks = [rec for key, rec in by_key.items() if key.endswith(BLOBS.encode())]
     assert marks and all(base64.b64decode(rec["content"]).decode() == VALUES_MARK_V13
                          for rec in marks)
+    # where a release before v13 looks for pages, a text it fails on (WRONGTYPE)
+    for old_dir, mark in ((ID_PAGES, ID_PAGES_MARK_V13), (VALUE_PAGES, VALUES_MARK_V13)):
+        olds = [rec for key, rec in by_key.items() if key.endswith(old_dir.encode())]
+        assert olds and all(rec["type"] == "string" and base64.b64decode(rec["content"])
+                            .decode() == mark for rec in olds)
     names = [base64.b64decode(rec["content"]) for key, rec in by_key.items()
              if key.endswith(CHANNEL_NAMES.encode())]
     assert names and all(n.endswith(b"\0") for n in names)
@@ -458,8 +466,8 @@ def test_a_v12_thread_resumed_now_gets_compact_records_and_keeps_its_fields_spel
     (its mark unchanged) while its new records get compact heads; history, pruning and
     deleting read both."""
     from durable_graph.store.redis.compact import COMPACT
-    from durable_graph.store.redis.keys import VALUES_MARK, VALUES_MARK_V13
-    from tests.redis_records import record_ids, stored_record, stored_values
+    from durable_graph.store.redis.keys import ID_PAGE, VALUE_PAGE, VALUES_MARK, VALUES_MARK_V13
+    from tests.redis_records import id_dir, record_ids, stored_record, stored_values, value_dir
 
     client = _restore(golden_redis, gen.REDIS_FORMATS["redis-v12"])
     chat = ThreadKeys(gen.GOLDEN_PREFIX, "chat").ns("")
@@ -478,6 +486,11 @@ def test_a_v12_thread_resumed_now_gets_compact_records_and_keeps_its_fields_spel
         assert any(k.startswith(b"messages\0") for k in keys), "fields still spelled out"
         assert any(k.startswith(b"\x02leaf\0") for k in keys)
         assert not any(k[:1] in (b"\0", b"\xff") for k in keys)
+        # its page members locate their bytes as text, which a release before v13 reads
+        dirs = ((id_dir(client, chat), ID_PAGE), (value_dir(client, chat), VALUE_PAGE))
+        members = [m for d, infix in dirs for name in client.zrange(d, 0, -1)
+                   for m in client.zrange(chat.base.encode() + infix.encode() + name, 0, -1)]
+        assert members and all(m[-1:].isdigit() or m.endswith(b"\0-") for m in members)
         messages = _unit._messages(graph.get_state(gen.config("chat")).values)
         assert len(messages) == len(gen.chat_messages(gen.CHAT_TURNS + 1))
         saver.prune(["chat"], keep_last=2)

@@ -109,6 +109,11 @@ def test_a_chat_keeps_compact_heads_and_reads_back_what_was_sent(
         b"__start__", b"messages", b"turns", b"branch:to:reply"} | tags
     # the same history as a store that keeps no compact record
     assert _history(app, "t") == _history(_replayed(6), "t")
+    # where a release before v13 looks for pages, a text: it fails loudly (WRONGTYPE)
+    # instead of finding no checkpoint and starting the thread over
+    for old_dir in (nsk.pages, nsk.value_pages):
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            client.zrevrange(old_dir, 0, 0)
 
 
 def _replayed(turns: int) -> Any:

@@ -19,8 +19,21 @@ import redis
 from durable_graph.store.base import Checkpoint
 from durable_graph.store.redis import RedisSaver
 from durable_graph.store.redis.history import PAGE_BYTES, RECORD_IN_PAGE_MAX
-from durable_graph.store.redis.keys import ID_PAGE, ID_PAGE_MAX, PAGE_RECORDS, ThreadKeys
-from tests.redis_records import id_of, read_record, record_ids, split_member, stored_record
+from durable_graph.store.redis.keys import (
+    ID_DIR_V13,
+    ID_PAGE,
+    ID_PAGE_MAX,
+    PAGE_RECORDS,
+    ThreadKeys,
+)
+from tests.redis_records import (
+    id_dir,
+    id_of,
+    read_record,
+    record_ids,
+    split_member,
+    stored_record,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -50,7 +63,7 @@ def pages(raw: redis.Redis, saver: RedisSaver, thread: str) -> dict[str, list[st
     nsk = ThreadKeys(saver.prefix, thread).ns("")
     text = id_of(raw, nsk)
     out = {}
-    for name in raw.zrange(nsk.pages, 0, -1):
+    for name in raw.zrange(id_dir(raw, nsk), 0, -1):
         page = nsk.base.encode() + ID_PAGE.encode() + name
         ids = [text(split_member(m)[0]) for m in raw.zrange(page, 0, -1)]
         assert raw.object("encoding", page) == b"listpack", name
@@ -129,7 +142,8 @@ def test_deleting_and_pruning_empty_pages_and_keep_the_rest_in_order(
     assert listed(saver, "t") == ids[-6:-1][::-1]
     assert len(pages(raw, saver, "t")) == 1
     saver.delete_checkpoints("t", "", ids[-6:-1])
-    assert not raw.exists(nsk.index, nsk.pages), "an emptied namespace keeps no index key"
+    assert not raw.exists(nsk.index, nsk.pages, nsk.base + ID_DIR_V13), \
+        "an emptied namespace keeps no index key"
     put(saver, "t", ids[0])
     saver.delete_thread("t")
     assert raw.keys(f"*{saver.prefix}:t*") == []
@@ -153,16 +167,16 @@ def test_a_namespace_with_one_index_goes_on_in_that_form(
         put(saver, "t", cid)
     nsk = ThreadKeys(saver.prefix, "t").ns("")
     records = {cid: read_record(raw, nsk, cid) for cid in record_ids(raw, nsk)}
-    for name in raw.zrange(nsk.pages, 0, -1):  # the layout before pages
+    for name in raw.zrange(id_dir(raw, nsk), 0, -1):  # the layout before pages
         raw.delete(nsk.base.encode() + ID_PAGE.encode() + name,
                    nsk.base.encode() + PAGE_RECORDS.encode() + name)
-    raw.delete(nsk.index, nsk.pages)
+    raw.delete(nsk.index, nsk.pages, nsk.base + ID_DIR_V13)
     for cid, record in records.items():
         raw.set(nsk.checkpoint(cid), record or b"")
         raw.zadd(nsk.index, {cid: 0})
     for cid in ids[3:]:
         put(saver, "t", cid)
-    assert not raw.exists(nsk.pages)
+    assert not raw.exists(nsk.pages, nsk.base + ID_DIR_V13)
     assert [i.decode() for i in raw.zrange(nsk.index, 0, -1)] == ids
     assert listed(saver, "t") == ids[::-1]
     assert saver.prune_thread("t", 2) == 3

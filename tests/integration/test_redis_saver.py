@@ -103,8 +103,8 @@ def test_unchanged_channel_is_not_rewritten(saver: RedisSaver, raw: redis.Redis)
     keys = thread_keys(raw, saver.prefix, "t1")
     kinds = sorted({re.split(":(?:v?pg|rc|vh):", k.decode("latin-1").split("}:", 1)[1])[0]
                     for k in keys})
-    assert kinds == ["n:", "n::blobs", "n::chn", "n::idx", "n::pages", "n::vpages", "ns",
-                     "rec"]
+    assert kinds == ["n:", "n::blobs", "n::chn", "n::idir", "n::idx", "n::pages", "n::vdir",
+                     "n::vpages", "ns", "rec"]
     assert raw.type(ThreadKeys(saver.prefix, "t1").ns("").blobs) == b"string"
     nsk = ThreadKeys(saver.prefix, "t1").ns("")
     assert len(record_ids(raw, nsk)) == 5 and not any(b":cp:" in k for k in keys)

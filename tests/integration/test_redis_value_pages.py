@@ -27,7 +27,7 @@ from durable_graph.store.redis.keys import (
     ThreadKeys,
     blob_field,
 )
-from tests.redis_records import read_values
+from tests.redis_records import read_values, value_dir
 
 pytestmark = pytest.mark.redis
 
@@ -46,7 +46,7 @@ def value_pages(raw: redis.Redis, saver: RedisSaver, thread: str) -> dict[bytes,
     holding no key below its name, its string within bounds."""
     nsk = ThreadKeys(saver.prefix, thread).ns("")
     out = {}
-    for name in raw.zrange(nsk.value_pages, 0, -1):
+    for name in raw.zrange(value_dir(raw, nsk), 0, -1):
         page = nsk.base.encode() + VALUE_PAGE.encode() + name  # a compact key: bytes
         members = raw.zrange(page, 0, -1)
         assert raw.object("encoding", page) == b"listpack", name

@@ -342,33 +342,13 @@ local function uuid_at_least(t)
   if #t > 36 then return bump(36) end
   return table.concat(out)
 end
--- Whether namespace `base` keeps family f compact (f.mark_v13): one created since v13
--- (no page yet, or v13's mark), not one in a hash or sorted set, or paged before. Ids:
--- one whose first id is a canonical UUID; one that takes an id no compact key holds has
--- them spelled out (ids_spell_out) and keeps them so until emptied.
-local compact_of = {}
-local function fam_compact(base, f)
-  local key = base .. f.mark
-  if compact_of[key] == nil then
-    compact_of[key] = not pg_legacy(base, f) and (redis.call('ZCARD', base .. f.dir) == 0
-      or redis.call('GET', key) == f.mark_v13)
-  end
-  return compact_of[key]
-end
 local function ids_compact(base) return fam_compact(base, IDS) end
 local function vals_compact(base) return fam_compact(base, VALS) end
-IDS.mark_v13, VALS.mark_v13 = @PAGES_MARK_V13@, @VALUES_MARK_V13@
-for _, f in ipairs({IDS, VALS}) do
-  f.mark_of = function(base)
-    if fam_compact(base, f) then return f.mark_v13 end
-    return f.mark_text
-  end
-end
 -- The namespace's ids spelled out, its pages written anew (their records as stored);
 -- returns the keys written.
 local function ids_spell_out(base)
   local moved, written = {}, {}
-  for _, name in ipairs(redis.call('ZRANGE', base .. IDS.dir, 0, -1)) do
+  for _, name in ipairs(redis.call('ZRANGE', pg_dir(base, IDS), 0, -1)) do
     local ms = redis.call('ZRANGE', pg_page(base, IDS, name), 0, -1)
     local recs = pg_records(base, IDS, name, ms)
     for i, m in ipairs(ms) do
@@ -382,7 +362,7 @@ local function ids_spell_out(base)
     end
     redis.call('DEL', pg_page(base, IDS, name), pg_heap(base, IDS, name))
   end
-  redis.call('DEL', base .. IDS.dir, base .. IDS.mark)
+  redis.call('DEL', pg_dir(base, IDS), base .. IDS.dir, base .. IDS.mark)
   compact_of[base .. IDS.mark] = false
   for _, e in ipairs(moved) do
     for _, key in ipairs(pg_add(base, IDS, e[1], e[2])) do written[#written + 1] = key end

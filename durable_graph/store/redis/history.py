@@ -52,10 +52,10 @@ PAGED = """
 -- a NUL, an id cannot).
 local IDS = {dir = @PAGES@, page = @PAGE@, heap = @RECS@, own = @CP@, mark = @IDX@,
              mark_text = @PAGES_MARK@, legacy = 'zset', split = 2 * @PAGE_BYTES@,
-             own_suffix = '\\0-', fill = true}
+             own_suffix = '\\0-', fill = true, dir13 = @IDIR@, mark_v13 = @PAGES_MARK_V13@}
 local VALS = {dir = @VPAGES@, page = @VPAGE@, heap = @VHEAP@, own = @VOWN@, mark = @BLOBS@,
               mark_text = @VALUES_MARK@, legacy = 'hash', split = @PAGE_BYTES@,
-              own_suffix = '\\0-', fill = true}
+              own_suffix = '\\0-', fill = true, dir13 = @VDIR@, mark_v13 = @VALUES_MARK_V13@}
 -- whether a namespace keeps family f in its layout before pages: its mark's key holds
 -- the sorted set of ids or the hash of values (f.legacy) instead. Read once a script: a
 -- namespace changes layout only when emptied, and then only from legacy to paged, which
@@ -65,6 +65,25 @@ local function pg_legacy(base, f)
   local key = base .. f.mark
   if legacy_of[key] == nil then legacy_of[key] = redis.call('TYPE', key)['ok'] == f.legacy end
   return legacy_of[key]
+end
+-- Whether namespace `base` keeps family f compact (redis-v13, `compact`): its mark says
+-- so, or it has no pages of an earlier layout (a new one, or one emptied). Such a
+-- namespace's directory is f.dir13, and f.dir holds a text (f.mark_v13) that a release
+-- older than v13 fails on loudly (WRONGTYPE) instead of finding no checkpoint. Ids: one
+-- that takes an id no compact key holds has them spelled out (ids_spell_out) for good.
+local compact_of = {}
+local function fam_compact(base, f)
+  local key = base .. f.mark
+  if compact_of[key] == nil then
+    compact_of[key] = not pg_legacy(base, f) and (redis.call('GET', key) == f.mark_v13
+      or redis.call('TYPE', base .. f.dir)['ok'] ~= 'zset')
+  end
+  return compact_of[key]
+end
+-- family f's directory in namespace `base`
+local function pg_dir(base, f)
+  if fam_compact(base, f) then return base .. f.dir13 end
+  return base .. f.dir
 end
 -- whether text `a` sorts after text `b` byte by byte, as Redis orders members (Lua's own
 -- `<` follows the collation of the server's locale: under en_US.UTF-8 'B' sorts after 'a')
@@ -80,15 +99,15 @@ local function pg_heap(base, f, name) return base .. f.heap .. name end
 local function pg_own(base, f, k) return base .. f.own .. k end
 -- the page whose keys' range holds `k` (nil: before every page, or no page)
 local function pg_of(base, f, k)
-  return redis.call('ZREVRANGEBYLEX', base .. f.dir, '[' .. k, '-', 'LIMIT', 0, 1)[1]
+  return redis.call('ZREVRANGEBYLEX', pg_dir(base, f), '[' .. k, '-', 'LIMIT', 0, 1)[1]
 end
 local function pg_before(base, f, name)
-  return redis.call('ZREVRANGEBYLEX', base .. f.dir, '(' .. name, '-', 'LIMIT', 0, 1)[1]
+  return redis.call('ZREVRANGEBYLEX', pg_dir(base, f), '(' .. name, '-', 'LIMIT', 0, 1)[1]
 end
-local function pg_last(base, f) return redis.call('ZREVRANGE', base .. f.dir, 0, 0)[1] end
+local function pg_last(base, f) return redis.call('ZREVRANGE', pg_dir(base, f), 0, 0)[1] end
 -- a member's key, and the offset and length of its bytes in the page's string (nil: in
--- a key of their own): since redis-v13 NUL, both in 2 bytes and byte 255 after the key
--- (m_at), before as text
+-- a key of their own): in a namespace that keeps f compact (redis-v13) NUL, both in 2
+-- bytes and byte 255 after the key (m_at); else as text, which a release before reads
 local function m_split(m)
   if string.byte(m, -1) == 255 and string.byte(m, -6) == 0 then
     local off, len = struct.unpack('>HH', m, #m - 4)
@@ -100,8 +119,8 @@ local function m_split(m)
   return m, nil
 end
 local function m_key(m) return (m_split(m)) end
-local function m_at(k, off, len)
-  if off < 65536 and len < 65536 then
+local function m_at(base, f, k, off, len)
+  if off < 65536 and len < 65536 and fam_compact(base, f) then
     return k .. '\\0' .. struct.pack('>HH', off, len) .. '\\255'
   end
   return k .. '\\0' .. off .. ',' .. len
@@ -149,7 +168,7 @@ local function pg_fill(base, f, name, ms, recs, from, to)
     local m = m_key(ms[i])
     if recs[i] then
       parts[#parts + 1] = recs[i]
-      m = m_at(m, off, #recs[i])
+      m = m_at(base, f, m, off, #recs[i])
       off = off + #recs[i]
     else
       m = m .. f.own_suffix
@@ -170,8 +189,11 @@ local function pg_tidy(base, f, name)
   local ms = redis.call('ZRANGE', key, 0, -1)
   if #ms == 0 then
     redis.call('DEL', pg_heap(base, f, name))
-    redis.call('ZREM', base .. f.dir, name)
-    if redis.call('EXISTS', base .. f.dir) == 0 then redis.call('DEL', base .. f.mark) end
+    redis.call('ZREM', pg_dir(base, f), name)
+    if redis.call('EXISTS', pg_dir(base, f)) == 0 then
+      redis.call('DEL', base .. f.mark)
+      if fam_compact(base, f) then redis.call('DEL', base .. f.dir) end  -- its old readers' text
+    end
     return
   end
   local live = 0
@@ -230,7 +252,7 @@ end
 -- it, so a page's name never exceeds its keys. Bytes over @RECORD_IN_PAGE_MAX@ keep a key
 -- of their own (rewriting a page stays cheap).
 local function pg_add(base, f, k, bytes, once)
-  local dir = base .. f.dir
+  local dir = pg_dir(base, f)
   local name = pg_of(base, f, k)
   if name and pg_member_in(base, f, name, k) then  -- written before: replaced (once: kept)
     if once then return {} end
@@ -247,7 +269,12 @@ local function pg_add(base, f, k, bytes, once)
       end
       redis.call('ZREM', dir, first)
     else
-      redis.call('SET', base .. f.mark, f.mark_of and f.mark_of(base) or f.mark_text)
+      if fam_compact(base, f) then  -- a text at the mark and where older releases look
+        redis.call('SET', base .. f.mark, f.mark_v13)
+        redis.call('SET', base .. f.dir, f.mark_v13)
+      else
+        redis.call('SET', base .. f.mark, f.mark_text)
+      end
     end
     redis.call('ZADD', dir, 0, k)
     name = k
@@ -259,13 +286,13 @@ local function pg_add(base, f, k, bytes, once)
     name = k
   end
   local key, hk = pg_page(base, f, name), pg_heap(base, f, name)
-  local written = {key, hk, dir, base .. f.mark}
+  local written = {key, hk, dir, base .. f.mark, base .. f.dir}
   local m, size = k .. f.own_suffix, 0
   if #bytes <= @RECORD_IN_PAGE_MAX@ then
     -- written whole (SET), not APPENDed: APPEND leaves room for as much again
     local held = redis.call('GET', hk) or ''
     redis.call('SET', hk, held .. bytes, 'KEEPTTL')
-    m, size = m_at(k, #held, #bytes), #held + #bytes
+    m, size = m_at(base, f, k, #held, #bytes), #held + #bytes
   else
     redis.call('SET', pg_own(base, f, k), bytes)
     written[#written + 1] = pg_own(base, f, k)
@@ -303,12 +330,12 @@ local function pg_rewrite(base, f, k, bytes)
   redis.call('SET', hk, string.sub(held, 1, off) .. string.rep('\\0', len) ..
              string.sub(held, off + len + 1) .. bytes, 'KEEPTTL')
   redis.call('ZREM', page, m)
-  redis.call('ZADD', page, 0, m_at(k, #held, #bytes))
+  redis.call('ZADD', page, 0, m_at(base, f, k, #held, #bytes))
 end
 -- Every key, in order.
 local function pg_all(base, f)
   local out = {}
-  for _, name in ipairs(redis.call('ZRANGE', base .. f.dir, 0, -1)) do
+  for _, name in ipairs(redis.call('ZRANGE', pg_dir(base, f), 0, -1)) do
     pg_keys_of(base, f, name, 0, -1, out)
   end
   return out
@@ -316,8 +343,8 @@ end
 -- The keys holding the set (to expire or delete with the thread): its mark, directory,
 -- pages, strings, and (with_own) the keys of bytes kept apart.
 local function pg_store_keys(base, f, with_own)
-  local out = {base .. f.mark, base .. f.dir}
-  for _, name in ipairs(redis.call('ZRANGE', base .. f.dir, 0, -1)) do
+  local out = {base .. f.mark, base .. f.dir, pg_dir(base, f)}
+  for _, name in ipairs(redis.call('ZRANGE', pg_dir(base, f), 0, -1)) do
     out[#out + 1] = pg_page(base, f, name)
     out[#out + 1] = pg_heap(base, f, name)
     if with_own then
@@ -385,9 +412,9 @@ local function ids_beside(base, k, after)
   m = name and redis.call('ZRANGEBYLEX', pg_page(base, IDS, name), '[' .. k .. '\\1', '+',
                           'LIMIT', 0, 1)[1]
   if not m then
-    local later = name and redis.call('ZRANGEBYLEX', base .. IDS.dir, '(' .. name, '+',
+    local later = name and redis.call('ZRANGEBYLEX', pg_dir(base, IDS), '(' .. name, '+',
                                       'LIMIT', 0, 1)[1] or
-      not name and redis.call('ZRANGE', base .. IDS.dir, 0, 0)[1]
+      not name and redis.call('ZRANGE', pg_dir(base, IDS), 0, 0)[1]
     m = later and redis.call('ZRANGE', pg_page(base, IDS, later), 0, 0)[1]
   end
   return m and m_key(m)
@@ -550,7 +577,7 @@ local function ids_beyond(base, keep)
     local n = redis.call('ZCARD', pg_page(base, IDS, name))
     if kept + n > keep then
       local out = {}
-      for _, older in ipairs(redis.call('ZRANGEBYLEX', base .. IDS.dir, '-', '(' .. name)) do
+      for _, older in ipairs(redis.call('ZRANGEBYLEX', pg_dir(base, IDS), '-', '(' .. name)) do
         pg_keys_of(base, IDS, older, 0, -1, out)
       end
       return iids(base, pg_keys_of(base, IDS, name, 0, n - (keep - kept) - 1, out))

@@ -83,6 +83,7 @@ __all__ = [
     "CHANNEL_NAMES",
     "CHECKPOINT",
     "ESCAPES",
+    "ID_DIR_V13",
     "ID_PAGE",
     "ID_PAGES",
     "ID_PAGES_MARK",
@@ -100,6 +101,7 @@ __all__ = [
     "VALUE",
     "VALUES_MARK",
     "VALUES_MARK_V13",
+    "VALUE_DIR_V13",
     "VALUE_HEAP",
     "VALUE_PAGE",
     "VALUE_PAGES",
@@ -130,6 +132,9 @@ INDEX = ":idx"
 """Suffix of a namespace's history index before redis-v11 (one sorted set of every id)."""
 ID_PAGES = ":pages"
 """Suffix of a namespace's page directory (redis-v11): the names of its id pages."""
+ID_DIR_V13 = ":idir"
+"""Suffix of the page directory of a namespace that keeps its ids compact (redis-v13); its
+``pages`` key then holds ``ID_PAGES_MARK_V13``, a text a release older than v13 fails on."""
 ID_PAGE = ":pg:"
 """Infix before a page's name: ``<ns base>:pg:<name>``, a sorted set of checkpoint ids."""
 ID_PAGES_MARK = "checkpoint ids in pages (redis-v11): read this thread with a newer durable-graph"
@@ -150,6 +155,9 @@ encoding, about 45 bytes an id against about 145 in one sorted set of every id. 
 the stored layout only as a bound: pages of any size read back."""
 VALUE_PAGES = ":vpages"
 """Suffix of a namespace's value-page directory (redis-v12): the names of its value pages."""
+VALUE_DIR_V13 = ":vdir"
+"""Suffix of the value-page directory of a namespace that keeps its fields compact
+(redis-v13); its ``vpages`` key then holds ``VALUES_MARK_V13``."""
 VALUE_PAGE = ":vpg:"
 """Infix before a value page's name: ``<ns base>:vpg:<name>``, a sorted set of value fields."""
 VALUE_HEAP = ":vh:"

@@ -31,6 +31,7 @@ from durable_graph.store.redis.keys import (
     CHANNEL_NAMES,
     CHECKPOINT,
     ESCAPES,
+    ID_DIR_V13,
     ID_PAGE,
     ID_PAGE_MAX,
     ID_PAGES,
@@ -44,6 +45,7 @@ from durable_graph.store.redis.keys import (
     RECORD,
     STATUS_TAG,
     VALUE,
+    VALUE_DIR_V13,
     VALUE_HEAP,
     VALUE_PAGE,
     VALUE_PAGES,
@@ -92,7 +94,8 @@ def _lua(source: str) -> str:
                 "@REC@": RECORD, "@LEASE@": LEASE, "@NSMAP@": NAMESPACES, "@NS@": NAMESPACE,
                 "@PAGES@": ID_PAGES, "@PAGE@": ID_PAGE, "@RECS@": PAGE_RECORDS,
                 "@VPAGES@": VALUE_PAGES, "@VPAGE@": VALUE_PAGE, "@VHEAP@": VALUE_HEAP,
-                "@VOWN@": VALUE, "@NAMES@": CHANNEL_NAMES}
+                "@VOWN@": VALUE, "@NAMES@": CHANNEL_NAMES,
+                "@IDIR@": ID_DIR_V13, "@VDIR@": VALUE_DIR_V13}
     for name, value in suffixes.items():
         source = source.replace(name, f"'{value}'")
     source = source.replace("@PAGE_MAX@", str(ID_PAGE_MAX))
