@@ -33,8 +33,9 @@ its link only.)
   namespace, not stored; +4: ``SPLIT_NUMBERED``), the number of refs, the parent's 16
   bytes if stored, then each ref: a kind byte (+1: a value kept in the record follows,
   its length in a byte and its raw bytes; +2: the field is spelled out, a 2-byte length
-  and its text) and, unless spelled out, the channel's number and the version in 6
-  bytes; then the record's rest, unchanged. A record whose parent is flagged names it
+  and its text; +4: its version is the one written out last before it) and, unless
+  spelled out, the channel's number and (unless +4) the version in 6 bytes; then the
+  record's rest, unchanged. A record whose parent is flagged names it
   itself (``rec_explicit``) as soon as an id is stored or deleted just before it. Any
   other record is stored as it came.
 * **Values** (``val_compact`` / ``val_whole``) of a namespace created since v13
@@ -209,16 +210,20 @@ local function rec_whole(base, raw, prev_of)
     parts[1] = '\\161P' .. msg_str(latin(prev))
   end
   local n = string.byte(raw, 3)
-  local refs = {}
+  local refs, version = {}, nil
   for i = 1, n do
     local kind = string.byte(raw, at)
     local field
-    if kind >= 2 then
+    if kind % 4 >= 2 then
       local len = struct.unpack('>I2', raw, at + 1)
       field = string.sub(raw, at + 3, at + 2 + len)
       at = at + 3 + len
+    elseif kind >= 4 then  -- the version of the ref before
+      field = name_of(base, string.byte(raw, at + 1)) .. '\\0' .. version
+      at = at + 2
     else
-      field = name_of(base, string.byte(raw, at + 1)) .. '\\0' .. unbe6(raw, at + 2)
+      version = unbe6(raw, at + 2)
+      field = name_of(base, string.byte(raw, at + 1)) .. '\\0' .. version
       at = at + 8
     end
     if kind % 2 == 1 then
@@ -250,6 +255,7 @@ local function rec_compact(base, raw, prev)
   parent = parent and unlatin(parent)
   if parent and #parent ~= 16 then return raw end
   local out = {'\\194', parent and '\\1' or '\\0', string.char(#refs), parent or ''}
+  local last = nil  -- the version last written out
   if parent and parent == prev then out[2], out[4] = '\\2', '' end
   if first == 195 then out[2] = string.char(string.byte(out[2]) + 4) end
   for _, r in ipairs(refs) do
@@ -261,8 +267,11 @@ local function rec_compact(base, raw, prev)
     local parts = field_parts(field)
     local num = parts and name_num(base, parts[1], true)
     local kind = kept and 1 or 0
-    if num then
+    if num and parts[2] == last then  -- the version of the ref before: not again
+      out[#out + 1] = string.char(kind + 4, num)
+    elseif num then
       out[#out + 1] = string.char(kind, num) .. be6(parts[2])
+      last = parts[2]
     else
       out[#out + 1] = string.char(kind + 2) .. struct.pack('>I2', #field) .. field
     end
