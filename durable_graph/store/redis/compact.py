@@ -135,61 +135,78 @@ local function unbe6(s, at)
   for j = at, at + 5 do n = n * 256 + string.byte(s, j) end
   return string.format('%.0f', n)
 end
--- a leaf's digest: URL-safe base64 (43 characters, unpadded) and its 32 bytes
+-- a leaf's digest: URL-safe base64 (43 characters, unpadded) and its 32 bytes, a group
+-- of four characters (three bytes) at a time
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
-local b64_at = {}
-for i = 1, 64 do b64_at[string.byte(B64, i)] = i - 1 end
+local b64_at, b64_ch = {}, {}
+for i = 1, 64 do
+  b64_at[string.byte(B64, i)] = i - 1
+  b64_ch[i - 1] = string.sub(B64, i, i)
+end
 local function b64_raw(text)
   if #text ~= 43 then return nil end
-  local out, acc, bits = {}, 0, 0
-  for i = 1, 43 do
-    local v = b64_at[string.byte(text, i)]
-    if not v then return nil end
-    acc, bits = acc * 64 + v, bits + 6
-    if bits >= 8 then
-      bits = bits - 8
-      local b = math.floor(acc / 2 ^ bits)
-      out[#out + 1] = string.char(b)
-      acc = acc - b * 2 ^ bits
-    end
+  local out = {}
+  for i = 1, 37, 4 do
+    local a, b, c, d = string.byte(text, i, i + 3)
+    a, b, c, d = b64_at[a], b64_at[b], b64_at[c], b64_at[d]
+    if not (a and b and c and d) then return nil end
+    local n = ((a * 64 + b) * 64 + c) * 64 + d
+    out[#out + 1] = string.char(math.floor(n / 65536), math.floor(n / 256) % 256, n % 256)
   end
-  if acc ~= 0 then return nil end  -- not the canonical spelling
+  local a, b, c = string.byte(text, 41, 43)
+  a, b, c = b64_at[a], b64_at[b], b64_at[c]
+  if not (a and b and c) or c % 4 ~= 0 then return nil end  -- not the canonical spelling
+  local n = ((a * 64 + b) * 64 + c) / 4
+  out[#out + 1] = string.char(math.floor(n / 256), n % 256)
   return table.concat(out)
 end
 local function raw_b64(raw)
-  local out, acc, bits = {}, 0, 0
-  for i = 1, #raw do
-    acc, bits = acc * 256 + string.byte(raw, i), bits + 8
-    while bits >= 6 do
-      bits = bits - 6
-      local v = math.floor(acc / 2 ^ bits)
-      out[#out + 1] = string.sub(B64, v + 1, v + 1)
-      acc = acc - v * 2 ^ bits
-    end
+  local out = {}
+  for i = 1, 28, 3 do
+    local a, b, c = string.byte(raw, i, i + 2)
+    local n = (a * 256 + b) * 256 + c
+    out[#out + 1] = b64_ch[math.floor(n / 262144)] .. b64_ch[math.floor(n / 4096) % 64] ..
+      b64_ch[math.floor(n / 64) % 64] .. b64_ch[n % 64]
   end
-  if bits > 0 then
-    local v = acc * 2 ^ (6 - bits)
-    out[#out + 1] = string.sub(B64, v + 1, v + 1)
-  end
+  local a, b = string.byte(raw, 31, 32)
+  local n = (a * 256 + b) * 4
+  out[#out + 1] = b64_ch[math.floor(n / 4096)] .. b64_ch[math.floor(n / 64) % 64] ..
+    b64_ch[n % 64]
   return table.concat(out)
 end
--- A field's compact key (`grow`: number its channel if new), and back (vfield).
+-- A field's compact key (`grow`: number its channel if new), and back (vfield); each kept
+-- for the rest of the script once found (a read walks many of them, some twice).
+local key_at, field_at = {}, {}
 local function vkey(base, g, grow)
+  local memo = base .. '\\0' .. g
+  local k = key_at[memo]
+  if k then return k end
   if string.sub(g, 1, 6) == '\\2leaf\\0' then
     local raw = b64_raw(string.sub(g, 7))
-    if raw then return '\\0' .. raw end
-    return '\\255' .. g
+    k = raw and '\\0' .. raw
+  else
+    local parts = field_parts(g)
+    local num = parts and name_num(base, parts[1], grow)
+    k = num and string.char(num) .. be6(parts[2])
   end
-  local parts = field_parts(g)
-  local num = parts and name_num(base, parts[1], grow)
-  if num then return string.char(num) .. be6(parts[2]) end
-  return '\\255' .. g
+  if not k then return '\\255' .. g end  -- not kept: a later call may number it
+  key_at[memo], field_at[base .. '\\0' .. k] = k, g
+  return k
 end
 local function vfield(base, k)
+  local memo = base .. '\\0' .. k
+  local g = field_at[memo]
+  if g then return g end
   local b = string.byte(k, 1)
-  if b == 0 then return '\\2leaf\\0' .. raw_b64(string.sub(k, 2)) end
   if b == 255 then return string.sub(k, 2) end
-  return name_of(base, b) .. '\\0' .. unbe6(k, 2)
+  if b == 0 then
+    if #k ~= 33 then error('a compact leaf key of ' .. #k .. ' bytes in ' .. base) end
+    g = '\\2leaf\\0' .. raw_b64(string.sub(k, 2))
+  else
+    g = name_of(base, b) .. '\\0' .. unbe6(k, 2)
+  end
+  field_at[memo], key_at[base .. '\\0' .. g] = g, k
+  return g
 end
 -- The record a compact one (`rec_compact`) was made from, byte for byte; anything else
 -- as it is. `prev_of`: a function giving the 16 bytes of the id before the record's in
