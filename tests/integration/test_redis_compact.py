@@ -358,3 +358,44 @@ def test_leaf_digests_are_lifted_and_a_link_altered_to_another_leaf_is_refused(
 
 def _dicts(messages: list[Any]) -> list[dict[str, Any]]:
     return [m if isinstance(m, dict) else {"content": m.content} for m in messages]
+
+
+def test_ids_are_bytes_until_another_id_comes_and_bounds_list_as_text_sorts(
+        saver: RedisSaver, client: redis.Redis) -> None:
+    """A namespace of canonical UUIDs keeps their 16 bytes; a listing's bound of any text
+    lists exactly the ids whose text sorts below it; the first id that is no such UUID has
+    the namespace's ids spelled out, and every read goes on as one sorted index of texts."""
+    from durable_graph.store.redis.keys import ID_PAGES_MARK, ID_PAGES_MARK_V13
+
+    rng = random.Random(5)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(150)]
+    for cid in ids:
+        _put_child(saver, "b", cid, None)
+    nsk = ThreadKeys(saver.prefix, "b").ns("")
+    assert client.get(nsk.index) == ID_PAGES_MARK_V13.encode()
+
+    def listed(before: str | None = None, limit: int | None = None) -> list[str]:
+        bound = cfg_at("b", before) if before is not None else None
+        return [t.checkpoint.id for t in saver.list(cfg("b"), before=bound, limit=limit)]
+
+    def bounds(known: list[str]) -> list[str]:
+        picked = rng.sample(known, 4)
+        return [*picked, *(c[:n] for c in picked for n in (1, 9, 35)),
+                *(c[:n] + x for c in picked for n in (0, 13, 30) for x in "-0g~"),
+                *(c.upper() for c in picked), *(c + "0" for c in picked), "~", "0", "f" * 40]
+
+    def check(known: list[str]) -> None:
+        for bound in bounds(known):  # the first three below it, as text sorts
+            assert listed(bound, 3) == sorted((i for i in known if i < bound),
+                                              reverse=True)[:3], bound
+
+    check(ids)
+    others = ["zzz", "checkpoint-1", "1", "18000000-0000-0000-0000-00000000000G"]
+    for cid in others:  # not canonical UUIDs: the ids are spelled out, for good
+        _put_child(saver, "b", cid, None)
+    assert client.get(nsk.index) == ID_PAGES_MARK.encode()
+    everything = ids + others
+    assert listed() == sorted(everything, reverse=True)
+    check(everything)
+    assert saver.get_tuple(cfg_at("b", "zzz")) is not None
+    assert saver.get_tuple(cfg("b")).checkpoint.id == "zzz"  # type: ignore[union-attr]
