@@ -363,11 +363,11 @@ local function ids_legacy(base) return pg_legacy(base, IDS) end
 -- checkpoint `id`'s key in its namespace's pages (nil: none can hold it) and back
 -- (redis-v13: its 16 bytes where the ids are kept compact, ids_compact)
 local function ikey(base, id)
-  if ids_legacy(base) or not ids_compact(base) then return id end
+  if not ids_compact(base) then return id end
   return uuid_raw(id)
 end
 local function iid(base, k)
-  if ids_legacy(base) or not ids_compact(base) then return k end
+  if not ids_compact(base) then return k end
   return raw_uuid(k)
 end
 local function iids(base, ks)

@@ -533,7 +533,7 @@ return 'ok'
 )
 
 AS_SENT = _lua(HISTORY + """
--- For tools that read the stored keys themselves (tests, the layout sketch): what the
+-- For tools that read the stored keys themselves (tests/redis_records.py): what the
 -- saver sent, from what a namespace holds (redis-v13 keeps parts compact: `compact`).
 -- KEYS: the namespace's channel names    ARGV: its key base, then
 --   'record', a checkpoint id         -> its record as packed (rec_raw), false: none
